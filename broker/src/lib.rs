@@ -1,0 +1,12 @@
+//! Sluice: an AMQP 1.0 message broker whose whole cluster runs under a
+//! deterministic simulator.
+//!
+//! The crate is layered like quinn: sans-IO cores (the AMQP codec and
+//! connection engine) take bytes, commands and `now` and return bytes and
+//! events; the [`server`] drives them through the [`io`] seam, which is
+//! tokio in production and turmoil in simulation.
+
+pub mod amqp;
+pub mod config;
+pub mod io;
+pub mod server;
