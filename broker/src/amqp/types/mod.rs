@@ -1,1 +1,23 @@
-//! placeholder
+//! The protocol's definitions (spec parts 2, 3 and 5) as typed Rust values:
+//! performatives, SASL frames, delivery states, termini and message sections.
+
+mod definitions;
+mod messaging;
+mod performatives;
+mod sasl;
+
+pub use definitions::{
+    Annotations, ApplicationProperties, DistributionMode, Error, ExpiryPolicy, Fields, Handle,
+    ReceiverSettleMode, Role, SenderSettleMode, TerminusDurability, Timestamp, condition,
+};
+pub use messaging::{
+    Accepted, DeliveryState, Header, Message, MessageId, Modified, Properties, Received, Rejected,
+    Released, Section, Source, Target, section,
+};
+pub use performatives::{
+    Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,
+};
+pub use sasl::{SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1398 @@
+//! The connection engine: protocol headers, SASL, and the connection's
+//! sessions and links, as a sans-IO state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::config::{AuthOutcome, Authenticator, ClientSasl, ConnectionConfig};
+use super::event::{DeliveryId, Event, LinkId, SessionId};
+use super::link::{Link, LinkState, PartialDelivery};
+use super::session::{PendingTransfer, Session, SessionState, ids_in_range, lowest_free};
+use crate::amqp::codec::Symbol;
+use crate::amqp::frame::{
+    EMPTY_FRAME, Frame, FrameDecoder, Layer, MIN_MAX_FRAME_SIZE, PROTOCOL_HEADER_LEN, ProtocolId,
+    put_amqp_frame, put_sasl_frame, put_transfer_frame,
+};
+use crate::amqp::types::{
+    Attach, Begin, Close, DeliveryState, Detach, Disposition, End, Error, Flow, Open, Performative,
+    ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome,
+    SenderSettleMode, Source, Target, Transfer, condition,
+};
+
+/// The highest link handle we accept per session: bounds the links one
+/// session can make us track.
+pub const HANDLE_MAX: u32 = 1023;
+
+/// Which side of the connection this engine plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// Where the connection is in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Awaiting the client's first protocol header (server).
+    ServerHello,
+    /// Awaiting the client's AMQP header after SASL (server).
+    ServerAfterSasl,
+    /// Awaiting the server's answer to the header we sent (client).
+    ClientHello(ProtocolId),
+    /// Awaiting `sasl-init` (server).
+    SaslAwaitInit,
+    /// Awaiting `sasl-mechanisms` (client).
+    SaslAwaitMechanisms,
+    /// Awaiting `sasl-outcome` (client).
+    SaslAwaitOutcome,
+    /// Exchanging AMQP frames.
+    Amqp,
+    /// Reading nothing more.
+    Done,
+}
+
+/// A disposition waiting to be written; consecutive ones are merged into
+/// ranges when the output is polled.
+#[derive(Debug, Clone, PartialEq)]
+struct PendingDisposition {
+    channel: u16,
+    role: Role,
+    id: u32,
+    settled: bool,
+    state: Option<DeliveryState>,
+}
+
+/// What the peer's `open` allows us.
+#[derive(Debug, Clone, Copy)]
+struct PeerLimits {
+    max_frame_size: u32,
+    channel_max: u16,
+    idle_timeout: Option<Duration>,
+}
+
+/// A command the engine cannot carry out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The connection is closing or closed.
+    #[error("the connection is closed")]
+    Closed,
+    /// No session has that id.
+    #[error("no such session")]
+    NoSuchSession,
+    /// No link has that id.
+    #[error("no such link")]
+    NoSuchLink,
+    /// The link is not attached (or not in the state the command needs).
+    #[error("the link is not attached")]
+    NotAttached,
+    /// The command needs the other role (e.g. sending on a receiving link).
+    #[error("the link has the wrong role for this command")]
+    WrongRole,
+    /// The peer has given no credit on this link.
+    #[error("no link credit")]
+    NoCredit,
+    /// The message exceeds the peer's max-message-size.
+    #[error("message of {size} bytes exceeds the peer's limit of {max}")]
+    MessageTooLarge {
+        /// The message's size.
+        size: u64,
+        /// The peer's limit.
+        max: u64,
+    },
+    /// Every channel the peer allows is in use.
+    #[error("no free channel")]
+    NoFreeChannel,
+    /// Every handle the peer allows is in use.
+    #[error("no free link handle")]
+    NoFreeHandle,
+    /// The delivery is not unsettled on this connection.
+    #[error("no such unsettled delivery")]
+    NoSuchDelivery,
+}
+
+/// How a link we initiate is set up.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// The link's name.
+    pub name: String,
+    /// Our role.
+    pub role: Role,
+    /// The source terminus.
+    pub source: Option<Source>,
+    /// The target terminus.
+    pub target: Option<Target>,
+    /// The sender's settle mode.
+    pub snd_settle_mode: SenderSettleMode,
+    /// The receiver's settle mode.
+    pub rcv_settle_mode: ReceiverSettleMode,
+}
+
+/// Our answer to a link the peer attached.
+#[derive(Debug, Clone, Default)]
+pub struct LinkReply {
+    /// The source terminus as we set it up.
+    pub source: Option<Source>,
+    /// The target terminus as we set it up.
+    pub target: Option<Target>,
+    /// Capabilities we offer on the link.
+    pub offered_capabilities: Vec<Symbol>,
+}
+
+/// One AMQP 1.0 connection as a sans-IO state machine.
+///
+/// Feed it received bytes with [`Connection::handle_bytes`] and expired
+/// timers with [`Connection::handle_timeout`]; after each input, drain
+/// [`Connection::poll_transmit`], [`Connection::poll_timeout`] and
+/// [`Connection::poll_event`], in that order. Commands (`begin`, `attach`,
+/// `send`, `disposition`, …) queue frames for the next `poll_transmit`.
+///
+/// Every protocol violation by the peer closes the connection with the
+/// spec's error condition: the engine never panics on input.
+pub struct Connection {
+    side: Side,
+    config: ConnectionConfig,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    client_sasl: ClientSasl,
+    phase: Phase,
+    decoder: FrameDecoder,
+    input: BytesMut,
+    out: BytesMut,
+    pending_dispositions: Vec<PendingDisposition>,
+    events: VecDeque<Event>,
+    open_sent: bool,
+    peer: Option<PeerLimits>,
+    close_sent: bool,
+    close_received: bool,
+    sessions: BTreeMap<u16, Session>,
+    /// Our channel, by the peer's channel.
+    remote_channels: BTreeMap<u16, u16>,
+    now: Instant,
+    last_received: Instant,
+    last_sent: Instant,
+    close_deadline: Option<Instant>,
+    finished: bool,
+}
+
+impl Connection {
+    /// A server-side engine: it awaits the client's protocol header.
+    pub fn server(config: ConnectionConfig, authenticator: Arc<dyn Authenticator>, now: Instant) -> Self {
+        Self::new(Side::Server, config, Some(authenticator), ClientSasl::None, Phase::ServerHello, now)
+    }
+
+    /// A client-side engine: it sends its protocol header (and, without
+    /// SASL, its `open`) straight away.
+    pub fn client(config: ConnectionConfig, sasl: ClientSasl, now: Instant) -> Self {
+        let hello = match sasl {
+            ClientSasl::None => ProtocolId::Amqp,
+            ClientSasl::Anonymous | ClientSasl::Plain { .. } => ProtocolId::Sasl,
+        };
+        let mut conn = Self::new(Side::Client, config, None, sasl, Phase::ClientHello(hello), now);
+        conn.out.extend_from_slice(&hello.header());
+        if hello == ProtocolId::Amqp {
+            conn.send_open();
+        }
+        conn
+    }
+
+    fn new(
+        side: Side,
+        config: ConnectionConfig,
+        authenticator: Option<Arc<dyn Authenticator>>,
+        client_sasl: ClientSasl,
+        phase: Phase,
+        now: Instant,
+    ) -> Self {
+        Self {
+            side,
+            decoder: FrameDecoder::new(config.advertised_max_frame_size()),
+            config,
+            authenticator,
+            client_sasl,
+            phase,
+            input: BytesMut::new(),
+            out: BytesMut::new(),
+            pending_dispositions: Vec::new(),
+            events: VecDeque::new(),
+            open_sent: false,
+            peer: None,
+            close_sent: false,
+            close_received: false,
+            sessions: BTreeMap::new(),
+            remote_channels: BTreeMap::new(),
+            now,
+            last_received: now,
+            last_sent: now,
+            close_deadline: None,
+            finished: false,
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------
+
+    /// Feeds bytes received from the peer.
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        self.advance_clock(now);
+        if self.phase == Phase::Done || bytes.is_empty() {
+            return;
+        }
+        self.last_received = now;
+        self.input.extend_from_slice(bytes);
+        while self.phase != Phase::Done && self.read_one() {}
+    }
+
+    /// Fires the timers that are due at `now`: the idle timeout, heartbeats
+    /// and the wait for the peer's `close`. Spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance_clock(now);
+        if self.close_deadline.is_some_and(|deadline| now >= deadline) {
+            self.finish();
+            return;
+        }
+        if self.phase == Phase::Done {
+            return;
+        }
+        if let Some(timeout) = self.config.idle_timeout
+            && now >= self.last_received + timeout
+        {
+            let error = Error::new(condition::RESOURCE_LIMIT_EXCEEDED, "idle timeout expired");
+            self.fail(error);
+            return;
+        }
+        if let Some(deadline) = self.heartbeat_deadline()
+            && now >= deadline
+        {
+            self.out.extend_from_slice(&EMPTY_FRAME);
+            self.last_sent = now;
+        }
+    }
+
+    fn advance_clock(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    // ---- outputs ------------------------------------------------------
+
+    /// Bytes to write to the peer, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.refresh_windows();
+        self.flush_dispositions();
+        if self.out.is_empty() {
+            return None;
+        }
+        self.last_sent = self.now;
+        Some(self.out.split().freeze())
+    }
+
+    /// When [`Connection::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let idle = (self.phase != Phase::Done)
+            .then(|| self.config.idle_timeout.map(|t| self.last_received + t))
+            .flatten();
+        [idle, self.heartbeat_deadline(), self.close_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// True once the connection is over: write out `poll_transmit`, then
+    /// drop the transport.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// When we must send a heartbeat: half the peer's idle timeout after we
+    /// last sent anything, so that one late frame does not trip it.
+    fn heartbeat_deadline(&self) -> Option<Instant> {
+        if self.phase != Phase::Amqp || !self.open_sent || self.close_sent {
+            return None;
+        }
+        let timeout = self.peer?.idle_timeout?;
+        Some(self.last_sent + timeout / 2)
+    }
+
+    // ---- reading ------------------------------------------------------
+
+    /// Handles one header or frame from the input; false if more bytes are
+    /// needed.
+    fn read_one(&mut self) -> bool {
+        match self.phase {
+            Phase::ServerHello | Phase::ServerAfterSasl | Phase::ClientHello(_) => self.read_header(),
+            Phase::SaslAwaitInit | Phase::SaslAwaitMechanisms | Phase::SaslAwaitOutcome => {
+                match self.decoder.decode(&mut self.input, Layer::Sasl) {
+                    Ok(Some(Frame::Sasl(frame))) => {
+                        self.handle_sasl(frame);
+                        true
+                    }
+                    Ok(Some(_)) => unreachable!("the SASL layer yields only SASL frames"),
+                    Ok(None) => false,
+                    Err(e) => {
+                        self.handshake_failed(condition::FRAMING_ERROR, e.to_string());
+                        false
+                    }
+                }
+            }
+            Phase::Amqp => match self.decoder.decode(&mut self.input, Layer::Amqp) {
+                Ok(Some(frame)) => {
+                    self.handle_frame(frame);
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    self.fail(Error::new(e.condition(), e.to_string()));
+                    false
+                }
+            },
+            Phase::Done => false,
+        }
+    }
+
+    fn read_header(&mut self) -> bool {
+        let Some(header) = self.input.first_chunk::<PROTOCOL_HEADER_LEN>().copied() else {
+            return false;
+        };
+        self.input.advance(PROTOCOL_HEADER_LEN);
+        let received = ProtocolId::parse(&header);
+        match (self.phase, received) {
+            (Phase::ServerHello, Some(ProtocolId::Sasl)) => self.offer_mechanisms(),
+            (Phase::ServerHello, Some(ProtocolId::Amqp)) => {
+                match self.authenticator.as_ref().and_then(|a| a.unauthenticated_identity()) {
+                    Some(identity) => {
+                        self.events.push_back(Event::Authenticated { identity });
+                        self.out.extend_from_slice(&ProtocolId::Amqp.header());
+                        self.phase = Phase::Amqp;
+                    }
+                    None => self.refuse_header(ProtocolId::Sasl, "SASL authentication is required"),
+                }
+            }
+            (Phase::ServerAfterSasl, Some(ProtocolId::Amqp)) => {
+                self.out.extend_from_slice(&ProtocolId::Amqp.header());
+                self.phase = Phase::Amqp;
+            }
+            (Phase::ClientHello(sent), Some(got)) if sent == got => {
+                self.phase = match got {
+                    ProtocolId::Sasl => Phase::SaslAwaitMechanisms,
+                    _ => Phase::Amqp,
+                };
+            }
+            (Phase::ServerHello, Some(ProtocolId::Tls)) => {
+                self.refuse_header(ProtocolId::Sasl, "TLS is not supported")
+            }
+            (Phase::ServerHello, None) => self.refuse_header(ProtocolId::Sasl, "not an AMQP 1.0 protocol header"),
+            (Phase::ServerAfterSasl, _) => self.refuse_header(ProtocolId::Amqp, "expected the AMQP protocol header"),
+            _ => self.handshake_failed(condition::FRAMING_ERROR, format!("unexpected protocol header {header:?}")),
+        }
+        true
+    }
+
+    /// Answers an unacceptable protocol header with the one we support, then
+    /// closes, as the spec prescribes (part 2 §2.2).
+    fn refuse_header(&mut self, supported: ProtocolId, why: &str) {
+        self.out.extend_from_slice(&supported.header());
+        self.handshake_failed(condition::FRAMING_ERROR, why.to_owned());
+    }
+
+    /// Ends a connection that never got as far as AMQP frames.
+    fn handshake_failed(&mut self, condition: &'static str, description: String) {
+        self.events.push_back(Event::Closed {
+            local: Some(Error::new(condition, description)),
+            remote: None,
+        });
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.phase = Phase::Done;
+        self.finished = true;
+        self.input.clear();
+    }
+
+    // ---- SASL ---------------------------------------------------------
+
+    fn offer_mechanisms(&mut self) {
+        let mechanisms: Vec<Symbol> = self
+            .authenticator
+            .as_ref()
+            .map(|a| a.mechanisms())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Symbol::new)
+            .collect();
+        self.out.extend_from_slice(&ProtocolId::Sasl.header());
+        if mechanisms.is_empty() {
+            return self.handshake_failed(condition::INTERNAL_ERROR, "no SASL mechanism is configured".into());
+        }
+        put_sasl_frame(&mut self.out, &SaslFrame::Mechanisms(SaslMechanisms { mechanisms }));
+        self.phase = Phase::SaslAwaitInit;
+    }
+
+    fn handle_sasl(&mut self, frame: SaslFrame) {
+        match (self.phase, frame) {
+            (Phase::SaslAwaitInit, SaslFrame::Init(init)) => self.authenticate(init),
+            (Phase::SaslAwaitMechanisms, SaslFrame::Mechanisms(offer)) => self.choose_mechanism(offer),
+            (Phase::SaslAwaitOutcome, SaslFrame::Outcome(outcome)) => self.sasl_outcome(outcome),
+            (_, frame) => self.handshake_failed(
+                condition::FRAMING_ERROR,
+                format!("unexpected SASL frame {frame:?}"),
+            ),
+        }
+    }
+
+    fn authenticate(&mut self, init: SaslInit) {
+        let outcome = match &self.authenticator {
+            Some(auth) => auth.authenticate(
+                init.mechanism.as_str(),
+                init.initial_response.as_deref().unwrap_or_default(),
+                init.hostname.as_deref(),
+            ),
+            None => AuthOutcome::Denied,
+        };
+        let code = match outcome {
+            AuthOutcome::Ok { identity } => {
+                self.events.push_back(Event::Authenticated { identity });
+                self.phase = Phase::ServerAfterSasl;
+                SaslCode::Ok
+            }
+            AuthOutcome::Denied => SaslCode::Auth,
+        };
+        put_sasl_frame(
+            &mut self.out,
+            &SaslFrame::Outcome(SaslOutcome {
+                code,
+                additional_data: None,
+            }),
+        );
+        if code != SaslCode::Ok {
+            let why = format!("authentication with {} failed", init.mechanism);
+            self.handshake_failed(condition::UNAUTHORIZED_ACCESS, why);
+        }
+    }
+
+    fn choose_mechanism(&mut self, offer: SaslMechanisms) {
+        let Some(mechanism) = self.client_sasl.mechanism() else {
+            return self.handshake_failed(condition::FRAMING_ERROR, "unexpected SASL layer".into());
+        };
+        if !offer.mechanisms.iter().any(|m| m == mechanism) {
+            let why = format!("server does not offer {mechanism}: {:?}", offer.mechanisms);
+            return self.handshake_failed(condition::UNAUTHORIZED_ACCESS, why);
+        }
+        let init = SaslInit {
+            mechanism: Symbol::from_static(mechanism),
+            initial_response: self.client_sasl.initial_response(),
+            hostname: self.config.hostname.clone(),
+        };
+        put_sasl_frame(&mut self.out, &SaslFrame::Init(init));
+        self.phase = Phase::SaslAwaitOutcome;
+    }
+
+    fn sasl_outcome(&mut self, outcome: SaslOutcome) {
+        if outcome.code != SaslCode::Ok {
+            let why = format!("SASL authentication failed: {:?}", outcome.code);
+            return self.handshake_failed(condition::UNAUTHORIZED_ACCESS, why);
+        }
+        // The AMQP header and open are pipelined, as the spec allows.
+        self.out.extend_from_slice(&ProtocolId::Amqp.header());
+        self.send_open();
+        self.phase = Phase::ClientHello(ProtocolId::Amqp);
+    }
+
+    // ---- AMQP frames ----------------------------------------------------
+
+    fn handle_frame(&mut self, frame: Frame) {
+        let (channel, performative, payload) = match frame {
+            Frame::Empty => return,
+            Frame::Sasl(_) => unreachable!("the AMQP layer yields no SASL frames"),
+            Frame::Amqp {
+                channel,
+                performative,
+                payload,
+            } => (channel, performative, payload),
+        };
+        if self.close_received {
+            return;
+        }
+        let result = match performative {
+            Performative::Open(open) => self.on_open(open),
+            _ if self.peer.is_none() => Err(Error::new(
+                condition::ILLEGAL_STATE,
+                format!("{} before open", performative.name()),
+            )),
+            Performative::Close(close) => {
+                self.on_close(close);
+                Ok(())
+            }
+            Performative::Begin(begin) => self.on_begin(channel, begin),
+            other => self.on_session_frame(channel, other, payload),
+        };
+        if let Err(error) = result {
+            self.fail(error);
+        }
+    }
+
+    fn on_open(&mut self, open: Open) -> Result<(), Error> {
+        if self.peer.is_some() {
+            return Err(Error::new(condition::ILLEGAL_STATE, "second open"));
+        }
+        if open.max_frame_size < MIN_MAX_FRAME_SIZE {
+            return Err(Error::new(
+                condition::INVALID_FIELD,
+                format!("max-frame-size {} is below the minimum of 512", open.max_frame_size),
+            ));
+        }
+        self.peer = Some(PeerLimits {
+            max_frame_size: open.max_frame_size,
+            channel_max: open.channel_max,
+            idle_timeout: open
+                .idle_time_out
+                .filter(|ms| *ms > 0)
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+        });
+        self.events.push_back(Event::Opened { remote: open });
+        if !self.open_sent {
+            self.send_open();
+        }
+        Ok(())
+    }
+
+    fn send_open(&mut self) {
+        let config = &self.config;
+        let open = Open {
+            hostname: config.hostname.clone(),
+            max_frame_size: config.advertised_max_frame_size(),
+            channel_max: config.channel_max,
+            idle_time_out: config
+                .idle_timeout
+                .map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+            offered_capabilities: config.offered_capabilities.clone(),
+            ..Open::new(config.container_id.clone())
+        };
+        self.write(0, &open);
+        self.open_sent = true;
+    }
+
+    fn on_close(&mut self, close: Close) {
+        self.close_received = true;
+        if !self.close_sent {
+            self.write(0, &Close::default());
+            self.close_sent = true;
+        }
+        self.events.push_back(Event::Closed {
+            local: None,
+            remote: close.error,
+        });
+        self.finish();
+    }
+
+    fn on_begin(&mut self, channel: u16, begin: Begin) -> Result<(), Error> {
+        if channel > self.config.channel_max {
+            return Err(Error::new(
+                condition::NOT_ALLOWED,
+                format!("channel {channel} exceeds channel-max {}", self.config.channel_max),
+            ));
+        }
+        if self.remote_channels.contains_key(&channel) {
+            return Err(Error::new(condition::NOT_ALLOWED, format!("channel {channel} is already in use")));
+        }
+        let local = match begin.remote_channel {
+            Some(local) => {
+                let session = self
+                    .sessions
+                    .get_mut(&local)
+                    .filter(|s| s.state == SessionState::BeginSent)
+                    .ok_or_else(|| {
+                        Error::new(condition::NOT_ALLOWED, format!("begin answers unknown channel {local}"))
+                    })?;
+                session.state = SessionState::Mapped;
+                local
+            }
+            None => {
+                let local = self.free_channel().ok_or_else(|| {
+                    Error::new(condition::RESOURCE_LIMIT_EXCEEDED, "no free channel for a new session")
+                })?;
+                let session = Session::new(SessionState::Mapped, self.config.session_window);
+                self.sessions.insert(local, session);
+                local
+            }
+        };
+        self.remote_channels.insert(channel, local);
+        let session = self.sessions.get_mut(&local).expect("session inserted or found above");
+        session.remote_channel = Some(channel);
+        session.next_incoming_id = begin.next_outgoing_id;
+        session.remote_incoming_window = begin.incoming_window;
+        session.remote_handle_max = begin.handle_max;
+        if begin.remote_channel.is_none() {
+            self.send_begin(local);
+        }
+        self.events.push_back(Event::SessionBegun {
+            session: SessionId(local),
+            remote: begin,
+        });
+        Ok(())
+    }
+
+    fn free_channel(&self) -> Option<u16> {
+        let max = self.peer.map_or(self.config.channel_max, |p| p.channel_max.min(self.config.channel_max));
+        lowest_free(self.sessions.keys().map(|c| u32::from(*c)), u32::from(max)).map(|c| c as u16)
+    }
+
+    fn send_begin(&mut self, channel: u16) {
+        let session = &self.sessions[&channel];
+        let begin = Begin {
+            remote_channel: session.remote_channel,
+            next_outgoing_id: session.next_outgoing_id,
+            incoming_window: session.incoming_window,
+            outgoing_window: u32::MAX,
+            handle_max: HANDLE_MAX,
+            offered_capabilities: Vec::new(),
+            desired_capabilities: Vec::new(),
+            properties: Vec::new(),
+        };
+        self.write(channel, &begin);
+    }
+
+    /// Routes a frame that belongs to a session.
+    fn on_session_frame(&mut self, channel: u16, performative: Performative, payload: Bytes) -> Result<(), Error> {
+        let Some(&local) = self.remote_channels.get(&channel) else {
+            return Err(Error::new(
+                condition::NOT_ALLOWED,
+                format!("{} on channel {channel}, which has no session", performative.name()),
+            ));
+        };
+        let session = SessionId(local);
+        match performative {
+            Performative::Attach(attach) => self.on_attach(session, *attach),
+            Performative::Flow(flow) => self.on_flow(session, flow),
+            Performative::Transfer(transfer) => self.on_transfer(session, transfer, payload),
+            Performative::Disposition(disposition) => {
+                self.on_disposition(session, disposition);
+                Ok(())
+            }
+            Performative::Detach(detach) => self.on_detach(session, detach),
+            Performative::End(end) => {
+                self.on_end(channel, local, end);
+                Ok(())
+            }
+            Performative::Open(_) | Performative::Begin(_) | Performative::Close(_) => {
+                unreachable!("connection-level performatives are handled before")
+            }
+        }
+    }
+
+    fn on_attach(&mut self, id: SessionId, attach: Attach) -> Result<(), Error> {
+        let session = self.session_mut(id);
+        if session.remote_handles.contains_key(&attach.handle) {
+            return Err(Error::new(
+                condition::HANDLE_IN_USE,
+                format!("handle {} is already attached", attach.handle),
+            ));
+        }
+        if attach.handle > HANDLE_MAX {
+            return Err(Error::new(
+                condition::NOT_ALLOWED,
+                format!("handle {} exceeds handle-max {HANDLE_MAX}", attach.handle),
+            ));
+        }
+        let our_role = match attach.role {
+            Role::Sender => Role::Receiver,
+            Role::Receiver => Role::Sender,
+        };
+        let answered = session
+            .links
+            .iter()
+            .find(|(_, l)| l.state == LinkState::AttachSent && l.role == our_role && l.name == attach.name)
+            .map(|(handle, _)| *handle);
+        let (handle, initiated_by_peer) = match answered {
+            Some(handle) => (handle, false),
+            None => {
+                let handle = session.free_handle().ok_or_else(|| {
+                    Error::new(condition::RESOURCE_LIMIT_EXCEEDED, "no free handle for a new link")
+                })?;
+                let mut link = Link::new(attach.name.clone(), our_role, LinkState::AttachReceived);
+                link.snd_settle_mode = attach.snd_settle_mode;
+                link.rcv_settle_mode = attach.rcv_settle_mode;
+                session.links.insert(handle, link);
+                (handle, true)
+            }
+        };
+        session.remote_handles.insert(attach.handle, handle);
+        let link = session.links.get_mut(&handle).expect("link found or inserted above");
+        link.remote_handle = Some(attach.handle);
+        link.peer_max_message_size = attach.max_message_size;
+        if our_role == Role::Receiver {
+            link.delivery_count = attach.initial_delivery_count.unwrap_or(0);
+        }
+        if !initiated_by_peer {
+            link.state = LinkState::Attached;
+            // The sender decides the settle modes it actually uses.
+            link.snd_settle_mode = attach.snd_settle_mode;
+            link.rcv_settle_mode = attach.rcv_settle_mode;
+        }
+        self.events.push_back(Event::LinkAttached {
+            link: LinkId { session: id, handle },
+            remote: Box::new(attach),
+            initiated_by_peer,
+        });
+        Ok(())
+    }
+
+    fn on_flow(&mut self, id: SessionId, flow: Flow) -> Result<(), Error> {
+        let session = self.session_mut(id);
+        // The peer's window, as of its view of our next-outgoing-id (or our
+        // initial id, 0, if it has not seen our begin yet).
+        session.remote_incoming_window = flow
+            .next_incoming_id
+            .unwrap_or(0)
+            .wrapping_add(flow.incoming_window)
+            .wrapping_sub(session.next_outgoing_id);
+        let mut echo_link = None;
+        if let Some(remote_handle) = flow.handle {
+            let handle = *session
+                .remote_handles
+                .get(&remote_handle)
+                .ok_or_else(|| unattached(remote_handle))?;
+            let link = session.links.get_mut(&handle).expect("remote handle maps to a link");
+            match link.role {
+                Role::Sender => {
+                    if let Some(credit) = flow.link_credit {
+                        link.credit_from_flow(flow.delivery_count.unwrap_or(0), credit);
+                    }
+                    link.drain = flow.drain;
+                }
+                Role::Receiver => {
+                    link.delivery_count = flow.delivery_count.unwrap_or(link.delivery_count);
+                    link.link_credit = flow.link_credit.unwrap_or(link.link_credit);
+                }
+            }
+            let event = Event::Credit {
+                link: LinkId { session: id, handle },
+                credit: link.link_credit,
+                drain: flow.drain,
+                available: flow.available,
+            };
+            self.events.push_back(event);
+            echo_link = Some(handle);
+        }
+        if flow.echo {
+            self.send_flow(id, echo_link);
+        }
+        self.flush_transfers(id);
+        Ok(())
+    }
+
+    fn on_transfer(&mut self, id: SessionId, transfer: Transfer, payload: Bytes) -> Result<(), Error> {
+        let max_message_size = self.config.max_message_size;
+        let session = self.session_mut(id);
+        if session.incoming_window == 0 {
+            return Err(Error::new(
+                condition::WINDOW_VIOLATION,
+                "transfer beyond the session's incoming window",
+            ));
+        }
+        session.incoming_window -= 1;
+        session.next_incoming_id = session.next_incoming_id.wrapping_add(1);
+        let handle = *session
+            .remote_handles
+            .get(&transfer.handle)
+            .ok_or_else(|| unattached(transfer.handle))?;
+        let link = session.links.get_mut(&handle).expect("remote handle maps to a link");
+        if link.role != Role::Receiver {
+            return Err(Error::new(
+                condition::NOT_ALLOWED,
+                format!("transfer on handle {}, where the peer is the receiver", transfer.handle),
+            ));
+        }
+        let link_id = LinkId { session: id, handle };
+        let outcome = if link.state == LinkState::DetachSent {
+            // In flight when we detached: the peer will learn from our detach.
+            Ok(None)
+        } else {
+            receive_transfer(link, transfer, payload, max_message_size)
+        };
+        match outcome {
+            Ok(Some(delivery)) => {
+                let id = delivery.delivery_id;
+                if !delivery.settled {
+                    session.incoming_unsettled.insert(id, handle);
+                }
+                self.events.push_back(Event::Delivery {
+                    delivery: DeliveryId { link: link_id, id },
+                    tag: delivery.tag.clone(),
+                    settled: delivery.settled,
+                    rcv_settle_mode: delivery.rcv_settle_mode,
+                    state: delivery.state.clone(),
+                    message_format: delivery.message_format,
+                    message: delivery.into_message(),
+                });
+            }
+            Ok(None) => {}
+            Err(LinkFault::Connection(error)) => return Err(error),
+            Err(LinkFault::Link(error)) => {
+                self.detach_with(link_id, true, Some(error));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_disposition(&mut self, id: SessionId, disposition: Disposition) {
+        let session = self.sessions.get_mut(&id.0).expect("session ids come from the session map");
+        // A disposition from the receiver is about what we sent, and the
+        // reverse.
+        let unsettled = match disposition.role {
+            Role::Receiver => &mut session.outgoing_unsettled,
+            Role::Sender => &mut session.incoming_unsettled,
+        };
+        let last = disposition.last.unwrap_or(disposition.first);
+        for delivery_id in ids_in_range(unsettled, disposition.first, last) {
+            let handle = if disposition.settled {
+                unsettled.remove(&delivery_id)
+            } else {
+                unsettled.get(&delivery_id).copied()
+            };
+            let Some(handle) = handle else { continue };
+            self.events.push_back(Event::Disposition {
+                delivery: DeliveryId {
+                    link: LinkId { session: id, handle },
+                    id: delivery_id,
+                },
+                state: disposition.state.clone(),
+                settled: disposition.settled,
+            });
+        }
+    }
+
+    fn on_detach(&mut self, id: SessionId, detach: Detach) -> Result<(), Error> {
+        let session = self.session_mut(id);
+        let handle = session
+            .remote_handles
+            .remove(&detach.handle)
+            .ok_or_else(|| unattached(detach.handle))?;
+        let link = session.links.remove(&handle).expect("remote handle maps to a link");
+        session.outgoing_unsettled.retain(|_, h| *h != handle);
+        session.incoming_unsettled.retain(|_, h| *h != handle);
+        session.pending.retain(|p| p.handle != handle);
+        if link.state != LinkState::DetachSent {
+            let answer = Detach {
+                handle,
+                closed: detach.closed,
+                error: None,
+            };
+            self.write(id.0, &answer);
+        }
+        self.events.push_back(Event::LinkDetached {
+            link: LinkId { session: id, handle },
+            closed: detach.closed,
+            error: detach.error,
+        });
+        Ok(())
+    }
+
+    fn on_end(&mut self, remote_channel: u16, local: u16, end: End) {
+        self.remote_channels.remove(&remote_channel);
+        let session = self.sessions.remove(&local).expect("remote channel maps to a session");
+        self.pending_dispositions.retain(|d| d.channel != local);
+        if session.state != SessionState::EndSent {
+            self.write(local, &End::default());
+        }
+        let id = SessionId(local);
+        for handle in session.links.keys() {
+            self.events.push_back(Event::LinkDetached {
+                link: LinkId { session: id, handle: *handle },
+                closed: false,
+                error: None,
+            });
+        }
+        self.events.push_back(Event::SessionEnded {
+            session: id,
+            error: end.error,
+        });
+    }
+
+    // ---- commands -------------------------------------------------------
+
+    /// Begins a session; [`Event::SessionBegun`] follows when the peer answers.
+    pub fn begin(&mut self) -> Result<SessionId, EngineError> {
+        self.check_open()?;
+        let channel = self.free_channel().ok_or(EngineError::NoFreeChannel)?;
+        let session = Session::new(SessionState::BeginSent, self.config.session_window);
+        self.sessions.insert(channel, session);
+        self.send_begin(channel);
+        Ok(SessionId(channel))
+    }
+
+    /// Attaches a link; [`Event::LinkAttached`] follows when the peer answers.
+    pub fn attach(&mut self, session: SessionId, options: LinkOptions) -> Result<LinkId, EngineError> {
+        self.check_open()?;
+        let max_message_size = self.config.max_message_size;
+        let s = self.sessions.get_mut(&session.0).ok_or(EngineError::NoSuchSession)?;
+        let handle = s.free_handle().filter(|h| *h <= HANDLE_MAX).ok_or(EngineError::NoFreeHandle)?;
+        let mut link = Link::new(options.name.clone(), options.role, LinkState::AttachSent);
+        link.snd_settle_mode = options.snd_settle_mode;
+        link.rcv_settle_mode = options.rcv_settle_mode;
+        s.links.insert(handle, link);
+        let attach = Attach {
+            name: options.name,
+            handle,
+            role: options.role,
+            snd_settle_mode: options.snd_settle_mode,
+            rcv_settle_mode: options.rcv_settle_mode,
+            source: options.source,
+            target: options.target,
+            unsettled: Vec::new(),
+            incomplete_unsettled: false,
+            initial_delivery_count: (options.role == Role::Sender).then_some(0),
+            max_message_size: Some(max_message_size),
+            offered_capabilities: Vec::new(),
+            desired_capabilities: Vec::new(),
+            properties: Vec::new(),
+        };
+        self.write(session.0, &attach);
+        Ok(LinkId { session, handle })
+    }
+
+    /// Accepts a link the peer attached ([`Event::LinkAttached`] with
+    /// `initiated_by_peer`), answering with our attach.
+    pub fn accept_link(&mut self, id: LinkId, reply: LinkReply) -> Result<(), EngineError> {
+        let attach = self.answer_attach(id, reply)?;
+        self.link_mut(id)?.state = LinkState::Attached;
+        self.write(id.session.0, &attach);
+        Ok(())
+    }
+
+    /// Refuses a link the peer attached: the spec's way is an attach with no
+    /// terminus, then a detach that closes it with `error`.
+    pub fn refuse_link(&mut self, id: LinkId, error: Error) -> Result<(), EngineError> {
+        let attach = self.answer_attach(id, LinkReply::default())?;
+        self.link_mut(id)?.state = LinkState::Attached;
+        self.write(id.session.0, &attach);
+        self.detach(id, true, Some(error))
+    }
+
+    fn answer_attach(&mut self, id: LinkId, reply: LinkReply) -> Result<Attach, EngineError> {
+        let max_message_size = self.config.max_message_size;
+        let link = self.link_mut(id)?;
+        if link.state != LinkState::AttachReceived {
+            return Err(EngineError::NotAttached);
+        }
+        Ok(Attach {
+            name: link.name.clone(),
+            handle: id.handle,
+            role: link.role,
+            snd_settle_mode: link.snd_settle_mode,
+            rcv_settle_mode: link.rcv_settle_mode,
+            source: reply.source,
+            target: reply.target,
+            unsettled: Vec::new(),
+            incomplete_unsettled: false,
+            initial_delivery_count: (link.role == Role::Sender).then_some(link.delivery_count),
+            max_message_size: Some(max_message_size),
+            offered_capabilities: reply.offered_capabilities,
+            desired_capabilities: Vec::new(),
+            properties: Vec::new(),
+        })
+    }
+
+    /// Grants `credit` on a receiving link, optionally asking the sender to
+    /// drain it.
+    pub fn flow(&mut self, id: LinkId, credit: u32, drain: bool) -> Result<(), EngineError> {
+        let link = self.attached_link(id)?;
+        if link.role != Role::Receiver {
+            return Err(EngineError::WrongRole);
+        }
+        link.link_credit = credit;
+        link.drain = drain;
+        self.send_flow(id.session, Some(id.handle));
+        Ok(())
+    }
+
+    /// Sending link: gives back unused credit after the receiver asked for a
+    /// drain and we have nothing more to send.
+    pub fn drain_complete(&mut self, id: LinkId) -> Result<(), EngineError> {
+        let link = self.attached_link(id)?;
+        if link.role != Role::Sender {
+            return Err(EngineError::WrongRole);
+        }
+        link.delivery_count = link.delivery_count.wrapping_add(link.link_credit);
+        link.link_credit = 0;
+        link.drain = false;
+        self.send_flow(id.session, Some(id.handle));
+        Ok(())
+    }
+
+    /// The credit we may use on a sending link now.
+    pub fn credit(&self, id: LinkId) -> u32 {
+        self.sessions
+            .get(&id.session.0)
+            .and_then(|s| s.links.get(&id.handle))
+            .map_or(0, |l| l.link_credit)
+    }
+
+    /// Sends one message on a sending link, using one unit of credit. Frames
+    /// beyond the peer's session window wait for it to open.
+    pub fn send(&mut self, id: LinkId, tag: Bytes, message: Bytes, settled: bool) -> Result<DeliveryId, EngineError> {
+        let link = self.attached_link(id)?;
+        if link.role != Role::Sender {
+            return Err(EngineError::WrongRole);
+        }
+        if link.link_credit == 0 {
+            return Err(EngineError::NoCredit);
+        }
+        if let Some(max) = link.peer_max_message_size
+            && message.len() as u64 > max
+        {
+            return Err(EngineError::MessageTooLarge {
+                size: message.len() as u64,
+                max,
+            });
+        }
+        let settled = settled || link.snd_settle_mode == SenderSettleMode::Settled;
+        link.link_credit -= 1;
+        link.delivery_count = link.delivery_count.wrapping_add(1);
+        let session = self.session_mut(id.session);
+        let delivery_id = session.next_delivery_id;
+        session.next_delivery_id = delivery_id.wrapping_add(1);
+        if !settled {
+            session.outgoing_unsettled.insert(delivery_id, id.handle);
+        }
+        session.pending.push_back(PendingTransfer {
+            handle: id.handle,
+            delivery_id,
+            tag,
+            settled,
+            payload: message,
+            sent: 0,
+        });
+        self.flush_transfers(id.session);
+        Ok(DeliveryId { link: id, id: delivery_id })
+    }
+
+    /// Updates (and optionally settles) a delivery. Dispositions queued
+    /// together are sent as ranges.
+    pub fn disposition(
+        &mut self,
+        delivery: DeliveryId,
+        state: Option<DeliveryState>,
+        settled: bool,
+    ) -> Result<(), EngineError> {
+        let role = self.link_mut(delivery.link)?.role;
+        let session = self.session_mut(delivery.link.session);
+        let unsettled = match role {
+            Role::Receiver => &mut session.incoming_unsettled,
+            Role::Sender => &mut session.outgoing_unsettled,
+        };
+        if unsettled.get(&delivery.id) != Some(&delivery.link.handle) {
+            return Err(EngineError::NoSuchDelivery);
+        }
+        if settled {
+            unsettled.remove(&delivery.id);
+        }
+        self.pending_dispositions.push(PendingDisposition {
+            channel: delivery.link.session.0,
+            role,
+            id: delivery.id,
+            settled,
+            state,
+        });
+        Ok(())
+    }
+
+    /// Detaches a link (closing it if `closed`); [`Event::LinkDetached`]
+    /// follows when the peer answers.
+    pub fn detach(&mut self, id: LinkId, closed: bool, error: Option<Error>) -> Result<(), EngineError> {
+        let link = self.link_mut(id)?;
+        if link.state == LinkState::DetachSent {
+            return Ok(());
+        }
+        self.detach_with(id, closed, error);
+        Ok(())
+    }
+
+    fn detach_with(&mut self, id: LinkId, closed: bool, error: Option<Error>) {
+        if let Ok(link) = self.link_mut(id) {
+            link.state = LinkState::DetachSent;
+            link.incoming = None;
+        }
+        self.write(id.session.0, &Detach {
+            handle: id.handle,
+            closed,
+            error,
+        });
+    }
+
+    /// Ends a session; [`Event::SessionEnded`] follows when the peer answers.
+    pub fn end(&mut self, id: SessionId, error: Option<Error>) -> Result<(), EngineError> {
+        let session = self.sessions.get_mut(&id.0).ok_or(EngineError::NoSuchSession)?;
+        if session.state == SessionState::EndSent {
+            return Ok(());
+        }
+        session.state = SessionState::EndSent;
+        self.write(id.0, &End { error });
+        Ok(())
+    }
+
+    /// Closes the connection, with `error` if it is closed because of one.
+    /// The engine then waits (up to the configured close timeout) for the
+    /// peer's `close`.
+    pub fn close(&mut self, error: Option<Error>) {
+        if self.close_sent || self.finished {
+            return;
+        }
+        if self.phase != Phase::Amqp {
+            self.handshake_failed(
+                condition::CONNECTION_FORCED,
+                "closed before the handshake completed".into(),
+            );
+            return;
+        }
+        if !self.open_sent {
+            self.send_open();
+        }
+        self.write(0, &Close { error });
+        self.close_sent = true;
+        self.close_deadline = Some(self.now + self.config.close_timeout);
+    }
+
+    // ---- helpers --------------------------------------------------------
+
+    /// Closes the connection because of a protocol error: the peer learns why
+    /// from our `close`, and we stop reading.
+    fn fail(&mut self, error: Error) {
+        if !self.close_sent {
+            if !self.open_sent {
+                self.send_open();
+            }
+            self.write(0, &Close {
+                error: Some(error.clone()),
+            });
+            self.close_sent = true;
+        }
+        self.events.push_back(Event::Closed {
+            local: Some(error),
+            remote: None,
+        });
+        self.finish();
+    }
+
+    fn check_open(&self) -> Result<(), EngineError> {
+        if self.close_sent || self.finished {
+            Err(EngineError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The session behind an id the engine itself produced from its maps.
+    fn session_mut(&mut self, id: SessionId) -> &mut Session {
+        self.sessions.get_mut(&id.0).expect("session ids come from the session map")
+    }
+
+    fn link_mut(&mut self, id: LinkId) -> Result<&mut Link, EngineError> {
+        self.sessions
+            .get_mut(&id.session.0)
+            .ok_or(EngineError::NoSuchSession)?
+            .links
+            .get_mut(&id.handle)
+            .ok_or(EngineError::NoSuchLink)
+    }
+
+    fn attached_link(&mut self, id: LinkId) -> Result<&mut Link, EngineError> {
+        self.check_open()?;
+        let link = self.link_mut(id)?;
+        if link.state != LinkState::Attached {
+            return Err(EngineError::NotAttached);
+        }
+        Ok(link)
+    }
+
+    fn write(&mut self, channel: u16, performative: &impl crate::amqp::codec::Encode) {
+        put_amqp_frame(&mut self.out, channel, performative, &[]);
+    }
+
+    fn send_flow(&mut self, id: SessionId, handle: Option<u32>) {
+        let session = &self.sessions[&id.0];
+        let link = handle.and_then(|h| session.links.get(&h));
+        let flow = Flow {
+            next_incoming_id: session.remote_channel.map(|_| session.next_incoming_id),
+            incoming_window: session.incoming_window,
+            next_outgoing_id: session.next_outgoing_id,
+            outgoing_window: u32::MAX,
+            handle: link.and(handle),
+            delivery_count: link.map(|l| l.delivery_count),
+            link_credit: link.map(|l| l.link_credit),
+            available: None,
+            drain: link.is_some_and(|l| l.drain),
+            echo: false,
+            properties: Vec::new(),
+        };
+        self.write(id.0, &flow);
+    }
+
+    /// Writes queued transfers while the peer's session window allows.
+    fn flush_transfers(&mut self, id: SessionId) {
+        let max_frame_size = self.peer.map_or(MIN_MAX_FRAME_SIZE, |p| p.max_frame_size) as usize;
+        let channel = id.0;
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return;
+        };
+        while session.remote_incoming_window > 0 {
+            let Some(pending) = session.pending.front_mut() else {
+                break;
+            };
+            let first = pending.sent == 0;
+            let mut transfer = Transfer {
+                handle: pending.handle,
+                delivery_id: first.then_some(pending.delivery_id),
+                delivery_tag: first.then(|| pending.tag.clone()),
+                message_format: first.then_some(0),
+                settled: (first && pending.settled).then_some(true),
+                ..Transfer::default()
+            };
+            let rest = &pending.payload[pending.sent..];
+            let Some(carried) = put_transfer_frame(&mut self.out, channel, &mut transfer, rest, max_frame_size)
+            else {
+                // The peer's max-frame-size (at least 512) always fits a
+                // transfer performative with a tag of at most 32 bytes.
+                unreachable!("a transfer performative fits in any legal frame");
+            };
+            pending.sent += carried;
+            session.next_outgoing_id = session.next_outgoing_id.wrapping_add(1);
+            session.remote_incoming_window -= 1;
+            if !transfer.more {
+                session.pending.pop_front();
+            }
+        }
+    }
+
+    /// Reopens the incoming window of sessions that have used half of it.
+    ///
+    /// Done when output is polled, not per transfer, so that a peer which
+    /// sends more transfers in one burst than we granted is caught
+    /// (`amqp:session:window-violation`) rather than silently absorbed.
+    fn refresh_windows(&mut self) {
+        if self.close_sent {
+            return;
+        }
+        let window = self.config.session_window;
+        let due: Vec<u16> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, s)| s.state == SessionState::Mapped && s.incoming_window <= window / 2)
+            .map(|(channel, s)| {
+                s.incoming_window = window;
+                *channel
+            })
+            .collect();
+        for channel in due {
+            self.send_flow(SessionId(channel), None);
+        }
+    }
+
+    /// Writes queued dispositions, merging runs of consecutive delivery-ids
+    /// with the same role, settlement and state into one range.
+    fn flush_dispositions(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending_dispositions).into_iter().peekable();
+        while let Some(first) = pending.next() {
+            let mut last = first.id;
+            while let Some(next) = pending.next_if(|n| {
+                n.channel == first.channel
+                    && n.role == first.role
+                    && n.settled == first.settled
+                    && n.state == first.state
+                    && n.id == last.wrapping_add(1)
+            }) {
+                last = next.id;
+            }
+            let disposition = Disposition {
+                role: first.role,
+                first: first.id,
+                last: (last != first.id).then_some(last),
+                settled: first.settled,
+                state: first.state,
+                batchable: false,
+            };
+            self.write(first.channel, &disposition);
+        }
+    }
+}
+
+fn unattached(handle: u32) -> Error {
+    Error::new(condition::UNATTACHED_HANDLE, format!("handle {handle} is not attached"))
+}
+
+/// A fault found while receiving a transfer, and how far it reaches.
+enum LinkFault {
+    /// The link must be detached with this error.
+    Link(Error),
+    /// The whole connection must be closed with this error.
+    Connection(Error),
+}
+
+/// Applies one incoming transfer to a receiving link; returns the delivery
+/// once its last transfer has arrived.
+fn receive_transfer(
+    link: &mut Link,
+    transfer: Transfer,
+    payload: Bytes,
+    max_message_size: u64,
+) -> Result<Option<PartialDelivery>, LinkFault> {
+    let mut delivery = match link.incoming.take() {
+        Some(partial) => {
+            if transfer.delivery_id.is_some_and(|id| id != partial.delivery_id) {
+                return Err(LinkFault::Connection(Error::new(
+                    condition::NOT_ALLOWED,
+                    "a new delivery began before the previous one was complete",
+                )));
+            }
+            partial
+        }
+        None => {
+            let (Some(delivery_id), Some(tag)) = (transfer.delivery_id, transfer.delivery_tag.clone()) else {
+                return Err(LinkFault::Connection(Error::new(
+                    condition::INVALID_FIELD,
+                    "the first transfer of a delivery needs a delivery-id and a delivery-tag",
+                )));
+            };
+            if link.link_credit == 0 {
+                return Err(LinkFault::Link(Error::new(
+                    condition::TRANSFER_LIMIT_EXCEEDED,
+                    "transfer without link credit",
+                )));
+            }
+            link.link_credit -= 1;
+            link.delivery_count = link.delivery_count.wrapping_add(1);
+            PartialDelivery::new(
+                delivery_id,
+                tag,
+                transfer.message_format.unwrap_or(0),
+                transfer.rcv_settle_mode.unwrap_or(link.rcv_settle_mode),
+            )
+        }
+    };
+    if transfer.aborted {
+        return Ok(None);
+    }
+    delivery.settled |= transfer.settled.unwrap_or(false);
+    if transfer.state.is_some() {
+        delivery.state = transfer.state;
+    }
+    if delivery.push(payload) > max_message_size {
+        return Err(LinkFault::Link(Error::new(
+            condition::MESSAGE_SIZE_EXCEEDED,
+            format!("message exceeds the link's max-message-size of {max_message_size} bytes"),
+        )));
+    }
+    if transfer.more {
+        link.incoming = Some(delivery);
+        return Ok(None);
+    }
+    Ok(Some(delivery))
+}
