@@ -1,1 +1,169 @@
-fn main() {}
+//! `sluice`, the broker binary: reads flags and the configuration file, sets
+//! up logging, and runs [`sluice::server::run`] on tokio until SIGINT
+//! (Ctrl-C) or SIGTERM.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::Parser;
+use sluice::config::{Config, LogConfig, LogFormat};
+use sluice::io::{Io, TokioIo};
+use sluice::server;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// Sluice, a replicated AMQP 1.0 message broker.
+///
+/// Flags override the configuration file, which overrides the defaults.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Address for AMQP clients [default: 127.0.0.1:5672]; port 0 picks a
+    /// free port
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Directory for the broker's state [default: ./sluice-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// TOML configuration file
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log line format on stderr [default: text]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+
+    /// Log filter: a level such as `info`, or directives such as
+    /// `info,sluice::server=debug` [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+impl Cli {
+    /// Lays the flags that were given over `config`.
+    fn apply(self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data_dir) = self.data_dir {
+            config.data_dir = data_dir;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(level) = self.log_level {
+            config.log.level = level;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let io = TokioIo;
+    let config = load_config(&io, cli).await?;
+    init_logging(&config.log)?;
+
+    // Installed before the server starts, so that a signal sent as soon as
+    // the ready line appears is caught rather than killing the process.
+    let mut stop_signal = signals::install().context("cannot install signal handlers")?;
+    let (trigger, shutdown) = server::shutdown_channel();
+    let server = server::run(config, io, shutdown, |_| {});
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.context("the broker stopped"),
+        signal = signals::recv(&mut stop_signal) => {
+            info!(signal, "shutdown requested");
+            trigger.trigger();
+        }
+    }
+    server
+        .await
+        .context("the broker failed while shutting down")
+}
+
+/// The configuration: defaults, then the file named by `--config`, then
+/// the other flags.
+async fn load_config(io: &TokioIo, cli: Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => read_config_file(io, path)
+            .await
+            .with_context(|| format!("cannot load configuration file {}", path.display()))?,
+        None => Config::default(),
+    };
+    cli.apply(&mut config);
+    config.validate()?;
+    Ok(config)
+}
+
+async fn read_config_file(io: &TokioIo, path: &Path) -> anyhow::Result<Config> {
+    let text = String::from_utf8(io.read_file(path).await?).context("not UTF-8")?;
+    Ok(Config::from_toml(&text)?)
+}
+
+/// Sends `tracing` output to stderr in the configured format.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&log.level)
+        .with_context(|| format!("invalid log level {:?}", log.level))?;
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match log.format {
+        LogFormat::Text => subscriber
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => subscriber.json().try_init(),
+    };
+    installed.map_err(|error| anyhow!(error).context("cannot install the logger"))
+}
+
+/// The signals that stop the broker: SIGINT (Ctrl-C) and SIGTERM.
+#[cfg(unix)]
+mod signals {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+
+    /// Handlers for both signals, listening from the moment they exist.
+    pub struct StopSignal {
+        interrupt: Signal,
+        terminate: Signal,
+    }
+
+    pub fn install() -> std::io::Result<StopSignal> {
+        Ok(StopSignal {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for either signal and names it.
+    pub async fn recv(signals: &mut StopSignal) -> &'static str {
+        tokio::select! {
+            _ = signals.interrupt.recv() => "SIGINT",
+            _ = signals.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// The signal that stops the broker where there are no Unix signals: Ctrl-C.
+#[cfg(not(unix))]
+mod signals {
+    /// Nothing to install ahead: `ctrl_c` listens once polled.
+    pub struct StopSignal;
+
+    pub fn install() -> std::io::Result<StopSignal> {
+        Ok(StopSignal)
+    }
+
+    /// Waits for Ctrl-C. If listening fails, never returns: the broker then
+    /// runs until killed, as it would without a handler.
+    pub async fn recv(_signals: &mut StopSignal) -> &'static str {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        "Ctrl-C"
+    }
+}

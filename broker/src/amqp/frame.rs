@@ -163,7 +163,9 @@ impl FrameDecoder {
         }
         let expected = match (layer, frame_type) {
             (Layer::Amqp, FRAME_TYPE_AMQP) | (Layer::Sasl, FRAME_TYPE_SASL) => frame_type,
-            (_, FRAME_TYPE_AMQP | FRAME_TYPE_SASL) => return Err(FrameError::UnexpectedType(frame_type)),
+            (_, FRAME_TYPE_AMQP | FRAME_TYPE_SASL) => {
+                return Err(FrameError::UnexpectedType(frame_type));
+            }
             _ => return Err(FrameError::UnknownType(frame_type)),
         };
         if buf.len() < size as usize {
@@ -202,7 +204,12 @@ fn decode_body(frame_type: u8, channel: u16, body: Bytes) -> Result<Frame, Frame
 }
 
 /// Appends a frame whose body `write_body` produces, filling in its size.
-fn put_frame(buf: &mut BytesMut, frame_type: u8, channel: u16, write_body: impl FnOnce(&mut BytesMut)) {
+fn put_frame(
+    buf: &mut BytesMut,
+    frame_type: u8,
+    channel: u16,
+    write_body: impl FnOnce(&mut BytesMut),
+) {
     let start = buf.len();
     buf.put_u32(0);
     buf.put_u8(2);
@@ -213,7 +220,12 @@ fn put_frame(buf: &mut BytesMut, frame_type: u8, channel: u16, write_body: impl 
 }
 
 /// Appends an AMQP frame: `performative`, then `payload` (transfers only).
-pub fn put_amqp_frame(buf: &mut BytesMut, channel: u16, performative: &impl Encode, payload: &[u8]) {
+pub fn put_amqp_frame(
+    buf: &mut BytesMut,
+    channel: u16,
+    performative: &impl Encode,
+    payload: &[u8],
+) {
     put_frame(buf, FRAME_TYPE_AMQP, channel, |buf| {
         performative.encode(buf);
         buf.put_slice(payload);
@@ -294,7 +306,11 @@ mod tests {
         let mut buf = BytesMut::new();
         put_amqp_frame(&mut buf, 0, &Close::default(), &[]);
         for len in 0..buf.len() {
-            assert_eq!(decode_all(&buf[..len], 512), Ok(None), "prefix of {len} bytes");
+            assert_eq!(
+                decode_all(&buf[..len], 512),
+                Ok(None),
+                "prefix of {len} bytes"
+            );
         }
     }
 
@@ -304,17 +320,35 @@ mod tests {
         let header = [0x80, 0, 0, 0, 2, 0, 0, 0];
         assert_eq!(
             decode_all(&header, 65_536),
-            Err(FrameError::TooLarge { size: 0x8000_0000, max: 65_536 })
+            Err(FrameError::TooLarge {
+                size: 0x8000_0000,
+                max: 65_536
+            })
         );
     }
 
     #[test]
     fn rejects_malformed_headers() {
-        assert_eq!(decode_all(&[0, 0, 0, 4, 2, 0, 0, 0], 512), Err(FrameError::SizeTooSmall(4)));
-        assert_eq!(decode_all(&[0, 0, 0, 8, 1, 0, 0, 0], 512), Err(FrameError::BadDataOffset(1)));
-        assert_eq!(decode_all(&[0, 0, 0, 8, 3, 0, 0, 0], 512), Err(FrameError::BadDataOffset(3)));
-        assert_eq!(decode_all(&[0, 0, 0, 8, 2, 7, 0, 0], 512), Err(FrameError::UnknownType(7)));
-        assert_eq!(decode_all(&[0, 0, 0, 8, 2, 1, 0, 0], 512), Err(FrameError::UnexpectedType(1)));
+        assert_eq!(
+            decode_all(&[0, 0, 0, 4, 2, 0, 0, 0], 512),
+            Err(FrameError::SizeTooSmall(4))
+        );
+        assert_eq!(
+            decode_all(&[0, 0, 0, 8, 1, 0, 0, 0], 512),
+            Err(FrameError::BadDataOffset(1))
+        );
+        assert_eq!(
+            decode_all(&[0, 0, 0, 8, 3, 0, 0, 0], 512),
+            Err(FrameError::BadDataOffset(3))
+        );
+        assert_eq!(
+            decode_all(&[0, 0, 0, 8, 2, 7, 0, 0], 512),
+            Err(FrameError::UnknownType(7))
+        );
+        assert_eq!(
+            decode_all(&[0, 0, 0, 8, 2, 1, 0, 0], 512),
+            Err(FrameError::UnexpectedType(1))
+        );
     }
 
     #[test]
@@ -326,14 +360,26 @@ mod tests {
     fn rejects_payload_on_other_performatives() {
         let mut buf = BytesMut::new();
         put_amqp_frame(&mut buf, 0, &Close::default(), b"x");
-        assert_eq!(decode_all(&buf, 512), Err(FrameError::UnexpectedPayload("close")));
+        assert_eq!(
+            decode_all(&buf, 512),
+            Err(FrameError::UnexpectedPayload("close"))
+        );
     }
 
     #[test]
     fn protocol_headers() {
-        assert_eq!(ProtocolId::parse(b"AMQP\x03\x01\x00\x00"), Some(ProtocolId::Sasl));
-        assert_eq!(ProtocolId::parse(b"AMQP\x00\x01\x00\x00"), Some(ProtocolId::Amqp));
-        assert_eq!(ProtocolId::parse(b"AMQP\x02\x01\x00\x00"), Some(ProtocolId::Tls));
+        assert_eq!(
+            ProtocolId::parse(b"AMQP\x03\x01\x00\x00"),
+            Some(ProtocolId::Sasl)
+        );
+        assert_eq!(
+            ProtocolId::parse(b"AMQP\x00\x01\x00\x00"),
+            Some(ProtocolId::Amqp)
+        );
+        assert_eq!(
+            ProtocolId::parse(b"AMQP\x02\x01\x00\x00"),
+            Some(ProtocolId::Tls)
+        );
         assert_eq!(ProtocolId::parse(b"AMQP\x00\x00\x09\x01"), None);
         assert_eq!(ProtocolId::Sasl.header(), *b"AMQP\x03\x01\x00\x00");
     }

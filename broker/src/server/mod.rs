@@ -1,1 +1,251 @@
-//! placeholder
+//! The broker's network front: accepts AMQP clients and drives one sans-IO
+//! [`Connection`](crate::amqp::engine::Connection) per socket.
+//!
+//! [`run`] is the single entry point, shared by the binary (on
+//! [`TokioIo`](crate::io::TokioIo)) and by turmoil host factories (on
+//! `TurmoilIo`). It keeps all its state in its own future, with nothing
+//! global, so that turmoil can crash and restart a host by dropping that
+//! future and calling the factory again.
+
+pub mod auth;
+mod connection;
+mod shutdown;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::amqp::engine::{Authenticator, ConnectionConfig};
+use crate::config::{AmqpConfig, Config};
+use crate::io::{Io, Listener};
+
+pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
+
+/// How long to wait before accepting again after `accept` failed, typically
+/// because the process ran out of file descriptors: retrying at once would
+/// spin while nothing can change.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listen address is taken, not local, or not permitted.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The configured listen address.
+        addr: SocketAddr,
+        /// What the operating system (or simulator) said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener was bound but its address cannot be read.
+    #[error("cannot read the bound listen address")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// Runs the broker until `shutdown` fires and every connection has ended.
+///
+/// Once listening, it logs `sluice ready: amqp=ADDR` with the bound address
+/// (the real port when the configured one is 0) and passes that address to
+/// `ready`. On shutdown it stops accepting and closes each connection with
+/// `amqp:connection:forced`, giving clients a bounded grace period to answer.
+///
+/// # Errors
+///
+/// Only before serving, when the listen address cannot be bound
+/// ([`ServerError::Bind`]) or read back ([`ServerError::LocalAddr`]). Once
+/// listening, a failure ends one connection, never the server.
+pub async fn run<I: Io>(
+    config: Config,
+    io: I,
+    shutdown: Shutdown,
+    ready: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), ServerError> {
+    let listener = io
+        .bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+    info!("sluice ready: amqp={local_addr}");
+    ready(local_addr);
+
+    let settings = ConnectionSettings {
+        engine: connection_config(&config.amqp),
+        auth: Arc::new(auth::AnonymousAuthenticator),
+    };
+    let tasks = ConnectionTasks::new();
+    accept_until_shutdown(&io, &listener, &settings, &tasks, shutdown).await;
+    // Closed at once, so that new clients are refused rather than left
+    // waiting in the backlog while the open connections wind down.
+    drop(listener);
+    info!("shutting down: no longer accepting connections");
+    tasks.all_ended().await;
+    info!("sluice stopped");
+    Ok(())
+}
+
+/// What every connection is created with.
+struct ConnectionSettings {
+    engine: ConnectionConfig,
+    auth: Arc<dyn Authenticator>,
+}
+
+/// Accepts connections, one task each, until shutdown.
+async fn accept_until_shutdown<I: Io>(
+    io: &I,
+    listener: &I::Listener,
+    settings: &ConnectionSettings,
+    tasks: &ConnectionTasks,
+    shutdown: Shutdown,
+) {
+    let mut stop = shutdown.clone();
+    let mut connection_id: u64 = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.wait() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                    continue;
+                }
+            },
+        };
+        connection_id += 1;
+        let span = info_span!("connection", id = connection_id, %peer);
+        let serve = connection::serve(
+            io.clone(),
+            stream,
+            settings.engine.clone(),
+            Arc::clone(&settings.auth),
+            shutdown.clone(),
+        );
+        let alive = tasks.alive();
+        io.spawn(
+            async move {
+                serve.await;
+                drop(alive);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Counts connection tasks without keeping their handles: each task holds a
+/// sender and drops it when it ends, and the receiver sees the channel close
+/// once all of them (and the server's own) are gone. Nothing is ever sent.
+struct ConnectionTasks {
+    alive: mpsc::Sender<()>,
+    ended: mpsc::Receiver<()>,
+}
+
+impl ConnectionTasks {
+    fn new() -> Self {
+        let (alive, ended) = mpsc::channel(1);
+        Self { alive, ended }
+    }
+
+    /// A token for one task to hold until it ends.
+    fn alive(&self) -> mpsc::Sender<()> {
+        self.alive.clone()
+    }
+
+    /// Waits until every token handed out has been dropped.
+    async fn all_ended(self) {
+        let Self { alive, mut ended } = self;
+        drop(alive);
+        ended.recv().await;
+    }
+}
+
+/// The engine settings for the configured AMQP limits. An idle timeout of 0
+/// means none, as in AMQP's `open`.
+fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
+    ConnectionConfig {
+        max_frame_size: amqp.max_frame_size,
+        channel_max: amqp.channel_max,
+        idle_timeout: (amqp.idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(amqp.idle_timeout_ms.into())),
+        ..ConnectionConfig::new(amqp.container_id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::io::TokioIo;
+
+    /// Bounds every wait on the real network below; it is never slept out.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn listen_on(listen: SocketAddr) -> Config {
+        Config {
+            listen,
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_the_bound_port_and_stops_accepting_on_shutdown() {
+        let (trigger, shutdown) = shutdown_channel();
+        let (ready, bound) = oneshot::channel();
+        let config = listen_on("127.0.0.1:0".parse().unwrap());
+        let server = TokioIo.spawn(run(config, TokioIo, shutdown, move |addr| {
+            ready.send(addr).unwrap();
+        }));
+
+        let addr = timeout(WAIT, bound).await.unwrap().unwrap();
+        assert!(addr.ip().is_loopback());
+        assert_ne!(addr.port(), 0);
+
+        trigger.trigger();
+        timeout(WAIT, server).await.unwrap().unwrap().unwrap();
+        let refused = timeout(WAIT, TokioIo.connect(&addr.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.map(drop).map_err(|error| error.kind()),
+            Err(std::io::ErrorKind::ConnectionRefused)
+        );
+    }
+
+    #[tokio::test]
+    async fn address_in_use_is_a_bind_error() {
+        let taken = TokioIo.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let (_trigger, shutdown) = shutdown_channel();
+        let result = timeout(WAIT, run(listen_on(addr), TokioIo, shutdown, |_| {})).await;
+        let error = result.unwrap().unwrap_err();
+        assert!(matches!(&error, ServerError::Bind { addr: failed, .. } if *failed == addr));
+        assert_eq!(error.to_string(), format!("cannot listen on {addr}"));
+    }
+
+    #[test]
+    fn engine_gets_the_configured_limits() {
+        let engine = connection_config(&AmqpConfig::default());
+        assert_eq!(engine.container_id, "sluice");
+        assert_eq!(engine.max_frame_size, 262_144);
+        assert_eq!(engine.channel_max, 255);
+        assert_eq!(engine.idle_timeout, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn zero_idle_timeout_means_none() {
+        let amqp = AmqpConfig {
+            idle_timeout_ms: 0,
+            ..AmqpConfig::default()
+        };
+        assert_eq!(connection_config(&amqp).idle_timeout, None);
+    }
+}

@@ -32,7 +32,10 @@ pub trait Composite: Sized {
     /// Decodes the composite once its descriptor has been read and matched.
     fn decode_after_descriptor(r: &mut Reader) -> Result<Self, DecodeError> {
         let (items, count) = decode::read_list(r)?;
-        let mut fields = FieldDecoder { items, remaining: count };
+        let mut fields = FieldDecoder {
+            items,
+            remaining: count,
+        };
         let value = Self::decode_fields(&mut fields)?;
         fields.finish()?;
         Ok(value)
@@ -121,7 +124,10 @@ impl FieldDecoder {
     }
 
     /// The next field, or `T::default()` when null or absent.
-    pub fn or_default<T: Decode + Default>(&mut self, name: &'static str) -> Result<T, DecodeError> {
+    pub fn or_default<T: Decode + Default>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<T, DecodeError> {
         Ok(self.optional(name)?.unwrap_or_default())
     }
 
@@ -134,7 +140,9 @@ impl FieldDecoder {
                 return Err(DecodeErrorKind::TrailingBytes.into());
             }
         }
-        self.items.expect_empty().map_err(|_| DecodeErrorKind::SizeMismatch.into())
+        self.items
+            .expect_empty()
+            .map_err(|_| DecodeErrorKind::SizeMismatch.into())
     }
 }
 

@@ -118,7 +118,12 @@ fn decode_body(code: u8, r: &mut Reader, depth: usize) -> Result<Value, DecodeEr
             }
             let depth = nested(depth)?;
             let map = (0..count / 2)
-                .map(|_| Ok((decode_value(&mut items, depth)?, decode_value(&mut items, depth)?)))
+                .map(|_| {
+                    Ok((
+                        decode_value(&mut items, depth)?,
+                        decode_value(&mut items, depth)?,
+                    ))
+                })
                 .collect::<Result<_, DecodeError>>()?;
             end_of_compound(&items)?;
             Value::Map(map)
@@ -202,7 +207,9 @@ fn decode_element_code(r: &mut Reader, depth: usize) -> Result<ElementCode, Deco
             let inner = decode_element_code(r, depth)?;
             Ok(ElementCode::Described(descriptor, Box::new(inner)))
         }
-        code => Ok(ElementCode::Plain(code)),
+        // Checked here, not only per element: an empty array has none.
+        code if f::is_defined(code) => Ok(ElementCode::Plain(code)),
+        code => Err(Kind::UnknownConstructor(code).into()),
     }
 }
 

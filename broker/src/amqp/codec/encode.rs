@@ -42,8 +42,8 @@ pub(super) fn put_compound(
     buf.put_bytes(0, HEADER32);
     let count = body(buf);
     let body_len = buf.len() - start - HEADER32;
-    // The size field counts the count field plus the body.
-    if body_len + 1 <= u8::MAX as usize && count <= u8::MAX as usize {
+    // The size field counts the one-byte count field plus the body.
+    if body_len < u8::MAX as usize && count <= u8::MAX as usize {
         buf[start] = code8;
         buf[start + 1] = (body_len + 1) as u8;
         buf[start + 2] = count as u8;
@@ -54,13 +54,18 @@ pub(super) fn put_compound(
     }
 }
 
-/// Writes a compound that must use its 32-bit form (array elements).
-fn put_compound32(buf: &mut BytesMut, code32: u8, count: usize, body: impl FnOnce(&mut BytesMut)) {
+/// Writes a list, map or array that is an array element: its 32-bit size and
+/// count, then its elements. The constructor is not repeated: the array
+/// writes it once for all its elements.
+fn put_compound32_element(buf: &mut BytesMut, count: usize, body: impl FnOnce(&mut BytesMut)) {
+    const SIZE_AND_COUNT: usize = 8;
     let start = buf.len();
-    buf.put_bytes(0, 9);
+    buf.put_bytes(0, SIZE_AND_COUNT);
     body(buf);
-    let body_len = buf.len() - start - 9;
-    put_compound32_header(&mut buf[start..start + 9], code32, body_len, count);
+    let body_len = buf.len() - start - SIZE_AND_COUNT;
+    // The size field counts the count field plus the body.
+    buf[start..start + 4].copy_from_slice(&len32(body_len + 4).to_be_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&len32(count).to_be_bytes());
 }
 
 fn put_compound32_header(header: &mut [u8], code32: u8, body_len: usize, count: usize) {
@@ -337,7 +342,9 @@ fn put_array(buf: &mut BytesMut, array: &Array) {
 /// Writes one array element's body (no constructor) for the array's `code`.
 fn put_element(buf: &mut BytesMut, v: &Value, code: &ElementCode<'_>) {
     match (code, v) {
-        (ElementCode::Described(_, inner), Value::Described(d)) => put_element(buf, &d.value, inner),
+        (ElementCode::Described(_, inner), Value::Described(d)) => {
+            put_element(buf, &d.value, inner)
+        }
         (ElementCode::Plain(f::SMALLUINT), Value::Uint(v)) => buf.put_u8(*v as u8),
         (ElementCode::Plain(f::SMALLULONG), Value::Ulong(v)) => buf.put_u8(*v as u8),
         (ElementCode::Plain(f::SMALLINT), Value::Int(v)) => buf.put_i8(*v as i8),
@@ -352,10 +359,10 @@ fn put_element(buf: &mut BytesMut, v: &Value, code: &ElementCode<'_>) {
             buf.put_u32(len32(bytes.len()));
             buf.put_slice(bytes);
         }
-        (_, Value::List(items)) => put_compound32(buf, f::LIST32, items.len(), |buf| {
+        (_, Value::List(items)) => put_compound32_element(buf, items.len(), |buf| {
             items.iter().for_each(|item| item.encode(buf))
         }),
-        (_, Value::Map(entries)) => put_compound32(buf, f::MAP32, entries.len() * 2, |buf| {
+        (_, Value::Map(entries)) => put_compound32_element(buf, entries.len() * 2, |buf| {
             for (key, value) in entries {
                 key.encode(buf);
                 value.encode(buf);
@@ -364,9 +371,12 @@ fn put_element(buf: &mut BytesMut, v: &Value, code: &ElementCode<'_>) {
         (_, Value::Array(array)) => {
             let refs: Vec<&Value> = array.items().iter().collect();
             let inner = ElementCode::for_items(&refs);
-            put_compound32(buf, f::ARRAY32, array.items().len(), |buf| {
+            put_compound32_element(buf, array.items().len(), |buf| {
                 inner.put(buf);
-                array.items().iter().for_each(|item| put_element(buf, item, &inner));
+                array
+                    .items()
+                    .iter()
+                    .for_each(|item| put_element(buf, item, &inner));
             })
         }
         (_, scalar) => put_fixed_body(buf, scalar),

@@ -40,3 +40,49 @@ pub const LIST32: u8 = 0xd0;
 pub const MAP32: u8 = 0xd1;
 pub const ARRAY8: u8 = 0xe0;
 pub const ARRAY32: u8 = 0xf0;
+
+/// True for the format codes above other than [`DESCRIBED`]: the constructors
+/// of primitive types.
+pub const fn is_defined(code: u8) -> bool {
+    matches!(
+        code,
+        NULL | TRUE
+            | FALSE
+            | UINT0
+            | ULONG0
+            | LIST0
+            | UBYTE
+            | BYTE
+            | SMALLUINT
+            | SMALLULONG
+            | SMALLINT
+            | SMALLLONG
+            | BOOLEAN
+            | USHORT
+            | SHORT
+            | UINT
+            | INT
+            | FLOAT
+            | CHAR
+            | DECIMAL32
+            | ULONG
+            | LONG
+            | DOUBLE
+            | TIMESTAMP
+            | DECIMAL64
+            | DECIMAL128
+            | UUID
+            | VBIN8
+            | STR8
+            | SYM8
+            | VBIN32
+            | STR32
+            | SYM32
+            | LIST8
+            | MAP8
+            | LIST32
+            | MAP32
+            | ARRAY8
+            | ARRAY32
+    )
+}

@@ -14,7 +14,9 @@ mod value;
 
 pub(crate) use composite::composite_codec;
 pub use composite::{Composite, FieldDecoder, FieldEncoder, encode_list};
-pub use decode::{Decode, MAX_DEPTH, expect_descriptor, from_bytes, read_descriptor, read_list, read_map};
+pub use decode::{
+    Decode, MAX_DEPTH, expect_descriptor, from_bytes, read_descriptor, read_list, read_map,
+};
 pub use encode::{Encode, encode_descriptor, encode_list_of, encode_map, to_bytes};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use reader::Reader;

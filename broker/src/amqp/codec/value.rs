@@ -166,9 +166,10 @@ pub struct Described {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Array(Vec<Value>);
 
-/// Returned when building an [`Array`] from elements of different types.
+/// Returned when building an [`Array`] from elements of different types, or
+/// from nulls (which an array cannot carry: see [`Array::try_from`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("array elements must all have the same type")]
+#[error("array elements must all have the same type, and not be null")]
 pub struct MixedArray;
 
 impl Array {
@@ -191,13 +192,27 @@ impl Array {
 impl TryFrom<Vec<Value>> for Array {
     type Error = MixedArray;
 
+    /// Checks that every element shares one type. Null elements (described
+    /// or not) are refused: they would encode in zero bytes each, and the
+    /// decoder bounds an array's count by the bytes that hold its elements,
+    /// so such an array could never be read back.
     fn try_from(items: Vec<Value>) -> Result<Self, MixedArray> {
         let homogeneous = items.windows(2).all(|w| same_type(&w[0], &w[1]));
-        if homogeneous {
+        let zero_width = items.first().is_some_and(is_null_element);
+        if homogeneous && !zero_width {
             Ok(Self(items))
         } else {
             Err(MixedArray)
         }
+    }
+}
+
+/// True for a null, or a described value whose innermost value is null.
+fn is_null_element(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Described(d) => is_null_element(&d.value),
+        _ => false,
     }
 }
 
@@ -266,9 +281,18 @@ mod tests {
                 value: v,
             })
         };
-        assert!(Array::try_from(vec![described(1, Value::Null), described(1, Value::Null)]).is_ok());
+        assert!(
+            Array::try_from(vec![
+                described(1, Value::Uint(0)),
+                described(1, Value::Uint(9))
+            ])
+            .is_ok()
+        );
         assert_eq!(
-            Array::try_from(vec![described(1, Value::Null), described(2, Value::Null)]),
+            Array::try_from(vec![
+                described(1, Value::Uint(0)),
+                described(2, Value::Uint(0))
+            ]),
             Err(MixedArray)
         );
     }

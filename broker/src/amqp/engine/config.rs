@@ -113,7 +113,12 @@ pub trait Authenticator: Send + Sync {
     fn mechanisms(&self) -> Vec<String>;
 
     /// Checks one `sasl-init`.
-    fn authenticate(&self, mechanism: &str, initial_response: &[u8], hostname: Option<&str>) -> AuthOutcome;
+    fn authenticate(
+        &self,
+        mechanism: &str,
+        initial_response: &[u8],
+        hostname: Option<&str>,
+    ) -> AuthOutcome;
 
     /// The identity of a client that skips SASL and sends the AMQP header
     /// directly, or `None` to refuse such clients.

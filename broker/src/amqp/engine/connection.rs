@@ -22,16 +22,13 @@ use crate::amqp::types::{
     SenderSettleMode, Source, Target, Transfer, condition,
 };
 
+/// The shortest interval between our heartbeats, whatever idle timeout the
+/// peer asks for: a peer cannot make us spin sending empty frames.
+const HEARTBEAT_INTERVAL_MIN: Duration = Duration::from_millis(100);
+
 /// The highest link handle we accept per session: bounds the links one
 /// session can make us track.
 pub const HANDLE_MAX: u32 = 1023;
-
-/// Which side of the connection this engine plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Client,
-    Server,
-}
 
 /// Where the connection is in its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +72,7 @@ struct PeerLimits {
 
 /// A command the engine cannot carry out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The connection is closing or closed.
     #[error("the connection is closed")]
@@ -111,7 +109,13 @@ pub enum EngineError {
     /// The delivery is not unsettled on this connection.
     #[error("no such unsettled delivery")]
     NoSuchDelivery,
+    /// A delivery tag longer than the spec's 32 bytes.
+    #[error("delivery tag of {0} bytes exceeds 32")]
+    TagTooLong(usize),
 }
+
+/// The longest delivery tag the spec allows (part 2 §2.8.7).
+const DELIVERY_TAG_MAX: usize = 32;
 
 /// How a link we initiate is set up.
 #[derive(Debug, Clone)]
@@ -152,7 +156,6 @@ pub struct LinkReply {
 /// Every protocol violation by the peer closes the connection with the
 /// spec's error condition: the engine never panics on input.
 pub struct Connection {
-    side: Side,
     config: ConnectionConfig,
     authenticator: Option<Arc<dyn Authenticator>>,
     client_sasl: ClientSasl,
@@ -173,13 +176,25 @@ pub struct Connection {
     last_received: Instant,
     last_sent: Instant,
     close_deadline: Option<Instant>,
+    /// The error our `close` carried, reported when the connection ends.
+    local_close_error: Option<Error>,
     finished: bool,
 }
 
 impl Connection {
     /// A server-side engine: it awaits the client's protocol header.
-    pub fn server(config: ConnectionConfig, authenticator: Arc<dyn Authenticator>, now: Instant) -> Self {
-        Self::new(Side::Server, config, Some(authenticator), ClientSasl::None, Phase::ServerHello, now)
+    pub fn server(
+        config: ConnectionConfig,
+        authenticator: Arc<dyn Authenticator>,
+        now: Instant,
+    ) -> Self {
+        Self::new(
+            config,
+            Some(authenticator),
+            ClientSasl::None,
+            Phase::ServerHello,
+            now,
+        )
     }
 
     /// A client-side engine: it sends its protocol header (and, without
@@ -189,7 +204,7 @@ impl Connection {
             ClientSasl::None => ProtocolId::Amqp,
             ClientSasl::Anonymous | ClientSasl::Plain { .. } => ProtocolId::Sasl,
         };
-        let mut conn = Self::new(Side::Client, config, None, sasl, Phase::ClientHello(hello), now);
+        let mut conn = Self::new(config, None, sasl, Phase::ClientHello(hello), now);
         conn.out.extend_from_slice(&hello.header());
         if hello == ProtocolId::Amqp {
             conn.send_open();
@@ -198,15 +213,18 @@ impl Connection {
     }
 
     fn new(
-        side: Side,
         config: ConnectionConfig,
         authenticator: Option<Arc<dyn Authenticator>>,
         client_sasl: ClientSasl,
         phase: Phase,
         now: Instant,
     ) -> Self {
+        // A window of 0 could never be refreshed into use.
+        let config = ConnectionConfig {
+            session_window: config.session_window.max(1),
+            ..config
+        };
         Self {
-            side,
             decoder: FrameDecoder::new(config.advertised_max_frame_size()),
             config,
             authenticator,
@@ -226,6 +244,7 @@ impl Connection {
             last_received: now,
             last_sent: now,
             close_deadline: None,
+            local_close_error: None,
             finished: false,
         }
     }
@@ -248,6 +267,10 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance_clock(now);
         if self.close_deadline.is_some_and(|deadline| now >= deadline) {
+            self.events.push_back(Event::Closed {
+                local: self.local_close_error.take(),
+                remote: None,
+            });
             self.finish();
             return;
         }
@@ -257,8 +280,19 @@ impl Connection {
         if let Some(timeout) = self.config.idle_timeout
             && now >= self.last_received + timeout
         {
-            let error = Error::new(condition::RESOURCE_LIMIT_EXCEEDED, "idle timeout expired");
-            self.fail(error);
+            if self.phase == Phase::Amqp {
+                self.fail(Error::new(
+                    condition::RESOURCE_LIMIT_EXCEEDED,
+                    "idle timeout expired",
+                ));
+            } else {
+                // No AMQP layer to say `close` in: before the protocol
+                // header, or inside SASL, frames of ours would be garbage.
+                self.handshake_failed(
+                    condition::RESOURCE_LIMIT_EXCEEDED,
+                    "idle timeout expired".into(),
+                );
+            }
             return;
         }
         if let Some(deadline) = self.heartbeat_deadline()
@@ -305,6 +339,13 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Received bytes held while waiting for the rest of a frame. Never more
+    /// than one frame: the decoder refuses a frame above our max-frame-size
+    /// before buffering it.
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.len()
+    }
+
     /// True once the connection is over: write out `poll_transmit`, then
     /// drop the transport.
     pub fn is_finished(&self) -> bool {
@@ -318,7 +359,7 @@ impl Connection {
             return None;
         }
         let timeout = self.peer?.idle_timeout?;
-        Some(self.last_sent + timeout / 2)
+        Some(self.last_sent + (timeout / 2).max(HEARTBEAT_INTERVAL_MIN))
     }
 
     // ---- reading ------------------------------------------------------
@@ -327,7 +368,9 @@ impl Connection {
     /// needed.
     fn read_one(&mut self) -> bool {
         match self.phase {
-            Phase::ServerHello | Phase::ServerAfterSasl | Phase::ClientHello(_) => self.read_header(),
+            Phase::ServerHello | Phase::ServerAfterSasl | Phase::ClientHello(_) => {
+                self.read_header()
+            }
             Phase::SaslAwaitInit | Phase::SaslAwaitMechanisms | Phase::SaslAwaitOutcome => {
                 match self.decoder.decode(&mut self.input, Layer::Sasl) {
                     Ok(Some(Frame::Sasl(frame))) => {
@@ -366,7 +409,11 @@ impl Connection {
         match (self.phase, received) {
             (Phase::ServerHello, Some(ProtocolId::Sasl)) => self.offer_mechanisms(),
             (Phase::ServerHello, Some(ProtocolId::Amqp)) => {
-                match self.authenticator.as_ref().and_then(|a| a.unauthenticated_identity()) {
+                match self
+                    .authenticator
+                    .as_ref()
+                    .and_then(|a| a.unauthenticated_identity())
+                {
                     Some(identity) => {
                         self.events.push_back(Event::Authenticated { identity });
                         self.out.extend_from_slice(&ProtocolId::Amqp.header());
@@ -388,9 +435,16 @@ impl Connection {
             (Phase::ServerHello, Some(ProtocolId::Tls)) => {
                 self.refuse_header(ProtocolId::Sasl, "TLS is not supported")
             }
-            (Phase::ServerHello, None) => self.refuse_header(ProtocolId::Sasl, "not an AMQP 1.0 protocol header"),
-            (Phase::ServerAfterSasl, _) => self.refuse_header(ProtocolId::Amqp, "expected the AMQP protocol header"),
-            _ => self.handshake_failed(condition::FRAMING_ERROR, format!("unexpected protocol header {header:?}")),
+            (Phase::ServerHello, None) => {
+                self.refuse_header(ProtocolId::Sasl, "not an AMQP 1.0 protocol header")
+            }
+            (Phase::ServerAfterSasl, _) => {
+                self.refuse_header(ProtocolId::Amqp, "expected the AMQP protocol header")
+            }
+            _ => self.handshake_failed(
+                condition::FRAMING_ERROR,
+                format!("unexpected protocol header {header:?}"),
+            ),
         }
         true
     }
@@ -430,16 +484,24 @@ impl Connection {
             .collect();
         self.out.extend_from_slice(&ProtocolId::Sasl.header());
         if mechanisms.is_empty() {
-            return self.handshake_failed(condition::INTERNAL_ERROR, "no SASL mechanism is configured".into());
+            return self.handshake_failed(
+                condition::INTERNAL_ERROR,
+                "no SASL mechanism is configured".into(),
+            );
         }
-        put_sasl_frame(&mut self.out, &SaslFrame::Mechanisms(SaslMechanisms { mechanisms }));
+        put_sasl_frame(
+            &mut self.out,
+            &SaslFrame::Mechanisms(SaslMechanisms { mechanisms }),
+        );
         self.phase = Phase::SaslAwaitInit;
     }
 
     fn handle_sasl(&mut self, frame: SaslFrame) {
         match (self.phase, frame) {
             (Phase::SaslAwaitInit, SaslFrame::Init(init)) => self.authenticate(init),
-            (Phase::SaslAwaitMechanisms, SaslFrame::Mechanisms(offer)) => self.choose_mechanism(offer),
+            (Phase::SaslAwaitMechanisms, SaslFrame::Mechanisms(offer)) => {
+                self.choose_mechanism(offer)
+            }
             (Phase::SaslAwaitOutcome, SaslFrame::Outcome(outcome)) => self.sasl_outcome(outcome),
             (_, frame) => self.handshake_failed(
                 condition::FRAMING_ERROR,
@@ -521,6 +583,13 @@ impl Connection {
         if self.close_received {
             return;
         }
+        // After our `close`, only the peer's `open` and `close` still matter:
+        // anything else would act on a connection we have given up.
+        if self.close_sent
+            && !matches!(performative, Performative::Open(_) | Performative::Close(_))
+        {
+            return;
+        }
         let result = match performative {
             Performative::Open(open) => self.on_open(open),
             _ if self.peer.is_none() => Err(Error::new(
@@ -546,7 +615,10 @@ impl Connection {
         if open.max_frame_size < MIN_MAX_FRAME_SIZE {
             return Err(Error::new(
                 condition::INVALID_FIELD,
-                format!("max-frame-size {} is below the minimum of 512", open.max_frame_size),
+                format!(
+                    "max-frame-size {} is below the minimum of 512",
+                    open.max_frame_size
+                ),
             ));
         }
         self.peer = Some(PeerLimits {
@@ -587,7 +659,7 @@ impl Connection {
             self.close_sent = true;
         }
         self.events.push_back(Event::Closed {
-            local: None,
+            local: self.local_close_error.take(),
             remote: close.error,
         });
         self.finish();
@@ -597,11 +669,17 @@ impl Connection {
         if channel > self.config.channel_max {
             return Err(Error::new(
                 condition::NOT_ALLOWED,
-                format!("channel {channel} exceeds channel-max {}", self.config.channel_max),
+                format!(
+                    "channel {channel} exceeds channel-max {}",
+                    self.config.channel_max
+                ),
             ));
         }
         if self.remote_channels.contains_key(&channel) {
-            return Err(Error::new(condition::NOT_ALLOWED, format!("channel {channel} is already in use")));
+            return Err(Error::new(
+                condition::NOT_ALLOWED,
+                format!("channel {channel} is already in use"),
+            ));
         }
         let local = match begin.remote_channel {
             Some(local) => {
@@ -610,14 +688,20 @@ impl Connection {
                     .get_mut(&local)
                     .filter(|s| s.state == SessionState::BeginSent)
                     .ok_or_else(|| {
-                        Error::new(condition::NOT_ALLOWED, format!("begin answers unknown channel {local}"))
+                        Error::new(
+                            condition::NOT_ALLOWED,
+                            format!("begin answers unknown channel {local}"),
+                        )
                     })?;
                 session.state = SessionState::Mapped;
                 local
             }
             None => {
                 let local = self.free_channel().ok_or_else(|| {
-                    Error::new(condition::RESOURCE_LIMIT_EXCEEDED, "no free channel for a new session")
+                    Error::new(
+                        condition::RESOURCE_LIMIT_EXCEEDED,
+                        "no free channel for a new session",
+                    )
                 })?;
                 let session = Session::new(SessionState::Mapped, self.config.session_window);
                 self.sessions.insert(local, session);
@@ -625,7 +709,10 @@ impl Connection {
             }
         };
         self.remote_channels.insert(channel, local);
-        let session = self.sessions.get_mut(&local).expect("session inserted or found above");
+        let session = self
+            .sessions
+            .get_mut(&local)
+            .expect("session inserted or found above");
         session.remote_channel = Some(channel);
         session.next_incoming_id = begin.next_outgoing_id;
         session.remote_incoming_window = begin.incoming_window;
@@ -641,7 +728,9 @@ impl Connection {
     }
 
     fn free_channel(&self) -> Option<u16> {
-        let max = self.peer.map_or(self.config.channel_max, |p| p.channel_max.min(self.config.channel_max));
+        let max = self.peer.map_or(self.config.channel_max, |p| {
+            p.channel_max.min(self.config.channel_max)
+        });
         lowest_free(self.sessions.keys().map(|c| u32::from(*c)), u32::from(max)).map(|c| c as u16)
     }
 
@@ -661,11 +750,19 @@ impl Connection {
     }
 
     /// Routes a frame that belongs to a session.
-    fn on_session_frame(&mut self, channel: u16, performative: Performative, payload: Bytes) -> Result<(), Error> {
+    fn on_session_frame(
+        &mut self,
+        channel: u16,
+        performative: Performative,
+        payload: Bytes,
+    ) -> Result<(), Error> {
         let Some(&local) = self.remote_channels.get(&channel) else {
             return Err(Error::new(
                 condition::NOT_ALLOWED,
-                format!("{} on channel {channel}, which has no session", performative.name()),
+                format!(
+                    "{} on channel {channel}, which has no session",
+                    performative.name()
+                ),
             ));
         };
         let session = SessionId(local);
@@ -709,13 +806,18 @@ impl Connection {
         let answered = session
             .links
             .iter()
-            .find(|(_, l)| l.state == LinkState::AttachSent && l.role == our_role && l.name == attach.name)
+            .find(|(_, l)| {
+                l.state == LinkState::AttachSent && l.role == our_role && l.name == attach.name
+            })
             .map(|(handle, _)| *handle);
         let (handle, initiated_by_peer) = match answered {
             Some(handle) => (handle, false),
             None => {
                 let handle = session.free_handle().ok_or_else(|| {
-                    Error::new(condition::RESOURCE_LIMIT_EXCEEDED, "no free handle for a new link")
+                    Error::new(
+                        condition::RESOURCE_LIMIT_EXCEEDED,
+                        "no free handle for a new link",
+                    )
                 })?;
                 let mut link = Link::new(attach.name.clone(), our_role, LinkState::AttachReceived);
                 link.snd_settle_mode = attach.snd_settle_mode;
@@ -725,7 +827,10 @@ impl Connection {
             }
         };
         session.remote_handles.insert(attach.handle, handle);
-        let link = session.links.get_mut(&handle).expect("link found or inserted above");
+        let link = session
+            .links
+            .get_mut(&handle)
+            .expect("link found or inserted above");
         link.remote_handle = Some(attach.handle);
         link.peer_max_message_size = attach.max_message_size;
         if our_role == Role::Receiver {
@@ -738,7 +843,10 @@ impl Connection {
             link.rcv_settle_mode = attach.rcv_settle_mode;
         }
         self.events.push_back(Event::LinkAttached {
-            link: LinkId { session: id, handle },
+            link: LinkId {
+                session: id,
+                handle,
+            },
             remote: Box::new(attach),
             initiated_by_peer,
         });
@@ -760,7 +868,10 @@ impl Connection {
                 .remote_handles
                 .get(&remote_handle)
                 .ok_or_else(|| unattached(remote_handle))?;
-            let link = session.links.get_mut(&handle).expect("remote handle maps to a link");
+            let link = session
+                .links
+                .get_mut(&handle)
+                .expect("remote handle maps to a link");
             match link.role {
                 Role::Sender => {
                     if let Some(credit) = flow.link_credit {
@@ -774,7 +885,10 @@ impl Connection {
                 }
             }
             let event = Event::Credit {
-                link: LinkId { session: id, handle },
+                link: LinkId {
+                    session: id,
+                    handle,
+                },
                 credit: link.link_credit,
                 drain: flow.drain,
                 available: flow.available,
@@ -789,7 +903,12 @@ impl Connection {
         Ok(())
     }
 
-    fn on_transfer(&mut self, id: SessionId, transfer: Transfer, payload: Bytes) -> Result<(), Error> {
+    fn on_transfer(
+        &mut self,
+        id: SessionId,
+        transfer: Transfer,
+        payload: Bytes,
+    ) -> Result<(), Error> {
         let max_message_size = self.config.max_message_size;
         let session = self.session_mut(id);
         if session.incoming_window == 0 {
@@ -804,14 +923,23 @@ impl Connection {
             .remote_handles
             .get(&transfer.handle)
             .ok_or_else(|| unattached(transfer.handle))?;
-        let link = session.links.get_mut(&handle).expect("remote handle maps to a link");
+        let link = session
+            .links
+            .get_mut(&handle)
+            .expect("remote handle maps to a link");
         if link.role != Role::Receiver {
             return Err(Error::new(
                 condition::NOT_ALLOWED,
-                format!("transfer on handle {}, where the peer is the receiver", transfer.handle),
+                format!(
+                    "transfer on handle {}, where the peer is the receiver",
+                    transfer.handle
+                ),
             ));
         }
-        let link_id = LinkId { session: id, handle };
+        let link_id = LinkId {
+            session: id,
+            handle,
+        };
         let outcome = if link.state == LinkState::DetachSent {
             // In flight when we detached: the peer will learn from our detach.
             Ok(None)
@@ -844,7 +972,10 @@ impl Connection {
     }
 
     fn on_disposition(&mut self, id: SessionId, disposition: Disposition) {
-        let session = self.sessions.get_mut(&id.0).expect("session ids come from the session map");
+        let session = self
+            .sessions
+            .get_mut(&id.0)
+            .expect("session ids come from the session map");
         // A disposition from the receiver is about what we sent, and the
         // reverse.
         let unsettled = match disposition.role {
@@ -861,7 +992,10 @@ impl Connection {
             let Some(handle) = handle else { continue };
             self.events.push_back(Event::Disposition {
                 delivery: DeliveryId {
-                    link: LinkId { session: id, handle },
+                    link: LinkId {
+                        session: id,
+                        handle,
+                    },
                     id: delivery_id,
                 },
                 state: disposition.state.clone(),
@@ -876,7 +1010,10 @@ impl Connection {
             .remote_handles
             .remove(&detach.handle)
             .ok_or_else(|| unattached(detach.handle))?;
-        let link = session.links.remove(&handle).expect("remote handle maps to a link");
+        let link = session
+            .links
+            .remove(&handle)
+            .expect("remote handle maps to a link");
         session.outgoing_unsettled.retain(|_, h| *h != handle);
         session.incoming_unsettled.retain(|_, h| *h != handle);
         session.pending.retain(|p| p.handle != handle);
@@ -889,7 +1026,10 @@ impl Connection {
             self.write(id.0, &answer);
         }
         self.events.push_back(Event::LinkDetached {
-            link: LinkId { session: id, handle },
+            link: LinkId {
+                session: id,
+                handle,
+            },
             closed: detach.closed,
             error: detach.error,
         });
@@ -898,7 +1038,10 @@ impl Connection {
 
     fn on_end(&mut self, remote_channel: u16, local: u16, end: End) {
         self.remote_channels.remove(&remote_channel);
-        let session = self.sessions.remove(&local).expect("remote channel maps to a session");
+        let session = self
+            .sessions
+            .remove(&local)
+            .expect("remote channel maps to a session");
         self.pending_dispositions.retain(|d| d.channel != local);
         if session.state != SessionState::EndSent {
             self.write(local, &End::default());
@@ -906,7 +1049,10 @@ impl Connection {
         let id = SessionId(local);
         for handle in session.links.keys() {
             self.events.push_back(Event::LinkDetached {
-                link: LinkId { session: id, handle: *handle },
+                link: LinkId {
+                    session: id,
+                    handle: *handle,
+                },
                 closed: false,
                 error: None,
             });
@@ -930,11 +1076,22 @@ impl Connection {
     }
 
     /// Attaches a link; [`Event::LinkAttached`] follows when the peer answers.
-    pub fn attach(&mut self, session: SessionId, options: LinkOptions) -> Result<LinkId, EngineError> {
+    pub fn attach(
+        &mut self,
+        session: SessionId,
+        options: LinkOptions,
+    ) -> Result<LinkId, EngineError> {
         self.check_open()?;
         let max_message_size = self.config.max_message_size;
-        let s = self.sessions.get_mut(&session.0).ok_or(EngineError::NoSuchSession)?;
-        let handle = s.free_handle().filter(|h| *h <= HANDLE_MAX).ok_or(EngineError::NoFreeHandle)?;
+        let s = self
+            .sessions
+            .get_mut(&session.0)
+            .filter(|s| s.state != SessionState::EndSent)
+            .ok_or(EngineError::NoSuchSession)?;
+        let handle = s
+            .free_handle()
+            .filter(|h| *h <= HANDLE_MAX)
+            .ok_or(EngineError::NoFreeHandle)?;
         let mut link = Link::new(options.name.clone(), options.role, LinkState::AttachSent);
         link.snd_settle_mode = options.snd_settle_mode;
         link.rcv_settle_mode = options.rcv_settle_mode;
@@ -971,9 +1128,9 @@ impl Connection {
     /// Refuses a link the peer attached: the spec's way is an attach with no
     /// terminus, then a detach that closes it with `error`.
     pub fn refuse_link(&mut self, id: LinkId, error: Error) -> Result<(), EngineError> {
-        let attach = self.answer_attach(id, LinkReply::default())?;
-        self.link_mut(id)?.state = LinkState::Attached;
-        self.write(id.session.0, &attach);
+        if self.link_mut(id)?.state != LinkState::AttachReceived {
+            return Err(EngineError::NotAttached);
+        }
         self.detach(id, true, Some(error))
     }
 
@@ -1023,8 +1180,10 @@ impl Connection {
         }
         link.delivery_count = link.delivery_count.wrapping_add(link.link_credit);
         link.link_credit = 0;
-        link.drain = false;
+        // The flow echoes `drain` so the receiver sees its drain answered;
+        // then the request is spent.
         self.send_flow(id.session, Some(id.handle));
+        self.link_mut(id)?.drain = false;
         Ok(())
     }
 
@@ -1038,13 +1197,22 @@ impl Connection {
 
     /// Sends one message on a sending link, using one unit of credit. Frames
     /// beyond the peer's session window wait for it to open.
-    pub fn send(&mut self, id: LinkId, tag: Bytes, message: Bytes, settled: bool) -> Result<DeliveryId, EngineError> {
+    pub fn send(
+        &mut self,
+        id: LinkId,
+        tag: Bytes,
+        message: Bytes,
+        settled: bool,
+    ) -> Result<DeliveryId, EngineError> {
         let link = self.attached_link(id)?;
         if link.role != Role::Sender {
             return Err(EngineError::WrongRole);
         }
         if link.link_credit == 0 {
             return Err(EngineError::NoCredit);
+        }
+        if tag.len() > DELIVERY_TAG_MAX {
+            return Err(EngineError::TagTooLong(tag.len()));
         }
         if let Some(max) = link.peer_max_message_size
             && message.len() as u64 > max
@@ -1072,7 +1240,10 @@ impl Connection {
             sent: 0,
         });
         self.flush_transfers(id.session);
-        Ok(DeliveryId { link: id, id: delivery_id })
+        Ok(DeliveryId {
+            link: id,
+            id: delivery_id,
+        })
     }
 
     /// Updates (and optionally settles) a delivery. Dispositions queued
@@ -1107,7 +1278,12 @@ impl Connection {
 
     /// Detaches a link (closing it if `closed`); [`Event::LinkDetached`]
     /// follows when the peer answers.
-    pub fn detach(&mut self, id: LinkId, closed: bool, error: Option<Error>) -> Result<(), EngineError> {
+    pub fn detach(
+        &mut self,
+        id: LinkId,
+        closed: bool,
+        error: Option<Error>,
+    ) -> Result<(), EngineError> {
         let link = self.link_mut(id)?;
         if link.state == LinkState::DetachSent {
             return Ok(());
@@ -1117,24 +1293,44 @@ impl Connection {
     }
 
     fn detach_with(&mut self, id: LinkId, closed: bool, error: Option<Error>) {
-        if let Ok(link) = self.link_mut(id) {
-            link.state = LinkState::DetachSent;
-            link.incoming = None;
+        // A link the peer attached and we never answered gets its attach
+        // first (with no terminus, as a refusal): a detach alone would name a
+        // handle the peer has never seen.
+        if let Ok(attach) = self.answer_attach(id, LinkReply::default()) {
+            self.write(id.session.0, &attach);
         }
-        self.write(id.session.0, &Detach {
-            handle: id.handle,
-            closed,
-            error,
-        });
+        if let Some(session) = self.sessions.get_mut(&id.session.0) {
+            // Transfers still waiting for the peer's session window must not
+            // follow the detach: the peer would see them on an unattached
+            // handle.
+            session.pending.retain(|p| p.handle != id.handle);
+            if let Some(link) = session.links.get_mut(&id.handle) {
+                link.state = LinkState::DetachSent;
+                link.incoming = None;
+            }
+        }
+        self.write(
+            id.session.0,
+            &Detach {
+                handle: id.handle,
+                closed,
+                error,
+            },
+        );
     }
 
     /// Ends a session; [`Event::SessionEnded`] follows when the peer answers.
     pub fn end(&mut self, id: SessionId, error: Option<Error>) -> Result<(), EngineError> {
-        let session = self.sessions.get_mut(&id.0).ok_or(EngineError::NoSuchSession)?;
+        let session = self
+            .sessions
+            .get_mut(&id.0)
+            .ok_or(EngineError::NoSuchSession)?;
         if session.state == SessionState::EndSent {
             return Ok(());
         }
         session.state = SessionState::EndSent;
+        // As for a detach: queued transfers must not follow the `end`.
+        session.pending.clear();
         self.write(id.0, &End { error });
         Ok(())
     }
@@ -1142,7 +1338,8 @@ impl Connection {
     /// Closes the connection, with `error` if it is closed because of one.
     /// The engine then waits (up to the configured close timeout) for the
     /// peer's `close`.
-    pub fn close(&mut self, error: Option<Error>) {
+    pub fn close(&mut self, now: Instant, error: Option<Error>) {
+        self.advance_clock(now);
         if self.close_sent || self.finished {
             return;
         }
@@ -1156,8 +1353,14 @@ impl Connection {
         if !self.open_sent {
             self.send_open();
         }
-        self.write(0, &Close { error });
+        self.write(
+            0,
+            &Close {
+                error: error.clone(),
+            },
+        );
         self.close_sent = true;
+        self.local_close_error = error;
         self.close_deadline = Some(self.now + self.config.close_timeout);
     }
 
@@ -1170,9 +1373,12 @@ impl Connection {
             if !self.open_sent {
                 self.send_open();
             }
-            self.write(0, &Close {
-                error: Some(error.clone()),
-            });
+            self.write(
+                0,
+                &Close {
+                    error: Some(error.clone()),
+                },
+            );
             self.close_sent = true;
         }
         self.events.push_back(Event::Closed {
@@ -1192,7 +1398,9 @@ impl Connection {
 
     /// The session behind an id the engine itself produced from its maps.
     fn session_mut(&mut self, id: SessionId) -> &mut Session {
-        self.sessions.get_mut(&id.0).expect("session ids come from the session map")
+        self.sessions
+            .get_mut(&id.0)
+            .expect("session ids come from the session map")
     }
 
     fn link_mut(&mut self, id: LinkId) -> Result<&mut Link, EngineError> {
@@ -1206,6 +1414,13 @@ impl Connection {
 
     fn attached_link(&mut self, id: LinkId) -> Result<&mut Link, EngineError> {
         self.check_open()?;
+        if self
+            .sessions
+            .get(&id.session.0)
+            .is_some_and(|s| s.state == SessionState::EndSent)
+        {
+            return Err(EngineError::NotAttached);
+        }
         let link = self.link_mut(id)?;
         if link.state != LinkState::Attached {
             return Err(EngineError::NotAttached);
@@ -1213,7 +1428,10 @@ impl Connection {
         Ok(link)
     }
 
+    /// Queues one frame. Dispositions queued before it go out first, so that
+    /// a later `detach`, `end` or `close` cannot overtake them.
     fn write(&mut self, channel: u16, performative: &impl crate::amqp::codec::Encode) {
+        self.flush_dispositions();
         put_amqp_frame(&mut self.out, channel, performative, &[]);
     }
 
@@ -1257,7 +1475,8 @@ impl Connection {
                 ..Transfer::default()
             };
             let rest = &pending.payload[pending.sent..];
-            let Some(carried) = put_transfer_frame(&mut self.out, channel, &mut transfer, rest, max_frame_size)
+            let Some(carried) =
+                put_transfer_frame(&mut self.out, channel, &mut transfer, rest, max_frame_size)
             else {
                 // The peer's max-frame-size (at least 512) always fits a
                 // transfer performative with a tag of at most 32 bytes.
@@ -1299,7 +1518,9 @@ impl Connection {
     /// Writes queued dispositions, merging runs of consecutive delivery-ids
     /// with the same role, settlement and state into one range.
     fn flush_dispositions(&mut self) {
-        let mut pending = std::mem::take(&mut self.pending_dispositions).into_iter().peekable();
+        let mut pending = std::mem::take(&mut self.pending_dispositions)
+            .into_iter()
+            .peekable();
         while let Some(first) = pending.next() {
             let mut last = first.id;
             while let Some(next) = pending.next_if(|n| {
@@ -1319,13 +1540,16 @@ impl Connection {
                 state: first.state,
                 batchable: false,
             };
-            self.write(first.channel, &disposition);
+            put_amqp_frame(&mut self.out, first.channel, &disposition, &[]);
         }
     }
 }
 
 fn unattached(handle: u32) -> Error {
-    Error::new(condition::UNATTACHED_HANDLE, format!("handle {handle} is not attached"))
+    Error::new(
+        condition::UNATTACHED_HANDLE,
+        format!("handle {handle} is not attached"),
+    )
 }
 
 /// A fault found while receiving a transfer, and how far it reaches.
@@ -1346,7 +1570,10 @@ fn receive_transfer(
 ) -> Result<Option<PartialDelivery>, LinkFault> {
     let mut delivery = match link.incoming.take() {
         Some(partial) => {
-            if transfer.delivery_id.is_some_and(|id| id != partial.delivery_id) {
+            if transfer
+                .delivery_id
+                .is_some_and(|id| id != partial.delivery_id)
+            {
                 return Err(LinkFault::Connection(Error::new(
                     condition::NOT_ALLOWED,
                     "a new delivery began before the previous one was complete",
@@ -1355,7 +1582,9 @@ fn receive_transfer(
             partial
         }
         None => {
-            let (Some(delivery_id), Some(tag)) = (transfer.delivery_id, transfer.delivery_tag.clone()) else {
+            let (Some(delivery_id), Some(tag)) =
+                (transfer.delivery_id, transfer.delivery_tag.clone())
+            else {
                 return Err(LinkFault::Connection(Error::new(
                     condition::INVALID_FIELD,
                     "the first transfer of a delivery needs a delivery-id and a delivery-tag",

@@ -123,8 +123,14 @@ mod tests {
 
     #[test]
     fn ranges_wrap_around() {
-        let map: BTreeMap<u32, ()> = [0, 1, 5, u32::MAX - 1, u32::MAX].into_iter().map(|k| (k, ())).collect();
+        let map: BTreeMap<u32, ()> = [0, 1, 5, u32::MAX - 1, u32::MAX]
+            .into_iter()
+            .map(|k| (k, ()))
+            .collect();
         assert_eq!(ids_in_range(&map, 1, 5), vec![1, 5]);
-        assert_eq!(ids_in_range(&map, u32::MAX - 1, 0), vec![u32::MAX - 1, u32::MAX, 0]);
+        assert_eq!(
+            ids_in_range(&map, u32::MAX - 1, 0),
+            vec![u32::MAX - 1, u32::MAX, 0]
+        );
     }
 }

@@ -41,7 +41,9 @@ impl<K: Decode, V: Decode> Decode for Vec<(K, V)> {
         let map = (0..count)
             .map(|_| Ok((K::decode(&mut entries)?, V::decode(&mut entries)?)))
             .collect::<Result<_, DecodeError>>()?;
-        entries.expect_empty().map_err(|_| DecodeErrorKind::SizeMismatch)?;
+        entries
+            .expect_empty()
+            .map_err(|_| DecodeErrorKind::SizeMismatch)?;
         Ok(map)
     }
 }
@@ -202,7 +204,9 @@ impl Composite for Error {
     const CODE: u64 = 0x1d;
 
     fn encode_fields(&self, f: &mut FieldEncoder<'_>) {
-        f.field(&self.condition).field(&self.description).field(&self.info);
+        f.field(&self.condition)
+            .field(&self.description)
+            .field(&self.info);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {

@@ -475,8 +475,8 @@ pub enum Section {
     DeliveryAnnotations(Annotations),
     /// Annotations that travel with the message.
     MessageAnnotations(Annotations),
-    /// Immutable standard properties.
-    Properties(Properties),
+    /// Immutable standard properties (boxed: by far the largest section).
+    Properties(Box<Properties>),
     /// Application-defined properties.
     ApplicationProperties(ApplicationProperties),
     /// An opaque binary body part.
@@ -533,14 +533,18 @@ impl Decode for Section {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let code = match read_descriptor(r)? {
             Descriptor::Code(code) => code,
-            Descriptor::Name(name) => section_code(&name).ok_or(DecodeErrorKind::UnexpectedDescriptor)?,
+            Descriptor::Name(name) => {
+                section_code(&name).ok_or(DecodeErrorKind::UnexpectedDescriptor)?
+            }
             Descriptor::Other(_) => return Err(DecodeErrorKind::UnexpectedDescriptor.into()),
         };
         Ok(match code {
             section::HEADER => Section::Header(Header::decode_after_descriptor(r)?),
             section::DELIVERY_ANNOTATIONS => Section::DeliveryAnnotations(Decode::decode(r)?),
             section::MESSAGE_ANNOTATIONS => Section::MessageAnnotations(Decode::decode(r)?),
-            section::PROPERTIES => Section::Properties(Properties::decode_after_descriptor(r)?),
+            section::PROPERTIES => {
+                Section::Properties(Box::new(Properties::decode_after_descriptor(r)?))
+            }
             section::APPLICATION_PROPERTIES => Section::ApplicationProperties(Decode::decode(r)?),
             section::DATA => Section::Data(Decode::decode(r)?),
             section::AMQP_SEQUENCE => match Value::decode(r)? {
@@ -615,7 +619,7 @@ impl Message {
     /// The properties section, if any.
     pub fn properties(&self) -> Option<&Properties> {
         self.sections.iter().find_map(|s| match s {
-            Section::Properties(p) => Some(p),
+            Section::Properties(p) => Some(&**p),
             _ => None,
         })
     }

@@ -2,9 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::definitions::{
-    Error, Fields, Handle, ReceiverSettleMode, Role, SenderSettleMode,
-};
+use super::definitions::{Error, Fields, Handle, ReceiverSettleMode, Role, SenderSettleMode};
 use super::messaging::{DeliveryState, Source, Target};
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
@@ -452,7 +450,17 @@ impl Composite for Close {
     }
 }
 
-composite_codec!(Open, Begin, Attach, Flow, Transfer, Disposition, Detach, End, Close);
+composite_codec!(
+    Open,
+    Begin,
+    Attach,
+    Flow,
+    Transfer,
+    Disposition,
+    Detach,
+    End,
+    Close
+);
 
 /// The body of an AMQP frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -514,7 +522,9 @@ impl Decode for Performative {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let code = match read_descriptor(r)? {
             Descriptor::Code(code) => code,
-            Descriptor::Name(name) => performative_code(&name).ok_or(DecodeErrorKind::UnexpectedDescriptor)?,
+            Descriptor::Name(name) => {
+                performative_code(&name).ok_or(DecodeErrorKind::UnexpectedDescriptor)?
+            }
             Descriptor::Other(_) => return Err(DecodeErrorKind::UnexpectedDescriptor.into()),
         };
         Ok(match code {
@@ -523,7 +533,9 @@ impl Decode for Performative {
             Attach::CODE => Performative::Attach(Box::new(Attach::decode_after_descriptor(r)?)),
             Flow::CODE => Performative::Flow(Flow::decode_after_descriptor(r)?),
             Transfer::CODE => Performative::Transfer(Transfer::decode_after_descriptor(r)?),
-            Disposition::CODE => Performative::Disposition(Disposition::decode_after_descriptor(r)?),
+            Disposition::CODE => {
+                Performative::Disposition(Disposition::decode_after_descriptor(r)?)
+            }
             Detach::CODE => Performative::Detach(Detach::decode_after_descriptor(r)?),
             End::CODE => Performative::End(End::decode_after_descriptor(r)?),
             Close::CODE => Performative::Close(Close::decode_after_descriptor(r)?),

@@ -3,8 +3,8 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::amqp::codec::{
-    Composite, Decode, DecodeError, DecodeErrorKind, Encode, FieldDecoder,
-    FieldEncoder, Reader, Symbol, composite_codec, read_descriptor,
+    Composite, Decode, DecodeError, DecodeErrorKind, Encode, FieldDecoder, FieldEncoder, Reader,
+    Symbol, composite_codec, read_descriptor,
 };
 
 /// The mechanisms the server supports, sent first.
@@ -64,7 +64,13 @@ pub enum SaslCode {
 }
 
 impl SaslCode {
-    const ALL: [SaslCode; 5] = [Self::Ok, Self::Auth, Self::Sys, Self::SysPerm, Self::SysTemp];
+    const ALL: [SaslCode; 5] = [
+        Self::Ok,
+        Self::Auth,
+        Self::Sys,
+        Self::SysPerm,
+        Self::SysTemp,
+    ];
 }
 
 impl Encode for SaslCode {
@@ -94,7 +100,9 @@ impl Composite for SaslMechanisms {
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
         let mechanisms: Vec<Symbol> = f.or_default("sasl-server-mechanisms")?;
         if mechanisms.is_empty() {
-            return Err(DecodeError::new(DecodeErrorKind::MissingField).in_field("sasl-server-mechanisms"));
+            return Err(
+                DecodeError::new(DecodeErrorKind::MissingField).in_field("sasl-server-mechanisms")
+            );
         }
         Ok(Self { mechanisms })
     }
@@ -165,7 +173,13 @@ impl Composite for SaslOutcome {
     }
 }
 
-composite_codec!(SaslMechanisms, SaslInit, SaslChallenge, SaslResponse, SaslOutcome);
+composite_codec!(
+    SaslMechanisms,
+    SaslInit,
+    SaslChallenge,
+    SaslResponse,
+    SaslOutcome
+);
 
 /// The body of a SASL frame.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,212 @@
+//! Link credit, drain, and session windows.
+
+use bytes::BytesMut;
+
+use super::util::*;
+use crate::amqp::engine::{ConnectionConfig, EngineError, Event};
+use crate::amqp::types::{Flow, Performative, condition};
+
+#[test]
+fn send_without_credit_is_refused() {
+    let mut pair = Pair::connected();
+    let (sender, _) = pair.sender("no-credit");
+    assert_eq!(pair.client.credit(sender), 0);
+    assert_eq!(
+        pair.client.send(sender, tag(0), message(0), false),
+        Err(EngineError::NoCredit)
+    );
+    pair.drive();
+    assert_events!(pair.server_events(), []);
+}
+
+#[test]
+fn a_transfer_without_credit_detaches_the_link() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("greedy");
+    // The server never granted credit; the client sends anyway.
+    let mut raw = BytesMut::new();
+    raw_frame(
+        &mut raw,
+        0,
+        &first_transfer(sender.handle, 0, false),
+        &message(0),
+    );
+    pair.inject_to_server(&raw);
+    pair.drive();
+
+    assert_events!(
+        pair.client_events(),
+        [
+            Event::LinkDetached { link, closed: true, error: Some(e) }
+            if *link == sender && e.condition == condition::TRANSFER_LIMIT_EXCEEDED,
+        ]
+    );
+    assert_events!(
+        pair.server_events(),
+        [Event::LinkDetached { link, closed: true, error: None } if *link == receiver]
+    );
+    assert!(!pair.server.is_finished());
+}
+
+#[test]
+fn drain_hands_unused_credit_back() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("drained");
+
+    pair.server
+        .flow(receiver, 5, true)
+        .expect("flow on a receiving link");
+    pair.drive();
+    assert_events!(
+        pair.client_events(),
+        [Event::Credit { link, credit: 5, drain: true, available: None } if *link == sender]
+    );
+    assert_eq!(pair.client.credit(sender), 5);
+
+    // Use two, give the other three back.
+    pair.send(sender, 0);
+    pair.send(sender, 1);
+    pair.client
+        .drain_complete(sender)
+        .expect("drain on a sending link");
+    assert_eq!(pair.client.credit(sender), 0);
+    assert_eq!(
+        pair.client.send(sender, tag(2), message(2), false),
+        Err(EngineError::NoCredit)
+    );
+    pair.drive();
+    assert_events!(
+        pair.server_events(),
+        [
+            Event::Delivery { delivery, .. } if delivery.id == 0,
+            Event::Delivery { delivery, .. } if delivery.id == 1,
+            Event::Credit { link, credit: 0, .. } if *link == receiver,
+        ]
+    );
+    assert_eq!(pair.server.credit(receiver), 0);
+
+    // The sender's flow carried its delivery-count advanced past the
+    // returned credit, so new credit counts from there.
+    let flow = performatives(&pair.client_wire)
+        .into_iter()
+        .rev()
+        .find_map(|(_, p)| match p {
+            Performative::Flow(flow) => Some(flow),
+            _ => None,
+        })
+        .expect("the sender answered the drain");
+    assert_eq!(flow.delivery_count, Some(5));
+    assert_eq!(flow.link_credit, Some(0));
+
+    pair.grant(sender, receiver, 3);
+    pair.send(sender, 2);
+    pair.drive();
+    assert_events!(
+        pair.server_events(),
+        [Event::Delivery { delivery, .. } if delivery.id == 2]
+    );
+}
+
+#[test]
+fn drain_complete_needs_a_sending_link() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("roles");
+    assert_eq!(
+        pair.server.drain_complete(receiver),
+        Err(EngineError::WrongRole)
+    );
+    assert_eq!(
+        pair.client.flow(sender, 1, false),
+        Err(EngineError::WrongRole)
+    );
+}
+
+/// The sender never overruns the receiver's session window: 50 transfers
+/// through a window of 4 all arrive, in order, without a violation.
+#[test]
+fn transfers_wait_for_the_session_window() {
+    let server = ConnectionConfig {
+        session_window: 4,
+        ..server_config()
+    };
+    let mut pair = Pair::connected_with(client_config(), server);
+    let (sender, receiver) = pair.sender("windowed");
+    pair.grant(sender, receiver, 100);
+    for i in 0..50 {
+        pair.send(sender, i);
+    }
+    // Only the window's worth went out at once.
+    let first_burst = pair.client.poll_transmit().expect("transfers");
+    let burst = performatives(&first_burst);
+    assert_eq!(burst.len(), 4, "{burst:#?}");
+    pair.inject_to_server(&first_burst);
+    pair.drive();
+
+    let events = pair.server_events();
+    assert_eq!(events.len(), 50, "{events:#?}");
+    for (i, event) in (0..).zip(&events) {
+        assert!(
+            matches!(event, Event::Delivery { delivery, .. } if delivery.id == i),
+            "{event:#?}"
+        );
+    }
+    // The server reopened its window with session-level flows.
+    let session_flows = performatives(&pair.server_wire)
+        .into_iter()
+        .filter(|(_, p)| matches!(p, Performative::Flow(Flow { handle: None, .. })))
+        .count();
+    assert!(session_flows >= 12, "{session_flows} window updates");
+    assert!(!pair.server.is_finished());
+}
+
+#[test]
+fn a_flow_asking_for_echo_is_answered_with_the_link_state() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("echo");
+    pair.grant(sender, receiver, 7);
+    let flow = Flow {
+        next_incoming_id: Some(0),
+        incoming_window: 100,
+        next_outgoing_id: 0,
+        outgoing_window: 100,
+        handle: Some(sender.handle),
+        delivery_count: Some(0),
+        link_credit: Some(7),
+        echo: true,
+        ..Flow::default()
+    };
+    let mut raw = BytesMut::new();
+    raw_frame(&mut raw, 0, &flow, &[]);
+    pair.inject_to_server(&raw);
+    assert_events!(
+        pair.server_events(),
+        [Event::Credit { link, credit: 7, drain: false, available: None } if *link == receiver]
+    );
+    let answer = pair.server.poll_transmit().expect("the echo");
+    let answer = performatives(&answer);
+    assert!(
+        matches!(
+            answer.as_slice(),
+            [(0, Performative::Flow(Flow { handle: Some(h), link_credit: Some(7), delivery_count: Some(0), echo: false, .. }))]
+                if *h == receiver.handle
+        ),
+        "{answer:#?}"
+    );
+}
+
+#[test]
+fn a_delivery_tag_longer_than_32_bytes_is_refused() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("long-tags");
+    pair.grant(sender, receiver, 1);
+    let long_tag = bytes::Bytes::from(vec![7; 33]);
+    assert_eq!(
+        pair.client.send(sender, long_tag, message(0), false),
+        Err(EngineError::TagTooLong(33))
+    );
+    // The credit is still there for a legal send.
+    assert_eq!(pair.client.credit(sender), 1);
+    pair.client
+        .send(sender, bytes::Bytes::from(vec![7; 32]), message(0), false)
+        .expect("a 32-byte tag is legal");
+}

@@ -1,0 +1,184 @@
+//! The seam's contract, written once against [`Io`] and checked on every
+//! implementation, so that code which passes under turmoil behaves the same
+//! on tokio.
+
+use std::io::{ErrorKind, SeekFrom};
+use std::path::Path;
+use std::time::Duration;
+
+use rand_chacha::rand_core::RngCore;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::*;
+
+/// Append, truncate, rename, remove, list and sync, as a log and its
+/// snapshots will use them.
+async fn file_contract<I: Io>(io: &I, root: &Path) {
+    let dir = root.join("node");
+    io.create_dir_all(&dir).await.unwrap();
+    io.sync_dir(root).await.unwrap();
+
+    let log = dir.join("log");
+    let mut file = io.open(&log, OpenMode::Append).await.unwrap();
+    file.write_all(b"hello ").await.unwrap();
+    file.sync_all().await.unwrap();
+    drop(file);
+
+    // Reopened for append: reads start at the beginning, writes still land
+    // at the end.
+    let mut file = io.open(&log, OpenMode::Append).await.unwrap();
+    let mut head = [0; 5];
+    file.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"hello");
+    file.write_all(b"world").await.unwrap();
+    file.sync_all().await.unwrap();
+    assert_eq!(io.read_file(&log).await.unwrap(), b"hello world");
+
+    file.set_len(5).await.unwrap();
+    file.sync_all().await.unwrap();
+    assert_eq!(io.read_file(&log).await.unwrap(), b"hello");
+    drop(file);
+
+    let temporary = dir.join("snapshot.tmp");
+    let snapshot = dir.join("snapshot");
+    let mut file = io.open(&temporary, OpenMode::Truncate).await.unwrap();
+    file.write_all(b"version 1").await.unwrap();
+    file.seek(SeekFrom::Start(0)).await.unwrap();
+    let mut written = String::new();
+    file.read_to_string(&mut written).await.unwrap();
+    assert_eq!(written, "version 1");
+    file.sync_all().await.unwrap();
+    drop(file);
+    io.rename(&temporary, &snapshot).await.unwrap();
+    io.sync_dir(&dir).await.unwrap();
+    assert_eq!(
+        io.read_dir(&dir).await.unwrap(),
+        vec![log.clone(), snapshot.clone()]
+    );
+
+    let mut file = io.open(&snapshot, OpenMode::Truncate).await.unwrap();
+    file.write_all(b"2").await.unwrap();
+    file.sync_all().await.unwrap();
+    assert_eq!(io.read_file(&snapshot).await.unwrap(), b"2");
+
+    io.remove_file(&log).await.unwrap();
+    io.sync_dir(&dir).await.unwrap();
+    assert_eq!(io.read_dir(&dir).await.unwrap(), vec![snapshot]);
+    let Err(missing) = io.open(&log, OpenMode::Read).await else {
+        panic!("opened a removed file");
+    };
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+}
+
+/// Port 0 binds a real port, and bytes cross a connection both ways.
+async fn net_contract<I: Io>(io: &I) {
+    let listener = io.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let bound = listener.local_addr().unwrap();
+    assert_ne!(bound.port(), 0);
+
+    let bound = bound.to_string();
+    let (client, accepted) = tokio::join!(io.connect(&bound), listener.accept());
+    let mut client = client.unwrap();
+    let (mut server, peer) = accepted.unwrap();
+    assert!(peer.ip().is_loopback());
+
+    client.write_all(b"ping").await.unwrap();
+    let mut request = [0; 4];
+    server.read_exact(&mut request).await.unwrap();
+    assert_eq!(&request, b"ping");
+    server.write_all(b"pong").await.unwrap();
+    let mut reply = [0; 4];
+    client.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"pong");
+}
+
+/// `now` follows tokio's timer (virtual here), and spawned tasks run.
+async fn clock_and_spawn_contract<I: Io>(io: &I) {
+    let before = io.now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(io.now() - before >= Duration::from_secs(3));
+
+    let deadline = io.now() + Duration::from_millis(250);
+    sleep_until(deadline).await;
+    assert!(io.now() >= deadline);
+
+    let task = io.spawn(async { 6 * 7 });
+    assert_eq!(task.await.unwrap(), 42);
+}
+
+#[tokio::test]
+async fn tokio_files_follow_the_contract() {
+    let root = tempfile::tempdir().unwrap();
+    file_contract(&TokioIo, root.path()).await;
+}
+
+#[tokio::test]
+async fn tokio_network_follows_the_contract() {
+    net_contract(&TokioIo).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokio_clock_and_spawn_follow_the_contract() {
+    clock_and_spawn_contract(&TokioIo).await;
+}
+
+#[test]
+fn tokio_wall_clock_is_after_2024() {
+    let january_2024_ms = 1_704_067_200_000;
+    assert!(TokioIo.unix_time_ms() > january_2024_ms);
+}
+
+#[test]
+fn same_seed_same_stream_and_different_seeds_differ() {
+    let draw = |seed| {
+        let mut rng = seeded_rng(seed);
+        [rng.next_u64(), rng.next_u64(), rng.next_u64()]
+    };
+    assert_eq!(draw(7), draw(7));
+    assert_ne!(draw(7), draw(8));
+}
+
+#[cfg(feature = "sim")]
+mod turmoil {
+    use super::super::turmoil_io::SIM_EPOCH_UNIX_MS;
+    use super::*;
+
+    /// Runs `contract` as a turmoil client and fails the test if it fails.
+    fn simulate<F>(contract: F)
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        let mut sim = ::turmoil::Builder::new().rng_seed(1).build();
+        sim.client("node", async move {
+            contract.await;
+            Ok(())
+        });
+        sim.run().unwrap();
+    }
+
+    #[test]
+    fn turmoil_files_follow_the_contract() {
+        simulate(async { file_contract(&TurmoilIo, Path::new("/data")).await });
+    }
+
+    #[test]
+    fn turmoil_network_follows_the_contract() {
+        simulate(async { net_contract(&TurmoilIo).await });
+    }
+
+    #[test]
+    fn turmoil_clock_and_spawn_follow_the_contract() {
+        simulate(async { clock_and_spawn_contract(&TurmoilIo).await });
+    }
+
+    #[test]
+    fn turmoil_wall_clock_starts_at_the_fixed_epoch_and_follows_sim_time() {
+        simulate(async {
+            let start_ms = TurmoilIo.unix_time_ms();
+            assert!((SIM_EPOCH_UNIX_MS..SIM_EPOCH_UNIX_MS + 1_000).contains(&start_ms));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let slept_ms = TurmoilIo.unix_time_ms() - start_ms;
+            assert!((2_000..2_010).contains(&slept_ms), "slept {slept_ms} ms");
+        });
+    }
+}
