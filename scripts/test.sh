@@ -9,8 +9,8 @@
 #                       skips them, this script never does.
 #
 # Extra arguments go to cargo, e.g. `scripts/test.sh -p sluice --test cli`.
-# Needs: a Rust toolchain (cargo), python3 with venv, and network access to
-# PyPI on the first run.
+# Needs: a Rust toolchain (cargo), python3 with venv, Node.js (18 or newer)
+# with npm, and network access to PyPI and the npm registry on the first run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,9 +32,32 @@ install_python_clients() {
     export SLUICE_PYTHON
 }
 
-# Node.js clients (rhea, from the npm registry) get their own function here,
-# installed with `npm ci` from a lock file committed next to their scripts in
-# scripts/interop/, when the first test needs them.
+# rhea, the Node.js client, for broker/tests/interop_rhea.rs, which finds
+# node through SLUICE_NODE. `npm ci` installs exactly what the committed
+# scripts/interop/package-lock.json pins into scripts/interop/node_modules
+# (git-ignored), where the scripts' require('rhea') finds it. A stamp holding
+# the lock file's hash skips the install while the lock is unchanged.
+NODE_CLIENTS=scripts/interop
+
+install_node_clients() {
+    local node
+    node="$(command -v "${SLUICE_NODE:-node}")" || {
+        echo "test.sh: node not found: install Node.js 18 or newer (with npm)" >&2
+        exit 1
+    }
+    local stamp="$NODE_CLIENTS/node_modules/.sluice-lock-sha256"
+    local want
+    want="$(sha256sum "$NODE_CLIENTS/package-lock.json" | cut -d' ' -f1)"
+    if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] \
+        || ! (cd "$NODE_CLIENTS" && "$node" -e "require('rhea')") 2>/dev/null; then
+        echo "test.sh: installing rhea into $NODE_CLIENTS/node_modules (npm ci)" >&2
+        (cd "$NODE_CLIENTS" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+        echo "$want" >"$stamp"
+    fi
+    SLUICE_NODE="$node"
+    export SLUICE_NODE
+}
 
 install_python_clients
+install_node_clients
 exec cargo test --workspace --all-features "$@" -- --include-ignored

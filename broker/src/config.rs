@@ -5,10 +5,14 @@
 //! Unknown fields are errors, so that a typo fails at start-up instead of
 //! silently leaving a default in place.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::server::auth::Argon2Hash;
 
 /// The seed used when the configuration names none. Fixed, so that two
 /// brokers started alike behave alike.
@@ -21,8 +25,9 @@ const MAX_FRAME_SIZE_MIN: u32 = 512;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The text is not valid TOML, names an unknown field, or has a value of
-    /// the wrong type. The message gives the line and column.
+    /// The text is not valid TOML, names an unknown field, has a value of
+    /// the wrong type, or holds a password hash that cannot be used. The
+    /// message gives the line and column.
     #[error(transparent)]
     Parse(#[from] toml::de::Error),
     /// A value is well-formed but unusable.
@@ -50,10 +55,22 @@ pub struct Config {
     pub seed: u64,
     /// AMQP connection limits and identity.
     pub amqp: AmqpConfig,
-    /// Accounts allowed to log in. Must be empty for now: only SASL
-    /// ANONYMOUS is served, and accepting accounts that are then ignored
-    /// would be a silent security hole.
+    /// Accounts allowed to log in with SASL PLAIN. Empty means an open
+    /// broker: SASL ANONYMOUS, and clients that skip SASL, are admitted.
     pub users: Vec<User>,
+    /// The settings every queue starts from.
+    pub queues: QueuesConfig,
+    /// Per-queue overrides of [`Config::queues`] (`[[queue]]` in TOML).
+    /// [`Config::queue_settings`] merges them.
+    #[serde(rename = "queue")]
+    pub queue_overrides: Vec<QueueOverride>,
+    /// Flow-control limits.
+    pub limits: LimitsConfig,
+    /// Set by `--repair`, never by the file, so that a repair is always a
+    /// deliberate one-off: truncate the log at the first corrupt record and
+    /// report what was lost.
+    #[serde(skip)]
+    pub repair: bool,
 }
 
 impl Default for Config {
@@ -65,6 +82,10 @@ impl Default for Config {
             seed: DEFAULT_SEED,
             amqp: AmqpConfig::default(),
             users: Vec::new(),
+            queues: QueuesConfig::default(),
+            queue_overrides: Vec::new(),
+            limits: LimitsConfig::default(),
+            repair: false,
         }
     }
 }
@@ -125,12 +146,236 @@ impl Default for AmqpConfig {
     }
 }
 
-/// An account allowed to log in.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An account allowed to log in with SASL PLAIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// The login name.
+    /// The login name (PLAIN's authcid), compared exactly.
     pub name: String,
+    /// The argon2 hash of the password, checked usable when loaded.
+    pub password_hash: Argon2Hash,
+}
+
+/// A `[[users]]` entry as written, before its hash is parsed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password_hash: String,
+}
+
+impl<'de> Deserialize<'de> for User {
+    /// Parses the hash here rather than in [`Config::validate`], so that the
+    /// error names the user and carries the entry's line.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entry = UserEntry::deserialize(deserializer)?;
+        let password_hash = Argon2Hash::parse(&entry.password_hash).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "user `{}`: `password_hash` is not a usable argon2 PHC string \
+                 (make one with `sluice passwd`): {error}",
+                entry.name
+            ))
+        })?;
+        Ok(Self {
+            name: entry.name,
+            password_hash,
+        })
+    }
+}
+
+/// Which messages a durable queue writes to disk before accepting them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persist {
+    /// Only messages whose header says `durable = true`.
+    #[default]
+    Durable,
+    /// Every message, whatever its header says.
+    Always,
+}
+
+/// What a full queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Refuses the new message: the producer's transfer is rejected.
+    #[default]
+    RejectPublish,
+    /// Accepts it and removes the oldest message to make room.
+    DropHead,
+}
+
+/// The defaults every queue starts from (`[queues]`). Zero and the empty
+/// string mean "no limit" and "none", as written in the file; resolved
+/// values come from [`Config::queue_settings`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueuesConfig {
+    /// Create an anycast queue the first time a link attaches to an unknown
+    /// address; when false such an attach fails with `amqp:not-found`.
+    pub auto_create: bool,
+    /// Whether auto-created queues are durable.
+    pub durable: bool,
+    /// Which messages are written to disk before being accepted.
+    pub persist: Persist,
+    /// The most messages a queue holds; 0 is unlimited.
+    pub max_length: u64,
+    /// The most message bytes a queue holds; 0 is unlimited.
+    pub max_bytes: u64,
+    /// What a full queue does with one more message.
+    pub overflow: Overflow,
+    /// Deliveries of one message before it is dead-lettered; 0 is unlimited.
+    pub delivery_limit: u32,
+    /// Where dead-lettered messages go; empty drops them.
+    pub dead_letter_queue: String,
+    /// Expiry for messages that carry no TTL of their own; 0 is none.
+    pub default_ttl_ms: u64,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        Self {
+            auto_create: true,
+            durable: true,
+            persist: Persist::Durable,
+            max_length: 0,
+            max_bytes: 0,
+            overflow: Overflow::RejectPublish,
+            delivery_limit: 20,
+            dead_letter_queue: String::new(),
+            default_ttl_ms: 0,
+        }
+    }
+}
+
+/// A `[[queue]]` entry: [`QueuesConfig`] fields that differ for the queue
+/// named exactly `name`. An absent field keeps the `[queues]` value.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueOverride {
+    /// The queue (address) this entry applies to.
+    pub name: String,
+    /// See [`QueuesConfig::auto_create`].
+    pub auto_create: Option<bool>,
+    /// See [`QueuesConfig::durable`].
+    pub durable: Option<bool>,
+    /// See [`QueuesConfig::persist`].
+    pub persist: Option<Persist>,
+    /// See [`QueuesConfig::max_length`].
+    pub max_length: Option<u64>,
+    /// See [`QueuesConfig::max_bytes`].
+    pub max_bytes: Option<u64>,
+    /// See [`QueuesConfig::overflow`].
+    pub overflow: Option<Overflow>,
+    /// See [`QueuesConfig::delivery_limit`].
+    pub delivery_limit: Option<u32>,
+    /// See [`QueuesConfig::dead_letter_queue`]; `""` removes a default one.
+    pub dead_letter_queue: Option<String>,
+    /// See [`QueuesConfig::default_ttl_ms`].
+    pub default_ttl_ms: Option<u64>,
+}
+
+impl QueueOverride {
+    /// `base` with this entry's fields laid over it.
+    fn apply(&self, mut base: QueuesConfig) -> QueuesConfig {
+        let Self {
+            name: _,
+            auto_create,
+            durable,
+            persist,
+            max_length,
+            max_bytes,
+            overflow,
+            delivery_limit,
+            dead_letter_queue,
+            default_ttl_ms,
+        } = self;
+        base.auto_create = auto_create.unwrap_or(base.auto_create);
+        base.durable = durable.unwrap_or(base.durable);
+        base.persist = persist.unwrap_or(base.persist);
+        base.max_length = max_length.unwrap_or(base.max_length);
+        base.max_bytes = max_bytes.unwrap_or(base.max_bytes);
+        base.overflow = overflow.unwrap_or(base.overflow);
+        base.delivery_limit = delivery_limit.unwrap_or(base.delivery_limit);
+        if let Some(queue) = dead_letter_queue {
+            base.dead_letter_queue.clone_from(queue);
+        }
+        base.default_ttl_ms = default_ttl_ms.unwrap_or(base.default_ttl_ms);
+        base
+    }
+}
+
+/// One queue's settings, resolved: `[queues]` merged with its `[[queue]]`
+/// entry, with `None` for "unlimited" or "none". A `Some` limit is never 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// May the queue be created by the first attach to its address.
+    pub auto_create: bool,
+    /// Whether the queue (if auto-created) is durable.
+    pub durable: bool,
+    /// Which messages are written to disk before being accepted.
+    pub persist: Persist,
+    /// The most messages the queue holds.
+    pub max_length: Option<u64>,
+    /// The most message bytes the queue holds.
+    pub max_bytes: Option<u64>,
+    /// What the full queue does with one more message.
+    pub overflow: Overflow,
+    /// Deliveries of one message before it is dead-lettered.
+    pub delivery_limit: Option<u32>,
+    /// Where dead-lettered messages go; `None` drops them. Never the queue
+    /// itself.
+    pub dead_letter_queue: Option<String>,
+    /// Expiry for messages that carry no TTL of their own.
+    pub default_ttl: Option<Duration>,
+}
+
+impl QueueSettings {
+    /// Resolves `raw` for the queue `name`.
+    fn resolve(name: &str, raw: QueuesConfig) -> Self {
+        Self {
+            auto_create: raw.auto_create,
+            durable: raw.durable,
+            persist: raw.persist,
+            max_length: (raw.max_length > 0).then_some(raw.max_length),
+            max_bytes: (raw.max_bytes > 0).then_some(raw.max_bytes),
+            overflow: raw.overflow,
+            delivery_limit: (raw.delivery_limit > 0).then_some(raw.delivery_limit),
+            // A queue never dead-letters into itself: with a default
+            // dead-letter queue, that queue's own dead letters are dropped
+            // instead of circling forever.
+            dead_letter_queue: Some(raw.dead_letter_queue)
+                .filter(|queue| !queue.is_empty() && queue != name),
+            default_ttl: (raw.default_ttl_ms > 0)
+                .then(|| Duration::from_millis(raw.default_ttl_ms)),
+        }
+    }
+}
+
+/// Flow-control limits (`[limits]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Above this much memory held by messages, producers get no more link
+    /// credit until it falls back; 0 disables the watermark.
+    pub memory_high_watermark_bytes: u64,
+    /// The link credit window granted to each producer (at least 1).
+    pub producer_credit: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            memory_high_watermark_bytes: 1 << 30,
+            producer_credit: 1000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The memory high watermark, or `None` if disabled.
+    pub fn memory_high_watermark(&self) -> Option<u64> {
+        (self.memory_high_watermark_bytes > 0).then_some(self.memory_high_watermark_bytes)
+    }
 }
 
 impl Config {
@@ -139,8 +384,9 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Parse`] for bad TOML, an unknown field or a value of the
-    /// wrong type; [`ConfigError::Invalid`] as [`Config::validate`] says.
+    /// [`ConfigError::Parse`] for bad TOML, an unknown field, a value of the
+    /// wrong type or an unusable password hash; [`ConfigError::Invalid`] as
+    /// [`Config::validate`] says.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text)?;
         config.validate()?;
@@ -152,158 +398,98 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] naming the first unusable field: a
-    /// max-frame-size below AMQP's minimum, an empty container id, or any
-    /// user (accounts are not supported yet).
+    /// max-frame-size below AMQP's minimum, an empty container id, an
+    /// unusable or repeated user name, a producer credit of 0, or a
+    /// `[[queue]]` entry that is unnamed, repeated or its own dead-letter
+    /// queue.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_amqp()?;
+        self.validate_users()?;
+        self.validate_queue_overrides()?;
+        if self.limits.producer_credit == 0 {
+            return Err(invalid(
+                "limits.producer_credit",
+                "must be at least 1, or producers could never send".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings of the queue `name`: `[queues]` with the `[[queue]]`
+    /// entry of that exact name, if any, laid over it.
+    pub fn queue_settings(&self, name: &str) -> QueueSettings {
+        let raw = match self.queue_overrides.iter().find(|entry| entry.name == name) {
+            Some(entry) => entry.apply(self.queues.clone()),
+            None => self.queues.clone(),
+        };
+        QueueSettings::resolve(name, raw)
+    }
+
+    fn validate_amqp(&self) -> Result<(), ConfigError> {
         if self.amqp.max_frame_size < MAX_FRAME_SIZE_MIN {
-            return Err(ConfigError::Invalid {
-                field: "amqp.max_frame_size",
-                reason: format!(
+            return Err(invalid(
+                "amqp.max_frame_size",
+                format!(
                     "{} is below AMQP's minimum of {MAX_FRAME_SIZE_MIN} bytes",
                     self.amqp.max_frame_size
                 ),
-            });
+            ));
         }
         if self.amqp.container_id.is_empty() {
-            return Err(ConfigError::Invalid {
-                field: "amqp.container_id",
-                reason: "must not be empty".to_owned(),
-            });
+            return Err(invalid("amqp.container_id", "must not be empty".to_owned()));
         }
-        if !self.users.is_empty() {
-            return Err(ConfigError::Invalid {
-                field: "users",
-                reason: "accounts are not supported yet: this build only serves SASL ANONYMOUS"
-                    .to_owned(),
-            });
+        Ok(())
+    }
+
+    /// Names must be sendable in a PLAIN response (non-empty, no NUL) and
+    /// distinct, so that a name means one password.
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for user in &self.users {
+            if user.name.is_empty() || user.name.contains('\0') {
+                return Err(invalid(
+                    "users.name",
+                    format!("{:?} is not a usable login name", user.name),
+                ));
+            }
+            if !seen.insert(user.name.as_str()) {
+                return Err(invalid(
+                    "users.name",
+                    format!("user `{}` is listed twice", user.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each entry must name one queue, once, and not dead-letter into
+    /// itself (a message dead-lettered there would circle forever).
+    fn validate_queue_overrides(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for entry in &self.queue_overrides {
+            if entry.name.is_empty() {
+                return Err(invalid("queue.name", "must not be empty".to_owned()));
+            }
+            if !seen.insert(entry.name.as_str()) {
+                return Err(invalid(
+                    "queue.name",
+                    format!("queue `{}` has two [[queue]] entries", entry.name),
+                ));
+            }
+            if entry.dead_letter_queue.as_deref() == Some(entry.name.as_str()) {
+                return Err(invalid(
+                    "queue.dead_letter_queue",
+                    format!("queue `{}` cannot be its own dead-letter queue", entry.name),
+                ));
+            }
         }
         Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_file_gives_the_defaults() {
-        let config = Config::from_toml("").unwrap();
-        assert_eq!(config, Config::default());
-        assert_eq!(config.listen, "127.0.0.1:5672".parse().unwrap());
-        assert_eq!(config.data_dir, PathBuf::from("./sluice-data"));
-        assert_eq!(config.log.format, LogFormat::Text);
-        assert_eq!(config.log.level, "info");
-        assert_eq!(config.seed, DEFAULT_SEED);
-        assert_eq!(config.amqp.max_frame_size, 262_144);
-        assert_eq!(config.amqp.channel_max, 255);
-        assert_eq!(config.amqp.idle_timeout_ms, 60_000);
-        assert_eq!(config.amqp.container_id, "sluice");
-        assert!(config.users.is_empty());
-    }
-
-    #[test]
-    fn sample_file_sets_every_field() {
-        let config = Config::from_toml(
-            r#"
-            listen = "0.0.0.0:5673"
-            data_dir = "/var/lib/sluice"
-            seed = 42
-
-            [log]
-            format = "json"
-            level = "debug,sluice::server=trace"
-
-            [amqp]
-            max_frame_size = 65536
-            channel_max = 16
-            idle_timeout_ms = 0
-            container_id = "sluice-1"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(config.listen, "0.0.0.0:5673".parse().unwrap());
-        assert_eq!(config.data_dir, PathBuf::from("/var/lib/sluice"));
-        assert_eq!(config.seed, 42);
-        assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(config.log.level, "debug,sluice::server=trace");
-        assert_eq!(
-            config.amqp,
-            AmqpConfig {
-                max_frame_size: 65_536,
-                channel_max: 16,
-                idle_timeout_ms: 0,
-                container_id: "sluice-1".to_owned(),
-            }
-        );
-    }
-
-    #[test]
-    fn partial_section_keeps_the_other_defaults() {
-        let config = Config::from_toml("[amqp]\nchannel_max = 7\n").unwrap();
-        assert_eq!(config.amqp.channel_max, 7);
-        assert_eq!(config.amqp.max_frame_size, 262_144);
-        assert_eq!(config.amqp.container_id, "sluice");
-    }
-
-    #[test]
-    fn unknown_field_is_named_in_the_error() {
-        let error = Config::from_toml("[amqp]\nmax_frame_sise = 1024\n").unwrap_err();
-        assert!(matches!(error, ConfigError::Parse(_)));
-        let message = error.to_string();
-        assert!(
-            message.contains("unknown field `max_frame_sise`"),
-            "{message}"
-        );
-        assert!(message.contains("line 2"), "{message}");
-    }
-
-    #[test]
-    fn unknown_top_level_field_is_rejected() {
-        let error = Config::from_toml("lisen = \"127.0.0.1:1\"\n").unwrap_err();
-        assert!(
-            error.to_string().contains("unknown field `lisen`"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn wrong_type_and_bad_enum_are_rejected() {
-        assert!(matches!(
-            Config::from_toml("seed = \"many\"\n"),
-            Err(ConfigError::Parse(_))
-        ));
-        let error = Config::from_toml("[log]\nformat = \"xml\"\n").unwrap_err();
-        assert!(error.to_string().contains("xml"), "{error}");
-    }
-
-    #[test]
-    fn frame_size_below_the_amqp_minimum_is_rejected() {
-        let error = Config::from_toml("[amqp]\nmax_frame_size = 511\n").unwrap_err();
-        assert!(matches!(
-            error,
-            ConfigError::Invalid {
-                field: "amqp.max_frame_size",
-                ..
-            }
-        ));
-        assert!(Config::from_toml("[amqp]\nmax_frame_size = 512\n").is_ok());
-    }
-
-    #[test]
-    fn empty_container_id_is_rejected() {
-        let error = Config::from_toml("[amqp]\ncontainer_id = \"\"\n").unwrap_err();
-        assert!(matches!(
-            error,
-            ConfigError::Invalid {
-                field: "amqp.container_id",
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn users_are_refused_until_authentication_exists() {
-        let error = Config::from_toml("[[users]]\nname = \"alice\"\n").unwrap_err();
-        assert!(matches!(error, ConfigError::Invalid { field: "users", .. }));
-    }
+fn invalid(field: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { field, reason }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,10 @@
 //! tokio in production and turmoil in simulation.
 
 pub mod amqp;
+pub mod client;
 pub mod config;
 pub mod io;
+pub mod log;
+pub mod node;
+pub mod queue;
 pub mod server;

@@ -1,25 +1,46 @@
 //! `sluice`, the broker binary: reads flags and the configuration file, sets
 //! up logging, and runs [`sluice::server::run`] on tokio until SIGINT
-//! (Ctrl-C) or SIGTERM.
+//! (Ctrl-C) or SIGTERM. `sluice passwd` instead hashes a password for a
+//! `[[users]]` entry.
 
-use std::io::IsTerminal;
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
-use clap::Parser;
+use anyhow::{Context, anyhow, ensure};
+use clap::{Args, Parser, Subcommand};
 use sluice::config::{Config, LogConfig, LogFormat};
 use sluice::io::{Io, TokioIo};
-use sluice::server;
+use sluice::server::{self, auth};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 /// Sluice, a replicated AMQP 1.0 message broker.
 ///
-/// Flags override the configuration file, which overrides the defaults.
+/// Without a subcommand, runs the broker. Flags override the configuration
+/// file, which overrides the defaults.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Hash a password for a `[[users]]` entry and print the hash.
+    ///
+    /// Reads the password from the terminal twice, without echo, or, when
+    /// standard input is not a terminal, as one line from standard input.
+    Passwd,
+}
+
+/// The flags of the broker itself.
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Address for AMQP clients [default: 127.0.0.1:5672]; port 0 picks a
     /// free port
     #[arg(long, value_name = "ADDR")]
@@ -41,9 +62,14 @@ struct Cli {
     /// `info,sluice::server=debug` [default: info]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+
+    /// Truncate the log at the first corrupt record and report what was
+    /// lost
+    #[arg(long)]
+    repair: bool,
 }
 
-impl Cli {
+impl RunArgs {
     /// Lays the flags that were given over `config`.
     fn apply(self, config: &mut Config) {
         if let Some(listen) = self.listen {
@@ -58,14 +84,25 @@ impl Cli {
         if let Some(level) = self.log_level {
             config.log.level = level;
         }
+        config.repair = self.repair;
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Passwd) => passwd(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?
+            .block_on(run_broker(cli.run)),
+    }
+}
+
+async fn run_broker(args: RunArgs) -> anyhow::Result<()> {
     let io = TokioIo;
-    let config = load_config(&io, cli).await?;
+    let config = load_config(&io, args).await?;
     init_logging(&config.log)?;
 
     // Installed before the server starts, so that a signal sent as soon as
@@ -88,14 +125,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// The configuration: defaults, then the file named by `--config`, then
 /// the other flags.
-async fn load_config(io: &TokioIo, cli: Cli) -> anyhow::Result<Config> {
-    let mut config = match &cli.config {
+async fn load_config(io: &TokioIo, args: RunArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
         Some(path) => read_config_file(io, path)
             .await
             .with_context(|| format!("cannot load configuration file {}", path.display()))?,
         None => Config::default(),
     };
-    cli.apply(&mut config);
+    args.apply(&mut config);
     config.validate()?;
     Ok(config)
 }
@@ -103,6 +140,44 @@ async fn load_config(io: &TokioIo, cli: Cli) -> anyhow::Result<Config> {
 async fn read_config_file(io: &TokioIo, path: &Path) -> anyhow::Result<Config> {
     let text = String::from_utf8(io.read_file(path).await?).context("not UTF-8")?;
     Ok(Config::from_toml(&text)?)
+}
+
+/// `sluice passwd`: prints the argon2id hash of a password read from the
+/// terminal or standard input.
+fn passwd() -> anyhow::Result<()> {
+    let password = read_new_password()?;
+    ensure!(!password.is_empty(), "the password is empty");
+    let hash = auth::hash_password(password.as_bytes(), &mut os_rng())
+        .context("cannot hash the password")?;
+    println!("{hash}");
+    Ok(())
+}
+
+/// The password, typed twice at a terminal or piped in as one line.
+fn read_new_password() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let password = line.strip_suffix('\n').unwrap_or(&line);
+        return Ok(password.strip_suffix('\r').unwrap_or(password).to_owned());
+    }
+    let password = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+    let again =
+        rpassword::prompt_password("Repeat password: ").context("cannot read the password")?;
+    ensure!(password == again, "the passwords do not match");
+    Ok(password)
+}
+
+/// The operating system's entropy, for password salts: a salt must be
+/// unpredictable, so the broker's seeded generator will not do. This is the
+/// only place Sluice draws OS randomness, and it never runs in the broker.
+#[allow(clippy::disallowed_types)]
+fn os_rng() -> rand::rngs::OsRng {
+    rand::rngs::OsRng
 }
 
 /// Sends `tracing` output to stderr in the configured format.

@@ -1,14 +1,20 @@
 //! The `sluice` binary as an operator runs it: flags over the configuration
-//! file, the ready line, configuration errors, and a clean exit on SIGTERM.
+//! file, the ready line, configuration errors, a clean exit on SIGTERM, and
+//! `sluice passwd` hashes that the broker then accepts.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
+
+use fe2o3_amqp::Connection;
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use sluice::server::auth::Argon2Hash;
+use tempfile::TempDir;
 
 /// Bounds every wait for the broker's output. A bound, not a sleep: waits
 /// end as soon as the line arrives.
@@ -20,11 +26,18 @@ const READY: &str = "sluice ready: amqp=";
 struct Broker {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// The broker's own data directory, so that tests never write into the
+    /// work tree; removed when the broker is dropped.
+    _data_dir: TempDir,
 }
 
 impl Broker {
+    /// Starts `sluice` with `args`, in a fresh data directory.
     fn start(args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -43,7 +56,11 @@ impl Broker {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            _data_dir: data_dir,
+        }
     }
 
     /// Waits for the first line containing `needle`.
@@ -173,4 +190,131 @@ fn unknown_configuration_field_stops_start_up_with_its_name() {
     assert!(report.contains(path), "{report}");
     assert!(report.contains("unknown field `lisen`"), "{report}");
     assert!(!report.contains(READY), "{report}");
+}
+
+/// Runs `sluice passwd` with `input` on its standard input (a pipe, not a
+/// terminal, so it reads one line without prompting).
+fn passwd(input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The one line `sluice passwd` printed.
+fn printed_hash(output: &Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let (line, rest) = stdout.split_once('\n').unwrap();
+    assert_eq!(rest, "", "one line only: {stdout:?}");
+    line.to_owned()
+}
+
+#[test]
+fn passwd_prints_an_argon2id_hash_that_verifies() {
+    let hash = printed_hash(&passwd("correct horse battery staple\n"));
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    let parsed = Argon2Hash::parse(&hash).unwrap();
+    assert!(parsed.verify(b"correct horse battery staple"));
+    assert!(!parsed.verify(b"correct horse battery staple\n"));
+
+    // A fresh salt each time, and a Windows line ending is not part of the
+    // password.
+    let again = printed_hash(&passwd("correct horse battery staple\r\n"));
+    assert_ne!(again, hash);
+    assert!(
+        Argon2Hash::parse(&again)
+            .unwrap()
+            .verify(b"correct horse battery staple")
+    );
+}
+
+#[test]
+fn passwd_refuses_an_empty_password() {
+    for input in ["", "\n"] {
+        let output = passwd(input);
+        assert!(!output.status.success(), "{input:?}: {output:?}");
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("the password is empty"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_user_made_with_passwd_logs_in_and_anonymous_is_refused() {
+    let hash = printed_hash(&passwd("wonderland\n"));
+    let file = config_file(&format!(
+        "[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"
+    ));
+    let broker = Broker::start(&[
+        "--config",
+        file.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let url = format!("amqp://{}", broker.ready_addr());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let plain = |password: &str| {
+            Connection::builder()
+                .container_id("cli-test")
+                .sasl_profile(SaslProfile::Plain {
+                    username: "alice".to_owned(),
+                    password: password.to_owned(),
+                })
+                .open(url.as_str())
+        };
+        let mut connection = tokio::time::timeout(OUTPUT_WAIT, plain("wonderland"))
+            .await
+            .unwrap()
+            .expect("the password given to `sluice passwd` logs in");
+        connection.close().await.unwrap();
+        assert!(plain("looking-glass").await.is_err());
+        let anonymous = Connection::builder()
+            .container_id("cli-test")
+            .sasl_profile(SaslProfile::Anonymous)
+            .open(url.as_str())
+            .await;
+        assert!(anonymous.is_err());
+    });
+
+    let (status, logged) = broker.terminate();
+    assert!(status.success(), "{status}; logged {logged:#?}");
+}
+
+#[test]
+fn a_malformed_password_hash_stops_start_up_naming_the_user() {
+    let file = config_file("[[users]]\nname = \"alice\"\npassword_hash = \"hunter2\"\n");
+    let broker = Broker::start(&["--config", file.path().to_str().unwrap()]);
+
+    let (status, logged) = broker.exit();
+    assert!(!status.success());
+    let report = logged.join("\n");
+    assert!(report.contains("user `alice`"), "{report}");
+    assert!(!report.contains(READY), "{report}");
+}
+
+#[test]
+fn repair_is_accepted_as_a_flag() {
+    let broker = Broker::start(&["--listen", "127.0.0.1:0", "--repair"]);
+    broker.ready_addr();
+    let (status, logged) = broker.terminate();
+    assert!(status.success(), "{status}; logged {logged:#?}");
 }

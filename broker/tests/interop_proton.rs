@@ -1,56 +1,67 @@
-//! Qpid Proton (Python), the client many capital-markets back ends run, opens
-//! and closes a connection against the real server entry point.
+//! Qpid Proton (Python), the client many capital-markets back ends run,
+//! against the real server entry point: the handshake, then each messaging
+//! scenario in `scripts/interop/proton_*.py` (queue, topic, request/reply
+//! over a dynamic queue and anonymous relay, browse).
 //!
-//! Ignored by a plain `cargo test`: it needs python-qpid-proton, which
+//! Ignored by a plain `cargo test`: they need python-qpid-proton, which
 //! `scripts/test.sh` installs into a virtualenv and names in `SLUICE_PYTHON`
 //! before running the ignored tests too.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::Command;
-
 mod common;
 
-use common::{Broker, WAIT};
-use tokio::time::timeout;
+use common::{Broker, assert_client_passed, interop_script, run_client};
 
-/// Runs one of the committed client scripts against the broker at `url`.
-// The client is a separate process on the real network: blocking on it is
-// what this test is about, and no simulator is involved.
-#[allow(clippy::disallowed_methods)]
-async fn run_script(script: &str, url: String) -> std::process::Output {
+/// Runs `scripts/interop/{script}` against a broker of its own and returns
+/// what it printed, having checked that it passed.
+async fn run_scenario(script: &str) -> String {
+    let broker = Broker::start().await;
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts/interop")
-        .join(script);
-    let run =
-        tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(url).output());
-    timeout(WAIT, run)
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("python starts")
+    let script_path = interop_script(script).display().to_string();
+    let output = run_client(&python, &[script_path, broker.url()]).await;
+    let stdout = assert_client_passed(&format!("proton client {script}"), &output);
+    broker.stop().await;
+    stdout
 }
 
 #[tokio::test]
 #[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
 async fn proton_python_opens_and_closes_with_sasl_anonymous() {
-    let broker = Broker::start().await;
-
-    let output = run_script("proton_handshake.py", broker.url()).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "proton client failed: {}\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_scenario("proton_handshake.py").await;
     assert!(
         stdout.contains("opened: remote container 'sluice'"),
         "{stdout}"
     );
     assert!(stdout.contains("closed"), "{stdout}");
+}
 
-    broker.stop().await;
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_sends_and_receives_on_a_queue() {
+    run_scenario("proton_queue.py").await;
+}
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_topic_delivers_to_every_subscriber() {
+    run_scenario("proton_topic.py").await;
+}
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_request_reply_over_dynamic_queue_and_relay() {
+    run_scenario("proton_request_reply.py").await;
+}
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_browses_without_consuming() {
+    run_scenario("proton_browse.py").await;
+}
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_durable_subscription_outlives_detach_until_closed() {
+    run_scenario("proton_durable_subscription.py").await;
 }

@@ -88,7 +88,7 @@ fn anonymous_client_opens_and_closes_a_connection() {
 }
 
 #[test]
-fn links_are_refused_with_not_implemented_and_the_connection_stays_open() {
+fn a_receiver_without_a_source_is_refused_and_the_connection_stays_open() {
     let mut sim = simulation();
     let (_never_triggered, shutdown) = shutdown_channel();
     host_broker(&mut sim, shutdown);
@@ -101,7 +101,8 @@ fn links_are_refused_with_not_implemented_and_the_connection_stays_open() {
         let begun = read_frame(&mut socket).await;
         assert_eq!(begun.descriptor(), BEGIN);
 
-        // attach: name, handle 0, role receiver; no source or target.
+        // attach: name, handle 0, role receiver; no source (nothing to
+        // consume from) and no target.
         let attach = described(ATTACH, &[string("orders"), uint(0), vec![0x41]]);
         socket.write_all(&frame(AMQP_FRAME, &attach)).await?;
         let attached = read_frame(&mut socket).await;
@@ -109,8 +110,8 @@ fn links_are_refused_with_not_implemented_and_the_connection_stays_open() {
         let detached = read_frame(&mut socket).await;
         assert_eq!(detached.descriptor(), DETACH);
         assert!(
-            contains(&detached.body, b"amqp:not-implemented"),
-            "detach without not-implemented: {:02x?}",
+            contains(&detached.body, b"amqp:invalid-field"),
+            "detach without invalid-field: {:02x?}",
             detached.body
         );
 

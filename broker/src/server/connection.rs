@@ -11,13 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tracing::{debug, info};
+use tokio::sync::mpsc;
+use tracing::info;
 
 use super::Shutdown;
-use crate::amqp::engine::{Authenticator, Connection, ConnectionConfig, Event, LinkId};
+use super::links::Links;
+use crate::amqp::engine::{Authenticator, Connection, ConnectionConfig};
 use crate::amqp::types::Error;
-use crate::amqp::types::condition::{CONNECTION_FORCED, NOT_IMPLEMENTED};
+use crate::amqp::types::condition::{CONNECTION_FORCED, INTERNAL_ERROR};
 use crate::io::{self as seam, Io};
+use crate::node::{ConnId, NodeHandle, NodeStopped, Request, ToConnection};
 
 /// The most bytes taken from the socket per read. The engine buffers
 /// partial frames itself, so this bounds per-connection memory, not frame
@@ -51,19 +54,35 @@ pub(super) async fn serve<I: Io>(
     stream: I::Stream,
     config: ConnectionConfig,
     auth: Arc<dyn Authenticator>,
+    node: NodeHandle,
+    conn_id: ConnId,
     shutdown: Shutdown,
 ) {
     info!("connection accepted");
+    let (inbox_sender, inbox) = mpsc::unbounded_channel();
+    let registered = node.send(Request::Register {
+        conn: conn_id,
+        inbox: inbox_sender,
+    });
+    if registered.is_err() {
+        info!("connection dropped: the broker node has stopped");
+        return;
+    }
     let grace = config.close_timeout + SHUTDOWN_GRACE_MARGIN;
     let mut driver = Driver {
         conn: Connection::server(config, auth, io.now()),
         stream: BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream),
+        links: Links::new(conn_id, node),
+        inbox,
         io,
     };
     let ended = tokio::select! {
         ended = driver.run(shutdown.clone()) => ended,
         () = grace_expired(shutdown, grace) => Ok(Ending::GraceExpired),
     };
+    // However the connection ended, its links end with it: unsettled
+    // deliveries go back to their queues.
+    let _ = driver.links.disconnect();
     match ended {
         Ok(ending) => info!(?ending, "connection ended"),
         Err(error) => info!(%error, "connection ended: socket error"),
@@ -76,15 +95,19 @@ async fn grace_expired(mut shutdown: Shutdown, grace: Duration) {
     tokio::time::sleep(grace).await;
 }
 
-/// A connection's engine and the socket it speaks through.
+/// A connection's engine, the socket it speaks through, and its links to
+/// the broker node.
 struct Driver<I: Io> {
     conn: Connection,
     stream: BufWriter<I::Stream>,
+    links: Links,
+    inbox: mpsc::UnboundedReceiver<ToConnection>,
     io: I,
 }
 
 impl<I: Io> Driver<I> {
-    /// The driver loop: drain the engine's output, then wait for input.
+    /// The driver loop: drain the engine's output, then wait for input from
+    /// the socket, the node, the engine's timer, or shutdown.
     async fn run(&mut self, mut shutdown: Shutdown) -> io::Result<Ending> {
         let mut read_buf = vec![0; READ_CHUNK_BYTES];
         let mut closing = false;
@@ -103,6 +126,13 @@ impl<I: Io> Driver<I> {
                     }
                     self.conn.handle_bytes(self.io.now(), &read_buf[..read_bytes]);
                 }
+                message = self.inbox.recv() => {
+                    let handled = match message {
+                        Some(message) => self.links.on_node(&mut self.conn, message),
+                        None => Err(NodeStopped),
+                    };
+                    self.close_if_node_stopped(handled);
+                }
                 () = sleep_until_due(timeout) => self.conn.handle_timeout(self.io.now()),
                 () = shutdown.wait(), if !closing => {
                     closing = true;
@@ -114,8 +144,8 @@ impl<I: Io> Driver<I> {
     }
 
     /// Drains the engine in its documented order, transmits before events,
-    /// until both are empty: answering an event (refusing a link) queues
-    /// frames. The writes collect in the buffer and leave in one flush.
+    /// until both are empty: answering an event queues frames. The writes
+    /// collect in the buffer and leave in one flush.
     async fn drain_outputs(&mut self) -> io::Result<()> {
         loop {
             while let Some(bytes) = self.conn.poll_transmit() {
@@ -124,9 +154,18 @@ impl<I: Io> Driver<I> {
             let Some(event) = self.conn.poll_event() else {
                 break;
             };
-            on_event(&mut self.conn, event);
+            let handled = self.links.on_event(&mut self.conn, event);
+            self.close_if_node_stopped(handled);
         }
         self.stream.flush().await
+    }
+
+    /// Without the node, the connection can do nothing more: close it.
+    fn close_if_node_stopped(&mut self, handled: Result<(), NodeStopped>) {
+        if handled.is_err() {
+            let error = Error::new(INTERNAL_ERROR, "the broker node has stopped");
+            self.conn.close(self.io.now(), Some(error));
+        }
     }
 }
 
@@ -135,49 +174,5 @@ async fn sleep_until_due(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => seam::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The broker's reaction to what the engine reports.
-fn on_event(conn: &mut Connection, event: Event) {
-    match event {
-        Event::Authenticated { identity } => info!(identity, "client authenticated"),
-        Event::Opened { remote } => {
-            info!(container_id = remote.container_id, "AMQP connection open");
-        }
-        Event::SessionBegun { session, .. } => debug!(session = session.0, "session begun"),
-        Event::LinkAttached {
-            link,
-            remote,
-            initiated_by_peer,
-        } => {
-            debug!(link = ?link, name = remote.name, "link attached");
-            if initiated_by_peer {
-                refuse_link(conn, link);
-            }
-        }
-        Event::LinkDetached { link, error, .. } => debug!(link = ?link, ?error, "link detached"),
-        Event::SessionEnded { session, error } => {
-            debug!(session = session.0, ?error, "session ended");
-        }
-        // No link is ever accepted, so these can only concern a link being
-        // refused: there is nothing to do.
-        Event::Credit { link, .. } => debug!(link = ?link, "ignoring credit"),
-        Event::Delivery { delivery, .. } => debug!(delivery = ?delivery, "ignoring delivery"),
-        Event::Disposition { delivery, .. } => debug!(delivery = ?delivery, "ignoring disposition"),
-        Event::Closed { local, remote } => info!(?local, ?remote, "AMQP connection closed"),
-    }
-}
-
-/// Answers a link the client attached. The broker serves no queues yet, so
-/// every link is refused with `amqp:not-implemented`; the connection stays
-/// open.
-fn refuse_link(conn: &mut Connection, link: LinkId) {
-    let error = Error::new(NOT_IMPLEMENTED, "links are not implemented yet");
-    match conn.refuse_link(link, error) {
-        Ok(()) => info!(link = ?link, "link refused: not implemented yet"),
-        // The engine no longer holds the link (the client detached it, or
-        // the connection is closing): the refusal is moot.
-        Err(error) => debug!(link = ?link, %error, "link not refused"),
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod connection;
+mod links;
 mod shutdown;
 
 use std::net::SocketAddr;
@@ -16,11 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{Instrument, info, info_span, warn};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::amqp::codec::Symbol;
 use crate::amqp::engine::{Authenticator, ConnectionConfig};
 use crate::config::{AmqpConfig, Config};
 use crate::io::{Io, Listener};
+use crate::node::{self, NodeError, NodeHandle, NodeSettings};
 
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
 
@@ -45,6 +49,13 @@ pub enum ServerError {
     /// The listener was bound but its address cannot be read.
     #[error("cannot read the bound listen address")]
     LocalAddr(#[source] std::io::Error),
+    /// The broker node could not recover its state, or failed (a failed
+    /// fsync): the broker must stop.
+    #[error("the broker node failed")]
+    Node(#[from] NodeError),
+    /// The broker node's task panicked.
+    #[error("the broker node panicked")]
+    NodePanicked,
 }
 
 /// Runs the broker until `shutdown` fires and every connection has ended.
@@ -56,15 +67,20 @@ pub enum ServerError {
 ///
 /// # Errors
 ///
-/// Only before serving, when the listen address cannot be bound
-/// ([`ServerError::Bind`]) or read back ([`ServerError::LocalAddr`]). Once
-/// listening, a failure ends one connection, never the server.
+/// Before serving, when the log cannot be recovered ([`ServerError::Node`])
+/// or the listen address cannot be bound ([`ServerError::Bind`]) or read
+/// back ([`ServerError::LocalAddr`]). Once listening, a failure ends one
+/// connection, never the server — except a failure of the log, after which
+/// nothing acknowledged could be trusted: then the server stops with
+/// [`ServerError::Node`].
 pub async fn run<I: Io>(
     config: Config,
     io: I,
     shutdown: Shutdown,
     ready: impl FnOnce(SocketAddr) + Send,
 ) -> Result<(), ServerError> {
+    let (node, node_task) = node::start(io.clone(), NodeSettings::new(config.clone())).await?;
+    let mut node_task = io.spawn(node_task);
     let listener = io
         .bind(config.listen)
         .await
@@ -78,38 +94,61 @@ pub async fn run<I: Io>(
 
     let settings = ConnectionSettings {
         engine: connection_config(&config.amqp),
-        auth: Arc::new(auth::AnonymousAuthenticator),
+        auth: auth::authenticator(&config.users),
+        node,
     };
     let tasks = ConnectionTasks::new();
-    accept_until_shutdown(&io, &listener, &settings, &tasks, shutdown).await;
+    let node_failed =
+        accept_until_shutdown(&io, &listener, &settings, &tasks, shutdown, &mut node_task).await;
     // Closed at once, so that new clients are refused rather than left
     // waiting in the backlog while the open connections wind down.
     drop(listener);
     info!("shutting down: no longer accepting connections");
     tasks.all_ended().await;
-    info!("sluice stopped");
-    Ok(())
+    // The last handle goes: the node finishes what it was logging, then ends.
+    drop(settings);
+    let result = match node_failed {
+        Some(result) => result,
+        None => node_task
+            .await
+            .map_err(|_| ServerError::NodePanicked)?
+            .map_err(ServerError::from),
+    };
+    match &result {
+        Ok(()) => info!("sluice stopped"),
+        Err(error) => error!(%error, "sluice stopped after a failure"),
+    }
+    result
 }
 
 /// What every connection is created with.
 struct ConnectionSettings {
     engine: ConnectionConfig,
     auth: Arc<dyn Authenticator>,
+    node: NodeHandle,
 }
 
-/// Accepts connections, one task each, until shutdown.
+/// Accepts connections, one task each, until shutdown or until the node
+/// stops, whose result it then returns.
 async fn accept_until_shutdown<I: Io>(
     io: &I,
     listener: &I::Listener,
     settings: &ConnectionSettings,
     tasks: &ConnectionTasks,
     shutdown: Shutdown,
-) {
+    node_task: &mut JoinHandle<Result<(), NodeError>>,
+) -> Option<Result<(), ServerError>> {
     let mut stop = shutdown.clone();
     let mut connection_id: u64 = 0;
     loop {
         let (stream, peer) = tokio::select! {
-            () = stop.wait() => return,
+            () = stop.wait() => return None,
+            ended = &mut *node_task => {
+                return Some(match ended {
+                    Ok(result) => result.map_err(ServerError::from),
+                    Err(_) => Err(ServerError::NodePanicked),
+                });
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -126,6 +165,8 @@ async fn accept_until_shutdown<I: Io>(
             stream,
             settings.engine.clone(),
             Arc::clone(&settings.auth),
+            settings.node.clone(),
+            connection_id,
             shutdown.clone(),
         );
         let alive = tasks.alive();
@@ -174,6 +215,8 @@ fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
         channel_max: amqp.channel_max,
         idle_timeout: (amqp.idle_timeout_ms > 0)
             .then(|| Duration::from_millis(amqp.idle_timeout_ms.into())),
+        // Senders with no target address route by each message's `to`.
+        offered_capabilities: vec![Symbol::from_static("ANONYMOUS-RELAY")],
         ..ConnectionConfig::new(amqp.container_id.clone())
     }
 }

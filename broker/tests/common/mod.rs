@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use sluice::config::Config;
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, ShutdownTrigger, shutdown_channel};
+use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -21,16 +24,42 @@ pub struct Broker {
     pub addr: SocketAddr,
     trigger: ShutdownTrigger,
     server: JoinHandle<Result<(), server::ServerError>>,
+    /// The data directory `start` made for this broker alone; removed when
+    /// the broker is dropped.
+    data_dir: Option<TempDir>,
+}
+
+/// A configuration for a test broker: a free loopback port, defaults
+/// otherwise. `data_dir` still needs setting (see `Broker::start`).
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        ..Config::default()
+    }
 }
 
 impl Broker {
+    /// A broker on a free loopback port with a fresh data directory of its
+    /// own, so tests never share state or write into the work tree.
     pub async fn start() -> Self {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .expect("a temporary data directory");
+        let config = Config {
+            data_dir: data_dir.path().to_owned(),
+            ..test_config()
+        };
+        let mut broker = Self::start_with(config).await;
+        broker.data_dir = Some(data_dir);
+        broker
+    }
+
+    /// A broker with exactly `config`: the caller chooses the listen address
+    /// and owns the data directory.
+    pub async fn start_with(config: Config) -> Self {
         let (trigger, shutdown) = shutdown_channel();
         let (ready, bound) = oneshot::channel();
-        let config = Config {
-            listen: "127.0.0.1:0".parse().expect("a socket address"),
-            ..Config::default()
-        };
         let server = TokioIo.spawn(server::run(config, TokioIo, shutdown, move |addr| {
             let _ = ready.send(addr);
         }));
@@ -42,7 +71,13 @@ impl Broker {
             addr,
             trigger,
             server,
+            data_dir: None,
         }
+    }
+
+    /// The data directory `start` made, if this broker has one.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(TempDir::path)
     }
 
     pub fn url(&self) -> String {
@@ -58,4 +93,73 @@ impl Broker {
             .expect("the server task does not panic")
             .expect("the server ends without error");
     }
+}
+
+/// Bounds a whole client script run; each script bounds its own waits below
+/// this, so a timeout here means the client hung.
+pub const CLIENT_WAIT: Duration = Duration::from_secs(60);
+
+/// A committed client script under `scripts/interop/`.
+pub fn interop_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/interop")
+        .join(name)
+}
+
+/// Runs `program` with `args` (a client script and its arguments), bounded by
+/// `CLIENT_WAIT`; a client still running then is killed, and its output so
+/// far is the panic message.
+// The client is a separate process on the real network: blocking on it is
+// what these tests are about, and no simulator is involved.
+#[allow(clippy::disallowed_methods)]
+pub async fn run_client(program: &str, args: &[String]) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{program} starts: {error}"));
+    let pid = child.id();
+    let mut run = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match timeout(CLIENT_WAIT, &mut run).await {
+        Ok(output) => output
+            .expect("the client task does not panic")
+            .expect("the client's output is read"),
+        Err(_) => {
+            // Kill only the client this call started, by its id.
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let output = timeout(WAIT, run).await;
+            let (stdout, stderr) = match output {
+                Ok(Ok(Ok(output))) => (
+                    String::from_utf8_lossy(&output.stdout).into_owned(),
+                    String::from_utf8_lossy(&output.stderr).into_owned(),
+                ),
+                _ => (String::new(), String::new()),
+            };
+            panic!(
+                "{program} {args:?} still running after {CLIENT_WAIT:?}: killed\n\
+                 stdout:\n{stdout}\nstderr:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// Asserts that a client script exited 0, showing everything it printed
+/// (one `ok:` or `FAIL:` line per check) when it did not.
+pub fn assert_client_passed(client: &str, output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{client} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !stdout.contains("FAIL"),
+        "{client} exited 0 but reported a failure:\n{stdout}"
+    );
+    stdout
 }

@@ -1,0 +1,276 @@
+//! A small async AMQP 1.0 client on the client-role engine, over the I/O
+//! seam: what the simulator's workload, the benchmark and the tests speak.
+//!
+//! It is deliberately thin: one connection, commands that queue frames, and
+//! [`Client::next_event`], which pumps the socket until the engine reports
+//! something. Callers build their own flows (credit windows, settlement)
+//! from events, as a real client library would.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::amqp::engine::{
+    ClientSasl, Connection, ConnectionConfig, DeliveryId, EngineError, Event, LinkId, LinkOptions,
+    SessionId,
+};
+use crate::amqp::types::{
+    DeliveryState, Error, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
+};
+use crate::io::{self as seam, Io};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The socket failed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The engine refused a command.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The connection closed (the error, if it carried one).
+    #[error("connection closed: {0:?}")]
+    Closed(Option<Error>),
+    /// The broker refused or closed a link.
+    #[error("link refused: {0:?}")]
+    LinkRefused(Option<Error>),
+}
+
+/// One AMQP connection to a broker.
+pub struct Client<I: Io> {
+    io: I,
+    stream: I::Stream,
+    conn: Connection,
+    events: VecDeque<Event>,
+    read_buf: Vec<u8>,
+}
+
+impl<I: Io> Client<I> {
+    /// Connects to `addr` and completes the SASL and open handshake.
+    pub async fn connect(
+        io: I,
+        addr: &str,
+        config: ConnectionConfig,
+        sasl: ClientSasl,
+    ) -> Result<Self, ClientError> {
+        let stream = io.connect(addr).await?;
+        let conn = Connection::client(config, sasl, io.now());
+        let mut client = Self {
+            io,
+            stream,
+            conn,
+            events: VecDeque::new(),
+            read_buf: vec![0; 16 * 1024],
+        };
+        loop {
+            match client.next_event().await? {
+                Event::Opened { .. } => return Ok(client),
+                Event::Closed { local, remote } => {
+                    return Err(ClientError::Closed(local.or(remote)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The engine, for commands this wrapper does not cover.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Begins a session and waits for the broker's answer.
+    pub async fn begin(&mut self) -> Result<SessionId, ClientError> {
+        let session = self.conn.begin()?;
+        self.wait_for(|e| matches!(e, Event::SessionBegun { session: s, .. } if *s == session))
+            .await?;
+        Ok(session)
+    }
+
+    /// Attaches a sending link to `address` (None: the anonymous relay) and
+    /// waits until the broker has answered and granted credit.
+    pub async fn attach_sender(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        address: Option<&str>,
+    ) -> Result<LinkId, ClientError> {
+        let options = LinkOptions {
+            name: name.to_owned(),
+            role: Role::Sender,
+            source: Some(Source::default()),
+            target: Some(Target {
+                address: address.map(str::to_owned),
+                ..Target::default()
+            }),
+            snd_settle_mode: SenderSettleMode::Mixed,
+            rcv_settle_mode: ReceiverSettleMode::First,
+        };
+        let link = self.attach(session, options).await?;
+        while self.conn.credit(link) == 0 {
+            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
+                .await?;
+        }
+        Ok(link)
+    }
+
+    /// Attaches a receiving link from `source` and grants it `credit`.
+    pub async fn attach_receiver(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        source: Source,
+        credit: u32,
+    ) -> Result<LinkId, ClientError> {
+        let options = LinkOptions {
+            name: name.to_owned(),
+            role: Role::Receiver,
+            source: Some(source),
+            target: Some(Target::default()),
+            snd_settle_mode: SenderSettleMode::Unsettled,
+            rcv_settle_mode: ReceiverSettleMode::First,
+        };
+        let link = self.attach(session, options).await?;
+        self.conn.flow(link, credit, false)?;
+        self.flush().await?;
+        Ok(link)
+    }
+
+    async fn attach(
+        &mut self,
+        session: SessionId,
+        options: LinkOptions,
+    ) -> Result<LinkId, ClientError> {
+        let link = self.conn.attach(session, options)?;
+        let attached = self
+            .wait_for(|e| matches!(e, Event::LinkAttached { link: l, .. } if *l == link))
+            .await?;
+        let Event::LinkAttached { remote, .. } = attached else {
+            unreachable!("wait_for returns the event it matched");
+        };
+        // A refusal is an attach with no terminus, followed by a detach.
+        let refused = match remote.role {
+            Role::Sender => remote.source.is_none(),
+            Role::Receiver => remote.target.is_none(),
+        };
+        if refused {
+            let detached = self
+                .wait_for(|e| matches!(e, Event::LinkDetached { link: l, .. } if *l == link))
+                .await?;
+            let Event::LinkDetached { error, .. } = detached else {
+                unreachable!("wait_for returns the event it matched");
+            };
+            return Err(ClientError::LinkRefused(error));
+        }
+        Ok(link)
+    }
+
+    /// Sends a message; waits for credit if there is none.
+    pub async fn send(
+        &mut self,
+        link: LinkId,
+        tag: Bytes,
+        message: Bytes,
+        settled: bool,
+    ) -> Result<DeliveryId, ClientError> {
+        while self.conn.credit(link) == 0 {
+            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
+                .await?;
+        }
+        let delivery = self.conn.send(link, tag, message, settled)?;
+        self.flush().await?;
+        Ok(delivery)
+    }
+
+    /// Settles a received delivery with `state`.
+    pub async fn settle(
+        &mut self,
+        delivery: DeliveryId,
+        state: DeliveryState,
+    ) -> Result<(), ClientError> {
+        self.conn.disposition(delivery, Some(state), true)?;
+        self.flush().await
+    }
+
+    /// Closes the connection and waits for the broker's answer.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.conn.close(self.io.now(), None);
+        loop {
+            match self.next_event().await {
+                Ok(Event::Closed { .. }) | Err(ClientError::Closed(None)) => return Ok(()),
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The next event, pumping the socket until there is one.
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        loop {
+            self.flush().await?;
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            if self.conn.is_finished() {
+                return Err(ClientError::Closed(None));
+            }
+            let deadline = self.conn.poll_timeout();
+            tokio::select! {
+                read = self.stream.read(&mut self.read_buf) => {
+                    let read = read?;
+                    if read == 0 {
+                        return Err(ClientError::Closed(None));
+                    }
+                    self.conn.handle_bytes(self.io.now(), &self.read_buf[..read]);
+                }
+                () = sleep_until(deadline) => self.conn.handle_timeout(self.io.now()),
+            }
+        }
+    }
+
+    /// Pumps until an event matching `wanted` arrives, keeping the others
+    /// (in order) for [`Client::next_event`].
+    async fn wait_for(&mut self, wanted: impl Fn(&Event) -> bool) -> Result<Event, ClientError> {
+        let mut skipped = VecDeque::new();
+        let found = loop {
+            let event = match self.next_event().await {
+                Ok(event) => event,
+                Err(error) => {
+                    self.events.extend(skipped);
+                    return Err(error);
+                }
+            };
+            if wanted(&event) {
+                break event;
+            }
+            if let Event::Closed { local, remote } = &event {
+                return Err(ClientError::Closed(local.clone().or(remote.clone())));
+            }
+            skipped.push_back(event);
+        };
+        // What arrived while waiting comes first, as it arrived.
+        skipped.extend(self.events.drain(..));
+        self.events = skipped;
+        Ok(found)
+    }
+
+    /// Writes out what the engine has queued, and collects its events.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        while let Some(bytes) = self.conn.poll_transmit() {
+            self.stream.write_all(&bytes).await?;
+        }
+        while let Some(event) = self.conn.poll_event() {
+            self.events.push_back(event);
+        }
+        self.stream.flush().await?;
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => seam::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,715 @@
+//! The log's behaviour, written once against [`Io`] and run on both seams:
+//! real files in a temporary directory, and turmoil's simulated disk (with
+//! the `sim` feature). Faults come from [`faulty::FaultyIo`]; crashes from
+//! turmoil ([`crash`]).
+
+#[cfg(feature = "sim")]
+mod crash;
+mod faulty;
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use tokio::io::AsyncWriteExt;
+
+use super::record::{self as framing, FRAME_HEADER_BYTES};
+use super::segment::{self, HEADER_BYTES};
+use super::snapshot::test_support as snapshot_file;
+use super::*;
+use crate::io::{File, OpenMode, TokioIo};
+use faulty::FaultyIo;
+
+/// Every test record is 11 bytes, so 19 framed: offsets are easy to compute.
+const FRAME_BYTES: u64 = 19;
+
+/// A segment limit that fits exactly four test records.
+const FOUR_RECORDS: u64 = HEADER_BYTES as u64 + 4 * FRAME_BYTES;
+
+fn record(n: u64) -> Bytes {
+    Bytes::from(format!("record-{n:04}"))
+}
+
+/// The expected recovery of records `from..=to`.
+fn records(from: u64, to: u64) -> Vec<(Lsn, Bytes)> {
+    (from..=to).map(|n| (Lsn(n), record(n))).collect()
+}
+
+/// The offset of the `index`th record (from 0) in a segment of test records.
+fn record_offset(index: u64) -> u64 {
+    HEADER_BYTES as u64 + index * FRAME_BYTES
+}
+
+fn segments_of(records_per_segment: u64) -> LogOptions {
+    LogOptions {
+        segment_bytes_max: HEADER_BYTES as u64 + records_per_segment * FRAME_BYTES,
+        ..LogOptions::default()
+    }
+}
+
+fn repairing(options: LogOptions) -> LogOptions {
+    LogOptions {
+        repair: true,
+        ..options
+    }
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+fn snapshot_path(dir: &Path, upto: u64) -> PathBuf {
+    dir.join(format!("snapshot-{upto:020}.snap"))
+}
+
+/// Appends records `from..=to` one at a time (one batch each).
+async fn append_each(log: &Log, from: u64, to: u64) {
+    for n in from..=to {
+        assert_eq!(log.append(record(n)).await.unwrap(), Lsn(n));
+    }
+}
+
+/// Opens, appends records `1..=count` one at a time, and closes.
+async fn write_log<I: Io>(io: &I, dir: &Path, options: LogOptions, count: u64) {
+    let (log, recovered) = open(io.clone(), dir, options).await.unwrap();
+    assert_eq!(recovered.next_lsn, Lsn(1));
+    append_each(&log, 1, count).await;
+}
+
+/// Reopens the log and returns what it recovered.
+async fn reopen<I: Io>(io: &I, dir: &Path, options: LogOptions) -> (Log, Recovered) {
+    open(io.clone(), dir, options).await.unwrap()
+}
+
+/// The names of the files in `dir`.
+async fn file_names<I: Io>(io: &I, dir: &Path) -> Vec<String> {
+    let paths = io.read_dir(dir).await.unwrap();
+    let names = paths.iter().map(|path| path.file_name().unwrap());
+    names
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
+async fn file_len<I: Io>(io: &I, path: &Path) -> u64 {
+    io.read_file(path).await.unwrap().len() as u64
+}
+
+/// Rewrites a file whole after `edit`, as damage would leave it.
+async fn damage<I: Io>(io: &I, path: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let mut contents = io.read_file(path).await.unwrap();
+    edit(&mut contents);
+    let mut file = io.open(path, OpenMode::Truncate).await.unwrap();
+    file.write_all(&contents).await.unwrap();
+    file.sync_all().await.unwrap();
+}
+
+/// Flips the bits of the byte at `offset`.
+fn flip(offset: u64) -> impl FnOnce(&mut Vec<u8>) {
+    move |contents| contents[usize::try_from(offset).unwrap()] ^= 0xff
+}
+
+/// Appends raw bytes to a file, as an interrupted write would leave them.
+async fn append_raw<I: Io>(io: &I, path: &Path, bytes: &[u8]) {
+    let mut file = io.open(path, OpenMode::Append).await.unwrap();
+    file.write_all(bytes).await.unwrap();
+    file.sync_all().await.unwrap();
+}
+
+fn assert_corrupt(
+    result: Result<(Log, Recovered), LogError>,
+    at: &Path,
+    at_offset: u64,
+    why: Corruption,
+) {
+    match result {
+        Err(LogError::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => assert_eq!((file.as_path(), offset, reason), (at, at_offset, why)),
+        other => panic!(
+            "expected corruption at {}:{at_offset}, got {other:?}",
+            at.display()
+        ),
+    }
+}
+
+async fn appended_records_come_back_in_order<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let (log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    assert!(recovered.snapshot.is_none() && recovered.records.is_empty());
+    assert!(recovered.repair.is_empty());
+    assert_eq!(recovered.next_lsn, Lsn(1));
+    append_each(&log, 1, 5).await;
+    drop(log);
+
+    let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    assert!(recovered.snapshot.is_none());
+    assert_eq!(recovered.records, records(1, 5));
+    assert!(recovered.repair.is_empty());
+    assert_eq!(recovered.next_lsn, Lsn(6));
+}
+
+async fn lsns_continue_across_reopens<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    for reopening in 0..3 {
+        let (log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        assert_eq!(recovered.records, records(1, reopening * 3));
+        assert_eq!(recovered.next_lsn, Lsn(reopening * 3 + 1));
+        append_each(&log, reopening * 3 + 1, reopening * 3 + 3).await;
+    }
+    let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    assert_eq!(recovered.records, records(1, 9));
+}
+
+async fn concurrent_appends_share_fsyncs<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    const APPENDS: u64 = 200;
+    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    let syncs_before = io.faults.syncs();
+    let appends: Vec<_> = (1..=APPENDS)
+        .map(|n| (record(n), io.spawn(log.append(record(n)))))
+        .collect();
+    let mut acknowledged = Vec::new();
+    for (record, append) in appends {
+        acknowledged.push((append.await.unwrap().unwrap(), record));
+    }
+    let syncs = io.faults.syncs() - syncs_before;
+    // One fsync for the new segment's header, then one per batch: the
+    // appends queued while one batch was being synced share the next.
+    assert!(
+        syncs <= APPENDS / 20,
+        "{APPENDS} appends took {syncs} fsyncs"
+    );
+
+    acknowledged.sort();
+    let lsns: Vec<_> = acknowledged.iter().map(|(lsn, _)| lsn.0).collect();
+    assert_eq!(lsns, (1..=APPENDS).collect::<Vec<_>>());
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    assert_eq!(recovered.records, acknowledged);
+}
+
+async fn full_segments_rotate<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, segments_of(4), 10).await;
+    assert_eq!(
+        file_names(&io, &dir).await,
+        [
+            "00000000000000000001.seg",
+            "00000000000000000005.seg",
+            "00000000000000000009.seg"
+        ]
+    );
+    assert_eq!(file_len(&io, &segment_path(&dir, 1)).await, FOUR_RECORDS);
+
+    let (log, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    assert_eq!(recovered.records, records(1, 10));
+    append_each(&log, 11, 13).await;
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    assert_eq!(recovered.records, records(1, 13));
+    assert_eq!(file_names(&io, &dir).await.len(), 4);
+}
+
+async fn torn_tails_are_cut<I: Io>(io: FaultyIo<I>, root: PathBuf) {
+    let mut whole = Vec::new();
+    framing::encode(&mut whole, &record(4));
+    let mut bad_checksum = whole.clone();
+    *bad_checksum.last_mut().unwrap() ^= 1;
+    let tails: [&[u8]; 5] = [
+        &whole[..3],                      // inside the length
+        &whole[..FRAME_HEADER_BYTES + 4], // inside the payload
+        &bad_checksum,                    // whole, but fails its checksum
+        &[0; 64],                         // blocks allocated, never written
+        &[0; 3],
+    ];
+    for (case, tail) in tails.iter().enumerate() {
+        let dir = root.join(format!("case-{case}"));
+        write_log(&io, &dir, LogOptions::default(), 3).await;
+        let segment = segment_path(&dir, 1);
+        append_raw(&io, &segment, tail).await;
+
+        let (log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        assert_eq!(recovered.records, records(1, 3), "case {case}");
+        assert!(recovered.repair.is_empty(), "case {case}");
+        assert_eq!(
+            file_len(&io, &segment).await,
+            record_offset(3),
+            "case {case}"
+        );
+        append_each(&log, 4, 4).await;
+        drop(log);
+        let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        assert_eq!(recovered.records, records(1, 4), "case {case}");
+    }
+}
+
+async fn a_torn_segment_header_is_removed<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, segments_of(4), 4).await;
+    let torn = segment_path(&dir, 5);
+    append_raw(&io, &torn, &segment::encode_header(Lsn(5))[..10]).await;
+
+    let (log, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    assert_eq!(recovered.records, records(1, 4));
+    assert_eq!(recovered.next_lsn, Lsn(5));
+    assert_eq!(file_names(&io, &dir).await, ["00000000000000000001.seg"]);
+    append_each(&log, 5, 5).await;
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    assert_eq!(recovered.records, records(1, 5));
+}
+
+async fn damage_before_the_tail_is_refused<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, LogOptions::default(), 5).await;
+    let segment = segment_path(&dir, 1);
+    let payload = FRAME_HEADER_BYTES as u64 + 2;
+    damage(&io, &segment, flip(record_offset(1) + payload)).await;
+    let reopened = open(io.clone(), &dir, LogOptions::default()).await;
+    assert_corrupt(reopened, &segment, record_offset(1), Corruption::Checksum);
+    // Refusing changes nothing on disk.
+    assert_eq!(file_len(&io, &segment).await, record_offset(5));
+
+    damage(&io, &segment, flip(record_offset(1) + payload)).await;
+    damage(&io, &segment, |contents| {
+        let at = usize::try_from(record_offset(2)).unwrap();
+        contents[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    })
+    .await;
+    let reopened = open(io.clone(), &dir, LogOptions::default()).await;
+    assert_corrupt(
+        reopened,
+        &segment,
+        record_offset(2),
+        Corruption::BadLength(u32::MAX),
+    );
+}
+
+async fn damage_at_the_end_of_a_sealed_segment_is_refused<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, segments_of(4), 6).await;
+    let sealed = segment_path(&dir, 1);
+    damage(&io, &sealed, flip(FOUR_RECORDS - 1)).await;
+    let reopened = open(io.clone(), &dir, segments_of(4)).await;
+    assert_corrupt(reopened, &sealed, record_offset(3), Corruption::Checksum);
+}
+
+async fn a_missing_segment_is_a_gap<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, segments_of(4), 10).await;
+    io.remove_file(&segment_path(&dir, 5)).await.unwrap();
+    let reopened = open(io.clone(), &dir, segments_of(4)).await;
+    let gap = Corruption::LsnGap {
+        expected: Lsn(5),
+        found: Lsn(9),
+    };
+    assert_corrupt(reopened, &segment_path(&dir, 9), 0, gap);
+
+    io.remove_file(&segment_path(&dir, 1)).await.unwrap();
+    let reopened = open(io.clone(), &dir, segments_of(4)).await;
+    let gap = Corruption::LsnGap {
+        expected: Lsn(1),
+        found: Lsn(9),
+    };
+    assert_corrupt(reopened, &segment_path(&dir, 9), 0, gap);
+}
+
+async fn repair_cuts_at_the_damage_and_reports_the_loss<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, segments_of(4), 10).await;
+    let damaged = segment_path(&dir, 5);
+    damage(&io, &damaged, flip(record_offset(1) + 9)).await;
+
+    let (log, recovered) = reopen(&io, &dir, repairing(segments_of(4))).await;
+    assert_eq!(recovered.records, records(1, 5));
+    assert_eq!(recovered.next_lsn, Lsn(6));
+    let report = RepairReport {
+        file: damaged.clone(),
+        offset: record_offset(1),
+        records_lost: 5, // LSNs 6 to 8 here, 9 and 10 in the next segment
+        bytes_lost: (FOUR_RECORDS - record_offset(1)) + record_offset(2),
+    };
+    assert_eq!(recovered.repair, [report]);
+    assert_eq!(file_len(&io, &damaged).await, record_offset(1));
+    assert!(
+        !file_names(&io, &dir)
+            .await
+            .contains(&"00000000000000000009.seg".into())
+    );
+
+    append_each(&log, 6, 7).await;
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    assert_eq!(recovered.records, records(1, 7));
+    assert!(recovered.repair.is_empty());
+}
+
+async fn snapshots_replace_the_segments_they_cover<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let (log, _) = reopen(&io, &dir, segments_of(4)).await;
+    append_each(&log, 1, 10).await;
+    // LSN 6 is inside the second segment, which must stay.
+    log.snapshot(Lsn(6), Bytes::from_static(b"state-6"))
+        .await
+        .unwrap();
+    assert_eq!(
+        file_names(&io, &dir).await,
+        [
+            "00000000000000000005.seg",
+            "00000000000000000009.seg",
+            "snapshot-00000000000000000006.snap"
+        ]
+    );
+    log.snapshot(Lsn(8), Bytes::from_static(b"state-8"))
+        .await
+        .unwrap();
+    assert_eq!(
+        file_names(&io, &dir).await,
+        [
+            "00000000000000000009.seg",
+            "snapshot-00000000000000000008.snap"
+        ]
+    );
+    drop(log);
+
+    let (log, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    let snapshot = (Lsn(8), Bytes::from_static(b"state-8"));
+    assert_eq!(recovered.snapshot, Some(snapshot));
+    assert_eq!(recovered.records, records(9, 10));
+    assert_eq!(recovered.next_lsn, Lsn(11));
+    append_each(&log, 11, 11).await;
+    // Everything up to the last record: the last segment stays all the same.
+    log.snapshot(Lsn(11), Bytes::from_static(b"state-11"))
+        .await
+        .unwrap();
+    drop(log);
+
+    let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    let snapshot = (Lsn(11), Bytes::from_static(b"state-11"));
+    assert_eq!(recovered.snapshot, Some(snapshot));
+    assert!(recovered.records.is_empty());
+    assert_eq!(recovered.next_lsn, Lsn(12));
+    assert_eq!(
+        file_names(&io, &dir).await,
+        [
+            "00000000000000000009.seg",
+            "snapshot-00000000000000000011.snap"
+        ]
+    );
+}
+
+async fn leftovers_of_an_interrupted_snapshot_are_removed<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, segments_of(4), 10).await;
+    // As a crash leaves them: a half-written snapshot, and a complete one
+    // whose redundant segment and older snapshot were not removed yet.
+    let temp = dir.join("snapshot-00000000000000000009.snap.tmp");
+    append_raw(&io, &temp, b"half a snap").await;
+    append_raw(
+        &io,
+        &snapshot_path(&dir, 2),
+        &snapshot_file::encode(Lsn(2), b"old"),
+    )
+    .await;
+    append_raw(
+        &io,
+        &snapshot_path(&dir, 4),
+        &snapshot_file::encode(Lsn(4), b"new"),
+    )
+    .await;
+
+    let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    assert_eq!(
+        recovered.snapshot,
+        Some((Lsn(4), Bytes::from_static(b"new")))
+    );
+    assert_eq!(recovered.records, records(5, 10));
+    assert_eq!(
+        file_names(&io, &dir).await,
+        [
+            "00000000000000000005.seg",
+            "00000000000000000009.seg",
+            "snapshot-00000000000000000004.snap"
+        ]
+    );
+}
+
+async fn a_damaged_snapshot_is_refused_and_repair_falls_back<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    write_log(&io, &dir, segments_of(4), 10).await;
+    let older = snapshot_path(&dir, 4);
+    let newer = snapshot_path(&dir, 8);
+    append_raw(&io, &older, &snapshot_file::encode(Lsn(4), b"older")).await;
+    append_raw(&io, &newer, &snapshot_file::encode(Lsn(8), b"newer")).await;
+    damage(&io, &newer, flip(33)).await;
+
+    let reopened = open(io.clone(), &dir, segments_of(4)).await;
+    assert_corrupt(reopened, &newer, 0, Corruption::Checksum);
+
+    let (_, recovered) = reopen(&io, &dir, repairing(segments_of(4))).await;
+    assert_eq!(
+        recovered.snapshot,
+        Some((Lsn(4), Bytes::from_static(b"older")))
+    );
+    assert_eq!(recovered.records, records(5, 10));
+    let report = RepairReport {
+        file: newer,
+        offset: 0,
+        records_lost: 0,
+        bytes_lost: 32 + 5,
+    };
+    assert_eq!(recovered.repair, [report]);
+
+    // With no older snapshot to fall back to, even repair refuses.
+    damage(&io, &older, flip(34)).await;
+    let reopened = open(io.clone(), &dir, repairing(segments_of(4))).await;
+    assert_corrupt(reopened, &older, 0, Corruption::Checksum);
+}
+
+async fn snapshots_only_cover_durable_records<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    let refused = log.snapshot(Lsn(1), Bytes::from_static(b"s")).await;
+    assert!(matches!(
+        refused,
+        Err(LogError::SnapshotRange {
+            upto: Lsn(1),
+            last: Lsn(0)
+        })
+    ));
+    append_each(&log, 1, 2).await;
+    for upto in [0, 3] {
+        let refused = log.snapshot(Lsn(upto), Bytes::from_static(b"s")).await;
+        assert!(matches!(
+            refused,
+            Err(LogError::SnapshotRange { last: Lsn(2), .. })
+        ));
+    }
+    log.snapshot(Lsn(2), Bytes::from_static(b"s"))
+        .await
+        .unwrap();
+}
+
+async fn no_space_fails_the_batch_and_appends_resume<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    append_each(&log, 1, 2).await;
+    let segment = segment_path(&dir, 1);
+
+    io.faults.fail_writes(Some(ErrorKind::StorageFull));
+    assert!(matches!(
+        log.append(record(3)).await,
+        Err(LogError::NoSpace)
+    ));
+    io.faults.fail_writes(None);
+    io.faults.fail_next_sync(ErrorKind::StorageFull);
+    assert!(matches!(
+        log.append(record(3)).await,
+        Err(LogError::NoSpace)
+    ));
+    // Neither failure left a partial record behind.
+    assert_eq!(file_len(&io, &segment).await, record_offset(2));
+
+    append_each(&log, 3, 4).await;
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    assert_eq!(recovered.records, records(1, 4));
+}
+
+async fn no_space_for_a_new_segment_is_retried<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let (log, _) = reopen(&io, &dir, segments_of(4)).await;
+    append_each(&log, 1, 4).await;
+    io.faults.fail_writes(Some(ErrorKind::StorageFull));
+    assert!(matches!(
+        log.append(record(5)).await,
+        Err(LogError::NoSpace)
+    ));
+    assert_eq!(file_names(&io, &dir).await, ["00000000000000000001.seg"]);
+    io.faults.fail_writes(None);
+
+    append_each(&log, 5, 6).await;
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    assert_eq!(recovered.records, records(1, 6));
+}
+
+async fn a_failed_write_or_fsync_is_fatal<I: Io>(io: FaultyIo<I>, root: PathBuf) {
+    for (case, op) in ["fsync", "write"].into_iter().enumerate() {
+        let dir = root.join(op);
+        let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+        append_each(&log, 1, 1).await;
+        match op {
+            "fsync" => io.faults.fail_next_sync(ErrorKind::Other),
+            _ => io.faults.fail_writes(Some(ErrorKind::Other)),
+        }
+        let failed = log.append(record(2)).await;
+        assert!(
+            matches!(&failed, Err(LogError::Io { op: failed_op, .. }) if *failed_op == op),
+            "case {case}: {failed:?}"
+        );
+        io.faults.fail_writes(None);
+        // The disk works again, but the writer cannot know what the failed
+        // batch left in the page cache: it refuses everything from now on.
+        assert!(matches!(
+            log.append(record(2)).await,
+            Err(LogError::Io { .. })
+        ));
+        let snapshot = log.snapshot(Lsn(1), Bytes::from_static(b"s")).await;
+        assert!(matches!(snapshot, Err(LogError::Io { .. })));
+        drop(log);
+
+        // A restart recovers what is on disk: the failed record was never
+        // acknowledged, so it may or may not be there.
+        let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        assert_eq!(recovered.records.first(), Some(&(Lsn(1), record(1))));
+        assert!(recovered.records.len() <= 2);
+    }
+}
+
+async fn record_sizes_are_checked<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    let empty = log.append(Bytes::new()).await;
+    assert!(matches!(empty, Err(LogError::RecordSize { len: 0 })));
+    let huge = log.append(Bytes::from(vec![1; RECORD_BYTES_MAX + 1])).await;
+    assert!(matches!(huge, Err(LogError::RecordSize { .. })));
+    assert_eq!(log.append(record(1)).await.unwrap(), Lsn(1));
+}
+
+/// Runs `test` on real files in a fresh temporary directory.
+fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(FaultyIo<TokioIo>, PathBuf) -> Fut) {
+    let root = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(test(FaultyIo::new(TokioIo), root.path().join("log")));
+}
+
+/// Runs `test` as a turmoil client, on the simulated disk.
+#[cfg(feature = "sim")]
+fn on_turmoil<Fut: Future<Output = ()> + 'static>(
+    test: impl FnOnce(FaultyIo<crate::io::TurmoilIo>, PathBuf) -> Fut,
+) {
+    let mut sim = ::turmoil::Builder::new().rng_seed(1).build();
+    let test = test(
+        FaultyIo::new(crate::io::TurmoilIo),
+        PathBuf::from("/data/log"),
+    );
+    sim.client("node", async move {
+        test.await;
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+/// Declares each test once per seam.
+macro_rules! on_both_seams {
+    ($($test:ident),* $(,)?) => {
+        mod tokio_seam {
+            $( #[test] fn $test() { super::on_tokio(super::$test); } )*
+        }
+        #[cfg(feature = "sim")]
+        mod turmoil_seam {
+            $( #[test] fn $test() { super::on_turmoil(super::$test); } )*
+        }
+    };
+}
+
+on_both_seams!(
+    appended_records_come_back_in_order,
+    lsns_continue_across_reopens,
+    concurrent_appends_share_fsyncs,
+    full_segments_rotate,
+    torn_tails_are_cut,
+    a_torn_segment_header_is_removed,
+    damage_before_the_tail_is_refused,
+    damage_at_the_end_of_a_sealed_segment_is_refused,
+    a_missing_segment_is_a_gap,
+    repair_cuts_at_the_damage_and_reports_the_loss,
+    snapshots_replace_the_segments_they_cover,
+    leftovers_of_an_interrupted_snapshot_are_removed,
+    a_damaged_snapshot_is_refused_and_repair_falls_back,
+    snapshots_only_cover_durable_records,
+    no_space_fails_the_batch_and_appends_resume,
+    no_space_for_a_new_segment_is_retried,
+    a_failed_write_or_fsync_is_fatal,
+    record_sizes_are_checked,
+);
+
+#[test]
+fn appends_fail_with_closed_once_the_writer_is_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let (log, _) = first
+        .block_on(open(TokioIo, root.path(), LogOptions::default()))
+        .unwrap();
+    // Shutting the runtime down drops the writer task with it.
+    drop(first);
+    let appended = runtime().block_on(log.append(record(1)));
+    assert!(matches!(appended, Err(LogError::Closed)));
+}
+
+#[test]
+fn log_handles_can_be_shared_across_tasks() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Log>();
+}
+
+/// A segment of `payloads`, framed, after a header for LSN 1.
+fn segment_bytes(payloads: &[Vec<u8>]) -> (Bytes, Vec<usize>) {
+    let mut contents = segment::encode_header(Lsn(1));
+    let mut ends = vec![contents.len()];
+    for payload in payloads {
+        framing::encode(&mut contents, payload);
+        ends.push(contents.len());
+    }
+    (Bytes::from(contents), ends)
+}
+
+fn payload_lists() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec(prop::collection::vec(any::<u8>(), 1..40), 0..12)
+}
+
+proptest! {
+    /// Cutting a segment anywhere keeps exactly the records before the cut,
+    /// and the rest reads as a torn tail.
+    #[test]
+    fn a_segment_cut_anywhere_is_a_torn_tail(payloads in payload_lists(), cut in any::<prop::sample::Index>()) {
+        let (contents, ends) = segment_bytes(&payloads);
+        let cut = HEADER_BYTES + cut.index(contents.len() - HEADER_BYTES + 1);
+        let scan = segment::scan(&contents.slice(..cut), Lsn(1));
+        let whole = ends.iter().filter(|&&end| end <= cut).count() - 1;
+        prop_assert_eq!(&scan.records[..], &payloads[..whole]);
+        prop_assert_eq!(scan.valid_bytes, ends[whole]);
+        prop_assert_eq!(scan.damage.is_some(), cut != ends[whole]);
+        prop_assert!(scan.damage.is_none_or(|damage| damage.torn));
+    }
+
+    /// A damaged payload byte anywhere but in the last record is corruption
+    /// at that record, never a torn tail.
+    #[test]
+    fn damage_before_the_last_record_is_never_torn(
+        payloads in payload_lists().prop_filter("two records", |p| p.len() >= 2),
+        victim in any::<prop::sample::Index>(),
+        byte in any::<prop::sample::Index>(),
+    ) {
+        let (contents, ends) = segment_bytes(&payloads);
+        let victim = victim.index(payloads.len() - 1);
+        let at = ends[victim] + FRAME_HEADER_BYTES + byte.index(payloads[victim].len());
+        let mut damaged = contents.to_vec();
+        damaged[at] ^= 0x5a;
+        let scan = segment::scan(&Bytes::from(damaged), Lsn(1));
+        let expected = segment::Damage { offset: ends[victim], reason: Corruption::Checksum, torn: false };
+        prop_assert_eq!(scan.damage, Some(expected));
+        prop_assert_eq!(&scan.records[..], &payloads[..victim]);
+    }
+
+    /// Any bytes after a header scan without panicking, and never claim more
+    /// than they hold.
+    #[test]
+    fn arbitrary_segments_scan_safely(tail in prop::collection::vec(any::<u8>(), 0..200)) {
+        let mut contents = segment::encode_header(Lsn(1));
+        contents.extend_from_slice(&tail);
+        let contents = Bytes::from(contents);
+        let scan = segment::scan(&contents, Lsn(1));
+        prop_assert!(scan.valid_bytes <= contents.len());
+        let framed: usize = scan.records.iter().map(|r| framing::framed_len(r.len())).sum();
+        prop_assert_eq!(HEADER_BYTES + framed, scan.valid_bytes);
+    }
+}

@@ -1,0 +1,216 @@
+//! An [`Io`] wrapper for tests: counts file fsyncs, fails writes or fsyncs
+//! on demand, and can make fsyncs slow, in front of either seam
+//! implementation.
+//!
+//! turmoil's own disk-full fault (`FsConfig::capacity`) reports ENOSPC as
+//! `ErrorKind::Other`, not `StorageFull`, so it cannot stand in for a full
+//! disk here.
+
+use std::future::Future;
+use std::io::{self, ErrorKind, SeekFrom};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+use tokio::task::JoinHandle;
+
+use crate::io::{File, Io, OpenMode};
+
+/// The faults to inject, shared by every clone of a [`FaultyIo`] and every
+/// file it opened.
+#[derive(Debug, Default)]
+pub(super) struct Faults {
+    syncs: AtomicU64,
+    write_error: Mutex<Option<ErrorKind>>,
+    next_sync_error: Mutex<Option<ErrorKind>>,
+    /// How long an fsync takes before it makes anything durable.
+    sync_latency: Duration,
+}
+
+impl Faults {
+    /// How many times `File::sync_all` was called.
+    pub(super) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Fails every file write with `kind` (after writing half of it, as a
+    /// disk that fills up mid-write does), or stops failing with `None`.
+    pub(super) fn fail_writes(&self, kind: Option<ErrorKind>) {
+        *self.write_error.lock().unwrap() = kind;
+    }
+
+    /// Fails the next `File::sync_all` with `kind`, without syncing.
+    pub(super) fn fail_next_sync(&self, kind: ErrorKind) {
+        *self.next_sync_error.lock().unwrap() = Some(kind);
+    }
+
+    fn write_error(&self) -> Option<ErrorKind> {
+        *self.write_error.lock().unwrap()
+    }
+
+    fn take_sync_error(&self) -> Option<ErrorKind> {
+        self.next_sync_error.lock().unwrap().take()
+    }
+}
+
+/// `inner`, with [`Faults`] in front of its files.
+#[derive(Debug, Clone)]
+pub(super) struct FaultyIo<I> {
+    inner: I,
+    pub(super) faults: Arc<Faults>,
+}
+
+impl<I> FaultyIo<I> {
+    pub(super) fn new(inner: I) -> Self {
+        Self::with_sync_latency(inner, Duration::ZERO)
+    }
+
+    /// Fsyncs wait `latency` before they make anything durable. turmoil's
+    /// own fsync is durable at once (its latency comes after), so without
+    /// this a crash never finds a written, unsynced batch.
+    pub(super) fn with_sync_latency(inner: I, latency: Duration) -> Self {
+        let faults = Faults {
+            sync_latency: latency,
+            ..Faults::default()
+        };
+        Self {
+            inner,
+            faults: Arc::new(faults),
+        }
+    }
+}
+
+impl<I: Io> Io for FaultyIo<I> {
+    type Stream = I::Stream;
+    type Listener = I::Listener;
+    type File = FaultyFile<I::File>;
+
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send {
+        self.inner.bind(addr)
+    }
+
+    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        self.inner.connect(addr)
+    }
+
+    fn now(&self) -> std::time::Instant {
+        self.inner.now()
+    }
+
+    fn unix_time_ms(&self) -> u64 {
+        self.inner.unix_time_ms()
+    }
+
+    fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.spawn(task)
+    }
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File> {
+        let inner = self.inner.open(path, mode).await?;
+        Ok(FaultyFile {
+            inner,
+            faults: Arc::clone(&self.faults),
+        })
+    }
+
+    fn create_dir_all(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.inner.create_dir_all(path)
+    }
+
+    fn read_dir(&self, path: &Path) -> impl Future<Output = io::Result<Vec<PathBuf>>> + Send {
+        self.inner.read_dir(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.inner.rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.inner.remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.inner.sync_dir(path)
+    }
+}
+
+/// A file whose writes and fsyncs obey [`Faults`].
+#[derive(Debug)]
+pub(super) struct FaultyFile<F> {
+    inner: F,
+    faults: Arc<Faults>,
+}
+
+impl<F: File> AsyncRead for FaultyFile<F> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<F: File> AsyncWrite for FaultyFile<F> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(kind) = this.faults.write_error() else {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        };
+        // Leave half a write behind, as a disk that fills up mid-write does,
+        // so that the log has to cut it off again.
+        let half = buf.get(..buf.len() / 2).unwrap_or_default();
+        if !half.is_empty() {
+            ready!(Pin::new(&mut this.inner).poll_write(cx, half))?;
+        }
+        Poll::Ready(Err(io::Error::from(kind)))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<F: File> AsyncSeek for FaultyFile<F> {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.get_mut().inner).start_seek(position)
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.get_mut().inner).poll_complete(cx)
+    }
+}
+
+impl<F: File> File for FaultyFile<F> {
+    async fn sync_all(&mut self) -> io::Result<()> {
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        if let Some(kind) = self.faults.take_sync_error() {
+            return Err(io::Error::from(kind));
+        }
+        if !self.faults.sync_latency.is_zero() {
+            tokio::time::sleep(self.faults.sync_latency).await;
+        }
+        self.inner.sync_all().await
+    }
+
+    fn set_len(&mut self, len_bytes: u64) -> impl Future<Output = io::Result<()>> + Send {
+        self.inner.set_len(len_bytes)
+    }
+}

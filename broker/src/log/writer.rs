@@ -1,0 +1,389 @@
+//! The writer task: group commit.
+//!
+//! One task owns the last segment. It takes the first queued append, drains
+//! everything else already queued behind it (up to [`BATCH_BYTES_MAX`]) into
+//! the same batch, and makes the batch durable with one write and one
+//! `sync_all`; appends that arrive meanwhile queue up for the next batch. It
+//! answers each append only once that fsync has returned Ok.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, Span, debug, error, info, trace, warn};
+
+use super::record::{self, framed_len};
+use super::segment::{self, HEADER_BYTES};
+use super::{BATCH_BYTES_MAX, LogError, Lsn, files, snapshot};
+use crate::io::{File, Io, OpenMode};
+
+/// What a [`Log`](super::Log) handle asks of the writer.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Append a record and answer with its LSN once it is durable.
+    Append(Append),
+    /// Write a snapshot (beside the writer) and answer once it is durable.
+    Snapshot(SnapshotRequest),
+}
+
+/// A record waiting to be appended.
+#[derive(Debug)]
+pub(super) struct Append {
+    /// The record, between 1 and `RECORD_BYTES_MAX` bytes.
+    pub(super) record: Bytes,
+    /// Where its LSN (or the batch's error) goes.
+    pub(super) reply: oneshot::Sender<Result<Lsn, LogError>>,
+}
+
+/// A snapshot waiting to be written.
+#[derive(Debug)]
+pub(super) struct SnapshotRequest {
+    /// The last LSN the state covers.
+    pub(super) upto: Lsn,
+    /// The broker's state as of `upto`.
+    pub(super) state: Bytes,
+    /// Where the outcome goes.
+    pub(super) reply: oneshot::Sender<Result<(), LogError>>,
+}
+
+/// The segment the writer appends to.
+#[derive(Debug)]
+pub(super) struct ActiveSegment<F> {
+    pub(super) file: F,
+    pub(super) path: PathBuf,
+    /// The LSN of its first record.
+    pub(super) first: Lsn,
+    /// Its durable length: everything up to here has been fsynced.
+    pub(super) len_bytes: u64,
+}
+
+/// A failed file operation, before it is classified.
+struct Failed {
+    op: &'static str,
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl Failed {
+    /// Tags an `io::Error` with what was being done, and to which file.
+    fn at(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self { op, path, source }
+    }
+
+    fn is_no_space(&self) -> bool {
+        self.source.kind() == io::ErrorKind::StorageFull
+    }
+}
+
+/// The group-commit writer. Runs as one task per open log.
+pub(super) struct Writer<I: Io> {
+    io: I,
+    dir: PathBuf,
+    segment_bytes_max: u64,
+    /// `None` between sealing a full segment and creating the next, which
+    /// happens just before the next batch is written.
+    active: Option<ActiveSegment<I::File>>,
+    /// The LSN the next record will get.
+    next_lsn: Lsn,
+    /// Set by the first failed write, fsync or truncation. After it, what
+    /// the file holds is unknown (a failed fsync may have dropped dirty
+    /// pages), so every later command fails with it.
+    failure: Option<LogError>,
+}
+
+impl<I: Io> Writer<I> {
+    /// A writer that goes on from `active` (if any) at `next_lsn`.
+    pub(super) fn new(
+        io: I,
+        dir: PathBuf,
+        segment_bytes_max: u64,
+        active: Option<ActiveSegment<I::File>>,
+        next_lsn: Lsn,
+    ) -> Self {
+        assert!(next_lsn.0 >= 1, "LSNs start at 1");
+        Self {
+            io,
+            dir,
+            segment_bytes_max,
+            active,
+            next_lsn,
+            failure: None,
+        }
+    }
+
+    /// Serves commands until every [`Log`](super::Log) handle is gone.
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut deferred = None;
+        loop {
+            let command = if let Some(command) = deferred.take() {
+                command
+            } else if let Some(command) = commands.recv().await {
+                command
+            } else {
+                break;
+            };
+            match command {
+                Command::Append(first) => {
+                    let batch = collect_batch(first, &mut commands, &mut deferred);
+                    self.commit(batch).await;
+                }
+                Command::Snapshot(request) => self.snapshot(request),
+            }
+        }
+        debug!("every log handle is gone: the writer stops");
+    }
+
+    /// Makes `batch` durable and answers each append.
+    async fn commit(&mut self, batch: Vec<Append>) {
+        let outcome = match &self.failure {
+            Some(failure) => Err(failure.clone()),
+            None => self.write_batch(&batch).await,
+        };
+        match outcome {
+            Ok(first) => {
+                for (lsn, append) in (first.0..).map(Lsn).zip(batch) {
+                    // A caller that stopped waiting still has its record
+                    // appended: it was queued, and LSNs leave no holes.
+                    let _ = append.reply.send(Ok(lsn));
+                }
+            }
+            Err(error) => {
+                for append in batch {
+                    let _ = append.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes and fsyncs the batch, returning the first record's LSN.
+    async fn write_batch(&mut self, batch: &[Append]) -> Result<Lsn, LogError> {
+        let frames = encode_batch(batch);
+        self.seal_if_full(frames.len());
+        if self.active.is_none() {
+            self.active = Some(self.create_segment().await?);
+        }
+        let active = self
+            .active
+            .as_mut()
+            .expect("a segment was just made active");
+        let written = write_and_sync(&mut active.file, &active.path, &frames).await;
+        match written {
+            Ok(()) => {
+                active.len_bytes += frames.len() as u64;
+                let first = self.next_lsn;
+                self.next_lsn = Lsn(first.0 + batch.len() as u64);
+                trace!(records = batch.len(), bytes = frames.len(), first_lsn = %first, "log batch durable");
+                Ok(first)
+            }
+            Err(failed) if failed.is_no_space() => {
+                warn!(file = %failed.path.display(), op = failed.op, "log device full: batch refused");
+                self.cut_back().await?;
+                Err(LogError::NoSpace)
+            }
+            Err(failed) => Err(self.fail(failed)),
+        }
+    }
+
+    /// Seals the active segment if it holds records and `incoming_bytes`
+    /// would take it past `segment_bytes_max`. Its records are already
+    /// durable, so sealing is only letting go of the file.
+    fn seal_if_full(&mut self, incoming_bytes: usize) {
+        let next_lsn = self.next_lsn;
+        let segment_bytes_max = self.segment_bytes_max;
+        let full = self.active.as_ref().is_some_and(|active| {
+            active.first < next_lsn && active.len_bytes + incoming_bytes as u64 > segment_bytes_max
+        });
+        if full {
+            debug!("log segment full: sealed");
+            self.active = None;
+        }
+    }
+
+    /// Creates the segment for `next_lsn`: header written and fsynced, then
+    /// the directory fsynced, all before any record goes in, so that no
+    /// acknowledged record can sit in a file whose name a crash may lose.
+    async fn create_segment(&mut self) -> Result<ActiveSegment<I::File>, LogError> {
+        let path = self.dir.join(files::segment_name(self.next_lsn));
+        match try_create(&self.io, &self.dir, &path, self.next_lsn).await {
+            Ok(file) => {
+                info!(segment = %path.display(), first_lsn = %self.next_lsn, "log segment created");
+                Ok(ActiveSegment {
+                    file,
+                    path,
+                    first: self.next_lsn,
+                    len_bytes: HEADER_BYTES as u64,
+                })
+            }
+            Err(failed) if failed.is_no_space() => {
+                warn!(segment = %path.display(), op = failed.op, "log device full: cannot create a segment");
+                self.discard_segment(path).await?;
+                Err(LogError::NoSpace)
+            }
+            Err(failed) => Err(self.fail(failed)),
+        }
+    }
+
+    /// Removes a segment whose creation ran out of space, so that the next
+    /// batch creates it afresh instead of finding a partial header.
+    async fn discard_segment(&mut self, path: PathBuf) -> Result<(), LogError> {
+        let removed = match self.io.remove_file(&path).await {
+            Err(source) if source.kind() != io::ErrorKind::NotFound => Err(Failed {
+                op: "remove",
+                path,
+                source,
+            }),
+            _ => self
+                .io
+                .sync_dir(&self.dir)
+                .await
+                .map_err(Failed::at("sync_dir", &self.dir)),
+        };
+        removed.map_err(|failed| self.fail(failed))
+    }
+
+    /// After ENOSPC, cuts the active segment back to its durable length, so
+    /// that no partial record stays behind, and fsyncs the cut. Everything up
+    /// to that length was fsynced before, so once the cut is durable the
+    /// file's state is known again and appends may go on.
+    async fn cut_back(&mut self) -> Result<(), LogError> {
+        let active = self
+            .active
+            .as_mut()
+            .expect("only the active segment is cut back");
+        let path = active.path.clone();
+        let truncated = active
+            .file
+            .set_len(active.len_bytes)
+            .await
+            .map_err(Failed::at("truncate", &path));
+        let cut = match truncated {
+            Ok(()) => active
+                .file
+                .sync_all()
+                .await
+                .map_err(Failed::at("fsync", &path)),
+            Err(failed) => Err(failed),
+        };
+        cut.map_err(|failed| self.fail(failed))
+    }
+
+    /// Records a fatal failure: this and every later command fail with it.
+    fn fail(&mut self, failed: Failed) -> LogError {
+        let Failed { op, path, source } = failed;
+        error!(
+            file = %path.display(),
+            op,
+            error = %source,
+            "log {op} failed: refusing every later append; restart to recover from disk"
+        );
+        let failure = LogError::Io {
+            op,
+            path,
+            source: Arc::new(source),
+        };
+        self.failure = Some(failure.clone());
+        // Never touch the file again: its contents past the last good fsync
+        // are unknown.
+        self.active = None;
+        failure
+    }
+
+    /// Validates a snapshot request and writes it beside the writer: a large
+    /// state takes a while to write and fsync, and appends must not wait.
+    fn snapshot(&self, request: SnapshotRequest) {
+        let SnapshotRequest { upto, state, reply } = request;
+        let last = Lsn(self.next_lsn.0 - 1);
+        let refusal = match &self.failure {
+            Some(failure) => Some(failure.clone()),
+            None if upto.0 == 0 || upto > last => Some(LogError::SnapshotRange { upto, last }),
+            None => None,
+        };
+        if let Some(error) = refusal {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let io = self.io.clone();
+        let dir = self.dir.clone();
+        let task = async move {
+            let _ = reply.send(snapshot::take(&io, &dir, upto, state).await);
+        };
+        self.io.spawn(task.instrument(Span::current()));
+    }
+}
+
+/// Takes `first` and whatever else is queued, up to [`BATCH_BYTES_MAX`]. A
+/// snapshot request ends the batch and waits in `deferred`: it may only be
+/// validated once the appends queued before it are durable.
+fn collect_batch(
+    first: Append,
+    commands: &mut mpsc::Receiver<Command>,
+    deferred: &mut Option<Command>,
+) -> Vec<Append> {
+    let mut bytes = framed_len(first.record.len());
+    let mut batch = vec![first];
+    while bytes < BATCH_BYTES_MAX {
+        match commands.try_recv() {
+            Ok(Command::Append(append)) => {
+                bytes += framed_len(append.record.len());
+                batch.push(append);
+            }
+            Ok(snapshot @ Command::Snapshot(_)) => {
+                *deferred = Some(snapshot);
+                break;
+            }
+            // Nothing more queued (or every handle gone): write what we have.
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Frames a batch into one buffer, for one write.
+fn encode_batch(batch: &[Append]) -> Vec<u8> {
+    let len = batch
+        .iter()
+        .map(|append| framed_len(append.record.len()))
+        .sum();
+    let mut frames = Vec::with_capacity(len);
+    for append in batch {
+        record::encode(&mut frames, &append.record);
+    }
+    frames
+}
+
+/// Creates the segment file at `path` for records from `first`: header
+/// written and fsynced, then the directory fsynced.
+async fn try_create<I: Io>(io: &I, dir: &Path, path: &Path, first: Lsn) -> Result<I::File, Failed> {
+    let mut file = io
+        .open(path, OpenMode::Append)
+        .await
+        .map_err(Failed::at("open", path))?;
+    // A file by this name can only be what a creation that ran out of space
+    // left behind. Start it empty so that the header lands at offset 0 (under
+    // turmoil, a removed file's unsynced writes even return with its name).
+    file.set_len(0)
+        .await
+        .map_err(Failed::at("truncate", path))?;
+    let header = segment::encode_header(first);
+    file.write_all(&header)
+        .await
+        .map_err(Failed::at("write", path))?;
+    file.sync_all().await.map_err(Failed::at("fsync", path))?;
+    io.sync_dir(dir)
+        .await
+        .map_err(Failed::at("sync_dir", dir))?;
+    Ok(file)
+}
+
+/// One write, then one fsync. The fsync also surfaces errors of writes
+/// that tokio finished in the background.
+async fn write_and_sync<F: File>(file: &mut F, path: &Path, frames: &[u8]) -> Result<(), Failed> {
+    file.write_all(frames)
+        .await
+        .map_err(Failed::at("write", path))?;
+    file.sync_all().await.map_err(Failed::at("fsync", path))
+}

@@ -1,0 +1,1001 @@
+//! The node task: routing, credit, durability, and the queue state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, relay_destination};
+use super::message::{inspect, render};
+use super::{ConnId, NodeHandle, Request, ToConnection};
+use crate::amqp::codec::DecodeError;
+use crate::amqp::engine::{DeliveryId, LinkId};
+use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, condition};
+use crate::config::{self, Config};
+use crate::io::{self as seam, Io};
+use crate::log::{self, Log, LogError, LogOptions, Lsn};
+use crate::queue::{
+    Command, ConsumerId, Effect, NewMessage, Overflow, QueueConfig, Queues, RejectReason, Seq,
+};
+
+/// The log's directory inside the data directory.
+const LOG_DIR: &str = "log";
+
+/// Separates a topic's name from a subscription's in a subscription
+/// queue's name: `topic://prices::client-1:prices-sub`.
+const SUBSCRIPTION_SEPARATOR: &str = "::";
+
+/// How the node is configured.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// The broker's configuration: data dir, queue policies, limits.
+    pub config: Config,
+    /// Take a snapshot (and drop the log segments it covers) after this many
+    /// logged commands.
+    pub snapshot_every_records: u64,
+}
+
+impl NodeSettings {
+    /// Settings for a broker configured by `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            snapshot_every_records: 100_000,
+        }
+    }
+
+    fn log_options(&self) -> LogOptions {
+        LogOptions {
+            repair: self.config.repair,
+            ..LogOptions::default()
+        }
+    }
+
+    /// The state machine's configuration of a queue created as `name`.
+    fn queue_config(&self, name: &str) -> QueueConfig {
+        let settings = self.config.queue_settings(name);
+        QueueConfig {
+            durable: settings.durable,
+            max_length: settings.max_length,
+            max_bytes: settings.max_bytes,
+            overflow: match settings.overflow {
+                config::Overflow::RejectPublish => Overflow::RejectPublish,
+                config::Overflow::DropHead => Overflow::DropHead,
+            },
+            dead_letter_queue: settings.dead_letter_queue,
+            delivery_limit: settings.delivery_limit,
+            default_ttl_ms: settings
+                .default_ttl
+                .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    fn auto_create(&self, name: &str) -> bool {
+        self.config.queue_settings(name).auto_create
+    }
+
+    fn persist_always(&self, name: &str) -> bool {
+        self.config.queue_settings(name).persist == config::Persist::Always
+    }
+}
+
+/// Why the node stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The log could not be opened, recovered or written. A failed write or
+    /// fsync is fatal: the state of the disk is unknown.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A log record or snapshot does not decode.
+    #[error("log record {lsn:?} does not decode: {error}")]
+    Record {
+        /// The record.
+        lsn: Option<Lsn>,
+        /// Why.
+        error: DecodeError,
+    },
+}
+
+/// Opens the log, recovers the queues from it, and returns a handle to the
+/// node plus the task to run it (spawn it; it ends when every handle is
+/// dropped, or with an error if the log fails).
+pub async fn start<I: Io>(
+    io: I,
+    settings: NodeSettings,
+) -> Result<
+    (
+        NodeHandle,
+        impl Future<Output = Result<(), NodeError>> + Send,
+    ),
+    NodeError,
+> {
+    let log_dir = settings.config.data_dir.join(LOG_DIR);
+    let (log, recovered) = log::open(io.clone(), &log_dir, settings.log_options()).await?;
+    for report in &recovered.repair {
+        warn!(
+            ?report,
+            "log repaired: what followed the damage was dropped"
+        );
+    }
+    let mut queues = match recovered.snapshot {
+        Some((lsn, state)) => Queues::restore(state).map_err(|error| NodeError::Record {
+            lsn: Some(lsn),
+            error,
+        })?,
+        None => Queues::new(),
+    };
+    let mut effects = Vec::new();
+    let records = recovered.records.len();
+    for (lsn, record) in recovered.records {
+        let (now_ms, command) = decode_record(record).map_err(|error| NodeError::Record {
+            lsn: Some(lsn),
+            error,
+        })?;
+        queues.apply(now_ms, command, &mut effects);
+        effects.clear();
+    }
+    info!(records, "recovered the queues from the log");
+    let (requests, inbox) = mpsc::unbounded_channel();
+    let core = Core::new(io, settings, log, queues);
+    Ok((NodeHandle { requests }, core.run(inbox)))
+}
+
+/// Runs a node whose log is already open (see [`start`]).
+pub async fn run<I: Io>(io: I, settings: NodeSettings) -> Result<NodeHandle, NodeError> {
+    let (handle, task) = start(io.clone(), settings).await?;
+    io.spawn(async move {
+        if let Err(error) = task.await {
+            error!(%error, "the broker node stopped");
+        }
+    });
+    Ok(handle)
+}
+
+/// A log record: the command and the time it was applied at, so that replay
+/// computes the same expiries.
+fn encode_record(now_ms: u64, command: &Command) -> Bytes {
+    let encoded = command.encode();
+    let mut record = BytesMut::with_capacity(8 + encoded.len());
+    record.put_u64(now_ms);
+    record.put_slice(&encoded);
+    record.freeze()
+}
+
+fn decode_record(mut record: Bytes) -> Result<(u64, Command), DecodeError> {
+    if record.len() < 8 {
+        return Err(crate::amqp::codec::DecodeErrorKind::Truncated.into());
+    }
+    let now_ms = u64::from_be_bytes(record[..8].try_into().expect("8 bytes"));
+    let command = Command::decode(record.split_off(8))?;
+    Ok((now_ms, command))
+}
+
+type Append = Pin<Box<dyn Future<Output = Result<Lsn, LogError>> + Send>>;
+
+/// A command waiting for its turn to be applied.
+struct Pending {
+    now_ms: u64,
+    command: Command,
+    /// The log append, while it is not yet durable.
+    append: Option<Append>,
+    /// Set once the append finished.
+    appended: Option<Result<Lsn, LogError>>,
+    /// Whom to answer once applied.
+    reply: Reply,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    None,
+    Publish(u64),
+}
+
+/// A publish waiting for every queue it goes to.
+struct Publish {
+    conn: ConnId,
+    delivery: DeliveryId,
+    settled: bool,
+    remaining: usize,
+    rejection: Option<Error>,
+}
+
+struct Consumer {
+    conn: ConnId,
+    link: LinkId,
+    queue: String,
+    /// When the queue goes with this consumer.
+    lifetime: QueueLifetime,
+}
+
+/// When a consumer's queue is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueLifetime {
+    /// Never: an anycast queue outlives its consumers.
+    Lasting,
+    /// When the consumer's link closes (not when it only detaches): a
+    /// durable topic subscription.
+    UntilClosed,
+    /// When the consumer goes: a dynamic node or a non-durable subscription.
+    UntilDetached,
+}
+
+struct Producer {
+    node: ProducerNode,
+    /// Credit granted and not yet used, as far as the node knows.
+    remaining: u32,
+}
+
+struct Core<I: Io> {
+    io: I,
+    settings: NodeSettings,
+    log: Log,
+    queues: Queues,
+    /// The configuration of every queue, including those whose declaration
+    /// is still waiting in the pipeline.
+    registry: BTreeMap<String, QueueConfig>,
+    /// Subscription queues, by topic.
+    topics: BTreeMap<String, BTreeSet<String>>,
+    connections: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
+    consumers: BTreeMap<ConsumerId, Consumer>,
+    consumer_ids: BTreeMap<(ConnId, LinkId), ConsumerId>,
+    producers: BTreeMap<(ConnId, LinkId), Producer>,
+    blocked: BTreeSet<(ConnId, LinkId)>,
+    publishes: BTreeMap<u64, Publish>,
+    pipeline: VecDeque<Pending>,
+    appends_in_flight: usize,
+    effects: Vec<Effect>,
+    next_seq: Seq,
+    next_consumer: ConsumerId,
+    next_publish: u64,
+    next_dynamic: u64,
+    last_lsn: Option<Lsn>,
+    records_since_snapshot: u64,
+    /// An `Expire` is in the pipeline: the timer must not add another.
+    expire_pending: bool,
+}
+
+impl<I: Io> Core<I> {
+    fn new(io: I, settings: NodeSettings, log: Log, queues: Queues) -> Self {
+        let registry: BTreeMap<String, QueueConfig> = queues
+            .declared()
+            .map(|(name, config)| (name.to_owned(), config.clone()))
+            .collect();
+        let mut topics: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for name in registry.keys() {
+            if let Some((topic, _)) = name
+                .strip_prefix(TOPIC_PREFIX)
+                .and_then(|rest| rest.split_once(SUBSCRIPTION_SEPARATOR))
+            {
+                topics
+                    .entry(topic.to_owned())
+                    .or_default()
+                    .insert(name.clone());
+            }
+        }
+        let next_seq = queues.last_seq() + 1;
+        Self {
+            io,
+            settings,
+            log,
+            queues,
+            registry,
+            topics,
+            connections: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            consumer_ids: BTreeMap::new(),
+            producers: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            publishes: BTreeMap::new(),
+            pipeline: VecDeque::new(),
+            appends_in_flight: 0,
+            effects: Vec::new(),
+            next_seq,
+            next_consumer: 1,
+            next_publish: 1,
+            // Dynamic node names start past every sequence number in use,
+            // so they are not reused across restarts.
+            next_dynamic: next_seq,
+            last_lsn: None,
+            records_since_snapshot: 0,
+            expire_pending: false,
+        }
+    }
+
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Request>) -> Result<(), NodeError> {
+        let mut open = true;
+        while open || !self.pipeline.is_empty() {
+            let expiry = self.expiry_deadline();
+            tokio::select! {
+                request = inbox.recv(), if open => match request {
+                    Some(request) => self.handle(request),
+                    // Every handle is gone: finish what is in the pipeline.
+                    None => open = false,
+                },
+                () = poll_fn(|cx| self.poll_appends(cx)), if self.appends_in_flight > 0 => {}
+                () = sleep_until(expiry), if expiry.is_some() && !self.expire_pending => {
+                    self.expire_pending = true;
+                    self.submit(Command::Expire, Reply::None);
+                }
+            }
+            self.apply_ready()?;
+        }
+        Ok(())
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Register { conn, inbox } => {
+                self.connections.insert(conn, inbox);
+            }
+            Request::AttachConsumer {
+                conn,
+                link,
+                node,
+                link_name,
+                container_id,
+            } => {
+                let result = self.attach_consumer(conn, link, node, &link_name, &container_id);
+                self.tell(conn, ToConnection::ConsumerAttached { link, result });
+            }
+            Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
+            Request::Publish {
+                conn,
+                delivery,
+                message,
+                settled,
+            } => self.publish(conn, delivery, message, settled),
+            Request::Credit {
+                conn,
+                link,
+                credit,
+                drain,
+            } => {
+                if let Some(&consumer) = self.consumer_ids.get(&(conn, link)) {
+                    self.submit(
+                        Command::Credit {
+                            consumer,
+                            credit,
+                            drain,
+                        },
+                        Reply::None,
+                    );
+                }
+            }
+            Request::Settle {
+                queue,
+                seq,
+                outcome,
+            } => {
+                self.submit(
+                    Command::Settle {
+                        queue,
+                        seq,
+                        outcome,
+                    },
+                    Reply::None,
+                );
+            }
+            Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
+            Request::Disconnect { conn } => {
+                let links: Vec<LinkId> = self
+                    .consumer_ids
+                    .keys()
+                    .chain(self.producers.keys())
+                    .filter(|(c, _)| *c == conn)
+                    .map(|(_, link)| *link)
+                    .collect();
+                for link in links {
+                    self.detach(conn, link, false);
+                }
+                self.connections.remove(&conn);
+            }
+        }
+    }
+
+    fn tell(&self, conn: ConnId, message: ToConnection) {
+        // A connection that has gone away no longer needs to know.
+        if let Some(inbox) = self.connections.get(&conn) {
+            let _ = inbox.send(message);
+        }
+    }
+
+    fn attach_consumer(
+        &mut self,
+        conn: ConnId,
+        link: LinkId,
+        node: ConsumerNode,
+        link_name: &str,
+        container_id: &str,
+    ) -> Result<String, Refusal> {
+        let (queue, address, browse, lifetime) = match node {
+            ConsumerNode::Queue { name, browse } => {
+                self.ensure_queue_for_attach(&name)?;
+                (name.clone(), name, browse, QueueLifetime::Lasting)
+            }
+            ConsumerNode::Topic { topic, durable } => {
+                let subscription = if durable {
+                    format!("{container_id}:{link_name}")
+                } else {
+                    self.next_dynamic += 1;
+                    format!("~{}", self.next_dynamic)
+                };
+                let queue = format!("{TOPIC_PREFIX}{topic}{SUBSCRIPTION_SEPARATOR}{subscription}");
+                let config = QueueConfig {
+                    durable,
+                    ..self.settings.queue_config(&queue)
+                };
+                self.declare(&queue, config);
+                self.topics
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(queue.clone());
+                let lifetime = if durable {
+                    QueueLifetime::UntilClosed
+                } else {
+                    QueueLifetime::UntilDetached
+                };
+                (queue, format!("{TOPIC_PREFIX}{topic}"), false, lifetime)
+            }
+            ConsumerNode::Dynamic => {
+                self.next_dynamic += 1;
+                let queue = format!("dynamic.{}", self.next_dynamic);
+                let config = QueueConfig {
+                    durable: false,
+                    ..self.settings.queue_config(&queue)
+                };
+                self.declare(&queue, config);
+                (queue.clone(), queue, false, QueueLifetime::UntilDetached)
+            }
+        };
+        let consumer = self.next_consumer;
+        self.next_consumer += 1;
+        self.consumers.insert(
+            consumer,
+            Consumer {
+                conn,
+                link,
+                queue: queue.clone(),
+                lifetime,
+            },
+        );
+        self.consumer_ids.insert((conn, link), consumer);
+        self.submit(
+            Command::Attach {
+                consumer,
+                queue,
+                browse,
+            },
+            Reply::None,
+        );
+        Ok(address)
+    }
+
+    /// Creates a queue named by an attach if it does not exist and the
+    /// configuration allows it.
+    fn ensure_queue_for_attach(&mut self, name: &str) -> Result<(), Refusal> {
+        if self.registry.contains_key(name) {
+            return Ok(());
+        }
+        if !self.settings.auto_create(name) {
+            return Err(Refusal {
+                condition: condition::NOT_FOUND,
+                description: format!("no queue named {name:?}"),
+            });
+        }
+        let config = self.settings.queue_config(name);
+        self.declare(name, config);
+        Ok(())
+    }
+
+    fn declare(&mut self, queue: &str, config: QueueConfig) {
+        if self.registry.contains_key(queue) {
+            return;
+        }
+        self.registry.insert(queue.to_owned(), config.clone());
+        self.submit(
+            Command::Declare {
+                queue: queue.to_owned(),
+                config,
+            },
+            Reply::None,
+        );
+    }
+
+    fn delete(&mut self, queue: &str) {
+        if self.registry.remove(queue).is_none() {
+            return;
+        }
+        for subscriptions in self.topics.values_mut() {
+            subscriptions.remove(queue);
+        }
+        self.submit(
+            Command::Delete {
+                queue: queue.to_owned(),
+            },
+            Reply::None,
+        );
+    }
+
+    fn attach_producer(&mut self, conn: ConnId, link: LinkId, node: ProducerNode) {
+        let result = match &node {
+            ProducerNode::Queue(name) => self.ensure_queue_for_attach(name),
+            ProducerNode::Topic(topic) => {
+                self.topics.entry(topic.clone()).or_default();
+                Ok(())
+            }
+            ProducerNode::AnonymousRelay => Ok(()),
+        };
+        let accepted = result.is_ok();
+        self.tell(conn, ToConnection::ProducerAttached { link, result });
+        if accepted {
+            self.producers
+                .insert((conn, link), Producer { node, remaining: 0 });
+            self.grant_credit(conn, link);
+        }
+    }
+
+    fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
+        self.producers.remove(&(conn, link));
+        self.blocked.remove(&(conn, link));
+        let Some(consumer) = self.consumer_ids.remove(&(conn, link)) else {
+            return;
+        };
+        let Some(info) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        // The consumer's unsettled deliveries return counted as failed
+        // (logged settles), then it goes.
+        for command in self.queues.detach_commands(consumer) {
+            self.submit(command, Reply::None);
+        }
+        let ends = match info.lifetime {
+            QueueLifetime::Lasting => false,
+            QueueLifetime::UntilClosed => closed,
+            QueueLifetime::UntilDetached => true,
+        };
+        if ends {
+            self.delete(&info.queue);
+        }
+    }
+
+    // ---- publishing and producer credit ---------------------------------
+
+    fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
+        let Some(node) = self.producer_used_credit(conn, delivery.link) else {
+            // The link is gone; the client learns from its detach.
+            return;
+        };
+        let publish = self.next_publish;
+        self.next_publish += 1;
+        self.publishes.insert(
+            publish,
+            Publish {
+                conn,
+                delivery,
+                settled,
+                remaining: 0,
+                rejection: None,
+            },
+        );
+        match self.destinations(&node, &message) {
+            Ok((queues, inspected)) => {
+                if let Some(p) = self.publishes.get_mut(&publish) {
+                    p.remaining = queues.len();
+                }
+                for queue in queues {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let message = NewMessage {
+                        body: message.clone(),
+                        durable: inspected.durable || self.settings.persist_always(&queue),
+                        ttl_ms: inspected.ttl_ms,
+                        absolute_expiry_ms: inspected.absolute_expiry_ms,
+                    };
+                    let command = Command::Enqueue {
+                        queue,
+                        seq,
+                        message,
+                    };
+                    self.submit(command, Reply::Publish(publish));
+                }
+            }
+            Err(error) => {
+                if let Some(p) = self.publishes.get_mut(&publish) {
+                    p.rejection = Some(error);
+                }
+            }
+        }
+        self.finish_publish_if_done(publish);
+    }
+
+    /// The queues a message goes to, and what it says about itself.
+    fn destinations(
+        &self,
+        node: &ProducerNode,
+        message: &Bytes,
+    ) -> Result<(Vec<String>, super::Inspected), Error> {
+        let inspected = inspect(message).map_err(|e| {
+            Error::new(
+                condition::DECODE_ERROR,
+                format!("the message does not decode: {e}"),
+            )
+        })?;
+        let destination = match node {
+            ProducerNode::AnonymousRelay => match &inspected.to {
+                Some(to) => relay_destination(to),
+                None => {
+                    return Err(Error::new(
+                        condition::NOT_FOUND,
+                        "a message on an anonymous-relay link needs properties.to",
+                    ));
+                }
+            },
+            other => other.clone(),
+        };
+        let queues = match destination {
+            ProducerNode::Queue(queue) if self.registry.contains_key(&queue) => vec![queue],
+            ProducerNode::Queue(queue) => {
+                return Err(Error::new(
+                    condition::NOT_FOUND,
+                    format!("no queue named {queue:?}"),
+                ));
+            }
+            ProducerNode::Topic(topic) => self
+                .topics
+                .get(&topic)
+                .map(|subscriptions| subscriptions.iter().cloned().collect())
+                .unwrap_or_default(),
+            ProducerNode::AnonymousRelay => unreachable!("resolved above"),
+        };
+        Ok((queues, inspected))
+    }
+
+    /// Counts one message against a producer's credit and tops it up when
+    /// half is used; returns the producer's node.
+    fn producer_used_credit(&mut self, conn: ConnId, link: LinkId) -> Option<ProducerNode> {
+        let window = self.settings.config.limits.producer_credit;
+        let producer = self.producers.get_mut(&(conn, link))?;
+        producer.remaining = producer.remaining.saturating_sub(1);
+        let node = producer.node.clone();
+        if producer.remaining <= window / 2 {
+            self.grant_credit(conn, link);
+        }
+        Some(node)
+    }
+
+    /// Grants a producer a full window if its destination has room, or
+    /// parks it until room is made.
+    fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
+        let window = self.settings.config.limits.producer_credit;
+        let Some(producer) = self.producers.get(&(conn, link)) else {
+            return;
+        };
+        if !self.has_room(&producer.node) {
+            self.blocked.insert((conn, link));
+            return;
+        }
+        self.blocked.remove(&(conn, link));
+        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+            producer.remaining = window;
+        }
+        self.tell(
+            conn,
+            ToConnection::ProducerCredit {
+                link,
+                credit: window,
+            },
+        );
+    }
+
+    fn has_room(&self, node: &ProducerNode) -> bool {
+        let held: u64 = self
+            .registry
+            .keys()
+            .filter_map(|q| self.queues.info(q))
+            .map(|info| info.bytes)
+            .sum();
+        if self
+            .settings
+            .config
+            .limits
+            .memory_high_watermark()
+            .is_some_and(|watermark| held >= watermark)
+        {
+            return false;
+        }
+        let room = |queue: &String| self.queues.room(queue).is_none_or(|room| room > 0);
+        match node {
+            ProducerNode::Queue(queue) => room(queue),
+            ProducerNode::Topic(topic) => self
+                .topics
+                .get(topic)
+                .is_none_or(|subs| subs.iter().all(room)),
+            ProducerNode::AnonymousRelay => true,
+        }
+    }
+
+    fn unblock_producers(&mut self) {
+        let blocked: Vec<(ConnId, LinkId)> = self.blocked.iter().copied().collect();
+        for (conn, link) in blocked {
+            self.grant_credit(conn, link);
+        }
+    }
+
+    fn finish_publish_if_done(&mut self, publish: u64) {
+        let done = self
+            .publishes
+            .get(&publish)
+            .is_some_and(|p| p.remaining == 0);
+        if !done {
+            return;
+        }
+        let Some(p) = self.publishes.remove(&publish) else {
+            return;
+        };
+        if p.settled {
+            if let Some(error) = p.rejection {
+                debug!(?error, "a settled message was not taken");
+            }
+            return;
+        }
+        let state = match p.rejection {
+            None => DeliveryState::Accepted(Accepted),
+            Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
+        };
+        self.tell(
+            p.conn,
+            ToConnection::Outcome {
+                delivery: p.delivery,
+                state,
+            },
+        );
+    }
+
+    // ---- the pipeline -----------------------------------------------------
+
+    /// Queues a command; one that changes durable state is appended to the
+    /// log first.
+    fn submit(&mut self, command: Command, reply: Reply) {
+        let now_ms = self.io.unix_time_ms();
+        let append = self.is_durable(&command).then(|| {
+            self.appends_in_flight += 1;
+            Box::pin(self.log.append(encode_record(now_ms, &command))) as Append
+        });
+        self.pipeline.push_back(Pending {
+            now_ms,
+            command,
+            append,
+            appended: None,
+            reply,
+        });
+    }
+
+    /// Whether a command must be durable before it is applied. Decided from
+    /// the registry, which already knows queues whose declaration is still
+    /// in the pipeline.
+    fn is_durable(&self, command: &Command) -> bool {
+        let durable_queue = |queue: &str| self.registry.get(queue).is_some_and(|c| c.durable);
+        match command {
+            Command::Declare { config, .. } => config.durable,
+            Command::Delete { queue } => durable_queue(queue),
+            Command::Enqueue { queue, message, .. } => message.durable && durable_queue(queue),
+            Command::Settle { queue, .. } => durable_queue(queue),
+            Command::Expire => true,
+            Command::Attach { .. } | Command::Credit { .. } | Command::Detach { .. } => false,
+        }
+    }
+
+    fn poll_appends(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut progressed = false;
+        for pending in &mut self.pipeline {
+            let Some(append) = pending.append.as_mut() else {
+                continue;
+            };
+            if let Poll::Ready(result) = append.as_mut().poll(cx) {
+                pending.append = None;
+                pending.appended = Some(result);
+                self.appends_in_flight -= 1;
+                progressed = true;
+            }
+        }
+        if progressed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Applies commands from the head of the pipeline for as long as they
+    /// are durable (or need not be).
+    fn apply_ready(&mut self) -> Result<(), NodeError> {
+        let mut applied_any = false;
+        while self.pipeline.front().is_some_and(|p| p.append.is_none()) {
+            let Some(pending) = self.pipeline.pop_front() else {
+                break;
+            };
+            match pending.appended {
+                Some(Err(LogError::NoSpace)) => self.refuse_for_lack_of_space(pending),
+                Some(Err(error)) => {
+                    error!(%error, "the log failed: stopping, since what is on disk is unknown");
+                    return Err(NodeError::Log(error));
+                }
+                Some(Ok(lsn)) => {
+                    self.last_lsn = Some(lsn);
+                    self.records_since_snapshot += 1;
+                    self.apply(pending.now_ms, pending.command, pending.reply);
+                    applied_any = true;
+                }
+                None => {
+                    self.apply(pending.now_ms, pending.command, pending.reply);
+                    applied_any = true;
+                }
+            }
+        }
+        if applied_any {
+            self.unblock_producers();
+            self.maybe_snapshot();
+        }
+        Ok(())
+    }
+
+    /// A command the full disk could not log is not applied: a message is
+    /// rejected (the producer may retry), anything else is dropped and
+    /// logged (a settle not recorded means a redelivery, never a loss).
+    fn refuse_for_lack_of_space(&mut self, pending: Pending) {
+        warn!(command = ?pending.command, "disk full: command not logged");
+        if matches!(pending.command, Command::Expire) {
+            self.expire_pending = false;
+        }
+        if let Reply::Publish(publish) = pending.reply {
+            if let Some(p) = self.publishes.get_mut(&publish) {
+                p.remaining -= 1;
+                p.rejection = Some(Error::new(
+                    condition::RESOURCE_LIMIT_EXCEEDED,
+                    "the broker's disk is full",
+                ));
+            }
+            self.finish_publish_if_done(publish);
+        }
+    }
+
+    fn apply(&mut self, now_ms: u64, command: Command, reply: Reply) {
+        if matches!(command, Command::Expire) {
+            self.expire_pending = false;
+        }
+        let mut effects = std::mem::take(&mut self.effects);
+        self.queues.apply(now_ms, command, &mut effects);
+        for effect in effects.drain(..) {
+            self.on_effect(effect, reply);
+        }
+        self.effects = effects;
+        if let Reply::Publish(publish) = reply {
+            if let Some(p) = self.publishes.get_mut(&publish) {
+                p.remaining -= 1;
+            }
+            self.finish_publish_if_done(publish);
+        }
+    }
+
+    fn on_effect(&mut self, effect: Effect, reply: Reply) {
+        match effect {
+            Effect::Deliver { consumer, delivery } => {
+                let Some(info) = self.consumers.get(&consumer) else {
+                    return;
+                };
+                let message = render(
+                    &delivery.body,
+                    delivery.delivery_count,
+                    delivery.first_acquirer,
+                    &delivery.annotations,
+                )
+                .unwrap_or_else(|_| delivery.body.clone());
+                self.tell(
+                    info.conn,
+                    ToConnection::Deliver {
+                        link: info.link,
+                        queue: delivery.queue,
+                        seq: delivery.seq,
+                        message,
+                        settled: delivery.settled,
+                    },
+                );
+            }
+            Effect::DrainComplete { consumer } => {
+                if let Some(info) = self.consumers.get(&consumer) {
+                    self.tell(info.conn, ToConnection::DrainComplete { link: info.link });
+                }
+            }
+            Effect::EnqueueRejected { reason, queue, .. } => {
+                if let Reply::Publish(publish) = reply
+                    && let Some(p) = self.publishes.get_mut(&publish)
+                {
+                    p.rejection = Some(match reason {
+                        RejectReason::NotFound => {
+                            Error::new(condition::NOT_FOUND, format!("no queue named {queue:?}"))
+                        }
+                        RejectReason::Overflow => Error::new(
+                            condition::RESOURCE_LIMIT_EXCEEDED,
+                            format!("queue {queue:?} is full"),
+                        ),
+                        // The node assigns increasing sequence numbers:
+                        // this is a bug, reported to the producer, not fatal.
+                        RejectReason::SeqNotIncreasing => {
+                            error!(queue, "sequence number out of order");
+                            Error::new(condition::INTERNAL_ERROR, "sequence number out of order")
+                        }
+                    });
+                }
+            }
+            Effect::ConsumerClosed { consumer, .. } => {
+                if let Some(info) = self.consumers.remove(&consumer) {
+                    self.consumer_ids.remove(&(info.conn, info.link));
+                    let refusal = Refusal {
+                        condition: condition::RESOURCE_DELETED,
+                        description: format!("queue {:?} is gone", info.queue),
+                    };
+                    self.tell(
+                        info.conn,
+                        ToConnection::CloseLink {
+                            link: info.link,
+                            refusal,
+                        },
+                    );
+                }
+            }
+            Effect::DeadLettered {
+                from,
+                seq,
+                to,
+                reason,
+            } => {
+                debug!(from, seq, ?to, ?reason, "dead-lettered");
+            }
+            other => debug!(effect = ?other, "queue effect"),
+        }
+    }
+
+    /// After enough logged commands, writes the durable state as a snapshot
+    /// so that recovery starts from it and older segments can go.
+    fn maybe_snapshot(&mut self) {
+        if self.records_since_snapshot < self.settings.snapshot_every_records {
+            return;
+        }
+        // The snapshot must cover exactly what is applied: wait until no
+        // logged command is between its append and its application.
+        if self.pipeline.iter().any(|p| self.is_durable(&p.command)) {
+            return;
+        }
+        let Some(upto) = self.last_lsn else {
+            return;
+        };
+        self.records_since_snapshot = 0;
+        let state = self.queues.snapshot();
+        let log = self.log.clone();
+        self.io.spawn(async move {
+            if let Err(error) = log.snapshot(upto, state).await {
+                error!(%error, "snapshot failed; the log keeps growing until the next one");
+            }
+        });
+    }
+
+    fn expiry_deadline(&self) -> Option<std::time::Instant> {
+        let due_ms = self.queues.next_expiry()?;
+        let now_ms = self.io.unix_time_ms();
+        Some(self.io.now() + Duration::from_millis(due_ms.saturating_sub(now_ms)))
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => seam::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

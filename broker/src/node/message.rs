@@ -1,0 +1,210 @@
+//! What the broker reads from, and writes into, the messages it carries.
+//!
+//! Messages travel as the bytes the producer sent. The broker looks only at
+//! the sections before the body (header, annotations, properties), and
+//! rewrites the header and message annotations only when a redelivery or a
+//! dead-lettering has something to say: a first delivery is the producer's
+//! bytes, unchanged and uncopied.
+
+use bytes::Bytes;
+
+use crate::amqp::codec::{Decode, DecodeError, Descriptor, Reader, Value, read_descriptor};
+use crate::amqp::types::{Header, Message, Section, section};
+
+/// What routing, durability and expiry need to know about a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspected {
+    /// `header.durable`.
+    pub durable: bool,
+    /// `header.ttl`, in milliseconds.
+    pub ttl_ms: Option<u64>,
+    /// `properties.absolute-expiry-time`, in Unix milliseconds.
+    pub absolute_expiry_ms: Option<u64>,
+    /// `properties.to`, for the anonymous relay.
+    pub to: Option<String>,
+}
+
+/// Reads the sections that precede the body; the body is not decoded.
+pub fn inspect(message: &Bytes) -> Result<Inspected, DecodeError> {
+    let mut inspected = Inspected::default();
+    let mut r = Reader::new(message.clone());
+    while !r.is_empty() {
+        if is_body_section(&r)? {
+            break;
+        }
+        match Section::decode(&mut r)? {
+            Section::Header(header) => {
+                inspected.durable = header.durable;
+                inspected.ttl_ms = header.ttl.map(u64::from);
+            }
+            Section::Properties(properties) => {
+                inspected.absolute_expiry_ms = properties
+                    .absolute_expiry_time
+                    .and_then(|t| u64::try_from(t.0).ok());
+                inspected.to = properties.to;
+                // Nothing after the properties concerns the broker.
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(inspected)
+}
+
+/// True if the next section is a body section (or the footer after it).
+fn is_body_section(r: &Reader) -> Result<bool, DecodeError> {
+    let mut peek = r.clone();
+    Ok(match read_descriptor(&mut peek)? {
+        Descriptor::Code(code) => code >= section::DATA,
+        Descriptor::Name(name) => {
+            let name = name.as_str();
+            name.starts_with("amqp:data:")
+                || name.starts_with("amqp:amqp-sequence:")
+                || name.starts_with("amqp:amqp-value:")
+                || name.starts_with("amqp:footer:")
+        }
+        Descriptor::Other(_) => false,
+    })
+}
+
+/// The message as a consumer receives it: the stored bytes, with the header
+/// and message annotations rewritten when the delivery carries news
+/// (a failed earlier delivery, or annotations from `modified` or
+/// dead-lettering).
+pub fn render(
+    body: &Bytes,
+    delivery_count: u32,
+    first_acquirer: bool,
+    annotations: &[(Value, Value)],
+) -> Result<Bytes, DecodeError> {
+    if delivery_count == 0 && annotations.is_empty() {
+        return Ok(body.clone());
+    }
+    let mut message = Message::decode(body.clone())?;
+    let sections = &mut message.sections;
+    match sections.iter_mut().find_map(|s| match s {
+        Section::Header(h) => Some(h),
+        _ => None,
+    }) {
+        Some(header) => {
+            header.delivery_count = delivery_count;
+            header.first_acquirer = first_acquirer;
+        }
+        None => sections.insert(
+            0,
+            Section::Header(Header {
+                delivery_count,
+                first_acquirer,
+                ..Header::default()
+            }),
+        ),
+    }
+    if !annotations.is_empty() {
+        merge_annotations(sections, annotations);
+    }
+    Ok(message.encode())
+}
+
+/// Sets `annotations` in the message-annotations section (replacing keys
+/// already there), creating the section in its place if there is none.
+fn merge_annotations(sections: &mut Vec<Section>, annotations: &[(Value, Value)]) {
+    let existing = sections.iter_mut().find_map(|s| match s {
+        Section::MessageAnnotations(m) => Some(m),
+        _ => None,
+    });
+    let map = match existing {
+        Some(map) => map,
+        None => {
+            // Message annotations follow the header and delivery annotations.
+            let at = sections
+                .iter()
+                .take_while(|s| matches!(s, Section::Header(_) | Section::DeliveryAnnotations(_)))
+                .count();
+            sections.insert(at, Section::MessageAnnotations(Vec::new()));
+            match &mut sections[at] {
+                Section::MessageAnnotations(map) => map,
+                _ => unreachable!("just inserted"),
+            }
+        }
+    };
+    for (key, value) in annotations {
+        match map.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.clone(),
+            None => map.push((key.clone(), value.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::codec::Symbol;
+    use crate::amqp::types::{Properties, Timestamp};
+
+    fn message(sections: Vec<Section>) -> Bytes {
+        Message { sections }.encode()
+    }
+
+    #[test]
+    fn inspect_reads_header_and_properties_only() {
+        let bytes = message(vec![
+            Section::Header(Header {
+                durable: true,
+                ttl: Some(500),
+                ..Header::default()
+            }),
+            Section::Properties(Box::new(Properties {
+                to: Some("orders".into()),
+                absolute_expiry_time: Some(Timestamp(1_700_000_000_000)),
+                ..Properties::default()
+            })),
+            Section::Data(Bytes::from_static(b"body")),
+        ]);
+        assert_eq!(
+            inspect(&bytes),
+            Ok(Inspected {
+                durable: true,
+                ttl_ms: Some(500),
+                absolute_expiry_ms: Some(1_700_000_000_000),
+                to: Some("orders".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn a_message_without_header_is_not_durable() {
+        let bytes = message(vec![Section::Data(Bytes::from_static(b"x"))]);
+        assert_eq!(inspect(&bytes), Ok(Inspected::default()));
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(inspect(&Bytes::from_static(b"\x00\x53\x70\xff")).is_err());
+    }
+
+    #[test]
+    fn a_first_delivery_is_the_producers_bytes() {
+        let bytes = message(vec![Section::Data(Bytes::from_static(b"x"))]);
+        let rendered = render(&bytes, 0, true, &[]).unwrap();
+        assert_eq!(rendered.as_ptr(), bytes.as_ptr(), "not copied");
+    }
+
+    #[test]
+    fn a_redelivery_carries_its_count_and_annotations() {
+        let bytes = message(vec![Section::Data(Bytes::from_static(b"x"))]);
+        let reason = (
+            Value::Symbol(Symbol::from_static("x-opt-deadletter-reason")),
+            Value::Symbol(Symbol::from_static("rejected")),
+        );
+        let rendered = render(&bytes, 3, false, std::slice::from_ref(&reason)).unwrap();
+        let message = Message::decode(rendered).unwrap();
+        let header = message.header().unwrap();
+        assert_eq!(header.delivery_count, 3);
+        assert!(!header.first_acquirer);
+        assert_eq!(
+            message.sections[1],
+            Section::MessageAnnotations(vec![reason])
+        );
+        assert_eq!(message.sections[2], Section::Data(Bytes::from_static(b"x")));
+    }
+}

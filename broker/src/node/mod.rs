@@ -1,0 +1,191 @@
+//! The broker node: the one task that owns the queues and the durable log,
+//! and the messages connections exchange with it.
+//!
+//! Connections run their AMQP engines in their own tasks; everything that
+//! touches shared state — queues, topics, the log — is a [`Request`] to the
+//! node task, which answers with [`ToConnection`] messages. Funnelling every
+//! change through one task gives one total order of commands: the order they
+//! are logged in, applied in, and (in the replication issue) replicated in.
+//!
+//! Durability rule: a command that changes durable state is appended to the
+//! log and applied to the queues only once the log says it is fsynced;
+//! commands behind it wait, so application order is log order. A producer's
+//! `accepted` is sent only after its message's command was applied.
+
+mod address;
+mod core;
+mod message;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use address::{
+    ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, consumer_node, producer_node,
+};
+pub use core::{NodeError, NodeSettings, run, start};
+pub use message::{Inspected, inspect, render};
+
+use crate::amqp::engine::{DeliveryId, LinkId};
+use crate::amqp::types::DeliveryState;
+use crate::queue::{Outcome, Seq};
+
+/// A connection, as the node knows it.
+pub type ConnId = u64;
+
+/// A cheap handle for sending requests to the node task.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl NodeHandle {
+    /// Sends a request. Fails only if the node task has stopped, which ends
+    /// the broker; callers then close their connection.
+    pub fn send(&self, request: Request) -> Result<(), NodeStopped> {
+        self.requests.send(request).map_err(|_| NodeStopped)
+    }
+}
+
+/// The node task has stopped (the broker is shutting down or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the broker node has stopped")]
+pub struct NodeStopped;
+
+/// What a connection asks of the node.
+#[derive(Debug)]
+pub enum Request {
+    /// A new connection, and where to send its [`ToConnection`] messages.
+    Register {
+        /// The connection.
+        conn: ConnId,
+        /// Its inbox.
+        inbox: mpsc::UnboundedSender<ToConnection>,
+    },
+    /// A client attached a receiving link: make it a consumer of `node`.
+    AttachConsumer {
+        /// The connection.
+        conn: ConnId,
+        /// The link.
+        link: LinkId,
+        /// What its source names.
+        node: ConsumerNode,
+        /// The link's name (names a durable subscription).
+        link_name: String,
+        /// The client's container id (scopes a durable subscription).
+        container_id: String,
+    },
+    /// A client attached a sending link towards `node`.
+    AttachProducer {
+        /// The connection.
+        conn: ConnId,
+        /// The link.
+        link: LinkId,
+        /// What its target names.
+        node: ProducerNode,
+    },
+    /// A message arrived on a producer link.
+    Publish {
+        /// The connection.
+        conn: ConnId,
+        /// The delivery (its link is the producer).
+        delivery: DeliveryId,
+        /// The message bytes.
+        message: Bytes,
+        /// True if the client sent it settled: no outcome is expected.
+        settled: bool,
+    },
+    /// A consumer's link credit changed.
+    Credit {
+        /// The connection.
+        conn: ConnId,
+        /// The consumer's link.
+        link: LinkId,
+        /// Deliveries it may receive now.
+        credit: u32,
+        /// Use the credit up, or give it back.
+        drain: bool,
+    },
+    /// A consumer settled a delivery.
+    Settle {
+        /// Which queue the message is in.
+        queue: String,
+        /// Which message.
+        seq: Seq,
+        /// What the consumer concluded.
+        outcome: Outcome,
+    },
+    /// A link detached.
+    Detach {
+        /// The connection.
+        conn: ConnId,
+        /// The link.
+        link: LinkId,
+        /// The link was closed, not only detached: a durable subscription
+        /// ends with it.
+        closed: bool,
+    },
+    /// The connection ended: every link of it is gone.
+    Disconnect {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// What the node tells a connection.
+#[derive(Debug)]
+pub enum ToConnection {
+    /// The answer to [`Request::AttachConsumer`]: the address the consumer
+    /// reads from (a dynamic node's name is chosen here), or a refusal.
+    ConsumerAttached {
+        /// The link.
+        link: LinkId,
+        /// The resolved address, or why not.
+        result: Result<String, Refusal>,
+    },
+    /// The answer to [`Request::AttachProducer`].
+    ProducerAttached {
+        /// The link.
+        link: LinkId,
+        /// Ok, or why not.
+        result: Result<(), Refusal>,
+    },
+    /// Grant a producer this much link credit.
+    ProducerCredit {
+        /// The producer's link.
+        link: LinkId,
+        /// The credit to grant.
+        credit: u32,
+    },
+    /// Send a message to a consumer.
+    Deliver {
+        /// The consumer's link.
+        link: LinkId,
+        /// The queue it comes from.
+        queue: String,
+        /// The message in that queue.
+        seq: Seq,
+        /// The message bytes as the consumer receives them.
+        message: Bytes,
+        /// True if sent settled (browsing): no outcome is expected.
+        settled: bool,
+    },
+    /// A consumer's drain is done: give its remaining credit back.
+    DrainComplete {
+        /// The consumer's link.
+        link: LinkId,
+    },
+    /// The outcome of a publish: send it to the producer.
+    Outcome {
+        /// The producer's delivery.
+        delivery: DeliveryId,
+        /// `accepted`, or `rejected` with why.
+        state: DeliveryState,
+    },
+    /// Close a link (its queue was deleted).
+    CloseLink {
+        /// The link.
+        link: LinkId,
+        /// Why.
+        refusal: Refusal,
+    },
+}

@@ -1,0 +1,203 @@
+//! The encoding of commands, as the log stores them: AMQP described lists
+//! with descriptors in Sluice's private domain, strictly decoded.
+//!
+//! Outcomes reuse the AMQP outcome types (`amqp:accepted:list`, …), since
+//! they are those outcomes.
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Command, NewMessage, Outcome, Overflow, QueueConfig};
+use crate::amqp::codec::{
+    Composite, Decode, DecodeError, DecodeErrorKind, Encode, FieldDecoder, FieldEncoder, Reader,
+    Symbol, composite_codec, from_bytes, read_descriptor, to_bytes,
+};
+use crate::amqp::types::{self, DeliveryState};
+
+/// Sluice's descriptor domain ("SL"): codes are `DOMAIN | id`.
+pub(super) const DOMAIN: u64 = 0x534C_0000_0000_0000;
+
+impl Command {
+    /// The command as the log stores it.
+    pub fn encode(&self) -> Bytes {
+        to_bytes(self)
+    }
+
+    /// A command from [`Command::encode`]'s bytes, all of them.
+    pub fn decode(bytes: Bytes) -> Result<Command, DecodeError> {
+        from_bytes(bytes)
+    }
+}
+
+/// Declares one record type per command variant, each a composite whose
+/// fields are the variant's fields in order, all mandatory, plus the
+/// `Encode` and `Decode` of [`Command`] that go through them.
+macro_rules! command_records {
+    ($($record:ident => $variant:ident, $id:literal, $name:literal { $($field:ident: $ty:ty),* })*) => {
+        $(
+            struct $record {
+                $($field: $ty,)*
+            }
+
+            impl Composite for $record {
+                const NAME: &'static str = $name;
+                const CODE: u64 = DOMAIN | $id;
+
+                fn encode_fields(&self, _fields: &mut FieldEncoder<'_>) {
+                    $(_fields.field(&self.$field);)*
+                }
+
+                fn decode_fields(_fields: &mut FieldDecoder) -> Result<Self, DecodeError> {
+                    Ok(Self {
+                        $($field: _fields.required(stringify!($field))?,)*
+                    })
+                }
+            }
+        )*
+
+        impl Encode for Command {
+            fn encode(&self, buf: &mut BytesMut) {
+                match self {
+                    $(Command::$variant { $($field),* } => {
+                        $record { $($field: Clone::clone($field)),* }.encode_composite(buf)
+                    })*
+                }
+            }
+        }
+
+        impl Decode for Command {
+            fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+                let descriptor = read_descriptor(r)?;
+                $(if descriptor.is($record::NAME, $record::CODE) {
+                    let $record { $($field),* } = $record::decode_after_descriptor(r)?;
+                    return Ok(Command::$variant { $($field),* });
+                })*
+                Err(DecodeErrorKind::UnexpectedDescriptor.into())
+            }
+        }
+    };
+}
+
+command_records! {
+    DeclareRecord => Declare, 0x01, "sluice:declare:list" { queue: String, config: QueueConfig }
+    DeleteRecord => Delete, 0x02, "sluice:delete:list" { queue: String }
+    EnqueueRecord => Enqueue, 0x03, "sluice:enqueue:list" { queue: String, seq: u64, message: NewMessage }
+    AttachRecord => Attach, 0x04, "sluice:attach:list" { consumer: u64, queue: String, browse: bool }
+    CreditRecord => Credit, 0x05, "sluice:credit:list" { consumer: u64, credit: u32, drain: bool }
+    SettleRecord => Settle, 0x06, "sluice:settle:list" { queue: String, seq: u64, outcome: Outcome }
+    DetachRecord => Detach, 0x07, "sluice:detach:list" { consumer: u64 }
+    ExpireRecord => Expire, 0x08, "sluice:expire:list" {}
+}
+
+impl Composite for QueueConfig {
+    const NAME: &'static str = "sluice:queue-config:list";
+    const CODE: u64 = DOMAIN | 0x10;
+
+    fn encode_fields(&self, f: &mut FieldEncoder<'_>) {
+        f.field(&self.durable)
+            .field(&self.max_length)
+            .field(&self.max_bytes)
+            .field(&self.overflow)
+            .field(&self.dead_letter_queue)
+            .field(&self.delivery_limit)
+            .field(&self.default_ttl_ms);
+    }
+
+    fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
+        Ok(Self {
+            durable: f.required("durable")?,
+            max_length: f.optional("max-length")?,
+            max_bytes: f.optional("max-bytes")?,
+            overflow: f.required("overflow")?,
+            dead_letter_queue: f.optional("dead-letter-queue")?,
+            delivery_limit: f.optional("delivery-limit")?,
+            default_ttl_ms: f.optional("default-ttl-ms")?,
+        })
+    }
+}
+
+impl Composite for NewMessage {
+    const NAME: &'static str = "sluice:new-message:list";
+    const CODE: u64 = DOMAIN | 0x11;
+
+    fn encode_fields(&self, f: &mut FieldEncoder<'_>) {
+        f.field(&self.body)
+            .field(&self.durable)
+            .field(&self.ttl_ms)
+            .field(&self.absolute_expiry_ms);
+    }
+
+    fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
+        Ok(Self {
+            body: f.required("body")?,
+            durable: f.required("durable")?,
+            ttl_ms: f.optional("ttl-ms")?,
+            absolute_expiry_ms: f.optional("absolute-expiry-ms")?,
+        })
+    }
+}
+
+composite_codec!(QueueConfig, NewMessage);
+
+impl Overflow {
+    fn symbol(self) -> &'static str {
+        match self {
+            Overflow::RejectPublish => "reject-publish",
+            Overflow::DropHead => "drop-head",
+        }
+    }
+}
+
+impl Encode for Overflow {
+    fn encode(&self, buf: &mut BytesMut) {
+        Symbol::from_static(self.symbol()).encode(buf)
+    }
+}
+
+impl Decode for Overflow {
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let symbol = Symbol::decode(r)?;
+        [Overflow::RejectPublish, Overflow::DropHead]
+            .into_iter()
+            .find(|o| symbol == o.symbol())
+            .ok_or(DecodeErrorKind::InvalidValue.into())
+    }
+}
+
+impl Encode for Outcome {
+    fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            Outcome::Accepted => types::Accepted.encode(buf),
+            Outcome::Released => types::Released.encode(buf),
+            Outcome::Rejected => types::Rejected::default().encode(buf),
+            Outcome::Modified {
+                delivery_failed,
+                undeliverable_here,
+                annotations,
+            } => types::Modified {
+                delivery_failed: *delivery_failed,
+                undeliverable_here: *undeliverable_here,
+                message_annotations: annotations.clone(),
+            }
+            .encode(buf),
+        }
+    }
+}
+
+impl Decode for Outcome {
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        match DeliveryState::decode(r)? {
+            DeliveryState::Accepted(_) => Ok(Outcome::Accepted),
+            DeliveryState::Released(_) => Ok(Outcome::Released),
+            // The log never carries the error: the queue does not keep it.
+            DeliveryState::Rejected(types::Rejected { error: None }) => Ok(Outcome::Rejected),
+            DeliveryState::Modified(m) => Ok(Outcome::Modified {
+                delivery_failed: m.delivery_failed,
+                undeliverable_here: m.undeliverable_here,
+                annotations: m.message_annotations,
+            }),
+            DeliveryState::Rejected(_) | DeliveryState::Received(_) => {
+                Err(DecodeErrorKind::InvalidValue.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! [`Queues`]: every queue, fed commands, answering with effects.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::consumer::Consumer;
+use super::message::Message;
+use super::single::{Admission, Queue};
+use super::{
+    CloseReason, Command, ConsumerId, DeadLetterReason, Effect, NewMessage, Outcome, QueueConfig,
+    QueueInfo, RejectReason, Seq,
+};
+use crate::amqp::codec::DecodeError;
+
+/// The queue state machine: every queue, its messages and its consumers.
+///
+/// Feed it commands with [`Queues::apply`]; it appends the effects the
+/// broker must carry out. See the [module](super) documentation for what is
+/// durable and how replay stays exact.
+#[derive(Debug, Default)]
+pub struct Queues {
+    /// Every queue, by name.
+    queues: BTreeMap<String, Queue>,
+    /// The queue each attached consumer reads.
+    consumers: BTreeMap<ConsumerId, String>,
+    /// The greatest seq ever accepted.
+    last_seq: Seq,
+}
+
+/// A message on its way to a dead-letter queue.
+struct DeadLetter {
+    from: String,
+    seq: Seq,
+    message: Message,
+    reason: DeadLetterReason,
+}
+
+impl Queues {
+    /// No queues.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one command at `now_ms`, appending its effects.
+    pub fn apply(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
+        match command {
+            Command::Declare { queue, config } => self.declare(queue, config, effects),
+            Command::Delete { queue } => self.delete(queue, effects),
+            Command::Enqueue {
+                queue,
+                seq,
+                message,
+            } => self.enqueue(now_ms, queue, seq, message, effects),
+            Command::Attach {
+                consumer,
+                queue,
+                browse,
+            } => self.attach(consumer, queue, browse, effects),
+            Command::Credit {
+                consumer,
+                credit,
+                drain,
+            } => self.credit(now_ms, consumer, credit, drain, effects),
+            Command::Settle {
+                queue,
+                seq,
+                outcome,
+            } => self.settle(now_ms, queue, seq, outcome, effects),
+            Command::Detach { consumer } => self.detach(now_ms, consumer, effects),
+            Command::Expire => self.expire(now_ms, effects),
+        }
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// The earliest expiry among the messages held, for the caller's timer:
+    /// apply [`Command::Expire`] once `now_ms` reaches it.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.queues.values().filter_map(Queue::next_expiry).min()
+    }
+
+    /// A queue's counters, if it exists.
+    pub fn info(&self, queue: &str) -> Option<QueueInfo> {
+        self.queues.get(queue).map(Queue::info)
+    }
+
+    /// How many more messages the queue takes before it refuses publishes
+    /// (`u64::MAX` if unbounded or drop-head), if it exists. The broker
+    /// stops granting producers credit at 0.
+    pub fn room(&self, queue: &str) -> Option<u64> {
+        self.queues.get(queue).map(Queue::room)
+    }
+
+    /// The greatest seq ever accepted (after a restore: as far as the
+    /// snapshot and the replayed log know). Seqs the caller assigns must
+    /// exceed it.
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Every queue with its configuration, in name order: what a restarted
+    /// broker rebuilds its routing from.
+    pub fn declared(&self) -> impl Iterator<Item = (&str, &QueueConfig)> {
+        self.queues
+            .iter()
+            .map(|(name, queue)| (name.as_str(), &queue.config))
+    }
+
+    /// The durable state: durable queues, their persistent messages (with
+    /// delivery counts, annotations and expiries) and the last seq. Not
+    /// consumers, nor what they hold: every message restores ready.
+    pub fn snapshot(&self) -> Bytes {
+        super::snapshot::encode(self, self.last_seq)
+    }
+
+    /// The queues a snapshot holds, with no consumers.
+    pub fn restore(snapshot: Bytes) -> Result<Self, DecodeError> {
+        super::snapshot::decode(snapshot)
+    }
+
+    /// The queue `name`.
+    pub(super) fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.get(name)
+    }
+
+    /// The queue `consumer` reads, and the consumer's state.
+    pub(super) fn consumer(&self, consumer: ConsumerId) -> Option<(&Queue, &Consumer)> {
+        let queue = self.queues.get(self.consumers.get(&consumer)?)?;
+        Some((queue, queue.consumer(consumer)?))
+    }
+
+    /// Every queue, by name.
+    pub(super) fn all_queues(&self) -> impl Iterator<Item = &Queue> {
+        self.queues.values()
+    }
+
+    /// A machine holding restored queues, with no consumers. The snapshot
+    /// decoder has checked them; the invariants are checked again here.
+    pub(super) fn restored(queues: Vec<Queue>, last_seq: Seq) -> Self {
+        let mut restored = Self {
+            last_seq,
+            ..Self::default()
+        };
+        for queue in queues {
+            let previous = restored.queues.insert(queue.name.clone(), queue);
+            assert!(previous.is_none(), "restored a queue twice");
+        }
+        restored.check_invariants();
+        restored
+    }
+
+    fn declare(&mut self, queue: String, config: QueueConfig, effects: &mut Vec<Effect>) {
+        match self.queues.get(&queue) {
+            Some(existing) if existing.config != config => {
+                effects.push(Effect::DeclareConflict {
+                    existing: existing.config.clone(),
+                    queue,
+                });
+            }
+            Some(_) => effects.push(Effect::Declared { queue }),
+            None => {
+                let created = Queue::new(queue.clone(), config);
+                self.queues.insert(queue.clone(), created);
+                effects.push(Effect::Declared { queue });
+            }
+        }
+    }
+
+    fn delete(&mut self, queue: String, effects: &mut Vec<Effect>) {
+        let Some(deleted) = self.queues.remove(&queue) else {
+            return;
+        };
+        for consumer in deleted.consumer_ids() {
+            let removed = self.consumers.remove(&consumer);
+            assert_eq!(removed.as_ref(), Some(&queue), "consumer index");
+            effects.push(Effect::ConsumerClosed {
+                consumer,
+                reason: CloseReason::QueueDeleted,
+            });
+        }
+        effects.push(Effect::Deleted { queue });
+    }
+
+    fn enqueue(
+        &mut self,
+        now_ms: u64,
+        queue: String,
+        seq: Seq,
+        message: NewMessage,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(target) = self.queues.get_mut(&queue) else {
+            return effects.push(rejected(queue, seq, RejectReason::NotFound));
+        };
+        if seq <= self.last_seq {
+            return effects.push(rejected(queue, seq, RejectReason::SeqNotIncreasing));
+        }
+        let message = Message::published(now_ms, message, &target.config);
+        let Ok(evicted) = target.admit(seq, message, Admission::Publish) else {
+            return effects.push(rejected(queue, seq, RejectReason::Overflow));
+        };
+        self.last_seq = seq;
+        effects.push(Effect::Enqueued {
+            queue: queue.clone(),
+            seq,
+        });
+        self.dead_letter_evicted(now_ms, &queue, evicted, effects);
+        self.dispatch(now_ms, &queue, effects);
+    }
+
+    fn attach(
+        &mut self,
+        consumer: ConsumerId,
+        queue: String,
+        browse: bool,
+        effects: &mut Vec<Effect>,
+    ) {
+        // Ids are unique while attached; a reused one is the caller's bug,
+        // and ignoring it leaves the attached consumer undisturbed.
+        if self.consumers.contains_key(&consumer) {
+            return;
+        }
+        let Some(target) = self.queues.get_mut(&queue) else {
+            return effects.push(Effect::ConsumerClosed {
+                consumer,
+                reason: CloseReason::QueueNotFound,
+            });
+        };
+        target.attach(consumer, browse);
+        self.consumers.insert(consumer, queue);
+    }
+
+    fn credit(
+        &mut self,
+        now_ms: u64,
+        consumer: ConsumerId,
+        credit: u32,
+        drain: bool,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(name) = self.consumers.get(&consumer) else {
+            return;
+        };
+        let queue = self.queues.get_mut(name).expect("consumers read queues");
+        queue.set_credit(consumer, credit);
+        queue.dispatch(now_ms, effects);
+        if drain {
+            queue.finish_drain(consumer, effects);
+        }
+    }
+
+    fn settle(
+        &mut self,
+        now_ms: u64,
+        queue: String,
+        seq: Seq,
+        outcome: Outcome,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(source) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        if source.message(seq).is_none() {
+            return;
+        }
+        let dead_letter = match outcome {
+            Outcome::Accepted => {
+                source.remove(seq);
+                None
+            }
+            Outcome::Released => {
+                source.release(seq);
+                None
+            }
+            Outcome::Rejected => Some(DeadLetterReason::Rejected),
+            Outcome::Modified {
+                delivery_failed,
+                undeliverable_here,
+                annotations,
+            } => {
+                source.modify(seq, annotations, undeliverable_here);
+                (delivery_failed && source.fail_delivery(seq))
+                    .then_some(DeadLetterReason::DeliveryLimit)
+            }
+        };
+        if let Some(reason) = dead_letter {
+            let message = source.remove(seq).expect("the message was found above");
+            let dead = DeadLetter {
+                from: queue.clone(),
+                seq,
+                message,
+                reason,
+            };
+            self.dead_letter(now_ms, vec![dead], effects);
+        }
+        self.dispatch(now_ms, &queue, effects);
+    }
+
+    fn detach(&mut self, now_ms: u64, consumer: ConsumerId, effects: &mut Vec<Effect>) {
+        let Some(name) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        let queue = self.queues.get_mut(&name).expect("consumers read queues");
+        queue.detach(consumer);
+        queue.dispatch(now_ms, effects);
+    }
+
+    fn expire(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
+        // Collected first, so that a message dead-lettered during this pass
+        // waits for the next one, on replay too.
+        let due: Vec<(String, Seq)> = self
+            .queues
+            .values()
+            .flat_map(|q| q.due(now_ms).into_iter().map(|seq| (q.name.clone(), seq)))
+            .collect();
+        for (queue, seq) in due {
+            // A dead-letter earlier in this pass may have evicted it.
+            let Some(message) = self.queues.get_mut(&queue).and_then(|q| q.remove(seq)) else {
+                continue;
+            };
+            let expired = DeadLetter {
+                from: queue,
+                seq,
+                message,
+                reason: DeadLetterReason::Expired,
+            };
+            self.dead_letter(now_ms, vec![expired], effects);
+        }
+    }
+
+    fn dead_letter_evicted(
+        &mut self,
+        now_ms: u64,
+        from: &str,
+        evicted: Vec<(Seq, Message)>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let batch = evicted
+            .into_iter()
+            .map(|(seq, message)| DeadLetter {
+                from: from.to_owned(),
+                seq,
+                message,
+                reason: DeadLetterReason::MaxLen,
+            })
+            .collect();
+        self.dead_letter(now_ms, batch, effects);
+    }
+
+    /// Moves messages, already out of their queues, to their queues'
+    /// dead-letter queues, or drops them.
+    ///
+    /// A dead-lettered message is admitted as [`Admission::DeadLetter`]: it
+    /// displaces only transient messages, and only if it is persistent, and
+    /// those displaced are admitted the same way but displace nothing. So
+    /// the work is finite, even when dead-letter queues form a cycle.
+    fn dead_letter(&mut self, now_ms: u64, batch: Vec<DeadLetter>, effects: &mut Vec<Effect>) {
+        let mut pending = VecDeque::from(batch);
+        while let Some(dead) = pending.pop_front() {
+            let DeadLetter {
+                from,
+                seq,
+                message,
+                reason,
+            } = dead;
+            let persistent = message.persistent;
+            let (to, evicted) = self.route(now_ms, &from, seq, message, reason);
+            // What bounds the loop: only a persistent message evicts, and
+            // only transient ones, which evict nothing in turn.
+            assert!(
+                persistent || evicted.is_empty(),
+                "a transient dead-letter evicted"
+            );
+            assert!(
+                evicted.iter().all(|(_, m)| !m.persistent),
+                "a dead-letter evicted a persistent message"
+            );
+            effects.push(Effect::DeadLettered {
+                from,
+                seq,
+                to: to.clone(),
+                reason,
+            });
+            let Some(to) = to else { continue };
+            pending.extend(evicted.into_iter().map(|(seq, message)| DeadLetter {
+                from: to.clone(),
+                seq,
+                message,
+                reason: DeadLetterReason::MaxLen,
+            }));
+            self.dispatch(now_ms, &to, effects);
+        }
+    }
+
+    /// Puts one dead-lettered message into its origin's dead-letter queue.
+    /// Returns that queue, or `None` if the message was dropped (no such
+    /// queue, no room, or it would arrive expired), and what it evicted.
+    fn route(
+        &mut self,
+        now_ms: u64,
+        from: &str,
+        seq: Seq,
+        mut message: Message,
+        reason: DeadLetterReason,
+    ) -> (Option<String>, Vec<(Seq, Message)>) {
+        let target_name = self
+            .queues
+            .get(from)
+            .and_then(|q| q.config.dead_letter_queue.clone());
+        let Some((name, target)) =
+            target_name.and_then(|name| self.queues.get_mut(&name).map(|t| (name, t)))
+        else {
+            return (None, Vec::new());
+        };
+        message.dead_lettered(now_ms, from, reason, &target.config);
+        // It would only expire again, at once: with queues whose default
+        // TTL is 0 dead-lettering to each other, `Expire` would never end.
+        if message.is_expired(now_ms) {
+            return (None, Vec::new());
+        }
+        match target.admit(seq, message, Admission::DeadLetter) {
+            Ok(evicted) => (Some(name), evicted),
+            Err(_) => (None, Vec::new()),
+        }
+    }
+
+    fn dispatch(&mut self, now_ms: u64, queue: &str, effects: &mut Vec<Effect>) {
+        if let Some(queue) = self.queues.get_mut(queue) {
+            queue.dispatch(now_ms, effects);
+        }
+    }
+
+    /// Checks every invariant; a failure is a bug.
+    fn check_invariants(&self) {
+        let mut seqs = BTreeSet::new();
+        for (name, queue) in &self.queues {
+            assert_eq!(name, &queue.name, "queue keyed by its name");
+            queue.check_invariants();
+            for seq in queue.seqs() {
+                assert!(seqs.insert(seq), "seq {seq} is in two queues");
+                assert!(seq <= self.last_seq, "seq {seq} beyond the last seq");
+            }
+            for consumer in queue.consumer_ids() {
+                assert_eq!(self.consumers.get(&consumer), Some(name), "consumer index");
+            }
+        }
+        for (consumer, name) in &self.consumers {
+            let queue = self.queues.get(name).expect("consumers read queues");
+            assert!(queue.consumer(*consumer).is_some(), "consumer index");
+        }
+    }
+}
+
+fn rejected(queue: String, seq: Seq, reason: RejectReason) -> Effect {
+    Effect::EnqueueRejected { queue, seq, reason }
+}

@@ -1,0 +1,177 @@
+//! A message as a queue holds it, and the tallies that limits are checked
+//! against.
+
+use bytes::Bytes;
+
+use super::{ConsumerId, DeadLetterReason, NewMessage, QueueConfig};
+use crate::amqp::codec::{Symbol, Value};
+
+/// Annotation naming why a message was dead-lettered.
+const DEAD_LETTER_REASON: &str = "x-opt-deadletter-reason";
+/// Annotation naming the queue a message was dead-lettered from.
+const DEAD_LETTER_QUEUE: &str = "x-opt-deadletter-queue";
+
+/// A message in a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Message {
+    /// The encoded message as received.
+    pub body: Bytes,
+    /// Part of the durable state: published durable into a durable queue.
+    pub persistent: bool,
+    /// When it expires, Unix milliseconds.
+    pub expiry_ms: Option<u64>,
+    /// Failed deliveries (durable).
+    pub delivery_count: u32,
+    /// Merged from `modified` outcomes and dead-lettering (durable).
+    pub annotations: Vec<(Value, Value)>,
+    /// A consumer acquired it before (volatile).
+    pub acquired_before: bool,
+    /// The consumer holding it unsettled; `None` while it is ready
+    /// (volatile).
+    pub holder: Option<ConsumerId>,
+}
+
+impl Message {
+    /// A message published at `now_ms` into a queue configured by `config`.
+    pub fn published(now_ms: u64, message: NewMessage, config: &QueueConfig) -> Self {
+        let ttl_ms = message.ttl_ms.or(config.default_ttl_ms);
+        Self {
+            persistent: message.durable && config.durable,
+            expiry_ms: expiry_ms(now_ms, ttl_ms, message.absolute_expiry_ms),
+            body: message.body,
+            delivery_count: 0,
+            annotations: Vec::new(),
+            acquired_before: false,
+            holder: None,
+        }
+    }
+
+    /// A message restored from a snapshot: persistent and ready. Its
+    /// acquisition history is lost, so a failed delivery is the only sign of
+    /// an earlier acquisition.
+    pub fn restored(
+        body: Bytes,
+        delivery_count: u32,
+        expiry_ms: Option<u64>,
+        annotations: Vec<(Value, Value)>,
+    ) -> Self {
+        Self {
+            body,
+            persistent: true,
+            expiry_ms,
+            delivery_count,
+            annotations,
+            acquired_before: delivery_count > 0,
+            holder: None,
+        }
+    }
+
+    /// Body bytes, as counted against `max_bytes`.
+    pub fn size(&self) -> u64 {
+        self.body.len() as u64
+    }
+
+    /// True once its time to live has run out.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expiry_ms.is_some_and(|expiry| expiry <= now_ms)
+    }
+
+    /// Merges annotations in, replacing the values of keys already present
+    /// and appending new keys in order.
+    pub fn merge_annotations(&mut self, annotations: Vec<(Value, Value)>) {
+        for (key, value) in annotations {
+            match self.annotations.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, existing)) => *existing = value,
+                None => self.annotations.push((key, value)),
+            }
+        }
+    }
+
+    /// Prepares a message taken from queue `from` for the dead-letter queue
+    /// configured by `target`, at `now_ms`.
+    ///
+    /// It starts afresh there: ready, no failed deliveries (so a message
+    /// dead-lettered for its delivery limit is not dead-lettered again at the
+    /// first failure), and, as in RabbitMQ, without its own expiry, which
+    /// would otherwise expire it again at once; the target's default TTL
+    /// applies. It stays persistent only if the target is durable.
+    pub fn dead_lettered(
+        &mut self,
+        now_ms: u64,
+        from: &str,
+        reason: DeadLetterReason,
+        target: &QueueConfig,
+    ) {
+        debug_assert!(self.holder.is_none(), "a message leaves its queue first");
+        self.merge_annotations(vec![
+            (
+                Value::Symbol(Symbol::from_static(DEAD_LETTER_REASON)),
+                Value::Symbol(Symbol::from_static(reason.as_str())),
+            ),
+            // A string, not a symbol: queue names need not be ASCII.
+            (
+                Value::Symbol(Symbol::from_static(DEAD_LETTER_QUEUE)),
+                Value::String(from.to_owned()),
+            ),
+        ]);
+        self.delivery_count = 0;
+        self.expiry_ms = expiry_ms(now_ms, target.default_ttl_ms, None);
+        self.persistent &= target.durable;
+    }
+}
+
+/// The expiry of a message arriving at `now_ms`: the earlier of its time to
+/// live and its absolute expiry time.
+fn expiry_ms(now_ms: u64, ttl_ms: Option<u64>, absolute_expiry_ms: Option<u64>) -> Option<u64> {
+    let relative = ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
+    match (relative, absolute_expiry_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How many messages, and how many body bytes, a set of messages holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Tally {
+    /// Messages.
+    pub count: u64,
+    /// Body bytes.
+    pub bytes: u64,
+}
+
+impl Tally {
+    /// Nothing.
+    pub const ZERO: Tally = Tally { count: 0, bytes: 0 };
+
+    /// Counts a message of `size` bytes in.
+    pub fn add(&mut self, size: u64) {
+        self.count += 1;
+        self.bytes += size;
+    }
+
+    /// Counts a message of `size` bytes out.
+    pub fn remove(&mut self, size: u64) {
+        assert!(self.count >= 1, "tally count underflow");
+        assert!(self.bytes >= size, "tally bytes underflow");
+        self.count -= 1;
+        self.bytes -= size;
+    }
+
+    /// True if one more message of `size` bytes stays within `config`'s
+    /// limits.
+    pub fn fits(self, size: u64, config: &QueueConfig) -> bool {
+        let count_fits = config
+            .max_length
+            .is_none_or(|max| self.count.checked_add(1).is_some_and(|c| c <= max));
+        let bytes_fit = config
+            .max_bytes
+            .is_none_or(|max| self.bytes.checked_add(size).is_some_and(|b| b <= max));
+        count_fits && bytes_fit
+    }
+
+    /// True if the tally is within `config`'s limits.
+    pub fn within(self, config: &QueueConfig) -> bool {
+        config.max_length.is_none_or(|max| self.count <= max)
+            && config.max_bytes.is_none_or(|max| self.bytes <= max)
+    }
+}

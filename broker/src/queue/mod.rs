@@ -1,0 +1,370 @@
+//! The queue state machine: every queue's messages, consumers and limits,
+//! fed [`Command`]s and answering with [`Effect`]s.
+//!
+//! Like TigerBeetle's state machine, [`Queues`] is pure and deterministic: no
+//! I/O, no clock (time arrives as `now_ms`, Unix milliseconds, with every
+//! command), no randomness, and only ordered collections, so the same
+//! commands at the same times always produce the same state and effects.
+//!
+//! # Durable state and replay
+//!
+//! The durable state is the durable queues and their *persistent* messages:
+//! those published durable into a durable queue (a durable message in a
+//! transient queue, or a transient one in a durable queue, is transient). The
+//! broker logs the commands for which [`Command::is_durable`] is true, with
+//! their `now_ms`, and replaying that log into [`Queues::restore`] of an
+//! earlier snapshot (or into [`Queues::new`]) rebuilds the same durable
+//! state. That holds because of one rule, which the design below follows:
+//!
+//! **A durable outcome never depends on volatile state.** Consumers,
+//! acquisitions and transient messages are absent on replay, so nothing they
+//! do may change a persistent message, and no decision about a persistent
+//! message may look at them:
+//!
+//! - Limits: a persistent message competes for room only with persistent
+//!   messages and, to fit, displaces transient ones first; a transient
+//!   message can never displace a persistent one (see [`Overflow`]).
+//! - Drop-head and expiry take a message whether or not a consumer holds it.
+//! - [`Command::Detach`] releases what the consumer holds without counting a
+//!   failed delivery; [`Queues::detach_commands`] adds the durable settles
+//!   that count it, and is how the broker should detach a consumer.
+//! - A dead-lettered message keeps its seq, so settles in the log still name
+//!   it.
+//!
+//! Volatile state (consumers, credit, which consumer holds what,
+//! `first_acquirer`, undeliverable-here marks) is never snapshotted and
+//! starts empty after a restore: every restored message is ready.
+
+mod command;
+mod consumer;
+mod durable;
+mod machine;
+mod message;
+mod single;
+mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+
+use crate::amqp::codec::Value;
+
+pub use machine::Queues;
+
+/// A message's sequence number, assigned by the caller on
+/// [`Command::Enqueue`]: greater than every seq ever accepted. It names the
+/// message for its whole life, through dead-lettering too, and orders the
+/// messages of a queue.
+pub type Seq = u64;
+
+/// A consumer, chosen by the caller and unique while it is attached.
+pub type ConsumerId = u64;
+
+/// What a full queue does with a publish.
+///
+/// Either way, a persistent message competes for room only with the
+/// queue's persistent messages, and the transient messages it then does not
+/// fit beside are dropped (dead-letter reason `maxlen`) to make way for it:
+/// that keeps every decision about durable state replayable. A transient
+/// message never displaces a persistent one, so it is rejected when only
+/// persistent messages could make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Refuse the publish ([`RejectReason::Overflow`]).
+    #[default]
+    RejectPublish,
+    /// Dead-letter the oldest messages (reason `maxlen`), whether ready or
+    /// held by a consumer, to make room. Applies to publishes only: a
+    /// dead-lettered message that does not fit is dropped instead, which
+    /// keeps dead-letter chains finite.
+    DropHead,
+}
+
+/// How a queue behaves; fixed when it is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The queue and its durable messages survive restarts.
+    pub durable: bool,
+    /// The most messages it holds, ready and unsettled.
+    pub max_length: Option<u64>,
+    /// The most body bytes it holds, ready and unsettled.
+    pub max_bytes: Option<u64>,
+    /// What a publish to a full queue does.
+    pub overflow: Overflow,
+    /// Where dead-lettered messages go. The message is dropped instead if
+    /// this is `None`, names no existing queue, or names one that has no
+    /// room for it or whose default TTL would expire it on arrival.
+    pub dead_letter_queue: Option<String>,
+    /// A message whose failed-delivery count reaches this is dead-lettered
+    /// (reason `delivery-limit`). As in RabbitMQ 4, 20 by default.
+    pub delivery_limit: Option<u32>,
+    /// The time to live of messages that carry no `header.ttl`.
+    pub default_ttl_ms: Option<u64>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            durable: false,
+            max_length: None,
+            max_bytes: None,
+            overflow: Overflow::RejectPublish,
+            dead_letter_queue: None,
+            delivery_limit: Some(20),
+            default_ttl_ms: None,
+        }
+    }
+}
+
+/// A published message, as the queue needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The encoded message as received; its length counts against
+    /// `max_bytes`.
+    pub body: Bytes,
+    /// `header.durable`.
+    pub durable: bool,
+    /// `header.ttl`, in milliseconds.
+    pub ttl_ms: Option<u64>,
+    /// `properties.absolute-expiry-time`, Unix milliseconds.
+    pub absolute_expiry_ms: Option<u64>,
+}
+
+/// How a consumer settled a delivery (spec part 3 §3.4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Processed: the message leaves the queue.
+    Accepted,
+    /// Not processed: the message goes back to its place, uncounted.
+    Released,
+    /// Not processed, with changes.
+    Modified {
+        /// Count a failed delivery (and dead-letter at the delivery limit).
+        delivery_failed: bool,
+        /// Never deliver it to this consumer again.
+        undeliverable_here: bool,
+        /// Merged into the message's annotations, replacing equal keys.
+        annotations: Vec<(Value, Value)>,
+    },
+    /// Invalid: the message is dead-lettered (reason `rejected`).
+    Rejected,
+}
+
+/// An input to [`Queues::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Creates a queue. Declaring an existing queue with the same config is
+    /// a no-op; with another config it keeps the old one and answers
+    /// [`Effect::DeclareConflict`].
+    Declare {
+        /// The queue's name.
+        queue: String,
+        /// How it behaves.
+        config: QueueConfig,
+    },
+    /// Deletes a queue and drops its messages; its consumers are closed.
+    Delete {
+        /// The queue's name.
+        queue: String,
+    },
+    /// Publishes a message.
+    Enqueue {
+        /// The queue's name.
+        queue: String,
+        /// Greater than every seq accepted before.
+        seq: Seq,
+        /// The message.
+        message: NewMessage,
+    },
+    /// Attaches a consumer, with no credit yet.
+    Attach {
+        /// The new consumer.
+        consumer: ConsumerId,
+        /// The queue it reads.
+        queue: String,
+        /// Distribution mode `copy`: receive every message once, settled,
+        /// without acquiring it.
+        browse: bool,
+    },
+    /// Sets a consumer's link credit, as an AMQP flow does.
+    Credit {
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The absolute link credit.
+        credit: u32,
+        /// Use the credit up now: what cannot be delivered is given back
+        /// with [`Effect::DrainComplete`].
+        drain: bool,
+    },
+    /// Settles a message by queue and seq, whoever holds it (on replay,
+    /// nobody does). Unknown queues and seqs are ignored: the message may
+    /// have been transient and not replayed, or already gone.
+    Settle {
+        /// The queue holding the message.
+        queue: String,
+        /// The message.
+        seq: Seq,
+        /// How it was settled.
+        outcome: Outcome,
+    },
+    /// Forgets a consumer; what it still holds goes back to its place
+    /// without counting a failed delivery (see [`Queues::detach_commands`]).
+    Detach {
+        /// The consumer.
+        consumer: ConsumerId,
+    },
+    /// Dead-letters (reason `expired`) every message due at `now_ms`, held
+    /// by a consumer or not.
+    Expire,
+}
+
+/// An output of [`Queues::apply`], for the broker to act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a message to a consumer.
+    Deliver {
+        /// The consumer.
+        consumer: ConsumerId,
+        /// What to send.
+        delivery: Delivery,
+    },
+    /// A drain finished: the consumer's credit is now 0.
+    DrainComplete {
+        /// The consumer.
+        consumer: ConsumerId,
+    },
+    /// A queue was declared (or already existed with this config).
+    Declared {
+        /// The queue.
+        queue: String,
+    },
+    /// A queue exists with another config, which it keeps.
+    DeclareConflict {
+        /// The queue.
+        queue: String,
+        /// The config it keeps.
+        existing: QueueConfig,
+    },
+    /// A queue was deleted.
+    Deleted {
+        /// The queue.
+        queue: String,
+    },
+    /// A message was accepted into a queue.
+    Enqueued {
+        /// The queue.
+        queue: String,
+        /// The message.
+        seq: Seq,
+    },
+    /// A message was refused.
+    EnqueueRejected {
+        /// The queue named by the publish.
+        queue: String,
+        /// The message.
+        seq: Seq,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A message left a queue for its dead-letter queue, or was dropped.
+    DeadLettered {
+        /// The queue it left.
+        from: String,
+        /// The message, which keeps its seq.
+        seq: Seq,
+        /// Where it went; `None` if it was dropped.
+        to: Option<String>,
+        /// Why.
+        reason: DeadLetterReason,
+    },
+    /// A consumer is gone, or never attached.
+    ConsumerClosed {
+        /// The consumer.
+        consumer: ConsumerId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// No queue has that name.
+    NotFound,
+    /// The queue is full and rejects publishes, or the message can never
+    /// fit.
+    Overflow,
+    /// The seq is not greater than every seq accepted before.
+    SeqNotIncreasing,
+}
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// A consumer rejected it.
+    Rejected,
+    /// It failed delivery `delivery_limit` times.
+    DeliveryLimit,
+    /// Its time to live ran out.
+    Expired,
+    /// It was dropped to make room.
+    MaxLen,
+}
+
+impl DeadLetterReason {
+    /// The value of the `x-opt-deadletter-reason` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::DeliveryLimit => "delivery-limit",
+            Self::Expired => "expired",
+            Self::MaxLen => "maxlen",
+        }
+    }
+}
+
+/// Why a consumer was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its queue does not exist.
+    QueueNotFound,
+    /// Its queue was deleted.
+    QueueDeleted,
+}
+
+/// A message sent to a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The queue it comes from; settle it with this and `seq`.
+    pub queue: String,
+    /// The message.
+    pub seq: Seq,
+    /// The encoded message as it was received.
+    pub body: Bytes,
+    /// Failed deliveries so far (`header.delivery-count`).
+    pub delivery_count: u32,
+    /// No consumer acquired this message before (`header.first-acquirer`).
+    /// Always false for a browse delivery, which acquires nothing.
+    pub first_acquirer: bool,
+    /// Sent settled: true for browse deliveries.
+    pub settled: bool,
+    /// Message annotations to add, replacing equal keys: those merged in by
+    /// `modified` outcomes and the dead-letter annotations
+    /// (`x-opt-deadletter-reason`, `x-opt-deadletter-queue`).
+    pub annotations: Vec<(Value, Value)>,
+}
+
+/// A queue's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// Messages ready for delivery (including expired ones that
+    /// [`Command::Expire`] has not removed yet).
+    pub depth: u64,
+    /// Messages delivered and not yet settled.
+    pub unsettled: u64,
+    /// Body bytes held, ready and unsettled.
+    pub bytes: u64,
+    /// Attached consumers, browsers included.
+    pub consumers: u64,
+}

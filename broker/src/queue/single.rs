@@ -1,0 +1,494 @@
+//! One queue: its messages in seq order, its consumers, admission under its
+//! limits, and dispatch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Unbounded};
+
+use super::consumer::{Consumer, Mode};
+use super::message::{Message, Tally};
+use super::{ConsumerId, Delivery, Effect, Overflow, QueueConfig, QueueInfo, Seq};
+use crate::amqp::codec::Value;
+
+/// How a message arrives, which decides whether it may displace others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Published: a drop-head queue makes room for it.
+    Publish,
+    /// Dead-lettered or restored: it fits as things are, or not at all, so
+    /// dead-letter chains cannot go on forever.
+    DeadLetter,
+}
+
+/// One queue.
+///
+/// Every message is in exactly one place: `ready`, or the `unsettled` set of
+/// the acquiring consumer named by its `holder`. Browsers hold nothing.
+#[derive(Debug)]
+pub(super) struct Queue {
+    /// Its name, for the effects it emits.
+    pub name: String,
+    /// How it behaves.
+    pub config: QueueConfig,
+    /// Every message it holds, by seq.
+    messages: BTreeMap<Seq, Message>,
+    /// The messages no consumer holds, in delivery order.
+    ready: BTreeSet<Seq>,
+    /// `(expiry_ms, seq)` of every message that expires.
+    expiries: BTreeSet<(u64, Seq)>,
+    /// All its messages.
+    all: Tally,
+    /// Its persistent messages: the only ones a durable decision may count.
+    persistent: Tally,
+    /// Its consumers, acquiring and browsing.
+    consumers: BTreeMap<ConsumerId, Consumer>,
+    /// The consumer that received the last acquired delivery; the next one
+    /// goes to the next consumer after it (round robin).
+    last_served: Option<ConsumerId>,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(name: String, config: QueueConfig) -> Self {
+        Self {
+            name,
+            config,
+            messages: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            all: Tally::ZERO,
+            persistent: Tally::ZERO,
+            consumers: BTreeMap::new(),
+            last_served: None,
+        }
+    }
+
+    /// The message `seq`, if this queue holds it.
+    pub fn message(&self, seq: Seq) -> Option<&Message> {
+        self.messages.get(&seq)
+    }
+
+    /// Its persistent messages, in seq order.
+    pub fn persistent_messages(&self) -> impl Iterator<Item = (Seq, &Message)> {
+        self.messages
+            .iter()
+            .filter(|(_, m)| m.persistent)
+            .map(|(&seq, m)| (seq, m))
+    }
+
+    /// Every seq it holds, in order.
+    pub fn seqs(&self) -> impl Iterator<Item = Seq> + '_ {
+        self.messages.keys().copied()
+    }
+
+    /// The consumer `id`, if attached here.
+    pub fn consumer(&self, id: ConsumerId) -> Option<&Consumer> {
+        self.consumers.get(&id)
+    }
+
+    /// Its consumers' ids, in order.
+    pub fn consumer_ids(&self) -> impl Iterator<Item = ConsumerId> + '_ {
+        self.consumers.keys().copied()
+    }
+
+    /// The earliest expiry among its messages.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiries.first().map(|&(expiry_ms, _)| expiry_ms)
+    }
+
+    /// True if some persistent message has an expiry.
+    pub fn persistent_expires(&self) -> bool {
+        self.expiries
+            .iter()
+            .any(|(_, seq)| self.messages[seq].persistent)
+    }
+
+    /// The messages due at `now_ms`, by expiry then seq.
+    pub fn due(&self, now_ms: u64) -> Vec<Seq> {
+        self.expiries
+            .range(..=(now_ms, Seq::MAX))
+            .map(|&(_, seq)| seq)
+            .collect()
+    }
+
+    /// Its counters.
+    pub fn info(&self) -> QueueInfo {
+        let held = self.messages.len() as u64;
+        let ready = self.ready.len() as u64;
+        QueueInfo {
+            depth: ready,
+            unsettled: held - ready,
+            bytes: self.all.bytes,
+            consumers: self.consumers.len() as u64,
+        }
+    }
+
+    /// How many more messages can be published before it refuses them;
+    /// each counts as at least one byte. A drop-head queue never refuses.
+    pub fn room(&self) -> u64 {
+        if self.config.overflow == Overflow::DropHead {
+            return u64::MAX;
+        }
+        let count = self
+            .config
+            .max_length
+            .map_or(u64::MAX, |max| max.saturating_sub(self.all.count));
+        let bytes = self
+            .config
+            .max_bytes
+            .map_or(u64::MAX, |max| max.saturating_sub(self.all.bytes));
+        count.min(bytes)
+    }
+
+    /// The tally a message competes in: persistent messages only among
+    /// persistent ones, so that durable decisions replay exactly.
+    fn tier(&self, persistent: bool) -> Tally {
+        if persistent {
+            self.persistent
+        } else {
+            self.all
+        }
+    }
+
+    /// What is left of that tally once every message the message may
+    /// displace is gone: a transient message may not displace persistent
+    /// ones.
+    fn floor(&self, persistent: bool) -> Tally {
+        if persistent {
+            Tally::ZERO
+        } else {
+            self.persistent
+        }
+    }
+
+    /// True if a message of `size` bytes would be admitted.
+    pub fn can_admit(&self, size: u64, persistent: bool, admission: Admission) -> bool {
+        if self.tier(persistent).fits(size, &self.config) {
+            return true;
+        }
+        admission == Admission::Publish
+            && self.config.overflow == Overflow::DropHead
+            && self.floor(persistent).fits(size, &self.config)
+    }
+
+    /// Admits a message, ready, or hands it back if it does not fit.
+    /// Returns the messages evicted to make room, oldest first, for the
+    /// caller to dead-letter.
+    pub fn admit(
+        &mut self,
+        seq: Seq,
+        message: Message,
+        admission: Admission,
+    ) -> Result<Vec<(Seq, Message)>, Message> {
+        let size = message.size();
+        let persistent = message.persistent;
+        if !self.can_admit(size, persistent, admission) {
+            return Err(message);
+        }
+        let mut evicted = Vec::new();
+        // Drop-head, among the messages of its own kind.
+        while !self.tier(persistent).fits(size, &self.config) {
+            evicted.push(self.evict_oldest(persistent));
+        }
+        // A persistent message also needs room among all messages: the
+        // transient ones make way, which only volatile state notices.
+        while !self.all.fits(size, &self.config) {
+            debug_assert!(persistent, "a transient message fits its own tier");
+            evicted.push(self.evict_oldest(false));
+        }
+        self.insert(seq, message);
+        Ok(evicted)
+    }
+
+    fn evict_oldest(&mut self, persistent: bool) -> (Seq, Message) {
+        let seq = self
+            .messages
+            .iter()
+            .find(|(_, m)| m.persistent == persistent)
+            .map(|(&seq, _)| seq)
+            .expect("can_admit checked that evictions make room");
+        let message = self.remove(seq).expect("the seq was just found");
+        (seq, message)
+    }
+
+    fn insert(&mut self, seq: Seq, message: Message) {
+        assert!(message.holder.is_none(), "messages arrive ready");
+        assert!(
+            !message.persistent || self.config.durable,
+            "a transient queue holds a persistent message"
+        );
+        if let Some(expiry_ms) = message.expiry_ms {
+            assert!(self.expiries.insert((expiry_ms, seq)));
+        }
+        self.all.add(message.size());
+        if message.persistent {
+            self.persistent.add(message.size());
+        }
+        assert!(self.ready.insert(seq), "seq {seq} is already ready");
+        let previous = self.messages.insert(seq, message);
+        assert!(previous.is_none(), "seq {seq} is already held");
+        assert!(self.all.within(&self.config), "admitted beyond the limits");
+    }
+
+    /// Takes message `seq` out of the queue, from wherever it is.
+    pub fn remove(&mut self, seq: Seq) -> Option<Message> {
+        let mut message = self.messages.remove(&seq)?;
+        match message.holder.take() {
+            Some(id) => self.attached(id).unhold(seq),
+            None => assert!(self.ready.remove(&seq), "seq {seq} is nowhere"),
+        }
+        if let Some(expiry_ms) = message.expiry_ms {
+            assert!(self.expiries.remove(&(expiry_ms, seq)));
+        }
+        self.all.remove(message.size());
+        if message.persistent {
+            self.persistent.remove(message.size());
+        }
+        for consumer in self.consumers.values_mut() {
+            consumer.forget(seq);
+        }
+        Some(message)
+    }
+
+    /// Puts a held message back at its place, uncounted. A ready (or
+    /// unknown) message stays as it is.
+    pub fn release(&mut self, seq: Seq) {
+        let Some(message) = self.messages.get_mut(&seq) else {
+            return;
+        };
+        let Some(id) = message.holder.take() else {
+            return;
+        };
+        self.attached(id).unhold(seq);
+        assert!(self.ready.insert(seq), "seq {seq} was held and ready");
+    }
+
+    /// Applies a `modified` outcome's annotations and undeliverable-here,
+    /// and puts the message back at its place.
+    pub fn modify(&mut self, seq: Seq, annotations: Vec<(Value, Value)>, undeliverable_here: bool) {
+        let Some(message) = self.messages.get_mut(&seq) else {
+            return;
+        };
+        message.merge_annotations(annotations);
+        // Replay has no holder to mark: undeliverable-here is volatile.
+        if let (true, Some(id)) = (undeliverable_here, message.holder) {
+            self.attached(id).refuse(seq);
+        }
+        self.release(seq);
+    }
+
+    /// Counts a failed delivery and puts the message back at its place.
+    /// Returns true if it reached the delivery limit, for the caller to
+    /// dead-letter it.
+    pub fn fail_delivery(&mut self, seq: Seq) -> bool {
+        let Some(message) = self.messages.get_mut(&seq) else {
+            return false;
+        };
+        message.delivery_count = message.delivery_count.saturating_add(1);
+        // Only an acquired message can fail; on replay this restores the
+        // mark the lost acquisition would have set.
+        message.acquired_before = true;
+        let count = message.delivery_count;
+        self.release(seq);
+        self.config
+            .delivery_limit
+            .is_some_and(|limit| count >= limit)
+    }
+
+    /// True if `message` has failed fewer deliveries than dead-letter it
+    /// (a limit of 0 acts as 1: the count is only checked as it rises).
+    pub fn under_delivery_limit(&self, message: &Message) -> bool {
+        self.config
+            .delivery_limit
+            .is_none_or(|limit| message.delivery_count < limit.max(1))
+    }
+
+    /// Attaches a consumer with no credit.
+    pub fn attach(&mut self, id: ConsumerId, browse: bool) {
+        let previous = self.consumers.insert(id, Consumer::new(browse));
+        assert!(previous.is_none(), "consumer {id} attached twice");
+    }
+
+    /// Detaches a consumer; what it holds goes back to its place, uncounted.
+    pub fn detach(&mut self, id: ConsumerId) {
+        let Some(consumer) = self.consumers.remove(&id) else {
+            return;
+        };
+        for &seq in consumer.unsettled().into_iter().flatten() {
+            let message = self.messages.get_mut(&seq).expect("held messages exist");
+            assert_eq!(message.holder, Some(id), "seq {seq} held by another");
+            message.holder = None;
+            assert!(self.ready.insert(seq), "seq {seq} was held and ready");
+        }
+    }
+
+    /// Sets a consumer's absolute credit.
+    pub fn set_credit(&mut self, id: ConsumerId, credit: u32) {
+        self.attached(id).credit = credit;
+    }
+
+    /// Ends a drain: the consumer's remaining credit is used up.
+    pub fn finish_drain(&mut self, id: ConsumerId, effects: &mut Vec<Effect>) {
+        self.attached(id).credit = 0;
+        effects.push(Effect::DrainComplete { consumer: id });
+    }
+
+    fn attached(&mut self, id: ConsumerId) -> &mut Consumer {
+        self.consumers
+            .get_mut(&id)
+            .expect("consumer is attached to this queue")
+    }
+
+    /// Delivers what the consumers' credit allows: acquired deliveries round
+    /// robin, lowest ready seq first; then browse copies.
+    pub fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
+        while let Some((id, seq)) = self.next_assignment(now_ms) {
+            self.acquire(id, seq, effects);
+        }
+        self.dispatch_copies(now_ms, effects);
+    }
+
+    /// The next consumer in round-robin order that has credit and a message
+    /// it may take, with that message.
+    fn next_assignment(&self, now_ms: u64) -> Option<(ConsumerId, Seq)> {
+        let start = self.last_served.map_or(Unbounded, Excluded);
+        let after = self.consumers.range((start, Unbounded));
+        let up_to = self
+            .last_served
+            .into_iter()
+            .flat_map(|last| self.consumers.range(..=last));
+        after.chain(up_to).find_map(|(&id, consumer)| {
+            self.first_deliverable(consumer, now_ms)
+                .map(|seq| (id, seq))
+        })
+    }
+
+    /// The lowest ready seq `consumer` may acquire now.
+    fn first_deliverable(&self, consumer: &Consumer, now_ms: u64) -> Option<Seq> {
+        if consumer.credit == 0 || consumer.unsettled().is_none() {
+            return None;
+        }
+        self.ready
+            .iter()
+            .copied()
+            .find(|&seq| consumer.accepts(seq) && !self.messages[&seq].is_expired(now_ms))
+    }
+
+    fn acquire(&mut self, id: ConsumerId, seq: Seq, effects: &mut Vec<Effect>) {
+        assert!(self.ready.remove(&seq), "acquired seq {seq} was not ready");
+        let message = self.messages.get_mut(&seq).expect("ready messages exist");
+        assert!(message.holder.is_none(), "ready seq {seq} has a holder");
+        message.holder = Some(id);
+        let first_acquirer = !message.acquired_before;
+        message.acquired_before = true;
+        let consumer = self
+            .consumers
+            .get_mut(&id)
+            .expect("assigned consumers are attached");
+        consumer.spend_credit();
+        consumer.hold(seq);
+        self.last_served = Some(id);
+        effects.push(Effect::Deliver {
+            consumer: id,
+            delivery: Delivery {
+                queue: self.name.clone(),
+                seq,
+                body: message.body.clone(),
+                delivery_count: message.delivery_count,
+                first_acquirer,
+                settled: false,
+                annotations: message.annotations.clone(),
+            },
+        });
+    }
+
+    /// Sends each browser, as its credit allows, the messages after its
+    /// cursor that have not expired, whoever holds them.
+    fn dispatch_copies(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
+        for (&id, consumer) in &mut self.consumers {
+            while consumer.credit > 0 {
+                let Mode::Browsing { cursor } = consumer.mode else {
+                    break;
+                };
+                let start = cursor.map_or(Unbounded, Excluded);
+                let next = self
+                    .messages
+                    .range((start, Unbounded))
+                    .find(|(_, m)| !m.is_expired(now_ms));
+                let Some((&seq, message)) = next else {
+                    break;
+                };
+                consumer.spend_credit();
+                consumer.mode = Mode::Browsing { cursor: Some(seq) };
+                effects.push(Effect::Deliver {
+                    consumer: id,
+                    delivery: Delivery {
+                        queue: self.name.clone(),
+                        seq,
+                        body: message.body.clone(),
+                        delivery_count: message.delivery_count,
+                        first_acquirer: false,
+                        settled: true,
+                        annotations: message.annotations.clone(),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Checks every invariant of the queue; a failure is a bug.
+    pub fn check_invariants(&self) {
+        let mut all = Tally::ZERO;
+        let mut persistent = Tally::ZERO;
+        let mut held = 0;
+        for (&seq, message) in &self.messages {
+            all.add(message.size());
+            if message.persistent {
+                assert!(
+                    self.config.durable,
+                    "persistent seq {seq} in a transient queue"
+                );
+                persistent.add(message.size());
+            }
+            match message.holder {
+                None => assert!(self.ready.contains(&seq), "seq {seq} is nowhere"),
+                Some(id) => {
+                    assert!(!self.ready.contains(&seq), "seq {seq} is held and ready");
+                    let unsettled = self.consumers.get(&id).and_then(Consumer::unsettled);
+                    assert!(
+                        unsettled.is_some_and(|u| u.contains(&seq)),
+                        "seq {seq} held by {id}, which does not hold it"
+                    );
+                    held += 1;
+                }
+            }
+            if message.holder.is_some() || message.delivery_count > 0 {
+                assert!(message.acquired_before, "seq {seq} acquired unmarked");
+            }
+            if let Some(expiry_ms) = message.expiry_ms {
+                assert!(self.expiries.contains(&(expiry_ms, seq)));
+            }
+            assert!(
+                self.under_delivery_limit(message),
+                "seq {seq} is past its delivery limit"
+            );
+        }
+        assert_eq!(all, self.all, "tally of all messages");
+        assert_eq!(persistent, self.persistent, "tally of persistent messages");
+        assert!(self.all.within(&self.config), "limits exceeded");
+        assert_eq!(self.ready.len() + held, self.messages.len());
+        assert_eq!(
+            self.expiries.len(),
+            self.messages
+                .values()
+                .filter(|m| m.expiry_ms.is_some())
+                .count()
+        );
+        let unsettled: usize = self
+            .consumers
+            .values()
+            .filter_map(Consumer::unsettled)
+            .map(|u| u.len())
+            .sum();
+        assert_eq!(unsettled, held, "consumers hold exactly the held messages");
+    }
+}

@@ -1,0 +1,363 @@
+//! Command and snapshot encodings: round trips, and strict decoding.
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::amqp::codec::{
+    DecodeErrorKind, Descriptor, Encode, FieldEncoder, encode_descriptor, encode_list,
+};
+use crate::queue::Overflow;
+use crate::queue::command::DOMAIN;
+
+/// Every command variant, with edge values in every field.
+fn every_command() -> Vec<Command> {
+    let config = QueueConfig {
+        durable: true,
+        max_length: Some(0),
+        max_bytes: Some(u64::MAX),
+        overflow: Overflow::DropHead,
+        dead_letter_queue: Some("dlq".into()),
+        delivery_limit: None,
+        default_ttl_ms: Some(60_000),
+    };
+    let message = NewMessage {
+        body: Bytes::from(vec![0xab; 300]),
+        durable: true,
+        ttl_ms: Some(0),
+        absolute_expiry_ms: Some(1),
+    };
+    let annotations = vec![
+        (symbol("x-opt-a"), Value::from("text")),
+        (
+            Value::Ulong(7),
+            Value::List(vec![Value::Null, Value::Int(-1)]),
+        ),
+    ];
+    let settle = |outcome| Command::Settle {
+        queue: "q".into(),
+        seq: 3,
+        outcome,
+    };
+    vec![
+        Command::Declare {
+            queue: "q".into(),
+            config: QueueConfig::default(),
+        },
+        Command::Declare {
+            queue: "ünïcode".into(),
+            config,
+        },
+        Command::Delete { queue: "q".into() },
+        Command::Enqueue {
+            queue: "q".into(),
+            seq: u64::MAX,
+            message,
+        },
+        Command::Enqueue {
+            queue: String::new(),
+            seq: 0,
+            message: NewMessage {
+                body: Bytes::new(),
+                ..transient("")
+            },
+        },
+        Command::Attach {
+            consumer: u64::MAX,
+            queue: "q".into(),
+            browse: true,
+        },
+        Command::Attach {
+            consumer: 0,
+            queue: "q".into(),
+            browse: false,
+        },
+        Command::Credit {
+            consumer: 7,
+            credit: u32::MAX,
+            drain: true,
+        },
+        Command::Credit {
+            consumer: 0,
+            credit: 0,
+            drain: false,
+        },
+        settle(Outcome::Accepted),
+        settle(Outcome::Released),
+        settle(Outcome::Rejected),
+        settle(modified(false, false)),
+        settle(Outcome::Modified {
+            delivery_failed: true,
+            undeliverable_here: true,
+            annotations,
+        }),
+        Command::Detach { consumer: 3 },
+        Command::Expire,
+    ]
+}
+
+#[test]
+fn every_command_round_trips() {
+    for command in every_command() {
+        let bytes = command.encode();
+        let decoded = Command::decode(bytes.clone()).expect("decodes");
+        assert_eq!(decoded, command);
+        assert_eq!(decoded.encode(), bytes, "one encoding per command");
+    }
+}
+
+#[test]
+fn every_truncation_of_a_command_is_an_error() {
+    for command in every_command() {
+        let bytes = command.encode();
+        for len in 0..bytes.len() {
+            assert!(
+                Command::decode(bytes.slice(..len)).is_err(),
+                "{command:?} cut at {len}"
+            );
+        }
+    }
+}
+
+/// A described list with descriptor `DOMAIN | id`.
+fn record(id: u64, fields: impl FnOnce(&mut FieldEncoder<'_>)) -> Bytes {
+    let mut buf = BytesMut::new();
+    encode_descriptor(&mut buf, &Descriptor::Code(DOMAIN | id));
+    encode_list(&mut buf, fields);
+    buf.freeze()
+}
+
+fn kind(bytes: Bytes) -> DecodeErrorKind {
+    Command::decode(bytes).expect_err("must not decode").kind
+}
+
+#[test]
+fn command_decoding_is_strict() {
+    let mut trailing = BytesMut::from(&Command::Expire.encode()[..]);
+    trailing.extend_from_slice(&[0x40]);
+    assert_eq!(kind(trailing.freeze()), DecodeErrorKind::TrailingBytes);
+    assert_eq!(
+        kind(record(0xff, |_| {})),
+        DecodeErrorKind::UnexpectedDescriptor
+    );
+    // A plain list is not a command.
+    assert!(matches!(
+        kind(Bytes::from_static(&[0x45])),
+        DecodeErrorKind::UnexpectedConstructor { .. }
+    ));
+    // Detach: an extra non-null field, a missing one, a mistyped one.
+    let extra = record(0x07, |f| {
+        f.field(&1_u64).field(&true);
+    });
+    assert_eq!(kind(extra), DecodeErrorKind::TrailingBytes);
+    let missing = Command::decode(record(0x07, |_| {})).expect_err("missing");
+    assert_eq!(missing.kind, DecodeErrorKind::MissingField);
+    assert_eq!(missing.field, Some("consumer"));
+    let mistyped = record(0x07, |f| {
+        f.field(&1_u32);
+    });
+    assert!(matches!(
+        kind(mistyped),
+        DecodeErrorKind::UnexpectedConstructor { .. }
+    ));
+}
+
+#[test]
+fn outcome_and_overflow_decoding_is_strict() {
+    let settle_with = |outcome: &dyn Encode| {
+        record(0x06, |f| {
+            f.field("q").field(&1_u64).field(outcome);
+        })
+    };
+    let rejected_with_error = crate::amqp::types::Rejected {
+        error: Some(crate::amqp::types::Error {
+            condition: Symbol::from_static("amqp:internal-error"),
+            description: None,
+            info: Vec::new(),
+        }),
+    };
+    assert_eq!(
+        kind(settle_with(&rejected_with_error)),
+        DecodeErrorKind::InvalidValue
+    );
+    let received = crate::amqp::types::Received {
+        section_number: 0,
+        section_offset: 0,
+    };
+    assert_eq!(kind(settle_with(&received)), DecodeErrorKind::InvalidValue);
+
+    let declare_with_overflow = |overflow: &str| {
+        let config = record(0x10, |f| {
+            f.field(&true).field(&Value::Null).field(&Value::Null);
+            f.field(&Symbol::new(overflow).expect("ascii"));
+        });
+        record(0x01, |f| {
+            f.field("q").field(&RawValue(config));
+        })
+    };
+    let good = Command::decode(declare_with_overflow("drop-head")).expect("decodes");
+    assert!(matches!(
+        good,
+        Command::Declare {
+            config: QueueConfig {
+                overflow: Overflow::DropHead,
+                ..
+            },
+            ..
+        }
+    ));
+    assert_eq!(
+        kind(declare_with_overflow("drop-tail")),
+        DecodeErrorKind::InvalidValue
+    );
+}
+
+/// Already encoded bytes, written as they are.
+struct RawValue(Bytes);
+
+impl Encode for RawValue {
+    fn encode(&self, buf: &mut BytesMut) {
+        buf.extend_from_slice(&self.0);
+    }
+}
+
+/// A machine with something in every part of the durable state.
+fn populated() -> Queues {
+    let mut bench = Bench::new();
+    bench.declare("dlq", durable_queue());
+    bench.declare(
+        "q",
+        QueueConfig {
+            dead_letter_queue: Some("dlq".into()),
+            max_length: Some(10),
+            default_ttl_ms: Some(5_000),
+            ..durable_queue()
+        },
+    );
+    bench.declare("transient", QueueConfig::default());
+    let first = bench.send("q", "a");
+    bench.send("q", "b");
+    bench.publish("q", transient("c"));
+    bench.send("transient", "d");
+    bench.settle("q", first, modified(true, false));
+    bench.settle("q", first, Outcome::Rejected);
+    bench.queues
+}
+
+#[test]
+fn snapshot_round_trips() {
+    let queues = populated();
+    let snapshot = queues.snapshot();
+    let restored = Queues::restore(snapshot.clone()).expect("restores");
+    assert_eq!(restored.snapshot(), snapshot);
+    assert_eq!(restored.info("q").map(|i| i.depth), Some(1));
+    assert_eq!(restored.info("dlq").map(|i| i.depth), Some(1));
+    let empty = Queues::new().snapshot();
+    assert_eq!(
+        Queues::restore(empty.clone()).expect("empty").snapshot(),
+        empty
+    );
+}
+
+#[test]
+fn every_truncation_of_a_snapshot_is_an_error() {
+    let snapshot = populated().snapshot();
+    for len in 0..snapshot.len() {
+        assert!(
+            Queues::restore(snapshot.slice(..len)).is_err(),
+            "cut at {len}"
+        );
+    }
+    let mut trailing = BytesMut::from(&snapshot[..]);
+    trailing.extend_from_slice(&[0x40]);
+    assert!(Queues::restore(trailing.freeze()).is_err());
+}
+
+fn header(version: u32, last_seq: u64, queue_count: u64) -> Bytes {
+    record(0x20, |f| {
+        f.field(&version).field(&last_seq).field(&queue_count);
+    })
+}
+
+fn queue_record(name: &str, config: &QueueConfig, message_count: u64) -> Bytes {
+    record(0x21, |f| {
+        f.field(name).field(config).field(&message_count);
+    })
+}
+
+fn message_record(seq: u64, delivery_count: u32) -> Bytes {
+    record(0x22, |f| {
+        f.field(&seq)
+            .field(&Bytes::from_static(b"m"))
+            .field(&delivery_count);
+    })
+}
+
+fn restore_error(parts: &[Bytes]) -> Option<&'static str> {
+    let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    let error = Queues::restore(Bytes::from(joined)).expect_err("must not restore");
+    assert_eq!(error.kind, DecodeErrorKind::InvalidValue, "{error}");
+    error.field
+}
+
+#[test]
+fn restore_rejects_states_no_machine_could_reach() {
+    let durable = durable_queue();
+    let ok = [
+        header(1, 5, 1),
+        queue_record("q", &durable, 1),
+        message_record(5, 0),
+    ];
+    let joined: Vec<u8> = ok.iter().flat_map(|p| p.iter().copied()).collect();
+    assert!(Queues::restore(Bytes::from(joined)).is_ok());
+
+    assert_eq!(restore_error(&[header(2, 0, 0)]), Some("version"));
+    let transient = QueueConfig::default();
+    assert_eq!(
+        restore_error(&[header(1, 0, 1), queue_record("q", &transient, 0)]),
+        Some("config")
+    );
+    let same_name = [
+        header(1, 0, 2),
+        queue_record("q", &durable, 0),
+        queue_record("q", &durable, 0),
+    ];
+    assert_eq!(restore_error(&same_name), Some("name"));
+    let beyond_last_seq = [
+        header(1, 4, 1),
+        queue_record("q", &durable, 1),
+        message_record(5, 0),
+    ];
+    assert_eq!(restore_error(&beyond_last_seq), Some("seq"));
+    let out_of_order = [
+        header(1, 9, 1),
+        queue_record("q", &durable, 2),
+        message_record(5, 0),
+        message_record(4, 0),
+    ];
+    assert_eq!(restore_error(&out_of_order), Some("seq"));
+    let in_two_queues = [
+        header(1, 9, 2),
+        queue_record("a", &durable, 1),
+        message_record(5, 0),
+        queue_record("b", &durable, 1),
+        message_record(5, 0),
+    ];
+    assert_eq!(restore_error(&in_two_queues), Some("seq"));
+    let full = QueueConfig {
+        max_length: Some(1),
+        ..durable_queue()
+    };
+    let over_limit = [
+        header(1, 9, 1),
+        queue_record("q", &full, 2),
+        message_record(4, 0),
+        message_record(5, 0),
+    ];
+    assert_eq!(restore_error(&over_limit), Some("message-count"));
+    let past_limit = [
+        header(1, 9, 1),
+        queue_record("q", &durable, 1),
+        message_record(5, 20),
+    ];
+    assert_eq!(restore_error(&past_limit), Some("delivery-count"));
+}

@@ -1,0 +1,330 @@
+//! The durable log: which commands it keeps, and the property that replaying
+//! it (from scratch, or from any snapshot) rebuilds the live machine's
+//! durable state.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::queue::Overflow;
+
+/// The durable state, without the last seq (which counts transient
+/// messages the log never sees).
+fn durable_state(queues: &Queues) -> Bytes {
+    crate::queue::snapshot::encode(queues, 0)
+}
+
+#[test]
+fn is_durable_says_which_commands_change_durable_state() {
+    let mut bench = Bench::new();
+    let declare = |queue: &str, config| Command::Declare {
+        queue: queue.into(),
+        config,
+    };
+    assert!(declare("d", durable_queue()).is_durable(&bench.queues));
+    assert!(!declare("t", QueueConfig::default()).is_durable(&bench.queues));
+    bench.declare("d", durable_queue());
+    bench.declare("t", QueueConfig::default());
+    assert!(
+        !declare("d", durable_queue()).is_durable(&bench.queues),
+        "exists"
+    );
+    assert!(
+        !declare("t", durable_queue()).is_durable(&bench.queues),
+        "conflicts"
+    );
+
+    let enqueue = |queue: &str, seq, message| Command::Enqueue {
+        queue: queue.into(),
+        seq,
+        message,
+    };
+    assert!(enqueue("d", 1, durable("a")).is_durable(&bench.queues));
+    assert!(!enqueue("d", 1, transient("a")).is_durable(&bench.queues));
+    assert!(!enqueue("t", 1, durable("a")).is_durable(&bench.queues));
+    assert!(!enqueue("x", 1, durable("a")).is_durable(&bench.queues));
+    let seq = bench.send("d", "a");
+    assert!(
+        !enqueue("d", seq, durable("b")).is_durable(&bench.queues),
+        "stale seq"
+    );
+    let (transient_seq, _) = bench.publish("d", transient("b"));
+
+    let settle = |seq, outcome| Command::Settle {
+        queue: "d".into(),
+        seq,
+        outcome,
+    };
+    assert!(settle(seq, Outcome::Accepted).is_durable(&bench.queues));
+    assert!(settle(seq, Outcome::Rejected).is_durable(&bench.queues));
+    assert!(!settle(seq, Outcome::Released).is_durable(&bench.queues));
+    assert!(!settle(seq, modified(false, true)).is_durable(&bench.queues));
+    assert!(settle(seq, modified(true, false)).is_durable(&bench.queues));
+    let annotate = Outcome::Modified {
+        delivery_failed: false,
+        undeliverable_here: false,
+        annotations: vec![(symbol("x-k"), Value::Null)],
+    };
+    assert!(settle(seq, annotate).is_durable(&bench.queues));
+    assert!(!settle(transient_seq, Outcome::Accepted).is_durable(&bench.queues));
+    assert!(!settle(99, Outcome::Accepted).is_durable(&bench.queues));
+
+    assert!(
+        !Command::Expire.is_durable(&bench.queues),
+        "nothing expires"
+    );
+    bench.publish(
+        "d",
+        NewMessage {
+            ttl_ms: Some(5),
+            ..durable("c")
+        },
+    );
+    assert!(Command::Expire.is_durable(&bench.queues));
+
+    let volatile = [
+        Command::Attach {
+            consumer: 1,
+            queue: "d".into(),
+            browse: false,
+        },
+        Command::Credit {
+            consumer: 1,
+            credit: 1,
+            drain: true,
+        },
+        Command::Detach { consumer: 1 },
+    ];
+    assert!(volatile.iter().all(|c| !c.is_durable(&bench.queues)));
+    assert!(Command::Delete { queue: "d".into() }.is_durable(&bench.queues));
+    assert!(!Command::Delete { queue: "t".into() }.is_durable(&bench.queues));
+}
+
+/// Three queue names, so that queues, dead-letter targets and cycles among
+/// them all turn up.
+const QUEUES: [&str; 3] = ["a", "b", "c"];
+
+/// A step of a random run.
+#[derive(Debug, Clone)]
+enum Op {
+    Wait(u64),
+    Declare(usize, QueueConfig),
+    Delete(usize),
+    Publish {
+        queue: usize,
+        durable: bool,
+        size: usize,
+        ttl_ms: Option<u64>,
+        absolute_in_ms: Option<u64>,
+    },
+    Attach(ConsumerId, usize, bool),
+    Credit(ConsumerId, u32, bool),
+    /// Settles the message `back` seqs before the next one.
+    Settle(usize, u64, Outcome),
+    Detach(ConsumerId),
+    Expire,
+    Snapshot,
+}
+
+fn config() -> impl Strategy<Value = QueueConfig> {
+    (
+        prop::bool::weighted(0.8),
+        prop::option::weighted(0.5, 0..4_u64),
+        prop::option::weighted(0.3, 0..12_u64),
+        prop::bool::ANY,
+        prop::option::of(0..QUEUES.len()),
+        prop::option::weighted(0.7, 0..4_u32),
+        prop::option::weighted(0.3, 0..60_u64),
+    )
+        .prop_map(
+            |(durable, max_length, max_bytes, drop_head, dlq, delivery_limit, ttl)| QueueConfig {
+                durable,
+                max_length,
+                max_bytes,
+                overflow: if drop_head {
+                    Overflow::DropHead
+                } else {
+                    Overflow::RejectPublish
+                },
+                dead_letter_queue: dlq.map(|i| QUEUES[i].to_owned()),
+                delivery_limit,
+                default_ttl_ms: ttl,
+            },
+        )
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        Just(Outcome::Accepted),
+        Just(Outcome::Released),
+        Just(Outcome::Rejected),
+        (any::<bool>(), any::<bool>(), prop::option::of(0..3_u32)).prop_map(
+            |(delivery_failed, undeliverable_here, note)| Outcome::Modified {
+                delivery_failed,
+                undeliverable_here,
+                annotations: note
+                    .map(|n| (symbol("x-note"), Value::Uint(n)))
+                    .into_iter()
+                    .collect(),
+            }
+        ),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let queue = 0..QUEUES.len();
+    let consumer = 1..5_u64;
+    prop_oneof![
+        3 => (0..40_u64).prop_map(Op::Wait),
+        1 => (queue.clone(), config()).prop_map(|(q, c)| Op::Declare(q, c)),
+        1 => queue.clone().prop_map(Op::Delete),
+        8 => (
+            queue.clone(),
+            prop::bool::weighted(0.7),
+            0..5_usize,
+            prop::option::weighted(0.3, 0..60_u64),
+            prop::option::weighted(0.2, 0..80_u64),
+        )
+            .prop_map(|(queue, durable, size, ttl_ms, absolute_in_ms)| Op::Publish {
+                queue,
+                durable,
+                size,
+                ttl_ms,
+                absolute_in_ms,
+            }),
+        2 => (consumer.clone(), queue.clone(), prop::bool::weighted(0.2))
+            .prop_map(|(c, q, b)| Op::Attach(c, q, b)),
+        3 => (consumer.clone(), 0..4_u32, prop::bool::weighted(0.2))
+            .prop_map(|(c, n, d)| Op::Credit(c, n, d)),
+        6 => (queue, 1..8_u64, outcome()).prop_map(|(q, back, o)| Op::Settle(q, back, o)),
+        1 => consumer.prop_map(Op::Detach),
+        2 => Just(Op::Expire),
+        1 => Just(Op::Snapshot),
+    ]
+}
+
+/// A live machine and the durable log the broker would keep for it.
+struct Run {
+    live: Queues,
+    now_ms: u64,
+    next_seq: Seq,
+    /// `(now_ms, encoded command)` of every durable command.
+    log: Vec<(u64, Bytes)>,
+    /// Snapshots, each with the log length when it was taken.
+    snapshots: Vec<(Bytes, usize)>,
+}
+
+impl Run {
+    /// What the broker does with a command: log it if durable, then apply.
+    fn submit(&mut self, command: Command) {
+        let encoded = command.encode();
+        assert_eq!(Command::decode(encoded.clone()).as_ref(), Ok(&command));
+        if command.is_durable(&self.live) {
+            self.log.push((self.now_ms, encoded));
+        }
+        self.live.apply(self.now_ms, command, &mut Vec::new());
+    }
+
+    fn step(&mut self, op: Op) {
+        let name = |i: usize| QUEUES[i].to_owned();
+        match op {
+            Op::Wait(ms) => self.now_ms += ms,
+            Op::Declare(queue, config) => self.submit(Command::Declare {
+                queue: name(queue),
+                config,
+            }),
+            Op::Delete(queue) => self.submit(Command::Delete { queue: name(queue) }),
+            Op::Publish {
+                queue,
+                durable,
+                size,
+                ttl_ms,
+                absolute_in_ms,
+            } => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let message = NewMessage {
+                    body: Bytes::from(vec![b'm'; size]),
+                    durable,
+                    ttl_ms,
+                    absolute_expiry_ms: absolute_in_ms.map(|ms| self.now_ms + ms),
+                };
+                self.submit(Command::Enqueue {
+                    queue: name(queue),
+                    seq,
+                    message,
+                });
+            }
+            Op::Attach(consumer, queue, browse) => self.submit(Command::Attach {
+                consumer,
+                queue: name(queue),
+                browse,
+            }),
+            Op::Credit(consumer, credit, drain) => self.submit(Command::Credit {
+                consumer,
+                credit,
+                drain,
+            }),
+            Op::Settle(queue, back, outcome) => self.submit(Command::Settle {
+                queue: name(queue),
+                seq: self.next_seq.saturating_sub(back),
+                outcome,
+            }),
+            Op::Detach(consumer) => self.detach(consumer),
+            Op::Expire => self.submit(Command::Expire),
+            Op::Snapshot => self.snapshots.push((self.live.snapshot(), self.log.len())),
+        }
+    }
+
+    fn detach(&mut self, consumer: ConsumerId) {
+        for command in self.live.detach_commands(consumer) {
+            self.submit(command);
+        }
+    }
+}
+
+/// Applies logged commands, as a restarting broker does.
+fn replay(mut queues: Queues, log: &[(u64, Bytes)]) -> Queues {
+    for (now_ms, encoded) in log {
+        let command = Command::decode(encoded.clone()).expect("logged commands decode");
+        queues.apply(*now_ms, command, &mut Vec::new());
+    }
+    queues
+}
+
+proptest! {
+    #[test]
+    fn replaying_the_durable_log_rebuilds_the_durable_state(
+        configs in prop::array::uniform3(config()),
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        let mut run = Run {
+            live: Queues::new(),
+            now_ms: 1_000,
+            next_seq: 1,
+            log: Vec::new(),
+            snapshots: Vec::new(),
+        };
+        for (i, config) in configs.into_iter().enumerate() {
+            run.step(Op::Declare(i, config));
+        }
+        for op in ops {
+            run.step(op);
+        }
+        let expected = durable_state(&run.live);
+        let from_scratch = replay(Queues::new(), &run.log);
+        prop_assert_eq!(durable_state(&from_scratch), expected.clone());
+        for (snapshot, at) in &run.snapshots {
+            let restored = Queues::restore(snapshot.clone()).expect("snapshots restore");
+            let replayed = replay(restored, &run.log[*at..]);
+            prop_assert_eq!(durable_state(&replayed), expected.clone());
+            prop_assert!(replayed.last_seq() <= run.live.last_seq());
+        }
+        // Detaching everyone changes durable state (failed deliveries), and
+        // the log keeps up.
+        for consumer in 1..5 {
+            run.detach(consumer);
+        }
+        let replayed = replay(Queues::new(), &run.log);
+        prop_assert_eq!(durable_state(&replayed), durable_state(&run.live));
+    }
+}

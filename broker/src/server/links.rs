@@ -1,0 +1,397 @@
+//! A connection's links, between its AMQP engine and the broker node: turns
+//! engine events into node requests, and node messages into engine commands.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use tracing::{debug, info};
+
+use crate::amqp::engine::{Connection, DeliveryId, Event, LinkId, LinkReply};
+use crate::amqp::types::{Attach, DeliveryState, Error, ReceiverSettleMode, Role};
+use crate::node::{
+    ConnId, NodeHandle, NodeStopped, Refusal, Request, ToConnection, consumer_node, producer_node,
+};
+use crate::queue::{Outcome, Seq};
+
+/// A message the node assigned to a consumer that has no credit left on the
+/// wire yet (credit changed while it was on its way).
+struct Waiting {
+    queue: String,
+    seq: Seq,
+    message: Bytes,
+    settled: bool,
+}
+
+/// Where a message sent to a consumer sits in the broker.
+struct InQueue {
+    queue: String,
+    seq: Seq,
+}
+
+/// The links of one connection.
+pub(super) struct Links {
+    conn: ConnId,
+    node: NodeHandle,
+    /// The client's container id, from its `open`.
+    container_id: String,
+    /// Links the client attached, waiting for the node's answer.
+    attaching: BTreeMap<LinkId, Box<Attach>>,
+    /// Producer links, with the settle mode the client asked for.
+    producers: BTreeMap<LinkId, ReceiverSettleMode>,
+    /// Consumer links, with what they could not be sent yet.
+    consumers: BTreeMap<LinkId, VecDeque<Waiting>>,
+    /// Messages sent to consumers and not yet settled.
+    unsettled: BTreeMap<DeliveryId, InQueue>,
+}
+
+impl Links {
+    pub(super) fn new(conn: ConnId, node: NodeHandle) -> Self {
+        Self {
+            conn,
+            node,
+            container_id: String::new(),
+            attaching: BTreeMap::new(),
+            producers: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            unsettled: BTreeMap::new(),
+        }
+    }
+
+    /// Reacts to what the engine reports.
+    pub(super) fn on_event(
+        &mut self,
+        conn: &mut Connection,
+        event: Event,
+    ) -> Result<(), NodeStopped> {
+        match event {
+            Event::Authenticated { identity } => info!(identity, "client authenticated"),
+            Event::Opened { remote } => {
+                info!(container_id = remote.container_id, "AMQP connection open");
+                self.container_id = remote.container_id;
+            }
+            Event::SessionBegun { session, .. } => debug!(session = session.0, "session begun"),
+            Event::LinkAttached {
+                link,
+                remote,
+                initiated_by_peer,
+            } => {
+                if initiated_by_peer {
+                    self.on_attach(conn, link, remote)?;
+                }
+            }
+            Event::Credit {
+                link,
+                credit,
+                drain,
+                ..
+            } => self.on_consumer_credit(conn, link, credit, drain)?,
+            Event::Delivery {
+                delivery,
+                message,
+                settled,
+                ..
+            } => self.node.send(Request::Publish {
+                conn: self.conn,
+                delivery,
+                message,
+                settled,
+            })?,
+            Event::Disposition {
+                delivery,
+                state,
+                settled,
+            } => self.on_consumer_disposition(conn, delivery, state, settled)?,
+            Event::LinkDetached {
+                link,
+                closed,
+                error,
+            } => {
+                debug!(?link, closed, ?error, "link detached");
+                self.forget_link(link, closed)?;
+            }
+            Event::SessionEnded { session, error } => {
+                debug!(session = session.0, ?error, "session ended");
+            }
+            Event::Closed { local, remote } => info!(?local, ?remote, "AMQP connection closed"),
+        }
+        Ok(())
+    }
+
+    fn on_attach(
+        &mut self,
+        conn: &mut Connection,
+        link: LinkId,
+        remote: Box<Attach>,
+    ) -> Result<(), NodeStopped> {
+        // The client's role: a client receiver is a broker consumer.
+        let request = match remote.role {
+            Role::Receiver => {
+                consumer_node(remote.source.as_ref()).map(|node| Request::AttachConsumer {
+                    conn: self.conn,
+                    link,
+                    node,
+                    link_name: remote.name.clone(),
+                    container_id: self.container_id.clone(),
+                })
+            }
+            Role::Sender => {
+                producer_node(remote.target.as_ref()).map(|node| Request::AttachProducer {
+                    conn: self.conn,
+                    link,
+                    node,
+                })
+            }
+        };
+        match request {
+            Ok(request) => {
+                self.attaching.insert(link, remote);
+                self.node.send(request)
+            }
+            Err(refusal) => {
+                refuse(conn, link, refusal);
+                Ok(())
+            }
+        }
+    }
+
+    /// A consumer's credit changed: send what waited for it, then tell the
+    /// node how much is left.
+    fn on_consumer_credit(
+        &mut self,
+        conn: &mut Connection,
+        link: LinkId,
+        credit: u32,
+        drain: bool,
+    ) -> Result<(), NodeStopped> {
+        if !self.consumers.contains_key(&link) {
+            // A producer's credit echoed by the client: nothing to do.
+            return Ok(());
+        }
+        self.send_waiting(conn, link)?;
+        let credit = conn.credit(link).min(credit);
+        self.node.send(Request::Credit {
+            conn: self.conn,
+            link,
+            credit,
+            drain,
+        })
+    }
+
+    fn on_consumer_disposition(
+        &mut self,
+        conn: &mut Connection,
+        delivery: DeliveryId,
+        state: Option<DeliveryState>,
+        settled: bool,
+    ) -> Result<(), NodeStopped> {
+        // Only a terminal outcome, or a settlement, concludes a delivery.
+        let outcome = match &state {
+            Some(state) if state.is_outcome() => outcome(state),
+            // Settled with no outcome: the message was not processed.
+            _ if settled => Outcome::Released,
+            _ => return Ok(()),
+        };
+        let Some(InQueue { queue, seq }) = self.unsettled.remove(&delivery) else {
+            return Ok(());
+        };
+        if !settled {
+            // The client waits for us to settle (rcv-settle-mode second, or
+            // a client that never settles first).
+            let _ = conn.disposition(delivery, state, true);
+        }
+        self.node.send(Request::Settle {
+            queue,
+            seq,
+            outcome,
+        })
+    }
+
+    /// Reacts to what the node says.
+    pub(super) fn on_node(
+        &mut self,
+        conn: &mut Connection,
+        message: ToConnection,
+    ) -> Result<(), NodeStopped> {
+        match message {
+            ToConnection::ConsumerAttached { link, result } => {
+                let Some(remote) = self.attaching.remove(&link) else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(address) => {
+                        let mut source = remote.source.clone().unwrap_or_default();
+                        if source.dynamic {
+                            source.address = Some(address);
+                        }
+                        let reply = LinkReply {
+                            source: Some(source),
+                            target: remote.target.clone(),
+                            ..LinkReply::default()
+                        };
+                        if conn.accept_link(link, reply).is_ok() {
+                            self.consumers.insert(link, VecDeque::new());
+                        }
+                    }
+                    Err(refusal) => refuse(conn, link, refusal),
+                }
+            }
+            ToConnection::ProducerAttached { link, result } => {
+                let Some(remote) = self.attaching.remove(&link) else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(()) => {
+                        let reply = LinkReply {
+                            source: remote.source.clone(),
+                            target: remote.target.clone(),
+                            ..LinkReply::default()
+                        };
+                        if conn.accept_link(link, reply).is_ok() {
+                            self.producers.insert(link, remote.rcv_settle_mode);
+                        }
+                    }
+                    Err(refusal) => refuse(conn, link, refusal),
+                }
+            }
+            ToConnection::ProducerCredit { link, credit } => {
+                // Fails only if the link has gone meanwhile.
+                let _ = conn.flow(link, credit, false);
+            }
+            ToConnection::Deliver {
+                link,
+                queue,
+                seq,
+                message,
+                settled,
+            } => {
+                let waiting = Waiting {
+                    queue,
+                    seq,
+                    message,
+                    settled,
+                };
+                match self.consumers.get_mut(&link) {
+                    Some(queue) => queue.push_back(waiting),
+                    None => return self.release(waiting),
+                }
+                self.send_waiting(conn, link)?;
+            }
+            ToConnection::DrainComplete { link } => {
+                let _ = conn.drain_complete(link);
+            }
+            ToConnection::Outcome { delivery, state } => {
+                let second =
+                    self.producers.get(&delivery.link) == Some(&ReceiverSettleMode::Second);
+                // Under rcv-settle-mode second the client settles first.
+                let _ = conn.disposition(delivery, Some(state), !second);
+            }
+            ToConnection::CloseLink { link, refusal } => {
+                let error = Error::new(refusal.condition, refusal.description);
+                let _ = conn.detach(link, true, Some(error));
+                self.forget_link(link, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a consumer's waiting messages while it has credit.
+    fn send_waiting(&mut self, conn: &mut Connection, link: LinkId) -> Result<(), NodeStopped> {
+        let Some(waiting) = self.consumers.get_mut(&link) else {
+            return Ok(());
+        };
+        while conn.credit(link) > 0 {
+            let Some(next) = waiting.pop_front() else {
+                break;
+            };
+            let tag = Bytes::copy_from_slice(&next.seq.to_be_bytes());
+            match conn.send(link, tag, next.message.clone(), next.settled) {
+                Ok(delivery) if !next.settled => {
+                    self.unsettled.insert(
+                        delivery,
+                        InQueue {
+                            queue: next.queue,
+                            seq: next.seq,
+                        },
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    debug!(%error, "delivery not sent; returning it to its queue");
+                    waiting.push_front(next);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a message that never reached its consumer back to its queue,
+    /// without counting a delivery.
+    fn release(&self, waiting: Waiting) -> Result<(), NodeStopped> {
+        if waiting.settled {
+            return Ok(());
+        }
+        self.node.send(Request::Settle {
+            queue: waiting.queue,
+            seq: waiting.seq,
+            outcome: Outcome::Released,
+        })
+    }
+
+    /// A link is gone: return what it had not sent, and tell the node.
+    fn forget_link(&mut self, link: LinkId, closed: bool) -> Result<(), NodeStopped> {
+        self.attaching.remove(&link);
+        self.producers.remove(&link);
+        if let Some(waiting) = self.consumers.remove(&link) {
+            for message in waiting {
+                self.release(message)?;
+            }
+        }
+        self.unsettled.retain(|delivery, _| delivery.link != link);
+        self.node.send(Request::Detach {
+            conn: self.conn,
+            link,
+            closed,
+        })
+    }
+
+    /// The connection is over: every link goes with it.
+    pub(super) fn disconnect(&mut self) -> Result<(), NodeStopped> {
+        let links: Vec<LinkId> = self.consumers.keys().copied().collect();
+        for link in links {
+            if let Some(waiting) = self.consumers.remove(&link) {
+                for message in waiting {
+                    self.release(message)?;
+                }
+            }
+        }
+        self.node.send(Request::Disconnect { conn: self.conn })
+    }
+}
+
+/// Refuses a link the client attached.
+fn refuse(conn: &mut Connection, link: LinkId, refusal: Refusal) {
+    info!(
+        ?link,
+        condition = refusal.condition,
+        reason = refusal.description,
+        "link refused"
+    );
+    let error = Error::new(refusal.condition, refusal.description);
+    // Fails only if the client detached it meanwhile.
+    let _ = conn.refuse_link(link, error);
+}
+
+/// The queue's view of a consumer's outcome.
+fn outcome(state: &DeliveryState) -> Outcome {
+    match state {
+        DeliveryState::Accepted(_) => Outcome::Accepted,
+        DeliveryState::Rejected(_) => Outcome::Rejected,
+        DeliveryState::Released(_) | DeliveryState::Received(_) => Outcome::Released,
+        DeliveryState::Modified(m) => Outcome::Modified {
+            delivery_failed: m.delivery_failed,
+            undeliverable_here: m.undeliverable_here,
+            annotations: m.message_annotations.clone(),
+        },
+    }
+}

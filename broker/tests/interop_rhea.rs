@@ -1,0 +1,55 @@
+//! rhea, the Node.js AMQP 1.0 client, against the real server entry point:
+//! each messaging scenario in `scripts/interop/rhea_*.js` (queue, topic,
+//! request/reply over a dynamic queue and anonymous relay, browse).
+//!
+//! Ignored by a plain `cargo test`: they need Node.js and rhea, which
+//! `scripts/test.sh` installs with `npm ci` into `scripts/interop/node_modules`
+//! (where the scripts find it) before running the ignored tests too. The
+//! node binary is `SLUICE_NODE`, or `node` on the PATH.
+// Test helpers panic on anything unexpected: the panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Broker, assert_client_passed, interop_script, run_client};
+
+/// Runs `scripts/interop/{script}` against a broker of its own, having
+/// checked that it passed.
+async fn run_scenario(script: &str) {
+    let broker = Broker::start().await;
+    let node = std::env::var("SLUICE_NODE").unwrap_or_else(|_| "node".to_owned());
+    let script_path = interop_script(script).display().to_string();
+    let output = run_client(&node, &[script_path, broker.url()]).await;
+    assert_client_passed(&format!("rhea client {script}"), &output);
+    broker.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_sends_and_receives_on_a_queue() {
+    run_scenario("rhea_queue.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_topic_delivers_to_every_subscriber() {
+    run_scenario("rhea_topic.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_request_reply_over_dynamic_queue_and_relay() {
+    run_scenario("rhea_request_reply.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_browses_without_consuming() {
+    run_scenario("rhea_browse.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_durable_subscription_outlives_detach_until_closed() {
+    run_scenario("rhea_durable_subscription.js").await;
+}

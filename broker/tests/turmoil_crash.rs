@@ -1,0 +1,219 @@
+//! Under turmoil, with turmoil's file system: the broker host crashes in the
+//! middle of a stream of durable messages (losing every write it had not
+//! fsynced), restarts on the same disk, and every message whose `accepted`
+//! the producer saw is delivered afterwards. Unconfirmed messages may be
+//! lost; confirmed ones never.
+// Test helpers panic on anything unexpected: the panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
+use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Section, Source};
+use sluice::client::{Client, ClientError};
+use sluice::config::Config;
+use sluice::io::TurmoilIo;
+use sluice::server::{self, shutdown_channel};
+
+const SEED: u64 = 0x5eed_c4a5;
+const BROKER: &str = "broker";
+const MESSAGES: u32 = 400;
+/// Unconfirmed sends at a time.
+const WINDOW: usize = 64;
+/// The crash comes once this many messages were confirmed.
+const CRASH_AFTER_ACCEPTED: usize = 120;
+
+type Ids = Arc<Mutex<BTreeSet<u32>>>;
+
+fn message(i: u32) -> Bytes {
+    Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ..Header::default()
+            }),
+            Section::Data(Bytes::from(i.to_be_bytes().to_vec())),
+        ],
+    }
+    .encode()
+}
+
+fn id_of(message: Bytes) -> u32 {
+    let message = Message::decode(message).unwrap();
+    let body = message
+        .sections
+        .iter()
+        .find_map(|s| match s {
+            Section::Data(data) => Some(data.clone()),
+            _ => None,
+        })
+        .unwrap();
+    u32::from_be_bytes(body[..4].try_into().unwrap())
+}
+
+async fn connect() -> Client<TurmoilIo> {
+    loop {
+        let attempt = Client::connect(
+            TurmoilIo,
+            &format!("{BROKER}:5672"),
+            ConnectionConfig::new("turmoil-client"),
+            ClientSasl::Anonymous,
+        )
+        .await;
+        match attempt {
+            Ok(client) => return client,
+            // The broker is down or still recovering: try again shortly.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Sends every message with up to `WINDOW` unconfirmed, recording each one
+/// the broker accepts, until done or until the connection dies.
+async fn produce(accepted: Ids) -> Result<(), Box<dyn std::error::Error>> {
+    let mut client = connect().await;
+    let session = client.begin().await?;
+    let link = client
+        .attach_sender(session, "producer", Some("orders"))
+        .await?;
+    let mut in_flight = BTreeMap::new();
+    let mut next = 0;
+    while next < MESSAGES || !in_flight.is_empty() {
+        if next < MESSAGES && in_flight.len() < WINDOW && client.connection().credit(link) > 0 {
+            let tag = Bytes::from(next.to_be_bytes().to_vec());
+            let Ok(delivery) = client.send(link, tag, message(next), false).await else {
+                return Ok(());
+            };
+            in_flight.insert(delivery, next);
+            next += 1;
+            continue;
+        }
+        // A crashed host answers nothing: a silent broker counts as gone.
+        let event = tokio::time::timeout(Duration::from_secs(5), client.next_event()).await;
+        match event.unwrap_or(Err(ClientError::Closed(None))) {
+            Ok(Event::Disposition {
+                delivery,
+                state: Some(DeliveryState::Accepted(_)),
+                ..
+            }) => {
+                if let Some(id) = in_flight.remove(&delivery) {
+                    accepted.lock().unwrap().insert(id);
+                }
+            }
+            Ok(_) => {}
+            // The broker crashed: what was not confirmed may be lost.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// After the restart, receives until every accepted message has arrived
+/// (or nothing more arrives).
+async fn consume(
+    accepted: Ids,
+    received: Ids,
+    restarted: Arc<AtomicBool>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    while !restarted.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut client = connect().await;
+    let session = client.begin().await?;
+    let source = Source {
+        address: Some("orders".into()),
+        ..Source::default()
+    };
+    let link = client
+        .attach_receiver(session, "consumer", source, 100)
+        .await?;
+    let all_arrived = |received: &Ids| {
+        accepted
+            .lock()
+            .unwrap()
+            .is_subset(&received.lock().unwrap())
+    };
+    while !all_arrived(&received) {
+        // Lost messages never come: a quiet broker ends the wait, and the
+        // test then names what is missing.
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(10), client.next_event()).await
+        else {
+            break;
+        };
+        if let Event::Delivery {
+            delivery, message, ..
+        } = event?
+        {
+            received.lock().unwrap().insert(id_of(message));
+            client
+                .settle(delivery, DeliveryState::Accepted(Accepted))
+                .await?;
+            if client.connection().credit(link) < 50 {
+                client.connection().flow(link, 100, false)?;
+            }
+        }
+    }
+    client.close().await?;
+    Ok(())
+}
+
+#[test]
+fn every_accepted_message_survives_a_crash() {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(SEED)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
+        .simulation_duration(Duration::from_secs(120))
+        .build();
+    sim.host(BROKER, || async {
+        let (_never_triggered, shutdown) = shutdown_channel();
+        let config = Config {
+            listen: (Ipv4Addr::UNSPECIFIED, 5672).into(),
+            data_dir: "/data".into(),
+            ..Config::default()
+        };
+        server::run(config, TurmoilIo, shutdown, |_| {}).await?;
+        Ok(())
+    });
+    let accepted: Ids = Arc::default();
+    let received: Ids = Arc::default();
+    let restarted = Arc::new(AtomicBool::new(false));
+    sim.client("producer", produce(accepted.clone()));
+    sim.client(
+        "consumer",
+        consume(accepted.clone(), received.clone(), restarted.clone()),
+    );
+
+    let mut crashed = false;
+    loop {
+        if !crashed && accepted.lock().unwrap().len() >= CRASH_AFTER_ACCEPTED {
+            sim.crash(BROKER);
+            sim.bounce(BROKER);
+            restarted.store(true, Ordering::SeqCst);
+            crashed = true;
+        }
+        let done = sim
+            .step()
+            .unwrap_or_else(|error| panic!("seed {SEED:#x}: {error}"));
+        if done {
+            break;
+        }
+    }
+
+    assert!(
+        crashed,
+        "the broker never crashed: too few messages accepted"
+    );
+    let accepted = accepted.lock().unwrap();
+    let received = received.lock().unwrap();
+    let lost: Vec<_> = accepted.difference(&received).collect();
+    assert!(
+        lost.is_empty(),
+        "seed {SEED:#x}: accepted but lost: {lost:?}"
+    );
+    assert!(accepted.len() >= CRASH_AFTER_ACCEPTED);
+}
