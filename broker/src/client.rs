@@ -231,7 +231,10 @@ impl<I: Io> Client<I> {
 
     /// Pumps until an event matching `wanted` arrives, keeping the others
     /// (in order) for [`Client::next_event`].
-    async fn wait_for(&mut self, wanted: impl Fn(&Event) -> bool) -> Result<Event, ClientError> {
+    pub async fn wait_for(
+        &mut self,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Result<Event, ClientError> {
         let mut skipped = VecDeque::new();
         let found = loop {
             let event = match self.next_event().await {

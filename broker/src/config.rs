@@ -18,6 +18,10 @@ use crate::server::auth::Argon2Hash;
 /// brokers started alike behave alike.
 pub const DEFAULT_SEED: u64 = 0;
 
+/// The smallest log segment worth a file: below it, every batch would start
+/// a new segment.
+const STORAGE_SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
 /// The smallest max-frame-size AMQP 1.0 allows (`MIN-MAX-FRAME-SIZE`, 2.7.1).
 const MAX_FRAME_SIZE_MIN: u32 = 512;
 
@@ -66,6 +70,8 @@ pub struct Config {
     pub queue_overrides: Vec<QueueOverride>,
     /// Flow-control limits.
     pub limits: LimitsConfig,
+    /// The durable log on disk.
+    pub storage: StorageConfig,
     /// Set by `--repair`, never by the file, so that a repair is always a
     /// deliberate one-off: truncate the log at the first corrupt record and
     /// report what was lost.
@@ -85,6 +91,7 @@ impl Default for Config {
             queues: QueuesConfig::default(),
             queue_overrides: Vec::new(),
             limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
             repair: false,
         }
     }
@@ -371,6 +378,27 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The durable log (`[storage]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A log segment file is sealed and a new one started past this size.
+    pub segment_bytes_max: u64,
+    /// After this many logged commands the broker writes a snapshot of its
+    /// queues and deletes the segments it covers: it bounds both recovery
+    /// time and disk use.
+    pub snapshot_every_records: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes_max: 64 << 20,
+            snapshot_every_records: 100_000,
+        }
+    }
+}
+
 impl LimitsConfig {
     /// The memory high watermark, or `None` if disabled.
     pub fn memory_high_watermark(&self) -> Option<u64> {
@@ -410,6 +438,18 @@ impl Config {
             return Err(invalid(
                 "limits.producer_credit",
                 "must be at least 1, or producers could never send".to_owned(),
+            ));
+        }
+        if self.storage.snapshot_every_records == 0 {
+            return Err(invalid(
+                "storage.snapshot_every_records",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.storage.segment_bytes_max < STORAGE_SEGMENT_BYTES_MIN {
+            return Err(invalid(
+                "storage.segment_bytes_max",
+                format!("must be at least {STORAGE_SEGMENT_BYTES_MIN} bytes"),
             ));
         }
         Ok(())

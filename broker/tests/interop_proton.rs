@@ -65,3 +65,9 @@ async fn proton_python_browses_without_consuming() {
 async fn proton_python_durable_subscription_outlives_detach_until_closed() {
     run_scenario("proton_durable_subscription.py").await;
 }
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_event_driven_receiver_credit_sent_with_attach() {
+    run_scenario("proton_prefetch.py").await;
+}

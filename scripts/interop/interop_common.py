@@ -88,6 +88,47 @@ def send_for_outcome(connection, sender, message, timeout=TIMEOUT):
     return outcome_name(state), name
 
 
+def receive_event_driven(url, address, count, prefetch=10, timeout=TIMEOUT):
+    """Receives and accepts up to `count` messages from `address` the way an
+    event-driven Proton client does: a MessagingHandler whose prefetch
+    grants credit in the same burst as the attach, before the broker has
+    answered it; with prefetch 0 it grants `count` credit only once the
+    broker's attach has arrived. Returns the bodies received within
+    `timeout` seconds."""
+    from proton.handlers import MessagingHandler
+    from proton.reactor import Container
+
+    class Receive(MessagingHandler):
+        def __init__(self):
+            super().__init__(prefetch=prefetch)
+            self.bodies = []
+            self.connection = None
+            self.deadline = None
+
+        def on_start(self, event):
+            self.connection = event.container.connect(
+                url, reconnect=False, allowed_mechs="ANONYMOUS")
+            event.container.create_receiver(self.connection, address)
+            self.deadline = event.container.schedule(timeout, self)
+
+        def on_link_opened(self, event):
+            if prefetch == 0:
+                event.receiver.flow(count)
+
+        def on_message(self, event):
+            self.bodies.append(event.message.body)
+            if len(self.bodies) == count:
+                self.deadline.cancel()
+                event.connection.close()
+
+        def on_timer_task(self, event):
+            self.connection.close()
+
+    handler = Receive()
+    Container(handler).run()
+    return handler.bodies
+
+
 def offered_capabilities(connection):
     """The capabilities the broker offered in its open, as strings."""
     caps = connection.conn.remote_offered_capabilities

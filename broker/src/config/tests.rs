@@ -413,3 +413,19 @@ fn the_documented_example_parses() {
     assert_eq!(config.users.len(), 1);
     assert_eq!(config.queue_settings("orders").max_length, Some(100_000));
 }
+
+#[test]
+fn storage_settings_parse_and_are_validated() {
+    let config = Config::from_toml(
+        r#"
+        [storage]
+        segment_bytes_max = 1048576
+        snapshot_every_records = 500
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.storage.segment_bytes_max, 1 << 20);
+    assert_eq!(config.storage.snapshot_every_records, 500);
+    assert!(Config::from_toml("[storage]\nsnapshot_every_records = 0\n").is_err());
+    assert!(Config::from_toml("[storage]\nsegment_bytes_max = 10\n").is_err());
+}

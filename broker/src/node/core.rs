@@ -33,26 +33,20 @@ const SUBSCRIPTION_SEPARATOR: &str = "::";
 /// How the node is configured.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
-    /// The broker's configuration: data dir, queue policies, limits.
+    /// The broker's configuration: data dir, storage, queue policies, limits.
     pub config: Config,
-    /// Take a snapshot (and drop the log segments it covers) after this many
-    /// logged commands.
-    pub snapshot_every_records: u64,
 }
 
 impl NodeSettings {
     /// Settings for a broker configured by `config`.
     pub fn new(config: Config) -> Self {
-        Self {
-            config,
-            snapshot_every_records: 100_000,
-        }
+        Self { config }
     }
 
     fn log_options(&self) -> LogOptions {
         LogOptions {
             repair: self.config.repair,
-            ..LogOptions::default()
+            segment_bytes_max: self.config.storage.segment_bytes_max,
         }
     }
 
@@ -246,6 +240,8 @@ struct Core<I: Io> {
     consumer_ids: BTreeMap<(ConnId, LinkId), ConsumerId>,
     producers: BTreeMap<(ConnId, LinkId), Producer>,
     blocked: BTreeSet<(ConnId, LinkId)>,
+    /// Enqueues submitted and not yet applied, by queue: room they will take.
+    pending_enqueues: BTreeMap<String, u64>,
     publishes: BTreeMap<u64, Publish>,
     pipeline: VecDeque<Pending>,
     appends_in_flight: usize,
@@ -291,6 +287,7 @@ impl<I: Io> Core<I> {
             consumer_ids: BTreeMap::new(),
             producers: BTreeMap::new(),
             blocked: BTreeSet::new(),
+            pending_enqueues: BTreeMap::new(),
             publishes: BTreeMap::new(),
             pipeline: VecDeque::new(),
             appends_in_flight: 0,
@@ -569,7 +566,11 @@ impl<I: Io> Core<I> {
     // ---- publishing and producer credit ---------------------------------
 
     fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
-        let Some(node) = self.producer_used_credit(conn, delivery.link) else {
+        let Some(node) = self
+            .producers
+            .get(&(conn, delivery.link))
+            .map(|p| p.node.clone())
+        else {
             // The link is gone; the client learns from its detach.
             return;
         };
@@ -614,6 +615,9 @@ impl<I: Io> Core<I> {
             }
         }
         self.finish_publish_if_done(publish);
+        // After the enqueues are submitted, so that the room they take is
+        // counted when more credit is granted.
+        self.producer_used_credit(conn, delivery.link);
     }
 
     /// The queues a message goes to, and what it says about itself.
@@ -659,16 +663,16 @@ impl<I: Io> Core<I> {
     }
 
     /// Counts one message against a producer's credit and tops it up when
-    /// half is used; returns the producer's node.
-    fn producer_used_credit(&mut self, conn: ConnId, link: LinkId) -> Option<ProducerNode> {
+    /// half is used.
+    fn producer_used_credit(&mut self, conn: ConnId, link: LinkId) {
         let window = self.settings.config.limits.producer_credit;
-        let producer = self.producers.get_mut(&(conn, link))?;
+        let Some(producer) = self.producers.get_mut(&(conn, link)) else {
+            return;
+        };
         producer.remaining = producer.remaining.saturating_sub(1);
-        let node = producer.node.clone();
         if producer.remaining <= window / 2 {
             self.grant_credit(conn, link);
         }
-        Some(node)
     }
 
     /// Grants a producer a full window if its destination has room, or
@@ -678,48 +682,59 @@ impl<I: Io> Core<I> {
         let Some(producer) = self.producers.get(&(conn, link)) else {
             return;
         };
-        if !self.has_room(&producer.node) {
+        // Never more than the destination can take: a full queue stops its
+        // producers rather than rejecting what they send.
+        let credit = self.room_for(&producer.node).min(u64::from(window)) as u32;
+        if credit == 0 {
             self.blocked.insert((conn, link));
             return;
         }
         self.blocked.remove(&(conn, link));
         if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.remaining = window;
+            producer.remaining = credit;
         }
-        self.tell(
-            conn,
-            ToConnection::ProducerCredit {
-                link,
-                credit: window,
-            },
-        );
+        self.tell(conn, ToConnection::ProducerCredit { link, credit });
     }
 
-    fn has_room(&self, node: &ProducerNode) -> bool {
+    /// How many more messages `node` can take: 0 above the memory
+    /// watermark, else the smallest room among its queues, counting
+    /// enqueues still in the pipeline as taken.
+    fn room_for(&self, node: &ProducerNode) -> u64 {
+        if self.above_memory_watermark() {
+            return 0;
+        }
+        let room = |queue: &String| {
+            let pending = self.pending_enqueues.get(queue).copied().unwrap_or(0);
+            // A queue whose declaration is still in the pipeline is empty:
+            // its configured length is all its room.
+            let room = self.queues.room(queue).unwrap_or_else(|| {
+                let config = self.registry.get(queue);
+                config.and_then(|c| c.max_length).unwrap_or(u64::MAX)
+            });
+            room.saturating_sub(pending)
+        };
+        match node {
+            ProducerNode::Queue(queue) => room(queue),
+            ProducerNode::Topic(topic) => self
+                .topics
+                .get(topic)
+                .and_then(|subscriptions| subscriptions.iter().map(room).min())
+                .unwrap_or(u64::MAX),
+            ProducerNode::AnonymousRelay => u64::MAX,
+        }
+    }
+
+    fn above_memory_watermark(&self) -> bool {
+        let Some(watermark) = self.settings.config.limits.memory_high_watermark() else {
+            return false;
+        };
         let held: u64 = self
             .registry
             .keys()
             .filter_map(|q| self.queues.info(q))
             .map(|info| info.bytes)
             .sum();
-        if self
-            .settings
-            .config
-            .limits
-            .memory_high_watermark()
-            .is_some_and(|watermark| held >= watermark)
-        {
-            return false;
-        }
-        let room = |queue: &String| self.queues.room(queue).is_none_or(|room| room > 0);
-        match node {
-            ProducerNode::Queue(queue) => room(queue),
-            ProducerNode::Topic(topic) => self
-                .topics
-                .get(topic)
-                .is_none_or(|subs| subs.iter().all(room)),
-            ProducerNode::AnonymousRelay => true,
-        }
+        held >= watermark
     }
 
     fn unblock_producers(&mut self) {
@@ -765,6 +780,9 @@ impl<I: Io> Core<I> {
     /// log first.
     fn submit(&mut self, command: Command, reply: Reply) {
         let now_ms = self.io.unix_time_ms();
+        if let Command::Enqueue { queue, .. } = &command {
+            *self.pending_enqueues.entry(queue.clone()).or_default() += 1;
+        }
         let append = self.is_durable(&command).then(|| {
             self.appends_in_flight += 1;
             Box::pin(self.log.append(encode_record(now_ms, &command))) as Append
@@ -821,6 +839,14 @@ impl<I: Io> Core<I> {
             let Some(pending) = self.pipeline.pop_front() else {
                 break;
             };
+            if let Command::Enqueue { queue, .. } = &pending.command
+                && let Some(count) = self.pending_enqueues.get_mut(queue)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.pending_enqueues.remove(queue);
+                }
+            }
             match pending.appended {
                 Some(Err(LogError::NoSpace)) => self.refuse_for_lack_of_space(pending),
                 Some(Err(error)) => {
@@ -965,7 +991,7 @@ impl<I: Io> Core<I> {
     /// After enough logged commands, writes the durable state as a snapshot
     /// so that recovery starts from it and older segments can go.
     fn maybe_snapshot(&mut self) {
-        if self.records_since_snapshot < self.settings.snapshot_every_records {
+        if self.records_since_snapshot < self.settings.config.storage.snapshot_every_records {
             return;
         }
         // The snapshot must cover exactly what is applied: wait until no

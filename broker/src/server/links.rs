@@ -230,6 +230,18 @@ impl Links {
                         };
                         if conn.accept_link(link, reply).is_ok() {
                             self.consumers.insert(link, VecDeque::new());
+                            // Credit the client sent along with its attach
+                            // (before our answer) was not the node's to see
+                            // until now.
+                            let credit = conn.credit(link);
+                            if credit > 0 {
+                                self.node.send(Request::Credit {
+                                    conn: self.conn,
+                                    link,
+                                    credit,
+                                    drain: false,
+                                })?;
+                            }
                         }
                     }
                     Err(refusal) => refuse(conn, link, refusal),

@@ -1160,8 +1160,22 @@ impl Connection {
 
     /// Grants `credit` on a receiving link, optionally asking the sender to
     /// drain it.
+    ///
+    /// Allowed as soon as our attach is sent, before the peer answers: the
+    /// credit then travels with the attach, as Proton clients send it.
     pub fn flow(&mut self, id: LinkId, credit: u32, drain: bool) -> Result<(), EngineError> {
-        let link = self.attached_link(id)?;
+        self.check_open()?;
+        if self
+            .sessions
+            .get(&id.session.0)
+            .is_some_and(|s| s.state == SessionState::EndSent)
+        {
+            return Err(EngineError::NotAttached);
+        }
+        let link = self.link_mut(id)?;
+        if !matches!(link.state, LinkState::Attached | LinkState::AttachSent) {
+            return Err(EngineError::NotAttached);
+        }
         if link.role != Role::Receiver {
             return Err(EngineError::WrongRole);
         }
