@@ -10,10 +10,12 @@ mod common;
 use bytes::Bytes;
 use common::{Broker, WAIT, test_config};
 use sluice::amqp::codec::{Symbol, Value};
-use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
+use sluice::amqp::engine::{
+    ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, LinkOptions, SessionId,
+};
 use sluice::amqp::types::{
-    Accepted, DeliveryState, Header, Message, Modified, Rejected, Released, Section, Source,
-    condition,
+    Accepted, DeliveryState, Header, Message, Modified, ReceiverSettleMode, Rejected, Released,
+    Role, Section, SenderSettleMode, Source, Target, condition,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
@@ -490,13 +492,13 @@ async fn credit_sent_with_the_attach_is_honoured() {
     }
     // Attach and grant credit in one burst, before the broker answers, as
     // event-driven Proton clients do.
-    let options = sluice::amqp::engine::LinkOptions {
+    let options = LinkOptions {
         name: "eager".into(),
-        role: sluice::amqp::types::Role::Receiver,
+        role: Role::Receiver,
         source: Some(queue("early")),
-        target: Some(sluice::amqp::types::Target::default()),
-        snd_settle_mode: sluice::amqp::types::SenderSettleMode::Unsettled,
-        rcv_settle_mode: sluice::amqp::types::ReceiverSettleMode::First,
+        target: Some(Target::default()),
+        snd_settle_mode: SenderSettleMode::Unsettled,
+        rcv_settle_mode: ReceiverSettleMode::First,
     };
     let receiver = client.connection().attach(session, options).unwrap();
     client.connection().flow(receiver, 10, false).unwrap();
@@ -505,6 +507,155 @@ async fn credit_sent_with_the_attach_is_honoured() {
         assert_eq!(body_of(&message), format!("m{i}"));
         client.settle(delivery, accepted()).await.unwrap();
     }
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+fn link_options(
+    name: &str,
+    role: Role,
+    source: Option<Source>,
+    target: Option<Target>,
+) -> LinkOptions {
+    LinkOptions {
+        name: name.into(),
+        role,
+        source,
+        target,
+        snd_settle_mode: SenderSettleMode::Unsettled,
+        rcv_settle_mode: ReceiverSettleMode::Second,
+    }
+}
+
+#[tokio::test]
+async fn receiver_settle_mode_second_settles_after_the_peer() {
+    let broker = Broker::start().await;
+    let (mut client, session) = connect(&broker).await;
+    // A producer asking for `second`: the broker's outcome comes unsettled,
+    // and the producer settles it.
+    let target = Target {
+        address: Some("twice".into()),
+        ..Target::default()
+    };
+    let sender = client
+        .connection()
+        .attach(
+            session,
+            link_options("p", Role::Sender, Some(Source::default()), Some(target)),
+        )
+        .unwrap();
+    client
+        .wait_for(
+            |e| matches!(e, Event::Credit { link, credit, .. } if *link == sender && *credit > 0),
+        )
+        .await
+        .unwrap();
+    let delivery = client
+        .send(
+            sender,
+            Bytes::from_static(b"t"),
+            message("once", true),
+            false,
+        )
+        .await
+        .unwrap();
+    let outcome = client
+        .wait_for(|e| matches!(e, Event::Disposition { delivery: d, .. } if *d == delivery))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Event::Disposition {
+                state: Some(DeliveryState::Accepted(_)),
+                settled: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    client.settle(delivery, accepted()).await.unwrap();
+
+    // A consumer asking for `second`: it answers unsettled, the broker
+    // settles, then the consumer does.
+    let receiver = client
+        .connection()
+        .attach(
+            session,
+            link_options(
+                "c",
+                Role::Receiver,
+                Some(queue("twice")),
+                Some(Target::default()),
+            ),
+        )
+        .unwrap();
+    client.connection().flow(receiver, 10, false).unwrap();
+    let (delivery, message) = receive(&mut client, receiver).await;
+    assert_eq!(body_of(&message), "once");
+    client
+        .connection()
+        .disposition(delivery, Some(accepted()), false)
+        .unwrap();
+    let settled = client
+        .wait_for(|e| matches!(e, Event::Disposition { delivery: d, .. } if *d == delivery))
+        .await
+        .unwrap();
+    assert!(
+        matches!(settled, Event::Disposition { settled: true, .. }),
+        "{settled:?}"
+    );
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn expired_messages_are_dead_lettered_as_expired() {
+    let (broker, _dir) = broker_with(
+        r#"
+        [[queue]]
+        name = "perishable"
+        dead_letter_queue = "perishable.expired"
+        "#,
+    )
+    .await;
+    let (mut client, session) = connect(&broker).await;
+    let expired = client
+        .attach_receiver(session, "dlq", queue("perishable.expired"), 10)
+        .await
+        .unwrap();
+    let sender = client
+        .attach_sender(session, "p", Some("perishable"))
+        .await
+        .unwrap();
+    let short_lived = Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ttl: Some(20),
+                ..Header::default()
+            }),
+            Section::Data(Bytes::from_static(b"milk")),
+        ],
+    }
+    .encode();
+    client
+        .send(sender, Bytes::from_static(b"t"), short_lived, false)
+        .await
+        .unwrap();
+    // Nobody consumes "perishable": the broker's expiry timer moves the
+    // message once its 20 ms are up; the wait is for that event, bounded.
+    let (delivery, message) = receive(&mut client, expired).await;
+    assert_eq!(body_of(&message), "milk");
+    let reason = message.sections.iter().find_map(|s| match s {
+        Section::MessageAnnotations(m) => m
+            .iter()
+            .find(|(k, _)| *k == Value::Symbol(Symbol::from_static("x-opt-deadletter-reason")))
+            .map(|(_, v)| v.clone()),
+        _ => None,
+    });
+    assert_eq!(reason, Some(Value::Symbol(Symbol::from_static("expired"))));
+    client.settle(delivery, accepted()).await.unwrap();
     client.close().await.unwrap();
     broker.stop().await;
 }
