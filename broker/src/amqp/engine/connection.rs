@@ -1164,18 +1164,7 @@ impl Connection {
     /// Allowed as soon as our attach is sent, before the peer answers: the
     /// credit then travels with the attach, as Proton clients send it.
     pub fn flow(&mut self, id: LinkId, credit: u32, drain: bool) -> Result<(), EngineError> {
-        self.check_open()?;
-        if self
-            .sessions
-            .get(&id.session.0)
-            .is_some_and(|s| s.state == SessionState::EndSent)
-        {
-            return Err(EngineError::NotAttached);
-        }
-        let link = self.link_mut(id)?;
-        if !matches!(link.state, LinkState::Attached | LinkState::AttachSent) {
-            return Err(EngineError::NotAttached);
-        }
+        let link = self.usable_link(id, &[LinkState::Attached, LinkState::AttachSent])?;
         if link.role != Role::Receiver {
             return Err(EngineError::WrongRole);
         }
@@ -1427,6 +1416,12 @@ impl Connection {
     }
 
     fn attached_link(&mut self, id: LinkId) -> Result<&mut Link, EngineError> {
+        self.usable_link(id, &[LinkState::Attached])
+    }
+
+    /// A link that commands may use: the connection open, its session not
+    /// ending, and the link in one of `states`.
+    fn usable_link(&mut self, id: LinkId, states: &[LinkState]) -> Result<&mut Link, EngineError> {
         self.check_open()?;
         if self
             .sessions
@@ -1436,7 +1431,7 @@ impl Connection {
             return Err(EngineError::NotAttached);
         }
         let link = self.link_mut(id)?;
-        if link.state != LinkState::Attached {
+        if !states.contains(&link.state) {
             return Err(EngineError::NotAttached);
         }
         Ok(link)
