@@ -16,6 +16,8 @@
 //! from the configured seed with [`seeded_rng`] and handed down, so a
 //! simulation seed replays bit for bit.
 
+#[cfg(any(test, feature = "sim"))]
+pub mod faulty;
 mod tokio_io;
 #[cfg(feature = "sim")]
 mod turmoil_io;

@@ -5,7 +5,6 @@
 
 #[cfg(feature = "sim")]
 mod crash;
-mod faulty;
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -19,8 +18,8 @@ use super::record::{self as framing, FRAME_HEADER_BYTES};
 use super::segment::{self, HEADER_BYTES};
 use super::snapshot::test_support as snapshot_file;
 use super::*;
+use crate::io::faulty::FaultyIo;
 use crate::io::{File, OpenMode, TokioIo};
-use faulty::FaultyIo;
 
 /// Every test record is 11 bytes, so 19 framed: offsets are easy to compute.
 const FRAME_BYTES: u64 = 19;

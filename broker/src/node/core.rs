@@ -87,10 +87,10 @@ pub enum NodeError {
     #[error(transparent)]
     Log(#[from] LogError),
     /// A log record or snapshot does not decode.
-    #[error("log record {lsn:?} does not decode: {error}")]
+    #[error("log record {lsn} does not decode: {error}")]
     Record {
-        /// The record.
-        lsn: Option<Lsn>,
+        /// The record (or the snapshot's last record).
+        lsn: Lsn,
         /// Why.
         error: DecodeError,
     },
@@ -118,19 +118,16 @@ pub async fn start<I: Io>(
         );
     }
     let mut queues = match recovered.snapshot {
-        Some((lsn, state)) => Queues::restore(state).map_err(|error| NodeError::Record {
-            lsn: Some(lsn),
-            error,
-        })?,
+        Some((lsn, state)) => {
+            Queues::restore(state).map_err(|error| NodeError::Record { lsn, error })?
+        }
         None => Queues::new(),
     };
     let mut effects = Vec::new();
     let records = recovered.records.len();
     for (lsn, record) in recovered.records {
-        let (now_ms, command) = decode_record(record).map_err(|error| NodeError::Record {
-            lsn: Some(lsn),
-            error,
-        })?;
+        let (now_ms, command) =
+            decode_record(record).map_err(|error| NodeError::Record { lsn, error })?;
         queues.apply(now_ms, command, &mut effects);
         effects.clear();
     }
@@ -138,17 +135,6 @@ pub async fn start<I: Io>(
     let (requests, inbox) = mpsc::unbounded_channel();
     let core = Core::new(io, settings, log, queues);
     Ok((NodeHandle { requests }, core.run(inbox)))
-}
-
-/// Runs a node whose log is already open (see [`start`]).
-pub async fn run<I: Io>(io: I, settings: NodeSettings) -> Result<NodeHandle, NodeError> {
-    let (handle, task) = start(io.clone(), settings).await?;
-    io.spawn(async move {
-        if let Err(error) = task.await {
-            error!(%error, "the broker node stopped");
-        }
-    });
-    Ok(handle)
 }
 
 /// A log record: the command and the time it was applied at, so that replay

@@ -15,6 +15,8 @@
 mod address;
 mod core;
 mod message;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -22,7 +24,7 @@ use tokio::sync::mpsc;
 pub use address::{
     ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, consumer_node, producer_node,
 };
-pub use core::{NodeError, NodeSettings, run, start};
+pub use core::{NodeError, NodeSettings, start};
 pub use message::{Inspected, inspect, render};
 
 use crate::amqp::engine::{DeliveryId, LinkId};

@@ -20,7 +20,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand::Rng;
 
 use super::super::{Log, LogOptions, Lsn, Recovered, open};
-use super::faulty::FaultyIo;
+use crate::io::faulty::FaultyIo;
 use crate::io::{Io, TurmoilIo, seeded_rng};
 
 const SEEDS: u64 = 16;

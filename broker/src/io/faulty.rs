@@ -1,6 +1,7 @@
-//! An [`Io`] wrapper for tests: counts file fsyncs, fails writes or fsyncs
-//! on demand, and can make fsyncs slow, in front of either seam
-//! implementation.
+//! An [`Io`] wrapper that injects disk faults: counts file fsyncs, fails
+//! writes or fsyncs on demand, and can make fsyncs slow, in front of either
+//! seam implementation. For tests and the simulator (feature `sim`); the
+//! production binary never builds it.
 //!
 //! turmoil's own disk-full fault (`FsConfig::capacity`) reports ENOSPC as
 //! `ErrorKind::Other`, not `StorageFull`, so it cannot stand in for a full
@@ -12,19 +13,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
-use crate::io::{File, Io, OpenMode};
+use super::{File, Io, OpenMode};
 
 /// The faults to inject, shared by every clone of a [`FaultyIo`] and every
 /// file it opened.
 #[derive(Debug, Default)]
-pub(super) struct Faults {
+pub struct Faults {
     syncs: AtomicU64,
     write_error: Mutex<Option<ErrorKind>>,
     next_sync_error: Mutex<Option<ErrorKind>>,
@@ -34,46 +35,58 @@ pub(super) struct Faults {
 
 impl Faults {
     /// How many times `File::sync_all` was called.
-    pub(super) fn syncs(&self) -> u64 {
+    pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)
     }
 
     /// Fails every file write with `kind` (after writing half of it, as a
     /// disk that fills up mid-write does), or stops failing with `None`.
-    pub(super) fn fail_writes(&self, kind: Option<ErrorKind>) {
-        *self.write_error.lock().unwrap() = kind;
+    pub fn fail_writes(&self, kind: Option<ErrorKind>) {
+        *self
+            .write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = kind;
     }
 
     /// Fails the next `File::sync_all` with `kind`, without syncing.
-    pub(super) fn fail_next_sync(&self, kind: ErrorKind) {
-        *self.next_sync_error.lock().unwrap() = Some(kind);
+    pub fn fail_next_sync(&self, kind: ErrorKind) {
+        *self
+            .next_sync_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(kind);
     }
 
     fn write_error(&self) -> Option<ErrorKind> {
-        *self.write_error.lock().unwrap()
+        *self
+            .write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn take_sync_error(&self) -> Option<ErrorKind> {
-        self.next_sync_error.lock().unwrap().take()
+        self.next_sync_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
 /// `inner`, with [`Faults`] in front of its files.
 #[derive(Debug, Clone)]
-pub(super) struct FaultyIo<I> {
+pub struct FaultyIo<I> {
     inner: I,
-    pub(super) faults: Arc<Faults>,
+    pub faults: Arc<Faults>,
 }
 
 impl<I> FaultyIo<I> {
-    pub(super) fn new(inner: I) -> Self {
+    pub fn new(inner: I) -> Self {
         Self::with_sync_latency(inner, Duration::ZERO)
     }
 
     /// Fsyncs wait `latency` before they make anything durable. turmoil's
     /// own fsync is durable at once (its latency comes after), so without
     /// this a crash never finds a written, unsynced batch.
-    pub(super) fn with_sync_latency(inner: I, latency: Duration) -> Self {
+    pub fn with_sync_latency(inner: I, latency: Duration) -> Self {
         let faults = Faults {
             sync_latency: latency,
             ..Faults::default()
@@ -145,7 +158,7 @@ impl<I: Io> Io for FaultyIo<I> {
 
 /// A file whose writes and fsyncs obey [`Faults`].
 #[derive(Debug)]
-pub(super) struct FaultyFile<F> {
+pub struct FaultyFile<F> {
     inner: F,
     faults: Arc<Faults>,
 }
