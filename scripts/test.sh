@@ -58,6 +58,22 @@ install_node_clients() {
     export SLUICE_NODE
 }
 
+# The simulator's own gate, beyond its tests: the determinism check on three
+# seeds and an exploration of 200 seeds with every fault kind on (about ten
+# seconds in a release build). Longer explorations: docs/simulation.md.
+simulate() {
+    cargo build --release -p sluice-sim
+    local sim=target/release/sluice-sim
+    for seed in 1 2 3; do
+        "$sim" run --seed "$seed" --faults net,crash,disk --check-determinism --no-replay
+    done
+    "$sim" explore --seeds 1..200 --jobs 2 --faults net,crash,disk --no-replay
+}
+
 install_python_clients
 install_node_clients
-exec cargo test --workspace --all-features "$@" -- --include-ignored
+cargo test --workspace --all-features "$@" -- --include-ignored
+# Extra arguments select tests; the simulator gate runs with the full suite.
+if [[ $# -eq 0 ]]; then
+    simulate
+fi

@@ -77,6 +77,11 @@ pub struct Config {
     /// report what was lost.
     #[serde(skip)]
     pub repair: bool,
+    /// A deliberate bug for the simulator's checker to catch (feature
+    /// `planted-bugs`); never read from the file. `None` plants nothing.
+    #[cfg(feature = "planted-bugs")]
+    #[serde(skip)]
+    pub plant: Option<crate::planted::Plant>,
 }
 
 impl Default for Config {
@@ -93,6 +98,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             repair: false,
+            #[cfg(feature = "planted-bugs")]
+            plant: None,
         }
     }
 }

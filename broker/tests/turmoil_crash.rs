@@ -18,6 +18,7 @@ use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Section, Sou
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
 use sluice::io::TurmoilIo;
+use sluice::io::faulty::FaultyIo;
 use sluice::server::{self, shutdown_channel};
 
 const SEED: u64 = 0x5eed_c4a5;
@@ -27,6 +28,9 @@ const MESSAGES: u32 = 400;
 const WINDOW: usize = 64;
 /// The crash comes once this many messages were confirmed.
 const CRASH_AFTER_ACCEPTED: usize = 120;
+
+/// How long an fsync takes before it makes anything durable.
+const SYNC_LATENCY: Duration = Duration::from_millis(200);
 
 type Ids = Arc<Mutex<BTreeSet<u32>>>;
 
@@ -162,21 +166,40 @@ async fn consume(
     Ok(())
 }
 
-#[test]
-fn every_accepted_message_survives_a_crash() {
+/// What one run saw: the ids the producer saw accepted, and the ids the
+/// consumer received after the restart.
+struct Outcome {
+    accepted: BTreeSet<u32>,
+    received: BTreeSet<u32>,
+}
+
+impl Outcome {
+    fn lost(&self) -> Vec<u32> {
+        self.accepted.difference(&self.received).copied().collect()
+    }
+}
+
+/// Runs the producer against a broker configured by `configure`, crashes
+/// and restarts the broker once `CRASH_AFTER_ACCEPTED` messages are
+/// confirmed, and drains the queue afterwards. Fsyncs take `SYNC_LATENCY`
+/// before they make anything durable (turmoil's own fsync is durable at
+/// once), so a crash can land between a write and its fsync.
+fn crash_run(configure: fn(&mut Config)) -> Outcome {
     let mut sim = turmoil::Builder::new()
         .rng_seed(SEED)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
         .simulation_duration(Duration::from_secs(120))
         .build();
-    sim.host(BROKER, || async {
+    sim.host(BROKER, move || async move {
         let (_never_triggered, shutdown) = shutdown_channel();
-        let config = Config {
+        let mut config = Config {
             listen: (Ipv4Addr::UNSPECIFIED, 5672).into(),
             data_dir: "/data".into(),
             ..Config::default()
         };
-        server::run(config, TurmoilIo, shutdown, |_| {}).await?;
+        configure(&mut config);
+        let io = FaultyIo::with_sync_latency(TurmoilIo, SYNC_LATENCY);
+        server::run(config, io, shutdown, |_| {}).await?;
         Ok(())
     });
     let accepted: Ids = Arc::default();
@@ -208,12 +231,35 @@ fn every_accepted_message_survives_a_crash() {
         crashed,
         "the broker never crashed: too few messages accepted"
     );
-    let accepted = accepted.lock().unwrap();
-    let received = received.lock().unwrap();
-    let lost: Vec<_> = accepted.difference(&received).collect();
+    let accepted = accepted.lock().unwrap().clone();
+    let received = received.lock().unwrap().clone();
+    assert!(accepted.len() >= CRASH_AFTER_ACCEPTED);
+    Outcome { accepted, received }
+}
+
+#[test]
+fn every_accepted_message_survives_a_crash() {
+    let outcome = crash_run(|_| {});
+    let lost = outcome.lost();
     assert!(
         lost.is_empty(),
         "seed {SEED:#x}: accepted but lost: {lost:?}"
     );
-    assert!(accepted.len() >= CRASH_AFTER_ACCEPTED);
+}
+
+/// The planted bug `ack-before-fsync` answers `accepted` before the log is
+/// durable: the same run loses confirmed messages, which is what the
+/// simulator's checker must catch.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn ack_before_fsync_loses_accepted_messages() {
+    let outcome = crash_run(|config| {
+        config.plant = Some(sluice::planted::Plant::AckBeforeFsync);
+    });
+    assert!(
+        !outcome.lost().is_empty(),
+        "seed {SEED:#x}: the planted bug lost nothing ({} accepted, {} received)",
+        outcome.accepted.len(),
+        outcome.received.len()
+    );
 }

@@ -1,9 +1,232 @@
 //! `sluice-sim`: runs Sluice under turmoil with faults drawn from a seed.
-//!
-//! The simulator itself is built in its own issue; for now the binary only
-//! proves the crate links against the broker with the `sim` seam enabled.
+//! The simulator is the library (`sluice_sim`); this is its command line.
 
-fn main() {
-    eprintln!("sluice-sim: the simulator is not built yet (see docs/simulation.md)");
-    std::process::exit(2);
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sluice_sim::cli::{Cli, Command, ExploreArgs, ReplayArgs, RunArgs, SimArgs};
+use sluice_sim::replay::{self, ReplayFile, Verdict};
+use sluice_sim::world::{self, RunReport};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The broker's own log, on stderr, only when asked for with RUST_LOG
+    // (e.g. `RUST_LOG=sluice=debug sluice-sim replay FILE`): formatting
+    // every line costs more than the simulation itself.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            // No wall-clock timestamps: two logs of one seed must be equal.
+            .without_time()
+            .init();
+    }
+    let result = match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Explore(args) => explore(&args),
+        Command::Replay(args) => replay_file(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("sluice-sim: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn summary(report: &RunReport) -> String {
+    let stats = &report.check.stats;
+    format!(
+        "seed {:#x}: {} in {:.1}s simulated; {} sent, {} accepted, {} consumed, {} redeliveries, {} duplicates",
+        report.options.seed,
+        if report.passed() { "pass" } else { "FAIL" },
+        report.simulated.as_secs_f64(),
+        stats.messages_sent,
+        stats.messages_accepted,
+        stats.messages_consumed,
+        stats.redeliveries,
+        stats.duplicates,
+    )
+}
+
+/// Writes the failing `report` as a replay file (unless told not to).
+fn write_replay(sim: &SimArgs, report: &RunReport) -> Result<()> {
+    if sim.no_replay {
+        return Ok(());
+    }
+    let file = ReplayFile::from_report(report, Verdict::Fail, replay::current_commit());
+    let path = file.write(&sim.replay_dir)?;
+    println!("  wrote {}", path.display());
+    Ok(())
+}
+
+fn run(args: &RunArgs) -> Result<bool> {
+    let options = args.sim.options(args.seed);
+    println!("{}", options.command());
+    let report = if args.check_determinism {
+        let determinism = world::check_determinism(&options)?;
+        let (a, b) = determinism.hashes;
+        if !determinism.deterministic() {
+            println!(
+                "seed {:#x}: NOT DETERMINISTIC: trace hashes {} and {}",
+                options.seed,
+                replay::format_hash(a),
+                replay::format_hash(b)
+            );
+            if let Some(difference) = &determinism.difference {
+                println!("{difference}");
+            }
+            return Ok(false);
+        }
+        println!("deterministic: trace hash {} twice", replay::format_hash(a));
+        determinism.report
+    } else {
+        world::run(&options)?
+    };
+    if args.trace {
+        for event in report.trace.events() {
+            println!("{event}");
+        }
+    }
+    println!("{}", summary(&report));
+    if let Some(failure) = report.failure() {
+        println!("{failure}");
+        write_replay(&args.sim, &report)?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The result of one seed in `explore`.
+struct Explored {
+    seed: u64,
+    outcome: Result<RunReport, String>,
+}
+
+fn explore(args: &ExploreArgs) -> Result<bool> {
+    let seeds: Vec<u64> = args.seeds.clone().collect();
+    let jobs = args.jobs.clamp(1, seeds.len().max(1));
+    println!(
+        "exploring {} seeds ({}..{}) with {jobs} job(s): {}",
+        seeds.len(),
+        args.seeds.start,
+        args.seeds.end,
+        args.sim.options(args.seeds.start).command()
+    );
+    // Wall time, only to report speed: it never reaches a simulation.
+    #[allow(clippy::disallowed_methods)]
+    let started = std::time::Instant::now();
+    let run_seed = |seed: u64| {
+        let outcome = world::run(&args.sim.options(seed)).map_err(|e| e.to_string());
+        match &outcome {
+            Ok(report) => println!("{}", summary(report)),
+            Err(error) => println!("seed {seed:#x}: ERROR {error}"),
+        }
+        Explored { seed, outcome }
+    };
+    let mut results: Vec<Explored> = if jobs == 1 {
+        seeds.iter().map(|&seed| run_seed(seed)).collect()
+    } else {
+        // Each simulation is single-threaded and owns its world; threads
+        // only run independent seeds side by side, so they cannot affect
+        // any run's determinism.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..jobs)
+                .map(|job| {
+                    let mine: Vec<u64> = seeds.iter().copied().skip(job).step_by(jobs).collect();
+                    let run_seed = &run_seed;
+                    scope.spawn(move || mine.into_iter().map(run_seed).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                // A panicked job's seeds are missing from the results (the
+                // panic itself is printed by the default hook); the count
+                // check below reports it.
+                .flat_map(|handle| handle.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    #[allow(clippy::disallowed_methods)]
+    let wall = started.elapsed();
+    results.sort_by_key(|r| r.seed);
+
+    let simulated: Duration = results
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().ok())
+        .map(|report| report.simulated)
+        .sum();
+    let failing: Vec<&Explored> = results
+        .iter()
+        .filter(|r| r.outcome.as_ref().map_or(true, |report| !report.passed()))
+        .collect();
+    let wall_s = wall.as_secs_f64().max(1e-9);
+    println!(
+        "\n{} seeds in {:.1}s wall: {:.1} seeds/minute, {:.1} simulated s per wall s; {} failing",
+        results.len(),
+        wall_s,
+        results.len() as f64 * 60.0 / wall_s,
+        simulated.as_secs_f64() / wall_s,
+        failing.len()
+    );
+    let mut wrote_one = false;
+    for failed in &failing {
+        match &failed.outcome {
+            Ok(report) => {
+                if let Some(failure) = report.failure() {
+                    println!("{failure}");
+                }
+                // One replay file per exploration: a planted bug can fail
+                // most seeds, and one file is enough to reproduce it.
+                if !wrote_one {
+                    write_replay(&args.sim, report)?;
+                    wrote_one = true;
+                }
+            }
+            Err(error) => println!("seed {:#x}: ERROR {error}", failed.seed),
+        }
+    }
+    if results.len() != seeds.len() {
+        anyhow::bail!("{} seed(s) panicked", seeds.len() - results.len());
+    }
+    Ok(failing.is_empty())
+}
+
+fn replay_file(args: &ReplayArgs) -> Result<bool> {
+    let outcome =
+        replay::replay(&args.file).with_context(|| format!("replaying {}", args.file.display()))?;
+    if args.trace {
+        for event in outcome.report.trace.events() {
+            println!("{event}");
+        }
+    }
+    println!("{}", outcome.report.options.command());
+    println!("{}", summary(&outcome.report));
+    if let Some(failure) = outcome.report.failure() {
+        println!("{failure}");
+    }
+    if !outcome.same_trace() {
+        println!(
+            "note: trace hash {} differs from the recorded {} (the code changed since {})",
+            replay::format_hash(outcome.report.trace.hash()),
+            outcome.file.trace_hash,
+            outcome.file.commit
+        );
+    }
+    println!(
+        "verdict {:?}, expected {:?}: {}",
+        outcome.verdict,
+        outcome.file.expected,
+        if outcome.as_expected() {
+            "ok"
+        } else {
+            "MISMATCH"
+        }
+    );
+    Ok(outcome.as_expected())
 }

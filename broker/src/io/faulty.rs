@@ -4,8 +4,10 @@
 //! production binary never builds it.
 //!
 //! turmoil's own disk-full fault (`FsConfig::capacity`) reports ENOSPC as
-//! `ErrorKind::Other`, not `StorageFull`, so it cannot stand in for a full
-//! disk here.
+//! `ErrorKind::Other`; [`TurmoilIo`](super::TurmoilIo)'s files map it to
+//! `StorageFull`, so a capacity-limited turmoil disk is a real full disk.
+//! This wrapper's `fail_writes(Some(StorageFull))` is for a disk full on
+//! demand, which turmoil's fixed capacity cannot switch on and off.
 
 use std::future::Future;
 use std::io::{self, ErrorKind, SeekFrom};
@@ -34,6 +36,16 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// No faults yet, and fsyncs that wait `latency` before they make
+    /// anything durable. Share it (`Arc`) with [`FaultyIo::with_faults`] to
+    /// switch faults on and off from outside the host, as a nemesis does.
+    pub fn with_sync_latency(latency: Duration) -> Self {
+        Self {
+            sync_latency: latency,
+            ..Self::default()
+        }
+    }
+
     /// How many times `File::sync_all` was called.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)
@@ -46,6 +58,16 @@ impl Faults {
             .write_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = kind;
+    }
+
+    /// Stops every fault: writes succeed, and an fsync error armed with
+    /// [`Faults::fail_next_sync`] that has not fired is disarmed.
+    pub fn clear(&self) {
+        self.fail_writes(None);
+        *self
+            .next_sync_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Fails the next `File::sync_all` with `kind`, without syncing.
@@ -87,14 +109,13 @@ impl<I> FaultyIo<I> {
     /// own fsync is durable at once (its latency comes after), so without
     /// this a crash never finds a written, unsynced batch.
     pub fn with_sync_latency(inner: I, latency: Duration) -> Self {
-        let faults = Faults {
-            sync_latency: latency,
-            ..Faults::default()
-        };
-        Self {
-            inner,
-            faults: Arc::new(faults),
-        }
+        Self::with_faults(inner, Arc::new(Faults::with_sync_latency(latency)))
+    }
+
+    /// `inner` with `faults`, which the caller keeps a handle to: every
+    /// restart of a host can share one set of faults.
+    pub fn with_faults(inner: I, faults: Arc<Faults>) -> Self {
+        Self { inner, faults }
     }
 }
 

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 pub use tokio_io::TokioIo;
 #[cfg(feature = "sim")]
-pub use turmoil_io::TurmoilIo;
+pub use turmoil_io::{SimFile, TurmoilIo};
 
 /// Sockets, files, clocks and tasks, as one environment.
 ///

@@ -6,12 +6,14 @@
 //! is a bug in the caller, not a condition to handle.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, ErrorKind, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::task::JoinHandle;
 use turmoil::fs::shim::tokio::fs as sim_fs;
 
@@ -28,7 +30,7 @@ pub struct TurmoilIo;
 impl Io for TurmoilIo {
     type Stream = turmoil::net::TcpStream;
     type Listener = turmoil::net::TcpListener;
-    type File = sim_fs::File;
+    type File = SimFile;
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
         turmoil::net::TcpListener::bind(addr).await
@@ -75,7 +77,7 @@ impl Io for TurmoilIo {
                 options.write(true).create(true).truncate(true);
             }
         }
-        options.open(path).await
+        options.open(path).await.map(|inner| SimFile { inner })
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -115,13 +117,125 @@ impl Listener for turmoil::net::TcpListener {
     }
 }
 
-impl File for sim_fs::File {
+/// turmoil's simulated file, with its disk-full error made recognisable.
+///
+/// turmoil reports a write past `FsConfig::capacity` as `ErrorKind::Other`
+/// with the message "No space left on device"; the log tells a full disk
+/// (refuse the batch, go on) from a failed one (stop) by
+/// `ErrorKind::StorageFull`, as the real `ENOSPC` maps to. Everything else
+/// is delegated untouched.
+#[derive(Debug)]
+pub struct SimFile {
+    inner: sim_fs::File,
+}
+
+/// turmoil's message for ENOSPC (`Fs::check_space`).
+const NO_SPACE_MESSAGE: &str = "No space left on device";
+
+/// Maps turmoil's ENOSPC to `ErrorKind::StorageFull`; any other error is
+/// returned as it is.
+fn storage_full(error: io::Error) -> io::Error {
+    if error.kind() == ErrorKind::Other && error.to_string() == NO_SPACE_MESSAGE {
+        io::Error::new(ErrorKind::StorageFull, error)
+    } else {
+        error
+    }
+}
+
+impl AsyncRead for SimFile {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimFile {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_write(cx, buf)
+            .map_err(storage_full)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_flush(cx)
+            .map_err(storage_full)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_shutdown(cx)
+            .map_err(storage_full)
+    }
+}
+
+impl AsyncSeek for SimFile {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.get_mut().inner).start_seek(position)
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.get_mut().inner).poll_complete(cx)
+    }
+}
+
+impl File for SimFile {
     async fn sync_all(&mut self) -> io::Result<()> {
-        self.flush().await?;
-        sim_fs::File::sync_all(self).await
+        self.inner.flush().await.map_err(storage_full)?;
+        self.inner.sync_all().await.map_err(storage_full)
     }
 
     async fn set_len(&mut self, len_bytes: u64) -> io::Result<()> {
-        sim_fs::File::set_len(self, len_bytes).await
+        self.inner.set_len(len_bytes).await.map_err(storage_full)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A write past turmoil's `capacity` fails with `StorageFull`, and the
+    /// file takes writes again once cut back and synced.
+    #[test]
+    fn a_full_disk_is_storage_full() {
+        let mut builder = turmoil::Builder::new();
+        builder.simulation_duration(Duration::from_secs(10));
+        builder.fs().capacity(100);
+        let mut sim = builder.build();
+        sim.client("host", async {
+            let io = TurmoilIo;
+            let mut file = io.open(Path::new("/f"), OpenMode::Append).await?;
+            file.write_all(&[1; 60]).await?;
+            let error = file
+                .write_all(&[2; 60])
+                .await
+                .expect_err("the disk holds 100 bytes");
+            assert_eq!(error.kind(), ErrorKind::StorageFull, "{error}");
+            // turmoil counts unsynced writes against the capacity until a
+            // sync applies the cut, as the log's cut-back does.
+            file.set_len(0).await?;
+            file.sync_all().await?;
+            file.write_all(&[3; 60]).await?;
+            file.sync_all().await?;
+            Ok(())
+        });
+        sim.run().expect("the client passes");
+    }
+
+    #[test]
+    fn other_errors_keep_their_kind() {
+        let error = storage_full(io::Error::other("something else"));
+        assert_eq!(error.kind(), ErrorKind::Other);
+        let error = storage_full(io::Error::from(ErrorKind::NotFound));
+        assert_eq!(error.kind(), ErrorKind::NotFound);
     }
 }

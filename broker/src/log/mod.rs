@@ -139,6 +139,12 @@ pub struct LogOptions {
     /// `--repair` flag). What was dropped is reported in
     /// [`Recovered::repair`]. Default: off.
     pub repair: bool,
+    /// A planted bug for the simulator (feature `planted-bugs`): with
+    /// [`Plant::SkipDirFsync`](crate::planted::Plant::SkipDirFsync) the
+    /// writer never fsyncs the directory after creating a segment. Default:
+    /// `None`.
+    #[cfg(feature = "planted-bugs")]
+    pub plant: Option<crate::planted::Plant>,
 }
 
 impl Default for LogOptions {
@@ -146,6 +152,8 @@ impl Default for LogOptions {
         Self {
             segment_bytes_max: 64 << 20,
             repair: false,
+            #[cfg(feature = "planted-bugs")]
+            plant: None,
         }
     }
 }
@@ -292,13 +300,16 @@ pub async fn open<I: Io>(
         .await?;
     let (commands, queue) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let next_lsn = opened.recovered.next_lsn;
-    let writer = Writer::new(
+    #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+    let mut writer = Writer::new(
         io.clone(),
         dir.to_path_buf(),
         options.segment_bytes_max,
         opened.active,
         next_lsn,
     );
+    #[cfg(feature = "planted-bugs")]
+    writer.plant(options.plant);
     io.spawn(writer.run(queue).instrument(span));
     Ok((Log { commands }, opened.recovered))
 }

@@ -306,8 +306,13 @@ async fn open_tail<I: Io>(io: &I, tail: Tail) -> Result<ActiveSegment<I::File>, 
     let len_bytes = tail.len_bytes as u64;
     if tail.truncate {
         file.set_len(len_bytes).await.during("truncate", &path)?;
-        file.sync_all().await.during("fsync", &path)?;
     }
+    // Always synced, even when nothing was cut: what recovery just read may
+    // have been written by a process whose fsync failed, and still sit
+    // unsynced in the page cache. Records appended after it (or a new
+    // segment after this one) must not outlive it, or a later crash would
+    // leave a hole in the middle of the log.
+    file.sync_all().await.during("fsync", &path)?;
     Ok(ActiveSegment {
         file,
         path,

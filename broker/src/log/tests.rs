@@ -5,6 +5,8 @@
 
 #[cfg(feature = "sim")]
 mod crash;
+#[cfg(all(feature = "sim", feature = "planted-bugs"))]
+mod planted;
 
 use std::future::Future;
 use std::io::ErrorKind;

@@ -93,6 +93,9 @@ pub(super) struct Writer<I: Io> {
     /// the file holds is unknown (a failed fsync may have dropped dirty
     /// pages), so every later command fails with it.
     failure: Option<LogError>,
+    /// Planted bug: skip the directory fsync after creating a segment.
+    #[cfg(feature = "planted-bugs")]
+    skip_dir_fsync: bool,
 }
 
 impl<I: Io> Writer<I> {
@@ -112,7 +115,16 @@ impl<I: Io> Writer<I> {
             active,
             next_lsn,
             failure: None,
+            #[cfg(feature = "planted-bugs")]
+            skip_dir_fsync: false,
         }
+    }
+
+    /// Plants a bug (feature `planted-bugs`); only `SkipDirFsync` concerns
+    /// the writer.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn plant(&mut self, plant: Option<crate::planted::Plant>) {
+        self.skip_dir_fsync = plant == Some(crate::planted::Plant::SkipDirFsync);
     }
 
     /// Serves commands until every [`Log`](super::Log) handle is gone.
@@ -208,7 +220,13 @@ impl<I: Io> Writer<I> {
     /// acknowledged record can sit in a file whose name a crash may lose.
     async fn create_segment(&mut self) -> Result<ActiveSegment<I::File>, LogError> {
         let path = self.dir.join(files::segment_name(self.next_lsn));
-        match try_create(&self.io, &self.dir, &path, self.next_lsn).await {
+        #[cfg(not(feature = "planted-bugs"))]
+        let sync_dir = true;
+        // PLANTED BUG (`skip-dir-fsync`): the new segment's name is never
+        // made durable, so a crash may take the file and its records away.
+        #[cfg(feature = "planted-bugs")]
+        let sync_dir = !self.skip_dir_fsync;
+        match try_create(&self.io, &self.dir, &path, self.next_lsn, sync_dir).await {
             Ok(file) => {
                 info!(segment = %path.display(), first_lsn = %self.next_lsn, "log segment created");
                 Ok(ActiveSegment {
@@ -357,7 +375,14 @@ fn encode_batch(batch: &[Append]) -> Vec<u8> {
 
 /// Creates the segment file at `path` for records from `first`: header
 /// written and fsynced, then the directory fsynced.
-async fn try_create<I: Io>(io: &I, dir: &Path, path: &Path, first: Lsn) -> Result<I::File, Failed> {
+/// `sync_dir` is false only under the planted bug `skip-dir-fsync`.
+async fn try_create<I: Io>(
+    io: &I,
+    dir: &Path,
+    path: &Path,
+    first: Lsn,
+    sync_dir: bool,
+) -> Result<I::File, Failed> {
     let mut file = io
         .open(path, OpenMode::Append)
         .await
@@ -373,9 +398,11 @@ async fn try_create<I: Io>(io: &I, dir: &Path, path: &Path, first: Lsn) -> Resul
         .await
         .map_err(Failed::at("write", path))?;
     file.sync_all().await.map_err(Failed::at("fsync", path))?;
-    io.sync_dir(dir)
-        .await
-        .map_err(Failed::at("sync_dir", dir))?;
+    if sync_dir {
+        io.sync_dir(dir)
+            .await
+            .map_err(Failed::at("sync_dir", dir))?;
+    }
     Ok(file)
 }
 

@@ -47,6 +47,8 @@ impl NodeSettings {
         LogOptions {
             repair: self.config.repair,
             segment_bytes_max: self.config.storage.segment_bytes_max,
+            #[cfg(feature = "planted-bugs")]
+            plant: self.config.plant,
         }
     }
 
@@ -168,6 +170,10 @@ struct Pending {
     appended: Option<Result<Lsn, LogError>>,
     /// Whom to answer once applied.
     reply: Reply,
+    /// A consumer's `Detach` that is expanded, once it reaches the head of
+    /// the pipeline, into the commands that return what the consumer holds
+    /// (see [`Core::expand_detach`]).
+    expand_detach: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -261,6 +267,12 @@ impl<I: Io> Core<I> {
             }
         }
         let next_seq = queues.last_seq() + 1;
+        #[cfg(feature = "planted-bugs")]
+        let queues = {
+            let mut queues = queues;
+            queues.plant(settings.config.plant);
+            queues
+        };
         Self {
             io,
             settings,
@@ -536,9 +548,7 @@ impl<I: Io> Core<I> {
         };
         // The consumer's unsettled deliveries return counted as failed
         // (logged settles), then it goes.
-        for command in self.queues.detach_commands(consumer) {
-            self.submit(command, Reply::None);
-        }
+        self.submit_detach(consumer);
         let ends = match info.lifetime {
             QueueLifetime::Lasting => false,
             QueueLifetime::UntilClosed => closed,
@@ -766,20 +776,81 @@ impl<I: Io> Core<I> {
     /// log first.
     fn submit(&mut self, command: Command, reply: Reply) {
         let now_ms = self.io.unix_time_ms();
+        let pending = self.pending(now_ms, command, reply);
+        self.pipeline.push_back(pending);
+    }
+
+    /// A pipeline entry for `command`, its log append started if it needs
+    /// one.
+    fn pending(&mut self, now_ms: u64, command: Command, reply: Reply) -> Pending {
         if let Command::Enqueue { queue, .. } = &command {
             *self.pending_enqueues.entry(queue.clone()).or_default() += 1;
+        }
+        // PLANTED BUG (`ack-before-fsync`): the append runs detached and the
+        // command is applied as if it needed no log, so `accepted` can leave
+        // before the record is durable.
+        #[cfg(feature = "planted-bugs")]
+        if self.settings.config.plant == Some(crate::planted::Plant::AckBeforeFsync)
+            && self.is_durable(&command)
+        {
+            let append = self.log.append(encode_record(now_ms, &command));
+            self.io.spawn(async move {
+                if let Err(error) = append.await {
+                    error!(%error, "planted ack-before-fsync: a detached append failed");
+                }
+            });
+            return Pending {
+                now_ms,
+                command,
+                append: None,
+                appended: None,
+                reply,
+                expand_detach: false,
+            };
         }
         let append = self.is_durable(&command).then(|| {
             self.appends_in_flight += 1;
             Box::pin(self.log.append(encode_record(now_ms, &command))) as Append
         });
-        self.pipeline.push_back(Pending {
+        Pending {
             now_ms,
             command,
             append,
             appended: None,
             reply,
+            expand_detach: false,
+        }
+    }
+
+    /// Queues a consumer's detach. What it holds is known only once every
+    /// command before the detach is applied — settles it sent may still be
+    /// waiting for their fsync — so the commands that return its messages
+    /// are made then, not now: made now, they could count a failed delivery
+    /// against a message the consumer had released and another consumer
+    /// now holds.
+    fn submit_detach(&mut self, consumer: ConsumerId) {
+        self.pipeline.push_back(Pending {
+            now_ms: self.io.unix_time_ms(),
+            command: Command::Detach { consumer },
+            append: None,
+            appended: None,
+            reply: Reply::None,
+            expand_detach: true,
         });
+    }
+
+    /// Replaces a detach at the head of the pipeline by the commands that
+    /// return what the consumer holds (its credit to 0, a failed-delivery
+    /// settle per held message, logged, then the detach itself).
+    fn expand_detach(&mut self, now_ms: u64, consumer: ConsumerId) {
+        let commands = self.queues.detach_commands(consumer);
+        let expanded: Vec<Pending> = commands
+            .into_iter()
+            .map(|command| self.pending(now_ms, command, Reply::None))
+            .collect();
+        for pending in expanded.into_iter().rev() {
+            self.pipeline.push_front(pending);
+        }
     }
 
     /// Whether a command must be durable before it is applied. Decided from
@@ -834,7 +905,7 @@ impl<I: Io> Core<I> {
                 }
             }
             match pending.appended {
-                Some(Err(LogError::NoSpace)) => self.refuse_for_lack_of_space(pending),
+                Some(Err(LogError::NoSpace)) => self.on_no_space(pending),
                 Some(Err(error)) => {
                     error!(%error, "the log failed: stopping, since what is on disk is unknown");
                     return Err(NodeError::Log(error));
@@ -845,10 +916,15 @@ impl<I: Io> Core<I> {
                     self.apply(pending.now_ms, pending.command, pending.reply);
                     applied_any = true;
                 }
-                None => {
-                    self.apply(pending.now_ms, pending.command, pending.reply);
-                    applied_any = true;
-                }
+                None => match pending.command {
+                    Command::Detach { consumer } if pending.expand_detach => {
+                        self.expand_detach(pending.now_ms, consumer);
+                    }
+                    command => {
+                        self.apply(pending.now_ms, command, pending.reply);
+                        applied_any = true;
+                    }
+                },
             }
         }
         if applied_any {
@@ -858,23 +934,38 @@ impl<I: Io> Core<I> {
         Ok(())
     }
 
-    /// A command the full disk could not log is not applied: a message is
-    /// rejected (the producer may retry), anything else is dropped and
-    /// logged (a settle not recorded means a redelivery, never a loss).
-    fn refuse_for_lack_of_space(&mut self, pending: Pending) {
+    /// A command the full disk could not log. What must not be lost is
+    /// refused; everything else is applied in memory only, since a restart
+    /// that forgets it can redeliver or resurrect a message, never lose one:
+    /// - an enqueue is not applied, and its message is rejected (the
+    ///   producer may retry once space returns);
+    /// - a declaration is not applied, and the queue is forgotten, so that no
+    ///   message is ever accepted into a queue a restart would not know;
+    /// - settles, expiry and deletion are applied. Dropping a settle instead
+    ///   would leave its message held by a consumer that already let it go.
+    fn on_no_space(&mut self, pending: Pending) {
         warn!(command = ?pending.command, "disk full: command not logged");
-        if matches!(pending.command, Command::Expire) {
-            self.expire_pending = false;
-        }
-        if let Reply::Publish(publish) = pending.reply {
-            if let Some(p) = self.publishes.get_mut(&publish) {
-                p.remaining -= 1;
-                p.rejection = Some(Error::new(
-                    condition::RESOURCE_LIMIT_EXCEEDED,
-                    "the broker's disk is full",
-                ));
+        match pending.command {
+            Command::Enqueue { .. } => {
+                let Reply::Publish(publish) = pending.reply else {
+                    return;
+                };
+                if let Some(p) = self.publishes.get_mut(&publish) {
+                    p.remaining -= 1;
+                    p.rejection = Some(Error::new(
+                        condition::RESOURCE_LIMIT_EXCEEDED,
+                        "the broker's disk is full",
+                    ));
+                }
+                self.finish_publish_if_done(publish);
             }
-            self.finish_publish_if_done(publish);
+            Command::Declare { queue, .. } => {
+                self.registry.remove(&queue);
+                for subscriptions in self.topics.values_mut() {
+                    subscriptions.remove(&queue);
+                }
+            }
+            command => self.apply(pending.now_ms, command, pending.reply),
         }
     }
 

@@ -26,6 +26,10 @@ pub struct Queues {
     consumers: BTreeMap<ConsumerId, String>,
     /// The greatest seq ever accepted.
     last_seq: Seq,
+    /// A planted bug (feature `planted-bugs`): `LoseRedelivery` and
+    /// `DoubleDeliver` concern the state machine.
+    #[cfg(feature = "planted-bugs")]
+    plant: Option<crate::planted::Plant>,
 }
 
 /// A message on its way to a dead-letter queue.
@@ -40,6 +44,13 @@ impl Queues {
     /// No queues.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Plants a bug for the simulator's checker (feature `planted-bugs`);
+    /// `None` removes it. Volatile: not in snapshots.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, plant: Option<crate::planted::Plant>) {
+        self.plant = plant;
     }
 
     /// Applies one command at `now_ms`, appending its effects.
@@ -265,6 +276,19 @@ impl Queues {
         if source.message(seq).is_none() {
             return;
         }
+        #[cfg(feature = "planted-bugs")]
+        let outcome = match (self.plant, outcome) {
+            // PLANTED BUG (`lose-redelivery`): a released message is dropped.
+            (Some(crate::planted::Plant::LoseRedelivery), Outcome::Released) => {
+                source.remove(seq);
+                self.dispatch(now_ms, &queue, effects);
+                return;
+            }
+            // PLANTED BUG (`double-deliver`): an accepted message goes back
+            // to the queue, to be delivered again.
+            (Some(crate::planted::Plant::DoubleDeliver), Outcome::Accepted) => Outcome::Released,
+            (_, outcome) => outcome,
+        };
         let dead_letter = match outcome {
             Outcome::Accepted => {
                 source.remove(seq);

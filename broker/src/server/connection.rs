@@ -111,6 +111,10 @@ impl<I: Io> Driver<I> {
     async fn run(&mut self, mut shutdown: Shutdown) -> io::Result<Ending> {
         let mut read_buf = vec![0; READ_CHUNK_BYTES];
         let mut closing = false;
+        // Once the node has stopped, its channel is closed and `recv` is
+        // ready at once, forever: polling it again would spin (and, under
+        // turmoil, freeze simulated time) while the close handshake waits.
+        let mut node_gone = false;
         loop {
             self.drain_outputs().await?;
             if self.conn.is_finished() {
@@ -126,10 +130,13 @@ impl<I: Io> Driver<I> {
                     }
                     self.conn.handle_bytes(self.io.now(), &read_buf[..read_bytes]);
                 }
-                message = self.inbox.recv() => {
+                message = self.inbox.recv(), if !node_gone => {
                     let handled = match message {
                         Some(message) => self.links.on_node(&mut self.conn, message),
-                        None => Err(NodeStopped),
+                        None => {
+                            node_gone = true;
+                            Err(NodeStopped)
+                        }
                     };
                     self.close_if_node_stopped(handled);
                 }

@@ -93,6 +93,7 @@ async fn node(history: Rc<RefCell<History>>, boot: u64) -> turmoil::Result {
     let options = LogOptions {
         segment_bytes_max: 1024,
         repair: false,
+        ..LogOptions::default()
     };
     let io = FaultyIo::with_sync_latency(TurmoilIo, SYNC_LATENCY);
     let (log, recovered) = open(io, Path::new("/data/log"), options).await?;

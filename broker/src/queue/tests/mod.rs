@@ -8,6 +8,8 @@ use crate::amqp::codec::{Symbol, Value};
 
 mod behaviour;
 mod codec;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 mod replay;
 
 /// A machine with a clock and a seq counter, applying commands one by one

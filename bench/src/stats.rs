@@ -1,0 +1,474 @@
+//! Counters shared while running, each side's results, and the final report.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Live counters, for the progress line and for consumers to know when the
+/// producers are done.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Messages sent.
+    pub sent: AtomicU64,
+    /// Sends the broker accepted (presettled: every send).
+    pub confirmed: AtomicU64,
+    /// Messages of this run received.
+    pub received: AtomicU64,
+    /// Producers finished sending (and awaiting outcomes no more).
+    pub producers_done: AtomicUsize,
+}
+
+impl Shared {
+    /// Adds to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Which sequence numbers of one producer a consumer has seen.
+#[derive(Debug, Clone, Default)]
+pub struct SeqSet {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl SeqSet {
+    /// Marks `seq`; false if it was marked already (a duplicate).
+    pub fn insert(&mut self, seq: u64) -> bool {
+        let Ok(word) = usize::try_from(seq / 64) else {
+            return true;
+        };
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        let bit = 1u64 << (seq % 64);
+        let fresh = self.words[word] & bit == 0;
+        self.words[word] |= bit;
+        self.len += u64::from(fresh);
+        fresh
+    }
+
+    /// How many distinct seqs are marked.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Adds `other`'s marks; returns how many it had that were marked here
+    /// already (received by two consumers: duplicates).
+    pub fn union(&mut self, other: &SeqSet) -> u64 {
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        let mut overlap = 0;
+        for (mine, theirs) in self.words.iter_mut().zip(&other.words) {
+            overlap += u64::from((*mine & theirs).count_ones());
+            self.len += u64::from((theirs & !*mine).count_ones());
+            *mine |= theirs;
+        }
+        overlap
+    }
+}
+
+/// What one producer did.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerStats {
+    /// Messages sent.
+    pub sent: u64,
+    /// Outcomes: accepted.
+    pub accepted: u64,
+    /// Outcomes: rejected.
+    pub rejected: u64,
+    /// Outcomes: released or modified.
+    pub released: u64,
+    /// Unsettled sends with no outcome when the producer gave up waiting.
+    pub unconfirmed: u64,
+    /// The first send.
+    pub first_send: Option<Instant>,
+    /// The last outcome (presettled: the last send).
+    pub last_confirm: Option<Instant>,
+}
+
+/// What one consumer saw.
+#[derive(Debug, Clone)]
+pub struct ConsumerStats {
+    /// Messages of this run received (duplicates included).
+    pub received: u64,
+    /// Seqs received again by this consumer.
+    pub duplicates: u64,
+    /// Messages of another run (leftovers in the queue).
+    pub stale: u64,
+    /// Messages without a readable probe.
+    pub undecodable: u64,
+    /// End-to-end latency, nanoseconds.
+    pub latency: Histogram<u64>,
+    /// Seqs seen, per producer.
+    pub seen: Vec<SeqSet>,
+    /// The first and last receive of this run's messages.
+    pub first: Option<Instant>,
+    /// See `first`.
+    pub last: Option<Instant>,
+}
+
+impl ConsumerStats {
+    /// Empty stats for a run with `producers` producers.
+    pub fn new(producers: usize) -> Self {
+        Self {
+            received: 0,
+            duplicates: 0,
+            stale: 0,
+            undecodable: 0,
+            latency: new_histogram(),
+            seen: vec![SeqSet::default(); producers],
+            first: None,
+            last: None,
+        }
+    }
+}
+
+/// 1 ns to 1 h at 3 significant figures.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+        .expect("constant bounds: low >= 1, high >= 2 * low, sigfig <= 5")
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn latest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+}
+
+/// CPU use of a set of processes over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    /// The processes measured.
+    pub pids: Vec<u32>,
+    /// CPU seconds over wall seconds, in percent (200 = two cores).
+    pub percent: f64,
+    /// CPU microseconds per message (per received message, or per sent one
+    /// without consumers).
+    pub us_per_msg: f64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `--label`.
+    pub label: String,
+    /// The URL without its password.
+    pub url: String,
+    /// The address.
+    pub address: String,
+    /// Producers, consumers, connections.
+    pub producers: usize,
+    /// See `producers`.
+    pub consumers: usize,
+    /// See `producers`.
+    pub connections: usize,
+    /// Body size, bytes.
+    pub size: usize,
+    /// header.durable.
+    pub durable: bool,
+    /// At most once.
+    pub presettled: bool,
+    /// Unsettled window per producer.
+    pub window: u32,
+    /// Consumer credit.
+    pub prefetch: u32,
+    /// Offered rate, msg/s, if fixed.
+    pub rate: Option<f64>,
+    /// Wall time from the first send to the last receive (or outcome).
+    pub elapsed_s: f64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Accepted by the broker.
+    pub accepted: u64,
+    /// Rejected by the broker.
+    pub rejected: u64,
+    /// Released or modified by the broker.
+    pub released: u64,
+    /// No outcome before the producer gave up.
+    pub unconfirmed: u64,
+    /// Confirmed sends (accepted; presettled: sent) per second, from the
+    /// first send to the last outcome.
+    pub send_msg_s: f64,
+    /// `send_msg_s` times the body size, MB/s (10^6 bytes).
+    pub send_mb_s: f64,
+    /// Messages of this run received.
+    pub received: u64,
+    /// Received per second, first to last receive.
+    pub recv_msg_s: f64,
+    /// `recv_msg_s` times the body size, MB/s.
+    pub recv_mb_s: f64,
+    /// Confirmed (accepted, or presettled sent) but never received; `None`
+    /// without consumers.
+    pub lost: Option<u64>,
+    /// Received more than once.
+    pub duplicates: u64,
+    /// Received from an earlier run (left in the queue).
+    pub stale: u64,
+    /// Received without a readable probe.
+    pub undecodable: u64,
+    /// End-to-end latency.
+    pub latency: Option<Latency>,
+    /// The broker's CPU (`--broker-pid`).
+    pub broker_cpu: Option<CpuReport>,
+    /// This process's CPU.
+    pub client_cpu: Option<CpuReport>,
+}
+
+/// Merges every side's results into a report (CPU filled in by the caller).
+pub struct Merge {
+    /// The producers, in order of their numbers.
+    pub producers: Vec<ProducerStats>,
+    /// The consumers.
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// The run's totals, before formatting.
+pub struct Totals {
+    /// Sends.
+    pub sent: u64,
+    /// Accepted.
+    pub accepted: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Released or modified.
+    pub released: u64,
+    /// Unconfirmed.
+    pub unconfirmed: u64,
+    /// Received.
+    pub received: u64,
+    /// Confirmed but not received (with consumers).
+    pub lost: Option<u64>,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Stale.
+    pub stale: u64,
+    /// Undecodable.
+    pub undecodable: u64,
+    /// Send rate window.
+    pub send_span: Option<Duration>,
+    /// Receive rate window.
+    pub recv_span: Option<Duration>,
+    /// First send to last receive or outcome.
+    pub elapsed: Duration,
+    /// Latency.
+    pub latency: Option<Latency>,
+}
+
+impl Merge {
+    /// Adds everything up. `presettled`: every send counts as confirmed.
+    pub fn totals(self, presettled: bool) -> Totals {
+        let mut t = Totals {
+            sent: 0,
+            accepted: 0,
+            rejected: 0,
+            released: 0,
+            unconfirmed: 0,
+            received: 0,
+            lost: None,
+            duplicates: 0,
+            stale: 0,
+            undecodable: 0,
+            send_span: None,
+            recv_span: None,
+            elapsed: Duration::ZERO,
+            latency: None,
+        };
+        let (mut first_send, mut last_confirm) = (None, None);
+        for p in &self.producers {
+            t.sent += p.sent;
+            t.accepted += p.accepted;
+            t.rejected += p.rejected;
+            t.released += p.released;
+            t.unconfirmed += p.unconfirmed;
+            first_send = earliest(first_send, p.first_send);
+            last_confirm = latest(last_confirm, p.last_confirm);
+        }
+        if let (Some(a), Some(b)) = (first_send, last_confirm) {
+            t.send_span = Some(b.saturating_duration_since(a));
+        }
+        let (mut first_recv, mut last_recv) = (None, None);
+        let mut seen = vec![SeqSet::default(); self.producers.len()];
+        let mut histogram = new_histogram();
+        for c in &self.consumers {
+            t.received += c.received;
+            t.duplicates += c.duplicates;
+            t.stale += c.stale;
+            t.undecodable += c.undecodable;
+            first_recv = earliest(first_recv, c.first);
+            last_recv = latest(last_recv, c.last);
+            // Saturates rather than fails on the impossible overflow.
+            let _ = histogram.add(&c.latency);
+            for (all, mine) in seen.iter_mut().zip(&c.seen) {
+                t.duplicates += all.union(mine);
+            }
+        }
+        if let (Some(a), Some(b)) = (first_recv, last_recv) {
+            t.recv_span = Some(b.saturating_duration_since(a));
+        }
+        if !self.consumers.is_empty() && !self.producers.is_empty() {
+            let lost = self
+                .producers
+                .iter()
+                .zip(&seen)
+                .map(|(p, s)| {
+                    let confirmed = if presettled { p.sent } else { p.accepted };
+                    confirmed.saturating_sub(s.len())
+                })
+                .sum();
+            t.lost = Some(lost);
+        }
+        if !histogram.is_empty() {
+            let us = |ns: u64| ns as f64 / 1e3;
+            t.latency = Some(Latency {
+                count: histogram.len(),
+                mean_us: histogram.mean() / 1e3,
+                p50_us: us(histogram.value_at_quantile(0.5)),
+                p90_us: us(histogram.value_at_quantile(0.9)),
+                p99_us: us(histogram.value_at_quantile(0.99)),
+                p999_us: us(histogram.value_at_quantile(0.999)),
+                max_us: us(histogram.max()),
+            });
+        }
+        let start = earliest(first_send, first_recv);
+        let end = latest(last_confirm, last_recv);
+        if let (Some(a), Some(b)) = (start, end) {
+            t.elapsed = b.saturating_duration_since(a);
+        }
+        t
+    }
+}
+
+/// msg/s over a span; 0 when there is nothing to divide.
+pub fn rate(count: u64, span: Option<Duration>) -> f64 {
+    match span {
+        Some(span) if span > Duration::ZERO && count > 1 => count as f64 / span.as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+impl Report {
+    /// The human-readable form.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let mode = if self.presettled {
+            "at-most-once (presettled)".to_owned()
+        } else {
+            format!("at-least-once, window {}", self.window)
+        };
+        let rate = self.rate.map_or("as fast as possible".to_owned(), |r| {
+            format!("{r} msg/s offered")
+        });
+        let _ = writeln!(
+            out,
+            "{}{} {}: {} producers, {} consumers, {} connections, {} B {}, {mode}, prefetch {}, {rate}",
+            self.label,
+            if self.label.is_empty() { "" } else { ":" },
+            self.url,
+            self.producers,
+            self.consumers,
+            self.connections,
+            self.size,
+            if self.durable {
+                "durable"
+            } else {
+                "non-durable"
+            },
+            self.prefetch,
+        );
+        let _ = writeln!(
+            out,
+            "  send: {:>10.0} msg/s {:>8.2} MB/s   sent {} accepted {} rejected {} released {} unconfirmed {}",
+            self.send_msg_s,
+            self.send_mb_s,
+            self.sent,
+            self.accepted,
+            self.rejected,
+            self.released,
+            self.unconfirmed
+        );
+        let lost = self.lost.map_or("-".to_owned(), |l| l.to_string());
+        let _ = writeln!(
+            out,
+            "  recv: {:>10.0} msg/s {:>8.2} MB/s   received {} lost {lost} duplicates {} stale {} undecodable {}",
+            self.recv_msg_s,
+            self.recv_mb_s,
+            self.received,
+            self.duplicates,
+            self.stale,
+            self.undecodable
+        );
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                out,
+                "  latency µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}  (mean {:.0}, {} samples)",
+                l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.mean_us, l.count
+            );
+        }
+        for (what, cpu) in [("broker", &self.broker_cpu), ("client", &self.client_cpu)] {
+            if let Some(cpu) = cpu {
+                let _ = writeln!(
+                    out,
+                    "  {what} CPU: {:.0} % ({:.1} µs/msg) pids {:?}",
+                    cpu.percent, cpu.us_per_msg, cpu.pids
+                );
+            }
+        }
+        let _ = writeln!(out, "  elapsed: {:.2} s", self.elapsed_s);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_sets_count_duplicates() {
+        let mut a = SeqSet::default();
+        assert!(a.insert(0));
+        assert!(a.insert(100));
+        assert!(!a.insert(100));
+        let mut b = SeqSet::default();
+        b.insert(100);
+        b.insert(200);
+        assert_eq!(a.union(&b), 1);
+        assert_eq!(a.len(), 3);
+    }
+}

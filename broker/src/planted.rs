@@ -1,0 +1,95 @@
+//! Planted bugs: deliberate durability and delivery faults that prove the
+//! simulator's checker can fail. Only compiled with the `planted-bugs`
+//! feature, which the production binary never enables.
+//!
+//! A plant is chosen per broker instance through
+//! [`Config::plant`](crate::config::Config::plant) and handed down to the
+//! node, the log and the queue state machine; there is no global switch, so
+//! several brokers in one process (and hosts turmoil restarts) each keep
+//! their own. Every planted code path is a `#[cfg(feature = "planted-bugs")]`
+//! branch that does nothing while the plant is `None`:
+//!
+//! | plant | where | what goes wrong |
+//! |---|---|---|
+//! | `ack-before-fsync` | `node::core` `Core::submit` | a durable command is applied (and a publish answered `accepted`) at once; its log append still runs, detached |
+//! | `skip-dir-fsync` | `log::writer` `try_create` | a new segment's header is fsynced but its directory is not, so a crash may drop the whole file, acknowledged records and all |
+//! | `lose-redelivery` | `queue::machine` `Queues::settle` | a `released` message is removed instead of put back |
+//! | `double-deliver` | `queue::machine` `Queues::settle` | an `accepted` message is put back instead of removed, so it is delivered again |
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One planted bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Plant {
+    /// `accepted` is sent before the log append is durable.
+    AckBeforeFsync,
+    /// A new log segment's directory entry is never fsynced.
+    SkipDirFsync,
+    /// A released message is dropped instead of requeued.
+    LoseRedelivery,
+    /// An accepted (settled) message is requeued.
+    DoubleDeliver,
+}
+
+impl Plant {
+    /// Every plant, in a fixed order.
+    pub const ALL: [Plant; 4] = [
+        Plant::AckBeforeFsync,
+        Plant::SkipDirFsync,
+        Plant::LoseRedelivery,
+        Plant::DoubleDeliver,
+    ];
+
+    /// The plant's command-line name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Plant::AckBeforeFsync => "ack-before-fsync",
+            Plant::SkipDirFsync => "skip-dir-fsync",
+            Plant::LoseRedelivery => "lose-redelivery",
+            Plant::DoubleDeliver => "double-deliver",
+        }
+    }
+}
+
+impl fmt::Display for Plant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a plant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver"
+)]
+pub struct UnknownPlant(pub String);
+
+impl FromStr for Plant {
+    type Err = UnknownPlant;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Plant::ALL
+            .into_iter()
+            .find(|plant| plant.name() == name)
+            .ok_or_else(|| UnknownPlant(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for plant in Plant::ALL {
+            assert_eq!(plant.to_string().parse::<Plant>(), Ok(plant));
+        }
+        assert_eq!(
+            "ack-before-fsync".parse::<Plant>(),
+            Ok(Plant::AckBeforeFsync)
+        );
+        assert!("AckBeforeFsync".parse::<Plant>().is_err());
+        assert!("".parse::<Plant>().is_err());
+    }
+}

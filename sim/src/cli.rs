@@ -1,0 +1,173 @@
+//! The command line (clap): `run`, `explore`, `replay`.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::world::{Faults, RunOptions};
+
+/// Runs Sluice under turmoil with faults drawn from a seed.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-sim", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs one seed and checks it.
+    Run(RunArgs),
+    /// Runs a range of seeds and summarises.
+    Explore(ExploreArgs),
+    /// Runs a replay file; fails if the verdict differs from the expected one.
+    Replay(ReplayArgs),
+}
+
+/// Options every run takes.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// The simulation profile.
+    #[arg(long, default_value = "default")]
+    pub profile: String,
+    /// Simulated length of the fault phase (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Fault kinds: any of net,crash,disk (or none).
+    #[arg(long, default_value = "net,crash,disk", value_parser = parse_faults)]
+    pub faults: Faults,
+    /// A planted bug to enable (needs the broker's planted-bugs feature).
+    #[arg(long)]
+    pub plant: Option<String>,
+    /// Where failing seeds are written as replay files.
+    #[arg(long, default_value = "replays")]
+    pub replay_dir: PathBuf,
+    /// Do not write replay files for failing seeds.
+    #[arg(long)]
+    pub no_replay: bool,
+}
+
+impl SimArgs {
+    /// The run options for `seed`.
+    pub fn options(&self, seed: u64) -> RunOptions {
+        RunOptions {
+            seed,
+            profile: self.profile.clone(),
+            duration: self.duration,
+            faults: self.faults,
+            plant: self.plant.clone(),
+        }
+    }
+}
+
+/// `sluice-sim run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The seed (decimal or 0x hex).
+    #[arg(long, value_parser = parse_seed)]
+    pub seed: u64,
+    /// Run twice and compare the traces.
+    #[arg(long)]
+    pub check_determinism: bool,
+    /// Print the whole trace.
+    #[arg(long)]
+    pub trace: bool,
+    /// Shared options.
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+/// `sluice-sim explore`.
+#[derive(Debug, Args)]
+pub struct ExploreArgs {
+    /// Seeds as START..END (END excluded).
+    #[arg(long, default_value = "1..200", value_parser = parse_seeds)]
+    pub seeds: Range<u64>,
+    /// Seeds run in parallel (each run is single-threaded).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Shared options.
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+/// `sluice-sim replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The replay file.
+    pub file: PathBuf,
+    /// Print the whole trace.
+    #[arg(long)]
+    pub trace: bool,
+}
+
+/// Parses `10s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit (ms, s, m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m)")),
+    }
+}
+
+/// Parses a seed: decimal, or hex with `0x`.
+pub fn parse_seed(text: &str) -> Result<u64, String> {
+    let text = text.trim().replace('_', "");
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Parses `START..END`.
+pub fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
+    let (start, end) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?}: expected START..END"))?;
+    let range = parse_seed(start)?..parse_seed(end)?;
+    if range.is_empty() {
+        return Err(format!("{text:?}: empty range"));
+    }
+    Ok(range)
+}
+
+/// Parses a fault list.
+pub fn parse_faults(text: &str) -> Result<Faults, String> {
+    Faults::parse(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_arguments() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("s").is_err());
+        assert_eq!(parse_seed("0x5eed"), Ok(0x5eed));
+        assert_eq!(parse_seed("42"), Ok(42));
+        assert_eq!(parse_seeds("1..200"), Ok(1..200));
+        assert!(parse_seeds("5..5").is_err());
+        assert_eq!(
+            parse_faults("net,disk").map(|f| f.to_string()),
+            Ok("net,disk".to_owned())
+        );
+        assert!(parse_faults("cosmic-rays").is_err());
+    }
+}

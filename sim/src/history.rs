@@ -1,0 +1,225 @@
+//! The history: what the workload's clients did and saw, each with the
+//! simulated time it happened at. The checker reads only this.
+//!
+//! Clients see the broker only through AMQP, so the history is the broker's
+//! behaviour as a client can observe it — exactly what its guarantees are
+//! stated in terms of.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A message's identity, carried in its body: who sent it and its number in
+/// that producer's stream. Resends carry the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId {
+    /// The producer's number.
+    pub producer: u32,
+    /// The producer's sequence number, from 0.
+    pub seq: u64,
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}#{}", self.producer, self.seq)
+    }
+}
+
+/// A delivery outcome, as a producer received it or a consumer chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Processed: the message is the receiver's now.
+    Accepted,
+    /// Refused for good.
+    Rejected,
+    /// Not processed; may be delivered again.
+    Released,
+    /// Not processed, counted as a failed delivery; may be delivered again.
+    Modified,
+    /// Settled by the broker without an outcome (producer side only).
+    None,
+}
+
+impl Outcome {
+    /// Whether a consumer settling with this outcome consumes the message
+    /// (it must not be delivered again).
+    pub fn consumes(self) -> bool {
+        matches!(self, Outcome::Accepted | Outcome::Rejected)
+    }
+}
+
+/// Which client: producers and consumers are numbered separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClientId {
+    /// A producer.
+    Producer(u32),
+    /// A consumer.
+    Consumer(u32),
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientId::Producer(n) => write!(f, "producer{n}"),
+            ClientId::Consumer(n) => write!(f, "consumer{n}"),
+        }
+    }
+}
+
+/// A connection: its client, and the client's count of connections so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConnId {
+    /// The client.
+    pub client: ClientId,
+    /// 1 for the client's first connection, 2 for the next, …
+    pub n: u32,
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/c{}", self.client, self.n)
+    }
+}
+
+/// Something a client did or saw (or the broker host starting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// The broker host's software started (first start or restart).
+    BrokerStart,
+    /// The nemesis injected, ended or healed a fault (its trace line,
+    /// without the `nemesis: ` prefix).
+    Fault {
+        /// What the nemesis did.
+        what: String,
+    },
+    /// The broker's server returned (e.g. after a failed fsync).
+    BrokerStopped {
+        /// What `server::run` returned.
+        result: String,
+    },
+    /// A client connected and attached its link.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The queue the link is attached to.
+        queue: String,
+    },
+    /// A connection was lost or refused (not a close the client asked for).
+    ConnectionLost {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        why: String,
+    },
+    /// A consumer closed its connection on purpose (churn).
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A producer sent a message, unsettled.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: MsgId,
+        /// True if it was sent before (a resend after a lost connection or a
+        /// `released` outcome).
+        resend: bool,
+    },
+    /// A producer received the broker's outcome for a message.
+    ProducerOutcome {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: MsgId,
+        /// The outcome.
+        outcome: Outcome,
+    },
+    /// A consumer received a message.
+    Delivered {
+        /// The connection.
+        conn: ConnId,
+        /// The queue it came from.
+        queue: String,
+        /// The message.
+        msg: MsgId,
+        /// The header's delivery-count (failed deliveries so far).
+        delivery_count: u32,
+        /// The header's first-acquirer flag.
+        first_acquirer: bool,
+    },
+    /// A consumer settled a received message (settle mode first: the
+    /// broker sends no confirmation).
+    Settled {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: MsgId,
+        /// The outcome it chose.
+        outcome: Outcome,
+    },
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::BrokerStart => write!(f, "broker start"),
+            Op::Fault { what } => write!(f, "nemesis: {what}"),
+            Op::BrokerStopped { result } => write!(f, "broker stopped: {result}"),
+            Op::Connected { conn, queue } => write!(f, "{conn} connected to {queue}"),
+            Op::ConnectionLost { conn, why } => write!(f, "{conn} lost: {why}"),
+            Op::Closed { conn } => write!(f, "{conn} closed"),
+            Op::Send { conn, msg, resend } => {
+                let again = if *resend { " (resend)" } else { "" };
+                write!(f, "{conn} send {msg}{again}")
+            }
+            Op::ProducerOutcome { conn, msg, outcome } => write!(f, "{conn} {msg} -> {outcome:?}"),
+            Op::Delivered {
+                conn,
+                queue,
+                msg,
+                delivery_count,
+                first_acquirer,
+            } => write!(
+                f,
+                "{conn} delivered {msg} from {queue} (count {delivery_count}, first {first_acquirer})"
+            ),
+            Op::Settled { conn, msg, outcome } => write!(f, "{conn} settle {msg} {outcome:?}"),
+        }
+    }
+}
+
+/// One entry of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Simulated time since the start of the run.
+    pub time: Duration,
+    /// What happened.
+    pub op: Op,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:.3}s] {}", self.time.as_secs_f64(), self.op)
+    }
+}
+
+/// The whole history of a run, in the order events happened.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    events: Vec<Event>,
+}
+
+impl History {
+    /// Appends an event.
+    pub fn push(&mut self, time: Duration, op: Op) {
+        // Not asserted monotonic: within one step each host runs its own
+        // tick, so a host ticked later may record a time a little before
+        // one recorded by a host ticked earlier.
+        self.events.push(Event { time, op });
+    }
+
+    /// Every event, in order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+}

@@ -1,0 +1,54 @@
+//! Sluice's deterministic simulator: runs the broker under turmoil with a
+//! workload and a fault schedule drawn from one seed, checks the history,
+//! and turns failures into replay files. See docs/simulation.md.
+
+pub mod checker;
+pub mod cli;
+pub mod history;
+pub mod nemesis;
+pub mod replay;
+pub mod trace;
+pub mod workload;
+pub mod world;
+
+pub use world::{Faults, RunOptions, RunReport, run};
+
+/// Why the simulator could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// No profile has this name.
+    #[error("unknown profile {0:?} (known: default, slow-net)")]
+    UnknownProfile(String),
+    /// No fault kind has this name.
+    #[error("unknown fault kind {0:?} (known: net, crash, disk)")]
+    UnknownFault(String),
+    /// The planted bug cannot be enabled in this build.
+    #[error(
+        "planted bug {0:?} is not available in this build (needs the broker's planted-bugs feature)"
+    )]
+    PlantUnavailable(String),
+    /// No planted bug has this name.
+    #[error("{0}")]
+    UnknownPlant(String),
+    /// turmoil stopped the simulation (a client failed, or time ran out).
+    #[error("seed {0:#x}: the simulation failed: {1}")]
+    Turmoil(u64, String),
+    /// A replay file could not be read or written.
+    #[error("replay file {path}: {source}")]
+    ReplayIo {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A replay file is not valid.
+    #[error("replay file {path}: {message}")]
+    ReplayFormat {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}

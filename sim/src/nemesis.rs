@@ -1,0 +1,721 @@
+//! The nemesis: a fault schedule drawn from the run's seed.
+//!
+//! Everything random here comes from one ChaCha8 stream seeded from the run's
+//! seed (salted, so that it is independent of the workload's stream); the
+//! only other input is the simulated time the world passes in. The same seed
+//! therefore injects the same faults at the same instants, and every fault,
+//! and every end of one, is recorded in the trace.
+//!
+//! The schedule is generated as the run goes: before each step, faults whose
+//! time is up are undone, and once the next injection is due one more fault
+//! is drawn from the enabled kinds, within the failure bounds:
+//!
+//! - at most one process fault (crash, kill, power loss) in flight, and none
+//!   starts within [`PROCESS_QUIET`] of the last one ending;
+//! - at most one network fault per link, and at most [`NET_FAULTS_MAX`] at
+//!   once (turmoil does not support a hold combined with a one-way
+//!   partition on one link);
+//! - at most one disk fault in flight.
+//!
+//! [`Nemesis::heal`] undoes everything at once when the fault phase ends, so
+//! that the liveness phase starts from a whole cluster. `docs/simulation.md`
+//! ("Fault model") lists every fault, how it is injected, and what the
+//! broker must do.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use sluice::io::TurmoilIo;
+use sluice::io::faulty::{Faults, FaultyIo};
+
+use crate::trace::Trace;
+
+/// Mixed into the seed so that the nemesis's stream differs from the
+/// workload's, which is seeded with the bare seed.
+const SEED_SALT: u64 = 0x6e65_6d65_7369_7321;
+
+/// At most this many network faults at once.
+const NET_FAULTS_MAX: usize = 2;
+/// After a process fault ends (the host is back), no other starts for this
+/// long, so that the broker gets to recover and serve in between.
+const PROCESS_QUIET: Duration = Duration::from_secs(1);
+/// No fault starts before this: the broker gets to start and clients to
+/// connect once.
+const WARM_UP: Duration = Duration::from_millis(500);
+
+/// Which kinds of fault the schedule may inject (`--faults net,crash,disk`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultKinds {
+    /// Partitions (symmetric and one-way), holds (delay storms), latency
+    /// spikes and lossy links between clients and brokers.
+    pub net: bool,
+    /// Crash and restart of one broker host, kill (restart without losing
+    /// the page cache), power loss of every broker host.
+    pub crash: bool,
+    /// Torn writes and slow fsyncs (for the whole run), slow I/O, and, on
+    /// broker hosts that run on [`Nemesis::broker_io`], disk-full windows and
+    /// failed fsyncs.
+    pub disk: bool,
+}
+
+/// The disk as the nemesis sets it for the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DiskModel {
+    /// turmoil's `block_size`: on a crash, each unsynced write keeps a random
+    /// whole number of these blocks. `None`: writes are atomic.
+    block_size: Option<u64>,
+    /// turmoil's `io_latency` bounds (min, max), if any: every file
+    /// operation then sleeps afterwards. Slows the broker; makes nothing
+    /// less durable.
+    io_latency: Option<(Duration, Duration)>,
+    /// How long a broker fsync ([`Nemesis::broker_io`]) waits before it
+    /// makes anything durable: the window in which a crash finds written,
+    /// unsynced data.
+    sync_latency: Duration,
+}
+
+/// One fault in flight, with what undoes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fault {
+    /// `partition(client, broker)`; undone by `repair`.
+    Partition { client: String, broker: String },
+    /// `partition_oneway(from, to)`; undone by `repair_oneway`.
+    PartitionOneway { from: String, to: String },
+    /// `hold(client, broker)`: messages queue up; undone by `release`,
+    /// which delivers them all at once.
+    Hold { client: String, broker: String },
+    /// The link's max latency raised; undone by setting it back.
+    Latency {
+        client: String,
+        broker: String,
+        max: Duration,
+    },
+    /// The link fails at `rate_permille` / 1000 per message (turmoil's
+    /// `fail_rate`); undone by a rate of 0.
+    Lossy {
+        client: String,
+        broker: String,
+        rate_permille: u32,
+    },
+    /// `bounce(host)` alone: the process dies and restarts at once, and
+    /// the page cache (unsynced writes) survives, as with `kill -9`.
+    Kill { host: String },
+    /// `crash(host)`: unsynced writes lost (torn at `block_size`); undone by
+    /// `bounce(host)`.
+    Crash { host: String },
+    /// Every broker crashed at once; undone by bouncing them all.
+    PowerLoss { hosts: Vec<String> },
+    /// The host's disk is full: writes fail with `StorageFull`.
+    DiskFull { host: String },
+    /// The host's next fsync fails with EIO; the broker stops, as it must.
+    /// Undone by restarting it if it stopped.
+    SyncError { host: String },
+}
+
+impl Fault {
+    /// The client-broker link a network fault occupies.
+    fn link(&self) -> Option<(String, String)> {
+        match self {
+            Fault::Partition { client, broker }
+            | Fault::Hold { client, broker }
+            | Fault::Latency { client, broker, .. }
+            | Fault::Lossy { client, broker, .. } => Some((client.clone(), broker.clone())),
+            Fault::PartitionOneway { from, to } => Some(ordered(from, to)),
+            _ => None,
+        }
+    }
+
+    fn is_process(&self) -> bool {
+        matches!(
+            self,
+            Fault::Kill { .. } | Fault::Crash { .. } | Fault::PowerLoss { .. }
+        )
+    }
+
+    fn is_disk(&self) -> bool {
+        matches!(self, Fault::DiskFull { .. } | Fault::SyncError { .. })
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Partition { client, broker } => write!(f, "partition {client} <-> {broker}"),
+            Fault::PartitionOneway { from, to } => write!(f, "partition {from} -> {to}"),
+            Fault::Hold { client, broker } => write!(f, "hold {client} <-> {broker}"),
+            Fault::Latency {
+                client,
+                broker,
+                max,
+            } => write!(f, "latency {client} <-> {broker} max {max:?}"),
+            Fault::Lossy {
+                client,
+                broker,
+                rate_permille,
+            } => write!(
+                f,
+                "lossy {client} <-> {broker} fail rate {rate_permille}/1000"
+            ),
+            Fault::Kill { host } => write!(f, "kill {host}"),
+            Fault::Crash { host } => write!(f, "crash {host}"),
+            Fault::PowerLoss { hosts } => write!(f, "power loss {}", hosts.join(",")),
+            Fault::DiskFull { host } => write!(f, "disk full {host}"),
+            Fault::SyncError { host } => write!(f, "fsync EIO {host}"),
+        }
+    }
+}
+
+/// The two host names of a link, in a fixed order.
+fn ordered(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+/// A fault schedule derived from the seed.
+#[derive(Debug)]
+pub struct Nemesis {
+    rng: ChaCha8Rng,
+    kinds: FaultKinds,
+    fault_phase: Duration,
+    brokers: Vec<String>,
+    /// Every other host, found from turmoil's links at the first step
+    /// (turmoil has no list of hosts).
+    clients: Option<Vec<String>>,
+    disk: DiskModel,
+    /// The link latency a latency spike returns to ([`Nemesis::base_latency`]);
+    /// without it, no latency spikes.
+    base_max_latency: Option<Duration>,
+    /// Faults shared with each broker's [`Nemesis::broker_io`], by host.
+    disk_faults: Vec<(String, Arc<Faults>)>,
+    /// Faults in flight and when each ends.
+    active: Vec<(Duration, Fault)>,
+    /// When the next fault is drawn.
+    next_at: Duration,
+    /// The longest gap between two injections this run.
+    gap_max: Duration,
+    /// When the last process fault ended.
+    process_ended_at: Option<Duration>,
+    announced: bool,
+    injected: u64,
+}
+
+impl Nemesis {
+    /// The schedule for `seed`: faults of `kinds` during the first
+    /// `fault_phase` of simulated time, against the broker `hosts`.
+    pub fn new(seed: u64, kinds: FaultKinds, fault_phase: Duration, hosts: &[&str]) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SEED_SALT);
+        let disk = if kinds.disk {
+            DiskModel {
+                block_size: Some(*[64_u64, 512, 4096].choose(&mut rng).expect("not empty")),
+                io_latency: rng.gen_bool(0.5).then(|| {
+                    let max_us = rng.gen_range(500..=10_000);
+                    (Duration::from_micros(50), Duration::from_micros(max_us))
+                }),
+                sync_latency: Duration::from_millis(rng.gen_range(1..=50)),
+            }
+        } else {
+            DiskModel {
+                block_size: None,
+                io_latency: None,
+                // Even a healthy disk takes a while to fsync: without it a
+                // crash could never land between a write and its fsync.
+                sync_latency: if kinds.crash {
+                    Duration::from_millis(rng.gen_range(1..=50))
+                } else {
+                    Duration::ZERO
+                },
+            }
+        };
+        let gap_max = Duration::from_millis(rng.gen_range(500..=3_000));
+        let brokers: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let disk_faults = brokers
+            .iter()
+            .map(|host| {
+                let faults = Arc::new(Faults::with_sync_latency(disk.sync_latency));
+                (host.clone(), faults)
+            })
+            .collect();
+        Self {
+            rng,
+            kinds,
+            fault_phase,
+            brokers,
+            clients: None,
+            disk,
+            base_max_latency: None,
+            disk_faults,
+            active: Vec::new(),
+            next_at: WARM_UP,
+            gap_max,
+            process_ended_at: None,
+            announced: false,
+            injected: 0,
+        }
+    }
+
+    /// Tells the nemesis the links' normal max latency (the `Builder`'s
+    /// `max_message_latency`), so that latency spikes can be undone. Without
+    /// it, no latency spikes are injected.
+    #[must_use]
+    pub fn base_latency(mut self, max: Duration) -> Self {
+        self.base_max_latency = Some(max);
+        self
+    }
+
+    /// The I/O seam a broker host should run on: turmoil's, behind the
+    /// faults this nemesis switches (slow fsyncs always; disk-full windows
+    /// and fsync errors when disk faults are on). Call it inside the host
+    /// factory, so that every restart shares the same faults.
+    ///
+    /// # Panics
+    ///
+    /// If `host` is not one of the broker hosts given to [`Nemesis::new`].
+    pub fn broker_io(&self, host: &str) -> FaultyIo<TurmoilIo> {
+        FaultyIo::with_faults(TurmoilIo, Arc::clone(self.faults_of(host)))
+    }
+
+    /// The faults shared with `host`'s [`Nemesis::broker_io`].
+    fn faults_of(&self, host: &str) -> &Arc<Faults> {
+        self.disk_faults
+            .iter()
+            .find(|(name, _)| name == host)
+            .map(|(_, faults)| faults)
+            .unwrap_or_else(|| panic!("{host} is not a broker host"))
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected
+    }
+
+    /// Called before every `sim.step()`; injects due faults and records each
+    /// in the trace.
+    pub fn before_step(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
+        if !self.announced {
+            self.announced = true;
+            trace.record(
+                now,
+                format!("nemesis: {:?} disk {:?}", self.kinds, self.disk),
+            );
+        }
+        self.end_due(sim, now, trace);
+        if now < self.next_at || now >= self.fault_phase {
+            return;
+        }
+        let gap_min = self.gap_max / 4;
+        let gap = self.rng.gen_range(gap_min..=self.gap_max);
+        self.next_at = now + gap;
+        if let Some((fault, lasts)) = self.draw(sim, now) {
+            self.inject(sim, &fault);
+            self.injected += 1;
+            trace.record(now, format!("nemesis: {fault} for {lasts:?}"));
+            self.active.push((now + lasts, fault));
+        }
+    }
+
+    /// Heals everything (repairs every link, restarts crashed hosts, clears
+    /// disk faults): called once when the fault phase ends.
+    pub fn heal(&mut self, sim: &mut turmoil::Sim<'_>, trace: &mut Trace) {
+        let now = sim.elapsed();
+        for (_, fault) in std::mem::take(&mut self.active) {
+            self.undo(sim, &fault);
+            trace.record(now, format!("nemesis: healed {fault}"));
+        }
+        // Belt and braces: every client-broker link healthy, and every disk
+        // fault off, whatever the bookkeeping says.
+        let clients = self.clients.clone().unwrap_or_default();
+        for broker in &self.brokers {
+            for client in &clients {
+                sim.release(client.as_str(), broker.as_str());
+                sim.repair(client.as_str(), broker.as_str());
+            }
+            self.faults_of(broker).clear();
+        }
+        self.next_at = Duration::MAX;
+        trace.record(now, "nemesis: healed all");
+    }
+
+    /// turmoil settings the faults need (fs `block_size` for torn writes,
+    /// `io_latency`), applied to the Builder before build().
+    pub fn configure(&self, builder: &mut turmoil::Builder) {
+        let fs = builder.fs();
+        if let Some(block_size) = self.disk.block_size {
+            fs.block_size(block_size);
+        }
+        if let Some((min, max)) = self.disk.io_latency {
+            fs.io_latency().min_latency(min).max_latency(max);
+        }
+    }
+
+    // ---- the schedule -----------------------------------------------------
+
+    /// Draws the next fault and how long it lasts, or nothing if the bounds
+    /// leave no room for the kind drawn.
+    fn draw(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) -> Option<(Fault, Duration)> {
+        let mut kinds = Vec::new();
+        if self.kinds.net {
+            kinds.push(0);
+        }
+        if self.kinds.crash {
+            kinds.push(1);
+        }
+        if self.kinds.disk {
+            kinds.push(2);
+        }
+        match *kinds.choose(&mut self.rng)? {
+            0 => self.draw_net(sim),
+            1 => self.draw_process(now),
+            _ => self.draw_disk(),
+        }
+    }
+
+    fn draw_net(&mut self, sim: &mut turmoil::Sim<'_>) -> Option<(Fault, Duration)> {
+        let clients = self.clients(sim).to_vec();
+        let client = clients.choose(&mut self.rng)?.clone();
+        let broker = self.brokers.choose(&mut self.rng)?.clone();
+        let lasts = Duration::from_millis(self.rng.gen_range(50..=3_000));
+        let fault = match self.rng.gen_range(0..5) {
+            0 => Fault::Partition { client, broker },
+            1 if self.rng.gen_bool(0.5) => Fault::PartitionOneway {
+                from: client,
+                to: broker,
+            },
+            1 => Fault::PartitionOneway {
+                from: broker,
+                to: client,
+            },
+            2 => Fault::Hold { client, broker },
+            3 if self.base_max_latency.is_some() => Fault::Latency {
+                client,
+                broker,
+                max: Duration::from_millis(self.rng.gen_range(200..=2_000)),
+            },
+            _ => Fault::Lossy {
+                client,
+                broker,
+                rate_permille: self.rng.gen_range(10..=200),
+            },
+        };
+        let link = fault.link();
+        let nets = self.active.iter().filter(|(_, f)| f.link().is_some());
+        let busy: BTreeSet<(String, String)> = nets.filter_map(|(_, f)| f.link()).collect();
+        if busy.len() >= NET_FAULTS_MAX || link.is_some_and(|l| busy.contains(&l)) {
+            return None;
+        }
+        Some((fault, lasts))
+    }
+
+    fn draw_process(&mut self, now: Duration) -> Option<(Fault, Duration)> {
+        let busy = self.active.iter().any(|(_, f)| f.is_process());
+        let quiet = self
+            .process_ended_at
+            .is_some_and(|ended| now < ended + PROCESS_QUIET);
+        if busy || quiet {
+            return None;
+        }
+        let down = Duration::from_millis(self.rng.gen_range(50..=2_000));
+        let fault = match self.rng.gen_range(0..4) {
+            // A kill: the process restarts at once, the page cache survives.
+            0 => {
+                let host = self.brokers.choose(&mut self.rng)?.clone();
+                return Some((Fault::Kill { host }, Duration::ZERO));
+            }
+            1 => Fault::PowerLoss {
+                hosts: self.brokers.clone(),
+            },
+            _ => Fault::Crash {
+                host: self.brokers.choose(&mut self.rng)?.clone(),
+            },
+        };
+        Some((fault, down))
+    }
+
+    fn draw_disk(&mut self) -> Option<(Fault, Duration)> {
+        if self.active.iter().any(|(_, f)| f.is_disk()) {
+            return None;
+        }
+        let host = self.brokers.choose(&mut self.rng)?.clone();
+        if self.rng.gen_bool(0.8) {
+            let lasts = Duration::from_millis(self.rng.gen_range(100..=2_000));
+            Some((Fault::DiskFull { host }, lasts))
+        } else {
+            // The broker stops at the failed fsync; a supervisor restarts it
+            // a little later.
+            let lasts = Duration::from_millis(self.rng.gen_range(200..=1_000));
+            Some((Fault::SyncError { host }, lasts))
+        }
+    }
+
+    /// The non-broker hosts, found once from turmoil's links, sorted.
+    fn clients(&mut self, sim: &turmoil::Sim<'_>) -> &[String] {
+        if self.clients.is_none() {
+            let brokers: Vec<IpAddr> = self
+                .brokers
+                .iter()
+                .map(|b| sim.lookup(b.as_str()))
+                .collect();
+            let mut peers = BTreeSet::new();
+            sim.links(|links| {
+                for link in links {
+                    let (a, b) = link.pair();
+                    for (this, other) in [(a, b), (b, a)] {
+                        if brokers.contains(&this) && !brokers.contains(&other) {
+                            peers.insert(other);
+                        }
+                    }
+                }
+            });
+            let names = peers
+                .into_iter()
+                .filter_map(|ip| sim.reverse_lookup(ip))
+                .collect::<BTreeSet<String>>();
+            self.clients = Some(names.into_iter().collect());
+        }
+        self.clients.as_deref().unwrap_or_default()
+    }
+
+    // ---- turmoil ------------------------------------------------------------
+
+    fn inject(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+        match fault {
+            Fault::Partition { client, broker } => sim.partition(client.as_str(), broker.as_str()),
+            Fault::PartitionOneway { from, to } => {
+                sim.partition_oneway(from.as_str(), to.as_str());
+            }
+            Fault::Hold { client, broker } => sim.hold(client.as_str(), broker.as_str()),
+            Fault::Latency {
+                client,
+                broker,
+                max,
+            } => sim.set_link_max_message_latency(client.as_str(), broker.as_str(), *max),
+            Fault::Lossy {
+                client,
+                broker,
+                rate_permille,
+            } => {
+                let rate = f64::from(*rate_permille) / 1000.0;
+                sim.set_link_fail_rate(client.as_str(), broker.as_str(), rate);
+            }
+            Fault::Kill { host } => sim.bounce(host.as_str()),
+            Fault::Crash { host } => {
+                if sim.is_host_running(host.as_str()) {
+                    sim.crash(host.as_str());
+                }
+            }
+            Fault::PowerLoss { hosts } => {
+                for host in hosts {
+                    if sim.is_host_running(host.as_str()) {
+                        sim.crash(host.as_str());
+                    }
+                }
+            }
+            Fault::DiskFull { host } => {
+                let faults = self.faults_of(host);
+                faults.fail_writes(Some(std::io::ErrorKind::StorageFull));
+            }
+            Fault::SyncError { host } => {
+                let faults = self.faults_of(host);
+                faults.fail_next_sync(std::io::ErrorKind::Other);
+            }
+        }
+    }
+
+    fn undo(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+        match fault {
+            Fault::Partition { client, broker } => sim.repair(client.as_str(), broker.as_str()),
+            Fault::PartitionOneway { from, to } => sim.repair_oneway(from.as_str(), to.as_str()),
+            Fault::Hold { client, broker } => sim.release(client.as_str(), broker.as_str()),
+            Fault::Latency { client, broker, .. } => {
+                let base = self.base_max_latency.unwrap_or_default();
+                sim.set_link_max_message_latency(client.as_str(), broker.as_str(), base);
+            }
+            Fault::Lossy { client, broker, .. } => {
+                sim.set_link_fail_rate(client.as_str(), broker.as_str(), 0.0);
+            }
+            Fault::Kill { .. } => self.process_ended_at = Some(sim.elapsed()),
+            Fault::Crash { host } => {
+                sim.bounce(host.as_str());
+                self.process_ended_at = Some(sim.elapsed());
+            }
+            Fault::PowerLoss { hosts } => {
+                for host in hosts {
+                    sim.bounce(host.as_str());
+                }
+                self.process_ended_at = Some(sim.elapsed());
+            }
+            Fault::DiskFull { host } => self.faults_of(host).fail_writes(None),
+            Fault::SyncError { host } => {
+                // Disarm it if it has not fired; restart the broker if it
+                // did (a failed fsync stops the broker).
+                self.faults_of(host).clear();
+                if !sim.is_host_running(host.as_str()) {
+                    sim.bounce(host.as_str());
+                }
+            }
+        }
+    }
+
+    /// Undoes the faults whose time is up.
+    fn end_due(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
+        let (due, active): (Vec<_>, Vec<_>) = std::mem::take(&mut self.active)
+            .into_iter()
+            .partition(|(ends, _)| *ends <= now);
+        self.active = active;
+        for (_, fault) in due {
+            self.undo(sim, &fault);
+            trace.record(now, format!("nemesis: ended {fault}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BROKER: &str = "broker";
+    const FAULT_PHASE: Duration = Duration::from_secs(10);
+
+    /// Runs an idle broker and two idle clients through a fault phase and a
+    /// heal, returning the trace and whether the broker runs at the end.
+    fn run(seed: u64, kinds: FaultKinds) -> (Vec<String>, bool, u64) {
+        let mut nemesis = Nemesis::new(seed, kinds, FAULT_PHASE, &[BROKER])
+            .base_latency(Duration::from_millis(50));
+        let mut builder = turmoil::Builder::new();
+        builder.rng_seed(seed).simulation_duration(FAULT_PHASE * 2);
+        nemesis.configure(&mut builder);
+        let mut sim = builder.build();
+        let io = nemesis.broker_io(BROKER);
+        sim.host(BROKER, move || {
+            let _io = io.clone();
+            async {
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        for client in ["producer0", "consumer0"] {
+            sim.client(client, async {
+                tokio::time::sleep(FAULT_PHASE + Duration::from_secs(1)).await;
+                Ok(())
+            });
+        }
+        let mut trace = Trace::new();
+        let mut healed = false;
+        loop {
+            let now = sim.elapsed();
+            if now >= FAULT_PHASE && !healed {
+                nemesis.heal(&mut sim, &mut trace);
+                healed = true;
+            } else if !healed {
+                nemesis.before_step(&mut sim, now, &mut trace);
+            }
+            if sim.step().expect("idle hosts do not fail") {
+                break;
+            }
+        }
+        let running = sim.is_host_running(BROKER);
+        let events = trace.events().iter().map(ToString::to_string).collect();
+        (events, running, nemesis.injected())
+    }
+
+    const ALL: FaultKinds = FaultKinds {
+        net: true,
+        crash: true,
+        disk: true,
+    };
+
+    #[test]
+    fn the_same_seed_injects_the_same_faults() {
+        let (first, _, injected) = run(3, ALL);
+        let (second, _, _) = run(3, ALL);
+        assert_eq!(first, second);
+        assert!(injected >= 5, "{first:#?}");
+        let (other, _, _) = run(4, ALL);
+        assert_ne!(first, other, "another seed, another schedule");
+    }
+
+    #[test]
+    fn every_kind_is_injected_and_healed() {
+        let mut seen = BTreeSet::new();
+        for seed in 0..8 {
+            let (events, running, _) = run(seed, ALL);
+            assert!(
+                running,
+                "seed {seed}: the broker runs after heal: {events:#?}"
+            );
+            assert!(
+                events
+                    .last()
+                    .is_some_and(|e| e.ends_with("nemesis: healed all")),
+                "seed {seed}: {events:#?}"
+            );
+            for event in &events {
+                for kind in [
+                    "partition",
+                    "hold",
+                    "latency",
+                    "lossy",
+                    "kill",
+                    "crash",
+                    "power loss",
+                    "disk full",
+                    "fsync EIO",
+                ] {
+                    if event.contains(&format!("nemesis: {kind}")) {
+                        seen.insert(kind);
+                    }
+                }
+            }
+        }
+        assert_eq!(seen.len(), 9, "kinds seen: {seen:?}");
+    }
+
+    #[test]
+    fn disabled_kinds_inject_nothing() {
+        let none = FaultKinds::default();
+        let (events, running, injected) = run(1, none);
+        assert_eq!(injected, 0, "{events:#?}");
+        assert!(running);
+        let net_only = FaultKinds {
+            net: true,
+            ..FaultKinds::default()
+        };
+        let (events, _, injected) = run(1, net_only);
+        assert!(injected > 0);
+        for event in &events {
+            for kind in ["kill", "crash", "power loss", "disk full", "fsync EIO"] {
+                assert!(!event.contains(&format!("nemesis: {kind}")), "{event}");
+            }
+        }
+    }
+
+    #[test]
+    fn at_most_one_process_fault_at_a_time() {
+        for seed in 0..8 {
+            let (events, _, _) = run(seed, ALL);
+            let mut in_flight = 0;
+            for event in &events {
+                for kind in ["crash", "power loss"] {
+                    if event.contains(&format!("nemesis: {kind}")) {
+                        in_flight += 1;
+                    }
+                    if event.contains(&format!("nemesis: ended {kind}"))
+                        || event.contains(&format!("nemesis: healed {kind}"))
+                    {
+                        in_flight -= 1;
+                    }
+                }
+                assert!(in_flight <= 1, "seed {seed}: {events:#?}");
+            }
+        }
+    }
+}

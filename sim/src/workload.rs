@@ -1,0 +1,542 @@
+//! The workload: producer and consumer clients, each a turmoil client host
+//! speaking AMQP through [`sluice::client::Client`] on the simulated seam.
+//!
+//! Every random choice comes from a ChaCha RNG seeded from the run's seed
+//! and the client's number, so the workload replays with the seed. Clients
+//! record what they do and see into the shared [`History`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId};
+use sluice::amqp::types::{
+    Accepted, DeliveryState, Header, Message, Modified, Rejected, Released, Section, Source,
+};
+use sluice::client::{Client, ClientError};
+use sluice::io::TurmoilIo;
+
+use crate::history::{ClientId, ConnId, History, MsgId, Op, Outcome};
+
+/// The broker's host name and AMQP port.
+pub const BROKER_ADDR: &str = "broker:5672";
+
+/// How long a client waits for a connect, begin or attach before giving up
+/// on the attempt: a partitioned broker answers nothing.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The AMQP idle timeout clients ask for: a silent broker (crashed, or cut
+/// off by a partition) is detected within about this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a waiting client looks at the phase.
+const PHASE_POLL: Duration = Duration::from_millis(100);
+
+/// Where the run is; the world sets it between steps, clients read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Faults are injected; producers produce; consumers mix outcomes.
+    Faults,
+    /// Faults healed; producers stopped; consumers accept everything.
+    Drain,
+    /// The run is over: clients close and exit.
+    Finished,
+}
+
+/// What the world and the clients share. Single-threaded: turmoil runs
+/// every host on the thread that steps the simulation.
+#[derive(Debug)]
+pub struct Shared {
+    /// The history every client appends to.
+    pub history: RefCell<History>,
+    /// The current phase.
+    pub phase: Cell<Phase>,
+}
+
+impl Shared {
+    /// A fresh history, in the fault phase.
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self {
+            history: RefCell::new(History::default()),
+            phase: Cell::new(Phase::Faults),
+        })
+    }
+
+    /// Records `op` at the current simulated time.
+    pub fn record(&self, op: Op) {
+        // Outside a host (never, for workload code) the time is 0.
+        let time = turmoil::sim_elapsed().unwrap_or_default();
+        self.history.borrow_mut().push(time, op);
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase.get()
+    }
+}
+
+/// The workload's shape, drawn from the seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadParams {
+    /// The queues messages go to.
+    pub queues: Vec<String>,
+    /// Producers; producer `i` sends to queue `i % queues`.
+    pub producers: u32,
+    /// Consumers; consumer `i` reads queue `i % queues`.
+    pub consumers: u32,
+    /// The most messages one producer sends (new ones, not counting resends).
+    pub messages_per_producer: u64,
+}
+
+impl WorkloadParams {
+    /// Draws the workload's shape from `rng`.
+    pub fn draw(rng: &mut ChaCha8Rng) -> Self {
+        let queues = vec!["q0".to_owned(), "q1".to_owned()];
+        // At least one consumer per queue, so that the drain can finish.
+        let consumers = rng.gen_range(2..=3);
+        Self {
+            queues,
+            producers: rng.gen_range(1..=3),
+            consumers,
+            messages_per_producer: rng.gen_range(100..=400),
+        }
+    }
+
+    /// The queue producer or consumer `n` uses.
+    pub fn queue_of(&self, n: u32) -> &str {
+        let index = n as usize % self.queues.len();
+        &self.queues[index]
+    }
+}
+
+/// The RNG for one client: the run's seed mixed with the client's identity,
+/// so adding a client does not change what the others draw.
+fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
+    let (kind, n) = match client {
+        ClientId::Producer(n) => (1u64, n),
+        ClientId::Consumer(n) => (2u64, n),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(kind << 32 | u64::from(n));
+    rng
+}
+
+/// A message whose body carries its id, durable so that an `accepted`
+/// promises it survives a crash.
+pub fn encode_message(id: MsgId) -> Bytes {
+    let mut body = Vec::with_capacity(12);
+    body.extend_from_slice(&id.producer.to_be_bytes());
+    body.extend_from_slice(&id.seq.to_be_bytes());
+    Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ..Header::default()
+            }),
+            Section::Data(Bytes::from(body)),
+        ],
+    }
+    .encode()
+}
+
+/// The id and header of a received message, or `None` if it is not one
+/// of ours (which the checker reports through the id it cannot find).
+pub fn decode_message(message: Bytes) -> Option<(MsgId, Header)> {
+    let message = Message::decode(message).ok()?;
+    let mut header = Header::default();
+    let mut id = None;
+    for section in &message.sections {
+        match section {
+            Section::Header(h) => header = h.clone(),
+            Section::Data(data) if data.len() == 12 => {
+                let producer = u32::from_be_bytes(data[..4].try_into().ok()?);
+                let seq = u64::from_be_bytes(data[4..].try_into().ok()?);
+                id = Some(MsgId { producer, seq });
+            }
+            _ => {}
+        }
+    }
+    Some((id?, header))
+}
+
+async fn connect(conn: ConnId) -> Result<Client<TurmoilIo>, ClientError> {
+    let mut config = ConnectionConfig::new(conn.to_string());
+    config.idle_timeout = Some(IDLE_TIMEOUT);
+    let attempt = Client::connect(TurmoilIo, BROKER_ADDR, config, ClientSasl::Anonymous);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Closed(None)),
+    }
+}
+
+async fn with_timeout<T>(
+    future: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, future).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Closed(None)),
+    }
+}
+
+/// Connects and attaches a sending link to `queue`.
+async fn open_sender(
+    conn: ConnId,
+    queue: &str,
+) -> Result<(Client<TurmoilIo>, LinkId), ClientError> {
+    let mut client = connect(conn).await?;
+    let session = with_timeout(client.begin()).await?;
+    let link = with_timeout(client.attach_sender(session, "producer", Some(queue))).await?;
+    Ok((client, link))
+}
+
+/// Connects and attaches a receiving link from `queue` with `credit`.
+async fn open_receiver(
+    conn: ConnId,
+    queue: &str,
+    credit: u32,
+) -> Result<(Client<TurmoilIo>, LinkId), ClientError> {
+    let mut client = connect(conn).await?;
+    let session = with_timeout(client.begin()).await?;
+    let source = Source {
+        address: Some(queue.to_owned()),
+        ..Source::default()
+    };
+    let link = with_timeout(client.attach_receiver(session, "consumer", source, credit)).await?;
+    Ok((client, link))
+}
+
+/// Waits before reconnecting, so a down broker is not hammered.
+async fn backoff(rng: &mut ChaCha8Rng) {
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
+}
+
+fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
+    match state {
+        Some(DeliveryState::Accepted(_)) => Outcome::Accepted,
+        Some(DeliveryState::Rejected(_)) => Outcome::Rejected,
+        Some(DeliveryState::Released(_)) => Outcome::Released,
+        Some(DeliveryState::Modified(_)) => Outcome::Modified,
+        _ => Outcome::None,
+    }
+}
+
+/// A producer: sends its messages unsettled with a window; on a lost
+/// connection reconnects and resends everything not yet confirmed (a legal
+/// source of duplicates). Stops when the fault phase ends.
+pub async fn producer(
+    n: u32,
+    seed: u64,
+    params: WorkloadParams,
+    shared: Rc<Shared>,
+) -> turmoil::Result {
+    let me = ClientId::Producer(n);
+    let mut rng = client_rng(seed, me);
+    let queue = params.queue_of(n).to_owned();
+    let window = rng.gen_range(1..=32usize);
+    let gap_ms_max = rng.gen_range(1..=20u64);
+    let mut next_seq = 0u64;
+    // Sent at least once and not yet answered with a final outcome.
+    let mut unconfirmed = BTreeSet::new();
+    let mut conn_n = 0;
+    loop {
+        if shared.phase() != Phase::Faults {
+            return Ok(());
+        }
+        if next_seq == params.messages_per_producer && unconfirmed.is_empty() {
+            return Ok(());
+        }
+        conn_n += 1;
+        let conn = ConnId {
+            client: me,
+            n: conn_n,
+        };
+        let (mut client, link) = match open_sender(conn, &queue).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                shared.record(Op::ConnectionLost {
+                    conn,
+                    why: format!("connect: {error}"),
+                });
+                backoff(&mut rng).await;
+                continue;
+            }
+        };
+        shared.record(Op::Connected {
+            conn,
+            queue: queue.clone(),
+        });
+        // Everything unconfirmed goes again on the new connection, oldest
+        // first.
+        let mut to_send: BTreeSet<u64> = unconfirmed.clone();
+        let mut in_flight: BTreeMap<DeliveryId, u64> = BTreeMap::new();
+        let lost = 'conn: loop {
+            if shared.phase() != Phase::Faults {
+                // Dropped, not closed: what is unconfirmed stays unknown,
+                // which the checker allows.
+                return Ok(());
+            }
+            let more_new = next_seq < params.messages_per_producer;
+            if in_flight.is_empty() && to_send.is_empty() && !more_new {
+                let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await;
+                shared.record(Op::Closed { conn });
+                return Ok(());
+            }
+            let can_send = in_flight.len() < window && client.connection().credit(link) > 0;
+            if can_send && (!to_send.is_empty() || more_new) {
+                let (seq, resend) = match to_send.pop_first() {
+                    Some(seq) => (seq, true),
+                    None => {
+                        let seq = next_seq;
+                        next_seq += 1;
+                        unconfirmed.insert(seq);
+                        (seq, false)
+                    }
+                };
+                let msg = MsgId { producer: n, seq };
+                shared.record(Op::Send { conn, msg, resend });
+                let tag = Bytes::copy_from_slice(&seq.to_be_bytes());
+                match client.send(link, tag, encode_message(msg), false).await {
+                    Ok(delivery) => {
+                        in_flight.insert(delivery, seq);
+                    }
+                    Err(error) => break 'conn format!("send: {error}"),
+                }
+            }
+            // Between sends, take in whatever the broker answers.
+            let pause = if can_send {
+                Duration::from_millis(rng.gen_range(0..=gap_ms_max))
+            } else {
+                PHASE_POLL
+            };
+            let sleep = tokio::time::sleep(pause);
+            tokio::pin!(sleep);
+            loop {
+                let event = tokio::select! {
+                    () = &mut sleep => break,
+                    event = client.next_event() => event,
+                };
+                match event {
+                    Ok(Event::Disposition {
+                        delivery,
+                        state,
+                        settled,
+                        ..
+                    }) => {
+                        let outcome = outcome_of(state.as_ref());
+                        // An outcome without settlement is not final yet.
+                        if !settled && outcome == Outcome::None {
+                            continue;
+                        }
+                        let Some(seq) = in_flight.remove(&delivery) else {
+                            continue;
+                        };
+                        let msg = MsgId { producer: n, seq };
+                        shared.record(Op::ProducerOutcome { conn, msg, outcome });
+                        match outcome {
+                            Outcome::Accepted | Outcome::Rejected => {
+                                unconfirmed.remove(&seq);
+                            }
+                            // Not taken: send it again.
+                            Outcome::Released | Outcome::Modified | Outcome::None => {
+                                to_send.insert(seq);
+                            }
+                        }
+                    }
+                    Ok(Event::Closed { local, remote }) => {
+                        break 'conn format!("closed: {:?}", local.or(remote));
+                    }
+                    Ok(Event::LinkDetached { error, .. }) => {
+                        break 'conn format!("link detached: {error:?}");
+                    }
+                    Ok(_) => {}
+                    Err(error) => break 'conn error.to_string(),
+                }
+            }
+        };
+        shared.record(Op::ConnectionLost { conn, why: lost });
+        backoff(&mut rng).await;
+    }
+}
+
+/// A consumer: receives from its queue with random credit, settles with a
+/// mix of outcomes (or holds a delivery unsettled until the connection
+/// ends), and now and then closes its connection (churn). In the drain
+/// phase it accepts everything; it exits when the run is finished.
+pub async fn consumer(
+    n: u32,
+    seed: u64,
+    params: WorkloadParams,
+    shared: Rc<Shared>,
+) -> turmoil::Result {
+    let me = ClientId::Consumer(n);
+    let mut rng = client_rng(seed, me);
+    let queue = params.queue_of(n).to_owned();
+    let credit_max = rng.gen_range(1..=50u32);
+    // Percent chances, per delivery, in the fault phase.
+    let churn_pct = rng.gen_range(0..=3u32);
+    let mut conn_n = 0;
+    loop {
+        if shared.phase() == Phase::Finished {
+            return Ok(());
+        }
+        conn_n += 1;
+        let conn = ConnId {
+            client: me,
+            n: conn_n,
+        };
+        let credit = rng.gen_range(1..=credit_max);
+        let (mut client, link) = match open_receiver(conn, &queue, credit).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                shared.record(Op::ConnectionLost {
+                    conn,
+                    why: format!("connect: {error}"),
+                });
+                backoff(&mut rng).await;
+                continue;
+            }
+        };
+        shared.record(Op::Connected {
+            conn,
+            queue: queue.clone(),
+        });
+        // Deliveries left unsettled on purpose: released when the
+        // connection ends, or accepted in the drain phase.
+        let mut held: BTreeMap<DeliveryId, MsgId> = BTreeMap::new();
+        let lost = 'conn: loop {
+            match shared.phase() {
+                Phase::Finished => {
+                    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await;
+                    shared.record(Op::Closed { conn });
+                    return Ok(());
+                }
+                Phase::Drain => {
+                    while let Some((delivery, msg)) = held.pop_first() {
+                        if let Err(error) =
+                            settle(&mut client, &shared, conn, delivery, msg, Outcome::Accepted)
+                                .await
+                        {
+                            break 'conn error.to_string();
+                        }
+                    }
+                }
+                Phase::Faults => {}
+            }
+            let event = tokio::select! {
+                () = tokio::time::sleep(PHASE_POLL) => continue,
+                event = client.next_event() => event,
+            };
+            match event {
+                Ok(Event::Delivery {
+                    delivery, message, ..
+                }) => {
+                    let Some((msg, header)) = decode_message(message) else {
+                        // Not ours: recorded as an impossible id, so the
+                        // checker reports it as never sent.
+                        shared.record(Op::Delivered {
+                            conn,
+                            queue: queue.clone(),
+                            msg: MsgId {
+                                producer: u32::MAX,
+                                seq: u64::MAX,
+                            },
+                            delivery_count: 0,
+                            first_acquirer: false,
+                        });
+                        continue;
+                    };
+                    shared.record(Op::Delivered {
+                        conn,
+                        queue: queue.clone(),
+                        msg,
+                        delivery_count: header.delivery_count,
+                        first_acquirer: header.first_acquirer,
+                    });
+                    let draining = shared.phase() != Phase::Faults;
+                    let roll = rng.gen_range(0..100u32);
+                    let outcome = match roll {
+                        _ if draining => Some(Outcome::Accepted),
+                        0..70 => Some(Outcome::Accepted),
+                        70..78 => Some(Outcome::Released),
+                        78..86 => Some(Outcome::Modified),
+                        86..90 => Some(Outcome::Rejected),
+                        _ => None,
+                    };
+                    match outcome {
+                        Some(outcome) => {
+                            if let Err(error) =
+                                settle(&mut client, &shared, conn, delivery, msg, outcome).await
+                            {
+                                break 'conn error.to_string();
+                            }
+                        }
+                        None => {
+                            held.insert(delivery, msg);
+                        }
+                    }
+                    let low = if draining { 64 } else { credit_max / 2 };
+                    let current = client.connection().credit(link);
+                    if current <= low {
+                        // Never below the current credit: transfers the
+                        // broker sent under the old credit may be in flight,
+                        // and the engine detaches a link that receives more
+                        // than its credit (transfer-limit-exceeded).
+                        let drawn = if draining {
+                            128
+                        } else {
+                            rng.gen_range(1..=credit_max)
+                        };
+                        let credit = drawn.max(current);
+                        if let Err(error) = client.connection().flow(link, credit, false) {
+                            break 'conn error.to_string();
+                        }
+                    }
+                    if !draining && rng.gen_range(0..100) < churn_pct {
+                        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await;
+                        shared.record(Op::Closed { conn });
+                        backoff(&mut rng).await;
+                        // Closed on purpose: reconnect without recording
+                        // a loss.
+                        break 'conn String::new();
+                    }
+                }
+                Ok(Event::Closed { local, remote }) => {
+                    break 'conn format!("closed: {:?}", local.or(remote));
+                }
+                Ok(Event::LinkDetached { error, .. }) => {
+                    break 'conn format!("link detached: {error:?}");
+                }
+                Ok(_) => {}
+                Err(error) => break 'conn error.to_string(),
+            }
+        };
+        if !lost.is_empty() {
+            shared.record(Op::ConnectionLost { conn, why: lost });
+            backoff(&mut rng).await;
+        }
+    }
+}
+
+async fn settle(
+    client: &mut Client<TurmoilIo>,
+    shared: &Shared,
+    conn: ConnId,
+    delivery: DeliveryId,
+    msg: MsgId,
+    outcome: Outcome,
+) -> Result<(), ClientError> {
+    let state = match outcome {
+        Outcome::Accepted | Outcome::None => DeliveryState::Accepted(Accepted),
+        Outcome::Rejected => DeliveryState::Rejected(Rejected { error: None }),
+        Outcome::Released => DeliveryState::Released(Released),
+        Outcome::Modified => DeliveryState::Modified(Modified {
+            delivery_failed: true,
+            ..Modified::default()
+        }),
+    };
+    // Recorded before the disposition goes out: if the connection dies
+    // while sending, the checker must still know the consumer meant it.
+    shared.record(Op::Settled { conn, msg, outcome });
+    client.settle(delivery, state).await
+}
