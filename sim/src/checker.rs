@@ -14,7 +14,10 @@
 //!    not count as lost), or the broker restarted in (t, t2] (the settle may
 //!    not have been durable yet), or a broker disk was failing writes
 //!    (disk full, fsync EIO) at some point in [t, t2] (the broker drops a
-//!    settle it cannot log: a redelivery, never a loss). Everything else that delivers a message
+//!    settle it cannot log: a redelivery, never a loss), or C's client was
+//!    partitioned from the broker (or its link lossy) at t: turmoil drops
+//!    whole writes of a TCP stream there without breaking the connection,
+//!    so the settle may never have arrived. Everything else that delivers a message
 //!    again is a counted, allowed duplicate.
 //! 4. **Per-producer FIFO.** On a queue with one consumer, within one broker
 //!    lifetime (between restarts), the first-ever deliveries of messages
@@ -26,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use crate::history::{ConnId, History, MsgId, Op};
+use crate::history::{ClientId, ConnId, History, MsgId, Op};
 use crate::workload::WorkloadParams;
 
 /// At most this many violations are kept in a report.
@@ -124,6 +127,37 @@ impl CheckReport {
 /// or `healed` line (or the end of the history). Matched on the nemesis's
 /// trace text: the one place the checker depends on its wording.
 fn disk_full_windows(events: &[crate::history::Event]) -> Vec<(Duration, Duration)> {
+    fault_windows(events, |fault| {
+        fault.starts_with("disk full") || fault.starts_with("fsync EIO")
+    })
+}
+
+/// The windows in which what `client` sent towards the broker could be
+/// dropped: a partition in that direction, or a lossy link. turmoil drops
+/// whole writes of a TCP stream there without breaking the connection, so a
+/// settle sent then may never arrive even though the connection later
+/// closes gracefully.
+fn lossy_uplink_windows(
+    events: &[crate::history::Event],
+    client: ClientId,
+) -> Vec<(Duration, Duration)> {
+    let towards_broker = format!("partition {client} -> broker");
+    let both_ways = format!("partition {client} <-> broker");
+    let lossy = format!("lossy {client} <-> broker");
+    fault_windows(events, |fault| {
+        fault.starts_with(&towards_broker)
+            || fault.starts_with(&both_ways)
+            || fault.starts_with(&lossy)
+    })
+}
+
+/// The [start, end] windows of the nemesis faults `selected` picks (by
+/// their trace text), from injection to end or heal; one never ended lasts
+/// to the end of the run.
+fn fault_windows(
+    events: &[crate::history::Event],
+    selected: impl Fn(&str) -> bool,
+) -> Vec<(Duration, Duration)> {
     let mut windows = Vec::new();
     let mut open: BTreeMap<String, Duration> = BTreeMap::new();
     for event in events {
@@ -137,7 +171,7 @@ fn disk_full_windows(events: &[crate::history::Event]) -> Vec<(Duration, Duratio
             Some(rest) => (true, rest),
             None => (false, what.as_str()),
         };
-        if !(fault.starts_with("disk full") || fault.starts_with("fsync EIO")) {
+        if !selected(fault) {
             continue;
         }
         // "disk full broker for 1.2s" and "ended disk full broker" name the
@@ -182,6 +216,14 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
 
     // First pass: facts whose later occurrence matters to earlier events.
     let disk_full = disk_full_windows(events);
+    let mut lossy_uplinks: BTreeMap<ClientId, Vec<(Duration, Duration)>> = BTreeMap::new();
+    for event in events {
+        if let Op::Settled { conn, .. } = &event.op {
+            lossy_uplinks
+                .entry(conn.client)
+                .or_insert_with(|| lossy_uplink_windows(events, conn.client));
+        }
+    }
     let mut lost_conns: BTreeMap<ConnId, Duration> = BTreeMap::new();
     let mut send_counts: BTreeMap<MsgId, u64> = BTreeMap::new();
     let mut queue_of_producer: BTreeMap<u32, String> = BTreeMap::new();
@@ -267,7 +309,10 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                             let unlogged = disk_full
                                 .iter()
                                 .any(|(start, end)| start <= &t2 && end >= t);
-                            !conn_lost && !restarted && !unlogged
+                            let dropped = lossy_uplinks.get(&conn.client).is_some_and(|w| {
+                                w.iter().any(|(start, end)| start <= t && end >= t)
+                            });
+                            !conn_lost && !restarted && !unlogged && !dropped
                         })
                         .count() as u64
                 });
