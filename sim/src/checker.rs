@@ -17,7 +17,9 @@
 //!    settle it cannot log: a redelivery, never a loss), or C's client was
 //!    partitioned from the broker (or its link lossy) at t: turmoil drops
 //!    whole writes of a TCP stream there without breaking the connection,
-//!    so the settle may never have arrived. Everything else that delivers a message
+//!    so the settle may never have arrived; or C was opened before the
+//!    broker's latest restart before t (a settle on a connection to a dead
+//!    incarnation reaches nobody). Everything else that delivers a message
 //!    again is a counted, allowed duplicate.
 //! 4. **Per-producer FIFO.** On a queue with one consumer, within one broker
 //!    lifetime (between restarts), the first-ever deliveries of messages
@@ -225,12 +227,16 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         }
     }
     let mut lost_conns: BTreeMap<ConnId, Duration> = BTreeMap::new();
+    let mut connected_at: BTreeMap<ConnId, Duration> = BTreeMap::new();
     let mut send_counts: BTreeMap<MsgId, u64> = BTreeMap::new();
     let mut queue_of_producer: BTreeMap<u32, String> = BTreeMap::new();
     for event in events {
         match &event.op {
             Op::ConnectionLost { conn, .. } => {
                 lost_conns.entry(*conn).or_insert(event.time);
+            }
+            Op::Connected { conn, .. } => {
+                connected_at.entry(*conn).or_insert(event.time);
             }
             Op::Send { msg, .. } => *send_counts.entry(*msg).or_default() += 1,
             _ => {}
@@ -306,13 +312,24 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                             let conn_lost = lost_conns.get(conn).is_some_and(|lost| lost >= t);
                             let restarted =
                                 broker_starts.iter().any(|start| start > t && *start <= t2);
+                            // A connection to a broker incarnation that has
+                            // since been restarted reaches nobody: bytes
+                            // still in flight from the old one can be
+                            // delivered and settled, but the settle goes
+                            // nowhere, even if the client then sees a clean
+                            // close.
+                            let stale = connected_at.get(conn).is_some_and(|opened| {
+                                broker_starts
+                                    .iter()
+                                    .any(|start| start > opened && start <= t)
+                            });
                             let unlogged = disk_full
                                 .iter()
                                 .any(|(start, end)| start <= &t2 && end >= t);
                             let dropped = lossy_uplinks.get(&conn.client).is_some_and(|w| {
                                 w.iter().any(|(start, end)| start <= t && end >= t)
                             });
-                            !conn_lost && !restarted && !unlogged && !dropped
+                            !conn_lost && !restarted && !stale && !unlogged && !dropped
                         })
                         .count() as u64
                 });

@@ -367,6 +367,14 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
                 finished_at = Some(now);
                 trace.record(now, "phase: finished");
             }
+            // A broker that stopped on its own in the liveness phase (a
+            // failed fsync it saw late) is restarted, as a supervisor would:
+            // stopping was right, staying down would only hide what the
+            // checker must see after recovery.
+            Phase::Drain if !sim.is_host_running(BROKER) => {
+                trace.record(now, "supervisor: restart broker");
+                sim.bounce(BROKER);
+            }
             Phase::Drain | Phase::Finished => {}
         }
         if shared.phase.get() != Phase::Finished && drain.runaway() {
