@@ -19,7 +19,10 @@
 //!    whole writes of a TCP stream there without breaking the connection,
 //!    so the settle may never have arrived; or C was opened before the
 //!    broker's latest restart before t (a settle on a connection to a dead
-//!    incarnation reaches nobody). Everything else that delivers a message
+//!    incarnation reaches nobody). A delivery on a connection opened before
+//!    the broker's latest restart is no violation either: the dead
+//!    incarnation sent it before the restart; it was only slow to arrive.
+//!    Everything else that delivers a message
 //!    again is a counted, allowed duplicate.
 //! 4. **Per-producer FIFO.** On a queue with one consumer, within one broker
 //!    lifetime (between restarts), the first-ever deliveries of messages
@@ -289,6 +292,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 }
             }
             Op::Delivered {
+                conn: delivery_conn,
                 queue,
                 msg,
                 delivery_count,
@@ -306,6 +310,15 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                     stats.redeliveries += 1;
                 }
                 let t2 = event.time;
+                // On a connection opened before the broker's latest restart,
+                // a delivery was sent by the dead incarnation, before that
+                // restart (it was only slow to arrive): it says nothing of
+                // what the restarted broker did since.
+                let from_dead_incarnation = connected_at.get(delivery_conn).is_some_and(|opened| {
+                    broker_starts
+                        .iter()
+                        .any(|start| start > opened && *start <= t2)
+                });
                 let firm = consumes.get(msg).map_or(0, |list| {
                     list.iter()
                         .filter(|(t, conn)| {
@@ -333,7 +346,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                         })
                         .count() as u64
                 });
-                if firm >= sends {
+                if firm >= sends && !from_dead_incarnation {
                     report.violations.push(violation(
                         Rule::ConsumedRedelivered,
                         format!(
