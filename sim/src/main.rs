@@ -119,7 +119,7 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
     );
     // Wall time, only to report speed: it never reaches a simulation.
     #[allow(clippy::disallowed_methods)]
-    let started = std::time::Instant::now();
+    let started = std::time::Instant::now(); // determinism-ok: reports speed only
     let run_seed = |seed: u64| {
         let outcome = world::run(&args.sim.options(seed)).map_err(|e| e.to_string());
         match &outcome {

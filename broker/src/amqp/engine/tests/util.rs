@@ -89,7 +89,7 @@ impl Authenticator for TestAuth {
 // engine tests read the real clock, to get an `Instant` to count from.
 #[allow(clippy::disallowed_methods)]
 pub(super) fn base_instant() -> Instant {
-    Instant::now()
+    Instant::now() // determinism-ok: test clock base only
 }
 
 /// The client's default configuration in these tests.
