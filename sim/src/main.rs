@@ -1,11 +1,13 @@
 //! `sluice-sim`: runs Sluice under turmoil with faults drawn from a seed.
 //! The simulator is the library (`sluice_sim`); this is its command line.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use sluice_sim::cli::{Cli, Command, ExploreArgs, ReplayArgs, RunArgs, SimArgs};
 use sluice_sim::replay::{self, ReplayFile, Verdict};
 use sluice_sim::world::{self, RunReport};
@@ -101,6 +103,16 @@ fn run(args: &RunArgs) -> Result<bool> {
     Ok(true)
 }
 
+/// A progress bar on stderr when it is a terminal; none in CI logs.
+fn progress_bar(seeds: usize) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {per_sec}, eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    Some(ProgressBar::new(seeds as u64).with_style(style))
+}
+
 /// The result of one seed in `explore`.
 struct Explored {
     seed: u64,
@@ -120,11 +132,19 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
     // Wall time, only to report speed: it never reaches a simulation.
     #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now(); // determinism-ok: reports speed only
+    let progress = progress_bar(seeds.len());
     let run_seed = |seed: u64| {
         let outcome = world::run(&args.sim.options(seed)).map_err(|e| e.to_string());
-        match &outcome {
-            Ok(report) => println!("{}", summary(report)),
-            Err(error) => println!("seed {seed:#x}: ERROR {error}"),
+        let line = match &outcome {
+            Ok(report) => summary(report),
+            Err(error) => format!("seed {seed:#x}: ERROR {error}"),
+        };
+        match &progress {
+            Some(bar) => {
+                bar.println(line);
+                bar.inc(1);
+            }
+            None => println!("{line}"),
         }
         Explored { seed, outcome }
     };
@@ -152,6 +172,9 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
                 .collect()
         })
     };
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
     #[allow(clippy::disallowed_methods)]
     let wall = started.elapsed();
     results.sort_by_key(|r| r.seed);
