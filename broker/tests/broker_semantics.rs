@@ -46,6 +46,15 @@ fn body_of(message: &Message) -> String {
         .unwrap()
 }
 
+/// The `x-opt-deadletter-reason` message annotation, if any.
+fn deadletter_reason(message: &Message) -> Option<Value> {
+    let key = Value::Symbol(Symbol::from_static("x-opt-deadletter-reason"));
+    message.sections.iter().find_map(|s| match s {
+        Section::MessageAnnotations(m) => m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()),
+        _ => None,
+    })
+}
+
 fn queue(address: &str) -> Source {
     Source {
         address: Some(address.to_owned()),
@@ -118,11 +127,8 @@ async fn broker_with(toml: &str) -> (Broker, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_owned(),
-        ..Config::from_toml(toml).unwrap()
-    };
-    let config = Config {
         listen: test_config().listen,
-        ..config
+        ..Config::from_toml(toml).unwrap()
     };
     (Broker::start_with(config).await, dir)
 }
@@ -251,18 +257,7 @@ async fn rejected_messages_are_dead_lettered_with_the_reason() {
 
     let (dead_letter, message) = receive(&mut client, dead).await;
     assert_eq!(body_of(&message), "poison");
-    let annotations = message
-        .sections
-        .iter()
-        .find_map(|s| match s {
-            Section::MessageAnnotations(m) => Some(m.clone()),
-            _ => None,
-        })
-        .expect("dead-letter annotations");
-    let reason = annotations
-        .iter()
-        .find(|(k, _)| *k == Value::Symbol(Symbol::from_static("x-opt-deadletter-reason")))
-        .map(|(_, v)| v.clone());
+    let reason = deadletter_reason(&message);
     assert_eq!(reason, Some(Value::Symbol(Symbol::from_static("rejected"))));
     client.settle(dead_letter, accepted()).await.unwrap();
     client.close().await.unwrap();
@@ -647,13 +642,7 @@ async fn expired_messages_are_dead_lettered_as_expired() {
     // message once its 20 ms are up; the wait is for that event, bounded.
     let (delivery, message) = receive(&mut client, expired).await;
     assert_eq!(body_of(&message), "milk");
-    let reason = message.sections.iter().find_map(|s| match s {
-        Section::MessageAnnotations(m) => m
-            .iter()
-            .find(|(k, _)| *k == Value::Symbol(Symbol::from_static("x-opt-deadletter-reason")))
-            .map(|(_, v)| v.clone()),
-        _ => None,
-    });
+    let reason = deadletter_reason(&message);
     assert_eq!(reason, Some(Value::Symbol(Symbol::from_static("expired"))));
     client.settle(delivery, accepted()).await.unwrap();
     client.close().await.unwrap();

@@ -505,11 +505,8 @@ impl<I: Io> Core<I> {
     }
 
     fn delete(&mut self, queue: &str) {
-        if self.registry.remove(queue).is_none() {
+        if !self.forget_queue(queue) {
             return;
-        }
-        for subscriptions in self.topics.values_mut() {
-            subscriptions.remove(queue);
         }
         self.submit(
             Command::Delete {
@@ -517,6 +514,14 @@ impl<I: Io> Core<I> {
             },
             Reply::None,
         );
+    }
+
+    /// Removes a queue from routing; false if it was not known.
+    fn forget_queue(&mut self, queue: &str) -> bool {
+        for subscriptions in self.topics.values_mut() {
+            subscriptions.remove(queue);
+        }
+        self.registry.remove(queue).is_some()
     }
 
     fn attach_producer(&mut self, conn: ConnId, link: LinkId, node: ProducerNode) {
@@ -960,10 +965,7 @@ impl<I: Io> Core<I> {
                 self.finish_publish_if_done(publish);
             }
             Command::Declare { queue, .. } => {
-                self.registry.remove(&queue);
-                for subscriptions in self.topics.values_mut() {
-                    subscriptions.remove(&queue);
-                }
+                self.forget_queue(&queue);
             }
             command => self.apply(pending.now_ms, command, pending.reply),
         }
