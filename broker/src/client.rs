@@ -194,13 +194,21 @@ impl<I: Io> Client<I> {
     }
 
     /// Closes the connection and waits for the broker's answer.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] if the broker closed with an error, or never
+    /// answered (the connection dropped, or the close timeout passed): then
+    /// what was sent last may never have reached it.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.conn.close(self.io.now(), None);
         loop {
-            match self.next_event().await {
-                Ok(Event::Closed { .. }) | Err(ClientError::Closed(None)) => return Ok(()),
-                Ok(_) => {}
-                Err(error) => return Err(error),
+            if let Event::Closed { local, remote } = self.next_event().await? {
+                let answered = self.conn.close_received();
+                return match local.or(remote) {
+                    None if answered => Ok(()),
+                    error => Err(ClientError::Closed(error)),
+                };
             }
         }
     }

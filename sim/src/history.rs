@@ -47,13 +47,15 @@ impl Outcome {
     }
 }
 
-/// Which client: producers and consumers are numbered separately.
+/// Which client: each kind is numbered separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ClientId {
-    /// A producer.
+    /// A producer, to a queue or to the topic.
     Producer(u32),
-    /// A consumer.
+    /// A consumer of a queue.
     Consumer(u32),
+    /// A durable subscriber to the topic.
+    Subscriber(u32),
 }
 
 impl fmt::Display for ClientId {
@@ -61,6 +63,7 @@ impl fmt::Display for ClientId {
         match self {
             ClientId::Producer(n) => write!(f, "producer{n}"),
             ClientId::Consumer(n) => write!(f, "consumer{n}"),
+            ClientId::Subscriber(n) => write!(f, "subscriber{n}"),
         }
     }
 }
@@ -100,8 +103,8 @@ pub enum Op {
     Connected {
         /// The connection.
         conn: ConnId,
-        /// The queue the link is attached to.
-        queue: String,
+        /// The address the link is attached to.
+        address: String,
     },
     /// A connection was lost or refused (not a close the client asked for).
     ConnectionLost {
@@ -138,7 +141,8 @@ pub enum Op {
     Delivered {
         /// The connection.
         conn: ConnId,
-        /// The queue it came from.
+        /// The queue it came from: a queue's name, or a subscription's
+        /// queue (see [`crate::workload::WorkloadParams::subscription`]).
         queue: String,
         /// The message.
         msg: MsgId,
@@ -147,11 +151,18 @@ pub enum Op {
         /// The header's first-acquirer flag.
         first_acquirer: bool,
     },
+    /// Once every client has gone, the broker's own account of its queues.
+    BrokerState {
+        /// Every queue the broker has, in name order.
+        queues: Vec<QueueState>,
+    },
     /// A consumer settled a received message (settle mode first: the
     /// broker sends no confirmation).
     Settled {
         /// The connection.
         conn: ConnId,
+        /// The queue the message came from.
+        queue: String,
         /// The message.
         msg: MsgId,
         /// The outcome it chose.
@@ -165,7 +176,7 @@ impl fmt::Display for Op {
             Op::BrokerStart => write!(f, "broker start"),
             Op::Fault { what } => write!(f, "nemesis: {what}"),
             Op::BrokerStopped { result } => write!(f, "broker stopped: {result}"),
-            Op::Connected { conn, queue } => write!(f, "{conn} connected to {queue}"),
+            Op::Connected { conn, address } => write!(f, "{conn} connected to {address}"),
             Op::ConnectionLost { conn, why } => write!(f, "{conn} lost: {why}"),
             Op::Closed { conn } => write!(f, "{conn} closed"),
             Op::Send { conn, msg, resend } => {
@@ -183,8 +194,43 @@ impl fmt::Display for Op {
                 f,
                 "{conn} delivered {msg} from {queue} (count {delivery_count}, first {first_acquirer})"
             ),
-            Op::Settled { conn, msg, outcome } => write!(f, "{conn} settle {msg} {outcome:?}"),
+            Op::Settled {
+                conn,
+                queue,
+                msg,
+                outcome,
+            } => write!(f, "{conn} settle {msg} from {queue} {outcome:?}"),
+            Op::BrokerState { queues } => {
+                f.write_str("broker state:")?;
+                for queue in queues {
+                    write!(f, " [{queue}]")?;
+                }
+                Ok(())
+            }
         }
+    }
+}
+
+/// One queue as the broker reported it at the end of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueState {
+    /// The queue's name.
+    pub name: String,
+    /// Messages ready for delivery.
+    pub depth: u64,
+    /// Messages delivered and not yet settled.
+    pub unsettled: u64,
+    /// Attached consumers.
+    pub consumers: u64,
+}
+
+impl fmt::Display for QueueState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} depth {} unsettled {} consumers {}",
+            self.name, self.depth, self.unsettled, self.consumers
+        )
     }
 }
 

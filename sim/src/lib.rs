@@ -2,6 +2,7 @@
 //! workload and a fault schedule drawn from one seed, checks the history,
 //! and turns failures into replay files. See docs/simulation.md.
 
+pub mod at_rest;
 pub mod checker;
 pub mod cli;
 pub mod history;

@@ -25,6 +25,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use rand_chacha::rand_core::SeedableRng;
 use sluice::io::TurmoilIo;
 use sluice::io::faulty::{Faults, FaultyIo};
 
+use crate::at_rest::AtRest;
 use crate::trace::Trace;
 
 /// Mixed into the seed so that the nemesis's stream differs from the
@@ -117,6 +119,9 @@ enum Fault {
     /// The host's next fsync fails with EIO; the broker stops, as it must.
     /// Undone by restarting it if it stopped.
     SyncError { host: String },
+    /// `crash(host)`, and a bit of its log flipped while it is down (see
+    /// [`AtRest`]); undone by `bounce(host)`.
+    Corrupt { host: String },
 }
 
 impl Fault {
@@ -135,12 +140,18 @@ impl Fault {
     fn is_process(&self) -> bool {
         matches!(
             self,
-            Fault::Kill { .. } | Fault::Crash { .. } | Fault::PowerLoss { .. }
+            Fault::Kill { .. }
+                | Fault::Crash { .. }
+                | Fault::PowerLoss { .. }
+                | Fault::Corrupt { .. }
         )
     }
 
     fn is_disk(&self) -> bool {
-        matches!(self, Fault::DiskFull { .. } | Fault::SyncError { .. })
+        matches!(
+            self,
+            Fault::DiskFull { .. } | Fault::SyncError { .. } | Fault::Corrupt { .. }
+        )
     }
 }
 
@@ -168,6 +179,7 @@ impl fmt::Display for Fault {
             Fault::PowerLoss { hosts } => write!(f, "power loss {}", hosts.join(",")),
             Fault::DiskFull { host } => write!(f, "disk full {host}"),
             Fault::SyncError { host } => write!(f, "fsync EIO {host}"),
+            Fault::Corrupt { host } => write!(f, "crash and corrupt at rest {host}"),
         }
     }
 }
@@ -197,6 +209,8 @@ pub struct Nemesis {
     base_max_latency: Option<Duration>,
     /// Faults shared with each broker's [`Nemesis::broker_io`], by host.
     disk_faults: Vec<(String, Arc<Faults>)>,
+    /// Corruption at rest, shared with each broker's host factory, by host.
+    at_rest: Vec<(String, Rc<AtRest>)>,
     /// Faults in flight and when each ends.
     active: Vec<(Duration, Fault)>,
     /// When the next fault is drawn.
@@ -245,6 +259,10 @@ impl Nemesis {
                 (host.clone(), faults)
             })
             .collect();
+        let at_rest = brokers
+            .iter()
+            .map(|host| (host.clone(), Rc::default()))
+            .collect();
         Self {
             rng,
             kinds,
@@ -254,6 +272,7 @@ impl Nemesis {
             disk,
             base_max_latency: None,
             disk_faults,
+            at_rest,
             active: Vec::new(),
             next_at: WARM_UP,
             gap_max,
@@ -293,6 +312,21 @@ impl Nemesis {
             .unwrap_or_else(|| panic!("{host} is not a broker host"))
     }
 
+    /// The corruption-at-rest switch of `host`: its factory calls
+    /// [`AtRest::before_start`] before starting the broker, and reports the
+    /// broker's start and stop.
+    ///
+    /// # Panics
+    ///
+    /// If `host` is not one of the broker hosts given to [`Nemesis::new`].
+    pub fn at_rest(&self, host: &str) -> Rc<AtRest> {
+        self.at_rest
+            .iter()
+            .find(|(name, _)| name == host)
+            .map(|(_, at_rest)| Rc::clone(at_rest))
+            .unwrap_or_else(|| panic!("{host} is not a broker host"))
+    }
+
     /// How many faults were injected so far.
     pub fn injected(&self) -> u64 {
         self.injected
@@ -309,6 +343,7 @@ impl Nemesis {
             );
         }
         self.end_due(sim, now, trace);
+        self.restore_refused(sim, now, trace);
         if now < self.next_at || now >= self.fault_phase {
             return;
         }
@@ -375,7 +410,7 @@ impl Nemesis {
         match *kinds.choose(&mut self.rng)? {
             0 => self.draw_net(sim),
             1 => self.draw_process(now),
-            _ => self.draw_disk(),
+            _ => self.draw_disk(now),
         }
     }
 
@@ -415,15 +450,25 @@ impl Nemesis {
         Some((fault, lasts))
     }
 
-    fn draw_process(&mut self, now: Duration) -> Option<(Fault, Duration)> {
+    /// Whether the bounds allow a process fault to start now.
+    fn process_fault_allowed(&self, now: Duration) -> bool {
         let busy = self.active.iter().any(|(_, f)| f.is_process());
         let quiet = self
             .process_ended_at
             .is_some_and(|ended| now < ended + PROCESS_QUIET);
-        if busy || quiet {
+        !busy && !quiet
+    }
+
+    /// How long a crashed host stays down.
+    fn draw_down_time(&mut self) -> Duration {
+        Duration::from_millis(self.rng.gen_range(50..=2_000))
+    }
+
+    fn draw_process(&mut self, now: Duration) -> Option<(Fault, Duration)> {
+        if !self.process_fault_allowed(now) {
             return None;
         }
-        let down = Duration::from_millis(self.rng.gen_range(50..=2_000));
+        let down = self.draw_down_time();
         let fault = match self.rng.gen_range(0..4) {
             // A kill: the process restarts at once, the page cache survives.
             0 => {
@@ -440,12 +485,20 @@ impl Nemesis {
         Some((fault, down))
     }
 
-    fn draw_disk(&mut self) -> Option<(Fault, Duration)> {
+    fn draw_disk(&mut self, now: Duration) -> Option<(Fault, Duration)> {
         if self.active.iter().any(|(_, f)| f.is_disk()) {
             return None;
         }
         let host = self.brokers.choose(&mut self.rng)?.clone();
-        if self.rng.gen_bool(0.8) {
+        let roll = self.rng.gen_range(0..10);
+        if roll < 2 {
+            // A crash too, so within the bounds on process faults.
+            if !self.process_fault_allowed(now) {
+                return None;
+            }
+            return Some((Fault::Corrupt { host }, self.draw_down_time()));
+        }
+        if roll < 8 {
             let lasts = Duration::from_millis(self.rng.gen_range(100..=2_000));
             Some((Fault::DiskFull { host }, lasts))
         } else {
@@ -527,6 +580,12 @@ impl Nemesis {
                 let faults = self.faults_of(host);
                 faults.fail_next_sync(std::io::ErrorKind::Other);
             }
+            Fault::Corrupt { host } => {
+                if sim.is_host_running(host.as_str()) {
+                    sim.crash(host.as_str());
+                }
+                self.at_rest(host).arm(self.rng.r#gen());
+            }
         }
     }
 
@@ -543,7 +602,7 @@ impl Nemesis {
                 sim.set_link_fail_rate(client.as_str(), broker.as_str(), 0.0);
             }
             Fault::Kill { .. } => self.process_ended_at = Some(sim.elapsed()),
-            Fault::Crash { host } => {
+            Fault::Crash { host } | Fault::Corrupt { host } => {
                 sim.bounce(host.as_str());
                 self.process_ended_at = Some(sim.elapsed());
             }
@@ -561,6 +620,19 @@ impl Nemesis {
                 if !sim.is_host_running(host.as_str()) {
                     sim.bounce(host.as_str());
                 }
+            }
+        }
+    }
+
+    /// Restarts a broker that refused to start on a flipped bit, as an
+    /// operator would once the disk is restored (its factory puts the byte
+    /// back first).
+    fn restore_refused(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
+        for host in self.brokers.clone() {
+            if !sim.is_host_running(host.as_str()) && self.at_rest(&host).awaits_restore() {
+                trace.record(now, format!("nemesis: restore {host} from a backup"));
+                sim.bounce(host.as_str());
+                self.process_ended_at = Some(now);
             }
         }
     }
@@ -635,8 +707,8 @@ mod tests {
 
     #[test]
     fn the_same_seed_injects_the_same_faults() {
-        let (first, _, injected) = run(3, ALL);
-        let (second, _, _) = run(3, ALL);
+        let (first, _, injected) = run(1, ALL);
+        let (second, _, _) = run(1, ALL);
         assert_eq!(first, second);
         assert!(injected >= 5, "{first:#?}");
         let (other, _, _) = run(4, ALL);
@@ -669,6 +741,7 @@ mod tests {
                     "power loss",
                     "disk full",
                     "fsync EIO",
+                    "crash and corrupt at rest",
                 ] {
                     if event.contains(&format!("nemesis: {kind}")) {
                         seen.insert(kind);
@@ -676,7 +749,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 9, "kinds seen: {seen:?}");
+        assert_eq!(seen.len(), 10, "kinds seen: {seen:?}");
     }
 
     #[test]

@@ -15,12 +15,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId};
 use sluice::amqp::types::{
-    Accepted, DeliveryState, Header, Message, Modified, Rejected, Released, Section, Source,
+    Accepted, DeliveryState, ExpiryPolicy, Header, Message, Modified, Rejected, Released, Section,
+    Source, TerminusDurability,
 };
 use sluice::client::{Client, ClientError};
-use sluice::io::TurmoilIo;
+use sluice::io::{Io, TurmoilIo};
+use sluice::node::NodeHandle;
 
-use crate::history::{ClientId, ConnId, History, MsgId, Op, Outcome};
+use crate::history::{ClientId, ConnId, History, MsgId, Op, Outcome, QueueState};
 
 /// The broker's host name and AMQP port.
 pub const BROKER_ADDR: &str = "broker:5672";
@@ -33,6 +35,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a waiting client looks at the phase.
 const PHASE_POLL: Duration = Duration::from_millis(100);
+/// How long the inspector waits for the other clients to exit: each gets
+/// [`HANDSHAKE_TIMEOUT`] to close.
+const EXIT_WAIT_MAX: Duration = Duration::from_millis(3_500);
+/// How long the inspector waits for the broker to let go of every delivery:
+/// it notices a dropped connection within its idle timeout (2 s here), and a
+/// last settle may still wait for its fsync.
+const SETTLE_WAIT_MAX: Duration = Duration::from_secs(3);
 
 /// Where the run is; the world sets it between steps, clients read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,6 +62,15 @@ pub struct Shared {
     pub history: RefCell<History>,
     /// The current phase.
     pub phase: Cell<Phase>,
+    /// The subscribers whose subscription exists: topic producers wait for
+    /// all of them, so that every topic message has a definite set of
+    /// subscriptions to reach.
+    subscribed: RefCell<BTreeSet<u32>>,
+    /// The running broker's node, set each time it starts listening: the
+    /// inspector asks it for its queues at the end.
+    pub broker_node: RefCell<Option<NodeHandle>>,
+    /// How many producers, consumers and subscribers have exited.
+    pub clients_exited: Cell<u32>,
 }
 
 impl Shared {
@@ -61,6 +79,9 @@ impl Shared {
         Rc::new(Self {
             history: RefCell::new(History::default()),
             phase: Cell::new(Phase::Faults),
+            subscribed: RefCell::default(),
+            broker_node: RefCell::default(),
+            clients_exited: Cell::new(0),
         })
     }
 
@@ -81,13 +102,23 @@ impl Shared {
 pub struct WorkloadParams {
     /// The queues messages go to.
     pub queues: Vec<String>,
-    /// Producers; producer `i` sends to queue `i % queues`.
+    /// Producers to queues; producer `i` sends to queue `i % queues`.
     pub producers: u32,
     /// Consumers; consumer `i` reads queue `i % queues`.
     pub consumers: u32,
     /// The most messages one producer sends (new ones, not counting resends).
     pub messages_per_producer: u64,
+    /// The topic.
+    pub topic: String,
+    /// Producers to the topic, numbered after the queue producers.
+    pub topic_producers: u32,
+    /// Durable subscribers to the topic: each gets every message sent to it.
+    pub subscribers: u32,
 }
+
+/// The link name every subscriber attaches with; with its container id it
+/// names its durable subscription.
+pub const SUBSCRIPTION_LINK: &str = "subscription";
 
 impl WorkloadParams {
     /// Draws the workload's shape from `rng`.
@@ -95,20 +126,77 @@ impl WorkloadParams {
         let queues = vec!["q0".to_owned(), "q1".to_owned()];
         // At least one consumer per queue, so that the drain can finish.
         let consumers = rng.gen_range(2..=3);
+        let producers = rng.gen_range(1..=3);
+        let messages_per_producer = rng.gen_range(100..=400);
+        let topic_producers = rng.gen_range(0..=1);
+        // A topic with no subscriber would take messages to nowhere.
+        let subscribers = if topic_producers > 0 {
+            rng.gen_range(1..=2)
+        } else {
+            0
+        };
         Self {
             queues,
-            producers: rng.gen_range(1..=3),
+            producers,
             consumers,
-            messages_per_producer: rng.gen_range(100..=400),
+            messages_per_producer,
+            topic: "t0".to_owned(),
+            topic_producers,
+            subscribers,
         }
     }
 
-    /// The queue producer or consumer `n` uses.
+    /// The queue consumer `n` uses (and queue producer `n` sends to).
     pub fn queue_of(&self, n: u32) -> &str {
         let index = n as usize % self.queues.len();
         &self.queues[index]
     }
+
+    /// Every producer's number: queue producers first, then topic producers.
+    pub fn all_producers(&self) -> std::ops::Range<u32> {
+        0..self.producers + self.topic_producers
+    }
+
+    /// The address producer `n` sends to.
+    pub fn target_of(&self, producer: u32) -> String {
+        if producer < self.producers {
+            self.queue_of(producer).to_owned()
+        } else {
+            format!("topic://{}", self.topic)
+        }
+    }
+
+    /// The queues every message of producer `n` must reach: its queue, or
+    /// every subscription (all are made before any topic producer starts).
+    pub fn destinations_of(&self, producer: u32) -> Vec<String> {
+        if producer < self.producers {
+            vec![self.queue_of(producer).to_owned()]
+        } else {
+            (0..self.subscribers)
+                .map(|n| self.subscription(n))
+                .collect()
+        }
+    }
+
+    /// The broker's queue behind subscriber `n`'s durable subscription:
+    /// the topic, then the subscription's container id and link name.
+    pub fn subscription(&self, subscriber: u32) -> String {
+        format!(
+            "topic://{}::{}:{SUBSCRIPTION_LINK}",
+            self.topic,
+            ClientId::Subscriber(subscriber)
+        )
+    }
+
+    /// Every queue the broker holds for the workload.
+    pub fn all_queues(&self) -> Vec<String> {
+        let subscriptions = (0..self.subscribers).map(|n| self.subscription(n));
+        self.queues.iter().cloned().chain(subscriptions).collect()
+    }
 }
+
+/// A client's task, boxed so that the world can wrap every kind alike.
+pub type ClientFuture = std::pin::Pin<Box<dyn Future<Output = turmoil::Result>>>;
 
 /// The RNG for one client: the run's seed mixed with the client's identity,
 /// so adding a client does not change what the others draw.
@@ -116,6 +204,7 @@ fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
     let (kind, n) = match client {
         ClientId::Producer(n) => (1u64, n),
         ClientId::Consumer(n) => (2u64, n),
+        ClientId::Subscriber(n) => (3u64, n),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(kind << 32 | u64::from(n));
@@ -160,8 +249,9 @@ pub fn decode_message(message: Bytes) -> Option<(MsgId, Header)> {
     Some((id?, header))
 }
 
-async fn connect(conn: ConnId) -> Result<Client<TurmoilIo>, ClientError> {
-    let mut config = ConnectionConfig::new(conn.to_string());
+/// Connects as container `container`.
+async fn connect(container: String) -> Result<Client<TurmoilIo>, ClientError> {
+    let mut config = ConnectionConfig::new(container);
     config.idle_timeout = Some(IDLE_TIMEOUT);
     let attempt = Client::connect(TurmoilIo, BROKER_ADDR, config, ClientSasl::Anonymous);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
@@ -184,26 +274,123 @@ async fn open_sender(
     conn: ConnId,
     queue: &str,
 ) -> Result<(Client<TurmoilIo>, LinkId), ClientError> {
-    let mut client = connect(conn).await?;
+    let mut client = connect(conn.to_string()).await?;
     let session = with_timeout(client.begin()).await?;
     let link = with_timeout(client.attach_sender(session, "producer", Some(queue))).await?;
     Ok((client, link))
 }
 
-/// Connects and attaches a receiving link from `queue` with `credit`.
+/// What a receiving client reads.
+struct ReadFrom {
+    /// The queue behind its link, as the history records it.
+    queue: String,
+    /// The source it attaches with.
+    source: Source,
+    /// Its link's name.
+    link_name: &'static str,
+    /// Its container id, if fixed: a durable subscription is named by the
+    /// container id and the link name, so a subscriber keeps both across
+    /// connections.
+    container: Option<String>,
+}
+
+impl ReadFrom {
+    fn queue(queue: &str) -> Self {
+        Self {
+            queue: queue.to_owned(),
+            source: Source {
+                address: Some(queue.to_owned()),
+                ..Source::default()
+            },
+            link_name: "consumer",
+            container: None,
+        }
+    }
+
+    fn subscription(params: &WorkloadParams, subscriber: u32) -> Self {
+        Self {
+            queue: params.subscription(subscriber),
+            source: Source {
+                address: Some(format!("topic://{}", params.topic)),
+                durable: Some(TerminusDurability::UnsettledState),
+                expiry_policy: Some(ExpiryPolicy::Never),
+                ..Source::default()
+            },
+            link_name: SUBSCRIPTION_LINK,
+            container: Some(ClientId::Subscriber(subscriber).to_string()),
+        }
+    }
+}
+
+/// Connects and attaches a receiving link as `from` says, with `credit`.
 async fn open_receiver(
     conn: ConnId,
-    queue: &str,
+    from: &ReadFrom,
     credit: u32,
 ) -> Result<(Client<TurmoilIo>, LinkId), ClientError> {
-    let mut client = connect(conn).await?;
+    let container = from.container.clone().unwrap_or_else(|| conn.to_string());
+    let mut client = connect(container).await?;
     let session = with_timeout(client.begin()).await?;
-    let source = Source {
-        address: Some(queue.to_owned()),
-        ..Source::default()
-    };
-    let link = with_timeout(client.attach_receiver(session, "consumer", source, credit)).await?;
+    let attach = client.attach_receiver(session, from.link_name, from.source.clone(), credit);
+    let link = with_timeout(attach).await?;
     Ok((client, link))
+}
+
+/// The inspector: once the run is finished and the other clients have
+/// exited, asks the broker for its own account of its queues and records it
+/// for the checker, which compares it with what the history says the
+/// broker must and may still hold. It waits (boundedly) for the broker to
+/// return every delivery of the closed connections first.
+pub async fn inspector(clients: u32, shared: Rc<Shared>) -> turmoil::Result {
+    while shared.phase() != Phase::Finished {
+        tokio::time::sleep(PHASE_POLL).await;
+    }
+    let exit_deadline = TurmoilIo.now() + EXIT_WAIT_MAX;
+    while shared.clients_exited.get() < clients && TurmoilIo.now() < exit_deadline {
+        tokio::time::sleep(PHASE_POLL).await;
+    }
+    let settle_deadline = TurmoilIo.now() + SETTLE_WAIT_MAX;
+    loop {
+        let node = shared.broker_node.borrow().clone();
+        let Some(node) = node else {
+            return Ok(());
+        };
+        let asked = tokio::time::timeout(HANDSHAKE_TIMEOUT, node.queue_info()).await;
+        let Ok(Ok(info)) = asked else {
+            // The broker is down: it has nothing to account for now.
+            return Ok(());
+        };
+        let queues: Vec<QueueState> = info
+            .into_iter()
+            .map(|(name, info)| QueueState {
+                name,
+                depth: info.depth,
+                unsettled: info.unsettled,
+                consumers: info.consumers,
+            })
+            .collect();
+        let settled = queues.iter().all(|q| q.unsettled == 0 && q.consumers == 0);
+        if settled || TurmoilIo.now() >= settle_deadline {
+            shared.record(Op::BrokerState { queues });
+            return Ok(());
+        }
+        tokio::time::sleep(PHASE_POLL).await;
+    }
+}
+
+/// Closes the connection, and records whether the broker answered: a
+/// close it never answered (a partition, a crash) is a lost connection, as
+/// what was sent last may never have reached it.
+async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
+    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await {
+        Ok(Ok(())) => {
+            shared.record(Op::Closed { conn });
+            return;
+        }
+        Ok(Err(error)) => format!("close: {error}"),
+        Err(_) => "close: no answer".to_owned(),
+    };
+    shared.record(Op::ConnectionLost { conn, why });
 }
 
 /// Waits before reconnecting, so a down broker is not hammered.
@@ -232,7 +419,16 @@ pub async fn producer(
 ) -> turmoil::Result {
     let me = ClientId::Producer(n);
     let mut rng = client_rng(seed, me);
-    let queue = params.queue_of(n).to_owned();
+    let queue = params.target_of(n);
+    if n >= params.producers {
+        // A topic producer starts once every subscription exists.
+        while shared.subscribed.borrow().len() < params.subscribers as usize {
+            if shared.phase() != Phase::Faults {
+                return Ok(());
+            }
+            tokio::time::sleep(PHASE_POLL).await;
+        }
+    }
     let window = rng.gen_range(1..=32usize);
     let gap_ms_max = rng.gen_range(1..=20u64);
     let mut next_seq = 0u64;
@@ -264,7 +460,7 @@ pub async fn producer(
         };
         shared.record(Op::Connected {
             conn,
-            queue: queue.clone(),
+            address: queue.clone(),
         });
         // Everything unconfirmed goes again on the new connection, oldest
         // first.
@@ -278,8 +474,7 @@ pub async fn producer(
             }
             let more_new = next_seq < params.messages_per_producer;
             if in_flight.is_empty() && to_send.is_empty() && !more_new {
-                let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await;
-                shared.record(Op::Closed { conn });
+                close(client, &shared, conn).await;
                 return Ok(());
             }
             let can_send = in_flight.len() < window && client.connection().credit(link) > 0;
@@ -359,19 +554,36 @@ pub async fn producer(
     }
 }
 
-/// A consumer: receives from its queue with random credit, settles with a
-/// mix of outcomes (or holds a delivery unsettled until the connection
-/// ends), and now and then closes its connection (churn). In the drain
-/// phase it accepts everything; it exits when the run is finished.
+/// A consumer of queue `n % queues`: see [`receive`].
 pub async fn consumer(
     n: u32,
     seed: u64,
     params: WorkloadParams,
     shared: Rc<Shared>,
 ) -> turmoil::Result {
-    let me = ClientId::Consumer(n);
+    let from = ReadFrom::queue(params.queue_of(n));
+    receive(ClientId::Consumer(n), seed, from, shared).await
+}
+
+/// A durable subscriber to the topic: see [`receive`]. Its subscription
+/// outlives its connections, so messages sent while it is away wait for it.
+pub async fn subscriber(
+    n: u32,
+    seed: u64,
+    params: WorkloadParams,
+    shared: Rc<Shared>,
+) -> turmoil::Result {
+    let from = ReadFrom::subscription(&params, n);
+    receive(ClientId::Subscriber(n), seed, from, shared).await
+}
+
+/// A receiver: reads with random credit, settles with a mix of outcomes
+/// (or holds a delivery unsettled until the connection ends), and now and
+/// then closes its connection (churn). In the drain phase it accepts
+/// everything; it exits when the run is finished.
+async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) -> turmoil::Result {
     let mut rng = client_rng(seed, me);
-    let queue = params.queue_of(n).to_owned();
+    let queue = from.queue.clone();
     let credit_max = rng.gen_range(1..=50u32);
     // Percent chances, per delivery, in the fault phase.
     let churn_pct = rng.gen_range(0..=3u32);
@@ -386,7 +598,7 @@ pub async fn consumer(
             n: conn_n,
         };
         let credit = rng.gen_range(1..=credit_max);
-        let (mut client, link) = match open_receiver(conn, &queue, credit).await {
+        let (mut client, link) = match open_receiver(conn, &from, credit).await {
             Ok(opened) => opened,
             Err(error) => {
                 shared.record(Op::ConnectionLost {
@@ -397,9 +609,12 @@ pub async fn consumer(
                 continue;
             }
         };
+        if let ClientId::Subscriber(n) = me {
+            shared.subscribed.borrow_mut().insert(n);
+        }
         shared.record(Op::Connected {
             conn,
-            queue: queue.clone(),
+            address: queue.clone(),
         });
         // Deliveries left unsettled on purpose: released when the
         // connection ends, or accepted in the drain phase.
@@ -407,15 +622,21 @@ pub async fn consumer(
         let lost = 'conn: loop {
             match shared.phase() {
                 Phase::Finished => {
-                    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await;
-                    shared.record(Op::Closed { conn });
+                    close(client, &shared, conn).await;
                     return Ok(());
                 }
                 Phase::Drain => {
                     while let Some((delivery, msg)) = held.pop_first() {
-                        if let Err(error) =
-                            settle(&mut client, &shared, conn, delivery, msg, Outcome::Accepted)
-                                .await
+                        if let Err(error) = settle(
+                            &mut client,
+                            &shared,
+                            conn,
+                            &queue,
+                            delivery,
+                            msg,
+                            Outcome::Accepted,
+                        )
+                        .await
                         {
                             break 'conn error.to_string();
                         }
@@ -466,7 +687,8 @@ pub async fn consumer(
                     match outcome {
                         Some(outcome) => {
                             if let Err(error) =
-                                settle(&mut client, &shared, conn, delivery, msg, outcome).await
+                                settle(&mut client, &shared, conn, &queue, delivery, msg, outcome)
+                                    .await
                             {
                                 break 'conn error.to_string();
                             }
@@ -493,8 +715,7 @@ pub async fn consumer(
                         }
                     }
                     if !draining && rng.gen_range(0..100) < churn_pct {
-                        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await;
-                        shared.record(Op::Closed { conn });
+                        close(client, &shared, conn).await;
                         backoff(&mut rng).await;
                         // Closed on purpose: reconnect without recording
                         // a loss.
@@ -522,6 +743,7 @@ async fn settle(
     client: &mut Client<TurmoilIo>,
     shared: &Shared,
     conn: ConnId,
+    queue: &str,
     delivery: DeliveryId,
     msg: MsgId,
     outcome: Outcome,
@@ -537,6 +759,11 @@ async fn settle(
     };
     // Recorded before the disposition goes out: if the connection dies
     // while sending, the checker must still know the consumer meant it.
-    shared.record(Op::Settled { conn, msg, outcome });
+    shared.record(Op::Settled {
+        conn,
+        queue: queue.to_owned(),
+        msg,
+        outcome,
+    });
     client.settle(delivery, state).await
 }

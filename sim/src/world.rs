@@ -5,6 +5,7 @@
 //! RNG, the workload's RNGs and the broker's own RNG all derive from the
 //! seed, the epoch is fixed, and the host order is turmoil's seeded one.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
@@ -17,7 +18,7 @@ use sluice::server::{self, shutdown_channel};
 
 use crate::SimError;
 use crate::checker::{self, CheckReport};
-use crate::history::{History, Op};
+use crate::history::{ClientId, History, MsgId, Op, Outcome};
 use crate::nemesis::{FaultKinds, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, Phase, Shared, WorkloadParams};
@@ -27,8 +28,12 @@ pub const BROKER: &str = "broker";
 /// The simulated wall clock at the start: 2024-01-01T00:00:00Z, the same
 /// epoch `TurmoilIo` reports, so that timestamps replay.
 const EPOCH_UNIX_S: u64 = 1_704_067_200;
-/// After the liveness phase, how long clients get to close and exit.
-const WIND_DOWN: Duration = Duration::from_secs(5);
+/// After the liveness phase, how long clients get to close and exit, and
+/// the inspector to read the broker's state.
+const WIND_DOWN: Duration = Duration::from_secs(8);
+/// The inspector's host name (it talks to the broker in-process, not over
+/// the network, so the nemesis never sees it).
+const INSPECTOR: &str = "inspector";
 /// The drain is over once every accepted message is consumed and no
 /// delivery arrived for this long (so unconfirmed leftovers drain too).
 const DRAIN_QUIET: Duration = Duration::from_millis(500);
@@ -298,6 +303,7 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
     // The broker's disk goes through the nemesis's fault switches; every
     // restart gets a clone sharing the same switches.
     let broker_io = nemesis.broker_io(BROKER);
+    let at_rest = nemesis.at_rest(BROKER);
 
     let mut builder = turmoil::Builder::new();
     builder
@@ -316,11 +322,33 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
         let shared = Rc::clone(&broker_shared);
         let config = config.clone();
         let io = broker_io.clone();
+        let at_rest = Rc::clone(&at_rest);
         async move {
+            match at_rest.before_start().await {
+                Ok(Some(what)) => shared.record(Op::Fault { what }),
+                Ok(None) => {}
+                Err(error) => return Err(format!("corrupting the log at rest: {error}").into()),
+            }
             shared.record(Op::BrokerStart);
             // Kept alive for the host's life: shutdown only by crash.
             let (_never_triggered, shutdown) = shutdown_channel();
-            let result = server::run(config, io, shutdown, |_| {}).await;
+            // `ready` must be `Send`; the history is not: a channel carries
+            // the news across.
+            let (ready, listening) = tokio::sync::oneshot::channel();
+            let serve = server::run(config, io, shutdown, move |listening| {
+                let _ = ready.send(listening.node);
+            });
+            let announce = async {
+                let Ok(node) = listening.await else {
+                    return;
+                };
+                *shared.broker_node.borrow_mut() = Some(node);
+                if let Some(what) = at_rest.on_ready() {
+                    shared.record(Op::Fault { what });
+                }
+            };
+            let (result, ()) = tokio::join!(serve, announce);
+            at_rest.on_stop(&result);
             // A broker that stops (a failed fsync under disk faults) is
             // recorded, not a simulation error: staying down until healed is
             // allowed; losing what it accepted is not.
@@ -330,19 +358,34 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
             Ok(())
         }
     });
-    for n in 0..params.producers {
+    let mut clients = 0;
+    let mut spawn = |client: ClientId, future: workload::ClientFuture| {
+        clients += 1;
+        let shared = Rc::clone(&shared);
+        sim.client(client.to_string(), async move {
+            let result = future.await;
+            shared.clients_exited.set(shared.clients_exited.get() + 1);
+            result
+        });
+    };
+    for n in params.all_producers() {
         let future = workload::producer(n, options.seed, params.clone(), Rc::clone(&shared));
-        sim.client(format!("producer{n}"), future);
+        spawn(ClientId::Producer(n), Box::pin(future));
     }
     for n in 0..params.consumers {
         let future = workload::consumer(n, options.seed, params.clone(), Rc::clone(&shared));
-        sim.client(format!("consumer{n}"), future);
+        spawn(ClientId::Consumer(n), Box::pin(future));
     }
+    for n in 0..params.subscribers {
+        let future = workload::subscriber(n, options.seed, params.clone(), Rc::clone(&shared));
+        spawn(ClientId::Subscriber(n), Box::pin(future));
+    }
+    sim.client(INSPECTOR, workload::inspector(clients, Rc::clone(&shared)));
 
     let mut trace = Trace::new();
     trace.record(Duration::ZERO, format!("options {options:?}"));
     trace.record(Duration::ZERO, format!("workload {params:?}"));
-    let mut drain = DrainTracker::default();
+    let mut drain = DrainTracker::new(params.clone());
     let liveness_end = options.duration + profile.liveness_max;
     let mut finished_at = None;
     loop {
@@ -484,30 +527,53 @@ impl Determinism {
     }
 }
 
-/// Tracks, during the drain, whether every accepted message was consumed.
-#[derive(Debug, Default)]
+/// Tracks, during the drain, whether every accepted message was consumed
+/// from every queue it must reach.
+#[derive(Debug)]
 struct DrainTracker {
-    outstanding: std::collections::BTreeSet<crate::history::MsgId>,
-    consumed: std::collections::BTreeSet<crate::history::MsgId>,
+    params: WorkloadParams,
+    outstanding: BTreeSet<(String, MsgId)>,
+    consumed: BTreeSet<(String, MsgId)>,
     last_delivery: Duration,
     sends: u64,
     deliveries: u64,
 }
 
 impl DrainTracker {
+    fn new(params: WorkloadParams) -> Self {
+        Self {
+            params,
+            outstanding: BTreeSet::new(),
+            consumed: BTreeSet::new(),
+            last_delivery: Duration::ZERO,
+            sends: 0,
+            deliveries: 0,
+        }
+    }
+
     fn observe(&mut self, event: &crate::history::Event) {
-        use crate::history::Outcome;
         match &event.op {
             Op::ProducerOutcome {
                 msg,
                 outcome: Outcome::Accepted,
                 ..
-            } if !self.consumed.contains(msg) => {
-                self.outstanding.insert(*msg);
+            } => {
+                for queue in self.params.destinations_of(msg.producer) {
+                    let key = (queue, *msg);
+                    if !self.consumed.contains(&key) {
+                        self.outstanding.insert(key);
+                    }
+                }
             }
-            Op::Settled { msg, outcome, .. } if outcome.consumes() => {
-                self.consumed.insert(*msg);
-                self.outstanding.remove(msg);
+            Op::Settled {
+                queue,
+                msg,
+                outcome,
+                ..
+            } if outcome.consumes() => {
+                let key = (queue.clone(), *msg);
+                self.outstanding.remove(&key);
+                self.consumed.insert(key);
             }
             Op::Delivered { .. } => {
                 self.deliveries += 1;

@@ -64,18 +64,22 @@
 //!   With [`LogOptions::repair`], it cuts the log at the first damage
 //!   instead, removes every later segment, and reports what was lost in
 //!   [`Recovered::repair`]; a damaged newest snapshot falls back to an older
-//!   one if there is one. Limits: damage to a length field within one batch
-//!   of the end of the last segment looks like a torn tail and is cut
-//!   without a report; and a torn write whose later blocks reached the disk
-//!   while earlier ones did not is reported as corruption (its records were
-//!   never acknowledged, so `repair` loses nothing acknowledged there).
+//!   one if there is one. A damaged length that now runs past the end of
+//!   the file looks like a torn write, but a torn write leaves nothing whole
+//!   after it: a checksummed record found further on shows it is
+//!   corruption. Limits: damage to the very last record of the last segment
+//!   cannot be told from a torn write, and is cut without a report (a
+//!   single node has no second copy to tell it by); and a torn write whose
+//!   later blocks reached the disk while earlier ones did not is reported
+//!   as corruption (its records were never acknowledged, so `repair` loses
+//!   nothing acknowledged there).
 //! - **A missing segment.** Segments must follow each other without a gap
 //!   in LSNs, and the log must reach the newest snapshot: otherwise
 //!   [`LogError::Corrupt`].
 //! - **A failed write or fsync (EIO).** After a failed fsync the kernel may
 //!   have dropped the dirty pages and marked them clean, so a retry could
 //!   report success for data that is gone ("fsyncgate"). The writer fails
-//!   that batch and every later append with [`LogError::Io`], logs an error
+//!   that batch and every later one with [`LogError::Io`], logs an error
 //!   naming the file, and never touches the file again. The broker must stop;
 //!   recovery at the next start reads what really is on disk.
 //! - **A full disk (ENOSPC)** on write, fsync or segment creation: the batch

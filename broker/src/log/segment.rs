@@ -180,5 +180,17 @@ fn could_be_torn(rest: &[u8], runs_to_end: bool) -> bool {
     // Zeros are what a file system shows for blocks it allocated but never
     // wrote, and no record is all zeros: its length is at least one.
     let zeros_to_end = rest.iter().all(|&byte| byte == 0);
-    rest.len() <= TORN_TAIL_BYTES_MAX && (runs_to_end || zeros_to_end)
+    rest.len() <= TORN_TAIL_BYTES_MAX && (runs_to_end || zeros_to_end) && !holds_a_record(rest)
+}
+
+/// Whether a whole, checksummed record starts anywhere in `rest` past its
+/// first frame header. What survives of a torn write is a prefix of it, so
+/// nothing whole follows the damage; a record that does shows the damage is
+/// something else, such as a flipped bit in a length that now runs past the
+/// end of the file, and cutting there would drop acknowledged records.
+fn holds_a_record(rest: &[u8]) -> bool {
+    (FRAME_HEADER_BYTES + 1..rest.len()).any(|at| {
+        rest.get(at..)
+            .is_some_and(|from| matches!(record::decode(from), Frame::Record { .. }))
+    })
 }

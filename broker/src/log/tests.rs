@@ -701,6 +701,27 @@ proptest! {
         prop_assert_eq!(&scan.records[..], &payloads[..victim]);
     }
 
+    /// A flipped bit in the length of any record but the last is corruption
+    /// at that record, even when the length now runs past the end of the
+    /// file as a torn write's would: the whole records after it show it is
+    /// not one.
+    #[test]
+    fn a_damaged_length_before_the_last_record_is_never_torn(
+        payloads in payload_lists().prop_filter("two records", |p| p.len() >= 2),
+        victim in any::<prop::sample::Index>(),
+        bit in 0..32usize,
+    ) {
+        let (contents, ends) = segment_bytes(&payloads);
+        let victim = victim.index(payloads.len() - 1);
+        let mut damaged = contents.to_vec();
+        damaged[ends[victim] + bit / 8] ^= 0x80 >> (bit % 8);
+        let scan = segment::scan(&Bytes::from(damaged), Lsn(1));
+        let damage = scan.damage.expect("a damaged length is found");
+        prop_assert_eq!(damage.offset, ends[victim]);
+        prop_assert!(!damage.torn, "{:?}", damage);
+        prop_assert_eq!(&scan.records[..], &payloads[..victim]);
+    }
+
     /// Any bytes after a header scan without panicking, and never claim more
     /// than they hold.
     #[test]

@@ -379,6 +379,15 @@ impl<I: Io> Core<I> {
                 );
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
+            Request::QueueInfo { reply } => {
+                let info = self
+                    .queues
+                    .declared()
+                    .filter_map(|(name, _)| Some((name.to_owned(), self.queues.info(name)?)))
+                    .collect();
+                // The asker may have given up waiting: nothing to do then.
+                let _ = reply.send(info);
+            }
             Request::Disconnect { conn } => {
                 let links: Vec<LinkId> = self
                     .consumer_ids

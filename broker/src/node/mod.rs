@@ -19,7 +19,7 @@ mod message;
 mod tests;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use address::{
     ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, consumer_node, producer_node,
@@ -29,7 +29,7 @@ pub use message::{Inspected, inspect, render};
 
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::DeliveryState;
-use crate::queue::{Outcome, Seq};
+use crate::queue::{Outcome, QueueInfo, Seq};
 
 /// A connection, as the node knows it.
 pub type ConnId = u64;
@@ -45,6 +45,18 @@ impl NodeHandle {
     /// the broker; callers then close their connection.
     pub fn send(&self, request: Request) -> Result<(), NodeStopped> {
         self.requests.send(request).map_err(|_| NodeStopped)
+    }
+
+    /// Every queue's counters (depth, unsettled, bytes, consumers), in name
+    /// order, as the node has applied its commands so far.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeStopped`] if the node task has stopped.
+    pub async fn queue_info(&self) -> Result<Vec<(String, QueueInfo)>, NodeStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::QueueInfo { reply })?;
+        answer.await.map_err(|_| NodeStopped)
     }
 }
 
@@ -130,6 +142,11 @@ pub enum Request {
     Disconnect {
         /// The connection.
         conn: ConnId,
+    },
+    /// Report every queue's counters, in name order.
+    QueueInfo {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<(String, QueueInfo)>>,
     },
 }
 

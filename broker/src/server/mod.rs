@@ -58,11 +58,21 @@ pub enum ServerError {
     NodePanicked,
 }
 
+/// What [`run`] hands its `ready` callback once it listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// The bound address: the real port when the configured one is 0.
+    pub addr: SocketAddr,
+    /// The broker node, for asking it about its queues
+    /// ([`NodeHandle::queue_info`]).
+    pub node: NodeHandle,
+}
+
 /// Runs the broker until `shutdown` fires and every connection has ended.
 ///
 /// Once listening, it logs `sluice ready: amqp=ADDR` with the bound address
-/// (the real port when the configured one is 0) and passes that address to
-/// `ready`. On shutdown it stops accepting and closes each connection with
+/// (the real port when the configured one is 0) and passes a [`Listening`]
+/// to `ready`. On shutdown it stops accepting and closes each connection with
 /// `amqp:connection:forced`, giving clients a bounded grace period to answer.
 ///
 /// # Errors
@@ -77,7 +87,7 @@ pub async fn run<I: Io>(
     config: Config,
     io: I,
     shutdown: Shutdown,
-    ready: impl FnOnce(SocketAddr) + Send,
+    ready: impl FnOnce(Listening) + Send,
 ) -> Result<(), ServerError> {
     let (node, node_task) = node::start(io.clone(), NodeSettings::new(config.clone())).await?;
     let mut node_task = io.spawn(node_task);
@@ -90,7 +100,10 @@ pub async fn run<I: Io>(
         })?;
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
     info!("sluice ready: amqp={local_addr}");
-    ready(local_addr);
+    ready(Listening {
+        addr: local_addr,
+        node: node.clone(),
+    });
 
     let settings = ConnectionSettings {
         engine: connection_config(&config.amqp),
@@ -244,8 +257,8 @@ mod tests {
         let (trigger, shutdown) = shutdown_channel();
         let (ready, bound) = oneshot::channel();
         let config = listen_on("127.0.0.1:0".parse().unwrap());
-        let server = TokioIo.spawn(run(config, TokioIo, shutdown, move |addr| {
-            ready.send(addr).unwrap();
+        let server = TokioIo.spawn(run(config, TokioIo, shutdown, move |listening| {
+            ready.send(listening.addr).unwrap();
         }));
 
         let addr = timeout(WAIT, bound).await.unwrap().unwrap();

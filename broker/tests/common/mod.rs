@@ -60,8 +60,8 @@ impl Broker {
     pub async fn start_with(config: Config) -> Self {
         let (trigger, shutdown) = shutdown_channel();
         let (ready, bound) = oneshot::channel();
-        let server = TokioIo.spawn(server::run(config, TokioIo, shutdown, move |addr| {
-            let _ = ready.send(addr);
+        let server = TokioIo.spawn(server::run(config, TokioIo, shutdown, move |listening| {
+            let _ = ready.send(listening.addr);
         }));
         let addr = timeout(WAIT, bound)
             .await

@@ -346,6 +346,12 @@ impl Connection {
         self.input.len()
     }
 
+    /// Whether the peer's `close` arrived. After a `close` of ours, this
+    /// says the peer answered it, and so had read everything sent before.
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
     /// True once the connection is over: write out `poll_transmit`, then
     /// drop the transport.
     pub fn is_finished(&self) -> bool {

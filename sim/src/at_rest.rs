@@ -1,0 +1,222 @@
+//! Corruption at rest: a bit flipped in a broker's log files while its host
+//! is down, as a failing disk or a stray write would leave it.
+//!
+//! The nemesis arms a flip when it crashes the host; the host's factory
+//! makes it just before the broker starts (turmoil's file system can only be
+//! touched from inside the host). The broker must then refuse to start,
+//! naming the damage, rather than serve or silently drop what it had
+//! acknowledged. A single node has no second copy to repair from, so the
+//! simulator then plays the operator who restores the disk from a backup: the
+//! next start puts the byte back. Only if the broker started on the flipped
+//! byte does it stay flipped, and the checker then sees whatever the broker
+//! made of it (a lost or phantom message).
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use sluice::io::{File, Io, OpenMode, TurmoilIo};
+use sluice::log::LogError;
+use sluice::node::NodeError;
+use sluice::server::ServerError;
+use tokio::io::AsyncWriteExt;
+
+/// Where the broker keeps its log, under its data directory.
+const LOG_DIR: &str = "/data/log";
+
+/// One flipped bit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flip {
+    /// The segment or snapshot.
+    pub file: PathBuf,
+    /// The byte.
+    pub offset: u64,
+    /// The bit's mask within it.
+    pub mask: u8,
+}
+
+/// Where a host's corruption stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum State {
+    /// Nothing to do.
+    #[default]
+    Idle,
+    /// Flip a bit at the next start; `pick` chooses which, over every byte
+    /// of every log file.
+    Armed { pick: u64 },
+    /// Flipped; the broker has not yet said whether it noticed.
+    Flipped(Flip),
+    /// The broker refused to start on the flip: the next start restores it.
+    Detected(Flip),
+}
+
+/// A broker host's corruption-at-rest switch, shared by the nemesis (which
+/// arms it) and the host's factory (which acts on it).
+#[derive(Debug, Default)]
+pub struct AtRest {
+    state: RefCell<State>,
+}
+
+impl AtRest {
+    /// Arms a flip for the host's next start.
+    pub fn arm(&self, pick: u64) {
+        *self.state.borrow_mut() = State::Armed { pick };
+    }
+
+    /// True if the broker refused to start on a flip that is still there:
+    /// time for the operator to restore the disk and restart it.
+    pub fn awaits_restore(&self) -> bool {
+        matches!(*self.state.borrow(), State::Detected(_))
+    }
+
+    /// Called by the host's factory before the broker starts: makes an
+    /// armed flip, or restores a detected one. Returns what it did, for the
+    /// history.
+    ///
+    /// # Errors
+    ///
+    /// If the log files cannot be read or written back.
+    pub async fn before_start(&self) -> std::io::Result<Option<String>> {
+        let state = self.state.borrow().clone();
+        match state {
+            State::Idle => Ok(None),
+            State::Armed { pick } => {
+                let Some(flip) = choose(pick).await? else {
+                    *self.state.borrow_mut() = State::Idle;
+                    return Ok(Some("corruption at rest: no log file to flip".to_owned()));
+                };
+                apply(&flip).await?;
+                let what = format!(
+                    "corruption at rest: flipped bit {:#04x} of byte {} of {}",
+                    flip.mask,
+                    flip.offset,
+                    flip.file.display()
+                );
+                *self.state.borrow_mut() = State::Flipped(flip);
+                Ok(Some(what))
+            }
+            State::Flipped(_) => {
+                // The broker started on it earlier: it stays, as on a real
+                // disk nobody restored.
+                *self.state.borrow_mut() = State::Idle;
+                Ok(None)
+            }
+            State::Detected(flip) => {
+                apply(&flip).await?;
+                *self.state.borrow_mut() = State::Idle;
+                Ok(Some(format!(
+                    "restored byte {} of {} from a backup",
+                    flip.offset,
+                    flip.file.display()
+                )))
+            }
+        }
+    }
+
+    /// Called when the broker listens (its recovery passed): a flip it
+    /// started on went unnoticed or was cut off as a torn tail.
+    pub fn on_ready(&self) -> Option<String> {
+        let State::Flipped(flip) = self.state.replace(State::Idle) else {
+            return None;
+        };
+        Some(format!(
+            "corruption at rest: broker started on the flipped byte {} of {}",
+            flip.offset,
+            flip.file.display()
+        ))
+    }
+
+    /// Called when the broker's server returned: a refusal to start on the
+    /// flip is remembered, so that the next start restores the byte.
+    pub fn on_stop(&self, result: &Result<(), ServerError>) {
+        let detected = matches!(
+            result,
+            Err(ServerError::Node(NodeError::Log(LogError::Corrupt { .. })))
+        );
+        let mut state = self.state.borrow_mut();
+        if let (true, State::Flipped(flip)) = (detected, &*state) {
+            *state = State::Detected(flip.clone());
+        }
+    }
+}
+
+/// The bit `pick` names among the bytes of the segments and snapshots, in
+/// name order; `None` if the log has no bytes yet.
+///
+/// The last record of the newest segment is left alone: damage there looks
+/// exactly like a torn write, which recovery must cut, and a single node
+/// has no second copy to tell the two apart by (the log's documented limit).
+async fn choose(pick: u64) -> std::io::Result<Option<Flip>> {
+    let paths = TurmoilIo.read_dir(Path::new(LOG_DIR)).await?;
+    let newest_segment = paths
+        .iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .max()
+        .cloned();
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for path in paths {
+        let is_log = path
+            .extension()
+            .is_some_and(|ext| ext == "seg" || ext == "snap");
+        if !is_log {
+            continue;
+        }
+        let contents = TurmoilIo.read_file(&path).await?;
+        let len = if Some(&path) == newest_segment.as_ref() {
+            last_record_start(&contents)
+        } else {
+            contents.len()
+        } as u64;
+        total += len;
+        files.push((path, len));
+    }
+    if total == 0 {
+        return Ok(None);
+    }
+    let mut offset = pick % total;
+    let mask = 1u8 << ((pick / total) % 8);
+    for (file, len) in files {
+        if offset < len {
+            return Ok(Some(Flip { file, offset, mask }));
+        }
+        offset -= len;
+    }
+    unreachable!("offset < total, the sum of the lengths")
+}
+
+/// Where the last whole record of a segment starts, walking its frames
+/// (`len u32 | crc32c u32 | payload` after a 24-byte header, as
+/// `sluice::log` documents); the header's end if it holds none.
+fn last_record_start(segment: &[u8]) -> usize {
+    const HEADER_BYTES: usize = 24;
+    const FRAME_HEADER_BYTES: usize = 8;
+    let mut start = HEADER_BYTES.min(segment.len());
+    let mut last = start;
+    while let Some(len) = segment
+        .get(start..start + 4)
+        .and_then(|len| <[u8; 4]>::try_from(len).ok())
+    {
+        let len = u32::from_be_bytes(len) as usize;
+        let end = start + FRAME_HEADER_BYTES + len;
+        if len == 0 || end > segment.len() {
+            break;
+        }
+        last = start;
+        start = end;
+    }
+    last
+}
+
+/// Flips (or flips back) the bit, durably.
+async fn apply(flip: &Flip) -> std::io::Result<()> {
+    let mut contents = TurmoilIo.read_file(&flip.file).await?;
+    let index = usize::try_from(flip.offset).map_err(std::io::Error::other)?;
+    let Some(byte) = contents.get_mut(index) else {
+        // The broker cut the file shorter since: nothing there to flip.
+        return Ok(());
+    };
+    *byte ^= flip.mask;
+    let mut file = TurmoilIo.open(&flip.file, OpenMode::Truncate).await?;
+    file.write_all(&contents).await?;
+    file.sync_all().await
+}
