@@ -193,6 +193,17 @@ impl<I: Io> Client<I> {
         self.flush().await
     }
 
+    /// Detaches `link` (closing it if `closed`) and waits for the broker's
+    /// answering detach. Events of other links that arrive meanwhile are
+    /// kept for [`Client::next_event`]; transfers still arriving on `link`
+    /// are among them, and the broker counts them as not delivered.
+    pub async fn detach(&mut self, link: LinkId, closed: bool) -> Result<(), ClientError> {
+        self.conn.detach(link, closed, None)?;
+        self.wait_for(|e| matches!(e, Event::LinkDetached { link: l, .. } if *l == link))
+            .await?;
+        Ok(())
+    }
+
     /// Closes the connection and waits for the broker's answer.
     ///
     /// # Errors

@@ -224,6 +224,7 @@ fn kind(op: &Op) -> &'static str {
         Op::Connected { .. } => "connected",
         Op::ConnectionLost { .. } => "connection_lost",
         Op::Closed { .. } => "closed",
+        Op::Relinked { .. } => "relinked",
         Op::Send { resend: false, .. } => "send",
         Op::Send { resend: true, .. } => "resend",
         Op::ProducerOutcome { .. } => "producer_outcome",
@@ -430,7 +431,8 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             | Op::Fault { .. }
             | Op::Connected { .. }
             | Op::ConnectionLost { .. }
-            | Op::Closed { .. } => {}
+            | Op::Closed { .. }
+            | Op::Relinked { .. } => {}
         }
     }
 

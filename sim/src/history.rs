@@ -113,8 +113,14 @@ pub enum Op {
         /// Why.
         why: String,
     },
-    /// A consumer closed its connection on purpose (churn).
+    /// A client closed its connection and the broker answered.
     Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A consumer detached its link and attached a new one on the same
+    /// connection (churn); what the old link held went back to the broker.
+    Relinked {
         /// The connection.
         conn: ConnId,
     },
@@ -179,6 +185,7 @@ impl fmt::Display for Op {
             Op::Connected { conn, address } => write!(f, "{conn} connected to {address}"),
             Op::ConnectionLost { conn, why } => write!(f, "{conn} lost: {why}"),
             Op::Closed { conn } => write!(f, "{conn} closed"),
+            Op::Relinked { conn } => write!(f, "{conn} relinked"),
             Op::Send { conn, msg, resend } => {
                 let again = if *resend { " (resend)" } else { "" };
                 write!(f, "{conn} send {msg}{again}")

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId};
+use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
 use sluice::amqp::types::{
     Accepted, DeliveryState, ExpiryPolicy, Header, Message, Modified, Rejected, Released, Section,
     Source, TerminusDurability,
@@ -327,13 +327,37 @@ async fn open_receiver(
     conn: ConnId,
     from: &ReadFrom,
     credit: u32,
-) -> Result<(Client<TurmoilIo>, LinkId), ClientError> {
+) -> Result<(Client<TurmoilIo>, SessionId, LinkId), ClientError> {
     let container = from.container.clone().unwrap_or_else(|| conn.to_string());
     let mut client = connect(container).await?;
     let session = with_timeout(client.begin()).await?;
+    let link = attach_receiver(&mut client, session, from, credit).await?;
+    Ok((client, session, link))
+}
+
+async fn attach_receiver(
+    client: &mut Client<TurmoilIo>,
+    session: SessionId,
+    from: &ReadFrom,
+    credit: u32,
+) -> Result<LinkId, ClientError> {
     let attach = client.attach_receiver(session, from.link_name, from.source.clone(), credit);
-    let link = with_timeout(attach).await?;
-    Ok((client, link))
+    with_timeout(attach).await
+}
+
+/// Detaches the receiving link and attaches it again on the same
+/// connection. A subscriber only suspends its link (a detach that does not
+/// close it), so that its durable subscription stays; a consumer closes it.
+async fn relink(
+    client: &mut Client<TurmoilIo>,
+    session: SessionId,
+    link: LinkId,
+    from: &ReadFrom,
+    credit: u32,
+) -> Result<LinkId, ClientError> {
+    let closed = from.container.is_none();
+    with_timeout(client.detach(link, closed)).await?;
+    attach_receiver(client, session, from, credit).await
 }
 
 /// The inspector: once the run is finished and the other clients have
@@ -578,8 +602,9 @@ pub async fn subscriber(
 }
 
 /// A receiver: reads with random credit, settles with a mix of outcomes
-/// (or holds a delivery unsettled until the connection ends), and now and
-/// then closes its connection (churn). In the drain phase it accepts
+/// (or holds a delivery unsettled until its link or connection ends), and
+/// now and then closes its connection or detaches and re-attaches its link
+/// (churn). In the drain phase it accepts
 /// everything; it exits when the run is finished.
 async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) -> turmoil::Result {
     let mut rng = client_rng(seed, me);
@@ -598,7 +623,7 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
             n: conn_n,
         };
         let credit = rng.gen_range(1..=credit_max);
-        let (mut client, link) = match open_receiver(conn, &from, credit).await {
+        let (mut client, session, mut link) = match open_receiver(conn, &from, credit).await {
             Ok(opened) => opened,
             Err(error) => {
                 shared.record(Op::ConnectionLost {
@@ -652,6 +677,11 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                 Ok(Event::Delivery {
                     delivery, message, ..
                 }) => {
+                    if delivery.link != link {
+                        // Sent to the link before it was detached: the
+                        // broker counts it as not delivered.
+                        continue;
+                    }
                     let Some((msg, header)) = decode_message(message) else {
                         // Not ours: recorded as an impossible id, so the
                         // checker reports it as never sent.
@@ -715,11 +745,21 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                         }
                     }
                     if !draining && rng.gen_range(0..100) < churn_pct {
-                        close(client, &shared, conn).await;
-                        backoff(&mut rng).await;
-                        // Closed on purpose: reconnect without recording
-                        // a loss.
-                        break 'conn String::new();
+                        if rng.gen_bool(0.5) {
+                            close(client, &shared, conn).await;
+                            backoff(&mut rng).await;
+                            // Closed on purpose: reconnect without recording
+                            // a loss.
+                            break 'conn String::new();
+                        }
+                        // What the old link held goes back to the broker.
+                        held.clear();
+                        let credit = rng.gen_range(1..=credit_max);
+                        match relink(&mut client, session, link, &from, credit).await {
+                            Ok(new_link) => link = new_link,
+                            Err(error) => break 'conn format!("relink: {error}"),
+                        }
+                        shared.record(Op::Relinked { conn });
                     }
                 }
                 Ok(Event::Closed { local, remote }) => {
