@@ -25,6 +25,10 @@ const VERSION: u32 = 1;
 /// further from the end than this cannot be a torn write.
 const TORN_TAIL_BYTES_MAX: usize = BATCH_BYTES_MAX + FRAME_HEADER_BYTES + RECORD_BYTES_MAX;
 
+/// The most payload bytes [`holds_a_record`] checksums while it looks for a
+/// whole record after damage: about a tenth of a second of CRC-32C.
+const SEARCH_CHECKSUM_BYTES_MAX: usize = 256 << 20;
+
 /// The header of a segment whose first record is `first`:
 /// `magic[8] | version u32 | first LSN u64 | crc32c u32` (big-endian), the
 /// checksum covering the 20 bytes before it.
@@ -183,14 +187,30 @@ fn could_be_torn(rest: &[u8], runs_to_end: bool) -> bool {
     rest.len() <= TORN_TAIL_BYTES_MAX && (runs_to_end || zeros_to_end) && !holds_a_record(rest)
 }
 
-/// Whether a whole, checksummed record starts anywhere in `rest` past its
-/// first frame header. What survives of a torn write is a prefix of it, so
-/// nothing whole follows the damage; a record that does shows the damage is
-/// something else, such as a flipped bit in a length that now runs past the
-/// end of the file, and cutting there would drop acknowledged records.
+/// Whether a whole, checksummed record may start anywhere in `rest` past
+/// its first frame header. What survives of a torn write is a prefix of it,
+/// so nothing whole follows the damage; a record that does shows the damage
+/// is something else, such as a flipped bit in a length that now runs past
+/// the end of the file, and cutting there would drop acknowledged records.
+///
+/// Message bodies can hold a plausible length at many offsets, each costing
+/// a checksum over what it frames, so the search is bounded by
+/// [`SEARCH_CHECKSUM_BYTES_MAX`]; past it, a record is assumed to follow.
+/// The broker then refuses to start rather than cut (`--repair` still can):
+/// safe, where a wrong guess the other way loses acknowledged records.
 fn holds_a_record(rest: &[u8]) -> bool {
-    (FRAME_HEADER_BYTES + 1..rest.len()).any(|at| {
-        rest.get(at..)
-            .is_some_and(|from| matches!(record::decode(from), Frame::Record { .. }))
-    })
+    let mut budget = SEARCH_CHECKSUM_BYTES_MAX;
+    for at in FRAME_HEADER_BYTES + 1..rest.len() {
+        match rest.get(at..).map(record::decode) {
+            Some(Frame::Record { .. }) => return true,
+            Some(Frame::BadChecksum { end }) => {
+                budget = budget.saturating_sub(end);
+                if budget == 0 {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }

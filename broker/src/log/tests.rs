@@ -647,9 +647,39 @@ fn appends_fail_with_closed_once_the_writer_is_gone() {
 }
 
 #[test]
-fn log_handles_can_be_shared_across_tasks() {
-    fn shareable<T: Clone + Send + Sync + 'static>() {}
-    shareable::<Log>();
+fn the_log_and_its_snapshots_can_move_between_tasks() {
+    fn movable<T: Send + Sync + 'static>(_: &T) {}
+    let root = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (log, _) = runtime
+        .block_on(open(TokioIo, root.path(), LogOptions::default()))
+        .unwrap();
+    movable(&log);
+    fn spawnable<F: Future + Send + 'static>(_: &F) {}
+    spawnable(&log.snapshot(Lsn(1), Bytes::new()));
+}
+
+/// Bytes that frame a plausible 1 MiB record at every fourth offset make
+/// the search for a whole record after damage give up, and the damage then
+/// counts as corruption rather than a torn tail: refusing to start is safe,
+/// cutting is not.
+#[test]
+fn a_tail_too_costly_to_search_is_not_taken_for_torn() {
+    let (contents, _) = segment_bytes(&[vec![7; 10]]);
+    let mut damaged = contents.to_vec();
+    // A last record whose length runs past the end, as a torn write's does.
+    damaged.extend_from_slice(&(3u32 << 20).to_be_bytes());
+    damaged.extend_from_slice(&[0; 4]);
+    for _ in 0..(2 << 20) / 4 {
+        damaged.extend_from_slice(&[0x00, 0x0f, 0xff, 0xff]);
+    }
+    let scan = segment::scan(&Bytes::from(damaged), Lsn(1));
+    let damage = scan.damage.expect("damage is found");
+    assert_eq!(damage.reason, Corruption::Truncated);
+    assert!(!damage.torn, "{damage:?}");
 }
 
 /// A segment of `payloads`, framed, after a header for LSN 1.
