@@ -13,6 +13,13 @@
 #   presettled (sluice-bench only) N x 100 B non-durable, at-most-once
 # then prints a table with the ratios against Sluice (same client, same workload).
 #
+# The Proton C client's --rate mode queues transfers from a timer event without waking the
+# connection, so they leave only at its next I/O event: against a broker that answers before
+# the next send is due it stalls until a heartbeat (Proton's broker always; Sluice often).
+# rate5k therefore runs a copy of amqp_perf.c with one added pn_connection_wake after that
+# timer-driven pump, built into target/compare/amqp_perf_rate (set RATE_CLIENT_PATCH=0 to
+# use the peers' client unchanged, and skip Proton's broker as before).
+#
 # Env: N (100000), RATE_N (25000), SIZE (100), REPEAT (1: amqp_bench runs per cell,
 #      median), PEERS_DIR (~/.cache/sluice-peers), RMQ_NODE (3 -> port 5674),
 #      RMQ4_NODE (13 -> port 5684), BROKERS ("sluice proton rmq310 rmq40"),
@@ -65,11 +72,51 @@ cargo build --release --quiet -p sluice --bin sluice -p sluice-bench
 [ -x "$PEERS_DIR/amqp_perf" ] || { log "no $PEERS_DIR/amqp_perf: run $PEERS/setup.sh"; exit 1; }
 WORK=$(mktemp -d)
 
+# --- the C client for fixed rates (see the header) ---------------------------
+RATE_CLIENT=$PEERS_DIR/amqp_perf
+if [ "${RATE_CLIENT_PATCH:-1}" = 1 ]; then
+  patched=$ROOT/target/compare/amqp_perf_rate
+  mkdir -p "$ROOT/target/compare"
+  if python3 - "$PEERS/amqp_perf.c" "$WORK/amqp_perf_rate.c" <<'PATCH' &&
+import sys
+src = open(sys.argv[1]).read()
+old = "    a->timer_for_rate = false;\n    if (a->sender) pump(a);\n"
+new = ("    a->timer_for_rate = false;\n    if (a->sender) {\n      pump(a);\n"
+       "      if (a->link) pn_connection_wake(pn_session_connection(pn_link_session(a->link)));\n"
+       "    }\n")
+if src.count(old) != 1:
+    sys.exit("amqp_perf.c changed: the rate patch does not apply")
+open(sys.argv[2], "w").write(src.replace(old, new))
+PATCH
+    gcc -O2 -Wall -o "$patched" "$WORK/amqp_perf_rate.c" -lqpid-proton -lm; then
+    RATE_CLIENT=$patched
+  else
+    log "could not build the patched rate client: rate5k uses the peers' client"
+  fi
+fi
+
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "nproc: $(nproc)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  # The disk's fsync latency varies a lot on a shared machine; it bounds the durable cells.
+  echo "fsync before: $(python3 - "$WORK" <<'FSYNC'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+took = []
+for _ in range(200):
+    start = time.perf_counter()
+    os.write(fd, b"x" * 180)
+    os.fsync(fd)
+    took.append((time.perf_counter() - start) * 1e6)
+os.close(fd)
+os.unlink(path)
+took.sort()
+print(f"200 appends of 180 B, fsync each: p50 {took[100]:.0f} us, p90 {took[180]:.0f} us, p99 {took[198]:.0f} us")
+FSYNC
+)"
   echo "sluice: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
   echo "N=$N RATE_N=$RATE_N SIZE=$SIZE REPEAT=$REPEAT"
 } | tee "$OUT/machine.txt" >&2
@@ -95,12 +142,13 @@ run_cells() {
   p; timeout "$RUN_TIMEOUT" "$BENCH" --url "$url" --address "$address" --count "$RATE_N" --rate 5000 \
       "${common[@]}" --broker-pid "$pid" --label "$name" --json --quiet > "$OUT/$name.sb.rate5k.json" \
     || log "$name: sluice-bench rate5k failed"
-  if [ "$name" = proton ]; then
-    # amqp_bench.py's --rate mode hangs against Proton's example broker (peers README).
+  if [ "$name" = proton ] && [ "$RATE_CLIENT" = "$PEERS_DIR/amqp_perf" ]; then
+    # The unpatched client's --rate mode hangs against Proton's example broker (see the header).
     log "$name: amqp_bench rate5k skipped (hangs against this broker)"
   else
     log "$name: amqp_bench (Proton C) rate5k"
-    p; timeout "$RUN_TIMEOUT" "$PY" "$PEERS/amqp_bench.py" --client c --url "$url" --address "$address" \
+    p; timeout "$RUN_TIMEOUT" "$PY" "$PEERS/amqp_bench.py" --client c --c-bin "$RATE_CLIENT" \
+        --url "$url" --address "$address" \
         -n "$RATE_N" "${common[@]}" --rate 5000 --repeat "$REPEAT" --broker-pid "$pid" \
         --label "$name-rate5k" --json "$OUT/$name.c.rate5k.jsonl" >&2 \
       || log "$name: amqp_bench rate5k failed"

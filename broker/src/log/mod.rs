@@ -1,8 +1,14 @@
 //! The durable log: the broker's queue commands, appended, fsynced in
-//! groups, and replayed at start-up. An append resolves only once its
-//! record is durable, and recovery never serves damaged data.
+//! groups, and replayed at start-up. A record is reported durable only once
+//! it is, and recovery never serves damaged data.
 //!
-//! Records are opaque [`Bytes`]; the log numbers them with [`Lsn`]s from 1,
+//! One owner [`Log::submit`]s records without waiting; the writer task makes
+//! them durable in batches and reports each batch once, as a
+//! [`Completion`], in submission order. So a record costs no future, no
+//! channel message and no wake-up of its own, and the owner learns of a
+//! whole batch at once.
+//!
+//! Records are opaque bytes; the log numbers them with [`Lsn`]s from 1,
 //! without holes, across segments, snapshots and restarts. All I/O goes
 //! through the [`Io`] seam, so the same code runs on tokio and on turmoil's
 //! simulated disk.
@@ -36,9 +42,10 @@
 //!
 //! Like the header of TigerBeetle's simulated storage, this lists each fault
 //! the log expects, what it does about it, and why recovery stays possible.
-//! The invariant behind every answer: **an append is acknowledged only after
-//! the fsync covering its bytes returned Ok, and only into a segment whose
-//! header and directory entry were fsynced before any record went in.**
+//! The invariant behind every answer: **a record is reported durable (its
+//! batch's [`Completion`] is `Ok`) only after the fsync covering its bytes
+//! returned Ok, and only into a segment whose header and directory entry
+//! were fsynced before any record went in.**
 //!
 //! - **Crash or power loss mid-batch.** At most one batch is unsynced at a
 //!   time, and none of it was acknowledged. It may survive whole, in part, or
@@ -89,12 +96,14 @@
 //!   [`std::io::ErrorKind::StorageFull`] counts as ENOSPC. If cutting back
 //!   fails, that failure is fatal like EIO.
 //! - **The writer task dies** (its runtime shuts down, its simulated host
-//!   crashes): appends fail with [`LogError::Closed`]; nothing unsynced was
-//!   acknowledged.
+//!   crashes): outstanding records complete with [`LogError::Closed`];
+//!   nothing unsynced was reported durable.
 //!
-//! Memory is bounded: the command queue holds `COMMAND_QUEUE_CAPACITY`
-//! commands (appends wait for room), a batch stops growing at
-//! `BATCH_BYTES_MAX` bytes, and a record holds at most [`RECORD_BYTES_MAX`].
+//! Memory: a batch stops growing at `BATCH_BYTES_MAX` bytes, and a record
+//! holds at most [`RECORD_BYTES_MAX`]. Submitting never waits, so the owner
+//! bounds how much waits for the writer (the broker node holds at most what
+//! producers' credit and consumers' prefetch let in, and keeps each of those
+//! messages in memory anyway).
 //! Recovery reads the segments after the newest snapshot into memory, which
 //! the broker bounds by snapshotting every so many bytes of log.
 
@@ -102,6 +111,7 @@
 
 mod error;
 mod files;
+mod queue;
 mod record;
 mod recovery;
 mod segment;
@@ -111,15 +121,17 @@ mod writer;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, info_span};
 
 pub use error::{Corruption, LogError};
 
 use crate::io::Io;
-use writer::{Append, Command, SnapshotRequest, Writer};
+use queue::Queue;
+use writer::{SnapshotRequest, Writer};
 
 /// The largest record the log accepts, in bytes. Recovery treats a larger
 /// length as damage, so this is part of the on-disk format.
@@ -128,9 +140,6 @@ pub const RECORD_BYTES_MAX: usize = 16 << 20;
 /// A batch stops taking queued records once it holds this many bytes, so
 /// that one fsync never waits for an unbounded write.
 const BATCH_BYTES_MAX: usize = 4 << 20;
-
-/// How many commands may wait for the writer; appends beyond wait for room.
-const COMMAND_QUEUE_CAPACITY: usize = 1024;
 
 /// How [`open`] opens the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,51 +222,136 @@ pub struct RepairReport {
     pub bytes_lost: u64,
 }
 
-/// A handle to the log's writer task: cheap to clone, `Send` and `Sync`.
-///
-/// The writer stops once every handle is dropped (after answering what was
-/// already queued).
+/// A submitted record's place in submission order, from 1: what a
+/// [`Completion`] refers to. Unlike an [`Lsn`], it is known at submission;
+/// a record refused for lack of space gets no LSN but keeps its ticket.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
+
+/// What became of one batch: the records with tickets `first` to
+/// `first + records - 1`, all made durable by one fsync, or all refused.
 #[derive(Debug, Clone)]
+pub struct Completion {
+    /// The batch's first record.
+    pub first: Ticket,
+    /// How many records the batch holds.
+    pub records: u64,
+    /// The LSN of the batch's first record (the others follow it without a
+    /// hole), or why the whole batch failed:
+    /// - [`LogError::NoSpace`]: the disk is full. None of the batch was
+    ///   appended; later records may succeed.
+    /// - [`LogError::Io`]: a write or fsync failed. Fatal: this and every
+    ///   later batch fail; stop the broker.
+    /// - [`LogError::Closed`]: the writer task is gone. The records may or
+    ///   may not be durable (they were never acknowledged).
+    pub outcome: Result<Lsn, LogError>,
+}
+
+impl Completion {
+    /// The ticket after the batch's last record.
+    #[must_use]
+    pub fn end(&self) -> Ticket {
+        Ticket(self.first.0 + self.records)
+    }
+
+    /// What became of the record with `ticket`, if it is in this batch.
+    #[must_use]
+    pub fn outcome_of(&self, ticket: Ticket) -> Option<Result<Lsn, LogError>> {
+        let index = ticket.0.checked_sub(self.first.0)?;
+        if index >= self.records {
+            return None;
+        }
+        Some(match &self.outcome {
+            Ok(first) => Ok(Lsn(first.0 + index)),
+            Err(error) => Err(error.clone()),
+        })
+    }
+}
+
+/// The log's appending end, with a single owner: it submits records without
+/// waiting, and learns what became of them from one [`Completion`] per
+/// batch, in submission order. A record is durable (written and fsynced)
+/// once a completion says so, never before.
+///
+/// The writer task stops once the `Log` is dropped and every
+/// [`Log::snapshot`] future is done, after writing what was submitted.
+#[derive(Debug)]
 pub struct Log {
-    commands: mpsc::Sender<Command>,
+    queue: Arc<Queue>,
+    snapshots: mpsc::UnboundedSender<SnapshotRequest>,
+    completions: mpsc::UnboundedReceiver<Completion>,
+    /// Records submitted so far: the last ticket handed out.
+    submitted: u64,
+    /// Records whose completion was received so far.
+    completed: u64,
 }
 
 impl Log {
-    /// Appends one record; resolves once it is durable (written and
-    /// fsynced), with its LSN.
-    ///
-    /// The record is queued when the future is first polled, so appends get
-    /// LSNs in the order they are first polled. Dropping the future after
-    /// that does not withdraw the record.
+    /// Submits one record, which `write` appends to the buffer it is given
+    /// (the log frames it in place, in the batch the writer takes next).
+    /// Returns the record's ticket; its [`Completion`] says when it is
+    /// durable, with which LSN. Records get LSNs in submission order.
     ///
     /// # Errors
     ///
     /// - [`LogError::RecordSize`] for an empty record or one larger than
-    ///   [`RECORD_BYTES_MAX`]; nothing is written.
-    /// - [`LogError::NoSpace`]: the disk is full. The record was not
-    ///   appended; later appends may succeed.
-    /// - [`LogError::Io`]: a write or fsync failed. Fatal: this and every
-    ///   later append fail; stop the broker.
-    /// - [`LogError::Closed`]: the writer task is gone. The record may or may
-    ///   not be durable (it was never acknowledged).
-    pub fn append(
-        &self,
-        record: Bytes,
-    ) -> impl Future<Output = Result<Lsn, LogError>> + Send + 'static {
-        let commands = self.commands.clone();
-        async move {
-            if !record::size_ok(record.len()) {
-                return Err(LogError::RecordSize { len: record.len() });
+    ///   [`RECORD_BYTES_MAX`]; nothing is submitted, no ticket used.
+    /// - [`LogError::Closed`] if an earlier `write` panicked: the batch it
+    ///   left behind is never written.
+    pub fn submit(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<Ticket, LogError> {
+        self.queue.push(write)?;
+        self.submitted += 1;
+        Ok(Ticket(self.submitted))
+    }
+
+    /// How many submitted records have no completion yet.
+    #[must_use]
+    pub fn outstanding(&self) -> u64 {
+        self.submitted - self.completed
+    }
+
+    /// Waits for the next batch's completion; batches complete in
+    /// submission order. Cancel-safe. Once the writer task is gone, every
+    /// outstanding record completes with [`LogError::Closed`]; with nothing
+    /// outstanding, that completion is empty (`records` 0), so only wait
+    /// while [`Log::outstanding`] is not 0.
+    pub async fn completion(&mut self) -> Completion {
+        let completion = match self.completions.recv().await {
+            Some(completion) => completion,
+            None => Completion {
+                first: Ticket(self.completed + 1),
+                records: self.outstanding(),
+                outcome: Err(LogError::Closed),
+            },
+        };
+        self.completed += completion.records;
+        completion
+    }
+
+    /// Appends one record and waits until it is durable: a [`Log::submit`]
+    /// then [`Log::completion`]s until the record's own, for tests and
+    /// tools that append one record at a time. The completions of records
+    /// submitted earlier are consumed and dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::submit`] and [`Completion::outcome`] say.
+    pub async fn append(&mut self, record: Bytes) -> Result<Lsn, LogError> {
+        let ticket = self.submit(|buf| buf.extend_from_slice(&record))?;
+        loop {
+            let completion = self.completion().await;
+            if let Some(outcome) = completion.outcome_of(ticket) {
+                return outcome;
             }
-            let (reply, answer) = oneshot::channel();
-            let append = Command::Append(Append { record, reply });
-            commands.send(append).await.map_err(|_| LogError::Closed)?;
-            answer.await.map_err(|_| LogError::Closed)?
+            if completion.records == 0 {
+                return Err(LogError::Closed);
+            }
         }
     }
 
     /// Durably writes a snapshot that covers every record up to `upto`, then
-    /// deletes the segments (and older snapshots) it makes redundant.
+    /// deletes the segments (and older snapshots) it makes redundant. The
+    /// future does not borrow the log, so it can run in a task of its own.
     ///
     /// `state` must be the broker's state after applying exactly the records
     /// up to `upto`. Appends go on while the snapshot is written. The segment
@@ -267,19 +361,24 @@ impl Log {
     /// # Errors
     ///
     /// - [`LogError::SnapshotRange`] if `upto` is 0 or beyond the last durable
-    ///   record (appends queued before this call count as durable by then).
+    ///   record (records submitted before this call count as durable by
+    ///   then).
     /// - [`LogError::NoSpace`] or [`LogError::Io`] if writing it failed; the
     ///   previous snapshot and the segments stay as they were. A failed
     ///   snapshot does not stop appends.
     /// - [`LogError::Closed`]: the writer task is gone.
-    pub async fn snapshot(&self, upto: Lsn, state: Bytes) -> Result<(), LogError> {
-        let (reply, answer) = oneshot::channel();
-        let request = Command::Snapshot(SnapshotRequest { upto, state, reply });
-        self.commands
-            .send(request)
-            .await
-            .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+    pub fn snapshot(
+        &self,
+        upto: Lsn,
+        state: Bytes,
+    ) -> impl Future<Output = Result<(), LogError>> + Send + 'static {
+        let snapshots = self.snapshots.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            let request = SnapshotRequest { upto, state, reply };
+            snapshots.send(request).map_err(|_| LogError::Closed)?;
+            answer.await.map_err(|_| LogError::Closed)?
+        }
     }
 }
 
@@ -302,7 +401,9 @@ pub async fn open<I: Io>(
     let opened = recovery::recover(&io, dir, &options)
         .instrument(span.clone())
         .await?;
-    let (commands, queue) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
+    let queue = Arc::new(Queue::default());
+    let (snapshots, snapshot_requests) = mpsc::unbounded_channel();
+    let (completed, completions) = mpsc::unbounded_channel();
     let next_lsn = opened.recovered.next_lsn;
     #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
     let mut writer = Writer::new(
@@ -314,8 +415,16 @@ pub async fn open<I: Io>(
     );
     #[cfg(feature = "planted-bugs")]
     writer.plant(options.plant);
-    io.spawn(writer.run(queue).instrument(span));
-    Ok((Log { commands }, opened.recovered))
+    let run = writer.run(Arc::clone(&queue), snapshot_requests, completed);
+    io.spawn(run.instrument(span));
+    let log = Log {
+        queue,
+        snapshots,
+        completions,
+        submitted: 0,
+        completed: 0,
+    };
+    Ok((log, opened.recovered))
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! [`RECORD_BYTES_MAX`] and against the bytes that remain, so a damaged
 //! length can neither allocate nor read past the file.
 
+use bytes::{BufMut, BytesMut};
+
 use super::RECORD_BYTES_MAX;
 
 /// Bytes in front of each payload: length then checksum.
@@ -21,13 +23,45 @@ pub(super) fn framed_len(len: usize) -> usize {
     FRAME_HEADER_BYTES + len
 }
 
-/// Appends `payload`, framed, to `out`.
+/// Appends a record to `out`, framed: `write` appends the payload in place,
+/// then its length and checksum go in front of it, so that a record is
+/// never built in one buffer and copied into another. A payload that is
+/// empty or larger than [`RECORD_BYTES_MAX`] is taken back off `out`, and
+/// its length returned.
+pub(super) fn encode_with(
+    out: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut),
+) -> Result<(), usize> {
+    let start = out.len();
+    out.put_bytes(0, FRAME_HEADER_BYTES);
+    write(out);
+    let payload = &out[start + FRAME_HEADER_BYTES..];
+    if !size_ok(payload.len()) {
+        let len = payload.len();
+        out.truncate(start);
+        return Err(len);
+    }
+    let header = header(payload);
+    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header);
+    Ok(())
+}
+
+/// Appends `payload`, framed, to `out`: for tests that build segments by
+/// hand.
+#[cfg(test)]
 pub(super) fn encode(out: &mut Vec<u8>, payload: &[u8]) {
-    assert!(size_ok(payload.len()), "record size is checked on append");
-    let len = u32::try_from(payload.len()).expect("RECORD_BYTES_MAX fits in u32");
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    assert!(size_ok(payload.len()), "test records have a valid size");
+    out.extend_from_slice(&header(payload));
     out.extend_from_slice(payload);
+}
+
+/// The frame header of a payload whose size is valid.
+fn header(payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
+    let len = u32::try_from(payload.len()).expect("RECORD_BYTES_MAX fits in u32");
+    let mut header = [0; FRAME_HEADER_BYTES];
+    header[..4].copy_from_slice(&len.to_be_bytes());
+    header[4..].copy_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    header
 }
 
 /// What the bytes at the start of `input` hold.

@@ -66,7 +66,7 @@ fn snapshot_path(dir: &Path, upto: u64) -> PathBuf {
 }
 
 /// Appends records `from..=to` one at a time (one batch each).
-async fn append_each(log: &Log, from: u64, to: u64) {
+async fn append_each(log: &mut Log, from: u64, to: u64) {
     for n in from..=to {
         assert_eq!(log.append(record(n)).await.unwrap(), Lsn(n));
     }
@@ -74,9 +74,9 @@ async fn append_each(log: &Log, from: u64, to: u64) {
 
 /// Opens, appends records `1..=count` one at a time, and closes.
 async fn write_log<I: Io>(io: &I, dir: &Path, options: LogOptions, count: u64) {
-    let (log, recovered) = open(io.clone(), dir, options).await.unwrap();
+    let (mut log, recovered) = open(io.clone(), dir, options).await.unwrap();
     assert_eq!(recovered.next_lsn, Lsn(1));
-    append_each(&log, 1, count).await;
+    append_each(&mut log, 1, count).await;
 }
 
 /// Reopens the log and returns what it recovered.
@@ -138,11 +138,11 @@ fn assert_corrupt(
 }
 
 async fn appended_records_come_back_in_order<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
-    let (log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    let (mut log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
     assert!(recovered.snapshot.is_none() && recovered.records.is_empty());
     assert!(recovered.repair.is_empty());
     assert_eq!(recovered.next_lsn, Lsn(1));
-    append_each(&log, 1, 5).await;
+    append_each(&mut log, 1, 5).await;
     drop(log);
 
     let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
@@ -154,10 +154,10 @@ async fn appended_records_come_back_in_order<I: Io>(io: FaultyIo<I>, dir: PathBu
 
 async fn lsns_continue_across_reopens<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
     for reopening in 0..3 {
-        let (log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        let (mut log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
         assert_eq!(recovered.records, records(1, reopening * 3));
         assert_eq!(recovered.next_lsn, Lsn(reopening * 3 + 1));
-        append_each(&log, reopening * 3 + 1, reopening * 3 + 3).await;
+        append_each(&mut log, reopening * 3 + 1, reopening * 3 + 3).await;
     }
     let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
     assert_eq!(recovered.records, records(1, 9));
@@ -165,26 +165,32 @@ async fn lsns_continue_across_reopens<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
 
 async fn concurrent_appends_share_fsyncs<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
     const APPENDS: u64 = 200;
-    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
     let syncs_before = io.faults.syncs();
-    let appends: Vec<_> = (1..=APPENDS)
-        .map(|n| (record(n), io.spawn(log.append(record(n)))))
-        .collect();
+    // Submitted without waiting, as the broker node submits a burst.
+    for n in 1..=APPENDS {
+        let ticket = log.submit(|buf| buf.extend_from_slice(&record(n))).unwrap();
+        assert_eq!(ticket, Ticket(n));
+    }
     let mut acknowledged = Vec::new();
-    for (record, append) in appends {
-        acknowledged.push((append.await.unwrap().unwrap(), record));
+    while log.outstanding() > 0 {
+        let completion = log.completion().await;
+        // Batches complete in submission order, without gaps.
+        assert_eq!(completion.first, Ticket(acknowledged.len() as u64 + 1));
+        for n in completion.first.0..completion.end().0 {
+            let lsn = completion.outcome_of(Ticket(n)).unwrap().unwrap();
+            acknowledged.push((lsn, record(n)));
+        }
     }
     let syncs = io.faults.syncs() - syncs_before;
     // One fsync for the new segment's header, then one per batch: the
-    // appends queued while one batch was being synced share the next.
+    // records submitted while one batch was being synced share the next.
     assert!(
         syncs <= APPENDS / 20,
         "{APPENDS} appends took {syncs} fsyncs"
     );
 
-    acknowledged.sort();
-    let lsns: Vec<_> = acknowledged.iter().map(|(lsn, _)| lsn.0).collect();
-    assert_eq!(lsns, (1..=APPENDS).collect::<Vec<_>>());
+    assert_eq!(acknowledged, records(1, APPENDS));
     drop(log);
     let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
     assert_eq!(recovered.records, acknowledged);
@@ -202,9 +208,9 @@ async fn full_segments_rotate<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
     );
     assert_eq!(file_len(&io, &segment_path(&dir, 1)).await, FOUR_RECORDS);
 
-    let (log, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    let (mut log, recovered) = reopen(&io, &dir, segments_of(4)).await;
     assert_eq!(recovered.records, records(1, 10));
-    append_each(&log, 11, 13).await;
+    append_each(&mut log, 11, 13).await;
     drop(log);
     let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
     assert_eq!(recovered.records, records(1, 13));
@@ -229,7 +235,7 @@ async fn torn_tails_are_cut<I: Io>(io: FaultyIo<I>, root: PathBuf) {
         let segment = segment_path(&dir, 1);
         append_raw(&io, &segment, tail).await;
 
-        let (log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        let (mut log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
         assert_eq!(recovered.records, records(1, 3), "case {case}");
         assert!(recovered.repair.is_empty(), "case {case}");
         assert_eq!(
@@ -237,7 +243,7 @@ async fn torn_tails_are_cut<I: Io>(io: FaultyIo<I>, root: PathBuf) {
             record_offset(3),
             "case {case}"
         );
-        append_each(&log, 4, 4).await;
+        append_each(&mut log, 4, 4).await;
         drop(log);
         let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
         assert_eq!(recovered.records, records(1, 4), "case {case}");
@@ -249,11 +255,11 @@ async fn a_torn_segment_header_is_removed<I: Io>(io: FaultyIo<I>, dir: PathBuf) 
     let torn = segment_path(&dir, 5);
     append_raw(&io, &torn, &segment::encode_header(Lsn(5))[..10]).await;
 
-    let (log, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    let (mut log, recovered) = reopen(&io, &dir, segments_of(4)).await;
     assert_eq!(recovered.records, records(1, 4));
     assert_eq!(recovered.next_lsn, Lsn(5));
     assert_eq!(file_names(&io, &dir).await, ["00000000000000000001.seg"]);
-    append_each(&log, 5, 5).await;
+    append_each(&mut log, 5, 5).await;
     drop(log);
     let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
     assert_eq!(recovered.records, records(1, 5));
@@ -316,7 +322,7 @@ async fn repair_cuts_at_the_damage_and_reports_the_loss<I: Io>(io: FaultyIo<I>, 
     let damaged = segment_path(&dir, 5);
     damage(&io, &damaged, flip(record_offset(1) + 9)).await;
 
-    let (log, recovered) = reopen(&io, &dir, repairing(segments_of(4))).await;
+    let (mut log, recovered) = reopen(&io, &dir, repairing(segments_of(4))).await;
     assert_eq!(recovered.records, records(1, 5));
     assert_eq!(recovered.next_lsn, Lsn(6));
     let report = RepairReport {
@@ -333,7 +339,7 @@ async fn repair_cuts_at_the_damage_and_reports_the_loss<I: Io>(io: FaultyIo<I>, 
             .contains(&"00000000000000000009.seg".into())
     );
 
-    append_each(&log, 6, 7).await;
+    append_each(&mut log, 6, 7).await;
     drop(log);
     let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
     assert_eq!(recovered.records, records(1, 7));
@@ -341,8 +347,8 @@ async fn repair_cuts_at_the_damage_and_reports_the_loss<I: Io>(io: FaultyIo<I>, 
 }
 
 async fn snapshots_replace_the_segments_they_cover<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
-    let (log, _) = reopen(&io, &dir, segments_of(4)).await;
-    append_each(&log, 1, 10).await;
+    let (mut log, _) = reopen(&io, &dir, segments_of(4)).await;
+    append_each(&mut log, 1, 10).await;
     // LSN 6 is inside the second segment, which must stay.
     log.snapshot(Lsn(6), Bytes::from_static(b"state-6"))
         .await
@@ -367,12 +373,12 @@ async fn snapshots_replace_the_segments_they_cover<I: Io>(io: FaultyIo<I>, dir: 
     );
     drop(log);
 
-    let (log, recovered) = reopen(&io, &dir, segments_of(4)).await;
+    let (mut log, recovered) = reopen(&io, &dir, segments_of(4)).await;
     let snapshot = (Lsn(8), Bytes::from_static(b"state-8"));
     assert_eq!(recovered.snapshot, Some(snapshot));
     assert_eq!(recovered.records, records(9, 10));
     assert_eq!(recovered.next_lsn, Lsn(11));
-    append_each(&log, 11, 11).await;
+    append_each(&mut log, 11, 11).await;
     // Everything up to the last record: the last segment stays all the same.
     log.snapshot(Lsn(11), Bytes::from_static(b"state-11"))
         .await
@@ -460,7 +466,7 @@ async fn a_damaged_snapshot_is_refused_and_repair_falls_back<I: Io>(io: FaultyIo
 }
 
 async fn snapshots_only_cover_durable_records<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
-    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
     let refused = log.snapshot(Lsn(1), Bytes::from_static(b"s")).await;
     assert!(matches!(
         refused,
@@ -469,7 +475,7 @@ async fn snapshots_only_cover_durable_records<I: Io>(io: FaultyIo<I>, dir: PathB
             last: Lsn(0)
         })
     ));
-    append_each(&log, 1, 2).await;
+    append_each(&mut log, 1, 2).await;
     for upto in [0, 3] {
         let refused = log.snapshot(Lsn(upto), Bytes::from_static(b"s")).await;
         assert!(matches!(
@@ -483,8 +489,8 @@ async fn snapshots_only_cover_durable_records<I: Io>(io: FaultyIo<I>, dir: PathB
 }
 
 async fn no_space_fails_the_batch_and_appends_resume<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
-    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
-    append_each(&log, 1, 2).await;
+    let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    append_each(&mut log, 1, 2).await;
     let segment = segment_path(&dir, 1);
 
     io.faults.fail_writes(Some(ErrorKind::StorageFull));
@@ -501,15 +507,41 @@ async fn no_space_fails_the_batch_and_appends_resume<I: Io>(io: FaultyIo<I>, dir
     // Neither failure left a partial record behind.
     assert_eq!(file_len(&io, &segment).await, record_offset(2));
 
-    append_each(&log, 3, 4).await;
+    append_each(&mut log, 3, 4).await;
     drop(log);
     let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
     assert_eq!(recovered.records, records(1, 4));
 }
 
+async fn a_refused_batch_keeps_its_tickets_but_takes_no_lsns<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    append_each(&mut log, 1, 1).await;
+    io.faults.fail_writes(Some(ErrorKind::StorageFull));
+    let refused = log.submit(|buf| buf.extend_from_slice(b"refused")).unwrap();
+    assert_eq!(refused, Ticket(2));
+    let completion = log.completion().await;
+    assert_eq!((completion.first, completion.records), (refused, 1));
+    assert!(matches!(
+        completion.outcome_of(refused),
+        Some(Err(LogError::NoSpace))
+    ));
+    assert_eq!(log.outstanding(), 0);
+    io.faults.fail_writes(None);
+
+    // The next record has the next ticket, and the LSN the refused one
+    // never took.
+    let ticket = log.submit(|buf| buf.extend_from_slice(&record(2))).unwrap();
+    assert_eq!(ticket, Ticket(3));
+    let completion = log.completion().await;
+    assert_eq!(completion.outcome_of(ticket).unwrap().unwrap(), Lsn(2));
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    assert_eq!(recovered.records, records(1, 2));
+}
+
 async fn no_space_for_a_new_segment_is_retried<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
-    let (log, _) = reopen(&io, &dir, segments_of(4)).await;
-    append_each(&log, 1, 4).await;
+    let (mut log, _) = reopen(&io, &dir, segments_of(4)).await;
+    append_each(&mut log, 1, 4).await;
     io.faults.fail_writes(Some(ErrorKind::StorageFull));
     assert!(matches!(
         log.append(record(5)).await,
@@ -518,7 +550,7 @@ async fn no_space_for_a_new_segment_is_retried<I: Io>(io: FaultyIo<I>, dir: Path
     assert_eq!(file_names(&io, &dir).await, ["00000000000000000001.seg"]);
     io.faults.fail_writes(None);
 
-    append_each(&log, 5, 6).await;
+    append_each(&mut log, 5, 6).await;
     drop(log);
     let (_, recovered) = reopen(&io, &dir, segments_of(4)).await;
     assert_eq!(recovered.records, records(1, 6));
@@ -527,8 +559,8 @@ async fn no_space_for_a_new_segment_is_retried<I: Io>(io: FaultyIo<I>, dir: Path
 async fn a_failed_write_or_fsync_is_fatal<I: Io>(io: FaultyIo<I>, root: PathBuf) {
     for (case, op) in ["fsync", "write"].into_iter().enumerate() {
         let dir = root.join(op);
-        let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
-        append_each(&log, 1, 1).await;
+        let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
+        append_each(&mut log, 1, 1).await;
         match op {
             "fsync" => io.faults.fail_next_sync(ErrorKind::Other),
             _ => io.faults.fail_writes(Some(ErrorKind::Other)),
@@ -558,7 +590,7 @@ async fn a_failed_write_or_fsync_is_fatal<I: Io>(io: FaultyIo<I>, root: PathBuf)
 }
 
 async fn record_sizes_are_checked<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
-    let (log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
     let empty = log.append(Bytes::new()).await;
     assert!(matches!(empty, Err(LogError::RecordSize { len: 0 })));
     let huge = log.append(Bytes::from(vec![1; RECORD_BYTES_MAX + 1])).await;
@@ -622,6 +654,7 @@ on_both_seams!(
     a_damaged_snapshot_is_refused_and_repair_falls_back,
     snapshots_only_cover_durable_records,
     no_space_fails_the_batch_and_appends_resume,
+    a_refused_batch_keeps_its_tickets_but_takes_no_lsns,
     no_space_for_a_new_segment_is_retried,
     a_failed_write_or_fsync_is_fatal,
     record_sizes_are_checked,
@@ -637,7 +670,7 @@ fn appends_fail_with_closed_once_the_writer_is_gone() {
             .unwrap()
     };
     let first = runtime();
-    let (log, _) = first
+    let (mut log, _) = first
         .block_on(open(TokioIo, root.path(), LogOptions::default()))
         .unwrap();
     // Shutting the runtime down drops the writer task with it.

@@ -1,10 +1,10 @@
 //! The writer task: group commit.
 //!
-//! One task owns the last segment. It takes the first queued append, drains
-//! everything else already queued behind it (up to [`BATCH_BYTES_MAX`]) into
-//! the same batch, and makes the batch durable with one write and one
-//! `sync_all`; appends that arrive meanwhile queue up for the next batch. It
-//! answers each append only once that fsync has returned Ok.
+//! One task owns the last segment. It takes the oldest batch of submitted
+//! records (whatever arrived, up to [`BATCH_BYTES_MAX`](super::BATCH_BYTES_MAX),
+//! see [`Queue`]) and makes it durable with one write and one `sync_all`;
+//! records submitted meanwhile fill the next batch. It reports each batch
+//! with one [`Completion`], and only once that fsync has returned Ok.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,28 +15,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span, debug, error, info, trace, warn};
 
-use super::record::{self, framed_len};
+use super::queue::{Batch, Queue};
 use super::segment::{self, HEADER_BYTES};
-use super::{BATCH_BYTES_MAX, LogError, Lsn, files, snapshot};
+use super::{Completion, LogError, Lsn, Ticket, files, snapshot};
 use crate::io::{File, Io, OpenMode};
-
-/// What a [`Log`](super::Log) handle asks of the writer.
-#[derive(Debug)]
-pub(super) enum Command {
-    /// Append a record and answer with its LSN once it is durable.
-    Append(Append),
-    /// Write a snapshot (beside the writer) and answer once it is durable.
-    Snapshot(SnapshotRequest),
-}
-
-/// A record waiting to be appended.
-#[derive(Debug)]
-pub(super) struct Append {
-    /// The record, between 1 and `RECORD_BYTES_MAX` bytes.
-    pub(super) record: Bytes,
-    /// Where its LSN (or the batch's error) goes.
-    pub(super) reply: oneshot::Sender<Result<Lsn, LogError>>,
-}
 
 /// A snapshot waiting to be written.
 #[derive(Debug)]
@@ -91,7 +73,7 @@ pub(super) struct Writer<I: Io> {
     next_lsn: Lsn,
     /// Set by the first failed write, fsync or truncation. After it, what
     /// the file holds is unknown (a failed fsync may have dropped dirty
-    /// pages), so every later command fails with it.
+    /// pages), so every later batch and snapshot fails with it.
     failure: Option<LogError>,
     /// Planted bug: skip the directory fsync after creating a segment.
     #[cfg(feature = "planted-bugs")]
@@ -127,53 +109,65 @@ impl<I: Io> Writer<I> {
         self.skip_dir_fsync = plant == Some(crate::planted::Plant::SkipDirFsync);
     }
 
-    /// Serves commands until every [`Log`](super::Log) handle is gone.
-    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut deferred = None;
+    /// Writes batches as they come, and serves snapshot requests, until the
+    /// [`Log`](super::Log) and every snapshot request are gone; then writes
+    /// what is still queued and stops.
+    pub(super) async fn run(
+        mut self,
+        queue: Arc<Queue>,
+        mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
+        completions: mpsc::UnboundedSender<Completion>,
+    ) {
+        let mut completed = 0;
         loop {
-            let command = if let Some(command) = deferred.take() {
-                command
-            } else if let Some(command) = commands.recv().await {
-                command
-            } else {
-                break;
+            self.write_queued(&queue, &completions, &mut completed)
+                .await;
+            tokio::select! {
+                request = snapshots.recv() => {
+                    // Records submitted before the request count as durable
+                    // by the time it is validated.
+                    self.write_queued(&queue, &completions, &mut completed)
+                        .await;
+                    match request {
+                        Some(request) => self.snapshot(request),
+                        None => break,
+                    }
+                }
+                () = queue.arrival() => {}
+            }
+        }
+        debug!("the log is gone: the writer stops");
+    }
+
+    /// Makes every queued batch durable, in order, and reports each one.
+    /// `completed` counts the records reported so far.
+    async fn write_queued(
+        &mut self,
+        queue: &Queue,
+        completions: &mpsc::UnboundedSender<Completion>,
+        completed: &mut u64,
+    ) {
+        while let Some(Batch { frames, records }) = queue.take() {
+            let outcome = match &self.failure {
+                Some(failure) => Err(failure.clone()),
+                None => self.write_batch(&frames, records).await,
             };
-            match command {
-                Command::Append(first) => {
-                    let batch = collect_batch(first, &mut commands, &mut deferred);
-                    self.commit(batch).await;
-                }
-                Command::Snapshot(request) => self.snapshot(request),
-            }
-        }
-        debug!("every log handle is gone: the writer stops");
-    }
-
-    /// Makes `batch` durable and answers each append.
-    async fn commit(&mut self, batch: Vec<Append>) {
-        let outcome = match &self.failure {
-            Some(failure) => Err(failure.clone()),
-            None => self.write_batch(&batch).await,
-        };
-        match outcome {
-            Ok(first) => {
-                for (lsn, append) in (first.0..).map(Lsn).zip(batch) {
-                    // A caller that stopped waiting still has its record
-                    // appended: it was queued, and LSNs leave no holes.
-                    let _ = append.reply.send(Ok(lsn));
-                }
-            }
-            Err(error) => {
-                for append in batch {
-                    let _ = append.reply.send(Err(error.clone()));
-                }
-            }
+            queue.recycle(frames);
+            let completion = Completion {
+                first: Ticket(*completed + 1),
+                records,
+                outcome,
+            };
+            *completed += records;
+            // An owner that is gone no longer needs to know; its records
+            // were still appended, as they were submitted.
+            let _ = completions.send(completion);
         }
     }
 
-    /// Writes and fsyncs the batch, returning the first record's LSN.
-    async fn write_batch(&mut self, batch: &[Append]) -> Result<Lsn, LogError> {
-        let frames = encode_batch(batch);
+    /// Writes and fsyncs a batch of `records` framed records, returning the
+    /// first one's LSN.
+    async fn write_batch(&mut self, frames: &[u8], records: u64) -> Result<Lsn, LogError> {
         self.seal_if_full(frames.len());
         if self.active.is_none() {
             self.active = Some(self.create_segment().await?);
@@ -182,13 +176,13 @@ impl<I: Io> Writer<I> {
             .active
             .as_mut()
             .expect("a segment was just made active");
-        let written = write_and_sync(&mut active.file, &active.path, &frames).await;
+        let written = write_and_sync(&mut active.file, &active.path, frames).await;
         match written {
             Ok(()) => {
                 active.len_bytes += frames.len() as u64;
                 let first = self.next_lsn;
-                self.next_lsn = Lsn(first.0 + batch.len() as u64);
-                trace!(records = batch.len(), bytes = frames.len(), first_lsn = %first, "log batch durable");
+                self.next_lsn = Lsn(first.0 + records);
+                trace!(records, bytes = frames.len(), first_lsn = %first, "log batch durable");
                 Ok(first)
             }
             Err(failed) if failed.is_no_space() => {
@@ -289,7 +283,8 @@ impl<I: Io> Writer<I> {
         cut.map_err(|failed| self.fail(failed))
     }
 
-    /// Records a fatal failure: this and every later command fail with it.
+    /// Records a fatal failure: this and every later batch and snapshot
+    /// fail with it.
     fn fail(&mut self, failed: Failed) -> LogError {
         let Failed { op, path, source } = failed;
         error!(
@@ -331,46 +326,6 @@ impl<I: Io> Writer<I> {
         };
         self.io.spawn(task.instrument(Span::current()));
     }
-}
-
-/// Takes `first` and whatever else is queued, up to [`BATCH_BYTES_MAX`]. A
-/// snapshot request ends the batch and waits in `deferred`: it may only be
-/// validated once the appends queued before it are durable.
-fn collect_batch(
-    first: Append,
-    commands: &mut mpsc::Receiver<Command>,
-    deferred: &mut Option<Command>,
-) -> Vec<Append> {
-    let mut bytes = framed_len(first.record.len());
-    let mut batch = vec![first];
-    while bytes < BATCH_BYTES_MAX {
-        match commands.try_recv() {
-            Ok(Command::Append(append)) => {
-                bytes += framed_len(append.record.len());
-                batch.push(append);
-            }
-            Ok(snapshot @ Command::Snapshot(_)) => {
-                *deferred = Some(snapshot);
-                break;
-            }
-            // Nothing more queued (or every handle gone): write what we have.
-            Err(_) => break,
-        }
-    }
-    batch
-}
-
-/// Frames a batch into one buffer, for one write.
-fn encode_batch(batch: &[Append]) -> Vec<u8> {
-    let len = batch
-        .iter()
-        .map(|append| framed_len(append.record.len()))
-        .sum();
-    let mut frames = Vec::with_capacity(len);
-    for append in batch {
-        record::encode(&mut frames, &append.record);
-    }
-    frames
 }
 
 /// Creates the segment file at `path` for records from `first`: header

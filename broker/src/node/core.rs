@@ -1,9 +1,7 @@
 //! The node task: routing, credit, durability, and the queue state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -13,18 +11,27 @@ use tracing::{debug, error, info, warn};
 use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, relay_destination};
 use super::message::{inspect, render};
 use super::{ConnId, NodeHandle, Request, ToConnection};
-use crate::amqp::codec::DecodeError;
+use crate::amqp::codec::{DecodeError, Encode};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, condition};
 use crate::config::{self, Config};
 use crate::io::{self as seam, Io};
-use crate::log::{self, Log, LogError, LogOptions, Lsn};
+use crate::log::{self, Completion, Log, LogError, LogOptions, Lsn, Ticket};
 use crate::queue::{
-    Command, ConsumerId, Effect, NewMessage, Overflow, QueueConfig, Queues, RejectReason, Seq,
+    Command, ConsumerId, Effect, NewMessage, Outcome, Overflow, QueueConfig, Queues, RejectReason,
+    Seq,
 };
 
 /// The log's directory inside the data directory.
 const LOG_DIR: &str = "log";
+
+/// How long the record of an accepting settle may wait for company before
+/// it is written on its own (see [`Core::defers`]).
+const SETTLE_LINGER: Duration = Duration::from_millis(1);
+
+/// The most requests the node handles per wake-up before it applies what
+/// became durable, so that a flood of requests cannot hold back outcomes.
+const REQUESTS_PER_WAKE: usize = 256;
 
 /// Separates a topic's name from a subscription's in a subscription
 /// queue's name: `topic://prices::client-1:prices-sub`.
@@ -75,8 +82,19 @@ impl NodeSettings {
         self.config.queue_settings(name).auto_create
     }
 
+    /// Whether `persist = "always"` applies to the queue: its `[[queue]]`
+    /// entry's `persist`, else the `[queues]` default. Read directly rather
+    /// than through [`Config::queue_settings`], which resolves (and clones)
+    /// every setting, because every non-durable publish asks.
     fn persist_always(&self, name: &str) -> bool {
-        self.config.queue_settings(name).persist == config::Persist::Always
+        let persist = self
+            .config
+            .queue_overrides
+            .iter()
+            .find(|entry| entry.name == name)
+            .and_then(|entry| entry.persist)
+            .unwrap_or(self.config.queues.persist);
+        persist == config::Persist::Always
     }
 }
 
@@ -140,13 +158,10 @@ pub async fn start<I: Io>(
 }
 
 /// A log record: the command and the time it was applied at, so that replay
-/// computes the same expiries.
-fn encode_record(now_ms: u64, command: &Command) -> Bytes {
-    let encoded = command.encode();
-    let mut record = BytesMut::with_capacity(8 + encoded.len());
-    record.put_u64(now_ms);
-    record.put_slice(&encoded);
-    record.freeze()
+/// computes the same expiries. Written straight into the log's batch.
+fn encode_record(now_ms: u64, command: &Command, buf: &mut BytesMut) {
+    buf.put_u64(now_ms);
+    Encode::encode(command, buf);
 }
 
 fn decode_record(mut record: Bytes) -> Result<(u64, Command), DecodeError> {
@@ -158,22 +173,40 @@ fn decode_record(mut record: Bytes) -> Result<(u64, Command), DecodeError> {
     Ok((now_ms, command))
 }
 
-type Append = Pin<Box<dyn Future<Output = Result<Lsn, LogError>> + Send>>;
-
 /// A command waiting for its turn to be applied.
 struct Pending {
     now_ms: u64,
     command: Command,
-    /// The log append, while it is not yet durable.
-    append: Option<Append>,
-    /// Set once the append finished.
-    appended: Option<Result<Lsn, LogError>>,
+    /// Its log record, if it must be durable before it is applied.
+    logged: Logged,
     /// Whom to answer once applied.
     reply: Reply,
     /// A consumer's `Detach` that is expanded, once it reaches the head of
     /// the pipeline, into the commands that return what the consumer holds
     /// (see [`Core::expand_detach`]).
     expand_detach: bool,
+}
+
+/// Whether, and how, a pipeline entry went to the log.
+enum Logged {
+    /// It needs no log record.
+    No,
+    /// It needs one, not submitted yet: an accepting settle that waits to
+    /// share the next batch (see [`Core::defers`]).
+    Deferred,
+    /// Its record was submitted: it is applied once the completion of the
+    /// record's batch has arrived (see [`Core::claim`]).
+    Submitted(Ticket),
+    /// The log refused the record; the entry fails at the head of the
+    /// pipeline as a failed append would.
+    Refused(LogError),
+}
+
+/// A batch completion whose records are not all applied yet.
+struct Durable {
+    completion: Completion,
+    /// Its records still waiting in the pipeline.
+    unclaimed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -236,7 +269,25 @@ struct Core<I: Io> {
     pending_enqueues: BTreeMap<String, u64>,
     publishes: BTreeMap<u64, Publish>,
     pipeline: VecDeque<Pending>,
-    appends_in_flight: usize,
+    /// Pipeline entries whose record went (or will go) to the log.
+    logged_in_pipeline: usize,
+    /// Pipeline entries that a consumer's credit may not overtake (see
+    /// [`overtakable`]).
+    barriers: usize,
+    /// How many entries at the tail of the pipeline are [`Logged::Deferred`]:
+    /// anything queued behind them submits them first.
+    deferred: usize,
+    /// When the deferred records are submitted if nothing else comes.
+    linger_deadline: Option<std::time::Instant>,
+    /// Completions received, oldest first, while some of their records wait
+    /// in the pipeline.
+    durable: VecDeque<Durable>,
+    /// Every ticket before this one has a completion.
+    completed_before: Ticket,
+    /// Planted bug `ack-before-fsync`: tickets of records nobody waits for,
+    /// so that their completions are not kept forever.
+    #[cfg(feature = "planted-bugs")]
+    detached: VecDeque<Ticket>,
     effects: Vec<Effect>,
     next_seq: Seq,
     next_consumer: ConsumerId,
@@ -246,6 +297,10 @@ struct Core<I: Io> {
     records_since_snapshot: u64,
     /// An `Expire` is in the pipeline: the timer must not add another.
     expire_pending: bool,
+    /// The wall clock as of this wake-up, in Unix milliseconds: the time
+    /// every command submitted now is applied (and logged) at. Read once per
+    /// wake-up, not once per command.
+    now_ms: u64,
 }
 
 impl<I: Io> Core<I> {
@@ -288,7 +343,14 @@ impl<I: Io> Core<I> {
             pending_enqueues: BTreeMap::new(),
             publishes: BTreeMap::new(),
             pipeline: VecDeque::new(),
-            appends_in_flight: 0,
+            logged_in_pipeline: 0,
+            barriers: 0,
+            deferred: 0,
+            linger_deadline: None,
+            durable: VecDeque::new(),
+            completed_before: Ticket(1),
+            #[cfg(feature = "planted-bugs")]
+            detached: VecDeque::new(),
             effects: Vec::new(),
             next_seq,
             next_consumer: 1,
@@ -299,6 +361,7 @@ impl<I: Io> Core<I> {
             last_lsn: None,
             records_since_snapshot: 0,
             expire_pending: false,
+            now_ms: 0,
         }
     }
 
@@ -308,12 +371,25 @@ impl<I: Io> Core<I> {
             let expiry = self.expiry_deadline();
             tokio::select! {
                 request = inbox.recv(), if open => match request {
-                    Some(request) => self.handle(request),
+                    Some(request) => {
+                        self.now_ms = self.io.unix_time_ms();
+                        self.handle(request);
+                        self.handle_queued(&mut inbox);
+                    }
                     // Every handle is gone: finish what is in the pipeline.
-                    None => open = false,
+                    None => {
+                        open = false;
+                        self.submit_deferred();
+                    }
                 },
-                () = poll_fn(|cx| self.poll_appends(cx)), if self.appends_in_flight > 0 => {}
+                completion = self.log.completion(), if self.log.outstanding() > 0 => {
+                    self.on_completion(completion);
+                }
+                () = sleep_until(self.linger_deadline), if self.linger_deadline.is_some() => {
+                    self.submit_deferred();
+                }
                 () = sleep_until(expiry), if expiry.is_some() && !self.expire_pending => {
+                    self.now_ms = self.io.unix_time_ms();
                     self.expire_pending = true;
                     self.submit(Command::Expire, Reply::None);
                 }
@@ -324,6 +400,19 @@ impl<I: Io> Core<I> {
     }
 
     // ---- requests -------------------------------------------------------
+
+    /// Handles the requests already queued behind the one just handled, up
+    /// to [`REQUESTS_PER_WAKE`], before the pipeline is looked at again: one
+    /// wake-up for a whole burst, whose records then share a batch.
+    fn handle_queued(&mut self, inbox: &mut mpsc::UnboundedReceiver<Request>) {
+        for _ in 1..REQUESTS_PER_WAKE {
+            match inbox.try_recv() {
+                Ok(request) => self.handle(request),
+                // Empty, or closed: `recv` sees the close next.
+                Err(_) => break,
+            }
+        }
+    }
 
     fn handle(&mut self, request: Request) {
         match request {
@@ -354,14 +443,7 @@ impl<I: Io> Core<I> {
                 drain,
             } => {
                 if let Some(&consumer) = self.consumer_ids.get(&(conn, link)) {
-                    self.submit(
-                        Command::Credit {
-                            consumer,
-                            credit,
-                            drain,
-                        },
-                        Reply::None,
-                    );
+                    self.credit(consumer, credit, drain);
                 }
             }
             Request::Settle {
@@ -401,6 +483,33 @@ impl<I: Io> Core<I> {
                 }
                 self.connections.remove(&conn);
             }
+        }
+    }
+
+    /// Sets a consumer's credit. Credit is volatile state, never logged,
+    /// and no durable outcome depends on it, so it need not wait in the
+    /// pipeline for the publishes and accepting settles ahead of it to
+    /// become durable: when only those are there, it is applied at once.
+    /// That delivers what it would have delivered behind them, in the same
+    /// order: publishes only add messages after every ready one (or drop
+    /// the oldest from a drop-head queue, which a credit that came a moment
+    /// earlier could have had delivered all the same), and accepting
+    /// settles only remove held ones. Waiting would cost the
+    /// consumer an fsync cycle per credit top-up, and a busy queue's
+    /// consumers would fall behind its producers. Behind anything else (a
+    /// settle that returns a message, this consumer's attach, an earlier
+    /// credit) and for a drain, which looks at what is there now, it keeps
+    /// its place.
+    fn credit(&mut self, consumer: ConsumerId, credit: u32, drain: bool) {
+        let command = Command::Credit {
+            consumer,
+            credit,
+            drain,
+        };
+        if self.barriers == 0 && !drain {
+            self.apply(self.now_ms, command, Reply::None);
+        } else {
+            self.submit(command, Reply::None);
         }
     }
 
@@ -576,14 +685,11 @@ impl<I: Io> Core<I> {
     // ---- publishing and producer credit ---------------------------------
 
     fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
-        let Some(node) = self
-            .producers
-            .get(&(conn, delivery.link))
-            .map(|p| p.node.clone())
-        else {
+        let Some(producer) = self.producers.get(&(conn, delivery.link)) else {
             // The link is gone; the client learns from its detach.
             return;
         };
+        let destinations = self.destinations(&producer.node, &message);
         let publish = self.next_publish;
         self.next_publish += 1;
         self.publishes.insert(
@@ -596,7 +702,7 @@ impl<I: Io> Core<I> {
                 rejection: None,
             },
         );
-        match self.destinations(&node, &message) {
+        match destinations {
             Ok((queues, inspected)) => {
                 if let Some(p) = self.publishes.get_mut(&publish) {
                     p.remaining = queues.len();
@@ -789,48 +895,124 @@ impl<I: Io> Core<I> {
     /// Queues a command; one that changes durable state is appended to the
     /// log first.
     fn submit(&mut self, command: Command, reply: Reply) {
-        let now_ms = self.io.unix_time_ms();
+        let now_ms = self.now_ms;
+        if self.defers(&command) {
+            self.logged_in_pipeline += 1;
+            self.deferred += 1;
+            if self.linger_deadline.is_none() {
+                self.linger_deadline = Some(self.io.now() + SETTLE_LINGER);
+            }
+            self.push_back(Pending {
+                now_ms,
+                command,
+                logged: Logged::Deferred,
+                reply,
+                expand_detach: false,
+            });
+            return;
+        }
+        // The deferred records go first, so that log order stays pipeline
+        // order.
+        self.submit_deferred();
         let pending = self.pending(now_ms, command, reply);
+        self.push_back(pending);
+    }
+
+    /// Queues an entry at the back of the pipeline.
+    fn push_back(&mut self, pending: Pending) {
+        if !overtakable(&pending.command) {
+            self.barriers += 1;
+        }
         self.pipeline.push_back(pending);
+    }
+
+    /// Whether a command's record may wait for the next one before it is
+    /// written: only an accepting settle, which nobody waits for (its
+    /// disposition is already answered, and the message only leaves the
+    /// queue), is not worth an fsync of its own. At a low rate that halves
+    /// the fsyncs per message (publish, then settle), and a publish no
+    /// longer queues behind a settle's fsync; it is the publish that then
+    /// makes both durable at once. It is still applied only once durable,
+    /// in order; whatever is queued behind it submits it first, so it
+    /// delays nothing, and it waits at most [`SETTLE_LINGER`] on its own.
+    fn defers(&self, command: &Command) -> bool {
+        // Under the planted bug every durable command is applied at once.
+        #[cfg(feature = "planted-bugs")]
+        if self.settings.config.plant == Some(crate::planted::Plant::AckBeforeFsync) {
+            return false;
+        }
+        matches!(
+            command,
+            Command::Settle {
+                outcome: Outcome::Accepted,
+                ..
+            }
+        ) && self.is_durable(command)
+    }
+
+    /// Submits the deferred records at the tail of the pipeline, in order.
+    fn submit_deferred(&mut self) {
+        self.linger_deadline = None;
+        let Self {
+            pipeline,
+            log,
+            deferred,
+            ..
+        } = self;
+        let start = pipeline.len() - *deferred;
+        for pending in pipeline.range_mut(start..) {
+            let written = log.submit(|buf| encode_record(pending.now_ms, &pending.command, buf));
+            pending.logged = match written {
+                Ok(ticket) => Logged::Submitted(ticket),
+                Err(error) => Logged::Refused(error),
+            };
+        }
+        *deferred = 0;
     }
 
     /// A pipeline entry for `command`, its log append started if it needs
     /// one.
     fn pending(&mut self, now_ms: u64, command: Command, reply: Reply) -> Pending {
         if let Command::Enqueue { queue, .. } = &command {
-            *self.pending_enqueues.entry(queue.clone()).or_default() += 1;
+            match self.pending_enqueues.get_mut(queue) {
+                Some(count) => *count += 1,
+                None => {
+                    self.pending_enqueues.insert(queue.clone(), 1);
+                }
+            }
         }
-        // PLANTED BUG (`ack-before-fsync`): the append runs detached and the
-        // command is applied as if it needed no log, so `accepted` can leave
-        // before the record is durable.
+        // PLANTED BUG (`ack-before-fsync`): the record is submitted but
+        // nobody waits for it, and the command is applied as if it needed
+        // no log, so `accepted` can leave before the record is durable.
         #[cfg(feature = "planted-bugs")]
         if self.settings.config.plant == Some(crate::planted::Plant::AckBeforeFsync)
             && self.is_durable(&command)
         {
-            let append = self.log.append(encode_record(now_ms, &command));
-            self.io.spawn(async move {
-                if let Err(error) = append.await {
-                    error!(%error, "planted ack-before-fsync: a detached append failed");
-                }
-            });
+            match self.log.submit(|buf| encode_record(now_ms, &command, buf)) {
+                Ok(ticket) => self.detached.push_back(ticket),
+                Err(error) => error!(%error, "planted ack-before-fsync: a detached append failed"),
+            }
             return Pending {
                 now_ms,
                 command,
-                append: None,
-                appended: None,
+                logged: Logged::No,
                 reply,
                 expand_detach: false,
             };
         }
-        let append = self.is_durable(&command).then(|| {
-            self.appends_in_flight += 1;
-            Box::pin(self.log.append(encode_record(now_ms, &command))) as Append
-        });
+        let logged = if self.is_durable(&command) {
+            self.logged_in_pipeline += 1;
+            match self.log.submit(|buf| encode_record(now_ms, &command, buf)) {
+                Ok(ticket) => Logged::Submitted(ticket),
+                Err(error) => Logged::Refused(error),
+            }
+        } else {
+            Logged::No
+        };
         Pending {
             now_ms,
             command,
-            append,
-            appended: None,
+            logged,
             reply,
             expand_detach: false,
         }
@@ -843,11 +1025,11 @@ impl<I: Io> Core<I> {
     /// against a message the consumer had released and another consumer
     /// now holds.
     fn submit_detach(&mut self, consumer: ConsumerId) {
-        self.pipeline.push_back(Pending {
-            now_ms: self.io.unix_time_ms(),
+        self.submit_deferred();
+        self.push_back(Pending {
+            now_ms: self.now_ms,
             command: Command::Detach { consumer },
-            append: None,
-            appended: None,
+            logged: Logged::No,
             reply: Reply::None,
             expand_detach: true,
         });
@@ -863,6 +1045,9 @@ impl<I: Io> Core<I> {
             .map(|command| self.pending(now_ms, command, Reply::None))
             .collect();
         for pending in expanded.into_iter().rev() {
+            if !overtakable(&pending.command) {
+                self.barriers += 1;
+            }
             self.pipeline.push_front(pending);
         }
     }
@@ -882,34 +1067,76 @@ impl<I: Io> Core<I> {
         }
     }
 
-    fn poll_appends(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut progressed = false;
-        for pending in &mut self.pipeline {
-            let Some(append) = pending.append.as_mut() else {
-                continue;
-            };
-            if let Poll::Ready(result) = append.as_mut().poll(cx) {
-                pending.append = None;
-                pending.appended = Some(result);
-                self.appends_in_flight -= 1;
-                progressed = true;
+    /// Keeps a batch's completion until the pipeline has applied its
+    /// records.
+    fn on_completion(&mut self, completion: Completion) {
+        self.completed_before = completion.end();
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut unclaimed = completion.records;
+        #[cfg(feature = "planted-bugs")]
+        while let Some(&ticket) = self.detached.front()
+            && ticket < completion.end()
+        {
+            self.detached.pop_front();
+            unclaimed -= 1;
+            if let Some(Err(error)) = completion.outcome_of(ticket) {
+                error!(%error, "planted ack-before-fsync: a detached append failed");
             }
         }
-        if progressed {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        if unclaimed > 0 {
+            self.durable.push_back(Durable {
+                completion,
+                unclaimed,
+            });
         }
+    }
+
+    /// What became of the record with `ticket`, once its completion has
+    /// arrived. Each ticket is claimed once, when its entry leaves the
+    /// pipeline. Entries leave in ticket order except after a consumer's
+    /// detach is expanded (its commands are submitted later but applied
+    /// first), so the completion sought is nearly always the oldest.
+    fn claim(&mut self, ticket: Ticket) -> Option<Result<Lsn, LogError>> {
+        if ticket >= self.completed_before {
+            return None;
+        }
+        let (outcome, durable) = self.durable.iter_mut().find_map(|durable| {
+            let outcome = durable.completion.outcome_of(ticket)?;
+            Some((outcome, durable))
+        })?;
+        durable.unclaimed -= 1;
+        while self.durable.front().is_some_and(|d| d.unclaimed == 0) {
+            self.durable.pop_front();
+        }
+        Some(outcome)
     }
 
     /// Applies commands from the head of the pipeline for as long as they
     /// are durable (or need not be).
     fn apply_ready(&mut self) -> Result<(), NodeError> {
         let mut applied_any = false;
-        while self.pipeline.front().is_some_and(|p| p.append.is_none()) {
+        while let Some(front) = self.pipeline.front() {
+            let appended = match &front.logged {
+                Logged::No => None,
+                Logged::Deferred => break,
+                Logged::Submitted(ticket) => {
+                    let ticket = *ticket;
+                    match self.claim(ticket) {
+                        Some(outcome) => Some(outcome),
+                        None => break,
+                    }
+                }
+                Logged::Refused(error) => Some(Err(error.clone())),
+            };
             let Some(pending) = self.pipeline.pop_front() else {
                 break;
             };
+            if !overtakable(&pending.command) {
+                self.barriers -= 1;
+            }
+            if appended.is_some() {
+                self.logged_in_pipeline -= 1;
+            }
             if let Command::Enqueue { queue, .. } = &pending.command
                 && let Some(count) = self.pending_enqueues.get_mut(queue)
             {
@@ -918,7 +1145,7 @@ impl<I: Io> Core<I> {
                     self.pending_enqueues.remove(queue);
                 }
             }
-            match pending.appended {
+            match appended {
                 Some(Err(LogError::NoSpace)) => self.on_no_space(pending),
                 Some(Err(error)) => {
                     error!(%error, "the log failed: stopping, since what is on disk is unknown");
@@ -1084,7 +1311,7 @@ impl<I: Io> Core<I> {
         }
         // The snapshot must cover exactly what is applied: wait until no
         // logged command is between its append and its application.
-        if self.pipeline.iter().any(|p| self.is_durable(&p.command)) {
+        if self.logged_in_pipeline > 0 {
             return;
         }
         let Some(upto) = self.last_lsn else {
@@ -1092,9 +1319,9 @@ impl<I: Io> Core<I> {
         };
         self.records_since_snapshot = 0;
         let state = self.queues.snapshot();
-        let log = self.log.clone();
+        let snapshot = self.log.snapshot(upto, state);
         self.io.spawn(async move {
-            if let Err(error) = log.snapshot(upto, state).await {
+            if let Err(error) = snapshot.await {
                 error!(%error, "snapshot failed; the log keeps growing until the next one");
             }
         });
@@ -1105,6 +1332,19 @@ impl<I: Io> Core<I> {
         let now_ms = self.io.unix_time_ms();
         Some(self.io.now() + Duration::from_millis(due_ms.saturating_sub(now_ms)))
     }
+}
+
+/// Whether a consumer's credit may be applied before this pipeline entry
+/// without changing what it delivers (see [`Core::credit`]).
+fn overtakable(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Enqueue { .. }
+            | Command::Settle {
+                outcome: Outcome::Accepted,
+                ..
+            }
+    )
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

@@ -10,7 +10,10 @@
 //! Durability rule: a command that changes durable state is appended to the
 //! log and applied to the queues only once the log says it is fsynced;
 //! commands behind it wait, so application order is log order. A producer's
-//! `accepted` is sent only after its message's command was applied.
+//! `accepted` is sent only after its message's command was applied. The one
+//! exception to waiting is a consumer's credit, which is never logged: it
+//! overtakes publishes and accepting settles that wait for their fsync,
+//! since it cannot change what they do (see `Core::credit`).
 
 mod address;
 mod core;

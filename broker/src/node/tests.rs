@@ -206,3 +206,67 @@ async fn a_failed_fsync_stops_the_node_without_acknowledging() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_accepting_settle_shares_the_next_fsync_or_is_written_a_moment_later() {
+    let mut harness = Harness::start().await;
+    for id in 0..2 {
+        assert!(matches!(
+            harness.publish(id).await,
+            DeliveryState::Accepted(_)
+        ));
+    }
+    harness
+        .node
+        .send(Request::AttachConsumer {
+            conn: CONN,
+            link: CONSUMER,
+            node: ConsumerNode::Queue {
+                name: "orders".into(),
+                browse: false,
+            },
+            link_name: "c".into(),
+            container_id: "test".into(),
+        })
+        .unwrap();
+    harness
+        .node
+        .send(Request::Credit {
+            conn: CONN,
+            link: CONSUMER,
+            credit: 2,
+            drain: false,
+        })
+        .unwrap();
+    let mut delivered = Vec::new();
+    while delivered.len() < 2 {
+        if let ToConnection::Deliver { seq, .. } = harness.next().await {
+            delivered.push(seq);
+        }
+    }
+    let settle = |seq| Request::Settle {
+        queue: "orders".into(),
+        seq,
+        outcome: Outcome::Accepted,
+    };
+
+    // A settle followed by a publish: both are made durable by one fsync.
+    let syncs = harness.io.faults.syncs();
+    harness.node.send(settle(delivered[0])).unwrap();
+    assert!(matches!(
+        harness.publish(2).await,
+        DeliveryState::Accepted(_)
+    ));
+    assert_eq!(harness.io.faults.syncs() - syncs, 1);
+
+    // A settle alone is written all the same, once it has waited a moment.
+    let syncs = harness.io.faults.syncs();
+    harness.node.send(settle(delivered[1])).unwrap();
+    timeout(WAIT, async {
+        while harness.io.faults.syncs() == syncs {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -8,8 +8,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Command, NewMessage, Outcome, Overflow, QueueConfig};
 use crate::amqp::codec::{
-    Composite, Decode, DecodeError, DecodeErrorKind, Encode, FieldDecoder, FieldEncoder, Reader,
-    Symbol, composite_codec, from_bytes, read_descriptor, to_bytes,
+    Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
+    FieldEncoder, Reader, Symbol, composite_codec, decode_list, encode_descriptor, encode_list,
+    from_bytes, read_descriptor, to_bytes,
 };
 use crate::amqp::types::{self, DeliveryState};
 
@@ -28,37 +29,20 @@ impl Command {
     }
 }
 
-/// Declares one record type per command variant, each a composite whose
-/// fields are the variant's fields in order, all mandatory, plus the
-/// `Encode` and `Decode` of [`Command`] that go through them.
+/// Declares the record of each command variant: a described list whose
+/// fields are the variant's fields in order, all mandatory. Encoding writes
+/// the fields where they are, without building a record value first (the
+/// log encodes every command it stores).
 macro_rules! command_records {
-    ($($record:ident => $variant:ident, $id:literal, $name:literal { $($field:ident: $ty:ty),* })*) => {
-        $(
-            struct $record {
-                $($field: $ty,)*
-            }
-
-            impl Composite for $record {
-                const NAME: &'static str = $name;
-                const CODE: u64 = DOMAIN | $id;
-
-                fn encode_fields(&self, _fields: &mut FieldEncoder<'_>) {
-                    $(_fields.field(&self.$field);)*
-                }
-
-                fn decode_fields(_fields: &mut FieldDecoder) -> Result<Self, DecodeError> {
-                    Ok(Self {
-                        $($field: _fields.required(stringify!($field))?,)*
-                    })
-                }
-            }
-        )*
-
+    ($($variant:ident, $id:literal, $name:literal { $($field:ident: $ty:ty),* })*) => {
         impl Encode for Command {
             fn encode(&self, buf: &mut BytesMut) {
                 match self {
                     $(Command::$variant { $($field),* } => {
-                        $record { $($field: Clone::clone($field)),* }.encode_composite(buf)
+                        encode_descriptor(buf, &Descriptor::Code(DOMAIN | $id));
+                        encode_list(buf, |_fields| {
+                            $(_fields.field::<$ty>($field);)*
+                        });
                     })*
                 }
             }
@@ -67,9 +51,12 @@ macro_rules! command_records {
         impl Decode for Command {
             fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
                 let descriptor = read_descriptor(r)?;
-                $(if descriptor.is($record::NAME, $record::CODE) {
-                    let $record { $($field),* } = $record::decode_after_descriptor(r)?;
-                    return Ok(Command::$variant { $($field),* });
+                $(if descriptor.is($name, DOMAIN | $id) {
+                    return decode_list(r, |_fields| {
+                        Ok(Command::$variant {
+                            $($field: _fields.required::<$ty>(stringify!($field))?,)*
+                        })
+                    });
                 })*
                 Err(DecodeErrorKind::UnexpectedDescriptor.into())
             }
@@ -78,14 +65,14 @@ macro_rules! command_records {
 }
 
 command_records! {
-    DeclareRecord => Declare, 0x01, "sluice:declare:list" { queue: String, config: QueueConfig }
-    DeleteRecord => Delete, 0x02, "sluice:delete:list" { queue: String }
-    EnqueueRecord => Enqueue, 0x03, "sluice:enqueue:list" { queue: String, seq: u64, message: NewMessage }
-    AttachRecord => Attach, 0x04, "sluice:attach:list" { consumer: u64, queue: String, browse: bool }
-    CreditRecord => Credit, 0x05, "sluice:credit:list" { consumer: u64, credit: u32, drain: bool }
-    SettleRecord => Settle, 0x06, "sluice:settle:list" { queue: String, seq: u64, outcome: Outcome }
-    DetachRecord => Detach, 0x07, "sluice:detach:list" { consumer: u64 }
-    ExpireRecord => Expire, 0x08, "sluice:expire:list" {}
+    Declare, 0x01, "sluice:declare:list" { queue: String, config: QueueConfig }
+    Delete, 0x02, "sluice:delete:list" { queue: String }
+    Enqueue, 0x03, "sluice:enqueue:list" { queue: String, seq: u64, message: NewMessage }
+    Attach, 0x04, "sluice:attach:list" { consumer: u64, queue: String, browse: bool }
+    Credit, 0x05, "sluice:credit:list" { consumer: u64, credit: u32, drain: bool }
+    Settle, 0x06, "sluice:settle:list" { queue: String, seq: u64, outcome: Outcome }
+    Detach, 0x07, "sluice:detach:list" { consumer: u64 }
+    Expire, 0x08, "sluice:expire:list" {}
 }
 
 impl Composite for QueueConfig {

@@ -30,6 +30,11 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Coalesces the engine's transmits into few socket writes.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
+/// The most node messages handled per wake-up before the frames they made
+/// are written, so that a busy node cannot hold back a connection's writes
+/// and reads for long.
+const NODE_MESSAGES_PER_WAKE: usize = 256;
+
 /// How long past the engine's own close timeout a connection may linger
 /// once shutdown starts. The engine gives up on a client that does not
 /// answer `close`; this bounds what the engine cannot see, a write blocked
@@ -132,7 +137,7 @@ impl<I: Io> Driver<I> {
                 }
                 message = self.inbox.recv(), if !node_gone => {
                     let handled = match message {
-                        Some(message) => self.links.on_node(&mut self.conn, message),
+                        Some(message) => self.on_node(message),
                         None => {
                             node_gone = true;
                             Err(NodeStopped)
@@ -148,6 +153,21 @@ impl<I: Io> Driver<I> {
                 }
             }
         }
+    }
+
+    /// Handles a message from the node, then those queued behind it, up to
+    /// [`NODE_MESSAGES_PER_WAKE`]: the frames they make leave in one write,
+    /// instead of one write (and one wake-up of the client) per message.
+    fn on_node(&mut self, first: ToConnection) -> Result<(), NodeStopped> {
+        self.links.on_node(&mut self.conn, first)?;
+        for _ in 1..NODE_MESSAGES_PER_WAKE {
+            // Empty, or the node has stopped: `recv` reports that next.
+            let Ok(message) = self.inbox.try_recv() else {
+                break;
+            };
+            self.links.on_node(&mut self.conn, message)?;
+        }
+        Ok(())
     }
 
     /// Drains the engine in its documented order, transmits before events,

@@ -31,14 +31,7 @@ pub trait Composite: Sized {
 
     /// Decodes the composite once its descriptor has been read and matched.
     fn decode_after_descriptor(r: &mut Reader) -> Result<Self, DecodeError> {
-        let (items, count) = decode::read_list(r)?;
-        let mut fields = FieldDecoder {
-            items,
-            remaining: count,
-        };
-        let value = Self::decode_fields(&mut fields)?;
-        fields.finish()?;
-        Ok(value)
+        decode_list(r, Self::decode_fields)
     }
 
     /// Decodes the composite, descriptor included.
@@ -71,6 +64,23 @@ pub fn encode_list(buf: &mut BytesMut, write: impl FnOnce(&mut FieldEncoder<'_>)
         buf.truncate(start);
         buf.put_u8(f::LIST0);
     }
+}
+
+/// Reads a list of fields with `read`, in order, after a descriptor that
+/// was already read and matched; fields beyond those `read` takes must be
+/// null.
+pub fn decode_list<T>(
+    r: &mut Reader,
+    read: impl FnOnce(&mut FieldDecoder) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let (items, count) = decode::read_list(r)?;
+    let mut fields = FieldDecoder {
+        items,
+        remaining: count,
+    };
+    let value = read(&mut fields)?;
+    fields.finish()?;
+    Ok(value)
 }
 
 /// Appends a composite's fields in order.

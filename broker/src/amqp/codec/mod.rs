@@ -13,7 +13,7 @@ mod reader;
 mod value;
 
 pub(crate) use composite::composite_codec;
-pub use composite::{Composite, FieldDecoder, FieldEncoder, encode_list};
+pub use composite::{Composite, FieldDecoder, FieldEncoder, decode_list, encode_list};
 pub use decode::{
     Decode, MAX_DEPTH, expect_descriptor, from_bytes, read_descriptor, read_list, read_map,
 };

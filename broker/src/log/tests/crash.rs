@@ -21,7 +21,7 @@ use rand::Rng;
 
 use super::super::{Log, LogOptions, Lsn, Recovered, open};
 use crate::io::faulty::FaultyIo;
-use crate::io::{Io, TurmoilIo, seeded_rng};
+use crate::io::{TurmoilIo, seeded_rng};
 
 const SEEDS: u64 = 16;
 const CRASHES_PER_SEED: usize = 8;
@@ -96,7 +96,7 @@ async fn node(history: Rc<RefCell<History>>, boot: u64) -> turmoil::Result {
         ..LogOptions::default()
     };
     let io = FaultyIo::with_sync_latency(TurmoilIo, SYNC_LATENCY);
-    let (log, recovered) = open(io, Path::new("/data/log"), options).await?;
+    let (mut log, recovered) = open(io, Path::new("/data/log"), options).await?;
     let mut state = replay(recovered);
     {
         let mut history = history.borrow_mut();
@@ -104,7 +104,7 @@ async fn node(history: Rc<RefCell<History>>, boot: u64) -> turmoil::Result {
         history.boots.push((acknowledged, state.clone()));
     }
     for burst in 0_u64.. {
-        append_burst(&log, &history, &mut state, boot, burst).await?;
+        append_burst(&mut log, &history, &mut state, boot, burst).await?;
         if burst % BURSTS_PER_SNAPSHOT == BURSTS_PER_SNAPSHOT - 1 {
             let upto = state.keys().next_back().copied().unwrap_or(0);
             log.snapshot(Lsn(upto), encode(&state)).await?;
@@ -114,27 +114,36 @@ async fn node(history: Rc<RefCell<History>>, boot: u64) -> turmoil::Result {
     Ok(())
 }
 
-/// Appends a burst of records concurrently, so that they share batches.
+/// Submits a burst of records at once, so that they share batches, then
+/// takes their completions.
 async fn append_burst(
-    log: &Log,
+    log: &mut Log,
     history: &RefCell<History>,
     state: &mut State,
     boot: u64,
     burst: u64,
 ) -> turmoil::Result {
-    let appends: Vec<_> = (0..APPENDS_PER_BURST)
-        .map(|index| {
-            // Lengths vary so that torn blocks cut records in the middle.
-            let padding = "+".repeat(index * 5);
-            let record = Bytes::from(format!("boot {boot} burst {burst} record {index}{padding}"));
-            history.borrow_mut().offered.insert(record.clone());
-            (record.clone(), TurmoilIo.spawn(log.append(record)))
-        })
-        .collect();
-    for (record, append) in appends {
-        let lsn = append.await??;
-        state.insert(lsn.0, record.clone());
-        history.borrow_mut().acknowledged.insert(lsn.0, record);
+    let mut submitted = Vec::new();
+    for index in 0..APPENDS_PER_BURST {
+        // Lengths vary so that torn blocks cut records in the middle.
+        let padding = "+".repeat(index * 5);
+        let record = Bytes::from(format!("boot {boot} burst {burst} record {index}{padding}"));
+        history.borrow_mut().offered.insert(record.clone());
+        let ticket = log.submit(|buf| buf.extend_from_slice(&record))?;
+        submitted.push((ticket, record));
+    }
+    while log.outstanding() > 0 {
+        let completion = log.completion().await;
+        for (ticket, record) in &submitted {
+            if let Some(outcome) = completion.outcome_of(*ticket) {
+                let lsn = outcome?;
+                state.insert(lsn.0, record.clone());
+                history
+                    .borrow_mut()
+                    .acknowledged
+                    .insert(lsn.0, record.clone());
+            }
+        }
     }
     Ok(())
 }

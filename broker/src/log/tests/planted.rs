@@ -36,7 +36,7 @@ fn recovered_after_crash(plant: Option<Plant>) -> u64 {
                     plant,
                     ..LogOptions::default()
                 };
-                let (log, found) = open(TurmoilIo, Path::new("/data/log"), options).await?;
+                let (mut log, found) = open(TurmoilIo, Path::new("/data/log"), options).await?;
                 if boot == 0 {
                     for i in 0..RECORDS {
                         log.append(Bytes::from(i.to_be_bytes().to_vec())).await?;

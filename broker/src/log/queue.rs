@@ -1,0 +1,108 @@
+//! The records between the log's owner and its writer task.
+//!
+//! The owner frames each record straight into the batch the writer will
+//! take next, so a record costs no allocation, no channel message and no
+//! wake-up of its own: the writer is woken only when records arrive in an
+//! empty queue, and then takes a whole batch at once. Records that arrive
+//! while a batch is being written and fsynced fill the next one, so the
+//! batch size follows the load (group commit).
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+
+use super::record;
+use super::{BATCH_BYTES_MAX, LogError};
+
+/// A returned buffer is kept for the next batch only up to this capacity, so
+/// that one burst does not pin a large allocation for good.
+const SPARE_BYTES_MAX: usize = BATCH_BYTES_MAX;
+
+/// Framed records waiting for the writer.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    state: Mutex<State>,
+    /// Wakes the writer when records arrive in an empty queue.
+    arrived: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Oldest first. Only the last one takes more records.
+    batches: VecDeque<Batch>,
+    /// An emptied buffer the writer gave back.
+    spare: Option<BytesMut>,
+}
+
+/// Records the writer makes durable with one write and one fsync.
+#[derive(Debug)]
+pub(super) struct Batch {
+    /// The records, framed, in submission order.
+    pub(super) frames: BytesMut,
+    /// How many records `frames` holds (at least one).
+    pub(super) records: u64,
+}
+
+impl Queue {
+    /// Frames the record that `write` appends into the open batch, opening
+    /// a new batch once the last one holds [`BATCH_BYTES_MAX`] bytes.
+    ///
+    /// A record of the wrong size is refused with [`LogError::RecordSize`]
+    /// and leaves nothing behind. If a `write` ever panicked here, the
+    /// queue stays poisoned and is never written again (its last frame may
+    /// be partial): every later push fails with [`LogError::Closed`].
+    pub(super) fn push(&self, write: impl FnOnce(&mut BytesMut)) -> Result<(), LogError> {
+        let mut state = self.lock().ok_or(LogError::Closed)?;
+        let was_empty = state.batches.is_empty();
+        let open = state
+            .batches
+            .back()
+            .is_some_and(|batch| batch.frames.len() < BATCH_BYTES_MAX);
+        if !open {
+            let frames = state.spare.take().unwrap_or_default();
+            state.batches.push_back(Batch { frames, records: 0 });
+        }
+        let State { batches, spare } = &mut *state;
+        let batch = batches.back_mut().ok_or(LogError::Closed)?;
+        if let Err(len) = record::encode_with(&mut batch.frames, write) {
+            if batch.records == 0 {
+                *spare = batches.pop_back().map(|batch| batch.frames);
+            }
+            return Err(LogError::RecordSize { len });
+        }
+        batch.records += 1;
+        drop(state);
+        if was_empty {
+            self.arrived.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The oldest batch, if any. `None` also once the queue is poisoned.
+    pub(super) fn take(&self) -> Option<Batch> {
+        self.lock()?.batches.pop_front()
+    }
+
+    /// Gives a written batch's buffer back for a later batch.
+    pub(super) fn recycle(&self, mut frames: BytesMut) {
+        frames.clear();
+        if frames.capacity() <= SPARE_BYTES_MAX
+            && let Some(mut state) = self.lock()
+        {
+            state.spare = Some(frames);
+        }
+    }
+
+    /// Waits until records arrive in an empty queue. A push between the
+    /// writer's last [`Queue::take`] and this call is not missed: `Notify`
+    /// keeps the wake-up until it is awaited.
+    pub(super) async fn arrival(&self) {
+        self.arrived.notified().await;
+    }
+
+    fn lock(&self) -> Option<MutexGuard<'_, State>> {
+        self.state.lock().ok()
+    }
+}
