@@ -195,12 +195,17 @@ impl<I: Io> Client<I> {
 
     /// Detaches `link` (closing it if `closed`) and waits for the broker's
     /// answering detach. Events of other links that arrive meanwhile are
-    /// kept for [`Client::next_event`]; transfers still arriving on `link`
-    /// are among them, and the broker counts them as not delivered.
+    /// kept for [`Client::next_event`]. Deliveries on `link` not yet taken
+    /// are dropped: the broker takes back what a detached link held, and a
+    /// link attached next may reuse the handle, so they would look like its
+    /// own.
     pub async fn detach(&mut self, link: LinkId, closed: bool) -> Result<(), ClientError> {
         self.conn.detach(link, closed, None)?;
         self.wait_for(|e| matches!(e, Event::LinkDetached { link: l, .. } if *l == link))
             .await?;
+        self.events.retain(
+            |event| !matches!(event, Event::Delivery { delivery, .. } if delivery.link == link),
+        );
         Ok(())
     }
 

@@ -677,11 +677,6 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                 Ok(Event::Delivery {
                     delivery, message, ..
                 }) => {
-                    if delivery.link != link {
-                        // Sent to the link before it was detached: the
-                        // broker counts it as not delivered.
-                        continue;
-                    }
                     let Some((msg, header)) = decode_message(message) else {
                         // Not ours: recorded as an impossible id, so the
                         // checker reports it as never sent.

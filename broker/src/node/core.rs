@@ -447,10 +447,18 @@ impl<I: Io> Core<I> {
                 }
             }
             Request::Settle {
+                consumer,
                 queue,
                 seq,
                 outcome,
             } => {
+                if !self.consumers.contains_key(&consumer) {
+                    debug!(
+                        consumer,
+                        queue, seq, "stale settle from a detached consumer dropped"
+                    );
+                    return;
+                }
                 self.submit(
                     Command::Settle {
                         queue,
@@ -527,7 +535,7 @@ impl<I: Io> Core<I> {
         node: ConsumerNode,
         link_name: &str,
         container_id: &str,
-    ) -> Result<String, Refusal> {
+    ) -> Result<(ConsumerId, String), Refusal> {
         let (queue, address, browse, lifetime) = match node {
             ConsumerNode::Queue { name, browse } => {
                 self.ensure_queue_for_attach(&name)?;
@@ -588,7 +596,7 @@ impl<I: Io> Core<I> {
             },
             Reply::None,
         );
-        Ok(address)
+        Ok((consumer, address))
     }
 
     /// Creates a queue named by an attach if it does not exist and the
@@ -1242,6 +1250,7 @@ impl<I: Io> Core<I> {
                     info.conn,
                     ToConnection::Deliver {
                         link: info.link,
+                        consumer,
                         queue: delivery.queue,
                         seq: delivery.seq,
                         message,

@@ -32,7 +32,7 @@ pub use message::{Inspected, inspect, render};
 
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::DeliveryState;
-use crate::queue::{Outcome, QueueInfo, Seq};
+use crate::queue::{ConsumerId, Outcome, QueueInfo, Seq};
 
 /// A connection, as the node knows it.
 pub type ConnId = u64;
@@ -124,6 +124,10 @@ pub enum Request {
     },
     /// A consumer settled a delivery.
     Settle {
+        /// The consumer the message was delivered to. A settle whose
+        /// consumer has detached is stale (the detach already returned what
+        /// it held) and is dropped: the message may be someone else's now.
+        consumer: ConsumerId,
         /// Which queue the message is in.
         queue: String,
         /// Which message.
@@ -161,8 +165,9 @@ pub enum ToConnection {
     ConsumerAttached {
         /// The link.
         link: LinkId,
-        /// The resolved address, or why not.
-        result: Result<String, Refusal>,
+        /// The consumer the link now is, and the resolved address; or why
+        /// not.
+        result: Result<(ConsumerId, String), Refusal>,
     },
     /// The answer to [`Request::AttachProducer`].
     ProducerAttached {
@@ -182,6 +187,8 @@ pub enum ToConnection {
     Deliver {
         /// The consumer's link.
         link: LinkId,
+        /// The consumer: what a settle of this message names.
+        consumer: ConsumerId,
         /// The queue it comes from.
         queue: String,
         /// The message in that queue.

@@ -84,6 +84,51 @@ impl Harness {
         timeout(WAIT, self.inbox.recv()).await.unwrap().unwrap()
     }
 
+    /// Attaches the consumer link to `orders` and grants it `credit`.
+    fn attach_consumer(&mut self, credit: u32) {
+        self.node
+            .send(Request::AttachConsumer {
+                conn: CONN,
+                link: CONSUMER,
+                node: ConsumerNode::Queue {
+                    name: "orders".into(),
+                    browse: false,
+                },
+                link_name: "c".into(),
+                container_id: "test".into(),
+            })
+            .unwrap();
+        self.node
+            .send(Request::Credit {
+                conn: CONN,
+                link: CONSUMER,
+                credit,
+                drain: false,
+            })
+            .unwrap();
+    }
+
+    /// The next delivery: to which consumer, and which message.
+    async fn next_delivery(&mut self) -> (ConsumerId, Seq) {
+        loop {
+            if let ToConnection::Deliver { consumer, seq, .. } = self.next().await {
+                return (consumer, seq);
+            }
+        }
+    }
+
+    /// Settles `seq`, delivered to `consumer`, with `outcome`.
+    fn settle(&self, consumer: ConsumerId, seq: Seq, outcome: Outcome) {
+        self.node
+            .send(Request::Settle {
+                consumer,
+                queue: "orders".into(),
+                seq,
+                outcome,
+            })
+            .unwrap();
+    }
+
     /// Publishes durable message `id` and returns its outcome.
     async fn publish(&mut self, id: u32) -> DeliveryState {
         let delivery = DeliveryId { link: PRODUCER, id };
@@ -137,34 +182,9 @@ async fn a_full_disk_rejects_new_messages_keeps_serving_consumers_and_recovers()
     );
 
     // Consumers are still served from what is stored.
-    harness
-        .node
-        .send(Request::AttachConsumer {
-            conn: CONN,
-            link: CONSUMER,
-            node: ConsumerNode::Queue {
-                name: "orders".into(),
-                browse: false,
-            },
-            link_name: "c".into(),
-            container_id: "test".into(),
-        })
-        .unwrap();
-    harness
-        .node
-        .send(Request::Credit {
-            conn: CONN,
-            link: CONSUMER,
-            credit: 10,
-            drain: false,
-        })
-        .unwrap();
-    loop {
-        if let ToConnection::Deliver { seq, .. } = harness.next().await {
-            assert_eq!(seq, 1, "the message stored before the disk filled");
-            break;
-        }
-    }
+    harness.attach_consumer(10);
+    let (_, seq) = harness.next_delivery().await;
+    assert_eq!(seq, 1, "the message stored before the disk filled");
 
     // Space returns: publishing resumes by itself.
     harness.io.faults.fail_writes(None);
@@ -216,43 +236,13 @@ async fn an_accepting_settle_shares_the_next_fsync_or_is_written_a_moment_later(
             DeliveryState::Accepted(_)
         ));
     }
-    harness
-        .node
-        .send(Request::AttachConsumer {
-            conn: CONN,
-            link: CONSUMER,
-            node: ConsumerNode::Queue {
-                name: "orders".into(),
-                browse: false,
-            },
-            link_name: "c".into(),
-            container_id: "test".into(),
-        })
-        .unwrap();
-    harness
-        .node
-        .send(Request::Credit {
-            conn: CONN,
-            link: CONSUMER,
-            credit: 2,
-            drain: false,
-        })
-        .unwrap();
-    let mut delivered = Vec::new();
-    while delivered.len() < 2 {
-        if let ToConnection::Deliver { seq, .. } = harness.next().await {
-            delivered.push(seq);
-        }
-    }
-    let settle = |seq| Request::Settle {
-        queue: "orders".into(),
-        seq,
-        outcome: Outcome::Accepted,
-    };
+    harness.attach_consumer(2);
+    let first = harness.next_delivery().await;
+    let second = harness.next_delivery().await;
 
     // A settle followed by a publish: both are made durable by one fsync.
     let syncs = harness.io.faults.syncs();
-    harness.node.send(settle(delivered[0])).unwrap();
+    harness.settle(first.0, first.1, Outcome::Accepted);
     assert!(matches!(
         harness.publish(2).await,
         DeliveryState::Accepted(_)
@@ -261,7 +251,7 @@ async fn an_accepting_settle_shares_the_next_fsync_or_is_written_a_moment_later(
 
     // A settle alone is written all the same, once it has waited a moment.
     let syncs = harness.io.faults.syncs();
-    harness.node.send(settle(delivered[1])).unwrap();
+    harness.settle(second.0, second.1, Outcome::Accepted);
     timeout(WAIT, async {
         while harness.io.faults.syncs() == syncs {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -269,4 +259,41 @@ async fn an_accepting_settle_shares_the_next_fsync_or_is_written_a_moment_later(
     })
     .await
     .unwrap();
+}
+
+/// A settle that reaches the node after its consumer detached is stale: the
+/// detach already returned the message, which may be another consumer's by
+/// now. It must not release that consumer's delivery.
+#[tokio::test]
+async fn a_settle_from_a_detached_consumer_leaves_the_message_alone() {
+    let mut harness = Harness::start().await;
+    assert!(matches!(
+        harness.publish(0).await,
+        DeliveryState::Accepted(_)
+    ));
+    harness.attach_consumer(1);
+    let (gone, seq) = harness.next_delivery().await;
+    harness
+        .node
+        .send(Request::Detach {
+            conn: CONN,
+            link: CONSUMER,
+            closed: true,
+        })
+        .unwrap();
+    // A new consumer on the same link handle gets the returned message.
+    harness.attach_consumer(1);
+    let (holder, again) = harness.next_delivery().await;
+    assert_ne!(holder, gone);
+    assert_eq!(again, seq);
+
+    harness.settle(gone, seq, Outcome::Released);
+    // Applied after whatever the stale settle could have done.
+    assert!(matches!(
+        harness.publish(1).await,
+        DeliveryState::Accepted(_)
+    ));
+    let queues = harness.node.queue_info().await.unwrap();
+    let (_, orders) = queues.iter().find(|(name, _)| name == "orders").unwrap();
+    assert_eq!((orders.depth, orders.unsettled), (1, 1), "{orders:?}");
 }

@@ -11,11 +11,12 @@ use crate::amqp::types::{Attach, DeliveryState, Error, ReceiverSettleMode, Role}
 use crate::node::{
     ConnId, NodeHandle, NodeStopped, Refusal, Request, ToConnection, consumer_node, producer_node,
 };
-use crate::queue::{Outcome, Seq};
+use crate::queue::{ConsumerId, Outcome, Seq};
 
 /// A message the node assigned to a consumer that has no credit left on the
 /// wire yet (credit changed while it was on its way).
 struct Waiting {
+    consumer: ConsumerId,
     queue: String,
     seq: Seq,
     message: Bytes,
@@ -24,6 +25,8 @@ struct Waiting {
 
 /// Where a message sent to a consumer sits in the broker.
 struct InQueue {
+    /// The consumer it was delivered to.
+    consumer: ConsumerId,
     queue: String,
     seq: Seq,
 }
@@ -38,8 +41,9 @@ pub(super) struct Links {
     attaching: BTreeMap<LinkId, Box<Attach>>,
     /// Producer links, with the settle mode the client asked for.
     producers: BTreeMap<LinkId, ReceiverSettleMode>,
-    /// Consumer links, with what they could not be sent yet.
-    consumers: BTreeMap<LinkId, VecDeque<Waiting>>,
+    /// Consumer links: which consumer each is, and what it could not be
+    /// sent yet.
+    consumers: BTreeMap<LinkId, (ConsumerId, VecDeque<Waiting>)>,
     /// Messages sent to consumers and not yet settled.
     unsettled: BTreeMap<DeliveryId, InQueue>,
 }
@@ -191,7 +195,12 @@ impl Links {
             _ if settled => Outcome::Released,
             _ => return Ok(()),
         };
-        let Some(InQueue { queue, seq }) = self.unsettled.remove(&delivery) else {
+        let Some(InQueue {
+            consumer,
+            queue,
+            seq,
+        }) = self.unsettled.remove(&delivery)
+        else {
             return Ok(());
         };
         if !settled {
@@ -200,6 +209,7 @@ impl Links {
             let _ = conn.disposition(delivery, state, true);
         }
         self.node.send(Request::Settle {
+            consumer,
             queue,
             seq,
             outcome,
@@ -218,7 +228,7 @@ impl Links {
                     return Ok(());
                 };
                 match result {
-                    Ok(address) => {
+                    Ok((consumer, address)) => {
                         let mut source = remote.source.clone().unwrap_or_default();
                         if source.dynamic {
                             source.address = Some(address);
@@ -229,7 +239,7 @@ impl Links {
                             ..LinkReply::default()
                         };
                         if conn.accept_link(link, reply).is_ok() {
-                            self.consumers.insert(link, VecDeque::new());
+                            self.consumers.insert(link, (consumer, VecDeque::new()));
                             // Credit the client sent along with its attach
                             // (before our answer) was not the node's to see
                             // until now.
@@ -271,20 +281,25 @@ impl Links {
             }
             ToConnection::Deliver {
                 link,
+                consumer,
                 queue,
                 seq,
                 message,
                 settled,
             } => {
                 let waiting = Waiting {
+                    consumer,
                     queue,
                     seq,
                     message,
                     settled,
                 };
                 match self.consumers.get_mut(&link) {
-                    Some(queue) => queue.push_back(waiting),
-                    None => return self.release(waiting),
+                    Some((current, queue)) if *current == consumer => queue.push_back(waiting),
+                    // For a link that has gone, or for the consumer a
+                    // link with the same handle was before: the node has
+                    // taken the message back already.
+                    _ => return self.release(waiting),
                 }
                 self.send_waiting(conn, link)?;
             }
@@ -308,7 +323,7 @@ impl Links {
 
     /// Sends a consumer's waiting messages while it has credit.
     fn send_waiting(&mut self, conn: &mut Connection, link: LinkId) -> Result<(), NodeStopped> {
-        let Some(waiting) = self.consumers.get_mut(&link) else {
+        let Some((_, waiting)) = self.consumers.get_mut(&link) else {
             return Ok(());
         };
         while conn.credit(link) > 0 {
@@ -321,6 +336,7 @@ impl Links {
                     self.unsettled.insert(
                         delivery,
                         InQueue {
+                            consumer: next.consumer,
                             queue: next.queue,
                             seq: next.seq,
                         },
@@ -344,6 +360,7 @@ impl Links {
             return Ok(());
         }
         self.node.send(Request::Settle {
+            consumer: waiting.consumer,
             queue: waiting.queue,
             seq: waiting.seq,
             outcome: Outcome::Released,
@@ -354,7 +371,7 @@ impl Links {
     fn forget_link(&mut self, link: LinkId, closed: bool) -> Result<(), NodeStopped> {
         self.attaching.remove(&link);
         self.producers.remove(&link);
-        if let Some(waiting) = self.consumers.remove(&link) {
+        if let Some((_, waiting)) = self.consumers.remove(&link) {
             for message in waiting {
                 self.release(message)?;
             }
@@ -371,7 +388,7 @@ impl Links {
     pub(super) fn disconnect(&mut self) -> Result<(), NodeStopped> {
         let links: Vec<LinkId> = self.consumers.keys().copied().collect();
         for link in links {
-            if let Some(waiting) = self.consumers.remove(&link) {
+            if let Some((_, waiting)) = self.consumers.remove(&link) {
                 for message in waiting {
                     self.release(message)?;
                 }
