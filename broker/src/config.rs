@@ -372,7 +372,10 @@ pub struct LimitsConfig {
     /// Above this much memory held by messages, producers get no more link
     /// credit until it falls back; 0 disables the watermark.
     pub memory_high_watermark_bytes: u64,
-    /// The link credit window granted to each producer (at least 1).
+    /// Each producer's window (at least 1): how many messages it may have
+    /// in flight, sent but not yet answered. Every message in the window
+    /// waits behind the others, so the window bounds latency under load
+    /// (about the window divided by the throughput) as well as memory.
     pub producer_credit: u32,
 }
 
@@ -380,7 +383,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             memory_high_watermark_bytes: 1 << 30,
-            producer_credit: 1000,
+            producer_credit: 256,
         }
     }
 }

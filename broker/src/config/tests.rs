@@ -56,7 +56,7 @@ fn empty_file_gives_the_defaults() {
     assert_eq!(config.queues, QueuesConfig::default());
     assert!(config.queue_overrides.is_empty());
     assert_eq!(config.limits.memory_high_watermark_bytes, 1_073_741_824);
-    assert_eq!(config.limits.producer_credit, 1000);
+    assert_eq!(config.limits.producer_credit, 256);
     assert!(!config.repair);
 }
 

@@ -248,6 +248,10 @@ struct Producer {
     node: ProducerNode,
     /// Credit granted and not yet used, as far as the node knows.
     remaining: u32,
+    /// Messages received and not yet answered (accepted, or rejected):
+    /// they count against the window, so that what a producer has in
+    /// flight, and with it the time each message waits, stays bounded.
+    unanswered: u32,
 }
 
 struct Core<I: Io> {
@@ -662,8 +666,14 @@ impl<I: Io> Core<I> {
         let accepted = result.is_ok();
         self.tell(conn, ToConnection::ProducerAttached { link, result });
         if accepted {
-            self.producers
-                .insert((conn, link), Producer { node, remaining: 0 });
+            self.producers.insert(
+                (conn, link),
+                Producer {
+                    node,
+                    remaining: 0,
+                    unanswered: 0,
+                },
+            );
             self.grant_credit(conn, link);
         }
     }
@@ -789,26 +799,46 @@ impl<I: Io> Core<I> {
     /// Counts one message against a producer's credit and tops it up when
     /// half is used.
     fn producer_used_credit(&mut self, conn: ConnId, link: LinkId) {
+        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+            producer.remaining = producer.remaining.saturating_sub(1);
+            producer.unanswered += 1;
+        }
+        self.top_up_credit(conn, link);
+    }
+
+    /// Counts one of a producer's messages as answered, which frees a place
+    /// in its window.
+    fn producer_answered(&mut self, conn: ConnId, link: LinkId) {
+        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+            producer.unanswered = producer.unanswered.saturating_sub(1);
+        }
+        self.top_up_credit(conn, link);
+    }
+
+    /// Grants more credit once half the window is free: neither granted
+    /// (unused credit) nor taken (messages not yet answered).
+    fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {
         let window = self.settings.config.limits.producer_credit;
-        let Some(producer) = self.producers.get_mut(&(conn, link)) else {
+        let Some(producer) = self.producers.get(&(conn, link)) else {
             return;
         };
-        producer.remaining = producer.remaining.saturating_sub(1);
-        if producer.remaining <= window / 2 {
+        let taken = producer.remaining.saturating_add(producer.unanswered);
+        if window.saturating_sub(taken) >= window.div_ceil(2) {
             self.grant_credit(conn, link);
         }
     }
 
-    /// Grants a producer a full window if its destination has room, or
-    /// parks it until room is made.
+    /// Grants a producer the free part of its window if its destination has
+    /// room, or parks it until room is made.
     fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
         let window = self.settings.config.limits.producer_credit;
         let Some(producer) = self.producers.get(&(conn, link)) else {
             return;
         };
+        let free = window.saturating_sub(producer.unanswered);
         // Never more than the destination can take: a full queue stops its
         // producers rather than rejecting what they send.
-        let credit = self.room_for(&producer.node).min(u64::from(window)) as u32;
+        let credit = self.room_for(&producer.node).min(u64::from(free)) as u32;
         if credit == 0 {
             self.blocked.insert((conn, link));
             return;
@@ -879,23 +909,26 @@ impl<I: Io> Core<I> {
         let Some(p) = self.publishes.remove(&publish) else {
             return;
         };
-        if p.settled {
-            if let Some(error) = p.rejection {
-                debug!(?error, "a settled message was not taken");
+        match (p.settled, p.rejection) {
+            (true, None) => {}
+            (true, Some(error)) => debug!(?error, "a settled message was not taken"),
+            (false, rejection) => {
+                let state = match rejection {
+                    None => DeliveryState::Accepted(Accepted),
+                    Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
+                };
+                self.tell(
+                    p.conn,
+                    ToConnection::Outcome {
+                        delivery: p.delivery,
+                        state,
+                    },
+                );
             }
-            return;
         }
-        let state = match p.rejection {
-            None => DeliveryState::Accepted(Accepted),
-            Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
-        };
-        self.tell(
-            p.conn,
-            ToConnection::Outcome {
-                delivery: p.delivery,
-                state,
-            },
-        );
+        // After the outcome, so that the producer hears of the answer before
+        // of the credit it frees.
+        self.producer_answered(p.conn, p.delivery.link);
     }
 
     // ---- the pipeline -----------------------------------------------------

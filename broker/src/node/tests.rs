@@ -37,11 +37,16 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    /// A node with `config`, in a fresh data directory.
+    async fn start_with(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let io = FaultyIo::new(TokioIo);
         let config = Config {
             data_dir: dir.path().to_owned(),
-            ..Config::default()
+            ..config
         };
         let (node, task) = start(io.clone(), NodeSettings::new(config)).await.unwrap();
         let task = io.spawn(task);
@@ -296,4 +301,47 @@ async fn a_settle_from_a_detached_consumer_leaves_the_message_alone() {
     let queues = harness.node.queue_info().await.unwrap();
     let (_, orders) = queues.iter().find(|(name, _)| name == "orders").unwrap();
     assert_eq!((orders.depth, orders.unsettled), (1, 1), "{orders:?}");
+}
+
+/// A producer's messages count against its window until they are answered,
+/// so credit comes back with the outcomes, not as soon as messages arrive:
+/// that bounds how long a message waits behind the others under load.
+#[tokio::test]
+async fn producer_credit_returns_only_as_messages_are_answered() {
+    let mut config = Config::default();
+    config.limits.producer_credit = 2;
+    let mut harness = Harness::start_with(config).await;
+    for id in 0..2 {
+        let message = Message::data(Bytes::from(vec![id])).encode();
+        harness
+            .node
+            .send(Request::Publish {
+                conn: CONN,
+                delivery: DeliveryId {
+                    link: PRODUCER,
+                    id: u32::from(id),
+                },
+                message,
+                settled: false,
+            })
+            .unwrap();
+    }
+    let mut outcomes = 0;
+    while outcomes < 2 {
+        match harness.next().await {
+            ToConnection::Outcome { .. } => outcomes += 1,
+            ToConnection::ProducerCredit { credit, .. } => {
+                assert!(outcomes > 0, "credit {credit} granted before any answer");
+                assert!(credit <= 2);
+            }
+            _ => {}
+        }
+    }
+    // Both answered: the whole window is free again.
+    loop {
+        if let ToConnection::ProducerCredit { credit, .. } = harness.next().await {
+            assert_eq!(credit, 2);
+            break;
+        }
+    }
 }
