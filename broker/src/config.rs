@@ -72,6 +72,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The durable log on disk.
     pub storage: StorageConfig,
+    /// Membership of a replicated cluster; with no peers, a single node.
+    pub cluster: ClusterConfig,
     /// Set by `--repair`, never by the file, so that a repair is always a
     /// deliberate one-off: truncate the log at the first corrupt record and
     /// report what was lost.
@@ -97,6 +99,7 @@ impl Default for Config {
             queue_overrides: Vec::new(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
             repair: false,
             #[cfg(feature = "planted-bugs")]
             plant: None,
@@ -409,6 +412,74 @@ impl Default for StorageConfig {
     }
 }
 
+/// Membership of a replicated cluster (`[cluster]`). With no peers the broker
+/// is a single node, exactly as if the section were absent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id: unique in the cluster, and not 0 (Raft reserves it).
+    pub node_id: u64,
+    /// Where the other nodes connect to this one.
+    pub listen: SocketAddr,
+    /// Every other node of the cluster (`[[cluster.peer]]`).
+    #[serde(rename = "peer")]
+    pub peers: Vec<Peer>,
+    /// Shared by every node of the cluster: a node proves it knows it
+    /// before anything it sends is taken, so no stranger can join or inject
+    /// messages. It never crosses the wire. At least
+    /// [`CLUSTER_SECRET_BYTES_MIN`] bytes when there are peers.
+    pub secret: String,
+}
+
+/// The shortest cluster secret accepted: 128 bits, written as text.
+pub const CLUSTER_SECRET_BYTES_MIN: usize = 16;
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 5700)),
+            peers: Vec::new(),
+            secret: String::new(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is one of several.
+    pub fn is_clustered(&self) -> bool {
+        !self.peers.is_empty()
+    }
+}
+
+/// Another node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Its node id.
+    pub id: u64,
+    /// Where it listens for other nodes, as `host:port`.
+    pub address: String,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// Parses `ID=HOST:PORT`, the form of the `--peer` flag.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (id, address) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+        let id = id
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id (a positive integer)"))?;
+        Ok(Self {
+            id,
+            address: address.to_owned(),
+        })
+    }
+}
+
 impl LimitsConfig {
     /// The memory high watermark, or `None` if disabled.
     pub fn memory_high_watermark(&self) -> Option<u64> {
@@ -444,6 +515,7 @@ impl Config {
         self.validate_amqp()?;
         self.validate_users()?;
         self.validate_queue_overrides()?;
+        self.validate_cluster()?;
         if self.limits.producer_credit == 0 {
             return Err(invalid(
                 "limits.producer_credit",
@@ -508,6 +580,47 @@ impl Config {
                     format!("user `{}` is listed twice", user.name),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A cluster needs distinct, non-zero node ids, addresses that name a
+    /// port, and a secret long enough not to be guessed.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if cluster.node_id == 0 {
+            return Err(invalid(
+                "cluster.node_id",
+                "0 is reserved; node ids start at 1".to_owned(),
+            ));
+        }
+        let mut seen = HashSet::from([cluster.node_id]);
+        for peer in &cluster.peers {
+            if peer.id == 0 || !seen.insert(peer.id) {
+                return Err(invalid(
+                    "cluster.peer.id",
+                    format!(
+                        "node id {} is 0 or used twice (this node is {})",
+                        peer.id, cluster.node_id
+                    ),
+                ));
+            }
+            let port = peer.address.rsplit_once(':').map(|(_, port)| port);
+            if port.is_none_or(|port| port.parse::<u16>().is_err()) {
+                return Err(invalid(
+                    "cluster.peer.address",
+                    format!("{:?} is not HOST:PORT", peer.address),
+                ));
+            }
+        }
+        if cluster.is_clustered() && cluster.secret.len() < CLUSTER_SECRET_BYTES_MIN {
+            return Err(invalid(
+                "cluster.secret",
+                format!(
+                    "a cluster needs a secret of at least {CLUSTER_SECRET_BYTES_MIN} bytes, \
+                     shared by every node"
+                ),
+            ));
         }
         Ok(())
     }

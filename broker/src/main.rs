@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, ensure};
 use clap::{Args, Parser, Subcommand};
-use sluice::config::{Config, LogConfig, LogFormat};
+use sluice::config::{Config, LogConfig, LogFormat, Peer};
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, auth};
 use tracing::info;
@@ -67,6 +67,21 @@ struct RunArgs {
     /// lost
     #[arg(long)]
     repair: bool,
+
+    /// This node's id in a cluster [default: 1]
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+
+    /// Address other cluster nodes connect to [default: 127.0.0.1:5700]
+    #[arg(long, value_name = "ADDR")]
+    cluster_listen: Option<SocketAddr>,
+
+    /// Another node of the cluster, as ID=HOST:PORT (repeat for each);
+    /// replaces the configuration file's peers. The cluster secret is read
+    /// from the file only (`cluster.secret`), never from the command line,
+    /// where other users could see it
+    #[arg(long = "peer", value_name = "ID=HOST:PORT")]
+    peers: Vec<Peer>,
 }
 
 impl RunArgs {
@@ -85,6 +100,15 @@ impl RunArgs {
             config.log.level = level;
         }
         config.repair = self.repair;
+        if let Some(node_id) = self.node_id {
+            config.cluster.node_id = node_id;
+        }
+        if let Some(listen) = self.cluster_listen {
+            config.cluster.listen = listen;
+        }
+        if !self.peers.is_empty() {
+            config.cluster.peers = self.peers;
+        }
     }
 }
 

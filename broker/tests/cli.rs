@@ -192,6 +192,30 @@ fn unknown_configuration_field_stops_start_up_with_its_name() {
     assert!(!report.contains(READY), "{report}");
 }
 
+#[test]
+fn cluster_peers_without_a_secret_or_replication_stop_start_up_clearly() {
+    let peers = [
+        "--listen",
+        "127.0.0.1:0",
+        "--node-id",
+        "2",
+        "--peer",
+        "1=127.0.0.1:1",
+    ];
+    let (status, logged) = Broker::start(&peers).exit();
+    assert!(!status.success());
+    let report = logged.join("\n");
+    assert!(report.contains("cluster.secret"), "{report}");
+
+    let file = config_file("[cluster]\nsecret = \"0123456789abcdef\"\n");
+    let with_secret = [&peers[..], &["--config", file.path().to_str().unwrap()]].concat();
+    let (status, logged) = Broker::start(&with_secret).exit();
+    assert!(!status.success());
+    let report = logged.join("\n");
+    assert!(report.contains("replication is not available"), "{report}");
+    assert!(!report.contains(READY), "{report}");
+}
+
 /// Runs `sluice passwd` with `input` on its standard input (a pipe, not a
 /// terminal, so it reads one line without prompting).
 fn passwd(input: &str) -> Output {

@@ -429,3 +429,82 @@ fn storage_settings_parse_and_are_validated() {
     assert!(Config::from_toml("[storage]\nsnapshot_every_records = 0\n").is_err());
     assert!(Config::from_toml("[storage]\nsegment_bytes_max = 10\n").is_err());
 }
+
+#[test]
+fn a_cluster_is_configured_with_peers_and_a_secret() {
+    let config = Config::from_toml(
+        r#"
+        [cluster]
+        node_id = 2
+        listen = "0.0.0.0:5701"
+        secret = "0123456789abcdef"
+
+        [[cluster.peer]]
+        id = 1
+        address = "node1:5700"
+
+        [[cluster.peer]]
+        id = 3
+        address = "10.0.0.3:5702"
+        "#,
+    )
+    .unwrap();
+    assert!(config.cluster.is_clustered());
+    assert_eq!(config.cluster.node_id, 2);
+    assert_eq!(config.cluster.listen, "0.0.0.0:5701".parse().unwrap());
+    assert_eq!(
+        config.cluster.peers,
+        [
+            Peer {
+                id: 1,
+                address: "node1:5700".into()
+            },
+            Peer {
+                id: 3,
+                address: "10.0.0.3:5702".into()
+            }
+        ]
+    );
+    assert!(!Config::default().cluster.is_clustered());
+}
+
+#[test]
+fn cluster_mistakes_are_named() {
+    let peer =
+        |id: u64, address: &str| format!("[[cluster.peer]]\nid = {id}\naddress = \"{address}\"\n");
+    let secret = "[cluster]\nsecret = \"0123456789abcdef\"\n";
+    assert_eq!(invalid_field("[cluster]\nnode_id = 0\n"), "cluster.node_id");
+    assert_eq!(
+        invalid_field(&format!("{secret}{}", peer(1, "a:1"))),
+        "cluster.peer.id",
+        "the node's own id"
+    );
+    assert_eq!(
+        invalid_field(&format!("{secret}{}{}", peer(2, "a:1"), peer(2, "b:1"))),
+        "cluster.peer.id"
+    );
+    assert_eq!(
+        invalid_field(&format!("{secret}{}", peer(2, "node2"))),
+        "cluster.peer.address"
+    );
+    assert_eq!(
+        invalid_field(&format!(
+            "[cluster]\nsecret = \"short\"\n{}",
+            peer(2, "a:1")
+        )),
+        "cluster.secret"
+    );
+}
+
+#[test]
+fn peers_parse_from_the_flag_form() {
+    assert_eq!(
+        "3=10.0.0.3:5700".parse::<Peer>(),
+        Ok(Peer {
+            id: 3,
+            address: "10.0.0.3:5700".into()
+        })
+    );
+    assert!("10.0.0.3:5700".parse::<Peer>().is_err());
+    assert!("x=10.0.0.3:5700".parse::<Peer>().is_err());
+}

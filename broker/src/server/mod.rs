@@ -56,6 +56,14 @@ pub enum ServerError {
     /// The broker node's task panicked.
     #[error("the broker node panicked")]
     NodePanicked,
+    /// The configuration names cluster peers, but this build cannot
+    /// replicate yet: refusing beats silently running a single node that
+    /// the operator believes is replicated.
+    #[error(
+        "cluster peers are configured, but replication is not available in this build yet; \
+         remove `[[cluster.peer]]` and `--peer` to run a single node"
+    )]
+    ClusterUnsupported,
 }
 
 /// What [`run`] hands its `ready` callback once it listens.
@@ -89,6 +97,9 @@ pub async fn run<I: Io>(
     shutdown: Shutdown,
     ready: impl FnOnce(Listening) + Send,
 ) -> Result<(), ServerError> {
+    if config.cluster.is_clustered() {
+        return Err(ServerError::ClusterUnsupported);
+    }
     let (node, node_task) = node::start(io.clone(), NodeSettings::new(config.clone())).await?;
     let mut node_task = io.spawn(node_task);
     let listener = io
