@@ -8,6 +8,7 @@
 
 pub mod amqp;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod io;
 pub mod log;

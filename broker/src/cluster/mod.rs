@@ -1,0 +1,9 @@
+//! Replication (issue 6): the pieces a cluster of brokers is built from.
+//!
+//! - [`replica`]: one Raft group member, a sans-IO wrapper around raft-rs's
+//!   `RawNode` driven by the ready cycle, with election timeouts drawn from
+//!   the seed instead of `thread_rng`, so that the simulator replays it.
+//! - [`raft_log`]: raft-rs logs through slog; this forwards it to `tracing`.
+
+pub mod raft_log;
+pub mod replica;

@@ -1,0 +1,226 @@
+//! Replicas wired together by an in-memory network that shuffles (from a
+//! seed) and can cut nodes off: elections, commits, determinism, and a
+//! leader cut off from its group.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+/// At most this many message exchanges per round: enough for any election
+/// or commit to settle, bounded so that a livelock fails instead of hanging.
+const EXCHANGES_PER_ROUND_MAX: usize = 20;
+
+/// A group of replicas and the network between them.
+struct Group {
+    replicas: BTreeMap<NodeId, Replica>,
+    /// Per replica: the (index, term, data) of every entry it applied.
+    applied: BTreeMap<NodeId, Vec<(u64, u64, Vec<u8>)>>,
+    /// Nodes whose messages, both ways, are dropped.
+    isolated: BTreeSet<NodeId>,
+    rng: ChaCha8Rng,
+}
+
+impl Group {
+    fn new(size: u64, seed: u64) -> Self {
+        let ids: Vec<NodeId> = (1..=size).collect();
+        let replicas = ids
+            .iter()
+            .map(|&id| (id, Replica::new(id, &ids, Timing::default(), seed).unwrap()))
+            .collect();
+        Self {
+            replicas,
+            applied: ids.iter().map(|&id| (id, Vec::new())).collect(),
+            isolated: BTreeSet::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// One tick for everyone, then messages until the group is quiet.
+    fn round(&mut self) {
+        for replica in self.replicas.values_mut() {
+            replica.tick();
+        }
+        for _ in 0..EXCHANGES_PER_ROUND_MAX {
+            let mut messages = Vec::new();
+            for (id, replica) in &mut self.replicas {
+                let output = replica.advance();
+                messages.extend(output.messages);
+                let applied = self.applied.get_mut(id).unwrap();
+                for entry in output.committed {
+                    applied.push((entry.index, entry.term, entry.data.to_vec()));
+                }
+            }
+            if messages.is_empty() {
+                break;
+            }
+            messages.shuffle(&mut self.rng);
+            for message in messages {
+                if self.isolated.contains(&message.from) || self.isolated.contains(&message.to) {
+                    continue;
+                }
+                let to = self.replicas.get_mut(&message.to).unwrap();
+                // A stale message refused by raft-rs is a dropped message.
+                let _ = to.step(message);
+            }
+        }
+        self.assert_committed_logs_agree();
+    }
+
+    /// Rounds until `done` holds, at most `max`; the rounds it took.
+    fn run_until(&mut self, max: usize, done: impl Fn(&Self) -> bool) -> Option<usize> {
+        (1..=max).find(|_| {
+            self.round();
+            done(self)
+        })
+    }
+
+    /// The leader, if exactly one replica leads among those not cut off.
+    fn leader(&self) -> Option<NodeId> {
+        let leaders: Vec<NodeId> = self
+            .replicas
+            .values()
+            .filter(|r| r.is_leader() && !self.isolated.contains(&r.id()))
+            .map(Replica::id)
+            .collect();
+        match leaders[..] {
+            [leader] => Some(leader),
+            _ => None,
+        }
+    }
+
+    fn propose(&mut self, data: &[u8]) {
+        let leader = self.leader().expect("a leader to propose to");
+        self.replicas
+            .get_mut(&leader)
+            .unwrap()
+            .propose(data.to_vec())
+            .unwrap();
+    }
+
+    /// The data of the non-empty entries `id` applied, in order.
+    fn applied_data(&self, id: NodeId) -> Vec<Vec<u8>> {
+        self.applied[&id]
+            .iter()
+            .filter(|(_, _, data)| !data.is_empty())
+            .map(|(_, _, data)| data.clone())
+            .collect()
+    }
+
+    /// Raft's safety: two replicas never apply different entries at one
+    /// index, and each applies indexes in order without holes.
+    fn assert_committed_logs_agree(&self) {
+        let mut at_index: BTreeMap<u64, (u64, &[u8])> = BTreeMap::new();
+        for (id, applied) in &self.applied {
+            for (position, (index, term, data)) in applied.iter().enumerate() {
+                assert_eq!(
+                    *index,
+                    position as u64 + 1,
+                    "node {id} applied out of order"
+                );
+                let first = at_index.entry(*index).or_insert((*term, data));
+                assert_eq!(
+                    *first,
+                    (*term, data.as_slice()),
+                    "node {id} applied another entry at index {index}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_leader_is_elected_and_every_replica_knows_it() {
+    let mut group = Group::new(3, 1);
+    let rounds = group.run_until(100, |g| {
+        g.leader()
+            .is_some_and(|leader| g.replicas.values().all(|r| r.leader() == Some(leader)))
+    });
+    assert!(
+        rounds.is_some(),
+        "no agreed leader in 100 rounds: {group:?}"
+    );
+    let terms: BTreeSet<u64> = group.replicas.values().map(Replica::term).collect();
+    assert_eq!(terms.len(), 1, "{group:?}");
+}
+
+#[test]
+fn proposals_commit_on_every_replica_in_the_same_order() {
+    let mut group = Group::new(5, 7);
+    group.run_until(100, |g| g.leader().is_some()).unwrap();
+    let proposed: Vec<Vec<u8>> = (0..20u8).map(|n| vec![n; 3]).collect();
+    for data in &proposed {
+        group.propose(data);
+    }
+    group
+        .run_until(20, |g| {
+            g.replicas.keys().all(|&id| g.applied_data(id) == proposed)
+        })
+        .unwrap_or_else(|| panic!("not applied everywhere: {:?}", group.applied));
+}
+
+#[test]
+fn a_seed_replays_the_same_elections() {
+    let history = |seed| {
+        let mut group = Group::new(3, seed);
+        let mut history = Vec::new();
+        for round in 0..60 {
+            group.round();
+            if round == 30 {
+                // Force a second election.
+                group.isolated.insert(group.leader().unwrap_or(1));
+            }
+            history.push((group.leader(), group.replicas[&1].term()));
+        }
+        history
+    };
+    for seed in [1, 2, 3] {
+        assert_eq!(history(seed), history(seed), "seed {seed}");
+    }
+    assert!(
+        (1..6).map(history).collect::<BTreeSet<_>>().len() > 1,
+        "the seed should matter"
+    );
+}
+
+#[test]
+fn a_leader_cut_off_is_replaced_and_steps_down() {
+    let mut group = Group::new(3, 11);
+    group.run_until(100, |g| g.leader().is_some()).unwrap();
+    group.propose(b"before");
+    group
+        .run_until(10, |g| g.applied_data(1) == [b"before"])
+        .unwrap();
+    let old = group.leader().unwrap();
+    let old_term = group.replicas[&old].term();
+
+    group.isolated.insert(old);
+    group
+        .run_until(100, |g| g.leader().is_some_and(|l| l != old))
+        .expect("the others elect a new leader");
+    let new = group.leader().unwrap();
+    assert!(group.replicas[&new].term() > old_term);
+    // check_quorum: without a quorum the old leader stops leading.
+    group
+        .run_until(100, |g| !g.replicas[&old].is_leader())
+        .expect("the cut-off leader steps down");
+
+    group.propose(b"after");
+    group.isolated.clear();
+    group
+        .run_until(50, |g| {
+            g.replicas
+                .keys()
+                .all(|&id| g.applied_data(id) == [b"before".to_vec(), b"after".to_vec()])
+        })
+        .unwrap_or_else(|| panic!("the old leader did not catch up: {:?}", group.applied));
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.replicas.values()).finish()
+    }
+}
