@@ -342,3 +342,15 @@ fn repair_is_accepted_as_a_flag() {
     let (status, logged) = broker.terminate();
     assert!(status.success(), "{status}; logged {logged:#?}");
 }
+
+/// The flags as `--help` documents them: a change to the command line shows
+/// up in review.
+#[test]
+fn help_lists_every_flag() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    insta::assert_snapshot!(String::from_utf8(output.stdout).unwrap());
+}
