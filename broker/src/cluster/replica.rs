@@ -3,9 +3,13 @@
 //! Like raft-rs's own examples, the owner calls [`Replica::tick`] on a
 //! timer, [`Replica::step`] for each message from a peer and
 //! [`Replica::propose`] for new entries, then [`Replica::advance`], which
-//! runs one ready cycle and hands back what to do: messages to send, in the
-//! order the cycle allows, and entries now committed, in log order. The
-//! replica never touches a socket, a clock or a file itself.
+//! runs one ready cycle and hands back what to do: messages to send now,
+//! entries now committed (in log order), and what to make durable. Once
+//! that is durable the owner calls [`Replica::persisted`], which releases
+//! the messages that vouch for it: acknowledgements and votes. So the owner
+//! can batch the writes of many cycles, and of many groups, into one fsync,
+//! and nothing is acknowledged or voted on before it is on disk. The replica
+//! never touches a socket, a clock or a file itself.
 //!
 //! raft-rs draws each term's election timeout from `thread_rng`, which a
 //! simulation cannot replay. After every input the replica pins that timeout
@@ -13,12 +17,13 @@
 //! `[election_tick, 2 × election_tick)` and different per node and per term
 //! (which is what breaks split votes), but the same on every run.
 //!
-//! Storage is raft-rs's in-memory `MemStorage` for now: the durable,
-//! shared write-ahead log of issue 6 replaces it, and with it the
-//! persistence step of the ready cycle (entries and hard state durable
-//! before the messages that depend on them leave).
+//! raft-rs reads its log from a `MemStorage` cache; the owner's durable log
+//! is the truth, and [`Replica::recover`] rebuilds the cache from what it
+//! holds ([`Durable`]).
 
-use raft::eraftpb::{Entry, Message};
+use std::collections::VecDeque;
+
+use raft::eraftpb::{Entry, HardState, Message};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 use tracing::debug;
@@ -60,22 +65,69 @@ pub enum ReplicaError {
     Raft(#[from] raft::Error),
 }
 
-/// What one ready cycle asks the owner to do, in this order: send
-/// `messages`, then apply `committed`.
+/// What a ready cycle asks the owner to do: send `messages`, apply
+/// `committed`, and make `persist` durable (then call
+/// [`Replica::persisted`]).
 #[derive(Debug, Default)]
 pub struct Output {
-    /// Messages for peers. Those that acknowledge or vote come after the
-    /// entries and hard state they depend on were persisted.
+    /// Messages for peers that may leave now.
     pub messages: Vec<Message>,
     /// Entries now committed, in log order; empty entries (each new
     /// leader's first) included, since they take an index too.
     pub committed: Vec<Entry>,
+    /// What to write durably, in order after every earlier `persist`.
+    pub persist: Option<Persist>,
+}
+
+/// Entries and hard state to make durable.
+#[derive(Debug)]
+pub struct Persist {
+    /// Pass to [`Replica::persisted`] once this and everything before it
+    /// is durable.
+    pub number: u64,
+    /// New log entries. The first may replace entries from its index on
+    /// (a new leader overwrote an uncommitted suffix): on recovery, a later
+    /// entry at an index replaces an earlier one and everything after it.
+    pub entries: Vec<Entry>,
+    /// The new term, vote and commit index, if they changed.
+    pub hard_state: Option<HardState>,
+}
+
+/// What the durable log holds for a replica: its last hard state and its
+/// entries, with replacements already resolved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Durable {
+    /// The last hard state written.
+    pub hard_state: HardState,
+    /// The entries, from index 1, without holes.
+    pub entries: Vec<Entry>,
+}
+
+impl Durable {
+    /// Adds what a [`Persist`] wrote, as recovery replays the log.
+    pub fn apply(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
+        if let Some(first) = entries.first() {
+            // Entries from index i on are replaced by a write starting at i.
+            let keep = usize::try_from(first.index.saturating_sub(1)).unwrap_or(usize::MAX);
+            self.entries.truncate(keep);
+            self.entries.extend_from_slice(entries);
+        }
+        if let Some(hard_state) = hard_state {
+            self.hard_state = hard_state.clone();
+        }
+    }
 }
 
 /// One member of a Raft group.
 pub struct Replica {
     node: RawNode<MemStorage>,
     seed: u64,
+    /// Readies not yet released, in order: their number, whether they had
+    /// anything to persist, and the messages that vouch for them, which
+    /// leave only once they (and every ready before them) are durable.
+    held: VecDeque<(u64, bool, Vec<Message>)>,
+    /// The highest ready number the owner said is durable.
+    durable_upto: u64,
 }
 
 impl std::fmt::Debug for Replica {
@@ -104,6 +156,23 @@ impl Replica {
         timing: Timing,
         seed: u64,
     ) -> Result<Self, ReplicaError> {
+        Self::recover(id, voters, timing, seed, &Durable::default())
+    }
+
+    /// Member `id` of the group `voters`, restarted from what its durable
+    /// log holds.
+    ///
+    /// # Errors
+    ///
+    /// As [`Replica::new`]; or [`ReplicaError::Raft`] if `durable` is not a
+    /// log raft-rs can continue (entries with holes).
+    pub fn recover(
+        id: NodeId,
+        voters: &[NodeId],
+        timing: Timing,
+        seed: u64,
+        durable: &Durable,
+    ) -> Result<Self, ReplicaError> {
         let config = Config {
             id,
             election_tick: timing.election_ticks,
@@ -117,8 +186,20 @@ impl Replica {
             ..Config::default()
         };
         let storage = MemStorage::new_with_conf_state((voters.to_vec(), Vec::new()));
+        {
+            let mut cache = storage.wl();
+            cache.append(&durable.entries)?;
+            cache.set_hardstate(durable.hard_state.clone());
+        }
+        // Committed entries are applied again after a restart: the owner's
+        // state machine starts from nothing (or its own snapshot) too.
         let node = RawNode::new(&config, storage, &super::raft_log::logger())?;
-        let mut replica = Self { node, seed };
+        let mut replica = Self {
+            node,
+            seed,
+            held: VecDeque::new(),
+            durable_upto: 0,
+        };
         replica.pin_election_timeout();
         Ok(replica)
     }
@@ -178,19 +259,19 @@ impl Replica {
         Ok(self.node.propose(Vec::new(), data)?)
     }
 
-    /// Runs one ready cycle, if raft-rs has anything ready: persists new
-    /// entries and hard state, and returns the messages to send and the
-    /// entries to apply.
+    /// Runs one ready cycle, if raft-rs has anything ready: hands out what
+    /// may be sent and applied now, and what to persist. The cache raft-rs
+    /// reads from is updated at once; raft-rs counts the entries as its own
+    /// only once [`Replica::persisted`] says they are durable.
     pub fn advance(&mut self) -> Output {
         let mut output = Output::default();
         if !self.node.has_ready() {
             return output;
         }
         let mut ready = self.node.ready();
-        // Messages a leader may send before its own entries are persisted
-        // (appends to followers): raft's correctness does not need them to
-        // wait.
-        output.messages.extend(ready.take_messages());
+        // A leader's appends to its followers need not wait for its own
+        // disk: Raft counts the leader's copy only once it is durable.
+        output.messages = ready.take_messages();
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             // MemStorage only refuses a snapshot older than what it has,
@@ -199,26 +280,64 @@ impl Replica {
                 debug!(%error, "stale snapshot ignored");
             }
         }
-        output.committed.extend(ready.take_committed_entries());
-        self.persist(ready.entries(), ready.hs().cloned());
-        // Acknowledgements and votes leave only once what they vouch for is
-        // persisted.
-        output.messages.extend(ready.take_persisted_messages());
-        let mut light = self.node.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            self.node
-                .mut_store()
-                .wl()
-                .mut_hard_state()
-                .set_commit(commit);
-        }
-        output.messages.extend(light.take_messages());
-        output.committed.extend(light.take_committed_entries());
+        output.committed = ready.take_committed_entries();
+        let entries = ready.entries().clone();
+        let hard_state = ready.hs().cloned();
+        self.cache(&entries, hard_state.as_ref());
+        let number = ready.number();
+        let vouching = ready.take_persisted_messages();
+        self.node.advance_append_async(ready);
         self.node.advance_apply();
+        let needs_disk = !entries.is_empty() || hard_state.is_some();
+        self.held.push_back((number, needs_disk, vouching));
+        if needs_disk {
+            output.persist = Some(Persist {
+                number,
+                entries,
+                hard_state,
+            });
+        } else {
+            // Nothing of its own to wait for, but it may still wait for the
+            // readies before it.
+            output.messages.extend(self.release());
+        }
         output
     }
 
-    fn persist(&mut self, entries: &[Entry], hard_state: Option<raft::eraftpb::HardState>) {
+    /// Everything up to the [`Persist`] numbered `number` is durable:
+    /// releases the messages that vouch for it, and runs the ready cycle
+    /// for what that unblocked (commits, more messages).
+    pub fn persisted(&mut self, number: u64) -> Output {
+        self.durable_upto = self.durable_upto.max(number);
+        let released = self.release();
+        let mut output = self.advance();
+        output.messages.splice(0..0, released);
+        output
+    }
+
+    /// Releases, in order, the readies that are durable (or had nothing to
+    /// persist and follow only durable ones), tells raft-rs, and returns the
+    /// messages they held back.
+    fn release(&mut self) -> Vec<Message> {
+        let mut released = Vec::new();
+        let mut last = None;
+        while let Some(&(number, needs_disk, _)) = self.held.front() {
+            if needs_disk && number > self.durable_upto {
+                break;
+            }
+            if let Some((_, _, messages)) = self.held.pop_front() {
+                released.extend(messages);
+            }
+            last = Some(number);
+        }
+        if let Some(number) = last {
+            self.node.on_persist_ready(number);
+        }
+        released
+    }
+
+    /// Puts new entries and hard state where raft-rs reads them.
+    fn cache(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
         let store = self.node.mut_store();
         if !entries.is_empty()
             && let Err(error) = store.wl().append(entries)
@@ -228,7 +347,7 @@ impl Replica {
             unreachable!("raft handed out entries that do not follow the log: {error}");
         }
         if let Some(hard_state) = hard_state {
-            store.wl().set_hardstate(hard_state);
+            store.wl().set_hardstate(hard_state.clone());
         }
     }
 
