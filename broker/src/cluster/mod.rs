@@ -3,7 +3,10 @@
 //! - [`replica`]: one Raft group member, a sans-IO wrapper around raft-rs's
 //!   `RawNode` driven by the ready cycle, with election timeouts drawn from
 //!   the seed instead of `thread_rng`, so that the simulator replays it.
+//! - [`wal`]: the Raft records of a node's write-ahead log (every group's
+//!   entries and hard state, in the broker's shared log), and recovery.
 //! - [`raft_log`]: raft-rs logs through slog; this forwards it to `tracing`.
 
 pub mod raft_log;
 pub mod replica;
+pub mod wal;

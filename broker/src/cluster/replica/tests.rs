@@ -5,11 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::{Bytes, BytesMut};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::cluster::wal;
+
+/// The one group these tests run, as its records name it.
+const GROUP: wal::GroupId = 1;
 
 /// At most this many message exchanges per round: enough for any election
 /// or commit to settle, bounded so that a livelock fails instead of hanging.
@@ -20,8 +25,8 @@ struct Group {
     ids: Vec<NodeId>,
     seed: u64,
     replicas: BTreeMap<NodeId, Replica>,
-    /// Per replica: what its disk holds.
-    disks: BTreeMap<NodeId, Durable>,
+    /// Per replica: the write-ahead log records its disk holds.
+    disks: BTreeMap<NodeId, Vec<Bytes>>,
     /// Per replica: writes handed out and not yet durable.
     pending: BTreeMap<NodeId, Vec<Persist>>,
     /// Per replica: the (index, term, data) of every entry it applied.
@@ -40,7 +45,7 @@ impl Group {
             .collect();
         Self {
             replicas,
-            disks: ids.iter().map(|&id| (id, Durable::default())).collect(),
+            disks: ids.iter().map(|&id| (id, Vec::new())).collect(),
             pending: ids.iter().map(|&id| (id, Vec::new())).collect(),
             applied: ids.iter().map(|&id| (id, Vec::new())).collect(),
             isolated: BTreeSet::new(),
@@ -75,7 +80,9 @@ impl Group {
             };
             let disk = self.disks.get_mut(&id).unwrap();
             for write in &writes {
-                disk.apply(&write.entries, write.hard_state.as_ref());
+                let mut record = BytesMut::new();
+                wal::encode(GROUP, write, &mut record);
+                disk.push(record.freeze());
             }
             let output = self.replicas.get_mut(&id).unwrap().persisted(last);
             self.absorb(id, output, outbox);
@@ -86,14 +93,10 @@ impl Group {
     /// starts over from its disk (applying committed entries again).
     fn crash(&mut self, id: NodeId) {
         self.pending.get_mut(&id).unwrap().clear();
-        let replica = Replica::recover(
-            id,
-            &self.ids,
-            Timing::default(),
-            self.seed,
-            &self.disks[&id],
-        )
-        .unwrap();
+        let mut groups = wal::recover(self.disks[&id].clone()).unwrap();
+        let durable = groups.remove(&GROUP).unwrap_or_default();
+        let replica =
+            Replica::recover(id, &self.ids, Timing::default(), self.seed, &durable).unwrap();
         self.replicas.insert(id, replica);
         self.applied.get_mut(&id).unwrap().clear();
     }
