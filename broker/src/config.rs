@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::cluster::transport::SECRET_BYTES_MIN;
 use crate::server::auth::Argon2Hash;
 
 /// The seed used when the configuration names none. Fixed, so that two
@@ -427,12 +428,9 @@ pub struct ClusterConfig {
     /// Shared by every node of the cluster: a node proves it knows it
     /// before anything it sends is taken, so no stranger can join or inject
     /// messages. It never crosses the wire. At least
-    /// [`CLUSTER_SECRET_BYTES_MIN`] bytes when there are peers.
+    /// [`SECRET_BYTES_MIN`] bytes when there are peers.
     pub secret: String,
 }
-
-/// The shortest cluster secret accepted: 128 bits, written as text.
-pub const CLUSTER_SECRET_BYTES_MIN: usize = 16;
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -613,11 +611,11 @@ impl Config {
                 ));
             }
         }
-        if cluster.is_clustered() && cluster.secret.len() < CLUSTER_SECRET_BYTES_MIN {
+        if cluster.is_clustered() && cluster.secret.len() < SECRET_BYTES_MIN {
             return Err(invalid(
                 "cluster.secret",
                 format!(
-                    "a cluster needs a secret of at least {CLUSTER_SECRET_BYTES_MIN} bytes, \
+                    "a cluster needs a secret of at least {SECRET_BYTES_MIN} bytes, \
                      shared by every node"
                 ),
             ));

@@ -15,6 +15,7 @@
 //! | `skip-dir-fsync` | `log::writer` `try_create` | a new segment's header is fsynced but its directory is not, so a crash may drop the whole file, acknowledged records and all |
 //! | `lose-redelivery` | `queue::machine` `Queues::settle` | a `released` message is removed instead of put back |
 //! | `double-deliver` | `queue::machine` `Queues::settle` | an `accepted` message is put back instead of removed, so it is delivered again |
+//! | `vote-without-persist` | `cluster::replica` `Replica::advance` | a Raft member sends its votes and acknowledgements before what they vouch for is durable, so a crash can make it vote twice in a term or forget entries a leader counted as replicated |
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,15 +31,19 @@ pub enum Plant {
     LoseRedelivery,
     /// An accepted (settled) message is requeued.
     DoubleDeliver,
+    /// A Raft member's votes and acknowledgements leave before what they
+    /// vouch for is durable.
+    VoteWithoutPersist,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 4] = [
+    pub const ALL: [Plant; 5] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
         Plant::DoubleDeliver,
+        Plant::VoteWithoutPersist,
     ];
 
     /// The plant's command-line name.
@@ -48,6 +53,7 @@ impl Plant {
             Plant::SkipDirFsync => "skip-dir-fsync",
             Plant::LoseRedelivery => "lose-redelivery",
             Plant::DoubleDeliver => "double-deliver",
+            Plant::VoteWithoutPersist => "vote-without-persist",
         }
     }
 }
@@ -61,7 +67,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist"
 )]
 pub struct UnknownPlant(pub String);
 

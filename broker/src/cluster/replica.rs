@@ -128,6 +128,9 @@ pub struct Replica {
     held: VecDeque<(u64, bool, Vec<Message>)>,
     /// The highest ready number the owner said is durable.
     durable_upto: u64,
+    /// Planted bug: votes and acknowledgements leave at once.
+    #[cfg(feature = "planted-bugs")]
+    vote_without_persist: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -199,6 +202,8 @@ impl Replica {
             seed,
             held: VecDeque::new(),
             durable_upto: 0,
+            #[cfg(feature = "planted-bugs")]
+            vote_without_persist: false,
         };
         replica.pin_election_timeout();
         Ok(replica)
@@ -227,6 +232,13 @@ impl Replica {
     /// The index of the last committed entry.
     pub fn committed_index(&self) -> u64 {
         self.node.raft.raft_log.committed
+    }
+
+    /// Plants a bug (feature `planted-bugs`): only `vote-without-persist`
+    /// concerns a replica; any other plant, or `None`, plants nothing here.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, plant: Option<crate::planted::Plant>) {
+        self.vote_without_persist = plant == Some(crate::planted::Plant::VoteWithoutPersist);
     }
 
     /// One tick of the owner's clock.
@@ -285,7 +297,14 @@ impl Replica {
         let hard_state = ready.hs().cloned();
         self.cache(&entries, hard_state.as_ref());
         let number = ready.number();
-        let vouching = ready.take_persisted_messages();
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut vouching = ready.take_persisted_messages();
+        // PLANTED BUG (`vote-without-persist`): what must wait for the disk
+        // leaves now.
+        #[cfg(feature = "planted-bugs")]
+        if self.vote_without_persist {
+            output.messages.append(&mut vouching);
+        }
         self.node.advance_append_async(ready);
         self.node.advance_apply();
         let needs_disk = !entries.is_empty() || hard_state.is_some();

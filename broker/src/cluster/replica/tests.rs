@@ -34,6 +34,9 @@ struct Group {
     /// Nodes whose messages, both ways, are dropped.
     isolated: BTreeSet<NodeId>,
     rng: ChaCha8Rng,
+    /// The bug planted in every replica.
+    #[cfg(feature = "planted-bugs")]
+    plant: Option<crate::planted::Plant>,
 }
 
 impl Group {
@@ -52,6 +55,8 @@ impl Group {
             rng: ChaCha8Rng::seed_from_u64(seed),
             ids,
             seed,
+            #[cfg(feature = "planted-bugs")]
+            plant: None,
         }
     }
 
@@ -89,6 +94,15 @@ impl Group {
         }
     }
 
+    /// Plants `plant` in every replica, and in every restarted one.
+    #[cfg(feature = "planted-bugs")]
+    fn plant(&mut self, plant: Option<crate::planted::Plant>) {
+        self.plant = plant;
+        for replica in self.replicas.values_mut() {
+            replica.plant(plant);
+        }
+    }
+
     /// `id` crashes and restarts: what was not durable is gone, and it
     /// starts over from its disk (applying committed entries again).
     fn crash(&mut self, id: NodeId) {
@@ -97,6 +111,12 @@ impl Group {
         let durable = groups.remove(&GROUP).unwrap_or_default();
         let replica =
             Replica::recover(id, &self.ids, Timing::default(), self.seed, &durable).unwrap();
+        #[cfg(feature = "planted-bugs")]
+        let replica = {
+            let mut replica = replica;
+            replica.plant(self.plant);
+            replica
+        };
         self.replicas.insert(id, replica);
         self.applied.get_mut(&id).unwrap().clear();
     }
@@ -316,47 +336,69 @@ fn crashes_lose_only_what_was_not_durable() {
     assert!(applied.iter().all(|data| proposed.contains(data)));
 }
 
-/// Many seeds of random crashes (which lose what was not durable) and
-/// partitions: never two leaders in one term (a vote forgotten in a crash
-/// could elect a second one), and committed logs always agree (checked
-/// every round).
+/// Random crashes (which lose what was not durable) and partitions from
+/// `seed`, with `plant` in every replica: panics if two leaders share a
+/// term (a vote forgotten in a crash could elect a second one) or committed
+/// logs disagree (checked every round).
+fn storm(seed: u64, #[cfg(feature = "planted-bugs")] plant: Option<crate::planted::Plant>) {
+    let mut group = Group::new(3, seed);
+    #[cfg(feature = "planted-bugs")]
+    group.plant(plant);
+    let mut leaders: BTreeMap<u64, NodeId> = BTreeMap::new();
+    for round in 0..300u32 {
+        let roll = group.rng.gen_range(0..100);
+        let victim = group.ids[group.rng.gen_range(0..group.ids.len())];
+        match roll {
+            0..4 => group.crash(victim),
+            4..7 if group.isolated.contains(&victim) => {
+                group.isolated.remove(&victim);
+            }
+            4..7 => {
+                group.isolated.insert(victim);
+            }
+            _ => {}
+        }
+        if let Some(leader) = group.leader() {
+            let leader = group.replicas.get_mut(&leader).unwrap();
+            let _ = leader.propose(round.to_be_bytes().to_vec());
+        }
+        group.round();
+        for replica in group.replicas.values().filter(|r| r.is_leader()) {
+            let first = *leaders.entry(replica.term()).or_insert(replica.id());
+            assert_eq!(
+                first,
+                replica.id(),
+                "seed {seed}: two leaders in term {}",
+                replica.term()
+            );
+        }
+    }
+}
+
 #[test]
 fn storms_of_crashes_and_partitions_keep_raft_safe() {
     for seed in 0..40 {
-        let mut group = Group::new(3, seed);
-        let mut leaders: BTreeMap<u64, NodeId> = BTreeMap::new();
-        for round in 0..300u32 {
-            let roll = group.rng.gen_range(0..100);
-            let victim = group.ids[group.rng.gen_range(0..group.ids.len())];
-            match roll {
-                0..4 => group.crash(victim),
-                4..7 if group.isolated.contains(&victim) => {
-                    group.isolated.remove(&victim);
-                }
-                4..7 => {
-                    group.isolated.insert(victim);
-                }
-                _ => {}
-            }
-            if let Some(leader) = group.leader() {
-                let _ = group
-                    .replicas
-                    .get_mut(&leader)
-                    .unwrap()
-                    .propose(round.to_be_bytes().to_vec());
-            }
-            group.round();
-            for replica in group.replicas.values().filter(|r| r.is_leader()) {
-                let first = *leaders.entry(replica.term()).or_insert(replica.id());
-                assert_eq!(
-                    first,
-                    replica.id(),
-                    "seed {seed}: two leaders in term {}",
-                    replica.term()
-                );
-            }
-        }
+        storm(
+            seed,
+            #[cfg(feature = "planted-bugs")]
+            None,
+        );
     }
+}
+
+/// The storm catches a member that votes and acknowledges before its disk
+/// has what it vouches for.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn storms_catch_votes_sent_before_they_are_durable() {
+    let caught = (0..40).find(|&seed| {
+        let plant = Some(crate::planted::Plant::VoteWithoutPersist);
+        std::panic::catch_unwind(|| storm(seed, plant)).is_err()
+    });
+    assert!(
+        caught.is_some(),
+        "vote-without-persist not caught in 40 seeds"
+    );
 }
 
 impl std::fmt::Debug for Group {
