@@ -95,16 +95,23 @@ fn converged(applied: &Applied, min: usize) -> bool {
     first.len() >= min && NODES.iter().all(|node| applied.get(node) == Some(first))
 }
 
-fn sim() -> turmoil::Sim<'static> {
-    turmoil::Builder::new()
+/// A simulation running the three nodes, and what they apply.
+fn cluster() -> (turmoil::Sim<'static>, Applied) {
+    let mut sim = turmoil::Builder::new()
         .rng_seed(SEED)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
         .simulation_duration(Duration::from_secs(120))
-        .build()
+        .build();
+    let applied = Applied::default();
+    for node in NODES {
+        let applied = Rc::clone(&applied);
+        sim.host(host(node), move || run_node(node, Rc::clone(&applied)));
+    }
+    (sim, applied)
 }
 
 /// Steps until `done` (checked every simulated 100 ms), within `max`
-/// simulated time; then stops proposing by checking one last time.
+/// simulated time.
 fn run_until(sim: &mut turmoil::Sim<'_>, max: Duration, done: impl Fn() -> bool) {
     let deadline = sim.elapsed() + max;
     while sim.elapsed() < deadline {
@@ -120,12 +127,7 @@ fn run_until(sim: &mut turmoil::Sim<'_>, max: Duration, done: impl Fn() -> bool)
 
 #[test]
 fn a_group_commits_the_same_entries_everywhere() {
-    let mut sim = sim();
-    let applied = Applied::default();
-    for node in NODES {
-        let applied = Rc::clone(&applied);
-        sim.host(host(node), move || run_node(node, Rc::clone(&applied)));
-    }
+    let (mut sim, applied) = cluster();
     run_until(&mut sim, Duration::from_secs(20), || {
         converged(&applied, 20)
     });
@@ -133,12 +135,7 @@ fn a_group_commits_the_same_entries_everywhere() {
 
 #[test]
 fn a_crashed_node_recovers_its_log_and_catches_up() {
-    let mut sim = sim();
-    let applied = Applied::default();
-    for node in NODES {
-        let applied = Rc::clone(&applied);
-        sim.host(host(node), move || run_node(node, Rc::clone(&applied)));
-    }
+    let (mut sim, applied) = cluster();
     run_until(&mut sim, Duration::from_secs(20), || {
         converged(&applied, 10)
     });
