@@ -45,6 +45,7 @@ fn message(body: &Bytes) -> NewMessage {
         durable: true,
         ttl_ms: None,
         absolute_expiry_ms: None,
+        message_id: None,
     }
 }
 

@@ -247,6 +247,13 @@ pub struct QueuesConfig {
     pub dead_letter_queue: String,
     /// Expiry for messages that carry no TTL of their own; 0 is none.
     pub default_ttl_ms: u64,
+    /// How long a queue remembers a message's `message-id`: a message
+    /// published again with the same id within it (a producer resending
+    /// after losing its connection) is accepted but not enqueued twice. 0
+    /// turns de-duplication off.
+    pub dedup_window_ms: u64,
+    /// The most ids a queue remembers; the oldest are forgotten first.
+    pub dedup_window_ids: u64,
 }
 
 impl Default for QueuesConfig {
@@ -261,6 +268,8 @@ impl Default for QueuesConfig {
             delivery_limit: 20,
             dead_letter_queue: String::new(),
             default_ttl_ms: 0,
+            dedup_window_ms: 600_000,
+            dedup_window_ids: 1_000_000,
         }
     }
 }
@@ -290,6 +299,10 @@ pub struct QueueOverride {
     pub dead_letter_queue: Option<String>,
     /// See [`QueuesConfig::default_ttl_ms`].
     pub default_ttl_ms: Option<u64>,
+    /// See [`QueuesConfig::dedup_window_ms`].
+    pub dedup_window_ms: Option<u64>,
+    /// See [`QueuesConfig::dedup_window_ids`].
+    pub dedup_window_ids: Option<u64>,
 }
 
 impl QueueOverride {
@@ -306,6 +319,8 @@ impl QueueOverride {
             delivery_limit,
             dead_letter_queue,
             default_ttl_ms,
+            dedup_window_ms,
+            dedup_window_ids,
         } = self;
         base.auto_create = auto_create.unwrap_or(base.auto_create);
         base.durable = durable.unwrap_or(base.durable);
@@ -318,6 +333,8 @@ impl QueueOverride {
             base.dead_letter_queue.clone_from(queue);
         }
         base.default_ttl_ms = default_ttl_ms.unwrap_or(base.default_ttl_ms);
+        base.dedup_window_ms = dedup_window_ms.unwrap_or(base.dedup_window_ms);
+        base.dedup_window_ids = dedup_window_ids.unwrap_or(base.dedup_window_ids);
         base
     }
 }
@@ -345,6 +362,17 @@ pub struct QueueSettings {
     pub dead_letter_queue: Option<String>,
     /// Expiry for messages that carry no TTL of their own.
     pub default_ttl: Option<Duration>,
+    /// The `message-id` de-duplication window, if on.
+    pub dedup: Option<DedupWindow>,
+}
+
+/// How long, and for how many ids, a queue remembers `message-id`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupWindow {
+    /// How long an id is remembered.
+    pub duration: Duration,
+    /// The most ids remembered (at least 1).
+    pub ids: u64,
 }
 
 impl QueueSettings {
@@ -365,6 +393,10 @@ impl QueueSettings {
                 .filter(|queue| !queue.is_empty() && queue != name),
             default_ttl: (raw.default_ttl_ms > 0)
                 .then(|| Duration::from_millis(raw.default_ttl_ms)),
+            dedup: (raw.dedup_window_ms > 0 && raw.dedup_window_ids > 0).then(|| DedupWindow {
+                duration: Duration::from_millis(raw.dedup_window_ms),
+                ids: raw.dedup_window_ids,
+            }),
         }
     }
 }

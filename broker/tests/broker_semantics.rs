@@ -14,8 +14,8 @@ use sluice::amqp::engine::{
     ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, LinkOptions, SessionId,
 };
 use sluice::amqp::types::{
-    Accepted, DeliveryState, Header, Message, Modified, ReceiverSettleMode, Rejected, Released,
-    Role, Section, SenderSettleMode, Source, Target, condition,
+    Accepted, DeliveryState, Header, Message, MessageId, Modified, Properties, ReceiverSettleMode,
+    Rejected, Released, Role, Section, SenderSettleMode, Source, Target, condition,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
@@ -645,6 +645,66 @@ async fn expired_messages_are_dead_lettered_as_expired() {
     let reason = deadletter_reason(&message);
     assert_eq!(reason, Some(Value::Symbol(Symbol::from_static("expired"))));
     client.settle(delivery, accepted()).await.unwrap();
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+/// A producer that resends after losing its connection repeats the
+/// `message-id`: the queue takes the copy (`accepted`) without enqueuing it
+/// again.
+#[tokio::test]
+async fn a_resent_message_id_is_accepted_once_and_delivered_once() {
+    let broker = Broker::start().await;
+    let (mut client, session) = connect(&broker).await;
+    let sender = client
+        .attach_sender(session, "p", Some("orders"))
+        .await
+        .unwrap();
+    let with_id = |body: &str, id: Option<&str>| {
+        Message {
+            sections: vec![
+                Section::Header(Header {
+                    durable: true,
+                    ..Header::default()
+                }),
+                Section::Properties(Box::new(Properties {
+                    message_id: id.map(|id| MessageId::String(id.into())),
+                    ..Properties::default()
+                })),
+                Section::Data(Bytes::from(body.to_owned())),
+            ],
+        }
+        .encode()
+    };
+    for (body, id) in [
+        ("first", Some("order-1")),
+        ("resent", Some("order-1")),
+        ("other", Some("order-2")),
+        ("no id", None),
+    ] {
+        let delivery = client
+            .send(sender, Bytes::from(body), with_id(body, id), false)
+            .await
+            .unwrap();
+        let outcome = client.wait_for(|e| {
+            matches!(e, Event::Disposition { delivery: d, state: Some(_), .. } if *d == delivery)
+        });
+        let Event::Disposition { state, .. } = timeout(WAIT, outcome).await.unwrap().unwrap()
+        else {
+            unreachable!("wait_for returns what it matched");
+        };
+        assert_eq!(state, Some(accepted()), "{body}");
+    }
+    let consumer = client
+        .attach_receiver(session, "c", queue("orders"), 10)
+        .await
+        .unwrap();
+    // In order: had the resend been enqueued, it would come second.
+    for expected in ["first", "other", "no id"] {
+        let (delivery, message) = receive(&mut client, consumer).await;
+        assert_eq!(body_of(&message), expected);
+        client.settle(delivery, accepted()).await.unwrap();
+    }
     client.close().await.unwrap();
     broker.stop().await;
 }

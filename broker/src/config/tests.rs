@@ -243,6 +243,10 @@ fn queue_defaults_resolve_to_unlimited_and_none() {
             delivery_limit: Some(20),
             dead_letter_queue: None,
             default_ttl: None,
+            dedup: Some(DedupWindow {
+                duration: Duration::from_secs(600),
+                ids: 1_000_000,
+            }),
         }
     );
 }
@@ -296,6 +300,10 @@ fn queues_section_sets_every_default() {
             delivery_limit: None,
             dead_letter_queue: Some("dlq".to_owned()),
             default_ttl: Some(Duration::from_secs(60)),
+            dedup: Some(DedupWindow {
+                duration: Duration::from_secs(600),
+                ids: 1_000_000,
+            }),
         }
     );
     assert_eq!(config.limits.memory_high_watermark(), None);
@@ -328,6 +336,10 @@ fn an_override_can_set_every_field_including_back_to_unlimited() {
             delivery_limit: Some(3),
             dead_letter_queue: None,
             default_ttl: None,
+            dedup: Some(DedupWindow {
+                duration: Duration::from_secs(600),
+                ids: 1_000_000,
+            }),
         }
     );
 }

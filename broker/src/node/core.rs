@@ -75,6 +75,10 @@ impl NodeSettings {
             default_ttl_ms: settings
                 .default_ttl
                 .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            dedup_window_ms: settings
+                .dedup
+                .map(|window| u64::try_from(window.duration.as_millis()).unwrap_or(u64::MAX)),
+            dedup_window_ids: settings.dedup.map(|window| window.ids),
         }
     }
 
@@ -733,6 +737,7 @@ impl<I: Io> Core<I> {
                         durable: inspected.durable || self.settings.persist_always(&queue),
                         ttl_ms: inspected.ttl_ms,
                         absolute_expiry_ms: inspected.absolute_expiry_ms,
+                        message_id: inspected.message_id.clone(),
                     };
                     let command = Command::Enqueue {
                         queue,

@@ -8,7 +8,9 @@
 
 use bytes::Bytes;
 
-use crate::amqp::codec::{Decode, DecodeError, Descriptor, Reader, Value, read_descriptor};
+use crate::amqp::codec::{
+    Decode, DecodeError, Descriptor, Reader, Value, read_descriptor, to_bytes,
+};
 use crate::amqp::types::{Header, Message, Section, section};
 
 /// What routing, durability and expiry need to know about a message.
@@ -22,6 +24,8 @@ pub struct Inspected {
     pub absolute_expiry_ms: Option<u64>,
     /// `properties.to`, for the anonymous relay.
     pub to: Option<String>,
+    /// `properties.message-id`, encoded, for de-duplication.
+    pub message_id: Option<Bytes>,
 }
 
 /// Reads the sections that precede the body; the body is not decoded.
@@ -42,6 +46,7 @@ pub fn inspect(message: &Bytes) -> Result<Inspected, DecodeError> {
                     .absolute_expiry_time
                     .and_then(|t| u64::try_from(t.0).ok());
                 inspected.to = properties.to;
+                inspected.message_id = properties.message_id.as_ref().map(to_bytes);
                 // Nothing after the properties concerns the broker.
                 break;
             }
@@ -139,7 +144,7 @@ fn merge_annotations(sections: &mut Vec<Section>, annotations: &[(Value, Value)]
 mod tests {
     use super::*;
     use crate::amqp::codec::Symbol;
-    use crate::amqp::types::{Properties, Timestamp};
+    use crate::amqp::types::{MessageId, Properties, Timestamp};
 
     fn message(sections: Vec<Section>) -> Bytes {
         Message { sections }.encode()
@@ -155,6 +160,7 @@ mod tests {
             }),
             Section::Properties(Box::new(Properties {
                 to: Some("orders".into()),
+                message_id: Some(MessageId::String("order-1".into())),
                 absolute_expiry_time: Some(Timestamp(1_700_000_000_000)),
                 ..Properties::default()
             })),
@@ -167,6 +173,7 @@ mod tests {
                 ttl_ms: Some(500),
                 absolute_expiry_ms: Some(1_700_000_000_000),
                 to: Some("orders".into()),
+                message_id: Some(to_bytes(&MessageId::String("order-1".into()))),
             })
         );
     }

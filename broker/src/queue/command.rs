@@ -86,7 +86,9 @@ impl Composite for QueueConfig {
             .field(&self.overflow)
             .field(&self.dead_letter_queue)
             .field(&self.delivery_limit)
-            .field(&self.default_ttl_ms);
+            .field(&self.default_ttl_ms)
+            .field(&self.dedup_window_ms)
+            .field(&self.dedup_window_ids);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -98,6 +100,8 @@ impl Composite for QueueConfig {
             dead_letter_queue: f.optional("dead-letter-queue")?,
             delivery_limit: f.optional("delivery-limit")?,
             default_ttl_ms: f.optional("default-ttl-ms")?,
+            dedup_window_ms: f.optional("dedup-window-ms")?,
+            dedup_window_ids: f.optional("dedup-window-ids")?,
         })
     }
 }
@@ -110,7 +114,8 @@ impl Composite for NewMessage {
         f.field(&self.body)
             .field(&self.durable)
             .field(&self.ttl_ms)
-            .field(&self.absolute_expiry_ms);
+            .field(&self.absolute_expiry_ms)
+            .field(&self.message_id);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -119,6 +124,7 @@ impl Composite for NewMessage {
             durable: f.required("durable")?,
             ttl_ms: f.optional("ttl-ms")?,
             absolute_expiry_ms: f.optional("absolute-expiry-ms")?,
+            message_id: f.optional("message-id")?,
         })
     }
 }

@@ -208,10 +208,32 @@ impl Queues {
         if seq <= self.last_seq {
             return effects.push(rejected(queue, seq, RejectReason::SeqNotIncreasing));
         }
+        let window = target
+            .config
+            .dedup_window_ms
+            .zip(target.config.dedup_window_ids);
+        // A durable queue remembers only what its log and snapshots keep:
+        // the ids of persistent messages. Otherwise a restart would rebuild
+        // another window than the one it had.
+        let kept = message.durable || !target.config.durable;
+        let message_id = message
+            .message_id
+            .clone()
+            .filter(|_| window.is_some() && kept);
+        if let Some(id) = &message_id
+            && target.dedup.contains(now_ms, id)
+        {
+            // Taken already: accepted again, not enqueued again.
+            self.last_seq = seq;
+            return;
+        }
         let message = Message::published(now_ms, message, &target.config);
         let Ok(evicted) = target.admit(seq, message, Admission::Publish) else {
             return effects.push(rejected(queue, seq, RejectReason::Overflow));
         };
+        if let (Some(id), Some((window_ms, ids_max))) = (message_id, window) {
+            target.dedup.remember(now_ms, id, window_ms, ids_max);
+        }
         self.last_seq = seq;
         effects.push(Effect::Enqueued {
             queue: queue.clone(),

@@ -37,6 +37,7 @@
 
 mod command;
 mod consumer;
+mod dedup;
 mod durable;
 mod machine;
 mod message;
@@ -101,6 +102,12 @@ pub struct QueueConfig {
     pub delivery_limit: Option<u32>,
     /// The time to live of messages that carry no `header.ttl`.
     pub default_ttl_ms: Option<u64>,
+    /// How long a `message-id` is remembered: a message published again
+    /// with it within this time is not enqueued again. `None`: no
+    /// de-duplication.
+    pub dedup_window_ms: Option<u64>,
+    /// The most ids remembered at once; the oldest go first.
+    pub dedup_window_ids: Option<u64>,
 }
 
 impl Default for QueueConfig {
@@ -113,6 +120,8 @@ impl Default for QueueConfig {
             dead_letter_queue: None,
             delivery_limit: Some(20),
             default_ttl_ms: None,
+            dedup_window_ms: None,
+            dedup_window_ids: None,
         }
     }
 }
@@ -129,6 +138,9 @@ pub struct NewMessage {
     pub ttl_ms: Option<u64>,
     /// `properties.absolute-expiry-time`, Unix milliseconds.
     pub absolute_expiry_ms: Option<u64>,
+    /// `properties.message-id`, encoded (so that ids of different types
+    /// differ): what de-duplication compares.
+    pub message_id: Option<Bytes>,
 }
 
 /// How a consumer settled a delivery (spec part 3 §3.4).

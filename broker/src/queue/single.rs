@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
 use super::consumer::{Consumer, Mode};
+use super::dedup::Dedup;
 use super::message::{Message, Tally};
 use super::{ConsumerId, Delivery, Effect, Overflow, QueueConfig, QueueInfo, Seq};
 use crate::amqp::codec::Value;
@@ -44,6 +45,8 @@ pub(super) struct Queue {
     /// The consumer that received the last acquired delivery; the next one
     /// goes to the next consumer after it (round robin).
     last_served: Option<ConsumerId>,
+    /// The `message-id`s taken lately.
+    pub dedup: Dedup,
 }
 
 impl Queue {
@@ -59,6 +62,7 @@ impl Queue {
             persistent: Tally::ZERO,
             consumers: BTreeMap::new(),
             last_served: None,
+            dedup: Dedup::default(),
         }
     }
 

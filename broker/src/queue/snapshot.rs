@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use bytes::{Bytes, BytesMut};
 
 use super::command::DOMAIN;
+use super::dedup::Dedup;
 use super::message::Message;
 use super::single::{Admission, Queue};
 use super::{QueueConfig, Queues, Seq};
@@ -37,6 +38,9 @@ struct QueueRecord {
     name: String,
     config: QueueConfig,
     message_count: u64,
+    /// Its de-duplication window: `message-id` (binary) to expiry (ulong),
+    /// oldest first.
+    dedup: Vec<(Value, Value)>,
 }
 
 /// A persistent message.
@@ -74,7 +78,8 @@ impl Composite for QueueRecord {
     fn encode_fields(&self, f: &mut FieldEncoder<'_>) {
         f.field(&self.name)
             .field(&self.config)
-            .field(&self.message_count);
+            .field(&self.message_count)
+            .field(&self.dedup);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -82,6 +87,7 @@ impl Composite for QueueRecord {
             name: f.required("name")?,
             config: f.required("config")?,
             message_count: f.required("message-count")?,
+            dedup: f.or_default("dedup")?,
         })
     }
 }
@@ -124,6 +130,11 @@ pub(super) fn encode(queues: &Queues, last_seq: Seq) -> Bytes {
             name: queue.name.clone(),
             config: queue.config.clone(),
             message_count: queue.persistent_messages().count() as u64,
+            dedup: queue
+                .dedup
+                .entries()
+                .map(|(id, expiry)| (Value::Binary(id.clone()), Value::Ulong(expiry)))
+                .collect(),
         }
         .encode_composite(&mut buf);
         for (seq, message) in queue.persistent_messages() {
@@ -162,6 +173,14 @@ pub(super) fn decode(snapshot: Bytes) -> Result<Queues, DecodeError> {
         }
         previous_name = Some(record.name.clone());
         let mut queue = Queue::new(record.name, record.config);
+        let dedup = record.dedup.into_iter().map(|entry| match entry {
+            (Value::Binary(id), Value::Ulong(expiry)) => Some((id, expiry)),
+            _ => None,
+        });
+        queue.dedup = dedup
+            .collect::<Option<Vec<_>>>()
+            .and_then(Dedup::restored)
+            .ok_or_else(|| invalid("dedup"))?;
         let mut previous_seq = None;
         for _ in 0..record.message_count {
             let (seq, message) = decode_message(&mut r)?;

@@ -756,3 +756,81 @@ fn snapshot_keeps_durable_queues_and_persistent_messages_only() {
     );
     assert_eq!(delivery.annotations, [(symbol("x-k"), Value::Uint(7))]);
 }
+
+/// A durable queue that remembers `message-id`s for 1 s, at most 3.
+fn dedup_queue() -> QueueConfig {
+    QueueConfig {
+        dedup_window_ms: Some(1_000),
+        dedup_window_ids: Some(3),
+        ..durable_queue()
+    }
+}
+
+fn with_id(body: &'static str, id: &'static str) -> NewMessage {
+    NewMessage {
+        message_id: Some(Bytes::from_static(id.as_bytes())),
+        ..durable(body)
+    }
+}
+
+#[test]
+fn a_message_id_seen_within_the_window_is_taken_but_not_enqueued_again() {
+    let mut bench = Bench::new();
+    bench.declare("q", dedup_queue());
+    let (_, first) = bench.publish("q", with_id("a", "order-1"));
+    assert!(matches!(first[..], [Effect::Enqueued { .. }]), "{first:?}");
+    // The resend: no effect at all, which the node answers `accepted`.
+    let (_, again) = bench.publish("q", with_id("a", "order-1"));
+    assert_eq!(again, []);
+    assert_eq!(bench.info("q"), (1, 0));
+    // Another id, and a message without one, are enqueued.
+    bench.publish("q", with_id("b", "order-2"));
+    bench.send("q", "no id");
+    assert_eq!(bench.info("q"), (3, 0));
+    // Once the window has passed, the id is new again.
+    bench.now_ms += 1_000;
+    bench.publish("q", with_id("a", "order-1"));
+    assert_eq!(bench.info("q"), (4, 0));
+}
+
+#[test]
+fn dedup_is_off_without_a_window_and_for_transient_messages_of_a_durable_queue() {
+    let mut bench = Bench::new();
+    bench.declare("plain", durable_queue());
+    bench.publish("plain", with_id("a", "x"));
+    bench.publish("plain", with_id("a", "x"));
+    assert_eq!(bench.info("plain"), (2, 0));
+
+    // A transient message is not logged, so its id is not remembered
+    // either: a restart could not rebuild it.
+    bench.declare("q", dedup_queue());
+    let transient = |body| NewMessage {
+        durable: false,
+        ..with_id(body, "t")
+    };
+    bench.publish("q", transient("a"));
+    bench.publish("q", transient("a"));
+    assert_eq!(bench.info("q"), (2, 0));
+}
+
+#[test]
+fn the_dedup_window_survives_a_snapshot() {
+    let mut bench = Bench::new();
+    bench.declare("q", dedup_queue());
+    for (body, id) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+        bench.publish("q", with_id(body, id));
+    }
+    let snapshot = bench.queues.snapshot();
+    let restored = Queues::restore(snapshot.clone()).expect("restores");
+    assert_eq!(restored.snapshot(), snapshot);
+    let mut bench = Bench {
+        queues: restored,
+        ..bench
+    };
+    // At most 3 ids: "2" to "4" are remembered, "1" was forgotten.
+    bench.publish("q", with_id("b", "2"));
+    bench.publish("q", with_id("d", "4"));
+    assert_eq!(bench.info("q"), (4, 0));
+    bench.publish("q", with_id("a", "1"));
+    assert_eq!(bench.info("q"), (5, 0));
+}

@@ -19,12 +19,15 @@ fn every_command() -> Vec<Command> {
         dead_letter_queue: Some("dlq".into()),
         delivery_limit: None,
         default_ttl_ms: Some(60_000),
+        dedup_window_ms: Some(600_000),
+        dedup_window_ids: Some(u64::MAX),
     };
     let message = NewMessage {
         body: Bytes::from(vec![0xab; 300]),
         durable: true,
         ttl_ms: Some(0),
         absolute_expiry_ms: Some(1),
+        message_id: Some(Bytes::from_static(b"\xa1\x05order")),
     };
     let annotations = vec![
         (symbol("x-opt-a"), Value::from("text")),

@@ -111,6 +111,7 @@ fn durable(body: &'static str) -> NewMessage {
         durable: true,
         ttl_ms: None,
         absolute_expiry_ms: None,
+        message_id: None,
     }
 }
 

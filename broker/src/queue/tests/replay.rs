@@ -148,6 +148,8 @@ fn config() -> impl Strategy<Value = QueueConfig> {
                 dead_letter_queue: dlq.map(|i| QUEUES[i].to_owned()),
                 delivery_limit,
                 default_ttl_ms: ttl,
+                dedup_window_ms: None,
+                dedup_window_ids: None,
             },
         )
 }
@@ -247,6 +249,7 @@ impl Run {
                     durable,
                     ttl_ms,
                     absolute_expiry_ms: absolute_in_ms.map(|ms| self.now_ms + ms),
+                    message_id: None,
                 };
                 self.submit(Command::Enqueue {
                     queue: name(queue),
