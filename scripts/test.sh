@@ -59,8 +59,9 @@ install_node_clients() {
 }
 
 # The simulator's own gate, beyond its tests: the determinism check on three
-# seeds and an exploration of 200 seeds with every fault kind on (about ten
-# seconds in a release build). Longer explorations: docs/simulation.md.
+# seeds, an exploration of 200 seeds with every fault kind on, and 200 seeds
+# of the Raft world (about twenty seconds in all in a release build). Longer
+# explorations: docs/simulation.md.
 simulate() {
     cargo build --release -p sluice-sim
     local sim=target/release/sluice-sim
@@ -68,6 +69,7 @@ simulate() {
         "$sim" run --seed "$seed" --faults net,crash,disk --check-determinism --no-replay
     done
     "$sim" explore --seeds 1..200 --jobs 2 --faults net,crash,disk --no-replay
+    "$sim" raft --seeds 1..200
 }
 
 install_python_clients

@@ -62,6 +62,8 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         timing: Timing::default(),
         tick: Duration::from_millis(20),
         seed: SEED,
+        #[cfg(feature = "planted-bugs")]
+        plant: None,
     };
     let (handle, mut committed, task) =
         group::start(TurmoilIo, Path::new("/raft"), config, transport, inbound).await?;

@@ -26,6 +26,9 @@ pub enum Command {
     Explore(ExploreArgs),
     /// Runs a replay file; fails if the verdict differs from the expected one.
     Replay(ReplayArgs),
+    /// Runs the Raft world (three nodes of one Raft group under crashes,
+    /// power loss and partitions) on a range of seeds.
+    Raft(RaftArgs),
 }
 
 /// Options every run takes.
@@ -93,6 +96,20 @@ pub struct ExploreArgs {
     /// Shared options.
     #[command(flatten)]
     pub sim: SimArgs,
+}
+
+/// `sluice-sim raft`.
+#[derive(Debug, Args)]
+pub struct RaftArgs {
+    /// Seeds as START..END (END excluded).
+    #[arg(long, default_value = "1..100", value_parser = parse_seeds)]
+    pub seeds: Range<u64>,
+    /// Simulated length of the fault phase (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// A planted bug to enable (`vote-without-persist` concerns Raft).
+    #[arg(long)]
+    pub plant: Option<String>,
 }
 
 /// `sluice-sim replay`.

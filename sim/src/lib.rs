@@ -7,6 +7,7 @@ pub mod checker;
 pub mod cli;
 pub mod history;
 pub mod nemesis;
+pub mod raft;
 pub mod replay;
 pub mod trace;
 pub mod workload;

@@ -44,6 +44,9 @@ pub struct GroupConfig {
     pub tick: Duration,
     /// The run's seed: fixes election timeouts.
     pub seed: u64,
+    /// A planted bug for the simulator (feature `planted-bugs`).
+    #[cfg(feature = "planted-bugs")]
+    pub plant: Option<crate::planted::Plant>,
 }
 
 /// Why a group could not start, or stopped.
@@ -102,13 +105,16 @@ pub async fn start<I: Io>(
     let (log, recovered) = log::open(io.clone(), dir, LogOptions::default()).await?;
     let mut groups = wal::recover(recovered.records.into_iter().map(|(_, record)| record))?;
     let durable = groups.remove(&config.group).unwrap_or_default();
-    let replica = Replica::recover(
+    #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+    let mut replica = Replica::recover(
         config.node_id,
         &config.voters,
         config.timing,
         config.seed,
         &durable,
     )?;
+    #[cfg(feature = "planted-bugs")]
+    replica.plant(config.plant);
     let (proposals, proposed) = mpsc::unbounded_channel();
     let (committed, applied) = mpsc::unbounded_channel();
     let span = info_span!("raft_group", group = config.group, node = config.node_id);
