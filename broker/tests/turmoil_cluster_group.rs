@@ -1,8 +1,8 @@
-//! Under turmoil: a three-node Raft group (replica, write-ahead log on each
-//! node's simulated disk, authenticated transport) elects a leader and
-//! commits the same entries in the same order on every node; a crash loses
-//! only what was not durable, and the restarted node recovers its log and
-//! catches up. Needs the `sim` feature (`scripts/test.sh` passes
+//! Under turmoil: three nodes host two Raft groups (replicas, one
+//! write-ahead log per node on its simulated disk, authenticated transport);
+//! each group elects a leader and commits the same entries in the same order
+//! on every node; a crash loses only what was not durable, and the
+//! restarted node recovers its log and catches up. Needs the `sim` feature (`scripts/test.sh` passes
 //! `--all-features`).
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use sluice::cluster::group::{self, GroupConfig};
+use sluice::cluster::group::{self, GroupsConfig};
 use sluice::cluster::replica::Timing;
 use sluice::cluster::transport::{Transport, TransportConfig};
 use sluice::io::TurmoilIo;
@@ -29,16 +29,21 @@ const SECRET: &[u8] = b"the secret every node of the cluster shares";
 /// Each node proposes one entry this often; only the leader's commit.
 const PROPOSE_INTERVAL: Duration = Duration::from_millis(30);
 
-/// Per node: the data of the non-empty entries it applied since it last
-/// started.
-type Applied = Rc<RefCell<BTreeMap<u64, Vec<Bytes>>>>;
+/// The groups every node hosts.
+const GROUPS: [u32; 2] = [1, 2];
+
+/// Per (node, group): the data of the non-empty entries the node applied
+/// since it last started.
+type Applied = Rc<RefCell<BTreeMap<(u64, u32), Vec<Bytes>>>>;
 
 fn host(node: u64) -> String {
     format!("node{node}")
 }
 
 async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
-    applied.borrow_mut().insert(node, Vec::new());
+    for group in GROUPS {
+        applied.borrow_mut().insert((node, group), Vec::new());
+    }
     let peers = NODES
         .into_iter()
         .filter(|&peer| peer != node)
@@ -55,8 +60,8 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         },
     )
     .await?;
-    let config = GroupConfig {
-        group: 1,
+    let config = GroupsConfig {
+        groups: GROUPS.to_vec(),
         node_id: node,
         voters: NODES.to_vec(),
         timing: Timing::default(),
@@ -73,28 +78,40 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         tokio::select! {
             _ = proposals.tick() => {
                 next += 1;
-                handle.propose(Bytes::from(format!("{node}:{next}")));
+                let group = GROUPS[next as usize % GROUPS.len()];
+                handle.propose(group, Bytes::from(format!("{node}:{next}")));
             }
             entry = committed.recv() => {
-                let Some(entry) = entry else {
+                let Some((group, entry)) = entry else {
                     task.await??;
-                    return Err("the group stopped".into());
+                    return Err("the groups stopped".into());
                 };
                 if !entry.data.is_empty() {
-                    applied.borrow_mut().get_mut(&node).unwrap().push(entry.data);
+                    applied.borrow_mut().get_mut(&(node, group)).unwrap().push(entry.data);
                 }
             }
         }
     }
 }
 
-/// Every node applied the same sequence, of at least `min` entries.
+/// In each group, every node applied the same sequence, of at least `min`
+/// entries.
 fn converged(applied: &Applied, min: usize) -> bool {
     let applied = applied.borrow();
-    let Some(first) = applied.get(&1) else {
-        return false;
-    };
-    first.len() >= min && NODES.iter().all(|node| applied.get(node) == Some(first))
+    GROUPS.iter().all(|&group| {
+        let Some(first) = applied.get(&(1, group)) else {
+            return false;
+        };
+        first.len() >= min
+            && NODES
+                .iter()
+                .all(|&node| applied.get(&(node, group)) == Some(first))
+    })
+}
+
+/// How many entries `node` applied in group 1 since it last started.
+fn applied_by(applied: &Applied, node: u64) -> usize {
+    applied.borrow()[&(node, GROUPS[0])].len()
 }
 
 /// A simulation running the three nodes, and what they apply.
@@ -141,12 +158,12 @@ fn a_crashed_node_recovers_its_log_and_catches_up() {
     run_until(&mut sim, Duration::from_secs(20), || {
         converged(&applied, 10)
     });
-    let before = applied.borrow()[&2].len();
+    let before = applied_by(&applied, 2);
 
     // Node 2 loses what was not durable, and its process.
     sim.crash(host(2));
     run_until(&mut sim, Duration::from_secs(20), || {
-        applied.borrow()[&1].len() >= before + 10
+        applied_by(&applied, 1) >= before + 10
     });
     sim.bounce(host(2));
     // Restarted, it applies its recovered log from the start, then what it

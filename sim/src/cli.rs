@@ -26,8 +26,8 @@ pub enum Command {
     Explore(ExploreArgs),
     /// Runs a replay file; fails if the verdict differs from the expected one.
     Replay(ReplayArgs),
-    /// Runs the Raft world (three nodes of one Raft group under crashes,
-    /// power loss and partitions) on a range of seeds.
+    /// Runs the Raft world (three nodes hosting two Raft groups, under
+    /// crashes, power loss and partitions) on a range of seeds.
     Raft(RaftArgs),
 }
 

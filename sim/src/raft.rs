@@ -1,7 +1,8 @@
-//! A Raft world: three nodes each hosting one Raft group (`cluster::group`:
-//! replica, write-ahead log on turmoil's disk, authenticated transport)
-//! under crashes, power loss and partitions drawn from the seed. Every node
-//! proposes entries all along; the checker holds Raft to its promises.
+//! A Raft world: three nodes each hosting two Raft groups (`cluster::group`:
+//! a replica per group, one write-ahead log per node on turmoil's disk, the
+//! authenticated transport) under crashes, power loss and partitions drawn
+//! from the seed. Every node proposes entries to both groups all along; the
+//! checker holds Raft to its promises, per group.
 //!
 //! This is the replication layer of issue 6 on its own, before the broker
 //! runs on it: what it shows holds for whatever state machine rides on top.
@@ -32,9 +33,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice::cluster::group::{self, GroupConfig};
+use sluice::cluster::group::{self, GroupsConfig};
 use sluice::cluster::replica::Timing;
 use sluice::cluster::transport::{Transport, TransportConfig};
+use sluice::cluster::wal::GroupId;
 use sluice::io::TurmoilIo;
 use sluice::io::faulty::FaultyIo;
 
@@ -43,6 +45,8 @@ use crate::trace::Trace;
 
 /// The nodes.
 const NODES: [u64; 3] = [1, 2, 3];
+/// The groups every node hosts.
+const GROUPS: [GroupId; 2] = [1, 2];
 /// Where nodes listen for each other.
 const PORT: u16 = 7300;
 const SECRET: &[u8] = b"the simulated cluster's shared secret";
@@ -93,41 +97,52 @@ impl RaftReport {
 /// What the nodes applied, shared with the world.
 #[derive(Debug, Default)]
 struct Applied {
-    /// Per node, the entries applied since its last start: (index, data).
-    by_node: BTreeMap<u64, Vec<(u64, Bytes)>>,
-    /// The first entry any node applied at each index.
-    at_index: BTreeMap<u64, Bytes>,
+    /// Per (node, group), the entries applied since the node's last start:
+    /// (index, data).
+    by_node: BTreeMap<(u64, GroupId), Vec<(u64, Bytes)>>,
+    /// The first entry any node applied at each (group, index).
+    at_index: BTreeMap<(GroupId, u64), Bytes>,
     /// The first disagreement seen.
     violation: Option<String>,
 }
 
 impl Applied {
-    fn record(&mut self, node: u64, index: u64, data: Bytes) {
-        match self.at_index.get(&index) {
+    fn record(&mut self, node: u64, group: GroupId, index: u64, data: Bytes) {
+        match self.at_index.get(&(group, index)) {
             Some(first) if *first != data => {
                 self.violation.get_or_insert_with(|| {
                     format!(
-                        "agreement: node {node} applied {data:?} at index {index}, another node {first:?}"
+                        "agreement: node {node} applied {data:?} at index {index} of group \
+                         {group}, another node {first:?}"
                     )
                 });
             }
             Some(_) => {}
             None => {
-                self.at_index.insert(index, data.clone());
+                self.at_index.insert((group, index), data.clone());
             }
         }
-        self.by_node.entry(node).or_default().push((index, data));
+        self.by_node
+            .entry((node, group))
+            .or_default()
+            .push((index, data));
     }
 
-    /// Whether every node applied the same entries, at least `min` of them.
+    /// How many entries the first node applied in the first group.
+    fn progress(&self) -> usize {
+        self.by_node.get(&(NODES[0], GROUPS[0])).map_or(0, Vec::len)
+    }
+
+    /// Whether, in every group, every node applied the same entries, and
+    /// the first node at least `min` of them in the first group.
     fn converged(&self, min: usize) -> bool {
-        let Some(first) = self.by_node.get(&NODES[0]) else {
-            return false;
-        };
-        first.len() >= min
-            && NODES
-                .iter()
-                .all(|node| self.by_node.get(node) == Some(first))
+        self.progress() >= min
+            && GROUPS.iter().all(|&group| {
+                let first = self.by_node.get(&(NODES[0], group));
+                NODES
+                    .iter()
+                    .all(|&node| self.by_node.get(&(node, group)) == first)
+            })
     }
 }
 
@@ -141,7 +156,12 @@ async fn run_node(
     plant: Option<sluice::planted::Plant>,
     applied: Rc<RefCell<Applied>>,
 ) -> turmoil::Result {
-    applied.borrow_mut().by_node.insert(node, Vec::new());
+    for group in GROUPS {
+        applied
+            .borrow_mut()
+            .by_node
+            .insert((node, group), Vec::new());
+    }
     let peers = NODES
         .into_iter()
         .filter(|&peer| peer != node)
@@ -162,8 +182,8 @@ async fn run_node(
     // window in which a crash finds written, unsynced data.
     let sync_latency = Duration::from_millis(1 + (seed ^ node) % 20);
     let io = FaultyIo::with_sync_latency(TurmoilIo, sync_latency);
-    let config = GroupConfig {
-        group: 1,
+    let config = GroupsConfig {
+        groups: GROUPS.to_vec(),
         node_id: node,
         voters: NODES.to_vec(),
         timing: Timing::default(),
@@ -179,15 +199,16 @@ async fn run_node(
         tokio::select! {
             _ = proposals.tick() => {
                 next += 1;
-                handle.propose(Bytes::from(format!("{node}:{next}")));
+                let group = GROUPS[(next % GROUPS.len() as u64) as usize];
+                handle.propose(group, Bytes::from(format!("{node}:{next}")));
             }
             entry = committed.recv() => {
-                let Some(entry) = entry else {
+                let Some((group, entry)) = entry else {
                     task.await??;
-                    return Err("the group stopped".into());
+                    return Err("the groups stopped".into());
                 };
                 if !entry.data.is_empty() {
-                    applied.borrow_mut().record(node, entry.index, entry.data);
+                    applied.borrow_mut().record(node, group, entry.index, entry.data);
                 }
             }
         }
@@ -282,7 +303,7 @@ pub fn run(options: &RaftOptions) -> Result<RaftReport, SimError> {
         trace.record(sim.elapsed(), format!("healed {fault:?}"));
     }
     let healed_at = sim.elapsed();
-    let applied_at_heal = applied.borrow().by_node.get(&NODES[0]).map_or(0, Vec::len);
+    let applied_at_heal = applied.borrow().progress();
     trace.record(healed_at, "phase: liveness");
     let mut converged = false;
     while applied.borrow().violation.is_none() && sim.elapsed() < healed_at + LIVENESS_MAX {
@@ -298,20 +319,20 @@ pub fn run(options: &RaftOptions) -> Result<RaftReport, SimError> {
     let applied = applied.borrow();
     let violation = applied.violation.clone().or_else(|| {
         (!converged).then(|| {
-            let lengths: Vec<(u64, usize)> = applied
+            let lengths: Vec<((u64, GroupId), usize)> = applied
                 .by_node
                 .iter()
-                .map(|(node, entries)| (*node, entries.len()))
+                .map(|(key, entries)| (*key, entries.len()))
                 .collect();
             format!(
                 "liveness: no convergence within {LIVENESS_MAX:?} of the heal: applied {lengths:?}"
             )
         })
     });
-    for (node, entries) in &applied.by_node {
+    for ((node, group), entries) in &applied.by_node {
         let last = entries.last().map(|(index, data)| (*index, data.clone()));
         let what = format!(
-            "node {node} applied {} entries, last {last:?}",
+            "node {node} applied {} entries of group {group}, last {last:?}",
             entries.len()
         );
         trace.record(sim.elapsed(), what);

@@ -1,23 +1,28 @@
-//! One Raft group hosted on this node, as a task: its [`Replica`], its
-//! write-ahead log, and the node-to-node transport.
+//! The Raft groups this node hosts, as one task: a [`Replica`] per group,
+//! one write-ahead log for all of them, and the node-to-node transport.
 //!
-//! The task is the replica's owner in the sense of [`super::replica`]: it
-//! ticks it on a timer, steps it with what peers send, proposes what the
-//! broker asks, and runs its ready cycles. What a cycle asks to persist is
-//! submitted to the log without waiting; the log's group commit makes many
-//! cycles durable with one fsync, and only its completion releases the
-//! votes and acknowledgements that vouch for them. Committed entries go to
-//! the broker, in log order, on a channel.
+//! The task is every replica's owner in the sense of [`super::replica`]: it
+//! ticks them on one timer, steps each with what peers send it, proposes
+//! what the broker asks, and runs their ready cycles. What a cycle asks to
+//! persist is submitted to the shared log without waiting, so one fsync
+//! makes the writes of many cycles of every group durable (group commit
+//! across groups), and only its completion releases the votes and
+//! acknowledgements that vouch for them. Committed entries go to the broker,
+//! in each group's log order, on a channel.
 //!
-//! A failed log write stops the group (like a failed fsync stops the
+//! On the wire a payload is `group u32 BE | raft message (protobuf)`; a
+//! message whose claimed sender is not the node the transport authenticated
+//! is dropped.
+//!
+//! A failed log write stops the task (like a failed fsync stops the
 //! single-node broker): what is on disk is then unknown, and a member that
 //! acknowledged what it may not have would break Raft's guarantees.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message};
 use tokio::sync::mpsc;
@@ -29,14 +34,14 @@ use super::wal::{self, GroupId, WalError};
 use crate::io::Io;
 use crate::log::{self, Log, LogError, LogOptions, Ticket};
 
-/// What a group needs to start.
+/// What the groups need to start.
 #[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// The group, as its log records and messages name it.
-    pub group: GroupId,
+pub struct GroupsConfig {
     /// This node.
     pub node_id: NodeId,
-    /// Every member, this node included.
+    /// The groups this node is a member of.
+    pub groups: Vec<GroupId>,
+    /// Every member of every group, this node included.
     pub voters: Vec<NodeId>,
     /// Election and heartbeat lengths, in ticks.
     pub timing: Timing,
@@ -49,7 +54,7 @@ pub struct GroupConfig {
     pub plant: Option<crate::planted::Plant>,
 }
 
-/// Why a group could not start, or stopped.
+/// Why the groups could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GroupError {
@@ -64,26 +69,27 @@ pub enum GroupError {
     Replica(#[from] ReplicaError),
 }
 
-/// The broker's side of a running group.
+/// The broker's side of the running groups.
 #[derive(Debug)]
-pub struct GroupHandle {
-    proposals: mpsc::UnboundedSender<Bytes>,
+pub struct GroupsHandle {
+    proposals: mpsc::UnboundedSender<(GroupId, Bytes)>,
 }
 
-impl GroupHandle {
-    /// Proposes an entry. It comes back on the committed channel, on every
-    /// member, once a quorum has it on disk; if this member is not the
-    /// leader (or leadership moves), it is dropped and never committed.
-    /// Returns false if the group has stopped.
-    pub fn propose(&self, data: Bytes) -> bool {
-        self.proposals.send(data).is_ok()
+impl GroupsHandle {
+    /// Proposes an entry to `group`. It comes back on the committed channel,
+    /// on every member, once a quorum has it on disk; if this node does not
+    /// lead the group (or leadership moves), it is dropped and never
+    /// committed. Returns false if the task has stopped.
+    pub fn propose(&self, group: GroupId, data: Bytes) -> bool {
+        self.proposals.send((group, data)).is_ok()
     }
 }
 
-/// Opens the group's log in `dir`, recovers its replica, and starts its
-/// task with [`Io::spawn`]. Returns the handle, the channel of committed
-/// entries (after a restart, it starts again from the first entry: the
-/// broker's state is rebuilt from them) and the task's result.
+/// Opens the node's log in `dir`, recovers every group's replica from it,
+/// and starts the task with [`Io::spawn`]. Returns the handle, the channel
+/// of committed entries with their group (after a restart, each group starts
+/// again from its first entry: the broker's state is rebuilt from them) and
+/// the task's result.
 ///
 /// # Errors
 ///
@@ -91,55 +97,55 @@ impl GroupHandle {
 pub async fn start<I: Io>(
     io: I,
     dir: &Path,
-    config: GroupConfig,
+    config: GroupsConfig,
     transport: Transport,
     inbound: mpsc::Receiver<(NodeId, Bytes)>,
 ) -> Result<
     (
-        GroupHandle,
-        mpsc::UnboundedReceiver<Entry>,
+        GroupsHandle,
+        mpsc::UnboundedReceiver<(GroupId, Entry)>,
         tokio::task::JoinHandle<Result<(), GroupError>>,
     ),
     GroupError,
 > {
     let (log, recovered) = log::open(io.clone(), dir, LogOptions::default()).await?;
-    let mut groups = wal::recover(recovered.records.into_iter().map(|(_, record)| record))?;
-    let durable = groups.remove(&config.group).unwrap_or_default();
-    #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
-    let mut replica = Replica::recover(
-        config.node_id,
-        &config.voters,
-        config.timing,
-        config.seed,
-        &durable,
-    )?;
-    #[cfg(feature = "planted-bugs")]
-    replica.plant(config.plant);
+    let mut durable = wal::recover(recovered.records.into_iter().map(|(_, record)| record))?;
+    let mut replicas = BTreeMap::new();
+    for &group in &config.groups {
+        // Each group its own election timeouts, so that leaders spread over
+        // the nodes rather than all land where the seed favours.
+        let seed = config.seed ^ u64::from(group).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let state = durable.remove(&group).unwrap_or_default();
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut replica =
+            Replica::recover(config.node_id, &config.voters, config.timing, seed, &state)?;
+        #[cfg(feature = "planted-bugs")]
+        replica.plant(config.plant);
+        replicas.insert(group, replica);
+    }
     let (proposals, proposed) = mpsc::unbounded_channel();
     let (committed, applied) = mpsc::unbounded_channel();
-    let span = info_span!("raft_group", group = config.group, node = config.node_id);
+    let span = info_span!("raft_groups", node = config.node_id);
     let host = Host {
-        group: config.group,
-        replica,
+        replicas,
         log,
         transport,
         committed,
         persisting: VecDeque::new(),
     };
     let task = io.spawn(host.run(config.tick, inbound, proposed).instrument(span));
-    Ok((GroupHandle { proposals }, applied, task))
+    Ok((GroupsHandle { proposals }, applied, task))
 }
 
 /// The task's state.
 struct Host {
-    group: GroupId,
-    replica: Replica,
+    replicas: BTreeMap<GroupId, Replica>,
     log: Log,
     transport: Transport,
-    committed: mpsc::UnboundedSender<Entry>,
-    /// Ready numbers submitted to the log, with the ticket of their record,
-    /// in order.
-    persisting: VecDeque<(Ticket, u64)>,
+    committed: mpsc::UnboundedSender<(GroupId, Entry)>,
+    /// What was submitted to the log, in order: the record's ticket, its
+    /// group and the ready number it persists.
+    persisting: VecDeque<(Ticket, GroupId, u64)>,
 }
 
 impl Host {
@@ -147,96 +153,137 @@ impl Host {
         mut self,
         tick: Duration,
         mut inbound: mpsc::Receiver<(NodeId, Bytes)>,
-        mut proposed: mpsc::UnboundedReceiver<Bytes>,
+        mut proposed: mpsc::UnboundedReceiver<(GroupId, Bytes)>,
     ) -> Result<(), GroupError> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.replica.tick(),
-                Some((from, payload)) = inbound.recv() => self.receive(from, &payload),
-                Some(data) = proposed.recv() => {
-                    if let Err(error) = self.replica.propose(data.to_vec()) {
-                        debug!(%error, "proposal dropped");
-                    }
-                }
+                _ = ticker.tick() => self.replicas.values_mut().for_each(Replica::tick),
+                Some((from, payload)) = inbound.recv() => self.receive(from, payload),
+                Some((group, data)) = proposed.recv() => self.propose(group, data),
                 completion = self.log.completion(), if self.log.outstanding() > 0 => {
                     let end = completion.end();
                     completion.outcome?;
-                    let mut durable = None;
-                    while self.persisting.front().is_some_and(|(ticket, _)| *ticket < end) {
-                        durable = self.persisting.pop_front().map(|(_, number)| number);
-                    }
-                    if let Some(number) = durable {
-                        let output = self.replica.persisted(number);
-                        self.handle(output)?;
-                    }
+                    self.on_durable(end)?;
                 }
             }
-            loop {
-                let output = self.replica.advance();
+            self.advance_all()?;
+        }
+    }
+
+    fn propose(&mut self, group: GroupId, data: Bytes) {
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            debug!(group, "proposal for a group this node is not in dropped");
+            return;
+        };
+        if let Err(error) = replica.propose(data.to_vec()) {
+            debug!(group, %error, "proposal dropped");
+        }
+    }
+
+    /// Everything submitted before ticket `end` is durable: tells each
+    /// group the last of its ready numbers that this covers.
+    fn on_durable(&mut self, end: Ticket) -> Result<(), GroupError> {
+        let mut durable: BTreeMap<GroupId, u64> = BTreeMap::new();
+        while self
+            .persisting
+            .front()
+            .is_some_and(|(ticket, ..)| *ticket < end)
+        {
+            if let Some((_, group, number)) = self.persisting.pop_front() {
+                durable.insert(group, number);
+            }
+        }
+        for (group, number) in durable {
+            if let Some(replica) = self.replicas.get_mut(&group) {
+                let output = replica.persisted(number);
+                self.handle(group, output)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every group's ready cycles until none has anything to do.
+    fn advance_all(&mut self) -> Result<(), GroupError> {
+        let groups: Vec<GroupId> = self.replicas.keys().copied().collect();
+        for group in groups {
+            while let Some(replica) = self.replicas.get_mut(&group) {
+                let output = replica.advance();
                 if output.messages.is_empty()
                     && output.committed.is_empty()
                     && output.persist.is_none()
                 {
                     break;
                 }
-                self.handle(output)?;
+                self.handle(group, output)?;
             }
         }
+        Ok(())
     }
 
-    /// A payload from peer `from`: a Raft message of this group, which must
-    /// come from the node the transport authenticated.
-    fn receive(&mut self, from: NodeId, payload: &[u8]) {
-        let message = match Message::parse_from_bytes(payload) {
+    /// A payload from peer `from`: a Raft message for one of our groups,
+    /// which must come from the node the transport authenticated.
+    fn receive(&mut self, from: NodeId, mut payload: Bytes) {
+        let Ok(group) = payload.try_get_u32() else {
+            warn!(from, "raft payload without a group dropped");
+            return;
+        };
+        let message = match Message::parse_from_bytes(&payload) {
             Ok(message) => message,
             Err(error) => {
-                warn!(from, %error, "undecodable raft message dropped");
+                warn!(from, group, %error, "undecodable raft message dropped");
                 return;
             }
         };
         if message.from != from {
             warn!(
                 from,
+                group,
                 claimed = message.from,
                 "raft message from an impostor dropped"
             );
             return;
         }
-        if let Err(error) = self.replica.step(message) {
-            debug!(from, %error, "raft message refused");
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            debug!(
+                from,
+                group, "raft message for a group this node is not in dropped"
+            );
+            return;
+        };
+        if let Err(error) = replica.step(message) {
+            debug!(from, group, %error, "raft message refused");
         }
     }
 
-    fn handle(&mut self, output: Output) -> Result<(), GroupError> {
+    fn handle(&mut self, group: GroupId, output: Output) -> Result<(), GroupError> {
         for message in output.messages {
-            self.send(&message);
+            self.send(group, &message);
         }
         for entry in output.committed {
             // The broker has gone: nothing to apply to, and the task ends
             // with the runtime.
-            let _ = self.committed.send(entry);
+            let _ = self.committed.send((group, entry));
         }
         if let Some(persist) = output.persist {
-            let group = self.group;
             let ticket = self.log.submit(|buf| wal::encode(group, &persist, buf))?;
-            self.persisting.push_back((ticket, persist.number));
+            self.persisting.push_back((ticket, group, persist.number));
         }
         Ok(())
     }
 
-    fn send(&self, message: &Message) {
-        let payload = match message.write_to_bytes() {
-            Ok(payload) => payload,
-            Err(error) => {
-                warn!(%error, "raft message not encodable");
-                return;
-            }
-        };
+    fn send(&self, group: GroupId, message: &Message) {
+        let mut payload = BytesMut::with_capacity(4 + message.compute_size() as usize);
+        payload.put_u32(group);
+        let mut writer = (&mut payload).writer();
+        if let Err(error) = message.write_to_writer(&mut writer) {
+            warn!(group, %error, "raft message not encodable");
+            return;
+        }
         // Raft tolerates a lost message: it retries what matters.
-        if let Err(error) = self.transport.send(message.to, Bytes::from(payload)) {
-            debug!(to = message.to, %error, "raft message dropped");
+        if let Err(error) = self.transport.send(message.to, payload.freeze()) {
+            debug!(group, to = message.to, %error, "raft message dropped");
         }
     }
 }

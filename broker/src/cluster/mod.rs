@@ -3,9 +3,10 @@
 //! - [`replica`]: one Raft group member, a sans-IO wrapper around raft-rs's
 //!   `RawNode` driven by the ready cycle, with election timeouts drawn from
 //!   the seed instead of `thread_rng`, so that the simulator replays it.
-//! - [`group`]: a group hosted on this node, as a task: the replica, its
-//!   write-ahead log (submitted without waiting, released on completion),
-//!   and the transport.
+//! - [`group`]: the groups this node hosts, as one task: a replica per
+//!   group, one write-ahead log for all (submitted without waiting, released
+//!   on completion, one fsync for every group), and the transport.
+//! - [`transport`]: authenticated, length-delimited frames between nodes.
 //! - [`wal`]: the Raft records of a node's write-ahead log (every group's
 //!   entries and hard state, in the broker's shared log), and recovery.
 //! - [`raft_log`]: raft-rs logs through slog; this forwards it to `tracing`.
