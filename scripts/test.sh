@@ -64,7 +64,7 @@ install_node_clients() {
 # explorations: docs/simulation.md.
 simulate() {
     cargo build --release -p sluice-sim
-    local sim=target/release/sluice-sim
+    local sim="${CARGO_TARGET_DIR:-target}/release/sluice-sim"
     for seed in 1 2 3; do
         "$sim" run --seed "$seed" --faults net,crash,disk --check-determinism --no-replay
     done
