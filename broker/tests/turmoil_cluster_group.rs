@@ -26,7 +26,7 @@ const SEED: u64 = 0x5eed_6a0b;
 const PORT: u16 = 7100;
 const NODES: [u64; 3] = [1, 2, 3];
 const SECRET: &[u8] = b"the secret every node of the cluster shares";
-/// Each node proposes one entry this often; only the leader's commit.
+/// Each node proposes one entry this often; a follower's go to the leader.
 const PROPOSE_INTERVAL: Duration = Duration::from_millis(30);
 
 /// The groups every node hosts.
@@ -150,6 +150,19 @@ fn a_group_commits_the_same_entries_everywhere() {
     run_until(&mut sim, Duration::from_secs(20), || {
         converged(&applied, 20)
     });
+    // Followers' proposals are forwarded to the leader: every node's commit.
+    let applied = applied.borrow();
+    for group in GROUPS {
+        for node in NODES {
+            let prefix = format!("{node}:");
+            assert!(
+                applied[&(1, group)]
+                    .iter()
+                    .any(|data| data.starts_with(prefix.as_bytes())),
+                "group {group}: nothing proposed by node {node} committed"
+            );
+        }
+    }
 }
 
 #[test]

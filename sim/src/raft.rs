@@ -53,7 +53,7 @@ const SECRET: &[u8] = b"the simulated cluster's shared secret";
 /// Mixed into the seed for the fault schedule, so that it is independent of
 /// turmoil's stream.
 const SEED_SALT: u64 = 0x7261_6674_2121_2121;
-/// How often each node proposes an entry (only a leader's commit).
+/// How often each node proposes an entry (a follower's go to the leader).
 const PROPOSE_INTERVAL: Duration = Duration::from_millis(25);
 /// After the heal, how long the nodes get to converge.
 const LIVENESS_MAX: Duration = Duration::from_secs(20);

@@ -77,9 +77,11 @@ pub struct GroupsHandle {
 
 impl GroupsHandle {
     /// Proposes an entry to `group`. It comes back on the committed channel,
-    /// on every member, once a quorum has it on disk; if this node does not
-    /// lead the group (or leadership moves), it is dropped and never
-    /// committed. Returns false if the task has stopped.
+    /// on every member, once a quorum has it on disk. On a follower, raft-rs
+    /// forwards it to the leader it knows; with no leader known, or if the
+    /// forward is lost or leadership moves first, it is dropped and never
+    /// committed: the proposer hears nothing, never a false commit. Returns
+    /// false if the task has stopped.
     pub fn propose(&self, group: GroupId, data: Bytes) -> bool {
         self.proposals.send((group, data)).is_ok()
     }

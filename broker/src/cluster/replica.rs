@@ -260,13 +260,15 @@ impl Replica {
         Ok(result?)
     }
 
-    /// Proposes an entry. Only a leader accepts one; it is committed once a
-    /// quorum has it, and comes back in [`Output::committed`].
+    /// Proposes an entry. A leader appends it; a follower forwards it to
+    /// the leader it knows (in its next [`Output::messages`]). It is
+    /// committed once a quorum has it, and comes back in
+    /// [`Output::committed`], on every member.
     ///
     /// # Errors
     ///
     /// [`ReplicaError::Raft`] with `ProposalDropped` if this member cannot
-    /// take it now (it is not the leader, or leadership is moving).
+    /// take it now (no leader known, or leadership is moving).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), ReplicaError> {
         Ok(self.node.propose(Vec::new(), data)?)
     }
