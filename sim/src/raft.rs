@@ -10,9 +10,12 @@
 //! Faults (from the seed, one at a time, every 0.3–1.5 s of the fault
 //! phase): crash a node (turmoil drops its unsynced writes; fsyncs take
 //! 1–20 ms, so crashes land between writes and their fsync) and restart it
-//! 0.1–1 s later; power loss of every node; isolate a node from the others
-//! (symmetric partition) for 0.2–2 s. Then every fault heals and the nodes
-//! must converge.
+//! 0.1–1 s later; kill a node's process (restart at once, page cache kept;
+//! a series of them is a rolling restart); power loss of every node; for
+//! 0.2–2 s, isolate a node from the others (the leader, a third of the
+//! time), cut two nodes apart while the third reaches both (a bridge), or
+//! cut one direction between two nodes. Then every fault heals and the
+//! nodes must converge.
 //!
 //! Rules:
 //! 1. **Agreement.** No two nodes ever apply different entries at one index
@@ -218,9 +221,18 @@ async fn run_node(
 /// One fault in flight, and what undoes it.
 #[derive(Debug, Clone)]
 enum Fault {
+    /// The node's machine crashes: unsynced writes are lost.
     Crash(u64),
+    /// The node's process restarts at once; the page cache survives.
+    Kill(u64),
+    /// Every node crashes at once.
     PowerLoss,
+    /// The node is cut off from both others.
     Isolate(u64),
+    /// Two nodes cannot reach each other; the third reaches both.
+    Bridge(u64, u64),
+    /// Nothing from the first node reaches the second.
+    OneWay(u64, u64),
 }
 
 /// Runs one seed.
@@ -348,11 +360,16 @@ pub fn run(options: &RaftOptions) -> Result<RaftReport, SimError> {
 }
 
 fn draw(rng: &mut ChaCha8Rng) -> Fault {
-    let node = NODES[rng.gen_range(0..NODES.len())];
+    let index = rng.gen_range(0..NODES.len());
+    let node = NODES[index];
+    let other = NODES[(index + rng.gen_range(1..NODES.len())) % NODES.len()];
     match rng.gen_range(0..10) {
-        0..5 => Fault::Crash(node),
+        0..4 => Fault::Crash(node),
+        4 => Fault::Kill(node),
         5 => Fault::PowerLoss,
-        _ => Fault::Isolate(node),
+        6..8 => Fault::Isolate(node),
+        8 => Fault::Bridge(node, other),
+        _ => Fault::OneWay(node, other),
     }
 }
 
@@ -369,10 +386,22 @@ fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, rng: &mut ChaCha8Rng) -> Du
             }
             Duration::from_millis(rng.gen_range(100..=1_000))
         }
+        Fault::Kill(node) => {
+            sim.bounce(host(*node));
+            Duration::ZERO
+        }
         Fault::Isolate(node) => {
             for other in NODES.into_iter().filter(|other| other != node) {
                 sim.partition(host(*node), host(other));
             }
+            Duration::from_millis(rng.gen_range(200..=2_000))
+        }
+        Fault::Bridge(a, b) => {
+            sim.partition(host(*a), host(*b));
+            Duration::from_millis(rng.gen_range(200..=2_000))
+        }
+        Fault::OneWay(from, to) => {
+            sim.partition_oneway(host(*from), host(*to));
             Duration::from_millis(rng.gen_range(200..=2_000))
         }
     }
@@ -386,10 +415,13 @@ fn undo(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
                 sim.bounce(host(node));
             }
         }
+        Fault::Kill(_) => {}
         Fault::Isolate(node) => {
             for other in NODES.into_iter().filter(|other| other != node) {
                 sim.repair(host(*node), host(other));
             }
         }
+        Fault::Bridge(a, b) => sim.repair(host(*a), host(*b)),
+        Fault::OneWay(from, to) => sim.repair_oneway(host(*from), host(*to)),
     }
 }
