@@ -248,115 +248,153 @@ pub fn run(options: &RaftOptions) -> Result<RaftReport, SimError> {
         .map(str::parse::<sluice::planted::Plant>)
         .transpose()
         .map_err(|e| SimError::UnknownPlant(e.to_string()))?;
-    let seed = options.seed;
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
-        .simulation_duration(options.duration + LIVENESS_MAX + Duration::from_secs(5))
-        .build();
-    let applied = Rc::new(RefCell::new(Applied::default()));
-    for node in NODES {
-        let applied = Rc::clone(&applied);
-        sim.host(host(node), move || {
-            run_node(node, seed, plant, Rc::clone(&applied))
-        });
+    let mut world = World::new(options, plant);
+    world.fault_phase(options.duration)?;
+    let converged = world.liveness_phase()?;
+    Ok(world.report(options, converged))
+}
+
+/// The simulation, what its nodes applied, and the trace.
+struct World {
+    sim: turmoil::Sim<'static>,
+    applied: Rc<RefCell<Applied>>,
+    trace: Trace,
+    seed: u64,
+}
+
+impl World {
+    fn new(options: &RaftOptions, plant: Option<sluice::planted::Plant>) -> Self {
+        let seed = options.seed;
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
+            .simulation_duration(options.duration + LIVENESS_MAX + Duration::from_secs(5))
+            .build();
+        let applied = Rc::new(RefCell::new(Applied::default()));
+        for node in NODES {
+            let applied = Rc::clone(&applied);
+            sim.host(host(node), move || {
+                run_node(node, seed, plant, Rc::clone(&applied))
+            });
+        }
+        let mut trace = Trace::new();
+        trace.record(Duration::ZERO, format!("raft options {options:?}"));
+        Self {
+            sim,
+            applied,
+            trace,
+            seed,
+        }
     }
 
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SEED_SALT);
-    let mut trace = Trace::new();
-    trace.record(Duration::ZERO, format!("raft options {options:?}"));
-    let mut active: Option<(Duration, Fault)> = None;
-    let mut next_fault = Duration::from_millis(500);
-    // A node that panics (raft-rs asserts its invariants, and a planted
-    // bug breaks them) is a finding, not a crash of the simulator.
-    let step =
-        |sim: &mut turmoil::Sim<'_>, applied: &RefCell<Applied>| match std::panic::catch_unwind(
-            std::panic::AssertUnwindSafe(|| sim.step()),
-        ) {
+    /// One simulation step. A node that panics (raft-rs asserts its
+    /// invariants, and a planted bug breaks them) is a finding, not a crash
+    /// of the simulator.
+    fn step(&mut self) -> Result<(), SimError> {
+        let sim = &mut self.sim;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
             Ok(result) => result
                 .map(|_| ())
-                .map_err(|error| SimError::Turmoil(seed, error.to_string())),
+                .map_err(|error| SimError::Turmoil(self.seed, error.to_string())),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<String>()
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|m| (*m).to_owned()))
                     .unwrap_or_default();
-                applied
+                self.applied
                     .borrow_mut()
                     .violation
                     .get_or_insert(format!("a node panicked: {message}"));
                 Ok(())
             }
-        };
-    while sim.elapsed() < options.duration {
-        let now = sim.elapsed();
-        if let Some((ends, fault)) = active.clone()
-            && now >= ends
-        {
-            undo(&mut sim, &fault);
-            trace.record(now, format!("ended {fault:?}"));
-            active = None;
-        }
-        if active.is_none() && now >= next_fault {
-            let fault = draw(&mut rng);
-            let lasts = inject(&mut sim, &fault, &mut rng);
-            trace.record(now, format!("{fault:?} for {lasts:?}"));
-            active = Some((now + lasts, fault));
-            next_fault = now + lasts + Duration::from_millis(rng.gen_range(300..=1_500));
-        }
-        step(&mut sim, &applied)?;
-        if applied.borrow().violation.is_some() {
-            break;
         }
     }
-    if let Some((_, fault)) = active.take() {
-        undo(&mut sim, &fault);
-        trace.record(sim.elapsed(), format!("healed {fault:?}"));
+
+    fn failed(&self) -> bool {
+        self.applied.borrow().violation.is_some()
     }
-    let healed_at = sim.elapsed();
-    let applied_at_heal = applied.borrow().progress();
-    trace.record(healed_at, "phase: liveness");
-    let mut converged = false;
-    while applied.borrow().violation.is_none() && sim.elapsed() < healed_at + LIVENESS_MAX {
-        step(&mut sim, &applied)?;
-        if applied
-            .borrow()
-            .converged(applied_at_heal + PROGRESS_AFTER_HEAL)
-        {
-            converged = true;
-            break;
+
+    /// Faults from the seed, one at a time, for `duration`; then heals.
+    fn fault_phase(&mut self, duration: Duration) -> Result<(), SimError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ SEED_SALT);
+        let mut active: Option<(Duration, Fault)> = None;
+        let mut next_fault = Duration::from_millis(500);
+        while self.sim.elapsed() < duration && !self.failed() {
+            let now = self.sim.elapsed();
+            if let Some((ends, fault)) = active.clone()
+                && now >= ends
+            {
+                undo(&mut self.sim, &fault);
+                self.trace.record(now, format!("ended {fault:?}"));
+                active = None;
+            }
+            if active.is_none() && now >= next_fault {
+                let fault = draw(&mut rng);
+                let lasts = inject(&mut self.sim, &fault, &mut rng);
+                self.trace.record(now, format!("{fault:?} for {lasts:?}"));
+                active = Some((now + lasts, fault));
+                next_fault = now + lasts + Duration::from_millis(rng.gen_range(300..=1_500));
+            }
+            self.step()?;
+        }
+        if let Some((_, fault)) = active {
+            undo(&mut self.sim, &fault);
+            self.trace
+                .record(self.sim.elapsed(), format!("healed {fault:?}"));
+        }
+        Ok(())
+    }
+
+    /// Runs until the nodes converge, with progress since the heal, or the
+    /// bound passes; true if they converged.
+    fn liveness_phase(&mut self) -> Result<bool, SimError> {
+        let healed_at = self.sim.elapsed();
+        let needed = self.applied.borrow().progress() + PROGRESS_AFTER_HEAL;
+        self.trace.record(healed_at, "phase: liveness");
+        while !self.failed() && self.sim.elapsed() < healed_at + LIVENESS_MAX {
+            self.step()?;
+            if self.applied.borrow().converged(needed) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The verdict, with each node's last applied entry in the trace.
+    fn report(mut self, options: &RaftOptions, converged: bool) -> RaftReport {
+        let applied = self.applied.borrow();
+        let violation = applied.violation.clone().or_else(|| {
+            (!converged).then(|| {
+                let lengths: Vec<((u64, GroupId), usize)> = applied
+                    .by_node
+                    .iter()
+                    .map(|(key, entries)| (*key, entries.len()))
+                    .collect();
+                format!(
+                    "liveness: no convergence within {LIVENESS_MAX:?} of the heal: applied \
+                     {lengths:?}"
+                )
+            })
+        });
+        let now = self.sim.elapsed();
+        for ((node, group), entries) in &applied.by_node {
+            let last = entries.last().map(|(index, data)| (*index, data.clone()));
+            let what = format!(
+                "node {node} applied {} entries of group {group}, last {last:?}",
+                entries.len()
+            );
+            self.trace.record(now, what);
+        }
+        self.trace.record(now, format!("verdict: {violation:?}"));
+        RaftReport {
+            options: options.clone(),
+            entries_committed: applied.at_index.len(),
+            violation,
+            simulated: now,
+            trace: std::mem::take(&mut self.trace),
         }
     }
-    let applied = applied.borrow();
-    let violation = applied.violation.clone().or_else(|| {
-        (!converged).then(|| {
-            let lengths: Vec<((u64, GroupId), usize)> = applied
-                .by_node
-                .iter()
-                .map(|(key, entries)| (*key, entries.len()))
-                .collect();
-            format!(
-                "liveness: no convergence within {LIVENESS_MAX:?} of the heal: applied {lengths:?}"
-            )
-        })
-    });
-    for ((node, group), entries) in &applied.by_node {
-        let last = entries.last().map(|(index, data)| (*index, data.clone()));
-        let what = format!(
-            "node {node} applied {} entries of group {group}, last {last:?}",
-            entries.len()
-        );
-        trace.record(sim.elapsed(), what);
-    }
-    trace.record(sim.elapsed(), format!("verdict: {violation:?}"));
-    Ok(RaftReport {
-        options: options.clone(),
-        trace,
-        violation,
-        entries_committed: applied.at_index.len(),
-        simulated: sim.elapsed(),
-    })
 }
 
 fn draw(rng: &mut ChaCha8Rng) -> Fault {
