@@ -14,9 +14,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sluice::config::Config;
+use sluice::io::TurmoilIo;
+use sluice::io::faulty::FaultyIo;
 use sluice::server::{self, shutdown_channel};
 
 use crate::SimError;
+use crate::at_rest::AtRest;
 use crate::checker::{self, CheckReport};
 use crate::history::{ClientId, History, MsgId, Op, Outcome};
 use crate::nemesis::{FaultKinds, Nemesis};
@@ -281,6 +284,82 @@ fn broker_config(options: &RunOptions) -> Result<Config, SimError> {
     Ok(config)
 }
 
+/// The broker host, one incarnation: flips or restores a bit of its log if
+/// the nemesis asked, runs the production server, and records its start,
+/// its node handle (for the inspector) and how it stopped.
+async fn broker(
+    config: Config,
+    io: FaultyIo<TurmoilIo>,
+    at_rest: Rc<AtRest>,
+    shared: Rc<Shared>,
+) -> turmoil::Result {
+    match at_rest.before_start().await {
+        Ok(Some(what)) => shared.record(Op::Fault { what }),
+        Ok(None) => {}
+        Err(error) => return Err(format!("corrupting the log at rest: {error}").into()),
+    }
+    shared.record(Op::BrokerStart);
+    // Kept alive for the host's life: shutdown only by crash.
+    let (_never_triggered, shutdown) = shutdown_channel();
+    // `ready` must be `Send`; the history is not: a channel carries the
+    // news across.
+    let (ready, listening) = tokio::sync::oneshot::channel();
+    let serve = server::run(config, io, shutdown, move |listening| {
+        let _ = ready.send(listening.node);
+    });
+    let announce = async {
+        let Ok(node) = listening.await else {
+            return;
+        };
+        *shared.broker_node.borrow_mut() = Some(node);
+        if let Some(what) = at_rest.on_ready() {
+            shared.record(Op::Fault { what });
+        }
+    };
+    let (result, ()) = tokio::join!(serve, announce);
+    at_rest.on_stop(&result);
+    // A broker that stops (a failed fsync under disk faults) is recorded,
+    // not a simulation error: staying down until healed is allowed; losing
+    // what it accepted is not.
+    shared.record(Op::BrokerStopped {
+        result: format!("{result:?}"),
+    });
+    Ok(())
+}
+
+/// The workload's clients, each counted in `clients_exited` when it ends,
+/// and the inspector, which waits for them all.
+fn spawn_clients(
+    sim: &mut turmoil::Sim<'_>,
+    seed: u64,
+    params: &WorkloadParams,
+    shared: &Rc<Shared>,
+) {
+    let mut clients = 0;
+    let mut spawn = |client: ClientId, future: workload::ClientFuture| {
+        clients += 1;
+        let shared = Rc::clone(shared);
+        sim.client(client.to_string(), async move {
+            let result = future.await;
+            shared.clients_exited.set(shared.clients_exited.get() + 1);
+            result
+        });
+    };
+    for n in params.all_producers() {
+        let future = workload::producer(n, seed, params.clone(), Rc::clone(shared));
+        spawn(ClientId::Producer(n), Box::pin(future));
+    }
+    for n in 0..params.consumers {
+        let future = workload::consumer(n, seed, params.clone(), Rc::clone(shared));
+        spawn(ClientId::Consumer(n), Box::pin(future));
+    }
+    for n in 0..params.subscribers {
+        let future = workload::subscriber(n, seed, params.clone(), Rc::clone(shared));
+        spawn(ClientId::Subscriber(n), Box::pin(future));
+    }
+    sim.client(INSPECTOR, workload::inspector(clients, Rc::clone(shared)));
+}
+
 /// Runs one simulation and checks its history.
 ///
 /// # Errors
@@ -319,68 +398,14 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
     let shared = Shared::new();
     let broker_shared = Rc::clone(&shared);
     sim.host(BROKER, move || {
-        let shared = Rc::clone(&broker_shared);
-        let config = config.clone();
-        let io = broker_io.clone();
-        let at_rest = Rc::clone(&at_rest);
-        async move {
-            match at_rest.before_start().await {
-                Ok(Some(what)) => shared.record(Op::Fault { what }),
-                Ok(None) => {}
-                Err(error) => return Err(format!("corrupting the log at rest: {error}").into()),
-            }
-            shared.record(Op::BrokerStart);
-            // Kept alive for the host's life: shutdown only by crash.
-            let (_never_triggered, shutdown) = shutdown_channel();
-            // `ready` must be `Send`; the history is not: a channel carries
-            // the news across.
-            let (ready, listening) = tokio::sync::oneshot::channel();
-            let serve = server::run(config, io, shutdown, move |listening| {
-                let _ = ready.send(listening.node);
-            });
-            let announce = async {
-                let Ok(node) = listening.await else {
-                    return;
-                };
-                *shared.broker_node.borrow_mut() = Some(node);
-                if let Some(what) = at_rest.on_ready() {
-                    shared.record(Op::Fault { what });
-                }
-            };
-            let (result, ()) = tokio::join!(serve, announce);
-            at_rest.on_stop(&result);
-            // A broker that stops (a failed fsync under disk faults) is
-            // recorded, not a simulation error: staying down until healed is
-            // allowed; losing what it accepted is not.
-            shared.record(Op::BrokerStopped {
-                result: format!("{result:?}"),
-            });
-            Ok(())
-        }
+        broker(
+            config.clone(),
+            broker_io.clone(),
+            Rc::clone(&at_rest),
+            Rc::clone(&broker_shared),
+        )
     });
-    let mut clients = 0;
-    let mut spawn = |client: ClientId, future: workload::ClientFuture| {
-        clients += 1;
-        let shared = Rc::clone(&shared);
-        sim.client(client.to_string(), async move {
-            let result = future.await;
-            shared.clients_exited.set(shared.clients_exited.get() + 1);
-            result
-        });
-    };
-    for n in params.all_producers() {
-        let future = workload::producer(n, options.seed, params.clone(), Rc::clone(&shared));
-        spawn(ClientId::Producer(n), Box::pin(future));
-    }
-    for n in 0..params.consumers {
-        let future = workload::consumer(n, options.seed, params.clone(), Rc::clone(&shared));
-        spawn(ClientId::Consumer(n), Box::pin(future));
-    }
-    for n in 0..params.subscribers {
-        let future = workload::subscriber(n, options.seed, params.clone(), Rc::clone(&shared));
-        spawn(ClientId::Subscriber(n), Box::pin(future));
-    }
-    sim.client(INSPECTOR, workload::inspector(clients, Rc::clone(&shared)));
+    spawn_clients(&mut sim, options.seed, &params, &shared);
 
     let mut trace = Trace::new();
     trace.record(Duration::ZERO, format!("options {options:?}"));
