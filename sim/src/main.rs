@@ -59,9 +59,10 @@ fn raft_seeds(args: &RaftArgs) -> Result<bool> {
         simulated += report.simulated;
         match &report.violation {
             None => println!(
-                "seed {seed:#x}: pass in {:.1}s simulated; {} entries committed",
+                "seed {seed:#x}: pass in {:.1}s simulated; {} entries committed, longest stall {:?}",
                 report.simulated.as_secs_f64(),
-                report.entries_committed
+                report.entries_committed,
+                report.longest_stall
             ),
             Some(violation) => {
                 println!("seed {seed:#x}: FAIL: {violation}");

@@ -86,6 +86,9 @@ pub struct RaftReport {
     pub violation: Option<String>,
     /// Distinct indexes some node applied.
     pub entries_committed: usize,
+    /// The longest time no new entry committed (faults included): how long
+    /// the worst fault stopped the groups, failovers among them.
+    pub longest_stall: Duration,
     /// Simulated time the run took.
     pub simulated: Duration,
 }
@@ -107,6 +110,11 @@ struct Applied {
     at_index: BTreeMap<(GroupId, u64), Bytes>,
     /// The first disagreement seen.
     violation: Option<String>,
+    /// When some node last applied an index no node had applied before.
+    last_new_commit: Duration,
+    /// The longest time without a new commit so far: how long a fault
+    /// (a lost leader, a power loss) stopped the groups.
+    longest_stall: Duration,
 }
 
 impl Applied {
@@ -123,6 +131,11 @@ impl Applied {
             Some(_) => {}
             None => {
                 self.at_index.insert((group, index), data.clone());
+                let now = turmoil::sim_elapsed().unwrap_or_default();
+                self.longest_stall = self
+                    .longest_stall
+                    .max(now.saturating_sub(self.last_new_commit));
+                self.last_new_commit = now;
             }
         }
         self.by_node
@@ -390,6 +403,7 @@ impl World {
         RaftReport {
             options: options.clone(),
             entries_committed: applied.at_index.len(),
+            longest_stall: applied.longest_stall,
             violation,
             simulated: now,
             trace: std::mem::take(&mut self.trace),
