@@ -99,7 +99,7 @@ pub struct Persist {
 pub struct Durable {
     /// The last hard state written.
     pub hard_state: HardState,
-    /// The entries, from index 1, without holes.
+    /// The entries, in index order, without holes.
     pub entries: Vec<Entry>,
 }
 
@@ -107,8 +107,11 @@ impl Durable {
     /// Adds what a [`Persist`] wrote, as recovery replays the log.
     pub fn apply(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
         if let Some(first) = entries.first() {
-            // Entries from index i on are replaced by a write starting at i.
-            let keep = usize::try_from(first.index.saturating_sub(1)).unwrap_or(usize::MAX);
+            // Entries from index i on are replaced by a write starting at i:
+            // by index, not position, since a log need not start at 1.
+            let keep = self
+                .entries
+                .partition_point(|entry| entry.index < first.index);
             self.entries.truncate(keep);
             self.entries.extend_from_slice(entries);
         }

@@ -14,7 +14,8 @@
 //!
 //! The log checksums every record, so decoding here is about a record
 //! written by another version, or a bug: it is strict (every length checked
-//! against what remains, nothing left over) and never panics.
+//! against what remains, entries consecutive from an index of at least 1,
+//! nothing left over) and never panics.
 //!
 //! [`recover`] replays a node's records in log order into each group's
 //! [`Durable`] state: the last hard state, and the entries with every
@@ -113,16 +114,25 @@ pub fn decode(mut input: Bytes) -> Result<Record, WalError> {
     if u64::from(count) * 25 > input.remaining() as u64 {
         return Err(WalError::Truncated("entries"));
     }
-    let mut entries = Vec::with_capacity(count as usize);
+    let mut entries: Vec<Entry> = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        entries.push(Entry {
+        let entry = Entry {
             index: get_u64(&mut input, "entry index")?,
             term: get_u64(&mut input, "entry term")?,
             entry_type: entry_type(get_u8(&mut input, "entry type")?)?,
             data: get_bytes(&mut input, "entry data")?,
             context: get_bytes(&mut input, "entry context")?,
             ..Entry::default()
-        });
+        };
+        // A ready cycle writes consecutive entries, from index 1 on.
+        let expected = match entries.last() {
+            Some(last) => last.index.checked_add(1),
+            None => Some(entry.index.max(1)),
+        };
+        if Some(entry.index) != expected {
+            return Err(WalError::Invalid("entry index"));
+        }
+        entries.push(entry);
     }
     if input.has_remaining() {
         return Err(WalError::Trailing(input.remaining()));
@@ -289,6 +299,39 @@ mod tests {
             decode(flag.freeze()),
             Err(WalError::Invalid("hard state flag"))
         );
+    }
+
+    /// Found by the `raft_wal` fuzz target: a record whose entries start
+    /// past index 1 (as after log truncation), replayed twice, duplicated
+    /// its entries, because replacement was by position, not by index.
+    #[test]
+    fn replaying_a_record_that_starts_past_index_1_twice_changes_nothing() {
+        let seed = Bytes::from_static(include_bytes!(
+            "../../../fuzz/corpus/raft_wal/seed-crash-replay-past-index-1"
+        ));
+        let once = recover([seed.clone()]).unwrap();
+        assert_eq!(recover([seed.clone(), seed]).unwrap(), once);
+        let indexes: Vec<u64> = once[&7].entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, [5, 6]);
+    }
+
+    /// Found by the `raft_wal` fuzz target: entries out of order within a
+    /// record (which no writer produces) made replay ambiguous. Refused.
+    #[test]
+    fn a_record_whose_entries_do_not_follow_each_other_is_refused() {
+        let seed = Bytes::from_static(include_bytes!(
+            "../../../fuzz/corpus/raft_wal/seed-crash-entries-out-of-order"
+        ));
+        assert_eq!(decode(seed), Err(WalError::Invalid("entry index")));
+        let gap = record(1, vec![entry(1, 1, b"a"), entry(3, 1, b"c")], None);
+        assert_eq!(decode(gap), Err(WalError::Invalid("entry index")));
+        let zero = record(1, vec![entry(0, 1, b"a")], None);
+        assert_eq!(decode(zero), Err(WalError::Invalid("entry index")));
+        // Found by the fuzz target too: the index after u64::MAX overflowed.
+        let seed = Bytes::from_static(include_bytes!(
+            "../../../fuzz/corpus/raft_wal/seed-crash-index-overflow"
+        ));
+        assert_eq!(decode(seed), Err(WalError::Invalid("entry index")));
     }
 
     proptest! {
