@@ -80,20 +80,26 @@ async fn connect(broker: &Broker) -> (Client<TokioIo>, SessionId) {
     (client, session)
 }
 
-/// Sends and waits for the broker's outcome.
+/// Sends `body` as a message and waits for the broker's outcome.
 async fn publish(
     client: &mut Client<TokioIo>,
     link: LinkId,
     body: &str,
     durable: bool,
 ) -> DeliveryState {
+    publish_encoded(client, link, body, message(body, durable)).await
+}
+
+/// Sends an encoded message, tagged `tag`, and waits for the broker's
+/// outcome.
+async fn publish_encoded(
+    client: &mut Client<TokioIo>,
+    link: LinkId,
+    tag: &str,
+    message: Bytes,
+) -> DeliveryState {
     let delivery = client
-        .send(
-            link,
-            Bytes::from(body.to_owned()),
-            message(body, durable),
-            false,
-        )
+        .send(link, Bytes::from(tag.to_owned()), message, false)
         .await
         .unwrap();
     let outcome = client.wait_for(
@@ -682,18 +688,8 @@ async fn a_resent_message_id_is_accepted_once_and_delivered_once() {
         ("other", Some("order-2")),
         ("no id", None),
     ] {
-        let delivery = client
-            .send(sender, Bytes::from(body), with_id(body, id), false)
-            .await
-            .unwrap();
-        let outcome = client.wait_for(|e| {
-            matches!(e, Event::Disposition { delivery: d, state: Some(_), .. } if *d == delivery)
-        });
-        let Event::Disposition { state, .. } = timeout(WAIT, outcome).await.unwrap().unwrap()
-        else {
-            unreachable!("wait_for returns what it matched");
-        };
-        assert_eq!(state, Some(accepted()), "{body}");
+        let state = publish_encoded(&mut client, sender, body, with_id(body, id)).await;
+        assert_eq!(state, accepted(), "{body}");
     }
     let consumer = client
         .attach_receiver(session, "c", queue("orders"), 10)

@@ -18,7 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use sluice::cluster::group::{self, GroupsConfig};
 use sluice::cluster::replica::Timing;
-use sluice::cluster::transport::{Transport, TransportConfig};
+use sluice::cluster::transport::TransportConfig;
 use sluice::io::TurmoilIo;
 
 /// Fixed, so that a failure replays.
@@ -49,17 +49,13 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         .filter(|&peer| peer != node)
         .map(|peer| (peer, format!("{}:{PORT}", host(peer))))
         .collect();
-    let (transport, inbound) = Transport::start(
-        TurmoilIo,
-        TransportConfig {
-            node_id: node,
-            listen: (Ipv4Addr::UNSPECIFIED, PORT).into(),
-            peers,
-            secret: Arc::from(SECRET),
-            seed: SEED,
-        },
-    )
-    .await?;
+    let transport = TransportConfig {
+        node_id: node,
+        listen: (Ipv4Addr::UNSPECIFIED, PORT).into(),
+        peers,
+        secret: Arc::from(SECRET),
+        seed: SEED,
+    };
     let config = GroupsConfig {
         groups: GROUPS.to_vec(),
         node_id: node,
@@ -71,7 +67,7 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         plant: None,
     };
     let (handle, mut committed, task) =
-        group::start(TurmoilIo, Path::new("/raft"), config, transport, inbound).await?;
+        group::start(TurmoilIo, Path::new("/raft"), config, transport).await?;
     let mut proposals = tokio::time::interval(PROPOSE_INTERVAL);
     let mut next = 0u32;
     loop {

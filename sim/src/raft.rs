@@ -38,7 +38,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice::cluster::group::{self, GroupsConfig};
 use sluice::cluster::replica::Timing;
-use sluice::cluster::transport::{Transport, TransportConfig};
+use sluice::cluster::transport::TransportConfig;
 use sluice::cluster::wal::GroupId;
 use sluice::io::TurmoilIo;
 use sluice::io::faulty::FaultyIo;
@@ -183,17 +183,13 @@ async fn run_node(
         .filter(|&peer| peer != node)
         .map(|peer| (peer, format!("{}:{PORT}", host(peer))))
         .collect();
-    let (transport, inbound) = Transport::start(
-        TurmoilIo,
-        TransportConfig {
-            node_id: node,
-            listen: (Ipv4Addr::UNSPECIFIED, PORT).into(),
-            peers,
-            secret: Arc::from(SECRET),
-            seed,
-        },
-    )
-    .await?;
+    let transport = TransportConfig {
+        node_id: node,
+        listen: (Ipv4Addr::UNSPECIFIED, PORT).into(),
+        peers,
+        secret: Arc::from(SECRET),
+        seed,
+    };
     // An fsync that takes a while before it makes anything durable: the
     // window in which a crash finds written, unsynced data.
     let sync_latency = Duration::from_millis(1 + (seed ^ node) % 20);
@@ -208,7 +204,7 @@ async fn run_node(
         plant,
     };
     let (handle, mut committed, task) =
-        group::start(io, Path::new("/raft"), config, transport, inbound).await?;
+        group::start(io, Path::new("/raft"), config, transport).await?;
     let mut proposals = tokio::time::interval(PROPOSE_INTERVAL);
     let mut next = 0u64;
     loop {

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::replica::{NodeId, Output, Replica, ReplicaError, Timing};
-use super::transport::Transport;
+use super::transport::{StartError, Transport, TransportConfig};
 use super::wal::{self, GroupId, WalError};
 use crate::io::Io;
 use crate::log::{self, Log, LogError, LogOptions, Ticket};
@@ -67,6 +67,9 @@ pub enum GroupError {
     /// raft-rs refused the configuration or the recovered log.
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    /// The node-to-node transport could not start.
+    #[error(transparent)]
+    Transport(#[from] StartError),
 }
 
 /// The broker's side of the running groups.
@@ -88,20 +91,21 @@ impl GroupsHandle {
 }
 
 /// Opens the node's log in `dir`, recovers every group's replica from it,
-/// and starts the task with [`Io::spawn`]. Returns the handle, the channel
+/// starts the transport to the other nodes, and starts the task with
+/// [`Io::spawn`]. Returns the handle, the channel
 /// of committed entries with their group (after a restart, each group starts
 /// again from its first entry: the broker's state is rebuilt from them) and
 /// the task's result.
 ///
 /// # Errors
 ///
-/// [`GroupError`] if the log cannot be opened or recovered.
+/// [`GroupError`] if the log cannot be opened or recovered, or the
+/// transport cannot start.
 pub async fn start<I: Io>(
     io: I,
     dir: &Path,
     config: GroupsConfig,
-    transport: Transport,
-    inbound: mpsc::Receiver<(NodeId, Bytes)>,
+    transport: TransportConfig,
 ) -> Result<
     (
         GroupsHandle,
@@ -111,6 +115,7 @@ pub async fn start<I: Io>(
     GroupError,
 > {
     let (log, recovered) = log::open(io.clone(), dir, LogOptions::default()).await?;
+    let (transport, inbound) = Transport::start(io.clone(), transport).await?;
     let mut durable = wal::recover(recovered.records.into_iter().map(|(_, record)| record))?;
     let mut replicas = BTreeMap::new();
     for &group in &config.groups {
