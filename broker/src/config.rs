@@ -445,6 +445,12 @@ impl Default for StorageConfig {
     }
 }
 
+/// The greatest node id: a consumer's id holds its node's id in 16 bits.
+pub const NODE_ID_MAX: u64 = u16::MAX as u64;
+
+/// The most data groups a cluster may have.
+pub const GROUPS_MAX: u32 = 256;
+
 /// Membership of a replicated cluster (`[cluster]`). With no peers the broker
 /// is a single node, exactly as if the section were absent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -462,6 +468,9 @@ pub struct ClusterConfig {
     /// messages. It never crosses the wire. At least
     /// [`SECRET_BYTES_MIN`] bytes when there are peers.
     pub secret: String,
+    /// How many Raft data groups the queues are spread over; 0 (the
+    /// default) means one per node. Every node must agree.
+    pub groups: u32,
 }
 
 impl Default for ClusterConfig {
@@ -471,6 +480,7 @@ impl Default for ClusterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5700)),
             peers: Vec::new(),
             secret: String::new(),
+            groups: 0,
         }
     }
 }
@@ -479,6 +489,15 @@ impl ClusterConfig {
     /// Whether this node is one of several.
     pub fn is_clustered(&self) -> bool {
         !self.peers.is_empty()
+    }
+
+    /// How many data groups there are: [`ClusterConfig::groups`], or one
+    /// per node.
+    pub fn groups_or_default(&self) -> u32 {
+        match self.groups {
+            0 => u32::try_from(self.peers.len() + 1).unwrap_or(u32::MAX),
+            groups => groups,
+        }
     }
 }
 
@@ -614,23 +633,25 @@ impl Config {
         Ok(())
     }
 
-    /// A cluster needs distinct, non-zero node ids, addresses that name a
-    /// port, and a secret long enough not to be guessed.
+    /// A cluster needs distinct node ids from 1 to [`NODE_ID_MAX`],
+    /// addresses that name a port, and a secret long enough not to be
+    /// guessed.
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
-        if cluster.node_id == 0 {
+        if !(1..=NODE_ID_MAX).contains(&cluster.node_id) {
             return Err(invalid(
                 "cluster.node_id",
-                "0 is reserved; node ids start at 1".to_owned(),
+                format!("must be from 1 to {NODE_ID_MAX} (0 is reserved)"),
             ));
         }
         let mut seen = HashSet::from([cluster.node_id]);
         for peer in &cluster.peers {
-            if peer.id == 0 || !seen.insert(peer.id) {
+            if !(1..=NODE_ID_MAX).contains(&peer.id) || !seen.insert(peer.id) {
                 return Err(invalid(
                     "cluster.peer.id",
                     format!(
-                        "node id {} is 0 or used twice (this node is {})",
+                        "node id {} is not from 1 to {NODE_ID_MAX}, or is used twice \
+                         (this node is {})",
                         peer.id, cluster.node_id
                     ),
                 ));
@@ -642,6 +663,12 @@ impl Config {
                     format!("{:?} is not HOST:PORT", peer.address),
                 ));
             }
+        }
+        if cluster.groups > GROUPS_MAX {
+            return Err(invalid(
+                "cluster.groups",
+                format!("at most {GROUPS_MAX} data groups"),
+            ));
         }
         if cluster.is_clustered() && cluster.secret.len() < SECRET_BYTES_MIN {
             return Err(invalid(

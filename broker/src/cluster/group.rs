@@ -18,15 +18,15 @@
 //! single-node broker): what is on disk is then unknown, and a member that
 //! acknowledged what it may not have would break Raft's guarantees.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message};
-use tokio::sync::mpsc;
-use tracing::{Instrument, debug, info_span, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::replica::{NodeId, Output, Replica, ReplicaError, Timing};
 use super::transport::{StartError, Transport, TransportConfig};
@@ -72,10 +72,23 @@ pub enum GroupError {
     Transport(#[from] StartError),
 }
 
+/// What this node knows of the groups and its peers, as of the last ready
+/// cycle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Each group's leader, as far as this node knows.
+    pub leaders: BTreeMap<GroupId, Option<NodeId>>,
+    /// Peers this node has not heard from for
+    /// [`Timing::peer_timeout_ticks`]. Only a leader hears from every
+    /// member, so only a leader's view is complete.
+    pub unreachable: BTreeSet<NodeId>,
+}
+
 /// The broker's side of the running groups.
 #[derive(Debug)]
 pub struct GroupsHandle {
     proposals: mpsc::UnboundedSender<(GroupId, Bytes)>,
+    status: watch::Receiver<Status>,
 }
 
 impl GroupsHandle {
@@ -87,6 +100,12 @@ impl GroupsHandle {
     /// false if the task has stopped.
     pub fn propose(&self, group: GroupId, data: Bytes) -> bool {
         self.proposals.send((group, data)).is_ok()
+    }
+
+    /// The groups' leaders and the unreachable peers; `changed` on it
+    /// wakes when they change.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
     }
 }
 
@@ -132,16 +151,26 @@ pub async fn start<I: Io>(
     }
     let (proposals, proposed) = mpsc::unbounded_channel();
     let (committed, applied) = mpsc::unbounded_channel();
+    let (status_tx, status) = watch::channel(Status::default());
     let span = info_span!("raft_groups", node = config.node_id);
+    let silent_ticks = config
+        .voters
+        .iter()
+        .filter(|&&voter| voter != config.node_id)
+        .map(|&peer| (peer, 0))
+        .collect();
     let host = Host {
         replicas,
         log,
         transport,
         committed,
         persisting: VecDeque::new(),
+        silent_ticks,
+        peer_timeout_ticks: config.timing.peer_timeout_ticks,
+        status: status_tx,
     };
     let task = io.spawn(host.run(config.tick, inbound, proposed).instrument(span));
-    Ok((GroupsHandle { proposals }, applied, task))
+    Ok((GroupsHandle { proposals, status }, applied, task))
 }
 
 /// The task's state.
@@ -153,6 +182,10 @@ struct Host {
     /// What was submitted to the log, in order: the record's ticket, its
     /// group and the ready number it persists.
     persisting: VecDeque<(Ticket, GroupId, u64)>,
+    /// Ticks since each peer's last message.
+    silent_ticks: BTreeMap<NodeId, usize>,
+    peer_timeout_ticks: usize,
+    status: watch::Sender<Status>,
 }
 
 impl Host {
@@ -166,7 +199,7 @@ impl Host {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.replicas.values_mut().for_each(Replica::tick),
+                _ = ticker.tick() => self.tick(),
                 Some((from, payload)) = inbound.recv() => self.receive(from, payload),
                 Some((group, data)) = proposed.recv() => self.propose(group, data),
                 completion = self.log.completion(), if self.log.outstanding() > 0 => {
@@ -176,7 +209,46 @@ impl Host {
                 }
             }
             self.advance_all()?;
+            self.publish_status();
         }
+    }
+
+    fn tick(&mut self) {
+        self.replicas.values_mut().for_each(Replica::tick);
+        for silent in self.silent_ticks.values_mut() {
+            *silent = silent.saturating_add(1);
+        }
+    }
+
+    /// Tells the broker of leadership and reachability changes. Updated in
+    /// place: this runs after every event.
+    fn publish_status(&self) {
+        self.status.send_if_modified(|status| {
+            let mut changed = false;
+            for (&group, replica) in &self.replicas {
+                let leader = replica.leader();
+                if status.leaders.get(&group) != Some(&leader) {
+                    match leader {
+                        Some(leader) => info!(group, leader, "group leader known"),
+                        None => info!(group, "group has no leader"),
+                    }
+                    status.leaders.insert(group, leader);
+                    changed = true;
+                }
+            }
+            for (&peer, &silent) in &self.silent_ticks {
+                let unreachable = silent > self.peer_timeout_ticks;
+                if unreachable != status.unreachable.contains(&peer) {
+                    if unreachable {
+                        status.unreachable.insert(peer);
+                    } else {
+                        status.unreachable.remove(&peer);
+                    }
+                    changed = true;
+                }
+            }
+            changed
+        });
     }
 
     fn propose(&mut self, group: GroupId, data: Bytes) {
@@ -243,6 +315,9 @@ impl Host {
                 return;
             }
         };
+        if let Some(silent) = self.silent_ticks.get_mut(&from) {
+            *silent = 0;
+        }
         if message.from != from {
             warn!(
                 from,

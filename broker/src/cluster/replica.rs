@@ -42,6 +42,9 @@ pub struct Timing {
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
+    /// Ticks without a message from a peer before it counts as unreachable
+    /// (see [`super::group::Status`]).
+    pub peer_timeout_ticks: usize,
 }
 
 impl Default for Timing {
@@ -49,6 +52,7 @@ impl Default for Timing {
         Self {
             election_ticks: 10,
             heartbeat_ticks: 2,
+            peer_timeout_ticks: 30,
         }
     }
 }

@@ -60,7 +60,7 @@ impl NodeSettings {
     }
 
     /// The state machine's configuration of a queue created as `name`.
-    fn queue_config(&self, name: &str) -> QueueConfig {
+    pub(in crate::node) fn queue_config(&self, name: &str) -> QueueConfig {
         let settings = self.config.queue_settings(name);
         QueueConfig {
             durable: settings.durable,
@@ -82,7 +82,7 @@ impl NodeSettings {
         }
     }
 
-    fn auto_create(&self, name: &str) -> bool {
+    pub(in crate::node) fn auto_create(&self, name: &str) -> bool {
         self.config.queue_settings(name).auto_create
     }
 
@@ -90,7 +90,7 @@ impl NodeSettings {
     /// entry's `persist`, else the `[queues]` default. Read directly rather
     /// than through [`Config::queue_settings`], which resolves (and clones)
     /// every setting, because every non-durable publish asks.
-    fn persist_always(&self, name: &str) -> bool {
+    pub(in crate::node) fn persist_always(&self, name: &str) -> bool {
         let persist = self
             .config
             .queue_overrides
@@ -118,6 +118,17 @@ pub enum NodeError {
         /// Why.
         error: DecodeError,
     },
+    /// A clustered node could not count its starts (see
+    /// `node::cluster`).
+    #[error("cannot record this start of the node in the data directory")]
+    Incarnation(#[source] std::io::Error),
+    /// The Raft groups could not start, or failed (a failed write to their
+    /// log stops them, as a failed fsync stops the single node).
+    #[error(transparent)]
+    Groups(#[from] crate::cluster::group::GroupError),
+    /// The Raft groups' task panicked.
+    #[error("the raft groups' task panicked")]
+    GroupsPanicked,
 }
 
 /// Opens the log, recovers the queues from it, and returns a handle to the
@@ -220,25 +231,28 @@ enum Reply {
 }
 
 /// A publish waiting for every queue it goes to.
-struct Publish {
-    conn: ConnId,
-    delivery: DeliveryId,
-    settled: bool,
-    remaining: usize,
-    rejection: Option<Error>,
+pub(in crate::node) struct Publish {
+    pub conn: ConnId,
+    pub delivery: DeliveryId,
+    pub settled: bool,
+    /// Queues whose enqueue is not applied yet.
+    pub remaining: usize,
+    /// Why a queue refused it, if one did.
+    pub rejection: Option<Error>,
 }
 
-struct Consumer {
-    conn: ConnId,
-    link: LinkId,
-    queue: String,
+/// A consumer, as the node that serves its link knows it.
+pub(in crate::node) struct Consumer {
+    pub conn: ConnId,
+    pub link: LinkId,
+    pub queue: String,
     /// When the queue goes with this consumer.
-    lifetime: QueueLifetime,
+    pub lifetime: QueueLifetime,
 }
 
 /// When a consumer's queue is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QueueLifetime {
+pub(in crate::node) enum QueueLifetime {
     /// Never: an anycast queue outlives its consumers.
     Lasting,
     /// When the consumer's link closes (not when it only detaches): a
@@ -248,14 +262,48 @@ enum QueueLifetime {
     UntilDetached,
 }
 
-struct Producer {
-    node: ProducerNode,
+impl QueueLifetime {
+    /// Whether the queue goes when its consumer's link detaches (`closed`:
+    /// the link was closed, not only detached).
+    pub fn ends_with(self, closed: bool) -> bool {
+        match self {
+            QueueLifetime::Lasting => false,
+            QueueLifetime::UntilClosed => closed,
+            QueueLifetime::UntilDetached => true,
+        }
+    }
+}
+
+/// A producer's link and its window.
+pub(in crate::node) struct Producer {
+    pub node: ProducerNode,
     /// Credit granted and not yet used, as far as the node knows.
-    remaining: u32,
+    pub remaining: u32,
     /// Messages received and not yet answered (accepted, or rejected):
     /// they count against the window, so that what a producer has in
     /// flight, and with it the time each message waits, stays bounded.
-    unanswered: u32,
+    pub unanswered: u32,
+}
+
+impl Producer {
+    /// Counts a message received.
+    pub fn used_one(&mut self) {
+        self.remaining = self.remaining.saturating_sub(1);
+        self.unanswered += 1;
+    }
+
+    /// Counts a message answered, which frees a place in the window.
+    pub fn answered_one(&mut self) {
+        self.unanswered = self.unanswered.saturating_sub(1);
+    }
+
+    /// Whether to grant more credit: once half the `window` is free,
+    /// neither granted (unused credit) nor taken (messages not yet
+    /// answered).
+    pub fn wants_top_up(&self, window: u32) -> bool {
+        let taken = self.remaining.saturating_add(self.unanswered);
+        window.saturating_sub(taken) >= window.div_ceil(2)
+    }
 }
 
 struct Core<I: Io> {
@@ -319,10 +367,7 @@ impl<I: Io> Core<I> {
             .collect();
         let mut topics: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for name in registry.keys() {
-            if let Some((topic, _)) = name
-                .strip_prefix(TOPIC_PREFIX)
-                .and_then(|rest| rest.split_once(SUBSCRIPTION_SEPARATOR))
-            {
+            if let Some(topic) = topic_of_subscription(name) {
                 topics
                     .entry(topic.to_owned())
                     .or_default()
@@ -556,7 +601,7 @@ impl<I: Io> Core<I> {
                     self.next_dynamic += 1;
                     format!("~{}", self.next_dynamic)
                 };
-                let queue = format!("{TOPIC_PREFIX}{topic}{SUBSCRIPTION_SEPARATOR}{subscription}");
+                let queue = subscription_queue(&topic, &subscription);
                 let config = QueueConfig {
                     durable,
                     ..self.settings.queue_config(&queue)
@@ -694,12 +739,7 @@ impl<I: Io> Core<I> {
         // The consumer's unsettled deliveries return counted as failed
         // (logged settles), then it goes.
         self.submit_detach(consumer);
-        let ends = match info.lifetime {
-            QueueLifetime::Lasting => false,
-            QueueLifetime::UntilClosed => closed,
-            QueueLifetime::UntilDetached => true,
-        };
-        if ends {
+        if info.lifetime.ends_with(closed) {
             self.delete(&info.queue);
         }
     }
@@ -711,7 +751,12 @@ impl<I: Io> Core<I> {
             // The link is gone; the client learns from its detach.
             return;
         };
-        let destinations = self.destinations(&producer.node, &message);
+        let destinations = destinations(
+            &producer.node,
+            &message,
+            |queue| self.registry.contains_key(queue),
+            &self.topics,
+        );
         let publish = self.next_publish;
         self.next_publish += 1;
         self.publishes.insert(
@@ -759,54 +804,11 @@ impl<I: Io> Core<I> {
         self.producer_used_credit(conn, delivery.link);
     }
 
-    /// The queues a message goes to, and what it says about itself.
-    fn destinations(
-        &self,
-        node: &ProducerNode,
-        message: &Bytes,
-    ) -> Result<(Vec<String>, super::Inspected), Error> {
-        let inspected = inspect(message).map_err(|e| {
-            Error::new(
-                condition::DECODE_ERROR,
-                format!("the message does not decode: {e}"),
-            )
-        })?;
-        let destination = match node {
-            ProducerNode::AnonymousRelay => match &inspected.to {
-                Some(to) => relay_destination(to),
-                None => {
-                    return Err(Error::new(
-                        condition::NOT_FOUND,
-                        "a message on an anonymous-relay link needs properties.to",
-                    ));
-                }
-            },
-            other => other.clone(),
-        };
-        let queues = match destination {
-            ProducerNode::Queue(queue) if self.registry.contains_key(&queue) => vec![queue],
-            ProducerNode::Queue(queue) => {
-                return Err(Error::new(
-                    condition::NOT_FOUND,
-                    format!("no queue named {queue:?}"),
-                ));
-            }
-            ProducerNode::Topic(topic) => self
-                .topics
-                .get(&topic)
-                .map(|subscriptions| subscriptions.iter().cloned().collect())
-                .unwrap_or_default(),
-            ProducerNode::AnonymousRelay => unreachable!("resolved above"),
-        };
-        Ok((queues, inspected))
-    }
-
     /// Counts one message against a producer's credit and tops it up when
     /// half is used.
     fn producer_used_credit(&mut self, conn: ConnId, link: LinkId) {
         if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.remaining = producer.remaining.saturating_sub(1);
-            producer.unanswered += 1;
+            producer.used_one();
         }
         self.top_up_credit(conn, link);
     }
@@ -815,20 +817,18 @@ impl<I: Io> Core<I> {
     /// in its window.
     fn producer_answered(&mut self, conn: ConnId, link: LinkId) {
         if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.unanswered = producer.unanswered.saturating_sub(1);
+            producer.answered_one();
         }
         self.top_up_credit(conn, link);
     }
 
-    /// Grants more credit once half the window is free: neither granted
-    /// (unused credit) nor taken (messages not yet answered).
     fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {
         let window = self.settings.config.limits.producer_credit;
-        let Some(producer) = self.producers.get(&(conn, link)) else {
-            return;
-        };
-        let taken = producer.remaining.saturating_add(producer.unanswered);
-        if window.saturating_sub(taken) >= window.div_ceil(2) {
+        if self
+            .producers
+            .get(&(conn, link))
+            .is_some_and(|producer| producer.wants_top_up(window))
+        {
             self.grant_credit(conn, link);
         }
     }
@@ -914,26 +914,13 @@ impl<I: Io> Core<I> {
         let Some(p) = self.publishes.remove(&publish) else {
             return;
         };
-        match (p.settled, p.rejection) {
-            (true, None) => {}
-            (true, Some(error)) => debug!(?error, "a settled message was not taken"),
-            (false, rejection) => {
-                let state = match rejection {
-                    None => DeliveryState::Accepted(Accepted),
-                    Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
-                };
-                self.tell(
-                    p.conn,
-                    ToConnection::Outcome {
-                        delivery: p.delivery,
-                        state,
-                    },
-                );
-            }
+        let (conn, link) = (p.conn, p.delivery.link);
+        if let Some(outcome) = publish_outcome(p) {
+            self.tell(conn, outcome);
         }
         // After the outcome, so that the producer hears of the answer before
         // of the credit it frees.
-        self.producer_answered(p.conn, p.delivery.link);
+        self.producer_answered(conn, link);
     }
 
     // ---- the pipeline -----------------------------------------------------
@@ -1274,27 +1261,9 @@ impl<I: Io> Core<I> {
     fn on_effect(&mut self, effect: Effect, reply: Reply) {
         match effect {
             Effect::Deliver { consumer, delivery } => {
-                let Some(info) = self.consumers.get(&consumer) else {
-                    return;
-                };
-                let message = render(
-                    &delivery.body,
-                    delivery.delivery_count,
-                    delivery.first_acquirer,
-                    &delivery.annotations,
-                )
-                .unwrap_or_else(|_| delivery.body.clone());
-                self.tell(
-                    info.conn,
-                    ToConnection::Deliver {
-                        link: info.link,
-                        consumer,
-                        queue: delivery.queue,
-                        seq: delivery.seq,
-                        message,
-                        settled: delivery.settled,
-                    },
-                );
+                if let Some(info) = self.consumers.get(&consumer) {
+                    self.tell(info.conn, deliver_message(info.link, consumer, delivery));
+                }
             }
             Effect::DrainComplete { consumer } => {
                 if let Some(info) = self.consumers.get(&consumer) {
@@ -1305,21 +1274,7 @@ impl<I: Io> Core<I> {
                 if let Reply::Publish(publish) = reply
                     && let Some(p) = self.publishes.get_mut(&publish)
                 {
-                    p.rejection = Some(match reason {
-                        RejectReason::NotFound => {
-                            Error::new(condition::NOT_FOUND, format!("no queue named {queue:?}"))
-                        }
-                        RejectReason::Overflow => Error::new(
-                            condition::RESOURCE_LIMIT_EXCEEDED,
-                            format!("queue {queue:?} is full"),
-                        ),
-                        // The node assigns increasing sequence numbers:
-                        // this is a bug, reported to the producer, not fatal.
-                        RejectReason::SeqNotIncreasing => {
-                            error!(queue, "sequence number out of order");
-                            Error::new(condition::INTERNAL_ERROR, "sequence number out of order")
-                        }
-                    });
+                    p.rejection = Some(rejection(reason, &queue));
                 }
             }
             Effect::ConsumerClosed { consumer, .. } => {
@@ -1398,5 +1353,123 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     match deadline {
         Some(deadline) => seam::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The queue of subscription `subscription` to `topic`.
+pub(in crate::node) fn subscription_queue(topic: &str, subscription: &str) -> String {
+    format!("{TOPIC_PREFIX}{topic}{SUBSCRIPTION_SEPARATOR}{subscription}")
+}
+
+/// The topic a subscription queue subscribes to; `None` for other queues.
+pub(in crate::node) fn topic_of_subscription(queue: &str) -> Option<&str> {
+    let (topic, _) = queue
+        .strip_prefix(TOPIC_PREFIX)?
+        .split_once(SUBSCRIPTION_SEPARATOR)?;
+    Some(topic)
+}
+
+/// The queues a message goes to, and what it says about itself. `exists`
+/// says whether a queue is declared; `topics` lists each topic's
+/// subscription queues.
+pub(in crate::node) fn destinations(
+    node: &ProducerNode,
+    message: &Bytes,
+    exists: impl Fn(&str) -> bool,
+    topics: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<(Vec<String>, super::Inspected), Error> {
+    let inspected = inspect(message).map_err(|e| {
+        Error::new(
+            condition::DECODE_ERROR,
+            format!("the message does not decode: {e}"),
+        )
+    })?;
+    let destination = match node {
+        ProducerNode::AnonymousRelay => match &inspected.to {
+            Some(to) => relay_destination(to),
+            None => {
+                return Err(Error::new(
+                    condition::NOT_FOUND,
+                    "a message on an anonymous-relay link needs properties.to",
+                ));
+            }
+        },
+        other => other.clone(),
+    };
+    let queues = match destination {
+        ProducerNode::Queue(queue) if exists(&queue) => vec![queue],
+        ProducerNode::Queue(queue) => {
+            return Err(Error::new(
+                condition::NOT_FOUND,
+                format!("no queue named {queue:?}"),
+            ));
+        }
+        ProducerNode::Topic(topic) => topics
+            .get(&topic)
+            .map(|subscriptions| subscriptions.iter().cloned().collect())
+            .unwrap_or_default(),
+        ProducerNode::AnonymousRelay => unreachable!("resolved above"),
+    };
+    Ok((queues, inspected))
+}
+
+/// The message that sends `delivery` to `consumer` on `link`.
+pub(in crate::node) fn deliver_message(
+    link: LinkId,
+    consumer: ConsumerId,
+    delivery: crate::queue::Delivery,
+) -> ToConnection {
+    let message = render(
+        &delivery.body,
+        delivery.delivery_count,
+        delivery.first_acquirer,
+        &delivery.annotations,
+    )
+    .unwrap_or_else(|_| delivery.body.clone());
+    ToConnection::Deliver {
+        link,
+        consumer,
+        queue: delivery.queue,
+        seq: delivery.seq,
+        message,
+        settled: delivery.settled,
+    }
+}
+
+/// The outcome to send a producer for a publish every queue has answered;
+/// `None` if the producer sent it settled.
+pub(in crate::node) fn publish_outcome(publish: Publish) -> Option<ToConnection> {
+    if publish.settled {
+        if let Some(error) = publish.rejection {
+            debug!(?error, "a settled message was not taken");
+        }
+        return None;
+    }
+    let state = match publish.rejection {
+        None => DeliveryState::Accepted(Accepted),
+        Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
+    };
+    Some(ToConnection::Outcome {
+        delivery: publish.delivery,
+        state,
+    })
+}
+
+/// The error a producer hears when a queue refuses its message.
+pub(in crate::node) fn rejection(reason: RejectReason, queue: &str) -> Error {
+    match reason {
+        RejectReason::NotFound => {
+            Error::new(condition::NOT_FOUND, format!("no queue named {queue:?}"))
+        }
+        RejectReason::Overflow => Error::new(
+            condition::RESOURCE_LIMIT_EXCEEDED,
+            format!("queue {queue:?} is full"),
+        ),
+        // Sequence numbers are assigned increasing: this is a bug, reported
+        // to the producer, not fatal.
+        RejectReason::SeqNotIncreasing => {
+            error!(queue, "sequence number out of order");
+            Error::new(condition::INTERNAL_ERROR, "sequence number out of order")
+        }
     }
 }

@@ -16,6 +16,7 @@
 //! since it cannot change what they do (see `Core::credit`).
 
 mod address;
+mod cluster;
 mod core;
 mod message;
 #[cfg(test)]
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use address::{
     ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, consumer_node, producer_node,
 };
+pub use cluster::start as start_clustered;
 pub use core::{NodeError, NodeSettings, start};
 pub use message::{Inspected, inspect, render};
 

@@ -119,6 +119,16 @@ impl Queues {
             .map(|(name, queue)| (name.as_str(), &queue.config))
     }
 
+    /// The consumer holding message `seq` of `queue` unsettled, if any.
+    pub fn holder(&self, queue: &str, seq: Seq) -> Option<ConsumerId> {
+        self.queues.get(queue)?.message(seq)?.holder
+    }
+
+    /// Every attached consumer, in id order.
+    pub fn consumer_ids(&self) -> impl Iterator<Item = ConsumerId> + '_ {
+        self.consumers.keys().copied()
+    }
+
     /// The durable state: durable queues, their persistent messages (with
     /// delivery counts, annotations and expiries) and the last seq. Not
     /// consumers, nor what they hold: every message restores ready.

@@ -56,14 +56,6 @@ pub enum ServerError {
     /// The broker node's task panicked.
     #[error("the broker node panicked")]
     NodePanicked,
-    /// The configuration names cluster peers, but this build cannot
-    /// replicate yet: refusing beats silently running a single node that
-    /// the operator believes is replicated.
-    #[error(
-        "cluster peers are configured, but replication is not available in this build yet; \
-         remove `[[cluster.peer]]` and `--peer` to run a single node"
-    )]
-    ClusterUnsupported,
 }
 
 /// What [`run`] hands its `ready` callback once it listens.
@@ -97,11 +89,14 @@ pub async fn run<I: Io>(
     shutdown: Shutdown,
     ready: impl FnOnce(Listening) + Send,
 ) -> Result<(), ServerError> {
-    if config.cluster.is_clustered() {
-        return Err(ServerError::ClusterUnsupported);
-    }
-    let (node, node_task) = node::start(io.clone(), NodeSettings::new(config.clone())).await?;
-    let mut node_task = io.spawn(node_task);
+    let settings = NodeSettings::new(config.clone());
+    let (node, mut node_task) = if config.cluster.is_clustered() {
+        let (node, task) = node::start_clustered(io.clone(), settings).await?;
+        (node, io.spawn(task))
+    } else {
+        let (node, task) = node::start(io.clone(), settings).await?;
+        (node, io.spawn(task))
+    };
     let listener = io
         .bind(config.listen)
         .await

@@ -1,0 +1,983 @@
+//! The clustered node task (see the [module](super) documentation).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, EntryType};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use super::batch::{Batch, Origin};
+use super::proposer::Outbox;
+use super::state::{Applied, GroupState};
+use super::{
+    HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, TICK, TIMING, consumer_node, next_origin,
+};
+use crate::amqp::engine::{DeliveryId, LinkId};
+use crate::amqp::types::condition;
+use crate::cluster::group::{self, GroupsConfig, GroupsHandle, Status};
+use crate::cluster::replica::NodeId;
+use crate::cluster::transport::TransportConfig;
+use crate::cluster::wal::GroupId;
+use crate::io::Io;
+use crate::node::core::{
+    Consumer, NodeError, NodeSettings, Producer, Publish, QueueLifetime, deliver_message,
+    destinations, publish_outcome, rejection, subscription_queue,
+};
+use crate::node::{ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, Request, ToConnection};
+use crate::queue::{Command, ConsumerId, Effect, NewMessage, QueueConfig};
+
+/// What the node does once one of its items is applied.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    None,
+    /// One of a publish's enqueues.
+    Publish(u64),
+    /// The group's `Expire`: another may be proposed.
+    Expire,
+}
+
+/// Opens the Raft log, starts the groups and the transport, and returns a
+/// handle to the node plus the task to run it.
+///
+/// # Errors
+///
+/// [`NodeError`] if the incarnation cannot be counted, or the groups cannot
+/// start.
+pub async fn start<I: Io>(
+    io: I,
+    settings: NodeSettings,
+) -> Result<
+    (
+        NodeHandle,
+        impl Future<Output = Result<(), NodeError>> + Send,
+    ),
+    NodeError,
+> {
+    let config = &settings.config;
+    let cluster = &config.cluster;
+    let node_id = cluster.node_id;
+    let origin = next_origin(&io, &config.data_dir, node_id)
+        .await
+        .map_err(NodeError::Incarnation)?;
+    let mut voters: Vec<NodeId> = cluster.peers.iter().map(|peer| peer.id).collect();
+    voters.push(node_id);
+    voters.sort_unstable();
+    let groups: Vec<GroupId> = (1..=cluster.groups_or_default()).collect();
+    let groups_config = GroupsConfig {
+        node_id,
+        groups: groups.clone(),
+        voters,
+        timing: TIMING,
+        tick: TICK,
+        seed: config.seed,
+        #[cfg(feature = "planted-bugs")]
+        plant: config.plant,
+    };
+    let transport = TransportConfig {
+        node_id,
+        listen: cluster.listen,
+        peers: cluster
+            .peers
+            .iter()
+            .map(|peer| (peer.id, peer.address.clone()))
+            .collect(),
+        secret: Arc::from(cluster.secret.as_bytes()),
+        seed: config.seed,
+    };
+    let raft_dir = config.data_dir.join(RAFT_DIR);
+    let (handle, committed, task) = group::start(io.clone(), &raft_dir, groups_config, transport)
+        .await
+        .map_err(NodeError::Groups)?;
+    info!(node_id, origin, groups = groups.len(), "joined the cluster");
+    let (requests, inbox) = mpsc::unbounded_channel();
+    let core = ClusterCore::new(io, settings, origin, &groups, handle);
+    let run = async move {
+        let mut task = task;
+        tokio::select! {
+            result = core.run(inbox, committed) => result,
+            ended = &mut task => match ended {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(NodeError::Groups(error)),
+                Err(_) => Err(NodeError::GroupsPanicked),
+            },
+        }
+    };
+    Ok((NodeHandle { requests }, run))
+}
+
+/// One group, as this node sees it.
+struct Group {
+    state: GroupState,
+    outbox: Outbox<Reply>,
+    /// When the outbox last proposed what is waiting.
+    proposed_at: std::time::Instant,
+    /// The leader as last known; `None` while there is none.
+    leader: Option<NodeId>,
+    /// An `Expire` of ours is waiting to be applied.
+    expiring: bool,
+}
+
+struct ClusterCore<I: Io> {
+    io: I,
+    settings: NodeSettings,
+    node_id: NodeId,
+    origin: Origin,
+    placement: Placement,
+    handle: GroupsHandle,
+    status: watch::Receiver<Status>,
+    groups: BTreeMap<GroupId, Group>,
+    /// Subscription queues, by topic, as applied.
+    topics: BTreeMap<String, BTreeSet<String>>,
+    connections: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
+    /// This node's consumers.
+    consumers: BTreeMap<ConsumerId, Consumer>,
+    consumer_ids: BTreeMap<(ConnId, LinkId), ConsumerId>,
+    producers: BTreeMap<(ConnId, LinkId), Producer>,
+    blocked: BTreeSet<(ConnId, LinkId)>,
+    /// Enqueues proposed and not yet applied, by queue: room they will take.
+    pending_enqueues: BTreeMap<String, u64>,
+    publishes: BTreeMap<u64, Publish>,
+    /// Consumers this node has asked to detach; forgotten once gone from
+    /// every group.
+    detaching: BTreeSet<ConsumerId>,
+    next_consumer: u64,
+    next_publish: u64,
+    next_dynamic: u64,
+    now_ms: u64,
+    applied: Vec<Applied>,
+    effects: Vec<Effect>,
+}
+
+impl<I: Io> ClusterCore<I> {
+    fn new(
+        io: I,
+        settings: NodeSettings,
+        origin: Origin,
+        groups: &[GroupId],
+        handle: GroupsHandle,
+    ) -> Self {
+        let now = io.now();
+        let groups = groups
+            .iter()
+            .map(|&id| {
+                #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+                let mut state = GroupState::default();
+                #[cfg(feature = "planted-bugs")]
+                state.plant(settings.config.plant);
+                let group = Group {
+                    state,
+                    outbox: Outbox::new(origin),
+                    proposed_at: now,
+                    leader: None,
+                    expiring: false,
+                };
+                (id, group)
+            })
+            .collect();
+        let placement = Placement {
+            groups: settings.config.cluster.groups_or_default(),
+            config: Arc::new(settings.config.clone()),
+        };
+        Self {
+            node_id: settings.config.cluster.node_id,
+            status: handle.status(),
+            io,
+            settings,
+            origin,
+            placement,
+            handle,
+            groups,
+            topics: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            consumer_ids: BTreeMap::new(),
+            producers: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            pending_enqueues: BTreeMap::new(),
+            publishes: BTreeMap::new(),
+            detaching: BTreeSet::new(),
+            next_consumer: origin,
+            next_publish: 1,
+            next_dynamic: 0,
+            now_ms: 0,
+            applied: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Request>,
+        mut committed: mpsc::UnboundedReceiver<(GroupId, Entry)>,
+    ) -> Result<(), NodeError> {
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.now_ms = self.io.unix_time_ms();
+            tokio::select! {
+                request = inbox.recv() => match request {
+                    Some(request) => {
+                        self.handle(request);
+                        while let Ok(request) = inbox.try_recv() {
+                            self.handle(request);
+                        }
+                    }
+                    // Every handle is gone: the broker is stopping. What is
+                    // not applied yet gets no outcome; its connections have
+                    // closed.
+                    None => return Ok(()),
+                },
+                Some((group, entry)) = committed.recv() => {
+                    self.on_committed(group, entry);
+                    while let Ok((group, entry)) = committed.try_recv() {
+                        self.on_committed(group, entry);
+                    }
+                    self.unblock_producers();
+                }
+                Ok(()) = self.status.changed() => self.on_status(),
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+            self.propose_fresh();
+        }
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Register { conn, inbox } => {
+                self.connections.insert(conn, inbox);
+            }
+            Request::AttachConsumer {
+                conn,
+                link,
+                node,
+                link_name,
+                container_id,
+            } => {
+                let result = self.attach_consumer(conn, link, node, &link_name, &container_id);
+                self.tell(conn, ToConnection::ConsumerAttached { link, result });
+            }
+            Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
+            Request::Publish {
+                conn,
+                delivery,
+                message,
+                settled,
+            } => self.publish(conn, delivery, message, settled),
+            Request::Credit {
+                conn,
+                link,
+                credit,
+                drain,
+            } => {
+                if let Some(&consumer) = self.consumer_ids.get(&(conn, link))
+                    && let Some(queue) = self.consumers.get(&consumer).map(|c| c.queue.clone())
+                {
+                    let command = Command::Credit {
+                        consumer,
+                        credit,
+                        drain,
+                    };
+                    self.propose(&queue, command, None, Reply::None);
+                }
+            }
+            Request::Settle {
+                consumer,
+                queue,
+                seq,
+                outcome,
+            } => {
+                if !self.consumers.contains_key(&consumer) {
+                    debug!(
+                        consumer,
+                        queue, seq, "stale settle from a detached consumer dropped"
+                    );
+                    return;
+                }
+                let command = Command::Settle {
+                    queue: queue.clone(),
+                    seq,
+                    outcome,
+                };
+                self.propose(&queue, command, Some(consumer), Reply::None);
+            }
+            Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
+            Request::QueueInfo { reply } => {
+                let mut info: Vec<_> = self
+                    .groups
+                    .values()
+                    .flat_map(|group| {
+                        let queues = group.state.queues();
+                        queues
+                            .declared()
+                            .filter_map(|(name, _)| Some((name.to_owned(), queues.info(name)?)))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                info.sort_by(|a, b| a.0.cmp(&b.0));
+                let _ = reply.send(info);
+            }
+            Request::Disconnect { conn } => {
+                let links: Vec<LinkId> = self
+                    .consumer_ids
+                    .keys()
+                    .chain(self.producers.keys())
+                    .filter(|(c, _)| *c == conn)
+                    .map(|(_, link)| *link)
+                    .collect();
+                for link in links {
+                    self.detach(conn, link, false);
+                }
+                self.connections.remove(&conn);
+            }
+        }
+    }
+
+    fn tell(&self, conn: ConnId, message: ToConnection) {
+        if let Some(inbox) = self.connections.get(&conn) {
+            let _ = inbox.send(message);
+        }
+    }
+
+    /// Queues a command for the group of `queue`.
+    fn propose(&mut self, queue: &str, command: Command, guard: Option<ConsumerId>, reply: Reply) {
+        let group = self.placement.group_of(queue);
+        self.propose_to(group, command, guard, reply);
+    }
+
+    fn propose_to(
+        &mut self,
+        group: GroupId,
+        command: Command,
+        guard: Option<ConsumerId>,
+        reply: Reply,
+    ) {
+        if let Some(group) = self.groups.get_mut(&group) {
+            if group.outbox.is_idle() {
+                group.proposed_at = self.io.now();
+            }
+            group.outbox.push(command, guard, reply);
+        }
+    }
+
+    /// Whether the queue is declared in its group, as applied here.
+    fn exists(&self, queue: &str) -> bool {
+        let group = self.placement.group_of(queue);
+        self.groups
+            .get(&group)
+            .is_some_and(|group| group.state.queues().info(queue).is_some())
+    }
+
+    fn attach_consumer(
+        &mut self,
+        conn: ConnId,
+        link: LinkId,
+        node: ConsumerNode,
+        link_name: &str,
+        container_id: &str,
+    ) -> Result<(ConsumerId, String), Refusal> {
+        let (queue, address, browse, lifetime) = match node {
+            ConsumerNode::Queue { name, browse } => {
+                self.ensure_queue_for_attach(&name)?;
+                (name.clone(), name, browse, QueueLifetime::Lasting)
+            }
+            ConsumerNode::Topic { topic, durable } => {
+                let subscription = if durable {
+                    format!("{container_id}:{link_name}")
+                } else {
+                    format!("~{}", self.dynamic_name())
+                };
+                let queue = subscription_queue(&topic, &subscription);
+                let config = QueueConfig {
+                    durable,
+                    ..self.settings.queue_config(&queue)
+                };
+                self.declare(&queue, config);
+                let lifetime = if durable {
+                    QueueLifetime::UntilClosed
+                } else {
+                    QueueLifetime::UntilDetached
+                };
+                (
+                    queue,
+                    format!("{}{topic}", crate::node::TOPIC_PREFIX),
+                    false,
+                    lifetime,
+                )
+            }
+            ConsumerNode::Dynamic => {
+                let queue = format!("dynamic.{}", self.dynamic_name());
+                let config = QueueConfig {
+                    durable: false,
+                    ..self.settings.queue_config(&queue)
+                };
+                self.declare(&queue, config);
+                (queue.clone(), queue, false, QueueLifetime::UntilDetached)
+            }
+        };
+        let consumer = self.next_consumer;
+        self.next_consumer += 1;
+        self.consumers.insert(
+            consumer,
+            Consumer {
+                conn,
+                link,
+                queue: queue.clone(),
+                lifetime,
+            },
+        );
+        self.consumer_ids.insert((conn, link), consumer);
+        let attach = Command::Attach {
+            consumer,
+            queue: queue.clone(),
+            browse,
+        };
+        self.propose(&queue, attach, None, Reply::None);
+        Ok((consumer, address))
+    }
+
+    /// A name no other node, and no earlier start of this one, uses.
+    fn dynamic_name(&mut self) -> String {
+        self.next_dynamic += 1;
+        format!(
+            "{}.{}.{}",
+            self.node_id,
+            (self.origin >> 32) & 0xffff,
+            self.next_dynamic
+        )
+    }
+
+    /// Declares the queue an attach names if it does not exist and the
+    /// configuration allows it. A declaration still on its way is
+    /// proposed again; the group keeps the first.
+    fn ensure_queue_for_attach(&mut self, name: &str) -> Result<(), Refusal> {
+        if self.exists(name) {
+            return Ok(());
+        }
+        if !self.settings.auto_create(name) {
+            return Err(Refusal {
+                condition: condition::NOT_FOUND,
+                description: format!("no queue named {name:?}"),
+            });
+        }
+        let config = self.settings.queue_config(name);
+        self.declare(name, config);
+        Ok(())
+    }
+
+    fn declare(&mut self, queue: &str, config: QueueConfig) {
+        if self.exists(queue) {
+            return;
+        }
+        let group = self.placement.group_of(queue);
+        info!(queue, group, "declaring a queue");
+        let command = Command::Declare {
+            queue: queue.to_owned(),
+            config,
+        };
+        self.propose_to(group, command, None, Reply::None);
+    }
+
+    fn attach_producer(&mut self, conn: ConnId, link: LinkId, node: ProducerNode) {
+        let result = match &node {
+            ProducerNode::Queue(name) => self.ensure_queue_for_attach(name),
+            ProducerNode::Topic(_) | ProducerNode::AnonymousRelay => Ok(()),
+        };
+        let accepted = result.is_ok();
+        self.tell(conn, ToConnection::ProducerAttached { link, result });
+        if accepted {
+            self.producers.insert(
+                (conn, link),
+                Producer {
+                    node,
+                    remaining: 0,
+                    unanswered: 0,
+                },
+            );
+            self.grant_credit(conn, link);
+        }
+    }
+
+    fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
+        self.producers.remove(&(conn, link));
+        self.blocked.remove(&(conn, link));
+        let Some(consumer) = self.consumer_ids.remove(&(conn, link)) else {
+            return;
+        };
+        let Some(info) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        self.detaching.insert(consumer);
+        self.propose(&info.queue, Command::Detach { consumer }, None, Reply::None);
+        if info.lifetime.ends_with(closed) {
+            let delete = Command::Delete {
+                queue: info.queue.clone(),
+            };
+            self.propose(&info.queue, delete, None, Reply::None);
+        }
+    }
+
+    // ---- publishing and producer credit ---------------------------------
+
+    fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
+        let Some(producer) = self.producers.get(&(conn, delivery.link)) else {
+            return;
+        };
+        // Whether a queue exists is the group's to say, when it applies the
+        // enqueue: a declaration may still be on its way, ahead of it in
+        // this node's session.
+        let routed = destinations(&producer.node, &message, |_| true, &self.topics);
+        let publish = self.next_publish;
+        self.next_publish += 1;
+        let mut pending = Publish {
+            conn,
+            delivery,
+            settled,
+            remaining: 0,
+            rejection: None,
+        };
+        match routed {
+            Ok((queues, inspected)) => {
+                pending.remaining = queues.len();
+                self.publishes.insert(publish, pending);
+                for queue in queues {
+                    let message = NewMessage {
+                        body: message.clone(),
+                        durable: inspected.durable || self.settings.persist_always(&queue),
+                        ttl_ms: inspected.ttl_ms,
+                        absolute_expiry_ms: inspected.absolute_expiry_ms,
+                        message_id: inspected.message_id.clone(),
+                    };
+                    *self.pending_enqueues.entry(queue.clone()).or_default() += 1;
+                    let command = Command::Enqueue {
+                        queue: queue.clone(),
+                        // The group numbers it (see `GroupState::apply`).
+                        seq: 0,
+                        message,
+                    };
+                    self.propose(&queue, command, None, Reply::Publish(publish));
+                }
+            }
+            Err(error) => {
+                pending.rejection = Some(error);
+                self.publishes.insert(publish, pending);
+            }
+        }
+        self.finish_publish_if_done(publish);
+        if let Some(producer) = self.producers.get_mut(&(conn, delivery.link)) {
+            producer.used_one();
+        }
+        self.top_up_credit(conn, delivery.link);
+    }
+
+    fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {
+        let window = self.settings.config.limits.producer_credit;
+        if self
+            .producers
+            .get(&(conn, link))
+            .is_some_and(|producer| producer.wants_top_up(window))
+        {
+            self.grant_credit(conn, link);
+        }
+    }
+
+    fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
+        let window = self.settings.config.limits.producer_credit;
+        let Some(producer) = self.producers.get(&(conn, link)) else {
+            return;
+        };
+        let free = window.saturating_sub(producer.unanswered);
+        let credit = self.room_for(&producer.node).min(u64::from(free)) as u32;
+        if credit == 0 {
+            self.blocked.insert((conn, link));
+            return;
+        }
+        self.blocked.remove(&(conn, link));
+        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+            producer.remaining = credit;
+        }
+        self.tell(conn, ToConnection::ProducerCredit { link, credit });
+    }
+
+    /// How many more messages `node` can take: none while a group it
+    /// writes to has no leader (a partitioned minority takes nothing), or
+    /// above the memory watermark; else the smallest room among its queues,
+    /// counting enqueues on their way as taken.
+    fn room_for(&self, node: &ProducerNode) -> u64 {
+        if self.above_memory_watermark() {
+            return 0;
+        }
+        let room = |queue: &String| {
+            let group = &self.groups[&self.placement.group_of(queue)];
+            if group.leader.is_none() {
+                return 0;
+            }
+            let pending = self.pending_enqueues.get(queue).copied().unwrap_or(0);
+            let configured = || {
+                self.settings
+                    .queue_config(queue)
+                    .max_length
+                    .unwrap_or(u64::MAX)
+            };
+            let room = group.state.queues().room(queue).unwrap_or_else(configured);
+            room.saturating_sub(pending)
+        };
+        match node {
+            ProducerNode::Queue(queue) => room(queue),
+            ProducerNode::Topic(topic) => self
+                .topics
+                .get(topic)
+                .and_then(|subscriptions| subscriptions.iter().map(room).min())
+                .unwrap_or(u64::MAX),
+            ProducerNode::AnonymousRelay => u64::MAX,
+        }
+    }
+
+    fn above_memory_watermark(&self) -> bool {
+        let Some(watermark) = self.settings.config.limits.memory_high_watermark() else {
+            return false;
+        };
+        let held: u64 = self
+            .groups
+            .values()
+            .flat_map(|group| {
+                let queues = group.state.queues();
+                queues
+                    .declared()
+                    .filter_map(|(name, _)| queues.info(name))
+                    .map(|info| info.bytes)
+                    .collect::<Vec<_>>()
+            })
+            .sum();
+        held >= watermark
+    }
+
+    fn unblock_producers(&mut self) {
+        let blocked: Vec<(ConnId, LinkId)> = self.blocked.iter().copied().collect();
+        for (conn, link) in blocked {
+            self.grant_credit(conn, link);
+        }
+    }
+
+    fn finish_publish_if_done(&mut self, publish: u64) {
+        if self.publishes.get(&publish).is_none_or(|p| p.remaining > 0) {
+            return;
+        }
+        let Some(p) = self.publishes.remove(&publish) else {
+            return;
+        };
+        let (conn, link) = (p.conn, p.delivery.link);
+        if let Some(outcome) = publish_outcome(p) {
+            self.tell(conn, outcome);
+        }
+        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+            producer.answered_one();
+        }
+        self.top_up_credit(conn, link);
+    }
+
+    // ---- proposing --------------------------------------------------------
+
+    /// Sends what this wake-up queued, one entry per group (or a few, for a
+    /// large batch).
+    fn propose_fresh(&mut self) {
+        for (&id, group) in &mut self.groups {
+            for entry in group.outbox.take_fresh(self.now_ms) {
+                self.handle.propose(id, entry);
+            }
+        }
+    }
+
+    /// Proposes again everything of `group` not applied yet.
+    fn retry(&mut self, id: GroupId) {
+        let now = self.io.now();
+        if let Some(group) = self.groups.get_mut(&id) {
+            group.proposed_at = now;
+            for entry in group.outbox.take_all(self.now_ms) {
+                self.handle.propose(id, entry);
+            }
+        }
+    }
+
+    fn on_status(&mut self) {
+        let status = self.status.borrow_and_update().clone();
+        let mut elected = Vec::new();
+        for (id, group) in &mut self.groups {
+            let leader = status.leaders.get(id).copied().flatten();
+            if leader != group.leader {
+                if leader.is_some() {
+                    elected.push(*id);
+                }
+                group.leader = leader;
+            }
+        }
+        // A new leader may never have seen what the old one was sent.
+        for id in elected {
+            debug!(
+                group = id,
+                "new leader: proposing again what is not applied"
+            );
+            self.retry(id);
+        }
+        self.unblock_producers();
+    }
+
+    fn housekeeping(&mut self) {
+        let now = self.io.now();
+        let stale: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| {
+                !group.outbox.is_idle() && now.duration_since(group.proposed_at) >= RETRY_AFTER
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            debug!(
+                group = id,
+                "proposals not applied in time: proposing them again"
+            );
+            self.retry(id);
+        }
+        self.propose_expiries();
+        self.detach_orphans();
+    }
+
+    /// Proposes an `Expire` to each group this node leads once its earliest
+    /// expiry is due. Only the leader does, so that the members do not all
+    /// propose one.
+    fn propose_expiries(&mut self) {
+        let due: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| {
+                group.leader == Some(self.node_id)
+                    && !group.expiring
+                    && group
+                        .state
+                        .queues()
+                        .next_expiry()
+                        .is_some_and(|due_ms| due_ms <= self.now_ms)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if let Some(group) = self.groups.get_mut(&id) {
+                group.expiring = true;
+            }
+            self.propose_to(id, Command::Expire, None, Reply::Expire);
+        }
+    }
+
+    /// Detaches the consumers nobody serves: those this node registered
+    /// before it restarted, and, in the groups it leads, those of nodes it
+    /// has not heard from for a while. What they hold returns to the queue.
+    fn detach_orphans(&mut self) {
+        let unreachable = self.status.borrow().unreachable.clone();
+        let mut orphans = Vec::new();
+        let mut present = BTreeSet::new();
+        for (&id, group) in &self.groups {
+            let leading = group.leader == Some(self.node_id);
+            for consumer in group.state.queues().consumer_ids() {
+                present.insert(consumer);
+                let owner = consumer_node(consumer);
+                let orphan = if owner == self.node_id {
+                    !self.consumers.contains_key(&consumer)
+                } else {
+                    leading && unreachable.contains(&owner)
+                };
+                if orphan && !self.detaching.contains(&consumer) {
+                    orphans.push((id, consumer));
+                }
+            }
+        }
+        self.detaching.retain(|consumer| present.contains(consumer));
+        for (id, consumer) in orphans {
+            info!(
+                consumer,
+                node = consumer_node(consumer),
+                "detaching an orphaned consumer"
+            );
+            self.detaching.insert(consumer);
+            self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
+        }
+    }
+
+    // ---- applying ---------------------------------------------------------
+
+    fn on_committed(&mut self, id: GroupId, entry: Entry) {
+        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            return;
+        }
+        let index = entry.index;
+        let batch = match Batch::decode(entry.data) {
+            Ok(batch) => batch,
+            // Every member skips it alike, so the groups stay equal.
+            Err(error) => {
+                error!(group = id, index, %error, "a committed entry does not decode: skipped");
+                return;
+            }
+        };
+        let origin = batch.origin;
+        let last_token = batch.items.last().map(|item| item.token);
+        let forced: Vec<ConsumerId> = batch
+            .items
+            .iter()
+            .filter_map(|item| match item.command {
+                Command::Detach { consumer } if !self.detaching.contains(&consumer) => {
+                    Some(consumer)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut applied = std::mem::take(&mut self.applied);
+        let mut effects = std::mem::take(&mut self.effects);
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        group.state.apply(index, batch, &mut applied, &mut effects);
+        // The items' effects follow each other in order.
+        let mut all_effects = effects.drain(..);
+        for item in applied.drain(..) {
+            let reply = if item.origin == self.origin {
+                self.groups
+                    .get_mut(&id)
+                    .and_then(|group| group.outbox.applied(item.token))
+                    .map(|proposed| (proposed.reply, proposed.item.command))
+            } else {
+                None
+            };
+            for effect in all_effects.by_ref().take(item.effects.len()) {
+                self.on_effect(effect, reply.as_ref().map(|(reply, _)| *reply));
+            }
+            if let Some((reply, command)) = reply {
+                self.on_own_applied(id, reply, &command);
+            }
+        }
+        drop(all_effects);
+        self.applied = applied;
+        self.effects = effects;
+        for consumer in forced {
+            self.forced_detach(consumer);
+        }
+        if origin == self.origin
+            && let Some(last) = last_token
+            && self
+                .groups
+                .get(&id)
+                .is_some_and(|g| g.outbox.has_gap_before(last))
+        {
+            debug!(
+                group = id,
+                "an item of ours was lost: proposing again from it"
+            );
+            self.retry(id);
+        }
+    }
+
+    /// One of our items was applied.
+    fn on_own_applied(&mut self, id: GroupId, reply: Reply, command: &Command) {
+        if let Command::Enqueue { queue, .. } = command
+            && let Some(count) = self.pending_enqueues.get_mut(queue)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.pending_enqueues.remove(queue);
+            }
+        }
+        match reply {
+            Reply::None => {}
+            Reply::Publish(publish) => {
+                if let Some(p) = self.publishes.get_mut(&publish) {
+                    p.remaining -= 1;
+                }
+                self.finish_publish_if_done(publish);
+            }
+            Reply::Expire => {
+                if let Some(group) = self.groups.get_mut(&id) {
+                    group.expiring = false;
+                }
+            }
+        }
+    }
+
+    /// Another node detached one of our live consumers (it took this node
+    /// for gone): the client hears that its link ended.
+    fn forced_detach(&mut self, consumer: ConsumerId) {
+        let Some(info) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        self.consumer_ids.remove(&(info.conn, info.link));
+        warn!(
+            consumer,
+            "a consumer of this node was detached by the cluster"
+        );
+        let refusal = Refusal {
+            condition: condition::DETACH_FORCED,
+            description: "the cluster lost contact with this node and detached the link".into(),
+        };
+        self.tell(
+            info.conn,
+            ToConnection::CloseLink {
+                link: info.link,
+                refusal,
+            },
+        );
+    }
+
+    fn on_effect(&mut self, effect: Effect, reply: Option<Reply>) {
+        match effect {
+            Effect::Deliver { consumer, delivery } => {
+                if let Some(info) = self.consumers.get(&consumer) {
+                    self.tell(info.conn, deliver_message(info.link, consumer, delivery));
+                }
+            }
+            Effect::DrainComplete { consumer } => {
+                if let Some(info) = self.consumers.get(&consumer) {
+                    self.tell(info.conn, ToConnection::DrainComplete { link: info.link });
+                }
+            }
+            Effect::Declared { queue } => {
+                if let Some(topic) = crate::node::core::topic_of_subscription(&queue) {
+                    self.topics
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .insert(queue);
+                }
+            }
+            Effect::Deleted { queue } => {
+                for subscriptions in self.topics.values_mut() {
+                    subscriptions.remove(&queue);
+                }
+            }
+            Effect::EnqueueRejected { reason, queue, .. } => {
+                if let Some(Reply::Publish(publish)) = reply
+                    && let Some(p) = self.publishes.get_mut(&publish)
+                {
+                    p.rejection = Some(rejection(reason, &queue));
+                }
+            }
+            Effect::ConsumerClosed { consumer, .. } => {
+                if let Some(info) = self.consumers.remove(&consumer) {
+                    self.consumer_ids.remove(&(info.conn, info.link));
+                    let refusal = Refusal {
+                        condition: condition::RESOURCE_DELETED,
+                        description: format!("queue {:?} is gone", info.queue),
+                    };
+                    self.tell(
+                        info.conn,
+                        ToConnection::CloseLink {
+                            link: info.link,
+                            refusal,
+                        },
+                    );
+                }
+            }
+            other => debug!(effect = ?other, "queue effect"),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The clustered node: what the node task is when cluster peers are
+//! configured. Clients see the same broker; underneath, every queue lives
+//! in one of K Raft data groups that every node is a member of.
+//!
+//! - **Placement** is a pure function of the queue's name (and of its
+//!   dead-letter queue, which must live in the same group): every node
+//!   computes the same group for a queue without asking anyone.
+//! - **Proposals.** What the single-node broker logs and applies, this node
+//!   proposes to the queue's group instead: declarations, enqueues, consumer
+//!   attaches, credit, settles and detaches, as numbered items of this
+//!   node's session with the group (see [`state`] and [`proposer`]).
+//! - **Application.** Every node applies the committed entries of every
+//!   group in log order, to that group's [`GroupState`], and so computes the
+//!   same effects; each acts on those that concern its own links: it sends a
+//!   delivery assigned to one of its consumers, and answers a publish it
+//!   proposed (`accepted` once the enqueue is committed, on a majority's
+//!   disks, and applied here).
+//! - **Failures.** Items that are not applied are proposed again, in order,
+//!   when the group's leader changes or after [`RETRY_AFTER`]; the group
+//!   skips duplicates. A producer gets no credit for a queue whose group has
+//!   no leader it knows of, so a partitioned minority stops taking messages.
+//!   The leader of a group detaches the consumers of a node it has not heard
+//!   from for a while, and a node detaches the consumers it registered
+//!   before it restarted: their messages return to the queue.
+
+mod batch;
+mod core;
+mod proposer;
+mod state;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::core::start;
+
+use crate::cluster::replica::{NodeId, Timing};
+use crate::config::Config;
+use crate::io::{File as _, Io, OpenMode};
+use batch::Origin;
+
+/// The Raft write-ahead log's directory inside the data directory.
+const RAFT_DIR: &str = "raft";
+
+/// The file that counts this node's starts (see [`Origin`]).
+const INCARNATION_FILE: &str = "incarnation";
+
+/// How long a Raft tick is. With [`TIMING`], a leader heartbeats every
+/// 100 ms and a follower campaigns after 0.5–1 s without one.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Election and heartbeat lengths in [`TICK`]s; a peer silent for 3 s is
+/// unreachable, and its consumers are detached.
+const TIMING: Timing = Timing {
+    election_ticks: 10,
+    heartbeat_ticks: 2,
+    peer_timeout_ticks: 60,
+};
+
+/// How often the node looks for lost proposals, due expiries and consumers
+/// to detach.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
+
+/// Items not applied this long after they were last proposed are proposed
+/// again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// A consumer id holds its node's incarnation in its high 32 bits: unique
+/// across the cluster and across restarts.
+const CONSUMER_ORIGIN_SHIFT: u32 = 32;
+
+/// The node that registered a consumer.
+fn consumer_node(consumer: u64) -> NodeId {
+    consumer >> 48
+}
+
+/// This node's incarnation: its id in the high 16 bits, its start count in
+/// the next 16 (wrapping). Counting starts needs one small durable write.
+async fn next_origin<I: Io>(io: &I, data_dir: &Path, node_id: NodeId) -> std::io::Result<Origin> {
+    use tokio::io::AsyncWriteExt as _;
+    io.create_dir_all(data_dir).await?;
+    let path = data_dir.join(INCARNATION_FILE);
+    let previous = match io.read_file(&path).await {
+        Ok(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not 8 bytes", path.display()),
+                )
+            })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(error) => return Err(error),
+    };
+    let count = previous.wrapping_add(1);
+    let temporary = data_dir.join(format!("{INCARNATION_FILE}.new"));
+    let mut file = io.open(&temporary, OpenMode::Truncate).await?;
+    file.write_all(&count.to_be_bytes()).await?;
+    file.sync_all().await?;
+    io.rename(&temporary, &path).await?;
+    io.sync_dir(data_dir).await?;
+    Ok((node_id << 48) | ((count & 0xffff) << CONSUMER_ORIGIN_SHIFT))
+}
+
+/// Where queues live: `groups` data groups, numbered from 1.
+#[derive(Debug, Clone)]
+struct Placement {
+    groups: u32,
+    config: Arc<Config>,
+}
+
+impl Placement {
+    /// The group of `queue`: that of the last queue of its dead-letter
+    /// chain, so that a message is dead-lettered inside its group.
+    fn group_of(&self, queue: &str) -> u32 {
+        let mut key = queue.to_owned();
+        for _ in 0..DEAD_LETTER_CHAIN_MAX {
+            match self.config.queue_settings(&key).dead_letter_queue {
+                Some(next) if next != key && next != queue => key = next,
+                _ => break,
+            }
+        }
+        1 + crc32c::crc32c(key.as_bytes()) % self.groups
+    }
+}
+
+/// How far [`Placement::group_of`] follows a dead-letter chain (which may
+/// loop).
+const DEAD_LETTER_CHAIN_MAX: usize = 8;

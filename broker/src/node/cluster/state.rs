@@ -1,0 +1,264 @@
+//! One data group's replicated state machine: the queue state machine of
+//! the single-node broker, plus what makes applying proposals exactly once
+//! and in order possible.
+//!
+//! Every member applies the same committed batches in the same order, so
+//! every member computes the same state and the same effects; each node
+//! then acts only on the effects that concern its own links.
+//!
+//! # Sessions
+//!
+//! A proposal can be lost (a forward to a leader that steps down) or
+//! committed twice (proposed again after a leader change that, as it turns
+//! out, had already committed it). The proposer therefore numbers its items
+//! per group, 1, 2, 3, …, and proposes again, in order, everything not yet
+//! applied, whenever it has reason to believe something was lost. The group
+//! applies an item only if it is the next its origin's session expects:
+//! an item seen before is a duplicate, and an item past a gap waits to be
+//! proposed again after the missing one. This is go-back-N over the log,
+//! and it keeps each origin's commands in the order they were made in — an
+//! attach before the credit that follows it — which is what the single-node
+//! pipeline gives for free.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use super::batch::{Batch, ITEMS_MAX, Origin};
+use crate::queue::{Command, Effect, Queues};
+
+/// A data group's queues and sessions.
+#[derive(Debug, Default)]
+pub struct GroupState {
+    queues: Queues,
+    /// The group's clock: the greatest proposer time applied so far. Time
+    /// never runs backwards inside a group, whichever node proposes.
+    clock_ms: u64,
+    /// For each origin, the token it proposes next.
+    sessions: BTreeMap<Origin, u64>,
+}
+
+/// An item applied (not skipped), with its effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Who proposed it.
+    pub origin: Origin,
+    /// Its token.
+    pub token: u64,
+    /// Its effects, as a range of the effects vector.
+    pub effects: Range<usize>,
+}
+
+impl GroupState {
+    /// The queues as applied so far.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Whether `origin`'s item `token` has been applied, or skipped as a
+    /// duplicate.
+    #[cfg(test)]
+    pub fn has_applied(&self, origin: Origin, token: u64) -> bool {
+        self.sessions.get(&origin).is_some_and(|&next| token < next)
+    }
+
+    /// Plants a bug in the queue state machine (feature `planted-bugs`).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, plant: Option<crate::planted::Plant>) {
+        self.queues.plant(plant);
+    }
+
+    /// Applies the batch committed at `index`: appends the items it applied
+    /// to `applied` and their effects to `effects`.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        batch: Batch,
+        applied: &mut Vec<Applied>,
+        effects: &mut Vec<Effect>,
+    ) {
+        self.clock_ms = self.clock_ms.max(batch.now_ms);
+        let now_ms = self.clock_ms;
+        for (place, item) in batch.items.into_iter().enumerate() {
+            let next = self.sessions.entry(batch.origin).or_insert(1);
+            if item.token != *next {
+                continue;
+            }
+            *next += 1;
+            let start = effects.len();
+            match item.command {
+                Command::Enqueue { queue, message, .. } => {
+                    debug_assert!(place < ITEMS_MAX);
+                    // Unique and increasing in the group, and the same on
+                    // every member.
+                    let seq = (index << 16) | place as u64;
+                    let command = Command::Enqueue {
+                        queue,
+                        seq,
+                        message,
+                    };
+                    self.queues.apply(now_ms, command, effects);
+                }
+                // A settle from a consumer that no longer holds the message
+                // (it was detached, and the message may be someone else's
+                // now) is stale.
+                Command::Settle { queue, seq, .. }
+                    if item.guard.is_some_and(|consumer| {
+                        self.queues.holder(&queue, seq) != Some(consumer)
+                    }) => {}
+                // What the consumer holds is known only now: it returns
+                // counted as a failed delivery, as in the single-node
+                // broker's detach.
+                Command::Detach { consumer } => {
+                    for command in self.queues.detach_commands(consumer) {
+                        self.queues.apply(now_ms, command, effects);
+                    }
+                }
+                command => self.queues.apply(now_ms, command, effects),
+            }
+            applied.push(Applied {
+                origin: batch.origin,
+                token: item.token,
+                effects: start..effects.len(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::node::cluster::batch::Item;
+    use crate::queue::{NewMessage, Outcome, QueueConfig};
+
+    const ORIGIN: Origin = 1 << 48;
+
+    fn item(token: u64, command: Command) -> Item {
+        Item {
+            token,
+            guard: None,
+            command,
+        }
+    }
+
+    fn declare() -> Command {
+        Command::Declare {
+            queue: "q".into(),
+            config: QueueConfig::default(),
+        }
+    }
+
+    fn enqueue(body: &'static str) -> Command {
+        Command::Enqueue {
+            queue: "q".into(),
+            seq: 0,
+            message: NewMessage {
+                body: Bytes::from_static(body.as_bytes()),
+                durable: true,
+                ttl_ms: None,
+                absolute_expiry_ms: None,
+                message_id: None,
+            },
+        }
+    }
+
+    fn apply(state: &mut GroupState, index: u64, items: Vec<Item>) -> (Vec<Applied>, Vec<Effect>) {
+        let (mut applied, mut effects) = (Vec::new(), Vec::new());
+        let batch = Batch {
+            origin: ORIGIN,
+            now_ms: 1000,
+            items,
+        };
+        state.apply(index, batch, &mut applied, &mut effects);
+        (applied, effects)
+    }
+
+    fn depth(state: &GroupState) -> u64 {
+        state.queues().info("q").map_or(0, |info| info.depth)
+    }
+
+    #[test]
+    fn an_item_committed_twice_is_applied_once() {
+        let mut state = GroupState::default();
+        apply(
+            &mut state,
+            1,
+            vec![item(1, declare()), item(2, enqueue("a"))],
+        );
+        let (applied, _) = apply(&mut state, 2, vec![item(2, enqueue("a"))]);
+        assert!(applied.is_empty());
+        assert_eq!(depth(&state), 1);
+    }
+
+    #[test]
+    fn an_item_past_a_gap_waits_for_the_missing_one() {
+        let mut state = GroupState::default();
+        apply(&mut state, 1, vec![item(1, declare())]);
+        let (applied, _) = apply(&mut state, 2, vec![item(3, enqueue("b"))]);
+        assert!(applied.is_empty(), "token 2 was lost: 3 must wait");
+        assert!(!state.has_applied(ORIGIN, 3));
+        let (applied, _) = apply(
+            &mut state,
+            3,
+            vec![item(2, enqueue("a")), item(3, enqueue("b"))],
+        );
+        assert_eq!(applied.len(), 2);
+        assert_eq!(depth(&state), 2);
+    }
+
+    #[test]
+    fn enqueues_take_their_seq_from_the_entry_index() {
+        let mut state = GroupState::default();
+        apply(&mut state, 1, vec![item(1, declare())]);
+        apply(
+            &mut state,
+            7,
+            vec![item(2, enqueue("a")), item(3, enqueue("b"))],
+        );
+        apply(&mut state, 3, vec![]);
+        assert_eq!(state.queues().last_seq(), (7 << 16) | 1);
+    }
+
+    #[test]
+    fn a_settle_from_a_consumer_that_no_longer_holds_the_message_is_dropped() {
+        let mut state = GroupState::default();
+        let attach = |consumer| Command::Attach {
+            consumer,
+            queue: "q".into(),
+            browse: false,
+        };
+        let credit = |consumer| Command::Credit {
+            consumer,
+            credit: 1,
+            drain: false,
+        };
+        apply(
+            &mut state,
+            1,
+            vec![
+                item(1, declare()),
+                item(2, enqueue("a")),
+                item(3, attach(10)),
+                item(4, credit(10)),
+                item(5, Command::Detach { consumer: 10 }),
+                item(6, attach(11)),
+                item(7, credit(11)),
+            ],
+        );
+        let seq = 1 << 16 | 1;
+        assert_eq!(state.queues().holder("q", seq), Some(11));
+        let stale = Item {
+            token: 8,
+            guard: Some(10),
+            command: Command::Settle {
+                queue: "q".into(),
+                seq,
+                outcome: Outcome::Accepted,
+            },
+        };
+        apply(&mut state, 2, vec![stale]);
+        assert_eq!(state.queues().holder("q", seq), Some(11));
+        assert_eq!(state.queues().info("q").map(|info| info.unsettled), Some(1));
+    }
+}

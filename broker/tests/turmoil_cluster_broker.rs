@@ -1,0 +1,215 @@
+//! A 3-node cluster under turmoil, served to AMQP clients: a producer on
+//! node 2 sends to a queue, a consumer on node 3 takes from it, and node 1
+//! crashes and restarts in the middle. Every message is accepted (the
+//! producer's node re-proposes what the crash lost), and every accepted
+//! message is received.
+// Test helpers panic on anything unexpected: the panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
+use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Section, Source};
+use sluice::client::Client;
+use sluice::config::{ClusterConfig, Config, Peer};
+use sluice::io::TurmoilIo;
+use sluice::server::{self, shutdown_channel};
+
+const SEED: u64 = 0x5eed_c105;
+const NODES: [u64; 3] = [1, 2, 3];
+const AMQP_PORT: u16 = 5672;
+const CLUSTER_PORT: u16 = 5700;
+const MESSAGES: u32 = 300;
+const WINDOW: usize = 32;
+/// Node 1 crashes once this many messages were accepted.
+const CRASH_AFTER_ACCEPTED: usize = 100;
+/// Bounds each wait for the broker: a bound, not a sleep.
+const EVENT_WAIT: Duration = Duration::from_secs(30);
+
+type Ids = Arc<Mutex<BTreeSet<u32>>>;
+
+fn host(node: u64) -> String {
+    format!("node{node}")
+}
+
+fn config(node: u64) -> Config {
+    Config {
+        listen: (Ipv4Addr::UNSPECIFIED, AMQP_PORT).into(),
+        data_dir: "/data".into(),
+        seed: SEED,
+        cluster: ClusterConfig {
+            node_id: node,
+            listen: (Ipv4Addr::UNSPECIFIED, CLUSTER_PORT).into(),
+            peers: NODES
+                .iter()
+                .filter(|&&peer| peer != node)
+                .map(|&peer| Peer {
+                    id: peer,
+                    address: format!("{}:{CLUSTER_PORT}", host(peer)),
+                })
+                .collect(),
+            secret: "a cluster secret for tests".into(),
+            groups: 0,
+        },
+        ..Config::default()
+    }
+}
+
+fn message(i: u32) -> Bytes {
+    Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ..Header::default()
+            }),
+            Section::Data(Bytes::from(i.to_be_bytes().to_vec())),
+        ],
+    }
+    .encode()
+}
+
+fn id_of(message: Bytes) -> u32 {
+    let message = Message::decode(message).unwrap();
+    let body = message
+        .sections
+        .iter()
+        .find_map(|s| match s {
+            Section::Data(data) => Some(data.clone()),
+            _ => None,
+        })
+        .unwrap();
+    u32::from_be_bytes(body[..4].try_into().unwrap())
+}
+
+async fn connect(node: u64) -> Client<TurmoilIo> {
+    loop {
+        let attempt = Client::connect(
+            TurmoilIo,
+            &format!("{}:{AMQP_PORT}", host(node)),
+            ConnectionConfig::new(format!("client-of-{node}")),
+            ClientSasl::Anonymous,
+        )
+        .await;
+        match attempt {
+            Ok(client) => return client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn produce(accepted: Ids) -> Result<(), Box<dyn std::error::Error>> {
+    let mut client = connect(2).await;
+    let session = client.begin().await?;
+    let link = client
+        .attach_sender(session, "producer", Some("orders"))
+        .await?;
+    let mut in_flight = BTreeMap::new();
+    let mut next = 0;
+    while next < MESSAGES || !in_flight.is_empty() {
+        if next < MESSAGES && in_flight.len() < WINDOW && client.connection().credit(link) > 0 {
+            let tag = Bytes::from(next.to_be_bytes().to_vec());
+            let delivery = client.send(link, tag, message(next), false).await?;
+            in_flight.insert(delivery, next);
+            next += 1;
+            continue;
+        }
+        let event = tokio::time::timeout(EVENT_WAIT, client.next_event()).await??;
+        if let Event::Disposition {
+            delivery, state, ..
+        } = event
+        {
+            assert!(
+                matches!(state, Some(DeliveryState::Accepted(_))),
+                "{state:?}"
+            );
+            if let Some(id) = in_flight.remove(&delivery) {
+                accepted.lock().unwrap().insert(id);
+            }
+        }
+    }
+    client.close().await?;
+    Ok(())
+}
+
+async fn consume(received: Arc<Mutex<Vec<u32>>>) -> Result<(), Box<dyn std::error::Error>> {
+    let mut client = connect(3).await;
+    let session = client.begin().await?;
+    let source = Source {
+        address: Some("orders".into()),
+        ..Source::default()
+    };
+    let link = client
+        .attach_receiver(session, "consumer", source, 50)
+        .await?;
+    let distinct = |received: &Arc<Mutex<Vec<u32>>>| {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    while distinct(&received) < MESSAGES as usize {
+        let event = tokio::time::timeout(EVENT_WAIT, client.next_event()).await??;
+        if let Event::Delivery {
+            delivery, message, ..
+        } = event
+        {
+            received.lock().unwrap().push(id_of(message));
+            client
+                .settle(delivery, DeliveryState::Accepted(Accepted))
+                .await?;
+            if client.connection().credit(link) < 25 {
+                client.connection().flow(link, 50, false)?;
+            }
+        }
+    }
+    client.close().await?;
+    Ok(())
+}
+
+#[test]
+fn a_cluster_serves_clients_through_a_node_crash() {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(SEED)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
+        .simulation_duration(Duration::from_secs(120))
+        .build();
+    for node in NODES {
+        sim.host(host(node), move || async move {
+            let (_never_triggered, shutdown) = shutdown_channel();
+            server::run(config(node), TurmoilIo, shutdown, |_| {}).await?;
+            Ok(())
+        });
+    }
+    let accepted: Ids = Arc::default();
+    let received: Arc<Mutex<Vec<u32>>> = Arc::default();
+    sim.client("producer", produce(accepted.clone()));
+    sim.client("consumer", consume(received.clone()));
+
+    let mut crashed = false;
+    while !sim
+        .step()
+        .unwrap_or_else(|error| panic!("seed {SEED:#x}: {error}"))
+    {
+        if !crashed && accepted.lock().unwrap().len() >= CRASH_AFTER_ACCEPTED {
+            sim.crash(host(1));
+            sim.bounce(host(1));
+            crashed = true;
+        }
+    }
+    assert!(crashed, "node 1 never crashed");
+    let accepted = accepted.lock().unwrap().clone();
+    let received = received.lock().unwrap().clone();
+    assert_eq!(accepted.len(), MESSAGES as usize, "every message accepted");
+    let distinct: BTreeSet<u32> = received.iter().copied().collect();
+    let lost: Vec<u32> = accepted.difference(&distinct).copied().collect();
+    assert!(
+        lost.is_empty(),
+        "seed {SEED:#x}: accepted but lost: {lost:?}"
+    );
+}
