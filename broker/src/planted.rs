@@ -16,6 +16,7 @@
 //! | `lose-redelivery` | `queue::machine` `Queues::settle` | a `released` message is removed instead of put back |
 //! | `double-deliver` | `queue::machine` `Queues::settle` | an `accepted` message is put back instead of removed, so it is delivered again |
 //! | `vote-without-persist` | `cluster::replica` `Replica::advance` | a Raft member sends its votes and acknowledgements before what they vouch for is durable, so a crash can make it vote twice in a term or forget entries a leader counted as replicated |
+//! | `commit-on-minority` | `cluster::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,16 +35,19 @@ pub enum Plant {
     /// A Raft member's votes and acknowledgements leave before what they
     /// vouch for is durable.
     VoteWithoutPersist,
+    /// A leader applies entries that only its own disk holds.
+    CommitOnMinority,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 5] = [
+    pub const ALL: [Plant; 6] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
         Plant::DoubleDeliver,
         Plant::VoteWithoutPersist,
+        Plant::CommitOnMinority,
     ];
 
     /// The plant's command-line name.
@@ -54,6 +58,7 @@ impl Plant {
             Plant::LoseRedelivery => "lose-redelivery",
             Plant::DoubleDeliver => "double-deliver",
             Plant::VoteWithoutPersist => "vote-without-persist",
+            Plant::CommitOnMinority => "commit-on-minority",
         }
     }
 }
@@ -67,7 +72,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -168,6 +168,8 @@ pub async fn start<I: Io>(
         silent_ticks,
         peer_timeout_ticks: config.timing.peer_timeout_ticks,
         status: status_tx,
+        #[cfg(feature = "planted-bugs")]
+        commit_on_minority: config.plant == Some(crate::planted::Plant::CommitOnMinority),
     };
     let task = io.spawn(host.run(config.tick, inbound, proposed).instrument(span));
     Ok((GroupsHandle { proposals, status }, applied, task))
@@ -186,6 +188,9 @@ struct Host {
     silent_ticks: BTreeMap<NodeId, usize>,
     peer_timeout_ticks: usize,
     status: watch::Sender<Status>,
+    /// Planted bug `commit-on-minority` (feature `planted-bugs`).
+    #[cfg(feature = "planted-bugs")]
+    commit_on_minority: bool,
 }
 
 impl Host {
@@ -349,6 +354,15 @@ impl Host {
             let _ = self.committed.send((group, entry));
         }
         if let Some(persist) = output.persist {
+            // PLANTED BUG (`commit-on-minority`): a leader's new entries go
+            // to the broker at once, before any other member has them.
+            #[cfg(feature = "planted-bugs")]
+            if self.commit_on_minority && self.replicas.get(&group).is_some_and(Replica::is_leader)
+            {
+                for entry in &persist.entries {
+                    let _ = self.committed.send((group, entry.clone()));
+                }
+            }
             let ticket = self.log.submit(|buf| wal::encode(group, &persist, buf))?;
             self.persisting.push_back((ticket, group, persist.number));
         }

@@ -522,6 +522,10 @@ impl<I: Io> Core<I> {
                 );
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
+            // A single node replicates nothing.
+            Request::ReplicaStatuses { reply } => {
+                let _ = reply.send(Vec::new());
+            }
             Request::QueueInfo { reply } => {
                 let info = self
                     .queues

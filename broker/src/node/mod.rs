@@ -30,6 +30,7 @@ pub use address::{
 };
 pub use cluster::start as start_clustered;
 pub use core::{NodeError, NodeSettings, start};
+
 pub use message::{Inspected, inspect, render};
 
 use crate::amqp::engine::{DeliveryId, LinkId};
@@ -63,6 +64,35 @@ impl NodeHandle {
         self.send(Request::QueueInfo { reply })?;
         answer.await.map_err(|_| NodeStopped)
     }
+
+    /// Every replicated group's [`ReplicaStatus`], in group order; empty on
+    /// a single node. The simulator finds leaders, and checks that replicas
+    /// converge, with it.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeStopped`] if the node task has stopped.
+    pub async fn replica_status(&self) -> Result<Vec<ReplicaStatus>, NodeStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::ReplicaStatuses { reply })?;
+        answer.await.map_err(|_| NodeStopped)
+    }
+}
+
+/// One replicated group as a node sees it: its leader, how far the node has
+/// applied it, and a digest of the state that gave. Two nodes that applied
+/// a group as far must agree on the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The group.
+    pub group: u32,
+    /// Its leader as this node knows it.
+    pub leader: Option<u64>,
+    /// The index of the last entry applied.
+    pub applied: u64,
+    /// A digest of the group's whole state (queues, consumers, what they
+    /// hold, sessions).
+    pub digest: u32,
 }
 
 /// The node task has stopped (the broker is shutting down or failed).
@@ -151,6 +181,12 @@ pub enum Request {
     Disconnect {
         /// The connection.
         conn: ConnId,
+    },
+    /// Report each replicated group's [`ReplicaStatus`] (none on a single
+    /// node).
+    ReplicaStatuses {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<ReplicaStatus>>,
     },
     /// Report every queue's counters, in name order.
     QueueInfo {

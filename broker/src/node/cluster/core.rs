@@ -26,7 +26,9 @@ use crate::node::core::{
     Consumer, NodeError, NodeSettings, Producer, Publish, QueueLifetime, deliver_message,
     destinations, publish_outcome, rejection, subscription_queue,
 };
-use crate::node::{ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, Request, ToConnection};
+use crate::node::{
+    ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, ToConnection,
+};
 use crate::queue::{Command, ConsumerId, Effect, NewMessage, QueueConfig};
 
 /// What the node does once one of its items is applied.
@@ -118,6 +120,8 @@ struct Group {
     leader: Option<NodeId>,
     /// An `Expire` of ours is waiting to be applied.
     expiring: bool,
+    /// The index of the last entry applied.
+    applied: u64,
 }
 
 struct ClusterCore<I: Io> {
@@ -173,6 +177,7 @@ impl<I: Io> ClusterCore<I> {
                     proposed_at: now,
                     leader: None,
                     expiring: false,
+                    applied: 0,
                 };
                 (id, group)
             })
@@ -306,6 +311,19 @@ impl<I: Io> ClusterCore<I> {
                 self.propose(&queue, command, Some(consumer), Reply::None);
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
+            Request::ReplicaStatuses { reply } => {
+                let digests = self
+                    .groups
+                    .iter()
+                    .map(|(&group, state)| ReplicaStatus {
+                        group,
+                        leader: state.leader,
+                        applied: state.applied,
+                        digest: state.state.digest(),
+                    })
+                    .collect();
+                let _ = reply.send(digests);
+            }
             Request::QueueInfo { reply } => {
                 let mut info: Vec<_> = self
                     .groups
@@ -810,6 +828,15 @@ impl<I: Io> ClusterCore<I> {
     // ---- applying ---------------------------------------------------------
 
     fn on_committed(&mut self, id: GroupId, entry: Entry) {
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        // Raft hands each index over once; only the planted
+        // `commit-on-minority` hands some over early, and then again.
+        if entry.index <= group.applied {
+            return;
+        }
+        group.applied = entry.index;
         if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
             return;
         }

@@ -54,6 +54,15 @@ impl GroupState {
         &self.queues
     }
 
+    /// A digest of the whole state. Two members that applied the same
+    /// entries must agree on it; the simulator checks that they do. It
+    /// hashes the state's debug rendering, which is deterministic (ordered
+    /// collections only) and covers every field without a second encoder
+    /// to keep in step.
+    pub fn digest(&self) -> u32 {
+        crc32c::crc32c(format!("{self:?}").as_bytes())
+    }
+
     /// Whether `origin`'s item `token` has been applied, or skipped as a
     /// duplicate.
     #[cfg(test)]
