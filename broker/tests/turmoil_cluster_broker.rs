@@ -1,8 +1,10 @@
 //! A 3-node cluster under turmoil, served to AMQP clients: a producer on
 //! node 2 sends to a queue, a consumer on node 3 takes from it, and node 1
-//! crashes and restarts in the middle. Every message is accepted (the
-//! producer's node re-proposes what the crash lost), and every accepted
-//! message is received.
+//! crashes and restarts in the middle — at once, or after the others have
+//! compacted their logs past what it has, so that it catches up from a
+//! snapshot. Every message is accepted (the producer's node re-proposes
+//! what the crash lost), every accepted message is received, and at the end
+//! every node's replica of every group has the same state.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +19,7 @@ use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Section, Sou
 use sluice::client::Client;
 use sluice::config::{ClusterConfig, Config, Peer};
 use sluice::io::TurmoilIo;
+use sluice::node::NodeHandle;
 use sluice::server::{self, shutdown_channel};
 
 const SEED: u64 = 0x5eed_c105;
@@ -27,17 +30,21 @@ const MESSAGES: u32 = 300;
 const WINDOW: usize = 32;
 /// Node 1 crashes once this many messages were accepted.
 const CRASH_AFTER_ACCEPTED: usize = 100;
+/// In the long outage, node 1 comes back once this many were accepted.
+const RESTART_AFTER_ACCEPTED: usize = 250;
 /// Bounds each wait for the broker: a bound, not a sleep.
 const EVENT_WAIT: Duration = Duration::from_secs(30);
 
 type Ids = Arc<Mutex<BTreeSet<u32>>>;
+/// Each node's handle, as its latest start announced it.
+type Handles = Arc<Mutex<BTreeMap<u64, NodeHandle>>>;
 
 fn host(node: u64) -> String {
     format!("node{node}")
 }
 
-fn config(node: u64) -> Config {
-    Config {
+fn config(node: u64, snapshot_every: u64) -> Config {
+    let mut config = Config {
         listen: (Ipv4Addr::UNSPECIFIED, AMQP_PORT).into(),
         data_dir: "/data".into(),
         seed: SEED,
@@ -56,7 +63,9 @@ fn config(node: u64) -> Config {
             groups: 0,
         },
         ..Config::default()
-    }
+    };
+    config.storage.snapshot_every_records = snapshot_every;
+    config
 }
 
 fn message(i: u32) -> Bytes {
@@ -172,18 +181,54 @@ async fn consume(received: Arc<Mutex<Vec<u32>>>) -> Result<(), Box<dyn std::erro
     Ok(())
 }
 
-#[test]
-fn a_cluster_serves_clients_through_a_node_crash() {
+/// Waits until every node has applied every group as far as the others,
+/// then returns each group's digests, which must all be equal.
+async fn converged(handles: Handles) -> Result<(), Box<dyn std::error::Error>> {
+    loop {
+        let nodes: Vec<NodeHandle> = handles.lock().unwrap().values().cloned().collect();
+        let mut statuses = Vec::new();
+        for node in &nodes {
+            statuses.push(node.replica_status().await?);
+        }
+        let applied: BTreeSet<Vec<u64>> = statuses
+            .iter()
+            .map(|groups| groups.iter().map(|group| group.applied).collect())
+            .collect();
+        if nodes.len() == NODES.len() && applied.len() == 1 {
+            let digests: BTreeSet<Vec<u32>> = statuses
+                .iter()
+                .map(|groups| groups.iter().map(|group| group.digest).collect())
+                .collect();
+            assert_eq!(digests.len(), 1, "replicas diverged: {statuses:#?}");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the producer and the consumer against the cluster, crashes node 1
+/// after `CRASH_AFTER_ACCEPTED` accepted messages and restarts it once
+/// `restart_after` were; checks that nothing accepted is lost and that the
+/// replicas converge.
+fn crash_run(snapshot_every: u64, restart_after: usize) {
     let mut sim = turmoil::Builder::new()
         .rng_seed(SEED)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
         .simulation_duration(Duration::from_secs(120))
         .build();
+    let handles: Handles = Arc::default();
     for node in NODES {
-        sim.host(host(node), move || async move {
-            let (_never_triggered, shutdown) = shutdown_channel();
-            server::run(config(node), TurmoilIo, shutdown, |_| {}).await?;
-            Ok(())
+        let handles = handles.clone();
+        sim.host(host(node), move || {
+            let handles = handles.clone();
+            async move {
+                let (_never_triggered, shutdown) = shutdown_channel();
+                let ready = move |listening: server::Listening| {
+                    handles.lock().unwrap().insert(node, listening.node);
+                };
+                server::run(config(node, snapshot_every), TurmoilIo, shutdown, ready).await?;
+                Ok(())
+            }
         });
     }
     let accepted: Ids = Arc::default();
@@ -191,18 +236,28 @@ fn a_cluster_serves_clients_through_a_node_crash() {
     sim.client("producer", produce(accepted.clone()));
     sim.client("consumer", consume(received.clone()));
 
-    let mut crashed = false;
+    let (mut crashed, mut restarted) = (false, false);
+    let mut checking = false;
     while !sim
         .step()
         .unwrap_or_else(|error| panic!("seed {SEED:#x}: {error}"))
     {
-        if !crashed && accepted.lock().unwrap().len() >= CRASH_AFTER_ACCEPTED {
+        let count = accepted.lock().unwrap().len();
+        if !crashed && count >= CRASH_AFTER_ACCEPTED {
             sim.crash(host(1));
-            sim.bounce(host(1));
+            handles.lock().unwrap().remove(&1);
             crashed = true;
         }
+        if crashed && !restarted && count >= restart_after {
+            sim.bounce(host(1));
+            restarted = true;
+        }
+        if restarted && !checking && count == MESSAGES as usize {
+            sim.client("convergence", converged(handles.clone()));
+            checking = true;
+        }
     }
-    assert!(crashed, "node 1 never crashed");
+    assert!(checking, "the run never reached its end");
     let accepted = accepted.lock().unwrap().clone();
     let received = received.lock().unwrap().clone();
     assert_eq!(accepted.len(), MESSAGES as usize, "every message accepted");
@@ -212,4 +267,14 @@ fn a_cluster_serves_clients_through_a_node_crash() {
         lost.is_empty(),
         "seed {SEED:#x}: accepted but lost: {lost:?}"
     );
+}
+
+#[test]
+fn a_cluster_serves_clients_through_a_node_crash() {
+    crash_run(100_000, CRASH_AFTER_ACCEPTED);
+}
+
+#[test]
+fn a_node_back_from_a_long_outage_catches_up_from_a_snapshot() {
+    crash_run(5, RESTART_AFTER_ACCEPTED);
 }

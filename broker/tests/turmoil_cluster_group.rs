@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use sluice::cluster::group::{self, GroupsConfig};
+use sluice::cluster::group::{self, Committed, GroupsConfig};
 use sluice::cluster::replica::Timing;
 use sluice::cluster::transport::TransportConfig;
 use sluice::io::TurmoilIo;
@@ -77,12 +77,15 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
                 let group = GROUPS[next as usize % GROUPS.len()];
                 handle.propose(group, Bytes::from(format!("{node}:{next}")));
             }
-            entry = committed.recv() => {
-                let Some((group, entry)) = entry else {
+            committed = committed.recv() => {
+                let Some((group, committed)) = committed else {
                     task.await??;
                     return Err("the groups stopped".into());
                 };
-                if !entry.data.is_empty() {
+                // Nothing is compacted here, so only entries come.
+                if let Committed::Entry(entry) = committed
+                    && !entry.data.is_empty()
+                {
                     applied.borrow_mut().get_mut(&(node, group)).unwrap().push(entry.data);
                 }
             }

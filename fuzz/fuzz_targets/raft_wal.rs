@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         number: 0,
         entries: record.entries.clone(),
         hard_state: record.hard_state.clone(),
+        snapshot: record.snapshot.clone(),
     };
     let mut again = BytesMut::new();
     wal::encode(record.group, &persist, &mut again);

@@ -14,6 +14,12 @@
 //! message whose claimed sender is not the node the transport authenticated
 //! is dropped.
 //!
+//! Snapshots bound the log: when the broker hands a group's state at an
+//! applied index to [`GroupsHandle::compact`], the replica drops the
+//! entries before it, and the task writes the log's own snapshot — every
+//! group's latest snapshot, entries after it and hard state, as WAL records
+//! — which lets the log delete the segments before it.
+//!
 //! A failed log write stops the task (like a failed fsync stops the
 //! single-node broker): what is on disk is then unknown, and a member that
 //! acknowledged what it may not have would break Raft's guarantees.
@@ -26,13 +32,13 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message};
 use tokio::sync::{mpsc, watch};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::replica::{NodeId, Output, Replica, ReplicaError, Timing};
 use super::transport::{StartError, Transport, TransportConfig};
 use super::wal::{self, GroupId, WalError};
 use crate::io::Io;
-use crate::log::{self, Log, LogError, LogOptions, Ticket};
+use crate::log::{self, Log, LogError, LogOptions, Lsn, Ticket};
 
 /// What the groups need to start.
 #[derive(Debug, Clone)]
@@ -84,10 +90,39 @@ pub struct Status {
     pub unreachable: BTreeSet<NodeId>,
 }
 
+/// What the groups hand the broker, per group, in log order.
+#[derive(Debug)]
+pub enum Committed {
+    /// An entry now committed.
+    Entry(Entry),
+    /// The group's state as of `index`, from a snapshot (recovered at start,
+    /// or sent by the leader to a member that fell behind): the broker's
+    /// state for the group becomes `data`, and the entries that follow come
+    /// after `index`.
+    Snapshot {
+        /// The last entry the snapshot covers.
+        index: u64,
+        /// The broker's state, as it gave it to [`GroupsHandle::compact`].
+        data: Bytes,
+    },
+}
+
+/// What the broker asks of the task.
+#[derive(Debug)]
+enum Ask {
+    Propose(GroupId, Bytes),
+    Compact {
+        group: GroupId,
+        index: u64,
+        data: Bytes,
+        keep: u64,
+    },
+}
+
 /// The broker's side of the running groups.
 #[derive(Debug)]
 pub struct GroupsHandle {
-    proposals: mpsc::UnboundedSender<(GroupId, Bytes)>,
+    asks: mpsc::UnboundedSender<Ask>,
     status: watch::Receiver<Status>,
 }
 
@@ -99,7 +134,20 @@ impl GroupsHandle {
     /// committed: the proposer hears nothing, never a false commit. Returns
     /// false if the task has stopped.
     pub fn propose(&self, group: GroupId, data: Bytes) -> bool {
-        self.proposals.send((group, data)).is_ok()
+        self.asks.send(Ask::Propose(group, data)).is_ok()
+    }
+
+    /// Hands over `group`'s state after applying every entry up to `index`:
+    /// the log before it can go (see the module documentation), except the
+    /// last `keep` entries, for followers a little behind.
+    pub fn compact(&self, group: GroupId, index: u64, data: Bytes, keep: u64) -> bool {
+        let ask = Ask::Compact {
+            group,
+            index,
+            data,
+            keep,
+        };
+        self.asks.send(ask).is_ok()
     }
 
     /// The groups' leaders and the unreachable peers; `changed` on it
@@ -128,20 +176,33 @@ pub async fn start<I: Io>(
 ) -> Result<
     (
         GroupsHandle,
-        mpsc::UnboundedReceiver<(GroupId, Entry)>,
+        mpsc::UnboundedReceiver<(GroupId, Committed)>,
         tokio::task::JoinHandle<Result<(), GroupError>>,
     ),
     GroupError,
 > {
     let (log, recovered) = log::open(io.clone(), dir, LogOptions::default()).await?;
     let (transport, inbound) = Transport::start(io.clone(), transport).await?;
-    let mut durable = wal::recover(recovered.records.into_iter().map(|(_, record)| record))?;
+    let image = match recovered.snapshot {
+        Some((_, image)) => decode_image(image)?,
+        None => Vec::new(),
+    };
+    let records = recovered.records.into_iter().map(|(_, record)| record);
+    let mut durable = wal::recover(image.into_iter().chain(records))?;
+    let (committed, applied) = mpsc::unbounded_channel();
     let mut replicas = BTreeMap::new();
     for &group in &config.groups {
         // Each group its own election timeouts, so that leaders spread over
         // the nodes rather than all land where the seed favours.
         let seed = config.seed ^ u64::from(group).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let state = durable.remove(&group).unwrap_or_default();
+        if let Some(snapshot) = &state.snapshot {
+            let recovered = Committed::Snapshot {
+                index: snapshot.get_metadata().index,
+                data: snapshot.data.clone(),
+            };
+            let _ = committed.send((group, recovered));
+        }
         #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
         let mut replica =
             Replica::recover(config.node_id, &config.voters, config.timing, seed, &state)?;
@@ -149,8 +210,7 @@ pub async fn start<I: Io>(
         replica.plant(config.plant);
         replicas.insert(group, replica);
     }
-    let (proposals, proposed) = mpsc::unbounded_channel();
-    let (committed, applied) = mpsc::unbounded_channel();
+    let (asks, asked) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(Status::default());
     let span = info_span!("raft_groups", node = config.node_id);
     let silent_ticks = config
@@ -160,6 +220,8 @@ pub async fn start<I: Io>(
         .map(|&peer| (peer, 0))
         .collect();
     let host = Host {
+        io: io.clone(),
+        last_lsn: None,
         replicas,
         log,
         transport,
@@ -171,16 +233,19 @@ pub async fn start<I: Io>(
         #[cfg(feature = "planted-bugs")]
         commit_on_minority: config.plant == Some(crate::planted::Plant::CommitOnMinority),
     };
-    let task = io.spawn(host.run(config.tick, inbound, proposed).instrument(span));
-    Ok((GroupsHandle { proposals, status }, applied, task))
+    let task = io.spawn(host.run(config.tick, inbound, asked).instrument(span));
+    Ok((GroupsHandle { asks, status }, applied, task))
 }
 
 /// The task's state.
-struct Host {
+struct Host<I: Io> {
+    io: I,
     replicas: BTreeMap<GroupId, Replica>,
     log: Log,
+    /// The last record known durable.
+    last_lsn: Option<Lsn>,
     transport: Transport,
-    committed: mpsc::UnboundedSender<(GroupId, Entry)>,
+    committed: mpsc::UnboundedSender<(GroupId, Committed)>,
     /// What was submitted to the log, in order: the record's ticket, its
     /// group and the ready number it persists.
     persisting: VecDeque<(Ticket, GroupId, u64)>,
@@ -193,12 +258,12 @@ struct Host {
     commit_on_minority: bool,
 }
 
-impl Host {
+impl<I: Io> Host<I> {
     async fn run(
         mut self,
         tick: Duration,
         mut inbound: mpsc::Receiver<(NodeId, Bytes)>,
-        mut proposed: mpsc::UnboundedReceiver<(GroupId, Bytes)>,
+        mut asked: mpsc::UnboundedReceiver<Ask>,
     ) -> Result<(), GroupError> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,10 +271,16 @@ impl Host {
             tokio::select! {
                 _ = ticker.tick() => self.tick(),
                 Some((from, payload)) = inbound.recv() => self.receive(from, payload),
-                Some((group, data)) = proposed.recv() => self.propose(group, data),
+                Some(ask) = asked.recv() => match ask {
+                    Ask::Propose(group, data) => self.propose(group, data),
+                    Ask::Compact { group, index, data, keep } => {
+                        self.compact(group, index, data, keep)?;
+                    }
+                },
                 completion = self.log.completion(), if self.log.outstanding() > 0 => {
                     let end = completion.end();
-                    completion.outcome?;
+                    let first = completion.outcome?;
+                    self.last_lsn = Some(Lsn(first.0 + completion.records - 1));
                     self.on_durable(end)?;
                 }
             }
@@ -264,6 +335,44 @@ impl Host {
         if let Err(error) = replica.propose(data.to_vec()) {
             debug!(group, %error, "proposal dropped");
         }
+    }
+
+    /// Compacts `group` at `index`, then writes the log's snapshot, which
+    /// covers every record known durable: each group's latest snapshot,
+    /// entries after it and hard state (which also reflect the records
+    /// still on their way, which recovery replays on top, harmlessly).
+    fn compact(
+        &mut self,
+        group: GroupId,
+        index: u64,
+        data: Bytes,
+        keep: u64,
+    ) -> Result<(), GroupError> {
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            return Ok(());
+        };
+        if let Err(error) = replica.compact(index, data, keep) {
+            warn!(group, index, %error, "compaction refused");
+            return Ok(());
+        }
+        let Some(upto) = self.last_lsn else {
+            return Ok(());
+        };
+        let mut image = BytesMut::new();
+        for (&group, replica) in &self.replicas {
+            let persist = replica.durable_image()?;
+            let mut record = BytesMut::new();
+            wal::encode(group, &persist, &mut record);
+            image.put_u32(u32::try_from(record.len()).map_err(|_| WalError::Invalid("image"))?);
+            image.put_slice(&record);
+        }
+        let snapshot = self.log.snapshot(upto, image.freeze());
+        self.io.spawn(async move {
+            if let Err(error) = snapshot.await {
+                error!(%error, "log snapshot failed; the log keeps growing until the next one");
+            }
+        });
+        Ok(())
     }
 
     /// Everything submitted before ticket `end` is durable: tells each
@@ -348,10 +457,15 @@ impl Host {
         for message in output.messages {
             self.send(group, &message);
         }
+        // The broker has gone if these fail: nothing to apply to, and the
+        // task ends with the runtime.
+        if let Some((index, data)) = output.snapshot {
+            let _ = self
+                .committed
+                .send((group, Committed::Snapshot { index, data }));
+        }
         for entry in output.committed {
-            // The broker has gone: nothing to apply to, and the task ends
-            // with the runtime.
-            let _ = self.committed.send((group, entry));
+            let _ = self.committed.send((group, Committed::Entry(entry)));
         }
         if let Some(persist) = output.persist {
             // PLANTED BUG (`commit-on-minority`): a leader's new entries go
@@ -360,7 +474,9 @@ impl Host {
             if self.commit_on_minority && self.replicas.get(&group).is_some_and(Replica::is_leader)
             {
                 for entry in &persist.entries {
-                    let _ = self.committed.send((group, entry.clone()));
+                    let _ = self
+                        .committed
+                        .send((group, Committed::Entry(entry.clone())));
                 }
             }
             let ticket = self.log.submit(|buf| wal::encode(group, &persist, buf))?;
@@ -382,4 +498,20 @@ impl Host {
             debug!(group, to = message.to, %error, "raft message dropped");
         }
     }
+}
+
+/// The WAL records of a log snapshot written by [`Host::compact`]: each
+/// `len u32 | record`.
+fn decode_image(mut image: Bytes) -> Result<Vec<Bytes>, WalError> {
+    let mut records = Vec::new();
+    while image.has_remaining() {
+        let len = image
+            .try_get_u32()
+            .map_err(|_| WalError::Truncated("image record length"))? as usize;
+        if image.remaining() < len {
+            return Err(WalError::Truncated("image record"));
+        }
+        records.push(image.split_to(len));
+    }
+    Ok(records)
 }

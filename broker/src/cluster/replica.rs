@@ -17,16 +17,27 @@
 //! `[election_tick, 2 × election_tick)` and different per node and per term
 //! (which is what breaks split votes), but the same on every run.
 //!
-//! raft-rs reads its log from a `MemStorage` cache; the owner's durable log
-//! is the truth, and [`Replica::recover`] rebuilds the cache from what it
-//! holds ([`Durable`]).
+//! raft-rs reads its log from a cache ([`storage`]); the owner's durable
+//! log is the truth, and [`Replica::recover`] rebuilds the cache from what
+//! it holds ([`Durable`]).
+//!
+//! Snapshots keep the log bounded: the owner hands [`Replica::compact`] its
+//! state machine's state at an applied index, the replica drops the entries
+//! before it (keeping a margin for followers a little behind), and a leader
+//! sends that snapshot to a follower that needs what was dropped. A
+//! follower that installs one hands it to its owner in
+//! [`Output::snapshot`] (and to the disk in [`Persist::snapshot`]).
+
+mod storage;
 
 use std::collections::VecDeque;
 
-use raft::eraftpb::{Entry, HardState, Message};
-use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole};
+use bytes::Bytes;
+use raft::eraftpb::{Entry, HardState, Message, Snapshot};
+use raft::{Config, RawNode, StateRole, Storage};
 use tracing::debug;
+
+use self::storage::ReplicaStorage;
 
 pub use raft::eraftpb;
 
@@ -81,6 +92,10 @@ pub struct Output {
     pub committed: Vec<Entry>,
     /// What to write durably, in order after every earlier `persist`.
     pub persist: Option<Persist>,
+    /// A snapshot installed from the leader: the owner's state machine
+    /// becomes its data, as of its index, before the `committed` entries
+    /// (which follow it) are applied.
+    pub snapshot: Option<(u64, Bytes)>,
 }
 
 /// Entries and hard state to make durable.
@@ -93,23 +108,49 @@ pub struct Persist {
     /// (a new leader overwrote an uncommitted suffix): on recovery, a later
     /// entry at an index replaces an earlier one and everything after it.
     pub entries: Vec<Entry>,
+    /// A snapshot installed from the leader, written before `entries`: it
+    /// replaces every entry before it.
+    pub snapshot: Option<Snapshot>,
     /// The new term, vote and commit index, if they changed.
     pub hard_state: Option<HardState>,
 }
 
-/// What the durable log holds for a replica: its last hard state and its
-/// entries, with replacements already resolved.
+/// What the durable log holds for a replica: its last hard state, its
+/// newest snapshot and the entries after it, with replacements already
+/// resolved.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Durable {
     /// The last hard state written.
     pub hard_state: HardState,
-    /// The entries, in index order, without holes.
+    /// The newest snapshot written, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The entries after the snapshot, in index order, without holes.
     pub entries: Vec<Entry>,
 }
 
 impl Durable {
-    /// Adds what a [`Persist`] wrote, as recovery replays the log.
+    /// The index the snapshot covers up to; 0 without one.
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.get_metadata().index)
+    }
+
+    /// Takes a snapshot written to the log, unless a newer one was: it
+    /// replaces every entry (the entries after it follow in the same
+    /// record).
+    pub fn install(&mut self, snapshot: Snapshot) {
+        if snapshot.get_metadata().index > self.snapshot_index() {
+            self.entries.clear();
+            self.snapshot = Some(snapshot);
+        }
+    }
+
+    /// Adds what a [`Persist`] wrote, as recovery replays the log. Entries
+    /// a snapshot covers are dropped.
     pub fn apply(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
+        let covered = entries.partition_point(|entry| entry.index <= self.snapshot_index());
+        let entries = &entries[covered..];
         if let Some(first) = entries.first() {
             // Entries from index i on are replaced by a write starting at i:
             // by index, not position, since a log need not start at 1.
@@ -127,7 +168,7 @@ impl Durable {
 
 /// One member of a Raft group.
 pub struct Replica {
-    node: RawNode<MemStorage>,
+    node: RawNode<ReplicaStorage>,
     seed: u64,
     /// Readies not yet released, in order: their number, whether they had
     /// anything to persist, and the messages that vouch for them, which
@@ -135,6 +176,10 @@ pub struct Replica {
     held: VecDeque<(u64, bool, Vec<Message>)>,
     /// The highest ready number the owner said is durable.
     durable_upto: u64,
+    /// The ready that installed a snapshot, until it is durable: raft-rs
+    /// counts nothing as applied past what is persisted, and the snapshot
+    /// moves what it would apply to its index.
+    snapshot_unpersisted: Option<u64>,
     /// Planted bug: votes and acknowledgements leave at once.
     #[cfg(feature = "planted-bugs")]
     vote_without_persist: bool,
@@ -195,12 +240,32 @@ impl Replica {
             pre_vote: true,
             ..Config::default()
         };
-        let storage = MemStorage::new_with_conf_state((voters.to_vec(), Vec::new()));
+        let storage = ReplicaStorage::default();
+        let snapshot_index = durable.snapshot_index();
         {
-            let mut cache = storage.wl();
+            let mut cache = storage.memory.wl();
+            cache.set_conf_state(raft::eraftpb::ConfState::from((
+                voters.to_vec(),
+                Vec::new(),
+            )));
+            if let Some(snapshot) = &durable.snapshot {
+                cache.apply_snapshot(snapshot.clone())?;
+            }
             cache.append(&durable.entries)?;
-            cache.set_hardstate(durable.hard_state.clone());
+            let mut hard_state = durable.hard_state.clone();
+            hard_state.commit = hard_state.commit.max(snapshot_index);
+            cache.set_hardstate(hard_state);
         }
+        let mut storage = storage;
+        if let Some(snapshot) = &durable.snapshot {
+            storage.snapshot = snapshot.clone();
+        }
+        // What the snapshot covers is applied: the owner restores its state
+        // machine from the snapshot's data.
+        let config = Config {
+            applied: snapshot_index,
+            ..config
+        };
         // Committed entries are applied again after a restart: the owner's
         // state machine starts from nothing (or its own snapshot) too.
         let node = RawNode::new(&config, storage, &super::raft_log::logger())?;
@@ -209,6 +274,7 @@ impl Replica {
             seed,
             held: VecDeque::new(),
             durable_upto: 0,
+            snapshot_unpersisted: None,
             #[cfg(feature = "planted-bugs")]
             vote_without_persist: false,
         };
@@ -293,12 +359,20 @@ impl Replica {
         // A leader's appends to its followers need not wait for its own
         // disk: Raft counts the leader's copy only once it is durable.
         output.messages = ready.take_messages();
+        let mut installed = None;
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
+            let store = self.node.mut_store();
             // MemStorage only refuses a snapshot older than what it has,
             // which raft-rs never hands out.
-            if let Err(error) = self.node.mut_store().wl().apply_snapshot(snapshot) {
-                debug!(%error, "stale snapshot ignored");
+            match store.memory.wl().apply_snapshot(snapshot.clone()) {
+                Ok(()) => {
+                    let index = snapshot.get_metadata().index;
+                    output.snapshot = Some((index, snapshot.data.clone()));
+                    store.snapshot = snapshot.clone();
+                    installed = Some(snapshot);
+                }
+                Err(error) => debug!(%error, "stale snapshot ignored"),
             }
         }
         output.committed = ready.take_committed_entries();
@@ -315,14 +389,20 @@ impl Replica {
             output.messages.append(&mut vouching);
         }
         self.node.advance_append_async(ready);
-        self.node.advance_apply();
-        let needs_disk = !entries.is_empty() || hard_state.is_some();
+        if installed.is_some() {
+            self.snapshot_unpersisted = Some(number);
+        }
+        if self.snapshot_unpersisted.is_none() {
+            self.node.advance_apply();
+        }
+        let needs_disk = !entries.is_empty() || hard_state.is_some() || installed.is_some();
         self.held.push_back((number, needs_disk, vouching));
         if needs_disk {
             output.persist = Some(Persist {
                 number,
                 entries,
                 hard_state,
+                snapshot: installed,
             });
         } else {
             // Nothing of its own to wait for, but it may still wait for the
@@ -360,13 +440,20 @@ impl Replica {
         }
         if let Some(number) = last {
             self.node.on_persist_ready(number);
+            if self
+                .snapshot_unpersisted
+                .is_some_and(|snapshot| snapshot <= number)
+            {
+                self.snapshot_unpersisted = None;
+                self.node.advance_apply();
+            }
         }
         released
     }
 
     /// Puts new entries and hard state where raft-rs reads them.
     fn cache(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
-        let store = self.node.mut_store();
+        let store = &mut self.node.mut_store().memory;
         if !entries.is_empty()
             && let Err(error) = store.wl().append(entries)
         {
@@ -377,6 +464,55 @@ impl Replica {
         if let Some(hard_state) = hard_state {
             store.wl().set_hardstate(hard_state.clone());
         }
+    }
+
+    /// Takes a snapshot: `data` is the owner's state machine after applying
+    /// every entry up to `index` (which must have been handed out as
+    /// committed). The entries before it are dropped from the cache, except
+    /// the last `keep`, so that a follower a little behind catches up from
+    /// entries rather than from the whole state; the owner drops them from
+    /// its disk by writing [`Replica::durable_image`] as its log's snapshot.
+    pub fn compact(&mut self, index: u64, data: Bytes, keep: u64) -> Result<(), ReplicaError> {
+        let store = self.node.mut_store();
+        let term = store.term(index)?;
+        let conf_state = store.initial_state()?.conf_state;
+        let mut snapshot = Snapshot {
+            data,
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = index;
+        metadata.term = term;
+        metadata.set_conf_state(conf_state);
+        store.snapshot = snapshot;
+        let first = store.first_index()?;
+        let keep_from = index.saturating_sub(keep);
+        if keep_from > first {
+            store.memory.wl().compact(keep_from)?;
+        }
+        Ok(())
+    }
+
+    /// Everything this replica's durable log must hold, as one [`Persist`]
+    /// (numbered 0, not to be passed to [`Replica::persisted`]): the
+    /// latest snapshot, the entries after it and the hard state. Written
+    /// as the log's snapshot, it replaces every record before it.
+    pub fn durable_image(&self) -> Result<Persist, ReplicaError> {
+        let store = self.node.store();
+        let snapshot = Some(store.snapshot.clone()).filter(|s| s.get_metadata().index > 0);
+        let after = snapshot.as_ref().map_or(0, |s| s.get_metadata().index) + 1;
+        let last = store.last_index()?;
+        let entries = if after <= last {
+            store.entries(after, last + 1, None, raft::GetEntriesContext::empty(false))?
+        } else {
+            Vec::new()
+        };
+        Ok(Persist {
+            number: 0,
+            entries,
+            hard_state: Some(store.initial_state()?.hard_state),
+            snapshot,
+        })
     }
 
     /// Replaces raft-rs's `thread_rng` election timeout for this term with

@@ -2,11 +2,13 @@
 //! [`Persist`] writes, framed for the broker's log (`crate::log`), which
 //! one node shares among all its groups so that one fsync covers them all.
 //!
-//! A record is `version u8 (1) | group u32 | hard state | entries`, all
-//! integers big-endian:
+//! A record is `version u8 (2) | group u32 | hard state | snapshot |
+//! entries`, all integers big-endian:
 //!
 //! ```text
 //! hard state   present u8 (0 or 1) | term u64 | vote u64 | commit u64
+//! snapshot     present u8 (0 or 1) | index u64 | term u64
+//!              | voters count u32 | voter u64 * | data len u32 | data
 //! entries      count u32, then per entry:
 //!              index u64 | term u64 | type u8 | data len u32 | data
 //!              | context len u32 | context
@@ -18,21 +20,23 @@
 //! nothing left over) and never panics.
 //!
 //! [`recover`] replays a node's records in log order into each group's
-//! [`Durable`] state: the last hard state, and the entries with every
-//! replacement applied (a write starting at index i replaces i and after).
+//! [`Durable`] state: the last hard state, the newest snapshot, and the
+//! entries after it with every replacement applied (a write starting at
+//! index i replaces i and after).
 
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use raft::eraftpb::{Entry, EntryType, HardState};
+use raft::eraftpb::{Entry, EntryType, HardState, Snapshot};
 
 use super::replica::{Durable, Persist};
 
 /// Which Raft group a record belongs to.
 pub type GroupId = u32;
 
-/// The record format this build writes and reads.
-const VERSION: u8 = 1;
+/// The record format this build writes and reads (version 1, from before
+/// snapshots, never left a development build).
+const VERSION: u8 = 2;
 
 /// Why a record does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +69,19 @@ pub fn encode(group: GroupId, persist: &Persist, out: &mut BytesMut) {
         }
         None => out.put_u8(0),
     }
+    match &persist.snapshot {
+        Some(snapshot) => {
+            let metadata = snapshot.get_metadata();
+            out.put_u8(1);
+            out.put_u64(metadata.index);
+            out.put_u64(metadata.term);
+            let voters = &metadata.get_conf_state().voters;
+            out.put_u32(u32::try_from(voters.len()).expect("few voters"));
+            voters.iter().for_each(|&voter| out.put_u64(voter));
+            put_bytes(out, &snapshot.data);
+        }
+        None => out.put_u8(0),
+    }
     let count = u32::try_from(persist.entries.len()).expect("a ready holds far fewer entries");
     out.put_u32(count);
     for entry in &persist.entries {
@@ -83,6 +100,8 @@ pub struct Record {
     pub group: GroupId,
     /// The hard state it wrote, if any.
     pub hard_state: Option<HardState>,
+    /// The snapshot it wrote, if any: it replaces the entries it covers.
+    pub snapshot: Option<Snapshot>,
     /// The entries it wrote.
     pub entries: Vec<Entry>,
 }
@@ -108,6 +127,7 @@ pub fn decode(mut input: Bytes) -> Result<Record, WalError> {
         }),
         _ => return Err(WalError::Invalid("hard state flag")),
     };
+    let snapshot = decode_snapshot(&mut input)?;
     let count = get_u32(&mut input, "entry count")?;
     // Each entry takes at least 25 bytes: no allocation a short record
     // could not back.
@@ -124,10 +144,12 @@ pub fn decode(mut input: Bytes) -> Result<Record, WalError> {
             context: get_bytes(&mut input, "entry context")?,
             ..Entry::default()
         };
-        // A ready cycle writes consecutive entries, from index 1 on.
-        let expected = match entries.last() {
-            Some(last) => last.index.checked_add(1),
-            None => Some(entry.index.max(1)),
+        // A ready cycle writes consecutive entries, from index 1 on (after
+        // the snapshot, if there is one).
+        let expected = match (entries.last(), &snapshot) {
+            (Some(last), _) => last.index.checked_add(1),
+            (None, Some(snapshot)) => snapshot.get_metadata().index.checked_add(1),
+            (None, None) => Some(entry.index.max(1)),
         };
         if Some(entry.index) != expected {
             return Err(WalError::Invalid("entry index"));
@@ -140,8 +162,37 @@ pub fn decode(mut input: Bytes) -> Result<Record, WalError> {
     Ok(Record {
         group,
         hard_state,
+        snapshot,
         entries,
     })
+}
+
+fn decode_snapshot(input: &mut Bytes) -> Result<Option<Snapshot>, WalError> {
+    match get_u8(input, "snapshot flag")? {
+        0 => return Ok(None),
+        1 => {}
+        _ => return Err(WalError::Invalid("snapshot flag")),
+    }
+    let index = get_u64(input, "snapshot index")?;
+    let term = get_u64(input, "snapshot term")?;
+    let voters = get_u32(input, "snapshot voters")?;
+    if u64::from(voters) * 8 > input.remaining() as u64 {
+        return Err(WalError::Truncated("snapshot voters"));
+    }
+    let voters = (0..voters)
+        .map(|_| get_u64(input, "snapshot voter"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = get_bytes(input, "snapshot data")?;
+    if index == 0 || voters.is_empty() {
+        return Err(WalError::Invalid("snapshot"));
+    }
+    let mut snapshot = Snapshot::default();
+    snapshot.set_data(data);
+    let metadata = snapshot.mut_metadata();
+    metadata.index = index;
+    metadata.term = term;
+    metadata.mut_conf_state().voters = voters;
+    Ok(Some(snapshot))
 }
 
 /// Replays a node's records, in log order, into each group's durable state.
@@ -155,10 +206,11 @@ pub fn recover(
     let mut groups: BTreeMap<GroupId, Durable> = BTreeMap::new();
     for record in records {
         let record = decode(record)?;
-        groups
-            .entry(record.group)
-            .or_default()
-            .apply(&record.entries, record.hard_state.as_ref());
+        let durable = groups.entry(record.group).or_default();
+        if let Some(snapshot) = record.snapshot {
+            durable.install(snapshot);
+        }
+        durable.apply(&record.entries, record.hard_state.as_ref());
     }
     Ok(groups)
 }
@@ -231,14 +283,65 @@ mod tests {
     }
 
     fn record(group: GroupId, entries: Vec<Entry>, hard_state: Option<HardState>) -> Bytes {
+        with_snapshot(group, None, entries, hard_state)
+    }
+
+    fn with_snapshot(
+        group: GroupId,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+    ) -> Bytes {
         let mut out = BytesMut::new();
         let persist = Persist {
             number: 1,
             entries,
             hard_state,
+            snapshot,
         };
         encode(group, &persist, &mut out);
         out.freeze()
+    }
+
+    fn snapshot(index: u64, term: u64, data: &'static [u8]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(Bytes::from_static(data));
+        let metadata = snapshot.mut_metadata();
+        metadata.index = index;
+        metadata.term = term;
+        metadata.mut_conf_state().voters = vec![1, 2, 3];
+        snapshot
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_entries_it_covers_and_older_ones_are_ignored() {
+        let records = [
+            record(1, vec![entry(1, 1, b"a"), entry(2, 1, b"b")], None),
+            with_snapshot(
+                1,
+                Some(snapshot(5, 2, b"state")),
+                vec![entry(6, 2, b"f")],
+                None,
+            ),
+            // Replayed after a log snapshot: older, and covered, so ignored.
+            with_snapshot(
+                1,
+                Some(snapshot(3, 1, b"old")),
+                vec![entry(4, 1, b"d")],
+                None,
+            ),
+            record(1, vec![entry(6, 2, b"f"), entry(7, 2, b"g")], None),
+        ];
+        let recovered = recover(records).unwrap();
+        let durable = &recovered[&1];
+        assert_eq!(durable.snapshot, Some(snapshot(5, 2, b"state")));
+        assert_eq!(durable.entries, [entry(6, 2, b"f"), entry(7, 2, b"g")]);
+    }
+
+    #[test]
+    fn entries_after_a_snapshot_must_follow_it() {
+        let bytes = with_snapshot(1, Some(snapshot(5, 2, b"s")), vec![entry(7, 2, b"g")], None);
+        assert_eq!(decode(bytes), Err(WalError::Invalid("entry index")));
     }
 
     #[test]
@@ -255,6 +358,7 @@ mod tests {
             Ok(Record {
                 group: 7,
                 hard_state: Some(hard_state(1, 2, 1)),
+                snapshot: None,
                 entries,
             })
         );

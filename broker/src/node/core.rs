@@ -118,6 +118,17 @@ pub enum NodeError {
         /// Why.
         error: DecodeError,
     },
+    /// A replicated group's snapshot does not decode: this node's state
+    /// for the group is unknown, so it stops rather than diverge.
+    #[error("the snapshot of group {group} at index {index} does not decode: {error}")]
+    Snapshot {
+        /// The group.
+        group: u32,
+        /// The snapshot's index.
+        index: u64,
+        /// Why.
+        error: DecodeError,
+    },
     /// A clustered node could not count its starts (see
     /// `node::cluster`).
     #[error("cannot record this start of the node in the data directory")]

@@ -141,6 +141,37 @@ impl Queues {
         super::snapshot::decode(snapshot)
     }
 
+    /// The whole state, volatile parts included, for a replicated group's
+    /// snapshot (see [`super::whole`]).
+    pub fn encode_whole(&self, out: &mut bytes::BytesMut) {
+        super::whole::encode(self, out);
+    }
+
+    /// A machine from [`Queues::encode_whole`]'s bytes, read from the
+    /// front of `input`.
+    pub fn decode_whole(input: &mut Bytes) -> Result<Self, DecodeError> {
+        super::whole::decode(input)
+    }
+
+    /// A machine holding queues rebuilt whole, consumers included; `None`
+    /// if a consumer is attached to two queues.
+    pub(super) fn restored_whole(queues: Vec<Queue>, last_seq: Seq) -> Option<Self> {
+        let mut restored = Self {
+            last_seq,
+            ..Self::default()
+        };
+        for queue in queues {
+            for id in queue.consumer_ids() {
+                if restored.consumers.insert(id, queue.name.clone()).is_some() {
+                    return None;
+                }
+            }
+            restored.queues.insert(queue.name.clone(), queue);
+        }
+        restored.check_invariants();
+        Some(restored)
+    }
+
     /// The queue `name`.
     pub(super) fn queue(&self, name: &str) -> Option<&Queue> {
         self.queues.get(name)

@@ -43,6 +43,7 @@ mod machine;
 mod message;
 mod single;
 mod snapshot;
+mod whole;
 
 #[cfg(test)]
 mod tests;

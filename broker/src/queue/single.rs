@@ -439,6 +439,66 @@ impl Queue {
         }
     }
 
+    /// Every message with its seq, in seq order, ready or held.
+    pub fn messages(&self) -> impl Iterator<Item = (Seq, &Message)> {
+        self.messages.iter().map(|(&seq, message)| (seq, message))
+    }
+
+    /// Its consumers with their state, in id order.
+    pub fn consumers(&self) -> impl Iterator<Item = (ConsumerId, &Consumer)> {
+        self.consumers.iter().map(|(&id, consumer)| (id, consumer))
+    }
+
+    /// The consumer that received the last acquired delivery.
+    pub fn last_served(&self) -> Option<ConsumerId> {
+        self.last_served
+    }
+
+    /// A queue rebuilt whole, volatile state included, from what
+    /// [`Queue::messages`], [`Queue::consumers`] and
+    /// [`Queue::last_served`] gave. Consumers come without what they hold:
+    /// each message's `holder` says. `None` if the parts do not fit
+    /// together (a seq twice, a holder that is not an acquiring consumer
+    /// here, more than the limits allow).
+    pub fn restored_whole(
+        name: String,
+        config: QueueConfig,
+        dedup: Dedup,
+        last_served: Option<ConsumerId>,
+        consumers: Vec<(ConsumerId, Consumer)>,
+        messages: Vec<(Seq, Message)>,
+    ) -> Option<Self> {
+        let mut queue = Self::new(name, config);
+        queue.dedup = dedup;
+        queue.last_served = last_served;
+        for (id, consumer) in consumers {
+            if consumer.unsettled().is_some_and(|held| !held.is_empty())
+                || queue.consumers.insert(id, consumer).is_some()
+            {
+                return None;
+            }
+        }
+        for (seq, mut message) in messages {
+            if queue.messages.contains_key(&seq)
+                || (message.persistent && !queue.config.durable)
+                || !queue.under_delivery_limit(&message)
+                || !queue.all.fits(message.size(), &queue.config)
+            {
+                return None;
+            }
+            let holder = message.holder.take();
+            queue.insert(seq, message);
+            if let Some(id) = holder {
+                let consumer = queue.consumers.get_mut(&id)?;
+                consumer.unsettled()?;
+                consumer.hold(seq);
+                queue.ready.remove(&seq);
+                queue.messages.get_mut(&seq)?.holder = Some(id);
+            }
+        }
+        Some(queue)
+    }
+
     /// Checks every invariant of the queue; a failure is a bug.
     pub fn check_invariants(&self) {
         let mut all = Tally::ZERO;

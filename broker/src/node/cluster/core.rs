@@ -13,11 +13,12 @@ use super::batch::{Batch, Origin};
 use super::proposer::Outbox;
 use super::state::{Applied, GroupState};
 use super::{
-    HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, TICK, TIMING, consumer_node, next_origin,
+    COMPACTION_KEEP, HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, SNAPSHOT_EVERY_BYTES,
+    TICK, TIMING, consumer_node, next_origin,
 };
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::condition;
-use crate::cluster::group::{self, GroupsConfig, GroupsHandle, Status};
+use crate::cluster::group::{self, Committed, GroupsConfig, GroupsHandle, Status};
 use crate::cluster::replica::NodeId;
 use crate::cluster::transport::TransportConfig;
 use crate::cluster::wal::GroupId;
@@ -122,6 +123,8 @@ struct Group {
     expiring: bool,
     /// The index of the last entry applied.
     applied: u64,
+    /// Entries, and their bytes, applied since the last snapshot.
+    since_snapshot: (u64, usize),
 }
 
 struct ClusterCore<I: Io> {
@@ -178,6 +181,7 @@ impl<I: Io> ClusterCore<I> {
                     leader: None,
                     expiring: false,
                     applied: 0,
+                    since_snapshot: (0, 0),
                 };
                 (id, group)
             })
@@ -216,7 +220,7 @@ impl<I: Io> ClusterCore<I> {
     async fn run(
         mut self,
         mut inbox: mpsc::UnboundedReceiver<Request>,
-        mut committed: mpsc::UnboundedReceiver<(GroupId, Entry)>,
+        mut committed: mpsc::UnboundedReceiver<(GroupId, Committed)>,
     ) -> Result<(), NodeError> {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,11 +239,12 @@ impl<I: Io> ClusterCore<I> {
                     // closed.
                     None => return Ok(()),
                 },
-                Some((group, entry)) = committed.recv() => {
-                    self.on_committed(group, entry);
-                    while let Ok((group, entry)) = committed.try_recv() {
-                        self.on_committed(group, entry);
+                Some((group, committed_item)) = committed.recv() => {
+                    self.on_committed(group, committed_item)?;
+                    while let Ok((group, committed_item)) = committed.try_recv() {
+                        self.on_committed(group, committed_item)?;
                     }
+                    self.snapshot_if_due();
                     self.unblock_producers();
                 }
                 Ok(()) = self.status.changed() => self.on_status(),
@@ -827,7 +832,142 @@ impl<I: Io> ClusterCore<I> {
 
     // ---- applying ---------------------------------------------------------
 
-    fn on_committed(&mut self, id: GroupId, entry: Entry) {
+    fn on_committed(&mut self, id: GroupId, committed: Committed) -> Result<(), NodeError> {
+        match committed {
+            Committed::Entry(entry) => self.apply_entry(id, entry),
+            Committed::Snapshot { index, data } => self.install_snapshot(id, index, data)?,
+        }
+        Ok(())
+    }
+
+    /// Hands each group whose log grew enough since its last snapshot its
+    /// state as of now, so that the log before it can go.
+    fn snapshot_if_due(&mut self) {
+        let every = self.settings.config.storage.snapshot_every_records;
+        for (&id, group) in &mut self.groups {
+            let (entries, bytes) = group.since_snapshot;
+            if entries >= every || bytes >= SNAPSHOT_EVERY_BYTES {
+                group.since_snapshot = (0, 0);
+                debug!(
+                    group = id,
+                    index = group.applied,
+                    "snapshot of the group's state"
+                );
+                let keep = every.min(COMPACTION_KEEP);
+                self.handle
+                    .compact(id, group.applied, group.state.encode(), keep);
+            }
+        }
+    }
+
+    /// The group's state becomes a snapshot's: at start, or after this node
+    /// fell so far behind that the leader sent its state instead of
+    /// entries. What was applied meanwhile was not seen here, so:
+    /// - this node's items the snapshot covers are done, but their outcome
+    ///   is unknown: a publish among them fails its link (the client
+    ///   resends; never a false `accepted`);
+    /// - this node's consumers of the group that were already attached may
+    ///   hold deliveries that were never sent: they are detached (the
+    ///   clients attach again) and what they hold returns to the queue.
+    fn install_snapshot(&mut self, id: GroupId, index: u64, data: Bytes) -> Result<(), NodeError> {
+        let state = GroupState::decode(data).map_err(|error| NodeError::Snapshot {
+            group: id,
+            index,
+            error,
+        })?;
+        info!(group = id, index, "group state installed from a snapshot");
+        let Some(group) = self.groups.get_mut(&id) else {
+            return Ok(());
+        };
+        let done = state.next_token(self.origin);
+        group.state = state;
+        group.applied = index;
+        group.since_snapshot = (0, 0);
+        let mut unknown = Vec::new();
+        while let Some(proposed) = group.outbox.applied_before(done) {
+            unknown.push(proposed);
+        }
+        let attaching: BTreeSet<ConsumerId> = group
+            .outbox
+            .waiting()
+            .filter_map(|item| match item.command {
+                Command::Attach { consumer, .. } => Some(consumer),
+                _ => None,
+            })
+            .collect();
+        for proposed in unknown {
+            self.on_unknown_outcome(id, proposed.reply, &proposed.item.command);
+        }
+        let stranded: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|(consumer, info)| {
+                self.placement.group_of(&info.queue) == id && !attaching.contains(consumer)
+            })
+            .map(|(&consumer, _)| consumer)
+            .collect();
+        for consumer in stranded {
+            self.forced_detach(consumer);
+            self.detaching.insert(consumer);
+            self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
+        }
+        self.rebuild_topics();
+        Ok(())
+    }
+
+    /// One of this node's items was applied out of its sight (inside a
+    /// snapshot).
+    fn on_unknown_outcome(&mut self, id: GroupId, reply: Reply, command: &Command) {
+        match reply {
+            Reply::Publish(publish) => {
+                let Some(p) = self.publishes.remove(&publish) else {
+                    return;
+                };
+                warn!(
+                    group = id,
+                    "a publish's outcome was lost in a snapshot: failing its link"
+                );
+                self.producers.remove(&(p.conn, p.delivery.link));
+                self.blocked.remove(&(p.conn, p.delivery.link));
+                let refusal = Refusal {
+                    condition: condition::DETACH_FORCED,
+                    description: "the outcome of a message is unknown after this node \
+                                  caught up from a snapshot: send it again"
+                        .into(),
+                };
+                self.tell(
+                    p.conn,
+                    ToConnection::CloseLink {
+                        link: p.delivery.link,
+                        refusal,
+                    },
+                );
+            }
+            Reply::Expire | Reply::None => self.on_own_applied(id, reply, command),
+        }
+        if let Command::Enqueue { queue, .. } = command
+            && let Some(count) = self.pending_enqueues.get_mut(queue)
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Subscription queues by topic, from every group's declared queues.
+    fn rebuild_topics(&mut self) {
+        self.topics.clear();
+        for group in self.groups.values() {
+            for (queue, _) in group.state.queues().declared() {
+                if let Some(topic) = crate::node::core::topic_of_subscription(queue) {
+                    self.topics
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .insert(queue.to_owned());
+                }
+            }
+        }
+    }
+
+    fn apply_entry(&mut self, id: GroupId, entry: Entry) {
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
@@ -837,6 +977,8 @@ impl<I: Io> ClusterCore<I> {
             return;
         }
         group.applied = entry.index;
+        group.since_snapshot.0 += 1;
+        group.since_snapshot.1 += entry.data.len();
         if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
             return;
         }

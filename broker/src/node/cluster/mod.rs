@@ -65,6 +65,16 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 /// again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// A group's state is snapshotted, and its log compacted, after
+/// `storage.snapshot_every_records` entries or this many bytes of entries,
+/// whichever comes first.
+const SNAPSHOT_EVERY_BYTES: usize = 64 << 20;
+
+/// Entries kept before a snapshot's index when the log is compacted (at
+/// most `storage.snapshot_every_records`), so that a follower a little
+/// behind catches up from entries rather than from the whole state.
+const COMPACTION_KEEP: u64 = 1024;
+
 /// A consumer id holds its node's incarnation in its high 32 bits: unique
 /// across the cluster and across restarts.
 const CONSUMER_ORIGIN_SHIFT: u32 = 32;

@@ -100,6 +100,23 @@ impl<R> Outbox<R> {
         self.unapplied.pop_front()
     }
 
+    /// Takes the oldest item if its token is below `next`: the group
+    /// applied it, out of this node's sight (in a snapshot it installed).
+    pub fn applied_before(&mut self, next: u64) -> Option<Proposed<R>> {
+        if self.unapplied.front()?.item.token >= next {
+            return None;
+        }
+        if self.unapplied.len() == self.fresh {
+            self.fresh -= 1;
+        }
+        self.unapplied.pop_front()
+    }
+
+    /// The items not yet applied, oldest first.
+    pub fn waiting(&self) -> impl Iterator<Item = &Item> {
+        self.unapplied.iter().map(|proposed| &proposed.item)
+    }
+
     /// Whether the oldest item still waiting is older than `token`: then a
     /// later item of ours reached the group first and the group skipped it,
     /// so everything waiting must go again.

@@ -1,0 +1,218 @@
+//! The whole state of a [`Queues`], volatile parts included: consumers,
+//! their credit, what each holds, browse cursors, `undeliverable-here`
+//! marks, transient queues and messages. A replicated group's Raft snapshot
+//! carries it, and a member that catches up from it must end with exactly
+//! the state of the members that applied the log.
+//!
+//! Unlike [`super::snapshot`] (the single node's durable state), this
+//! format lives inside Raft snapshots only, so it is a plain binary layout,
+//! decoded as strictly: every count honoured, nothing left over, and the
+//! rebuilt queues checked against the machine's invariants.
+//!
+//! ```text
+//! whole    := last_seq u64 | queues u32 | queue*
+//! queue    := name | config | last_served | dedup u32 (id | expiry u64)*
+//!             | consumers u32 | consumer* | messages u32 | message*
+//! consumer := id u64 | credit u32 | 0 | undeliverable u32 | seq u64*
+//!                                 | 1 | cursor
+//! message  := seq u64 | body | persistent u8 | expiry | delivery_count u32
+//!             | annotations | acquired_before u8 | holder
+//! ```
+//!
+//! Byte strings (names, bodies, ids) are `len u32 | bytes`; optional
+//! numbers (`last_served`, `cursor`, `expiry`, `holder`) are `0` or
+//! `1 | u64`; the config and the annotations are AMQP-encoded byte strings.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::consumer::{Consumer, Mode};
+use super::dedup::Dedup;
+use super::message::Message;
+use super::single::Queue;
+use super::{QueueConfig, Queues, Seq};
+use crate::amqp::codec::{DecodeError, DecodeErrorKind, Value, from_bytes, to_bytes};
+
+/// Writes the whole state of `queues` into `out`.
+pub fn encode(queues: &Queues, out: &mut BytesMut) {
+    out.put_u64(queues.last_seq());
+    let all: Vec<&Queue> = queues.all_queues().collect();
+    put_count(out, all.len());
+    for queue in all {
+        put_bytes(out, queue.name.as_bytes());
+        put_bytes(out, &to_bytes(&queue.config));
+        put_optional(out, queue.last_served());
+        let dedup: Vec<(&Bytes, u64)> = queue.dedup.entries().collect();
+        put_count(out, dedup.len());
+        for (id, expiry) in dedup {
+            put_bytes(out, id);
+            out.put_u64(expiry);
+        }
+        let consumers: Vec<_> = queue.consumers().collect();
+        put_count(out, consumers.len());
+        for (id, consumer) in consumers {
+            out.put_u64(id);
+            out.put_u32(consumer.credit);
+            match &consumer.mode {
+                Mode::Acquiring { undeliverable, .. } => {
+                    out.put_u8(0);
+                    put_count(out, undeliverable.len());
+                    undeliverable.iter().for_each(|&seq| out.put_u64(seq));
+                }
+                Mode::Browsing { cursor } => {
+                    out.put_u8(1);
+                    put_optional(out, *cursor);
+                }
+            }
+        }
+        let messages: Vec<_> = queue.messages().collect();
+        put_count(out, messages.len());
+        for (seq, message) in messages {
+            out.put_u64(seq);
+            put_bytes(out, &message.body);
+            out.put_u8(u8::from(message.persistent));
+            put_optional(out, message.expiry_ms);
+            out.put_u32(message.delivery_count);
+            put_bytes(out, &to_bytes(&Value::Map(message.annotations.clone())));
+            out.put_u8(u8::from(message.acquired_before));
+            put_optional(out, message.holder);
+        }
+    }
+}
+
+/// Reads what [`encode`] wrote from the front of `input`.
+pub fn decode(input: &mut Bytes) -> Result<Queues, DecodeError> {
+    let last_seq = u64_of(input)?;
+    let mut queues = Vec::new();
+    for _ in 0..u32_of(input)? {
+        queues.push(decode_queue(input, last_seq)?);
+    }
+    let names_ascend = queues.windows(2).all(|pair| pair[0].name < pair[1].name);
+    if !names_ascend {
+        return Err(invalid("name"));
+    }
+    Queues::restored_whole(queues, last_seq).ok_or_else(|| invalid("consumer"))
+}
+
+fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> {
+    let name = String::from_utf8(bytes_of(input)?.to_vec()).map_err(|_| invalid("name"))?;
+    let config: QueueConfig = from_bytes(bytes_of(input)?)?;
+    let last_served = optional_of(input)?;
+    let mut dedup = Vec::new();
+    for _ in 0..u32_of(input)? {
+        dedup.push((bytes_of(input)?, u64_of(input)?));
+    }
+    let dedup = Dedup::restored(dedup).ok_or_else(|| invalid("dedup"))?;
+    let mut consumers = Vec::new();
+    for _ in 0..u32_of(input)? {
+        let id = u64_of(input)?;
+        let credit = u32_of(input)?;
+        let mode = match u8_of(input)? {
+            0 => {
+                let mut undeliverable = std::collections::BTreeSet::new();
+                for _ in 0..u32_of(input)? {
+                    undeliverable.insert(u64_of(input)?);
+                }
+                Mode::Acquiring {
+                    unsettled: std::collections::BTreeSet::new(),
+                    undeliverable,
+                }
+            }
+            1 => Mode::Browsing {
+                cursor: optional_of(input)?,
+            },
+            _ => return Err(invalid("mode")),
+        };
+        consumers.push((id, Consumer { credit, mode }));
+    }
+    let mut messages = Vec::new();
+    for _ in 0..u32_of(input)? {
+        let seq = u64_of(input)?;
+        if seq > last_seq {
+            return Err(invalid("seq"));
+        }
+        let body = bytes_of(input)?;
+        let persistent = bool_of(input)?;
+        let expiry_ms = optional_of(input)?;
+        let delivery_count = u32_of(input)?;
+        let Value::Map(annotations) = from_bytes(bytes_of(input)?)? else {
+            return Err(invalid("annotations"));
+        };
+        let acquired_before = bool_of(input)?;
+        let holder = optional_of(input)?;
+        let message = Message {
+            body,
+            persistent,
+            expiry_ms,
+            delivery_count,
+            annotations,
+            acquired_before,
+            holder,
+        };
+        messages.push((seq, message));
+    }
+    Queue::restored_whole(name, config, dedup, last_served, consumers, messages)
+        .ok_or_else(|| invalid("queue"))
+}
+
+fn put_count(out: &mut BytesMut, count: usize) {
+    out.put_u32(u32::try_from(count).expect("fewer than 4G items"));
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    put_count(out, bytes.len());
+    out.put_slice(bytes);
+}
+
+fn put_optional(out: &mut BytesMut, value: Option<u64>) {
+    match value {
+        None => out.put_u8(0),
+        Some(value) => {
+            out.put_u8(1);
+            out.put_u64(value);
+        }
+    }
+}
+
+fn truncated() -> DecodeError {
+    DecodeErrorKind::Truncated.into()
+}
+
+fn invalid(field: &'static str) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::InvalidValue).in_field(field)
+}
+
+fn u8_of(input: &mut Bytes) -> Result<u8, DecodeError> {
+    input.try_get_u8().map_err(|_| truncated())
+}
+
+fn u32_of(input: &mut Bytes) -> Result<u32, DecodeError> {
+    input.try_get_u32().map_err(|_| truncated())
+}
+
+fn u64_of(input: &mut Bytes) -> Result<u64, DecodeError> {
+    input.try_get_u64().map_err(|_| truncated())
+}
+
+fn bool_of(input: &mut Bytes) -> Result<bool, DecodeError> {
+    match u8_of(input)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(invalid("flag")),
+    }
+}
+
+fn optional_of(input: &mut Bytes) -> Result<Option<u64>, DecodeError> {
+    match u8_of(input)? {
+        0 => Ok(None),
+        1 => u64_of(input).map(Some),
+        _ => Err(invalid("optional")),
+    }
+}
+
+fn bytes_of(input: &mut Bytes) -> Result<Bytes, DecodeError> {
+    let len = u32_of(input)? as usize;
+    if input.len() < len {
+        return Err(truncated());
+    }
+    Ok(input.split_to(len))
+}
