@@ -219,6 +219,11 @@ pub async fn start<I: Io>(
         .filter(|&&voter| voter != config.node_id)
         .map(|&peer| (peer, 0))
         .collect();
+    let preferred = config
+        .groups
+        .iter()
+        .map(|&group| (group, preferred_leader(group, &config.voters)))
+        .collect();
     let host = Host {
         io: io.clone(),
         last_lsn: None,
@@ -228,6 +233,8 @@ pub async fn start<I: Io>(
         committed,
         persisting: VecDeque::new(),
         silent_ticks,
+        preferred,
+        ticks: 0,
         peer_timeout_ticks: config.timing.peer_timeout_ticks,
         status: status_tx,
         #[cfg(feature = "planted-bugs")]
@@ -251,6 +258,9 @@ struct Host<I: Io> {
     persisting: VecDeque<(Ticket, GroupId, u64)>,
     /// Ticks since each peer's last message.
     silent_ticks: BTreeMap<NodeId, usize>,
+    /// Each group's preferred leader: the groups go round the voters.
+    preferred: BTreeMap<GroupId, NodeId>,
+    ticks: u64,
     peer_timeout_ticks: usize,
     status: watch::Sender<Status>,
     /// Planted bug `commit-on-minority` (feature `planted-bugs`).
@@ -291,6 +301,12 @@ impl<I: Io> Host<I> {
 
     fn tick(&mut self) {
         self.replicas.values_mut().for_each(Replica::tick);
+        self.ticks += 1;
+        if self.ticks % PREFERENCE_EVERY_TICKS == 0 {
+            for (&group, replica) in &mut self.replicas {
+                replica.prefer_leader(self.preferred[&group]);
+            }
+        }
         for silent in self.silent_ticks.values_mut() {
             *silent = silent.saturating_add(1);
         }
@@ -498,6 +514,19 @@ impl<I: Io> Host<I> {
             debug!(group, to = message.to, %error, "raft message dropped");
         }
     }
+}
+
+/// How often, in ticks, a leader checks whether to hand its group to the
+/// group's preferred leader: rarely enough that a leadership change after a
+/// failure settles first.
+const PREFERENCE_EVERY_TICKS: u64 = 100;
+
+/// The member that should lead `group`: group 1 the first voter, group 2
+/// the second, and so on round.
+fn preferred_leader(group: GroupId, voters: &[NodeId]) -> NodeId {
+    let mut sorted = voters.to_vec();
+    sorted.sort_unstable();
+    sorted[(group as usize).saturating_sub(1) % sorted.len()]
 }
 
 /// The WAL records of a log snapshot written by [`Host::compact`]: each

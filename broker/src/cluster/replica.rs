@@ -466,6 +466,30 @@ impl Replica {
         }
     }
 
+    /// If this member leads and `preferred` is another member that has
+    /// every entry, hands leadership to it. Owners call this now and then
+    /// so that each group ends up led by its preferred member, which
+    /// spreads the groups' leaders (and their work) over the nodes.
+    pub fn prefer_leader(&mut self, preferred: NodeId) {
+        if !self.is_leader() || preferred == self.id() {
+            return;
+        }
+        let last = self.node.raft.raft_log.last_index();
+        let caught_up = self
+            .node
+            .raft
+            .prs()
+            .get(preferred)
+            .is_some_and(|progress| progress.matched == last && progress.recent_active);
+        if caught_up {
+            debug!(
+                preferred,
+                "handing leadership to the group's preferred member"
+            );
+            self.node.transfer_leader(preferred);
+        }
+    }
+
     /// Takes a snapshot: `data` is the owner's state machine after applying
     /// every entry up to `index` (which must have been handed out as
     /// committed). The entries before it are dropped from the cache, except
