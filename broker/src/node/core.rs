@@ -9,17 +9,17 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, relay_destination};
-use super::message::{inspect, render};
+use super::links::{Consumer, Links, QueueLifetime};
+use super::message::inspect;
 use super::{ConnId, NodeHandle, Request, ToConnection};
 use crate::amqp::codec::{DecodeError, Encode};
 use crate::amqp::engine::{DeliveryId, LinkId};
-use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, condition};
+use crate::amqp::types::{Error, condition};
 use crate::config::{self, Config};
 use crate::io::{self as seam, Io};
 use crate::log::{self, Completion, Log, LogError, LogOptions, Lsn, Ticket};
 use crate::queue::{
-    Command, ConsumerId, Effect, NewMessage, Outcome, Overflow, QueueConfig, Queues, RejectReason,
-    Seq,
+    Command, ConsumerId, Effect, NewMessage, Outcome, Overflow, QueueConfig, Queues, Seq,
 };
 
 /// The log's directory inside the data directory.
@@ -241,82 +241,6 @@ enum Reply {
     Publish(u64),
 }
 
-/// A publish waiting for every queue it goes to.
-pub(in crate::node) struct Publish {
-    pub conn: ConnId,
-    pub delivery: DeliveryId,
-    pub settled: bool,
-    /// Queues whose enqueue is not applied yet.
-    pub remaining: usize,
-    /// Why a queue refused it, if one did.
-    pub rejection: Option<Error>,
-}
-
-/// A consumer, as the node that serves its link knows it.
-pub(in crate::node) struct Consumer {
-    pub conn: ConnId,
-    pub link: LinkId,
-    pub queue: String,
-    /// When the queue goes with this consumer.
-    pub lifetime: QueueLifetime,
-}
-
-/// When a consumer's queue is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::node) enum QueueLifetime {
-    /// Never: an anycast queue outlives its consumers.
-    Lasting,
-    /// When the consumer's link closes (not when it only detaches): a
-    /// durable topic subscription.
-    UntilClosed,
-    /// When the consumer goes: a dynamic node or a non-durable subscription.
-    UntilDetached,
-}
-
-impl QueueLifetime {
-    /// Whether the queue goes when its consumer's link detaches (`closed`:
-    /// the link was closed, not only detached).
-    pub fn ends_with(self, closed: bool) -> bool {
-        match self {
-            QueueLifetime::Lasting => false,
-            QueueLifetime::UntilClosed => closed,
-            QueueLifetime::UntilDetached => true,
-        }
-    }
-}
-
-/// A producer's link and its window.
-pub(in crate::node) struct Producer {
-    pub node: ProducerNode,
-    /// Credit granted and not yet used, as far as the node knows.
-    pub remaining: u32,
-    /// Messages received and not yet answered (accepted, or rejected):
-    /// they count against the window, so that what a producer has in
-    /// flight, and with it the time each message waits, stays bounded.
-    pub unanswered: u32,
-}
-
-impl Producer {
-    /// Counts a message received.
-    pub fn used_one(&mut self) {
-        self.remaining = self.remaining.saturating_sub(1);
-        self.unanswered += 1;
-    }
-
-    /// Counts a message answered, which frees a place in the window.
-    pub fn answered_one(&mut self) {
-        self.unanswered = self.unanswered.saturating_sub(1);
-    }
-
-    /// Whether to grant more credit: once half the `window` is free,
-    /// neither granted (unused credit) nor taken (messages not yet
-    /// answered).
-    pub fn wants_top_up(&self, window: u32) -> bool {
-        let taken = self.remaining.saturating_add(self.unanswered);
-        window.saturating_sub(taken) >= window.div_ceil(2)
-    }
-}
-
 struct Core<I: Io> {
     io: I,
     settings: NodeSettings,
@@ -327,14 +251,9 @@ struct Core<I: Io> {
     registry: BTreeMap<String, QueueConfig>,
     /// Subscription queues, by topic.
     topics: BTreeMap<String, BTreeSet<String>>,
-    connections: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
-    consumers: BTreeMap<ConsumerId, Consumer>,
-    consumer_ids: BTreeMap<(ConnId, LinkId), ConsumerId>,
-    producers: BTreeMap<(ConnId, LinkId), Producer>,
-    blocked: BTreeSet<(ConnId, LinkId)>,
+    links: Links,
     /// Enqueues submitted and not yet applied, by queue: room they will take.
     pending_enqueues: BTreeMap<String, u64>,
-    publishes: BTreeMap<u64, Publish>,
     pipeline: VecDeque<Pending>,
     /// Pipeline entries whose record went (or will go) to the log.
     logged_in_pipeline: usize,
@@ -358,7 +277,6 @@ struct Core<I: Io> {
     effects: Vec<Effect>,
     next_seq: Seq,
     next_consumer: ConsumerId,
-    next_publish: u64,
     next_dynamic: u64,
     last_lsn: Option<Lsn>,
     records_since_snapshot: u64,
@@ -386,6 +304,7 @@ impl<I: Io> Core<I> {
             }
         }
         let next_seq = queues.last_seq() + 1;
+        let window = settings.config.limits.producer_credit;
         #[cfg(feature = "planted-bugs")]
         let queues = {
             let mut queues = queues;
@@ -399,13 +318,8 @@ impl<I: Io> Core<I> {
             queues,
             registry,
             topics,
-            connections: BTreeMap::new(),
-            consumers: BTreeMap::new(),
-            consumer_ids: BTreeMap::new(),
-            producers: BTreeMap::new(),
-            blocked: BTreeSet::new(),
+            links: Links::new(window),
             pending_enqueues: BTreeMap::new(),
-            publishes: BTreeMap::new(),
             pipeline: VecDeque::new(),
             logged_in_pipeline: 0,
             barriers: 0,
@@ -418,7 +332,6 @@ impl<I: Io> Core<I> {
             effects: Vec::new(),
             next_seq,
             next_consumer: 1,
-            next_publish: 1,
             // Dynamic node names start past every sequence number in use,
             // so they are not reused across restarts.
             next_dynamic: next_seq,
@@ -480,9 +393,7 @@ impl<I: Io> Core<I> {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Register { conn, inbox } => {
-                self.connections.insert(conn, inbox);
-            }
+            Request::Register { conn, inbox } => self.links.register(conn, inbox),
             Request::AttachConsumer {
                 conn,
                 link,
@@ -491,7 +402,8 @@ impl<I: Io> Core<I> {
                 container_id,
             } => {
                 let result = self.attach_consumer(conn, link, node, &link_name, &container_id);
-                self.tell(conn, ToConnection::ConsumerAttached { link, result });
+                self.links
+                    .tell(conn, ToConnection::ConsumerAttached { link, result });
             }
             Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
             Request::Publish {
@@ -506,7 +418,7 @@ impl<I: Io> Core<I> {
                 credit,
                 drain,
             } => {
-                if let Some(&consumer) = self.consumer_ids.get(&(conn, link)) {
+                if let Some(consumer) = self.links.consumer_on(conn, link) {
                     self.credit(consumer, credit, drain);
                 }
             }
@@ -516,7 +428,7 @@ impl<I: Io> Core<I> {
                 seq,
                 outcome,
             } => {
-                if !self.consumers.contains_key(&consumer) {
+                if self.links.consumer(consumer).is_none() {
                     debug!(
                         consumer,
                         queue, seq, "stale settle from a detached consumer dropped"
@@ -547,17 +459,10 @@ impl<I: Io> Core<I> {
                 let _ = reply.send(info);
             }
             Request::Disconnect { conn } => {
-                let links: Vec<LinkId> = self
-                    .consumer_ids
-                    .keys()
-                    .chain(self.producers.keys())
-                    .filter(|(c, _)| *c == conn)
-                    .map(|(_, link)| *link)
-                    .collect();
-                for link in links {
+                for link in self.links.links_of(conn) {
                     self.detach(conn, link, false);
                 }
-                self.connections.remove(&conn);
+                self.links.forget_connection(conn);
             }
         }
     }
@@ -586,13 +491,6 @@ impl<I: Io> Core<I> {
             self.apply(self.now_ms, command, Reply::None);
         } else {
             self.submit(command, Reply::None);
-        }
-    }
-
-    fn tell(&self, conn: ConnId, message: ToConnection) {
-        // A connection that has gone away no longer needs to know.
-        if let Some(inbox) = self.connections.get(&conn) {
-            let _ = inbox.send(message);
         }
     }
 
@@ -646,16 +544,13 @@ impl<I: Io> Core<I> {
         };
         let consumer = self.next_consumer;
         self.next_consumer += 1;
-        self.consumers.insert(
-            consumer,
-            Consumer {
-                conn,
-                link,
-                queue: queue.clone(),
-                lifetime,
-            },
-        );
-        self.consumer_ids.insert((conn, link), consumer);
+        let info = Consumer {
+            conn,
+            link,
+            queue: queue.clone(),
+            lifetime,
+        };
+        self.links.add_consumer(consumer, info);
         self.submit(
             Command::Attach {
                 consumer,
@@ -728,27 +623,16 @@ impl<I: Io> Core<I> {
             ProducerNode::AnonymousRelay => Ok(()),
         };
         let accepted = result.is_ok();
-        self.tell(conn, ToConnection::ProducerAttached { link, result });
+        self.links
+            .tell(conn, ToConnection::ProducerAttached { link, result });
         if accepted {
-            self.producers.insert(
-                (conn, link),
-                Producer {
-                    node,
-                    remaining: 0,
-                    unanswered: 0,
-                },
-            );
+            self.links.add_producer(conn, link, node);
             self.grant_credit(conn, link);
         }
     }
 
     fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
-        self.producers.remove(&(conn, link));
-        self.blocked.remove(&(conn, link));
-        let Some(consumer) = self.consumer_ids.remove(&(conn, link)) else {
-            return;
-        };
-        let Some(info) = self.consumers.remove(&consumer) else {
+        let Some((consumer, info)) = self.links.remove_link(conn, link) else {
             return;
         };
         // The consumer's unsettled deliveries return counted as failed
@@ -762,33 +646,21 @@ impl<I: Io> Core<I> {
     // ---- publishing and producer credit ---------------------------------
 
     fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
-        let Some(producer) = self.producers.get(&(conn, delivery.link)) else {
+        let Some(node) = self.links.producer_node(conn, delivery.link) else {
             // The link is gone; the client learns from its detach.
             return;
         };
-        let destinations = destinations(
-            &producer.node,
+        let routed = destinations(
+            node,
             &message,
             |queue| self.registry.contains_key(queue),
             &self.topics,
         );
-        let publish = self.next_publish;
-        self.next_publish += 1;
-        self.publishes.insert(
-            publish,
-            Publish {
-                conn,
-                delivery,
-                settled,
-                remaining: 0,
-                rejection: None,
-            },
-        );
-        match destinations {
+        match routed {
             Ok((queues, inspected)) => {
-                if let Some(p) = self.publishes.get_mut(&publish) {
-                    p.remaining = queues.len();
-                }
+                let publish = self
+                    .links
+                    .start_publish(conn, delivery, settled, queues.len(), None);
                 for queue in queues {
                     let seq = self.next_seq;
                     self.next_seq += 1;
@@ -806,68 +678,35 @@ impl<I: Io> Core<I> {
                     };
                     self.submit(command, Reply::Publish(publish));
                 }
+                self.finish_publish_if_done(publish);
             }
             Err(error) => {
-                if let Some(p) = self.publishes.get_mut(&publish) {
-                    p.rejection = Some(error);
-                }
+                let publish = self
+                    .links
+                    .start_publish(conn, delivery, settled, 0, Some(error));
+                self.finish_publish_if_done(publish);
             }
         }
-        self.finish_publish_if_done(publish);
         // After the enqueues are submitted, so that the room they take is
         // counted when more credit is granted.
-        self.producer_used_credit(conn, delivery.link);
-    }
-
-    /// Counts one message against a producer's credit and tops it up when
-    /// half is used.
-    fn producer_used_credit(&mut self, conn: ConnId, link: LinkId) {
-        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.used_one();
-        }
-        self.top_up_credit(conn, link);
-    }
-
-    /// Counts one of a producer's messages as answered, which frees a place
-    /// in its window.
-    fn producer_answered(&mut self, conn: ConnId, link: LinkId) {
-        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.answered_one();
-        }
-        self.top_up_credit(conn, link);
+        self.links.producer_sent(conn, delivery.link);
+        self.top_up_credit(conn, delivery.link);
     }
 
     fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {
-        let window = self.settings.config.limits.producer_credit;
-        if self
-            .producers
-            .get(&(conn, link))
-            .is_some_and(|producer| producer.wants_top_up(window))
-        {
+        if self.links.wants_top_up(conn, link) {
             self.grant_credit(conn, link);
         }
     }
 
-    /// Grants a producer the free part of its window if its destination has
+    /// Grants a producer credit within its window and its destination's
     /// room, or parks it until room is made.
     fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
-        let window = self.settings.config.limits.producer_credit;
-        let Some(producer) = self.producers.get(&(conn, link)) else {
+        let Some(node) = self.links.producer_node(conn, link) else {
             return;
         };
-        let free = window.saturating_sub(producer.unanswered);
-        // Never more than the destination can take: a full queue stops its
-        // producers rather than rejecting what they send.
-        let credit = self.room_for(&producer.node).min(u64::from(free)) as u32;
-        if credit == 0 {
-            self.blocked.insert((conn, link));
-            return;
-        }
-        self.blocked.remove(&(conn, link));
-        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.remaining = credit;
-        }
-        self.tell(conn, ToConnection::ProducerCredit { link, credit });
+        let room = self.room_for(node);
+        self.links.grant_credit(conn, link, room);
     }
 
     /// How many more messages `node` can take: 0 above the memory
@@ -912,30 +751,17 @@ impl<I: Io> Core<I> {
     }
 
     fn unblock_producers(&mut self) {
-        let blocked: Vec<(ConnId, LinkId)> = self.blocked.iter().copied().collect();
-        for (conn, link) in blocked {
+        for (conn, link) in self.links.blocked() {
             self.grant_credit(conn, link);
         }
     }
 
+    /// Answers a publish whose every enqueue is done, which frees a place
+    /// in its producer's window.
     fn finish_publish_if_done(&mut self, publish: u64) {
-        let done = self
-            .publishes
-            .get(&publish)
-            .is_some_and(|p| p.remaining == 0);
-        if !done {
-            return;
+        if let Some((conn, link)) = self.links.finish_publish_if_done(publish) {
+            self.top_up_credit(conn, link);
         }
-        let Some(p) = self.publishes.remove(&publish) else {
-            return;
-        };
-        let (conn, link) = (p.conn, p.delivery.link);
-        if let Some(outcome) = publish_outcome(p) {
-            self.tell(conn, outcome);
-        }
-        // After the outcome, so that the producer hears of the answer before
-        // of the credit it frees.
-        self.producer_answered(conn, link);
     }
 
     // ---- the pipeline -----------------------------------------------------
@@ -1239,13 +1065,12 @@ impl<I: Io> Core<I> {
                 let Reply::Publish(publish) = pending.reply else {
                     return;
                 };
-                if let Some(p) = self.publishes.get_mut(&publish) {
-                    p.remaining -= 1;
-                    p.rejection = Some(Error::new(
-                        condition::RESOURCE_LIMIT_EXCEEDED,
-                        "the broker's disk is full",
-                    ));
-                }
+                let full = Error::new(
+                    condition::RESOURCE_LIMIT_EXCEEDED,
+                    "the broker's disk is full",
+                );
+                self.links.reject_publish(publish, full);
+                self.links.enqueue_done(publish);
                 self.finish_publish_if_done(publish);
             }
             Command::Declare { queue, .. } => {
@@ -1266,57 +1091,25 @@ impl<I: Io> Core<I> {
         }
         self.effects = effects;
         if let Reply::Publish(publish) = reply {
-            if let Some(p) = self.publishes.get_mut(&publish) {
-                p.remaining -= 1;
-            }
+            self.links.enqueue_done(publish);
             self.finish_publish_if_done(publish);
         }
     }
 
     fn on_effect(&mut self, effect: Effect, reply: Reply) {
-        match effect {
-            Effect::Deliver { consumer, delivery } => {
-                if let Some(info) = self.consumers.get(&consumer) {
-                    self.tell(info.conn, deliver_message(info.link, consumer, delivery));
-                }
-            }
-            Effect::DrainComplete { consumer } => {
-                if let Some(info) = self.consumers.get(&consumer) {
-                    self.tell(info.conn, ToConnection::DrainComplete { link: info.link });
-                }
-            }
-            Effect::EnqueueRejected { reason, queue, .. } => {
-                if let Reply::Publish(publish) = reply
-                    && let Some(p) = self.publishes.get_mut(&publish)
-                {
-                    p.rejection = Some(rejection(reason, &queue));
-                }
-            }
-            Effect::ConsumerClosed { consumer, .. } => {
-                if let Some(info) = self.consumers.remove(&consumer) {
-                    self.consumer_ids.remove(&(info.conn, info.link));
-                    let refusal = Refusal {
-                        condition: condition::RESOURCE_DELETED,
-                        description: format!("queue {:?} is gone", info.queue),
-                    };
-                    self.tell(
-                        info.conn,
-                        ToConnection::CloseLink {
-                            link: info.link,
-                            refusal,
-                        },
-                    );
-                }
-            }
-            Effect::DeadLettered {
+        let publish = match reply {
+            Reply::Publish(publish) => Some(publish),
+            Reply::None => None,
+        };
+        match self.links.act(effect, publish) {
+            Some(Effect::DeadLettered {
                 from,
                 seq,
                 to,
                 reason,
-            } => {
-                debug!(from, seq, ?to, ?reason, "dead-lettered");
-            }
-            other => debug!(effect = ?other, "queue effect"),
+            }) => debug!(from, seq, ?to, ?reason, "dead-lettered"),
+            Some(other) => debug!(effect = ?other, "queue effect"),
+            None => {}
         }
     }
 
@@ -1426,65 +1219,4 @@ pub(in crate::node) fn destinations(
         ProducerNode::AnonymousRelay => unreachable!("resolved above"),
     };
     Ok((queues, inspected))
-}
-
-/// The message that sends `delivery` to `consumer` on `link`.
-pub(in crate::node) fn deliver_message(
-    link: LinkId,
-    consumer: ConsumerId,
-    delivery: crate::queue::Delivery,
-) -> ToConnection {
-    let message = render(
-        &delivery.body,
-        delivery.delivery_count,
-        delivery.first_acquirer,
-        &delivery.annotations,
-    )
-    .unwrap_or_else(|_| delivery.body.clone());
-    ToConnection::Deliver {
-        link,
-        consumer,
-        queue: delivery.queue,
-        seq: delivery.seq,
-        message,
-        settled: delivery.settled,
-    }
-}
-
-/// The outcome to send a producer for a publish every queue has answered;
-/// `None` if the producer sent it settled.
-pub(in crate::node) fn publish_outcome(publish: Publish) -> Option<ToConnection> {
-    if publish.settled {
-        if let Some(error) = publish.rejection {
-            debug!(?error, "a settled message was not taken");
-        }
-        return None;
-    }
-    let state = match publish.rejection {
-        None => DeliveryState::Accepted(Accepted),
-        Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
-    };
-    Some(ToConnection::Outcome {
-        delivery: publish.delivery,
-        state,
-    })
-}
-
-/// The error a producer hears when a queue refuses its message.
-pub(in crate::node) fn rejection(reason: RejectReason, queue: &str) -> Error {
-    match reason {
-        RejectReason::NotFound => {
-            Error::new(condition::NOT_FOUND, format!("no queue named {queue:?}"))
-        }
-        RejectReason::Overflow => Error::new(
-            condition::RESOURCE_LIMIT_EXCEEDED,
-            format!("queue {queue:?} is full"),
-        ),
-        // Sequence numbers are assigned increasing: this is a bug, reported
-        // to the producer, not fatal.
-        RejectReason::SeqNotIncreasing => {
-            error!(queue, "sequence number out of order");
-            Error::new(condition::INTERNAL_ERROR, "sequence number out of order")
-        }
-    }
 }

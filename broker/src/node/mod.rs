@@ -18,6 +18,7 @@
 mod address;
 mod cluster;
 mod core;
+mod links;
 mod message;
 #[cfg(test)]
 mod tests;

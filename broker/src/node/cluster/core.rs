@@ -24,9 +24,9 @@ use crate::cluster::transport::TransportConfig;
 use crate::cluster::wal::GroupId;
 use crate::io::Io;
 use crate::node::core::{
-    Consumer, NodeError, NodeSettings, Producer, Publish, QueueLifetime, deliver_message,
-    destinations, publish_outcome, rejection, subscription_queue,
+    NodeError, NodeSettings, destinations, subscription_queue, topic_of_subscription,
 };
+use crate::node::links::{Consumer, Links, QueueLifetime};
 use crate::node::{
     ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, ToConnection,
 };
@@ -138,20 +138,13 @@ struct ClusterCore<I: Io> {
     groups: BTreeMap<GroupId, Group>,
     /// Subscription queues, by topic, as applied.
     topics: BTreeMap<String, BTreeSet<String>>,
-    connections: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
-    /// This node's consumers.
-    consumers: BTreeMap<ConsumerId, Consumer>,
-    consumer_ids: BTreeMap<(ConnId, LinkId), ConsumerId>,
-    producers: BTreeMap<(ConnId, LinkId), Producer>,
-    blocked: BTreeSet<(ConnId, LinkId)>,
+    links: Links,
     /// Enqueues proposed and not yet applied, by queue: room they will take.
     pending_enqueues: BTreeMap<String, u64>,
-    publishes: BTreeMap<u64, Publish>,
     /// Consumers this node has asked to detach; forgotten once gone from
     /// every group.
     detaching: BTreeSet<ConsumerId>,
     next_consumer: u64,
-    next_publish: u64,
     next_dynamic: u64,
     now_ms: u64,
     applied: Vec<Applied>,
@@ -186,6 +179,7 @@ impl<I: Io> ClusterCore<I> {
                 (id, group)
             })
             .collect();
+        let window = settings.config.limits.producer_credit;
         let placement = Placement {
             groups: settings.config.cluster.groups_or_default(),
             config: Arc::new(settings.config.clone()),
@@ -200,16 +194,10 @@ impl<I: Io> ClusterCore<I> {
             handle,
             groups,
             topics: BTreeMap::new(),
-            connections: BTreeMap::new(),
-            consumers: BTreeMap::new(),
-            consumer_ids: BTreeMap::new(),
-            producers: BTreeMap::new(),
-            blocked: BTreeSet::new(),
+            links: Links::new(window),
             pending_enqueues: BTreeMap::new(),
-            publishes: BTreeMap::new(),
             detaching: BTreeSet::new(),
             next_consumer: origin,
-            next_publish: 1,
             next_dynamic: 0,
             now_ms: 0,
             applied: Vec::new(),
@@ -258,9 +246,7 @@ impl<I: Io> ClusterCore<I> {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Register { conn, inbox } => {
-                self.connections.insert(conn, inbox);
-            }
+            Request::Register { conn, inbox } => self.links.register(conn, inbox),
             Request::AttachConsumer {
                 conn,
                 link,
@@ -269,7 +255,8 @@ impl<I: Io> ClusterCore<I> {
                 container_id,
             } => {
                 let result = self.attach_consumer(conn, link, node, &link_name, &container_id);
-                self.tell(conn, ToConnection::ConsumerAttached { link, result });
+                self.links
+                    .tell(conn, ToConnection::ConsumerAttached { link, result });
             }
             Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
             Request::Publish {
@@ -284,8 +271,8 @@ impl<I: Io> ClusterCore<I> {
                 credit,
                 drain,
             } => {
-                if let Some(&consumer) = self.consumer_ids.get(&(conn, link))
-                    && let Some(queue) = self.consumers.get(&consumer).map(|c| c.queue.clone())
+                if let Some(consumer) = self.links.consumer_on(conn, link)
+                    && let Some(queue) = self.links.consumer(consumer).map(|c| c.queue.clone())
                 {
                     let command = Command::Credit {
                         consumer,
@@ -301,7 +288,7 @@ impl<I: Io> ClusterCore<I> {
                 seq,
                 outcome,
             } => {
-                if !self.consumers.contains_key(&consumer) {
+                if self.links.consumer(consumer).is_none() {
                     debug!(
                         consumer,
                         queue, seq, "stale settle from a detached consumer dropped"
@@ -345,24 +332,11 @@ impl<I: Io> ClusterCore<I> {
                 let _ = reply.send(info);
             }
             Request::Disconnect { conn } => {
-                let links: Vec<LinkId> = self
-                    .consumer_ids
-                    .keys()
-                    .chain(self.producers.keys())
-                    .filter(|(c, _)| *c == conn)
-                    .map(|(_, link)| *link)
-                    .collect();
-                for link in links {
+                for link in self.links.links_of(conn) {
                     self.detach(conn, link, false);
                 }
-                self.connections.remove(&conn);
+                self.links.forget_connection(conn);
             }
-        }
-    }
-
-    fn tell(&self, conn: ConnId, message: ToConnection) {
-        if let Some(inbox) = self.connections.get(&conn) {
-            let _ = inbox.send(message);
         }
     }
 
@@ -444,16 +418,13 @@ impl<I: Io> ClusterCore<I> {
         };
         let consumer = self.next_consumer;
         self.next_consumer += 1;
-        self.consumers.insert(
-            consumer,
-            Consumer {
-                conn,
-                link,
-                queue: queue.clone(),
-                lifetime,
-            },
-        );
-        self.consumer_ids.insert((conn, link), consumer);
+        let info = Consumer {
+            conn,
+            link,
+            queue: queue.clone(),
+            lifetime,
+        };
+        self.links.add_consumer(consumer, info);
         let attach = Command::Attach {
             consumer,
             queue: queue.clone(),
@@ -511,27 +482,16 @@ impl<I: Io> ClusterCore<I> {
             ProducerNode::Topic(_) | ProducerNode::AnonymousRelay => Ok(()),
         };
         let accepted = result.is_ok();
-        self.tell(conn, ToConnection::ProducerAttached { link, result });
+        self.links
+            .tell(conn, ToConnection::ProducerAttached { link, result });
         if accepted {
-            self.producers.insert(
-                (conn, link),
-                Producer {
-                    node,
-                    remaining: 0,
-                    unanswered: 0,
-                },
-            );
+            self.links.add_producer(conn, link, node);
             self.grant_credit(conn, link);
         }
     }
 
     fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
-        self.producers.remove(&(conn, link));
-        self.blocked.remove(&(conn, link));
-        let Some(consumer) = self.consumer_ids.remove(&(conn, link)) else {
-            return;
-        };
-        let Some(info) = self.consumers.remove(&consumer) else {
+        let Some((consumer, info)) = self.links.remove_link(conn, link) else {
             return;
         };
         self.detaching.insert(consumer);
@@ -547,26 +507,18 @@ impl<I: Io> ClusterCore<I> {
     // ---- publishing and producer credit ---------------------------------
 
     fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
-        let Some(producer) = self.producers.get(&(conn, delivery.link)) else {
+        let Some(node) = self.links.producer_node(conn, delivery.link) else {
             return;
         };
         // Whether a queue exists is the group's to say, when it applies the
         // enqueue: a declaration may still be on its way, ahead of it in
         // this node's session.
-        let routed = destinations(&producer.node, &message, |_| true, &self.topics);
-        let publish = self.next_publish;
-        self.next_publish += 1;
-        let mut pending = Publish {
-            conn,
-            delivery,
-            settled,
-            remaining: 0,
-            rejection: None,
-        };
+        let routed = destinations(node, &message, |_| true, &self.topics);
         match routed {
             Ok((queues, inspected)) => {
-                pending.remaining = queues.len();
-                self.publishes.insert(publish, pending);
+                let publish = self
+                    .links
+                    .start_publish(conn, delivery, settled, queues.len(), None);
                 for queue in queues {
                     let message = NewMessage {
                         body: message.clone(),
@@ -584,46 +536,31 @@ impl<I: Io> ClusterCore<I> {
                     };
                     self.propose(&queue, command, None, Reply::Publish(publish));
                 }
+                self.finish_publish_if_done(publish);
             }
             Err(error) => {
-                pending.rejection = Some(error);
-                self.publishes.insert(publish, pending);
+                let publish = self
+                    .links
+                    .start_publish(conn, delivery, settled, 0, Some(error));
+                self.finish_publish_if_done(publish);
             }
         }
-        self.finish_publish_if_done(publish);
-        if let Some(producer) = self.producers.get_mut(&(conn, delivery.link)) {
-            producer.used_one();
-        }
+        self.links.producer_sent(conn, delivery.link);
         self.top_up_credit(conn, delivery.link);
     }
 
     fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {
-        let window = self.settings.config.limits.producer_credit;
-        if self
-            .producers
-            .get(&(conn, link))
-            .is_some_and(|producer| producer.wants_top_up(window))
-        {
+        if self.links.wants_top_up(conn, link) {
             self.grant_credit(conn, link);
         }
     }
 
     fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
-        let window = self.settings.config.limits.producer_credit;
-        let Some(producer) = self.producers.get(&(conn, link)) else {
+        let Some(node) = self.links.producer_node(conn, link) else {
             return;
         };
-        let free = window.saturating_sub(producer.unanswered);
-        let credit = self.room_for(&producer.node).min(u64::from(free)) as u32;
-        if credit == 0 {
-            self.blocked.insert((conn, link));
-            return;
-        }
-        self.blocked.remove(&(conn, link));
-        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.remaining = credit;
-        }
-        self.tell(conn, ToConnection::ProducerCredit { link, credit });
+        let room = self.room_for(node);
+        self.links.grant_credit(conn, link, room);
     }
 
     /// How many more messages `node` can take: none while a group it
@@ -680,27 +617,15 @@ impl<I: Io> ClusterCore<I> {
     }
 
     fn unblock_producers(&mut self) {
-        let blocked: Vec<(ConnId, LinkId)> = self.blocked.iter().copied().collect();
-        for (conn, link) in blocked {
+        for (conn, link) in self.links.blocked() {
             self.grant_credit(conn, link);
         }
     }
 
     fn finish_publish_if_done(&mut self, publish: u64) {
-        if self.publishes.get(&publish).is_none_or(|p| p.remaining > 0) {
-            return;
+        if let Some((conn, link)) = self.links.finish_publish_if_done(publish) {
+            self.top_up_credit(conn, link);
         }
-        let Some(p) = self.publishes.remove(&publish) else {
-            return;
-        };
-        let (conn, link) = (p.conn, p.delivery.link);
-        if let Some(outcome) = publish_outcome(p) {
-            self.tell(conn, outcome);
-        }
-        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
-            producer.answered_one();
-        }
-        self.top_up_credit(conn, link);
     }
 
     // ---- proposing --------------------------------------------------------
@@ -809,7 +734,7 @@ impl<I: Io> ClusterCore<I> {
                 present.insert(consumer);
                 let owner = consumer_node(consumer);
                 let orphan = if owner == self.node_id {
-                    !self.consumers.contains_key(&consumer)
+                    self.links.consumer(consumer).is_none()
                 } else {
                     leading && unreachable.contains(&owner)
                 };
@@ -899,12 +824,12 @@ impl<I: Io> ClusterCore<I> {
             self.on_unknown_outcome(id, proposed.reply, &proposed.item.command);
         }
         let stranded: Vec<ConsumerId> = self
-            .consumers
-            .iter()
+            .links
+            .consumers()
             .filter(|(consumer, info)| {
                 self.placement.group_of(&info.queue) == id && !attaching.contains(consumer)
             })
-            .map(|(&consumer, _)| consumer)
+            .map(|(consumer, _)| consumer)
             .collect();
         for consumer in stranded {
             self.forced_detach(consumer);
@@ -920,28 +845,17 @@ impl<I: Io> ClusterCore<I> {
     fn on_unknown_outcome(&mut self, id: GroupId, reply: Reply, command: &Command) {
         match reply {
             Reply::Publish(publish) => {
-                let Some(p) = self.publishes.remove(&publish) else {
-                    return;
-                };
                 warn!(
                     group = id,
                     "a publish's outcome was lost in a snapshot: failing its link"
                 );
-                self.producers.remove(&(p.conn, p.delivery.link));
-                self.blocked.remove(&(p.conn, p.delivery.link));
                 let refusal = Refusal {
                     condition: condition::DETACH_FORCED,
                     description: "the outcome of a message is unknown after this node \
                                   caught up from a snapshot: send it again"
                         .into(),
                 };
-                self.tell(
-                    p.conn,
-                    ToConnection::CloseLink {
-                        link: p.delivery.link,
-                        refusal,
-                    },
-                );
+                self.links.abandon_publish(publish, refusal);
             }
             Reply::Expire | Reply::None => self.on_own_applied(id, reply, command),
         }
@@ -957,7 +871,7 @@ impl<I: Io> ClusterCore<I> {
         self.topics.clear();
         for group in self.groups.values() {
             for (queue, _) in group.state.queues().declared() {
-                if let Some(topic) = crate::node::core::topic_of_subscription(queue) {
+                if let Some(topic) = topic_of_subscription(queue) {
                     self.topics
                         .entry(topic.to_owned())
                         .or_default()
@@ -1061,9 +975,7 @@ impl<I: Io> ClusterCore<I> {
         match reply {
             Reply::None => {}
             Reply::Publish(publish) => {
-                if let Some(p) = self.publishes.get_mut(&publish) {
-                    p.remaining -= 1;
-                }
+                self.links.enqueue_done(publish);
                 self.finish_publish_if_done(publish);
             }
             Reply::Expire => {
@@ -1077,10 +989,9 @@ impl<I: Io> ClusterCore<I> {
     /// Another node detached one of our live consumers (it took this node
     /// for gone): the client hears that its link ended.
     fn forced_detach(&mut self, consumer: ConsumerId) {
-        let Some(info) = self.consumers.remove(&consumer) else {
+        if self.links.consumer(consumer).is_none() {
             return;
-        };
-        self.consumer_ids.remove(&(info.conn, info.link));
+        }
         warn!(
             consumer,
             "a consumer of this node was detached by the cluster"
@@ -1089,64 +1000,30 @@ impl<I: Io> ClusterCore<I> {
             condition: condition::DETACH_FORCED,
             description: "the cluster lost contact with this node and detached the link".into(),
         };
-        self.tell(
-            info.conn,
-            ToConnection::CloseLink {
-                link: info.link,
-                refusal,
-            },
-        );
+        self.links.close_consumer(consumer, refusal);
     }
 
     fn on_effect(&mut self, effect: Effect, reply: Option<Reply>) {
-        match effect {
-            Effect::Deliver { consumer, delivery } => {
-                if let Some(info) = self.consumers.get(&consumer) {
-                    self.tell(info.conn, deliver_message(info.link, consumer, delivery));
-                }
-            }
-            Effect::DrainComplete { consumer } => {
-                if let Some(info) = self.consumers.get(&consumer) {
-                    self.tell(info.conn, ToConnection::DrainComplete { link: info.link });
-                }
-            }
-            Effect::Declared { queue } => {
-                if let Some(topic) = crate::node::core::topic_of_subscription(&queue) {
+        let publish = match reply {
+            Some(Reply::Publish(publish)) => Some(publish),
+            _ => None,
+        };
+        match self.links.act(effect, publish) {
+            Some(Effect::Declared { queue }) => {
+                if let Some(topic) = topic_of_subscription(&queue) {
                     self.topics
                         .entry(topic.to_owned())
                         .or_default()
                         .insert(queue);
                 }
             }
-            Effect::Deleted { queue } => {
+            Some(Effect::Deleted { queue }) => {
                 for subscriptions in self.topics.values_mut() {
                     subscriptions.remove(&queue);
                 }
             }
-            Effect::EnqueueRejected { reason, queue, .. } => {
-                if let Some(Reply::Publish(publish)) = reply
-                    && let Some(p) = self.publishes.get_mut(&publish)
-                {
-                    p.rejection = Some(rejection(reason, &queue));
-                }
-            }
-            Effect::ConsumerClosed { consumer, .. } => {
-                if let Some(info) = self.consumers.remove(&consumer) {
-                    self.consumer_ids.remove(&(info.conn, info.link));
-                    let refusal = Refusal {
-                        condition: condition::RESOURCE_DELETED,
-                        description: format!("queue {:?} is gone", info.queue),
-                    };
-                    self.tell(
-                        info.conn,
-                        ToConnection::CloseLink {
-                            link: info.link,
-                            refusal,
-                        },
-                    );
-                }
-            }
-            other => debug!(effect = ?other, "queue effect"),
+            Some(other) => debug!(effect = ?other, "queue effect"),
+            None => {}
         }
     }
 }

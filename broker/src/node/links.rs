@@ -1,0 +1,396 @@
+//! What a node core keeps about its clients' links: connections, consumers,
+//! producers with their windows, and publishes waiting for their outcome.
+//! The single-node core and the clustered one share it; they differ in how
+//! a command becomes durable, not in how links are served.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::address::{ProducerNode, Refusal};
+use super::message::render;
+use super::{ConnId, ToConnection};
+use crate::amqp::engine::{DeliveryId, LinkId};
+use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, condition};
+use crate::queue::{ConsumerId, Delivery, Effect, RejectReason};
+
+/// A publish waiting for every queue it goes to.
+struct Publish {
+    conn: ConnId,
+    delivery: DeliveryId,
+    settled: bool,
+    /// Queues whose enqueue is not applied yet.
+    remaining: usize,
+    /// Why a queue refused it, if one did.
+    rejection: Option<Error>,
+}
+
+/// A consumer, as the node that serves its link knows it.
+#[derive(Debug, Clone)]
+pub(super) struct Consumer {
+    pub conn: ConnId,
+    pub link: LinkId,
+    pub queue: String,
+    /// When the queue goes with this consumer.
+    pub lifetime: QueueLifetime,
+}
+
+/// When a consumer's queue is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum QueueLifetime {
+    /// Never: an anycast queue outlives its consumers.
+    Lasting,
+    /// When the consumer's link closes (not when it only detaches): a
+    /// durable topic subscription.
+    UntilClosed,
+    /// When the consumer goes: a dynamic node or a non-durable subscription.
+    UntilDetached,
+}
+
+impl QueueLifetime {
+    /// Whether the queue goes when its consumer's link detaches (`closed`:
+    /// the link was closed, not only detached).
+    pub fn ends_with(self, closed: bool) -> bool {
+        match self {
+            QueueLifetime::Lasting => false,
+            QueueLifetime::UntilClosed => closed,
+            QueueLifetime::UntilDetached => true,
+        }
+    }
+}
+
+/// A producer's link and its window.
+struct Producer {
+    node: ProducerNode,
+    /// Credit granted and not yet used, as far as the node knows.
+    remaining: u32,
+    /// Messages received and not yet answered (accepted, or rejected):
+    /// they count against the window, so that what a producer has in
+    /// flight, and with it the time each message waits, stays bounded.
+    unanswered: u32,
+}
+
+/// Every link the node serves.
+pub(super) struct Links {
+    /// Each producer's window (`limits.producer_credit`).
+    window: u32,
+    connections: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
+    consumers: BTreeMap<ConsumerId, Consumer>,
+    consumer_ids: BTreeMap<(ConnId, LinkId), ConsumerId>,
+    producers: BTreeMap<(ConnId, LinkId), Producer>,
+    /// Producers waiting for room before they get credit.
+    blocked: BTreeSet<(ConnId, LinkId)>,
+    publishes: BTreeMap<u64, Publish>,
+    next_publish: u64,
+}
+
+impl Links {
+    /// No links; producers get windows of `window` messages.
+    pub fn new(window: u32) -> Self {
+        Self {
+            window,
+            connections: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            consumer_ids: BTreeMap::new(),
+            producers: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            publishes: BTreeMap::new(),
+            next_publish: 1,
+        }
+    }
+
+    // ---- connections ------------------------------------------------------
+
+    /// A new connection and where its messages go.
+    pub fn register(&mut self, conn: ConnId, inbox: mpsc::UnboundedSender<ToConnection>) {
+        self.connections.insert(conn, inbox);
+    }
+
+    /// Tells a connection something; one that has gone no longer needs to
+    /// know.
+    pub fn tell(&self, conn: ConnId, message: ToConnection) {
+        if let Some(inbox) = self.connections.get(&conn) {
+            let _ = inbox.send(message);
+        }
+    }
+
+    /// The links of a connection, consumers and producers.
+    pub fn links_of(&self, conn: ConnId) -> Vec<LinkId> {
+        self.consumer_ids
+            .keys()
+            .chain(self.producers.keys())
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, link)| *link)
+            .collect()
+    }
+
+    /// Forgets a connection whose links are all gone.
+    pub fn forget_connection(&mut self, conn: ConnId) {
+        self.connections.remove(&conn);
+    }
+
+    /// Detaches a link with `refusal` as its error.
+    pub fn close_link(&self, conn: ConnId, link: LinkId, refusal: Refusal) {
+        self.tell(conn, ToConnection::CloseLink { link, refusal });
+    }
+
+    // ---- consumers --------------------------------------------------------
+
+    /// A consumer this node now serves.
+    pub fn add_consumer(&mut self, consumer: ConsumerId, info: Consumer) {
+        self.consumer_ids.insert((info.conn, info.link), consumer);
+        self.consumers.insert(consumer, info);
+    }
+
+    /// The consumer `consumer`, if this node serves it.
+    pub fn consumer(&self, consumer: ConsumerId) -> Option<&Consumer> {
+        self.consumers.get(&consumer)
+    }
+
+    /// Every consumer this node serves.
+    pub fn consumers(&self) -> impl Iterator<Item = (ConsumerId, &Consumer)> {
+        self.consumers.iter().map(|(&id, info)| (id, info))
+    }
+
+    /// The consumer on a link.
+    pub fn consumer_on(&self, conn: ConnId, link: LinkId) -> Option<ConsumerId> {
+        self.consumer_ids.get(&(conn, link)).copied()
+    }
+
+    /// Stops serving `consumer`.
+    pub fn remove_consumer(&mut self, consumer: ConsumerId) -> Option<Consumer> {
+        let info = self.consumers.remove(&consumer)?;
+        self.consumer_ids.remove(&(info.conn, info.link));
+        Some(info)
+    }
+
+    /// Stops serving `consumer` and detaches its link with `refusal`.
+    pub fn close_consumer(&mut self, consumer: ConsumerId, refusal: Refusal) {
+        if let Some(info) = self.remove_consumer(consumer) {
+            self.close_link(info.conn, info.link, refusal);
+        }
+    }
+
+    /// Forgets a detached link: its producer, or its consumer, returned.
+    pub fn remove_link(&mut self, conn: ConnId, link: LinkId) -> Option<(ConsumerId, Consumer)> {
+        self.producers.remove(&(conn, link));
+        self.blocked.remove(&(conn, link));
+        let consumer = self.consumer_ids.remove(&(conn, link))?;
+        let info = self.consumers.remove(&consumer)?;
+        Some((consumer, info))
+    }
+
+    // ---- producers and their windows ---------------------------------------
+
+    /// A producer this node now serves; give it credit with
+    /// [`Links::grant_credit`].
+    pub fn add_producer(&mut self, conn: ConnId, link: LinkId, node: ProducerNode) {
+        let producer = Producer {
+            node,
+            remaining: 0,
+            unanswered: 0,
+        };
+        self.producers.insert((conn, link), producer);
+    }
+
+    /// Where a producer sends.
+    pub fn producer_node(&self, conn: ConnId, link: LinkId) -> Option<&ProducerNode> {
+        self.producers.get(&(conn, link)).map(|p| &p.node)
+    }
+
+    /// Counts a message received from a producer.
+    pub fn producer_sent(&mut self, conn: ConnId, link: LinkId) {
+        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+            producer.remaining = producer.remaining.saturating_sub(1);
+            producer.unanswered += 1;
+        }
+    }
+
+    /// Whether to grant a producer more credit: once half its window is
+    /// free, neither granted (unused credit) nor taken (messages not yet
+    /// answered).
+    pub fn wants_top_up(&self, conn: ConnId, link: LinkId) -> bool {
+        self.producers.get(&(conn, link)).is_some_and(|producer| {
+            let taken = producer.remaining.saturating_add(producer.unanswered);
+            self.window.saturating_sub(taken) >= self.window.div_ceil(2)
+        })
+    }
+
+    /// Grants a producer the free part of its window, but never more than
+    /// `room` (what its destination can take): a full queue stops its
+    /// producers rather than rejecting what they send. With no room it is
+    /// parked until [`Links::blocked`] producers are offered credit again.
+    pub fn grant_credit(&mut self, conn: ConnId, link: LinkId, room: u64) {
+        let Some(producer) = self.producers.get_mut(&(conn, link)) else {
+            return;
+        };
+        let free = self.window.saturating_sub(producer.unanswered);
+        let credit = room.min(u64::from(free)) as u32;
+        if credit == 0 {
+            self.blocked.insert((conn, link));
+            return;
+        }
+        self.blocked.remove(&(conn, link));
+        producer.remaining = credit;
+        self.tell(conn, ToConnection::ProducerCredit { link, credit });
+    }
+
+    /// The producers parked for want of room.
+    pub fn blocked(&self) -> Vec<(ConnId, LinkId)> {
+        self.blocked.iter().copied().collect()
+    }
+
+    // ---- publishes --------------------------------------------------------
+
+    /// A publish of `delivery` that waits for `queues` enqueues (0 if it
+    /// goes nowhere, or was refused with `rejection`).
+    pub fn start_publish(
+        &mut self,
+        conn: ConnId,
+        delivery: DeliveryId,
+        settled: bool,
+        queues: usize,
+        rejection: Option<Error>,
+    ) -> u64 {
+        let publish = self.next_publish;
+        self.next_publish += 1;
+        let pending = Publish {
+            conn,
+            delivery,
+            settled,
+            remaining: queues,
+            rejection,
+        };
+        self.publishes.insert(publish, pending);
+        publish
+    }
+
+    /// Records a queue's refusal of a publish.
+    pub fn reject_publish(&mut self, publish: u64, error: Error) {
+        if let Some(p) = self.publishes.get_mut(&publish) {
+            p.rejection = Some(error);
+        }
+    }
+
+    /// Counts one of a publish's enqueues as done (applied or refused).
+    pub fn enqueue_done(&mut self, publish: u64) {
+        if let Some(p) = self.publishes.get_mut(&publish) {
+            p.remaining -= 1;
+        }
+    }
+
+    /// Answers the producer once every enqueue of the publish is done, and
+    /// returns its link, whose window has a free place now.
+    pub fn finish_publish_if_done(&mut self, publish: u64) -> Option<(ConnId, LinkId)> {
+        if self.publishes.get(&publish)?.remaining > 0 {
+            return None;
+        }
+        let p = self.publishes.remove(&publish)?;
+        let (conn, link) = (p.conn, p.delivery.link);
+        match (p.settled, p.rejection) {
+            (true, None) => {}
+            (true, Some(error)) => debug!(?error, "a settled message was not taken"),
+            (false, rejection) => {
+                let state = match rejection {
+                    None => DeliveryState::Accepted(Accepted),
+                    Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
+                };
+                let delivery = p.delivery;
+                self.tell(conn, ToConnection::Outcome { delivery, state });
+            }
+        }
+        // After the outcome, so that the producer hears of the answer before
+        // of the credit it frees.
+        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+            producer.unanswered = producer.unanswered.saturating_sub(1);
+        }
+        Some((conn, link))
+    }
+
+    /// Gives up on a publish whose outcome cannot be known: its link is
+    /// detached with `refusal`, so that the client sends it again.
+    pub fn abandon_publish(&mut self, publish: u64, refusal: Refusal) {
+        let Some(p) = self.publishes.remove(&publish) else {
+            return;
+        };
+        let (conn, link) = (p.conn, p.delivery.link);
+        self.producers.remove(&(conn, link));
+        self.blocked.remove(&(conn, link));
+        self.close_link(conn, link, refusal);
+    }
+
+    // ---- effects ------------------------------------------------------------
+
+    /// Carries out a queue effect that concerns links — a delivery, a
+    /// finished drain, a refused enqueue of `publish`, a consumer whose
+    /// queue is gone — and hands back any other.
+    pub fn act(&mut self, effect: Effect, publish: Option<u64>) -> Option<Effect> {
+        match effect {
+            Effect::Deliver { consumer, delivery } => {
+                if let Some(info) = self.consumers.get(&consumer) {
+                    self.tell(info.conn, deliver_message(info.link, consumer, delivery));
+                }
+            }
+            Effect::DrainComplete { consumer } => {
+                if let Some(info) = self.consumers.get(&consumer) {
+                    self.tell(info.conn, ToConnection::DrainComplete { link: info.link });
+                }
+            }
+            Effect::EnqueueRejected { reason, queue, .. } => {
+                if let Some(publish) = publish {
+                    self.reject_publish(publish, rejection(reason, &queue));
+                }
+            }
+            Effect::ConsumerClosed { consumer, .. } => {
+                if let Some(info) = self.consumers.get(&consumer) {
+                    let refusal = Refusal {
+                        condition: condition::RESOURCE_DELETED,
+                        description: format!("queue {:?} is gone", info.queue),
+                    };
+                    self.close_consumer(consumer, refusal);
+                }
+            }
+            other => return Some(other),
+        }
+        None
+    }
+}
+
+/// The message that sends `delivery` to `consumer` on `link`.
+fn deliver_message(link: LinkId, consumer: ConsumerId, delivery: Delivery) -> ToConnection {
+    let message = render(
+        &delivery.body,
+        delivery.delivery_count,
+        delivery.first_acquirer,
+        &delivery.annotations,
+    )
+    .unwrap_or_else(|_| delivery.body.clone());
+    ToConnection::Deliver {
+        link,
+        consumer,
+        queue: delivery.queue,
+        seq: delivery.seq,
+        message,
+        settled: delivery.settled,
+    }
+}
+
+/// The error a producer hears when a queue refuses its message.
+fn rejection(reason: RejectReason, queue: &str) -> Error {
+    match reason {
+        RejectReason::NotFound => {
+            Error::new(condition::NOT_FOUND, format!("no queue named {queue:?}"))
+        }
+        RejectReason::Overflow => Error::new(
+            condition::RESOURCE_LIMIT_EXCEEDED,
+            format!("queue {queue:?} is full"),
+        ),
+        // Sequence numbers are assigned increasing: this is a bug, reported
+        // to the producer, not fatal.
+        RejectReason::SeqNotIncreasing => {
+            tracing::error!(queue, "sequence number out of order");
+            Error::new(condition::INTERNAL_ERROR, "sequence number out of order")
+        }
+    }
+}
