@@ -75,7 +75,10 @@ simulate() {
 install_python_clients
 install_node_clients
 cargo test --workspace --all-features "$@" -- --include-ignored
-# Extra arguments select tests; the simulator gate runs with the full suite.
+# Extra arguments select tests; the simulator gate and the cluster kill test
+# (three release binaries, kill -9 of the queue's leader; about a minute)
+# run with the full suite.
 if [[ $# -eq 0 ]]; then
     simulate
+    scripts/cluster-kill-test.sh
 fi

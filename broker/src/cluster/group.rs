@@ -12,7 +12,7 @@
 //!
 //! On the wire a payload is `group u32 BE | raft message (protobuf)`; a
 //! message whose claimed sender is not the node the transport authenticated
-//! is dropped.
+//! is dropped, except a forwarded proposal.
 //!
 //! Snapshots bound the log: when the broker hands a group's state at an
 //! applied index to [`GroupsHandle::compact`], the replica drops the
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, Message};
+use raft::eraftpb::{Entry, Message, MessageType};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -448,7 +448,11 @@ impl<I: Io> Host<I> {
         if let Some(silent) = self.silent_ticks.get_mut(&from) {
             *silent = 0;
         }
-        if message.from != from {
+        // A proposal keeps its proposer as sender while followers forward it
+        // to the leader they know, so it may come through another node; it
+        // is only data, which vouches for nothing. Any other message must
+        // come from the node it names.
+        if message.from != from && message.get_msg_type() != MessageType::MsgPropose {
             warn!(
                 from,
                 group,
