@@ -32,6 +32,10 @@ use crate::node::{
 };
 use crate::queue::{Command, ConsumerId, Effect, NewMessage, QueueConfig};
 
+/// The most requests, or committed entries, handled per wake-up, so that a
+/// flood of one cannot hold back the other.
+const PER_WAKE: usize = 256;
+
 /// What the node does once one of its items is applied.
 #[derive(Debug, Clone, Copy)]
 enum Reply {
@@ -180,10 +184,10 @@ impl<I: Io> ClusterCore<I> {
             })
             .collect();
         let window = settings.config.limits.producer_credit;
-        let placement = Placement {
-            groups: settings.config.cluster.groups_or_default(),
-            config: Arc::new(settings.config.clone()),
-        };
+        let placement = Placement::new(
+            settings.config.cluster.groups_or_default(),
+            &settings.config,
+        );
         Self {
             node_id: settings.config.cluster.node_id,
             status: handle.status(),
@@ -218,7 +222,8 @@ impl<I: Io> ClusterCore<I> {
                 request = inbox.recv() => match request {
                     Some(request) => {
                         self.handle(request);
-                        while let Ok(request) = inbox.try_recv() {
+                        for _ in 1..PER_WAKE {
+                            let Ok(request) = inbox.try_recv() else { break };
                             self.handle(request);
                         }
                     }
@@ -229,7 +234,8 @@ impl<I: Io> ClusterCore<I> {
                 },
                 Some((group, committed_item)) = committed.recv() => {
                     self.on_committed(group, committed_item)?;
-                    while let Ok((group, committed_item)) = committed.try_recv() {
+                    for _ in 1..PER_WAKE {
+                        let Ok((group, committed_item)) = committed.try_recv() else { break };
                         self.on_committed(group, committed_item)?;
                     }
                     self.snapshot_if_due();

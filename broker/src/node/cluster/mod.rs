@@ -117,12 +117,34 @@ async fn next_origin<I: Io>(io: &I, data_dir: &Path, node_id: NodeId) -> std::io
 struct Placement {
     groups: u32,
     config: Arc<Config>,
+    /// Whether any queue dead-letters: if none does, a queue's group
+    /// depends on its name alone, which is all most brokers need to look at
+    /// on every command.
+    dead_letters: bool,
 }
 
 impl Placement {
+    fn new(groups: u32, config: &Config) -> Self {
+        let dead_letters = !config.queues.dead_letter_queue.is_empty()
+            || config.queue_overrides.iter().any(|entry| {
+                entry
+                    .dead_letter_queue
+                    .as_ref()
+                    .is_some_and(|q| !q.is_empty())
+            });
+        Self {
+            groups,
+            config: Arc::new(config.clone()),
+            dead_letters,
+        }
+    }
+
     /// The group of `queue`: that of the last queue of its dead-letter
     /// chain, so that a message is dead-lettered inside its group.
     fn group_of(&self, queue: &str) -> u32 {
+        if !self.dead_letters {
+            return self.group_of_name(queue);
+        }
         let mut key = queue.to_owned();
         for _ in 0..DEAD_LETTER_CHAIN_MAX {
             match self.config.queue_settings(&key).dead_letter_queue {
@@ -130,10 +152,60 @@ impl Placement {
                 _ => break,
             }
         }
-        1 + crc32c::crc32c(key.as_bytes()) % self.groups
+        self.group_of_name(&key)
+    }
+
+    /// A group from a name's hash. CRC is linear, so names that differ in a
+    /// few characters (`queue-1`, `queue-2`) share bit patterns: murmur3's
+    /// finaliser mixes them before the modulo spreads them.
+    fn group_of_name(&self, name: &str) -> u32 {
+        let mut hash = crc32c::crc32c(name.as_bytes());
+        hash ^= hash >> 16;
+        hash = hash.wrapping_mul(0x85eb_ca6b);
+        hash ^= hash >> 13;
+        hash = hash.wrapping_mul(0xc2b2_ae35);
+        hash ^= hash >> 16;
+        1 + hash % self.groups
     }
 }
 
 /// How far [`Placement::group_of`] follows a dead-letter chain (which may
 /// loop).
 const DEAD_LETTER_CHAIN_MAX: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueOverride;
+
+    fn dead_lettering(queue: &str, into: &str) -> QueueOverride {
+        QueueOverride {
+            name: queue.into(),
+            dead_letter_queue: Some(into.into()),
+            ..QueueOverride::default()
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_chain_lives_in_one_group_and_a_loop_ends() {
+        let mut config = Config::default();
+        config.queue_overrides = vec![
+            dead_lettering("orders", "orders.dlq"),
+            dead_lettering("orders.dlq", "parked"),
+            dead_lettering("ping", "pong"),
+            dead_lettering("pong", "ping"),
+        ];
+        let placement = Placement::new(64, &config);
+        let parked = placement.group_of("parked");
+        assert_eq!(placement.group_of("orders"), parked);
+        assert_eq!(placement.group_of("orders.dlq"), parked);
+        assert!((1..=64).contains(&placement.group_of("ping")));
+        let spread: std::collections::BTreeSet<u32> = (0..100)
+            .map(|i| placement.group_of(&format!("queue-{i}")))
+            .collect();
+        assert!(
+            spread.len() > 32,
+            "queues spread over the groups: {spread:?}"
+        );
+    }
+}
