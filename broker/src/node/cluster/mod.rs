@@ -188,13 +188,15 @@ mod tests {
 
     #[test]
     fn a_dead_letter_chain_lives_in_one_group_and_a_loop_ends() {
-        let mut config = Config::default();
-        config.queue_overrides = vec![
-            dead_lettering("orders", "orders.dlq"),
-            dead_lettering("orders.dlq", "parked"),
-            dead_lettering("ping", "pong"),
-            dead_lettering("pong", "ping"),
-        ];
+        let config = Config {
+            queue_overrides: vec![
+                dead_lettering("orders", "orders.dlq"),
+                dead_lettering("orders.dlq", "parked"),
+                dead_lettering("ping", "pong"),
+                dead_lettering("pong", "ping"),
+            ],
+            ..Config::default()
+        };
         let placement = Placement::new(64, &config);
         let parked = placement.group_of("parked");
         assert_eq!(placement.group_of("orders"), parked);
