@@ -67,7 +67,7 @@ free_port() {
 
 # --- build -------------------------------------------------------------------
 log "building release binaries"
-cargo build --release --quiet -p sluice --bin sluice -p sluice-bench
+cargo build --release --quiet -p sluice -p sluice-bench --bin sluice --bin sluice-bench
 [ -x "$PY" ] || { log "no $PY: run $PEERS/setup.sh"; exit 1; }
 [ -x "$PEERS_DIR/amqp_perf" ] || { log "no $PEERS_DIR/amqp_perf: run $PEERS/setup.sh"; exit 1; }
 WORK=$(mktemp -d)

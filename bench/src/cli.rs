@@ -26,6 +26,12 @@ pub struct Args {
     #[arg(long, default_value = "amqp://127.0.0.1:5672")]
     pub url: String,
 
+    /// Broker URL for the consumers' connections instead of --url: another
+    /// node of a cluster than the producers', for instance. Each link then
+    /// has its own connection (no --connections).
+    #[arg(long, conflicts_with = "connections")]
+    pub consumer_url: Option<String>,
+
     /// Node address producers send to and consumers receive from (Sluice: a
     /// queue name; RabbitMQ 3.10: /amq/queue/NAME; RabbitMQ 4: /queues/NAME).
     #[arg(long, default_value = "sluice-bench")]
@@ -103,6 +109,13 @@ pub struct Args {
     /// machine).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+
+    /// Report every gap at least this long between two accepted outcomes of
+    /// one producer, with the wall-clock time of both ends: what a producer
+    /// saw of a failover, say. A producer that gives up with sends still
+    /// unanswered reports an open gap from its last accepted outcome.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub stall_threshold: Duration,
 
     /// A label copied into the result (e.g. the broker's name).
     #[arg(long, default_value = "")]
@@ -227,6 +240,9 @@ impl Args {
         {
             return invalid("--rate must be a positive number of msg/s");
         }
+        if self.stall_threshold.is_zero() {
+            return invalid("--stall-threshold must be more than 0");
+        }
         if self.count == Some(0) {
             return invalid("--count must be at least 1");
         }
@@ -264,6 +280,27 @@ mod tests {
         assert!(parse_url("http://h:1").is_err());
         assert!(parse_url("amqp://h:notaport").is_err());
         assert!(parse_url("amqp://").is_err());
+    }
+
+    #[test]
+    fn consumer_url_and_stall_threshold() {
+        let args = Args::try_parse_from([
+            "sluice-bench",
+            "--url",
+            "amqp://127.0.0.1:1",
+            "--consumer-url",
+            "amqp://127.0.0.1:2",
+            "--stall-threshold",
+            "20ms",
+        ])
+        .unwrap();
+        assert_eq!(args.consumer_url.as_deref(), Some("amqp://127.0.0.1:2"));
+        assert_eq!(args.stall_threshold, Duration::from_millis(20));
+        assert_eq!(args.validate(), Ok(()));
+        let both = ["sluice-bench", "--consumer-url", "amqp://h:2"];
+        assert!(Args::try_parse_from(both.iter().chain(&["--connections", "1"])).is_err());
+        let zero = Args::try_parse_from(["sluice-bench", "--stall-threshold", "0s"]).unwrap();
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -49,11 +49,16 @@ fn parse_stat(stat: &str) -> Option<u64> {
 
 /// The CPU time of several processes together.
 pub async fn total(io: &TokioIo, pids: &[Pid]) -> io::Result<Duration> {
-    let mut sum = Duration::ZERO;
+    Ok(each(io, pids).await?.into_iter().sum())
+}
+
+/// The CPU time of each of several processes, in order.
+pub async fn each(io: &TokioIo, pids: &[Pid]) -> io::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(pids.len());
     for pid in pids {
-        sum += cpu_time(io, *pid).await?;
+        times.push(cpu_time(io, *pid).await?);
     }
-    Ok(sum)
+    Ok(times)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod stats;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -26,7 +26,7 @@ use crate::cli::Args;
 use crate::conn::{ConnPlan, ConnResult};
 use crate::cpu::Pid;
 use crate::producer::ProducerPlan;
-use crate::stats::{CpuReport, Merge, Report, Shared, rate};
+use crate::stats::{CpuReport, Merge, PidCpu, Report, Shared, Stall, rate};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -70,7 +70,13 @@ fn assign(consumers: usize, producers: usize, connections: usize) -> Vec<(Vec<u3
 async fn run(args: &Args) -> anyhow::Result<Report> {
     let io = TokioIo;
     let target = cli::parse_url(&args.url)?;
+    let consumer_target = match &args.consumer_url {
+        Some(url) => cli::parse_url(url)?,
+        None => target.clone(),
+    };
     let base = io.now();
+    // Set against `base`, to put wall-clock times on stalls.
+    let base_unix_ms = io.unix_time_ms() as f64;
     // Tells this run's messages from leftovers of earlier ones.
     let run_id = (io.unix_time_ms() & 0xffff_ffff) as u32;
     let template = probe::Template::new(args.size, args.durable());
@@ -98,12 +104,20 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
                 presettled: args.presettled,
                 window: args.window,
                 drain_timeout: args.drain_timeout,
+                stall_threshold: args.stall_threshold,
             })
             .collect();
+        // Without --connections (which --consumer-url excludes) a
+        // connection with a consumer carries nothing else.
+        let to = if consumers.is_empty() {
+            &target
+        } else {
+            &consumer_target
+        };
         let plan = ConnPlan {
-            addr: target.addr.clone(),
-            host: target.host.clone(),
-            sasl: target.sasl.clone(),
+            addr: to.addr.clone(),
+            host: to.host.clone(),
+            sasl: to.sasl.clone(),
             address: args.address.clone(),
             consumers: consumers.clone(),
             producers,
@@ -130,7 +144,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     go.wait().await;
     let started = io.now();
     let broker_pids: Vec<Pid> = args.broker_pids.iter().map(|&p| Pid::Other(p)).collect();
-    let broker_cpu_start = cpu::total(&io, &broker_pids)
+    let broker_cpu_start = cpu::each(&io, &broker_pids)
         .await
         .context("reading the broker's CPU time (--broker-pid)")?;
     let client_cpu_start = cpu::total(&io, &[Pid::Myself]).await.ok();
@@ -156,7 +170,13 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         errors.dedup();
         bail!("{}", errors.join("; "));
     }
-    let broker_cpu = cpu::total(&io, &broker_pids).await?;
+    let broker_cpu: Vec<Duration> = cpu::each(&io, &broker_pids)
+        .await
+        .context("reading the broker's CPU time at the end (--broker-pid)")?
+        .into_iter()
+        .zip(&broker_cpu_start)
+        .map(|(end, start)| end.saturating_sub(*start))
+        .collect();
     let client_cpu = match client_cpu_start {
         Some(start) => cpu::total(&io, &[Pid::Myself])
             .await
@@ -170,6 +190,19 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         .flat_map(|r| r.producers.drain(..))
         .collect();
     producers.sort_by_key(|(id, _)| *id);
+    let unix_ms = |t: Instant| base_unix_ms + t.saturating_duration_since(base).as_secs_f64() * 1e3;
+    let mut stalls: Vec<Stall> = producers
+        .iter()
+        .flat_map(|(id, p)| {
+            p.stalls.iter().map(move |&(from, to)| Stall {
+                producer: *id,
+                from_unix_ms: unix_ms(from),
+                to_unix_ms: to.map(unix_ms),
+                ms: to.map(|to| to.saturating_duration_since(from).as_secs_f64() * 1e3),
+            })
+        })
+        .collect();
+    stalls.sort_by(|a, b| a.from_unix_ms.total_cmp(&b.from_unix_ms));
     let merge = Merge {
         producers: producers.into_iter().map(|(_, p)| p).collect(),
         consumers: results.into_iter().flat_map(|r| r.consumers).collect(),
@@ -177,10 +210,28 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let t = merge.totals(args.presettled);
     let confirmed = if args.presettled { t.sent } else { t.accepted };
     let messages = t.received.max(confirmed).max(1);
-    let cpu_report = |pids: Vec<u32>, used: Duration| CpuReport {
-        pids,
-        percent: 100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9),
-        us_per_msg: used.as_secs_f64() * 1e6 / messages as f64,
+    let percent = |used: Duration| 100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+    let us_per_msg = |used: Duration| used.as_secs_f64() * 1e6 / messages as f64;
+    let cpu_report = |pids: Vec<u32>, each: &[Duration]| {
+        let used: Duration = each.iter().sum();
+        let per_pid = if each.len() > 1 {
+            pids.iter()
+                .zip(each)
+                .map(|(&pid, &used)| PidCpu {
+                    pid,
+                    percent: percent(used),
+                    us_per_msg: us_per_msg(used),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        CpuReport {
+            pids,
+            percent: percent(used),
+            us_per_msg: us_per_msg(used),
+            per_pid,
+        }
     };
     let send_msg_s = rate(confirmed, t.send_span);
     let recv_msg_s = rate(t.received, t.recv_span);
@@ -188,6 +239,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     Ok(Report {
         label: args.label.clone(),
         url: redact(&args.url),
+        consumer_url: args.consumer_url.as_deref().map(redact),
         address: args.address.clone(),
         producers: args.producers,
         consumers: args.consumers,
@@ -214,13 +266,10 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         stale: t.stale,
         undecodable: t.undecodable,
         latency: t.latency,
-        broker_cpu: (!args.broker_pids.is_empty()).then(|| {
-            cpu_report(
-                args.broker_pids.clone(),
-                broker_cpu.saturating_sub(broker_cpu_start),
-            )
-        }),
-        client_cpu: client_cpu.map(|used| cpu_report(vec![std::process::id()], used)),
+        broker_cpu: (!args.broker_pids.is_empty())
+            .then(|| cpu_report(args.broker_pids.clone(), &broker_cpu)),
+        client_cpu: client_cpu.map(|used| cpu_report(vec![std::process::id()], &[used])),
+        stalls,
     })
 }
 

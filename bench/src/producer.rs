@@ -15,6 +15,10 @@ use crate::stats::{ProducerStats, Shared};
 /// its connection read.
 const BURST: usize = 256;
 
+/// The most stalls one producer records; a run with more has bigger
+/// problems than the list would show.
+const STALLS_MAX: usize = 10_000;
+
 /// How a producer is told to behave.
 #[derive(Debug, Clone)]
 pub struct ProducerPlan {
@@ -34,6 +38,8 @@ pub struct ProducerPlan {
     pub window: u32,
     /// How long to wait for outstanding outcomes once sending is over.
     pub drain_timeout: Duration,
+    /// Gaps between accepted outcomes at least this long are recorded.
+    pub stall_threshold: Duration,
 }
 
 /// A producer's state.
@@ -153,6 +159,10 @@ impl Producer {
                 self.finish(shared);
             } else if now >= stopped + self.plan.drain_timeout {
                 self.stats.unconfirmed = u64::from(self.unsettled);
+                // Sends that never got an answer: a gap with no end.
+                if let Some(from) = self.stats.last_accept.or(self.stats.first_send) {
+                    self.record_stall(from, None);
+                }
                 self.finish(shared);
             } else {
                 return Ok(Some(stopped + self.plan.drain_timeout));
@@ -164,6 +174,12 @@ impl Producer {
             wake = Some(wake.map_or(due, |d| d.min(due)));
         }
         Ok(wake)
+    }
+
+    fn record_stall(&mut self, from: Instant, to: Option<Instant>) {
+        if self.stats.stalls.len() < STALLS_MAX {
+            self.stats.stalls.push((from, to));
+        }
     }
 
     fn finish(&mut self, shared: &Arc<Shared>) {
@@ -192,6 +208,12 @@ impl Producer {
             Some(DeliveryState::Accepted(_)) => {
                 self.stats.accepted += 1;
                 Shared::add(&shared.confirmed, 1);
+                if let Some(last) = self.stats.last_accept
+                    && now.saturating_duration_since(last) >= self.plan.stall_threshold
+                {
+                    self.record_stall(last, Some(now));
+                }
+                self.stats.last_accept = Some(now);
             }
             Some(DeliveryState::Rejected(_)) => self.stats.rejected += 1,
             // Released, modified, or settled without an outcome.

@@ -93,6 +93,12 @@ pub struct ProducerStats {
     pub first_send: Option<Instant>,
     /// The last outcome (presettled: the last send).
     pub last_confirm: Option<Instant>,
+    /// The last accepted outcome.
+    pub last_accept: Option<Instant>,
+    /// Gaps between accepted outcomes of at least `--stall-threshold`:
+    /// the last accepted outcome before (or the first send), and the first
+    /// after, if one came.
+    pub stalls: Vec<(Instant, Option<Instant>)>,
 }
 
 /// What one consumer saw.
@@ -181,6 +187,38 @@ pub struct CpuReport {
     /// CPU microseconds per message (per received message, or per sent one
     /// without consumers).
     pub us_per_msg: f64,
+    /// The same for each process, in the order of `pids`, when there are
+    /// several (the nodes of a cluster, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_pid: Vec<PidCpu>,
+}
+
+/// One process's share of a [`CpuReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PidCpu {
+    /// The process.
+    pub pid: u32,
+    /// CPU seconds over wall seconds, in percent.
+    pub percent: f64,
+    /// CPU microseconds per message.
+    pub us_per_msg: f64,
+}
+
+/// A gap of at least `--stall-threshold` between two accepted outcomes of
+/// one producer. Times are wall-clock milliseconds since the Unix epoch
+/// (this process's monotonic clock, set against the wall clock once at the
+/// start, to the millisecond), to compare with when a broker was killed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stall {
+    /// The producer's number.
+    pub producer: u32,
+    /// The last accepted outcome before the gap (or the first send).
+    pub from_unix_ms: f64,
+    /// The first accepted outcome after it; `None` if none came before the
+    /// producer gave up.
+    pub to_unix_ms: Option<f64>,
+    /// Its length, ms, if it ended.
+    pub ms: Option<f64>,
 }
 
 /// The result of a run.
@@ -190,6 +228,8 @@ pub struct Report {
     pub label: String,
     /// The URL without its password.
     pub url: String,
+    /// The consumers' URL without its password, if not `url`.
+    pub consumer_url: Option<String>,
     /// The address.
     pub address: String,
     /// Producers, consumers, connections.
@@ -248,6 +288,8 @@ pub struct Report {
     pub broker_cpu: Option<CpuReport>,
     /// This process's CPU.
     pub client_cpu: Option<CpuReport>,
+    /// Gaps between accepted outcomes, per producer, in order of time.
+    pub stalls: Vec<Stall>,
 }
 
 /// Merges every side's results into a report (CPU filled in by the caller).
@@ -395,9 +437,13 @@ impl Report {
         let rate = self.rate.map_or("as fast as possible".to_owned(), |r| {
             format!("{r} msg/s offered")
         });
+        let consumers_at = self
+            .consumer_url
+            .as_ref()
+            .map_or(String::new(), |url| format!(" (consumers: {url})"));
         let _ = writeln!(
             out,
-            "{}{} {}: {} producers, {} consumers, {} connections, {} B {}, {mode}, prefetch {}, {rate}",
+            "{}{} {}{consumers_at}: {} producers, {} consumers, {} connections, {} B {}, {mode}, prefetch {}, {rate}",
             self.label,
             if self.label.is_empty() { "" } else { ":" },
             self.url,
@@ -448,7 +494,29 @@ impl Report {
                     "  {what} CPU: {:.0} % ({:.1} µs/msg) pids {:?}",
                     cpu.percent, cpu.us_per_msg, cpu.pids
                 );
+                for one in &cpu.per_pid {
+                    let _ = writeln!(
+                        out,
+                        "    pid {}: {:.0} % ({:.1} µs/msg)",
+                        one.pid, one.percent, one.us_per_msg
+                    );
+                }
             }
+        }
+        if let Some(longest) = self.stalls.iter().max_by(|a, b| {
+            let length = |s: &Stall| s.ms.unwrap_or(f64::INFINITY);
+            length(a).total_cmp(&length(b))
+        }) {
+            let length = longest
+                .ms
+                .map_or("no end".to_owned(), |ms| format!("{ms:.1} ms"));
+            let _ = writeln!(
+                out,
+                "  outcome stalls: {}, longest {length} from unix ms {:.1} (producer {})",
+                self.stalls.len(),
+                longest.from_unix_ms,
+                longest.producer
+            );
         }
         let _ = writeln!(out, "  elapsed: {:.2} s", self.elapsed_s);
         out

@@ -235,6 +235,7 @@ pub async fn start<I: Io>(
         silent_ticks,
         preferred,
         ticks: 0,
+        heartbeat_ticks: config.timing.heartbeat_ticks,
         peer_timeout_ticks: config.timing.peer_timeout_ticks,
         status: status_tx,
         #[cfg(feature = "planted-bugs")]
@@ -261,6 +262,7 @@ struct Host<I: Io> {
     /// Each group's preferred leader: the groups go round the voters.
     preferred: BTreeMap<GroupId, NodeId>,
     ticks: u64,
+    heartbeat_ticks: usize,
     peer_timeout_ticks: usize,
     status: watch::Sender<Status>,
     /// Planted bug `commit-on-minority` (feature `planted-bugs`).
@@ -304,7 +306,15 @@ impl<I: Io> Host<I> {
         self.ticks += 1;
         if self.ticks % PREFERENCE_EVERY_TICKS == 0 {
             for (&group, replica) in &mut self.replicas {
-                replica.prefer_leader(self.preferred[&group]);
+                let preferred = self.preferred[&group];
+                // Heard from within a heartbeat or two: alive.
+                let alive = self
+                    .silent_ticks
+                    .get(&preferred)
+                    .is_some_and(|&silent| silent <= 2 * self.heartbeat_ticks);
+                if alive {
+                    replica.prefer_leader(preferred);
+                }
             }
         }
         for silent in self.silent_ticks.values_mut() {

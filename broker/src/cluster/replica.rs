@@ -467,9 +467,12 @@ impl Replica {
     }
 
     /// If this member leads and `preferred` is another member that has
-    /// every entry, hands leadership to it. Owners call this now and then
-    /// so that each group ends up led by its preferred member, which
-    /// spreads the groups' leaders (and their work) over the nodes.
+    /// every entry, hands leadership to it. Owners call this now and then,
+    /// for a member they hear from, so that each group ends up led by its
+    /// preferred member, which spreads the groups' leaders (and their work)
+    /// over the nodes. (raft-rs's own `recent_active` will not do as the
+    /// sign of life: check-quorum clears it every election timeout, and a
+    /// caller on a fixed period can land on that moment every time.)
     pub fn prefer_leader(&mut self, preferred: NodeId) {
         if !self.is_leader() || preferred == self.id() {
             return;
@@ -480,7 +483,7 @@ impl Replica {
             .raft
             .prs()
             .get(preferred)
-            .is_some_and(|progress| progress.matched == last && progress.recent_active);
+            .is_some_and(|progress| progress.matched == last);
         if caught_up {
             debug!(
                 preferred,
