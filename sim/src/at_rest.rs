@@ -10,18 +10,26 @@
 //! next start puts the byte back. Only if the broker started on the flipped
 //! byte does it stay flipped, and the checker then sees whatever the broker
 //! made of it (a lost or phantom message).
+//!
+//! A cluster node keeps its Raft write-ahead log in the same log format
+//! under another directory; the flip lands in whichever the node has. Its peers hold copies, but the node
+//! itself must still refuse to serve from damaged records; the operator
+//! then restores it the same way.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use sluice::cluster::group::GroupError;
 use sluice::io::{File, Io, OpenMode, TurmoilIo};
 use sluice::log::LogError;
 use sluice::node::NodeError;
 use sluice::server::ServerError;
 use tokio::io::AsyncWriteExt;
 
-/// Where the broker keeps its log, under its data directory.
-const LOG_DIR: &str = "/data/log";
+/// Where a broker keeps its log, under its data directory: a single node's
+/// log, or a cluster node's Raft log (each has one of them; the first that
+/// exists is the one).
+const LOG_DIRS: [&str; 2] = ["/data/log", "/data/raft"];
 
 /// One flipped bit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +138,10 @@ impl AtRest {
     pub fn on_stop(&self, result: &Result<(), ServerError>) {
         let detected = matches!(
             result,
-            Err(ServerError::Node(NodeError::Log(LogError::Corrupt { .. })))
+            Err(ServerError::Node(
+                NodeError::Log(LogError::Corrupt { .. })
+                    | NodeError::Groups(GroupError::Log(LogError::Corrupt { .. }))
+            ))
         );
         let mut state = self.state.borrow_mut();
         if let (true, State::Flipped(flip)) = (detected, &*state) {
@@ -146,7 +157,17 @@ impl AtRest {
 /// exactly like a torn write, which recovery must cut, and a single node
 /// has no second copy to tell the two apart by (the log's documented limit).
 async fn choose(pick: u64) -> std::io::Result<Option<Flip>> {
-    let paths = TurmoilIo.read_dir(Path::new(LOG_DIR)).await?;
+    let mut paths = Vec::new();
+    for dir in LOG_DIRS {
+        match TurmoilIo.read_dir(Path::new(dir)).await {
+            Ok(found) => {
+                paths = found;
+                break;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
     let newest_segment = paths
         .iter()
         .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))

@@ -4,7 +4,8 @@
 //! Every rule is about a message M in a queue Q: a queue producer's queue,
 //! or, for a topic producer, each subscriber's subscription queue (every
 //! subscription exists before a topic producer starts, so each must get
-//! every topic message).
+//! every topic message). In a cluster, "the broker" of a connection is the
+//! node it connected to, and a restart is that node's.
 //!
 //! 1. **No phantom messages.** Every message delivered from Q was sent
 //!    before, to Q (or to the topic behind it).
@@ -18,41 +19,77 @@
 //!    copy). A consume (settle `accepted`/`rejected` at time t on connection
 //!    C) is firm for a later delivery at t2 unless C was later lost (the
 //!    disposition may never have reached the broker — a graceful close does
-//!    not count as lost), or the broker restarted in (t, t2] (the settle may
+//!    not count as lost), or C's broker restarted in (t, t2] (the settle may
 //!    not have been durable yet), or a broker disk was failing writes
 //!    (disk full, fsync EIO) at some point in [t, t2] (the broker drops a
 //!    settle it cannot log: a redelivery, never a loss), or C's client was
-//!    partitioned from the broker (or its link lossy) at t: turmoil drops
+//!    partitioned from its broker (or its link lossy) at t: turmoil drops
 //!    whole writes of a TCP stream there without breaking the connection,
-//!    so the settle may never have arrived; or C was opened before the
+//!    so the settle may never have arrived; or C was opened before its
 //!    broker's latest restart before t (a settle on a connection to a dead
-//!    incarnation reaches nobody). A delivery on a connection opened before
-//!    the broker's latest restart is no violation either: the dead
-//!    incarnation sent it before the restart; it was only slow to arrive.
-//!    Everything else that delivers a message
-//!    again is a counted, allowed duplicate.
+//!    incarnation reaches nobody); or, in a cluster, C's node was cut off
+//!    from other nodes at some point in [t − [`CUT_OFF_SLACK`], t2] (the
+//!    groups' leaders then detach its consumers, and what they held goes to
+//!    others: the settle arrives stale and is dropped, a failover
+//!    duplicate). A delivery on a connection opened before its broker's
+//!    latest restart is no violation either: the dead incarnation sent it
+//!    before the restart; it was only slow to arrive. Nor, in a cluster, is
+//!    a *stale* delivery, whose delivery-count is lower than that of a
+//!    delivery of M from Q already seen: it belongs to an earlier
+//!    acquisition, which a node that applies its group's log late (after a
+//!    cut, or behind a slow disk) hands its consumer only after the group
+//!    has detached that consumer and given M to another (every such
+//!    hand-over counts a failed delivery, so the count tells them apart).
+//!    Everything else that delivers a message again is a counted, allowed
+//!    duplicate.
 //! 4. **Per-producer FIFO.** On a queue with one consumer, within one broker
-//!    lifetime (between restarts), the first-ever deliveries of messages
-//!    sent exactly once, with delivery-count 0, arrive in each producer's
-//!    sequence order. Messages sent twice, released, modified, or lost with
-//!    a link are excluded, because the protocol lets those move.
+//!    lifetime (between restarts of any node), the first-ever deliveries of
+//!    messages sent exactly once, with delivery-count 0, arrive in each
+//!    producer's sequence order. Messages sent twice, released, modified, or
+//!    lost with a link are excluded, because the protocol lets those move.
+//!    In a cluster, so are messages first sent before the consumer's current
+//!    link was attached: the group goes on handing messages to its previous
+//!    link until that link's detach is committed, and the connection that
+//!    link was on returns what it could not send (a release, which keeps
+//!    delivery-count 0), so they may come back after later ones.
 //! 5. **The broker's own state agrees.** Once every client has gone, the
-//!    broker reports each queue: it must have every queue of the workload,
-//!    with no consumer and nothing unsettled, and a depth no less than the
-//!    accepted messages never consumed from it, and no more than the copies
-//!    the history leaves it possibly holding: every send of a message not
+//!    broker (in a cluster, the first node, once the replicas converged)
+//!    reports each queue: it must have every queue of the workload, with no
+//!    consumer and nothing unsettled, and a depth no less than the accepted
+//!    messages never consumed from it, and no more than the copies the
+//!    history leaves it possibly holding: every send of a message not
 //!    consumed from it on a connection that closed cleanly (the broker
-//!    answered the close, so it had read the settle) since its last start.
+//!    answered the close, so it had read the settle) since its broker's last
+//!    start (and, in a cluster, whose node was not cut off since).
+//! 6. **Replica convergence** (a cluster). Once every client has gone, every
+//!    node must have applied every group to the same index within a bound
+//!    of simulated time, and then every group's state digest must be the
+//!    same on every node.
+//! 7. **No node panics.** A panic (an assertion of the broker, or of
+//!    raft-rs, failed) is a bug, whatever it did to messages. Under turmoil
+//!    a panic in any task stops the whole simulation: the run is then cut
+//!    short, and the rules about its end (2, 5 and 6) are not checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use crate::history::{ClientId, ConnId, History, MsgId, Op, QueueState};
+use crate::history::{
+    ClientId, ConnId, History, MsgId, NodeId, NodeReplicas, Op, QueueState, broker_name,
+};
+use crate::nemesis::nodes_cut_off;
 use crate::workload::WorkloadParams;
 
 /// At most this many violations are kept in a report.
 const VIOLATIONS_KEPT: usize = 100;
+
+/// A cut between cluster nodes excuses settles made up to this long after
+/// it ended. A node stays out of reach after the network heals until its
+/// transport notices and reconnects: a connection dialled during the cut
+/// waits for its handshake to time out (5 s), then backs off (up to 2 s);
+/// meanwhile a leader may detach its consumers (after 3 s of silence), and
+/// the node learns of it only once it is back.
+pub const CUT_OFF_SLACK: Duration = Duration::from_secs(8);
 
 /// Which rule a violation breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +104,10 @@ pub enum Rule {
     Fifo,
     /// Rule 5.
     FinalState,
+    /// Rule 6.
+    ReplicaConvergence,
+    /// Rule 7.
+    NodePanicked,
 }
 
 impl fmt::Display for Rule {
@@ -77,6 +118,8 @@ impl fmt::Display for Rule {
             Rule::ConsumedRedelivered => "consumed message delivered again",
             Rule::Fifo => "per-producer FIFO broken",
             Rule::FinalState => "broker state disagrees with the history",
+            Rule::ReplicaConvergence => "replicas did not converge",
+            Rule::NodePanicked => "a broker node panicked",
         })
     }
 }
@@ -129,8 +172,13 @@ pub struct Stats {
     pub final_depths: BTreeMap<String, u64>,
     /// Whether the broker reported its state at the end (rule 5 checked).
     pub broker_state_checked: bool,
+    /// Whether the cluster's nodes reported their replicas at the end
+    /// (rule 6 checked).
+    pub replicas_checked: bool,
     /// Violations found, including those not kept in the report.
     pub violations_total: u64,
+    /// Violations found, by rule, including those not kept in the report.
+    pub violations_by_rule: BTreeMap<Rule, u64>,
 }
 
 /// What the checker concluded.
@@ -147,30 +195,46 @@ impl CheckReport {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// The rules broken, each with its count, after a colon
+    /// (`: 3 × accepted but never consumed, …`); empty if none.
+    pub fn rules_broken(&self) -> String {
+        let listed: Vec<String> = self
+            .stats
+            .violations_by_rule
+            .iter()
+            .map(|(rule, count)| format!("{count} × {rule}"))
+            .collect();
+        if listed.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", listed.join(", "))
+        }
+    }
 }
+
+/// A [start, end] window of simulated time.
+type Window = (Duration, Duration);
 
 /// The windows in which a broker disk was failing writes (the nemesis's
 /// `disk full` and `fsync EIO` faults), from its start line to its `ended`
 /// or `healed` line (or the end of the history). Matched on the nemesis's
 /// trace text: the one place the checker depends on its wording.
-fn disk_full_windows(events: &[crate::history::Event]) -> Vec<(Duration, Duration)> {
+fn disk_full_windows(events: &[crate::history::Event]) -> Vec<Window> {
     fault_windows(events, |fault| {
         fault.starts_with("disk full") || fault.starts_with("fsync EIO")
     })
 }
 
-/// The windows in which what `client` sent towards the broker could be
+/// The windows in which what `client` sent towards a broker could be
 /// dropped: a partition in that direction, or a lossy link. turmoil drops
 /// whole writes of a TCP stream there without breaking the connection, so a
 /// settle sent then may never arrive even though the connection later
 /// closes gracefully.
-fn lossy_uplink_windows(
-    events: &[crate::history::Event],
-    client: ClientId,
-) -> Vec<(Duration, Duration)> {
-    let towards_broker = format!("partition {client} -> broker");
-    let both_ways = format!("partition {client} <-> broker");
-    let lossy = format!("lossy {client} <-> broker");
+fn lossy_uplink_windows(events: &[crate::history::Event], client: ClientId) -> Vec<Window> {
+    let towards_broker = format!("partition {client} -> ");
+    let both_ways = format!("partition {client} <-> ");
+    let lossy = format!("lossy {client} <-> ");
     fault_windows(events, |fault| {
         fault.starts_with(&towards_broker)
             || fault.starts_with(&both_ways)
@@ -178,13 +242,19 @@ fn lossy_uplink_windows(
     })
 }
 
+/// The windows in which cluster node `node` was cut off from other nodes
+/// (see [`nodes_cut_off`]).
+fn cut_off_windows(events: &[crate::history::Event], node: NodeId) -> Vec<Window> {
+    let name = broker_name(node);
+    fault_windows(events, |fault| {
+        nodes_cut_off(fault).contains(&name.as_str())
+    })
+}
+
 /// The [start, end] windows of the nemesis faults `selected` picks (by
 /// their trace text), from injection to end or heal; one never ended lasts
 /// to the end of the run.
-fn fault_windows(
-    events: &[crate::history::Event],
-    selected: impl Fn(&str) -> bool,
-) -> Vec<(Duration, Duration)> {
+fn fault_windows(events: &[crate::history::Event], selected: impl Fn(&str) -> bool) -> Vec<Window> {
     let mut windows = Vec::new();
     let mut open: BTreeMap<String, Duration> = BTreeMap::new();
     for event in events {
@@ -218,7 +288,7 @@ fn fault_windows(
 
 fn kind(op: &Op) -> &'static str {
     match op {
-        Op::BrokerStart => "broker_start",
+        Op::BrokerStart { .. } => "broker_start",
         Op::Fault { .. } => "fault",
         Op::BrokerStopped { .. } => "broker_stopped",
         Op::Connected { .. } => "connected",
@@ -231,7 +301,130 @@ fn kind(op: &Op) -> &'static str {
         Op::Delivered { .. } => "delivered",
         Op::Settled { .. } => "settled",
         Op::BrokerState { .. } => "broker_state",
+        Op::Replicas { .. } => "replicas",
+        Op::Aborted { .. } => "aborted",
     }
+}
+
+/// What the history says of connections and faults, gathered in a first
+/// pass for the rules that look ahead (a connection lost after a settle
+/// makes it not firm).
+#[derive(Debug, Default)]
+struct Timeline {
+    disk_full: Vec<Window>,
+    lossy_uplinks: BTreeMap<ClientId, Vec<Window>>,
+    /// Per cluster node, when it was cut off from other nodes.
+    cut_off: BTreeMap<NodeId, Vec<Window>>,
+    lost_conns: BTreeMap<ConnId, Duration>,
+    closed_conns: BTreeSet<ConnId>,
+    connected_at: BTreeMap<ConnId, Duration>,
+    /// The broker each connection went to.
+    conn_node: BTreeMap<ConnId, NodeId>,
+    send_counts: BTreeMap<MsgId, u64>,
+}
+
+impl Timeline {
+    fn gather(events: &[crate::history::Event]) -> Self {
+        let mut timeline = Timeline {
+            disk_full: disk_full_windows(events),
+            ..Timeline::default()
+        };
+        for event in events {
+            match &event.op {
+                Op::Settled { conn, .. } => {
+                    timeline
+                        .lossy_uplinks
+                        .entry(conn.client)
+                        .or_insert_with(|| lossy_uplink_windows(events, conn.client));
+                }
+                Op::ConnectionLost { conn, .. } => {
+                    timeline.lost_conns.entry(*conn).or_insert(event.time);
+                }
+                Op::Connected { conn, node, .. } => {
+                    timeline.connected_at.entry(*conn).or_insert(event.time);
+                    timeline.conn_node.insert(*conn, *node);
+                    if node.is_some() {
+                        timeline
+                            .cut_off
+                            .entry(*node)
+                            .or_insert_with(|| cut_off_windows(events, *node));
+                    }
+                }
+                Op::Closed { conn } => {
+                    timeline.closed_conns.insert(*conn);
+                }
+                Op::Send { msg, .. } => *timeline.send_counts.entry(*msg).or_default() += 1,
+                _ => {}
+            }
+        }
+        timeline
+    }
+
+    /// The broker connection `conn` went to.
+    fn node_of(&self, conn: ConnId) -> NodeId {
+        self.conn_node.get(&conn).copied().flatten()
+    }
+
+    /// Whether `conn`'s broker was cut off from other nodes at some point
+    /// in [`from` − [`CUT_OFF_SLACK`], `to`].
+    fn cut_off_between(&self, conn: ConnId, from: Duration, to: Duration) -> bool {
+        self.cut_off
+            .get(&self.node_of(conn))
+            .is_some_and(|windows| {
+                windows
+                    .iter()
+                    .any(|(start, end)| *start <= to && end.saturating_add(CUT_OFF_SLACK) >= from)
+            })
+    }
+}
+
+/// Each broker's starts so far, as the second pass goes.
+#[derive(Debug, Default)]
+struct Starts(BTreeMap<NodeId, Vec<Duration>>);
+
+impl Starts {
+    /// Whether `node` started in (`after`, `until`].
+    fn between(&self, node: NodeId, after: Duration, until: Duration) -> bool {
+        self.0
+            .get(&node)
+            .is_some_and(|starts| starts.iter().any(|s| *s > after && *s <= until))
+    }
+
+    fn last(&self, node: NodeId) -> Duration {
+        self.0
+            .get(&node)
+            .and_then(|starts| starts.last().copied())
+            .unwrap_or_default()
+    }
+}
+
+/// Rule 3: whether a consume at `t` on `conn` is firm for a delivery at
+/// `t2` (see the module documentation).
+fn firm(timeline: &Timeline, starts: &Starts, t: Duration, conn: ConnId, t2: Duration) -> bool {
+    let node = timeline.node_of(conn);
+    let conn_lost = timeline
+        .lost_conns
+        .get(&conn)
+        .is_some_and(|lost| *lost >= t);
+    let restarted = starts.between(node, t, t2);
+    // A connection to a broker incarnation that has since been restarted
+    // reaches nobody: bytes still in flight from the old one can be
+    // delivered and settled, but the settle goes nowhere, even if the
+    // client then sees a clean close.
+    let stale = timeline
+        .connected_at
+        .get(&conn)
+        .is_some_and(|opened| starts.between(node, *opened, t));
+    let unlogged = timeline
+        .disk_full
+        .iter()
+        .any(|(start, end)| *start <= t2 && *end >= t);
+    let dropped = timeline
+        .lossy_uplinks
+        .get(&conn.client)
+        .is_some_and(|w| w.iter().any(|(start, end)| *start <= t && *end >= t));
+    let cut_off = timeline.cut_off_between(conn, t, t2);
+    !conn_lost && !restarted && !stale && !unlogged && !dropped && !cut_off
 }
 
 /// Checks `history` against the rules in the module docs.
@@ -244,34 +437,8 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     }
 
     // First pass: facts whose later occurrence matters to earlier events.
-    let disk_full = disk_full_windows(events);
-    let mut lossy_uplinks: BTreeMap<ClientId, Vec<(Duration, Duration)>> = BTreeMap::new();
-    for event in events {
-        if let Op::Settled { conn, .. } = &event.op {
-            lossy_uplinks
-                .entry(conn.client)
-                .or_insert_with(|| lossy_uplink_windows(events, conn.client));
-        }
-    }
-    let mut lost_conns: BTreeMap<ConnId, Duration> = BTreeMap::new();
-    let mut closed_conns: BTreeSet<ConnId> = BTreeSet::new();
-    let mut connected_at: BTreeMap<ConnId, Duration> = BTreeMap::new();
-    let mut send_counts: BTreeMap<MsgId, u64> = BTreeMap::new();
-    for event in events {
-        match &event.op {
-            Op::ConnectionLost { conn, .. } => {
-                lost_conns.entry(*conn).or_insert(event.time);
-            }
-            Op::Connected { conn, .. } => {
-                connected_at.entry(*conn).or_insert(event.time);
-            }
-            Op::Closed { conn } => {
-                closed_conns.insert(*conn);
-            }
-            Op::Send { msg, .. } => *send_counts.entry(*msg).or_default() += 1,
-            _ => {}
-        }
-    }
+    let timeline = Timeline::gather(events);
+    let send_counts = &timeline.send_counts;
     let destinations: BTreeMap<u32, Vec<String>> = params
         .all_producers()
         .map(|producer| (producer, params.destinations_of(producer)))
@@ -293,11 +460,22 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     // connection.
     let mut consumes: BTreeMap<(&str, MsgId), Vec<(Duration, ConnId)>> = BTreeMap::new();
     let mut delivered: BTreeSet<(&str, MsgId)> = BTreeSet::new();
-    let mut broker_starts: Vec<Duration> = Vec::new();
+    // The highest delivery-count seen so far per (queue, message).
+    let mut counts_seen: BTreeMap<(&str, MsgId), u32> = BTreeMap::new();
+    let mut starts = Starts::default();
     // Rule 4: per (queue, producer), the last in-order seq this broker life.
     let mut fifo_last: BTreeMap<(String, u32), (u64, usize)> = BTreeMap::new();
+    // Rule 4, cluster: when each message was first sent, and when each
+    // queue's consumer last attached a link.
+    let mut first_sent: BTreeMap<MsgId, Duration> = BTreeMap::new();
+    let mut linked_at: BTreeMap<&str, Duration> = BTreeMap::new();
+    let mut conn_queue: BTreeMap<ConnId, &str> = BTreeMap::new();
     // Rule 5: the broker's last report of its queues.
     let mut broker_state: Option<(usize, &[QueueState])> = None;
+    // Rule 6: the nodes' last report of their replicas.
+    let mut replicas: Option<(usize, &[NodeReplicas])> = None;
+    // Rule 7: a panic cut the run short.
+    let mut aborted = false;
     for (index, event) in events.iter().enumerate() {
         let violation = |rule, detail: String| Violation {
             rule,
@@ -306,11 +484,35 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             detail: format!("{event}: {detail}"),
         };
         match &event.op {
-            Op::BrokerStart => {
-                broker_starts.push(event.time);
+            Op::BrokerStart { node } => {
+                starts.0.entry(*node).or_default().push(event.time);
                 fifo_last.clear();
             }
-            Op::Send { msg, .. } => *sends_so_far.entry(*msg).or_default() += 1,
+            Op::Aborted { .. } => {
+                aborted = true;
+                report
+                    .violations
+                    .push(violation(Rule::NodePanicked, "the run stopped".to_owned()));
+            }
+            Op::Send { msg, .. } => {
+                *sends_so_far.entry(*msg).or_default() += 1;
+                first_sent.entry(*msg).or_insert(event.time);
+            }
+            Op::Connected {
+                conn,
+                address,
+                node: Some(_),
+            } if !matches!(conn.client, ClientId::Producer(_)) => {
+                conn_queue.insert(*conn, address.as_str());
+                linked_at.insert(address.as_str(), event.time);
+                fifo_last.retain(|(queue, _), _| queue != address);
+            }
+            Op::Relinked { conn } => {
+                if let Some(&queue) = conn_queue.get(conn) {
+                    linked_at.insert(queue, event.time);
+                    fifo_last.retain(|(q, _), _| q != queue);
+                }
+            }
             Op::ProducerOutcome { msg, outcome, .. } => {
                 if *outcome == crate::history::Outcome::Accepted {
                     accepted.entry(*msg).or_insert((index, event.time));
@@ -359,44 +561,28 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 if !first_delivery {
                     stats.redeliveries += 1;
                 }
+                let count_seen = counts_seen.entry(key).or_insert(*delivery_count);
+                let stale =
+                    timeline.node_of(*delivery_conn).is_some() && *delivery_count < *count_seen;
+                *count_seen = (*count_seen).max(*delivery_count);
                 let t2 = event.time;
-                // On a connection opened before the broker's latest restart,
-                // a delivery was sent by the dead incarnation, before that
-                // restart (it was only slow to arrive): it says nothing of
-                // what the restarted broker did since.
-                let from_dead_incarnation = connected_at.get(delivery_conn).is_some_and(|opened| {
-                    broker_starts
-                        .iter()
-                        .any(|start| start > opened && *start <= t2)
-                });
+                // On a connection opened before its broker's latest
+                // restart, a delivery was sent by the dead incarnation,
+                // before that restart (it was only slow to arrive): it says
+                // nothing of what the restarted broker did since.
+                let from_dead_incarnation =
+                    timeline
+                        .connected_at
+                        .get(delivery_conn)
+                        .is_some_and(|opened| {
+                            starts.between(timeline.node_of(*delivery_conn), *opened, t2)
+                        });
                 let firm = consumes.get(&key).map_or(0, |list| {
                     list.iter()
-                        .filter(|(t, conn)| {
-                            let conn_lost = lost_conns.get(conn).is_some_and(|lost| lost >= t);
-                            let restarted =
-                                broker_starts.iter().any(|start| start > t && *start <= t2);
-                            // A connection to a broker incarnation that has
-                            // since been restarted reaches nobody: bytes
-                            // still in flight from the old one can be
-                            // delivered and settled, but the settle goes
-                            // nowhere, even if the client then sees a clean
-                            // close.
-                            let stale = connected_at.get(conn).is_some_and(|opened| {
-                                broker_starts
-                                    .iter()
-                                    .any(|start| start > opened && start <= t)
-                            });
-                            let unlogged = disk_full
-                                .iter()
-                                .any(|(start, end)| start <= &t2 && end >= t);
-                            let dropped = lossy_uplinks.get(&conn.client).is_some_and(|w| {
-                                w.iter().any(|(start, end)| start <= t && end >= t)
-                            });
-                            !conn_lost && !restarted && !stale && !unlogged && !dropped
-                        })
+                        .filter(|(t, conn)| firm(&timeline, &starts, *t, *conn, t2))
                         .count() as u64
                 });
-                if firm >= sends && !from_dead_incarnation {
+                if firm >= sends && !from_dead_incarnation && !stale {
                     report.violations.push(violation(
                         Rule::ConsumedRedelivered,
                         format!(
@@ -409,8 +595,13 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 // first-acquirer) on a redelivery, and counts a delivery
                 // lost with its link as failed; so delivery-count 0 on the
                 // first delivery the client saw means no earlier acquirer.
-                let clean =
-                    send_counts.get(msg) == Some(&1) && first_delivery && *delivery_count == 0;
+                let sent_before_link = linked_at
+                    .get(queue.as_str())
+                    .is_some_and(|linked| first_sent.get(msg).is_some_and(|sent| sent < linked));
+                let clean = send_counts.get(msg) == Some(&1)
+                    && first_delivery
+                    && *delivery_count == 0
+                    && !sent_before_link;
                 if single_consumer && clean {
                     let key = (queue.clone(), msg.producer);
                     let before = fifo_last.get(&key).filter(|(last, _)| *last > msg.seq);
@@ -427,16 +618,18 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 }
             }
             Op::BrokerState { queues } => broker_state = Some((index, queues)),
+            Op::Replicas { nodes } => replicas = Some((index, nodes)),
             Op::BrokerStopped { .. }
             | Op::Fault { .. }
             | Op::Connected { .. }
             | Op::ConnectionLost { .. }
-            | Op::Closed { .. }
-            | Op::Relinked { .. } => {}
+            | Op::Closed { .. } => {}
         }
     }
 
-    for (msg, (index, time)) in &accepted {
+    // A run cut short never had its liveness phase.
+    let ended = !aborted;
+    for (msg, (index, time)) in accepted.iter().filter(|_| ended) {
         for queue in destinations.get(&msg.producer).into_iter().flatten() {
             if consumes.contains_key(&(queue.as_str(), *msg)) {
                 continue;
@@ -458,12 +651,10 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         let facts = Facts {
             params,
             destinations: &destinations,
-            send_counts: &send_counts,
             accepted: &accepted,
             consumes: &consumes,
-            closed_conns: &closed_conns,
-            connected_at: &connected_at,
-            last_start: broker_starts.last().copied().unwrap_or_default(),
+            timeline: &timeline,
+            starts: &starts,
         };
         for detail in facts.final_state_disagreements(queues) {
             report.violations.push(Violation {
@@ -474,12 +665,30 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             });
         }
     }
+    if let Some((index, nodes)) = replicas {
+        stats.replicas_checked = true;
+        for detail in divergences(nodes) {
+            report.violations.push(Violation {
+                rule: Rule::ReplicaConvergence,
+                index,
+                time: events[index].time,
+                detail,
+            });
+        }
+    }
     stats.messages_sent = send_counts.len() as u64;
     stats.messages_accepted = accepted.len() as u64;
     stats.messages_consumed = consumes.len() as u64;
     report.stats = stats;
     report.violations.sort_by_key(|v| v.index);
     let total = report.violations.len() as u64;
+    for violation in &report.violations {
+        *report
+            .stats
+            .violations_by_rule
+            .entry(violation.rule)
+            .or_default() += 1;
+    }
     // The first violations explain the failure; a runaway bug can produce
     // hundreds of thousands more.
     report.violations.truncate(VIOLATIONS_KEPT);
@@ -487,16 +696,56 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     report
 }
 
+/// Rule 6: how the nodes' replicas fail to converge, one line per group
+/// (or per node that did not answer).
+fn divergences(nodes: &[NodeReplicas]) -> Vec<String> {
+    let mut found = Vec::new();
+    // Per group, each node's (applied, digest).
+    let mut groups: BTreeMap<u32, Vec<(u64, u64, u32)>> = BTreeMap::new();
+    let reported = nodes.iter().filter(|node| node.groups.is_some()).count();
+    for node in nodes {
+        let Some(statuses) = &node.groups else {
+            found.push(format!("node{} did not report its replicas", node.node));
+            continue;
+        };
+        for status in statuses {
+            let of_group = groups.entry(status.group).or_default();
+            of_group.push((node.node, status.applied, status.digest));
+        }
+    }
+    for (group, replicas) in groups {
+        let list = |show: &dyn Fn(&(u64, u64, u32)) -> String| {
+            replicas.iter().map(show).collect::<Vec<_>>().join(", ")
+        };
+        if replicas.len() != reported {
+            found.push(format!(
+                "group {group}: only some nodes have it: {}",
+                list(&|(node, _, _)| format!("node{node}"))
+            ));
+        } else if replicas.iter().any(|r| r.1 != replicas[0].1) {
+            found.push(format!(
+                "group {group}: the nodes did not apply it to the same index in time: {}",
+                list(&|(node, applied, _)| format!("node{node} applied {applied}"))
+            ));
+        } else if replicas.iter().any(|r| r.2 != replicas[0].2) {
+            found.push(format!(
+                "group {group}: every node applied it to index {}, yet their states differ: {}",
+                replicas[0].1,
+                list(&|(node, _, digest)| format!("node{node} digest {digest:#010x}"))
+            ));
+        }
+    }
+    found
+}
+
 /// What rule 5 needs from the history.
 struct Facts<'a> {
     params: &'a WorkloadParams,
     destinations: &'a BTreeMap<u32, Vec<String>>,
-    send_counts: &'a BTreeMap<MsgId, u64>,
     accepted: &'a BTreeMap<MsgId, (usize, Duration)>,
     consumes: &'a BTreeMap<(&'a str, MsgId), Vec<(Duration, ConnId)>>,
-    closed_conns: &'a BTreeSet<ConnId>,
-    connected_at: &'a BTreeMap<ConnId, Duration>,
-    last_start: Duration,
+    timeline: &'a Timeline,
+    starts: &'a Starts,
 }
 
 impl Facts<'_> {
@@ -524,13 +773,28 @@ impl Facts<'_> {
         disagreements
     }
 
+    /// Whether the consume at `time` on `conn` surely reached the broker
+    /// and stuck: `conn` was opened since its broker's last start and
+    /// closed cleanly (and, in a cluster, its node was not cut off since).
+    fn surely_consumed(&self, time: Duration, conn: ConnId) -> bool {
+        let last_start = self.starts.last(self.timeline.node_of(conn));
+        time >= last_start
+            && self.timeline.closed_conns.contains(&conn)
+            && self
+                .timeline
+                .connected_at
+                .get(&conn)
+                .is_some_and(|opened| *opened >= last_start)
+            && !self.timeline.cut_off_between(conn, time, Duration::MAX)
+    }
+
     /// The depth `queue` must have at least (accepted messages never
     /// consumed from it) and may have at most (every send of a message not
     /// surely consumed from it since the broker's last start).
     fn depth_bounds(&self, queue: &str) -> (u64, u64) {
         let mut least = 0;
         let mut most = 0;
-        for (msg, sends) in self.send_counts {
+        for (msg, sends) in &self.timeline.send_counts {
             let goes_here = self
                 .destinations
                 .get(&msg.producer)
@@ -543,14 +807,8 @@ impl Facts<'_> {
                 least += 1;
             }
             let surely_consumed = consumes.is_some_and(|list| {
-                list.iter().any(|(time, conn)| {
-                    *time >= self.last_start
-                        && self.closed_conns.contains(conn)
-                        && self
-                            .connected_at
-                            .get(conn)
-                            .is_some_and(|opened| *opened >= self.last_start)
-                })
+                list.iter()
+                    .any(|(time, conn)| self.surely_consumed(*time, *conn))
             });
             if !surely_consumed {
                 most += sends;
@@ -617,6 +875,7 @@ mod tests {
             self.then(Op::Connected {
                 conn,
                 address: queue.to_owned(),
+                node: None,
             })
             .then(Op::Delivered {
                 conn,
@@ -655,7 +914,7 @@ mod tests {
     #[test]
     fn a_consumed_message_and_an_empty_broker_pass() {
         let mut script = Script::default();
-        script.then(Op::BrokerStart);
+        script.then(Op::BrokerStart { node: None });
         let msg = script.accepted(0);
         script
             .consumed(ClientId::Consumer(0), "q0", msg)
@@ -668,7 +927,7 @@ mod tests {
     #[test]
     fn a_broker_that_still_holds_a_consumed_message_fails_rule_5() {
         let mut script = Script::default();
-        script.then(Op::BrokerStart);
+        script.then(Op::BrokerStart { node: None });
         let msg = script.accepted(0);
         script
             .consumed(ClientId::Consumer(0), "q0", msg)
@@ -680,7 +939,9 @@ mod tests {
     #[test]
     fn a_missing_queue_fails_rule_5() {
         let mut script = Script::default();
-        script.then(Op::BrokerStart).broker_state(&[("q0", 0, 0)]);
+        script
+            .then(Op::BrokerStart { node: None })
+            .broker_state(&[("q0", 0, 0)]);
         let report = check(&script.0, &params(0));
         assert_eq!(rules(&report), [Rule::FinalState]);
         assert!(report.violations[0].detail.contains("no queue q1"));
@@ -689,7 +950,7 @@ mod tests {
     #[test]
     fn a_message_consumed_on_a_lost_connection_may_still_be_held() {
         let mut script = Script::default();
-        script.then(Op::BrokerStart);
+        script.then(Op::BrokerStart { node: None });
         let msg = script.accepted(0);
         let consumer = conn(ClientId::Consumer(0));
         script
@@ -719,7 +980,7 @@ mod tests {
     fn every_subscription_must_consume_every_topic_message() {
         let params = params(2);
         let mut script = Script::default();
-        script.then(Op::BrokerStart);
+        script.then(Op::BrokerStart { node: None });
         // Producer 1 is the topic producer.
         let msg = script.accepted(1);
         script.consumed(ClientId::Subscriber(0), &params.subscription(0), msg);
@@ -735,11 +996,154 @@ mod tests {
     #[test]
     fn a_delivery_from_a_queue_the_message_was_not_sent_to_is_a_phantom() {
         let mut script = Script::default();
-        script.then(Op::BrokerStart);
+        script.then(Op::BrokerStart { node: None });
         let msg = script.accepted(0);
         script.consumed(ClientId::Consumer(1), "q1", msg);
         let report = check(&script.0, &params(0));
         // Sent to q0, delivered from q1; and never consumed from q0.
         assert_eq!(rules(&report), [Rule::Lost, Rule::NeverSent]);
+    }
+
+    // ---- the cluster -------------------------------------------------------
+
+    fn replicas(node: u64, groups: &[(u32, u64, u32)]) -> NodeReplicas {
+        let groups = groups
+            .iter()
+            .map(|&(group, applied, digest)| sluice::node::ReplicaStatus {
+                group,
+                leader: Some(1),
+                applied,
+                digest,
+            })
+            .collect();
+        NodeReplicas {
+            node,
+            groups: Some(groups),
+        }
+    }
+
+    #[test]
+    fn replicas_must_apply_alike_and_agree() {
+        let agree = [
+            replicas(1, &[(1, 10, 0xaa), (2, 7, 0xbb)]),
+            replicas(2, &[(1, 10, 0xaa), (2, 7, 0xbb)]),
+        ];
+        assert!(divergences(&agree).is_empty());
+        let differ = [
+            replicas(1, &[(1, 10, 0xaa), (2, 7, 0xbb)]),
+            replicas(2, &[(1, 10, 0xab), (2, 7, 0xbb)]),
+        ];
+        let found = divergences(&differ);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("group 1:"), "{found:?}");
+        assert!(found[0].contains("node1 digest 0x000000aa"), "{found:?}");
+        assert!(found[0].contains("node2 digest 0x000000ab"), "{found:?}");
+        let behind = [
+            replicas(1, &[(1, 10, 0xaa)]),
+            replicas(2, &[(1, 9, 0xaa)]),
+            NodeReplicas {
+                node: 3,
+                groups: None,
+            },
+        ];
+        let found = divergences(&behind);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().any(|f| f.contains("node3 did not report")));
+        assert!(found.iter().any(|f| f.contains("node2 applied 9")));
+    }
+
+    #[test]
+    fn diverged_replicas_fail_rule_6() {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: Some(1) });
+        script.then(Op::Replicas {
+            nodes: vec![replicas(1, &[(1, 3, 1)]), replicas(2, &[(1, 3, 2)])],
+        });
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::ReplicaConvergence]);
+        assert!(report.stats.replicas_checked);
+    }
+
+    /// `client` on cluster node `node` receives `msg` from q0 with
+    /// `count`, then accepts it.
+    fn consumed_on(script: &mut Script, client: ClientId, node: u64, msg: MsgId, count: u32) {
+        let conn = conn(client);
+        script
+            .then(Op::Connected {
+                conn,
+                address: "q0".to_owned(),
+                node: Some(node),
+            })
+            .then(Op::Delivered {
+                conn,
+                queue: "q0".to_owned(),
+                msg,
+                delivery_count: count,
+                first_acquirer: false,
+            })
+            .then(Op::Settled {
+                conn,
+                queue: "q0".to_owned(),
+                msg,
+                outcome: Outcome::Accepted,
+            });
+    }
+
+    #[test]
+    fn a_stale_delivery_from_a_lagging_node_is_no_violation() {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: Some(1) });
+        let msg = script.accepted(0);
+        consumed_on(&mut script, ClientId::Consumer(0), 1, msg, 1);
+        // An earlier acquisition (count 0), handed over late.
+        consumed_on(&mut script, ClientId::Consumer(1), 2, msg, 0);
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        // The same count again is a redelivery of a consumed message.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: Some(1) });
+        let msg = script.accepted(0);
+        consumed_on(&mut script, ClientId::Consumer(0), 1, msg, 1);
+        consumed_on(&mut script, ClientId::Consumer(1), 2, msg, 1);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::ConsumedRedelivered]);
+    }
+
+    #[test]
+    fn a_consume_on_a_node_cut_off_from_the_others_is_not_firm() {
+        let cut = |what: &str| Op::Fault {
+            what: what.to_owned(),
+        };
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: Some(1) });
+        let msg = script.accepted(0);
+        script.then(cut("isolate node2 from node1,node3 for 1s"));
+        consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
+        script.then(cut("ended isolate node2 from node1,node3"));
+        consumed_on(&mut script, ClientId::Consumer(1), 1, msg, 1);
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        // Cut off node 3 instead: the consume on node 2 is firm.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: Some(1) });
+        let msg = script.accepted(0);
+        script.then(cut("isolate node3 from node1,node2 for 1s"));
+        consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
+        script.then(cut("ended isolate node3 from node1,node2"));
+        consumed_on(&mut script, ClientId::Consumer(1), 1, msg, 1);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::ConsumedRedelivered]);
+    }
+
+    #[test]
+    fn a_panic_fails_rule_7_and_skips_the_end_of_run_rules() {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: Some(1) });
+        script.accepted(0);
+        script.then(Op::Aborted {
+            why: "to_commit 9 is out of range".to_owned(),
+        });
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::NodePanicked]);
     }
 }

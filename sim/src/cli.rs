@@ -1,4 +1,4 @@
-//! The command line (clap): `run`, `explore`, `replay`.
+//! The command line (clap): `run`, `explore`, `replay`, `raft`.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -46,6 +46,9 @@ pub struct SimArgs {
     /// A planted bug to enable (needs the broker's planted-bugs feature).
     #[arg(long)]
     pub plant: Option<String>,
+    /// Broker nodes: 1 for the single-node world, 3 or 5 for a cluster.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
     /// Where failing seeds are written as replay files.
     #[arg(long, default_value = "replays")]
     pub replay_dir: PathBuf,
@@ -63,6 +66,7 @@ impl SimArgs {
             duration: self.duration,
             faults: self.faults,
             plant: self.plant.clone(),
+            nodes: self.nodes,
         }
     }
 }

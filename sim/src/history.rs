@@ -8,6 +8,20 @@
 use std::fmt;
 use std::time::Duration;
 
+use sluice::node::ReplicaStatus;
+
+/// A broker host: `None` for the single-node world's only broker, or a
+/// cluster node's id.
+pub type NodeId = Option<u64>;
+
+/// The host name of broker `node`: `broker`, or `node1`, `node2`, …
+pub fn broker_name(node: NodeId) -> String {
+    match node {
+        None => "broker".to_owned(),
+        Some(id) => format!("node{id}"),
+    }
+}
+
 /// A message's identity, carried in its body: who sent it and its number in
 /// that producer's stream. Resends carry the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,16 +100,21 @@ impl fmt::Display for ConnId {
 /// Something a client did or saw (or the broker host starting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// The broker host's software started (first start or restart).
-    BrokerStart,
+    /// A broker host's software started (first start or restart).
+    BrokerStart {
+        /// Which broker.
+        node: NodeId,
+    },
     /// The nemesis injected, ended or healed a fault (its trace line,
     /// without the `nemesis: ` prefix).
     Fault {
         /// What the nemesis did.
         what: String,
     },
-    /// The broker's server returned (e.g. after a failed fsync).
+    /// A broker's server returned (e.g. after a failed fsync).
     BrokerStopped {
+        /// Which broker.
+        node: NodeId,
         /// What `server::run` returned.
         result: String,
     },
@@ -105,6 +124,8 @@ pub enum Op {
         conn: ConnId,
         /// The address the link is attached to.
         address: String,
+        /// The broker it connected to.
+        node: NodeId,
     },
     /// A connection was lost or refused (not a close the client asked for).
     ConnectionLost {
@@ -162,6 +183,18 @@ pub enum Op {
         /// Every queue the broker has, in name order.
         queues: Vec<QueueState>,
     },
+    /// The simulation stopped early: a host panicked (an assertion of the
+    /// broker, or of a library it uses, failed).
+    Aborted {
+        /// The panic.
+        why: String,
+    },
+    /// Once every client has gone and the replicas had time to converge,
+    /// each cluster node's account of its replicated groups.
+    Replicas {
+        /// Every node, in id order.
+        nodes: Vec<NodeReplicas>,
+    },
     /// A consumer settled a received message (settle mode first: the
     /// broker sends no confirmation).
     Settled {
@@ -179,10 +212,21 @@ pub enum Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::BrokerStart => write!(f, "broker start"),
+            Op::BrokerStart { node } => write!(f, "{} start", broker_name(*node)),
             Op::Fault { what } => write!(f, "nemesis: {what}"),
-            Op::BrokerStopped { result } => write!(f, "broker stopped: {result}"),
-            Op::Connected { conn, address } => write!(f, "{conn} connected to {address}"),
+            Op::BrokerStopped { node, result } => {
+                write!(f, "{} stopped: {result}", broker_name(*node))
+            }
+            Op::Connected {
+                conn,
+                address,
+                node: None,
+            } => write!(f, "{conn} connected to {address}"),
+            Op::Connected {
+                conn,
+                address,
+                node: Some(id),
+            } => write!(f, "{conn} connected to {address} on node{id}"),
             Op::ConnectionLost { conn, why } => write!(f, "{conn} lost: {why}"),
             Op::Closed { conn } => write!(f, "{conn} closed"),
             Op::Relinked { conn } => write!(f, "{conn} relinked"),
@@ -214,7 +258,45 @@ impl fmt::Display for Op {
                 }
                 Ok(())
             }
+            Op::Aborted { why } => write!(f, "run aborted: {why}"),
+            Op::Replicas { nodes } => {
+                f.write_str("replicas:")?;
+                for node in nodes {
+                    write!(f, " [{node}]")?;
+                }
+                Ok(())
+            }
         }
+    }
+}
+
+/// One cluster node's replicated groups as it reported them at the end of
+/// a run; `None` if it did not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReplicas {
+    /// The node's id.
+    pub node: u64,
+    /// Its groups, in group order.
+    pub groups: Option<Vec<ReplicaStatus>>,
+}
+
+impl fmt::Display for NodeReplicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node{}:", self.node)?;
+        let Some(groups) = &self.groups else {
+            return f.write_str(" no answer");
+        };
+        for g in groups {
+            let leader = g
+                .leader
+                .map_or_else(|| "none".to_owned(), |id| format!("node{id}"));
+            write!(
+                f,
+                " group {} leader {leader} applied {} digest {:#010x};",
+                g.group, g.applied, g.digest
+            )?;
+        }
+        Ok(())
     }
 }
 

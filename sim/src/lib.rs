@@ -5,10 +5,12 @@
 pub mod at_rest;
 pub mod checker;
 pub mod cli;
+pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod raft;
 pub mod replay;
+pub mod slow_disk;
 pub mod trace;
 pub mod workload;
 pub mod world;
@@ -22,6 +24,9 @@ pub enum SimError {
     /// No profile has this name.
     #[error("unknown profile {0:?} (known: default, slow-net)")]
     UnknownProfile(String),
+    /// The world cannot have this many broker nodes.
+    #[error("--nodes {0}: a world has 1 node (a single broker) to 7 (a cluster)")]
+    BadNodes(u32),
     /// No fault kind has this name.
     #[error("unknown fault kind {0:?} (known: net, crash, disk)")]
     UnknownFault(String),

@@ -22,8 +22,10 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
-            // No wall-clock timestamps: two logs of one seed must be equal.
-            .without_time()
+            .with_ansi(std::io::stderr().is_terminal())
+            // Simulated time, not wall-clock time: two logs of one seed must
+            // be equal, and lines must line up with the trace.
+            .with_timer(SimTime)
             .init();
     }
     let result = match cli.command {
@@ -38,6 +40,19 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("sluice-sim: {error:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Log timestamps in simulated time (as the trace shows them), or `-`
+/// outside a simulation.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(elapsed) => write!(w, "[{:>10.3}ms]", elapsed.as_secs_f64() * 1e3),
+            None => write!(w, "-"),
         }
     }
 }

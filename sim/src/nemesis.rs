@@ -17,6 +17,15 @@
 //!   partition on one link);
 //! - at most one disk fault in flight.
 //!
+//! In a cluster ([`Nemesis::cluster`]) it also cuts nodes apart (isolates
+//! the leader of a group, or any node; bridges two sides through one node;
+//! cuts one direction between two nodes), at most one such cut at a time;
+//! restarts every node in turn (a rolling restart, a process fault); makes
+//! the leader's disk slow (a disk fault); aims crashes at leaders half of
+//! the time; and plays the supervisor that restarts a node that stopped on
+//! its own (a disk error), once no fault holds it down. A single-node world
+//! draws none of these, and its stream of draws is unchanged.
+//!
 //! [`Nemesis::heal`] undoes everything at once when the fault phase ends, so
 //! that the liveness phase starts from a whole cluster. `docs/simulation.md`
 //! ("Fault model") lists every fault, how it is injected, and what the
@@ -37,7 +46,14 @@ use sluice::io::TurmoilIo;
 use sluice::io::faulty::{Faults, FaultyIo};
 
 use crate::at_rest::AtRest;
+use crate::cluster::Replicas;
+use crate::history::broker_name;
+use crate::slow_disk::{SlowDisk, SlowDiskIo};
 use crate::trace::Trace;
+
+/// The I/O seam a broker host runs on: turmoil's, behind the nemesis's
+/// disk faults and its slow-disk switch.
+pub type BrokerIo = SlowDiskIo<FaultyIo<TurmoilIo>>;
 
 /// Mixed into the seed so that the nemesis's stream differs from the
 /// workload's, which is seeded with the bare seed.
@@ -51,6 +67,9 @@ const PROCESS_QUIET: Duration = Duration::from_secs(1);
 /// No fault starts before this: the broker gets to start and clients to
 /// connect once.
 const WARM_UP: Duration = Duration::from_millis(500);
+/// A cluster node that stopped on its own is restarted this long after the
+/// nemesis first sees it down (and no fault holds it down).
+const SUPERVISOR_DELAY: Duration = Duration::from_millis(200);
 
 /// Which kinds of fault the schedule may inject (`--faults net,crash,disk`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,6 +141,35 @@ enum Fault {
     /// `crash(host)`, and a bit of its log flipped while it is down (see
     /// [`AtRest`]); undone by `bounce(host)`.
     Corrupt { host: String },
+    /// Cluster: `host` cut off from every other node (`partition`); undone
+    /// by `repair`. Clients still reach it.
+    Isolate {
+        host: String,
+        others: Vec<String>,
+        /// The group it was found leading, if it was picked as a leader.
+        leader_of: Option<u32>,
+    },
+    /// Cluster: every node of `left` cut off from every node of `right`,
+    /// while `bridge` reaches both sides; undone by `repair`.
+    Bridge {
+        left: Vec<String>,
+        bridge: String,
+        right: Vec<String>,
+    },
+    /// Cluster: nothing from node `from` reaches node `to`
+    /// (`partition_oneway`); undone by `repair_oneway`.
+    NodeOneway { from: String, to: String },
+    /// Cluster: every node killed in turn (`bounce`, page cache kept), one
+    /// every `every`; the first at once, the others as the schedule comes
+    /// due.
+    RollingRestart { hosts: Vec<String>, every: Duration },
+    /// Cluster: the host's fsyncs take `extra` longer; undone by setting it
+    /// back to nothing.
+    SlowDisk {
+        host: String,
+        extra: Duration,
+        leader_of: Option<u32>,
+    },
 }
 
 impl Fault {
@@ -144,15 +192,68 @@ impl Fault {
                 | Fault::Crash { .. }
                 | Fault::PowerLoss { .. }
                 | Fault::Corrupt { .. }
+                | Fault::RollingRestart { .. }
         )
     }
 
     fn is_disk(&self) -> bool {
         matches!(
             self,
-            Fault::DiskFull { .. } | Fault::SyncError { .. } | Fault::Corrupt { .. }
+            Fault::DiskFull { .. }
+                | Fault::SyncError { .. }
+                | Fault::Corrupt { .. }
+                | Fault::SlowDisk { .. }
         )
     }
+
+    /// A cut between cluster nodes.
+    fn is_node_net(&self) -> bool {
+        matches!(
+            self,
+            Fault::Isolate { .. } | Fault::Bridge { .. } | Fault::NodeOneway { .. }
+        )
+    }
+
+    /// Whether the fault keeps `host` down or its disk failing, so that the
+    /// supervisor must leave it alone.
+    fn holds_down(&self, host: &str) -> bool {
+        match self {
+            Fault::Crash { host: h }
+            | Fault::Corrupt { host: h }
+            | Fault::DiskFull { host: h }
+            | Fault::SyncError { host: h } => h == host,
+            Fault::PowerLoss { hosts } => hosts.iter().any(|h| h == host),
+            _ => false,
+        }
+    }
+}
+
+/// With `leader_of`: ` (leader of group G)`.
+fn leader_note(leader_of: Option<u32>) -> String {
+    leader_of.map_or_else(String::new, |group| format!(" (leader of group {group})"))
+}
+
+/// The cluster nodes a cut between nodes (as the trace words it, with or
+/// without its `for …`) may leave out of reach of their groups' leaders:
+/// an isolated node; both sides of a bridge, but not the bridge; both ends
+/// of a one-way cut. The checker reads the trace with it, so that the
+/// wording lives here, next to [`Fault`]'s `Display`.
+pub fn nodes_cut_off(fault: &str) -> Vec<&str> {
+    let fault = fault.split(" for ").next().unwrap_or(fault);
+    if let Some(rest) = fault.strip_prefix("isolate ") {
+        return rest.split(' ').take(1).collect();
+    }
+    if let Some(rest) = fault.strip_prefix("bridge ") {
+        let sides: Vec<&str> = rest.split(" | ").collect();
+        if let [left, _bridge, right] = sides.as_slice() {
+            return left.split(',').chain(right.split(',')).collect();
+        }
+        return Vec::new();
+    }
+    if let Some(rest) = fault.strip_prefix("cut ") {
+        return rest.split(" -> ").collect();
+    }
+    Vec::new()
 }
 
 impl fmt::Display for Fault {
@@ -180,8 +281,47 @@ impl fmt::Display for Fault {
             Fault::DiskFull { host } => write!(f, "disk full {host}"),
             Fault::SyncError { host } => write!(f, "fsync EIO {host}"),
             Fault::Corrupt { host } => write!(f, "crash and corrupt at rest {host}"),
+            Fault::Isolate {
+                host,
+                others,
+                leader_of,
+            } => write!(
+                f,
+                "isolate {host} from {}{}",
+                others.join(","),
+                leader_note(*leader_of)
+            ),
+            Fault::Bridge {
+                left,
+                bridge,
+                right,
+            } => write!(
+                f,
+                "bridge {} | {bridge} | {}",
+                left.join(","),
+                right.join(",")
+            ),
+            Fault::NodeOneway { from, to } => write!(f, "cut {from} -> {to}"),
+            Fault::RollingRestart { hosts, every } => {
+                write!(f, "rolling restart {} every {every:?}", hosts.join(","))
+            }
+            Fault::SlowDisk {
+                host,
+                extra,
+                leader_of,
+            } => write!(
+                f,
+                "slow disk {host}{} fsync +{extra:?}",
+                leader_note(*leader_of)
+            ),
         }
     }
+}
+
+/// `hosts`, sorted.
+fn sorted(mut hosts: Vec<String>) -> Vec<String> {
+    hosts.sort();
+    hosts
 }
 
 /// The two host names of a link, in a fixed order.
@@ -211,6 +351,15 @@ pub struct Nemesis {
     disk_faults: Vec<(String, Arc<Faults>)>,
     /// Corruption at rest, shared with each broker's host factory, by host.
     at_rest: Vec<(String, Rc<AtRest>)>,
+    /// The slow-disk switch of each broker's [`Nemesis::broker_io`], by host.
+    slow_disks: Vec<(String, Arc<SlowDisk>)>,
+    /// In a cluster, the nodes' view of their groups' leaders; `None` on a
+    /// single node, which draws no cluster fault.
+    cluster: Option<Rc<Replicas>>,
+    /// A rolling restart's kills still to come, and when.
+    rolling: Vec<(Duration, String)>,
+    /// Cluster hosts the supervisor has seen stopped, and since when.
+    stopped_since: BTreeSet<(String, Duration)>,
     /// Faults in flight and when each ends.
     active: Vec<(Duration, Fault)>,
     /// When the next fault is drawn.
@@ -263,6 +412,10 @@ impl Nemesis {
             .iter()
             .map(|host| (host.clone(), Rc::default()))
             .collect();
+        let slow_disks = brokers
+            .iter()
+            .map(|host| (host.clone(), Arc::default()))
+            .collect();
         Self {
             rng,
             kinds,
@@ -273,6 +426,10 @@ impl Nemesis {
             base_max_latency: None,
             disk_faults,
             at_rest,
+            slow_disks,
+            cluster: None,
+            rolling: Vec::new(),
+            stopped_since: BTreeSet::new(),
             active: Vec::new(),
             next_at: WARM_UP,
             gap_max,
@@ -291,16 +448,36 @@ impl Nemesis {
         self
     }
 
+    /// Makes this the nemesis of a cluster whose nodes report their
+    /// groups to `replicas`: it then draws the cluster's faults too (see the
+    /// module documentation) and supervises the nodes.
+    #[must_use]
+    pub fn cluster(mut self, replicas: Rc<Replicas>) -> Self {
+        self.cluster = Some(replicas);
+        self
+    }
+
     /// The I/O seam a broker host should run on: turmoil's, behind the
     /// faults this nemesis switches (slow fsyncs always; disk-full windows
-    /// and fsync errors when disk faults are on). Call it inside the host
-    /// factory, so that every restart shares the same faults.
+    /// and fsync errors when disk faults are on; a slow disk in a cluster).
+    /// Call it inside the host factory, so that every restart shares the
+    /// same faults.
     ///
     /// # Panics
     ///
     /// If `host` is not one of the broker hosts given to [`Nemesis::new`].
-    pub fn broker_io(&self, host: &str) -> FaultyIo<TurmoilIo> {
-        FaultyIo::with_faults(TurmoilIo, Arc::clone(self.faults_of(host)))
+    pub fn broker_io(&self, host: &str) -> BrokerIo {
+        let faulty = FaultyIo::with_faults(TurmoilIo, Arc::clone(self.faults_of(host)));
+        SlowDiskIo::new(faulty, Arc::clone(self.slow_disk_of(host)))
+    }
+
+    /// The slow-disk switch of `host`'s [`Nemesis::broker_io`].
+    fn slow_disk_of(&self, host: &str) -> &Arc<SlowDisk> {
+        self.slow_disks
+            .iter()
+            .find(|(name, _)| name == host)
+            .map(|(_, slow)| slow)
+            .unwrap_or_else(|| panic!("{host} is not a broker host"))
     }
 
     /// The faults shared with `host`'s [`Nemesis::broker_io`].
@@ -343,7 +520,11 @@ impl Nemesis {
             );
         }
         self.end_due(sim, now, trace);
+        self.roll_on(sim, now, trace);
         self.restore_refused(sim, now, trace);
+        if self.cluster.is_some() {
+            self.supervise(sim, now, trace);
+        }
         if now < self.next_at || now >= self.fault_phase {
             return;
         }
@@ -375,7 +556,16 @@ impl Nemesis {
                 sim.repair(client.as_str(), broker.as_str());
             }
             self.faults_of(broker).clear();
+            self.slow_disk_of(broker).set(Duration::ZERO);
         }
+        if self.cluster.is_some() {
+            for (i, a) in self.brokers.iter().enumerate() {
+                for b in &self.brokers[i + 1..] {
+                    sim.repair(a.as_str(), b.as_str());
+                }
+            }
+        }
+        self.rolling.clear();
         self.next_at = Duration::MAX;
         trace.record(now, "nemesis: healed all");
     }
@@ -409,12 +599,15 @@ impl Nemesis {
         }
         match *kinds.choose(&mut self.rng)? {
             0 => self.draw_net(sim),
-            1 => self.draw_process(now),
-            _ => self.draw_disk(now),
+            1 => self.draw_process(sim, now),
+            _ => self.draw_disk(sim, now),
         }
     }
 
     fn draw_net(&mut self, sim: &mut turmoil::Sim<'_>) -> Option<(Fault, Duration)> {
+        if self.cluster.is_some() && self.rng.gen_bool(0.5) {
+            return self.draw_node_net(sim);
+        }
         let clients = self.clients(sim).to_vec();
         let client = clients.choose(&mut self.rng)?.clone();
         let broker = self.brokers.choose(&mut self.rng)?.clone();
@@ -464,30 +657,124 @@ impl Nemesis {
         Duration::from_millis(self.rng.gen_range(50..=2_000))
     }
 
-    fn draw_process(&mut self, now: Duration) -> Option<(Fault, Duration)> {
+    fn draw_process(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+    ) -> Option<(Fault, Duration)> {
         if !self.process_fault_allowed(now) {
             return None;
         }
         let down = self.draw_down_time();
-        let fault = match self.rng.gen_range(0..4) {
+        let kinds = if self.cluster.is_some() { 5 } else { 4 };
+        let fault = match self.rng.gen_range(0..kinds) {
             // A kill: the process restarts at once, the page cache survives.
             0 => {
-                let host = self.brokers.choose(&mut self.rng)?.clone();
+                let host = self.pick_target(sim)?.0;
                 return Some((Fault::Kill { host }, Duration::ZERO));
             }
             1 => Fault::PowerLoss {
                 hosts: self.brokers.clone(),
             },
+            4 => return Some(self.draw_rolling_restart()),
             _ => Fault::Crash {
-                host: self.brokers.choose(&mut self.rng)?.clone(),
+                host: self.pick_target(sim)?.0,
             },
         };
         Some((fault, down))
     }
 
-    fn draw_disk(&mut self, now: Duration) -> Option<(Fault, Duration)> {
+    /// A broker host to aim a fault at: in a cluster, half of the time the
+    /// leader of a group (with the group), if one is known and running;
+    /// otherwise any broker.
+    fn pick_target(&mut self, sim: &mut turmoil::Sim<'_>) -> Option<(String, Option<u32>)> {
+        if self.cluster.is_some()
+            && self.rng.gen_bool(0.5)
+            && let Some((host, group)) = self.pick_leader(sim)
+        {
+            return Some((host, Some(group)));
+        }
+        Some((self.brokers.choose(&mut self.rng)?.clone(), None))
+    }
+
+    /// The leader of a group drawn at random, as the nodes last reported
+    /// it, if it is running.
+    fn pick_leader(&mut self, sim: &mut turmoil::Sim<'_>) -> Option<(String, u32)> {
+        let replicas = self.cluster.as_ref()?;
+        let groups = replicas.groups();
+        let group = *groups.choose(&mut self.rng)?;
+        let host = broker_name(Some(replicas.leader_of(group)?));
+        let known = self.brokers.contains(&host);
+        (known && sim.is_host_running(host.as_str())).then_some((host, group))
+    }
+
+    /// Cluster: every node killed in turn, in an order drawn at random.
+    fn draw_rolling_restart(&mut self) -> (Fault, Duration) {
+        let mut hosts = self.brokers.clone();
+        hosts.shuffle(&mut self.rng);
+        let every = Duration::from_millis(self.rng.gen_range(300..=2_000));
+        // Over one `every` after the last kill.
+        let kills = u32::try_from(hosts.len()).unwrap_or(u32::MAX);
+        let lasts = every * kills;
+        (Fault::RollingRestart { hosts, every }, lasts)
+    }
+
+    /// Cluster: a cut between nodes, at most one at a time, for 0.2–4 s.
+    fn draw_node_net(&mut self, sim: &mut turmoil::Sim<'_>) -> Option<(Fault, Duration)> {
+        if self.active.iter().any(|(_, f)| f.is_node_net()) {
+            return None;
+        }
+        let lasts = Duration::from_millis(self.rng.gen_range(200..=4_000));
+        let mut nodes = self.brokers.clone();
+        nodes.shuffle(&mut self.rng);
+        let fault = match self.rng.gen_range(0..5) {
+            0 | 1 => {
+                let leader = if self.rng.gen_bool(0.5) {
+                    self.pick_leader(sim)
+                } else {
+                    None
+                };
+                let (host, leader_of) = match leader {
+                    Some((host, group)) => (host, Some(group)),
+                    None => (nodes[0].clone(), None),
+                };
+                let others = self.brokers.iter().filter(|h| **h != host).cloned();
+                let others = others.collect();
+                Fault::Isolate {
+                    host,
+                    others,
+                    leader_of,
+                }
+            }
+            2 | 3 => {
+                // The bridge is the first node; the others split in two
+                // halves, each side one at least.
+                let bridge = nodes.remove(0);
+                let right = nodes.split_off(nodes.len() / 2);
+                Fault::Bridge {
+                    left: sorted(nodes),
+                    bridge,
+                    right: sorted(right),
+                }
+            }
+            _ => Fault::NodeOneway {
+                from: nodes[0].clone(),
+                to: nodes[1].clone(),
+            },
+        };
+        Some((fault, lasts))
+    }
+
+    fn draw_disk(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+    ) -> Option<(Fault, Duration)> {
         if self.active.iter().any(|(_, f)| f.is_disk()) {
             return None;
+        }
+        if self.cluster.is_some() && self.rng.gen_bool(0.25) {
+            return self.draw_slow_disk(sim);
         }
         let host = self.brokers.choose(&mut self.rng)?.clone();
         let roll = self.rng.gen_range(0..10);
@@ -507,6 +794,23 @@ impl Nemesis {
             let lasts = Duration::from_millis(self.rng.gen_range(200..=1_000));
             Some((Fault::SyncError { host }, lasts))
         }
+    }
+
+    /// Cluster: a group's leader (or any node) gets a disk whose fsyncs
+    /// take 20–500 ms longer, for 0.5–3 s.
+    fn draw_slow_disk(&mut self, sim: &mut turmoil::Sim<'_>) -> Option<(Fault, Duration)> {
+        let (host, leader_of) = match self.pick_leader(sim) {
+            Some((host, group)) => (host, Some(group)),
+            None => (self.brokers.choose(&mut self.rng)?.clone(), None),
+        };
+        let extra = Duration::from_millis(self.rng.gen_range(20..=500));
+        let lasts = Duration::from_millis(self.rng.gen_range(500..=3_000));
+        let fault = Fault::SlowDisk {
+            host,
+            extra,
+            leader_of,
+        };
+        Some((fault, lasts))
     }
 
     /// The non-broker hosts, found once from turmoil's links, sorted.
@@ -586,6 +890,28 @@ impl Nemesis {
                 }
                 self.at_rest(host).arm(self.rng.r#gen());
             }
+            Fault::Isolate { host, others, .. } => {
+                for other in others {
+                    sim.partition(host.as_str(), other.as_str());
+                }
+            }
+            Fault::Bridge { left, right, .. } => {
+                for a in left {
+                    for b in right {
+                        sim.partition(a.as_str(), b.as_str());
+                    }
+                }
+            }
+            Fault::NodeOneway { from, to } => sim.partition_oneway(from.as_str(), to.as_str()),
+            Fault::RollingRestart { hosts, every } => {
+                let now = sim.elapsed();
+                let mut at = now;
+                for host in hosts {
+                    self.rolling.push((at, host.clone()));
+                    at += *every;
+                }
+            }
+            Fault::SlowDisk { host, extra, .. } => self.slow_disk_of(host).set(*extra),
         }
     }
 
@@ -620,6 +946,64 @@ impl Nemesis {
                 if !sim.is_host_running(host.as_str()) {
                     sim.bounce(host.as_str());
                 }
+            }
+            Fault::Isolate { host, others, .. } => {
+                for other in others {
+                    sim.repair(host.as_str(), other.as_str());
+                }
+            }
+            Fault::Bridge { left, right, .. } => {
+                for a in left {
+                    for b in right {
+                        sim.repair(a.as_str(), b.as_str());
+                    }
+                }
+            }
+            Fault::NodeOneway { from, to } => sim.repair_oneway(from.as_str(), to.as_str()),
+            // Over after its last kill (the schedule is empty by then).
+            Fault::RollingRestart { .. } => self.process_ended_at = Some(sim.elapsed()),
+            Fault::SlowDisk { host, .. } => self.slow_disk_of(host).set(Duration::ZERO),
+        }
+    }
+
+    /// Kills the next nodes of a rolling restart once they are due.
+    fn roll_on(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rolling)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.rolling = later;
+        for (_, host) in due {
+            sim.bounce(host.as_str());
+            trace.record(now, format!("nemesis: rolling restart: kill {host}"));
+        }
+    }
+
+    /// Cluster: restarts a node that stopped on its own (a failed write to
+    /// its log stops it), as a supervisor would, once no fault holds it down
+    /// and it has been down for [`SUPERVISOR_DELAY`].
+    fn supervise(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
+        for host in self.brokers.clone() {
+            let seen = self.stopped_since.iter().find(|(h, _)| *h == host).cloned();
+            if sim.is_host_running(host.as_str()) {
+                if let Some(seen) = seen {
+                    self.stopped_since.remove(&seen);
+                }
+                continue;
+            }
+            let held = self.active.iter().any(|(_, f)| f.holds_down(&host));
+            if held || self.at_rest(&host).awaits_restore() {
+                continue;
+            }
+            match seen {
+                None => {
+                    self.stopped_since.insert((host, now));
+                }
+                Some(seen) if now >= seen.1 + SUPERVISOR_DELAY => {
+                    self.stopped_since.remove(&seen);
+                    trace.record(now, format!("nemesis: supervisor restarts {host}"));
+                    sim.bounce(host.as_str());
+                }
+                Some(_) => {}
             }
         }
     }
@@ -704,6 +1088,165 @@ mod tests {
         crash: true,
         disk: true,
     };
+
+    const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+    /// Runs three idle cluster nodes (node 2 reported as every group's
+    /// leader) and two idle clients through a fault phase and a heal,
+    /// returning the trace and whether every node runs at the end.
+    fn run_cluster(seed: u64) -> (Vec<String>, bool) {
+        let replicas = Rc::new(Replicas::default());
+        let status = |group| sluice::node::ReplicaStatus {
+            group,
+            leader: Some(2),
+            applied: 0,
+            digest: 0,
+        };
+        replicas.update(2, vec![status(1), status(2), status(3)]);
+        let mut nemesis = Nemesis::new(seed, ALL, FAULT_PHASE, &NODES)
+            .base_latency(Duration::from_millis(50))
+            .cluster(replicas);
+        let mut builder = turmoil::Builder::new();
+        builder.rng_seed(seed).simulation_duration(FAULT_PHASE * 2);
+        nemesis.configure(&mut builder);
+        let mut sim = builder.build();
+        for node in NODES {
+            let io = nemesis.broker_io(node);
+            sim.host(node, move || {
+                let _io = io.clone();
+                std::future::pending::<turmoil::Result>()
+            });
+        }
+        for client in ["producer0", "consumer0"] {
+            sim.client(client, async {
+                tokio::time::sleep(FAULT_PHASE + Duration::from_secs(1)).await;
+                Ok(())
+            });
+        }
+        let mut trace = Trace::new();
+        let mut healed = false;
+        loop {
+            let now = sim.elapsed();
+            if now >= FAULT_PHASE && !healed {
+                nemesis.heal(&mut sim, &mut trace);
+                healed = true;
+            } else if !healed {
+                nemesis.before_step(&mut sim, now, &mut trace);
+            }
+            if sim.step().expect("idle hosts do not fail") {
+                break;
+            }
+        }
+        let running = NODES.iter().all(|node| sim.is_host_running(*node));
+        let events = trace.events().iter().map(ToString::to_string).collect();
+        (events, running)
+    }
+
+    /// The cluster-only kinds, as the trace words them.
+    const CLUSTER_KINDS: [&str; 6] = [
+        "isolate",
+        "bridge",
+        "cut",
+        "rolling restart",
+        "slow disk",
+        "supervisor restarts",
+    ];
+
+    #[test]
+    fn a_cluster_gets_every_cluster_fault_and_heals() {
+        // The supervisor only acts on nodes that stop on their own, which
+        // idle hosts never do.
+        let expected = CLUSTER_KINDS.len() - 1;
+        let mut seen = BTreeSet::new();
+        let mut leader_aimed = false;
+        for seed in 0..40 {
+            if seen.len() == expected && leader_aimed {
+                break;
+            }
+            let (events, running) = run_cluster(seed);
+            assert!(
+                running,
+                "seed {seed}: every node runs after heal: {events:#?}"
+            );
+            for event in &events {
+                for kind in CLUSTER_KINDS {
+                    if event.contains(&format!("nemesis: {kind} ")) {
+                        seen.insert(kind);
+                    }
+                }
+                leader_aimed |= event.contains("node2 (leader of group");
+            }
+        }
+        assert_eq!(seen.len(), expected, "kinds seen: {seen:?}");
+        assert!(leader_aimed, "no fault aimed at the reported leader");
+    }
+
+    #[test]
+    fn at_most_one_cut_between_nodes_at_a_time() {
+        for seed in 0..8 {
+            let (events, _) = run_cluster(seed);
+            let mut in_flight = 0;
+            for event in &events {
+                let Some((_, what)) = event.split_once("nemesis: ") else {
+                    continue;
+                };
+                let (ending, fault) = match what
+                    .strip_prefix("ended ")
+                    .or_else(|| what.strip_prefix("healed "))
+                {
+                    Some(fault) => (true, fault),
+                    None => (false, what),
+                };
+                if nodes_cut_off(fault).is_empty() {
+                    continue;
+                }
+                in_flight += if ending { -1 } else { 1 };
+                assert!((0..=1).contains(&in_flight), "seed {seed}: {events:#?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_node_gets_no_cluster_fault() {
+        for seed in 0..8 {
+            let (events, _, _) = run(seed, ALL);
+            for event in &events {
+                for kind in CLUSTER_KINDS {
+                    assert!(!event.contains(&format!("nemesis: {kind} ")), "{event}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_nodes_a_cut_leaves_out_of_reach() {
+        let names = |hosts: &[&str]| hosts.iter().map(|h| (*h).to_owned()).collect();
+        let isolate = Fault::Isolate {
+            host: "node2".to_owned(),
+            others: names(&["node1", "node3"]),
+            leader_of: Some(1),
+        };
+        assert_eq!(nodes_cut_off(&format!("{isolate} for 1s")), ["node2"]);
+        let bridge = Fault::Bridge {
+            left: names(&["node1", "node4"]),
+            bridge: "node2".to_owned(),
+            right: names(&["node3", "node5"]),
+        };
+        assert_eq!(
+            nodes_cut_off(&bridge.to_string()),
+            ["node1", "node4", "node3", "node5"]
+        );
+        let cut = Fault::NodeOneway {
+            from: "node3".to_owned(),
+            to: "node1".to_owned(),
+        };
+        assert_eq!(nodes_cut_off(&format!("{cut} for 2s")), ["node3", "node1"]);
+        let partition = Fault::Partition {
+            client: "consumer0".to_owned(),
+            broker: "node1".to_owned(),
+        };
+        assert!(nodes_cut_off(&partition.to_string()).is_empty());
+    }
 
     #[test]
     fn the_same_seed_injects_the_same_faults() {

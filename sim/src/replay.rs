@@ -49,6 +49,9 @@ pub struct ReplayFile {
     /// The planted bug, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plant: Option<String>,
+    /// Broker nodes (1, the single-node world, when absent).
+    #[serde(default = "one_node", skip_serializing_if = "is_one_node")]
+    pub nodes: u32,
     /// The commit the failure was found at.
     pub commit: String,
     /// The verdict the replay must reach now.
@@ -78,6 +81,7 @@ impl ReplayFile {
                 .collect(),
             duration_ms: u64::try_from(options.duration.as_millis()).unwrap_or(u64::MAX),
             plant: options.plant.clone(),
+            nodes: options.nodes,
             commit,
             expected,
             trace_hash: format_hash(report.trace.hash()),
@@ -97,13 +101,21 @@ impl ReplayFile {
             duration: Duration::from_millis(self.duration_ms),
             faults,
             plant: self.plant.clone(),
+            nodes: self.nodes,
         })
     }
 
-    /// A file name: what failed and the seed.
+    /// A file name: what failed, the cluster's size if any, and the seed.
     pub fn file_name(&self) -> String {
-        let what = self.plant.as_deref().unwrap_or("broker");
-        format!("{what}-{:#x}.toml", self.seed)
+        let what =
+            self.plant
+                .as_deref()
+                .unwrap_or(if self.nodes > 1 { "cluster" } else { "broker" });
+        if self.nodes > 1 {
+            format!("{what}-{}nodes-{:#x}.toml", self.nodes, self.seed)
+        } else {
+            format!("{what}-{:#x}.toml", self.seed)
+        }
     }
 
     /// Reads and parses `path`.
@@ -137,6 +149,15 @@ impl ReplayFile {
             })?;
         Ok(path)
     }
+}
+
+fn one_node() -> u32 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn is_one_node(nodes: &u32) -> bool {
+    *nodes == 1
 }
 
 /// How a hash is written in replay files.

@@ -20,12 +20,14 @@ use sluice::amqp::types::{
 };
 use sluice::client::{Client, ClientError};
 use sluice::io::{Io, TurmoilIo};
-use sluice::node::NodeHandle;
+use sluice::node::{NodeHandle, ReplicaStatus};
 
-use crate::history::{ClientId, ConnId, History, MsgId, Op, Outcome, QueueState};
+use crate::history::{
+    ClientId, ConnId, History, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState, broker_name,
+};
 
-/// The broker's host name and AMQP port.
-pub const BROKER_ADDR: &str = "broker:5672";
+/// The brokers' AMQP port.
+pub const AMQP_PORT: u16 = 5672;
 
 /// How long a client waits for a connect, begin or attach before giving up
 /// on the attempt: a partitioned broker answers nothing.
@@ -42,6 +44,10 @@ const EXIT_WAIT_MAX: Duration = Duration::from_millis(3_500);
 /// it notices a dropped connection within its idle timeout (2 s here), and a
 /// last settle may still wait for its fsync.
 const SETTLE_WAIT_MAX: Duration = Duration::from_secs(3);
+/// In a cluster, how long the inspector waits for every node to have applied
+/// every group as far as the others (restarted nodes replay their whole
+/// log, and a node that was cut off catches up).
+pub const CONVERGE_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Where the run is; the world sets it between steps, clients read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,23 +72,50 @@ pub struct Shared {
     /// all of them, so that every topic message has a definite set of
     /// subscriptions to reach.
     subscribed: RefCell<BTreeSet<u32>>,
-    /// The running broker's node, set each time it starts listening: the
-    /// inspector asks it for its queues at the end.
-    pub broker_node: RefCell<Option<NodeHandle>>,
+    /// The brokers clients connect to: the single node's, or every cluster
+    /// node.
+    pub brokers: Vec<NodeId>,
+    /// Each running broker's node, set each time it starts listening: the
+    /// inspector asks them for their queues and replicas at the end.
+    pub broker_nodes: RefCell<BTreeMap<NodeId, NodeHandle>>,
     /// How many producers, consumers and subscribers have exited.
     pub clients_exited: Cell<u32>,
 }
 
 impl Shared {
-    /// A fresh history, in the fault phase.
-    pub fn new() -> Rc<Self> {
+    /// A fresh history, in the fault phase, for clients of `brokers`.
+    ///
+    /// # Panics
+    ///
+    /// If `brokers` is empty.
+    pub fn new(brokers: Vec<NodeId>) -> Rc<Self> {
+        assert!(!brokers.is_empty(), "a world has a broker");
         Rc::new(Self {
             history: RefCell::new(History::default()),
             phase: Cell::new(Phase::Faults),
             subscribed: RefCell::default(),
-            broker_node: RefCell::default(),
+            brokers,
+            broker_nodes: RefCell::default(),
             clients_exited: Cell::new(0),
         })
+    }
+
+    /// The broker a client's next connection goes to: the only one, or a
+    /// cluster node drawn from the client's `rng` (a single node draws
+    /// nothing, so its clients' streams are as they always were).
+    fn pick_broker(&self, rng: &mut ChaCha8Rng) -> NodeId {
+        match self.brokers.as_slice() {
+            [only] => *only,
+            brokers => brokers[rng.gen_range(0..brokers.len())],
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.brokers.len() > 1
+    }
+
+    fn node_handle(&self, node: NodeId) -> Option<NodeHandle> {
+        self.broker_nodes.borrow().get(&node).cloned()
     }
 
     /// Records `op` at the current simulated time.
@@ -249,11 +282,12 @@ pub fn decode_message(message: Bytes) -> Option<(MsgId, Header)> {
     Some((id?, header))
 }
 
-/// Connects as container `container`.
-async fn connect(container: String) -> Result<Client<TurmoilIo>, ClientError> {
+/// Connects to broker `node` as container `container`.
+async fn connect(container: String, node: NodeId) -> Result<Client<TurmoilIo>, ClientError> {
     let mut config = ConnectionConfig::new(container);
     config.idle_timeout = Some(IDLE_TIMEOUT);
-    let attempt = Client::connect(TurmoilIo, BROKER_ADDR, config, ClientSasl::Anonymous);
+    let address = format!("{}:{AMQP_PORT}", broker_name(node));
+    let attempt = Client::connect(TurmoilIo, &address, config, ClientSasl::Anonymous);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Closed(None)),
@@ -269,12 +303,13 @@ async fn with_timeout<T>(
     }
 }
 
-/// Connects and attaches a sending link to `queue`.
+/// Connects to `node` and attaches a sending link to `queue`.
 async fn open_sender(
     conn: ConnId,
+    node: NodeId,
     queue: &str,
 ) -> Result<(Client<TurmoilIo>, LinkId), ClientError> {
-    let mut client = connect(conn.to_string()).await?;
+    let mut client = connect(conn.to_string(), node).await?;
     let session = with_timeout(client.begin()).await?;
     let link = with_timeout(client.attach_sender(session, "producer", Some(queue))).await?;
     Ok((client, link))
@@ -322,14 +357,16 @@ impl ReadFrom {
     }
 }
 
-/// Connects and attaches a receiving link as `from` says, with `credit`.
+/// Connects to `node` and attaches a receiving link as `from` says, with
+/// `credit`.
 async fn open_receiver(
     conn: ConnId,
+    node: NodeId,
     from: &ReadFrom,
     credit: u32,
 ) -> Result<(Client<TurmoilIo>, SessionId, LinkId), ClientError> {
     let container = from.container.clone().unwrap_or_else(|| conn.to_string());
-    let mut client = connect(container).await?;
+    let mut client = connect(container, node).await?;
     let session = with_timeout(client.begin()).await?;
     let link = attach_receiver(&mut client, session, from, credit).await?;
     Ok((client, session, link))
@@ -365,6 +402,11 @@ async fn relink(
 /// for the checker, which compares it with what the history says the
 /// broker must and may still hold. It waits (boundedly) for the broker to
 /// return every delivery of the closed connections first.
+///
+/// In a cluster it asks the first node. Once that node has let go of every
+/// delivery, it waits (boundedly) for every node to have applied every
+/// group as far as the others, records each node's replicas for the
+/// convergence rule, and reads the first node's queues again.
 pub async fn inspector(clients: u32, shared: Rc<Shared>) -> turmoil::Result {
     while shared.phase() != Phase::Finished {
         tokio::time::sleep(PHASE_POLL).await;
@@ -373,33 +415,105 @@ pub async fn inspector(clients: u32, shared: Rc<Shared>) -> turmoil::Result {
     while shared.clients_exited.get() < clients && TurmoilIo.now() < exit_deadline {
         tokio::time::sleep(PHASE_POLL).await;
     }
+    let first = shared.brokers[0];
+    let Some(mut queues) = settled_queues(&shared, first).await else {
+        // The broker is down: it has nothing to account for now.
+        return Ok(());
+    };
+    if shared.is_cluster() {
+        let nodes = converged_replicas(&shared).await;
+        shared.record(Op::Replicas { nodes });
+        if let Some(now_converged) = queue_states(&shared, first).await {
+            queues = now_converged;
+        }
+    }
+    shared.record(Op::BrokerState { queues });
+    Ok(())
+}
+
+/// The queues of broker `node` once nothing is unsettled and no consumer
+/// is left (or [`SETTLE_WAIT_MAX`] has passed); `None` if it is down (a
+/// cluster node is asked again until then: it may be restarting).
+async fn settled_queues(shared: &Shared, node: NodeId) -> Option<Vec<QueueState>> {
     let settle_deadline = TurmoilIo.now() + SETTLE_WAIT_MAX;
     loop {
-        let node = shared.broker_node.borrow().clone();
-        let Some(node) = node else {
-            return Ok(());
-        };
-        let asked = tokio::time::timeout(HANDSHAKE_TIMEOUT, node.queue_info()).await;
-        let Ok(Ok(info)) = asked else {
-            // The broker is down: it has nothing to account for now.
-            return Ok(());
-        };
-        let queues: Vec<QueueState> = info
-            .into_iter()
-            .map(|(name, info)| QueueState {
-                name,
-                depth: info.depth,
-                unsettled: info.unsettled,
-                consumers: info.consumers,
-            })
-            .collect();
-        let settled = queues.iter().all(|q| q.unsettled == 0 && q.consumers == 0);
-        if settled || TurmoilIo.now() >= settle_deadline {
-            shared.record(Op::BrokerState { queues });
-            return Ok(());
+        let queues = queue_states(shared, node).await;
+        let past = TurmoilIo.now() >= settle_deadline;
+        match queues {
+            Some(queues) => {
+                let settled = queues.iter().all(|q| q.unsettled == 0 && q.consumers == 0);
+                if settled || past {
+                    return Some(queues);
+                }
+            }
+            None if past || !shared.is_cluster() => return None,
+            None => {}
         }
         tokio::time::sleep(PHASE_POLL).await;
     }
+}
+
+/// Broker `node`'s queues, if it answers.
+async fn queue_states(shared: &Shared, node: NodeId) -> Option<Vec<QueueState>> {
+    let handle = shared.node_handle(node)?;
+    let asked = tokio::time::timeout(HANDSHAKE_TIMEOUT, handle.queue_info()).await;
+    let Ok(Ok(info)) = asked else {
+        return None;
+    };
+    let queues = info
+        .into_iter()
+        .map(|(name, info)| QueueState {
+            name,
+            depth: info.depth,
+            unsettled: info.unsettled,
+            consumers: info.consumers,
+        })
+        .collect();
+    Some(queues)
+}
+
+/// Broker `node`'s replicated groups, if it answers.
+async fn replica_statuses(shared: &Shared, node: NodeId) -> Option<Vec<ReplicaStatus>> {
+    let handle = shared.node_handle(node)?;
+    let asked = tokio::time::timeout(HANDSHAKE_TIMEOUT, handle.replica_status()).await;
+    asked.ok()?.ok()
+}
+
+/// Every cluster node's replicas once every node has applied each group
+/// as far as the others (or [`CONVERGE_WAIT_MAX`] has passed).
+async fn converged_replicas(shared: &Shared) -> Vec<NodeReplicas> {
+    let deadline = TurmoilIo.now() + CONVERGE_WAIT_MAX;
+    loop {
+        let mut nodes = Vec::new();
+        for &node in &shared.brokers {
+            let groups = replica_statuses(shared, node).await;
+            let id = node.unwrap_or_default();
+            nodes.push(NodeReplicas { node: id, groups });
+        }
+        if applied_alike(&nodes) || TurmoilIo.now() >= deadline {
+            return nodes;
+        }
+        tokio::time::sleep(PHASE_POLL).await;
+    }
+}
+
+/// Whether every node answered, with the same groups, each applied to the
+/// same index on every node.
+fn applied_alike(nodes: &[NodeReplicas]) -> bool {
+    let applied = |node: &NodeReplicas| {
+        node.groups.as_ref().map(|groups| {
+            groups
+                .iter()
+                .map(|g| (g.group, g.applied))
+                .collect::<Vec<_>>()
+        })
+    };
+    let Some(first) = nodes.first().and_then(applied) else {
+        return false;
+    };
+    nodes
+        .iter()
+        .all(|node| applied(node).as_ref() == Some(&first))
 }
 
 /// Closes the connection, and records whether the broker answered: a
@@ -471,7 +585,8 @@ pub async fn producer(
             client: me,
             n: conn_n,
         };
-        let (mut client, link) = match open_sender(conn, &queue).await {
+        let node = shared.pick_broker(&mut rng);
+        let (mut client, link) = match open_sender(conn, node, &queue).await {
             Ok(opened) => opened,
             Err(error) => {
                 shared.record(Op::ConnectionLost {
@@ -485,6 +600,7 @@ pub async fn producer(
         shared.record(Op::Connected {
             conn,
             address: queue.clone(),
+            node,
         });
         // Everything unconfirmed goes again on the new connection, oldest
         // first.
@@ -623,7 +739,8 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
             n: conn_n,
         };
         let credit = rng.gen_range(1..=credit_max);
-        let (mut client, session, mut link) = match open_receiver(conn, &from, credit).await {
+        let node = shared.pick_broker(&mut rng);
+        let (mut client, session, mut link) = match open_receiver(conn, node, &from, credit).await {
             Ok(opened) => opened,
             Err(error) => {
                 shared.record(Op::ConnectionLost {
@@ -640,6 +757,7 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
         shared.record(Op::Connected {
             conn,
             address: queue.clone(),
+            node,
         });
         // Deliveries left unsettled on purpose: released when the
         // connection ends, or accepted in the drain phase.

@@ -1,5 +1,6 @@
-//! A world from a seed: the turmoil simulation, the broker host, the
-//! workload's clients, and the phases of a run.
+//! A world from a seed: the turmoil simulation, the broker hosts (one
+//! broker, or the nodes of a cluster), the workload's clients, and the
+//! phases of a run.
 //!
 //! A run is a pure function of its [`RunOptions`] and the code: turmoil's
 //! RNG, the workload's RNGs and the broker's own RNG all derive from the
@@ -14,20 +15,22 @@ use std::time::{Duration, UNIX_EPOCH};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sluice::config::Config;
-use sluice::io::TurmoilIo;
-use sluice::io::faulty::FaultyIo;
-use sluice::server::{self, shutdown_channel};
+use sluice::node::NodeHandle;
+use sluice::server::{self, Listening, shutdown_channel};
+use tokio::sync::oneshot;
 
 use crate::SimError;
 use crate::at_rest::AtRest;
 use crate::checker::{self, CheckReport};
-use crate::history::{ClientId, History, MsgId, Op, Outcome};
-use crate::nemesis::{FaultKinds, Nemesis};
+use crate::cluster::{self, Replicas};
+use crate::history::{ClientId, History, MsgId, NodeId, Op, Outcome, broker_name};
+use crate::nemesis::{BrokerIo, FaultKinds, Nemesis};
 use crate::trace::Trace;
-use crate::workload::{self, Phase, Shared, WorkloadParams};
+use crate::workload::{self, CONVERGE_WAIT_MAX, Phase, Shared, WorkloadParams};
 
-/// The broker host's name.
-pub const BROKER: &str = "broker";
+/// How often a cluster node reports its groups' leaders to the nemesis, in
+/// the fault phase.
+const REPLICA_POLL: Duration = Duration::from_millis(250);
 /// The simulated wall clock at the start: 2024-01-01T00:00:00Z, the same
 /// epoch `TurmoilIo` reports, so that timestamps replay.
 const EPOCH_UNIX_S: u64 = 1_704_067_200;
@@ -177,10 +180,13 @@ pub struct RunOptions {
     pub faults: Faults,
     /// The planted bug to enable, if any.
     pub plant: Option<String>,
+    /// Broker nodes: 1 for the single-node world, more for a cluster.
+    pub nodes: u32,
 }
 
 impl RunOptions {
-    /// The default options for `seed`: default profile, 10 s, all faults.
+    /// The default options for `seed`: default profile, 10 s, all faults,
+    /// one node.
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
@@ -188,7 +194,13 @@ impl RunOptions {
             duration: Duration::from_secs(10),
             faults: Faults::ALL,
             plant: None,
+            nodes: 1,
         }
+    }
+
+    /// Whether this is a cluster world.
+    pub fn is_cluster(&self) -> bool {
+        self.nodes > 1
     }
 
     /// The command line that runs these options again.
@@ -202,6 +214,9 @@ impl RunOptions {
         );
         if let Some(plant) = &self.plant {
             command.push_str(&format!(" --plant {plant}"));
+        }
+        if self.nodes != 1 {
+            command.push_str(&format!(" --nodes {}", self.nodes));
         }
         command
     }
@@ -235,9 +250,10 @@ impl RunReport {
     pub fn failure(&self) -> Option<String> {
         let first = self.check.violations.first()?;
         Some(format!(
-            "seed {:#x} FAILED ({} violation(s)); first: {first}\n  replay: {}",
+            "seed {:#x} FAILED ({} violation(s){}); first: {first}\n  replay: {}",
             self.options.seed,
             self.check.stats.violations_total,
+            self.check.rules_broken(),
             self.options.command()
         ))
     }
@@ -263,14 +279,17 @@ fn apply_plant(_config: &mut Config, plant: Option<&str>) -> Result<(), SimError
     }
 }
 
-/// The broker's configuration for a run.
-fn broker_config(options: &RunOptions) -> Result<Config, SimError> {
+/// The configuration of broker `node` for a run.
+fn broker_config(options: &RunOptions, node: NodeId) -> Result<Config, SimError> {
     let mut config = Config {
-        listen: (Ipv4Addr::UNSPECIFIED, 5672).into(),
+        listen: (Ipv4Addr::UNSPECIFIED, workload::AMQP_PORT).into(),
         data_dir: "/data".into(),
         seed: options.seed,
         ..Config::default()
     };
+    if let Some(id) = node {
+        config.cluster = cluster::cluster_config(id, options.nodes);
+    }
     // Small, so that snapshots (and their recovery path) happen in every run.
     config.storage.snapshot_every_records = 200;
     // Unlimited: the workload releases and modifies messages at random, and
@@ -284,47 +303,104 @@ fn broker_config(options: &RunOptions) -> Result<Config, SimError> {
     Ok(config)
 }
 
-/// The broker host, one incarnation: flips or restores a bit of its log if
-/// the nemesis asked, runs the production server, and records its start,
-/// its node handle (for the inspector) and how it stopped.
-async fn broker(
+/// What every incarnation of one broker host shares.
+struct BrokerHost {
+    node: NodeId,
     config: Config,
-    io: FaultyIo<TurmoilIo>,
+    io: BrokerIo,
     at_rest: Rc<AtRest>,
     shared: Rc<Shared>,
-) -> turmoil::Result {
+    /// In a cluster, where the node reports its groups for the nemesis.
+    replicas: Option<Rc<Replicas>>,
+}
+
+/// The broker host, one incarnation: flips or restores a bit of its log if
+/// the nemesis asked, runs the production server, and records its start,
+/// its node handle (for the inspector) and how it stopped. A cluster node
+/// also reports its groups' leaders to the nemesis while it serves.
+async fn broker(host: Rc<BrokerHost>) -> turmoil::Result {
+    let (shared, at_rest, node) = (&host.shared, &host.at_rest, host.node);
     match at_rest.before_start().await {
         Ok(Some(what)) => shared.record(Op::Fault { what }),
         Ok(None) => {}
         Err(error) => return Err(format!("corrupting the log at rest: {error}").into()),
     }
-    shared.record(Op::BrokerStart);
+    shared.record(Op::BrokerStart { node });
     // Kept alive for the host's life: shutdown only by crash.
     let (_never_triggered, shutdown) = shutdown_channel();
     // `ready` must be `Send`; the history is not: a channel carries the
     // news across.
-    let (ready, listening) = tokio::sync::oneshot::channel();
-    let serve = server::run(config, io, shutdown, move |listening| {
-        let _ = ready.send(listening.node);
+    let (ready, listening) = oneshot::channel();
+    let serve = server::run(host.config.clone(), host.io.clone(), shutdown, move |l| {
+        let _ = ready.send(l);
     });
-    let announce = async {
-        let Ok(node) = listening.await else {
-            return;
-        };
-        *shared.broker_node.borrow_mut() = Some(node);
-        if let Some(what) = at_rest.on_ready() {
-            shared.record(Op::Fault { what });
+    let result = match (&host.replicas, node) {
+        (Some(replicas), Some(id)) => {
+            replicas.forget(id);
+            let report = report_replicas(listening, &host, replicas, id);
+            tokio::pin!(serve);
+            tokio::select! {
+                biased;
+                result = &mut serve => result,
+                // Never: it reports for as long as the node serves.
+                () = report => serve.await,
+            }
+        }
+        _ => {
+            let announce = async {
+                announce(listening, &host).await;
+            };
+            let (result, ()) = tokio::join!(serve, announce);
+            result
         }
     };
-    let (result, ()) = tokio::join!(serve, announce);
     at_rest.on_stop(&result);
     // A broker that stops (a failed fsync under disk faults) is recorded,
     // not a simulation error: staying down until healed is allowed; losing
     // what it accepted is not.
     shared.record(Op::BrokerStopped {
+        node,
         result: format!("{result:?}"),
     });
     Ok(())
+}
+
+/// Once the broker listens: hands its node to the inspector, and reports
+/// a flip at rest it started on. `None` if it never listened.
+async fn announce(
+    listening: oneshot::Receiver<Listening>,
+    host: &BrokerHost,
+) -> Option<NodeHandle> {
+    let node = listening.await.ok()?.node;
+    let handles = &host.shared.broker_nodes;
+    handles.borrow_mut().insert(host.node, node.clone());
+    if let Some(what) = host.at_rest.on_ready() {
+        host.shared.record(Op::Fault { what });
+    }
+    Some(node)
+}
+
+/// A cluster node's side line: announces it, then, in the fault phase,
+/// reports its groups (leaders) to the nemesis every [`REPLICA_POLL`].
+/// Never returns.
+async fn report_replicas(
+    listening: oneshot::Receiver<Listening>,
+    host: &BrokerHost,
+    replicas: &Replicas,
+    id: u64,
+) {
+    let Some(node) = announce(listening, host).await else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(REPLICA_POLL).await;
+        if host.shared.phase.get() != Phase::Faults {
+            continue;
+        }
+        if let Ok(statuses) = node.replica_status().await {
+            replicas.update(id, statuses);
+        }
+    }
 }
 
 /// The workload's clients, each counted in `clients_exited` when it ends,
@@ -360,6 +436,44 @@ fn spawn_clients(
     sim.client(INSPECTOR, workload::inspector(clients, Rc::clone(shared)));
 }
 
+/// Adds every broker host to `sim`, each on the nemesis's I/O seam.
+fn add_brokers(
+    sim: &mut turmoil::Sim<'_>,
+    options: &RunOptions,
+    nemesis: &Nemesis,
+    shared: &Rc<Shared>,
+    replicas: Option<&Rc<Replicas>>,
+) -> Result<(), SimError> {
+    for &node in &shared.brokers {
+        let name = broker_name(node);
+        let host = Rc::new(BrokerHost {
+            node,
+            config: broker_config(options, node)?,
+            // Every restart shares the same disk faults.
+            io: nemesis.broker_io(&name),
+            at_rest: nemesis.at_rest(&name),
+            shared: Rc::clone(shared),
+            replicas: replicas.cloned(),
+        });
+        sim.host(name, move || broker(Rc::clone(&host)));
+    }
+    Ok(())
+}
+
+/// A running world: the simulation, the nemesis, what the clients share,
+/// and the trace.
+struct World {
+    sim: turmoil::Sim<'static>,
+    nemesis: Nemesis,
+    shared: Rc<Shared>,
+    trace: Trace,
+    drain: DrainTracker,
+    hosts: Vec<String>,
+    /// After the liveness phase, how long clients get to close and the
+    /// inspector to report.
+    wind_down: Duration,
+}
+
 /// Runs one simulation and checks its history.
 ///
 /// # Errors
@@ -368,96 +482,155 @@ fn spawn_clients(
 /// simulation (a client panicked or returned an error).
 pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
     let profile = Profile::named(&options.profile)?;
-    let config = broker_config(options)?;
+    if !(1..=cluster::NODES_MAX).contains(&options.nodes) {
+        return Err(SimError::BadNodes(options.nodes));
+    }
+    watch_panics();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let params = WorkloadParams::draw(&mut rng);
-    let nemesis_hosts = [BROKER];
-    let mut nemesis = Nemesis::new(
-        options.seed,
-        options.faults.kinds(),
-        options.duration,
-        &nemesis_hosts,
-    )
-    .base_latency(profile.max_latency);
-    // The broker's disk goes through the nemesis's fault switches; every
-    // restart gets a clone sharing the same switches.
-    let broker_io = nemesis.broker_io(BROKER);
-    let at_rest = nemesis.at_rest(BROKER);
+    let mut world = World::new(options, &profile, &params)?;
+    world.run(options, &profile)?;
+    Ok(world.finish(options, params))
+}
 
-    let mut builder = turmoil::Builder::new();
-    builder
-        .rng_seed(options.seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S))
-        .tick_duration(profile.tick)
-        .min_message_latency(profile.min_latency)
-        .max_message_latency(profile.max_latency)
-        .simulation_duration(options.duration + profile.liveness_max + WIND_DOWN * 2);
-    nemesis.configure(&mut builder);
-    let mut sim = builder.build();
-
-    let shared = Shared::new();
-    let broker_shared = Rc::clone(&shared);
-    sim.host(BROKER, move || {
-        broker(
-            config.clone(),
-            broker_io.clone(),
-            Rc::clone(&at_rest),
-            Rc::clone(&broker_shared),
+impl World {
+    fn new(
+        options: &RunOptions,
+        profile: &Profile,
+        params: &WorkloadParams,
+    ) -> Result<Self, SimError> {
+        let shared = Shared::new(cluster::broker_nodes(options.nodes));
+        let hosts: Vec<String> = shared.brokers.iter().map(|&n| broker_name(n)).collect();
+        let host_names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let mut nemesis = Nemesis::new(
+            options.seed,
+            options.faults.kinds(),
+            options.duration,
+            &host_names,
         )
-    });
-    spawn_clients(&mut sim, options.seed, &params, &shared);
+        .base_latency(profile.max_latency);
+        let replicas = options.is_cluster().then(Rc::<Replicas>::default);
+        if let Some(replicas) = &replicas {
+            nemesis = nemesis.cluster(Rc::clone(replicas));
+        }
+        let wind_down = if options.is_cluster() {
+            WIND_DOWN + CONVERGE_WAIT_MAX
+        } else {
+            WIND_DOWN
+        };
 
-    let mut trace = Trace::new();
-    trace.record(Duration::ZERO, format!("options {options:?}"));
-    trace.record(Duration::ZERO, format!("workload {params:?}"));
-    let mut drain = DrainTracker::new(params.clone());
-    let liveness_end = options.duration + profile.liveness_max;
-    let mut finished_at = None;
-    loop {
-        let now = sim.elapsed();
-        let nemesis_from = trace.events().len();
-        match shared.phase.get() {
-            Phase::Faults if now >= options.duration => {
-                nemesis.heal(&mut sim, &mut trace);
-                // Heal may leave the broker down; the liveness phase needs it.
-                if !sim.is_host_running(BROKER) {
-                    sim.bounce(BROKER);
+        let mut builder = turmoil::Builder::new();
+        builder
+            .rng_seed(options.seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S))
+            .tick_duration(profile.tick)
+            .min_message_latency(profile.min_latency)
+            .max_message_latency(profile.max_latency)
+            .simulation_duration(options.duration + profile.liveness_max + wind_down * 2);
+        nemesis.configure(&mut builder);
+        let mut sim = builder.build();
+        add_brokers(&mut sim, options, &nemesis, &shared, replicas.as_ref())?;
+        spawn_clients(&mut sim, options.seed, params, &shared);
+
+        let mut trace = Trace::new();
+        trace.record(Duration::ZERO, format!("options {options:?}"));
+        trace.record(Duration::ZERO, format!("workload {params:?}"));
+        Ok(Self {
+            sim,
+            nemesis,
+            shared,
+            trace,
+            drain: DrainTracker::new(params.clone()),
+            hosts,
+            wind_down,
+        })
+    }
+
+    /// Whether a broker host is down.
+    fn any_broker_down(&mut self) -> bool {
+        let sim = &mut self.sim;
+        self.hosts
+            .iter()
+            .any(|host| !sim.is_host_running(host.as_str()))
+    }
+
+    /// Restarts every broker host that is down, noting each as `why`.
+    fn restart_down_brokers(&mut self, why: Option<&str>) {
+        let now = self.sim.elapsed();
+        for host in &self.hosts {
+            if !self.sim.is_host_running(host.as_str()) {
+                if let Some(why) = why {
+                    self.trace.record(now, format!("{why} {host}"));
                 }
-                shared.phase.set(Phase::Drain);
-                trace.record(now, "phase: liveness");
+                self.sim.bounce(host.as_str());
             }
-            Phase::Faults => nemesis.before_step(&mut sim, now, &mut trace),
-            Phase::Drain
-                if (now >= options.duration + DRAIN_MIN && drain.done(now))
-                    || now >= liveness_end =>
-            {
-                shared.phase.set(Phase::Finished);
+        }
+    }
+
+    /// The phases: faults, liveness, wind-down, a step at a time.
+    fn run(&mut self, options: &RunOptions, profile: &Profile) -> Result<(), SimError> {
+        let liveness_end = options.duration + profile.liveness_max;
+        let mut finished_at = None;
+        loop {
+            let now = self.sim.elapsed();
+            let nemesis_from = self.trace.events().len();
+            match self.shared.phase.get() {
+                Phase::Faults if now >= options.duration => {
+                    self.nemesis.heal(&mut self.sim, &mut self.trace);
+                    // Heal may leave a broker down; the liveness phase needs
+                    // them all.
+                    self.restart_down_brokers(None);
+                    self.shared.phase.set(Phase::Drain);
+                    self.trace.record(now, "phase: liveness");
+                }
+                Phase::Faults => self
+                    .nemesis
+                    .before_step(&mut self.sim, now, &mut self.trace),
+                Phase::Drain
+                    if (now >= options.duration + DRAIN_MIN && self.drain.done(now))
+                        || now >= liveness_end =>
+                {
+                    self.shared.phase.set(Phase::Finished);
+                    finished_at = Some(now);
+                    self.trace.record(now, "phase: finished");
+                }
+                // A broker that stopped on its own in the liveness phase (a
+                // failed fsync it saw late) is restarted, as a supervisor
+                // would: stopping was right, staying down would only hide
+                // what the checker must see after recovery.
+                Phase::Drain if self.any_broker_down() => {
+                    self.restart_down_brokers(Some("supervisor: restart"));
+                }
+                Phase::Drain | Phase::Finished => {}
+            }
+            if self.shared.phase.get() != Phase::Finished && self.drain.runaway() {
+                // A broker redelivering without end (double-deliver) would
+                // otherwise fill memory until the liveness bound; the
+                // history already shows the violation.
+                self.shared.phase.set(Phase::Finished);
                 finished_at = Some(now);
-                trace.record(now, "phase: finished");
+                self.trace.record(now, "phase: finished (delivery storm)");
             }
-            // A broker that stopped on its own in the liveness phase (a
-            // failed fsync it saw late) is restarted, as a supervisor would:
-            // stopping was right, staying down would only hide what the
-            // checker must see after recovery.
-            Phase::Drain if !sim.is_host_running(BROKER) => {
-                trace.record(now, "supervisor: restart broker");
-                sim.bounce(BROKER);
+            self.copy_faults_to_history(nemesis_from);
+            let all_clients_done = self.step(options.seed)?;
+            if all_clients_done {
+                return Ok(());
             }
-            Phase::Drain | Phase::Finished => {}
+            if finished_at.is_some_and(|at| self.sim.elapsed() >= at + self.wind_down) {
+                // A client stuck closing must not hold the run hostage; the
+                // verdict only needs the history.
+                self.trace.record(self.sim.elapsed(), "wind-down cut short");
+                return Ok(());
+            }
         }
-        if shared.phase.get() != Phase::Finished && drain.runaway() {
-            // A broker redelivering without end (double-deliver) would
-            // otherwise fill memory until the liveness bound; the history
-            // already shows the violation.
-            shared.phase.set(Phase::Finished);
-            finished_at = Some(now);
-            trace.record(now, "phase: finished (delivery storm)");
-        }
-        // The checker needs the faults too (disk-full windows excuse some
-        // redeliveries): copied into the history, not back into the trace.
-        for event in &trace.events()[nemesis_from..] {
+    }
+
+    /// The checker needs the faults too (disk-full windows excuse some
+    /// redeliveries): copied into the history, not back into the trace.
+    fn copy_faults_to_history(&mut self, nemesis_from: usize) {
+        for event in &self.trace.events()[nemesis_from..] {
             if let Some(what) = event.what.strip_prefix("nemesis: ") {
-                shared.history.borrow_mut().push(
+                self.shared.history.borrow_mut().push(
                     event.time,
                     Op::Fault {
                         what: what.to_owned(),
@@ -465,45 +638,97 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
                 );
             }
         }
-        let traced = shared.history.borrow().events().len();
-        let all_clients_done = sim
-            .step()
-            .map_err(|error| SimError::Turmoil(options.seed, error.to_string()))?;
-        // Moves what the clients recorded during the step into the trace.
-        {
-            let history = shared.history.borrow();
-            for event in &history.events()[traced..] {
-                trace.record(event.time, &event.op);
-                drain.observe(event);
-            }
-        }
-        if all_clients_done {
-            break;
-        }
-        if finished_at.is_some_and(|at| sim.elapsed() >= at + WIND_DOWN) {
-            // A client stuck closing must not hold the run hostage; the
-            // verdict only needs the history.
-            trace.record(sim.elapsed(), "wind-down cut short");
-            break;
-        }
     }
 
-    let simulated = sim.elapsed();
-    drop(sim);
-    let history = shared.history.borrow().clone();
-    let check = checker::check(&history, &params);
-    trace.record(
-        simulated,
-        format!("verdict: {} violation(s)", check.stats.violations_total),
-    );
-    Ok(RunReport {
-        options: options.clone(),
-        params,
-        history,
-        trace,
-        check,
-        simulated,
-    })
+    /// One step; moves what the clients recorded during it into the trace.
+    /// True once every client is done, or once a host panicked: under
+    /// turmoil that stops the simulation, and the run is cut short with the
+    /// panic in its history (a finding, not a simulator failure).
+    fn step(&mut self, seed: u64) -> Result<bool, SimError> {
+        let traced = self.shared.history.borrow().events().len();
+        let sim = &mut self.sim;
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step()));
+        let all_clients_done = match stepped {
+            Ok(result) => result.map_err(|error| SimError::Turmoil(seed, error.to_string()))?,
+            Err(panic) => {
+                let why = first_panic().unwrap_or_else(|| panic_message(&*panic));
+                let now = self.sim.elapsed();
+                self.shared
+                    .history
+                    .borrow_mut()
+                    .push(now, Op::Aborted { why });
+                true
+            }
+        };
+        let history = self.shared.history.borrow();
+        for event in &history.events()[traced..] {
+            self.trace.record(event.time, &event.op);
+            self.drain.observe(event);
+        }
+        Ok(all_clients_done)
+    }
+
+    /// Checks the history and reports.
+    fn finish(self, options: &RunOptions, params: WorkloadParams) -> RunReport {
+        let World {
+            sim,
+            shared,
+            mut trace,
+            ..
+        } = self;
+        let simulated = sim.elapsed();
+        drop(sim);
+        let history = shared.history.borrow().clone();
+        let check = checker::check(&history, &params);
+        trace.record(
+            simulated,
+            format!("verdict: {} violation(s)", check.stats.violations_total),
+        );
+        RunReport {
+            options: options.clone(),
+            params,
+            history,
+            trace,
+            check,
+            simulated,
+        }
+    }
+}
+
+std::thread_local! {
+    /// The first panic on this thread since [`watch_panics`] last cleared it.
+    static FIRST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Remembers the first panic of each run on its thread (turmoil reports a
+/// host's panic as its own, "a spawned task panicked", which hides the
+/// first), and then prints it as the default hook does.
+fn watch_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            FIRST_PANIC.with(|first| {
+                first.borrow_mut().get_or_insert_with(|| info.to_string());
+            });
+            previous(info);
+        }));
+    });
+    FIRST_PANIC.with(|first| first.borrow_mut().take());
+}
+
+/// The first panic of this run on this thread, if any.
+fn first_panic() -> Option<String> {
+    FIRST_PANIC.with(|first| first.borrow().clone())
+}
+
+/// A panic's message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|m| (*m).to_owned()))
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Runs `options` twice and compares the traces.
