@@ -181,7 +181,13 @@ pub async fn start<I: Io>(
     ),
     GroupError,
 > {
-    let (log, recovered) = log::open(io.clone(), dir, LogOptions::default()).await?;
+    // A refused batch must stop the log: the batches submitted after it
+    // may commit what it held.
+    let options = LogOptions {
+        stop_at_no_space: true,
+        ..LogOptions::default()
+    };
+    let (log, recovered) = log::open(io.clone(), dir, options).await?;
     let (transport, inbound) = Transport::start(io.clone(), transport).await?;
     let image = match recovered.snapshot {
         Some((_, image)) => decode_image(image)?,

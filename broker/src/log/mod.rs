@@ -152,6 +152,11 @@ pub struct LogOptions {
     /// `--repair` flag). What was dropped is reported in
     /// [`Recovered::repair`]. Default: off.
     pub repair: bool,
+    /// Refuse every batch after one the full disk refused, as after a
+    /// failed write. For a log whose records depend on each other (Raft's:
+    /// a later record may commit what a refused one held), where a hole
+    /// must never form. Default: off (a later batch may succeed).
+    pub stop_at_no_space: bool,
     /// A planted bug for the simulator (feature `planted-bugs`): with
     /// [`Plant::SkipDirFsync`](crate::planted::Plant::SkipDirFsync) the
     /// writer never fsyncs the directory after creating a segment. Default:
@@ -165,6 +170,7 @@ impl Default for LogOptions {
         Self {
             segment_bytes_max: 64 << 20,
             repair: false,
+            stop_at_no_space: false,
             #[cfg(feature = "planted-bugs")]
             plant: None,
         }
@@ -415,6 +421,7 @@ pub async fn open<I: Io>(
     );
     #[cfg(feature = "planted-bugs")]
     writer.plant(options.plant);
+    writer.stop_at_no_space = options.stop_at_no_space;
     let run = writer.run(Arc::clone(&queue), snapshot_requests, completed);
     io.spawn(run.instrument(span));
     let log = Log {

@@ -556,6 +556,31 @@ async fn no_space_for_a_new_segment_is_retried<I: Io>(io: FaultyIo<I>, dir: Path
     assert_eq!(recovered.records, records(1, 6));
 }
 
+async fn with_stop_at_no_space_later_batches_fail_too<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
+    let stopping = LogOptions {
+        stop_at_no_space: true,
+        ..LogOptions::default()
+    };
+    let (mut log, _) = reopen(&io, &dir, stopping.clone()).await;
+    append_each(&mut log, 1, 2).await;
+    io.faults.fail_writes(Some(ErrorKind::StorageFull));
+    let refused = log.submit(|buf| buf.extend_from_slice(&record(3))).unwrap();
+    let completion = log.completion().await;
+    assert!(matches!(
+        completion.outcome_of(refused),
+        Some(Err(LogError::NoSpace))
+    ));
+    // Room again, but a record after the refused one would leave a hole.
+    io.faults.fail_writes(None);
+    assert!(matches!(
+        log.append(record(4)).await,
+        Err(LogError::NoSpace)
+    ));
+    drop(log);
+    let (_, recovered) = reopen(&io, &dir, stopping).await;
+    assert_eq!(recovered.records, records(1, 2));
+}
+
 async fn a_failed_write_or_fsync_is_fatal<I: Io>(io: FaultyIo<I>, root: PathBuf) {
     for (case, op) in ["fsync", "write"].into_iter().enumerate() {
         let dir = root.join(op);
@@ -656,6 +681,7 @@ on_both_seams!(
     no_space_fails_the_batch_and_appends_resume,
     a_refused_batch_keeps_its_tickets_but_takes_no_lsns,
     no_space_for_a_new_segment_is_retried,
+    with_stop_at_no_space_later_batches_fail_too,
     a_failed_write_or_fsync_is_fatal,
     record_sizes_are_checked,
 );

@@ -75,6 +75,8 @@ pub(super) struct Writer<I: Io> {
     /// the file holds is unknown (a failed fsync may have dropped dirty
     /// pages), so every later batch and snapshot fails with it.
     failure: Option<LogError>,
+    /// See [`LogOptions::stop_at_no_space`](super::LogOptions).
+    pub(super) stop_at_no_space: bool,
     /// Planted bug: skip the directory fsync after creating a segment.
     #[cfg(feature = "planted-bugs")]
     skip_dir_fsync: bool,
@@ -97,6 +99,7 @@ impl<I: Io> Writer<I> {
             active,
             next_lsn,
             failure: None,
+            stop_at_no_space: false,
             #[cfg(feature = "planted-bugs")]
             skip_dir_fsync: false,
         }
@@ -188,7 +191,7 @@ impl<I: Io> Writer<I> {
             Err(failed) if failed.is_no_space() => {
                 warn!(file = %failed.path.display(), op = failed.op, "log device full: batch refused");
                 self.cut_back().await?;
-                Err(LogError::NoSpace)
+                Err(self.no_space())
             }
             Err(failed) => Err(self.fail(failed)),
         }
@@ -233,7 +236,7 @@ impl<I: Io> Writer<I> {
             Err(failed) if failed.is_no_space() => {
                 warn!(segment = %path.display(), op = failed.op, "log device full: cannot create a segment");
                 self.discard_segment(path).await?;
-                Err(LogError::NoSpace)
+                Err(self.no_space())
             }
             Err(failed) => Err(self.fail(failed)),
         }
@@ -281,6 +284,16 @@ impl<I: Io> Writer<I> {
             Err(failed) => Err(failed),
         };
         cut.map_err(|failed| self.fail(failed))
+    }
+
+    /// The refusal of a batch for want of space; with
+    /// [`Writer::stop_at_no_space`], of every later one too.
+    fn no_space(&mut self) -> LogError {
+        if self.stop_at_no_space {
+            error!("log device full: refusing every later append, so that no hole forms");
+            self.failure = Some(LogError::NoSpace);
+        }
+        LogError::NoSpace
     }
 
     /// Records a fatal failure: this and every later batch and snapshot

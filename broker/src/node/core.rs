@@ -54,6 +54,8 @@ impl NodeSettings {
         LogOptions {
             repair: self.config.repair,
             segment_bytes_max: self.config.storage.segment_bytes_max,
+            // Each record stands alone: a later one may succeed.
+            stop_at_no_space: false,
             #[cfg(feature = "planted-bugs")]
             plant: self.config.plant,
         }
