@@ -652,11 +652,15 @@ impl<I: Io> Core<I> {
             // The link is gone; the client learns from its detach.
             return;
         };
+        let subscriptions = |topic: &str| {
+            let queues = self.topics.get(topic).into_iter().flatten();
+            queues.cloned().collect()
+        };
         let routed = destinations(
             node,
             &message,
             |queue| self.registry.contains_key(queue),
-            &self.topics,
+            subscriptions,
         );
         match routed {
             Ok((queues, inspected)) => {
@@ -1180,13 +1184,13 @@ pub(in crate::node) fn topic_of_subscription(queue: &str) -> Option<&str> {
 }
 
 /// The queues a message goes to, and what it says about itself. `exists`
-/// says whether a queue is declared; `topics` lists each topic's
-/// subscription queues.
+/// says whether a queue is declared; `subscriptions` gives where a topic's
+/// messages go.
 pub(in crate::node) fn destinations(
     node: &ProducerNode,
     message: &Bytes,
     exists: impl Fn(&str) -> bool,
-    topics: &BTreeMap<String, BTreeSet<String>>,
+    subscriptions: impl Fn(&str) -> Vec<String>,
 ) -> Result<(Vec<String>, super::Inspected), Error> {
     let inspected = inspect(message).map_err(|e| {
         Error::new(
@@ -1214,10 +1218,7 @@ pub(in crate::node) fn destinations(
                 format!("no queue named {queue:?}"),
             ));
         }
-        ProducerNode::Topic(topic) => topics
-            .get(&topic)
-            .map(|subscriptions| subscriptions.iter().cloned().collect())
-            .unwrap_or_default(),
+        ProducerNode::Topic(topic) => subscriptions(&topic),
         ProducerNode::AnonymousRelay => unreachable!("resolved above"),
     };
     Ok((queues, inspected))

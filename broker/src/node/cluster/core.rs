@@ -28,7 +28,8 @@ use crate::io::Io;
 use crate::node::core::{NodeError, NodeSettings, destinations, subscription_queue};
 use crate::node::links::{Consumer, Links, QueueLifetime};
 use crate::node::{
-    ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, ToConnection,
+    ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, TOPIC_PREFIX,
+    ToConnection,
 };
 use crate::queue::{Command, ConsumerId, Effect, NewMessage, QueueConfig};
 
@@ -37,9 +38,18 @@ use crate::queue::{Command, ConsumerId, Effect, NewMessage, QueueConfig};
 const PER_WAKE: usize = 256;
 
 /// What the node does once one of its items is applied.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Reply {
     None,
+    /// A consumer's attach: answer its link, with the address it reads.
+    /// Answered only once applied, so that a message published anywhere
+    /// after the client saw its subscription is routed to it.
+    Attached {
+        conn: ConnId,
+        link: LinkId,
+        consumer: ConsumerId,
+        address: String,
+    },
     /// One of a publish's enqueues.
     Publish(u64),
     /// The group's `Expire`: another may be proposed.
@@ -260,9 +270,12 @@ impl<I: Io> ClusterCore<I> {
                 link_name,
                 container_id,
             } => {
-                let result = self.attach_consumer(conn, link, node, &link_name, &container_id);
-                self.links
-                    .tell(conn, ToConnection::ConsumerAttached { link, result });
+                let attached = self.attach_consumer(conn, link, node, &link_name, &container_id);
+                if let Err(refusal) = attached {
+                    let result = Err(refusal);
+                    self.links
+                        .tell(conn, ToConnection::ConsumerAttached { link, result });
+                }
             }
             Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
             Request::Publish {
@@ -382,7 +395,7 @@ impl<I: Io> ClusterCore<I> {
         node: ConsumerNode,
         link_name: &str,
         container_id: &str,
-    ) -> Result<(ConsumerId, String), Refusal> {
+    ) -> Result<(), Refusal> {
         let (queue, address, browse, lifetime) = match node {
             ConsumerNode::Queue { name, browse } => {
                 self.ensure_queue_for_attach(&name)?;
@@ -436,8 +449,14 @@ impl<I: Io> ClusterCore<I> {
             queue: queue.clone(),
             browse,
         };
-        self.propose(&queue, attach, None, Reply::None);
-        Ok((consumer, address))
+        let reply = Reply::Attached {
+            conn,
+            link,
+            consumer,
+            address,
+        };
+        self.propose(&queue, attach, None, reply);
+        Ok(())
     }
 
     /// A name no other node, and no earlier start of this one, uses.
@@ -516,10 +535,12 @@ impl<I: Io> ClusterCore<I> {
         let Some(node) = self.links.producer_node(conn, delivery.link) else {
             return;
         };
-        // Whether a queue exists is the group's to say, when it applies the
-        // enqueue: a declaration may still be on its way, ahead of it in
-        // this node's session.
-        let routed = destinations(node, &message, |_| true, &self.topics);
+        // Whether a queue exists, and which subscriptions a topic has, is
+        // the group's to say when it applies the enqueue: a declaration may
+        // still be on its way, and a topic's enqueue goes to the topic's
+        // group, which fans it out to the subscriptions it has then.
+        let topic_address = |topic: &str| vec![format!("{TOPIC_PREFIX}{topic}")];
+        let routed = destinations(node, &message, |_| true, topic_address);
         match routed {
             Ok((queues, inspected)) => {
                 let publish = self
@@ -594,11 +615,14 @@ impl<I: Io> ClusterCore<I> {
         };
         match node {
             ProducerNode::Queue(queue) => room(queue),
-            ProducerNode::Topic(topic) => self
-                .topics
-                .get(topic)
-                .and_then(|subscriptions| subscriptions.iter().map(room).min())
-                .unwrap_or(u64::MAX),
+            // One enqueue of the topic's address, in the topic's group,
+            // whatever its subscriptions.
+            ProducerNode::Topic(topic) => {
+                let address = format!("{TOPIC_PREFIX}{topic}");
+                let subscriptions = self.topics.get(topic).into_iter().flatten();
+                let fullest = subscriptions.map(room).min().unwrap_or(u64::MAX);
+                room(&address).min(fullest)
+            }
             ProducerNode::AnonymousRelay => u64::MAX,
         }
     }

@@ -37,6 +37,8 @@ pub use self::core::start;
 use crate::cluster::replica::{NodeId, Timing};
 use crate::config::Config;
 use crate::io::{File as _, Io, OpenMode};
+use crate::node::TOPIC_PREFIX;
+use crate::node::core::topic_of_subscription;
 use batch::Origin;
 
 /// The Raft write-ahead log's directory inside the data directory.
@@ -139,9 +141,17 @@ impl Placement {
         }
     }
 
-    /// The group of `queue`: that of the last queue of its dead-letter
-    /// chain, so that a message is dead-lettered inside its group.
+    /// The group of `queue`: for a topic's address and its subscriptions,
+    /// the topic's (a publish to the topic is fanned out inside it); for
+    /// another queue, that of the last queue of its dead-letter chain, so
+    /// that a message is dead-lettered inside its group.
     fn group_of(&self, queue: &str) -> u32 {
+        if queue.starts_with(TOPIC_PREFIX) {
+            return match topic_of_subscription(queue) {
+                Some(topic) => self.group_of_name(&format!("{TOPIC_PREFIX}{topic}")),
+                None => self.group_of_name(queue),
+            };
+        }
         if !self.dead_letters {
             return self.group_of_name(queue);
         }

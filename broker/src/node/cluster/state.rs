@@ -19,15 +19,26 @@
 //! and it keeps each origin's commands in the order they were made in — an
 //! attach before the credit that follows it — which is what the single-node
 //! pipeline gives for free.
+//!
+//! A topic's subscriptions all live in the topic's group, and a message
+//! published to the topic is one enqueue of the topic's address, fanned out
+//! when it is applied to the subscriptions the topic has then.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::batch::{Batch, ITEMS_MAX, Origin};
+use super::batch::{Batch, Origin};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind};
-use crate::queue::{Command, Effect, Queues};
+use crate::node::TOPIC_PREFIX;
+use crate::node::core::{subscription_queue, topic_of_subscription};
+use crate::queue::{Command, Effect, NewMessage, Queues};
+
+/// An enqueue's seq is its entry's index shifted left this far, plus its
+/// place among the entry's enqueues: unique and increasing in the group,
+/// and the same on every member.
+const SEQ_SHIFT: u32 = 24;
 
 /// A data group's queues and sessions.
 #[derive(Debug, Default)]
@@ -55,6 +66,42 @@ impl GroupState {
     /// The queues as applied so far.
     pub fn queues(&self) -> &Queues {
         &self.queues
+    }
+
+    /// Where an enqueue of `queue` goes: the queue itself, or, for a topic
+    /// (`topic://T`, which lives in the group of its subscriptions), every
+    /// subscription the topic has as this entry applies — the log orders a
+    /// publish and a subscription the same way for every node.
+    fn enqueue_targets(&self, queue: String) -> Vec<String> {
+        let Some(topic) = queue.strip_prefix(TOPIC_PREFIX) else {
+            return vec![queue];
+        };
+        if topic_of_subscription(&queue).is_some() {
+            return vec![queue];
+        }
+        let prefix = subscription_queue(topic, "");
+        self.queues
+            .declared()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn enqueue(
+        &mut self,
+        now_ms: u64,
+        queue: String,
+        seq: u64,
+        message: NewMessage,
+        effects: &mut Vec<Effect>,
+    ) {
+        let command = Command::Enqueue {
+            queue,
+            seq,
+            message,
+        };
+        self.queues.apply(now_ms, command, effects);
     }
 
     /// A digest of the whole state: that of its encoding, which is
@@ -130,7 +177,8 @@ impl GroupState {
     ) {
         self.clock_ms = self.clock_ms.max(batch.now_ms);
         let now_ms = self.clock_ms;
-        for (place, item) in batch.items.into_iter().enumerate() {
+        let mut enqueued = 0;
+        for item in batch.items {
             let next = self.sessions.entry(batch.origin).or_insert(1);
             if item.token != *next {
                 continue;
@@ -139,16 +187,16 @@ impl GroupState {
             let start = effects.len();
             match item.command {
                 Command::Enqueue { queue, message, .. } => {
-                    debug_assert!(place < ITEMS_MAX);
-                    // Unique and increasing in the group, and the same on
-                    // every member.
-                    let seq = (index << 16) | place as u64;
-                    let command = Command::Enqueue {
-                        queue,
-                        seq,
-                        message,
-                    };
-                    self.queues.apply(now_ms, command, effects);
+                    for queue in self.enqueue_targets(queue) {
+                        if enqueued >> SEQ_SHIFT != 0 {
+                            tracing::error!(index, "an entry past 2^24 enqueues: the rest dropped");
+                            break;
+                        }
+                        let seq = (index << SEQ_SHIFT) | enqueued;
+                        enqueued += 1;
+                        let message = message.clone();
+                        self.enqueue(now_ms, queue, seq, message, effects);
+                    }
                 }
                 // A settle from a consumer that no longer holds the message
                 // (it was detached, and the message may be someone else's
@@ -260,7 +308,7 @@ mod tests {
         );
         let restored = GroupState::decode(state.encode()).expect("decodes");
         assert_eq!(restored.digest(), state.digest());
-        assert_eq!(restored.queues().holder("q", 1 << 16 | 1), Some(10));
+        assert_eq!(restored.queues().holder("q", 1 << SEQ_SHIFT | 1), Some(10));
         assert_eq!(restored.next_token(ORIGIN), 6);
         let bytes = state.encode();
         for len in 0..bytes.len() {
@@ -269,6 +317,44 @@ mod tests {
                 "cut at {len}"
             );
         }
+    }
+
+    #[test]
+    fn a_topic_publish_goes_to_the_subscriptions_the_topic_has_when_applied() {
+        let mut state = GroupState::default();
+        let subscribe = |name: &str| Command::Declare {
+            queue: format!("topic://prices::{name}"),
+            config: QueueConfig::default(),
+        };
+        let publish = || Command::Enqueue {
+            queue: "topic://prices".into(),
+            seq: 0,
+            message: NewMessage {
+                body: Bytes::from_static(b"tick"),
+                durable: true,
+                ttl_ms: None,
+                absolute_expiry_ms: None,
+                message_id: None,
+            },
+        };
+        apply(
+            &mut state,
+            1,
+            vec![
+                item(1, subscribe("a")),
+                item(2, publish()),
+                item(3, subscribe("b")),
+            ],
+        );
+        apply(&mut state, 2, vec![item(4, publish())]);
+        let depth = |queue: &str| state.queues().info(queue).map(|info| info.depth);
+        assert_eq!(depth("topic://prices::a"), Some(2));
+        assert_eq!(
+            depth("topic://prices::b"),
+            Some(1),
+            "subscribed after the first"
+        );
+        assert_eq!(depth("topic://prices"), None, "a topic is not a queue");
     }
 
     #[test]
@@ -310,7 +396,7 @@ mod tests {
             vec![item(2, enqueue("a")), item(3, enqueue("b"))],
         );
         apply(&mut state, 3, vec![]);
-        assert_eq!(state.queues().last_seq(), (7 << 16) | 1);
+        assert_eq!(state.queues().last_seq(), (7 << SEQ_SHIFT) | 1);
     }
 
     #[test]
@@ -339,7 +425,7 @@ mod tests {
                 item(7, credit(11)),
             ],
         );
-        let seq = 1 << 16 | 1;
+        let seq = 1 << SEQ_SHIFT;
         assert_eq!(state.queues().holder("q", seq), Some(11));
         let stale = Item {
             token: 8,

@@ -16,8 +16,8 @@ use crate::amqp::types::condition;
 use crate::cluster::group::Committed;
 use crate::cluster::wal::GroupId;
 use crate::io::Io;
-use crate::node::Refusal;
 use crate::node::core::{NodeError, topic_of_subscription};
+use crate::node::{Refusal, ToConnection};
 use crate::queue::{Command, ConsumerId, Effect};
 
 impl<I: Io> ClusterCore<I> {
@@ -125,6 +125,27 @@ impl<I: Io> ClusterCore<I> {
                 };
                 self.links.abandon_publish(publish, refusal);
             }
+            // The attach happened, but what was delivered meanwhile was not
+            // seen here: the client attaches again.
+            Reply::Attached {
+                conn,
+                link,
+                consumer,
+                ..
+            } => {
+                self.links.remove_consumer(consumer);
+                let refusal = Refusal {
+                    condition: condition::DETACH_FORCED,
+                    description: "this node caught up from a snapshot while attaching: \
+                                  attach again"
+                        .into(),
+                };
+                let result = Err(refusal);
+                self.links
+                    .tell(conn, ToConnection::ConsumerAttached { link, result });
+                self.detaching.insert(consumer);
+                self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
+            }
             Reply::Expire | Reply::None => self.on_own_applied(id, reply, command),
         }
         if let Command::Enqueue { queue, .. } = command
@@ -202,8 +223,12 @@ impl<I: Io> ClusterCore<I> {
             } else {
                 None
             };
+            let publish = match &reply {
+                Some((Reply::Publish(publish), _)) => Some(*publish),
+                _ => None,
+            };
             for effect in all_effects.by_ref().take(item.effects.len()) {
-                self.on_effect(effect, reply.as_ref().map(|(reply, _)| *reply));
+                self.on_effect(effect, publish);
             }
             if let Some((reply, command)) = reply {
                 self.on_own_applied(id, reply, &command);
@@ -242,6 +267,19 @@ impl<I: Io> ClusterCore<I> {
         }
         match reply {
             Reply::None => {}
+            Reply::Attached {
+                conn,
+                link,
+                consumer,
+                address,
+            } => {
+                // Not if the link went meanwhile: its detach follows.
+                if self.links.consumer(consumer).is_some() {
+                    let result = Ok((consumer, address));
+                    self.links
+                        .tell(conn, ToConnection::ConsumerAttached { link, result });
+                }
+            }
             Reply::Publish(publish) => {
                 self.links.enqueue_done(publish);
                 self.finish_publish_if_done(publish);
@@ -271,11 +309,7 @@ impl<I: Io> ClusterCore<I> {
         self.links.close_consumer(consumer, refusal);
     }
 
-    fn on_effect(&mut self, effect: Effect, reply: Option<Reply>) {
-        let publish = match reply {
-            Some(Reply::Publish(publish)) => Some(publish),
-            _ => None,
-        };
+    fn on_effect(&mut self, effect: Effect, publish: Option<u64>) {
         match self.links.act(effect, publish) {
             Some(Effect::Declared { queue }) => {
                 if let Some(topic) = topic_of_subscription(&queue) {
