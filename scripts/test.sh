@@ -59,16 +59,20 @@ install_node_clients() {
 }
 
 # The simulator's own gate, beyond its tests: the determinism check on three
-# seeds, an exploration of 200 seeds with every fault kind on, and 200 seeds
-# of the Raft world (about twenty seconds in all in a release build). Longer
+# seeds of one node and of a 3-node cluster, explorations of 200 seeds with
+# every fault kind on, one node and 3-node clusters, and 200 seeds of the
+# Raft world (about a minute in all in a release build). Longer
 # explorations: docs/simulation.md.
 simulate() {
     cargo build --release -p sluice-sim
     local sim="${CARGO_TARGET_DIR:-target}/release/sluice-sim"
-    for seed in 1 2 3; do
-        "$sim" run --seed "$seed" --faults net,crash,disk --check-determinism --no-replay
+    for nodes in 1 3; do
+        for seed in 1 2 3; do
+            "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk \
+                --check-determinism --no-replay
+        done
+        "$sim" explore --seeds 1..200 --nodes "$nodes" --jobs 2 --faults net,crash,disk --no-replay
     done
-    "$sim" explore --seeds 1..200 --jobs 2 --faults net,crash,disk --no-replay
     "$sim" raft --seeds 1..200
 }
 

@@ -67,6 +67,11 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 /// again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// A gap in this node's applied items (a later item applied before an
+/// earlier one, which was lost) has them proposed again at once, but not
+/// sooner than this after the last time.
+const GAP_RETRY_AFTER: Duration = Duration::from_millis(200);
+
 /// A group's state is snapshotted, and its log compacted, after
 /// `storage.snapshot_every_records` entries or this many bytes of entries,
 /// whichever comes first.

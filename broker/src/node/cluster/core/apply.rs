@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use super::super::batch::Batch;
 use super::super::state::GroupState;
-use super::super::{COMPACTION_KEEP, SNAPSHOT_EVERY_BYTES};
+use super::super::{COMPACTION_KEEP, GAP_RETRY_AFTER, SNAPSHOT_EVERY_BYTES};
 use super::{ClusterCore, Reply};
 use crate::amqp::types::condition;
 use crate::cluster::group::Committed;
@@ -240,12 +240,16 @@ impl<I: Io> ClusterCore<I> {
         for consumer in forced {
             self.forced_detach(consumer);
         }
+        // At most one such retry per `GAP_RETRY_AFTER`: a retry's own
+        // entries may show the same gap while they are applied, and a
+        // retry per applied entry would snowball.
+        let now = self.io.now();
         if origin == self.origin
             && let Some(last) = last_token
-            && self
-                .groups
-                .get(&id)
-                .is_some_and(|g| g.outbox.has_gap_before(last))
+            && self.groups.get(&id).is_some_and(|g| {
+                g.outbox.has_gap_before(last)
+                    && now.duration_since(g.proposed_at) >= GAP_RETRY_AFTER
+            })
         {
             debug!(
                 group = id,
