@@ -71,9 +71,9 @@ simulate() {
             "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk \
                 --check-determinism --no-replay
         done
-        "$sim" explore --seeds 1..200 --nodes "$nodes" --jobs 2 --faults net,crash,disk --no-replay
+        "$sim" explore --seeds 1..201 --nodes "$nodes" --jobs 2 --faults net,crash,disk --no-replay
     done
-    "$sim" raft --seeds 1..200
+    "$sim" raft --seeds 1..201
 }
 
 install_python_clients

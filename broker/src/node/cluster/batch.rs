@@ -20,8 +20,7 @@ use crate::queue::{Command, ConsumerId};
 /// node never collides with what it proposed before.
 pub type Origin = u64;
 
-/// The most items in one batch: an enqueue's sequence number is its entry's
-/// index shifted left by 16 bits, plus its place in the batch.
+/// The most items in one batch: the count is 16 bits.
 pub const ITEMS_MAX: usize = 1 << 16;
 
 /// Bytes before the first item.
