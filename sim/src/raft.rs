@@ -4,8 +4,9 @@
 //! from the seed. Every node proposes entries to both groups all along; the
 //! checker holds Raft to its promises, per group.
 //!
-//! This is the replication layer of issue 6 on its own, before the broker
-//! runs on it: what it shows holds for whatever state machine rides on top.
+//! This is the replication layer on its own, without the broker on top
+//! (the cluster world, `cluster.rs`, has that): what it shows holds for
+//! whatever state machine rides on top.
 //!
 //! Faults (from the seed, one at a time, every 0.3–1.5 s of the fault
 //! phase): crash a node (turmoil drops its unsynced writes; fsyncs take

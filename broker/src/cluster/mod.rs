@@ -1,4 +1,5 @@
-//! Replication (issue 6): the pieces a cluster of brokers is built from.
+//! Replication: the Raft pieces a cluster of brokers is built from (the
+//! broker's side, the clustered node, is `node::cluster`).
 //!
 //! - [`replica`]: one Raft group member, a sans-IO wrapper around raft-rs's
 //!   `RawNode` driven by the ready cycle, with election timeouts drawn from
@@ -8,7 +9,8 @@
 //!   on completion, one fsync for every group), and the transport.
 //! - [`transport`]: authenticated, length-delimited frames between nodes.
 //! - [`wal`]: the Raft records of a node's write-ahead log (every group's
-//!   entries and hard state, in the broker's shared log), and recovery.
+//!   entries, hard state and snapshots, in the broker's shared log), and
+//!   recovery.
 //! - [`raft_log`]: raft-rs logs through slog; this forwards it to `tracing`.
 
 pub mod group;

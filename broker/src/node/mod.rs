@@ -5,7 +5,10 @@
 //! touches shared state — queues, topics, the log — is a [`Request`] to the
 //! node task, which answers with [`ToConnection`] messages. Funnelling every
 //! change through one task gives one total order of commands: the order they
-//! are logged in, applied in, and (in the replication issue) replicated in.
+//! are logged in and applied in. There are two node tasks behind the same
+//! messages: the single node's (`core`, described here) and a cluster
+//! node's (`cluster`, which proposes commands to Raft groups instead of
+//! logging them); `links` is what both keep about clients' links.
 //!
 //! Durability rule: a command that changes durable state is appended to the
 //! log and applied to the queues only once the log says it is fsynced;
