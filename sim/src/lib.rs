@@ -10,7 +10,6 @@ pub mod history;
 pub mod nemesis;
 pub mod raft;
 pub mod replay;
-pub mod slow_disk;
 pub mod trace;
 pub mod workload;
 pub mod world;

@@ -48,12 +48,11 @@ use sluice::io::faulty::{Faults, FaultyIo};
 use crate::at_rest::AtRest;
 use crate::cluster::Replicas;
 use crate::history::broker_name;
-use crate::slow_disk::{SlowDisk, SlowDiskIo};
 use crate::trace::Trace;
 
 /// The I/O seam a broker host runs on: turmoil's, behind the nemesis's
 /// disk faults and its slow-disk switch.
-pub type BrokerIo = SlowDiskIo<FaultyIo<TurmoilIo>>;
+pub type BrokerIo = FaultyIo<TurmoilIo>;
 
 /// Mixed into the seed so that the nemesis's stream differs from the
 /// workload's, which is seeded with the bare seed.
@@ -351,8 +350,6 @@ pub struct Nemesis {
     disk_faults: Vec<(String, Arc<Faults>)>,
     /// Corruption at rest, shared with each broker's host factory, by host.
     at_rest: Vec<(String, Rc<AtRest>)>,
-    /// The slow-disk switch of each broker's [`Nemesis::broker_io`], by host.
-    slow_disks: Vec<(String, Arc<SlowDisk>)>,
     /// In a cluster, the nodes' view of their groups' leaders; `None` on a
     /// single node, which draws no cluster fault.
     cluster: Option<Rc<Replicas>>,
@@ -412,10 +409,6 @@ impl Nemesis {
             .iter()
             .map(|host| (host.clone(), Rc::default()))
             .collect();
-        let slow_disks = brokers
-            .iter()
-            .map(|host| (host.clone(), Arc::default()))
-            .collect();
         Self {
             rng,
             kinds,
@@ -426,7 +419,6 @@ impl Nemesis {
             base_max_latency: None,
             disk_faults,
             at_rest,
-            slow_disks,
             cluster: None,
             rolling: Vec::new(),
             stopped_since: BTreeSet::new(),
@@ -467,17 +459,7 @@ impl Nemesis {
     ///
     /// If `host` is not one of the broker hosts given to [`Nemesis::new`].
     pub fn broker_io(&self, host: &str) -> BrokerIo {
-        let faulty = FaultyIo::with_faults(TurmoilIo, Arc::clone(self.faults_of(host)));
-        SlowDiskIo::new(faulty, Arc::clone(self.slow_disk_of(host)))
-    }
-
-    /// The slow-disk switch of `host`'s [`Nemesis::broker_io`].
-    fn slow_disk_of(&self, host: &str) -> &Arc<SlowDisk> {
-        self.slow_disks
-            .iter()
-            .find(|(name, _)| name == host)
-            .map(|(_, slow)| slow)
-            .unwrap_or_else(|| panic!("{host} is not a broker host"))
+        FaultyIo::with_faults(TurmoilIo, Arc::clone(self.faults_of(host)))
     }
 
     /// The faults shared with `host`'s [`Nemesis::broker_io`].
@@ -556,7 +538,7 @@ impl Nemesis {
                 sim.repair(client.as_str(), broker.as_str());
             }
             self.faults_of(broker).clear();
-            self.slow_disk_of(broker).set(Duration::ZERO);
+            self.faults_of(broker).slow_syncs(Duration::ZERO);
         }
         if self.cluster.is_some() {
             for (i, a) in self.brokers.iter().enumerate() {
@@ -911,7 +893,7 @@ impl Nemesis {
                     at += *every;
                 }
             }
-            Fault::SlowDisk { host, extra, .. } => self.slow_disk_of(host).set(*extra),
+            Fault::SlowDisk { host, extra, .. } => self.faults_of(host).slow_syncs(*extra),
         }
     }
 
@@ -962,7 +944,7 @@ impl Nemesis {
             Fault::NodeOneway { from, to } => sim.repair_oneway(from.as_str(), to.as_str()),
             // Over after its last kill (the schedule is empty by then).
             Fault::RollingRestart { .. } => self.process_ended_at = Some(sim.elapsed()),
-            Fault::SlowDisk { host, .. } => self.slow_disk_of(host).set(Duration::ZERO),
+            Fault::SlowDisk { host, .. } => self.faults_of(host).slow_syncs(Duration::ZERO),
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Faults {
     next_sync_error: Mutex<Option<ErrorKind>>,
     /// How long an fsync takes before it makes anything durable.
     sync_latency: Duration,
+    /// How much longer than that it takes for now, in microseconds (see
+    /// [`Faults::slow_syncs`]).
+    extra_sync_latency_us: AtomicU64,
 }
 
 impl Faults {
@@ -68,6 +71,21 @@ impl Faults {
             .next_sync_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Makes every fsync take `extra` longer before it makes anything
+    /// durable, as a slow disk does; `Duration::ZERO` makes the disk normal
+    /// again. With no extra delay an fsync adds no await point, so a run
+    /// that never slows a disk is the same as one without the switch.
+    pub fn slow_syncs(&self, extra: Duration) {
+        let micros = u64::try_from(extra.as_micros()).unwrap_or(u64::MAX);
+        self.extra_sync_latency_us.store(micros, Ordering::SeqCst);
+    }
+
+    /// How long an fsync waits before it makes anything durable.
+    fn sync_delay(&self) -> Duration {
+        let extra = self.extra_sync_latency_us.load(Ordering::SeqCst);
+        self.sync_latency + Duration::from_micros(extra)
     }
 
     /// Fails the next `File::sync_all` with `kind`, without syncing.
@@ -238,8 +256,9 @@ impl<F: File> File for FaultyFile<F> {
         if let Some(kind) = self.faults.take_sync_error() {
             return Err(io::Error::from(kind));
         }
-        if !self.faults.sync_latency.is_zero() {
-            tokio::time::sleep(self.faults.sync_latency).await;
+        let delay = self.faults.sync_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         self.inner.sync_all().await
     }
