@@ -8,6 +8,8 @@
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -15,12 +17,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
-use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Section, Source};
+use sluice::amqp::types::{Accepted, DeliveryState, Source};
 use sluice::client::Client;
 use sluice::config::{ClusterConfig, Config, Peer};
 use sluice::io::TurmoilIo;
 use sluice::node::NodeHandle;
 use sluice::server::{self, shutdown_channel};
+
+use common::{number_of, numbered_message};
 
 const SEED: u64 = 0x5eed_c105;
 const NODES: [u64; 3] = [1, 2, 3];
@@ -68,32 +72,6 @@ fn config(node: u64, snapshot_every: u64) -> Config {
     config
 }
 
-fn message(i: u32) -> Bytes {
-    Message {
-        sections: vec![
-            Section::Header(Header {
-                durable: true,
-                ..Header::default()
-            }),
-            Section::Data(Bytes::from(i.to_be_bytes().to_vec())),
-        ],
-    }
-    .encode()
-}
-
-fn id_of(message: Bytes) -> u32 {
-    let message = Message::decode(message).unwrap();
-    let body = message
-        .sections
-        .iter()
-        .find_map(|s| match s {
-            Section::Data(data) => Some(data.clone()),
-            _ => None,
-        })
-        .unwrap();
-    u32::from_be_bytes(body[..4].try_into().unwrap())
-}
-
 async fn connect(node: u64) -> Client<TurmoilIo> {
     loop {
         let attempt = Client::connect(
@@ -121,7 +99,9 @@ async fn produce(accepted: Ids) -> Result<(), Box<dyn std::error::Error>> {
     while next < MESSAGES || !in_flight.is_empty() {
         if next < MESSAGES && in_flight.len() < WINDOW && client.connection().credit(link) > 0 {
             let tag = Bytes::from(next.to_be_bytes().to_vec());
-            let delivery = client.send(link, tag, message(next), false).await?;
+            let delivery = client
+                .send(link, tag, numbered_message(next), false)
+                .await?;
             in_flight.insert(delivery, next);
             next += 1;
             continue;
@@ -168,7 +148,7 @@ async fn consume(received: Arc<Mutex<Vec<u32>>>) -> Result<(), Box<dyn std::erro
             delivery, message, ..
         } = event
         {
-            received.lock().unwrap().push(id_of(message));
+            received.lock().unwrap().push(number_of(message));
             client
                 .settle(delivery, DeliveryState::Accepted(Accepted))
                 .await?;

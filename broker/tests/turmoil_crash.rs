@@ -6,6 +6,8 @@
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +16,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
-use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Section, Source};
+use sluice::amqp::types::{Accepted, DeliveryState, Source};
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
 use sluice::io::TurmoilIo;
 use sluice::io::faulty::FaultyIo;
 use sluice::server::{self, shutdown_channel};
+
+use common::{number_of, numbered_message};
 
 const SEED: u64 = 0x5eed_c4a5;
 const BROKER: &str = "broker";
@@ -33,32 +37,6 @@ const CRASH_AFTER_ACCEPTED: usize = 120;
 const SYNC_LATENCY: Duration = Duration::from_millis(200);
 
 type Ids = Arc<Mutex<BTreeSet<u32>>>;
-
-fn message(i: u32) -> Bytes {
-    Message {
-        sections: vec![
-            Section::Header(Header {
-                durable: true,
-                ..Header::default()
-            }),
-            Section::Data(Bytes::from(i.to_be_bytes().to_vec())),
-        ],
-    }
-    .encode()
-}
-
-fn id_of(message: Bytes) -> u32 {
-    let message = Message::decode(message).unwrap();
-    let body = message
-        .sections
-        .iter()
-        .find_map(|s| match s {
-            Section::Data(data) => Some(data.clone()),
-            _ => None,
-        })
-        .unwrap();
-    u32::from_be_bytes(body[..4].try_into().unwrap())
-}
 
 async fn connect() -> Client<TurmoilIo> {
     loop {
@@ -90,7 +68,7 @@ async fn produce(accepted: Ids) -> Result<(), Box<dyn std::error::Error>> {
     while next < MESSAGES || !in_flight.is_empty() {
         if next < MESSAGES && in_flight.len() < WINDOW && client.connection().credit(link) > 0 {
             let tag = Bytes::from(next.to_be_bytes().to_vec());
-            let Ok(delivery) = client.send(link, tag, message(next), false).await else {
+            let Ok(delivery) = client.send(link, tag, numbered_message(next), false).await else {
                 return Ok(());
             };
             in_flight.insert(delivery, next);
@@ -153,7 +131,7 @@ async fn consume(
             delivery, message, ..
         } = event?
         {
-            received.lock().unwrap().insert(id_of(message));
+            received.lock().unwrap().insert(number_of(message));
             client
                 .settle(delivery, DeliveryState::Accepted(Accepted))
                 .await?;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
+use sluice::amqp::types::{Header, Message, Section};
 use sluice::config::Config;
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, ShutdownTrigger, shutdown_channel};
@@ -162,4 +164,33 @@ pub fn assert_client_passed(client: &str, output: &Output) -> String {
         "{client} exited 0 but reported a failure:\n{stdout}"
     );
     stdout
+}
+
+/// A durable message whose body is `i`, big-endian: what the crash tests
+/// send, so that what arrives names what was sent.
+pub fn numbered_message(i: u32) -> Bytes {
+    Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ..Header::default()
+            }),
+            Section::Data(Bytes::from(i.to_be_bytes().to_vec())),
+        ],
+    }
+    .encode()
+}
+
+/// The number in a [`numbered_message`].
+pub fn number_of(message: Bytes) -> u32 {
+    let message = Message::decode(message).expect("a message");
+    let body = message
+        .sections
+        .iter()
+        .find_map(|s| match s {
+            Section::Data(data) => Some(data.clone()),
+            _ => None,
+        })
+        .expect("a data section");
+    u32::from_be_bytes(body[..4].try_into().expect("4 bytes"))
 }
