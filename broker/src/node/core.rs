@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, relay_destination};
-use super::links::{Consumer, Links, QueueLifetime};
+use super::links::{Consumer, ConsumerTarget, Links};
 use super::message::inspect;
 use super::{ConnId, NodeHandle, Request, ToConnection};
 use crate::amqp::codec::{DecodeError, Encode};
@@ -504,46 +504,27 @@ impl<I: Io> Core<I> {
         link_name: &str,
         container_id: &str,
     ) -> Result<(ConsumerId, String), Refusal> {
-        let (queue, address, browse, lifetime) = match node {
-            ConsumerNode::Queue { name, browse } => {
-                self.ensure_queue_for_attach(&name)?;
-                (name.clone(), name, browse, QueueLifetime::Lasting)
-            }
-            ConsumerNode::Topic { topic, durable } => {
-                let subscription = if durable {
-                    format!("{container_id}:{link_name}")
-                } else {
-                    self.next_dynamic += 1;
-                    format!("~{}", self.next_dynamic)
-                };
-                let queue = subscription_queue(&topic, &subscription);
-                let config = QueueConfig {
-                    durable,
-                    ..self.settings.queue_config(&queue)
-                };
-                self.declare(&queue, config);
-                self.topics
-                    .entry(topic.clone())
-                    .or_default()
-                    .insert(queue.clone());
-                let lifetime = if durable {
-                    QueueLifetime::UntilClosed
-                } else {
-                    QueueLifetime::UntilDetached
-                };
-                (queue, format!("{TOPIC_PREFIX}{topic}"), false, lifetime)
-            }
-            ConsumerNode::Dynamic => {
-                self.next_dynamic += 1;
-                let queue = format!("dynamic.{}", self.next_dynamic);
-                let config = QueueConfig {
-                    durable: false,
-                    ..self.settings.queue_config(&queue)
-                };
-                self.declare(&queue, config);
-                (queue.clone(), queue, false, QueueLifetime::UntilDetached)
-            }
+        let next_dynamic = &mut self.next_dynamic;
+        let unique = || {
+            *next_dynamic += 1;
+            next_dynamic.to_string()
         };
+        let ConsumerTarget {
+            queue,
+            address,
+            topic,
+            browse,
+            lifetime,
+            declare,
+        } = ConsumerTarget::of(node, link_name, container_id, &self.settings, unique);
+        match declare {
+            Some(config) => self.declare(&queue, config),
+            None => self.ensure_queue_for_attach(&queue)?,
+        }
+        if let Some(topic) = topic {
+            let subscriptions = self.topics.entry(topic).or_default();
+            subscriptions.insert(queue.clone());
+        }
         let consumer = self.next_consumer;
         self.next_consumer += 1;
         let info = Consumer {

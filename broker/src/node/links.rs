@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::address::{ProducerNode, Refusal};
+use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX};
+use super::core::{NodeSettings, subscription_queue};
 use super::message::render;
 use super::{ConnId, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, condition};
-use crate::queue::{ConsumerId, Delivery, Effect, RejectReason};
+use crate::queue::{ConsumerId, Delivery, Effect, QueueConfig, RejectReason};
 
 /// A publish waiting for every queue it goes to.
 struct Publish {
@@ -56,6 +57,86 @@ impl QueueLifetime {
             QueueLifetime::Lasting => false,
             QueueLifetime::UntilClosed => closed,
             QueueLifetime::UntilDetached => true,
+        }
+    }
+}
+
+/// Where a consumer's link reads, as its terminus names it.
+pub(super) struct ConsumerTarget {
+    /// The queue it consumes.
+    pub queue: String,
+    /// The address the broker announces for it.
+    pub address: String,
+    /// For a topic subscription, the topic.
+    pub topic: Option<String>,
+    /// It browses (distribution mode `copy`).
+    pub browse: bool,
+    /// When its queue goes.
+    pub lifetime: QueueLifetime,
+    /// The configuration to declare its queue with, if the broker makes
+    /// the queue for it (a subscription, a dynamic node); `None` for an
+    /// anycast queue, which exists or is auto-created as configured.
+    pub declare: Option<QueueConfig>,
+}
+
+impl ConsumerTarget {
+    /// The target of `node` for the link `link_name` of `container_id`;
+    /// `unique` names a queue no other link, node or start uses.
+    pub fn of(
+        node: ConsumerNode,
+        link_name: &str,
+        container_id: &str,
+        settings: &NodeSettings,
+        unique: impl FnOnce() -> String,
+    ) -> Self {
+        match node {
+            ConsumerNode::Queue { name, browse } => Self {
+                queue: name.clone(),
+                address: name,
+                topic: None,
+                browse,
+                lifetime: QueueLifetime::Lasting,
+                declare: None,
+            },
+            ConsumerNode::Topic { topic, durable } => {
+                let subscription = if durable {
+                    format!("{container_id}:{link_name}")
+                } else {
+                    format!("~{}", unique())
+                };
+                let queue = subscription_queue(&topic, &subscription);
+                let config = QueueConfig {
+                    durable,
+                    ..settings.queue_config(&queue)
+                };
+                Self {
+                    queue,
+                    address: format!("{TOPIC_PREFIX}{topic}"),
+                    topic: Some(topic),
+                    browse: false,
+                    lifetime: if durable {
+                        QueueLifetime::UntilClosed
+                    } else {
+                        QueueLifetime::UntilDetached
+                    },
+                    declare: Some(config),
+                }
+            }
+            ConsumerNode::Dynamic => {
+                let queue = format!("dynamic.{}", unique());
+                let config = QueueConfig {
+                    durable: false,
+                    ..settings.queue_config(&queue)
+                };
+                Self {
+                    address: queue.clone(),
+                    queue,
+                    topic: None,
+                    browse: false,
+                    lifetime: QueueLifetime::UntilDetached,
+                    declare: Some(config),
+                }
+            }
         }
     }
 }

@@ -25,8 +25,8 @@ use crate::cluster::replica::NodeId;
 use crate::cluster::transport::TransportConfig;
 use crate::cluster::wal::GroupId;
 use crate::io::Io;
-use crate::node::core::{NodeError, NodeSettings, destinations, subscription_queue};
-use crate::node::links::{Consumer, Links, QueueLifetime};
+use crate::node::core::{NodeError, NodeSettings, destinations};
+use crate::node::links::{Consumer, ConsumerTarget, Links};
 use crate::node::{
     ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, TOPIC_PREFIX,
     ToConnection,
@@ -396,45 +396,25 @@ impl<I: Io> ClusterCore<I> {
         link_name: &str,
         container_id: &str,
     ) -> Result<(), Refusal> {
-        let (queue, address, browse, lifetime) = match node {
-            ConsumerNode::Queue { name, browse } => {
-                self.ensure_queue_for_attach(&name)?;
-                (name.clone(), name, browse, QueueLifetime::Lasting)
-            }
-            ConsumerNode::Topic { topic, durable } => {
-                let subscription = if durable {
-                    format!("{container_id}:{link_name}")
-                } else {
-                    format!("~{}", self.dynamic_name())
-                };
-                let queue = subscription_queue(&topic, &subscription);
-                let config = QueueConfig {
-                    durable,
-                    ..self.settings.queue_config(&queue)
-                };
-                self.declare(&queue, config);
-                let lifetime = if durable {
-                    QueueLifetime::UntilClosed
-                } else {
-                    QueueLifetime::UntilDetached
-                };
-                (
-                    queue,
-                    format!("{}{topic}", crate::node::TOPIC_PREFIX),
-                    false,
-                    lifetime,
-                )
-            }
-            ConsumerNode::Dynamic => {
-                let queue = format!("dynamic.{}", self.dynamic_name());
-                let config = QueueConfig {
-                    durable: false,
-                    ..self.settings.queue_config(&queue)
-                };
-                self.declare(&queue, config);
-                (queue.clone(), queue, false, QueueLifetime::UntilDetached)
-            }
+        let (node_id, start) = (self.node_id, (self.origin >> 32) & 0xffff);
+        let next_dynamic = &mut self.next_dynamic;
+        // A name no other node, and no earlier start of this one, uses.
+        let unique = || {
+            *next_dynamic += 1;
+            format!("{node_id}.{start}.{next_dynamic}")
         };
+        let ConsumerTarget {
+            queue,
+            address,
+            browse,
+            lifetime,
+            declare,
+            ..
+        } = ConsumerTarget::of(node, link_name, container_id, &self.settings, unique);
+        match declare {
+            Some(config) => self.declare(&queue, config),
+            None => self.ensure_queue_for_attach(&queue)?,
+        }
         let consumer = self.next_consumer;
         self.next_consumer += 1;
         let info = Consumer {
@@ -457,17 +437,6 @@ impl<I: Io> ClusterCore<I> {
         };
         self.propose(&queue, attach, None, reply);
         Ok(())
-    }
-
-    /// A name no other node, and no earlier start of this one, uses.
-    fn dynamic_name(&mut self) -> String {
-        self.next_dynamic += 1;
-        format!(
-            "{}.{}.{}",
-            self.node_id,
-            (self.origin >> 32) & 0xffff,
-            self.next_dynamic
-        )
     }
 
     /// Declares the queue an attach names if it does not exist and the
