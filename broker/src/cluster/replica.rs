@@ -27,15 +27,25 @@
 //! sends that snapshot to a follower that needs what was dropped. A
 //! follower that installs one hands it to its owner in
 //! [`Output::snapshot`] (and to the disk in [`Persist::snapshot`]).
+//!
+//! A member whose log was damaged and cut back ([`Replica::rejoin`]) may
+//! have acknowledged entries it no longer holds, so until it has caught up
+//! it must neither vote nor campaign, and its leader must stop counting the
+//! acknowledgements it sent before. It asks the leader, with a ReadIndex
+//! request that carries its own commit index, for a catch-up target: the
+//! leader lowers what it believes the member holds to that index and
+//! answers with its commit index. Every entry the member could have
+//! vouched for is committed by then or never will be on its word, so once
+//! its log holds that index the member votes again.
 
 mod storage;
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use raft::eraftpb::{Entry, HardState, Message, Snapshot};
+use raft::eraftpb::{Entry, HardState, Message, MessageType, Snapshot};
 use raft::{Config, RawNode, StateRole, Storage};
-use tracing::debug;
+use tracing::{debug, info};
 
 use self::storage::ReplicaStorage;
 
@@ -166,6 +176,19 @@ impl Durable {
     }
 }
 
+/// Where a member rejoining after damage to its log stands.
+#[derive(Debug, Default)]
+struct Rejoin {
+    /// The leader's commit index when it heard of the damage, once it
+    /// answered: the log must hold it before this member votes again.
+    target: Option<u64>,
+    /// Ticks since the last request for a target.
+    since_asked: usize,
+    /// Requests made: each carries its number, since raft-rs ignores a
+    /// request whose context equals one still pending.
+    asked: u64,
+}
+
 /// One member of a Raft group.
 pub struct Replica {
     node: RawNode<ReplicaStorage>,
@@ -180,6 +203,8 @@ pub struct Replica {
     /// counts nothing as applied past what is persisted, and the snapshot
     /// moves what it would apply to its index.
     snapshot_unpersisted: Option<u64>,
+    /// Set while rejoining after damage to the log.
+    rejoin: Option<Rejoin>,
     /// Planted bug: votes and acknowledgements leave at once.
     #[cfg(feature = "planted-bugs")]
     vote_without_persist: bool,
@@ -253,7 +278,11 @@ impl Replica {
             }
             cache.append(&durable.entries)?;
             let mut hard_state = durable.hard_state.clone();
-            hard_state.commit = hard_state.commit.max(snapshot_index);
+            // A log cut back after damage may have lost entries its hard
+            // state had seen committed: raft-rs refuses a commit index past
+            // the log's end.
+            let last_index = durable.entries.last().map_or(snapshot_index, |e| e.index);
+            hard_state.commit = hard_state.commit.max(snapshot_index).min(last_index);
             cache.set_hardstate(hard_state);
         }
         let mut storage = storage;
@@ -275,6 +304,7 @@ impl Replica {
             held: VecDeque::new(),
             durable_upto: 0,
             snapshot_unpersisted: None,
+            rejoin: None,
             #[cfg(feature = "planted-bugs")]
             vote_without_persist: false,
         };
@@ -314,10 +344,47 @@ impl Replica {
         self.vote_without_persist = plant == Some(crate::planted::Plant::VoteWithoutPersist);
     }
 
-    /// One tick of the owner's clock.
+    /// Marks this member as rejoining after damage to its durable log: it
+    /// may have acknowledged entries it no longer holds (see the module
+    /// documentation). Until it has caught up it neither votes nor
+    /// campaigns. Its term and vote must still be the ones it last made
+    /// durable: a member that forgot a vote could vote twice in a term.
+    pub fn rejoin(&mut self) {
+        info!(
+            committed = self.committed_index(),
+            "rejoining after damage to the log: no votes until caught up"
+        );
+        self.rejoin = Some(Rejoin::default());
+    }
+
+    /// Whether this member is still rejoining (see [`Replica::rejoin`]).
+    pub fn is_rejoining(&self) -> bool {
+        self.rejoin.is_some()
+    }
+
+    /// One tick of the owner's clock. A rejoining member's election clock
+    /// stands still (it must not campaign); it asks for its catch-up target
+    /// instead, again every election timeout until a leader answers.
     pub fn tick(&mut self) {
-        self.node.tick();
-        self.pin_election_timeout();
+        let committed = self.committed_index();
+        let election_timeout = self.node.raft.election_timeout();
+        let Some(rejoin) = &mut self.rejoin else {
+            self.node.tick();
+            self.pin_election_timeout();
+            return;
+        };
+        if rejoin.target.is_some() {
+            return;
+        }
+        rejoin.since_asked += 1;
+        if rejoin.asked > 0 && rejoin.since_asked < election_timeout {
+            return;
+        }
+        rejoin.since_asked = 0;
+        rejoin.asked += 1;
+        let mut context = committed.to_be_bytes().to_vec();
+        context.extend_from_slice(&rejoin.asked.to_be_bytes());
+        self.node.read_index(context);
     }
 
     /// Takes a message from a peer.
@@ -327,7 +394,28 @@ impl Replica {
     /// [`ReplicaError::Raft`] if raft-rs refuses it (for instance, it is
     /// addressed to another node); the message is dropped, which Raft
     /// tolerates.
-    pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
+    pub fn step(&mut self, mut message: Message) -> Result<(), ReplicaError> {
+        if self.rejoin.is_some() {
+            match message.get_msg_type() {
+                MessageType::MsgRequestVote
+                | MessageType::MsgRequestPreVote
+                | MessageType::MsgTimeoutNow => {
+                    debug!(from = message.from, "rejoining: no vote, no campaign");
+                    return Ok(());
+                }
+                // A leader that still counts acknowledgements from before the
+                // damage sends a commit index this log may not hold, or holds
+                // other entries at: only appends, which carry the entries they
+                // commit, may move it.
+                MessageType::MsgHeartbeat => {
+                    message.commit = message.commit.min(self.committed_index());
+                }
+                _ => {}
+            }
+        }
+        if message.get_msg_type() == MessageType::MsgReadIndex && self.is_leader() {
+            self.forget_acknowledgements(&message);
+        }
         let result = self.node.step(message);
         self.pin_election_timeout();
         Ok(result?)
@@ -356,6 +444,13 @@ impl Replica {
             return output;
         }
         let mut ready = self.node.ready();
+        if let Some(rejoin) = &mut self.rejoin {
+            let answered = ready
+                .take_read_states()
+                .into_iter()
+                .map(|state| state.index);
+            rejoin.target = rejoin.target.into_iter().chain(answered).max();
+        }
         // A leader's appends to its followers need not wait for its own
         // disk: Raft counts the leader's copy only once it is durable.
         output.messages = ready.take_messages();
@@ -409,7 +504,54 @@ impl Replica {
             // readies before it.
             output.messages.extend(self.release());
         }
+        self.end_rejoin_if_caught_up();
         output
+    }
+
+    /// A rejoining member whose log durably holds its catch-up target,
+    /// with the leader's entries up to it (its commit index vouches for
+    /// that), has everything it could have acknowledged: it votes again.
+    fn end_rejoin_if_caught_up(&mut self) {
+        let Some(Rejoin {
+            target: Some(target),
+            ..
+        }) = self.rejoin
+        else {
+            return;
+        };
+        let log = &self.node.raft.raft_log;
+        if log.committed >= target && log.persisted >= target {
+            info!(target, "caught up after damage to the log: voting again");
+            self.rejoin = None;
+        }
+    }
+
+    /// On a leader: a member asking for a read index is rejoining after
+    /// damage to its log, and names its commit index. Entries past it it
+    /// may have lost, or hold from another leader, so its earlier
+    /// acknowledgements no longer count: what it holds is probed again
+    /// from there.
+    fn forget_acknowledgements(&mut self, message: &Message) {
+        let committed = message
+            .entries
+            .first()
+            .and_then(|entry| entry.data.get(..8))
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map(u64::from_be_bytes);
+        let Some(committed) = committed else {
+            return;
+        };
+        let progress = self.node.raft.mut_prs().get_mut(message.from);
+        if let Some(progress) = progress.filter(|progress| progress.matched > committed) {
+            debug!(
+                member = message.from,
+                matched = progress.matched,
+                committed,
+                "a member lost entries: probing it again"
+            );
+            progress.matched = committed;
+            progress.become_probe();
+        }
     }
 
     /// Everything up to the [`Persist`] numbered `number` is durable:

@@ -121,6 +121,27 @@ impl Group {
         self.applied.get_mut(&id).unwrap().clear();
     }
 
+    /// `id` crashes and its log is found damaged: recovery cuts it back to
+    /// its first `keep` records. Its term and vote survive (the node keeps
+    /// them apart from the log); with `rejoin` it rejoins as the node does.
+    fn crash_with_damage(&mut self, id: NodeId, keep: usize, rejoin: bool) {
+        let mut whole = wal::recover(self.disks[&id].clone()).unwrap();
+        let hard_state = whole.remove(&GROUP).unwrap_or_default().hard_state;
+        self.pending.get_mut(&id).unwrap().clear();
+        self.disks.get_mut(&id).unwrap().truncate(keep);
+        let mut cut = wal::recover(self.disks[&id].clone()).unwrap();
+        let mut durable = cut.remove(&GROUP).unwrap_or_default();
+        durable.hard_state.term = hard_state.term;
+        durable.hard_state.vote = hard_state.vote;
+        let mut replica =
+            Replica::recover(id, &self.ids, Timing::default(), self.seed, &durable).unwrap();
+        if rejoin {
+            replica.rejoin();
+        }
+        self.replicas.insert(id, replica);
+        self.applied.get_mut(&id).unwrap().clear();
+    }
+
     /// One tick for everyone, then messages until the group is quiet.
     fn round(&mut self) {
         for replica in self.replicas.values_mut() {
@@ -399,6 +420,94 @@ fn storms_catch_votes_sent_before_they_are_durable() {
         caught.is_some(),
         "vote-without-persist not caught in 40 seeds"
     );
+}
+
+/// Entries committed on the leader and one follower only, then lost from
+/// that follower's damaged log; the leader then goes away. Returns the
+/// group, the entries, and the (old leader, damaged member, other member).
+fn commit_then_lose_on_a_member(rejoin: bool) -> (Group, Vec<Vec<u8>>, [NodeId; 3]) {
+    let mut group = Group::new(3, 21);
+    group.run_until(100, |g| g.leader().is_some()).unwrap();
+    let leader = group.leader().unwrap();
+    let others: Vec<NodeId> = group
+        .ids
+        .iter()
+        .copied()
+        .filter(|&id| id != leader)
+        .collect();
+    let (damaged, behind) = (others[0], others[1]);
+    group.isolated.insert(behind);
+    let keep = group.disks[&damaged].len();
+    let committed: Vec<Vec<u8>> = (0..3u8).map(|n| vec![n]).collect();
+    for data in &committed {
+        group.propose(data);
+    }
+    group
+        .run_until(20, |g| {
+            g.applied_data(leader) == committed && g.applied_data(damaged) == committed
+        })
+        .expect("committed on the leader and one follower");
+    group.crash_with_damage(damaged, keep, rejoin);
+    group.isolated = BTreeSet::from([leader]);
+    (group, committed, [leader, damaged, behind])
+}
+
+/// Without rejoining, the damaged member votes for the member that never
+/// had the committed entries, which then overwrites them: the check that
+/// committed logs agree catches it. This is what the next test prevents.
+#[test]
+#[should_panic(expected = "applied another entry")]
+fn a_damaged_member_that_votes_loses_committed_entries() {
+    let (mut group, ..) = commit_then_lose_on_a_member(false);
+    group.run_until(200, |_| false);
+}
+
+#[test]
+fn a_damaged_member_rejoins_without_voting_until_it_caught_up() {
+    let (mut group, committed, [leader, damaged, behind]) = commit_then_lose_on_a_member(true);
+    assert!(
+        group.run_until(200, |g| g.leader().is_some()).is_none(),
+        "a leader elected by the damaged member's vote: {group:?}"
+    );
+    assert!(group.replicas[&damaged].is_rejoining());
+
+    group.isolated.clear();
+    group
+        .run_until(200, |g| {
+            !g.replicas[&damaged].is_rejoining()
+                && g.ids.iter().all(|&id| g.applied_data(id) == committed)
+        })
+        .unwrap_or_else(|| panic!("no catch-up: {group:?} {:?}", group.applied));
+    assert_eq!(
+        group.leader(),
+        Some(leader),
+        "only the old leader had it all"
+    );
+
+    // Caught up, it votes again: with the leader gone, the two others elect.
+    group.isolated.insert(leader);
+    group
+        .run_until(200, |g| g.leader().is_some_and(|id| id != leader))
+        .expect("a new leader with the rejoined member's vote");
+    group.propose(b"after");
+    group
+        .run_until(20, |g| g.applied_data(behind).len() == committed.len() + 1)
+        .expect("the new leader commits");
+}
+
+/// The leader stays: it counted the damaged member's lost entries as held,
+/// and must probe it again rather than ignore its refusals (or send it a
+/// commit index past its log's end).
+#[test]
+fn a_damaged_member_catches_up_from_the_leader_that_counted_its_lost_entries() {
+    let (mut group, committed, [leader, damaged, behind]) = commit_then_lose_on_a_member(true);
+    group.isolated = BTreeSet::from([behind]);
+    group
+        .run_until(200, |g| {
+            !g.replicas[&damaged].is_rejoining() && g.applied_data(damaged) == committed
+        })
+        .unwrap_or_else(|| panic!("no catch-up: {group:?} {:?}", group.applied));
+    assert_eq!(group.leader(), Some(leader));
 }
 
 impl std::fmt::Debug for Group {
