@@ -2,9 +2,10 @@
 //! node 2 sends to a queue, a consumer on node 3 takes from it, and node 1
 //! crashes and restarts in the middle — at once, or after the others have
 //! compacted their logs past what it has, so that it catches up from a
-//! snapshot. Every message is accepted (the producer's node re-proposes
-//! what the crash lost), every accepted message is received, and at the end
-//! every node's replica of every group has the same state.
+//! snapshot, or with its Raft log damaged, so that it rejoins. Every
+//! message is accepted (the producer's node re-proposes what the crash
+//! lost), every accepted message is received, and at the end every node's
+//! replica of every group has the same state.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +13,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -20,7 +23,7 @@ use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
 use sluice::amqp::types::{Accepted, DeliveryState, Source};
 use sluice::client::Client;
 use sluice::config::{ClusterConfig, Config, Peer};
-use sluice::io::TurmoilIo;
+use sluice::io::{Io, TurmoilIo};
 use sluice::node::NodeHandle;
 use sluice::server::{self, shutdown_channel};
 
@@ -161,8 +164,42 @@ async fn consume(received: Arc<Mutex<Vec<u32>>>) -> Result<(), Box<dyn std::erro
     Ok(())
 }
 
+/// Flips a bit inside the first record of this host's Raft log: damage
+/// that no torn write explains, so the node must cut its log back there.
+async fn damage_raft_log() -> std::io::Result<()> {
+    let raft = Path::new("/data/raft");
+    let segments = TurmoilIo.read_dir(raft).await?;
+    let first = segments
+        .iter()
+        .find(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .expect("a Raft log segment");
+    let mut contents = TurmoilIo.read_file(first).await?;
+    // After the 24-byte segment header and the first record's 8-byte frame
+    // header: in its payload, which its checksum covers.
+    contents[40] ^= 0x10;
+    sluice::io::replace_file(&TurmoilIo, first, &contents).await
+}
+
+/// Waits for node 1's restart, then checks that it rejoins: the damaged
+/// log made it give up its votes until it caught up.
+async fn rejoins(handles: Handles) -> Result<(), Box<dyn std::error::Error>> {
+    loop {
+        let node = handles.lock().unwrap().get(&1).cloned();
+        if let Some(node) = node {
+            let groups = node.replica_status().await?;
+            assert!(
+                groups.iter().any(|group| group.rejoining),
+                "node 1 started on a damaged log without rejoining: {groups:#?}"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Waits until every node has applied every group as far as the others,
-/// then returns each group's digests, which must all be equal.
+/// and none is still rejoining, then returns each group's digests, which
+/// must all be equal.
 async fn converged(handles: Handles) -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let nodes: Vec<NodeHandle> = handles.lock().unwrap().values().cloned().collect();
@@ -174,7 +211,8 @@ async fn converged(handles: Handles) -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|groups| groups.iter().map(|group| group.applied).collect())
             .collect();
-        if nodes.len() == NODES.len() && applied.len() == 1 {
+        let rejoining = statuses.iter().flatten().any(|group| group.rejoining);
+        if nodes.len() == NODES.len() && applied.len() == 1 && !rejoining {
             let digests: BTreeSet<Vec<u32>> = statuses
                 .iter()
                 .map(|groups| groups.iter().map(|group| group.digest).collect())
@@ -188,20 +226,26 @@ async fn converged(handles: Handles) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Runs the producer and the consumer against the cluster, crashes node 1
 /// after `CRASH_AFTER_ACCEPTED` accepted messages and restarts it once
-/// `restart_after` were; checks that nothing accepted is lost and that the
-/// replicas converge.
-fn crash_run(snapshot_every: u64, restart_after: usize) {
+/// `restart_after` were (with its Raft log damaged, if `damage`); checks
+/// that nothing accepted is lost and that the replicas converge.
+fn crash_run(snapshot_every: u64, restart_after: usize, damage: bool) {
     let mut sim = turmoil::Builder::new()
         .rng_seed(SEED)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
         .simulation_duration(Duration::from_secs(120))
         .build();
     let handles: Handles = Arc::default();
+    let damage_at_start = Arc::new(AtomicBool::new(false));
     for node in NODES {
         let handles = handles.clone();
+        let damage_at_start = damage_at_start.clone();
         sim.host(host(node), move || {
             let handles = handles.clone();
+            let damage = damage_at_start.swap(false, Ordering::SeqCst);
             async move {
+                if damage {
+                    damage_raft_log().await?;
+                }
                 let (_never_triggered, shutdown) = shutdown_channel();
                 let ready = move |listening: server::Listening| {
                     handles.lock().unwrap().insert(node, listening.node);
@@ -229,7 +273,11 @@ fn crash_run(snapshot_every: u64, restart_after: usize) {
             crashed = true;
         }
         if crashed && !restarted && count >= restart_after {
+            damage_at_start.store(damage, Ordering::SeqCst);
             sim.bounce(host(1));
+            if damage {
+                sim.client("rejoin-check", rejoins(handles.clone()));
+            }
             restarted = true;
         }
         if restarted && !checking && count == MESSAGES as usize {
@@ -251,10 +299,15 @@ fn crash_run(snapshot_every: u64, restart_after: usize) {
 
 #[test]
 fn a_cluster_serves_clients_through_a_node_crash() {
-    crash_run(100_000, CRASH_AFTER_ACCEPTED);
+    crash_run(100_000, CRASH_AFTER_ACCEPTED, false);
 }
 
 #[test]
 fn a_node_back_from_a_long_outage_catches_up_from_a_snapshot() {
-    crash_run(5, RESTART_AFTER_ACCEPTED);
+    crash_run(5, RESTART_AFTER_ACCEPTED, false);
+}
+
+#[test]
+fn a_node_whose_log_is_damaged_rejoins_and_catches_up() {
+    crash_run(100_000, CRASH_AFTER_ACCEPTED, true);
 }

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -63,6 +63,7 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         timing: Timing::default(),
         tick: Duration::from_millis(20),
         seed: SEED,
+        votes: PathBuf::from("/votes"),
         #[cfg(feature = "planted-bugs")]
         plant: None,
     };

@@ -63,8 +63,9 @@
 //!    start (and, in a cluster, whose node was not cut off since).
 //! 6. **Replica convergence** (a cluster). Once every client has gone, every
 //!    node must have applied every group to the same index within a bound
-//!    of simulated time, and then every group's state digest must be the
-//!    same on every node.
+//!    of simulated time, no member may still be rejoining after damage to
+//!    its log, and then every group's state digest must be the same on
+//!    every node.
 //! 7. **No node panics.** A panic (an assertion of the broker, or of
 //!    raft-rs, failed) is a bug, whatever it did to messages. Under turmoil
 //!    a panic in any task stops the whole simulation: the run is then cut
@@ -709,6 +710,12 @@ fn divergences(nodes: &[NodeReplicas]) -> Vec<String> {
             continue;
         };
         for status in statuses {
+            if status.rejoining {
+                found.push(format!(
+                    "group {}: node{} is still rejoining after damage to its log",
+                    status.group, node.node
+                ));
+            }
             let of_group = groups.entry(status.group).or_default();
             of_group.push((node.node, status.applied, status.digest));
         }
@@ -1014,6 +1021,7 @@ mod tests {
                 leader: Some(1),
                 applied,
                 digest,
+                rejoining: false,
             })
             .collect();
         NodeReplicas {
@@ -1050,6 +1058,15 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found.iter().any(|f| f.contains("node3 did not report")));
         assert!(found.iter().any(|f| f.contains("node2 applied 9")));
+        let mut stuck = [replicas(1, &[(1, 10, 0xaa)]), replicas(2, &[(1, 10, 0xaa)])];
+        if let Some(groups) = &mut stuck[1].groups {
+            groups[0].rejoining = true;
+        }
+        let found = divergences(&stuck);
+        assert_eq!(
+            found,
+            ["group 1: node2 is still rejoining after damage to its log"]
+        );
     }
 
     #[test]

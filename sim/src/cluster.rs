@@ -114,6 +114,7 @@ mod tests {
             leader,
             applied: 0,
             digest: 0,
+            rejoining: false,
         }
     }
 

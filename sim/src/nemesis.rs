@@ -1083,6 +1083,7 @@ mod tests {
             leader: Some(2),
             applied: 0,
             digest: 0,
+            rejoining: false,
         };
         replicas.update(2, vec![status(1), status(2), status(3)]);
         let mut nemesis = Nemesis::new(seed, ALL, FAULT_PHASE, &NODES)

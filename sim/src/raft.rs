@@ -29,7 +29,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -202,6 +202,7 @@ async fn run_node(
         timing: Timing::default(),
         tick: Duration::from_millis(20),
         seed,
+        votes: PathBuf::from("/votes"),
         plant,
     };
     let (handle, mut committed, task) =

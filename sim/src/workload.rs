@@ -498,8 +498,13 @@ async fn converged_replicas(shared: &Shared) -> Vec<NodeReplicas> {
 }
 
 /// Whether every node answered, with the same groups, each applied to the
-/// same index on every node.
+/// same index on every node, and no member is still rejoining after damage
+/// to its log.
 fn applied_alike(nodes: &[NodeReplicas]) -> bool {
+    let rejoining = nodes
+        .iter()
+        .flat_map(|node| node.groups.iter().flatten())
+        .any(|group| group.rejoining);
     let applied = |node: &NodeReplicas| {
         node.groups.as_ref().map(|groups| {
             groups
@@ -511,9 +516,10 @@ fn applied_alike(nodes: &[NodeReplicas]) -> bool {
     let Some(first) = nodes.first().and_then(applied) else {
         return false;
     };
-    nodes
-        .iter()
-        .all(|node| applied(node).as_ref() == Some(&first))
+    !rejoining
+        && nodes
+            .iter()
+            .all(|node| applied(node).as_ref() == Some(&first))
 }
 
 /// Closes the connection, and records whether the broker answered: a

@@ -23,9 +23,18 @@
 //! A failed log write stops the task (like a failed fsync stops the
 //! single-node broker): what is on disk is then unknown, and a member that
 //! acknowledged what it may not have would break Raft's guarantees.
+//!
+//! A log found damaged at start (a checksum that fails, not a torn tail) is
+//! cut back at the damage, or emptied if even its snapshot is damaged, and
+//! every group's member rejoins ([`Replica::rejoin`]): it may have
+//! acknowledged entries it no longer holds, so it votes again only once it
+//! has caught up from a leader. Each group's term and vote come from the
+//! votes file ([`super::votes`]) as well as the log, so the cut cannot make
+//! a member forget a vote; the file is written whenever they change, before
+//! the messages that vouch for them leave.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -36,6 +45,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::replica::{NodeId, Output, Replica, ReplicaError, Timing};
 use super::transport::{StartError, Transport, TransportConfig};
+use super::votes::{self, Ballot, Ballots, VotesError};
 use super::wal::{self, GroupId, WalError};
 use crate::io::Io;
 use crate::log::{self, Log, LogError, LogOptions, Lsn, Ticket};
@@ -55,6 +65,8 @@ pub struct GroupsConfig {
     pub tick: Duration,
     /// The run's seed: fixes election timeouts.
     pub seed: u64,
+    /// The votes file ([`super::votes`]), outside the log's directory.
+    pub votes: PathBuf,
     /// A planted bug for the simulator (feature `planted-bugs`).
     #[cfg(feature = "planted-bugs")]
     pub plant: Option<crate::planted::Plant>,
@@ -76,6 +88,18 @@ pub enum GroupError {
     /// The node-to-node transport could not start.
     #[error(transparent)]
     Transport(#[from] StartError),
+    /// The votes file could not be read or written.
+    #[error(transparent)]
+    Votes(#[from] VotesError),
+    /// The log is damaged and there is no votes file to say which votes
+    /// the node cast, so it cannot rejoin safely.
+    #[error("{damage}; and {} is missing, so this node's Raft votes are unknown", votes.display())]
+    DamagedWithoutVotes {
+        /// What is wrong with the log.
+        damage: LogError,
+        /// The missing votes file.
+        votes: PathBuf,
+    },
 }
 
 /// What this node knows of the groups and its peers, as of the last ready
@@ -88,6 +112,9 @@ pub struct Status {
     /// [`Timing::peer_timeout_ticks`]. Only a leader hears from every
     /// member, so only a leader's view is complete.
     pub unreachable: BTreeSet<NodeId>,
+    /// Groups whose member here is rejoining after damage to the log: it
+    /// does not vote until it has caught up.
+    pub rejoining: BTreeSet<GroupId>,
 }
 
 /// What the groups hand the broker, per group, in log order.
@@ -181,13 +208,9 @@ pub async fn start<I: Io>(
     ),
     GroupError,
 > {
-    // A refused batch must stop the log: the batches submitted after it
-    // may commit what it held.
-    let options = LogOptions {
-        stop_at_no_space: true,
-        ..LogOptions::default()
-    };
-    let (log, recovered) = log::open(io.clone(), dir, options).await?;
+    let mut ballots = votes::load(&io, &config.votes).await?;
+    let (log, recovered, damaged) = open_log(&io, dir, &config, &mut ballots).await?;
+    let mut ballots = ballots.unwrap_or_default();
     let (transport, inbound) = Transport::start(io.clone(), transport).await?;
     let image = match recovered.snapshot {
         Some((_, image)) => decode_image(image)?,
@@ -201,7 +224,15 @@ pub async fn start<I: Io>(
         // Each group its own election timeouts, so that leaders spread over
         // the nodes rather than all land where the seed favours.
         let seed = config.seed ^ u64::from(group).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let state = durable.remove(&group).unwrap_or_default();
+        let mut state = durable.remove(&group).unwrap_or_default();
+        let ballot = ballots.get(&group).copied().unwrap_or_default();
+        // The later of the log's and the file's: each is written before a
+        // vote leaves, so either may be ahead after a crash between the two.
+        let hard_state = &mut state.hard_state;
+        if (ballot.term, ballot.vote) > (hard_state.term, hard_state.vote) {
+            hard_state.term = ballot.term;
+            hard_state.vote = ballot.vote;
+        }
         if let Some(snapshot) = &state.snapshot {
             let recovered = Committed::Snapshot {
                 index: snapshot.get_metadata().index,
@@ -214,8 +245,13 @@ pub async fn start<I: Io>(
             Replica::recover(config.node_id, &config.voters, config.timing, seed, &state)?;
         #[cfg(feature = "planted-bugs")]
         replica.plant(config.plant);
+        if ballot.rejoining || damaged {
+            replica.rejoin();
+        }
+        ballots.insert(group, ballot_of(&replica));
         replicas.insert(group, replica);
     }
+    votes::save(&io, &config.votes, &ballots).await?;
     let (asks, asked) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(Status::default());
     let span = info_span!("raft_groups", node = config.node_id);
@@ -244,6 +280,9 @@ pub async fn start<I: Io>(
         heartbeat_ticks: config.timing.heartbeat_ticks,
         peer_timeout_ticks: config.timing.peer_timeout_ticks,
         status: status_tx,
+        ballots,
+        votes: config.votes,
+        ballots_changed: false,
         #[cfg(feature = "planted-bugs")]
         commit_on_minority: config.plant == Some(crate::planted::Plant::CommitOnMinority),
     };
@@ -271,6 +310,12 @@ struct Host<I: Io> {
     heartbeat_ticks: usize,
     peer_timeout_ticks: usize,
     status: watch::Sender<Status>,
+    /// Every group's ballot as the votes file should hold it.
+    ballots: Ballots,
+    /// The votes file.
+    votes: PathBuf,
+    /// `ballots` changed since the file was last written.
+    ballots_changed: bool,
     /// Planted bug `commit-on-minority` (feature `planted-bugs`).
     #[cfg(feature = "planted-bugs")]
     commit_on_minority: bool,
@@ -303,6 +348,12 @@ impl<I: Io> Host<I> {
                 }
             }
             self.advance_all()?;
+            // Before the next event, which may be the log's completion that
+            // releases the votes this records.
+            if self.ballots_changed {
+                votes::save(&self.io, &self.votes, &self.ballots).await?;
+                self.ballots_changed = false;
+            }
             self.publish_status();
         }
     }
@@ -343,6 +394,14 @@ impl<I: Io> Host<I> {
                     status.leaders.insert(group, leader);
                     changed = true;
                 }
+            }
+            let rejoining: BTreeSet<GroupId> = (self.replicas.iter())
+                .filter(|(_, replica)| replica.is_rejoining())
+                .map(|(&group, _)| group)
+                .collect();
+            if status.rejoining != rejoining {
+                status.rejoining = rejoining;
+                changed = true;
             }
             for (&peer, &silent) in &self.silent_ticks {
                 let unreachable = silent > self.peer_timeout_ticks;
@@ -518,6 +577,12 @@ impl<I: Io> Host<I> {
             let ticket = self.log.submit(|buf| wal::encode(group, &persist, buf))?;
             self.persisting.push_back((ticket, group, persist.number));
         }
+        if let Some(replica) = self.replicas.get(&group) {
+            let ballot = ballot_of(replica);
+            if self.ballots.insert(group, ballot) != Some(ballot) {
+                self.ballots_changed = true;
+            }
+        }
         Ok(())
     }
 
@@ -533,6 +598,61 @@ impl<I: Io> Host<I> {
         if let Err(error) = self.transport.send(message.to, payload.freeze()) {
             debug!(group, to = message.to, %error, "raft message dropped");
         }
+    }
+}
+
+/// Opens the Raft log in `dir`. A damaged one is cut back at the damage, or
+/// emptied if even its snapshot is, after marking every group rejoining in
+/// the votes file (so that a crash during the repair still rejoins); the
+/// third value says whether that happened.
+async fn open_log<I: Io>(
+    io: &I,
+    dir: &Path,
+    config: &GroupsConfig,
+    ballots: &mut Option<Ballots>,
+) -> Result<(Log, log::Recovered, bool), GroupError> {
+    // A refused batch must stop the log: the batches submitted after it
+    // may commit what it held.
+    let options = LogOptions {
+        stop_at_no_space: true,
+        ..LogOptions::default()
+    };
+    let damage = match log::open(io.clone(), dir, options.clone()).await {
+        Ok((log, recovered)) => return Ok((log, recovered, false)),
+        Err(damage @ LogError::Corrupt { .. }) => damage,
+        Err(error) => return Err(error.into()),
+    };
+    let Some(ballots) = ballots else {
+        let votes = config.votes.clone();
+        return Err(GroupError::DamagedWithoutVotes { damage, votes });
+    };
+    error!(%damage, "the Raft log is damaged: cutting it back and rejoining every group");
+    for &group in &config.groups {
+        ballots.entry(group).or_default().rejoining = true;
+    }
+    votes::save(io, &config.votes, ballots).await?;
+    let repair = LogOptions {
+        repair: true,
+        ..options.clone()
+    };
+    match log::open(io.clone(), dir, repair).await {
+        Ok((log, recovered)) => Ok((log, recovered, true)),
+        Err(damage @ LogError::Corrupt { .. }) => {
+            error!(%damage, "the Raft log cannot be repaired: starting from an empty one");
+            log::discard(io, dir).await?;
+            let (log, recovered) = log::open(io.clone(), dir, options).await?;
+            Ok((log, recovered, true))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// What the votes file should hold for `replica`.
+fn ballot_of(replica: &Replica) -> Ballot {
+    Ballot {
+        term: replica.term(),
+        vote: replica.vote(),
+        rejoining: replica.is_rejoining(),
     }
 }
 

@@ -11,10 +11,13 @@
 //! - [`wal`]: the Raft records of a node's write-ahead log (every group's
 //!   entries, hard state and snapshots, in the broker's shared log), and
 //!   recovery.
+//! - [`votes`]: each group's term and vote, kept apart from the log, which
+//!   repair after damage may cut back.
 //! - [`raft_log`]: raft-rs logs through slog; this forwards it to `tracing`.
 
 pub mod group;
 pub mod raft_log;
 pub mod replica;
 pub mod transport;
+pub mod votes;
 pub mod wal;

@@ -182,7 +182,9 @@ struct Rejoin {
     /// The leader's commit index when it heard of the damage, once it
     /// answered: the log must hold it before this member votes again.
     target: Option<u64>,
-    /// Ticks since the last request for a target.
+    /// The leader last asked for it.
+    asked_of: Option<NodeId>,
+    /// Ticks since then.
     since_asked: usize,
     /// Requests made: each carries its number, since raft-rs ignores a
     /// request whose context equals one still pending.
@@ -322,6 +324,11 @@ impl Replica {
         self.node.raft.term
     }
 
+    /// Who this member voted for in the current term; 0 for nobody.
+    pub fn vote(&self) -> NodeId {
+        self.node.raft.vote
+    }
+
     /// The leader this member knows of, if any.
     pub fn leader(&self) -> Option<NodeId> {
         Some(self.node.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
@@ -364,23 +371,26 @@ impl Replica {
 
     /// One tick of the owner's clock. A rejoining member's election clock
     /// stands still (it must not campaign); it asks for its catch-up target
-    /// instead, again every election timeout until a leader answers.
+    /// instead: of each new leader it hears of, and again every election
+    /// timeout until one answers.
     pub fn tick(&mut self) {
         let committed = self.committed_index();
+        let leader = self.leader();
         let election_timeout = self.node.raft.election_timeout();
         let Some(rejoin) = &mut self.rejoin else {
             self.node.tick();
             self.pin_election_timeout();
             return;
         };
-        if rejoin.target.is_some() {
+        if rejoin.target.is_some() || leader.is_none() {
             return;
         }
         rejoin.since_asked += 1;
-        if rejoin.asked > 0 && rejoin.since_asked < election_timeout {
+        if leader == rejoin.asked_of && rejoin.since_asked < election_timeout {
             return;
         }
         rejoin.since_asked = 0;
+        rejoin.asked_of = leader;
         rejoin.asked += 1;
         let mut context = committed.to_be_bytes().to_vec();
         context.extend_from_slice(&rejoin.asked.to_be_bytes());

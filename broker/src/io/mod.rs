@@ -178,6 +178,26 @@ fn tokio_now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Replaces `path` with `contents`, durably and whole: written beside it
+/// (`<path>.new`), synced, renamed over it, then the directory synced. A
+/// crash leaves the old file or the new one, never a mix.
+///
+/// # Errors
+///
+/// The first failing operation's error; `path` then still holds the old
+/// contents, or the new ones if only the final directory sync failed.
+pub async fn replace_file<I: Io>(io: &I, path: &Path, contents: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    let mut file = io.open(&temporary, OpenMode::Truncate).await?;
+    file.write_all(contents).await?;
+    file.sync_all().await?;
+    io.rename(&temporary, path).await?;
+    io.sync_dir(path.parent().unwrap_or(Path::new("."))).await
+}
+
 /// Sorts directory entries so that listings are reproducible.
 fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
     paths.sort_unstable();

@@ -130,6 +130,7 @@ use tracing::{Instrument, info_span};
 pub use error::{Corruption, LogError};
 
 use crate::io::Io;
+use error::Context as _;
 use queue::Queue;
 use writer::{SnapshotRequest, Writer};
 
@@ -432,6 +433,24 @@ pub async fn open<I: Io>(
         completed: 0,
     };
     Ok((log, opened.recovered))
+}
+
+/// Removes every file of the log in `dir`, durably: for a log that cannot
+/// be repaired (its only snapshot is damaged) and whose owner has another
+/// copy of what it held, as a Raft member has in its peers. Files the log
+/// does not own stay.
+///
+/// # Errors
+///
+/// [`LogError::Io`] or [`LogError::NoSpace`] if listing, removing or
+/// syncing failed.
+pub async fn discard<I: Io>(io: &I, dir: &Path) -> Result<(), LogError> {
+    let listing = files::list(io, dir).await?;
+    let owned = listing.segments.iter().chain(&listing.snapshots);
+    for path in owned.map(|(_, path)| path).chain(&listing.temps) {
+        io.remove_file(path).await.during("remove", path)?;
+    }
+    io.sync_dir(dir).await.during("sync_dir", dir)
 }
 
 #[cfg(test)]

@@ -97,6 +97,9 @@ pub struct ReplicaStatus {
     /// A digest of the group's whole state (queues, consumers, what they
     /// hold, sessions).
     pub digest: u32,
+    /// This node's member is rejoining after damage to its log, and does
+    /// not vote until it has caught up.
+    pub rejoining: bool,
 }
 
 /// The node task has stopped (the broker is shutting down or failed).

@@ -16,7 +16,8 @@ use super::batch::Origin;
 use super::proposer::Outbox;
 use super::state::{Applied, GroupState};
 use super::{
-    HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, TICK, TIMING, consumer_node, next_origin,
+    HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, TICK, TIMING, VOTES_FILE, consumer_node,
+    next_origin,
 };
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::condition;
@@ -90,6 +91,7 @@ pub async fn start<I: Io>(
         timing: TIMING,
         tick: TICK,
         seed: config.seed,
+        votes: config.data_dir.join(VOTES_FILE),
         #[cfg(feature = "planted-bugs")]
         plant: config.plant,
     };
@@ -323,6 +325,7 @@ impl<I: Io> ClusterCore<I> {
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
             Request::ReplicaStatuses { reply } => {
+                let rejoining = self.status.borrow().rejoining.clone();
                 let digests = self
                     .groups
                     .iter()
@@ -331,6 +334,7 @@ impl<I: Io> ClusterCore<I> {
                         leader: state.leader,
                         applied: state.applied,
                         digest: state.state.digest(),
+                        rejoining: rejoining.contains(&group),
                     })
                     .collect();
                 let _ = reply.send(digests);

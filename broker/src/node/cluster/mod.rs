@@ -36,13 +36,17 @@ pub use self::core::start;
 
 use crate::cluster::replica::{NodeId, Timing};
 use crate::config::Config;
-use crate::io::{File as _, Io, OpenMode};
+use crate::io::Io;
 use crate::node::TOPIC_PREFIX;
 use crate::node::core::topic_of_subscription;
 use batch::Origin;
 
 /// The Raft write-ahead log's directory inside the data directory.
 const RAFT_DIR: &str = "raft";
+
+/// Each Raft group's term and vote, kept apart from the Raft log
+/// (`cluster::votes`).
+const VOTES_FILE: &str = "votes";
 
 /// The file that counts this node's starts (see [`Origin`]).
 const INCARNATION_FILE: &str = "incarnation";
@@ -94,7 +98,6 @@ fn consumer_node(consumer: u64) -> NodeId {
 /// This node's incarnation: its id in the high 16 bits, its start count in
 /// the next 16 (wrapping). Counting starts needs one small durable write.
 async fn next_origin<I: Io>(io: &I, data_dir: &Path, node_id: NodeId) -> std::io::Result<Origin> {
-    use tokio::io::AsyncWriteExt as _;
     io.create_dir_all(data_dir).await?;
     let path = data_dir.join(INCARNATION_FILE);
     let previous = match io.read_file(&path).await {
@@ -110,12 +113,7 @@ async fn next_origin<I: Io>(io: &I, data_dir: &Path, node_id: NodeId) -> std::io
         Err(error) => return Err(error),
     };
     let count = previous.wrapping_add(1);
-    let temporary = data_dir.join(format!("{INCARNATION_FILE}.new"));
-    let mut file = io.open(&temporary, OpenMode::Truncate).await?;
-    file.write_all(&count.to_be_bytes()).await?;
-    file.sync_all().await?;
-    io.rename(&temporary, &path).await?;
-    io.sync_dir(data_dir).await?;
+    crate::io::replace_file(io, &path, &count.to_be_bytes()).await?;
     Ok((node_id << 48) | ((count & 0xffff) << CONSUMER_ORIGIN_SHIFT))
 }
 
