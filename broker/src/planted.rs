@@ -17,6 +17,7 @@
 //! | `double-deliver` | `queue::machine` `Queues::settle` | an `accepted` message is put back instead of removed, so it is delivered again |
 //! | `vote-without-persist` | `cluster::replica` `Replica::advance` | a Raft member sends its votes and acknowledgements before what they vouch for is durable, so a crash can make it vote twice in a term or forget entries a leader counted as replicated |
 //! | `commit-on-minority` | `cluster::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
+//! | `ignore-damage` | `cluster::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,17 +38,20 @@ pub enum Plant {
     VoteWithoutPersist,
     /// A leader applies entries that only its own disk holds.
     CommitOnMinority,
+    /// A node whose Raft log was cut back after damage does not rejoin.
+    IgnoreDamage,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 6] = [
+    pub const ALL: [Plant; 7] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
         Plant::DoubleDeliver,
         Plant::VoteWithoutPersist,
         Plant::CommitOnMinority,
+        Plant::IgnoreDamage,
     ];
 
     /// The plant's command-line name.
@@ -59,6 +63,7 @@ impl Plant {
             Plant::DoubleDeliver => "double-deliver",
             Plant::VoteWithoutPersist => "vote-without-persist",
             Plant::CommitOnMinority => "commit-on-minority",
+            Plant::IgnoreDamage => "ignore-damage",
         }
     }
 }
@@ -72,7 +77,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage"
 )]
 pub struct UnknownPlant(pub String);
 

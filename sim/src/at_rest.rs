@@ -12,9 +12,11 @@
 //! made of it (a lost or phantom message).
 //!
 //! A cluster node keeps its Raft write-ahead log in the same log format
-//! under another directory; the flip lands in whichever the node has. Its peers hold copies, but the node
-//! itself must still refuse to serve from damaged records; the operator
-//! then restores it the same way.
+//! under another directory; the flip lands in whichever the node has. A
+//! cluster node does not refuse: it cuts its log back at the damage and
+//! rejoins from its peers, which hold copies, voting again only once it has
+//! caught up. So the flip stays, and the checker sees whether anything
+//! accepted was lost and whether the rejoin ended.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};

@@ -82,7 +82,11 @@ const PLANT_SEEDS_MAX: u64 = 100;
 /// would prove nothing about the plant). Stops at the first such seed.
 #[test]
 fn cluster_plants_are_caught_within_100_seeds() {
-    for plant in ["vote-without-persist", "commit-on-minority"] {
+    for plant in [
+        "vote-without-persist",
+        "commit-on-minority",
+        "ignore-damage",
+    ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {
                 plant: Some(plant.to_owned()),

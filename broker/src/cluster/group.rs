@@ -209,7 +209,7 @@ pub async fn start<I: Io>(
     GroupError,
 > {
     let mut ballots = votes::load(&io, &config.votes).await?;
-    let (log, recovered, damaged) = open_log(&io, dir, &config, &mut ballots).await?;
+    let (log, recovered) = open_log(&io, dir, &config, &mut ballots).await?;
     let mut ballots = ballots.unwrap_or_default();
     let (transport, inbound) = Transport::start(io.clone(), transport).await?;
     let image = match recovered.snapshot {
@@ -245,7 +245,14 @@ pub async fn start<I: Io>(
             Replica::recover(config.node_id, &config.voters, config.timing, seed, &state)?;
         #[cfg(feature = "planted-bugs")]
         replica.plant(config.plant);
-        if ballot.rejoining || damaged {
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut rejoin = ballot.rejoining;
+        // PLANTED BUG (`ignore-damage`): carry on as if nothing was lost.
+        #[cfg(feature = "planted-bugs")]
+        if config.plant == Some(crate::planted::Plant::IgnoreDamage) {
+            rejoin = false;
+        }
+        if rejoin {
             replica.rejoin();
         }
         ballots.insert(group, ballot_of(&replica));
@@ -603,14 +610,14 @@ impl<I: Io> Host<I> {
 
 /// Opens the Raft log in `dir`. A damaged one is cut back at the damage, or
 /// emptied if even its snapshot is, after marking every group rejoining in
-/// the votes file (so that a crash during the repair still rejoins); the
-/// third value says whether that happened.
+/// `ballots` and the votes file (so that a crash during the repair still
+/// rejoins).
 async fn open_log<I: Io>(
     io: &I,
     dir: &Path,
     config: &GroupsConfig,
     ballots: &mut Option<Ballots>,
-) -> Result<(Log, log::Recovered, bool), GroupError> {
+) -> Result<(Log, log::Recovered), GroupError> {
     // A refused batch must stop the log: the batches submitted after it
     // may commit what it held.
     let options = LogOptions {
@@ -618,7 +625,7 @@ async fn open_log<I: Io>(
         ..LogOptions::default()
     };
     let damage = match log::open(io.clone(), dir, options.clone()).await {
-        Ok((log, recovered)) => return Ok((log, recovered, false)),
+        Ok(opened) => return Ok(opened),
         Err(damage @ LogError::Corrupt { .. }) => damage,
         Err(error) => return Err(error.into()),
     };
@@ -636,12 +643,11 @@ async fn open_log<I: Io>(
         ..options.clone()
     };
     match log::open(io.clone(), dir, repair).await {
-        Ok((log, recovered)) => Ok((log, recovered, true)),
+        Ok(opened) => Ok(opened),
         Err(damage @ LogError::Corrupt { .. }) => {
             error!(%damage, "the Raft log cannot be repaired: starting from an empty one");
             log::discard(io, dir).await?;
-            let (log, recovered) = log::open(io.clone(), dir, options).await?;
-            Ok((log, recovered, true))
+            Ok(log::open(io.clone(), dir, options).await?)
         }
         Err(error) => Err(error.into()),
     }
