@@ -69,6 +69,26 @@ impl Replicas {
         self.by_node.borrow_mut().remove(&node);
     }
 
+    /// The node named `host` went down: what it said no longer holds.
+    pub fn forget_host(&self, host: &str) {
+        let by_node = &mut self.by_node.borrow_mut();
+        by_node.retain(|&id, _| broker_name(Some(id)) != host);
+    }
+
+    /// Whether the node named `host` has reported since it last started,
+    /// with no group still rejoining after damage to its log.
+    pub fn rejoined(&self, host: &str) -> bool {
+        self.by_node.borrow().iter().any(|(&id, statuses)| {
+            broker_name(Some(id)) == host && statuses.iter().all(|status| !status.rejoining)
+        })
+    }
+
+    /// Whether any node reported a group still rejoining.
+    pub fn any_rejoining(&self) -> bool {
+        let by_node = self.by_node.borrow();
+        by_node.values().flatten().any(|status| status.rejoining)
+    }
+
     /// The groups any node reported, in order.
     pub fn groups(&self) -> Vec<u32> {
         let mut groups: Vec<u32> = self

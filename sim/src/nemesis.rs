@@ -355,6 +355,8 @@ pub struct Nemesis {
     cluster: Option<Rc<Replicas>>,
     /// A rolling restart's kills still to come, and when.
     rolling: Vec<(Duration, String)>,
+    /// Cluster: the host whose log was last corrupted at rest.
+    damaged: Option<String>,
     /// Cluster hosts the supervisor has seen stopped, and since when.
     stopped_since: BTreeSet<(String, Duration)>,
     /// Faults in flight and when each ends.
@@ -421,6 +423,7 @@ impl Nemesis {
             at_rest,
             cluster: None,
             rolling: Vec::new(),
+            damaged: None,
             stopped_since: BTreeSet::new(),
             active: Vec::new(),
             next_at: WARM_UP,
@@ -762,7 +765,7 @@ impl Nemesis {
         let roll = self.rng.gen_range(0..10);
         if roll < 2 {
             // A crash too, so within the bounds on process faults.
-            if !self.process_fault_allowed(now) {
+            if !self.process_fault_allowed(now) || !self.corruption_allowed() {
                 return None;
             }
             return Some((Fault::Corrupt { host }, self.draw_down_time()));
@@ -776,6 +779,19 @@ impl Nemesis {
             let lasts = Duration::from_millis(self.rng.gen_range(200..=1_000));
             Some((Fault::SyncError { host }, lasts))
         }
+    }
+
+    /// Cluster: one node's log damaged at a time. A node counts as damaged
+    /// from the corruption until it reports, after its restart, that every
+    /// group has rejoined: damaging a second node's log before then could
+    /// destroy every copy of a committed entry, a loss no replication
+    /// survives (a cluster tolerates losing a minority of its copies).
+    fn corruption_allowed(&self) -> bool {
+        let Some(replicas) = &self.cluster else {
+            return true;
+        };
+        let damaged_rejoined = (self.damaged.as_ref()).is_none_or(|host| replicas.rejoined(host));
+        damaged_rejoined && !replicas.any_rejoining()
     }
 
     /// Cluster: a group's leader (or any node) gets a disk whose fsyncs
@@ -871,6 +887,10 @@ impl Nemesis {
                     sim.crash(host.as_str());
                 }
                 self.at_rest(host).arm(self.rng.r#gen());
+                if let Some(replicas) = &self.cluster {
+                    replicas.forget_host(host);
+                    self.damaged = Some(host.clone());
+                }
             }
             Fault::Isolate { host, others, .. } => {
                 for other in others {

@@ -402,12 +402,13 @@ impl<I: Io> Host<I> {
                     changed = true;
                 }
             }
-            let rejoining: BTreeSet<GroupId> = (self.replicas.iter())
-                .filter(|(_, replica)| replica.is_rejoining())
-                .map(|(&group, _)| group)
-                .collect();
-            if status.rejoining != rejoining {
-                status.rejoining = rejoining;
+            let rejoining = || {
+                (self.replicas.iter())
+                    .filter(|(_, replica)| replica.is_rejoining())
+                    .map(|(&group, _)| group)
+            };
+            if !rejoining().eq(status.rejoining.iter().copied()) {
+                status.rejoining = rejoining().collect();
                 changed = true;
             }
             for (&peer, &silent) in &self.silent_ticks {
