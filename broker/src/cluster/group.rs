@@ -558,7 +558,12 @@ impl<I: Io> Host<I> {
 
     fn handle(&mut self, group: GroupId, output: Output) -> Result<(), GroupError> {
         for message in output.messages {
-            self.send(group, &message);
+            let handed_over = self.send(group, &message);
+            if message.get_msg_type() == MessageType::MsgSnapshot
+                && let Some(replica) = self.replicas.get_mut(&group)
+            {
+                replica.snapshot_sent(message.to, handed_over);
+            }
         }
         // The broker has gone if these fail: nothing to apply to, and the
         // task ends with the runtime.
@@ -594,18 +599,21 @@ impl<I: Io> Host<I> {
         Ok(())
     }
 
-    fn send(&self, group: GroupId, message: &Message) {
+    /// Hands `message` to the transport; false if it was dropped at once.
+    fn send(&self, group: GroupId, message: &Message) -> bool {
         let mut payload = BytesMut::with_capacity(4 + message.compute_size() as usize);
         payload.put_u32(group);
         let mut writer = (&mut payload).writer();
         if let Err(error) = message.write_to_writer(&mut writer) {
             warn!(group, %error, "raft message not encodable");
-            return;
+            return false;
         }
         // Raft tolerates a lost message: it retries what matters.
         if let Err(error) = self.transport.send(message.to, payload.freeze()) {
             debug!(group, to = message.to, %error, "raft message dropped");
+            return false;
         }
+        true
     }
 }
 

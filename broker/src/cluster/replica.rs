@@ -645,6 +645,23 @@ impl Replica {
         }
     }
 
+    /// On a leader: the snapshot for `member` in [`Output::messages`] was
+    /// handed to the transport (`handed_over`), or dropped. raft-rs sends a
+    /// member it gave a snapshot nothing but heartbeats until told; a member
+    /// that installed it and crashed before acknowledging would otherwise
+    /// wait forever. The transport cannot know whether it arrived, so
+    /// handed over counts as sent: if it was lost after all, the member
+    /// refuses the appends that follow it, and the leader probes back to a
+    /// new snapshot.
+    pub fn snapshot_sent(&mut self, member: NodeId, handed_over: bool) {
+        let status = if handed_over {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.node.report_snapshot(member, status);
+    }
+
     /// Takes a snapshot: `data` is the owner's state machine after applying
     /// every entry up to `index` (which must have been handed out as
     /// committed). The entries before it are dropped from the cache, except
