@@ -23,6 +23,10 @@
 #      leaders (up to CLUSTER_KILL_MAX) until each node was killed as leader
 #      once: node 1 (no client on it), node 2 (the producer's connection
 #      dies: it must reconnect and send again) and node 3 (the consumer's);
+#      Before the first restart it flips a bit in the killed node's Raft log
+#      (CLUSTER_KILL_DAMAGE): the node must find the damage, cut its log
+#      back and rejoin every group, voting again only once caught up, which
+#      it must do within REJOIN_WAIT_S;
 #   4. once the client is done, checks that every accepted id was received
 #      and prints the summary: sent, accepted, received, duplicates, and per
 #      kill its time and the failover gap the producer saw.
@@ -42,6 +46,8 @@
 #   CLUSTER_KILL_MAX           the most leader kills (default 4; at least 2
 #                              are always made)
 #   CLUSTER_KILL_DOWN_S        the least time a killed node stays down (2)
+#   CLUSTER_KILL_DAMAGE        1 (default) damages the first killed node's
+#                              Raft log before its restart; 0 does not
 #   CLUSTER_KILL_SEED          the nodes' `seed` (election timeouts); default
 #                              random, printed. Timing still varies run to run
 #   CLUSTER_KILL_TIME_LIMIT_S  bound on the whole test phase (170)
@@ -60,6 +66,7 @@ RATE="${CLUSTER_KILL_RATE:-1000}"
 KILLS_MIN=2
 KILLS_MAX="${CLUSTER_KILL_MAX:-4}"
 DOWN_MIN_S="${CLUSTER_KILL_DOWN_S:-2}"
+DAMAGE="${CLUSTER_KILL_DAMAGE:-1}"
 TIME_LIMIT_S="${CLUSTER_KILL_TIME_LIMIT_S:-170}"
 QUEUE=orders
 NODES=3
@@ -221,6 +228,49 @@ start_node() {
     want="127.0.0.1:${AMQP_PORT[i]}"
     [[ "$addr" == "$want" ]] || die "node $i announced amqp=$addr, configured $want"
     log "node $i (pid ${PID[i]}) ready: amqp=$addr cluster=127.0.0.1:${CLUSTER_PORT[i]}"
+}
+
+# Flips a bit inside the first record of node $1's oldest live Raft log
+# segment (after the 24-byte segment header and the record's 8-byte frame
+# header): damage no torn write explains. Live: not covered by a snapshot,
+# which recovery would skip and delete.
+damage_raft_log() {
+    local segment
+    segment="$("$PYTHON" - "$WORK/node$1/data/raft" <<'PY'
+import pathlib, sys
+raft = pathlib.Path(sys.argv[1])
+segments = sorted(raft.glob("*.seg"))
+snapshots = sorted(raft.glob("snapshot-*.snap"))
+covered = int(snapshots[-1].name[len("snapshot-"):-len(".snap")]) if snapshots else 0
+live = [s for i, s in enumerate(segments)
+        if i + 1 == len(segments) or int(segments[i + 1].stem) > covered + 1]
+with open(live[0], "r+b") as segment:
+    segment.seek(40)
+    byte = segment.read(1)
+    segment.seek(40)
+    segment.write(bytes([byte[0] ^ 0x10]))
+print(live[0])
+PY
+)" || die "could not damage node $1's Raft log"
+    log "damaged node $1's Raft log: flipped a bit of byte 40 of $segment"
+}
+
+# Waits until node $1, started on a damaged log, has rejoined every group
+# and caught up in each: as many `caught up` lines as `rejoining` ones.
+wait_for_rejoin() {
+    local i=$1 until=$(( SECONDS + REJOIN_WAIT_S )) rejoining caught_up
+    grep -q 'the Raft log is damaged' "${LOG[i]}" \
+        || die "node $i started on a damaged Raft log without noticing"
+    while :; do
+        rejoining=$(grep -c 'rejoining after damage to the log' "${LOG[i]}" || true)
+        caught_up=$(grep -c 'caught up after damage to the log' "${LOG[i]}" || true)
+        (( rejoining > 0 && caught_up == rejoining )) && break
+        (( SECONDS < until )) \
+            || die "node $i: $caught_up of $rejoining groups caught up within ${REJOIN_WAIT_S}s"
+        check_deadline "waiting for node $i to rejoin"
+        sleep 0.05
+    done
+    echo "$rejoining"
 }
 
 # The leader of group $GROUP in node $1's current view: its newest
@@ -396,7 +446,18 @@ while (( KILLS < KILLS_MAX )); do
     REMAINING="$(awk -v a="$(now)" -v b="$KILLED_AT" -v d="$DOWN_MIN_S" \
         'BEGIN { r = d - (a - b); if (r < 0) r = 0; printf "%.3f", r }')"
     sleep "$REMAINING"
-    start_node "$LEADER"
+    if (( DAMAGE == 1 && KILLS == 1 )); then
+        damage_raft_log "$LEADER"
+        DAMAGED_AT="$(now)"
+        start_node "$LEADER"
+        GROUPS_REJOINED="$(wait_for_rejoin "$LEADER")"
+        DAMAGE_SUMMARY="node $LEADER rejoined $GROUPS_REJOINED groups and caught up"
+        DAMAGE_SUMMARY+=" $(awk -v a="$(now)" -v b="$DAMAGED_AT" 'BEGIN { printf "%.2f", a - b }')s"
+        DAMAGE_SUMMARY+=" after its restart on a damaged log"
+        log "kill $KILLS: $DAMAGE_SUMMARY"
+    else
+        start_node "$LEADER"
+    fi
     echo "restart $KILLS $LEADER $(now)" >>"$WORK/kills.log"
     REJOINED="$(wait_for_leader "$REJOIN_WAIT_S" 0)"
     log "kill $KILLS: node $LEADER is back and agrees: node $REJOINED leads group $GROUP"
@@ -440,6 +501,7 @@ REPORT_STATUS=0
 REPORTED=1
 "$PYTHON" "$CLIENT" report "$WORK" || REPORT_STATUS=$?
 echo "  kills:       $KILLS ($KILL_COUNTS)"
+echo "  damage:      ${DAMAGE_SUMMARY:-none (CLUSTER_KILL_DAMAGE=0)}"
 echo "  test phase:  $(( SECONDS - STARTED_AT ))s; seed $SEED"
 for (( i = 1; i <= NODES; i++ )); do
     WARNINGS=$(cat "$WORK/node$i"/sluice.*.log | grep -c -E '^\S+ +(WARN|ERROR) ' || true)
