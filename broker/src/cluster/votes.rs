@@ -209,6 +209,20 @@ mod tests {
         assert_eq!(load(&TokioIo, &path).await.unwrap(), Some(sample()));
     }
 
+    /// The on-disk record, byte for byte: a change to it is a format change.
+    #[test]
+    fn the_record_encoding_is_stable() {
+        let record = encode(&sample());
+        let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        // One line each: magic, version and count; a ballot; the checksum.
+        let (header, rest) = record.split_at(9);
+        let (ballots, crc) = rest.split_at(rest.len() - 4);
+        let mut lines: Vec<String> = vec![hex(header)];
+        lines.extend(ballots.chunks(BALLOT_BYTES).map(hex));
+        lines.push(hex(crc));
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+
     /// Any one flipped bit leaves a good copy; one in each copy leaves none.
     #[test]
     fn one_damaged_copy_is_survived_and_two_are_refused() {
