@@ -23,8 +23,10 @@
 //! restarts every node in turn (a rolling restart, a process fault); makes
 //! the leader's disk slow (a disk fault); aims crashes at leaders half of
 //! the time; and plays the supervisor that restarts a node that stopped on
-//! its own (a disk error), once no fault holds it down. A single-node world
-//! draws none of these, and its stream of draws is unchanged.
+//! its own (a disk error), once no fault holds it down. It corrupts one
+//! node's log at a time: not again until the node last corrupted reports
+//! that every group has rejoined. A single-node world draws none of these,
+//! and its stream of draws is unchanged.
 //!
 //! [`Nemesis::heal`] undoes everything at once when the fault phase ends, so
 //! that the liveness phase starts from a whole cluster. `docs/simulation.md`
