@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
+use sluice::amqp::engine::Event;
 use sluice::amqp::types::{Accepted, DeliveryState, Source};
 use sluice::client::Client;
 use sluice::config::{ClusterConfig, Config, Peer};
@@ -27,7 +27,7 @@ use sluice::io::{Io, TurmoilIo};
 use sluice::node::NodeHandle;
 use sluice::server::{self, shutdown_channel};
 
-use common::{number_of, numbered_message};
+use common::{connect_when_up, number_of, numbered_message};
 
 const SEED: u64 = 0x5eed_c105;
 const NODES: [u64; 3] = [1, 2, 3];
@@ -76,19 +76,8 @@ fn config(node: u64, snapshot_every: u64) -> Config {
 }
 
 async fn connect(node: u64) -> Client<TurmoilIo> {
-    loop {
-        let attempt = Client::connect(
-            TurmoilIo,
-            &format!("{}:{AMQP_PORT}", host(node)),
-            ConnectionConfig::new(format!("client-of-{node}")),
-            ClientSasl::Anonymous,
-        )
-        .await;
-        match attempt {
-            Ok(client) => return client,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let address = format!("{}:{AMQP_PORT}", host(node));
+    connect_when_up(&address, &format!("client-of-{node}")).await
 }
 
 async fn produce(accepted: Ids) -> Result<(), Box<dyn std::error::Error>> {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
+use sluice::amqp::engine::Event;
 use sluice::amqp::types::{Accepted, DeliveryState, Source};
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
@@ -23,7 +23,7 @@ use sluice::io::TurmoilIo;
 use sluice::io::faulty::FaultyIo;
 use sluice::server::{self, shutdown_channel};
 
-use common::{number_of, numbered_message};
+use common::{connect_when_up, number_of, numbered_message};
 
 const SEED: u64 = 0x5eed_c4a5;
 const BROKER: &str = "broker";
@@ -39,20 +39,7 @@ const SYNC_LATENCY: Duration = Duration::from_millis(200);
 type Ids = Arc<Mutex<BTreeSet<u32>>>;
 
 async fn connect() -> Client<TurmoilIo> {
-    loop {
-        let attempt = Client::connect(
-            TurmoilIo,
-            &format!("{BROKER}:5672"),
-            ConnectionConfig::new("turmoil-client"),
-            ClientSasl::Anonymous,
-        )
-        .await;
-        match attempt {
-            Ok(client) => return client,
-            // The broker is down or still recovering: try again shortly.
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    connect_when_up(&format!("{BROKER}:5672"), "turmoil-client").await
 }
 
 /// Sends every message with up to `WINDOW` unconfirmed, recording each one

@@ -21,7 +21,6 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use sluice::cluster::group::GroupError;
 use sluice::io::{File, Io, OpenMode, TurmoilIo};
 use sluice::log::LogError;
 use sluice::node::NodeError;
@@ -140,10 +139,7 @@ impl AtRest {
     pub fn on_stop(&self, result: &Result<(), ServerError>) {
         let detected = matches!(
             result,
-            Err(ServerError::Node(
-                NodeError::Log(LogError::Corrupt { .. })
-                    | NodeError::Groups(GroupError::Log(LogError::Corrupt { .. }))
-            ))
+            Err(ServerError::Node(NodeError::Log(LogError::Corrupt { .. })))
         );
         let mut state = self.state.borrow_mut();
         if let (true, State::Flipped(flip)) = (detected, &*state) {

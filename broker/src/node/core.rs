@@ -18,9 +18,7 @@ use crate::amqp::types::{Error, condition};
 use crate::config::{self, Config};
 use crate::io::{self as seam, Io};
 use crate::log::{self, Completion, Log, LogError, LogOptions, Lsn, Ticket};
-use crate::queue::{
-    Command, ConsumerId, Effect, NewMessage, Outcome, Overflow, QueueConfig, Queues, Seq,
-};
+use crate::queue::{Command, ConsumerId, Effect, Outcome, Overflow, QueueConfig, Queues, Seq};
 
 /// The log's directory inside the data directory.
 const LOG_DIR: &str = "log";
@@ -651,13 +649,8 @@ impl<I: Io> Core<I> {
                 for queue in queues {
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    let message = NewMessage {
-                        body: message.clone(),
-                        durable: inspected.durable || self.settings.persist_always(&queue),
-                        ttl_ms: inspected.ttl_ms,
-                        absolute_expiry_ms: inspected.absolute_expiry_ms,
-                        message_id: inspected.message_id.clone(),
-                    };
+                    let persist_always = self.settings.persist_always(&queue);
+                    let message = inspected.new_message(message.clone(), persist_always);
                     let command = Command::Enqueue {
                         queue,
                         seq,

@@ -12,6 +12,7 @@ use crate::amqp::codec::{
     Decode, DecodeError, Descriptor, Reader, Value, read_descriptor, to_bytes,
 };
 use crate::amqp::types::{Header, Message, Section, section};
+use crate::queue::NewMessage;
 
 /// What routing, durability and expiry need to know about a message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +27,21 @@ pub struct Inspected {
     pub to: Option<String>,
     /// `properties.message-id`, encoded, for de-duplication.
     pub message_id: Option<Bytes>,
+}
+
+impl Inspected {
+    /// The message `body` (the bytes it was inspected from) as a queue
+    /// takes it: durable if its header says so or `persist_always` (the
+    /// queue keeps every message on disk).
+    pub fn new_message(&self, body: Bytes, persist_always: bool) -> NewMessage {
+        NewMessage {
+            body,
+            durable: self.durable || persist_always,
+            ttl_ms: self.ttl_ms,
+            absolute_expiry_ms: self.absolute_expiry_ms,
+            message_id: self.message_id.clone(),
+        }
+    }
 }
 
 /// Reads the sections that precede the body; the body is not decoded.

@@ -194,3 +194,26 @@ pub fn number_of(message: Bytes) -> u32 {
         .expect("a data section");
     u32::from_be_bytes(body[..4].try_into().expect("4 bytes"))
 }
+
+/// A client connected to `address` under turmoil, trying again every 50 ms
+/// of simulated time while the broker there is down or still recovering.
+#[cfg(feature = "sim")]
+pub async fn connect_when_up(
+    address: &str,
+    container_id: &str,
+) -> sluice::client::Client<sluice::io::TurmoilIo> {
+    use sluice::amqp::engine::{ClientSasl, ConnectionConfig};
+    loop {
+        let attempt = sluice::client::Client::connect(
+            sluice::io::TurmoilIo,
+            address,
+            ConnectionConfig::new(container_id),
+            ClientSasl::Anonymous,
+        )
+        .await;
+        match attempt {
+            Ok(client) => return client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

@@ -32,7 +32,7 @@ use crate::node::{
     ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, TOPIC_PREFIX,
     ToConnection,
 };
-use crate::queue::{Command, ConsumerId, Effect, NewMessage, QueueConfig};
+use crate::queue::{Command, ConsumerId, Effect, QueueConfig};
 
 /// The most requests, or committed entries, handled per wake-up, so that a
 /// flood of one cannot hold back the other.
@@ -520,13 +520,8 @@ impl<I: Io> ClusterCore<I> {
                     .links
                     .start_publish(conn, delivery, settled, queues.len(), None);
                 for queue in queues {
-                    let message = NewMessage {
-                        body: message.clone(),
-                        durable: inspected.durable || self.settings.persist_always(&queue),
-                        ttl_ms: inspected.ttl_ms,
-                        absolute_expiry_ms: inspected.absolute_expiry_ms,
-                        message_id: inspected.message_id.clone(),
-                    };
+                    let persist_always = self.settings.persist_always(&queue);
+                    let message = inspected.new_message(message.clone(), persist_always);
                     *self.pending_enqueues.entry(queue.clone()).or_default() += 1;
                     let command = Command::Enqueue {
                         queue: queue.clone(),
