@@ -79,10 +79,12 @@ simulate() {
 install_python_clients
 install_node_clients
 cargo test --workspace --all-features "$@" -- --include-ignored
-# Extra arguments select tests; the simulator gate and the cluster kill test
-# (three release binaries, kill -9 of the queue's leader; about a minute)
-# run with the full suite.
+# Extra arguments select tests; the simulator gate, the check that the
+# production binary holds neither the simulator's seam nor a planted bug,
+# and the cluster kill test (three release binaries, kill -9 of the queue's
+# leader; about a minute) run with the full suite.
 if [[ $# -eq 0 ]]; then
     simulate
+    scripts/check-production-binary.sh
     scripts/cluster-kill-test.sh
 fi

@@ -80,11 +80,10 @@ pub struct Config {
     /// report what was lost.
     #[serde(skip)]
     pub repair: bool,
-    /// A deliberate bug for the simulator's checker to catch (feature
-    /// `planted-bugs`); never read from the file. `None` plants nothing.
-    #[cfg(feature = "planted-bugs")]
+    /// Deliberate bugs for the simulator's checker to catch (feature
+    /// `planted-bugs`); never read from the file.
     #[serde(skip)]
-    pub plant: Option<crate::planted::Plant>,
+    pub plants: crate::planted::Plants,
 }
 
 impl Default for Config {
@@ -102,8 +101,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),
             repair: false,
-            #[cfg(feature = "planted-bugs")]
-            plant: None,
+            plants: crate::planted::Plants::NONE,
         }
     }
 }

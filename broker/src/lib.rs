@@ -13,7 +13,6 @@ pub mod config;
 pub mod io;
 pub mod log;
 pub mod node;
-#[cfg(feature = "planted-bugs")]
 pub mod planted;
 pub mod queue;
 pub mod server;

@@ -1,13 +1,14 @@
 //! Planted bugs: deliberate durability and delivery faults that prove the
-//! simulator's checker can fail. Only compiled with the `planted-bugs`
-//! feature, which the production binary never enables.
+//! simulator's checker can fail.
 //!
 //! A plant is chosen per broker instance through
-//! [`Config::plant`](crate::config::Config::plant) and handed down to the
+//! [`Config::plants`](crate::config::Config::plants) and handed down to the
 //! node, the log and the queue state machine; there is no global switch, so
 //! several brokers in one process (and hosts turmoil restarts) each keep
-//! their own. Every planted code path is a `#[cfg(feature = "planted-bugs")]`
-//! branch that does nothing while the plant is `None`:
+//! their own. Every planted code path asks its [`Plants`] value, whose
+//! questions are constant `false` unless the `planted-bugs` feature is on:
+//! only `sluice-sim` turns it on, so the production binary carries no
+//! planted branch at all (`scripts/test.sh` checks its release build).
 //!
 //! | plant | where | what goes wrong |
 //! |---|---|---|
@@ -21,6 +22,80 @@
 
 use std::fmt;
 use std::str::FromStr;
+
+/// The bugs planted in one broker instance: none, or one [`Plant`]. Every
+/// planted code path asks it one question; without the `planted-bugs`
+/// feature it holds nothing and every answer is a constant `false`, so the
+/// compiler removes the branch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plants {
+    #[cfg(feature = "planted-bugs")]
+    plant: Option<Plant>,
+}
+
+impl Plants {
+    /// No bug planted: what production runs.
+    pub const NONE: Plants = Plants {
+        #[cfg(feature = "planted-bugs")]
+        plant: None,
+    };
+
+    /// `plant` planted (or nothing, for `None`).
+    #[cfg(feature = "planted-bugs")]
+    pub const fn new(plant: Option<Plant>) -> Self {
+        Self { plant }
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    const fn has(self, plant: Plant) -> bool {
+        match self.plant {
+            Some(planted) => planted as u8 == plant as u8,
+            None => false,
+        }
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    const fn has(self, _plant: Plant) -> bool {
+        false
+    }
+
+    /// `ack-before-fsync`: a durable command is applied before its record
+    /// is durable.
+    pub const fn ack_before_fsync(self) -> bool {
+        self.has(Plant::AckBeforeFsync)
+    }
+
+    /// `skip-dir-fsync`: a new segment's directory entry is never fsynced.
+    pub const fn skip_dir_fsync(self) -> bool {
+        self.has(Plant::SkipDirFsync)
+    }
+
+    /// `lose-redelivery`: a released message is dropped.
+    pub const fn lose_redelivery(self) -> bool {
+        self.has(Plant::LoseRedelivery)
+    }
+
+    /// `double-deliver`: an accepted message is requeued.
+    pub const fn double_deliver(self) -> bool {
+        self.has(Plant::DoubleDeliver)
+    }
+
+    /// `vote-without-persist`: votes and acknowledgements leave before what
+    /// they vouch for is durable.
+    pub const fn vote_without_persist(self) -> bool {
+        self.has(Plant::VoteWithoutPersist)
+    }
+
+    /// `commit-on-minority`: a leader applies what only its disk holds.
+    pub const fn commit_on_minority(self) -> bool {
+        self.has(Plant::CommitOnMinority)
+    }
+
+    /// `ignore-damage`: a node whose log was cut back does not rejoin.
+    pub const fn ignore_damage(self) -> bool {
+        self.has(Plant::IgnoreDamage)
+    }
+}
 
 /// One planted bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -64,8 +64,7 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         tick: Duration::from_millis(20),
         seed: SEED,
         votes: PathBuf::from("/votes"),
-        #[cfg(feature = "planted-bugs")]
-        plant: None,
+        plants: sluice::planted::Plants::NONE,
     };
     let (handle, mut committed, task) =
         group::start(TurmoilIo, Path::new("/raft"), config, transport).await?;

@@ -219,7 +219,7 @@ fn every_accepted_message_survives_a_crash() {
 #[test]
 fn ack_before_fsync_loses_accepted_messages() {
     let outcome = crash_run(|config| {
-        config.plant = Some(sluice::planted::Plant::AckBeforeFsync);
+        config.plants = sluice::planted::Plants::new(Some(sluice::planted::Plant::AckBeforeFsync));
     });
     assert!(
         !outcome.lost().is_empty(),

@@ -203,7 +203,7 @@ async fn run_node(
         tick: Duration::from_millis(20),
         seed,
         votes: PathBuf::from("/votes"),
-        plant,
+        plants: sluice::planted::Plants::new(plant),
     };
     let (handle, mut committed, task) =
         group::start(io, Path::new("/raft"), config, transport).await?;

@@ -262,9 +262,10 @@ impl RunReport {
 /// Enables the planted bug `plant` in the broker's configuration.
 #[cfg(feature = "planted-bugs")]
 fn apply_plant(config: &mut Config, plant: Option<&str>) -> Result<(), SimError> {
-    config.plant = plant
+    config.plants = plant
         .map(str::parse::<sluice::planted::Plant>)
         .transpose()
+        .map(sluice::planted::Plants::new)
         .map_err(|e| SimError::UnknownPlant(e.to_string()))?;
     Ok(())
 }

@@ -67,9 +67,8 @@ pub struct GroupsConfig {
     pub seed: u64,
     /// The votes file ([`super::votes`]), outside the log's directory.
     pub votes: PathBuf,
-    /// A planted bug for the simulator (feature `planted-bugs`).
-    #[cfg(feature = "planted-bugs")]
-    pub plant: Option<crate::planted::Plant>,
+    /// Planted bugs for the simulator.
+    pub plants: crate::planted::Plants,
 }
 
 /// Why the groups could not start, or stopped.
@@ -240,19 +239,11 @@ pub async fn start<I: Io>(
             };
             let _ = committed.send((group, recovered));
         }
-        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
         let mut replica =
             Replica::recover(config.node_id, &config.voters, config.timing, seed, &state)?;
-        #[cfg(feature = "planted-bugs")]
-        replica.plant(config.plant);
-        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
-        let mut rejoin = ballot.rejoining;
+        replica.plant(config.plants);
         // PLANTED BUG (`ignore-damage`): carry on as if nothing was lost.
-        #[cfg(feature = "planted-bugs")]
-        if config.plant == Some(crate::planted::Plant::IgnoreDamage) {
-            rejoin = false;
-        }
-        if rejoin {
+        if ballot.rejoining && !config.plants.ignore_damage() {
             replica.rejoin();
         }
         ballots.insert(group, ballot_of(&replica));
@@ -290,8 +281,7 @@ pub async fn start<I: Io>(
         ballots,
         votes: config.votes,
         ballots_changed: false,
-        #[cfg(feature = "planted-bugs")]
-        commit_on_minority: config.plant == Some(crate::planted::Plant::CommitOnMinority),
+        plants: config.plants,
     };
     let task = io.spawn(host.run(config.tick, inbound, asked).instrument(span));
     Ok((GroupsHandle { asks, status }, applied, task))
@@ -323,9 +313,8 @@ struct Host<I: Io> {
     votes: PathBuf,
     /// `ballots` changed since the file was last written.
     ballots_changed: bool,
-    /// Planted bug `commit-on-minority` (feature `planted-bugs`).
-    #[cfg(feature = "planted-bugs")]
-    commit_on_minority: bool,
+    /// Planted bugs (`commit-on-minority` concerns the host).
+    plants: crate::planted::Plants,
 }
 
 impl<I: Io> Host<I> {
@@ -578,8 +567,8 @@ impl<I: Io> Host<I> {
         if let Some(persist) = output.persist {
             // PLANTED BUG (`commit-on-minority`): a leader's new entries go
             // to the broker at once, before any other member has them.
-            #[cfg(feature = "planted-bugs")]
-            if self.commit_on_minority && self.replicas.get(&group).is_some_and(Replica::is_leader)
+            if self.plants.commit_on_minority()
+                && self.replicas.get(&group).is_some_and(Replica::is_leader)
             {
                 for entry in &persist.entries {
                     let _ = self

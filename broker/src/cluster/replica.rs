@@ -48,6 +48,7 @@ use raft::{Config, RawNode, StateRole, Storage};
 use tracing::{debug, info};
 
 use self::storage::ReplicaStorage;
+use crate::planted::Plants;
 
 pub use raft::eraftpb;
 
@@ -207,9 +208,9 @@ pub struct Replica {
     snapshot_unpersisted: Option<u64>,
     /// Set while rejoining after damage to the log.
     rejoin: Option<Rejoin>,
-    /// Planted bug: votes and acknowledgements leave at once.
-    #[cfg(feature = "planted-bugs")]
-    vote_without_persist: bool,
+    /// Planted bugs (`vote-without-persist`: votes and acknowledgements
+    /// leave at once).
+    plants: Plants,
 }
 
 impl std::fmt::Debug for Replica {
@@ -307,8 +308,7 @@ impl Replica {
             durable_upto: 0,
             snapshot_unpersisted: None,
             rejoin: None,
-            #[cfg(feature = "planted-bugs")]
-            vote_without_persist: false,
+            plants: Plants::NONE,
         };
         replica.pin_election_timeout();
         Ok(replica)
@@ -344,11 +344,9 @@ impl Replica {
         self.node.raft.raft_log.committed
     }
 
-    /// Plants a bug (feature `planted-bugs`): only `vote-without-persist`
-    /// concerns a replica; any other plant, or `None`, plants nothing here.
-    #[cfg(feature = "planted-bugs")]
-    pub fn plant(&mut self, plant: Option<crate::planted::Plant>) {
-        self.vote_without_persist = plant == Some(crate::planted::Plant::VoteWithoutPersist);
+    /// Plants bugs: only `vote-without-persist` concerns a replica.
+    pub fn plant(&mut self, plants: Plants) {
+        self.plants = plants;
     }
 
     /// Marks this member as rejoining after damage to its durable log: it
@@ -485,12 +483,10 @@ impl Replica {
         let hard_state = ready.hs().cloned();
         self.cache(&entries, hard_state.as_ref());
         let number = ready.number();
-        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
         let mut vouching = ready.take_persisted_messages();
         // PLANTED BUG (`vote-without-persist`): what must wait for the disk
         // leaves now.
-        #[cfg(feature = "planted-bugs")]
-        if self.vote_without_persist {
+        if self.plants.vote_without_persist() {
             output.messages.append(&mut vouching);
         }
         self.node.advance_append_async(ready);

@@ -158,12 +158,9 @@ pub struct LogOptions {
     /// a later record may commit what a refused one held), where a hole
     /// must never form. Default: off (a later batch may succeed).
     pub stop_at_no_space: bool,
-    /// A planted bug for the simulator (feature `planted-bugs`): with
-    /// [`Plant::SkipDirFsync`](crate::planted::Plant::SkipDirFsync) the
-    /// writer never fsyncs the directory after creating a segment. Default:
-    /// `None`.
-    #[cfg(feature = "planted-bugs")]
-    pub plant: Option<crate::planted::Plant>,
+    /// Planted bugs for the simulator: with `skip-dir-fsync` the writer
+    /// never fsyncs the directory after creating a segment. Default: none.
+    pub plants: crate::planted::Plants,
 }
 
 impl Default for LogOptions {
@@ -172,8 +169,7 @@ impl Default for LogOptions {
             segment_bytes_max: 64 << 20,
             repair: false,
             stop_at_no_space: false,
-            #[cfg(feature = "planted-bugs")]
-            plant: None,
+            plants: crate::planted::Plants::NONE,
         }
     }
 }
@@ -412,7 +408,6 @@ pub async fn open<I: Io>(
     let (snapshots, snapshot_requests) = mpsc::unbounded_channel();
     let (completed, completions) = mpsc::unbounded_channel();
     let next_lsn = opened.recovered.next_lsn;
-    #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
     let mut writer = Writer::new(
         io.clone(),
         dir.to_path_buf(),
@@ -420,8 +415,7 @@ pub async fn open<I: Io>(
         opened.active,
         next_lsn,
     );
-    #[cfg(feature = "planted-bugs")]
-    writer.plant(options.plant);
+    writer.plants = options.plants;
     writer.stop_at_no_space = options.stop_at_no_space;
     let run = writer.run(Arc::clone(&queue), snapshot_requests, completed);
     io.spawn(run.instrument(span));

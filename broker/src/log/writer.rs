@@ -19,6 +19,7 @@ use super::queue::{Batch, Queue};
 use super::segment::{self, HEADER_BYTES};
 use super::{Completion, LogError, Lsn, Ticket, files, snapshot};
 use crate::io::{File, Io, OpenMode};
+use crate::planted::Plants;
 
 /// A snapshot waiting to be written.
 #[derive(Debug)]
@@ -77,9 +78,8 @@ pub(super) struct Writer<I: Io> {
     failure: Option<LogError>,
     /// See [`LogOptions::stop_at_no_space`](super::LogOptions).
     pub(super) stop_at_no_space: bool,
-    /// Planted bug: skip the directory fsync after creating a segment.
-    #[cfg(feature = "planted-bugs")]
-    skip_dir_fsync: bool,
+    /// Planted bugs (`skip-dir-fsync` concerns the writer).
+    pub(super) plants: Plants,
 }
 
 impl<I: Io> Writer<I> {
@@ -100,16 +100,8 @@ impl<I: Io> Writer<I> {
             next_lsn,
             failure: None,
             stop_at_no_space: false,
-            #[cfg(feature = "planted-bugs")]
-            skip_dir_fsync: false,
+            plants: Plants::NONE,
         }
-    }
-
-    /// Plants a bug (feature `planted-bugs`); only `SkipDirFsync` concerns
-    /// the writer.
-    #[cfg(feature = "planted-bugs")]
-    pub(super) fn plant(&mut self, plant: Option<crate::planted::Plant>) {
-        self.skip_dir_fsync = plant == Some(crate::planted::Plant::SkipDirFsync);
     }
 
     /// Writes batches as they come, and serves snapshot requests, until the
@@ -217,12 +209,9 @@ impl<I: Io> Writer<I> {
     /// acknowledged record can sit in a file whose name a crash may lose.
     async fn create_segment(&mut self) -> Result<ActiveSegment<I::File>, LogError> {
         let path = self.dir.join(files::segment_name(self.next_lsn));
-        #[cfg(not(feature = "planted-bugs"))]
-        let sync_dir = true;
         // PLANTED BUG (`skip-dir-fsync`): the new segment's name is never
         // made durable, so a crash may take the file and its records away.
-        #[cfg(feature = "planted-bugs")]
-        let sync_dir = !self.skip_dir_fsync;
+        let sync_dir = !self.plants.skip_dir_fsync();
         match try_create(&self.io, &self.dir, &path, self.next_lsn, sync_dir).await {
             Ok(file) => {
                 info!(segment = %path.display(), first_lsn = %self.next_lsn, "log segment created");

@@ -54,8 +54,7 @@ impl NodeSettings {
             segment_bytes_max: self.config.storage.segment_bytes_max,
             // Each record stands alone: a later one may succeed.
             stop_at_no_space: false,
-            #[cfg(feature = "planted-bugs")]
-            plant: self.config.plant,
+            plants: self.config.plants,
         }
     }
 
@@ -272,7 +271,6 @@ struct Core<I: Io> {
     completed_before: Ticket,
     /// Planted bug `ack-before-fsync`: tickets of records nobody waits for,
     /// so that their completions are not kept forever.
-    #[cfg(feature = "planted-bugs")]
     detached: VecDeque<Ticket>,
     effects: Vec<Effect>,
     next_seq: Seq,
@@ -305,12 +303,8 @@ impl<I: Io> Core<I> {
         }
         let next_seq = queues.last_seq() + 1;
         let window = settings.config.limits.producer_credit;
-        #[cfg(feature = "planted-bugs")]
-        let queues = {
-            let mut queues = queues;
-            queues.plant(settings.config.plant);
-            queues
-        };
+        let mut queues = queues;
+        queues.plant(settings.config.plants);
         Self {
             io,
             settings,
@@ -327,7 +321,6 @@ impl<I: Io> Core<I> {
             linger_deadline: None,
             durable: VecDeque::new(),
             completed_before: Ticket(1),
-            #[cfg(feature = "planted-bugs")]
             detached: VecDeque::new(),
             effects: Vec::new(),
             next_seq,
@@ -791,8 +784,7 @@ impl<I: Io> Core<I> {
     /// delays nothing, and it waits at most [`SETTLE_LINGER`] on its own.
     fn defers(&self, command: &Command) -> bool {
         // Under the planted bug every durable command is applied at once.
-        #[cfg(feature = "planted-bugs")]
-        if self.settings.config.plant == Some(crate::planted::Plant::AckBeforeFsync) {
+        if self.settings.config.plants.ack_before_fsync() {
             return false;
         }
         matches!(
@@ -838,10 +830,7 @@ impl<I: Io> Core<I> {
         // PLANTED BUG (`ack-before-fsync`): the record is submitted but
         // nobody waits for it, and the command is applied as if it needed
         // no log, so `accepted` can leave before the record is durable.
-        #[cfg(feature = "planted-bugs")]
-        if self.settings.config.plant == Some(crate::planted::Plant::AckBeforeFsync)
-            && self.is_durable(&command)
-        {
+        if self.settings.config.plants.ack_before_fsync() && self.is_durable(&command) {
             match self.log.submit(|buf| encode_record(now_ms, &command, buf)) {
                 Ok(ticket) => self.detached.push_back(ticket),
                 Err(error) => error!(%error, "planted ack-before-fsync: a detached append failed"),
@@ -925,17 +914,9 @@ impl<I: Io> Core<I> {
     /// records.
     fn on_completion(&mut self, completion: Completion) {
         self.completed_before = completion.end();
-        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
         let mut unclaimed = completion.records;
-        #[cfg(feature = "planted-bugs")]
-        while let Some(&ticket) = self.detached.front()
-            && ticket < completion.end()
-        {
-            self.detached.pop_front();
-            unclaimed -= 1;
-            if let Some(Err(error)) = completion.outcome_of(ticket) {
-                error!(%error, "planted ack-before-fsync: a detached append failed");
-            }
+        if self.settings.config.plants.ack_before_fsync() {
+            unclaimed -= self.release_detached(&completion);
         }
         if unclaimed > 0 {
             self.durable.push_back(Durable {
@@ -943,6 +924,22 @@ impl<I: Io> Core<I> {
                 unclaimed,
             });
         }
+    }
+
+    /// Planted bug `ack-before-fsync`: forgets the records of `completion`
+    /// that nobody waits for; returns how many there were.
+    fn release_detached(&mut self, completion: &Completion) -> u64 {
+        let mut released = 0;
+        while let Some(&ticket) = self.detached.front()
+            && ticket < completion.end()
+        {
+            self.detached.pop_front();
+            released += 1;
+            if let Some(Err(error)) = completion.outcome_of(ticket) {
+                error!(%error, "planted ack-before-fsync: a detached append failed");
+            }
+        }
+        released
     }
 
     /// What became of the record with `ticket`, once its completion has

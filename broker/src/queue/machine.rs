@@ -12,6 +12,7 @@ use super::{
     QueueInfo, RejectReason, Seq,
 };
 use crate::amqp::codec::DecodeError;
+use crate::planted::Plants;
 
 /// The queue state machine: every queue, its messages and its consumers.
 ///
@@ -26,10 +27,9 @@ pub struct Queues {
     consumers: BTreeMap<ConsumerId, String>,
     /// The greatest seq ever accepted.
     last_seq: Seq,
-    /// A planted bug (feature `planted-bugs`): `LoseRedelivery` and
-    /// `DoubleDeliver` concern the state machine.
-    #[cfg(feature = "planted-bugs")]
-    plant: Option<crate::planted::Plant>,
+    /// Planted bugs: `lose-redelivery` and `double-deliver` concern the
+    /// state machine.
+    plants: Plants,
 }
 
 /// A message on its way to a dead-letter queue.
@@ -46,11 +46,10 @@ impl Queues {
         Self::default()
     }
 
-    /// Plants a bug for the simulator's checker (feature `planted-bugs`);
-    /// `None` removes it. Volatile: not in snapshots.
-    #[cfg(feature = "planted-bugs")]
-    pub fn plant(&mut self, plant: Option<crate::planted::Plant>) {
-        self.plant = plant;
+    /// Plants bugs for the simulator's checker. Volatile: not in
+    /// snapshots.
+    pub fn plant(&mut self, plants: Plants) {
+        self.plants = plants;
     }
 
     /// Applies one command at `now_ms`, appending its effects.
@@ -339,18 +338,17 @@ impl Queues {
         if source.message(seq).is_none() {
             return;
         }
-        #[cfg(feature = "planted-bugs")]
-        let outcome = match (self.plant, outcome) {
+        let outcome = match outcome {
             // PLANTED BUG (`lose-redelivery`): a released message is dropped.
-            (Some(crate::planted::Plant::LoseRedelivery), Outcome::Released) => {
+            Outcome::Released if self.plants.lose_redelivery() => {
                 source.remove(seq);
                 self.dispatch(now_ms, &queue, effects);
                 return;
             }
             // PLANTED BUG (`double-deliver`): an accepted message goes back
             // to the queue, to be delivered again.
-            (Some(crate::planted::Plant::DoubleDeliver), Outcome::Accepted) => Outcome::Released,
-            (_, outcome) => outcome,
+            Outcome::Accepted if self.plants.double_deliver() => Outcome::Released,
+            outcome => outcome,
         };
         let dead_letter = match outcome {
             Outcome::Accepted => {

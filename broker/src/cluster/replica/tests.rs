@@ -34,9 +34,8 @@ struct Group {
     /// Nodes whose messages, both ways, are dropped.
     isolated: BTreeSet<NodeId>,
     rng: ChaCha8Rng,
-    /// The bug planted in every replica.
-    #[cfg(feature = "planted-bugs")]
-    plant: Option<crate::planted::Plant>,
+    /// The bugs planted in every replica.
+    plants: Plants,
 }
 
 impl Group {
@@ -55,8 +54,7 @@ impl Group {
             rng: ChaCha8Rng::seed_from_u64(seed),
             ids,
             seed,
-            #[cfg(feature = "planted-bugs")]
-            plant: None,
+            plants: Plants::NONE,
         }
     }
 
@@ -94,12 +92,11 @@ impl Group {
         }
     }
 
-    /// Plants `plant` in every replica, and in every restarted one.
-    #[cfg(feature = "planted-bugs")]
-    fn plant(&mut self, plant: Option<crate::planted::Plant>) {
-        self.plant = plant;
+    /// Plants `plants` in every replica, and in every restarted one.
+    fn plant(&mut self, plants: Plants) {
+        self.plants = plants;
         for replica in self.replicas.values_mut() {
-            replica.plant(plant);
+            replica.plant(plants);
         }
     }
 
@@ -109,14 +106,9 @@ impl Group {
         self.pending.get_mut(&id).unwrap().clear();
         let mut groups = wal::recover(self.disks[&id].clone()).unwrap();
         let durable = groups.remove(&GROUP).unwrap_or_default();
-        let replica =
+        let mut replica =
             Replica::recover(id, &self.ids, Timing::default(), self.seed, &durable).unwrap();
-        #[cfg(feature = "planted-bugs")]
-        let replica = {
-            let mut replica = replica;
-            replica.plant(self.plant);
-            replica
-        };
+        replica.plant(self.plants);
         self.replicas.insert(id, replica);
         self.applied.get_mut(&id).unwrap().clear();
     }
@@ -358,13 +350,12 @@ fn crashes_lose_only_what_was_not_durable() {
 }
 
 /// Random crashes (which lose what was not durable) and partitions from
-/// `seed`, with `plant` in every replica: panics if two leaders share a
+/// `seed`, with `plants` in every replica: panics if two leaders share a
 /// term (a vote forgotten in a crash could elect a second one) or committed
 /// logs disagree (checked every round).
-fn storm(seed: u64, #[cfg(feature = "planted-bugs")] plant: Option<crate::planted::Plant>) {
+fn storm(seed: u64, plants: Plants) {
     let mut group = Group::new(3, seed);
-    #[cfg(feature = "planted-bugs")]
-    group.plant(plant);
+    group.plant(plants);
     let mut leaders: BTreeMap<u64, NodeId> = BTreeMap::new();
     for round in 0..300u32 {
         let roll = group.rng.gen_range(0..100);
@@ -399,11 +390,7 @@ fn storm(seed: u64, #[cfg(feature = "planted-bugs")] plant: Option<crate::plante
 #[test]
 fn storms_of_crashes_and_partitions_keep_raft_safe() {
     for seed in 0..40 {
-        storm(
-            seed,
-            #[cfg(feature = "planted-bugs")]
-            None,
-        );
+        storm(seed, Plants::NONE);
     }
 }
 
@@ -413,8 +400,8 @@ fn storms_of_crashes_and_partitions_keep_raft_safe() {
 #[test]
 fn storms_catch_votes_sent_before_they_are_durable() {
     let caught = (0..40).find(|&seed| {
-        let plant = Some(crate::planted::Plant::VoteWithoutPersist);
-        std::panic::catch_unwind(|| storm(seed, plant)).is_err()
+        let plants = Plants::new(Some(crate::planted::Plant::VoteWithoutPersist));
+        std::panic::catch_unwind(|| storm(seed, plants)).is_err()
     });
     assert!(
         caught.is_some(),

@@ -33,7 +33,7 @@ fn recovered_after_crash(plant: Option<Plant>) -> u64 {
             let (acknowledged, recovered) = (Rc::clone(&acknowledged), Rc::clone(&recovered));
             async move {
                 let options = LogOptions {
-                    plant,
+                    plants: crate::planted::Plants::new(plant),
                     ..LogOptions::default()
                 };
                 let (mut log, found) = open(TurmoilIo, Path::new("/data/log"), options).await?;

@@ -92,8 +92,7 @@ pub async fn start<I: Io>(
         tick: TICK,
         seed: config.seed,
         votes: config.data_dir.join(VOTES_FILE),
-        #[cfg(feature = "planted-bugs")]
-        plant: config.plant,
+        plants: config.plants,
     };
     let transport = TransportConfig {
         node_id,
@@ -179,10 +178,8 @@ impl<I: Io> ClusterCore<I> {
         let groups = groups
             .iter()
             .map(|&id| {
-                #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
                 let mut state = GroupState::default();
-                #[cfg(feature = "planted-bugs")]
-                state.plant(settings.config.plant);
+                state.plant(settings.config.plants);
                 let group = Group {
                     state,
                     outbox: Outbox::new(origin),

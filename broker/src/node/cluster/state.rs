@@ -153,17 +153,9 @@ impl GroupState {
         })
     }
 
-    /// Whether `origin`'s item `token` has been applied, or skipped as a
-    /// duplicate.
-    #[cfg(test)]
-    pub fn has_applied(&self, origin: Origin, token: u64) -> bool {
-        self.sessions.get(&origin).is_some_and(|&next| token < next)
-    }
-
-    /// Plants a bug in the queue state machine (feature `planted-bugs`).
-    #[cfg(feature = "planted-bugs")]
-    pub fn plant(&mut self, plant: Option<crate::planted::Plant>) {
-        self.queues.plant(plant);
+    /// Plants bugs in the queue state machine.
+    pub fn plant(&mut self, plants: crate::planted::Plants) {
+        self.queues.plant(plants);
     }
 
     /// Applies the batch committed at `index`: appends the items it applied
@@ -376,7 +368,7 @@ mod tests {
         apply(&mut state, 1, vec![item(1, declare())]);
         let (applied, _) = apply(&mut state, 2, vec![item(3, enqueue("b"))]);
         assert!(applied.is_empty(), "token 2 was lost: 3 must wait");
-        assert!(!state.has_applied(ORIGIN, 3));
+        assert_eq!(state.next_token(ORIGIN), 2, "3 is not applied");
         let (applied, _) = apply(
             &mut state,
             3,

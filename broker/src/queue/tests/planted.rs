@@ -8,7 +8,7 @@ use crate::planted::Plant;
 /// credit left. Returns the bench and `a`'s seq.
 fn one_held(plant: Option<Plant>) -> (Bench, Seq) {
     let mut bench = Bench::new();
-    bench.queues.plant(plant);
+    bench.queues.plant(crate::planted::Plants::new(plant));
     bench.declare("q", durable_queue());
     let first = bench.send("q", "a");
     bench.send("q", "b");
