@@ -64,10 +64,19 @@ impl Link {
 
     /// Sender role: recomputes credit from the receiver's flow (spec §2.6.7):
     /// credit = delivery-count(rcv) + link-credit(rcv) − delivery-count(snd).
+    ///
+    /// Our count is ahead of the receiver's by the transfers it had not
+    /// seen when it sent the flow. A credit lowered below them leaves none,
+    /// not a negative credit wrapped around.
     pub fn credit_from_flow(&mut self, rcv_delivery_count: u32, rcv_link_credit: u32) {
-        self.link_credit = rcv_delivery_count
-            .wrapping_add(rcv_link_credit)
-            .wrapping_sub(self.delivery_count);
+        let unseen = self.delivery_count.wrapping_sub(rcv_delivery_count);
+        self.link_credit = if unseen <= SERIAL_SPAN_MAX {
+            rcv_link_credit.saturating_sub(unseen)
+        } else {
+            // The receiver counts ahead of us, which only a confused peer
+            // does: the spec's formula still holds, short of wrapping.
+            rcv_link_credit.saturating_add(unseen.wrapping_neg())
+        };
     }
 
     /// Receiver role: starts counting at the sender's initial
@@ -85,7 +94,9 @@ impl Link {
         self.link_credit = credit;
         // Limits are ordered only within half the serial-number space; no
         // sender has 2^31 deliveries in flight.
-        let limit = self.delivery_count.wrapping_add(credit.min(SERIAL_SPAN_MAX));
+        let limit = self
+            .delivery_count
+            .wrapping_add(credit.min(SERIAL_SPAN_MAX));
         if serial_lt(self.credit_limit, limit) {
             self.credit_limit = limit;
         }

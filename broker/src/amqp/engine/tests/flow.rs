@@ -288,3 +288,42 @@ fn raise_credit_never_lowers_the_senders_credit() {
         Err(EngineError::WrongRole)
     );
 }
+
+/// A sender that sees credit lowered below what it has already sent has
+/// none left, rather than a negative credit wrapped around to 2^32 − 2.
+#[test]
+fn a_sender_whose_credit_is_lowered_under_its_transfers_has_none_left() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("lowered");
+    pair.grant(sender, receiver, 3);
+    for i in 0..3 {
+        pair.send(sender, i);
+    }
+    let in_flight = pair.client.poll_transmit().expect("three transfers");
+
+    // The lowering flow, at delivery-count 0, reaches the sender first.
+    pair.server
+        .flow(receiver, 1, false)
+        .expect("flow on a receiving link");
+    assert!(pair.server_to_client());
+    assert_events!(
+        pair.client_events(),
+        [Event::Credit { link, credit: 0, drain: false, .. } if *link == sender]
+    );
+    assert_eq!(pair.client.credit(sender), 0);
+    assert_eq!(
+        pair.client.send(sender, tag(3), message(3), false),
+        Err(EngineError::NoCredit)
+    );
+
+    // Once the transfers are in, new credit counts from them.
+    pair.inject_to_server(&in_flight);
+    assert_eq!(pair.server_events().len(), 3);
+    pair.grant(sender, receiver, 2);
+    pair.send(sender, 3);
+    pair.drive();
+    assert_events!(
+        pair.server_events(),
+        [Event::Delivery { delivery, .. } if delivery.id == 3]
+    );
+}
