@@ -302,6 +302,11 @@ impl Links {
     /// `room` (what its destination can take): a full queue stops its
     /// producers rather than rejecting what they send. With no room it is
     /// parked until [`Links::blocked`] producers are offered credit again.
+    ///
+    /// A grant never lowers the credit the producer holds: a flow sets
+    /// link-credit afresh, and the producer may be using what it holds
+    /// already (its transfers in flight are legal, spec §2.6.7). A grant
+    /// that would not raise it is not sent.
     pub fn grant_credit(&mut self, conn: ConnId, link: LinkId, room: u64) {
         let Some(producer) = self.producers.get_mut(&(conn, link)) else {
             return;
@@ -313,6 +318,9 @@ impl Links {
             return;
         }
         self.blocked.remove(&(conn, link));
+        if credit <= producer.remaining {
+            return;
+        }
         producer.remaining = credit;
         self.tell(conn, ToConnection::ProducerCredit { link, credit });
     }

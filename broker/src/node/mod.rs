@@ -221,7 +221,9 @@ pub enum ToConnection {
         /// Ok, or why not.
         result: Result<(), Refusal>,
     },
-    /// Grant a producer this much link credit.
+    /// Grant a producer this much link credit, counted from the messages
+    /// the node has had from it. It never lowers the producer's limit
+    /// (messages had plus credit).
     ProducerCredit {
         /// The producer's link.
         link: LinkId,

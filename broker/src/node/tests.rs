@@ -2,6 +2,7 @@
 //! it cannot log and recovers by itself; a failed fsync stops the node
 //! without acknowledging anything it could not store.
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::time::timeout;
 use super::*;
 use crate::amqp::engine::SessionId;
 use crate::amqp::types::{Header, Message, Section, condition};
-use crate::config::Config;
+use crate::config::{Config, QueueOverride};
 use crate::io::faulty::FaultyIo;
 use crate::io::{Io, TokioIo};
 
@@ -344,4 +345,161 @@ async fn producer_credit_returns_only_as_messages_are_answered() {
             break;
         }
     }
+}
+
+/// Each producer's limit as the broker advertised it, in messages since its
+/// attach: what it had sent when a grant was made plus the credit granted.
+#[derive(Default)]
+struct Limits {
+    sent: BTreeMap<LinkId, u32>,
+    limit: BTreeMap<LinkId, u32>,
+}
+
+impl Limits {
+    /// Counts one more message sent on `link`.
+    fn sent(&mut self, link: LinkId) {
+        *self.sent.entry(link).or_default() += 1;
+    }
+
+    /// Checks that a grant never lowers its producer's limit.
+    fn see(&mut self, message: &ToConnection) {
+        let ToConnection::ProducerCredit { link, credit } = message else {
+            return;
+        };
+        let limit = self.sent.get(link).copied().unwrap_or(0) + credit;
+        if let Some(before) = self.limit.insert(*link, limit) {
+            assert!(
+                limit >= before,
+                "{link:?}: credit {credit} lowered the limit from {before} to {limit}"
+            );
+        }
+    }
+}
+
+impl Harness {
+    /// Attaches a producer on `link` to `orders`, checking its first credit.
+    async fn attach_producer_on(&mut self, link: LinkId, limits: &mut Limits) {
+        self.node
+            .send(Request::AttachProducer {
+                conn: CONN,
+                link,
+                node: ProducerNode::Queue("orders".into()),
+            })
+            .unwrap();
+        assert!(matches!(
+            self.next().await,
+            ToConnection::ProducerAttached { result: Ok(()), .. }
+        ));
+        let credit = self.next().await;
+        assert!(matches!(credit, ToConnection::ProducerCredit { .. }));
+        limits.see(&credit);
+    }
+
+    /// Takes what the node has said so far, checking its grants. The node
+    /// says everything one step makes before the test runs again (the
+    /// runtime has one thread), so a grant is counted against the messages
+    /// sent before it.
+    fn drain_checking(&mut self, limits: &mut Limits) {
+        while let Ok(message) = self.inbox.try_recv() {
+            limits.see(&message);
+        }
+    }
+
+    /// Publishes durable message `id` on `link`, checking every grant until
+    /// its outcome.
+    async fn publish_checking(
+        &mut self,
+        link: LinkId,
+        id: u32,
+        limits: &mut Limits,
+    ) -> DeliveryState {
+        self.drain_checking(limits);
+        let delivery = DeliveryId { link, id };
+        let message = Message {
+            sections: vec![
+                Section::Header(Header {
+                    durable: true,
+                    ..Header::default()
+                }),
+                Section::Data(Bytes::from(id.to_be_bytes().to_vec())),
+            ],
+        }
+        .encode();
+        limits.sent(link);
+        self.node
+            .send(Request::Publish {
+                conn: CONN,
+                delivery,
+                message,
+                settled: false,
+            })
+            .unwrap();
+        loop {
+            let message = self.next().await;
+            limits.see(&message);
+            if let ToConnection::Outcome { delivery: d, state } = message {
+                assert_eq!(d, delivery);
+                self.drain_checking(limits);
+                return state;
+            }
+        }
+    }
+}
+
+/// A flow sets link-credit afresh at the receiver's delivery-count, so a
+/// grant below what a producer still holds takes back credit it may be using
+/// already, and its transfers in flight then break the link. When its
+/// destination's room shrinks under it, a producer keeps what it holds.
+#[tokio::test]
+async fn producer_credit_never_lowers_a_producers_limit() {
+    let mut config = Config::default();
+    config.limits.producer_credit = 4;
+    config.queue_overrides.push(QueueOverride {
+        name: "orders".into(),
+        max_length: Some(4),
+        ..QueueOverride::default()
+    });
+    let mut harness = Harness::start_with(config).await;
+    let mut limits = Limits::default();
+    let slow = LinkId {
+        session: SessionId(0),
+        handle: 2,
+    };
+    let fast = LinkId {
+        session: SessionId(0),
+        handle: 3,
+    };
+    // Both are granted the whole room of the empty queue.
+    harness.attach_producer_on(slow, &mut limits).await;
+    harness.attach_producer_on(fast, &mut limits).await;
+
+    // `fast` fills the queue; `slow` is refused for want of room twice,
+    // and is parked holding 2 credits.
+    for id in 0..4 {
+        let state = harness.publish_checking(fast, id, &mut limits).await;
+        assert!(matches!(state, DeliveryState::Accepted(_)), "{state:?}");
+    }
+    for id in 0..2 {
+        let state = harness.publish_checking(slow, id, &mut limits).await;
+        assert_eq!(rejection(&state), Some(condition::RESOURCE_LIMIT_EXCEEDED));
+    }
+
+    // A consumer frees one place: the parked producers are offered it.
+    harness.attach_consumer(1);
+    let (consumer, seq) = loop {
+        let message = harness.next().await;
+        limits.see(&message);
+        if let ToConnection::Deliver { consumer, seq, .. } = message {
+            break (consumer, seq);
+        }
+    };
+    harness.settle(consumer, seq, Outcome::Accepted);
+    loop {
+        let message = harness.next().await;
+        limits.see(&message);
+        if matches!(message, ToConnection::ProducerCredit { link, .. } if link == fast) {
+            break;
+        }
+    }
+    harness.drain_checking(&mut limits);
 }

@@ -276,8 +276,11 @@ impl Links {
                 }
             }
             ToConnection::ProducerCredit { link, credit } => {
-                // Fails only if the link has gone meanwhile.
-                let _ = conn.flow(link, credit, false);
+                // The node counts the producer's messages behind the engine
+                // (some are still on their way to it), so its credit can fall
+                // short of what the producer holds here; that is not taken
+                // back. Fails only if the link has gone meanwhile.
+                let _ = conn.raise_credit(link, credit);
             }
             ToConnection::Deliver {
                 link,

@@ -833,7 +833,7 @@ impl Connection {
         link.remote_handle = Some(attach.handle);
         link.peer_max_message_size = attach.max_message_size;
         if our_role == Role::Receiver {
-            link.delivery_count = attach.initial_delivery_count.unwrap_or(0);
+            link.start_count(attach.initial_delivery_count.unwrap_or(0));
         }
         if !initiated_by_peer {
             link.state = LinkState::Attached;
@@ -879,7 +879,9 @@ impl Connection {
                     link.drain = flow.drain;
                 }
                 Role::Receiver => {
-                    link.delivery_count = flow.delivery_count.unwrap_or(link.delivery_count);
+                    if let Some(count) = flow.delivery_count {
+                        link.sender_count(count);
+                    }
                     link.link_credit = flow.link_credit.unwrap_or(link.link_credit);
                 }
             }
@@ -1167,10 +1169,29 @@ impl Connection {
         if link.role != Role::Receiver {
             return Err(EngineError::WrongRole);
         }
-        link.link_credit = credit;
+        link.grant(credit);
         link.drain = drain;
         self.send_flow(id.session, Some(id.handle));
         Ok(())
+    }
+
+    /// Grants `credit` on a receiving link unless the sender already holds
+    /// at least that much; returns whether a flow went out.
+    ///
+    /// A flow sets link-credit afresh at our delivery-count. An application
+    /// that counts deliveries behind us (the broker's node, across a queue)
+    /// computes credit that can fall short of what the sender still holds;
+    /// granting it would take back credit the sender may be using already.
+    pub fn raise_credit(&mut self, id: LinkId, credit: u32) -> Result<bool, EngineError> {
+        let link = self.usable_link(id, &[LinkState::Attached, LinkState::AttachSent])?;
+        if link.role != Role::Receiver {
+            return Err(EngineError::WrongRole);
+        }
+        if credit <= link.link_credit {
+            return Ok(false);
+        }
+        self.flow(id, credit, false)?;
+        Ok(true)
     }
 
     /// Sending link: gives back unused credit after the receiver asked for a
@@ -1189,7 +1210,8 @@ impl Connection {
         Ok(())
     }
 
-    /// The credit we may use on a sending link now.
+    /// The credit on a link now: what we may still send on a sending link,
+    /// or what we granted and the sender has not used on a receiving one.
     pub fn credit(&self, id: LinkId) -> u32 {
         self.sessions
             .get(&id.session.0)
@@ -1598,14 +1620,12 @@ fn receive_transfer(
                     "the first transfer of a delivery needs a delivery-id and a delivery-tag",
                 )));
             };
-            if link.link_credit == 0 {
+            if !link.take_credit() {
                 return Err(LinkFault::Link(Error::new(
                     condition::TRANSFER_LIMIT_EXCEEDED,
                     "transfer without link credit",
                 )));
             }
-            link.link_credit -= 1;
-            link.delivery_count = link.delivery_count.wrapping_add(1);
             PartialDelivery::new(
                 delivery_id,
                 tag,

@@ -210,3 +210,120 @@ fn a_delivery_tag_longer_than_32_bytes_is_refused() {
         .send(sender, bytes::Bytes::from(vec![7; 32]), message(0), false)
         .expect("a 32-byte tag is legal");
 }
+
+/// Credit is relative to delivery-count (spec §2.6.7), so a sender may use
+/// what it was granted until it sees a flow that lowers it. Transfers it
+/// sent before that flow reached it are legal and must be taken; only a
+/// transfer past the highest limit ever advertised is a violation.
+#[test]
+fn transfers_in_flight_when_credit_is_lowered_are_taken() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("raced");
+    pair.grant(sender, receiver, 3);
+    for i in 0..3 {
+        pair.send(sender, i);
+    }
+    let in_flight = pair.client.poll_transmit().expect("three transfers");
+
+    // The receiver lowers its credit before the transfers arrive.
+    pair.server
+        .flow(receiver, 1, false)
+        .expect("flow on a receiving link");
+    pair.inject_to_server(&in_flight);
+    assert_events!(
+        pair.server_events(),
+        [
+            Event::Delivery { delivery, .. } if delivery.id == 0,
+            Event::Delivery { delivery, .. } if delivery.id == 1,
+            Event::Delivery { delivery, .. } if delivery.id == 2,
+        ]
+    );
+
+    // One more, past the 3 ever granted, is a violation all the same.
+    let mut raw = BytesMut::new();
+    raw_frame(
+        &mut raw,
+        0,
+        &first_transfer(sender.handle, 3, false),
+        &message(3),
+    );
+    pair.inject_to_server(&raw);
+    pair.drive();
+    assert!(
+        pair.client_events().iter().any(|event| matches!(
+            event,
+            Event::LinkDetached { link, closed: true, error: Some(e) }
+                if *link == sender && e.condition == condition::TRANSFER_LIMIT_EXCEEDED
+        )),
+        "the fourth transfer detached the link"
+    );
+    assert!(!pair.server.is_finished());
+}
+
+/// `raise_credit` grants only what the sender does not hold already, so an
+/// application counting deliveries behind the engine never takes credit
+/// back.
+#[test]
+fn raise_credit_never_lowers_the_senders_credit() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("raised");
+    pair.grant(sender, receiver, 5);
+    pair.send(sender, 0);
+    pair.send(sender, 1);
+    pair.drive();
+    assert_eq!(pair.server_events().len(), 2);
+    assert_eq!(pair.server.credit(receiver), 3);
+
+    assert_eq!(pair.server.raise_credit(receiver, 3), Ok(false));
+    assert_eq!(pair.server.poll_transmit(), None, "no flow for no raise");
+    assert_eq!(pair.server.raise_credit(receiver, 4), Ok(true));
+    pair.drive();
+    assert_events!(
+        pair.client_events(),
+        [Event::Credit { link, credit: 4, drain: false, .. } if *link == sender]
+    );
+    assert_eq!(pair.client.credit(sender), 4);
+    assert_eq!(
+        pair.client.raise_credit(sender, 1),
+        Err(EngineError::WrongRole)
+    );
+}
+
+/// A sender that sees credit lowered below what it has already sent has
+/// none left, rather than a negative credit wrapped around to 2^32 − 2.
+#[test]
+fn a_sender_whose_credit_is_lowered_under_its_transfers_has_none_left() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("lowered");
+    pair.grant(sender, receiver, 3);
+    for i in 0..3 {
+        pair.send(sender, i);
+    }
+    let in_flight = pair.client.poll_transmit().expect("three transfers");
+
+    // The lowering flow, at delivery-count 0, reaches the sender first.
+    pair.server
+        .flow(receiver, 1, false)
+        .expect("flow on a receiving link");
+    assert!(pair.server_to_client());
+    assert_events!(
+        pair.client_events(),
+        [Event::Credit { link, credit: 0, drain: false, .. } if *link == sender]
+    );
+    assert_eq!(pair.client.credit(sender), 0);
+    assert_eq!(
+        pair.client.send(sender, tag(3), message(3), false),
+        Err(EngineError::NoCredit)
+    );
+
+    // Once the transfers are in, new credit counts from them.
+    pair.inject_to_server(&in_flight);
+    assert_eq!(pair.server_events().len(), 3);
+    pair.grant(sender, receiver, 2);
+    pair.send(sender, 3);
+    pair.drive();
+    assert_events!(
+        pair.server_events(),
+        [Event::Delivery { delivery, .. } if delivery.id == 3]
+    );
+}
