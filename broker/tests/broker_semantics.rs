@@ -1,7 +1,8 @@
 //! What a broker user relies on, checked on the wire with Sluice's own
 //! client engine against the real server: settlement outcomes and
 //! redelivery, dead-lettering, flow control at a full queue, round robin,
-//! routing errors, and durability across a restart.
+//! routing errors, durability across a restart, and a source that lists no
+//! filter it does not apply.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -9,13 +10,14 @@ mod common;
 
 use bytes::Bytes;
 use common::{Broker, WAIT, test_config};
-use sluice::amqp::codec::{Symbol, Value};
+use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
 use sluice::amqp::engine::{
     ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, LinkOptions, SessionId,
 };
 use sluice::amqp::types::{
-    Accepted, DeliveryState, Header, Message, MessageId, Modified, Properties, ReceiverSettleMode,
-    Rejected, Released, Role, Section, SenderSettleMode, Source, Target, condition,
+    Accepted, Annotations, DeliveryState, Header, Message, MessageId, Modified, Properties,
+    ReceiverSettleMode, Rejected, Released, Role, Section, SenderSettleMode, Source, Target,
+    condition,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
@@ -506,6 +508,70 @@ async fn credit_sent_with_the_attach_is_honoured() {
     for i in 0..3 {
         let (delivery, message) = receive(&mut client, receiver).await;
         assert_eq!(body_of(&message), format!("m{i}"));
+        client.settle(delivery, accepted()).await.unwrap();
+    }
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+/// A JMS selector, and a filter type no broker knows: neither is applied.
+fn unapplied_filters() -> Annotations {
+    let filter = |descriptor: &'static str, value: &str| {
+        Value::from(Described {
+            descriptor: Descriptor::Name(Symbol::from_static(descriptor)),
+            value: Value::from(value),
+        })
+    };
+    vec![
+        (
+            Value::Symbol(Symbol::from_static("jms-selector")),
+            filter("apache.org:selector-filter:string", "color = 'red'"),
+        ),
+        (
+            Value::Symbol(Symbol::from_static("made-up")),
+            filter("example.org:made-up-filter:string", "anything"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn filters_the_broker_does_not_apply_are_not_echoed() {
+    let broker = Broker::start().await;
+    let (mut client, session) = connect(&broker).await;
+    let sender = client
+        .attach_sender(session, "p", Some("filtered"))
+        .await
+        .unwrap();
+    for body in ["red", "blue"] {
+        publish(&mut client, sender, body, true).await;
+    }
+    let source = Source {
+        filter: unapplied_filters(),
+        ..queue("filtered")
+    };
+    let options = LinkOptions {
+        rcv_settle_mode: ReceiverSettleMode::First,
+        ..link_options("c", Role::Receiver, Some(source), Some(Target::default()))
+    };
+    let receiver = client.connection().attach(session, options).unwrap();
+    let attached = client
+        .wait_for(|e| matches!(e, Event::LinkAttached { link, .. } if *link == receiver))
+        .await
+        .unwrap();
+    let Event::LinkAttached { remote, .. } = attached else {
+        unreachable!("wait_for returns the event it matched");
+    };
+    // The broker's source lists the filters in effect (spec part 3
+    // §3.5.3): none, so a client can tell its selector is not applied.
+    let answered = remote.source.expect("the broker accepted the link");
+    assert_eq!(answered.address.as_deref(), Some("filtered"));
+    assert!(answered.filter.is_empty(), "{:?}", answered.filter);
+
+    // The link still works, unfiltered: every message arrives.
+    client.connection().flow(receiver, 10, false).unwrap();
+    for expected in ["red", "blue"] {
+        let (delivery, message) = receive(&mut client, receiver).await;
+        assert_eq!(body_of(&message), expected);
         client.settle(delivery, accepted()).await.unwrap();
     }
     client.close().await.unwrap();

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use crate::amqp::engine::{Connection, DeliveryId, Event, LinkId, LinkReply};
-use crate::amqp::types::{Attach, DeliveryState, Error, ReceiverSettleMode, Role};
+use crate::amqp::types::{Attach, DeliveryState, Error, ReceiverSettleMode, Role, Source};
 use crate::node::{
     ConnId, NodeHandle, NodeStopped, Refusal, Request, ToConnection, consumer_node, producer_node,
 };
@@ -229,12 +229,8 @@ impl Links {
                 };
                 match result {
                     Ok((consumer, address)) => {
-                        let mut source = remote.source.clone().unwrap_or_default();
-                        if source.dynamic {
-                            source.address = Some(address);
-                        }
                         let reply = LinkReply {
-                            source: Some(source),
+                            source: Some(consumer_source(remote.source.as_ref(), address)),
                             target: remote.target.clone(),
                             ..LinkReply::default()
                         };
@@ -414,6 +410,28 @@ fn refuse(conn: &mut Connection, link: LinkId, refusal: Refusal) {
     let _ = conn.refuse_link(link, error);
 }
 
+/// The source a consumer's attach is answered with: the client's, with the
+/// address a dynamic node was given, and without its filters.
+///
+/// The answered source lists the filters in effect (spec part 3 §3.5.3).
+/// The broker applies none, so echoing the client's would tell it a
+/// selector is active while it receives every message; an empty filter set
+/// lets it see the selector is unsupported.
+fn consumer_source(requested: Option<&Source>, address: String) -> Source {
+    let mut source = requested.cloned().unwrap_or_default();
+    if source.dynamic {
+        source.address = Some(address);
+    }
+    if !source.filter.is_empty() {
+        debug!(
+            filters = source.filter.len(),
+            "source filters are not supported: answering with none"
+        );
+        source.filter.clear();
+    }
+    source
+}
+
 /// The queue's view of a consumer's outcome.
 fn outcome(state: &DeliveryState) -> Outcome {
     match state {
@@ -425,5 +443,52 @@ fn outcome(state: &DeliveryState) -> Outcome {
             undeliverable_here: m.undeliverable_here,
             annotations: m.message_annotations.clone(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::codec::{Described, Descriptor, Symbol, Value};
+    use crate::amqp::types::DistributionMode;
+
+    fn selector() -> (Value, Value) {
+        let filter = Described {
+            descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
+            value: Value::from("color = 'red'"),
+        };
+        (
+            Value::Symbol(Symbol::from_static("jms-selector")),
+            Value::from(filter),
+        )
+    }
+
+    #[test]
+    fn a_consumer_source_is_the_clients_without_its_filters() {
+        let requested = Source {
+            address: Some("orders".into()),
+            distribution_mode: Some(DistributionMode::Copy),
+            filter: vec![selector()],
+            ..Source::default()
+        };
+        let answered = consumer_source(Some(&requested), "ignored".into());
+        assert!(answered.filter.is_empty());
+        let unfiltered = Source {
+            filter: Vec::new(),
+            ..requested
+        };
+        assert_eq!(answered, unfiltered);
+    }
+
+    #[test]
+    fn a_dynamic_consumer_source_gets_its_address_and_no_filters() {
+        let requested = Source {
+            dynamic: true,
+            filter: vec![selector()],
+            ..Source::default()
+        };
+        let answered = consumer_source(Some(&requested), "temp-1".into());
+        assert_eq!(answered.address.as_deref(), Some("temp-1"));
+        assert!(answered.filter.is_empty());
     }
 }
