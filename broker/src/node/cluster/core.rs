@@ -16,8 +16,7 @@ use super::batch::Origin;
 use super::proposer::Outbox;
 use super::state::{Applied, GroupState};
 use super::{
-    HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, TICK, TIMING, VOTES_FILE, consumer_node,
-    next_origin,
+    HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, TICK, TIMING, VOTES_FILE, next_origin,
 };
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::condition;
@@ -109,7 +108,7 @@ pub async fn start<I: Io>(
     let (handle, committed, task) = group::start(io.clone(), &raft_dir, groups_config, transport)
         .await
         .map_err(NodeError::Groups)?;
-    info!(node_id, origin, groups = groups.len(), "joined the cluster");
+    info!(node_id, %origin, groups = groups.len(), "joined the cluster");
     let (requests, inbox) = mpsc::unbounded_channel();
     let core = ClusterCore::new(io, settings, origin, &groups, handle);
     let run = async move {
@@ -210,7 +209,7 @@ impl<I: Io> ClusterCore<I> {
             links: Links::new(window),
             pending_enqueues: BTreeMap::new(),
             detaching: BTreeSet::new(),
-            next_consumer: origin,
+            next_consumer: origin.first_consumer(),
             next_dynamic: 0,
             now_ms: 0,
             applied: Vec::new(),
@@ -397,7 +396,7 @@ impl<I: Io> ClusterCore<I> {
         link_name: &str,
         container_id: &str,
     ) -> Result<(), Refusal> {
-        let (node_id, start) = (self.node_id, (self.origin >> 32) & 0xffff);
+        let (node_id, start) = (self.origin.node(), self.origin.start());
         let next_dynamic = &mut self.next_dynamic;
         // A name no other node, and no earlier start of this one, uses.
         let unique = || {
@@ -727,7 +726,7 @@ impl<I: Io> ClusterCore<I> {
             let leading = group.leader == Some(self.node_id);
             for consumer in group.state.queues().consumer_ids() {
                 present.insert(consumer);
-                let owner = consumer_node(consumer);
+                let owner = Origin::of_consumer(consumer).node();
                 let orphan = if owner == self.node_id {
                     self.links.consumer(consumer).is_none()
                 } else {
@@ -742,7 +741,7 @@ impl<I: Io> ClusterCore<I> {
         for (id, consumer) in orphans {
             info!(
                 consumer,
-                node = consumer_node(consumer),
+                node = Origin::of_consumer(consumer).node(),
                 "detaching an orphaned consumer"
             );
             self.detaching.insert(consumer);

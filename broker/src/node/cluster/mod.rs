@@ -86,17 +86,8 @@ const SNAPSHOT_EVERY_BYTES: usize = 64 << 20;
 /// behind catches up from entries rather than from the whole state.
 const COMPACTION_KEEP: u64 = 1024;
 
-/// A consumer id holds its node's incarnation in its high 32 bits: unique
-/// across the cluster and across restarts.
-const CONSUMER_ORIGIN_SHIFT: u32 = 32;
-
-/// The node that registered a consumer.
-fn consumer_node(consumer: u64) -> NodeId {
-    consumer >> 48
-}
-
-/// This node's incarnation: its id in the high 16 bits, its start count in
-/// the next 16 (wrapping). Counting starts needs one small durable write.
+/// This node's incarnation: its id and its start count. Counting starts
+/// needs one small durable write.
 async fn next_origin<I: Io>(io: &I, data_dir: &Path, node_id: NodeId) -> std::io::Result<Origin> {
     io.create_dir_all(data_dir).await?;
     let path = data_dir.join(INCARNATION_FILE);
@@ -114,7 +105,7 @@ async fn next_origin<I: Io>(io: &I, data_dir: &Path, node_id: NodeId) -> std::io
     };
     let count = previous.wrapping_add(1);
     crate::io::replace_file(io, &path, &count.to_be_bytes()).await?;
-    Ok((node_id << 48) | ((count & 0xffff) << CONSUMER_ORIGIN_SHIFT))
+    Ok(Origin::new(node_id, count))
 }
 
 /// Where queues live: `groups` data groups, numbered from 1.

@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn fresh_items_go_once_and_everything_unapplied_goes_again_on_retry() {
-        let mut outbox = Outbox::new(1 << 48);
+        let mut outbox = Outbox::new(Origin::new(1, 0));
         outbox.push(Command::Expire, None, "a");
         outbox.push(Command::Expire, None, "b");
         assert_eq!(tokens(outbox.take_fresh(0)), [[1, 2]]);
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_large_outbox_is_split_into_bounded_entries() {
-        let mut outbox = Outbox::new(1 << 48);
+        let mut outbox = Outbox::new(Origin::new(1, 0));
         for _ in 0..ENTRY_ITEMS_MAX + 1 {
             outbox.push(Command::Expire, None, ());
         }
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_item_pushed_after_a_retry_is_still_fresh() {
-        let mut outbox = Outbox::new(1 << 48);
+        let mut outbox = Outbox::new(Origin::new(1, 0));
         outbox.push(Command::Expire, None, ());
         assert_eq!(tokens(outbox.take_all(0)), [[1]]);
         outbox.push(Command::Expire, None, ());

@@ -123,7 +123,7 @@ impl GroupState {
         out.put_u64(self.clock_ms);
         out.put_u32(u32::try_from(self.sessions.len()).expect("fewer than 4G sessions"));
         for (&origin, &next) in &self.sessions {
-            out.put_u64(origin);
+            out.put_u64(origin.to_bits());
             out.put_u64(next);
         }
         self.queues.encode_whole(&mut out);
@@ -136,7 +136,7 @@ impl GroupState {
         let clock_ms = data.try_get_u64().map_err(truncated)?;
         let mut sessions = BTreeMap::new();
         for _ in 0..data.try_get_u32().map_err(truncated)? {
-            let origin = data.try_get_u64().map_err(truncated)?;
+            let origin = Origin::from_bits(data.try_get_u64().map_err(truncated)?);
             let next = data.try_get_u64().map_err(truncated)?;
             if sessions.insert(origin, next).is_some() || next == 0 {
                 return Err(DecodeError::new(DecodeErrorKind::InvalidValue).in_field("session"));
@@ -224,7 +224,7 @@ mod tests {
     use crate::node::cluster::batch::Item;
     use crate::queue::{NewMessage, Outcome, QueueConfig};
 
-    const ORIGIN: Origin = 1 << 48;
+    const ORIGIN: Origin = Origin::new(1, 0);
 
     fn item(token: u64, command: Command) -> Item {
         Item {
