@@ -1,9 +1,13 @@
 //! Addressing: what node a link's terminus names (a queue, a topic, a
-//! broker-named temporary queue, or "route each message by its `to`").
+//! broker-named temporary queue, or "route each message by its `to`"),
+//! how a topic's subscription queues are named, and where a message goes.
 
+use bytes::Bytes;
+
+use super::message::{Inspected, inspect};
 use crate::amqp::codec::Symbol;
 use crate::amqp::types::{
-    DistributionMode, ExpiryPolicy, Source, Target, TerminusDurability, condition,
+    DistributionMode, Error, ExpiryPolicy, Source, Target, TerminusDurability, condition,
 };
 
 /// The prefix that makes an address a topic, as in `topic://prices`.
@@ -11,6 +15,10 @@ pub const TOPIC_PREFIX: &str = "topic://";
 
 /// The terminus capability that makes an address a topic (Qpid JMS sends it).
 const TOPIC_CAPABILITY: &str = "topic";
+
+/// Separates a topic's name from a subscription's in a subscription
+/// queue's name: `topic://prices::client-1:prices-sub`.
+const SUBSCRIPTION_SEPARATOR: &str = "::";
 
 /// Where a consumer (a link on which the broker sends) takes messages from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +129,60 @@ fn topic_name<'a>(address: &'a str, capabilities: &[Symbol]) -> Option<&'a str> 
 
 fn non_empty(address: Option<&str>) -> Option<&str> {
     address.filter(|a| !a.is_empty())
+}
+
+/// The queue of subscription `subscription` to `topic`.
+pub(in crate::node) fn subscription_queue(topic: &str, subscription: &str) -> String {
+    format!("{TOPIC_PREFIX}{topic}{SUBSCRIPTION_SEPARATOR}{subscription}")
+}
+
+/// The topic a subscription queue subscribes to; `None` for other queues.
+pub(in crate::node) fn topic_of_subscription(queue: &str) -> Option<&str> {
+    let (topic, _) = queue
+        .strip_prefix(TOPIC_PREFIX)?
+        .split_once(SUBSCRIPTION_SEPARATOR)?;
+    Some(topic)
+}
+
+/// The queues a message goes to, and what it says about itself. `exists`
+/// says whether a queue is declared; `subscriptions` gives where a topic's
+/// messages go.
+pub(in crate::node) fn destinations(
+    node: &ProducerNode,
+    message: &Bytes,
+    exists: impl Fn(&str) -> bool,
+    subscriptions: impl Fn(&str) -> Vec<String>,
+) -> Result<(Vec<String>, Inspected), Error> {
+    let inspected = inspect(message).map_err(|e| {
+        Error::new(
+            condition::DECODE_ERROR,
+            format!("the message does not decode: {e}"),
+        )
+    })?;
+    let destination = match node {
+        ProducerNode::AnonymousRelay => match &inspected.to {
+            Some(to) => relay_destination(to),
+            None => {
+                return Err(Error::new(
+                    condition::NOT_FOUND,
+                    "a message on an anonymous-relay link needs properties.to",
+                ));
+            }
+        },
+        other => other.clone(),
+    };
+    let queues = match destination {
+        ProducerNode::Queue(queue) if exists(&queue) => vec![queue],
+        ProducerNode::Queue(queue) => {
+            return Err(Error::new(
+                condition::NOT_FOUND,
+                format!("no queue named {queue:?}"),
+            ));
+        }
+        ProducerNode::Topic(topic) => subscriptions(&topic),
+        ProducerNode::AnonymousRelay => unreachable!("resolved above"),
+    };
+    Ok((queues, inspected))
 }
 
 #[cfg(test)]

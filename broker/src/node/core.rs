@@ -8,17 +8,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, relay_destination};
+use super::address::{ConsumerNode, ProducerNode, Refusal, destinations, topic_of_subscription};
 use super::links::{Consumer, ConsumerTarget, Links};
-use super::message::inspect;
-use super::{ConnId, NodeHandle, Request, ToConnection};
+use super::{ConnId, NodeError, NodeHandle, NodeSettings, Request, ToConnection};
 use crate::amqp::codec::{DecodeError, Encode};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{Error, condition};
-use crate::config::{self, Config};
 use crate::io::{self as seam, Io};
-use crate::log::{self, Completion, Log, LogError, LogOptions, Lsn, Ticket};
-use crate::queue::{Command, ConsumerId, Effect, Outcome, Overflow, QueueConfig, Queues, Seq};
+use crate::log::{self, Completion, Log, LogError, Lsn, Ticket};
+use crate::queue::{Command, ConsumerId, Effect, Outcome, QueueConfig, Queues, Seq};
 
 /// The log's directory inside the data directory.
 const LOG_DIR: &str = "log";
@@ -30,116 +28,6 @@ const SETTLE_LINGER: Duration = Duration::from_millis(1);
 /// The most requests the node handles per wake-up before it applies what
 /// became durable, so that a flood of requests cannot hold back outcomes.
 const REQUESTS_PER_WAKE: usize = 256;
-
-/// Separates a topic's name from a subscription's in a subscription
-/// queue's name: `topic://prices::client-1:prices-sub`.
-const SUBSCRIPTION_SEPARATOR: &str = "::";
-
-/// How the node is configured.
-#[derive(Debug, Clone)]
-pub struct NodeSettings {
-    /// The broker's configuration: data dir, storage, queue policies, limits.
-    pub config: Config,
-}
-
-impl NodeSettings {
-    /// Settings for a broker configured by `config`.
-    pub fn new(config: Config) -> Self {
-        Self { config }
-    }
-
-    fn log_options(&self) -> LogOptions {
-        LogOptions {
-            repair: self.config.repair,
-            segment_bytes_max: self.config.storage.segment_bytes_max,
-            // Each record stands alone: a later one may succeed.
-            stop_at_no_space: false,
-            plants: self.config.plants,
-        }
-    }
-
-    /// The state machine's configuration of a queue created as `name`.
-    pub(in crate::node) fn queue_config(&self, name: &str) -> QueueConfig {
-        let settings = self.config.queue_settings(name);
-        QueueConfig {
-            durable: settings.durable,
-            max_length: settings.max_length,
-            max_bytes: settings.max_bytes,
-            overflow: match settings.overflow {
-                config::Overflow::RejectPublish => Overflow::RejectPublish,
-                config::Overflow::DropHead => Overflow::DropHead,
-            },
-            dead_letter_queue: settings.dead_letter_queue,
-            delivery_limit: settings.delivery_limit,
-            default_ttl_ms: settings
-                .default_ttl
-                .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-            dedup_window_ms: settings
-                .dedup
-                .map(|window| u64::try_from(window.duration.as_millis()).unwrap_or(u64::MAX)),
-            dedup_window_ids: settings.dedup.map(|window| window.ids),
-        }
-    }
-
-    pub(in crate::node) fn auto_create(&self, name: &str) -> bool {
-        self.config.queue_settings(name).auto_create
-    }
-
-    /// Whether `persist = "always"` applies to the queue: its `[[queue]]`
-    /// entry's `persist`, else the `[queues]` default. Read directly rather
-    /// than through [`Config::queue_settings`], which resolves (and clones)
-    /// every setting, because every non-durable publish asks.
-    pub(in crate::node) fn persist_always(&self, name: &str) -> bool {
-        let persist = self
-            .config
-            .queue_overrides
-            .iter()
-            .find(|entry| entry.name == name)
-            .and_then(|entry| entry.persist)
-            .unwrap_or(self.config.queues.persist);
-        persist == config::Persist::Always
-    }
-}
-
-/// Why the node stopped or could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The log could not be opened, recovered or written. A failed write or
-    /// fsync is fatal: the state of the disk is unknown.
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// A log record or snapshot does not decode.
-    #[error("log record {lsn} does not decode: {error}")]
-    Record {
-        /// The record (or the snapshot's last record).
-        lsn: Lsn,
-        /// Why.
-        error: DecodeError,
-    },
-    /// A replicated group's snapshot does not decode: this node's state
-    /// for the group is unknown, so it stops rather than diverge.
-    #[error("the snapshot of group {group} at index {index} does not decode: {error}")]
-    Snapshot {
-        /// The group.
-        group: u32,
-        /// The snapshot's index.
-        index: u64,
-        /// Why.
-        error: DecodeError,
-    },
-    /// A clustered node could not count its starts (see
-    /// `node::cluster`).
-    #[error("cannot record this start of the node in the data directory")]
-    Incarnation(#[source] std::io::Error),
-    /// The Raft groups could not start, or failed (a failed write to their
-    /// log stops them, as a failed fsync stops the single node).
-    #[error(transparent)]
-    Groups(#[from] crate::cluster::group::GroupError),
-    /// The Raft groups' task panicked.
-    #[error("the raft groups' task panicked")]
-    GroupsPanicked,
-}
 
 /// Opens the log, recovers the queues from it, and returns a handle to the
 /// node plus the task to run it (spawn it; it ends when every handle is
@@ -1139,58 +1027,4 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
         Some(deadline) => seam::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// The queue of subscription `subscription` to `topic`.
-pub(in crate::node) fn subscription_queue(topic: &str, subscription: &str) -> String {
-    format!("{TOPIC_PREFIX}{topic}{SUBSCRIPTION_SEPARATOR}{subscription}")
-}
-
-/// The topic a subscription queue subscribes to; `None` for other queues.
-pub(in crate::node) fn topic_of_subscription(queue: &str) -> Option<&str> {
-    let (topic, _) = queue
-        .strip_prefix(TOPIC_PREFIX)?
-        .split_once(SUBSCRIPTION_SEPARATOR)?;
-    Some(topic)
-}
-
-/// The queues a message goes to, and what it says about itself. `exists`
-/// says whether a queue is declared; `subscriptions` gives where a topic's
-/// messages go.
-pub(in crate::node) fn destinations(
-    node: &ProducerNode,
-    message: &Bytes,
-    exists: impl Fn(&str) -> bool,
-    subscriptions: impl Fn(&str) -> Vec<String>,
-) -> Result<(Vec<String>, super::Inspected), Error> {
-    let inspected = inspect(message).map_err(|e| {
-        Error::new(
-            condition::DECODE_ERROR,
-            format!("the message does not decode: {e}"),
-        )
-    })?;
-    let destination = match node {
-        ProducerNode::AnonymousRelay => match &inspected.to {
-            Some(to) => relay_destination(to),
-            None => {
-                return Err(Error::new(
-                    condition::NOT_FOUND,
-                    "a message on an anonymous-relay link needs properties.to",
-                ));
-            }
-        },
-        other => other.clone(),
-    };
-    let queues = match destination {
-        ProducerNode::Queue(queue) if exists(&queue) => vec![queue],
-        ProducerNode::Queue(queue) => {
-            return Err(Error::new(
-                condition::NOT_FOUND,
-                format!("no queue named {queue:?}"),
-            ));
-        }
-        ProducerNode::Topic(topic) => subscriptions(&topic),
-        ProducerNode::AnonymousRelay => unreachable!("resolved above"),
-    };
-    Ok((queues, inspected))
 }

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX};
-use super::core::{NodeSettings, subscription_queue};
+use super::NodeSettings;
+use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, subscription_queue};
 use super::message::render;
 use super::{ConnId, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId};

@@ -21,8 +21,10 @@
 mod address;
 mod cluster;
 mod core;
+mod error;
 mod links;
 mod message;
+mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -33,7 +35,9 @@ pub use address::{
     ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, consumer_node, producer_node,
 };
 pub use cluster::start as start_clustered;
-pub use core::{NodeError, NodeSettings, start};
+pub use core::start;
+pub use error::NodeError;
+pub use settings::NodeSettings;
 
 pub use message::{Inspected, inspect, render};
 

@@ -25,12 +25,13 @@ use crate::cluster::replica::NodeId;
 use crate::cluster::transport::TransportConfig;
 use crate::cluster::wal::GroupId;
 use crate::io::Io;
-use crate::node::core::{NodeError, NodeSettings, destinations};
+use crate::node::address::destinations;
 use crate::node::links::{Consumer, ConsumerTarget, Links};
 use crate::node::{
     ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, TOPIC_PREFIX,
     ToConnection,
 };
+use crate::node::{NodeError, NodeSettings};
 use crate::queue::{Command, ConsumerId, Effect, QueueConfig};
 
 /// The most requests, or committed entries, handled per wake-up, so that a

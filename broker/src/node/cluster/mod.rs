@@ -38,7 +38,7 @@ use crate::cluster::replica::{NodeId, Timing};
 use crate::config::Config;
 use crate::io::Io;
 use crate::node::TOPIC_PREFIX;
-use crate::node::core::topic_of_subscription;
+use crate::node::address::topic_of_subscription;
 use batch::Origin;
 
 /// The Raft write-ahead log's directory inside the data directory.

@@ -32,7 +32,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::batch::{Batch, Origin};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind};
 use crate::node::TOPIC_PREFIX;
-use crate::node::core::{subscription_queue, topic_of_subscription};
+use crate::node::address::{subscription_queue, topic_of_subscription};
 use crate::queue::{Command, Effect, NewMessage, Queues};
 
 /// An enqueue's seq is its entry's index shifted left this far, plus its

@@ -16,7 +16,8 @@ use crate::amqp::types::condition;
 use crate::cluster::group::Committed;
 use crate::cluster::wal::GroupId;
 use crate::io::Io;
-use crate::node::core::{NodeError, topic_of_subscription};
+use crate::node::NodeError;
+use crate::node::address::topic_of_subscription;
 use crate::node::{Refusal, ToConnection};
 use crate::queue::{Command, ConsumerId, Effect};
 

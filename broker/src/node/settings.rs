@@ -1,0 +1,73 @@
+//! How a node is configured: the broker's configuration, and what the node
+//! cores derive from it (a queue's state-machine configuration, the log's
+//! options).
+
+use crate::config::{self, Config};
+use crate::log::LogOptions;
+use crate::queue::{Overflow, QueueConfig};
+
+/// How the node is configured.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// The broker's configuration: data dir, storage, queue policies, limits.
+    pub config: Config,
+}
+
+impl NodeSettings {
+    /// Settings for a broker configured by `config`.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    pub(in crate::node) fn log_options(&self) -> LogOptions {
+        LogOptions {
+            repair: self.config.repair,
+            segment_bytes_max: self.config.storage.segment_bytes_max,
+            // Each record stands alone: a later one may succeed.
+            stop_at_no_space: false,
+            plants: self.config.plants,
+        }
+    }
+
+    /// The state machine's configuration of a queue created as `name`.
+    pub(in crate::node) fn queue_config(&self, name: &str) -> QueueConfig {
+        let settings = self.config.queue_settings(name);
+        QueueConfig {
+            durable: settings.durable,
+            max_length: settings.max_length,
+            max_bytes: settings.max_bytes,
+            overflow: match settings.overflow {
+                config::Overflow::RejectPublish => Overflow::RejectPublish,
+                config::Overflow::DropHead => Overflow::DropHead,
+            },
+            dead_letter_queue: settings.dead_letter_queue,
+            delivery_limit: settings.delivery_limit,
+            default_ttl_ms: settings
+                .default_ttl
+                .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            dedup_window_ms: settings
+                .dedup
+                .map(|window| u64::try_from(window.duration.as_millis()).unwrap_or(u64::MAX)),
+            dedup_window_ids: settings.dedup.map(|window| window.ids),
+        }
+    }
+
+    pub(in crate::node) fn auto_create(&self, name: &str) -> bool {
+        self.config.queue_settings(name).auto_create
+    }
+
+    /// Whether `persist = "always"` applies to the queue: its `[[queue]]`
+    /// entry's `persist`, else the `[queues]` default. Read directly rather
+    /// than through [`Config::queue_settings`], which resolves (and clones)
+    /// every setting, because every non-durable publish asks.
+    pub(in crate::node) fn persist_always(&self, name: &str) -> bool {
+        let persist = self
+            .config
+            .queue_overrides
+            .iter()
+            .find(|entry| entry.name == name)
+            .and_then(|entry| entry.persist)
+            .unwrap_or(self.config.queues.persist);
+        persist == config::Persist::Always
+    }
+}
