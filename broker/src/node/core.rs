@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::address::{ConsumerNode, ProducerNode, Refusal, destinations, topic_of_subscription};
-use super::links::{Consumer, ConsumerTarget, Links};
+use super::clients::{Clients, Consumer, ConsumerTarget};
 use super::{ConnId, NodeError, NodeHandle, NodeSettings, Request, ToConnection};
 use crate::amqp::codec::{DecodeError, Encode};
 use crate::amqp::engine::{DeliveryId, LinkId};
@@ -138,7 +138,7 @@ struct Core<I: Io> {
     registry: BTreeMap<String, QueueConfig>,
     /// Subscription queues, by topic.
     topics: BTreeMap<String, BTreeSet<String>>,
-    links: Links,
+    clients: Clients,
     /// Enqueues submitted and not yet applied, by queue: room they will take.
     pending_enqueues: BTreeMap<String, u64>,
     pipeline: VecDeque<Pending>,
@@ -200,7 +200,7 @@ impl<I: Io> Core<I> {
             queues,
             registry,
             topics,
-            links: Links::new(window),
+            clients: Clients::new(window),
             pending_enqueues: BTreeMap::new(),
             pipeline: VecDeque::new(),
             logged_in_pipeline: 0,
@@ -274,7 +274,7 @@ impl<I: Io> Core<I> {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Register { conn, inbox } => self.links.register(conn, inbox),
+            Request::Register { conn, inbox } => self.clients.register(conn, inbox),
             Request::AttachConsumer {
                 conn,
                 link,
@@ -283,7 +283,7 @@ impl<I: Io> Core<I> {
                 container_id,
             } => {
                 let result = self.attach_consumer(conn, link, node, &link_name, &container_id);
-                self.links
+                self.clients
                     .tell(conn, ToConnection::ConsumerAttached { link, result });
             }
             Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
@@ -299,7 +299,7 @@ impl<I: Io> Core<I> {
                 credit,
                 drain,
             } => {
-                if let Some(consumer) = self.links.consumer_on(conn, link) {
+                if let Some(consumer) = self.clients.consumer_on(conn, link) {
                     self.credit(consumer, credit, drain);
                 }
             }
@@ -309,7 +309,7 @@ impl<I: Io> Core<I> {
                 seq,
                 outcome,
             } => {
-                if self.links.consumer(consumer).is_none() {
+                if self.clients.consumer(consumer).is_none() {
                     debug!(
                         consumer,
                         queue, seq, "stale settle from a detached consumer dropped"
@@ -340,10 +340,10 @@ impl<I: Io> Core<I> {
                 let _ = reply.send(info);
             }
             Request::Disconnect { conn } => {
-                for link in self.links.links_of(conn) {
+                for link in self.clients.links_of(conn) {
                     self.detach(conn, link, false);
                 }
-                self.links.forget_connection(conn);
+                self.clients.forget_connection(conn);
             }
         }
     }
@@ -412,7 +412,7 @@ impl<I: Io> Core<I> {
             queue: queue.clone(),
             lifetime,
         };
-        self.links.add_consumer(consumer, info);
+        self.clients.add_consumer(consumer, info);
         self.submit(
             Command::Attach {
                 consumer,
@@ -485,16 +485,16 @@ impl<I: Io> Core<I> {
             ProducerNode::AnonymousRelay => Ok(()),
         };
         let accepted = result.is_ok();
-        self.links
+        self.clients
             .tell(conn, ToConnection::ProducerAttached { link, result });
         if accepted {
-            self.links.add_producer(conn, link, node);
+            self.clients.add_producer(conn, link, node);
             self.grant_credit(conn, link);
         }
     }
 
     fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
-        let Some((consumer, info)) = self.links.remove_link(conn, link) else {
+        let Some((consumer, info)) = self.clients.remove_link(conn, link) else {
             return;
         };
         // The consumer's unsettled deliveries return counted as failed
@@ -508,7 +508,7 @@ impl<I: Io> Core<I> {
     // ---- publishing and producer credit ---------------------------------
 
     fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
-        let Some(node) = self.links.producer_node(conn, delivery.link) else {
+        let Some(node) = self.clients.producer_node(conn, delivery.link) else {
             // The link is gone; the client learns from its detach.
             return;
         };
@@ -524,9 +524,9 @@ impl<I: Io> Core<I> {
         );
         match routed {
             Ok((queues, inspected)) => {
-                let publish = self
-                    .links
-                    .start_publish(conn, delivery, settled, queues.len(), None);
+                let publish =
+                    self.clients
+                        .start_publish(conn, delivery, settled, queues.len(), None);
                 for queue in queues {
                     let seq = self.next_seq;
                     self.next_seq += 1;
@@ -543,19 +543,19 @@ impl<I: Io> Core<I> {
             }
             Err(error) => {
                 let publish = self
-                    .links
+                    .clients
                     .start_publish(conn, delivery, settled, 0, Some(error));
                 self.finish_publish_if_done(publish);
             }
         }
         // After the enqueues are submitted, so that the room they take is
         // counted when more credit is granted.
-        self.links.producer_sent(conn, delivery.link);
+        self.clients.producer_sent(conn, delivery.link);
         self.top_up_credit(conn, delivery.link);
     }
 
     fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {
-        if self.links.wants_top_up(conn, link) {
+        if self.clients.wants_top_up(conn, link) {
             self.grant_credit(conn, link);
         }
     }
@@ -563,11 +563,11 @@ impl<I: Io> Core<I> {
     /// Grants a producer credit within its window and its destination's
     /// room, or parks it until room is made.
     fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
-        let Some(node) = self.links.producer_node(conn, link) else {
+        let Some(node) = self.clients.producer_node(conn, link) else {
             return;
         };
         let room = self.room_for(node);
-        self.links.grant_credit(conn, link, room);
+        self.clients.grant_credit(conn, link, room);
     }
 
     /// How many more messages `node` can take: 0 above the memory
@@ -612,7 +612,7 @@ impl<I: Io> Core<I> {
     }
 
     fn unblock_producers(&mut self) {
-        for (conn, link) in self.links.blocked() {
+        for (conn, link) in self.clients.blocked() {
             self.grant_credit(conn, link);
         }
     }
@@ -620,7 +620,7 @@ impl<I: Io> Core<I> {
     /// Answers a publish whose every enqueue is done, which frees a place
     /// in its producer's window.
     fn finish_publish_if_done(&mut self, publish: u64) {
-        if let Some((conn, link)) = self.links.finish_publish_if_done(publish) {
+        if let Some((conn, link)) = self.clients.finish_publish_if_done(publish) {
             self.top_up_credit(conn, link);
         }
     }
@@ -934,8 +934,8 @@ impl<I: Io> Core<I> {
                     condition::RESOURCE_LIMIT_EXCEEDED,
                     "the broker's disk is full",
                 );
-                self.links.reject_publish(publish, full);
-                self.links.enqueue_done(publish);
+                self.clients.reject_publish(publish, full);
+                self.clients.enqueue_done(publish);
                 self.finish_publish_if_done(publish);
             }
             Command::Declare { queue, .. } => {
@@ -956,7 +956,7 @@ impl<I: Io> Core<I> {
         }
         self.effects = effects;
         if let Reply::Publish(publish) = reply {
-            self.links.enqueue_done(publish);
+            self.clients.enqueue_done(publish);
             self.finish_publish_if_done(publish);
         }
     }
@@ -966,7 +966,7 @@ impl<I: Io> Core<I> {
             Reply::Publish(publish) => Some(publish),
             Reply::None => None,
         };
-        match self.links.act(effect, publish) {
+        match self.clients.act(effect, publish) {
             Some(Effect::DeadLettered {
                 from,
                 seq,

@@ -8,7 +8,7 @@
 //! are logged in and applied in. There are two node tasks behind the same
 //! messages: the single node's (`core`, described here) and a cluster
 //! node's (`cluster`, which proposes commands to Raft groups instead of
-//! logging them); `links` is what both keep about clients' links.
+//! logging them); `clients` is what both keep about clients' links.
 //!
 //! Durability rule: a command that changes durable state is appended to the
 //! log and applied to the queues only once the log says it is fsynced;
@@ -19,10 +19,10 @@
 //! since it cannot change what they do (see `Core::credit`).
 
 mod address;
+mod clients;
 mod cluster;
 mod core;
 mod error;
-mod links;
 mod message;
 mod settings;
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::Shutdown;
-use super::links::Links;
+use super::bridge::Bridge;
 use crate::amqp::engine::{Authenticator, Connection, ConnectionConfig};
 use crate::amqp::types::Error;
 use crate::amqp::types::condition::{CONNECTION_FORCED, INTERNAL_ERROR};
@@ -77,7 +77,7 @@ pub(super) async fn serve<I: Io>(
     let mut driver = Driver {
         conn: Connection::server(config, auth, io.now()),
         stream: BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream),
-        links: Links::new(conn_id, node),
+        bridge: Bridge::new(conn_id, node),
         inbox,
         io,
     };
@@ -87,7 +87,7 @@ pub(super) async fn serve<I: Io>(
     };
     // However the connection ended, its links end with it: unsettled
     // deliveries go back to their queues.
-    let _ = driver.links.disconnect();
+    let _ = driver.bridge.disconnect();
     match ended {
         Ok(ending) => info!(?ending, "connection ended"),
         Err(error) => info!(%error, "connection ended: socket error"),
@@ -105,7 +105,7 @@ async fn grace_expired(mut shutdown: Shutdown, grace: Duration) {
 struct Driver<I: Io> {
     conn: Connection,
     stream: BufWriter<I::Stream>,
-    links: Links,
+    bridge: Bridge,
     inbox: mpsc::UnboundedReceiver<ToConnection>,
     io: I,
 }
@@ -159,13 +159,13 @@ impl<I: Io> Driver<I> {
     /// [`NODE_MESSAGES_PER_WAKE`]: the frames they make leave in one write,
     /// instead of one write (and one wake-up of the client) per message.
     fn on_node(&mut self, first: ToConnection) -> Result<(), NodeStopped> {
-        self.links.on_node(&mut self.conn, first)?;
+        self.bridge.on_node(&mut self.conn, first)?;
         for _ in 1..NODE_MESSAGES_PER_WAKE {
             // Empty, or the node has stopped: `recv` reports that next.
             let Ok(message) = self.inbox.try_recv() else {
                 break;
             };
-            self.links.on_node(&mut self.conn, message)?;
+            self.bridge.on_node(&mut self.conn, message)?;
         }
         Ok(())
     }
@@ -181,7 +181,7 @@ impl<I: Io> Driver<I> {
             let Some(event) = self.conn.poll_event() else {
                 break;
             };
-            let handled = self.links.on_event(&mut self.conn, event);
+            let handled = self.bridge.on_event(&mut self.conn, event);
             self.close_if_node_stopped(handled);
         }
         self.stream.flush().await

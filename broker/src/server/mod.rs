@@ -8,8 +8,8 @@
 //! future and calling the factory again.
 
 pub mod auth;
+mod bridge;
 mod connection;
-mod links;
 mod shutdown;
 
 use std::net::SocketAddr;

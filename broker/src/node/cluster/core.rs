@@ -26,7 +26,7 @@ use crate::cluster::transport::TransportConfig;
 use crate::cluster::wal::GroupId;
 use crate::io::Io;
 use crate::node::address::destinations;
-use crate::node::links::{Consumer, ConsumerTarget, Links};
+use crate::node::clients::{Clients, Consumer, ConsumerTarget};
 use crate::node::{
     ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, TOPIC_PREFIX,
     ToConnection,
@@ -153,7 +153,7 @@ struct ClusterCore<I: Io> {
     groups: BTreeMap<GroupId, Group>,
     /// Subscription queues, by topic, as applied.
     topics: BTreeMap<String, BTreeSet<String>>,
-    links: Links,
+    clients: Clients,
     /// Enqueues proposed and not yet applied, by queue: room they will take.
     pending_enqueues: BTreeMap<String, u64>,
     /// Consumers this node has asked to detach; forgotten once gone from
@@ -207,7 +207,7 @@ impl<I: Io> ClusterCore<I> {
             handle,
             groups,
             topics: BTreeMap::new(),
-            links: Links::new(window),
+            clients: Clients::new(window),
             pending_enqueues: BTreeMap::new(),
             detaching: BTreeSet::new(),
             next_consumer: origin.first_consumer(),
@@ -261,7 +261,7 @@ impl<I: Io> ClusterCore<I> {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Register { conn, inbox } => self.links.register(conn, inbox),
+            Request::Register { conn, inbox } => self.clients.register(conn, inbox),
             Request::AttachConsumer {
                 conn,
                 link,
@@ -272,7 +272,7 @@ impl<I: Io> ClusterCore<I> {
                 let attached = self.attach_consumer(conn, link, node, &link_name, &container_id);
                 if let Err(refusal) = attached {
                     let result = Err(refusal);
-                    self.links
+                    self.clients
                         .tell(conn, ToConnection::ConsumerAttached { link, result });
                 }
             }
@@ -289,8 +289,8 @@ impl<I: Io> ClusterCore<I> {
                 credit,
                 drain,
             } => {
-                if let Some(consumer) = self.links.consumer_on(conn, link)
-                    && let Some(queue) = self.links.consumer(consumer).map(|c| c.queue.clone())
+                if let Some(consumer) = self.clients.consumer_on(conn, link)
+                    && let Some(queue) = self.clients.consumer(consumer).map(|c| c.queue.clone())
                 {
                     let command = Command::Credit {
                         consumer,
@@ -306,7 +306,7 @@ impl<I: Io> ClusterCore<I> {
                 seq,
                 outcome,
             } => {
-                if self.links.consumer(consumer).is_none() {
+                if self.clients.consumer(consumer).is_none() {
                     debug!(
                         consumer,
                         queue, seq, "stale settle from a detached consumer dropped"
@@ -352,10 +352,10 @@ impl<I: Io> ClusterCore<I> {
                 let _ = reply.send(info);
             }
             Request::Disconnect { conn } => {
-                for link in self.links.links_of(conn) {
+                for link in self.clients.links_of(conn) {
                     self.detach(conn, link, false);
                 }
-                self.links.forget_connection(conn);
+                self.clients.forget_connection(conn);
             }
         }
     }
@@ -424,7 +424,7 @@ impl<I: Io> ClusterCore<I> {
             queue: queue.clone(),
             lifetime,
         };
-        self.links.add_consumer(consumer, info);
+        self.clients.add_consumer(consumer, info);
         let attach = Command::Attach {
             consumer,
             queue: queue.clone(),
@@ -477,16 +477,16 @@ impl<I: Io> ClusterCore<I> {
             ProducerNode::Topic(_) | ProducerNode::AnonymousRelay => Ok(()),
         };
         let accepted = result.is_ok();
-        self.links
+        self.clients
             .tell(conn, ToConnection::ProducerAttached { link, result });
         if accepted {
-            self.links.add_producer(conn, link, node);
+            self.clients.add_producer(conn, link, node);
             self.grant_credit(conn, link);
         }
     }
 
     fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
-        let Some((consumer, info)) = self.links.remove_link(conn, link) else {
+        let Some((consumer, info)) = self.clients.remove_link(conn, link) else {
             return;
         };
         self.detaching.insert(consumer);
@@ -502,7 +502,7 @@ impl<I: Io> ClusterCore<I> {
     // ---- publishing and producer credit ---------------------------------
 
     fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
-        let Some(node) = self.links.producer_node(conn, delivery.link) else {
+        let Some(node) = self.clients.producer_node(conn, delivery.link) else {
             return;
         };
         // Whether a queue exists, and which subscriptions a topic has, is
@@ -513,9 +513,9 @@ impl<I: Io> ClusterCore<I> {
         let routed = destinations(node, &message, |_| true, topic_address);
         match routed {
             Ok((queues, inspected)) => {
-                let publish = self
-                    .links
-                    .start_publish(conn, delivery, settled, queues.len(), None);
+                let publish =
+                    self.clients
+                        .start_publish(conn, delivery, settled, queues.len(), None);
                 for queue in queues {
                     let persist_always = self.settings.persist_always(&queue);
                     let message = inspected.new_message(message.clone(), persist_always);
@@ -532,27 +532,27 @@ impl<I: Io> ClusterCore<I> {
             }
             Err(error) => {
                 let publish = self
-                    .links
+                    .clients
                     .start_publish(conn, delivery, settled, 0, Some(error));
                 self.finish_publish_if_done(publish);
             }
         }
-        self.links.producer_sent(conn, delivery.link);
+        self.clients.producer_sent(conn, delivery.link);
         self.top_up_credit(conn, delivery.link);
     }
 
     fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {
-        if self.links.wants_top_up(conn, link) {
+        if self.clients.wants_top_up(conn, link) {
             self.grant_credit(conn, link);
         }
     }
 
     fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
-        let Some(node) = self.links.producer_node(conn, link) else {
+        let Some(node) = self.clients.producer_node(conn, link) else {
             return;
         };
         let room = self.room_for(node);
-        self.links.grant_credit(conn, link, room);
+        self.clients.grant_credit(conn, link, room);
     }
 
     /// How many more messages `node` can take: none while a group it
@@ -612,13 +612,13 @@ impl<I: Io> ClusterCore<I> {
     }
 
     fn unblock_producers(&mut self) {
-        for (conn, link) in self.links.blocked() {
+        for (conn, link) in self.clients.blocked() {
             self.grant_credit(conn, link);
         }
     }
 
     fn finish_publish_if_done(&mut self, publish: u64) {
-        if let Some((conn, link)) = self.links.finish_publish_if_done(publish) {
+        if let Some((conn, link)) = self.clients.finish_publish_if_done(publish) {
             self.top_up_credit(conn, link);
         }
     }
@@ -729,7 +729,7 @@ impl<I: Io> ClusterCore<I> {
                 present.insert(consumer);
                 let owner = Origin::of_consumer(consumer).node();
                 let orphan = if owner == self.node_id {
-                    self.links.consumer(consumer).is_none()
+                    self.clients.consumer(consumer).is_none()
                 } else {
                     leading && unreachable.contains(&owner)
                 };

@@ -93,7 +93,7 @@ impl<I: Io> ClusterCore<I> {
             self.on_unknown_outcome(id, proposed.reply, &proposed.item.command);
         }
         let stranded: Vec<ConsumerId> = self
-            .links
+            .clients
             .consumers()
             .filter(|(consumer, info)| {
                 self.placement.group_of(&info.queue) == id && !attaching.contains(consumer)
@@ -124,7 +124,7 @@ impl<I: Io> ClusterCore<I> {
                                   caught up from a snapshot: send it again"
                         .into(),
                 };
-                self.links.abandon_publish(publish, refusal);
+                self.clients.abandon_publish(publish, refusal);
             }
             // The attach happened, but what was delivered meanwhile was not
             // seen here: the client attaches again.
@@ -134,7 +134,7 @@ impl<I: Io> ClusterCore<I> {
                 consumer,
                 ..
             } => {
-                self.links.remove_consumer(consumer);
+                self.clients.remove_consumer(consumer);
                 let refusal = Refusal {
                     condition: condition::DETACH_FORCED,
                     description: "this node caught up from a snapshot while attaching: \
@@ -142,7 +142,7 @@ impl<I: Io> ClusterCore<I> {
                         .into(),
                 };
                 let result = Err(refusal);
-                self.links
+                self.clients
                     .tell(conn, ToConnection::ConsumerAttached { link, result });
                 self.detaching.insert(consumer);
                 self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
@@ -279,14 +279,14 @@ impl<I: Io> ClusterCore<I> {
                 address,
             } => {
                 // Not if the link went meanwhile: its detach follows.
-                if self.links.consumer(consumer).is_some() {
+                if self.clients.consumer(consumer).is_some() {
                     let result = Ok((consumer, address));
-                    self.links
+                    self.clients
                         .tell(conn, ToConnection::ConsumerAttached { link, result });
                 }
             }
             Reply::Publish(publish) => {
-                self.links.enqueue_done(publish);
+                self.clients.enqueue_done(publish);
                 self.finish_publish_if_done(publish);
             }
             Reply::Expire => {
@@ -300,7 +300,7 @@ impl<I: Io> ClusterCore<I> {
     /// Another node detached one of our live consumers (it took this node
     /// for gone): the client hears that its link ended.
     fn forced_detach(&mut self, consumer: ConsumerId) {
-        if self.links.consumer(consumer).is_none() {
+        if self.clients.consumer(consumer).is_none() {
             return;
         }
         warn!(
@@ -311,11 +311,11 @@ impl<I: Io> ClusterCore<I> {
             condition: condition::DETACH_FORCED,
             description: "the cluster lost contact with this node and detached the link".into(),
         };
-        self.links.close_consumer(consumer, refusal);
+        self.clients.close_consumer(consumer, refusal);
     }
 
     fn on_effect(&mut self, effect: Effect, publish: Option<u64>) {
-        match self.links.act(effect, publish) {
+        match self.clients.act(effect, publish) {
             Some(Effect::Declared { queue }) => {
                 if let Some(topic) = topic_of_subscription(&queue) {
                     self.topics

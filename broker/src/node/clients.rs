@@ -153,7 +153,7 @@ struct Producer {
 }
 
 /// Every link the node serves.
-pub(super) struct Links {
+pub(super) struct Clients {
     /// Each producer's window (`limits.producer_credit`).
     window: u32,
     connections: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
@@ -166,7 +166,7 @@ pub(super) struct Links {
     next_publish: u64,
 }
 
-impl Links {
+impl Clients {
     /// No links; producers get windows of `window` messages.
     pub fn new(window: u32) -> Self {
         Self {
@@ -265,7 +265,7 @@ impl Links {
     // ---- producers and their windows ---------------------------------------
 
     /// A producer this node now serves; give it credit with
-    /// [`Links::grant_credit`].
+    /// [`Clients::grant_credit`].
     pub fn add_producer(&mut self, conn: ConnId, link: LinkId, node: ProducerNode) {
         let producer = Producer {
             node,
@@ -301,7 +301,7 @@ impl Links {
     /// Grants a producer the free part of its window, but never more than
     /// `room` (what its destination can take): a full queue stops its
     /// producers rather than rejecting what they send. With no room it is
-    /// parked until [`Links::blocked`] producers are offered credit again.
+    /// parked until [`Clients::blocked`] producers are offered credit again.
     ///
     /// A grant never lowers the credit the producer holds: a flow sets
     /// link-credit afresh, and the producer may be using what it holds

@@ -1,5 +1,6 @@
-//! A connection's links, between its AMQP engine and the broker node: turns
-//! engine events into node requests, and node messages into engine commands.
+//! The bridge between a connection's AMQP engine and the broker node:
+//! turns engine events into node requests, and node messages into engine
+//! commands, keeping what the connection's links are to the node.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -32,7 +33,7 @@ struct InQueue {
 }
 
 /// The links of one connection.
-pub(super) struct Links {
+pub(super) struct Bridge {
     conn: ConnId,
     node: NodeHandle,
     /// The client's container id, from its `open`.
@@ -48,7 +49,7 @@ pub(super) struct Links {
     unsettled: BTreeMap<DeliveryId, InQueue>,
 }
 
-impl Links {
+impl Bridge {
     pub(super) fn new(conn: ConnId, node: NodeHandle) -> Self {
         Self {
             conn,
