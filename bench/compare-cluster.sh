@@ -208,7 +208,7 @@ FSYNC
 
 # --- Sluice cluster ----------------------------------------------------------------------
 SQUEUE=bench-q
-SLOG_LEVEL=warn,sluice::cluster::group=info,sluice::node::cluster=info,sluice::server=info
+SLOG_LEVEL=warn,sluice::raft::group=info,sluice::node::cluster=info,sluice::server=info
 
 # Starts a fresh 3-node cluster under $WORK/sluice with `seed = $1` (which fixes the Raft
 # election timeouts, so which node leads the queue and how long an election takes), waits
@@ -250,7 +250,7 @@ sluice_start() {
     "${COMMON[@]}" --json --quiet > "$dir/warmup.json" \
     || { log "sluice warm-up failed"; tail -n 5 "$dir"/log* >&2; sluice_stop; return 1; }
   # Leadership settles on the group's preferred member: voters 1..3 in order, group G -> node
-  # ((G - 1) mod 3) + 1 (broker/src/cluster/group.rs, preferred_leader).
+  # ((G - 1) mod 3) + 1 (broker/src/raft/group.rs, preferred_leader).
   local group want leader deadline=$((SECONDS + SETTLE_SECONDS))
   group=$(sluice_group)
   want=$(( (group - 1) % 3 + 1 ))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::cluster::transport::SECRET_BYTES_MIN;
+use crate::raft::transport::SECRET_BYTES_MIN;
 use crate::server::auth::Argon2Hash;
 
 /// The seed used when the configuration names none. Fixed, so that two

@@ -8,11 +8,11 @@
 
 pub mod amqp;
 pub mod client;
-pub mod cluster;
 pub mod config;
 pub mod io;
 pub mod log;
 pub mod node;
 pub mod planted;
 pub mod queue;
+pub mod raft;
 pub mod server;

@@ -16,9 +16,9 @@
 //! | `skip-dir-fsync` | `log::writer` `try_create` | a new segment's header is fsynced but its directory is not, so a crash may drop the whole file, acknowledged records and all |
 //! | `lose-redelivery` | `queue::machine` `Queues::settle` | a `released` message is removed instead of put back |
 //! | `double-deliver` | `queue::machine` `Queues::settle` | an `accepted` message is put back instead of removed, so it is delivered again |
-//! | `vote-without-persist` | `cluster::replica` `Replica::advance` | a Raft member sends its votes and acknowledgements before what they vouch for is durable, so a crash can make it vote twice in a term or forget entries a leader counted as replicated |
-//! | `commit-on-minority` | `cluster::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
-//! | `ignore-damage` | `cluster::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
+//! | `vote-without-persist` | `raft::replica` `Replica::advance` | a Raft member sends its votes and acknowledgements before what they vouch for is durable, so a crash can make it vote twice in a term or forget entries a leader counted as replicated |
+//! | `commit-on-minority` | `raft::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
+//! | `ignore-damage` | `raft::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
 
 use std::fmt;
 use std::str::FromStr;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use sluice::cluster::group::{self, Committed, GroupsConfig};
-use sluice::cluster::replica::Timing;
-use sluice::cluster::transport::TransportConfig;
 use sluice::io::TurmoilIo;
+use sluice::raft::group::{self, Committed, GroupsConfig};
+use sluice::raft::replica::Timing;
+use sluice::raft::transport::TransportConfig;
 
 /// Fixed, so that a failure replays.
 const SEED: u64 = 0x5eed_6a0b;

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sluice::cluster::transport::frame::{Decoder, FRAME_BYTES_MAX, Kind, put_frame};
-use sluice::cluster::transport::handshake::{ClusterKey, Dialer};
-use sluice::cluster::transport::{Transport, TransportConfig};
 use sluice::io::{Io, TurmoilIo, seeded_rng};
+use sluice::raft::transport::frame::{Decoder, FRAME_BYTES_MAX, Kind, put_frame};
+use sluice::raft::transport::handshake::{ClusterKey, Dialer};
+use sluice::raft::transport::{Transport, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Fixed, so that a failure replays: print it in any failure report.

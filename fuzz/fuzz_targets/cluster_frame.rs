@@ -18,10 +18,10 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sluice::cluster::transport::frame::{
+use sluice::raft::transport::frame::{
     Decoder, FRAME_BYTES_MAX, Frame, HANDSHAKE_FRAME_BYTES_MAX, HEADER_BYTES, Kind,
 };
-use sluice::cluster::transport::handshake::{
+use sluice::raft::transport::handshake::{
     Acceptor, ClusterKey, Dialer, NONCE_BYTES, Opener, TAG_BYTES,
 };
 use sluice::io::{SeededRng, seeded_rng};

@@ -1,5 +1,5 @@
 //! Fuzz target: arbitrary bytes as a Raft record of the write-ahead log
-//! (`sluice::cluster::wal`).
+//! (`sluice::raft::wal`).
 //!
 //! Properties:
 //! - decoding never panics, whatever the bytes;
@@ -12,8 +12,8 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sluice::cluster::replica::Persist;
-use sluice::cluster::wal;
+use sluice::raft::replica::Persist;
+use sluice::raft::wal;
 
 fuzz_target!(|data: &[u8]| {
     let input = Bytes::copy_from_slice(data);

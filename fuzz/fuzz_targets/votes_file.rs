@@ -1,4 +1,4 @@
-//! Fuzz target: arbitrary bytes as the votes file (`sluice::cluster::votes`),
+//! Fuzz target: arbitrary bytes as the votes file (`sluice::raft::votes`),
 //! which a node reads at start to learn the terms and votes it cast.
 //!
 //! Properties:
@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::cluster::votes;
+use sluice::raft::votes;
 
 fuzz_target!(|data: &[u8]| {
     let Some(ballots) = votes::parse(data) else {

@@ -1,4 +1,4 @@
-//! A Raft world: three nodes each hosting two Raft groups (`cluster::group`:
+//! A Raft world: three nodes each hosting two Raft groups (`sluice::raft::group`:
 //! a replica per group, one write-ahead log per node on turmoil's disk, the
 //! authenticated transport) under crashes, power loss and partitions drawn
 //! from the seed. Every node proposes entries to both groups all along; the
@@ -37,12 +37,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice::cluster::group::{self, Committed, GroupsConfig};
-use sluice::cluster::replica::Timing;
-use sluice::cluster::transport::TransportConfig;
-use sluice::cluster::wal::GroupId;
 use sluice::io::TurmoilIo;
 use sluice::io::faulty::FaultyIo;
+use sluice::raft::group::{self, Committed, GroupsConfig};
+use sluice::raft::replica::Timing;
+use sluice::raft::transport::TransportConfig;
+use sluice::raft::wal::GroupId;
 
 use crate::SimError;
 use crate::trace::Trace;

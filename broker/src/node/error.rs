@@ -37,7 +37,7 @@ pub enum NodeError {
     /// The Raft groups could not start, or failed (a failed write to their
     /// log stops them, as a failed fsync stops the single node).
     #[error(transparent)]
-    Groups(#[from] crate::cluster::group::GroupError),
+    Groups(#[from] crate::raft::group::GroupError),
     /// The Raft groups' task panicked.
     #[error("the raft groups' task panicked")]
     GroupsPanicked,

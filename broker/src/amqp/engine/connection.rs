@@ -339,6 +339,13 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Received bytes held while waiting for the rest of a frame. Never more
+    /// than one frame: the decoder refuses a frame above our max-frame-size
+    /// before buffering it (the `frame_stream` fuzz target asserts it).
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.len()
+    }
+
     /// Whether the peer's `close` arrived. After a `close` of ours, this
     /// says the peer answered it, and so had read everything sent before.
     pub fn close_received(&self) -> bool {

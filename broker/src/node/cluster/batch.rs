@@ -13,8 +13,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::amqp::codec::DecodeError;
-use crate::cluster::replica::NodeId;
 use crate::queue::{Command, ConsumerId};
+use crate::raft::replica::NodeId;
 
 /// A node's incarnation: its id and how many times it has started (modulo
 /// 2^16). Tokens are numbered per origin, so a restarted node never

@@ -20,10 +20,6 @@ use super::{
 };
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::condition;
-use crate::cluster::group::{self, Committed, GroupsConfig, GroupsHandle, Status};
-use crate::cluster::replica::NodeId;
-use crate::cluster::transport::TransportConfig;
-use crate::cluster::wal::GroupId;
 use crate::io::Io;
 use crate::node::address::destinations;
 use crate::node::clients::{Clients, Consumer, ConsumerTarget};
@@ -33,6 +29,10 @@ use crate::node::{
 };
 use crate::node::{NodeError, NodeSettings};
 use crate::queue::{Command, ConsumerId, Effect, QueueConfig};
+use crate::raft::group::{self, Committed, GroupsConfig, GroupsHandle, Status};
+use crate::raft::replica::NodeId;
+use crate::raft::transport::TransportConfig;
+use crate::raft::wal::GroupId;
 
 /// The most requests, or committed entries, handled per wake-up, so that a
 /// flood of one cannot hold back the other.

@@ -34,18 +34,18 @@ use std::time::Duration;
 
 pub use self::core::start;
 
-use crate::cluster::replica::{NodeId, Timing};
 use crate::config::Config;
 use crate::io::Io;
 use crate::node::TOPIC_PREFIX;
 use crate::node::address::topic_of_subscription;
+use crate::raft::replica::{NodeId, Timing};
 use batch::Origin;
 
 /// The Raft write-ahead log's directory inside the data directory.
 const RAFT_DIR: &str = "raft";
 
 /// Each Raft group's term and vote, kept apart from the Raft log
-/// (`cluster::votes`).
+/// (`raft::votes`).
 const VOTES_FILE: &str = "votes";
 
 /// The file that counts this node's starts (see [`Origin`]).

@@ -13,13 +13,13 @@ use super::super::state::GroupState;
 use super::super::{COMPACTION_KEEP, GAP_RETRY_AFTER, SNAPSHOT_EVERY_BYTES};
 use super::{ClusterCore, Reply};
 use crate::amqp::types::condition;
-use crate::cluster::group::Committed;
-use crate::cluster::wal::GroupId;
 use crate::io::Io;
 use crate::node::NodeError;
 use crate::node::address::topic_of_subscription;
 use crate::node::{Refusal, ToConnection};
 use crate::queue::{Command, ConsumerId, Effect};
+use crate::raft::group::Committed;
+use crate::raft::wal::GroupId;
 
 impl<I: Io> ClusterCore<I> {
     pub(super) fn on_committed(

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::cluster::wal;
+use crate::raft::wal;
 
 /// The one group these tests run, as its records name it.
 const GROUP: wal::GroupId = 1;

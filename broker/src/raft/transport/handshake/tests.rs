@@ -1,8 +1,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::cluster::transport::frame::{Decoder, HANDSHAKE_FRAME_BYTES_MAX};
 use crate::io::seeded_rng;
+use crate::raft::transport::frame::{Decoder, HANDSHAKE_FRAME_BYTES_MAX};
 
 const SECRET: &[u8] = b"correct horse battery staple";
 const DIALER: u64 = 1;
