@@ -1,9 +1,9 @@
 //! Link credit, drain, and session windows.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::util::*;
-use crate::amqp::engine::{ConnectionConfig, EngineError, Event};
+use crate::amqp::engine::{ConnectionConfig, EngineError, Event, LinkId};
 use crate::amqp::types::{Flow, Performative, condition};
 
 #[test]
@@ -211,24 +211,30 @@ fn a_delivery_tag_longer_than_32_bytes_is_refused() {
         .expect("a 32-byte tag is legal");
 }
 
+/// A link `name` on which the client was granted 3 and sent 3 transfers,
+/// still in flight (returned), when the server lowered the credit to 1.
+fn three_sent_then_credit_lowered(name: &str) -> (Pair, LinkId, LinkId, Bytes) {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender(name);
+    pair.grant(sender, receiver, 3);
+    for i in 0..3 {
+        pair.send(sender, i);
+    }
+    let in_flight = pair.client.poll_transmit().expect("three transfers");
+    pair.server
+        .flow(receiver, 1, false)
+        .expect("flow on a receiving link");
+    (pair, sender, receiver, in_flight)
+}
+
 /// Credit is relative to delivery-count (spec §2.6.7), so a sender may use
 /// what it was granted until it sees a flow that lowers it. Transfers it
 /// sent before that flow reached it are legal and must be taken; only a
 /// transfer past the highest limit ever advertised is a violation.
 #[test]
 fn transfers_in_flight_when_credit_is_lowered_are_taken() {
-    let mut pair = Pair::connected();
-    let (sender, receiver) = pair.sender("raced");
-    pair.grant(sender, receiver, 3);
-    for i in 0..3 {
-        pair.send(sender, i);
-    }
-    let in_flight = pair.client.poll_transmit().expect("three transfers");
-
     // The receiver lowers its credit before the transfers arrive.
-    pair.server
-        .flow(receiver, 1, false)
-        .expect("flow on a receiving link");
+    let (mut pair, sender, _, in_flight) = three_sent_then_credit_lowered("raced");
     pair.inject_to_server(&in_flight);
     assert_events!(
         pair.server_events(),
@@ -293,18 +299,8 @@ fn raise_credit_never_lowers_the_senders_credit() {
 /// none left, rather than a negative credit wrapped around to 2^32 − 2.
 #[test]
 fn a_sender_whose_credit_is_lowered_under_its_transfers_has_none_left() {
-    let mut pair = Pair::connected();
-    let (sender, receiver) = pair.sender("lowered");
-    pair.grant(sender, receiver, 3);
-    for i in 0..3 {
-        pair.send(sender, i);
-    }
-    let in_flight = pair.client.poll_transmit().expect("three transfers");
-
     // The lowering flow, at delivery-count 0, reaches the sender first.
-    pair.server
-        .flow(receiver, 1, false)
-        .expect("flow on a receiving link");
+    let (mut pair, sender, receiver, in_flight) = three_sent_then_credit_lowered("lowered");
     assert!(pair.server_to_client());
     assert_events!(
         pair.client_events(),
