@@ -54,6 +54,7 @@ impl NodeSettings {
             segment_bytes_max: self.config.storage.segment_bytes_max,
             // Each record stands alone: a later one may succeed.
             stop_at_no_space: false,
+            reserve_bytes: self.config.storage.disk_reserve_bytes,
             #[cfg(feature = "planted-bugs")]
             plant: self.config.plant,
         }
@@ -815,7 +816,9 @@ impl<I: Io> Core<I> {
         } = self;
         let start = pipeline.len() - *deferred;
         for pending in pipeline.range_mut(start..) {
-            let written = log.submit(|buf| encode_record(pending.now_ms, &pending.command, buf));
+            // Only settles defer: they may use the disk reserve.
+            let written =
+                log.submit_reserved(|buf| encode_record(pending.now_ms, &pending.command, buf));
             pending.logged = match written {
                 Ok(ticket) => Logged::Submitted(ticket),
                 Err(error) => Logged::Refused(error),
@@ -856,7 +859,13 @@ impl<I: Io> Core<I> {
         }
         let logged = if self.is_durable(&command) {
             self.logged_in_pipeline += 1;
-            match self.log.submit(|buf| encode_record(now_ms, &command, buf)) {
+            let write = |buf: &mut BytesMut| encode_record(now_ms, &command, buf);
+            let submitted = if frees_space(&command) {
+                self.log.submit_reserved(write)
+            } else {
+                self.log.submit(write)
+            };
+            match submitted {
                 Ok(ticket) => Logged::Submitted(ticket),
                 Err(error) => Logged::Refused(error),
             }
@@ -1024,8 +1033,10 @@ impl<I: Io> Core<I> {
         }
         if applied_any {
             self.unblock_producers();
-            self.maybe_snapshot();
         }
+        // Also after refusals: on a full disk the snapshot that frees space
+        // may be due while nothing could be logged.
+        self.maybe_snapshot();
         Ok(())
     }
 
@@ -1095,8 +1106,15 @@ impl<I: Io> Core<I> {
 
     /// After enough logged commands, writes the durable state as a snapshot
     /// so that recovery starts from it and older segments can go.
+    /// On a full disk, a snapshot is what frees space: it is due as soon as
+    /// the state fits in what the log's reserve has left.
     fn maybe_snapshot(&mut self) {
-        if self.records_since_snapshot < self.settings.config.storage.snapshot_every_records {
+        let frees_space = self
+            .log
+            .snapshot_room()
+            .is_some_and(|room| self.queues.snapshot_bytes_estimate() <= room);
+        let every = self.settings.config.storage.snapshot_every_records;
+        if self.records_since_snapshot < every && !frees_space {
             return;
         }
         // The snapshot must cover exactly what is applied: wait until no
@@ -1122,6 +1140,16 @@ impl<I: Io> Core<I> {
         let now_ms = self.io.unix_time_ms();
         Some(self.io.now() + Duration::from_millis(due_ms.saturating_sub(now_ms)))
     }
+}
+
+/// Whether a command's record may use the log's disk reserve: it makes the
+/// state smaller (or must not be lost), so that a full disk can be freed by
+/// consuming. Records that add data may not, or they could take the space.
+fn frees_space(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Settle { .. } | Command::Delete { .. } | Command::Expire
+    )
 }
 
 /// Whether a consumer's credit may be applied before this pipeline entry
