@@ -335,10 +335,11 @@ impl Log {
 
     /// Submits a record, as [`Log::submit`] does, that may use the disk
     /// reserve ([`LogOptions::reserve_bytes`]): one that makes the owner's
-    /// state smaller (a settle, a deletion, an expiry), so that once the
-    /// disk is full it can still be logged, and a snapshot can then free
-    /// the space. A record that adds data must use [`Log::submit`], or it
-    /// could take the space the snapshot needs.
+    /// state smaller (a settle, a deletion, an expiry), or that is tiny and
+    /// needed for that, so that once the disk is full it can still be
+    /// logged, and a snapshot can then free the space. A record that adds
+    /// data must use [`Log::submit`], or it could take the space the
+    /// snapshot needs.
     ///
     /// # Errors
     ///

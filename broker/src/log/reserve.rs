@@ -24,10 +24,11 @@
 //!   again, and producers have space again.
 //!
 //! If the reserve cannot be made again (or made at all at open), it stays
-//! released; the writer tries again when a batch arrives, first after
-//! [`RETRY_INTERVAL_MIN`] and then less and less often, and asks for
-//! another snapshot each time that fails, so that space freed by any means
-//! is found.
+//! released. The writer makes it as soon as the file system reports room
+//! for it ([`Io::available_bytes`]), and otherwise tries again when a batch
+//! arrives, first after [`RETRY_INTERVAL_MIN`] and then less often, asking
+//! for another snapshot each time, so that space freed by any means is
+//! found.
 
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::rand_core::RngCore as _;
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::error::Context as _;
 use super::{LogError, files};
@@ -47,9 +48,10 @@ use crate::io::{File, Io, OpenMode, seeded_rng};
 /// tried again without a snapshot prompting it.
 pub(super) const RETRY_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
-/// The longest wait between such tries: each may write up to the reserve's
-/// size before it finds the disk still full.
-const RETRY_INTERVAL_MAX: Duration = Duration::from_secs(64);
+/// The longest wait between such tries. Where the free space is unknown,
+/// each may write up to the reserve's size before it finds the disk still
+/// full; each may also ask for a snapshot.
+const RETRY_INTERVAL_MAX: Duration = Duration::from_secs(8);
 
 /// The reserve is written this many bytes at a time.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -254,9 +256,8 @@ impl<I: Io> Reserve<I> {
     }
 
     /// After a snapshot in the released reserve failed (or did not fit):
-    /// no other is asked for until the next try to make the reserve, which
-    /// asks again, so that a snapshot that cannot succeed is not tried at
-    /// every batch.
+    /// no other is asked for until the next retry, which asks again, so that
+    /// a snapshot that cannot succeed is not tried at every batch.
     pub(super) fn snapshot_failed(&mut self) {
         if let State::Released(released) = &mut self.state {
             released.snapshot_wanted = false;
@@ -264,30 +265,39 @@ impl<I: Io> Reserve<I> {
         }
     }
 
-    /// Makes the released reserve again if its retry is due; if the disk is
-    /// still too full, asks for a snapshot again, since the state may have
-    /// shrunk since. Each failed try doubles the wait before the next, up
-    /// to [`RETRY_INTERVAL_MAX`]: a try writes up to the reserve's size
-    /// before it finds the disk still full, which a disk that stays full
-    /// for days must not take every second.
+    /// Before each batch while released: makes the reserve again at once if
+    /// the file system says it has room for it, and otherwise once its
+    /// retry is due, asking for a snapshot again if that fails (the state
+    /// may have shrunk since). The wait between retries doubles up to
+    /// [`RETRY_INTERVAL_MAX`], so that a disk that stays full costs neither
+    /// a write of the reserve nor a snapshot every second.
     ///
     /// # Errors
     ///
     /// [`LogError::Io`] as [`Reserve::open`].
     pub(super) async fn retry_if_due(&mut self, now: Instant) -> Result<(), LogError> {
-        match self.state {
-            State::Released(released) if now >= released.retry_at => self.remake(now, true).await,
-            _ => Ok(()),
+        let State::Released(released) = self.state else {
+            return Ok(());
+        };
+        let roomy = self
+            .available()
+            .await
+            .is_some_and(|free| free >= self.bytes);
+        if roomy || now >= released.retry_at {
+            self.remake(now, true).await?;
         }
+        Ok(())
     }
 
-    /// Tries to make the released reserve again. On failure it stays
-    /// released, and a snapshot is asked for if `want_snapshot`.
+    /// Tries to make the released reserve again, unless the file system
+    /// says it has no room for it. If it stays released, the next retry is
+    /// scheduled and a snapshot is asked for if `want_snapshot`.
     async fn remake(&mut self, now: Instant, want_snapshot: bool) -> Result<(), LogError> {
         let State::Released(released) = self.state else {
             return Ok(());
         };
-        if self.make().await? {
+        let too_full = self.available().await.is_some_and(|free| free < self.bytes);
+        if !too_full && self.make().await? {
             info!(
                 reserve_bytes = self.bytes,
                 "disk reserve made again: publishes are accepted"
@@ -304,6 +314,17 @@ impl<I: Io> Reserve<I> {
         }
         self.publish();
         Ok(())
+    }
+
+    /// What the file system says is free, if it can tell.
+    async fn available(&self) -> Option<u64> {
+        match self.io.available_bytes(&self.dir).await {
+            Ok(free) => free,
+            Err(error) => {
+                debug!(%error, "cannot tell the log device's free space");
+                None
+            }
+        }
     }
 
     /// Tells the owner how large a snapshot is wanted, if one is.

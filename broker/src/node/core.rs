@@ -860,7 +860,7 @@ impl<I: Io> Core<I> {
         let logged = if self.is_durable(&command) {
             self.logged_in_pipeline += 1;
             let write = |buf: &mut BytesMut| encode_record(now_ms, &command, buf);
-            let submitted = if frees_space(&command) {
+            let submitted = if may_use_reserve(&command) {
                 self.log.submit_reserved(write)
             } else {
                 self.log.submit(write)
@@ -1142,13 +1142,16 @@ impl<I: Io> Core<I> {
     }
 }
 
-/// Whether a command's record may use the log's disk reserve: it makes the
-/// state smaller (or must not be lost), so that a full disk can be freed by
-/// consuming. Records that add data may not, or they could take the space.
-fn frees_space(command: &Command) -> bool {
+/// Whether a command's record may use the log's disk reserve, so that a
+/// full disk can be freed by consuming: it makes the state smaller (a
+/// settle, a deletion, an expiry), or it declares a queue, which takes next
+/// to no space and without which a consumer could not attach to drain it
+/// (nor a subscription keep what its topic is sent). Messages may not, or
+/// they could take the space the freeing snapshot needs.
+fn may_use_reserve(command: &Command) -> bool {
     matches!(
         command,
-        Command::Settle { .. } | Command::Delete { .. } | Command::Expire
+        Command::Settle { .. } | Command::Delete { .. } | Command::Expire | Command::Declare { .. }
     )
 }
 
