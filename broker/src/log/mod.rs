@@ -104,7 +104,7 @@
 //!   ([`LogOptions::reserve_bytes`]): it gives that space up for the records
 //!   that let the owner free space ([`Log::submit_reserved`]) and for the
 //!   snapshot that frees it, and refuses other records until a snapshot has
-//!   given space back and the reserve is made again (see [`reserve`]). A
+//!   given space back and the reserve is made again (module `reserve`). A
 //!   crash while it is given up leaves it missing or short, and the next
 //!   open makes it again.
 //! - **The writer task dies** (its runtime shuts down, its simulated host

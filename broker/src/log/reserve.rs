@@ -13,7 +13,7 @@
 //! - **Held.** Every record is written as usual. When a batch meets ENOSPC
 //!   and holds *reserved* records ([`Log::submit_reserved`](super::Log)),
 //!   the writer deletes the file and retries those records in what that
-//!   freed. Ordinary records are refused.
+//!   freed; the batch's ordinary records are refused.
 //! - **Released.** Ordinary records are refused without touching the disk,
 //!   so that producers cannot take what the reserve freed. Reserved records
 //!   are written while they have used less than half of it; the rest is kept
@@ -65,7 +65,7 @@ const SNAPSHOT_OVERHEAD_BYTES: u64 = 4096;
 pub(super) struct Shared {
     /// While a snapshot would give space back: how large its state may be
     /// and still fit, halved so that the owner's estimate of its state may
-    /// be off by half. Zero otherwise.
+    /// be short by a factor of two. Zero otherwise.
     snapshot_room: AtomicU64,
     /// Snapshots asked for and not finished: while one is, no other is
     /// wanted.

@@ -142,9 +142,8 @@ impl Queues {
     }
 
     /// A generous estimate of [`Queues::snapshot`]'s size, without encoding
-    /// it: the body of every message held, durable or not, plus
-    /// [`SNAPSHOT_BYTES_PER_MESSAGE`] each. For deciding whether a snapshot
-    /// fits in a given space.
+    /// it: the body of every message held, durable or not, plus 128 bytes
+    /// each. For deciding whether a snapshot fits in a given space.
     pub fn snapshot_bytes_estimate(&self) -> u64 {
         self.queues
             .values()
