@@ -432,6 +432,11 @@ pub struct StorageConfig {
     /// queues and deletes the segments it covers: it bounds both recovery
     /// time and disk use.
     pub snapshot_every_records: u64,
+    /// Disk space the log holds back (a file `reserve` in its directory)
+    /// so that a disk filled by messages can be freed by consuming them:
+    /// settles and the snapshot that deletes old segments may use it, new
+    /// messages may not. 0 turns the reserve off.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -439,6 +444,7 @@ impl Default for StorageConfig {
         Self {
             segment_bytes_max: 64 << 20,
             snapshot_every_records: 100_000,
+            disk_reserve_bytes: 16 << 20,
         }
     }
 }

@@ -293,6 +293,9 @@ fn broker_config(options: &RunOptions, node: NodeId) -> Result<Config, SimError>
     }
     // Small, so that snapshots (and their recovery path) happen in every run.
     config.storage.snapshot_every_records = 200;
+    // Small, so that making it costs a run no simulated time to speak of
+    // (its fsyncs are slow here), yet it holds a run's whole state.
+    config.storage.disk_reserve_bytes = 256 << 10;
     // Unlimited: the workload releases and modifies messages at random, and
     // a dead-lettered message (dropped, with no dead-letter queue) would be
     // an unexplained loss to the checker.

@@ -433,11 +433,14 @@ fn storage_settings_parse_and_are_validated() {
         [storage]
         segment_bytes_max = 1048576
         snapshot_every_records = 500
+        disk_reserve_bytes = 0
         "#,
     )
     .unwrap();
     assert_eq!(config.storage.segment_bytes_max, 1 << 20);
     assert_eq!(config.storage.snapshot_every_records, 500);
+    assert_eq!(config.storage.disk_reserve_bytes, 0);
+    assert_eq!(Config::default().storage.disk_reserve_bytes, 16 << 20);
     assert!(Config::from_toml("[storage]\nsnapshot_every_records = 0\n").is_err());
     assert!(Config::from_toml("[storage]\nsegment_bytes_max = 10\n").is_err());
 }

@@ -193,6 +193,14 @@ impl<I: Io> Io for FaultyIo<I> {
     fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send {
         self.inner.sync_dir(path)
     }
+
+    /// A disk full on demand has nothing left, whatever the one below says.
+    async fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        if self.faults.write_error() == Some(ErrorKind::StorageFull) {
+            return Ok(Some(0));
+        }
+        self.inner.available_bytes(path).await
+    }
 }
 
 /// A file whose writes and fsyncs obey [`Faults`].

@@ -101,6 +101,13 @@ pub trait Io: Clone + Send + Sync + 'static {
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// The bytes still free for this process on the file system holding
+    /// `path` (`statvfs`'s available blocks), or `None` where the
+    /// environment cannot tell, as on turmoil's simulated disk. For
+    /// deciding whether a write is worth trying, never for promising that
+    /// it succeeds: ENOSPC is still the answer that counts.
+    fn available_bytes(&self, path: &Path) -> impl Future<Output = io::Result<Option<u64>>> + Send;
+
     /// Reads the whole file at `path`.
     fn read_file(&self, path: &Path) -> impl Future<Output = io::Result<Vec<u8>>> + Send {
         async move {

@@ -122,6 +122,23 @@ async fn tokio_clock_and_spawn_follow_the_contract() {
     clock_and_spawn_contract(&TokioIo).await;
 }
 
+/// Real file systems tell their free space, and a disk full on demand has
+/// none.
+#[cfg(unix)]
+#[tokio::test]
+async fn tokio_tells_the_free_space_and_a_full_disk_has_none() {
+    let root = tempfile::tempdir().unwrap();
+    let free = TokioIo.available_bytes(root.path()).await.unwrap();
+    assert!(free.is_some_and(|free| free > 0), "{free:?}");
+    let faulty = faulty::FaultyIo::new(TokioIo);
+    faulty.faults.fail_writes(Some(ErrorKind::StorageFull));
+    assert_eq!(faulty.available_bytes(root.path()).await.unwrap(), Some(0));
+    faulty.faults.fail_writes(None);
+    assert!(faulty.available_bytes(root.path()).await.unwrap().is_some());
+    let missing = TokioIo.available_bytes(&root.path().join("missing")).await;
+    assert_eq!(missing.map_err(|e| e.kind()), Err(ErrorKind::NotFound));
+}
+
 #[test]
 fn tokio_wall_clock_is_after_2024() {
     let january_2024_ms = 1_704_067_200_000;

@@ -97,6 +97,30 @@ impl Io for TokioIo {
         // persists its entries.
         tokio::fs::File::open(path).await?.sync_all().await
     }
+
+    async fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        available_bytes(path.to_path_buf()).await
+    }
+}
+
+/// `statvfs` on a blocking thread, as tokio runs its own file operations:
+/// on a network file system it can wait on the server.
+#[cfg(unix)]
+#[allow(clippy::disallowed_methods)] // The seam: tokio's blocking pool.
+async fn available_bytes(path: PathBuf) -> io::Result<Option<u64>> {
+    let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&path))
+        .await
+        .map_err(io::Error::other)??;
+    // The field types differ between platforms; on Linux they are u64.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_bytes) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(Some(blocks.saturating_mul(block_bytes)))
+}
+
+/// Elsewhere the free space is not known.
+#[cfg(not(unix))]
+async fn available_bytes(_path: PathBuf) -> io::Result<Option<u64>> {
+    Ok(None)
 }
 
 // The seam: the production listener.

@@ -103,6 +103,11 @@ impl Io for TurmoilIo {
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         sim_fs::sync_dir(path).await
     }
+
+    /// turmoil does not say how much of its disk's capacity is used.
+    async fn available_bytes(&self, _path: &Path) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 impl Listener for turmoil::net::TcpListener {

@@ -11,6 +11,9 @@ use crate::io::Io;
 /// names sort in LSN order.
 const LSN_DIGITS: usize = 20;
 
+/// The name of the disk reserve (see [`super::reserve`]).
+pub(super) const RESERVE_NAME: &str = "reserve";
+
 /// The name of the segment whose first record is `first`.
 pub(super) fn segment_name(first: Lsn) -> String {
     format!("{:0width$}.seg", first.0, width = LSN_DIGITS)
@@ -35,6 +38,9 @@ pub(super) struct Listing {
     pub(super) snapshots: Vec<(Lsn, PathBuf)>,
     /// Snapshots that a crash left half-written.
     pub(super) temps: Vec<PathBuf>,
+    /// The disk reserve, if there is one. Recovery leaves it alone: the
+    /// writer checks or remakes it at open.
+    pub(super) reserve: Option<PathBuf>,
 }
 
 impl Listing {
@@ -76,6 +82,8 @@ pub(super) async fn list<I: Io>(io: &I, dir: &Path) -> Result<Listing, LogError>
             listing.snapshots.push((upto, path));
         } else if parse_lsn(name, "snapshot-", ".snap.tmp").is_some() {
             listing.temps.push(path);
+        } else if name == RESERVE_NAME {
+            listing.reserve = Some(path);
         } else {
             tracing::warn!(file = %path.display(), "ignoring a file the log does not own");
         }

@@ -15,8 +15,8 @@
 //!
 //! # On-disk format
 //!
-//! One directory holds two kinds of file. Integers are big-endian; checksums
-//! are CRC-32C.
+//! One directory holds two kinds of file, and the disk reserve. Integers are
+//! big-endian; checksums are CRC-32C.
 //!
 //! ```text
 //! 00000000000000000001.seg            segment whose first record is LSN 1
@@ -30,13 +30,18 @@
 //!                       | state length u64 | crc32c u32 of the 28 bytes
 //!                       before it and of the state
 //!   state
+//!
+//! reserve                             LogOptions::reserve_bytes of filler,
+//!                                     never read (see "A full disk" below)
 //! ```
 //!
 //! A record's LSN is its segment's first LSN plus its index in the segment,
 //! so each file's LSN range is known from that file alone, and a missing
 //! file shows up as a gap. LSNs in file names are zero-padded to 20 digits,
 //! so names sort in LSN order. A snapshot is written as `….snap.tmp`, then
-//! renamed. Other files in the directory are left alone.
+//! renamed. The reserve is written whole at open if it is missing or of
+//! another size, and recovery never reads it. Other files in the directory
+//! are left alone.
 //!
 //! # Fault model
 //!
@@ -94,7 +99,14 @@
 //!   its last durable length and fsyncs that, so no partial record remains
 //!   and the file's state is known again, then keeps serving. Only
 //!   [`std::io::ErrorKind::StorageFull`] counts as ENOSPC. If cutting back
-//!   fails, that failure is fatal like EIO.
+//!   fails, that failure is fatal like EIO. So that the disk can always be
+//!   freed again, the writer keeps a reserve file
+//!   ([`LogOptions::reserve_bytes`]): it gives that space up for the records
+//!   that let the owner free space ([`Log::submit_reserved`]) and for the
+//!   snapshot that frees it, and refuses other records until a snapshot has
+//!   given space back and the reserve is made again (module `reserve`). A
+//!   crash while it is given up leaves it missing or short, and the next
+//!   open makes it again.
 //! - **The writer task dies** (its runtime shuts down, its simulated host
 //!   crashes): outstanding records complete with [`LogError::Closed`];
 //!   nothing unsynced was reported durable.
@@ -114,6 +126,7 @@ mod files;
 mod queue;
 mod record;
 mod recovery;
+mod reserve;
 mod segment;
 mod snapshot;
 mod writer;
@@ -132,6 +145,7 @@ pub use error::{Corruption, LogError};
 use crate::io::Io;
 use error::Context as _;
 use queue::Queue;
+use reserve::{Reserve, Shared};
 use writer::{SnapshotRequest, Writer};
 
 /// The largest record the log accepts, in bytes. Recovery treats a larger
@@ -158,6 +172,11 @@ pub struct LogOptions {
     /// a later record may commit what a refused one held), where a hole
     /// must never form. Default: off (a later batch may succeed).
     pub stop_at_no_space: bool,
+    /// Bytes of disk held back, in a file named `reserve`, for the records
+    /// submitted with [`Log::submit_reserved`] and the snapshots that free
+    /// space once the disk is full: without it a disk filled by ordinary
+    /// records could never be freed. 0: no reserve. Default: 0.
+    pub reserve_bytes: u64,
     /// Planted bugs for the simulator: with `skip-dir-fsync` the writer
     /// never fsyncs the directory after creating a segment. Default: none.
     pub plants: crate::planted::Plants,
@@ -169,6 +188,7 @@ impl Default for LogOptions {
             segment_bytes_max: 64 << 20,
             repair: false,
             stop_at_no_space: false,
+            reserve_bytes: 0,
             plants: crate::planted::Plants::NONE,
         }
     }
@@ -281,6 +301,8 @@ impl Completion {
 #[derive(Debug)]
 pub struct Log {
     queue: Arc<Queue>,
+    /// What the writer says about its disk reserve.
+    space: Arc<Shared>,
     snapshots: mpsc::UnboundedSender<SnapshotRequest>,
     completions: mpsc::UnboundedReceiver<Completion>,
     /// Records submitted so far: the last ticket handed out.
@@ -302,9 +324,42 @@ impl Log {
     /// - [`LogError::Closed`] if an earlier `write` panicked: the batch it
     ///   left behind is never written.
     pub fn submit(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<Ticket, LogError> {
-        self.queue.push(write)?;
+        self.queue.push(false, write)?;
         self.submitted += 1;
         Ok(Ticket(self.submitted))
+    }
+
+    /// Submits a record, as [`Log::submit`] does, that may use the disk
+    /// reserve ([`LogOptions::reserve_bytes`]): one that makes the owner's
+    /// state smaller (a settle, a deletion, an expiry), or that is tiny and
+    /// needed for that, so that once the disk is full it can still be
+    /// logged, and a snapshot can then free the space. A record that adds
+    /// data must use [`Log::submit`], or it could take the space the
+    /// snapshot needs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::submit`].
+    pub fn submit_reserved(
+        &mut self,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Result<Ticket, LogError> {
+        self.queue.push(true, write)?;
+        self.submitted += 1;
+        Ok(Ticket(self.submitted))
+    }
+
+    /// While the disk is full and the log has given up its reserve, a
+    /// snapshot is what gets space back: this is then `Some(bytes)`, the
+    /// size of state that fits, with a margin of half for an estimate. The
+    /// owner should snapshot (as soon as its state is that small) without
+    /// waiting for its usual count of records; until space is back, records
+    /// submitted with [`Log::submit`] are refused with
+    /// [`LogError::NoSpace`]. `None` otherwise, and while a snapshot is in
+    /// progress.
+    #[must_use]
+    pub fn snapshot_room(&self) -> Option<u64> {
+        self.space.snapshot_room()
     }
 
     /// How many submitted records have no completion yet.
@@ -376,7 +431,9 @@ impl Log {
         state: Bytes,
     ) -> impl Future<Output = Result<(), LogError>> + Send + 'static {
         let snapshots = self.snapshots.clone();
+        let pending = self.space.snapshot_pending();
         async move {
+            let _pending = pending;
             let (reply, answer) = oneshot::channel();
             let request = SnapshotRequest { upto, state, reply };
             snapshots.send(request).map_err(|_| LogError::Closed)?;
@@ -404,6 +461,10 @@ pub async fn open<I: Io>(
     let opened = recovery::recover(&io, dir, &options)
         .instrument(span.clone())
         .await?;
+    let space = Arc::new(Shared::default());
+    let reserve = Reserve::open(io.clone(), dir, options.reserve_bytes, Arc::clone(&space))
+        .instrument(span.clone())
+        .await?;
     let queue = Arc::new(Queue::default());
     let (snapshots, snapshot_requests) = mpsc::unbounded_channel();
     let (completed, completions) = mpsc::unbounded_channel();
@@ -414,6 +475,7 @@ pub async fn open<I: Io>(
         options.segment_bytes_max,
         opened.active,
         next_lsn,
+        reserve,
     );
     writer.plants = options.plants;
     writer.stop_at_no_space = options.stop_at_no_space;
@@ -421,6 +483,7 @@ pub async fn open<I: Io>(
     io.spawn(run.instrument(span));
     let log = Log {
         queue,
+        space,
         snapshots,
         completions,
         submitted: 0,
@@ -441,7 +504,8 @@ pub async fn open<I: Io>(
 pub async fn discard<I: Io>(io: &I, dir: &Path) -> Result<(), LogError> {
     let listing = files::list(io, dir).await?;
     let owned = listing.segments.iter().chain(&listing.snapshots);
-    for path in owned.map(|(_, path)| path).chain(&listing.temps) {
+    let others = listing.temps.iter().chain(&listing.reserve);
+    for path in owned.map(|(_, path)| path).chain(others) {
         io.remove_file(path).await.during("remove", path)?;
     }
     io.sync_dir(dir).await.during("sync_dir", dir)

@@ -43,17 +43,60 @@ pub(super) struct Batch {
     pub(super) frames: BytesMut,
     /// How many records `frames` holds (at least one).
     pub(super) records: u64,
+    /// `frames` cut into runs of records of one kind, in order: the writer
+    /// splits a batch along them when the disk is full (see
+    /// [`super::reserve`]).
+    pub(super) runs: Vec<Run>,
+}
+
+/// Consecutive records of a batch that are all reserved or all not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Run {
+    /// How many records.
+    pub(super) records: u64,
+    /// Their framed bytes.
+    pub(super) bytes: usize,
+    /// Whether they may be written into the disk reserve.
+    pub(super) reserved: bool,
+}
+
+impl Batch {
+    /// Whether any of its records may be written into the disk reserve.
+    pub(super) fn has_reserved(&self) -> bool {
+        self.runs.iter().any(|run| run.reserved)
+    }
+
+    /// Counts a record of `bytes` framed bytes just added to `frames`.
+    fn count(&mut self, bytes: usize, reserved: bool) {
+        self.records += 1;
+        match self.runs.last_mut() {
+            Some(run) if run.reserved == reserved => {
+                run.records += 1;
+                run.bytes += bytes;
+            }
+            _ => self.runs.push(Run {
+                records: 1,
+                bytes,
+                reserved,
+            }),
+        }
+    }
 }
 
 impl Queue {
     /// Frames the record that `write` appends into the open batch, opening
     /// a new batch once the last one holds [`BATCH_BYTES_MAX`] bytes.
+    /// `reserved` records may be written into the disk reserve.
     ///
     /// A record of the wrong size is refused with [`LogError::RecordSize`]
     /// and leaves nothing behind. If a `write` ever panicked here, the
     /// queue stays poisoned and is never written again (its last frame may
     /// be partial): every later push fails with [`LogError::Closed`].
-    pub(super) fn push(&self, write: impl FnOnce(&mut BytesMut)) -> Result<(), LogError> {
+    pub(super) fn push(
+        &self,
+        reserved: bool,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), LogError> {
         let mut state = self.lock().ok_or(LogError::Closed)?;
         let was_empty = state.batches.is_empty();
         let open = state
@@ -62,17 +105,23 @@ impl Queue {
             .is_some_and(|batch| batch.frames.len() < BATCH_BYTES_MAX);
         if !open {
             let frames = state.spare.take().unwrap_or_default();
-            state.batches.push_back(Batch { frames, records: 0 });
+            state.batches.push_back(Batch {
+                frames,
+                records: 0,
+                runs: Vec::new(),
+            });
         }
         let State { batches, spare } = &mut *state;
         let batch = batches.back_mut().ok_or(LogError::Closed)?;
+        let start = batch.frames.len();
         if let Err(len) = record::encode_with(&mut batch.frames, write) {
             if batch.records == 0 {
                 *spare = batches.pop_back().map(|batch| batch.frames);
             }
             return Err(LogError::RecordSize { len });
         }
-        batch.records += 1;
+        let framed = batch.frames.len() - start;
+        batch.count(framed, reserved);
         drop(state);
         if was_empty {
             self.arrived.notify_one();

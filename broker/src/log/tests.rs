@@ -623,6 +623,241 @@ async fn record_sizes_are_checked<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
     assert_eq!(log.append(record(1)).await.unwrap(), Lsn(1));
 }
 
+async fn the_reserve_is_kept_at_open_and_left_alone_by_recovery<I: Io>(
+    io: FaultyIo<I>,
+    dir: PathBuf,
+) {
+    let reserve = dir.join("reserve");
+    let options = with_reserve(4096);
+    let (mut log, _) = reopen(&io, &dir, options.clone()).await;
+    assert_eq!(file_len(&io, &reserve).await, 4096);
+    append_each(&mut log, 1, 3).await;
+    drop(log);
+
+    // Recovery neither reads nor removes it; a leftover of the right size
+    // is kept, one cut short (a crash while it was made) is made again,
+    // and a missing one too.
+    let (_, recovered) = reopen(&io, &dir, options.clone()).await;
+    assert_eq!(recovered.records, records(1, 3));
+    assert_eq!(file_len(&io, &reserve).await, 4096);
+    damage(&io, &reserve, |contents| contents.truncate(100)).await;
+    let (_, recovered) = reopen(&io, &dir, options.clone()).await;
+    assert_eq!(recovered.records, records(1, 3));
+    assert_eq!(file_len(&io, &reserve).await, 4096);
+    io.remove_file(&reserve).await.unwrap();
+    let (_, recovered) = reopen(&io, &dir, options.clone()).await;
+    assert_eq!(recovered.records, records(1, 3));
+    assert_eq!(file_len(&io, &reserve).await, 4096);
+
+    // Turned off, it gives its space back.
+    let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+    assert_eq!(recovered.records, records(1, 3));
+    assert_eq!(file_names(&io, &dir).await, ["00000000000000000001.seg"]);
+
+    // It is the log's own: discarding the log removes it too.
+    drop(reopen(&io, &dir, options).await);
+    discard(&io, &dir).await.unwrap();
+    assert!(file_names(&io, &dir).await.is_empty());
+}
+
+/// A log with a disk reserve of `bytes`.
+fn with_reserve(bytes: u64) -> LogOptions {
+    LogOptions {
+        reserve_bytes: bytes,
+        ..LogOptions::default()
+    }
+}
+
+/// Appends a reserved record and waits for it, as [`Log::append`] does for
+/// an ordinary one.
+async fn append_reserved(log: &mut Log, record: Bytes) -> Result<Lsn, LogError> {
+    let ticket = log
+        .submit_reserved(|buf| buf.extend_from_slice(&record))
+        .unwrap();
+    loop {
+        let completion = log.completion().await;
+        if let Some(outcome) = completion.outcome_of(ticket) {
+            return outcome;
+        }
+    }
+}
+
+/// Appends ordinary records, smaller and smaller, until not even a record
+/// of one byte fits. Returns how many were appended.
+async fn fill(log: &mut Log) -> u64 {
+    let mut appended = 0;
+    for size in [1000, 100, 10, 1] {
+        while log.append(Bytes::from(vec![7; size])).await.is_ok() {
+            appended += 1;
+        }
+    }
+    appended
+}
+
+/// Runs `test` as a turmoil client on a simulated disk of `capacity_bytes`.
+#[cfg(feature = "sim")]
+fn on_small_disk<Fut: Future<Output = ()> + 'static>(
+    capacity_bytes: u64,
+    test: impl FnOnce(FaultyIo<crate::io::TurmoilIo>, PathBuf) -> Fut,
+) {
+    let mut builder = ::turmoil::Builder::new();
+    builder
+        .rng_seed(1)
+        .simulation_duration(std::time::Duration::from_secs(60));
+    builder.fs().capacity(capacity_bytes);
+    let mut sim = builder.build();
+    let test = test(
+        FaultyIo::new(crate::io::TurmoilIo),
+        PathBuf::from("/data/log"),
+    );
+    sim.client("node", async move {
+        test.await;
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+/// Issue 12, item 6, at the log: a disk filled by ordinary records is
+/// freed by reserved ones (settles) and the snapshot they make possible,
+/// after which ordinary records are written again, and a reopen finds the
+/// snapshot and what followed it.
+#[cfg(feature = "sim")]
+#[test]
+fn a_full_disk_is_freed_through_the_reserve() {
+    const RESERVE: u64 = 16 << 10;
+    on_small_disk(64 << 10, |io, dir| async move {
+        let (mut log, _) = reopen(&io, &dir, with_reserve(RESERVE)).await;
+        let reserve = dir.join("reserve");
+        assert_eq!(file_len(&io, &reserve).await, RESERVE);
+        assert_eq!(log.snapshot_room(), None);
+
+        // Ordinary records fill what the reserve leaves, to the last byte
+        // a record can take.
+        let filled = fill(&mut log).await;
+        assert!(filled > 30, "only {filled} records fit");
+        assert_eq!(file_len(&io, &reserve).await, RESERVE);
+
+        // Full: ordinary, reserved and ordinary records in one batch. The
+        // batch is split; only the reserved record is written, into the
+        // space the reserve gave up.
+        for (n, reserved) in [(1, false), (2, true), (3, false)] {
+            let record = record(n);
+            let write = |buf: &mut bytes::BytesMut| buf.extend_from_slice(&record);
+            if reserved {
+                log.submit_reserved(write).unwrap();
+            } else {
+                log.submit(write).unwrap();
+            }
+        }
+        let mut outcomes = Vec::new();
+        while log.outstanding() > 0 {
+            let completion = log.completion().await;
+            outcomes.push((
+                completion.records,
+                completion.outcome.map_err(|e| e.to_string()),
+            ));
+        }
+        let settled = Lsn(filled + 1);
+        let no_space = Err(LogError::NoSpace.to_string());
+        assert_eq!(
+            outcomes,
+            [(1, no_space.clone()), (1, Ok(settled)), (1, no_space)]
+        );
+        assert!(!file_names(&io, &dir).await.contains(&"reserve".to_owned()));
+
+        // Producers stay refused although there is room now; the owner is
+        // asked for a snapshot, and more settles may be logged meanwhile.
+        assert!(matches!(
+            log.append(record(4)).await,
+            Err(LogError::NoSpace)
+        ));
+        let room = log.snapshot_room().expect("a snapshot is wanted");
+        assert!(room > 0 && room < RESERVE, "{room}");
+        let settled = append_reserved(&mut log, record(5)).await.unwrap();
+        assert_eq!(settled, Lsn(filled + 2));
+
+        // The snapshot deletes the full segment and the reserve comes back.
+        log.snapshot(settled, Bytes::from_static(b"drained"))
+            .await
+            .unwrap();
+        let next = format!("{:020}.seg", filled + 3);
+        let snapshot = format!("snapshot-{:020}.snap", filled + 2);
+        assert_eq!(
+            file_names(&io, &dir).await,
+            [next.as_str(), "reserve", &snapshot]
+        );
+        assert_eq!(file_len(&io, &reserve).await, RESERVE);
+        assert_eq!(log.snapshot_room(), None);
+
+        // Producers have space again.
+        let after = log.append(record(6)).await.unwrap();
+        assert_eq!(after, Lsn(filled + 3));
+        drop(log);
+        let (_, recovered) = reopen(&io, &dir, with_reserve(RESERVE)).await;
+        assert_eq!(
+            recovered.snapshot,
+            Some((settled, Bytes::from_static(b"drained")))
+        );
+        assert_eq!(recovered.records, [(after, record(6))]);
+    });
+}
+
+/// A snapshot too large for what the given-up reserve has left is refused
+/// without a write, and the owner is not asked again at once.
+#[cfg(feature = "sim")]
+#[test]
+fn a_snapshot_too_large_for_the_reserve_is_refused() {
+    on_small_disk(64 << 10, |io, dir| async move {
+        let (mut log, _) = reopen(&io, &dir, with_reserve(16 << 10)).await;
+        fill(&mut log).await;
+        let settled = append_reserved(&mut log, record(1)).await.unwrap();
+        assert!(log.snapshot_room().is_some());
+        let refused = log.snapshot(settled, Bytes::from(vec![1; 20 << 10])).await;
+        assert!(matches!(refused, Err(LogError::NoSpace)), "{refused:?}");
+        assert_eq!(log.snapshot_room(), None);
+        assert!(
+            !file_names(&io, &dir)
+                .await
+                .iter()
+                .any(|name| name.starts_with("snapshot"))
+        );
+    });
+}
+
+/// A reserve the disk has no room for at open leaves it given up: ordinary
+/// records are refused, and once space returns the reserve is made again
+/// by itself, at a record after the retry interval, which doubles with
+/// each failed try.
+#[cfg(feature = "sim")]
+#[test]
+fn a_reserve_missing_for_want_of_space_is_made_once_space_returns() {
+    on_small_disk(64 << 10, |io, dir| async move {
+        let interval = reserve::RETRY_INTERVAL_MIN;
+        let refused = |outcome| matches!(outcome, Err(LogError::NoSpace));
+        io.faults.fail_writes(Some(ErrorKind::StorageFull));
+        let (mut log, _) = reopen(&io, &dir, with_reserve(16 << 10)).await;
+        assert!(!file_names(&io, &dir).await.contains(&"reserve".to_owned()));
+        assert!(log.snapshot_room().is_some());
+        // Room again, but the reserve is not tried before the interval.
+        io.faults.fail_writes(None);
+        assert!(refused(log.append(record(1)).await));
+
+        // Tried after one interval, still full: the next try is two later.
+        io.faults.fail_writes(Some(ErrorKind::StorageFull));
+        tokio::time::sleep(interval).await;
+        assert!(refused(log.append(record(1)).await));
+        io.faults.fail_writes(None);
+        tokio::time::sleep(interval).await;
+        assert!(refused(log.append(record(1)).await));
+        assert!(!file_names(&io, &dir).await.contains(&"reserve".to_owned()));
+
+        tokio::time::sleep(interval).await;
+        assert_eq!(log.append(record(1)).await.unwrap(), Lsn(1));
+        assert_eq!(file_len(&io, &dir.join("reserve")).await, 16 << 10);
+        assert_eq!(log.snapshot_room(), None);
+    });
+}
+
 /// Runs `test` on real files in a fresh temporary directory.
 fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(FaultyIo<TokioIo>, PathBuf) -> Fut) {
     let root = tempfile::tempdir().unwrap();
@@ -684,6 +919,7 @@ on_both_seams!(
     with_stop_at_no_space_later_batches_fail_too,
     a_failed_write_or_fsync_is_fatal,
     record_sizes_are_checked,
+    the_reserve_is_kept_at_open_and_left_alone_by_recovery,
 );
 
 #[test]

@@ -5,6 +5,10 @@
 //! see [`Queue`]) and makes it durable with one write and one `sync_all`;
 //! records submitted meanwhile fill the next batch. It reports each batch
 //! with one [`Completion`], and only once that fsync has returned Ok.
+//!
+//! It also keeps the disk reserve ([`Reserve`]): when the disk is full, it
+//! splits a batch into its runs of reserved and ordinary records, and
+//! reports each run with a completion of its own.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span, debug, error, info, trace, warn};
 
 use super::queue::{Batch, Queue};
+use super::reserve::Reserve;
 use super::segment::{self, HEADER_BYTES};
 use super::{Completion, LogError, Lsn, Ticket, files, snapshot};
 use crate::io::{File, Io, OpenMode};
@@ -78,6 +83,8 @@ pub(super) struct Writer<I: Io> {
     failure: Option<LogError>,
     /// See [`LogOptions::stop_at_no_space`](super::LogOptions).
     pub(super) stop_at_no_space: bool,
+    /// The disk reserve.
+    reserve: Reserve<I>,
     /// Planted bugs (`skip-dir-fsync` concerns the writer).
     pub(super) plants: Plants,
 }
@@ -90,6 +97,7 @@ impl<I: Io> Writer<I> {
         segment_bytes_max: u64,
         active: Option<ActiveSegment<I::File>>,
         next_lsn: Lsn,
+        reserve: Reserve<I>,
     ) -> Self {
         assert!(next_lsn.0 >= 1, "LSNs start at 1");
         Self {
@@ -100,6 +108,7 @@ impl<I: Io> Writer<I> {
             next_lsn,
             failure: None,
             stop_at_no_space: false,
+            reserve,
             plants: Plants::NONE,
         }
     }
@@ -124,7 +133,7 @@ impl<I: Io> Writer<I> {
                     self.write_queued(&queue, &completions, &mut completed)
                         .await;
                     match request {
-                        Some(request) => self.snapshot(request),
+                        Some(request) => self.snapshot(request).await,
                         None => break,
                     }
                 }
@@ -142,27 +151,85 @@ impl<I: Io> Writer<I> {
         completions: &mpsc::UnboundedSender<Completion>,
         completed: &mut u64,
     ) {
-        while let Some(Batch { frames, records }) = queue.take() {
-            let outcome = match &self.failure {
-                Some(failure) => Err(failure.clone()),
-                None => self.write_batch(&frames, records).await,
+        while let Some(batch) = queue.take() {
+            let outcomes = match &self.failure {
+                Some(failure) => vec![(batch.records, Err(failure.clone()))],
+                None => self.write_batch(&batch).await,
             };
-            queue.recycle(frames);
-            let completion = Completion {
-                first: Ticket(*completed + 1),
-                records,
-                outcome,
-            };
-            *completed += records;
-            // An owner that is gone no longer needs to know; its records
-            // were still appended, as they were submitted.
-            let _ = completions.send(completion);
+            queue.recycle(batch.frames);
+            for (records, outcome) in outcomes {
+                let completion = Completion {
+                    first: Ticket(*completed + 1),
+                    records,
+                    outcome,
+                };
+                *completed += records;
+                // An owner that is gone no longer needs to know; its records
+                // were still appended, as they were submitted.
+                let _ = completions.send(completion);
+            }
         }
     }
 
-    /// Writes and fsyncs a batch of `records` framed records, returning the
-    /// first one's LSN.
-    async fn write_batch(&mut self, frames: &[u8], records: u64) -> Result<Lsn, LogError> {
+    /// Writes a batch, whole while the disk has room. Returns the outcome
+    /// of each of its consecutive parts (how many records, and the first
+    /// one's LSN or why they were refused): one for the whole batch, or,
+    /// once the disk is full, one per run of reserved or ordinary records.
+    async fn write_batch(&mut self, batch: &Batch) -> Vec<(u64, Result<Lsn, LogError>)> {
+        let now = self.io.now();
+        if let Err(error) = self.reserve.retry_if_due(now).await {
+            return vec![(batch.records, Err(self.fatal(error)))];
+        }
+        if self.reserve.admits_ordinary() {
+            let outcome = self.append(&batch.frames, batch.records).await;
+            let full = matches!(outcome, Err(LogError::NoSpace)) && self.failure.is_none();
+            if !(full && batch.has_reserved()) {
+                return vec![(batch.records, outcome)];
+            }
+            match self.reserve.release(now).await {
+                Ok(true) => {}
+                Ok(false) => return vec![(batch.records, outcome)],
+                Err(error) => return vec![(batch.records, Err(self.fatal(error)))],
+            }
+        }
+        self.append_runs(batch).await
+    }
+
+    /// With the reserve given up, writes a batch's runs of reserved records
+    /// while they may use it, and refuses its ordinary records: producers
+    /// must not take the space that the snapshot freeing the disk needs.
+    async fn append_runs(&mut self, batch: &Batch) -> Vec<(u64, Result<Lsn, LogError>)> {
+        let mut outcomes = Vec::with_capacity(batch.runs.len());
+        let mut start = 0;
+        for run in &batch.runs {
+            let end = start + run.bytes;
+            let frames = batch
+                .frames
+                .get(start..end)
+                .expect("a batch's runs cover its frames");
+            start = end;
+            let outcome = match &self.failure {
+                Some(failure) => Err(failure.clone()),
+                None if run.reserved && self.reserve.may_spend(run.bytes) => {
+                    let appended = self.append(frames, run.records).await;
+                    if appended.is_ok() {
+                        self.reserve.spend(run.bytes);
+                    }
+                    appended
+                }
+                None => {
+                    trace!(records = run.records, "log device full: records refused");
+                    Err(self.no_space())
+                }
+            };
+            outcomes.push((run.records, outcome));
+        }
+        outcomes
+    }
+
+    /// Writes and fsyncs `records` framed records, returning the first
+    /// one's LSN.
+    async fn append(&mut self, frames: &[u8], records: u64) -> Result<Lsn, LogError> {
         self.seal_if_full(frames.len());
         if self.active.is_none() {
             self.active = Some(self.create_segment().await?);
@@ -307,9 +374,20 @@ impl<I: Io> Writer<I> {
         failure
     }
 
+    /// Records a failure of the disk reserve's file operations as fatal, as
+    /// any other failing file operation is: the disk is failing.
+    fn fatal(&mut self, failure: LogError) -> LogError {
+        error!(error = %failure, "log reserve failed: refusing every later append; restart to recover from disk");
+        self.failure = Some(failure.clone());
+        self.active = None;
+        failure
+    }
+
     /// Validates a snapshot request and writes it beside the writer: a large
     /// state takes a while to write and fsync, and appends must not wait.
-    fn snapshot(&self, request: SnapshotRequest) {
+    /// With the reserve given up, the snapshot is written now instead (see
+    /// [`Writer::snapshot_in_reserve`]).
+    async fn snapshot(&mut self, request: SnapshotRequest) {
         let SnapshotRequest { upto, state, reply } = request;
         let last = Lsn(self.next_lsn.0 - 1);
         let refusal = match &self.failure {
@@ -321,12 +399,64 @@ impl<I: Io> Writer<I> {
             let _ = reply.send(Err(error));
             return;
         }
+        if !self.reserve.admits_ordinary() {
+            let taken = self.snapshot_in_reserve(upto, &state).await;
+            let _ = reply.send(taken);
+            return;
+        }
         let io = self.io.clone();
         let dir = self.dir.clone();
         let task = async move {
             let _ = reply.send(snapshot::take(&io, &dir, upto, state).await);
         };
         self.io.spawn(task.instrument(Span::current()));
+    }
+
+    /// Writes a snapshot into what the given-up reserve freed, which is how
+    /// a full disk gets space back, then makes the reserve again if it can.
+    /// A state too large for what is left is refused without a write.
+    ///
+    /// A new segment is started first: the segment being appended to is
+    /// never deleted, and on a full disk it may hold nearly all of the log.
+    /// Appends wait meanwhile, but the state is small and ordinary records
+    /// are refused anyway.
+    async fn snapshot_in_reserve(&mut self, upto: Lsn, state: &Bytes) -> Result<(), LogError> {
+        let taken = if self.reserve.snapshot_fits(state.len()) {
+            self.take_snapshot_in_reserve(upto, state).await
+        } else {
+            debug!(
+                state_bytes = state.len(),
+                "snapshot too large for the disk reserve: refused"
+            );
+            Err(LogError::NoSpace)
+        };
+        let now = self.io.now();
+        let remade = match &taken {
+            Ok(()) => self.reserve.snapshot_taken(now).await,
+            Err(_) => {
+                self.reserve.snapshot_failed();
+                Ok(())
+            }
+        };
+        match remade {
+            Ok(()) => taken,
+            Err(error) => Err(self.fatal(error)),
+        }
+    }
+
+    /// Starts a new segment if the active one holds records, then writes
+    /// the snapshot, which deletes the segments it covers.
+    async fn take_snapshot_in_reserve(&mut self, upto: Lsn, state: &Bytes) -> Result<(), LogError> {
+        let holds_records = self
+            .active
+            .as_ref()
+            .is_none_or(|active| active.first < self.next_lsn);
+        if holds_records {
+            self.active = None;
+            self.active = Some(self.create_segment().await?);
+            self.reserve.spend(HEADER_BYTES);
+        }
+        snapshot::take(&self.io, &self.dir, upto, state.clone()).await
     }
 }
 

@@ -695,7 +695,9 @@ impl<I: Io> Core<I> {
         } = self;
         let start = pipeline.len() - *deferred;
         for pending in pipeline.range_mut(start..) {
-            let written = log.submit(|buf| encode_record(pending.now_ms, &pending.command, buf));
+            // Only settles defer: they may use the disk reserve.
+            let written =
+                log.submit_reserved(|buf| encode_record(pending.now_ms, &pending.command, buf));
             pending.logged = match written {
                 Ok(ticket) => Logged::Submitted(ticket),
                 Err(error) => Logged::Refused(error),
@@ -733,7 +735,13 @@ impl<I: Io> Core<I> {
         }
         let logged = if self.is_durable(&command) {
             self.logged_in_pipeline += 1;
-            match self.log.submit(|buf| encode_record(now_ms, &command, buf)) {
+            let write = |buf: &mut BytesMut| encode_record(now_ms, &command, buf);
+            let submitted = if may_use_reserve(&command) {
+                self.log.submit_reserved(write)
+            } else {
+                self.log.submit(write)
+            };
+            match submitted {
                 Ok(ticket) => Logged::Submitted(ticket),
                 Err(error) => Logged::Refused(error),
             }
@@ -909,8 +917,10 @@ impl<I: Io> Core<I> {
         }
         if applied_any {
             self.unblock_producers();
-            self.maybe_snapshot();
         }
+        // Also after refusals: on a full disk the snapshot that frees space
+        // may be due while nothing could be logged.
+        self.maybe_snapshot();
         Ok(())
     }
 
@@ -980,8 +990,15 @@ impl<I: Io> Core<I> {
 
     /// After enough logged commands, writes the durable state as a snapshot
     /// so that recovery starts from it and older segments can go.
+    /// On a full disk, a snapshot is what frees space: it is due as soon as
+    /// the state fits in what the log's reserve has left.
     fn maybe_snapshot(&mut self) {
-        if self.records_since_snapshot < self.settings.config.storage.snapshot_every_records {
+        let frees_space = self
+            .log
+            .snapshot_room()
+            .is_some_and(|room| self.queues.snapshot_bytes_estimate() <= room);
+        let every = self.settings.config.storage.snapshot_every_records;
+        if self.records_since_snapshot < every && !frees_space {
             return;
         }
         // The snapshot must cover exactly what is applied: wait until no
@@ -1007,6 +1024,19 @@ impl<I: Io> Core<I> {
         let now_ms = self.io.unix_time_ms();
         Some(self.io.now() + Duration::from_millis(due_ms.saturating_sub(now_ms)))
     }
+}
+
+/// Whether a command's record may use the log's disk reserve, so that a
+/// full disk can be freed by consuming: it makes the state smaller (a
+/// settle, a deletion, an expiry), or it declares a queue, which takes next
+/// to no space and without which a consumer could not attach to drain it
+/// (nor a subscription keep what its topic is sent). Messages may not, or
+/// they could take the space the freeing snapshot needs.
+fn may_use_reserve(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Settle { .. } | Command::Delete { .. } | Command::Expire | Command::Declare { .. }
+    )
 }
 
 /// Whether a consumer's credit may be applied before this pipeline entry

@@ -25,6 +25,7 @@ impl NodeSettings {
             segment_bytes_max: self.config.storage.segment_bytes_max,
             // Each record stands alone: a later one may succeed.
             stop_at_no_space: false,
+            reserve_bytes: self.config.storage.disk_reserve_bytes,
             plants: self.config.plants,
         }
     }

@@ -14,6 +14,11 @@ use super::{
 use crate::amqp::codec::DecodeError;
 use crate::planted::Plants;
 
+/// What a snapshot takes per message besides its body, at most: its seq,
+/// delivery count, expiry and the framing of its record, with room for a
+/// few annotations.
+const SNAPSHOT_BYTES_PER_MESSAGE: u64 = 128;
+
 /// The queue state machine: every queue, its messages and its consumers.
 ///
 /// Feed it commands with [`Queues::apply`]; it appends the effects the
@@ -133,6 +138,21 @@ impl Queues {
     /// consumers, nor what they hold: every message restores ready.
     pub fn snapshot(&self) -> Bytes {
         super::snapshot::encode(self, self.last_seq)
+    }
+
+    /// A generous estimate of [`Queues::snapshot`]'s size, without encoding
+    /// it: the body of every message held, durable or not, plus 128 bytes
+    /// each. For deciding whether a snapshot fits in a given space.
+    pub fn snapshot_bytes_estimate(&self) -> u64 {
+        self.queues
+            .values()
+            .map(|queue| {
+                let info = queue.info();
+                let messages = info.depth.saturating_add(info.unsettled);
+                info.bytes
+                    .saturating_add(messages.saturating_mul(SNAPSHOT_BYTES_PER_MESSAGE))
+            })
+            .fold(0, u64::saturating_add)
     }
 
     /// The queues a snapshot holds, with no consumers.

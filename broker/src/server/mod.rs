@@ -251,9 +251,12 @@ mod tests {
     /// Bounds every wait on the real network below; it is never slept out.
     const WAIT: Duration = Duration::from_secs(10);
 
-    fn listen_on(listen: SocketAddr) -> Config {
+    /// A broker on `listen` whose state goes to `data_dir`, a temporary
+    /// directory: never the default `./sluice-data` in the source tree.
+    fn listen_on(listen: SocketAddr, data_dir: &tempfile::TempDir) -> Config {
         Config {
             listen,
+            data_dir: data_dir.path().to_owned(),
             ..Config::default()
         }
     }
@@ -262,7 +265,8 @@ mod tests {
     async fn reports_the_bound_port_and_stops_accepting_on_shutdown() {
         let (trigger, shutdown) = shutdown_channel();
         let (ready, bound) = oneshot::channel();
-        let config = listen_on("127.0.0.1:0".parse().unwrap());
+        let data_dir = tempfile::tempdir().unwrap();
+        let config = listen_on("127.0.0.1:0".parse().unwrap(), &data_dir);
         let server = TokioIo.spawn(run(config, TokioIo, shutdown, move |listening| {
             ready.send(listening.addr).unwrap();
         }));
@@ -287,7 +291,9 @@ mod tests {
         let taken = TokioIo.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = taken.local_addr().unwrap();
         let (_trigger, shutdown) = shutdown_channel();
-        let result = timeout(WAIT, run(listen_on(addr), TokioIo, shutdown, |_| {})).await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let config = listen_on(addr, &data_dir);
+        let result = timeout(WAIT, run(config, TokioIo, shutdown, |_| {})).await;
         let error = result.unwrap().unwrap_err();
         assert!(matches!(&error, ServerError::Bind { addr: failed, .. } if *failed == addr));
         assert_eq!(error.to_string(), format!("cannot listen on {addr}"));
