@@ -3,9 +3,8 @@
 //! The single-node core and the clustered one share it; they differ in how
 //! a command becomes durable, not in how links are served.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::NodeSettings;
@@ -156,7 +155,9 @@ struct Producer {
 pub(super) struct Clients {
     /// Each producer's window (`limits.producer_credit`).
     window: u32,
-    connections: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
+    /// What to tell connections, oldest first, until the node's driver
+    /// takes it ([`Clients::poll_to_connection`]).
+    outbox: VecDeque<(ConnId, ToConnection)>,
     consumers: BTreeMap<ConsumerId, Consumer>,
     consumer_ids: BTreeMap<(ConnId, LinkId), ConsumerId>,
     producers: BTreeMap<(ConnId, LinkId), Producer>,
@@ -171,7 +172,7 @@ impl Clients {
     pub fn new(window: u32) -> Self {
         Self {
             window,
-            connections: BTreeMap::new(),
+            outbox: VecDeque::new(),
             consumers: BTreeMap::new(),
             consumer_ids: BTreeMap::new(),
             producers: BTreeMap::new(),
@@ -183,17 +184,15 @@ impl Clients {
 
     // ---- connections ------------------------------------------------------
 
-    /// A new connection and where its messages go.
-    pub fn register(&mut self, conn: ConnId, inbox: mpsc::UnboundedSender<ToConnection>) {
-        self.connections.insert(conn, inbox);
+    /// Tells a connection something (once the driver takes it; one that has
+    /// gone by then no longer needs to know).
+    pub fn tell(&mut self, conn: ConnId, message: ToConnection) {
+        self.outbox.push_back((conn, message));
     }
 
-    /// Tells a connection something; one that has gone no longer needs to
-    /// know.
-    pub fn tell(&self, conn: ConnId, message: ToConnection) {
-        if let Some(inbox) = self.connections.get(&conn) {
-            let _ = inbox.send(message);
-        }
+    /// The oldest message for a connection not yet taken.
+    pub fn poll_to_connection(&mut self) -> Option<(ConnId, ToConnection)> {
+        self.outbox.pop_front()
     }
 
     /// The links of a connection, consumers and producers.
@@ -206,13 +205,8 @@ impl Clients {
             .collect()
     }
 
-    /// Forgets a connection whose links are all gone.
-    pub fn forget_connection(&mut self, conn: ConnId) {
-        self.connections.remove(&conn);
-    }
-
     /// Detaches a link with `refusal` as its error.
-    pub fn close_link(&self, conn: ConnId, link: LinkId, refusal: Refusal) {
+    pub fn close_link(&mut self, conn: ConnId, link: LinkId, refusal: Refusal) {
         self.tell(conn, ToConnection::CloseLink { link, refusal });
     }
 

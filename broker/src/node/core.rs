@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use super::address::{ConsumerNode, ProducerNode, Refusal, destinations, topic_of_subscription};
 use super::clients::{Clients, Consumer, ConsumerTarget};
-use super::{ConnId, NodeError, NodeHandle, NodeSettings, Request, ToConnection};
+use super::{ConnId, Inboxes, NodeError, NodeHandle, NodeSettings, Request, ToConnection};
 use crate::amqp::codec::{DecodeError, Encode};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{Error, condition};
@@ -139,6 +139,7 @@ struct Core<I: Io> {
     /// Subscription queues, by topic.
     topics: BTreeMap<String, BTreeSet<String>>,
     clients: Clients,
+    inboxes: Inboxes,
     /// Enqueues submitted and not yet applied, by queue: room they will take.
     pending_enqueues: BTreeMap<String, u64>,
     pipeline: VecDeque<Pending>,
@@ -201,6 +202,7 @@ impl<I: Io> Core<I> {
             registry,
             topics,
             clients: Clients::new(window),
+            inboxes: Inboxes::default(),
             pending_enqueues: BTreeMap::new(),
             pipeline: VecDeque::new(),
             logged_in_pipeline: 0,
@@ -253,6 +255,9 @@ impl<I: Io> Core<I> {
                 }
             }
             self.apply_ready()?;
+            while let Some((conn, message)) = self.clients.poll_to_connection() {
+                self.inboxes.send(conn, message);
+            }
         }
         Ok(())
     }
@@ -274,7 +279,7 @@ impl<I: Io> Core<I> {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Register { conn, inbox } => self.clients.register(conn, inbox),
+            Request::Register { conn, inbox } => self.inboxes.register(conn, inbox),
             Request::AttachConsumer {
                 conn,
                 link,
@@ -343,7 +348,7 @@ impl<I: Io> Core<I> {
                 for link in self.clients.links_of(conn) {
                     self.detach(conn, link, false);
                 }
-                self.clients.forget_connection(conn);
+                self.inboxes.forget(conn);
             }
         }
     }

@@ -28,6 +28,8 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +49,53 @@ use crate::queue::{ConsumerId, Outcome, QueueInfo, Seq};
 
 /// A connection, as the node knows it.
 pub type ConnId = u64;
+
+/// The time, as a node core is told it with each input: an instant for its
+/// timers, and the wall clock (Unix milliseconds) that the commands it makes
+/// carry, so that replicas and replays compute the same expiries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// The monotonic clock.
+    pub instant: std::time::Instant,
+    /// The wall clock, in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+impl Now {
+    /// Reads both clocks from the I/O seam.
+    pub fn read<I: crate::io::Io>(io: &I) -> Self {
+        Self {
+            instant: io.now(),
+            unix_ms: io.unix_time_ms(),
+        }
+    }
+}
+
+/// Each connection's channel, as a node task's driver keeps it: the core
+/// only says what to tell which connection (`poll_to_connection`), and the
+/// driver sends it.
+#[derive(Debug, Default)]
+struct Inboxes(BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>);
+
+impl Inboxes {
+    /// A new connection and its channel.
+    fn register(&mut self, conn: ConnId, inbox: mpsc::UnboundedSender<ToConnection>) {
+        self.0.insert(conn, inbox);
+    }
+
+    /// Forgets the channel of a connection that has ended.
+    fn forget(&mut self, conn: ConnId) {
+        self.0.remove(&conn);
+    }
+
+    /// Sends `message` to `conn`; one that has gone no longer needs to
+    /// know.
+    fn send(&self, conn: ConnId, message: ToConnection) {
+        if let Some(inbox) = self.0.get(&conn) {
+            let _ = inbox.send(message);
+        }
+    }
+}
 
 /// A cheap handle for sending requests to the node task.
 #[derive(Debug, Clone)]

@@ -1,42 +1,48 @@
-//! The clustered node task (see the [module](super) documentation): what
-//! it does for connections' requests, and what it proposes; [`apply`] is
-//! what it does with what the groups commit.
+//! The clustered node's core (see the [module](super) documentation), a
+//! sans-IO state machine in quinn's shape: `handle_*` inputs, each with the
+//! time, and `poll_*` outputs. What it does for connections' requests and
+//! what it proposes is here; [`apply`] is what it does with what the groups
+//! commit.
 
 mod apply;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use super::batch::Origin;
 use super::proposer::Outbox;
 use super::state::{Applied, GroupState};
-use super::{
-    HOUSEKEEPING_EVERY, Placement, RAFT_DIR, RETRY_AFTER, TICK, TIMING, VOTES_FILE, next_origin,
-};
+use super::{HOUSEKEEPING_EVERY, Placement, RETRY_AFTER};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::condition;
-use crate::io::Io;
 use crate::node::address::destinations;
 use crate::node::clients::{Clients, Consumer, ConsumerTarget};
 use crate::node::{
-    ConnId, ConsumerNode, NodeHandle, ProducerNode, Refusal, ReplicaStatus, Request, TOPIC_PREFIX,
-    ToConnection,
+    ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, Refusal, ReplicaStatus,
+    Request, TOPIC_PREFIX, ToConnection,
 };
-use crate::node::{NodeError, NodeSettings};
-use crate::queue::{Command, ConsumerId, Effect, QueueConfig};
-use crate::raft::group::{self, Committed, GroupsConfig, GroupsHandle, Status};
+use crate::queue::{Command, ConsumerId, Effect, QueueConfig, QueueInfo};
+use crate::raft::group::{Committed, Status};
 use crate::raft::replica::NodeId;
-use crate::raft::transport::TransportConfig;
 use crate::raft::wal::GroupId;
 
-/// The most requests, or committed entries, handled per wake-up, so that a
-/// flood of one cannot hold back the other.
-const PER_WAKE: usize = 256;
+/// What the core asks of the Raft groups.
+#[derive(Debug)]
+pub(super) enum ToGroups {
+    /// Propose an entry to a group.
+    Propose(GroupId, Bytes),
+    /// A group's state as of entry `index`: its log before may go, but for
+    /// the `keep` entries before `index`.
+    Compact {
+        group: GroupId,
+        index: u64,
+        state: Bytes,
+        keep: u64,
+    },
+}
 
 /// What the node does once one of its items is applied.
 #[derive(Debug, Clone)]
@@ -57,75 +63,6 @@ enum Reply {
     Expire,
 }
 
-/// Opens the Raft log, starts the groups and the transport, and returns a
-/// handle to the node plus the task to run it.
-///
-/// # Errors
-///
-/// [`NodeError`] if the incarnation cannot be counted, or the groups cannot
-/// start.
-pub async fn start<I: Io>(
-    io: I,
-    settings: NodeSettings,
-) -> Result<
-    (
-        NodeHandle,
-        impl Future<Output = Result<(), NodeError>> + Send,
-    ),
-    NodeError,
-> {
-    let config = &settings.config;
-    let cluster = &config.cluster;
-    let node_id = cluster.node_id;
-    let origin = next_origin(&io, &config.data_dir, node_id)
-        .await
-        .map_err(NodeError::Incarnation)?;
-    let mut voters: Vec<NodeId> = cluster.peers.iter().map(|peer| peer.id).collect();
-    voters.push(node_id);
-    voters.sort_unstable();
-    let groups: Vec<GroupId> = (1..=cluster.groups_or_default()).collect();
-    let groups_config = GroupsConfig {
-        node_id,
-        groups: groups.clone(),
-        voters,
-        timing: TIMING,
-        tick: TICK,
-        seed: config.seed,
-        votes: config.data_dir.join(VOTES_FILE),
-        plants: config.plants,
-    };
-    let transport = TransportConfig {
-        node_id,
-        listen: cluster.listen,
-        peers: cluster
-            .peers
-            .iter()
-            .map(|peer| (peer.id, peer.address.clone()))
-            .collect(),
-        secret: Arc::from(cluster.secret.as_bytes()),
-        seed: config.seed,
-    };
-    let raft_dir = config.data_dir.join(RAFT_DIR);
-    let (handle, committed, task) = group::start(io.clone(), &raft_dir, groups_config, transport)
-        .await
-        .map_err(NodeError::Groups)?;
-    info!(node_id, %origin, groups = groups.len(), "joined the cluster");
-    let (requests, inbox) = mpsc::unbounded_channel();
-    let core = ClusterCore::new(io, settings, origin, &groups, handle);
-    let run = async move {
-        let mut task = task;
-        tokio::select! {
-            result = core.run(inbox, committed) => result,
-            ended = &mut task => match ended {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(NodeError::Groups(error)),
-                Err(_) => Err(NodeError::GroupsPanicked),
-            },
-        }
-    };
-    Ok((NodeHandle { requests }, run))
-}
-
 /// One group, as this node sees it.
 struct Group {
     state: GroupState,
@@ -142,14 +79,22 @@ struct Group {
     since_snapshot: (u64, usize),
 }
 
-struct ClusterCore<I: Io> {
-    io: I,
+/// The clustered node's core: what a node does for its connections'
+/// requests and with what its groups commit, without I/O. Its driver
+/// ([`super::driver`]) feeds it requests, committed entries, the groups'
+/// status and timeouts, each with the time, and carries out what it asks
+/// for: proposals and compactions to the groups, messages to connections.
+pub(super) struct ClusterCore {
     settings: NodeSettings,
     node_id: NodeId,
     origin: Origin,
     placement: Placement,
-    handle: GroupsHandle,
-    status: watch::Receiver<Status>,
+    /// The groups' status as last reported.
+    status: Status,
+    /// What the groups are asked to do, oldest first.
+    to_groups: VecDeque<ToGroups>,
+    /// When housekeeping is due next.
+    housekeeping_at: Instant,
     groups: BTreeMap<GroupId, Group>,
     /// Subscription queues, by topic, as applied.
     topics: BTreeMap<String, BTreeSet<String>>,
@@ -161,20 +106,20 @@ struct ClusterCore<I: Io> {
     detaching: BTreeSet<ConsumerId>,
     next_consumer: u64,
     next_dynamic: u64,
-    now_ms: u64,
+    /// The time of the input being handled.
+    now: Now,
     applied: Vec<Applied>,
     effects: Vec<Effect>,
 }
 
-impl<I: Io> ClusterCore<I> {
-    fn new(
-        io: I,
+impl ClusterCore {
+    /// The core of incarnation `origin`, a member of `groups`, at `now`.
+    pub(super) fn new(
         settings: NodeSettings,
         origin: Origin,
         groups: &[GroupId],
-        handle: GroupsHandle,
+        now: Now,
     ) -> Self {
-        let now = io.now();
         let groups = groups
             .iter()
             .map(|&id| {
@@ -183,7 +128,7 @@ impl<I: Io> ClusterCore<I> {
                 let group = Group {
                     state,
                     outbox: Outbox::new(origin),
-                    proposed_at: now,
+                    proposed_at: now.instant,
                     leader: None,
                     expiring: false,
                     applied: 0,
@@ -199,12 +144,12 @@ impl<I: Io> ClusterCore<I> {
         );
         Self {
             node_id: settings.config.cluster.node_id,
-            status: handle.status(),
-            io,
+            status: Status::default(),
+            to_groups: VecDeque::new(),
+            housekeeping_at: now.instant,
             settings,
             origin,
             placement,
-            handle,
             groups,
             topics: BTreeMap::new(),
             clients: Clients::new(window),
@@ -212,56 +157,23 @@ impl<I: Io> ClusterCore<I> {
             detaching: BTreeSet::new(),
             next_consumer: origin.first_consumer(),
             next_dynamic: 0,
-            now_ms: 0,
+            now,
             applied: Vec::new(),
             effects: Vec::new(),
         }
     }
 
-    async fn run(
-        mut self,
-        mut inbox: mpsc::UnboundedReceiver<Request>,
-        mut committed: mpsc::UnboundedReceiver<(GroupId, Committed)>,
-    ) -> Result<(), NodeError> {
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
-        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            self.now_ms = self.io.unix_time_ms();
-            tokio::select! {
-                request = inbox.recv() => match request {
-                    Some(request) => {
-                        self.handle(request);
-                        for _ in 1..PER_WAKE {
-                            let Ok(request) = inbox.try_recv() else { break };
-                            self.handle(request);
-                        }
-                    }
-                    // Every handle is gone: the broker is stopping. What is
-                    // not applied yet gets no outcome; its connections have
-                    // closed.
-                    None => return Ok(()),
-                },
-                Some((group, committed_item)) = committed.recv() => {
-                    self.on_committed(group, committed_item)?;
-                    for _ in 1..PER_WAKE {
-                        let Ok((group, committed_item)) = committed.try_recv() else { break };
-                        self.on_committed(group, committed_item)?;
-                    }
-                    self.snapshot_if_due();
-                    self.unblock_producers();
-                }
-                Ok(()) = self.status.changed() => self.on_status(),
-                _ = housekeeping.tick() => self.housekeeping(),
-            }
-            self.propose_fresh();
-        }
-    }
-
     // ---- requests -------------------------------------------------------
 
-    fn handle(&mut self, request: Request) {
+    /// A connection's request, at `now`. The driver keeps the channels a
+    /// request may carry: it registers connections, and answers the queries
+    /// from [`ClusterCore::queue_info`] and [`ClusterCore::replica_status`].
+    pub(super) fn handle_request(&mut self, now: Now, request: Request) {
+        self.now = now;
         match request {
-            Request::Register { conn, inbox } => self.clients.register(conn, inbox),
+            Request::Register { .. }
+            | Request::ReplicaStatuses { .. }
+            | Request::QueueInfo { .. } => {}
             Request::AttachConsumer {
                 conn,
                 link,
@@ -321,43 +233,92 @@ impl<I: Io> ClusterCore<I> {
                 self.propose(&queue, command, Some(consumer), Reply::None);
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
-            Request::ReplicaStatuses { reply } => {
-                let rejoining = self.status.borrow().rejoining.clone();
-                let digests = self
-                    .groups
-                    .iter()
-                    .map(|(&group, state)| ReplicaStatus {
-                        group,
-                        leader: state.leader,
-                        applied: state.applied,
-                        digest: state.state.digest(),
-                        rejoining: rejoining.contains(&group),
-                    })
-                    .collect();
-                let _ = reply.send(digests);
-            }
-            Request::QueueInfo { reply } => {
-                let mut info: Vec<_> = self
-                    .groups
-                    .values()
-                    .flat_map(|group| {
-                        let queues = group.state.queues();
-                        queues
-                            .declared()
-                            .filter_map(|(name, _)| Some((name.to_owned(), queues.info(name)?)))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                info.sort_by(|a, b| a.0.cmp(&b.0));
-                let _ = reply.send(info);
-            }
             Request::Disconnect { conn } => {
                 for link in self.clients.links_of(conn) {
                     self.detach(conn, link, false);
                 }
-                self.clients.forget_connection(conn);
             }
         }
+    }
+
+    /// Every queue's counters, in name order, as applied here.
+    pub(super) fn queue_info(&self) -> Vec<(String, QueueInfo)> {
+        let mut info: Vec<_> = self
+            .groups
+            .values()
+            .flat_map(|group| {
+                let queues = group.state.queues();
+                queues
+                    .declared()
+                    .filter_map(|(name, _)| Some((name.to_owned(), queues.info(name)?)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        info.sort_by(|a, b| a.0.cmp(&b.0));
+        info
+    }
+
+    /// Every group's status, in group order.
+    pub(super) fn replica_status(&self) -> Vec<ReplicaStatus> {
+        self.groups
+            .iter()
+            .map(|(&group, state)| ReplicaStatus {
+                group,
+                leader: state.leader,
+                applied: state.applied,
+                digest: state.state.digest(),
+                rejoining: self.status.rejoining.contains(&group),
+            })
+            .collect()
+    }
+
+    /// The next message for a connection.
+    pub(super) fn poll_to_connection(&mut self) -> Option<(ConnId, ToConnection)> {
+        self.clients.poll_to_connection()
+    }
+
+    /// The next thing the groups must do. What this node queued for them
+    /// since the last call goes out first as fresh proposals, so that the
+    /// commands of a burst of inputs share entries.
+    pub(super) fn poll_to_groups(&mut self) -> Option<ToGroups> {
+        if self.to_groups.is_empty() {
+            self.propose_fresh();
+        }
+        self.to_groups.pop_front()
+    }
+
+    /// When [`ClusterCore::handle_timeout`] is due.
+    pub(super) fn poll_timeout(&self) -> Instant {
+        self.housekeeping_at
+    }
+
+    /// Time passed: housekeeping, if due.
+    pub(super) fn handle_timeout(&mut self, now: Now) {
+        self.now = now;
+        if now.instant < self.housekeeping_at {
+            return;
+        }
+        self.housekeeping_at = now.instant + HOUSEKEEPING_EVERY;
+        self.housekeeping();
+    }
+
+    /// Entries and snapshots the groups committed, in each group's order.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Snapshot`] if a snapshot does not decode.
+    pub(super) fn handle_committed(
+        &mut self,
+        now: Now,
+        committed: impl IntoIterator<Item = (GroupId, Committed)>,
+    ) -> Result<(), NodeError> {
+        self.now = now;
+        for (group, committed) in committed {
+            self.on_committed(group, committed)?;
+        }
+        self.snapshot_if_due();
+        self.unblock_producers();
+        Ok(())
     }
 
     /// Queues a command for the group of `queue`.
@@ -375,7 +336,7 @@ impl<I: Io> ClusterCore<I> {
     ) {
         if let Some(group) = self.groups.get_mut(&group) {
             if group.outbox.is_idle() {
-                group.proposed_at = self.io.now();
+                group.proposed_at = self.now.instant;
             }
             group.outbox.push(command, guard, reply);
         }
@@ -629,25 +590,25 @@ impl<I: Io> ClusterCore<I> {
     /// large batch).
     fn propose_fresh(&mut self) {
         for (&id, group) in &mut self.groups {
-            for entry in group.outbox.take_fresh(self.now_ms) {
-                self.handle.propose(id, entry);
+            for entry in group.outbox.take_fresh(self.now.unix_ms) {
+                self.to_groups.push_back(ToGroups::Propose(id, entry));
             }
         }
     }
 
     /// Proposes again everything of `group` not applied yet.
     fn retry(&mut self, id: GroupId) {
-        let now = self.io.now();
         if let Some(group) = self.groups.get_mut(&id) {
-            group.proposed_at = now;
-            for entry in group.outbox.take_all(self.now_ms) {
-                self.handle.propose(id, entry);
+            group.proposed_at = self.now.instant;
+            for entry in group.outbox.take_all(self.now.unix_ms) {
+                self.to_groups.push_back(ToGroups::Propose(id, entry));
             }
         }
     }
 
-    fn on_status(&mut self) {
-        let status = self.status.borrow_and_update().clone();
+    /// The groups' leaders, unreachable peers or rejoining members changed.
+    pub(super) fn handle_status(&mut self, now: Now, status: Status) {
+        self.now = now;
         let mut elected = Vec::new();
         for (id, group) in &mut self.groups {
             let leader = status.leaders.get(id).copied().flatten();
@@ -666,11 +627,12 @@ impl<I: Io> ClusterCore<I> {
             );
             self.retry(id);
         }
+        self.status = status;
         self.unblock_producers();
     }
 
     fn housekeeping(&mut self) {
-        let now = self.io.now();
+        let now = self.now.instant;
         let stale: Vec<GroupId> = self
             .groups
             .iter()
@@ -704,7 +666,7 @@ impl<I: Io> ClusterCore<I> {
                         .state
                         .queues()
                         .next_expiry()
-                        .is_some_and(|due_ms| due_ms <= self.now_ms)
+                        .is_some_and(|due_ms| due_ms <= self.now.unix_ms)
             })
             .map(|(&id, _)| id)
             .collect();
@@ -720,7 +682,7 @@ impl<I: Io> ClusterCore<I> {
     /// before it restarted, and, in the groups it leads, those of nodes it
     /// has not heard from for a while. What they hold returns to the queue.
     fn detach_orphans(&mut self) {
-        let unreachable = self.status.borrow().unreachable.clone();
+        let unreachable = self.status.unreachable.clone();
         let mut orphans = Vec::new();
         let mut present = BTreeSet::new();
         for (&id, group) in &self.groups {
@@ -750,3 +712,30 @@ impl<I: Io> ClusterCore<I> {
         }
     }
 }
+
+#[cfg(test)]
+impl ClusterCore {
+    /// The counters that must agree after every input: the enqueues
+    /// counted as on their way to each queue are exactly those waiting in
+    /// the outboxes.
+    fn check_invariants(&self) {
+        let mut waiting: BTreeMap<String, u64> = BTreeMap::new();
+        for group in self.groups.values() {
+            for item in group.outbox.waiting() {
+                if let Command::Enqueue { queue, .. } = &item.command {
+                    *waiting.entry(queue.clone()).or_default() += 1;
+                }
+            }
+        }
+        let counted: BTreeMap<String, u64> = self
+            .pending_enqueues
+            .iter()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(queue, &count)| (queue.clone(), count))
+            .collect();
+        assert_eq!(counted, waiting, "pending enqueues against the outboxes");
+    }
+}
+
+#[cfg(test)]
+mod tests;

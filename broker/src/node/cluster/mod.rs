@@ -25,6 +25,7 @@
 
 mod batch;
 mod core;
+mod driver;
 mod proposer;
 mod state;
 
@@ -32,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::core::start;
+pub use self::driver::start;
 
 use crate::config::Config;
 use crate::io::Io;

@@ -11,9 +11,8 @@ use tracing::{debug, error, info, warn};
 use super::super::batch::Batch;
 use super::super::state::GroupState;
 use super::super::{COMPACTION_KEEP, GAP_RETRY_AFTER, SNAPSHOT_EVERY_BYTES};
-use super::{ClusterCore, Reply};
+use super::{ClusterCore, Reply, ToGroups};
 use crate::amqp::types::condition;
-use crate::io::Io;
 use crate::node::NodeError;
 use crate::node::address::topic_of_subscription;
 use crate::node::{Refusal, ToConnection};
@@ -21,7 +20,7 @@ use crate::queue::{Command, ConsumerId, Effect};
 use crate::raft::group::Committed;
 use crate::raft::wal::GroupId;
 
-impl<I: Io> ClusterCore<I> {
+impl ClusterCore {
     pub(super) fn on_committed(
         &mut self,
         id: GroupId,
@@ -48,8 +47,12 @@ impl<I: Io> ClusterCore<I> {
                     "snapshot of the group's state"
                 );
                 let keep = every.min(COMPACTION_KEEP);
-                self.handle
-                    .compact(id, group.applied, group.state.encode(), keep);
+                self.to_groups.push_back(ToGroups::Compact {
+                    group: id,
+                    index: group.applied,
+                    state: group.state.encode(),
+                    keep,
+                });
             }
         }
     }
@@ -244,7 +247,7 @@ impl<I: Io> ClusterCore<I> {
         // At most one such retry per `GAP_RETRY_AFTER`: a retry's own
         // entries may show the same gap while they are applied, and a
         // retry per applied entry would snowball.
-        let now = self.io.now();
+        let now = self.now.instant;
         if origin == self.origin
             && let Some(last) = last_token
             && self.groups.get(&id).is_some_and(|g| {

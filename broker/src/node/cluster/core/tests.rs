@@ -1,0 +1,282 @@
+//! The clustered node's core without I/O, in the manner of the engine's
+//! `Pair`: a fake Raft that commits what it is asked to propose, in order,
+//! virtual time, and the exact messages the core sends to its one
+//! connection, with the core's invariants checked after every input.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raft::eraftpb::Entry;
+
+use super::*;
+use crate::amqp::engine::SessionId;
+use crate::amqp::types::{DeliveryState, Header, Message, Section};
+use crate::config::Config;
+use crate::queue::Seq;
+
+const CONN: ConnId = 7;
+const PRODUCER: LinkId = LinkId {
+    session: SessionId(0),
+    handle: 0,
+};
+const CONSUMER: LinkId = LinkId {
+    session: SessionId(0),
+    handle: 1,
+};
+const ORIGIN: Origin = Origin::new(1, 1);
+
+/// One core over a Raft that commits what it is handed.
+struct Harness {
+    core: ClusterCore,
+    now: Now,
+    /// The last index committed, per group.
+    committed: BTreeMap<GroupId, u64>,
+    /// How many of the next proposals the fake Raft loses.
+    lose: usize,
+    next_delivery: u32,
+}
+
+impl Harness {
+    /// A node alone in its cluster (one group), leading it.
+    // An arbitrary start for virtual time: the clock is never read again.
+    #[allow(clippy::disallowed_methods)]
+    fn new() -> Self {
+        let now = Now {
+            instant: Instant::now(),
+            unix_ms: 1_700_000_000_000,
+        };
+        let settings = NodeSettings::new(Config::default());
+        let groups: Vec<GroupId> = (1..=settings.config.cluster.groups_or_default()).collect();
+        let mut core = ClusterCore::new(settings, ORIGIN, &groups, now);
+        let status = Status {
+            leaders: groups.iter().map(|&group| (group, Some(1))).collect(),
+            ..Status::default()
+        };
+        core.handle_status(now, status);
+        let mut harness = Self {
+            core,
+            now,
+            committed: BTreeMap::new(),
+            lose: 0,
+            next_delivery: 0,
+        };
+        harness.commit();
+        assert_eq!(harness.said(), Vec::<String>::new());
+        harness
+    }
+
+    fn request(&mut self, request: Request) {
+        self.core.handle_request(self.now, request);
+        self.core.check_invariants();
+    }
+
+    /// Commits, one entry each, everything the core proposes (but for the
+    /// proposals the fake Raft was told to lose), until it proposes nothing
+    /// more.
+    fn commit(&mut self) {
+        while let Some(ask) = self.core.poll_to_groups() {
+            let ToGroups::Propose(group, data) = ask else {
+                continue;
+            };
+            if self.lose > 0 {
+                self.lose -= 1;
+                continue;
+            }
+            let index = self.committed.entry(group).or_default();
+            *index += 1;
+            let entry = Entry {
+                index: *index,
+                term: 1,
+                data,
+                ..Entry::default()
+            };
+            self.core
+                .handle_committed(self.now, [(group, Committed::Entry(entry))])
+                .expect("a committed entry is applied");
+            self.core.check_invariants();
+        }
+    }
+
+    /// Lets `elapsed` pass, and the core's timer fire if it is due.
+    fn wait(&mut self, elapsed: Duration) {
+        self.now = Now {
+            instant: self.now.instant + elapsed,
+            unix_ms: self.now.unix_ms + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        };
+        if self.core.poll_timeout() <= self.now.instant {
+            self.core.handle_timeout(self.now);
+            self.core.check_invariants();
+        }
+    }
+
+    /// What the core told the connection since last asked, in order.
+    fn said(&mut self) -> Vec<String> {
+        let mut said = Vec::new();
+        while let Some((conn, message)) = self.core.poll_to_connection() {
+            assert_eq!(conn, CONN);
+            said.push(describe(&message));
+        }
+        said
+    }
+
+    fn attach_producer(&mut self, queue: &str) {
+        self.request(Request::AttachProducer {
+            conn: CONN,
+            link: PRODUCER,
+            node: ProducerNode::Queue(queue.into()),
+        });
+    }
+
+    fn attach_consumer(&mut self, queue: &str) {
+        self.request(Request::AttachConsumer {
+            conn: CONN,
+            link: CONSUMER,
+            node: ConsumerNode::Queue {
+                name: queue.into(),
+                browse: false,
+            },
+            link_name: "consumer".into(),
+            container_id: "client".into(),
+        });
+    }
+
+    fn publish(&mut self, body: &'static str) {
+        let message = Message {
+            sections: vec![
+                Section::Header(Header {
+                    durable: true,
+                    ..Header::default()
+                }),
+                Section::Data(Bytes::from_static(body.as_bytes())),
+            ],
+        };
+        let delivery = DeliveryId {
+            link: PRODUCER,
+            id: self.next_delivery,
+        };
+        self.next_delivery += 1;
+        self.request(Request::Publish {
+            conn: CONN,
+            delivery,
+            message: message.encode(),
+            settled: false,
+        });
+    }
+}
+
+/// A message to the connection, in a line.
+fn describe(message: &ToConnection) -> String {
+    match message {
+        ToConnection::ConsumerAttached { result, .. } => match result {
+            Ok((_, address)) => format!("consumer attached to {address}"),
+            Err(refusal) => format!("consumer refused: {}", refusal.condition),
+        },
+        ToConnection::ProducerAttached { result, .. } => match result {
+            Ok(()) => "producer attached".into(),
+            Err(refusal) => format!("producer refused: {}", refusal.condition),
+        },
+        ToConnection::ProducerCredit { credit, .. } => format!("credit {credit}"),
+        ToConnection::Deliver { queue, seq, .. } => format!("deliver {queue} {}", seq_of(*seq)),
+        ToConnection::DrainComplete { .. } => "drain complete".into(),
+        ToConnection::Outcome { delivery, state } => match state {
+            DeliveryState::Accepted(_) => format!("accepted {}", delivery.id),
+            other => format!("{other:?} {}", delivery.id),
+        },
+        ToConnection::CloseLink { refusal, .. } => format!("close link: {}", refusal.condition),
+    }
+}
+
+/// A seq as `index.place`: the entry that enqueued it, and its place
+/// among that entry's enqueues.
+fn seq_of(seq: Seq) -> String {
+    format!("{}.{}", seq >> 24, seq & 0xff_ffff)
+}
+
+fn window() -> u32 {
+    Config::default().limits.producer_credit
+}
+
+#[test]
+fn a_publish_is_accepted_only_once_its_entry_is_committed() {
+    let mut harness = Harness::new();
+    harness.attach_producer("q");
+    assert_eq!(
+        harness.said(),
+        [
+            "producer attached".to_owned(),
+            format!("credit {}", window())
+        ]
+    );
+    harness.commit();
+    harness.publish("a");
+    assert_eq!(
+        harness.said(),
+        Vec::<String>::new(),
+        "not before the commit"
+    );
+    harness.commit();
+    assert_eq!(harness.said(), ["accepted 0"]);
+}
+
+#[test]
+fn a_consumer_is_answered_once_its_attach_is_applied_and_gets_the_groups_seq() {
+    let mut harness = Harness::new();
+    harness.attach_producer("q");
+    harness.commit();
+    harness.publish("a");
+    harness.commit();
+    harness.said();
+    harness.attach_consumer("q");
+    assert_eq!(
+        harness.said(),
+        Vec::<String>::new(),
+        "not before the commit"
+    );
+    harness.request(Request::Credit {
+        conn: CONN,
+        link: CONSUMER,
+        credit: 10,
+        drain: false,
+    });
+    harness.commit();
+    // Entry 1 declared the queue, entry 2 enqueued "a" as its first
+    // enqueue; the attach and the credit went in entry 3.
+    assert_eq!(
+        harness.said(),
+        ["consumer attached to q", "deliver q 2.0"],
+        "the attach is answered, then the message delivered"
+    );
+}
+
+#[test]
+fn a_lost_proposal_is_proposed_again_once_the_retry_interval_has_passed() {
+    let mut harness = Harness::new();
+    harness.attach_producer("q");
+    harness.commit();
+    harness.said();
+    harness.lose = 1;
+    harness.publish("a");
+    harness.commit();
+    harness.wait(RETRY_AFTER / 2);
+    harness.commit();
+    assert_eq!(harness.said(), Vec::<String>::new(), "too early to retry");
+    harness.wait(RETRY_AFTER);
+    harness.commit();
+    assert_eq!(harness.said(), ["accepted 0"]);
+}
+
+#[test]
+fn without_a_leader_a_producer_gets_no_credit_until_one_is_elected() {
+    let mut harness = Harness::new();
+    harness.core.handle_status(harness.now, Status::default());
+    harness.attach_producer("q");
+    assert_eq!(harness.said(), ["producer attached"]);
+    let groups = harness.core.groups.keys().map(|&group| (group, Some(1)));
+    let elected = Status {
+        leaders: groups.collect(),
+        ..Status::default()
+    };
+    harness.core.handle_status(harness.now, elected);
+    assert_eq!(harness.said(), [format!("credit {}", window())]);
+}
