@@ -1,74 +1,54 @@
-//! The node task: routing, credit, durability, and the queue state machine.
+//! The single node's core: routing, credit, durability, and the queue
+//! state machine, as a sans-IO state machine in quinn's shape. Its driver
+//! ([`super::single`]) hands it requests, the log's completions and
+//! timeouts, each with the time, and carries out what it asks for:
+//! messages to connections and snapshots. The core appends to the log
+//! itself, through [`Appender`], since an append is a write into the log's
+//! next batch, not I/O; a test hands it a fake.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::address::{ConsumerNode, ProducerNode, Refusal, destinations, topic_of_subscription};
 use super::clients::{Clients, Consumer, ConsumerTarget};
-use super::{ConnId, Inboxes, NodeError, NodeHandle, NodeSettings, Request, ToConnection};
+use super::{ConnId, NodeError, NodeSettings, Now, Request, ToConnection};
 use crate::amqp::codec::{DecodeError, Encode};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{Error, condition};
-use crate::io::{self as seam, Io};
-use crate::log::{self, Completion, Log, LogError, Lsn, Ticket};
-use crate::queue::{Command, ConsumerId, Effect, Outcome, QueueConfig, Queues, Seq};
+use crate::log::{Completion, Log, LogError, Lsn, Ticket};
+use crate::queue::{Command, ConsumerId, Effect, Outcome, QueueConfig, QueueInfo, Queues, Seq};
 
-/// The log's directory inside the data directory.
-const LOG_DIR: &str = "log";
+/// What the core needs of the log it appends to.
+pub(super) trait Appender {
+    /// Appends a record (see [`Log::submit`]).
+    fn submit(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<Ticket, LogError>;
+    /// Appends a record that may use the disk reserve (see
+    /// [`Log::submit_reserved`]).
+    fn submit_reserved(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<Ticket, LogError>;
+    /// See [`Log::snapshot_room`].
+    fn snapshot_room(&self) -> Option<u64>;
+}
+
+impl Appender for Log {
+    fn submit(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<Ticket, LogError> {
+        Log::submit(self, write)
+    }
+
+    fn submit_reserved(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<Ticket, LogError> {
+        Log::submit_reserved(self, write)
+    }
+
+    fn snapshot_room(&self) -> Option<u64> {
+        Log::snapshot_room(self)
+    }
+}
 
 /// How long the record of an accepting settle may wait for company before
 /// it is written on its own (see [`Core::defers`]).
 const SETTLE_LINGER: Duration = Duration::from_millis(1);
-
-/// The most requests the node handles per wake-up before it applies what
-/// became durable, so that a flood of requests cannot hold back outcomes.
-const REQUESTS_PER_WAKE: usize = 256;
-
-/// Opens the log, recovers the queues from it, and returns a handle to the
-/// node plus the task to run it (spawn it; it ends when every handle is
-/// dropped, or with an error if the log fails).
-pub async fn start<I: Io>(
-    io: I,
-    settings: NodeSettings,
-) -> Result<
-    (
-        NodeHandle,
-        impl Future<Output = Result<(), NodeError>> + Send,
-    ),
-    NodeError,
-> {
-    let log_dir = settings.config.data_dir.join(LOG_DIR);
-    let (log, recovered) = log::open(io.clone(), &log_dir, settings.log_options()).await?;
-    for report in &recovered.repair {
-        warn!(
-            ?report,
-            "log repaired: what followed the damage was dropped"
-        );
-    }
-    let mut queues = match recovered.snapshot {
-        Some((lsn, state)) => {
-            Queues::restore(state).map_err(|error| NodeError::Record { lsn, error })?
-        }
-        None => Queues::new(),
-    };
-    let mut effects = Vec::new();
-    let records = recovered.records.len();
-    for (lsn, record) in recovered.records {
-        let (now_ms, command) =
-            decode_record(record).map_err(|error| NodeError::Record { lsn, error })?;
-        queues.apply(now_ms, command, &mut effects);
-        effects.clear();
-    }
-    info!(records, "recovered the queues from the log");
-    let (requests, inbox) = mpsc::unbounded_channel();
-    let core = Core::new(io, settings, log, queues);
-    Ok((NodeHandle { requests }, core.run(inbox)))
-}
 
 /// A log record: the command and the time it was applied at, so that replay
 /// computes the same expiries. Written straight into the log's batch.
@@ -77,7 +57,7 @@ fn encode_record(now_ms: u64, command: &Command, buf: &mut BytesMut) {
     Encode::encode(command, buf);
 }
 
-fn decode_record(mut record: Bytes) -> Result<(u64, Command), DecodeError> {
+pub(super) fn decode_record(mut record: Bytes) -> Result<(u64, Command), DecodeError> {
     if record.len() < 8 {
         return Err(crate::amqp::codec::DecodeErrorKind::Truncated.into());
     }
@@ -128,10 +108,9 @@ enum Reply {
     Publish(u64),
 }
 
-struct Core<I: Io> {
-    io: I,
+pub(super) struct Core<L: Appender> {
     settings: NodeSettings,
-    log: Log,
+    log: L,
     queues: Queues,
     /// The configuration of every queue, including those whose declaration
     /// is still waiting in the pipeline.
@@ -139,7 +118,8 @@ struct Core<I: Io> {
     /// Subscription queues, by topic.
     topics: BTreeMap<String, BTreeSet<String>>,
     clients: Clients,
-    inboxes: Inboxes,
+    /// Snapshots to write, `(upto, state)`, until the driver takes them.
+    snapshots: VecDeque<(Lsn, Bytes)>,
     /// Enqueues submitted and not yet applied, by queue: room they will take.
     pending_enqueues: BTreeMap<String, u64>,
     pipeline: VecDeque<Pending>,
@@ -169,14 +149,14 @@ struct Core<I: Io> {
     records_since_snapshot: u64,
     /// An `Expire` is in the pipeline: the timer must not add another.
     expire_pending: bool,
-    /// The wall clock as of this wake-up, in Unix milliseconds: the time
-    /// every command submitted now is applied (and logged) at. Read once per
-    /// wake-up, not once per command.
-    now_ms: u64,
+    /// The time of the input being handled: every command submitted now
+    /// is applied (and logged) at its wall clock.
+    now: Now,
 }
 
-impl<I: Io> Core<I> {
-    fn new(io: I, settings: NodeSettings, log: Log, queues: Queues) -> Self {
+impl<L: Appender> Core<L> {
+    /// A core over `log`, whose records gave `queues`, at `now`.
+    pub(super) fn new(settings: NodeSettings, log: L, queues: Queues, now: Now) -> Self {
         let registry: BTreeMap<String, QueueConfig> = queues
             .declared()
             .map(|(name, config)| (name.to_owned(), config.clone()))
@@ -195,14 +175,13 @@ impl<I: Io> Core<I> {
         let mut queues = queues;
         queues.plant(settings.config.plants);
         Self {
-            io,
             settings,
             log,
             queues,
             registry,
             topics,
             clients: Clients::new(window),
-            inboxes: Inboxes::default(),
+            snapshots: VecDeque::new(),
             pending_enqueues: BTreeMap::new(),
             pipeline: VecDeque::new(),
             logged_in_pipeline: 0,
@@ -221,65 +200,112 @@ impl<I: Io> Core<I> {
             last_lsn: None,
             records_since_snapshot: 0,
             expire_pending: false,
-            now_ms: 0,
+            now,
         }
     }
 
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Request>) -> Result<(), NodeError> {
-        let mut open = true;
-        while open || !self.pipeline.is_empty() {
-            let expiry = self.expiry_deadline();
-            tokio::select! {
-                request = inbox.recv(), if open => match request {
-                    Some(request) => {
-                        self.now_ms = self.io.unix_time_ms();
-                        self.handle(request);
-                        self.handle_queued(&mut inbox);
-                    }
-                    // Every handle is gone: finish what is in the pipeline.
-                    None => {
-                        open = false;
-                        self.submit_deferred();
-                    }
-                },
-                completion = self.log.completion(), if self.log.outstanding() > 0 => {
-                    self.on_completion(completion);
-                }
-                () = sleep_until(self.linger_deadline), if self.linger_deadline.is_some() => {
-                    self.submit_deferred();
-                }
-                () = sleep_until(expiry), if expiry.is_some() && !self.expire_pending => {
-                    self.now_ms = self.io.unix_time_ms();
-                    self.expire_pending = true;
-                    self.submit(Command::Expire, Reply::None);
-                }
-            }
-            self.apply_ready()?;
-            while let Some((conn, message)) = self.clients.poll_to_connection() {
-                self.inboxes.send(conn, message);
-            }
+    /// Connections' requests, at `now`, then what became durable. The
+    /// driver keeps the channels a request may carry: it registers
+    /// connections, and answers queries from [`Core::queue_info`]. A burst
+    /// of requests handled at once shares the log's next batch.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Log`] if the log failed: the node must stop.
+    pub(super) fn handle_requests(
+        &mut self,
+        now: Now,
+        requests: impl IntoIterator<Item = Request>,
+    ) -> Result<(), NodeError> {
+        self.now = now;
+        for request in requests {
+            self.handle(request);
         }
-        Ok(())
+        self.apply_ready()
+    }
+
+    /// A batch of the log's records is durable, or failed.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Log`] if the log failed: the node must stop.
+    pub(super) fn handle_completion(&mut self, completion: Completion) -> Result<(), NodeError> {
+        self.on_completion(completion);
+        self.apply_ready()
+    }
+
+    /// Time passed: deferred records whose linger is over are submitted,
+    /// and an `Expire` once a message's expiry is due.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Log`] if the log failed: the node must stop.
+    pub(super) fn handle_timeout(&mut self, now: Now) -> Result<(), NodeError> {
+        self.now = now;
+        if self.linger_deadline.is_some_and(|due| due <= now.instant) {
+            self.submit_deferred();
+        }
+        if self.expiry_due().is_some_and(|due| due <= now.instant) {
+            self.expire_pending = true;
+            self.submit(Command::Expire, Reply::None);
+        }
+        self.apply_ready()
+    }
+
+    /// No request will come any more: what waits to be written is written.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Log`] if the log failed: the node must stop.
+    pub(super) fn handle_close(&mut self) -> Result<(), NodeError> {
+        self.submit_deferred();
+        self.apply_ready()
+    }
+
+    /// When [`Core::handle_timeout`] is due next, if a timer runs.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        match (self.linger_deadline, self.expiry_due()) {
+            (Some(linger), Some(expiry)) => Some(linger.min(expiry)),
+            (linger, expiry) => linger.or(expiry),
+        }
+    }
+
+    /// The next message for a connection.
+    pub(super) fn poll_to_connection(&mut self) -> Option<(ConnId, ToConnection)> {
+        self.clients.poll_to_connection()
+    }
+
+    /// The next snapshot to write: the durable state as of `upto`.
+    pub(super) fn poll_snapshot(&mut self) -> Option<(Lsn, Bytes)> {
+        self.snapshots.pop_front()
+    }
+
+    /// Whether every command submitted has been applied.
+    pub(super) fn is_idle(&self) -> bool {
+        self.pipeline.is_empty()
+    }
+
+    /// The log, for the driver to collect completions from and hand
+    /// snapshots to.
+    pub(super) fn log(&mut self) -> &mut L {
+        &mut self.log
+    }
+
+    /// Every queue's counters, in name order.
+    pub(super) fn queue_info(&self) -> Vec<(String, QueueInfo)> {
+        self.queues
+            .declared()
+            .filter_map(|(name, _)| Some((name.to_owned(), self.queues.info(name)?)))
+            .collect()
     }
 
     // ---- requests -------------------------------------------------------
 
-    /// Handles the requests already queued behind the one just handled, up
-    /// to [`REQUESTS_PER_WAKE`], before the pipeline is looked at again: one
-    /// wake-up for a whole burst, whose records then share a batch.
-    fn handle_queued(&mut self, inbox: &mut mpsc::UnboundedReceiver<Request>) {
-        for _ in 1..REQUESTS_PER_WAKE {
-            match inbox.try_recv() {
-                Ok(request) => self.handle(request),
-                // Empty, or closed: `recv` sees the close next.
-                Err(_) => break,
-            }
-        }
-    }
-
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Register { conn, inbox } => self.inboxes.register(conn, inbox),
+            Request::Register { .. }
+            | Request::ReplicaStatuses { .. }
+            | Request::QueueInfo { .. } => {}
             Request::AttachConsumer {
                 conn,
                 link,
@@ -331,24 +357,10 @@ impl<I: Io> Core<I> {
                 );
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
-            // A single node replicates nothing.
-            Request::ReplicaStatuses { reply } => {
-                let _ = reply.send(Vec::new());
-            }
-            Request::QueueInfo { reply } => {
-                let info = self
-                    .queues
-                    .declared()
-                    .filter_map(|(name, _)| Some((name.to_owned(), self.queues.info(name)?)))
-                    .collect();
-                // The asker may have given up waiting: nothing to do then.
-                let _ = reply.send(info);
-            }
             Request::Disconnect { conn } => {
                 for link in self.clients.links_of(conn) {
                     self.detach(conn, link, false);
                 }
-                self.inboxes.forget(conn);
             }
         }
     }
@@ -374,7 +386,7 @@ impl<I: Io> Core<I> {
             drain,
         };
         if self.barriers == 0 && !drain {
-            self.apply(self.now_ms, command, Reply::None);
+            self.apply(self.now.unix_ms, command, Reply::None);
         } else {
             self.submit(command, Reply::None);
         }
@@ -635,12 +647,12 @@ impl<I: Io> Core<I> {
     /// Queues a command; one that changes durable state is appended to the
     /// log first.
     fn submit(&mut self, command: Command, reply: Reply) {
-        let now_ms = self.now_ms;
+        let now_ms = self.now.unix_ms;
         if self.defers(&command) {
             self.logged_in_pipeline += 1;
             self.deferred += 1;
             if self.linger_deadline.is_none() {
-                self.linger_deadline = Some(self.io.now() + SETTLE_LINGER);
+                self.linger_deadline = Some(self.now.instant + SETTLE_LINGER);
             }
             self.push_back(Pending {
                 now_ms,
@@ -771,7 +783,7 @@ impl<I: Io> Core<I> {
     fn submit_detach(&mut self, consumer: ConsumerId) {
         self.submit_deferred();
         self.push_back(Pending {
-            now_ms: self.now_ms,
+            now_ms: self.now.unix_ms,
             command: Command::Detach { consumer },
             logged: Logged::No,
             reply: Reply::None,
@@ -1016,18 +1028,17 @@ impl<I: Io> Core<I> {
         };
         self.records_since_snapshot = 0;
         let state = self.queues.snapshot();
-        let snapshot = self.log.snapshot(upto, state);
-        self.io.spawn(async move {
-            if let Err(error) = snapshot.await {
-                error!(%error, "snapshot failed; the log keeps growing until the next one");
-            }
-        });
+        self.snapshots.push_back((upto, state));
     }
 
-    fn expiry_deadline(&self) -> Option<std::time::Instant> {
+    /// When the earliest expiry is due, unless an `Expire` is on its way.
+    fn expiry_due(&self) -> Option<Instant> {
+        if self.expire_pending {
+            return None;
+        }
         let due_ms = self.queues.next_expiry()?;
-        let now_ms = self.io.unix_time_ms();
-        Some(self.io.now() + Duration::from_millis(due_ms.saturating_sub(now_ms)))
+        let wait = Duration::from_millis(due_ms.saturating_sub(self.now.unix_ms));
+        Some(self.now.instant + wait)
     }
 }
 
@@ -1057,9 +1068,59 @@ fn overtakable(command: &Command) -> bool {
     )
 }
 
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(deadline) => seam::sleep_until(deadline).await,
-        None => std::future::pending().await,
+#[cfg(test)]
+impl<L: Appender> Core<L> {
+    /// The pipeline's counters, against the pipeline itself: each counts
+    /// what it says it counts, after every input.
+    fn check_invariants(&self) {
+        let pipeline = &self.pipeline;
+        let count = |keep: &dyn Fn(&Pending) -> bool| pipeline.iter().filter(|p| keep(p)).count();
+        assert_eq!(
+            self.barriers,
+            count(&|p| !overtakable(&p.command)),
+            "barriers"
+        );
+        assert_eq!(
+            self.logged_in_pipeline,
+            count(&|p| !matches!(p.logged, Logged::No)),
+            "logged in the pipeline"
+        );
+        let deferred_tail = pipeline
+            .iter()
+            .rev()
+            .take_while(|p| matches!(p.logged, Logged::Deferred))
+            .count();
+        assert_eq!(
+            self.deferred, deferred_tail,
+            "deferred records, at the tail"
+        );
+        assert_eq!(
+            count(&|p| matches!(p.logged, Logged::Deferred)),
+            deferred_tail,
+            "no deferred record before a submitted one"
+        );
+        assert_eq!(
+            self.linger_deadline.is_some(),
+            self.deferred > 0,
+            "a linger runs while records are deferred"
+        );
+        let mut enqueues: BTreeMap<String, u64> = BTreeMap::new();
+        for pending in pipeline {
+            if let Command::Enqueue { queue, .. } = &pending.command {
+                *enqueues.entry(queue.clone()).or_default() += 1;
+            }
+        }
+        assert_eq!(self.pending_enqueues, enqueues, "pending enqueues");
+        let completed_waiting = count(
+            &|p| matches!(p.logged, Logged::Submitted(ticket) if ticket < self.completed_before),
+        );
+        let unclaimed: u64 = self.durable.iter().map(|d| d.unclaimed).sum();
+        assert_eq!(
+            unclaimed, completed_waiting as u64,
+            "completions kept for the records still waiting"
+        );
     }
 }
+
+#[cfg(test)]
+mod tests;

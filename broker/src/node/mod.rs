@@ -25,6 +25,9 @@ mod core;
 mod error;
 mod message;
 mod settings;
+mod single;
+#[cfg(test)]
+mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -37,9 +40,9 @@ pub use address::{
     ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, consumer_node, producer_node,
 };
 pub use cluster::start as start_clustered;
-pub use core::start;
 pub use error::NodeError;
 pub use settings::NodeSettings;
+pub use single::start;
 
 pub use message::{Inspected, inspect, render};
 

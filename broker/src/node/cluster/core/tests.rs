@@ -6,24 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use raft::eraftpb::Entry;
 
 use super::*;
-use crate::amqp::engine::SessionId;
-use crate::amqp::types::{DeliveryState, Header, Message, Section};
 use crate::config::Config;
-use crate::queue::Seq;
+use crate::node::testing::{self, CONN, describe};
 
-const CONN: ConnId = 7;
-const PRODUCER: LinkId = LinkId {
-    session: SessionId(0),
-    handle: 0,
-};
-const CONSUMER: LinkId = LinkId {
-    session: SessionId(0),
-    handle: 1,
-};
 const ORIGIN: Origin = Origin::new(1, 1);
 
 /// One core over a Raft that commits what it is handed.
@@ -120,77 +108,11 @@ impl Harness {
         said
     }
 
-    fn attach_producer(&mut self, queue: &str) {
-        self.request(Request::AttachProducer {
-            conn: CONN,
-            link: PRODUCER,
-            node: ProducerNode::Queue(queue.into()),
-        });
-    }
-
-    fn attach_consumer(&mut self, queue: &str) {
-        self.request(Request::AttachConsumer {
-            conn: CONN,
-            link: CONSUMER,
-            node: ConsumerNode::Queue {
-                name: queue.into(),
-                browse: false,
-            },
-            link_name: "consumer".into(),
-            container_id: "client".into(),
-        });
-    }
-
     fn publish(&mut self, body: &'static str) {
-        let message = Message {
-            sections: vec![
-                Section::Header(Header {
-                    durable: true,
-                    ..Header::default()
-                }),
-                Section::Data(Bytes::from_static(body.as_bytes())),
-            ],
-        };
-        let delivery = DeliveryId {
-            link: PRODUCER,
-            id: self.next_delivery,
-        };
+        let id = self.next_delivery;
         self.next_delivery += 1;
-        self.request(Request::Publish {
-            conn: CONN,
-            delivery,
-            message: message.encode(),
-            settled: false,
-        });
+        self.request(testing::publish(id, body));
     }
-}
-
-/// A message to the connection, in a line.
-fn describe(message: &ToConnection) -> String {
-    match message {
-        ToConnection::ConsumerAttached { result, .. } => match result {
-            Ok((_, address)) => format!("consumer attached to {address}"),
-            Err(refusal) => format!("consumer refused: {}", refusal.condition),
-        },
-        ToConnection::ProducerAttached { result, .. } => match result {
-            Ok(()) => "producer attached".into(),
-            Err(refusal) => format!("producer refused: {}", refusal.condition),
-        },
-        ToConnection::ProducerCredit { credit, .. } => format!("credit {credit}"),
-        ToConnection::Deliver { queue, seq, .. } => format!("deliver {queue} {}", seq_of(*seq)),
-        ToConnection::DrainComplete { .. } => "drain complete".into(),
-        ToConnection::Outcome { delivery, state } => match state {
-            DeliveryState::Accepted(_) => format!("accepted {}", delivery.id),
-            other => format!("{other:?} {}", delivery.id),
-        },
-        ToConnection::CloseLink { refusal, .. } => format!("close link: {}", refusal.condition),
-    }
-}
-
-/// A seq as `index.place`: the entry that enqueued it, and its place
-/// among that entry's enqueues.
-fn seq_of(seq: Seq) -> String {
-    format!("{}.{}", seq >> 24, seq & 0xff_ffff)
 }
 
 fn window() -> u32 {
@@ -200,7 +122,7 @@ fn window() -> u32 {
 #[test]
 fn a_publish_is_accepted_only_once_its_entry_is_committed() {
     let mut harness = Harness::new();
-    harness.attach_producer("q");
+    harness.request(testing::attach_producer("q"));
     assert_eq!(
         harness.said(),
         [
@@ -222,23 +144,18 @@ fn a_publish_is_accepted_only_once_its_entry_is_committed() {
 #[test]
 fn a_consumer_is_answered_once_its_attach_is_applied_and_gets_the_groups_seq() {
     let mut harness = Harness::new();
-    harness.attach_producer("q");
+    harness.request(testing::attach_producer("q"));
     harness.commit();
     harness.publish("a");
     harness.commit();
     harness.said();
-    harness.attach_consumer("q");
+    harness.request(testing::attach_consumer("q"));
     assert_eq!(
         harness.said(),
         Vec::<String>::new(),
         "not before the commit"
     );
-    harness.request(Request::Credit {
-        conn: CONN,
-        link: CONSUMER,
-        credit: 10,
-        drain: false,
-    });
+    harness.request(testing::credit(10));
     harness.commit();
     // Entry 1 declared the queue, entry 2 enqueued "a" as its first
     // enqueue; the attach and the credit went in entry 3.
@@ -252,7 +169,7 @@ fn a_consumer_is_answered_once_its_attach_is_applied_and_gets_the_groups_seq() {
 #[test]
 fn a_lost_proposal_is_proposed_again_once_the_retry_interval_has_passed() {
     let mut harness = Harness::new();
-    harness.attach_producer("q");
+    harness.request(testing::attach_producer("q"));
     harness.commit();
     harness.said();
     harness.lose = 1;
@@ -270,7 +187,7 @@ fn a_lost_proposal_is_proposed_again_once_the_retry_interval_has_passed() {
 fn without_a_leader_a_producer_gets_no_credit_until_one_is_elected() {
     let mut harness = Harness::new();
     harness.core.handle_status(harness.now, Status::default());
-    harness.attach_producer("q");
+    harness.request(testing::attach_producer("q"));
     assert_eq!(harness.said(), ["producer attached"]);
     let groups = harness.core.groups.keys().map(|&group| (group, Some(1)));
     let elected = Status {
