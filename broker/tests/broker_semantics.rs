@@ -1,14 +1,26 @@
 //! What a broker user relies on, checked on the wire with Sluice's own
 //! client engine against the real server: settlement outcomes and
 //! redelivery, dead-lettering, flow control at a full queue, round robin,
-//! routing errors, durability across a restart, and a source that lists no
-//! filter it does not apply.
+//! topic fan-out, routing errors, durability across a restart, and a source
+//! that lists no filter it does not apply.
+//!
+//! Every test runs twice, from one body: on a single node
+//! (`single::NAME`) and on a 3-node cluster of in-process brokers
+//! (`cluster::NAME`, see `common::cluster`), where producers connect to
+//! node 2 and consumers to node 3, so that what one client does reaches the
+//! other through the cluster. Where the two cores still differ in what a
+//! client sees (issue 12), the cluster's run is ignored with the difference
+//! as its reason.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use bytes::Bytes;
+use common::cluster::{Cluster, NODES};
 use common::{Broker, WAIT, test_config};
 use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
 use sluice::amqp::engine::{
@@ -22,6 +34,8 @@ use sluice::amqp::types::{
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
 use sluice::io::{Io, TokioIo};
+use sluice::queue::QueueInfo;
+use tempfile::TempDir;
 use tokio::time::timeout;
 
 fn message(body: &str, durable: bool) -> Bytes {
@@ -131,110 +145,309 @@ fn accepted() -> DeliveryState {
     DeliveryState::Accepted(Accepted)
 }
 
-async fn broker_with(toml: &str) -> (Broker, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        listen: test_config().listen,
-        ..Config::from_toml(toml).unwrap()
-    };
-    (Broker::start_with(config).await, dir)
+/// Where a test's brokers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// One broker.
+    Single,
+    /// Three brokers forming a cluster.
+    Cluster,
 }
 
-#[tokio::test]
-async fn released_messages_come_back_at_their_place_uncounted() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+/// The node producers connect to in a cluster, and the one consumers do.
+const PRODUCERS_NODE: u64 = 2;
+const CONSUMERS_NODE: u64 = 3;
+
+/// How often [`Brokers::wait_for_queue`] asks the nodes again: they
+/// announce their counters on no channel a test can wait on.
+const QUEUE_POLL: Duration = Duration::from_millis(10);
+
+/// The brokers one test runs against.
+enum Brokers {
+    Single {
+        /// None while stopped, during a restart.
+        broker: Option<Broker>,
+        config: Box<Config>,
+        data_dir: TempDir,
+    },
+    Cluster(Cluster),
+}
+
+impl Brokers {
+    /// Brokers with the default configuration.
+    async fn start(topology: Topology) -> Self {
+        Self::start_with(topology, "").await
+    }
+
+    /// Brokers configured by `toml` (queue settings and the like: the
+    /// addresses, data directories and cluster membership are the test's).
+    async fn start_with(topology: Topology, toml: &str) -> Self {
+        let base = Config::from_toml(toml).unwrap();
+        match topology {
+            Topology::Single => {
+                let data_dir = tempfile::Builder::new()
+                    .prefix("sluice-test-")
+                    .tempdir()
+                    .unwrap();
+                let config = Config {
+                    data_dir: data_dir.path().to_owned(),
+                    listen: test_config().listen,
+                    ..base
+                };
+                let broker = Some(Broker::start_with(config.clone()).await);
+                Self::Single {
+                    broker,
+                    config: Box::new(config),
+                    data_dir,
+                }
+            }
+            Topology::Cluster => Self::Cluster(Cluster::start(&base).await),
+        }
+    }
+
+    /// Where producers connect.
+    fn producers(&self) -> &Broker {
+        self.node(PRODUCERS_NODE)
+    }
+
+    /// Where consumers connect.
+    fn consumers(&self) -> &Broker {
+        self.node(CONSUMERS_NODE)
+    }
+
+    fn node(&self, id: u64) -> &Broker {
+        match self {
+            Self::Single { broker, .. } => broker.as_ref().unwrap(),
+            Self::Cluster(cluster) => cluster.node(id),
+        }
+    }
+
+    /// Stops the whole broker and starts it again from what it has on
+    /// disk: the one node, or every node of the cluster.
+    async fn restart(&mut self) {
+        self.stop_all().await;
+        self.start_again().await;
+    }
+
+    /// Stops the one node, or every node of the cluster.
+    async fn stop_all(&mut self) {
+        match self {
+            Self::Single { broker, .. } => broker.take().unwrap().stop().await,
+            Self::Cluster(cluster) => cluster.stop_all().await,
+        }
+    }
+
+    /// Starts again what [`Brokers::stop_all`] stopped.
+    async fn start_again(&mut self) {
+        match self {
+            Self::Single { broker, config, .. } => {
+                *broker = Some(Broker::start_with(Config::clone(config)).await);
+            }
+            Self::Cluster(cluster) => cluster.start_all().await,
+        }
+    }
+
+    /// Every running node.
+    fn nodes(&self) -> Vec<&Broker> {
+        match self {
+            Self::Single { broker, .. } => broker.iter().collect(),
+            Self::Cluster(cluster) => NODES.iter().map(|&id| cluster.node(id)).collect(),
+        }
+    }
+
+    /// Waits until every node has applied what makes `queue`'s counters
+    /// satisfy `wanted`. No client sees these counters; a test waits on
+    /// them for what it needs settled before it goes on.
+    async fn wait_for_queue(&self, queue: &str, wanted: impl Fn(&QueueInfo) -> bool) {
+        let mut last = Vec::new();
+        let applied = async {
+            loop {
+                let mut infos = Vec::new();
+                for node in self.nodes() {
+                    let queues = node.node.queue_info().await.unwrap();
+                    let info = queues.into_iter().find(|(name, _)| name == queue);
+                    infos.push(info.map(|(_, info)| info));
+                }
+                if infos.iter().all(|info| info.as_ref().is_some_and(&wanted)) {
+                    return;
+                }
+                last = infos;
+                tokio::time::sleep(QUEUE_POLL).await;
+            }
+        };
+        let applied = timeout(WAIT, applied).await;
+        assert!(
+            applied.is_ok(),
+            "{queue:?} never as wanted on every node in {WAIT:?}: {last:?}"
+        );
+    }
+
+    /// Every node's log directory.
+    fn log_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            Self::Single { data_dir, .. } => vec![data_dir.path().join("log")],
+            Self::Cluster(cluster) => NODES
+                .iter()
+                .map(|&id| cluster.data_dir(id).join("raft"))
+                .collect(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::Single { broker, .. } => broker.unwrap().stop().await,
+            Self::Cluster(cluster) => cluster.stop().await,
+        }
+    }
+}
+
+/// Runs each test body below once on a single node (`single::NAME`) and
+/// once on a cluster (`cluster::NAME`). Attributes after `cluster:` apply to
+/// the cluster's run only.
+macro_rules! on_each_topology {
+    ($($name:ident $(, cluster: #[$cluster:meta])? ;)*) => {
+        mod single {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Topology::Single).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                $(#[$cluster])?
+                async fn $name() {
+                    super::$name(super::Topology::Cluster).await;
+                }
+            )*
+        }
+    };
+}
+
+on_each_topology! {
+    released_messages_come_back_at_their_place_uncounted;
+    a_failed_delivery_is_redelivered_with_its_count;
+    a_detached_consumer_returns_what_it_had_not_settled;
+    rejected_messages_are_dead_lettered_with_the_reason;
+    a_full_queue_stops_producer_credit_until_a_consumer_makes_room;
+    consumers_of_one_queue_share_it_round_robin;
+    a_topic_copies_each_message_to_every_subscription;
+    the_relay_rejects_a_message_with_nowhere_to_go;
+    without_auto_create_unknown_addresses_are_refused;
+    durable_messages_survive_a_restart_and_transient_ones_do_not, cluster: #[ignore = "cluster drift: \
+        a non-durable message is a Raft entry like any other, so it survives a restart of \
+        every node; the single node never logs it, issue 12"];
+    recovery_from_a_snapshot_keeps_exactly_what_was_not_consumed;
+    settlements_received_before_a_stop_are_kept, cluster: #[ignore = "cluster drift: a node's \
+        clean stop drops what it proposed and has not seen committed (the consumer's last \
+        settles, its detach), so settled messages come back; the single node finishes its \
+        pipeline first, issue 12"];
+    credit_sent_with_the_attach_is_honoured;
+    filters_the_broker_does_not_apply_are_not_echoed;
+    receiver_settle_mode_second_settles_after_the_peer;
+    expired_messages_are_dead_lettered_as_expired;
+    a_resent_message_id_is_accepted_once_and_delivered_once;
+}
+
+async fn released_messages_come_back_at_their_place_uncounted(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("work"))
         .await
         .unwrap();
     for body in ["a", "b"] {
-        assert_eq!(publish(&mut client, sender, body, true).await, accepted());
+        assert_eq!(publish(&mut producer, sender, body, true).await, accepted());
     }
-    let receiver = client
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .attach_receiver(session, "c", queue("work"), 1)
         .await
         .unwrap();
-    let (first, message) = receive(&mut client, receiver).await;
+    let (first, message) = receive(&mut consumer, receiver).await;
     assert_eq!(body_of(&message), "a");
-    client
+    consumer
         .settle(first, DeliveryState::Released(Released))
         .await
         .unwrap();
-    client.connection().flow(receiver, 1, false).unwrap();
+    consumer.connection().flow(receiver, 1, false).unwrap();
 
-    let (again, message) = receive(&mut client, receiver).await;
+    let (again, message) = receive(&mut consumer, receiver).await;
     assert_eq!(body_of(&message), "a", "a released message keeps its place");
     assert_eq!(message.header().map_or(0, |h| h.delivery_count), 0);
-    client.settle(again, accepted()).await.unwrap();
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.settle(again, accepted()).await.unwrap();
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn a_failed_delivery_is_redelivered_with_its_count() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+async fn a_failed_delivery_is_redelivered_with_its_count(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("work"))
         .await
         .unwrap();
-    publish(&mut client, sender, "flaky", true).await;
-    let receiver = client
+    publish(&mut producer, sender, "flaky", true).await;
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .attach_receiver(session, "c", queue("work"), 10)
         .await
         .unwrap();
-    let (first, _) = receive(&mut client, receiver).await;
+    let (first, _) = receive(&mut consumer, receiver).await;
     let failed = Modified {
         delivery_failed: true,
         ..Modified::default()
     };
-    client
+    consumer
         .settle(first, DeliveryState::Modified(failed))
         .await
         .unwrap();
 
-    let (again, message) = receive(&mut client, receiver).await;
+    let (again, message) = receive(&mut consumer, receiver).await;
     let header = message.header().unwrap();
     assert_eq!(header.delivery_count, 1);
     assert!(!header.first_acquirer);
-    client.settle(again, accepted()).await.unwrap();
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.settle(again, accepted()).await.unwrap();
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn a_detached_consumer_returns_what_it_had_not_settled() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+async fn a_detached_consumer_returns_what_it_had_not_settled(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("work"))
         .await
         .unwrap();
-    publish(&mut client, sender, "held", true).await;
-    let receiver = client
+    publish(&mut producer, sender, "held", true).await;
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .attach_receiver(session, "c1", queue("work"), 10)
         .await
         .unwrap();
-    receive(&mut client, receiver).await;
-    client.connection().detach(receiver, true, None).unwrap();
+    receive(&mut consumer, receiver).await;
+    consumer.connection().detach(receiver, true, None).unwrap();
 
-    let next = client
+    let next = consumer
         .attach_receiver(session, "c2", queue("work"), 10)
         .await
         .unwrap();
-    let (delivery, message) = receive(&mut client, next).await;
+    let (delivery, message) = receive(&mut consumer, next).await;
     assert_eq!(body_of(&message), "held");
     assert_eq!(message.header().unwrap().delivery_count, 1);
-    client.settle(delivery, accepted()).await.unwrap();
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.settle(delivery, accepted()).await.unwrap();
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn rejected_messages_are_dead_lettered_with_the_reason() {
-    let (broker, _dir) = broker_with(
+async fn rejected_messages_are_dead_lettered_with_the_reason(topology: Topology) {
+    let brokers = Brokers::start_with(
+        topology,
         r#"
         [[queue]]
         name = "work"
@@ -242,39 +455,41 @@ async fn rejected_messages_are_dead_lettered_with_the_reason() {
         "#,
     )
     .await;
-    let (mut client, session) = connect(&broker).await;
+    let (mut consumer, consumer_session) = connect(brokers.consumers()).await;
     // The dead-letter queue must exist to receive anything.
-    let dead = client
-        .attach_receiver(session, "dlq", queue("work.dlq"), 10)
+    let dead = consumer
+        .attach_receiver(consumer_session, "dlq", queue("work.dlq"), 10)
         .await
         .unwrap();
-    let sender = client
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("work"))
         .await
         .unwrap();
-    publish(&mut client, sender, "poison", true).await;
-    let receiver = client
-        .attach_receiver(session, "c", queue("work"), 10)
+    publish(&mut producer, sender, "poison", true).await;
+    let receiver = consumer
+        .attach_receiver(consumer_session, "c", queue("work"), 10)
         .await
         .unwrap();
-    let (delivery, _) = receive(&mut client, receiver).await;
-    client
+    let (delivery, _) = receive(&mut consumer, receiver).await;
+    consumer
         .settle(delivery, DeliveryState::Rejected(Rejected::default()))
         .await
         .unwrap();
 
-    let (dead_letter, message) = receive(&mut client, dead).await;
+    let (dead_letter, message) = receive(&mut consumer, dead).await;
     assert_eq!(body_of(&message), "poison");
     let reason = deadletter_reason(&message);
     assert_eq!(reason, Some(Value::Symbol(Symbol::from_static("rejected"))));
-    client.settle(dead_letter, accepted()).await.unwrap();
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.settle(dead_letter, accepted()).await.unwrap();
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn a_full_queue_stops_producer_credit_until_a_consumer_makes_room() {
-    let (broker, _dir) = broker_with(
+async fn a_full_queue_stops_producer_credit_until_a_consumer_makes_room(topology: Topology) {
+    let brokers = Brokers::start_with(
+        topology,
         r#"
         [[queue]]
         name = "small"
@@ -282,219 +497,325 @@ async fn a_full_queue_stops_producer_credit_until_a_consumer_makes_room() {
         "#,
     )
     .await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("small"))
         .await
         .unwrap();
     for i in 0..3 {
         assert_eq!(
-            publish(&mut client, sender, &format!("m{i}"), true).await,
+            publish(&mut producer, sender, &format!("m{i}"), true).await,
             accepted()
         );
     }
     assert_eq!(
-        client.connection().credit(sender),
+        producer.connection().credit(sender),
         0,
         "no credit beyond the queue's room"
     );
 
-    let receiver = client
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .attach_receiver(session, "c", queue("small"), 1)
         .await
         .unwrap();
-    let (delivery, _) = receive(&mut client, receiver).await;
-    client.settle(delivery, accepted()).await.unwrap();
+    let (delivery, _) = receive(&mut consumer, receiver).await;
+    consumer.settle(delivery, accepted()).await.unwrap();
     // Room for one: the producer gets credit again.
     loop {
         if let Event::Credit { link, credit, .. } =
-            timeout(WAIT, client.next_event()).await.unwrap().unwrap()
+            timeout(WAIT, producer.next_event()).await.unwrap().unwrap()
             && link == sender
             && credit > 0
         {
             break;
         }
     }
-    assert_eq!(publish(&mut client, sender, "m3", true).await, accepted());
-    client.close().await.unwrap();
-    broker.stop().await;
+    assert_eq!(publish(&mut producer, sender, "m3", true).await, accepted());
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn consumers_of_one_queue_share_it_round_robin() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
-    let first = client
+async fn consumers_of_one_queue_share_it_round_robin(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let first = consumer
         .attach_receiver(session, "c1", queue("shared"), 100)
         .await
         .unwrap();
-    let second = client
+    let second = consumer
         .attach_receiver(session, "c2", queue("shared"), 100)
         .await
         .unwrap();
-    let sender = client
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("shared"))
         .await
         .unwrap();
     for i in 0..6 {
-        publish(&mut client, sender, &format!("m{i}"), false).await;
+        publish(&mut producer, sender, &format!("m{i}"), false).await;
     }
     let mut per_link = [0, 0];
     while per_link[0] + per_link[1] < 6 {
         if let Event::Delivery { delivery, .. } =
-            timeout(WAIT, client.next_event()).await.unwrap().unwrap()
+            timeout(WAIT, consumer.next_event()).await.unwrap().unwrap()
         {
             per_link[usize::from(delivery.link == second)] += 1;
             assert!(delivery.link == first || delivery.link == second);
-            client.settle(delivery, accepted()).await.unwrap();
+            consumer.settle(delivery, accepted()).await.unwrap();
         }
     }
     assert_eq!(per_link, [3, 3]);
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn the_relay_rejects_a_message_with_nowhere_to_go() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
+/// Every subscription of a topic gets its own copy of each message
+/// published after its attach was answered.
+async fn a_topic_copies_each_message_to_every_subscription(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut first, session) = connect(brokers.consumers()).await;
+    let one = first
+        .attach_receiver(session, "s1", queue("topic://prices"), 10)
+        .await
+        .unwrap();
+    let (mut second, session) = connect(brokers.node(1)).await;
+    let two = second
+        .attach_receiver(session, "s2", queue("topic://prices"), 10)
+        .await
+        .unwrap();
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
+        .attach_sender(session, "p", Some("topic://prices"))
+        .await
+        .unwrap();
+    for tick in ["t1", "t2"] {
+        assert_eq!(publish(&mut producer, sender, tick, true).await, accepted());
+    }
+    for (subscriber, link) in [(&mut first, one), (&mut second, two)] {
+        for tick in ["t1", "t2"] {
+            let (delivery, message) = receive(subscriber, link).await;
+            assert_eq!(body_of(&message), tick);
+            subscriber.settle(delivery, accepted()).await.unwrap();
+        }
+    }
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
+}
+
+async fn the_relay_rejects_a_message_with_nowhere_to_go(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut client, session) = connect(brokers.producers()).await;
     let relay = client.attach_sender(session, "relay", None).await.unwrap();
     // No `to` at all, then a `to` naming no queue.
-    let outcome = publish(&mut client, relay, "lost", true).await;
-    let DeliveryState::Rejected(Rejected { error: Some(error) }) = outcome else {
-        panic!("expected a rejection, got {outcome:?}");
+    let addressed_to = |to: Option<&str>| {
+        Message {
+            sections: vec![
+                Section::Properties(Box::new(Properties {
+                    to: to.map(str::to_owned),
+                    ..Properties::default()
+                })),
+                Section::Data(Bytes::from_static(b"lost")),
+            ],
+        }
+        .encode()
     };
-    assert_eq!(error.condition, condition::NOT_FOUND);
+    for to in [None, Some("nowhere")] {
+        let outcome = publish_encoded(&mut client, relay, "lost", addressed_to(to)).await;
+        let DeliveryState::Rejected(Rejected { error: Some(error) }) = outcome else {
+            panic!("to {to:?}: expected a rejection, got {outcome:?}");
+        };
+        assert_eq!(error.condition, condition::NOT_FOUND, "to {to:?}");
+    }
     client.close().await.unwrap();
-    broker.stop().await;
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn without_auto_create_unknown_addresses_are_refused() {
-    let (broker, _dir) = broker_with(
+async fn without_auto_create_unknown_addresses_are_refused(topology: Topology) {
+    let brokers = Brokers::start_with(
+        topology,
         r#"
         [queues]
         auto_create = false
         "#,
     )
     .await;
-    let (mut client, session) = connect(&broker).await;
+    let (mut client, session) = connect(brokers.producers()).await;
     let refused = client.attach_sender(session, "p", Some("nowhere")).await;
     let Err(ClientError::LinkRefused(Some(error))) = refused else {
         panic!("expected a refusal, got {:?}", refused.map(|_| ()));
     };
     assert_eq!(error.condition, condition::NOT_FOUND);
     client.close().await.unwrap();
-    broker.stop().await;
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn durable_messages_survive_a_restart_and_transient_ones_do_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        ..test_config()
-    };
-    let broker = Broker::start_with(config.clone()).await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+/// On a cluster the restart is of every node: the broker as a whole
+/// restarts, as after a power loss.
+async fn durable_messages_survive_a_restart_and_transient_ones_do_not(topology: Topology) {
+    let mut brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("orders"))
         .await
         .unwrap();
     for (body, durable) in [("d1", true), ("t1", false), ("d2", true), ("t2", false)] {
         assert_eq!(
-            publish(&mut client, sender, body, durable).await,
+            publish(&mut producer, sender, body, durable).await,
             accepted()
         );
     }
-    client.close().await.unwrap();
-    broker.stop().await;
+    producer.close().await.unwrap();
+    brokers.restart().await;
 
-    let broker = Broker::start_with(config).await;
-    let (mut client, session) = connect(&broker).await;
-    let receiver = client
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .attach_receiver(session, "c", queue("orders"), 10)
         .await
         .unwrap();
     let mut bodies = Vec::new();
     for _ in 0..2 {
-        let (delivery, message) = receive(&mut client, receiver).await;
+        let (delivery, message) = receive(&mut consumer, receiver).await;
         bodies.push(body_of(&message));
-        client.settle(delivery, accepted()).await.unwrap();
+        consumer.settle(delivery, accepted()).await.unwrap();
     }
     assert_eq!(bodies, ["d1", "d2"]);
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn recovery_from_a_snapshot_keeps_exactly_what_was_not_consumed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        listen: test_config().listen,
-        ..Config::from_toml("[storage]\nsnapshot_every_records = 10\n").unwrap()
-    };
-    let broker = Broker::start_with(config.clone()).await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+/// On a cluster every node snapshots its replicas and restarts from its
+/// snapshot.
+async fn recovery_from_a_snapshot_keeps_exactly_what_was_not_consumed(topology: Topology) {
+    let toml = "[storage]\nsnapshot_every_records = 10\n";
+    let mut brokers = Brokers::start_with(topology, toml).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("orders"))
         .await
         .unwrap();
     for i in 0..50 {
         assert_eq!(
-            publish(&mut client, sender, &format!("m{i}"), true).await,
+            publish(&mut producer, sender, &format!("m{i}"), true).await,
             accepted()
         );
     }
-    let receiver = client
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .attach_receiver(session, "c", queue("orders"), 20)
         .await
         .unwrap();
     for i in 0..20 {
-        let (delivery, message) = receive(&mut client, receiver).await;
+        let (delivery, message) = receive(&mut consumer, receiver).await;
         assert_eq!(body_of(&message), format!("m{i}"));
-        client.settle(delivery, accepted()).await.unwrap();
+        consumer.settle(delivery, accepted()).await.unwrap();
     }
-    client.close().await.unwrap();
-    broker.stop().await;
-    let snapshots = TokioIo
-        .read_dir(&dir.path().join("log"))
-        .await
-        .unwrap()
-        .iter()
-        .filter(|path| path.extension().is_some_and(|e| e == "snap"))
-        .count();
-    assert!(snapshots >= 1, "no snapshot after 70+ logged commands");
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    // This test is about recovery, not about the stop: it stops once the
+    // settles and the detach are applied on every node, since a cluster
+    // node's stop drops what it has not seen committed (see
+    // `settlements_received_before_a_stop_are_kept`).
+    let consumed =
+        |info: &QueueInfo| info.depth == 30 && info.unsettled == 0 && info.consumers == 0;
+    brokers.wait_for_queue("orders", consumed).await;
+    brokers.stop_all().await;
+    for log in brokers.log_dirs() {
+        let snapshots = TokioIo
+            .read_dir(&log)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|path| path.extension().is_some_and(|e| e == "snap"))
+            .count();
+        assert!(
+            snapshots >= 1,
+            "no snapshot in {} after 70+ logged commands",
+            log.display()
+        );
+    }
 
-    let broker = Broker::start_with(config).await;
-    let (mut client, session) = connect(&broker).await;
-    let receiver = client
+    brokers.start_again().await;
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .attach_receiver(session, "c", queue("orders"), 100)
         .await
         .unwrap();
     for i in 20..50 {
-        let (delivery, message) = receive(&mut client, receiver).await;
+        let (delivery, message) = receive(&mut consumer, receiver).await;
         assert_eq!(body_of(&message), format!("m{i}"));
-        client.settle(delivery, accepted()).await.unwrap();
+        consumer.settle(delivery, accepted()).await.unwrap();
     }
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn credit_sent_with_the_attach_is_honoured() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+/// What a consumer settled before the broker stopped stays consumed: the
+/// broker applies every settlement it received before it stops. On a
+/// cluster the restart is of every node.
+async fn settlements_received_before_a_stop_are_kept(topology: Topology) {
+    let mut brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
+        .attach_sender(session, "p", Some("orders"))
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let body = format!("m{i}");
+        assert_eq!(
+            publish(&mut producer, sender, &body, true).await,
+            accepted()
+        );
+    }
+    producer.close().await.unwrap();
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
+        .attach_receiver(session, "c", queue("orders"), 5)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let (delivery, message) = receive(&mut consumer, receiver).await;
+        assert_eq!(body_of(&message), format!("m{i}"));
+        consumer.settle(delivery, accepted()).await.unwrap();
+    }
+    consumer.close().await.unwrap();
+    brokers.restart().await;
+
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
+        .attach_receiver(session, "c", queue("orders"), 10)
+        .await
+        .unwrap();
+    for i in 5..10 {
+        let (delivery, message) = receive(&mut consumer, receiver).await;
+        assert_eq!(
+            body_of(&message),
+            format!("m{i}"),
+            "settled before the stop"
+        );
+        consumer.settle(delivery, accepted()).await.unwrap();
+    }
+    consumer.close().await.unwrap();
+    brokers.stop().await;
+}
+
+async fn credit_sent_with_the_attach_is_honoured(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("early"))
         .await
         .unwrap();
     for i in 0..3 {
-        publish(&mut client, sender, &format!("m{i}"), true).await;
+        publish(&mut producer, sender, &format!("m{i}"), true).await;
     }
     // Attach and grant credit in one burst, before the broker answers, as
     // event-driven Proton clients do.
+    let (mut consumer, session) = connect(brokers.consumers()).await;
     let options = LinkOptions {
         name: "eager".into(),
         role: Role::Receiver,
@@ -503,15 +824,16 @@ async fn credit_sent_with_the_attach_is_honoured() {
         snd_settle_mode: SenderSettleMode::Unsettled,
         rcv_settle_mode: ReceiverSettleMode::First,
     };
-    let receiver = client.connection().attach(session, options).unwrap();
-    client.connection().flow(receiver, 10, false).unwrap();
+    let receiver = consumer.connection().attach(session, options).unwrap();
+    consumer.connection().flow(receiver, 10, false).unwrap();
     for i in 0..3 {
-        let (delivery, message) = receive(&mut client, receiver).await;
+        let (delivery, message) = receive(&mut consumer, receiver).await;
         assert_eq!(body_of(&message), format!("m{i}"));
-        client.settle(delivery, accepted()).await.unwrap();
+        consumer.settle(delivery, accepted()).await.unwrap();
     }
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
 /// A JMS selector, and a filter type no broker knows: neither is applied.
@@ -534,17 +856,17 @@ fn unapplied_filters() -> Annotations {
     ]
 }
 
-#[tokio::test]
-async fn filters_the_broker_does_not_apply_are_not_echoed() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+async fn filters_the_broker_does_not_apply_are_not_echoed(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("filtered"))
         .await
         .unwrap();
     for body in ["red", "blue"] {
-        publish(&mut client, sender, body, true).await;
+        publish(&mut producer, sender, body, true).await;
     }
+    let (mut consumer, session) = connect(brokers.consumers()).await;
     let source = Source {
         filter: unapplied_filters(),
         ..queue("filtered")
@@ -553,8 +875,8 @@ async fn filters_the_broker_does_not_apply_are_not_echoed() {
         rcv_settle_mode: ReceiverSettleMode::First,
         ..link_options("c", Role::Receiver, Some(source), Some(Target::default()))
     };
-    let receiver = client.connection().attach(session, options).unwrap();
-    let attached = client
+    let receiver = consumer.connection().attach(session, options).unwrap();
+    let attached = consumer
         .wait_for(|e| matches!(e, Event::LinkAttached { link, .. } if *link == receiver))
         .await
         .unwrap();
@@ -568,14 +890,15 @@ async fn filters_the_broker_does_not_apply_are_not_echoed() {
     assert!(answered.filter.is_empty(), "{:?}", answered.filter);
 
     // The link still works, unfiltered: every message arrives.
-    client.connection().flow(receiver, 10, false).unwrap();
+    consumer.connection().flow(receiver, 10, false).unwrap();
     for expected in ["red", "blue"] {
-        let (delivery, message) = receive(&mut client, receiver).await;
+        let (delivery, message) = receive(&mut consumer, receiver).await;
         assert_eq!(body_of(&message), expected);
-        client.settle(delivery, accepted()).await.unwrap();
+        consumer.settle(delivery, accepted()).await.unwrap();
     }
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
 fn link_options(
@@ -594,30 +917,29 @@ fn link_options(
     }
 }
 
-#[tokio::test]
-async fn receiver_settle_mode_second_settles_after_the_peer() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
+async fn receiver_settle_mode_second_settles_after_the_peer(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
     // A producer asking for `second`: the broker's outcome comes unsettled,
     // and the producer settles it.
     let target = Target {
         address: Some("twice".into()),
         ..Target::default()
     };
-    let sender = client
+    let sender = producer
         .connection()
         .attach(
             session,
             link_options("p", Role::Sender, Some(Source::default()), Some(target)),
         )
         .unwrap();
-    client
+    producer
         .wait_for(
             |e| matches!(e, Event::Credit { link, credit, .. } if *link == sender && *credit > 0),
         )
         .await
         .unwrap();
-    let delivery = client
+    let delivery = producer
         .send(
             sender,
             Bytes::from_static(b"t"),
@@ -626,7 +948,7 @@ async fn receiver_settle_mode_second_settles_after_the_peer() {
         )
         .await
         .unwrap();
-    let outcome = client
+    let outcome = producer
         .wait_for(|e| matches!(e, Event::Disposition { delivery: d, .. } if *d == delivery))
         .await
         .unwrap();
@@ -641,11 +963,12 @@ async fn receiver_settle_mode_second_settles_after_the_peer() {
         ),
         "{outcome:?}"
     );
-    client.settle(delivery, accepted()).await.unwrap();
+    producer.settle(delivery, accepted()).await.unwrap();
 
     // A consumer asking for `second`: it answers unsettled, the broker
     // settles, then the consumer does.
-    let receiver = client
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let receiver = consumer
         .connection()
         .attach(
             session,
@@ -657,14 +980,14 @@ async fn receiver_settle_mode_second_settles_after_the_peer() {
             ),
         )
         .unwrap();
-    client.connection().flow(receiver, 10, false).unwrap();
-    let (delivery, message) = receive(&mut client, receiver).await;
+    consumer.connection().flow(receiver, 10, false).unwrap();
+    let (delivery, message) = receive(&mut consumer, receiver).await;
     assert_eq!(body_of(&message), "once");
-    client
+    consumer
         .connection()
         .disposition(delivery, Some(accepted()), false)
         .unwrap();
-    let settled = client
+    let settled = consumer
         .wait_for(|e| matches!(e, Event::Disposition { delivery: d, .. } if *d == delivery))
         .await
         .unwrap();
@@ -672,13 +995,14 @@ async fn receiver_settle_mode_second_settles_after_the_peer() {
         matches!(settled, Event::Disposition { settled: true, .. }),
         "{settled:?}"
     );
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
-#[tokio::test]
-async fn expired_messages_are_dead_lettered_as_expired() {
-    let (broker, _dir) = broker_with(
+async fn expired_messages_are_dead_lettered_as_expired(topology: Topology) {
+    let brokers = Brokers::start_with(
+        topology,
         r#"
         [[queue]]
         name = "perishable"
@@ -686,12 +1010,13 @@ async fn expired_messages_are_dead_lettered_as_expired() {
         "#,
     )
     .await;
-    let (mut client, session) = connect(&broker).await;
-    let expired = client
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let expired = consumer
         .attach_receiver(session, "dlq", queue("perishable.expired"), 10)
         .await
         .unwrap();
-    let sender = client
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("perishable"))
         .await
         .unwrap();
@@ -706,29 +1031,29 @@ async fn expired_messages_are_dead_lettered_as_expired() {
         ],
     }
     .encode();
-    client
+    producer
         .send(sender, Bytes::from_static(b"t"), short_lived, false)
         .await
         .unwrap();
     // Nobody consumes "perishable": the broker's expiry timer moves the
     // message once its 20 ms are up; the wait is for that event, bounded.
-    let (delivery, message) = receive(&mut client, expired).await;
+    let (delivery, message) = receive(&mut consumer, expired).await;
     assert_eq!(body_of(&message), "milk");
     let reason = deadletter_reason(&message);
     assert_eq!(reason, Some(Value::Symbol(Symbol::from_static("expired"))));
-    client.settle(delivery, accepted()).await.unwrap();
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.settle(delivery, accepted()).await.unwrap();
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }
 
 /// A producer that resends after losing its connection repeats the
 /// `message-id`: the queue takes the copy (`accepted`) without enqueuing it
 /// again.
-#[tokio::test]
-async fn a_resent_message_id_is_accepted_once_and_delivered_once() {
-    let broker = Broker::start().await;
-    let (mut client, session) = connect(&broker).await;
-    let sender = client
+async fn a_resent_message_id_is_accepted_once_and_delivered_once(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
         .attach_sender(session, "p", Some("orders"))
         .await
         .unwrap();
@@ -754,19 +1079,21 @@ async fn a_resent_message_id_is_accepted_once_and_delivered_once() {
         ("other", Some("order-2")),
         ("no id", None),
     ] {
-        let state = publish_encoded(&mut client, sender, body, with_id(body, id)).await;
+        let state = publish_encoded(&mut producer, sender, body, with_id(body, id)).await;
         assert_eq!(state, accepted(), "{body}");
     }
-    let consumer = client
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let consumer_link = consumer
         .attach_receiver(session, "c", queue("orders"), 10)
         .await
         .unwrap();
     // In order: had the resend been enqueued, it would come second.
     for expected in ["first", "other", "no id"] {
-        let (delivery, message) = receive(&mut client, consumer).await;
+        let (delivery, message) = receive(&mut consumer, consumer_link).await;
         assert_eq!(body_of(&message), expected);
-        client.settle(delivery, accepted()).await.unwrap();
+        consumer.settle(delivery, accepted()).await.unwrap();
     }
-    client.close().await.unwrap();
-    broker.stop().await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
 }

@@ -330,11 +330,15 @@ impl<I: Io> Host<I> {
             tokio::select! {
                 _ = ticker.tick() => self.tick(),
                 Some((from, payload)) = inbound.recv() => self.receive(from, payload),
-                Some(ask) = asked.recv() => match ask {
-                    Ask::Propose(group, data) => self.propose(group, data),
-                    Ask::Compact { group, index, data, keep } => {
+                ask = asked.recv() => match ask {
+                    Some(Ask::Propose(group, data)) => self.propose(group, data),
+                    Some(Ask::Compact { group, index, data, keep }) => {
                         self.compact(group, index, data, keep)?;
                     }
+                    // Every handle is gone: the broker has stopped, and a
+                    // member left running would go on as this node beside
+                    // the one a restart brings up, on the same log.
+                    None => return self.finish_writes().await,
                 },
                 completion = self.log.completion(), if self.log.outstanding() > 0 => {
                     let end = completion.end();
@@ -352,6 +356,16 @@ impl<I: Io> Host<I> {
             }
             self.publish_status();
         }
+    }
+
+    /// Waits until the log has completed every record submitted to it, so
+    /// that nothing of this node is still writing once the task has ended.
+    /// What the records vouch for is not sent: the node is stopping.
+    async fn finish_writes(mut self) -> Result<(), GroupError> {
+        while self.log.outstanding() > 0 {
+            self.log.completion().await.outcome?;
+        }
+        Ok(())
     }
 
     fn tick(&mut self) {
@@ -687,4 +701,65 @@ fn decode_image(mut image: Bytes) -> Result<Vec<Bytes>, WalError> {
         records.push(image.split_to(len));
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::io::TokioIo;
+
+    /// Bounds each wait below; never slept out.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A server that stops drops the groups' last handle, and must then
+    /// find them gone: a member left running would keep the cluster port,
+    /// the log and its votes, and go on as this node next to the one a
+    /// restart brings up.
+    #[tokio::test]
+    async fn the_task_ends_once_the_last_handle_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GroupsConfig {
+            node_id: 1,
+            groups: vec![1],
+            voters: vec![1],
+            timing: Timing::default(),
+            tick: Duration::from_millis(5),
+            seed: 0,
+            votes: dir.path().join("votes"),
+            plants: crate::planted::Plants::NONE,
+        };
+        let transport = TransportConfig {
+            node_id: 1,
+            listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+            peers: BTreeMap::new(),
+            secret: Arc::from(&b"sixteen bytes at least"[..]),
+            seed: 0,
+        };
+        let raft_dir = dir.path().join("raft");
+        let (handle, mut committed, task) =
+            start(TokioIo, &raft_dir, config, transport).await.unwrap();
+        // Once something is committed the log has been written to.
+        let entry = Bytes::from_static(b"entry");
+        let proposed = async {
+            loop {
+                handle.propose(1, entry.clone());
+                let next = committed.recv().await;
+                if let Some((1, Committed::Entry(e))) = next
+                    && e.data == entry
+                {
+                    return;
+                }
+            }
+        };
+        timeout(WAIT, proposed).await.unwrap();
+
+        drop(handle);
+        let ended = timeout(WAIT, task).await;
+        let result = ended.expect("the task ends without its handle").unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
 }

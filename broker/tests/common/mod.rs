@@ -1,7 +1,10 @@
-//! What the integration tests share: a broker on a loopback port.
+//! What the integration tests share: a broker on a loopback port, and a
+//! 3-node cluster of them ([`cluster`]).
 
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use bytes::Bytes;
 use sluice::amqp::types::{Header, Message, Section};
 use sluice::config::Config;
 use sluice::io::{Io, TokioIo};
+use sluice::node::NodeHandle;
 use sluice::server::{self, ShutdownTrigger, shutdown_channel};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -21,9 +25,13 @@ use tokio::time::timeout;
 /// Bounds every wait on the real network; never slept out.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A broker running `server::run` on `TokioIo`, on a free loopback port.
+/// A broker running `server::run` on `TokioIo` (or the seam given to
+/// `start_on`), on a free loopback port.
 pub struct Broker {
     pub addr: SocketAddr,
+    /// The broker's node, for asking it about its queues and replicas. The
+    /// node stops only once every handle is gone: drop clones before `stop`.
+    pub node: NodeHandle,
     trigger: ShutdownTrigger,
     server: JoinHandle<Result<(), server::ServerError>>,
     /// The data directory `start` made for this broker alone; removed when
@@ -60,17 +68,28 @@ impl Broker {
     /// A broker with exactly `config`: the caller chooses the listen address
     /// and owns the data directory.
     pub async fn start_with(config: Config) -> Self {
+        Self::start_on(config, TokioIo).await
+    }
+
+    /// A broker with exactly `config`, on `io`.
+    pub async fn start_on<I: Io>(config: Config, io: I) -> Self {
         let (trigger, shutdown) = shutdown_channel();
         let (ready, bound) = oneshot::channel();
-        let server = TokioIo.spawn(server::run(config, TokioIo, shutdown, move |listening| {
-            let _ = ready.send(listening.addr);
-        }));
-        let addr = timeout(WAIT, bound)
+        let server = io.spawn(server::run(
+            config,
+            io.clone(),
+            shutdown,
+            move |listening| {
+                let _ = ready.send(listening);
+            },
+        ));
+        let listening = timeout(WAIT, bound)
             .await
             .expect("the broker binds in time")
             .expect("the broker reports its address");
         Self {
-            addr,
+            addr: listening.addr,
+            node: listening.node,
             trigger,
             server,
             data_dir: None,
@@ -88,12 +107,22 @@ impl Broker {
 
     /// Shuts the broker down and checks that it stopped cleanly.
     pub async fn stop(self) {
-        self.trigger.trigger();
-        timeout(WAIT, self.server)
+        let Self {
+            trigger,
+            server,
+            node,
+            data_dir,
+            ..
+        } = self;
+        // The node ends once every handle to it is gone, this one included.
+        drop(node);
+        trigger.trigger();
+        timeout(WAIT, server)
             .await
             .expect("the broker stops in time")
             .expect("the server task does not panic")
             .expect("the server ends without error");
+        drop(data_dir);
     }
 }
 

@@ -86,16 +86,26 @@ pub async fn start<I: Io>(
     };
     let run = async move {
         let mut task = task;
-        tokio::select! {
+        let result = tokio::select! {
             result = driver.run(inbox, committed) => result,
-            ended = &mut task => match ended {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(NodeError::Groups(error)),
-                Err(_) => Err(NodeError::GroupsPanicked),
-            },
-        }
+            ended = &mut task => return groups_ended(ended),
+        };
+        // The driver is gone, and with it the groups' last handle: they
+        // stop too, and the node has stopped only once they have.
+        result.and(groups_ended(task.await))
     };
     Ok((NodeHandle { requests }, run))
+}
+
+/// The node's result for how the groups' task ended.
+fn groups_ended(
+    ended: Result<Result<(), group::GroupError>, tokio::task::JoinError>,
+) -> Result<(), NodeError> {
+    match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(NodeError::Groups(error)),
+        Err(_) => Err(NodeError::GroupsPanicked),
+    }
 }
 
 /// The task's state.
@@ -128,7 +138,8 @@ impl<I: Io> Driver<I> {
                     }
                     // Every handle is gone: the broker is stopping. What is
                     // not applied yet gets no outcome; its connections have
-                    // closed.
+                    // closed. It is dropped, settles included, where the
+                    // single node finishes its pipeline first (issue 12).
                     None => return Ok(()),
                 },
                 Some(first) = committed.recv() => {
