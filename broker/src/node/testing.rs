@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{ConnId, ConsumerNode, ProducerNode, Request, ToConnection};
+use super::{ConnId, ConsumerNode, Now, ProducerNode, Request, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId, SessionId};
 use crate::amqp::types::{DeliveryState, Header, Message, Section};
 use crate::queue::Seq;
@@ -142,4 +142,33 @@ fn the_cores_do_no_io() {
             assert!(!source.contains(word), "{file} uses {word:?}");
         }
     }
+}
+
+/// An arbitrary start for a harness's virtual time.
+// The clock is read once, for an instant to count from, never again.
+#[allow(clippy::disallowed_methods)]
+pub(super) fn start_time() -> Now {
+    Now {
+        instant: std::time::Instant::now(),
+        unix_ms: 1_700_000_000_000,
+    }
+}
+
+/// `now` once `elapsed` has passed, on both clocks.
+pub(super) fn later(now: Now, elapsed: std::time::Duration) -> Now {
+    Now {
+        instant: now.instant + elapsed,
+        unix_ms: now.unix_ms + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// What a core told the harness's connection since last asked, in order:
+/// `poll` is its `poll_to_connection`.
+pub(super) fn said(mut poll: impl FnMut() -> Option<(ConnId, ToConnection)>) -> Vec<String> {
+    let mut said = Vec::new();
+    while let Some((conn, message)) = poll() {
+        assert_eq!(conn, CONN, "a harness has one connection");
+        said.push(describe(&message));
+    }
+    said
 }

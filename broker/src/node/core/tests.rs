@@ -3,11 +3,9 @@
 //! virtual time, and the exact messages the core sends to its one
 //! connection, with the pipeline's counters checked after every input.
 
-use std::time::Instant;
-
 use super::*;
 use crate::config::Config;
-use crate::node::testing::{self, CONN, describe};
+use crate::node::testing;
 
 /// A log that keeps what it is handed, in memory.
 #[derive(Debug, Default)]
@@ -49,13 +47,8 @@ struct Harness {
 }
 
 impl Harness {
-    // An arbitrary start for virtual time: the clock is never read again.
-    #[allow(clippy::disallowed_methods)]
     fn new() -> Self {
-        let now = Now {
-            instant: Instant::now(),
-            unix_ms: 1_700_000_000_000,
-        };
+        let now = testing::start_time();
         let settings = NodeSettings::new(Config::default());
         let core = Core::new(settings, FakeLog::default(), Queues::new(), now);
         Self {
@@ -105,10 +98,7 @@ impl Harness {
 
     /// Lets `elapsed` pass, and the core's timer fire if it is due.
     fn wait(&mut self, elapsed: Duration) {
-        self.now = Now {
-            instant: self.now.instant + elapsed,
-            unix_ms: self.now.unix_ms + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        };
+        self.now = testing::later(self.now, elapsed);
         if self
             .core
             .poll_timeout()
@@ -123,12 +113,7 @@ impl Harness {
 
     /// What the core told the connection since last asked, in order.
     fn said(&mut self) -> Vec<String> {
-        let mut said = Vec::new();
-        while let Some((conn, message)) = self.core.poll_to_connection() {
-            assert_eq!(conn, CONN);
-            said.push(describe(&message));
-        }
-        said
+        testing::said(|| self.core.poll_to_connection())
     }
 }
 

@@ -4,13 +4,13 @@
 //! connection, with the core's invariants checked after every input.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use raft::eraftpb::Entry;
 
 use super::*;
 use crate::config::Config;
-use crate::node::testing::{self, CONN, describe};
+use crate::node::testing;
 
 const ORIGIN: Origin = Origin::new(1, 1);
 
@@ -27,13 +27,8 @@ struct Harness {
 
 impl Harness {
     /// A node alone in its cluster (one group), leading it.
-    // An arbitrary start for virtual time: the clock is never read again.
-    #[allow(clippy::disallowed_methods)]
     fn new() -> Self {
-        let now = Now {
-            instant: Instant::now(),
-            unix_ms: 1_700_000_000_000,
-        };
+        let now = testing::start_time();
         let settings = NodeSettings::new(Config::default());
         let groups: Vec<GroupId> = (1..=settings.config.cluster.groups_or_default()).collect();
         let mut core = ClusterCore::new(settings, ORIGIN, &groups, now);
@@ -88,10 +83,7 @@ impl Harness {
 
     /// Lets `elapsed` pass, and the core's timer fire if it is due.
     fn wait(&mut self, elapsed: Duration) {
-        self.now = Now {
-            instant: self.now.instant + elapsed,
-            unix_ms: self.now.unix_ms + u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        };
+        self.now = testing::later(self.now, elapsed);
         if self.core.poll_timeout() <= self.now.instant {
             self.core.handle_timeout(self.now);
             self.core.check_invariants();
@@ -100,12 +92,7 @@ impl Harness {
 
     /// What the core told the connection since last asked, in order.
     fn said(&mut self) -> Vec<String> {
-        let mut said = Vec::new();
-        while let Some((conn, message)) = self.core.poll_to_connection() {
-            assert_eq!(conn, CONN);
-            said.push(describe(&message));
-        }
-        said
+        testing::said(|| self.core.poll_to_connection())
     }
 
     fn publish(&mut self, body: &'static str) {
