@@ -102,10 +102,21 @@ struct Durable {
     unclaimed: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What the node does once a command is applied.
+#[derive(Debug)]
 enum Reply {
     None,
+    /// One of a publish's enqueues.
     Publish(u64),
+    /// A consumer's attach: answer its link, with the address it reads.
+    /// Answered once applied, as a cluster does, so that the answer never
+    /// runs ahead of the queue's declaration becoming durable.
+    Attached {
+        conn: ConnId,
+        link: LinkId,
+        consumer: ConsumerId,
+        address: String,
+    },
 }
 
 pub(super) struct Core<L: Appender> {
@@ -313,9 +324,12 @@ impl<L: Appender> Core<L> {
                 link_name,
                 container_id,
             } => {
-                let result = self.attach_consumer(conn, link, node, &link_name, &container_id);
-                self.clients
-                    .tell(conn, ToConnection::ConsumerAttached { link, result });
+                let attached = self.attach_consumer(conn, link, node, &link_name, &container_id);
+                if let Err(refusal) = attached {
+                    let result = Err(refusal);
+                    self.clients
+                        .tell(conn, ToConnection::ConsumerAttached { link, result });
+                }
             }
             Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
             Request::Publish {
@@ -399,7 +413,7 @@ impl<L: Appender> Core<L> {
         node: ConsumerNode,
         link_name: &str,
         container_id: &str,
-    ) -> Result<(ConsumerId, String), Refusal> {
+    ) -> Result<(), Refusal> {
         let next_dynamic = &mut self.next_dynamic;
         let unique = || {
             *next_dynamic += 1;
@@ -430,15 +444,21 @@ impl<L: Appender> Core<L> {
             lifetime,
         };
         self.clients.add_consumer(consumer, info);
+        let reply = Reply::Attached {
+            conn,
+            link,
+            consumer,
+            address,
+        };
         self.submit(
             Command::Attach {
                 consumer,
                 queue,
                 browse,
             },
-            Reply::None,
+            reply,
         );
-        Ok((consumer, address))
+        Ok(())
     }
 
     /// Creates a queue named by an attach if it does not exist and the
@@ -976,23 +996,37 @@ impl<L: Appender> Core<L> {
         if matches!(command, Command::Expire) {
             self.expire_pending = false;
         }
+        let publish = match reply {
+            Reply::Publish(publish) => Some(publish),
+            Reply::Attached {
+                conn,
+                link,
+                consumer,
+                address,
+            } => {
+                // Not if the link went meanwhile: its detach follows.
+                if self.clients.consumer(consumer).is_some() {
+                    let result = Ok((consumer, address));
+                    self.clients
+                        .tell(conn, ToConnection::ConsumerAttached { link, result });
+                }
+                None
+            }
+            Reply::None => None,
+        };
         let mut effects = std::mem::take(&mut self.effects);
         self.queues.apply(now_ms, command, &mut effects);
         for effect in effects.drain(..) {
-            self.on_effect(effect, reply);
+            self.on_effect(effect, publish);
         }
         self.effects = effects;
-        if let Reply::Publish(publish) = reply {
+        if let Some(publish) = publish {
             self.clients.enqueue_done(publish);
             self.finish_publish_if_done(publish);
         }
     }
 
-    fn on_effect(&mut self, effect: Effect, reply: Reply) {
-        let publish = match reply {
-            Reply::Publish(publish) => Some(publish),
-            Reply::None => None,
-        };
+    fn on_effect(&mut self, effect: Effect, publish: Option<u64>) {
         match self.clients.act(effect, publish) {
             Some(Effect::DeadLettered {
                 from,

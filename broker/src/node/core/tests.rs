@@ -204,3 +204,15 @@ fn an_accepting_settle_waits_for_company_at_most_the_linger() {
     let info = harness.core.queue_info();
     assert_eq!(info[0].1.depth, 0, "settled and gone");
 }
+
+/// As in a cluster, a consumer hears that it is attached once its attach
+/// is applied: behind the declaration of its queue, which waits for its
+/// fsync, so a consumer is never told of a queue a crash could forget.
+#[test]
+fn a_consumer_is_answered_once_its_queues_declaration_is_durable() {
+    let mut harness = Harness::new();
+    harness.request(testing::attach_consumer("q"));
+    assert_eq!(harness.said(), Vec::<String>::new(), "not before the fsync");
+    harness.fsync();
+    assert_eq!(harness.said(), ["consumer attached to q"]);
+}
