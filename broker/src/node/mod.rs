@@ -6,9 +6,12 @@
 //! node task, which answers with [`ToConnection`] messages. Funnelling every
 //! change through one task gives one total order of commands: the order they
 //! are logged in and applied in. There are two node tasks behind the same
-//! messages: the single node's (`core`, described here) and a cluster
-//! node's (`cluster`, which proposes commands to Raft groups instead of
-//! logging them); `clients` is what both keep about clients' links.
+//! messages: the single node's (`core`, described here, driven by
+//! `single`) and a cluster node's (`cluster`, which proposes commands to
+//! Raft groups instead of logging them). Each is a sans-IO core driven by a
+//! thin task that owns the channels, the clock and the timers; `clients` is
+//! what both cores keep about clients' links, and `testing` what their
+//! harnesses share.
 //!
 //! Durability rule: a command that changes durable state is appended to the
 //! log and applied to the queues only once the log says it is fsynced;
