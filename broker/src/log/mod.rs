@@ -123,7 +123,7 @@
 
 mod error;
 mod files;
-mod queue;
+mod handoff;
 mod record;
 mod recovery;
 mod reserve;
@@ -144,7 +144,7 @@ pub use error::{Corruption, LogError};
 
 use crate::io::Io;
 use error::Context as _;
-use queue::Queue;
+use handoff::Handoff;
 use reserve::{Reserve, Shared};
 use writer::{SnapshotRequest, Writer};
 
@@ -300,7 +300,7 @@ impl Completion {
 /// [`Log::snapshot`] future is done, after writing what was submitted.
 #[derive(Debug)]
 pub struct Log {
-    queue: Arc<Queue>,
+    handoff: Arc<Handoff>,
     /// What the writer says about its disk reserve.
     space: Arc<Shared>,
     snapshots: mpsc::UnboundedSender<SnapshotRequest>,
@@ -324,7 +324,7 @@ impl Log {
     /// - [`LogError::Closed`] if an earlier `write` panicked: the batch it
     ///   left behind is never written.
     pub fn submit(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<Ticket, LogError> {
-        self.queue.push(false, write)?;
+        self.handoff.push(false, write)?;
         self.submitted += 1;
         Ok(Ticket(self.submitted))
     }
@@ -344,7 +344,7 @@ impl Log {
         &mut self,
         write: impl FnOnce(&mut BytesMut),
     ) -> Result<Ticket, LogError> {
-        self.queue.push(true, write)?;
+        self.handoff.push(true, write)?;
         self.submitted += 1;
         Ok(Ticket(self.submitted))
     }
@@ -465,7 +465,7 @@ pub async fn open<I: Io>(
     let reserve = Reserve::open(io.clone(), dir, options.reserve_bytes, Arc::clone(&space))
         .instrument(span.clone())
         .await?;
-    let queue = Arc::new(Queue::default());
+    let handoff = Arc::new(Handoff::default());
     let (snapshots, snapshot_requests) = mpsc::unbounded_channel();
     let (completed, completions) = mpsc::unbounded_channel();
     let next_lsn = opened.recovered.next_lsn;
@@ -479,10 +479,10 @@ pub async fn open<I: Io>(
     );
     writer.plants = options.plants;
     writer.stop_at_no_space = options.stop_at_no_space;
-    let run = writer.run(Arc::clone(&queue), snapshot_requests, completed);
+    let run = writer.run(Arc::clone(&handoff), snapshot_requests, completed);
     io.spawn(run.instrument(span));
     let log = Log {
-        queue,
+        handoff,
         space,
         snapshots,
         completions,

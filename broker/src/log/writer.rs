@@ -2,7 +2,7 @@
 //!
 //! One task owns the last segment. It takes the oldest batch of submitted
 //! records (whatever arrived, up to [`BATCH_BYTES_MAX`](super::BATCH_BYTES_MAX),
-//! see [`Queue`]) and makes it durable with one write and one `sync_all`;
+//! see [`Handoff`]) and makes it durable with one write and one `sync_all`;
 //! records submitted meanwhile fill the next batch. It reports each batch
 //! with one [`Completion`], and only once that fsync has returned Ok.
 //!
@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span, debug, error, info, trace, warn};
 
-use super::queue::{Batch, Queue};
+use super::handoff::{Batch, Handoff};
 use super::reserve::Reserve;
 use super::segment::{self, HEADER_BYTES};
 use super::{Completion, LogError, Lsn, Ticket, files, snapshot};
@@ -118,26 +118,26 @@ impl<I: Io> Writer<I> {
     /// what is still queued and stops.
     pub(super) async fn run(
         mut self,
-        queue: Arc<Queue>,
+        handoff: Arc<Handoff>,
         mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
         completions: mpsc::UnboundedSender<Completion>,
     ) {
         let mut completed = 0;
         loop {
-            self.write_queued(&queue, &completions, &mut completed)
+            self.write_queued(&handoff, &completions, &mut completed)
                 .await;
             tokio::select! {
                 request = snapshots.recv() => {
                     // Records submitted before the request count as durable
                     // by the time it is validated.
-                    self.write_queued(&queue, &completions, &mut completed)
+                    self.write_queued(&handoff, &completions, &mut completed)
                         .await;
                     match request {
                         Some(request) => self.snapshot(request).await,
                         None => break,
                     }
                 }
-                () = queue.arrival() => {}
+                () = handoff.arrival() => {}
             }
         }
         debug!("the log is gone: the writer stops");
@@ -147,16 +147,16 @@ impl<I: Io> Writer<I> {
     /// `completed` counts the records reported so far.
     async fn write_queued(
         &mut self,
-        queue: &Queue,
+        handoff: &Handoff,
         completions: &mpsc::UnboundedSender<Completion>,
         completed: &mut u64,
     ) {
-        while let Some(batch) = queue.take() {
+        while let Some(batch) = handoff.take() {
             let outcomes = match &self.failure {
                 Some(failure) => vec![(batch.records, Err(failure.clone()))],
                 None => self.write_batch(&batch).await,
             };
-            queue.recycle(batch.frames);
+            handoff.recycle(batch.frames);
             for (records, outcome) in outcomes {
                 let completion = Completion {
                     first: Ticket(*completed + 1),

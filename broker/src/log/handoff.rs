@@ -2,8 +2,8 @@
 //!
 //! The owner frames each record straight into the batch the writer will
 //! take next, so a record costs no allocation, no channel message and no
-//! wake-up of its own: the writer is woken only when records arrive in an
-//! empty queue, and then takes a whole batch at once. Records that arrive
+//! wake-up of its own: the writer is woken only when records arrive with
+//! none waiting, and then takes a whole batch at once. Records that arrive
 //! while a batch is being written and fsynced fill the next one, so the
 //! batch size follows the load (group commit).
 
@@ -22,9 +22,9 @@ const SPARE_BYTES_MAX: usize = BATCH_BYTES_MAX;
 
 /// Framed records waiting for the writer.
 #[derive(Debug, Default)]
-pub(super) struct Queue {
+pub(super) struct Handoff {
     state: Mutex<State>,
-    /// Wakes the writer when records arrive in an empty queue.
+    /// Wakes the writer when records arrive with none waiting.
     arrived: Notify,
 }
 
@@ -83,14 +83,14 @@ impl Batch {
     }
 }
 
-impl Queue {
+impl Handoff {
     /// Frames the record that `write` appends into the open batch, opening
     /// a new batch once the last one holds [`BATCH_BYTES_MAX`] bytes.
     /// `reserved` records may be written into the disk reserve.
     ///
     /// A record of the wrong size is refused with [`LogError::RecordSize`]
     /// and leaves nothing behind. If a `write` ever panicked here, the
-    /// queue stays poisoned and is never written again (its last frame may
+    /// handoff stays poisoned and is never written again (its last frame may
     /// be partial): every later push fails with [`LogError::Closed`].
     pub(super) fn push(
         &self,
@@ -129,7 +129,7 @@ impl Queue {
         Ok(())
     }
 
-    /// The oldest batch, if any. `None` also once the queue is poisoned.
+    /// The oldest batch, if any. `None` also once the handoff is poisoned.
     pub(super) fn take(&self) -> Option<Batch> {
         self.lock()?.batches.pop_front()
     }
@@ -144,8 +144,8 @@ impl Queue {
         }
     }
 
-    /// Waits until records arrive in an empty queue. A push between the
-    /// writer's last [`Queue::take`] and this call is not missed: `Notify`
+    /// Waits until records arrive with none waiting. A push between the
+    /// writer's last [`Handoff::take`] and this call is not missed: `Notify`
     /// keeps the wake-up until it is awaited.
     pub(super) async fn arrival(&self) {
         self.arrived.notified().await;
