@@ -223,6 +223,22 @@ impl Clients {
         self.consumers.get(&consumer)
     }
 
+    /// Answers a consumer's attach, now that it is applied, with the
+    /// address it reads; not if its link went meanwhile (its detach
+    /// follows).
+    pub fn answer_attach(
+        &mut self,
+        conn: ConnId,
+        link: LinkId,
+        consumer: ConsumerId,
+        address: String,
+    ) {
+        if self.consumers.contains_key(&consumer) {
+            let result = Ok((consumer, address));
+            self.tell(conn, ToConnection::ConsumerAttached { link, result });
+        }
+    }
+
     /// Every consumer this node serves.
     pub fn consumers(&self) -> impl Iterator<Item = (ConsumerId, &Consumer)> {
         self.consumers.iter().map(|(&id, info)| (id, info))

@@ -1004,12 +1004,7 @@ impl<L: Appender> Core<L> {
                 consumer,
                 address,
             } => {
-                // Not if the link went meanwhile: its detach follows.
-                if self.clients.consumer(consumer).is_some() {
-                    let result = Ok((consumer, address));
-                    self.clients
-                        .tell(conn, ToConnection::ConsumerAttached { link, result });
-                }
+                self.clients.answer_attach(conn, link, consumer, address);
                 None
             }
             Reply::None => None,

@@ -144,6 +144,12 @@ fn the_cores_do_no_io() {
     }
 }
 
+/// A producer's window with the default configuration: the credit it is
+/// granted first.
+pub(super) fn window() -> u32 {
+    crate::config::Config::default().limits.producer_credit
+}
+
 /// An arbitrary start for a harness's virtual time.
 // The clock is read once, for an instant to count from, never again.
 #[allow(clippy::disallowed_methods)]

@@ -117,10 +117,6 @@ impl Harness {
     }
 }
 
-fn window() -> u32 {
-    Config::default().limits.producer_credit
-}
-
 #[test]
 fn a_durable_publish_is_accepted_once_its_record_is_fsynced() {
     let mut harness = Harness::new();
@@ -129,7 +125,7 @@ fn a_durable_publish_is_accepted_once_its_record_is_fsynced() {
         harness.said(),
         [
             "producer attached".to_owned(),
-            format!("credit {}", window())
+            format!("credit {}", testing::window())
         ]
     );
     harness.publish("a");
@@ -179,7 +175,7 @@ fn an_accepting_settle_waits_for_company_at_most_the_linger() {
         harness.said(),
         [
             "producer attached".to_owned(),
-            format!("credit {}", window()),
+            format!("credit {}", testing::window()),
             "consumer attached to q".to_owned(),
             "deliver q 0.1".to_owned(),
             "accepted 0".to_owned(),

@@ -280,14 +280,7 @@ impl ClusterCore {
                 link,
                 consumer,
                 address,
-            } => {
-                // Not if the link went meanwhile: its detach follows.
-                if self.clients.consumer(consumer).is_some() {
-                    let result = Ok((consumer, address));
-                    self.clients
-                        .tell(conn, ToConnection::ConsumerAttached { link, result });
-                }
-            }
+            } => self.clients.answer_attach(conn, link, consumer, address),
             Reply::Publish(publish) => {
                 self.clients.enqueue_done(publish);
                 self.finish_publish_if_done(publish);

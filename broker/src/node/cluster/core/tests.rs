@@ -102,10 +102,6 @@ impl Harness {
     }
 }
 
-fn window() -> u32 {
-    Config::default().limits.producer_credit
-}
-
 #[test]
 fn a_publish_is_accepted_only_once_its_entry_is_committed() {
     let mut harness = Harness::new();
@@ -114,7 +110,7 @@ fn a_publish_is_accepted_only_once_its_entry_is_committed() {
         harness.said(),
         [
             "producer attached".to_owned(),
-            format!("credit {}", window())
+            format!("credit {}", testing::window())
         ]
     );
     harness.commit();
@@ -182,5 +178,5 @@ fn without_a_leader_a_producer_gets_no_credit_until_one_is_elected() {
         ..Status::default()
     };
     harness.core.handle_status(harness.now, elected);
-    assert_eq!(harness.said(), [format!("credit {}", window())]);
+    assert_eq!(harness.said(), [format!("credit {}", testing::window())]);
 }
