@@ -6,10 +6,7 @@
 #                       tests (broker/tests/turmoil_handshake.rs) need;
 #   --include-ignored   runs the tests marked #[ignore] because they need a
 #                       client this script installs: plain `cargo test`
-#                       skips them, this script never does. It skips the
-#                       semantics suite's cluster runs ignored as cluster
-#                       drift (CLUSTER_DRIFT below), which fail until the
-#                       cluster's core and the single node's are one.
+#                       skips them, this script never does.
 #
 # Extra arguments go to cargo, e.g. `scripts/test.sh -p sluice --test cli`.
 # Needs: a Rust toolchain (cargo), python3 with venv, Node.js (18 or newer)
@@ -81,18 +78,7 @@ simulate() {
 
 install_python_clients
 install_node_clients
-# broker/tests/broker_semantics.rs: the cluster runs ignored because the
-# cluster still differs there from a single node (issue 12). Remove a name
-# with its #[ignore] once the difference is gone.
-CLUSTER_DRIFT=(
-    cluster::durable_messages_survive_a_restart_and_transient_ones_do_not
-    cluster::settlements_received_before_a_stop_are_kept
-)
-skip_drift=()
-for name in "${CLUSTER_DRIFT[@]}"; do
-    skip_drift+=(--skip "$name")
-done
-cargo test --workspace --all-features "$@" -- --include-ignored "${skip_drift[@]}"
+cargo test --workspace --all-features "$@" -- --include-ignored
 # Extra arguments select tests; the simulator gate, the check that the
 # production binary holds neither the simulator's seam nor a planted bug,
 # and the cluster kill test (three release binaries, kill -9 of the queue's

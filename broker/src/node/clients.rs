@@ -66,8 +66,6 @@ pub(super) struct ConsumerTarget {
     pub queue: String,
     /// The address the broker announces for it.
     pub address: String,
-    /// For a topic subscription, the topic.
-    pub topic: Option<String>,
     /// It browses (distribution mode `copy`).
     pub browse: bool,
     /// When its queue goes.
@@ -92,7 +90,6 @@ impl ConsumerTarget {
             ConsumerNode::Queue { name, browse } => Self {
                 queue: name.clone(),
                 address: name,
-                topic: None,
                 browse,
                 lifetime: QueueLifetime::Lasting,
                 declare: None,
@@ -111,7 +108,6 @@ impl ConsumerTarget {
                 Self {
                     queue,
                     address: format!("{TOPIC_PREFIX}{topic}"),
-                    topic: Some(topic),
                     browse: false,
                     lifetime: if durable {
                         QueueLifetime::UntilClosed
@@ -130,7 +126,6 @@ impl ConsumerTarget {
                 Self {
                     address: queue.clone(),
                     queue,
-                    topic: None,
                     browse: false,
                     lifetime: QueueLifetime::UntilDetached,
                     declare: Some(config),

@@ -1,7 +1,7 @@
 //! Why a node stops or cannot start.
 
 use crate::amqp::codec::DecodeError;
-use crate::log::{LogError, Lsn};
+use crate::log::LogError;
 
 /// Why the node stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -11,14 +11,21 @@ pub enum NodeError {
     /// fsync is fatal: the state of the disk is unknown.
     #[error(transparent)]
     Log(#[from] LogError),
-    /// A log record or snapshot does not decode.
-    #[error("log record {lsn} does not decode: {error}")]
-    Record {
-        /// The record (or the snapshot's last record).
-        lsn: Lsn,
-        /// Why.
-        error: DecodeError,
+    /// The single node's log was written in another format.
+    #[error(
+        "{path} says the log in this data directory is in format {found:?}, and this \
+         version reads only the current one: drain it with the version that wrote it, \
+         or move the data directory away"
+    )]
+    Format {
+        /// The file that names the format.
+        path: std::path::PathBuf,
+        /// The format it names.
+        found: String,
     },
+    /// The data directory could not be read or written.
+    #[error("the data directory: {0}")]
+    DataDir(#[source] std::io::Error),
     /// A replicated group's snapshot does not decode: this node's state
     /// for the group is unknown, so it stops rather than diverge.
     #[error("the snapshot of group {group} at index {index} does not decode: {error}")]
@@ -30,8 +37,7 @@ pub enum NodeError {
         /// Why.
         error: DecodeError,
     },
-    /// A clustered node could not count its starts (see
-    /// `node::cluster`).
+    /// The node could not count its starts (see `node::origin`).
     #[error("cannot record this start of the node in the data directory")]
     Incarnation(#[source] std::io::Error),
     /// The Raft groups could not start, or failed (a failed write to their

@@ -1,34 +1,45 @@
-//! The broker node: the one task that owns the queues and the durable log,
-//! and the messages connections exchange with it.
+//! The broker node: the one task that owns the queues, and the messages
+//! connections exchange with it.
 //!
 //! Connections run their AMQP engines in their own tasks; everything that
-//! touches shared state — queues, topics, the log — is a [`Request`] to the
-//! node task, which answers with [`ToConnection`] messages. Funnelling every
-//! change through one task gives one total order of commands: the order they
-//! are logged in and applied in. There are two node tasks behind the same
-//! messages: the single node's (`core`, described here, driven by
-//! `single`) and a cluster node's (`cluster`, which proposes commands to
-//! Raft groups instead of logging them). Each is a sans-IO core driven by a
-//! thin task that owns the channels, the clock and the timers; `clients` is
-//! what both cores keep about clients' links, and `testing` what their
-//! harnesses share.
+//! touches shared state — queues, topics, durability — is a [`Request`] to
+//! the node task, which answers with [`ToConnection`] messages. Funnelling
+//! every change through one task gives one order of commands per group:
+//! the order they are committed and applied in.
 //!
-//! Durability rule: a command that changes durable state is appended to the
-//! log and applied to the queues only once the log says it is fsynced;
-//! commands behind it wait, so application order is log order. A producer's
-//! `accepted` is sent only after its message's command was applied. The one
-//! exception to waiting is a consumer's credit, which is never logged: it
-//! overtakes publishes and accepting settles that wait for their fsync,
-//! since it cannot change what they do (see `Core::credit`).
+//! There is one node core (`core`), a sans-IO state machine, over one of
+//! two commit steps, each carried out by a thin driver task that owns the
+//! channels, the clock and the timers: a single node's own log (`single`)
+//! or Raft groups that every cluster node is a member of (`cluster`). The
+//! core turns requests into commands of a group's queue state machine
+//! (`state`), numbered in this node's session with the group (`origin`,
+//! `proposer`) and proposed as batches (`batch`) to the group that
+//! `placement` gives the queue; what the step commits is applied to the
+//! group's state in commit order, by every member alike. `clients` is what
+//! the core keeps about clients' links, and `testing` what its harnesses
+//! share.
+//!
+//! Durability rule: a command is applied only once its entry is committed
+//! (fsynced in the single node's log, or on a majority's disks), and a
+//! producer's `accepted` is sent only after its message's enqueue was
+//! applied. The one exception is a consumer's credit on a single node,
+//! which is never logged: it overtakes publishes and accepting settles that
+//! wait for their fsync, since it cannot change what they do (see
+//! `Core::credit`).
 
 mod address;
+mod batch;
 mod clients;
 mod cluster;
 mod core;
 mod error;
 mod message;
+mod origin;
+mod placement;
+mod proposer;
 mod settings;
 mod single;
+mod state;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
@@ -94,12 +105,42 @@ impl Inboxes {
         self.0.remove(&conn);
     }
 
+    /// Hands a request to a driver's core, but for what the core cannot
+    /// take: a connection's channel, kept here, and the queries, answered
+    /// from the core.
+    fn hand_over(&mut self, core: &mut core::Core, now: Now, request: Request) {
+        match request {
+            Request::Register { conn, inbox } => self.register(conn, inbox),
+            // The asker may have given up waiting: nothing to do then.
+            Request::QueueInfo { reply } => {
+                let _ = reply.send(core.queue_info());
+            }
+            Request::ReplicaStatuses { reply } => {
+                let _ = reply.send(core.replica_status());
+            }
+            // What the core tells a connection that has gone is dropped.
+            Request::Disconnect { conn } => {
+                core.handle_request(now, Request::Disconnect { conn });
+                self.forget(conn);
+            }
+            request => core.handle_request(now, request),
+        }
+    }
+
     /// Sends `message` to `conn`; one that has gone no longer needs to
     /// know.
     fn send(&self, conn: ConnId, message: ToConnection) {
         if let Some(inbox) = self.0.get(&conn) {
             let _ = inbox.send(message);
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => crate::io::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,22 +1,46 @@
-//! The single node's task: a thin driver around its sans-IO core
-//! ([`Core`]). It owns what the core must not: the channel from
-//! connections and theirs, the log's completions, the clock, the timer, and
-//! the tasks that write snapshots.
+//! The single node's task: a thin driver around the node core ([`Core`])
+//! over the local commit step, the node's own log. It owns what the core
+//! must not: the channel from connections and theirs, the log and its
+//! completions, the clock, the timer, and the tasks that write snapshots.
+//!
+//! The node is one group that only this node proposes to. An entry the
+//! core proposes is one log record; it is committed at its LSN once the
+//! batch that holds it is fsynced, or refused if the disk is full. At
+//! start, the log's snapshot and records are handed to the core as
+//! commits, in order, before any request.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::time::Instant;
+use std::path::Path;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::core::{Core, decode_record};
+use super::core::{Commit, Core, Step, ToGroups};
+use super::origin::next_origin;
+use super::proposer::Entry;
 use super::{Inboxes, NodeError, NodeHandle, NodeSettings, Now, Request};
 use crate::io::{self as seam, Io};
-use crate::log::{self, Log};
-use crate::queue::Queues;
+use crate::log::{self, Completion, Log, LogError, Lsn, Ticket};
+use crate::raft::wal::GroupId;
 
 /// The log's directory inside the data directory.
 const LOG_DIR: &str = "log";
+
+/// The file inside the data directory that names the format of the log's
+/// records, so that a log written by another version of the single node is
+/// refused rather than misread.
+const FORMAT_FILE: &str = "format";
+
+/// The format: each record is one entry of the node's group, a batch of
+/// commands (`node::batch`), and each snapshot a group's state
+/// (`node::state`). The single node's first format (a record per command,
+/// before the node had one core) had no file.
+const FORMAT: &[u8] = b"sluice single-node log 2\n";
+
+/// The single node's one group.
+const GROUP: GroupId = 1;
 
 /// The most requests the node handles per wake-up before it applies what
 /// became durable, so that a flood of requests cannot hold back outcomes.
@@ -35,7 +59,12 @@ pub async fn start<I: Io>(
     ),
     NodeError,
 > {
-    let log_dir = settings.config.data_dir.join(LOG_DIR);
+    let data_dir = settings.config.data_dir.clone();
+    let log_dir = data_dir.join(LOG_DIR);
+    check_format(&io, &data_dir, &log_dir).await?;
+    let origin = next_origin(&io, &data_dir, settings.config.cluster.node_id)
+        .await
+        .map_err(NodeError::Incarnation)?;
     let (log, recovered) = log::open(io.clone(), &log_dir, settings.log_options()).await?;
     for report in &recovered.repair {
         warn!(
@@ -43,122 +72,210 @@ pub async fn start<I: Io>(
             "log repaired: what followed the damage was dropped"
         );
     }
-    let mut queues = match recovered.snapshot {
-        Some((lsn, state)) => {
-            Queues::restore(state).map_err(|error| NodeError::Record { lsn, error })?
-        }
-        None => Queues::new(),
-    };
-    let mut effects = Vec::new();
+    let now = Now::read(&io);
+    let plants = settings.config.plants;
+    let mut core = Core::new(settings, Step::Local, origin, now);
+    let mut last_lsn = 0;
+    let snapshot = recovered.snapshot.map(|(Lsn(index), data)| {
+        last_lsn = index;
+        Commit::Snapshot { index, data }
+    });
     let records = recovered.records.len();
-    for (lsn, record) in recovered.records {
-        let (now_ms, command) =
-            decode_record(record).map_err(|error| NodeError::Record { lsn, error })?;
-        queues.apply(now_ms, command, &mut effects);
-        effects.clear();
-    }
-    info!(records, "recovered the queues from the log");
+    let entries = recovered.records.into_iter().map(|(Lsn(index), data)| {
+        last_lsn = index;
+        Commit::Entry { index, data }
+    });
+    let commits: Vec<_> = snapshot.into_iter().chain(entries).collect();
+    core.handle_committed(now, commits.into_iter().map(|commit| (GROUP, commit)))?;
+    info!(records, %origin, "recovered the queues from the log");
     let (requests, inbox) = mpsc::unbounded_channel();
-    let core = Core::new(settings, log, queues, Now::read(&io));
     let driver = Driver {
         io,
         core,
+        log,
+        in_flight: VecDeque::new(),
+        ack_before_fsync: plants.ack_before_fsync().then_some(last_lsn),
         inboxes: Inboxes::default(),
     };
     Ok((NodeHandle { requests }, driver.run(inbox)))
 }
 
+/// Refuses a log of another format; names the format of a new one.
+async fn check_format<I: Io>(io: &I, data_dir: &Path, log_dir: &Path) -> Result<(), NodeError> {
+    let path = data_dir.join(FORMAT_FILE);
+    let refuse = |found: String| NodeError::Format {
+        path: path.clone(),
+        found,
+    };
+    match io.read_file(&path).await {
+        Ok(format) if format == FORMAT => Ok(()),
+        Ok(other) => Err(refuse(String::from_utf8_lossy(&other).trim().to_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let old_log = match io.read_dir(log_dir).await {
+                Ok(files) => !files.is_empty(),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+                Err(error) => return Err(NodeError::DataDir(error)),
+            };
+            if old_log {
+                return Err(refuse("the first (no format file)".into()));
+            }
+            io.create_dir_all(data_dir)
+                .await
+                .map_err(NodeError::DataDir)?;
+            seam::replace_file(io, &path, FORMAT)
+                .await
+                .map_err(NodeError::DataDir)
+        }
+        Err(error) => Err(NodeError::DataDir(error)),
+    }
+}
+
 /// The task's state.
 struct Driver<I: Io> {
     io: I,
-    core: Core<Log>,
+    core: Core,
+    log: Log,
+    /// Entries submitted to the log, oldest first, until their batch's
+    /// completion.
+    in_flight: VecDeque<(Ticket, Bytes)>,
+    /// Planted bug `ack-before-fsync`: the index of the last entry, each
+    /// committed as soon as it is submitted.
+    ack_before_fsync: Option<u64>,
     inboxes: Inboxes,
 }
 
 impl<I: Io> Driver<I> {
-    /// Runs until every handle is gone and what was submitted is applied,
+    /// Runs until every handle is gone and what was proposed is applied,
     /// or the log fails.
     async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<Request>,
     ) -> Result<(), NodeError> {
         let mut open = true;
-        let mut burst = Vec::with_capacity(REQUESTS_PER_WAKE);
         while open || !self.core.is_idle() {
             let timeout = self.core.poll_timeout();
-            let outstanding = self.core.log().outstanding() > 0;
+            let outstanding = self.log.outstanding() > 0;
             tokio::select! {
                 request = requests.recv(), if open => match request {
                     Some(request) => {
-                        // One reading of the clocks, and one batch of the
-                        // log, for the whole burst.
+                        // One reading of the clocks, and one entry, for the
+                        // whole burst.
                         let now = Now::read(&self.io);
-                        self.take(request, &mut burst);
+                        self.inboxes.hand_over(&mut self.core, now, request);
                         for _ in 1..REQUESTS_PER_WAKE {
                             // Empty, or closed: `recv` sees the close next.
                             let Ok(request) = requests.try_recv() else { break };
-                            self.take(request, &mut burst);
+                            self.inboxes.hand_over(&mut self.core, now, request);
                         }
-                        self.core.handle_requests(now, burst.drain(..))?;
                     }
-                    // Every handle is gone: finish what is in the pipeline.
+                    // Every handle is gone: finish what was proposed.
                     None => {
                         open = false;
-                        self.core.handle_close()?;
+                        self.core.handle_close();
                     }
                 },
-                completion = self.core.log().completion(), if outstanding => {
-                    self.core.handle_completion(completion)?;
+                completion = self.log.completion(), if outstanding => {
+                    self.on_completion(completion)?;
                 }
-                () = sleep_until(timeout) => self.core.handle_timeout(Now::read(&self.io))?,
+                () = seam::sleep_until(timeout) => self.core.handle_timeout(Now::read(&self.io)),
             }
-            self.carry_out();
+            self.carry_out()?;
         }
         Ok(())
     }
 
-    /// Queues a request for the core, but for what it cannot take: a
-    /// connection's channel, and the queries, answered here.
-    fn take(&mut self, request: Request, burst: &mut Vec<Request>) {
-        match request {
-            Request::Register { conn, inbox } => self.inboxes.register(conn, inbox),
-            // The asker may have given up waiting: nothing to do then.
-            Request::QueueInfo { reply } => {
-                let _ = reply.send(self.core.queue_info());
-            }
-            // A single node replicates nothing.
-            Request::ReplicaStatuses { reply } => {
-                let _ = reply.send(Vec::new());
-            }
-            // What the core tells a connection that has gone is dropped.
-            Request::Disconnect { conn } => {
-                self.inboxes.forget(conn);
-                burst.push(Request::Disconnect { conn });
-            }
-            request => burst.push(request),
+    /// Hands the core what a batch of the log's records came to.
+    fn on_completion(&mut self, completion: Completion) -> Result<(), NodeError> {
+        let mut commits = Vec::new();
+        while let Some(&(ticket, _)) = self.in_flight.front()
+            && ticket < completion.end()
+        {
+            let Some((ticket, data)) = self.in_flight.pop_front() else {
+                break;
+            };
+            let commit = match completion.outcome_of(ticket) {
+                Some(Ok(Lsn(index))) => Commit::Entry { index, data },
+                Some(Err(LogError::NoSpace)) => Commit::Refused(data),
+                Some(Err(error)) => return Err(log_failed(error)),
+                None => return Err(log_failed(LogError::Closed)),
+            };
+            commits.push((GROUP, commit));
         }
+        self.core.handle_committed(Now::read(&self.io), commits)
     }
 
-    /// Sends what the core has for connections, and writes the snapshots it
-    /// asks for.
-    fn carry_out(&mut self) {
+    /// Sends what the core has for connections, submits what it proposes,
+    /// and writes the snapshots it asks for.
+    fn carry_out(&mut self) -> Result<(), NodeError> {
+        loop {
+            if let Some(room) = self.log.snapshot_room() {
+                self.core.handle_disk_full(room);
+            }
+            let mut commits = Vec::new();
+            while let Some(ask) = self.core.poll_to_groups() {
+                match ask {
+                    ToGroups::Propose(_, entry) => {
+                        if let Some(commit) = self.submit(entry)? {
+                            commits.push((GROUP, commit));
+                        }
+                    }
+                    ToGroups::Compact { index, state, .. } => self.snapshot(index, state),
+                }
+            }
+            if commits.is_empty() {
+                break;
+            }
+            self.core.handle_committed(Now::read(&self.io), commits)?;
+        }
         while let Some((conn, message)) = self.core.poll_to_connection() {
             self.inboxes.send(conn, message);
         }
-        while let Some((upto, state)) = self.core.poll_snapshot() {
-            let snapshot = self.core.log().snapshot(upto, state);
-            self.io.spawn(async move {
-                if let Err(error) = snapshot.await {
-                    error!(%error, "snapshot failed; the log keeps growing until the next one");
+        Ok(())
+    }
+
+    /// Appends an entry to the log: what is committed at once, if anything.
+    /// An entry that enqueues nothing helps free a full disk, so it may use
+    /// the log's reserve.
+    fn submit(&mut self, entry: Entry) -> Result<Option<Commit>, NodeError> {
+        let write = |buf: &mut BytesMut| buf.extend_from_slice(&entry.data);
+        let submitted = if entry.enqueues {
+            self.log.submit(write)
+        } else {
+            self.log.submit_reserved(write)
+        };
+        match submitted {
+            Ok(ticket) => match &mut self.ack_before_fsync {
+                // PLANTED BUG (`ack-before-fsync`): the entry is committed
+                // at the position it will take, before it is durable.
+                Some(index) => {
+                    *index += 1;
+                    let (index, data) = (*index, entry.data);
+                    Ok(Some(Commit::Entry { index, data }))
                 }
-            });
+                None => {
+                    self.in_flight.push_back((ticket, entry.data));
+                    Ok(None)
+                }
+            },
+            Err(LogError::NoSpace) => Ok(Some(Commit::Refused(entry.data))),
+            Err(error) => Err(log_failed(error)),
         }
+    }
+
+    /// Writes the state as of entry `index` as the log's snapshot, so that
+    /// recovery starts from it and older segments can go.
+    fn snapshot(&self, index: u64, state: Bytes) {
+        let snapshot = self.log.snapshot(Lsn(index), state);
+        self.io.spawn(async move {
+            if let Err(error) = snapshot.await {
+                error!(%error, "snapshot failed; the log keeps growing until the next one");
+            }
+        });
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => seam::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// The node stops: what is on disk is unknown.
+fn log_failed(error: LogError) -> NodeError {
+    error!(%error, "the log failed: stopping, since what is on disk is unknown");
+    NodeError::Log(error)
 }

@@ -1,4 +1,4 @@
-//! What the node cores' harnesses share: one connection with a producer
+//! What the node core's harnesses share: one connection with a producer
 //! and a consumer link, the requests they make, and a message to the
 //! connection told in a line, so that a test states exactly what a core
 //! said.
@@ -26,15 +26,19 @@ pub(super) fn describe(message: &ToConnection) -> String {
         ToConnection::DrainComplete { .. } => "drain complete".into(),
         ToConnection::Outcome { delivery, state } => match state {
             DeliveryState::Accepted(_) => format!("accepted {}", delivery.id),
+            DeliveryState::Rejected(rejected) => {
+                let error = rejected.error.as_ref();
+                let why = error.and_then(|error| error.description.as_deref());
+                format!("rejected {}: {}", delivery.id, why.unwrap_or_default())
+            }
             other => format!("{other:?} {}", delivery.id),
         },
         ToConnection::CloseLink { refusal, .. } => format!("close link: {}", refusal.condition),
     }
 }
 
-/// A seq as `index.place`: a cluster's group numbers a message by the
-/// entry that enqueued it and its place among that entry's enqueues; the
-/// single node counts, so its seqs read `0.N`.
+/// A seq as `index.place`: a group numbers a message by the entry that
+/// enqueued it and its place among that entry's enqueues.
 fn seq_of(seq: Seq) -> String {
     format!("{}.{}", seq >> 24, seq & 0xff_ffff)
 }
@@ -114,17 +118,12 @@ pub(super) fn publish(id: u32, body: &'static str) -> Request {
 fn the_cores_do_no_io() {
     let sources = [
         ("node/core.rs", include_str!("core.rs")),
+        ("node/core/apply.rs", include_str!("core/apply.rs")),
         ("node/clients.rs", include_str!("clients.rs")),
-        ("node/cluster/core.rs", include_str!("cluster/core.rs")),
-        (
-            "node/cluster/core/apply.rs",
-            include_str!("cluster/core/apply.rs"),
-        ),
-        ("node/cluster/state.rs", include_str!("cluster/state.rs")),
-        (
-            "node/cluster/proposer.rs",
-            include_str!("cluster/proposer.rs"),
-        ),
+        ("node/state.rs", include_str!("state.rs")),
+        ("node/proposer.rs", include_str!("proposer.rs")),
+        ("node/batch.rs", include_str!("batch.rs")),
+        ("node/placement.rs", include_str!("placement.rs")),
     ];
     let banned = [
         "tokio",

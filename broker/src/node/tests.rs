@@ -190,7 +190,8 @@ async fn a_full_disk_rejects_new_messages_keeps_serving_consumers_and_recovers()
     // Consumers are still served from what is stored.
     harness.attach_consumer(10);
     let (_, seq) = harness.next_delivery().await;
-    assert_eq!(seq, 1, "the message stored before the disk filled");
+    // Entry 1 declared the queue; entry 2 enqueued message 0.
+    assert_eq!(seq, 2 << 24, "the message stored before the disk filled");
 
     // Space returns: publishing resumes by itself.
     harness.io.faults.fail_writes(None);

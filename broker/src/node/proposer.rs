@@ -12,7 +12,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use super::batch::{self, ITEMS_MAX, Item, Origin};
+use super::batch::{self, ITEMS_MAX, Item};
+use super::origin::Origin;
 use crate::queue::{Command, ConsumerId};
 
 /// The most items in one entry: well under [`ITEMS_MAX`], so that one slow
@@ -24,6 +25,17 @@ const ENTRY_ITEMS_MAX: usize = 1024;
 const ENTRY_BYTES_MAX: usize = 1 << 20;
 
 const _: () = assert!(ENTRY_ITEMS_MAX < ITEMS_MAX);
+
+/// The payload of one entry, as proposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The encoded batch.
+    pub data: Bytes,
+    /// Whether it enqueues messages. One that does not only declares,
+    /// settles, expires, deletes or changes consumers: it lets a full disk
+    /// be freed, so the local log may write it from its reserve.
+    pub enqueues: bool,
+}
 
 /// An item and what to do once it is applied.
 #[derive(Debug)]
@@ -76,8 +88,14 @@ impl<R> Outbox<R> {
         self.unapplied.is_empty()
     }
 
-    /// The payloads of the entries that carry the items never proposed.
-    pub fn take_fresh(&mut self, now_ms: u64) -> Vec<Bytes> {
+    /// The items never proposed, oldest first.
+    pub fn fresh(&self) -> impl Iterator<Item = &Item> {
+        let start = self.unapplied.len() - self.fresh;
+        self.unapplied.range(start..).map(|proposed| &proposed.item)
+    }
+
+    /// The entries that carry the items never proposed.
+    pub fn take_fresh(&mut self, now_ms: u64) -> Vec<Entry> {
         let start = self.unapplied.len() - self.fresh;
         self.fresh = 0;
         self.entries(start, now_ms)
@@ -85,7 +103,7 @@ impl<R> Outbox<R> {
 
     /// The payloads of the entries that carry every item not yet applied,
     /// oldest first: the go-back-N retransmission.
-    pub fn take_all(&mut self, now_ms: u64) -> Vec<Bytes> {
+    pub fn take_all(&mut self, now_ms: u64) -> Vec<Entry> {
         self.fresh = 0;
         self.entries(0, now_ms)
     }
@@ -98,6 +116,20 @@ impl<R> Outbox<R> {
         }
         debug_assert!(self.unapplied.len() > self.fresh, "applied before proposed");
         self.unapplied.pop_front()
+    }
+
+    /// Takes item `token`, which its commit step refused (it is not
+    /// applied, or only in this node's memory).
+    pub fn refused(&mut self, token: u64) -> Option<Proposed<R>> {
+        let at = self
+            .unapplied
+            .iter()
+            .position(|proposed| proposed.item.token == token)?;
+        debug_assert!(
+            at < self.unapplied.len() - self.fresh,
+            "refused before proposed"
+        );
+        self.unapplied.remove(at)
     }
 
     /// Takes the oldest item if its token is below `next`: the group
@@ -126,17 +158,20 @@ impl<R> Outbox<R> {
             .is_some_and(|oldest| oldest.item.token < token && self.unapplied.len() > self.fresh)
     }
 
-    fn entries(&self, start: usize, now_ms: u64) -> Vec<Bytes> {
+    fn entries(&self, start: usize, now_ms: u64) -> Vec<Entry> {
         let mut entries = Vec::new();
         let mut first = start;
         while first < self.unapplied.len() {
             let mut last = first;
             let mut bytes = 0;
+            let mut enqueues = false;
             while last < self.unapplied.len()
                 && last - first < ENTRY_ITEMS_MAX
                 && bytes < ENTRY_BYTES_MAX
             {
-                bytes += command_size(&self.unapplied[last].item.command);
+                let command = &self.unapplied[last].item.command;
+                bytes += command_size(command);
+                enqueues |= matches!(command, Command::Enqueue { .. });
                 last += 1;
             }
             let mut out = BytesMut::with_capacity(bytes + 64 * (last - first));
@@ -145,7 +180,10 @@ impl<R> Outbox<R> {
                 .range(first..last)
                 .map(|proposed| &proposed.item);
             batch::encode(self.origin, now_ms, items, &mut out);
-            entries.push(out.freeze());
+            entries.push(Entry {
+                data: out.freeze(),
+                enqueues,
+            });
             first = last;
         }
         entries
@@ -164,13 +202,13 @@ fn command_size(command: &Command) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::cluster::batch::Batch;
+    use crate::node::batch::Batch;
 
-    fn tokens(entries: Vec<Bytes>) -> Vec<Vec<u64>> {
+    fn tokens(entries: Vec<Entry>) -> Vec<Vec<u64>> {
         entries
             .into_iter()
             .map(|entry| {
-                let batch = Batch::decode(entry).expect("decodes");
+                let batch = Batch::decode(entry.data).expect("decodes");
                 batch.items.iter().map(|item| item.token).collect()
             })
             .collect()

@@ -1,22 +1,67 @@
-//! The clustered node's task: a thin driver around its sans-IO core
-//! ([`ClusterCore`]). It owns everything the core must not: the channels
-//! from connections and from the Raft groups, the groups' handle, the
-//! connections' channels, the clock and the timer.
+//! The clustered node's task: a thin driver around the node core
+//! ([`Core`]) over the Raft commit step, used when cluster peers are
+//! configured. Clients see the same broker as on a single node;
+//! underneath, every queue lives in one of K Raft data groups that every
+//! node is a member of (`node::placement` says which).
+//!
+//! The driver owns what the core must not: the channels from connections
+//! and from the Raft groups, the groups' handle, the clock and the timer.
+//! It hands the groups the core's proposals and compactions, and the core
+//! what the groups commit and who leads them.
+//!
+//! - **Application.** Every node applies the committed entries of every
+//!   group in log order, and so computes the same effects; each acts on
+//!   those that concern its own links: it sends a delivery assigned to one
+//!   of its consumers, and answers a publish it proposed (`accepted` once
+//!   the enqueue is committed, on a majority's disks, and applied here).
+//! - **Failures.** Items that are not applied are proposed again, in order,
+//!   when the group's leader changes or after a while; the group skips
+//!   duplicates (`node::state`). A producer gets no credit for a queue
+//!   whose group has no leader it knows of, so a partitioned minority stops
+//!   taking messages. The leader of a group detaches the consumers of a
+//!   node it has not heard from for a while, and a node detaches the
+//!   consumers it registered before it restarted: their messages return to
+//!   the queue.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use raft::eraftpb::EntryType;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use super::core::{ClusterCore, ToGroups};
-use super::{RAFT_DIR, TICK, TIMING, VOTES_FILE, next_origin};
+use super::core::{Commit, Core, Step, ToGroups};
+use super::origin::next_origin;
+use super::{Inboxes, NodeError, NodeHandle, NodeSettings, Now, Request};
 use crate::io::{self as seam, Io};
-use crate::node::{Inboxes, NodeError, NodeHandle, NodeSettings, Now, Request};
 use crate::raft::group::{self, Committed, GroupsConfig, GroupsHandle, Status};
-use crate::raft::replica::NodeId;
+use crate::raft::replica::{NodeId, Timing};
 use crate::raft::transport::TransportConfig;
 use crate::raft::wal::GroupId;
+
+/// The Raft write-ahead log's directory inside the data directory.
+const RAFT_DIR: &str = "raft";
+
+/// Each Raft group's term and vote, kept apart from the Raft log
+/// (`raft::votes`).
+const VOTES_FILE: &str = "votes";
+
+/// How long a Raft tick is. With [`TIMING`], a leader heartbeats every
+/// 100 ms and a follower campaigns after 0.5–1 s without one.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Election and heartbeat lengths in [`TICK`]s; a peer silent for 3 s is
+/// unreachable, and its consumers are detached.
+const TIMING: Timing = Timing {
+    election_ticks: 10,
+    heartbeat_ticks: 2,
+    peer_timeout_ticks: 60,
+};
+
+/// How long a stopping node waits for what it proposed to be applied.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The most requests, or committed entries, handled per wake-up, so that a
 /// flood of one cannot hold back the other.
@@ -48,7 +93,7 @@ pub async fn start<I: Io>(
     let mut voters: Vec<NodeId> = cluster.peers.iter().map(|peer| peer.id).collect();
     voters.push(node_id);
     voters.sort_unstable();
-    let groups: Vec<GroupId> = (1..=cluster.groups_or_default()).collect();
+    let groups: Vec<GroupId> = (1..=Core::group_count(Step::Raft, &settings)).collect();
     let groups_config = GroupsConfig {
         node_id,
         groups: groups.clone(),
@@ -76,7 +121,7 @@ pub async fn start<I: Io>(
         .map_err(NodeError::Groups)?;
     info!(node_id, %origin, groups = groups.len(), "joined the cluster");
     let (requests, inbox) = mpsc::unbounded_channel();
-    let core = ClusterCore::new(settings, origin, &groups, Now::read(&io));
+    let core = Core::new(settings, Step::Raft, origin, Now::read(&io));
     let driver = Driver {
         status: handle.status(),
         io,
@@ -111,7 +156,7 @@ fn groups_ended(
 /// The task's state.
 struct Driver<I: Io> {
     io: I,
-    core: ClusterCore,
+    core: Core,
     groups: GroupsHandle,
     status: watch::Receiver<Status>,
     inboxes: Inboxes,
@@ -123,24 +168,32 @@ impl<I: Io> Driver<I> {
         mut requests: mpsc::UnboundedReceiver<Request>,
         mut committed: mpsc::UnboundedReceiver<(GroupId, Committed)>,
     ) -> Result<(), NodeError> {
-        loop {
+        let mut open = true;
+        // Once every handle is gone, the node stops when what it proposed
+        // is applied, or after this, whichever comes first: without a
+        // leader it would never be.
+        let mut stop_by = None;
+        while open || !self.core.is_idle() {
             let timeout = self.core.poll_timeout();
             tokio::select! {
-                request = requests.recv() => match request {
+                request = requests.recv(), if open => match request {
                     Some(request) => {
                         // One reading of the clocks for the whole burst.
                         let now = Now::read(&self.io);
-                        self.on_request(now, request);
+                        self.inboxes.hand_over(&mut self.core, now, request);
                         for _ in 1..PER_WAKE {
                             let Ok(request) = requests.try_recv() else { break };
-                            self.on_request(now, request);
+                            self.inboxes.hand_over(&mut self.core, now, request);
                         }
                     }
-                    // Every handle is gone: the broker is stopping. What is
-                    // not applied yet gets no outcome; its connections have
-                    // closed. It is dropped, settles included, where the
-                    // single node finishes its pipeline first (issue 12).
-                    None => return Ok(()),
+                    // Every handle is gone: the broker is stopping. Its
+                    // connections have closed, but what they settled and
+                    // detached still goes to the groups.
+                    None => {
+                        open = false;
+                        stop_by = Some(self.io.now() + STOP_GRACE);
+                        self.core.handle_close();
+                    }
                 },
                 Some(first) = committed.recv() => {
                     let mut burst = vec![first];
@@ -148,36 +201,22 @@ impl<I: Io> Driver<I> {
                         let Ok(next) = committed.try_recv() else { break };
                         burst.push(next);
                     }
-                    self.core.handle_committed(Now::read(&self.io), burst)?;
+                    let commits = burst.into_iter().map(|(group, committed)| (group, commit(committed)));
+                    self.core.handle_committed(Now::read(&self.io), commits)?;
                 }
                 Ok(()) = self.status.changed() => {
                     let status = self.status.borrow_and_update().clone();
                     self.core.handle_status(Now::read(&self.io), status);
                 }
                 () = seam::sleep_until(timeout) => self.core.handle_timeout(Now::read(&self.io)),
+                () = super::sleep_until(stop_by) => {
+                    info!("stopping with proposals not applied: no leader took them in time");
+                    return Ok(());
+                }
             }
             self.carry_out();
         }
-    }
-
-    /// Hands a request to the core, but for what it cannot take: a
-    /// connection's channel, and the queries, answered from the core.
-    fn on_request(&mut self, now: Now, request: Request) {
-        match request {
-            Request::Register { conn, inbox } => self.inboxes.register(conn, inbox),
-            // The asker may have given up waiting: nothing to do then.
-            Request::QueueInfo { reply } => {
-                let _ = reply.send(self.core.queue_info());
-            }
-            Request::ReplicaStatuses { reply } => {
-                let _ = reply.send(self.core.replica_status());
-            }
-            Request::Disconnect { conn } => {
-                self.core.handle_request(now, Request::Disconnect { conn });
-                self.inboxes.forget(conn);
-            }
-            request => self.core.handle_request(now, request),
-        }
+        Ok(())
     }
 
     /// Sends what the core has for connections and for the groups.
@@ -188,7 +227,7 @@ impl<I: Io> Driver<I> {
         while let Some(ask) = self.core.poll_to_groups() {
             match ask {
                 ToGroups::Propose(group, entry) => {
-                    self.groups.propose(group, entry);
+                    self.groups.propose(group, entry.data);
                 }
                 ToGroups::Compact {
                     group,
@@ -200,5 +239,23 @@ impl<I: Io> Driver<I> {
                 }
             }
         }
+    }
+}
+
+/// What the core makes of what a group committed: a Raft entry that is not
+/// a normal one (a configuration change) carries no batch.
+fn commit(committed: Committed) -> Commit {
+    match committed {
+        Committed::Entry(entry) => {
+            let data = match entry.get_entry_type() {
+                EntryType::EntryNormal => entry.data,
+                _ => Bytes::new(),
+            };
+            Commit::Entry {
+                index: entry.index,
+                data,
+            }
+        }
+        Committed::Snapshot { index, data } => Commit::Snapshot { index, data },
     }
 }

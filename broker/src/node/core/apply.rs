@@ -1,36 +1,113 @@
-//! Applying what the groups commit: entries, in each group's log order,
-//! and snapshots to install; and handing the groups snapshots of their
-//! state when their logs have grown.
+//! Applying what the commit step commits: entries, in each group's log
+//! order, snapshots to install, and the local step's refusals; and handing
+//! the groups snapshots of their state when their logs have grown.
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use raft::eraftpb::{Entry, EntryType};
 use tracing::{debug, error, info, warn};
 
 use super::super::batch::Batch;
-use super::super::state::GroupState;
-use super::super::{COMPACTION_KEEP, GAP_RETRY_AFTER, SNAPSHOT_EVERY_BYTES};
-use super::{ClusterCore, Reply, ToGroups};
-use crate::amqp::types::condition;
+use super::super::state::{GroupState, Sessions};
+use super::{
+    COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES, Step, ToGroups,
+};
+use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
 use crate::node::address::topic_of_subscription;
 use crate::node::{Refusal, ToConnection};
 use crate::queue::{Command, ConsumerId, Effect};
-use crate::raft::group::Committed;
 use crate::raft::wal::GroupId;
 
-impl ClusterCore {
-    pub(super) fn on_committed(
-        &mut self,
-        id: GroupId,
-        committed: Committed,
-    ) -> Result<(), NodeError> {
+impl Core {
+    pub(super) fn on_committed(&mut self, id: GroupId, committed: Commit) -> Result<(), NodeError> {
         match committed {
-            Committed::Entry(entry) => self.apply_entry(id, entry),
-            Committed::Snapshot { index, data } => self.install_snapshot(id, index, data)?,
+            Commit::Entry { index, data } => self.apply_entry(id, index, data),
+            Commit::Snapshot { index, data } => self.install_snapshot(id, index, data)?,
+            Commit::Refused(data) => self.refuse_entry(id, data),
         }
         Ok(())
+    }
+
+    /// How the groups check sessions over this core's step.
+    fn sessions(&self) -> Sessions {
+        match self.step {
+            Step::Local => Sessions::Trusted,
+            Step::Raft => Sessions::Checked,
+        }
+    }
+
+    /// Applies a command outside the log, to this node's copy of the group
+    /// only (see [`Core::credit`]).
+    pub(super) fn apply_volatile(&mut self, id: GroupId, command: Command) {
+        let mut effects = std::mem::take(&mut self.effects);
+        if let Some(group) = self.groups.get_mut(&id) {
+            group
+                .state
+                .apply_volatile(self.now.unix_ms, command, &mut effects);
+        }
+        for effect in effects.drain(..) {
+            self.on_effect(effect, None);
+        }
+        self.effects = effects;
+    }
+
+    /// One of this node's entries that the local step could not make
+    /// durable: the disk is full. What must not be lost is refused;
+    /// everything else is applied in memory only, since a restart that
+    /// forgets it can redeliver or resurrect a message, never lose one:
+    /// - an enqueue is not applied, and its message is rejected (the
+    ///   producer may retry once space returns);
+    /// - a declaration is not applied, so that no message is ever accepted
+    ///   into a queue a restart would not know;
+    /// - settles, expiry, deletion and consumers' changes are applied.
+    ///   Dropping a settle instead would leave its message held by a
+    ///   consumer that already let it go.
+    fn refuse_entry(&mut self, id: GroupId, data: Bytes) {
+        let mut batch = match Batch::decode(data) {
+            Ok(batch) => batch,
+            Err(error) => {
+                error!(group = id, %error, "a refused entry of ours does not decode");
+                return;
+            }
+        };
+        warn!(
+            group = id,
+            items = batch.items.len(),
+            "disk full: an entry was not logged"
+        );
+        let mut refused = Vec::new();
+        batch.items.retain(|item| {
+            let logged_only = matches!(
+                item.command,
+                Command::Enqueue { .. } | Command::Declare { .. }
+            );
+            if logged_only {
+                refused.push(item.token);
+            }
+            !logged_only
+        });
+        for token in refused {
+            let Some(proposed) = self
+                .groups
+                .get_mut(&id)
+                .and_then(|g| g.outbox.refused(token))
+            else {
+                continue;
+            };
+            self.count_applied(&proposed.item.command);
+            if let Reply::Publish(publish) = proposed.reply {
+                let full = Error::new(
+                    condition::RESOURCE_LIMIT_EXCEEDED,
+                    "the broker's disk is full",
+                );
+                self.clients.reject_publish(publish, full);
+                self.clients.enqueue_done(publish);
+                self.finish_publish_if_done(publish);
+            }
+        }
+        let index = self.groups.get(&id).map_or(0, |group| group.applied);
+        self.apply_batch(id, index, batch);
     }
 
     /// Hands each group whose log grew enough since its last snapshot its
@@ -83,6 +160,9 @@ impl ClusterCore {
         let mut unknown = Vec::new();
         while let Some(proposed) = group.outbox.applied_before(done) {
             unknown.push(proposed);
+        }
+        if group.outbox.fresh().next().is_none() {
+            group.linger_until = None;
         }
         let attaching: BTreeSet<ConsumerId> = group
             .outbox
@@ -150,13 +230,9 @@ impl ClusterCore {
                 self.detaching.insert(consumer);
                 self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
             }
-            Reply::Expire | Reply::None => self.on_own_applied(id, reply, command),
+            Reply::Expire | Reply::None => return self.on_own_applied(id, reply, command),
         }
-        if let Command::Enqueue { queue, .. } = command
-            && let Some(count) = self.pending_enqueues.get_mut(queue)
-        {
-            *count = count.saturating_sub(1);
-        }
+        self.count_applied(command);
     }
 
     /// Subscription queues by topic, from every group's declared queues.
@@ -174,30 +250,32 @@ impl ClusterCore {
         }
     }
 
-    fn apply_entry(&mut self, id: GroupId, entry: Entry) {
+    fn apply_entry(&mut self, id: GroupId, index: u64, data: Bytes) {
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
-        // Raft hands each index over once; only the planted
+        // A step hands each index over once; only the planted
         // `commit-on-minority` hands some over early, and then again.
-        if entry.index <= group.applied {
+        if index <= group.applied {
             return;
         }
-        group.applied = entry.index;
+        group.applied = index;
         group.since_snapshot.0 += 1;
-        group.since_snapshot.1 += entry.data.len();
-        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+        group.since_snapshot.1 += data.len();
+        if data.is_empty() {
             return;
         }
-        let index = entry.index;
-        let batch = match Batch::decode(entry.data) {
-            Ok(batch) => batch,
+        match Batch::decode(data) {
+            Ok(batch) => self.apply_batch(id, index, batch),
             // Every member skips it alike, so the groups stay equal.
             Err(error) => {
                 error!(group = id, index, %error, "a committed entry does not decode: skipped");
-                return;
             }
-        };
+        }
+    }
+
+    /// Applies a batch as of entry `index`, and acts on what it did.
+    fn apply_batch(&mut self, id: GroupId, index: u64, batch: Batch) {
         let origin = batch.origin;
         let last_token = batch.items.last().map(|item| item.token);
         let forced: Vec<ConsumerId> = batch
@@ -212,10 +290,13 @@ impl ClusterCore {
             .collect();
         let mut applied = std::mem::take(&mut self.applied);
         let mut effects = std::mem::take(&mut self.effects);
+        let sessions = self.sessions();
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
-        group.state.apply(index, batch, &mut applied, &mut effects);
+        group
+            .state
+            .apply(index, batch, sessions, &mut applied, &mut effects);
         // The items' effects follow each other in order.
         let mut all_effects = effects.drain(..);
         for item in applied.drain(..) {
@@ -263,8 +344,9 @@ impl ClusterCore {
         }
     }
 
-    /// One of our items was applied.
-    fn on_own_applied(&mut self, id: GroupId, reply: Reply, command: &Command) {
+    /// One of our items left the outbox: an enqueue no longer takes room
+    /// ahead of time.
+    fn count_applied(&mut self, command: &Command) {
         if let Command::Enqueue { queue, .. } = command
             && let Some(count) = self.pending_enqueues.get_mut(queue)
         {
@@ -273,6 +355,11 @@ impl ClusterCore {
                 self.pending_enqueues.remove(queue);
             }
         }
+    }
+
+    /// One of our items was applied.
+    fn on_own_applied(&mut self, id: GroupId, reply: Reply, command: &Command) {
+        self.count_applied(command);
         match reply {
             Reply::None => {}
             Reply::Attached {

@@ -1,6 +1,6 @@
-//! One data group's replicated state machine: the queue state machine of
-//! the single-node broker, plus what makes applying proposals exactly once
-//! and in order possible.
+//! One group's state machine: the queue state machine, plus what makes
+//! applying proposals exactly once and in order possible over a step that
+//! may lose or repeat them. A single node is one group; a cluster has K.
 //!
 //! Every member applies the same committed batches in the same order, so
 //! every member computes the same state and the same effects; each node
@@ -17,8 +17,8 @@
 //! an item seen before is a duplicate, and an item past a gap waits to be
 //! proposed again after the missing one. This is go-back-N over the log,
 //! and it keeps each origin's commands in the order they were made in — an
-//! attach before the credit that follows it — which is what the single-node
-//! pipeline gives for free.
+//! attach before the credit that follows it. The single node's log loses
+//! and repeats nothing, so its group trusts the order ([`Sessions`]).
 //!
 //! A topic's subscriptions all live in the topic's group, and a message
 //! published to the topic is one enqueue of the topic's address, fanned out
@@ -29,7 +29,8 @@ use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::batch::{Batch, Origin};
+use super::batch::Batch;
+use super::origin::Origin;
 use crate::amqp::codec::{DecodeError, DecodeErrorKind};
 use crate::node::TOPIC_PREFIX;
 use crate::node::address::{subscription_queue, topic_of_subscription};
@@ -49,6 +50,19 @@ pub struct GroupState {
     clock_ms: u64,
     /// For each origin, the token it proposes next.
     sessions: BTreeMap<Origin, u64>,
+}
+
+/// Whether a group checks each item against its origin's session: a commit
+/// step that may lose or repeat entries needs it, one that commits each
+/// entry exactly once and in order does not (and may leave holes where it
+/// refused an entry, which a session would take for a loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sessions {
+    /// An item is applied only if it is the next its origin's session
+    /// expects.
+    Checked,
+    /// Every item is applied.
+    Trusted,
 }
 
 /// An item applied (not skipped), with its effects.
@@ -158,12 +172,21 @@ impl GroupState {
         self.queues.plant(plants);
     }
 
+    /// Applies a command that is not committed, to this member only: a
+    /// consumer's credit over the local step (see `Core::credit`).
+    pub fn apply_volatile(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
+        debug_assert!(matches!(command, Command::Credit { .. }), "{command:?}");
+        self.queues
+            .apply(self.clock_ms.max(now_ms), command, effects);
+    }
+
     /// Applies the batch committed at `index`: appends the items it applied
     /// to `applied` and their effects to `effects`.
     pub fn apply(
         &mut self,
         index: u64,
         batch: Batch,
+        sessions: Sessions,
         applied: &mut Vec<Applied>,
         effects: &mut Vec<Effect>,
     ) {
@@ -172,10 +195,10 @@ impl GroupState {
         let mut enqueued = 0;
         for item in batch.items {
             let next = self.sessions.entry(batch.origin).or_insert(1);
-            if item.token != *next {
+            if sessions == Sessions::Checked && item.token != *next {
                 continue;
             }
-            *next += 1;
+            *next = item.token + 1;
             let start = effects.len();
             match item.command {
                 Command::Enqueue { queue, message, .. } => {
@@ -221,7 +244,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::node::cluster::batch::Item;
+    use crate::node::batch::Item;
     use crate::queue::{NewMessage, Outcome, QueueConfig};
 
     const ORIGIN: Origin = Origin::new(1, 0);
@@ -262,7 +285,7 @@ mod tests {
             now_ms: 1000,
             items,
         };
-        state.apply(index, batch, &mut applied, &mut effects);
+        state.apply(index, batch, Sessions::Checked, &mut applied, &mut effects);
         (applied, effects)
     }
 
