@@ -5,6 +5,9 @@
 #   proton    Qpid Proton's C example broker, in memory (../shared/peers/proton-broker.sh)
 #   rmq310    RabbitMQ 3.10 classic queue, if installed (../shared/peers/rmq-node.sh)
 #   rmq40     RabbitMQ 4.0 classic queue, if the chroot from setup-rabbitmq4-chroot.sh exists
+#   base      (only if named in BROKERS) an earlier Sluice build, the binary BASE_SLUICE:
+#             a change's before-and-after in one run, e.g.
+#             BROKERS="base sluice proton base sluice" BASE_SLUICE=/tmp/old/sluice
 # each driven by sluice-bench and by the independent Proton C client
 # (../shared/peers/amqp_bench.py --client c), same workload:
 #   pipe      N x 100 B durable, at-least-once, window 1000, prefetch 1000,
@@ -160,23 +163,30 @@ run_cells() {
     || log "$name: sluice-bench presettled failed"
 }
 
+# run_sluice NAME BINARY: one Sluice build's cells, in a fresh data directory.
+run_sluice() {
+  local name=$1 binary=$2 addr=
+  mkdir -p "$WORK/$name"
+  "$binary" --listen 127.0.0.1:0 --data-dir "$WORK/$name/data" --log-level warn,sluice::server=info \
+    > "$WORK/$name/log" 2>&1 &
+  SLUICE_PID=$!
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/.*sluice ready: amqp=\([0-9.:]*\).*/\1/p' "$WORK/$name/log" | head -1)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { log "$name did not start:"; cat "$WORK/$name/log" >&2; exit 1; }
+  log "$name on $addr (pid $SLUICE_PID)"
+  run_cells "$name" "amqp://$addr" bench-q "$SLUICE_PID"
+  kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null || true; SLUICE_PID=
+}
+
 for broker in $BROKERS; do
   case "$broker" in
-  sluice)
-    mkdir -p "$WORK/sluice"
-    "$SLUICE" --listen 127.0.0.1:0 --data-dir "$WORK/sluice/data" --log-level warn,sluice::server=info \
-      > "$WORK/sluice/log" 2>&1 &
-    SLUICE_PID=$!
-    addr=
-    for _ in $(seq 1 100); do
-      addr=$(sed -n 's/.*sluice ready: amqp=\([0-9.:]*\).*/\1/p' "$WORK/sluice/log" | head -1)
-      [ -n "$addr" ] && break
-      sleep 0.1
-    done
-    [ -n "$addr" ] || { log "sluice did not start:"; cat "$WORK/sluice/log" >&2; exit 1; }
-    log "sluice on $addr (pid $SLUICE_PID)"
-    run_cells sluice "amqp://$addr" bench-q "$SLUICE_PID"
-    kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null || true; SLUICE_PID=
+  sluice) run_sluice sluice "$SLUICE" ;;
+  base)
+    [ -x "${BASE_SLUICE:-}" ] || { log "base: set BASE_SLUICE to an earlier sluice binary"; exit 2; }
+    run_sluice base "$BASE_SLUICE"
     ;;
   proton)
     port=$(free_port)

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-BROKERS = ["sluice", "proton", "rmq310", "rmq40"]
+BROKERS = ["base", "sluice", "proton", "rmq310", "rmq40"]
 WORKLOADS = ["pipe", "rate5k", "presettled"]
 CLIENTS = [("sb", "sluice-bench"), ("c", "Proton C")]
 

@@ -65,6 +65,36 @@ pub enum BatchError {
     },
 }
 
+/// What a batch's first bytes say, read without decoding its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Who proposed the batch.
+    pub origin: Origin,
+    /// The proposer's clock, Unix milliseconds.
+    pub now_ms: u64,
+    /// How many items it holds.
+    pub count: usize,
+    /// The first item's token, if it has one.
+    pub first_token: Option<u64>,
+}
+
+impl BatchHeader {
+    /// The header of `payload`, if it is long enough to hold one.
+    pub fn peek(payload: &[u8]) -> Option<Self> {
+        let mut header = payload.get(..HEADER_BYTES + 8).unwrap_or(payload);
+        let origin = Origin::from_bits(header.try_get_u64().ok()?);
+        let now_ms = header.try_get_u64().ok()?;
+        let count = usize::from(header.try_get_u16().ok()?);
+        let first_token = header.try_get_u64().ok();
+        Some(Self {
+            origin,
+            now_ms,
+            count,
+            first_token,
+        })
+    }
+}
+
 impl Batch {
     /// A batch from all of `payload`.
     pub fn decode(mut payload: Bytes) -> Result<Batch, BatchError> {
@@ -177,6 +207,22 @@ mod tests {
                 "a batch cut to {len} bytes decoded"
             );
         }
+    }
+
+    #[test]
+    fn a_header_is_read_without_the_items() {
+        let batch = sample();
+        let header = BatchHeader::peek(&encoded(&batch)).expect("a header");
+        assert_eq!(
+            header,
+            BatchHeader {
+                origin: batch.origin,
+                now_ms: batch.now_ms,
+                count: 2,
+                first_token: Some(1),
+            }
+        );
+        assert_eq!(BatchHeader::peek(&[0; HEADER_BYTES - 1]), None);
     }
 
     #[test]

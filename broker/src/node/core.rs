@@ -451,16 +451,14 @@ impl Core {
     /// Sets a consumer's credit. Credit is volatile state: no durable
     /// outcome depends on it. So over the local step, when only enqueues
     /// and accepting settles wait in its group's outbox, it is applied at
-    /// once, ahead of them. That delivers what it would have delivered
-    /// behind them, in the same order: enqueues only add messages after
-    /// every ready one (or drop the oldest from a drop-head queue, which a
-    /// credit that came a moment earlier could have had delivered all the
-    /// same), and accepting settles only remove held ones. Waiting would
-    /// cost the consumer an fsync per credit top-up, and a busy queue's
-    /// consumers would fall behind its producers. Behind anything else (a
-    /// settle that returns a message, this consumer's attach, an earlier
-    /// credit), for a drain, which looks at what is there now, and over
-    /// Raft, whose entries interleave other nodes', it is proposed.
+    /// once, ahead of them: that delivers what it would have delivered
+    /// behind them, in the same order (see
+    /// [`super::proposer::overtakable`]). Waiting would cost the consumer
+    /// an fsync per credit top-up, and a busy queue's consumers would fall
+    /// behind its producers. Behind anything else (a settle that returns a
+    /// message, this consumer's attach, an earlier credit), for a drain,
+    /// which looks at what is there now, and over Raft, whose entries
+    /// interleave other nodes', it is proposed.
     fn credit(&mut self, consumer: ConsumerId, credit: u32, drain: bool) {
         let Some(queue) = self.clients.consumer(consumer).map(|c| c.queue.clone()) else {
             return;
@@ -473,10 +471,10 @@ impl Core {
         let id = self.placement.group_of(&queue);
         let overtakes = self.step == Step::Local
             && !drain
-            && self.groups.get(&id).is_some_and(|group| {
-                let mut waiting = group.outbox.waiting();
-                waiting.all(|item| overtakable(&item.command))
-            });
+            && self
+                .groups
+                .get(&id)
+                .is_some_and(|group| group.outbox.credit_may_overtake());
         if overtakes {
             self.apply_volatile(id, command);
         } else {
@@ -891,19 +889,6 @@ fn lingers(item: &super::batch::Item) -> bool {
     )
 }
 
-/// Whether a consumer's credit may be applied before this item without
-/// changing what it delivers (see [`Core::credit`]).
-fn overtakable(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Enqueue { .. }
-            | Command::Settle {
-                outcome: Outcome::Accepted,
-                ..
-            }
-    )
-}
-
 #[cfg(test)]
 impl Core {
     /// What must hold after every input: a linger runs only while new
@@ -912,6 +897,13 @@ impl Core {
     fn check_invariants(&self) {
         let mut waiting: BTreeMap<String, u64> = BTreeMap::new();
         for group in self.groups.values() {
+            let overtakable =
+                |item: &super::batch::Item| super::proposer::overtakable(&item.command);
+            assert_eq!(
+                group.outbox.credit_may_overtake(),
+                group.outbox.waiting().all(overtakable),
+                "the outbox counts what credit may not overtake"
+            );
             if group.linger_until.is_some() {
                 assert!(
                     group.outbox.fresh().next().is_some(),

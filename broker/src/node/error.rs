@@ -13,15 +13,17 @@ pub enum NodeError {
     Log(#[from] LogError),
     /// The single node's log was written in another format.
     #[error(
-        "{path} says the log in this data directory is in format {found:?}, and this \
-         version reads only the current one: drain it with the version that wrote it, \
-         or move the data directory away"
+        "the data directory {data_dir} holds a log in format {found:?}, and this version of \
+         Sluice reads only {expected:?}: drain it with the version that wrote it, or move \
+         the data directory away"
     )]
     Format {
-        /// The file that names the format.
-        path: std::path::PathBuf,
-        /// The format it names.
+        /// The data directory.
+        data_dir: std::path::PathBuf,
+        /// The format its log is in.
         found: String,
+        /// The format this version reads.
+        expected: String,
     },
     /// The data directory could not be read or written.
     #[error("the data directory: {0}")]

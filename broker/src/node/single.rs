@@ -35,9 +35,12 @@ const FORMAT_FILE: &str = "format";
 
 /// The format: each record is one entry of the node's group, a batch of
 /// commands (`node::batch`), and each snapshot a group's state
-/// (`node::state`). The single node's first format (a record per command,
-/// before the node had one core) had no file.
+/// (`node::state`). The first format ([`FIRST_FORMAT`]: a record per
+/// command, before the node had one core) had no file.
 const FORMAT: &[u8] = b"sluice single-node log 2\n";
+
+/// How a log of the first format, which had no format file, is named.
+const FIRST_FORMAT: &str = "sluice single-node log 1";
 
 /// The single node's one group.
 const GROUP: GroupId = 1;
@@ -103,13 +106,15 @@ pub async fn start<I: Io>(
 /// Refuses a log of another format; names the format of a new one.
 async fn check_format<I: Io>(io: &I, data_dir: &Path, log_dir: &Path) -> Result<(), NodeError> {
     let path = data_dir.join(FORMAT_FILE);
+    let name = |format: &[u8]| String::from_utf8_lossy(format).trim().to_owned();
     let refuse = |found: String| NodeError::Format {
-        path: path.clone(),
+        data_dir: data_dir.to_owned(),
         found,
+        expected: name(FORMAT),
     };
     match io.read_file(&path).await {
         Ok(format) if format == FORMAT => Ok(()),
-        Ok(other) => Err(refuse(String::from_utf8_lossy(&other).trim().to_owned())),
+        Ok(other) => Err(refuse(name(&other))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let old_log = match io.read_dir(log_dir).await {
                 Ok(files) => !files.is_empty(),
@@ -117,7 +122,7 @@ async fn check_format<I: Io>(io: &I, data_dir: &Path, log_dir: &Path) -> Result<
                 Err(error) => return Err(NodeError::DataDir(error)),
             };
             if old_log {
-                return Err(refuse("the first (no format file)".into()));
+                return Err(refuse(FIRST_FORMAT.into()));
             }
             io.create_dir_all(data_dir)
                 .await

@@ -1,6 +1,7 @@
-//! The node with the log's disk failing under it: a full disk rejects what
-//! it cannot log and recovers by itself; a failed fsync stops the node
-//! without acknowledging anything it could not store.
+//! The single node on its real log: with the disk failing under it (a
+//! full disk rejects what it cannot log and recovers by itself; a failed
+//! fsync stops the node without acknowledging anything it could not
+//! store), and with a data directory of another format.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -503,4 +504,58 @@ async fn producer_credit_never_lowers_a_producers_limit() {
         }
     }
     harness.drain_checking(&mut limits);
+}
+
+/// Starts a node on a data directory prepared by `prepare`; its error.
+async fn start_error(prepare: impl AsyncFnOnce(&std::path::Path)) -> NodeError {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path()).await;
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    match start(TokioIo, NodeSettings::new(config)).await {
+        Ok(_) => panic!("the node started"),
+        Err(error) => error,
+    }
+}
+
+/// The single node's first format wrote a record per command and named no
+/// format: such a log would be misread, so it is refused, saying why.
+#[tokio::test]
+async fn a_log_of_the_first_format_is_refused() {
+    let error = start_error(async |dir| {
+        let log = dir.join("log");
+        TokioIo.create_dir_all(&log).await.unwrap();
+        let segment = log.join("00000000000000000001.seg");
+        crate::io::replace_file(&TokioIo, &segment, b"SLUICSEG")
+            .await
+            .unwrap();
+    })
+    .await;
+    assert!(matches!(error, NodeError::Format { .. }), "{error}");
+    let said = error.to_string();
+    assert!(
+        said.contains("in format \"sluice single-node log 1\""),
+        "{said}"
+    );
+    assert!(
+        said.contains("reads only \"sluice single-node log 2\""),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn a_log_of_an_unknown_format_is_refused() {
+    let error = start_error(async |dir| {
+        let format = dir.join("format");
+        crate::io::replace_file(&TokioIo, &format, b"sluice single-node log 9\n")
+            .await
+            .unwrap();
+    })
+    .await;
+    assert!(
+        error.to_string().contains("\"sluice single-node log 9\""),
+        "{error}"
+    );
 }
