@@ -71,9 +71,7 @@ pub(super) enum Step {
     /// The node's own group-commit log: one group, led by this node and
     /// proposed to by nobody else; an entry is committed once fsynced, at
     /// its position in the log, exactly once and in order, or refused when
-    /// the disk is full ([`Commit::Refused`]). So nothing is retried, and
-    /// since nobody else changes the group, a consumer's credit may
-    /// overtake what waits for its fsync (see [`Core::credit`]).
+    /// the disk is full ([`Commit::Refused`]). So nothing is retried.
     Local,
     /// Raft groups that every node is a member of: an entry may be lost
     /// (proposed again), committed twice (the sessions skip it), or
@@ -278,8 +276,15 @@ impl Core {
                 credit,
                 drain,
             } => {
-                if let Some(consumer) = self.clients.consumer_on(conn, link) {
-                    self.credit(consumer, credit, drain);
+                if let Some(consumer) = self.clients.consumer_on(conn, link)
+                    && let Some(queue) = self.clients.consumer(consumer).map(|c| c.queue.clone())
+                {
+                    let command = Command::Credit {
+                        consumer,
+                        credit,
+                        drain,
+                    };
+                    self.propose(&queue, command, None, Reply::None);
                 }
             }
             Request::Settle {
@@ -300,14 +305,10 @@ impl Core {
                     seq,
                     outcome,
                 };
-                // Over Raft another node may have detached the consumer and
-                // handed its message on before the settle is committed: the
-                // group applies it only while the consumer holds the
-                // message. Over the local step nothing comes between, and a
-                // consumer's credit, never logged, gives it nothing to hold
-                // when the log is replayed.
-                let guard = (self.step == Step::Raft).then_some(consumer);
-                self.propose(&queue, command, guard, Reply::None);
+                // Another node may have detached the consumer and handed its
+                // message on before the settle is committed: the group
+                // applies it only while the consumer holds the message.
+                self.propose(&queue, command, Some(consumer), Reply::None);
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
             Request::Disconnect { conn } => {
@@ -445,40 +446,6 @@ impl Core {
                 group.proposed_at = self.now.instant;
             }
             group.outbox.push(command, guard, reply);
-        }
-    }
-
-    /// Sets a consumer's credit. Credit is volatile state: no durable
-    /// outcome depends on it. So over the local step, when only enqueues
-    /// and accepting settles wait in its group's outbox, it is applied at
-    /// once, ahead of them: that delivers what it would have delivered
-    /// behind them, in the same order (see
-    /// [`super::proposer::overtakable`]). Waiting would cost the consumer
-    /// an fsync per credit top-up, and a busy queue's consumers would fall
-    /// behind its producers. Behind anything else (a settle that returns a
-    /// message, this consumer's attach, an earlier credit), for a drain,
-    /// which looks at what is there now, and over Raft, whose entries
-    /// interleave other nodes', it is proposed.
-    fn credit(&mut self, consumer: ConsumerId, credit: u32, drain: bool) {
-        let Some(queue) = self.clients.consumer(consumer).map(|c| c.queue.clone()) else {
-            return;
-        };
-        let command = Command::Credit {
-            consumer,
-            credit,
-            drain,
-        };
-        let id = self.placement.group_of(&queue);
-        let overtakes = self.step == Step::Local
-            && !drain
-            && self
-                .groups
-                .get(&id)
-                .is_some_and(|group| group.outbox.credit_may_overtake());
-        if overtakes {
-            self.apply_volatile(id, command);
-        } else {
-            self.propose_to(id, command, None, Reply::None);
         }
     }
 
@@ -897,13 +864,6 @@ impl Core {
     fn check_invariants(&self) {
         let mut waiting: BTreeMap<String, u64> = BTreeMap::new();
         for group in self.groups.values() {
-            let overtakable =
-                |item: &super::batch::Item| super::proposer::overtakable(&item.command);
-            assert_eq!(
-                group.outbox.credit_may_overtake(),
-                group.outbox.waiting().all(overtakable),
-                "the outbox counts what credit may not overtake"
-            );
             if group.linger_until.is_some() {
                 assert!(
                     group.outbox.fresh().next().is_some(),

@@ -172,14 +172,6 @@ impl GroupState {
         self.queues.plant(plants);
     }
 
-    /// Applies a command that is not committed, to this member only: a
-    /// consumer's credit over the local step (see `Core::credit`).
-    pub fn apply_volatile(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
-        debug_assert!(matches!(command, Command::Credit { .. }), "{command:?}");
-        self.queues
-            .apply(self.clock_ms.max(now_ms), command, effects);
-    }
-
     /// Applies the batch committed at `index`: appends the items it applied
     /// to `applied` and their effects to `effects`.
     pub fn apply(

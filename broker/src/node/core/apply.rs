@@ -37,21 +37,6 @@ impl Core {
         }
     }
 
-    /// Applies a command outside the log, to this node's copy of the group
-    /// only (see [`Core::credit`]).
-    pub(super) fn apply_volatile(&mut self, id: GroupId, command: Command) {
-        let mut effects = std::mem::take(&mut self.effects);
-        if let Some(group) = self.groups.get_mut(&id) {
-            group
-                .state
-                .apply_volatile(self.now.unix_ms, command, &mut effects);
-        }
-        for effect in effects.drain(..) {
-            self.on_effect(effect, None);
-        }
-        self.effects = effects;
-    }
-
     /// One of this node's entries that the local step could not make
     /// durable: the disk is full. What must not be lost is refused;
     /// everything else is applied in memory only, since a restart that
