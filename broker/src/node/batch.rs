@@ -198,6 +198,26 @@ mod tests {
         assert_eq!(Batch::decode(encoded(&batch)).unwrap(), batch);
     }
 
+    /// A batch is a single node's log record and a Raft entry's payload,
+    /// byte for byte: a change to it is a format change (a new
+    /// `single.rs` `FORMAT`, and a cluster that cannot mix versions).
+    #[test]
+    fn the_batch_encoding_is_stable() {
+        let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        let bytes = encoded(&sample());
+        // One line each: the header, then each item's token, guard and
+        // length, and its command.
+        let (header, mut rest) = bytes.split_at(HEADER_BYTES);
+        let mut lines = vec![hex(header)];
+        while !rest.is_empty() {
+            let length = u32::from_be_bytes(rest[16..20].try_into().expect("4 bytes")) as usize;
+            let (item, after) = rest.split_at(20 + length);
+            lines.push(format!("{} {}", hex(&item[..20]), hex(&item[20..])));
+            rest = after;
+        }
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+
     #[test]
     fn every_cut_of_a_batch_is_refused() {
         let bytes = encoded(&sample());

@@ -178,6 +178,9 @@ pub(super) struct Core {
     now: Now,
     applied: Vec<Applied>,
     effects: Vec<Effect>,
+    /// The replies of our items taken from the outbox ahead of their
+    /// application, in token order (see `apply::own_batch`).
+    taken_replies: VecDeque<(u64, Reply)>,
 }
 
 impl Core {
@@ -227,6 +230,7 @@ impl Core {
             now,
             applied: Vec::new(),
             effects: Vec::new(),
+            taken_replies: VecDeque::new(),
         }
     }
 
@@ -587,7 +591,12 @@ impl Core {
                 for queue in queues {
                     let persist_always = self.settings.persist_always(&queue);
                     let message = inspected.new_message(message.clone(), persist_always);
-                    *self.pending_enqueues.entry(queue.clone()).or_default() += 1;
+                    match self.pending_enqueues.get_mut(&queue) {
+                        Some(count) => *count += 1,
+                        None => {
+                            self.pending_enqueues.insert(queue.clone(), 1);
+                        }
+                    }
                     let command = Command::Enqueue {
                         queue: queue.clone(),
                         // The group numbers it (see `GroupState::apply`).

@@ -82,17 +82,11 @@ impl GroupState {
         &self.queues
     }
 
-    /// Where an enqueue of `queue` goes: the queue itself, or, for a topic
-    /// (`topic://T`, which lives in the group of its subscriptions), every
-    /// subscription the topic has as this entry applies — the log orders a
+    /// The subscriptions of `topic` (`topic://T`, which lives in the group
+    /// of its subscriptions) as this entry applies: the log orders a
     /// publish and a subscription the same way for every node.
-    fn enqueue_targets(&self, queue: String) -> Vec<String> {
-        let Some(topic) = queue.strip_prefix(TOPIC_PREFIX) else {
-            return vec![queue];
-        };
-        if topic_of_subscription(&queue).is_some() {
-            return vec![queue];
-        }
+    fn subscriptions(&self, topic: &str) -> Vec<String> {
+        let topic = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
         let prefix = subscription_queue(topic, "");
         self.queues
             .declared()
@@ -193,15 +187,17 @@ impl GroupState {
             *next = item.token + 1;
             let start = effects.len();
             match item.command {
-                Command::Enqueue { queue, message, .. } => {
-                    for queue in self.enqueue_targets(queue) {
-                        if enqueued >> SEQ_SHIFT != 0 {
-                            tracing::error!(index, "an entry past 2^24 enqueues: the rest dropped");
+                Command::Enqueue { queue, message, .. } if is_topic(&queue) => {
+                    for queue in self.subscriptions(&queue) {
+                        let Some(seq) = next_seq(index, &mut enqueued) else {
                             break;
-                        }
-                        let seq = (index << SEQ_SHIFT) | enqueued;
-                        enqueued += 1;
+                        };
                         let message = message.clone();
+                        self.enqueue(now_ms, queue, seq, message, effects);
+                    }
+                }
+                Command::Enqueue { queue, message, .. } => {
+                    if let Some(seq) = next_seq(index, &mut enqueued) {
                         self.enqueue(now_ms, queue, seq, message, effects);
                     }
                 }
@@ -229,6 +225,24 @@ impl GroupState {
             });
         }
     }
+}
+
+/// Whether an enqueue's address is a topic's, to fan out to its
+/// subscriptions, rather than a queue (a subscription's included).
+fn is_topic(address: &str) -> bool {
+    address.starts_with(TOPIC_PREFIX) && topic_of_subscription(address).is_none()
+}
+
+/// The seq of the next enqueue of the entry at `index`, of which `enqueued`
+/// were numbered so far; `None` past 2^24, which an entry never reaches.
+fn next_seq(index: u64, enqueued: &mut u64) -> Option<u64> {
+    if *enqueued >> SEQ_SHIFT != 0 {
+        tracing::error!(index, "an entry past 2^24 enqueues: the rest dropped");
+        return None;
+    }
+    let seq = (index << SEQ_SHIFT) | *enqueued;
+    *enqueued += 1;
+    Some(seq)
 }
 
 #[cfg(test)]
@@ -324,6 +338,44 @@ mod tests {
                 "cut at {len}"
             );
         }
+    }
+
+    /// A group's state is a single node's log snapshot and a Raft
+    /// snapshot, byte for byte: a change to it is a format change.
+    #[test]
+    fn the_state_encoding_is_stable() {
+        let mut state = GroupState::default();
+        apply(
+            &mut state,
+            1,
+            vec![
+                item(1, declare()),
+                item(2, enqueue("a")),
+                item(
+                    3,
+                    Command::Attach {
+                        consumer: 10,
+                        queue: "q".into(),
+                        browse: false,
+                    },
+                ),
+                item(
+                    4,
+                    Command::Credit {
+                        consumer: 10,
+                        credit: 5,
+                        drain: false,
+                    },
+                ),
+            ],
+        );
+        let hex: String = state.encode().iter().map(|b| format!("{b:02x}")).collect();
+        let lines: Vec<&str> = hex
+            .as_bytes()
+            .chunks(64)
+            .map(|line| std::str::from_utf8(line).expect("hex"))
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"));
     }
 
     #[test]

@@ -133,15 +133,8 @@ impl Queues {
         self.consumers.keys().copied()
     }
 
-    /// The durable state: durable queues, their persistent messages (with
-    /// delivery counts, annotations and expiries) and the last seq. Not
-    /// consumers, nor what they hold: every message restores ready.
-    pub fn snapshot(&self) -> Bytes {
-        super::snapshot::encode(self, self.last_seq)
-    }
-
-    /// A generous estimate of [`Queues::snapshot`]'s size, without encoding
-    /// it: the body of every message held, durable or not, plus 128 bytes
+    /// A generous estimate of [`Queues::encode_whole`]'s size, without
+    /// encoding it: the body of every message held, durable or not, plus 128 bytes
     /// each. For deciding whether a snapshot fits in a given space.
     pub fn snapshot_bytes_estimate(&self) -> u64 {
         self.queues
@@ -153,11 +146,6 @@ impl Queues {
                     .saturating_add(messages.saturating_mul(SNAPSHOT_BYTES_PER_MESSAGE))
             })
             .fold(0, u64::saturating_add)
-    }
-
-    /// The queues a snapshot holds, with no consumers.
-    pub fn restore(snapshot: Bytes) -> Result<Self, DecodeError> {
-        super::snapshot::decode(snapshot)
     }
 
     /// The whole state, volatile parts included, for a replicated group's
@@ -191,11 +179,6 @@ impl Queues {
         Some(restored)
     }
 
-    /// The queue `name`.
-    pub(super) fn queue(&self, name: &str) -> Option<&Queue> {
-        self.queues.get(name)
-    }
-
     /// The queue `consumer` reads, and the consumer's state.
     pub(super) fn consumer(&self, consumer: ConsumerId) -> Option<(&Queue, &Consumer)> {
         let queue = self.queues.get(self.consumers.get(&consumer)?)?;
@@ -205,21 +188,6 @@ impl Queues {
     /// Every queue, by name.
     pub(super) fn all_queues(&self) -> impl Iterator<Item = &Queue> {
         self.queues.values()
-    }
-
-    /// A machine holding restored queues, with no consumers. The snapshot
-    /// decoder has checked them; the invariants are checked again here.
-    pub(super) fn restored(queues: Vec<Queue>, last_seq: Seq) -> Self {
-        let mut restored = Self {
-            last_seq,
-            ..Self::default()
-        };
-        for queue in queues {
-            let previous = restored.queues.insert(queue.name.clone(), queue);
-            assert!(previous.is_none(), "restored a queue twice");
-        }
-        restored.check_invariants();
-        restored
     }
 
     fn declare(&mut self, queue: String, config: QueueConfig, effects: &mut Vec<Effect>) {
@@ -272,9 +240,9 @@ impl Queues {
             .config
             .dedup_window_ms
             .zip(target.config.dedup_window_ids);
-        // A durable queue remembers only what its log and snapshots keep:
-        // the ids of persistent messages. Otherwise a restart would rebuild
-        // another window than the one it had.
+        // A durable queue de-duplicates persistent messages only: a message
+        // marked transient asked for no guarantee, and its ids would crowd
+        // the persistent messages' out of a window of bounded size.
         let kept = message.durable || !target.config.durable;
         let message_id = message
             .message_id

@@ -46,26 +46,6 @@ impl Message {
         }
     }
 
-    /// A message restored from a snapshot: persistent and ready. Its
-    /// acquisition history is lost, so a failed delivery is the only sign of
-    /// an earlier acquisition.
-    pub fn restored(
-        body: Bytes,
-        delivery_count: u32,
-        expiry_ms: Option<u64>,
-        annotations: Vec<(Value, Value)>,
-    ) -> Self {
-        Self {
-            body,
-            persistent: true,
-            expiry_ms,
-            delivery_count,
-            annotations,
-            acquired_before: delivery_count > 0,
-            holder: None,
-        }
-    }
-
     /// Body bytes, as counted against `max_bytes`.
     pub fn size(&self) -> u64 {
         self.body.len() as u64

@@ -6,43 +6,37 @@
 //! command), no randomness, and only ordered collections, so the same
 //! commands at the same times always produce the same state and effects.
 //!
-//! # Durable state and replay
+//! # Replay
 //!
-//! The durable state is the durable queues and their *persistent* messages:
-//! those published durable into a durable queue (a durable message in a
-//! transient queue, or a transient one in a durable queue, is transient). The
-//! broker logs the commands for which [`Command::is_durable`] is true, with
-//! their `now_ms`, and replaying that log into [`Queues::restore`] of an
-//! earlier snapshot (or into [`Queues::new`]) rebuilds the same durable
-//! state. That holds because of one rule, which the design below follows:
+//! A node logs every command it applies, with its `now_ms` (in its group's
+//! entries, `node::state`), so replaying the log into [`Queues::new`], or
+//! into [`Queues::decode_whole`] of a snapshot taken at any point, rebuilds
+//! exactly the state that was applied, volatile parts included: consumers,
+//! their credit, which consumer holds what. A detach is applied as
+//! [`Queues::detach_commands`], which counts what the consumer held as
+//! failed deliveries.
 //!
-//! **A durable outcome never depends on volatile state.** Consumers,
-//! acquisitions and transient messages are absent on replay, so nothing they
-//! do may change a persistent message, and no decision about a persistent
-//! message may look at them:
+//! # Persistent and transient messages
 //!
-//! - Limits: a persistent message competes for room only with persistent
-//!   messages and, to fit, displaces transient ones first; a transient
-//!   message can never displace a persistent one (see [`Overflow`]).
-//! - Drop-head and expiry take a message whether or not a consumer holds it.
-//! - [`Command::Detach`] releases what the consumer holds without counting a
-//!   failed delivery; [`Queues::detach_commands`] adds the durable settles
-//!   that count it, and is how the broker should detach a consumer.
-//! - A dead-lettered message keeps its seq, so settles in the log still name
-//!   it.
+//! A message is *persistent* if it was published durable into a durable
+//! queue (a durable message in a transient queue, or a transient one in a
+//! durable queue, is transient). Every message is logged, but the machine
+//! still keeps persistent messages apart where a producer's marking should
+//! count: a persistent message competes for room only with persistent
+//! messages and, to fit, displaces transient ones first; a transient message
+//! never displaces a persistent one (see [`Overflow`]); and only persistent
+//! messages enter a durable queue's de-duplication window.
 //!
-//! Volatile state (consumers, credit, which consumer holds what,
-//! `first_acquirer`, undeliverable-here marks) is never snapshotted and
-//! starts empty after a restore: every restored message is ready.
+//! A dead-lettered message keeps its seq, so settles in the log still name
+//! it.
 
 mod command;
 mod consumer;
 mod dedup;
-mod durable;
+mod detach;
 mod machine;
 mod message;
 mod single;
-mod snapshot;
 mod whole;
 
 #[cfg(test)]
@@ -68,7 +62,7 @@ pub type ConsumerId = u64;
 /// Either way, a persistent message competes for room only with the
 /// queue's persistent messages, and the transient messages it then does not
 /// fit beside are dropped (dead-letter reason `maxlen`) to make way for it:
-/// that keeps every decision about durable state replayable. A transient
+/// that keeps the producer's marking meaningful. A transient
 /// message never displaces a persistent one, so it is rejected when only
 /// persistent messages could make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,7 +80,8 @@ pub enum Overflow {
 /// How a queue behaves; fixed when it is declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueConfig {
-    /// The queue and its durable messages survive restarts.
+    /// Messages published durable into it are persistent (see the module
+    /// documentation).
     pub durable: bool,
     /// The most messages it holds, ready and unsettled.
     pub max_length: Option<u64>,

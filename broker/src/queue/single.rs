@@ -71,14 +71,6 @@ impl Queue {
         self.messages.get(&seq)
     }
 
-    /// Its persistent messages, in seq order.
-    pub fn persistent_messages(&self) -> impl Iterator<Item = (Seq, &Message)> {
-        self.messages
-            .iter()
-            .filter(|(_, m)| m.persistent)
-            .map(|(&seq, m)| (seq, m))
-    }
-
     /// Every seq it holds, in order.
     pub fn seqs(&self) -> impl Iterator<Item = Seq> + '_ {
         self.messages.keys().copied()
@@ -97,13 +89,6 @@ impl Queue {
     /// The earliest expiry among its messages.
     pub fn next_expiry(&self) -> Option<u64> {
         self.expiries.first().map(|&(expiry_ms, _)| expiry_ms)
-    }
-
-    /// True if some persistent message has an expiry.
-    pub fn persistent_expires(&self) -> bool {
-        self.expiries
-            .iter()
-            .any(|(_, seq)| self.messages[seq].persistent)
     }
 
     /// The messages due at `now_ms`, by expiry then seq.

@@ -1,13 +1,13 @@
 //! The whole state of a [`Queues`], volatile parts included: consumers,
 //! their credit, what each holds, browse cursors, `undeliverable-here`
-//! marks, transient queues and messages. A replicated group's Raft snapshot
-//! carries it, and a member that catches up from it must end with exactly
-//! the state of the members that applied the log.
+//! marks, transient queues and messages. A node that restarts from it, or
+//! a Raft member that catches up from it, must end with exactly the state
+//! of one that applied the log.
 //!
-//! Unlike [`super::snapshot`] (the single node's durable state), this
-//! format lives inside Raft snapshots only, so it is a plain binary layout,
-//! decoded as strictly: every count honoured, nothing left over, and the
-//! rebuilt queues checked against the machine's invariants.
+//! It is the queues' part of a group's snapshot (`node::state`), in the
+//! single node's log and in a Raft group's: a plain binary layout, decoded
+//! strictly: every count honoured, nothing left over, and the rebuilt
+//! queues checked against the machine's invariants.
 //!
 //! ```text
 //! whole    := last_seq u64 | queues u32 | queue*

@@ -2,7 +2,7 @@
 //! order, snapshots to install, and the local step's refusals; and handing
 //! the groups snapshots of their state when their logs have grown.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use tracing::{debug, error, info, warn};
@@ -180,6 +180,7 @@ impl Core {
     /// One of this node's items was applied out of its sight (inside a
     /// snapshot).
     fn on_unknown_outcome(&mut self, id: GroupId, reply: Reply, command: &Command) {
+        self.count_applied(command);
         match reply {
             Reply::Publish(publish) => {
                 warn!(
@@ -215,9 +216,8 @@ impl Core {
                 self.detaching.insert(consumer);
                 self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
             }
-            Reply::Expire | Reply::None => return self.on_own_applied(id, reply, command),
+            Reply::Expire | Reply::None => self.on_own_applied(id, reply),
         }
-        self.count_applied(command);
     }
 
     /// Subscription queues by topic, from every group's declared queues.
@@ -264,9 +264,10 @@ impl Core {
 
     /// Over the local step, an entry this node proposed since it started
     /// is made of the oldest items of its outbox: they are taken from
-    /// there, which costs far less than decoding the entry again. `None`
-    /// for any other entry (one recovered from the log), which is decoded.
-    fn own_batch(&self, id: GroupId, data: &Bytes) -> Option<Batch> {
+    /// there, with their replies (kept for [`Core::take_reply`]), which
+    /// costs far less than decoding the entry again. `None` for any other
+    /// entry (one recovered from the log), which is decoded.
+    fn own_batch(&mut self, id: GroupId, data: &Bytes) -> Option<Batch> {
         if self.step != Step::Local {
             return None;
         }
@@ -274,12 +275,24 @@ impl Core {
         if header.origin != self.origin {
             return None;
         }
-        let waiting = self.groups.get(&id)?.outbox.waiting();
-        let items: Vec<_> = waiting.take(header.count).cloned().collect();
-        let first = items.first().map(|item| item.token);
-        if items.len() != header.count || first != header.first_token {
+        let outbox = &mut self.groups.get_mut(&id)?.outbox;
+        let tokens = header.first_token.map_or(0..0, |first| {
+            first..first.saturating_add(header.count as u64)
+        });
+        let at_front = {
+            let mut waiting = outbox.waiting().map(|item| item.token);
+            tokens.clone().all(|token| waiting.next() == Some(token))
+        };
+        if !at_front {
             debug_assert!(false, "an entry of ours is not at the outbox's front");
             return None;
+        }
+        let mut items = Vec::with_capacity(header.count);
+        for proposed in tokens.filter_map(|token| outbox.applied(token)) {
+            count_applied(&mut self.pending_enqueues, &proposed.item.command);
+            self.taken_replies
+                .push_back((proposed.item.token, proposed.reply));
+            items.push(proposed.item);
         }
         Some(Batch {
             origin: header.origin,
@@ -315,22 +328,19 @@ impl Core {
         let mut all_effects = effects.drain(..);
         for item in applied.drain(..) {
             let reply = if item.origin == self.origin {
-                self.groups
-                    .get_mut(&id)
-                    .and_then(|group| group.outbox.applied(item.token))
-                    .map(|proposed| (proposed.reply, proposed.item.command))
+                self.take_reply(id, item.token)
             } else {
                 None
             };
             let publish = match &reply {
-                Some((Reply::Publish(publish), _)) => Some(*publish),
+                Some(Reply::Publish(publish)) => Some(*publish),
                 _ => None,
             };
             for effect in all_effects.by_ref().take(item.effects.len()) {
                 self.on_effect(effect, publish);
             }
-            if let Some((reply, command)) = reply {
-                self.on_own_applied(id, reply, &command);
+            if let Some(reply) = reply {
+                self.on_own_applied(id, reply);
             }
         }
         drop(all_effects);
@@ -358,22 +368,28 @@ impl Core {
         }
     }
 
-    /// One of our items left the outbox: an enqueue no longer takes room
-    /// ahead of time.
-    fn count_applied(&mut self, command: &Command) {
-        if let Command::Enqueue { queue, .. } = command
-            && let Some(count) = self.pending_enqueues.get_mut(queue)
+    /// What to do now that our item `token` of group `id` is applied: taken
+    /// with the item by [`Core::own_batch`], or from the outbox.
+    fn take_reply(&mut self, id: GroupId, token: u64) -> Option<Reply> {
+        if self
+            .taken_replies
+            .front()
+            .is_some_and(|&(taken, _)| taken == token)
         {
-            *count -= 1;
-            if *count == 0 {
-                self.pending_enqueues.remove(queue);
-            }
+            return self.taken_replies.pop_front().map(|(_, reply)| reply);
         }
+        let proposed = self.groups.get_mut(&id)?.outbox.applied(token)?;
+        self.count_applied(&proposed.item.command);
+        Some(proposed.reply)
+    }
+
+    /// One of our items left the outbox (see [`count_applied`]).
+    fn count_applied(&mut self, command: &Command) {
+        count_applied(&mut self.pending_enqueues, command);
     }
 
     /// One of our items was applied.
-    fn on_own_applied(&mut self, id: GroupId, reply: Reply, command: &Command) {
-        self.count_applied(command);
+    fn on_own_applied(&mut self, id: GroupId, reply: Reply) {
         match reply {
             Reply::None => {}
             Reply::Attached {
@@ -428,6 +444,19 @@ impl Core {
             }
             Some(other) => debug!(effect = ?other, "queue effect"),
             None => {}
+        }
+    }
+}
+
+/// One of our items left the outbox: an enqueue no longer takes room ahead
+/// of time in `pending_enqueues`.
+fn count_applied(pending_enqueues: &mut BTreeMap<String, u64>, command: &Command) {
+    if let Command::Enqueue { queue, .. } = command
+        && let Some(count) = pending_enqueues.get_mut(queue)
+    {
+        *count -= 1;
+        if *count == 0 {
+            pending_enqueues.remove(queue);
         }
     }
 }

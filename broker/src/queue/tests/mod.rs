@@ -1,5 +1,5 @@
-//! Queue tests: behaviour by behaviour, the encodings, and the replay of the
-//! durable log against a live machine.
+//! Queue tests: behaviour by behaviour, the encodings, and the replay of a
+//! log against a live machine.
 
 use bytes::Bytes;
 
@@ -11,6 +11,20 @@ mod codec;
 #[cfg(feature = "planted-bugs")]
 mod planted;
 mod replay;
+
+/// The whole state's encoding (see [`Queues::encode_whole`]).
+fn whole(queues: &Queues) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    queues.encode_whole(&mut out);
+    out.freeze()
+}
+
+/// The machine of a [`whole`] encoding.
+fn from_whole(mut encoded: Bytes) -> Queues {
+    let queues = Queues::decode_whole(&mut encoded).expect("a whole state decodes");
+    assert!(encoded.is_empty(), "a whole state is decoded to its end");
+    queues
+}
 
 /// A machine with a clock and a seq counter, applying commands one by one
 /// and checking every invariant after each (`apply` does in debug builds).
