@@ -32,32 +32,11 @@ pub(super) struct Consumer {
     pub conn: ConnId,
     pub link: LinkId,
     pub queue: String,
-    /// When the queue goes with this consumer.
-    pub lifetime: QueueLifetime,
-}
-
-/// When a consumer's queue is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum QueueLifetime {
-    /// Never: an anycast queue outlives its consumers.
-    Lasting,
-    /// When the consumer's link closes (not when it only detaches): a
-    /// durable topic subscription.
-    UntilClosed,
-    /// When the consumer goes: a dynamic node or a non-durable subscription.
-    UntilDetached,
-}
-
-impl QueueLifetime {
-    /// Whether the queue goes when its consumer's link detaches (`closed`:
-    /// the link was closed, not only detached).
-    pub fn ends_with(self, closed: bool) -> bool {
-        match self {
-            QueueLifetime::Lasting => false,
-            QueueLifetime::UntilClosed => closed,
-            QueueLifetime::UntilDetached => true,
-        }
-    }
+    /// Its queue is deleted when its link closes (not when it only
+    /// detaches): a durable topic subscription's. Queues that go with
+    /// their consumer's detach are the state machine's to delete
+    /// (`QueueConfig::auto_delete`).
+    pub deleted_on_close: bool,
 }
 
 /// Where a consumer's link reads, as its terminus names it.
@@ -68,8 +47,9 @@ pub(super) struct ConsumerTarget {
     pub address: String,
     /// It browses (distribution mode `copy`).
     pub browse: bool,
-    /// When its queue goes.
-    pub lifetime: QueueLifetime,
+    /// Its queue is deleted when its link closes (see
+    /// [`Consumer::deleted_on_close`]).
+    pub deleted_on_close: bool,
     /// The configuration to declare its queue with, if the broker makes
     /// the queue for it (a subscription, a dynamic node); `None` for an
     /// anycast queue, which exists or is auto-created as configured.
@@ -91,7 +71,7 @@ impl ConsumerTarget {
                 queue: name.clone(),
                 address: name,
                 browse,
-                lifetime: QueueLifetime::Lasting,
+                deleted_on_close: false,
                 declare: None,
             },
             ConsumerNode::Topic { topic, durable } => {
@@ -103,17 +83,14 @@ impl ConsumerTarget {
                 let queue = subscription_queue(&topic, &subscription);
                 let config = QueueConfig {
                     durable,
+                    auto_delete: !durable,
                     ..settings.queue_config(&queue)
                 };
                 Self {
                     queue,
                     address: format!("{TOPIC_PREFIX}{topic}"),
                     browse: false,
-                    lifetime: if durable {
-                        QueueLifetime::UntilClosed
-                    } else {
-                        QueueLifetime::UntilDetached
-                    },
+                    deleted_on_close: durable,
                     declare: Some(config),
                 }
             }
@@ -121,13 +98,14 @@ impl ConsumerTarget {
                 let queue = format!("dynamic.{}", unique());
                 let config = QueueConfig {
                     durable: false,
+                    auto_delete: true,
                     ..settings.queue_config(&queue)
                 };
                 Self {
                     address: queue.clone(),
                     queue,
                     browse: false,
-                    lifetime: QueueLifetime::UntilDetached,
+                    deleted_on_close: false,
                     declare: Some(config),
                 }
             }

@@ -480,7 +480,7 @@ impl Core {
             queue,
             address,
             browse,
-            lifetime,
+            deleted_on_close,
             declare,
             ..
         } = ConsumerTarget::of(node, link_name, container_id, &self.settings, unique);
@@ -494,7 +494,7 @@ impl Core {
             conn,
             link,
             queue: queue.clone(),
-            lifetime,
+            deleted_on_close,
         };
         self.clients.add_consumer(consumer, info);
         let attach = Command::Attach {
@@ -563,7 +563,7 @@ impl Core {
         };
         self.detaching.insert(consumer);
         self.propose(&info.queue, Command::Detach { consumer }, None, Reply::None);
-        if info.lifetime.ends_with(closed) {
+        if info.deleted_on_close && closed {
             let delete = Command::Delete {
                 queue: info.queue.clone(),
             };

@@ -50,6 +50,7 @@ impl NodeSettings {
                 .dedup
                 .map(|window| u64::try_from(window.duration.as_millis()).unwrap_or(u64::MAX)),
             dedup_window_ids: settings.dedup.map(|window| window.ids),
+            auto_delete: false,
         }
     }
 

@@ -88,7 +88,8 @@ impl Composite for QueueConfig {
             .field(&self.delivery_limit)
             .field(&self.default_ttl_ms)
             .field(&self.dedup_window_ms)
-            .field(&self.dedup_window_ids);
+            .field(&self.dedup_window_ids)
+            .field(&self.auto_delete);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -102,6 +103,8 @@ impl Composite for QueueConfig {
             default_ttl_ms: f.optional("default-ttl-ms")?,
             dedup_window_ms: f.optional("dedup-window-ms")?,
             dedup_window_ids: f.optional("dedup-window-ids")?,
+            // Absent from what a cluster of an earlier version logged.
+            auto_delete: f.optional("auto-delete")?.unwrap_or(false),
         })
     }
 }

@@ -377,6 +377,9 @@ impl Queues {
         };
         let queue = self.queues.get_mut(&name).expect("consumers read queues");
         queue.detach(consumer);
+        if queue.config.auto_delete && queue.consumer_ids().next().is_none() {
+            return self.delete(name, effects);
+        }
         queue.dispatch(now_ms, effects);
     }
 

@@ -104,6 +104,12 @@ pub struct QueueConfig {
     pub dedup_window_ms: Option<u64>,
     /// The most ids remembered at once; the oldest go first.
     pub dedup_window_ids: Option<u64>,
+    /// It goes, with what it holds, when its last consumer detaches: the
+    /// queue of a dynamic node or of a non-durable topic subscription,
+    /// which lives as long as its link. Its consumer's detach takes it
+    /// along however the consumer goes (its link, its connection, or its
+    /// node's crash, once the consumer is detached as an orphan).
+    pub auto_delete: bool,
 }
 
 impl Default for QueueConfig {
@@ -118,6 +124,7 @@ impl Default for QueueConfig {
             default_ttl_ms: None,
             dedup_window_ms: None,
             dedup_window_ids: None,
+            auto_delete: false,
         }
     }
 }

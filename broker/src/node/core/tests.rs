@@ -23,8 +23,9 @@ struct Harness {
     proposed: VecDeque<(GroupId, Entry)>,
     /// The last index committed, per group.
     committed: BTreeMap<GroupId, u64>,
-    /// Every entry committed, in order: the local step's log.
-    log: Vec<(GroupId, Commit)>,
+    /// Every entry committed, in order, with its index: the local step's
+    /// log.
+    log: Vec<(GroupId, u64, Bytes)>,
     /// How many of the next proposals the fake step loses.
     lose: usize,
     next_delivery: u32,
@@ -100,11 +101,7 @@ impl Harness {
                 let index = self.committed.entry(group).or_default();
                 *index += 1;
                 let (index, data) = (*index, entry.data);
-                let logged = Commit::Entry {
-                    index,
-                    data: data.clone(),
-                };
-                self.log.push((group, logged));
+                self.log.push((group, index, data.clone()));
                 (group, Commit::Entry { index, data })
             })
             .collect();
@@ -126,6 +123,23 @@ impl Harness {
         self.core
             .handle_committed(self.now, refused)
             .expect("a refused entry is handled");
+        self.core.check_invariants();
+    }
+
+    /// The node restarts (its next incarnation) from its log, as the
+    /// single node's driver does; what it had not committed is gone.
+    fn restart(&mut self) {
+        let settings = NodeSettings::new(Config::default());
+        let origin = Origin::new(1, self.core.origin.start() + 1);
+        self.core = Core::new(settings, self.core.step, origin, self.now);
+        self.proposed.clear();
+        let log = self.log.iter().map(|(group, index, data)| {
+            let (index, data) = (*index, data.clone());
+            (*group, Commit::Entry { index, data })
+        });
+        self.core
+            .handle_committed(self.now, log)
+            .expect("the log replays");
         self.core.check_invariants();
     }
 
@@ -283,14 +297,33 @@ fn replaying_the_log_rebuilds_exactly_what_was_applied() {
         closed: false,
     });
     harness.commit();
-    let settings = NodeSettings::new(Config::default());
-    let mut restarted = Core::new(settings, Step::Local, Origin::new(1, 2), harness.now);
-    restarted
-        .handle_committed(harness.now, std::mem::take(&mut harness.log))
-        .expect("the log replays");
     let digest = |core: &Core| core.groups[&1].state.digest();
-    assert_eq!(digest(&restarted), digest(&harness.core));
-    assert_eq!(restarted.queue_info(), harness.core.queue_info());
+    let (before, info) = (digest(&harness.core), harness.core.queue_info());
+    harness.restart();
+    assert_eq!(digest(&harness.core), before);
+    assert_eq!(harness.core.queue_info(), info);
+}
+
+/// A dynamic node's queue lives as long as its link. A crash ends the link
+/// without a detach; once restarted, the node detaches the consumer it no
+/// longer serves, and that takes the queue along.
+#[test]
+fn a_dynamic_nodes_queue_goes_once_its_consumer_is_detached_after_a_crash() {
+    let mut harness = Harness::new(Step::Local);
+    harness.request(Request::AttachConsumer {
+        conn: testing::CONN,
+        link: testing::CONSUMER,
+        node: ConsumerNode::Dynamic,
+        link_name: "replies".into(),
+        container_id: "client".into(),
+    });
+    harness.commit();
+    assert_eq!(harness.said(), ["consumer attached to dynamic.1.1.1"]);
+    harness.restart();
+    assert_eq!(harness.core.queue_info().len(), 1, "it survives the crash");
+    harness.wait(HOUSEKEEPING_EVERY);
+    harness.commit();
+    assert_eq!(harness.core.queue_info(), []);
 }
 
 /// An accepting settle waits for company (the next publish) for at most

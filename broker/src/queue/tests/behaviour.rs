@@ -831,3 +831,28 @@ fn the_dedup_window_survives_a_snapshot() {
     bench.publish("q", with_id("a", "1"));
     assert_eq!(bench.info("q"), (5, 0));
 }
+
+/// A dynamic node's queue goes with its last consumer, with what it holds.
+#[test]
+fn an_auto_delete_queue_goes_with_its_last_consumer() {
+    let mut bench = Bench::new();
+    let config = QueueConfig {
+        auto_delete: true,
+        ..QueueConfig::default()
+    };
+    bench.declare("temp", config);
+    bench.send("temp", "a");
+    bench.attach(1, "temp");
+    bench.attach(2, "temp");
+    bench.credit(1, 1);
+    assert!(bench.apply(Command::Detach { consumer: 1 }).is_empty());
+    assert_eq!(bench.info("temp"), (1, 0), "one consumer is left");
+    let effects = bench.apply(Command::Detach { consumer: 2 });
+    assert_eq!(
+        effects,
+        [Effect::Deleted {
+            queue: "temp".into()
+        }]
+    );
+    assert_eq!(bench.queues.info("temp"), None);
+}

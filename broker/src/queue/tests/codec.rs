@@ -21,6 +21,7 @@ fn every_command() -> Vec<Command> {
         default_ttl_ms: Some(60_000),
         dedup_window_ms: Some(600_000),
         dedup_window_ids: Some(u64::MAX),
+        auto_delete: true,
     };
     let message = NewMessage {
         body: Bytes::from(vec![0xab; 300]),

@@ -43,22 +43,26 @@ fn config() -> impl Strategy<Value = QueueConfig> {
         prop::option::of(0..QUEUES.len()),
         prop::option::weighted(0.7, 0..4_u32),
         prop::option::weighted(0.3, 0..60_u64),
+        prop::bool::weighted(0.2),
     )
         .prop_map(
-            |(durable, max_length, max_bytes, drop_head, dlq, delivery_limit, ttl)| QueueConfig {
-                durable,
-                max_length,
-                max_bytes,
-                overflow: if drop_head {
-                    Overflow::DropHead
-                } else {
-                    Overflow::RejectPublish
-                },
-                dead_letter_queue: dlq.map(|i| QUEUES[i].to_owned()),
-                delivery_limit,
-                default_ttl_ms: ttl,
-                dedup_window_ms: None,
-                dedup_window_ids: None,
+            |(durable, max_length, max_bytes, drop_head, dlq, delivery_limit, ttl, auto_delete)| {
+                QueueConfig {
+                    durable,
+                    max_length,
+                    max_bytes,
+                    overflow: if drop_head {
+                        Overflow::DropHead
+                    } else {
+                        Overflow::RejectPublish
+                    },
+                    dead_letter_queue: dlq.map(|i| QUEUES[i].to_owned()),
+                    delivery_limit,
+                    default_ttl_ms: ttl,
+                    dedup_window_ms: None,
+                    dedup_window_ids: None,
+                    auto_delete,
+                }
             },
         )
 }
