@@ -63,9 +63,9 @@ const TIMING: Timing = Timing {
 /// How long a stopping node waits for what it proposed to be applied.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// The most requests, or committed entries, handled per wake-up, so that a
-/// flood of one cannot hold back the other.
-const PER_WAKE: usize = 256;
+/// The most committed entries handled per wake-up, so that a flood of them
+/// cannot hold back requests.
+const COMMITS_PER_WAKE: usize = 256;
 
 /// Opens the Raft log, starts the groups and the transport, and returns a
 /// handle to the node plus the task to run it.
@@ -178,13 +178,8 @@ impl<I: Io> Driver<I> {
             tokio::select! {
                 request = requests.recv(), if open => match request {
                     Some(request) => {
-                        // One reading of the clocks for the whole burst.
                         let now = Now::read(&self.io);
-                        self.inboxes.hand_over(&mut self.core, now, request);
-                        for _ in 1..PER_WAKE {
-                            let Ok(request) = requests.try_recv() else { break };
-                            self.inboxes.hand_over(&mut self.core, now, request);
-                        }
+                        self.inboxes.hand_over_burst(&mut self.core, now, request, &mut requests);
                     }
                     // Every handle is gone: the broker is stopping. Its
                     // connections have closed, but what they settled and
@@ -197,7 +192,7 @@ impl<I: Io> Driver<I> {
                 },
                 Some(first) = committed.recv() => {
                     let mut burst = vec![first];
-                    while burst.len() < PER_WAKE {
+                    while burst.len() < COMMITS_PER_WAKE {
                         let Ok(next) = committed.try_recv() else { break };
                         burst.push(next);
                     }

@@ -326,18 +326,20 @@ impl Core {
     /// Every queue's counters, in name order, as applied here.
     pub(super) fn queue_info(&self) -> Vec<(String, QueueInfo)> {
         let mut info: Vec<_> = self
-            .groups
-            .values()
-            .flat_map(|group| {
-                let queues = group.state.queues();
-                queues
-                    .declared()
-                    .filter_map(|(name, _)| Some((name.to_owned(), queues.info(name)?)))
-                    .collect::<Vec<_>>()
-            })
+            .queue_counters()
+            .map(|(name, info)| (name.to_owned(), info))
             .collect();
         info.sort_by(|a, b| a.0.cmp(&b.0));
         info
+    }
+
+    /// Every queue's name and counters, group after group.
+    fn queue_counters(&self) -> impl Iterator<Item = (&str, QueueInfo)> {
+        self.groups.values().flat_map(|group| {
+            let queues = group.state.queues();
+            let counters = move |(name, _)| Some((name, queues.info(name)?));
+            queues.declared().filter_map(counters)
+        })
     }
 
     /// Every group's status, in group order.
@@ -673,18 +675,7 @@ impl Core {
         let Some(watermark) = self.settings.config.limits.memory_high_watermark() else {
             return false;
         };
-        let held: u64 = self
-            .groups
-            .values()
-            .flat_map(|group| {
-                let queues = group.state.queues();
-                queues
-                    .declared()
-                    .filter_map(|(name, _)| queues.info(name))
-                    .map(|info| info.bytes)
-                    .collect::<Vec<_>>()
-            })
-            .sum();
+        let held: u64 = self.queue_counters().map(|(_, info)| info.bytes).sum();
         held >= watermark
     }
 

@@ -86,6 +86,9 @@ impl Now {
     }
 }
 
+/// The most requests a node's driver hands its core per wake-up.
+const REQUESTS_PER_WAKE: usize = 256;
+
 /// Each connection's channel, as a node task's driver keeps it: the core
 /// only says what to tell which connection (`poll_to_connection`), and the
 /// driver sends it.
@@ -122,6 +125,27 @@ impl Inboxes {
                 self.forget(conn);
             }
             request => core.handle_request(now, request),
+        }
+    }
+
+    /// Hands the core `first` and the requests already waiting behind it,
+    /// [`REQUESTS_PER_WAKE`] at the most, at one reading of the clocks: a
+    /// burst shares one entry, and a flood of requests cannot hold back
+    /// what the node's other inputs bring.
+    fn hand_over_burst(
+        &mut self,
+        core: &mut core::Core,
+        now: Now,
+        first: Request,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+    ) {
+        self.hand_over(core, now, first);
+        for _ in 1..REQUESTS_PER_WAKE {
+            // Empty, or closed: `recv` sees the close next.
+            let Ok(request) = requests.try_recv() else {
+                break;
+            };
+            self.hand_over(core, now, request);
         }
     }
 

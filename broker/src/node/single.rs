@@ -45,10 +45,6 @@ const FIRST_FORMAT: &str = "sluice single-node log 1";
 /// The single node's one group.
 const GROUP: GroupId = 1;
 
-/// The most requests the node handles per wake-up before it applies what
-/// became durable, so that a flood of requests cannot hold back outcomes.
-const REQUESTS_PER_WAKE: usize = 256;
-
 /// Opens the log, recovers the queues from it, and returns a handle to the
 /// node plus the task to run it (spawn it; it ends when every handle is
 /// dropped, or with an error if the log fails).
@@ -163,15 +159,8 @@ impl<I: Io> Driver<I> {
             tokio::select! {
                 request = requests.recv(), if open => match request {
                     Some(request) => {
-                        // One reading of the clocks, and one entry, for the
-                        // whole burst.
                         let now = Now::read(&self.io);
-                        self.inboxes.hand_over(&mut self.core, now, request);
-                        for _ in 1..REQUESTS_PER_WAKE {
-                            // Empty, or closed: `recv` sees the close next.
-                            let Ok(request) = requests.try_recv() else { break };
-                            self.inboxes.hand_over(&mut self.core, now, request);
-                        }
+                        self.inboxes.hand_over_burst(&mut self.core, now, request, &mut requests);
                     }
                     // Every handle is gone: finish what was proposed.
                     None => {

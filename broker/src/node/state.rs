@@ -299,34 +299,33 @@ mod tests {
         state.queues().info("q").map_or(0, |info| info.depth)
     }
 
+    /// A queue with two messages and a consumer that holds them.
+    fn sample() -> GroupState {
+        let mut state = GroupState::default();
+        let attach = Command::Attach {
+            consumer: 10,
+            queue: "q".into(),
+            browse: false,
+        };
+        let credit = Command::Credit {
+            consumer: 10,
+            credit: 5,
+            drain: false,
+        };
+        let items = vec![
+            item(1, declare()),
+            item(2, enqueue("a")),
+            item(3, enqueue("b")),
+            item(4, attach),
+            item(5, credit),
+        ];
+        apply(&mut state, 1, items);
+        state
+    }
+
     #[test]
     fn a_state_survives_its_encoding_with_consumers_and_what_they_hold() {
-        let mut state = GroupState::default();
-        apply(
-            &mut state,
-            1,
-            vec![
-                item(1, declare()),
-                item(2, enqueue("a")),
-                item(3, enqueue("b")),
-                item(
-                    4,
-                    Command::Attach {
-                        consumer: 10,
-                        queue: "q".into(),
-                        browse: false,
-                    },
-                ),
-                item(
-                    5,
-                    Command::Credit {
-                        consumer: 10,
-                        credit: 5,
-                        drain: false,
-                    },
-                ),
-            ],
-        );
+        let state = sample();
         let restored = GroupState::decode(state.encode()).expect("decodes");
         assert_eq!(restored.digest(), state.digest());
         assert_eq!(restored.queues().holder("q", 1 << SEQ_SHIFT | 1), Some(10));
@@ -344,31 +343,7 @@ mod tests {
     /// snapshot, byte for byte: a change to it is a format change.
     #[test]
     fn the_state_encoding_is_stable() {
-        let mut state = GroupState::default();
-        apply(
-            &mut state,
-            1,
-            vec![
-                item(1, declare()),
-                item(2, enqueue("a")),
-                item(
-                    3,
-                    Command::Attach {
-                        consumer: 10,
-                        queue: "q".into(),
-                        browse: false,
-                    },
-                ),
-                item(
-                    4,
-                    Command::Credit {
-                        consumer: 10,
-                        credit: 5,
-                        drain: false,
-                    },
-                ),
-            ],
-        );
+        let state = sample();
         let hex: String = state.encode().iter().map(|b| format!("{b:02x}")).collect();
         let lines: Vec<&str> = hex
             .as_bytes()
