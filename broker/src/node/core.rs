@@ -126,6 +126,31 @@ enum Reply {
     Expire,
 }
 
+/// A consumer's change that the local step does not log as it is, due once
+/// every item of ours up to `after` is applied (see [`Core::credit`] and
+/// [`Core::detach_consumer`]).
+#[derive(Debug)]
+struct HeldBack {
+    after: u64,
+    change: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// Applied, not logged.
+    Credit {
+        consumer: ConsumerId,
+        credit: u32,
+        drain: bool,
+    },
+    /// Made into the logged commands that fail what the consumer holds,
+    /// then detach it (and delete its queue, if its link closed that).
+    Detach {
+        consumer: ConsumerId,
+        delete: Option<String>,
+    },
+}
+
 /// One group, as this node sees it.
 struct Group {
     state: GroupState,
@@ -134,6 +159,9 @@ struct Group {
     proposed_at: Instant,
     /// Until when new items that only settle may wait for company.
     linger_until: Option<Instant>,
+    /// Over the local step, consumers' changes that are not logged as
+    /// they are, each waiting for the items before it to be applied.
+    held_back: VecDeque<HeldBack>,
     /// The leader as last known; `None` while there is none.
     leader: Option<NodeId>,
     /// An `Expire` of ours is waiting to be applied.
@@ -200,6 +228,7 @@ impl Core {
                     outbox: Outbox::new(origin),
                     proposed_at: now.instant,
                     linger_until: None,
+                    held_back: VecDeque::new(),
                     leader,
                     expiring: false,
                     applied: 0,
@@ -280,15 +309,8 @@ impl Core {
                 credit,
                 drain,
             } => {
-                if let Some(consumer) = self.clients.consumer_on(conn, link)
-                    && let Some(queue) = self.clients.consumer(consumer).map(|c| c.queue.clone())
-                {
-                    let command = Command::Credit {
-                        consumer,
-                        credit,
-                        drain,
-                    };
-                    self.propose(&queue, command, None, Reply::None);
+                if let Some(consumer) = self.clients.consumer_on(conn, link) {
+                    self.credit(consumer, credit, drain);
                 }
             }
             Request::Settle {
@@ -309,10 +331,13 @@ impl Core {
                     seq,
                     outcome,
                 };
-                // Another node may have detached the consumer and handed its
-                // message on before the settle is committed: the group
-                // applies it only while the consumer holds the message.
-                self.propose(&queue, command, Some(consumer), Reply::None);
+                // Over Raft, another node may have detached the consumer and
+                // handed its message on before the settle is committed: the
+                // group applies it only while the consumer holds the
+                // message. Over the local step nothing comes between, and a
+                // replayed log, without credit, has nobody hold anything.
+                let guard = (self.step == Step::Raft).then_some(consumer);
+                self.propose(&queue, command, guard, Reply::None);
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
             Request::Disconnect { conn } => {
@@ -384,7 +409,8 @@ impl Core {
 
     /// Whether everything this node proposed has been applied (or refused).
     pub(super) fn is_idle(&self) -> bool {
-        self.groups.values().all(|group| group.outbox.is_idle())
+        let idle = |group: &Group| group.outbox.is_idle() && group.held_back.is_empty();
+        self.groups.values().all(idle)
     }
 
     /// The local step's disk is full and gave up its reserve, of which
@@ -452,6 +478,119 @@ impl Core {
                 group.proposed_at = self.now.instant;
             }
             group.outbox.push(command, guard, reply);
+        }
+    }
+
+    /// Sets a consumer's credit. Over Raft it is proposed like any command.
+    /// Over the local step it is never logged (a replay has no consumers
+    /// to deliver to; what a detach counts is logged as it is made, see
+    /// [`Core::detach_consumer`]), and it is applied at once when only
+    /// enqueues and accepting settles wait for their fsync: that delivers
+    /// what it would have delivered behind them, in the same order (see
+    /// [`super::proposer::overtakable`]). Waiting would cost the consumer
+    /// an fsync per credit top-up: a Proton consumer with its default
+    /// window of 10 received a quarter of the messages a second. Behind
+    /// anything else (a settle that returns a message, this consumer's
+    /// attach, an earlier held-back change) and for a drain, which looks
+    /// at what is there now, it is held back until its turn.
+    fn credit(&mut self, consumer: ConsumerId, credit: u32, drain: bool) {
+        let Some(queue) = self.clients.consumer(consumer).map(|c| c.queue.clone()) else {
+            return;
+        };
+        let id = self.placement.group_of(&queue);
+        if self.step == Step::Raft {
+            let command = Command::Credit {
+                consumer,
+                credit,
+                drain,
+            };
+            return self.propose_to(id, command, None, Reply::None);
+        }
+        let change = Held::Credit {
+            consumer,
+            credit,
+            drain,
+        };
+        let Some(group) = self.groups.get(&id) else {
+            return;
+        };
+        if !drain && group.outbox.credit_may_overtake() && group.held_back.is_empty() {
+            self.carry_out_held(id, change);
+        } else {
+            self.hold_back(id, change);
+        }
+    }
+
+    /// Detaches `consumer` of group `id`, and then deletes `delete`. Over
+    /// Raft the detach is proposed, and the group fails what the consumer
+    /// holds when it applies it. Over the local step, what the consumer
+    /// holds is known only once every item before the detach is applied
+    /// (its settles may still wait for their fsync), and is not in the log:
+    /// so the detach is held back until then, and made into the settles
+    /// that fail what it holds, logged, and the detach itself.
+    fn detach_consumer(&mut self, id: GroupId, consumer: ConsumerId, delete: Option<String>) {
+        self.detaching.insert(consumer);
+        if self.step == Step::Local {
+            return self.hold_back(id, Held::Detach { consumer, delete });
+        }
+        self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
+        if let Some(queue) = delete {
+            self.propose_to(id, Command::Delete { queue }, None, Reply::None);
+        }
+    }
+
+    /// Queues a change until every item pushed so far is applied.
+    fn hold_back(&mut self, id: GroupId, change: Held) {
+        if let Some(group) = self.groups.get_mut(&id) {
+            let after = group.outbox.newest_token();
+            group.held_back.push_back(HeldBack { after, change });
+        }
+        self.carry_out_due(id);
+    }
+
+    /// Carries out the held-back changes whose turn has come.
+    pub(super) fn carry_out_due(&mut self, id: GroupId) {
+        while let Some(group) = self.groups.get_mut(&id)
+            && group
+                .held_back
+                .front()
+                .is_some_and(|held| group.outbox.applied_through(held.after))
+            && let Some(held) = group.held_back.pop_front()
+        {
+            self.carry_out_held(id, held.change);
+        }
+    }
+
+    fn carry_out_held(&mut self, id: GroupId, change: Held) {
+        match change {
+            Held::Credit {
+                consumer,
+                credit,
+                drain,
+            } => {
+                let command = Command::Credit {
+                    consumer,
+                    credit,
+                    drain,
+                };
+                self.apply_volatile(id, command);
+            }
+            Held::Detach { consumer, delete } => {
+                let Some(group) = self.groups.get(&id) else {
+                    return;
+                };
+                for command in group.state.queues().detach_commands(consumer) {
+                    match command {
+                        // Taking its credit first keeps what it held from
+                        // being delivered to it again meanwhile.
+                        Command::Credit { .. } => self.apply_volatile(id, command),
+                        command => self.propose_to(id, command, None, Reply::None),
+                    }
+                }
+                if let Some(queue) = delete {
+                    self.propose_to(id, Command::Delete { queue }, None, Reply::None);
+                }
+            }
         }
     }
 
@@ -563,14 +702,9 @@ impl Core {
         let Some((consumer, info)) = self.clients.remove_link(conn, link) else {
             return;
         };
-        self.detaching.insert(consumer);
-        self.propose(&info.queue, Command::Detach { consumer }, None, Reply::None);
-        if info.deleted_on_close && closed {
-            let delete = Command::Delete {
-                queue: info.queue.clone(),
-            };
-            self.propose(&info.queue, delete, None, Reply::None);
-        }
+        let id = self.placement.group_of(&info.queue);
+        let delete = (info.deleted_on_close && closed).then_some(info.queue);
+        self.detach_consumer(id, consumer, delete);
     }
 
     // ---- publishing and producer credit ---------------------------------
@@ -832,8 +966,7 @@ impl Core {
                 node = Origin::of_consumer(consumer).node(),
                 "detaching an orphaned consumer"
             );
-            self.detaching.insert(consumer);
-            self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
+            self.detach_consumer(id, consumer, None);
         }
     }
 }
@@ -858,12 +991,29 @@ fn lingers(item: &super::batch::Item) -> bool {
 
 #[cfg(test)]
 impl Core {
-    /// What must hold after every input: a linger runs only while new
-    /// items wait, and the enqueues counted as on their way to each queue
-    /// are exactly those waiting in the outboxes.
+    /// What must hold after every input: the outbox's count of what
+    /// credit may not overtake, held-back changes in turn and only while it
+    /// has not come, a linger only while new items wait, and the enqueues
+    /// counted as on their way to each queue exactly those waiting in the
+    /// outboxes.
     fn check_invariants(&self) {
         let mut waiting: BTreeMap<String, u64> = BTreeMap::new();
         for group in self.groups.values() {
+            let overtakable =
+                |item: &super::batch::Item| super::proposer::overtakable(&item.command);
+            assert_eq!(
+                group.outbox.credit_may_overtake(),
+                group.outbox.waiting().all(overtakable),
+                "the outbox counts what credit may not overtake"
+            );
+            let afters: Vec<u64> = group.held_back.iter().map(|held| held.after).collect();
+            assert!(afters.is_sorted(), "held-back changes in turn: {afters:?}");
+            if let Some(first) = group.held_back.front() {
+                assert!(
+                    !group.outbox.applied_through(first.after),
+                    "a held-back change waits only while its turn has not come"
+                );
+            }
             if group.linger_until.is_some() {
                 assert!(
                     group.outbox.fresh().next().is_some(),

@@ -22,8 +22,10 @@
 //! Durability rule: a command is applied only once its entry is committed
 //! (fsynced in the single node's log, or on a majority's disks), and a
 //! producer's `accepted` is sent only after its message's enqueue was
-//! applied. Every command is committed, a consumer's credit too, so that
-//! replaying the log rebuilds exactly what was applied.
+//! applied. The one exception is a consumer's credit on a single node,
+//! which is never logged: it overtakes enqueues and accepting settles that
+//! wait for their fsync, since it cannot change what they do (see
+//! `Core::credit`).
 
 mod address;
 mod batch;

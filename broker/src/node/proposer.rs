@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, ITEMS_MAX, Item};
 use super::origin::Origin;
-use crate::queue::{Command, ConsumerId};
+use crate::queue::{Command, ConsumerId, Outcome};
 
 /// The most items in one entry: well under [`ITEMS_MAX`], so that one slow
 /// entry does not hold up many producers' outcomes.
@@ -55,6 +55,9 @@ pub struct Outbox<R> {
     unapplied: VecDeque<Proposed<R>>,
     /// How many items at the back of `unapplied` were never proposed.
     fresh: usize,
+    /// How many items in `unapplied` a consumer's credit may not overtake
+    /// (see [`overtakable`]).
+    barriers: usize,
 }
 
 impl<R> Outbox<R> {
@@ -65,11 +68,15 @@ impl<R> Outbox<R> {
             next_token: 1,
             unapplied: VecDeque::new(),
             fresh: 0,
+            barriers: 0,
         }
     }
 
     /// Queues a command; it goes out with the next [`Outbox::take_fresh`].
     pub fn push(&mut self, command: Command, guard: Option<ConsumerId>, reply: R) {
+        if !overtakable(&command) {
+            self.barriers += 1;
+        }
         let token = self.next_token;
         self.next_token += 1;
         self.unapplied.push_back(Proposed {
@@ -83,9 +90,27 @@ impl<R> Outbox<R> {
         self.fresh += 1;
     }
 
+    /// Whether a consumer's credit may be applied before every item waiting
+    /// without changing what they deliver (see [`overtakable`]).
+    pub fn credit_may_overtake(&self) -> bool {
+        self.barriers == 0
+    }
+
     /// Whether anything is waiting to be applied.
     pub fn is_idle(&self) -> bool {
         self.unapplied.is_empty()
+    }
+
+    /// The token of the newest item pushed (0 before the first).
+    pub fn newest_token(&self) -> u64 {
+        self.next_token - 1
+    }
+
+    /// Whether every item up to `token` has been applied.
+    pub fn applied_through(&self, token: u64) -> bool {
+        self.unapplied
+            .front()
+            .is_none_or(|oldest| oldest.item.token > token)
     }
 
     /// The items never proposed, oldest first.
@@ -115,7 +140,8 @@ impl<R> Outbox<R> {
             return None;
         }
         debug_assert!(self.unapplied.len() > self.fresh, "applied before proposed");
-        self.unapplied.pop_front()
+        let proposed = self.unapplied.pop_front();
+        self.taken(proposed)
     }
 
     /// Takes item `token`, which its commit step refused (it is not
@@ -129,7 +155,8 @@ impl<R> Outbox<R> {
             at < self.unapplied.len() - self.fresh,
             "refused before proposed"
         );
-        self.unapplied.remove(at)
+        let proposed = self.unapplied.remove(at);
+        self.taken(proposed)
     }
 
     /// Takes the oldest item if its token is below `next`: the group
@@ -141,7 +168,18 @@ impl<R> Outbox<R> {
         if self.unapplied.len() == self.fresh {
             self.fresh -= 1;
         }
-        self.unapplied.pop_front()
+        let proposed = self.unapplied.pop_front();
+        self.taken(proposed)
+    }
+
+    /// Counts an item out.
+    fn taken(&mut self, proposed: Option<Proposed<R>>) -> Option<Proposed<R>> {
+        if let Some(proposed) = &proposed
+            && !overtakable(&proposed.item.command)
+        {
+            self.barriers -= 1;
+        }
+        proposed
     }
 
     /// The items not yet applied, oldest first.
@@ -188,6 +226,22 @@ impl<R> Outbox<R> {
         }
         entries
     }
+}
+
+/// Whether a consumer's credit may be applied before this command without
+/// changing what the credit delivers: an enqueue only adds a message after
+/// every ready one (or drops the oldest from a drop-head queue, which a
+/// credit that came a moment earlier could have had delivered all the
+/// same), and an accepting settle only removes a held one.
+pub fn overtakable(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Enqueue { .. }
+            | Command::Settle {
+                outcome: Outcome::Accepted,
+                ..
+            }
+    )
 }
 
 /// About how many bytes a command encodes to: its message body, the rest

@@ -18,7 +18,7 @@
 //! proposed again after the missing one. This is go-back-N over the log,
 //! and it keeps each origin's commands in the order they were made in — an
 //! attach before the credit that follows it. The single node's log loses
-//! and repeats nothing, so its group trusts the order ([`Sessions`]).
+//! and repeats nothing, so its group trusts the order ([`Proposers`]).
 //!
 //! A topic's subscriptions all live in the topic's group, and a message
 //! published to the topic is one enqueue of the topic's address, fanned out
@@ -52,17 +52,21 @@ pub struct GroupState {
     sessions: BTreeMap<Origin, u64>,
 }
 
-/// Whether a group checks each item against its origin's session: a commit
-/// step that may lose or repeat entries needs it, one that commits each
-/// entry exactly once and in order does not (and may leave holes where it
-/// refused an entry, which a session would take for a loss).
+/// Who proposes to a group, which decides how it applies their items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sessions {
-    /// An item is applied only if it is the next its origin's session
-    /// expects.
-    Checked,
-    /// Every item is applied.
-    Trusted,
+pub enum Proposers {
+    /// Only this node, over its own log, which loses and repeats nothing:
+    /// every item is applied, in log order (a refused entry leaves a hole
+    /// in the tokens, which a session would take for a loss). The node
+    /// logs neither consumers' credit nor so what they hold, so a
+    /// consumer's detach arrives expanded into the settles that fail what
+    /// it held (`Queues::detach_commands`, made by the node once
+    /// everything before the detach was applied), which replay the same.
+    One,
+    /// Every node of a cluster, over Raft: an item is applied only if it is
+    /// the next its origin's session expects, and a detach is expanded when
+    /// it is applied, from what every member agrees the consumer holds.
+    Many,
 }
 
 /// An item applied (not skipped), with its effects.
@@ -166,13 +170,21 @@ impl GroupState {
         self.queues.plant(plants);
     }
 
+    /// Applies a consumer's credit, which is not logged, to this member
+    /// only: over the single node's log (see `Core::credit`).
+    pub fn apply_volatile(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
+        debug_assert!(matches!(command, Command::Credit { .. }), "{command:?}");
+        self.queues
+            .apply(self.clock_ms.max(now_ms), command, effects);
+    }
+
     /// Applies the batch committed at `index`: appends the items it applied
     /// to `applied` and their effects to `effects`.
     pub fn apply(
         &mut self,
         index: u64,
         batch: Batch,
-        sessions: Sessions,
+        proposers: Proposers,
         applied: &mut Vec<Applied>,
         effects: &mut Vec<Effect>,
     ) {
@@ -181,7 +193,7 @@ impl GroupState {
         let mut enqueued = 0;
         for item in batch.items {
             let next = self.sessions.entry(batch.origin).or_insert(1);
-            if sessions == Sessions::Checked && item.token != *next {
+            if proposers == Proposers::Many && item.token != *next {
                 continue;
             }
             *next = item.token + 1;
@@ -209,9 +221,8 @@ impl GroupState {
                         self.queues.holder(&queue, seq) != Some(consumer)
                     }) => {}
                 // What the consumer holds is known only now: it returns
-                // counted as a failed delivery, as in the single-node
-                // broker's detach.
-                Command::Detach { consumer } => {
+                // counted as a failed delivery.
+                Command::Detach { consumer } if proposers == Proposers::Many => {
                     for command in self.queues.detach_commands(consumer) {
                         self.queues.apply(now_ms, command, effects);
                     }
@@ -291,7 +302,7 @@ mod tests {
             now_ms: 1000,
             items,
         };
-        state.apply(index, batch, Sessions::Checked, &mut applied, &mut effects);
+        state.apply(index, batch, Proposers::Many, &mut applied, &mut effects);
         (applied, effects)
     }
 

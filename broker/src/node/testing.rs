@@ -22,7 +22,21 @@ pub(super) fn describe(message: &ToConnection) -> String {
             Err(refusal) => format!("producer refused: {}", refusal.condition),
         },
         ToConnection::ProducerCredit { credit, .. } => format!("credit {credit}"),
-        ToConnection::Deliver { queue, seq, .. } => format!("deliver {queue} {}", seq_of(*seq)),
+        ToConnection::Deliver {
+            queue,
+            seq,
+            message,
+            ..
+        } => {
+            let failed = Message::decode(message.clone())
+                .ok()
+                .and_then(|message| Some(message.header()?.delivery_count))
+                .unwrap_or(0);
+            match failed {
+                0 => format!("deliver {queue} {}", seq_of(*seq)),
+                failed => format!("deliver {queue} {} (failed {failed})", seq_of(*seq)),
+            }
+        }
         ToConnection::DrainComplete { .. } => "drain complete".into(),
         ToConnection::Outcome { delivery, state } => match state {
             DeliveryState::Accepted(_) => format!("accepted {}", delivery.id),

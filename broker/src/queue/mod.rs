@@ -8,13 +8,19 @@
 //!
 //! # Replay
 //!
-//! A node logs every command it applies, with its `now_ms` (in its group's
-//! entries, `node::state`), so replaying the log into [`Queues::new`], or
-//! into [`Queues::decode_whole`] of a snapshot taken at any point, rebuilds
-//! exactly the state that was applied, volatile parts included: consumers,
-//! their credit, which consumer holds what. A detach is applied as
-//! [`Queues::detach_commands`], which counts what the consumer held as
-//! failed deliveries.
+//! A node logs the commands it applies, with their `now_ms` (in its
+//! group's entries, `node::state`). A Raft member logs every command, so
+//! replaying its log into [`Queues::new`], or into [`Queues::decode_whole`]
+//! of a snapshot taken at any point, rebuilds exactly the state that was
+//! applied, volatile parts included. The single node does not log
+//! consumers' credit, and logs a detach as [`Queues::detach_commands`]:
+//! its replay rebuilds every message, with its delivery count, but not who
+//! held what. That holds because of one rule, which the design below
+//! follows: **no outcome for a message depends on which consumer holds
+//! it.** Drop-head and expiry take a held message too; a settle names a
+//! message, not a consumer; [`Command::Detach`] returns what the consumer
+//! holds uncounted, and the failed deliveries it should count are the
+//! settles of [`Queues::detach_commands`].
 //!
 //! # Persistent and transient messages
 //!

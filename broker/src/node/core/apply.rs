@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tracing::{debug, error, info, warn};
 
 use super::super::batch::{Batch, BatchHeader};
-use super::super::state::{GroupState, Sessions};
+use super::super::state::{GroupState, Proposers};
 use super::{
     COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES, Step, ToGroups,
 };
@@ -26,15 +26,31 @@ impl Core {
             Commit::Snapshot { index, data } => self.install_snapshot(id, index, data)?,
             Commit::Refused(data) => self.refuse_entry(id, data),
         }
+        self.carry_out_due(id);
         Ok(())
     }
 
-    /// How the groups check sessions over this core's step.
-    fn sessions(&self) -> Sessions {
+    /// Who proposes to the groups over this core's step.
+    fn proposers(&self) -> Proposers {
         match self.step {
-            Step::Local => Sessions::Trusted,
-            Step::Raft => Sessions::Checked,
+            Step::Local => Proposers::One,
+            Step::Raft => Proposers::Many,
         }
+    }
+
+    /// Applies a command outside the log, to this node's copy of the group
+    /// only (see [`Core::credit`]).
+    pub(super) fn apply_volatile(&mut self, id: GroupId, command: Command) {
+        let mut effects = std::mem::take(&mut self.effects);
+        if let Some(group) = self.groups.get_mut(&id) {
+            group
+                .state
+                .apply_volatile(self.now.unix_ms, command, &mut effects);
+        }
+        for effect in effects.drain(..) {
+            self.on_effect(effect, None);
+        }
+        self.effects = effects;
     }
 
     /// One of this node's entries that the local step could not make
@@ -170,8 +186,7 @@ impl Core {
             .collect();
         for consumer in stranded {
             self.forced_detach(consumer);
-            self.detaching.insert(consumer);
-            self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
+            self.detach_consumer(id, consumer, None);
         }
         self.rebuild_topics();
         Ok(())
@@ -213,8 +228,7 @@ impl Core {
                 let result = Err(refusal);
                 self.clients
                     .tell(conn, ToConnection::ConsumerAttached { link, result });
-                self.detaching.insert(consumer);
-                self.propose_to(id, Command::Detach { consumer }, None, Reply::None);
+                self.detach_consumer(id, consumer, None);
             }
             Reply::Expire | Reply::None => self.on_own_applied(id, reply),
         }
@@ -317,13 +331,13 @@ impl Core {
             .collect();
         let mut applied = std::mem::take(&mut self.applied);
         let mut effects = std::mem::take(&mut self.effects);
-        let sessions = self.sessions();
+        let proposers = self.proposers();
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
         group
             .state
-            .apply(index, batch, sessions, &mut applied, &mut effects);
+            .apply(index, batch, proposers, &mut applied, &mut effects);
         // The items' effects follow each other in order.
         let mut all_effects = effects.drain(..);
         for item in applied.drain(..) {

@@ -1,12 +1,38 @@
-//! A log of every command: replaying it, from scratch or from a whole
-//! snapshot taken at any point, rebuilds the live machine exactly, volatile
-//! state included (who holds what, credit, cursors). A single node's
-//! restart and a Raft member's catch-up both rely on it.
+//! A node's log: replaying it, from scratch or from a whole snapshot taken
+//! at any point, rebuilds what the live machine holds. A Raft member logs
+//! every command, and rebuilds the live machine exactly; the single node
+//! does not log consumers' credit, and logs a detach as the settles that
+//! fail what the consumer held (`Queues::detach_commands`): it rebuilds
+//! every message, with its delivery count, annotations and expiry, but not
+//! who holds what. That holds because no outcome for a message depends on
+//! which consumer holds it: drop-head and expiry take a held message too,
+//! and a settle names a message, not a consumer.
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::queue::Overflow;
+
+/// What a replay of a log without credit must rebuild: every queue and
+/// every message, but not who holds what.
+fn messages(queues: &Queues) -> Vec<String> {
+    queues
+        .all_queues()
+        .flat_map(|queue| {
+            let name = &queue.name;
+            let config = &queue.config;
+            let header = format!("{name} {config:?} {:?}", queue.dedup);
+            let messages = queue.seqs().filter_map(|seq| {
+                let m = queue.message(seq)?;
+                Some(format!(
+                    "{name} {seq} {:?} {} {:?} {} {:?}",
+                    m.body, m.persistent, m.expiry_ms, m.delivery_count, m.annotations
+                ))
+            });
+            std::iter::once(header).chain(messages).collect::<Vec<_>>()
+        })
+        .collect()
+}
 
 /// Three queue names, so that queues, dead-letter targets and cycles among
 /// them all turn up.
@@ -117,15 +143,17 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A live machine and the log a node would keep for it.
+/// A live machine and the logs a node would keep for it.
 struct Run {
     live: Queues,
     now_ms: u64,
     next_seq: Seq,
-    /// `(now_ms, encoded command)` of every command.
+    /// `(now_ms, encoded command)` of every command: a Raft member's log.
     log: Vec<(u64, Bytes)>,
-    /// Snapshots, each with the log length when it was taken.
-    snapshots: Vec<(Bytes, usize)>,
+    /// The same without consumers' credit: the single node's log.
+    without_credit: Vec<(u64, Bytes)>,
+    /// Snapshots, each with both logs' lengths when it was taken.
+    snapshots: Vec<(Bytes, (usize, usize))>,
 }
 
 impl Run {
@@ -133,6 +161,9 @@ impl Run {
     fn submit(&mut self, command: Command) {
         let encoded = command.encode();
         assert_eq!(Command::decode(encoded.clone()).as_ref(), Ok(&command));
+        if !matches!(command, Command::Credit { .. }) {
+            self.without_credit.push((self.now_ms, encoded.clone()));
+        }
         self.log.push((self.now_ms, encoded));
         self.live.apply(self.now_ms, command, &mut Vec::new());
     }
@@ -185,7 +216,10 @@ impl Run {
             }),
             Op::Detach(consumer) => self.detach(consumer),
             Op::Expire => self.submit(Command::Expire),
-            Op::Snapshot => self.snapshots.push((whole(&self.live), self.log.len())),
+            Op::Snapshot => {
+                let at = (self.log.len(), self.without_credit.len());
+                self.snapshots.push((whole(&self.live), at));
+            }
         }
     }
 
@@ -216,6 +250,7 @@ proptest! {
             now_ms: 1_000,
             next_seq: 1,
             log: Vec::new(),
+            without_credit: Vec::new(),
             snapshots: Vec::new(),
         };
         for (i, config) in configs.into_iter().enumerate() {
@@ -224,16 +259,21 @@ proptest! {
         for op in ops {
             run.step(op);
         }
-        // Detaching everyone counts failed deliveries, and the log keeps up.
+        // Detaching everyone counts failed deliveries, and the logs keep up.
         for consumer in 1..5 {
             run.detach(consumer);
         }
-        let expected = whole(&run.live);
-        let from_scratch = replay(Queues::new(), &run.log);
-        prop_assert_eq!(whole(&from_scratch), expected.clone());
-        for (snapshot, at) in &run.snapshots {
+        let exactly = whole(&run.live);
+        let held = messages(&run.live);
+        prop_assert_eq!(whole(&replay(Queues::new(), &run.log)), exactly.clone());
+        let without_credit = replay(Queues::new(), &run.without_credit);
+        prop_assert_eq!(messages(&without_credit), held.clone());
+        for (snapshot, (at, at_without_credit)) in &run.snapshots {
             let replayed = replay(from_whole(snapshot.clone()), &run.log[*at..]);
-            prop_assert_eq!(whole(&replayed), expected.clone());
+            prop_assert_eq!(whole(&replayed), exactly.clone());
+            let log = &run.without_credit[*at_without_credit..];
+            let replayed = replay(from_whole(snapshot.clone()), log);
+            prop_assert_eq!(messages(&replayed), held.clone());
         }
     }
 }
