@@ -148,7 +148,7 @@ impl Queues {
             .fold(0, u64::saturating_add)
     }
 
-    /// The whole state, volatile parts included, for a group.s
+    /// The whole state, volatile parts included, for a group's
     /// snapshot (see [`super::whole`]).
     pub fn encode_whole(&self, out: &mut bytes::BytesMut) {
         super::whole::encode(self, out);
