@@ -126,9 +126,11 @@ enum Reply {
     Expire,
 }
 
-/// A consumer's change that the local step does not log as it is, due once
-/// every item of ours up to `after` is applied (see [`Core::credit`] and
-/// [`Core::detach_consumer`]).
+/// A change that the local step holds back until its turn: a consumer's
+/// change that is not logged as it is, due once every item of ours up to
+/// `after` is applied (see [`Core::credit`] and [`Core::detach_consumer`]),
+/// or a command made after a held-back detach, due once the detach is
+/// carried out.
 #[derive(Debug)]
 struct HeldBack {
     after: u64,
@@ -137,6 +139,12 @@ struct HeldBack {
 
 #[derive(Debug)]
 enum Held {
+    /// Proposed once it is at the front.
+    Propose {
+        command: Command,
+        guard: Option<ConsumerId>,
+        reply: Reply,
+    },
     /// Applied, not logged.
     Credit {
         consumer: ConsumerId,
@@ -170,6 +178,15 @@ struct Group {
     applied: u64,
     /// Entries, and their bytes, applied since the last snapshot.
     since_snapshot: (u64, usize),
+}
+
+impl Group {
+    /// Whether proposals are held back: behind a consumer's detach, and
+    /// behind the proposals held back after one, until they are proposed.
+    fn holds_proposals(&self) -> bool {
+        let proposes = |held: &HeldBack| !matches!(held.change, Held::Credit { .. });
+        self.held_back.iter().any(proposes)
+    }
 }
 
 /// The node core: what a node does for its connections' requests and with
@@ -468,17 +485,44 @@ impl Core {
 
     fn propose_to(
         &mut self,
-        group: GroupId,
+        id: GroupId,
         command: Command,
         guard: Option<ConsumerId>,
         reply: Reply,
     ) {
-        if let Some(group) = self.groups.get_mut(&group) {
-            if group.outbox.is_idle() {
-                group.proposed_at = self.now.instant;
-            }
-            group.outbox.push(command, guard, reply);
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        // Behind a held-back detach, whose commands are made only at its
+        // turn, a command waits to be proposed after them.
+        if group.holds_proposals() {
+            let after = group.outbox.newest_token();
+            let change = Held::Propose {
+                command,
+                guard,
+                reply,
+            };
+            return group.held_back.push_back(HeldBack { after, change });
         }
+        self.push_to_outbox(id, command, guard, reply);
+    }
+
+    /// Queues a command in the outbox of group `id`, to be proposed.
+    fn push_to_outbox(
+        &mut self,
+        id: GroupId,
+        command: Command,
+        guard: Option<ConsumerId>,
+        reply: Reply,
+    ) {
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+
+        if group.outbox.is_idle() {
+            group.proposed_at = self.now.instant;
+        }
+        group.outbox.push(command, guard, reply);
     }
 
     /// Sets a consumer's credit. Over Raft it is proposed like any command.
@@ -551,18 +595,30 @@ impl Core {
     /// Carries out the held-back changes whose turn has come.
     pub(super) fn carry_out_due(&mut self, id: GroupId) {
         while let Some(group) = self.groups.get_mut(&id)
-            && group
-                .held_back
-                .front()
-                .is_some_and(|held| group.outbox.applied_through(held.after))
+            && group.held_back.front().is_some_and(|held| {
+                matches!(held.change, Held::Propose { .. })
+                    || group.outbox.applied_through(held.after)
+            })
             && let Some(held) = group.held_back.pop_front()
         {
             self.carry_out_held(id, held.change);
+            // What comes next came after what was just proposed.
+            if let Some(group) = self.groups.get_mut(&id) {
+                let newest = group.outbox.newest_token();
+                for held in &mut group.held_back {
+                    held.after = held.after.max(newest);
+                }
+            }
         }
     }
 
     fn carry_out_held(&mut self, id: GroupId, change: Held) {
         match change {
+            Held::Propose {
+                command,
+                guard,
+                reply,
+            } => self.push_to_outbox(id, command, guard, reply),
             Held::Credit {
                 consumer,
                 credit,
@@ -584,11 +640,11 @@ impl Core {
                         // Taking its credit first keeps what it held from
                         // being delivered to it again meanwhile.
                         Command::Credit { .. } => self.apply_volatile(id, command),
-                        command => self.propose_to(id, command, None, Reply::None),
+                        command => self.push_to_outbox(id, command, None, Reply::None),
                     }
                 }
                 if let Some(queue) = delete {
-                    self.propose_to(id, Command::Delete { queue }, None, Reply::None);
+                    self.push_to_outbox(id, Command::Delete { queue }, None, Reply::None);
                 }
             }
         }
@@ -1020,8 +1076,15 @@ impl Core {
                     "a linger runs only while new items wait"
                 );
             }
-            for item in group.outbox.waiting() {
-                if let Command::Enqueue { queue, .. } = &item.command {
+            let held = group
+                .held_back
+                .iter()
+                .filter_map(|held| match &held.change {
+                    Held::Propose { command, .. } => Some(command),
+                    _ => None,
+                });
+            for command in group.outbox.waiting().map(|item| &item.command).chain(held) {
+                if let Command::Enqueue { queue, .. } = command {
                     *waiting.entry(queue.clone()).or_default() += 1;
                 }
             }
