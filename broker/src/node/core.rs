@@ -483,6 +483,8 @@ impl Core {
         self.propose_to(group, command, guard, reply);
     }
 
+    /// Queues a command for group `id`: in its outbox, or held back behind
+    /// a consumer's held-back detach.
     fn propose_to(
         &mut self,
         id: GroupId,
@@ -518,7 +520,6 @@ impl Core {
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
-
         if group.outbox.is_idle() {
             group.proposed_at = self.now.instant;
         }

@@ -105,9 +105,14 @@ impl Harness {
                 (group, Commit::Entry { index, data })
             })
             .collect();
+        self.hand_over(commits);
+    }
+
+    /// Hands the core what the fake step committed or refused.
+    fn hand_over(&mut self, commits: Vec<(GroupId, Commit)>) {
         self.core
             .handle_committed(self.now, commits)
-            .expect("a committed entry is applied");
+            .expect("what the step hands over is handled");
         self.core.check_invariants();
     }
 
@@ -120,10 +125,7 @@ impl Harness {
             .drain(..)
             .map(|(group, entry)| (group, Commit::Refused(entry.data)))
             .collect();
-        self.core
-            .handle_committed(self.now, refused)
-            .expect("a refused entry is handled");
-        self.core.check_invariants();
+        self.hand_over(refused);
     }
 
     /// The node restarts (its next incarnation) from its log, as the
