@@ -533,8 +533,9 @@ impl Core {
     /// enqueues and accepting settles wait for their fsync: that delivers
     /// what it would have delivered behind them, in the same order (see
     /// [`super::proposer::overtakable`]). Waiting would cost the consumer
-    /// an fsync per credit top-up: a Proton consumer with its default
-    /// window of 10 received a quarter of the messages a second. Behind
+    /// an fsync per credit top-up: with a window of 10 (Proton Python's
+    /// default) it received a quarter of the messages a second
+    /// (`docs/performance.md`). Behind
     /// anything else (a settle that returns a message, this consumer's
     /// attach, an earlier held-back change) and for a drain, which looks
     /// at what is there now, it is held back until its turn.
