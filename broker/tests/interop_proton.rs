@@ -34,6 +34,12 @@ async fn proton_python_opens_and_closes_with_sasl_anonymous() {
         stdout.contains("opened: remote container 'sluice'"),
         "{stdout}"
     );
+    assert!(stdout.contains("property product: 'sluice'"), "{stdout}");
+    let version = format!("property version: '{}'", env!("CARGO_PKG_VERSION"));
+    assert!(stdout.contains(&version), "{stdout}");
+    assert!(stdout.contains("property platform: '"), "{stdout}");
+    // Half the 60 s the broker enforces (AMQP 1.0 §2.4.5).
+    assert!(stdout.contains("remote idle time-out: 30.0"), "{stdout}");
     assert!(stdout.contains("closed"), "{stdout}");
 }
 

@@ -20,8 +20,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::amqp::codec::Symbol;
+use crate::amqp::codec::{Symbol, Value};
 use crate::amqp::engine::{Authenticator, ConnectionConfig};
+use crate::amqp::types::Fields;
 use crate::config::{AmqpConfig, Config};
 use crate::io::{Io, Listener};
 use crate::node::{self, NodeError, NodeHandle, NodeSettings};
@@ -236,8 +237,24 @@ fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
             .then(|| Duration::from_millis(amqp.idle_timeout_ms.into())),
         // Senders with no target address route by each message's `to`.
         offered_capabilities: vec![Symbol::from_static("ANONYMOUS-RELAY")],
+        properties: connection_properties(),
         ..ConnectionConfig::new(amqp.container_id.clone())
     }
+}
+
+/// What the broker's `open` says of it, under the keys Qpid's and
+/// RabbitMQ's brokers use: clients and test harnesses log them, and some
+/// tell brokers apart by them.
+fn connection_properties() -> Fields {
+    let entry = |key: &'static str, value: String| (Symbol::from_static(key), Value::String(value));
+    vec![
+        entry("product", "sluice".into()),
+        entry("version", env!("CARGO_PKG_VERSION").into()),
+        entry(
+            "platform",
+            format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::amqp::codec::Symbol;
 use crate::amqp::frame::MIN_MAX_FRAME_SIZE;
+use crate::amqp::types::Fields;
 
 /// Limits and identity of one end of a connection.
 #[derive(Debug, Clone)]
@@ -20,7 +21,9 @@ pub struct ConnectionConfig {
     /// The highest channel number we accept.
     pub channel_max: u16,
     /// Close the connection if the peer sends nothing for this long; also
-    /// bounds how long a handshake may take. `None` disables it.
+    /// bounds how long a handshake may take. `None` disables it. `open`
+    /// advertises half of it (§2.4.5), so that a peer that keeps to what
+    /// we advertise stays well inside it.
     pub idle_timeout: Option<Duration>,
     /// The largest message we accept on a link; bounds reassembly.
     pub max_message_size: u64,
@@ -30,6 +33,8 @@ pub struct ConnectionConfig {
     pub close_timeout: Duration,
     /// Capabilities offered in `open` (e.g. `ANONYMOUS-RELAY`).
     pub offered_capabilities: Vec<Symbol>,
+    /// Connection properties sent in `open` (e.g. `product`, `version`).
+    pub properties: Fields,
 }
 
 impl ConnectionConfig {
@@ -45,6 +50,7 @@ impl ConnectionConfig {
             session_window: 2048,
             close_timeout: Duration::from_secs(10),
             offered_capabilities: Vec::new(),
+            properties: Fields::new(),
         }
     }
 

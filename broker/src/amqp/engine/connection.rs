@@ -648,10 +648,13 @@ impl Connection {
             hostname: config.hostname.clone(),
             max_frame_size: config.advertised_max_frame_size(),
             channel_max: config.channel_max,
+            // Half of what we enforce, as §2.4.5 recommends: a frame the
+            // peer sends a little late is still in time.
             idle_time_out: config
                 .idle_timeout
-                .map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+                .map(|t| u32::try_from((t / 2).as_millis()).unwrap_or(u32::MAX)),
             offered_capabilities: config.offered_capabilities.clone(),
+            properties: config.properties.clone(),
             ..Open::new(config.container_id.clone())
         };
         self.write(0, &open);

@@ -47,9 +47,10 @@ fn a_silent_peer_trips_the_idle_timeout() {
     assert!(pair.client.is_finished());
 }
 
-/// The client advertises a 1 s idle timeout; the server sends an empty
-/// frame every 500 ms of silence, so over 60 virtual seconds nobody times
-/// out and nothing but heartbeats crosses the wire.
+/// The client enforces a 1 s idle timeout and advertises half of it; the
+/// server sends an empty frame every half of what it advertises, 250 ms of
+/// silence, so over 60 virtual seconds nobody times out and nothing but
+/// heartbeats crosses the wire.
 #[test]
 fn server_heartbeats_keep_the_client_alive() {
     let mut pair = Pair::connected_with(
@@ -59,8 +60,8 @@ fn server_heartbeats_keep_the_client_alive() {
     let (client_wire_len, server_wire_len) = (pair.client_wire.len(), pair.server_wire.len());
     assert_eq!(
         pair.server.poll_timeout(),
-        Some(pair.start + SECOND / 2),
-        "heartbeat at half the client's timeout"
+        Some(pair.start + SECOND / 4),
+        "heartbeat at half what the client advertises"
     );
     assert_eq!(
         pair.client.poll_timeout(),
@@ -70,7 +71,7 @@ fn server_heartbeats_keep_the_client_alive() {
 
     // The first heartbeat is exactly one empty frame, exactly on time.
     assert!(pair.step());
-    assert_eq!(pair.elapsed(), SECOND / 2);
+    assert_eq!(pair.elapsed(), SECOND / 4);
     assert_eq!(
         pair.server.poll_transmit().as_deref(),
         Some(&EMPTY_FRAME[..])
@@ -78,7 +79,7 @@ fn server_heartbeats_keep_the_client_alive() {
     assert!(pair.client.poll_transmit().is_none());
     pair.client.handle_bytes(pair.now, &EMPTY_FRAME);
     assert_eq!(pair.client.poll_timeout(), Some(pair.now + SECOND));
-    assert_eq!(pair.server.poll_timeout(), Some(pair.now + SECOND / 2));
+    assert_eq!(pair.server.poll_timeout(), Some(pair.now + SECOND / 4));
     let mut heartbeats = 1;
 
     // (That first heartbeat was delivered by hand, so `server_wire` lacks it.)
@@ -87,7 +88,7 @@ fn server_heartbeats_keep_the_client_alive() {
         pair.drive();
         heartbeats += 1;
     }
-    assert_eq!(heartbeats, 120);
+    assert_eq!(heartbeats, 240);
     assert!(!pair.client.is_finished());
     assert!(!pair.server.is_finished());
     assert_events!(pair.client_events(), []);
@@ -95,13 +96,14 @@ fn server_heartbeats_keep_the_client_alive() {
     // The server sent heartbeats and nothing else; the client, told of no
     // server timeout, sent nothing.
     let since = &pair.server_wire[server_wire_len..];
-    assert_eq!(since.len(), 119 * EMPTY_FRAME.len());
+    assert_eq!(since.len(), 239 * EMPTY_FRAME.len());
     assert!(since.chunks(EMPTY_FRAME.len()).all(|c| c == EMPTY_FRAME));
     assert_eq!(pair.client_wire.len(), client_wire_len);
 }
 
 /// The mirror image: the server's 1 s idle timeout never trips while the
-/// client heartbeats.
+/// client heartbeats. The server advertises half of it, 500 ms, and the
+/// client sends a frame every half of that.
 #[test]
 fn client_heartbeats_keep_the_server_alive() {
     let mut pair = Pair::connected_with(
@@ -116,7 +118,7 @@ fn client_heartbeats_keep_the_server_alive() {
     assert!(!pair.server.is_finished());
     assert_events!(pair.server_events(), []);
     let since = &pair.client_wire[client_wire_len..];
-    assert_eq!(since.len(), 120 * EMPTY_FRAME.len());
+    assert_eq!(since.len(), 240 * EMPTY_FRAME.len());
     assert!(since.chunks(EMPTY_FRAME.len()).all(|c| c == EMPTY_FRAME));
 }
 
@@ -246,8 +248,9 @@ fn the_idle_timeout_bounds_a_stalled_sasl_exchange() {
     );
 }
 
-/// Traffic is as good as a heartbeat: a client sending every 400 ms sends
-/// no empty frames, and the server's 1 s idle timeout never trips.
+/// Traffic is as good as a heartbeat: a client sending every 200 ms (more
+/// often than half of the 500 ms the server advertises) sends no empty
+/// frames, and the server's 1 s idle timeout never trips.
 #[test]
 fn traffic_makes_heartbeats_unnecessary() {
     let mut pair = Pair::connected_with(
@@ -257,8 +260,8 @@ fn traffic_makes_heartbeats_unnecessary() {
     let (sender, receiver) = pair.sender("chatty");
     pair.grant(sender, receiver, 100);
     let client_wire_len = pair.client_wire.len();
-    for i in 0..25 {
-        pair.advance(Duration::from_millis(400));
+    for i in 0..50 {
+        pair.advance(Duration::from_millis(200));
         pair.send(sender, i);
         pair.drive();
         assert_events!(pair.server_events(), [Event::Delivery { .. }]);
@@ -266,7 +269,7 @@ fn traffic_makes_heartbeats_unnecessary() {
     assert_eq!(pair.elapsed(), 10 * SECOND);
     assert!(!pair.server.is_finished());
     let units = units(&pair.client_wire[client_wire_len..]);
-    assert_eq!(units.len(), 25);
+    assert_eq!(units.len(), 50);
     assert!(!units.iter().any(|u| matches!(
         u,
         Unit::Frame {
