@@ -330,19 +330,25 @@ fn a_restart_keeps_what_a_detach_counted() {
     }
 }
 
+/// The harness's consumer attaches to a dynamic node, which the broker
+/// names `dynamic.1.1.1`.
+fn attach_dynamic() -> Request {
+    Request::AttachConsumer {
+        conn: testing::CONN,
+        link: testing::CONSUMER,
+        node: ConsumerNode::Dynamic,
+        link_name: "replies".into(),
+        container_id: "client".into(),
+    }
+}
+
 /// A dynamic node's queue lives as long as its link. A crash ends the link
 /// without a detach; once restarted, the node detaches the consumer it no
 /// longer serves, and that takes the queue along.
 #[test]
 fn a_dynamic_nodes_queue_goes_once_its_consumer_is_detached_after_a_crash() {
     let mut harness = Harness::new(Step::Local);
-    harness.request(Request::AttachConsumer {
-        conn: testing::CONN,
-        link: testing::CONSUMER,
-        node: ConsumerNode::Dynamic,
-        link_name: "replies".into(),
-        container_id: "client".into(),
-    });
+    harness.request(attach_dynamic());
     harness.commit();
     assert_eq!(harness.said(), ["consumer attached to dynamic.1.1.1"]);
     harness.restart();
@@ -443,13 +449,7 @@ fn a_retry_ends_the_linger_of_what_it_proposes() {
 #[test]
 fn what_follows_a_held_back_detach_is_applied_after_it() {
     let mut harness = Harness::new(Step::Local);
-    harness.request(Request::AttachConsumer {
-        conn: testing::CONN,
-        link: testing::CONSUMER,
-        node: ConsumerNode::Dynamic,
-        link_name: "replies".into(),
-        container_id: "client".into(),
-    });
+    harness.request(attach_dynamic());
     harness.request(testing::attach_producer("dynamic.1.1.1"));
     harness.commit();
     harness.said();
