@@ -149,6 +149,12 @@ pub struct AmqpConfig {
     pub idle_timeout_ms: u32,
     /// The broker's container id, sent to every client.
     pub container_id: String,
+    /// Whether a producer that asks for rcv-settle-mode `second` gets it
+    /// (the broker's outcome then comes unsettled, and waits for the
+    /// producer's settle). Off, the broker answers `first` and settles its
+    /// outcomes: clients that ask for `second` and then wait for the broker
+    /// to settle (uAMQP, the Azure SDK's Python stack) would time out.
+    pub rcv_settle_mode_second: bool,
 }
 
 impl Default for AmqpConfig {
@@ -158,6 +164,7 @@ impl Default for AmqpConfig {
             channel_max: 255,
             idle_timeout_ms: 60_000,
             container_id: "sluice".to_owned(),
+            rcv_settle_mode_second: false,
         }
     }
 }

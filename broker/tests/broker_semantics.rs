@@ -339,6 +339,7 @@ on_each_topology! {
     credit_sent_with_the_attach_is_honoured;
     filters_the_broker_does_not_apply_are_not_echoed;
     receiver_settle_mode_second_settles_after_the_peer;
+    a_producer_asking_for_second_settle_mode_gets_first;
     expired_messages_are_dead_lettered_as_expired;
     a_resent_message_id_is_accepted_once_and_delivered_once;
 }
@@ -912,8 +913,70 @@ fn link_options(
     }
 }
 
-async fn receiver_settle_mode_second_settles_after_the_peer(topology: Topology) {
+/// A producer asking for rcv-settle-mode `second` gets `first` unless the
+/// broker is configured to honour it: the broker's attach says the mode it
+/// uses, and its outcome comes settled.
+async fn a_producer_asking_for_second_settle_mode_gets_first(topology: Topology) {
     let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let target = Target {
+        address: Some("twice".into()),
+        ..Target::default()
+    };
+    let sender = producer
+        .connection()
+        .attach(
+            session,
+            link_options("p", Role::Sender, Some(Source::default()), Some(target)),
+        )
+        .unwrap();
+    let answered = producer
+        .wait_for(|e| matches!(e, Event::LinkAttached { link, .. } if *link == sender))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&answered, Event::LinkAttached { remote, .. }
+            if remote.rcv_settle_mode == ReceiverSettleMode::First),
+        "{answered:?}"
+    );
+    producer
+        .wait_for(
+            |e| matches!(e, Event::Credit { link, credit, .. } if *link == sender && *credit > 0),
+        )
+        .await
+        .unwrap();
+    let delivery = producer
+        .send(
+            sender,
+            Bytes::from_static(b"t"),
+            message("once", true),
+            false,
+        )
+        .await
+        .unwrap();
+    let outcome = producer
+        .wait_for(|e| matches!(e, Event::Disposition { delivery: d, .. } if *d == delivery))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Event::Disposition {
+                state: Some(DeliveryState::Accepted(_)),
+                settled: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    producer.close().await.unwrap();
+    brokers.stop().await;
+}
+
+/// With `amqp.rcv_settle_mode_second`, a producer asking for `second` gets
+/// it: the broker's outcome comes unsettled, and the producer settles it.
+async fn receiver_settle_mode_second_settles_after_the_peer(topology: Topology) {
+    let brokers = Brokers::start_with(topology, "[amqp]\nrcv_settle_mode_second = true\n").await;
     let (mut producer, session) = connect(brokers.producers()).await;
     // A producer asking for `second`: the broker's outcome comes unsettled,
     // and the producer settles it.

@@ -77,6 +77,7 @@ fn sample_file_sets_every_field() {
         channel_max = 16
         idle_timeout_ms = 0
         container_id = "sluice-1"
+        rcv_settle_mode_second = true
         "#,
     )
     .unwrap();
@@ -92,6 +93,7 @@ fn sample_file_sets_every_field() {
             channel_max: 16,
             idle_timeout_ms: 0,
             container_id: "sluice-1".to_owned(),
+            rcv_settle_mode_second: true,
         }
     );
 }

@@ -40,7 +40,7 @@ pub(super) struct Bridge {
     container_id: String,
     /// Links the client attached, waiting for the node's answer.
     attaching: BTreeMap<LinkId, Box<Attach>>,
-    /// Producer links, with the settle mode the client asked for.
+    /// Producer links, with the receiver settle mode the broker answered.
     producers: BTreeMap<LinkId, ReceiverSettleMode>,
     /// Consumer links: which consumer each is, and what it could not be
     /// sent yet.
@@ -265,8 +265,10 @@ impl Bridge {
                             target: remote.target.clone(),
                             ..LinkReply::default()
                         };
-                        if conn.accept_link(link, reply).is_ok() {
-                            self.producers.insert(link, remote.rcv_settle_mode);
+                        if conn.accept_link(link, reply).is_ok()
+                            && let Some(mode) = conn.rcv_settle_mode(link)
+                        {
+                            self.producers.insert(link, mode);
                         }
                     }
                     Err(refusal) => refuse(conn, link, refusal),

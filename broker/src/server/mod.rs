@@ -238,6 +238,7 @@ fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
         // Senders with no target address route by each message's `to`.
         offered_capabilities: vec![Symbol::from_static("ANONYMOUS-RELAY")],
         properties: connection_properties(),
+        rcv_settle_second: amqp.rcv_settle_mode_second,
         ..ConnectionConfig::new(amqp.container_id.clone())
     }
 }

@@ -35,6 +35,11 @@ pub struct ConnectionConfig {
     pub offered_capabilities: Vec<Symbol>,
     /// Connection properties sent in `open` (e.g. `product`, `version`).
     pub properties: Fields,
+    /// Whether a link the peer attaches, on which we receive, honours the
+    /// peer's request for rcv-settle-mode `second`. Otherwise our attach
+    /// answers `first`: the receiver's attach says the mode it uses
+    /// (§2.7.3), and a sender that asked for `second` then settles first.
+    pub rcv_settle_second: bool,
 }
 
 impl ConnectionConfig {
@@ -51,6 +56,7 @@ impl ConnectionConfig {
             close_timeout: Duration::from_secs(10),
             offered_capabilities: Vec::new(),
             properties: Fields::new(),
+            rcv_settle_second: false,
         }
     }
 

@@ -1147,9 +1147,13 @@ impl Connection {
 
     fn answer_attach(&mut self, id: LinkId, reply: LinkReply) -> Result<Attach, EngineError> {
         let max_message_size = self.config.max_message_size;
+        let honour_second = self.config.rcv_settle_second;
         let link = self.link_mut(id)?;
         if link.state != LinkState::AttachReceived {
             return Err(EngineError::NotAttached);
+        }
+        if link.role == Role::Receiver && !honour_second {
+            link.rcv_settle_mode = ReceiverSettleMode::First;
         }
         Ok(Attach {
             name: link.name.clone(),
@@ -1218,6 +1222,15 @@ impl Connection {
         self.send_flow(id.session, Some(id.handle));
         self.link_mut(id)?.drain = false;
         Ok(())
+    }
+
+    /// The receiver settle mode a link uses, as attached (`None` for a
+    /// link that has gone).
+    pub fn rcv_settle_mode(&self, id: LinkId) -> Option<ReceiverSettleMode> {
+        self.sessions
+            .get(&id.session.0)
+            .and_then(|s| s.links.get(&id.handle))
+            .map(|l| l.rcv_settle_mode)
     }
 
     /// The credit on a link now: what we may still send on a sending link,

@@ -1,7 +1,7 @@
 //! Settlement modes and dispositions.
 
 use super::util::*;
-use crate::amqp::engine::{DeliveryId, EngineError, Event};
+use crate::amqp::engine::{ConnectionConfig, DeliveryId, EngineError, Event};
 use crate::amqp::types::{Performative, ReceiverSettleMode, Role, SenderSettleMode};
 
 #[test]
@@ -72,11 +72,37 @@ fn a_settled_sender_mode_settles_every_delivery() {
     );
 }
 
-/// Receiver settles second (exactly once): the receiver's outcome arrives
-/// unsettled, the sender settles, and the receiver learns it is settled.
+/// A receiver that does not honour rcv-settle-mode `second` answers
+/// `first`, and the sender uses the mode the receiver answered.
+#[test]
+fn a_receiver_answers_first_unless_it_honours_second() {
+    let mut pair = Pair::connected();
+    let (session, _) = pair.begin();
+    let options = crate::amqp::engine::LinkOptions {
+        rcv_settle_mode: ReceiverSettleMode::Second,
+        ..link_options("at-least-once", Role::Sender)
+    };
+    let (sender, receiver) = pair.attach(session, options);
+    assert_eq!(
+        pair.server.rcv_settle_mode(receiver),
+        Some(ReceiverSettleMode::First)
+    );
+    assert_eq!(
+        pair.client.rcv_settle_mode(sender),
+        Some(ReceiverSettleMode::First)
+    );
+}
+
+/// Receiver settles second (exactly once), where the receiver honours it:
+/// the receiver's outcome arrives unsettled, the sender settles, and the
+/// receiver learns it is settled.
 #[test]
 fn rcv_settle_mode_second_settles_in_two_steps() {
-    let mut pair = Pair::connected();
+    let honours_second = ConnectionConfig {
+        rcv_settle_second: true,
+        ..server_config()
+    };
+    let mut pair = Pair::connected_with(client_config(), honours_second);
     let (session, _) = pair.begin();
     let options = crate::amqp::engine::LinkOptions {
         rcv_settle_mode: ReceiverSettleMode::Second,
