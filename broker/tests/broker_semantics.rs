@@ -913,12 +913,13 @@ fn link_options(
     }
 }
 
-/// A producer asking for rcv-settle-mode `second` gets `first` unless the
-/// broker is configured to honour it: the broker's attach says the mode it
-/// uses, and its outcome comes settled.
-async fn a_producer_asking_for_second_settle_mode_gets_first(topology: Topology) {
-    let brokers = Brokers::start(topology).await;
-    let (mut producer, session) = connect(brokers.producers()).await;
+/// A producer that asks for rcv-settle-mode `second` publishes one message
+/// to `twice`: the broker's receiver settle mode, from its attach, and the
+/// outcome of the message.
+async fn publish_asking_for_second(
+    producer: &mut Client<TokioIo>,
+    session: SessionId,
+) -> (ReceiverSettleMode, DeliveryId, Event) {
     let target = Target {
         address: Some("twice".into()),
         ..Target::default()
@@ -934,11 +935,9 @@ async fn a_producer_asking_for_second_settle_mode_gets_first(topology: Topology)
         .wait_for(|e| matches!(e, Event::LinkAttached { link, .. } if *link == sender))
         .await
         .unwrap();
-    assert!(
-        matches!(&answered, Event::LinkAttached { remote, .. }
-            if remote.rcv_settle_mode == ReceiverSettleMode::First),
-        "{answered:?}"
-    );
+    let Event::LinkAttached { remote, .. } = answered else {
+        unreachable!("waited for the attach");
+    };
     producer
         .wait_for(
             |e| matches!(e, Event::Credit { link, credit, .. } if *link == sender && *credit > 0),
@@ -958,6 +957,17 @@ async fn a_producer_asking_for_second_settle_mode_gets_first(topology: Topology)
         .wait_for(|e| matches!(e, Event::Disposition { delivery: d, .. } if *d == delivery))
         .await
         .unwrap();
+    (remote.rcv_settle_mode, delivery, outcome)
+}
+
+/// A producer asking for rcv-settle-mode `second` gets `first` unless the
+/// broker is configured to honour it: the broker's attach says the mode it
+/// uses, and its outcome comes settled.
+async fn a_producer_asking_for_second_settle_mode_gets_first(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let (mode, _, outcome) = publish_asking_for_second(&mut producer, session).await;
+    assert_eq!(mode, ReceiverSettleMode::First);
     assert!(
         matches!(
             outcome,
@@ -978,38 +988,8 @@ async fn a_producer_asking_for_second_settle_mode_gets_first(topology: Topology)
 async fn receiver_settle_mode_second_settles_after_the_peer(topology: Topology) {
     let brokers = Brokers::start_with(topology, "[amqp]\nrcv_settle_mode_second = true\n").await;
     let (mut producer, session) = connect(brokers.producers()).await;
-    // A producer asking for `second`: the broker's outcome comes unsettled,
-    // and the producer settles it.
-    let target = Target {
-        address: Some("twice".into()),
-        ..Target::default()
-    };
-    let sender = producer
-        .connection()
-        .attach(
-            session,
-            link_options("p", Role::Sender, Some(Source::default()), Some(target)),
-        )
-        .unwrap();
-    producer
-        .wait_for(
-            |e| matches!(e, Event::Credit { link, credit, .. } if *link == sender && *credit > 0),
-        )
-        .await
-        .unwrap();
-    let delivery = producer
-        .send(
-            sender,
-            Bytes::from_static(b"t"),
-            message("once", true),
-            false,
-        )
-        .await
-        .unwrap();
-    let outcome = producer
-        .wait_for(|e| matches!(e, Event::Disposition { delivery: d, .. } if *d == delivery))
-        .await
-        .unwrap();
+    let (mode, delivery, outcome) = publish_asking_for_second(&mut producer, session).await;
+    assert_eq!(mode, ReceiverSettleMode::Second);
     assert!(
         matches!(
             outcome,
