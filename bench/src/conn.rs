@@ -348,7 +348,7 @@ pub async fn run(
                     address: Some(plan.address.clone()),
                     ..Source::default()
                 }),
-                target: Some(Target::default()),
+                target: Some(Target::default().into()),
                 // As Proton's receivers: the broker chooses. (RabbitMQ 3.10
                 // detaches a consumer that asks for `settled`.)
                 snd_settle_mode: SenderSettleMode::Mixed,
@@ -384,10 +384,13 @@ pub async fn run(
             name: format!("sluice-bench-{}-producer-{}", plan.run_id, p.id),
             role: Role::Sender,
             source: Some(Source::default()),
-            target: Some(Target {
-                address: Some(plan.address.clone()),
-                ..Target::default()
-            }),
+            target: Some(
+                Target {
+                    address: Some(plan.address.clone()),
+                    ..Target::default()
+                }
+                .into(),
+            ),
             snd_settle_mode: if plan.presettled {
                 SenderSettleMode::Settled
             } else {

@@ -100,10 +100,13 @@ impl<I: Io> Client<I> {
             name: name.to_owned(),
             role: Role::Sender,
             source: Some(Source::default()),
-            target: Some(Target {
-                address: address.map(str::to_owned),
-                ..Target::default()
-            }),
+            target: Some(
+                Target {
+                    address: address.map(str::to_owned),
+                    ..Target::default()
+                }
+                .into(),
+            ),
             snd_settle_mode: SenderSettleMode::Mixed,
             rcv_settle_mode: ReceiverSettleMode::First,
         };
@@ -127,7 +130,7 @@ impl<I: Io> Client<I> {
             name: name.to_owned(),
             role: Role::Receiver,
             source: Some(source),
-            target: Some(Target::default()),
+            target: Some(Target::default().into()),
             snd_settle_mode: SenderSettleMode::Unsettled,
             rcv_settle_mode: ReceiverSettleMode::First,
         };
@@ -137,7 +140,9 @@ impl<I: Io> Client<I> {
         Ok(link)
     }
 
-    async fn attach(
+    /// Attaches a link as `options` say and waits for the broker's answer:
+    /// the link, or the error the broker refused it with.
+    pub async fn attach(
         &mut self,
         session: SessionId,
         options: LinkOptions,

@@ -26,9 +26,9 @@ use sluice::amqp::engine::{
     ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, LinkOptions, SessionId,
 };
 use sluice::amqp::types::{
-    Accepted, Annotations, DeliveryState, Header, Message, MessageId, Modified, Properties,
-    ReceiverSettleMode, Rejected, Released, Role, Section, SenderSettleMode, Source, Target,
-    condition,
+    Accepted, Annotations, AttachTarget, Coordinator, DeliveryState, Header, Message, MessageId,
+    Modified, Properties, ReceiverSettleMode, Rejected, Released, Role, Section, SenderSettleMode,
+    Source, Target, condition,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
@@ -342,6 +342,7 @@ on_each_topology! {
     a_producer_asking_for_second_settle_mode_gets_first;
     expired_messages_are_dead_lettered_as_expired;
     a_resent_message_id_is_accepted_once_and_delivered_once;
+    links_the_broker_cannot_serve_are_refused_alone;
 }
 
 async fn released_messages_come_back_at_their_place_uncounted(topology: Topology) {
@@ -816,7 +817,7 @@ async fn credit_sent_with_the_attach_is_honoured(topology: Topology) {
         name: "eager".into(),
         role: Role::Receiver,
         source: Some(queue("early")),
-        target: Some(Target::default()),
+        target: Some(Target::default().into()),
         snd_settle_mode: SenderSettleMode::Unsettled,
         rcv_settle_mode: ReceiverSettleMode::First,
     };
@@ -907,7 +908,7 @@ fn link_options(
         name: name.into(),
         role,
         source,
-        target,
+        target: target.map(AttachTarget::Node),
         snd_settle_mode: SenderSettleMode::Unsettled,
         rcv_settle_mode: ReceiverSettleMode::Second,
     }
@@ -1133,5 +1134,41 @@ async fn a_resent_message_id_is_accepted_once_and_delivered_once(topology: Topol
     }
     consumer.close().await.unwrap();
     producer.close().await.unwrap();
+    brokers.stop().await;
+}
+
+/// An attach the broker cannot serve — a target of a kind it does not know,
+/// a coordinator for distributed transactions — is refused on its link
+/// with `amqp:not-implemented`; the connection carries on.
+async fn links_the_broker_cannot_serve_are_refused_alone(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut client, session) = connect(brokers.producers()).await;
+    let unknown = AttachTarget::Unsupported(Box::new(Described {
+        descriptor: Descriptor::Name(Symbol::from_static("com.example:target:list")),
+        value: Value::List(Vec::new()),
+    }));
+    let distributed = AttachTarget::Coordinator(Coordinator {
+        capabilities: vec![Symbol::from_static("amqp:distributed-transactions")],
+    });
+    for (name, target) in [("unknown", unknown), ("distributed", distributed)] {
+        let options = LinkOptions {
+            target: Some(target),
+            ..link_options(name, Role::Sender, Some(Source::default()), None)
+        };
+        let refused = client.attach(session, options).await;
+        let Err(ClientError::LinkRefused(Some(error))) = refused else {
+            panic!("{name}: expected a refusal, got {:?}", refused.map(|_| ()));
+        };
+        assert_eq!(error.condition, condition::NOT_IMPLEMENTED, "{name}");
+    }
+    let sender = client
+        .attach_sender(session, "p", Some("orders"))
+        .await
+        .unwrap();
+    assert_eq!(
+        publish(&mut client, sender, "still here", true).await,
+        accepted()
+    );
+    client.close().await.unwrap();
     brokers.stop().await;
 }

@@ -18,11 +18,12 @@ use sluice::amqp::codec::{
 };
 use sluice::amqp::frame::{FrameDecoder, Layer, put_amqp_frame, put_sasl_frame};
 use sluice::amqp::types::{
-    Accepted, Attach, Begin, Close, DeliveryState, Detach, Disposition, DistributionMode, End,
-    Error, ExpiryPolicy, Flow, Header, Message, MessageId, Modified, Open, Performative,
-    Properties, Received, ReceiverSettleMode, Rejected, Released, Role, SaslChallenge, SaslCode,
-    SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse, Section, SenderSettleMode,
-    Source, Target, TerminusDurability, Timestamp, Transfer,
+    Accepted, Attach, AttachTarget, Begin, Close, Coordinator, Declared, DeliveryState, Detach,
+    Disposition, DistributionMode, End, Error, ExpiryPolicy, Flow, Header, Message, MessageId,
+    Modified, Open, Performative, Properties, Received, ReceiverSettleMode, Rejected, Released,
+    Role, SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
+    Section, SenderSettleMode, Source, Target, TerminusDurability, Timestamp, TransactionalState,
+    Transfer,
 };
 
 // ---------------------------------------------------------------------------
@@ -302,7 +303,18 @@ fn expiry_policy() -> BoxedStrategy<ExpiryPolicy> {
 }
 
 fn delivery_state() -> BoxedStrategy<DeliveryState> {
+    let outcome = prop_oneof![
+        Just(DeliveryState::Accepted(Accepted)),
+        Just(DeliveryState::Released(Released)),
+    ];
     prop_oneof![
+        binary().prop_map(|txn_id| DeliveryState::Declared(Declared { txn_id })),
+        (binary(), option::of(outcome)).prop_map(|(txn_id, outcome)| {
+            DeliveryState::Transactional(TransactionalState {
+                txn_id,
+                outcome: outcome.map(Box::new),
+            })
+        }),
         (uint(), ulong()).prop_map(|(section_number, section_offset)| {
             DeliveryState::Received(Received {
                 section_number,
@@ -363,6 +375,15 @@ fn source() -> BoxedStrategy<Source> {
             },
         )
         .boxed()
+}
+
+/// A link's target: a node or a transaction coordinator.
+fn attach_target() -> BoxedStrategy<AttachTarget> {
+    prop_oneof![
+        target().prop_map(AttachTarget::Node),
+        symbols().prop_map(|capabilities| AttachTarget::Coordinator(Coordinator { capabilities })),
+    ]
+    .boxed()
 }
 
 fn target() -> BoxedStrategy<Target> {
@@ -484,7 +505,7 @@ fn attach() -> BoxedStrategy<Attach> {
         (text(), uint(), role(), snd_settle_mode(), rcv_settle_mode()),
         (
             option::of(source()),
-            option::of(target()),
+            option::of(attach_target()),
             annotations(),
             any::<bool>(),
         ),

@@ -84,3 +84,9 @@ async fn proton_python_event_driven_receiver_credit_sent_with_attach() {
 async fn proton_python_selector_is_not_echoed_as_applied() {
     run_scenario("proton_selector.py").await;
 }
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_transaction_commits_and_rolls_back() {
+    run_scenario("proton_transaction.py").await;
+}

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use bytes::Bytes;
 use tracing::debug;
 
 use super::NodeSettings;
@@ -12,8 +13,8 @@ use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, subscrip
 use super::message::render;
 use super::{ConnId, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId};
-use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, condition};
-use crate::queue::{ConsumerId, Delivery, Effect, QueueConfig, RejectReason};
+use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, TransactionalState, condition};
+use crate::queue::{ConsumerId, Delivery, Effect, QueueConfig, RejectReason, TransactionRefusal};
 
 /// A publish waiting for every queue it goes to.
 struct Publish {
@@ -24,6 +25,8 @@ struct Publish {
     remaining: usize,
     /// Why a queue refused it, if one did.
     rejection: Option<Error>,
+    /// The transaction it was published in: its outcome is provisional.
+    txn: Option<Bytes>,
 }
 
 /// A consumer, as the node that serves its link knows it.
@@ -333,6 +336,7 @@ impl Clients {
             settled,
             remaining: queues,
             rejection,
+            txn: None,
         };
         self.publishes.insert(publish, pending);
         publish
@@ -343,6 +347,21 @@ impl Clients {
         if let Some(p) = self.publishes.get_mut(&publish) {
             p.rejection = Some(error);
         }
+    }
+
+    /// Marks a publish as made in transaction `txn_id`, which its outcome
+    /// names.
+    pub fn in_transaction(&mut self, publish: u64, txn_id: Bytes) {
+        if let Some(p) = self.publishes.get_mut(&publish) {
+            p.txn = Some(txn_id);
+        }
+    }
+
+    /// True if a queue refused the publish.
+    pub fn is_rejected(&self, publish: u64) -> bool {
+        self.publishes
+            .get(&publish)
+            .is_some_and(|p| p.rejection.is_some())
     }
 
     /// Counts one of a publish's enqueues as done (applied or refused).
@@ -364,10 +383,16 @@ impl Clients {
             (true, None) => {}
             (true, Some(error)) => debug!(?error, "a settled message was not taken"),
             (false, rejection) => {
-                let state = match rejection {
+                let mut state = match rejection {
                     None => DeliveryState::Accepted(Accepted),
                     Some(error) => DeliveryState::Rejected(Rejected { error: Some(error) }),
                 };
+                if let Some(txn_id) = p.txn {
+                    state = DeliveryState::Transactional(TransactionalState {
+                        txn_id,
+                        outcome: Some(Box::new(state)),
+                    });
+                }
                 let delivery = p.delivery;
                 self.tell(conn, ToConnection::Outcome { delivery, state });
             }
@@ -412,6 +437,11 @@ impl Clients {
             Effect::EnqueueRejected { reason, queue, .. } => {
                 if let Some(publish) = publish {
                     self.reject_publish(publish, rejection(reason, &queue));
+                }
+            }
+            Effect::TransactionRefused { reason } => {
+                if let Some(publish) = publish {
+                    self.reject_publish(publish, transaction_refusal(&reason));
                 }
             }
             Effect::ConsumerClosed { consumer, .. } => {
@@ -465,4 +495,25 @@ fn rejection(reason: RejectReason, queue: &str) -> Error {
             Error::new(condition::INTERNAL_ERROR, "sequence number out of order")
         }
     }
+}
+
+/// The error a transaction's controller hears when it is rolled back for
+/// it: `why`, under `amqp:transaction:rollback`.
+pub(super) fn rollback_error(why: &str) -> Error {
+    Error::new(
+        condition::TRANSACTION_ROLLBACK,
+        format!("the transaction was rolled back: {why}"),
+    )
+}
+
+/// The error a transaction's controller hears when its group refuses it.
+pub(super) fn transaction_refusal(reason: &TransactionRefusal) -> Error {
+    rollback_error(&match reason {
+        TransactionRefusal::QueueNotFound { queue } => format!("no queue named {queue:?}"),
+        TransactionRefusal::QueueFull { queue } => format!("queue {queue:?} is full"),
+        TransactionRefusal::NotHeld { queue, seq } => format!(
+            "message {seq} of queue {queue:?} went back to its queue before the commit \
+             (its consumer detached)"
+        ),
+    })
 }

@@ -13,6 +13,7 @@
 //! so a single node behaves as a client sees it like a one-member cluster.
 
 mod apply;
+mod transactions;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -122,6 +123,12 @@ enum Reply {
     },
     /// One of a publish's enqueues.
     Publish(u64),
+    /// A transaction's commit: answers the discharge, counted as publish
+    /// `publish`; if the group refused it, gives back what it settled.
+    Discharge {
+        publish: u64,
+        unsettles: Vec<transactions::Unsettle>,
+    },
     /// The group's `Expire`: another may be proposed.
     Expire,
 }
@@ -226,6 +233,8 @@ pub(super) struct Core {
     /// The replies of our items taken from the outbox ahead of their
     /// application, in token order (see `apply::own_batch`).
     taken_replies: VecDeque<(u64, Reply)>,
+    /// The connections' open transactions.
+    transactions: transactions::Transactions,
 }
 
 impl Core {
@@ -277,6 +286,7 @@ impl Core {
             applied: Vec::new(),
             effects: Vec::new(),
             taken_replies: VecDeque::new(),
+            transactions: transactions::Transactions::default(),
         }
     }
 
@@ -319,7 +329,20 @@ impl Core {
                 delivery,
                 message,
                 settled,
+                txn: None,
             } => self.publish(conn, delivery, message, settled),
+            Request::Publish {
+                conn,
+                delivery,
+                message,
+                settled,
+                txn: Some(txn),
+            } => self.publish_in_transaction(conn, delivery, message, settled, txn),
+            Request::Coordinate {
+                conn,
+                delivery,
+                control,
+            } => self.coordinate(conn, delivery, control),
             Request::Credit {
                 conn,
                 link,
@@ -335,6 +358,7 @@ impl Core {
                 queue,
                 seq,
                 outcome,
+                txn,
             } => {
                 if self.clients.consumer(consumer).is_none() {
                     debug!(
@@ -348,6 +372,9 @@ impl Core {
                     seq,
                     outcome,
                 };
+                if let Some(txn) = txn {
+                    return self.settle_in_transaction(consumer, command, &txn);
+                }
                 // Over Raft, another node may have detached the consumer and
                 // handed its message on before the settle is committed: the
                 // group applies it only while the consumer holds the
@@ -358,6 +385,7 @@ impl Core {
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
             Request::Disconnect { conn } => {
+                self.end_transactions(conn, None);
                 for link in self.clients.links_of(conn) {
                     self.detach(conn, link, false);
                 }
@@ -757,6 +785,7 @@ impl Core {
     }
 
     fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
+        self.end_transactions(conn, Some(link));
         let Some((consumer, info)) = self.clients.remove_link(conn, link) else {
             return;
         };

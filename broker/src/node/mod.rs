@@ -61,7 +61,7 @@ pub use single::start;
 pub use message::{Inspected, inspect, render};
 
 use crate::amqp::engine::{DeliveryId, LinkId};
-use crate::amqp::types::DeliveryState;
+use crate::amqp::types::{ControlMessage, DeliveryState};
 use crate::queue::{ConsumerId, Outcome, QueueInfo, Seq};
 
 /// A connection, as the node knows it.
@@ -273,6 +273,19 @@ pub enum Request {
         message: Bytes,
         /// True if the client sent it settled: no outcome is expected.
         settled: bool,
+        /// The transaction it is published in: enqueued only when that
+        /// commits.
+        txn: Option<Bytes>,
+    },
+    /// A message on a link to the transaction coordinator: a `declare` or
+    /// a `discharge`.
+    Coordinate {
+        /// The connection.
+        conn: ConnId,
+        /// The delivery that carried it, which the answer settles.
+        delivery: DeliveryId,
+        /// What it asks.
+        control: ControlMessage,
     },
     /// A consumer's link credit changed.
     Credit {
@@ -297,6 +310,9 @@ pub enum Request {
         seq: Seq,
         /// What the consumer concluded.
         outcome: Outcome,
+        /// The transaction the outcome belongs to: it takes effect when
+        /// that commits.
+        txn: Option<Bytes>,
     },
     /// A link detached.
     Detach {
@@ -378,7 +394,7 @@ pub enum ToConnection {
     Outcome {
         /// The producer's delivery.
         delivery: DeliveryId,
-        /// `accepted`, or `rejected` with why.
+        /// `accepted`, or `rejected` with why; or a coordinator's answer.
         state: DeliveryState,
     },
     /// Close a link (its queue was deleted).

@@ -249,6 +249,7 @@ pub fn overtakable(command: &Command) -> bool {
 fn command_size(command: &Command) -> usize {
     match command {
         Command::Enqueue { message, .. } => message.body.len() + 64,
+        Command::Transaction { work } => work.iter().map(|g| command_size(&g.command)).sum(),
         _ => 64,
     }
 }

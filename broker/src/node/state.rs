@@ -34,7 +34,7 @@ use super::origin::Origin;
 use crate::amqp::codec::{DecodeError, DecodeErrorKind};
 use crate::node::TOPIC_PREFIX;
 use crate::node::address::{subscription_queue, topic_of_subscription};
-use crate::queue::{Command, Effect, NewMessage, Queues};
+use crate::queue::{Command, Effect, Guarded, NewMessage, Queues};
 
 /// An enqueue's seq is its entry's index shifted left this far, plus its
 /// place among the entry's enqueues: unique and increasing in the group,
@@ -114,6 +114,44 @@ impl GroupState {
             message,
         };
         self.queues.apply(now_ms, command, effects);
+    }
+
+    /// A transaction's work as its group applies it: its enqueues numbered
+    /// like any of the entry's, and a topic's fanned out to the
+    /// subscriptions the topic has now.
+    fn number_transaction(
+        &self,
+        index: u64,
+        enqueued: &mut u64,
+        work: Vec<Guarded>,
+    ) -> Vec<Guarded> {
+        let mut numbered = Vec::with_capacity(work.len());
+        for guarded in work {
+            let Command::Enqueue { queue, message, .. } = guarded.command else {
+                numbered.push(guarded);
+                continue;
+            };
+            let queues = if is_topic(&queue) {
+                self.subscriptions(&queue)
+            } else {
+                vec![queue]
+            };
+            for queue in queues {
+                let Some(seq) = next_seq(index, enqueued) else {
+                    break;
+                };
+                let command = Command::Enqueue {
+                    queue,
+                    seq,
+                    message: message.clone(),
+                };
+                numbered.push(Guarded {
+                    guard: guarded.guard,
+                    command,
+                });
+            }
+        }
+        numbered
     }
 
     /// A digest of the whole state: that of its encoding, which is
@@ -220,6 +258,11 @@ impl GroupState {
                     if item.guard.is_some_and(|consumer| {
                         self.queues.holder(&queue, seq) != Some(consumer)
                     }) => {}
+                Command::Transaction { work } => {
+                    let work = self.number_transaction(index, &mut enqueued, work);
+                    self.queues
+                        .apply(now_ms, Command::Transaction { work }, effects);
+                }
                 // What the consumer holds is known only now: it returns
                 // counted as a failed delivery.
                 Command::Detach { consumer } if proposers == Proposers::Many => {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{ConnId, ConsumerNode, Now, ProducerNode, Request, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId, SessionId};
-use crate::amqp::types::{DeliveryState, Header, Message, Section};
+use crate::amqp::types::{ControlMessage, DeliveryState, Header, Message, Section};
 use crate::queue::Seq;
 
 /// A message to the connection, in a line.
@@ -44,6 +44,18 @@ pub(super) fn describe(message: &ToConnection) -> String {
                 let error = rejected.error.as_ref();
                 let why = error.and_then(|error| error.description.as_deref());
                 format!("rejected {}: {}", delivery.id, why.unwrap_or_default())
+            }
+            DeliveryState::Declared(declared) => {
+                format!("declared {:x} {}", declared.txn_id, delivery.id)
+            }
+            DeliveryState::Transactional(state) => {
+                let outcome = state.outcome.as_deref().map(|outcome| {
+                    describe(&ToConnection::Outcome {
+                        delivery: *delivery,
+                        state: outcome.clone(),
+                    })
+                });
+                format!("in {:x}: {}", state.txn_id, outcome.unwrap_or_default())
             }
             other => format!("{other:?} {}", delivery.id),
         },
@@ -122,7 +134,31 @@ pub(super) fn publish(id: u32, body: &'static str) -> Request {
         delivery: DeliveryId { link: PRODUCER, id },
         message: message.encode(),
         settled: false,
+        txn: None,
     }
+}
+
+/// The connection's coordinator link.
+pub(super) const COORDINATOR: LinkId = LinkId {
+    session: SessionId(0),
+    handle: 2,
+};
+
+/// The coordinator receives delivery `id`, carrying `control`.
+pub(super) fn coordinate(id: u32, control: ControlMessage) -> Request {
+    Request::Coordinate {
+        conn: CONN,
+        delivery: DeliveryId {
+            link: COORDINATOR,
+            id,
+        },
+        control,
+    }
+}
+
+/// The id of the `n`th transaction a core declares (from 0).
+pub(super) fn txn_id(n: u64) -> Bytes {
+    Bytes::copy_from_slice(&n.to_be_bytes())
 }
 
 /// The node cores and what they are built from are sans-IO: no runtime, no
@@ -133,6 +169,10 @@ fn the_cores_do_no_io() {
     let sources = [
         ("node/core.rs", include_str!("core.rs")),
         ("node/core/apply.rs", include_str!("core/apply.rs")),
+        (
+            "node/core/transactions.rs",
+            include_str!("core/transactions.rs"),
+        ),
         ("node/clients.rs", include_str!("clients.rs")),
         ("node/state.rs", include_str!("state.rs")),
         ("node/proposer.rs", include_str!("proposer.rs")),

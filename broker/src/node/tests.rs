@@ -132,6 +132,7 @@ impl Harness {
                 queue: "orders".into(),
                 seq,
                 outcome,
+                txn: None,
             })
             .unwrap();
     }
@@ -155,6 +156,7 @@ impl Harness {
                 delivery,
                 message,
                 settled: false,
+                txn: None,
             })
             .unwrap();
         loop {
@@ -217,6 +219,7 @@ async fn a_failed_fsync_stops_the_node_without_acknowledging() {
             delivery,
             message: Message::data(Bytes::from_static(b"x")).encode(),
             settled: false,
+            txn: None,
         })
         .unwrap();
     let stopped = timeout(WAIT, &mut harness.task).await.unwrap().unwrap();
@@ -326,6 +329,7 @@ async fn producer_credit_returns_only_as_messages_are_answered() {
                 },
                 message,
                 settled: false,
+                txn: None,
             })
             .unwrap();
     }
@@ -434,6 +438,7 @@ impl Harness {
                 delivery,
                 message,
                 settled: false,
+                txn: None,
             })
             .unwrap();
         loop {

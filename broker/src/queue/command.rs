@@ -6,11 +6,11 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Command, NewMessage, Outcome, Overflow, QueueConfig};
+use super::{Command, Guarded, NewMessage, Outcome, Overflow, QueueConfig};
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
     FieldEncoder, Reader, Symbol, composite_codec, decode_list, encode_descriptor, encode_list,
-    from_bytes, read_descriptor, to_bytes,
+    encode_list_of, from_bytes, read_descriptor, read_list, to_bytes,
 };
 use crate::amqp::types::{self, DeliveryState};
 
@@ -73,6 +73,7 @@ command_records! {
     Settle, 0x06, "sluice:settle:list" { queue: String, seq: u64, outcome: Outcome }
     Detach, 0x07, "sluice:detach:list" { consumer: u64 }
     Expire, 0x08, "sluice:expire:list" {}
+    Transaction, 0x09, "sluice:transaction:list" { work: Vec<Guarded> }
 }
 
 impl Composite for QueueConfig {
@@ -132,7 +133,50 @@ impl Composite for NewMessage {
     }
 }
 
-composite_codec!(QueueConfig, NewMessage);
+/// A transaction's command: `guard` is 0 for none (consumer ids start at 1).
+impl Composite for Guarded {
+    const NAME: &'static str = "sluice:guarded:list";
+    const CODE: u64 = DOMAIN | 0x12;
+
+    fn encode_fields(&self, f: &mut FieldEncoder<'_>) {
+        f.field(&self.guard.unwrap_or(0)).field(&self.command);
+    }
+
+    fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
+        let guard = f.required::<u64>("guard")?;
+        let command = f.required("command")?;
+        // A transaction enqueues and settles; anything else (another
+        // transaction above all) is not one of its commands.
+        if !matches!(command, Command::Enqueue { .. } | Command::Settle { .. }) {
+            return Err(DecodeError::new(DecodeErrorKind::InvalidValue).in_field("command"));
+        }
+        Ok(Self {
+            guard: Some(guard).filter(|&consumer| consumer != 0),
+            command,
+        })
+    }
+}
+
+composite_codec!(QueueConfig, NewMessage, Guarded);
+
+impl Encode for Vec<Guarded> {
+    fn encode(&self, buf: &mut BytesMut) {
+        encode_list_of(buf, self);
+    }
+}
+
+impl Decode for Vec<Guarded> {
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let (mut items, count) = read_list(r)?;
+        let work = (0..count)
+            .map(|_| Guarded::decode(&mut items))
+            .collect::<Result<Vec<_>, _>>()?;
+        items
+            .expect_empty()
+            .map_err(|_| DecodeErrorKind::SizeMismatch)?;
+        Ok(work)
+    }
+}
 
 impl Overflow {
     fn symbol(self) -> &'static str {
@@ -191,9 +235,10 @@ impl Decode for Outcome {
                 undeliverable_here: m.undeliverable_here,
                 annotations: m.message_annotations,
             }),
-            DeliveryState::Rejected(_) | DeliveryState::Received(_) => {
-                Err(DecodeErrorKind::InvalidValue.into())
-            }
+            DeliveryState::Rejected(_)
+            | DeliveryState::Received(_)
+            | DeliveryState::Declared(_)
+            | DeliveryState::Transactional(_) => Err(DecodeErrorKind::InvalidValue.into()),
         }
     }
 }

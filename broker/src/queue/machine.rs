@@ -84,6 +84,7 @@ impl Queues {
             } => self.settle(now_ms, queue, seq, outcome, effects),
             Command::Detach { consumer } => self.detach(now_ms, consumer, effects),
             Command::Expire => self.expire(now_ms, effects),
+            Command::Transaction { work } => self.commit(now_ms, work, effects),
         }
         if cfg!(debug_assertions) {
             self.check_invariants();
@@ -183,6 +184,11 @@ impl Queues {
     pub(super) fn consumer(&self, consumer: ConsumerId) -> Option<(&Queue, &Consumer)> {
         let queue = self.queues.get(self.consumers.get(&consumer)?)?;
         Some((queue, queue.consumer(consumer)?))
+    }
+
+    /// The queue named `name`.
+    pub(super) fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.get(name)
     }
 
     /// Every queue, by name.

@@ -43,6 +43,7 @@ mod detach;
 mod machine;
 mod message;
 mod single;
+mod transaction;
 mod whole;
 
 #[cfg(test)]
@@ -238,6 +239,24 @@ pub enum Command {
     /// Dead-letters (reason `expired`) every message due at `now_ms`, held
     /// by a consumer or not.
     Expire,
+    /// Commits a transaction: its enqueues and settles apply together, in
+    /// order; or, if one of them could not (a queue is gone or would refuse
+    /// a message, or a guarded settle's consumer no longer holds its
+    /// message), none does, and [`Effect::TransactionRefused`] says why.
+    Transaction {
+        /// What it does, in order: enqueues and settles only.
+        work: Vec<Guarded>,
+    },
+}
+
+/// One command of a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guarded {
+    /// For a settle, the consumer it must still be held by for the
+    /// transaction to commit (`None`: by whoever holds it).
+    pub guard: Option<ConsumerId>,
+    /// An enqueue or a settle.
+    pub command: Command,
 }
 
 /// An output of [`Queues::apply`], for the broker to act on.
@@ -299,6 +318,11 @@ pub enum Effect {
         /// Why.
         reason: DeadLetterReason,
     },
+    /// A transaction was refused as a whole: nothing of it was applied.
+    TransactionRefused {
+        /// Why.
+        reason: TransactionRefusal,
+    },
     /// A consumer is gone, or never attached.
     ConsumerClosed {
         /// The consumer.
@@ -318,6 +342,30 @@ pub enum RejectReason {
     Overflow,
     /// The seq is not greater than every seq accepted before.
     SeqNotIncreasing,
+}
+
+/// Why a transaction was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionRefusal {
+    /// It publishes to a queue that does not exist.
+    QueueNotFound {
+        /// The queue.
+        queue: String,
+    },
+    /// A queue would refuse one of its messages (it is full, or the message
+    /// can never fit).
+    QueueFull {
+        /// The queue.
+        queue: String,
+    },
+    /// It settles a message its consumer no longer holds (the consumer
+    /// detached, and the message went back to the queue).
+    NotHeld {
+        /// The queue.
+        queue: String,
+        /// The message.
+        seq: Seq,
+    },
 }
 
 /// Why a message was dead-lettered.

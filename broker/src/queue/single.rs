@@ -128,6 +128,31 @@ impl Queue {
         count.min(bytes)
     }
 
+    /// True if every one of `messages` (size, persistent), published in
+    /// order, would be admitted: what a transaction checks before it
+    /// commits. Conservative where drop-head makes room: a message that
+    /// fits once older ones are dropped counts as if nothing were.
+    pub fn admits_all(&self, messages: &[(u64, bool)]) -> bool {
+        let (mut all, mut persistent) = (self.all, self.persistent);
+        for &(size, is_persistent) in messages {
+            let (tier, floor) = if is_persistent {
+                (persistent, Tally::ZERO)
+            } else {
+                (all, persistent)
+            };
+            let admitted = tier.fits(size, &self.config)
+                || (self.config.overflow == Overflow::DropHead && floor.fits(size, &self.config));
+            if !admitted {
+                return false;
+            }
+            all.add(size);
+            if is_persistent {
+                persistent.add(size);
+            }
+        }
+        true
+    }
+
     /// The tally a message competes in: persistent messages only among
     /// persistent ones, so that durable decisions replay exactly.
     fn tier(&self, persistent: bool) -> Tally {

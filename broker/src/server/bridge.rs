@@ -2,17 +2,25 @@
 //! turns engine events into node requests, and node messages into engine
 //! commands, keeping what the connection's links are to the node.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use tracing::{debug, info};
 
+use crate::amqp::codec::{DecodeError, DecodeErrorKind, Symbol, from_bytes, to_bytes};
 use crate::amqp::engine::{Connection, DeliveryId, Event, LinkId, LinkReply};
-use crate::amqp::types::{Attach, DeliveryState, Error, ReceiverSettleMode, Role, Source};
+use crate::amqp::types::{
+    Attach, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error, LOCAL_TRANSACTIONS,
+    Message, ReceiverSettleMode, Rejected, Role, Section, Source, TransactionalState, condition,
+};
 use crate::node::{
     ConnId, NodeHandle, NodeStopped, Refusal, Request, ToConnection, consumer_node, producer_node,
 };
 use crate::queue::{ConsumerId, Outcome, Seq};
+
+/// The credit a coordinator link is kept at: controllers send one control
+/// message at a time per session.
+const COORDINATOR_CREDIT: u32 = 64;
 
 /// A message the node assigned to a consumer that has no credit left on the
 /// wire yet (credit changed while it was on its way).
@@ -42,6 +50,8 @@ pub(super) struct Bridge {
     attaching: BTreeMap<LinkId, Box<Attach>>,
     /// Producer links, with the receiver settle mode the broker answered.
     producers: BTreeMap<LinkId, ReceiverSettleMode>,
+    /// Links to the transaction coordinator.
+    coordinators: BTreeSet<LinkId>,
     /// Consumer links: which consumer each is, and what it could not be
     /// sent yet.
     consumers: BTreeMap<LinkId, (ConsumerId, VecDeque<Waiting>)>,
@@ -57,6 +67,7 @@ impl Bridge {
             container_id: String::new(),
             attaching: BTreeMap::new(),
             producers: BTreeMap::new(),
+            coordinators: BTreeSet::new(),
             consumers: BTreeMap::new(),
             unsettled: BTreeMap::new(),
         }
@@ -94,13 +105,24 @@ impl Bridge {
                 delivery,
                 message,
                 settled,
+                state,
                 ..
-            } => self.node.send(Request::Publish {
-                conn: self.conn,
-                delivery,
-                message,
-                settled,
-            })?,
+            } => {
+                if self.coordinators.contains(&delivery.link) {
+                    return self.on_control(conn, delivery, &message);
+                }
+                let txn = match state {
+                    Some(DeliveryState::Transactional(state)) => Some(state.txn_id),
+                    _ => None,
+                };
+                self.node.send(Request::Publish {
+                    conn: self.conn,
+                    delivery,
+                    message,
+                    settled,
+                    txn,
+                })?;
+            }
             Event::Disposition {
                 delivery,
                 state,
@@ -139,13 +161,27 @@ impl Bridge {
                     container_id: self.container_id.clone(),
                 })
             }
-            Role::Sender => {
-                producer_node(remote.target.as_ref()).map(|node| Request::AttachProducer {
-                    conn: self.conn,
-                    link,
-                    node,
-                })
-            }
+            Role::Sender => match &remote.target {
+                Some(AttachTarget::Coordinator(coordinator)) => {
+                    let coordinator = coordinator.clone();
+                    self.attach_coordinator(conn, link, &remote, coordinator);
+                    return Ok(());
+                }
+                Some(AttachTarget::Unsupported(target)) => Err(Refusal {
+                    condition: condition::NOT_IMPLEMENTED,
+                    description: format!(
+                        "targets of type {:?} are not supported",
+                        target.descriptor
+                    ),
+                }),
+                target => producer_node(target.as_ref().and_then(AttachTarget::node)).map(|node| {
+                    Request::AttachProducer {
+                        conn: self.conn,
+                        link,
+                        node,
+                    }
+                }),
+            },
         };
         match request {
             Ok(request) => {
@@ -154,6 +190,69 @@ impl Bridge {
             }
             Err(refusal) => {
                 refuse(conn, link, refusal);
+                Ok(())
+            }
+        }
+    }
+
+    /// A link to the transaction coordinator, which the bridge serves
+    /// itself: it turns each control message into a request to the node.
+    /// Only local transactions are offered.
+    fn attach_coordinator(
+        &mut self,
+        conn: &mut Connection,
+        link: LinkId,
+        remote: &Attach,
+        coordinator: Coordinator,
+    ) {
+        let local = Symbol::from_static(LOCAL_TRANSACTIONS);
+        if !coordinator.capabilities.is_empty() && !coordinator.capabilities.contains(&local) {
+            let refusal = Refusal {
+                condition: condition::NOT_IMPLEMENTED,
+                description: format!(
+                    "only local transactions are supported, not {:?}",
+                    coordinator.capabilities
+                ),
+            };
+            return refuse(conn, link, refusal);
+        }
+        let reply = LinkReply {
+            source: remote.source.clone(),
+            target: Some(AttachTarget::Coordinator(Coordinator {
+                capabilities: vec![local],
+            })),
+            ..LinkReply::default()
+        };
+        if conn.accept_link(link, reply).is_ok() {
+            self.coordinators.insert(link);
+            let _ = conn.raise_credit(link, COORDINATOR_CREDIT);
+        }
+    }
+
+    /// A `declare` or `discharge` arrived: the node answers it. One that
+    /// does not decode is rejected, and the link stays.
+    fn on_control(
+        &mut self,
+        conn: &mut Connection,
+        delivery: DeliveryId,
+        message: &Bytes,
+    ) -> Result<(), NodeStopped> {
+        let _ = conn.raise_credit(delivery.link, COORDINATOR_CREDIT);
+        match control_message(message) {
+            Ok(control) => self.node.send(Request::Coordinate {
+                conn: self.conn,
+                delivery,
+                control,
+            }),
+            Err(error) => {
+                debug!(%error, "a coordinator message does not decode");
+                let description = format!(
+                    "a coordinator takes an amqp-value body holding a declare or a \
+                     discharge: {error}"
+                );
+                let error = Error::new(condition::DECODE_ERROR, description);
+                let state = DeliveryState::Rejected(Rejected { error: Some(error) });
+                let _ = conn.disposition(delivery, Some(state), true);
                 Ok(())
             }
         }
@@ -190,10 +289,20 @@ impl Bridge {
         settled: bool,
     ) -> Result<(), NodeStopped> {
         // Only a terminal outcome, or a settlement, concludes a delivery.
-        let outcome = match &state {
-            Some(state) if state.is_outcome() => outcome(state),
+        let (outcome, txn) = match &state {
+            Some(DeliveryState::Transactional(TransactionalState {
+                txn_id,
+                outcome: Some(inner),
+            })) => match consumer_outcome(inner) {
+                Some(outcome) => (outcome, Some(txn_id.clone())),
+                None => return Ok(()),
+            },
+            Some(state) if state.is_outcome() => match consumer_outcome(state) {
+                Some(outcome) => (outcome, None),
+                None => return Ok(()),
+            },
             // Settled with no outcome: the message was not processed.
-            _ if settled => Outcome::Released,
+            _ if settled => (Outcome::Released, None),
             _ => return Ok(()),
         };
         let Some(InQueue {
@@ -214,6 +323,7 @@ impl Bridge {
             queue,
             seq,
             outcome,
+            txn,
         })
     }
 
@@ -366,6 +476,7 @@ impl Bridge {
             queue: waiting.queue,
             seq: waiting.seq,
             outcome: Outcome::Released,
+            txn: None,
         })
     }
 
@@ -373,6 +484,7 @@ impl Bridge {
     fn forget_link(&mut self, link: LinkId, closed: bool) -> Result<(), NodeStopped> {
         self.attaching.remove(&link);
         self.producers.remove(&link);
+        self.coordinators.remove(&link);
         if let Some((_, waiting)) = self.consumers.remove(&link) {
             for message in waiting {
                 self.release(message)?;
@@ -435,9 +547,11 @@ fn consumer_source(requested: Option<&Source>, address: String) -> Source {
     source
 }
 
-/// The queue's view of a consumer's outcome.
-fn outcome(state: &DeliveryState) -> Outcome {
-    match state {
+/// The queue's view of a consumer's outcome; `None` for a state that is
+/// not a consumer's to give (a coordinator's `declared`, or a
+/// transactional state without an outcome).
+fn consumer_outcome(state: &DeliveryState) -> Option<Outcome> {
+    Some(match state {
         DeliveryState::Accepted(_) => Outcome::Accepted,
         DeliveryState::Rejected(_) => Outcome::Rejected,
         DeliveryState::Released(_) | DeliveryState::Received(_) => Outcome::Released,
@@ -446,7 +560,24 @@ fn outcome(state: &DeliveryState) -> Outcome {
             undeliverable_here: m.undeliverable_here,
             annotations: m.message_annotations.clone(),
         },
-    }
+        DeliveryState::Declared(_) | DeliveryState::Transactional(_) => return None,
+    })
+}
+
+/// The `declare` or `discharge` a coordinator's transfer carries, as its
+/// `amqp-value` body.
+fn control_message(message: &Bytes) -> Result<ControlMessage, DecodeError> {
+    let message = Message::decode(message.clone())?;
+    let body = message
+        .sections
+        .into_iter()
+        .find_map(|section| match section {
+            Section::AmqpValue(value) => Some(value),
+            _ => None,
+        });
+    let body =
+        body.ok_or(DecodeError::new(DecodeErrorKind::MissingField).in_field("amqp-value"))?;
+    from_bytes(to_bytes(&body))
 }
 
 #[cfg(test)]

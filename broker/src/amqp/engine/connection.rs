@@ -17,9 +17,9 @@ use crate::amqp::frame::{
     put_amqp_frame, put_sasl_frame, put_transfer_frame,
 };
 use crate::amqp::types::{
-    Attach, Begin, Close, DeliveryState, Detach, Disposition, End, Error, Flow, Open, Performative,
-    ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome,
-    SenderSettleMode, Source, Target, Transfer, condition,
+    Attach, AttachTarget, Begin, Close, DeliveryState, Detach, Disposition, End, Error, Flow, Open,
+    Performative, ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit, SaslMechanisms,
+    SaslOutcome, SenderSettleMode, Source, Transfer, condition,
 };
 
 /// The shortest interval between our heartbeats, whatever idle timeout the
@@ -127,7 +127,7 @@ pub struct LinkOptions {
     /// The source terminus.
     pub source: Option<Source>,
     /// The target terminus.
-    pub target: Option<Target>,
+    pub target: Option<AttachTarget>,
     /// The sender's settle mode.
     pub snd_settle_mode: SenderSettleMode,
     /// The receiver's settle mode.
@@ -140,7 +140,7 @@ pub struct LinkReply {
     /// The source terminus as we set it up.
     pub source: Option<Source>,
     /// The target terminus as we set it up.
-    pub target: Option<Target>,
+    pub target: Option<AttachTarget>,
     /// Capabilities we offer on the link.
     pub offered_capabilities: Vec<Symbol>,
 }

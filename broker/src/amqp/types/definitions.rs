@@ -279,4 +279,9 @@ pub mod condition {
     /// The link has been attached elsewhere, causing the existing attachment
     /// to be forcibly closed.
     pub const STOLEN: &str = "amqp:link:stolen";
+
+    /// The transaction named is not one the coordinator knows (part 4 §4.5.9).
+    pub const TRANSACTION_UNKNOWN_ID: &str = "amqp:transaction:unknown-id";
+    /// The transaction was rolled back, whatever its discharge asked for.
+    pub const TRANSACTION_ROLLBACK: &str = "amqp:transaction:rollback";
 }

@@ -6,6 +6,7 @@ use super::definitions::{
     Annotations, ApplicationProperties, DistributionMode, Error, ExpiryPolicy, Fields,
     TerminusDurability, Timestamp,
 };
+use super::transactions::{Declared, TransactionalState};
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
     FieldEncoder, Reader, Symbol, Value, composite_codec, encode_descriptor, encode_list_of,
@@ -25,12 +26,21 @@ pub enum DeliveryState {
     Released(Released),
     /// Not processed, with changes to apply before redelivery.
     Modified(Modified),
+    /// A transaction was declared: the coordinator's answer (part 4).
+    Declared(Declared),
+    /// Part of a transaction, with the outcome it will have if the
+    /// transaction commits (part 4).
+    Transactional(TransactionalState),
 }
 
 impl DeliveryState {
-    /// True for the terminal outcomes (everything but `received`).
+    /// True for the terminal outcomes: not `received`, nor a transaction's
+    /// provisional state.
     pub fn is_outcome(&self) -> bool {
-        !matches!(self, DeliveryState::Received(_))
+        !matches!(
+            self,
+            DeliveryState::Received(_) | DeliveryState::Transactional(_)
+        )
     }
 }
 
@@ -151,6 +161,8 @@ impl Encode for DeliveryState {
             DeliveryState::Rejected(s) => s.encode(buf),
             DeliveryState::Released(s) => s.encode(buf),
             DeliveryState::Modified(s) => s.encode(buf),
+            DeliveryState::Declared(s) => s.encode(buf),
+            DeliveryState::Transactional(s) => s.encode(buf),
         }
     }
 }
@@ -169,6 +181,10 @@ impl Decode for DeliveryState {
             Modified::decode_after_descriptor(r).map(DeliveryState::Modified)
         } else if is(Received::NAME, Received::CODE) {
             Received::decode_after_descriptor(r).map(DeliveryState::Received)
+        } else if is(TransactionalState::NAME, TransactionalState::CODE) {
+            TransactionalState::decode_after_descriptor(r).map(DeliveryState::Transactional)
+        } else if is(Declared::NAME, Declared::CODE) {
+            Declared::decode_after_descriptor(r).map(DeliveryState::Declared)
         } else {
             Err(DecodeErrorKind::UnexpectedDescriptor.into())
         }

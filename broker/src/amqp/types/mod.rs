@@ -5,6 +5,7 @@ mod definitions;
 mod messaging;
 mod performatives;
 mod sasl;
+mod transactions;
 
 pub use definitions::{
     Annotations, ApplicationProperties, DistributionMode, Error, ExpiryPolicy, Fields, Handle,
@@ -19,6 +20,10 @@ pub use performatives::{
 };
 pub use sasl::{
     SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
+};
+pub use transactions::{
+    AttachTarget, ControlMessage, Coordinator, Declare, Declared, Discharge, LOCAL_TRANSACTIONS,
+    TransactionalState,
 };
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use bytes::{Bytes, BytesMut};
 
 use super::definitions::{Error, Fields, Handle, ReceiverSettleMode, Role, SenderSettleMode};
-use super::messaging::{DeliveryState, Source, Target};
+use super::messaging::{DeliveryState, Source};
+use super::transactions::AttachTarget;
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
     FieldEncoder, Reader, Symbol, Value, composite_codec, read_descriptor,
@@ -150,8 +151,8 @@ pub struct Attach {
     pub rcv_settle_mode: ReceiverSettleMode,
     /// Where messages come from.
     pub source: Option<Source>,
-    /// Where messages go.
-    pub target: Option<Target>,
+    /// Where messages go: a node, or a transaction coordinator.
+    pub target: Option<AttachTarget>,
     /// Unsettled delivery state, by delivery tag (link recovery).
     pub unsettled: Vec<(Value, Value)>,
     /// True if `unsettled` is not the whole unsettled state.

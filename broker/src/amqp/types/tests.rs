@@ -300,7 +300,7 @@ fn full_attach() -> Attach {
         snd_settle_mode: SenderSettleMode::Settled,
         rcv_settle_mode: ReceiverSettleMode::Second,
         source: Some(full_source()),
-        target: Some(full_target()),
+        target: Some(full_target().into()),
         unsettled: vec![(
             Value::Binary(Bytes::from_static(b"tag-1")),
             Value::from(Described {
@@ -454,6 +454,17 @@ fn all_delivery_states() -> Vec<DeliveryState> {
             delivery_failed: true,
             undeliverable_here: true,
             message_annotations: vec![(Value::Symbol(sym("x-opt-reason")), Value::from("retry"))],
+        }),
+        DeliveryState::Declared(Declared {
+            txn_id: Bytes::from_static(b"txn-1"),
+        }),
+        DeliveryState::Transactional(TransactionalState {
+            txn_id: Bytes::from_static(b"txn-1"),
+            outcome: Some(Box::new(DeliveryState::Accepted(Accepted))),
+        }),
+        DeliveryState::Transactional(TransactionalState {
+            txn_id: Bytes::from_static(b"txn-2"),
+            outcome: None,
         }),
     ]
 }
@@ -764,7 +775,7 @@ fn attach_decodes_from_spec_bytes() {
             address: Some("q".into()),
             ..Source::default()
         }),
-        target: Some(Target::default()),
+        target: Some(Target::default().into()),
         max_message_size: Some(1 << 20),
         ..attach("recv-1", 0, Role::Receiver)
     };
@@ -1854,13 +1865,95 @@ fn unknown_delivery_states_are_rejected() {
         Err(unexpected_descriptor())
     );
     assert_eq!(
-        decode::<DeliveryState>(&named("amqp:declared:list", LIST0)),
+        decode::<DeliveryState>(&named("amqp:unknown-state:list", LIST0)),
         Err(unexpected_descriptor())
     );
     assert!(DeliveryState::Accepted(Accepted).is_outcome());
     assert!(
         !all_delivery_states()[0].is_outcome(),
         "received is not an outcome"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Transactions (part 4)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn transaction_types_round_trip() {
+    assert_round_trip(&Coordinator {
+        capabilities: vec![sym(LOCAL_TRANSACTIONS)],
+    });
+    assert_round_trip(&ControlMessage::Declare(Declare::default()));
+    assert_round_trip(&ControlMessage::Declare(Declare {
+        global_id: Some(Value::from("xid")),
+    }));
+    assert_round_trip(&ControlMessage::Discharge(Discharge {
+        txn_id: Bytes::from_static(&[0, 1]),
+        fail: true,
+    }));
+    assert_round_trip(&AttachTarget::Coordinator(Coordinator::default()));
+    assert_round_trip(&AttachTarget::Node(full_target()));
+}
+
+/// What Qpid Proton sends to declare a transaction and to commit it.
+#[test]
+fn control_messages_decode_from_spec_bytes() {
+    assert_eq!(
+        decode::<ControlMessage>(&described(0x31, LIST0)),
+        Ok(ControlMessage::Declare(Declare::default()))
+    );
+    let discharge = described(0x32, &list8(&[&vbin8(b"\x00\x07"), &[0x42]]));
+    assert_eq!(
+        decode::<ControlMessage>(&discharge),
+        Ok(ControlMessage::Discharge(Discharge {
+            txn_id: Bytes::from_static(b"\x00\x07"),
+            fail: false,
+        }))
+    );
+    assert_eq!(
+        decode::<ControlMessage>(&described(0x32, LIST0)),
+        Err(missing("txn-id"))
+    );
+    assert_eq!(
+        decode::<ControlMessage>(&described(0x24, LIST0)),
+        Err(unexpected_descriptor())
+    );
+}
+
+/// The provisional outcome of a transactional state is one of part 3's
+/// outcomes: never a partial `received`, nor another transaction's state.
+#[test]
+fn a_transactional_state_holds_only_a_terminal_outcome() {
+    let with = |outcome: &[u8]| {
+        decode::<DeliveryState>(&described(0x34, &list8(&[&vbin8(b"t"), outcome])))
+    };
+    assert!(with(&described(0x24, LIST0)).is_ok(), "accepted");
+    let received = described(0x23, &list8(&[&[0x43], &[0x44]]));
+    assert_eq!(with(&received), Err(invalid("outcome")));
+    let nested = described(0x34, &list8(&[&vbin8(b"u")]));
+    assert_eq!(with(&nested), Err(invalid("outcome")));
+}
+
+/// A link's target may be a coordinator, or a kind this broker does not
+/// know: each decodes, so the broker answers on the link, not by closing
+/// the connection.
+#[test]
+fn an_attach_target_is_a_node_a_coordinator_or_unsupported() {
+    let coordinator = described(0x30, &list8(&[&sym_array8(&[LOCAL_TRANSACTIONS])]));
+    assert_eq!(
+        decode::<AttachTarget>(&coordinator),
+        Ok(AttachTarget::Coordinator(Coordinator {
+            capabilities: vec![sym(LOCAL_TRANSACTIONS)],
+        }))
+    );
+    let unknown = named("com.example:target:list", LIST0);
+    let Ok(AttachTarget::Unsupported(described)) = decode::<AttachTarget>(&unknown) else {
+        panic!("an unknown target decodes as unsupported");
+    };
+    assert_eq!(
+        encode(&AttachTarget::Unsupported(described))[..],
+        unknown[..]
     );
 }
 
@@ -2309,7 +2402,7 @@ fn snapshot_attach_frame_with_a_selector_filter() {
             capabilities: vec![sym("queue")],
             ..Source::default()
         }),
-        target: Some(Target::default()),
+        target: Some(Target::default().into()),
         ..attach("orders-receiver", 0, Role::Receiver)
     };
     let mut buf = BytesMut::new();

@@ -15,6 +15,7 @@ use super::{
 use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
 use crate::node::address::topic_of_subscription;
+use crate::node::clients::rollback_error;
 use crate::node::{Refusal, ToConnection};
 use crate::queue::{Command, ConsumerId, Effect};
 use crate::raft::wal::GroupId;
@@ -81,7 +82,7 @@ impl Core {
         batch.items.retain(|item| {
             let logged_only = matches!(
                 item.command,
-                Command::Enqueue { .. } | Command::Declare { .. }
+                Command::Enqueue { .. } | Command::Declare { .. } | Command::Transaction { .. }
             );
             if logged_only {
                 refused.push(item.token);
@@ -97,14 +98,19 @@ impl Core {
                 continue;
             };
             self.count_applied(&proposed.item.command);
-            if let Reply::Publish(publish) = proposed.reply {
-                let full = Error::new(
-                    condition::RESOURCE_LIMIT_EXCEEDED,
-                    "the broker's disk is full",
-                );
-                self.clients.reject_publish(publish, full);
-                self.clients.enqueue_done(publish);
-                self.finish_publish_if_done(publish);
+            const FULL: &str = "the broker's disk is full";
+            match proposed.reply {
+                Reply::Publish(publish) => {
+                    let full = Error::new(condition::RESOURCE_LIMIT_EXCEEDED, FULL);
+                    self.clients.reject_publish(publish, full);
+                    self.clients.enqueue_done(publish);
+                    self.finish_publish_if_done(publish);
+                }
+                Reply::Discharge { publish, unsettles } => {
+                    self.clients.reject_publish(publish, rollback_error(FULL));
+                    self.on_discharged(publish, unsettles);
+                }
+                _ => {}
             }
         }
         let index = self.groups.get(&id).map_or(0, |group| group.applied);
@@ -206,6 +212,19 @@ impl Core {
                     condition: condition::DETACH_FORCED,
                     description: "the outcome of a message is unknown after this node \
                                   caught up from a snapshot: send it again"
+                        .into(),
+                };
+                self.clients.abandon_publish(publish, refusal);
+            }
+            Reply::Discharge { publish, .. } => {
+                warn!(
+                    group = id,
+                    "a transaction's outcome was lost in a snapshot: failing its coordinator link"
+                );
+                let refusal = Refusal {
+                    condition: condition::DETACH_FORCED,
+                    description: "whether the transaction committed is unknown after this \
+                                  node caught up from a snapshot"
                         .into(),
                 };
                 self.clients.abandon_publish(publish, refusal);
@@ -347,7 +366,7 @@ impl Core {
                 None
             };
             let publish = match &reply {
-                Some(Reply::Publish(publish)) => Some(*publish),
+                Some(Reply::Publish(publish) | Reply::Discharge { publish, .. }) => Some(*publish),
                 _ => None,
             };
             for effect in all_effects.by_ref().take(item.effects.len()) {
@@ -416,6 +435,7 @@ impl Core {
                 self.clients.enqueue_done(publish);
                 self.finish_publish_if_done(publish);
             }
+            Reply::Discharge { publish, unsettles } => self.on_discharged(publish, unsettles),
             Reply::Expire => {
                 if let Some(group) = self.groups.get_mut(&id) {
                     group.expiring = false;

@@ -6,8 +6,8 @@ use super::*;
 use crate::amqp::codec::{
     DecodeErrorKind, Descriptor, Encode, FieldEncoder, encode_descriptor, encode_list,
 };
-use crate::queue::Overflow;
 use crate::queue::command::DOMAIN;
+use crate::queue::{Guarded, Overflow};
 
 /// Every command variant, with edge values in every field.
 fn every_command() -> Vec<Command> {
@@ -96,7 +96,65 @@ fn every_command() -> Vec<Command> {
         }),
         Command::Detach { consumer: 3 },
         Command::Expire,
+        Command::Transaction { work: Vec::new() },
+        Command::Transaction {
+            work: vec![
+                Guarded {
+                    guard: None,
+                    command: Command::Enqueue {
+                        queue: "q".into(),
+                        seq: 9,
+                        message: transient("t"),
+                    },
+                },
+                Guarded {
+                    guard: Some(u64::MAX),
+                    command: settle(Outcome::Accepted),
+                },
+            ],
+        },
     ]
+}
+
+/// A transaction is a log record: its encoding is a format.
+#[test]
+fn the_transaction_encoding_is_stable() {
+    let command = every_command().pop().expect("a transaction last");
+    let hex: String = command
+        .encode()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    insta::assert_snapshot!(hex);
+}
+
+/// A transaction holds enqueues and settles only: never another
+/// transaction, nor a command that is not a transaction's to make.
+#[test]
+fn a_transaction_of_other_commands_is_refused() {
+    for inner in [Command::Expire, Command::Transaction { work: Vec::new() }] {
+        let guarded = record(0x12, |f| {
+            f.field(&0_u64).field(&inner);
+        });
+        let transaction = record(0x09, |f| {
+            f.field(&RawList(vec![guarded]));
+        });
+        assert_eq!(
+            kind(transaction),
+            DecodeErrorKind::InvalidValue,
+            "{inner:?}"
+        );
+    }
+}
+
+/// A list of already encoded values.
+struct RawList(Vec<Bytes>);
+
+impl Encode for RawList {
+    fn encode(&self, buf: &mut BytesMut) {
+        let items: Vec<RawValue> = self.0.iter().cloned().map(RawValue).collect();
+        crate::amqp::codec::encode_list_of(buf, &items);
+    }
 }
 
 #[test]

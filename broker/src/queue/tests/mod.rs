@@ -11,6 +11,7 @@ mod codec;
 #[cfg(feature = "planted-bugs")]
 mod planted;
 mod replay;
+mod transaction;
 
 /// The whole state's encoding (see [`Queues::encode_whole`]).
 fn whole(queues: &Queues) -> Bytes {

@@ -119,10 +119,13 @@ pub(super) fn link_options(name: &str, role: Role) -> LinkOptions {
             address: Some("client-side".to_owned()),
             ..Source::default()
         }),
-        target: Some(Target {
-            address: Some("queue".to_owned()),
-            ..Target::default()
-        }),
+        target: Some(
+            Target {
+                address: Some("queue".to_owned()),
+                ..Target::default()
+            }
+            .into(),
+        ),
         snd_settle_mode: SenderSettleMode::Mixed,
         rcv_settle_mode: ReceiverSettleMode::First,
     }

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+mod transactions;
+
 use super::*;
 use crate::config::Config;
 use crate::node::testing;
@@ -35,8 +37,13 @@ impl Harness {
     /// A node over `step`; over Raft, alone in its cluster and leading
     /// every group.
     fn new(step: Step) -> Self {
+        Self::with_config(step, Config::default())
+    }
+
+    /// A node over `step` configured by `config`.
+    fn with_config(step: Step, config: Config) -> Self {
         let now = testing::start_time();
-        let settings = NodeSettings::new(Config::default());
+        let settings = NodeSettings::new(config);
         let groups = Core::group_count(step, &settings);
         let mut core = Core::new(settings, step, ORIGIN, now);
         if step == Step::Raft {
@@ -185,11 +192,17 @@ impl Harness {
 
     /// The harness's consumer settles "a".
     fn settle(&mut self, outcome: Outcome) {
+        self.settle_in(None, outcome);
+    }
+
+    /// The harness's consumer settles "a", in transaction `txn` if given.
+    fn settle_in(&mut self, txn: Option<Bytes>, outcome: Outcome) {
         self.request(Request::Settle {
             consumer: ORIGIN.first_consumer(),
             queue: "q".into(),
             seq: 2 << 24,
             outcome,
+            txn,
         });
     }
 
