@@ -9,24 +9,57 @@
 #                       skips them, this script never does.
 #
 # Extra arguments go to cargo, e.g. `scripts/test.sh -p sluice --test cli`.
-# Needs: a Rust toolchain (cargo), python3 with venv, Node.js (18 or newer)
-# with npm, and network access to PyPI and the npm registry on the first run.
+# Needs: a Rust toolchain (cargo), python3 with venv, the openssl command,
+# Node.js (18 or newer) with npm, and network access to PyPI and the npm
+# registry on the first run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Qpid Proton's Python client, for broker/tests/interop_proton.rs, which
-# finds it through SLUICE_PYTHON. The virtualenv lives under target/, so a
-# fresh clone makes its own and `cargo clean` removes it.
+# The Python clients, in one virtualenv that the tests find through
+# SLUICE_PYTHON. It lives under target/, so a fresh clone makes its own and
+# `cargo clean` removes it.
+# - Qpid Proton's, for broker/tests/interop_proton.rs.
+# - uAMQP (the Azure uAMQP C library's binding; a cp311 manylinux wheel, no
+#   build) and the Azure SDK's pure-Python AMQP stack (azure.servicebus's
+#   _pyamqp), for broker/tests/interop_azure.rs. uAMQP speaks only TLS: its
+#   script puts scripts/interop/tls_proxy.py in front of the broker, with a
+#   certificate made by the `openssl` command.
+# The check imports each and compares the installed versions with the pins:
+# a later run skips pip, and a changed pin reinstalls.
 PROTON_VERSION=0.40.0
+UAMQP_VERSION=1.6.11
+AZURE_SERVICEBUS_VERSION=7.15.0
+PYTHON_CLIENTS=(
+    "python-qpid-proton==$PROTON_VERSION"
+    "uamqp==$UAMQP_VERSION"
+    "azure-servicebus==$AZURE_SERVICEBUS_VERSION"
+)
 PYTHON_VENV=target/interop-venv
+
+python_clients_installed() {
+    "$1" - "${PYTHON_CLIENTS[@]}" 2>/dev/null <<'EOF'
+import sys
+from importlib.metadata import version
+
+import azure.servicebus._pyamqp
+import proton
+import uamqp
+
+pins = (pin.split("==") for pin in sys.argv[1:])
+sys.exit(any(version(name) != want for name, want in pins))
+EOF
+}
 
 install_python_clients() {
     local python="$PYTHON_VENV/bin/python"
-    if ! "$python" -c "import proton" 2>/dev/null; then
-        echo "test.sh: installing python-qpid-proton $PROTON_VERSION into $PYTHON_VENV" >&2
+    if ! python_clients_installed "$python"; then
+        echo "test.sh: installing ${PYTHON_CLIENTS[*]} into $PYTHON_VENV" >&2
         python3 -m venv "$PYTHON_VENV"
-        "$python" -m pip install --quiet --disable-pip-version-check \
-            "python-qpid-proton==$PROTON_VERSION"
+        "$python" -m pip install --quiet --disable-pip-version-check "${PYTHON_CLIENTS[@]}"
+        python_clients_installed "$python" || {
+            echo "test.sh: $PYTHON_VENV still lacks one of ${PYTHON_CLIENTS[*]}" >&2
+            exit 1
+        }
     fi
     SLUICE_PYTHON="$PWD/$python"
     export SLUICE_PYTHON
