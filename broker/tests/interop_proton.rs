@@ -90,3 +90,9 @@ async fn proton_python_selector_is_not_echoed_as_applied() {
 async fn proton_python_transaction_commits_and_rolls_back() {
     run_scenario("proton_transaction.py").await;
 }
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_temporary_nodes_and_unsubscribe_as_jms_asks() {
+    run_scenario("proton_jms_nodes.py").await;
+}

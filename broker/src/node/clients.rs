@@ -9,7 +9,10 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::NodeSettings;
-use super::address::{ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, subscription_queue};
+use super::address::{
+    ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, subscription_id, subscription_queue,
+    topic_of_subscription,
+};
 use super::message::render;
 use super::{ConnId, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId};
@@ -60,16 +63,17 @@ pub(super) struct ConsumerTarget {
 }
 
 impl ConsumerTarget {
-    /// The target of `node` for the link `link_name` of `container_id`;
-    /// `unique` names a queue no other link, node or start uses.
+    /// The target of `node` for a link of `container_id`; `unique` names a
+    /// queue no other link, node or start uses, and `existing` finds the
+    /// subscription queue whose name ends in a subscription id.
     pub fn of(
         node: ConsumerNode,
-        link_name: &str,
         container_id: &str,
         settings: &NodeSettings,
         unique: impl FnOnce() -> String,
-    ) -> Self {
-        match node {
+        existing: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Self, Refusal> {
+        Ok(match node {
             ConsumerNode::Queue { name, browse } => Self {
                 queue: name.clone(),
                 address: name,
@@ -77,13 +81,13 @@ impl ConsumerTarget {
                 deleted_on_close: false,
                 declare: None,
             },
-            ConsumerNode::Topic { topic, durable } => {
-                let subscription = if durable {
-                    format!("{container_id}:{link_name}")
-                } else {
-                    format!("~{}", unique())
-                };
-                let queue = subscription_queue(&topic, &subscription);
+            ConsumerNode::Topic {
+                topic,
+                subscription,
+            } => {
+                let id = subscription_id(&subscription, container_id, unique);
+                let queue = subscription_queue(&topic, &id);
+                let durable = subscription.durable;
                 let config = QueueConfig {
                     durable,
                     auto_delete: !durable,
@@ -98,7 +102,7 @@ impl ConsumerTarget {
                 }
             }
             ConsumerNode::Dynamic => {
-                let queue = format!("dynamic.{}", unique());
+                let queue = unique();
                 let config = QueueConfig {
                     durable: false,
                     auto_delete: true,
@@ -112,7 +116,22 @@ impl ConsumerTarget {
                     declare: Some(config),
                 }
             }
-        }
+            ConsumerNode::Lookup(subscription) => {
+                let id = subscription_id(&subscription, container_id, unique);
+                let queue = existing(&id).ok_or_else(|| Refusal {
+                    condition: condition::NOT_FOUND,
+                    description: format!("no durable subscription named {:?}", subscription.name),
+                })?;
+                let topic = topic_of_subscription(&queue).unwrap_or_default();
+                Self {
+                    address: format!("{TOPIC_PREFIX}{topic}"),
+                    queue,
+                    browse: false,
+                    deleted_on_close: true,
+                    declare: None,
+                }
+            }
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 //! so a single node behaves as a client sees it like a one-member cluster.
 
 mod apply;
+mod temporary;
 mod transactions;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -27,7 +28,7 @@ use super::proposer::{Entry, Outbox};
 use super::state::{Applied, GroupState};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::condition;
-use crate::node::address::destinations;
+use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget};
 use crate::node::{
     ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, Refusal, ReplicaStatus,
@@ -222,6 +223,10 @@ pub(super) struct Core {
     /// Consumers this node has asked to detach; forgotten once gone from
     /// every group.
     detaching: BTreeSet<ConsumerId>,
+    /// Queues this node is deleting, until their deletion is applied: a
+    /// subscription looked up meanwhile is not found, and a declaration
+    /// made meanwhile is proposed after the deletion, not skipped.
+    deleting: BTreeSet<String>,
     next_consumer: u64,
     next_dynamic: u64,
     /// No request comes any more: nothing lingers.
@@ -235,6 +240,9 @@ pub(super) struct Core {
     taken_replies: VecDeque<(u64, Reply)>,
     /// The connections' open transactions.
     transactions: transactions::Transactions,
+    /// The temporary queues this node's producer links made (JMS temporary
+    /// queues), each deleted when its link detaches.
+    temporary: temporary::Temporary,
 }
 
 impl Core {
@@ -279,6 +287,7 @@ impl Core {
             clients: Clients::new(window),
             pending_enqueues: BTreeMap::new(),
             detaching: BTreeSet::new(),
+            deleting: BTreeSet::new(),
             next_consumer: origin.first_consumer(),
             next_dynamic: 0,
             closing: false,
@@ -287,6 +296,7 @@ impl Core {
             effects: Vec::new(),
             taken_replies: VecDeque::new(),
             transactions: transactions::Transactions::default(),
+            temporary: temporary::Temporary::default(),
         }
     }
 
@@ -313,10 +323,9 @@ impl Core {
                 conn,
                 link,
                 node,
-                link_name,
                 container_id,
             } => {
-                let attached = self.attach_consumer(conn, link, node, &link_name, &container_id);
+                let attached = self.attach_consumer(conn, link, node, &container_id);
                 if let Err(refusal) = attached {
                     let result = Err(refusal);
                     self.clients
@@ -604,6 +613,9 @@ impl Core {
     /// that fail what it holds, logged, and the detach itself.
     fn detach_consumer(&mut self, id: GroupId, consumer: ConsumerId, delete: Option<String>) {
         self.detaching.insert(consumer);
+        if let Some(queue) = &delete {
+            self.deleting.insert(queue.clone());
+        }
         if self.step == Step::Local {
             return self.hold_back(id, Held::Detach { consumer, delete });
         }
@@ -693,24 +705,26 @@ impl Core {
         conn: ConnId,
         link: LinkId,
         node: ConsumerNode,
-        link_name: &str,
         container_id: &str,
     ) -> Result<(), Refusal> {
-        let (node_id, start) = (self.origin.node(), self.origin.start());
-        let next_dynamic = &mut self.next_dynamic;
-        // A name no other node, and no earlier start of this one, uses.
-        let unique = || {
-            *next_dynamic += 1;
-            format!("{node_id}.{start}.{next_dynamic}")
+        let (origin, next_dynamic) = (self.origin, &mut self.next_dynamic);
+        let (groups, deleting) = (&self.groups, &self.deleting);
+        let existing = |id: &str| {
+            groups
+                .values()
+                .flat_map(|group| group.state.queues().declared())
+                .map(|(queue, _)| queue)
+                .find(|queue| is_subscription(queue, id) && !deleting.contains(*queue))
+                .map(str::to_owned)
         };
+        let unique = || temporary::unique_name(origin, next_dynamic);
         let ConsumerTarget {
             queue,
             address,
             browse,
             deleted_on_close,
             declare,
-            ..
-        } = ConsumerTarget::of(node, link_name, container_id, &self.settings, unique);
+        } = ConsumerTarget::of(node, container_id, &self.settings, unique, existing)?;
         match declare {
             Some(config) => self.declare(&queue, config),
             None => self.ensure_queue_for_attach(&queue)?,
@@ -758,7 +772,7 @@ impl Core {
     }
 
     fn declare(&mut self, queue: &str, config: QueueConfig) {
-        if self.exists(queue) {
+        if self.exists(queue) && !self.deleting.contains(queue) {
             return;
         }
         let group = self.placement.group_of(queue);
@@ -771,9 +785,16 @@ impl Core {
     }
 
     fn attach_producer(&mut self, conn: ConnId, link: LinkId, node: ProducerNode) {
-        let result = match &node {
-            ProducerNode::Queue(name) => self.ensure_queue_for_attach(name),
-            ProducerNode::Topic(_) | ProducerNode::AnonymousRelay => Ok(()),
+        let (node, result) = match node {
+            ProducerNode::Queue(name) => {
+                let result = self.ensure_queue_for_attach(&name).map(|()| None);
+                (ProducerNode::Queue(name), result)
+            }
+            ProducerNode::Dynamic { topic } => {
+                let (node, address) = self.temporary_node(conn, link, topic);
+                (node, Ok(Some(address)))
+            }
+            node @ (ProducerNode::Topic(_) | ProducerNode::AnonymousRelay) => (node, Ok(None)),
         };
         let accepted = result.is_ok();
         self.clients
@@ -786,6 +807,7 @@ impl Core {
 
     fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
         self.end_transactions(conn, Some(link));
+        self.delete_temporary_node(conn, link);
         let Some((consumer, info)) = self.clients.remove_link(conn, link) else {
             return;
         };
@@ -888,7 +910,8 @@ impl Core {
                 let fullest = subscriptions.map(room).min().unwrap_or(u64::MAX);
                 room(&address).min(fullest)
             }
-            ProducerNode::AnonymousRelay => u64::MAX,
+            // A dynamic node is named at attach, and never a link's node.
+            ProducerNode::AnonymousRelay | ProducerNode::Dynamic { .. } => u64::MAX,
         }
     }
 
@@ -996,6 +1019,7 @@ impl Core {
         }
         self.propose_expiries();
         self.detach_orphans();
+        self.delete_orphaned_temporary_queues();
     }
 
     /// Proposes an `Expire` to each group this node leads once its earliest

@@ -51,7 +51,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use address::{
-    ConsumerNode, ProducerNode, Refusal, TOPIC_PREFIX, consumer_node, producer_node,
+    ConsumerNode, ProducerNode, Refusal, Subscription, TOPIC_PREFIX, consumer_node, producer_node,
 };
 pub use cluster::start as start_clustered;
 pub use error::NodeError;
@@ -247,11 +247,9 @@ pub enum Request {
         conn: ConnId,
         /// The link.
         link: LinkId,
-        /// What its source names.
+        /// What its source names (with the link's name, a subscription).
         node: ConsumerNode,
-        /// The link's name (names a durable subscription).
-        link_name: String,
-        /// The client's container id (scopes a durable subscription).
+        /// The client's container id (scopes a subscription's name).
         container_id: String,
     },
     /// A client attached a sending link towards `node`.
@@ -358,8 +356,9 @@ pub enum ToConnection {
     ProducerAttached {
         /// The link.
         link: LinkId,
-        /// Ok, or why not.
-        result: Result<(), Refusal>,
+        /// The address of the node the broker made for a dynamic target,
+        /// if it made one; or why the link is refused.
+        result: Result<Option<String>, Refusal>,
     },
     /// Grant a producer this much link credit, counted from the messages
     /// the node has had from it. It never lowers the producer's limit

@@ -18,7 +18,8 @@ pub(super) fn describe(message: &ToConnection) -> String {
             Err(refusal) => format!("consumer refused: {}", refusal.condition),
         },
         ToConnection::ProducerAttached { result, .. } => match result {
-            Ok(()) => "producer attached".into(),
+            Ok(None) => "producer attached".into(),
+            Ok(Some(address)) => format!("producer attached to {address}"),
             Err(refusal) => format!("producer refused: {}", refusal.condition),
         },
         ToConnection::ProducerCredit { credit, .. } => format!("credit {credit}"),
@@ -102,7 +103,6 @@ pub(super) fn attach_consumer(queue: &str) -> Request {
             name: queue.into(),
             browse: false,
         },
-        link_name: "consumer".into(),
         container_id: "client".into(),
     }
 }

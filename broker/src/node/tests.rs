@@ -79,7 +79,10 @@ impl Harness {
             .unwrap();
         assert!(matches!(
             self.next().await,
-            ToConnection::ProducerAttached { result: Ok(()), .. }
+            ToConnection::ProducerAttached {
+                result: Ok(None),
+                ..
+            }
         ));
         assert!(matches!(
             self.next().await,
@@ -101,7 +104,6 @@ impl Harness {
                     name: "orders".into(),
                     browse: false,
                 },
-                link_name: "c".into(),
                 container_id: "test".into(),
             })
             .unwrap();
@@ -394,7 +396,10 @@ impl Harness {
             .unwrap();
         assert!(matches!(
             self.next().await,
-            ToConnection::ProducerAttached { result: Ok(()), .. }
+            ToConnection::ProducerAttached {
+                result: Ok(None),
+                ..
+            }
         ));
         let credit = self.next().await;
         assert!(matches!(credit, ToConnection::ProducerCredit { .. }));

@@ -10,8 +10,9 @@ use tracing::{debug, info};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind, Symbol, from_bytes, to_bytes};
 use crate::amqp::engine::{Connection, DeliveryId, Event, LinkId, LinkReply};
 use crate::amqp::types::{
-    Attach, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error, LOCAL_TRANSACTIONS,
-    Message, ReceiverSettleMode, Rejected, Role, Section, Source, TransactionalState, condition,
+    Attach, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error, ExpiryPolicy,
+    LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Rejected, Role, Section, Source,
+    TerminusDurability, TransactionalState, condition,
 };
 use crate::node::{
     ConnId, NodeHandle, NodeStopped, Refusal, Request, ToConnection, consumer_node, producer_node,
@@ -152,15 +153,14 @@ impl Bridge {
     ) -> Result<(), NodeStopped> {
         // The client's role: a client receiver is a broker consumer.
         let request = match remote.role {
-            Role::Receiver => {
-                consumer_node(remote.source.as_ref()).map(|node| Request::AttachConsumer {
+            Role::Receiver => consumer_node(remote.source.as_ref(), &remote.name).map(|node| {
+                Request::AttachConsumer {
                     conn: self.conn,
                     link,
                     node,
-                    link_name: remote.name.clone(),
                     container_id: self.container_id.clone(),
-                })
-            }
+                }
+            }),
             Role::Sender => match &remote.target {
                 Some(AttachTarget::Coordinator(coordinator)) => {
                     let coordinator = coordinator.clone();
@@ -369,10 +369,10 @@ impl Bridge {
                     return Ok(());
                 };
                 match result {
-                    Ok(()) => {
+                    Ok(dynamic) => {
                         let reply = LinkReply {
                             source: remote.source.clone(),
-                            target: remote.target.clone(),
+                            target: producer_target(remote.target.as_ref(), dynamic),
                             ..LinkReply::default()
                         };
                         if conn.accept_link(link, reply).is_ok()
@@ -533,7 +533,16 @@ fn refuse(conn: &mut Connection, link: LinkId, refusal: Refusal) {
 /// selector is active while it receives every message; an empty filter set
 /// lets it see the selector is unsupported.
 fn consumer_source(requested: Option<&Source>, address: String) -> Source {
-    let mut source = requested.cloned().unwrap_or_default();
+    let Some(requested) = requested else {
+        // A durable subscription looked up by its link's name: which it is.
+        return Source {
+            address: Some(address),
+            durable: Some(TerminusDurability::UnsettledState),
+            expiry_policy: Some(ExpiryPolicy::Never),
+            ..Source::default()
+        };
+    };
+    let mut source = requested.clone();
     if source.dynamic {
         source.address = Some(address);
     }
@@ -545,6 +554,19 @@ fn consumer_source(requested: Option<&Source>, address: String) -> Source {
         source.filter.clear();
     }
     source
+}
+
+/// The target a producer's attach is answered with: the client's, with
+/// the address of the node the broker made for a dynamic one.
+fn producer_target(
+    requested: Option<&AttachTarget>,
+    dynamic: Option<String>,
+) -> Option<AttachTarget> {
+    let mut target = requested.cloned();
+    if let (Some(AttachTarget::Node(target)), Some(address)) = (&mut target, dynamic) {
+        target.address = Some(address);
+    }
+    target
 }
 
 /// The queue's view of a consumer's outcome; `None` for a state that is

@@ -475,6 +475,7 @@ impl Core {
                 for subscriptions in self.topics.values_mut() {
                     subscriptions.remove(&queue);
                 }
+                self.deleting.remove(&queue);
             }
             Some(other) => debug!(effect = ?other, "queue effect"),
             None => {}

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+mod nodes;
 mod transactions;
 
 use super::*;
@@ -350,7 +351,6 @@ fn attach_dynamic() -> Request {
         conn: testing::CONN,
         link: testing::CONSUMER,
         node: ConsumerNode::Dynamic,
-        link_name: "replies".into(),
         container_id: "client".into(),
     }
 }
@@ -505,7 +505,6 @@ fn proposals_held_behind_a_detach_keep_their_order() {
             name: "q".into(),
             browse: false,
         },
-        link_name: "again".into(),
         container_id: "client".into(),
     });
     harness.request(Request::Credit {

@@ -1,0 +1,169 @@
+//! Nodes the broker makes or finds for a link: temporary queues and
+//! topics for a sender's dynamic target, and a durable subscription looked
+//! up by its link's name.
+
+use super::*;
+use crate::node::Subscription;
+use crate::node::testing::{CONN, CONSUMER, PRODUCER};
+
+/// The harness's producer attaches to a dynamic target.
+fn attach_temporary(topic: bool) -> Request {
+    Request::AttachProducer {
+        conn: CONN,
+        link: PRODUCER,
+        node: ProducerNode::Dynamic { topic },
+    }
+}
+
+fn detach(link: LinkId, closed: bool) -> Request {
+    Request::Detach {
+        conn: CONN,
+        link,
+        closed,
+    }
+}
+
+/// A JMS temporary queue: the broker names it in its answer to the
+/// sender's attach; anyone may consume from it; it goes when the link
+/// that made it detaches, and its consumers hear why.
+#[test]
+fn a_temporary_queue_lives_as_long_as_the_link_that_made_it() {
+    for step in STEPS {
+        let mut harness = Harness::new(step);
+        harness.request(attach_temporary(false));
+        harness.commit();
+        harness.request(testing::attach_consumer("dynamic.1.1.1"));
+        harness.request(testing::credit(10));
+        harness.commit();
+        harness.publish("a");
+        harness.commit();
+        assert_eq!(
+            harness.said(),
+            [
+                "producer attached to dynamic.1.1.1".to_owned(),
+                format!("credit {}", testing::window()),
+                "consumer attached to dynamic.1.1.1".to_owned(),
+                "deliver dynamic.1.1.1 3.0".to_owned(),
+                "accepted 0".to_owned(),
+            ],
+            "{step:?}"
+        );
+        harness.request(detach(PRODUCER, true));
+        harness.commit();
+        assert_eq!(
+            harness.said(),
+            ["close link: amqp:resource-deleted"],
+            "{step:?}"
+        );
+        assert_eq!(harness.core.queue_info(), [], "{step:?}");
+    }
+}
+
+/// A temporary topic is a name: its subscriptions go with their consumers.
+#[test]
+fn a_temporary_topic_is_named_by_the_broker() {
+    let mut harness = Harness::new(Step::Local);
+    harness.request(attach_temporary(true));
+    assert_eq!(
+        harness.said(),
+        [
+            "producer attached to topic://dynamic.1.1.1".to_owned(),
+            format!("credit {}", testing::window()),
+        ]
+    );
+    assert_eq!(harness.uncommitted(), 0, "nothing to declare");
+}
+
+/// A crash ends a temporary queue's link without a detach: the node's next
+/// start deletes the queues its earlier starts named.
+#[test]
+fn a_temporary_queue_a_crash_orphaned_is_deleted_after_the_restart() {
+    let mut harness = Harness::new(Step::Local);
+    harness.request(attach_temporary(false));
+    harness.commit();
+    harness.restart();
+    assert_eq!(harness.core.queue_info().len(), 1, "it survives the crash");
+    harness.wait(HOUSEKEEPING_EVERY);
+    harness.commit();
+    assert_eq!(harness.core.queue_info(), []);
+}
+
+/// The durable subscription `sub` of the harness's client to `prices`.
+fn subscribe(durable: bool) -> Request {
+    Request::AttachConsumer {
+        conn: CONN,
+        link: CONSUMER,
+        node: ConsumerNode::Topic {
+            topic: "prices".into(),
+            subscription: Subscription {
+                name: "sub".into(),
+                durable,
+                shared: false,
+                global: false,
+            },
+        },
+        container_id: "client".into(),
+    }
+}
+
+/// How a JMS client unsubscribes: a receiver with the subscription's link
+/// name and no source finds it, and closing that link deletes it. With no
+/// such subscription, the attach is refused.
+#[test]
+fn a_subscription_is_found_by_its_link_name_and_closed() {
+    for step in STEPS {
+        let mut harness = Harness::new(step);
+        harness.request(subscribe(true));
+        harness.commit();
+        harness.request(detach(CONSUMER, false));
+        harness.commit();
+        let lookup = || Request::AttachConsumer {
+            conn: CONN,
+            link: CONSUMER,
+            node: ConsumerNode::Lookup(Subscription {
+                name: "sub".into(),
+                durable: true,
+                shared: false,
+                global: false,
+            }),
+            container_id: "client".into(),
+        };
+        harness.request(lookup());
+        harness.commit();
+        harness.request(detach(CONSUMER, true));
+        harness.commit();
+        harness.request(lookup());
+        harness.commit();
+        assert_eq!(
+            harness.said(),
+            [
+                "consumer attached to topic://prices",
+                "consumer attached to topic://prices",
+                "consumer refused: amqp:not-found",
+            ],
+            "{step:?}"
+        );
+        assert_eq!(harness.core.queue_info(), [], "{step:?}");
+    }
+}
+
+/// Subscribing again under a name whose subscription is being deleted
+/// makes a new subscription, after the deletion, rather than attaching to
+/// the one about to go.
+#[test]
+fn a_subscription_made_while_its_namesake_is_deleted_is_new() {
+    for step in STEPS {
+        let mut harness = Harness::new(step);
+        harness.request(subscribe(true));
+        harness.commit();
+        harness.request(detach(CONSUMER, true));
+        harness.request(subscribe(true));
+        harness.commit();
+        assert_eq!(
+            harness.said(),
+            ["consumer attached to topic://prices"; 2],
+            "{step:?}: no close link"
+        );
+        assert_eq!(harness.core.queue_info().len(), 1, "{step:?}");
+    }
+}
