@@ -8,7 +8,8 @@
    receiver's link is detached with `amqp:resource-deleted`.
 2. Temporary topic: a dynamic target with capability `temporary-topic` is
    named `topic://...`; a subscriber to that address gets what is sent.
-3. Unsubscribe (`Session.unsubscribe`): a receiver with the durable
+3. The broker offers `SHARED-SUBS` in its open. Unsubscribe
+   (`Session.unsubscribe`): a receiver with the durable
    subscription's link name and no source finds the subscription (the
    broker's attach names its topic); closing that link deletes it, and a
    second lookup is refused with `amqp:not-found`.
@@ -21,7 +22,7 @@ from proton import Message, Terminus, symbol
 from proton.reactor import Container, DurableSubscription, LinkOption
 from proton.utils import BlockingConnection, LinkDetached
 
-from interop_common import TIMEOUT, run, send_for_outcome, unique
+from interop_common import TIMEOUT, offered_capabilities, run, send_for_outcome, unique
 
 
 class DynamicTarget(LinkOption):
@@ -65,8 +66,10 @@ def temporary_queue(checks, url):
     got = receiver.receive(timeout=TIMEOUT)
     receiver.accept()
     checks.check(got.body == "to the temporary queue", f"received {got.body!r}")
-    sender.close()
+    # The receiver's link ends while the sender's close is awaited, or
+    # after: the blocking API raises it from whichever call is waiting.
     try:
+        sender.close()
         receiver.receive(timeout=TIMEOUT)
         checks.check(False, "the receiver's link outlived its temporary queue")
     except LinkDetached as detached:
@@ -96,6 +99,10 @@ def unsubscribe(checks, url):
     container_id = unique("jms-client")
     topic = unique("proton-jms-topic")
     connection = connect(url, container_id)
+    capabilities = offered_capabilities(connection)
+    checks.check("SHARED-SUBS" in capabilities,
+                 f"the broker offers SHARED-SUBS, which Qpid JMS needs to share a "
+                 f"subscription (offered: {capabilities})")
     subscriber = connection.create_receiver(f"topic://{topic}", name="sub",
                                             options=DurableSubscription())
     subscriber.link.detach()  # a JMS durable consumer's close: the subscription stays

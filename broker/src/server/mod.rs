@@ -235,8 +235,13 @@ fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
         channel_max: amqp.channel_max,
         idle_timeout: (amqp.idle_timeout_ms > 0)
             .then(|| Duration::from_millis(amqp.idle_timeout_ms.into())),
-        // Senders with no target address route by each message's `to`.
-        offered_capabilities: vec![Symbol::from_static("ANONYMOUS-RELAY")],
+        // Senders with no target address route by each message's `to`;
+        // subscriptions may be shared (Qpid JMS will not share one
+        // otherwise).
+        offered_capabilities: vec![
+            Symbol::from_static("ANONYMOUS-RELAY"),
+            Symbol::from_static("SHARED-SUBS"),
+        ],
         properties: connection_properties(),
         rcv_settle_second: amqp.rcv_settle_mode_second,
         ..ConnectionConfig::new(amqp.container_id.clone())
