@@ -227,6 +227,21 @@ pub enum Overflow {
     DropHead,
 }
 
+/// How a queue orders and keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueType {
+    /// First in, first out.
+    #[default]
+    Standard,
+    /// One message per value of an application property
+    /// (`last_value_key`): a new one replaces the one waiting.
+    LastValue,
+    /// Higher AMQP header priority first (`priority_levels` levels), first
+    /// in first out within a level.
+    Priority,
+}
+
 /// The defaults every queue starts from (`[queues]`). Zero and the empty
 /// string mean "no limit" and "none", as written in the file; resolved
 /// values come from [`Config::queue_settings`].
@@ -259,6 +274,18 @@ pub struct QueuesConfig {
     pub dedup_window_ms: u64,
     /// The most ids a queue remembers; the oldest are forgotten first.
     pub dedup_window_ids: u64,
+    /// How the queue orders and keeps messages.
+    #[serde(rename = "type")]
+    pub queue_type: QueueType,
+    /// The application property a last-value queue keys on.
+    pub last_value_key: String,
+    /// How many priority levels a priority queue has (1 to 255): header
+    /// priorities from this up count as the highest.
+    pub priority_levels: u8,
+    /// Messages with the same `group-id` go to one consumer at a time.
+    pub message_groups: bool,
+    /// One consumer receives; the others wait their turn, in attach order.
+    pub single_active_consumer: bool,
 }
 
 impl Default for QueuesConfig {
@@ -275,9 +302,18 @@ impl Default for QueuesConfig {
             default_ttl_ms: 0,
             dedup_window_ms: 600_000,
             dedup_window_ids: 1_000_000,
+            queue_type: QueueType::Standard,
+            last_value_key: String::new(),
+            priority_levels: PRIORITY_LEVELS_DEFAULT,
+            message_groups: false,
+            single_active_consumer: false,
         }
     }
 }
+
+/// Priority levels of a priority queue unless configured: the ten AMQP
+/// (and JMS) priorities, 0 to 9.
+pub const PRIORITY_LEVELS_DEFAULT: u8 = 10;
 
 /// A `[[queue]]` entry: [`QueuesConfig`] fields that differ for the queue
 /// named exactly `name`. An absent field keeps the `[queues]` value.
@@ -308,6 +344,17 @@ pub struct QueueOverride {
     pub dedup_window_ms: Option<u64>,
     /// See [`QueuesConfig::dedup_window_ids`].
     pub dedup_window_ids: Option<u64>,
+    /// See [`QueuesConfig::queue_type`].
+    #[serde(rename = "type")]
+    pub queue_type: Option<QueueType>,
+    /// See [`QueuesConfig::last_value_key`].
+    pub last_value_key: Option<String>,
+    /// See [`QueuesConfig::priority_levels`].
+    pub priority_levels: Option<u8>,
+    /// See [`QueuesConfig::message_groups`].
+    pub message_groups: Option<bool>,
+    /// See [`QueuesConfig::single_active_consumer`].
+    pub single_active_consumer: Option<bool>,
 }
 
 impl QueueOverride {
@@ -326,6 +373,11 @@ impl QueueOverride {
             default_ttl_ms,
             dedup_window_ms,
             dedup_window_ids,
+            queue_type,
+            last_value_key,
+            priority_levels,
+            message_groups,
+            single_active_consumer,
         } = self;
         base.auto_create = auto_create.unwrap_or(base.auto_create);
         base.durable = durable.unwrap_or(base.durable);
@@ -340,6 +392,13 @@ impl QueueOverride {
         base.default_ttl_ms = default_ttl_ms.unwrap_or(base.default_ttl_ms);
         base.dedup_window_ms = dedup_window_ms.unwrap_or(base.dedup_window_ms);
         base.dedup_window_ids = dedup_window_ids.unwrap_or(base.dedup_window_ids);
+        base.queue_type = queue_type.unwrap_or(base.queue_type);
+        if let Some(key) = last_value_key {
+            base.last_value_key.clone_from(key);
+        }
+        base.priority_levels = priority_levels.unwrap_or(base.priority_levels);
+        base.message_groups = message_groups.unwrap_or(base.message_groups);
+        base.single_active_consumer = single_active_consumer.unwrap_or(base.single_active_consumer);
         base
     }
 }
@@ -369,6 +428,23 @@ pub struct QueueSettings {
     pub default_ttl: Option<Duration>,
     /// The `message-id` de-duplication window, if on.
     pub dedup: Option<DedupWindow>,
+    /// How it orders and keeps messages.
+    pub kind: QueueKind,
+    /// Messages with the same `group-id` go to one consumer at a time.
+    pub message_groups: bool,
+    /// One consumer receives at a time.
+    pub single_active_consumer: bool,
+}
+
+/// A queue type with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueKind {
+    /// First in, first out.
+    Standard,
+    /// Keyed on this application property.
+    LastValue(String),
+    /// With this many priority levels (at least 1).
+    Priority(u8),
 }
 
 /// How long, and for how many ids, a queue remembers `message-id`s.
@@ -402,6 +478,13 @@ impl QueueSettings {
                 duration: Duration::from_millis(raw.dedup_window_ms),
                 ids: raw.dedup_window_ids,
             }),
+            kind: match raw.queue_type {
+                QueueType::Standard => QueueKind::Standard,
+                QueueType::LastValue => QueueKind::LastValue(raw.last_value_key),
+                QueueType::Priority => QueueKind::Priority(raw.priority_levels.max(1)),
+            },
+            message_groups: raw.message_groups,
+            single_active_consumer: raw.single_active_consumer,
         }
     }
 }
@@ -570,10 +653,11 @@ impl Config {
     /// max-frame-size below AMQP's minimum, an empty container id, an
     /// unusable or repeated user name, a producer credit of 0, or a
     /// `[[queue]]` entry that is unnamed, repeated or its own dead-letter
-    /// queue.
+    /// queue, or a last-value queue with no key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_amqp()?;
         self.validate_users()?;
+        validate_queue_type("[queues]", &self.queues)?;
         self.validate_queue_overrides()?;
         self.validate_cluster()?;
         if self.limits.producer_credit == 0 {
@@ -713,9 +797,27 @@ impl Config {
                     format!("queue `{}` cannot be its own dead-letter queue", entry.name),
                 ));
             }
+            validate_queue_type(&entry.name, &entry.apply(self.queues.clone()))?;
         }
         Ok(())
     }
+}
+
+/// A last-value queue needs its key; a priority queue at least one level.
+fn validate_queue_type(name: &str, raw: &QueuesConfig) -> Result<(), ConfigError> {
+    if raw.queue_type == QueueType::LastValue && raw.last_value_key.is_empty() {
+        return Err(invalid(
+            "queue.last_value_key",
+            format!("last-value queue `{name}` needs the application property it keys on"),
+        ));
+    }
+    if raw.queue_type == QueueType::Priority && raw.priority_levels == 0 {
+        return Err(invalid(
+            "queue.priority_levels",
+            format!("priority queue `{name}` needs from 1 to 255 levels"),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(field: &'static str, reason: String) -> ConfigError {

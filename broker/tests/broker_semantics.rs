@@ -343,6 +343,7 @@ on_each_topology! {
     expired_messages_are_dead_lettered_as_expired;
     a_resent_message_id_is_accepted_once_and_delivered_once;
     links_the_broker_cannot_serve_are_refused_alone;
+    priority_and_last_value_queues_order_and_keep_as_configured;
 }
 
 async fn released_messages_come_back_at_their_place_uncounted(topology: Topology) {
@@ -1170,5 +1171,92 @@ async fn links_the_broker_cannot_serve_are_refused_alone(topology: Topology) {
         accepted()
     );
     client.close().await.unwrap();
+    brokers.stop().await;
+}
+
+/// A message of `body` with header `priority` and application property
+/// `instrument`.
+fn price(body: &str, priority: u8, instrument: &str) -> Bytes {
+    Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                priority,
+                ..Header::default()
+            }),
+            Section::ApplicationProperties(vec![("instrument".into(), Value::from(instrument))]),
+            Section::Data(Bytes::from(body.to_owned())),
+        ],
+    }
+    .encode()
+}
+
+/// Queue types configured by `[[queue]]`, through the wire: a priority
+/// queue delivers the highest priority first, a last-value queue keeps the
+/// latest price per instrument.
+async fn priority_and_last_value_queues_order_and_keep_as_configured(topology: Topology) {
+    let brokers = Brokers::start_with(
+        topology,
+        r#"
+        [[queue]]
+        name = "orders"
+        type = "priority"
+
+        [[queue]]
+        name = "prices"
+        type = "last-value"
+        last_value_key = "instrument"
+        "#,
+    )
+    .await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let orders = producer
+        .attach_sender(session, "o", Some("orders"))
+        .await
+        .unwrap();
+    let prices = producer
+        .attach_sender(session, "p", Some("prices"))
+        .await
+        .unwrap();
+    for (body, priority) in [("low", 0), ("urgent", 9), ("normal", 4), ("urgent-2", 9)] {
+        let state = publish_encoded(&mut producer, orders, body, price(body, priority, "x")).await;
+        assert_eq!(state, accepted(), "{body}");
+    }
+    for (body, instrument) in [
+        ("eur 1", "EURUSD"),
+        ("gbp 1", "GBPUSD"),
+        ("eur 2", "EURUSD"),
+    ] {
+        let state = publish_encoded(&mut producer, prices, body, price(body, 4, instrument)).await;
+        assert_eq!(state, accepted(), "{body}");
+    }
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let from_orders = consumer
+        .attach_receiver(session, "c-o", queue("orders"), 10)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (delivery, message) = receive(&mut consumer, from_orders).await;
+        got.push(body_of(&message));
+        consumer.settle(delivery, accepted()).await.unwrap();
+    }
+    assert_eq!(got, ["urgent", "urgent-2", "normal", "low"]);
+    let from_prices = consumer
+        .attach_receiver(session, "c-p", queue("prices"), 10)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (delivery, message) = receive(&mut consumer, from_prices).await;
+        got.push(body_of(&message));
+        consumer.settle(delivery, accepted()).await.unwrap();
+    }
+    assert_eq!(got, ["gbp 1", "eur 2"], "the latest price per instrument");
+    brokers
+        .wait_for_queue("prices", |info| info.depth + info.unsettled == 0)
+        .await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
     brokers.stop().await;
 }

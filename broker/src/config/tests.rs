@@ -249,6 +249,9 @@ fn queue_defaults_resolve_to_unlimited_and_none() {
                 duration: Duration::from_secs(600),
                 ids: 1_000_000,
             }),
+            kind: QueueKind::Standard,
+            message_groups: false,
+            single_active_consumer: false,
         }
     );
 }
@@ -306,6 +309,9 @@ fn queues_section_sets_every_default() {
                 duration: Duration::from_secs(600),
                 ids: 1_000_000,
             }),
+            kind: QueueKind::Standard,
+            message_groups: false,
+            single_active_consumer: false,
         }
     );
     assert_eq!(config.limits.memory_high_watermark(), None);
@@ -342,6 +348,9 @@ fn an_override_can_set_every_field_including_back_to_unlimited() {
                 duration: Duration::from_secs(600),
                 ids: 1_000_000,
             }),
+            kind: QueueKind::Standard,
+            message_groups: false,
+            single_active_consumer: false,
         }
     );
 }
@@ -524,4 +533,37 @@ fn peers_parse_from_the_flag_form() {
     );
     assert!("10.0.0.3:5700".parse::<Peer>().is_err());
     assert!("x=10.0.0.3:5700".parse::<Peer>().is_err());
+}
+
+#[test]
+fn queue_types_are_set_per_queue_and_need_what_they_key_on() {
+    let config = Config::from_toml(
+        r#"
+        [[queue]]
+        name = "prices"
+        type = "last-value"
+        last_value_key = "instrument"
+
+        [[queue]]
+        name = "orders"
+        type = "priority"
+        message_groups = true
+        single_active_consumer = true
+        "#,
+    )
+    .unwrap();
+    let prices = config.queue_settings("prices");
+    assert_eq!(prices.kind, QueueKind::LastValue("instrument".into()));
+    let orders = config.queue_settings("orders");
+    assert_eq!(orders.kind, QueueKind::Priority(PRIORITY_LEVELS_DEFAULT));
+    assert!(orders.message_groups && orders.single_active_consumer);
+    assert_eq!(config.queue_settings("other").kind, QueueKind::Standard);
+    assert_eq!(
+        invalid_field("[[queue]]\nname = \"p\"\ntype = \"last-value\"\n"),
+        "queue.last_value_key"
+    );
+    assert_eq!(
+        invalid_field("[[queue]]\nname = \"p\"\ntype = \"priority\"\npriority_levels = 0\n"),
+        "queue.priority_levels"
+    );
 }

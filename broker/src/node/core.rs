@@ -149,7 +149,7 @@ struct HeldBack {
 enum Held {
     /// Proposed once it is at the front.
     Propose {
-        command: Command,
+        command: Box<Command>,
         guard: Option<ConsumerId>,
         reply: Reply,
     },
@@ -537,7 +537,7 @@ impl Core {
         if group.holds_proposals() {
             let after = group.outbox.newest_token();
             let change = Held::Propose {
-                command,
+                command: Box::new(command),
                 guard,
                 reply,
             };
@@ -660,7 +660,7 @@ impl Core {
                 command,
                 guard,
                 reply,
-            } => self.push_to_outbox(id, command, guard, reply),
+            } => self.push_to_outbox(id, *command, guard, reply),
             Held::Credit {
                 consumer,
                 credit,
@@ -835,7 +835,8 @@ impl Core {
                         .start_publish(conn, delivery, settled, queues.len(), None);
                 for queue in queues {
                     let persist_always = self.settings.persist_always(&queue);
-                    let message = inspected.new_message(message.clone(), persist_always);
+                    let message =
+                        inspected.new_message(message.clone(), persist_always, self.now.unix_ms);
                     match self.pending_enqueues.get_mut(&queue) {
                         Some(count) => *count += 1,
                         None => {
@@ -1135,7 +1136,7 @@ impl Core {
                 .held_back
                 .iter()
                 .filter_map(|held| match &held.change {
-                    Held::Propose { command, .. } => Some(command),
+                    Held::Propose { command, .. } => Some(&**command),
                     _ => None,
                 });
             for command in group.outbox.waiting().map(|item| &item.command).chain(held) {

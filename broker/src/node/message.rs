@@ -12,10 +12,11 @@ use crate::amqp::codec::{
     Decode, DecodeError, Descriptor, Reader, Value, read_descriptor, to_bytes,
 };
 use crate::amqp::types::{Header, Message, Section, section};
-use crate::queue::NewMessage;
+use crate::queue::{DEFAULT_PRIORITY, NewMessage};
 
-/// What routing, durability and expiry need to know about a message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What routing, durability, expiry and the queue types need to know
+/// about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspected {
     /// `header.durable`.
     pub durable: bool,
@@ -27,21 +28,85 @@ pub struct Inspected {
     pub to: Option<String>,
     /// `properties.message-id`, encoded, for de-duplication.
     pub message_id: Option<Bytes>,
+    /// `header.priority`.
+    pub priority: u8,
+    /// `properties.group-id`, for message groups.
+    pub group: Option<String>,
+    /// When it asks to be delivered, if not at once.
+    pub schedule: Option<Schedule>,
+}
+
+/// When a message asks to be delivered (scheduled delivery, as Qpid JMS,
+/// Artemis and Azure Service Bus annotate it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// `x-opt-delivery-time`: not before this time, Unix milliseconds.
+    At(u64),
+    /// `x-opt-delivery-delay`: not before this many milliseconds from its
+    /// arrival.
+    After(u64),
+}
+
+/// The annotation of a scheduled message's delivery time.
+const DELIVERY_TIME: &str = "x-opt-delivery-time";
+/// The annotation of a scheduled message's delay.
+const DELIVERY_DELAY: &str = "x-opt-delivery-delay";
+
+impl Default for Inspected {
+    fn default() -> Self {
+        Self {
+            durable: false,
+            ttl_ms: None,
+            absolute_expiry_ms: None,
+            to: None,
+            message_id: None,
+            priority: DEFAULT_PRIORITY,
+            group: None,
+            schedule: None,
+        }
+    }
 }
 
 impl Inspected {
-    /// The message `body` (the bytes it was inspected from) as a queue
-    /// takes it: durable if its header says so or `persist_always` (the
-    /// queue keeps every message on disk).
-    pub fn new_message(&self, body: Bytes, persist_always: bool) -> NewMessage {
+    /// The message `body` (the bytes it was inspected from), arrived at
+    /// `now_ms`, as a queue takes it: durable if its header says so or
+    /// `persist_always` (the queue keeps every message on disk).
+    pub fn new_message(&self, body: Bytes, persist_always: bool, now_ms: u64) -> NewMessage {
         NewMessage {
             body,
             durable: self.durable || persist_always,
             ttl_ms: self.ttl_ms,
             absolute_expiry_ms: self.absolute_expiry_ms,
             message_id: self.message_id.clone(),
+            priority: self.priority,
+            group: self.group.clone(),
+            deliver_at_ms: self.schedule.map(|schedule| match schedule {
+                Schedule::At(at_ms) => at_ms,
+                Schedule::After(delay_ms) => now_ms.saturating_add(delay_ms),
+            }),
         }
     }
+}
+
+/// The delivery schedule message annotations ask for; a time or delay
+/// that is not a non-negative number (or timestamp) is ignored.
+fn schedule(annotations: &[(Value, Value)]) -> Option<Schedule> {
+    let millis = |value: &Value| match value {
+        Value::Timestamp(ms) | Value::Long(ms) => u64::try_from(*ms).ok(),
+        Value::Ulong(ms) => Some(*ms),
+        Value::Uint(ms) => Some(u64::from(*ms)),
+        Value::Int(ms) => u64::try_from(*ms).ok(),
+        _ => None,
+    };
+    let annotation = |name: &str| {
+        annotations
+            .iter()
+            .find(|(key, _)| matches!(key, Value::Symbol(symbol) if symbol == name))
+            .and_then(|(_, value)| millis(value))
+    };
+    annotation(DELIVERY_TIME)
+        .map(Schedule::At)
+        .or_else(|| annotation(DELIVERY_DELAY).map(Schedule::After))
 }
 
 /// Reads the sections that precede the body; the body is not decoded.
@@ -56,6 +121,10 @@ pub fn inspect(message: &Bytes) -> Result<Inspected, DecodeError> {
             Section::Header(header) => {
                 inspected.durable = header.durable;
                 inspected.ttl_ms = header.ttl.map(u64::from);
+                inspected.priority = header.priority;
+            }
+            Section::MessageAnnotations(annotations) => {
+                inspected.schedule = schedule(&annotations);
             }
             Section::Properties(properties) => {
                 inspected.absolute_expiry_ms = properties
@@ -63,6 +132,7 @@ pub fn inspect(message: &Bytes) -> Result<Inspected, DecodeError> {
                     .and_then(|t| u64::try_from(t.0).ok());
                 inspected.to = properties.to;
                 inspected.message_id = properties.message_id.as_ref().map(to_bytes);
+                inspected.group = properties.group_id;
                 // Nothing after the properties concerns the broker.
                 break;
             }
@@ -190,7 +260,48 @@ mod tests {
                 absolute_expiry_ms: Some(1_700_000_000_000),
                 to: Some("orders".into()),
                 message_id: Some(to_bytes(&MessageId::String("order-1".into()))),
+                ..Inspected::default()
             })
+        );
+    }
+
+    /// What the queue types read: the header's priority, the group-id, and
+    /// a delivery time or delay from the message annotations.
+    #[test]
+    fn inspect_reads_what_the_queue_types_need() {
+        let annotated = |key: &'static str, value: Value| {
+            message(vec![
+                Section::Header(Header {
+                    priority: 7,
+                    ..Header::default()
+                }),
+                Section::MessageAnnotations(vec![(Value::Symbol(Symbol::from_static(key)), value)]),
+                Section::Properties(Box::new(Properties {
+                    group_id: Some("EURUSD".into()),
+                    ..Properties::default()
+                })),
+                Section::Data(Bytes::from_static(b"x")),
+            ])
+        };
+        let at = inspect(&annotated("x-opt-delivery-time", Value::Timestamp(5_000))).unwrap();
+        assert_eq!(at.priority, 7);
+        assert_eq!(at.group.as_deref(), Some("EURUSD"));
+        assert_eq!(at.schedule, Some(Schedule::At(5_000)));
+        assert_eq!(
+            at.new_message(Bytes::new(), false, 1_000).deliver_at_ms,
+            Some(5_000)
+        );
+        let after = inspect(&annotated("x-opt-delivery-delay", Value::Long(250))).unwrap();
+        assert_eq!(
+            after.new_message(Bytes::new(), false, 1_000).deliver_at_ms,
+            Some(1_250)
+        );
+        let negative = inspect(&annotated("x-opt-delivery-delay", Value::Long(-1))).unwrap();
+        assert_eq!(negative.schedule, None, "a negative delay is no schedule");
+        assert_eq!(
+            inspect(&message(vec![])).unwrap().priority,
+            4,
+            "the default"
         );
     }
 

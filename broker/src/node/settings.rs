@@ -2,7 +2,7 @@
 //! cores derive from it (a queue's state-machine configuration, the log's
 //! options).
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, QueueKind};
 use crate::log::LogOptions;
 use crate::queue::{Overflow, QueueConfig};
 
@@ -51,6 +51,16 @@ impl NodeSettings {
                 .map(|window| u64::try_from(window.duration.as_millis()).unwrap_or(u64::MAX)),
             dedup_window_ids: settings.dedup.map(|window| window.ids),
             auto_delete: false,
+            priority_levels: match settings.kind {
+                QueueKind::Priority(levels) => Some(levels),
+                _ => None,
+            },
+            last_value_key: match settings.kind {
+                QueueKind::LastValue(key) => Some(key),
+                _ => None,
+            },
+            message_groups: settings.message_groups,
+            single_active_consumer: settings.single_active_consumer,
         }
     }
 

@@ -334,6 +334,9 @@ mod tests {
                 ttl_ms: None,
                 absolute_expiry_ms: None,
                 message_id: None,
+                priority: 4,
+                group: None,
+                deliver_at_ms: None,
             },
         }
     }
@@ -423,6 +426,9 @@ mod tests {
                 ttl_ms: None,
                 absolute_expiry_ms: None,
                 message_id: None,
+                priority: 4,
+                group: None,
+                deliver_at_ms: None,
             },
         };
         apply(

@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Command, Guarded, NewMessage, Outcome, Overflow, QueueConfig};
+use super::{Command, DEFAULT_PRIORITY, Guarded, NewMessage, Outcome, Overflow, QueueConfig};
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
     FieldEncoder, Reader, Symbol, composite_codec, decode_list, encode_descriptor, encode_list,
@@ -90,7 +90,11 @@ impl Composite for QueueConfig {
             .field(&self.default_ttl_ms)
             .field(&self.dedup_window_ms)
             .field(&self.dedup_window_ids)
-            .field(&self.auto_delete);
+            .field(&self.auto_delete)
+            .field(&self.priority_levels)
+            .field(&self.last_value_key)
+            .field(&Some(self.message_groups).filter(|on| *on))
+            .field(&Some(self.single_active_consumer).filter(|on| *on));
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -104,8 +108,13 @@ impl Composite for QueueConfig {
             default_ttl_ms: f.optional("default-ttl-ms")?,
             dedup_window_ms: f.optional("dedup-window-ms")?,
             dedup_window_ids: f.optional("dedup-window-ids")?,
-            // Absent from what a cluster of an earlier version logged.
+            // This and what follows are absent from what an earlier version
+            // logged.
             auto_delete: f.optional("auto-delete")?.unwrap_or(false),
+            priority_levels: f.optional("priority-levels")?,
+            last_value_key: f.optional("last-value-key")?,
+            message_groups: f.or("message-groups", false)?,
+            single_active_consumer: f.or("single-active-consumer", false)?,
         })
     }
 }
@@ -119,7 +128,10 @@ impl Composite for NewMessage {
             .field(&self.durable)
             .field(&self.ttl_ms)
             .field(&self.absolute_expiry_ms)
-            .field(&self.message_id);
+            .field(&self.message_id)
+            .field(&Some(self.priority).filter(|p| *p != DEFAULT_PRIORITY))
+            .field(&self.group)
+            .field(&self.deliver_at_ms);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -129,6 +141,11 @@ impl Composite for NewMessage {
             ttl_ms: f.optional("ttl-ms")?,
             absolute_expiry_ms: f.optional("absolute-expiry-ms")?,
             message_id: f.optional("message-id")?,
+            // Absent from what an earlier version logged, and from a message
+            // that does not set them.
+            priority: f.or("priority", DEFAULT_PRIORITY)?,
+            group: f.optional("group")?,
+            deliver_at_ms: f.optional("deliver-at-ms")?,
         })
     }
 }

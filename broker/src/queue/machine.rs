@@ -262,9 +262,22 @@ impl Queues {
             return;
         }
         let message = Message::published(now_ms, message, &target.config);
+        let replaced = target.replaced_by(&message);
         let Ok(evicted) = target.admit(seq, message, Admission::Publish) else {
             return effects.push(rejected(queue, seq, RejectReason::Overflow));
         };
+        // A last-value queue's new message takes the place of those with
+        // its key (that drop-head did not take already).
+        for old in replaced {
+            if target.remove(old).is_some() {
+                effects.push(Effect::DeadLettered {
+                    from: queue.clone(),
+                    seq: old,
+                    to: None,
+                    reason: DeadLetterReason::Replaced,
+                });
+            }
+        }
         if let (Some(id), Some((window_ms, ids_max))) = (message_id, window) {
             target.dedup.remember(now_ms, id, window_ms, ids_max);
         }
@@ -409,6 +422,14 @@ impl Queues {
                 reason: DeadLetterReason::Expired,
             };
             self.dead_letter(now_ms, vec![expired], effects);
+        }
+        let woken: Vec<String> = self
+            .queues
+            .values_mut()
+            .filter_map(|q| q.wake_scheduled(now_ms).then(|| q.name.clone()))
+            .collect();
+        for queue in woken {
+            self.dispatch(now_ms, &queue, effects);
         }
     }
 

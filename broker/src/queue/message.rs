@@ -3,13 +3,17 @@
 
 use bytes::Bytes;
 
-use super::{ConsumerId, DeadLetterReason, NewMessage, QueueConfig};
-use crate::amqp::codec::{Symbol, Value};
+use super::{ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, NewMessage, QueueConfig};
+use crate::amqp::codec::{Symbol, Value, to_bytes};
+use crate::amqp::types::{Message as AmqpMessage, Section};
 
 /// Annotation naming why a message was dead-lettered.
 const DEAD_LETTER_REASON: &str = "x-opt-deadletter-reason";
 /// Annotation naming the queue a message was dead-lettered from.
 const DEAD_LETTER_QUEUE: &str = "x-opt-deadletter-queue";
+/// Annotation of a scheduled message's delivery time (as Qpid JMS and
+/// Artemis name it).
+const DELIVERY_TIME: &str = "x-opt-delivery-time";
 
 /// A message in a queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,21 +33,151 @@ pub(super) struct Message {
     /// The consumer holding it unsettled; `None` while it is ready
     /// (volatile).
     pub holder: Option<ConsumerId>,
+    /// What the queue types read of it, if it is not a plain message (as
+    /// most are): boxed, so that a plain one costs a pointer.
+    pub traits: Option<Box<Traits>>,
+}
+
+/// What a queue type orders a message by, keeps together or holds back:
+/// taken from the publish when it arrives, and read again from the message
+/// (its bytes and annotations) when a snapshot restores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Traits {
+    /// `header.priority`.
+    pub priority: u8,
+    /// `properties.group-id`.
+    pub group: Option<String>,
+    /// Not delivered before this time, Unix milliseconds.
+    pub deliver_at_ms: Option<u64>,
+    /// In a last-value queue, the encoded value of its key property.
+    pub last_value: Option<Bytes>,
+}
+
+impl Traits {
+    /// Those of a message that sets none.
+    const PLAIN: Traits = Traits {
+        priority: DEFAULT_PRIORITY,
+        group: None,
+        deliver_at_ms: None,
+        last_value: None,
+    };
+
+    /// The box a message keeps them in: none for a plain message.
+    pub fn boxed(self) -> Option<Box<Traits>> {
+        (self != Self::PLAIN).then(|| Box::new(self))
+    }
+
+    /// The traits of a message restored from its bytes and annotations, in
+    /// a queue configured by `config`.
+    pub fn read(body: &Bytes, annotations: &[(Value, Value)], config: &QueueConfig) -> Self {
+        let message = AmqpMessage::decode(body.clone()).ok();
+        let sections = message.as_ref().map_or(&[][..], |m| &m.sections[..]);
+        let priority = sections.iter().find_map(|section| match section {
+            Section::Header(header) => Some(header.priority),
+            _ => None,
+        });
+        let group = sections.iter().find_map(|section| match section {
+            Section::Properties(properties) => properties.group_id.clone(),
+            _ => None,
+        });
+        let deliver_at_ms = annotations
+            .iter()
+            .find_map(|(key, value)| match (key, value) {
+                (Value::Symbol(key), Value::Timestamp(at)) if key == DELIVERY_TIME => {
+                    u64::try_from(*at).ok()
+                }
+                _ => None,
+            });
+        Self {
+            priority: priority.unwrap_or(DEFAULT_PRIORITY),
+            group,
+            deliver_at_ms,
+            last_value: last_value(sections, config),
+        }
+    }
+}
+
+/// The encoded value of a last-value queue's key property in the message
+/// `body`, if the queue is one and the message has it. Only a last-value
+/// queue decodes the message for it.
+fn keyed_value(body: &Bytes, config: &QueueConfig) -> Option<Bytes> {
+    config.last_value_key.as_ref()?;
+    let decoded = AmqpMessage::decode(body.clone()).ok()?;
+    last_value(&decoded.sections, config)
+}
+
+/// The encoded value of a last-value queue's key property, if the queue is
+/// one and the message has it.
+fn last_value(sections: &[Section], config: &QueueConfig) -> Option<Bytes> {
+    let key = config.last_value_key.as_deref()?;
+    sections.iter().find_map(|section| match section {
+        Section::ApplicationProperties(properties) => properties
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| to_bytes(value)),
+        _ => None,
+    })
 }
 
 impl Message {
     /// A message published at `now_ms` into a queue configured by `config`.
     pub fn published(now_ms: u64, message: NewMessage, config: &QueueConfig) -> Self {
         let ttl_ms = message.ttl_ms.or(config.default_ttl_ms);
+        let last_value = keyed_value(&message.body, config);
+        // A scheduled message carries its time as an annotation, which a
+        // snapshot keeps (a delay is relative to an arrival it does not).
+        let annotations = match message.deliver_at_ms {
+            Some(at_ms) => vec![(
+                Value::Symbol(Symbol::from_static(DELIVERY_TIME)),
+                Value::Timestamp(i64::try_from(at_ms).unwrap_or(i64::MAX)),
+            )],
+            None => Vec::new(),
+        };
         Self {
             persistent: message.durable && config.durable,
             expiry_ms: expiry_ms(now_ms, ttl_ms, message.absolute_expiry_ms),
             body: message.body,
             delivery_count: 0,
-            annotations: Vec::new(),
+            annotations,
             acquired_before: false,
             holder: None,
+            traits: Traits {
+                priority: message.priority,
+                group: message.group,
+                deliver_at_ms: message.deliver_at_ms,
+                last_value,
+            }
+            .boxed(),
         }
+    }
+
+    fn traits(&self) -> &Traits {
+        self.traits.as_deref().unwrap_or(&Traits::PLAIN)
+    }
+
+    /// Its `header.priority`.
+    pub fn priority(&self) -> u8 {
+        self.traits().priority
+    }
+
+    /// Its `group-id`.
+    pub fn group(&self) -> Option<&String> {
+        self.traits().group.as_ref()
+    }
+
+    /// When it may be delivered, if scheduled.
+    pub fn deliver_at_ms(&self) -> Option<u64> {
+        self.traits().deliver_at_ms
+    }
+
+    /// The encoded value of its last-value queue's key property.
+    pub fn last_value(&self) -> Option<&Bytes> {
+        self.traits().last_value.as_ref()
+    }
+
+    /// True while it is scheduled for later than `now_ms`.
+    pub fn is_scheduled(&self, now_ms: u64) -> bool {
+        self.deliver_at_ms().is_some_and(|at| at > now_ms)
     }
 
     /// Body bytes, as counted against `max_bytes`.
@@ -97,6 +231,12 @@ impl Message {
         self.delivery_count = 0;
         self.expiry_ms = expiry_ms(now_ms, target.default_ttl_ms, None);
         self.persistent &= target.durable;
+        // Its key is the target's to name.
+        let traits = Traits {
+            last_value: keyed_value(&self.body, target),
+            ..self.traits().clone()
+        };
+        self.traits = traits.boxed();
     }
 }
 

@@ -61,6 +61,9 @@ pub use machine::Queues;
 /// messages of a queue.
 pub type Seq = u64;
 
+/// The priority of a message whose header sets none (AMQP part 3 §3.2.1).
+pub const DEFAULT_PRIORITY: u8 = 4;
+
 /// A consumer, chosen by the caller and unique while it is attached.
 pub type ConsumerId = u64;
 
@@ -117,6 +120,19 @@ pub struct QueueConfig {
     /// along however the consumer goes (its link, its connection, or its
     /// node's crash, once the consumer is detached as an orphan).
     pub auto_delete: bool,
+    /// A priority queue's levels: higher `header.priority` first, first in
+    /// first out within a level; priorities from this up count as the
+    /// highest. `None`: not a priority queue.
+    pub priority_levels: Option<u8>,
+    /// A last-value queue's key: the application property of which it
+    /// keeps one waiting message per value. `None`: not a last-value queue.
+    pub last_value_key: Option<String>,
+    /// Messages with the same `group-id` go to one consumer at a time: the
+    /// one holding messages of the group, if any.
+    pub message_groups: bool,
+    /// Only the earliest attached acquiring consumer receives; the others
+    /// take over in attach order.
+    pub single_active_consumer: bool,
 }
 
 impl Default for QueueConfig {
@@ -132,6 +148,10 @@ impl Default for QueueConfig {
             dedup_window_ms: None,
             dedup_window_ids: None,
             auto_delete: false,
+            priority_levels: None,
+            last_value_key: None,
+            message_groups: false,
+            single_active_consumer: false,
         }
     }
 }
@@ -151,6 +171,15 @@ pub struct NewMessage {
     /// `properties.message-id`, encoded (so that ids of different types
     /// differ): what de-duplication compares.
     pub message_id: Option<Bytes>,
+    /// `header.priority` (4 unless set): what a priority queue orders by.
+    pub priority: u8,
+    /// `properties.group-id`: what a queue with message groups keeps
+    /// together.
+    pub group: Option<String>,
+    /// Not to be delivered before this time, Unix milliseconds (scheduled
+    /// delivery: the `x-opt-delivery-time` and `x-opt-delivery-delay`
+    /// annotations).
+    pub deliver_at_ms: Option<u64>,
 }
 
 /// How a consumer settled a delivery (spec part 3 §3.4).
@@ -379,6 +408,8 @@ pub enum DeadLetterReason {
     Expired,
     /// It was dropped to make room.
     MaxLen,
+    /// A newer message with its key replaced it in a last-value queue.
+    Replaced,
 }
 
 impl DeadLetterReason {
@@ -389,6 +420,7 @@ impl DeadLetterReason {
             Self::DeliveryLimit => "delivery-limit",
             Self::Expired => "expired",
             Self::MaxLen => "maxlen",
+            Self::Replaced => "replaced",
         }
     }
 }

@@ -9,6 +9,7 @@ use super::dedup::Dedup;
 use super::message::{Message, Tally};
 use super::{ConsumerId, Delivery, Effect, Overflow, QueueConfig, QueueInfo, Seq};
 use crate::amqp::codec::Value;
+use bytes::Bytes;
 
 /// How a message arrives, which decides whether it may displace others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,13 @@ pub(super) enum Admission {
 ///
 /// Every message is in exactly one place: `ready`, or the `unsettled` set of
 /// the acquiring consumer named by its `holder`. Browsers hold nothing.
+///
+/// Its type shapes dispatch ([`QueueConfig`]): a priority queue ranks ready
+/// messages by priority before seq; a last-value queue keeps one waiting
+/// message per key; with message groups a group's messages go to the
+/// consumer holding messages of the group, if any; with a single active
+/// consumer only the earliest attached acquiring consumer receives. A
+/// scheduled message waits, ready, until its time.
 #[derive(Debug)]
 pub(super) struct Queue {
     /// Its name, for the effects it emits.
@@ -32,8 +40,20 @@ pub(super) struct Queue {
     pub config: QueueConfig,
     /// Every message it holds, by seq.
     messages: BTreeMap<Seq, Message>,
-    /// The messages no consumer holds, in delivery order.
-    ready: BTreeSet<Seq>,
+    /// The messages no consumer holds, in delivery order: by rank (see
+    /// [`Queue::rank`]), then seq.
+    ready: BTreeSet<(u8, Seq)>,
+    /// `(deliver_at_ms, seq)` of every message scheduled for later, until
+    /// its time has come.
+    scheduled: BTreeSet<(u64, Seq)>,
+    /// In a last-value queue, the messages of each key value: one, but for
+    /// dead-lettered arrivals, which add to it rather than replace.
+    last_values: BTreeMap<Bytes, BTreeSet<Seq>>,
+    /// With message groups, each group some consumer holds messages of:
+    /// that consumer, and how many it holds.
+    groups: BTreeMap<String, (ConsumerId, usize)>,
+    /// The consumers in attach order: a single active consumer's turn.
+    order: Vec<ConsumerId>,
     /// `(expiry_ms, seq)` of every message that expires.
     expiries: BTreeSet<(u64, Seq)>,
     /// All its messages.
@@ -57,6 +77,10 @@ impl Queue {
             config,
             messages: BTreeMap::new(),
             ready: BTreeSet::new(),
+            scheduled: BTreeSet::new(),
+            last_values: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            order: Vec::new(),
             expiries: BTreeSet::new(),
             all: Tally::ZERO,
             persistent: Tally::ZERO,
@@ -86,9 +110,49 @@ impl Queue {
         self.consumers.keys().copied()
     }
 
-    /// The earliest expiry among its messages.
+    /// The earliest time something is due: a message expires, or a
+    /// scheduled one's time comes.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.expiries.first().map(|&(expiry_ms, _)| expiry_ms)
+        let expiry = self.expiries.first().map(|&(expiry_ms, _)| expiry_ms);
+        let scheduled = self.scheduled.first().map(|&(at_ms, _)| at_ms);
+        expiry.into_iter().chain(scheduled).min()
+    }
+
+    /// Forgets the schedule of the messages whose time has come at
+    /// `now_ms`; true if there were any, to dispatch them.
+    pub fn wake_scheduled(&mut self, now_ms: u64) -> bool {
+        let later = self.scheduled.split_off(&(now_ms.saturating_add(1), 0));
+        let woken = !self.scheduled.is_empty();
+        self.scheduled = later;
+        woken
+    }
+
+    /// Where a message ranks among the ready ones: 0 first. A priority
+    /// queue ranks by priority, the highest first; any other ranks all
+    /// alike, so seq alone orders them.
+    fn rank(&self, message: &Message) -> u8 {
+        match self.config.priority_levels {
+            Some(levels) => {
+                let top = levels.saturating_sub(1);
+                top - message.priority().min(top)
+            }
+            None => 0,
+        }
+    }
+
+    /// The ready-set entry of message `seq`.
+    fn ready_key(&self, seq: Seq) -> (u8, Seq) {
+        (self.rank(&self.messages[&seq]), seq)
+    }
+
+    /// The messages a new one with the same last value replaces, held or
+    /// not: which consumer holds a message never decides its outcome (see
+    /// the module documentation), so a held one goes too, and its settle
+    /// finds nothing.
+    pub fn replaced_by(&self, message: &Message) -> Vec<Seq> {
+        let value = message.last_value();
+        let seqs = value.and_then(|value| self.last_values.get(value));
+        seqs.into_iter().flatten().copied().collect()
     }
 
     /// The messages due at `now_ms`, by expiry then seq.
@@ -233,11 +297,21 @@ impl Queue {
         if let Some(expiry_ms) = message.expiry_ms {
             assert!(self.expiries.insert((expiry_ms, seq)));
         }
+        if let Some(at_ms) = message.deliver_at_ms() {
+            self.scheduled.insert((at_ms, seq));
+        }
+        if let Some(value) = message.last_value() {
+            self.last_values
+                .entry(value.clone())
+                .or_default()
+                .insert(seq);
+        }
         self.all.add(message.size());
         if message.persistent {
             self.persistent.add(message.size());
         }
-        assert!(self.ready.insert(seq), "seq {seq} is already ready");
+        let key = (self.rank(&message), seq);
+        assert!(self.ready.insert(key), "seq {seq} is already ready");
         let previous = self.messages.insert(seq, message);
         assert!(previous.is_none(), "seq {seq} is already held");
         assert!(self.all.within(&self.config), "admitted beyond the limits");
@@ -246,12 +320,27 @@ impl Queue {
     /// Takes message `seq` out of the queue, from wherever it is.
     pub fn remove(&mut self, seq: Seq) -> Option<Message> {
         let mut message = self.messages.remove(&seq)?;
+        let key = (self.rank(&message), seq);
         match message.holder.take() {
-            Some(id) => self.attached(id).unhold(seq),
-            None => assert!(self.ready.remove(&seq), "seq {seq} is nowhere"),
+            Some(id) => {
+                self.attached(id).unhold(seq);
+                self.ungroup(&message);
+            }
+            None => assert!(self.ready.remove(&key), "seq {seq} is nowhere"),
         }
         if let Some(expiry_ms) = message.expiry_ms {
             assert!(self.expiries.remove(&(expiry_ms, seq)));
+        }
+        if let Some(at_ms) = message.deliver_at_ms() {
+            self.scheduled.remove(&(at_ms, seq));
+        }
+        if let Some(value) = message.last_value()
+            && let Some(seqs) = self.last_values.get_mut(value)
+        {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
+                self.last_values.remove(value);
+            }
         }
         self.all.remove(message.size());
         if message.persistent {
@@ -272,8 +361,39 @@ impl Queue {
         let Some(id) = message.holder.take() else {
             return;
         };
+        let message = message.clone();
         self.attached(id).unhold(seq);
-        assert!(self.ready.insert(seq), "seq {seq} was held and ready");
+        self.ungroup(&message);
+        let key = self.ready_key(seq);
+        assert!(self.ready.insert(key), "seq {seq} was held and ready");
+    }
+
+    /// A held message of a group is no longer held: once its holder holds
+    /// none of the group, the group is free to go to any consumer.
+    fn ungroup(&mut self, message: &Message) {
+        let Some(group) = message.group().filter(|_| self.config.message_groups)
+        else {
+            return;
+        };
+        if let Some((_, held)) = self.groups.get_mut(group) {
+            *held -= 1;
+            if *held == 0 {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    /// Consumer `id` acquired a message: if it is of a group, the group is
+    /// that consumer's while it holds any of it.
+    fn group(&mut self, id: ConsumerId, seq: Seq) {
+        if !self.config.message_groups {
+            return;
+        }
+        if let Some(group) = self.messages[&seq].group().cloned() {
+            let (holder, held) = self.groups.entry(group).or_insert((id, 0));
+            assert_eq!(*holder, id, "a group is held by one consumer at a time");
+            *held += 1;
+        }
     }
 
     /// Applies a `modified` outcome's annotations and undeliverable-here,
@@ -320,6 +440,7 @@ impl Queue {
     pub fn attach(&mut self, id: ConsumerId, browse: bool) {
         let previous = self.consumers.insert(id, Consumer::new(browse));
         assert!(previous.is_none(), "consumer {id} attached twice");
+        self.order.push(id);
     }
 
     /// Detaches a consumer; what it holds goes back to its place, uncounted.
@@ -327,11 +448,15 @@ impl Queue {
         let Some(consumer) = self.consumers.remove(&id) else {
             return;
         };
+        self.order.retain(|&other| other != id);
         for &seq in consumer.unsettled().into_iter().flatten() {
             let message = self.messages.get_mut(&seq).expect("held messages exist");
             assert_eq!(message.holder, Some(id), "seq {seq} held by another");
             message.holder = None;
-            assert!(self.ready.insert(seq), "seq {seq} was held and ready");
+            let message = message.clone();
+            self.ungroup(&message);
+            let key = self.ready_key(seq);
+            assert!(self.ready.insert(key), "seq {seq} was held and ready");
         }
     }
 
@@ -362,8 +487,19 @@ impl Queue {
     }
 
     /// The next consumer in round-robin order that has credit and a message
-    /// it may take, with that message.
+    /// it may take, with that message; with a single active consumer, that
+    /// consumer only.
     fn next_assignment(&self, now_ms: u64) -> Option<(ConsumerId, Seq)> {
+        if self.config.single_active_consumer {
+            let &active = self
+                .order
+                .iter()
+                .find(|id| self.consumers[id].unsettled().is_some())?;
+            let consumer = &self.consumers[&active];
+            return self
+                .first_deliverable(active, consumer, now_ms)
+                .map(|seq| (active, seq));
+        }
         let start = self.last_served.map_or(Unbounded, Excluded);
         let after = self.consumers.range((start, Unbounded));
         let up_to = self
@@ -371,24 +507,41 @@ impl Queue {
             .into_iter()
             .flat_map(|last| self.consumers.range(..=last));
         after.chain(up_to).find_map(|(&id, consumer)| {
-            self.first_deliverable(consumer, now_ms)
+            self.first_deliverable(id, consumer, now_ms)
                 .map(|seq| (id, seq))
         })
     }
 
-    /// The lowest ready seq `consumer` may acquire now.
-    fn first_deliverable(&self, consumer: &Consumer, now_ms: u64) -> Option<Seq> {
+    /// The first ready message consumer `id` may acquire now: not expired,
+    /// not scheduled for later, and not of a group another consumer holds.
+    fn first_deliverable(&self, id: ConsumerId, consumer: &Consumer, now_ms: u64) -> Option<Seq> {
         if consumer.credit == 0 || consumer.unsettled().is_none() {
             return None;
         }
-        self.ready
-            .iter()
-            .copied()
-            .find(|&seq| consumer.accepts(seq) && !self.messages[&seq].is_expired(now_ms))
+        self.ready.iter().map(|&(_, seq)| seq).find(|&seq| {
+            let message = &self.messages[&seq];
+            consumer.accepts(seq)
+                && !message.is_expired(now_ms)
+                && !message.is_scheduled(now_ms)
+                && self.group_allows(message, id)
+        })
+    }
+
+    /// Whether a message's group (if groups are on) may go to `id`.
+    fn group_allows(&self, message: &Message, id: ConsumerId) -> bool {
+        let Some(group) = message.group().filter(|_| self.config.message_groups)
+        else {
+            return true;
+        };
+        self.groups
+            .get(group)
+            .is_none_or(|&(holder, _)| holder == id)
     }
 
     fn acquire(&mut self, id: ConsumerId, seq: Seq, effects: &mut Vec<Effect>) {
-        assert!(self.ready.remove(&seq), "acquired seq {seq} was not ready");
+        let key = self.ready_key(seq);
+        assert!(self.ready.remove(&key), "acquired seq {seq} was not ready");
+        self.group(id, seq);
         let message = self.messages.get_mut(&seq).expect("ready messages exist");
         assert!(message.holder.is_none(), "ready seq {seq} has a holder");
         message.holder = Some(id);
@@ -427,7 +580,7 @@ impl Queue {
                 let next = self
                     .messages
                     .range((start, Unbounded))
-                    .find(|(_, m)| !m.is_expired(now_ms));
+                    .find(|(_, m)| !m.is_expired(now_ms) && !m.is_scheduled(now_ms));
                 let Some((&seq, message)) = next else {
                     break;
                 };
@@ -454,9 +607,9 @@ impl Queue {
         self.messages.iter().map(|(&seq, message)| (seq, message))
     }
 
-    /// Its consumers with their state, in id order.
+    /// Its consumers with their state, in attach order.
     pub fn consumers(&self) -> impl Iterator<Item = (ConsumerId, &Consumer)> {
-        self.consumers.iter().map(|(&id, consumer)| (id, consumer))
+        self.order.iter().map(|id| (*id, &self.consumers[id]))
     }
 
     /// The consumer that received the last acquired delivery.
@@ -487,6 +640,7 @@ impl Queue {
             {
                 return None;
             }
+            queue.order.push(id);
         }
         for (seq, mut message) in messages {
             if queue.messages.contains_key(&seq)
@@ -502,7 +656,18 @@ impl Queue {
                 let consumer = queue.consumers.get_mut(&id)?;
                 consumer.unsettled()?;
                 consumer.hold(seq);
-                queue.ready.remove(&seq);
+                let key = queue.ready_key(seq);
+                queue.ready.remove(&key);
+                if queue.config.message_groups
+                    && let Some(group) = queue.messages[&seq].group()
+                    && queue
+                        .groups
+                        .get(group)
+                        .is_some_and(|&(other, _)| other != id)
+                {
+                    return None;
+                }
+                queue.group(id, seq);
                 queue.messages.get_mut(&seq)?.holder = Some(id);
             }
         }
@@ -523,10 +688,11 @@ impl Queue {
                 );
                 persistent.add(message.size());
             }
+            let key = (self.rank(message), seq);
             match message.holder {
-                None => assert!(self.ready.contains(&seq), "seq {seq} is nowhere"),
+                None => assert!(self.ready.contains(&key), "seq {seq} is nowhere"),
                 Some(id) => {
-                    assert!(!self.ready.contains(&seq), "seq {seq} is held and ready");
+                    assert!(!self.ready.contains(&key), "seq {seq} is held and ready");
                     let unsettled = self.consumers.get(&id).and_then(Consumer::unsettled);
                     assert!(
                         unsettled.is_some_and(|u| u.contains(&seq)),
@@ -564,5 +730,54 @@ impl Queue {
             .map(|u| u.len())
             .sum();
         assert_eq!(unsettled, held, "consumers hold exactly the held messages");
+        self.check_type_invariants();
+    }
+
+    /// The queue type's own state agrees with the messages and consumers.
+    fn check_type_invariants(&self) {
+        let mut order = self.order.clone();
+        order.sort_unstable();
+        assert!(
+            order.iter().eq(self.consumers.keys()),
+            "attach order lists each consumer once"
+        );
+        let valued = self
+            .messages
+            .values()
+            .filter(|m| m.last_value().is_some());
+        assert_eq!(
+            valued.count(),
+            self.last_values.values().map(BTreeSet::len).sum::<usize>(),
+            "last values index every keyed message"
+        );
+        for (value, seqs) in &self.last_values {
+            for seq in seqs {
+                let message = self
+                    .messages
+                    .get(seq)
+                    .expect("a last value names a message");
+                assert_eq!(message.last_value(), Some(value));
+            }
+        }
+        for &(at_ms, seq) in &self.scheduled {
+            let message = self.messages.get(&seq).expect("a schedule names a message");
+            assert_eq!(message.deliver_at_ms(), Some(at_ms));
+        }
+        let mut groups: BTreeMap<&String, (ConsumerId, usize)> = BTreeMap::new();
+        for message in self.messages.values() {
+            if let (Some(group), Some(id), true) = (
+                message.group(),
+                message.holder,
+                self.config.message_groups,
+            ) {
+                let (holder, held) = groups.entry(group).or_insert((id, 0));
+                assert_eq!(*holder, id, "group {group} held by two consumers");
+                *held += 1;
+            }
+        }
+        assert!(
+            groups.iter().map(|(g, h)| (*g, h)).eq(self.groups.iter()),
+            "group holders"
+        );
     }
 }

@@ -27,7 +27,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::consumer::{Consumer, Mode};
 use super::dedup::Dedup;
-use super::message::Message;
+use super::message::{Message, Traits};
 use super::single::Queue;
 use super::{QueueConfig, Queues, Seq};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind, Value, from_bytes, to_bytes};
@@ -139,6 +139,7 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> 
         };
         let acquired_before = bool_of(input)?;
         let holder = optional_of(input)?;
+        let traits = Traits::read(&body, &annotations, &config).boxed();
         let message = Message {
             body,
             persistent,
@@ -147,6 +148,7 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> 
             annotations,
             acquired_before,
             holder,
+            traits,
         };
         messages.push((seq, message));
     }

@@ -373,7 +373,9 @@ impl Bridge {
                         let reply = LinkReply {
                             source: remote.source.clone(),
                             target: producer_target(remote.target.as_ref(), dynamic),
-                            ..LinkReply::default()
+                            // Scheduled delivery: Qpid JMS sets a delivery
+                            // delay only on links that offer it.
+                            offered_capabilities: vec![Symbol::from_static("DELAYED_DELIVERY")],
                         };
                         if conn.accept_link(link, reply).is_ok()
                             && let Some(mode) = conn.rcv_settle_mode(link)

@@ -354,7 +354,8 @@ impl Core {
             .into_iter()
             .map(|queue| {
                 let persist_always = self.settings.persist_always(&queue);
-                let message = inspected.new_message(message.clone(), persist_always);
+                let message =
+                    inspected.new_message(message.clone(), persist_always, self.now.unix_ms);
                 Guarded {
                     guard: None,
                     command: Command::Enqueue {

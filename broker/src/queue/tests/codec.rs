@@ -22,6 +22,10 @@ fn every_command() -> Vec<Command> {
         dedup_window_ms: Some(600_000),
         dedup_window_ids: Some(u64::MAX),
         auto_delete: true,
+        priority_levels: Some(10),
+        last_value_key: Some("instrument".into()),
+        message_groups: true,
+        single_active_consumer: true,
     };
     let message = NewMessage {
         body: Bytes::from(vec![0xab; 300]),
@@ -29,6 +33,9 @@ fn every_command() -> Vec<Command> {
         ttl_ms: Some(0),
         absolute_expiry_ms: Some(1),
         message_id: Some(Bytes::from_static(b"\xa1\x05order")),
+        priority: 9,
+        group: Some("EURUSD".into()),
+        deliver_at_ms: Some(u64::MAX),
     };
     let annotations = vec![
         (symbol("x-opt-a"), Value::from("text")),

@@ -12,6 +12,7 @@ mod codec;
 mod planted;
 mod replay;
 mod transaction;
+mod types;
 
 /// The whole state's encoding (see [`Queues::encode_whole`]).
 fn whole(queues: &Queues) -> Bytes {
@@ -127,6 +128,9 @@ fn durable(body: &'static str) -> NewMessage {
         ttl_ms: None,
         absolute_expiry_ms: None,
         message_id: None,
+        priority: 4,
+        group: None,
+        deliver_at_ms: None,
     }
 }
 

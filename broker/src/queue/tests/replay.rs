@@ -25,8 +25,8 @@ fn messages(queues: &Queues) -> Vec<String> {
             let messages = queue.seqs().filter_map(|seq| {
                 let m = queue.message(seq)?;
                 Some(format!(
-                    "{name} {seq} {:?} {} {:?} {} {:?}",
-                    m.body, m.persistent, m.expiry_ms, m.delivery_count, m.annotations
+                    "{name} {seq} {:?} {} {:?} {} {:?} {:?}",
+                    m.body, m.persistent, m.expiry_ms, m.delivery_count, m.annotations, m.traits
                 ))
             });
             std::iter::once(header).chain(messages).collect::<Vec<_>>()
@@ -50,6 +50,7 @@ enum Op {
         size: usize,
         ttl_ms: Option<u64>,
         absolute_in_ms: Option<u64>,
+        traits: PublishTraits,
     },
     Attach(ConsumerId, usize, bool),
     Credit(ConsumerId, u32, bool),
@@ -58,6 +59,67 @@ enum Op {
     Detach(ConsumerId),
     Expire,
     Snapshot,
+}
+
+/// What the queue types read of a published message.
+#[derive(Debug, Clone)]
+struct PublishTraits {
+    priority: u8,
+    group: Option<u8>,
+    /// The value of application property `k`, a last-value queue's key.
+    key: Option<u8>,
+    delay_ms: Option<u64>,
+}
+
+fn publish_traits() -> impl Strategy<Value = PublishTraits> {
+    (
+        0..10_u8,
+        prop::option::weighted(0.5, 0..2_u8),
+        prop::option::weighted(0.5, 0..2_u8),
+        prop::option::weighted(0.2, 0..50_u64),
+    )
+        .prop_map(|(priority, group, key, delay_ms)| PublishTraits {
+            priority,
+            group,
+            key,
+            delay_ms,
+        })
+}
+
+/// A message of `size` data bytes carrying `traits` where the broker
+/// finds them: the header's priority, the group-id, application property
+/// `k`.
+fn encoded(durable: bool, size: usize, traits: &PublishTraits) -> Bytes {
+    use crate::amqp::types::{Header, Message, Properties, Section};
+    let mut sections = vec![Section::Header(Header {
+        durable,
+        priority: traits.priority,
+        ..Header::default()
+    })];
+    if let Some(group) = traits.group {
+        sections.push(Section::Properties(Box::new(Properties {
+            group_id: Some(format!("g{group}")),
+            ..Properties::default()
+        })));
+    }
+    if let Some(key) = traits.key {
+        sections.push(Section::ApplicationProperties(vec![(
+            "k".to_owned(),
+            Value::Ubyte(key),
+        )]));
+    }
+    sections.push(Section::Data(Bytes::from(vec![b'm'; size])));
+    Message { sections }.encode()
+}
+
+/// The queue types, each on or off.
+fn queue_type() -> impl Strategy<Value = (Option<u8>, Option<String>, bool, bool)> {
+    (
+        prop::option::weighted(0.3, 1..5_u8),
+        prop::option::weighted(0.3, Just("k".to_owned())),
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.3),
+    )
 }
 
 fn config() -> impl Strategy<Value = QueueConfig> {
@@ -70,9 +132,20 @@ fn config() -> impl Strategy<Value = QueueConfig> {
         prop::option::weighted(0.7, 0..4_u32),
         prop::option::weighted(0.3, 0..60_u64),
         prop::bool::weighted(0.2),
+        queue_type(),
     )
         .prop_map(
-            |(durable, max_length, max_bytes, drop_head, dlq, delivery_limit, ttl, auto_delete)| {
+            |(
+                durable,
+                max_length,
+                max_bytes,
+                drop_head,
+                dlq,
+                delivery_limit,
+                ttl,
+                auto_delete,
+                (priority_levels, last_value_key, message_groups, single_active_consumer),
+            )| {
                 QueueConfig {
                     durable,
                     max_length,
@@ -88,6 +161,10 @@ fn config() -> impl Strategy<Value = QueueConfig> {
                     dedup_window_ms: None,
                     dedup_window_ids: None,
                     auto_delete,
+                    priority_levels,
+                    last_value_key,
+                    message_groups,
+                    single_active_consumer,
                 }
             },
         )
@@ -124,13 +201,15 @@ fn op() -> impl Strategy<Value = Op> {
             0..5_usize,
             prop::option::weighted(0.3, 0..60_u64),
             prop::option::weighted(0.2, 0..80_u64),
+            publish_traits(),
         )
-            .prop_map(|(queue, durable, size, ttl_ms, absolute_in_ms)| Op::Publish {
+            .prop_map(|(queue, durable, size, ttl_ms, absolute_in_ms, traits)| Op::Publish {
                 queue,
                 durable,
                 size,
                 ttl_ms,
                 absolute_in_ms,
+                traits,
             }),
         2 => (consumer.clone(), queue.clone(), prop::bool::weighted(0.2))
             .prop_map(|(c, q, b)| Op::Attach(c, q, b)),
@@ -183,15 +262,19 @@ impl Run {
                 size,
                 ttl_ms,
                 absolute_in_ms,
+                traits,
             } => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let message = NewMessage {
-                    body: Bytes::from(vec![b'm'; size]),
+                    body: encoded(durable, size, &traits),
                     durable,
                     ttl_ms,
                     absolute_expiry_ms: absolute_in_ms.map(|ms| self.now_ms + ms),
                     message_id: None,
+                    priority: traits.priority,
+                    group: traits.group.map(|group| format!("g{group}")),
+                    deliver_at_ms: traits.delay_ms.map(|ms| self.now_ms + ms),
                 };
                 self.submit(Command::Enqueue {
                     queue: name(queue),
