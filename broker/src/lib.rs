@@ -15,4 +15,5 @@ pub mod node;
 pub mod planted;
 pub mod queue;
 pub mod raft;
+pub mod selector;
 pub mod server;
