@@ -32,6 +32,7 @@ fn setup() -> (Queues, Vec<Effect>) {
             consumer: CONSUMER,
             queue: QUEUE.to_owned(),
             browse: false,
+            filter: None,
         },
         &mut effects,
     );

@@ -337,7 +337,7 @@ on_each_topology! {
     recovery_from_a_snapshot_keeps_exactly_what_was_not_consumed;
     settlements_received_before_a_stop_are_kept;
     credit_sent_with_the_attach_is_honoured;
-    filters_the_broker_does_not_apply_are_not_echoed;
+    a_selector_filters_a_queue_and_unknown_filters_are_not_echoed;
     receiver_settle_mode_second_settles_after_the_peer;
     a_producer_asking_for_second_settle_mode_gets_first;
     expired_messages_are_dead_lettered_as_expired;
@@ -835,7 +835,8 @@ async fn credit_sent_with_the_attach_is_honoured(topology: Topology) {
 }
 
 /// A JMS selector, and a filter type no broker knows: neither is applied.
-fn unapplied_filters() -> Annotations {
+/// A JMS selector on `color`, and a filter of a kind no broker knows.
+fn selector_and_unknown_filter() -> Annotations {
     let filter = |descriptor: &'static str, value: &str| {
         Value::from(Described {
             descriptor: Descriptor::Name(Symbol::from_static(descriptor)),
@@ -854,19 +855,39 @@ fn unapplied_filters() -> Annotations {
     ]
 }
 
-async fn filters_the_broker_does_not_apply_are_not_echoed(topology: Topology) {
+/// A message of `body` whose application property `color` is `body`.
+fn colored(body: &str) -> Bytes {
+    Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ..Header::default()
+            }),
+            Section::ApplicationProperties(vec![("color".into(), Value::from(body))]),
+            Section::Data(Bytes::from(body.to_owned())),
+        ],
+    }
+    .encode()
+}
+
+/// A consumer with a selector gets only the messages it selects; the
+/// others stay in their order for the other consumers. The broker's
+/// answer lists the filters in effect: the selector, not the filter it
+/// does not know (spec part 3 §3.5.3).
+async fn a_selector_filters_a_queue_and_unknown_filters_are_not_echoed(topology: Topology) {
     let brokers = Brokers::start(topology).await;
     let (mut producer, session) = connect(brokers.producers()).await;
     let sender = producer
         .attach_sender(session, "p", Some("filtered"))
         .await
         .unwrap();
-    for body in ["red", "blue"] {
-        publish(&mut producer, sender, body, true).await;
+    for body in ["red", "blue", "red", "green"] {
+        let state = publish_encoded(&mut producer, sender, body, colored(body)).await;
+        assert_eq!(state, accepted(), "{body}");
     }
     let (mut consumer, session) = connect(brokers.consumers()).await;
     let source = Source {
-        filter: unapplied_filters(),
+        filter: selector_and_unknown_filter(),
         ..queue("filtered")
     };
     let options = LinkOptions {
@@ -881,17 +902,23 @@ async fn filters_the_broker_does_not_apply_are_not_echoed(topology: Topology) {
     let Event::LinkAttached { remote, .. } = attached else {
         unreachable!("wait_for returns the event it matched");
     };
-    // The broker's source lists the filters in effect (spec part 3
-    // §3.5.3): none, so a client can tell its selector is not applied.
     let answered = remote.source.expect("the broker accepted the link");
     assert_eq!(answered.address.as_deref(), Some("filtered"));
-    assert!(answered.filter.is_empty(), "{:?}", answered.filter);
+    assert_eq!(answered.filter, selector_and_unknown_filter()[..1]);
 
-    // The link still works, unfiltered: every message arrives.
     consumer.connection().flow(receiver, 10, false).unwrap();
-    for expected in ["red", "blue"] {
+    for expected in ["red", "red"] {
         let (delivery, message) = receive(&mut consumer, receiver).await;
         assert_eq!(body_of(&message), expected);
+        consumer.settle(delivery, accepted()).await.unwrap();
+    }
+    let plain = consumer
+        .attach_receiver(session, "plain", queue("filtered"), 10)
+        .await
+        .unwrap();
+    for expected in ["blue", "green"] {
+        let (delivery, message) = receive(&mut consumer, plain).await;
+        assert_eq!(body_of(&message), expected, "in their order");
         consumer.settle(delivery, accepted()).await.unwrap();
     }
     consumer.close().await.unwrap();

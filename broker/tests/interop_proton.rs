@@ -1,8 +1,8 @@
 //! Qpid Proton (Python), the client many capital-markets back ends run,
 //! against the real server entry point: the handshake, then each messaging
 //! scenario in `scripts/interop/proton_*.py` (queue, topic, request/reply
-//! over a dynamic queue and anonymous relay, browse, a selector the broker
-//! does not apply).
+//! over a dynamic queue and anonymous relay, browse, selectors, transactions,
+//! JMS's temporary nodes and unsubscribe).
 //!
 //! Ignored by a plain `cargo test`: they need python-qpid-proton, which
 //! `scripts/test.sh` installs into a virtualenv and names in `SLUICE_PYTHON`
@@ -81,7 +81,7 @@ async fn proton_python_event_driven_receiver_credit_sent_with_attach() {
 
 #[tokio::test]
 #[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
-async fn proton_python_selector_is_not_echoed_as_applied() {
+async fn proton_python_selectors_filter_queues_and_topics() {
     run_scenario("proton_selector.py").await;
 }
 

@@ -17,7 +17,9 @@ use super::message::render;
 use super::{ConnId, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, TransactionalState, condition};
-use crate::queue::{ConsumerId, Delivery, Effect, QueueConfig, RejectReason, TransactionRefusal};
+use crate::queue::{
+    ConsumerId, Delivery, Effect, MessageFilter, QueueConfig, RejectReason, TransactionRefusal,
+};
 
 /// A publish waiting for every queue it goes to.
 struct Publish {
@@ -60,14 +62,19 @@ pub(super) struct ConsumerTarget {
     /// the queue for it (a subscription, a dynamic node); `None` for an
     /// anycast queue, which exists or is auto-created as configured.
     pub declare: Option<QueueConfig>,
+    /// The consumer's filter. A subscription's is its queue's instead
+    /// (in `declare`): the topic's other messages are never copied there.
+    pub filter: Option<MessageFilter>,
 }
 
 impl ConsumerTarget {
-    /// The target of `node` for a link of `container_id`; `unique` names a
-    /// queue no other link, node or start uses, and `existing` finds the
-    /// subscription queue whose name ends in a subscription id.
+    /// The target of `node` for a link of `container_id` with `filter`;
+    /// `unique` names a queue no other link, node or start uses, and
+    /// `existing` finds the subscription queue whose name ends in a
+    /// subscription id.
     pub fn of(
         node: ConsumerNode,
+        filter: Option<MessageFilter>,
         container_id: &str,
         settings: &NodeSettings,
         unique: impl FnOnce() -> String,
@@ -80,6 +87,7 @@ impl ConsumerTarget {
                 browse,
                 deleted_on_close: false,
                 declare: None,
+                filter,
             },
             ConsumerNode::Topic {
                 topic,
@@ -91,6 +99,7 @@ impl ConsumerTarget {
                 let config = QueueConfig {
                     durable,
                     auto_delete: !durable,
+                    filter,
                     ..settings.queue_config(&queue)
                 };
                 Self {
@@ -99,6 +108,7 @@ impl ConsumerTarget {
                     browse: false,
                     deleted_on_close: durable,
                     declare: Some(config),
+                    filter: None,
                 }
             }
             ConsumerNode::Dynamic => {
@@ -114,6 +124,7 @@ impl ConsumerTarget {
                     browse: false,
                     deleted_on_close: false,
                     declare: Some(config),
+                    filter,
                 }
             }
             ConsumerNode::Lookup(subscription) => {
@@ -129,6 +140,7 @@ impl ConsumerTarget {
                     browse: false,
                     deleted_on_close: true,
                     declare: None,
+                    filter,
                 }
             }
         })

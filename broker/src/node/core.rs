@@ -34,7 +34,7 @@ use crate::node::{
     ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, Refusal, ReplicaStatus,
     Request, TOPIC_PREFIX, ToConnection,
 };
-use crate::queue::{Command, ConsumerId, Effect, Outcome, QueueConfig, QueueInfo};
+use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
 use crate::raft::group::Status;
 use crate::raft::replica::NodeId;
 use crate::raft::wal::GroupId;
@@ -323,9 +323,10 @@ impl Core {
                 conn,
                 link,
                 node,
+                filter,
                 container_id,
             } => {
-                let attached = self.attach_consumer(conn, link, node, &container_id);
+                let attached = self.attach_consumer(conn, link, node, filter, &container_id);
                 if let Err(refusal) = attached {
                     let result = Err(refusal);
                     self.clients
@@ -705,6 +706,7 @@ impl Core {
         conn: ConnId,
         link: LinkId,
         node: ConsumerNode,
+        filter: Option<MessageFilter>,
         container_id: &str,
     ) -> Result<(), Refusal> {
         let (origin, next_dynamic) = (self.origin, &mut self.next_dynamic);
@@ -724,7 +726,8 @@ impl Core {
             browse,
             deleted_on_close,
             declare,
-        } = ConsumerTarget::of(node, container_id, &self.settings, unique, existing)?;
+            filter,
+        } = ConsumerTarget::of(node, filter, container_id, &self.settings, unique, existing)?;
         match declare {
             Some(config) => self.declare(&queue, config),
             None => self.ensure_queue_for_attach(&queue)?,
@@ -742,6 +745,7 @@ impl Core {
             consumer,
             queue: queue.clone(),
             browse,
+            filter,
         };
         let reply = Reply::Attached {
             conn,

@@ -62,7 +62,7 @@ pub use message::{Inspected, inspect, render};
 
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{ControlMessage, DeliveryState};
-use crate::queue::{ConsumerId, Outcome, QueueInfo, Seq};
+use crate::queue::{ConsumerId, MessageFilter, Outcome, QueueInfo, Seq};
 
 /// A connection, as the node knows it.
 pub type ConnId = u64;
@@ -249,6 +249,8 @@ pub enum Request {
         link: LinkId,
         /// What its source names (with the link's name, a subscription).
         node: ConsumerNode,
+        /// The source's filters the broker applies, if any.
+        filter: Option<MessageFilter>,
         /// The client's container id (scopes a subscription's name).
         container_id: String,
     },

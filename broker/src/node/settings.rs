@@ -61,6 +61,7 @@ impl NodeSettings {
             },
             message_groups: settings.message_groups,
             single_active_consumer: settings.single_active_consumer,
+            filter: None,
         }
     }
 

@@ -89,13 +89,15 @@ impl GroupState {
     /// The subscriptions of `topic` (`topic://T`, which lives in the group
     /// of its subscriptions) as this entry applies: the log orders a
     /// publish and a subscription the same way for every node.
-    fn subscriptions(&self, topic: &str) -> Vec<String> {
+    /// Only the subscriptions whose filter the message `body` passes get a
+    /// copy.
+    fn subscriptions(&self, topic: &str, body: &Bytes) -> Vec<String> {
         let topic = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
         let prefix = subscription_queue(topic, "");
         self.queues
             .declared()
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with(&prefix))
+            .filter(|name| name.starts_with(&prefix) && self.queues.takes(name, body))
             .map(str::to_owned)
             .collect()
     }
@@ -132,7 +134,7 @@ impl GroupState {
                 continue;
             };
             let queues = if is_topic(&queue) {
-                self.subscriptions(&queue)
+                self.subscriptions(&queue, &message.body)
             } else {
                 vec![queue]
             };
@@ -238,7 +240,7 @@ impl GroupState {
             let start = effects.len();
             match item.command {
                 Command::Enqueue { queue, message, .. } if is_topic(&queue) => {
-                    for queue in self.subscriptions(&queue) {
+                    for queue in self.subscriptions(&queue, &message.body) {
                         let Some(seq) = next_seq(index, &mut enqueued) else {
                             break;
                         };
@@ -363,6 +365,7 @@ mod tests {
             consumer: 10,
             queue: "q".into(),
             browse: false,
+            filter: None,
         };
         let credit = Command::Credit {
             consumer: 10,
@@ -500,6 +503,7 @@ mod tests {
             consumer,
             queue: "q".into(),
             browse: false,
+            filter: None,
         };
         let credit = |consumer| Command::Credit {
             consumer,

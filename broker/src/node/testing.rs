@@ -104,6 +104,7 @@ pub(super) fn attach_consumer(queue: &str) -> Request {
             browse: false,
         },
         container_id: "client".into(),
+        filter: None,
     }
 }
 

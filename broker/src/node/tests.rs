@@ -105,6 +105,7 @@ impl Harness {
                     browse: false,
                 },
                 container_id: "test".into(),
+                filter: None,
             })
             .unwrap();
         self.node

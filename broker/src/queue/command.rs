@@ -6,7 +6,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Command, DEFAULT_PRIORITY, Guarded, NewMessage, Outcome, Overflow, QueueConfig};
+use super::{
+    Command, DEFAULT_PRIORITY, Guarded, MessageFilter, NewMessage, Outcome, Overflow, QueueConfig,
+};
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
     FieldEncoder, Reader, Symbol, composite_codec, decode_list, encode_descriptor, encode_list,
@@ -33,15 +35,22 @@ impl Command {
 /// fields are the variant's fields in order, all mandatory. Encoding writes
 /// the fields where they are, without building a record value first (the
 /// log encodes every command it stores).
+///
+/// Fields after a `;` are optional (`Option<T>` in the variant), and come
+/// last: a record written before they existed decodes with `None`, and
+/// `None` encodes as that record did.
 macro_rules! command_records {
-    ($($variant:ident, $id:literal, $name:literal { $($field:ident: $ty:ty),* })*) => {
+    ($($variant:ident, $id:literal, $name:literal {
+        $($field:ident: $ty:ty),* $(; $($optional:ident: $oty:ty),*)?
+    })*) => {
         impl Encode for Command {
             fn encode(&self, buf: &mut BytesMut) {
                 match self {
-                    $(Command::$variant { $($field),* } => {
+                    $(Command::$variant { $($field,)* $($($optional),*)? } => {
                         encode_descriptor(buf, &Descriptor::Code(DOMAIN | $id));
                         encode_list(buf, |_fields| {
                             $(_fields.field::<$ty>($field);)*
+                            $($(_fields.field::<Option<$oty>>($optional);)*)?
                         });
                     })*
                 }
@@ -55,6 +64,7 @@ macro_rules! command_records {
                     return decode_list(r, |_fields| {
                         Ok(Command::$variant {
                             $($field: _fields.required::<$ty>(stringify!($field))?,)*
+                            $($($optional: _fields.optional::<$oty>(stringify!($optional))?,)*)?
                         })
                     });
                 })*
@@ -68,7 +78,9 @@ command_records! {
     Declare, 0x01, "sluice:declare:list" { queue: String, config: QueueConfig }
     Delete, 0x02, "sluice:delete:list" { queue: String }
     Enqueue, 0x03, "sluice:enqueue:list" { queue: String, seq: u64, message: NewMessage }
-    Attach, 0x04, "sluice:attach:list" { consumer: u64, queue: String, browse: bool }
+    Attach, 0x04, "sluice:attach:list" {
+        consumer: u64, queue: String, browse: bool; filter: MessageFilter
+    }
     Credit, 0x05, "sluice:credit:list" { consumer: u64, credit: u32, drain: bool }
     Settle, 0x06, "sluice:settle:list" { queue: String, seq: u64, outcome: Outcome }
     Detach, 0x07, "sluice:detach:list" { consumer: u64 }
@@ -94,7 +106,8 @@ impl Composite for QueueConfig {
             .field(&self.priority_levels)
             .field(&self.last_value_key)
             .field(&Some(self.message_groups).filter(|on| *on))
-            .field(&Some(self.single_active_consumer).filter(|on| *on));
+            .field(&Some(self.single_active_consumer).filter(|on| *on))
+            .field(&self.filter);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -115,6 +128,7 @@ impl Composite for QueueConfig {
             last_value_key: f.optional("last-value-key")?,
             message_groups: f.or("message-groups", false)?,
             single_active_consumer: f.or("single-active-consumer", false)?,
+            filter: f.optional("filter")?,
         })
     }
 }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use super::Seq;
+use bytes::Bytes;
+
+use super::{MessageFilter, Seq};
 
 /// One consumer of one queue. Volatile: never snapshotted or replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +13,8 @@ pub(super) struct Consumer {
     pub credit: u32,
     /// How it reads the queue.
     pub mode: Mode,
+    /// The messages it takes, if not all.
+    pub filter: Option<MessageFilter>,
 }
 
 /// How a consumer reads its queue.
@@ -32,7 +36,7 @@ pub(super) enum Mode {
 
 impl Consumer {
     /// A consumer with no credit.
-    pub fn new(browse: bool) -> Self {
+    pub fn new(browse: bool, filter: Option<MessageFilter>) -> Self {
         let mode = if browse {
             Mode::Browsing { cursor: None }
         } else {
@@ -41,7 +45,16 @@ impl Consumer {
                 undeliverable: BTreeSet::new(),
             }
         };
-        Self { credit: 0, mode }
+        Self {
+            credit: 0,
+            mode,
+            filter,
+        }
+    }
+
+    /// Whether its filter, if it has one, passes the message `body`.
+    pub fn takes(&self, body: &Bytes) -> bool {
+        self.filter.as_ref().is_none_or(|filter| filter.takes(body))
     }
 
     /// Uses one unit of credit for a delivery.

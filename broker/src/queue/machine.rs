@@ -8,8 +8,8 @@ use super::consumer::Consumer;
 use super::message::Message;
 use super::single::{Admission, Queue};
 use super::{
-    CloseReason, Command, ConsumerId, DeadLetterReason, Effect, NewMessage, Outcome, QueueConfig,
-    QueueInfo, RejectReason, Seq,
+    CloseReason, Command, ConsumerId, DeadLetterReason, Effect, MessageFilter, NewMessage, Outcome,
+    QueueConfig, QueueInfo, RejectReason, Seq,
 };
 use crate::amqp::codec::DecodeError;
 use crate::planted::Plants;
@@ -71,7 +71,8 @@ impl Queues {
                 consumer,
                 queue,
                 browse,
-            } => self.attach(consumer, queue, browse, effects),
+                filter,
+            } => self.attach(consumer, queue, browse, filter, effects),
             Command::Credit {
                 consumer,
                 credit,
@@ -186,6 +187,15 @@ impl Queues {
         Some((queue, queue.consumer(consumer)?))
     }
 
+    /// Whether `queue` takes a copy of a topic's message `body`: a
+    /// subscription whose filter the message does not pass does not.
+    pub fn takes(&self, queue: &str, body: &Bytes) -> bool {
+        self.queues
+            .get(queue)
+            .and_then(|q| q.config.filter.as_ref())
+            .is_none_or(|filter| filter.takes(body))
+    }
+
     /// The queue named `name`.
     pub(super) fn queue(&self, name: &str) -> Option<&Queue> {
         self.queues.get(name)
@@ -295,6 +305,7 @@ impl Queues {
         consumer: ConsumerId,
         queue: String,
         browse: bool,
+        filter: Option<MessageFilter>,
         effects: &mut Vec<Effect>,
     ) {
         // Ids are unique while attached; a reused one is the caller's bug,
@@ -308,7 +319,7 @@ impl Queues {
                 reason: CloseReason::QueueNotFound,
             });
         };
-        target.attach(consumer, browse);
+        target.attach(consumer, browse, filter);
         self.consumers.insert(consumer, queue);
     }
 

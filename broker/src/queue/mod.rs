@@ -40,6 +40,7 @@ mod command;
 mod consumer;
 mod dedup;
 mod detach;
+mod filter;
 mod machine;
 mod message;
 mod single;
@@ -53,6 +54,7 @@ use bytes::Bytes;
 
 use crate::amqp::codec::Value;
 
+pub use filter::MessageFilter;
 pub use machine::Queues;
 
 /// A message's sequence number, assigned by the caller on
@@ -133,6 +135,9 @@ pub struct QueueConfig {
     /// Only the earliest attached acquiring consumer receives; the others
     /// take over in attach order.
     pub single_active_consumer: bool,
+    /// What a topic subscription's queue takes of the topic's messages
+    /// (its consumer's selector): the others are not copied into it.
+    pub filter: Option<MessageFilter>,
 }
 
 impl Default for QueueConfig {
@@ -152,6 +157,7 @@ impl Default for QueueConfig {
             last_value_key: None,
             message_groups: false,
             single_active_consumer: false,
+            filter: None,
         }
     }
 }
@@ -237,6 +243,9 @@ pub enum Command {
         /// Distribution mode `copy`: receive every message once, settled,
         /// without acquiring it.
         browse: bool,
+        /// The messages it takes, if not all; the others are left for other
+        /// consumers, in their place.
+        filter: Option<MessageFilter>,
     },
     /// Sets a consumer's link credit, as an AMQP flow does.
     Credit {

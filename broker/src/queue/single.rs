@@ -7,7 +7,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 use super::consumer::{Consumer, Mode};
 use super::dedup::Dedup;
 use super::message::{Message, Tally};
-use super::{ConsumerId, Delivery, Effect, Overflow, QueueConfig, QueueInfo, Seq};
+use super::{ConsumerId, Delivery, Effect, MessageFilter, Overflow, QueueConfig, QueueInfo, Seq};
 use crate::amqp::codec::Value;
 use bytes::Bytes;
 
@@ -371,8 +371,7 @@ impl Queue {
     /// A held message of a group is no longer held: once its holder holds
     /// none of the group, the group is free to go to any consumer.
     fn ungroup(&mut self, message: &Message) {
-        let Some(group) = message.group().filter(|_| self.config.message_groups)
-        else {
+        let Some(group) = message.group().filter(|_| self.config.message_groups) else {
             return;
         };
         if let Some((_, held)) = self.groups.get_mut(group) {
@@ -437,8 +436,8 @@ impl Queue {
     }
 
     /// Attaches a consumer with no credit.
-    pub fn attach(&mut self, id: ConsumerId, browse: bool) {
-        let previous = self.consumers.insert(id, Consumer::new(browse));
+    pub fn attach(&mut self, id: ConsumerId, browse: bool, filter: Option<MessageFilter>) {
+        let previous = self.consumers.insert(id, Consumer::new(browse, filter));
         assert!(previous.is_none(), "consumer {id} attached twice");
         self.order.push(id);
     }
@@ -524,13 +523,13 @@ impl Queue {
                 && !message.is_expired(now_ms)
                 && !message.is_scheduled(now_ms)
                 && self.group_allows(message, id)
+                && consumer.takes(&message.body)
         })
     }
 
     /// Whether a message's group (if groups are on) may go to `id`.
     fn group_allows(&self, message: &Message, id: ConsumerId) -> bool {
-        let Some(group) = message.group().filter(|_| self.config.message_groups)
-        else {
+        let Some(group) = message.group().filter(|_| self.config.message_groups) else {
             return true;
         };
         self.groups
@@ -577,10 +576,9 @@ impl Queue {
                     break;
                 };
                 let start = cursor.map_or(Unbounded, Excluded);
-                let next = self
-                    .messages
-                    .range((start, Unbounded))
-                    .find(|(_, m)| !m.is_expired(now_ms) && !m.is_scheduled(now_ms));
+                let next = self.messages.range((start, Unbounded)).find(|(_, m)| {
+                    !m.is_expired(now_ms) && !m.is_scheduled(now_ms) && consumer.takes(&m.body)
+                });
                 let Some((&seq, message)) = next else {
                     break;
                 };
@@ -741,10 +739,7 @@ impl Queue {
             order.iter().eq(self.consumers.keys()),
             "attach order lists each consumer once"
         );
-        let valued = self
-            .messages
-            .values()
-            .filter(|m| m.last_value().is_some());
+        let valued = self.messages.values().filter(|m| m.last_value().is_some());
         assert_eq!(
             valued.count(),
             self.last_values.values().map(BTreeSet::len).sum::<usize>(),
@@ -765,11 +760,9 @@ impl Queue {
         }
         let mut groups: BTreeMap<&String, (ConsumerId, usize)> = BTreeMap::new();
         for message in self.messages.values() {
-            if let (Some(group), Some(id), true) = (
-                message.group(),
-                message.holder,
-                self.config.message_groups,
-            ) {
+            if let (Some(group), Some(id), true) =
+                (message.group(), message.holder, self.config.message_groups)
+            {
                 let (holder, held) = groups.entry(group).or_insert((id, 0));
                 assert_eq!(*holder, id, "group {group} held by two consumers");
                 *held += 1;

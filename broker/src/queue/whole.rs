@@ -13,15 +13,20 @@
 //! whole    := last_seq u64 | queues u32 | queue*
 //! queue    := name | config | last_served | dedup u32 (id | expiry u64)*
 //!             | consumers u32 | consumer* | messages u32 | message*
-//! consumer := id u64 | credit u32 | 0 | undeliverable u32 | seq u64*
-//!                                 | 1 | cursor
+//! consumer := id u64 | credit u32 | mode
+//! mode     := 0 | undeliverable u32 | seq u64*          acquiring
+//!           | 1 | cursor                               browsing
+//!           | 2 | filter | undeliverable u32 | seq u64*  acquiring, filtered
+//!           | 3 | filter | cursor                      browsing, filtered
 //! message  := seq u64 | body | persistent u8 | expiry | delivery_count u32
 //!             | annotations | acquired_before u8 | holder
 //! ```
 //!
 //! Byte strings (names, bodies, ids) are `len u32 | bytes`; optional
 //! numbers (`last_served`, `cursor`, `expiry`, `holder`) are `0` or
-//! `1 | u64`; the config and the annotations are AMQP-encoded byte strings.
+//! `1 | u64`; the config, the annotations and a consumer's filter are
+//! AMQP-encoded byte strings. A consumer without a filter is written as
+//! before filters existed.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -31,6 +36,12 @@ use super::message::{Message, Traits};
 use super::single::Queue;
 use super::{QueueConfig, Queues, Seq};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind, Value, from_bytes, to_bytes};
+
+/// A consumer's mode tag: acquiring, or (this bit) browsing.
+const ACQUIRING: u8 = 0;
+const BROWSING: u8 = 1;
+/// The bit of a consumer's mode tag that says a filter follows.
+const FILTERED: u8 = 2;
 
 /// Writes the whole state of `queues` into `out`.
 pub fn encode(queues: &Queues, out: &mut BytesMut) {
@@ -52,16 +63,25 @@ pub fn encode(queues: &Queues, out: &mut BytesMut) {
         for (id, consumer) in consumers {
             out.put_u64(id);
             out.put_u32(consumer.credit);
+            let filtered = if consumer.filter.is_some() {
+                FILTERED
+            } else {
+                0
+            };
+            let mode = match &consumer.mode {
+                Mode::Acquiring { .. } => ACQUIRING,
+                Mode::Browsing { .. } => BROWSING,
+            };
+            out.put_u8(mode | filtered);
+            if let Some(filter) = &consumer.filter {
+                put_bytes(out, &to_bytes(filter));
+            }
             match &consumer.mode {
                 Mode::Acquiring { undeliverable, .. } => {
-                    out.put_u8(0);
                     put_count(out, undeliverable.len());
                     undeliverable.iter().for_each(|&seq| out.put_u64(seq));
                 }
-                Mode::Browsing { cursor } => {
-                    out.put_u8(1);
-                    put_optional(out, *cursor);
-                }
+                Mode::Browsing { cursor } => put_optional(out, *cursor),
             }
         }
         let messages: Vec<_> = queue.messages().collect();
@@ -106,8 +126,17 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> 
     for _ in 0..u32_of(input)? {
         let id = u64_of(input)?;
         let credit = u32_of(input)?;
-        let mode = match u8_of(input)? {
-            0 => {
+        let tag = u8_of(input)?;
+        if tag & !(FILTERED | BROWSING) != 0 {
+            return Err(invalid("mode"));
+        }
+        let filter = if tag & FILTERED != 0 {
+            Some(from_bytes(bytes_of(input)?)?)
+        } else {
+            None
+        };
+        let mode = match tag & BROWSING {
+            ACQUIRING => {
                 let mut undeliverable = std::collections::BTreeSet::new();
                 for _ in 0..u32_of(input)? {
                     undeliverable.insert(u64_of(input)?);
@@ -117,12 +146,18 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> 
                     undeliverable,
                 }
             }
-            1 => Mode::Browsing {
+            _ => Mode::Browsing {
                 cursor: optional_of(input)?,
             },
-            _ => return Err(invalid("mode")),
         };
-        consumers.push((id, Consumer { credit, mode }));
+        consumers.push((
+            id,
+            Consumer {
+                credit,
+                mode,
+                filter,
+            },
+        ));
     }
     let mut messages = Vec::new();
     for _ in 0..u32_of(input)? {

@@ -17,7 +17,7 @@ use crate::amqp::types::{
 use crate::node::{
     ConnId, NodeHandle, NodeStopped, Refusal, Request, ToConnection, consumer_node, producer_node,
 };
-use crate::queue::{ConsumerId, Outcome, Seq};
+use crate::queue::{ConsumerId, MessageFilter, Outcome, Seq};
 
 /// The credit a coordinator link is kept at: controllers send one control
 /// message at a time per session.
@@ -149,18 +149,22 @@ impl Bridge {
         &mut self,
         conn: &mut Connection,
         link: LinkId,
-        remote: Box<Attach>,
+        mut remote: Box<Attach>,
     ) -> Result<(), NodeStopped> {
         // The client's role: a client receiver is a broker consumer.
         let request = match remote.role {
-            Role::Receiver => consumer_node(remote.source.as_ref(), &remote.name).map(|node| {
-                Request::AttachConsumer {
-                    conn: self.conn,
-                    link,
-                    node,
-                    container_id: self.container_id.clone(),
-                }
-            }),
+            Role::Receiver => {
+                consumer_node(remote.source.as_ref(), &remote.name).and_then(|node| {
+                    let filter = consumer_filter(remote.source.as_mut())?;
+                    Ok(Request::AttachConsumer {
+                        conn: self.conn,
+                        link,
+                        node,
+                        filter,
+                        container_id: self.container_id.clone(),
+                    })
+                })
+            }
             Role::Sender => match &remote.target {
                 Some(AttachTarget::Coordinator(coordinator)) => {
                     let coordinator = coordinator.clone();
@@ -527,13 +531,32 @@ fn refuse(conn: &mut Connection, link: LinkId, refusal: Refusal) {
     let _ = conn.refuse_link(link, error);
 }
 
-/// The source a consumer's attach is answered with: the client's, with the
-/// address a dynamic node was given, and without its filters.
-///
-/// The answered source lists the filters in effect (spec part 3 §3.5.3).
-/// The broker applies none, so echoing the client's would tell it a
-/// selector is active while it receives every message; an empty filter set
-/// lets it see the selector is unsupported.
+/// The filters of a consumer's source that the broker applies; the source
+/// keeps only those, to be answered with: the answered source lists
+/// exactly the filters in effect (spec part 3 §3.5.3), so a client can see
+/// that one it asked for is not. One that does not parse refuses the link.
+fn consumer_filter(source: Option<&mut Source>) -> Result<Option<MessageFilter>, Refusal> {
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let filter = MessageFilter::new(&source.filter).map_err(|error| Refusal {
+        condition: condition::INVALID_FIELD,
+        description: format!("source filter: {error}"),
+    })?;
+    let in_effect = filter.as_ref().map(|f| f.entries().to_vec());
+    if in_effect.as_ref().map_or(0, Vec::len) < source.filter.len() {
+        debug!(
+            requested = source.filter.len(),
+            "source filters of unknown types are not applied"
+        );
+    }
+    source.filter = in_effect.unwrap_or_default();
+    Ok(filter)
+}
+
+/// The source a consumer's attach is answered with: the client's (with
+/// the filters in effect, see [`consumer_filter`]), with the address a
+/// dynamic node was given.
 fn consumer_source(requested: Option<&Source>, address: String) -> Source {
     let Some(requested) = requested else {
         // A durable subscription looked up by its link's name: which it is.
@@ -547,13 +570,6 @@ fn consumer_source(requested: Option<&Source>, address: String) -> Source {
     let mut source = requested.clone();
     if source.dynamic {
         source.address = Some(address);
-    }
-    if !source.filter.is_empty() {
-        debug!(
-            filters = source.filter.len(),
-            "source filters are not supported: answering with none"
-        );
-        source.filter.clear();
     }
     source
 }
@@ -621,32 +637,60 @@ mod tests {
         )
     }
 
+    fn unknown_filter() -> (Value, Value) {
+        let filter = Described {
+            descriptor: Descriptor::Name(Symbol::from_static("com.example:filter")),
+            value: Value::from("anything"),
+        };
+        (
+            Value::Symbol(Symbol::from_static("mine")),
+            Value::from(filter),
+        )
+    }
+
+    /// The answered source lists exactly the filters in effect: a
+    /// selector stays, a filter of a kind the broker does not know goes.
     #[test]
-    fn a_consumer_source_is_the_clients_without_its_filters() {
-        let requested = Source {
+    fn a_consumer_source_keeps_the_filters_in_effect_only() {
+        let mut requested = Source {
             address: Some("orders".into()),
             distribution_mode: Some(DistributionMode::Copy),
-            filter: vec![selector()],
+            filter: vec![selector(), unknown_filter()],
             ..Source::default()
         };
+        let filter = consumer_filter(Some(&mut requested)).expect("a valid selector");
+        assert!(filter.is_some());
+        assert_eq!(requested.filter, [selector()]);
         let answered = consumer_source(Some(&requested), "ignored".into());
-        assert!(answered.filter.is_empty());
-        let unfiltered = Source {
-            filter: Vec::new(),
-            ..requested
-        };
-        assert_eq!(answered, unfiltered);
+        assert_eq!(answered, requested);
     }
 
     #[test]
-    fn a_dynamic_consumer_source_gets_its_address_and_no_filters() {
+    fn a_selector_that_does_not_parse_refuses_the_link_naming_where() {
+        let broken = Described {
+            descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
+            value: Value::from("color = 'red' AND"),
+        };
+        let mut requested = Source {
+            filter: vec![(Value::Symbol(Symbol::from_static("s")), Value::from(broken))],
+            ..Source::default()
+        };
+        let refusal = consumer_filter(Some(&mut requested)).expect_err("refused");
+        assert_eq!(refusal.condition, condition::INVALID_FIELD);
+        assert!(
+            refusal.description.contains("position"),
+            "{}",
+            refusal.description
+        );
+    }
+
+    #[test]
+    fn a_dynamic_consumer_source_gets_its_address() {
         let requested = Source {
             dynamic: true,
-            filter: vec![selector()],
             ..Source::default()
         };
         let answered = consumer_source(Some(&requested), "temp-1".into());
         assert_eq!(answered.address.as_deref(), Some("temp-1"));
-        assert!(answered.filter.is_empty());
     }
 }

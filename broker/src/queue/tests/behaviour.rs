@@ -524,6 +524,7 @@ fn browsers_see_every_message_once_without_taking_it() {
         consumer: 2,
         queue: "q".into(),
         browse: true,
+        filter: None,
     });
     bench.credit(2, 2);
     let mut all = Vec::new();
@@ -694,6 +695,7 @@ fn attaching_to_an_unknown_queue_closes_the_consumer() {
         consumer: 1,
         queue: "nowhere".into(),
         browse: false,
+        filter: None,
     });
     assert_eq!(
         effects,

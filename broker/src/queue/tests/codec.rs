@@ -26,6 +26,7 @@ fn every_command() -> Vec<Command> {
         last_value_key: Some("instrument".into()),
         message_groups: true,
         single_active_consumer: true,
+        filter: Some(selector("instrument = 'EURUSD'")),
     };
     let message = NewMessage {
         body: Bytes::from(vec![0xab; 300]),
@@ -76,11 +77,13 @@ fn every_command() -> Vec<Command> {
             consumer: u64::MAX,
             queue: "q".into(),
             browse: true,
+            filter: Some(selector("k BETWEEN 1 AND 2")),
         },
         Command::Attach {
             consumer: 0,
             queue: "q".into(),
             browse: false,
+            filter: None,
         },
         Command::Credit {
             consumer: 7,

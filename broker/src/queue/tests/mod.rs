@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 
-use super::{Command, ConsumerId, Delivery, Effect, NewMessage, Outcome, QueueConfig, Queues, Seq};
+use super::{
+    Command, ConsumerId, Delivery, Effect, MessageFilter, NewMessage, Outcome, QueueConfig, Queues,
+    Seq,
+};
 use crate::amqp::codec::{Symbol, Value};
 
 mod behaviour;
@@ -94,6 +97,7 @@ impl Bench {
             consumer,
             queue: queue.into(),
             browse: false,
+            filter: None,
         });
         assert_eq!(effects, []);
     }
@@ -173,6 +177,19 @@ fn only_delivery(effects: &[Effect]) -> &Delivery {
 
 fn symbol(s: &'static str) -> Value {
     Value::Symbol(Symbol::from_static(s))
+}
+
+/// A filter of one JMS selector.
+fn selector(text: &str) -> MessageFilter {
+    use crate::amqp::codec::{Described, Descriptor};
+    let selector = Described {
+        descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
+        value: Value::from(text),
+    };
+    let entry = (symbol("jms-selector"), Value::from(selector));
+    MessageFilter::new(&[entry])
+        .expect("the selector parses")
+        .expect("a selector is a filter in effect")
 }
 
 /// A `modified` outcome.

@@ -52,7 +52,9 @@ enum Op {
         absolute_in_ms: Option<u64>,
         traits: PublishTraits,
     },
-    Attach(ConsumerId, usize, bool),
+    /// A consumer attaches to a queue, browsing or not, and with a filter
+    /// or not (`k = 1`).
+    Attach(ConsumerId, usize, bool, bool),
     Credit(ConsumerId, u32, bool),
     /// Settles the message `back` seqs before the next one.
     Settle(usize, u64, Outcome),
@@ -165,6 +167,7 @@ fn config() -> impl Strategy<Value = QueueConfig> {
                     last_value_key,
                     message_groups,
                     single_active_consumer,
+                    filter: None,
                 }
             },
         )
@@ -211,8 +214,8 @@ fn op() -> impl Strategy<Value = Op> {
                 absolute_in_ms,
                 traits,
             }),
-        2 => (consumer.clone(), queue.clone(), prop::bool::weighted(0.2))
-            .prop_map(|(c, q, b)| Op::Attach(c, q, b)),
+        2 => (consumer.clone(), queue.clone(), prop::bool::weighted(0.2), prop::bool::weighted(0.3))
+            .prop_map(|(c, q, b, f)| Op::Attach(c, q, b, f)),
         3 => (consumer.clone(), 0..4_u32, prop::bool::weighted(0.2))
             .prop_map(|(c, n, d)| Op::Credit(c, n, d)),
         6 => (queue, 1..8_u64, outcome()).prop_map(|(q, back, o)| Op::Settle(q, back, o)),
@@ -282,10 +285,11 @@ impl Run {
                     message,
                 });
             }
-            Op::Attach(consumer, queue, browse) => self.submit(Command::Attach {
+            Op::Attach(consumer, queue, browse, filtered) => self.submit(Command::Attach {
                 consumer,
                 queue: name(queue),
                 browse,
+                filter: filtered.then(|| selector("k = 1")),
             }),
             Op::Credit(consumer, credit, drain) => self.submit(Command::Credit {
                 consumer,

@@ -237,3 +237,64 @@ fn a_scheduled_message_waits_until_its_time() {
     assert_eq!(delivered(&bench.apply(Command::Expire)), [(1, seq)]);
     assert_eq!(bench.queues.next_expiry(), None);
 }
+
+/// A message whose application property `k` is `value`.
+fn keyed(value: i32) -> NewMessage {
+    let sections = vec![
+        Section::ApplicationProperties(vec![("k".into(), Value::Int(value))]),
+        Section::Data(Bytes::from_static(b"m")),
+    ];
+    NewMessage {
+        body: Message { sections }.encode(),
+        ..durable("")
+    }
+}
+
+/// A filtered consumer takes only what passes its filter; what it skips
+/// keeps its place for the others.
+#[test]
+fn a_filtered_consumer_skips_what_it_does_not_select_without_reordering() {
+    let mut bench = queue(durable_queue());
+    let seqs: Vec<Seq> = [1, 2, 1, 3]
+        .into_iter()
+        .map(|k| bench.publish("q", keyed(k)).0)
+        .collect();
+    bench.apply(Command::Attach {
+        consumer: 1,
+        queue: "q".into(),
+        browse: false,
+        filter: Some(selector("k = 1")),
+    });
+    assert_eq!(
+        delivered(&bench.credit(1, 10)),
+        [(1, seqs[0]), (1, seqs[2])]
+    );
+    bench.attach(2, "q");
+    assert_eq!(
+        delivered(&bench.credit(2, 10)),
+        [(2, seqs[1]), (2, seqs[3])]
+    );
+    let later = bench.publish("q", keyed(1));
+    assert_eq!(
+        delivered(&later.1),
+        [(1, later.0)],
+        "a new match goes to the filtered consumer, whose turn it is"
+    );
+}
+
+#[test]
+fn a_filtered_browser_sees_only_what_it_selects() {
+    let mut bench = queue(durable_queue());
+    let seqs: Vec<Seq> = [1, 2, 1]
+        .into_iter()
+        .map(|k| bench.publish("q", keyed(k)).0)
+        .collect();
+    bench.apply(Command::Attach {
+        consumer: 1,
+        queue: "q".into(),
+        browse: true,
+        filter: Some(selector("k > 1")),
+    });
+    assert_eq!(delivered(&bench.credit(1, 10)), [(1, seqs[1])]);
+    assert_eq!(bench.info("q"), (3, 0), "browsing takes nothing");
+}

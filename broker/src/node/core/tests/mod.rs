@@ -352,6 +352,7 @@ fn attach_dynamic() -> Request {
         link: testing::CONSUMER,
         node: ConsumerNode::Dynamic,
         container_id: "client".into(),
+        filter: None,
     }
 }
 
@@ -506,6 +507,7 @@ fn proposals_held_behind_a_detach_keep_their_order() {
             browse: false,
         },
         container_id: "client".into(),
+        filter: None,
     });
     harness.request(Request::Credit {
         conn: testing::CONN,

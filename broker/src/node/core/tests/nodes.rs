@@ -103,6 +103,7 @@ fn subscribe(durable: bool) -> Request {
             },
         },
         container_id: "client".into(),
+        filter: None,
     }
 }
 
@@ -127,6 +128,7 @@ fn a_subscription_is_found_by_its_link_name_and_closed() {
                 global: false,
             }),
             container_id: "client".into(),
+            filter: None,
         };
         harness.request(lookup());
         harness.commit();

@@ -1,0 +1,74 @@
+//! Which messages a consumer, or a topic subscription, takes: the filters
+//! of its source ([`crate::selector`]), kept as the client sent them (what
+//! the log and snapshots record) and compiled once.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::amqp::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader, Value, to_bytes};
+use crate::selector::{FilterError, Filters, MessageFields};
+
+/// A source's filters in effect.
+#[derive(Debug, Clone)]
+pub struct MessageFilter {
+    /// The filter set's entries in effect, as the client sent them.
+    entries: Vec<(Value, Value)>,
+    /// Their encoding: what two filters are equal by.
+    encoded: Bytes,
+    compiled: Filters,
+}
+
+impl MessageFilter {
+    /// The filters of `entries` (a source's filter set) that the broker
+    /// applies; `None` if it applies none of them.
+    pub fn new(entries: &[(Value, Value)]) -> Result<Option<Self>, FilterError> {
+        let compiled = Filters::from_source(entries)?;
+        Ok((!compiled.is_empty()).then(|| {
+            let entries = compiled.in_effect();
+            let encoded = to_bytes(&Value::Map(entries.clone()));
+            Self {
+                entries,
+                encoded,
+                compiled,
+            }
+        }))
+    }
+
+    /// The entries in effect, to answer the attach with.
+    pub fn entries(&self) -> &[(Value, Value)] {
+        &self.entries
+    }
+
+    /// Whether the message `body` passes. One that does not decode passes
+    /// no filter.
+    pub fn takes(&self, body: &Bytes) -> bool {
+        MessageFields::read(body).is_ok_and(|fields| self.compiled.matches(&fields))
+    }
+}
+
+impl PartialEq for MessageFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded == other.encoded
+    }
+}
+
+impl Eq for MessageFilter {}
+
+impl Encode for MessageFilter {
+    fn encode(&self, buf: &mut BytesMut) {
+        buf.extend_from_slice(&self.encoded);
+    }
+}
+
+impl Decode for MessageFilter {
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let Value::Map(entries) = Value::decode(r)? else {
+            return Err(DecodeErrorKind::InvalidValue.into());
+        };
+        // What was logged was in effect when logged; what does not compile
+        // now, or compiles to a different set, is not what was logged.
+        match MessageFilter::new(&entries) {
+            Ok(Some(filter)) if filter.entries == entries => Ok(filter),
+            _ => Err(DecodeErrorKind::InvalidValue.into()),
+        }
+    }
+}
