@@ -1,7 +1,9 @@
 //! Cross-implementation check: fe2o3-amqp, an independent AMQP 1.0 client,
 //! completes SASL, open, begin, end and close against the real server entry
 //! point on loopback TCP, then runs the messaging scenarios that the Proton
-//! and rhea scripts run: queue, topic, request/reply, browse.
+//! and rhea scripts run: queue, topic, request/reply, browse, durable
+//! subscriptions, local transactions, JMS temporary queues and topics, and
+//! unsubscribe by link name.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -11,14 +13,22 @@ use std::time::Duration;
 
 use common::{Broker, WAIT};
 use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::delivery::Delivery;
+use fe2o3_amqp::link::receiver::CreditMode;
+use fe2o3_amqp::link::{LinkStateError, ReceiverAttachError, RecvError, SenderAttachError};
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::transaction::{
+    Controller, ControllerSendError, PostError, Transaction, TransactionBase, TransactionDischarge,
+    TransactionPosting, TransactionRetirement,
+};
 use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, SenderSettleMode};
 use fe2o3_amqp::types::messaging::{
     AmqpValue, DistributionMode, Header, Message, MessageId, Outcome, Properties, Source, Target,
     TerminusDurability, TerminusExpiryPolicy,
 };
-use fe2o3_amqp::types::primitives::Symbol;
+use fe2o3_amqp::types::primitives::{Binary, Symbol};
+use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use tokio::time::timeout;
 
@@ -626,6 +636,533 @@ async fn fe2o3_durable_subscription_outlives_detach_until_closed() {
         "a non-durable subscription ends with its detach"
     );
     timeout(WAIT, receiver.close()).await.unwrap().unwrap();
+    disconnect(connection, session).await;
+
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+    disconnect(publisher, publisher_session).await;
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Local transactions (AMQP 1.0 part 4), as proton_transaction.py runs them:
+// consume, transform and produce as one unit, committed once and rolled back
+// once.
+// ---------------------------------------------------------------------------
+
+fn delivery_count<T>(delivery: &Delivery<T>) -> u32 {
+    delivery
+        .message()
+        .header
+        .as_ref()
+        .map_or(0, |header| header.delivery_count)
+}
+
+/// Like `receive_all`, with each message's delivery count.
+async fn receive_counted(receiver: &mut Receiver, count: usize) -> Vec<(String, u32)> {
+    let mut got = Vec::with_capacity(count);
+    for _ in 0..count {
+        let delivery = timeout(WAIT, receiver.recv::<String>())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("timed out after {} of {count} messages: {got:?}", got.len())
+            })
+            .expect("a delivery");
+        got.push((delivery.body().clone(), delivery_count(&delivery)));
+        timeout(WAIT, receiver.accept(&delivery))
+            .await
+            .unwrap()
+            .expect("the accept is sent");
+    }
+    if let Ok(extra) = timeout(QUIET, receiver.recv::<String>()).await {
+        panic!("a message beyond the {count} expected {got:?}: {extra:?}");
+    }
+    got
+}
+
+/// A receiver that takes one message at a time: only what a transaction is
+/// about to settle leaves the queue.
+async fn one_at_a_time(session: &mut SessionHandle<()>, name: &str, address: &str) -> Receiver {
+    timeout(
+        WAIT,
+        Receiver::builder()
+            .name(name)
+            .source(address)
+            .credit_mode(CreditMode::Manual)
+            .attach(session),
+    )
+    .await
+    .unwrap()
+    .expect("a receiver attaches")
+}
+
+/// Grants one credit and takes the message it brings.
+async fn take_one(receiver: &mut Receiver) -> Delivery<String> {
+    timeout(WAIT, receiver.set_credit(1))
+        .await
+        .unwrap()
+        .expect("the flow is sent");
+    timeout(WAIT, receiver.recv::<String>())
+        .await
+        .unwrap()
+        .expect("a delivery")
+}
+
+#[tokio::test]
+async fn fe2o3_transaction_commits_and_rolls_back() {
+    let broker = Broker::start().await;
+    let (connection, mut session) = connect(&broker, "fe2o3-txn").await;
+    let mut input = timeout(
+        WAIT,
+        Sender::attach(&mut session, "txn-in-sender", "txn-in"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let inputs = bodies("m", 3);
+    send_all_accepted(&mut input, &inputs).await;
+
+    let controller = timeout(WAIT, Controller::attach(&mut session, "txn-controller"))
+        .await
+        .unwrap()
+        .expect("the broker attaches a coordinator (amqp:local-transactions)");
+    let mut output = timeout(
+        WAIT,
+        Sender::attach(&mut session, "txn-out-sender", "txn-out"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Watches the output queue throughout: what a transaction publishes is
+    // enqueued at its commit, not before, and never if it rolls back.
+    let mut watcher = timeout(
+        WAIT,
+        Receiver::attach(&mut session, "txn-out-watcher", "txn-out"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut consumer = one_at_a_time(&mut session, "txn-in-consumer", "txn-in").await;
+
+    // Consume m 0, publish its transformation, commit.
+    let txn = timeout(WAIT, Transaction::declare(&controller, None))
+        .await
+        .unwrap()
+        .expect("the broker answers declare with declared");
+    assert!(!txn.txn_id().is_empty(), "declared names the transaction");
+    let first = take_one(&mut consumer).await;
+    assert_eq!((first.body().as_str(), delivery_count(&first)), ("m 0", 0));
+    timeout(WAIT, txn.accept(&mut consumer, &first))
+        .await
+        .unwrap()
+        .expect("the transactional accept is sent");
+    let outcome = timeout(WAIT, txn.post(&mut output, durable_message("out m 0")))
+        .await
+        .unwrap()
+        .expect("the broker answers transactional-state");
+    assert!(
+        matches!(outcome, Outcome::Accepted(_)),
+        "a transactional publish is answered transactional-state(accepted): {outcome:?}"
+    );
+    if let Ok(early) = timeout(QUIET, watcher.recv::<String>()).await {
+        panic!("a transactional publish was enqueued before its commit: {early:?}");
+    }
+    timeout(WAIT, txn.commit())
+        .await
+        .unwrap()
+        .expect("the broker answers the commit's discharge with accepted");
+    assert_eq!(
+        receive_counted(&mut watcher, 1).await,
+        [("out m 0".to_owned(), 0)],
+        "the commit enqueued the publish, once"
+    );
+
+    // Consume m 1, publish its transformation, roll back.
+    let txn = timeout(WAIT, Transaction::declare(&controller, None))
+        .await
+        .unwrap()
+        .expect("a second transaction is declared on the same coordinator");
+    let second = take_one(&mut consumer).await;
+    assert_eq!(
+        (second.body().as_str(), delivery_count(&second)),
+        ("m 1", 0)
+    );
+    timeout(WAIT, txn.accept(&mut consumer, &second))
+        .await
+        .unwrap()
+        .unwrap();
+    let outcome = timeout(WAIT, txn.post(&mut output, durable_message("out m 1")))
+        .await
+        .unwrap()
+        .expect("the broker answers transactional-state");
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    timeout(WAIT, txn.rollback())
+        .await
+        .unwrap()
+        .expect("the broker answers the rollback's discharge with accepted");
+    assert!(
+        receive_counted(&mut watcher, 0).await.is_empty(),
+        "a rolled-back publish is never enqueued"
+    );
+    timeout(WAIT, consumer.close()).await.unwrap().unwrap();
+
+    // The input queue: the rolled-back message back, failed once, before the
+    // one no transaction touched; the committed one gone.
+    let mut check = timeout(
+        WAIT,
+        Receiver::attach(&mut session, "txn-in-check", "txn-in"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        receive_counted(&mut check, 2).await,
+        [("m 1".to_owned(), 1), ("m 2".to_owned(), 0)]
+    );
+    timeout(WAIT, check.close()).await.unwrap().unwrap();
+    timeout(WAIT, watcher.close()).await.unwrap().unwrap();
+    timeout(WAIT, output.close()).await.unwrap().unwrap();
+    timeout(WAIT, controller.close()).await.unwrap().unwrap();
+    timeout(WAIT, input.close()).await.unwrap().unwrap();
+    disconnect(connection, session).await;
+    broker.stop().await;
+}
+
+fn error_condition(error: &fe2o3_amqp::types::definitions::Error) -> ErrorCondition {
+    error.condition.clone()
+}
+
+#[tokio::test]
+async fn fe2o3_transaction_refusals() {
+    let broker = Broker::start().await;
+    let (mut connection, mut session) = connect(&broker, "fe2o3-txn-refusals").await;
+    let not_implemented = ErrorCondition::AmqpError(AmqpError::NotImplemented);
+
+    // A coordinator asked only for distributed transactions is refused on
+    // its link; the connection goes on. The refusal has a session of its
+    // own: fe2o3 answers the broker's detach twice (its session echoes it,
+    // then the link sends its own), and when the next attach on that
+    // session is allocated handle 0 before the second detach goes out,
+    // fe2o3 fails that attach with IllegalState (a client-side race).
+    let mut xa_session = timeout(WAIT, Session::begin(&mut connection))
+        .await
+        .unwrap()
+        .expect("the broker answers begin");
+    let distributed = Coordinator {
+        capabilities: Some(vec![TxnCapability::DistributedTransactions].into()),
+    };
+    let refused = timeout(
+        WAIT,
+        Controller::attach_with_coordinator(&mut xa_session, "xa-controller", distributed),
+    )
+    .await
+    .unwrap();
+    match refused {
+        Err(SenderAttachError::RemoteClosedWithError(error)) => {
+            assert_eq!(error_condition(&error), not_implemented, "{error:?}");
+        }
+        other => panic!("a distributed-only coordinator was not refused: {other:?}"),
+    }
+    timeout(WAIT, xa_session.end())
+        .await
+        .unwrap()
+        .expect("the broker answers end");
+
+    // Asked for local transactions by name, the broker's coordinator lists
+    // them (fe2o3 checks the answered capabilities).
+    let local = Coordinator {
+        capabilities: Some(vec![TxnCapability::LocalTransactions].into()),
+    };
+    let controller = timeout(
+        WAIT,
+        Controller::attach_with_coordinator(&mut session, "local-controller", local),
+    )
+    .await
+    .unwrap()
+    .expect("a local-transactions coordinator attaches");
+
+    // A declare naming a global id (a distributed transaction) is rejected,
+    // and the coordinator link stays.
+    let global = timeout(
+        WAIT,
+        Transaction::declare(&controller, Binary::from(b"xid-1".to_vec())),
+    )
+    .await
+    .unwrap()
+    .map(|txn| txn.txn_id().clone());
+    match global {
+        Err(ControllerSendError::Rejected(rejected)) => {
+            let error = rejected.error.expect("the rejection says why");
+            assert_eq!(error_condition(&error), not_implemented, "{error:?}");
+        }
+        other => panic!("a declare with a global id was not rejected: {other:?}"),
+    }
+
+    // A publish in a transaction that is over (here, committed) is refused.
+    let mut sender = timeout(
+        WAIT,
+        Sender::attach(&mut session, "after-discharge", "txn-refused"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut txn = timeout(WAIT, Transaction::declare(&controller, None))
+        .await
+        .unwrap()
+        .expect("the coordinator still declares after a rejection");
+    timeout(WAIT, txn.discharge(false))
+        .await
+        .unwrap()
+        .expect("an empty transaction commits");
+    let late = timeout(WAIT, txn.post(&mut sender, durable_message("too late")))
+        .await
+        .unwrap();
+    // The broker answers a bare `rejected` (amqp:transaction:unknown-id:
+    // there is no transaction to name in a transactional-state), which
+    // fe2o3 reports as an unexpected delivery state, dropping the error;
+    // rhea_transaction.js checks the condition.
+    assert!(
+        matches!(late, Err(PostError::IllegalDeliveryState)),
+        "a publish in a discharged transaction: {late:?}"
+    );
+    drop(txn);
+    let mut check = timeout(
+        WAIT,
+        Receiver::attach(&mut session, "refused-check", "txn-refused"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        receive_counted(&mut check, 0).await.is_empty(),
+        "the refused publish was not enqueued"
+    );
+    timeout(WAIT, check.close()).await.unwrap().unwrap();
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+    timeout(WAIT, controller.close()).await.unwrap().unwrap();
+    disconnect(connection, session).await;
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// The nodes a Qpid JMS client asks for, as proton_jms_nodes.py asks for them:
+// temporary queues and topics (a sender's dynamic target), and unsubscribe
+// (a receiver with no source, under the subscription's link name).
+// ---------------------------------------------------------------------------
+
+/// A JMS temporary destination's target: dynamic, with its capability.
+async fn temporary_sender(
+    session: &mut SessionHandle<()>,
+    name: &str,
+    capability: &str,
+) -> (Sender, String) {
+    let sender = timeout(
+        WAIT,
+        Sender::builder()
+            .name(name)
+            .target(
+                Target::builder()
+                    .dynamic(true)
+                    .expiry_policy(TerminusExpiryPolicy::LinkDetach)
+                    .capabilities(vec![Symbol::from(capability)])
+                    .build(),
+            )
+            .attach(session),
+    )
+    .await
+    .unwrap()
+    .expect("a sender with a dynamic target attaches");
+    let address = sender
+        .target()
+        .as_ref()
+        .and_then(|target| target.address.clone())
+        .expect("the broker names the temporary node in its attach");
+    (sender, address)
+}
+
+/// `dynamic.NODE.START.N`, each number decimal.
+fn is_broker_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    parts.next() == Some("dynamic")
+        && parts.clone().count() == 3
+        && parts.all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[tokio::test]
+async fn fe2o3_temporary_queue_lives_as_long_as_its_sender() {
+    let broker = Broker::start().await;
+    let (connection, mut session) = connect(&broker, "fe2o3-temporary-queue").await;
+
+    let (mut sender, address) =
+        temporary_sender(&mut session, "temporary-queue-creator", "temporary-queue").await;
+    assert!(
+        is_broker_name(&address),
+        "temporary queue named {address:?}"
+    );
+    let mut receiver = timeout(
+        WAIT,
+        Receiver::attach(&mut session, "temporary-queue-reader", address.as_str()),
+    )
+    .await
+    .unwrap()
+    .expect("a receiver attaches to the temporary queue");
+    let sent = bodies("to the temporary queue", 3);
+    send_all_accepted(&mut sender, &sent).await;
+    assert_eq!(receive_all(&mut receiver, sent.len()).await, sent);
+
+    // Closing the creating link deletes the queue: its receiver is detached.
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+    match timeout(WAIT, receiver.recv::<String>()).await.unwrap() {
+        Err(RecvError::LinkStateError(
+            LinkStateError::RemoteClosedWithError(error)
+            | LinkStateError::RemoteDetachedWithError(error),
+        )) => assert_eq!(
+            error_condition(&error),
+            ErrorCondition::AmqpError(AmqpError::ResourceDeleted),
+            "{error:?}"
+        ),
+        other => panic!("the receiver's link outlived its temporary queue: {other:?}"),
+    }
+    let _ = timeout(WAIT, receiver.close()).await.unwrap();
+
+    // Nothing answers to its name any more.
+    let mut relay = timeout(
+        WAIT,
+        Sender::builder()
+            .name("relay")
+            .target(Target::builder().build())
+            .attach(&mut session),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let late = Message::builder()
+        .properties(Properties::builder().to(address.clone()).build())
+        .value("too late".to_owned())
+        .build();
+    let outcome = send(&mut relay, late).await;
+    assert_eq!(
+        rejected_with(&outcome),
+        Some(ErrorCondition::AmqpError(AmqpError::NotFound)),
+        "relay to the deleted temporary queue {address:?}: {outcome:?}"
+    );
+    timeout(WAIT, relay.close()).await.unwrap().unwrap();
+    disconnect(connection, session).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn fe2o3_temporary_topic_is_named_and_delivers() {
+    let broker = Broker::start().await;
+    let (connection, mut session) = connect(&broker, "fe2o3-temporary-topic").await;
+
+    let (mut sender, address) =
+        temporary_sender(&mut session, "temporary-topic-creator", "temporary-topic").await;
+    let name = address.strip_prefix("topic://").unwrap_or_default();
+    assert!(is_broker_name(name), "temporary topic named {address:?}");
+    let mut subscribers = Vec::new();
+    for label in ["a", "b"] {
+        let subscriber = timeout(
+            WAIT,
+            Receiver::attach(
+                &mut session,
+                format!("temporary-topic-{label}"),
+                address.as_str(),
+            ),
+        )
+        .await
+        .unwrap()
+        .expect("a subscriber attaches to the temporary topic");
+        subscribers.push(subscriber);
+    }
+    let sent = bodies("to the temporary topic", 3);
+    send_all_accepted(&mut sender, &sent).await;
+    for subscriber in &mut subscribers {
+        assert_eq!(receive_all(subscriber, sent.len()).await, sent);
+    }
+    for subscriber in subscribers {
+        timeout(WAIT, subscriber.close()).await.unwrap().unwrap();
+    }
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+    disconnect(connection, session).await;
+    broker.stop().await;
+}
+
+/// A JMS unsubscribe's lookup: a receiver with the subscription's link name
+/// and a null source, and no credit: it takes nothing the subscription holds.
+async fn lookup(
+    session: &mut SessionHandle<()>,
+    name: &str,
+) -> Result<Receiver, ReceiverAttachError> {
+    let mut builder = Receiver::builder()
+        .name(name)
+        .source(Source::default())
+        .credit_mode(CreditMode::Manual);
+    builder.source = None;
+    timeout(WAIT, builder.attach(session)).await.unwrap()
+}
+
+#[tokio::test]
+async fn fe2o3_unsubscribe_finds_the_subscription_by_link_name() {
+    let broker = Broker::start().await;
+    let topic = "topic://jms-news";
+    let (publisher, mut publisher_session) = connect(&broker, "fe2o3-jms-publisher").await;
+    let mut sender = timeout(
+        WAIT,
+        Sender::attach(&mut publisher_session, "jms-news-publisher", topic),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // A durable subscription, detached (a JMS durable consumer's close): it
+    // stays, and keeps what is published.
+    let (connection, mut session) = connect(&broker, "fe2o3-jms-client").await;
+    let subscriber = subscribe(&mut session, "jms-sub", topic, true).await;
+    timeout(WAIT, subscriber.detach())
+        .await
+        .unwrap()
+        .map_err(|(_, error)| error)
+        .expect("the broker answers the detach");
+    publish(&mut sender, "while detached", true).await;
+
+    // The lookup finds it, and its answered source names the topic.
+    let found = lookup(&mut session, "jms-sub")
+        .await
+        .expect("the lookup attaches to the durable subscription");
+    let source = found.source().clone().expect("the broker's source");
+    assert_eq!(source.address.as_deref(), Some(topic), "{source:?}");
+    assert_eq!(
+        source.durable,
+        TerminusDurability::UnsettledState,
+        "{source:?}"
+    );
+    // Closing the lookup's link (closed=true) is the unsubscribe.
+    timeout(WAIT, found.close())
+        .await
+        .unwrap()
+        .expect("the broker answers the close");
+
+    // A second lookup finds nothing.
+    match lookup(&mut session, "jms-sub").await {
+        Err(ReceiverAttachError::RemoteClosedWithError(error)) => assert_eq!(
+            error_condition(&error),
+            ErrorCondition::AmqpError(AmqpError::NotFound),
+            "{error:?}"
+        ),
+        Err(other) => panic!("the second lookup failed otherwise: {other:?}"),
+        Ok(receiver) => panic!(
+            "a second lookup found the deleted subscription: {:?}",
+            receiver.source()
+        ),
+    }
+    disconnect(connection, session).await;
+
+    // What the deleted subscription held went with it: a new durable
+    // subscription under the same name starts empty.
+    let (connection, mut session) = connect(&broker, "fe2o3-jms-client").await;
+    let mut subscriber = subscribe(&mut session, "jms-sub", topic, true).await;
+    assert!(receive_all(&mut subscriber, 0).await.is_empty());
+    timeout(WAIT, subscriber.close()).await.unwrap().unwrap();
     disconnect(connection, session).await;
 
     timeout(WAIT, sender.close()).await.unwrap().unwrap();

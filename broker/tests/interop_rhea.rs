@@ -1,6 +1,8 @@
 //! rhea, the Node.js AMQP 1.0 client, against the real server entry point:
 //! each messaging scenario in `scripts/interop/rhea_*.js` (queue, topic,
-//! request/reply over a dynamic queue and anonymous relay, browse).
+//! request/reply over a dynamic queue and anonymous relay, browse, durable
+//! subscriptions, local transactions, JMS temporary queues and topics, and
+//! unsubscribe by link name).
 //!
 //! Ignored by a plain `cargo test`: they need Node.js and rhea, which
 //! `scripts/test.sh` installs with `npm ci` into `scripts/interop/node_modules`
@@ -52,4 +54,16 @@ async fn rhea_browses_without_consuming() {
 #[ignore = "needs node and rhea: run through scripts/test.sh"]
 async fn rhea_durable_subscription_outlives_detach_until_closed() {
     run_scenario("rhea_durable_subscription.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_transaction_commits_and_rolls_back() {
+    run_scenario("rhea_transaction.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_temporary_nodes_and_unsubscribe_as_jms_asks() {
+    run_scenario("rhea_jms_nodes.js").await;
 }
