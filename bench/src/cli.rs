@@ -76,6 +76,21 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub prefetch: u32,
 
+    /// Consumers attach with this JMS selector
+    /// (`apache.org:selector-filter:string`).
+    #[arg(long)]
+    pub selector: Option<String>,
+
+    /// An application property every message carries, NAME=VALUE (a
+    /// string), for a selector to test. Repeatable.
+    #[arg(long = "property", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+
+    /// The header priority every message carries (durable messages only:
+    /// a non-durable one has no header).
+    #[arg(long)]
+    pub priority: Option<u8>,
+
     /// Fixed offered load in msg/s, over all producers. Default: as fast as
     /// the window and credit allow.
     #[arg(long)]
@@ -261,6 +276,14 @@ impl Args {
             None => Some(self.duration.unwrap_or(Duration::from_secs(10))),
         }
     }
+}
+
+/// `NAME=VALUE`, an application property.
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
 use sluice::amqp::engine::{
     ClientSasl, Connection, ConnectionConfig, EngineError, Event, LinkId, LinkOptions, SessionId,
 };
@@ -62,6 +63,8 @@ pub struct ConnPlan {
     pub sasl: ClientSasl,
     /// The node address.
     pub address: String,
+    /// The consumers' JMS selector, if any.
+    pub selector: Option<String>,
     /// Consumers: their numbers.
     pub consumers: Vec<u32>,
     /// Producers.
@@ -346,6 +349,7 @@ pub async fn run(
                 role: Role::Receiver,
                 source: Some(Source {
                     address: Some(plan.address.clone()),
+                    filter: plan.selector.iter().map(|text| selector(text)).collect(),
                     ..Source::default()
                 }),
                 target: Some(Target::default().into()),
@@ -514,4 +518,16 @@ async fn drive(
         }
         driver.step(earliest(wake, Some(now + TICK))).await?;
     }
+}
+
+/// A source's filter-set entry holding the JMS selector `text`.
+fn selector(text: &str) -> (Value, Value) {
+    let filter = Described {
+        descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
+        value: Value::from(text),
+    };
+    (
+        Value::Symbol(Symbol::from_static("jms-selector")),
+        Value::from(filter),
+    )
 }

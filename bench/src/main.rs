@@ -79,7 +79,12 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let base_unix_ms = io.unix_time_ms() as f64;
     // Tells this run's messages from leftovers of earlier ones.
     let run_id = (io.unix_time_ms() & 0xffff_ffff) as u32;
-    let template = probe::Template::new(args.size, args.durable());
+    let shape = probe::Shape {
+        durable: args.durable(),
+        priority: args.priority,
+        properties: args.properties.clone(),
+    };
+    let template = probe::Template::new(args.size, &shape);
     let interval = args
         .rate
         .map(|r| Duration::from_secs_f64(args.producers.max(1) as f64 / r));
@@ -119,6 +124,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             host: to.host.clone(),
             sasl: to.sasl.clone(),
             address: args.address.clone(),
+            selector: args.selector.clone(),
             consumers: consumers.clone(),
             producers,
             prefetch: args.prefetch,

@@ -6,6 +6,7 @@
 //! consumer must be the same process, as they are here).
 
 use bytes::{Bytes, BytesMut};
+use sluice::amqp::codec::Value;
 use sluice::amqp::types::{Header, Message, Section};
 
 /// Bytes of probe at the start of the body.
@@ -66,22 +67,42 @@ pub struct Template {
     body_at: usize,
 }
 
+/// What a message carries besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    /// `header.durable`.
+    pub durable: bool,
+    /// `header.priority`, if not the default.
+    pub priority: Option<u8>,
+    /// Application properties, as strings.
+    pub properties: Vec<(String, String)>,
+}
+
 impl Template {
-    /// A message with a `size`-byte body (at least [`PROBE_LEN`]).
-    pub fn new(size: usize, durable: bool) -> Self {
+    /// A message of `shape` with a `size`-byte body (at least
+    /// [`PROBE_LEN`]).
+    pub fn new(size: usize, shape: &Shape) -> Self {
         let body = Section::Data(Bytes::from(vec![0u8; size.max(PROBE_LEN)]));
         // A non-durable message carries no header at all (every field at
         // its default), as Proton sends it: RabbitMQ 3.10 detaches a link
         // that sends an empty header list.
-        let sections = if durable {
-            let header = Header {
-                durable,
+        let mut sections = Vec::new();
+        if shape.durable {
+            sections.push(Section::Header(Header {
+                durable: true,
+                priority: shape.priority.unwrap_or(Header::default().priority),
                 ..Header::default()
-            };
-            vec![Section::Header(header), body]
-        } else {
-            vec![body]
-        };
+            }));
+        }
+        if !shape.properties.is_empty() {
+            let properties = shape.properties.iter();
+            sections.push(Section::ApplicationProperties(
+                properties
+                    .map(|(name, value)| (name.clone(), Value::from(value.as_str())))
+                    .collect(),
+            ));
+        }
+        sections.push(body);
         let message = Message { sections };
         let encoded = message.encode();
         // The data section's binary ends the encoding.
@@ -110,11 +131,15 @@ mod tests {
             sent_ns: 123_456_789,
         };
         for size in [24, 100, 4096] {
-            let message = Template::new(size, true).message(&probe);
+            let durable = Shape {
+                durable: true,
+                ..Shape::default()
+            };
+            let message = Template::new(size, &durable).message(&probe);
             assert_eq!(Probe::from_message(message.clone()), Some(probe));
             let decoded = Message::decode(message).unwrap();
             assert_eq!(decoded.header().map(|h| h.durable), Some(true));
-            let transient = Template::new(size, false).message(&probe);
+            let transient = Template::new(size, &Shape::default()).message(&probe);
             assert_eq!(Probe::from_message(transient.clone()), Some(probe));
             assert_eq!(Message::decode(transient).unwrap().header(), None);
         }
