@@ -1,13 +1,16 @@
 //! Queue state machine micro-benchmark: one message's life on a durable
 //! queue with one consumer holding credit: enqueue, deliver (the credit top
-//! up that the broker sends as a flow), settle accepted.
+//! up that the broker sends as a flow), settle accepted; and the same for a
+//! consumer whose selector passes over a backlog it does not select.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use sluice::queue::{Command, Effect, NewMessage, Outcome, QueueConfig, Queues};
+use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
+use sluice::amqp::types::{Message as AmqpMessage, Section};
+use sluice::queue::{Command, Effect, MessageFilter, NewMessage, Outcome, QueueConfig, Queues};
 
 const QUEUE: &str = "bench";
 const CONSUMER: u64 = 1;
@@ -53,6 +56,57 @@ fn message(body: &Bytes) -> NewMessage {
     }
 }
 
+/// A message whose application property `k` is `k`, as a selector sees it.
+fn keyed(k: i32) -> NewMessage {
+    let sections = vec![
+        Section::ApplicationProperties(vec![("k".to_owned(), Value::Int(k))]),
+        Section::Data(Bytes::from(vec![0u8; 100])),
+    ];
+    NewMessage {
+        body: AmqpMessage { sections }.encode(),
+        ..message(&Bytes::new())
+    }
+}
+
+/// A queue holding `backlog` messages that a consumer selecting `k = 1`,
+/// attached with plenty of credit, does not select.
+fn selecting_past(backlog: u64) -> (Queues, Vec<Effect>, u64) {
+    let (mut queues, mut effects) = setup();
+    queues.apply(0, Command::Detach { consumer: CONSUMER }, &mut effects);
+    for seq in 1..=backlog {
+        let command = Command::Enqueue {
+            queue: QUEUE.to_owned(),
+            seq,
+            message: keyed(2),
+        };
+        queues.apply(0, command, &mut effects);
+    }
+    let selector = Described {
+        descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
+        value: Value::from("k = 1"),
+    };
+    let entry = (
+        Value::Symbol(Symbol::from_static("s")),
+        Value::from(selector),
+    );
+    let filter = MessageFilter::new(&[entry]).expect("parses");
+    let attach = Command::Attach {
+        consumer: CONSUMER + 1,
+        queue: QUEUE.to_owned(),
+        browse: false,
+        filter,
+    };
+    queues.apply(0, attach, &mut effects);
+    let credit = Command::Credit {
+        consumer: CONSUMER + 1,
+        credit: u32::MAX,
+        drain: false,
+    };
+    queues.apply(0, credit, &mut effects);
+    effects.clear();
+    (queues, effects, backlog)
+}
+
 fn queue(c: &mut Criterion) {
     let body = Bytes::from(vec![0u8; 130]);
     let mut group = c.benchmark_group("queue");
@@ -93,6 +147,30 @@ fn queue(c: &mut Criterion) {
                 },
                 &mut effects,
             );
+            black_box(effects.len())
+        });
+    });
+
+    // A selecting consumer past 10,000 messages it does not select: each
+    // selected message enqueued, delivered and settled.
+    group.bench_function("selector_past_10000_unselected", |b| {
+        let (mut queues, mut effects, mut seq) = selecting_past(10_000);
+        b.iter(|| {
+            seq += 1;
+            effects.clear();
+            let enqueue = Command::Enqueue {
+                queue: QUEUE.to_owned(),
+                seq,
+                message: keyed(1),
+            };
+            queues.apply(1, enqueue, &mut effects);
+            debug_assert!(effects.iter().any(|e| matches!(e, Effect::Deliver { .. })));
+            let settle = Command::Settle {
+                queue: QUEUE.to_owned(),
+                seq,
+                outcome: Outcome::Accepted,
+            };
+            queues.apply(1, settle, &mut effects);
             black_box(effects.len())
         });
     });

@@ -43,6 +43,7 @@ mod detach;
 mod filter;
 mod machine;
 mod message;
+mod ready;
 mod single;
 mod transaction;
 mod whole;

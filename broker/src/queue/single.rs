@@ -7,6 +7,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 use super::consumer::{Consumer, Mode};
 use super::dedup::Dedup;
 use super::message::{Message, Tally};
+use super::ready::Ready;
 use super::{ConsumerId, Delivery, Effect, MessageFilter, Overflow, QueueConfig, QueueInfo, Seq};
 use crate::amqp::codec::Value;
 use bytes::Bytes;
@@ -42,7 +43,7 @@ pub(super) struct Queue {
     messages: BTreeMap<Seq, Message>,
     /// The messages no consumer holds, in delivery order: by rank (see
     /// [`Queue::rank`]), then seq.
-    ready: BTreeSet<(u8, Seq)>,
+    ready: Ready,
     /// `(deliver_at_ms, seq)` of every message scheduled for later, until
     /// its time has come.
     scheduled: BTreeSet<(u64, Seq)>,
@@ -76,7 +77,7 @@ impl Queue {
             name,
             config,
             messages: BTreeMap::new(),
-            ready: BTreeSet::new(),
+            ready: Ready::default(),
             scheduled: BTreeSet::new(),
             last_values: BTreeMap::new(),
             groups: BTreeMap::new(),
@@ -311,7 +312,8 @@ impl Queue {
             self.persistent.add(message.size());
         }
         let key = (self.rank(&message), seq);
-        assert!(self.ready.insert(key), "seq {seq} is already ready");
+        let ready = self.ready.insert(key, &message.body, &self.consumers);
+        assert!(ready, "seq {seq} is already ready");
         let previous = self.messages.insert(seq, message);
         assert!(previous.is_none(), "seq {seq} is already held");
         assert!(self.all.within(&self.config), "admitted beyond the limits");
@@ -365,7 +367,8 @@ impl Queue {
         self.attached(id).unhold(seq);
         self.ungroup(&message);
         let key = self.ready_key(seq);
-        assert!(self.ready.insert(key), "seq {seq} was held and ready");
+        let ready = self.ready.insert(key, &message.body, &self.consumers);
+        assert!(ready, "seq {seq} was held and ready");
     }
 
     /// A held message of a group is no longer held: once its holder holds
@@ -437,7 +440,13 @@ impl Queue {
 
     /// Attaches a consumer with no credit.
     pub fn attach(&mut self, id: ConsumerId, browse: bool, filter: Option<MessageFilter>) {
-        let previous = self.consumers.insert(id, Consumer::new(browse, filter));
+        let consumer = Consumer::new(browse, filter);
+        if consumer.filter.is_some() && !browse {
+            let messages = &self.messages;
+            self.ready
+                .select(id, &consumer, |seq| messages[&seq].body.clone());
+        }
+        let previous = self.consumers.insert(id, consumer);
         assert!(previous.is_none(), "consumer {id} attached twice");
         self.order.push(id);
     }
@@ -448,6 +457,7 @@ impl Queue {
             return;
         };
         self.order.retain(|&other| other != id);
+        self.ready.forget(id);
         for &seq in consumer.unsettled().into_iter().flatten() {
             let message = self.messages.get_mut(&seq).expect("held messages exist");
             assert_eq!(message.holder, Some(id), "seq {seq} held by another");
@@ -455,7 +465,8 @@ impl Queue {
             let message = message.clone();
             self.ungroup(&message);
             let key = self.ready_key(seq);
-            assert!(self.ready.insert(key), "seq {seq} was held and ready");
+            let ready = self.ready.insert(key, &message.body, &self.consumers);
+            assert!(ready, "seq {seq} was held and ready");
         }
     }
 
@@ -517,13 +528,13 @@ impl Queue {
         if consumer.credit == 0 || consumer.unsettled().is_none() {
             return None;
         }
-        self.ready.iter().map(|&(_, seq)| seq).find(|&seq| {
+        // Only what its filter selects: see `Ready`.
+        self.ready.of(id).find(|&seq| {
             let message = &self.messages[&seq];
             consumer.accepts(seq)
                 && !message.is_expired(now_ms)
                 && !message.is_scheduled(now_ms)
                 && self.group_allows(message, id)
-                && consumer.takes(&message.body)
         })
     }
 
@@ -576,10 +587,20 @@ impl Queue {
                     break;
                 };
                 let start = cursor.map_or(Unbounded, Excluded);
-                let next = self.messages.range((start, Unbounded)).find(|(_, m)| {
-                    !m.is_expired(now_ms) && !m.is_scheduled(now_ms) && consumer.takes(&m.body)
-                });
-                let Some((&seq, message)) = next else {
+                let mut next = None;
+                for (&seq, m) in self.messages.range((start, Unbounded)) {
+                    if m.is_expired(now_ms) || m.is_scheduled(now_ms) {
+                        continue;
+                    }
+                    if consumer.takes(&m.body) {
+                        next = Some((seq, m));
+                        break;
+                    }
+                    // Its filter will never select it: passed for good, so
+                    // the next dispatch does not test it again.
+                    consumer.mode = Mode::Browsing { cursor: Some(seq) };
+                }
+                let Some((seq, message)) = next else {
                     break;
                 };
                 consumer.spend_credit();
@@ -669,6 +690,14 @@ impl Queue {
                 queue.messages.get_mut(&seq)?.holder = Some(id);
             }
         }
+        for (&id, consumer) in &queue.consumers {
+            if consumer.filter.is_some() && consumer.unsettled().is_some() {
+                let messages = &queue.messages;
+                queue
+                    .ready
+                    .select(id, consumer, |seq| messages[&seq].body.clone());
+            }
+        }
         Some(queue)
     }
 
@@ -728,6 +757,7 @@ impl Queue {
             .map(|u| u.len())
             .sum();
         assert_eq!(unsettled, held, "consumers hold exactly the held messages");
+        self.ready.check_invariants(&self.consumers);
         self.check_type_invariants();
     }
 

@@ -150,14 +150,10 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> 
                 cursor: optional_of(input)?,
             },
         };
-        consumers.push((
-            id,
-            Consumer {
-                credit,
-                mode,
-                filter,
-            },
-        ));
+        let mut consumer = Consumer::new(false, filter);
+        consumer.credit = credit;
+        consumer.mode = mode;
+        consumers.push((id, consumer));
     }
     let mut messages = Vec::new();
     for _ in 0..u32_of(input)? {
