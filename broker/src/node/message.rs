@@ -323,6 +323,37 @@ mod tests {
         assert_eq!(rendered.as_ptr(), bytes.as_ptr(), "not copied");
     }
 
+    /// Qpid JMS keeps a message's JMS type and destinations in message
+    /// annotations: a redelivery, which rewrites the header and merges the
+    /// broker's annotations in, keeps them as the producer sent them.
+    #[test]
+    fn a_redelivery_keeps_the_jms_annotations() {
+        let jms: Vec<(Value, Value)> = [
+            ("x-opt-jms-msg-type", Value::Byte(5)),
+            ("x-opt-jms-dest", Value::Byte(0)),
+            ("x-opt-jms-reply-to", Value::Byte(2)),
+        ]
+        .into_iter()
+        .map(|(key, value)| (Value::Symbol(Symbol::from_static(key)), value))
+        .collect();
+        let bytes = message(vec![
+            Section::MessageAnnotations(jms.clone()),
+            Section::Data(Bytes::from_static(b"x")),
+        ]);
+        let reason = (
+            Value::Symbol(Symbol::from_static("x-opt-deadletter-reason")),
+            Value::Symbol(Symbol::from_static("rejected")),
+        );
+        let rendered = render(&bytes, 1, false, std::slice::from_ref(&reason)).unwrap();
+        let message = Message::decode(rendered).unwrap();
+        let annotations = message.sections.iter().find_map(|s| match s {
+            Section::MessageAnnotations(map) => Some(map.clone()),
+            _ => None,
+        });
+        let expected: Vec<_> = jms.into_iter().chain([reason]).collect();
+        assert_eq!(annotations, Some(expected));
+    }
+
     #[test]
     fn a_redelivery_carries_its_count_and_annotations() {
         let bytes = message(vec![Section::Data(Bytes::from_static(b"x"))]);
