@@ -344,6 +344,7 @@ on_each_topology! {
     a_resent_message_id_is_accepted_once_and_delivered_once;
     links_the_broker_cannot_serve_are_refused_alone;
     priority_and_last_value_queues_order_and_keep_as_configured;
+    a_consumer_that_asks_for_settled_deliveries_consumes_them;
 }
 
 async fn released_messages_come_back_at_their_place_uncounted(topology: Topology) {
@@ -834,7 +835,6 @@ async fn credit_sent_with_the_attach_is_honoured(topology: Topology) {
     brokers.stop().await;
 }
 
-/// A JMS selector, and a filter type no broker knows: neither is applied.
 /// A JMS selector on `color`, and a filter of a kind no broker knows.
 fn selector_and_unknown_filter() -> Annotations {
     let filter = |descriptor: &'static str, value: &str| {
@@ -1282,6 +1282,44 @@ async fn priority_and_last_value_queues_order_and_keep_as_configured(topology: T
     assert_eq!(got, ["gbp 1", "eur 2"], "the latest price per instrument");
     brokers
         .wait_for_queue("prices", |info| info.depth + info.unsettled == 0)
+        .await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
+}
+
+/// A consumer whose link asks for snd-settle-mode `settled` (at most once)
+/// gets every delivery pre-settled: each is consumed as it is sent, not
+/// held until the link detaches and then delivered again.
+async fn a_consumer_that_asks_for_settled_deliveries_consumes_them(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let sender = producer
+        .attach_sender(session, "p", Some("at-most-once"))
+        .await
+        .unwrap();
+    for body in ["a", "b", "c"] {
+        assert_eq!(publish(&mut producer, sender, body, true).await, accepted());
+    }
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let options = LinkOptions {
+        snd_settle_mode: SenderSettleMode::Settled,
+        rcv_settle_mode: ReceiverSettleMode::First,
+        ..link_options(
+            "c",
+            Role::Receiver,
+            Some(queue("at-most-once")),
+            Some(Target::default()),
+        )
+    };
+    let receiver = consumer.attach(session, options).await.unwrap();
+    consumer.connection().flow(receiver, 10, false).unwrap();
+    for expected in ["a", "b", "c"] {
+        let (_, message) = receive(&mut consumer, receiver).await;
+        assert_eq!(body_of(&message), expected);
+    }
+    brokers
+        .wait_for_queue("at-most-once", |info| info.depth + info.unsettled == 0)
         .await;
     consumer.close().await.unwrap();
     producer.close().await.unwrap();

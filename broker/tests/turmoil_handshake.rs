@@ -101,8 +101,9 @@ fn a_receiver_without_a_source_is_refused_and_the_connection_stays_open() {
         let begun = read_frame(&mut socket).await;
         assert_eq!(begun.descriptor(), BEGIN);
 
-        // attach: name, handle 0, role receiver; no source (nothing to
-        // consume from) and no target.
+        // attach: name, handle 0, role receiver; no source and no target:
+        // a lookup of the durable subscription the link's name names (a
+        // JMS unsubscribe), and there is none.
         let attach = described(ATTACH, &[string("orders"), uint(0), vec![0x41]]);
         socket.write_all(&frame(AMQP_FRAME, &attach)).await?;
         let attached = read_frame(&mut socket).await;
@@ -110,8 +111,8 @@ fn a_receiver_without_a_source_is_refused_and_the_connection_stays_open() {
         let detached = read_frame(&mut socket).await;
         assert_eq!(detached.descriptor(), DETACH);
         assert!(
-            contains(&detached.body, b"amqp:invalid-field"),
-            "detach without invalid-field: {:02x?}",
+            contains(&detached.body, b"amqp:not-found"),
+            "detach without not-found: {:02x?}",
             detached.body
         );
 

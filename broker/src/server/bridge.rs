@@ -444,13 +444,17 @@ impl Bridge {
         let Some((_, waiting)) = self.consumers.get_mut(&link) else {
             return Ok(());
         };
+        // A consumer that asked for settled deliveries (at most once) takes
+        // each message as it is sent.
+        let at_most_once = conn.sends_settled(link);
         while conn.credit(link) > 0 {
             let Some(next) = waiting.pop_front() else {
                 break;
             };
             let tag = Bytes::copy_from_slice(&next.seq.to_be_bytes());
-            match conn.send(link, tag, next.message.clone(), next.settled) {
-                Ok(delivery) if !next.settled => {
+            let settled = next.settled || at_most_once;
+            match conn.send(link, tag, next.message.clone(), settled) {
+                Ok(delivery) if !settled => {
                     self.unsettled.insert(
                         delivery,
                         InQueue {
@@ -460,6 +464,13 @@ impl Bridge {
                         },
                     );
                 }
+                Ok(_) if !next.settled => self.node.send(Request::Settle {
+                    consumer: next.consumer,
+                    queue: next.queue,
+                    seq: next.seq,
+                    outcome: Outcome::Accepted,
+                    txn: None,
+                })?,
                 Ok(_) => {}
                 Err(error) => {
                     debug!(%error, "delivery not sent; returning it to its queue");

@@ -1224,6 +1224,15 @@ impl Connection {
         Ok(())
     }
 
+    /// True if a sending link settles every delivery as it sends it: its
+    /// receiver asked for snd-settle-mode `settled`.
+    pub fn sends_settled(&self, id: LinkId) -> bool {
+        self.sessions
+            .get(&id.session.0)
+            .and_then(|s| s.links.get(&id.handle))
+            .is_some_and(|l| l.snd_settle_mode == SenderSettleMode::Settled)
+    }
+
     /// The receiver settle mode a link uses, as attached (`None` for a
     /// link that has gone).
     pub fn rcv_settle_mode(&self, id: LinkId) -> Option<ReceiverSettleMode> {

@@ -35,6 +35,10 @@ const TRANSACTION_COMMANDS_MAX: usize = 4096;
 /// entry, which must fit in one replication frame with room to spare.
 const TRANSACTION_BYTES_MAX: usize = 8 << 20;
 
+/// The most transactions one connection may have open: each holds what it
+/// publishes in memory until its discharge.
+const TRANSACTIONS_PER_CONNECTION_MAX: usize = 16;
+
 /// An open transaction.
 #[derive(Debug)]
 pub(super) struct Transaction {
@@ -98,6 +102,11 @@ pub(super) struct Transactions {
 }
 
 impl Transactions {
+    /// How many transactions `conn` has open.
+    fn open_on(&self, conn: ConnId) -> usize {
+        self.open.values().filter(|txn| txn.conn == conn).count()
+    }
+
     /// The transaction `txn_id` names, if `conn` declared it.
     fn get_mut(&mut self, conn: ConnId, txn_id: &[u8]) -> Option<&mut Transaction> {
         let id = u64::from_be_bytes(txn_id.try_into().ok()?);
@@ -156,6 +165,17 @@ impl Core {
                 rejected(Error::new(
                     condition::NOT_IMPLEMENTED,
                     "distributed transactions are not supported",
+                ))
+            }
+            ControlMessage::Declare(_)
+                if self.transactions.open_on(conn) >= TRANSACTIONS_PER_CONNECTION_MAX =>
+            {
+                rejected(Error::new(
+                    condition::RESOURCE_LIMIT_EXCEEDED,
+                    format!(
+                        "a connection may have at most {TRANSACTIONS_PER_CONNECTION_MAX} \
+                         transactions open"
+                    ),
                 ))
             }
             ControlMessage::Declare(_) => {

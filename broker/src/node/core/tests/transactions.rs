@@ -239,3 +239,41 @@ fn a_transaction_across_groups_is_rolled_back() {
     );
     assert_eq!(harness.uncommitted(), 0, "nothing proposed");
 }
+
+/// Each open transaction holds what it publishes: a connection may have
+/// only so many open, and a transaction only so much in it.
+#[test]
+fn open_transactions_and_what_they_hold_are_bounded() {
+    let mut harness = Harness::delivered(Step::Local);
+    for id in 0..16 {
+        harness.request(coordinate(id, ControlMessage::Declare(Declare::default())));
+    }
+    assert_eq!(harness.said().len(), 16);
+    harness.request(coordinate(16, ControlMessage::Declare(Declare::default())));
+    assert_eq!(
+        harness.said(),
+        ["rejected 16: a connection may have at most 16 transactions open"]
+    );
+    for id in 0..4096 {
+        publish_in(&mut harness, 0, id, "m");
+    }
+    // What the producer hears, without the credit it is topped up with.
+    let answers = |harness: &mut Harness| -> Vec<String> {
+        let said = harness.said().into_iter();
+        said.filter(|s| !s.starts_with("credit")).collect()
+    };
+    let said = answers(&mut harness);
+    assert_eq!(said.len(), 4096);
+    let refused: Vec<_> = said.iter().filter(|s| !s.contains(": accepted ")).collect();
+    assert_eq!(refused, Vec::<&String>::new());
+    publish_in(&mut harness, 0, 4096, "one too many");
+    let said = answers(&mut harness);
+    assert!(said[0].contains("at most 4096 publishes"), "{said:?}");
+    discharge(&mut harness, 17, 0, false);
+    let said = harness.said();
+    assert!(
+        said[0].starts_with("rejected 17: the transaction was rolled back: a transaction holds"),
+        "{said:?}"
+    );
+    assert_eq!(harness.uncommitted(), 0, "nothing of it proposed");
+}
