@@ -50,9 +50,7 @@ fn message(body: &Bytes) -> NewMessage {
         ttl_ms: None,
         absolute_expiry_ms: None,
         message_id: None,
-        priority: 4,
-        group: None,
-        deliver_at_ms: None,
+        traits: None,
     }
 }
 

@@ -64,7 +64,7 @@ pub(super) struct ConsumerTarget {
     pub declare: Option<QueueConfig>,
     /// The consumer's filter. A subscription's is its queue's instead
     /// (in `declare`): the topic's other messages are never copied there.
-    pub filter: Option<MessageFilter>,
+    pub filter: Option<Box<MessageFilter>>,
 }
 
 impl ConsumerTarget {
@@ -74,7 +74,7 @@ impl ConsumerTarget {
     /// subscription id.
     pub fn of(
         node: ConsumerNode,
-        filter: Option<MessageFilter>,
+        filter: Option<Box<MessageFilter>>,
         container_id: &str,
         settings: &NodeSettings,
         unique: impl FnOnce() -> String,

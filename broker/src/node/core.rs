@@ -326,7 +326,7 @@ impl Core {
                 filter,
                 container_id,
             } => {
-                let attached = self.attach_consumer(conn, link, node, filter, &container_id);
+                let attached = self.attach_consumer(conn, link, *node, filter, &container_id);
                 if let Err(refusal) = attached {
                     let result = Err(refusal);
                     self.clients
@@ -706,7 +706,7 @@ impl Core {
         conn: ConnId,
         link: LinkId,
         node: ConsumerNode,
-        filter: Option<MessageFilter>,
+        filter: Option<Box<MessageFilter>>,
         container_id: &str,
     ) -> Result<(), Refusal> {
         let (origin, next_dynamic) = (self.origin, &mut self.next_dynamic);
@@ -783,7 +783,7 @@ impl Core {
         info!(queue, group, "declaring a queue");
         let command = Command::Declare {
             queue: queue.to_owned(),
-            config,
+            config: Box::new(config),
         };
         self.propose_to(group, command, None, Reply::None);
     }

@@ -12,7 +12,7 @@ use crate::amqp::codec::{
     Decode, DecodeError, Descriptor, Reader, Value, read_descriptor, to_bytes,
 };
 use crate::amqp::types::{Header, Message, Section, section};
-use crate::queue::{DEFAULT_PRIORITY, NewMessage};
+use crate::queue::{DEFAULT_PRIORITY, NewMessage, PublishTraits};
 
 /// What routing, durability, expiry and the queue types need to know
 /// about a message.
@@ -78,12 +78,15 @@ impl Inspected {
             ttl_ms: self.ttl_ms,
             absolute_expiry_ms: self.absolute_expiry_ms,
             message_id: self.message_id.clone(),
-            priority: self.priority,
-            group: self.group.clone(),
-            deliver_at_ms: self.schedule.map(|schedule| match schedule {
-                Schedule::At(at_ms) => at_ms,
-                Schedule::After(delay_ms) => now_ms.saturating_add(delay_ms),
-            }),
+            traits: PublishTraits {
+                priority: self.priority,
+                group: self.group.clone(),
+                deliver_at_ms: self.schedule.map(|schedule| match schedule {
+                    Schedule::At(at_ms) => at_ms,
+                    Schedule::After(delay_ms) => now_ms.saturating_add(delay_ms),
+                }),
+            }
+            .boxed(),
         }
     }
 }
@@ -288,12 +291,17 @@ mod tests {
         assert_eq!(at.group.as_deref(), Some("EURUSD"));
         assert_eq!(at.schedule, Some(Schedule::At(5_000)));
         assert_eq!(
-            at.new_message(Bytes::new(), false, 1_000).deliver_at_ms,
+            at.new_message(Bytes::new(), false, 1_000)
+                .traits()
+                .deliver_at_ms,
             Some(5_000)
         );
         let after = inspect(&annotated("x-opt-delivery-delay", Value::Long(250))).unwrap();
         assert_eq!(
-            after.new_message(Bytes::new(), false, 1_000).deliver_at_ms,
+            after
+                .new_message(Bytes::new(), false, 1_000)
+                .traits()
+                .deliver_at_ms,
             Some(1_250)
         );
         let negative = inspect(&annotated("x-opt-delivery-delay", Value::Long(-1))).unwrap();

@@ -248,9 +248,10 @@ pub enum Request {
         /// The link.
         link: LinkId,
         /// What its source names (with the link's name, a subscription).
-        node: ConsumerNode,
-        /// The source's filters the broker applies, if any.
-        filter: Option<MessageFilter>,
+        node: Box<ConsumerNode>,
+        /// The source's filters the broker applies, if any (boxed: every
+        /// request takes the room of the largest, and publishes go by most).
+        filter: Option<Box<MessageFilter>>,
         /// The client's container id (scopes a subscription's name).
         container_id: String,
     },

@@ -307,7 +307,7 @@ mod tests {
 
     use super::*;
     use crate::node::batch::Item;
-    use crate::queue::{NewMessage, Outcome, QueueConfig};
+    use crate::queue::{NewMessage, Outcome};
 
     const ORIGIN: Origin = Origin::new(1, 0);
 
@@ -322,7 +322,7 @@ mod tests {
     fn declare() -> Command {
         Command::Declare {
             queue: "q".into(),
-            config: QueueConfig::default(),
+            config: Box::default(),
         }
     }
 
@@ -336,9 +336,7 @@ mod tests {
                 ttl_ms: None,
                 absolute_expiry_ms: None,
                 message_id: None,
-                priority: 4,
-                group: None,
-                deliver_at_ms: None,
+                traits: None,
             },
         }
     }
@@ -418,7 +416,7 @@ mod tests {
         let mut state = GroupState::default();
         let subscribe = |name: &str| Command::Declare {
             queue: format!("topic://prices::{name}"),
-            config: QueueConfig::default(),
+            config: Box::default(),
         };
         let publish = || Command::Enqueue {
             queue: "topic://prices".into(),
@@ -429,9 +427,7 @@ mod tests {
                 ttl_ms: None,
                 absolute_expiry_ms: None,
                 message_id: None,
-                priority: 4,
-                group: None,
-                deliver_at_ms: None,
+                traits: None,
             },
         };
         apply(

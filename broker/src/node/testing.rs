@@ -102,7 +102,8 @@ pub(super) fn attach_consumer(queue: &str) -> Request {
         node: ConsumerNode::Queue {
             name: queue.into(),
             browse: false,
-        },
+        }
+        .into(),
         container_id: "client".into(),
         filter: None,
     }

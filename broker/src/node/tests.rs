@@ -103,7 +103,8 @@ impl Harness {
                 node: ConsumerNode::Queue {
                     name: "orders".into(),
                     browse: false,
-                },
+                }
+                .into(),
                 container_id: "test".into(),
                 filter: None,
             })

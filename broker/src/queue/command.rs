@@ -7,7 +7,8 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Command, DEFAULT_PRIORITY, Guarded, MessageFilter, NewMessage, Outcome, Overflow, QueueConfig,
+    Command, DEFAULT_PRIORITY, Guarded, MessageFilter, NewMessage, Outcome, Overflow,
+    PublishTraits, QueueConfig,
 };
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
@@ -75,11 +76,11 @@ macro_rules! command_records {
 }
 
 command_records! {
-    Declare, 0x01, "sluice:declare:list" { queue: String, config: QueueConfig }
+    Declare, 0x01, "sluice:declare:list" { queue: String, config: Box<QueueConfig> }
     Delete, 0x02, "sluice:delete:list" { queue: String }
     Enqueue, 0x03, "sluice:enqueue:list" { queue: String, seq: u64, message: NewMessage }
     Attach, 0x04, "sluice:attach:list" {
-        consumer: u64, queue: String, browse: bool; filter: MessageFilter
+        consumer: u64, queue: String, browse: bool; filter: Box<MessageFilter>
     }
     Credit, 0x05, "sluice:credit:list" { consumer: u64, credit: u32, drain: bool }
     Settle, 0x06, "sluice:settle:list" { queue: String, seq: u64, outcome: Outcome }
@@ -138,14 +139,16 @@ impl Composite for NewMessage {
     const CODE: u64 = DOMAIN | 0x11;
 
     fn encode_fields(&self, f: &mut FieldEncoder<'_>) {
+        let default = PublishTraits::default();
+        let traits = self.traits.as_deref().unwrap_or(&default);
         f.field(&self.body)
             .field(&self.durable)
             .field(&self.ttl_ms)
             .field(&self.absolute_expiry_ms)
             .field(&self.message_id)
-            .field(&Some(self.priority).filter(|p| *p != DEFAULT_PRIORITY))
-            .field(&self.group)
-            .field(&self.deliver_at_ms);
+            .field(&Some(traits.priority).filter(|p| *p != DEFAULT_PRIORITY))
+            .field(&traits.group)
+            .field(&traits.deliver_at_ms);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -157,9 +160,12 @@ impl Composite for NewMessage {
             message_id: f.optional("message-id")?,
             // Absent from what an earlier version logged, and from a message
             // that does not set them.
-            priority: f.or("priority", DEFAULT_PRIORITY)?,
-            group: f.optional("group")?,
-            deliver_at_ms: f.optional("deliver-at-ms")?,
+            traits: PublishTraits {
+                priority: f.or("priority", DEFAULT_PRIORITY)?,
+                group: f.optional("group")?,
+                deliver_at_ms: f.optional("deliver-at-ms")?,
+            }
+            .boxed(),
         })
     }
 }
@@ -189,6 +195,27 @@ impl Composite for Guarded {
 }
 
 composite_codec!(QueueConfig, NewMessage, Guarded);
+
+/// What commands box (see [`Command::Declare`]) encodes as what it holds.
+macro_rules! boxed_codec {
+    ($($t:ty),*) => {
+        $(
+            impl Encode for Box<$t> {
+                fn encode(&self, buf: &mut BytesMut) {
+                    (**self).encode(buf);
+                }
+            }
+
+            impl Decode for Box<$t> {
+                fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+                    <$t>::decode(r).map(Box::new)
+                }
+            }
+        )*
+    };
+}
+
+boxed_codec!(QueueConfig, MessageFilter);
 
 impl Encode for Vec<Guarded> {
     fn encode(&self, buf: &mut BytesMut) {

@@ -14,7 +14,7 @@ pub(super) struct Consumer {
     /// How it reads the queue.
     pub mode: Mode,
     /// The messages it takes, if not all.
-    pub filter: Option<MessageFilter>,
+    pub filter: Option<Box<MessageFilter>>,
 }
 
 /// How a consumer reads its queue.
@@ -36,7 +36,7 @@ pub(super) enum Mode {
 
 impl Consumer {
     /// A consumer with no credit.
-    pub fn new(browse: bool, filter: Option<MessageFilter>) -> Self {
+    pub fn new(browse: bool, filter: Option<Box<MessageFilter>>) -> Self {
         let mode = if browse {
             Mode::Browsing { cursor: None }
         } else {

@@ -60,7 +60,7 @@ impl Queues {
     /// Applies one command at `now_ms`, appending its effects.
     pub fn apply(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
         match command {
-            Command::Declare { queue, config } => self.declare(queue, config, effects),
+            Command::Declare { queue, config } => self.declare(queue, *config, effects),
             Command::Delete { queue } => self.delete(queue, effects),
             Command::Enqueue {
                 queue,
@@ -305,7 +305,7 @@ impl Queues {
         consumer: ConsumerId,
         queue: String,
         browse: bool,
-        filter: Option<MessageFilter>,
+        filter: Option<Box<MessageFilter>>,
         effects: &mut Vec<Effect>,
     ) {
         // Ids are unique while attached; a reused one is the caller's bug,

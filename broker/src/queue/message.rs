@@ -126,7 +126,8 @@ impl Message {
         let last_value = keyed_value(&message.body, config);
         // A scheduled message carries its time as an annotation, which a
         // snapshot keeps (a delay is relative to an arrival it does not).
-        let annotations = match message.deliver_at_ms {
+        let published = message.traits.map(|traits| *traits).unwrap_or_default();
+        let annotations = match published.deliver_at_ms {
             Some(at_ms) => vec![(
                 Value::Symbol(Symbol::from_static(DELIVERY_TIME)),
                 Value::Timestamp(i64::try_from(at_ms).unwrap_or(i64::MAX)),
@@ -142,9 +143,9 @@ impl Message {
             acquired_before: false,
             holder: None,
             traits: Traits {
-                priority: message.priority,
-                group: message.group,
-                deliver_at_ms: message.deliver_at_ms,
+                priority: published.priority,
+                group: published.group,
+                deliver_at_ms: published.deliver_at_ms,
                 last_value,
             }
             .boxed(),

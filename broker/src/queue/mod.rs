@@ -138,7 +138,7 @@ pub struct QueueConfig {
     pub single_active_consumer: bool,
     /// What a topic subscription's queue takes of the topic's messages
     /// (its consumer's selector): the others are not copied into it.
-    pub filter: Option<MessageFilter>,
+    pub filter: Option<Box<MessageFilter>>,
 }
 
 impl Default for QueueConfig {
@@ -178,7 +178,16 @@ pub struct NewMessage {
     /// `properties.message-id`, encoded (so that ids of different types
     /// differ): what de-duplication compares.
     pub message_id: Option<Bytes>,
-    /// `header.priority` (4 unless set): what a priority queue orders by.
+    /// What the queue types read of it; `None` for a plain message, as
+    /// most are. Boxed: every command takes the room of the largest, and a
+    /// publish is the one that goes by most often.
+    pub traits: Option<Box<PublishTraits>>,
+}
+
+/// What a published message asks of the queue types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishTraits {
+    /// `header.priority`: what a priority queue orders by.
     pub priority: u8,
     /// `properties.group-id`: what a queue with message groups keeps
     /// together.
@@ -187,6 +196,30 @@ pub struct NewMessage {
     /// delivery: the `x-opt-delivery-time` and `x-opt-delivery-delay`
     /// annotations).
     pub deliver_at_ms: Option<u64>,
+}
+
+impl Default for PublishTraits {
+    fn default() -> Self {
+        Self {
+            priority: DEFAULT_PRIORITY,
+            group: None,
+            deliver_at_ms: None,
+        }
+    }
+}
+
+impl PublishTraits {
+    /// What a [`NewMessage`] keeps: nothing for a plain message.
+    pub fn boxed(self) -> Option<Box<Self>> {
+        (self != Self::default()).then(|| Box::new(self))
+    }
+}
+
+impl NewMessage {
+    /// What it asks of the queue types.
+    pub fn traits(&self) -> PublishTraits {
+        self.traits.as_deref().cloned().unwrap_or_default()
+    }
 }
 
 /// How a consumer settled a delivery (spec part 3 §3.4).
@@ -218,8 +251,9 @@ pub enum Command {
     Declare {
         /// The queue's name.
         queue: String,
-        /// How it behaves.
-        config: QueueConfig,
+        /// How it behaves: boxed, since every command takes the room of
+        /// the largest, and this rare one would be it.
+        config: Box<QueueConfig>,
     },
     /// Deletes a queue and drops its messages; its consumers are closed.
     Delete {
@@ -245,8 +279,8 @@ pub enum Command {
         /// without acquiring it.
         browse: bool,
         /// The messages it takes, if not all; the others are left for other
-        /// consumers, in their place.
-        filter: Option<MessageFilter>,
+        /// consumers, in their place (boxed, like a declaration's config).
+        filter: Option<Box<MessageFilter>>,
     },
     /// Sets a consumer's link credit, as an AMQP flow does.
     Credit {

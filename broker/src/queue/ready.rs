@@ -56,12 +56,8 @@ impl Ready {
 
     /// The ready messages consumer `id` may be sent, in delivery order:
     /// those its filter selects, if it has one.
-    pub fn of(&self, id: ConsumerId) -> impl Iterator<Item = Seq> + '_ {
-        self.selected
-            .get(&id)
-            .unwrap_or(&self.all)
-            .iter()
-            .map(|&(_, seq)| seq)
+    pub fn of(&self, id: ConsumerId) -> impl Iterator<Item = Key> + '_ {
+        self.selected.get(&id).unwrap_or(&self.all).iter().copied()
     }
 
     /// An acquiring consumer with a filter attached: what it selects of the

@@ -7,7 +7,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 use super::consumer::{Consumer, Mode};
 use super::dedup::Dedup;
 use super::message::{Message, Tally};
-use super::ready::Ready;
+use super::ready::{Key, Ready};
 use super::{ConsumerId, Delivery, Effect, MessageFilter, Overflow, QueueConfig, QueueInfo, Seq};
 use crate::amqp::codec::Value;
 use bytes::Bytes;
@@ -439,7 +439,7 @@ impl Queue {
     }
 
     /// Attaches a consumer with no credit.
-    pub fn attach(&mut self, id: ConsumerId, browse: bool, filter: Option<MessageFilter>) {
+    pub fn attach(&mut self, id: ConsumerId, browse: bool, filter: Option<Box<MessageFilter>>) {
         let consumer = Consumer::new(browse, filter);
         if consumer.filter.is_some() && !browse {
             let messages = &self.messages;
@@ -490,8 +490,8 @@ impl Queue {
     /// Delivers what the consumers' credit allows: acquired deliveries round
     /// robin, lowest ready seq first; then browse copies.
     pub fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
-        while let Some((id, seq)) = self.next_assignment(now_ms) {
-            self.acquire(id, seq, effects);
+        while let Some((id, key)) = self.next_assignment(now_ms) {
+            self.acquire(id, key, effects);
         }
         self.dispatch_copies(now_ms, effects);
     }
@@ -499,7 +499,7 @@ impl Queue {
     /// The next consumer in round-robin order that has credit and a message
     /// it may take, with that message; with a single active consumer, that
     /// consumer only.
-    fn next_assignment(&self, now_ms: u64) -> Option<(ConsumerId, Seq)> {
+    fn next_assignment(&self, now_ms: u64) -> Option<(ConsumerId, Key)> {
         if self.config.single_active_consumer {
             let &active = self
                 .order
@@ -508,7 +508,7 @@ impl Queue {
             let consumer = &self.consumers[&active];
             return self
                 .first_deliverable(active, consumer, now_ms)
-                .map(|seq| (active, seq));
+                .map(|key| (active, key));
         }
         let start = self.last_served.map_or(Unbounded, Excluded);
         let after = self.consumers.range((start, Unbounded));
@@ -518,18 +518,18 @@ impl Queue {
             .flat_map(|last| self.consumers.range(..=last));
         after.chain(up_to).find_map(|(&id, consumer)| {
             self.first_deliverable(id, consumer, now_ms)
-                .map(|seq| (id, seq))
+                .map(|key| (id, key))
         })
     }
 
     /// The first ready message consumer `id` may acquire now: not expired,
     /// not scheduled for later, and not of a group another consumer holds.
-    fn first_deliverable(&self, id: ConsumerId, consumer: &Consumer, now_ms: u64) -> Option<Seq> {
+    fn first_deliverable(&self, id: ConsumerId, consumer: &Consumer, now_ms: u64) -> Option<Key> {
         if consumer.credit == 0 || consumer.unsettled().is_none() {
             return None;
         }
         // Only what its filter selects: see `Ready`.
-        self.ready.of(id).find(|&seq| {
+        self.ready.of(id).find(|&(_, seq)| {
             let message = &self.messages[&seq];
             consumer.accepts(seq)
                 && !message.is_expired(now_ms)
@@ -548,8 +548,8 @@ impl Queue {
             .is_none_or(|&(holder, _)| holder == id)
     }
 
-    fn acquire(&mut self, id: ConsumerId, seq: Seq, effects: &mut Vec<Effect>) {
-        let key = self.ready_key(seq);
+    fn acquire(&mut self, id: ConsumerId, key: Key, effects: &mut Vec<Effect>) {
+        let (_, seq) = key;
         assert!(self.ready.remove(&key), "acquired seq {seq} was not ready");
         self.group(id, seq);
         let message = self.messages.get_mut(&seq).expect("ready messages exist");

@@ -159,7 +159,7 @@ impl Bridge {
                     Ok(Request::AttachConsumer {
                         conn: self.conn,
                         link,
-                        node,
+                        node: Box::new(node),
                         filter,
                         container_id: self.container_id.clone(),
                     })
@@ -546,7 +546,7 @@ fn refuse(conn: &mut Connection, link: LinkId, refusal: Refusal) {
 /// keeps only those, to be answered with: the answered source lists
 /// exactly the filters in effect (spec part 3 §3.5.3), so a client can see
 /// that one it asked for is not. One that does not parse refuses the link.
-fn consumer_filter(source: Option<&mut Source>) -> Result<Option<MessageFilter>, Refusal> {
+fn consumer_filter(source: Option<&mut Source>) -> Result<Option<Box<MessageFilter>>, Refusal> {
     let Some(source) = source else {
         return Ok(None);
     };
@@ -562,7 +562,7 @@ fn consumer_filter(source: Option<&mut Source>) -> Result<Option<MessageFilter>,
         );
     }
     source.filter = in_effect.unwrap_or_default();
-    Ok(filter)
+    Ok(filter.map(Box::new))
 }
 
 /// The source a consumer's attach is answered with: the client's (with

@@ -631,7 +631,7 @@ fn declare_is_idempotent_and_keeps_the_first_config() {
     };
     let effects = bench.apply(Command::Declare {
         queue: "q".into(),
-        config: other,
+        config: Box::new(other),
     });
     assert_eq!(
         effects,

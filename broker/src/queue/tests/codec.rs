@@ -7,7 +7,7 @@ use crate::amqp::codec::{
     DecodeErrorKind, Descriptor, Encode, FieldEncoder, encode_descriptor, encode_list,
 };
 use crate::queue::command::DOMAIN;
-use crate::queue::{Guarded, Overflow};
+use crate::queue::{Guarded, Overflow, PublishTraits};
 
 /// Every command variant, with edge values in every field.
 fn every_command() -> Vec<Command> {
@@ -34,9 +34,12 @@ fn every_command() -> Vec<Command> {
         ttl_ms: Some(0),
         absolute_expiry_ms: Some(1),
         message_id: Some(Bytes::from_static(b"\xa1\x05order")),
-        priority: 9,
-        group: Some("EURUSD".into()),
-        deliver_at_ms: Some(u64::MAX),
+        traits: PublishTraits {
+            priority: 9,
+            group: Some("EURUSD".into()),
+            deliver_at_ms: Some(u64::MAX),
+        }
+        .boxed(),
     };
     let annotations = vec![
         (symbol("x-opt-a"), Value::from("text")),
@@ -53,11 +56,11 @@ fn every_command() -> Vec<Command> {
     vec![
         Command::Declare {
             queue: "q".into(),
-            config: QueueConfig::default(),
+            config: Box::default(),
         },
         Command::Declare {
             queue: "ünïcode".into(),
-            config,
+            config: Box::new(config),
         },
         Command::Delete { queue: "q".into() },
         Command::Enqueue {
@@ -269,13 +272,7 @@ fn outcome_and_overflow_decoding_is_strict() {
     let good = Command::decode(declare_with_overflow("drop-head")).expect("decodes");
     assert!(matches!(
         good,
-        Command::Declare {
-            config: QueueConfig {
-                overflow: Overflow::DropHead,
-                ..
-            },
-            ..
-        }
+        Command::Declare { config, .. } if config.overflow == Overflow::DropHead
     ));
     assert_eq!(
         kind(declare_with_overflow("drop-tail")),

@@ -57,7 +57,7 @@ impl Bench {
     fn declare(&mut self, queue: &str, config: QueueConfig) {
         let effects = self.apply(Command::Declare {
             queue: queue.into(),
-            config,
+            config: Box::new(config),
         });
         assert_eq!(
             effects,
@@ -132,9 +132,7 @@ fn durable(body: &'static str) -> NewMessage {
         ttl_ms: None,
         absolute_expiry_ms: None,
         message_id: None,
-        priority: 4,
-        group: None,
-        deliver_at_ms: None,
+        traits: None,
     }
 }
 
@@ -180,16 +178,15 @@ fn symbol(s: &'static str) -> Value {
 }
 
 /// A filter of one JMS selector.
-fn selector(text: &str) -> MessageFilter {
+fn selector(text: &str) -> Box<MessageFilter> {
     use crate::amqp::codec::{Described, Descriptor};
     let selector = Described {
         descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
         value: Value::from(text),
     };
     let entry = (symbol("jms-selector"), Value::from(selector));
-    MessageFilter::new(&[entry])
-        .expect("the selector parses")
-        .expect("a selector is a filter in effect")
+    let filter = MessageFilter::new(&[entry]).expect("the selector parses");
+    Box::new(filter.expect("a selector is a filter in effect"))
 }
 
 /// A `modified` outcome.

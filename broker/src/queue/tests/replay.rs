@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::queue::Overflow;
+use crate::queue::{Overflow, PublishTraits};
 
 /// What a replay of a log without credit must rebuild: every queue and
 /// every message, but not who holds what.
@@ -50,7 +50,7 @@ enum Op {
         size: usize,
         ttl_ms: Option<u64>,
         absolute_in_ms: Option<u64>,
-        traits: PublishTraits,
+        traits: Drawn,
     },
     /// A consumer attaches to a queue, browsing or not, and with a filter
     /// or not (`k = 1`).
@@ -65,7 +65,7 @@ enum Op {
 
 /// What the queue types read of a published message.
 #[derive(Debug, Clone)]
-struct PublishTraits {
+struct Drawn {
     priority: u8,
     group: Option<u8>,
     /// The value of application property `k`, a last-value queue's key.
@@ -73,14 +73,14 @@ struct PublishTraits {
     delay_ms: Option<u64>,
 }
 
-fn publish_traits() -> impl Strategy<Value = PublishTraits> {
+fn drawn() -> impl Strategy<Value = Drawn> {
     (
         0..10_u8,
         prop::option::weighted(0.5, 0..2_u8),
         prop::option::weighted(0.5, 0..2_u8),
         prop::option::weighted(0.2, 0..50_u64),
     )
-        .prop_map(|(priority, group, key, delay_ms)| PublishTraits {
+        .prop_map(|(priority, group, key, delay_ms)| Drawn {
             priority,
             group,
             key,
@@ -91,7 +91,7 @@ fn publish_traits() -> impl Strategy<Value = PublishTraits> {
 /// A message of `size` data bytes carrying `traits` where the broker
 /// finds them: the header's priority, the group-id, application property
 /// `k`.
-fn encoded(durable: bool, size: usize, traits: &PublishTraits) -> Bytes {
+fn encoded(durable: bool, size: usize, traits: &Drawn) -> Bytes {
     use crate::amqp::types::{Header, Message, Properties, Section};
     let mut sections = vec![Section::Header(Header {
         durable,
@@ -204,7 +204,7 @@ fn op() -> impl Strategy<Value = Op> {
             0..5_usize,
             prop::option::weighted(0.3, 0..60_u64),
             prop::option::weighted(0.2, 0..80_u64),
-            publish_traits(),
+            drawn(),
         )
             .prop_map(|(queue, durable, size, ttl_ms, absolute_in_ms, traits)| Op::Publish {
                 queue,
@@ -256,7 +256,7 @@ impl Run {
             Op::Wait(ms) => self.now_ms += ms,
             Op::Declare(queue, config) => self.submit(Command::Declare {
                 queue: name(queue),
-                config,
+                config: Box::new(config),
             }),
             Op::Delete(queue) => self.submit(Command::Delete { queue: name(queue) }),
             Op::Publish {
@@ -275,9 +275,12 @@ impl Run {
                     ttl_ms,
                     absolute_expiry_ms: absolute_in_ms.map(|ms| self.now_ms + ms),
                     message_id: None,
-                    priority: traits.priority,
-                    group: traits.group.map(|group| format!("g{group}")),
-                    deliver_at_ms: traits.delay_ms.map(|ms| self.now_ms + ms),
+                    traits: PublishTraits {
+                        priority: traits.priority,
+                        group: traits.group.map(|group| format!("g{group}")),
+                        deliver_at_ms: traits.delay_ms.map(|ms| self.now_ms + ms),
+                    }
+                    .boxed(),
                 };
                 self.submit(Command::Enqueue {
                     queue: name(queue),

@@ -3,20 +3,30 @@
 
 use super::*;
 use crate::amqp::types::{Message, Section};
-use crate::queue::DeadLetterReason;
+use crate::queue::{DeadLetterReason, PublishTraits};
 
-fn with_priority(body: &'static str, priority: u8) -> NewMessage {
+/// A durable message of `body` with `traits`.
+fn with(body: &'static str, traits: PublishTraits) -> NewMessage {
     NewMessage {
-        priority,
+        traits: traits.boxed(),
         ..durable(body)
     }
 }
 
+fn with_priority(body: &'static str, priority: u8) -> NewMessage {
+    let traits = PublishTraits {
+        priority,
+        ..PublishTraits::default()
+    };
+    with(body, traits)
+}
+
 fn in_group(body: &'static str, group: &str) -> NewMessage {
-    NewMessage {
+    let traits = PublishTraits {
         group: Some(group.into()),
-        ..durable(body)
-    }
+        ..PublishTraits::default()
+    };
+    with(body, traits)
 }
 
 /// A message whose application property `instrument` is `key`.
@@ -222,10 +232,13 @@ fn a_scheduled_message_waits_until_its_time() {
     let at = bench.now_ms + 500;
     let (seq, effects) = bench.publish(
         "q",
-        NewMessage {
-            deliver_at_ms: Some(at),
-            ..durable("later")
-        },
+        with(
+            "later",
+            PublishTraits {
+                deliver_at_ms: Some(at),
+                ..PublishTraits::default()
+            },
+        ),
     );
     assert_eq!(delivered(&effects), []);
     bench.send("q", "now");

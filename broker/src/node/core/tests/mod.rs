@@ -350,7 +350,7 @@ fn attach_dynamic() -> Request {
     Request::AttachConsumer {
         conn: testing::CONN,
         link: testing::CONSUMER,
-        node: ConsumerNode::Dynamic,
+        node: ConsumerNode::Dynamic.into(),
         container_id: "client".into(),
         filter: None,
     }
@@ -505,7 +505,8 @@ fn proposals_held_behind_a_detach_keep_their_order() {
         node: ConsumerNode::Queue {
             name: "q".into(),
             browse: false,
-        },
+        }
+        .into(),
         container_id: "client".into(),
         filter: None,
     });

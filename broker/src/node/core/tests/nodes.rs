@@ -101,7 +101,8 @@ fn subscribe(durable: bool) -> Request {
                 shared: false,
                 global: false,
             },
-        },
+        }
+        .into(),
         container_id: "client".into(),
         filter: None,
     }
@@ -126,7 +127,8 @@ fn a_subscription_is_found_by_its_link_name_and_closed() {
                 durable: true,
                 shared: false,
                 global: false,
-            }),
+            })
+            .into(),
             container_id: "client".into(),
             filter: None,
         };
