@@ -22,10 +22,10 @@ fn setup() -> (Queues, Vec<Effect>) {
         0,
         Command::Declare {
             queue: QUEUE.to_owned(),
-            config: QueueConfig {
+            config: Box::new(QueueConfig {
                 durable: true,
                 ..QueueConfig::default()
-            },
+            }),
         },
         &mut effects,
     );
@@ -92,7 +92,7 @@ fn selecting_past(backlog: u64) -> (Queues, Vec<Effect>, u64) {
         consumer: CONSUMER + 1,
         queue: QUEUE.to_owned(),
         browse: false,
-        filter,
+        filter: filter.map(Box::new),
     };
     queues.apply(0, attach, &mut effects);
     let credit = Command::Credit {
