@@ -8,10 +8,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use argon2::password_hash::SaltString;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{Broker, WAIT, test_config};
+use common::{Broker, WAIT, test_config, user};
 use fe2o3_amqp::connection::{ConnectionHandle, OpenError};
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::sasl::SaslCode as ClientSaslCode;
@@ -19,9 +17,8 @@ use fe2o3_amqp::{Connection, Session};
 use sluice::amqp::codec::Symbol;
 use sluice::amqp::frame::{Frame, FrameDecoder, Layer, ProtocolId, put_sasl_frame};
 use sluice::amqp::types::{SaslCode, SaslFrame, SaslInit};
-use sluice::config::{Config, User};
+use sluice::config::Config;
 use sluice::io::{Io, TokioIo};
-use sluice::server::auth::Argon2Hash;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -36,20 +33,6 @@ async fn broker_with_users() -> (Broker, TempDir) {
         ..test_config()
     };
     (Broker::start_with(config).await, data_dir)
-}
-
-/// An account whose hash uses cheap parameters (m = 8 KiB, t = 1), so that
-/// the broker's checks stay fast in an unoptimized build.
-fn user(name: &str, password: &str) -> User {
-    let salt = SaltString::encode_b64(name.repeat(8).as_bytes()).unwrap();
-    let params = Params::new(8, 1, 1, None).unwrap();
-    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .unwrap();
-    User {
-        name: name.to_owned(),
-        password_hash: Argon2Hash::parse(&hash.to_string()).unwrap(),
-    }
 }
 
 /// fe2o3 logging in with PLAIN.

@@ -20,11 +20,8 @@
 
 mod common;
 
-use argon2::password_hash::SaltString;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-use common::{Broker, assert_client_passed, interop_script, run_client, test_config};
-use sluice::config::{AmqpConfig, Config, User};
-use sluice::server::auth::Argon2Hash;
+use common::{Broker, assert_client_passed, interop_script, run_client, test_config, user};
+use sluice::config::{AmqpConfig, Config};
 
 const USER: &str = "azure";
 const PASSWORD: &str = "interop";
@@ -33,20 +30,6 @@ const MESSAGES: u32 = 50;
 /// The client's own send time-out in the scenarios where the broker honours
 /// `second` and the first send is expected to run into it.
 const SEND_TIMEOUT_S: u32 = 1;
-
-/// An account whose hash uses cheap parameters (m = 8 KiB, t = 1), so that
-/// the broker's checks stay fast in an unoptimized build.
-fn user(name: &str, password: &str) -> User {
-    let salt = SaltString::encode_b64(name.repeat(8).as_bytes()).unwrap();
-    let params = Params::new(8, 1, 1, None).unwrap();
-    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .unwrap();
-    User {
-        name: name.to_owned(),
-        password_hash: Argon2Hash::parse(&hash.to_string()).unwrap(),
-    }
-}
 
 /// Runs `scripts/interop/{script}` with `args` after the broker's URL and
 /// the account, against a broker of its own with that one account and

@@ -9,7 +9,8 @@
 //! - a selector and its negation, `NOT (…)`, never both select the message
 //!   (either may select nothing: three-valued logic).
 //!
-//! The unit test `selector::tests::fuzz_check` mirrors this check.
+//! The check is `sluice::selector::fuzzing::check`, which the unit tests
+//! run too.
 
 #![no_main]
 
@@ -17,9 +18,9 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
+use sluice::amqp::codec::Value;
 use sluice::amqp::types::{Header, Message, MessageId, Properties, Section, Timestamp};
-use sluice::selector::{Filter, FilterError, JMS_SELECTOR_NAME, MessageFields};
+use sluice::selector::MessageFields;
 
 /// A message with a value for every kind of field a selector can name.
 fn message() -> &'static MessageFields {
@@ -57,32 +58,9 @@ fn message() -> &'static MessageFields {
     })
 }
 
-fn entry(text: &str) -> Result<Option<Filter>, FilterError> {
-    let name = Value::Symbol(Symbol::from_static("jms-selector"));
-    let descriptor = Descriptor::Name(Symbol::from_static(JMS_SELECTOR_NAME));
-    let value = Value::String(text.to_owned());
-    Filter::from_source_entry(&name, &Value::from(Described { descriptor, value }))
-}
-
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let message = message();
-    let filter = match entry(text) {
-        Ok(Some(filter)) => filter,
-        Err(FilterError::Selector(e)) => {
-            assert!(e.position <= text.chars().count(), "{e} for {text:?}");
-            return;
-        }
-        other => panic!("a string selector parses or fails to: {other:?}"),
-    };
-    let selected = filter.matches(message);
-    assert_eq!(selected, filter.matches(message), "{text:?}");
-    if let Ok(Some(negation)) = entry(&format!("NOT ({text})")) {
-        assert!(
-            !(selected && negation.matches(message)),
-            "{text:?} and its negation both select"
-        );
-    }
+    sluice::selector::fuzzing::check(text, message());
 });

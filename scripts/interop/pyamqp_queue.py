@@ -28,7 +28,6 @@ operations guide says happens then: the broker's outcome comes unsettled,
 this stack never settles it, and the first send times out after
 `--send-timeout` seconds.
 """
-import argparse
 import logging
 import time
 from urllib.parse import urlparse
@@ -39,14 +38,9 @@ from azure.servicebus._pyamqp.constants import ReceiverSettleMode, SenderSettleM
 from azure.servicebus._pyamqp.message import Header, Message, Properties
 from azure.servicebus._pyamqp.performatives import AttachFrame
 
+from azure_common import (QUIET, arguments, check_attach, check_received, check_sends,
+                          send_each)
 from interop_common import TIMEOUT, run, unique
-
-# A send the broker settles at once takes milliseconds; the stack's own
-# default would wait forever, so every send gets this bound.
-SEND_TIMEOUT = 5.0
-# How long the receiver waits for a message beyond those sent.
-QUIET = 1.0
-MODES = {"first": ReceiverSettleMode.First, "second": ReceiverSettleMode.Second}
 
 
 class AttachTrace(logging.Handler):
@@ -74,17 +68,6 @@ class AttachTrace(logging.Handler):
         return of(self.sent), of(self.received)
 
 
-def arguments():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("url")
-    parser.add_argument("user")
-    parser.add_argument("password")
-    parser.add_argument("count", nargs="?", type=int, default=50)
-    parser.add_argument("--expect-rcv-settle-mode", choices=MODES, default="first")
-    parser.add_argument("--send-timeout", type=float, default=SEND_TIMEOUT)
-    return parser.parse_args()
-
-
 def scenario(checks):
     args = arguments()
     url = urlparse(args.url)
@@ -102,54 +85,16 @@ def scenario(checks):
                         client_name=f"{queue}-sender")
     sender.open()
 
-    expected = []
-    slowest = 0.0
-    failures = []
-    started = time.monotonic()
-    for i in range(args.count):
-        body = f"{queue} message {i}"
+    def send(i, body):
         message = Message(value=body, header=Header(durable=True),
                           properties=Properties(message_id=f"{queue}-{i}"))
-        began = time.monotonic()
-        try:
-            sender.send_message(message, timeout=args.send_timeout)
-        except Exception as error:  # the stack raises its own types: report any
-            failures.append((i, time.monotonic() - began, error))
-            break  # one failure shows it; the rest would each wait as long
-        expected.append(body)
-        slowest = max(slowest, time.monotonic() - began)
-    elapsed = time.monotonic() - started
+        sender.send_message(message, timeout=args.send_timeout)
 
-    # The sender's link is the only one so far.
-    asked, answered = trace.modes()
-    checks.check(asked == [(SenderSettleMode.Unsettled, ReceiverSettleMode.Second)],
-                 f"the stack's default sender attached asking for send-settle-mode "
-                 f"unsettled (0), rcv-settle-mode second (1): sent {asked}")
-    checks.check([rcv for _, rcv in answered] == [MODES[args.expect_rcv_settle_mode]],
-                 f"the broker's attach answers rcv-settle-mode "
-                 f"{args.expect_rcv_settle_mode}: received {answered}")
+    sends = send_each(args.count, queue, send)
+    check_attach(checks, args, "stack", *trace.modes())
     sender.close()
-
-    if args.expect_rcv_settle_mode == "second":
-        checks.check(len(failures) == 1 and isinstance(failures[0][2], TimeoutError),
-                     f"with the broker honouring second, the first send times out "
-                     f"(failures: {[(i, round(t, 2), repr(e)) for i, t, e in failures]})")
-        if failures:
-            waited = failures[0][1]
-            checks.check(0.9 * args.send_timeout <= waited < args.send_timeout + 2,
-                         f"the send failed after the client's own {args.send_timeout} s "
-                         f"time-out ({waited:.2f} s)")
+    if not check_sends(checks, args, sends, lambda error: isinstance(error, TimeoutError)):
         return
-
-    for i, waited, error in failures:
-        print(f"  message {i}: failed after {waited:.2f} s: {error!r}")
-    checks.check(not failures and len(expected) == args.count,
-                 f"all {args.count} sends completed ({len(expected)} did before one failed)"
-                 if failures else f"all {args.count} sends completed")
-    if not failures:
-        checks.check(slowest < args.send_timeout / 5,
-                     f"each send completed promptly: slowest {slowest * 1000:.0f} ms, "
-                     f"all {args.count} in {elapsed:.2f} s")
 
     receiver = ReceiveClient(hostname, queue, auth=auth, use_tls=False,
                              client_name=f"{queue}-receiver",
@@ -163,13 +108,8 @@ def scenario(checks):
                                                timeout=deadline - time.monotonic())
         received.extend(m.value for m in batch)
     received = [b.decode() if isinstance(b, bytes) else b for b in received]
-    checks.check(len(received) == args.count,
-                 f"received {len(received)} of {args.count} messages")
-    checks.check(len(set(received)) == len(received),
-                 f"each once ({len(received) - len(set(received))} duplicates)")
-    checks.check(sorted(received) == sorted(expected), "received exactly the bodies sent")
     extra = receiver.receive_message_batch(max_batch_size=1, timeout=QUIET)
-    checks.check(not extra, f"no message beyond those sent (got {[m.value for m in extra]})")
+    check_received(checks, args, sends, received, [m.value for m in extra])
     receiver.close()
 
 

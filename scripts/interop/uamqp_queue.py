@@ -26,7 +26,6 @@ operations guide says happens then: the broker's outcome comes unsettled,
 uAMQP never settles it, and the first send times out after
 `--send-timeout` seconds.
 """
-import argparse
 import logging
 import os
 import re
@@ -39,14 +38,10 @@ import uamqp
 from uamqp import ReceiveClient, SendClient, authentication
 from uamqp.message import MessageHeader, MessageProperties
 
+from azure_common import (QUIET, arguments, check_attach, check_received, check_sends,
+                          send_each)
 from interop_common import TIMEOUT, run, unique
 
-# A send the broker settles at once takes milliseconds; the library's own
-# default would wait forever, so every send gets this bound.
-SEND_TIMEOUT = 5.0
-# How long the receiver waits for a message beyond those sent.
-QUIET = 1.0
-MODES = {"first": 0, "second": 1}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -95,17 +90,6 @@ class TlsProxy:
         self.process.wait(timeout=TIMEOUT)
 
 
-def arguments():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("url")
-    parser.add_argument("user")
-    parser.add_argument("password")
-    parser.add_argument("count", nargs="?", type=int, default=50)
-    parser.add_argument("--expect-rcv-settle-mode", choices=MODES, default="first")
-    parser.add_argument("--send-timeout", type=float, default=SEND_TIMEOUT)
-    return parser.parse_args()
-
-
 def scenario(checks):
     args = arguments()
     with tempfile.TemporaryDirectory(prefix="sluice-uamqp-") as directory:
@@ -132,56 +116,17 @@ def exchange(checks, args, proxy):
 
     sender = SendClient(address, auth=auth(), client_name=f"{queue}-sender", debug=True,
                         msg_timeout=int(args.send_timeout * 1000))
-    expected = []
-    slowest = 0.0
-    failures = []
-    started = time.monotonic()
-    for i in range(args.count):
-        body = f"{queue} message {i}"
+    def send(i, body):
         message = uamqp.Message(body.encode(), header=MessageHeader(),
                                 properties=MessageProperties(message_id=f"{queue}-{i}"))
         message.header.durable = True
-        began = time.monotonic()
-        try:
-            sender.send_message(message)
-        except Exception as error:  # the library raises its own types: report any
-            failures.append((i, time.monotonic() - began, error))
-            break  # one failure shows it; the rest would each wait as long
-        expected.append(body)
-        slowest = max(slowest, time.monotonic() - began)
-    elapsed = time.monotonic() - started
-    # The sender's link is the only one so far.
-    asked, answered = list(trace.sent), list(trace.received)
+        sender.send_message(message)
+
+    sends = send_each(args.count, queue, send)
+    check_attach(checks, args, "library", trace.sent, trace.received)
     sender.close()
-
-    checks.check(asked == [(0, 1)],
-                 f"the library's default sender attached asking for send-settle-mode "
-                 f"unsettled (0), rcv-settle-mode second (1): sent {asked}")
-    checks.check([rcv for _, rcv in answered] == [MODES[args.expect_rcv_settle_mode]],
-                 f"the broker's attach answers rcv-settle-mode "
-                 f"{args.expect_rcv_settle_mode}: received {answered}")
-
-    if args.expect_rcv_settle_mode == "second":
-        checks.check(len(failures) == 1,
-                     f"with the broker honouring second, the first send fails "
-                     f"(failures: {[(i, round(t, 2), repr(e)) for i, t, e in failures]})")
-        if failures:
-            waited = failures[0][1]
-            checks.check(0.9 * args.send_timeout <= waited < args.send_timeout + 2
-                         and "timed out" in str(failures[0][2]),
-                         f"the send failed after the client's own {args.send_timeout} s "
-                         f"time-out, msg_timeout ({waited:.2f} s)")
+    if not check_sends(checks, args, sends, lambda error: "timed out" in str(error)):
         return
-
-    for i, waited, error in failures:
-        print(f"  message {i}: failed after {waited:.2f} s: {error!r}")
-    checks.check(not failures and len(expected) == args.count,
-                 f"all {args.count} sends completed ({len(expected)} did before one failed)"
-                 if failures else f"all {args.count} sends completed")
-    if not failures:
-        checks.check(slowest < args.send_timeout / 5,
-                     f"each send completed promptly: slowest {slowest * 1000:.0f} ms, "
-                     f"all {args.count} in {elapsed:.2f} s")
 
     receiver = ReceiveClient(address, auth=auth(), client_name=f"{queue}-receiver",
                              prefetch=args.count)
@@ -192,13 +137,8 @@ def exchange(checks, args, proxy):
         batch = receiver.receive_message_batch(max_batch_size=args.count - len(received),
                                                timeout=max(wait_ms, 1))
         received.extend(b"".join(m.get_data()).decode() for m in batch)
-    checks.check(len(received) == args.count,
-                 f"received {len(received)} of {args.count} messages")
-    checks.check(len(set(received)) == len(received),
-                 f"each once ({len(received) - len(set(received))} duplicates)")
-    checks.check(sorted(received) == sorted(expected), "received exactly the bodies sent")
     extra = receiver.receive_message_batch(max_batch_size=1, timeout=int(QUIET * 1000))
-    checks.check(not extra, f"no message beyond those sent (got {len(extra)})")
+    check_received(checks, args, sends, received, [b"".join(m.get_data()) for m in extra])
     receiver.close()
 
 

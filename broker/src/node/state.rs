@@ -34,7 +34,7 @@ use super::origin::Origin;
 use crate::amqp::codec::{DecodeError, DecodeErrorKind};
 use crate::node::TOPIC_PREFIX;
 use crate::node::address::{subscription_queue, topic_of_subscription};
-use crate::queue::{Command, Effect, Guarded, NewMessage, Queues};
+use crate::queue::{Command, Effect, Guarded, LazyFields, NewMessage, Queues};
 
 /// An enqueue's seq is its entry's index shifted left this far, plus its
 /// place among the entry's enqueues: unique and increasing in the group,
@@ -94,10 +94,11 @@ impl GroupState {
     fn subscriptions(&self, topic: &str, body: &Bytes) -> Vec<String> {
         let topic = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
         let prefix = subscription_queue(topic, "");
+        let message = LazyFields::new(body);
         self.queues
             .declared()
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with(&prefix) && self.queues.takes(name, body))
+            .filter(|name| name.starts_with(&prefix) && self.queues.takes(name, &message))
             .map(str::to_owned)
             .collect()
     }

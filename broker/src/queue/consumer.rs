@@ -2,9 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
-
-use super::{MessageFilter, Seq};
+use super::{LazyFields, MessageFilter, Seq};
 
 /// One consumer of one queue. Volatile: never snapshotted or replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +51,10 @@ impl Consumer {
     }
 
     /// Whether its filter, if it has one, passes the message `body`.
-    pub fn takes(&self, body: &Bytes) -> bool {
-        self.filter.as_ref().is_none_or(|filter| filter.takes(body))
+    pub fn takes(&self, message: &LazyFields) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| filter.takes(message))
     }
 
     /// Uses one unit of credit for a delivery.

@@ -2,6 +2,8 @@
 //! of its source ([`crate::selector`]), kept as the client sent them (what
 //! the log and snapshots record) and compiled once.
 
+use std::cell::OnceCell;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::amqp::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader, Value, to_bytes};
@@ -38,10 +40,36 @@ impl MessageFilter {
         &self.entries
     }
 
-    /// Whether the message `body` passes. One that does not decode passes
-    /// no filter.
-    pub fn takes(&self, body: &Bytes) -> bool {
-        MessageFields::read(body).is_ok_and(|fields| self.compiled.matches(&fields))
+    /// Whether the message passes. One that does not decode passes no
+    /// filter.
+    pub fn takes(&self, message: &LazyFields) -> bool {
+        message
+            .get()
+            .is_some_and(|fields| self.compiled.matches(fields))
+    }
+}
+
+/// A message's fields, decoded the first time a filter asks for them: a
+/// message that many consumers' or subscriptions' filters test is decoded
+/// once, and one that meets no filter not at all.
+pub struct LazyFields<'a> {
+    body: &'a Bytes,
+    decoded: OnceCell<Option<MessageFields>>,
+}
+
+impl<'a> LazyFields<'a> {
+    pub fn new(body: &'a Bytes) -> Self {
+        Self {
+            body,
+            decoded: OnceCell::new(),
+        }
+    }
+
+    /// Its fields; `None` if it does not decode.
+    fn get(&self) -> Option<&MessageFields> {
+        self.decoded
+            .get_or_init(|| MessageFields::read(self.body).ok())
+            .as_ref()
     }
 }
 

@@ -8,8 +8,8 @@ use super::consumer::Consumer;
 use super::message::Message;
 use super::single::{Admission, Queue};
 use super::{
-    CloseReason, Command, ConsumerId, DeadLetterReason, Effect, MessageFilter, NewMessage, Outcome,
-    QueueConfig, QueueInfo, RejectReason, Seq,
+    CloseReason, Command, ConsumerId, DeadLetterReason, Effect, LazyFields, MessageFilter,
+    NewMessage, Outcome, QueueConfig, QueueInfo, RejectReason, Seq,
 };
 use crate::amqp::codec::DecodeError;
 use crate::planted::Plants;
@@ -187,13 +187,13 @@ impl Queues {
         Some((queue, queue.consumer(consumer)?))
     }
 
-    /// Whether `queue` takes a copy of a topic's message `body`: a
-    /// subscription whose filter the message does not pass does not.
-    pub fn takes(&self, queue: &str, body: &Bytes) -> bool {
+    /// Whether `queue` takes a copy of a topic's message: a subscription
+    /// whose filter the message does not pass does not.
+    pub fn takes(&self, queue: &str, message: &LazyFields) -> bool {
         self.queues
             .get(queue)
             .and_then(|q| q.config.filter.as_ref())
-            .is_none_or(|filter| filter.takes(body))
+            .is_none_or(|filter| filter.takes(message))
     }
 
     /// The queue named `name`.

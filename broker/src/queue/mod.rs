@@ -55,7 +55,7 @@ use bytes::Bytes;
 
 use crate::amqp::codec::Value;
 
-pub use filter::MessageFilter;
+pub use filter::{LazyFields, MessageFilter};
 pub use machine::Queues;
 
 /// A message's sequence number, assigned by the caller on

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use super::LazyFields;
 use super::consumer::Consumer;
 use super::{ConsumerId, Seq};
 
@@ -30,8 +31,9 @@ impl Ready {
         body: &Bytes,
         consumers: &BTreeMap<ConsumerId, Consumer>,
     ) -> bool {
+        let message = LazyFields::new(body);
         for (id, selected) in &mut self.selected {
-            if consumers[id].takes(body) {
+            if consumers[id].takes(&message) {
                 selected.insert(key);
             }
         }
@@ -66,7 +68,7 @@ impl Ready {
         let selected = self
             .all
             .iter()
-            .filter(|&&(_, seq)| consumer.takes(&body(seq)))
+            .filter(|&&(_, seq)| consumer.takes(&LazyFields::new(&body(seq))))
             .copied()
             .collect();
         self.selected.insert(id, selected);

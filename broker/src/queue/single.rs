@@ -8,7 +8,9 @@ use super::consumer::{Consumer, Mode};
 use super::dedup::Dedup;
 use super::message::{Message, Tally};
 use super::ready::{Key, Ready};
-use super::{ConsumerId, Delivery, Effect, MessageFilter, Overflow, QueueConfig, QueueInfo, Seq};
+use super::{
+    ConsumerId, Delivery, Effect, LazyFields, MessageFilter, Overflow, QueueConfig, QueueInfo, Seq,
+};
 use crate::amqp::codec::Value;
 use bytes::Bytes;
 
@@ -592,7 +594,7 @@ impl Queue {
                     if m.is_expired(now_ms) || m.is_scheduled(now_ms) {
                         continue;
                     }
-                    if consumer.takes(&m.body) {
+                    if consumer.takes(&LazyFields::new(&m.body)) {
                         next = Some((seq, m));
                         break;
                     }

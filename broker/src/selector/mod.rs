@@ -27,6 +27,8 @@
 
 mod amqp_filters;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jms;
 
 #[cfg(test)]

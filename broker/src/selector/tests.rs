@@ -349,35 +349,6 @@ fn malformed_sections_are_a_decode_error() {
     }
 }
 
-/// The fuzz target's check (`fuzz/fuzz_targets/selector.rs`), kept here so
-/// that it type-checks and runs with the unit tests: parsing any text never
-/// panics; an error points inside the text; what parses evaluates, the
-/// same way twice; and a selector and its negation never both select.
-fn fuzz_check(text: &str, message: &MessageFields) {
-    let name = Value::Symbol(Symbol::from_static("jms-selector"));
-    let entry = |text: &str| {
-        let descriptor = Descriptor::Name(Symbol::from_static(JMS_SELECTOR_NAME));
-        let value = Value::String(text.to_owned());
-        Filter::from_source_entry(&name, &Value::from(Described { descriptor, value }))
-    };
-    let filter = match entry(text) {
-        Ok(Some(filter)) => filter,
-        Err(FilterError::Selector(e)) => {
-            assert!(e.position <= text.chars().count(), "{e} for {text:?}");
-            return;
-        }
-        other => panic!("a string selector parses or fails to: {other:?}"),
-    };
-    let selected = filter.matches(message);
-    assert_eq!(selected, filter.matches(message), "{text:?}");
-    if let Ok(Some(negation)) = entry(&format!("NOT ({text})")) {
-        assert!(
-            !(selected && negation.matches(message)),
-            "{text:?} and its negation both select"
-        );
-    }
-}
-
 #[test]
 fn the_fuzz_check_passes_on_hand_picked_selectors() {
     let message = sample();
@@ -394,7 +365,7 @@ fn the_fuzz_check_passes_on_hand_picked_selectors() {
         "a = 0x",
         "a LIKE 'x!' ESCAPE '!'",
     ] {
-        fuzz_check(text, &message);
+        fuzzing::check(text, &message);
     }
 }
 
@@ -411,11 +382,11 @@ proptest! {
             0..24,
         ),
     ) {
-        fuzz_check(&pieces.join(" "), &sample());
+        fuzzing::check(&pieces.join(" "), &sample());
     }
 
     #[test]
     fn the_fuzz_check_passes_on_arbitrary_text(text in "\\PC{0,64}") {
-        fuzz_check(&text, &sample());
+        fuzzing::check(&text, &sample());
     }
 }

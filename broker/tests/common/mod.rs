@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use argon2::password_hash::SaltString;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use bytes::Bytes;
 use sluice::amqp::types::{Header, Message, Section};
-use sluice::config::Config;
+use sluice::config::{Config, User};
 use sluice::io::{Io, TokioIo};
 use sluice::node::NodeHandle;
+use sluice::server::auth::Argon2Hash;
 use sluice::server::{self, ShutdownTrigger, shutdown_channel};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -126,6 +129,19 @@ impl Broker {
     }
 }
 
+/// An account whose hash uses cheap parameters (m = 8 KiB, t = 1), so that
+/// the broker's checks stay fast in an unoptimized build.
+pub fn user(name: &str, password: &str) -> User {
+    let salt = SaltString::encode_b64(name.repeat(8).as_bytes()).unwrap();
+    let params = Params::new(8, 1, 1, None).unwrap();
+    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap();
+    User {
+        name: name.to_owned(),
+        password_hash: Argon2Hash::parse(&hash.to_string()).unwrap(),
+    }
+}
 /// Bounds a whole client script run; each script bounds its own waits below
 /// this, so a timeout here means the client hung.
 pub const CLIENT_WAIT: Duration = Duration::from_secs(60);
