@@ -10,8 +10,9 @@
 #
 # Extra arguments go to cargo, e.g. `scripts/test.sh -p sluice --test cli`.
 # Needs: a Rust toolchain (cargo), python3 with venv, the openssl command,
-# Node.js (18 or newer) with npm, and network access to PyPI and the npm
-# registry on the first run.
+# Node.js (18 or newer) with npm, g++, and network access to PyPI, the npm
+# registry and Debian's packages on the first run (apt-get, as root or
+# through sudo).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -91,6 +92,31 @@ install_node_clients() {
     export SLUICE_NODE
 }
 
+# Qpid Proton's C++ binding, for broker/tests/interop_proton_cpp.rs, which
+# finds the client built from scripts/interop/proton_cpp.cpp through
+# SLUICE_PROTON_CPP. The library and headers are Debian's
+# libqpid-proton-cpp12-dev (0.37), installed if its headers are missing; the
+# client is rebuilt when its source is newer than the binary.
+CPP_CLIENT_SOURCE=scripts/interop/proton_cpp.cpp
+CPP_CLIENT="${CARGO_TARGET_DIR:-target}/interop-cpp/proton_cpp"
+
+install_cpp_client() {
+    if [[ ! -f /usr/include/proton/container.hpp ]]; then
+        echo "test.sh: installing libqpid-proton-cpp12-dev (apt-get)" >&2
+        local sudo=()
+        [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            libqpid-proton-cpp12-dev >/dev/null
+    fi
+    if [[ ! -x "$CPP_CLIENT" || "$CPP_CLIENT_SOURCE" -nt "$CPP_CLIENT" ]]; then
+        echo "test.sh: building $CPP_CLIENT" >&2
+        mkdir -p "$(dirname "$CPP_CLIENT")"
+        g++ -std=c++17 -O1 -Wall -Werror -o "$CPP_CLIENT" "$CPP_CLIENT_SOURCE" -lqpid-proton-cpp
+    fi
+    SLUICE_PROTON_CPP="$(realpath "$CPP_CLIENT")"
+    export SLUICE_PROTON_CPP
+}
+
 # The simulator's own gate, beyond its tests: the determinism check on three
 # seeds of one node and of a 3-node cluster, explorations of 200 seeds with
 # every fault kind on, one node and 3-node clusters, and 200 seeds of the
@@ -111,6 +137,7 @@ simulate() {
 
 install_python_clients
 install_node_clients
+install_cpp_client
 cargo test --workspace --all-features "$@" -- --include-ignored
 # Extra arguments select tests; the simulator gate, the check that the
 # production binary holds neither the simulator's seam nor a planted bug,

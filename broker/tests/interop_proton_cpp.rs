@@ -1,0 +1,82 @@
+//! Qpid Proton's C++ binding (Debian's libqpid-proton-cpp12-dev) against
+//! the real server entry point: each scenario of
+//! `scripts/interop/proton_cpp.cpp` (a queue at least and at most once,
+//! selectors, a JMS temporary queue, and the configured queue types).
+//!
+//! Ignored by a plain `cargo test`: they need the client, which
+//! `scripts/test.sh` builds (installing the library if need be) and names
+//! in `SLUICE_PROTON_CPP` before running the ignored tests too.
+// Test helpers panic on anything unexpected: the panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Broker, assert_client_passed, run_client, test_config};
+use sluice::config::Config;
+
+/// The queues the `queue-types` scenario expects, by name.
+const QUEUE_TYPES: &str = r#"
+    [[queue]]
+    name = "cpp-priority"
+    type = "priority"
+
+    [[queue]]
+    name = "cpp-last-value"
+    type = "last-value"
+    last_value_key = "instrument"
+
+    [[queue]]
+    name = "cpp-groups"
+    message_groups = true
+
+    [[queue]]
+    name = "cpp-single-active"
+    single_active_consumer = true
+"#;
+
+/// Runs the C++ client's `scenario` against a broker of its own, configured
+/// with the queues of [`QUEUE_TYPES`], and returns what it printed, having
+/// checked that it passed.
+async fn run_scenario(scenario: &str) -> String {
+    let data_dir = tempfile::Builder::new()
+        .prefix("sluice-test-")
+        .tempdir()
+        .unwrap();
+    let config = Config {
+        data_dir: data_dir.path().to_owned(),
+        listen: test_config().listen,
+        ..Config::from_toml(QUEUE_TYPES).unwrap()
+    };
+    let broker = Broker::start_with(config).await;
+    let client = std::env::var("SLUICE_PROTON_CPP")
+        .expect("SLUICE_PROTON_CPP names the client scripts/test.sh builds");
+    let output = run_client(&client, &[broker.url(), scenario.to_owned()]).await;
+    let stdout = assert_client_passed(&format!("proton C++ {scenario}"), &output);
+    broker.stop().await;
+    drop(data_dir);
+    stdout
+}
+
+#[tokio::test]
+#[ignore = "needs the Proton C++ client: run through scripts/test.sh"]
+async fn proton_cpp_sends_and_receives_at_least_and_at_most_once() {
+    run_scenario("queue").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Proton C++ client: run through scripts/test.sh"]
+async fn proton_cpp_selectors_select_and_a_bad_one_refuses_only_its_link() {
+    run_scenario("selector").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Proton C++ client: run through scripts/test.sh"]
+async fn proton_cpp_temporary_queue_from_a_dynamic_target() {
+    run_scenario("temporary").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Proton C++ client: run through scripts/test.sh"]
+async fn proton_cpp_queue_types_as_configured() {
+    run_scenario("queue-types").await;
+}
