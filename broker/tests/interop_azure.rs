@@ -36,12 +36,7 @@ const SEND_TIMEOUT_S: u32 = 1;
 /// `amqp.rcv_settle_mode_second` set to `honour_second`; returns what the
 /// script printed, having checked that it passed.
 async fn run_scenario(script: &str, honour_second: bool, args: &[String]) -> String {
-    let data_dir = tempfile::Builder::new()
-        .prefix("sluice-test-")
-        .tempdir()
-        .unwrap();
     let config = Config {
-        data_dir: data_dir.path().to_owned(),
         users: vec![user(USER, PASSWORD)],
         amqp: AmqpConfig {
             rcv_settle_mode_second: honour_second,
@@ -49,7 +44,7 @@ async fn run_scenario(script: &str, honour_second: bool, args: &[String]) -> Str
         },
         ..test_config()
     };
-    let broker = Broker::start_with(config).await;
+    let broker = Broker::start_configured(config).await;
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let mut argv = vec![
         interop_script(script).display().to_string(),
@@ -61,7 +56,6 @@ async fn run_scenario(script: &str, honour_second: bool, args: &[String]) -> Str
     let output = run_client(&python, &argv).await;
     let stdout = assert_client_passed(&format!("{script} {args:?}"), &output);
     broker.stop().await;
-    drop(data_dir);
     stdout
 }
 

@@ -2,7 +2,7 @@
 //! against the real server entry point: the handshake, then each messaging
 //! scenario in `scripts/interop/proton_*.py` (queue, topic, request/reply
 //! over a dynamic queue and anonymous relay, browse, selectors, transactions,
-//! JMS's temporary nodes and unsubscribe).
+//! JMS's temporary nodes and unsubscribe, and the configured queue types).
 //!
 //! Ignored by a plain `cargo test`: they need python-qpid-proton, which
 //! `scripts/test.sh` installs into a virtualenv and names in `SLUICE_PYTHON`
@@ -14,10 +14,33 @@ mod common;
 
 use common::{Broker, assert_client_passed, interop_script, run_client};
 
+/// The queues `proton_queue_types.py` expects, by name.
+const QUEUE_TYPES: &str = r#"
+    [[queue]]
+    name = "proton-priority"
+    type = "priority"
+
+    [[queue]]
+    name = "proton-last-value"
+    type = "last-value"
+    last_value_key = "instrument"
+
+    [[queue]]
+    name = "proton-groups"
+    message_groups = true
+
+    [[queue]]
+    name = "proton-single-active"
+    single_active_consumer = true
+"#;
+
 /// Runs `scripts/interop/{script}` against a broker of its own and returns
 /// what it printed, having checked that it passed.
 async fn run_scenario(script: &str) -> String {
-    let broker = Broker::start().await;
+    run_against(script, Broker::start().await).await
+}
+
+async fn run_against(script: &str, broker: Broker) -> String {
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let script_path = interop_script(script).display().to_string();
     let output = run_client(&python, &[script_path, broker.url()]).await;
@@ -95,4 +118,11 @@ async fn proton_python_transaction_commits_and_rolls_back() {
 #[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
 async fn proton_python_temporary_nodes_and_unsubscribe_as_jms_asks() {
     run_scenario("proton_jms_nodes.py").await;
+}
+
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_queue_types_as_configured() {
+    let broker = Broker::start_from_toml(QUEUE_TYPES).await;
+    run_against("proton_queue_types.py", broker).await;
 }

@@ -11,8 +11,7 @@
 
 mod common;
 
-use common::{Broker, assert_client_passed, run_client, test_config};
-use sluice::config::Config;
+use common::{Broker, assert_client_passed, run_client};
 
 /// The queues the `queue-types` scenario expects, by name.
 const QUEUE_TYPES: &str = r#"
@@ -38,22 +37,12 @@ const QUEUE_TYPES: &str = r#"
 /// with the queues of [`QUEUE_TYPES`], and returns what it printed, having
 /// checked that it passed.
 async fn run_scenario(scenario: &str) -> String {
-    let data_dir = tempfile::Builder::new()
-        .prefix("sluice-test-")
-        .tempdir()
-        .unwrap();
-    let config = Config {
-        data_dir: data_dir.path().to_owned(),
-        listen: test_config().listen,
-        ..Config::from_toml(QUEUE_TYPES).unwrap()
-    };
-    let broker = Broker::start_with(config).await;
+    let broker = Broker::start_from_toml(QUEUE_TYPES).await;
     let client = std::env::var("SLUICE_PROTON_CPP")
         .expect("SLUICE_PROTON_CPP names the client scripts/test.sh builds");
     let output = run_client(&client, &[broker.url(), scenario.to_owned()]).await;
     let stdout = assert_client_passed(&format!("proton C++ {scenario}"), &output);
     broker.stop().await;
-    drop(data_dir);
     stdout
 }
 

@@ -55,13 +55,28 @@ impl Broker {
     /// A broker on a free loopback port with a fresh data directory of its
     /// own, so tests never share state or write into the work tree.
     pub async fn start() -> Self {
+        Self::start_configured(test_config()).await
+    }
+
+    /// Like [`Broker::start`], configured by `toml` (queue settings and
+    /// the like; the address and data directory are the test's).
+    pub async fn start_from_toml(toml: &str) -> Self {
+        let config = Config {
+            listen: test_config().listen,
+            ..Config::from_toml(toml).expect("a valid test configuration")
+        };
+        Self::start_configured(config).await
+    }
+
+    /// `config` on a fresh data directory of the broker's own.
+    pub async fn start_configured(config: Config) -> Self {
         let data_dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
             .expect("a temporary data directory");
         let config = Config {
             data_dir: data_dir.path().to_owned(),
-            ..test_config()
+            ..config
         };
         let mut broker = Self::start_with(config).await;
         broker.data_dir = Some(data_dir);
