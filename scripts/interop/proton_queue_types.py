@@ -15,6 +15,10 @@
    what follows.
 5. A fresh queue: a message with `x-opt-delivery-delay` 1000 arrives after
    the one sent next, and not before its delay.
+6. Queues a sender creates on first use, typed by its target's
+   dynamic-node-properties: `type` priority, and qpidd's
+   `qpid.last_value_queue_key`; a type the broker does not have refuses the
+   link with `amqp:invalid-field`.
 
 Everything is accepted in the end, so the queues are left empty.
 
@@ -24,7 +28,8 @@ import sys
 import time
 
 from proton import Message, Timeout, symbol
-from proton.utils import BlockingConnection
+from proton.reactor import DynamicNodeProperties
+from proton.utils import BlockingConnection, LinkDetached
 
 from interop_common import TIMEOUT, run, send_for_outcome, unique
 
@@ -37,8 +42,9 @@ def priced(body, priority, instrument):
     return text(body, priority=priority, properties={"instrument": instrument})
 
 
-def send_all(checks, connection, address, messages):
-    sender = connection.create_sender(address)
+def send_all(checks, connection, address, messages, properties=None):
+    options = DynamicNodeProperties(properties) if properties else None
+    sender = connection.create_sender(address, options=options)
     outcomes = [send_for_outcome(connection, sender, m)[0] for m in messages]
     checks.check(outcomes == ["accepted"] * len(messages),
                  f"{len(messages)} sends to {address} accepted: {outcomes}")
@@ -143,6 +149,30 @@ def scheduled(checks, connection):
     sender.close()
 
 
+def typed_by_the_link(checks, connection):
+    queue = unique("proton-typed-priority")
+    send_all(checks, connection, queue, [priced("low", 0, "x"), priced("urgent", 9, "x")],
+             {symbol("type"): "priority"})
+    got = receive_through(connection, queue, "low")
+    checks.check(got == ["urgent", "low"], f"a queue typed priority by its creator: {got}")
+
+    queue = unique("proton-typed-last-value")
+    send_all(checks, connection, queue,
+             [priced("eur 1", 4, "EURUSD"), priced("eur 2", 4, "EURUSD"), priced("end", 4, "END")],
+             {symbol("qpid.last_value_queue_key"): "instrument"})
+    got = receive_through(connection, queue, "end")
+    checks.check(got == ["eur 2", "end"],
+                 f"a queue typed last-value by qpidd's argument: {got}")
+
+    try:
+        connection.create_sender(unique("proton-typed-bad"),
+                                 options=DynamicNodeProperties({symbol("type"): "fanout"}))
+        checks.check(False, "a type the broker does not have was accepted")
+    except LinkDetached as refused:
+        checks.check("amqp:invalid-field" in str(refused),
+                     f"a type the broker does not have refuses the link: {refused}")
+
+
 def scenario(checks):
     connection = BlockingConnection(sys.argv[1], timeout=TIMEOUT, allowed_mechs="ANONYMOUS")
     priority(checks, connection)
@@ -150,6 +180,7 @@ def scenario(checks):
     groups(checks, connection)
     single_active(checks, connection)
     scheduled(checks, connection)
+    typed_by_the_link(checks, connection)
     connection.close()
 
 

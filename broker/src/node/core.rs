@@ -31,8 +31,8 @@ use crate::amqp::types::condition;
 use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget};
 use crate::node::{
-    ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, Refusal, ReplicaStatus,
-    Request, TOPIC_PREFIX, ToConnection,
+    ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, QueueOptions, Refusal,
+    ReplicaStatus, Request, TOPIC_PREFIX, ToConnection,
 };
 use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
 use crate::raft::group::Status;
@@ -324,16 +324,23 @@ impl Core {
                 link,
                 node,
                 filter,
+                options,
                 container_id,
             } => {
-                let attached = self.attach_consumer(conn, link, *node, filter, &container_id);
+                let attached =
+                    self.attach_consumer(conn, link, *node, filter, options, &container_id);
                 if let Err(refusal) = attached {
                     let result = Err(refusal);
                     self.clients
                         .tell(conn, ToConnection::ConsumerAttached { link, result });
                 }
             }
-            Request::AttachProducer { conn, link, node } => self.attach_producer(conn, link, node),
+            Request::AttachProducer {
+                conn,
+                link,
+                node,
+                options,
+            } => self.attach_producer(conn, link, node, options),
             Request::Publish {
                 conn,
                 delivery,
@@ -707,6 +714,7 @@ impl Core {
         link: LinkId,
         node: ConsumerNode,
         filter: Option<Box<MessageFilter>>,
+        options: Option<Box<QueueOptions>>,
         container_id: &str,
     ) -> Result<(), Refusal> {
         let (origin, next_dynamic) = (self.origin, &mut self.next_dynamic);
@@ -729,8 +737,13 @@ impl Core {
             filter,
         } = ConsumerTarget::of(node, filter, container_id, &self.settings, unique, existing)?;
         match declare {
-            Some(config) => self.declare(&queue, config),
-            None => self.ensure_queue_for_attach(&queue)?,
+            Some(mut config) => {
+                if let Some(options) = &options {
+                    options.apply(&mut config);
+                }
+                self.declare(&queue, config);
+            }
+            None => self.ensure_queue_for_attach(&queue, options.as_deref())?,
         }
         let consumer = self.next_consumer;
         self.next_consumer += 1;
@@ -758,9 +771,14 @@ impl Core {
     }
 
     /// Declares the queue an attach names if it does not exist and the
-    /// configuration allows it. A declaration still on its way is
-    /// proposed again; the group keeps the first.
-    fn ensure_queue_for_attach(&mut self, name: &str) -> Result<(), Refusal> {
+    /// configuration allows it, with what the attach asks of it. A
+    /// declaration still on its way is proposed again; the group keeps the
+    /// first.
+    fn ensure_queue_for_attach(
+        &mut self,
+        name: &str,
+        options: Option<&QueueOptions>,
+    ) -> Result<(), Refusal> {
         if self.exists(name) {
             return Ok(());
         }
@@ -770,7 +788,10 @@ impl Core {
                 description: format!("no queue named {name:?}"),
             });
         }
-        let config = self.settings.queue_config(name);
+        let mut config = self.settings.queue_config(name);
+        if let Some(options) = options {
+            options.apply(&mut config);
+        }
         self.declare(name, config);
         Ok(())
     }
@@ -788,14 +809,21 @@ impl Core {
         self.propose_to(group, command, None, Reply::None);
     }
 
-    fn attach_producer(&mut self, conn: ConnId, link: LinkId, node: ProducerNode) {
+    fn attach_producer(
+        &mut self,
+        conn: ConnId,
+        link: LinkId,
+        node: ProducerNode,
+        options: Option<Box<QueueOptions>>,
+    ) {
+        let options = options.as_deref();
         let (node, result) = match node {
             ProducerNode::Queue(name) => {
-                let result = self.ensure_queue_for_attach(&name).map(|()| None);
+                let result = self.ensure_queue_for_attach(&name, options).map(|()| None);
                 (ProducerNode::Queue(name), result)
             }
             ProducerNode::Dynamic { topic } => {
-                let (node, address) = self.temporary_node(conn, link, topic);
+                let (node, address) = self.temporary_node(conn, link, topic, options);
                 (node, Ok(Some(address)))
             }
             node @ (ProducerNode::Topic(_) | ProducerNode::AnonymousRelay) => (node, Ok(None)),

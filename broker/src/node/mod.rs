@@ -34,6 +34,7 @@ mod cluster;
 mod core;
 mod error;
 mod message;
+mod node_properties;
 mod origin;
 mod placement;
 mod proposer;
@@ -59,6 +60,7 @@ pub use settings::NodeSettings;
 pub use single::start;
 
 pub use message::{Inspected, inspect, render};
+pub use node_properties::QueueOptions;
 
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{ControlMessage, DeliveryState};
@@ -252,6 +254,8 @@ pub enum Request {
         /// The source's filters the broker applies, if any (boxed: every
         /// request takes the room of the largest, and publishes go by most).
         filter: Option<Box<MessageFilter>>,
+        /// What its source asks of a queue the attach creates.
+        options: Option<Box<QueueOptions>>,
         /// The client's container id (scopes a subscription's name).
         container_id: String,
     },
@@ -263,6 +267,8 @@ pub enum Request {
         link: LinkId,
         /// What its target names.
         node: ProducerNode,
+        /// What its target asks of a queue the attach creates.
+        options: Option<Box<QueueOptions>>,
     },
     /// A message arrived on a producer link.
     Publish {

@@ -88,6 +88,7 @@ pub(super) const CONSUMER: LinkId = LinkId {
 /// The producer attaches to queue `queue`.
 pub(super) fn attach_producer(queue: &str) -> Request {
     Request::AttachProducer {
+        options: None,
         conn: CONN,
         link: PRODUCER,
         node: ProducerNode::Queue(queue.into()),
@@ -97,6 +98,7 @@ pub(super) fn attach_producer(queue: &str) -> Request {
 /// The consumer attaches to queue `queue`.
 pub(super) fn attach_consumer(queue: &str) -> Request {
     Request::AttachConsumer {
+        options: None,
         conn: CONN,
         link: CONSUMER,
         node: ConsumerNode::Queue {

@@ -72,6 +72,7 @@ impl Harness {
     async fn attach_producer(&mut self) {
         self.node
             .send(Request::AttachProducer {
+                options: None,
                 conn: CONN,
                 link: PRODUCER,
                 node: ProducerNode::Queue("orders".into()),
@@ -98,6 +99,7 @@ impl Harness {
     fn attach_consumer(&mut self, credit: u32) {
         self.node
             .send(Request::AttachConsumer {
+                options: None,
                 conn: CONN,
                 link: CONSUMER,
                 node: ConsumerNode::Queue {
@@ -391,6 +393,7 @@ impl Harness {
     async fn attach_producer_on(&mut self, link: LinkId, limits: &mut Limits) {
         self.node
             .send(Request::AttachProducer {
+                options: None,
                 conn: CONN,
                 link,
                 node: ProducerNode::Queue("orders".into()),

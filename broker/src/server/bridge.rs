@@ -10,12 +10,13 @@ use tracing::{debug, info};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind, Symbol, from_bytes, to_bytes};
 use crate::amqp::engine::{Connection, DeliveryId, Event, LinkId, LinkReply};
 use crate::amqp::types::{
-    Attach, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error, ExpiryPolicy,
+    Attach, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error, ExpiryPolicy, Fields,
     LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Rejected, Role, Section, Source,
     TerminusDurability, TransactionalState, condition,
 };
 use crate::node::{
-    ConnId, NodeHandle, NodeStopped, Refusal, Request, ToConnection, consumer_node, producer_node,
+    ConnId, NodeHandle, NodeStopped, QueueOptions, Refusal, Request, ToConnection, consumer_node,
+    producer_node,
 };
 use crate::queue::{ConsumerId, MessageFilter, Outcome, Seq};
 
@@ -156,11 +157,13 @@ impl Bridge {
             Role::Receiver => {
                 consumer_node(remote.source.as_ref(), &remote.name).and_then(|node| {
                     let filter = consumer_filter(remote.source.as_mut())?;
+                    let properties = remote.source.as_ref().map(|s| &s.dynamic_node_properties);
                     Ok(Request::AttachConsumer {
                         conn: self.conn,
                         link,
                         node: Box::new(node),
                         filter,
+                        options: queue_options(properties)?,
                         container_id: self.container_id.clone(),
                     })
                 })
@@ -178,13 +181,18 @@ impl Bridge {
                         target.descriptor
                     ),
                 }),
-                target => producer_node(target.as_ref().and_then(AttachTarget::node)).map(|node| {
-                    Request::AttachProducer {
-                        conn: self.conn,
-                        link,
-                        node,
-                    }
-                }),
+                target => {
+                    let target = target.as_ref().and_then(AttachTarget::node);
+                    producer_node(target).and_then(|node| {
+                        let properties = target.map(|t| &t.dynamic_node_properties);
+                        Ok(Request::AttachProducer {
+                            conn: self.conn,
+                            link,
+                            node,
+                            options: queue_options(properties)?,
+                        })
+                    })
+                }
             },
         };
         match request {
@@ -563,6 +571,12 @@ fn consumer_filter(source: Option<&mut Source>) -> Result<Option<Box<MessageFilt
     }
     source.filter = in_effect.unwrap_or_default();
     Ok(filter.map(Box::new))
+}
+
+/// What a terminus's dynamic-node-properties ask of a queue the attach
+/// creates.
+fn queue_options(properties: Option<&Fields>) -> Result<Option<Box<QueueOptions>>, Refusal> {
+    properties.map_or(Ok(None), QueueOptions::of)
 }
 
 /// The source a consumer's attach is answered with: the client's (with

@@ -10,7 +10,7 @@ use tracing::info;
 use super::{Core, Reply};
 use crate::amqp::engine::LinkId;
 use crate::node::origin::Origin;
-use crate::node::{ConnId, ProducerNode, TOPIC_PREFIX};
+use crate::node::{ConnId, ProducerNode, QueueOptions, TOPIC_PREFIX};
 use crate::queue::{Command, QueueConfig};
 
 /// The prefix of every queue and topic the broker names.
@@ -44,6 +44,7 @@ impl Core {
         conn: ConnId,
         link: LinkId,
         topic: bool,
+        options: Option<&QueueOptions>,
     ) -> (ProducerNode, String) {
         let name = unique_name(self.origin, &mut self.next_dynamic);
         if topic {
@@ -51,10 +52,13 @@ impl Core {
             let address = format!("{TOPIC_PREFIX}{name}");
             return (ProducerNode::Topic(name), address);
         }
-        let config = QueueConfig {
+        let mut config = QueueConfig {
             durable: false,
             ..self.settings.queue_config(&name)
         };
+        if let Some(options) = options {
+            options.apply(&mut config);
+        }
         self.declare(&name, config);
         self.temporary.queues.insert((conn, link), name.clone());
         (ProducerNode::Queue(name.clone()), name)

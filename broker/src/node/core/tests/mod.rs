@@ -207,6 +207,16 @@ impl Harness {
         });
     }
 
+    /// The configuration queue `name` was declared with, once committed.
+    fn declared(&self, name: &str) -> Option<QueueConfig> {
+        self.core
+            .groups
+            .values()
+            .flat_map(|group| group.state.queues().declared())
+            .find(|(queue, _)| *queue == name)
+            .map(|(_, config)| config.clone())
+    }
+
     fn depth(&self) -> u64 {
         let info = self.core.queue_info();
         info.iter()
@@ -348,6 +358,7 @@ fn a_restart_keeps_what_a_detach_counted() {
 /// names `dynamic.1.1.1`.
 fn attach_dynamic() -> Request {
     Request::AttachConsumer {
+        options: None,
         conn: testing::CONN,
         link: testing::CONSUMER,
         node: ConsumerNode::Dynamic.into(),
@@ -500,6 +511,7 @@ fn proposals_held_behind_a_detach_keep_their_order() {
         closed: false,
     });
     harness.request(Request::AttachConsumer {
+        options: None,
         conn: testing::CONN,
         link: again,
         node: ConsumerNode::Queue {

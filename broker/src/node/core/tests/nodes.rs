@@ -3,12 +3,14 @@
 //! up by its link's name.
 
 use super::*;
-use crate::node::Subscription;
+use crate::amqp::codec::{Symbol, Value};
 use crate::node::testing::{CONN, CONSUMER, PRODUCER};
+use crate::node::{QueueOptions, Subscription};
 
 /// The harness's producer attaches to a dynamic target.
 fn attach_temporary(topic: bool) -> Request {
     Request::AttachProducer {
+        options: None,
         conn: CONN,
         link: PRODUCER,
         node: ProducerNode::Dynamic { topic },
@@ -91,6 +93,7 @@ fn a_temporary_queue_a_crash_orphaned_is_deleted_after_the_restart() {
 /// The durable subscription `sub` of the harness's client to `prices`.
 fn subscribe(durable: bool) -> Request {
     Request::AttachConsumer {
+        options: None,
         conn: CONN,
         link: CONSUMER,
         node: ConsumerNode::Topic {
@@ -120,6 +123,7 @@ fn a_subscription_is_found_by_its_link_name_and_closed() {
         harness.request(detach(CONSUMER, false));
         harness.commit();
         let lookup = || Request::AttachConsumer {
+            options: None,
             conn: CONN,
             link: CONSUMER,
             node: ConsumerNode::Lookup(Subscription {
@@ -169,5 +173,62 @@ fn a_subscription_made_while_its_namesake_is_deleted_is_new() {
             "{step:?}: no close link"
         );
         assert_eq!(harness.core.queue_info().len(), 1, "{step:?}");
+    }
+}
+
+/// A link that creates its queue (by first use of an address, or as a
+/// dynamic node) chooses its type in dynamic-node-properties; a queue that
+/// exists keeps its own.
+#[test]
+fn a_link_that_creates_its_queue_chooses_its_type() {
+    let last_value = |key: &str| {
+        let key = Value::String(key.to_owned());
+        let properties = vec![(Symbol::from_static("qpid.last_value_queue_key"), key)];
+        QueueOptions::of(&properties).unwrap()
+    };
+    for step in STEPS {
+        let mut harness = Harness::new(step);
+        harness.request(Request::AttachProducer {
+            conn: CONN,
+            link: PRODUCER,
+            node: ProducerNode::Queue("prices".into()),
+            options: last_value("instrument"),
+        });
+        harness.commit();
+        let prices = harness.declared("prices").expect("declared on first use");
+        assert_eq!(prices.last_value_key.as_deref(), Some("instrument"));
+
+        harness.request(Request::AttachConsumer {
+            conn: CONN,
+            link: CONSUMER,
+            node: ConsumerNode::Queue {
+                name: "prices".into(),
+                browse: false,
+            }
+            .into(),
+            filter: None,
+            options: last_value("other"),
+            container_id: "client".into(),
+        });
+        harness.request(Request::AttachProducer {
+            conn: CONN,
+            link: LinkId {
+                handle: 7,
+                ..PRODUCER
+            },
+            node: ProducerNode::Dynamic { topic: false },
+            options: last_value("isin"),
+        });
+        harness.commit();
+        let prices = harness.declared("prices").unwrap();
+        assert_eq!(
+            prices.last_value_key.as_deref(),
+            Some("instrument"),
+            "{step:?}: an existing queue keeps its type"
+        );
+        let temporary = harness
+            .declared("dynamic.1.1.1")
+            .expect("the temporary queue");
+        assert_eq!(temporary.last_value_key.as_deref(), Some("isin"));
     }
 }
