@@ -19,8 +19,8 @@ use fe2o3_amqp::link::{LinkStateError, ReceiverAttachError, RecvError, SenderAtt
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::transaction::{
-    Controller, ControllerSendError, PostError, Transaction, TransactionBase, TransactionDischarge,
-    TransactionPosting, TransactionRetirement,
+    Controller, ControllerSendError, PostError, Transaction, TransactionAcquisition,
+    TransactionBase, TransactionDischarge, TransactionPosting, TransactionRetirement,
 };
 use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, SenderSettleMode};
 use fe2o3_amqp::types::messaging::{
@@ -821,6 +821,90 @@ async fn fe2o3_transaction_commits_and_rolls_back() {
     timeout(WAIT, check.close()).await.unwrap().unwrap();
     timeout(WAIT, watcher.close()).await.unwrap().unwrap();
     timeout(WAIT, output.close()).await.unwrap().unwrap();
+    timeout(WAIT, controller.close()).await.unwrap().unwrap();
+    timeout(WAIT, input.close()).await.unwrap().unwrap();
+    disconnect(connection, session).await;
+    broker.stop().await;
+}
+
+/// Transactional acquisition (AMQP 1.0 §4.4.3): a receiver whose flow
+/// names a transaction acquires in it. A rollback gives what it acquired
+/// back to the queue (delivered again, failed once); a commit, with the
+/// message accepted in the transaction, consumes it.
+#[tokio::test]
+async fn fe2o3_transactional_acquisition_is_undone_by_a_rollback() {
+    let broker = Broker::start().await;
+    let (connection, mut session) = connect(&broker, "fe2o3-txn-acquire").await;
+    let mut input = timeout(WAIT, Sender::attach(&mut session, "acq-sender", "acq-in"))
+        .await
+        .unwrap()
+        .unwrap();
+    send_all_accepted(&mut input, &bodies("m", 2)).await;
+    let controller = timeout(WAIT, Controller::attach(&mut session, "acq-controller"))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut consumer = one_at_a_time(&mut session, "acq-consumer-1", "acq-in").await;
+    let txn = timeout(WAIT, Transaction::declare(&controller, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut acquisition = timeout(WAIT, txn.acquire(&mut consumer, 1))
+        .await
+        .unwrap()
+        .expect("the acquiring flow is sent");
+    let acquired = timeout(WAIT, acquisition.recv::<String>())
+        .await
+        .unwrap()
+        .expect("a delivery acquired in the transaction");
+    assert_eq!(acquired.body(), "m 0");
+    timeout(WAIT, acquisition.rollback())
+        .await
+        .unwrap()
+        .expect("the broker answers the rollback's discharge");
+
+    // The first consumer stays attached: only the rollback can have given
+    // "m 0" back.
+    let mut second = one_at_a_time(&mut session, "acq-consumer-2", "acq-in").await;
+    let txn = timeout(WAIT, Transaction::declare(&controller, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut acquisition = timeout(WAIT, txn.acquire(&mut second, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let again = timeout(WAIT, acquisition.recv::<String>())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.body().as_str(), delivery_count(&again)),
+        ("m 0", 1),
+        "the rolled-back acquisition came back first, failed once"
+    );
+    timeout(WAIT, acquisition.accept(&again))
+        .await
+        .unwrap()
+        .expect("the transactional accept is sent");
+    timeout(WAIT, acquisition.commit())
+        .await
+        .unwrap()
+        .expect("the broker answers the commit's discharge");
+    timeout(WAIT, second.close()).await.unwrap().unwrap();
+    timeout(WAIT, consumer.close()).await.unwrap().unwrap();
+
+    let mut check = timeout(WAIT, Receiver::attach(&mut session, "acq-check", "acq-in"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        receive_counted(&mut check, 1).await,
+        [("m 1".to_owned(), 0)],
+        "the committed one is consumed, the other untouched"
+    );
+    timeout(WAIT, check.close()).await.unwrap().unwrap();
     timeout(WAIT, controller.close()).await.unwrap().unwrap();
     timeout(WAIT, input.close()).await.unwrap().unwrap();
     disconnect(connection, session).await;

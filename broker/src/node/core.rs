@@ -370,6 +370,12 @@ impl Core {
                     self.credit(consumer, credit, drain);
                 }
             }
+            Request::AcquiredInTransaction {
+                consumer,
+                queue,
+                seq,
+                txn,
+            } => self.acquire_in_transaction(consumer, queue, seq, &txn),
             Request::Settle {
                 consumer,
                 queue,

@@ -321,6 +321,19 @@ pub enum Request {
         /// that commits.
         txn: Option<Bytes>,
     },
+    /// A message was sent to a consumer whose link acquires in transaction
+    /// `txn` (AMQP 1.0 §4.4.3): if that rolls back, the message goes back
+    /// to its queue.
+    AcquiredInTransaction {
+        /// The consumer it was sent to.
+        consumer: ConsumerId,
+        /// Which queue the message is in.
+        queue: String,
+        /// Which message.
+        seq: Seq,
+        /// The transaction.
+        txn: Bytes,
+    },
     /// A link detached.
     Detach {
         /// The connection.

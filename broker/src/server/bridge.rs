@@ -97,6 +97,9 @@ impl Bridge {
                     self.on_attach(conn, link, remote)?;
                 }
             }
+            Event::Acquiring { link, txn_id } => {
+                debug!(?link, ?txn_id, "a consumer's transactional acquisition");
+            }
             Event::Credit {
                 link,
                 credit,
@@ -463,6 +466,14 @@ impl Bridge {
             let settled = next.settled || at_most_once;
             match conn.send(link, tag, next.message.clone(), settled) {
                 Ok(delivery) if !settled => {
+                    if let Some(txn) = conn.acquiring(link) {
+                        self.node.send(Request::AcquiredInTransaction {
+                            consumer: next.consumer,
+                            queue: next.queue.clone(),
+                            seq: next.seq,
+                            txn: txn.clone(),
+                        })?;
+                    }
                     self.unsettled.insert(
                         delivery,
                         InQueue {

@@ -19,7 +19,7 @@ use crate::amqp::frame::{
 use crate::amqp::types::{
     Attach, AttachTarget, Begin, Close, DeliveryState, Detach, Disposition, End, Error, Flow, Open,
     Performative, ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit, SaslMechanisms,
-    SaslOutcome, SenderSettleMode, Source, Transfer, condition,
+    SaslOutcome, SenderSettleMode, Source, TransactionalState, Transfer, acquisition, condition,
 };
 
 /// The shortest interval between our heartbeats, whatever idle timeout the
@@ -881,12 +881,18 @@ impl Connection {
                 .links
                 .get_mut(&handle)
                 .expect("remote handle maps to a link");
+            let mut acquiring = None;
             match link.role {
                 Role::Sender => {
                     if let Some(credit) = flow.link_credit {
                         link.credit_from_flow(flow.delivery_count.unwrap_or(0), credit);
                     }
                     link.drain = flow.drain;
+                    let txn_id = acquisition(&flow.properties);
+                    if link.acquiring != txn_id {
+                        link.acquiring.clone_from(&txn_id);
+                        acquiring = Some(txn_id);
+                    }
                 }
                 Role::Receiver => {
                     if let Some(count) = flow.delivery_count {
@@ -895,16 +901,25 @@ impl Connection {
                     link.link_credit = flow.link_credit.unwrap_or(link.link_credit);
                 }
             }
-            let event = Event::Credit {
-                link: LinkId {
-                    session: id,
-                    handle,
-                },
+            let link_id = LinkId {
+                session: id,
+                handle,
+            };
+            let credit = Event::Credit {
+                link: link_id,
                 credit: link.link_credit,
                 drain: flow.drain,
                 available: flow.available,
             };
-            self.events.push_back(event);
+            if let Some(txn_id) = acquiring {
+                // Before the credit, which may be spent at once.
+                let event = Event::Acquiring {
+                    link: link_id,
+                    txn_id,
+                };
+                self.events.push_back(event);
+            }
+            self.events.push_back(credit);
             echo_link = Some(handle);
         }
         if flow.echo {
@@ -1242,6 +1257,15 @@ impl Connection {
             .map(|l| l.rcv_settle_mode)
     }
 
+    /// The transaction the receiver of sending link `id` acquires in, if
+    /// any (see [`Event::Acquiring`]).
+    pub fn acquiring(&self, id: LinkId) -> Option<&Bytes> {
+        self.sessions
+            .get(&id.session.0)
+            .and_then(|s| s.links.get(&id.handle))
+            .and_then(|l| l.acquiring.as_ref())
+    }
+
     /// The credit on a link now: what we may still send on a sending link,
     /// or what we granted and the sender has not used on a receiving one.
     pub fn credit(&self, id: LinkId) -> u32 {
@@ -1279,6 +1303,14 @@ impl Connection {
             });
         }
         let settled = settled || link.snd_settle_mode == SenderSettleMode::Settled;
+        // What is acquired in a transaction says so; a settled transfer is
+        // not acquired, it is gone.
+        let state = link.acquiring.clone().filter(|_| !settled).map(|txn_id| {
+            Box::new(DeliveryState::Transactional(TransactionalState {
+                txn_id,
+                outcome: None,
+            }))
+        });
         link.link_credit -= 1;
         link.delivery_count = link.delivery_count.wrapping_add(1);
         let session = self.session_mut(id.session);
@@ -1292,6 +1324,7 @@ impl Connection {
             delivery_id,
             tag,
             settled,
+            state,
             payload: message,
             sent: 0,
         });
@@ -1534,6 +1567,7 @@ impl Connection {
                 delivery_tag: first.then(|| pending.tag.clone()),
                 message_format: first.then_some(0),
                 settled: (first && pending.settled).then_some(true),
+                state: pending.state.take().map(|state| *state),
                 ..Transfer::default()
             };
             let rest = &pending.payload[pending.sent..];

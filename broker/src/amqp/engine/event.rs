@@ -73,6 +73,16 @@ pub enum Event {
         /// Deliveries the sender says it has waiting.
         available: Option<u32>,
     },
+    /// The receiver of a sending link began or ended acquiring in a
+    /// transaction (the `txn-id` of its flow's properties): what is sent on
+    /// the link from now on carries that transaction's state, until it
+    /// ends (`None`).
+    Acquiring {
+        /// The link.
+        link: LinkId,
+        /// The transaction, if any.
+        txn_id: Option<Bytes>,
+    },
     /// A whole message arrived (multi-frame transfers are reassembled).
     Delivery {
         /// The delivery.

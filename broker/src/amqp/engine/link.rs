@@ -42,6 +42,9 @@ pub(super) struct Link {
     pub peer_max_message_size: Option<u64>,
     /// A message being received across several transfers (receiver role).
     pub incoming: Option<PartialDelivery>,
+    /// The transaction the receiver acquires in (sender role): the
+    /// `txn-id` of its latest flow's properties (AMQP 1.0 §4.4.3).
+    pub acquiring: Option<Bytes>,
 }
 
 impl Link {
@@ -59,6 +62,7 @@ impl Link {
             drain: false,
             peer_max_message_size: None,
             incoming: None,
+            acquiring: None,
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use super::link::Link;
+use crate::amqp::types::DeliveryState;
 
 /// Where a session is in its begin/end lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub(super) struct PendingTransfer {
     pub delivery_id: u32,
     pub tag: Bytes,
     pub settled: bool,
+    /// Its state, sent with the first frame (boxed: rarely set, and
+    /// transfers queue here by the thousand).
+    pub state: Option<Box<DeliveryState>>,
     pub payload: Bytes,
     /// How much of `payload` has been sent; > 0 means only continuation
     /// frames remain.

@@ -4,6 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::definitions::Fields;
 use super::messaging::{DeliveryState, Target};
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Described, Encode, FieldDecoder, FieldEncoder,
@@ -12,6 +13,22 @@ use crate::amqp::codec::{
 
 /// The coordinator capability for local transactions (§4.5.8).
 pub const LOCAL_TRANSACTIONS: &str = "amqp:local-transactions";
+
+/// The key of a flow's properties under which a receiver names the
+/// transaction it acquires messages in (§4.4.3).
+const TXN_ID_KEY: &str = "txn-id";
+
+/// The transaction a flow's `properties` acquire in, if any: a binary
+/// `txn-id` (another type names no transaction).
+pub fn acquisition(properties: &Fields) -> Option<Bytes> {
+    properties
+        .iter()
+        .find(|(key, _)| key.as_str() == TXN_ID_KEY)
+        .and_then(|(_, value)| match value {
+            Value::Binary(txn_id) => Some(txn_id.clone()),
+            _ => None,
+        })
+}
 
 /// The target of a link to a transaction coordinator (§4.5.1).
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -48,6 +48,9 @@ pub(super) struct Transaction {
     link: LinkId,
     /// What it does at commit, in order.
     work: Vec<Guarded>,
+    /// The messages its consumers acquired in it: they go back to their
+    /// queues if it does not commit.
+    acquired: Vec<Unsettle>,
     /// Message bytes published in it.
     bytes: usize,
     /// It outgrew its limits: it can only roll back.
@@ -86,8 +89,9 @@ impl TransactionError {
     }
 }
 
-/// A settle a transaction holds, to undo if it does not commit.
-#[derive(Debug, Clone)]
+/// A message a transaction settled or acquired, to give back if it does
+/// not commit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Unsettle {
     consumer: ConsumerId,
     queue: String,
@@ -122,23 +126,32 @@ impl Transactions {
 }
 
 impl Transaction {
-    /// Adds a command, unless the transaction is full, which dooms it.
-    fn push(&mut self, guarded: Guarded, bytes: usize) -> Result<(), TransactionError> {
+    /// Makes room for a command or an acquisition of `bytes` message
+    /// bytes, unless the transaction is full, which dooms it.
+    fn reserve(&mut self, bytes: usize) -> Result<(), TransactionError> {
         if self.full
-            || self.work.len() >= TRANSACTION_COMMANDS_MAX
+            || self.work.len() + self.acquired.len() >= TRANSACTION_COMMANDS_MAX
             || self.bytes.saturating_add(bytes) > TRANSACTION_BYTES_MAX
         {
             self.full = true;
             return Err(TransactionError::Full);
         }
         self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Adds a command, unless the transaction is full.
+    fn push(&mut self, guarded: Guarded, bytes: usize) -> Result<(), TransactionError> {
+        self.reserve(bytes)?;
         self.work.push(guarded);
         Ok(())
     }
 
-    /// The settles to undo if it does not commit.
+    /// What to give back if it does not commit: the messages it settled
+    /// and those acquired in it, each once.
     fn unsettles(&self) -> Vec<Unsettle> {
-        self.work
+        let settled = self
+            .work
             .iter()
             .filter_map(|guarded| match &guarded.command {
                 Command::Settle { queue, seq, .. } => Some(Unsettle {
@@ -147,8 +160,9 @@ impl Transaction {
                     seq: *seq,
                 }),
                 _ => None,
-            })
-            .collect()
+            });
+        let all: BTreeSet<Unsettle> = settled.chain(self.acquired.iter().cloned()).collect();
+        all.into_iter().collect()
     }
 }
 
@@ -185,6 +199,7 @@ impl Core {
                     conn,
                     link: delivery.link,
                     work: Vec::new(),
+                    acquired: Vec::new(),
                     bytes: 0,
                     full: false,
                 };
@@ -420,12 +435,47 @@ impl Core {
             None => Err(TransactionError::Unknown),
         };
         if let Err(error) = pushed {
-            let refusal = Refusal {
-                condition: error.condition(),
-                description: error.description(),
-            };
-            self.clients.close_consumer(consumer, refusal);
+            self.close_in_transaction(consumer, error);
         }
+    }
+
+    /// Message `seq` of `queue` was sent to `consumer`, whose link acquires
+    /// in transaction `txn_id`: it goes back if that does not commit. An
+    /// acquisition the transaction cannot take (it is unknown, or full)
+    /// ends the consumer's link, which gives back what it holds.
+    pub(super) fn acquire_in_transaction(
+        &mut self,
+        consumer: ConsumerId,
+        queue: String,
+        seq: Seq,
+        txn_id: &[u8],
+    ) {
+        let Some(info) = self.clients.consumer(consumer) else {
+            return;
+        };
+        let acquired = match self.transactions.get_mut(info.conn, txn_id) {
+            Some(txn) => txn.reserve(0).map(|()| {
+                txn.acquired.push(Unsettle {
+                    consumer,
+                    queue,
+                    seq,
+                });
+            }),
+            None => Err(TransactionError::Unknown),
+        };
+        if let Err(error) = acquired {
+            self.close_in_transaction(consumer, error);
+        }
+    }
+
+    /// Ends a consumer's link for a transactional settle or acquisition
+    /// the transaction could not take.
+    fn close_in_transaction(&mut self, consumer: ConsumerId, error: TransactionError) {
+        let refusal = Refusal {
+            condition: error.condition(),
+            description: error.description(),
+        };
+        self.clients.close_consumer(consumer, refusal);
     }
 
     /// A link detached (`Some`), or the whole connection went (`None`): the

@@ -3,8 +3,11 @@
 use bytes::{Bytes, BytesMut};
 
 use super::util::*;
+use crate::amqp::codec::{Symbol, Value};
 use crate::amqp::engine::{ConnectionConfig, EngineError, Event, LinkId};
-use crate::amqp::types::{Flow, Performative, condition};
+use crate::amqp::types::{
+    DeliveryState, Fields, Flow, Performative, Role, TransactionalState, condition,
+};
 
 #[test]
 fn send_without_credit_is_refused() {
@@ -322,4 +325,77 @@ fn a_sender_whose_credit_is_lowered_under_its_transfers_has_none_left() {
         pair.server_events(),
         [Event::Delivery { delivery, .. } if delivery.id == 3]
     );
+}
+
+/// A receiver that names a transaction in its flow's properties acquires
+/// in it (AMQP 1.0 §4.4.3): the sender hears so once, and each unsettled
+/// transfer carries the transaction's state until a flow without it.
+#[test]
+fn a_flow_with_a_txn_id_makes_transfers_transactional_until_one_without() {
+    let mut pair = Pair::connected();
+    let (session, _) = pair.begin();
+    let (receiver, sender) = pair.attach(session, link_options("acquirer", Role::Receiver));
+    let txn_id = Bytes::from_static(b"\0\0\0\0\0\0\0\x07");
+    let flow = |properties: Fields| {
+        let flow = Flow {
+            next_incoming_id: Some(0),
+            incoming_window: 100,
+            next_outgoing_id: 0,
+            outgoing_window: 100,
+            handle: Some(receiver.handle),
+            delivery_count: Some(0),
+            link_credit: Some(10),
+            properties,
+            ..Flow::default()
+        };
+        let mut raw = BytesMut::new();
+        raw_frame(&mut raw, 0, &flow, &[]);
+        raw
+    };
+    let txn_property = vec![(Symbol::from_static("txn-id"), Value::Binary(txn_id.clone()))];
+    pair.inject_to_server(&flow(txn_property.clone()));
+    assert_events!(
+        pair.server_events(),
+        [
+            Event::Acquiring { link, txn_id: Some(id) } if *link == sender && *id == txn_id,
+            Event::Credit { link, credit: 10, .. } if *link == sender,
+        ]
+    );
+    // The same transaction again is no news.
+    pair.inject_to_server(&flow(txn_property));
+    assert_events!(
+        pair.server_events(),
+        [Event::Credit { link, .. } if *link == sender]
+    );
+    let transfer_state = |pair: &mut Pair, settled: bool| {
+        pair.server
+            .send(sender, tag(0), message(0), settled)
+            .expect("credit to send");
+        let wire = pair.server.poll_transmit().expect("the transfer");
+        match performatives(&wire).as_slice() {
+            [(_, Performative::Transfer(transfer))] => transfer.state.clone(),
+            other => panic!("{other:#?}"),
+        }
+    };
+    assert_eq!(
+        transfer_state(&mut pair, false),
+        Some(DeliveryState::Transactional(TransactionalState {
+            txn_id: txn_id.clone(),
+            outcome: None
+        }))
+    );
+    assert_eq!(
+        transfer_state(&mut pair, true),
+        None,
+        "what is sent settled is not acquired"
+    );
+    pair.inject_to_server(&flow(Vec::new()));
+    assert_events!(
+        pair.server_events(),
+        [
+            Event::Acquiring { link, txn_id: None } if *link == sender,
+            Event::Credit { link, .. } if *link == sender,
+        ]
+    );
+    assert_eq!(transfer_state(&mut pair, false), None);
 }

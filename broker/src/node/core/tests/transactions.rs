@@ -277,3 +277,65 @@ fn open_transactions_and_what_they_hold_are_bounded() {
     );
     assert_eq!(harness.uncommitted(), 0, "nothing of it proposed");
 }
+
+/// The delivered message acquired in transaction 0 (the consumer's flow
+/// named it, AMQP 1.0 §4.4.3).
+fn acquire_in(harness: &mut Harness, txn: u64) {
+    harness.request(Request::AcquiredInTransaction {
+        consumer: ORIGIN.first_consumer(),
+        queue: "q".into(),
+        seq: 2 << 24,
+        txn: txn_id(txn),
+    });
+}
+
+/// What a consumer acquired in a transaction goes back to its queue if
+/// the transaction rolls back, once, even if the transaction also accepted
+/// it; a commit leaves it with the consumer, to settle as it likes.
+#[test]
+fn a_transactional_acquisition_is_undone_by_a_rollback_only() {
+    for (step, accepted_too) in STEPS.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+        let mut harness = declared(step);
+        acquire_in(&mut harness, 0);
+        if accepted_too {
+            harness.settle_in(Some(txn_id(0)), Outcome::Accepted);
+            harness.said();
+        }
+        discharge(&mut harness, 1, 0, true);
+        harness.commit();
+        assert_eq!(
+            harness.said(),
+            ["accepted 1", "deliver q 2.0 (failed 1)"],
+            "{step:?}, accepted in it too: {accepted_too}: \"a\" back, once"
+        );
+    }
+    for step in STEPS {
+        let mut harness = declared(step);
+        acquire_in(&mut harness, 0);
+        discharge(&mut harness, 1, 0, false);
+        harness.commit();
+        assert_eq!(harness.said(), ["accepted 1"], "{step:?}");
+        harness.settle(Outcome::Accepted);
+        harness.commit();
+        assert_eq!(
+            harness.depth(),
+            0,
+            "{step:?}: \"a\" stayed with its consumer"
+        );
+    }
+}
+
+/// An acquisition in a transaction the connection does not have ends the
+/// consumer's link, as a transactional settle would.
+#[test]
+fn an_acquisition_in_an_unknown_transaction_closes_the_consumer() {
+    for step in STEPS {
+        let mut harness = declared(step);
+        acquire_in(&mut harness, 9);
+        assert_eq!(
+            harness.said(),
+            ["close link: amqp:transaction:unknown-id"],
+            "{step:?}"
+        );
+    }
+}
