@@ -1,8 +1,8 @@
 //! rhea, the Node.js AMQP 1.0 client, against the real server entry point:
 //! each messaging scenario in `scripts/interop/rhea_*.js` (queue, topic,
 //! request/reply over a dynamic queue and anonymous relay, browse, durable
-//! subscriptions, local transactions, JMS temporary queues and topics, and
-//! unsubscribe by link name).
+//! subscriptions, local transactions, JMS temporary queues and topics,
+//! unsubscribe by link name, selectors, and the configured queue types).
 //!
 //! Ignored by a plain `cargo test`: they need Node.js and rhea, which
 //! `scripts/test.sh` installs with `npm ci` into `scripts/interop/node_modules`
@@ -14,11 +14,44 @@
 mod common;
 
 use common::{Broker, assert_client_passed, interop_script, run_client};
+use sluice::config::Config;
+
+/// The queues `rhea_queue_types.js` expects, by name.
+const QUEUE_TYPES: &str = r#"
+    [[queue]]
+    name = "rhea-priority"
+    type = "priority"
+
+    [[queue]]
+    name = "rhea-last-value"
+    type = "last-value"
+    last_value_key = "instrument"
+
+    [[queue]]
+    name = "rhea-groups"
+    message_groups = true
+
+    [[queue]]
+    name = "rhea-single-active"
+    single_active_consumer = true
+"#;
 
 /// Runs `scripts/interop/{script}` against a broker of its own, having
 /// checked that it passed.
 async fn run_scenario(script: &str) {
-    let broker = Broker::start().await;
+    run_against(Broker::start().await, script).await;
+}
+
+/// Runs `scripts/interop/{script}` against a broker of its own configured
+/// with the queues of [`QUEUE_TYPES`], having checked that it passed.
+async fn run_scenario_with_queue_types(script: &str) {
+    let config = Config::from_toml(QUEUE_TYPES).unwrap();
+    run_against(Broker::start_configured(config).await, script).await;
+}
+
+/// Runs `scripts/interop/{script}` against `broker`, checks that it passed,
+/// and stops the broker.
+async fn run_against(broker: Broker, script: &str) {
     let node = std::env::var("SLUICE_NODE").unwrap_or_else(|_| "node".to_owned());
     let script_path = interop_script(script).display().to_string();
     let output = run_client(&node, &[script_path, broker.url()]).await;
@@ -66,4 +99,16 @@ async fn rhea_transaction_commits_and_rolls_back() {
 #[ignore = "needs node and rhea: run through scripts/test.sh"]
 async fn rhea_temporary_nodes_and_unsubscribe_as_jms_asks() {
     run_scenario("rhea_jms_nodes.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_selectors_filter_queues_and_topics() {
+    run_scenario("rhea_selector.js").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_queue_types_as_configured() {
+    run_scenario_with_queue_types("rhea_queue_types.js").await;
 }

@@ -185,7 +185,19 @@ async function openSender(connection, options, what) {
   return sender;
 }
 
-// A receiver that queues what it gets; `next()` takes one, with its delivery.
+// Sends `messages` unsettled and checks that the broker accepted every one.
+async function sendAll(checks, sender, messages, what) {
+  const results = await Promise.all(messages.map((message) => sender.sendTracked(message)));
+  const outcomes = results.map((r) => r.outcome);
+  return checks.check(outcomes.every((o) => o === 'accepted'), `${what}: ${outcomes}`);
+}
+
+// An event a receiver emits when it queues a message no `next()` waits for;
+// what `gather` listens to.
+const QUEUED = 'sluice:queued';
+
+// A receiver that queues what it gets; `next()` takes one, with its delivery
+// and the time it arrived (`performance.now()`, ms).
 async function openReceiver(connection, options, what) {
   const receiver = connection.open_receiver(Object.assign({ autoaccept: false }, options));
   const inbox = [];
@@ -193,15 +205,18 @@ async function openReceiver(connection, options, what) {
   const rejects = new Map();
   let detachError;
   receiver.on('message', (context) => {
-    const item = { message: context.message, delivery: context.delivery };
+    const item = { message: context.message, delivery: context.delivery, at: performance.now() };
     const waiter = waiters.shift();
     if (waiter) {
       rejects.delete(waiter);
       waiter(item);
     } else {
       inbox.push(item);
+      receiver.emit(QUEUED);
     }
   });
+  // Everything queued so far, without waiting.
+  receiver.takeQueued = () => inbox.splice(0);
   receiver.next = (ms = TIMEOUT_MS) => {
     if (inbox.length) return Promise.resolve(inbox.shift());
     if (detachError) return Promise.reject(detachError);
@@ -251,6 +266,33 @@ async function openReceiver(connection, options, what) {
   return receiver;
 }
 
+// Takes what `receiver` gets (accepting it) and checks that it is exactly
+// `expected`, in order; when nothing is expected, waits a second for it.
+async function expectBodies(checks, who, receiver, expected) {
+  const got = await receiver.take(expected.length, expected.length ? TIMEOUT_MS : 1000, 500);
+  return checks.check(sameList(got, expected),
+    `${who}: got ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`);
+}
+
+// Waits until `count` messages have come to `receivers` together, however
+// the broker spread them, and resolves with the items each one got, left
+// unsettled. Not to be mixed with `next()` on the same receivers.
+function gather(receivers, count, what) {
+  const got = receivers.map(() => []);
+  let collect;
+  const all = new Promise((resolve) => {
+    collect = () => {
+      receivers.forEach((receiver, i) => got[i].push(...receiver.takeQueued()));
+      if (got.flat().length >= count) resolve(got);
+    };
+  });
+  for (const receiver of receivers) receiver.on(QUEUED, collect);
+  collect();
+  return withTimeout(all, `${count} messages on ${what}`).finally(() => {
+    for (const receiver of receivers) receiver.removeListener(QUEUED, collect);
+  });
+}
+
 function closeLink(link, kind) {
   link.closing = true;
   return withTimeout(new Promise((resolve) => {
@@ -279,6 +321,6 @@ function symbols(value) {
 }
 
 module.exports = {
-  Checks, run, unique, connect, close, openSender, openReceiver, closeLink, detachLink, sameList,
-  symbols, withTimeout, describeError, present, TIMEOUT_MS,
+  Checks, run, unique, connect, close, openSender, sendAll, openReceiver, expectBodies, gather,
+  closeLink, detachLink, sameList, symbols, withTimeout, describeError, present, TIMEOUT_MS,
 };

@@ -17,7 +17,7 @@
 // usage: node rhea_durable_subscription.js amqp://127.0.0.1:PORT
 
 const {
-  run, unique, connect, close, openSender, openReceiver, closeLink, detachLink, sameList,
+  run, unique, connect, close, openSender, openReceiver, expectBodies, closeLink, detachLink,
 } = require('./rhea_common');
 
 async function publish(checks, sender, label, subscribed = true) {
@@ -30,12 +30,6 @@ async function publish(checks, sender, label, subscribed = true) {
     console.log(`published '${label}' with no subscription: ${outcomes}`);
   }
   return bodies;
-}
-
-async function expectBodies(checks, who, receiver, expected) {
-  const got = await receiver.take(expected.length, expected.length ? 10000 : 1000, 500);
-  checks.check(sameList(got, expected),
-    `${who}: got ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`);
 }
 
 run('rhea durable subscription', async (checks, url) => {

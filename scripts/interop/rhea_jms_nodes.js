@@ -22,8 +22,8 @@
 // usage: node rhea_jms_nodes.js amqp://127.0.0.1:PORT
 
 const {
-  run, unique, connect, close, openSender, openReceiver, closeLink, detachLink, sameList, symbols,
-  withTimeout, describeError,
+  run, unique, connect, close, openSender, sendAll, openReceiver, expectBodies, closeLink,
+  detachLink, symbols, withTimeout, describeError,
 } = require('./rhea_common');
 
 const BROKER_NAME = /^dynamic\.\d+\.\d+\.\d+$/;
@@ -32,16 +32,8 @@ function temporaryTarget(capability) {
   return { dynamic: true, expiry_policy: 'link-detach', capabilities: [capability] };
 }
 
-async function sendAll(checks, sender, bodies, what) {
-  const results = await Promise.all(bodies.map((body) => sender.sendTracked({ body })));
-  const outcomes = results.map((r) => r.outcome);
-  checks.check(outcomes.every((o) => o === 'accepted'), `${what}: ${outcomes}`);
-}
-
-async function expectBodies(checks, who, receiver, expected) {
-  const got = await receiver.take(expected.length, expected.length ? 10000 : 1000, 500);
-  checks.check(sameList(got, expected),
-    `${who}: got ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`);
+function texts(bodies) {
+  return bodies.map((body) => ({ body }));
 }
 
 async function temporaryQueue(checks, url) {
@@ -54,7 +46,7 @@ async function temporaryQueue(checks, url) {
   const receiver = await openReceiver(connection,
     { source: { address }, credit_window: 10 }, 'temporary queue reader');
   const bodies = [0, 1, 2].map((i) => `to the temporary queue ${i}`);
-  await sendAll(checks, sender, bodies, 'sent to the temporary queue');
+  await sendAll(checks, sender, texts(bodies), 'sent to the temporary queue');
   await expectBodies(checks, 'temporary queue reader', receiver, bodies);
 
   const ended = withTimeout(new Promise((resolve) => {
@@ -88,7 +80,7 @@ async function temporaryTopic(checks, url) {
       { source: { address }, credit_window: 10 }, `temporary topic subscriber ${label}`));
   }
   const bodies = [0, 1, 2].map((i) => `to the temporary topic ${i}`);
-  await sendAll(checks, sender, bodies, 'sent to the temporary topic');
+  await sendAll(checks, sender, texts(bodies), 'sent to the temporary topic');
   for (const [i, subscriber] of subscribers.entries()) {
     await expectBodies(checks, `temporary topic subscriber ${i}`, subscriber, bodies);
   }
@@ -114,7 +106,8 @@ async function unsubscribe(checks, url) {
     { name, source: durableSource, credit_window: 0 }, 'durable subscriber');
   await detachLink(subscriber, 'receiver');
   // Accepted only if the subscription is still there to take it.
-  await sendAll(checks, sender, ['while detached'], 'published while the subscriber is detached');
+  await sendAll(checks, sender, texts(['while detached']),
+    'published while the subscriber is detached');
 
   // No source: rhea sends a null one. No credit: the lookup takes nothing.
   const found = await openReceiver(connection, { name, credit_window: 0 }, 'lookup');
