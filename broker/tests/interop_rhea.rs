@@ -14,7 +14,6 @@
 mod common;
 
 use common::{Broker, assert_client_passed, interop_script, run_client};
-use sluice::config::Config;
 
 /// The queues `rhea_queue_types.js` expects, by name.
 const QUEUE_TYPES: &str = r#"
@@ -45,8 +44,7 @@ async fn run_scenario(script: &str) {
 /// Runs `scripts/interop/{script}` against a broker of its own configured
 /// with the queues of [`QUEUE_TYPES`], having checked that it passed.
 async fn run_scenario_with_queue_types(script: &str) {
-    let config = Config::from_toml(QUEUE_TYPES).unwrap();
-    run_against(Broker::start_configured(config).await, script).await;
+    run_against(Broker::start_from_toml(QUEUE_TYPES).await, script).await;
 }
 
 /// Runs `scripts/interop/{script}` against `broker`, checks that it passed,
