@@ -347,11 +347,14 @@ pub async fn run(
             let options = LinkOptions {
                 name: format!("sluice-bench-{}-consumer-{number}", plan.run_id),
                 role: Role::Receiver,
-                source: Some(Source {
-                    address: Some(plan.address.clone()),
-                    filter: plan.selector.iter().map(|text| selector(text)).collect(),
-                    ..Source::default()
-                }),
+                source: Some(
+                    Source {
+                        address: Some(plan.address.clone()),
+                        filter: plan.selector.iter().map(|text| selector(text)).collect(),
+                        ..Source::default()
+                    }
+                    .into(),
+                ),
                 target: Some(Target::default().into()),
                 // As Proton's receivers: the broker chooses. (RabbitMQ 3.10
                 // detaches a consumer that asks for `settled`.)
@@ -387,7 +390,7 @@ pub async fn run(
         let options = LinkOptions {
             name: format!("sluice-bench-{}-producer-{}", plan.run_id, p.id),
             role: Role::Sender,
-            source: Some(Source::default()),
+            source: Some(Source::default().into()),
             target: Some(
                 Target {
                     address: Some(plan.address.clone()),

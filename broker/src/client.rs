@@ -99,7 +99,7 @@ impl<I: Io> Client<I> {
         let options = LinkOptions {
             name: name.to_owned(),
             role: Role::Sender,
-            source: Some(Source::default()),
+            source: Some(Source::default().into()),
             target: Some(
                 Target {
                     address: address.map(str::to_owned),
@@ -129,7 +129,7 @@ impl<I: Io> Client<I> {
         let options = LinkOptions {
             name: name.to_owned(),
             role: Role::Receiver,
-            source: Some(source),
+            source: Some(source.into()),
             target: Some(Target::default().into()),
             snd_settle_mode: SenderSettleMode::Unsettled,
             rcv_settle_mode: ReceiverSettleMode::First,

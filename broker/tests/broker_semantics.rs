@@ -26,9 +26,9 @@ use sluice::amqp::engine::{
     ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, LinkOptions, SessionId,
 };
 use sluice::amqp::types::{
-    Accepted, Annotations, AttachTarget, Coordinator, DeliveryState, Header, Message, MessageId,
-    Modified, Properties, ReceiverSettleMode, Rejected, Released, Role, Section, SenderSettleMode,
-    Source, Target, condition,
+    Accepted, Annotations, AttachSource, AttachTarget, Coordinator, DeliveryState, Header, Message,
+    MessageId, Modified, Properties, ReceiverSettleMode, Rejected, Released, Role, Section,
+    SenderSettleMode, Source, Target, condition,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Config;
@@ -818,7 +818,7 @@ async fn credit_sent_with_the_attach_is_honoured(topology: Topology) {
     let options = LinkOptions {
         name: "eager".into(),
         role: Role::Receiver,
-        source: Some(queue("early")),
+        source: Some(queue("early").into()),
         target: Some(Target::default().into()),
         snd_settle_mode: SenderSettleMode::Unsettled,
         rcv_settle_mode: ReceiverSettleMode::First,
@@ -903,6 +903,7 @@ async fn a_selector_filters_a_queue_and_unknown_filters_are_not_echoed(topology:
         unreachable!("wait_for returns the event it matched");
     };
     let answered = remote.source.expect("the broker accepted the link");
+    let answered = answered.node().expect("a node's source");
     assert_eq!(answered.address.as_deref(), Some("filtered"));
     assert_eq!(answered.filter, selector_and_unknown_filter()[..1]);
 
@@ -935,7 +936,7 @@ fn link_options(
     LinkOptions {
         name: name.into(),
         role,
-        source,
+        source: source.map(AttachSource::Node),
         target: target.map(AttachTarget::Node),
         snd_settle_mode: SenderSettleMode::Unsettled,
         rcv_settle_mode: ReceiverSettleMode::Second,
@@ -1165,9 +1166,9 @@ async fn a_resent_message_id_is_accepted_once_and_delivered_once(topology: Topol
     brokers.stop().await;
 }
 
-/// An attach the broker cannot serve — a target of a kind it does not know,
-/// a coordinator for distributed transactions — is refused on its link
-/// with `amqp:not-implemented`; the connection carries on.
+/// An attach the broker cannot serve — a target or a source of a kind it
+/// does not know, a coordinator for distributed transactions — is refused
+/// on its link with `amqp:not-implemented`; the connection carries on.
 async fn links_the_broker_cannot_serve_are_refused_alone(topology: Topology) {
     let brokers = Brokers::start(topology).await;
     let (mut client, session) = connect(brokers.producers()).await;
@@ -1178,11 +1179,25 @@ async fn links_the_broker_cannot_serve_are_refused_alone(topology: Topology) {
     let distributed = AttachTarget::Coordinator(Coordinator {
         capabilities: vec![Symbol::from_static("amqp:distributed-transactions")],
     });
-    for (name, target) in [("unknown", unknown), ("distributed", distributed)] {
-        let options = LinkOptions {
+    let unknown_source = LinkOptions {
+        source: Some(AttachSource::Unsupported(Box::new(Described {
+            descriptor: Descriptor::Name(Symbol::from_static("com.example:source:list")),
+            value: Value::List(Vec::new()),
+        }))),
+        ..link_options(
+            "unknown source",
+            Role::Receiver,
+            None,
+            Some(Target::default()),
+        )
+    };
+    let refusals =
+        [("unknown", unknown), ("distributed", distributed)].map(|(name, target)| LinkOptions {
             target: Some(target),
             ..link_options(name, Role::Sender, Some(Source::default()), None)
-        };
+        });
+    for options in refusals.into_iter().chain([unknown_source]) {
+        let name = options.name.clone();
         let refused = client.attach(session, options).await;
         let Err(ClientError::LinkRefused(Some(error))) = refused else {
             panic!("{name}: expected a refusal, got {:?}", refused.map(|_| ()));

@@ -529,7 +529,7 @@ fn attach() -> BoxedStrategy<Attach> {
                 role,
                 snd_settle_mode,
                 rcv_settle_mode,
-                source,
+                source: source.map(Into::into),
                 target,
                 unsettled,
                 incomplete_unsettled,

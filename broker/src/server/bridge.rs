@@ -10,9 +10,9 @@ use tracing::{debug, info};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind, Symbol, from_bytes, to_bytes};
 use crate::amqp::engine::{Connection, DeliveryId, Event, LinkId, LinkReply};
 use crate::amqp::types::{
-    Attach, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error, ExpiryPolicy, Fields,
-    LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Rejected, Role, Section, Source,
-    TerminusDurability, TransactionalState, condition,
+    Attach, AttachSource, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error,
+    ExpiryPolicy, Fields, LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Rejected, Role, Section,
+    Source, TerminusDurability, TransactionalState, condition,
 };
 use crate::node::{
     ConnId, NodeHandle, NodeStopped, QueueOptions, Refusal, Request, ToConnection, consumer_node,
@@ -157,20 +157,30 @@ impl Bridge {
     ) -> Result<(), NodeStopped> {
         // The client's role: a client receiver is a broker consumer.
         let request = match remote.role {
-            Role::Receiver => {
-                consumer_node(remote.source.as_ref(), &remote.name).and_then(|node| {
-                    let filter = consumer_filter(remote.source.as_mut())?;
-                    let properties = remote.source.as_ref().map(|s| &s.dynamic_node_properties);
-                    Ok(Request::AttachConsumer {
-                        conn: self.conn,
-                        link,
-                        node: Box::new(node),
-                        filter,
-                        options: queue_options(properties)?,
-                        container_id: self.container_id.clone(),
+            Role::Receiver => match &mut remote.source {
+                Some(AttachSource::Unsupported(source)) => Err(Refusal {
+                    condition: condition::NOT_IMPLEMENTED,
+                    description: format!(
+                        "sources of type {:?} are not supported",
+                        source.descriptor
+                    ),
+                }),
+                source => {
+                    let mut source = source.as_mut().and_then(AttachSource::node_mut);
+                    consumer_node(source.as_deref(), &remote.name).and_then(|node| {
+                        let filter = consumer_filter(source.as_deref_mut())?;
+                        let properties = source.as_ref().map(|s| &s.dynamic_node_properties);
+                        Ok(Request::AttachConsumer {
+                            conn: self.conn,
+                            link,
+                            node: Box::new(node),
+                            filter,
+                            options: queue_options(properties)?,
+                            container_id: self.container_id.clone(),
+                        })
                     })
-                })
-            }
+                }
+            },
             Role::Sender => match &remote.target {
                 Some(AttachTarget::Coordinator(coordinator)) => {
                     let coordinator = coordinator.clone();
@@ -232,7 +242,7 @@ impl Bridge {
             return refuse(conn, link, refusal);
         }
         let reply = LinkReply {
-            source: remote.source.clone(),
+            source: sender_source(remote),
             target: Some(AttachTarget::Coordinator(Coordinator {
                 capabilities: vec![local],
             })),
@@ -356,7 +366,10 @@ impl Bridge {
                 match result {
                     Ok((consumer, address)) => {
                         let reply = LinkReply {
-                            source: Some(consumer_source(remote.source.as_ref(), address)),
+                            source: Some(consumer_source(
+                                remote.source.as_ref().and_then(AttachSource::node),
+                                address,
+                            )),
                             target: remote.target.clone(),
                             ..LinkReply::default()
                         };
@@ -386,7 +399,7 @@ impl Bridge {
                 match result {
                     Ok(dynamic) => {
                         let reply = LinkReply {
-                            source: remote.source.clone(),
+                            source: sender_source(&remote),
                             target: producer_target(remote.target.as_ref(), dynamic),
                             // Scheduled delivery: Qpid JMS sets a delivery
                             // delay only on links that offer it.
@@ -608,6 +621,12 @@ fn consumer_source(requested: Option<&Source>, address: String) -> Source {
         source.address = Some(address);
     }
     source
+}
+
+/// The source a client sender's attach is answered with: its own, if it
+/// is a node's (the broker has no use for it).
+fn sender_source(remote: &Attach) -> Option<Source> {
+    remote.source.as_ref().and_then(AttachSource::node).cloned()
 }
 
 /// The target a producer's attach is answered with: the client's, with

@@ -17,9 +17,10 @@ use crate::amqp::frame::{
     put_amqp_frame, put_sasl_frame, put_transfer_frame,
 };
 use crate::amqp::types::{
-    Attach, AttachTarget, Begin, Close, DeliveryState, Detach, Disposition, End, Error, Flow, Open,
-    Performative, ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit, SaslMechanisms,
-    SaslOutcome, SenderSettleMode, Source, TransactionalState, Transfer, acquisition, condition,
+    Attach, AttachSource, AttachTarget, Begin, Close, DeliveryState, Detach, Disposition, End,
+    Error, Flow, Open, Performative, ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit,
+    SaslMechanisms, SaslOutcome, SenderSettleMode, Source, TransactionalState, Transfer,
+    acquisition, condition,
 };
 
 /// The shortest interval between our heartbeats, whatever idle timeout the
@@ -125,7 +126,7 @@ pub struct LinkOptions {
     /// Our role.
     pub role: Role,
     /// The source terminus.
-    pub source: Option<Source>,
+    pub source: Option<AttachSource>,
     /// The target terminus.
     pub target: Option<AttachTarget>,
     /// The sender's settle mode.
@@ -1176,7 +1177,7 @@ impl Connection {
             role: link.role,
             snd_settle_mode: link.snd_settle_mode,
             rcv_settle_mode: link.rcv_settle_mode,
-            source: reply.source,
+            source: reply.source.map(AttachSource::Node),
             target: reply.target,
             unsettled: Vec::new(),
             incomplete_unsettled: false,

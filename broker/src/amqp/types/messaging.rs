@@ -8,7 +8,7 @@ use super::definitions::{
 };
 use super::transactions::{Declared, TransactionalState};
 use crate::amqp::codec::{
-    Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
+    Composite, Decode, DecodeError, DecodeErrorKind, Described, Descriptor, Encode, FieldDecoder,
     FieldEncoder, Reader, Symbol, Value, composite_codec, encode_descriptor, encode_list_of,
     encode_map, read_descriptor,
 };
@@ -250,6 +250,65 @@ impl Composite for Source {
             outcomes: f.or_default("outcomes")?,
             capabilities: f.or_default("capabilities")?,
         })
+    }
+}
+
+/// An attach's source: a node's, or a kind this broker does not know,
+/// decoded so that the link can be refused rather than the connection
+/// closed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttachSource {
+    /// A node (queue, topic, …).
+    Node(Source),
+    /// Another kind of terminus.
+    Unsupported(Box<Described>),
+}
+
+impl AttachSource {
+    /// The node source, if the link has one.
+    pub fn node(&self) -> Option<&Source> {
+        match self {
+            AttachSource::Node(source) => Some(source),
+            AttachSource::Unsupported(_) => None,
+        }
+    }
+
+    /// The node source, to change, if the link has one.
+    pub fn node_mut(&mut self) -> Option<&mut Source> {
+        match self {
+            AttachSource::Node(source) => Some(source),
+            AttachSource::Unsupported(_) => None,
+        }
+    }
+}
+
+impl From<Source> for AttachSource {
+    fn from(source: Source) -> Self {
+        AttachSource::Node(source)
+    }
+}
+
+impl Encode for AttachSource {
+    fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            AttachSource::Node(source) => source.encode(buf),
+            AttachSource::Unsupported(described) => described.encode(buf),
+        }
+    }
+}
+
+impl Decode for AttachSource {
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let descriptor = read_descriptor(r)?;
+        if descriptor.is(Source::NAME, Source::CODE) {
+            Source::decode_after_descriptor(r).map(AttachSource::Node)
+        } else {
+            let value = Value::decode(r)?;
+            Ok(AttachSource::Unsupported(Box::new(Described {
+                descriptor,
+                value,
+            })))
+        }
     }
 }
 

@@ -12,8 +12,8 @@ pub use definitions::{
     ReceiverSettleMode, Role, SenderSettleMode, TerminusDurability, Timestamp, condition,
 };
 pub use messaging::{
-    Accepted, DeliveryState, Header, Message, MessageId, Modified, Properties, Received, Rejected,
-    Released, Section, Source, Target, section,
+    Accepted, AttachSource, DeliveryState, Header, Message, MessageId, Modified, Properties,
+    Received, Rejected, Released, Section, Source, Target, section,
 };
 pub use performatives::{
     Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,

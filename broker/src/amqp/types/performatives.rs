@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::definitions::{Error, Fields, Handle, ReceiverSettleMode, Role, SenderSettleMode};
-use super::messaging::{DeliveryState, Source};
+use super::messaging::{AttachSource, DeliveryState};
 use super::transactions::AttachTarget;
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
@@ -150,7 +150,7 @@ pub struct Attach {
     /// How the link's receiver settles.
     pub rcv_settle_mode: ReceiverSettleMode,
     /// Where messages come from.
-    pub source: Option<Source>,
+    pub source: Option<AttachSource>,
     /// Where messages go: a node, or a transaction coordinator.
     pub target: Option<AttachTarget>,
     /// Unsettled delivery state, by delivery tag (link recovery).

@@ -23,8 +23,8 @@ use crate::amqp::engine::{
 };
 use crate::amqp::frame::{Frame, FrameDecoder, Layer, PROTOCOL_HEADER_LEN, put_amqp_frame};
 use crate::amqp::types::{
-    Accepted, Close, DeliveryState, Error, Message, Performative, ReceiverSettleMode, Role,
-    SenderSettleMode, Source, Target, Transfer,
+    Accepted, AttachSource, Close, DeliveryState, Error, Message, Performative, ReceiverSettleMode,
+    Role, SenderSettleMode, Source, Target, Transfer,
 };
 
 /// The user name the test authenticator accepts with PLAIN.
@@ -115,10 +115,13 @@ pub(super) fn link_options(name: &str, role: Role) -> LinkOptions {
     LinkOptions {
         name: name.to_owned(),
         role,
-        source: Some(Source {
-            address: Some("client-side".to_owned()),
-            ..Source::default()
-        }),
+        source: Some(
+            Source {
+                address: Some("client-side".to_owned()),
+                ..Source::default()
+            }
+            .into(),
+        ),
         target: Some(
             Target {
                 address: Some("queue".to_owned()),
@@ -510,7 +513,7 @@ impl Pair {
             ] => {
                 assert_eq!(remote.role, role);
                 let reply = LinkReply {
-                    source: remote.source.clone(),
+                    source: remote.source.as_ref().and_then(AttachSource::node).cloned(),
                     target: remote.target.clone(),
                     offered_capabilities: Vec::new(),
                 };
