@@ -3,13 +3,17 @@
 //! point on loopback TCP, then runs the messaging scenarios that the Proton
 //! and rhea scripts run: queue, topic, request/reply, browse, durable
 //! subscriptions, local transactions, JMS temporary queues and topics, and
-//! unsubscribe by link name.
+//! unsubscribe by link name; and those of the Proton C++ client
+//! (`scripts/interop/proton_cpp.cpp`): JMS selectors on a queue and a topic
+//! and one that does not parse, and the configured queue types (priority,
+//! last value, message groups, single active consumer) with scheduled
+//! delivery.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Broker, WAIT};
 use fe2o3_amqp::connection::ConnectionHandle;
@@ -24,12 +28,15 @@ use fe2o3_amqp::transaction::{
 };
 use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, SenderSettleMode};
 use fe2o3_amqp::types::messaging::{
-    AmqpValue, DistributionMode, Header, Message, MessageId, Outcome, Properties, Source, Target,
-    TerminusDurability, TerminusExpiryPolicy,
+    AmqpValue, ApplicationProperties, DistributionMode, Header, Message, MessageAnnotations,
+    MessageId, Outcome, Priority, Properties, Source, Target, TerminusDurability,
+    TerminusExpiryPolicy,
 };
-use fe2o3_amqp::types::primitives::{Binary, Symbol};
+use fe2o3_amqp::types::primitives::{Binary, Symbol, Value};
 use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use serde_amqp::described::Described;
+use serde_amqp::descriptor::Descriptor;
 use tokio::time::timeout;
 
 #[tokio::test]
@@ -135,8 +142,17 @@ async fn send(sender: &mut Sender, message: Message<AmqpValue<String>>) -> Outco
 
 /// Sends each body durable and unsettled; every one must be accepted.
 async fn send_all_accepted(sender: &mut Sender, bodies: &[String]) {
-    for body in bodies {
-        let outcome = send(sender, durable_message(body)).await;
+    send_accepted(sender, bodies.iter().map(|body| durable_message(body))).await;
+}
+
+/// Sends each message unsettled, in turn; every one must be accepted.
+async fn send_accepted(
+    sender: &mut Sender,
+    messages: impl IntoIterator<Item = Message<AmqpValue<String>>>,
+) {
+    for message in messages {
+        let body = message.body.0.clone();
+        let outcome = send(sender, message).await;
         assert!(
             matches!(outcome, Outcome::Accepted(_)),
             "{body:?} was not accepted: {outcome:?}"
@@ -159,10 +175,15 @@ async fn receive_all(receiver: &mut Receiver, count: usize) -> Vec<String> {
             .unwrap()
             .expect("the accept is sent");
     }
+    expect_nothing_more(receiver, count).await;
+    bodies
+}
+
+/// Waits `QUIET` to be sure nothing beyond the `count` expected comes.
+async fn expect_nothing_more(receiver: &mut Receiver, count: usize) {
     if let Ok(extra) = timeout(QUIET, receiver.recv::<String>()).await {
         panic!("a message beyond the {count} expected: {extra:?}");
     }
-    bodies
 }
 
 fn bodies(label: &str, count: usize) -> Vec<String> {
@@ -701,10 +722,7 @@ async fn take_one(receiver: &mut Receiver) -> Delivery<String> {
         .await
         .unwrap()
         .expect("the flow is sent");
-    timeout(WAIT, receiver.recv::<String>())
-        .await
-        .unwrap()
-        .expect("a delivery")
+    next_delivery(receiver).await
 }
 
 #[tokio::test]
@@ -1251,5 +1269,488 @@ async fn fe2o3_unsubscribe_finds_the_subscription_by_link_name() {
 
     timeout(WAIT, sender.close()).await.unwrap().unwrap();
     disconnect(publisher, publisher_session).await;
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Shared by the selector and queue-type scenarios below.
+// ---------------------------------------------------------------------------
+
+async fn attach_sender(session: &mut SessionHandle<()>, name: &str, address: &str) -> Sender {
+    timeout(WAIT, Sender::attach(session, name, address))
+        .await
+        .unwrap()
+        .expect("a sender attaches")
+}
+
+/// A receiver on `source` with fe2o3's default credit (200, topped up as
+/// it receives).
+async fn attach_receiver(
+    session: &mut SessionHandle<()>,
+    name: &str,
+    source: impl Into<Source>,
+) -> Receiver {
+    timeout(
+        WAIT,
+        Receiver::builder()
+            .name(name)
+            .source(source)
+            .attach(session),
+    )
+    .await
+    .unwrap()
+    .expect("a receiver attaches")
+}
+
+/// The next delivery, left unsettled.
+async fn next_delivery(receiver: &mut Receiver) -> Delivery<String> {
+    timeout(WAIT, receiver.recv::<String>())
+        .await
+        .unwrap()
+        .expect("a delivery")
+}
+
+async fn accept_all(receiver: &mut Receiver, deliveries: &[Delivery<String>]) {
+    for delivery in deliveries {
+        timeout(WAIT, receiver.accept(delivery))
+            .await
+            .unwrap()
+            .expect("the accept is sent");
+    }
+}
+
+fn bodies_of(deliveries: &[Delivery<String>]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|delivery| delivery.body().clone())
+        .collect()
+}
+
+/// A durable message whose application property `key` is `value`.
+fn with_property(body: &str, key: &str, value: &str) -> Message<AmqpValue<String>> {
+    let mut message = durable_message(body);
+    message.application_properties =
+        Some(ApplicationProperties::builder().insert(key, value).build());
+    message
+}
+
+// ---------------------------------------------------------------------------
+// JMS selectors, as proton_cpp.cpp's `selectors` and proton_selector.py run
+// them: on a queue, on a topic, and one that does not parse.
+// ---------------------------------------------------------------------------
+
+/// A source on `address` with one JMS selector, as Qpid JMS sends it.
+/// fe2o3 does not re-export serde_amqp's `Described`, hence that crate.
+fn selecting(address: &str, selector: &str) -> Source {
+    let filter = Described {
+        descriptor: Descriptor::Name(Symbol::from("apache.org:selector-filter:string")),
+        value: Value::from(selector),
+    };
+    Source::builder()
+        .address(address)
+        .add_to_filter("jms-selector", filter)
+        .build()
+}
+
+fn colored(color: &str, body: &str) -> Message<AmqpValue<String>> {
+    with_property(body, "color", color)
+}
+
+/// On a queue, the selecting receiver takes only what it selects, in order,
+/// and the broker's attach says the selector is in effect; what it skipped
+/// keeps its place for a plain receiver.
+async fn selector_on_a_queue(session: &mut SessionHandle<()>, queue: &str) {
+    let mut sender = attach_sender(session, "selected-in", queue).await;
+    let sent = [
+        colored("red", "red 1"),
+        colored("blue", "blue 1"),
+        colored("red", "red 2"),
+        colored("red", "end"),
+    ];
+    send_accepted(&mut sender, sent).await;
+
+    let requested = selecting(queue, "color = 'red'");
+    let mut red = attach_receiver(session, "red", requested.clone()).await;
+    // After the attach, fe2o3 holds the broker's source in place of its own.
+    // It fails the attach itself (DesiredFilterNotSupported) when a key it
+    // asked for is missing there; this checks the selector too.
+    let answered = red
+        .source()
+        .as_ref()
+        .and_then(|source| source.filter.clone());
+    assert_eq!(
+        answered, requested.filter,
+        "the broker's attach lists the selector in effect"
+    );
+    assert_eq!(receive_all(&mut red, 3).await, ["red 1", "red 2", "end"]);
+
+    let mut rest = attach_receiver(session, "rest", queue).await;
+    assert_eq!(
+        receive_all(&mut rest, 1).await,
+        ["blue 1"],
+        "a plain receiver gets what the selector skipped"
+    );
+    for receiver in [red, rest] {
+        timeout(WAIT, receiver.close()).await.unwrap().unwrap();
+    }
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+}
+
+/// On a topic, a subscription with a selector is given only the copies it
+/// selects; a plain one every copy.
+async fn selector_on_a_topic(session: &mut SessionHandle<()>) {
+    let topic = "topic://selected-prices";
+    let mut cool = attach_receiver(
+        session,
+        "cool",
+        selecting(topic, "color IN ('blue', 'green')"),
+    )
+    .await;
+    let mut every = attach_receiver(session, "every", topic).await;
+    let mut sender = attach_sender(session, "selected-prices-in", topic).await;
+    let colors = ["red", "blue", "green"];
+    send_accepted(&mut sender, colors.map(|color| colored(color, color))).await;
+
+    assert_eq!(receive_all(&mut cool, 2).await, ["blue", "green"]);
+    assert_eq!(receive_all(&mut every, 3).await, colors);
+    for receiver in [cool, every] {
+        timeout(WAIT, receiver.close()).await.unwrap().unwrap();
+    }
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+}
+
+/// A selector that does not parse refuses its own link only: the session,
+/// and so the connection, goes on, and a send on it is accepted.
+async fn a_bad_selector_refuses_its_link(session: &mut SessionHandle<()>, queue: &str) {
+    // Attached before the refusal: fe2o3 answers the broker's detach twice
+    // (its session echoes it, then the link sends its own), and an attach
+    // allocated the freed handle before the second detach goes out fails
+    // with IllegalState (a client-side race; see fe2o3_transaction_refusals).
+    // A send on this sender queues behind that second detach, so the links
+    // attached after its outcome are safe.
+    let mut sender = attach_sender(session, "after-refusal", queue).await;
+    let refused = timeout(
+        WAIT,
+        Receiver::builder()
+            .name("broken")
+            .source(selecting(queue, "color = "))
+            .attach(session),
+    )
+    .await
+    .unwrap();
+    match refused {
+        Err(ReceiverAttachError::RemoteClosedWithError(error)) => {
+            assert_eq!(
+                error_condition(&error),
+                ErrorCondition::AmqpError(AmqpError::InvalidField),
+                "{error:?}"
+            );
+            assert!(
+                error
+                    .description
+                    .as_deref()
+                    .is_some_and(|text| text.contains("position")),
+                "the refusal names where the selector breaks: {error:?}"
+            );
+        }
+        Err(other) => panic!("the bad selector's attach failed otherwise: {other:?}"),
+        Ok(receiver) => panic!(
+            "a selector that does not parse was attached: {:?}",
+            receiver.source()
+        ),
+    }
+
+    send_all_accepted(&mut sender, &["after".to_owned()]).await;
+    let mut receiver = attach_receiver(session, "after-refusal-out", queue).await;
+    assert_eq!(receive_all(&mut receiver, 1).await, ["after"]);
+    timeout(WAIT, receiver.close()).await.unwrap().unwrap();
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn fe2o3_selectors_filter_queues_and_topics() {
+    let broker = Broker::start().await;
+    let (connection, mut session) = connect(&broker, "fe2o3-selector").await;
+    selector_on_a_queue(&mut session, "selected").await;
+    selector_on_a_topic(&mut session).await;
+    a_bad_selector_refuses_its_link(&mut session, "selected").await;
+    disconnect(connection, session).await;
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Queue types, as proton_cpp.cpp's `queue_types` checks them, against queues
+// configured by name; and scheduled delivery, which any queue does.
+// ---------------------------------------------------------------------------
+
+/// The queues `fe2o3_queue_types_as_configured` expects, by name.
+const QUEUE_TYPES: &str = r#"
+    [[queue]]
+    name = "fe2o3-priority"
+    type = "priority"
+
+    [[queue]]
+    name = "fe2o3-last-value"
+    type = "last-value"
+    last_value_key = "instrument"
+
+    [[queue]]
+    name = "fe2o3-groups"
+    message_groups = true
+
+    [[queue]]
+    name = "fe2o3-single-active"
+    single_active_consumer = true
+"#;
+
+/// Sends `messages` to `queue`, each accepted, then has one receiver take
+/// exactly `count` of them; returns their bodies in arrival order.
+async fn send_then_receive(
+    session: &mut SessionHandle<()>,
+    queue: &str,
+    messages: impl IntoIterator<Item = Message<AmqpValue<String>>>,
+    count: usize,
+) -> Vec<String> {
+    let mut sender = attach_sender(session, &format!("{queue}-in"), queue).await;
+    send_accepted(&mut sender, messages).await;
+    let mut receiver = attach_receiver(session, &format!("{queue}-out"), queue).await;
+    let got = receive_all(&mut receiver, count).await;
+    timeout(WAIT, receiver.close()).await.unwrap().unwrap();
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+    got
+}
+
+fn prioritised(body: &str, priority: u8) -> Message<AmqpValue<String>> {
+    let mut message = durable_message(body);
+    message.header = Some(
+        Header::builder()
+            .durable(true)
+            .priority(Priority(priority))
+            .build(),
+    );
+    message
+}
+
+/// Two receivers on `queue`, attached in that order (the order a single
+/// active consumer follows).
+async fn receiver_pair(session: &mut SessionHandle<()>, queue: &str) -> (Receiver, Receiver) {
+    let first = attach_receiver(session, &format!("{queue}-out-1"), queue).await;
+    let second = attach_receiver(session, &format!("{queue}-out-2"), queue).await;
+    (first, second)
+}
+
+/// Waits for `count` deliveries across the two receivers, holding each
+/// unsettled (a receiver keeps a group while it holds some of it), then
+/// checks that nothing more comes to either. Returns what each got, in
+/// arrival order.
+async fn hold_from_either(
+    first: &mut Receiver,
+    second: &mut Receiver,
+    count: usize,
+) -> [Vec<Delivery<String>>; 2] {
+    let mut held = [Vec::new(), Vec::new()];
+    while held.iter().map(Vec::len).sum::<usize>() < count {
+        // fe2o3 documents `recv` as cancel-safe: the receiver that loses the
+        // race keeps its delivery for the next round.
+        let next = timeout(WAIT, async {
+            tokio::select! {
+                delivery = first.recv::<String>() => (0, delivery),
+                delivery = second.recv::<String>() => (1, delivery),
+            }
+        })
+        .await;
+        let (which, delivery) = next.unwrap_or_else(|_| {
+            panic!(
+                "timed out with {:?} and {:?} of {count}",
+                bodies_of(&held[0]),
+                bodies_of(&held[1])
+            )
+        });
+        held[which].push(delivery.expect("a delivery"));
+    }
+    expect_nothing_more(first, count).await;
+    expect_nothing_more(second, count).await;
+    held
+}
+
+/// Higher `header.priority` first, whatever the order of sending.
+async fn priority_order(session: &mut SessionHandle<()>) {
+    let sent = [
+        prioritised("low", 0),
+        prioritised("urgent", 9),
+        prioritised("normal", 4),
+    ];
+    assert_eq!(
+        send_then_receive(session, "fe2o3-priority", sent, 3).await,
+        ["urgent", "normal", "low"],
+        "a priority queue delivers the highest priority first"
+    );
+}
+
+/// One waiting message per instrument, the latest; "end" (a key of its own)
+/// shows that nothing else is left behind it.
+async fn last_value_per_key(session: &mut SessionHandle<()>) {
+    let priced = |body, instrument| with_property(body, "instrument", instrument);
+    let sent = [
+        priced("eur 1", "EURUSD"),
+        priced("gbp 1", "GBPUSD"),
+        priced("eur 2", "EURUSD"),
+        priced("end", "END"),
+    ];
+    assert_eq!(
+        send_then_receive(session, "fe2o3-last-value", sent, 3).await,
+        ["gbp 1", "eur 2", "end"],
+        "a last-value queue keeps the latest message per instrument"
+    );
+}
+
+fn grouped(body: &str, group: &str) -> Message<AmqpValue<String>> {
+    let mut message = durable_message(body);
+    message.properties = Some(Properties::builder().group_id(group.to_owned()).build());
+    message
+}
+
+/// Each group goes whole, in order, to one of two receivers. The order of
+/// sending is one that round robin alone would split group A in.
+async fn message_groups(session: &mut SessionHandle<()>) {
+    let queue = "fe2o3-groups";
+    let (mut first, mut second) = receiver_pair(session, queue).await;
+    let mut sender = attach_sender(session, "fe2o3-groups-in", queue).await;
+    let sent = [
+        ("a1", "A"),
+        ("a2", "A"),
+        ("b1", "B"),
+        ("a3", "A"),
+        ("b2", "B"),
+    ];
+    send_accepted(&mut sender, sent.map(|(body, group)| grouped(body, group))).await;
+
+    let held = hold_from_either(&mut first, &mut second, sent.len()).await;
+    let got = [bodies_of(&held[0]), bodies_of(&held[1])];
+    for group in ["A", "B"] {
+        let members: Vec<&str> = sent
+            .iter()
+            .filter(|(_, of)| *of == group)
+            .map(|(body, _)| *body)
+            .collect();
+        // What each receiver got of this group, in arrival order.
+        let shares: Vec<Vec<&str>> = got
+            .iter()
+            .map(|bodies| {
+                bodies
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|body| members.contains(body))
+                    .collect()
+            })
+            .collect();
+        assert!(
+            shares.contains(&members),
+            "group {group} goes whole and in order to one receiver: {got:?}"
+        );
+    }
+    assert!(
+        got.iter().all(|bodies| !bodies.is_empty()),
+        "both receivers are given a group: {got:?}"
+    );
+
+    let [held_first, held_second] = held;
+    accept_all(&mut first, &held_first).await;
+    accept_all(&mut second, &held_second).await;
+    for receiver in [first, second] {
+        timeout(WAIT, receiver.close()).await.unwrap().unwrap();
+    }
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+}
+
+/// Only the receiver attached first is given messages; once it has gone,
+/// the next takes over.
+async fn single_active_consumer(session: &mut SessionHandle<()>) {
+    let queue = "fe2o3-single-active";
+    let (mut first, mut second) = receiver_pair(session, queue).await;
+    let mut sender = attach_sender(session, "fe2o3-single-active-in", queue).await;
+    let batch = bodies("first", 4);
+    send_all_accepted(&mut sender, &batch).await;
+
+    let [to_first, to_second] = hold_from_either(&mut first, &mut second, batch.len()).await;
+    assert_eq!(
+        (bodies_of(&to_first), bodies_of(&to_second)),
+        (batch, Vec::new()),
+        "the receiver attached first is given everything"
+    );
+    accept_all(&mut first, &to_first).await;
+    timeout(WAIT, first.close()).await.unwrap().unwrap();
+
+    let then = bodies("then", 2);
+    send_all_accepted(&mut sender, &then).await;
+    assert_eq!(
+        receive_all(&mut second, then.len()).await,
+        then,
+        "the next receiver takes over once the first has gone"
+    );
+    timeout(WAIT, second.close()).await.unwrap().unwrap();
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+}
+
+/// The real clock, which the broker runs on here (`TokioIo`): the delay is
+/// measured, not slept out.
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn delayed(body: &str, delay_ms: i64) -> Message<AmqpValue<String>> {
+    let mut message = durable_message(body);
+    message.message_annotations = Some(
+        MessageAnnotations::builder()
+            .insert("x-opt-delivery-delay", delay_ms)
+            .build(),
+    );
+    message
+}
+
+/// A message with `x-opt-delivery-delay` comes after one sent after it, and
+/// not before its delay has passed since its send.
+async fn scheduled_delivery(session: &mut SessionHandle<()>) {
+    // Not configured: any queue schedules.
+    let queue = "fe2o3-scheduled";
+    let mut receiver = attach_receiver(session, "fe2o3-scheduled-out", queue).await;
+    let mut sender = attach_sender(session, "fe2o3-scheduled-in", queue).await;
+    let sent_at = now();
+    send_accepted(
+        &mut sender,
+        [delayed("later", 1000), durable_message("now")],
+    )
+    .await;
+
+    let got = [
+        next_delivery(&mut receiver).await,
+        next_delivery(&mut receiver).await,
+    ];
+    let waited = now() - sent_at;
+    assert_eq!(
+        bodies_of(&got),
+        ["now", "later"],
+        "the delayed message comes after the one sent after it"
+    );
+    assert!(
+        waited >= Duration::from_millis(950),
+        "the delayed message came {waited:?} after its send, before its 1 s delay"
+    );
+    accept_all(&mut receiver, &got).await;
+    timeout(WAIT, receiver.close()).await.unwrap().unwrap();
+    timeout(WAIT, sender.close()).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn fe2o3_queue_types_as_configured() {
+    let broker = Broker::start_from_toml(QUEUE_TYPES).await;
+    let (connection, mut session) = connect(&broker, "fe2o3-queue-types").await;
+    priority_order(&mut session).await;
+    last_value_per_key(&mut session).await;
+    message_groups(&mut session).await;
+    single_active_consumer(&mut session).await;
+    scheduled_delivery(&mut session).await;
+    disconnect(connection, session).await;
     broker.stop().await;
 }
