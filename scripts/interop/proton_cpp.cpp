@@ -25,7 +25,6 @@
 // tested with the Python, rhea and fe2o3 clients only.
 
 #include <proton/connection.hpp>
-#include <proton/connection_options.hpp>
 #include <proton/container.hpp>
 #include <proton/delivery.hpp>
 #include <proton/error_condition.hpp>
@@ -42,7 +41,6 @@
 #include <proton/tracker.hpp>
 #include <proton/annotation_key.hpp>
 #include <proton/codec/encoder.hpp>
-#include <proton/work_queue.hpp>
 
 #include <chrono>
 #include <functional>
