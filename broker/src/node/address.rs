@@ -230,6 +230,15 @@ pub(in crate::node) fn is_subscription(queue: &str, id: &str) -> bool {
             .is_some_and(|rest| rest.ends_with(SUBSCRIPTION_SEPARATOR))
 }
 
+/// The subscription id (of [`subscription_id`]) of a subscription queue;
+/// `None` for other queues.
+pub(in crate::node) fn subscription_of(queue: &str) -> Option<&str> {
+    let (_, id) = queue
+        .strip_prefix(TOPIC_PREFIX)?
+        .split_once(SUBSCRIPTION_SEPARATOR)?;
+    Some(id)
+}
+
 /// The topic a subscription queue subscribes to; `None` for other queues.
 pub(in crate::node) fn topic_of_subscription(queue: &str) -> Option<&str> {
     let (topic, _) = queue

@@ -13,6 +13,7 @@
 //! so a single node behaves as a client sees it like a one-member cluster.
 
 mod apply;
+mod subscriptions;
 mod temporary;
 mod transactions;
 
@@ -747,6 +748,7 @@ impl Core {
                 if let Some(options) = &options {
                     options.apply(&mut config);
                 }
+                self.replace_changed_subscription(&queue, &config)?;
                 self.declare(&queue, config);
             }
             None => self.ensure_queue_for_attach(&queue, options.as_deref())?,

@@ -3,9 +3,12 @@
 //! up by its link's name.
 
 use super::*;
-use crate::amqp::codec::{Symbol, Value};
+use crate::amqp::codec::{Described, Descriptor, Symbol, Value};
+use crate::amqp::types::{Header, Message, Section};
 use crate::node::testing::{CONN, CONSUMER, PRODUCER};
 use crate::node::{QueueOptions, Subscription};
+use crate::queue::MessageFilter;
+use crate::selector::JMS_SELECTOR_NAME;
 
 /// The harness's producer attaches to a dynamic target.
 fn attach_temporary(topic: bool) -> Request {
@@ -230,5 +233,126 @@ fn a_link_that_creates_its_queue_chooses_its_type() {
             .declared("dynamic.1.1.1")
             .expect("the temporary queue");
         assert_eq!(temporary.last_value_key.as_deref(), Some("isin"));
+    }
+}
+
+/// The durable subscription `sub` of the harness's client to `topic`,
+/// attached on link `handle`, selecting `a = {a}`.
+fn subscribe_selecting(handle: u32, topic: &str, a: i32) -> Request {
+    let selector = Value::from(Described {
+        descriptor: Descriptor::Name(Symbol::from_static(JMS_SELECTOR_NAME)),
+        value: Value::from(format!("a = {a}")),
+    });
+    let entries = [(Value::Symbol(Symbol::from_static("jms")), selector)];
+    Request::AttachConsumer {
+        conn: CONN,
+        link: LinkId { handle, ..CONSUMER },
+        node: ConsumerNode::Topic {
+            topic: topic.into(),
+            subscription: Subscription {
+                name: "sub".into(),
+                durable: true,
+                shared: false,
+                global: false,
+            },
+        }
+        .into(),
+        filter: MessageFilter::new(&entries).unwrap().map(Box::new),
+        options: None,
+        container_id: "client".into(),
+    }
+}
+
+/// How many messages each queue holds, by name.
+fn depths(harness: &Harness) -> Vec<(String, u64)> {
+    let info = harness.core.queue_info().into_iter();
+    info.map(|(name, info)| (name, info.depth + info.unsettled))
+        .collect()
+}
+
+/// JMS: a durable subscription attached again under its name with another
+/// selector or topic is a new one, and the old one goes with what it held;
+/// with the same selector and topic it is the same. While a consumer is
+/// attached to it, it cannot change: the new attach is refused.
+#[test]
+fn a_durable_subscription_attached_again_with_another_selector_is_new() {
+    let a_is_1 = Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ..Header::default()
+            }),
+            Section::ApplicationProperties(vec![("a".into(), Value::Int(1))]),
+            Section::Data(Bytes::from_static(b"m")),
+        ],
+    };
+    let publish = || Request::Publish {
+        conn: CONN,
+        delivery: DeliveryId {
+            link: PRODUCER,
+            id: 0,
+        },
+        message: a_is_1.encode(),
+        settled: false,
+        txn: None,
+    };
+    for step in STEPS {
+        let mut harness = Harness::new(step);
+        harness.request(Request::AttachProducer {
+            conn: CONN,
+            link: PRODUCER,
+            node: ProducerNode::Topic("prices".into()),
+            options: None,
+        });
+        harness.request(subscribe_selecting(1, "prices", 1));
+        harness.commit();
+        harness.request(publish());
+        harness.commit();
+        harness.request(subscribe_selecting(5, "prices", 2));
+        harness.commit();
+        let said = harness.said();
+        assert_eq!(
+            said.last().map(String::as_str),
+            Some("consumer refused: amqp:resource-locked"),
+            "{step:?}: in use"
+        );
+        harness.request(detach(
+            LinkId {
+                handle: 1,
+                ..CONSUMER
+            },
+            false,
+        ));
+        harness.commit();
+        let kept = [("topic://prices::client:sub".to_owned(), 1)];
+        harness.request(subscribe_selecting(1, "prices", 1));
+        harness.commit();
+        harness.request(detach(
+            LinkId {
+                handle: 1,
+                ..CONSUMER
+            },
+            false,
+        ));
+        harness.commit();
+        assert_eq!(depths(&harness), kept, "{step:?}: the same subscription");
+
+        harness.request(subscribe_selecting(1, "prices", 2));
+        harness.commit();
+        harness.request(detach(
+            LinkId {
+                handle: 1,
+                ..CONSUMER
+            },
+            false,
+        ));
+        harness.commit();
+        let renewed = [("topic://prices::client:sub".to_owned(), 0)];
+        assert_eq!(depths(&harness), renewed, "{step:?}: another selector");
+
+        harness.request(subscribe_selecting(1, "rates", 2));
+        harness.commit();
+        let moved = [("topic://rates::client:sub".to_owned(), 0)];
+        assert_eq!(depths(&harness), moved, "{step:?}: another topic");
     }
 }
