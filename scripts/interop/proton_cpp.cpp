@@ -24,6 +24,7 @@
 // The Proton C++ 0.37 API has no transaction coordinator, so transactions are
 // tested with the Python, rhea and fe2o3 clients only.
 
+#include <proton/annotation_key.hpp>
 #include <proton/connection.hpp>
 #include <proton/container.hpp>
 #include <proton/delivery.hpp>
@@ -39,8 +40,8 @@
 #include <proton/target.hpp>
 #include <proton/target_options.hpp>
 #include <proton/tracker.hpp>
-#include <proton/annotation_key.hpp>
 #include <proton/codec/encoder.hpp>
+#include <proton/work_queue.hpp>
 
 #include <chrono>
 #include <functional>
