@@ -120,11 +120,12 @@ install_cpp_client() {
 # The simulator's own gate, beyond its tests: the determinism check on three
 # seeds of one node and of a 3-node cluster, explorations of 200 seeds with
 # every fault kind on, one node and 3-node clusters, and 200 seeds of the
-# Raft world (about a minute in all in a release build). Longer
+# Raft world (about a minute in all, in the `sim` profile: optimised, with
+# debug assertions and the queue and node invariants on). Longer
 # explorations: docs/simulation.md.
 simulate() {
-    cargo build --release -p sluice-sim
-    local sim="${CARGO_TARGET_DIR:-target}/release/sluice-sim"
+    cargo build --profile sim -p sluice-sim
+    local sim="${CARGO_TARGET_DIR:-target}/sim/sluice-sim"
     for nodes in 1 3; do
         for seed in 1 2 3; do
             "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk \

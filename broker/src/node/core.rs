@@ -316,6 +316,11 @@ impl Core {
     /// from [`Core::queue_info`] and [`Core::replica_status`].
     pub(super) fn handle_request(&mut self, now: Now, request: Request) {
         self.now = now;
+        self.request(request);
+        self.check_invariants_if_on();
+    }
+
+    fn request(&mut self, request: Request) {
         match request {
             Request::Register { .. }
             | Request::ReplicaStatuses { .. }
@@ -474,6 +479,7 @@ impl Core {
     /// No request will come any more: what waits is proposed at once.
     pub(super) fn handle_close(&mut self) {
         self.closing = true;
+        self.check_invariants_if_on();
     }
 
     /// Whether everything this node proposed has been applied (or refused).
@@ -498,16 +504,17 @@ impl Core {
                 });
             }
         }
+        self.check_invariants_if_on();
     }
 
     /// Time passed: housekeeping, if due.
     pub(super) fn handle_timeout(&mut self, now: Now) {
         self.now = now;
-        if now.instant < self.housekeeping_at {
-            return;
+        if now.instant >= self.housekeeping_at {
+            self.housekeeping_at = now.instant + HOUSEKEEPING_EVERY;
+            self.housekeeping();
         }
-        self.housekeeping_at = now.instant + HOUSEKEEPING_EVERY;
-        self.housekeeping();
+        self.check_invariants_if_on();
     }
 
     /// What the commit step committed (or refused), in each group's order.
@@ -526,6 +533,7 @@ impl Core {
         }
         self.snapshot_if_due();
         self.unblock_producers();
+        self.check_invariants_if_on();
         Ok(())
     }
 
@@ -1035,6 +1043,7 @@ impl Core {
         }
         self.status = status;
         self.unblock_producers();
+        self.check_invariants_if_on();
     }
 
     fn housekeeping(&mut self) {
@@ -1141,8 +1150,16 @@ fn lingers(item: &super::batch::Item) -> bool {
     )
 }
 
-#[cfg(test)]
 impl Core {
+    /// Checks [`Core::check_invariants`] in builds with debug assertions:
+    /// the tests' and the simulator's (`--profile sim`), not the release
+    /// binary's.
+    fn check_invariants_if_on(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
     /// What must hold after every input: the outbox's count of what
     /// credit may not overtake, held-back changes in turn and only while it
     /// has not come, a linger only while new items wait, and the enqueues
