@@ -92,7 +92,7 @@ const VIOLATIONS_KEPT: usize = 100;
 /// the node learns of it only once it is back.
 pub const CUT_OFF_SLACK: Duration = Duration::from_secs(8);
 
-/// Which rule a violation breaks.
+/// Which rule a violation breaks, or a run checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Rule {
     /// Rule 1.
@@ -109,6 +109,42 @@ pub enum Rule {
     ReplicaConvergence,
     /// Rule 7.
     NodePanicked,
+    /// No silent skips: a rule that applies to the run could not be
+    /// checked, and nothing else the run broke explains why.
+    NotChecked,
+}
+
+impl Rule {
+    /// Every rule, in their numbering's order.
+    pub const ALL: [Rule; 7] = [
+        Rule::NeverSent,
+        Rule::Lost,
+        Rule::ConsumedRedelivered,
+        Rule::Fifo,
+        Rule::FinalState,
+        Rule::ReplicaConvergence,
+        Rule::NodePanicked,
+    ];
+
+    /// Whether the rule applies to a run of `nodes` nodes: replicas
+    /// converge only in a cluster.
+    pub fn applies_to(self, nodes: u32) -> bool {
+        self != Rule::ReplicaConvergence || nodes > 1
+    }
+
+    /// Its short name, for summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::NeverSent => "1 never-sent",
+            Rule::Lost => "2 lost",
+            Rule::ConsumedRedelivered => "3 consumed-redelivered",
+            Rule::Fifo => "4 fifo",
+            Rule::FinalState => "5 final-state",
+            Rule::ReplicaConvergence => "6 replicas",
+            Rule::NodePanicked => "7 panic",
+            Rule::NotChecked => "not-checked",
+        }
+    }
 }
 
 impl fmt::Display for Rule {
@@ -121,6 +157,7 @@ impl fmt::Display for Rule {
             Rule::FinalState => "broker state disagrees with the history",
             Rule::ReplicaConvergence => "replicas did not converge",
             Rule::NodePanicked => "a broker node panicked",
+            Rule::NotChecked => "a rule could not be checked",
         })
     }
 }
@@ -156,6 +193,10 @@ impl fmt::Display for Violation {
 pub struct Stats {
     /// Events by kind.
     pub events_by_kind: BTreeMap<&'static str, u64>,
+    /// The nemesis's events (a fault, its end) while messages flowed: from
+    /// the first send to the last settle. A seed with none tested its
+    /// faults against an idle broker, or had none.
+    pub faults_in_traffic: u64,
     /// Distinct messages sent.
     pub messages_sent: u64,
     /// Distinct messages a producer saw accepted.
@@ -171,11 +212,11 @@ pub struct Stats {
     pub duplicates: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
-    /// Whether the broker reported its state at the end (rule 5 checked).
-    pub broker_state_checked: bool,
-    /// Whether the cluster's nodes reported their replicas at the end
-    /// (rule 6 checked).
-    pub replicas_checked: bool,
+    /// The rules the run was checked against. Rules 1, 3, 4 and 7 always
+    /// are; rule 2 once the run had its liveness phase (not cut short by
+    /// a panic); rule 5 once the broker reported its state at the end;
+    /// rule 6 once the cluster's nodes reported their replicas.
+    pub checked: BTreeSet<Rule>,
     /// Violations found, including those not kept in the report.
     pub violations_total: u64,
     /// Violations found, by rule, including those not kept in the report.
@@ -307,6 +348,27 @@ fn kind(op: &Op) -> &'static str {
     }
 }
 
+/// How many of the nemesis's events fall between the first send and the
+/// last settle.
+fn faults_in_traffic(events: &[crate::history::Event]) -> u64 {
+    let first_send = events
+        .iter()
+        .find(|event| matches!(event.op, Op::Send { .. }))
+        .map(|event| event.time);
+    let last_settle = events
+        .iter()
+        .rev()
+        .find(|event| matches!(event.op, Op::Settled { .. }))
+        .map(|event| event.time);
+    let (Some(from), Some(to)) = (first_send, last_settle) else {
+        return 0;
+    };
+    let during = |event: &&crate::history::Event| {
+        matches!(event.op, Op::Fault { .. }) && (from..=to).contains(&event.time)
+    };
+    events.iter().filter(during).count() as u64
+}
+
 /// What the history says of connections and faults, gathered in a first
 /// pass for the rules that look ahead (a connection lost after a settle
 /// makes it not firm).
@@ -436,6 +498,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     for event in events {
         *stats.events_by_kind.entry(kind(&event.op)).or_default() += 1;
     }
+    stats.faults_in_traffic = faults_in_traffic(events);
 
     // First pass: facts whose later occurrence matters to earlier events.
     let timeline = Timeline::gather(events);
@@ -628,8 +691,17 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         }
     }
 
+    stats.checked.extend([
+        Rule::NeverSent,
+        Rule::ConsumedRedelivered,
+        Rule::Fifo,
+        Rule::NodePanicked,
+    ]);
     // A run cut short never had its liveness phase.
     let ended = !aborted;
+    if ended {
+        stats.checked.insert(Rule::Lost);
+    }
     for (msg, (index, time)) in accepted.iter().filter(|_| ended) {
         for queue in destinations.get(&msg.producer).into_iter().flatten() {
             if consumes.contains_key(&(queue.as_str(), *msg)) {
@@ -648,7 +720,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         stats.final_depths.entry(queue).or_default();
     }
     if let Some((index, queues)) = broker_state {
-        stats.broker_state_checked = true;
+        stats.checked.insert(Rule::FinalState);
         let facts = Facts {
             params,
             destinations: &destinations,
@@ -667,7 +739,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         }
     }
     if let Some((index, nodes)) = replicas {
-        stats.replicas_checked = true;
+        stats.checked.insert(Rule::ReplicaConvergence);
         for detail in divergences(nodes) {
             report.violations.push(Violation {
                 rule: Rule::ReplicaConvergence,
@@ -695,6 +767,35 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     report.violations.truncate(VIOLATIONS_KEPT);
     report.stats.violations_total = total;
     report
+}
+
+/// No silent skips: a run of `nodes` nodes that breaks no rule fails if a
+/// rule that applies to it could not be checked (the broker did not report
+/// its state at the end, the nodes their replicas). A run that broke a
+/// rule is failing already, and what it broke (a panic, a delivery storm)
+/// is why the end was not reached.
+pub fn require_all_checked(report: &mut CheckReport, nodes: u32, history: &History) {
+    let unchecked: Vec<&str> = Rule::ALL
+        .into_iter()
+        .filter(|rule| rule.applies_to(nodes) && !report.stats.checked.contains(rule))
+        .map(Rule::name)
+        .collect();
+    if !report.passed() || unchecked.is_empty() {
+        return;
+    }
+    let events = history.events();
+    report.violations.push(Violation {
+        rule: Rule::NotChecked,
+        index: events.len().saturating_sub(1),
+        time: events.last().map_or(Duration::ZERO, |event| event.time),
+        detail: format!("not checked: {}", unchecked.join(", ")),
+    });
+    report.stats.violations_total += 1;
+    *report
+        .stats
+        .violations_by_rule
+        .entry(Rule::NotChecked)
+        .or_default() += 1;
 }
 
 /// Rule 6: how the nodes' replicas fail to converge, one line per group
@@ -928,7 +1029,35 @@ mod tests {
             .broker_state(&[("q0", 0, 0), ("q1", 0, 0)]);
         let report = check(&script.0, &params(0));
         assert!(report.passed(), "{:?}", report.violations);
-        assert!(report.stats.broker_state_checked);
+        assert!(report.stats.checked.contains(&Rule::FinalState));
+    }
+
+    /// No silent skips: a run that reached its end without the broker's
+    /// final report (or, in a cluster, the replicas') fails for that
+    /// alone; a run a panic cut short fails for the panic, not twice.
+    #[test]
+    fn a_rule_that_could_not_be_checked_fails_the_run() {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = script.accepted(0);
+        script.consumed(ClientId::Consumer(0), "q0", msg);
+        let mut report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        require_all_checked(&mut report, 1, &script.0);
+        assert_eq!(rules(&report), [Rule::NotChecked]);
+        assert!(report.violations[0].detail.ends_with("5 final-state"));
+
+        script.broker_state(&[("q0", 0, 0), ("q1", 0, 0)]);
+        let mut report = check(&script.0, &params(0));
+        require_all_checked(&mut report, 1, &script.0);
+        assert!(report.passed(), "{:?}", report.violations);
+        require_all_checked(&mut report, 3, &script.0);
+        assert!(report.violations[0].detail.ends_with("6 replicas"));
+
+        script.then(Op::Aborted { why: "boom".into() });
+        let mut report = check(&script.0, &params(0));
+        require_all_checked(&mut report, 3, &script.0);
+        assert_eq!(rules(&report), [Rule::NodePanicked]);
     }
 
     #[test]
@@ -1078,7 +1207,7 @@ mod tests {
         });
         let report = check(&script.0, &params(0));
         assert_eq!(rules(&report), [Rule::ReplicaConvergence]);
-        assert!(report.stats.replicas_checked);
+        assert!(report.stats.checked.contains(&Rule::ReplicaConvergence));
     }
 
     /// `client` on cluster node `node` receives `msg` from q0 with

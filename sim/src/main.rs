@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use sluice_sim::checker::Rule;
 use sluice_sim::cli::{Cli, Command, ExploreArgs, RaftArgs, ReplayArgs, RunArgs, SimArgs};
 use sluice_sim::raft;
 use sluice_sim::replay::{self, ReplayFile, Verdict};
@@ -99,6 +100,23 @@ fn raft_seeds(args: &RaftArgs) -> Result<bool> {
         }
     );
     Ok(failing.is_empty())
+}
+
+/// How many of `reports` each rule that applies to `nodes` nodes was
+/// checked on: a rule that could not run on a seed is not a pass there.
+fn rules_checked(reports: &[&RunReport], nodes: u32) -> String {
+    let counts: Vec<String> = Rule::ALL
+        .into_iter()
+        .filter(|rule| rule.applies_to(nodes))
+        .map(|rule| {
+            let checked = reports
+                .iter()
+                .filter(|report| report.check.stats.checked.contains(&rule))
+                .count();
+            format!("{} {checked}/{}", rule.name(), reports.len())
+        })
+        .collect();
+    format!("rules checked (seeds): {}", counts.join(", "))
 }
 
 fn summary(report: &RunReport) -> String {
@@ -251,12 +269,27 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
         .collect();
     let wall_s = wall.as_secs_f64().max(1e-9);
     println!(
-        "\n{} seeds in {:.1}s wall: {:.1} seeds/minute, {:.1} simulated s per wall s; {} failing",
+        "\n{} seeds in {:.1}s wall: {:.1} seeds/minute, {:.1} simulated s per wall s \
+         ({:.1} per job); {} failing",
         results.len(),
         wall_s,
         results.len() as f64 * 60.0 / wall_s,
         simulated.as_secs_f64() / wall_s,
+        simulated.as_secs_f64() / wall_s / jobs as f64,
         failing.len()
+    );
+    let reports: Vec<&RunReport> = results
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().ok())
+        .collect();
+    println!("{}", rules_checked(&reports, args.sim.nodes));
+    let idle = reports
+        .iter()
+        .filter(|report| report.check.stats.faults_in_traffic == 0)
+        .count();
+    println!(
+        "seeds with no fault while messages flowed: {idle}/{}",
+        reports.len()
     );
     let mut wrote_one = false;
     for failed in &failing {

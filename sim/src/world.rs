@@ -683,7 +683,8 @@ impl World {
         let simulated = sim.elapsed();
         drop(sim);
         let history = shared.history.borrow().clone();
-        let check = checker::check(&history, &params);
+        let mut check = checker::check(&history, &params);
+        checker::require_all_checked(&mut check, options.nodes, &history);
         trace.record(
             simulated,
             format!("verdict: {} violation(s)", check.stats.violations_total),

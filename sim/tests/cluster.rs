@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use sluice_sim::checker::Rule;
 use sluice_sim::world::{self, Faults, RunOptions};
 
 /// A cluster world of `nodes` for `seed`, every fault kind on.
@@ -27,8 +28,12 @@ fn cluster_seeds_pass_with_all_faults_on_and_converge() {
         let stats = &report.check.stats;
         assert!(stats.messages_accepted > 0, "seed {seed}");
         assert!(stats.messages_consumed > 0, "seed {seed}");
-        assert!(stats.broker_state_checked, "seed {seed}: no final state");
-        assert!(stats.replicas_checked, "seed {seed}: no replica report");
+        for rule in Rule::ALL {
+            assert!(
+                stats.checked.contains(&rule),
+                "seed {seed}: {rule} not checked"
+            );
+        }
         let cluster_faults = report
             .trace
             .events()
@@ -47,7 +52,8 @@ fn cluster_seeds_pass_with_all_faults_on_and_converge() {
 fn a_five_node_cluster_passes() {
     let report = world::run(&options(1, 5)).unwrap();
     assert!(report.passed(), "{}", report.failure().unwrap_or_default());
-    assert!(report.check.stats.replicas_checked);
+    let checked = &report.check.stats.checked;
+    assert!(checked.contains(&Rule::ReplicaConvergence));
 }
 
 #[test]
