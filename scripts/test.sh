@@ -119,7 +119,8 @@ install_cpp_client() {
 
 # The simulator's own gate, beyond its tests: the determinism check on three
 # seeds of one node and of a 3-node cluster, explorations of 200 seeds with
-# every fault kind on, one node and 3-node clusters, and 200 seeds of the
+# every fault kind on and each seed's profile drawn from it (`mix`: default
+# or slow-net), one node and 3-node clusters, and 200 seeds of the
 # Raft world (about a minute in all, in the `sim` profile: optimised, with
 # debug assertions and the queue and node invariants on). Longer
 # explorations: docs/simulation.md.
@@ -131,7 +132,8 @@ simulate() {
             "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk \
                 --check-determinism --no-replay
         done
-        "$sim" explore --seeds 1..201 --nodes "$nodes" --jobs 2 --faults net,crash,disk --no-replay
+        "$sim" explore --seeds 1..201 --nodes "$nodes" --jobs 2 --faults net,crash,disk \
+            --profile mix --no-replay
     done
     "$sim" raft --seeds 1..201
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::world::{Faults, RunOptions};
+use crate::world::{Faults, PROFILE_MIX, Profile, RunOptions};
 
 /// Runs Sluice under turmoil with faults drawn from a seed.
 #[derive(Debug, Parser)]
@@ -34,7 +34,8 @@ pub enum Command {
 /// Options every run takes.
 #[derive(Debug, Clone, Args)]
 pub struct SimArgs {
-    /// The simulation profile.
+    /// The simulation profile: `default`, `slow-net`, or (in `explore`)
+    /// `mix`, which draws one of them per seed.
     #[arg(long, default_value = "default")]
     pub profile: String,
     /// Simulated length of the fault phase (e.g. 10s, 500ms).
@@ -60,9 +61,14 @@ pub struct SimArgs {
 impl SimArgs {
     /// The run options for `seed`.
     pub fn options(&self, seed: u64) -> RunOptions {
+        let profile = if self.profile == PROFILE_MIX {
+            Profile::drawn(seed).name.to_owned()
+        } else {
+            self.profile.clone()
+        };
         RunOptions {
             seed,
-            profile: self.profile.clone(),
+            profile,
             duration: self.duration,
             faults: self.faults,
             plant: self.plant.clone(),

@@ -12,7 +12,7 @@ use sluice_sim::checker::Rule;
 use sluice_sim::cli::{Cli, Command, ExploreArgs, RaftArgs, ReplayArgs, RunArgs, SimArgs};
 use sluice_sim::raft;
 use sluice_sim::replay::{self, ReplayFile, Verdict};
-use sluice_sim::world::{self, RunReport};
+use sluice_sim::world::{self, RunOptions, RunReport};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -206,7 +206,12 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
         seeds.len(),
         args.seeds.start,
         args.seeds.end,
-        args.sim.options(args.seeds.start).command()
+        // As given: a `mix` exploration draws each seed's profile.
+        RunOptions {
+            profile: args.sim.profile.clone(),
+            ..args.sim.options(args.seeds.start)
+        }
+        .command()
     );
     // Wall time, only to report speed: it never reaches a simulation.
     #[allow(clippy::disallowed_methods)]

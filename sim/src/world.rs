@@ -85,7 +85,25 @@ pub const PROFILES: &[Profile] = &[
     },
 ];
 
+/// The name that, in `explore`, draws each seed's profile from the seed
+/// (see [`Profile::drawn`]).
+pub const PROFILE_MIX: &str = "mix";
+
 impl Profile {
+    /// The profile a seed of a `mix` exploration runs with: drawn from the
+    /// seed alone, by a mixing function, so that it does not follow the
+    /// seeds' order nor the nemesis's own draws; written into the run's
+    /// command and replay file as the profile it is.
+    pub fn drawn(seed: u64) -> Profile {
+        // splitmix64's finaliser.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let index = usize::try_from(z % PROFILES.len() as u64).unwrap_or(0);
+        PROFILES[index]
+    }
+
     /// The profile named `name`.
     pub fn named(name: &str) -> Result<Profile, SimError> {
         PROFILES
