@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use tracing::{debug, info};
 
-use crate::amqp::codec::{DecodeError, DecodeErrorKind, Symbol, from_bytes, to_bytes};
+use crate::amqp::codec::{DecodeError, DecodeErrorKind, Descriptor, Symbol, from_bytes, to_bytes};
 use crate::amqp::engine::{Connection, DeliveryId, Event, LinkId, LinkReply};
 use crate::amqp::types::{
     Attach, AttachSource, AttachTarget, ControlMessage, Coordinator, DeliveryState, Error,
@@ -157,56 +157,15 @@ impl Bridge {
     ) -> Result<(), NodeStopped> {
         // The client's role: a client receiver is a broker consumer.
         let request = match remote.role {
-            Role::Receiver => match &mut remote.source {
-                Some(AttachSource::Unsupported(source)) => Err(Refusal {
-                    condition: condition::NOT_IMPLEMENTED,
-                    description: format!(
-                        "sources of type {:?} are not supported",
-                        source.descriptor
-                    ),
-                }),
-                source => {
-                    let mut source = source.as_mut().and_then(AttachSource::node_mut);
-                    consumer_node(source.as_deref(), &remote.name).and_then(|node| {
-                        let filter = consumer_filter(source.as_deref_mut())?;
-                        let properties = source.as_ref().map(|s| &s.dynamic_node_properties);
-                        Ok(Request::AttachConsumer {
-                            conn: self.conn,
-                            link,
-                            node: Box::new(node),
-                            filter,
-                            options: queue_options(properties)?,
-                            container_id: self.container_id.clone(),
-                        })
-                    })
-                }
-            },
-            Role::Sender => match &remote.target {
-                Some(AttachTarget::Coordinator(coordinator)) => {
+            Role::Receiver => self.consumer_request(link, &mut remote),
+            Role::Sender => {
+                if let Some(AttachTarget::Coordinator(coordinator)) = &remote.target {
                     let coordinator = coordinator.clone();
                     self.attach_coordinator(conn, link, &remote, coordinator);
                     return Ok(());
                 }
-                Some(AttachTarget::Unsupported(target)) => Err(Refusal {
-                    condition: condition::NOT_IMPLEMENTED,
-                    description: format!(
-                        "targets of type {:?} are not supported",
-                        target.descriptor
-                    ),
-                }),
-                target => {
-                    let target = target.as_ref().and_then(AttachTarget::node);
-                    producer_node(target).and_then(|node| {
-                        let properties = target.map(|t| &t.dynamic_node_properties);
-                        Ok(Request::AttachProducer {
-                            conn: self.conn,
-                            link,
-                            node,
-                            options: queue_options(properties)?,
-                        })
-                    })
-                }
-            },
+                self.producer_request(link, &remote)
+            }
         };
         match request {
             Ok(request) => {
@@ -218,6 +177,47 @@ impl Bridge {
                 Ok(())
             }
         }
+    }
+
+    /// What a client receiver's attach asks of the node; its source keeps
+    /// only the filters the broker applies (see [`consumer_filter`]).
+    fn consumer_request(&self, link: LinkId, remote: &mut Attach) -> Result<Request, Refusal> {
+        let mut source = match &mut remote.source {
+            Some(AttachSource::Unsupported(source)) => {
+                return Err(unsupported("sources", &source.descriptor));
+            }
+            source => source.as_mut().and_then(AttachSource::node_mut),
+        };
+        let node = consumer_node(source.as_deref(), &remote.name)?;
+        let filter = consumer_filter(source.as_deref_mut())?;
+        let properties = source.as_ref().map(|s| &s.dynamic_node_properties);
+        Ok(Request::AttachConsumer {
+            conn: self.conn,
+            link,
+            node: Box::new(node),
+            filter,
+            options: queue_options(properties)?,
+            container_id: self.container_id.clone(),
+        })
+    }
+
+    /// What a client sender's attach (to a node, not the coordinator)
+    /// asks of the node.
+    fn producer_request(&self, link: LinkId, remote: &Attach) -> Result<Request, Refusal> {
+        let target = match &remote.target {
+            Some(AttachTarget::Unsupported(target)) => {
+                return Err(unsupported("targets", &target.descriptor));
+            }
+            target => target.as_ref().and_then(AttachTarget::node),
+        };
+        let node = producer_node(target)?;
+        let properties = target.map(|t| &t.dynamic_node_properties);
+        Ok(Request::AttachProducer {
+            conn: self.conn,
+            link,
+            node,
+            options: queue_options(properties)?,
+        })
     }
 
     /// A link to the transaction coordinator, which the bridge serves
@@ -595,6 +595,14 @@ fn consumer_filter(source: Option<&mut Source>) -> Result<Option<Box<MessageFilt
     }
     source.filter = in_effect.unwrap_or_default();
     Ok(filter.map(Box::new))
+}
+
+/// The refusal of a terminus of a kind the broker does not know.
+fn unsupported(termini: &str, descriptor: &Descriptor) -> Refusal {
+    Refusal {
+        condition: condition::NOT_IMPLEMENTED,
+        description: format!("{termini} of type {descriptor:?} are not supported"),
+    }
 }
 
 /// What a terminus's dynamic-node-properties ask of a queue the attach

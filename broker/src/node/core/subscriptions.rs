@@ -1,8 +1,8 @@
 //! A durable or shared subscription attached again under its name with
 //! another topic or another selector is a new subscription: the old one,
-//! with what it holds, goes (JMS 2.0 §8.3, as Qpid JMS expects of the
-//! broker). While consumers are attached to the old one it stays, and the
-//! new attach is refused.
+//! with what it holds, goes (as JMS defines durable subscriptions, and
+//! Qpid JMS expects of the broker). While consumers are attached to the
+//! old one it stays, and the new attach is refused.
 
 use tracing::info;
 
