@@ -19,8 +19,8 @@ use crate::amqp::frame::{
 use crate::amqp::types::{
     Attach, AttachSource, AttachTarget, Begin, Close, DeliveryState, Detach, Disposition, End,
     Error, Flow, Open, Performative, ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit,
-    SaslMechanisms, SaslOutcome, SenderSettleMode, Source, TransactionalState, Transfer,
-    acquisition, condition,
+    SaslMechanisms, SaslOutcome, SenderSettleMode, Source, TXN_ID_MAX, TransactionalState,
+    Transfer, acquisition, condition,
 };
 
 /// The shortest interval between our heartbeats, whatever idle timeout the
@@ -882,14 +882,28 @@ impl Connection {
                 .links
                 .get_mut(&handle)
                 .expect("remote handle maps to a link");
+            let link_id = LinkId {
+                session: id,
+                handle,
+            };
             let mut acquiring = None;
             match link.role {
                 Role::Sender => {
+                    let txn_id = acquisition(&flow.properties);
+                    if txn_id.as_ref().is_some_and(|id| id.len() > TXN_ID_MAX) {
+                        // It would not fit our transfers' frames, and names
+                        // no transaction of ours.
+                        let error = Error::new(
+                            condition::INVALID_FIELD,
+                            format!("flow properties: a txn-id is at most {TXN_ID_MAX} bytes"),
+                        );
+                        self.detach_with(link_id, true, Some(error));
+                        return Ok(());
+                    }
                     if let Some(credit) = flow.link_credit {
                         link.credit_from_flow(flow.delivery_count.unwrap_or(0), credit);
                     }
                     link.drain = flow.drain;
-                    let txn_id = acquisition(&flow.properties);
                     if link.acquiring != txn_id {
                         link.acquiring.clone_from(&txn_id);
                         acquiring = Some(txn_id);
@@ -902,10 +916,6 @@ impl Connection {
                     link.link_credit = flow.link_credit.unwrap_or(link.link_credit);
                 }
             }
-            let link_id = LinkId {
-                session: id,
-                handle,
-            };
             let credit = Event::Credit {
                 link: link_id,
                 credit: link.link_credit,

@@ -23,7 +23,7 @@ pub use sasl::{
 };
 pub use transactions::{
     AttachTarget, ControlMessage, Coordinator, Declare, Declared, Discharge, LOCAL_TRANSACTIONS,
-    TransactionalState, acquisition,
+    TXN_ID_MAX, TransactionalState, acquisition,
 };
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use crate::amqp::codec::{
 /// The coordinator capability for local transactions (§4.5.8).
 pub const LOCAL_TRANSACTIONS: &str = "amqp:local-transactions";
 
+/// The longest transaction id (§4.5.x `transaction-id`: up to 32 octets).
+pub const TXN_ID_MAX: usize = 32;
+
 /// The key of a flow's properties under which a receiver names the
 /// transaction it acquires messages in (§4.4.3).
 const TXN_ID_KEY: &str = "txn-id";

@@ -327,6 +327,25 @@ fn a_sender_whose_credit_is_lowered_under_its_transfers_has_none_left() {
     );
 }
 
+/// A flow from the client's receiver `receiver` granting 10 credits,
+/// with `properties`.
+fn acquiring_flow(receiver: LinkId, properties: Fields) -> BytesMut {
+    let flow = Flow {
+        next_incoming_id: Some(0),
+        incoming_window: 100,
+        next_outgoing_id: 0,
+        outgoing_window: 100,
+        handle: Some(receiver.handle),
+        delivery_count: Some(0),
+        link_credit: Some(10),
+        properties,
+        ..Flow::default()
+    };
+    let mut raw = BytesMut::new();
+    raw_frame(&mut raw, 0, &flow, &[]);
+    raw
+}
+
 /// A receiver that names a transaction in its flow's properties acquires
 /// in it (AMQP 1.0 §4.4.3): the sender hears so once, and each unsettled
 /// transfer carries the transaction's state until a flow without it.
@@ -336,22 +355,7 @@ fn a_flow_with_a_txn_id_makes_transfers_transactional_until_one_without() {
     let (session, _) = pair.begin();
     let (receiver, sender) = pair.attach(session, link_options("acquirer", Role::Receiver));
     let txn_id = Bytes::from_static(b"\0\0\0\0\0\0\0\x07");
-    let flow = |properties: Fields| {
-        let flow = Flow {
-            next_incoming_id: Some(0),
-            incoming_window: 100,
-            next_outgoing_id: 0,
-            outgoing_window: 100,
-            handle: Some(receiver.handle),
-            delivery_count: Some(0),
-            link_credit: Some(10),
-            properties,
-            ..Flow::default()
-        };
-        let mut raw = BytesMut::new();
-        raw_frame(&mut raw, 0, &flow, &[]);
-        raw
-    };
+    let flow = |properties: Fields| acquiring_flow(receiver, properties);
     let txn_property = vec![(Symbol::from_static("txn-id"), Value::Binary(txn_id.clone()))];
     pair.inject_to_server(&flow(txn_property.clone()));
     assert_events!(
@@ -398,4 +402,30 @@ fn a_flow_with_a_txn_id_makes_transfers_transactional_until_one_without() {
         ]
     );
     assert_eq!(transfer_state(&mut pair, false), None);
+}
+
+/// A txn-id longer than a transaction id may be (32 bytes) names no
+/// transaction and would not fit the transfers' frames: the link is
+/// detached, the connection stays.
+#[test]
+fn a_txn_id_longer_than_32_bytes_detaches_the_link() {
+    let mut pair = Pair::connected();
+    let (session, _) = pair.begin();
+    let (receiver, sender) = pair.attach(session, link_options("greedy", Role::Receiver));
+    let long = Value::Binary(Bytes::from(vec![7; 33]));
+    let properties = vec![(Symbol::from_static("txn-id"), long)];
+    pair.inject_to_server(&acquiring_flow(receiver, properties));
+    pair.drive();
+    assert_events!(
+        pair.client_events(),
+        [
+            Event::LinkDetached { link, closed: true, error: Some(e) }
+            if *link == receiver && e.condition == condition::INVALID_FIELD,
+        ]
+    );
+    assert_events!(
+        pair.server_events(),
+        [Event::LinkDetached { link, closed: true, error: None } if *link == sender]
+    );
+    assert!(!pair.server.is_finished());
 }
