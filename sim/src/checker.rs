@@ -78,7 +78,7 @@ use std::time::Duration;
 use crate::history::{
     ClientId, ConnId, History, MsgId, NodeId, NodeReplicas, Op, QueueState, broker_name,
 };
-use crate::nemesis::nodes_cut_off;
+use crate::nemesis::{Fault, FaultEvent, fault_windows};
 use crate::workload::WorkloadParams;
 
 /// At most this many violations are kept in a report.
@@ -193,9 +193,9 @@ impl fmt::Display for Violation {
 pub struct Stats {
     /// Events by kind.
     pub events_by_kind: BTreeMap<&'static str, u64>,
-    /// The nemesis's events (a fault, its end) while messages flowed: from
-    /// the first send to the last settle. A seed with none tested its
-    /// faults against an idle broker, or had none.
+    /// Faults the nemesis injected while messages flowed: from the first
+    /// send to the last settle. A seed with none tested its faults against
+    /// an idle broker, or had none.
     pub faults_in_traffic: u64,
     /// Distinct messages sent.
     pub messages_sent: u64,
@@ -259,79 +259,43 @@ impl CheckReport {
 type Window = (Duration, Duration);
 
 /// The windows in which a broker disk was failing writes (the nemesis's
-/// `disk full` and `fsync EIO` faults), from its start line to its `ended`
-/// or `healed` line (or the end of the history). Matched on the nemesis's
-/// trace text: the one place the checker depends on its wording.
+/// `disk full` and `fsync EIO` faults), from injection to end or heal (or
+/// the end of the history).
 fn disk_full_windows(events: &[crate::history::Event]) -> Vec<Window> {
-    fault_windows(events, |fault| {
-        fault.starts_with("disk full") || fault.starts_with("fsync EIO")
-    })
+    windows_of(events, Fault::fails_writes)
 }
 
 /// The windows in which what `client` sent towards a broker could be
-/// dropped: a partition in that direction, or a lossy link. turmoil drops
-/// whole writes of a TCP stream there without breaking the connection, so a
-/// settle sent then may never arrive even though the connection later
-/// closes gracefully.
+/// dropped (see [`Fault::drops_uplink_of`]): a settle sent then may never
+/// arrive even though the connection later closes gracefully.
 fn lossy_uplink_windows(events: &[crate::history::Event], client: ClientId) -> Vec<Window> {
-    let towards_broker = format!("partition {client} -> ");
-    let both_ways = format!("partition {client} <-> ");
-    let lossy = format!("lossy {client} <-> ");
-    fault_windows(events, |fault| {
-        fault.starts_with(&towards_broker)
-            || fault.starts_with(&both_ways)
-            || fault.starts_with(&lossy)
-    })
+    let name = client.to_string();
+    windows_of(events, |fault| fault.drops_uplink_of(&name))
 }
 
 /// The windows in which cluster node `node` was cut off from other nodes
-/// (see [`nodes_cut_off`]).
+/// (see [`Fault::nodes_cut_off`]).
 fn cut_off_windows(events: &[crate::history::Event], node: NodeId) -> Vec<Window> {
     let name = broker_name(node);
-    fault_windows(events, |fault| {
-        nodes_cut_off(fault).contains(&name.as_str())
+    windows_of(events, |fault| {
+        fault.nodes_cut_off().contains(&name.as_str())
     })
 }
 
-/// The [start, end] windows of the nemesis faults `selected` picks (by
-/// their trace text), from injection to end or heal; one never ended lasts
-/// to the end of the run.
-fn fault_windows(events: &[crate::history::Event], selected: impl Fn(&str) -> bool) -> Vec<Window> {
-    let mut windows = Vec::new();
-    let mut open: BTreeMap<String, Duration> = BTreeMap::new();
-    for event in events {
-        let Op::Fault { what } = &event.op else {
-            continue;
-        };
-        let (ending, fault) = match what
-            .strip_prefix("ended ")
-            .or_else(|| what.strip_prefix("healed "))
-        {
-            Some(rest) => (true, rest),
-            None => (false, what.as_str()),
-        };
-        if !selected(fault) {
-            continue;
-        }
-        // "disk full broker for 1.2s" and "ended disk full broker" name the
-        // same fault by what precedes " for ".
-        let key = fault.split(" for ").next().unwrap_or(fault).to_owned();
-        if ending {
-            if let Some(start) = open.remove(&key) {
-                windows.push((start, event.time));
-            }
-        } else {
-            open.entry(key).or_insert(event.time);
-        }
-    }
-    windows.extend(open.into_values().map(|start| (start, Duration::MAX)));
-    windows
+/// The windows of the faults `selected` picks, among the history's
+/// nemesis events.
+fn windows_of(events: &[crate::history::Event], selected: impl Fn(&Fault) -> bool) -> Vec<Window> {
+    let faults = events.iter().filter_map(|event| match &event.op {
+        Op::Fault(fault) => Some((event.time, fault)),
+        _ => None,
+    });
+    fault_windows(faults, selected)
 }
 
 fn kind(op: &Op) -> &'static str {
     match op {
         Op::BrokerStart { .. } => "broker_start",
-        Op::Fault { .. } => "fault",
+        Op::Fault(_) => "fault",
         Op::BrokerStopped { .. } => "broker_stopped",
         Op::Connected { .. } => "connected",
         Op::ConnectionLost { .. } => "connection_lost",
@@ -348,7 +312,7 @@ fn kind(op: &Op) -> &'static str {
     }
 }
 
-/// How many of the nemesis's events fall between the first send and the
+/// How many faults the nemesis injected between the first send and the
 /// last settle.
 fn faults_in_traffic(events: &[crate::history::Event]) -> u64 {
     let first_send = events
@@ -364,7 +328,8 @@ fn faults_in_traffic(events: &[crate::history::Event]) -> u64 {
         return 0;
     };
     let during = |event: &&crate::history::Event| {
-        matches!(event.op, Op::Fault { .. }) && (from..=to).contains(&event.time)
+        matches!(event.op, Op::Fault(FaultEvent::Injected { .. }))
+            && (from..=to).contains(&event.time)
     };
     events.iter().filter(during).count() as u64
 }
@@ -684,7 +649,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             Op::BrokerState { queues } => broker_state = Some((index, queues)),
             Op::Replicas { nodes } => replicas = Some((index, nodes)),
             Op::BrokerStopped { .. }
-            | Op::Fault { .. }
+            | Op::Fault(_)
             | Op::Connected { .. }
             | Op::ConnectionLost { .. }
             | Op::Closed { .. } => {}
@@ -1257,15 +1222,22 @@ mod tests {
 
     #[test]
     fn a_consume_on_a_node_cut_off_from_the_others_is_not_firm() {
-        let cut = |what: &str| Op::Fault {
-            what: what.to_owned(),
+        let isolate = |host: &str| Fault::Isolate {
+            host: host.to_owned(),
+            others: vec!["node1".to_owned()],
+            leader_of: None,
         };
+        let injected = |fault| {
+            let lasts = Duration::from_secs(1);
+            Op::Fault(FaultEvent::Injected { fault, lasts })
+        };
+        let ended = |fault| Op::Fault(FaultEvent::Ended(fault));
         let mut script = Script::default();
         script.then(Op::BrokerStart { node: Some(1) });
         let msg = script.accepted(0);
-        script.then(cut("isolate node2 from node1,node3 for 1s"));
+        script.then(injected(isolate("node2")));
         consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
-        script.then(cut("ended isolate node2 from node1,node3"));
+        script.then(ended(isolate("node2")));
         consumed_on(&mut script, ClientId::Consumer(1), 1, msg, 1);
         let report = check(&script.0, &params(0));
         assert!(report.passed(), "{:?}", report.violations);
@@ -1273,9 +1245,9 @@ mod tests {
         let mut script = Script::default();
         script.then(Op::BrokerStart { node: Some(1) });
         let msg = script.accepted(0);
-        script.then(cut("isolate node3 from node1,node2 for 1s"));
+        script.then(injected(isolate("node3")));
         consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
-        script.then(cut("ended isolate node3 from node1,node2"));
+        script.then(ended(isolate("node3")));
         consumed_on(&mut script, ClientId::Consumer(1), 1, msg, 1);
         let report = check(&script.0, &params(0));
         assert_eq!(rules(&report), [Rule::ConsumedRedelivered]);

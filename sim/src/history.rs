@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use sluice::node::ReplicaStatus;
 
+use crate::nemesis::FaultEvent;
+
 /// A broker host: `None` for the single-node world's only broker, or a
 /// cluster node's id.
 pub type NodeId = Option<u64>;
@@ -105,12 +107,9 @@ pub enum Op {
         /// Which broker.
         node: NodeId,
     },
-    /// The nemesis injected, ended or healed a fault (its trace line,
-    /// without the `nemesis: ` prefix).
-    Fault {
-        /// What the nemesis did.
-        what: String,
-    },
+    /// The nemesis injected, ended or healed a fault, or a broker flipped
+    /// a bit of its log at rest.
+    Fault(FaultEvent),
     /// A broker's server returned (e.g. after a failed fsync).
     BrokerStopped {
         /// Which broker.
@@ -213,7 +212,7 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::BrokerStart { node } => write!(f, "{} start", broker_name(*node)),
-            Op::Fault { what } => write!(f, "nemesis: {what}"),
+            Op::Fault(event) => write!(f, "nemesis: {event}"),
             Op::BrokerStopped { node, result } => {
                 write!(f, "{} stopped: {result}", broker_name(*node))
             }

@@ -105,7 +105,7 @@ struct DiskModel {
 
 /// One fault in flight, with what undoes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Fault {
+pub enum Fault {
     /// `partition(client, broker)`; undone by `repair`.
     Partition { client: String, broker: String },
     /// `partition_oneway(from, to)`; undone by `repair_oneway`.
@@ -173,7 +173,113 @@ enum Fault {
     },
 }
 
+/// What the nemesis did, as the history and the checker see it; its
+/// `Display` is the trace's text after `nemesis: `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultEvent {
+    /// At the first step: the fault kinds and disk settings drawn.
+    Announced(String),
+    /// `fault` began; it lasts `lasts`.
+    Injected { fault: Fault, lasts: Duration },
+    /// `fault` was undone when its time was up.
+    Ended(Fault),
+    /// `fault` was undone when the fault phase ended.
+    Healed(Fault),
+    /// Every link and disk was made healthy: the fault phase is over.
+    HealedAll,
+    /// A rolling restart killed `host`.
+    RollingKill(String),
+    /// `host` stopped on its own, and was restarted as a supervisor would.
+    SupervisorRestart(String),
+    /// `host` refused to start on a flipped bit and was restored.
+    Restored(String),
+    /// A broker flipped or put back a bit of its log at rest (the text
+    /// says which).
+    AtRest(String),
+}
+
+impl FaultEvent {
+    /// The fault that began, ended or was healed, if the event is one of
+    /// those.
+    fn window_edge(&self) -> Option<(&Fault, bool)> {
+        match self {
+            FaultEvent::Injected { fault, .. } => Some((fault, true)),
+            FaultEvent::Ended(fault) | FaultEvent::Healed(fault) => Some((fault, false)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FaultEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultEvent::Announced(what) | FaultEvent::AtRest(what) => f.write_str(what),
+            FaultEvent::Injected { fault, lasts } => write!(f, "{fault} for {lasts:?}"),
+            FaultEvent::Ended(fault) => write!(f, "ended {fault}"),
+            FaultEvent::Healed(fault) => write!(f, "healed {fault}"),
+            FaultEvent::HealedAll => f.write_str("healed all"),
+            FaultEvent::RollingKill(host) => write!(f, "rolling restart: kill {host}"),
+            FaultEvent::SupervisorRestart(host) => write!(f, "supervisor restarts {host}"),
+            FaultEvent::Restored(host) => write!(f, "restore {host} from a backup"),
+        }
+    }
+}
+
+/// The [start, end] windows of the faults `selected` picks among `events`
+/// (with their times), from injection to end or heal; one never ended
+/// lasts to the end of the run (`Duration::MAX`).
+pub fn fault_windows<'a>(
+    events: impl IntoIterator<Item = (Duration, &'a FaultEvent)>,
+    selected: impl Fn(&Fault) -> bool,
+) -> Vec<(Duration, Duration)> {
+    let mut windows = Vec::new();
+    let mut open: Vec<(&Fault, Duration)> = Vec::new();
+    for (time, event) in events {
+        let Some((fault, begins)) = event.window_edge().filter(|(f, _)| selected(f)) else {
+            continue;
+        };
+        let at = open.iter().position(|(other, _)| *other == fault);
+        match (begins, at) {
+            (true, None) => open.push((fault, time)),
+            (false, Some(at)) => windows.push((open.remove(at).1, time)),
+            _ => {}
+        }
+    }
+    windows.extend(open.into_iter().map(|(_, start)| (start, Duration::MAX)));
+    windows
+}
+
 impl Fault {
+    /// The cluster nodes the fault cuts off from other nodes (to the
+    /// checker, an excuse for what those nodes could not hear).
+    pub fn nodes_cut_off(&self) -> Vec<&str> {
+        match self {
+            Fault::Isolate { host, .. } => vec![host.as_str()],
+            Fault::Bridge { left, right, .. } => {
+                left.iter().chain(right).map(String::as_str).collect()
+            }
+            Fault::NodeOneway { from, to } => vec![from.as_str(), to.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether what `client` sends towards a broker may be dropped while
+    /// the fault lasts: a partition in that direction, or a lossy link.
+    /// turmoil drops whole writes of a TCP stream there without breaking
+    /// the connection.
+    pub fn drops_uplink_of(&self, name: &str) -> bool {
+        match self {
+            Fault::Partition { client, .. } | Fault::Lossy { client, .. } => client == name,
+            Fault::PartitionOneway { from, .. } => from == name,
+            _ => false,
+        }
+    }
+
+    /// Whether a broker's disk fails writes while the fault lasts.
+    pub fn fails_writes(&self) -> bool {
+        matches!(self, Fault::DiskFull { .. } | Fault::SyncError { .. })
+    }
+
     /// The client-broker link a network fault occupies.
     fn link(&self) -> Option<(String, String)> {
         match self {
@@ -232,29 +338,6 @@ impl Fault {
 /// With `leader_of`: ` (leader of group G)`.
 fn leader_note(leader_of: Option<u32>) -> String {
     leader_of.map_or_else(String::new, |group| format!(" (leader of group {group})"))
-}
-
-/// The cluster nodes a cut between nodes (as the trace words it, with or
-/// without its `for …`) may leave out of reach of their groups' leaders:
-/// an isolated node; both sides of a bridge, but not the bridge; both ends
-/// of a one-way cut. The checker reads the trace with it, so that the
-/// wording lives here, next to [`Fault`]'s `Display`.
-pub fn nodes_cut_off(fault: &str) -> Vec<&str> {
-    let fault = fault.split(" for ").next().unwrap_or(fault);
-    if let Some(rest) = fault.strip_prefix("isolate ") {
-        return rest.split(' ').take(1).collect();
-    }
-    if let Some(rest) = fault.strip_prefix("bridge ") {
-        let sides: Vec<&str> = rest.split(" | ").collect();
-        if let [left, _bridge, right] = sides.as_slice() {
-            return left.split(',').chain(right.split(',')).collect();
-        }
-        return Vec::new();
-    }
-    if let Some(rest) = fault.strip_prefix("cut ") {
-        return rest.split(" -> ").collect();
-    }
-    Vec::new()
 }
 
 impl fmt::Display for Fault {
@@ -371,6 +454,9 @@ pub struct Nemesis {
     process_ended_at: Option<Duration>,
     announced: bool,
     injected: u64,
+    /// What it did since the world last took it (see
+    /// [`Nemesis::take_events`]).
+    events: Vec<(Duration, FaultEvent)>,
 }
 
 impl Nemesis {
@@ -432,6 +518,7 @@ impl Nemesis {
             gap_max,
             process_ended_at: None,
             announced: false,
+            events: Vec::new(),
             injected: 0,
         }
     }
@@ -501,10 +588,8 @@ impl Nemesis {
     pub fn before_step(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
         if !self.announced {
             self.announced = true;
-            trace.record(
-                now,
-                format!("nemesis: {:?} disk {:?}", self.kinds, self.disk),
-            );
+            let announced = format!("{:?} disk {:?}", self.kinds, self.disk);
+            self.record(trace, now, FaultEvent::Announced(announced));
         }
         self.end_due(sim, now, trace);
         self.roll_on(sim, now, trace);
@@ -521,7 +606,11 @@ impl Nemesis {
         if let Some((fault, lasts)) = self.draw(sim, now) {
             self.inject(sim, &fault);
             self.injected += 1;
-            trace.record(now, format!("nemesis: {fault} for {lasts:?}"));
+            let injected = FaultEvent::Injected {
+                fault: fault.clone(),
+                lasts,
+            };
+            self.record(trace, now, injected);
             self.active.push((now + lasts, fault));
         }
     }
@@ -532,7 +621,7 @@ impl Nemesis {
         let now = sim.elapsed();
         for (_, fault) in std::mem::take(&mut self.active) {
             self.undo(sim, &fault);
-            trace.record(now, format!("nemesis: healed {fault}"));
+            self.record(trace, now, FaultEvent::Healed(fault));
         }
         // Belt and braces: every client-broker link healthy, and every disk
         // fault off, whatever the bookkeeping says.
@@ -554,7 +643,7 @@ impl Nemesis {
         }
         self.rolling.clear();
         self.next_at = Duration::MAX;
-        trace.record(now, "nemesis: healed all");
+        self.record(trace, now, FaultEvent::HealedAll);
     }
 
     /// turmoil settings the faults need (fs `block_size` for torn writes,
@@ -978,7 +1067,7 @@ impl Nemesis {
         self.rolling = later;
         for (_, host) in due {
             sim.bounce(host.as_str());
-            trace.record(now, format!("nemesis: rolling restart: kill {host}"));
+            self.record(trace, now, FaultEvent::RollingKill(host));
         }
     }
 
@@ -1004,8 +1093,8 @@ impl Nemesis {
                 }
                 Some(seen) if now >= seen.1 + SUPERVISOR_DELAY => {
                     self.stopped_since.remove(&seen);
-                    trace.record(now, format!("nemesis: supervisor restarts {host}"));
                     sim.bounce(host.as_str());
+                    self.record(trace, now, FaultEvent::SupervisorRestart(host));
                 }
                 Some(_) => {}
             }
@@ -1018,11 +1107,23 @@ impl Nemesis {
     fn restore_refused(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
         for host in self.brokers.clone() {
             if !sim.is_host_running(host.as_str()) && self.at_rest(&host).awaits_restore() {
-                trace.record(now, format!("nemesis: restore {host} from a backup"));
                 sim.bounce(host.as_str());
+                self.record(trace, now, FaultEvent::Restored(host));
                 self.process_ended_at = Some(now);
             }
         }
+    }
+
+    /// Records what it did: in the trace, as text, and for the history, as
+    /// it is.
+    fn record(&mut self, trace: &mut Trace, now: Duration, event: FaultEvent) {
+        trace.record(now, format!("nemesis: {event}"));
+        self.events.push((now, event));
+    }
+
+    /// What it did since last asked, with when, for the history.
+    pub fn take_events(&mut self) -> Vec<(Duration, FaultEvent)> {
+        std::mem::take(&mut self.events)
     }
 
     /// Undoes the faults whose time is up.
@@ -1033,7 +1134,7 @@ impl Nemesis {
         self.active = active;
         for (_, fault) in due {
             self.undo(sim, &fault);
-            trace.record(now, format!("nemesis: ended {fault}"));
+            self.record(trace, now, FaultEvent::Ended(fault));
         }
     }
 }
@@ -1098,7 +1199,9 @@ mod tests {
     /// Runs three idle cluster nodes (node 2 reported as every group's
     /// leader) and two idle clients through a fault phase and a heal,
     /// returning the trace and whether every node runs at the end.
-    fn run_cluster(seed: u64) -> (Vec<String>, bool) {
+    /// A 3-node cluster's trace lines, whether every node runs at the end,
+    /// and what the nemesis did.
+    fn run_cluster(seed: u64) -> (Vec<String>, bool, Vec<(Duration, FaultEvent)>) {
         let replicas = Rc::new(Replicas::default());
         let status = |group| sluice::node::ReplicaStatus {
             group,
@@ -1144,7 +1247,7 @@ mod tests {
         }
         let running = NODES.iter().all(|node| sim.is_host_running(*node));
         let events = trace.events().iter().map(ToString::to_string).collect();
-        (events, running)
+        (events, running, nemesis.take_events())
     }
 
     /// The cluster-only kinds, as the trace words them.
@@ -1168,7 +1271,7 @@ mod tests {
             if seen.len() == expected && leader_aimed {
                 break;
             }
-            let (events, running) = run_cluster(seed);
+            let (events, running, _) = run_cluster(seed);
             assert!(
                 running,
                 "seed {seed}: every node runs after heal: {events:#?}"
@@ -1189,22 +1292,16 @@ mod tests {
     #[test]
     fn at_most_one_cut_between_nodes_at_a_time() {
         for seed in 0..8 {
-            let (events, _) = run_cluster(seed);
+            let (events, _, faults) = run_cluster(seed);
             let mut in_flight = 0;
-            for event in &events {
-                let Some((_, what)) = event.split_once("nemesis: ") else {
+            for (_, event) in &faults {
+                let Some((fault, begins)) = event.window_edge() else {
                     continue;
                 };
-                let (ending, fault) = match what
-                    .strip_prefix("ended ")
-                    .or_else(|| what.strip_prefix("healed "))
-                {
-                    Some(fault) => (true, fault),
-                    None => (false, what),
-                };
-                if nodes_cut_off(fault).is_empty() {
+                if fault.nodes_cut_off().is_empty() {
                     continue;
                 }
+                let ending = !begins;
                 in_flight += if ending { -1 } else { 1 };
                 assert!((0..=1).contains(&in_flight), "seed {seed}: {events:#?}");
             }
@@ -1231,26 +1328,23 @@ mod tests {
             others: names(&["node1", "node3"]),
             leader_of: Some(1),
         };
-        assert_eq!(nodes_cut_off(&format!("{isolate} for 1s")), ["node2"]);
+        assert_eq!(isolate.nodes_cut_off(), ["node2"]);
         let bridge = Fault::Bridge {
             left: names(&["node1", "node4"]),
             bridge: "node2".to_owned(),
             right: names(&["node3", "node5"]),
         };
-        assert_eq!(
-            nodes_cut_off(&bridge.to_string()),
-            ["node1", "node4", "node3", "node5"]
-        );
+        assert_eq!(bridge.nodes_cut_off(), ["node1", "node4", "node3", "node5"]);
         let cut = Fault::NodeOneway {
             from: "node3".to_owned(),
             to: "node1".to_owned(),
         };
-        assert_eq!(nodes_cut_off(&format!("{cut} for 2s")), ["node3", "node1"]);
+        assert_eq!(cut.nodes_cut_off(), ["node3", "node1"]);
         let partition = Fault::Partition {
             client: "consumer0".to_owned(),
             broker: "node1".to_owned(),
         };
-        assert!(nodes_cut_off(&partition.to_string()).is_empty());
+        assert!(partition.nodes_cut_off().is_empty());
     }
 
     #[test]

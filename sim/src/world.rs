@@ -24,7 +24,7 @@ use crate::at_rest::AtRest;
 use crate::checker::{self, CheckReport};
 use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MsgId, NodeId, Op, Outcome, broker_name};
-use crate::nemesis::{BrokerIo, FaultKinds, Nemesis};
+use crate::nemesis::{BrokerIo, FaultEvent, FaultKinds, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, CONVERGE_WAIT_MAX, Phase, Shared, WorkloadParams};
 
@@ -343,7 +343,7 @@ struct BrokerHost {
 async fn broker(host: Rc<BrokerHost>) -> turmoil::Result {
     let (shared, at_rest, node) = (&host.shared, &host.at_rest, host.node);
     match at_rest.before_start().await {
-        Ok(Some(what)) => shared.record(Op::Fault { what }),
+        Ok(Some(what)) => shared.record(Op::Fault(FaultEvent::AtRest(what))),
         Ok(None) => {}
         Err(error) => return Err(format!("corrupting the log at rest: {error}").into()),
     }
@@ -397,7 +397,7 @@ async fn announce(
     let handles = &host.shared.broker_nodes;
     handles.borrow_mut().insert(host.node, node.clone());
     if let Some(what) = host.at_rest.on_ready() {
-        host.shared.record(Op::Fault { what });
+        host.shared.record(Op::Fault(FaultEvent::AtRest(what)));
     }
     Some(node)
 }
@@ -595,7 +595,6 @@ impl World {
         let mut finished_at = None;
         loop {
             let now = self.sim.elapsed();
-            let nemesis_from = self.trace.events().len();
             match self.shared.phase.get() {
                 Phase::Faults if now >= options.duration => {
                     self.nemesis.heal(&mut self.sim, &mut self.trace);
@@ -633,7 +632,7 @@ impl World {
                 finished_at = Some(now);
                 self.trace.record(now, "phase: finished (delivery storm)");
             }
-            self.copy_faults_to_history(nemesis_from);
+            self.copy_faults_to_history();
             let all_clients_done = self.step(options.seed)?;
             if all_clients_done {
                 return Ok(());
@@ -648,17 +647,12 @@ impl World {
     }
 
     /// The checker needs the faults too (disk-full windows excuse some
-    /// redeliveries): copied into the history, not back into the trace.
-    fn copy_faults_to_history(&mut self, nemesis_from: usize) {
-        for event in &self.trace.events()[nemesis_from..] {
-            if let Some(what) = event.what.strip_prefix("nemesis: ") {
-                self.shared.history.borrow_mut().push(
-                    event.time,
-                    Op::Fault {
-                        what: what.to_owned(),
-                    },
-                );
-            }
+    /// redeliveries): what the nemesis did goes into the history as it is;
+    /// the nemesis wrote it into the trace already.
+    fn copy_faults_to_history(&mut self) {
+        let mut history = self.shared.history.borrow_mut();
+        for (time, event) in self.nemesis.take_events() {
+            history.push(time, Op::Fault(event));
         }
     }
 
