@@ -13,6 +13,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+. bench/lib.sh
 [ $# -eq 3 ] || { echo "usage: bench/ab.sh ROUNDS BIN_A BIN_B" >&2; exit 2; }
 ROUNDS=$1 A=$2 B=$3
 N=${N:-200000}
@@ -32,25 +33,12 @@ run() {
   "$bin" --listen 127.0.0.1:0 --data-dir "$dir/data" \
     --log-level warn,sluice::server=info >"$dir/sluice.log" 2>&1 &
   PID=$!
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/.*sluice ready: amqp=\([0-9.:]*\).*/\1/p' "$dir/sluice.log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "ab.sh: $bin did not start" >&2; exit 1; }
+  addr=$(wait_ready "$dir/sluice.log")
   "$BENCH" --url "amqp://$addr" --address ab --count "$N" --size 100 \
     --window 1000 --prefetch 1000 --json --label "$label" >"$dir/report.json"
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
   rm -rf "$dir/data"
-  python3 - "$dir/report.json" "$N" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-n = int(sys.argv[2])
-if report["received"] != n or report["lost"] or report["duplicates"]:
-    sys.exit(f"{sys.argv[1]}: received {report['received']} of {n}, lost {report['lost']}, "
-             f"duplicates {report['duplicates']}")
-print(f"{report['recv_msg_s']:.0f}")
-PY
+  receive_rate "$dir/report.json" "$N"
 }
 
 for round in $(seq "$ROUNDS"); do

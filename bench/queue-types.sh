@@ -16,6 +16,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+. bench/lib.sh
 N=${N:-100000}
 REPEAT=${REPEAT:-3}
 OUT=${OUT:-$ROOT/target/queue-types/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -36,12 +37,7 @@ trap '[ -n "$SLUICE_PID" ] && kill "$SLUICE_PID" 2>/dev/null; wait 2>/dev/null |
 "$SLUICE" --config "$OUT/sluice.toml" --listen 127.0.0.1:0 --data-dir "$OUT/data" \
   --log-level warn,sluice::server=info >"$OUT/sluice.log" 2>&1 &
 SLUICE_PID=$!
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*sluice ready: amqp=\([0-9.:]*\).*/\1/p' "$OUT/sluice.log" | head -1)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "queue-types.sh: sluice did not start" >&2; exit 1; }
+addr=$(wait_ready "$OUT/sluice.log")
 
 # run NAME ADDRESS ARGS...: one sluice-bench run; prints its receive rate
 # (msg/s), having checked that every message arrived once.
@@ -49,15 +45,7 @@ run() {
   local name=$1 address=$2; shift 2
   "$BENCH" --url "amqp://$addr" --address "$address" --count "$N" --size 100 \
     --window 1000 --prefetch 1000 --json --label "$name" "$@" >"$OUT/$name.$round.json"
-  python3 - "$OUT/$name.$round.json" "$N" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-n = int(sys.argv[2])
-if report["received"] != n or report["lost"] or report["duplicates"]:
-    sys.exit(f"{sys.argv[1]}: received {report['received']} of {n}, lost {report['lost']}, "
-             f"duplicates {report['duplicates']}")
-print(f"{report['recv_msg_s']:.0f}")
-PY
+  receive_rate "$OUT/$name.$round.json" "$N"
 }
 
 for round in $(seq "$REPEAT"); do

@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Broker, WAIT};
+use common::{Broker, WAIT, queue_types_toml};
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::link::receiver::CreditMode;
@@ -1483,26 +1483,6 @@ async fn fe2o3_selectors_filter_queues_and_topics() {
 // configured by name; and scheduled delivery, which any queue does.
 // ---------------------------------------------------------------------------
 
-/// The queues `fe2o3_queue_types_as_configured` expects, by name.
-const QUEUE_TYPES: &str = r#"
-    [[queue]]
-    name = "fe2o3-priority"
-    type = "priority"
-
-    [[queue]]
-    name = "fe2o3-last-value"
-    type = "last-value"
-    last_value_key = "instrument"
-
-    [[queue]]
-    name = "fe2o3-groups"
-    message_groups = true
-
-    [[queue]]
-    name = "fe2o3-single-active"
-    single_active_consumer = true
-"#;
-
 /// Sends `messages` to `queue`, each accepted, then has one receiver take
 /// exactly `count` of them; returns their bodies in arrival order.
 async fn send_then_receive(
@@ -1744,7 +1724,7 @@ async fn scheduled_delivery(session: &mut SessionHandle<()>) {
 
 #[tokio::test]
 async fn fe2o3_queue_types_as_configured() {
-    let broker = Broker::start_from_toml(QUEUE_TYPES).await;
+    let broker = Broker::start_from_toml(&queue_types_toml("fe2o3")).await;
     let (connection, mut session) = connect(&broker, "fe2o3-queue-types").await;
     priority_order(&mut session).await;
     last_value_per_key(&mut session).await;

@@ -12,27 +12,7 @@
 
 mod common;
 
-use common::{Broker, assert_client_passed, interop_script, run_client};
-
-/// The queues `proton_queue_types.py` expects, by name.
-const QUEUE_TYPES: &str = r#"
-    [[queue]]
-    name = "proton-priority"
-    type = "priority"
-
-    [[queue]]
-    name = "proton-last-value"
-    type = "last-value"
-    last_value_key = "instrument"
-
-    [[queue]]
-    name = "proton-groups"
-    message_groups = true
-
-    [[queue]]
-    name = "proton-single-active"
-    single_active_consumer = true
-"#;
+use common::{Broker, assert_client_passed, interop_script, queue_types_toml, run_client};
 
 /// Runs `scripts/interop/{script}` against a broker of its own and returns
 /// what it printed, having checked that it passed.
@@ -123,6 +103,6 @@ async fn proton_python_temporary_nodes_and_unsubscribe_as_jms_asks() {
 #[tokio::test]
 #[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
 async fn proton_python_queue_types_as_configured() {
-    let broker = Broker::start_from_toml(QUEUE_TYPES).await;
+    let broker = Broker::start_from_toml(&queue_types_toml("proton")).await;
     run_against("proton_queue_types.py", broker).await;
 }

@@ -11,33 +11,13 @@
 
 mod common;
 
-use common::{Broker, assert_client_passed, run_client};
-
-/// The queues the `queue-types` scenario expects, by name.
-const QUEUE_TYPES: &str = r#"
-    [[queue]]
-    name = "cpp-priority"
-    type = "priority"
-
-    [[queue]]
-    name = "cpp-last-value"
-    type = "last-value"
-    last_value_key = "instrument"
-
-    [[queue]]
-    name = "cpp-groups"
-    message_groups = true
-
-    [[queue]]
-    name = "cpp-single-active"
-    single_active_consumer = true
-"#;
+use common::{Broker, assert_client_passed, queue_types_toml, run_client};
 
 /// Runs the C++ client's `scenario` against a broker of its own, configured
-/// with the queues of [`QUEUE_TYPES`], and returns what it printed, having
+/// with the queues of [`queue_types_toml`], and returns what it printed, having
 /// checked that it passed.
 async fn run_scenario(scenario: &str) -> String {
-    let broker = Broker::start_from_toml(QUEUE_TYPES).await;
+    let broker = Broker::start_from_toml(&queue_types_toml("cpp")).await;
     let client = std::env::var("SLUICE_PROTON_CPP")
         .expect("SLUICE_PROTON_CPP names the client scripts/test.sh builds");
     let output = run_client(&client, &[broker.url(), scenario.to_owned()]).await;

@@ -13,27 +13,7 @@
 
 mod common;
 
-use common::{Broker, assert_client_passed, interop_script, run_client};
-
-/// The queues `rhea_queue_types.js` expects, by name.
-const QUEUE_TYPES: &str = r#"
-    [[queue]]
-    name = "rhea-priority"
-    type = "priority"
-
-    [[queue]]
-    name = "rhea-last-value"
-    type = "last-value"
-    last_value_key = "instrument"
-
-    [[queue]]
-    name = "rhea-groups"
-    message_groups = true
-
-    [[queue]]
-    name = "rhea-single-active"
-    single_active_consumer = true
-"#;
+use common::{Broker, assert_client_passed, interop_script, queue_types_toml, run_client};
 
 /// Runs `scripts/interop/{script}` against a broker of its own, having
 /// checked that it passed.
@@ -42,9 +22,13 @@ async fn run_scenario(script: &str) {
 }
 
 /// Runs `scripts/interop/{script}` against a broker of its own configured
-/// with the queues of [`QUEUE_TYPES`], having checked that it passed.
+/// with the queues of [`queue_types_toml`], having checked that it passed.
 async fn run_scenario_with_queue_types(script: &str) {
-    run_against(Broker::start_from_toml(QUEUE_TYPES).await, script).await;
+    run_against(
+        Broker::start_from_toml(&queue_types_toml("rhea")).await,
+        script,
+    )
+    .await;
 }
 
 /// Runs `scripts/interop/{script}` against `broker`, checks that it passed,

@@ -157,6 +157,33 @@ pub fn user(name: &str, password: &str) -> User {
         password_hash: Argon2Hash::parse(&hash.to_string()).unwrap(),
     }
 }
+/// `[[queue]]` entries for the interop tests' queue-type scenarios, each
+/// client's under its own prefix: `{prefix}-priority`, `{prefix}-last-value`
+/// (keyed on the application property `instrument`), `{prefix}-groups` and
+/// `{prefix}-single-active`.
+pub fn queue_types_toml(prefix: &str) -> String {
+    format!(
+        r#"
+        [[queue]]
+        name = "{prefix}-priority"
+        type = "priority"
+
+        [[queue]]
+        name = "{prefix}-last-value"
+        type = "last-value"
+        last_value_key = "instrument"
+
+        [[queue]]
+        name = "{prefix}-groups"
+        message_groups = true
+
+        [[queue]]
+        name = "{prefix}-single-active"
+        single_active_consumer = true
+        "#
+    )
+}
+
 /// Bounds a whole client script run; each script bounds its own waits below
 /// this, so a timeout here means the client hung.
 pub const CLIENT_WAIT: Duration = Duration::from_secs(60);
