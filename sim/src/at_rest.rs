@@ -103,12 +103,12 @@ impl AtRest {
                 *self.state.borrow_mut() = State::Flipped(flip);
                 Ok(Some(what))
             }
-            State::Flipped(_) => {
-                // The broker started on it earlier: it stays, as on a real
-                // disk nobody restored.
-                *self.state.borrow_mut() = State::Idle;
-                Ok(None)
-            }
+            // The last start ended before the broker either listened (which
+            // would have made it Idle: it took the log as it was) or refused
+            // the flip (Detected): it stopped for another reason, such as
+            // an fsync that failed, before reading its log. This start
+            // meets the flip again, and its fate is still to be seen.
+            State::Flipped(_) => Ok(None),
             State::Detected(flip) => {
                 apply(&flip).await?;
                 *self.state.borrow_mut() = State::Idle;
