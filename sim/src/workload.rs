@@ -406,7 +406,8 @@ async fn relink(
 /// In a cluster it asks the first node. Once that node has let go of every
 /// delivery, it waits (boundedly) for every node to have applied every
 /// group as far as the others, records each node's replicas for the
-/// convergence rule, and reads the first node's queues again.
+/// convergence rule, and reads the first node's queues again once it has let
+/// go of every delivery (boundedly, as before).
 pub async fn inspector(clients: u32, shared: Rc<Shared>) -> turmoil::Result {
     while shared.phase() != Phase::Finished {
         tokio::time::sleep(PHASE_POLL).await;
@@ -423,7 +424,11 @@ pub async fn inspector(clients: u32, shared: Rc<Shared>) -> turmoil::Result {
     if shared.is_cluster() {
         let nodes = converged_replicas(&shared).await;
         shared.record(Op::Replicas { nodes });
-        if let Some(now_converged) = queue_states(&shared, first).await {
+        // Converging may have been what a consumer's detach waited for:
+        // a node that rejoined after damage to its log learns of its dead
+        // incarnation's consumers only once it has caught up, and only
+        // then detaches them.
+        if let Some(now_converged) = settled_queues(&shared, first).await {
             queues = now_converged;
         }
     }
