@@ -95,6 +95,21 @@ impl Plants {
     pub const fn ignore_damage(self) -> bool {
         self.has(Plant::IgnoreDamage)
     }
+
+    /// `dedup-ignored`: a resent `message-id` is enqueued again.
+    pub const fn dedup_ignored(self) -> bool {
+        self.has(Plant::DedupIgnored)
+    }
+
+    /// `deliver-expired`: a message's expiry is never checked.
+    pub const fn deliver_expired(self) -> bool {
+        self.has(Plant::DeliverExpired)
+    }
+
+    /// `dlq-drops`: a dead-lettered message is dropped.
+    pub const fn dlq_drops(self) -> bool {
+        self.has(Plant::DlqDrops)
+    }
 }
 
 /// One planted bug.
@@ -115,11 +130,21 @@ pub enum Plant {
     CommitOnMinority,
     /// A node whose Raft log was cut back after damage does not rejoin.
     IgnoreDamage,
+    /// A message published again with a `message-id` the queue remembers
+    /// is enqueued again.
+    DedupIgnored,
+    /// A message's TTL is ignored: it is delivered (and kept) after it
+    /// expired, as if expiry were checked neither at delivery nor by the
+    /// sweep.
+    DeliverExpired,
+    /// A dead-lettered message is dropped instead of moved to its queue's
+    /// dead-letter queue.
+    DlqDrops,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 7] = [
+    pub const ALL: [Plant; 10] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -127,6 +152,9 @@ impl Plant {
         Plant::VoteWithoutPersist,
         Plant::CommitOnMinority,
         Plant::IgnoreDamage,
+        Plant::DedupIgnored,
+        Plant::DeliverExpired,
+        Plant::DlqDrops,
     ];
 
     /// The plant's command-line name.
@@ -139,6 +167,9 @@ impl Plant {
             Plant::VoteWithoutPersist => "vote-without-persist",
             Plant::CommitOnMinority => "commit-on-minority",
             Plant::IgnoreDamage => "ignore-damage",
+            Plant::DedupIgnored => "dedup-ignored",
+            Plant::DeliverExpired => "deliver-expired",
+            Plant::DlqDrops => "dlq-drops",
         }
     }
 }
@@ -152,7 +183,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -76,7 +76,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::history::{
-    ClientId, ConnId, History, MsgId, NodeId, NodeReplicas, Op, QueueState, broker_name,
+    ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, QueueState,
+    broker_name,
 };
 use crate::nemesis::{Fault, FaultEvent, fault_windows};
 use crate::workload::WorkloadParams;
@@ -91,6 +92,14 @@ const VIOLATIONS_KEPT: usize = 100;
 /// meanwhile a leader may detach its consumers (after 3 s of silence), and
 /// the node learns of it only once it is back.
 pub const CUT_OFF_SLACK: Duration = Duration::from_secs(8);
+
+/// How late after its expiry a message may still arrive at a consumer
+/// (rule 9). The broker checks expiry against the clock of the command
+/// that dispatches it, which was read when the command was proposed, before
+/// it was logged (fsync, up to 50 ms here) and, in a cluster, replicated;
+/// then the delivery crosses the network (up to 50 ms in `slow-net`).
+/// Faults that delay any of that excuse a delivery outright.
+pub const EXPIRY_SLACK: Duration = Duration::from_millis(500);
 
 /// Which rule a violation breaks, or a run checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,6 +118,12 @@ pub enum Rule {
     ReplicaConvergence,
     /// Rule 7.
     NodePanicked,
+    /// Rule 8.
+    DuplicateId,
+    /// Rule 9.
+    Expired,
+    /// Rule 10.
+    DeadLetterLost,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -116,7 +131,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 10] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -124,6 +139,9 @@ impl Rule {
         Rule::FinalState,
         Rule::ReplicaConvergence,
         Rule::NodePanicked,
+        Rule::DuplicateId,
+        Rule::Expired,
+        Rule::DeadLetterLost,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -142,6 +160,9 @@ impl Rule {
             Rule::FinalState => "5 final-state",
             Rule::ReplicaConvergence => "6 replicas",
             Rule::NodePanicked => "7 panic",
+            Rule::DuplicateId => "8 duplicate-id",
+            Rule::Expired => "9 expired",
+            Rule::DeadLetterLost => "10 dead-letter-lost",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -157,6 +178,9 @@ impl fmt::Display for Rule {
             Rule::FinalState => "broker state disagrees with the history",
             Rule::ReplicaConvergence => "replicas did not converge",
             Rule::NodePanicked => "a broker node panicked",
+            Rule::DuplicateId => "a de-duplicated message-id enqueued twice",
+            Rule::Expired => "an expired message delivered",
+            Rule::DeadLetterLost => "dead-lettered but missing from the dead-letter queue",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -204,6 +228,11 @@ pub struct Stats {
     /// Distinct messages consumed, counted once per queue (a topic message
     /// once per subscription).
     pub messages_consumed: u64,
+    /// Distinct messages consumed from the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Accepted messages never consumed that the history excuses: they
+    /// had a TTL, or were transient and a broker restarted after.
+    pub vanished_excused: u64,
     /// Deliveries of a message from a queue beyond its first (all allowed
     /// ones).
     pub redeliveries: u64,
@@ -212,10 +241,10 @@ pub struct Stats {
     pub duplicates: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
-    /// The rules the run was checked against. Rules 1, 3, 4 and 7 always
-    /// are; rule 2 once the run had its liveness phase (not cut short by
-    /// a panic); rule 5 once the broker reported its state at the end;
-    /// rule 6 once the cluster's nodes reported their replicas.
+    /// The rules the run was checked against. Rules 1, 3, 4, 7, 8 and 9
+    /// always are; rules 2 and 10 once the run had its liveness phase (not
+    /// cut short by a panic); rule 5 once the broker reported its state at
+    /// the end; rule 6 once the cluster's nodes reported their replicas.
     pub checked: BTreeSet<Rule>,
     /// Violations found, including those not kept in the report.
     pub violations_total: u64,
@@ -280,6 +309,13 @@ fn cut_off_windows(events: &[crate::history::Event], node: NodeId) -> Vec<Window
     windows_of(events, |fault| {
         fault.nodes_cut_off().contains(&name.as_str())
     })
+}
+
+/// The windows in which what passes between `client` and its broker could
+/// be late (see [`Fault::delays_link_of`]).
+fn late_link_windows(events: &[crate::history::Event], client: ClientId) -> Vec<Window> {
+    let name = client.to_string();
+    windows_of(events, |fault| fault.delays_link_of(&name))
 }
 
 /// The windows of the faults `selected` picks, among the history's
@@ -349,12 +385,21 @@ struct Timeline {
     /// The broker each connection went to.
     conn_node: BTreeMap<ConnId, NodeId>,
     send_counts: BTreeMap<MsgId, u64>,
+    /// How each message was sent (its first send says; resends keep it).
+    kinds: BTreeMap<MsgId, MessageKind>,
+    /// Every broker start, of any node.
+    all_starts: Vec<Duration>,
+    /// Per client, when its link to its broker could be late.
+    late_links: BTreeMap<ClientId, Vec<Window>>,
+    /// When some broker's commits could be late.
+    late_commits: Vec<Window>,
 }
 
 impl Timeline {
     fn gather(events: &[crate::history::Event]) -> Self {
         let mut timeline = Timeline {
             disk_full: disk_full_windows(events),
+            late_commits: windows_of(events, Fault::delays_commits),
             ..Timeline::default()
         };
         for event in events {
@@ -381,7 +426,17 @@ impl Timeline {
                 Op::Closed { conn } => {
                     timeline.closed_conns.insert(*conn);
                 }
-                Op::Send { msg, .. } => *timeline.send_counts.entry(*msg).or_default() += 1,
+                Op::Send { msg, kind, .. } => {
+                    *timeline.send_counts.entry(*msg).or_default() += 1;
+                    timeline.kinds.entry(*msg).or_insert(*kind);
+                }
+                Op::Delivered { conn, .. } => {
+                    timeline
+                        .late_links
+                        .entry(conn.client)
+                        .or_insert_with(|| late_link_windows(events, conn.client));
+                }
+                Op::BrokerStart { .. } => timeline.all_starts.push(event.time),
                 _ => {}
             }
         }
@@ -391,6 +446,43 @@ impl Timeline {
     /// The broker connection `conn` went to.
     fn node_of(&self, conn: ConnId) -> NodeId {
         self.conn_node.get(&conn).copied().flatten()
+    }
+
+    /// How `msg` was sent (plain if never: a phantom's kind is moot).
+    fn kind(&self, msg: MsgId) -> MessageKind {
+        self.kinds.get(&msg).copied().unwrap_or(MessageKind::PLAIN)
+    }
+
+    /// How many copies of `msg` the broker may make in a queue: one per
+    /// send, or one in all if it de-duplicates the message.
+    fn copies_allowed(&self, msg: MsgId, sends: u64) -> u64 {
+        if self.kind(msg).deduplicated() {
+            sends.min(1)
+        } else {
+            sends
+        }
+    }
+
+    /// Why `msg`, accepted at `accepted_at`, may never be consumed
+    /// although no rule was broken, if it may.
+    fn may_vanish(&self, msg: MsgId, accepted_at: Duration) -> bool {
+        may_vanish(self.kind(msg), accepted_at, &self.all_starts)
+    }
+
+    /// Rule 9: whether something other than the broker may have made a
+    /// delivery at `t2` on `conn` late, since `since`: its link, its
+    /// node's cut from the others, or a disk that delays commits.
+    fn delivery_may_be_late(&self, conn: ConnId, since: Duration, t2: Duration) -> bool {
+        let overlaps = |windows: &[Window]| {
+            windows
+                .iter()
+                .any(|(start, end)| *start <= t2 && *end >= since)
+        };
+        self.late_links
+            .get(&conn.client)
+            .is_some_and(|windows| overlaps(windows))
+            || overlaps(&self.late_commits)
+            || self.cut_off_between(conn, since, t2)
     }
 
     /// Whether `conn`'s broker was cut off from other nodes at some point
@@ -453,6 +545,14 @@ fn firm(timeline: &Timeline, starts: &Starts, t: Duration, conn: ConnId, t2: Dur
         .is_some_and(|w| w.iter().any(|(start, end)| *start <= t && *end >= t));
     let cut_off = timeline.cut_off_between(conn, t, t2);
     !conn_lost && !restarted && !stale && !unlogged && !dropped && !cut_off
+}
+
+/// Whether an accepted message of `kind`, accepted at `accepted_at`, may
+/// never be consumed without a broken promise: it had a TTL (it may have
+/// expired), or it was transient and a broker (re)started after it was
+/// accepted (`starts`, every broker start of the run).
+pub fn may_vanish(kind: MessageKind, accepted_at: Duration, starts: &[Duration]) -> bool {
+    kind.ttl.is_some() || (!kind.durable && starts.iter().any(|start| *start > accepted_at))
 }
 
 /// Checks `history` against the rules in the module docs.
@@ -577,7 +677,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 }
                 let sent_here = destinations
                     .get(&msg.producer)
-                    .is_some_and(|queues| queues.contains(queue));
+                    .is_some_and(|queues| queues.iter().any(|q| reaches(params, q, queue)));
                 if !sent_here {
                     report.violations.push(violation(
                         Rule::NeverSent,
@@ -611,11 +711,38 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                         .filter(|(t, conn)| firm(&timeline, &starts, *t, *conn, t2))
                         .count() as u64
                 });
-                if firm >= sends && !from_dead_incarnation && !stale {
-                    report.violations.push(violation(
-                        Rule::ConsumedRedelivered,
-                        format!(
+                let copies = timeline.copies_allowed(*msg, sends);
+                if firm >= copies && !from_dead_incarnation && !stale {
+                    let (rule, detail) = if firm < sends {
+                        let detail = format!(
+                            "{msg} carries a message-id the broker de-duplicates; it was sent {sends} time(s), and its one copy already consumed firmly {firm} time(s)"
+                        );
+                        (Rule::DuplicateId, detail)
+                    } else {
+                        let detail = format!(
                             "{msg} was sent {sends} time(s) and already consumed firmly {firm} time(s)"
+                        );
+                        (Rule::ConsumedRedelivered, detail)
+                    };
+                    report.violations.push(violation(rule, detail));
+                }
+                let expiry = timeline.kind(*msg).ttl.and_then(|ttl| {
+                    let (_, accepted_at) = accepted.get(msg)?;
+                    // Only a copy the accept dates: there is one.
+                    (copies == 1 && !params.is_dead_letter_queue(queue))
+                        .then_some(*accepted_at + ttl)
+                });
+                if let Some(expiry) = expiry
+                    && t2 > expiry + EXPIRY_SLACK
+                    && !from_dead_incarnation
+                    && !stale
+                    && !timeline.delivery_may_be_late(*delivery_conn, expiry, t2)
+                {
+                    report.violations.push(violation(
+                        Rule::Expired,
+                        format!(
+                            "{msg} expired by {:.3}s at the latest (accepted, plus its TTL)",
+                            expiry.as_secs_f64()
                         ),
                     ));
                 }
@@ -661,23 +788,40 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         Rule::ConsumedRedelivered,
         Rule::Fifo,
         Rule::NodePanicked,
+        Rule::DuplicateId,
+        Rule::Expired,
     ]);
     // A run cut short never had its liveness phase.
     let ended = !aborted;
     if ended {
-        stats.checked.insert(Rule::Lost);
+        stats.checked.extend([Rule::Lost, Rule::DeadLetterLost]);
     }
     for (msg, (index, time)) in accepted.iter().filter(|_| ended) {
         for queue in destinations.get(&msg.producer).into_iter().flatten() {
-            if consumes.contains_key(&(queue.as_str(), *msg)) {
+            let dead_letters = params.dead_letter_queue_of(queue);
+            let consumed = |q: &str| consumes.contains_key(&(q, *msg));
+            if consumed(queue) || dead_letters.is_some_and(consumed) {
+                continue;
+            }
+            if timeline.may_vanish(*msg, *time) {
+                stats.vanished_excused += 1;
                 continue;
             }
             *stats.final_depths.entry(queue.clone()).or_default() += 1;
+            // Delivered from a dead-lettering queue yet never consumed
+            // there, it left by dead-lettering.
+            let (rule, detail) = match dead_letters {
+                Some(dlq) if delivered.contains(&(queue.as_str(), *msg)) => (
+                    Rule::DeadLetterLost,
+                    format!("{msg} left {queue} unconsumed, yet was never consumed from {dlq}"),
+                ),
+                _ => (Rule::Lost, format!("{msg} was never consumed from {queue}")),
+            };
             report.violations.push(Violation {
-                rule: Rule::Lost,
+                rule,
                 index: *index,
                 time: *time,
-                detail: format!("{}: {msg} was never consumed from {queue}", events[*index]),
+                detail: format!("{}: {detail}", events[*index]),
             });
         }
     }
@@ -691,6 +835,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             destinations: &destinations,
             accepted: &accepted,
             consumes: &consumes,
+            delivered: &delivered,
             timeline: &timeline,
             starts: &starts,
         };
@@ -717,6 +862,10 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     stats.messages_sent = send_counts.len() as u64;
     stats.messages_accepted = accepted.len() as u64;
     stats.messages_consumed = consumes.len() as u64;
+    stats.dead_lettered = consumes
+        .keys()
+        .filter(|(queue, _)| params.is_dead_letter_queue(queue))
+        .count() as u64;
     report.stats = stats;
     report.violations.sort_by_key(|v| v.index);
     let total = report.violations.len() as u64;
@@ -732,6 +881,12 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     report.violations.truncate(VIOLATIONS_KEPT);
     report.stats.violations_total = total;
     report
+}
+
+/// Whether a message sent to `destination` may be delivered from `queue`:
+/// it is the destination, or the destination's dead-letter queue.
+fn reaches(params: &WorkloadParams, destination: &str, queue: &str) -> bool {
+    destination == queue || params.dead_letter_queue_of(destination) == Some(queue)
 }
 
 /// No silent skips: a run of `nodes` nodes that breaks no rule fails if a
@@ -817,6 +972,7 @@ struct Facts<'a> {
     destinations: &'a BTreeMap<u32, Vec<String>>,
     accepted: &'a BTreeMap<MsgId, (usize, Duration)>,
     consumes: &'a BTreeMap<(&'a str, MsgId), Vec<(Duration, ConnId)>>,
+    delivered: &'a BTreeSet<(&'a str, MsgId)>,
     timeline: &'a Timeline,
     starts: &'a Starts,
 }
@@ -867,16 +1023,30 @@ impl Facts<'_> {
     fn depth_bounds(&self, queue: &str) -> (u64, u64) {
         let mut least = 0;
         let mut most = 0;
+        let dead_letters = self.params.dead_letter_queue_of(queue);
         for (msg, sends) in &self.timeline.send_counts {
-            let goes_here = self
-                .destinations
-                .get(&msg.producer)
-                .is_some_and(|queues| queues.iter().any(|q| q == queue));
+            let goes_here = self.destinations.get(&msg.producer).is_some_and(|queues| {
+                queues
+                    .iter()
+                    .any(|destination| reaches(self.params, destination, queue))
+            });
             if !goes_here {
                 continue;
             }
             let consumes = self.consumes.get(&(queue, *msg));
-            if self.accepted.contains_key(msg) && consumes.is_none() {
+            // What a dead-letter queue must hold is left to rule 10; a
+            // message that left its queue unconsumed may have been
+            // dead-lettered.
+            let stays = !self.params.is_dead_letter_queue(queue)
+                && dead_letters.is_none_or(|dlq| {
+                    !self.consumes.contains_key(&(dlq, *msg))
+                        && !self.delivered.contains(&(queue, *msg))
+                });
+            let must_hold = self
+                .accepted
+                .get(msg)
+                .is_some_and(|(_, at)| !self.timeline.may_vanish(*msg, *at));
+            if must_hold && stays && consumes.is_none() {
                 least += 1;
             }
             let surely_consumed = consumes.is_some_and(|list| {
@@ -933,6 +1103,7 @@ mod tests {
                 conn,
                 msg,
                 resend: false,
+                kind: MessageKind::PLAIN,
             })
             .then(Op::ProducerOutcome {
                 conn,

@@ -40,6 +40,60 @@ impl fmt::Display for MsgId {
     }
 }
 
+/// How a producer sent a message: what it asked the broker to promise.
+/// Resends of a message keep its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MessageKind {
+    /// The header's `durable`: a transient message may be lost when its
+    /// broker restarts, even once accepted.
+    pub durable: bool,
+    /// Sent settled: the producer learns no outcome, and the message may
+    /// be lost on the way.
+    pub presettled: bool,
+    /// The header's `ttl`: the broker must not deliver it once this long
+    /// has passed since it took it, and may drop it then.
+    pub ttl: Option<Duration>,
+    /// Carries a `message-id` (its [`MsgId`]): the broker de-duplicates a
+    /// durable one, so its resends make no second copy.
+    pub message_id: bool,
+}
+
+impl MessageKind {
+    /// What the workload sent before it drew kinds: durable, unsettled,
+    /// no TTL, no `message-id`.
+    pub const PLAIN: MessageKind = MessageKind {
+        durable: true,
+        presettled: false,
+        ttl: None,
+        message_id: false,
+    };
+
+    /// Whether the broker de-duplicates it: a durable message with a
+    /// `message-id` (transient ones are not remembered).
+    pub fn deduplicated(self) -> bool {
+        self.message_id && self.durable
+    }
+}
+
+/// Only what differs from [`MessageKind::PLAIN`], each word after a space.
+impl fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.durable {
+            f.write_str(" transient")?;
+        }
+        if self.presettled {
+            f.write_str(" presettled")?;
+        }
+        if let Some(ttl) = self.ttl {
+            write!(f, " ttl {}ms", ttl.as_millis())?;
+        }
+        if self.message_id {
+            f.write_str(" id")?;
+        }
+        Ok(())
+    }
+}
+
 /// A delivery outcome, as a producer received it or a consumer chose it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
@@ -72,6 +126,8 @@ pub enum ClientId {
     Consumer(u32),
     /// A durable subscriber to the topic.
     Subscriber(u32),
+    /// The consumer of the dead-letter queue.
+    DeadLetters(u32),
 }
 
 impl fmt::Display for ClientId {
@@ -80,6 +136,7 @@ impl fmt::Display for ClientId {
             ClientId::Producer(n) => write!(f, "producer{n}"),
             ClientId::Consumer(n) => write!(f, "consumer{n}"),
             ClientId::Subscriber(n) => write!(f, "subscriber{n}"),
+            ClientId::DeadLetters(n) => write!(f, "deadletters{n}"),
         }
     }
 }
@@ -153,6 +210,8 @@ pub enum Op {
         /// True if it was sent before (a resend after a lost connection or a
         /// `released` outcome).
         resend: bool,
+        /// What the producer asked of the broker for it.
+        kind: MessageKind,
     },
     /// A producer received the broker's outcome for a message.
     ProducerOutcome {
@@ -229,9 +288,14 @@ impl fmt::Display for Op {
             Op::ConnectionLost { conn, why } => write!(f, "{conn} lost: {why}"),
             Op::Closed { conn } => write!(f, "{conn} closed"),
             Op::Relinked { conn } => write!(f, "{conn} relinked"),
-            Op::Send { conn, msg, resend } => {
+            Op::Send {
+                conn,
+                msg,
+                resend,
+                kind,
+            } => {
                 let again = if *resend { " (resend)" } else { "" };
-                write!(f, "{conn} send {msg}{again}")
+                write!(f, "{conn} send {msg}{kind}{again}")
             }
             Op::ProducerOutcome { conn, msg, outcome } => write!(f, "{conn} {msg} -> {outcome:?}"),
             Op::Delivered {

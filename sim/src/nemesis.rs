@@ -280,6 +280,18 @@ impl Fault {
         matches!(self, Fault::DiskFull { .. } | Fault::SyncError { .. })
     }
 
+    /// Whether what passes between `client` and its broker may be late
+    /// while the fault lasts (held, slowed, or dropped and never retried).
+    pub fn delays_link_of(&self, name: &str) -> bool {
+        self.link().is_some_and(|(a, b)| a == name || b == name)
+    }
+
+    /// Whether the broker's commits may be late while the fault lasts:
+    /// its disk fails writes or is slow.
+    pub fn delays_commits(&self) -> bool {
+        self.fails_writes() || matches!(self, Fault::SlowDisk { .. })
+    }
+
     /// The client-broker link a network fault occupies.
     fn link(&self) -> Option<(String, String)> {
         match self {

@@ -11,19 +11,21 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
 use sluice::amqp::types::{
-    Accepted, DeliveryState, ExpiryPolicy, Header, Message, Modified, Rejected, Released, Section,
-    Source, TerminusDurability,
+    Accepted, DeliveryState, ExpiryPolicy, Header, Message, MessageId, Modified, Properties,
+    Rejected, Released, Section, Source, TerminusDurability,
 };
 use sluice::client::{Client, ClientError};
 use sluice::io::{Io, TurmoilIo};
 use sluice::node::{NodeHandle, ReplicaStatus};
 
 use crate::history::{
-    ClientId, ConnId, History, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState, broker_name,
+    ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState,
+    broker_name,
 };
 
 /// The brokers' AMQP port.
@@ -72,6 +74,10 @@ pub struct Shared {
     /// all of them, so that every topic message has a definite set of
     /// subscriptions to reach.
     subscribed: RefCell<BTreeSet<u32>>,
+    /// Whether the dead-letter queue exists: producers to the queue that
+    /// dead-letters into it wait for it, as the broker drops what it would
+    /// dead-letter into a queue that does not exist.
+    dead_letters_ready: Cell<bool>,
     /// The brokers clients connect to: the single node's, or every cluster
     /// node.
     pub brokers: Vec<NodeId>,
@@ -94,6 +100,7 @@ impl Shared {
             history: RefCell::new(History::default()),
             phase: Cell::new(Phase::Faults),
             subscribed: RefCell::default(),
+            dead_letters_ready: Cell::new(false),
             brokers,
             broker_nodes: RefCell::default(),
             clients_exited: Cell::new(0),
@@ -147,7 +154,18 @@ pub struct WorkloadParams {
     pub topic_producers: u32,
     /// Durable subscribers to the topic: each gets every message sent to it.
     pub subscribers: u32,
+    /// If set, the queue that dead-letters into [`DEAD_LETTER_QUEUE`]
+    /// after [`WorkloadParams::delivery_limit`] failed deliveries or a
+    /// rejection; one client consumes the dead-letter queue.
+    pub dead_lettering: Option<String>,
+    /// Failed deliveries (`modified` with delivery-failed, or a link lost
+    /// while holding it) before a message of the dead-lettering queue is
+    /// dead-lettered.
+    pub delivery_limit: u32,
 }
+
+/// The dead-letter queue, when the workload has one.
+pub const DEAD_LETTER_QUEUE: &str = "dlq";
 
 /// The link name every subscriber attaches with; with its container id it
 /// names its durable subscription.
@@ -168,6 +186,9 @@ impl WorkloadParams {
         } else {
             0
         };
+        // Queue 0: queue producer 0 always sends to it.
+        let dead_lettering = rng.gen_bool(0.5).then(|| queues[0].clone());
+        let delivery_limit = rng.gen_range(2..=4);
         Self {
             queues,
             producers,
@@ -176,7 +197,24 @@ impl WorkloadParams {
             topic: "t0".to_owned(),
             topic_producers,
             subscribers,
+            dead_lettering,
+            delivery_limit,
         }
+    }
+
+    /// The dead-letter queue of `queue`, if it has one.
+    pub fn dead_letter_queue_of(&self, queue: &str) -> Option<&'static str> {
+        (self.dead_lettering.as_deref() == Some(queue)).then_some(DEAD_LETTER_QUEUE)
+    }
+
+    /// Whether `queue` is the workload's dead-letter queue.
+    pub fn is_dead_letter_queue(&self, queue: &str) -> bool {
+        self.has_dead_letters() && queue == DEAD_LETTER_QUEUE
+    }
+
+    /// Whether the workload has a dead-letter queue (and its consumer).
+    pub fn has_dead_letters(&self) -> bool {
+        self.dead_lettering.is_some()
     }
 
     /// The queue consumer `n` uses (and queue producer `n` sends to).
@@ -224,7 +262,15 @@ impl WorkloadParams {
     /// Every queue the broker holds for the workload.
     pub fn all_queues(&self) -> Vec<String> {
         let subscriptions = (0..self.subscribers).map(|n| self.subscription(n));
-        self.queues.iter().cloned().chain(subscriptions).collect()
+        let dead_letters = self
+            .has_dead_letters()
+            .then(|| DEAD_LETTER_QUEUE.to_owned());
+        self.queues
+            .iter()
+            .cloned()
+            .chain(subscriptions)
+            .chain(dead_letters)
+            .collect()
     }
 }
 
@@ -238,29 +284,82 @@ fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
         ClientId::Producer(n) => (1u64, n),
         ClientId::Consumer(n) => (2u64, n),
         ClientId::Subscriber(n) => (3u64, n),
+        ClientId::DeadLetters(n) => (4u64, n),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(kind << 32 | u64::from(n));
     rng
 }
 
-/// A message whose body carries its id, durable so that an `accepted`
-/// promises it survives a crash.
-pub fn encode_message(id: MsgId) -> Bytes {
+/// A message of `kind` whose body carries its id (and so does its
+/// `message-id`, if it has one).
+pub fn encode_message(id: MsgId, kind: MessageKind) -> Bytes {
     let mut body = Vec::with_capacity(12);
     body.extend_from_slice(&id.producer.to_be_bytes());
     body.extend_from_slice(&id.seq.to_be_bytes());
-    Message {
-        sections: vec![
-            Section::Header(Header {
-                durable: true,
-                ..Header::default()
-            }),
-            Section::Data(Bytes::from(body)),
-        ],
+    let ttl = kind
+        .ttl
+        .map(|ttl| u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX));
+    let mut sections = vec![Section::Header(Header {
+        durable: kind.durable,
+        ttl,
+        ..Header::default()
+    })];
+    if kind.message_id {
+        sections.push(Section::Properties(Box::new(Properties {
+            message_id: Some(MessageId::String(id.to_string())),
+            ..Properties::default()
+        })));
     }
-    .encode()
+    sections.push(Section::Data(Bytes::from(body)));
+    Message { sections }.encode()
 }
+
+/// What one producer sends, drawn from its RNG: the share of messages of
+/// each kind, and whether they carry a `message-id`.
+#[derive(Debug, Clone, Copy)]
+struct MessageMix {
+    transient_pct: u32,
+    presettled_pct: u32,
+    ttl_pct: u32,
+    message_id: bool,
+}
+
+impl MessageMix {
+    /// Many producers send only plain messages, so that the rules that
+    /// need them (FIFO, and loss of what was accepted) see plenty.
+    fn draw(rng: &mut ChaCha8Rng, to_queue: bool) -> Self {
+        let share = |rng: &mut ChaCha8Rng| *[0, 0, 10, 25].choose(rng).expect("not empty");
+        Self {
+            transient_pct: share(rng),
+            presettled_pct: share(rng),
+            ttl_pct: share(rng),
+            // A topic's subscriptions would each remember the id: the
+            // same rule, with more to model.
+            message_id: to_queue && rng.gen_bool(0.5),
+        }
+    }
+
+    /// The kind of the next new message.
+    fn next(self, rng: &mut ChaCha8Rng) -> MessageKind {
+        let durable = rng.gen_range(0..100) >= self.transient_pct;
+        let presettled = rng.gen_range(0..100) < self.presettled_pct;
+        let ttl = (rng.gen_range(0..100) < self.ttl_pct)
+            .then(|| Duration::from_millis(rng.gen_range(TTL_MIN_MS..=TTL_MAX_MS)));
+        MessageKind {
+            durable,
+            presettled,
+            ttl,
+            message_id: self.message_id,
+        }
+    }
+}
+
+/// The range of the TTLs messages are sent with: short enough that many
+/// expire in a queue during the run, long enough that most are delivered
+/// first.
+const TTL_MIN_MS: u64 = 20;
+const TTL_MAX_MS: u64 = 2_000;
 
 /// The id and header of a received message, or `None` if it is not one
 /// of ours (which the checker reports through the id it cannot find).
@@ -557,9 +656,11 @@ fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
     }
 }
 
-/// A producer: sends its messages unsettled with a window; on a lost
-/// connection reconnects and resends everything not yet confirmed (a legal
-/// source of duplicates). Stops when the fault phase ends.
+/// A producer: sends its messages with a window, of the kinds its
+/// [`MessageMix`] draws; on a lost connection reconnects and resends
+/// everything unsettled not yet confirmed (a legal source of duplicates,
+/// unless the message carries a `message-id`). Stops when the fault phase
+/// ends.
 pub async fn producer(
     n: u32,
     seed: u64,
@@ -569,20 +670,29 @@ pub async fn producer(
     let me = ClientId::Producer(n);
     let mut rng = client_rng(seed, me);
     let queue = params.target_of(n);
-    if n >= params.producers {
-        // A topic producer starts once every subscription exists.
-        while shared.subscribed.borrow().len() < params.subscribers as usize {
-            if shared.phase() != Phase::Faults {
-                return Ok(());
-            }
-            tokio::time::sleep(PHASE_POLL).await;
+    // A topic producer starts once every subscription exists; a producer
+    // to a dead-lettering queue once its dead-letter queue does.
+    let to_queue = n < params.producers;
+    let ready = || {
+        if to_queue {
+            params.dead_letter_queue_of(&queue).is_none() || shared.dead_letters_ready.get()
+        } else {
+            shared.subscribed.borrow().len() >= params.subscribers as usize
         }
+    };
+    while !ready() {
+        if shared.phase() != Phase::Faults {
+            return Ok(());
+        }
+        tokio::time::sleep(PHASE_POLL).await;
     }
     let window = rng.gen_range(1..=32usize);
     let gap_ms_max = rng.gen_range(1..=20u64);
+    let mix = MessageMix::draw(&mut rng, to_queue);
     let mut next_seq = 0u64;
-    // Sent at least once and not yet answered with a final outcome.
-    let mut unconfirmed = BTreeSet::new();
+    // Sent unsettled at least once and not yet answered with a final
+    // outcome, and the kind each was sent as.
+    let mut unconfirmed: BTreeMap<u64, MessageKind> = BTreeMap::new();
     let mut conn_n = 0;
     loop {
         if shared.phase() != Phase::Faults {
@@ -615,7 +725,7 @@ pub async fn producer(
         });
         // Everything unconfirmed goes again on the new connection, oldest
         // first.
-        let mut to_send: BTreeSet<u64> = unconfirmed.clone();
+        let mut to_send: BTreeSet<u64> = unconfirmed.keys().copied().collect();
         let mut in_flight: BTreeMap<DeliveryId, u64> = BTreeMap::new();
         let lost = 'conn: loop {
             if shared.phase() != Phase::Faults {
@@ -630,22 +740,32 @@ pub async fn producer(
             }
             let can_send = in_flight.len() < window && client.connection().credit(link) > 0;
             if can_send && (!to_send.is_empty() || more_new) {
-                let (seq, resend) = match to_send.pop_first() {
-                    Some(seq) => (seq, true),
+                let (seq, resend, kind) = match to_send.pop_first() {
+                    Some(seq) => (seq, true, unconfirmed[&seq]),
                     None => {
                         let seq = next_seq;
                         next_seq += 1;
-                        unconfirmed.insert(seq);
-                        (seq, false)
+                        let kind = mix.next(&mut rng);
+                        if !kind.presettled {
+                            unconfirmed.insert(seq, kind);
+                        }
+                        (seq, false, kind)
                     }
                 };
                 let msg = MsgId { producer: n, seq };
-                shared.record(Op::Send { conn, msg, resend });
+                shared.record(Op::Send {
+                    conn,
+                    msg,
+                    resend,
+                    kind,
+                });
                 let tag = Bytes::copy_from_slice(&seq.to_be_bytes());
-                match client.send(link, tag, encode_message(msg), false).await {
-                    Ok(delivery) => {
+                let message = encode_message(msg, kind);
+                match client.send(link, tag, message, kind.presettled).await {
+                    Ok(delivery) if !kind.presettled => {
                         in_flight.insert(delivery, seq);
                     }
+                    Ok(_) => {}
                     Err(error) => break 'conn format!("send: {error}"),
                 }
             }
@@ -728,6 +848,12 @@ pub async fn subscriber(
     receive(ClientId::Subscriber(n), seed, from, shared).await
 }
 
+/// The consumer of the dead-letter queue: see [`receive`].
+pub async fn dead_letter_consumer(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result {
+    let from = ReadFrom::queue(DEAD_LETTER_QUEUE);
+    receive(ClientId::DeadLetters(n), seed, from, shared).await
+}
+
 /// A receiver: reads with random credit, settles with a mix of outcomes
 /// (or holds a delivery unsettled until its link or connection ends), and
 /// now and then closes its connection or detaches and re-attaches its link
@@ -762,8 +888,12 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                 continue;
             }
         };
-        if let ClientId::Subscriber(n) = me {
-            shared.subscribed.borrow_mut().insert(n);
+        match me {
+            ClientId::Subscriber(n) => {
+                shared.subscribed.borrow_mut().insert(n);
+            }
+            ClientId::DeadLetters(_) => shared.dead_letters_ready.set(true),
+            ClientId::Producer(_) | ClientId::Consumer(_) => {}
         }
         shared.record(Op::Connected {
             conn,

@@ -6,7 +6,7 @@
 //! RNG, the workload's RNGs and the broker's own RNG all derive from the
 //! seed, the epoch is fixed, and the host order is turmoil's seeded one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sluice::config::Config;
+use sluice::config::{Config, QueueOverride};
 use sluice::node::NodeHandle;
 use sluice::server::{self, Listening, shutdown_channel};
 use tokio::sync::oneshot;
@@ -23,7 +23,7 @@ use crate::SimError;
 use crate::at_rest::AtRest;
 use crate::checker::{self, CheckReport};
 use crate::cluster::{self, Replicas};
-use crate::history::{ClientId, History, MsgId, NodeId, Op, Outcome, broker_name};
+use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
 use crate::nemesis::{BrokerIo, FaultEvent, FaultKinds, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, CONVERGE_WAIT_MAX, Phase, Shared, WorkloadParams};
@@ -299,7 +299,11 @@ fn apply_plant(_config: &mut Config, plant: Option<&str>) -> Result<(), SimError
 }
 
 /// The configuration of broker `node` for a run.
-fn broker_config(options: &RunOptions, node: NodeId) -> Result<Config, SimError> {
+fn broker_config(
+    options: &RunOptions,
+    params: &WorkloadParams,
+    node: NodeId,
+) -> Result<Config, SimError> {
     let mut config = Config {
         listen: (Ipv4Addr::UNSPECIFIED, workload::AMQP_PORT).into(),
         data_dir: "/data".into(),
@@ -316,8 +320,17 @@ fn broker_config(options: &RunOptions, node: NodeId) -> Result<Config, SimError>
     config.storage.disk_reserve_bytes = 256 << 10;
     // Unlimited: the workload releases and modifies messages at random, and
     // a dead-lettered message (dropped, with no dead-letter queue) would be
-    // an unexplained loss to the checker.
+    // an unexplained loss to the checker. Only the queue that dead-letters
+    // into the workload's dead-letter queue, if any, has a limit.
     config.queues.delivery_limit = 0;
+    if let Some(queue) = &params.dead_lettering {
+        config.queue_overrides.push(QueueOverride {
+            name: queue.clone(),
+            delivery_limit: Some(params.delivery_limit),
+            dead_letter_queue: Some(workload::DEAD_LETTER_QUEUE.to_owned()),
+            ..QueueOverride::default()
+        });
+    }
     // Dead clients (crashed or partitioned away) are detected quickly, so
     // that their unsettled deliveries are released within the run.
     config.amqp.idle_timeout_ms = 2_000;
@@ -455,6 +468,10 @@ fn spawn_clients(
         let future = workload::subscriber(n, seed, params.clone(), Rc::clone(shared));
         spawn(ClientId::Subscriber(n), Box::pin(future));
     }
+    if params.has_dead_letters() {
+        let future = workload::dead_letter_consumer(0, seed, Rc::clone(shared));
+        spawn(ClientId::DeadLetters(0), Box::pin(future));
+    }
     sim.client(INSPECTOR, workload::inspector(clients, Rc::clone(shared)));
 }
 
@@ -462,6 +479,7 @@ fn spawn_clients(
 fn add_brokers(
     sim: &mut turmoil::Sim<'_>,
     options: &RunOptions,
+    params: &WorkloadParams,
     nemesis: &Nemesis,
     shared: &Rc<Shared>,
     replicas: Option<&Rc<Replicas>>,
@@ -470,7 +488,7 @@ fn add_brokers(
         let name = broker_name(node);
         let host = Rc::new(BrokerHost {
             node,
-            config: broker_config(options, node)?,
+            config: broker_config(options, params, node)?,
             // Every restart shares the same disk faults.
             io: nemesis.broker_io(&name),
             at_rest: nemesis.at_rest(&name),
@@ -551,7 +569,14 @@ impl World {
             .simulation_duration(options.duration + profile.liveness_max + wind_down * 2);
         nemesis.configure(&mut builder);
         let mut sim = builder.build();
-        add_brokers(&mut sim, options, &nemesis, &shared, replicas.as_ref())?;
+        add_brokers(
+            &mut sim,
+            options,
+            params,
+            &nemesis,
+            &shared,
+            replicas.as_ref(),
+        )?;
         spawn_clients(&mut sim, options.seed, params, &shared);
 
         let mut trace = Trace::new();
@@ -795,12 +820,15 @@ impl Determinism {
 }
 
 /// Tracks, during the drain, whether every accepted message was consumed
-/// from every queue it must reach.
+/// from every queue it must reach (or from its dead-letter queue), but for
+/// those the checker lets vanish.
 #[derive(Debug)]
 struct DrainTracker {
     params: WorkloadParams,
     outstanding: BTreeSet<(String, MsgId)>,
     consumed: BTreeSet<(String, MsgId)>,
+    kinds: BTreeMap<MsgId, MessageKind>,
+    starts: Vec<Duration>,
     last_delivery: Duration,
     sends: u64,
     deliveries: u64,
@@ -812,6 +840,8 @@ impl DrainTracker {
             params,
             outstanding: BTreeSet::new(),
             consumed: BTreeSet::new(),
+            kinds: BTreeMap::new(),
+            starts: Vec::new(),
             last_delivery: Duration::ZERO,
             sends: 0,
             deliveries: 0,
@@ -825,6 +855,10 @@ impl DrainTracker {
                 outcome: Outcome::Accepted,
                 ..
             } => {
+                let kind = self.kinds.get(msg).copied().unwrap_or(MessageKind::PLAIN);
+                if checker::may_vanish(kind, event.time, &self.starts) {
+                    return;
+                }
                 for queue in self.params.destinations_of(msg.producer) {
                     let key = (queue, *msg);
                     if !self.consumed.contains(&key) {
@@ -838,15 +872,30 @@ impl DrainTracker {
                 outcome,
                 ..
             } if outcome.consumes() => {
-                let key = (queue.clone(), *msg);
+                // A dead-lettered message counts for the queue it left.
+                let origin = match &self.params.dead_lettering {
+                    Some(origin) if self.params.is_dead_letter_queue(queue) => origin,
+                    _ => queue,
+                };
+                let key = (origin.clone(), *msg);
                 self.outstanding.remove(&key);
                 self.consumed.insert(key);
+            }
+            Op::BrokerStart { .. } => {
+                self.starts.push(event.time);
+                // What is transient may be gone now.
+                let kinds = &self.kinds;
+                self.outstanding
+                    .retain(|(_, msg)| kinds.get(msg).is_none_or(|kind| kind.durable));
             }
             Op::Delivered { .. } => {
                 self.deliveries += 1;
                 self.last_delivery = self.last_delivery.max(event.time);
             }
-            Op::Send { .. } => self.sends += 1,
+            Op::Send { msg, kind, .. } => {
+                self.sends += 1;
+                self.kinds.entry(*msg).or_insert(*kind);
+            }
             _ => {}
         }
     }

@@ -264,14 +264,20 @@ impl Queues {
             .message_id
             .clone()
             .filter(|_| window.is_some() && kept);
+        // PLANTED BUG (`dedup-ignored`): a remembered id is enqueued again.
         if let Some(id) = &message_id
             && target.dedup.contains(now_ms, id)
+            && !self.plants.dedup_ignored()
         {
             // Taken already: accepted again, not enqueued again.
             self.last_seq = seq;
             return;
         }
-        let message = Message::published(now_ms, message, &target.config);
+        let mut message = Message::published(now_ms, message, &target.config);
+        // PLANTED BUG (`deliver-expired`): the message never expires.
+        if self.plants.deliver_expired() {
+            message.expiry_ms = None;
+        }
         let replaced = target.replaced_by(&message);
         let Ok(evicted) = target.admit(seq, message, Admission::Publish) else {
             return effects.push(rejected(queue, seq, RejectReason::Overflow));
@@ -528,6 +534,10 @@ impl Queues {
         else {
             return (None, Vec::new());
         };
+        // PLANTED BUG (`dlq-drops`): the dead-lettered message is dropped.
+        if self.plants.dlq_drops() {
+            return (None, Vec::new());
+        }
         message.dead_lettered(now_ms, from, reason, &target.config);
         // It would only expire again, at once: with queues whose default
         // TTL is 0 dead-lettering to each other, `Expire` would never end.
