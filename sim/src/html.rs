@@ -151,6 +151,15 @@ fn header(report: &RunReport, title: &str) -> String {
             ),
         ),
         ("rules checked", checked.join(", ")),
+        (
+            "violations marked",
+            // The checker keeps only the first of many.
+            format!(
+                "{} of {}",
+                report.check.violations.len(),
+                stats.violations_total
+            ),
+        ),
         ("trace hash", format_hash(report.trace.hash())),
     ];
     let class = if report.passed() { "pass" } else { "fail" };
