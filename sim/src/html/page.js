@@ -195,9 +195,11 @@ function render() {
   const width = chartWidth();
   const height = laneY(tl.lanes.length);
   const scale = width / Math.max(1, tl.end);
-  root.setAttribute('width', width + 8);
+  // Room on the right for a violation's marker at the very end (the
+  // broker's end state is the last event).
+  root.setAttribute('width', width + 14);
   root.setAttribute('height', height);
-  drawLanes(root, width + 8);
+  drawLanes(root, width + 14);
   drawAxis(root, scale, height);
   drawHeal(root, scale, height);
   drawBands(root, scale);
