@@ -117,6 +117,20 @@ install_cpp_client() {
     export SLUICE_PROTON_CPP
 }
 
+# Chromium, for sim/tests/html.rs, which renders the simulator's timeline
+# page headless (a screenshot, and the DOM after its script ran). Debian's
+# package, installed if the command is missing; the test finds it on PATH
+# (or through SLUICE_CHROMIUM), and fails under CI=true without it.
+install_chromium() {
+    if ! command -v "${SLUICE_CHROMIUM:-chromium}" >/dev/null; then
+        echo "test.sh: installing chromium (apt-get)" >&2
+        local sudo=()
+        [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            chromium >/dev/null
+    fi
+}
+
 # The simulator's own gate, beyond its tests: the determinism check on three
 # seeds of one node and of a 3-node cluster, explorations of 200 seeds with
 # every fault kind on and each seed's profile drawn from it (`mix`: default
@@ -141,6 +155,7 @@ simulate() {
 install_python_clients
 install_node_clients
 install_cpp_client
+install_chromium
 cargo test --workspace --all-features "$@" -- --include-ignored
 # Extra arguments select tests; the simulator gate, the check that the
 # production binary holds neither the simulator's seam nor a planted bug,

@@ -345,6 +345,7 @@ fn kind(op: &Op) -> &'static str {
         Op::BrokerState { .. } => "broker_state",
         Op::Replicas { .. } => "replicas",
         Op::Aborted { .. } => "aborted",
+        Op::LeaderObserved { .. } => "leader_observed",
     }
 }
 
@@ -779,7 +780,8 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             | Op::Fault(_)
             | Op::Connected { .. }
             | Op::ConnectionLost { .. }
-            | Op::Closed { .. } => {}
+            | Op::Closed { .. }
+            | Op::LeaderObserved { .. } => {}
         }
     }
 

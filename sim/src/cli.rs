@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// Print the whole trace.
     #[arg(long)]
     pub trace: bool,
+    /// Write the run's timeline to FILE, one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Shared options.
     #[command(flatten)]
     pub sim: SimArgs,
@@ -130,6 +133,9 @@ pub struct ReplayArgs {
     /// Print the whole trace.
     #[arg(long)]
     pub trace: bool,
+    /// Write the run's timeline to FILE, one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Parses `10s`, `500ms`, `2m`, or a bare number of seconds.

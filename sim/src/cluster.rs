@@ -56,6 +56,8 @@ pub fn cluster_config(id: u64, nodes: u32) -> ClusterConfig {
 #[derive(Debug, Default)]
 pub struct Replicas {
     by_node: RefCell<BTreeMap<u64, Vec<ReplicaStatus>>>,
+    /// Each group's leader as [`Replicas::leader_changes`] last told it.
+    told: RefCell<BTreeMap<u32, Option<u64>>>,
 }
 
 impl Replicas {
@@ -122,6 +124,20 @@ impl Replicas {
             .find(|&(_, count)| count == most)
             .map(|(leader, _)| leader)
     }
+
+    /// The groups whose leader ([`Replicas::leader_of`]) changed since the
+    /// last call, each with its leader now, for the history's timeline.
+    pub fn leader_changes(&self) -> Vec<(u32, Option<u64>)> {
+        let mut changes = Vec::new();
+        for group in self.groups() {
+            let leader = self.leader_of(group);
+            let told = self.told.borrow_mut().insert(group, leader);
+            if told != Some(leader) {
+                changes.push((group, leader));
+            }
+        }
+        changes
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +169,17 @@ mod tests {
         assert_eq!(replicas.leader_of(1), Some(2));
         replicas.forget(1);
         assert_eq!(replicas.leader_of(1), Some(3));
+    }
+
+    #[test]
+    fn leader_changes_are_told_once() {
+        let replicas = Replicas::default();
+        assert!(replicas.leader_changes().is_empty());
+        replicas.update(1, vec![status(1, Some(2)), status(2, None)]);
+        assert_eq!(replicas.leader_changes(), [(1, Some(2)), (2, None)]);
+        assert!(replicas.leader_changes().is_empty(), "told already");
+        replicas.update(1, vec![status(1, Some(3)), status(2, None)]);
+        assert_eq!(replicas.leader_changes(), [(1, Some(3))]);
     }
 
     #[test]

@@ -265,6 +265,27 @@ pub enum Op {
         /// The outcome it chose.
         outcome: Outcome,
     },
+    /// In a cluster's fault phase, the leader most nodes name for a group
+    /// changed (as the nemesis finds leaders: see
+    /// [`crate::cluster::Replicas::leader_of`]); `None` when no node names
+    /// one. Kept out of the trace (see [`Op::in_trace`]).
+    LeaderObserved {
+        /// The Raft group.
+        group: u32,
+        /// Its leader now.
+        leader: Option<u64>,
+    },
+}
+
+impl Op {
+    /// Whether the op goes into the run's trace too. Leader observations do
+    /// not: they were added after replay files pinned their trace hashes,
+    /// and they add nothing the trace's determinism check needs (they are
+    /// a function of the nodes' states, which the trace's other events
+    /// already follow).
+    pub fn in_trace(&self) -> bool {
+        !matches!(self, Op::LeaderObserved { .. })
+    }
 }
 
 impl fmt::Display for Op {
@@ -314,6 +335,14 @@ impl fmt::Display for Op {
                 msg,
                 outcome,
             } => write!(f, "{conn} settle {msg} from {queue} {outcome:?}"),
+            Op::LeaderObserved {
+                group,
+                leader: Some(id),
+            } => write!(f, "group {group} leader node{id}"),
+            Op::LeaderObserved {
+                group,
+                leader: None,
+            } => write!(f, "group {group} has no leader"),
             Op::BrokerState { queues } => {
                 f.write_str("broker state:")?;
                 for queue in queues {

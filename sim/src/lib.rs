@@ -7,9 +7,11 @@ pub mod checker;
 pub mod cli;
 pub mod cluster;
 pub mod history;
+pub mod html;
 pub mod nemesis;
 pub mod raft;
 pub mod replay;
+pub mod timeline;
 pub mod trace;
 pub mod workload;
 pub mod world;
@@ -43,6 +45,15 @@ pub enum SimError {
     /// A replay file could not be read or written.
     #[error("replay file {path}: {source}")]
     ReplayIo {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The timeline page could not be written.
+    #[error("timeline page {path}: {source}")]
+    HtmlIo {
         /// The file.
         path: std::path::PathBuf,
         /// What went wrong.

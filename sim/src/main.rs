@@ -10,6 +10,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_sim::checker::Rule;
 use sluice_sim::cli::{Cli, Command, ExploreArgs, RaftArgs, ReplayArgs, RunArgs, SimArgs};
+use sluice_sim::html;
 use sluice_sim::raft;
 use sluice_sim::replay::{self, ReplayFile, Verdict};
 use sluice_sim::world::{self, RunOptions, RunReport};
@@ -134,6 +135,15 @@ fn summary(report: &RunReport) -> String {
     )
 }
 
+/// Writes the timeline page of `report` to `path`, if asked for.
+fn write_page(path: Option<&std::path::Path>, report: &RunReport) -> Result<()> {
+    if let Some(path) = path {
+        html::write_html(report, path)?;
+        println!("  timeline: {}", path.display());
+    }
+    Ok(())
+}
+
 /// Writes the failing `report` as a replay file (unless told not to).
 fn write_replay(sim: &SimArgs, report: &RunReport) -> Result<()> {
     if sim.no_replay {
@@ -174,6 +184,7 @@ fn run(args: &RunArgs) -> Result<bool> {
         }
     }
     println!("{}", summary(&report));
+    write_page(args.html.as_deref(), &report)?;
     if let Some(failure) = report.failure() {
         println!("{failure}");
         write_replay(&args.sim, &report)?;
@@ -329,6 +340,7 @@ fn replay_file(args: &ReplayArgs) -> Result<bool> {
     }
     println!("{}", outcome.report.options.command());
     println!("{}", summary(&outcome.report));
+    write_page(args.html.as_deref(), &outcome.report)?;
     if let Some(failure) = outcome.report.failure() {
         println!("{failure}");
     }

@@ -225,6 +225,44 @@ impl fmt::Display for FaultEvent {
     }
 }
 
+/// One fault's life in a history: when it was injected, and when it was
+/// ended or healed (`None` if never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultSpan<'a> {
+    /// The fault.
+    pub fault: &'a Fault,
+    /// When it was injected.
+    pub start: Duration,
+    /// When it was undone, if it was.
+    pub end: Option<Duration>,
+}
+
+/// The spans of the faults among `events` (with their times), from
+/// injection to end or heal, in the order they were injected.
+pub fn fault_spans<'a>(
+    events: impl IntoIterator<Item = (Duration, &'a FaultEvent)>,
+) -> Vec<FaultSpan<'a>> {
+    let mut spans: Vec<FaultSpan<'a>> = Vec::new();
+    for (time, event) in events {
+        let Some((fault, begins)) = event.window_edge() else {
+            continue;
+        };
+        let open = spans
+            .iter_mut()
+            .find(|span| span.end.is_none() && span.fault == fault);
+        match (begins, open) {
+            (true, None) => spans.push(FaultSpan {
+                fault,
+                start: time,
+                end: None,
+            }),
+            (false, Some(span)) => span.end = Some(time),
+            _ => {}
+        }
+    }
+    spans
+}
+
 /// The [start, end] windows of the faults `selected` picks among `events`
 /// (with their times), from injection to end or heal; one never ended
 /// lasts to the end of the run (`Duration::MAX`).
@@ -232,21 +270,11 @@ pub fn fault_windows<'a>(
     events: impl IntoIterator<Item = (Duration, &'a FaultEvent)>,
     selected: impl Fn(&Fault) -> bool,
 ) -> Vec<(Duration, Duration)> {
-    let mut windows = Vec::new();
-    let mut open: Vec<(&Fault, Duration)> = Vec::new();
-    for (time, event) in events {
-        let Some((fault, begins)) = event.window_edge().filter(|(f, _)| selected(f)) else {
-            continue;
-        };
-        let at = open.iter().position(|(other, _)| *other == fault);
-        match (begins, at) {
-            (true, None) => open.push((fault, time)),
-            (false, Some(at)) => windows.push((open.remove(at).1, time)),
-            _ => {}
-        }
-    }
-    windows.extend(open.into_iter().map(|(_, start)| (start, Duration::MAX)));
-    windows
+    fault_spans(events)
+        .into_iter()
+        .filter(|span| selected(span.fault))
+        .map(|span| (span.start, span.end.unwrap_or(Duration::MAX)))
+        .collect()
 }
 
 impl Fault {
@@ -293,7 +321,7 @@ impl Fault {
     }
 
     /// The client-broker link a network fault occupies.
-    fn link(&self) -> Option<(String, String)> {
+    pub fn link(&self) -> Option<(String, String)> {
         match self {
             Fault::Partition { client, broker }
             | Fault::Hold { client, broker }
@@ -304,7 +332,8 @@ impl Fault {
         }
     }
 
-    fn is_process(&self) -> bool {
+    /// Whether it is a process fault (crash, kill, power loss, …).
+    pub fn is_process(&self) -> bool {
         matches!(
             self,
             Fault::Kill { .. }
@@ -315,7 +344,8 @@ impl Fault {
         )
     }
 
-    fn is_disk(&self) -> bool {
+    /// Whether it is a disk fault.
+    pub fn is_disk(&self) -> bool {
         matches!(
             self,
             Fault::DiskFull { .. }
@@ -326,7 +356,7 @@ impl Fault {
     }
 
     /// A cut between cluster nodes.
-    fn is_node_net(&self) -> bool {
+    pub fn is_node_net(&self) -> bool {
         matches!(
             self,
             Fault::Isolate { .. } | Fault::Bridge { .. } | Fault::NodeOneway { .. }

@@ -434,6 +434,9 @@ async fn report_replicas(
         }
         if let Ok(statuses) = node.replica_status().await {
             replicas.update(id, statuses);
+            for (group, leader) in replicas.leader_changes() {
+                host.shared.record(Op::LeaderObserved { group, leader });
+            }
         }
     }
 }
@@ -703,7 +706,9 @@ impl World {
         };
         let history = self.shared.history.borrow();
         for event in &history.events()[traced..] {
-            self.trace.record(event.time, &event.op);
+            if event.op.in_trace() {
+                self.trace.record(event.time, &event.op);
+            }
             self.drain.observe(event);
         }
         Ok(all_clients_done)
