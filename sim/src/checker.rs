@@ -1067,6 +1067,7 @@ impl Facts<'_> {
 mod tests {
     use super::*;
     use crate::history::Outcome;
+    use crate::workload::DEAD_LETTER_QUEUE;
 
     /// One queue producer to q0, one consumer each on q0 and q1, and, if
     /// `subscribers` > 0, one topic producer with that many subscribers.
@@ -1079,6 +1080,8 @@ mod tests {
             topic: "t0".to_owned(),
             topic_producers: u32::from(subscribers > 0),
             subscribers,
+            dead_lettering: None,
+            delivery_limit: 3,
         }
     }
 
@@ -1276,6 +1279,180 @@ mod tests {
         let report = check(&script.0, &params(0));
         // Sent to q0, delivered from q1; and never consumed from q0.
         assert_eq!(rules(&report), [Rule::Lost, Rule::NeverSent]);
+    }
+
+    /// `producer` sends message 0 as `kind` `sends` times (the first
+    /// time, the outcome is lost with the connection) and sees the last
+    /// send accepted.
+    fn sent(script: &mut Script, producer: u32, kind: MessageKind, sends: u32) -> MsgId {
+        let msg = MsgId { producer, seq: 0 };
+        for n in 1..=sends {
+            let conn = ConnId {
+                client: ClientId::Producer(producer),
+                n,
+            };
+            script.then(Op::Send {
+                conn,
+                msg,
+                resend: n > 1,
+                kind,
+            });
+            if n == sends {
+                script.then(Op::ProducerOutcome {
+                    conn,
+                    msg,
+                    outcome: Outcome::Accepted,
+                });
+            }
+        }
+        msg
+    }
+
+    /// A consumer with its own connection (`n`) consumes `msg` from `queue`.
+    fn consumed_again(script: &mut Script, client: ClientId, n: u32, queue: &str, msg: MsgId) {
+        let conn = ConnId { client, n };
+        script
+            .then(Op::Connected {
+                conn,
+                address: queue.to_owned(),
+                node: None,
+            })
+            .then(Op::Delivered {
+                conn,
+                queue: queue.to_owned(),
+                msg,
+                delivery_count: 0,
+                first_acquirer: true,
+            })
+            .then(Op::Settled {
+                conn,
+                queue: queue.to_owned(),
+                msg,
+                outcome: Outcome::Accepted,
+            })
+            .then(Op::Closed { conn });
+    }
+
+    #[test]
+    fn a_second_copy_of_a_deduplicated_message_fails_rule_8() {
+        let with_id = MessageKind {
+            message_id: true,
+            ..MessageKind::PLAIN
+        };
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = sent(&mut script, 0, with_id, 2);
+        consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+        consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::DuplicateId]);
+        // Without a message-id, two sends may make two copies.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = sent(&mut script, 0, MessageKind::PLAIN, 2);
+        consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+        consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        // A transient message is not de-duplicated.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let transient = MessageKind {
+            durable: false,
+            ..with_id
+        };
+        let msg = sent(&mut script, 0, transient, 2);
+        consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+        consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+        assert!(check(&script.0, &params(0)).passed());
+    }
+
+    #[test]
+    fn a_delivery_well_after_expiry_fails_rule_9_and_an_expired_message_may_vanish() {
+        let ttl = MessageKind {
+            ttl: Some(Duration::from_millis(2)),
+            ..MessageKind::PLAIN
+        };
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = sent(&mut script, 0, ttl, 1);
+        // Never consumed: it may have expired.
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        assert_eq!(report.stats.vanished_excused, 1);
+        // Delivered within the slack: no violation.
+        consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+        assert!(check(&script.0, &params(0)).passed());
+        // Delivered a whole slack after its expiry.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = sent(&mut script, 0, ttl, 1);
+        while script.0.events().last().map(|e| e.time)
+            < Some(EXPIRY_SLACK + Duration::from_millis(10))
+        {
+            script.then(Op::Fault(FaultEvent::HealedAll));
+        }
+        consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::Expired]);
+    }
+
+    #[test]
+    fn a_message_that_left_a_dead_lettering_queue_unconsumed_must_reach_the_dlq() {
+        // Producer 0 sends to q0, which dead-letters; producer 1 to q1.
+        let params = WorkloadParams {
+            producers: 2,
+            dead_lettering: Some("q0".to_owned()),
+            ..params(0)
+        };
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = sent(&mut script, 0, MessageKind::PLAIN, 1);
+        let conn = conn(ClientId::Consumer(0));
+        script
+            .then(Op::Connected {
+                conn,
+                address: "q0".to_owned(),
+                node: None,
+            })
+            .then(Op::Delivered {
+                conn,
+                queue: "q0".to_owned(),
+                msg,
+                delivery_count: 0,
+                first_acquirer: true,
+            })
+            .then(Op::Settled {
+                conn,
+                queue: "q0".to_owned(),
+                msg,
+                outcome: Outcome::Modified,
+            });
+        let report = check(&script.0, &params);
+        assert_eq!(rules(&report), [Rule::DeadLetterLost]);
+        consumed_again(
+            &mut script,
+            ClientId::DeadLetters(0),
+            1,
+            DEAD_LETTER_QUEUE,
+            msg,
+        );
+        let report = check(&script.0, &params);
+        assert!(report.passed(), "{:?}", report.violations);
+        assert_eq!(report.stats.dead_lettered, 1);
+        // From the dlq of a queue that has none, it is a phantom.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = sent(&mut script, 1, MessageKind::PLAIN, 1);
+        consumed_again(
+            &mut script,
+            ClientId::DeadLetters(0),
+            1,
+            DEAD_LETTER_QUEUE,
+            msg,
+        );
+        let rules_broken = rules(&check(&script.0, &params));
+        assert!(rules_broken.contains(&Rule::NeverSent), "{rules_broken:?}");
     }
 
     // ---- the cluster -------------------------------------------------------

@@ -625,6 +625,7 @@ mod tests {
                     conn: producer,
                     msg,
                     resend: false,
+                    kind: crate::history::MessageKind::PLAIN,
                 },
             ),
             (
