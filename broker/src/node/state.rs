@@ -213,10 +213,16 @@ impl GroupState {
 
     /// Applies a consumer's credit, which is not logged, to this member
     /// only: over the single node's log (see `Core::credit`).
+    ///
+    /// Its clock is the node's now, which is later than that of entries
+    /// proposed before it and applied after (each carries the clock read
+    /// when it was proposed): the group's clock keeps it, so that no later
+    /// entry checks expiry at an earlier time and delivers what this one
+    /// found expired.
     pub fn apply_volatile(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
         debug_assert!(matches!(command, Command::Credit { .. }), "{command:?}");
-        self.queues
-            .apply(self.clock_ms.max(now_ms), command, effects);
+        self.clock_ms = self.clock_ms.max(now_ms);
+        self.queues.apply(self.clock_ms, command, effects);
     }
 
     /// Applies the batch committed at `index`: appends the items it applied
@@ -380,6 +386,46 @@ mod tests {
         ];
         apply(&mut state, 1, items);
         state
+    }
+
+    /// A message a volatile credit found expired is never delivered by an
+    /// entry applied after it with an earlier clock (found by the
+    /// simulator, replays/ttl-expiry-clock-went-back-0x36.toml).
+    #[test]
+    fn an_entry_applied_after_a_volatile_credit_does_not_check_expiry_earlier() {
+        let mut state = GroupState::default();
+        let attach = Command::Attach {
+            consumer: 10,
+            queue: "q".into(),
+            browse: false,
+            filter: None,
+        };
+        let mut expiring = enqueue("a");
+        if let Command::Enqueue { message, .. } = &mut expiring {
+            message.ttl_ms = Some(100);
+        }
+        // Applied at 1000 ms: "a" expires at 1100.
+        apply(
+            &mut state,
+            1,
+            vec![item(1, declare()), item(2, expiring), item(3, attach)],
+        );
+        let credit = |credit| Command::Credit {
+            consumer: 10,
+            credit,
+            drain: false,
+        };
+        let mut effects = Vec::new();
+        state.apply_volatile(1_200, credit(1), &mut effects);
+        let delivered = |effects: &[Effect]| {
+            effects
+                .iter()
+                .any(|effect| matches!(effect, Effect::Deliver { .. }))
+        };
+        assert!(!delivered(&effects), "expired at 1200: {effects:?}");
+        // Proposed at 1000 ms, applied after the credit.
+        let (_, effects) = apply(&mut state, 2, vec![item(4, credit(2))]);
+        assert!(!delivered(&effects), "still expired: {effects:?}");
     }
 
     #[test]
