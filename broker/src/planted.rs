@@ -110,6 +110,11 @@ impl Plants {
     pub const fn dlq_drops(self) -> bool {
         self.has(Plant::DlqDrops)
     }
+
+    /// `clock-regress`: a group's clock goes back with a proposer's.
+    pub const fn clock_regress(self) -> bool {
+        self.has(Plant::ClockRegress)
+    }
 }
 
 /// One planted bug.
@@ -140,11 +145,14 @@ pub enum Plant {
     /// A dead-lettered message is dropped instead of moved to its queue's
     /// dead-letter queue.
     DlqDrops,
+    /// A group's clock follows the clock of whoever proposed last, back in
+    /// time too, so expiry is judged at an earlier time than before.
+    ClockRegress,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 10] = [
+    pub const ALL: [Plant; 11] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -155,6 +163,7 @@ impl Plant {
         Plant::DedupIgnored,
         Plant::DeliverExpired,
         Plant::DlqDrops,
+        Plant::ClockRegress,
     ];
 
     /// The plant's command-line name.
@@ -170,6 +179,7 @@ impl Plant {
             Plant::DedupIgnored => "dedup-ignored",
             Plant::DeliverExpired => "deliver-expired",
             Plant::DlqDrops => "dlq-drops",
+            Plant::ClockRegress => "clock-regress",
         }
     }
 }
@@ -183,7 +193,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -79,7 +79,7 @@ use crate::history::{
     ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, QueueState,
     broker_name,
 };
-use crate::nemesis::{Fault, FaultEvent, fault_windows};
+use crate::nemesis::{Fault, FaultEvent, fault_spans, fault_windows};
 use crate::workload::WorkloadParams;
 
 /// At most this many violations are kept in a report.
@@ -318,6 +318,26 @@ fn late_link_windows(events: &[crate::history::Event], client: ClientId) -> Vec<
     windows_of(events, |fault| fault.delays_link_of(&name))
 }
 
+/// The windows in which some broker's wall clock was ahead of the true
+/// time (see [`Fault::clock_ahead`]), each until the true time caught up
+/// with the clock after the step back.
+fn clock_ahead_windows(events: &[crate::history::Event]) -> Vec<Window> {
+    let faults = events.iter().filter_map(|event| match &event.op {
+        Op::Fault(fault) => Some((event.time, fault)),
+        _ => None,
+    });
+    fault_spans(faults)
+        .into_iter()
+        .filter_map(|span| {
+            let ahead = span.fault.clock_ahead()?;
+            let end = span
+                .end
+                .map_or(Duration::MAX, |end| end.saturating_add(ahead));
+            Some((span.start, end))
+        })
+        .collect()
+}
+
 /// The windows of the faults `selected` picks, among the history's
 /// nemesis events.
 fn windows_of(events: &[crate::history::Event], selected: impl Fn(&Fault) -> bool) -> Vec<Window> {
@@ -394,6 +414,9 @@ struct Timeline {
     late_links: BTreeMap<ClientId, Vec<Window>>,
     /// When some broker's commits could be late.
     late_commits: Vec<Window>,
+    /// When some broker's wall clock was ahead (and its group clocks with
+    /// it).
+    clock_ahead: Vec<Window>,
 }
 
 impl Timeline {
@@ -401,6 +424,7 @@ impl Timeline {
         let mut timeline = Timeline {
             disk_full: disk_full_windows(events),
             late_commits: windows_of(events, Fault::delays_commits),
+            clock_ahead: clock_ahead_windows(events),
             ..Timeline::default()
         };
         for event in events {
@@ -471,19 +495,28 @@ impl Timeline {
     }
 
     /// Rule 9: whether something other than the broker may have made a
-    /// delivery at `t2` on `conn` late, since `since`: its link, its
-    /// node's cut from the others, or a disk that delays commits.
-    fn delivery_may_be_late(&self, conn: ConnId, since: Duration, t2: Duration) -> bool {
-        let overlaps = |windows: &[Window]| {
+    /// delivery at `t2` on `conn` of a message first sent at `sent` late,
+    /// after its expiry at `expiry`: its link, its node's cut from the
+    /// others, or a disk that delays commits, since the expiry; or a clock
+    /// ahead of the true time since it was sent (it expires later).
+    fn delivery_may_be_late(
+        &self,
+        conn: ConnId,
+        sent: Duration,
+        expiry: Duration,
+        t2: Duration,
+    ) -> bool {
+        let overlaps = |windows: &[Window], since: Duration| {
             windows
                 .iter()
                 .any(|(start, end)| *start <= t2 && *end >= since)
         };
         self.late_links
             .get(&conn.client)
-            .is_some_and(|windows| overlaps(windows))
-            || overlaps(&self.late_commits)
-            || self.cut_off_between(conn, since, t2)
+            .is_some_and(|windows| overlaps(windows, expiry))
+            || overlaps(&self.late_commits, expiry)
+            || overlaps(&self.clock_ahead, sent)
+            || self.cut_off_between(conn, expiry, t2)
     }
 
     /// Whether `conn`'s broker was cut off from other nodes at some point
@@ -737,7 +770,12 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                     && t2 > expiry + EXPIRY_SLACK
                     && !from_dead_incarnation
                     && !stale
-                    && !timeline.delivery_may_be_late(*delivery_conn, expiry, t2)
+                    && !timeline.delivery_may_be_late(
+                        *delivery_conn,
+                        first_sent.get(msg).copied().unwrap_or_default(),
+                        expiry,
+                        t2,
+                    )
                 {
                     report.violations.push(violation(
                         Rule::Expired,

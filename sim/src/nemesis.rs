@@ -85,6 +85,9 @@ pub struct FaultKinds {
     /// broker hosts that run on [`Nemesis::broker_io`], disk-full windows and
     /// failed fsyncs.
     pub disk: bool,
+    /// A broker host's wall clock stepped ahead or back for a while (on
+    /// hosts that run on [`Nemesis::broker_io`]).
+    pub clock: bool,
 }
 
 /// The disk as the nemesis sets it for the whole run.
@@ -171,6 +174,9 @@ pub enum Fault {
         extra: Duration,
         leader_of: Option<u32>,
     },
+    /// The host's wall clock is `offset_ms` off the true time (ahead if
+    /// positive), as when NTP steps it; undone by stepping it back.
+    ClockJump { host: String, offset_ms: i64 },
 }
 
 /// What the nemesis did, as the history and the checker see it; its
@@ -320,6 +326,19 @@ impl Fault {
         self.fails_writes() || matches!(self, Fault::SlowDisk { .. })
     }
 
+    /// How far ahead of the true time the fault sets a broker's wall
+    /// clock, if it does: expiry is then reckoned from a later time, and
+    /// the broker's clock, which never goes back, stays ahead until the
+    /// true time catches up.
+    pub fn clock_ahead(&self) -> Option<Duration> {
+        match self {
+            Fault::ClockJump { offset_ms, .. } if *offset_ms > 0 => {
+                Some(Duration::from_millis(offset_ms.unsigned_abs()))
+            }
+            _ => None,
+        }
+    }
+
     /// The client-broker link a network fault occupies.
     pub fn link(&self) -> Option<(String, String)> {
         match self {
@@ -440,6 +459,9 @@ impl fmt::Display for Fault {
                 "slow disk {host}{} fsync +{extra:?}",
                 leader_note(*leader_of)
             ),
+            Fault::ClockJump { host, offset_ms } => {
+                write!(f, "clock of {host} stepped {offset_ms:+}ms")
+            }
         }
     }
 }
@@ -675,6 +697,7 @@ impl Nemesis {
             }
             self.faults_of(broker).clear();
             self.faults_of(broker).slow_syncs(Duration::ZERO);
+            self.faults_of(broker).set_clock_offset(0);
         }
         if self.cluster.is_some() {
             for (i, a) in self.brokers.iter().enumerate() {
@@ -715,11 +738,33 @@ impl Nemesis {
         if self.kinds.disk {
             kinds.push(2);
         }
+        if self.kinds.clock {
+            kinds.push(3);
+        }
         match *kinds.choose(&mut self.rng)? {
             0 => self.draw_net(sim),
             1 => self.draw_process(sim, now),
-            _ => self.draw_disk(sim, now),
+            2 => self.draw_disk(sim, now),
+            _ => self.draw_clock(),
         }
+    }
+
+    /// A broker's wall clock stepped 50 ms to 5 s ahead or back, for 0.5
+    /// to 3 s: what expiry, the de-duplication window and the group clock
+    /// read. One clock off at a time, so that the fault is one node's.
+    fn draw_clock(&mut self) -> Option<(Fault, Duration)> {
+        let stepped = self
+            .active
+            .iter()
+            .any(|(_, fault)| matches!(fault, Fault::ClockJump { .. }));
+        if stepped {
+            return None;
+        }
+        let host = self.brokers.choose(&mut self.rng)?.clone();
+        let size = self.rng.gen_range(50..=5_000_i64);
+        let offset_ms = if self.rng.gen_bool(0.5) { size } else { -size };
+        let lasts = Duration::from_millis(self.rng.gen_range(500..=3_000));
+        Some((Fault::ClockJump { host, offset_ms }, lasts))
     }
 
     fn draw_net(&mut self, sim: &mut turmoil::Sim<'_>) -> Option<(Fault, Duration)> {
@@ -1047,6 +1092,9 @@ impl Nemesis {
                 }
             }
             Fault::SlowDisk { host, extra, .. } => self.faults_of(host).slow_syncs(*extra),
+            Fault::ClockJump { host, offset_ms } => {
+                self.faults_of(host).set_clock_offset(*offset_ms);
+            }
         }
     }
 
@@ -1098,6 +1146,7 @@ impl Nemesis {
             // Over after its last kill (the schedule is empty by then).
             Fault::RollingRestart { .. } => self.process_ended_at = Some(sim.elapsed()),
             Fault::SlowDisk { host, .. } => self.faults_of(host).slow_syncs(Duration::ZERO),
+            Fault::ClockJump { host, .. } => self.faults_of(host).set_clock_offset(0),
         }
     }
 

@@ -59,6 +59,8 @@ pub enum FaultClass {
     Disk,
     /// A broker's process: crash, kill, power loss, rolling restart.
     Process,
+    /// A broker's wall clock stepped off the true time.
+    Clock,
 }
 
 /// A fault, from injection to end or heal.
@@ -235,6 +237,7 @@ fn fault_hosts(fault: &Fault) -> Vec<&str> {
         | Fault::SyncError { host }
         | Fault::Corrupt { host }
         | Fault::SlowDisk { host, .. }
+        | Fault::ClockJump { host, .. }
         // The isolated node: the others are only what it cannot reach.
         | Fault::Isolate { host, .. } => vec![host],
         Fault::PowerLoss { hosts } | Fault::RollingRestart { hosts, .. } => {
@@ -261,6 +264,8 @@ fn fault_class(fault: &Fault) -> FaultClass {
         FaultClass::Net
     } else if fault.is_disk() {
         FaultClass::Disk
+    } else if matches!(fault, Fault::ClockJump { .. }) {
+        FaultClass::Clock
     } else {
         FaultClass::Process
     }

@@ -124,6 +124,8 @@ pub struct Faults {
     pub crash: bool,
     /// Disk faults.
     pub disk: bool,
+    /// Wall clocks stepped ahead or back.
+    pub clock: bool,
 }
 
 impl Faults {
@@ -132,6 +134,7 @@ impl Faults {
         net: true,
         crash: true,
         disk: true,
+        clock: true,
     };
 
     /// Parses `net,crash,disk` (any subset; `none` or empty for none).
@@ -142,6 +145,7 @@ impl Faults {
                 "net" => faults.net = true,
                 "crash" => faults.crash = true,
                 "disk" => faults.disk = true,
+                "clock" => faults.clock = true,
                 "none" => {}
                 "all" => faults = Faults::ALL,
                 other => return Err(SimError::UnknownFault(other.to_owned())),
@@ -157,6 +161,7 @@ impl Faults {
             (self.net, "net"),
             (self.crash, "crash"),
             (self.disk, "disk"),
+            (self.clock, "clock"),
         ] {
             if on {
                 names.push(name);
@@ -170,6 +175,7 @@ impl Faults {
             net: self.net,
             crash: self.crash,
             disk: self.disk,
+            clock: self.clock,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::io::{self, ErrorKind, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct Faults {
     /// How much longer than that it takes for now, in microseconds (see
     /// [`Faults::slow_syncs`]).
     extra_sync_latency_us: AtomicU64,
+    /// How far the wall clock is off, in milliseconds (see
+    /// [`Faults::set_clock_offset`]).
+    clock_offset_ms: AtomicI64,
 }
 
 impl Faults {
@@ -86,6 +89,13 @@ impl Faults {
     fn sync_delay(&self) -> Duration {
         let extra = self.extra_sync_latency_us.load(Ordering::SeqCst);
         self.sync_latency + Duration::from_micros(extra)
+    }
+
+    /// Sets the wall clock (`Io::unix_time_ms`) `offset_ms` off the true
+    /// time, as a clock that NTP steps or that drifted does; 0 puts it
+    /// right. The monotonic clock (`Io::now`) never jumps.
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.clock_offset_ms.store(offset_ms, Ordering::SeqCst);
     }
 
     /// Fails the next `File::sync_all` with `kind`, without syncing.
@@ -155,7 +165,8 @@ impl<I: Io> Io for FaultyIo<I> {
     }
 
     fn unix_time_ms(&self) -> u64 {
-        self.inner.unix_time_ms()
+        let offset = self.faults.clock_offset_ms.load(Ordering::SeqCst);
+        self.inner.unix_time_ms().saturating_add_signed(offset)
     }
 
     fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>

@@ -50,6 +50,9 @@ pub struct GroupState {
     clock_ms: u64,
     /// For each origin, the token it proposes next.
     sessions: BTreeMap<Origin, u64>,
+    /// Bugs planted for the simulator's checker. Volatile: not in
+    /// snapshots.
+    plants: crate::planted::Plants,
 }
 
 /// Who proposes to a group, which decides how it applies their items.
@@ -203,12 +206,25 @@ impl GroupState {
             queues,
             clock_ms,
             sessions,
+            plants: crate::planted::Plants::NONE,
         })
     }
 
-    /// Plants bugs in the queue state machine.
+    /// Plants bugs in the group and its queue state machine.
     pub fn plant(&mut self, plants: crate::planted::Plants) {
+        self.plants = plants;
         self.queues.plant(plants);
+    }
+
+    /// Moves the group's clock to `now_ms` if it is later.
+    fn advance_clock(&mut self, now_ms: u64) {
+        // PLANTED BUG (`clock-regress`): the clock follows the proposer's,
+        // back in time too.
+        if self.plants.clock_regress() {
+            self.clock_ms = now_ms;
+        } else {
+            self.clock_ms = self.clock_ms.max(now_ms);
+        }
     }
 
     /// Applies a consumer's credit, which is not logged, to this member
@@ -221,7 +237,7 @@ impl GroupState {
     /// found expired.
     pub fn apply_volatile(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
         debug_assert!(matches!(command, Command::Credit { .. }), "{command:?}");
-        self.clock_ms = self.clock_ms.max(now_ms);
+        self.advance_clock(now_ms);
         self.queues.apply(self.clock_ms, command, effects);
     }
 
@@ -235,7 +251,7 @@ impl GroupState {
         applied: &mut Vec<Applied>,
         effects: &mut Vec<Effect>,
     ) {
-        self.clock_ms = self.clock_ms.max(batch.now_ms);
+        self.advance_clock(batch.now_ms);
         let now_ms = self.clock_ms;
         let mut enqueued = 0;
         for item in batch.items {

@@ -20,7 +20,7 @@ const ROW = {
 };
 const RARE = new Set(['start', 'stop', 'restart', 'nemesis', 'leader', 'other', 'connect', 'lost']);
 const LEGEND = Object.keys(ROW);
-const FAULT_CLASSES = ['net', 'cut', 'disk', 'process'];
+const FAULT_CLASSES = ['net', 'cut', 'disk', 'process', 'clock'];
 // A listed event list is cut here; the count says how many there were.
 const LIST_MAX = 300;
 

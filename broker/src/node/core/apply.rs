@@ -151,11 +151,13 @@ impl Core {
     ///   hold deliveries that were never sent: they are detached (the
     ///   clients attach again) and what they hold returns to the queue.
     fn install_snapshot(&mut self, id: GroupId, index: u64, data: Bytes) -> Result<(), NodeError> {
-        let state = GroupState::decode(data).map_err(|error| NodeError::Snapshot {
+        let mut state = GroupState::decode(data).map_err(|error| NodeError::Snapshot {
             group: id,
             index,
             error,
         })?;
+        // Planted bugs are not state: they stay with the node.
+        state.plant(self.settings.config.plants);
         info!(group = id, index, "group state installed from a snapshot");
         let Some(group) = self.groups.get_mut(&id) else {
             return Ok(());
