@@ -421,9 +421,10 @@ fn shrink_run(args: &ShrinkArgs) -> Result<bool> {
     let shrunk = shrink::shrink(&options, args.max_runs, &mut report_progress)?;
     let (original, smallest) = (&shrunk.original, &shrunk.smallest);
     let note = format!(
-        "# Shrunk by `sluice-sim shrink` from {source} in {} runs{}:\n\
-         # {} -> {} fault(s), {} -> {} client(s), fault phase {:?} -> {:?};\n\
-         # fails with rule {}, as the original run did.\n",
+        "#\n\
+         # Shrunk by `sluice-sim shrink` in {} runs{}, from\n\
+         # {source}: {} -> {} fault(s), {} -> {} client(s), fault phase\n\
+         # {:?} -> {:?}; fails with rule {}, as the original run did.\n",
         shrunk.runs,
         if shrunk.budget_spent {
             " (budget spent)"
@@ -438,7 +439,7 @@ fn shrink_run(args: &ShrinkArgs) -> Result<bool> {
         smallest.options.duration,
         shrunk.rule.name(),
     );
-    print!("{}", note.replace("# ", ""));
+    print!("{}", note.replace("#\n", "").replace("# ", ""));
     println!("{}", summary(smallest));
     if let Some(failure) = smallest.failure() {
         println!("{failure}");
