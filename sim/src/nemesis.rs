@@ -28,6 +28,12 @@
 //! that every group has rejoined. A single-node world draws none of these,
 //! and its stream of draws is unchanged.
 //!
+//! Given an explicit [`Schedule`] instead ([`Nemesis::scripted`]: replay
+//! files, the shrinker), it draws nothing: it injects the listed faults at
+//! their times on the listed disk, and undoes them, supervises and restores
+//! as above. Every run records what it injected ([`Nemesis::schedule`]), so
+//! a seed's schedule, run explicitly, is the same run.
+//!
 //! [`Nemesis::heal`] undoes everything at once when the fault phase ends, so
 //! that the liveness phase starts from a whole cluster. `docs/simulation.md`
 //! ("Fault model") lists every fault, how it is injected, and what the
@@ -578,7 +584,9 @@ impl Nemesis {
     ) -> Self {
         // Never drawn from: the seed does not matter.
         let rng = ChaCha8Rng::seed_from_u64(SEED_SALT);
-        let mut nemesis = Self::with_disk(rng, kinds, fault_phase, hosts, schedule.disk, WARM_UP);
+        // No gap is drawn either.
+        let gap_max = Duration::ZERO;
+        let mut nemesis = Self::with_disk(rng, kinds, fault_phase, hosts, schedule.disk, gap_max);
         let mut faults = schedule.faults.clone();
         faults.sort_by_key(|scheduled| scheduled.at);
         nemesis.next_at = faults.first().map_or(Duration::MAX, |first| first.at);
