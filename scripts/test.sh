@@ -143,10 +143,10 @@ simulate() {
     local sim="${CARGO_TARGET_DIR:-target}/sim/sluice-sim"
     for nodes in 1 3; do
         for seed in 1 2 3; do
-            "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk \
+            "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk,clock \
                 --check-determinism --no-replay
         done
-        "$sim" explore --seeds 1..201 --nodes "$nodes" --jobs 2 --faults net,crash,disk \
+        "$sim" explore --seeds 1..201 --nodes "$nodes" --jobs 2 --faults net,crash,disk,clock \
             --profile mix --no-replay
     done
     "$sim" raft --seeds 1..201

@@ -318,10 +318,9 @@ fn late_link_windows(events: &[crate::history::Event], client: ClientId) -> Vec<
     windows_of(events, |fault| fault.delays_link_of(&name))
 }
 
-/// The windows in which some broker's wall clock was ahead of the true
-/// time (see [`Fault::clock_ahead`]), each until the true time caught up
-/// with the clock after the step back.
-fn clock_ahead_windows(events: &[crate::history::Event]) -> Vec<Window> {
+/// The windows in which some broker's group clocks may have been off the
+/// true time (see [`Fault::clock_off_after`]).
+fn clock_off_windows(events: &[crate::history::Event]) -> Vec<Window> {
     let faults = events.iter().filter_map(|event| match &event.op {
         Op::Fault(fault) => Some((event.time, fault)),
         _ => None,
@@ -329,10 +328,10 @@ fn clock_ahead_windows(events: &[crate::history::Event]) -> Vec<Window> {
     fault_spans(faults)
         .into_iter()
         .filter_map(|span| {
-            let ahead = span.fault.clock_ahead()?;
+            let after = span.fault.clock_off_after()?;
             let end = span
                 .end
-                .map_or(Duration::MAX, |end| end.saturating_add(ahead));
+                .map_or(Duration::MAX, |end| end.saturating_add(after));
             Some((span.start, end))
         })
         .collect()
@@ -414,9 +413,8 @@ struct Timeline {
     late_links: BTreeMap<ClientId, Vec<Window>>,
     /// When some broker's commits could be late.
     late_commits: Vec<Window>,
-    /// When some broker's wall clock was ahead (and its group clocks with
-    /// it).
-    clock_ahead: Vec<Window>,
+    /// When some broker's group clocks may have been off the true time.
+    clock_off: Vec<Window>,
 }
 
 impl Timeline {
@@ -424,7 +422,7 @@ impl Timeline {
         let mut timeline = Timeline {
             disk_full: disk_full_windows(events),
             late_commits: windows_of(events, Fault::delays_commits),
-            clock_ahead: clock_ahead_windows(events),
+            clock_off: clock_off_windows(events),
             ..Timeline::default()
         };
         for event in events {
@@ -498,7 +496,7 @@ impl Timeline {
     /// delivery at `t2` on `conn` of a message first sent at `sent` late,
     /// after its expiry at `expiry`: its link, its node's cut from the
     /// others, or a disk that delays commits, since the expiry; or a clock
-    /// ahead of the true time since it was sent (it expires later).
+    /// off the true time since it was sent.
     fn delivery_may_be_late(
         &self,
         conn: ConnId,
@@ -515,7 +513,7 @@ impl Timeline {
             .get(&conn.client)
             .is_some_and(|windows| overlaps(windows, expiry))
             || overlaps(&self.late_commits, expiry)
-            || overlaps(&self.clock_ahead, sent)
+            || overlaps(&self.clock_off, sent)
             || self.cut_off_between(conn, expiry, t2)
     }
 

@@ -1,4 +1,4 @@
-//! The command line (clap): `run`, `explore`, `replay`, `raft`.
+//! The command line (clap): `run`, `explore`, `replay`, `shrink`, `raft`.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -24,8 +24,14 @@ pub enum Command {
     Run(RunArgs),
     /// Runs a range of seeds and summarises.
     Explore(ExploreArgs),
-    /// Runs a replay file; fails if the verdict differs from the expected one.
+    /// Runs replay files; fails if a verdict differs from the expected one,
+    /// or a run is no longer the recorded one (stale: its trace hash
+    /// changed). `--repin` pins files to their current run.
     Replay(ReplayArgs),
+    /// Shrinks a failing run (a replay file, or a seed and options) to the
+    /// smallest explicit fault schedule and workload that fail with the
+    /// same rule, and writes them as a replay file.
+    Shrink(ShrinkArgs),
     /// Runs the Raft world (three nodes hosting two Raft groups, under
     /// crashes, power loss and partitions) on a range of seeds.
     Raft(RaftArgs),
@@ -41,8 +47,8 @@ pub struct SimArgs {
     /// Simulated length of the fault phase (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Fault kinds: any of net,crash,disk (or none).
-    #[arg(long, default_value = "net,crash,disk", value_parser = parse_faults)]
+    /// Fault kinds: any of net,crash,disk,clock (or none, or all).
+    #[arg(long, default_value = "net,crash,disk,clock", value_parser = parse_faults)]
     pub faults: Faults,
     /// A planted bug to enable (needs the broker's planted-bugs feature).
     #[arg(long)]
@@ -73,6 +79,8 @@ impl SimArgs {
             faults: self.faults,
             plant: self.plant.clone(),
             nodes: self.nodes,
+            schedule: None,
+            workload: None,
         }
     }
 }
@@ -128,14 +136,47 @@ pub struct RaftArgs {
 /// `sluice-sim replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// The replay file.
-    pub file: PathBuf,
+    /// The replay files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     /// Print the whole trace.
     #[arg(long)]
     pub trace: bool,
     /// Write the run's timeline to FILE, one self-contained HTML page.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Pin each file to its run now: where the verdict is still the
+    /// expected one, rewrite `trace_hash` and `commit` (nothing else); a
+    /// file whose verdict differs is left alone and fails.
+    #[arg(long)]
+    pub repin: bool,
+    /// With `--repin`: a file whose faults are drawn from the seed also
+    /// gets its run's workload and fault schedule, explicit.
+    #[arg(long, requires = "repin")]
+    pub explicit: bool,
+}
+
+/// `sluice-sim shrink`.
+#[derive(Debug, Args)]
+pub struct ShrinkArgs {
+    /// A replay file to shrink (its options; the run options below are
+    /// ignored then).
+    #[arg(required_unless_present = "seed", conflicts_with = "seed")]
+    pub file: Option<PathBuf>,
+    /// Or the seed of a failing run, with the run options below.
+    #[arg(long, value_parser = parse_seed)]
+    pub seed: Option<u64>,
+    /// The most runs to make; shrinking stops with the smallest failing
+    /// run so far.
+    #[arg(long, default_value_t = 200)]
+    pub max_runs: u32,
+    /// Where to write the shrunk replay file (default: next to FILE, or in
+    /// the replay directory, named `…-shrunk.toml`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Shared options (for `--seed`).
+    #[command(flatten)]
+    pub sim: SimArgs,
 }
 
 /// Parses `10s`, `500ms`, `2m`, or a bare number of seconds.

@@ -11,7 +11,11 @@ pub mod html;
 pub mod nemesis;
 pub mod raft;
 pub mod replay;
+pub mod schedule;
+pub mod shape;
+pub mod shrink;
 pub mod timeline;
+pub mod toml_text;
 pub mod trace;
 pub mod workload;
 pub mod world;
@@ -42,6 +46,19 @@ pub enum SimError {
     /// turmoil stopped the simulation (a client failed, or time ran out).
     #[error("seed {0:#x}: the simulation failed: {1}")]
     Turmoil(u64, String),
+    /// A pinned workload cannot finish.
+    #[error("workload: {0}")]
+    BadWorkload(String),
+    /// An explicit schedule names a host the world does not have.
+    #[error("the schedule names host {0:?}, which this world does not have")]
+    UnknownHost(String),
+    /// Asked to shrink a run that passes.
+    #[error("the run passes: nothing to shrink")]
+    NothingToShrink,
+    /// The schedule recorded from a failing run, run explicitly, does not
+    /// fail with the same rule.
+    #[error("the recorded schedule, run explicitly, does not fail with rule {0} as the run did")]
+    NotReproduced(&'static str),
     /// A replay file could not be read or written.
     #[error("replay file {path}: {source}")]
     ReplayIo {

@@ -2,6 +2,7 @@
 //! The simulator is the library (`sluice_sim`); this is its command line.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,11 +10,13 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_sim::checker::Rule;
-use sluice_sim::cli::{Cli, Command, ExploreArgs, RaftArgs, ReplayArgs, RunArgs, SimArgs};
+use sluice_sim::cli::{
+    Cli, Command, ExploreArgs, RaftArgs, ReplayArgs, RunArgs, ShrinkArgs, SimArgs,
+};
 use sluice_sim::html;
-use sluice_sim::raft;
-use sluice_sim::replay::{self, ReplayFile, Verdict};
+use sluice_sim::replay::{self, Repin, ReplayFile, Verdict};
 use sluice_sim::world::{self, RunOptions, RunReport};
+use sluice_sim::{raft, shape, shrink};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,7 +36,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Explore(args) => explore(&args),
-        Command::Replay(args) => replay_file(&args),
+        Command::Replay(args) => replay_files(&args),
+        Command::Shrink(args) => shrink_run(&args),
         Command::Raft(args) => raft_seeds(&args),
     };
     match result {
@@ -330,37 +334,140 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
     Ok(failing.is_empty())
 }
 
-fn replay_file(args: &ReplayArgs) -> Result<bool> {
-    let outcome =
-        replay::replay(&args.file).with_context(|| format!("replaying {}", args.file.display()))?;
-    if args.trace {
+/// `sluice-sim replay`: each file in turn; true if every one holds (or,
+/// with `--repin`, could be pinned).
+fn replay_files(args: &ReplayArgs) -> Result<bool> {
+    if args.html.is_some() && args.files.len() > 1 {
+        anyhow::bail!("--html writes the page of one run: give one replay file");
+    }
+    let commit = replay::current_commit();
+    let mut failing = 0;
+    for path in &args.files {
+        let holds = if args.repin {
+            repin_file(path, &commit, args.explicit)?
+        } else {
+            replay_file(path, args.trace, args.html.as_deref())?
+        };
+        failing += usize::from(!holds);
+    }
+    if args.files.len() > 1 {
+        println!("\n{} replay(s), {failing} failing", args.files.len());
+    }
+    Ok(failing == 0)
+}
+
+fn replay_file(path: &Path, trace: bool, html: Option<&Path>) -> Result<bool> {
+    let outcome = replay::replay(path).with_context(|| format!("replaying {}", path.display()))?;
+    if trace {
         for event in outcome.report.trace.events() {
             println!("{event}");
         }
     }
-    println!("{}", outcome.report.options.command());
+    println!("{}: {}", path.display(), outcome.report.options.command());
     println!("{}", summary(&outcome.report));
-    write_page(args.html.as_deref(), &outcome.report)?;
+    write_page(html, &outcome.report)?;
     if let Some(failure) = outcome.report.failure() {
         println!("{failure}");
     }
-    if !outcome.same_trace() {
-        println!(
-            "note: trace hash {} differs from the recorded {} (the code changed since {})",
-            replay::format_hash(outcome.report.trace.hash()),
-            outcome.file.trace_hash,
-            outcome.file.commit
-        );
+    match outcome.problem(path) {
+        Some(problem) => println!("{problem}"),
+        None => println!(
+            "verdict {:?} as expected, trace hash {} as pinned: ok",
+            outcome.verdict, outcome.file.trace_hash
+        ),
     }
-    println!(
-        "verdict {:?}, expected {:?}: {}",
-        outcome.verdict,
-        outcome.file.expected,
-        if outcome.as_expected() {
-            "ok"
-        } else {
-            "MISMATCH"
+    Ok(outcome.holds())
+}
+
+fn repin_file(path: &Path, commit: &str, explicit: bool) -> Result<bool> {
+    let (repin, outcome) = replay::repin(path, commit, explicit)
+        .with_context(|| format!("re-pinning {}", path.display()))?;
+    let name = path.display();
+    match repin {
+        Repin::Unchanged => println!(
+            "{name}: already pinned to this run ({})",
+            outcome.file.trace_hash
+        ),
+        Repin::Repinned { was, now } => {
+            println!("{name}: re-pinned: trace hash {was} -> {now}, commit {commit}");
         }
+        Repin::VerdictDiffers(verdict) => {
+            println!(
+                "{name}: NOT re-pinned: verdict {verdict:?}, expected {:?}{}",
+                outcome.file.expected,
+                outcome
+                    .report
+                    .failure()
+                    .map_or_else(String::new, |failure| format!("\n{failure}"))
+            );
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `sluice-sim shrink`: shrinks, prints each run, writes the smallest
+/// failing run as a replay file.
+fn shrink_run(args: &ShrinkArgs) -> Result<bool> {
+    let (options, source, comment) = match (&args.file, args.seed) {
+        (Some(path), _) => {
+            let file = ReplayFile::read(path)?;
+            let comment = replay::leading_comment(path)?;
+            (file.options(path)?, path.display().to_string(), comment)
+        }
+        (None, Some(seed)) => (
+            args.sim.options(seed),
+            format!("seed {seed:#x}"),
+            String::new(),
+        ),
+        (None, None) => anyhow::bail!("shrink: give a replay FILE or --seed"),
+    };
+    println!("shrinking {source}: {}", options.command());
+    let mut report_progress = |p: &shrink::Progress| {
+        println!(
+            "run {:>3}: {:<24} {:<8} smallest so far: {} fault(s), {} client(s)",
+            p.runs,
+            p.step,
+            if p.kept { "kept" } else { "rejected" },
+            p.faults,
+            p.clients
+        );
+    };
+    let shrunk = shrink::shrink(&options, args.max_runs, &mut report_progress)?;
+    let (original, smallest) = (&shrunk.original, &shrunk.smallest);
+    let note = format!(
+        "#\n\
+         # Shrunk by `sluice-sim shrink` in {} runs{}, from\n\
+         # {source}: {} -> {} fault(s), {} -> {} client(s), fault phase\n\
+         # {:?} -> {:?}; fails with rule {}, as the original run did.\n",
+        shrunk.runs,
+        if shrunk.budget_spent {
+            " (budget spent)"
+        } else {
+            ""
+        },
+        original.schedule.faults.len(),
+        smallest.schedule.faults.len(),
+        shape::client_names(&original.params).len(),
+        shape::client_names(&smallest.params).len(),
+        original.options.duration,
+        smallest.options.duration,
+        shrunk.rule.name(),
     );
-    Ok(outcome.as_expected())
+    print!("{}", note.replace("#\n", "").replace("# ", ""));
+    println!("{}", summary(smallest));
+    if let Some(failure) = smallest.failure() {
+        println!("{failure}");
+    }
+    let file = ReplayFile::from_report(smallest, Verdict::Fail, replay::current_commit());
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = file.file_name().replace(".toml", "-shrunk.toml");
+        match &args.file {
+            Some(path) => path.with_file_name(name),
+            None => args.sim.replay_dir.join(name),
+        }
+    });
+    file.write_to(&out, &format!("{comment}{note}"))?;
+    println!("wrote {}", out.display());
+    Ok(true)
 }

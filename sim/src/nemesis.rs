@@ -28,12 +28,18 @@
 //! that every group has rejoined. A single-node world draws none of these,
 //! and its stream of draws is unchanged.
 //!
+//! Given an explicit [`Schedule`] instead ([`Nemesis::scripted`]: replay
+//! files, the shrinker), it draws nothing: it injects the listed faults at
+//! their times on the listed disk, and undoes them, supervises and restores
+//! as above. Every run records what it injected ([`Nemesis::schedule`]), so
+//! a seed's schedule, run explicitly, is the same run.
+//!
 //! [`Nemesis::heal`] undoes everything at once when the fault phase ends, so
 //! that the liveness phase starts from a whole cluster. `docs/simulation.md`
 //! ("Fault model") lists every fault, how it is injected, and what the
 //! broker must do.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -44,12 +50,15 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
 use sluice::io::TurmoilIo;
 use sluice::io::faulty::{Faults, FaultyIo};
 
 use crate::at_rest::AtRest;
 use crate::cluster::Replicas;
 use crate::history::broker_name;
+use crate::schedule::{Schedule, Scheduled};
+use crate::toml_text;
 use crate::trace::Trace;
 
 /// The I/O seam a broker host runs on: turmoil's, behind the nemesis's
@@ -72,7 +81,7 @@ const WARM_UP: Duration = Duration::from_millis(500);
 /// nemesis first sees it down (and no fault holds it down).
 const SUPERVISOR_DELAY: Duration = Duration::from_millis(200);
 
-/// Which kinds of fault the schedule may inject (`--faults net,crash,disk`).
+/// Which kinds of fault the schedule may inject (`--faults net,crash,disk,clock`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultKinds {
     /// Partitions (symmetric and one-way), holds (delay storms), latency
@@ -90,24 +99,65 @@ pub struct FaultKinds {
     pub clock: bool,
 }
 
-/// The disk as the nemesis sets it for the whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DiskModel {
+/// The disk as the nemesis sets it for the whole run: drawn from the seed,
+/// or given by an explicit [`Schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskModel {
     /// turmoil's `block_size`: on a crash, each unsynced write keeps a random
     /// whole number of these blocks. `None`: writes are atomic.
-    block_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u64>,
     /// turmoil's `io_latency` bounds (min, max), if any: every file
     /// operation then sleeps afterwards. Slows the broker; makes nothing
     /// less durable.
-    io_latency: Option<(Duration, Duration)>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "toml_text::duration_range"
+    )]
+    pub io_latency: Option<(Duration, Duration)>,
     /// How long a broker fsync ([`Nemesis::broker_io`]) waits before it
     /// makes anything durable: the window in which a crash finds written,
     /// unsynced data.
-    sync_latency: Duration,
+    #[serde(with = "toml_text::duration")]
+    pub sync_latency: Duration,
 }
 
-/// One fault in flight, with what undoes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl DiskModel {
+    /// Draws the disk for `kinds` from the nemesis's stream (the first
+    /// draws of a run).
+    fn draw(rng: &mut ChaCha8Rng, kinds: FaultKinds) -> Self {
+        if kinds.disk {
+            DiskModel {
+                block_size: Some(*[64_u64, 512, 4096].choose(rng).expect("not empty")),
+                io_latency: rng.gen_bool(0.5).then(|| {
+                    let max_us = rng.gen_range(500..=10_000);
+                    (Duration::from_micros(50), Duration::from_micros(max_us))
+                }),
+                sync_latency: Duration::from_millis(rng.gen_range(1..=50)),
+            }
+        } else {
+            DiskModel {
+                block_size: None,
+                io_latency: None,
+                // Even a healthy disk takes a while to fsync: without it a
+                // crash could never land between a write and its fsync.
+                sync_latency: if kinds.crash {
+                    Duration::from_millis(rng.gen_range(1..=50))
+                } else {
+                    Duration::ZERO
+                },
+            }
+        }
+    }
+}
+
+/// One fault in flight, with what undoes it. In a replay file's schedule,
+/// `kind` names the variant (`kind = "partition-oneway"`) next to its
+/// fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Fault {
     /// `partition(client, broker)`; undone by `repair`.
     Partition { client: String, broker: String },
@@ -120,6 +170,7 @@ pub enum Fault {
     Latency {
         client: String,
         broker: String,
+        #[serde(with = "toml_text::duration")]
         max: Duration,
     },
     /// The link fails at `rate_permille` / 1000 per message (turmoil's
@@ -143,14 +194,19 @@ pub enum Fault {
     /// Undone by restarting it if it stopped.
     SyncError { host: String },
     /// `crash(host)`, and a bit of its log flipped while it is down (see
-    /// [`AtRest`]); undone by `bounce(host)`.
-    Corrupt { host: String },
+    /// [`AtRest`]), `flip` picking which; undone by `bounce(host)`.
+    Corrupt {
+        host: String,
+        #[serde(with = "toml_text::hex_u64")]
+        flip: u64,
+    },
     /// Cluster: `host` cut off from every other node (`partition`); undone
     /// by `repair`. Clients still reach it.
     Isolate {
         host: String,
         others: Vec<String>,
         /// The group it was found leading, if it was picked as a leader.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         leader_of: Option<u32>,
     },
     /// Cluster: every node of `left` cut off from every node of `right`,
@@ -166,12 +222,18 @@ pub enum Fault {
     /// Cluster: every node killed in turn (`bounce`, page cache kept), one
     /// every `every`; the first at once, the others as the schedule comes
     /// due.
-    RollingRestart { hosts: Vec<String>, every: Duration },
+    RollingRestart {
+        hosts: Vec<String>,
+        #[serde(with = "toml_text::duration")]
+        every: Duration,
+    },
     /// Cluster: the host's fsyncs take `extra` longer; undone by setting it
     /// back to nothing.
     SlowDisk {
         host: String,
+        #[serde(with = "toml_text::duration")]
         extra: Duration,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         leader_of: Option<u32>,
     },
     /// The host's wall clock is `offset_ms` off the true time (ahead if
@@ -309,6 +371,41 @@ impl Fault {
         }
     }
 
+    /// Every host the fault names.
+    pub fn hosts(&self) -> Vec<&str> {
+        match self {
+            Fault::Partition { client, broker }
+            | Fault::Hold { client, broker }
+            | Fault::Latency { client, broker, .. }
+            | Fault::Lossy { client, broker, .. } => vec![client.as_str(), broker.as_str()],
+            Fault::PartitionOneway { from, to } | Fault::NodeOneway { from, to } => {
+                vec![from.as_str(), to.as_str()]
+            }
+            Fault::Kill { host }
+            | Fault::Crash { host }
+            | Fault::DiskFull { host }
+            | Fault::SyncError { host }
+            | Fault::Corrupt { host, .. }
+            | Fault::SlowDisk { host, .. }
+            | Fault::ClockJump { host, .. } => vec![host.as_str()],
+            Fault::PowerLoss { hosts } | Fault::RollingRestart { hosts, .. } => {
+                hosts.iter().map(String::as_str).collect()
+            }
+            Fault::Isolate { host, others, .. } => std::iter::once(host)
+                .chain(others)
+                .map(String::as_str)
+                .collect(),
+            Fault::Bridge {
+                left,
+                bridge,
+                right,
+            } => (left.iter().chain(right))
+                .chain(std::iter::once(bridge))
+                .map(String::as_str)
+                .collect(),
+        }
+    }
+
     /// Whether a broker's disk fails writes while the fault lasts.
     pub fn fails_writes(&self) -> bool {
         matches!(self, Fault::DiskFull { .. } | Fault::SyncError { .. })
@@ -326,14 +423,17 @@ impl Fault {
         self.fails_writes() || matches!(self, Fault::SlowDisk { .. })
     }
 
-    /// How far ahead of the true time the fault sets a broker's wall
-    /// clock, if it does: expiry is then reckoned from a later time, and
-    /// the broker's clock, which never goes back, stays ahead until the
-    /// true time catches up.
-    pub fn clock_ahead(&self) -> Option<Duration> {
+    /// How long after it ends a broker's clock may still be off the true
+    /// time, if the fault steps it: a group's clock never goes back, so
+    /// after a step ahead it stays ahead until the true time catches up
+    /// (expiry is reckoned from a later time); during a step back it
+    /// stands still (expiry is judged at an earlier time), and it runs
+    /// again once the clock is put right.
+    pub fn clock_off_after(&self) -> Option<Duration> {
         match self {
-            Fault::ClockJump { offset_ms, .. } if *offset_ms > 0 => {
-                Some(Duration::from_millis(offset_ms.unsigned_abs()))
+            Fault::ClockJump { offset_ms, .. } => {
+                let ahead = u64::try_from(*offset_ms).unwrap_or(0);
+                Some(Duration::from_millis(ahead))
             }
             _ => None,
         }
@@ -387,7 +487,7 @@ impl Fault {
     fn holds_down(&self, host: &str) -> bool {
         match self {
             Fault::Crash { host: h }
-            | Fault::Corrupt { host: h }
+            | Fault::Corrupt { host: h, .. }
             | Fault::DiskFull { host: h }
             | Fault::SyncError { host: h } => h == host,
             Fault::PowerLoss { hosts } => hosts.iter().any(|h| h == host),
@@ -425,7 +525,7 @@ impl fmt::Display for Fault {
             Fault::PowerLoss { hosts } => write!(f, "power loss {}", hosts.join(",")),
             Fault::DiskFull { host } => write!(f, "disk full {host}"),
             Fault::SyncError { host } => write!(f, "fsync EIO {host}"),
-            Fault::Corrupt { host } => write!(f, "crash and corrupt at rest {host}"),
+            Fault::Corrupt { host, .. } => write!(f, "crash and corrupt at rest {host}"),
             Fault::Isolate {
                 host,
                 others,
@@ -481,10 +581,15 @@ fn ordered(a: &str, b: &str) -> (String, String) {
     }
 }
 
-/// A fault schedule derived from the seed.
+/// A fault schedule derived from the seed, or given explicitly.
 #[derive(Debug)]
 pub struct Nemesis {
     rng: ChaCha8Rng,
+    /// An explicit schedule's faults still to inject, earliest first; `None`
+    /// when they are drawn from `rng`.
+    script: Option<VecDeque<Scheduled>>,
+    /// Every fault injected so far, as a schedule that injects them again.
+    injections: Vec<Scheduled>,
     kinds: FaultKinds,
     fault_phase: Duration,
     brokers: Vec<String>,
@@ -528,29 +633,44 @@ impl Nemesis {
     /// `fault_phase` of simulated time, against the broker `hosts`.
     pub fn new(seed: u64, kinds: FaultKinds, fault_phase: Duration, hosts: &[&str]) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SEED_SALT);
-        let disk = if kinds.disk {
-            DiskModel {
-                block_size: Some(*[64_u64, 512, 4096].choose(&mut rng).expect("not empty")),
-                io_latency: rng.gen_bool(0.5).then(|| {
-                    let max_us = rng.gen_range(500..=10_000);
-                    (Duration::from_micros(50), Duration::from_micros(max_us))
-                }),
-                sync_latency: Duration::from_millis(rng.gen_range(1..=50)),
-            }
-        } else {
-            DiskModel {
-                block_size: None,
-                io_latency: None,
-                // Even a healthy disk takes a while to fsync: without it a
-                // crash could never land between a write and its fsync.
-                sync_latency: if kinds.crash {
-                    Duration::from_millis(rng.gen_range(1..=50))
-                } else {
-                    Duration::ZERO
-                },
-            }
-        };
+        let disk = DiskModel::draw(&mut rng, kinds);
         let gap_max = Duration::from_millis(rng.gen_range(500..=3_000));
+        Self::with_disk(rng, kinds, fault_phase, hosts, disk, gap_max)
+    }
+
+    /// The explicit `schedule`: its faults at their times, on its disk,
+    /// with latency spikes undone to its base latency; nothing is drawn.
+    /// `kinds` only names what the run enabled, in its first trace line.
+    /// The bounds are the schedule's business: a schedule recorded from a
+    /// drawn run (see [`Nemesis::schedule`]) keeps them, and shrinking it
+    /// only drops and shortens faults.
+    pub fn scripted(
+        schedule: &Schedule,
+        kinds: FaultKinds,
+        fault_phase: Duration,
+        hosts: &[&str],
+    ) -> Self {
+        // Never drawn from: the seed does not matter.
+        let rng = ChaCha8Rng::seed_from_u64(SEED_SALT);
+        // No gap is drawn either.
+        let gap_max = Duration::ZERO;
+        let mut nemesis = Self::with_disk(rng, kinds, fault_phase, hosts, schedule.disk, gap_max);
+        let mut faults = schedule.faults.clone();
+        faults.sort_by_key(|scheduled| scheduled.at);
+        nemesis.next_at = faults.first().map_or(Duration::MAX, |first| first.at);
+        nemesis.script = Some(faults.into());
+        nemesis.base_max_latency = schedule.base_latency;
+        nemesis
+    }
+
+    fn with_disk(
+        rng: ChaCha8Rng,
+        kinds: FaultKinds,
+        fault_phase: Duration,
+        hosts: &[&str],
+        disk: DiskModel,
+        gap_max: Duration,
+    ) -> Self {
         let brokers: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
         let disk_faults = brokers
             .iter()
@@ -565,6 +685,8 @@ impl Nemesis {
             .collect();
         Self {
             rng,
+            script: None,
+            injections: Vec::new(),
             kinds,
             fault_phase,
             brokers,
@@ -647,6 +769,16 @@ impl Nemesis {
         self.injected
     }
 
+    /// What it injected so far, as an explicit schedule that injects it
+    /// again: with the disk and base latency it ran with.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            base_latency: self.base_max_latency,
+            disk: self.disk,
+            faults: self.injections.clone(),
+        }
+    }
+
     /// Called before every `sim.step()`; injects due faults and records each
     /// in the trace.
     pub fn before_step(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
@@ -664,19 +796,63 @@ impl Nemesis {
         if now < self.next_at || now >= self.fault_phase {
             return;
         }
+        if self.script.is_some() {
+            self.inject_scripted(sim, now, trace);
+        } else {
+            self.inject_drawn(sim, now, trace);
+        }
+    }
+
+    /// Draws the next fault (if the bounds leave room) and when to draw
+    /// again.
+    fn inject_drawn(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
         let gap_min = self.gap_max / 4;
         let gap = self.rng.gen_range(gap_min..=self.gap_max);
         self.next_at = now + gap;
         if let Some((fault, lasts)) = self.draw(sim, now) {
-            self.inject(sim, &fault);
-            self.injected += 1;
-            let injected = FaultEvent::Injected {
-                fault: fault.clone(),
-                lasts,
-            };
-            self.record(trace, now, injected);
-            self.active.push((now + lasts, fault));
+            self.start(sim, now, fault, lasts, trace);
         }
+    }
+
+    /// Injects the explicit schedule's faults that are due.
+    fn inject_scripted(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
+        let Some(script) = self.script.as_mut() else {
+            return;
+        };
+        let due_count = script.iter().take_while(|next| next.at <= now).count();
+        let due: Vec<Scheduled> = script.drain(..due_count).collect();
+        self.next_at = script.front().map_or(Duration::MAX, |next| next.at);
+        for next in due {
+            if next.fault.link().is_some() {
+                // Found as drawing a link fault finds them, for `heal`.
+                self.clients(sim);
+            }
+            self.start(sim, now, next.fault, next.lasts, trace);
+        }
+    }
+
+    /// Injects `fault` for `lasts`, and records it.
+    fn start(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        fault: Fault,
+        lasts: Duration,
+        trace: &mut Trace,
+    ) {
+        self.inject(sim, &fault);
+        self.injected += 1;
+        self.injections.push(Scheduled {
+            at: now,
+            lasts,
+            fault: fault.clone(),
+        });
+        let injected = FaultEvent::Injected {
+            fault: fault.clone(),
+            lasts,
+        };
+        self.record(trace, now, injected);
+        self.active.push((now + lasts, fault));
     }
 
     /// Heals everything (repairs every link, restarts crashed hosts, clears
@@ -946,7 +1122,11 @@ impl Nemesis {
             if !self.process_fault_allowed(now) || !self.corruption_allowed() {
                 return None;
             }
-            return Some((Fault::Corrupt { host }, self.draw_down_time()));
+            // The flip is drawn last, where injecting it once drew it: the
+            // stream stays what it was before faults were recorded.
+            let down = self.draw_down_time();
+            let flip = self.rng.r#gen();
+            return Some((Fault::Corrupt { host, flip }, down));
         }
         if roll < 8 {
             let lasts = Duration::from_millis(self.rng.gen_range(100..=2_000));
@@ -1060,11 +1240,11 @@ impl Nemesis {
                 let faults = self.faults_of(host);
                 faults.fail_next_sync(std::io::ErrorKind::Other);
             }
-            Fault::Corrupt { host } => {
+            Fault::Corrupt { host, flip } => {
                 if sim.is_host_running(host.as_str()) {
                     sim.crash(host.as_str());
                 }
-                self.at_rest(host).arm(self.rng.r#gen());
+                self.at_rest(host).arm(*flip);
                 if let Some(replicas) = &self.cluster {
                     replicas.forget_host(host);
                     self.damaged = Some(host.clone());
@@ -1111,7 +1291,7 @@ impl Nemesis {
                 sim.set_link_fail_rate(client.as_str(), broker.as_str(), 0.0);
             }
             Fault::Kill { .. } => self.process_ended_at = Some(sim.elapsed()),
-            Fault::Crash { host } | Fault::Corrupt { host } => {
+            Fault::Crash { host } | Fault::Corrupt { host, .. } => {
                 sim.bounce(host.as_str());
                 self.process_ended_at = Some(sim.elapsed());
             }

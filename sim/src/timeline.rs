@@ -235,7 +235,7 @@ fn fault_hosts(fault: &Fault) -> Vec<&str> {
         | Fault::Crash { host }
         | Fault::DiskFull { host }
         | Fault::SyncError { host }
-        | Fault::Corrupt { host }
+        | Fault::Corrupt { host, .. }
         | Fault::SlowDisk { host, .. }
         | Fault::ClockJump { host, .. }
         // The isolated node: the others are only what it cannot reach.

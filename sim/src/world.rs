@@ -25,6 +25,8 @@ use crate::checker::{self, CheckReport};
 use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
 use crate::nemesis::{BrokerIo, FaultEvent, FaultKinds, Nemesis};
+use crate::schedule::Schedule;
+use crate::shape::{self, WorkloadShape};
 use crate::trace::Trace;
 use crate::workload::{self, CONVERGE_WAIT_MAX, Phase, Shared, WorkloadParams};
 
@@ -137,7 +139,7 @@ impl Faults {
         clock: true,
     };
 
-    /// Parses `net,crash,disk` (any subset; `none` or empty for none).
+    /// Parses `net,crash,disk,clock` (any subset; `none` or empty for none, `all` for every kind).
     pub fn parse(list: &str) -> Result<Faults, SimError> {
         let mut faults = Faults::default();
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -206,6 +208,32 @@ pub struct RunOptions {
     pub plant: Option<String>,
     /// Broker nodes: 1 for the single-node world, more for a cluster.
     pub nodes: u32,
+    /// An explicit fault schedule, injected instead of drawing faults from
+    /// the seed (replay files and the shrinker).
+    pub schedule: Option<Schedule>,
+    /// Client counts pinned over the drawn workload's.
+    pub workload: Option<WorkloadShape>,
+}
+
+/// The options as a run's first trace line words them: the fields a drawn
+/// run has, as they always were, so that adding the explicit schedule and
+/// workload changed no drawn run's trace, and a schedule recorded from a
+/// seed traces exactly as the seed did (the schedule shows in the
+/// nemesis's lines, the workload in the next one).
+struct TracedOptions<'a>(&'a RunOptions);
+
+impl fmt::Debug for TracedOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options = self.0;
+        f.debug_struct("RunOptions")
+            .field("seed", &options.seed)
+            .field("profile", &options.profile)
+            .field("duration", &options.duration)
+            .field("faults", &options.faults)
+            .field("plant", &options.plant)
+            .field("nodes", &options.nodes)
+            .finish()
+    }
 }
 
 impl RunOptions {
@@ -219,6 +247,8 @@ impl RunOptions {
             faults: Faults::ALL,
             plant: None,
             nodes: 1,
+            schedule: None,
+            workload: None,
         }
     }
 
@@ -242,7 +272,22 @@ impl RunOptions {
         if self.nodes != 1 {
             command.push_str(&format!(" --nodes {}", self.nodes));
         }
+        if self.schedule.is_some() || self.workload.is_some() {
+            // The command line cannot carry them; the replay file does.
+            command.push_str(" (with its replay file's schedule and workload: use `replay FILE`)");
+        }
         command
+    }
+
+    /// The workload the run has: drawn from the seed, with the pinned
+    /// counts if any.
+    pub fn workload_params(&self) -> Result<WorkloadParams, SimError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let drawn = WorkloadParams::draw(&mut rng);
+        match &self.workload {
+            None => Ok(drawn),
+            Some(shape) => shape.apply(&drawn).map_err(SimError::BadWorkload),
+        }
     }
 }
 
@@ -259,6 +304,8 @@ pub struct RunReport {
     pub trace: Trace,
     /// The checker's verdict.
     pub check: CheckReport,
+    /// The faults it injected, as an explicit schedule.
+    pub schedule: Schedule,
     /// Simulated time the run took.
     pub simulated: Duration,
 }
@@ -534,12 +581,46 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
     if !(1..=cluster::NODES_MAX).contains(&options.nodes) {
         return Err(SimError::BadNodes(options.nodes));
     }
+    let params = options.workload_params()?;
+    if let Some(schedule) = &options.schedule {
+        check_hosts(schedule, options, &params)?;
+    }
     watch_panics();
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let params = WorkloadParams::draw(&mut rng);
     let mut world = World::new(options, &profile, &params)?;
     world.run(options, &profile)?;
     Ok(world.finish(options, params))
+}
+
+/// The hosts of a world of `options` with the workload `params`: its
+/// brokers, its clients and the inspector (which the nemesis may find
+/// among the broker's peers, and cut off, as it does the clients).
+pub fn hosts(options: &RunOptions, params: &WorkloadParams) -> BTreeSet<String> {
+    let brokers = cluster::broker_nodes(options.nodes)
+        .into_iter()
+        .map(broker_name);
+    let inspector = std::iter::once(INSPECTOR.to_owned());
+    brokers
+        .chain(shape::client_names(params))
+        .chain(inspector)
+        .collect()
+}
+
+/// Refuses a schedule that names a host the world does not have (a
+/// replay file is input).
+fn check_hosts(
+    schedule: &Schedule,
+    options: &RunOptions,
+    params: &WorkloadParams,
+) -> Result<(), SimError> {
+    let known = hosts(options, params);
+    match schedule
+        .hosts()
+        .into_iter()
+        .find(|host| !known.contains(*host))
+    {
+        Some(unknown) => Err(SimError::UnknownHost(unknown.to_owned())),
+        None => Ok(()),
+    }
 }
 
 impl World {
@@ -551,13 +632,12 @@ impl World {
         let shared = Shared::new(cluster::broker_nodes(options.nodes));
         let hosts: Vec<String> = shared.brokers.iter().map(|&n| broker_name(n)).collect();
         let host_names: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        let mut nemesis = Nemesis::new(
-            options.seed,
-            options.faults.kinds(),
-            options.duration,
-            &host_names,
-        )
-        .base_latency(profile.max_latency);
+        let kinds = options.faults.kinds();
+        let mut nemesis = match &options.schedule {
+            Some(schedule) => Nemesis::scripted(schedule, kinds, options.duration, &host_names),
+            None => Nemesis::new(options.seed, kinds, options.duration, &host_names)
+                .base_latency(profile.max_latency),
+        };
         let replicas = options.is_cluster().then(Rc::<Replicas>::default);
         if let Some(replicas) = &replicas {
             nemesis = nemesis.cluster(Rc::clone(replicas));
@@ -589,7 +669,8 @@ impl World {
         spawn_clients(&mut sim, options.seed, params, &shared);
 
         let mut trace = Trace::new();
-        trace.record(Duration::ZERO, format!("options {options:?}"));
+        let traced = TracedOptions(options);
+        trace.record(Duration::ZERO, format!("options {traced:?}"));
         trace.record(Duration::ZERO, format!("workload {params:?}"));
         Ok(Self {
             sim,
@@ -724,10 +805,12 @@ impl World {
     fn finish(self, options: &RunOptions, params: WorkloadParams) -> RunReport {
         let World {
             sim,
+            nemesis,
             shared,
             mut trace,
             ..
         } = self;
+        let schedule = nemesis.schedule();
         let simulated = sim.elapsed();
         drop(sim);
         let history = shared.history.borrow().clone();
@@ -743,6 +826,7 @@ impl World {
             history,
             trace,
             check,
+            schedule,
             simulated,
         }
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sluice_sim::checker::Rule;
+use sluice_sim::shape::WorkloadShape;
 use sluice_sim::world::{self, Faults, RunOptions};
 
 /// A cluster world of `nodes` for `seed`, every fault kind on.
@@ -46,6 +47,28 @@ fn cluster_seeds_pass_with_all_faults_on_and_converge() {
             .count();
         assert!(cluster_faults > 0, "seed {seed}: no cluster fault drawn");
     }
+}
+
+/// Leader-aimed faults, cuts between nodes, rolling restarts and the
+/// supervisor's restarts, recorded from a drawn run and run explicitly:
+/// the same run.
+#[test]
+fn a_recorded_cluster_schedule_replays_the_drawn_run() {
+    let drawn = world::run(&RunOptions {
+        duration: Duration::from_secs(4),
+        ..options(1, 3)
+    })
+    .unwrap();
+    assert!(!drawn.schedule.faults.is_empty());
+    let explicit = RunOptions {
+        schedule: Some(drawn.schedule.clone()),
+        workload: Some(WorkloadShape::of(&drawn.params)),
+        ..drawn.options.clone()
+    };
+    let again = world::run(&explicit).unwrap();
+    let difference = drawn.trace.first_difference(&again.trace);
+    assert!(difference.is_none(), "{difference:?}");
+    assert_eq!(again.schedule, drawn.schedule);
 }
 
 #[test]

@@ -1,0 +1,145 @@
+//! A pinned workload shape: how many clients of each kind, and how many
+//! messages each producer sends, in place of what the seed draws.
+//!
+//! A replay file may hold one (`[workload]`), so that the shrinker can drop
+//! clients. It overrides only the counts it names, over the workload the
+//! seed draws ([`WorkloadParams::draw`]): whatever else the workload draws
+//! (and whatever is added to it later) still comes from the seed. Each
+//! client keeps its own stream (seed and client id), so dropping producer 2
+//! leaves producers 0 and 1 deciding as before.
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::ClientId;
+use crate::workload::WorkloadParams;
+
+/// Counts that override the drawn workload's; `None` keeps the drawn one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkloadShape {
+    /// Producers to queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producers: Option<u32>,
+    /// Consumers of queues (at least one per queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<u32>,
+    /// The most messages one producer sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_per_producer: Option<u64>,
+    /// Producers to the topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_producers: Option<u32>,
+    /// Durable subscribers to the topic (at least one if it has producers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<u32>,
+}
+
+impl WorkloadShape {
+    /// Every count of `params`, pinned.
+    pub fn of(params: &WorkloadParams) -> Self {
+        Self {
+            producers: Some(params.producers),
+            consumers: Some(params.consumers),
+            messages_per_producer: Some(params.messages_per_producer),
+            topic_producers: Some(params.topic_producers),
+            subscribers: Some(params.subscribers),
+        }
+    }
+
+    /// `drawn` with the pinned counts; an error if the result cannot
+    /// finish: a queue without a consumer, topic messages without a
+    /// subscriber, nothing sent at all.
+    pub fn apply(&self, drawn: &WorkloadParams) -> Result<WorkloadParams, String> {
+        let mut params = drawn.clone();
+        params.producers = self.producers.unwrap_or(params.producers);
+        params.consumers = self.consumers.unwrap_or(params.consumers);
+        params.messages_per_producer =
+            (self.messages_per_producer).unwrap_or(params.messages_per_producer);
+        params.topic_producers = self.topic_producers.unwrap_or(params.topic_producers);
+        params.subscribers = self.subscribers.unwrap_or(params.subscribers);
+        let queues = u32::try_from(params.queues.len()).unwrap_or(u32::MAX);
+        if params.consumers < queues {
+            return Err(format!(
+                "{} consumer(s) for {queues} queues: each queue needs one",
+                params.consumers
+            ));
+        }
+        if params.topic_producers > 0 && params.subscribers == 0 {
+            return Err("topic producers without a subscriber".to_owned());
+        }
+        if params.producers + params.topic_producers == 0 || params.messages_per_producer == 0 {
+            return Err("no producer, or no message to send".to_owned());
+        }
+        Ok(params)
+    }
+}
+
+/// The host names of `params`'s clients.
+pub fn client_names(params: &WorkloadParams) -> Vec<String> {
+    let producers = params.all_producers().map(ClientId::Producer);
+    let consumers = (0..params.consumers).map(ClientId::Consumer);
+    let subscribers = (0..params.subscribers).map(ClientId::Subscriber);
+    producers
+        .chain(consumers)
+        .chain(subscribers)
+        .map(|client| client.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn drawn() -> WorkloadParams {
+        WorkloadParams::draw(&mut ChaCha8Rng::seed_from_u64(6))
+    }
+
+    #[test]
+    fn pinned_counts_override_the_drawn_ones_and_nothing_else() {
+        let drawn = drawn();
+        assert_eq!(WorkloadShape::default().apply(&drawn), Ok(drawn.clone()));
+        assert_eq!(WorkloadShape::of(&drawn).apply(&drawn), Ok(drawn.clone()));
+        let shape = WorkloadShape {
+            producers: Some(1),
+            messages_per_producer: Some(10),
+            topic_producers: Some(0),
+            subscribers: Some(0),
+            ..WorkloadShape::default()
+        };
+        let params = shape.apply(&drawn).expect("a valid shape");
+        assert_eq!(params.producers, 1);
+        assert_eq!(params.messages_per_producer, 10);
+        assert_eq!(params.consumers, drawn.consumers);
+        assert_eq!(params.queues, drawn.queues);
+        assert_eq!(
+            client_names(&params)[..2],
+            ["producer0".to_owned(), "consumer0".to_owned()]
+        );
+    }
+
+    #[test]
+    fn shapes_that_cannot_finish_are_refused() {
+        let drawn = drawn();
+        for shape in [
+            WorkloadShape {
+                consumers: Some(1),
+                ..WorkloadShape::default()
+            },
+            WorkloadShape {
+                topic_producers: Some(1),
+                subscribers: Some(0),
+                ..WorkloadShape::default()
+            },
+            WorkloadShape {
+                producers: Some(0),
+                topic_producers: Some(0),
+                ..WorkloadShape::default()
+            },
+        ] {
+            assert!(shape.apply(&drawn).is_err(), "{shape:?}");
+        }
+    }
+}
