@@ -318,6 +318,26 @@ fn late_link_windows(events: &[crate::history::Event], client: ClientId) -> Vec<
     windows_of(events, |fault| fault.delays_link_of(&name))
 }
 
+/// The windows in which some broker's commits may have been late: a disk
+/// failing or slow; in a cluster also a group without a leader, from a
+/// fault that may cost one until [`CUT_OFF_SLACK`] after it ended (an
+/// election, and a transport that reconnects after a cut). A single node
+/// has no leader to lose: what a crash did not make durable is lost, and
+/// its restart replays the rest before any consumer attaches.
+fn late_commit_windows(events: &[crate::history::Event]) -> Vec<Window> {
+    let cluster = events
+        .iter()
+        .any(|event| matches!(event.op, Op::BrokerStart { node: Some(_) }));
+    let mut windows = windows_of(events, Fault::delays_commits);
+    if cluster {
+        let leaderless = windows_of(events, Fault::costs_a_leader)
+            .into_iter()
+            .map(|(start, end)| (start, end.saturating_add(CUT_OFF_SLACK)));
+        windows.extend(leaderless);
+    }
+    windows
+}
+
 /// The windows in which some broker's group clocks may have been off the
 /// true time (see [`Fault::clock_off_after`]).
 fn clock_off_windows(events: &[crate::history::Event]) -> Vec<Window> {
@@ -421,7 +441,7 @@ impl Timeline {
     fn gather(events: &[crate::history::Event]) -> Self {
         let mut timeline = Timeline {
             disk_full: disk_full_windows(events),
-            late_commits: windows_of(events, Fault::delays_commits),
+            late_commits: late_commit_windows(events),
             clock_off: clock_off_windows(events),
             ..Timeline::default()
         };

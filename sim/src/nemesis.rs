@@ -423,6 +423,13 @@ impl Fault {
         self.fails_writes() || matches!(self, Fault::SlowDisk { .. })
     }
 
+    /// Whether the fault may cost a cluster's group its leader: what was
+    /// proposed before is proposed again, and committed later (with the
+    /// clock it was proposed with), once a leader is elected and reached.
+    pub fn costs_a_leader(&self) -> bool {
+        self.is_process() || self.is_node_net()
+    }
+
     /// How long after it ends a broker's clock may still be off the true
     /// time, if the fault steps it: a group's clock never goes back, so
     /// after a step ahead it stays ahead until the true time catches up
@@ -1463,6 +1470,7 @@ mod tests {
         net: true,
         crash: true,
         disk: true,
+        clock: true,
     };
 
     const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -1678,7 +1686,14 @@ mod tests {
         let (events, _, injected) = run(1, net_only);
         assert!(injected > 0);
         for event in &events {
-            for kind in ["kill", "crash", "power loss", "disk full", "fsync EIO"] {
+            for kind in [
+                "kill",
+                "crash",
+                "power loss",
+                "disk full",
+                "fsync EIO",
+                "clock of",
+            ] {
                 assert!(!event.contains(&format!("nemesis: {kind}")), "{event}");
             }
         }
