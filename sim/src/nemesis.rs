@@ -239,6 +239,9 @@ pub enum Fault {
     /// The host's wall clock is `offset_ms` off the true time (ahead if
     /// positive), as when NTP steps it; undone by stepping it back.
     ClockJump { host: String, offset_ms: i64 },
+    /// Cluster: the link between nodes `a` and `b` slowed to `max`
+    /// latency (`set_link_max_message_latency`); undone by setting it back.
+    NodeLatency { a: String, b: String, max: Duration },
 }
 
 /// What the nemesis did, as the history and the checker see it; its
@@ -355,6 +358,8 @@ impl Fault {
                 left.iter().chain(right).map(String::as_str).collect()
             }
             Fault::NodeOneway { from, to } => vec![from.as_str(), to.as_str()],
+            // Slowed, not cut: a node heard late may be taken for gone.
+            Fault::NodeLatency { a, b, .. } => vec![a.as_str(), b.as_str()],
             _ => Vec::new(),
         }
     }
@@ -381,6 +386,7 @@ impl Fault {
             Fault::PartitionOneway { from, to } | Fault::NodeOneway { from, to } => {
                 vec![from.as_str(), to.as_str()]
             }
+            Fault::NodeLatency { a, b, .. } => vec![a.as_str(), b.as_str()],
             Fault::Kill { host }
             | Fault::Crash { host }
             | Fault::DiskFull { host }
@@ -481,11 +487,14 @@ impl Fault {
         )
     }
 
-    /// A cut between cluster nodes.
+    /// A cut between cluster nodes, or a slowed link between two.
     pub fn is_node_net(&self) -> bool {
         matches!(
             self,
-            Fault::Isolate { .. } | Fault::Bridge { .. } | Fault::NodeOneway { .. }
+            Fault::Isolate { .. }
+                | Fault::Bridge { .. }
+                | Fault::NodeOneway { .. }
+                | Fault::NodeLatency { .. }
         )
     }
 
@@ -554,6 +563,7 @@ impl fmt::Display for Fault {
                 right.join(",")
             ),
             Fault::NodeOneway { from, to } => write!(f, "cut {from} -> {to}"),
+            Fault::NodeLatency { a, b, max } => write!(f, "latency {a} <-> {b} max {max:?}"),
             Fault::RollingRestart { hosts, every } => {
                 write!(f, "rolling restart {} every {every:?}", hosts.join(","))
             }
@@ -1073,7 +1083,7 @@ impl Nemesis {
         let lasts = Duration::from_millis(self.rng.gen_range(200..=4_000));
         let mut nodes = self.brokers.clone();
         nodes.shuffle(&mut self.rng);
-        let fault = match self.rng.gen_range(0..5) {
+        let fault = match self.rng.gen_range(0..6) {
             0 | 1 => {
                 let leader = if self.rng.gen_bool(0.5) {
                     self.pick_leader(sim)
@@ -1103,10 +1113,16 @@ impl Nemesis {
                     right: sorted(right),
                 }
             }
-            _ => Fault::NodeOneway {
+            4 => Fault::NodeOneway {
                 from: nodes[0].clone(),
                 to: nodes[1].clone(),
             },
+            _ if self.base_max_latency.is_some() => Fault::NodeLatency {
+                a: nodes[0].clone(),
+                b: nodes[1].clone(),
+                max: Duration::from_millis(self.rng.gen_range(20..=1_000)),
+            },
+            _ => return None,
         };
         Some((fault, lasts))
     }
@@ -1270,6 +1286,9 @@ impl Nemesis {
                 }
             }
             Fault::NodeOneway { from, to } => sim.partition_oneway(from.as_str(), to.as_str()),
+            Fault::NodeLatency { a, b, max } => {
+                sim.set_link_max_message_latency(a.as_str(), b.as_str(), *max);
+            }
             Fault::RollingRestart { hosts, every } => {
                 let now = sim.elapsed();
                 let mut at = now;
@@ -1330,6 +1349,10 @@ impl Nemesis {
                 }
             }
             Fault::NodeOneway { from, to } => sim.repair_oneway(from.as_str(), to.as_str()),
+            Fault::NodeLatency { a, b, .. } => {
+                let base = self.base_max_latency.unwrap_or_default();
+                sim.set_link_max_message_latency(a.as_str(), b.as_str(), base);
+            }
             // Over after its last kill (the schedule is empty by then).
             Fault::RollingRestart { .. } => self.process_ended_at = Some(sim.elapsed()),
             Fault::SlowDisk { host, .. } => self.faults_of(host).slow_syncs(Duration::ZERO),

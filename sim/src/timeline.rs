@@ -231,6 +231,7 @@ fn fault_hosts(fault: &Fault) -> Vec<&str> {
         | Fault::Latency { client, broker, .. }
         | Fault::Lossy { client, broker, .. } => vec![client, broker],
         Fault::PartitionOneway { from, to } | Fault::NodeOneway { from, to } => vec![from, to],
+        Fault::NodeLatency { a, b, .. } => vec![a, b],
         Fault::Kill { host }
         | Fault::Crash { host }
         | Fault::DiskFull { host }
