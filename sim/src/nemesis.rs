@@ -1662,7 +1662,7 @@ mod tests {
     #[test]
     fn every_kind_is_injected_and_healed() {
         let mut seen = BTreeSet::new();
-        for seed in 0..8 {
+        for seed in 0..16 {
             let (events, running, _) = run(seed, ALL);
             assert!(
                 running,
@@ -1686,6 +1686,7 @@ mod tests {
                     "disk full",
                     "fsync EIO",
                     "crash and corrupt at rest",
+                    "clock of",
                 ] {
                     if event.contains(&format!("nemesis: {kind}")) {
                         seen.insert(kind);
@@ -1693,7 +1694,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 10, "kinds seen: {seen:?}");
+        assert_eq!(seen.len(), 11, "kinds seen: {seen:?}");
     }
 
     #[test]
