@@ -115,6 +115,11 @@ impl Plants {
     pub const fn clock_regress(self) -> bool {
         self.has(Plant::ClockRegress)
     }
+
+    /// `schedule-ignored`: a scheduled message is delivered at once.
+    pub const fn schedule_ignored(self) -> bool {
+        self.has(Plant::ScheduleIgnored)
+    }
 }
 
 /// One planted bug.
@@ -148,11 +153,14 @@ pub enum Plant {
     /// A group's clock follows the clock of whoever proposed last, back in
     /// time too, so expiry is judged at an earlier time than before.
     ClockRegress,
+    /// A message's delivery schedule (`x-opt-delivery-delay`,
+    /// `x-opt-delivery-time`) is ignored: it is ready at once.
+    ScheduleIgnored,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 11] = [
+    pub const ALL: [Plant; 12] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -164,6 +172,7 @@ impl Plant {
         Plant::DeliverExpired,
         Plant::DlqDrops,
         Plant::ClockRegress,
+        Plant::ScheduleIgnored,
     ];
 
     /// The plant's command-line name.
@@ -180,6 +189,7 @@ impl Plant {
             Plant::DeliverExpired => "deliver-expired",
             Plant::DlqDrops => "dlq-drops",
             Plant::ClockRegress => "clock-regress",
+            Plant::ScheduleIgnored => "schedule-ignored",
         }
     }
 }
@@ -193,7 +203,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -101,6 +101,13 @@ pub const CUT_OFF_SLACK: Duration = Duration::from_secs(8);
 /// Faults that delay any of that excuse a delivery outright.
 pub const EXPIRY_SLACK: Duration = Duration::from_millis(500);
 
+/// How much sooner than its first send plus its delay a scheduled message
+/// may arrive (rule 11): none, but for the rounding of simulated time to
+/// the broker's milliseconds. The broker takes it after it was sent, by
+/// its own clock, and schedules it from then; with true clocks that is no
+/// earlier than the send.
+pub const SCHEDULE_SLACK: Duration = Duration::from_millis(2);
+
 /// Which rule a violation breaks, or a run checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Rule {
@@ -124,6 +131,8 @@ pub enum Rule {
     Expired,
     /// Rule 10.
     DeadLetterLost,
+    /// Rule 11.
+    Early,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -131,7 +140,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -142,6 +151,7 @@ impl Rule {
         Rule::DuplicateId,
         Rule::Expired,
         Rule::DeadLetterLost,
+        Rule::Early,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -163,6 +173,7 @@ impl Rule {
             Rule::DuplicateId => "8 duplicate-id",
             Rule::Expired => "9 expired",
             Rule::DeadLetterLost => "10 dead-letter-lost",
+            Rule::Early => "11 early",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -181,6 +192,7 @@ impl fmt::Display for Rule {
             Rule::DuplicateId => "a de-duplicated message-id enqueued twice",
             Rule::Expired => "an expired message delivered",
             Rule::DeadLetterLost => "dead-lettered but missing from the dead-letter queue",
+            Rule::Early => "a scheduled message delivered before its time",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -533,8 +545,16 @@ impl Timeline {
             .get(&conn.client)
             .is_some_and(|windows| overlaps(windows, expiry))
             || overlaps(&self.late_commits, expiry)
-            || overlaps(&self.clock_off, sent)
+            || self.clock_off_between(sent, t2)
             || self.cut_off_between(conn, expiry, t2)
+    }
+
+    /// Whether some broker's group clocks may have been off the true time
+    /// at some point in [`from`, `to`].
+    fn clock_off_between(&self, from: Duration, to: Duration) -> bool {
+        self.clock_off
+            .iter()
+            .any(|(start, end)| *start <= to && *end >= from)
     }
 
     /// Whether `conn`'s broker was cut off from other nodes at some point
@@ -803,6 +823,20 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                         ),
                     ));
                 }
+                let sent = first_sent.get(msg).copied().unwrap_or_default();
+                if let Some(delay) = timeline.kind(*msg).delay
+                    && t2 + SCHEDULE_SLACK < sent + delay
+                    && !timeline.clock_off_between(sent, t2)
+                {
+                    report.violations.push(violation(
+                        Rule::Early,
+                        format!(
+                            "{msg} was first sent at {:.3}s with a delay of {}ms",
+                            sent.as_secs_f64(),
+                            delay.as_millis()
+                        ),
+                    ));
+                }
                 let single_consumer = consumers_per_queue.get(queue) == Some(&1);
                 // The broker only rewrites the header (delivery-count,
                 // first-acquirer) on a redelivery, and counts a delivery
@@ -812,6 +846,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                     .get(queue.as_str())
                     .is_some_and(|linked| first_sent.get(msg).is_some_and(|sent| sent < linked));
                 let clean = send_counts.get(msg) == Some(&1)
+                    && timeline.kind(*msg).delay.is_none()
                     && first_delivery
                     && *delivery_count == 0
                     && !sent_before_link;
@@ -848,6 +883,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         Rule::NodePanicked,
         Rule::DuplicateId,
         Rule::Expired,
+        Rule::Early,
     ]);
     // A run cut short never had its liveness phase.
     let ended = !aborted;
@@ -861,7 +897,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             if consumed(queue) || dead_letters.is_some_and(consumed) {
                 continue;
             }
-            if timeline.may_vanish(*msg, *time) {
+            if timeline.may_vanish(*msg, *time) || params.drops_head(queue) {
                 stats.vanished_excused += 1;
                 continue;
             }
@@ -1100,10 +1136,11 @@ impl Facts<'_> {
                     !self.consumes.contains_key(&(dlq, *msg))
                         && !self.delivered.contains(&(queue, *msg))
                 });
-            let must_hold = self
-                .accepted
-                .get(msg)
-                .is_some_and(|(_, at)| !self.timeline.may_vanish(*msg, *at));
+            let must_hold = !self.params.drops_head(queue)
+                && self
+                    .accepted
+                    .get(msg)
+                    .is_some_and(|(_, at)| !self.timeline.may_vanish(*msg, *at));
             if must_hold && stays && consumes.is_none() {
                 least += 1;
             }

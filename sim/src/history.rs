@@ -56,6 +56,9 @@ pub struct MessageKind {
     /// Carries a `message-id` (its [`MsgId`]): the broker de-duplicates a
     /// durable one, so its resends make no second copy.
     pub message_id: bool,
+    /// `x-opt-delivery-delay`: the broker must not deliver it sooner than
+    /// this after it took it.
+    pub delay: Option<Duration>,
 }
 
 impl MessageKind {
@@ -66,6 +69,7 @@ impl MessageKind {
         presettled: false,
         ttl: None,
         message_id: false,
+        delay: None,
     };
 
     /// Whether the broker de-duplicates it: a durable message with a
@@ -89,6 +93,9 @@ impl fmt::Display for MessageKind {
         }
         if self.message_id {
             f.write_str(" id")?;
+        }
+        if let Some(delay) = self.delay {
+            write!(f, " delay {}ms", delay.as_millis())?;
         }
         Ok(())
     }

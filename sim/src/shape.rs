@@ -10,7 +10,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::ClientId;
 use crate::workload::WorkloadParams;
 
 /// Counts that override the drawn workload's; `None` keeps the drawn one.
@@ -76,12 +75,9 @@ impl WorkloadShape {
 
 /// The host names of `params`'s clients.
 pub fn client_names(params: &WorkloadParams) -> Vec<String> {
-    let producers = params.all_producers().map(ClientId::Producer);
-    let consumers = (0..params.consumers).map(ClientId::Consumer);
-    let subscribers = (0..params.subscribers).map(ClientId::Subscriber);
-    producers
-        .chain(consumers)
-        .chain(subscribers)
+    params
+        .clients()
+        .into_iter()
         .map(|client| client.to_string())
         .collect()
 }

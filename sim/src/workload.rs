@@ -14,12 +14,14 @@ use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sluice::amqp::codec::{Symbol, Value};
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
 use sluice::amqp::types::{
     Accepted, DeliveryState, ExpiryPolicy, Header, Message, MessageId, Modified, Properties,
     Rejected, Released, Section, Source, TerminusDurability,
 };
 use sluice::client::{Client, ClientError};
+use sluice::config::Overflow;
 use sluice::io::{Io, TurmoilIo};
 use sluice::node::{NodeHandle, ReplicaStatus};
 
@@ -162,6 +164,8 @@ pub struct WorkloadParams {
     /// while holding it) before a message of the dead-lettering queue is
     /// dead-lettered.
     pub delivery_limit: u32,
+    /// If set, queue 1's length limit and what it does when full.
+    pub limit: Option<(u64, Overflow)>,
 }
 
 /// The dead-letter queue, when the workload has one.
@@ -189,6 +193,12 @@ impl WorkloadParams {
         // Queue 0: queue producer 0 always sends to it.
         let dead_lettering = rng.gen_bool(0.5).then(|| queues[0].clone());
         let delivery_limit = rng.gen_range(2..=4);
+        // Small enough that a queue whose consumers are away fills up.
+        let limit = match rng.gen_range(0..4) {
+            0 => Some((rng.gen_range(5..=50), Overflow::RejectPublish)),
+            1 => Some((rng.gen_range(5..=50), Overflow::DropHead)),
+            _ => None,
+        };
         Self {
             queues,
             producers,
@@ -199,7 +209,14 @@ impl WorkloadParams {
             subscribers,
             dead_lettering,
             delivery_limit,
+            limit,
         }
+    }
+
+    /// Whether `queue` drops its oldest messages when full: then an
+    /// accepted message may be gone before any consumer took it.
+    pub fn drops_head(&self, queue: &str) -> bool {
+        matches!(self.limit, Some((_, Overflow::DropHead))) && queue == self.queues[1]
     }
 
     /// The dead-letter queue of `queue`, if it has one.
@@ -221,6 +238,19 @@ impl WorkloadParams {
     pub fn queue_of(&self, n: u32) -> &str {
         let index = n as usize % self.queues.len();
         &self.queues[index]
+    }
+
+    /// Every client of the workload, in the order the world spawns them.
+    pub fn clients(&self) -> Vec<ClientId> {
+        let producers = self.all_producers().map(ClientId::Producer);
+        let consumers = (0..self.consumers).map(ClientId::Consumer);
+        let subscribers = (0..self.subscribers).map(ClientId::Subscriber);
+        let dead_letters = self.has_dead_letters().then_some(ClientId::DeadLetters(0));
+        producers
+            .chain(consumers)
+            .chain(subscribers)
+            .chain(dead_letters)
+            .collect()
     }
 
     /// Every producer's number: queue producers first, then topic producers.
@@ -300,11 +330,20 @@ pub fn encode_message(id: MsgId, kind: MessageKind) -> Bytes {
     let ttl = kind
         .ttl
         .map(|ttl| u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX));
+    // In the order the spec gives: header, message annotations,
+    // properties, body.
     let mut sections = vec![Section::Header(Header {
         durable: kind.durable,
         ttl,
         ..Header::default()
     })];
+    if let Some(delay) = kind.delay {
+        let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        sections.push(Section::MessageAnnotations(vec![(
+            Value::Symbol(Symbol::from_static("x-opt-delivery-delay")),
+            Value::Long(millis),
+        )]));
+    }
     if kind.message_id {
         sections.push(Section::Properties(Box::new(Properties {
             message_id: Some(MessageId::String(id.to_string())),
@@ -322,6 +361,7 @@ struct MessageMix {
     transient_pct: u32,
     presettled_pct: u32,
     ttl_pct: u32,
+    delay_pct: u32,
     message_id: bool,
 }
 
@@ -334,6 +374,7 @@ impl MessageMix {
             transient_pct: share(rng),
             presettled_pct: share(rng),
             ttl_pct: share(rng),
+            delay_pct: share(rng),
             // A topic's subscriptions would each remember the id: the
             // same rule, with more to model.
             message_id: to_queue && rng.gen_bool(0.5),
@@ -346,11 +387,15 @@ impl MessageMix {
         let presettled = rng.gen_range(0..100) < self.presettled_pct;
         let ttl = (rng.gen_range(0..100) < self.ttl_pct)
             .then(|| Duration::from_millis(rng.gen_range(TTL_MIN_MS..=TTL_MAX_MS)));
+        // Not with a TTL: a message due after it expired never shows.
+        let delay = (ttl.is_none() && rng.gen_range(0..100) < self.delay_pct)
+            .then(|| Duration::from_millis(rng.gen_range(DELAY_MIN_MS..=DELAY_MAX_MS)));
         MessageKind {
             durable,
             presettled,
             ttl,
             message_id: self.message_id,
+            delay,
         }
     }
 }
@@ -360,6 +405,10 @@ impl MessageMix {
 /// first.
 const TTL_MIN_MS: u64 = 20;
 const TTL_MAX_MS: u64 = 2_000;
+
+/// The range of the delays scheduled messages are sent with.
+const DELAY_MIN_MS: u64 = 10;
+const DELAY_MAX_MS: u64 = 1_500;
 
 /// The id and header of a received message, or `None` if it is not one
 /// of ours (which the checker reports through the id it cannot find).

@@ -376,6 +376,14 @@ fn broker_config(
     // an unexplained loss to the checker. Only the queue that dead-letters
     // into the workload's dead-letter queue, if any, has a limit.
     config.queues.delivery_limit = 0;
+    if let Some((max_length, overflow)) = params.limit {
+        config.queue_overrides.push(QueueOverride {
+            name: params.queues[1].clone(),
+            max_length: Some(max_length),
+            overflow: Some(overflow),
+            ..QueueOverride::default()
+        });
+    }
     if let Some(queue) = &params.dead_lettering {
         config.queue_overrides.push(QueueOverride {
             name: queue.clone(),
@@ -512,21 +520,15 @@ fn spawn_clients(
             result
         });
     };
-    for n in params.all_producers() {
-        let future = workload::producer(n, seed, params.clone(), Rc::clone(shared));
-        spawn(ClientId::Producer(n), Box::pin(future));
-    }
-    for n in 0..params.consumers {
-        let future = workload::consumer(n, seed, params.clone(), Rc::clone(shared));
-        spawn(ClientId::Consumer(n), Box::pin(future));
-    }
-    for n in 0..params.subscribers {
-        let future = workload::subscriber(n, seed, params.clone(), Rc::clone(shared));
-        spawn(ClientId::Subscriber(n), Box::pin(future));
-    }
-    if params.has_dead_letters() {
-        let future = workload::dead_letter_consumer(0, seed, Rc::clone(shared));
-        spawn(ClientId::DeadLetters(0), Box::pin(future));
+    for client in params.clients() {
+        let (params, shared) = (params.clone(), Rc::clone(shared));
+        let future: workload::ClientFuture = match client {
+            ClientId::Producer(n) => Box::pin(workload::producer(n, seed, params, shared)),
+            ClientId::Consumer(n) => Box::pin(workload::consumer(n, seed, params, shared)),
+            ClientId::Subscriber(n) => Box::pin(workload::subscriber(n, seed, params, shared)),
+            ClientId::DeadLetters(n) => Box::pin(workload::dead_letter_consumer(n, seed, shared)),
+        };
+        spawn(client, future);
     }
     sim.client(INSPECTOR, workload::inspector(clients, Rc::clone(shared)));
 }
@@ -955,6 +957,9 @@ impl DrainTracker {
                     return;
                 }
                 for queue in self.params.destinations_of(msg.producer) {
+                    if self.params.drops_head(&queue) {
+                        continue;
+                    }
                     let key = (queue, *msg);
                     if !self.consumed.contains(&key) {
                         self.outstanding.insert(key);

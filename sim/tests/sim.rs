@@ -70,6 +70,7 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         // A message found expired at one time is delivered after a step
         // back, out of order.
         ("clock-regress", Some(Rule::Fifo)),
+        ("schedule-ignored", Some(Rule::Early)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

@@ -243,9 +243,16 @@ impl Queues {
         now_ms: u64,
         queue: String,
         seq: Seq,
-        message: NewMessage,
+        mut message: NewMessage,
         effects: &mut Vec<Effect>,
     ) {
+        // PLANTED BUG (`schedule-ignored`): a scheduled message is ready at
+        // once.
+        if self.plants.schedule_ignored()
+            && let Some(traits) = message.traits.as_mut()
+        {
+            traits.deliver_at_ms = None;
+        }
         let Some(target) = self.queues.get_mut(&queue) else {
             return effects.push(rejected(queue, seq, RejectReason::NotFound));
         };
