@@ -80,7 +80,7 @@ use crate::history::{
     broker_name,
 };
 use crate::nemesis::{Fault, FaultEvent, fault_spans, fault_windows};
-use crate::workload::WorkloadParams;
+use crate::workload::{SELECTOR, WorkloadParams};
 
 /// At most this many violations are kept in a report.
 const VIOLATIONS_KEPT: usize = 100;
@@ -133,6 +133,8 @@ pub enum Rule {
     DeadLetterLost,
     /// Rule 11.
     Early,
+    /// Rule 12.
+    Unselected,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -140,7 +142,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 11] = [
+    pub const ALL: [Rule; 12] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -152,6 +154,7 @@ impl Rule {
         Rule::Expired,
         Rule::DeadLetterLost,
         Rule::Early,
+        Rule::Unselected,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -174,6 +177,7 @@ impl Rule {
             Rule::Expired => "9 expired",
             Rule::DeadLetterLost => "10 dead-letter-lost",
             Rule::Early => "11 early",
+            Rule::Unselected => "12 unselected",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -193,6 +197,7 @@ impl fmt::Display for Rule {
             Rule::Expired => "an expired message delivered",
             Rule::DeadLetterLost => "dead-lettered but missing from the dead-letter queue",
             Rule::Early => "a scheduled message delivered before its time",
+            Rule::Unselected => "a message delivered that its consumer's selector does not select",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -393,6 +398,7 @@ fn kind(op: &Op) -> &'static str {
         Op::ProducerOutcome { .. } => "producer_outcome",
         Op::Delivered { .. } => "delivered",
         Op::Settled { .. } => "settled",
+        Op::Browsed { .. } => "browsed",
         Op::BrokerState { .. } => "broker_state",
         Op::Replicas { .. } => "replicas",
         Op::Aborted { .. } => "aborted",
@@ -733,6 +739,11 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                     entry.push((event.time, *conn));
                 }
             }
+            Op::Browsed { queue, msg, .. } => {
+                if let Some(detail) = phantom(params, &destinations, &sends_so_far, queue, *msg) {
+                    report.violations.push(violation(Rule::NeverSent, detail));
+                }
+            }
             Op::Delivered {
                 conn: delivery_conn,
                 queue,
@@ -740,22 +751,22 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 delivery_count,
                 ..
             } => {
-                let sends = sends_so_far.get(msg).copied().unwrap_or(0);
-                if sends == 0 {
-                    report
-                        .violations
-                        .push(violation(Rule::NeverSent, format!("{msg} was never sent")));
+                if let Some(detail) = phantom(params, &destinations, &sends_so_far, queue, *msg) {
+                    report.violations.push(violation(Rule::NeverSent, detail));
                     continue;
                 }
-                let sent_here = destinations
-                    .get(&msg.producer)
-                    .is_some_and(|queues| queues.iter().any(|q| reaches(params, q, queue)));
-                if !sent_here {
+                let sends = sends_so_far.get(msg).copied().unwrap_or(0);
+                let selective = params
+                    .selective_consumer()
+                    .is_some_and(|n| delivery_conn.client == ClientId::Consumer(n));
+                if selective && !selected(*msg) {
                     report.violations.push(violation(
-                        Rule::NeverSent,
-                        format!("{msg} was never sent to {queue}"),
+                        Rule::Unselected,
+                        format!(
+                            "{msg} is odd, and {} reads through {SELECTOR}",
+                            delivery_conn.client
+                        ),
                     ));
-                    continue;
                 }
                 let key = (queue.as_str(), *msg);
                 let first_delivery = delivered.insert(key);
@@ -884,6 +895,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         Rule::DuplicateId,
         Rule::Expired,
         Rule::Early,
+        Rule::Unselected,
     ]);
     // A run cut short never had its liveness phase.
     let ended = !aborted;
@@ -975,6 +987,31 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     report.violations.truncate(VIOLATIONS_KEPT);
     report.stats.violations_total = total;
     report
+}
+
+/// Rule 1: why a delivery (or a browse) of `msg` from `queue` is a
+/// phantom, if it is: it was never sent, or never sent to `queue` (or to
+/// the queue that dead-letters into it).
+fn phantom(
+    params: &WorkloadParams,
+    destinations: &BTreeMap<u32, Vec<String>>,
+    sends_so_far: &BTreeMap<MsgId, u64>,
+    queue: &str,
+    msg: MsgId,
+) -> Option<String> {
+    if !sends_so_far.contains_key(&msg) {
+        return Some(format!("{msg} was never sent"));
+    }
+    let sent_here = destinations
+        .get(&msg.producer)
+        .is_some_and(|queues| queues.iter().any(|q| reaches(params, q, queue)));
+    (!sent_here).then(|| format!("{msg} was never sent to {queue}"))
+}
+
+/// Rule 12: whether [`SELECTOR`] selects `msg` (its `parity` property is
+/// `even` for an even sequence number).
+fn selected(msg: MsgId) -> bool {
+    msg.seq % 2 == 0
 }
 
 /// Whether a message sent to `destination` may be delivered from `queue`:

@@ -135,6 +135,8 @@ pub enum ClientId {
     Subscriber(u32),
     /// The consumer of the dead-letter queue.
     DeadLetters(u32),
+    /// A browser of a queue: it sees messages without taking them.
+    Browser(u32),
 }
 
 impl fmt::Display for ClientId {
@@ -144,6 +146,7 @@ impl fmt::Display for ClientId {
             ClientId::Consumer(n) => write!(f, "consumer{n}"),
             ClientId::Subscriber(n) => write!(f, "subscriber{n}"),
             ClientId::DeadLetters(n) => write!(f, "deadletters{n}"),
+            ClientId::Browser(n) => write!(f, "browser{n}"),
         }
     }
 }
@@ -228,6 +231,15 @@ pub enum Op {
         msg: MsgId,
         /// The outcome.
         outcome: Outcome,
+    },
+    /// A browser saw a message (a copy: the queue keeps it).
+    Browsed {
+        /// The connection.
+        conn: ConnId,
+        /// The queue browsed.
+        queue: String,
+        /// The message.
+        msg: MsgId,
     },
     /// A consumer received a message.
     Delivered {
@@ -342,6 +354,7 @@ impl fmt::Display for Op {
                 msg,
                 outcome,
             } => write!(f, "{conn} settle {msg} from {queue} {outcome:?}"),
+            Op::Browsed { conn, queue, msg } => write!(f, "{conn} browsed {msg} in {queue}"),
             Op::LeaderObserved {
                 group,
                 leader: Some(id),

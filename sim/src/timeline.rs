@@ -207,6 +207,7 @@ fn conn_of(op: &Op) -> Option<ConnId> {
         | Op::Send { conn, .. }
         | Op::ProducerOutcome { conn, .. }
         | Op::Delivered { conn, .. }
+        | Op::Browsed { conn, .. }
         | Op::Settled { conn, .. } => Some(*conn),
         _ => None,
     }
@@ -218,6 +219,7 @@ fn msg_of(op: &Op) -> Option<MsgId> {
         Op::Send { msg, .. }
         | Op::ProducerOutcome { msg, .. }
         | Op::Delivered { msg, .. }
+        | Op::Browsed { msg, .. }
         | Op::Settled { msg, .. } => Some(*msg),
         _ => None,
     }
@@ -375,6 +377,7 @@ fn mark_of(
             on_client(conn, kind)
         }
         Op::Settled { conn, .. } => on_client(conn, MarkKind::Settled),
+        Op::Browsed { conn, .. } => on_client(conn, MarkKind::Other),
         // The end state, an abort, and ops added after this model: their
         // text says what they are.
         _ => Some((RUN_LANE, MarkKind::Other)),

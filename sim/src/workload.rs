@@ -14,11 +14,11 @@ use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice::amqp::codec::{Symbol, Value};
+use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
 use sluice::amqp::types::{
-    Accepted, DeliveryState, ExpiryPolicy, Header, Message, MessageId, Modified, Properties,
-    Rejected, Released, Section, Source, TerminusDurability,
+    Accepted, DeliveryState, DistributionMode, ExpiryPolicy, Header, Message, MessageId, Modified,
+    Properties, Rejected, Released, Section, Source, TerminusDurability,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Overflow;
@@ -166,7 +166,23 @@ pub struct WorkloadParams {
     pub delivery_limit: u32,
     /// If set, queue 1's length limit and what it does when full.
     pub limit: Option<(u64, Overflow)>,
+    /// Browsers of queue 0 (0 or 1).
+    pub browsers: u32,
+    /// Whether the last consumer, if there are 3 (a second on queue 0),
+    /// reads only what [`SELECTOR`] selects.
+    pub selective: bool,
 }
+
+/// The selector of the selective consumer: messages with an even sequence
+/// number (every message says which, in its `parity` property).
+pub const SELECTOR: &str = "parity = 'even'";
+
+/// What a delivery that is not one of the workload's messages is recorded
+/// as: an id no producer sends, so the checker reports it as never sent.
+const UNKNOWN_MSG: MsgId = MsgId {
+    producer: u32::MAX,
+    seq: u64::MAX,
+};
 
 /// The dead-letter queue, when the workload has one.
 pub const DEAD_LETTER_QUEUE: &str = "dlq";
@@ -210,7 +226,14 @@ impl WorkloadParams {
             dead_lettering,
             delivery_limit,
             limit,
+            browsers: rng.gen_range(0..=1),
+            selective: rng.gen_bool(0.5),
         }
+    }
+
+    /// The consumer that reads through [`SELECTOR`], if any.
+    pub fn selective_consumer(&self) -> Option<u32> {
+        (self.selective && self.consumers == 3).then_some(2)
     }
 
     /// Whether `queue` drops its oldest messages when full: then an
@@ -246,10 +269,12 @@ impl WorkloadParams {
         let consumers = (0..self.consumers).map(ClientId::Consumer);
         let subscribers = (0..self.subscribers).map(ClientId::Subscriber);
         let dead_letters = self.has_dead_letters().then_some(ClientId::DeadLetters(0));
+        let browsers = (0..self.browsers).map(ClientId::Browser);
         producers
             .chain(consumers)
             .chain(subscribers)
             .chain(dead_letters)
+            .chain(browsers)
             .collect()
     }
 
@@ -315,6 +340,7 @@ fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
         ClientId::Consumer(n) => (2u64, n),
         ClientId::Subscriber(n) => (3u64, n),
         ClientId::DeadLetters(n) => (4u64, n),
+        ClientId::Browser(n) => (5u64, n),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(kind << 32 | u64::from(n));
@@ -350,6 +376,11 @@ pub fn encode_message(id: MsgId, kind: MessageKind) -> Bytes {
             ..Properties::default()
         })));
     }
+    let parity = if id.seq % 2 == 0 { "even" } else { "odd" };
+    sections.push(Section::ApplicationProperties(vec![(
+        "parity".to_owned(),
+        Value::from(parity),
+    )]));
     sections.push(Section::Data(Bytes::from(body)));
     Message { sections }.encode()
 }
@@ -488,6 +519,28 @@ impl ReadFrom {
             link_name: "consumer",
             container: None,
         }
+    }
+
+    /// `queue`, through `selector` (a JMS selector).
+    fn selected(queue: &str, selector: &str) -> Self {
+        let filter = Described {
+            descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
+            value: Value::from(selector),
+        };
+        let mut from = Self::queue(queue);
+        from.source.filter = vec![(
+            Value::Symbol(Symbol::from_static("jms-selector")),
+            Value::from(filter),
+        )];
+        from
+    }
+
+    /// `queue`, browsed: the broker sends copies and keeps the messages.
+    fn browsed(queue: &str) -> Self {
+        let mut from = Self::queue(queue);
+        from.source.distribution_mode = Some(DistributionMode::Copy);
+        from.link_name = "browser";
+        from
     }
 
     fn subscription(params: &WorkloadParams, subscriber: u32) -> Self {
@@ -881,8 +934,94 @@ pub async fn consumer(
     params: WorkloadParams,
     shared: Rc<Shared>,
 ) -> turmoil::Result {
-    let from = ReadFrom::queue(params.queue_of(n));
+    let queue = params.queue_of(n);
+    let from = match params.selective_consumer() {
+        Some(selective) if selective == n => ReadFrom::selected(queue, SELECTOR),
+        _ => ReadFrom::queue(queue),
+    };
     receive(ClientId::Consumer(n), seed, from, shared).await
+}
+
+/// A browser of queue 0: attaches in copy mode, records what it sees, and
+/// now and then attaches again to browse from the start. It settles
+/// nothing: a browsed message stays the queue's.
+pub async fn browser(
+    n: u32,
+    seed: u64,
+    params: WorkloadParams,
+    shared: Rc<Shared>,
+) -> turmoil::Result {
+    let me = ClientId::Browser(n);
+    let mut rng = client_rng(seed, me);
+    let from = ReadFrom::browsed(&params.queues[0]);
+    let mut conn_n = 0;
+    while shared.phase() != Phase::Finished {
+        conn_n += 1;
+        let conn = ConnId {
+            client: me,
+            n: conn_n,
+        };
+        let node = shared.pick_broker(&mut rng);
+        let credit = rng.gen_range(1..=50);
+        let lost = match open_receiver(conn, node, &from, credit).await {
+            Ok((client, _, _)) => {
+                shared.record(Op::Connected {
+                    conn,
+                    address: from.queue.clone(),
+                    node,
+                });
+                browse(client, &shared, conn, &from.queue, &mut rng).await
+            }
+            Err(error) => Some(format!("connect: {error}")),
+        };
+        if let Some(why) = lost {
+            shared.record(Op::ConnectionLost { conn, why });
+        }
+        backoff(&mut rng).await;
+    }
+    Ok(())
+}
+
+/// Browses on one connection until the run is finished or, after a
+/// random number of messages, closes to browse again; why the connection
+/// was lost, if it was.
+async fn browse(
+    mut client: Client<TurmoilIo>,
+    shared: &Shared,
+    conn: ConnId,
+    queue: &str,
+    rng: &mut ChaCha8Rng,
+) -> Option<String> {
+    let mut left = rng.gen_range(1..=200u32);
+    loop {
+        if shared.phase() == Phase::Finished || left == 0 {
+            close(client, shared, conn).await;
+            return None;
+        }
+        let event = tokio::select! {
+            () = tokio::time::sleep(PHASE_POLL) => continue,
+            event = client.next_event() => event,
+        };
+        match event {
+            Ok(Event::Delivery { message, .. }) => {
+                left -= 1;
+                let msg = decode_message(message).map_or(UNKNOWN_MSG, |(msg, _)| msg);
+                shared.record(Op::Browsed {
+                    conn,
+                    queue: queue.to_owned(),
+                    msg,
+                });
+            }
+            Ok(Event::Closed { local, remote }) => {
+                return Some(format!("closed: {:?}", local.or(remote)));
+            }
+            Ok(Event::LinkDetached { error, .. }) => {
+                return Some(format!("link detached: {error:?}"));
+            }
+            Ok(_) => {}
+            Err(error) => return Some(error.to_string()),
+        }
+    }
 }
 
 /// A durable subscriber to the topic: see [`receive`]. Its subscription
@@ -942,7 +1081,7 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                 shared.subscribed.borrow_mut().insert(n);
             }
             ClientId::DeadLetters(_) => shared.dead_letters_ready.set(true),
-            ClientId::Producer(_) | ClientId::Consumer(_) => {}
+            ClientId::Producer(_) | ClientId::Consumer(_) | ClientId::Browser(_) => {}
         }
         shared.record(Op::Connected {
             conn,
@@ -991,10 +1130,7 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                         shared.record(Op::Delivered {
                             conn,
                             queue: queue.clone(),
-                            msg: MsgId {
-                                producer: u32::MAX,
-                                seq: u64::MAX,
-                            },
+                            msg: UNKNOWN_MSG,
                             delivery_count: 0,
                             first_acquirer: false,
                         });

@@ -527,6 +527,7 @@ fn spawn_clients(
             ClientId::Consumer(n) => Box::pin(workload::consumer(n, seed, params, shared)),
             ClientId::Subscriber(n) => Box::pin(workload::subscriber(n, seed, params, shared)),
             ClientId::DeadLetters(n) => Box::pin(workload::dead_letter_consumer(n, seed, shared)),
+            ClientId::Browser(n) => Box::pin(workload::browser(n, seed, params, shared)),
         };
         spawn(client, future);
     }
