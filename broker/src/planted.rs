@@ -19,6 +19,7 @@
 //! | `vote-without-persist` | `raft::replica` `Replica::advance` | a Raft member sends its votes and acknowledgements before what they vouch for is durable, so a crash can make it vote twice in a term or forget entries a leader counted as replicated |
 //! | `commit-on-minority` | `raft::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
 //! | `ignore-damage` | `raft::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
+//! | `txn-partial-commit` | `node::core::transactions` `Core::commit` | a transaction of two commands or more commits in two entries, the second proposed once the first is applied: a crash between them applies half of it, and its discharge is never answered |
 
 use std::fmt;
 use std::str::FromStr;
@@ -110,6 +111,11 @@ impl Plants {
     pub const fn dlq_drops(self) -> bool {
         self.has(Plant::DlqDrops)
     }
+
+    /// `txn-partial-commit`: a transaction commits in two entries.
+    pub const fn txn_partial_commit(self) -> bool {
+        self.has(Plant::TxnPartialCommit)
+    }
 }
 
 /// One planted bug.
@@ -140,11 +146,14 @@ pub enum Plant {
     /// A dead-lettered message is dropped instead of moved to its queue's
     /// dead-letter queue.
     DlqDrops,
+    /// A transaction's commit is split in two entries, so a crash between
+    /// them applies part of it.
+    TxnPartialCommit,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 10] = [
+    pub const ALL: [Plant; 11] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -155,6 +164,7 @@ impl Plant {
         Plant::DedupIgnored,
         Plant::DeliverExpired,
         Plant::DlqDrops,
+        Plant::TxnPartialCommit,
     ];
 
     /// The plant's command-line name.
@@ -170,6 +180,7 @@ impl Plant {
             Plant::DedupIgnored => "dedup-ignored",
             Plant::DeliverExpired => "deliver-expired",
             Plant::DlqDrops => "dlq-drops",
+            Plant::TxnPartialCommit => "txn-partial-commit",
         }
     }
 }
@@ -183,7 +194,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, txn-partial-commit"
 )]
 pub struct UnknownPlant(pub String);
 
