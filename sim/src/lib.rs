@@ -13,6 +13,7 @@ pub mod raft;
 pub mod replay;
 pub mod timeline;
 pub mod trace;
+pub mod transactions;
 pub mod workload;
 pub mod world;
 

@@ -63,6 +63,7 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("dedup-ignored", Some(Rule::DuplicateId)),
         ("deliver-expired", Some(Rule::Expired)),
         ("dlq-drops", Some(Rule::DeadLetterLost)),
+        ("txn-partial-commit", Some(Rule::TxnPartial)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {
