@@ -862,15 +862,12 @@ impl DrainTracker {
     fn observe(&mut self, index: usize, event: &crate::history::Event) {
         self.txns.observe(index, event);
         match &event.op {
+            // A message's outcome in a transaction is provisional.
             Op::ProducerOutcome {
                 msg,
                 outcome: Outcome::Accepted,
                 ..
-            } => {
-                if self.txns.of(*msg).is_none() {
-                    self.expect(*msg, event.time);
-                }
-            }
+            } if self.txns.of(*msg).is_none() => self.expect(*msg, event.time),
             Op::Discharged { txn, .. } => {
                 let committed = self
                     .txns
