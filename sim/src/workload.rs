@@ -345,10 +345,11 @@ impl MessageMix {
         }
     }
 
-    /// Whether the next new message starts a transaction, and if so how
-    /// many new messages it sends (at most `left`) and whether it commits.
+    /// Whether the next new message of a transactional producer starts a
+    /// transaction, and if so how many new messages it sends (at most
+    /// `left`) and whether it commits.
     fn next_transaction(self, rng: &mut ChaCha8Rng, left: u64) -> Option<(u64, bool)> {
-        if !self.transactional || rng.gen_range(0..100) >= TXN_START_PCT {
+        if rng.gen_range(0..100) >= TXN_START_PCT {
             return None;
         }
         let messages = rng.gen_range(1..=TXN_MESSAGES_MAX).min(left);
@@ -458,9 +459,10 @@ async fn open_sender(
     })
 }
 
-/// One transaction of a producer: its id, the new messages it sends, and
-/// whether it commits.
+/// One transaction of a producer: the coordinator link it runs on, its id,
+/// the new messages it sends, and whether it commits.
 struct TxnPlan {
+    coordinator: LinkId,
     txn: TxnId,
     seqs: std::ops::Range<u64>,
     commit: bool,
@@ -479,9 +481,7 @@ async fn transact(
     plan: TxnPlan,
     in_txn: &mut BTreeMap<DeliveryId, u64>,
 ) -> Result<(), String> {
-    let Some(coordinator) = sender.coordinator else {
-        return Ok(());
-    };
+    let coordinator = plan.coordinator;
     let client = &mut sender.client;
     let txn_id = with_timeout(client.declare(coordinator))
         .await
@@ -769,8 +769,9 @@ fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
 /// A producer: sends its messages with a window, of the kinds its
 /// [`MessageMix`] draws; on a lost connection reconnects and resends
 /// everything unsettled not yet confirmed (a legal source of duplicates,
-/// unless the message carries a `message-id`). Stops when the fault phase
-/// ends.
+/// unless the message carries a `message-id`); a transactional one sends
+/// some new messages in transactions instead (see [`transact`]), never
+/// resent. Stops when the fault phase ends.
 pub async fn producer(
     n: u32,
     seed: u64,
@@ -854,11 +855,17 @@ pub async fn producer(
             }
             let can_send = in_flight.len() < window && sender.client.connection().credit(link) > 0;
             let left = params.messages_per_producer - next_seq;
-            let txn = (can_send && to_send.is_empty() && more_new)
-                .then(|| mix.next_transaction(&mut rng, left))
-                .flatten();
-            if let Some((messages, commit)) = txn {
+            // Only a transactional producer has a coordinator.
+            let txn = sender
+                .coordinator
+                .filter(|_| can_send && to_send.is_empty() && more_new)
+                .and_then(|coordinator| {
+                    let (messages, commit) = mix.next_transaction(&mut rng, left)?;
+                    Some((coordinator, messages, commit))
+                });
+            if let Some((coordinator, messages, commit)) = txn {
                 let plan = TxnPlan {
+                    coordinator,
                     txn: TxnId {
                         producer: n,
                         n: next_txn,
