@@ -276,8 +276,9 @@ pub struct Stats {
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9 and
     /// 12 always are; rules 2, 10, 11 and 13 once the run had its liveness
-    /// phase (not cut short by a panic); rule 5 once the broker reported its state at
-    /// the end; rule 6 once the cluster's nodes reported their replicas.
+    /// phase (not cut short by a panic); rule 5 once the broker reported
+    /// its state at the end; rule 6 once the cluster's nodes reported their
+    /// replicas.
     pub checked: BTreeSet<Rule>,
     /// Violations found, including those not kept in the report.
     pub violations_total: u64,
