@@ -11,12 +11,15 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::amqp::codec::{Symbol, Value, from_bytes, to_bytes};
 use crate::amqp::engine::{
     ClientSasl, Connection, ConnectionConfig, DeliveryId, EngineError, Event, LinkId, LinkOptions,
     SessionId,
 };
 use crate::amqp::types::{
-    DeliveryState, Error, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
+    AttachTarget, ControlMessage, Coordinator, Declare, DeliveryState, Discharge, Error,
+    LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Role, Section, SenderSettleMode, Source,
+    Target,
 };
 use crate::io::{self as seam, Io};
 
@@ -36,6 +39,10 @@ pub enum ClientError {
     /// The broker refused or closed a link.
     #[error("link refused: {0:?}")]
     LinkRefused(Option<Error>),
+    /// The coordinator refused a `declare`, or rolled a transaction back
+    /// at its discharge (the error, if it gave one).
+    #[error("transaction refused: {0:?}")]
+    Transaction(Option<Error>),
 }
 
 /// One AMQP connection to a broker.
@@ -45,6 +52,9 @@ pub struct Client<I: Io> {
     conn: Connection,
     events: VecDeque<Event>,
     read_buf: Vec<u8>,
+    /// The delivery tag of the next control message (`declare`,
+    /// `discharge`): unique on the connection.
+    next_control_tag: u64,
 }
 
 impl<I: Io> Client<I> {
@@ -63,6 +73,7 @@ impl<I: Io> Client<I> {
             conn,
             events: VecDeque::new(),
             read_buf: vec![0; 16 * 1024],
+            next_control_tag: 0,
         };
         loop {
             match client.next_event().await? {
@@ -188,6 +199,115 @@ impl<I: Io> Client<I> {
         Ok(delivery)
     }
 
+    /// Attaches a link to the broker's transaction coordinator, for local
+    /// transactions, and waits until it may send.
+    pub async fn attach_coordinator(
+        &mut self,
+        session: SessionId,
+        name: &str,
+    ) -> Result<LinkId, ClientError> {
+        let coordinator = Coordinator {
+            capabilities: vec![Symbol::from_static(LOCAL_TRANSACTIONS)],
+        };
+        let options = LinkOptions {
+            name: name.to_owned(),
+            role: Role::Sender,
+            source: Some(Source::default().into()),
+            target: Some(AttachTarget::Coordinator(coordinator)),
+            snd_settle_mode: SenderSettleMode::Unsettled,
+            rcv_settle_mode: ReceiverSettleMode::First,
+        };
+        let link = self.attach(session, options).await?;
+        while self.conn.credit(link) == 0 {
+            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
+                .await?;
+        }
+        Ok(link)
+    }
+
+    /// Declares a transaction on `coordinator` and waits for its id.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Transaction`] if the coordinator refused it.
+    pub async fn declare(&mut self, coordinator: LinkId) -> Result<Bytes, ClientError> {
+        let declare = ControlMessage::Declare(Declare::default());
+        match self.control(coordinator, &declare).await? {
+            DeliveryState::Declared(declared) => Ok(declared.txn_id),
+            state => Err(refusal(state)),
+        }
+    }
+
+    /// Sends a message, unsettled, in transaction `txn_id`; waits for
+    /// credit if there is none. Its outcome is provisional: the message
+    /// counts only once the transaction commits.
+    pub async fn send_in_transaction(
+        &mut self,
+        link: LinkId,
+        tag: Bytes,
+        message: Bytes,
+        txn_id: Bytes,
+    ) -> Result<DeliveryId, ClientError> {
+        while self.conn.credit(link) == 0 {
+            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
+                .await?;
+        }
+        let delivery = self.conn.send_transactional(link, tag, message, txn_id)?;
+        self.flush().await?;
+        Ok(delivery)
+    }
+
+    /// Ends transaction `txn_id` on `coordinator`: commits it, or with
+    /// `fail` rolls it back; waits for the coordinator's answer.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Transaction`] if the coordinator answered `rejected`:
+    /// the transaction was rolled back. Any other error leaves its fate
+    /// unknown to the caller.
+    pub async fn discharge(
+        &mut self,
+        coordinator: LinkId,
+        txn_id: Bytes,
+        fail: bool,
+    ) -> Result<(), ClientError> {
+        let discharge = ControlMessage::Discharge(Discharge { txn_id, fail });
+        match self.control(coordinator, &discharge).await? {
+            DeliveryState::Accepted(_) => Ok(()),
+            state => Err(refusal(state)),
+        }
+    }
+
+    /// Sends a control message to the coordinator, as an `amqp-value`
+    /// body, and waits for the state the coordinator answers with.
+    async fn control(
+        &mut self,
+        coordinator: LinkId,
+        control: &ControlMessage,
+    ) -> Result<DeliveryState, ClientError> {
+        // A control message is a described list: what it encodes always
+        // decodes as a value.
+        let body: Value =
+            from_bytes(to_bytes(control)).expect("an encoded control message is a value");
+        let message = Message {
+            sections: vec![Section::AmqpValue(body)],
+        };
+        let tag = Bytes::copy_from_slice(&self.next_control_tag.to_be_bytes());
+        self.next_control_tag += 1;
+        let delivery = self.send(coordinator, tag, message.encode(), false).await?;
+        let answered = self
+            .wait_for(|e| {
+                matches!(e, Event::Disposition { delivery: d, state: Some(_), .. } if *d == delivery)
+            })
+            .await?;
+        match answered {
+            Event::Disposition {
+                state: Some(state), ..
+            } => Ok(state),
+            _ => unreachable!("wait_for returns the event it matched"),
+        }
+    }
+
     /// Settles a received delivery with `state`.
     pub async fn settle(
         &mut self,
@@ -297,6 +417,15 @@ impl<I: Io> Client<I> {
         }
         self.stream.flush().await?;
         Ok(())
+    }
+}
+
+/// A coordinator's answer other than the one asked for: the error of a
+/// `rejected`, or none.
+fn refusal(state: DeliveryState) -> ClientError {
+    match state {
+        DeliveryState::Rejected(rejected) => ClientError::Transaction(rejected.error),
+        _ => ClientError::Transaction(None),
     }
 }
 

@@ -19,6 +19,7 @@
 //! | `vote-without-persist` | `raft::replica` `Replica::advance` | a Raft member sends its votes and acknowledgements before what they vouch for is durable, so a crash can make it vote twice in a term or forget entries a leader counted as replicated |
 //! | `commit-on-minority` | `raft::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
 //! | `ignore-damage` | `raft::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
+//! | `txn-partial-commit` | `node::core::transactions` `Core::commit` | a transaction of two commands or more commits in two entries, the second proposed once the first is applied: a crash between them applies half of it, and its discharge is never answered |
 
 use std::fmt;
 use std::str::FromStr;
@@ -120,6 +121,11 @@ impl Plants {
     pub const fn schedule_ignored(self) -> bool {
         self.has(Plant::ScheduleIgnored)
     }
+
+    /// `txn-partial-commit`: a transaction commits in two entries.
+    pub const fn txn_partial_commit(self) -> bool {
+        self.has(Plant::TxnPartialCommit)
+    }
 }
 
 /// One planted bug.
@@ -156,11 +162,14 @@ pub enum Plant {
     /// A message's delivery schedule (`x-opt-delivery-delay`,
     /// `x-opt-delivery-time`) is ignored: it is ready at once.
     ScheduleIgnored,
+    /// A transaction's commit is split in two entries, so a crash between
+    /// them applies part of it.
+    TxnPartialCommit,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 12] = [
+    pub const ALL: [Plant; 13] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -173,6 +182,7 @@ impl Plant {
         Plant::DlqDrops,
         Plant::ClockRegress,
         Plant::ScheduleIgnored,
+        Plant::TxnPartialCommit,
     ];
 
     /// The plant's command-line name.
@@ -190,6 +200,7 @@ impl Plant {
             Plant::DlqDrops => "dlq-drops",
             Plant::ClockRegress => "clock-regress",
             Plant::ScheduleIgnored => "schedule-ignored",
+            Plant::TxnPartialCommit => "txn-partial-commit",
         }
     }
 }
@@ -203,7 +214,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit"
 )]
 pub struct UnknownPlant(pub String);
 

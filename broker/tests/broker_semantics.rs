@@ -345,6 +345,7 @@ on_each_topology! {
     links_the_broker_cannot_serve_are_refused_alone;
     priority_and_last_value_queues_order_and_keep_as_configured;
     a_consumer_that_asks_for_settled_deliveries_consumes_them;
+    a_transaction_publishes_at_commit_and_a_rollback_publishes_nothing;
 }
 
 async fn released_messages_come_back_at_their_place_uncounted(topology: Topology) {
@@ -1335,6 +1336,63 @@ async fn a_consumer_that_asks_for_settled_deliveries_consumes_them(topology: Top
     }
     brokers
         .wait_for_queue("at-most-once", |info| info.depth + info.unsettled == 0)
+        .await;
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    brokers.stop().await;
+}
+
+/// A transactional producer, through the client's coordinator link: what
+/// it publishes in a transaction reaches the queue only when the
+/// transaction commits, all of it, in order; a rolled-back transaction
+/// publishes nothing; a transaction discharged once is unknown after.
+async fn a_transaction_publishes_at_commit_and_a_rollback_publishes_nothing(topology: Topology) {
+    let brokers = Brokers::start(topology).await;
+    let (mut producer, session) = connect(brokers.producers()).await;
+    let coordinator = producer.attach_coordinator(session, "txn").await.unwrap();
+    let sender = producer
+        .attach_sender(session, "p", Some("orders"))
+        .await
+        .unwrap();
+    let rolled_back = producer.declare(coordinator).await.unwrap();
+    let committed = producer.declare(coordinator).await.unwrap();
+    assert_ne!(rolled_back, committed);
+    let sends = [
+        ("gone 1", &rolled_back),
+        ("kept 1", &committed),
+        ("gone 2", &rolled_back),
+        ("kept 2", &committed),
+    ];
+    for (body, txn_id) in sends {
+        let tag = Bytes::from(body.to_owned());
+        producer
+            .send_in_transaction(sender, tag, message(body, true), txn_id.clone())
+            .await
+            .unwrap();
+    }
+    let discharge = producer.discharge(coordinator, rolled_back, true);
+    timeout(WAIT, discharge).await.unwrap().unwrap();
+    let discharge = producer.discharge(coordinator, committed.clone(), false);
+    timeout(WAIT, discharge).await.unwrap().unwrap();
+    let again = producer.discharge(coordinator, committed, false);
+    let again = timeout(WAIT, again).await.unwrap();
+    assert!(
+        matches!(again, Err(ClientError::Transaction(Some(_)))),
+        "{again:?}"
+    );
+    let (mut consumer, session) = connect(brokers.consumers()).await;
+    let consumer_link = consumer
+        .attach_receiver(session, "c", queue("orders"), 10)
+        .await
+        .unwrap();
+    for expected in ["kept 1", "kept 2"] {
+        let (delivery, message) = receive(&mut consumer, consumer_link).await;
+        assert_eq!(body_of(&message), expected);
+        consumer.settle(delivery, accepted()).await.unwrap();
+    }
+    // A rolled-back message would be delivered (and held) by now.
+    brokers
+        .wait_for_queue("orders", |q| q.depth == 0 && q.unsettled == 0)
         .await;
     consumer.close().await.unwrap();
     producer.close().await.unwrap();

@@ -70,6 +70,23 @@
 //!    raft-rs, failed) is a bug, whatever it did to messages. Under turmoil
 //!    a panic in any task stops the whole simulation: the run is then cut
 //!    short, and the rules about its end (2, 5 and 6) are not checked.
+//!
+//! Rules 8–10 concern the message kinds (docs/simulation.md); rules 11–13
+//! transactions (see [`crate::transactions`]). A message sent in a
+//! transaction is never resent, and its own outcome is provisional:
+//!
+//! 11. **A committed transaction is whole.** Every message of a transaction
+//!     whose commit was answered `accepted` is consumed from its queue (or
+//!     its dead-letter queue), as rule 2 asks of an accepted message.
+//! 12. **Nothing of a transaction that did not commit is delivered.** A
+//!     message of a transaction rolled back, refused at commit or never
+//!     discharged (its connection ended first, which rolls it back), or
+//!     one the broker refused provisionally, is never delivered; nor is
+//!     any message of a transaction before its commit was sent.
+//! 13. **All or nothing.** A transaction whose commit was sent and never
+//!     answered (the connection was lost) applied whole or not at all: if
+//!     any of its messages was delivered, every one is consumed by the end
+//!     of the liveness phase.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -80,6 +97,7 @@ use crate::history::{
     broker_name,
 };
 use crate::nemesis::{Fault, FaultEvent, fault_spans, fault_windows};
+use crate::transactions::{Fate, Transactions};
 use crate::workload::{SELECTOR, WorkloadParams};
 
 /// At most this many violations are kept in a report.
@@ -135,6 +153,12 @@ pub enum Rule {
     Early,
     /// Rule 12.
     Unselected,
+    /// Rule 13.
+    TxnLost,
+    /// Rule 14.
+    TxnAbortedDelivered,
+    /// Rule 15.
+    TxnPartial,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -142,7 +166,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 15] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -155,6 +179,9 @@ impl Rule {
         Rule::DeadLetterLost,
         Rule::Early,
         Rule::Unselected,
+        Rule::TxnLost,
+        Rule::TxnAbortedDelivered,
+        Rule::TxnPartial,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -178,6 +205,9 @@ impl Rule {
             Rule::DeadLetterLost => "10 dead-letter-lost",
             Rule::Early => "11 early",
             Rule::Unselected => "12 unselected",
+            Rule::TxnLost => "13 txn-lost",
+            Rule::TxnAbortedDelivered => "14 txn-aborted-delivered",
+            Rule::TxnPartial => "15 txn-partial",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -198,6 +228,9 @@ impl fmt::Display for Rule {
             Rule::DeadLetterLost => "dead-lettered but missing from the dead-letter queue",
             Rule::Early => "a scheduled message delivered before its time",
             Rule::Unselected => "a message delivered that its consumer's selector does not select",
+            Rule::TxnLost => "a committed transaction's message never consumed",
+            Rule::TxnAbortedDelivered => "a message of a transaction that did not commit delivered",
+            Rule::TxnPartial => "part of a transaction applied",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -258,10 +291,11 @@ pub struct Stats {
     pub duplicates: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
-    /// The rules the run was checked against. Rules 1, 3, 4, 7, 8 and 9
-    /// always are; rules 2 and 10 once the run had its liveness phase (not
-    /// cut short by a panic); rule 5 once the broker reported its state at
-    /// the end; rule 6 once the cluster's nodes reported their replicas.
+    /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
+    /// 12 and 14 always are; rules 2, 10, 13 and 15 once the run had its liveness
+    /// phase (not cut short by a panic); rule 5 once the broker reported
+    /// its state at the end; rule 6 once the cluster's nodes reported their
+    /// replicas.
     pub checked: BTreeSet<Rule>,
     /// Violations found, including those not kept in the report.
     pub violations_total: u64,
@@ -396,6 +430,9 @@ fn kind(op: &Op) -> &'static str {
         Op::Send { resend: false, .. } => "send",
         Op::Send { resend: true, .. } => "resend",
         Op::ProducerOutcome { .. } => "producer_outcome",
+        Op::TxnDeclared { .. } => "txn_declared",
+        Op::Discharge { .. } => "discharge",
+        Op::Discharged { .. } => "discharged",
         Op::Delivered { .. } => "delivered",
         Op::Settled { .. } => "settled",
         Op::Browsed { .. } => "browsed",
@@ -453,6 +490,8 @@ struct Timeline {
     late_commits: Vec<Window>,
     /// When some broker's group clocks may have been off the true time.
     clock_off: Vec<Window>,
+    /// Every transaction, with its fate.
+    txns: Transactions,
 }
 
 impl Timeline {
@@ -461,6 +500,7 @@ impl Timeline {
             disk_full: disk_full_windows(events),
             late_commits: late_commit_windows(events),
             clock_off: clock_off_windows(events),
+            txns: Transactions::gather(events),
             ..Timeline::default()
         };
         for event in events {
@@ -720,9 +760,25 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                     fifo_last.retain(|(q, _), _| q != queue);
                 }
             }
+            // A message's outcome in a transaction is provisional: its
+            // transaction's commit accepts it.
             Op::ProducerOutcome { msg, outcome, .. } => {
-                if *outcome == crate::history::Outcome::Accepted {
+                if *outcome == crate::history::Outcome::Accepted
+                    && timeline.kind(*msg).txn.is_none()
+                {
                     accepted.entry(*msg).or_insert((index, event.time));
+                }
+            }
+            Op::Discharged { txn, .. } => {
+                let committed = timeline.txns.get(*txn).filter(|t| {
+                    t.fate
+                        == Fate::Committed {
+                            index,
+                            time: event.time,
+                        }
+                });
+                for msg in committed.into_iter().flat_map(|t| t.applied_members()) {
+                    accepted.entry(msg).or_insert((index, event.time));
                 }
             }
             Op::Settled {
@@ -767,6 +823,11 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                             delivery_conn.client
                         ),
                     ));
+                }
+                if let Some(detail) = never_committed(&timeline.txns, *msg, index) {
+                    report
+                        .violations
+                        .push(violation(Rule::TxnAbortedDelivered, detail));
                 }
                 let key = (queue.as_str(), *msg);
                 let first_delivery = delivered.insert(key);
@@ -883,6 +944,8 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             | Op::Connected { .. }
             | Op::ConnectionLost { .. }
             | Op::Closed { .. }
+            | Op::TxnDeclared { .. }
+            | Op::Discharge { .. }
             | Op::LeaderObserved { .. } => {}
         }
     }
@@ -896,11 +959,17 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         Rule::Expired,
         Rule::Early,
         Rule::Unselected,
+        Rule::TxnAbortedDelivered,
     ]);
     // A run cut short never had its liveness phase.
     let ended = !aborted;
     if ended {
-        stats.checked.extend([Rule::Lost, Rule::DeadLetterLost]);
+        stats.checked.extend([
+            Rule::Lost,
+            Rule::DeadLetterLost,
+            Rule::TxnLost,
+            Rule::TxnPartial,
+        ]);
     }
     for (msg, (index, time)) in accepted.iter().filter(|_| ended) {
         for queue in destinations.get(&msg.producer).into_iter().flatten() {
@@ -921,6 +990,10 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                     Rule::DeadLetterLost,
                     format!("{msg} left {queue} unconsumed, yet was never consumed from {dlq}"),
                 ),
+                _ if timeline.kind(*msg).txn.is_some() => (
+                    Rule::TxnLost,
+                    format!("{msg}, of a committed transaction, was never consumed from {queue}"),
+                ),
                 _ => (Rule::Lost, format!("{msg} was never consumed from {queue}")),
             };
             report.violations.push(Violation {
@@ -930,6 +1003,18 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 detail: format!("{}: {detail}", events[*index]),
             });
         }
+    }
+    if ended {
+        let outcome = Applied {
+            params,
+            destinations: &destinations,
+            consumes: &consumes,
+            delivered: &delivered,
+            timeline: &timeline,
+        };
+        report
+            .violations
+            .extend(outcome.partial_transactions(events));
     }
     for queue in params.all_queues() {
         stats.final_depths.entry(queue).or_default();
@@ -1012,6 +1097,103 @@ fn phantom(
 /// `even` for an even sequence number).
 fn selected(msg: MsgId) -> bool {
     msg.seq % 2 == 0
+}
+
+/// Rule 14: why the delivery of `msg` at history index `index` shows part
+/// of a transaction that did not commit (yet), if it does.
+fn never_committed(txns: &Transactions, msg: MsgId, index: usize) -> Option<String> {
+    let (id, txn) = txns.of(msg)?;
+    let why = if txn.refused.contains(&msg) {
+        "the broker refused it in the transaction"
+    } else {
+        match txn.fate {
+            Fate::Open => "the transaction was never discharged",
+            Fate::RolledBack => "the transaction was rolled back",
+            Fate::Refused => "the transaction's commit was refused",
+            Fate::Unknown | Fate::Committed { .. } => {
+                let before = txn.discharged_at.is_none_or(|(at, _)| index < at);
+                if !before {
+                    return None;
+                }
+                "its commit was not sent yet"
+            }
+        }
+    };
+    Some(format!("{msg} of {id}: {why}"))
+}
+
+/// What rule 15 needs from the history.
+struct Applied<'a> {
+    params: &'a WorkloadParams,
+    destinations: &'a BTreeMap<u32, Vec<String>>,
+    consumes: &'a BTreeMap<(&'a str, MsgId), Vec<(Duration, ConnId)>>,
+    delivered: &'a BTreeSet<(&'a str, MsgId)>,
+    timeline: &'a Timeline,
+}
+
+impl Applied<'_> {
+    /// Whether `msg` was delivered from `queue` or its dead-letter queue,
+    /// and whether it was consumed from either.
+    fn seen(&self, queue: &str, msg: MsgId) -> (bool, bool) {
+        let queues = [Some(queue), self.params.dead_letter_queue_of(queue)];
+        let queues = queues.into_iter().flatten();
+        let (mut delivered, mut consumed) = (false, false);
+        for q in queues {
+            delivered |= self.delivered.contains(&(q, msg));
+            consumed |= self.consumes.contains_key(&(q, msg));
+        }
+        (delivered, consumed)
+    }
+
+    /// Rule 15: each message of a transaction of unknown fate that was
+    /// never consumed, though another of its messages was delivered from
+    /// the same queue (a copy that may vanish excepted, as in rule 2).
+    fn partial_transactions(&self, events: &[crate::history::Event]) -> Vec<Violation> {
+        let mut found = Vec::new();
+        let unknown = self
+            .timeline
+            .txns
+            .iter()
+            .filter(|(_, t)| t.fate == Fate::Unknown);
+        for (id, txn) in unknown {
+            let Some((index, time)) = txn.discharged_at else {
+                continue;
+            };
+            let members: Vec<MsgId> = txn.applied_members().collect();
+            let Some(producer) = members.first().map(|msg| msg.producer) else {
+                continue;
+            };
+            for queue in self.destinations.get(&producer).into_iter().flatten() {
+                let seen: Vec<(MsgId, bool, bool)> = members
+                    .iter()
+                    .map(|msg| {
+                        let (delivered, consumed) = self.seen(queue, *msg);
+                        (*msg, delivered, consumed)
+                    })
+                    .collect();
+                let Some(applied) = seen.iter().find(|(_, delivered, _)| *delivered) else {
+                    continue;
+                };
+                let missing = seen.iter().filter(|(msg, _, consumed)| {
+                    !consumed
+                        && !self.timeline.may_vanish(*msg, time)
+                        && !self.params.drops_head(queue)
+                });
+                for (msg, _, _) in missing {
+                    found.push(Violation {
+                        rule: Rule::TxnPartial,
+                        index,
+                        time,
+                        detail: format!(
+                            "{}: {id}'s commit went unanswered; {} was delivered from {queue}, yet {msg} was never consumed from it",
+                            events[index], applied.0
+                        ),
+                    });
+                }
+            }
+        }
+        found
+    }
 }
 
 /// Whether a message sent to `destination` may be delivered from `queue`:
@@ -1185,7 +1367,8 @@ impl Facts<'_> {
                 list.iter()
                     .any(|(time, conn)| self.surely_consumed(*time, *conn))
             });
-            if !surely_consumed {
+            // A transaction that did not commit left nothing.
+            if !surely_consumed && self.timeline.txns.may_hold(*msg) {
                 most += sends;
             }
         }
@@ -1196,7 +1379,7 @@ impl Facts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::Outcome;
+    use crate::history::{Outcome, TxnId};
     use crate::workload::DEAD_LETTER_QUEUE;
 
     /// One queue producer to q0, one consumer each on q0 and q1, and, if
@@ -1212,6 +1395,9 @@ mod tests {
             subscribers,
             dead_lettering: None,
             delivery_limit: 3,
+            limit: None,
+            browsers: 0,
+            selective: false,
         }
     }
 
@@ -1585,6 +1771,160 @@ mod tests {
         assert!(rules_broken.contains(&Rule::NeverSent), "{rules_broken:?}");
     }
 
+    // ---- transactions ------------------------------------------------------
+
+    /// Producer 0 declares its transaction 0, sends messages 0..`count` in
+    /// it and discharges it (committing if `commit`), then gets `answer`
+    /// (`None`: the connection is lost first). Returns the messages.
+    fn transaction(
+        script: &mut Script,
+        count: u64,
+        commit: bool,
+        answer: Option<Outcome>,
+    ) -> Vec<MsgId> {
+        let conn = conn(ClientId::Producer(0));
+        let txn = TxnId { producer: 0, n: 0 };
+        script.then(Op::TxnDeclared { conn, txn });
+        let kind = MessageKind {
+            txn: Some(0),
+            ..MessageKind::PLAIN
+        };
+        let msgs: Vec<MsgId> = (0..count).map(|seq| MsgId { producer: 0, seq }).collect();
+        for &msg in &msgs {
+            script.then(Op::Send {
+                conn,
+                msg,
+                resend: false,
+                kind,
+            });
+            // Provisional: no acceptance.
+            script.then(Op::ProducerOutcome {
+                conn,
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        }
+        script.then(Op::Discharge { conn, txn, commit });
+        match answer {
+            Some(outcome) => script.then(Op::Discharged { conn, txn, outcome }),
+            None => script.then(Op::ConnectionLost {
+                conn,
+                why: "reset".to_owned(),
+            }),
+        };
+        msgs
+    }
+
+    /// Consumer 0 consumes each of `msgs` from q0, each on its own
+    /// connection.
+    fn consume_all(script: &mut Script, msgs: &[MsgId]) {
+        for (n, &msg) in (1..).zip(msgs) {
+            consumed_again(script, ClientId::Consumer(0), n, "q0", msg);
+        }
+    }
+
+    #[test]
+    fn every_message_of_a_committed_transaction_must_be_consumed() {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msgs = transaction(&mut script, 3, true, Some(Outcome::Accepted));
+        consume_all(&mut script, &msgs[..2]);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::TxnLost]);
+        assert!(report.violations[0].detail.contains("p0#2"));
+        assert_eq!(report.stats.messages_accepted, 3);
+        consume_all(&mut script, &msgs[2..]);
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        // Provisional outcomes alone promise nothing.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        transaction(&mut script, 3, true, Some(Outcome::Rejected));
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        assert_eq!(report.stats.messages_accepted, 0);
+    }
+
+    #[test]
+    fn a_message_of_a_transaction_that_did_not_commit_must_never_be_delivered() {
+        let cases = [
+            (false, Some(Outcome::Accepted), "rolled back"),
+            (false, None, "rolled back"),
+            (true, Some(Outcome::Rejected), "commit was refused"),
+        ];
+        for (commit, answer, why) in cases {
+            let mut script = Script::default();
+            script.then(Op::BrokerStart { node: None });
+            let msgs = transaction(&mut script, 2, commit, answer);
+            consume_all(&mut script, &msgs[..1]);
+            let report = check(&script.0, &params(0));
+            assert_eq!(rules(&report), [Rule::TxnAbortedDelivered], "{why}");
+            assert!(report.violations[0].detail.contains(why), "{why}");
+        }
+        // Never discharged: its connection's end rolled it back.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let conn = conn(ClientId::Producer(0));
+        let txn = TxnId { producer: 0, n: 0 };
+        let msg = MsgId {
+            producer: 0,
+            seq: 0,
+        };
+        let kind = MessageKind {
+            txn: Some(0),
+            ..MessageKind::PLAIN
+        };
+        script.then(Op::TxnDeclared { conn, txn }).then(Op::Send {
+            conn,
+            msg,
+            resend: false,
+            kind,
+        });
+        consume_all(&mut script, &[msg]);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::TxnAbortedDelivered]);
+        assert!(report.violations[0].detail.contains("never discharged"));
+    }
+
+    #[test]
+    fn a_commit_with_no_answer_applies_all_or_nothing() {
+        // Nothing delivered: it did not commit, which is allowed.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msgs = transaction(&mut script, 3, true, None);
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        // Everything consumed: it committed.
+        consume_all(&mut script, &msgs);
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+        // Part of it: a violation per message missing.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msgs = transaction(&mut script, 3, true, None);
+        consume_all(&mut script, &msgs[..1]);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::TxnPartial, Rule::TxnPartial]);
+        assert!(report.violations[0].detail.contains("p0#0 was delivered"));
+    }
+
+    #[test]
+    fn a_broker_holding_a_rolled_back_message_fails_rule_5() {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        transaction(&mut script, 1, false, Some(Outcome::Accepted));
+        script.broker_state(&[("q0", 1, 0), ("q1", 0, 0)]);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::FinalState]);
+        // Of a commit with no answer, it may hold the messages.
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        transaction(&mut script, 1, true, None);
+        script.broker_state(&[("q0", 1, 0), ("q1", 0, 0)]);
+        let report = check(&script.0, &params(0));
+        assert!(report.passed(), "{:?}", report.violations);
+    }
+
     // ---- the cluster -------------------------------------------------------
 
     fn replicas(node: u64, groups: &[(u32, u64, u32)]) -> NodeReplicas {
@@ -1731,6 +2071,47 @@ mod tests {
         consumed_on(&mut script, ClientId::Consumer(1), 1, msg, 1);
         let report = check(&script.0, &params(0));
         assert_eq!(rules(&report), [Rule::ConsumedRedelivered]);
+    }
+
+    /// Rule 9 in a cluster: a crash of any node (a group's leader) may
+    /// stall the commit that dispatches a message, whose clock was read
+    /// before the crash.
+    #[test]
+    fn a_late_delivery_behind_a_crashed_node_is_excused() {
+        let ttl = MessageKind {
+            ttl: Some(Duration::from_millis(2)),
+            ..MessageKind::PLAIN
+        };
+        let late = |crash: bool| {
+            let mut script = Script::default();
+            script.then(Op::BrokerStart { node: Some(1) });
+            let msg = sent(&mut script, 0, ttl, 1);
+            let fault = Fault::Crash {
+                host: "node3".to_owned(),
+            };
+            if crash {
+                let lasts = Duration::from_millis(100);
+                script.then(Op::Fault(FaultEvent::Injected {
+                    fault: fault.clone(),
+                    lasts,
+                }));
+            }
+            while script.0.events().last().map(|e| e.time)
+                < Some(EXPIRY_SLACK + Duration::from_millis(10))
+            {
+                script.then(Op::LeaderObserved {
+                    group: 1,
+                    leader: Some(1),
+                });
+            }
+            if crash {
+                script.then(Op::Fault(FaultEvent::Ended(fault)));
+            }
+            consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
+            rules(&check(&script.0, &params(0)))
+        };
+        assert_eq!(late(false), [Rule::Expired]);
+        assert_eq!(late(true), []);
     }
 
     #[test]

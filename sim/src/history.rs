@@ -59,6 +59,9 @@ pub struct MessageKind {
     /// `x-opt-delivery-delay`: the broker must not deliver it sooner than
     /// this after it took it.
     pub delay: Option<Duration>,
+    /// Sent in its producer's transaction of this number (see
+    /// [`TxnId`]): it counts only if that commits, and is never resent.
+    pub txn: Option<u32>,
 }
 
 impl MessageKind {
@@ -70,6 +73,7 @@ impl MessageKind {
         ttl: None,
         message_id: false,
         delay: None,
+        txn: None,
     };
 
     /// Whether the broker de-duplicates it: a durable message with a
@@ -97,7 +101,36 @@ impl fmt::Display for MessageKind {
         if let Some(delay) = self.delay {
             write!(f, " delay {}ms", delay.as_millis())?;
         }
+        if let Some(txn) = self.txn {
+            write!(f, " txn {txn}")?;
+        }
         Ok(())
+    }
+}
+
+/// A transaction: its producer, and its number in that producer's
+/// transactions, from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnId {
+    /// The producer's number.
+    pub producer: u32,
+    /// The producer's transaction number.
+    pub n: u32,
+}
+
+impl TxnId {
+    /// The transaction `msg` was sent in, if it was sent as `kind` in one.
+    pub fn of(msg: MsgId, kind: MessageKind) -> Option<TxnId> {
+        kind.txn.map(|n| TxnId {
+            producer: msg.producer,
+            n,
+        })
+    }
+}
+
+impl fmt::Display for TxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}/txn{}", self.producer, self.n)
     }
 }
 
@@ -223,7 +256,37 @@ pub enum Op {
         /// What the producer asked of the broker for it.
         kind: MessageKind,
     },
-    /// A producer received the broker's outcome for a message.
+    /// A producer's coordinator declared a transaction.
+    TxnDeclared {
+        /// The connection.
+        conn: ConnId,
+        /// The transaction.
+        txn: TxnId,
+    },
+    /// A producer is about to discharge a transaction: recorded before the
+    /// discharge goes out, so that a connection lost while sending it
+    /// leaves the transaction's fate unknown, not "never discharged".
+    Discharge {
+        /// The connection.
+        conn: ConnId,
+        /// The transaction.
+        txn: TxnId,
+        /// Commit (rather than roll back).
+        commit: bool,
+    },
+    /// The coordinator answered a discharge: `Accepted` (committed, or
+    /// rolled back as asked) or `Rejected` (rolled back).
+    Discharged {
+        /// The connection.
+        conn: ConnId,
+        /// The transaction.
+        txn: TxnId,
+        /// The answer.
+        outcome: Outcome,
+    },
+    /// A producer received the broker's outcome for a message (for a
+    /// message sent in a transaction, a provisional one: see
+    /// [`Op::Discharged`]).
     ProducerOutcome {
         /// The connection.
         conn: ConnId,
@@ -336,6 +399,14 @@ impl fmt::Display for Op {
             } => {
                 let again = if *resend { " (resend)" } else { "" };
                 write!(f, "{conn} send {msg}{kind}{again}")
+            }
+            Op::TxnDeclared { conn, txn } => write!(f, "{conn} declared {txn}"),
+            Op::Discharge { conn, txn, commit } => {
+                let how = if *commit { "commit" } else { "roll back" };
+                write!(f, "{conn} discharge {txn}: {how}")
+            }
+            Op::Discharged { conn, txn, outcome } => {
+                write!(f, "{conn} discharged {txn} -> {outcome:?}")
             }
             Op::ProducerOutcome { conn, msg, outcome } => write!(f, "{conn} {msg} -> {outcome:?}"),
             Op::Delivered {

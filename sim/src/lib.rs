@@ -17,6 +17,7 @@ pub mod shrink;
 pub mod timeline;
 pub mod toml_text;
 pub mod trace;
+pub mod transactions;
 pub mod workload;
 pub mod world;
 

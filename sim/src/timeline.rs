@@ -206,6 +206,9 @@ fn conn_of(op: &Op) -> Option<ConnId> {
         | Op::Relinked { conn }
         | Op::Send { conn, .. }
         | Op::ProducerOutcome { conn, .. }
+        | Op::TxnDeclared { conn, .. }
+        | Op::Discharge { conn, .. }
+        | Op::Discharged { conn, .. }
         | Op::Delivered { conn, .. }
         | Op::Browsed { conn, .. }
         | Op::Settled { conn, .. } => Some(*conn),
@@ -357,7 +360,12 @@ fn mark_of(
                 MarkKind::Send
             },
         ),
-        Op::ProducerOutcome { conn, outcome, .. } => {
+        // A transaction's declare and discharge are sends to its
+        // coordinator, and the discharge's answer an outcome.
+        Op::TxnDeclared { conn, .. } | Op::Discharge { conn, .. } => {
+            on_client(conn, MarkKind::Send)
+        }
+        Op::ProducerOutcome { conn, outcome, .. } | Op::Discharged { conn, outcome, .. } => {
             let kind = if *outcome == Outcome::Accepted {
                 MarkKind::Accepted
             } else {

@@ -27,7 +27,7 @@ use sluice::node::{NodeHandle, ReplicaStatus};
 
 use crate::history::{
     ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState,
-    broker_name,
+    TxnId, broker_name,
 };
 
 /// The brokers' AMQP port.
@@ -386,7 +386,8 @@ pub fn encode_message(id: MsgId, kind: MessageKind) -> Bytes {
 }
 
 /// What one producer sends, drawn from its RNG: the share of messages of
-/// each kind, and whether they carry a `message-id`.
+/// each kind, whether they carry a `message-id`, and whether it sends some
+/// in transactions.
 #[derive(Debug, Clone, Copy)]
 struct MessageMix {
     transient_pct: u32,
@@ -394,6 +395,7 @@ struct MessageMix {
     ttl_pct: u32,
     delay_pct: u32,
     message_id: bool,
+    transactional: bool,
 }
 
 impl MessageMix {
@@ -409,7 +411,22 @@ impl MessageMix {
             // A topic's subscriptions would each remember the id: the
             // same rule, with more to model.
             message_id: to_queue && rng.gen_bool(0.5),
+            // A topic's transactions would commit to every subscription:
+            // the same rules, with more to model.
+            transactional: to_queue && rng.gen_bool(1.0 / 3.0),
         }
+    }
+
+    /// Whether the next new message of a transactional producer starts a
+    /// transaction, and if so how many new messages it sends (at most
+    /// `left`) and whether it commits.
+    fn next_transaction(self, rng: &mut ChaCha8Rng, left: u64) -> Option<(u64, bool)> {
+        if rng.gen_range(0..100) >= TXN_START_PCT {
+            return None;
+        }
+        let messages = rng.gen_range(1..=TXN_MESSAGES_MAX).min(left);
+        let commit = rng.gen_range(0..100) >= TXN_ROLLBACK_PCT;
+        Some((messages, commit))
     }
 
     /// The kind of the next new message.
@@ -427,9 +444,18 @@ impl MessageMix {
             ttl,
             message_id: self.message_id,
             delay,
+            txn: None,
         }
     }
 }
+
+/// Of a transactional producer's new messages, the percentage that start
+/// a transaction.
+const TXN_START_PCT: u32 = 10;
+/// The most new messages one transaction sends.
+const TXN_MESSAGES_MAX: u64 = 5;
+/// Of transactions, the percentage rolled back rather than committed.
+const TXN_ROLLBACK_PCT: u32 = 25;
 
 /// The range of the TTLs messages are sent with: short enough that many
 /// expire in a queue during the run, long enough that most are delivered
@@ -482,16 +508,98 @@ async fn with_timeout<T>(
     }
 }
 
-/// Connects to `node` and attaches a sending link to `queue`.
+/// A producer's connection: its client, its sending link, and, for a
+/// transactional producer, its coordinator link.
+struct Sender {
+    client: Client<TurmoilIo>,
+    link: LinkId,
+    coordinator: Option<LinkId>,
+}
+
+/// Connects to `node` and attaches a sending link to `queue`, and a
+/// coordinator link if `transactional`.
 async fn open_sender(
     conn: ConnId,
     node: NodeId,
     queue: &str,
-) -> Result<(Client<TurmoilIo>, LinkId), ClientError> {
+    transactional: bool,
+) -> Result<Sender, ClientError> {
     let mut client = connect(conn.to_string(), node).await?;
     let session = with_timeout(client.begin()).await?;
     let link = with_timeout(client.attach_sender(session, "producer", Some(queue))).await?;
-    Ok((client, link))
+    let coordinator = if transactional {
+        Some(with_timeout(client.attach_coordinator(session, "coordinator")).await?)
+    } else {
+        None
+    };
+    Ok(Sender {
+        client,
+        link,
+        coordinator,
+    })
+}
+
+/// One transaction of a producer: the coordinator link it runs on, its id,
+/// the new messages it sends, and whether it commits.
+struct TxnPlan {
+    coordinator: LinkId,
+    txn: TxnId,
+    seqs: std::ops::Range<u64>,
+    commit: bool,
+}
+
+/// Runs a transaction on `sender`: declares it, sends its messages in it
+/// (recording where each delivery went in `in_txn`, for their provisional
+/// outcomes), and discharges it. Its messages are never resent: if the
+/// connection is lost on the way, they are abandoned, and the checker
+/// knows their fate from what was recorded (never discharged, or a commit
+/// with no answer). The error says why the connection is to be dropped.
+async fn transact(
+    sender: &mut Sender,
+    shared: &Shared,
+    conn: ConnId,
+    plan: TxnPlan,
+    in_txn: &mut BTreeMap<DeliveryId, u64>,
+) -> Result<(), String> {
+    let coordinator = plan.coordinator;
+    let client = &mut sender.client;
+    let txn_id = with_timeout(client.declare(coordinator))
+        .await
+        .map_err(|error| format!("declare: {error}"))?;
+    let txn = plan.txn;
+    shared.record(Op::TxnDeclared { conn, txn });
+    let kind = MessageKind {
+        txn: Some(txn.n),
+        ..MessageKind::PLAIN
+    };
+    for seq in plan.seqs {
+        let msg = MsgId {
+            producer: txn.producer,
+            seq,
+        };
+        shared.record(Op::Send {
+            conn,
+            msg,
+            resend: false,
+            kind,
+        });
+        let tag = Bytes::copy_from_slice(&seq.to_be_bytes());
+        let send =
+            client.send_in_transaction(sender.link, tag, encode_message(msg, kind), txn_id.clone());
+        let delivery = with_timeout(send)
+            .await
+            .map_err(|error| format!("send: {error}"))?;
+        in_txn.insert(delivery, seq);
+    }
+    let commit = plan.commit;
+    shared.record(Op::Discharge { conn, txn, commit });
+    let outcome = match with_timeout(client.discharge(coordinator, txn_id, !commit)).await {
+        Ok(()) => Outcome::Accepted,
+        Err(ClientError::Transaction(_)) => Outcome::Rejected,
+        Err(error) => return Err(format!("discharge: {error}")),
+    };
+    shared.record(Op::Discharged { conn, txn, outcome });
+    Ok(())
 }
 
 /// What a receiving client reads.
@@ -750,6 +858,8 @@ async fn backoff(rng: &mut ChaCha8Rng) {
 
 fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
     match state {
+        // A message's outcome in a transaction: provisional.
+        Some(DeliveryState::Transactional(state)) => outcome_of(state.outcome.as_deref()),
         Some(DeliveryState::Accepted(_)) => Outcome::Accepted,
         Some(DeliveryState::Rejected(_)) => Outcome::Rejected,
         Some(DeliveryState::Released(_)) => Outcome::Released,
@@ -761,8 +871,9 @@ fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
 /// A producer: sends its messages with a window, of the kinds its
 /// [`MessageMix`] draws; on a lost connection reconnects and resends
 /// everything unsettled not yet confirmed (a legal source of duplicates,
-/// unless the message carries a `message-id`). Stops when the fault phase
-/// ends.
+/// unless the message carries a `message-id`); a transactional one sends
+/// some new messages in transactions instead (see [`transact`]), never
+/// resent. Stops when the fault phase ends.
 pub async fn producer(
     n: u32,
     seed: u64,
@@ -792,6 +903,7 @@ pub async fn producer(
     let gap_ms_max = rng.gen_range(1..=20u64);
     let mix = MessageMix::draw(&mut rng, to_queue);
     let mut next_seq = 0u64;
+    let mut next_txn = 0u32;
     // Sent unsettled at least once and not yet answered with a final
     // outcome, and the kind each was sent as.
     let mut unconfirmed: BTreeMap<u64, MessageKind> = BTreeMap::new();
@@ -809,7 +921,7 @@ pub async fn producer(
             n: conn_n,
         };
         let node = shared.pick_broker(&mut rng);
-        let (mut client, link) = match open_sender(conn, node, &queue).await {
+        let mut sender = match open_sender(conn, node, &queue, mix.transactional).await {
             Ok(opened) => opened,
             Err(error) => {
                 shared.record(Op::ConnectionLost {
@@ -829,6 +941,9 @@ pub async fn producer(
         // first.
         let mut to_send: BTreeSet<u64> = unconfirmed.keys().copied().collect();
         let mut in_flight: BTreeMap<DeliveryId, u64> = BTreeMap::new();
+        // Messages sent in transactions, for their provisional outcomes.
+        let mut in_txn: BTreeMap<DeliveryId, u64> = BTreeMap::new();
+        let link = sender.link;
         let lost = 'conn: loop {
             if shared.phase() != Phase::Faults {
                 // Dropped, not closed: what is unconfirmed stays unknown,
@@ -837,11 +952,35 @@ pub async fn producer(
             }
             let more_new = next_seq < params.messages_per_producer;
             if in_flight.is_empty() && to_send.is_empty() && !more_new {
-                close(client, &shared, conn).await;
+                close(sender.client, &shared, conn).await;
                 return Ok(());
             }
-            let can_send = in_flight.len() < window && client.connection().credit(link) > 0;
-            if can_send && (!to_send.is_empty() || more_new) {
+            let can_send = in_flight.len() < window && sender.client.connection().credit(link) > 0;
+            let left = params.messages_per_producer - next_seq;
+            // Only a transactional producer has a coordinator.
+            let txn = sender
+                .coordinator
+                .filter(|_| can_send && to_send.is_empty() && more_new)
+                .and_then(|coordinator| {
+                    let (messages, commit) = mix.next_transaction(&mut rng, left)?;
+                    Some((coordinator, messages, commit))
+                });
+            if let Some((coordinator, messages, commit)) = txn {
+                let plan = TxnPlan {
+                    coordinator,
+                    txn: TxnId {
+                        producer: n,
+                        n: next_txn,
+                    },
+                    seqs: next_seq..next_seq + messages,
+                    commit,
+                };
+                next_txn += 1;
+                next_seq += messages;
+                if let Err(error) = transact(&mut sender, &shared, conn, plan, &mut in_txn).await {
+                    break 'conn error;
+                }
+            } else if can_send && (!to_send.is_empty() || more_new) {
                 let (seq, resend, kind) = match to_send.pop_first() {
                     Some(seq) => (seq, true, unconfirmed[&seq]),
                     None => {
@@ -863,7 +1002,11 @@ pub async fn producer(
                 });
                 let tag = Bytes::copy_from_slice(&seq.to_be_bytes());
                 let message = encode_message(msg, kind);
-                match client.send(link, tag, message, kind.presettled).await {
+                match sender
+                    .client
+                    .send(link, tag, message, kind.presettled)
+                    .await
+                {
                     Ok(delivery) if !kind.presettled => {
                         in_flight.insert(delivery, seq);
                     }
@@ -882,7 +1025,7 @@ pub async fn producer(
             loop {
                 let event = tokio::select! {
                     () = &mut sleep => break,
-                    event = client.next_event() => event,
+                    event = sender.client.next_event() => event,
                 };
                 match event {
                     Ok(Event::Disposition {
@@ -897,6 +1040,11 @@ pub async fn producer(
                             continue;
                         }
                         let Some(seq) = in_flight.remove(&delivery) else {
+                            // Provisional: recorded, never acted on.
+                            if let Some(seq) = in_txn.remove(&delivery) {
+                                let msg = MsgId { producer: n, seq };
+                                shared.record(Op::ProducerOutcome { conn, msg, outcome });
+                            }
                             continue;
                         };
                         let msg = MsgId { producer: n, seq };

@@ -28,6 +28,7 @@ use crate::nemesis::{BrokerIo, FaultEvent, FaultKinds, Nemesis};
 use crate::schedule::Schedule;
 use crate::shape::{self, WorkloadShape};
 use crate::trace::Trace;
+use crate::transactions::{Fate, Transactions};
 use crate::workload::{self, CONVERGE_WAIT_MAX, Phase, Shared, WorkloadParams};
 
 /// How often a cluster node reports its groups' leaders to the nemesis, in
@@ -795,11 +796,11 @@ impl World {
             }
         };
         let history = self.shared.history.borrow();
-        for event in &history.events()[traced..] {
+        for (index, event) in history.events().iter().enumerate().skip(traced) {
             if event.op.in_trace() {
                 self.trace.record(event.time, &event.op);
             }
-            self.drain.observe(event);
+            self.drain.observe(index, event);
         }
         Ok(all_clients_done)
     }
@@ -919,10 +920,14 @@ impl Determinism {
 
 /// Tracks, during the drain, whether every accepted message was consumed
 /// from every queue it must reach (or from its dead-letter queue), but for
-/// those the checker lets vanish.
+/// those the checker lets vanish. A message sent in a transaction counts
+/// once its transaction's commit is accepted, or, for a commit with no
+/// answer, once another of its messages is delivered (all or nothing, so
+/// the rest must follow).
 #[derive(Debug)]
 struct DrainTracker {
     params: WorkloadParams,
+    txns: Transactions,
     outstanding: BTreeSet<(String, MsgId)>,
     consumed: BTreeSet<(String, MsgId)>,
     kinds: BTreeMap<MsgId, MessageKind>,
@@ -936,6 +941,7 @@ impl DrainTracker {
     fn new(params: WorkloadParams) -> Self {
         Self {
             params,
+            txns: Transactions::default(),
             outstanding: BTreeSet::new(),
             consumed: BTreeSet::new(),
             kinds: BTreeMap::new(),
@@ -946,25 +952,26 @@ impl DrainTracker {
         }
     }
 
-    fn observe(&mut self, event: &crate::history::Event) {
+    fn observe(&mut self, index: usize, event: &crate::history::Event) {
+        self.txns.observe(index, event);
         match &event.op {
+            // A message's outcome in a transaction is provisional.
             Op::ProducerOutcome {
                 msg,
                 outcome: Outcome::Accepted,
                 ..
-            } => {
-                let kind = self.kinds.get(msg).copied().unwrap_or(MessageKind::PLAIN);
-                if checker::may_vanish(kind, event.time, &self.starts) {
-                    return;
-                }
-                for queue in self.params.destinations_of(msg.producer) {
-                    if self.params.drops_head(&queue) {
-                        continue;
-                    }
-                    let key = (queue, *msg);
-                    if !self.consumed.contains(&key) {
-                        self.outstanding.insert(key);
-                    }
+            } if self.txns.of(*msg).is_none() => self.expect(*msg, event.time),
+            Op::Discharged { txn, .. } => {
+                let committed = self
+                    .txns
+                    .get(*txn)
+                    .filter(|t| matches!(t.fate, Fate::Committed { .. }));
+                let members: Vec<MsgId> = committed
+                    .into_iter()
+                    .flat_map(|t| t.applied_members())
+                    .collect();
+                for msg in members {
+                    self.expect(msg, event.time);
                 }
             }
             Op::Settled {
@@ -989,15 +996,41 @@ impl DrainTracker {
                 self.outstanding
                     .retain(|(_, msg)| kinds.get(msg).is_none_or(|kind| kind.durable));
             }
-            Op::Delivered { .. } => {
+            Op::Delivered { msg, .. } => {
                 self.deliveries += 1;
                 self.last_delivery = self.last_delivery.max(event.time);
+                let unanswered = self.txns.of(*msg).filter(|(_, t)| t.fate == Fate::Unknown);
+                let members: Vec<MsgId> = unanswered
+                    .into_iter()
+                    .flat_map(|(_, t)| t.applied_members())
+                    .collect();
+                for member in members {
+                    self.expect(member, event.time);
+                }
             }
             Op::Send { msg, kind, .. } => {
                 self.sends += 1;
                 self.kinds.entry(*msg).or_insert(*kind);
             }
             _ => {}
+        }
+    }
+
+    /// `msg`, accepted at `time`, must be consumed from each of its
+    /// queues, unless the checker lets it vanish.
+    fn expect(&mut self, msg: MsgId, time: Duration) {
+        let kind = self.kinds.get(&msg).copied().unwrap_or(MessageKind::PLAIN);
+        if checker::may_vanish(kind, time, &self.starts) {
+            return;
+        }
+        for queue in self.params.destinations_of(msg.producer) {
+            if self.params.drops_head(&queue) {
+                continue;
+            }
+            let key = (queue, msg);
+            if !self.consumed.contains(&key) {
+                self.outstanding.insert(key);
+            }
         }
     }
 

@@ -71,6 +71,7 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         // back, out of order.
         ("clock-regress", Some(Rule::Fifo)),
         ("schedule-ignored", Some(Rule::Early)),
+        ("txn-partial-commit", Some(Rule::TxnPartial)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

@@ -133,6 +133,14 @@ enum Reply {
     },
     /// The group's `Expire`: another may be proposed.
     Expire,
+    /// The planted `txn-partial-commit`'s first half of a commit: proposes
+    /// the rest, which answers the discharge.
+    PlantedRest {
+        queue: String,
+        rest: Vec<crate::queue::Guarded>,
+        publish: u64,
+        unsettles: Vec<transactions::Unsettle>,
+    },
 }
 
 /// A change that the local step holds back until its turn: a consumer's

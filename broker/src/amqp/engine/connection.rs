@@ -1295,6 +1295,31 @@ impl Connection {
         message: Bytes,
         settled: bool,
     ) -> Result<DeliveryId, EngineError> {
+        self.send_in(id, tag, message, settled, None)
+    }
+
+    /// Sends one message, unsettled, as part of transaction `txn_id` (a
+    /// controller's publish, §4.4.1): its transfer's state names the
+    /// transaction, and the message counts only if the transaction commits.
+    pub fn send_transactional(
+        &mut self,
+        id: LinkId,
+        tag: Bytes,
+        message: Bytes,
+        txn_id: Bytes,
+    ) -> Result<DeliveryId, EngineError> {
+        self.send_in(id, tag, message, false, Some(txn_id))
+    }
+
+    /// [`Connection::send`], in transaction `txn_id` if there is one.
+    fn send_in(
+        &mut self,
+        id: LinkId,
+        tag: Bytes,
+        message: Bytes,
+        settled: bool,
+        txn_id: Option<Bytes>,
+    ) -> Result<DeliveryId, EngineError> {
         let link = self.attached_link(id)?;
         if link.role != Role::Sender {
             return Err(EngineError::WrongRole);
@@ -1314,9 +1339,10 @@ impl Connection {
             });
         }
         let settled = settled || link.snd_settle_mode == SenderSettleMode::Settled;
-        // What is acquired in a transaction says so; a settled transfer is
-        // not acquired, it is gone.
-        let state = link.acquiring.clone().filter(|_| !settled).map(|txn_id| {
+        // What is published or acquired in a transaction says so; a settled
+        // transfer is not acquired, it is gone.
+        let txn_id = txn_id.or_else(|| link.acquiring.clone());
+        let state = txn_id.filter(|_| !settled).map(|txn_id| {
             Box::new(DeliveryState::Transactional(TransactionalState {
                 txn_id,
                 outcome: None,

@@ -251,7 +251,9 @@ impl Core {
                     .tell(conn, ToConnection::ConsumerAttached { link, result });
                 self.detach_consumer(id, consumer, None);
             }
-            Reply::Expire | Reply::None => self.on_own_applied(id, reply),
+            Reply::Expire | Reply::None | Reply::PlantedRest { .. } => {
+                self.on_own_applied(id, reply);
+            }
         }
     }
 
@@ -442,6 +444,16 @@ impl Core {
                 if let Some(group) = self.groups.get_mut(&id) {
                     group.expiring = false;
                 }
+            }
+            Reply::PlantedRest {
+                queue,
+                rest,
+                publish,
+                unsettles,
+            } => {
+                let command = Command::Transaction { work: rest };
+                let reply = Reply::Discharge { publish, unsettles };
+                self.propose(&queue, command, None, reply);
             }
         }
     }

@@ -259,6 +259,19 @@ impl Core {
             work.iter_mut().for_each(|guarded| guarded.guard = None);
         }
         let publish = self.clients.start_publish(conn, delivery, false, 1, None);
+        // PLANTED BUG (`txn-partial-commit`): the first half commits on its
+        // own; the second, with the discharge's answer, is proposed only
+        // once the first is applied, so a crash between them applies half.
+        if self.settings.config.plants.txn_partial_commit() && work.len() >= 2 {
+            let rest = work.split_off(work.len() / 2);
+            let reply = Reply::PlantedRest {
+                queue: queue.clone(),
+                rest,
+                publish,
+                unsettles,
+            };
+            return self.propose(&queue, Command::Transaction { work }, None, reply);
+        }
         let command = Command::Transaction { work };
         self.propose(
             &queue,

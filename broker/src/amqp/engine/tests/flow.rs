@@ -404,6 +404,43 @@ fn a_flow_with_a_txn_id_makes_transfers_transactional_until_one_without() {
     assert_eq!(transfer_state(&mut pair, false), None);
 }
 
+/// A controller's publish in a transaction (§4.4.1): the transfer names
+/// the transaction; a plain send on the same link names none.
+#[test]
+fn a_transactional_send_names_its_transaction() {
+    let mut pair = Pair::connected();
+    let (session, _) = pair.begin();
+    let (receiver, sender) = pair.attach(session, link_options("publisher", Role::Receiver));
+    pair.inject_to_server(&acquiring_flow(receiver, Vec::new()));
+    assert_events!(
+        pair.server_events(),
+        [Event::Credit { link, credit: 10, .. } if *link == sender]
+    );
+    let txn_id = Bytes::from_static(b"\0\0\0\0\0\0\0\x03");
+    let transfer_state = |pair: &mut Pair, txn_id: Option<Bytes>| {
+        let sent = match txn_id {
+            Some(txn_id) => pair
+                .server
+                .send_transactional(sender, tag(0), message(0), txn_id),
+            None => pair.server.send(sender, tag(1), message(1), false),
+        };
+        sent.expect("credit to send");
+        let wire = pair.server.poll_transmit().expect("the transfer");
+        match performatives(&wire).as_slice() {
+            [(_, Performative::Transfer(transfer))] => (transfer.state.clone(), transfer.settled),
+            other => panic!("{other:#?}"),
+        }
+    };
+    let state = DeliveryState::Transactional(TransactionalState {
+        txn_id: txn_id.clone(),
+        outcome: None,
+    });
+    let (transactional, settled) = transfer_state(&mut pair, Some(txn_id));
+    assert_eq!(transactional, Some(state));
+    assert_ne!(settled, Some(true), "a transactional publish is unsettled");
+    assert_eq!(transfer_state(&mut pair, None).0, None);
+}
+
 /// A txn-id longer than a transaction id may be (32 bytes) names no
 /// transaction and would not fit the transfers' frames: the link is
 /// detached, the connection stays.
