@@ -232,13 +232,15 @@ impl GroupState {
     ///
     /// Its clock is the node's now, which is later than that of entries
     /// proposed before it and applied after (each carries the clock read
-    /// when it was proposed): the group's clock keeps it, so that no later
-    /// entry checks expiry at an earlier time and delivers what this one
-    /// found expired.
+    /// when it was proposed). The group's clock must not keep it (the log
+    /// does not, so a recovery would judge expiry and the length limits
+    /// otherwise), but dispatches keep it as their floor, so that no later
+    /// entry delivers what this one found expired.
     pub fn apply_volatile(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
         debug_assert!(matches!(command, Command::Credit { .. }), "{command:?}");
-        self.advance_clock(now_ms);
-        self.queues.apply(self.clock_ms, command, effects);
+        let now_ms = self.clock_ms.max(now_ms);
+        self.queues.raise_dispatch_floor(now_ms);
+        self.queues.apply(now_ms, command, effects);
     }
 
     /// Applies the batch committed at `index`: appends the items it applied
@@ -406,7 +408,8 @@ mod tests {
 
     /// A message a volatile credit found expired is never delivered by an
     /// entry applied after it with an earlier clock (found by the
-    /// simulator, replays/ttl-expiry-clock-went-back-0x36.toml).
+    /// simulator, replays/ttl-expiry-clock-went-back-0x36.toml), and the
+    /// credit leaves the group's clock alone.
     #[test]
     fn an_entry_applied_after_a_volatile_credit_does_not_check_expiry_earlier() {
         let mut state = GroupState::default();
@@ -432,7 +435,12 @@ mod tests {
             drain: false,
         };
         let mut effects = Vec::new();
+        let clock = |state: &GroupState| state.encode().slice(..8);
+        let before = clock(&state);
         state.apply_volatile(1_200, credit(1), &mut effects);
+        // The group's clock (encoded first) is the log's: a recovery,
+        // which replays no credit, must judge everything else alike.
+        assert_eq!(clock(&state), before, "a volatile credit moved the clock");
         let delivered = |effects: &[Effect]| {
             effects
                 .iter()

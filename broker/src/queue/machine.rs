@@ -35,6 +35,10 @@ pub struct Queues {
     /// Planted bugs: `lose-redelivery` and `double-deliver` concern the
     /// state machine.
     plants: Plants,
+    /// The latest time a dispatch has judged expiry and schedules at
+    /// (see [`Queues::raise_dispatch_floor`]). Volatile: not in snapshots,
+    /// and it decides only what is delivered, never what is kept.
+    dispatch_floor_ms: u64,
 }
 
 /// A message on its way to a dead-letter queue.
@@ -55,6 +59,22 @@ impl Queues {
     /// snapshots.
     pub fn plant(&mut self, plants: Plants) {
         self.plants = plants;
+    }
+
+    /// Dispatches from now on judge expiry and schedules at `now_ms` at the
+    /// earliest: a single node applies a consumer's credit, which it does
+    /// not log, at its own clock, and may apply a logged command after
+    /// it that was proposed earlier; without the floor that command's
+    /// dispatch could deliver what the credit's found expired. Only
+    /// dispatch reads it: what is kept or dropped follows the logged
+    /// commands' clocks alone, so that a recovery replays it exactly.
+    pub fn raise_dispatch_floor(&mut self, now_ms: u64) {
+        self.dispatch_floor_ms = self.dispatch_floor_ms.max(now_ms);
+    }
+
+    /// The time a dispatch at `now_ms` judges expiry and schedules at.
+    fn dispatch_ms(&self, now_ms: u64) -> u64 {
+        now_ms.max(self.dispatch_floor_ms)
     }
 
     /// Applies one command at `now_ms`, appending its effects.
@@ -344,12 +364,13 @@ impl Queues {
         drain: bool,
         effects: &mut Vec<Effect>,
     ) {
+        let dispatch_ms = self.dispatch_ms(now_ms);
         let Some(name) = self.consumers.get(&consumer) else {
             return;
         };
         let queue = self.queues.get_mut(name).expect("consumers read queues");
         queue.set_credit(consumer, credit);
-        queue.dispatch(now_ms, effects);
+        queue.dispatch(dispatch_ms, effects);
         if drain {
             queue.finish_drain(consumer, effects);
         }
@@ -415,6 +436,7 @@ impl Queues {
     }
 
     fn detach(&mut self, now_ms: u64, consumer: ConsumerId, effects: &mut Vec<Effect>) {
+        let dispatch_ms = self.dispatch_ms(now_ms);
         let Some(name) = self.consumers.remove(&consumer) else {
             return;
         };
@@ -423,7 +445,7 @@ impl Queues {
         if queue.config.auto_delete && queue.consumer_ids().next().is_none() {
             return self.delete(name, effects);
         }
-        queue.dispatch(now_ms, effects);
+        queue.dispatch(dispatch_ms, effects);
     }
 
     fn expire(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
@@ -558,8 +580,9 @@ impl Queues {
     }
 
     fn dispatch(&mut self, now_ms: u64, queue: &str, effects: &mut Vec<Effect>) {
+        let dispatch_ms = self.dispatch_ms(now_ms);
         if let Some(queue) = self.queues.get_mut(queue) {
-            queue.dispatch(now_ms, effects);
+            queue.dispatch(dispatch_ms, effects);
         }
     }
 
