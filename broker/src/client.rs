@@ -122,10 +122,7 @@ impl<I: Io> Client<I> {
             rcv_settle_mode: ReceiverSettleMode::First,
         };
         let link = self.attach(session, options).await?;
-        while self.conn.credit(link) == 0 {
-            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
-                .await?;
-        }
+        self.await_credit(link).await?;
         Ok(link)
     }
 
@@ -182,6 +179,15 @@ impl<I: Io> Client<I> {
         Ok(link)
     }
 
+    /// Waits until `link` has credit to send.
+    async fn await_credit(&mut self, link: LinkId) -> Result<(), ClientError> {
+        while self.conn.credit(link) == 0 {
+            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Sends a message; waits for credit if there is none.
     pub async fn send(
         &mut self,
@@ -190,10 +196,7 @@ impl<I: Io> Client<I> {
         message: Bytes,
         settled: bool,
     ) -> Result<DeliveryId, ClientError> {
-        while self.conn.credit(link) == 0 {
-            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
-                .await?;
-        }
+        self.await_credit(link).await?;
         let delivery = self.conn.send(link, tag, message, settled)?;
         self.flush().await?;
         Ok(delivery)
@@ -218,10 +221,7 @@ impl<I: Io> Client<I> {
             rcv_settle_mode: ReceiverSettleMode::First,
         };
         let link = self.attach(session, options).await?;
-        while self.conn.credit(link) == 0 {
-            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
-                .await?;
-        }
+        self.await_credit(link).await?;
         Ok(link)
     }
 
@@ -248,10 +248,7 @@ impl<I: Io> Client<I> {
         message: Bytes,
         txn_id: Bytes,
     ) -> Result<DeliveryId, ClientError> {
-        while self.conn.credit(link) == 0 {
-            self.wait_for(|e| matches!(e, Event::Credit { link: l, .. } if *l == link))
-                .await?;
-        }
+        self.await_credit(link).await?;
         let delivery = self.conn.send_transactional(link, tag, message, txn_id)?;
         self.flush().await?;
         Ok(delivery)
