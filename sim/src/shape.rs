@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use sluice::config::Overflow;
+
 use crate::workload::WorkloadParams;
 
 /// Counts that override the drawn workload's; `None` keeps the drawn one.
@@ -31,6 +33,12 @@ pub struct WorkloadShape {
     /// Durable subscribers to the topic (at least one if it has producers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscribers: Option<u32>,
+    /// Queue 1 refuses publishes beyond this many messages
+    /// (`reject-publish`), which the seed no longer draws while the bug
+    /// in replays/recovery-lost-limited-queue-messages-0x93.toml is open:
+    /// its replay files pin it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_publish_limit: Option<u64>,
 }
 
 impl WorkloadShape {
@@ -42,6 +50,10 @@ impl WorkloadShape {
             messages_per_producer: Some(params.messages_per_producer),
             topic_producers: Some(params.topic_producers),
             subscribers: Some(params.subscribers),
+            reject_publish_limit: match params.limit {
+                Some((max_length, Overflow::RejectPublish)) => Some(max_length),
+                _ => None,
+            },
         }
     }
 
@@ -56,6 +68,9 @@ impl WorkloadShape {
             (self.messages_per_producer).unwrap_or(params.messages_per_producer);
         params.topic_producers = self.topic_producers.unwrap_or(params.topic_producers);
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
+        if let Some(max_length) = self.reject_publish_limit {
+            params.limit = Some((max_length, Overflow::RejectPublish));
+        }
         let queues = u32::try_from(params.queues.len()).unwrap_or(u32::MAX);
         if params.consumers < queues {
             return Err(format!(
