@@ -187,6 +187,22 @@ mod tests {
                 extra: ms(120),
                 leader_of: None,
             },
+            Fault::ReadError {
+                host: "node1".to_owned(),
+                after_reads: 42,
+            },
+            Fault::CorruptRunning {
+                host: "node2".to_owned(),
+                flip: 0xdead_beef,
+            },
+            Fault::DamagedWrite {
+                host: "node3".to_owned(),
+                flip: 0x1234,
+            },
+            Fault::CorruptVotes {
+                host: "node1".to_owned(),
+                flip: 0x77,
+            },
         ];
         let faults = (0_u64..)
             .zip(faults)

@@ -186,7 +186,11 @@ async fn a_damaged_log_write_flips_a_bit_of_its_last_record_and_fails_its_fsync(
     let written = faulty.read_file(&segment).await.unwrap();
     let written = &written[8..];
     let last = frame(b"first").len();
-    assert_eq!(written[..last], frames[..last], "the first record is intact");
+    assert_eq!(
+        written[..last],
+        frames[..last],
+        "the first record is intact"
+    );
     let flipped: Vec<usize> = (0..frames.len())
         .filter(|&i| written[i] != frames[i])
         .collect();
