@@ -1319,10 +1319,11 @@ impl Nemesis {
         let process_allowed = self.process_fault_allowed(now);
         match drawn {
             // A kill too, so within the bounds on process faults. Up to a
-            // few hundred reads pass first: recovery may have read part of
-            // its log when the error comes.
+            // few reads pass first: recovery may have read part of
+            // its log when the error comes (it makes about two reads a file:
+            // the format and incarnation files, a snapshot, the segments).
             3 if process_allowed => {
-                let after_reads = self.rng.gen_range(0..=300);
+                let after_reads = self.rng.gen_range(0..=8);
                 let lasts = Duration::from_millis(self.rng.gen_range(200..=1_500));
                 Some((Fault::ReadError { host, after_reads }, lasts))
             }
