@@ -91,7 +91,8 @@ impl AtRest {
         *self.state.borrow_mut() = State::Armed { pick, votes: false };
     }
 
-    /// Arms a flip of the votes file for the host's next start.
+    /// Arms damage to the votes file for the host's next start: a flipped
+    /// bit, or, if `pick`'s top bit is set, a valid file with no ballot.
     pub fn arm_votes(&self, pick: u64) {
         *self.state.borrow_mut() = State::Armed { pick, votes: true };
     }
@@ -146,6 +147,10 @@ impl AtRest {
         let state = self.state.borrow().clone();
         match state {
             State::Idle => Ok(None),
+            State::Armed { pick, votes: true } if pick >> 63 == 1 => {
+                *self.state.borrow_mut() = State::Idle;
+                stale_votes().await
+            }
             State::Armed { pick, votes } => {
                 let chosen = if votes {
                     choose_votes(pick).await?
@@ -264,6 +269,26 @@ async fn choose(pick: u64) -> std::io::Result<Option<Flip>> {
         offset -= len;
     }
     unreachable!("offset < total, the sum of the lengths")
+}
+
+/// Replaces the votes file, if there is one, with a valid one that holds
+/// no ballot: damage no checksum can see, as a file system that lost the
+/// file's latest replacements would show at worst. The node must then go by
+/// the hard state its Raft log holds, and vote no twice in a term.
+async fn stale_votes() -> std::io::Result<Option<String>> {
+    let path = Path::new(VOTES_FILE);
+    match TurmoilIo.read_file(path).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some("corruption at rest: no votes file".to_owned()));
+        }
+        Err(error) => return Err(error),
+    }
+    let empty = sluice::raft::votes::contents(&sluice::raft::votes::Ballots::new());
+    sluice::io::replace_file(&TurmoilIo, path, &empty).await?;
+    Ok(Some(format!(
+        "corruption at rest: {VOTES_FILE} replaced by a valid one with no ballot"
+    )))
 }
 
 /// The bit `pick` names in the votes file; `None` if there is none yet.

@@ -333,8 +333,10 @@ pub enum Fault {
         #[serde(with = "toml_text::hex_u64")]
         flip: u64,
     },
-    /// Cluster: `crash(host)`, and a bit of its votes file flipped while it
-    /// is down, `flip` picking which; undone by `bounce(host)`.
+    /// Cluster: `crash(host)`, and its votes file damaged while it is down:
+    /// a bit flipped, `flip` picking which, or (`flip`'s top bit set) the
+    /// file replaced by a valid one with no ballot; undone by
+    /// `bounce(host)`.
     CorruptVotes {
         host: String,
         #[serde(with = "toml_text::hex_u64")]
@@ -1344,7 +1346,14 @@ impl Nemesis {
             }
             6 if process_allowed => {
                 let down = self.draw_down_time();
-                let flip = self.rng.r#gen();
+                let flip: u64 = self.rng.r#gen();
+                // A stale file (top bit: see `AtRest::arm_votes`) forgets
+                // that a node is rejoining, which would let it vote before
+                // it caught up: only while no node is.
+                let stale = flip >> 63 == 1;
+                if stale && !self.corruption_allowed() {
+                    return None;
+                }
                 Some((Fault::CorruptVotes { host, flip }, down))
             }
             _ => None,
