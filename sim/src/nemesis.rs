@@ -15,7 +15,12 @@
 //! - at most one network fault per link, and at most
 //!   [`Bias::net_faults_max`] at once (turmoil does not support a hold combined with a one-way
 //!   partition on one link);
-//! - at most one disk fault in flight.
+//! - at most one disk fault in flight (those that also restart the host:
+//!   corruption at rest, read errors, corruption while running, a damaged
+//!   votes file, count as process faults too).
+//!
+//! A profile leans the draws ([`Bias`]): which kinds come more often, how
+//! long and lossy network faults are, which disk faults come.
 //!
 //! In a cluster ([`Nemesis::cluster`]) it also cuts nodes apart (isolates
 //! the leader of a group, or any node; bridges two sides through one node;
@@ -160,8 +165,9 @@ pub struct FaultKinds {
     /// the page cache), power loss of every broker host.
     pub crash: bool,
     /// Torn writes and slow fsyncs (for the whole run), slow I/O, and, on
-    /// broker hosts that run on [`Nemesis::broker_io`], disk-full windows and
-    /// failed fsyncs.
+    /// broker hosts that run on [`Nemesis::broker_io`], disk-full windows,
+    /// failed fsyncs, read errors, damaged writes; corruption of the log at
+    /// rest and while running; a cluster node's votes file damaged.
     pub disk: bool,
     /// A broker host's wall clock stepped ahead or back for a while (on
     /// hosts that run on [`Nemesis::broker_io`]).
@@ -1504,7 +1510,13 @@ impl Nemesis {
                 self.faults_of(host).fail_reads(Some(read_error));
                 sim.bounce(host.as_str());
             }
-            Fault::CorruptRunning { host, flip } => self.at_rest(host).arm_running(*flip),
+            // Only a running broker: armed while it is down, the flip would
+            // come as it starts, in the middle of its recovery.
+            Fault::CorruptRunning { host, flip } => {
+                if sim.is_host_running(host.as_str()) {
+                    self.at_rest(host).arm_running(*flip);
+                }
+            }
             Fault::DamagedWrite { host, flip } => {
                 self.faults_of(host).damage_next_log_write(Some(*flip));
             }
@@ -1791,12 +1803,13 @@ mod tests {
     }
 
     /// The cluster-only kinds, as the trace words them.
-    const CLUSTER_KINDS: [&str; 6] = [
+    const CLUSTER_KINDS: [&str; 7] = [
         "isolate",
         "bridge",
         "cut",
         "rolling restart",
         "slow disk",
+        "crash and corrupt votes",
         "supervisor restarts",
     ];
 
@@ -1925,6 +1938,9 @@ mod tests {
                     "fsync EIO",
                     "crash and corrupt at rest",
                     "clock of",
+                    "read EIO",
+                    "corrupt while running",
+                    "damaged write",
                 ] {
                     if event.contains(&format!("nemesis: {kind}")) {
                         seen.insert(kind);
@@ -1932,7 +1948,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 11, "kinds seen: {seen:?}");
+        assert_eq!(seen.len(), 14, "kinds seen: {seen:?}");
     }
 
     #[test]
@@ -1955,6 +1971,10 @@ mod tests {
                 "disk full",
                 "fsync EIO",
                 "clock of",
+                "read EIO",
+                "corrupt while running",
+                "damaged write",
+                "crash and corrupt votes",
             ] {
                 assert!(!event.contains(&format!("nemesis: {kind}")), "{event}");
             }
