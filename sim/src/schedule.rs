@@ -265,7 +265,7 @@ mod tests {
         assert!(!without.hosts().contains("producer1"));
         assert_eq!(
             schedule.last_end(),
-            Duration::from_millis(500 + 450 * 15 + 450)
+            Duration::from_millis(500 + 450 * 19 + 490)
         );
     }
 }
