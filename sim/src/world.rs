@@ -647,15 +647,21 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
 }
 
 /// The hosts of a world of `options` with the workload `params`: its
-/// brokers, its clients and the inspector (which the nemesis may find
-/// among the broker's peers, and cut off, as it does the clients).
+/// brokers, its clients, the dead-letter consumer if the workload has one,
+/// and the inspector (the nemesis may find the last two among the broker's
+/// peers, and cut them off, as it does the clients: a recorded schedule
+/// that does so names a host the world has).
 pub fn hosts(options: &RunOptions, params: &WorkloadParams) -> BTreeSet<String> {
     let brokers = cluster::broker_nodes(options.nodes)
         .into_iter()
         .map(broker_name);
+    let dead_letters = params
+        .has_dead_letters()
+        .then(|| ClientId::DeadLetters(0).to_string());
     let inspector = std::iter::once(INSPECTOR.to_owned());
     brokers
         .chain(shape::client_names(params))
+        .chain(dead_letters)
         .chain(inspector)
         .collect()
 }
