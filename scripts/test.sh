@@ -133,8 +133,8 @@ install_chromium() {
 
 # The simulator's own gate, beyond its tests: the determinism check on three
 # seeds of one node and of a 3-node cluster, explorations of 200 seeds with
-# every fault kind on and each seed's profile drawn from it (`mix`: default
-# or slow-net), one node and 3-node clusters, and 200 seeds of the
+# every fault kind on and each seed's profile drawn from it (`mix`: default,
+# slow-net, lossy-net or bad-disk), one node and 3-node clusters, and 200 seeds of the
 # Raft world (about a minute in all, in the `sim` profile: optimised, with
 # debug assertions and the queue and node invariants on). Longer
 # explorations: docs/simulation.md.

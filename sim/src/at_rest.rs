@@ -11,6 +11,16 @@
 //! byte does it stay flipped, and the checker then sees whatever the broker
 //! made of it (a lost or phantom message).
 //!
+//! The same switch flips a bit while the broker runs
+//! ([`AtRest::arm_running`]), in data the broker has fsynced and never
+//! writes again (a closed segment, a snapshot), which it reads back only at
+//! its next start: the broker reads its log at start only (recovery), and
+//! while it runs it only appends. The host's side line makes the flip
+//! ([`AtRest::flips_while_running`]), from inside the host; what follows at
+//! the next start is as for a flip at rest. And it can damage a cluster
+//! node's votes file at rest ([`AtRest::arm_votes`]): one bit, so one of
+//! its two copies, which the node must do without.
+//!
 //! A cluster node keeps its Raft write-ahead log in the same log format
 //! under another directory; the flip lands in whichever the node has. A
 //! cluster node does not refuse: it cuts its log back at the damage and
@@ -18,7 +28,8 @@
 //! caught up. So the flip stays, and the checker sees whether anything
 //! accepted was lost and whether the rejoin ended.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use sluice::io::{File, Io, OpenMode, TurmoilIo};
@@ -26,11 +37,16 @@ use sluice::log::LogError;
 use sluice::node::NodeError;
 use sluice::server::ServerError;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use turmoil::fs::shim::std::fs as sync_fs;
 
 /// Where a broker keeps its log, under its data directory: a single node's
 /// log, or a cluster node's Raft log (each has one of them; the first that
 /// exists is the one).
 const LOG_DIRS: [&str; 2] = ["/data/log", "/data/raft"];
+/// A cluster node's votes file (`sluice::node::cluster`'s `VOTES_FILE`
+/// under its data directory).
+const VOTES_FILE: &str = "/data/votes";
 
 /// One flipped bit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +66,8 @@ enum State {
     #[default]
     Idle,
     /// Flip a bit at the next start; `pick` chooses which, over every byte
-    /// of every log file.
-    Armed { pick: u64 },
+    /// of every log file, or of the votes file.
+    Armed { pick: u64, votes: bool },
     /// Flipped; the broker has not yet said whether it noticed.
     Flipped(Flip),
     /// The broker refused to start on the flip: the next start restores it.
@@ -63,12 +79,55 @@ enum State {
 #[derive(Debug, Default)]
 pub struct AtRest {
     state: RefCell<State>,
+    /// A flip to make while the broker runs, `pick` choosing which.
+    running: Cell<Option<u64>>,
+    /// Wakes the host's side line when `running` is armed.
+    wake: Notify,
 }
 
 impl AtRest {
-    /// Arms a flip for the host's next start.
+    /// Arms a flip of the log for the host's next start.
     pub fn arm(&self, pick: u64) {
-        *self.state.borrow_mut() = State::Armed { pick };
+        *self.state.borrow_mut() = State::Armed { pick, votes: false };
+    }
+
+    /// Arms damage to the votes file for the host's next start: a flipped
+    /// bit, or, if `pick`'s top bit is set, a valid file with no ballot.
+    pub fn arm_votes(&self, pick: u64) {
+        *self.state.borrow_mut() = State::Armed { pick, votes: true };
+    }
+
+    /// Arms a flip to make at once, while the broker runs (by
+    /// [`AtRest::flips_while_running`], in the host).
+    pub fn arm_running(&self, pick: u64) {
+        self.running.set(Some(pick));
+        self.wake.notify_one();
+    }
+
+    /// The host's side line: makes each flip armed while the broker runs,
+    /// reporting what it did to `report`. Never returns. A flip makes no
+    /// await point: the broker cannot remove or write the file half-way.
+    pub async fn flips_while_running(&self, report: impl Fn(String)) {
+        loop {
+            self.wake.notified().await;
+            let Some(pick) = self.running.take() else {
+                continue;
+            };
+            report(match flip_running(pick) {
+                Ok(Some(flip)) => {
+                    let what = format!(
+                        "corruption while running: flipped bit {:#04x} of byte {} of {}",
+                        flip.mask,
+                        flip.offset,
+                        flip.file.display()
+                    );
+                    *self.state.borrow_mut() = State::Flipped(flip);
+                    what
+                }
+                Ok(None) => "corruption while running: no closed segment or snapshot".to_owned(),
+                Err(error) => format!("corruption while running: failed: {error}"),
+            });
+        }
     }
 
     /// True if the broker refused to start on a flip that is still there:
@@ -88,8 +147,17 @@ impl AtRest {
         let state = self.state.borrow().clone();
         match state {
             State::Idle => Ok(None),
-            State::Armed { pick } => {
-                let Some(flip) = choose(pick).await? else {
+            State::Armed { pick, votes: true } if pick >> 63 == 1 => {
+                *self.state.borrow_mut() = State::Idle;
+                stale_votes().await
+            }
+            State::Armed { pick, votes } => {
+                let chosen = if votes {
+                    choose_votes(pick).await?
+                } else {
+                    choose(pick).await?
+                };
+                let Some(flip) = chosen else {
                     *self.state.borrow_mut() = State::Idle;
                     return Ok(Some("corruption at rest: no log file to flip".to_owned()));
                 };
@@ -203,6 +271,104 @@ async fn choose(pick: u64) -> std::io::Result<Option<Flip>> {
     unreachable!("offset < total, the sum of the lengths")
 }
 
+/// Replaces the votes file, if there is one, with a valid one that holds
+/// no ballot: damage no checksum can see, as a file system that lost the
+/// file's latest replacements would show at worst. The node must then go by
+/// the hard state its Raft log holds, and vote no twice in a term.
+async fn stale_votes() -> std::io::Result<Option<String>> {
+    let path = Path::new(VOTES_FILE);
+    match TurmoilIo.read_file(path).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some("corruption at rest: no votes file".to_owned()));
+        }
+        Err(error) => return Err(error),
+    }
+    let empty = sluice::raft::votes::contents(&sluice::raft::votes::Ballots::new());
+    sluice::io::replace_file(&TurmoilIo, path, &empty).await?;
+    Ok(Some(format!(
+        "corruption at rest: {VOTES_FILE} replaced by a valid one with no ballot"
+    )))
+}
+
+/// The bit `pick` names in the votes file; `None` if there is none yet.
+/// One bit damages one of its two copies.
+async fn choose_votes(pick: u64) -> std::io::Result<Option<Flip>> {
+    let file = PathBuf::from(VOTES_FILE);
+    let len = match TurmoilIo.read_file(&file).await {
+        Ok(contents) => contents.len() as u64,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if len == 0 {
+        return Ok(None);
+    }
+    let offset = pick % len;
+    let mask = 1u8 << ((pick / len) % 8);
+    Ok(Some(Flip { file, offset, mask }))
+}
+
+/// Flips the bit `pick` names among the bytes the running broker has
+/// fsynced and will not write again: its closed segments (every one but the
+/// newest) and snapshots, in name order; `None` if it has none. Made with
+/// turmoil's synchronous file calls, so that nothing of the broker runs in
+/// between.
+fn flip_running(pick: u64) -> std::io::Result<Option<Flip>> {
+    let mut paths = Vec::new();
+    for dir in LOG_DIRS {
+        match sync_fs::read_dir(dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    paths.push(entry?.path());
+                }
+                break;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    paths.sort();
+    let is = |path: &Path, ext: &str| path.extension().is_some_and(|e| e == ext);
+    let newest_segment = paths.iter().filter(|p| is(p, "seg")).max().cloned();
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for path in paths {
+        let closed = is(&path, "seg") && Some(&path) != newest_segment.as_ref();
+        if closed || is(&path, "snap") {
+            let len = sync_fs::metadata(&path)?.len();
+            total += len;
+            files.push((path, len));
+        }
+    }
+    if total == 0 {
+        return Ok(None);
+    }
+    let mut offset = pick % total;
+    let mask = 1u8 << ((pick / total) % 8);
+    for (file, len) in files {
+        if offset < len {
+            let flip = Flip { file, offset, mask };
+            apply_now(&flip)?;
+            return Ok(Some(flip));
+        }
+        offset -= len;
+    }
+    unreachable!("offset < total, the sum of the lengths")
+}
+
+/// Flips the bit in place, durably, with no await point.
+fn apply_now(flip: &Flip) -> std::io::Result<()> {
+    let file = sync_fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&flip.file)?;
+    let mut byte = [0u8];
+    file.read_at(&mut byte, flip.offset)?;
+    byte[0] ^= flip.mask;
+    file.write_at(&byte, flip.offset)?;
+    file.sync_all()
+}
+
 /// Where the last whole record of a segment starts, walking its frames
 /// (`len u32 | crc32c u32 | payload` after a 24-byte header, as
 /// `sluice::log` documents); the header's end if it holds none.
@@ -228,7 +394,12 @@ fn last_record_start(segment: &[u8]) -> usize {
 
 /// Flips (or flips back) the bit, durably.
 async fn apply(flip: &Flip) -> std::io::Result<()> {
-    let mut contents = TurmoilIo.read_file(&flip.file).await?;
+    let mut contents = match TurmoilIo.read_file(&flip.file).await {
+        Ok(contents) => contents,
+        // Removed since (a snapshot made a flipped segment redundant).
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
     let index = usize::try_from(flip.offset).map_err(std::io::Error::other)?;
     let Some(byte) = contents.get_mut(index) else {
         // The broker cut the file shorter since: nothing there to flip.

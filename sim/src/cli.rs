@@ -40,8 +40,9 @@ pub enum Command {
 /// Options every run takes.
 #[derive(Debug, Clone, Args)]
 pub struct SimArgs {
-    /// The simulation profile: `default`, `slow-net`, or (in `explore`)
-    /// `mix`, which draws one of them per seed.
+    /// The simulation profile: `default`, `slow-net`, `lossy-net`,
+    /// `bad-disk`, or (in `explore`) `mix`, which draws one of them per
+    /// seed.
     #[arg(long, default_value = "default")]
     pub profile: String,
     /// Simulated length of the fault phase (e.g. 10s, 500ms).

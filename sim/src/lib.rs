@@ -28,7 +28,7 @@ pub use world::{Faults, RunOptions, RunReport, run};
 #[non_exhaustive]
 pub enum SimError {
     /// No profile has this name.
-    #[error("unknown profile {0:?} (known: default, slow-net)")]
+    #[error("unknown profile {0:?} (known: default, slow-net, lossy-net, bad-disk)")]
     UnknownProfile(String),
     /// The world cannot have this many broker nodes.
     #[error("--nodes {0}: a world has 1 node (a single broker) to 7 (a cluster)")]

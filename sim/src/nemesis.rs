@@ -12,10 +12,15 @@
 //!
 //! - at most one process fault (crash, kill, power loss) in flight, and none
 //!   starts within [`PROCESS_QUIET`] of the last one ending;
-//! - at most one network fault per link, and at most [`NET_FAULTS_MAX`] at
-//!   once (turmoil does not support a hold combined with a one-way
+//! - at most one network fault per link, and at most
+//!   [`Bias::net_faults_max`] at once (turmoil does not support a hold combined with a one-way
 //!   partition on one link);
-//! - at most one disk fault in flight.
+//! - at most one disk fault in flight (those that also restart the host:
+//!   corruption at rest, read errors, corruption while running, a damaged
+//!   votes file, count as process faults too).
+//!
+//! A profile leans the draws ([`Bias`]): which kinds come more often, how
+//! long and lossy network faults are, which disk faults come.
 //!
 //! In a cluster ([`Nemesis::cluster`]) it also cuts nodes apart (isolates
 //! the leader of a group, or any node; bridges two sides through one node;
@@ -69,8 +74,77 @@ pub type BrokerIo = FaultyIo<TurmoilIo>;
 /// workload's, which is seeded with the bare seed.
 const SEED_SALT: u64 = 0x6e65_6d65_7369_7321;
 
-/// At most this many network faults at once.
-const NET_FAULTS_MAX: usize = 2;
+/// How a profile leans the nemesis's draws (`world::Profile`): which kinds
+/// come more often, how long and how lossy network faults are, and which
+/// disk faults come. Only drawn runs read it; an explicit schedule is what
+/// it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bias {
+    /// How often each enabled kind is drawn, relatively: net, crash, disk,
+    /// clock.
+    pub kind_weights: [u32; 4],
+    /// At most this many network faults at once (turmoil does not support
+    /// a hold combined with a one-way partition on one link, so one per
+    /// link whatever this says).
+    pub net_faults_max: usize,
+    /// Client-broker network faults last up to this long.
+    pub net_lasts_max: Duration,
+    /// Of the client-broker network faults, the percentage that are lossy
+    /// links on top of those the other draws make lossy.
+    pub lossy_percent: u32,
+    /// A lossy link drops at most this many messages in a thousand.
+    pub loss_permille_max: u32,
+    /// The percentage of disk faults that slow a disk's fsyncs instead
+    /// (always a cluster's; a single node's only if `slow_single`).
+    pub slow_disk_percent: u32,
+    /// Whether a single node's disk is slowed too.
+    pub slow_single: bool,
+    /// How often each disk fault is drawn, relatively, in the order of
+    /// [`DISK_FAULTS`]; the votes file's only in a cluster.
+    pub disk_weights: [u32; 7],
+}
+
+/// The disk faults [`Bias::disk_weights`] weighs, in its order.
+pub const DISK_FAULTS: [&str; 7] = [
+    "corrupt at rest",
+    "disk full",
+    "fsync EIO",
+    "read EIO",
+    "corrupt while running",
+    "damaged write",
+    "corrupt votes",
+];
+
+impl Bias {
+    /// The default profile's leaning: every enabled kind alike.
+    pub const DEFAULT: Bias = Bias {
+        kind_weights: [1, 1, 1, 1],
+        net_faults_max: 2,
+        net_lasts_max: Duration::from_secs(3),
+        lossy_percent: 0,
+        loss_permille_max: 200,
+        slow_disk_percent: 25,
+        slow_single: false,
+        disk_weights: [2, 6, 2, 1, 1, 1, 1],
+    };
+}
+
+/// The index `rng` draws among `weights`, each as likely as its weight;
+/// `None` if they are all 0.
+fn pick_weighted(rng: &mut ChaCha8Rng, weights: &[u32]) -> Option<usize> {
+    let total: u32 = weights.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut roll = rng.gen_range(0..total);
+    for (index, &weight) in weights.iter().enumerate() {
+        if roll < weight {
+            return Some(index);
+        }
+        roll -= weight;
+    }
+    None
+}
 /// After a process fault ends (the host is back), no other starts for this
 /// long, so that the broker gets to recover and serve in between.
 const PROCESS_QUIET: Duration = Duration::from_secs(1);
@@ -91,8 +165,9 @@ pub struct FaultKinds {
     /// the page cache), power loss of every broker host.
     pub crash: bool,
     /// Torn writes and slow fsyncs (for the whole run), slow I/O, and, on
-    /// broker hosts that run on [`Nemesis::broker_io`], disk-full windows and
-    /// failed fsyncs.
+    /// broker hosts that run on [`Nemesis::broker_io`], disk-full windows,
+    /// failed fsyncs, read errors, damaged writes; corruption of the log at
+    /// rest and while running; a cluster node's votes file damaged.
     pub disk: bool,
     /// A broker host's wall clock stepped ahead or back for a while (on
     /// hosts that run on [`Nemesis::broker_io`]).
@@ -242,6 +317,37 @@ pub enum Fault {
     /// Cluster: the link between nodes `a` and `b` slowed to `max`
     /// latency (`set_link_max_message_latency`); undone by setting it back.
     NodeLatency { a: String, b: String, max: Duration },
+    /// The host's file reads fail with EIO once `after_reads` more have
+    /// passed, and the host is killed (`bounce`) so that its broker
+    /// recovers meanwhile; undone by making reads succeed and restarting
+    /// the broker if it stopped.
+    ReadError { host: String, after_reads: u32 },
+    /// A bit of the running broker's log flipped (see
+    /// [`AtRest::arm_running`]), `flip` picking which; undone by killing
+    /// the host (`bounce`), so that the broker reads it back at once.
+    CorruptRunning {
+        host: String,
+        #[serde(with = "toml_text::hex_u64")]
+        flip: u64,
+    },
+    /// The host's next log write lands with a bit of its last record
+    /// flipped, and its fsync fails with EIO
+    /// ([`Faults::damage_next_log_write`]), `flip` picking the bit; undone
+    /// by disarming it and restarting the broker if it stopped.
+    DamagedWrite {
+        host: String,
+        #[serde(with = "toml_text::hex_u64")]
+        flip: u64,
+    },
+    /// Cluster: `crash(host)`, and its votes file damaged while it is down:
+    /// a bit flipped, `flip` picking which, or (`flip`'s top bit set) the
+    /// file replaced by a valid one with no ballot; undone by
+    /// `bounce(host)`.
+    CorruptVotes {
+        host: String,
+        #[serde(with = "toml_text::hex_u64")]
+        flip: u64,
+    },
 }
 
 /// What the nemesis did, as the history and the checker see it; its
@@ -393,7 +499,11 @@ impl Fault {
             | Fault::SyncError { host }
             | Fault::Corrupt { host, .. }
             | Fault::SlowDisk { host, .. }
-            | Fault::ClockJump { host, .. } => vec![host.as_str()],
+            | Fault::ClockJump { host, .. }
+            | Fault::ReadError { host, .. }
+            | Fault::CorruptRunning { host, .. }
+            | Fault::DamagedWrite { host, .. }
+            | Fault::CorruptVotes { host, .. } => vec![host.as_str()],
             Fault::PowerLoss { hosts } | Fault::RollingRestart { hosts, .. } => {
                 hosts.iter().map(String::as_str).collect()
             }
@@ -414,7 +524,10 @@ impl Fault {
 
     /// Whether a broker's disk fails writes while the fault lasts.
     pub fn fails_writes(&self) -> bool {
-        matches!(self, Fault::DiskFull { .. } | Fault::SyncError { .. })
+        matches!(
+            self,
+            Fault::DiskFull { .. } | Fault::SyncError { .. } | Fault::DamagedWrite { .. }
+        )
     }
 
     /// Whether what passes between `client` and its broker may be late
@@ -473,6 +586,9 @@ impl Fault {
                 | Fault::PowerLoss { .. }
                 | Fault::Corrupt { .. }
                 | Fault::RollingRestart { .. }
+                | Fault::ReadError { .. }
+                | Fault::CorruptRunning { .. }
+                | Fault::CorruptVotes { .. }
         )
     }
 
@@ -484,6 +600,10 @@ impl Fault {
                 | Fault::SyncError { .. }
                 | Fault::Corrupt { .. }
                 | Fault::SlowDisk { .. }
+                | Fault::ReadError { .. }
+                | Fault::CorruptRunning { .. }
+                | Fault::DamagedWrite { .. }
+                | Fault::CorruptVotes { .. }
         )
     }
 
@@ -505,7 +625,11 @@ impl Fault {
             Fault::Crash { host: h }
             | Fault::Corrupt { host: h, .. }
             | Fault::DiskFull { host: h }
-            | Fault::SyncError { host: h } => h == host,
+            | Fault::SyncError { host: h }
+            | Fault::ReadError { host: h, .. }
+            | Fault::CorruptRunning { host: h, .. }
+            | Fault::DamagedWrite { host: h, .. }
+            | Fault::CorruptVotes { host: h, .. } => h == host,
             Fault::PowerLoss { hosts } => hosts.iter().any(|h| h == host),
             _ => false,
         }
@@ -579,6 +703,12 @@ impl fmt::Display for Fault {
             Fault::ClockJump { host, offset_ms } => {
                 write!(f, "clock of {host} stepped {offset_ms:+}ms")
             }
+            Fault::ReadError { host, after_reads } => {
+                write!(f, "read EIO {host} after {after_reads} reads, and kill")
+            }
+            Fault::CorruptRunning { host, .. } => write!(f, "corrupt while running {host}"),
+            Fault::DamagedWrite { host, .. } => write!(f, "damaged write and fsync EIO {host}"),
+            Fault::CorruptVotes { host, .. } => write!(f, "crash and corrupt votes {host}"),
         }
     }
 }
@@ -608,6 +738,8 @@ pub struct Nemesis {
     /// Every fault injected so far, as a schedule that injects them again.
     injections: Vec<Scheduled>,
     kinds: FaultKinds,
+    /// How the profile leans the draws.
+    bias: Bias,
     fault_phase: Duration,
     brokers: Vec<String>,
     /// Every other host, found from turmoil's links at the first step
@@ -705,6 +837,7 @@ impl Nemesis {
             script: None,
             injections: Vec::new(),
             kinds,
+            bias: Bias::DEFAULT,
             fault_phase,
             brokers,
             clients: None,
@@ -732,6 +865,14 @@ impl Nemesis {
     #[must_use]
     pub fn base_latency(mut self, max: Duration) -> Self {
         self.base_max_latency = Some(max);
+        self
+    }
+
+    /// Leans the draws as `bias` says (a profile's), instead of
+    /// [`Bias::DEFAULT`].
+    #[must_use]
+    pub fn bias(mut self, bias: Bias) -> Self {
+        self.bias = bias;
         self
     }
 
@@ -921,20 +1062,19 @@ impl Nemesis {
     /// Draws the next fault and how long it lasts, or nothing if the bounds
     /// leave no room for the kind drawn.
     fn draw(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) -> Option<(Fault, Duration)> {
-        let mut kinds = Vec::new();
-        if self.kinds.net {
-            kinds.push(0);
+        let enabled = [
+            self.kinds.net,
+            self.kinds.crash,
+            self.kinds.disk,
+            self.kinds.clock,
+        ];
+        let mut weights = self.bias.kind_weights;
+        for (weight, on) in weights.iter_mut().zip(enabled) {
+            if !on {
+                *weight = 0;
+            }
         }
-        if self.kinds.crash {
-            kinds.push(1);
-        }
-        if self.kinds.disk {
-            kinds.push(2);
-        }
-        if self.kinds.clock {
-            kinds.push(3);
-        }
-        match *kinds.choose(&mut self.rng)? {
+        match pick_weighted(&mut self.rng, &weights)? {
             0 => self.draw_net(sim),
             1 => self.draw_process(sim, now),
             2 => self.draw_disk(sim, now),
@@ -967,8 +1107,11 @@ impl Nemesis {
         let clients = self.clients(sim).to_vec();
         let client = clients.choose(&mut self.rng)?.clone();
         let broker = self.brokers.choose(&mut self.rng)?.clone();
-        let lasts = Duration::from_millis(self.rng.gen_range(50..=3_000));
-        let fault = match self.rng.gen_range(0..5) {
+        let lasts_max_ms = u64::try_from(self.bias.net_lasts_max.as_millis()).unwrap_or(3_000);
+        let lasts = Duration::from_millis(self.rng.gen_range(50..=lasts_max_ms.max(50)));
+        let lossy = self.rng.gen_range(0..100) < self.bias.lossy_percent;
+        let kind = if lossy { 5 } else { self.rng.gen_range(0..5) };
+        let fault = match kind {
             0 => Fault::Partition { client, broker },
             1 if self.rng.gen_bool(0.5) => Fault::PartitionOneway {
                 from: client,
@@ -987,13 +1130,13 @@ impl Nemesis {
             _ => Fault::Lossy {
                 client,
                 broker,
-                rate_permille: self.rng.gen_range(10..=200),
+                rate_permille: self.rng.gen_range(10..=self.bias.loss_permille_max.max(10)),
             },
         };
         let link = fault.link();
         let nets = self.active.iter().filter(|(_, f)| f.link().is_some());
         let busy: BTreeSet<(String, String)> = nets.filter_map(|(_, f)| f.link()).collect();
-        if busy.len() >= NET_FAULTS_MAX || link.is_some_and(|l| busy.contains(&l)) {
+        if busy.len() >= self.bias.net_faults_max || link.is_some_and(|l| busy.contains(&l)) {
             return None;
         }
         Some((fault, lasts))
@@ -1135,12 +1278,21 @@ impl Nemesis {
         if self.active.iter().any(|(_, f)| f.is_disk()) {
             return None;
         }
-        if self.cluster.is_some() && self.rng.gen_bool(0.25) {
+        let slow_allowed = self.cluster.is_some() || self.bias.slow_single;
+        if slow_allowed && self.rng.gen_range(0..100) < self.bias.slow_disk_percent {
             return self.draw_slow_disk(sim);
         }
         let host = self.brokers.choose(&mut self.rng)?.clone();
-        let roll = self.rng.gen_range(0..10);
-        if roll < 2 {
+        let mut weights = self.bias.disk_weights;
+        if self.cluster.is_none() {
+            // A single node keeps no votes file.
+            weights[6] = 0;
+        }
+        let drawn = pick_weighted(&mut self.rng, &weights)?;
+        if drawn >= 3 {
+            return self.draw_disk_damage(sim, now, host, drawn);
+        }
+        if drawn == 0 {
             // A crash too, so within the bounds on process faults.
             if !self.process_fault_allowed(now) || !self.corruption_allowed() {
                 return None;
@@ -1151,7 +1303,7 @@ impl Nemesis {
             let flip = self.rng.r#gen();
             return Some((Fault::Corrupt { host, flip }, down));
         }
-        if roll < 8 {
+        if drawn == 1 {
             let lasts = Duration::from_millis(self.rng.gen_range(100..=2_000));
             Some((Fault::DiskFull { host }, lasts))
         } else {
@@ -1159,6 +1311,63 @@ impl Nemesis {
             // a little later.
             let lasts = Duration::from_millis(self.rng.gen_range(200..=1_000));
             Some((Fault::SyncError { host }, lasts))
+        }
+    }
+
+    /// The disk faults of issue 14's item 5 ([`DISK_FAULTS`] from 3 on):
+    /// read errors, corruption while running, a damaged write, a damaged
+    /// votes file; `None` if the bounds leave no room.
+    fn draw_disk_damage(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: Duration,
+        host: String,
+        drawn: usize,
+    ) -> Option<(Fault, Duration)> {
+        let process_allowed = self.process_fault_allowed(now);
+        match drawn {
+            // A kill too, so within the bounds on process faults. Up to a
+            // few reads pass first: recovery may have read part of
+            // its log when the error comes (it makes about two reads a file:
+            // the format and incarnation files, a snapshot, the segments).
+            3 if process_allowed => {
+                let after_reads = self.rng.gen_range(0..=8);
+                let lasts = Duration::from_millis(self.rng.gen_range(200..=1_500));
+                Some((Fault::ReadError { host, after_reads }, lasts))
+            }
+            // Ends in a kill, and damages a log: within both bounds. Only
+            // a running broker can be corrupted while it runs.
+            4 if process_allowed
+                && self.corruption_allowed()
+                && sim.is_host_running(host.as_str()) =>
+            {
+                let lasts = Duration::from_millis(self.rng.gen_range(100..=2_000));
+                let flip = self.rng.r#gen();
+                Some((Fault::CorruptRunning { host, flip }, lasts))
+            }
+            // Drawn but not injected while the bug in
+            // replays/damaged-newest-record-refused-0xaa.toml is open (a
+            // node refuses to start on a damaged newest record, and stays
+            // down): that file's explicit schedule keeps injecting it.
+            // Drawing it keeps every seed's other draws as they are.
+            5 => {
+                let _lasts: u64 = self.rng.gen_range(200..=1_000);
+                let _flip: u64 = self.rng.r#gen();
+                None
+            }
+            6 if process_allowed => {
+                let down = self.draw_down_time();
+                let flip: u64 = self.rng.r#gen();
+                // A stale file (top bit: see `AtRest::arm_votes`) forgets
+                // that a node is rejoining, which would let it vote before
+                // it caught up: only while no node is.
+                let stale = flip >> 63 == 1;
+                if stale && !self.corruption_allowed() {
+                    return None;
+                }
+                Some((Fault::CorruptVotes { host, flip }, down))
+            }
+            _ => None,
         }
     }
 
@@ -1301,6 +1510,27 @@ impl Nemesis {
             Fault::ClockJump { host, offset_ms } => {
                 self.faults_of(host).set_clock_offset(*offset_ms);
             }
+            Fault::ReadError { host, after_reads } => {
+                let read_error = (std::io::ErrorKind::Other, u64::from(*after_reads));
+                self.faults_of(host).fail_reads(Some(read_error));
+                sim.bounce(host.as_str());
+            }
+            // Only a running broker: armed while it is down, the flip would
+            // come as it starts, in the middle of its recovery.
+            Fault::CorruptRunning { host, flip } => {
+                if sim.is_host_running(host.as_str()) {
+                    self.at_rest(host).arm_running(*flip);
+                }
+            }
+            Fault::DamagedWrite { host, flip } => {
+                self.faults_of(host).damage_next_log_write(Some(*flip));
+            }
+            Fault::CorruptVotes { host, flip } => {
+                if sim.is_host_running(host.as_str()) {
+                    sim.crash(host.as_str());
+                }
+                self.at_rest(host).arm_votes(*flip);
+            }
         }
     }
 
@@ -1357,6 +1587,31 @@ impl Nemesis {
             Fault::RollingRestart { .. } => self.process_ended_at = Some(sim.elapsed()),
             Fault::SlowDisk { host, .. } => self.faults_of(host).slow_syncs(Duration::ZERO),
             Fault::ClockJump { host, .. } => self.faults_of(host).set_clock_offset(0),
+            Fault::ReadError { host, .. } | Fault::DamagedWrite { host, .. } => {
+                // As after a failed fsync: the fault off, and the broker
+                // restarted if it stopped on it.
+                self.faults_of(host).clear();
+                if !sim.is_host_running(host.as_str()) {
+                    sim.bounce(host.as_str());
+                }
+                if fault.is_process() {
+                    self.process_ended_at = Some(sim.elapsed());
+                }
+            }
+            Fault::CorruptRunning { host, .. } => {
+                // The broker reads its log only when it starts: a kill makes
+                // it read the flip now.
+                sim.bounce(host.as_str());
+                self.process_ended_at = Some(sim.elapsed());
+                if let Some(replicas) = &self.cluster {
+                    replicas.forget_host(host);
+                    self.damaged = Some(host.clone());
+                }
+            }
+            Fault::CorruptVotes { host, .. } => {
+                sim.bounce(host.as_str());
+                self.process_ended_at = Some(sim.elapsed());
+            }
         }
     }
 
@@ -1553,12 +1808,13 @@ mod tests {
     }
 
     /// The cluster-only kinds, as the trace words them.
-    const CLUSTER_KINDS: [&str; 6] = [
+    const CLUSTER_KINDS: [&str; 7] = [
         "isolate",
         "bridge",
         "cut",
         "rolling restart",
         "slow disk",
+        "crash and corrupt votes",
         "supervisor restarts",
     ];
 
@@ -1687,6 +1943,9 @@ mod tests {
                     "fsync EIO",
                     "crash and corrupt at rest",
                     "clock of",
+                    "read EIO",
+                    "corrupt while running",
+                    "damaged write",
                 ] {
                     if event.contains(&format!("nemesis: {kind}")) {
                         seen.insert(kind);
@@ -1694,7 +1953,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 11, "kinds seen: {seen:?}");
+        assert_eq!(seen.len(), 14, "kinds seen: {seen:?}");
     }
 
     #[test]
@@ -1717,6 +1976,10 @@ mod tests {
                 "disk full",
                 "fsync EIO",
                 "clock of",
+                "read EIO",
+                "corrupt while running",
+                "damaged write",
+                "crash and corrupt votes",
             ] {
                 assert!(!event.contains(&format!("nemesis: {kind}")), "{event}");
             }

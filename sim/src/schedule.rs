@@ -187,6 +187,22 @@ mod tests {
                 extra: ms(120),
                 leader_of: None,
             },
+            Fault::ReadError {
+                host: "node1".to_owned(),
+                after_reads: 42,
+            },
+            Fault::CorruptRunning {
+                host: "node2".to_owned(),
+                flip: 0xdead_beef,
+            },
+            Fault::DamagedWrite {
+                host: "node3".to_owned(),
+                flip: 0x1234,
+            },
+            Fault::CorruptVotes {
+                host: "node1".to_owned(),
+                flip: 0x77,
+            },
         ];
         let faults = (0_u64..)
             .zip(faults)
@@ -249,7 +265,7 @@ mod tests {
         assert!(!without.hosts().contains("producer1"));
         assert_eq!(
             schedule.last_end(),
-            Duration::from_millis(500 + 450 * 15 + 450)
+            Duration::from_millis(500 + 450 * 19 + 490)
         );
     }
 }

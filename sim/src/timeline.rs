@@ -244,6 +244,10 @@ fn fault_hosts(fault: &Fault) -> Vec<&str> {
         | Fault::Corrupt { host, .. }
         | Fault::SlowDisk { host, .. }
         | Fault::ClockJump { host, .. }
+        | Fault::ReadError { host, .. }
+        | Fault::CorruptRunning { host, .. }
+        | Fault::DamagedWrite { host, .. }
+        | Fault::CorruptVotes { host, .. }
         // The isolated node: the others are only what it cannot reach.
         | Fault::Isolate { host, .. } => vec![host],
         Fault::PowerLoss { hosts } | Fault::RollingRestart { hosts, .. } => {

@@ -24,7 +24,7 @@ use crate::at_rest::AtRest;
 use crate::checker::{self, CheckReport};
 use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
-use crate::nemesis::{BrokerIo, FaultEvent, FaultKinds, Nemesis};
+use crate::nemesis::{Bias, BrokerIo, FaultEvent, FaultKinds, Nemesis};
 use crate::schedule::Schedule;
 use crate::shape::{self, WorkloadShape};
 use crate::trace::Trace;
@@ -67,6 +67,8 @@ pub struct Profile {
     /// The bound on the liveness phase: every accepted message must be
     /// consumed within this much simulated time after the faults stop.
     pub liveness_max: Duration,
+    /// How the nemesis leans its draws.
+    pub bias: Bias,
 }
 
 /// The profiles, by name.
@@ -77,6 +79,7 @@ pub const PROFILES: &[Profile] = &[
         min_latency: Duration::from_micros(100),
         max_latency: Duration::from_millis(5),
         liveness_max: Duration::from_secs(30),
+        bias: Bias::DEFAULT,
     },
     // Longer latencies: more messages in flight when a fault hits.
     Profile {
@@ -85,6 +88,40 @@ pub const PROFILES: &[Profile] = &[
         min_latency: Duration::from_millis(1),
         max_latency: Duration::from_millis(50),
         liveness_max: Duration::from_secs(60),
+        bias: Bias::DEFAULT,
+    },
+    // More and longer network faults, half of the client links' lossy,
+    // dropping up to 40 %. Loss stays on client links: see
+    // docs/simulation.md ("Profiles").
+    Profile {
+        name: "lossy-net",
+        tick: Duration::from_millis(1),
+        min_latency: Duration::from_micros(100),
+        max_latency: Duration::from_millis(5),
+        liveness_max: Duration::from_secs(60),
+        bias: Bias {
+            kind_weights: [4, 1, 1, 1],
+            net_faults_max: 4,
+            net_lasts_max: Duration::from_secs(6),
+            lossy_percent: 50,
+            loss_permille_max: 400,
+            ..Bias::DEFAULT
+        },
+    },
+    // More disk faults, of every sort, and slow disks on a single node too.
+    Profile {
+        name: "bad-disk",
+        tick: Duration::from_millis(1),
+        min_latency: Duration::from_micros(100),
+        max_latency: Duration::from_millis(5),
+        liveness_max: Duration::from_secs(30),
+        bias: Bias {
+            kind_weights: [1, 1, 4, 1],
+            slow_disk_percent: 25,
+            slow_single: true,
+            disk_weights: [2, 3, 2, 2, 2, 2, 2],
+            ..Bias::DEFAULT
+        },
     },
 ];
 
@@ -431,6 +468,7 @@ async fn broker(host: Rc<BrokerHost>) -> turmoil::Result {
     let serve = server::run(host.config.clone(), host.io.clone(), shutdown, move |l| {
         let _ = ready.send(l);
     });
+    let serve = with_running_flips(serve, at_rest, shared);
     let result = match (&host.replicas, node) {
         (Some(replicas), Some(id)) => {
             replicas.forget(id);
@@ -460,6 +498,23 @@ async fn broker(host: Rc<BrokerHost>) -> turmoil::Result {
         result: format!("{result:?}"),
     });
     Ok(())
+}
+
+/// `serve`, with the side line that flips a bit of the log while the
+/// broker runs when the nemesis asks (see [`AtRest::flips_while_running`]).
+/// Polled after `serve` and only when woken, so a run that never asks is
+/// the same as one without it.
+async fn with_running_flips<T>(
+    serve: impl std::future::Future<Output = T>,
+    at_rest: &AtRest,
+    shared: &Shared,
+) -> T {
+    let report = |what| shared.record(Op::Fault(FaultEvent::AtRest(what)));
+    tokio::select! {
+        biased;
+        result = serve => result,
+        () = at_rest.flips_while_running(report) => unreachable!("it never returns"),
+    }
 }
 
 /// Once the broker listens: hands its node to the inspector, and reports
@@ -596,15 +651,21 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
 }
 
 /// The hosts of a world of `options` with the workload `params`: its
-/// brokers, its clients and the inspector (which the nemesis may find
-/// among the broker's peers, and cut off, as it does the clients).
+/// brokers, its clients, the dead-letter consumer if the workload has one,
+/// and the inspector (the nemesis may find the last two among the broker's
+/// peers, and cut them off, as it does the clients: a recorded schedule
+/// that does so names a host the world has).
 pub fn hosts(options: &RunOptions, params: &WorkloadParams) -> BTreeSet<String> {
     let brokers = cluster::broker_nodes(options.nodes)
         .into_iter()
         .map(broker_name);
+    let dead_letters = params
+        .has_dead_letters()
+        .then(|| ClientId::DeadLetters(0).to_string());
     let inspector = std::iter::once(INSPECTOR.to_owned());
     brokers
         .chain(shape::client_names(params))
+        .chain(dead_letters)
         .chain(inspector)
         .collect()
 }
@@ -640,7 +701,8 @@ impl World {
         let mut nemesis = match &options.schedule {
             Some(schedule) => Nemesis::scripted(schedule, kinds, options.duration, &host_names),
             None => Nemesis::new(options.seed, kinds, options.duration, &host_names)
-                .base_latency(profile.max_latency),
+                .base_latency(profile.max_latency)
+                .bias(profile.bias),
         };
         let replicas = options.is_cluster().then(Rc::<Replicas>::default);
         if let Some(replicas) = &replicas {

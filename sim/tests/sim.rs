@@ -211,10 +211,16 @@ fn explicit(report: &RunReport) -> RunOptions {
 
 #[test]
 fn a_recorded_schedule_replays_the_drawn_run() {
-    // Seed 12's schedule holds a corruption at rest, whose flip is part of
-    // the recorded fault.
-    for seed in [1, 12] {
-        let drawn = world::run(&options(seed)).unwrap();
+    // Seed 1's schedule holds a corruption at rest, whose flip is part of
+    // the recorded fault; in `bad-disk`, seed 2's a corruption while
+    // running and a read error, seed 13's a damaged write and a read error.
+    let bad_disk = |seed| RunOptions {
+        profile: "bad-disk".to_owned(),
+        ..options(seed)
+    };
+    for options in [options(1), options(12), bad_disk(2), bad_disk(13)] {
+        let seed = options.seed;
+        let drawn = world::run(&options).unwrap();
         assert!(!drawn.schedule.faults.is_empty(), "seed {seed:#x}");
         let again = world::run(&explicit(&drawn)).unwrap();
         let difference = drawn.trace.first_difference(&again.trace);

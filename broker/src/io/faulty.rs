@@ -1,6 +1,6 @@
 //! An [`Io`] wrapper that injects disk faults: counts file fsyncs, fails
-//! writes or fsyncs on demand, and can make fsyncs slow, in front of either
-//! seam implementation. For tests and the simulator (feature `sim`); the
+//! writes, reads or fsyncs on demand, damages a log write, and can make
+//! fsyncs slow, in front of either seam implementation. For tests and the simulator (feature `sim`); the
 //! production binary never builds it.
 //!
 //! turmoil's own disk-full fault (`FsConfig::capacity`) reports ENOSPC as
@@ -39,6 +39,12 @@ pub struct Faults {
     /// How far the wall clock is off, in milliseconds (see
     /// [`Faults::set_clock_offset`]).
     clock_offset_ms: AtomicI64,
+    /// File reads fail with this kind once this many more have passed (see
+    /// [`Faults::fail_reads`]).
+    read_error: Mutex<Option<(ErrorKind, u64)>>,
+    /// The next write to a log segment lands damaged; the value picks the
+    /// bit (see [`Faults::damage_next_log_write`]).
+    damaged_write: Mutex<Option<u64>>,
 }
 
 impl Faults {
@@ -66,10 +72,13 @@ impl Faults {
             .unwrap_or_else(PoisonError::into_inner) = kind;
     }
 
-    /// Stops every fault: writes succeed, and an fsync error armed with
-    /// [`Faults::fail_next_sync`] that has not fired is disarmed.
+    /// Stops every fault: writes and reads succeed, and an fsync error armed
+    /// with [`Faults::fail_next_sync`] or a damaged write that has not
+    /// happened is disarmed.
     pub fn clear(&self) {
         self.fail_writes(None);
+        self.fail_reads(None);
+        self.damage_next_log_write(None);
         *self
             .next_sync_error
             .lock()
@@ -104,6 +113,70 @@ impl Faults {
             .next_sync_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(kind);
+    }
+
+    /// Fails every file read with `kind` once `after` more reads have
+    /// passed (a read here is one `poll_read` of a file), as a disk with a
+    /// bad sector does; `None` makes reads succeed again. Counting lets a
+    /// recovery read part of its files before the error, so that a broker
+    /// that went on with what it had read would show.
+    pub fn fail_reads(&self, error: Option<(ErrorKind, u64)>) {
+        *self
+            .read_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    /// Damages the next write to a log segment (a `.seg` file): one bit of
+    /// the last record framed in it, `pick` choosing which, is flipped on
+    /// its way to the disk, and the fsync that follows on that file fails
+    /// with EIO, as a disk that garbles a write and then reports the
+    /// failure does. So the damage is confined to the newest record, of a
+    /// batch the broker never acknowledged. A write that does not hold
+    /// whole records is left alone and the next one is tried.
+    pub fn damage_next_log_write(&self, pick: Option<u64>) {
+        *self
+            .damaged_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = pick;
+    }
+
+    /// Whether a damaged log write is still armed (it has not happened).
+    pub fn log_write_damage_armed(&self) -> bool {
+        self.damaged_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The error for the next read, if reads fail now; counts the read.
+    fn next_read_error(&self) -> Option<ErrorKind> {
+        let mut error = self
+            .read_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (kind, left) = error.as_mut()?;
+        if *left == 0 {
+            return Some(*kind);
+        }
+        *left -= 1;
+        None
+    }
+
+    /// `frames` with one bit of its last record flipped, if a damaged write
+    /// is armed and `frames` is a run of whole records.
+    fn damage(&self, frames: &[u8]) -> Option<Vec<u8>> {
+        let pick = (*self
+            .damaged_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))?;
+        let (start, end) = last_record(frames)?;
+        let span = (end - start) as u64;
+        let offset = start + usize::try_from(pick % span).ok()?;
+        let mask = 1u8 << ((pick / span) % 8);
+        let mut damaged = frames.to_vec();
+        *damaged.get_mut(offset)? ^= mask;
+        Some(damaged)
     }
 
     fn write_error(&self) -> Option<ErrorKind> {
@@ -179,9 +252,12 @@ impl<I: Io> Io for FaultyIo<I> {
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File> {
         let inner = self.inner.open(path, mode).await?;
+        let is_segment = path.extension().is_some_and(|ext| ext == "seg");
         Ok(FaultyFile {
             inner,
             faults: Arc::clone(&self.faults),
+            is_segment,
+            sync_fails: false,
         })
     }
 
@@ -219,6 +295,10 @@ impl<I: Io> Io for FaultyIo<I> {
 pub struct FaultyFile<F> {
     inner: F,
     faults: Arc<Faults>,
+    /// A log segment, whose writes [`Faults::damage_next_log_write`] aims at.
+    is_segment: bool,
+    /// A damaged write landed in this file: its next fsync fails.
+    sync_fails: bool,
 }
 
 impl<F: File> AsyncRead for FaultyFile<F> {
@@ -227,7 +307,11 @@ impl<F: File> AsyncRead for FaultyFile<F> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(kind) = this.faults.next_read_error() {
+            return Poll::Ready(Err(io::Error::from(kind)));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -238,6 +322,16 @@ impl<F: File> AsyncWrite for FaultyFile<F> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.is_segment
+            && let Some(damaged) = this.faults.damage(buf)
+        {
+            // The whole write lands, damaged, or none of it: a write that
+            // does not finish is tried again, and must then be damaged too.
+            let written = ready!(Pin::new(&mut this.inner).poll_write(cx, &damaged))?;
+            this.faults.damage_next_log_write(None);
+            this.sync_fails = true;
+            return Poll::Ready(Ok(written));
+        }
         let Some(kind) = this.faults.write_error() else {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         };
@@ -272,6 +366,9 @@ impl<F: File> AsyncSeek for FaultyFile<F> {
 impl<F: File> File for FaultyFile<F> {
     async fn sync_all(&mut self) -> io::Result<()> {
         self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        if std::mem::take(&mut self.sync_fails) {
+            return Err(io::Error::other("EIO after a damaged write"));
+        }
         if let Some(kind) = self.faults.take_sync_error() {
             return Err(io::Error::from(kind));
         }
@@ -285,4 +382,24 @@ impl<F: File> File for FaultyFile<F> {
     fn set_len(&mut self, len_bytes: u64) -> impl Future<Output = io::Result<()>> + Send {
         self.inner.set_len(len_bytes)
     }
+}
+
+/// Where the last record framed in `frames` starts and ends, if `frames` is
+/// a run of whole records (`len u32 | crc32c u32 | payload`, as
+/// `crate::log` documents) and holds one at least.
+fn last_record(frames: &[u8]) -> Option<(usize, usize)> {
+    const FRAME_HEADER_BYTES: usize = 8;
+    let mut start = 0;
+    let mut last = None;
+    while start < frames.len() {
+        let len = frames.get(start..start + 4)?;
+        let len = u32::from_be_bytes(<[u8; 4]>::try_from(len).ok()?) as usize;
+        let end = start + FRAME_HEADER_BYTES + len;
+        if len == 0 || end > frames.len() {
+            return None;
+        }
+        last = Some((start, end));
+        start = end;
+    }
+    last
 }

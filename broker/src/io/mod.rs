@@ -205,6 +205,13 @@ pub async fn replace_file<I: Io>(io: &I, path: &Path, contents: &[u8]) -> io::Re
     io.sync_dir(path.parent().unwrap_or(Path::new("."))).await
 }
 
+/// `error`, with `op` and `path` in its message and its kind kept: for
+/// errors that would otherwise not say which file failed.
+pub(crate) fn naming(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
+    let path = path.to_path_buf();
+    move |error| io::Error::new(error.kind(), format!("{op} {}: {error}", path.display()))
+}
+
 /// Sorts directory entries so that listings are reproducible.
 fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
     paths.sort_unstable();

@@ -139,6 +139,66 @@ async fn tokio_tells_the_free_space_and_a_full_disk_has_none() {
     assert_eq!(missing.map_err(|e| e.kind()), Err(ErrorKind::NotFound));
 }
 
+/// Reads fail once the reads allowed before the error have passed, and
+/// succeed again when the fault is off.
+#[tokio::test]
+async fn failed_reads_come_after_the_reads_allowed() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("file");
+    let faulty = faulty::FaultyIo::new(TokioIo);
+    replace_file(&faulty, &path, b"contents").await.unwrap();
+    faulty.faults.fail_reads(Some((ErrorKind::Other, 0)));
+    let failed = faulty.read_file(&path).await;
+    assert_eq!(failed.map_err(|e| e.kind()), Err(ErrorKind::Other));
+    // One read of the contents passes; the one that finds the end fails.
+    faulty.faults.fail_reads(Some((ErrorKind::Other, 1)));
+    assert!(faulty.read_file(&path).await.is_err());
+    faulty.faults.fail_reads(None);
+    assert_eq!(faulty.read_file(&path).await.unwrap(), b"contents");
+}
+
+/// A damaged log write flips one bit of its last record, only in a
+/// segment, only in a write of whole records, and fails the fsync after it.
+#[tokio::test]
+async fn a_damaged_log_write_flips_a_bit_of_its_last_record_and_fails_its_fsync() {
+    let root = tempfile::tempdir().unwrap();
+    let faulty = faulty::FaultyIo::new(TokioIo);
+    let frame = |payload: &[u8]| {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        [&len[..], &[0; 4], payload].concat()
+    };
+    let frames = [frame(b"first"), frame(b"second")].concat();
+    faulty.faults.damage_next_log_write(Some(3));
+    // Not a segment: left alone.
+    let other = root.path().join("votes");
+    let mut file = faulty.open(&other, OpenMode::Append).await.unwrap();
+    file.write_all(&frames).await.unwrap();
+    file.sync_all().await.unwrap();
+    let segment = root.path().join("0001.seg");
+    let mut file = faulty.open(&segment, OpenMode::Append).await.unwrap();
+    // Not whole records: left alone.
+    file.write_all(b"\0\0\0\x09head").await.unwrap();
+    file.sync_all().await.unwrap();
+    assert!(faulty.faults.log_write_damage_armed());
+    file.write_all(&frames).await.unwrap();
+    assert!(!faulty.faults.log_write_damage_armed());
+    assert!(file.sync_all().await.is_err());
+    let written = faulty.read_file(&segment).await.unwrap();
+    let written = &written[8..];
+    let last = frame(b"first").len();
+    assert_eq!(
+        written[..last],
+        frames[..last],
+        "the first record is intact"
+    );
+    let flipped: Vec<usize> = (0..frames.len())
+        .filter(|&i| written[i] != frames[i])
+        .collect();
+    assert_eq!(flipped, [last + 3]);
+    // The fault was one write's: the next fsync succeeds.
+    assert!(file.sync_all().await.is_ok());
+}
+
 #[test]
 fn tokio_wall_clock_is_after_2024() {
     let january_2024_ms = 1_704_067_200_000;

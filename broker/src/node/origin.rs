@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::io::Io;
+use crate::io::{Io, naming};
 use crate::queue::ConsumerId;
 use crate::raft::replica::NodeId;
 
@@ -79,7 +79,9 @@ pub(super) async fn next_origin<I: Io>(
 ) -> std::io::Result<Origin> {
     io.create_dir_all(data_dir).await?;
     let path = data_dir.join(INCARNATION_FILE);
-    let previous = match io.read_file(&path).await {
+    // A failed read or write names the file: a broker that cannot start
+    // must say why.
+    let previous = match io.read_file(&path).await.map_err(naming("read", &path)) {
         Ok(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
             .map(u64::from_be_bytes)
             .map_err(|_| {
@@ -92,6 +94,32 @@ pub(super) async fn next_origin<I: Io>(
         Err(error) => return Err(error),
     };
     let count = previous.wrapping_add(1);
-    crate::io::replace_file(io, &path, &count.to_be_bytes()).await?;
+    crate::io::replace_file(io, &path, &count.to_be_bytes())
+        .await
+        .map_err(naming("replace", &path))?;
     Ok(Origin::new(node_id, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+
+    use super::*;
+    use crate::io::TokioIo;
+    use crate::io::faulty::FaultyIo;
+
+    /// A broker that cannot count its starts refuses to start with an error
+    /// that names the file, not a bare "other error".
+    #[tokio::test]
+    async fn a_failed_read_of_the_count_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = FaultyIo::new(TokioIo);
+        next_origin(&io, dir.path(), 1).await.unwrap();
+        io.faults.fail_reads(Some((ErrorKind::Other, 0)));
+        let error = next_origin(&io, dir.path(), 1).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Other);
+        let message = error.to_string();
+        assert!(message.contains(INCARNATION_FILE), "{message}");
+        assert!(message.starts_with("read "), "{message}");
+    }
 }

@@ -108,7 +108,11 @@ async fn check_format<I: Io>(io: &I, data_dir: &Path, log_dir: &Path) -> Result<
         found,
         expected: name(FORMAT),
     };
-    match io.read_file(&path).await {
+    match io
+        .read_file(&path)
+        .await
+        .map_err(seam::naming("read", &path))
+    {
         Ok(format) if format == FORMAT => Ok(()),
         Ok(other) => Err(refuse(name(&other))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
