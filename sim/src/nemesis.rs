@@ -1945,7 +1945,9 @@ mod tests {
                     "clock of",
                     "read EIO",
                     "corrupt while running",
-                    "damaged write",
+                    // Not "damaged write": not drawn while the bug of
+                    // replays/damaged-newest-record-refused-0xaa.toml is
+                    // open; that file's schedule injects it.
                 ] {
                     if event.contains(&format!("nemesis: {kind}")) {
                         seen.insert(kind);
@@ -1953,7 +1955,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 14, "kinds seen: {seen:?}");
+        assert_eq!(seen.len(), 13, "kinds seen: {seen:?}");
     }
 
     #[test]
