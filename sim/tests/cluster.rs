@@ -115,6 +115,10 @@ fn cluster_plants_are_caught_within_100_seeds() {
         "vote-without-persist",
         "commit-on-minority",
         "ignore-damage",
+        // A message found expired at one time is delivered after a clock
+        // steps back, out of order (rule 4). On one node the dispatch floor
+        // of a credit hides it.
+        "clock-regress",
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

@@ -67,9 +67,6 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("dedup-ignored", Some(Rule::DuplicateId)),
         ("deliver-expired", Some(Rule::Expired)),
         ("dlq-drops", Some(Rule::DeadLetterLost)),
-        // A message found expired at one time is delivered after a step
-        // back, out of order.
-        ("clock-regress", Some(Rule::Fifo)),
         ("schedule-ignored", Some(Rule::Early)),
         ("txn-partial-commit", Some(Rule::TxnPartial)),
     ] {
