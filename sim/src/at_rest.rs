@@ -240,7 +240,6 @@ async fn choose(pick: u64) -> std::io::Result<Option<Flip>> {
         .max()
         .cloned();
     let mut files = Vec::new();
-    let mut total = 0u64;
     for path in paths {
         let is_log = path
             .extension()
@@ -254,17 +253,23 @@ async fn choose(pick: u64) -> std::io::Result<Option<Flip>> {
         } else {
             contents.len()
         } as u64;
-        total += len;
         files.push((path, len));
     }
+    Ok(pick_bit(files, pick))
+}
+
+/// The bit `pick` chooses among the first `len` bytes of each file, all
+/// counted alike; `None` if there are no bytes.
+fn pick_bit(files: Vec<(PathBuf, u64)>, pick: u64) -> Option<Flip> {
+    let total: u64 = files.iter().map(|(_, len)| len).sum();
     if total == 0 {
-        return Ok(None);
+        return None;
     }
     let mut offset = pick % total;
     let mask = 1u8 << ((pick / total) % 8);
     for (file, len) in files {
         if offset < len {
-            return Ok(Some(Flip { file, offset, mask }));
+            return Some(Flip { file, offset, mask });
         }
         offset -= len;
     }
@@ -331,29 +336,18 @@ fn flip_running(pick: u64) -> std::io::Result<Option<Flip>> {
     let is = |path: &Path, ext: &str| path.extension().is_some_and(|e| e == ext);
     let newest_segment = paths.iter().filter(|p| is(p, "seg")).max().cloned();
     let mut files = Vec::new();
-    let mut total = 0u64;
     for path in paths {
         let closed = is(&path, "seg") && Some(&path) != newest_segment.as_ref();
         if closed || is(&path, "snap") {
             let len = sync_fs::metadata(&path)?.len();
-            total += len;
             files.push((path, len));
         }
     }
-    if total == 0 {
+    let Some(flip) = pick_bit(files, pick) else {
         return Ok(None);
-    }
-    let mut offset = pick % total;
-    let mask = 1u8 << ((pick / total) % 8);
-    for (file, len) in files {
-        if offset < len {
-            let flip = Flip { file, offset, mask };
-            apply_now(&flip)?;
-            return Ok(Some(flip));
-        }
-        offset -= len;
-    }
-    unreachable!("offset < total, the sum of the lengths")
+    };
+    apply_now(&flip)?;
+    Ok(Some(flip))
 }
 
 /// Flips the bit in place, durably, with no await point.

@@ -1436,7 +1436,12 @@ mod tests {
 
         /// `client` receives `msg` from `queue`, accepts it and closes.
         fn consumed(&mut self, client: ClientId, queue: &str, msg: MsgId) -> &mut Self {
-            let conn = conn(client);
+            self.consumed_on(conn(client), queue, msg)
+        }
+
+        /// `msg` is received from `queue` on `conn`, accepted, and `conn`
+        /// closed.
+        fn consumed_on(&mut self, conn: ConnId, queue: &str, msg: MsgId) -> &mut Self {
             self.then(Op::Connected {
                 conn,
                 address: queue.to_owned(),
@@ -1626,27 +1631,7 @@ mod tests {
 
     /// A consumer with its own connection (`n`) consumes `msg` from `queue`.
     fn consumed_again(script: &mut Script, client: ClientId, n: u32, queue: &str, msg: MsgId) {
-        let conn = ConnId { client, n };
-        script
-            .then(Op::Connected {
-                conn,
-                address: queue.to_owned(),
-                node: None,
-            })
-            .then(Op::Delivered {
-                conn,
-                queue: queue.to_owned(),
-                msg,
-                delivery_count: 0,
-                first_acquirer: true,
-            })
-            .then(Op::Settled {
-                conn,
-                queue: queue.to_owned(),
-                msg,
-                outcome: Outcome::Accepted,
-            })
-            .then(Op::Closed { conn });
+        script.consumed_on(ConnId { client, n }, queue, msg);
     }
 
     #[test]

@@ -228,41 +228,13 @@ fn msg_of(op: &Op) -> Option<MsgId> {
     }
 }
 
-/// The hosts a fault acts on, whose lanes its band covers.
+/// The hosts a fault acts on, whose lanes its band covers: those it
+/// names, but for an isolated node, whose others are only what it cannot
+/// reach.
 fn fault_hosts(fault: &Fault) -> Vec<&str> {
     match fault {
-        Fault::Partition { client, broker }
-        | Fault::Hold { client, broker }
-        | Fault::Latency { client, broker, .. }
-        | Fault::Lossy { client, broker, .. } => vec![client, broker],
-        Fault::PartitionOneway { from, to } | Fault::NodeOneway { from, to } => vec![from, to],
-        Fault::NodeLatency { a, b, .. } => vec![a, b],
-        Fault::Kill { host }
-        | Fault::Crash { host }
-        | Fault::DiskFull { host }
-        | Fault::SyncError { host }
-        | Fault::Corrupt { host, .. }
-        | Fault::SlowDisk { host, .. }
-        | Fault::ClockJump { host, .. }
-        | Fault::ReadError { host, .. }
-        | Fault::CorruptRunning { host, .. }
-        | Fault::DamagedWrite { host, .. }
-        | Fault::CorruptVotes { host, .. }
-        // The isolated node: the others are only what it cannot reach.
-        | Fault::Isolate { host, .. } => vec![host],
-        Fault::PowerLoss { hosts } | Fault::RollingRestart { hosts, .. } => {
-            hosts.iter().map(String::as_str).collect()
-        }
-        Fault::Bridge {
-            left,
-            bridge,
-            right,
-        } => left
-            .iter()
-            .chain(right)
-            .chain(std::iter::once(bridge))
-            .map(String::as_str)
-            .collect(),
+        Fault::Isolate { host, .. } => vec![host],
+        _ => fault.hosts(),
     }
 }
 

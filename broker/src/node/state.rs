@@ -381,26 +381,34 @@ mod tests {
         state.queues().info("q").map_or(0, |info| info.depth)
     }
 
-    /// A queue with two messages and a consumer that holds them.
-    fn sample() -> GroupState {
-        let mut state = GroupState::default();
-        let attach = Command::Attach {
+    /// Consumer 10 attaches to `q`.
+    fn attach() -> Command {
+        Command::Attach {
             consumer: 10,
             queue: "q".into(),
             browse: false,
             filter: None,
-        };
-        let credit = Command::Credit {
+        }
+    }
+
+    /// Consumer 10 may take `credit` messages.
+    fn credit(credit: u32) -> Command {
+        Command::Credit {
             consumer: 10,
-            credit: 5,
+            credit,
             drain: false,
-        };
+        }
+    }
+
+    /// A queue with two messages and a consumer that holds them.
+    fn sample() -> GroupState {
+        let mut state = GroupState::default();
         let items = vec![
             item(1, declare()),
             item(2, enqueue("a")),
             item(3, enqueue("b")),
-            item(4, attach),
-            item(5, credit),
+            item(4, attach()),
+            item(5, credit(5)),
         ];
         apply(&mut state, 1, items);
         state
@@ -413,12 +421,6 @@ mod tests {
     #[test]
     fn an_entry_applied_after_a_volatile_credit_does_not_check_expiry_earlier() {
         let mut state = GroupState::default();
-        let attach = Command::Attach {
-            consumer: 10,
-            queue: "q".into(),
-            browse: false,
-            filter: None,
-        };
         let mut expiring = enqueue("a");
         if let Command::Enqueue { message, .. } = &mut expiring {
             message.ttl_ms = Some(100);
@@ -427,13 +429,8 @@ mod tests {
         apply(
             &mut state,
             1,
-            vec![item(1, declare()), item(2, expiring), item(3, attach)],
+            vec![item(1, declare()), item(2, expiring), item(3, attach())],
         );
-        let credit = |credit| Command::Credit {
-            consumer: 10,
-            credit,
-            drain: false,
-        };
         let mut effects = Vec::new();
         let clock = |state: &GroupState| state.encode().slice(..8);
         let before = clock(&state);
