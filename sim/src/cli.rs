@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::toml_text;
 use crate::world::{Faults, PROFILE_MIX, Profile, RunOptions};
 
 /// Runs Sluice under turmoil with faults drawn from a seed.
@@ -180,22 +181,22 @@ pub struct ShrinkArgs {
     pub sim: SimArgs,
 }
 
-/// Parses `10s`, `500ms`, `2m`, or a bare number of seconds.
+/// Parses what replay files write (`10s`, `500ms`, `250us`, `1ns`: see
+/// [`toml_text::parse_duration`]), and on the command line also `2m` or a
+/// bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit (ms, s, m)"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
-        _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m)")),
+    let whole = |digits: &str| -> Option<u64> {
+        let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        all_digits.then(|| digits.parse().ok()).flatten()
+    };
+    if let Some(secs) = whole(text) {
+        return Ok(Duration::from_secs(secs));
     }
+    if let Some(minutes) = text.strip_suffix('m').and_then(whole) {
+        return Ok(Duration::from_secs(minutes.saturating_mul(60)));
+    }
+    toml_text::parse_duration(text)
 }
 
 /// Parses a seed: decimal, or hex with `0x`.
@@ -233,6 +234,8 @@ mod tests {
     fn parses_arguments() {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("10h").is_err());
         assert!(parse_duration("s").is_err());
         assert_eq!(parse_seed("0x5eed"), Ok(0x5eed));
