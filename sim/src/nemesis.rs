@@ -1661,12 +1661,22 @@ impl Nemesis {
     /// operator would once the disk is restored (its factory puts the byte
     /// back first).
     fn restore_refused(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, trace: &mut Trace) {
-        for host in self.brokers.clone() {
-            if !sim.is_host_running(host.as_str()) && self.at_rest(&host).awaits_restore() {
-                sim.bounce(host.as_str());
-                self.record(trace, now, FaultEvent::Restored(host));
-                self.process_ended_at = Some(now);
-            }
+        // Every step asks this of every broker: the at-rest state first, a
+        // field, as turmoil looks a host's name up (a new string, hashed)
+        // to say whether it runs; nothing is copied unless a restore is due
+        // (restoring one broker changes no other's answer).
+        let due: Vec<String> = self
+            .brokers
+            .iter()
+            .filter(|host| {
+                self.at_rest(host).awaits_restore() && !sim.is_host_running(host.as_str())
+            })
+            .cloned()
+            .collect();
+        for host in due {
+            sim.bounce(host.as_str());
+            self.record(trace, now, FaultEvent::Restored(host));
+            self.process_ended_at = Some(now);
         }
     }
 
