@@ -1345,15 +1345,10 @@ impl Nemesis {
                 let flip = self.rng.r#gen();
                 Some((Fault::CorruptRunning { host, flip }, lasts))
             }
-            // Drawn but not injected while the bug in
-            // replays/damaged-newest-record-refused-0xaa.toml is open (a
-            // node refuses to start on a damaged newest record, and stays
-            // down): that file's explicit schedule keeps injecting it.
-            // Drawing it keeps every seed's other draws as they are.
             5 => {
-                let _lasts: u64 = self.rng.gen_range(200..=1_000);
-                let _flip: u64 = self.rng.r#gen();
-                None
+                let lasts = Duration::from_millis(self.rng.gen_range(200..=1_000));
+                let flip = self.rng.r#gen();
+                Some((Fault::DamagedWrite { host, flip }, lasts))
             }
             6 if process_allowed => {
                 let down = self.draw_down_time();
@@ -1955,9 +1950,7 @@ mod tests {
                     "clock of",
                     "read EIO",
                     "corrupt while running",
-                    // Not "damaged write": not drawn while the bug of
-                    // replays/damaged-newest-record-refused-0xaa.toml is
-                    // open; that file's schedule injects it.
+                    "damaged write",
                 ] {
                     if event.contains(&format!("nemesis: {kind}")) {
                         seen.insert(kind);
@@ -1965,7 +1958,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 13, "kinds seen: {seen:?}");
+        assert_eq!(seen.len(), 14, "kinds seen: {seen:?}");
     }
 
     #[test]

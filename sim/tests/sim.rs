@@ -210,9 +210,8 @@ fn explicit(report: &RunReport) -> RunOptions {
 fn a_recorded_schedule_replays_the_drawn_run() {
     // Seed 1's schedule holds a corruption at rest, whose flip is part of
     // the recorded fault; in `bad-disk`, seed 2's a corruption while
-    // running and a read error, seed 13's a read error. (A damaged write,
-    // not drawn for now, is replayed from its explicit schedule by
-    // replays/damaged-newest-record-refused-0xaa.toml.)
+    // running and a read error, seed 13's a read error and two damaged
+    // writes.
     let bad_disk = |seed| RunOptions {
         profile: "bad-disk".to_owned(),
         ..options(seed)

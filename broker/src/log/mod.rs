@@ -76,15 +76,17 @@
 //!   With [`LogOptions::repair`], it cuts the log at the first damage
 //!   instead, removes every later segment, and reports what was lost in
 //!   [`Recovered::repair`]; a damaged newest snapshot falls back to an older
-//!   one if there is one. A damaged length that now runs past the end of
-//!   the file looks like a torn write, but a torn write leaves nothing whole
+//!   one if there is one. Damage near the end of the last segment looks
+//!   like a torn write whatever it hit (a checksum, or a length that now
+//!   frames too much or too little), but a torn write leaves nothing whole
 //!   after it: a checksummed record found further on shows it is
-//!   corruption. Limits: damage to the very last record of the last segment
-//!   cannot be told from a torn write, and is cut without a report (a
-//!   single node has no second copy to tell it by); and a torn write whose
-//!   later blocks reached the disk while earlier ones did not is reported
-//!   as corruption (its records were never acknowledged, so `repair` loses
-//!   nothing acknowledged there).
+//!   corruption. Limits: damage to the last whole record of the last
+//!   segment (with at most a torn write after it) cannot be told from a
+//!   torn write, and is cut without a report (a single node has no second
+//!   copy to tell it by); and a torn write whose later blocks reached the
+//!   disk while earlier ones did not, leaving a whole record after the gap,
+//!   is reported as corruption (its records were never acknowledged, so
+//!   `repair` loses nothing acknowledged there).
 //! - **A missing segment.** Segments must follow each other without a gap
 //!   in LSNs, and the log must reach the newest snapshot: otherwise
 //!   [`LogError::Corrupt`].
@@ -93,7 +95,10 @@
 //!   report success for data that is gone ("fsyncgate"). The writer fails
 //!   that batch and every later one with [`LogError::Io`], logs an error
 //!   naming the file, and never touches the file again. The broker must stop;
-//!   recovery at the next start reads what really is on disk.
+//!   recovery at the next start reads what really is on disk. The failed
+//!   batch is then the newest thing in the log and was never acknowledged:
+//!   whatever it left (all of it, part, or a record garbled by a disk that
+//!   reports the failure only at the fsync), recovery cuts as a torn tail.
 //! - **A full disk (ENOSPC)** on write, fsync or segment creation: the batch
 //!   fails with [`LogError::NoSpace`]; the writer cuts the segment back to
 //!   its last durable length and fsyncs that, so no partial record remains

@@ -63,10 +63,11 @@ pub(super) struct Damage {
     pub(super) offset: usize,
     /// What is wrong there.
     pub(super) reason: Corruption,
-    /// Whether an interrupted, unsynced write could have left exactly this:
-    /// the damage runs to the end of the file (a record cut short, a last
-    /// record failing its checksum, or nothing but zeros after it) and lies
-    /// within one batch of the end. Believed of the last segment only.
+    /// Whether an interrupted or failed, unsynced write could have left
+    /// exactly this: the damage (a record cut short, a last record failing
+    /// its checksum or with a damaged length, or zeros) lies within one
+    /// batch of the end, and no whole record follows it. Believed of the
+    /// last segment only.
     pub(super) torn: bool,
 }
 
@@ -82,20 +83,20 @@ pub(super) fn scan(contents: &Bytes, named: Lsn) -> Scan {
     let mut records = Vec::new();
     let mut offset = HEADER_BYTES;
     while let Some(rest) = contents.get(offset..).filter(|rest| !rest.is_empty()) {
-        let (reason, runs_to_end) = match record::decode(rest) {
+        let reason = match record::decode(rest) {
             Frame::Record { end } => {
                 records.push(contents.slice(offset + FRAME_HEADER_BYTES..offset + end));
                 offset += end;
                 continue;
             }
-            Frame::Incomplete => (Corruption::Truncated, true),
-            Frame::BadChecksum { end } => (Corruption::Checksum, end == rest.len()),
-            Frame::BadLength(len) => (Corruption::BadLength(len), false),
+            Frame::Incomplete => Corruption::Truncated,
+            Frame::BadChecksum { .. } => Corruption::Checksum,
+            Frame::BadLength(len) => Corruption::BadLength(len),
         };
         let damage = Damage {
             offset,
             reason,
-            torn: could_be_torn(rest, runs_to_end),
+            torn: could_be_torn(rest),
         };
         return Scan {
             records,
@@ -132,13 +133,17 @@ fn check_header(contents: &[u8], named: Lsn) -> Result<(), Damage> {
         return Err(Damage {
             offset: 0,
             reason: Corruption::Truncated,
-            torn: could_be_torn(contents, true),
+            torn: could_be_torn(contents),
         });
     };
+    // A whole header was written and fsynced before any record went in, so
+    // a crash can only leave it short, or as zeros: blocks allocated but
+    // never written (no header is all zeros: it starts with the magic).
+    let zeros = contents.iter().all(|&byte| byte == 0);
     let damage = |offset, reason| Damage {
         offset,
         reason,
-        torn: could_be_torn(contents, false),
+        torn: zeros && could_be_torn(contents),
     };
     if header.magic != MAGIC {
         return Err(damage(0, Corruption::BadMagic));
@@ -179,12 +184,21 @@ impl Header {
     }
 }
 
-/// Whether an unsynced write could explain damage that starts at `rest`.
-fn could_be_torn(rest: &[u8], runs_to_end: bool) -> bool {
-    // Zeros are what a file system shows for blocks it allocated but never
-    // wrote, and no record is all zeros: its length is at least one.
-    let zeros_to_end = rest.iter().all(|&byte| byte == 0);
-    rest.len() <= TORN_TAIL_BYTES_MAX && (runs_to_end || zeros_to_end) && !holds_a_record(rest)
+/// Whether an unsynced write could explain damage that starts at `rest`:
+/// it lies within one batch of the end, and nothing whole follows it.
+///
+/// Where the damaged frame says it ends is no evidence either way: the
+/// damage may be in its length. A write that lands with a bit of its
+/// record flipped and then fails its fsync (never acknowledged) may leave
+/// a length that frames too much (past the end, or past
+/// [`RECORD_BYTES_MAX`]) or too little (a checksum over part of the
+/// payload, the rest left over); so may a crash that kept only some of a
+/// batch's blocks, or zeros where blocks were allocated but never written.
+/// What tells all of these from damage to an acknowledged record is what
+/// follows: an acknowledged record is followed by the later ones, whole,
+/// unless it is the very last (the log's documented limit).
+fn could_be_torn(rest: &[u8]) -> bool {
+    rest.len() <= TORN_TAIL_BYTES_MAX && !holds_a_record(rest)
 }
 
 /// Whether a whole, checksummed record may start anywhere in `rest` past

@@ -614,6 +614,43 @@ async fn a_failed_write_or_fsync_is_fatal<I: Io>(io: FaultyIo<I>, root: PathBuf)
     }
 }
 
+/// A write that lands with one bit of its record flipped, then fails its
+/// fsync, was never acknowledged and is the newest thing in the log: the
+/// restart cuts it as a torn tail wherever the bit landed. A flip in the
+/// length makes it frame too much (past the end of the file, or past
+/// [`RECORD_BYTES_MAX`]) or too little (a checksum over part of the
+/// payload, the rest left over): none of that is corruption of anything
+/// acknowledged.
+async fn a_damaged_write_is_cut_wherever_its_bit_lands<I: Io>(io: FaultyIo<I>, root: PathBuf) {
+    let bits = FRAME_BYTES * 8;
+    for bit in 0..bits {
+        let dir = root.join(format!("bit-{bit}"));
+        let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
+        append_each(&mut log, 1, 3).await;
+        // `Faults::damage` reads the byte from the rest and the bit from
+        // the quotient.
+        io.faults
+            .damage_next_log_write(Some(bit / 8 + FRAME_BYTES * (bit % 8)));
+        let failed = log.append(record(4)).await;
+        assert!(
+            matches!(&failed, Err(LogError::Io { op: "fsync", .. })),
+            "bit {bit}: {failed:?}"
+        );
+        drop(log);
+        let segment = segment_path(&dir, 1);
+        assert_eq!(file_len(&io, &segment).await, record_offset(4), "bit {bit}");
+
+        let (mut log, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        assert_eq!(recovered.records, records(1, 3), "bit {bit}");
+        assert!(recovered.repair.is_empty(), "bit {bit}");
+        assert_eq!(file_len(&io, &segment).await, record_offset(3), "bit {bit}");
+        append_each(&mut log, 4, 4).await;
+        drop(log);
+        let (_, recovered) = reopen(&io, &dir, LogOptions::default()).await;
+        assert_eq!(recovered.records, records(1, 4), "bit {bit}");
+    }
+}
+
 async fn record_sizes_are_checked<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
     let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
     let empty = log.append(Bytes::new()).await;
@@ -918,6 +955,7 @@ on_both_seams!(
     no_space_for_a_new_segment_is_retried,
     with_stop_at_no_space_later_batches_fail_too,
     a_failed_write_or_fsync_is_fatal,
+    a_damaged_write_is_cut_wherever_its_bit_lands,
     record_sizes_are_checked,
     the_reserve_is_kept_at_open_and_left_alone_by_recovery,
 );
@@ -1045,6 +1083,28 @@ proptest! {
         prop_assert_eq!(damage.offset, ends[victim]);
         prop_assert!(!damage.torn, "{:?}", damage);
         prop_assert_eq!(&scan.records[..], &payloads[..victim]);
+    }
+
+    /// A flipped bit anywhere in the last record, its length included,
+    /// reads as a torn tail: nothing whole follows it, so it cannot be
+    /// told from a write that never finished, and the records before it
+    /// are kept. A length flipped too large or too small frames no whole
+    /// record either.
+    #[test]
+    fn a_damaged_last_record_is_a_torn_tail(
+        payloads in payload_lists().prop_filter("a record", |p| !p.is_empty()),
+        bit in any::<prop::sample::Index>(),
+    ) {
+        let (contents, ends) = segment_bytes(&payloads);
+        let last = payloads.len() - 1;
+        let bit = bit.index((contents.len() - ends[last]) * 8);
+        let mut damaged = contents.to_vec();
+        damaged[ends[last] + bit / 8] ^= 0x80 >> (bit % 8);
+        let scan = segment::scan(&Bytes::from(damaged), Lsn(1));
+        let damage = scan.damage.expect("a damaged record is found");
+        prop_assert_eq!(damage.offset, ends[last]);
+        prop_assert!(damage.torn, "{:?}", damage);
+        prop_assert_eq!(&scan.records[..], &payloads[..last]);
     }
 
     /// Any bytes after a header scan without panicking, and never claim more
