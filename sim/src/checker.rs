@@ -87,6 +87,9 @@
 //!     answered (the connection was lost) applied whole or not at all: if
 //!     any of its messages was delivered, every one is consumed by the end
 //!     of the liveness phase.
+//!
+//! Rules 16–18 concern the typed queues: the last-value queue
+//! ([`last_value`]) and the priority queue ([`priority`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -99,6 +102,12 @@ use crate::history::{
 use crate::nemesis::{Fault, FaultEvent, fault_spans, fault_windows};
 use crate::transactions::{Fate, Transactions};
 use crate::workload::{SELECTOR, WorkloadParams};
+
+mod last_value;
+mod priority;
+
+pub use last_value::{LastValueDrain, SUPERSEDED_SLACK};
+pub use priority::{DETACH_SLACK, STALE_LINK_MAX};
 
 /// At most this many violations are kept in a report.
 const VIOLATIONS_KEPT: usize = 100;
@@ -159,6 +168,12 @@ pub enum Rule {
     TxnAbortedDelivered,
     /// Rule 15.
     TxnPartial,
+    /// Rule 16.
+    LastValueSuperseded,
+    /// Rule 17.
+    LastValueLost,
+    /// Rule 18.
+    PriorityOrder,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -166,7 +181,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 15] = [
+    pub const ALL: [Rule; 18] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -182,6 +197,9 @@ impl Rule {
         Rule::TxnLost,
         Rule::TxnAbortedDelivered,
         Rule::TxnPartial,
+        Rule::LastValueSuperseded,
+        Rule::LastValueLost,
+        Rule::PriorityOrder,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -208,6 +226,9 @@ impl Rule {
             Rule::TxnLost => "13 txn-lost",
             Rule::TxnAbortedDelivered => "14 txn-aborted-delivered",
             Rule::TxnPartial => "15 txn-partial",
+            Rule::LastValueSuperseded => "16 lvq-superseded",
+            Rule::LastValueLost => "17 lvq-newest-lost",
+            Rule::PriorityOrder => "18 priority",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -231,6 +252,9 @@ impl fmt::Display for Rule {
             Rule::TxnLost => "a committed transaction's message never consumed",
             Rule::TxnAbortedDelivered => "a message of a transaction that did not commit delivered",
             Rule::TxnPartial => "part of a transaction applied",
+            Rule::LastValueSuperseded => "a superseded last value delivered",
+            Rule::LastValueLost => "the newest last value of a key lost",
+            Rule::PriorityOrder => "a lower priority delivered before a waiting higher one",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -283,6 +307,16 @@ pub struct Stats {
     /// Accepted messages never consumed that the history excuses: they
     /// had a TTL, or were transient and a broker restarted after.
     pub vanished_excused: u64,
+    /// Accepted messages of the last-value queue never consumed that a
+    /// message of their key may have replaced (rule 16).
+    pub superseded_excused: u64,
+    /// Deliveries from the last-value queue checked against rule 16.
+    pub last_value_checked: u64,
+    /// Deliveries after a successor's acceptance that faults excused
+    /// (rule 16).
+    pub last_value_late_excused: u64,
+    /// Deliveries from the priority queue checked against rule 18.
+    pub priority_checked: u64,
     /// Deliveries of a message from a queue beyond its first (all allowed
     /// ones).
     pub redeliveries: u64,
@@ -691,11 +725,13 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         .map(|producer| (producer, params.destinations_of(producer)))
         .collect();
     let mut consumers_per_queue: BTreeMap<String, u32> = BTreeMap::new();
-    for consumer in 0..params.consumers {
+    for consumer in params.all_consumers() {
         *consumers_per_queue
-            .entry(params.queue_of(consumer).to_owned())
+            .entry(params.consumer_queue(consumer).to_owned())
             .or_default() += 1;
     }
+    let mut last_value = last_value::LastValue::gather(events, params);
+    let mut priority = priority::Priority::new(params);
     for subscriber in 0..params.subscribers {
         consumers_per_queue.insert(params.subscription(subscriber), 1);
     }
@@ -710,8 +746,9 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     // The highest delivery-count seen so far per (queue, message).
     let mut counts_seen: BTreeMap<(&str, MsgId), u32> = BTreeMap::new();
     let mut starts = Starts::default();
-    // Rule 4: per (queue, producer), the last in-order seq this broker life.
-    let mut fifo_last: BTreeMap<(String, u32), (u64, usize)> = BTreeMap::new();
+    // Rule 4: per (queue, producer, priority), the last in-order seq this
+    // broker life.
+    let mut fifo_last: BTreeMap<(String, u32, Option<u8>), (u64, usize)> = BTreeMap::new();
     // Rule 4, cluster: when each message was first sent, and when each
     // queue's consumer last attached a link.
     let mut first_sent: BTreeMap<MsgId, Duration> = BTreeMap::new();
@@ -724,6 +761,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     // Rule 7: a panic cut the run short.
     let mut aborted = false;
     for (index, event) in events.iter().enumerate() {
+        priority.observe(index, event, params);
         let violation = |rule, detail: String| Violation {
             rule,
             index,
@@ -752,12 +790,12 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             } if !matches!(conn.client, ClientId::Producer(_)) => {
                 conn_queue.insert(*conn, address.as_str());
                 linked_at.insert(address.as_str(), event.time);
-                fifo_last.retain(|(queue, _), _| queue != address);
+                fifo_last.retain(|(queue, _, _), _| queue != address);
             }
             Op::Relinked { conn } => {
                 if let Some(&queue) = conn_queue.get(conn) {
                     linked_at.insert(queue, event.time);
-                    fifo_last.retain(|(q, _), _| q != queue);
+                    fifo_last.retain(|(q, _, _), _| q != queue);
                 }
             }
             // A message's outcome in a transaction is provisional: its
@@ -787,6 +825,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                 msg,
                 outcome,
             } => {
+                last_value.observe_settle(index, queue, *msg, *outcome);
                 if outcome.consumes() {
                     let entry = consumes.entry((queue.as_str(), *msg)).or_default();
                     if !entry.is_empty() {
@@ -923,7 +962,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                     && *delivery_count == 0
                     && !sent_before_link;
                 if single_consumer && clean {
-                    let key = (queue.clone(), msg.producer);
+                    let key = (queue.clone(), msg.producer, timeline.kind(*msg).priority);
                     let before = fifo_last.get(&key).filter(|(last, _)| *last > msg.seq);
                     if let Some((last, last_index)) = before {
                         report.violations.push(violation(
@@ -935,6 +974,38 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                         ));
                     }
                     fifo_last.insert(key, (msg.seq, index));
+                }
+                let late_since = |since: Duration| {
+                    from_dead_incarnation
+                        || stale
+                        || timeline.delivery_may_be_late(*delivery_conn, sent, since, t2)
+                };
+                if let Some(detail) =
+                    last_value.observe_delivery(index, t2, queue, *msg, late_since)
+                {
+                    report
+                        .violations
+                        .push(violation(Rule::LastValueSuperseded, detail));
+                }
+                let late_commit_since = |since: Duration| {
+                    timeline
+                        .late_commits
+                        .iter()
+                        .any(|(start, end)| *start <= t2 && *end >= since)
+                };
+                let overtaken = priority.observe_delivery(
+                    index,
+                    t2,
+                    *delivery_conn,
+                    queue,
+                    *msg,
+                    late_commit_since,
+                    |accepted| late_since(events[accepted].time),
+                );
+                if let Some(detail) = overtaken {
+                    report
+                        .violations
+                        .push(violation(Rule::PriorityOrder, detail));
                 }
             }
             Op::BrokerState { queues } => broker_state = Some((index, queues)),
@@ -960,6 +1031,8 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         Rule::Early,
         Rule::Unselected,
         Rule::TxnAbortedDelivered,
+        Rule::LastValueSuperseded,
+        Rule::PriorityOrder,
     ]);
     // A run cut short never had its liveness phase.
     let ended = !aborted;
@@ -969,7 +1042,9 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             Rule::DeadLetterLost,
             Rule::TxnLost,
             Rule::TxnPartial,
+            Rule::LastValueLost,
         ]);
+        report.violations.extend(last_value.finish(events));
     }
     for (msg, (index, time)) in accepted.iter().filter(|_| ended) {
         for queue in destinations.get(&msg.producer).into_iter().flatten() {
@@ -980,6 +1055,10 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             }
             if timeline.may_vanish(*msg, *time) || params.drops_head(queue) {
                 stats.vanished_excused += 1;
+                continue;
+            }
+            if last_value.may_vanish(*msg) {
+                stats.superseded_excused += 1;
                 continue;
             }
             *stats.final_depths.entry(queue.clone()).or_default() += 1;
@@ -1022,6 +1101,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     if let Some((index, queues)) = broker_state {
         stats.checked.insert(Rule::FinalState);
         let facts = Facts {
+            last_value: &last_value,
             params,
             destinations: &destinations,
             accepted: &accepted,
@@ -1050,6 +1130,9 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             });
         }
     }
+    stats.last_value_checked = last_value.deliveries_checked;
+    stats.last_value_late_excused = last_value.late_excused;
+    stats.priority_checked = priority.deliveries_checked;
     stats.messages_sent = send_counts.len() as u64;
     stats.messages_accepted = accepted.len() as u64;
     stats.messages_consumed = consumes.len() as u64;
@@ -1281,6 +1364,7 @@ fn divergences(nodes: &[NodeReplicas]) -> Vec<String> {
 
 /// What rule 5 needs from the history.
 struct Facts<'a> {
+    last_value: &'a last_value::LastValue,
     params: &'a WorkloadParams,
     destinations: &'a BTreeMap<u32, Vec<String>>,
     accepted: &'a BTreeMap<MsgId, (usize, Duration)>,
@@ -1356,6 +1440,7 @@ impl Facts<'_> {
                         && !self.delivered.contains(&(queue, *msg))
                 });
             let must_hold = !self.params.drops_head(queue)
+                && !self.last_value.may_vanish(*msg)
                 && self
                     .accepted
                     .get(msg)
