@@ -125,10 +125,11 @@ mod tests {
         assert_eq!(params.messages_per_producer, 10);
         assert_eq!(params.consumers, drawn.consumers);
         assert_eq!(params.queues, drawn.queues);
-        assert_eq!(
-            client_names(&params)[..2],
-            ["producer0".to_owned(), "consumer0".to_owned()]
-        );
+        // The typed queues' producers follow the pinned ones.
+        let typed = params.typed_queues().len();
+        let names = client_names(&params);
+        assert_eq!(names[0], "producer0");
+        assert_eq!(names[1 + typed], "consumer0");
     }
 
     #[test]
