@@ -326,7 +326,7 @@ pub struct Stats {
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
-    /// 12 and 14 always are; rules 2, 10, 13 and 15 once the run had its liveness
+    /// 12, 14, 16 and 18 always are; rules 2, 10, 13, 15 and 17 once the run had its liveness
     /// phase (not cut short by a panic); rule 5 once the broker reported
     /// its state at the end; rule 6 once the cluster's nodes reported their
     /// replicas.
