@@ -526,6 +526,10 @@ impl MessageMix {
     }
 }
 
+/// A typed queue's producer sends this fraction of the messages the others
+/// send (see [`producer`]).
+const TYPED_SHARE: u64 = 4;
+
 /// Of a transactional producer's new messages, the percentage that start
 /// a transaction.
 const TXN_START_PCT: u32 = 10;
@@ -983,6 +987,15 @@ pub async fn producer(
         Some(marking) => MessageMix::typed(marking),
         None => MessageMix::draw(&mut rng, to_queue),
     };
+    // A typed queue's consumer takes one message per credit, each a round
+    // trip through the broker's commit (slow under `bad-disk` in a
+    // cluster: ten a second): a quarter of the messages keeps its backlog
+    // within what the drain can take.
+    let messages_max = if marking.is_some() {
+        params.messages_per_producer / TYPED_SHARE
+    } else {
+        params.messages_per_producer
+    };
     let mut next_seq = 0u64;
     let mut next_txn = 0u32;
     // Sent unsettled at least once and not yet answered with a final
@@ -993,7 +1006,7 @@ pub async fn producer(
         if shared.phase() != Phase::Faults {
             return Ok(());
         }
-        if next_seq == params.messages_per_producer && unconfirmed.is_empty() {
+        if next_seq == messages_max && unconfirmed.is_empty() {
             return Ok(());
         }
         conn_n += 1;
@@ -1031,13 +1044,13 @@ pub async fn producer(
                 // which the checker allows.
                 return Ok(());
             }
-            let more_new = next_seq < params.messages_per_producer;
+            let more_new = next_seq < messages_max;
             if in_flight.is_empty() && to_send.is_empty() && !more_new {
                 close(sender.client, &shared, conn).await;
                 return Ok(());
             }
             let can_send = in_flight.len() < window && sender.client.connection().credit(link) > 0;
-            let left = params.messages_per_producer - next_seq;
+            let left = messages_max - next_seq;
             // Only a transactional producer has a coordinator.
             let txn = sender
                 .coordinator
