@@ -993,15 +993,17 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                         .iter()
                         .any(|(start, end)| *start <= t2 && *end >= since)
                 };
-                let overtaken = priority.observe_delivery(
+                let delivery = priority::Delivery {
                     index,
-                    t2,
-                    *delivery_conn,
+                    time: t2,
+                    conn: *delivery_conn,
                     queue,
-                    *msg,
-                    late_commit_since,
-                    |accepted| late_since(events[accepted].time),
-                );
+                    msg: *msg,
+                };
+                let overtaken =
+                    priority.observe_delivery(delivery, late_commit_since, |accepted| {
+                        late_since(events[accepted].time)
+                    });
                 if let Some(detail) = overtaken {
                     report
                         .violations

@@ -45,6 +45,21 @@ struct Sent {
     accepted: Option<usize>,
 }
 
+/// A delivery, as rule 18 judges it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// Its history index.
+    pub index: usize,
+    /// Its time.
+    pub time: Duration,
+    /// The connection it came on.
+    pub conn: ConnId,
+    /// The queue it came from.
+    pub queue: &'a str,
+    /// The message.
+    pub msg: MsgId,
+}
+
 /// Rule 18, fed the history event by event.
 #[derive(Debug, Default)]
 pub struct Priority {
@@ -120,22 +135,24 @@ impl Priority {
         }
     }
 
-    /// Rule 18: why the delivery of `msg` from `queue` on `conn` at history
-    /// index `index`, time `t2`, overtook a message of higher priority, if
+    /// Rule 18: why `delivery` overtook a message of higher priority, if
     /// it did. `late_commit_since(t)` says whether some broker's commits
     /// may have been late since `t`; `excused(index)` whether something
     /// other than the broker may have made this delivery late since the
     /// history event `index` (as rule 16 asks).
     pub fn observe_delivery(
         &mut self,
-        index: usize,
-        t2: Duration,
-        conn: ConnId,
-        queue: &str,
-        msg: MsgId,
+        delivery: Delivery<'_>,
         late_commit_since: impl Fn(Duration) -> bool,
         excused: impl Fn(usize) -> bool,
     ) -> Option<String> {
+        let Delivery {
+            index,
+            time: t2,
+            conn,
+            queue,
+            msg,
+        } = delivery;
         if queue != PRIORITY_QUEUE {
             return None;
         }
