@@ -20,6 +20,9 @@
 //! | `commit-on-minority` | `raft::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
 //! | `ignore-damage` | `raft::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
 //! | `txn-partial-commit` | `node::core::transactions` `Core::commit` | a transaction of two commands or more commits in two entries, the second proposed once the first is applied: a crash between them applies half of it, and its discharge is never answered |
+//! | `lvq-keeps-superseded` | `queue::machine` `Queues::enqueue` | a last-value queue's new message replaces none of the messages with its key, so a superseded value is delivered after the newer one was accepted |
+//! | `lvq-loses-newest` | `queue::machine` `Queues::enqueue` | a last-value queue's new message that replaces others is dropped with them (yet answered `accepted`), so the newest value of its key is lost |
+//! | `priority-ignored` | `queue::machine` `Queues::enqueue` | a published message's priority is taken as the default, so a priority queue delivers first in first out |
 
 use std::fmt;
 use std::str::FromStr;
@@ -126,6 +129,22 @@ impl Plants {
     pub const fn txn_partial_commit(self) -> bool {
         self.has(Plant::TxnPartialCommit)
     }
+
+    /// `lvq-keeps-superseded`: a last-value queue replaces nothing.
+    pub const fn lvq_keeps_superseded(self) -> bool {
+        self.has(Plant::LvqKeepsSuperseded)
+    }
+
+    /// `lvq-loses-newest`: a replacing last value is dropped too.
+    pub const fn lvq_loses_newest(self) -> bool {
+        self.has(Plant::LvqLosesNewest)
+    }
+
+    /// `priority-ignored`: every published message has the default
+    /// priority.
+    pub const fn priority_ignored(self) -> bool {
+        self.has(Plant::PriorityIgnored)
+    }
 }
 
 /// One planted bug.
@@ -165,11 +184,19 @@ pub enum Plant {
     /// A transaction's commit is split in two entries, so a crash between
     /// them applies part of it.
     TxnPartialCommit,
+    /// A last-value queue's new message replaces none of the waiting
+    /// messages with its key.
+    LvqKeepsSuperseded,
+    /// A last-value queue's new message that replaces others is dropped
+    /// along with them, though answered `accepted`.
+    LvqLosesNewest,
+    /// A published message's `header.priority` is ignored.
+    PriorityIgnored,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 13] = [
+    pub const ALL: [Plant; 16] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -183,6 +210,9 @@ impl Plant {
         Plant::ClockRegress,
         Plant::ScheduleIgnored,
         Plant::TxnPartialCommit,
+        Plant::LvqKeepsSuperseded,
+        Plant::LvqLosesNewest,
+        Plant::PriorityIgnored,
     ];
 
     /// The plant's command-line name.
@@ -201,6 +231,9 @@ impl Plant {
             Plant::ClockRegress => "clock-regress",
             Plant::ScheduleIgnored => "schedule-ignored",
             Plant::TxnPartialCommit => "txn-partial-commit",
+            Plant::LvqKeepsSuperseded => "lvq-keeps-superseded",
+            Plant::LvqLosesNewest => "lvq-loses-newest",
+            Plant::PriorityIgnored => "priority-ignored",
         }
     }
 }
@@ -214,7 +247,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored"
 )]
 pub struct UnknownPlant(pub String);
 

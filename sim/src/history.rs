@@ -62,6 +62,11 @@ pub struct MessageKind {
     /// Sent in its producer's transaction of this number (see
     /// [`TxnId`]): it counts only if that commits, and is never resent.
     pub txn: Option<u32>,
+    /// The value of its last-value key (application property
+    /// [`crate::workload::LAST_VALUE_KEY`]), sent to the last-value queue.
+    pub key: Option<u8>,
+    /// Its `header.priority`, sent to the priority queue.
+    pub priority: Option<u8>,
 }
 
 impl MessageKind {
@@ -74,6 +79,8 @@ impl MessageKind {
         message_id: false,
         delay: None,
         txn: None,
+        key: None,
+        priority: None,
     };
 
     /// Whether the broker de-duplicates it: a durable message with a
@@ -103,6 +110,12 @@ impl fmt::Display for MessageKind {
         }
         if let Some(txn) = self.txn {
             write!(f, " txn {txn}")?;
+        }
+        if let Some(key) = self.key {
+            write!(f, " key {key}")?;
+        }
+        if let Some(priority) = self.priority {
+            write!(f, " priority {priority}")?;
         }
         Ok(())
     }

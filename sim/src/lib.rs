@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod history;
 pub mod html;
 pub mod nemesis;
+pub mod queue_types;
 pub mod raft;
 pub mod replay;
 pub mod schedule;

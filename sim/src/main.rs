@@ -107,6 +107,25 @@ fn raft_seeds(args: &RaftArgs) -> Result<bool> {
     Ok(failing.is_empty())
 }
 
+/// What the typed queues' rules saw over `reports`: in how many seeds
+/// each queue was drawn, and how many deliveries each rule judged (those
+/// faults excused not counted), so that a rule checked on every seed is
+/// also seen to bite.
+fn queue_types_summary(reports: &[&RunReport]) -> String {
+    let seeds = |drawn: &dyn Fn(&RunReport) -> bool| reports.iter().filter(|r| drawn(r)).count();
+    let sum = |count: &dyn Fn(&RunReport) -> u64| reports.iter().map(|r| count(r)).sum::<u64>();
+    let last_value = seeds(&|r| r.params.queue_types.last_value_keys.is_some());
+    let priority = seeds(&|r| r.params.queue_types.priority);
+    format!(
+        "typed queues: lvq in {last_value}/{n} seeds, {} deliveries judged by rule 16 ({} excused as late), {} accepted values excused as superseded; pq in {priority}/{n} seeds, {} deliveries judged by rule 18",
+        sum(&|r| r.check.stats.last_value_judged),
+        sum(&|r| r.check.stats.last_value_late_excused),
+        sum(&|r| r.check.stats.superseded_excused),
+        sum(&|r| r.check.stats.priority_judged),
+        n = reports.len(),
+    )
+}
+
 /// How many of `reports` each rule that applies to `nodes` nodes was
 /// checked on: a rule that could not run on a seed is not a pass there.
 fn rules_checked(reports: &[&RunReport], nodes: u32) -> String {
@@ -303,6 +322,7 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
         .filter_map(|r| r.outcome.as_ref().ok())
         .collect();
     println!("{}", rules_checked(&reports, args.sim.nodes));
+    println!("{}", queue_types_summary(&reports));
     let idle = reports
         .iter()
         .filter(|report| report.check.stats.faults_in_traffic == 0)

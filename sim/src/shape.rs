@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use sluice::config::Overflow;
 
+use crate::queue_types::QueueTypes;
 use crate::workload::WorkloadParams;
 
 /// Counts that override the drawn workload's; `None` keeps the drawn one.
@@ -39,6 +40,11 @@ pub struct WorkloadShape {
     /// its replay files pin it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_publish_limit: Option<u64>,
+    /// `false` leaves out the typed queues (last-value, priority) and
+    /// their clients, whatever the seed draws: a file written before they
+    /// came keeps its run (and the bug it reproduces) with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typed_queues: Option<bool>,
 }
 
 impl WorkloadShape {
@@ -54,6 +60,7 @@ impl WorkloadShape {
                 Some((max_length, Overflow::RejectPublish)) => Some(max_length),
                 _ => None,
             },
+            typed_queues: None,
         }
     }
 
@@ -70,6 +77,9 @@ impl WorkloadShape {
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
         if let Some(max_length) = self.reject_publish_limit {
             params.limit = Some((max_length, Overflow::RejectPublish));
+        }
+        if self.typed_queues == Some(false) {
+            params.queue_types = QueueTypes::default();
         }
         let queues = u32::try_from(params.queues.len()).unwrap_or(u32::MAX);
         if params.consumers < queues {
@@ -125,10 +135,11 @@ mod tests {
         assert_eq!(params.messages_per_producer, 10);
         assert_eq!(params.consumers, drawn.consumers);
         assert_eq!(params.queues, drawn.queues);
-        assert_eq!(
-            client_names(&params)[..2],
-            ["producer0".to_owned(), "consumer0".to_owned()]
-        );
+        // The typed queues' producers follow the pinned ones.
+        let typed = params.typed_queues().len();
+        let names = client_names(&params);
+        assert_eq!(names[0], "producer0");
+        assert_eq!(names[1 + typed], "consumer0");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::history::{
     ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState,
     TxnId, broker_name,
 };
+use crate::queue_types::{LAST_VALUE_KEY, Marking, Pace, QueueTypes};
 
 /// The brokers' AMQP port.
 pub const AMQP_PORT: u16 = 5672;
@@ -171,6 +172,9 @@ pub struct WorkloadParams {
     /// Whether the last consumer, if there are 3 (a second on queue 0),
     /// reads only what [`SELECTOR`] selects.
     pub selective: bool,
+    /// The typed queues (last-value, priority), each with a producer and a
+    /// consumer of its own: see [`WorkloadParams::typed_queues`].
+    pub queue_types: QueueTypes,
 }
 
 /// The selector of the selective consumer: messages with an even sequence
@@ -236,7 +240,40 @@ impl WorkloadParams {
             limit,
             browsers: rng.gen_range(0..=1),
             selective: rng.gen_bool(0.5),
+            // Last: what the seeds drew before these came stays as it was.
+            queue_types: QueueTypes::draw(rng),
         }
+    }
+
+    /// The typed queues, in the order of their clients: typed queue `k`'s
+    /// producer is numbered `k` after the queue and topic producers, its
+    /// consumer `k` after the plain queues' consumers.
+    pub fn typed_queues(&self) -> Vec<&'static str> {
+        self.queue_types.queues()
+    }
+
+    /// The typed queue producer `n` sends to, if it is one's.
+    pub fn typed_queue_of_producer(&self, producer: u32) -> Option<&'static str> {
+        let k = producer.checked_sub(self.producers + self.topic_producers)?;
+        self.typed_queues().get(k as usize).copied()
+    }
+
+    /// The typed queue consumer `n` reads, if it is one's.
+    pub fn typed_queue_of_consumer(&self, consumer: u32) -> Option<&'static str> {
+        let k = consumer.checked_sub(self.consumers)?;
+        self.typed_queues().get(k as usize).copied()
+    }
+
+    /// Every consumer's number: the plain queues' first, then the typed
+    /// queues'.
+    pub fn all_consumers(&self) -> std::ops::Range<u32> {
+        0..self.consumers + self.typed_queues().len() as u32
+    }
+
+    /// The queue consumer `n` reads.
+    pub fn consumer_queue(&self, consumer: u32) -> &str {
+        self.typed_queue_of_consumer(consumer)
+            .unwrap_or_else(|| self.queue_of(consumer))
     }
 
     /// The consumer that reads through [`SELECTOR`], if any.
@@ -274,7 +311,7 @@ impl WorkloadParams {
     /// Every client of the workload, in the order the world spawns them.
     pub fn clients(&self) -> Vec<ClientId> {
         let producers = self.all_producers().map(ClientId::Producer);
-        let consumers = (0..self.consumers).map(ClientId::Consumer);
+        let consumers = self.all_consumers().map(ClientId::Consumer);
         let subscribers = (0..self.subscribers).map(ClientId::Subscriber);
         let dead_letters = self.has_dead_letters().then_some(ClientId::DeadLetters(0));
         let browsers = (0..self.browsers).map(ClientId::Browser);
@@ -286,14 +323,17 @@ impl WorkloadParams {
             .collect()
     }
 
-    /// Every producer's number: queue producers first, then topic producers.
+    /// Every producer's number: queue producers first, then topic
+    /// producers, then the typed queues'.
     pub fn all_producers(&self) -> std::ops::Range<u32> {
-        0..self.producers + self.topic_producers
+        0..self.producers + self.topic_producers + self.typed_queues().len() as u32
     }
 
     /// The address producer `n` sends to.
     pub fn target_of(&self, producer: u32) -> String {
-        if producer < self.producers {
+        if let Some(queue) = self.typed_queue_of_producer(producer) {
+            queue.to_owned()
+        } else if producer < self.producers {
             self.queue_of(producer).to_owned()
         } else {
             format!("topic://{}", self.topic)
@@ -303,7 +343,9 @@ impl WorkloadParams {
     /// The queues every message of producer `n` must reach: its queue, or
     /// every subscription (all are made before any topic producer starts).
     pub fn destinations_of(&self, producer: u32) -> Vec<String> {
-        if producer < self.producers {
+        if let Some(queue) = self.typed_queue_of_producer(producer) {
+            vec![queue.to_owned()]
+        } else if producer < self.producers {
             vec![self.queue_of(producer).to_owned()]
         } else {
             (0..self.subscribers)
@@ -328,11 +370,13 @@ impl WorkloadParams {
         let dead_letters = self
             .has_dead_letters()
             .then(|| DEAD_LETTER_QUEUE.to_owned());
+        let typed = self.typed_queues().into_iter().map(str::to_owned);
         self.queues
             .iter()
             .cloned()
             .chain(subscriptions)
             .chain(dead_letters)
+            .chain(typed)
             .collect()
     }
 }
@@ -369,6 +413,7 @@ pub fn encode_message(id: MsgId, kind: MessageKind) -> Bytes {
     let mut sections = vec![Section::Header(Header {
         durable: kind.durable,
         ttl,
+        priority: kind.priority.unwrap_or(Header::default().priority),
         ..Header::default()
     })];
     if let Some(delay) = kind.delay {
@@ -385,10 +430,11 @@ pub fn encode_message(id: MsgId, kind: MessageKind) -> Bytes {
         })));
     }
     let parity = if id.seq % 2 == 0 { "even" } else { "odd" };
-    sections.push(Section::ApplicationProperties(vec![(
-        "parity".to_owned(),
-        Value::from(parity),
-    )]));
+    let mut properties = vec![("parity".to_owned(), Value::from(parity))];
+    if let Some(key) = kind.key {
+        properties.push((LAST_VALUE_KEY.to_owned(), Value::from(format!("k{key}"))));
+    }
+    sections.push(Section::ApplicationProperties(properties));
     sections.push(Section::Data(Bytes::from(body)));
     Message { sections }.encode()
 }
@@ -404,6 +450,8 @@ struct MessageMix {
     delay_pct: u32,
     message_id: bool,
     transactional: bool,
+    /// A typed queue's producer's marks.
+    marking: Option<Marking>,
 }
 
 impl MessageMix {
@@ -422,6 +470,22 @@ impl MessageMix {
             // A topic's transactions would commit to every subscription:
             // the same rules, with more to model.
             transactional: to_queue && rng.gen_bool(1.0 / 3.0),
+            marking: None,
+        }
+    }
+
+    /// A typed queue's producer's: plain messages, each marked, so that
+    /// the queue type's rules see every message (a message that may
+    /// expire or vanish on a restart would need excuses of its own).
+    fn typed(marking: Marking) -> Self {
+        Self {
+            transient_pct: 0,
+            presettled_pct: 0,
+            ttl_pct: 0,
+            delay_pct: 0,
+            message_id: false,
+            transactional: false,
+            marking: Some(marking),
         }
     }
 
@@ -446,6 +510,9 @@ impl MessageMix {
         // Not with a TTL: a message due after it expired never shows.
         let delay = (ttl.is_none() && rng.gen_range(0..100) < self.delay_pct)
             .then(|| Duration::from_millis(rng.gen_range(DELAY_MIN_MS..=DELAY_MAX_MS)));
+        let (key, priority) = self
+            .marking
+            .map_or((None, None), |marking| marking.draw(rng));
         MessageKind {
             durable,
             presettled,
@@ -453,9 +520,15 @@ impl MessageMix {
             message_id: self.message_id,
             delay,
             txn: None,
+            key,
+            priority,
         }
     }
 }
+
+/// A typed queue's producer sends this fraction of the messages the others
+/// send (see [`producer`]).
+const TYPED_SHARE: u64 = 4;
 
 /// Of a transactional producer's new messages, the percentage that start
 /// a transaction.
@@ -893,7 +966,8 @@ pub async fn producer(
     let queue = params.target_of(n);
     // A topic producer starts once every subscription exists; a producer
     // to a dead-lettering queue once its dead-letter queue does.
-    let to_queue = n < params.producers;
+    let marking = Marking::of(&params, n);
+    let to_queue = n < params.producers || marking.is_some();
     let ready = || {
         if to_queue {
             params.dead_letter_queue_of(&queue).is_none() || shared.dead_letters_ready.get()
@@ -909,7 +983,19 @@ pub async fn producer(
     }
     let window = rng.gen_range(1..=32usize);
     let gap_ms_max = rng.gen_range(1..=20u64);
-    let mix = MessageMix::draw(&mut rng, to_queue);
+    let mix = match marking {
+        Some(marking) => MessageMix::typed(marking),
+        None => MessageMix::draw(&mut rng, to_queue),
+    };
+    // A typed queue's consumer takes one message per credit, each a round
+    // trip through the broker's commit (slow under `bad-disk` in a
+    // cluster: ten a second): a quarter of the messages keeps its backlog
+    // within what the drain can take.
+    let messages_max = if marking.is_some() {
+        params.messages_per_producer / TYPED_SHARE
+    } else {
+        params.messages_per_producer
+    };
     let mut next_seq = 0u64;
     let mut next_txn = 0u32;
     // Sent unsettled at least once and not yet answered with a final
@@ -920,7 +1006,7 @@ pub async fn producer(
         if shared.phase() != Phase::Faults {
             return Ok(());
         }
-        if next_seq == params.messages_per_producer && unconfirmed.is_empty() {
+        if next_seq == messages_max && unconfirmed.is_empty() {
             return Ok(());
         }
         conn_n += 1;
@@ -958,13 +1044,13 @@ pub async fn producer(
                 // which the checker allows.
                 return Ok(());
             }
-            let more_new = next_seq < params.messages_per_producer;
+            let more_new = next_seq < messages_max;
             if in_flight.is_empty() && to_send.is_empty() && !more_new {
                 close(sender.client, &shared, conn).await;
                 return Ok(());
             }
             let can_send = in_flight.len() < window && sender.client.connection().credit(link) > 0;
-            let left = params.messages_per_producer - next_seq;
+            let left = messages_max - next_seq;
             // Only a transactional producer has a coordinator.
             let txn = sender
                 .coordinator
@@ -1090,12 +1176,15 @@ pub async fn consumer(
     params: WorkloadParams,
     shared: Rc<Shared>,
 ) -> turmoil::Result {
-    let queue = params.queue_of(n);
+    let queue = params.consumer_queue(n);
     let from = match params.selective_consumer() {
         Some(selective) if selective == n => ReadFrom::selected(queue, SELECTOR),
         _ => ReadFrom::queue(queue),
     };
-    receive(ClientId::Consumer(n), seed, from, shared).await
+    let pace = params
+        .typed_queue_of_consumer(n)
+        .map_or(Pace::EAGER, Pace::of);
+    receive(ClientId::Consumer(n), seed, from, pace, shared).await
 }
 
 /// A browser of queue 0: attaches in copy mode, records what it sees, and
@@ -1189,24 +1278,31 @@ pub async fn subscriber(
     shared: Rc<Shared>,
 ) -> turmoil::Result {
     let from = ReadFrom::subscription(&params, n);
-    receive(ClientId::Subscriber(n), seed, from, shared).await
+    receive(ClientId::Subscriber(n), seed, from, Pace::EAGER, shared).await
 }
 
 /// The consumer of the dead-letter queue: see [`receive`].
 pub async fn dead_letter_consumer(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result {
     let from = ReadFrom::queue(DEAD_LETTER_QUEUE);
-    receive(ClientId::DeadLetters(n), seed, from, shared).await
+    receive(ClientId::DeadLetters(n), seed, from, Pace::EAGER, shared).await
 }
 
 /// A receiver: reads with random credit, settles with a mix of outcomes
 /// (or holds a delivery unsettled until its link or connection ends), and
 /// now and then closes its connection or detaches and re-attaches its link
-/// (churn). In the drain phase it accepts
-/// everything; it exits when the run is finished.
-async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) -> turmoil::Result {
+/// (churn); `pace` may hold its credit at 1, and defer some top-ups. In the
+/// drain phase it accepts everything; it exits when the run is finished.
+async fn receive(
+    me: ClientId,
+    seed: u64,
+    from: ReadFrom,
+    pace: Pace,
+    shared: Rc<Shared>,
+) -> turmoil::Result {
     let mut rng = client_rng(seed, me);
     let queue = from.queue.clone();
-    let credit_max = rng.gen_range(1..=50u32);
+    let credit_drawn = rng.gen_range(1..=50u32);
+    let credit_max = if pace.single_credit { 1 } else { credit_drawn };
     // Percent chances, per delivery, in the fault phase.
     let churn_pct = rng.gen_range(0..=3u32);
     let mut conn_n = 0;
@@ -1247,6 +1343,8 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
         // Deliveries left unsettled on purpose: released when the
         // connection ends, or accepted in the drain phase.
         let mut held: BTreeMap<DeliveryId, MsgId> = BTreeMap::new();
+        // A top-up of credit deferred by `pace`, and when it is due.
+        let mut paused_until = None;
         let lost = 'conn: loop {
             match shared.phase() {
                 Phase::Finished => {
@@ -1271,6 +1369,15 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                     }
                 }
                 Phase::Faults => {}
+            }
+            let draining = shared.phase() != Phase::Faults;
+            if paused_until.is_some_and(|until| draining || TurmoilIo.now() >= until) {
+                paused_until = None;
+                let current = client.connection().credit(link);
+                let credit = credit_to_give(draining, credit_max, pace, &mut rng).max(current);
+                if let Err(error) = client.connection().flow(link, credit, false) {
+                    break 'conn error.to_string();
+                }
             }
             let event = tokio::select! {
                 () = tokio::time::sleep(PHASE_POLL) => continue,
@@ -1322,19 +1429,26 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                             held.insert(delivery, msg);
                         }
                     }
-                    let low = if draining { 64 } else { credit_max / 2 };
+                    let low = if draining && !pace.single_credit {
+                        64
+                    } else {
+                        credit_max / 2
+                    };
                     let current = client.connection().credit(link);
-                    if current <= low {
+                    let pause =
+                        !draining && pace.pause_pct > 0 && rng.gen_range(0..100) < pace.pause_pct;
+                    if current <= low && paused_until.is_some() {
+                        // A top-up is due already.
+                    } else if current <= low && pause {
+                        let ms = rng.gen_range(1..=pace.pause_ms_max);
+                        paused_until = Some(TurmoilIo.now() + Duration::from_millis(ms));
+                    } else if current <= low {
                         // Never below the current credit: transfers the
                         // broker sent under the old credit may be in flight,
                         // and the engine detaches a link that receives more
                         // than its credit (transfer-limit-exceeded).
-                        let drawn = if draining {
-                            128
-                        } else {
-                            rng.gen_range(1..=credit_max)
-                        };
-                        let credit = drawn.max(current);
+                        let credit =
+                            credit_to_give(draining, credit_max, pace, &mut rng).max(current);
                         if let Err(error) = client.connection().flow(link, credit, false) {
                             break 'conn error.to_string();
                         }
@@ -1349,6 +1463,7 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                         }
                         // What the old link held goes back to the broker.
                         held.clear();
+                        paused_until = None;
                         let credit = rng.gen_range(1..=credit_max);
                         match relink(&mut client, session, link, &from, credit).await {
                             Ok(new_link) => link = new_link,
@@ -1371,6 +1486,18 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
             shared.record(Op::ConnectionLost { conn, why: lost });
             backoff(&mut rng).await;
         }
+    }
+}
+
+/// The credit a receiver tops up to: its most, in the drain (but 1 if
+/// `pace` keeps it at 1), or a draw up to `credit_max`.
+fn credit_to_give(draining: bool, credit_max: u32, pace: Pace, rng: &mut ChaCha8Rng) -> u32 {
+    if pace.single_credit {
+        1
+    } else if draining {
+        128
+    } else {
+        rng.gen_range(1..=credit_max)
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::SimError;
 use crate::at_rest::AtRest;
-use crate::checker::{self, CheckReport};
+use crate::checker::{self, CheckReport, LastValueDrain};
 use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
 use crate::nemesis::{Bias, BrokerIo, FaultEvent, FaultKinds, Nemesis};
@@ -430,6 +430,9 @@ fn broker_config(
             ..QueueOverride::default()
         });
     }
+    config
+        .queue_overrides
+        .extend(params.queue_types.overrides());
     // Dead clients (crashed or partitioned away) are detected quickly, so
     // that their unsettled deliveries are released within the run.
     config.amqp.idle_timeout_ms = 2_000;
@@ -992,6 +995,9 @@ struct DrainTracker {
     txns: Transactions,
     outstanding: BTreeSet<(String, MsgId)>,
     consumed: BTreeSet<(String, MsgId)>,
+    /// The last-value queue's messages are awaited per key: a replaced
+    /// value never comes.
+    last_values: LastValueDrain,
     kinds: BTreeMap<MsgId, MessageKind>,
     starts: Vec<Duration>,
     last_delivery: Duration,
@@ -1006,6 +1012,7 @@ impl DrainTracker {
             txns: Transactions::default(),
             outstanding: BTreeSet::new(),
             consumed: BTreeSet::new(),
+            last_values: LastValueDrain::default(),
             kinds: BTreeMap::new(),
             starts: Vec::new(),
             last_delivery: Duration::ZERO,
@@ -1042,6 +1049,7 @@ impl DrainTracker {
                 outcome,
                 ..
             } if outcome.consumes() => {
+                self.last_values.consumed(index, *msg);
                 // A dead-lettered message counts for the queue it left.
                 let origin = match &self.params.dead_lettering {
                     Some(origin) if self.params.is_dead_letter_queue(queue) => origin,
@@ -1073,6 +1081,9 @@ impl DrainTracker {
             Op::Send { msg, kind, .. } => {
                 self.sends += 1;
                 self.kinds.entry(*msg).or_insert(*kind);
+                if let Some(key) = kind.key {
+                    self.last_values.sent(index, *msg, key);
+                }
             }
             _ => {}
         }
@@ -1084,6 +1095,9 @@ impl DrainTracker {
         let kind = self.kinds.get(&msg).copied().unwrap_or(MessageKind::PLAIN);
         if checker::may_vanish(kind, time, &self.starts) {
             return;
+        }
+        if self.last_values.has(msg) {
+            return self.last_values.accepted(msg);
         }
         for queue in self.params.destinations_of(msg.producer) {
             if self.params.drops_head(&queue) {
@@ -1103,6 +1117,8 @@ impl DrainTracker {
     }
 
     fn done(&self, now: Duration) -> bool {
-        self.outstanding.is_empty() && now >= self.last_delivery + DRAIN_QUIET
+        self.outstanding.is_empty()
+            && self.last_values.done()
+            && now >= self.last_delivery + DRAIN_QUIET
     }
 }

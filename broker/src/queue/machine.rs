@@ -8,8 +8,8 @@ use super::consumer::Consumer;
 use super::message::Message;
 use super::single::{Admission, Queue};
 use super::{
-    CloseReason, Command, ConsumerId, DeadLetterReason, Effect, LazyFields, MessageFilter,
-    NewMessage, Outcome, QueueConfig, QueueInfo, RejectReason, Seq,
+    CloseReason, Command, ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, Effect, LazyFields,
+    MessageFilter, NewMessage, Outcome, QueueConfig, QueueInfo, RejectReason, Seq,
 };
 use crate::amqp::codec::DecodeError;
 use crate::planted::Plants;
@@ -273,6 +273,13 @@ impl Queues {
         {
             traits.deliver_at_ms = None;
         }
+        // PLANTED BUG (`priority-ignored`): every message has the default
+        // priority.
+        if self.plants.priority_ignored()
+            && let Some(traits) = message.traits.as_mut()
+        {
+            traits.priority = DEFAULT_PRIORITY;
+        }
         let Some(target) = self.queues.get_mut(&queue) else {
             return effects.push(rejected(queue, seq, RejectReason::NotFound));
         };
@@ -305,7 +312,23 @@ impl Queues {
         if self.plants.deliver_expired() {
             message.expiry_ms = None;
         }
-        let replaced = target.replaced_by(&message);
+        // PLANTED BUG (`lvq-keeps-superseded`): a new last value replaces
+        // nothing.
+        let replaced = if self.plants.lvq_keeps_superseded() {
+            Vec::new()
+        } else {
+            target.replaced_by(&message)
+        };
+        // PLANTED BUG (`lvq-loses-newest`): a new last value that replaces
+        // others is dropped with them, yet answered as taken.
+        if self.plants.lvq_loses_newest() && !replaced.is_empty() {
+            for old in replaced {
+                target.remove(old);
+            }
+            self.last_seq = seq;
+            self.dispatch(now_ms, &queue, effects);
+            return;
+        }
         let Ok(evicted) = target.admit(seq, message, Admission::Publish) else {
             return effects.push(rejected(queue, seq, RejectReason::Overflow));
         };

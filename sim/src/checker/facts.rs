@@ -14,6 +14,7 @@ use crate::nemesis::{Fault, FaultEvent, fault_spans, fault_windows};
 use crate::transactions::{Fate, Transactions};
 use crate::workload::WorkloadParams;
 
+use super::last_value::LastValues;
 use super::{CUT_OFF_SLACK, Stats, may_vanish};
 
 /// A [start, end] window of simulated time.
@@ -330,6 +331,8 @@ pub(super) struct Facts<'h> {
     pub(super) params: &'h WorkloadParams,
     /// The first pass.
     pub(super) timeline: Timeline,
+    /// The last-value queue's messages, from the first pass.
+    pub(super) last_values: LastValues,
     /// Per producer, the queues its messages go to.
     pub(super) destinations: BTreeMap<u32, Vec<String>>,
     pub(super) sends_so_far: BTreeMap<MsgId, u64>,
@@ -364,6 +367,7 @@ impl<'h> Facts<'h> {
             events,
             params,
             timeline: Timeline::gather(events),
+            last_values: LastValues::gather(events, params),
             destinations: params
                 .all_producers()
                 .map(|producer| (producer, params.destinations_of(producer)))
@@ -381,6 +385,28 @@ impl<'h> Facts<'h> {
             phantom: None,
             delivery: None,
         }
+    }
+
+    /// Whether something other than the broker may have made `delivery`
+    /// of a message first sent at `sent` late since `since` (an expiry, a
+    /// successor's acceptance): its link, its node's cut from the others,
+    /// or a disk that delays commits, since then; or a clock off the true
+    /// time since it was sent.
+    pub(super) fn may_be_late(
+        &self,
+        delivery: &Delivery<'_>,
+        sent: Duration,
+        since: Duration,
+    ) -> bool {
+        let timeline = &self.timeline;
+        let t2 = delivery.time;
+        timeline
+            .late_links
+            .get(&delivery.conn.client)
+            .is_some_and(|windows| overlaps(windows, since, t2))
+            || overlaps(&timeline.late_commits, since, t2)
+            || timeline.clock_off_between(sent, t2)
+            || timeline.cut_off_between(delivery.conn, since, t2)
     }
 
     /// The run reached its end: it had its liveness phase.

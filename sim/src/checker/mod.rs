@@ -32,7 +32,10 @@
 //! message before its time; 12 a selector selects; 13 a committed
 //! transaction is whole; 14 nothing of a transaction that did not commit
 //! is delivered; 15 all or nothing (see [`crate::transactions`] for what a
-//! transaction is in the history).
+//! transaction is in the history); 16 no superseded last value delivered;
+//! 17 each key's newest last value consumed; 18 higher priorities first.
+//! The last-value queue's model (what is sure of the order its messages
+//! were enqueued in) is `last_value`: rules 2, 5, 16 and 17 read it.
 
 use std::time::Duration;
 
@@ -40,13 +43,15 @@ use crate::history::{History, MessageKind};
 use crate::workload::WorkloadParams;
 
 mod facts;
+mod last_value;
 mod report;
 mod rules;
 #[cfg(test)]
 mod tests;
 
+pub use last_value::LastValueDrain;
 pub use report::{CheckReport, Rule, Stats, Violation};
-pub use rules::{EXPIRY_SLACK, SCHEDULE_SLACK};
+pub use rules::{DETACH_SLACK, EXPIRY_SLACK, SCHEDULE_SLACK, STALE_LINK_MAX, SUPERSEDED_SLACK};
 
 /// At most this many violations are kept in a report.
 const VIOLATIONS_KEPT: usize = 100;

@@ -37,6 +37,12 @@ pub enum Rule {
     TxnAbortedDelivered,
     /// Rule 15.
     TxnPartial,
+    /// Rule 16.
+    LastValueSuperseded,
+    /// Rule 17.
+    LastValueLost,
+    /// Rule 18.
+    PriorityOrder,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -44,7 +50,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 15] = [
+    pub const ALL: [Rule; 18] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -60,6 +66,9 @@ impl Rule {
         Rule::TxnLost,
         Rule::TxnAbortedDelivered,
         Rule::TxnPartial,
+        Rule::LastValueSuperseded,
+        Rule::LastValueLost,
+        Rule::PriorityOrder,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -86,6 +95,9 @@ impl Rule {
             Rule::TxnLost => "13 txn-lost",
             Rule::TxnAbortedDelivered => "14 txn-aborted-delivered",
             Rule::TxnPartial => "15 txn-partial",
+            Rule::LastValueSuperseded => "16 lvq-superseded",
+            Rule::LastValueLost => "17 lvq-newest-lost",
+            Rule::PriorityOrder => "18 priority",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -109,6 +121,9 @@ impl fmt::Display for Rule {
             Rule::TxnLost => "a committed transaction's message never consumed",
             Rule::TxnAbortedDelivered => "a message of a transaction that did not commit delivered",
             Rule::TxnPartial => "part of a transaction applied",
+            Rule::LastValueSuperseded => "a superseded last value delivered",
+            Rule::LastValueLost => "the newest last value of a key lost",
+            Rule::PriorityOrder => "a lower priority delivered before a waiting higher one",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -161,6 +176,16 @@ pub struct Stats {
     /// Accepted messages never consumed that the history excuses: they
     /// had a TTL, or were transient and a broker restarted after.
     pub vanished_excused: u64,
+    /// Accepted messages of the last-value queue never consumed that a
+    /// message of their key may have replaced (rules 2 and 5 excuse them).
+    pub superseded_excused: u64,
+    /// Deliveries from the last-value queue judged by rule 16.
+    pub last_value_judged: u64,
+    /// Deliveries after a successor's acceptance that faults excused
+    /// (rule 16).
+    pub last_value_late_excused: u64,
+    /// Deliveries from the priority queue judged by rule 18.
+    pub priority_judged: u64,
     /// Deliveries of a message from a queue beyond its first (all allowed
     /// ones).
     pub redeliveries: u64,
@@ -170,8 +195,8 @@ pub struct Stats {
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
-    /// 12 and 14 always are; rules 2, 10, 13 and 15 once the run had its liveness
-    /// phase (not cut short by a panic); rule 5 once the broker reported
+    /// 12, 14, 16 and 18 always are; rules 2, 10, 13, 15 and 17 once the run
+    /// had its liveness phase (not cut short by a panic); rule 5 once the broker reported
     /// its state at the end; rule 6 once the cluster's nodes reported their
     /// replicas.
     pub checked: BTreeSet<Rule>,

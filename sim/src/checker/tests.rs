@@ -27,6 +27,7 @@ fn params(subscribers: u32) -> WorkloadParams {
         limit: None,
         browsers: 0,
         selective: false,
+        queue_types: crate::queue_types::QueueTypes::default(),
     }
 }
 
@@ -382,6 +383,176 @@ fn a_message_that_left_a_dead_lettering_queue_unconsumed_must_reach_the_dlq() {
     );
     let rules_broken = rules(&check(&script.0, &params));
     assert!(rules_broken.contains(&Rule::NeverSent), "{rules_broken:?}");
+}
+
+// ---- typed queues ------------------------------------------------------
+
+/// `params(0)` with the last-value queue (producer 1, consumer 2).
+fn with_last_value() -> WorkloadParams {
+    WorkloadParams {
+        queue_types: crate::queue_types::QueueTypes {
+            last_value_keys: Some(2),
+            priority: false,
+        },
+        ..params(0)
+    }
+}
+
+/// `params(0)` with the priority queue (producer 1, consumer 2).
+fn with_priority() -> WorkloadParams {
+    WorkloadParams {
+        queue_types: crate::queue_types::QueueTypes {
+            last_value_keys: None,
+            priority: true,
+        },
+        ..params(0)
+    }
+}
+
+/// Producer 1 sends message `seq` as `kind` and sees it accepted.
+fn typed_accepted(script: &mut Script, seq: u64, kind: MessageKind) -> MsgId {
+    let conn = conn(ClientId::Producer(1));
+    let msg = MsgId { producer: 1, seq };
+    script
+        .then(Op::Send {
+            conn,
+            msg,
+            resend: false,
+            kind,
+        })
+        .then(Op::ProducerOutcome {
+            conn,
+            msg,
+            outcome: Outcome::Accepted,
+        });
+    msg
+}
+
+/// Consumer 2 receives `msg` from `queue` on its first connection at
+/// `at` (a time after every event so far), and accepts it.
+fn typed_consumed(script: &mut Script, queue: &str, msg: MsgId, at: Duration) {
+    let conn = conn(ClientId::Consumer(2));
+    script.0.push(
+        at,
+        Op::Delivered {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            delivery_count: 0,
+            first_acquirer: true,
+        },
+    );
+    script.0.push(
+        at,
+        Op::Settled {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            outcome: Outcome::Accepted,
+        },
+    );
+}
+
+fn keyed(key: u8) -> MessageKind {
+    MessageKind {
+        key: Some(key),
+        ..MessageKind::PLAIN
+    }
+}
+
+#[test]
+fn a_superseded_value_delivered_late_fails_rule_16_and_may_vanish() {
+    let params = with_last_value();
+    let lvq = crate::queue_types::LAST_VALUE_QUEUE;
+    let run = |delivered_at_ms: u64| {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        script.then(Op::Connected {
+            conn: conn(ClientId::Consumer(2)),
+            address: lvq.to_owned(),
+            node: None,
+        });
+        let old = typed_accepted(&mut script, 0, keyed(0));
+        let new = typed_accepted(&mut script, 1, keyed(0));
+        let at = Duration::from_millis(delivered_at_ms);
+        typed_consumed(&mut script, lvq, old, at);
+        typed_consumed(&mut script, lvq, new, at);
+        rules(&check(&script.0, &params))
+    };
+    // Within the slack: it may have been on its way already.
+    assert_eq!(run(100), []);
+    assert_eq!(run(2_000), [Rule::LastValueSuperseded]);
+    // Never delivered: replaced, which rule 2 excuses.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    typed_accepted(&mut script, 0, keyed(0));
+    let new = typed_accepted(&mut script, 1, keyed(0));
+    typed_consumed(&mut script, lvq, new, Duration::from_millis(50));
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.superseded_excused, 1);
+}
+
+#[test]
+fn a_key_whose_newest_value_is_never_consumed_fails_rule_17() {
+    let params = with_last_value();
+    let lvq = crate::queue_types::LAST_VALUE_QUEUE;
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let old = typed_accepted(&mut script, 0, keyed(1));
+    // Consumed before its successor was sent: the successor is lost.
+    typed_consumed(&mut script, lvq, old, Duration::from_millis(3));
+    typed_accepted(&mut script, 1, keyed(1));
+    // The other key's value is consumed: only key 1 is reported.
+    let other = typed_accepted(&mut script, 2, keyed(0));
+    typed_consumed(&mut script, lvq, other, Duration::from_millis(50));
+    let report = check(&script.0, &params);
+    let mut broken = rules(&report);
+    broken.sort();
+    assert_eq!(broken, [Rule::Lost, Rule::LastValueLost]);
+    let lost = report
+        .violations
+        .iter()
+        .find(|v| v.rule == Rule::LastValueLost);
+    assert!(
+        lost.is_some_and(|v| v.detail.contains("key 1")),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_lower_priority_past_a_waiting_higher_one_fails_rule_18() {
+    let params = with_priority();
+    let pq = crate::queue_types::PRIORITY_QUEUE;
+    let prio = |priority| MessageKind {
+        priority: Some(priority),
+        ..MessageKind::PLAIN
+    };
+    let run = |high_first: bool| {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        script.then(Op::Connected {
+            conn: conn(ClientId::Consumer(2)),
+            address: pq.to_owned(),
+            node: None,
+        });
+        let low = typed_accepted(&mut script, 0, prio(1));
+        let lower = typed_accepted(&mut script, 1, prio(0));
+        let high = typed_accepted(&mut script, 2, prio(9));
+        let order = if high_first {
+            [high, low, lower]
+        } else {
+            [low, lower, high]
+        };
+        for (n, msg) in (10..).zip(order) {
+            typed_consumed(&mut script, pq, msg, Duration::from_millis(n));
+        }
+        rules(&check(&script.0, &params))
+    };
+    assert_eq!(run(true), []);
+    // The first delivery on a link is not judged (its credit's time is
+    // unknown); the second is, and the high one waited.
+    assert_eq!(run(false), [Rule::PriorityOrder]);
 }
 
 // ---- transactions ------------------------------------------------------

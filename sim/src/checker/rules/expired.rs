@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::checker::facts::{Delivery, Facts, overlaps};
+use crate::checker::facts::Facts;
 use crate::checker::{CheckReport, Rule};
 use crate::history::Event;
 
@@ -32,27 +32,6 @@ pub const EXPIRY_SLACK: Duration = Duration::from_millis(500);
 /// [`CUT_OFF_SLACK`]: crate::checker::CUT_OFF_SLACK
 pub(super) struct Expired;
 
-/// Whether something other than the broker may have made `delivery` of a
-/// message first sent at `sent` late, after its expiry at `expiry`: its
-/// link, its node's cut from the others, or a disk that delays commits,
-/// since the expiry; or a clock off the true time since it was sent.
-fn may_be_late(
-    facts: &Facts<'_>,
-    delivery: &Delivery<'_>,
-    sent: Duration,
-    expiry: Duration,
-) -> bool {
-    let timeline = &facts.timeline;
-    let t2 = delivery.time;
-    timeline
-        .late_links
-        .get(&delivery.conn.client)
-        .is_some_and(|windows| overlaps(windows, expiry, t2))
-        || overlaps(&timeline.late_commits, expiry, t2)
-        || timeline.clock_off_between(sent, t2)
-        || timeline.cut_off_between(delivery.conn, expiry, t2)
-}
-
 impl<'h> Check<'h> for Expired {
     fn observe(
         &mut self,
@@ -78,7 +57,7 @@ impl<'h> Check<'h> for Expired {
         if delivery.time > expiry + EXPIRY_SLACK
             && !delivery.from_dead_incarnation
             && !delivery.stale
-            && !may_be_late(facts, delivery, sent, expiry)
+            && !facts.may_be_late(delivery, sent, expiry)
         {
             let detail = format!(
                 "{msg} expired by {:.3}s at the latest (accepted, plus its TTL)",

@@ -24,9 +24,9 @@ use super::{Check, violation};
 pub(super) struct Fifo<'h> {
     /// How many consumers read each queue.
     consumers_per_queue: BTreeMap<String, u32>,
-    /// Per (queue, producer), the last in-order seq this broker life, and
-    /// the history index of its delivery.
-    last: BTreeMap<(String, u32), (u64, usize)>,
+    /// Per (queue, producer, priority), the last in-order seq this broker
+    /// life, and the history index of its delivery.
+    last: BTreeMap<(String, u32, Option<u8>), (u64, usize)>,
     /// In a cluster, when each queue's consumer last attached a link.
     linked_at: BTreeMap<&'h str, Duration>,
     /// In a cluster, the queue each consumer's connection reads.
@@ -36,9 +36,9 @@ pub(super) struct Fifo<'h> {
 impl Fifo<'_> {
     pub(super) fn new(params: &WorkloadParams) -> Self {
         let mut consumers_per_queue: BTreeMap<String, u32> = BTreeMap::new();
-        for consumer in 0..params.consumers {
+        for consumer in params.all_consumers() {
             *consumers_per_queue
-                .entry(params.queue_of(consumer).to_owned())
+                .entry(params.consumer_queue(consumer).to_owned())
                 .or_default() += 1;
         }
         for subscriber in 0..params.subscribers {
@@ -70,12 +70,12 @@ impl<'h> Check<'h> for Fifo<'h> {
             } if !matches!(conn.client, ClientId::Producer(_)) => {
                 self.conn_queue.insert(*conn, address.as_str());
                 self.linked_at.insert(address.as_str(), event.time);
-                self.last.retain(|(queue, _), _| queue != address);
+                self.last.retain(|(queue, _, _), _| queue != address);
             }
             Op::Relinked { conn } => {
                 if let Some(&queue) = self.conn_queue.get(conn) {
                     self.linked_at.insert(queue, event.time);
-                    self.last.retain(|(q, _), _| q != queue);
+                    self.last.retain(|(q, _, _), _| q != queue);
                 }
             }
             _ => {}
@@ -101,7 +101,11 @@ impl<'h> Check<'h> for Fifo<'h> {
         if !(single_consumer && clean) {
             return;
         }
-        let key = (queue.to_owned(), msg.producer);
+        let key = (
+            queue.to_owned(),
+            msg.producer,
+            facts.timeline.kind(msg).priority,
+        );
         let before = self.last.get(&key).filter(|(last, _)| *last > msg.seq);
         if let Some((last, last_index)) = before {
             let detail = format!(

@@ -118,6 +118,7 @@ fn depth_bounds(facts: &Facts<'_>, queue: &str) -> (u64, u64) {
             && dead_letters
                 .is_none_or(|dlq| !facts.consumed(dlq, *msg) && !facts.was_delivered(queue, *msg));
         let must_hold = !params.drops_head(queue)
+            && !facts.last_values.may_vanish(*msg)
             && facts
                 .accepted
                 .get(msg)

@@ -49,6 +49,10 @@ impl<'h> Check<'h> for Lost {
                         stats.vanished_excused += 1;
                         continue;
                     }
+                    if facts.last_values.may_vanish(*msg) {
+                        stats.superseded_excused += 1;
+                        continue;
+                    }
                     *stats.final_depths.entry(queue.clone()).or_default() += 1;
                     // Delivered from a dead-lettering queue yet never
                     // consumed there, it left by dead-lettering.

@@ -18,9 +18,11 @@ mod early;
 mod expired;
 mod fifo;
 mod final_state;
+mod last_value;
 mod lost;
 mod never_sent;
 mod panicked;
+mod priority;
 mod redelivered;
 mod replicas;
 mod txn_aborted;
@@ -29,6 +31,8 @@ mod unselected;
 
 pub use early::SCHEDULE_SLACK;
 pub use expired::EXPIRY_SLACK;
+pub use last_value::SUPERSEDED_SLACK;
+pub use priority::{DETACH_SLACK, STALE_LINK_MAX};
 #[cfg(test)]
 pub(super) use replicas::divergences;
 
@@ -61,6 +65,8 @@ pub(super) fn all<'h>(params: &WorkloadParams) -> Vec<Box<dyn Check<'h> + 'h>> {
         Box::new(expired::Expired),
         Box::new(early::Early),
         Box::new(fifo::Fifo::new(params)),
+        Box::new(last_value::LastValue::default()),
+        Box::new(priority::Priority::new(params)),
         Box::new(panicked::Panicked),
         Box::new(lost::Lost),
         Box::new(txn_partial::TxnPartial),
