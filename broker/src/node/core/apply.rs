@@ -10,7 +10,8 @@ use tracing::{debug, error, info, warn};
 use super::super::batch::{Batch, BatchHeader};
 use super::super::state::{GroupState, Proposers};
 use super::{
-    COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES, Step, Unlogged,
+    COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES,
+    SNAPSHOT_RETRY_AFTER, Step, Unlogged,
 };
 use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
@@ -126,14 +127,24 @@ impl Core {
         let index = group.applied;
         // Any snapshot asked for from now on holds what is applied next.
         let snapshot = self.snapshots_asked + 1;
-        let answers = group.unlogged.take().map(|u| u.answers).unwrap_or_default();
-        group.unlogged = Some(Unlogged {
+        let first = group.unlogged.is_none();
+        let unlogged = group.unlogged.get_or_insert(Unlogged {
             snapshot,
             retry_at: None,
-            answers,
+            answers: Vec::new(),
         });
+        if !first {
+            // One on its way no longer holds it all. While the disk is full
+            // every entry may be refused: the next is asked for a little
+            // later, not for each of them.
+            unlogged.snapshot = snapshot;
+            let later = self.now.instant + SNAPSHOT_RETRY_AFTER;
+            unlogged.retry_at.get_or_insert(later);
+        }
         self.apply_batch(id, index, batch);
-        self.snapshot_unlogged(id);
+        if first {
+            self.snapshot_unlogged(id);
+        }
     }
 
     /// Hands each group whose log grew enough since its last snapshot its
