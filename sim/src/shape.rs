@@ -34,9 +34,9 @@ pub struct WorkloadShape {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscribers: Option<u32>,
     /// Queue 1 refuses publishes beyond this many messages
-    /// (`reject-publish`), which the seed no longer draws while the bug
-    /// in replays/recovery-lost-limited-queue-messages-0x93.toml is open:
-    /// its replay files pin it.
+    /// (`reject-publish`), whatever the seed draws for it; 0: queue 1 has
+    /// no limit (as `max_length = 0` means to the broker), which keeps the
+    /// runs of files recorded while the seed's draw of it went unused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_publish_limit: Option<u64>,
 }
@@ -69,7 +69,7 @@ impl WorkloadShape {
         params.topic_producers = self.topic_producers.unwrap_or(params.topic_producers);
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
         if let Some(max_length) = self.reject_publish_limit {
-            params.limit = Some((max_length, Overflow::RejectPublish));
+            params.limit = (max_length > 0).then_some((max_length, Overflow::RejectPublish));
         }
         let queues = u32::try_from(params.queues.len()).unwrap_or(u32::MAX);
         if params.consumers < queues {
@@ -129,6 +129,14 @@ mod tests {
             client_names(&params)[..2],
             ["producer0".to_owned(), "consumer0".to_owned()]
         );
+        for (pinned, limit) in [(41, Some((41, Overflow::RejectPublish))), (0, None)] {
+            let shape = WorkloadShape {
+                reject_publish_limit: Some(pinned),
+                ..WorkloadShape::default()
+            };
+            let params = shape.apply(&drawn).expect("a valid shape");
+            assert_eq!(params.limit, limit, "pinned {pinned}");
+        }
     }
 
     #[test]
