@@ -978,7 +978,9 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             if consumed(queue) || dead_letters.is_some_and(consumed) {
                 continue;
             }
-            if timeline.may_vanish(*msg, *time) || params.drops_head(queue) {
+            if timeline.may_vanish(*msg, *time)
+                || params.may_drop(queue, timeline.kind(*msg).durable)
+            {
                 stats.vanished_excused += 1;
                 continue;
             }
@@ -1177,7 +1179,9 @@ impl Applied<'_> {
                 let missing = seen.iter().filter(|(msg, _, consumed)| {
                     !consumed
                         && !self.timeline.may_vanish(*msg, time)
-                        && !self.params.drops_head(queue)
+                        && !self
+                            .params
+                            .may_drop(queue, self.timeline.kind(*msg).durable)
                 });
                 for (msg, _, _) in missing {
                     found.push(Violation {
@@ -1355,7 +1359,9 @@ impl Facts<'_> {
                     !self.consumes.contains_key(&(dlq, *msg))
                         && !self.delivered.contains(&(queue, *msg))
                 });
-            let must_hold = !self.params.drops_head(queue)
+            let must_hold = !self
+                .params
+                .may_drop(queue, self.timeline.kind(*msg).durable)
                 && self
                     .accepted
                     .get(msg)
@@ -1696,6 +1702,40 @@ mod tests {
         consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
         let report = check(&script.0, &params(0));
         assert_eq!(rules(&report), [Rule::Expired]);
+    }
+
+    /// In a queue with a length limit, whatever its overflow, a persistent
+    /// message displaces a transient one from a full queue: an accepted
+    /// transient message of q1 may vanish, a persistent one may not.
+    #[test]
+    fn a_transient_message_of_a_limited_queue_may_vanish() {
+        use sluice::config::Overflow;
+        let transient = MessageKind {
+            durable: false,
+            ..MessageKind::PLAIN
+        };
+        for (limit, kind, vanishes) in [
+            (Some((5, Overflow::RejectPublish)), transient, true),
+            (
+                Some((5, Overflow::RejectPublish)),
+                MessageKind::PLAIN,
+                false,
+            ),
+            (None, transient, false),
+        ] {
+            // Producer 1 sends to q1.
+            let params = WorkloadParams {
+                producers: 2,
+                limit,
+                ..params(0)
+            };
+            let mut script = Script::default();
+            script.then(Op::BrokerStart { node: None });
+            sent(&mut script, 1, kind, 1);
+            let report = check(&script.0, &params);
+            let expected: &[Rule] = if vanishes { &[] } else { &[Rule::Lost] };
+            assert_eq!(rules(&report), expected, "{limit:?}, {kind:?}");
+        }
     }
 
     #[test]

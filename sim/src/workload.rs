@@ -242,6 +242,14 @@ impl WorkloadParams {
         matches!(self.limit, Some((_, Overflow::DropHead))) && queue == self.queues[1]
     }
 
+    /// Whether an accepted message of `queue` (`durable` as sent) may be
+    /// dropped to make room: any of a drop-head queue; and in a queue with
+    /// a length limit of either kind, a transient one, which a persistent
+    /// message displaces from a full queue (`sluice::queue::Overflow`).
+    pub fn may_drop(&self, queue: &str, durable: bool) -> bool {
+        self.drops_head(queue) || (!durable && self.limit.is_some() && queue == self.queues[1])
+    }
+
     /// The dead-letter queue of `queue`, if it has one.
     pub fn dead_letter_queue_of(&self, queue: &str) -> Option<&'static str> {
         (self.dead_lettering.as_deref() == Some(queue)).then_some(DEAD_LETTER_QUEUE)

@@ -1086,7 +1086,7 @@ impl DrainTracker {
             return;
         }
         for queue in self.params.destinations_of(msg.producer) {
-            if self.params.drops_head(&queue) {
+            if self.params.may_drop(&queue, kind.durable) {
                 continue;
             }
             let key = (queue, msg);
