@@ -35,9 +35,9 @@ pub struct WorkloadShape {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscribers: Option<u32>,
     /// Queue 1 refuses publishes beyond this many messages
-    /// (`reject-publish`), which the seed no longer draws while the bug
-    /// in replays/recovery-lost-limited-queue-messages-0x93.toml is open:
-    /// its replay files pin it.
+    /// (`reject-publish`), whatever the seed draws for it; 0: queue 1 has
+    /// no limit (as `max_length = 0` means to the broker), which keeps the
+    /// runs of files recorded while the seed's draw of it went unused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_publish_limit: Option<u64>,
     /// `false` leaves out the typed queues (last-value, priority) and
@@ -76,7 +76,7 @@ impl WorkloadShape {
         params.topic_producers = self.topic_producers.unwrap_or(params.topic_producers);
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
         if let Some(max_length) = self.reject_publish_limit {
-            params.limit = Some((max_length, Overflow::RejectPublish));
+            params.limit = (max_length > 0).then_some((max_length, Overflow::RejectPublish));
         }
         if self.typed_queues == Some(false) {
             params.queue_types = QueueTypes::default();
@@ -140,6 +140,14 @@ mod tests {
         let names = client_names(&params);
         assert_eq!(names[0], "producer0");
         assert_eq!(names[1 + typed], "consumer0");
+        for (pinned, limit) in [(41, Some((41, Overflow::RejectPublish))), (0, None)] {
+            let shape = WorkloadShape {
+                reject_publish_limit: Some(pinned),
+                ..WorkloadShape::default()
+            };
+            let params = shape.apply(&drawn).expect("a valid shape");
+            assert_eq!(params.limit, limit, "pinned {pinned}");
+        }
     }
 
     #[test]

@@ -214,16 +214,8 @@ impl WorkloadParams {
         let dead_lettering = rng.gen_bool(0.5).then(|| queues[0].clone());
         let delivery_limit = rng.gen_range(2..=4);
         // Small enough that a queue whose consumers are away fills up.
-        // `reject-publish` is drawn but not used while the broker bug in
-        // replays/recovery-lost-limited-queue-messages-0x93.toml is open
-        // (a recovery can refuse an enqueue it accepted live); its replay
-        // files pin it through their `[workload]`. Drawing it still keeps
-        // every seed's other draws as they are.
         let limit = match rng.gen_range(0..4) {
-            0 => {
-                let _reject_publish_limit: u64 = rng.gen_range(5..=50);
-                None
-            }
+            0 => Some((rng.gen_range(5..=50), Overflow::RejectPublish)),
             1 => Some((rng.gen_range(5..=50), Overflow::DropHead)),
             _ => None,
         };
@@ -285,6 +277,14 @@ impl WorkloadParams {
     /// accepted message may be gone before any consumer took it.
     pub fn drops_head(&self, queue: &str) -> bool {
         matches!(self.limit, Some((_, Overflow::DropHead))) && queue == self.queues[1]
+    }
+
+    /// Whether an accepted message of `queue` (`durable` as sent) may be
+    /// dropped to make room: any of a drop-head queue; and in a queue with
+    /// a length limit of either kind, a transient one, which a persistent
+    /// message displaces from a full queue (`sluice::queue::Overflow`).
+    pub fn may_drop(&self, queue: &str, durable: bool) -> bool {
+        self.drops_head(queue) || (!durable && self.limit.is_some() && queue == self.queues[1])
     }
 
     /// The dead-letter queue of `queue`, if it has one.

@@ -1100,7 +1100,7 @@ impl DrainTracker {
             return self.last_values.accepted(msg);
         }
         for queue in self.params.destinations_of(msg.producer) {
-            if self.params.drops_head(&queue) {
+            if self.params.may_drop(&queue, kind.durable) {
                 continue;
             }
             let key = (queue, msg);

@@ -229,6 +229,7 @@ impl<I: Io> Driver<I> {
                     index,
                     state,
                     keep,
+                    ..
                 } => {
                     self.groups.compact(group, index, state, keep);
                 }

@@ -28,7 +28,7 @@ use super::placement::Placement;
 use super::proposer::{Entry, Outbox};
 use super::state::{Applied, GroupState};
 use crate::amqp::engine::{DeliveryId, LinkId};
-use crate::amqp::types::condition;
+use crate::amqp::types::{Error, condition};
 use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget};
 use crate::node::{
@@ -67,6 +67,15 @@ const COMPACTION_KEEP: u64 = 1024;
 /// before they are proposed on their own (see [`lingers`]).
 const SETTLE_LINGER: Duration = Duration::from_millis(1);
 
+/// How long after a failed snapshot of a state ahead of its log (see
+/// [`Unlogged`]) another is asked for: the disk may still be full, and each
+/// encodes the whole state.
+const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// What a producer hears of a message refused while a group's state is
+/// ahead of its log (see [`Unlogged`]).
+const NOT_DURABLE: &str = "the broker's disk was full, and its state is not yet saved";
+
 /// The commit step: what makes a node's entries durable and orders them.
 /// It is the one thing in which a single node and a cluster node differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,12 +110,15 @@ pub(super) enum ToGroups {
     /// Propose an entry to a group.
     Propose(GroupId, Entry),
     /// A group's state as of entry `index`: its log before may go, but for
-    /// the `keep` entries before `index`.
+    /// the `keep` entries before `index`. `number` counts the snapshots
+    /// asked for, from 1: the local step reports it back once the snapshot
+    /// is durable, or failed ([`Core::handle_snapshot`]).
     Compact {
         group: GroupId,
         index: u64,
         state: Bytes,
         keep: u64,
+        number: u64,
     },
 }
 
@@ -176,6 +188,28 @@ enum Held {
     },
 }
 
+/// Over the local step, a group whose state holds what its log does not:
+/// the items of an entry the full disk refused, applied in memory only
+/// (see `apply::refuse_entry`). A replay of the log would rebuild another
+/// state, in which a message settled here is back, and there an enqueue
+/// could be decided otherwise: a length limit reached sooner refuses a
+/// message accepted here, which a restart would lose (found by the
+/// simulator: replays/recovery-lost-limited-queue-messages-0x93.toml). So
+/// until a snapshot of this state is durable, the group takes no new
+/// message (its producers get no credit, and what they send regardless is
+/// refused), and what it applies of messages already on their way to the
+/// log is answered only then.
+#[derive(Debug)]
+struct Unlogged {
+    /// The snapshot, by number, from which on every snapshot holds what was
+    /// applied in memory only.
+    snapshot: u64,
+    /// When to ask for one again, after one failed.
+    retry_at: Option<Instant>,
+    /// The replies to publishes and discharges applied meanwhile, in order.
+    answers: Vec<Reply>,
+}
+
 /// One group, as this node sees it.
 struct Group {
     state: GroupState,
@@ -195,6 +229,8 @@ struct Group {
     applied: u64,
     /// Entries, and their bytes, applied since the last snapshot.
     since_snapshot: (u64, usize),
+    /// Over the local step, whether the state holds what the log does not.
+    unlogged: Option<Unlogged>,
 }
 
 impl Group {
@@ -249,6 +285,8 @@ pub(super) struct Core {
     taken_replies: VecDeque<(u64, Reply)>,
     /// The connections' open transactions.
     transactions: transactions::Transactions,
+    /// How many snapshots were asked for: the number of the last one.
+    snapshots_asked: u64,
     /// The temporary queues this node's producer links made (JMS temporary
     /// queues), each deleted when its link detaches.
     temporary: temporary::Temporary,
@@ -276,6 +314,7 @@ impl Core {
                     expiring: false,
                     applied: 0,
                     since_snapshot: (0, 0),
+                    unlogged: None,
                 };
                 (id, group)
             })
@@ -306,6 +345,7 @@ impl Core {
             taken_replies: VecDeque::new(),
             transactions: transactions::Transactions::default(),
             temporary: temporary::Temporary::default(),
+            snapshots_asked: 0,
         }
     }
 
@@ -500,17 +540,47 @@ impl Core {
     /// `room` bytes are left: a snapshot that fits frees the log before it,
     /// so it is due at once.
     pub(super) fn handle_disk_full(&mut self, room: u64) {
-        for (&id, group) in &mut self.groups {
-            let fits = group.state.queues().snapshot_bytes_estimate() <= room;
-            if fits && group.applied > 0 {
-                group.since_snapshot = (0, 0);
-                self.to_groups.push_back(ToGroups::Compact {
-                    group: id,
-                    index: group.applied,
-                    state: group.state.encode(),
-                    keep: 0,
-                });
+        let fitting: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| {
+                group.applied > 0 && group.state.queues().snapshot_bytes_estimate() <= room
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in fitting {
+            self.compact(id, 0);
+        }
+        self.check_invariants_if_on();
+    }
+
+    /// The local step wrote snapshot `number` of group `id` (`durable`), or
+    /// failed to. One that holds what the state held beyond its log lets
+    /// the group answer what waited for it and take messages again; one
+    /// that failed is asked for again a little later.
+    pub(super) fn handle_snapshot(&mut self, now: Now, id: GroupId, number: u64, durable: bool) {
+        self.now = now;
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        match &mut group.unlogged {
+            Some(unlogged) if number >= unlogged.snapshot && durable => {
+                info!(
+                    group = id,
+                    number,
+                    "what was applied in memory only is in a snapshot: taking messages again"
+                );
+                let answers = std::mem::take(&mut unlogged.answers);
+                group.unlogged = None;
+                for reply in answers {
+                    self.on_own_applied(id, reply);
+                }
+                self.unblock_producers();
             }
+            Some(unlogged) if number >= unlogged.snapshot && unlogged.retry_at.is_none() => {
+                unlogged.retry_at = Some(now.instant + SNAPSHOT_RETRY_AFTER);
+            }
+            _ => {}
         }
         self.check_invariants_if_on();
     }
@@ -890,6 +960,12 @@ impl Core {
                     self.clients
                         .start_publish(conn, delivery, settled, queues.len(), None);
                 for queue in queues {
+                    if !self.takes_messages(self.placement.group_of(&queue)) {
+                        let error = Error::new(condition::RESOURCE_LIMIT_EXCEEDED, NOT_DURABLE);
+                        self.clients.reject_publish(publish, error);
+                        self.clients.enqueue_done(publish);
+                        continue;
+                    }
                     let persist_always = self.settings.persist_always(&queue);
                     let message =
                         inspected.new_message(message.clone(), persist_always, self.now.unix_ms);
@@ -944,7 +1020,7 @@ impl Core {
         }
         let room = |queue: &String| {
             let group = &self.groups[&self.placement.group_of(queue)];
-            if group.leader.is_none() {
+            if group.leader.is_none() || group.unlogged.is_some() {
                 return 0;
             }
             let pending = self.pending_enqueues.get(queue).copied().unwrap_or(0);
@@ -970,6 +1046,14 @@ impl Core {
             // A dynamic node is named at attach, and never a link's node.
             ProducerNode::AnonymousRelay | ProducerNode::Dynamic { .. } => u64::MAX,
         }
+    }
+
+    /// Whether group `id` may take messages: not while its state is ahead
+    /// of its log (see [`Unlogged`]).
+    fn takes_messages(&self, id: GroupId) -> bool {
+        self.groups
+            .get(&id)
+            .is_some_and(|group| group.unlogged.is_none())
     }
 
     fn above_memory_watermark(&self) -> bool {
@@ -1075,9 +1159,69 @@ impl Core {
             );
             self.retry(id);
         }
+        self.snapshot_unlogged_again();
         self.propose_expiries();
         self.detach_orphans();
         self.delete_orphaned_temporary_queues();
+    }
+
+    /// Asks again for the snapshot of each group whose state is ahead of its
+    /// log, once the wait after the last failed one is over.
+    fn snapshot_unlogged_again(&mut self) {
+        let now = self.now.instant;
+        let due: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| {
+                let retry_at = group.unlogged.as_ref().and_then(|u| u.retry_at);
+                retry_at.is_some_and(|at| at <= now)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.snapshot_unlogged(id);
+        }
+    }
+
+    /// Asks for a snapshot of group `id`'s state, which holds what its log
+    /// does not; or, while the log holds no entry a snapshot could follow
+    /// (the log refuses a snapshot as of entry 0), asks again later.
+    fn snapshot_unlogged(&mut self, id: GroupId) {
+        let Some(group) = self.groups.get(&id) else {
+            return;
+        };
+        let retry_at = if group.applied > 0 {
+            self.compact(id, 0);
+            None
+        } else {
+            Some(self.now.instant + SNAPSHOT_RETRY_AFTER)
+        };
+        if let Some(unlogged) = self.groups.get_mut(&id).and_then(|g| g.unlogged.as_mut()) {
+            unlogged.retry_at = retry_at;
+        }
+    }
+
+    /// Asks for a snapshot of group `id`'s state as of its last applied
+    /// entry, keeping `keep` entries before it.
+    fn compact(&mut self, id: GroupId, keep: u64) {
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        group.since_snapshot = (0, 0);
+        self.snapshots_asked += 1;
+        debug!(
+            group = id,
+            index = group.applied,
+            number = self.snapshots_asked,
+            "snapshot of the group's state"
+        );
+        self.to_groups.push_back(ToGroups::Compact {
+            group: id,
+            index: group.applied,
+            state: group.state.encode(),
+            keep,
+            number: self.snapshots_asked,
+        });
     }
 
     /// Proposes an `Expire` to each group this node leads once its earliest
@@ -1195,6 +1339,15 @@ impl Core {
                 assert!(
                     group.outbox.fresh().next().is_some(),
                     "a linger runs only while new items wait"
+                );
+            }
+            if self.step == Step::Raft {
+                assert!(group.unlogged.is_none(), "Raft logs what it applies");
+            }
+            if let Some(unlogged) = &group.unlogged {
+                assert!(
+                    unlogged.snapshot <= self.snapshots_asked + 1,
+                    "the snapshot awaited is the next asked for at the latest"
                 );
             }
             let held = group

@@ -88,6 +88,7 @@ pub async fn start<I: Io>(
     core.handle_committed(now, commits.into_iter().map(|commit| (GROUP, commit)))?;
     info!(records, %origin, "recovered the queues from the log");
     let (requests, inbox) = mpsc::unbounded_channel();
+    let (snapshots_done, snapshots) = mpsc::unbounded_channel();
     let driver = Driver {
         io,
         core,
@@ -95,8 +96,9 @@ pub async fn start<I: Io>(
         in_flight: VecDeque::new(),
         ack_before_fsync: plants.ack_before_fsync().then_some(last_lsn),
         inboxes: Inboxes::default(),
+        snapshots_done,
     };
-    Ok((NodeHandle { requests }, driver.run(inbox)))
+    Ok((NodeHandle { requests }, driver.run(inbox, snapshots)))
 }
 
 /// Refuses a log of another format; names the format of a new one.
@@ -147,6 +149,9 @@ struct Driver<I: Io> {
     /// committed as soon as it is submitted.
     ack_before_fsync: Option<u64>,
     inboxes: Inboxes,
+    /// Where the tasks writing snapshots say how it went: the snapshot's
+    /// number, and whether it is durable.
+    snapshots_done: mpsc::UnboundedSender<(u64, bool)>,
 }
 
 impl<I: Io> Driver<I> {
@@ -155,6 +160,7 @@ impl<I: Io> Driver<I> {
     async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<Request>,
+        mut snapshots: mpsc::UnboundedReceiver<(u64, bool)>,
     ) -> Result<(), NodeError> {
         let mut open = true;
         while open || !self.core.is_idle() {
@@ -174,6 +180,10 @@ impl<I: Io> Driver<I> {
                 },
                 completion = self.log.completion(), if outstanding => {
                     self.on_completion(completion)?;
+                }
+                // The driver holds a sender: this never ends.
+                Some((number, durable)) = snapshots.recv() => {
+                    self.core.handle_snapshot(Now::read(&self.io), GROUP, number, durable);
                 }
                 () = seam::sleep_until(timeout) => self.core.handle_timeout(Now::read(&self.io)),
             }
@@ -217,7 +227,12 @@ impl<I: Io> Driver<I> {
                             commits.push((GROUP, commit));
                         }
                     }
-                    ToGroups::Compact { index, state, .. } => self.snapshot(index, state),
+                    ToGroups::Compact {
+                        index,
+                        state,
+                        number,
+                        ..
+                    } => self.snapshot(index, state, number),
                 }
             }
             if commits.is_empty() {
@@ -261,13 +276,21 @@ impl<I: Io> Driver<I> {
     }
 
     /// Writes the state as of entry `index` as the log's snapshot, so that
-    /// recovery starts from it and older segments can go.
-    fn snapshot(&self, index: u64, state: Bytes) {
+    /// recovery starts from it and older segments can go; the core hears
+    /// how it went, by its `number`.
+    fn snapshot(&self, index: u64, state: Bytes, number: u64) {
         let snapshot = self.log.snapshot(Lsn(index), state);
+        let done = self.snapshots_done.clone();
         self.io.spawn(async move {
-            if let Err(error) = snapshot.await {
-                error!(%error, "snapshot failed; the log keeps growing until the next one");
-            }
+            let durable = match snapshot.await {
+                Ok(()) => true,
+                Err(error) => {
+                    error!(%error, "snapshot failed; the log keeps growing until the next one");
+                    false
+                }
+            };
+            // A driver that is gone no longer needs to know.
+            let _ = done.send((number, durable));
         });
     }
 }

@@ -202,12 +202,22 @@ async fn a_full_disk_rejects_new_messages_keeps_serving_consumers_and_recovers()
     // Entry 1 declared the queue; entry 2 enqueued message 0.
     assert_eq!(seq, 2 << 24, "the message stored before the disk filled");
 
-    // Space returns: publishing resumes by itself.
+    // Space returns: publishing resumes by itself, once a snapshot holds
+    // what the full disk kept from the log (the consumer's attach, applied
+    // in memory only); until then, messages are refused.
     harness.io.faults.fail_writes(None);
-    assert!(matches!(
-        harness.publish(2).await,
-        DeliveryState::Accepted(_)
-    ));
+    for id in 2.. {
+        let outcome = harness.publish(id).await;
+        if matches!(outcome, DeliveryState::Accepted(_)) {
+            break;
+        }
+        assert_eq!(
+            rejection(&outcome),
+            Some(condition::RESOURCE_LIMIT_EXCEEDED)
+        );
+        assert!(id < 200, "still refused after {id} tries");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -327,6 +327,40 @@ fn a_delivery_well_after_expiry_fails_rule_9_and_an_expired_message_may_vanish()
     assert_eq!(rules(&report), [Rule::Expired]);
 }
 
+/// In a queue with a length limit, whatever its overflow, a persistent
+/// message displaces a transient one from a full queue: an accepted
+/// transient message of q1 may vanish, a persistent one may not.
+#[test]
+fn a_transient_message_of_a_limited_queue_may_vanish() {
+    use sluice::config::Overflow;
+    let transient = MessageKind {
+        durable: false,
+        ..MessageKind::PLAIN
+    };
+    for (limit, kind, vanishes) in [
+        (Some((5, Overflow::RejectPublish)), transient, true),
+        (
+            Some((5, Overflow::RejectPublish)),
+            MessageKind::PLAIN,
+            false,
+        ),
+        (None, transient, false),
+    ] {
+        // Producer 1 sends to q1.
+        let params = WorkloadParams {
+            producers: 2,
+            limit,
+            ..params(0)
+        };
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        sent(&mut script, 1, kind, 1);
+        let report = check(&script.0, &params);
+        let expected: &[Rule] = if vanishes { &[] } else { &[Rule::Lost] };
+        assert_eq!(rules(&report), expected, "{limit:?}, {kind:?}");
+    }
+}
+
 #[test]
 fn a_message_that_left_a_dead_lettering_queue_unconsumed_must_reach_the_dlq() {
     // Producer 0 sends to q0, which dead-letters; producer 1 to q1.

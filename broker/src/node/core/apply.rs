@@ -10,7 +10,8 @@ use tracing::{debug, error, info, warn};
 use super::super::batch::{Batch, BatchHeader};
 use super::super::state::{GroupState, Proposers};
 use super::{
-    COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES, Step, ToGroups,
+    COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES,
+    SNAPSHOT_RETRY_AFTER, Step, Unlogged,
 };
 use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
@@ -65,6 +66,10 @@ impl Core {
     /// - settles, expiry, deletion and consumers' changes are applied.
     ///   Dropping a settle instead would leave its message held by a
     ///   consumer that already let it go.
+    ///
+    /// The state is then ahead of the log, which a replay would not
+    /// rebuild: until a snapshot holds it, the group takes no message
+    /// ([`Unlogged`]).
     fn refuse_entry(&mut self, id: GroupId, data: Bytes) {
         let mut batch = match Batch::decode(data) {
             Ok(batch) => batch,
@@ -113,31 +118,50 @@ impl Core {
                 _ => {}
             }
         }
-        let index = self.groups.get(&id).map_or(0, |group| group.applied);
+        if batch.items.is_empty() {
+            return;
+        }
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let index = group.applied;
+        // Any snapshot asked for from now on holds what is applied next.
+        let snapshot = self.snapshots_asked + 1;
+        let first = group.unlogged.is_none();
+        let unlogged = group.unlogged.get_or_insert(Unlogged {
+            snapshot,
+            retry_at: None,
+            answers: Vec::new(),
+        });
+        if !first {
+            // One on its way no longer holds it all. While the disk is full
+            // every entry may be refused: the next is asked for a little
+            // later, not for each of them.
+            unlogged.snapshot = snapshot;
+            let later = self.now.instant + SNAPSHOT_RETRY_AFTER;
+            unlogged.retry_at.get_or_insert(later);
+        }
         self.apply_batch(id, index, batch);
+        if first {
+            self.snapshot_unlogged(id);
+        }
     }
 
     /// Hands each group whose log grew enough since its last snapshot its
     /// state as of now, so that the log before it can go.
     pub(super) fn snapshot_if_due(&mut self) {
         let every = self.settings.config.storage.snapshot_every_records;
-        for (&id, group) in &mut self.groups {
-            let (entries, bytes) = group.since_snapshot;
-            if entries >= every || bytes >= SNAPSHOT_EVERY_BYTES {
-                group.since_snapshot = (0, 0);
-                debug!(
-                    group = id,
-                    index = group.applied,
-                    "snapshot of the group's state"
-                );
-                let keep = every.min(COMPACTION_KEEP);
-                self.to_groups.push_back(ToGroups::Compact {
-                    group: id,
-                    index: group.applied,
-                    state: group.state.encode(),
-                    keep,
-                });
-            }
+        let due: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| {
+                let (entries, bytes) = group.since_snapshot;
+                entries >= every || bytes >= SNAPSHOT_EVERY_BYTES
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.compact(id, every.min(COMPACTION_KEEP));
         }
     }
 
@@ -377,7 +401,7 @@ impl Core {
                 self.on_effect(effect, publish);
             }
             if let Some(reply) = reply {
-                self.on_own_applied(id, reply);
+                self.on_own_applied_or_later(id, reply);
             }
         }
         drop(all_effects);
@@ -425,8 +449,22 @@ impl Core {
         count_applied(&mut self.pending_enqueues, command);
     }
 
+    /// One of our items was applied: a publish or a discharge applied to a
+    /// state ahead of its log is answered only once a snapshot holds that
+    /// state ([`Unlogged`]). It was proposed before the entry that put the
+    /// state ahead was refused, and was still on its way to the log then:
+    /// a replay of the log alone might decide it otherwise.
+    fn on_own_applied_or_later(&mut self, id: GroupId, reply: Reply) {
+        if let Reply::Publish(_) | Reply::Discharge { .. } = reply
+            && let Some(unlogged) = self.groups.get_mut(&id).and_then(|g| g.unlogged.as_mut())
+        {
+            return unlogged.answers.push(reply);
+        }
+        self.on_own_applied(id, reply);
+    }
+
     /// One of our items was applied.
-    fn on_own_applied(&mut self, id: GroupId, reply: Reply) {
+    pub(super) fn on_own_applied(&mut self, id: GroupId, reply: Reply) {
         match reply {
             Reply::None => {}
             Reply::Attached {

@@ -298,6 +298,10 @@ impl Core {
                 groups.len()
             )));
         }
+        let enqueues = |guarded: &Guarded| matches!(guarded.command, Command::Enqueue { .. });
+        if txn.work.iter().any(enqueues) && !groups.iter().all(|&id| self.takes_messages(id)) {
+            return Err(rollback_error(super::NOT_DURABLE));
+        }
         // Over Raft each settle is guarded, and the group refuses the
         // transaction if its consumer no longer holds the message. The
         // local step logs settles unguarded (a replay has nobody holding

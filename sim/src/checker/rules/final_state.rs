@@ -117,7 +117,7 @@ fn depth_bounds(facts: &Facts<'_>, queue: &str) -> (u64, u64) {
         let stays = !params.is_dead_letter_queue(queue)
             && dead_letters
                 .is_none_or(|dlq| !facts.consumed(dlq, *msg) && !facts.was_delivered(queue, *msg));
-        let must_hold = !params.drops_head(queue)
+        let must_hold = !params.may_drop(queue, facts.timeline.kind(*msg).durable)
             && !facts.last_values.may_vanish(*msg)
             && facts
                 .accepted

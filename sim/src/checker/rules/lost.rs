@@ -45,7 +45,9 @@ impl<'h> Check<'h> for Lost {
                     if consumed(queue) || dead_letters.is_some_and(consumed) {
                         continue;
                     }
-                    if facts.timeline.may_vanish(*msg, *time) || params.drops_head(queue) {
+                    if facts.timeline.may_vanish(*msg, *time)
+                        || params.may_drop(queue, facts.timeline.kind(*msg).durable)
+                    {
                         stats.vanished_excused += 1;
                         continue;
                     }

@@ -60,7 +60,9 @@ impl<'h> Check<'h> for TxnPartial {
                 let missing = seen.iter().filter(|(msg, _, consumed)| {
                     !consumed
                         && !facts.timeline.may_vanish(*msg, time)
-                        && !facts.params.drops_head(queue)
+                        && !facts
+                            .params
+                            .may_drop(queue, facts.timeline.kind(*msg).durable)
                 });
                 for (msg, _, _) in missing {
                     let detail = format!(
