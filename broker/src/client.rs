@@ -39,6 +39,10 @@ pub enum ClientError {
     /// The broker refused or closed a link.
     #[error("link refused: {0:?}")]
     LinkRefused(Option<Error>),
+    /// The broker answered a receiver's request for rcv-settle-mode
+    /// `second` with `first`.
+    #[error("rcv-settle-mode second refused: the broker answered first")]
+    SettleModeRefused,
     /// The coordinator refused a `declare`, or rolled a transaction back
     /// at its discharge (the error, if it gave one).
     #[error("transaction refused: {0:?}")]
@@ -134,15 +138,42 @@ impl<I: Io> Client<I> {
         source: Source,
         credit: u32,
     ) -> Result<LinkId, ClientError> {
+        let first = ReceiverSettleMode::First;
+        self.attach_receiver_settling(session, name, source, credit, first)
+            .await
+    }
+
+    /// Attaches a receiving link from `source` asking for `rcv_settle_mode`,
+    /// and grants it `credit`. Under `second` the broker settles each
+    /// delivery only after the outcome the client sent: see
+    /// [`Client::settle_second`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::SettleModeRefused`] if the broker's attach answers
+    /// `first` to a request for `second` (the link stays attached).
+    pub async fn attach_receiver_settling(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        source: Source,
+        credit: u32,
+        rcv_settle_mode: ReceiverSettleMode,
+    ) -> Result<LinkId, ClientError> {
         let options = LinkOptions {
             name: name.to_owned(),
             role: Role::Receiver,
             source: Some(source.into()),
             target: Some(Target::default().into()),
             snd_settle_mode: SenderSettleMode::Unsettled,
-            rcv_settle_mode: ReceiverSettleMode::First,
+            rcv_settle_mode,
         };
         let link = self.attach(session, options).await?;
+        // The sender decides the modes in use (§2.7.3): its answer says
+        // whether a settle from us ends the delivery or waits for its own.
+        if self.conn.rcv_settle_mode(link) != Some(rcv_settle_mode) {
+            return Err(ClientError::SettleModeRefused);
+        }
         self.conn.flow(link, credit, false)?;
         self.flush().await?;
         Ok(link)
@@ -303,6 +334,31 @@ impl<I: Io> Client<I> {
             } => Ok(state),
             _ => unreachable!("wait_for returns the event it matched"),
         }
+    }
+
+    /// Under rcv-settle-mode `second`: sends `state` for a received
+    /// delivery without settling it, and waits for the broker to settle it,
+    /// which says the outcome has taken effect; then the delivery is
+    /// settled here too (the engine forgets it on the broker's settle, so
+    /// nothing more goes out). Events that arrive meanwhile are kept for
+    /// [`Client::next_event`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::next_event`]; then the outcome may or may not have
+    /// taken effect.
+    pub async fn settle_second(
+        &mut self,
+        delivery: DeliveryId,
+        state: DeliveryState,
+    ) -> Result<(), ClientError> {
+        self.conn.disposition(delivery, Some(state), false)?;
+        self.flush().await?;
+        self.wait_for(|e| {
+            matches!(e, Event::Disposition { delivery: d, settled: true, .. } if *d == delivery)
+        })
+        .await?;
+        Ok(())
     }
 
     /// Settles a received delivery with `state`.

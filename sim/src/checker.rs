@@ -87,6 +87,9 @@
 //!     answered (the connection was lost) applied whole or not at all: if
 //!     any of its messages was delivered, every one is consumed by the end
 //!     of the liveness phase.
+//!
+//! Rule 16, **a consume the broker settled holds** (rcv-settle-mode
+//! `second`), lives in [`settle_second`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -99,6 +102,10 @@ use crate::history::{
 use crate::nemesis::{Fault, FaultEvent, fault_spans, fault_windows};
 use crate::transactions::{Fate, Transactions};
 use crate::workload::{SELECTOR, WorkloadParams};
+
+mod settle_second;
+
+use settle_second::{DeliveryFacts, SettleSecond};
 
 /// At most this many violations are kept in a report.
 const VIOLATIONS_KEPT: usize = 100;
@@ -159,6 +166,8 @@ pub enum Rule {
     TxnAbortedDelivered,
     /// Rule 15.
     TxnPartial,
+    /// Rule 16.
+    SettleSecond,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -166,7 +175,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 15] = [
+    pub const ALL: [Rule; 16] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -182,6 +191,7 @@ impl Rule {
         Rule::TxnLost,
         Rule::TxnAbortedDelivered,
         Rule::TxnPartial,
+        Rule::SettleSecond,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -208,6 +218,7 @@ impl Rule {
             Rule::TxnLost => "13 txn-lost",
             Rule::TxnAbortedDelivered => "14 txn-aborted-delivered",
             Rule::TxnPartial => "15 txn-partial",
+            Rule::SettleSecond => "16 settle-second",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -231,6 +242,9 @@ impl fmt::Display for Rule {
             Rule::TxnLost => "a committed transaction's message never consumed",
             Rule::TxnAbortedDelivered => "a message of a transaction that did not commit delivered",
             Rule::TxnPartial => "part of a transaction applied",
+            Rule::SettleSecond => {
+                "a consume the broker settled (rcv-settle-mode second) did not hold"
+            }
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -289,6 +303,11 @@ pub struct Stats {
     /// Consumes of a message from a queue beyond its first (allowed
     /// duplicates).
     pub duplicates: u64,
+    /// Consumes the broker settled under rcv-settle-mode `second`.
+    pub settles_confirmed: u64,
+    /// Deliveries after a consume the broker settled under rcv-settle-mode
+    /// `second` that rule 16 let pass: a dead incarnation's or stale.
+    pub second_excused: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
@@ -435,6 +454,8 @@ fn kind(op: &Op) -> &'static str {
         Op::Discharged { .. } => "discharged",
         Op::Delivered { .. } => "delivered",
         Op::Settled { .. } => "settled",
+        Op::SettleConfirmed { .. } => "settle_confirmed",
+        Op::SettleModeRefused { .. } => "settle_mode_refused",
         Op::Browsed { .. } => "browsed",
         Op::BrokerState { .. } => "broker_state",
         Op::Replicas { .. } => "replicas",
@@ -723,7 +744,9 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     let mut replicas: Option<(usize, &[NodeReplicas])> = None;
     // Rule 7: a panic cut the run short.
     let mut aborted = false;
+    let mut second = SettleSecond::default();
     for (index, event) in events.iter().enumerate() {
+        second.observe(index, event);
         let violation = |rule, detail: String| Violation {
             rule,
             index,
@@ -856,7 +879,14 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
                         .count() as u64
                 });
                 let copies = timeline.copies_allowed(*msg, sends);
-                if firm >= copies && !from_dead_incarnation && !stale {
+                let flagged = firm >= copies && !from_dead_incarnation && !stale;
+                let facts = DeliveryFacts {
+                    copies,
+                    says_nothing_new: from_dead_incarnation || stale,
+                    flagged,
+                };
+                second.delivered(index, event, (queue.as_str(), *msg), &facts);
+                if flagged {
                     let (rule, detail) = if firm < sends {
                         let detail = format!(
                             "{msg} carries a message-id the broker de-duplicates; it was sent {sends} time(s), and its one copy already consumed firmly {firm} time(s)"
@@ -946,6 +976,8 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             | Op::Closed { .. }
             | Op::TxnDeclared { .. }
             | Op::Discharge { .. }
+            | Op::SettleConfirmed { .. }
+            | Op::SettleModeRefused { .. }
             | Op::LeaderObserved { .. } => {}
         }
     }
@@ -960,6 +992,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
         Rule::Early,
         Rule::Unselected,
         Rule::TxnAbortedDelivered,
+        Rule::SettleSecond,
     ]);
     // A run cut short never had its liveness phase.
     let ended = !aborted;
@@ -1029,6 +1062,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             delivered: &delivered,
             timeline: &timeline,
             starts: &starts,
+            second: &second,
         };
         for detail in facts.final_state_disagreements(queues) {
             report.violations.push(Violation {
@@ -1050,6 +1084,9 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             });
         }
     }
+    stats.settles_confirmed = second.confirmations;
+    stats.second_excused = second.excused;
+    report.violations.extend(second.finish());
     stats.messages_sent = send_counts.len() as u64;
     stats.messages_accepted = accepted.len() as u64;
     stats.messages_consumed = consumes.len() as u64;
@@ -1288,6 +1325,7 @@ struct Facts<'a> {
     delivered: &'a BTreeSet<(&'a str, MsgId)>,
     timeline: &'a Timeline,
     starts: &'a Starts,
+    second: &'a SettleSecond,
 }
 
 impl Facts<'_> {
@@ -1363,10 +1401,13 @@ impl Facts<'_> {
             if must_hold && stays && consumes.is_none() {
                 least += 1;
             }
-            let surely_consumed = consumes.is_some_and(|list| {
-                list.iter()
-                    .any(|(time, conn)| self.surely_consumed(*time, *conn))
-            });
+            // A consume the broker settled under rcv-settle-mode second
+            // took effect, wherever its connection went next (rule 16).
+            let surely_consumed = self.second.confirmed(queue, *msg)
+                || consumes.is_some_and(|list| {
+                    list.iter()
+                        .any(|(time, conn)| self.surely_consumed(*time, *conn))
+                });
             // A transaction that did not commit left nothing.
             if !surely_consumed && self.timeline.txns.may_hold(*msg) {
                 most += sends;
@@ -1398,6 +1439,7 @@ mod tests {
             limit: None,
             browsers: 0,
             selective: false,
+            rcv_settle_second: false,
         }
     }
 
@@ -1754,6 +1796,67 @@ mod tests {
         );
         let rules_broken = rules(&check(&script.0, &params));
         assert!(rules_broken.contains(&Rule::NeverSent), "{rules_broken:?}");
+    }
+
+    /// Rule 16: a consume the broker settled in mode second holds across a
+    /// lost connection and a restart, which excuse an unconfirmed one.
+    #[test]
+    fn a_consume_the_broker_settled_in_mode_second_must_hold() {
+        let redelivered = |confirmed: bool| {
+            let mut script = Script::default();
+            script.then(Op::BrokerStart { node: None });
+            let msg = script.accepted(0);
+            let first = conn(ClientId::Consumer(0));
+            let queue = "q0".to_owned();
+            script
+                .then(Op::Connected {
+                    conn: first,
+                    address: queue.clone(),
+                    node: None,
+                })
+                .then(Op::Delivered {
+                    conn: first,
+                    queue: queue.clone(),
+                    msg,
+                    delivery_count: 0,
+                    first_acquirer: true,
+                })
+                .then(Op::Settled {
+                    conn: first,
+                    queue: queue.clone(),
+                    msg,
+                    outcome: Outcome::Accepted,
+                });
+            if confirmed {
+                script.then(Op::SettleConfirmed {
+                    conn: first,
+                    queue: queue.clone(),
+                    msg,
+                    outcome: Outcome::Accepted,
+                });
+            }
+            script
+                .then(Op::ConnectionLost {
+                    conn: first,
+                    why: "reset".to_owned(),
+                })
+                .then(Op::BrokerStart { node: None });
+            consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+            check(&script.0, &params(0))
+        };
+        let report = redelivered(false);
+        assert!(report.passed(), "{:?}", report.violations);
+        let report = redelivered(true);
+        assert_eq!(rules(&report), [Rule::SettleSecond]);
+        assert_eq!(report.stats.settles_confirmed, 1);
+        // A broker that answers `first` to `second` breaks it too.
+        let mut script = Script::default();
+        script
+            .then(Op::BrokerStart { node: None })
+            .then(Op::SettleModeRefused {
+                conn: conn(ClientId::Consumer(0)),
+            });
+        assert_eq!(rules(&check(&script.0, &params(0))), [Rule::SettleSecond]);
     }
 
     // ---- transactions ------------------------------------------------------

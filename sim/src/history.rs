@@ -335,8 +335,9 @@ pub enum Op {
         /// Every node, in id order.
         nodes: Vec<NodeReplicas>,
     },
-    /// A consumer settled a received message (settle mode first: the
-    /// broker sends no confirmation).
+    /// A consumer settled a received message: in settle mode first, with
+    /// no confirmation from the broker; in mode second, it sent its outcome
+    /// and waits for the broker's settle ([`Op::SettleConfirmed`]).
     Settled {
         /// The connection.
         conn: ConnId,
@@ -346,6 +347,25 @@ pub enum Op {
         msg: MsgId,
         /// The outcome it chose.
         outcome: Outcome,
+    },
+    /// Under rcv-settle-mode `second`, the broker settled a delivery the
+    /// consumer had sent its outcome for ([`Op::Settled`]): the outcome
+    /// has taken effect, and the broker has forgotten the delivery.
+    SettleConfirmed {
+        /// The connection.
+        conn: ConnId,
+        /// The queue the message came from.
+        queue: String,
+        /// The message.
+        msg: MsgId,
+        /// The outcome the consumer chose.
+        outcome: Outcome,
+    },
+    /// A receiver asked for rcv-settle-mode `second` and the broker's
+    /// attach answered `first`; the client dropped the connection.
+    SettleModeRefused {
+        /// The connection.
+        conn: ConnId,
     },
     /// In a cluster's fault phase, the leader most nodes name for a group
     /// changed (as the nemesis finds leaders: see
@@ -425,6 +445,15 @@ impl fmt::Display for Op {
                 msg,
                 outcome,
             } => write!(f, "{conn} settle {msg} from {queue} {outcome:?}"),
+            Op::SettleConfirmed {
+                conn,
+                queue,
+                msg,
+                outcome,
+            } => write!(f, "{conn} broker settled {msg} from {queue} {outcome:?}"),
+            Op::SettleModeRefused { conn } => {
+                write!(f, "{conn} asked for rcv-settle-mode second, got first")
+            }
             Op::Browsed { conn, queue, msg } => write!(f, "{conn} browsed {msg} in {queue}"),
             Op::LeaderObserved {
                 group,

@@ -211,7 +211,9 @@ fn conn_of(op: &Op) -> Option<ConnId> {
         | Op::Discharged { conn, .. }
         | Op::Delivered { conn, .. }
         | Op::Browsed { conn, .. }
-        | Op::Settled { conn, .. } => Some(*conn),
+        | Op::Settled { conn, .. }
+        | Op::SettleConfirmed { conn, .. }
+        | Op::SettleModeRefused { conn } => Some(*conn),
         _ => None,
     }
 }
@@ -223,7 +225,8 @@ fn msg_of(op: &Op) -> Option<MsgId> {
         | Op::ProducerOutcome { msg, .. }
         | Op::Delivered { msg, .. }
         | Op::Browsed { msg, .. }
-        | Op::Settled { msg, .. } => Some(*msg),
+        | Op::Settled { msg, .. }
+        | Op::SettleConfirmed { msg, .. } => Some(*msg),
         _ => None,
     }
 }
@@ -360,7 +363,10 @@ fn mark_of(
             };
             on_client(conn, kind)
         }
-        Op::Settled { conn, .. } => on_client(conn, MarkKind::Settled),
+        Op::Settled { conn, .. } | Op::SettleConfirmed { conn, .. } => {
+            on_client(conn, MarkKind::Settled)
+        }
+        Op::SettleModeRefused { conn } => on_client(conn, MarkKind::Refused),
         Op::Browsed { conn, .. } => on_client(conn, MarkKind::Other),
         // The end state, an abort, and ops added after this model: their
         // text says what they are.

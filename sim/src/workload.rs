@@ -18,7 +18,7 @@ use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
 use sluice::amqp::types::{
     Accepted, DeliveryState, DistributionMode, ExpiryPolicy, Header, Message, MessageId, Modified,
-    Properties, Rejected, Released, Section, Source, TerminusDurability,
+    Properties, ReceiverSettleMode, Rejected, Released, Section, Source, TerminusDurability,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Overflow;
@@ -171,7 +171,14 @@ pub struct WorkloadParams {
     /// Whether the last consumer, if there are 3 (a second on queue 0),
     /// reads only what [`SELECTOR`] selects.
     pub selective: bool,
+    /// Whether consumers and subscribers may attach with rcv-settle-mode
+    /// `second`: each then does with a chance of one in two, drawn from its
+    /// own feature stream (see [`settles_second`]).
+    pub rcv_settle_second: bool,
 }
+
+/// Of seeds, the percentage whose receivers may settle in mode `second`.
+const RCV_SETTLE_SECOND_PCT: u32 = 40;
 
 /// The selector of the selective consumer: messages with an even sequence
 /// number (every message says which, in its `parity` property).
@@ -236,6 +243,8 @@ impl WorkloadParams {
             limit,
             browsers: rng.gen_range(0..=1),
             selective: rng.gen_bool(0.5),
+            // Drawn last, so that every draw above is what it was before.
+            rcv_settle_second: rng.gen_range(0..100) < RCV_SETTLE_SECOND_PCT,
         }
     }
 
@@ -353,6 +362,32 @@ fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(kind << 32 | u64::from(n));
     rng
+}
+
+/// The RNG for what `client` draws about features added after its main
+/// stream's draws were fixed: its own stream, so that adding a feature
+/// changes none of the draws that replay files pinned.
+fn feature_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
+    let (kind, n) = match client {
+        ClientId::Producer(n) => (1u64, n),
+        ClientId::Consumer(n) => (2u64, n),
+        ClientId::Subscriber(n) => (3u64, n),
+        ClientId::DeadLetters(n) => (4u64, n),
+        ClientId::Browser(n) => (5u64, n),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream((FEATURE_STREAMS | kind) << 32 | u64::from(n));
+    rng
+}
+
+/// Set in the stream number of a client's [`feature_rng`]: no main stream
+/// has it.
+const FEATURE_STREAMS: u64 = 1 << 16;
+
+/// Whether receiver `client` of a run of `params` attaches with
+/// rcv-settle-mode `second`.
+pub fn settles_second(seed: u64, params: &WorkloadParams, client: ClientId) -> bool {
+    params.rcv_settle_second && feature_rng(seed, client).gen_bool(0.5)
 }
 
 /// A message of `kind` whose body carries its id (and so does its
@@ -622,6 +657,9 @@ struct ReadFrom {
     /// container id and the link name, so a subscriber keeps both across
     /// connections.
     container: Option<String>,
+    /// Settles in mode `second`: the broker settles each delivery after
+    /// the client's outcome, and only then is it consumed.
+    second: bool,
 }
 
 impl ReadFrom {
@@ -634,7 +672,14 @@ impl ReadFrom {
             },
             link_name: "consumer",
             container: None,
+            second: false,
         }
+    }
+
+    /// The same, settling in mode `second` if `second`.
+    fn settling_second(mut self, second: bool) -> Self {
+        self.second = second;
+        self
     }
 
     /// `queue`, through `selector` (a JMS selector).
@@ -670,6 +715,7 @@ impl ReadFrom {
             },
             link_name: SUBSCRIPTION_LINK,
             container: Some(ClientId::Subscriber(subscriber).to_string()),
+            second: false,
         }
     }
 }
@@ -695,7 +741,13 @@ async fn attach_receiver(
     from: &ReadFrom,
     credit: u32,
 ) -> Result<LinkId, ClientError> {
-    let attach = client.attach_receiver(session, from.link_name, from.source.clone(), credit);
+    let mode = if from.second {
+        ReceiverSettleMode::Second
+    } else {
+        ReceiverSettleMode::First
+    };
+    let source = from.source.clone();
+    let attach = client.attach_receiver_settling(session, from.link_name, source, credit, mode);
     with_timeout(attach).await
 }
 
@@ -1091,11 +1143,13 @@ pub async fn consumer(
     shared: Rc<Shared>,
 ) -> turmoil::Result {
     let queue = params.queue_of(n);
+    let me = ClientId::Consumer(n);
     let from = match params.selective_consumer() {
         Some(selective) if selective == n => ReadFrom::selected(queue, SELECTOR),
         _ => ReadFrom::queue(queue),
     };
-    receive(ClientId::Consumer(n), seed, from, shared).await
+    let from = from.settling_second(settles_second(seed, &params, me));
+    receive(me, seed, from, shared).await
 }
 
 /// A browser of queue 0: attaches in copy mode, records what it sees, and
@@ -1188,8 +1242,10 @@ pub async fn subscriber(
     params: WorkloadParams,
     shared: Rc<Shared>,
 ) -> turmoil::Result {
-    let from = ReadFrom::subscription(&params, n);
-    receive(ClientId::Subscriber(n), seed, from, shared).await
+    let me = ClientId::Subscriber(n);
+    let from =
+        ReadFrom::subscription(&params, n).settling_second(settles_second(seed, &params, me));
+    receive(me, seed, from, shared).await
 }
 
 /// The consumer of the dead-letter queue: see [`receive`].
@@ -1223,6 +1279,11 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
         let node = shared.pick_broker(&mut rng);
         let (mut client, session, mut link) = match open_receiver(conn, node, &from, credit).await {
             Ok(opened) => opened,
+            Err(ClientError::SettleModeRefused) => {
+                shared.record(Op::SettleModeRefused { conn });
+                backoff(&mut rng).await;
+                continue;
+            }
             Err(error) => {
                 shared.record(Op::ConnectionLost {
                     conn,
@@ -1255,11 +1316,15 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                 }
                 Phase::Drain => {
                     while let Some((delivery, msg)) = held.pop_first() {
+                        let settling = Settling {
+                            conn,
+                            queue: &queue,
+                            second: from.second,
+                        };
                         if let Err(error) = settle(
                             &mut client,
                             &shared,
-                            conn,
-                            &queue,
+                            &settling,
                             delivery,
                             msg,
                             Outcome::Accepted,
@@ -1311,8 +1376,13 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                     };
                     match outcome {
                         Some(outcome) => {
+                            let settling = Settling {
+                                conn,
+                                queue: &queue,
+                                second: from.second,
+                            };
                             if let Err(error) =
-                                settle(&mut client, &shared, conn, &queue, delivery, msg, outcome)
+                                settle(&mut client, &shared, &settling, delivery, msg, outcome)
                                     .await
                             {
                                 break 'conn error.to_string();
@@ -1374,15 +1444,30 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
     }
 }
 
+/// Where a receiver settles: its connection, its queue, and whether in
+/// mode `second`.
+struct Settling<'a> {
+    conn: ConnId,
+    queue: &'a str,
+    second: bool,
+}
+
+/// Settles `delivery` of `msg` with `outcome`: in mode `first` at once; in
+/// mode `second` by sending the outcome and waiting (boundedly) for the
+/// broker's settle, recorded as [`Op::SettleConfirmed`].
 async fn settle(
     client: &mut Client<TurmoilIo>,
     shared: &Shared,
-    conn: ConnId,
-    queue: &str,
+    settling: &Settling<'_>,
     delivery: DeliveryId,
     msg: MsgId,
     outcome: Outcome,
 ) -> Result<(), ClientError> {
+    let Settling {
+        conn,
+        queue,
+        second,
+    } = *settling;
     let state = match outcome {
         Outcome::Accepted | Outcome::None => DeliveryState::Accepted(Accepted),
         Outcome::Rejected => DeliveryState::Rejected(Rejected { error: None }),
@@ -1400,5 +1485,15 @@ async fn settle(
         msg,
         outcome,
     });
-    client.settle(delivery, state).await
+    if !second {
+        return client.settle(delivery, state).await;
+    }
+    with_timeout(client.settle_second(delivery, state)).await?;
+    shared.record(Op::SettleConfirmed {
+        conn,
+        queue: queue.to_owned(),
+        msg,
+        outcome,
+    });
+    Ok(())
 }
