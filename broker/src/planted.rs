@@ -20,6 +20,7 @@
 //! | `commit-on-minority` | `raft::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
 //! | `ignore-damage` | `raft::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
 //! | `txn-partial-commit` | `node::core::transactions` `Core::commit` | a transaction of two commands or more commits in two entries, the second proposed once the first is applied: a crash between them applies half of it, and its discharge is never answered |
+//! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
 
 use std::fmt;
 use std::str::FromStr;
@@ -126,6 +127,11 @@ impl Plants {
     pub const fn txn_partial_commit(self) -> bool {
         self.has(Plant::TxnPartialCommit)
     }
+
+    /// `settle-second-early`: a settle is confirmed before it is applied.
+    pub const fn settle_second_early(self) -> bool {
+        self.has(Plant::SettleSecondEarly)
+    }
 }
 
 /// One planted bug.
@@ -165,11 +171,14 @@ pub enum Plant {
     /// A transaction's commit is split in two entries, so a crash between
     /// them applies part of it.
     TxnPartialCommit,
+    /// Under rcv-settle-mode second, the broker settles a consumer's
+    /// delivery before the outcome is applied.
+    SettleSecondEarly,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 13] = [
+    pub const ALL: [Plant; 14] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -183,6 +192,7 @@ impl Plant {
         Plant::ClockRegress,
         Plant::ScheduleIgnored,
         Plant::TxnPartialCommit,
+        Plant::SettleSecondEarly,
     ];
 
     /// The plant's command-line name.
@@ -201,6 +211,7 @@ impl Plant {
             Plant::ClockRegress => "clock-regress",
             Plant::ScheduleIgnored => "schedule-ignored",
             Plant::TxnPartialCommit => "txn-partial-commit",
+            Plant::SettleSecondEarly => "settle-second-early",
         }
     }
 }
@@ -214,7 +225,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, settle-second-early"
 )]
 pub struct UnknownPlant(pub String);
 
