@@ -17,9 +17,9 @@ use crate::amqp::engine::{
     SessionId,
 };
 use crate::amqp::types::{
-    AttachTarget, ControlMessage, Coordinator, Declare, DeliveryState, Discharge, Error,
-    LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Role, Section, SenderSettleMode, Source,
-    Target,
+    Attach, AttachSource, AttachTarget, ControlMessage, Coordinator, Declare, DeliveryState,
+    Discharge, Error, LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Role, Section,
+    SenderSettleMode, Source, Target,
 };
 use crate::io::{self as seam, Io};
 
@@ -179,6 +179,46 @@ impl<I: Io> Client<I> {
         Ok(link)
     }
 
+    /// Attaches a receiving link from a dynamic source (a temporary queue
+    /// the broker makes and names, deleted when the link closes) and
+    /// grants it `credit`: the link, and the address the broker named.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::LinkRefused`] if the broker refused the link, or
+    /// answered with a source that has no address.
+    pub async fn attach_dynamic_receiver(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        credit: u32,
+    ) -> Result<(LinkId, String), ClientError> {
+        let source = Source {
+            dynamic: true,
+            ..Source::default()
+        };
+        let options = LinkOptions {
+            name: name.to_owned(),
+            role: Role::Receiver,
+            source: Some(source.into()),
+            target: Some(Target::default().into()),
+            snd_settle_mode: SenderSettleMode::Unsettled,
+            rcv_settle_mode: ReceiverSettleMode::First,
+        };
+        let (link, remote) = self.attach_answered(session, options).await?;
+        let address = remote
+            .source
+            .as_ref()
+            .and_then(AttachSource::node)
+            .and_then(|source| source.address.clone());
+        let Some(address) = address else {
+            return Err(ClientError::LinkRefused(None));
+        };
+        self.conn.flow(link, credit, false)?;
+        self.flush().await?;
+        Ok((link, address))
+    }
+
     /// Attaches a link as `options` say and waits for the broker's answer:
     /// the link, or the error the broker refused it with.
     pub async fn attach(
@@ -186,6 +226,15 @@ impl<I: Io> Client<I> {
         session: SessionId,
         options: LinkOptions,
     ) -> Result<LinkId, ClientError> {
+        Ok(self.attach_answered(session, options).await?.0)
+    }
+
+    /// As [`Client::attach`], with the broker's attach.
+    async fn attach_answered(
+        &mut self,
+        session: SessionId,
+        options: LinkOptions,
+    ) -> Result<(LinkId, Box<Attach>), ClientError> {
         let link = self.conn.attach(session, options)?;
         let attached = self
             .wait_for(|e| matches!(e, Event::LinkAttached { link: l, .. } if *l == link))
@@ -207,7 +256,7 @@ impl<I: Io> Client<I> {
             };
             return Err(ClientError::LinkRefused(error));
         }
-        Ok(link)
+        Ok((link, remote))
     }
 
     /// Waits until `link` has credit to send.

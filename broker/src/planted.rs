@@ -20,6 +20,7 @@
 //! | `commit-on-minority` | `raft::group` `Host::handle` | a leader hands entries to the broker as committed as soon as it appends them to its own log, without waiting for a majority: a deposed leader's entries are applied (and publishes answered) though another leader overwrites them |
 //! | `ignore-damage` | `raft::group` `start` | a node whose Raft log was cut back after damage carries on as if nothing was lost: it votes at once, and its leaders go on counting the acknowledgements it sent for entries it no longer has |
 //! | `txn-partial-commit` | `node::core::transactions` `Core::commit` | a transaction of two commands or more commits in two entries, the second proposed once the first is applied: a crash between them applies half of it, and its discharge is never answered |
+//! | `unroutable-accepted` | `queue::machine` `Queues::enqueue` | an enqueue to a queue that does not exist (the anonymous relay's `to` names none) is dropped without a rejection, so the publish is answered `accepted` |
 //! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
 
 use std::fmt;
@@ -128,6 +129,12 @@ impl Plants {
         self.has(Plant::TxnPartialCommit)
     }
 
+    /// `unroutable-accepted`: a message for a queue that does not exist is
+    /// dropped and accepted.
+    pub const fn unroutable_accepted(self) -> bool {
+        self.has(Plant::UnroutableAccepted)
+    }
+
     /// `settle-second-early`: a settle is confirmed before it is applied.
     pub const fn settle_second_early(self) -> bool {
         self.has(Plant::SettleSecondEarly)
@@ -174,11 +181,14 @@ pub enum Plant {
     /// Under rcv-settle-mode second, the broker settles a consumer's
     /// delivery before the outcome is applied.
     SettleSecondEarly,
+    /// An enqueue to a queue that does not exist is dropped, and its
+    /// publish accepted.
+    UnroutableAccepted,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 14] = [
+    pub const ALL: [Plant; 15] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -193,6 +203,7 @@ impl Plant {
         Plant::ScheduleIgnored,
         Plant::TxnPartialCommit,
         Plant::SettleSecondEarly,
+        Plant::UnroutableAccepted,
     ];
 
     /// The plant's command-line name.
@@ -212,6 +223,7 @@ impl Plant {
             Plant::ScheduleIgnored => "schedule-ignored",
             Plant::TxnPartialCommit => "txn-partial-commit",
             Plant::SettleSecondEarly => "settle-second-early",
+            Plant::UnroutableAccepted => "unroutable-accepted",
         }
     }
 }
@@ -225,7 +237,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, settle-second-early"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, settle-second-early, unroutable-accepted"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -89,7 +89,9 @@
 //!     of the liveness phase.
 //!
 //! Rule 16, **a consume the broker settled holds** (rcv-settle-mode
-//! `second`), lives in [`settle_second`].
+//! `second`), lives in [`settle_second`]; rule 17, **every accepted request
+//! is answered, by its own reply queue** (temporary queues, their deletion,
+//! and the anonymous relay), in [`request_reply`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -103,8 +105,10 @@ use crate::nemesis::{Fault, FaultEvent, fault_spans, fault_windows};
 use crate::transactions::{Fate, Transactions};
 use crate::workload::{SELECTOR, WorkloadParams};
 
+mod request_reply;
 mod settle_second;
 
+use request_reply::RequestReply;
 use settle_second::{DeliveryFacts, SettleSecond};
 
 /// At most this many violations are kept in a report.
@@ -168,6 +172,8 @@ pub enum Rule {
     TxnPartial,
     /// Rule 16.
     SettleSecond,
+    /// Rule 17.
+    RequestReply,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -175,7 +181,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 16] = [
+    pub const ALL: [Rule; 17] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -192,6 +198,7 @@ impl Rule {
         Rule::TxnAbortedDelivered,
         Rule::TxnPartial,
         Rule::SettleSecond,
+        Rule::RequestReply,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -219,6 +226,7 @@ impl Rule {
             Rule::TxnAbortedDelivered => "14 txn-aborted-delivered",
             Rule::TxnPartial => "15 txn-partial",
             Rule::SettleSecond => "16 settle-second",
+            Rule::RequestReply => "17 request-reply",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -245,6 +253,7 @@ impl fmt::Display for Rule {
             Rule::SettleSecond => {
                 "a consume the broker settled (rcv-settle-mode second) did not hold"
             }
+            Rule::RequestReply => "a request or its reply went astray",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -308,11 +317,16 @@ pub struct Stats {
     /// Deliveries after a consume the broker settled under rcv-settle-mode
     /// `second` that rule 16 let pass: a dead incarnation's or stale.
     pub second_excused: u64,
+    /// Requests the broker accepted that a reply answered.
+    pub requests_answered: u64,
+    /// Requests the broker accepted that no reply answered, excused: their
+    /// reply queue was deleted, or died with its connection, first.
+    pub requests_excused: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
-    /// 12 and 14 always are; rules 2, 10, 13 and 15 once the run had its liveness
-    /// phase (not cut short by a panic); rule 5 once the broker reported
+    /// 12, 14 and 16 always are; rules 2, 10, 13, 15 and 17 once the run had
+    /// its liveness phase (not cut short by a panic); rule 5 once the broker reported
     /// its state at the end; rule 6 once the cluster's nodes reported their
     /// replicas.
     pub checked: BTreeSet<Rule>,
@@ -456,6 +470,14 @@ fn kind(op: &Op) -> &'static str {
         Op::Settled { .. } => "settled",
         Op::SettleConfirmed { .. } => "settle_confirmed",
         Op::SettleModeRefused { .. } => "settle_mode_refused",
+        Op::TempQueue { .. } => "temp_queue",
+        Op::TempQueueDeleted { .. } => "temp_queue_deleted",
+        Op::Request { .. } => "request",
+        Op::RequestOutcome { .. } => "request_outcome",
+        Op::RequestDelivered { .. } => "request_delivered",
+        Op::Reply { .. } => "reply",
+        Op::ReplyOutcome { .. } => "reply_outcome",
+        Op::ReplyDelivered { .. } => "reply_delivered",
         Op::Browsed { .. } => "browsed",
         Op::BrokerState { .. } => "broker_state",
         Op::Replicas { .. } => "replicas",
@@ -745,8 +767,10 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     // Rule 7: a panic cut the run short.
     let mut aborted = false;
     let mut second = SettleSecond::default();
+    let mut requests = RequestReply::default();
     for (index, event) in events.iter().enumerate() {
         second.observe(index, event);
+        requests.observe(index, event);
         let violation = |rule, detail: String| Violation {
             rule,
             index,
@@ -978,6 +1002,14 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             | Op::Discharge { .. }
             | Op::SettleConfirmed { .. }
             | Op::SettleModeRefused { .. }
+            | Op::TempQueue { .. }
+            | Op::TempQueueDeleted { .. }
+            | Op::Request { .. }
+            | Op::RequestOutcome { .. }
+            | Op::RequestDelivered { .. }
+            | Op::Reply { .. }
+            | Op::ReplyOutcome { .. }
+            | Op::ReplyDelivered { .. }
             | Op::LeaderObserved { .. } => {}
         }
     }
@@ -1002,6 +1034,7 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
             Rule::DeadLetterLost,
             Rule::TxnLost,
             Rule::TxnPartial,
+            Rule::RequestReply,
         ]);
     }
     for (msg, (index, time)) in accepted.iter().filter(|_| ended) {
@@ -1087,6 +1120,9 @@ pub fn check(history: &History, params: &WorkloadParams) -> CheckReport {
     stats.settles_confirmed = second.confirmations;
     stats.second_excused = second.excused;
     report.violations.extend(second.finish());
+    report.violations.extend(requests.finish(ended, events));
+    stats.requests_answered = requests.answered;
+    stats.requests_excused = requests.excused;
     stats.messages_sent = send_counts.len() as u64;
     stats.messages_accepted = accepted.len() as u64;
     stats.messages_consumed = consumes.len() as u64;
@@ -1440,6 +1476,7 @@ mod tests {
             browsers: 0,
             selective: false,
             rcv_settle_second: false,
+            requesters: 0,
         }
     }
 
@@ -1857,6 +1894,85 @@ mod tests {
                 conn: conn(ClientId::Consumer(0)),
             });
         assert_eq!(rules(&check(&script.0, &params(0))), [Rule::SettleSecond]);
+    }
+
+    /// Rule 17: an accepted request is answered, on its own reply queue,
+    /// unless that queue was deleted first; the relay refuses what has
+    /// nowhere to go.
+    #[test]
+    fn every_accepted_request_is_answered_on_its_own_queue() {
+        use crate::request_reply::{NOWHERE, REQUESTS};
+        let requester = conn(ClientId::Requester(0));
+        let responder = conn(ClientId::Responder(0));
+        let msg = MsgId {
+            producer: 0,
+            seq: 0,
+        };
+        // A request to `to`, accepted, with reply queue "dynamic.1".
+        let requested = |to: &str| {
+            let mut script = Script::default();
+            script
+                .then(Op::BrokerStart { node: None })
+                .then(Op::TempQueue {
+                    conn: requester,
+                    address: "dynamic.1".to_owned(),
+                })
+                .then(Op::Request {
+                    conn: requester,
+                    msg,
+                    to: to.to_owned(),
+                    reply_to: "dynamic.1".to_owned(),
+                })
+                .then(Op::RequestOutcome {
+                    conn: requester,
+                    msg,
+                    outcome: Outcome::Accepted,
+                });
+            script
+        };
+        let replied = |script: &mut Script, delivered_on: &str| {
+            script
+                .then(Op::RequestDelivered {
+                    conn: responder,
+                    msg,
+                    reply_to: "dynamic.1".to_owned(),
+                })
+                .then(Op::Reply {
+                    conn: responder,
+                    msg,
+                    to: "dynamic.1".to_owned(),
+                })
+                .then(Op::ReplyDelivered {
+                    conn: requester,
+                    msg,
+                    to: "dynamic.1".to_owned(),
+                    queue: delivered_on.to_owned(),
+                });
+        };
+        let checked = |script: &Script| check(&script.0, &params(0));
+        let mut script = requested(REQUESTS);
+        assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+        replied(&mut script, "dynamic.1");
+        let report = checked(&script);
+        assert!(report.passed(), "{:?}", report.violations);
+        assert_eq!(report.stats.requests_answered, 1);
+        // Delivered from another queue than the one it was routed to.
+        let mut script = requested(REQUESTS);
+        replied(&mut script, "dynamic.2");
+        assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+        // Unanswered, its queue deleted: excused.
+        let mut script = requested(REQUESTS);
+        script.then(Op::TempQueueDeleted {
+            conn: requester,
+            address: "dynamic.1".to_owned(),
+        });
+        let report = checked(&script);
+        assert!(report.passed(), "{:?}", report.violations);
+        assert_eq!(report.stats.requests_excused, 1);
+        // Accepted for an address that does not exist.
+        let mut script = requested(NOWHERE);
+        script.then(Op::Closed { conn: requester });
+        assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
     }
 
     // ---- transactions ------------------------------------------------------

@@ -11,6 +11,7 @@ pub mod html;
 pub mod nemesis;
 pub mod raft;
 pub mod replay;
+pub mod request_reply;
 pub mod schedule;
 pub mod shape;
 pub mod shrink;

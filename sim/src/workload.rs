@@ -29,6 +29,7 @@ use crate::history::{
     ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState,
     TxnId, broker_name,
 };
+use crate::request_reply;
 
 /// The brokers' AMQP port.
 pub const AMQP_PORT: u16 = 5672;
@@ -80,6 +81,9 @@ pub struct Shared {
     /// dead-letters into it wait for it, as the broker drops what it would
     /// dead-letter into a queue that does not exist.
     dead_letters_ready: Cell<bool>,
+    /// Whether the requests' queue exists: the anonymous relay never makes
+    /// a queue, so requesters wait for the responder to have made it.
+    pub(crate) requests_ready: Cell<bool>,
     /// The brokers clients connect to: the single node's, or every cluster
     /// node.
     pub brokers: Vec<NodeId>,
@@ -103,6 +107,7 @@ impl Shared {
             phase: Cell::new(Phase::Faults),
             subscribed: RefCell::default(),
             dead_letters_ready: Cell::new(false),
+            requests_ready: Cell::new(false),
             brokers,
             broker_nodes: RefCell::default(),
             clients_exited: Cell::new(0),
@@ -112,7 +117,7 @@ impl Shared {
     /// The broker a client's next connection goes to: the only one, or a
     /// cluster node drawn from the client's `rng` (a single node draws
     /// nothing, so its clients' streams are as they always were).
-    fn pick_broker(&self, rng: &mut ChaCha8Rng) -> NodeId {
+    pub(crate) fn pick_broker(&self, rng: &mut ChaCha8Rng) -> NodeId {
         match self.brokers.as_slice() {
             [only] => *only,
             brokers => brokers[rng.gen_range(0..brokers.len())],
@@ -134,7 +139,7 @@ impl Shared {
         self.history.borrow_mut().push(time, op);
     }
 
-    fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.phase.get()
     }
 }
@@ -175,6 +180,8 @@ pub struct WorkloadParams {
     /// `second`: each then does with a chance of one in two, drawn from its
     /// own feature stream (see [`settles_second`]).
     pub rcv_settle_second: bool,
+    /// Requesters (see [`crate::request_reply`]); with any, one responder.
+    pub requesters: u32,
 }
 
 /// Of seeds, the percentage whose receivers may settle in mode `second`.
@@ -245,6 +252,11 @@ impl WorkloadParams {
             selective: rng.gen_bool(0.5),
             // Drawn last, so that every draw above is what it was before.
             rcv_settle_second: rng.gen_range(0..100) < RCV_SETTLE_SECOND_PCT,
+            requesters: if rng.gen_range(0..100) < request_reply::SEEDS_PCT {
+                rng.gen_range(1..=request_reply::REQUESTERS_MAX)
+            } else {
+                0
+            },
         }
     }
 
@@ -287,12 +299,21 @@ impl WorkloadParams {
         let subscribers = (0..self.subscribers).map(ClientId::Subscriber);
         let dead_letters = self.has_dead_letters().then_some(ClientId::DeadLetters(0));
         let browsers = (0..self.browsers).map(ClientId::Browser);
+        let responders = (0..self.responders()).map(ClientId::Responder);
+        let requesters = (0..self.requesters).map(ClientId::Requester);
         producers
             .chain(consumers)
             .chain(subscribers)
             .chain(dead_letters)
             .chain(browsers)
+            .chain(responders)
+            .chain(requesters)
             .collect()
+    }
+
+    /// Responders: one if there are requesters.
+    pub fn responders(&self) -> u32 {
+        u32::from(self.requesters > 0)
     }
 
     /// Every producer's number: queue producers first, then topic producers.
@@ -351,38 +372,38 @@ pub type ClientFuture = std::pin::Pin<Box<dyn Future<Output = turmoil::Result>>>
 
 /// The RNG for one client: the run's seed mixed with the client's identity,
 /// so adding a client does not change what the others draw.
-fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
+pub(crate) fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream_of(client));
+    rng
+}
+
+/// The number of `client`'s main stream: its kind and number.
+fn stream_of(client: ClientId) -> u64 {
     let (kind, n) = match client {
         ClientId::Producer(n) => (1u64, n),
         ClientId::Consumer(n) => (2u64, n),
         ClientId::Subscriber(n) => (3u64, n),
         ClientId::DeadLetters(n) => (4u64, n),
         ClientId::Browser(n) => (5u64, n),
+        ClientId::Requester(n) => (6u64, n),
+        ClientId::Responder(n) => (7u64, n),
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(kind << 32 | u64::from(n));
-    rng
+    kind << 32 | u64::from(n)
 }
 
 /// The RNG for what `client` draws about features added after its main
 /// stream's draws were fixed: its own stream, so that adding a feature
 /// changes none of the draws that replay files pinned.
 fn feature_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
-    let (kind, n) = match client {
-        ClientId::Producer(n) => (1u64, n),
-        ClientId::Consumer(n) => (2u64, n),
-        ClientId::Subscriber(n) => (3u64, n),
-        ClientId::DeadLetters(n) => (4u64, n),
-        ClientId::Browser(n) => (5u64, n),
-    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream((FEATURE_STREAMS | kind) << 32 | u64::from(n));
+    rng.set_stream(FEATURE_STREAMS | stream_of(client));
     rng
 }
 
 /// Set in the stream number of a client's [`feature_rng`]: no main stream
 /// has it.
-const FEATURE_STREAMS: u64 = 1 << 16;
+const FEATURE_STREAMS: u64 = 1 << 48;
 
 /// Whether receiver `client` of a run of `params` attaches with
 /// rcv-settle-mode `second`.
@@ -531,7 +552,10 @@ pub fn decode_message(message: Bytes) -> Option<(MsgId, Header)> {
 }
 
 /// Connects to broker `node` as container `container`.
-async fn connect(container: String, node: NodeId) -> Result<Client<TurmoilIo>, ClientError> {
+pub(crate) async fn connect(
+    container: String,
+    node: NodeId,
+) -> Result<Client<TurmoilIo>, ClientError> {
     let mut config = ConnectionConfig::new(container);
     config.idle_timeout = Some(IDLE_TIMEOUT);
     let address = format!("{}:{AMQP_PORT}", broker_name(node));
@@ -542,7 +566,7 @@ async fn connect(container: String, node: NodeId) -> Result<Client<TurmoilIo>, C
     }
 }
 
-async fn with_timeout<T>(
+pub(crate) async fn with_timeout<T>(
     future: impl Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, future).await {
@@ -899,7 +923,7 @@ fn applied_alike(nodes: &[NodeReplicas]) -> bool {
 /// Closes the connection, and records whether the broker answered: a
 /// close it never answered (a partition, a crash) is a lost connection, as
 /// what was sent last may never have reached it.
-async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
+pub(crate) async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
     let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await {
         Ok(Ok(())) => {
             shared.record(Op::Closed { conn });
@@ -912,11 +936,11 @@ async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
 }
 
 /// Waits before reconnecting, so a down broker is not hammered.
-async fn backoff(rng: &mut ChaCha8Rng) {
+pub(crate) async fn backoff(rng: &mut ChaCha8Rng) {
     tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
 }
 
-fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
+pub(crate) fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
     match state {
         // A message's outcome in a transaction: provisional.
         Some(DeliveryState::Transactional(state)) => outcome_of(state.outcome.as_deref()),
@@ -1298,7 +1322,11 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                 shared.subscribed.borrow_mut().insert(n);
             }
             ClientId::DeadLetters(_) => shared.dead_letters_ready.set(true),
-            ClientId::Producer(_) | ClientId::Consumer(_) | ClientId::Browser(_) => {}
+            ClientId::Producer(_)
+            | ClientId::Consumer(_)
+            | ClientId::Browser(_)
+            | ClientId::Requester(_)
+            | ClientId::Responder(_) => {}
         }
         shared.record(Op::Connected {
             conn,

@@ -70,6 +70,7 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("schedule-ignored", Some(Rule::Early)),
         ("txn-partial-commit", Some(Rule::TxnPartial)),
         ("settle-second-early", Some(Rule::SettleSecond)),
+        ("unroutable-accepted", Some(Rule::RequestReply)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {
