@@ -1,5 +1,5 @@
 //! Transactions in the history: each one's members and fate, read event by
-//! event, for the checker's rules 11–13 and the drain.
+//! event, for the checker's rules 13–15 and the drain.
 //!
 //! A transactional producer declares a transaction, sends a few new
 //! messages in it (never resent), then discharges it, recording the

@@ -1,35 +1,14 @@
-//! Rule 17: request and reply over temporary queues and the anonymous
-//! relay (`request_reply.rs`), and the deletion of a temporary queue.
-//!
-//! A requester's temporary queue is the broker's to name, and lives as
-//! long as the link that made it: it is *deleted* once the requester's
-//! close of that link is answered ([`Op::TempQueueDeleted`]), and it
-//! *dies* with its connection (lost: the broker deletes it once it notices,
-//! or after a restart). The rule flags
-//! - a request the anonymous relay accepted for [`NOWHERE`], an address
-//!   that does not exist (the relay never makes a queue);
-//! - a request delivered from [`REQUESTS`] that was never sent there, or
-//!   whose `reply-to` is not the one it was sent with;
-//! - a reply delivered to a requester whose link does not read the queue
-//!   the reply was routed to, or the queue of the request's `reply-to`
-//!   (a reply that reached the wrong requester, or a delivery from a
-//!   queue deleted before it);
-//! - a reply delivered more often than the responder sent it (each send
-//!   may make one copy: at least once, never more);
-//! - a broker name given to two temporary queues;
-//! - once the run had its liveness phase, a request the broker accepted
-//!   for [`REQUESTS`] that no reply answered, unless its reply queue was
-//!   deleted or died before a reply came: what a deleted queue held is
-//!   gone with it (counted in `requests_excused`). A connection closed at
-//!   the end of the run excuses nothing: requesters wait for their
-//!   replies through the drain.
+//! Rule 17.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Rule, Violation};
+use crate::checker::facts::Facts;
+use crate::checker::{CheckReport, Rule, Violation};
 use crate::history::{ConnId, Event, MsgId, Op, Outcome};
 use crate::request_reply::{NOWHERE, REQUESTS};
+
+use super::{Check, violation};
 
 /// A request, as sent.
 #[derive(Debug)]
@@ -52,28 +31,52 @@ struct TempQueue {
     dead: bool,
 }
 
-/// Rule 17's state, fed every event in history order.
+/// Rule 17, **every accepted request is answered, by its own reply queue**:
+/// request and reply over temporary queues and the anonymous relay
+/// (`crate::request_reply`), and the deletion of a temporary queue.
+///
+/// A requester's temporary queue is the broker's to name, and lives as
+/// long as the link that made it: it is *deleted* once the requester's
+/// close of that link is answered ([`Op::TempQueueDeleted`]), and it
+/// *dies* with its connection (lost: the broker deletes it once it notices,
+/// or after a restart). The rule flags
+/// - a request the anonymous relay accepted for [`NOWHERE`], an address
+///   that does not exist (the relay never makes a queue);
+/// - a request delivered from [`REQUESTS`] that was never sent there, or
+///   whose `reply-to` is not the one it was sent with;
+/// - a reply delivered to a requester whose link does not read the queue
+///   the reply was routed to, or the queue of the request's `reply-to`
+///   (a reply that reached the wrong requester, or a delivery from a
+///   queue deleted before it);
+/// - a reply delivered more often than the responder sent it (each send
+///   may make one copy: at least once, never more);
+/// - a broker name given to two temporary queues;
+/// - once the run had its liveness phase, a request the broker accepted
+///   for [`REQUESTS`] that no reply answered, unless its reply queue was
+///   deleted or died before a reply came: what a deleted queue held is
+///   gone with it (counted in `requests_excused`). A connection closed at
+///   the end of the run excuses nothing: requesters wait for their
+///   replies through the drain.
 #[derive(Debug, Default)]
 pub(super) struct RequestReply {
     requests: BTreeMap<MsgId, Request>,
     temp_queues: BTreeMap<String, TempQueue>,
     /// Accepted requests left unanswered because their reply queue was
     /// deleted or died first.
-    pub(super) excused: u64,
+    excused: u64,
     /// Accepted requests answered.
-    pub(super) answered: u64,
-    violations: Vec<Violation>,
+    answered: u64,
 }
 
-impl RequestReply {
-    /// Takes in `event`, the history's event `index`.
-    pub(super) fn observe(&mut self, index: usize, event: &Event) {
-        let flag = |detail: String| Violation {
-            rule: Rule::RequestReply,
-            index,
-            time: event.time,
-            detail: format!("{event}: {detail}"),
-        };
+impl<'h> Check<'h> for RequestReply {
+    fn observe(
+        &mut self,
+        index: usize,
+        event: &'h Event,
+        _facts: &Facts<'h>,
+        report: &mut CheckReport,
+    ) {
+        let flag = |detail: String| violation(Rule::RequestReply, index, event, detail);
         let found = match &event.op {
             Op::TempQueue { conn, address } => {
                 let queue = TempQueue {
@@ -151,9 +154,21 @@ impl RequestReply {
             } => self.reply_delivered(*conn, *msg, to, queue).map(flag),
             _ => None,
         };
-        self.violations.extend(found);
+        report.violations.extend(found);
     }
 
+    fn finish(mut self: Box<Self>, facts: &Facts<'h>, report: &mut CheckReport) {
+        let found = self.unanswered(facts.ended(), facts.events);
+        report.violations.extend(found);
+        report.stats.requests_answered = self.answered;
+        report.stats.requests_excused = self.excused;
+        if facts.ended() {
+            report.stats.checked.insert(Rule::RequestReply);
+        }
+    }
+}
+
+impl RequestReply {
     /// Why the delivery of a reply to `msg` routed to `to`, on `conn`'s
     /// link from `queue`, breaks the rule, if it does.
     fn reply_delivered(
@@ -193,11 +208,10 @@ impl RequestReply {
         None
     }
 
-    /// The violations found; with `ended` (the run had its liveness
-    /// phase), also each accepted request left unanswered that nothing
-    /// excuses.
-    pub(super) fn finish(&mut self, ended: bool, events: &[Event]) -> Vec<Violation> {
-        let mut found = std::mem::take(&mut self.violations);
+    /// Counts the accepted requests answered; with `ended` (the run had
+    /// its liveness phase), each one left unanswered that nothing excuses.
+    fn unanswered(&mut self, ended: bool, events: &[Event]) -> Vec<Violation> {
+        let mut found = Vec::new();
         for (msg, request) in &self.requests {
             let Some((index, time)) = request.accepted else {
                 continue;

@@ -1,0 +1,121 @@
+//! Rule 4.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::checker::facts::Facts;
+use crate::checker::{CheckReport, Rule};
+use crate::history::{ClientId, ConnId, Event, Op};
+use crate::workload::WorkloadParams;
+
+use super::{Check, violation};
+
+/// Rule 4, **per-producer FIFO**: on a queue with one consumer, within one
+/// broker lifetime (between restarts of any node), the first-ever
+/// deliveries of messages sent exactly once, with delivery-count 0, arrive
+/// in each producer's sequence order. Messages sent twice, released,
+/// modified, or lost with a link are excluded, because the protocol lets
+/// those move; so are scheduled messages, which are meant to arrive out of
+/// order. In a cluster, so are messages first sent before the consumer's
+/// current link was attached: the group goes on handing messages to its
+/// previous link until that link's detach is committed, and the connection
+/// that link was on returns what it could not send (a release, which keeps
+/// delivery-count 0), so they may come back after later ones.
+pub(super) struct Fifo<'h> {
+    /// How many consumers read each queue.
+    consumers_per_queue: BTreeMap<String, u32>,
+    /// Per (queue, producer), the last in-order seq this broker life, and
+    /// the history index of its delivery.
+    last: BTreeMap<(String, u32), (u64, usize)>,
+    /// In a cluster, when each queue's consumer last attached a link.
+    linked_at: BTreeMap<&'h str, Duration>,
+    /// In a cluster, the queue each consumer's connection reads.
+    conn_queue: BTreeMap<ConnId, &'h str>,
+}
+
+impl Fifo<'_> {
+    pub(super) fn new(params: &WorkloadParams) -> Self {
+        let mut consumers_per_queue: BTreeMap<String, u32> = BTreeMap::new();
+        for consumer in 0..params.consumers {
+            *consumers_per_queue
+                .entry(params.queue_of(consumer).to_owned())
+                .or_default() += 1;
+        }
+        for subscriber in 0..params.subscribers {
+            consumers_per_queue.insert(params.subscription(subscriber), 1);
+        }
+        Fifo {
+            consumers_per_queue,
+            last: BTreeMap::new(),
+            linked_at: BTreeMap::new(),
+            conn_queue: BTreeMap::new(),
+        }
+    }
+}
+
+impl<'h> Check<'h> for Fifo<'h> {
+    fn observe(
+        &mut self,
+        index: usize,
+        event: &'h Event,
+        facts: &Facts<'h>,
+        report: &mut CheckReport,
+    ) {
+        match &event.op {
+            Op::BrokerStart { .. } => self.last.clear(),
+            Op::Connected {
+                conn,
+                address,
+                node: Some(_),
+            } if !matches!(conn.client, ClientId::Producer(_)) => {
+                self.conn_queue.insert(*conn, address.as_str());
+                self.linked_at.insert(address.as_str(), event.time);
+                self.last.retain(|(queue, _), _| queue != address);
+            }
+            Op::Relinked { conn } => {
+                if let Some(&queue) = self.conn_queue.get(conn) {
+                    self.linked_at.insert(queue, event.time);
+                    self.last.retain(|(q, _), _| q != queue);
+                }
+            }
+            _ => {}
+        }
+        let Some(delivery) = &facts.delivery else {
+            return;
+        };
+        let (queue, msg) = (delivery.queue, delivery.msg);
+        let single_consumer = self.consumers_per_queue.get(queue) == Some(&1);
+        // The broker only rewrites the header (delivery-count,
+        // first-acquirer) on a redelivery, and counts a delivery lost with
+        // its link as failed; so delivery-count 0 on the first delivery
+        // the client saw means no earlier acquirer.
+        let sent_before_link = self
+            .linked_at
+            .get(queue)
+            .is_some_and(|linked| facts.first_sent.get(&msg).is_some_and(|sent| sent < linked));
+        let clean = facts.timeline.send_counts.get(&msg) == Some(&1)
+            && facts.timeline.kind(msg).delay.is_none()
+            && delivery.first
+            && delivery.delivery_count == 0
+            && !sent_before_link;
+        if !(single_consumer && clean) {
+            return;
+        }
+        let key = (queue.to_owned(), msg.producer);
+        let before = self.last.get(&key).filter(|(last, _)| *last > msg.seq);
+        if let Some((last, last_index)) = before {
+            let detail = format!(
+                "{msg} arrived after p{}#{last} (history event {last_index})",
+                msg.producer
+            );
+            report
+                .violations
+                .push(violation(Rule::Fifo, index, event, detail));
+        }
+        self.last.insert(key, (msg.seq, index));
+    }
+
+    fn finish(self: Box<Self>, _facts: &Facts<'h>, report: &mut CheckReport) {
+        report.stats.checked.insert(Rule::Fifo);
+    }
+}

@@ -1,0 +1,882 @@
+//! The checker's unit tests: hand-written histories, one or two rules at
+//! a time.
+
+use std::time::Duration;
+
+use super::rules::divergences;
+use super::{CheckReport, EXPIRY_SLACK, Rule, check, require_all_checked};
+use crate::history::{
+    ClientId, ConnId, History, MessageKind, MsgId, NodeReplicas, Op, Outcome, QueueState, TxnId,
+};
+use crate::nemesis::{Fault, FaultEvent};
+use crate::workload::{DEAD_LETTER_QUEUE, WorkloadParams};
+
+/// One queue producer to q0, one consumer each on q0 and q1, and, if
+/// `subscribers` > 0, one topic producer with that many subscribers.
+fn params(subscribers: u32) -> WorkloadParams {
+    WorkloadParams {
+        queues: vec!["q0".to_owned(), "q1".to_owned()],
+        producers: 1,
+        consumers: 2,
+        messages_per_producer: 1,
+        topic: "t0".to_owned(),
+        topic_producers: u32::from(subscribers > 0),
+        subscribers,
+        dead_lettering: None,
+        delivery_limit: 3,
+        limit: None,
+        browsers: 0,
+        selective: false,
+        rcv_settle_second: false,
+        requesters: 0,
+    }
+}
+
+fn conn(client: ClientId) -> ConnId {
+    ConnId { client, n: 1 }
+}
+
+/// Builds a history one event per millisecond.
+#[derive(Default)]
+struct Script(History);
+
+impl Script {
+    fn then(&mut self, op: Op) -> &mut Self {
+        let time = Duration::from_millis(self.0.events().len() as u64);
+        self.0.push(time, op);
+        self
+    }
+
+    /// `producer` sends message 0 and sees it accepted.
+    fn accepted(&mut self, producer: u32) -> MsgId {
+        let conn = conn(ClientId::Producer(producer));
+        let msg = MsgId { producer, seq: 0 };
+        self.then(Op::Send {
+            conn,
+            msg,
+            resend: false,
+            kind: MessageKind::PLAIN,
+        })
+        .then(Op::ProducerOutcome {
+            conn,
+            msg,
+            outcome: Outcome::Accepted,
+        });
+        msg
+    }
+
+    /// `client` receives `msg` from `queue`, accepts it and closes.
+    fn consumed(&mut self, client: ClientId, queue: &str, msg: MsgId) -> &mut Self {
+        self.consumed_on(conn(client), queue, msg)
+    }
+
+    /// `msg` is received from `queue` on `conn`, accepted, and `conn`
+    /// closed.
+    fn consumed_on(&mut self, conn: ConnId, queue: &str, msg: MsgId) -> &mut Self {
+        self.then(Op::Connected {
+            conn,
+            address: queue.to_owned(),
+            node: None,
+        })
+        .then(Op::Delivered {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            delivery_count: 0,
+            first_acquirer: true,
+        })
+        .then(Op::Settled {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            outcome: Outcome::Accepted,
+        })
+        .then(Op::Closed { conn })
+    }
+
+    fn broker_state(&mut self, queues: &[(&str, u64, u64)]) -> &mut Self {
+        let queues = queues
+            .iter()
+            .map(|&(name, depth, unsettled)| QueueState {
+                name: name.to_owned(),
+                depth,
+                unsettled,
+                consumers: 0,
+            })
+            .collect();
+        self.then(Op::BrokerState { queues })
+    }
+}
+
+fn rules(report: &CheckReport) -> Vec<Rule> {
+    report.violations.iter().map(|v| v.rule).collect()
+}
+
+#[test]
+fn a_consumed_message_and_an_empty_broker_pass() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = script.accepted(0);
+    script
+        .consumed(ClientId::Consumer(0), "q0", msg)
+        .broker_state(&[("q0", 0, 0), ("q1", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    assert!(report.stats.checked.contains(&Rule::FinalState));
+}
+
+/// No silent skips: a run that reached its end without the broker's
+/// final report (or, in a cluster, the replicas') fails for that
+/// alone; a run a panic cut short fails for the panic, not twice.
+#[test]
+fn a_rule_that_could_not_be_checked_fails_the_run() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = script.accepted(0);
+    script.consumed(ClientId::Consumer(0), "q0", msg);
+    let mut report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    require_all_checked(&mut report, 1, &script.0);
+    assert_eq!(rules(&report), [Rule::NotChecked]);
+    assert!(report.violations[0].detail.ends_with("5 final-state"));
+
+    script.broker_state(&[("q0", 0, 0), ("q1", 0, 0)]);
+    let mut report = check(&script.0, &params(0));
+    require_all_checked(&mut report, 1, &script.0);
+    assert!(report.passed(), "{:?}", report.violations);
+    require_all_checked(&mut report, 3, &script.0);
+    assert!(report.violations[0].detail.ends_with("6 replicas"));
+
+    script.then(Op::Aborted { why: "boom".into() });
+    let mut report = check(&script.0, &params(0));
+    require_all_checked(&mut report, 3, &script.0);
+    assert_eq!(rules(&report), [Rule::NodePanicked]);
+}
+
+#[test]
+fn a_broker_that_still_holds_a_consumed_message_fails_rule_5() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = script.accepted(0);
+    script
+        .consumed(ClientId::Consumer(0), "q0", msg)
+        .broker_state(&[("q0", 1, 0), ("q1", 0, 1)]);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::FinalState, Rule::FinalState]);
+}
+
+#[test]
+fn a_missing_queue_fails_rule_5() {
+    let mut script = Script::default();
+    script
+        .then(Op::BrokerStart { node: None })
+        .broker_state(&[("q0", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::FinalState]);
+    assert!(report.violations[0].detail.contains("no queue q1"));
+}
+
+#[test]
+fn a_message_consumed_on_a_lost_connection_may_still_be_held() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = script.accepted(0);
+    let consumer = conn(ClientId::Consumer(0));
+    script
+        .then(Op::Delivered {
+            conn: consumer,
+            queue: "q0".to_owned(),
+            msg,
+            delivery_count: 0,
+            first_acquirer: true,
+        })
+        .then(Op::Settled {
+            conn: consumer,
+            queue: "q0".to_owned(),
+            msg,
+            outcome: Outcome::Accepted,
+        })
+        .then(Op::ConnectionLost {
+            conn: consumer,
+            why: "reset".to_owned(),
+        })
+        .broker_state(&[("q0", 1, 0), ("q1", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+}
+
+#[test]
+fn every_subscription_must_consume_every_topic_message() {
+    let params = params(2);
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    // Producer 1 is the topic producer.
+    let msg = script.accepted(1);
+    script.consumed(ClientId::Subscriber(0), &params.subscription(0), msg);
+    let report = check(&script.0, &params);
+    assert_eq!(rules(&report), [Rule::Lost]);
+    assert!(
+        report.violations[0]
+            .detail
+            .contains(&params.subscription(1))
+    );
+}
+
+#[test]
+fn a_delivery_from_a_queue_the_message_was_not_sent_to_is_a_phantom() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = script.accepted(0);
+    script.consumed(ClientId::Consumer(1), "q1", msg);
+    let report = check(&script.0, &params(0));
+    // Sent to q0, delivered from q1; and never consumed from q0.
+    assert_eq!(rules(&report), [Rule::Lost, Rule::NeverSent]);
+}
+
+/// `producer` sends message 0 as `kind` `sends` times (the first
+/// time, the outcome is lost with the connection) and sees the last
+/// send accepted.
+fn sent(script: &mut Script, producer: u32, kind: MessageKind, sends: u32) -> MsgId {
+    let msg = MsgId { producer, seq: 0 };
+    for n in 1..=sends {
+        let conn = ConnId {
+            client: ClientId::Producer(producer),
+            n,
+        };
+        script.then(Op::Send {
+            conn,
+            msg,
+            resend: n > 1,
+            kind,
+        });
+        if n == sends {
+            script.then(Op::ProducerOutcome {
+                conn,
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        }
+    }
+    msg
+}
+
+/// A consumer with its own connection (`n`) consumes `msg` from `queue`.
+fn consumed_again(script: &mut Script, client: ClientId, n: u32, queue: &str, msg: MsgId) {
+    script.consumed_on(ConnId { client, n }, queue, msg);
+}
+
+#[test]
+fn a_second_copy_of_a_deduplicated_message_fails_rule_8() {
+    let with_id = MessageKind {
+        message_id: true,
+        ..MessageKind::PLAIN
+    };
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = sent(&mut script, 0, with_id, 2);
+    consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+    consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::DuplicateId]);
+    // Without a message-id, two sends may make two copies.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = sent(&mut script, 0, MessageKind::PLAIN, 2);
+    consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+    consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    // A transient message is not de-duplicated.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let transient = MessageKind {
+        durable: false,
+        ..with_id
+    };
+    let msg = sent(&mut script, 0, transient, 2);
+    consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+    consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+    assert!(check(&script.0, &params(0)).passed());
+}
+
+#[test]
+fn a_delivery_well_after_expiry_fails_rule_9_and_an_expired_message_may_vanish() {
+    let ttl = MessageKind {
+        ttl: Some(Duration::from_millis(2)),
+        ..MessageKind::PLAIN
+    };
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = sent(&mut script, 0, ttl, 1);
+    // Never consumed: it may have expired.
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.vanished_excused, 1);
+    // Delivered within the slack: no violation.
+    consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+    assert!(check(&script.0, &params(0)).passed());
+    // Delivered a whole slack after its expiry.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = sent(&mut script, 0, ttl, 1);
+    while script.0.events().last().map(|e| e.time) < Some(EXPIRY_SLACK + Duration::from_millis(10))
+    {
+        script.then(Op::Fault(FaultEvent::HealedAll));
+    }
+    consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::Expired]);
+}
+
+#[test]
+fn a_message_that_left_a_dead_lettering_queue_unconsumed_must_reach_the_dlq() {
+    // Producer 0 sends to q0, which dead-letters; producer 1 to q1.
+    let params = WorkloadParams {
+        producers: 2,
+        dead_lettering: Some("q0".to_owned()),
+        ..params(0)
+    };
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = sent(&mut script, 0, MessageKind::PLAIN, 1);
+    let conn = conn(ClientId::Consumer(0));
+    script
+        .then(Op::Connected {
+            conn,
+            address: "q0".to_owned(),
+            node: None,
+        })
+        .then(Op::Delivered {
+            conn,
+            queue: "q0".to_owned(),
+            msg,
+            delivery_count: 0,
+            first_acquirer: true,
+        })
+        .then(Op::Settled {
+            conn,
+            queue: "q0".to_owned(),
+            msg,
+            outcome: Outcome::Modified,
+        });
+    let report = check(&script.0, &params);
+    assert_eq!(rules(&report), [Rule::DeadLetterLost]);
+    consumed_again(
+        &mut script,
+        ClientId::DeadLetters(0),
+        1,
+        DEAD_LETTER_QUEUE,
+        msg,
+    );
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.dead_lettered, 1);
+    // From the dlq of a queue that has none, it is a phantom.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = sent(&mut script, 1, MessageKind::PLAIN, 1);
+    consumed_again(
+        &mut script,
+        ClientId::DeadLetters(0),
+        1,
+        DEAD_LETTER_QUEUE,
+        msg,
+    );
+    let rules_broken = rules(&check(&script.0, &params));
+    assert!(rules_broken.contains(&Rule::NeverSent), "{rules_broken:?}");
+}
+
+/// Rule 16: a consume the broker settled in mode second holds across a
+/// lost connection and a restart, which excuse an unconfirmed one.
+#[test]
+fn a_consume_the_broker_settled_in_mode_second_must_hold() {
+    let redelivered = |confirmed: bool| {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = script.accepted(0);
+        let first = conn(ClientId::Consumer(0));
+        let queue = "q0".to_owned();
+        script
+            .then(Op::Connected {
+                conn: first,
+                address: queue.clone(),
+                node: None,
+            })
+            .then(Op::Delivered {
+                conn: first,
+                queue: queue.clone(),
+                msg,
+                delivery_count: 0,
+                first_acquirer: true,
+            })
+            .then(Op::Settled {
+                conn: first,
+                queue: queue.clone(),
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        if confirmed {
+            script.then(Op::SettleConfirmed {
+                conn: first,
+                queue: queue.clone(),
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        }
+        script
+            .then(Op::ConnectionLost {
+                conn: first,
+                why: "reset".to_owned(),
+            })
+            .then(Op::BrokerStart { node: None });
+        consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+        check(&script.0, &params(0))
+    };
+    let report = redelivered(false);
+    assert!(report.passed(), "{:?}", report.violations);
+    let report = redelivered(true);
+    assert_eq!(rules(&report), [Rule::SettleSecond]);
+    assert_eq!(report.stats.settles_confirmed, 1);
+    // A broker that answers `first` to `second` breaks it too.
+    let mut script = Script::default();
+    script
+        .then(Op::BrokerStart { node: None })
+        .then(Op::SettleModeRefused {
+            conn: conn(ClientId::Consumer(0)),
+        });
+    assert_eq!(rules(&check(&script.0, &params(0))), [Rule::SettleSecond]);
+}
+
+/// Rule 17: an accepted request is answered, on its own reply queue,
+/// unless that queue was deleted first; the relay refuses what has
+/// nowhere to go.
+#[test]
+fn every_accepted_request_is_answered_on_its_own_queue() {
+    use crate::request_reply::{NOWHERE, REQUESTS};
+    let requester = conn(ClientId::Requester(0));
+    let responder = conn(ClientId::Responder(0));
+    let msg = MsgId {
+        producer: 0,
+        seq: 0,
+    };
+    // A request to `to`, accepted, with reply queue "dynamic.1".
+    let requested = |to: &str| {
+        let mut script = Script::default();
+        script
+            .then(Op::BrokerStart { node: None })
+            .then(Op::TempQueue {
+                conn: requester,
+                address: "dynamic.1".to_owned(),
+            })
+            .then(Op::Request {
+                conn: requester,
+                msg,
+                to: to.to_owned(),
+                reply_to: "dynamic.1".to_owned(),
+            })
+            .then(Op::RequestOutcome {
+                conn: requester,
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        script
+    };
+    let replied = |script: &mut Script, delivered_on: &str| {
+        script
+            .then(Op::RequestDelivered {
+                conn: responder,
+                msg,
+                reply_to: "dynamic.1".to_owned(),
+            })
+            .then(Op::Reply {
+                conn: responder,
+                msg,
+                to: "dynamic.1".to_owned(),
+            })
+            .then(Op::ReplyDelivered {
+                conn: requester,
+                msg,
+                to: "dynamic.1".to_owned(),
+                queue: delivered_on.to_owned(),
+            });
+    };
+    let checked = |script: &Script| check(&script.0, &params(0));
+    let mut script = requested(REQUESTS);
+    assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+    replied(&mut script, "dynamic.1");
+    let report = checked(&script);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.requests_answered, 1);
+    // Delivered from another queue than the one it was routed to.
+    let mut script = requested(REQUESTS);
+    replied(&mut script, "dynamic.2");
+    assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+    // Unanswered, its queue deleted: excused.
+    let mut script = requested(REQUESTS);
+    script.then(Op::TempQueueDeleted {
+        conn: requester,
+        address: "dynamic.1".to_owned(),
+    });
+    let report = checked(&script);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.requests_excused, 1);
+    // Accepted for an address that does not exist.
+    let mut script = requested(NOWHERE);
+    script.then(Op::Closed { conn: requester });
+    assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+}
+
+// ---- transactions ------------------------------------------------------
+
+/// Producer 0 declares its transaction 0, sends messages 0..`count` in
+/// it and discharges it (committing if `commit`), then gets `answer`
+/// (`None`: the connection is lost first). Returns the messages.
+fn transaction(
+    script: &mut Script,
+    count: u64,
+    commit: bool,
+    answer: Option<Outcome>,
+) -> Vec<MsgId> {
+    let conn = conn(ClientId::Producer(0));
+    let txn = TxnId { producer: 0, n: 0 };
+    script.then(Op::TxnDeclared { conn, txn });
+    let kind = MessageKind {
+        txn: Some(0),
+        ..MessageKind::PLAIN
+    };
+    let msgs: Vec<MsgId> = (0..count).map(|seq| MsgId { producer: 0, seq }).collect();
+    for &msg in &msgs {
+        script.then(Op::Send {
+            conn,
+            msg,
+            resend: false,
+            kind,
+        });
+        // Provisional: no acceptance.
+        script.then(Op::ProducerOutcome {
+            conn,
+            msg,
+            outcome: Outcome::Accepted,
+        });
+    }
+    script.then(Op::Discharge { conn, txn, commit });
+    match answer {
+        Some(outcome) => script.then(Op::Discharged { conn, txn, outcome }),
+        None => script.then(Op::ConnectionLost {
+            conn,
+            why: "reset".to_owned(),
+        }),
+    };
+    msgs
+}
+
+/// Consumer 0 consumes each of `msgs` from q0, each on its own
+/// connection.
+fn consume_all(script: &mut Script, msgs: &[MsgId]) {
+    for (n, &msg) in (1..).zip(msgs) {
+        consumed_again(script, ClientId::Consumer(0), n, "q0", msg);
+    }
+}
+
+#[test]
+fn every_message_of_a_committed_transaction_must_be_consumed() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msgs = transaction(&mut script, 3, true, Some(Outcome::Accepted));
+    consume_all(&mut script, &msgs[..2]);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::TxnLost]);
+    assert!(report.violations[0].detail.contains("p0#2"));
+    assert_eq!(report.stats.messages_accepted, 3);
+    consume_all(&mut script, &msgs[2..]);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    // Provisional outcomes alone promise nothing.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    transaction(&mut script, 3, true, Some(Outcome::Rejected));
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.messages_accepted, 0);
+}
+
+#[test]
+fn a_message_of_a_transaction_that_did_not_commit_must_never_be_delivered() {
+    let cases = [
+        (false, Some(Outcome::Accepted), "rolled back"),
+        (false, None, "rolled back"),
+        (true, Some(Outcome::Rejected), "commit was refused"),
+    ];
+    for (commit, answer, why) in cases {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msgs = transaction(&mut script, 2, commit, answer);
+        consume_all(&mut script, &msgs[..1]);
+        let report = check(&script.0, &params(0));
+        assert_eq!(rules(&report), [Rule::TxnAbortedDelivered], "{why}");
+        assert!(report.violations[0].detail.contains(why), "{why}");
+    }
+    // Never discharged: its connection's end rolled it back.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let conn = conn(ClientId::Producer(0));
+    let txn = TxnId { producer: 0, n: 0 };
+    let msg = MsgId {
+        producer: 0,
+        seq: 0,
+    };
+    let kind = MessageKind {
+        txn: Some(0),
+        ..MessageKind::PLAIN
+    };
+    script.then(Op::TxnDeclared { conn, txn }).then(Op::Send {
+        conn,
+        msg,
+        resend: false,
+        kind,
+    });
+    consume_all(&mut script, &[msg]);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::TxnAbortedDelivered]);
+    assert!(report.violations[0].detail.contains("never discharged"));
+}
+
+#[test]
+fn a_commit_with_no_answer_applies_all_or_nothing() {
+    // Nothing delivered: it did not commit, which is allowed.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msgs = transaction(&mut script, 3, true, None);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    // Everything consumed: it committed.
+    consume_all(&mut script, &msgs);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    // Part of it: a violation per message missing.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msgs = transaction(&mut script, 3, true, None);
+    consume_all(&mut script, &msgs[..1]);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::TxnPartial, Rule::TxnPartial]);
+    assert!(report.violations[0].detail.contains("p0#0 was delivered"));
+}
+
+#[test]
+fn a_broker_holding_a_rolled_back_message_fails_rule_5() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    transaction(&mut script, 1, false, Some(Outcome::Accepted));
+    script.broker_state(&[("q0", 1, 0), ("q1", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::FinalState]);
+    // Of a commit with no answer, it may hold the messages.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    transaction(&mut script, 1, true, None);
+    script.broker_state(&[("q0", 1, 0), ("q1", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+}
+
+// ---- the cluster -------------------------------------------------------
+
+fn replicas(node: u64, groups: &[(u32, u64, u32)]) -> NodeReplicas {
+    let groups = groups
+        .iter()
+        .map(|&(group, applied, digest)| sluice::node::ReplicaStatus {
+            group,
+            leader: Some(1),
+            applied,
+            digest,
+            rejoining: false,
+        })
+        .collect();
+    NodeReplicas {
+        node,
+        groups: Some(groups),
+    }
+}
+
+#[test]
+fn replicas_must_apply_alike_and_agree() {
+    let agree = [
+        replicas(1, &[(1, 10, 0xaa), (2, 7, 0xbb)]),
+        replicas(2, &[(1, 10, 0xaa), (2, 7, 0xbb)]),
+    ];
+    assert!(divergences(&agree).is_empty());
+    let differ = [
+        replicas(1, &[(1, 10, 0xaa), (2, 7, 0xbb)]),
+        replicas(2, &[(1, 10, 0xab), (2, 7, 0xbb)]),
+    ];
+    let found = divergences(&differ);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("group 1:"), "{found:?}");
+    assert!(found[0].contains("node1 digest 0x000000aa"), "{found:?}");
+    assert!(found[0].contains("node2 digest 0x000000ab"), "{found:?}");
+    let behind = [
+        replicas(1, &[(1, 10, 0xaa)]),
+        replicas(2, &[(1, 9, 0xaa)]),
+        NodeReplicas {
+            node: 3,
+            groups: None,
+        },
+    ];
+    let found = divergences(&behind);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|f| f.contains("node3 did not report")));
+    assert!(found.iter().any(|f| f.contains("node2 applied 9")));
+    let mut stuck = [replicas(1, &[(1, 10, 0xaa)]), replicas(2, &[(1, 10, 0xaa)])];
+    if let Some(groups) = &mut stuck[1].groups {
+        groups[0].rejoining = true;
+    }
+    let found = divergences(&stuck);
+    assert_eq!(
+        found,
+        ["group 1: node2 is still rejoining after damage to its log"]
+    );
+}
+
+#[test]
+fn diverged_replicas_fail_rule_6() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: Some(1) });
+    script.then(Op::Replicas {
+        nodes: vec![replicas(1, &[(1, 3, 1)]), replicas(2, &[(1, 3, 2)])],
+    });
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::ReplicaConvergence]);
+    assert!(report.stats.checked.contains(&Rule::ReplicaConvergence));
+}
+
+/// `client` on cluster node `node` receives `msg` from q0 with
+/// `count`, then accepts it.
+fn consumed_on(script: &mut Script, client: ClientId, node: u64, msg: MsgId, count: u32) {
+    let conn = conn(client);
+    script
+        .then(Op::Connected {
+            conn,
+            address: "q0".to_owned(),
+            node: Some(node),
+        })
+        .then(Op::Delivered {
+            conn,
+            queue: "q0".to_owned(),
+            msg,
+            delivery_count: count,
+            first_acquirer: false,
+        })
+        .then(Op::Settled {
+            conn,
+            queue: "q0".to_owned(),
+            msg,
+            outcome: Outcome::Accepted,
+        });
+}
+
+#[test]
+fn a_stale_delivery_from_a_lagging_node_is_no_violation() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: Some(1) });
+    let msg = script.accepted(0);
+    consumed_on(&mut script, ClientId::Consumer(0), 1, msg, 1);
+    // An earlier acquisition (count 0), handed over late.
+    consumed_on(&mut script, ClientId::Consumer(1), 2, msg, 0);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    // The same count again is a redelivery of a consumed message.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: Some(1) });
+    let msg = script.accepted(0);
+    consumed_on(&mut script, ClientId::Consumer(0), 1, msg, 1);
+    consumed_on(&mut script, ClientId::Consumer(1), 2, msg, 1);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::ConsumedRedelivered]);
+}
+
+#[test]
+fn a_consume_on_a_node_cut_off_from_the_others_is_not_firm() {
+    let isolate = |host: &str| Fault::Isolate {
+        host: host.to_owned(),
+        others: vec!["node1".to_owned()],
+        leader_of: None,
+    };
+    let injected = |fault| {
+        let lasts = Duration::from_secs(1);
+        Op::Fault(FaultEvent::Injected { fault, lasts })
+    };
+    let ended = |fault| Op::Fault(FaultEvent::Ended(fault));
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: Some(1) });
+    let msg = script.accepted(0);
+    script.then(injected(isolate("node2")));
+    consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
+    script.then(ended(isolate("node2")));
+    consumed_on(&mut script, ClientId::Consumer(1), 1, msg, 1);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    // Cut off node 3 instead: the consume on node 2 is firm.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: Some(1) });
+    let msg = script.accepted(0);
+    script.then(injected(isolate("node3")));
+    consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
+    script.then(ended(isolate("node3")));
+    consumed_on(&mut script, ClientId::Consumer(1), 1, msg, 1);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::ConsumedRedelivered]);
+}
+
+/// Rule 9 in a cluster: a crash of any node (a group's leader) may
+/// stall the commit that dispatches a message, whose clock was read
+/// before the crash.
+#[test]
+fn a_late_delivery_behind_a_crashed_node_is_excused() {
+    let ttl = MessageKind {
+        ttl: Some(Duration::from_millis(2)),
+        ..MessageKind::PLAIN
+    };
+    let late = |crash: bool| {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: Some(1) });
+        let msg = sent(&mut script, 0, ttl, 1);
+        let fault = Fault::Crash {
+            host: "node3".to_owned(),
+        };
+        if crash {
+            let lasts = Duration::from_millis(100);
+            script.then(Op::Fault(FaultEvent::Injected {
+                fault: fault.clone(),
+                lasts,
+            }));
+        }
+        while script.0.events().last().map(|e| e.time)
+            < Some(EXPIRY_SLACK + Duration::from_millis(10))
+        {
+            script.then(Op::LeaderObserved {
+                group: 1,
+                leader: Some(1),
+            });
+        }
+        if crash {
+            script.then(Op::Fault(FaultEvent::Ended(fault)));
+        }
+        consumed_on(&mut script, ClientId::Consumer(0), 2, msg, 0);
+        rules(&check(&script.0, &params(0)))
+    };
+    assert_eq!(late(false), [Rule::Expired]);
+    assert_eq!(late(true), []);
+}
+
+#[test]
+fn a_panic_fails_rule_7_and_skips_the_end_of_run_rules() {
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: Some(1) });
+    script.accepted(0);
+    script.then(Op::Aborted {
+        why: "to_commit 9 is out of range".to_owned(),
+    });
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::NodePanicked]);
+}
