@@ -386,28 +386,17 @@ impl<I: Io> Client<I> {
     }
 
     /// Under rcv-settle-mode `second`: sends `state` for a received
-    /// delivery without settling it, and waits for the broker to settle it,
-    /// which says the outcome has taken effect; then the delivery is
-    /// settled here too (the engine forgets it on the broker's settle, so
-    /// nothing more goes out). Events that arrive meanwhile are kept for
-    /// [`Client::next_event`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::next_event`]; then the outcome may or may not have
-    /// taken effect.
+    /// delivery without settling it. The broker settles the delivery once
+    /// the outcome has taken effect: [`Client::next_event`] then reports an
+    /// [`Event::Disposition`] for it with `settled`, and the delivery is
+    /// settled here too (the engine forgets it, so nothing more goes out).
     pub async fn settle_second(
         &mut self,
         delivery: DeliveryId,
         state: DeliveryState,
     ) -> Result<(), ClientError> {
         self.conn.disposition(delivery, Some(state), false)?;
-        self.flush().await?;
-        self.wait_for(|e| {
-            matches!(e, Event::Disposition { delivery: d, settled: true, .. } if *d == delivery)
-        })
-        .await?;
-        Ok(())
+        self.flush().await
     }
 
     /// Settles a received delivery with `state`.

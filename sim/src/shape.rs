@@ -39,6 +39,14 @@ pub struct WorkloadShape {
     /// its replay files pin it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_publish_limit: Option<u64>,
+    /// Whether receivers may settle in rcv-settle-mode `second`: `false`
+    /// keeps a replay file whose seed now draws it on the run that
+    /// reproduced its open bug.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcv_settle_second: Option<bool>,
+    /// Requesters (and so a responder), for the same reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requesters: Option<u32>,
 }
 
 impl WorkloadShape {
@@ -54,6 +62,8 @@ impl WorkloadShape {
                 Some((max_length, Overflow::RejectPublish)) => Some(max_length),
                 _ => None,
             },
+            rcv_settle_second: Some(params.rcv_settle_second),
+            requesters: Some(params.requesters),
         }
     }
 
@@ -68,6 +78,8 @@ impl WorkloadShape {
             (self.messages_per_producer).unwrap_or(params.messages_per_producer);
         params.topic_producers = self.topic_producers.unwrap_or(params.topic_producers);
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
+        params.rcv_settle_second = self.rcv_settle_second.unwrap_or(params.rcv_settle_second);
+        params.requesters = self.requesters.unwrap_or(params.requesters);
         if let Some(max_length) = self.reject_publish_limit {
             params.limit = Some((max_length, Overflow::RejectPublish));
         }

@@ -1336,6 +1336,7 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
         // Deliveries left unsettled on purpose: released when the
         // connection ends, or accepted in the drain phase.
         let mut held: BTreeMap<DeliveryId, MsgId> = BTreeMap::new();
+        let mut awaiting = Awaiting::new();
         let lost = 'conn: loop {
             match shared.phase() {
                 Phase::Finished => {
@@ -1347,12 +1348,12 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                         let settling = Settling {
                             conn,
                             queue: &queue,
-                            second: from.second,
+                            awaiting: from.second.then_some(&mut awaiting),
                         };
                         if let Err(error) = settle(
                             &mut client,
                             &shared,
-                            &settling,
+                            settling,
                             delivery,
                             msg,
                             Outcome::Accepted,
@@ -1407,11 +1408,10 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                             let settling = Settling {
                                 conn,
                                 queue: &queue,
-                                second: from.second,
+                                awaiting: from.second.then_some(&mut awaiting),
                             };
                             if let Err(error) =
-                                settle(&mut client, &shared, &settling, delivery, msg, outcome)
-                                    .await
+                                settle(&mut client, &shared, settling, delivery, msg, outcome).await
                             {
                                 break 'conn error.to_string();
                             }
@@ -1445,8 +1445,10 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                             // a loss.
                             break 'conn String::new();
                         }
-                        // What the old link held goes back to the broker.
+                        // What the old link held goes back to the broker,
+                        // and its settles are no longer answered.
                         held.clear();
+                        awaiting.clear();
                         let credit = rng.gen_range(1..=credit_max);
                         match relink(&mut client, session, link, &from, credit).await {
                             Ok(new_link) => link = new_link,
@@ -1455,6 +1457,11 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
                         shared.record(Op::Relinked { conn });
                     }
                 }
+                Ok(Event::Disposition {
+                    delivery,
+                    settled: true,
+                    ..
+                }) => confirmed(&mut awaiting, &shared, conn, &queue, delivery),
                 Ok(Event::Closed { local, remote }) => {
                     break 'conn format!("closed: {:?}", local.or(remote));
                 }
@@ -1472,21 +1479,26 @@ async fn receive(me: ClientId, seed: u64, from: ReadFrom, shared: Rc<Shared>) ->
     }
 }
 
-/// Where a receiver settles: its connection, its queue, and whether in
-/// mode `second`.
+/// The deliveries of a receiver in mode `second` whose outcome it sent and
+/// whose settle from the broker it awaits: each message and outcome.
+type Awaiting = BTreeMap<DeliveryId, (MsgId, Outcome)>;
+
+/// Where a receiver settles: its connection, its queue, and in mode
+/// `second` what it awaits the broker's settle for.
 struct Settling<'a> {
     conn: ConnId,
     queue: &'a str,
-    second: bool,
+    awaiting: Option<&'a mut Awaiting>,
 }
 
 /// Settles `delivery` of `msg` with `outcome`: in mode `first` at once; in
-/// mode `second` by sending the outcome and waiting (boundedly) for the
-/// broker's settle, recorded as [`Op::SettleConfirmed`].
+/// mode `second` by sending the outcome unsettled and noting it in
+/// `awaiting` (the broker's settle comes as an event, recorded as
+/// [`Op::SettleConfirmed`] by [`confirmed`]).
 async fn settle(
     client: &mut Client<TurmoilIo>,
     shared: &Shared,
-    settling: &Settling<'_>,
+    settling: Settling<'_>,
     delivery: DeliveryId,
     msg: MsgId,
     outcome: Outcome,
@@ -1494,8 +1506,8 @@ async fn settle(
     let Settling {
         conn,
         queue,
-        second,
-    } = *settling;
+        awaiting,
+    } = settling;
     let state = match outcome {
         Outcome::Accepted | Outcome::None => DeliveryState::Accepted(Accepted),
         Outcome::Rejected => DeliveryState::Rejected(Rejected { error: None }),
@@ -1513,15 +1525,31 @@ async fn settle(
         msg,
         outcome,
     });
-    if !second {
+    let Some(awaiting) = awaiting else {
         return client.settle(delivery, state).await;
+    };
+    awaiting.insert(delivery, (msg, outcome));
+    client.settle_second(delivery, state).await
+}
+
+/// Under rcv-settle-mode `second`, the broker's settle of `delivery`, if it
+/// awaited one: records it as [`Op::SettleConfirmed`]. Recorded as it
+/// comes, not after a wait: a receiver that waited for each settle in turn
+/// would record the deliveries that came meanwhile late (rule 9 reads
+/// their times).
+fn confirmed(
+    awaiting: &mut Awaiting,
+    shared: &Shared,
+    conn: ConnId,
+    queue: &str,
+    delivery: DeliveryId,
+) {
+    if let Some((msg, outcome)) = awaiting.remove(&delivery) {
+        shared.record(Op::SettleConfirmed {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            outcome,
+        });
     }
-    with_timeout(client.settle_second(delivery, state)).await?;
-    shared.record(Op::SettleConfirmed {
-        conn,
-        queue: queue.to_owned(),
-        msg,
-        outcome,
-    });
-    Ok(())
 }
