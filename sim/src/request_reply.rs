@@ -16,8 +16,9 @@
 //! The responder consumes [`REQUESTS`] (it makes the queue: requesters
 //! wait for it, as the relay never makes one) and answers each request
 //! through the anonymous relay to its `reply-to`, then accepts the
-//! request; a request it could not accept is delivered again and answered
-//! again (at least once).
+//! request, or releases it if the broker refused the reply for any reason
+//! but its queue being gone (a full disk); a request it released or could
+//! not settle is delivered again and answered again (at least once).
 //!
 //! The checker's rule 17 (`checker/request_reply.rs`) reads the ops they
 //! record; [`Awaited`] tells the drain which accepted requests still wait
@@ -30,7 +31,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 use sluice::amqp::engine::{DeliveryId, Event, LinkId, SessionId};
-use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Properties, Section, Source};
+use sluice::amqp::types::{
+    Accepted, DeliveryState, Header, Message, Properties, Rejected, Released, Section, Source,
+    condition,
+};
 use sluice::client::{Client, ClientError};
 use sluice::io::TurmoilIo;
 
@@ -417,8 +421,11 @@ pub async fn responder(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
 }
 
 /// Answers the request `message` (delivery `delivery`) through the relay,
-/// waits (boundedly) for the reply's outcome, then accepts the request;
-/// why the connection is to be dropped if that failed.
+/// waits (boundedly) for the reply's outcome, then accepts the request if
+/// the reply was taken or has nowhere to go (its queue is gone), and
+/// releases it otherwise (a full disk refused the reply), so that it comes
+/// back to be answered again; why the connection is to be dropped if that
+/// failed.
 async fn answer(
     r: &mut Responding,
     shared: &Shared,
@@ -446,12 +453,26 @@ async fn answer(
         let answered = r.client.wait_for(|event| {
             matches!(event, Event::Disposition { delivery, settled: true, .. } if *delivery == sent)
         });
-        let outcome = match with_timeout(answered).await {
-            Ok(Event::Disposition { state, .. }) => outcome_of(state.as_ref()),
-            Ok(_) => Outcome::None,
+        let state = match with_timeout(answered).await {
+            Ok(Event::Disposition { state, .. }) => state,
+            Ok(_) => None,
             Err(error) => return Err(format!("reply outcome: {error}")),
         };
+        let outcome = outcome_of(state.as_ref());
         shared.record(Op::ReplyOutcome { conn, msg, outcome });
+        let nowhere = matches!(
+            &state,
+            Some(DeliveryState::Rejected(Rejected { error: Some(error) }))
+                if error.condition.as_str() == condition::NOT_FOUND
+        );
+        if outcome != Outcome::Accepted && !nowhere {
+            let released = DeliveryState::Released(Released);
+            return r
+                .client
+                .settle(delivery, released)
+                .await
+                .map_err(|error| error.to_string());
+        }
     }
     let accepted = DeliveryState::Accepted(Accepted);
     r.client
