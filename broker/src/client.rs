@@ -17,9 +17,9 @@ use crate::amqp::engine::{
     SessionId,
 };
 use crate::amqp::types::{
-    AttachTarget, ControlMessage, Coordinator, Declare, DeliveryState, Discharge, Error,
-    LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Role, Section, SenderSettleMode, Source,
-    Target,
+    Attach, AttachSource, AttachTarget, ControlMessage, Coordinator, Declare, DeliveryState,
+    Discharge, Error, LOCAL_TRANSACTIONS, Message, ReceiverSettleMode, Role, Section,
+    SenderSettleMode, Source, Target,
 };
 use crate::io::{self as seam, Io};
 
@@ -39,6 +39,10 @@ pub enum ClientError {
     /// The broker refused or closed a link.
     #[error("link refused: {0:?}")]
     LinkRefused(Option<Error>),
+    /// The broker answered a receiver's request for rcv-settle-mode
+    /// `second` with `first`.
+    #[error("rcv-settle-mode second refused: the broker answered first")]
+    SettleModeRefused,
     /// The coordinator refused a `declare`, or rolled a transaction back
     /// at its discharge (the error, if it gave one).
     #[error("transaction refused: {0:?}")]
@@ -134,6 +138,65 @@ impl<I: Io> Client<I> {
         source: Source,
         credit: u32,
     ) -> Result<LinkId, ClientError> {
+        let first = ReceiverSettleMode::First;
+        self.attach_receiver_settling(session, name, source, credit, first)
+            .await
+    }
+
+    /// Attaches a receiving link from `source` asking for `rcv_settle_mode`,
+    /// and grants it `credit`. Under `second` the broker settles each
+    /// delivery only after the outcome the client sent: see
+    /// [`Client::settle_second`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::SettleModeRefused`] if the broker's attach answers
+    /// `first` to a request for `second` (the link stays attached).
+    pub async fn attach_receiver_settling(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        source: Source,
+        credit: u32,
+        rcv_settle_mode: ReceiverSettleMode,
+    ) -> Result<LinkId, ClientError> {
+        let options = LinkOptions {
+            name: name.to_owned(),
+            role: Role::Receiver,
+            source: Some(source.into()),
+            target: Some(Target::default().into()),
+            snd_settle_mode: SenderSettleMode::Unsettled,
+            rcv_settle_mode,
+        };
+        let link = self.attach(session, options).await?;
+        // The sender decides the modes in use (§2.7.3): its answer says
+        // whether a settle from us ends the delivery or waits for its own.
+        if self.conn.rcv_settle_mode(link) != Some(rcv_settle_mode) {
+            return Err(ClientError::SettleModeRefused);
+        }
+        self.conn.flow(link, credit, false)?;
+        self.flush().await?;
+        Ok(link)
+    }
+
+    /// Attaches a receiving link from a dynamic source (a temporary queue
+    /// the broker makes and names, deleted when the link closes) and
+    /// grants it `credit`: the link, and the address the broker named.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::LinkRefused`] if the broker refused the link, or
+    /// answered with a source that has no address.
+    pub async fn attach_dynamic_receiver(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        credit: u32,
+    ) -> Result<(LinkId, String), ClientError> {
+        let source = Source {
+            dynamic: true,
+            ..Source::default()
+        };
         let options = LinkOptions {
             name: name.to_owned(),
             role: Role::Receiver,
@@ -142,10 +205,18 @@ impl<I: Io> Client<I> {
             snd_settle_mode: SenderSettleMode::Unsettled,
             rcv_settle_mode: ReceiverSettleMode::First,
         };
-        let link = self.attach(session, options).await?;
+        let (link, remote) = self.attach_answered(session, options).await?;
+        let address = remote
+            .source
+            .as_ref()
+            .and_then(AttachSource::node)
+            .and_then(|source| source.address.clone());
+        let Some(address) = address else {
+            return Err(ClientError::LinkRefused(None));
+        };
         self.conn.flow(link, credit, false)?;
         self.flush().await?;
-        Ok(link)
+        Ok((link, address))
     }
 
     /// Attaches a link as `options` say and waits for the broker's answer:
@@ -155,6 +226,15 @@ impl<I: Io> Client<I> {
         session: SessionId,
         options: LinkOptions,
     ) -> Result<LinkId, ClientError> {
+        Ok(self.attach_answered(session, options).await?.0)
+    }
+
+    /// As [`Client::attach`], with the broker's attach.
+    async fn attach_answered(
+        &mut self,
+        session: SessionId,
+        options: LinkOptions,
+    ) -> Result<(LinkId, Box<Attach>), ClientError> {
         let link = self.conn.attach(session, options)?;
         let attached = self
             .wait_for(|e| matches!(e, Event::LinkAttached { link: l, .. } if *l == link))
@@ -176,7 +256,7 @@ impl<I: Io> Client<I> {
             };
             return Err(ClientError::LinkRefused(error));
         }
-        Ok(link)
+        Ok((link, remote))
     }
 
     /// Waits until `link` has credit to send.
@@ -303,6 +383,20 @@ impl<I: Io> Client<I> {
             } => Ok(state),
             _ => unreachable!("wait_for returns the event it matched"),
         }
+    }
+
+    /// Under rcv-settle-mode `second`: sends `state` for a received
+    /// delivery without settling it. The broker settles the delivery once
+    /// the outcome has taken effect: [`Client::next_event`] then reports an
+    /// [`Event::Disposition`] for it with `settled`, and the delivery is
+    /// settled here too (the engine forgets it, so nothing more goes out).
+    pub async fn settle_second(
+        &mut self,
+        delivery: DeliveryId,
+        state: DeliveryState,
+    ) -> Result<(), ClientError> {
+        self.conn.disposition(delivery, Some(state), false)?;
+        self.flush().await
     }
 
     /// Settles a received delivery with `state`.

@@ -23,6 +23,8 @@
 //! | `lvq-keeps-superseded` | `queue::machine` `Queues::enqueue` | a last-value queue's new message replaces none of the messages with its key, so a superseded value is delivered after the newer one was accepted |
 //! | `lvq-loses-newest` | `queue::machine` `Queues::enqueue` | a last-value queue's new message that replaces others is dropped with them (yet answered `accepted`), so the newest value of its key is lost |
 //! | `priority-ignored` | `queue::machine` `Queues::enqueue` | a published message's priority is taken as the default, so a priority queue delivers first in first out |
+//! | `unroutable-accepted` | `queue::machine` `Queues::enqueue` | an enqueue to a queue that does not exist (the anonymous relay's `to` names none) is dropped without a rejection, so the publish is answered `accepted` |
+//! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
 
 use std::fmt;
 use std::str::FromStr;
@@ -145,6 +147,17 @@ impl Plants {
     pub const fn priority_ignored(self) -> bool {
         self.has(Plant::PriorityIgnored)
     }
+
+    /// `unroutable-accepted`: a message for a queue that does not exist is
+    /// dropped and accepted.
+    pub const fn unroutable_accepted(self) -> bool {
+        self.has(Plant::UnroutableAccepted)
+    }
+
+    /// `settle-second-early`: a settle is confirmed before it is applied.
+    pub const fn settle_second_early(self) -> bool {
+        self.has(Plant::SettleSecondEarly)
+    }
 }
 
 /// One planted bug.
@@ -192,11 +205,17 @@ pub enum Plant {
     LvqLosesNewest,
     /// A published message's `header.priority` is ignored.
     PriorityIgnored,
+    /// Under rcv-settle-mode second, the broker settles a consumer's
+    /// delivery before the outcome is applied.
+    SettleSecondEarly,
+    /// An enqueue to a queue that does not exist is dropped, and its
+    /// publish accepted.
+    UnroutableAccepted,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 16] = [
+    pub const ALL: [Plant; 18] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -213,6 +232,8 @@ impl Plant {
         Plant::LvqKeepsSuperseded,
         Plant::LvqLosesNewest,
         Plant::PriorityIgnored,
+        Plant::SettleSecondEarly,
+        Plant::UnroutableAccepted,
     ];
 
     /// The plant's command-line name.
@@ -234,6 +255,8 @@ impl Plant {
             Plant::LvqKeepsSuperseded => "lvq-keeps-superseded",
             Plant::LvqLosesNewest => "lvq-loses-newest",
             Plant::PriorityIgnored => "priority-ignored",
+            Plant::SettleSecondEarly => "settle-second-early",
+            Plant::UnroutableAccepted => "unroutable-accepted",
         }
     }
 }
@@ -247,7 +270,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -183,6 +183,12 @@ pub enum ClientId {
     DeadLetters(u32),
     /// A browser of a queue: it sees messages without taking them.
     Browser(u32),
+    /// A requester: sends requests through the anonymous relay and reads
+    /// the replies on a temporary queue the broker names.
+    Requester(u32),
+    /// A responder: consumes requests and answers each through the
+    /// anonymous relay to its `reply-to`.
+    Responder(u32),
 }
 
 impl fmt::Display for ClientId {
@@ -193,6 +199,8 @@ impl fmt::Display for ClientId {
             ClientId::Subscriber(n) => write!(f, "subscriber{n}"),
             ClientId::DeadLetters(n) => write!(f, "deadletters{n}"),
             ClientId::Browser(n) => write!(f, "browser{n}"),
+            ClientId::Requester(n) => write!(f, "requester{n}"),
+            ClientId::Responder(n) => write!(f, "responder{n}"),
         }
     }
 }
@@ -348,8 +356,9 @@ pub enum Op {
         /// Every node, in id order.
         nodes: Vec<NodeReplicas>,
     },
-    /// A consumer settled a received message (settle mode first: the
-    /// broker sends no confirmation).
+    /// A consumer settled a received message: in settle mode first, with
+    /// no confirmation from the broker; in mode second, it sent its outcome
+    /// and waits for the broker's settle ([`Op::SettleConfirmed`]).
     Settled {
         /// The connection.
         conn: ConnId,
@@ -359,6 +368,102 @@ pub enum Op {
         msg: MsgId,
         /// The outcome it chose.
         outcome: Outcome,
+    },
+    /// Under rcv-settle-mode `second`, the broker settled a delivery the
+    /// consumer had sent its outcome for ([`Op::Settled`]): the outcome
+    /// has taken effect, and the broker has forgotten the delivery.
+    SettleConfirmed {
+        /// The connection.
+        conn: ConnId,
+        /// The queue the message came from.
+        queue: String,
+        /// The message.
+        msg: MsgId,
+        /// The outcome the consumer chose.
+        outcome: Outcome,
+    },
+    /// A receiver asked for rcv-settle-mode `second` and the broker's
+    /// attach answered `first`; the client dropped the connection.
+    SettleModeRefused {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A requester attached a receiving link from a dynamic source: the
+    /// broker made a temporary queue for it, named `address`, which lives
+    /// as long as that link.
+    TempQueue {
+        /// The connection.
+        conn: ConnId,
+        /// The name the broker gave it.
+        address: String,
+    },
+    /// A requester closed the link of its temporary queue `address` and
+    /// the broker answered: the queue is deleted.
+    TempQueueDeleted {
+        /// The connection.
+        conn: ConnId,
+        /// The queue.
+        address: String,
+    },
+    /// A requester sent a request through the anonymous relay, unsettled,
+    /// never to be resent (its reply queue goes with its connection).
+    Request {
+        /// The connection.
+        conn: ConnId,
+        /// The request (its requester's number and sequence).
+        msg: MsgId,
+        /// Its `to`: the requests' queue, or an address that does not
+        /// exist.
+        to: String,
+        /// Its `reply-to`: the requester's temporary queue.
+        reply_to: String,
+    },
+    /// The broker's outcome for a request.
+    RequestOutcome {
+        /// The connection.
+        conn: ConnId,
+        /// The request.
+        msg: MsgId,
+        /// The outcome.
+        outcome: Outcome,
+    },
+    /// A responder received a request.
+    RequestDelivered {
+        /// The connection.
+        conn: ConnId,
+        /// The request.
+        msg: MsgId,
+        /// Its `reply-to`, as delivered.
+        reply_to: String,
+    },
+    /// A responder sent a reply through the anonymous relay.
+    Reply {
+        /// The connection.
+        conn: ConnId,
+        /// The request it answers (the reply carries its id).
+        msg: MsgId,
+        /// Its `to`: the request's `reply-to`.
+        to: String,
+    },
+    /// The broker's outcome for a reply.
+    ReplyOutcome {
+        /// The connection.
+        conn: ConnId,
+        /// The request it answers.
+        msg: MsgId,
+        /// The outcome.
+        outcome: Outcome,
+    },
+    /// A requester received a reply on its temporary queue.
+    ReplyDelivered {
+        /// The connection.
+        conn: ConnId,
+        /// The request it answers.
+        msg: MsgId,
+        /// Its `to`, as delivered: the queue it was routed to.
+        to: String,
+        /// The temporary queue the requester's link reads now.
+        queue: String,
     },
     /// In a cluster's fault phase, the leader most nodes name for a group
     /// changed (as the nemesis finds leaders: see
@@ -438,6 +543,43 @@ impl fmt::Display for Op {
                 msg,
                 outcome,
             } => write!(f, "{conn} settle {msg} from {queue} {outcome:?}"),
+            Op::SettleConfirmed {
+                conn,
+                queue,
+                msg,
+                outcome,
+            } => write!(f, "{conn} broker settled {msg} from {queue} {outcome:?}"),
+            Op::TempQueue { conn, address } => write!(f, "{conn} temporary queue {address}"),
+            Op::TempQueueDeleted { conn, address } => {
+                write!(f, "{conn} deleted temporary queue {address}")
+            }
+            Op::Request {
+                conn,
+                msg,
+                to,
+                reply_to,
+            } => write!(f, "{conn} request {msg} to {to} reply-to {reply_to}"),
+            Op::RequestOutcome { conn, msg, outcome } => {
+                write!(f, "{conn} request {msg} -> {outcome:?}")
+            }
+            Op::RequestDelivered {
+                conn,
+                msg,
+                reply_to,
+            } => write!(f, "{conn} got request {msg} reply-to {reply_to}"),
+            Op::Reply { conn, msg, to } => write!(f, "{conn} reply {msg} to {to}"),
+            Op::ReplyOutcome { conn, msg, outcome } => {
+                write!(f, "{conn} reply {msg} -> {outcome:?}")
+            }
+            Op::ReplyDelivered {
+                conn,
+                msg,
+                to,
+                queue,
+            } => write!(f, "{conn} got reply {msg} to {to} on {queue}"),
+            Op::SettleModeRefused { conn } => {
+                write!(f, "{conn} asked for rcv-settle-mode second, got first")
+            }
             Op::Browsed { conn, queue, msg } => write!(f, "{conn} browsed {msg} in {queue}"),
             Op::LeaderObserved {
                 group,

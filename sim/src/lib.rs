@@ -12,6 +12,7 @@ pub mod nemesis;
 pub mod queue_types;
 pub mod raft;
 pub mod replay;
+pub mod request_reply;
 pub mod schedule;
 pub mod shape;
 pub mod shrink;

@@ -45,6 +45,14 @@ pub struct WorkloadShape {
     /// came keeps its run (and the bug it reproduces) with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typed_queues: Option<bool>,
+    /// Whether receivers may settle in rcv-settle-mode `second`: `false`
+    /// keeps a replay file whose seed now draws it on the run that
+    /// reproduced its open bug.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcv_settle_second: Option<bool>,
+    /// Requesters (and so a responder), for the same reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requesters: Option<u32>,
 }
 
 impl WorkloadShape {
@@ -61,6 +69,8 @@ impl WorkloadShape {
                 _ => None,
             },
             typed_queues: None,
+            rcv_settle_second: Some(params.rcv_settle_second),
+            requesters: Some(params.requesters),
         }
     }
 
@@ -75,6 +85,8 @@ impl WorkloadShape {
             (self.messages_per_producer).unwrap_or(params.messages_per_producer);
         params.topic_producers = self.topic_producers.unwrap_or(params.topic_producers);
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
+        params.rcv_settle_second = self.rcv_settle_second.unwrap_or(params.rcv_settle_second);
+        params.requesters = self.requesters.unwrap_or(params.requesters);
         if let Some(max_length) = self.reject_publish_limit {
             params.limit = (max_length > 0).then_some((max_length, Overflow::RejectPublish));
         }

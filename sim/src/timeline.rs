@@ -211,7 +211,17 @@ fn conn_of(op: &Op) -> Option<ConnId> {
         | Op::Discharged { conn, .. }
         | Op::Delivered { conn, .. }
         | Op::Browsed { conn, .. }
-        | Op::Settled { conn, .. } => Some(*conn),
+        | Op::Settled { conn, .. }
+        | Op::SettleConfirmed { conn, .. }
+        | Op::SettleModeRefused { conn }
+        | Op::TempQueue { conn, .. }
+        | Op::TempQueueDeleted { conn, .. }
+        | Op::Request { conn, .. }
+        | Op::RequestOutcome { conn, .. }
+        | Op::RequestDelivered { conn, .. }
+        | Op::Reply { conn, .. }
+        | Op::ReplyOutcome { conn, .. }
+        | Op::ReplyDelivered { conn, .. } => Some(*conn),
         _ => None,
     }
 }
@@ -223,7 +233,8 @@ fn msg_of(op: &Op) -> Option<MsgId> {
         | Op::ProducerOutcome { msg, .. }
         | Op::Delivered { msg, .. }
         | Op::Browsed { msg, .. }
-        | Op::Settled { msg, .. } => Some(*msg),
+        | Op::Settled { msg, .. }
+        | Op::SettleConfirmed { msg, .. } => Some(*msg),
         _ => None,
     }
 }
@@ -360,7 +371,25 @@ fn mark_of(
             };
             on_client(conn, kind)
         }
-        Op::Settled { conn, .. } => on_client(conn, MarkKind::Settled),
+        Op::Settled { conn, .. } | Op::SettleConfirmed { conn, .. } => {
+            on_client(conn, MarkKind::Settled)
+        }
+        Op::SettleModeRefused { conn } => on_client(conn, MarkKind::Refused),
+        Op::Request { conn, .. } | Op::Reply { conn, .. } => on_client(conn, MarkKind::Send),
+        Op::RequestOutcome { conn, outcome, .. } | Op::ReplyOutcome { conn, outcome, .. } => {
+            let kind = if *outcome == Outcome::Accepted {
+                MarkKind::Accepted
+            } else {
+                MarkKind::Refused
+            };
+            on_client(conn, kind)
+        }
+        Op::RequestDelivered { conn, .. } | Op::ReplyDelivered { conn, .. } => {
+            on_client(conn, MarkKind::Delivered)
+        }
+        Op::TempQueue { conn, .. } | Op::TempQueueDeleted { conn, .. } => {
+            on_client(conn, MarkKind::Other)
+        }
         Op::Browsed { conn, .. } => on_client(conn, MarkKind::Other),
         // The end state, an abort, and ops added after this model: their
         // text says what they are.

@@ -18,7 +18,7 @@ use sluice::amqp::codec::{Described, Descriptor, Symbol, Value};
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
 use sluice::amqp::types::{
     Accepted, DeliveryState, DistributionMode, ExpiryPolicy, Header, Message, MessageId, Modified,
-    Properties, Rejected, Released, Section, Source, TerminusDurability,
+    Properties, ReceiverSettleMode, Rejected, Released, Section, Source, TerminusDurability,
 };
 use sluice::client::{Client, ClientError};
 use sluice::config::Overflow;
@@ -30,6 +30,7 @@ use crate::history::{
     TxnId, broker_name,
 };
 use crate::queue_types::{LAST_VALUE_KEY, Marking, Pace, QueueTypes};
+use crate::request_reply;
 
 /// The brokers' AMQP port.
 pub const AMQP_PORT: u16 = 5672;
@@ -81,6 +82,9 @@ pub struct Shared {
     /// dead-letters into it wait for it, as the broker drops what it would
     /// dead-letter into a queue that does not exist.
     dead_letters_ready: Cell<bool>,
+    /// Whether the requests' queue exists: the anonymous relay never makes
+    /// a queue, so requesters wait for the responder to have made it.
+    pub(crate) requests_ready: Cell<bool>,
     /// The brokers clients connect to: the single node's, or every cluster
     /// node.
     pub brokers: Vec<NodeId>,
@@ -104,6 +108,7 @@ impl Shared {
             phase: Cell::new(Phase::Faults),
             subscribed: RefCell::default(),
             dead_letters_ready: Cell::new(false),
+            requests_ready: Cell::new(false),
             brokers,
             broker_nodes: RefCell::default(),
             clients_exited: Cell::new(0),
@@ -113,7 +118,7 @@ impl Shared {
     /// The broker a client's next connection goes to: the only one, or a
     /// cluster node drawn from the client's `rng` (a single node draws
     /// nothing, so its clients' streams are as they always were).
-    fn pick_broker(&self, rng: &mut ChaCha8Rng) -> NodeId {
+    pub(crate) fn pick_broker(&self, rng: &mut ChaCha8Rng) -> NodeId {
         match self.brokers.as_slice() {
             [only] => *only,
             brokers => brokers[rng.gen_range(0..brokers.len())],
@@ -135,7 +140,7 @@ impl Shared {
         self.history.borrow_mut().push(time, op);
     }
 
-    fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.phase.get()
     }
 }
@@ -175,7 +180,16 @@ pub struct WorkloadParams {
     /// The typed queues (last-value, priority), each with a producer and a
     /// consumer of its own: see [`WorkloadParams::typed_queues`].
     pub queue_types: QueueTypes,
+    /// Whether consumers and subscribers may attach with rcv-settle-mode
+    /// `second`: each then does with a chance of one in two, drawn from its
+    /// own feature stream (see [`settles_second`]).
+    pub rcv_settle_second: bool,
+    /// Requesters (see [`crate::request_reply`]); with any, one responder.
+    pub requesters: u32,
 }
+
+/// Of seeds, the percentage whose receivers may settle in mode `second`.
+const RCV_SETTLE_SECOND_PCT: u32 = 40;
 
 /// The selector of the selective consumer: messages with an even sequence
 /// number (every message says which, in its `parity` property).
@@ -234,6 +248,13 @@ impl WorkloadParams {
             selective: rng.gen_bool(0.5),
             // Last: what the seeds drew before these came stays as it was.
             queue_types: QueueTypes::draw(rng),
+            // Drawn last, so that every draw above is what it was before.
+            rcv_settle_second: rng.gen_range(0..100) < RCV_SETTLE_SECOND_PCT,
+            requesters: if rng.gen_range(0..100) < request_reply::SEEDS_PCT {
+                rng.gen_range(1..=request_reply::REQUESTERS_MAX)
+            } else {
+                0
+            },
         }
     }
 
@@ -315,12 +336,21 @@ impl WorkloadParams {
         let subscribers = (0..self.subscribers).map(ClientId::Subscriber);
         let dead_letters = self.has_dead_letters().then_some(ClientId::DeadLetters(0));
         let browsers = (0..self.browsers).map(ClientId::Browser);
+        let responders = (0..self.responders()).map(ClientId::Responder);
+        let requesters = (0..self.requesters).map(ClientId::Requester);
         producers
             .chain(consumers)
             .chain(subscribers)
             .chain(dead_letters)
             .chain(browsers)
+            .chain(responders)
+            .chain(requesters)
             .collect()
+    }
+
+    /// Responders: one if there are requesters.
+    pub fn responders(&self) -> u32 {
+        u32::from(self.requesters > 0)
     }
 
     /// Every producer's number: queue producers first, then topic
@@ -386,17 +416,43 @@ pub type ClientFuture = std::pin::Pin<Box<dyn Future<Output = turmoil::Result>>>
 
 /// The RNG for one client: the run's seed mixed with the client's identity,
 /// so adding a client does not change what the others draw.
-fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
+pub(crate) fn client_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream_of(client));
+    rng
+}
+
+/// The number of `client`'s main stream: its kind and number.
+fn stream_of(client: ClientId) -> u64 {
     let (kind, n) = match client {
         ClientId::Producer(n) => (1u64, n),
         ClientId::Consumer(n) => (2u64, n),
         ClientId::Subscriber(n) => (3u64, n),
         ClientId::DeadLetters(n) => (4u64, n),
         ClientId::Browser(n) => (5u64, n),
+        ClientId::Requester(n) => (6u64, n),
+        ClientId::Responder(n) => (7u64, n),
     };
+    kind << 32 | u64::from(n)
+}
+
+/// The RNG for what `client` draws about features added after its main
+/// stream's draws were fixed: its own stream, so that adding a feature
+/// changes none of the draws that replay files pinned.
+fn feature_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(kind << 32 | u64::from(n));
+    rng.set_stream(FEATURE_STREAMS | stream_of(client));
     rng
+}
+
+/// Set in the stream number of a client's [`feature_rng`]: no main stream
+/// has it.
+const FEATURE_STREAMS: u64 = 1 << 48;
+
+/// Whether receiver `client` of a run of `params` attaches with
+/// rcv-settle-mode `second`.
+pub fn settles_second(seed: u64, params: &WorkloadParams, client: ClientId) -> bool {
+    params.rcv_settle_second && feature_rng(seed, client).gen_bool(0.5)
 }
 
 /// A message of `kind` whose body carries its id (and so does its
@@ -569,7 +625,10 @@ pub fn decode_message(message: Bytes) -> Option<(MsgId, Header)> {
 }
 
 /// Connects to broker `node` as container `container`.
-async fn connect(container: String, node: NodeId) -> Result<Client<TurmoilIo>, ClientError> {
+pub(crate) async fn connect(
+    container: String,
+    node: NodeId,
+) -> Result<Client<TurmoilIo>, ClientError> {
     let mut config = ConnectionConfig::new(container);
     config.idle_timeout = Some(IDLE_TIMEOUT);
     let address = format!("{}:{AMQP_PORT}", broker_name(node));
@@ -580,7 +639,7 @@ async fn connect(container: String, node: NodeId) -> Result<Client<TurmoilIo>, C
     }
 }
 
-async fn with_timeout<T>(
+pub(crate) async fn with_timeout<T>(
     future: impl Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, future).await {
@@ -695,6 +754,9 @@ struct ReadFrom {
     /// container id and the link name, so a subscriber keeps both across
     /// connections.
     container: Option<String>,
+    /// Settles in mode `second`: the broker settles each delivery after
+    /// the client's outcome, and only then is it consumed.
+    second: bool,
 }
 
 impl ReadFrom {
@@ -707,7 +769,14 @@ impl ReadFrom {
             },
             link_name: "consumer",
             container: None,
+            second: false,
         }
+    }
+
+    /// The same, settling in mode `second` if `second`.
+    fn settling_second(mut self, second: bool) -> Self {
+        self.second = second;
+        self
     }
 
     /// `queue`, through `selector` (a JMS selector).
@@ -743,6 +812,7 @@ impl ReadFrom {
             },
             link_name: SUBSCRIPTION_LINK,
             container: Some(ClientId::Subscriber(subscriber).to_string()),
+            second: false,
         }
     }
 }
@@ -768,7 +838,13 @@ async fn attach_receiver(
     from: &ReadFrom,
     credit: u32,
 ) -> Result<LinkId, ClientError> {
-    let attach = client.attach_receiver(session, from.link_name, from.source.clone(), credit);
+    let mode = if from.second {
+        ReceiverSettleMode::Second
+    } else {
+        ReceiverSettleMode::First
+    };
+    let source = from.source.clone();
+    let attach = client.attach_receiver_settling(session, from.link_name, source, credit, mode);
     with_timeout(attach).await
 }
 
@@ -920,7 +996,7 @@ fn applied_alike(nodes: &[NodeReplicas]) -> bool {
 /// Closes the connection, and records whether the broker answered: a
 /// close it never answered (a partition, a crash) is a lost connection, as
 /// what was sent last may never have reached it.
-async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
+pub(crate) async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
     let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await {
         Ok(Ok(())) => {
             shared.record(Op::Closed { conn });
@@ -933,11 +1009,11 @@ async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
 }
 
 /// Waits before reconnecting, so a down broker is not hammered.
-async fn backoff(rng: &mut ChaCha8Rng) {
+pub(crate) async fn backoff(rng: &mut ChaCha8Rng) {
     tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
 }
 
-fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
+pub(crate) fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
     match state {
         // A message's outcome in a transaction: provisional.
         Some(DeliveryState::Transactional(state)) => outcome_of(state.outcome.as_deref()),
@@ -1177,6 +1253,7 @@ pub async fn consumer(
     shared: Rc<Shared>,
 ) -> turmoil::Result {
     let queue = params.consumer_queue(n);
+    let me = ClientId::Consumer(n);
     let from = match params.selective_consumer() {
         Some(selective) if selective == n => ReadFrom::selected(queue, SELECTOR),
         _ => ReadFrom::queue(queue),
@@ -1184,7 +1261,8 @@ pub async fn consumer(
     let pace = params
         .typed_queue_of_consumer(n)
         .map_or(Pace::EAGER, Pace::of);
-    receive(ClientId::Consumer(n), seed, from, pace, shared).await
+    let from = from.settling_second(settles_second(seed, &params, me));
+    receive(me, seed, from, pace, shared).await
 }
 
 /// A browser of queue 0: attaches in copy mode, records what it sees, and
@@ -1277,8 +1355,10 @@ pub async fn subscriber(
     params: WorkloadParams,
     shared: Rc<Shared>,
 ) -> turmoil::Result {
-    let from = ReadFrom::subscription(&params, n);
-    receive(ClientId::Subscriber(n), seed, from, Pace::EAGER, shared).await
+    let me = ClientId::Subscriber(n);
+    let from =
+        ReadFrom::subscription(&params, n).settling_second(settles_second(seed, &params, me));
+    receive(me, seed, from, Pace::EAGER, shared).await
 }
 
 /// The consumer of the dead-letter queue: see [`receive`].
@@ -1319,6 +1399,11 @@ async fn receive(
         let node = shared.pick_broker(&mut rng);
         let (mut client, session, mut link) = match open_receiver(conn, node, &from, credit).await {
             Ok(opened) => opened,
+            Err(ClientError::SettleModeRefused) => {
+                shared.record(Op::SettleModeRefused { conn });
+                backoff(&mut rng).await;
+                continue;
+            }
             Err(error) => {
                 shared.record(Op::ConnectionLost {
                     conn,
@@ -1333,7 +1418,11 @@ async fn receive(
                 shared.subscribed.borrow_mut().insert(n);
             }
             ClientId::DeadLetters(_) => shared.dead_letters_ready.set(true),
-            ClientId::Producer(_) | ClientId::Consumer(_) | ClientId::Browser(_) => {}
+            ClientId::Producer(_)
+            | ClientId::Consumer(_)
+            | ClientId::Browser(_)
+            | ClientId::Requester(_)
+            | ClientId::Responder(_) => {}
         }
         shared.record(Op::Connected {
             conn,
@@ -1345,6 +1434,7 @@ async fn receive(
         let mut held: BTreeMap<DeliveryId, MsgId> = BTreeMap::new();
         // A top-up of credit deferred by `pace`, and when it is due.
         let mut paused_until = None;
+        let mut awaiting = Awaiting::new();
         let lost = 'conn: loop {
             match shared.phase() {
                 Phase::Finished => {
@@ -1353,11 +1443,15 @@ async fn receive(
                 }
                 Phase::Drain => {
                     while let Some((delivery, msg)) = held.pop_first() {
+                        let settling = Settling {
+                            conn,
+                            queue: &queue,
+                            awaiting: from.second.then_some(&mut awaiting),
+                        };
                         if let Err(error) = settle(
                             &mut client,
                             &shared,
-                            conn,
-                            &queue,
+                            settling,
                             delivery,
                             msg,
                             Outcome::Accepted,
@@ -1418,9 +1512,13 @@ async fn receive(
                     };
                     match outcome {
                         Some(outcome) => {
+                            let settling = Settling {
+                                conn,
+                                queue: &queue,
+                                awaiting: from.second.then_some(&mut awaiting),
+                            };
                             if let Err(error) =
-                                settle(&mut client, &shared, conn, &queue, delivery, msg, outcome)
-                                    .await
+                                settle(&mut client, &shared, settling, delivery, msg, outcome).await
                             {
                                 break 'conn error.to_string();
                             }
@@ -1461,9 +1559,11 @@ async fn receive(
                             // a loss.
                             break 'conn String::new();
                         }
-                        // What the old link held goes back to the broker.
+                        // What the old link held goes back to the broker,
+                        // and its settles are no longer answered.
                         held.clear();
                         paused_until = None;
+                        awaiting.clear();
                         let credit = rng.gen_range(1..=credit_max);
                         match relink(&mut client, session, link, &from, credit).await {
                             Ok(new_link) => link = new_link,
@@ -1472,6 +1572,11 @@ async fn receive(
                         shared.record(Op::Relinked { conn });
                     }
                 }
+                Ok(Event::Disposition {
+                    delivery,
+                    settled: true,
+                    ..
+                }) => confirmed(&mut awaiting, &shared, conn, &queue, delivery),
                 Ok(Event::Closed { local, remote }) => {
                     break 'conn format!("closed: {:?}", local.or(remote));
                 }
@@ -1501,15 +1606,35 @@ fn credit_to_give(draining: bool, credit_max: u32, pace: Pace, rng: &mut ChaCha8
     }
 }
 
+/// The deliveries of a receiver in mode `second` whose outcome it sent and
+/// whose settle from the broker it awaits: each message and outcome.
+type Awaiting = BTreeMap<DeliveryId, (MsgId, Outcome)>;
+
+/// Where a receiver settles: its connection, its queue, and in mode
+/// `second` what it awaits the broker's settle for.
+struct Settling<'a> {
+    conn: ConnId,
+    queue: &'a str,
+    awaiting: Option<&'a mut Awaiting>,
+}
+
+/// Settles `delivery` of `msg` with `outcome`: in mode `first` at once; in
+/// mode `second` by sending the outcome unsettled and noting it in
+/// `awaiting` (the broker's settle comes as an event, recorded as
+/// [`Op::SettleConfirmed`] by [`confirmed`]).
 async fn settle(
     client: &mut Client<TurmoilIo>,
     shared: &Shared,
-    conn: ConnId,
-    queue: &str,
+    settling: Settling<'_>,
     delivery: DeliveryId,
     msg: MsgId,
     outcome: Outcome,
 ) -> Result<(), ClientError> {
+    let Settling {
+        conn,
+        queue,
+        awaiting,
+    } = settling;
     let state = match outcome {
         Outcome::Accepted | Outcome::None => DeliveryState::Accepted(Accepted),
         Outcome::Rejected => DeliveryState::Rejected(Rejected { error: None }),
@@ -1527,5 +1652,31 @@ async fn settle(
         msg,
         outcome,
     });
-    client.settle(delivery, state).await
+    let Some(awaiting) = awaiting else {
+        return client.settle(delivery, state).await;
+    };
+    awaiting.insert(delivery, (msg, outcome));
+    client.settle_second(delivery, state).await
+}
+
+/// Under rcv-settle-mode `second`, the broker's settle of `delivery`, if it
+/// awaited one: records it as [`Op::SettleConfirmed`]. Recorded as it
+/// comes, not after a wait: a receiver that waited for each settle in turn
+/// would record the deliveries that came meanwhile late (rule 9 reads
+/// their times).
+fn confirmed(
+    awaiting: &mut Awaiting,
+    shared: &Shared,
+    conn: ConnId,
+    queue: &str,
+    delivery: DeliveryId,
+) {
+    if let Some((msg, outcome)) = awaiting.remove(&delivery) {
+        shared.record(Op::SettleConfirmed {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            outcome,
+        });
+    }
 }

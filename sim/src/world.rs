@@ -25,6 +25,7 @@ use crate::checker::{self, CheckReport, LastValueDrain};
 use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
 use crate::nemesis::{Bias, BrokerIo, FaultEvent, FaultKinds, Nemesis};
+use crate::request_reply;
 use crate::schedule::Schedule;
 use crate::shape::{self, WorkloadShape};
 use crate::trace::Trace;
@@ -587,6 +588,8 @@ fn spawn_clients(
             ClientId::Subscriber(n) => Box::pin(workload::subscriber(n, seed, params, shared)),
             ClientId::DeadLetters(n) => Box::pin(workload::dead_letter_consumer(n, seed, shared)),
             ClientId::Browser(n) => Box::pin(workload::browser(n, seed, params, shared)),
+            ClientId::Requester(n) => Box::pin(request_reply::requester(n, seed, shared)),
+            ClientId::Responder(n) => Box::pin(request_reply::responder(n, seed, shared)),
         };
         spawn(client, future);
     }
@@ -992,6 +995,8 @@ impl Determinism {
 #[derive(Debug)]
 struct DrainTracker {
     params: WorkloadParams,
+    /// Accepted requests still waiting for their reply.
+    requests: request_reply::Awaited,
     txns: Transactions,
     outstanding: BTreeSet<(String, MsgId)>,
     consumed: BTreeSet<(String, MsgId)>,
@@ -1009,6 +1014,7 @@ impl DrainTracker {
     fn new(params: WorkloadParams) -> Self {
         Self {
             params,
+            requests: request_reply::Awaited::default(),
             txns: Transactions::default(),
             outstanding: BTreeSet::new(),
             consumed: BTreeSet::new(),
@@ -1023,6 +1029,7 @@ impl DrainTracker {
 
     fn observe(&mut self, index: usize, event: &crate::history::Event) {
         self.txns.observe(index, event);
+        self.requests.observe(&event.op);
         match &event.op {
             // A message's outcome in a transaction is provisional.
             Op::ProducerOutcome {
@@ -1119,6 +1126,7 @@ impl DrainTracker {
     fn done(&self, now: Duration) -> bool {
         self.outstanding.is_empty()
             && self.last_values.done()
+            && self.requests.is_empty()
             && now >= self.last_delivery + DRAIN_QUIET
     }
 }

@@ -72,6 +72,8 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("lvq-keeps-superseded", Some(Rule::LastValueSuperseded)),
         ("lvq-loses-newest", Some(Rule::LastValueLost)),
         ("priority-ignored", Some(Rule::PriorityOrder)),
+        ("settle-second-early", Some(Rule::SettleSecond)),
+        ("unroutable-accepted", Some(Rule::RequestReply)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

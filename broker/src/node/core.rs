@@ -33,7 +33,7 @@ use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget};
 use crate::node::{
     ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, QueueOptions, Refusal,
-    ReplicaStatus, Request, TOPIC_PREFIX, ToConnection,
+    ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX, ToConnection,
 };
 use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
 use crate::raft::group::Status;
@@ -145,6 +145,9 @@ enum Reply {
     },
     /// The group's `Expire`: another may be proposed.
     Expire,
+    /// A consumer's settle whose client waits for the broker's: answered
+    /// once applied, unless the group dropped it as stale.
+    Settled(SettleAnswer),
     /// The planted `txn-partial-commit`'s first half of a commit: proposes
     /// the rest, which answers the discharge.
     PlantedRest {
@@ -436,6 +439,7 @@ impl Core {
                 seq,
                 outcome,
                 txn,
+                answer,
             } => {
                 if self.clients.consumer(consumer).is_none() {
                     debug!(
@@ -458,7 +462,23 @@ impl Core {
                 // message. Over the local step nothing comes between, and a
                 // replayed log, without credit, has nobody hold anything.
                 let guard = (self.step == Step::Raft).then_some(consumer);
-                self.propose(&queue, command, guard, Reply::None);
+                let reply = match answer {
+                    // PLANTED BUG (`settle-second-early`): the client
+                    // hears its outcome took effect before it is applied.
+                    Some(answer) if self.settings.config.plants.settle_second_early() => {
+                        let SettleAnswer {
+                            conn,
+                            delivery,
+                            state,
+                        } = answer;
+                        self.clients
+                            .tell(conn, ToConnection::Outcome { delivery, state });
+                        Reply::None
+                    }
+                    Some(answer) => Reply::Settled(answer),
+                    None => Reply::None,
+                };
+                self.propose(&queue, command, guard, reply);
             }
             Request::Detach { conn, link, closed } => self.detach(conn, link, closed),
             Request::Disconnect { conn } => {

@@ -233,6 +233,18 @@ pub struct ReplicaStatus {
 #[error("the broker node has stopped")]
 pub struct NodeStopped;
 
+/// How to answer a consumer that waits for the broker's settle: the
+/// delivery to settle on its connection, with the outcome it sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettleAnswer {
+    /// The connection.
+    pub conn: ConnId,
+    /// The delivery.
+    pub delivery: DeliveryId,
+    /// The outcome, as the client sent it.
+    pub state: DeliveryState,
+}
+
 /// What a connection asks of the node.
 #[derive(Debug)]
 pub enum Request {
@@ -320,6 +332,11 @@ pub enum Request {
         /// The transaction the outcome belongs to: it takes effect when
         /// that commits.
         txn: Option<Bytes>,
+        /// The client sent the outcome unsettled (rcv-settle-mode second)
+        /// and waits for the broker's settle, which says the outcome has
+        /// taken effect: the node answers it once the settle is applied
+        /// (durable), never before, and not at all if it is dropped.
+        answer: Option<SettleAnswer>,
     },
     /// A message was sent to a consumer whose link acquires in transaction
     /// `txn` (AMQP 1.0 §4.4.3): if that rolls back, the message goes back

@@ -81,6 +81,9 @@ pub struct Applied {
     pub token: u64,
     /// Its effects, as a range of the effects vector.
     pub effects: Range<usize>,
+    /// A settle from a consumer that no longer held the message, which
+    /// the group dropped: nothing was settled.
+    pub stale: bool,
 }
 
 impl GroupState {
@@ -263,6 +266,7 @@ impl GroupState {
             }
             *next = item.token + 1;
             let start = effects.len();
+            let mut stale = false;
             match item.command {
                 Command::Enqueue { queue, message, .. } if is_topic(&queue) => {
                     for queue in self.subscriptions(&queue, &message.body) {
@@ -284,7 +288,10 @@ impl GroupState {
                 Command::Settle { queue, seq, .. }
                     if item.guard.is_some_and(|consumer| {
                         self.queues.holder(&queue, seq) != Some(consumer)
-                    }) => {}
+                    }) =>
+                {
+                    stale = true;
+                }
                 Command::Transaction { work } => {
                     let work = self.number_transaction(index, &mut enqueued, work);
                     self.queues
@@ -303,6 +310,7 @@ impl GroupState {
                 origin: batch.origin,
                 token: item.token,
                 effects: start..effects.len(),
+                stale,
             });
         }
     }

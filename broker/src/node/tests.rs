@@ -139,6 +139,7 @@ impl Harness {
                 seq,
                 outcome,
                 txn: None,
+                answer: None,
             })
             .unwrap();
     }

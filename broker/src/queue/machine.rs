@@ -281,6 +281,11 @@ impl Queues {
             traits.priority = DEFAULT_PRIORITY;
         }
         let Some(target) = self.queues.get_mut(&queue) else {
+            // PLANTED BUG (`unroutable-accepted`): the message is dropped
+            // without a word, so its publish is answered `accepted`.
+            if self.plants.unroutable_accepted() {
+                return;
+            }
             return effects.push(rejected(queue, seq, RejectReason::NotFound));
         };
         if seq <= self.last_seq {

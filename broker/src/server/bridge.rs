@@ -15,8 +15,8 @@ use crate::amqp::types::{
     Source, TerminusDurability, TransactionalState, condition,
 };
 use crate::node::{
-    ConnId, NodeHandle, NodeStopped, QueueOptions, Refusal, Request, ToConnection, consumer_node,
-    producer_node,
+    ConnId, NodeHandle, NodeStopped, QueueOptions, Refusal, Request, SettleAnswer, ToConnection,
+    consumer_node, producer_node,
 };
 use crate::queue::{ConsumerId, MessageFilter, Outcome, Seq};
 
@@ -338,10 +338,25 @@ impl Bridge {
         else {
             return Ok(());
         };
+        // The client waits for us to settle (rcv-settle-mode second, or a
+        // client that never settles first). Our settle tells it the outcome
+        // took effect: the node sends it once the settle is applied. In a
+        // transaction the outcome takes effect at the commit, which the
+        // discharge's answer reports; the delivery is settled at once.
+        let mut answer = None;
         if !settled {
-            // The client waits for us to settle (rcv-settle-mode second, or
-            // a client that never settles first).
-            let _ = conn.disposition(delivery, state, true);
+            match (&txn, state) {
+                (None, Some(state)) => {
+                    answer = Some(SettleAnswer {
+                        conn: self.conn,
+                        delivery,
+                        state,
+                    });
+                }
+                (_, state) => {
+                    let _ = conn.disposition(delivery, state, true);
+                }
+            }
         }
         self.node.send(Request::Settle {
             consumer,
@@ -349,6 +364,7 @@ impl Bridge {
             seq,
             outcome,
             txn,
+            answer,
         })
     }
 
@@ -502,6 +518,7 @@ impl Bridge {
                     seq: next.seq,
                     outcome: Outcome::Accepted,
                     txn: None,
+                    answer: None,
                 })?,
                 Ok(_) => {}
                 Err(error) => {
@@ -526,6 +543,7 @@ impl Bridge {
             seq: waiting.seq,
             outcome: Outcome::Released,
             txn: None,
+            answer: None,
         })
     }
 

@@ -124,6 +124,16 @@ fn kind(op: &Op) -> &'static str {
         Op::Discharged { .. } => "discharged",
         Op::Delivered { .. } => "delivered",
         Op::Settled { .. } => "settled",
+        Op::SettleConfirmed { .. } => "settle_confirmed",
+        Op::SettleModeRefused { .. } => "settle_mode_refused",
+        Op::TempQueue { .. } => "temp_queue",
+        Op::TempQueueDeleted { .. } => "temp_queue_deleted",
+        Op::Request { .. } => "request",
+        Op::RequestOutcome { .. } => "request_outcome",
+        Op::RequestDelivered { .. } => "request_delivered",
+        Op::Reply { .. } => "reply",
+        Op::ReplyOutcome { .. } => "reply_outcome",
+        Op::ReplyDelivered { .. } => "reply_delivered",
         Op::Browsed { .. } => "browsed",
         Op::BrokerState { .. } => "broker_state",
         Op::Replicas { .. } => "replicas",
@@ -346,6 +356,9 @@ pub(super) struct Facts<'h> {
     pub(super) consumes: BTreeMap<(&'h str, MsgId), Vec<(Duration, ConnId)>>,
     /// Every (queue, message) delivered so far.
     pub(super) delivered: BTreeSet<(&'h str, MsgId)>,
+    /// Per (queue, message), the consumes the broker settled so far under
+    /// rcv-settle-mode `second` (rule 19): done for good.
+    pub(super) confirmed: BTreeMap<(&'h str, MsgId), u64>,
     /// The highest delivery-count seen so far per (queue, message).
     counts_seen: BTreeMap<(&'h str, MsgId), u32>,
     pub(super) starts: Starts,
@@ -377,6 +390,7 @@ impl<'h> Facts<'h> {
             accepted: BTreeMap::new(),
             consumes: BTreeMap::new(),
             delivered: BTreeSet::new(),
+            confirmed: BTreeMap::new(),
             counts_seen: BTreeMap::new(),
             starts: Starts::default(),
             aborted: false,
@@ -459,6 +473,14 @@ impl<'h> Facts<'h> {
                     self.duplicates += 1;
                 }
                 entry.push((event.time, *conn));
+            }
+            Op::SettleConfirmed {
+                queue,
+                msg,
+                outcome,
+                ..
+            } if outcome.consumes() => {
+                *self.confirmed.entry((queue.as_str(), *msg)).or_default() += 1;
             }
             Op::Browsed { queue, msg, .. } => self.phantom = self.why_phantom(queue, *msg),
             Op::Delivered {

@@ -37,12 +37,16 @@ pub enum Rule {
     TxnAbortedDelivered,
     /// Rule 15.
     TxnPartial,
-    /// Rule 16.
+    /// Rule 19.
     LastValueSuperseded,
-    /// Rule 17.
+    /// Rule 20.
     LastValueLost,
     /// Rule 18.
     PriorityOrder,
+    /// Rule 19.
+    SettleSecond,
+    /// Rule 20.
+    RequestReply,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -50,7 +54,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 20] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -69,6 +73,8 @@ impl Rule {
         Rule::LastValueSuperseded,
         Rule::LastValueLost,
         Rule::PriorityOrder,
+        Rule::SettleSecond,
+        Rule::RequestReply,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -98,6 +104,8 @@ impl Rule {
             Rule::LastValueSuperseded => "16 lvq-superseded",
             Rule::LastValueLost => "17 lvq-newest-lost",
             Rule::PriorityOrder => "18 priority",
+            Rule::SettleSecond => "19 settle-second",
+            Rule::RequestReply => "20 request-reply",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -124,6 +132,10 @@ impl fmt::Display for Rule {
             Rule::LastValueSuperseded => "a superseded last value delivered",
             Rule::LastValueLost => "the newest last value of a key lost",
             Rule::PriorityOrder => "a lower priority delivered before a waiting higher one",
+            Rule::SettleSecond => {
+                "a consume the broker settled (rcv-settle-mode second) did not hold"
+            }
+            Rule::RequestReply => "a request or its reply went astray",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -192,6 +204,16 @@ pub struct Stats {
     /// Consumes of a message from a queue beyond its first (allowed
     /// duplicates).
     pub duplicates: u64,
+    /// Consumes the broker settled under rcv-settle-mode `second`.
+    pub settles_confirmed: u64,
+    /// Deliveries after a consume the broker settled under rcv-settle-mode
+    /// `second` that rule 19 let pass: a dead incarnation's or stale.
+    pub second_excused: u64,
+    /// Requests the broker accepted that a reply answered.
+    pub requests_answered: u64,
+    /// Requests the broker accepted that no reply answered, excused: their
+    /// reply queue was deleted, or died with its connection, first.
+    pub requests_excused: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,

@@ -28,6 +28,8 @@ fn params(subscribers: u32) -> WorkloadParams {
         browsers: 0,
         selective: false,
         queue_types: crate::queue_types::QueueTypes::default(),
+        rcv_settle_second: false,
+        requesters: 0,
     }
 }
 
@@ -587,6 +589,146 @@ fn a_lower_priority_past_a_waiting_higher_one_fails_rule_18() {
     // The first delivery on a link is not judged (its credit's time is
     // unknown); the second is, and the high one waited.
     assert_eq!(run(false), [Rule::PriorityOrder]);
+}
+
+/// Rule 19: a consume the broker settled in mode second holds across a
+/// lost connection and a restart, which excuse an unconfirmed one.
+#[test]
+fn a_consume_the_broker_settled_in_mode_second_must_hold() {
+    let redelivered = |confirmed: bool| {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let msg = script.accepted(0);
+        let first = conn(ClientId::Consumer(0));
+        let queue = "q0".to_owned();
+        script
+            .then(Op::Connected {
+                conn: first,
+                address: queue.clone(),
+                node: None,
+            })
+            .then(Op::Delivered {
+                conn: first,
+                queue: queue.clone(),
+                msg,
+                delivery_count: 0,
+                first_acquirer: true,
+            })
+            .then(Op::Settled {
+                conn: first,
+                queue: queue.clone(),
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        if confirmed {
+            script.then(Op::SettleConfirmed {
+                conn: first,
+                queue: queue.clone(),
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        }
+        script
+            .then(Op::ConnectionLost {
+                conn: first,
+                why: "reset".to_owned(),
+            })
+            .then(Op::BrokerStart { node: None });
+        consumed_again(&mut script, ClientId::Consumer(0), 2, "q0", msg);
+        check(&script.0, &params(0))
+    };
+    let report = redelivered(false);
+    assert!(report.passed(), "{:?}", report.violations);
+    let report = redelivered(true);
+    assert_eq!(rules(&report), [Rule::SettleSecond]);
+    assert_eq!(report.stats.settles_confirmed, 1);
+    // A broker that answers `first` to `second` breaks it too.
+    let mut script = Script::default();
+    script
+        .then(Op::BrokerStart { node: None })
+        .then(Op::SettleModeRefused {
+            conn: conn(ClientId::Consumer(0)),
+        });
+    assert_eq!(rules(&check(&script.0, &params(0))), [Rule::SettleSecond]);
+}
+
+/// Rule 20: an accepted request is answered, on its own reply queue,
+/// unless that queue was deleted first; the relay refuses what has
+/// nowhere to go.
+#[test]
+fn every_accepted_request_is_answered_on_its_own_queue() {
+    use crate::request_reply::{NOWHERE, REQUESTS};
+    let requester = conn(ClientId::Requester(0));
+    let responder = conn(ClientId::Responder(0));
+    let msg = MsgId {
+        producer: 0,
+        seq: 0,
+    };
+    // A request to `to`, accepted, with reply queue "dynamic.1".
+    let requested = |to: &str| {
+        let mut script = Script::default();
+        script
+            .then(Op::BrokerStart { node: None })
+            .then(Op::TempQueue {
+                conn: requester,
+                address: "dynamic.1".to_owned(),
+            })
+            .then(Op::Request {
+                conn: requester,
+                msg,
+                to: to.to_owned(),
+                reply_to: "dynamic.1".to_owned(),
+            })
+            .then(Op::RequestOutcome {
+                conn: requester,
+                msg,
+                outcome: Outcome::Accepted,
+            });
+        script
+    };
+    let replied = |script: &mut Script, delivered_on: &str| {
+        script
+            .then(Op::RequestDelivered {
+                conn: responder,
+                msg,
+                reply_to: "dynamic.1".to_owned(),
+            })
+            .then(Op::Reply {
+                conn: responder,
+                msg,
+                to: "dynamic.1".to_owned(),
+            })
+            .then(Op::ReplyDelivered {
+                conn: requester,
+                msg,
+                to: "dynamic.1".to_owned(),
+                queue: delivered_on.to_owned(),
+            });
+    };
+    let checked = |script: &Script| check(&script.0, &params(0));
+    let mut script = requested(REQUESTS);
+    assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+    replied(&mut script, "dynamic.1");
+    let report = checked(&script);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.requests_answered, 1);
+    // Delivered from another queue than the one it was routed to.
+    let mut script = requested(REQUESTS);
+    replied(&mut script, "dynamic.2");
+    assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+    // Unanswered, its queue deleted: excused.
+    let mut script = requested(REQUESTS);
+    script.then(Op::TempQueueDeleted {
+        conn: requester,
+        address: "dynamic.1".to_owned(),
+    });
+    let report = checked(&script);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.requests_excused, 1);
+    // Accepted for an address that does not exist.
+    let mut script = requested(NOWHERE);
+    script.then(Op::Closed { conn: requester });
+    assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
 }
 
 // ---- transactions ------------------------------------------------------

@@ -17,7 +17,7 @@ use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
 use crate::node::address::topic_of_subscription;
 use crate::node::clients::rollback_error;
-use crate::node::{Refusal, ToConnection};
+use crate::node::{Refusal, SettleAnswer, ToConnection};
 use crate::queue::{Command, ConsumerId, Effect};
 use crate::raft::wal::GroupId;
 
@@ -94,6 +94,24 @@ impl Core {
             }
             !logged_only
         });
+        // A settle applied in memory only may be forgotten by a restart: a
+        // consumer waiting for the broker's settle (rcv-settle-mode second)
+        // is not told it took effect.
+        let unlogged_settles: Vec<u64> = batch
+            .items
+            .iter()
+            .filter(|item| matches!(item.command, Command::Settle { .. }))
+            .map(|item| item.token)
+            .collect();
+        for token in unlogged_settles {
+            let taken = self
+                .groups
+                .get_mut(&id)
+                .and_then(|g| g.outbox.refused(token));
+            if let Some(proposed) = taken {
+                self.count_applied(&proposed.item.command);
+            }
+        }
         for token in refused {
             let Some(proposed) = self
                 .groups
@@ -278,6 +296,9 @@ impl Core {
             Reply::Expire | Reply::None | Reply::PlantedRest { .. } => {
                 self.on_own_applied(id, reply);
             }
+            // Whether it took effect is unknown: the consumer is not told it
+            // did, and gives up waiting.
+            Reply::Settled(_) => {}
         }
     }
 
@@ -400,6 +421,9 @@ impl Core {
             for effect in all_effects.by_ref().take(item.effects.len()) {
                 self.on_effect(effect, publish);
             }
+            // A settle the group dropped as stale settled nothing: its
+            // consumer must not hear that it did.
+            let reply = reply.filter(|reply| !(item.stale && matches!(reply, Reply::Settled(_))));
             if let Some(reply) = reply {
                 self.on_own_applied_or_later(id, reply);
             }
@@ -478,6 +502,13 @@ impl Core {
                 self.finish_publish_if_done(publish);
             }
             Reply::Discharge { publish, unsettles } => self.on_discharged(publish, unsettles),
+            Reply::Settled(SettleAnswer {
+                conn,
+                delivery,
+                state,
+            }) => self
+                .clients
+                .tell(conn, ToConnection::Outcome { delivery, state }),
             Reply::Expire => {
                 if let Some(group) = self.groups.get_mut(&id) {
                     group.expiring = false;

@@ -126,10 +126,13 @@ fn depth_bounds(facts: &Facts<'_>, queue: &str) -> (u64, u64) {
         if must_hold && stays && consumes.is_none() {
             least += 1;
         }
-        let surely_consumed = consumes.is_some_and(|list| {
-            list.iter()
-                .any(|(time, conn)| surely_consumed(facts, *time, *conn))
-        });
+        // A consume the broker settled under rcv-settle-mode second took
+        // effect, wherever its connection went next (rule 19).
+        let surely_consumed = facts.confirmed.contains_key(&(queue, *msg))
+            || consumes.is_some_and(|list| {
+                list.iter()
+                    .any(|(time, conn)| surely_consumed(facts, *time, *conn))
+            });
         // A transaction that did not commit left nothing.
         if !surely_consumed && facts.timeline.txns.may_hold(*msg) {
             most += sends;

@@ -25,6 +25,8 @@ mod panicked;
 mod priority;
 mod redelivered;
 mod replicas;
+mod request_reply;
+mod settle_second;
 mod txn_aborted;
 mod txn_partial;
 mod unselected;
@@ -72,6 +74,8 @@ pub(super) fn all<'h>(params: &WorkloadParams) -> Vec<Box<dyn Check<'h> + 'h>> {
         Box::new(txn_partial::TxnPartial),
         Box::new(final_state::FinalState::default()),
         Box::new(replicas::Replicas::default()),
+        Box::new(settle_second::SettleSecond::default()),
+        Box::new(request_reply::RequestReply::default()),
     ]
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::checker::facts::{Facts, overlaps};
+use crate::checker::facts::{Delivery, Facts, overlaps};
 use crate::checker::{CheckReport, Rule};
 use crate::history::{ConnId, Event};
 
@@ -70,6 +70,19 @@ fn firm(facts: &Facts<'_>, t: Duration, conn: ConnId, t2: Duration) -> bool {
     !conn_lost && !restarted && !stale && !unlogged && !dropped && !cut_off
 }
 
+/// The consumes of `delivery`'s message from its queue before it that are
+/// firm for it.
+pub(super) fn firm_consumes(facts: &Facts<'_>, delivery: &Delivery<'_>) -> u64 {
+    facts
+        .consumes
+        .get(&(delivery.queue, delivery.msg))
+        .map_or(0, |list| {
+            list.iter()
+                .filter(|(t, conn)| firm(facts, *t, *conn, delivery.time))
+                .count() as u64
+        })
+}
+
 impl<'h> Check<'h> for Redelivered {
     fn observe(
         &mut self,
@@ -85,14 +98,7 @@ impl<'h> Check<'h> for Redelivered {
             return;
         }
         let (msg, sends) = (delivery.msg, delivery.sends);
-        let firm = facts
-            .consumes
-            .get(&(delivery.queue, msg))
-            .map_or(0, |list| {
-                list.iter()
-                    .filter(|(t, conn)| firm(facts, *t, *conn, delivery.time))
-                    .count() as u64
-            });
+        let firm = firm_consumes(facts, delivery);
         if firm < delivery.copies {
             return;
         }

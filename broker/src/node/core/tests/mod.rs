@@ -237,6 +237,27 @@ impl Harness {
             seq: 2 << 24,
             outcome,
             txn,
+            answer: None,
+        });
+    }
+
+    /// The harness's consumer settles "a" with `outcome` and waits for the
+    /// broker's settle (rcv-settle-mode second), on its delivery 7.
+    fn settle_answered(&mut self, outcome: Outcome) {
+        self.request(Request::Settle {
+            consumer: ORIGIN.first_consumer(),
+            queue: "q".into(),
+            seq: 2 << 24,
+            outcome,
+            txn: None,
+            answer: Some(SettleAnswer {
+                conn: testing::CONN,
+                delivery: DeliveryId {
+                    link: testing::CONSUMER,
+                    id: 7,
+                },
+                state: crate::amqp::types::DeliveryState::Accepted(crate::amqp::types::Accepted),
+            }),
         });
     }
 
@@ -436,6 +457,31 @@ fn an_accepting_settle_waits_for_company_at_most_the_linger() {
         harness.publish("b");
         assert_eq!(harness.uncommitted(), 1, "{step:?}: one entry for both");
     }
+}
+
+/// A consumer that waits for the broker's settle (rcv-settle-mode second)
+/// hears that its outcome took effect once the settle is applied, not
+/// before (a crash would forget it: replays/settle-second-confirmed-before-
+/// durable-0x28-shrunk.toml); and never of one a full disk kept out of the
+/// log, which is applied in memory only.
+#[test]
+fn a_settle_the_consumer_waits_for_is_answered_once_applied() {
+    for step in STEPS {
+        let mut harness = Harness::delivered(step);
+        harness.settle_answered(Outcome::Accepted);
+        assert_eq!(harness.uncommitted(), 0, "{step:?}: the settle lingers");
+        harness.wait(SETTLE_LINGER);
+        assert_eq!(harness.uncommitted(), 1, "{step:?}");
+        assert_eq!(harness.said(), Vec::<String>::new(), "{step:?}");
+        harness.commit();
+        assert_eq!(harness.said(), ["accepted 7"], "{step:?}");
+    }
+    let mut harness = Harness::delivered(Step::Local);
+    harness.settle_answered(Outcome::Accepted);
+    harness.publish("b");
+    harness.refuse();
+    assert_eq!(harness.said(), ["rejected 1: the broker's disk is full"]);
+    assert_eq!(harness.depth(), 0, "\"a\" settled in memory");
 }
 
 /// On a full disk the local step refuses an entry: its messages are
