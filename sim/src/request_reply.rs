@@ -26,7 +26,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
@@ -40,7 +39,8 @@ use sluice::io::TurmoilIo;
 
 use crate::history::{ClientId, ConnId, MsgId, NodeId, Op, Outcome};
 use crate::workload::{
-    Phase, Shared, backoff, client_rng, close, connect, outcome_of, with_timeout,
+    PHASE_POLL, Phase, Shared, backoff, client_rng, close, connect, final_outcome,
+    next_event_before, outcome_of, pause, unless_lost, with_timeout,
 };
 
 /// The queue requests go to, which the responder makes.
@@ -66,8 +66,6 @@ const NOWHERE_PCT: u32 = 5;
 const CHURN_PCT_MAX: u32 = 6;
 /// The credit of a requester's reply link, topped up at half.
 const REPLY_CREDIT: u32 = 20;
-/// How often a waiting client looks at the phase.
-const PHASE_POLL: Duration = Duration::from_millis(100);
 
 /// The id a delivery that is not one of ours is recorded with: no
 /// requester sends it, so the checker reports it.
@@ -225,29 +223,22 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                     Err(error) => break 'conn format!("send: {error}"),
                 }
             }
-            let pause = if can_send {
-                Duration::from_millis(rng.gen_range(0..=gap_ms_max))
-            } else {
-                PHASE_POLL
-            };
-            let sleep = tokio::time::sleep(pause);
+            // Between sends, take in replies and what the broker answers.
+            let sleep = tokio::time::sleep(pause(can_send, gap_ms_max, &mut rng));
             tokio::pin!(sleep);
             loop {
-                let event = tokio::select! {
-                    () = &mut sleep => break,
-                    event = r.client.next_event() => event,
+                let Some(event) = next_event_before(&mut r.client, &mut sleep).await else {
+                    break;
                 };
-                match event {
+                match unless_lost(event) {
                     Ok(Event::Disposition {
                         delivery,
                         state,
                         settled,
                     }) => {
-                        let outcome = outcome_of(state.as_ref());
-                        if !settled && outcome == Outcome::None {
-                            continue;
-                        }
-                        if let Some(msg) = in_flight.remove(&delivery) {
+                        if let Some(outcome) = final_outcome(state.as_ref(), settled)
+                            && let Some(msg) = in_flight.remove(&delivery)
+                        {
                             shared.record(Op::RequestOutcome { conn, msg, outcome });
                         }
                     }
@@ -279,14 +270,8 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                             break 'conn error.to_string();
                         }
                     }
-                    Ok(Event::Closed { local, remote }) => {
-                        break 'conn format!("closed: {:?}", local.or(remote));
-                    }
-                    Ok(Event::LinkDetached { error, .. }) => {
-                        break 'conn format!("link detached: {error:?}");
-                    }
                     Ok(_) => {}
-                    Err(error) => break 'conn error.to_string(),
+                    Err(why) => break 'conn why,
                 }
             }
         };
@@ -387,11 +372,12 @@ pub async fn responder(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                 close(r.client, &shared, conn).await;
                 return Ok(());
             }
-            let event = tokio::select! {
-                () = tokio::time::sleep(PHASE_POLL) => continue,
-                event = r.client.next_event() => event,
+            let Some(event) =
+                next_event_before(&mut r.client, tokio::time::sleep(PHASE_POLL)).await
+            else {
+                continue;
             };
-            match event {
+            match unless_lost(event) {
                 Ok(Event::Delivery {
                     delivery, message, ..
                 }) => {
@@ -405,14 +391,8 @@ pub async fn responder(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                         break error.to_string();
                     }
                 }
-                Ok(Event::Closed { local, remote }) => {
-                    break format!("closed: {:?}", local.or(remote));
-                }
-                Ok(Event::LinkDetached { error, .. }) => {
-                    break format!("link detached: {error:?}");
-                }
                 Ok(_) => {}
-                Err(error) => break error.to_string(),
+                Err(why) => break why,
             }
         };
         shared.record(Op::ConnectionLost { conn, why: lost });

@@ -42,7 +42,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// off by a partition) is detected within about this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a waiting client looks at the phase.
-const PHASE_POLL: Duration = Duration::from_millis(100);
+pub(crate) const PHASE_POLL: Duration = Duration::from_millis(100);
 /// How long the inspector waits for the other clients to exit: each gets
 /// [`HANDSHAKE_TIMEOUT`] to close.
 const EXIT_WAIT_MAX: Duration = Duration::from_millis(3_500);
@@ -1013,6 +1013,48 @@ pub(crate) async fn backoff(rng: &mut ChaCha8Rng) {
     tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
 }
 
+/// How long a sender takes in the broker's answers before it looks again:
+/// while it may send, a random gap of up to `gap_ms_max` milliseconds,
+/// which spreads its sends out; otherwise (its window, credit or phase
+/// holds it back) until its next look at the phase. It draws from `rng`
+/// only in the first case.
+pub(crate) fn pause(can_send: bool, gap_ms_max: u64, rng: &mut ChaCha8Rng) -> Duration {
+    if can_send {
+        Duration::from_millis(rng.gen_range(0..=gap_ms_max))
+    } else {
+        PHASE_POLL
+    }
+}
+
+/// The client's next event, or `None` if `until` is over first.
+pub(crate) async fn next_event_before(
+    client: &mut Client<TurmoilIo>,
+    until: impl Future<Output = ()>,
+) -> Option<Result<Event, ClientError>> {
+    tokio::select! {
+        () = until => None,
+        event = client.next_event() => Some(event),
+    }
+}
+
+/// The client's event, or why it ends the client's connection: the
+/// connection closed, a link of it was detached, or the client failed.
+pub(crate) fn unless_lost(event: Result<Event, ClientError>) -> Result<Event, String> {
+    match event {
+        Ok(Event::Closed { local, remote }) => Err(format!("closed: {:?}", local.or(remote))),
+        Ok(Event::LinkDetached { error, .. }) => Err(format!("link detached: {error:?}")),
+        Ok(event) => Ok(event),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The outcome a sender's disposition gives its delivery, once final:
+/// `None` while it is neither settled nor an outcome.
+pub(crate) fn final_outcome(state: Option<&DeliveryState>, settled: bool) -> Option<Outcome> {
+    let outcome = outcome_of(state);
+    (settled || outcome != Outcome::None).then_some(outcome)
+}
+
 pub(crate) fn outcome_of(state: Option<&DeliveryState>) -> Outcome {
     match state {
         // A message's outcome in a transaction: provisional.
@@ -1185,30 +1227,22 @@ pub async fn producer(
                 }
             }
             // Between sends, take in whatever the broker answers.
-            let pause = if can_send {
-                Duration::from_millis(rng.gen_range(0..=gap_ms_max))
-            } else {
-                PHASE_POLL
-            };
-            let sleep = tokio::time::sleep(pause);
+            let sleep = tokio::time::sleep(pause(can_send, gap_ms_max, &mut rng));
             tokio::pin!(sleep);
             loop {
-                let event = tokio::select! {
-                    () = &mut sleep => break,
-                    event = sender.client.next_event() => event,
+                let Some(event) = next_event_before(&mut sender.client, &mut sleep).await else {
+                    break;
                 };
-                match event {
+                match unless_lost(event) {
                     Ok(Event::Disposition {
                         delivery,
                         state,
                         settled,
                         ..
                     }) => {
-                        let outcome = outcome_of(state.as_ref());
-                        // An outcome without settlement is not final yet.
-                        if !settled && outcome == Outcome::None {
+                        let Some(outcome) = final_outcome(state.as_ref(), settled) else {
                             continue;
-                        }
+                        };
                         let Some(seq) = in_flight.remove(&delivery) else {
                             // Provisional: recorded, never acted on.
                             if let Some(seq) = in_txn.remove(&delivery) {
@@ -1229,14 +1263,8 @@ pub async fn producer(
                             }
                         }
                     }
-                    Ok(Event::Closed { local, remote }) => {
-                        break 'conn format!("closed: {:?}", local.or(remote));
-                    }
-                    Ok(Event::LinkDetached { error, .. }) => {
-                        break 'conn format!("link detached: {error:?}");
-                    }
                     Ok(_) => {}
-                    Err(error) => break 'conn error.to_string(),
+                    Err(why) => break 'conn why,
                 }
             }
         };
@@ -1321,11 +1349,11 @@ async fn browse(
             close(client, shared, conn).await;
             return None;
         }
-        let event = tokio::select! {
-            () = tokio::time::sleep(PHASE_POLL) => continue,
-            event = client.next_event() => event,
+        let Some(event) = next_event_before(&mut client, tokio::time::sleep(PHASE_POLL)).await
+        else {
+            continue;
         };
-        match event {
+        match unless_lost(event) {
             Ok(Event::Delivery { message, .. }) => {
                 left -= 1;
                 let msg = decode_message(message).map_or(UNKNOWN_MSG, |(msg, _)| msg);
@@ -1335,14 +1363,8 @@ async fn browse(
                     msg,
                 });
             }
-            Ok(Event::Closed { local, remote }) => {
-                return Some(format!("closed: {:?}", local.or(remote)));
-            }
-            Ok(Event::LinkDetached { error, .. }) => {
-                return Some(format!("link detached: {error:?}"));
-            }
             Ok(_) => {}
-            Err(error) => return Some(error.to_string()),
+            Err(why) => return Some(why),
         }
     }
 }
@@ -1473,11 +1495,11 @@ async fn receive(
                     break 'conn error.to_string();
                 }
             }
-            let event = tokio::select! {
-                () = tokio::time::sleep(PHASE_POLL) => continue,
-                event = client.next_event() => event,
+            let Some(event) = next_event_before(&mut client, tokio::time::sleep(PHASE_POLL)).await
+            else {
+                continue;
             };
-            match event {
+            match unless_lost(event) {
                 Ok(Event::Delivery {
                     delivery, message, ..
                 }) => {
@@ -1577,14 +1599,8 @@ async fn receive(
                     settled: true,
                     ..
                 }) => confirmed(&mut awaiting, &shared, conn, &queue, delivery),
-                Ok(Event::Closed { local, remote }) => {
-                    break 'conn format!("closed: {:?}", local.or(remote));
-                }
-                Ok(Event::LinkDetached { error, .. }) => {
-                    break 'conn format!("link detached: {error:?}");
-                }
                 Ok(_) => {}
-                Err(error) => break 'conn error.to_string(),
+                Err(why) => break 'conn why,
             }
         };
         if !lost.is_empty() {
