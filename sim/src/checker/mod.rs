@@ -33,13 +33,13 @@
 //! transaction is whole; 14 nothing of a transaction that did not commit
 //! is delivered; 15 all or nothing (see [`crate::transactions`] for what a
 //! transaction is in the history); 16 no superseded last value delivered;
-//! 17 each key's newest last value consumed; 18 higher priorities first.
-//! The last-value queue's model (what is sure of the order its messages
-//! were enqueued in) is `last_value`: rules 2, 5, 16 and 17 read it.
-//! transaction is in the history); 16 a consume the broker settled holds
-//! (rcv-settle-mode `second`); 17 every accepted request is answered, by
-//! its own reply queue (temporary queues, their deletion, the anonymous
-//! relay: see [`crate::request_reply`]).
+//! 17 each key's newest last value consumed; 18 higher priorities first;
+//! 19 a consume the broker settled holds (rcv-settle-mode `second`); 20
+//! every accepted request is answered, by its own reply queue (temporary
+//! queues, their deletion, the anonymous relay: see
+//! [`crate::request_reply`]). The last-value queue's model (what is sure
+//! of the order its messages were enqueued in) is `last_value`: rules 2,
+//! 5, 16 and 17 read it.
 
 use std::time::Duration;
 

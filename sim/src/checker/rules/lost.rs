@@ -17,7 +17,11 @@ use super::{Check, violation};
 /// liveness phase. A `released` or `modified` delivery does not count. A
 /// message may *vanish* (see [`crate::checker::may_vanish`]) if it had a
 /// TTL, or was transient and some broker (re)started after it was
-/// accepted, or its queue drops its oldest messages when full.
+/// accepted, or its queue drops its oldest messages when full, or it was
+/// transient in a length-limited queue (a persistent message displaces
+/// it: `WorkloadParams::may_drop`); and a message of the last-value
+/// queue may have been replaced by a later one of its key (counted in
+/// `superseded_excused`).
 ///
 /// Rule 10, **dead-lettered messages reach the dead-letter queue**: an
 /// accepted message of a dead-lettering queue that was delivered from it
