@@ -254,10 +254,13 @@ fn a_schedule_naming_a_host_the_world_lacks_is_refused() {
 
 #[test]
 fn shrinking_a_planted_bug_keeps_its_rule_with_fewer_faults_and_clients() {
+    // Seed 4's first violation is the plant's own (rule 3); on seeds 1-3
+    // the redelivery storm keeps the priority queue's credit-1 consumer
+    // from draining, and the first violation is a loss (rule 2).
     let planted = RunOptions {
         plant: Some("double-deliver".to_owned()),
         duration: Duration::from_secs(2),
-        ..RunOptions::new(1)
+        ..RunOptions::new(4)
     };
     let mut runs_seen = 0;
     let shrunk = shrink::shrink(&planted, 30, &mut |progress| runs_seen = progress.runs).unwrap();
