@@ -395,8 +395,7 @@ impl<I: Io> Client<I> {
         delivery: DeliveryId,
         state: DeliveryState,
     ) -> Result<(), ClientError> {
-        self.conn.disposition(delivery, Some(state), false)?;
-        self.flush().await
+        self.dispose(delivery, state, false).await
     }
 
     /// Settles a received delivery with `state`.
@@ -405,7 +404,17 @@ impl<I: Io> Client<I> {
         delivery: DeliveryId,
         state: DeliveryState,
     ) -> Result<(), ClientError> {
-        self.conn.disposition(delivery, Some(state), true)?;
+        self.dispose(delivery, state, true).await
+    }
+
+    /// Sends `state` for a received delivery, `settled` or not.
+    async fn dispose(
+        &mut self,
+        delivery: DeliveryId,
+        state: DeliveryState,
+        settled: bool,
+    ) -> Result<(), ClientError> {
+        self.conn.disposition(delivery, Some(state), settled)?;
         self.flush().await
     }
 
