@@ -134,6 +134,11 @@ impl Handoff {
         self.lock()?.batches.pop_front()
     }
 
+    /// How many batches are waiting (0 once the handoff is poisoned).
+    pub(super) fn batches(&self) -> usize {
+        self.lock().map_or(0, |state| state.batches.len())
+    }
+
     /// Gives a written batch's buffer back for a later batch.
     pub(super) fn recycle(&self, mut frames: BytesMut) {
         frames.clear();

@@ -488,6 +488,43 @@ async fn snapshots_only_cover_durable_records<I: Io>(io: FaultyIo<I>, dir: PathB
         .unwrap();
 }
 
+/// Under a steady stream of appends the writer finds a batch waiting each
+/// time it finishes one; a snapshot must not wait for a moment without one,
+/// or the log grows for good and a full disk is never freed (found by the
+/// simulator: `replays/request-never-answered-0x4e.toml`).
+async fn a_snapshot_is_taken_under_a_steady_stream_of_appends<I: Io>(
+    io: FaultyIo<I>,
+    dir: PathBuf,
+) {
+    const BATCHES_MAX: u64 = 8;
+    // A record this large fills a batch: each one is a batch of its own.
+    let submit_batch = |log: &mut Log| {
+        log.submit(|buf| buf.resize(buf.len() + BATCH_BYTES_MAX, 7))
+            .unwrap();
+    };
+    let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
+    append_each(&mut log, 1, 1).await;
+    submit_batch(&mut log);
+    submit_batch(&mut log);
+    let snapshot = log.snapshot(Lsn(1), Bytes::from_static(b"s"));
+    tokio::pin!(snapshot);
+    let mut written = 0;
+    loop {
+        tokio::select! {
+            taken = &mut snapshot => break taken.unwrap(),
+            completion = log.completion() => {
+                assert!(completion.outcome.is_ok());
+                written += completion.records;
+                assert!(
+                    written < BATCHES_MAX,
+                    "the snapshot waited through {written} batches"
+                );
+                submit_batch(&mut log);
+            }
+        }
+    }
+}
+
 async fn no_space_fails_the_batch_and_appends_resume<I: Io>(io: FaultyIo<I>, dir: PathBuf) {
     let (mut log, _) = reopen(&io, &dir, LogOptions::default()).await;
     append_each(&mut log, 1, 2).await;
@@ -950,6 +987,7 @@ on_both_seams!(
     leftovers_of_an_interrupted_snapshot_are_removed,
     a_damaged_snapshot_is_refused_and_repair_falls_back,
     snapshots_only_cover_durable_records,
+    a_snapshot_is_taken_under_a_steady_stream_of_appends,
     no_space_fails_the_batch_and_appends_resume,
     a_refused_batch_keeps_its_tickets_but_takes_no_lsns,
     no_space_for_a_new_segment_is_retried,

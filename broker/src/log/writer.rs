@@ -116,6 +116,11 @@ impl<I: Io> Writer<I> {
     /// Writes batches as they come, and serves snapshot requests, until the
     /// [`Log`](super::Log) and every snapshot request are gone; then writes
     /// what is still queued and stops.
+    ///
+    /// A snapshot request is served between two batches, not once none is
+    /// waiting: under a steady stream of appends a batch is always waiting,
+    /// and a snapshot left for a quiet moment would never be written (the
+    /// log would grow for good, and a full disk never be freed).
     pub(super) async fn run(
         mut self,
         handoff: Arc<Handoff>,
@@ -124,51 +129,60 @@ impl<I: Io> Writer<I> {
     ) {
         let mut completed = 0;
         loop {
-            self.write_queued(&handoff, &completions, &mut completed)
-                .await;
+            while snapshots.is_empty()
+                && self
+                    .write_next(&handoff, &completions, &mut completed)
+                    .await
+            {}
             tokio::select! {
+                biased;
                 request = snapshots.recv() => {
+                    let Some(request) = request else { break };
                     // Records submitted before the request count as durable
-                    // by the time it is validated.
-                    self.write_queued(&handoff, &completions, &mut completed)
-                        .await;
-                    match request {
-                        Some(request) => self.snapshot(request).await,
-                        None => break,
+                    // by the time it is validated; those submitted since wait.
+                    for _ in 0..handoff.batches() {
+                        self.write_next(&handoff, &completions, &mut completed).await;
                     }
+                    self.snapshot(request).await;
                 }
                 () = handoff.arrival() => {}
             }
         }
+        while self
+            .write_next(&handoff, &completions, &mut completed)
+            .await
+        {}
         debug!("the log is gone: the writer stops");
     }
 
-    /// Makes every queued batch durable, in order, and reports each one.
-    /// `completed` counts the records reported so far.
-    async fn write_queued(
+    /// Makes the oldest queued batch durable, if there is one, and reports
+    /// it; whether there was. `completed` counts the records reported so far.
+    async fn write_next(
         &mut self,
         handoff: &Handoff,
         completions: &mpsc::UnboundedSender<Completion>,
         completed: &mut u64,
-    ) {
-        while let Some(batch) = handoff.take() {
-            let outcomes = match &self.failure {
-                Some(failure) => vec![(batch.records, Err(failure.clone()))],
-                None => self.write_batch(&batch).await,
+    ) -> bool {
+        let Some(batch) = handoff.take() else {
+            return false;
+        };
+        let outcomes = match &self.failure {
+            Some(failure) => vec![(batch.records, Err(failure.clone()))],
+            None => self.write_batch(&batch).await,
+        };
+        handoff.recycle(batch.frames);
+        for (records, outcome) in outcomes {
+            let completion = Completion {
+                first: Ticket(*completed + 1),
+                records,
+                outcome,
             };
-            handoff.recycle(batch.frames);
-            for (records, outcome) in outcomes {
-                let completion = Completion {
-                    first: Ticket(*completed + 1),
-                    records,
-                    outcome,
-                };
-                *completed += records;
-                // An owner that is gone no longer needs to know; its records
-                // were still appended, as they were submitted.
-                let _ = completions.send(completion);
-            }
+            *completed += records;
+            // An owner that is gone no longer needs to know; its records
+            // were still appended, as they were submitted.
+            let _ = completions.send(completion);
         }
+        true
     }
 
     /// Writes a batch, whole while the disk has room. Returns the outcome
