@@ -132,22 +132,24 @@ install_chromium() {
 }
 
 # The simulator's own gate, beyond its tests: the determinism check on three
-# seeds of one node and of a 3-node cluster, explorations of 200 seeds with
-# every fault kind on and each seed's profile drawn from it (`mix`: default,
-# slow-net, lossy-net or bad-disk), one node and 3-node clusters, and 200 seeds of the
-# Raft world (about a minute in all, in the `sim` profile: optimised, with
-# debug assertions and the queue and node invariants on). Longer
-# explorations: docs/simulation.md.
+# seeds of one node and of 3- and 5-node clusters, explorations with every
+# fault kind on and each seed's profile drawn from it (`mix`: default,
+# slow-net, lossy-net or bad-disk) of 200 seeds of one node and of 3-node
+# clusters and 100 of 5-node clusters, and 200 seeds of the Raft world
+# (about three minutes in all, in the `sim` profile: optimised, with debug
+# assertions and the queue and node invariants on). Longer explorations:
+# docs/simulation.md.
 simulate() {
     cargo build --profile sim -p sluice-sim
     local sim="${CARGO_TARGET_DIR:-target}/sim/sluice-sim"
-    for nodes in 1 3; do
+    local -A seeds=([1]=1..201 [3]=1..201 [5]=1..101)
+    for nodes in 1 3 5; do
         for seed in 1 2 3; do
             "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk,clock \
                 --check-determinism --no-replay
         done
-        "$sim" explore --seeds 1..201 --nodes "$nodes" --jobs 2 --faults net,crash,disk,clock \
-            --profile mix --no-replay
+        "$sim" explore --seeds "${seeds[$nodes]}" --nodes "$nodes" --jobs 2 \
+            --faults net,crash,disk,clock --profile mix --no-replay
     done
     "$sim" raft --seeds 1..201
 }
