@@ -440,9 +440,11 @@ pub fn fault_spans<'a>(
     spans
 }
 
-/// The [start, end] windows of the faults `selected` picks among `events`
-/// (with their times), from injection to end or heal; one never ended
-/// lasts to the end of the run (`Duration::MAX`).
+/// The [start, end] windows of the effects of the faults `selected` picks
+/// among `events` (with their times), from injection to end or heal, and
+/// on for as long as what the fault delayed may still arrive (see
+/// [`Fault::lingers`]); one never ended lasts to the end of the run
+/// (`Duration::MAX`).
 pub fn fault_windows<'a>(
     events: impl IntoIterator<Item = (Duration, &'a FaultEvent)>,
     selected: impl Fn(&Fault) -> bool,
@@ -450,7 +452,12 @@ pub fn fault_windows<'a>(
     fault_spans(events)
         .into_iter()
         .filter(|span| selected(span.fault))
-        .map(|span| (span.start, span.end.unwrap_or(Duration::MAX)))
+        .map(|span| {
+            let end = span.end.map_or(Duration::MAX, |end| {
+                end.saturating_add(span.fault.lingers())
+            });
+            (span.start, end)
+        })
         .collect()
 }
 
@@ -534,6 +541,15 @@ impl Fault {
     /// while the fault lasts (held, slowed, or dropped and never retried).
     pub fn delays_link_of(&self, name: &str) -> bool {
         self.link().is_some_and(|(a, b)| a == name || b == name)
+    }
+
+    /// How long after the fault ends what it delayed may still arrive: a
+    /// slowed link's last messages keep the latency they were sent with.
+    pub fn lingers(&self) -> Duration {
+        match self {
+            Fault::Latency { max, .. } | Fault::NodeLatency { max, .. } => *max,
+            _ => Duration::ZERO,
+        }
     }
 
     /// Whether the broker's commits may be late while the fault lasts:

@@ -150,8 +150,8 @@ struct Driver<I: Io> {
     ack_before_fsync: Option<u64>,
     inboxes: Inboxes,
     /// Where the tasks writing snapshots say how it went: the snapshot's
-    /// number, and whether it is durable.
-    snapshots_done: mpsc::UnboundedSender<(u64, bool)>,
+    /// number, and its outcome.
+    snapshots_done: mpsc::UnboundedSender<(u64, Result<(), LogError>)>,
 }
 
 impl<I: Io> Driver<I> {
@@ -160,7 +160,7 @@ impl<I: Io> Driver<I> {
     async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<Request>,
-        mut snapshots: mpsc::UnboundedReceiver<(u64, bool)>,
+        mut snapshots: mpsc::UnboundedReceiver<(u64, Result<(), LogError>)>,
     ) -> Result<(), NodeError> {
         let mut open = true;
         while open || !self.core.is_idle() {
@@ -182,9 +182,7 @@ impl<I: Io> Driver<I> {
                     self.on_completion(completion)?;
                 }
                 // The driver holds a sender: this never ends.
-                Some((number, durable)) = snapshots.recv() => {
-                    self.core.handle_snapshot(Now::read(&self.io), GROUP, number, durable);
-                }
+                Some((number, taken)) = snapshots.recv() => self.on_snapshot(number, taken)?,
                 () = seam::sleep_until(timeout) => self.core.handle_timeout(Now::read(&self.io)),
             }
             self.carry_out()?;
@@ -210,6 +208,25 @@ impl<I: Io> Driver<I> {
             commits.push((GROUP, commit));
         }
         self.core.handle_committed(Now::read(&self.io), commits)
+    }
+
+    /// Tells the core how snapshot `number` went. Only a full disk may let
+    /// a later one through; any other failure means the disk is failing,
+    /// and the node stops as for a failed append: a core whose state is
+    /// ahead of its log would otherwise refuse every message, waiting for a
+    /// snapshot that cannot come.
+    fn on_snapshot(&mut self, number: u64, taken: Result<(), LogError>) -> Result<(), NodeError> {
+        let durable = match taken {
+            Ok(()) => true,
+            Err(LogError::NoSpace) => {
+                warn!("snapshot refused: the disk is full; asked again later");
+                false
+            }
+            Err(error) => return Err(log_failed(error)),
+        };
+        self.core
+            .handle_snapshot(Now::read(&self.io), GROUP, number, durable);
+        Ok(())
     }
 
     /// Sends what the core has for connections, submits what it proposes,
@@ -282,15 +299,8 @@ impl<I: Io> Driver<I> {
         let snapshot = self.log.snapshot(Lsn(index), state);
         let done = self.snapshots_done.clone();
         self.io.spawn(async move {
-            let durable = match snapshot.await {
-                Ok(()) => true,
-                Err(error) => {
-                    error!(%error, "snapshot failed; the log keeps growing until the next one");
-                    false
-                }
-            };
             // A driver that is gone no longer needs to know.
-            let _ = done.send((number, durable));
+            let _ = done.send((number, snapshot.await));
         });
     }
 }

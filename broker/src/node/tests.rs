@@ -255,6 +255,39 @@ async fn a_failed_fsync_stops_the_node_without_acknowledging() {
     }
 }
 
+/// Once a full disk put the node's state ahead of its log, nothing is
+/// appended until a snapshot holds that state; a snapshot that the failing
+/// disk refuses stops the node, as a failed append does, rather than
+/// leaving it to refuse every message while the disk stays failed (found by
+/// the simulator on seed 0x7ca, with 2 ms ticks: the node refused messages
+/// for 7 s, its log failed, and stopped only when an append was tried).
+#[tokio::test]
+async fn a_snapshot_refused_by_a_failing_disk_stops_the_node() {
+    let mut harness = Harness::start().await;
+    assert!(matches!(
+        harness.publish(0).await,
+        DeliveryState::Accepted(_)
+    ));
+    harness.io.faults.fail_writes(Some(ErrorKind::StorageFull));
+    let refused = harness.publish(1).await;
+    assert_eq!(
+        rejection(&refused),
+        Some(condition::RESOURCE_LIMIT_EXCEEDED)
+    );
+    // The consumer's attach is applied in memory only.
+    harness.attach_consumer(10);
+    harness.next_delivery().await;
+    harness.io.faults.fail_writes(Some(ErrorKind::Other));
+    let stopped = timeout(WAIT, &mut harness.task).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            stopped,
+            Err(NodeError::Log(crate::log::LogError::Io { .. }))
+        ),
+        "{stopped:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_accepting_settle_shares_the_next_fsync_or_is_written_a_moment_later() {
     let mut harness = Harness::start().await;

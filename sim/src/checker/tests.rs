@@ -1074,6 +1074,44 @@ fn a_late_delivery_behind_a_crashed_node_is_excused() {
     assert_eq!(late(true), []);
 }
 
+/// Rule 9: a delivery sent while the consumer's link was slowed keeps the
+/// latency it was sent with, so it may arrive up to the fault's largest
+/// latency after the fault ended (found on seed 0x67d, with 2 ms ticks: a
+/// message sent before its expiry arrived 1 s late, 1 s after the fault
+/// ended, 0.8 s after its expiry).
+#[test]
+fn a_delivery_slowed_by_a_latency_fault_may_arrive_after_it_ended() {
+    let ttl = MessageKind {
+        ttl: Some(Duration::from_millis(2)),
+        ..MessageKind::PLAIN
+    };
+    let late = |max: Duration| {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let fault = Fault::Latency {
+            client: "consumer0".to_owned(),
+            broker: "broker".to_owned(),
+            max,
+        };
+        let lasts = Duration::from_millis(1);
+        script.then(Op::Fault(FaultEvent::Injected {
+            fault: fault.clone(),
+            lasts,
+        }));
+        script.then(Op::Fault(FaultEvent::Ended(fault)));
+        let msg = sent(&mut script, 0, ttl, 1);
+        while script.0.events().last().map(|e| e.time)
+            < Some(EXPIRY_SLACK + Duration::from_millis(10))
+        {
+            script.then(Op::Fault(FaultEvent::HealedAll));
+        }
+        consumed_again(&mut script, ClientId::Consumer(0), 1, "q0", msg);
+        rules(&check(&script.0, &params(0)))
+    };
+    assert_eq!(late(Duration::from_millis(1)), [Rule::Expired]);
+    assert_eq!(late(EXPIRY_SLACK * 2), []);
+}
+
 #[test]
 fn a_panic_fails_rule_7_and_skips_the_end_of_run_rules() {
     let mut script = Script::default();
