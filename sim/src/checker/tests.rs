@@ -820,11 +820,11 @@ fn a_group_is_held_by_one_consumer_at_a_time() {
     };
     let checked = |before: &[Op], then: &[Op]| check(&held_by_a(before, then), &with_groups());
     // A settles m0 only after B received m1: B got A's group.
-    let report = checked(&[], &[settled.clone()]);
+    let report = checked(&[], std::slice::from_ref(&settled));
     assert_eq!(rules(&report), [Rule::GroupHeld], "{:?}", report.violations);
     assert_eq!(report.stats.groups_judged, 3);
     // A settled m0 first: the group was free to move.
-    let report = checked(&[settled.clone()], &[]);
+    let report = checked(std::slice::from_ref(&settled), &[]);
     assert!(report.passed(), "{:?}", report.violations);
     // A closes right after B received m1: its link was ending then.
     let report = checked(&[], &[Op::Closed { conn: a }]);

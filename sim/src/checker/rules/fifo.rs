@@ -32,14 +32,18 @@ use super::{Check, violation};
 pub(super) struct Fifo<'h> {
     /// How many consumers read each queue.
     consumers_per_queue: BTreeMap<String, u32>,
-    /// Per (queue, producer, priority, group), the last in-order seq this
-    /// broker life, and the history index of its delivery.
-    last: BTreeMap<(String, u32, Option<u8>, Option<u8>), (u64, usize)>,
+    /// Per stream, the last in-order seq this broker life, and the
+    /// history index of its delivery.
+    last: BTreeMap<Stream, (u64, usize)>,
     /// In a cluster, when each queue's consumer last attached a link.
     linked_at: BTreeMap<&'h str, Duration>,
     /// In a cluster, the queue each consumer's connection reads.
     conn_queue: BTreeMap<ConnId, &'h str>,
 }
+
+/// What keeps its order: a queue's messages of one producer, priority and
+/// group.
+type Stream = (String, u32, Option<u8>, Option<u8>);
 
 impl Fifo<'_> {
     pub(super) fn new(params: &WorkloadParams) -> Self {
