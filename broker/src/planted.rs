@@ -24,6 +24,7 @@
 //! | `lvq-loses-newest` | `queue::machine` `Queues::enqueue` | a last-value queue's new message that replaces others is dropped with them (yet answered `accepted`), so the newest value of its key is lost |
 //! | `priority-ignored` | `queue::machine` `Queues::enqueue` | a published message's priority is taken as the default, so a priority queue delivers first in first out |
 //! | `unroutable-accepted` | `queue::machine` `Queues::enqueue` | an enqueue to a queue that does not exist (the anonymous relay's `to` names none) is dropped without a rejection, so the publish is answered `accepted` |
+//! | `groups-ignored` | `queue::machine` `Queues::declare` | a queue with message groups is made without them, so its dispatch hands a group's messages to any consumer while another holds some |
 //! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
 
 use std::fmt;
@@ -154,6 +155,11 @@ impl Plants {
         self.has(Plant::UnroutableAccepted)
     }
 
+    /// `groups-ignored`: a queue's message groups are ignored.
+    pub const fn groups_ignored(self) -> bool {
+        self.has(Plant::GroupsIgnored)
+    }
+
     /// `settle-second-early`: a settle is confirmed before it is applied.
     pub const fn settle_second_early(self) -> bool {
         self.has(Plant::SettleSecondEarly)
@@ -211,11 +217,13 @@ pub enum Plant {
     /// An enqueue to a queue that does not exist is dropped, and its
     /// publish accepted.
     UnroutableAccepted,
+    /// A queue with message groups dispatches as if it had none.
+    GroupsIgnored,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 18] = [
+    pub const ALL: [Plant; 19] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -234,6 +242,7 @@ impl Plant {
         Plant::PriorityIgnored,
         Plant::SettleSecondEarly,
         Plant::UnroutableAccepted,
+        Plant::GroupsIgnored,
     ];
 
     /// The plant's command-line name.
@@ -257,6 +266,7 @@ impl Plant {
             Plant::PriorityIgnored => "priority-ignored",
             Plant::SettleSecondEarly => "settle-second-early",
             Plant::UnroutableAccepted => "unroutable-accepted",
+            Plant::GroupsIgnored => "groups-ignored",
         }
     }
 }
@@ -270,7 +280,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored"
 )]
 pub struct UnknownPlant(pub String);
 

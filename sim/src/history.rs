@@ -67,6 +67,9 @@ pub struct MessageKind {
     pub key: Option<u8>,
     /// Its `header.priority`, sent to the priority queue.
     pub priority: Option<u8>,
+    /// Its group (`properties.group-id`, see
+    /// [`crate::queue_types::group_id`]), sent to the grouped queue.
+    pub group: Option<u8>,
 }
 
 impl MessageKind {
@@ -81,6 +84,7 @@ impl MessageKind {
         txn: None,
         key: None,
         priority: None,
+        group: None,
     };
 
     /// Whether the broker de-duplicates it: a durable message with a
@@ -116,6 +120,9 @@ impl fmt::Display for MessageKind {
         }
         if let Some(priority) = self.priority {
             write!(f, " priority {priority}")?;
+        }
+        if let Some(group) = self.group {
+            write!(f, " group {group}")?;
         }
         Ok(())
     }

@@ -116,12 +116,14 @@ fn queue_types_summary(reports: &[&RunReport]) -> String {
     let sum = |count: &dyn Fn(&RunReport) -> u64| reports.iter().map(|r| count(r)).sum::<u64>();
     let last_value = seeds(&|r| r.params.queue_types.last_value_keys.is_some());
     let priority = seeds(&|r| r.params.queue_types.priority);
+    let grouped = seeds(&|r| r.params.grouped.is_some());
     format!(
-        "typed queues: lvq in {last_value}/{n} seeds, {} deliveries judged by rule 16 ({} excused as late), {} accepted values excused as superseded; pq in {priority}/{n} seeds, {} deliveries judged by rule 18",
+        "typed queues: lvq in {last_value}/{n} seeds, {} deliveries judged by rule 16 ({} excused as late), {} accepted values excused as superseded; pq in {priority}/{n} seeds, {} deliveries judged by rule 18; gq in {grouped}/{n} seeds, {} deliveries judged by rule 21",
         sum(&|r| r.check.stats.last_value_judged),
         sum(&|r| r.check.stats.last_value_late_excused),
         sum(&|r| r.check.stats.superseded_excused),
         sum(&|r| r.check.stats.priority_judged),
+        sum(&|r| r.check.stats.groups_judged),
         n = reports.len(),
     )
 }

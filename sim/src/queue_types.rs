@@ -1,7 +1,9 @@
 //! The workload's typed queues: a last-value queue and a priority queue,
 //! each drawn in about a third of the seeds, each with a producer and a
-//! consumer of its own (numbered after the other producers and consumers:
-//! see [`WorkloadParams::typed_queues`]).
+//! consumer of its own; and a queue with message groups, drawn in about a
+//! third of the seeds too, with a producer and 2 or 3 consumers (all
+//! numbered after the other producers and consumers: see
+//! [`WorkloadParams::typed_queues`]).
 //!
 //! The broker learns their types from its configuration (`[[queue]]`
 //! entries, as docs/amqp-conformance.md describes); the producers mark
@@ -19,6 +21,8 @@ use crate::workload::WorkloadParams;
 pub const LAST_VALUE_QUEUE: &str = "lvq";
 /// The priority queue's name.
 pub const PRIORITY_QUEUE: &str = "pq";
+/// The grouped queue's name: a queue with message groups.
+pub const GROUPED_QUEUE: &str = "gq";
 /// The application property a last-value queue keys its messages by.
 pub const LAST_VALUE_KEY: &str = "key";
 /// The priority queue's levels: the broker's default, so every priority
@@ -72,6 +76,45 @@ impl QueueTypes {
     }
 }
 
+/// The grouped queue, when a run has it: its messages carry one of a few
+/// `group-id`s, and several consumers compete for them, so that the broker
+/// must keep each group to one consumer at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouped {
+    /// How many group ids its producer spreads its messages over: few, so
+    /// that a group's messages often wait while another consumer holds
+    /// one of them.
+    pub groups: u8,
+    /// Its consumers: at least two, or no group would ever have to wait.
+    pub consumers: u32,
+}
+
+impl Grouped {
+    /// Draws it from the workload's `rng`, in about a third of the seeds
+    /// (after everything else the workload draws, so that the rest of
+    /// every seed's draw stays as it was).
+    pub fn draw(rng: &mut ChaCha8Rng) -> Option<Self> {
+        let grouped = rng.gen_bool(1.0 / 3.0);
+        let groups = rng.gen_range(3..=5u8);
+        let consumers = rng.gen_range(2..=3u32);
+        grouped.then_some(Self { groups, consumers })
+    }
+
+    /// The broker's `[[queue]]` entry that gives the queue its groups.
+    pub fn queue_override() -> QueueOverride {
+        QueueOverride {
+            name: GROUPED_QUEUE.to_owned(),
+            message_groups: Some(true),
+            ..QueueOverride::default()
+        }
+    }
+}
+
+/// The `group-id` a message of group `group` carries.
+pub fn group_id(group: u8) -> String {
+    format!("g{group}")
+}
+
 /// What a typed queue's producer marks each message with, drawn per
 /// message from its RNG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +123,19 @@ pub enum Marking {
     Key(u8),
     /// A priority, 0 to 9.
     Priority,
+    /// A group out of this many.
+    Group(u8),
+}
+
+/// What a typed queue's producer marked a message with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Its last-value key.
+    pub key: Option<u8>,
+    /// Its priority.
+    pub priority: Option<u8>,
+    /// Its group.
+    pub group: Option<u8>,
 }
 
 impl Marking {
@@ -88,23 +144,37 @@ impl Marking {
     pub fn of(params: &WorkloadParams, producer: u32) -> Option<Self> {
         match params.typed_queue_of_producer(producer)? {
             LAST_VALUE_QUEUE => params.queue_types.last_value_keys.map(Marking::Key),
+            GROUPED_QUEUE => params.grouped.map(|grouped| Marking::Group(grouped.groups)),
             _ => Some(Marking::Priority),
         }
     }
 
-    /// The key and priority of the next message.
-    pub fn draw(self, rng: &mut ChaCha8Rng) -> (Option<u8>, Option<u8>) {
+    /// The marks of the next message.
+    pub fn draw(self, rng: &mut ChaCha8Rng) -> Marks {
         match self {
-            Marking::Key(keys) => (Some(rng.gen_range(0..keys)), None),
-            Marking::Priority => (None, Some(rng.gen_range(0..PRIORITY_LEVELS))),
+            Marking::Key(keys) => Marks {
+                key: Some(rng.gen_range(0..keys)),
+                ..Marks::default()
+            },
+            Marking::Priority => Marks {
+                priority: Some(rng.gen_range(0..PRIORITY_LEVELS)),
+                ..Marks::default()
+            },
+            Marking::Group(groups) => Marks {
+                group: Some(rng.gen_range(0..groups)),
+                ..Marks::default()
+            },
         }
     }
 }
 
-/// How a consumer paces the credit it gives: a typed queue's consumer
-/// now and then holds back its credit for a while, so that messages wait
-/// in the queue together (values of one key replace each other, higher
-/// priorities overtake lower ones).
+/// How a consumer paces the credit it gives and its settles: a typed
+/// queue's consumer now and then holds back its credit for a while, so
+/// that messages wait in the queue together (values of one key replace
+/// each other, higher priorities overtake lower ones); the grouped queue's
+/// holds a delivery for a while before it settles it, so that its group
+/// stays its own meanwhile (a broker that ignored groups would hand the
+/// group's next messages to another consumer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
     /// Its credit is always 1 (the priority rule reasons about one
@@ -114,6 +184,11 @@ pub struct Pace {
     pub pause_pct: u32,
     /// How long a deferred top-up waits at most, in milliseconds.
     pub pause_ms_max: u64,
+    /// Of the deliveries it settles in the fault phase, the percentage
+    /// whose settle it defers.
+    pub hold_pct: u32,
+    /// How long a deferred settle waits at most, in milliseconds.
+    pub hold_ms_max: u64,
 }
 
 impl Pace {
@@ -122,9 +197,21 @@ impl Pace {
         single_credit: false,
         pause_pct: 0,
         pause_ms_max: 0,
+        hold_pct: 0,
+        hold_ms_max: 0,
     };
 
-    /// The consumer of typed queue `queue`'s. Its credit is 1: with more,
+    /// The grouped queue's consumers': credit as drawn (a group's rule
+    /// reasons about what each consumer holds, not about its credit), and
+    /// a third of the settles deferred by up to half a second.
+    pub const HOLDING: Pace = Pace {
+        hold_pct: 30,
+        hold_ms_max: 500,
+        ..Pace::EAGER
+    };
+
+    /// The consumer of typed queue `queue`'s: the grouped queue's
+    /// [`Pace::HOLDING`]; the others' credit is 1: with more,
     /// the broker may assign it messages beyond the credit its link has
     /// left on the wire (the bridge's credit reaches the node late), which
     /// then wait in the broker until the consumer grants more; a deferred
@@ -133,15 +220,18 @@ impl Pace {
     /// not tell from a late dispatch.
     pub fn of(queue: &str) -> Pace {
         match queue {
+            GROUPED_QUEUE => Pace::HOLDING,
             PRIORITY_QUEUE => Pace {
                 single_credit: true,
                 pause_pct: 30,
                 pause_ms_max: 300,
+                ..Pace::EAGER
             },
             _ => Pace {
                 single_credit: true,
                 pause_pct: 20,
                 pause_ms_max: 500,
+                ..Pace::EAGER
             },
         }
     }

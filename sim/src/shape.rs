@@ -53,6 +53,10 @@ pub struct WorkloadShape {
     /// Requesters (and so a responder), for the same reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requesters: Option<u32>,
+    /// `false` leaves out the grouped queue and its clients, whatever the
+    /// seed draws, as `typed_queues` does the other typed queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grouped_queue: Option<bool>,
 }
 
 impl WorkloadShape {
@@ -71,6 +75,7 @@ impl WorkloadShape {
             typed_queues: None,
             rcv_settle_second: Some(params.rcv_settle_second),
             requesters: Some(params.requesters),
+            grouped_queue: None,
         }
     }
 
@@ -92,6 +97,9 @@ impl WorkloadShape {
         }
         if self.typed_queues == Some(false) {
             params.queue_types = QueueTypes::default();
+        }
+        if self.grouped_queue == Some(false) {
+            params.grouped = None;
         }
         let queues = u32::try_from(params.queues.len()).unwrap_or(u32::MAX);
         if params.consumers < queues {

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::seq::SliceRandom;
@@ -29,7 +29,9 @@ use crate::history::{
     ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState,
     TxnId, broker_name,
 };
-use crate::queue_types::{LAST_VALUE_KEY, Marking, Pace, QueueTypes};
+use crate::queue_types::{
+    GROUPED_QUEUE, Grouped, LAST_VALUE_KEY, Marking, Marks, Pace, QueueTypes, group_id,
+};
 use crate::request_reply;
 
 /// The brokers' AMQP port.
@@ -186,6 +188,10 @@ pub struct WorkloadParams {
     pub rcv_settle_second: bool,
     /// Requesters (see [`crate::request_reply`]); with any, one responder.
     pub requesters: u32,
+    /// The grouped queue, if the run has it: its producer comes after the
+    /// other typed queues' producers, its consumers after theirs (see
+    /// [`WorkloadParams::typed_queues`]).
+    pub grouped: Option<Grouped>,
 }
 
 /// Of seeds, the percentage whose receivers may settle in mode `second`.
@@ -255,14 +261,22 @@ impl WorkloadParams {
             } else {
                 0
             },
+            // Last again, for the same reason.
+            grouped: Grouped::draw(rng),
         }
     }
 
     /// The typed queues, in the order of their clients: typed queue `k`'s
-    /// producer is numbered `k` after the queue and topic producers, its
-    /// consumer `k` after the plain queues' consumers.
+    /// producer is numbered `k` after the queue and topic producers; the
+    /// last-value and priority queues' consumer `k` after the plain
+    /// queues' consumers, and the grouped queue's consumers after theirs.
     pub fn typed_queues(&self) -> Vec<&'static str> {
-        self.queue_types.queues()
+        let grouped = self.grouped.map(|_| GROUPED_QUEUE);
+        self.queue_types
+            .queues()
+            .into_iter()
+            .chain(grouped)
+            .collect()
     }
 
     /// The typed queue producer `n` sends to, if it is one's.
@@ -274,13 +288,24 @@ impl WorkloadParams {
     /// The typed queue consumer `n` reads, if it is one's.
     pub fn typed_queue_of_consumer(&self, consumer: u32) -> Option<&'static str> {
         let k = consumer.checked_sub(self.consumers)?;
-        self.typed_queues().get(k as usize).copied()
+        let single = self.queue_types.queues();
+        match single.get(k as usize) {
+            Some(queue) => Some(*queue),
+            None => (k < self.typed_consumers()).then_some(GROUPED_QUEUE),
+        }
+    }
+
+    /// The typed queues' consumers: one each of the last-value and
+    /// priority queues', then the grouped queue's.
+    fn typed_consumers(&self) -> u32 {
+        let grouped = self.grouped.map_or(0, |grouped| grouped.consumers);
+        self.queue_types.queues().len() as u32 + grouped
     }
 
     /// Every consumer's number: the plain queues' first, then the typed
     /// queues'.
     pub fn all_consumers(&self) -> std::ops::Range<u32> {
-        0..self.consumers + self.typed_queues().len() as u32
+        0..self.consumers + self.typed_consumers()
     }
 
     /// The queue consumer `n` reads.
@@ -479,9 +504,10 @@ pub fn encode_message(id: MsgId, kind: MessageKind) -> Bytes {
             Value::Long(millis),
         )]));
     }
-    if kind.message_id {
+    if kind.message_id || kind.group.is_some() {
         sections.push(Section::Properties(Box::new(Properties {
-            message_id: Some(MessageId::String(id.to_string())),
+            message_id: kind.message_id.then(|| MessageId::String(id.to_string())),
+            group_id: kind.group.map(group_id),
             ..Properties::default()
         })));
     }
@@ -566,9 +592,9 @@ impl MessageMix {
         // Not with a TTL: a message due after it expired never shows.
         let delay = (ttl.is_none() && rng.gen_range(0..100) < self.delay_pct)
             .then(|| Duration::from_millis(rng.gen_range(DELAY_MIN_MS..=DELAY_MAX_MS)));
-        let (key, priority) = self
+        let marks = self
             .marking
-            .map_or((None, None), |marking| marking.draw(rng));
+            .map_or(Marks::default(), |marking| marking.draw(rng));
         MessageKind {
             durable,
             presettled,
@@ -576,8 +602,9 @@ impl MessageMix {
             message_id: self.message_id,
             delay,
             txn: None,
-            key,
-            priority,
+            key: marks.key,
+            priority: marks.priority,
+            group: marks.group,
         }
     }
 }
@@ -1392,8 +1419,9 @@ pub async fn dead_letter_consumer(n: u32, seed: u64, shared: Rc<Shared>) -> turm
 /// A receiver: reads with random credit, settles with a mix of outcomes
 /// (or holds a delivery unsettled until its link or connection ends), and
 /// now and then closes its connection or detaches and re-attaches its link
-/// (churn); `pace` may hold its credit at 1, and defer some top-ups. In the
-/// drain phase it accepts everything; it exits when the run is finished.
+/// (churn); `pace` may hold its credit at 1, defer some top-ups, and defer
+/// some settles. In the drain phase it accepts everything; it exits when
+/// the run is finished.
 async fn receive(
     me: ClientId,
     seed: u64,
@@ -1454,6 +1482,9 @@ async fn receive(
         // Deliveries left unsettled on purpose: released when the
         // connection ends, or accepted in the drain phase.
         let mut held: BTreeMap<DeliveryId, MsgId> = BTreeMap::new();
+        // Deliveries whose settle `pace` deferred: each message, the
+        // outcome it is to get, and when.
+        let mut deferred: BTreeMap<DeliveryId, (MsgId, Outcome, Instant)> = BTreeMap::new();
         // A top-up of credit deferred by `pace`, and when it is due.
         let mut paused_until = None;
         let mut awaiting = Awaiting::new();
@@ -1464,6 +1495,10 @@ async fn receive(
                     return Ok(());
                 }
                 Phase::Drain => {
+                    let deferred = std::mem::take(&mut deferred)
+                        .into_iter()
+                        .map(|(delivery, (msg, _, _))| (delivery, msg));
+                    held.extend(deferred);
                     while let Some((delivery, msg)) = held.pop_first() {
                         let settling = Settling {
                             conn,
@@ -1486,6 +1521,22 @@ async fn receive(
                 }
                 Phase::Faults => {}
             }
+            let now = TurmoilIo.now();
+            while let Some((&delivery, &(msg, outcome, _))) =
+                deferred.iter().find(|(_, (_, _, due))| *due <= now)
+            {
+                deferred.remove(&delivery);
+                let settling = Settling {
+                    conn,
+                    queue: &queue,
+                    awaiting: from.second.then_some(&mut awaiting),
+                };
+                if let Err(error) =
+                    settle(&mut client, &shared, settling, delivery, msg, outcome).await
+                {
+                    break 'conn error.to_string();
+                }
+            }
             let draining = shared.phase() != Phase::Faults;
             if paused_until.is_some_and(|until| draining || TurmoilIo.now() >= until) {
                 paused_until = None;
@@ -1495,8 +1546,12 @@ async fn receive(
                     break 'conn error.to_string();
                 }
             }
-            let Some(event) = next_event_before(&mut client, tokio::time::sleep(PHASE_POLL)).await
-            else {
+            // Woken in time for the next deferred settle.
+            let wait = deferred
+                .values()
+                .map(|(_, _, due)| due.saturating_duration_since(now))
+                .fold(PHASE_POLL, Duration::min);
+            let Some(event) = next_event_before(&mut client, tokio::time::sleep(wait)).await else {
                 continue;
             };
             match unless_lost(event) {
@@ -1532,7 +1587,16 @@ async fn receive(
                         86..90 => Some(Outcome::Rejected),
                         _ => None,
                     };
+                    let hold = !draining
+                        && outcome.is_some()
+                        && pace.hold_pct > 0
+                        && rng.gen_range(0..100) < pace.hold_pct;
                     match outcome {
+                        Some(outcome) if hold => {
+                            let ms = rng.gen_range(1..=pace.hold_ms_max);
+                            let due = TurmoilIo.now() + Duration::from_millis(ms);
+                            deferred.insert(delivery, (msg, outcome, due));
+                        }
                         Some(outcome) => {
                             let settling = Settling {
                                 conn,
@@ -1584,6 +1648,7 @@ async fn receive(
                         // What the old link held goes back to the broker,
                         // and its settles are no longer answered.
                         held.clear();
+                        deferred.clear();
                         paused_until = None;
                         awaiting.clear();
                         let credit = rng.gen_range(1..=credit_max);

@@ -25,6 +25,7 @@ use crate::checker::{self, CheckReport, LastValueDrain};
 use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
 use crate::nemesis::{Bias, BrokerIo, FaultEvent, FaultKinds, Nemesis};
+use crate::queue_types::Grouped;
 use crate::request_reply;
 use crate::schedule::Schedule;
 use crate::shape::{self, WorkloadShape};
@@ -434,6 +435,9 @@ fn broker_config(
     config
         .queue_overrides
         .extend(params.queue_types.overrides());
+    if params.grouped.is_some() {
+        config.queue_overrides.push(Grouped::queue_override());
+    }
     // Dead clients (crashed or partitioned away) are detected quickly, so
     // that their unsettled deliveries are released within the run.
     config.amqp.idle_timeout_ms = 2_000;

@@ -74,6 +74,7 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("priority-ignored", Some(Rule::PriorityOrder)),
         ("settle-second-early", Some(Rule::SettleSecond)),
         ("unroutable-accepted", Some(Rule::RequestReply)),
+        ("groups-ignored", Some(Rule::GroupHeld)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

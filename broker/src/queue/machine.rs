@@ -226,7 +226,13 @@ impl Queues {
         self.queues.values()
     }
 
-    fn declare(&mut self, queue: String, config: QueueConfig, effects: &mut Vec<Effect>) {
+    fn declare(&mut self, queue: String, mut config: QueueConfig, effects: &mut Vec<Effect>) {
+        // PLANTED BUG (`groups-ignored`): the queue is made (and declared
+        // again) without its message groups, so dispatch hands a group's
+        // messages to any consumer.
+        if self.plants.groups_ignored() {
+            config.message_groups = false;
+        }
         match self.queues.get(&queue) {
             Some(existing) if existing.config != config => {
                 effects.push(Effect::DeclareConflict {

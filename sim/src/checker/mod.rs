@@ -37,7 +37,8 @@
 //! 19 a consume the broker settled holds (rcv-settle-mode `second`); 20
 //! every accepted request is answered, by its own reply queue (temporary
 //! queues, their deletion, the anonymous relay: see
-//! [`crate::request_reply`]). The last-value queue's model (what is sure
+//! [`crate::request_reply`]); 21 a group is held by one consumer at a
+//! time (the grouped queue). The last-value queue's model (what is sure
 //! of the order its messages were enqueued in) is `last_value`: rules 2,
 //! 5, 16 and 17 read it.
 

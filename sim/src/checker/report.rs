@@ -47,6 +47,8 @@ pub enum Rule {
     SettleSecond,
     /// Rule 20.
     RequestReply,
+    /// Rule 21.
+    GroupHeld,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -54,7 +56,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 20] = [
+    pub const ALL: [Rule; 21] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -75,6 +77,7 @@ impl Rule {
         Rule::PriorityOrder,
         Rule::SettleSecond,
         Rule::RequestReply,
+        Rule::GroupHeld,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -106,6 +109,7 @@ impl Rule {
             Rule::PriorityOrder => "18 priority",
             Rule::SettleSecond => "19 settle-second",
             Rule::RequestReply => "20 request-reply",
+            Rule::GroupHeld => "21 group-held",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -136,6 +140,7 @@ impl fmt::Display for Rule {
                 "a consume the broker settled (rcv-settle-mode second) did not hold"
             }
             Rule::RequestReply => "a request or its reply went astray",
+            Rule::GroupHeld => "a group's message delivered while another consumer held the group",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -198,6 +203,8 @@ pub struct Stats {
     pub last_value_late_excused: u64,
     /// Deliveries from the priority queue judged by rule 18.
     pub priority_judged: u64,
+    /// Deliveries from the grouped queue judged by rule 21.
+    pub groups_judged: u64,
     /// Deliveries of a message from a queue beyond its first (all allowed
     /// ones).
     pub redeliveries: u64,
@@ -217,7 +224,7 @@ pub struct Stats {
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
-    /// 12, 14, 16 and 18 always are; rules 2, 10, 13, 15 and 17 once the run
+    /// 12, 14, 16, 18, 19 and 21 always are; rules 2, 10, 13, 15 and 17 once the run
     /// had its liveness phase (not cut short by a panic); rule 5 once the broker reported
     /// its state at the end; rule 6 once the cluster's nodes reported their
     /// replicas.

@@ -30,6 +30,7 @@ fn params(subscribers: u32) -> WorkloadParams {
         queue_types: crate::queue_types::QueueTypes::default(),
         rcv_settle_second: false,
         requesters: 0,
+        grouped: None,
     }
 }
 
@@ -729,6 +730,114 @@ fn every_accepted_request_is_answered_on_its_own_queue() {
     let mut script = requested(NOWHERE);
     script.then(Op::Closed { conn: requester });
     assert_eq!(rules(&checked(&script)), [Rule::RequestReply]);
+}
+
+// ---- the grouped queue -------------------------------------------------
+
+/// `params(0)` with the grouped queue (producer 1, consumers 2 and 3).
+fn with_groups() -> WorkloadParams {
+    WorkloadParams {
+        grouped: Some(crate::queue_types::Grouped {
+            groups: 3,
+            consumers: 2,
+        }),
+        ..params(0)
+    }
+}
+
+/// A history of the grouped queue: consumers 2 (A) and 3 (B) connect;
+/// producer 1 sends m0 and m1 of group 0 and m2 of group 1, all accepted;
+/// A receives m0 and holds it; B receives m2 (another group: no matter);
+/// `before` happens; B receives m1, of A's group; `then` happens, and B
+/// accepts m1 and m2. If A did not consume m0, B receives it again and
+/// accepts it.
+fn held_by_a(before: &[Op], then: &[Op]) -> History {
+    let gq = crate::queue_types::GROUPED_QUEUE;
+    let (a, b) = (conn(ClientId::Consumer(2)), conn(ClientId::Consumer(3)));
+    let of = |group| MessageKind {
+        group: Some(group),
+        ..MessageKind::PLAIN
+    };
+    let delivered = |conn, msg, delivery_count| Op::Delivered {
+        conn,
+        queue: gq.to_owned(),
+        msg,
+        delivery_count,
+        first_acquirer: delivery_count == 0,
+    };
+    let accepted = |conn, msg| Op::Settled {
+        conn,
+        queue: gq.to_owned(),
+        msg,
+        outcome: Outcome::Accepted,
+    };
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    for consumer in [a, b] {
+        script.then(Op::Connected {
+            conn: consumer,
+            address: gq.to_owned(),
+            node: None,
+        });
+    }
+    let m0 = typed_accepted(&mut script, 0, of(0));
+    let m1 = typed_accepted(&mut script, 1, of(0));
+    let m2 = typed_accepted(&mut script, 2, of(1));
+    script.then(delivered(a, m0, 0)).then(delivered(b, m2, 0));
+    for op in before {
+        script.then(op.clone());
+    }
+    script.then(delivered(b, m1, 0));
+    for op in then {
+        script.then(op.clone());
+    }
+    script.then(accepted(b, m1)).then(accepted(b, m2));
+    let consumed_by_a = [before, then].concat().contains(&accepted(a, m0));
+    if !consumed_by_a {
+        script.then(delivered(b, m0, 1)).then(accepted(b, m0));
+    }
+    script.0
+}
+
+/// Rule 21: a group's message delivered to B while A holds one of the
+/// group fails, unless A's settle was recorded first, A's link was ending
+/// (A recorded nothing more before it closed), or A's connection was
+/// later lost (the broker let go of what it held when it noticed, which A
+/// cannot know).
+#[test]
+fn a_group_is_held_by_one_consumer_at_a_time() {
+    let gq = crate::queue_types::GROUPED_QUEUE;
+    let a = conn(ClientId::Consumer(2));
+    let m0 = MsgId {
+        producer: 1,
+        seq: 0,
+    };
+    let settled = Op::Settled {
+        conn: a,
+        queue: gq.to_owned(),
+        msg: m0,
+        outcome: Outcome::Accepted,
+    };
+    let checked = |before: &[Op], then: &[Op]| check(&held_by_a(before, then), &with_groups());
+    // A settles m0 only after B received m1: B got A's group.
+    let report = checked(&[], std::slice::from_ref(&settled));
+    assert_eq!(rules(&report), [Rule::GroupHeld], "{:?}", report.violations);
+    assert_eq!(report.stats.groups_judged, 3);
+    // A settled m0 first: the group was free to move.
+    let report = checked(std::slice::from_ref(&settled), &[]);
+    assert!(report.passed(), "{:?}", report.violations);
+    // A closes right after B received m1: its link was ending then.
+    let report = checked(&[], &[Op::Closed { conn: a }]);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.groups_judged, 4);
+    // A settles, then its connection is lost: A cannot know when the
+    // broker let go of m0.
+    let lost = Op::ConnectionLost {
+        conn: a,
+        why: "idle timeout".to_owned(),
+    };
+    let report = checked(&[], &[settled, lost]);
+    assert!(report.passed(), "{:?}", report.violations);
 }
 
 // ---- transactions ------------------------------------------------------

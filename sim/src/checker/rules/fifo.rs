@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::checker::facts::Facts;
 use crate::checker::{CheckReport, Rule};
 use crate::history::{ClientId, ConnId, Event, Op};
+use crate::queue_types::GROUPED_QUEUE;
 use crate::workload::WorkloadParams;
 
 use super::{Check, violation};
@@ -21,17 +22,28 @@ use super::{Check, violation};
 /// previous link until that link's detach is committed, and the connection
 /// that link was on returns what it could not send (a release, which keeps
 /// delivery-count 0), so they may come back after later ones.
+///
+/// The grouped queue has several consumers, yet each group goes to one at
+/// a time, and to another only once the first settled what it held of it
+/// (after it received it) or its link ended (which counts a failed
+/// delivery on what it held, or, in a cluster, comes with an attach after
+/// it): so the rule holds there per producer *and group*, any consumer's
+/// attach counting as the queue's consumer's.
 pub(super) struct Fifo<'h> {
     /// How many consumers read each queue.
     consumers_per_queue: BTreeMap<String, u32>,
-    /// Per (queue, producer, priority), the last in-order seq this broker
-    /// life, and the history index of its delivery.
-    last: BTreeMap<(String, u32, Option<u8>), (u64, usize)>,
+    /// Per stream, the last in-order seq this broker life, and the
+    /// history index of its delivery.
+    last: BTreeMap<Stream, (u64, usize)>,
     /// In a cluster, when each queue's consumer last attached a link.
     linked_at: BTreeMap<&'h str, Duration>,
     /// In a cluster, the queue each consumer's connection reads.
     conn_queue: BTreeMap<ConnId, &'h str>,
 }
+
+/// What keeps its order: a queue's messages of one producer, priority and
+/// group.
+type Stream = (String, u32, Option<u8>, Option<u8>);
 
 impl Fifo<'_> {
     pub(super) fn new(params: &WorkloadParams) -> Self {
@@ -70,12 +82,12 @@ impl<'h> Check<'h> for Fifo<'h> {
             } if !matches!(conn.client, ClientId::Producer(_)) => {
                 self.conn_queue.insert(*conn, address.as_str());
                 self.linked_at.insert(address.as_str(), event.time);
-                self.last.retain(|(queue, _, _), _| queue != address);
+                self.last.retain(|(queue, ..), _| queue != address);
             }
             Op::Relinked { conn } => {
                 if let Some(&queue) = self.conn_queue.get(conn) {
                     self.linked_at.insert(queue, event.time);
-                    self.last.retain(|(q, _, _), _| q != queue);
+                    self.last.retain(|(q, ..), _| q != queue);
                 }
             }
             _ => {}
@@ -84,7 +96,8 @@ impl<'h> Check<'h> for Fifo<'h> {
             return;
         };
         let (queue, msg) = (delivery.queue, delivery.msg);
-        let single_consumer = self.consumers_per_queue.get(queue) == Some(&1);
+        let single_consumer =
+            self.consumers_per_queue.get(queue) == Some(&1) || queue == GROUPED_QUEUE;
         // The broker only rewrites the header (delivery-count,
         // first-acquirer) on a redelivery, and counts a delivery lost with
         // its link as failed; so delivery-count 0 on the first delivery
@@ -101,11 +114,8 @@ impl<'h> Check<'h> for Fifo<'h> {
         if !(single_consumer && clean) {
             return;
         }
-        let key = (
-            queue.to_owned(),
-            msg.producer,
-            facts.timeline.kind(msg).priority,
-        );
+        let kind = facts.timeline.kind(msg);
+        let key = (queue.to_owned(), msg.producer, kind.priority, kind.group);
         let before = self.last.get(&key).filter(|(last, _)| *last > msg.seq);
         if let Some((last, last_index)) = before {
             let detail = format!(

@@ -18,6 +18,7 @@ mod early;
 mod expired;
 mod fifo;
 mod final_state;
+mod groups;
 mod last_value;
 mod lost;
 mod never_sent;
@@ -76,6 +77,7 @@ pub(super) fn all<'h>(params: &WorkloadParams) -> Vec<Box<dyn Check<'h> + 'h>> {
         Box::new(replicas::Replicas::default()),
         Box::new(settle_second::SettleSecond::default()),
         Box::new(request_reply::RequestReply::default()),
+        Box::new(groups::GroupHeld::default()),
     ]
 }
 
