@@ -25,6 +25,8 @@
 //! | `priority-ignored` | `queue::machine` `Queues::enqueue` | a published message's priority is taken as the default, so a priority queue delivers first in first out |
 //! | `unroutable-accepted` | `queue::machine` `Queues::enqueue` | an enqueue to a queue that does not exist (the anonymous relay's `to` names none) is dropped without a rejection, so the publish is answered `accepted` |
 //! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
+//! | `filter-ignored` | `queue::machine` `Queues::attach` | a consumer's `amqp:application-properties-filter` is dropped when it attaches, so dispatch never applies it: the consumer gets what the filter does not select |
+//! | `volatile-copy-dropped` | `node::state` `GroupState::subscriptions` | a topic's message skips the non-durable subscriptions now and then (one message in four, by a checksum of its bytes), though its publish is answered `accepted` |
 
 use std::fmt;
 use std::str::FromStr;
@@ -158,6 +160,18 @@ impl Plants {
     pub const fn settle_second_early(self) -> bool {
         self.has(Plant::SettleSecondEarly)
     }
+
+    /// `filter-ignored`: a consumer's application-properties filter is
+    /// never applied.
+    pub const fn filter_ignored(self) -> bool {
+        self.has(Plant::FilterIgnored)
+    }
+
+    /// `volatile-copy-dropped`: a topic's message now and then skips the
+    /// non-durable subscriptions.
+    pub const fn volatile_copy_dropped(self) -> bool {
+        self.has(Plant::VolatileCopyDropped)
+    }
 }
 
 /// One planted bug.
@@ -211,11 +225,16 @@ pub enum Plant {
     /// An enqueue to a queue that does not exist is dropped, and its
     /// publish accepted.
     UnroutableAccepted,
+    /// A consumer's `amqp:application-properties-filter` is not applied at
+    /// dispatch.
+    FilterIgnored,
+    /// A topic's message skips the non-durable subscriptions now and then.
+    VolatileCopyDropped,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 18] = [
+    pub const ALL: [Plant; 20] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -234,6 +253,8 @@ impl Plant {
         Plant::PriorityIgnored,
         Plant::SettleSecondEarly,
         Plant::UnroutableAccepted,
+        Plant::FilterIgnored,
+        Plant::VolatileCopyDropped,
     ];
 
     /// The plant's command-line name.
@@ -257,6 +278,8 @@ impl Plant {
             Plant::PriorityIgnored => "priority-ignored",
             Plant::SettleSecondEarly => "settle-second-early",
             Plant::UnroutableAccepted => "unroutable-accepted",
+            Plant::FilterIgnored => "filter-ignored",
+            Plant::VolatileCopyDropped => "volatile-copy-dropped",
         }
     }
 }
@@ -270,7 +293,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, filter-ignored, volatile-copy-dropped"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -53,6 +53,10 @@ pub struct WorkloadShape {
     /// Requesters (and so a responder), for the same reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requesters: Option<u32>,
+    /// Of the subscribers, how many (the first ones) attach volatile
+    /// subscriptions, for the same reason (at most `subscribers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volatile_subscribers: Option<u32>,
 }
 
 impl WorkloadShape {
@@ -71,6 +75,7 @@ impl WorkloadShape {
             typed_queues: None,
             rcv_settle_second: Some(params.rcv_settle_second),
             requesters: Some(params.requesters),
+            volatile_subscribers: Some(params.volatile_subscribers),
         }
     }
 
@@ -87,6 +92,10 @@ impl WorkloadShape {
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
         params.rcv_settle_second = self.rcv_settle_second.unwrap_or(params.rcv_settle_second);
         params.requesters = self.requesters.unwrap_or(params.requesters);
+        params.volatile_subscribers = self
+            .volatile_subscribers
+            .unwrap_or(params.volatile_subscribers)
+            .min(params.subscribers);
         if let Some(max_length) = self.reject_publish_limit {
             params.limit = (max_length > 0).then_some((max_length, Overflow::RejectPublish));
         }
