@@ -189,7 +189,7 @@ impl VolatileLinks {
             Op::Closed { conn } if self.volatile_conn(*conn) => {
                 self.end(*conn, index, LinkEnd::Closed);
             }
-            Op::Delivered { queue, msg, .. } => {
+            Op::Delivered { queue, msg, .. } if self.params.is_volatile_queue(queue) => {
                 if let Some(link) = self.links.iter_mut().rev().find(|l| l.queue == *queue) {
                     link.owed.remove(msg);
                     link.got.insert(*msg);

@@ -37,7 +37,9 @@
 //! 19 a consume the broker settled holds (rcv-settle-mode `second`); 20
 //! every accepted request is answered, by its own reply queue (temporary
 //! queues, their deletion, the anonymous relay: see
-//! [`crate::request_reply`]). The last-value queue's model (what is sure
+//! [`crate::request_reply`]); 22 a volatile subscription gets what was
+//! published while its link lived, and nothing from before (see
+//! [`crate::volatile`]). The last-value queue's model (what is sure
 //! of the order its messages were enqueued in) is `last_value`: rules 2,
 //! 5, 16 and 17 read it.
 
