@@ -107,7 +107,7 @@ impl GroupState {
         let skips_volatile = self.plants.volatile_copy_dropped() && crc32c::crc32c(body) % 4 == 0;
         self.queues
             .declared()
-            .filter(|(_, declared)| !(skips_volatile && !declared.durable))
+            .filter(|(_, declared)| !skips_volatile || declared.durable)
             .map(|(name, _)| name)
             .filter(|name| name.starts_with(&prefix) && self.queues.takes(name, &message))
             .map(str::to_owned)
