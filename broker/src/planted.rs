@@ -26,6 +26,8 @@
 //! | `unroutable-accepted` | `queue::machine` `Queues::enqueue` | an enqueue to a queue that does not exist (the anonymous relay's `to` names none) is dropped without a rejection, so the publish is answered `accepted` |
 //! | `groups-ignored` | `queue::machine` `Queues::declare` | a queue with message groups is made without them, so its dispatch hands a group's messages to any consumer while another holds some |
 //! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
+//! | `filter-ignored` | `queue::machine` `Queues::attach` | a consumer's `amqp:application-properties-filter` is dropped when it attaches, so dispatch never applies it: the consumer gets what the filter does not select |
+//! | `volatile-copy-dropped` | `node::state` `GroupState::subscriptions` | a topic's message skips the non-durable subscriptions now and then (one message in four, by a checksum of its bytes), though its publish is answered `accepted` |
 
 use std::fmt;
 use std::str::FromStr;
@@ -164,6 +166,18 @@ impl Plants {
     pub const fn settle_second_early(self) -> bool {
         self.has(Plant::SettleSecondEarly)
     }
+
+    /// `filter-ignored`: a consumer's application-properties filter is
+    /// never applied.
+    pub const fn filter_ignored(self) -> bool {
+        self.has(Plant::FilterIgnored)
+    }
+
+    /// `volatile-copy-dropped`: a topic's message now and then skips the
+    /// non-durable subscriptions.
+    pub const fn volatile_copy_dropped(self) -> bool {
+        self.has(Plant::VolatileCopyDropped)
+    }
 }
 
 /// One planted bug.
@@ -219,11 +233,16 @@ pub enum Plant {
     UnroutableAccepted,
     /// A queue with message groups dispatches as if it had none.
     GroupsIgnored,
+    /// A consumer's `amqp:application-properties-filter` is not applied at
+    /// dispatch.
+    FilterIgnored,
+    /// A topic's message skips the non-durable subscriptions now and then.
+    VolatileCopyDropped,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 19] = [
+    pub const ALL: [Plant; 21] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -243,6 +262,8 @@ impl Plant {
         Plant::SettleSecondEarly,
         Plant::UnroutableAccepted,
         Plant::GroupsIgnored,
+        Plant::FilterIgnored,
+        Plant::VolatileCopyDropped,
     ];
 
     /// The plant's command-line name.
@@ -267,6 +288,8 @@ impl Plant {
             Plant::SettleSecondEarly => "settle-second-early",
             Plant::UnroutableAccepted => "unroutable-accepted",
             Plant::GroupsIgnored => "groups-ignored",
+            Plant::FilterIgnored => "filter-ignored",
+            Plant::VolatileCopyDropped => "volatile-copy-dropped",
         }
     }
 }
@@ -280,7 +303,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped"
 )]
 pub struct UnknownPlant(pub String);
 

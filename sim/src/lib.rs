@@ -20,6 +20,7 @@ pub mod timeline;
 pub mod toml_text;
 pub mod trace;
 pub mod transactions;
+pub mod volatile;
 pub mod workload;
 pub mod world;
 

@@ -128,6 +128,28 @@ fn queue_types_summary(reports: &[&RunReport]) -> String {
     )
 }
 
+/// What rules 12 and 22 saw over `reports`: in how many seeds the
+/// selective consumer used each filter, and in how many seeds subscribers
+/// were volatile, with the deliveries rule 22 judged and the owed messages
+/// it excused (their subscription died first).
+fn filters_and_volatile_summary(reports: &[&RunReport]) -> String {
+    use sluice_sim::workload::SelectiveFilter;
+    let seeds = |drawn: &dyn Fn(&RunReport) -> bool| reports.iter().filter(|r| drawn(r)).count();
+    let sum = |count: &dyn Fn(&RunReport) -> u64| reports.iter().map(|r| count(r)).sum::<u64>();
+    let selective = |filter| {
+        seeds(&|r| r.params.selective_consumer().is_some() && r.params.selective_filter == filter)
+    };
+    format!(
+        "selective consumer: JMS selector in {}/{n} seeds, application-properties filter in {}/{n}; volatile subscribers in {}/{n} seeds, {} deliveries judged by rule 22, {} owed messages excused (their subscription died first)",
+        selective(SelectiveFilter::JmsSelector),
+        selective(SelectiveFilter::ApplicationProperties),
+        seeds(&|r| r.params.volatile_subscribers > 0),
+        sum(&|r| r.check.stats.volatile_delivered),
+        sum(&|r| r.check.stats.volatile_excused),
+        n = reports.len(),
+    )
+}
+
 /// How many of `reports` each rule that applies to `nodes` nodes was
 /// checked on: a rule that could not run on a seed is not a pass there.
 fn rules_checked(reports: &[&RunReport], nodes: u32) -> String {
@@ -325,6 +347,7 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
         .collect();
     println!("{}", rules_checked(&reports, args.sim.nodes));
     println!("{}", queue_types_summary(&reports));
+    println!("{}", filters_and_volatile_summary(&reports));
     let idle = reports
         .iter()
         .filter(|report| report.check.stats.faults_in_traffic == 0)

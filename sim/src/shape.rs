@@ -57,6 +57,10 @@ pub struct WorkloadShape {
     /// seed draws, as `typed_queues` does the other typed queues.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grouped_queue: Option<bool>,
+    /// Of the subscribers, how many (the first ones) attach volatile
+    /// subscriptions, for the same reason (at most `subscribers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volatile_subscribers: Option<u32>,
 }
 
 impl WorkloadShape {
@@ -76,6 +80,7 @@ impl WorkloadShape {
             rcv_settle_second: Some(params.rcv_settle_second),
             requesters: Some(params.requesters),
             grouped_queue: None,
+            volatile_subscribers: Some(params.volatile_subscribers),
         }
     }
 
@@ -92,6 +97,10 @@ impl WorkloadShape {
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
         params.rcv_settle_second = self.rcv_settle_second.unwrap_or(params.rcv_settle_second);
         params.requesters = self.requesters.unwrap_or(params.requesters);
+        params.volatile_subscribers = self
+            .volatile_subscribers
+            .unwrap_or(params.volatile_subscribers)
+            .min(params.subscribers);
         if let Some(max_length) = self.reject_publish_limit {
             params.limit = (max_length > 0).then_some((max_length, Overflow::RejectPublish));
         }

@@ -162,7 +162,8 @@ pub struct WorkloadParams {
     pub topic: String,
     /// Producers to the topic, numbered after the queue producers.
     pub topic_producers: u32,
-    /// Durable subscribers to the topic: each gets every message sent to it.
+    /// Subscribers to the topic: each durable one gets every message sent
+    /// to it; see [`WorkloadParams::volatile_subscribers`].
     pub subscribers: u32,
     /// If set, the queue that dead-letters into [`DEAD_LETTER_QUEUE`]
     /// after [`WorkloadParams::delivery_limit`] failed deliveries or a
@@ -192,12 +193,67 @@ pub struct WorkloadParams {
     /// other typed queues' producers, its consumers after theirs (see
     /// [`WorkloadParams::typed_queues`]).
     pub grouped: Option<Grouped>,
+    /// How the selective consumer selects (the same messages either way).
+    pub selective_filter: SelectiveFilter,
+    /// Of the subscribers, how many (the first ones) attach non-durable
+    /// subscriptions, each of which lives as long as its link: see
+    /// [`crate::volatile`].
+    pub volatile_subscribers: u32,
+}
+
+/// How the selective consumer selects: each filter takes the messages
+/// with an even sequence number (every message says which, in its
+/// `parity` application property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectiveFilter {
+    /// The JMS selector [`SELECTOR`].
+    JmsSelector,
+    /// The OASIS `amqp:application-properties-filter` `{"parity": "even"}`.
+    ApplicationProperties,
+}
+
+impl SelectiveFilter {
+    /// What it says, for the checker's reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SelectiveFilter::JmsSelector => "the selector parity = 'even'",
+            SelectiveFilter::ApplicationProperties => {
+                "the application-properties filter {parity: even}"
+            }
+        }
+    }
+
+    /// The entry of a source's filter set that selects this way.
+    fn entry(self) -> (Value, Value) {
+        let (key, descriptor, value) = match self {
+            SelectiveFilter::JmsSelector => (
+                "jms-selector",
+                "apache.org:selector-filter:string",
+                Value::from(SELECTOR),
+            ),
+            SelectiveFilter::ApplicationProperties => (
+                "parity-filter",
+                "amqp:application-properties-filter",
+                Value::Map(vec![(Value::from("parity"), Value::from("even"))]),
+            ),
+        };
+        let filter = Described {
+            descriptor: Descriptor::Name(Symbol::from_static(descriptor)),
+            value,
+        };
+        (Value::Symbol(Symbol::from_static(key)), Value::from(filter))
+    }
 }
 
 /// Of seeds, the percentage whose receivers may settle in mode `second`.
 const RCV_SETTLE_SECOND_PCT: u32 = 40;
 
-/// The selector of the selective consumer: messages with an even sequence
+/// Of seeds, the percentage whose subscribers may attach non-durable
+/// subscriptions.
+const VOLATILE_PCT: u32 = 50;
+
+/// The JMS selector of the selective consumer, when it selects with one
+/// ([`SelectiveFilter::JmsSelector`]): messages with an even sequence
 /// number (every message says which, in its `parity` property).
 pub const SELECTOR: &str = "parity = 'even'";
 
@@ -263,7 +319,50 @@ impl WorkloadParams {
             },
             // Last again, for the same reason.
             grouped: Grouped::draw(rng),
+            // Drawn last, as above.
+            selective_filter: if rng.gen_bool(0.5) {
+                SelectiveFilter::ApplicationProperties
+            } else {
+                SelectiveFilter::JmsSelector
+            },
+            volatile_subscribers: if rng.gen_range(0..100) < VOLATILE_PCT {
+                rng.gen_range(1..=2u32).min(subscribers)
+            } else {
+                0
+            },
         }
+    }
+
+    /// Whether subscriber `n` attaches non-durable subscriptions.
+    pub fn is_volatile(&self, subscriber: u32) -> bool {
+        subscriber < self.volatile_subscribers
+    }
+
+    /// The durable subscribers' numbers.
+    pub fn durable_subscribers(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.subscribers).filter(|&n| !self.is_volatile(n))
+    }
+
+    /// The history's name for every queue of volatile subscriber `n`: each
+    /// link's subscription is recorded as this followed by the link (see
+    /// [`volatile_link_queue`]). The broker names it otherwise: the client
+    /// never learns the name.
+    pub fn volatile_subscription(&self, subscriber: u32) -> String {
+        format!(
+            "{}{}",
+            self.volatile_prefix(),
+            ClientId::Subscriber(subscriber)
+        )
+    }
+
+    /// What the history's names of volatile subscriptions start with.
+    fn volatile_prefix(&self) -> String {
+        format!("topic://{}::~", self.topic)
+    }
+
+    /// Whether `queue` is the history's name of a volatile subscription.
+    pub fn is_volatile_queue(&self, queue: &str) -> bool {
+        queue.starts_with(&self.volatile_prefix())
     }
 
     /// The typed queues, in the order of their clients: typed queue `k`'s
@@ -396,17 +495,23 @@ impl WorkloadParams {
     }
 
     /// The queues every message of producer `n` must reach: its queue, or
-    /// every subscription (all are made before any topic producer starts).
+    /// every durable subscription (all are made before any topic producer
+    /// starts). What a volatile one must get is [`crate::volatile`]'s.
     pub fn destinations_of(&self, producer: u32) -> Vec<String> {
         if let Some(queue) = self.typed_queue_of_producer(producer) {
             vec![queue.to_owned()]
         } else if producer < self.producers {
             vec![self.queue_of(producer).to_owned()]
         } else {
-            (0..self.subscribers)
+            self.durable_subscribers()
                 .map(|n| self.subscription(n))
                 .collect()
         }
+    }
+
+    /// Whether producer `n` sends to the topic.
+    pub fn is_topic_producer(&self, producer: u32) -> bool {
+        (self.producers..self.producers + self.topic_producers).contains(&producer)
     }
 
     /// The broker's queue behind subscriber `n`'s durable subscription:
@@ -419,9 +524,10 @@ impl WorkloadParams {
         )
     }
 
-    /// Every queue the broker holds for the workload.
+    /// Every queue the broker holds for the workload (a volatile
+    /// subscription goes with its link).
     pub fn all_queues(&self) -> Vec<String> {
-        let subscriptions = (0..self.subscribers).map(|n| self.subscription(n));
+        let subscriptions = self.durable_subscribers().map(|n| self.subscription(n));
         let dead_letters = self
             .has_dead_letters()
             .then(|| DEAD_LETTER_QUEUE.to_owned());
@@ -784,6 +890,17 @@ struct ReadFrom {
     /// Settles in mode `second`: the broker settles each delivery after
     /// the client's outcome, and only then is it consumed.
     second: bool,
+    /// Each link reads a subscription of its own (a non-durable one), which
+    /// the history names after `queue` and the link (see
+    /// [`volatile_link_queue`]).
+    per_link: bool,
+}
+
+/// The history's name of the subscription of the `link`th link (from 1) on
+/// `conn` of the volatile subscriber whose subscriptions are named after
+/// `queue` ([`WorkloadParams::volatile_subscription`]).
+pub fn volatile_link_queue(queue: &str, conn: ConnId, link: u32) -> String {
+    format!("{queue}/c{}/l{link}", conn.n)
 }
 
 impl ReadFrom {
@@ -797,6 +914,16 @@ impl ReadFrom {
             link_name: "consumer",
             container: None,
             second: false,
+            per_link: false,
+        }
+    }
+
+    /// The queue the history names for the `link`th link on `conn`.
+    fn queue_of_link(&self, conn: ConnId, link: u32) -> String {
+        if self.per_link {
+            volatile_link_queue(&self.queue, conn, link)
+        } else {
+            self.queue.clone()
         }
     }
 
@@ -806,17 +933,10 @@ impl ReadFrom {
         self
     }
 
-    /// `queue`, through `selector` (a JMS selector).
-    fn selected(queue: &str, selector: &str) -> Self {
-        let filter = Described {
-            descriptor: Descriptor::Name(Symbol::from_static("apache.org:selector-filter:string")),
-            value: Value::from(selector),
-        };
+    /// `queue`, through `filter`.
+    fn selected(queue: &str, filter: SelectiveFilter) -> Self {
         let mut from = Self::queue(queue);
-        from.source.filter = vec![(
-            Value::Symbol(Symbol::from_static("jms-selector")),
-            Value::from(filter),
-        )];
+        from.source.filter = vec![filter.entry()];
         from
     }
 
@@ -840,6 +960,24 @@ impl ReadFrom {
             link_name: SUBSCRIPTION_LINK,
             container: Some(ClientId::Subscriber(subscriber).to_string()),
             second: false,
+            per_link: false,
+        }
+    }
+
+    /// A non-durable subscription to the topic: one per link, made by its
+    /// attach and deleted with its link (however it ends), so it holds only
+    /// what was published while the link lived.
+    fn volatile_subscription(params: &WorkloadParams, subscriber: u32) -> Self {
+        Self {
+            queue: params.volatile_subscription(subscriber),
+            source: Source {
+                address: Some(format!("topic://{}", params.topic)),
+                ..Source::default()
+            },
+            link_name: SUBSCRIPTION_LINK,
+            container: None,
+            second: false,
+            per_link: true,
         }
     }
 }
@@ -1310,7 +1448,7 @@ pub async fn consumer(
     let queue = params.consumer_queue(n);
     let me = ClientId::Consumer(n);
     let from = match params.selective_consumer() {
-        Some(selective) if selective == n => ReadFrom::selected(queue, SELECTOR),
+        Some(selective) if selective == n => ReadFrom::selected(queue, params.selective_filter),
         _ => ReadFrom::queue(queue),
     };
     let pace = params
@@ -1396,8 +1534,9 @@ async fn browse(
     }
 }
 
-/// A durable subscriber to the topic: see [`receive`]. Its subscription
-/// outlives its connections, so messages sent while it is away wait for it.
+/// A subscriber to the topic: see [`receive`]. A durable one's
+/// subscription outlives its connections, so messages sent while it is
+/// away wait for it; a volatile one's lives as long as its link.
 pub async fn subscriber(
     n: u32,
     seed: u64,
@@ -1405,8 +1544,12 @@ pub async fn subscriber(
     shared: Rc<Shared>,
 ) -> turmoil::Result {
     let me = ClientId::Subscriber(n);
-    let from =
-        ReadFrom::subscription(&params, n).settling_second(settles_second(seed, &params, me));
+    let from = if params.is_volatile(n) {
+        ReadFrom::volatile_subscription(&params, n)
+    } else {
+        ReadFrom::subscription(&params, n)
+    };
+    let from = from.settling_second(settles_second(seed, &params, me));
     receive(me, seed, from, Pace::EAGER, shared).await
 }
 
@@ -1430,7 +1573,6 @@ async fn receive(
     shared: Rc<Shared>,
 ) -> turmoil::Result {
     let mut rng = client_rng(seed, me);
-    let queue = from.queue.clone();
     let credit_drawn = rng.gen_range(1..=50u32);
     let credit_max = if pace.single_credit { 1 } else { credit_drawn };
     // Percent chances, per delivery, in the fault phase.
@@ -1447,6 +1589,8 @@ async fn receive(
         };
         let credit = rng.gen_range(1..=credit_max);
         let node = shared.pick_broker(&mut rng);
+        let mut link_n = 1;
+        let mut queue = from.queue_of_link(conn, link_n);
         let (mut client, session, mut link) = match open_receiver(conn, node, &from, credit).await {
             Ok(opened) => opened,
             Err(ClientError::SettleModeRefused) => {
@@ -1656,6 +1800,8 @@ async fn receive(
                             Ok(new_link) => link = new_link,
                             Err(error) => break 'conn format!("relink: {error}"),
                         }
+                        link_n += 1;
+                        queue = from.queue_of_link(conn, link_n);
                         shared.record(Op::Relinked { conn });
                     }
                 }

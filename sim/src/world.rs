@@ -31,6 +31,7 @@ use crate::schedule::Schedule;
 use crate::shape::{self, WorkloadShape};
 use crate::trace::Trace;
 use crate::transactions::{Fate, Transactions};
+use crate::volatile::VolatileLinks;
 use crate::workload::{self, CONVERGE_WAIT_MAX, Phase, Shared, WorkloadParams};
 
 /// How often a cluster node reports its groups' leaders to the nemesis, in
@@ -995,10 +996,12 @@ impl Determinism {
 /// those the checker lets vanish. A message sent in a transaction counts
 /// once its transaction's commit is accepted, or, for a commit with no
 /// answer, once another of its messages is delivered (all or nothing, so
-/// the rest must follow).
+/// the rest must follow). A live volatile subscription's link must have
+/// got what it is owed (see [`crate::volatile`]), or have ended.
 #[derive(Debug)]
 struct DrainTracker {
     params: WorkloadParams,
+    volatile: VolatileLinks,
     /// Accepted requests still waiting for their reply.
     requests: request_reply::Awaited,
     txns: Transactions,
@@ -1017,6 +1020,7 @@ struct DrainTracker {
 impl DrainTracker {
     fn new(params: WorkloadParams) -> Self {
         Self {
+            volatile: VolatileLinks::new(&params),
             params,
             requests: request_reply::Awaited::default(),
             txns: Transactions::default(),
@@ -1034,6 +1038,7 @@ impl DrainTracker {
     fn observe(&mut self, index: usize, event: &crate::history::Event) {
         self.txns.observe(index, event);
         self.requests.observe(&event.op);
+        self.volatile.observe(index, event);
         match &event.op {
             // A message's outcome in a transaction is provisional.
             Op::ProducerOutcome {
@@ -1128,7 +1133,12 @@ impl DrainTracker {
     }
 
     fn done(&self, now: Duration) -> bool {
+        let vanishes = |msg: MsgId, time: Duration| {
+            let kind = self.kinds.get(&msg).copied().unwrap_or(MessageKind::PLAIN);
+            checker::may_vanish(kind, time, &self.starts)
+        };
         self.outstanding.is_empty()
+            && !self.volatile.awaiting(vanishes)
             && self.last_values.done()
             && self.requests.is_empty()
             && now >= self.last_delivery + DRAIN_QUIET

@@ -75,6 +75,8 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("settle-second-early", Some(Rule::SettleSecond)),
         ("unroutable-accepted", Some(Rule::RequestReply)),
         ("groups-ignored", Some(Rule::GroupHeld)),
+        ("filter-ignored", Some(Rule::Unselected)),
+        ("volatile-copy-dropped", Some(Rule::Volatile)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

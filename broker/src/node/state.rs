@@ -101,8 +101,13 @@ impl GroupState {
         let topic = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
         let prefix = subscription_queue(topic, "");
         let message = LazyFields::new(body);
+        // PLANTED BUG (`volatile-copy-dropped`): one message in four, by a
+        // checksum of its bytes (the same on every member), skips the
+        // non-durable subscriptions.
+        let skips_volatile = self.plants.volatile_copy_dropped() && crc32c::crc32c(body) % 4 == 0;
         self.queues
             .declared()
+            .filter(|(_, declared)| !skips_volatile || declared.durable)
             .map(|(name, _)| name)
             .filter(|name| name.starts_with(&prefix) && self.queues.takes(name, &message))
             .map(str::to_owned)

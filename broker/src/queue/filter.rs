@@ -7,7 +7,7 @@ use std::cell::OnceCell;
 use bytes::{Bytes, BytesMut};
 
 use crate::amqp::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader, Value, to_bytes};
-use crate::selector::{FilterError, Filters, MessageFields};
+use crate::selector::{Filter, FilterError, Filters, MessageFields};
 
 /// A source's filters in effect.
 #[derive(Debug, Clone)]
@@ -38,6 +38,21 @@ impl MessageFilter {
     /// The entries in effect, to answer the attach with.
     pub fn entries(&self) -> &[(Value, Value)] {
         &self.entries
+    }
+
+    /// The same filters but the application-properties filters; `None` if
+    /// no other is left. Only the `filter-ignored` plant asks.
+    pub fn without_application_properties(&self) -> Option<Box<Self>> {
+        let kept: Vec<(Value, Value)> = self
+            .entries
+            .iter()
+            .filter(|(name, value)| {
+                Filter::from_source_entry(name, value)
+                    .is_ok_and(|filter| filter.is_some_and(|f| !f.is_application_properties()))
+            })
+            .cloned()
+            .collect();
+        MessageFilter::new(&kept).ok().flatten().map(Box::new)
     }
 
     /// Whether the message passes. One that does not decode passes no

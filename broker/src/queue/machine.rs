@@ -386,6 +386,14 @@ impl Queues {
                 reason: CloseReason::QueueNotFound,
             });
         };
+        // PLANTED BUG (`filter-ignored`): the consumer's
+        // application-properties filter is dropped, so dispatch never
+        // applies it.
+        let filter = if self.plants.filter_ignored() {
+            filter.and_then(|filter| filter.without_application_properties())
+        } else {
+            filter
+        };
         target.attach(consumer, browse, filter);
         self.consumers.insert(consumer, queue);
     }

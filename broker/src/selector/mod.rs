@@ -143,6 +143,11 @@ impl Filter {
         }
     }
 
+    /// Whether it is an `amqp:application-properties-filter`.
+    pub fn is_application_properties(&self) -> bool {
+        matches!(self.test, Test::ApplicationProperties(_))
+    }
+
     /// The entry's key, as the client sent it.
     pub fn name(&self) -> &Value {
         &self.name

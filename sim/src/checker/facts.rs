@@ -540,15 +540,19 @@ impl<'h> Facts<'h> {
 
     /// Rule 1: why a delivery (or a browse) of `msg` from `queue` is a
     /// phantom, if it is: it was never sent, or never sent to `queue` (or
-    /// to the queue that dead-letters into it).
+    /// to the queue that dead-letters into it, or, for a volatile
+    /// subscription, to the topic).
     fn why_phantom(&self, queue: &str, msg: MsgId) -> Option<String> {
         if !self.sends_so_far.contains_key(&msg) {
             return Some(format!("{msg} was never sent"));
         }
-        let sent_here = self
-            .destinations
-            .get(&msg.producer)
-            .is_some_and(|queues| queues.iter().any(|q| self.reaches(q, queue)));
+        let to_topic =
+            self.params.is_volatile_queue(queue) && self.params.is_topic_producer(msg.producer);
+        let sent_here = to_topic
+            || self
+                .destinations
+                .get(&msg.producer)
+                .is_some_and(|queues| queues.iter().any(|q| self.reaches(q, queue)));
         (!sent_here).then(|| format!("{msg} was never sent to {queue}"))
     }
 

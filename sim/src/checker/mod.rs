@@ -38,7 +38,9 @@
 //! every accepted request is answered, by its own reply queue (temporary
 //! queues, their deletion, the anonymous relay: see
 //! [`crate::request_reply`]); 21 a group is held by one consumer at a
-//! time (the grouped queue). The last-value queue's model (what is sure
+//! time (the grouped queue); 22 a volatile subscription gets what was
+//! published while its link lived, and nothing from before (see
+//! [`crate::volatile`]). The last-value queue's model (what is sure
 //! of the order its messages were enqueued in) is `last_value`: rules 2,
 //! 5, 16 and 17 read it.
 

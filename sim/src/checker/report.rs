@@ -49,6 +49,8 @@ pub enum Rule {
     RequestReply,
     /// Rule 21.
     GroupHeld,
+    /// Rule 22.
+    Volatile,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -56,7 +58,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 22] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -78,6 +80,7 @@ impl Rule {
         Rule::SettleSecond,
         Rule::RequestReply,
         Rule::GroupHeld,
+        Rule::Volatile,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -110,6 +113,7 @@ impl Rule {
             Rule::SettleSecond => "19 settle-second",
             Rule::RequestReply => "20 request-reply",
             Rule::GroupHeld => "21 group-held",
+            Rule::Volatile => "22 volatile",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -141,6 +145,9 @@ impl fmt::Display for Rule {
             }
             Rule::RequestReply => "a request or its reply went astray",
             Rule::GroupHeld => "a group's message delivered while another consumer held the group",
+            Rule::Volatile => {
+                "a volatile subscription missed what was published while its link lived, or got what came before"
+            }
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -221,11 +228,18 @@ pub struct Stats {
     /// Requests the broker accepted that no reply answered, excused: their
     /// reply queue was deleted, or died with its connection, first.
     pub requests_excused: u64,
+    /// Messages delivered on volatile subscriptions that lived to the end
+    /// of the run (rule 22 judged what they were owed).
+    pub volatile_delivered: u64,
+    /// Messages owed to a volatile subscription and never delivered on it,
+    /// excused: its link ended before the end of the run, or the message
+    /// may vanish.
+    pub volatile_excused: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
-    /// 12, 14, 16, 18, 19 and 21 always are; rules 2, 10, 13, 15 and 17 once the run
-    /// had its liveness phase (not cut short by a panic); rule 5 once the broker reported
+    /// 12, 14, 16, 18, 19 and 21 always are; rules 2, 10, 13, 15, 17 and 22
+    /// once the run had its liveness phase (not cut short by a panic); rule 5 once the broker reported
     /// its state at the end; rule 6 once the cluster's nodes reported their
     /// replicas.
     pub checked: BTreeSet<Rule>,

@@ -9,7 +9,7 @@ use crate::history::{
     ClientId, ConnId, History, MessageKind, MsgId, NodeReplicas, Op, Outcome, QueueState, TxnId,
 };
 use crate::nemesis::{Fault, FaultEvent};
-use crate::workload::{DEAD_LETTER_QUEUE, WorkloadParams};
+use crate::workload::{DEAD_LETTER_QUEUE, SelectiveFilter, WorkloadParams, volatile_link_queue};
 
 /// One queue producer to q0, one consumer each on q0 and q1, and, if
 /// `subscribers` > 0, one topic producer with that many subscribers.
@@ -31,6 +31,8 @@ fn params(subscribers: u32) -> WorkloadParams {
         rcv_settle_second: false,
         requesters: 0,
         grouped: None,
+        selective_filter: SelectiveFilter::JmsSelector,
+        volatile_subscribers: 0,
     }
 }
 
@@ -1231,4 +1233,253 @@ fn a_panic_fails_rule_7_and_skips_the_end_of_run_rules() {
     });
     let report = check(&script.0, &params(0));
     assert_eq!(rules(&report), [Rule::NodePanicked]);
+}
+
+#[test]
+fn the_selective_consumer_gets_only_what_its_filter_selects() {
+    for filter in [
+        SelectiveFilter::JmsSelector,
+        SelectiveFilter::ApplicationProperties,
+    ] {
+        let params = WorkloadParams {
+            consumers: 3,
+            selective: true,
+            selective_filter: filter,
+            ..params(0)
+        };
+        let odd = MsgId {
+            producer: 0,
+            seq: 1,
+        };
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let even = script.accepted(0);
+        script.consumed(ClientId::Consumer(2), "q0", even);
+        assert!(check(&script.0, &params).passed(), "{filter:?}");
+        let producer = conn(ClientId::Producer(0));
+        script
+            .then(Op::Send {
+                conn: producer,
+                msg: odd,
+                resend: false,
+                kind: MessageKind::PLAIN,
+            })
+            .then(Op::ProducerOutcome {
+                conn: producer,
+                msg: odd,
+                outcome: Outcome::Accepted,
+            });
+        consumed_again(&mut script, ClientId::Consumer(2), 2, "q0", odd);
+        let report = check(&script.0, &params);
+        assert_eq!(rules(&report), [Rule::Unselected], "{filter:?}");
+        assert!(
+            report.violations[0].detail.contains(filter.describe()),
+            "{}",
+            report.violations[0].detail
+        );
+    }
+}
+
+/// One volatile subscriber (subscriber 0) and the topic producer
+/// (producer 1).
+fn with_volatile() -> WorkloadParams {
+    WorkloadParams {
+        volatile_subscribers: 1,
+        ..params(1)
+    }
+}
+
+/// The history's name of the subscription of volatile subscriber 0's
+/// `link`th link on its connection `n`.
+fn volatile_queue(params: &WorkloadParams, n: u32, link: u32) -> String {
+    let conn = ConnId {
+        client: ClientId::Subscriber(0),
+        n,
+    };
+    volatile_link_queue(&params.volatile_subscription(0), conn, link)
+}
+
+/// Volatile subscriber 0's connection `n` attaches its first link.
+fn volatile_attached(script: &mut Script, params: &WorkloadParams, n: u32) -> ConnId {
+    let conn = ConnId {
+        client: ClientId::Subscriber(0),
+        n,
+    };
+    script.then(Op::Connected {
+        conn,
+        address: volatile_queue(params, n, 1),
+        node: None,
+    });
+    conn
+}
+
+fn delivered(script: &mut Script, conn: ConnId, queue: &str, msg: MsgId) {
+    script
+        .then(Op::Delivered {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            delivery_count: 0,
+            first_acquirer: true,
+        })
+        .then(Op::Settled {
+            conn,
+            queue: queue.to_owned(),
+            msg,
+            outcome: Outcome::Accepted,
+        });
+}
+
+#[test]
+fn a_volatile_subscription_that_lived_to_the_end_gets_what_was_published_meanwhile() {
+    let params = with_volatile();
+    let queue = volatile_queue(&params, 1, 1);
+    // Delivered: a pass.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let sub = volatile_attached(&mut script, &params, 1);
+    let msg = script.accepted(1);
+    delivered(&mut script, sub, &queue, msg);
+    script.then(Op::Closed { conn: sub });
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert!(report.stats.checked.contains(&Rule::Volatile));
+    assert_eq!(report.stats.volatile_delivered, 1);
+
+    // Never delivered, on a link that lived to the end: a violation.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let sub = volatile_attached(&mut script, &params, 1);
+    script.accepted(1);
+    script.then(Op::Closed { conn: sub });
+    let report = check(&script.0, &params);
+    assert_eq!(rules(&report), [Rule::Volatile]);
+    assert!(report.violations[0].detail.contains(&queue));
+
+    // Sent before the attach was answered: not owed, even though accepted
+    // after it.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let producer = conn(ClientId::Producer(1));
+    let msg = MsgId {
+        producer: 1,
+        seq: 0,
+    };
+    script.then(Op::Send {
+        conn: producer,
+        msg,
+        resend: false,
+        kind: MessageKind::PLAIN,
+    });
+    let sub = volatile_attached(&mut script, &params, 1);
+    script
+        .then(Op::ProducerOutcome {
+            conn: producer,
+            msg,
+            outcome: Outcome::Accepted,
+        })
+        .then(Op::Closed { conn: sub });
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.volatile_excused, 0);
+}
+
+#[test]
+fn a_volatile_subscription_that_died_first_is_excused() {
+    let params = with_volatile();
+    // Its connection lost, then another one to the end.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let first = volatile_attached(&mut script, &params, 1);
+    script.accepted(1);
+    script.then(Op::ConnectionLost {
+        conn: first,
+        why: "reset".to_owned(),
+    });
+    let second = volatile_attached(&mut script, &params, 2);
+    script.then(Op::Closed { conn: second });
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.volatile_excused, 1);
+
+    // Relinked: the first link's subscription went with it, and the
+    // second link was attached after the message was sent.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let sub = volatile_attached(&mut script, &params, 1);
+    script.accepted(1);
+    script
+        .then(Op::Relinked { conn: sub })
+        .then(Op::Closed { conn: sub });
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.volatile_excused, 1);
+
+    // With a TTL, it may have expired first.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let sub = volatile_attached(&mut script, &params, 1);
+    let ttl = MessageKind {
+        ttl: Some(Duration::from_millis(5)),
+        ..MessageKind::PLAIN
+    };
+    sent(&mut script, 1, ttl, 1);
+    script.then(Op::Closed { conn: sub });
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
+    assert_eq!(report.stats.volatile_excused, 1);
+}
+
+#[test]
+fn a_volatile_subscription_never_gets_what_was_answered_before_it_was_asked_for() {
+    let params = with_volatile();
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = script.accepted(1);
+    // A failed attempt first: the next attach is sent after it.
+    script.then(Op::ConnectionLost {
+        conn: ConnId {
+            client: ClientId::Subscriber(0),
+            n: 1,
+        },
+        why: "connect: refused".to_owned(),
+    });
+    let sub = volatile_attached(&mut script, &params, 2);
+    delivered(&mut script, sub, &volatile_queue(&params, 2, 1), msg);
+    script.then(Op::Closed { conn: sub });
+    let report = check(&script.0, &params);
+    assert_eq!(rules(&report), [Rule::Volatile]);
+
+    // Answered only after the subscriber's last act before its attach: it
+    // may have been enqueued after the subscription was made.
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let producer = conn(ClientId::Producer(1));
+    let msg = MsgId {
+        producer: 1,
+        seq: 0,
+    };
+    script.then(Op::Send {
+        conn: producer,
+        msg,
+        resend: false,
+        kind: MessageKind::PLAIN,
+    });
+    script.then(Op::ConnectionLost {
+        conn: ConnId {
+            client: ClientId::Subscriber(0),
+            n: 1,
+        },
+        why: "connect: refused".to_owned(),
+    });
+    script.then(Op::ProducerOutcome {
+        conn: producer,
+        msg,
+        outcome: Outcome::Accepted,
+    });
+    let sub = volatile_attached(&mut script, &params, 2);
+    delivered(&mut script, sub, &volatile_queue(&params, 2, 1), msg);
+    script.then(Op::Closed { conn: sub });
+    let report = check(&script.0, &params);
+    assert!(report.passed(), "{:?}", report.violations);
 }

@@ -53,7 +53,7 @@ impl Fifo<'_> {
                 .entry(params.consumer_queue(consumer).to_owned())
                 .or_default() += 1;
         }
-        for subscriber in 0..params.subscribers {
+        for subscriber in params.durable_subscribers() {
             consumers_per_queue.insert(params.subscription(subscriber), 1);
         }
         Fifo {

@@ -31,6 +31,7 @@ mod settle_second;
 mod txn_aborted;
 mod txn_partial;
 mod unselected;
+mod volatile;
 
 pub use early::SCHEDULE_SLACK;
 pub use expired::EXPIRY_SLACK;
@@ -78,6 +79,7 @@ pub(super) fn all<'h>(params: &WorkloadParams) -> Vec<Box<dyn Check<'h> + 'h>> {
         Box::new(settle_second::SettleSecond::default()),
         Box::new(request_reply::RequestReply::default()),
         Box::new(groups::GroupHeld::default()),
+        Box::new(volatile::Volatile::new(params)),
     ]
 }
 

@@ -3,17 +3,18 @@
 use crate::checker::facts::Facts;
 use crate::checker::{CheckReport, Rule};
 use crate::history::{ClientId, Event, MsgId};
-use crate::workload::SELECTOR;
 
 use super::{Check, violation};
 
-/// Rule 12, **a selector selects**: nothing its selector ([`SELECTOR`])
-/// does not select reaches the selective consumer: a message with an odd
-/// sequence number, to `parity = 'even'`.
+/// Rule 12, **a selector selects**: nothing its filter does not select
+/// reaches the selective consumer: a message with an odd sequence number,
+/// to the JMS selector `parity = 'even'` or the application-properties
+/// filter `{parity: even}`, whichever the seed drew
+/// ([`crate::workload::SelectiveFilter`]).
 pub(super) struct Unselected;
 
-/// Whether [`SELECTOR`] selects `msg` (its `parity` property is `even` for
-/// an even sequence number).
+/// Whether the selective consumer's filter selects `msg` (its `parity`
+/// property is `even` for an even sequence number).
 fn selected(msg: MsgId) -> bool {
     msg.seq % 2 == 0
 }
@@ -36,8 +37,9 @@ impl<'h> Check<'h> for Unselected {
             .is_some_and(|n| client == ClientId::Consumer(n));
         if selective && !selected(delivery.msg) {
             let detail = format!(
-                "{} is odd, and {client} reads through {SELECTOR}",
-                delivery.msg
+                "{} is odd, and {client} reads through {}",
+                delivery.msg,
+                facts.params.selective_filter.describe()
             );
             report
                 .violations
