@@ -107,9 +107,17 @@ async fn write<I: Io>(io: &I, dir: &Path, upto: Lsn, state: &[u8]) -> Result<Pat
     let temp = dir.join(files::snapshot_temp_name(upto));
     let path = dir.join(files::snapshot_name(upto));
     if let Err(error) = write_temp(io, &temp, upto, state).await {
-        // Give back the space a half-written state holds. Should this fail
-        // too, the next open removes the file.
-        if let Err(cleanup) = io.remove_file(&temp).await {
+        // Give back the space a half-written state holds, durably, as a
+        // discarded segment is: a later snapshot of the same LSN creates a
+        // file of the same name, and a removal still pending by then could
+        // land after it (turmoil's disk replays it over the new file's
+        // synced data). Should this fail too, the next open removes the
+        // file.
+        let removed = match io.remove_file(&temp).await {
+            Ok(()) => io.sync_dir(dir).await,
+            Err(error) => Err(error),
+        };
+        if let Err(cleanup) = removed {
             tracing::warn!(file = %temp.display(), error = %cleanup, "cannot remove a failed snapshot");
         }
         return Err(error);
