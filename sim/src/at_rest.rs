@@ -70,6 +70,9 @@ enum State {
     Armed { pick: u64, votes: bool },
     /// Flipped; the broker has not yet said whether it noticed.
     Flipped(Flip),
+    /// Flipped while the broker ran (or started): the start under way may
+    /// have read the file before the flip, so only the next start tells.
+    FlippedRunning(Flip),
     /// The broker refused to start on the flip: the next start restores it.
     Detected(Flip),
 }
@@ -121,7 +124,7 @@ impl AtRest {
                         flip.offset,
                         flip.file.display()
                     );
-                    *self.state.borrow_mut() = State::Flipped(flip);
+                    *self.state.borrow_mut() = State::FlippedRunning(flip);
                     what
                 }
                 Ok(None) => "corruption while running: no closed segment or snapshot".to_owned(),
@@ -177,6 +180,10 @@ impl AtRest {
             // an fsync that failed, before reading its log. This start
             // meets the flip again, and its fate is still to be seen.
             State::Flipped(_) => Ok(None),
+            State::FlippedRunning(flip) => {
+                *self.state.borrow_mut() = State::Flipped(flip);
+                Ok(None)
+            }
             State::Detected(flip) => {
                 apply(&flip).await?;
                 *self.state.borrow_mut() = State::Idle;
@@ -190,10 +197,15 @@ impl AtRest {
     }
 
     /// Called when the broker listens (its recovery passed): a flip it
-    /// started on went unnoticed or was cut off as a torn tail.
+    /// started on went unnoticed or was cut off as a torn tail. A flip made
+    /// while it started waits for the next start.
     pub fn on_ready(&self) -> Option<String> {
-        let State::Flipped(flip) = self.state.replace(State::Idle) else {
-            return None;
+        let flip = match self.state.take() {
+            State::Flipped(flip) => flip,
+            other => {
+                self.state.replace(other);
+                return None;
+            }
         };
         Some(format!(
             "corruption at rest: broker started on the flipped byte {} of {}",
@@ -210,7 +222,7 @@ impl AtRest {
             Err(ServerError::Node(NodeError::Log(LogError::Corrupt { .. })))
         );
         let mut state = self.state.borrow_mut();
-        if let (true, State::Flipped(flip)) = (detected, &*state) {
+        if let (true, State::Flipped(flip) | State::FlippedRunning(flip)) = (detected, &*state) {
             *state = State::Detected(flip.clone());
         }
     }

@@ -69,6 +69,23 @@ impl Harness {
         harness
     }
 
+    /// A node that accepted message 0, then, its disk full, refused
+    /// message 1.
+    async fn with_a_full_disk() -> Self {
+        let mut harness = Self::start().await;
+        assert!(matches!(
+            harness.publish(0).await,
+            DeliveryState::Accepted(_)
+        ));
+        harness.io.faults.fail_writes(Some(ErrorKind::StorageFull));
+        let refused = harness.publish(1).await;
+        assert_eq!(
+            rejection(&refused),
+            Some(condition::RESOURCE_LIMIT_EXCEEDED)
+        );
+        harness
+    }
+
     async fn attach_producer(&mut self) {
         self.node
             .send(Request::AttachProducer {
@@ -184,18 +201,7 @@ fn rejection(state: &DeliveryState) -> Option<&str> {
 
 #[tokio::test]
 async fn a_full_disk_rejects_new_messages_keeps_serving_consumers_and_recovers() {
-    let mut harness = Harness::start().await;
-    assert!(matches!(
-        harness.publish(0).await,
-        DeliveryState::Accepted(_)
-    ));
-
-    harness.io.faults.fail_writes(Some(ErrorKind::StorageFull));
-    let refused = harness.publish(1).await;
-    assert_eq!(
-        rejection(&refused),
-        Some(condition::RESOURCE_LIMIT_EXCEEDED)
-    );
+    let mut harness = Harness::with_a_full_disk().await;
 
     // Consumers are still served from what is stored.
     harness.attach_consumer(10);
@@ -263,17 +269,7 @@ async fn a_failed_fsync_stops_the_node_without_acknowledging() {
 /// for 7 s, its log failed, and stopped only when an append was tried).
 #[tokio::test]
 async fn a_snapshot_refused_by_a_failing_disk_stops_the_node() {
-    let mut harness = Harness::start().await;
-    assert!(matches!(
-        harness.publish(0).await,
-        DeliveryState::Accepted(_)
-    ));
-    harness.io.faults.fail_writes(Some(ErrorKind::StorageFull));
-    let refused = harness.publish(1).await;
-    assert_eq!(
-        rejection(&refused),
-        Some(condition::RESOURCE_LIMIT_EXCEEDED)
-    );
+    let mut harness = Harness::with_a_full_disk().await;
     // The consumer's attach is applied in memory only.
     harness.attach_consumer(10);
     harness.next_delivery().await;

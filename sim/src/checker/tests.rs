@@ -82,7 +82,13 @@ impl Script {
             address: queue.to_owned(),
             node: None,
         })
-        .then(Op::Delivered {
+        .delivered(conn, queue, msg)
+        .then(Op::Closed { conn })
+    }
+
+    /// `msg` is received from `queue` on `conn`, and accepted.
+    fn delivered(&mut self, conn: ConnId, queue: &str, msg: MsgId) -> &mut Self {
+        self.then(Op::Delivered {
             conn,
             queue: queue.to_owned(),
             msg,
@@ -95,7 +101,6 @@ impl Script {
             msg,
             outcome: Outcome::Accepted,
         })
-        .then(Op::Closed { conn })
     }
 
     fn broker_state(&mut self, queues: &[(&str, u64, u64)]) -> &mut Self {
@@ -1313,23 +1318,6 @@ fn volatile_attached(script: &mut Script, params: &WorkloadParams, n: u32) -> Co
     conn
 }
 
-fn delivered(script: &mut Script, conn: ConnId, queue: &str, msg: MsgId) {
-    script
-        .then(Op::Delivered {
-            conn,
-            queue: queue.to_owned(),
-            msg,
-            delivery_count: 0,
-            first_acquirer: true,
-        })
-        .then(Op::Settled {
-            conn,
-            queue: queue.to_owned(),
-            msg,
-            outcome: Outcome::Accepted,
-        });
-}
-
 #[test]
 fn a_volatile_subscription_that_lived_to_the_end_gets_what_was_published_meanwhile() {
     let params = with_volatile();
@@ -1339,7 +1327,7 @@ fn a_volatile_subscription_that_lived_to_the_end_gets_what_was_published_meanwhi
     script.then(Op::BrokerStart { node: None });
     let sub = volatile_attached(&mut script, &params, 1);
     let msg = script.accepted(1);
-    delivered(&mut script, sub, &queue, msg);
+    script.delivered(sub, &queue, msg);
     script.then(Op::Closed { conn: sub });
     let report = check(&script.0, &params);
     assert!(report.passed(), "{:?}", report.violations);
@@ -1445,7 +1433,7 @@ fn a_volatile_subscription_never_gets_what_was_answered_before_it_was_asked_for(
         why: "connect: refused".to_owned(),
     });
     let sub = volatile_attached(&mut script, &params, 2);
-    delivered(&mut script, sub, &volatile_queue(&params, 2, 1), msg);
+    script.delivered(sub, &volatile_queue(&params, 2, 1), msg);
     script.then(Op::Closed { conn: sub });
     let report = check(&script.0, &params);
     assert_eq!(rules(&report), [Rule::Volatile]);
@@ -1478,7 +1466,7 @@ fn a_volatile_subscription_never_gets_what_was_answered_before_it_was_asked_for(
         outcome: Outcome::Accepted,
     });
     let sub = volatile_attached(&mut script, &params, 2);
-    delivered(&mut script, sub, &volatile_queue(&params, 2, 1), msg);
+    script.delivered(sub, &volatile_queue(&params, 2, 1), msg);
     script.then(Op::Closed { conn: sub });
     let report = check(&script.0, &params);
     assert!(report.passed(), "{:?}", report.violations);
