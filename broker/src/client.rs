@@ -171,8 +171,12 @@ impl<I: Io> Client<I> {
         let link = self.attach(session, options).await?;
         // The sender decides the modes in use (§2.7.3): its answer says
         // whether a settle from us ends the delivery or waits for its own.
-        if self.conn.rcv_settle_mode(link) != Some(rcv_settle_mode) {
-            return Err(ClientError::SettleModeRefused);
+        // A link the broker detached as soon as it answered has gone, with
+        // no mode to judge.
+        match self.conn.rcv_settle_mode(link) {
+            Some(mode) if mode == rcv_settle_mode => {}
+            Some(_) => return Err(ClientError::SettleModeRefused),
+            None => return Err(ClientError::LinkRefused(None)),
         }
         self.conn.flow(link, credit, false)?;
         self.flush().await?;
