@@ -1,6 +1,7 @@
 //! Under turmoil: three nodes' cluster transports exchange payloads in every
 //! direction; a partition cuts one node off, and once it heals the
-//! transports reconnect and payloads flow again; and strangers without the
+//! transports reconnect (and count the new connections) and payloads flow
+//! again; and strangers without the
 //! cluster secret deliver nothing. Needs the `sim` feature
 //! (`scripts/test.sh` passes `--all-features`).
 // Test helpers panic on anything unexpected: the panic is the failure report.
@@ -33,6 +34,8 @@ const SEND_INTERVAL: Duration = Duration::from_millis(20);
 #[derive(Default)]
 struct Observed {
     received: BTreeMap<(u64, u64), BTreeSet<u64>>,
+    /// Per (dialler, peer), the connections the dialler has made so far.
+    dialled: BTreeMap<(u64, u64), u64>,
     violations: Vec<String>,
 }
 
@@ -74,6 +77,8 @@ async fn run_node(node: u64, secret: &'static [u8], observed: Shared) -> turmoil
                 for peer in peers_of(node).into_keys() {
                     // A full queue (peer cut off) drops the payload: fine.
                     let _ = transport.send(peer, payload(node, peer, n));
+                    let dialled = transport.connections_to(peer);
+                    observed.lock().unwrap().dialled.insert((node, peer), dialled);
                 }
             }
             Some((from, payload)) = received.recv() => record(&observed, node, from, &payload),
@@ -206,6 +211,14 @@ fn three_nodes_exchange_payloads_survive_a_partition_and_refuse_strangers() {
         "every direction delivers again after the partition heals",
         || all_directions(&counts(&observed), &healed),
     );
+    // Node 1 dialled its peers again, and they it; 2 and 3 kept theirs.
+    for (&(from, to), &dialled) in &observed.lock().unwrap().dialled {
+        let expected = if from == 1 || to == 1 { 2 } else { 1 };
+        assert_eq!(
+            dialled, expected,
+            "seed {SEED:#x}: connections {from}->{to}"
+        );
+    }
 
     run_until(
         &mut sim,

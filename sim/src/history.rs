@@ -482,6 +482,10 @@ pub enum Op {
         /// Its leader now.
         leader: Option<u64>,
     },
+    /// The liveness phase is over: clients close now, and what reaches them
+    /// from here on was not waited for. Kept out of the trace, which says
+    /// `phase: finished` already.
+    LivenessEnded,
 }
 
 impl Op {
@@ -491,7 +495,7 @@ impl Op {
     /// a function of the nodes' states, which the trace's other events
     /// already follow).
     pub fn in_trace(&self) -> bool {
-        !matches!(self, Op::LeaderObserved { .. })
+        !matches!(self, Op::LeaderObserved { .. } | Op::LivenessEnded)
     }
 }
 
@@ -596,6 +600,7 @@ impl fmt::Display for Op {
                 group,
                 leader: None,
             } => write!(f, "group {group} has no leader"),
+            Op::LivenessEnded => write!(f, "liveness phase ended"),
             Op::BrokerState { queues } => {
                 f.write_str("broker state:")?;
                 for queue in queues {

@@ -57,7 +57,11 @@ pub(crate) const REQUESTERS_MAX: u32 = 2;
 /// The range of the number of requests one requester sends.
 const REQUESTS_MIN: u64 = 20;
 const REQUESTS_MAX: u64 = 120;
-/// The most requests a requester has unanswered by the broker at once.
+/// The most requests a requester has unanswered at once: not yet settled
+/// by the broker, or accepted and not yet replied to. Like an RPC client,
+/// it waits for replies: without that bound, the backlog behind a
+/// responder that answers one request per two commits on a slow disk
+/// outlasted the liveness phase (3 nodes, seed 0x16e).
 const WINDOW_MAX: usize = 8;
 /// Of requests, the percentage sent to [`NOWHERE`].
 const NOWHERE_PCT: u32 = 5;
@@ -186,7 +190,10 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
             conn,
             address: r.address.clone(),
         });
-        let mut in_flight: BTreeMap<DeliveryId, MsgId> = BTreeMap::new();
+        // Sent requests, with the reply queue each names.
+        let mut in_flight: BTreeMap<DeliveryId, (MsgId, String)> = BTreeMap::new();
+        // Accepted requests whose reply has yet to reach the current queue.
+        let mut awaiting: BTreeSet<MsgId> = BTreeSet::new();
         let lost = 'conn: loop {
             let phase = shared.phase();
             if phase == Phase::Finished {
@@ -195,7 +202,7 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
             }
             let can_send = phase == Phase::Faults
                 && next_seq < total
-                && in_flight.len() < window
+                && in_flight.len() + awaiting.len() < window
                 && r.client.connection().credit(r.relay) > 0;
             if can_send {
                 let msg = MsgId {
@@ -218,7 +225,7 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                 let request = encode(msg, to, Some(&r.address));
                 match r.client.send(r.relay, tag, request, false).await {
                     Ok(delivery) => {
-                        in_flight.insert(delivery, msg);
+                        in_flight.insert(delivery, (msg, r.address.clone()));
                     }
                     Err(error) => break 'conn format!("send: {error}"),
                 }
@@ -237,8 +244,11 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                         settled,
                     }) => {
                         if let Some(outcome) = final_outcome(state.as_ref(), settled)
-                            && let Some(msg) = in_flight.remove(&delivery)
+                            && let Some((msg, reply_to)) = in_flight.remove(&delivery)
                         {
+                            if outcome == Outcome::Accepted && reply_to == r.address {
+                                awaiting.insert(msg);
+                            }
                             shared.record(Op::RequestOutcome { conn, msg, outcome });
                         }
                     }
@@ -247,6 +257,7 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                     }) => {
                         let (msg, to, _) =
                             decode(message).unwrap_or((UNKNOWN_MSG, String::new(), String::new()));
+                        awaiting.remove(&msg);
                         shared.record(Op::ReplyDelivered {
                             conn,
                             msg,
@@ -261,6 +272,8 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
                             if let Err(error) = renew_queue(&mut r, &shared, conn).await {
                                 break 'conn error;
                             }
+                            // Their replies went with the old queue.
+                            awaiting.clear();
                             break;
                         }
                         if r.client.connection().credit(r.replies) <= REPLY_CREDIT / 2
@@ -463,12 +476,15 @@ async fn answer(
 
 /// The accepted requests still waiting for their reply, as the history
 /// goes: the drain lasts until there is none. A request whose reply queue
-/// died (its link closed, or its connection lost) waits no more.
+/// died (its link closed, or its connection lost) waits no more, nor does
+/// one the broker accepted only after its reply queue died.
 #[derive(Debug, Default)]
 pub struct Awaited {
     /// Requests to [`REQUESTS`]: their connection and reply queue.
     sent: BTreeMap<MsgId, (ConnId, String)>,
     waiting: BTreeSet<MsgId>,
+    /// The temporary queues deleted so far.
+    deleted: BTreeSet<String>,
 }
 
 impl Awaited {
@@ -487,13 +503,14 @@ impl Awaited {
                 msg,
                 outcome: Outcome::Accepted,
                 ..
-            } if self.sent.contains_key(msg) => {
+            } if (self.sent.get(msg)).is_some_and(|(_, queue)| !self.deleted.contains(queue)) => {
                 self.waiting.insert(*msg);
             }
             Op::ReplyDelivered { msg, .. } => {
                 self.waiting.remove(msg);
             }
             Op::TempQueueDeleted { address, .. } => {
+                self.deleted.insert(address.clone());
                 let sent = &self.sent;
                 self.waiting
                     .retain(|msg| sent.get(msg).is_none_or(|(_, queue)| queue != address));
@@ -510,5 +527,61 @@ impl Awaited {
     /// Whether no accepted request waits for its reply.
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONN: ConnId = ConnId {
+        client: ClientId::Requester(0),
+        n: 1,
+    };
+
+    fn request(seq: u64, reply_to: &str) -> (MsgId, Op) {
+        let msg = MsgId { producer: 0, seq };
+        let op = Op::Request {
+            conn: CONN,
+            msg,
+            to: REQUESTS.to_owned(),
+            reply_to: reply_to.to_owned(),
+        };
+        (msg, op)
+    }
+
+    fn accepted(msg: MsgId) -> Op {
+        Op::RequestOutcome {
+            conn: CONN,
+            msg,
+            outcome: Outcome::Accepted,
+        }
+    }
+
+    /// Found by the simulator (3 nodes, seed 0x16e): a request accepted
+    /// just after its reply queue was deleted was awaited for good, and the
+    /// drain ran to the liveness bound.
+    #[test]
+    fn a_request_accepted_after_its_reply_queue_died_is_not_awaited() {
+        let mut awaited = Awaited::default();
+        let (old, sent_old) = request(0, "dynamic.1");
+        let (new, sent_new) = request(1, "dynamic.2");
+        awaited.observe(&sent_old);
+        awaited.observe(&Op::TempQueueDeleted {
+            conn: CONN,
+            address: "dynamic.1".to_owned(),
+        });
+        awaited.observe(&sent_new);
+        awaited.observe(&accepted(old));
+        assert!(awaited.is_empty(), "its reply has nowhere to go");
+        awaited.observe(&accepted(new));
+        assert!(!awaited.is_empty(), "its reply queue lives");
+        awaited.observe(&Op::ReplyDelivered {
+            conn: CONN,
+            msg: new,
+            to: "dynamic.2".to_owned(),
+            queue: "dynamic.2".to_owned(),
+        });
+        assert!(awaited.is_empty());
     }
 }

@@ -781,6 +781,15 @@ impl World {
         }
     }
 
+    /// Ends the liveness phase: the clients close.
+    fn end_liveness(&mut self, now: Duration) {
+        self.shared.phase.set(Phase::Finished);
+        self.shared
+            .history
+            .borrow_mut()
+            .push(now, Op::LivenessEnded);
+    }
+
     /// The phases: faults, liveness, wind-down, a step at a time.
     fn run(&mut self, options: &RunOptions, profile: &Profile) -> Result<(), SimError> {
         let liveness_end = options.duration + profile.liveness_max;
@@ -803,7 +812,7 @@ impl World {
                     if (now >= options.duration + DRAIN_MIN && self.drain.done(now))
                         || now >= liveness_end =>
                 {
-                    self.shared.phase.set(Phase::Finished);
+                    self.end_liveness(now);
                     finished_at = Some(now);
                     self.trace.record(now, "phase: finished");
                 }
@@ -820,7 +829,7 @@ impl World {
                 // A broker redelivering without end (double-deliver) would
                 // otherwise fill memory until the liveness bound; the
                 // history already shows the violation.
-                self.shared.phase.set(Phase::Finished);
+                self.end_liveness(now);
                 finished_at = Some(now);
                 self.trace.record(now, "phase: finished (delivery storm)");
             }

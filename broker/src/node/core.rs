@@ -1136,6 +1136,7 @@ impl Core {
     pub(super) fn handle_status(&mut self, now: Now, status: Status) {
         self.now = now;
         let mut elected = Vec::new();
+        let mut reconnected = Vec::new();
         for (id, group) in &mut self.groups {
             let leader = status.leaders.get(id).copied().flatten();
             if leader != group.leader {
@@ -1143,6 +1144,13 @@ impl Core {
                     elected.push(*id);
                 }
                 group.leader = leader;
+            } else if let Some(leader) = leader
+                && !group.outbox.is_idle()
+            {
+                let dialled = |status: &Status| status.connections.get(&leader).copied();
+                if dialled(&status) != dialled(&self.status) {
+                    reconnected.push(*id);
+                }
             }
         }
         // A new leader may never have seen what the old one was sent.
@@ -1150,6 +1158,16 @@ impl Core {
             debug!(
                 group = id,
                 "new leader: proposing again what is not applied"
+            );
+            self.retry(id);
+        }
+        // What was forwarded to the leader on a connection that has since
+        // been replaced may have been lost with it; waiting for
+        // `RETRY_AFTER` would hold its client up for nothing.
+        for id in reconnected {
+            debug!(
+                group = id,
+                "new connection to the leader: proposing again what is not applied"
             );
             self.retry(id);
         }

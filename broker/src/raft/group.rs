@@ -114,6 +114,11 @@ pub struct Status {
     /// Groups whose member here is rejoining after damage to the log: it
     /// does not vote until it has caught up.
     pub rejoining: BTreeSet<GroupId>,
+    /// Per peer, the connections this node has dialled to it so far. When
+    /// the count grows, what went out on the connection before may have
+    /// been lost with it: a proposal forwarded to that peer as leader, for
+    /// one, which Raft itself never sends again.
+    pub connections: BTreeMap<NodeId, u64>,
 }
 
 /// What the groups hand the broker, per group, in log order.
@@ -389,8 +394,8 @@ impl<I: Io> Host<I> {
         }
     }
 
-    /// Tells the broker of leadership and reachability changes. Updated in
-    /// place: this runs after every event.
+    /// Tells the broker of leadership, reachability and connection
+    /// changes. Updated in place: this runs after every event.
     fn publish_status(&self) {
         self.status.send_if_modified(|status| {
             let mut changed = false;
@@ -415,6 +420,10 @@ impl<I: Io> Host<I> {
                 changed = true;
             }
             for (&peer, &silent) in &self.silent_ticks {
+                let dialled = self.transport.connections_to(peer);
+                if status.connections.insert(peer, dialled) != Some(dialled) {
+                    changed = true;
+                }
                 let unreachable = silent > self.peer_timeout_ticks;
                 if unreachable != status.unreachable.contains(&peer) {
                     if unreachable {

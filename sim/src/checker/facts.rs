@@ -139,6 +139,7 @@ fn kind(op: &Op) -> &'static str {
         Op::Replicas { .. } => "replicas",
         Op::Aborted { .. } => "aborted",
         Op::LeaderObserved { .. } => "leader_observed",
+        Op::LivenessEnded => "liveness_ended",
     }
 }
 

@@ -151,6 +151,7 @@ pub struct Transport {
     local_addr: SocketAddr,
     queues: BTreeMap<u64, mpsc::Sender<Bytes>>,
     dropped: AtomicU64,
+    shared: Arc<Shared>,
     /// Never sent on: its drop is what stops the tasks.
     _stop: watch::Sender<()>,
 }
@@ -161,6 +162,8 @@ struct Shared {
     key: ClusterKey,
     peers: BTreeSet<u64>,
     inbound: mpsc::Sender<(u64, Bytes)>,
+    /// Per peer, the connections dialled and authenticated so far.
+    dialled: BTreeMap<u64, AtomicU64>,
 }
 
 impl Transport {
@@ -191,6 +194,9 @@ impl Transport {
             key: ClusterKey::new(&config.secret),
             peers: config.peers.keys().copied().collect(),
             inbound,
+            dialled: (config.peers.keys())
+                .map(|&peer| (peer, AtomicU64::new(0)))
+                .collect(),
         });
         let (stop, stopped) = watch::channel(());
 
@@ -224,6 +230,7 @@ impl Transport {
             local_addr,
             queues,
             dropped: AtomicU64::new(0),
+            shared,
             _stop: stop,
         };
         Ok((transport, received))
@@ -259,6 +266,13 @@ impl Transport {
     /// How many payloads [`Transport::send`] has dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How many connections to `peer` were dialled and authenticated so
+    /// far (0 for a node that is not a peer). Whatever was sent on the
+    /// connection before the last one may have been lost with it.
+    pub fn connections_to(&self, peer: u64) -> u64 {
+        (self.shared.dialled.get(&peer)).map_or(0, |n| n.load(Ordering::Relaxed))
     }
 }
 
@@ -421,6 +435,9 @@ async fn dial_loop<I: Io>(
         match dialled {
             Ok((stream, session, buf)) => {
                 info!("connected");
+                if let Some(dialled) = shared.dialled.get(&peer) {
+                    dialled.fetch_add(1, Ordering::Relaxed);
+                }
                 let connected_at = io.now();
                 let error =
                     run_connection(stream, session, buf, Some(&mut queued), &shared.inbound).await;

@@ -73,7 +73,7 @@ pub(super) fn all<'h>(params: &WorkloadParams) -> Vec<Box<dyn Check<'h> + 'h>> {
         Box::new(priority::Priority::new(params)),
         Box::new(panicked::Panicked),
         Box::new(lost::Lost),
-        Box::new(txn_partial::TxnPartial),
+        Box::new(txn_partial::TxnPartial::default()),
         Box::new(final_state::FinalState::default()),
         Box::new(replicas::Replicas::default()),
         Box::new(settle_second::SettleSecond::default()),
