@@ -1480,3 +1480,56 @@ fn a_volatile_subscription_never_gets_what_was_answered_before_it_was_asked_for(
     let report = check(&script.0, &params);
     assert!(report.passed(), "{:?}", report.violations);
 }
+
+/// Rule 4 across connections: a message whose connection was lost before
+/// its outcome came may be overtaken by what the producer sent next on
+/// another connection (5 nodes, seed 0xc58: a presettled message applied
+/// after later ones); on one connection, order holds.
+#[test]
+fn a_message_in_doubt_may_be_overtaken_by_the_next_connections() {
+    let producer = ClientId::Producer(0);
+    let (first, second) = (
+        ConnId {
+            client: producer,
+            n: 1,
+        },
+        ConnId {
+            client: producer,
+            n: 2,
+        },
+    );
+    let send = |script: &mut Script, conn: ConnId, seq: u64| {
+        let msg = MsgId { producer: 0, seq };
+        script.then(Op::Send {
+            conn,
+            msg,
+            resend: false,
+            kind: MessageKind::PLAIN,
+        });
+        msg
+    };
+    let consumer = conn(ClientId::Consumer(0));
+    for (later_conn, fails) in [(second, false), (first, true)] {
+        let mut script = Script::default();
+        script.then(Op::BrokerStart { node: None });
+        let in_doubt = send(&mut script, first, 0);
+        if later_conn == second {
+            script.then(Op::ConnectionLost {
+                conn: first,
+                why: "gone".to_owned(),
+            });
+        }
+        let later = send(&mut script, later_conn, 1);
+        script.then(Op::ProducerOutcome {
+            conn: later_conn,
+            msg: later,
+            outcome: Outcome::Accepted,
+        });
+        script
+            .delivered(consumer, "q0", later)
+            .delivered(consumer, "q0", in_doubt);
+        let report = check(&script.0, &params(0));
+        let expected: &[Rule] = if fails { &[Rule::Fifo] } else { &[] };
+        assert_eq!(rules(&report), expected, "{:?}", report.violations);
+    }
+}
