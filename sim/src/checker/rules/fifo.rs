@@ -75,9 +75,7 @@ impl Fifo<'_> {
             first_send: BTreeMap::new(),
         }
     }
-}
 
-impl Fifo<'_> {
     /// Whether `first` must arrive before `later`: both were sent on one
     /// connection, or `first` was accepted before `later` was sent.
     fn ordered(&self, facts: &Facts<'_>, first: MsgId, later: MsgId) -> bool {
