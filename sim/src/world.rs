@@ -781,13 +781,15 @@ impl World {
         }
     }
 
-    /// Ends the liveness phase: the clients close.
-    fn end_liveness(&mut self, now: Duration) {
+    /// Ends the liveness phase at `now`, saying `why` in the trace: the
+    /// clients close.
+    fn end_liveness(&mut self, now: Duration, why: &str) {
         self.shared.phase.set(Phase::Finished);
         self.shared
             .history
             .borrow_mut()
             .push(now, Op::LivenessEnded);
+        self.trace.record(now, why);
     }
 
     /// The phases: faults, liveness, wind-down, a step at a time.
@@ -812,9 +814,8 @@ impl World {
                     if (now >= options.duration + DRAIN_MIN && self.drain.done(now))
                         || now >= liveness_end =>
                 {
-                    self.end_liveness(now);
+                    self.end_liveness(now, "phase: finished");
                     finished_at = Some(now);
-                    self.trace.record(now, "phase: finished");
                 }
                 // A broker that stopped on its own in the liveness phase (a
                 // failed fsync it saw late) is restarted, as a supervisor
@@ -829,9 +830,8 @@ impl World {
                 // A broker redelivering without end (double-deliver) would
                 // otherwise fill memory until the liveness bound; the
                 // history already shows the violation.
-                self.end_liveness(now);
+                self.end_liveness(now, "phase: finished (delivery storm)");
                 finished_at = Some(now);
-                self.trace.record(now, "phase: finished (delivery storm)");
             }
             self.copy_faults_to_history();
             let all_clients_done = self.step(options.seed)?;
