@@ -134,15 +134,15 @@ install_chromium() {
 # The simulator's own gate, beyond its tests: the determinism check on three
 # seeds of one node and of 3- and 5-node clusters, explorations with every
 # fault kind on and each seed's profile drawn from it (`mix`: default,
-# slow-net, lossy-net or bad-disk) of 200 seeds of one node and of 3-node
-# clusters and 100 of 5-node clusters, and 200 seeds of the Raft world
+# slow-net, lossy-net or bad-disk) of 500 seeds of one node and of 3-node
+# clusters and 300 of 5-node clusters, and 200 seeds of the Raft world
 # (about three minutes in all, in the `sim` profile: optimised, with debug
 # assertions and the queue and node invariants on). Longer explorations:
 # docs/simulation.md.
 simulate() {
     cargo build --profile sim -p sluice-sim
     local sim="${CARGO_TARGET_DIR:-target}/sim/sluice-sim"
-    local -A seeds=([1]=1..201 [3]=1..201 [5]=1..101)
+    local -A seeds=([1]=1..501 [3]=1..501 [5]=1..301)
     for nodes in 1 3 5; do
         for seed in 1 2 3; do
             "$sim" run --seed "$seed" --nodes "$nodes" --faults net,crash,disk,clock \

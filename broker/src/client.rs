@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::amqp::codec::{Symbol, Value, from_bytes, to_bytes};
 use crate::amqp::engine::{
@@ -49,10 +49,11 @@ pub enum ClientError {
     Transaction(Option<Error>),
 }
 
-/// One AMQP connection to a broker.
-pub struct Client<I: Io> {
+/// One AMQP connection to a broker, over `S`: the seam's own stream, or
+/// one the caller connected (see [`Client::handshake`]).
+pub struct Client<I: Io, S = <I as Io>::Stream> {
     io: I,
-    stream: I::Stream,
+    stream: S,
     conn: Connection,
     events: VecDeque<Event>,
     read_buf: Vec<u8>,
@@ -70,6 +71,20 @@ impl<I: Io> Client<I> {
         sasl: ClientSasl,
     ) -> Result<Self, ClientError> {
         let stream = io.connect(addr).await?;
+        Self::handshake(io, stream, config, sasl).await
+    }
+}
+
+impl<I: Io, S: AsyncRead + AsyncWrite + Unpin> Client<I, S> {
+    /// Completes the SASL and open handshake on `stream`, already connected
+    /// (the simulator's clients connect through their own fault-injecting
+    /// link); `io` still keeps the time.
+    pub async fn handshake(
+        io: I,
+        stream: S,
+        config: ConnectionConfig,
+        sasl: ClientSasl,
+    ) -> Result<Self, ClientError> {
         let conn = Connection::client(config, sasl, io.now());
         let mut client = Self {
             io,

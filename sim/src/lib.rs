@@ -5,6 +5,7 @@
 pub mod at_rest;
 pub mod checker;
 pub mod cli;
+pub mod client_net;
 pub mod cluster;
 pub mod history;
 pub mod html;

@@ -13,14 +13,17 @@
 //! - at most one process fault (crash, kill, power loss) in flight, and none
 //!   starts within [`PROCESS_QUIET`] of the last one ending;
 //! - at most one network fault per link, and at most
-//!   [`Bias::net_faults_max`] at once (turmoil does not support a hold combined with a one-way
-//!   partition on one link);
+//!   [`Bias::net_faults_max`] at once;
 //! - at most one disk fault in flight (those that also restart the host:
 //!   corruption at rest, read errors, corruption while running, a damaged
 //!   votes file, count as process faults too).
 //!
 //! A profile leans the draws ([`Bias`]): which kinds come more often, how
 //! long and lossy network faults are, which disk faults come.
+//!
+//! The faults between a client and a broker act on the client's links
+//! ([`ClientLinks`]), since every client shares one turmoil host; those
+//! between cluster nodes, and everything else, act on turmoil.
 //!
 //! In a cluster ([`Nemesis::cluster`]) it also cuts nodes apart (isolates
 //! the leader of a group, or any node; bridges two sides through one node;
@@ -46,7 +49,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,7 @@ use sluice::io::TurmoilIo;
 use sluice::io::faulty::{Faults, FaultyIo};
 
 use crate::at_rest::AtRest;
+use crate::client_net::ClientLinks;
 use crate::cluster::Replicas;
 use crate::history::broker_name;
 use crate::schedule::{Schedule, Scheduled};
@@ -234,22 +237,25 @@ impl DiskModel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Fault {
-    /// `partition(client, broker)`; undone by `repair`.
+    /// The client's link to the broker cut both ways; undone by the
+    /// repair.
     Partition { client: String, broker: String },
-    /// `partition_oneway(from, to)`; undone by `repair_oneway`.
+    /// A client's link to a broker cut one way, `from` one end `to` the
+    /// other; undone by the repair.
     PartitionOneway { from: String, to: String },
-    /// `hold(client, broker)`: messages queue up; undone by `release`,
-    /// which delivers them all at once.
+    /// The client's link to the broker holds what it carries; undone by
+    /// the release, which delivers it all at once.
     Hold { client: String, broker: String },
-    /// The link's max latency raised; undone by setting it back.
+    /// Up to `max` more latency on the client's link to the broker;
+    /// undone by taking it away.
     Latency {
         client: String,
         broker: String,
         #[serde(with = "toml_text::duration")]
         max: Duration,
     },
-    /// The link fails at `rate_permille` / 1000 per message (turmoil's
-    /// `fail_rate`); undone by a rate of 0.
+    /// The client's link to the broker loses `rate_permille` / 1000 of
+    /// what it carries, and a connection with it; undone by a rate of 0.
     Lossy {
         client: String,
         broker: String,
@@ -758,9 +764,10 @@ pub struct Nemesis {
     bias: Bias,
     fault_phase: Duration,
     brokers: Vec<String>,
-    /// Every other host, found from turmoil's links at the first step
-    /// (turmoil has no list of hosts).
-    clients: Option<Vec<String>>,
+    /// The workload's clients, sorted, and their links, which carry the
+    /// faults between a client and a broker (see [`ClientLinks`]).
+    clients: Vec<String>,
+    links: Rc<ClientLinks>,
     disk: DiskModel,
     /// The link latency a latency spike returns to ([`Nemesis::base_latency`]);
     /// without it, no latency spikes.
@@ -856,7 +863,8 @@ impl Nemesis {
             bias: Bias::DEFAULT,
             fault_phase,
             brokers,
-            clients: None,
+            clients: Vec::new(),
+            links: ClientLinks::new(0),
             disk,
             base_max_latency: None,
             disk_faults,
@@ -889,6 +897,16 @@ impl Nemesis {
     #[must_use]
     pub fn bias(mut self, bias: Bias) -> Self {
         self.bias = bias;
+        self
+    }
+
+    /// The workload's `clients`, whose links to the brokers are `links`:
+    /// without them, no fault between a client and a broker.
+    #[must_use]
+    pub fn clients(mut self, clients: &[String], links: Rc<ClientLinks>) -> Self {
+        self.clients = clients.to_vec();
+        self.clients.sort();
+        self.links = links;
         self
     }
 
@@ -997,10 +1015,6 @@ impl Nemesis {
         let due: Vec<Scheduled> = script.drain(..due_count).collect();
         self.next_at = script.front().map_or(Duration::MAX, |next| next.at);
         for next in due {
-            if next.fault.link().is_some() {
-                // Found as drawing a link fault finds them, for `heal`.
-                self.clients(sim);
-            }
             self.start(sim, now, next.fault, next.lasts, trace);
         }
     }
@@ -1039,12 +1053,8 @@ impl Nemesis {
         }
         // Belt and braces: every client-broker link healthy, and every disk
         // fault off, whatever the bookkeeping says.
-        let clients = self.clients.clone().unwrap_or_default();
+        self.links.heal();
         for broker in &self.brokers {
-            for client in &clients {
-                sim.release(client.as_str(), broker.as_str());
-                sim.repair(client.as_str(), broker.as_str());
-            }
             self.faults_of(broker).clear();
             self.faults_of(broker).slow_syncs(Duration::ZERO);
             self.faults_of(broker).set_clock_offset(0);
@@ -1120,8 +1130,7 @@ impl Nemesis {
         if self.cluster.is_some() && self.rng.gen_bool(0.5) {
             return self.draw_node_net(sim);
         }
-        let clients = self.clients(sim).to_vec();
-        let client = clients.choose(&mut self.rng)?.clone();
+        let client = self.clients.choose(&mut self.rng)?.clone();
         let broker = self.brokers.choose(&mut self.rng)?.clone();
         let lasts_max_ms = u64::try_from(self.bias.net_lasts_max.as_millis()).unwrap_or(3_000);
         let lasts = Duration::from_millis(self.rng.gen_range(50..=lasts_max_ms.max(50)));
@@ -1412,56 +1421,58 @@ impl Nemesis {
         Some((fault, lasts))
     }
 
-    /// The non-broker hosts, found once from turmoil's links, sorted.
-    fn clients(&mut self, sim: &turmoil::Sim<'_>) -> &[String] {
-        if self.clients.is_none() {
-            let brokers: Vec<IpAddr> = self
-                .brokers
-                .iter()
-                .map(|b| sim.lookup(b.as_str()))
-                .collect();
-            let mut peers = BTreeSet::new();
-            sim.links(|links| {
-                for link in links {
-                    let (a, b) = link.pair();
-                    for (this, other) in [(a, b), (b, a)] {
-                        if brokers.contains(&this) && !brokers.contains(&other) {
-                            peers.insert(other);
-                        }
-                    }
-                }
-            });
-            let names = peers
-                .into_iter()
-                .filter_map(|ip| sim.reverse_lookup(ip))
-                .collect::<BTreeSet<String>>();
-            self.clients = Some(names.into_iter().collect());
+    /// Switches `fault`, one between a client and a broker, on or off on
+    /// the client's link.
+    fn switch_client_link(&self, fault: &Fault, on: bool) {
+        match fault {
+            Fault::Partition { client, broker } => self.links.update(client, broker, |link| {
+                link.cut_toward_broker = on;
+                link.cut_toward_client = on;
+            }),
+            // Either end of a one-way cut may be the broker.
+            Fault::PartitionOneway { from, to } if self.brokers.contains(from) => {
+                self.links
+                    .update(to, from, |link| link.cut_toward_client = on);
+            }
+            Fault::PartitionOneway { from, to } => {
+                self.links
+                    .update(from, to, |link| link.cut_toward_broker = on);
+            }
+            Fault::Hold { client, broker } => {
+                self.links.update(client, broker, |link| link.held = on);
+            }
+            Fault::Latency {
+                client,
+                broker,
+                max,
+            } => self.links.update(client, broker, |link| {
+                link.extra_latency = on.then_some(*max);
+            }),
+            Fault::Lossy {
+                client,
+                broker,
+                rate_permille,
+            } => {
+                let rate = if on {
+                    f64::from(*rate_permille) / 1000.0
+                } else {
+                    0.0
+                };
+                self.links.update(client, broker, |link| link.loss = rate);
+            }
+            other => unreachable!("{other} is no fault of a client's link"),
         }
-        self.clients.as_deref().unwrap_or_default()
     }
 
     // ---- turmoil ------------------------------------------------------------
 
     fn inject(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         match fault {
-            Fault::Partition { client, broker } => sim.partition(client.as_str(), broker.as_str()),
-            Fault::PartitionOneway { from, to } => {
-                sim.partition_oneway(from.as_str(), to.as_str());
-            }
-            Fault::Hold { client, broker } => sim.hold(client.as_str(), broker.as_str()),
-            Fault::Latency {
-                client,
-                broker,
-                max,
-            } => sim.set_link_max_message_latency(client.as_str(), broker.as_str(), *max),
-            Fault::Lossy {
-                client,
-                broker,
-                rate_permille,
-            } => {
-                let rate = f64::from(*rate_permille) / 1000.0;
-                sim.set_link_fail_rate(client.as_str(), broker.as_str(), rate);
-            }
+            Fault::Partition { .. }
+            | Fault::PartitionOneway { .. }
+            | Fault::Hold { .. }
+            | Fault::Latency { .. }
+            | Fault::Lossy { .. } => self.switch_client_link(fault, true),
             Fault::Kill { host } => sim.bounce(host.as_str()),
             Fault::Crash { host } => {
                 if sim.is_host_running(host.as_str()) {
@@ -1547,16 +1558,11 @@ impl Nemesis {
 
     fn undo(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         match fault {
-            Fault::Partition { client, broker } => sim.repair(client.as_str(), broker.as_str()),
-            Fault::PartitionOneway { from, to } => sim.repair_oneway(from.as_str(), to.as_str()),
-            Fault::Hold { client, broker } => sim.release(client.as_str(), broker.as_str()),
-            Fault::Latency { client, broker, .. } => {
-                let base = self.base_max_latency.unwrap_or_default();
-                sim.set_link_max_message_latency(client.as_str(), broker.as_str(), base);
-            }
-            Fault::Lossy { client, broker, .. } => {
-                sim.set_link_fail_rate(client.as_str(), broker.as_str(), 0.0);
-            }
+            Fault::Partition { .. }
+            | Fault::PartitionOneway { .. }
+            | Fault::Hold { .. }
+            | Fault::Latency { .. }
+            | Fault::Lossy { .. } => self.switch_client_link(fault, false),
             Fault::Kill { .. } => self.process_ended_at = Some(sim.elapsed()),
             Fault::Crash { host } | Fault::Corrupt { host, .. } => {
                 sim.bounce(host.as_str());
@@ -1719,15 +1725,22 @@ impl Nemesis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_net::CLIENTS_HOST;
 
     const BROKER: &str = "broker";
     const FAULT_PHASE: Duration = Duration::from_secs(10);
+
+    /// Two clients that never connect: the nemesis still cuts their links.
+    fn idle_clients() -> Vec<String> {
+        vec!["producer0".to_owned(), "consumer0".to_owned()]
+    }
 
     /// Runs an idle broker and two idle clients through a fault phase and a
     /// heal, returning the trace and whether the broker runs at the end.
     fn run(seed: u64, kinds: FaultKinds) -> (Vec<String>, bool, u64) {
         let mut nemesis = Nemesis::new(seed, kinds, FAULT_PHASE, &[BROKER])
-            .base_latency(Duration::from_millis(50));
+            .base_latency(Duration::from_millis(50))
+            .clients(&idle_clients(), ClientLinks::new(seed));
         let mut builder = turmoil::Builder::new();
         builder.rng_seed(seed).simulation_duration(FAULT_PHASE * 2);
         nemesis.configure(&mut builder);
@@ -1740,12 +1753,10 @@ mod tests {
                 Ok(())
             }
         });
-        for client in ["producer0", "consumer0"] {
-            sim.client(client, async {
-                tokio::time::sleep(FAULT_PHASE + Duration::from_secs(1)).await;
-                Ok(())
-            });
-        }
+        sim.client(CLIENTS_HOST, async {
+            tokio::time::sleep(FAULT_PHASE + Duration::from_secs(1)).await;
+            Ok(())
+        });
         let mut trace = Trace::new();
         let mut healed = false;
         loop {
@@ -1791,6 +1802,7 @@ mod tests {
         replicas.update(2, vec![status(1), status(2), status(3)]);
         let mut nemesis = Nemesis::new(seed, ALL, FAULT_PHASE, &NODES)
             .base_latency(Duration::from_millis(50))
+            .clients(&idle_clients(), ClientLinks::new(seed))
             .cluster(replicas);
         let mut builder = turmoil::Builder::new();
         builder.rng_seed(seed).simulation_duration(FAULT_PHASE * 2);
@@ -1803,12 +1815,10 @@ mod tests {
                 std::future::pending::<turmoil::Result>()
             });
         }
-        for client in ["producer0", "consumer0"] {
-            sim.client(client, async {
-                tokio::time::sleep(FAULT_PHASE + Duration::from_secs(1)).await;
-                Ok(())
-            });
-        }
+        sim.client(CLIENTS_HOST, async {
+            tokio::time::sleep(FAULT_PHASE + Duration::from_secs(1)).await;
+            Ok(())
+        });
         let mut trace = Trace::new();
         let mut healed = false;
         loop {

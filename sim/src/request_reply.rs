@@ -34,12 +34,11 @@ use sluice::amqp::types::{
     Accepted, DeliveryState, Header, Message, Properties, Rejected, Released, Section, Source,
     condition,
 };
-use sluice::client::{Client, ClientError};
-use sluice::io::TurmoilIo;
+use sluice::client::ClientError;
 
 use crate::history::{ClientId, ConnId, MsgId, NodeId, Op, Outcome};
 use crate::workload::{
-    PHASE_POLL, Phase, Shared, backoff, client_rng, close, connect, final_outcome,
+    PHASE_POLL, Phase, Shared, SimClient, backoff, client_rng, close, connect, final_outcome,
     next_event_before, outcome_of, pause, unless_lost, with_timeout,
 };
 
@@ -123,15 +122,19 @@ fn decode(message: Bytes) -> Option<(MsgId, String, String)> {
 /// A requester's connection: its reply link and the temporary queue
 /// behind it, and its relay link.
 struct Requesting {
-    client: Client<TurmoilIo>,
+    client: SimClient,
     session: SessionId,
     replies: LinkId,
     address: String,
     relay: LinkId,
 }
 
-async fn open_requester(conn: ConnId, node: NodeId) -> Result<Requesting, ClientError> {
-    let mut client = connect(conn.to_string(), node).await?;
+async fn open_requester(
+    shared: &Shared,
+    conn: ConnId,
+    node: NodeId,
+) -> Result<Requesting, ClientError> {
+    let mut client = connect(shared, conn, conn.to_string(), node).await?;
     let session = with_timeout(client.begin()).await?;
     let attach = client.attach_dynamic_receiver(session, "replies", REPLY_CREDIT);
     let (replies, address) = with_timeout(attach).await?;
@@ -172,7 +175,7 @@ pub async fn requester(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
             n: conn_n,
         };
         let node = shared.pick_broker(&mut rng);
-        let mut r = match open_requester(conn, node).await {
+        let mut r = match open_requester(&shared, conn, node).await {
             Ok(opened) => opened,
             Err(error) => {
                 let why = format!("connect: {error}");
@@ -322,17 +325,18 @@ async fn renew_queue(r: &mut Requesting, shared: &Shared, conn: ConnId) -> Resul
 /// The responder's connection: its link from [`REQUESTS`] and its relay
 /// link.
 struct Responding {
-    client: Client<TurmoilIo>,
+    client: SimClient,
     requests: LinkId,
     relay: LinkId,
 }
 
 async fn open_responder(
+    shared: &Shared,
     conn: ConnId,
     node: NodeId,
     credit: u32,
 ) -> Result<Responding, ClientError> {
-    let mut client = connect(conn.to_string(), node).await?;
+    let mut client = connect(shared, conn, conn.to_string(), node).await?;
     let session = with_timeout(client.begin()).await?;
     let source = Source {
         address: Some(REQUESTS.to_owned()),
@@ -365,7 +369,7 @@ pub async fn responder(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result
             n: conn_n,
         };
         let node = shared.pick_broker(&mut rng);
-        let mut r = match open_responder(conn, node, credit_max).await {
+        let mut r = match open_responder(&shared, conn, node, credit_max).await {
             Ok(opened) => opened,
             Err(error) => {
                 let why = format!("connect: {error}");

@@ -1,5 +1,6 @@
-//! The workload: producer and consumer clients, each a turmoil client host
-//! speaking AMQP through [`sluice::client::Client`] on the simulated seam.
+//! The workload: producer and consumer clients, each a task of the
+//! clients' turmoil host, speaking AMQP through [`sluice::client::Client`]
+//! over its links to the brokers ([`crate::client_net`]).
 //!
 //! Every random choice comes from a ChaCha RNG seeded from the run's seed
 //! and the client's number, so the workload replays with the seed. Clients
@@ -24,7 +25,9 @@ use sluice::client::{Client, ClientError};
 use sluice::config::Overflow;
 use sluice::io::{Io, TurmoilIo};
 use sluice::node::{NodeHandle, ReplicaStatus};
+use tokio::io::DuplexStream;
 
+use crate::client_net::ClientLinks;
 use crate::history::{
     ClientId, ConnId, History, MessageKind, MsgId, NodeId, NodeReplicas, Op, Outcome, QueueState,
     TxnId, broker_name,
@@ -95,15 +98,18 @@ pub struct Shared {
     pub broker_nodes: RefCell<BTreeMap<NodeId, NodeHandle>>,
     /// How many producers, consumers and subscribers have exited.
     pub clients_exited: Cell<u32>,
+    /// Every client's links to the brokers, with their faults.
+    pub links: Rc<ClientLinks>,
 }
 
 impl Shared {
-    /// A fresh history, in the fault phase, for clients of `brokers`.
+    /// A fresh history, in the fault phase, for clients of `brokers` that
+    /// reach them over `links`.
     ///
     /// # Panics
     ///
     /// If `brokers` is empty.
-    pub fn new(brokers: Vec<NodeId>) -> Rc<Self> {
+    pub fn new(brokers: Vec<NodeId>, links: Rc<ClientLinks>) -> Rc<Self> {
         assert!(!brokers.is_empty(), "a world has a broker");
         Rc::new(Self {
             history: RefCell::new(History::default()),
@@ -114,6 +120,7 @@ impl Shared {
             brokers,
             broker_nodes: RefCell::default(),
             clients_exited: Cell::new(0),
+            links,
         })
     }
 
@@ -757,15 +764,26 @@ pub fn decode_message(message: Bytes) -> Option<(MsgId, Header)> {
     Some((id?, header))
 }
 
-/// Connects to broker `node` as container `container`.
+/// A workload client's connection, over its link's faults (see
+/// [`crate::client_net`]).
+pub(crate) type SimClient = Client<TurmoilIo, DuplexStream>;
+
+/// Connects `conn`'s client to broker `node` as container `container`.
 pub(crate) async fn connect(
+    shared: &Shared,
+    conn: ConnId,
     container: String,
     node: NodeId,
-) -> Result<Client<TurmoilIo>, ClientError> {
+) -> Result<SimClient, ClientError> {
     let mut config = ConnectionConfig::new(container);
     config.idle_timeout = Some(IDLE_TIMEOUT);
-    let address = format!("{}:{AMQP_PORT}", broker_name(node));
-    let attempt = Client::connect(TurmoilIo, &address, config, ClientSasl::Anonymous);
+    let broker = broker_name(node);
+    let address = format!("{broker}:{AMQP_PORT}");
+    let client = conn.client.to_string();
+    let attempt = async {
+        let stream = shared.links.connect(&client, &broker, &address).await?;
+        Client::handshake(TurmoilIo, stream, config, ClientSasl::Anonymous).await
+    };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Closed(None)),
@@ -784,7 +802,7 @@ pub(crate) async fn with_timeout<T>(
 /// A producer's connection: its client, its sending link, and, for a
 /// transactional producer, its coordinator link.
 struct Sender {
-    client: Client<TurmoilIo>,
+    client: SimClient,
     link: LinkId,
     coordinator: Option<LinkId>,
 }
@@ -792,12 +810,13 @@ struct Sender {
 /// Connects to `node` and attaches a sending link to `queue`, and a
 /// coordinator link if `transactional`.
 async fn open_sender(
+    shared: &Shared,
     conn: ConnId,
     node: NodeId,
     queue: &str,
     transactional: bool,
 ) -> Result<Sender, ClientError> {
-    let mut client = connect(conn.to_string(), node).await?;
+    let mut client = connect(shared, conn, conn.to_string(), node).await?;
     let session = with_timeout(client.begin()).await?;
     let link = with_timeout(client.attach_sender(session, "producer", Some(queue))).await?;
     let coordinator = if transactional {
@@ -985,20 +1004,21 @@ impl ReadFrom {
 /// Connects to `node` and attaches a receiving link as `from` says, with
 /// `credit`.
 async fn open_receiver(
+    shared: &Shared,
     conn: ConnId,
     node: NodeId,
     from: &ReadFrom,
     credit: u32,
-) -> Result<(Client<TurmoilIo>, SessionId, LinkId), ClientError> {
+) -> Result<(SimClient, SessionId, LinkId), ClientError> {
     let container = from.container.clone().unwrap_or_else(|| conn.to_string());
-    let mut client = connect(container, node).await?;
+    let mut client = connect(shared, conn, container, node).await?;
     let session = with_timeout(client.begin()).await?;
     let link = attach_receiver(&mut client, session, from, credit).await?;
     Ok((client, session, link))
 }
 
 async fn attach_receiver(
-    client: &mut Client<TurmoilIo>,
+    client: &mut SimClient,
     session: SessionId,
     from: &ReadFrom,
     credit: u32,
@@ -1017,7 +1037,7 @@ async fn attach_receiver(
 /// connection. A subscriber only suspends its link (a detach that does not
 /// close it), so that its durable subscription stays; a consumer closes it.
 async fn relink(
-    client: &mut Client<TurmoilIo>,
+    client: &mut SimClient,
     session: SessionId,
     link: LinkId,
     from: &ReadFrom,
@@ -1161,7 +1181,7 @@ fn applied_alike(nodes: &[NodeReplicas]) -> bool {
 /// Closes the connection, and records whether the broker answered: a
 /// close it never answered (a partition, a crash) is a lost connection, as
 /// what was sent last may never have reached it.
-pub(crate) async fn close(client: Client<TurmoilIo>, shared: &Shared, conn: ConnId) {
+pub(crate) async fn close(client: SimClient, shared: &Shared, conn: ConnId) {
     let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.close()).await {
         Ok(Ok(())) => {
             shared.record(Op::Closed { conn });
@@ -1193,7 +1213,7 @@ pub(crate) fn pause(can_send: bool, gap_ms_max: u64, rng: &mut ChaCha8Rng) -> Du
 
 /// The client's next event, or `None` if `until` is over first.
 pub(crate) async fn next_event_before(
-    client: &mut Client<TurmoilIo>,
+    client: &mut SimClient,
     until: impl Future<Output = ()>,
 ) -> Option<Result<Event, ClientError>> {
     tokio::select! {
@@ -1298,7 +1318,7 @@ pub async fn producer(
             n: conn_n,
         };
         let node = shared.pick_broker(&mut rng);
-        let mut sender = match open_sender(conn, node, &queue, mix.transactional).await {
+        let mut sender = match open_sender(&shared, conn, node, &queue, mix.transactional).await {
             Ok(opened) => opened,
             Err(error) => {
                 shared.record(Op::ConnectionLost {
@@ -1479,7 +1499,7 @@ pub async fn browser(
         };
         let node = shared.pick_broker(&mut rng);
         let credit = rng.gen_range(1..=50);
-        let lost = match open_receiver(conn, node, &from, credit).await {
+        let lost = match open_receiver(&shared, conn, node, &from, credit).await {
             Ok((client, _, _)) => {
                 shared.record(Op::Connected {
                     conn,
@@ -1502,7 +1522,7 @@ pub async fn browser(
 /// random number of messages, closes to browse again; why the connection
 /// was lost, if it was.
 async fn browse(
-    mut client: Client<TurmoilIo>,
+    mut client: SimClient,
     shared: &Shared,
     conn: ConnId,
     queue: &str,
@@ -1591,22 +1611,23 @@ async fn receive(
         let node = shared.pick_broker(&mut rng);
         let mut link_n = 1;
         let mut queue = from.queue_of_link(conn, link_n);
-        let (mut client, session, mut link) = match open_receiver(conn, node, &from, credit).await {
-            Ok(opened) => opened,
-            Err(ClientError::SettleModeRefused) => {
-                shared.record(Op::SettleModeRefused { conn });
-                backoff(&mut rng).await;
-                continue;
-            }
-            Err(error) => {
-                shared.record(Op::ConnectionLost {
-                    conn,
-                    why: format!("connect: {error}"),
-                });
-                backoff(&mut rng).await;
-                continue;
-            }
-        };
+        let (mut client, session, mut link) =
+            match open_receiver(&shared, conn, node, &from, credit).await {
+                Ok(opened) => opened,
+                Err(ClientError::SettleModeRefused) => {
+                    shared.record(Op::SettleModeRefused { conn });
+                    backoff(&mut rng).await;
+                    continue;
+                }
+                Err(error) => {
+                    shared.record(Op::ConnectionLost {
+                        conn,
+                        why: format!("connect: {error}"),
+                    });
+                    backoff(&mut rng).await;
+                    continue;
+                }
+            };
         match me {
             ClientId::Subscriber(n) => {
                 shared.subscribed.borrow_mut().insert(n);
@@ -1850,7 +1871,7 @@ struct Settling<'a> {
 /// `awaiting` (the broker's settle comes as an event, recorded as
 /// [`Op::SettleConfirmed`] by [`confirmed`]).
 async fn settle(
-    client: &mut Client<TurmoilIo>,
+    client: &mut SimClient,
     shared: &Shared,
     settling: Settling<'_>,
     delivery: DeliveryId,

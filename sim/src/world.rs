@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use crate::SimError;
 use crate::at_rest::AtRest;
 use crate::checker::{self, CheckReport, LastValueDrain};
+use crate::client_net::{CLIENTS_HOST, ClientLinks};
 use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
 use crate::nemesis::{Bias, BrokerIo, FaultEvent, FaultKinds, Nemesis};
@@ -43,9 +44,6 @@ const EPOCH_UNIX_S: u64 = 1_704_067_200;
 /// After the liveness phase, how long clients get to close and exit, and
 /// the inspector to read the broker's state.
 const WIND_DOWN: Duration = Duration::from_secs(8);
-/// The inspector's host name (it talks to the broker in-process, not over
-/// the network, so the nemesis never sees it).
-const INSPECTOR: &str = "inspector";
 /// The drain is over once every accepted message is consumed and no
 /// delivery arrived for this long (so unconfirmed leftovers drain too).
 const DRAIN_QUIET: Duration = Duration::from_millis(500);
@@ -568,37 +566,51 @@ async fn report_replicas(
 }
 
 /// The workload's clients, each counted in `clients_exited` when it ends,
-/// and the inspector, which waits for them all.
+/// and the inspector, which waits for them all: tasks of the one clients'
+/// host (see [`crate::client_net`]).
 fn spawn_clients(
     sim: &mut turmoil::Sim<'_>,
     seed: u64,
     params: &WorkloadParams,
     shared: &Rc<Shared>,
 ) {
-    let mut clients = 0;
-    let mut spawn = |client: ClientId, future: workload::ClientFuture| {
-        clients += 1;
+    let mut clients: Vec<workload::ClientFuture> = Vec::new();
+    for client in params.clients() {
+        let (params, owned) = (params.clone(), Rc::clone(shared));
+        let future: workload::ClientFuture = match client {
+            ClientId::Producer(n) => Box::pin(workload::producer(n, seed, params, owned)),
+            ClientId::Consumer(n) => Box::pin(workload::consumer(n, seed, params, owned)),
+            ClientId::Subscriber(n) => Box::pin(workload::subscriber(n, seed, params, owned)),
+            ClientId::DeadLetters(n) => Box::pin(workload::dead_letter_consumer(n, seed, owned)),
+            ClientId::Browser(n) => Box::pin(workload::browser(n, seed, params, owned)),
+            ClientId::Requester(n) => Box::pin(request_reply::requester(n, seed, owned)),
+            ClientId::Responder(n) => Box::pin(request_reply::responder(n, seed, owned)),
+        };
         let shared = Rc::clone(shared);
-        sim.client(client.to_string(), async move {
+        clients.push(Box::pin(async move {
             let result = future.await;
             shared.clients_exited.set(shared.clients_exited.get() + 1);
             result
-        });
-    };
-    for client in params.clients() {
-        let (params, shared) = (params.clone(), Rc::clone(shared));
-        let future: workload::ClientFuture = match client {
-            ClientId::Producer(n) => Box::pin(workload::producer(n, seed, params, shared)),
-            ClientId::Consumer(n) => Box::pin(workload::consumer(n, seed, params, shared)),
-            ClientId::Subscriber(n) => Box::pin(workload::subscriber(n, seed, params, shared)),
-            ClientId::DeadLetters(n) => Box::pin(workload::dead_letter_consumer(n, seed, shared)),
-            ClientId::Browser(n) => Box::pin(workload::browser(n, seed, params, shared)),
-            ClientId::Requester(n) => Box::pin(request_reply::requester(n, seed, shared)),
-            ClientId::Responder(n) => Box::pin(request_reply::responder(n, seed, shared)),
-        };
-        spawn(client, future);
+        }));
     }
-    sim.client(INSPECTOR, workload::inspector(clients, Rc::clone(shared)));
+    let count = u32::try_from(clients.len()).expect("a handful of clients");
+    let inspector = workload::inspector(count, Rc::clone(shared));
+    sim.client(CLIENTS_HOST, async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in clients {
+            tasks.spawn_local(client);
+        }
+        tasks.spawn_local(inspector);
+        // The first client to fail fails the run, as it would on a host of
+        // its own; a panic stays a panic.
+        while let Some(ended) = tasks.join_next().await {
+            match ended {
+                Ok(result) => result?,
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        }
+        Ok(())
+    });
 }
 
 /// Adds every broker host to `sim`, each on the nemesis's I/O seam.
@@ -661,24 +673,14 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
     Ok(world.finish(options, params))
 }
 
-/// The hosts of a world of `options` with the workload `params`: its
-/// brokers, its clients, the dead-letter consumer if the workload has one,
-/// and the inspector (the nemesis may find the last two among the broker's
-/// peers, and cut them off, as it does the clients: a recorded schedule
-/// that does so names a host the world has).
+/// The hosts a schedule may name in a world of `options` with the
+/// workload `params`: its brokers, and its clients, each at its end of its
+/// links (see [`crate::client_net`]).
 pub fn hosts(options: &RunOptions, params: &WorkloadParams) -> BTreeSet<String> {
     let brokers = cluster::broker_nodes(options.nodes)
         .into_iter()
         .map(broker_name);
-    let dead_letters = params
-        .has_dead_letters()
-        .then(|| ClientId::DeadLetters(0).to_string());
-    let inspector = std::iter::once(INSPECTOR.to_owned());
-    brokers
-        .chain(shape::client_names(params))
-        .chain(dead_letters)
-        .chain(inspector)
-        .collect()
+    brokers.chain(shape::client_names(params)).collect()
 }
 
 /// Refuses a schedule that names a host the world does not have (a
@@ -705,7 +707,8 @@ impl World {
         profile: &Profile,
         params: &WorkloadParams,
     ) -> Result<Self, SimError> {
-        let shared = Shared::new(cluster::broker_nodes(options.nodes));
+        let links = ClientLinks::new(options.seed);
+        let shared = Shared::new(cluster::broker_nodes(options.nodes), Rc::clone(&links));
         let hosts: Vec<String> = shared.brokers.iter().map(|&n| broker_name(n)).collect();
         let host_names: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let kinds = options.faults.kinds();
@@ -714,7 +717,8 @@ impl World {
             None => Nemesis::new(options.seed, kinds, options.duration, &host_names)
                 .base_latency(profile.max_latency)
                 .bias(profile.bias),
-        };
+        }
+        .clients(&shape::client_names(params), links);
         let replicas = options.is_cluster().then(Rc::<Replicas>::default);
         if let Some(replicas) = &replicas {
             nemesis = nemesis.cluster(Rc::clone(replicas));

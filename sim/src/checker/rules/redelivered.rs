@@ -24,7 +24,7 @@ use super::{Check, violation};
 /// failing writes (disk full, fsync EIO) at some point in [t, t2] (the
 /// broker drops a settle it cannot log: a redelivery, never a loss), or
 /// C's client was partitioned from its broker (or its link lossy) at t:
-/// turmoil drops whole writes of a TCP stream there without breaking the
+/// the link loses whole writes of a TCP stream there without breaking the
 /// connection, so the settle may never have arrived; or C was opened
 /// before its broker's latest restart before t (a settle on a connection
 /// to a dead incarnation reaches nobody); or, in a cluster, C's node was
