@@ -9,7 +9,7 @@
 #                       skips them, this script never does.
 #
 # Extra arguments go to cargo, e.g. `scripts/test.sh -p sluice --test cli`.
-# Needs: a Rust toolchain (cargo), python3 with venv, the openssl command,
+# Needs: a Rust toolchain (cargo), python3 with venv,
 # Node.js (18 or newer) with npm, g++, and network access to PyPI, the npm
 # registry and Debian's packages on the first run (apt-get, as root or
 # through sudo).
@@ -23,8 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # - uAMQP (the Azure uAMQP C library's binding; a cp311 manylinux wheel, no
 #   build) and the Azure SDK's pure-Python AMQP stack (azure.servicebus's
 #   _pyamqp), for broker/tests/interop_azure.rs. uAMQP speaks only TLS: its
-#   script puts scripts/interop/tls_proxy.py in front of the broker, with a
-#   certificate made by the `openssl` command.
+#   test gives the broker a TLS listener, with certificates the test makes.
 # The check imports each and compares the installed versions with the pins:
 # a later run skips pip, and a changed pin reinstalls.
 PROTON_VERSION=0.40.0

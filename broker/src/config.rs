@@ -75,6 +75,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Membership of a replicated cluster; with no peers, a single node.
     pub cluster: ClusterConfig,
+    /// The TLS listener for `amqps` clients; none by default.
+    pub tls: TlsConfig,
     /// Set by `--repair`, never by the file, so that a repair is always a
     /// deliberate one-off: truncate the log at the first corrupt record and
     /// report what was lost.
@@ -100,6 +102,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),
+            tls: TlsConfig::default(),
             repair: false,
             plants: crate::planted::Plants::NONE,
         }
@@ -167,6 +170,34 @@ impl Default for AmqpConfig {
             rcv_settle_mode_second: false,
         }
     }
+}
+
+/// The TLS listener (`[tls]`): where `amqps` clients connect, and the
+/// certificate the broker proves itself with. Without `listen`, none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where TLS clients connect (`--listen-tls`); port 0 picks a free
+    /// port. AMQP's TLS port is 5671.
+    pub listen: Option<SocketAddr>,
+    /// The broker's certificate chain, PEM, its own certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of that certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// The oldest TLS version accepted.
+    pub min_version: TlsVersion,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246) and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 (RFC 8446) only.
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 /// An account allowed to log in with SASL PLAIN.
@@ -660,6 +691,7 @@ impl Config {
         validate_queue_type("[queues]", &self.queues)?;
         self.validate_queue_overrides()?;
         self.validate_cluster()?;
+        self.validate_tls()?;
         if self.limits.producer_credit == 0 {
             return Err(invalid(
                 "limits.producer_credit",
@@ -689,6 +721,27 @@ impl Config {
             None => self.queues.clone(),
         };
         QueueSettings::resolve(name, raw)
+    }
+
+    /// A TLS listener needs its certificate and key. The file may name
+    /// them without a listener, which `--listen-tls` then opens.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        if tls.listen.is_some() && tls.cert_file.is_none() {
+            return Err(invalid(
+                "tls.cert_file",
+                "a TLS listener (tls.listen, --listen-tls) needs the broker's certificate"
+                    .to_owned(),
+            ));
+        }
+        if tls.listen.is_some() && tls.key_file.is_none() {
+            return Err(invalid(
+                "tls.key_file",
+                "a TLS listener (tls.listen, --listen-tls) needs the certificate's private key"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_amqp(&self) -> Result<(), ConfigError> {

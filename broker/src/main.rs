@@ -46,6 +46,11 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
+    /// Address for AMQP clients over TLS (`amqps`), with the certificate
+    /// and key of the configuration file's `[tls]` [default: none]
+    #[arg(long, value_name = "ADDR")]
+    listen_tls: Option<SocketAddr>,
+
     /// Directory for the broker's state [default: ./sluice-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -89,6 +94,9 @@ impl RunArgs {
     fn apply(self, config: &mut Config) {
         if let Some(listen) = self.listen {
             config.listen = listen;
+        }
+        if let Some(listen) = self.listen_tls {
+            config.tls.listen = Some(listen);
         }
         if let Some(data_dir) = self.data_dir {
             config.data_dir = data_dir;

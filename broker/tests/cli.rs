@@ -1,15 +1,21 @@
 //! The `sluice` binary as an operator runs it: flags over the configuration
-//! file, the ready line, configuration errors, a clean exit on SIGTERM, and
-//! `sluice passwd` hashes that the broker then accepts.
+//! file, the ready line (with the TLS listener's address), configuration
+//! errors, a clean exit on SIGTERM, and `sluice passwd` hashes that the
+//! broker then accepts.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
+
+use common::pki::Pki;
 
 use fe2o3_amqp::Connection;
 use fe2o3_amqp::sasl_profile::SaslProfile;
@@ -21,6 +27,7 @@ use tempfile::TempDir;
 const OUTPUT_WAIT: Duration = Duration::from_secs(30);
 
 const READY: &str = "sluice ready: amqp=";
+const READY_TLS: &str = " amqps=";
 
 /// A running broker process whose stderr is read line by line.
 struct Broker {
@@ -114,7 +121,12 @@ impl Drop for Broker {
 
 /// The address in a ready line, text or JSON.
 fn announced_addr(line: &str) -> SocketAddr {
-    let announced = line.split(READY).nth(1).unwrap();
+    addr_after(line, READY)
+}
+
+/// The address that follows `label` in `line`.
+fn addr_after(line: &str, label: &str) -> SocketAddr {
+    let announced = line.split(label).nth(1).unwrap();
     let addr = announced
         .split(|c: char| c.is_whitespace() || c == '"')
         .next()
@@ -206,6 +218,68 @@ fn cluster_peers_without_a_secret_stop_start_up_clearly() {
     assert!(!status.success());
     let report = logged.join("\n");
     assert!(report.contains("cluster.secret"), "{report}");
+    assert!(!report.contains(READY), "{report}");
+}
+
+#[test]
+fn the_tls_listener_is_announced_and_speaks_tls_then_amqp() {
+    let pki = Pki::new();
+    let file = config_file(&format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        pki.cert_file, pki.key_file
+    ));
+    let path = file.path().to_str().unwrap();
+    let broker = Broker::start(&[
+        "--config",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-tls",
+        "127.0.0.1:0",
+    ]);
+    let line = broker.line_containing(READY);
+    let (plain, tls) = (announced_addr(&line), addr_after(&line, READY_TLS));
+    assert_ne!(plain, tls, "{line}");
+
+    let header = sasl_header_over_tls(tls, &pki);
+    assert_eq!(
+        &header, b"AMQP\x03\x01\x00\x00",
+        "the SASL header, inside TLS"
+    );
+
+    let (status, logged) = broker.terminate();
+    assert!(status.success(), "{status}; logged {logged:#?}");
+}
+
+/// Sends SASL's protocol header to the TLS listener at `addr`, inside TLS,
+/// trusting `pki`'s CA, and returns the broker's answering header: a
+/// blocking rustls client on a real socket to the real process.
+#[allow(clippy::disallowed_types)]
+fn sasl_header_over_tls(addr: SocketAddr, pki: &Pki) -> [u8; 8] {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(pki.roots())
+        .with_no_client_auth();
+    let name = "localhost".try_into().unwrap();
+    let session = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(OUTPUT_WAIT)).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, socket);
+    stream.write_all(b"AMQP\x03\x01\x00\x00").unwrap();
+    let mut header = [0; 8];
+    stream.read_exact(&mut header).unwrap();
+    header
+}
+
+#[test]
+fn a_tls_listener_without_a_certificate_stops_start_up_clearly() {
+    let args = ["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"];
+    let (status, logged) = Broker::start(&args).exit();
+    assert!(!status.success());
+    let report = logged.join("\n");
+    assert!(report.contains("tls.cert_file"), "{report}");
     assert!(!report.contains(READY), "{report}");
 }
 

@@ -1,7 +1,7 @@
 //! The Azure AMQP clients' Python senders, which attach asking for
 //! rcv-settle-mode `second` and count a send as done only once the broker
-//! settles it: uAMQP (the C library's Python binding, PyPI `uamqp`, through
-//! a TLS terminator since it speaks only TLS) and the Azure SDK's
+//! settles it: uAMQP (the C library's Python binding, PyPI `uamqp`, on the
+//! broker's TLS listener since it speaks only TLS) and the Azure SDK's
 //! pure-Python stack (`azure.servicebus._pyamqp`). Each script logs in with
 //! SASL PLAIN (no CBS), sends with the client's default sender, then
 //! receives; see `scripts/interop/uamqp_queue.py` and `pyamqp_queue.py`.
@@ -20,8 +20,9 @@
 
 mod common;
 
+use common::pki::Pki;
 use common::{Broker, assert_client_passed, interop_script, run_client, test_config, user};
-use sluice::config::{AmqpConfig, Config};
+use sluice::config::{AmqpConfig, Config, TlsVersion};
 
 const USER: &str = "azure";
 const PASSWORD: &str = "interop";
@@ -34,25 +35,36 @@ const SEND_TIMEOUT_S: u32 = 1;
 /// Runs `scripts/interop/{script}` with `args` after the broker's URL and
 /// the account, against a broker of its own with that one account and
 /// `amqp.rcv_settle_mode_second` set to `honour_second`; returns what the
-/// script printed, having checked that it passed.
+/// script printed, having checked that it passed. uAMQP's script gets the
+/// broker's TLS listener (`amqps://`) and the CA to trust (`--ca-file`).
 async fn run_scenario(script: &str, honour_second: bool, args: &[String]) -> String {
+    let tls = (script == "uamqp_queue.py").then(Pki::new);
     let config = Config {
         users: vec![user(USER, PASSWORD)],
         amqp: AmqpConfig {
             rcv_settle_mode_second: honour_second,
             ..AmqpConfig::default()
         },
-        ..test_config()
+        ..tls
+            .as_ref()
+            .map_or_else(test_config, |pki| pki.config(TlsVersion::Tls12))
     };
     let broker = Broker::start_configured(config).await;
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let url = match (&tls, broker.tls_addr) {
+        (Some(_), Some(tls_addr)) => format!("amqps://{tls_addr}"),
+        _ => broker.url(),
+    };
     let mut argv = vec![
         interop_script(script).display().to_string(),
-        broker.url(),
+        url,
         USER.to_owned(),
         PASSWORD.to_owned(),
     ];
     argv.extend_from_slice(args);
+    if let Some(pki) = &tls {
+        argv.extend(["--ca-file".to_owned(), pki.ca_file.display().to_string()]);
+    }
     let output = run_client(&python, &argv).await;
     let stdout = assert_client_passed(&format!("{script} {args:?}"), &output);
     broker.stop().await;

@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::pki::tls_client_passes;
 use common::{Broker, assert_client_passed, interop_script, queue_types_toml, run_client};
 
 /// Runs `scripts/interop/{script}` against a broker of its own and returns
@@ -105,4 +106,13 @@ async fn proton_python_temporary_nodes_and_unsubscribe_as_jms_asks() {
 async fn proton_python_queue_types_as_configured() {
     let broker = Broker::start_from_toml(&queue_types_toml("proton")).await;
     run_against("proton_queue_types.py", broker).await;
+}
+
+/// Proton's OpenSSL client on the TLS listener: SASL PLAIN inside TLS and
+/// a queue's round trip; then a client that trusts another CA, refused.
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_sends_and_receives_over_tls_with_plain() {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    tls_client_passes(&python, "proton_tls.py").await;
 }

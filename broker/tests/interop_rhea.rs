@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::pki::tls_client_passes;
 use common::{Broker, assert_client_passed, interop_script, queue_types_toml, run_client};
 
 /// Runs `scripts/interop/{script}` against a broker of its own, having
@@ -93,4 +94,13 @@ async fn rhea_selectors_filter_queues_and_topics() {
 #[ignore = "needs node and rhea: run through scripts/test.sh"]
 async fn rhea_queue_types_as_configured() {
     run_scenario_with_queue_types("rhea_queue_types.js").await;
+}
+
+/// rhea on Node.js's TLS, on the TLS listener: SASL PLAIN inside TLS and a
+/// queue's round trip; then a client that trusts another CA, refused.
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_sends_and_receives_over_tls_with_plain() {
+    let node = std::env::var("SLUICE_NODE").unwrap_or_else(|_| "node".to_owned());
+    tls_client_passes(&node, "rhea_tls.js").await;
 }

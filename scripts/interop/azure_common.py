@@ -26,6 +26,7 @@ def arguments():
     parser.add_argument("count", nargs="?", type=int, default=50)
     parser.add_argument("--expect-rcv-settle-mode", choices=MODES, default="first")
     parser.add_argument("--send-timeout", type=float, default=SEND_TIMEOUT)
+    parser.add_argument("--ca-file", help="the CA that signed the broker's TLS certificate")
     return parser.parse_args()
 
 

@@ -87,18 +87,24 @@ function describeError(error) {
 }
 
 // Opens a connection with SASL ANONYMOUS and waits for the broker's open.
-function connect(url, id) {
+// Opens a connection to `url`: over TLS for `amqps:`, trusting `ca` (PEM
+// buffers); with `username` and `password`, SASL PLAIN, else ANONYMOUS.
+function connect(url, id, { ca, username, password } = {}) {
   const parsed = new URL(url);
+  const tls = parsed.protocol === 'amqps:';
   const container = rhea.create_container({ id: id || unique('rhea') });
   // Unhandled link or connection errors must not crash the process: the
   // promises below report them.
   container.on('error', () => {});
   const connection = container.connect({
     host: parsed.hostname,
-    port: Number(parsed.port || 5672),
+    port: Number(parsed.port || (tls ? 5671 : 5672)),
+    transport: tls ? 'tls' : 'tcp',
+    ca,
     reconnect: false,
     // A username without a password makes rhea use SASL ANONYMOUS.
-    username: 'anonymous',
+    username: username || 'anonymous',
+    password,
     idle_time_out: 0,
   });
   return withTimeout(new Promise((resolve, reject) => {

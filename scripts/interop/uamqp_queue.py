@@ -2,9 +2,9 @@
 """uAMQP (the Azure uAMQP C library's Python binding, PyPI `uamqp`) against
 Sluice: a sender with its default settle modes, then a receiver.
 
-uAMQP connects only over TLS, so the script starts `tls_proxy.py` (a TLS
-terminator with a throw-away certificate) in front of the broker and trusts
-that certificate. It authenticates with SASL PLAIN; no CBS.
+uAMQP connects only over TLS (through OpenSSL), so the script connects to
+the broker's TLS listener and trusts the CA file it is given. It
+authenticates with SASL PLAIN inside TLS; no CBS.
 
 1. A `SendClient` with its defaults attaches to a fresh queue: send-settle-
    mode unsettled and rcv-settle-mode second (`PeekLock`). The broker's
@@ -17,7 +17,7 @@ that certificate. It authenticates with SASL PLAIN; no CBS.
    it is handed over) gets exactly the N bodies, each once: a send the
    library had timed out and retried would show up here twice.
 
-usage: uamqp_queue.py amqp://127.0.0.1:PORT USER PASSWORD [N]
+usage: uamqp_queue.py amqps://127.0.0.1:PORT USER PASSWORD [N] --ca-file CA_FILE
        [--expect-rcv-settle-mode first|second] [--send-timeout SECONDS]
 
 With `--expect-rcv-settle-mode second` (a broker configured with
@@ -27,12 +27,9 @@ uAMQP never settles it, and the first send times out after
 `--send-timeout` seconds.
 """
 import logging
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import time
+from urllib.parse import urlparse
 
 import uamqp
 from uamqp import ReceiveClient, SendClient, authentication
@@ -41,8 +38,6 @@ from uamqp.message import MessageHeader, MessageProperties
 from azure_common import (QUIET, arguments, check_attach, check_received, check_sends,
                           send_each)
 from interop_common import TIMEOUT, run, unique
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class FrameTrace(logging.Handler):
@@ -71,43 +66,16 @@ class FrameTrace(logging.Handler):
             (self.sent if direction == "->" else self.received).append(modes)
 
 
-class TlsProxy:
-    """`tls_proxy.py` in front of the broker, stopped by closing its input."""
-
-    def __init__(self, url, directory):
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "tls_proxy.py"), url, directory],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline().strip()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"tls_proxy.py did not start: {line!r}")
-        self.host, port = line.split()[1].rsplit(":", 1)
-        self.port = int(port)
-        self.cert = os.path.join(directory, "cert.pem")
-
-    def stop(self):
-        self.process.stdin.close()
-        self.process.wait(timeout=TIMEOUT)
-
-
 def scenario(checks):
     args = arguments()
-    with tempfile.TemporaryDirectory(prefix="sluice-uamqp-") as directory:
-        proxy = TlsProxy(args.url, directory)
-        try:
-            exchange(checks, args, proxy)
-        finally:
-            proxy.stop()
-
-
-def exchange(checks, args, proxy):
+    broker = urlparse(args.url)
     queue = unique("uamqp-queue")
-    address = f"amqps://{proxy.host}:{proxy.port}/{queue}"
+    address = f"amqps://{broker.hostname}:{broker.port}/{queue}"
 
     def auth():
         # A connection consumes its authentication object: one each.
-        return authentication.SASLPlain(proxy.host, args.user, args.password,
-                                        port=proxy.port, verify=proxy.cert)
+        return authentication.SASLPlain(broker.hostname, args.user, args.password,
+                                        port=broker.port, verify=args.ca_file)
 
     trace = FrameTrace()
     logging.getLogger("uamqp").addHandler(trace)

@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -52,45 +52,58 @@ enum Ending {
     GraceExpired,
 }
 
-/// Serves one accepted socket until the connection ends; never fails, since
-/// whatever ends a connection concerns only that connection.
-pub(super) async fn serve<I: Io>(
-    io: I,
-    stream: I::Stream,
-    config: ConnectionConfig,
-    auth: Arc<dyn Authenticator>,
-    node: NodeHandle,
-    conn_id: ConnId,
-    shutdown: Shutdown,
-) {
-    info!("connection accepted");
-    let (inbox_sender, inbox) = mpsc::unbounded_channel();
-    let registered = node.send(Request::Register {
-        conn: conn_id,
-        inbox: inbox_sender,
-    });
-    if registered.is_err() {
-        info!("connection dropped: the broker node has stopped");
-        return;
-    }
-    let grace = config.close_timeout + SHUTDOWN_GRACE_MARGIN;
-    let mut driver = Driver {
-        conn: Connection::server(config, auth, io.now()),
-        stream: BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream),
-        bridge: Bridge::new(conn_id, node),
-        inbox,
-        io,
-    };
-    let ended = tokio::select! {
-        ended = driver.run(shutdown.clone()) => ended,
-        () = grace_expired(shutdown, grace) => Ok(Ending::GraceExpired),
-    };
-    // However the connection ended, its links end with it: unsettled
-    // deliveries go back to their queues.
-    let _ = driver.bridge.disconnect();
-    match ended {
-        Ok(ending) => info!(?ending, "connection ended"),
-        Err(error) => info!(%error, "connection ended: socket error"),
+/// What serving one accepted socket takes, besides the socket.
+pub(super) struct Serve<I> {
+    pub(super) io: I,
+    pub(super) config: ConnectionConfig,
+    pub(super) auth: Arc<dyn Authenticator>,
+    pub(super) node: NodeHandle,
+    pub(super) conn_id: ConnId,
+    pub(super) shutdown: Shutdown,
+}
+
+impl<I: Io> Serve<I> {
+    /// Serves `stream` (the socket, or TLS over it) until the connection
+    /// ends; never fails, since whatever ends a connection concerns only
+    /// that connection.
+    pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
+        let Self {
+            io,
+            config,
+            auth,
+            node,
+            conn_id,
+            shutdown,
+        } = self;
+        info!("connection accepted");
+        let (inbox_sender, inbox) = mpsc::unbounded_channel();
+        let registered = node.send(Request::Register {
+            conn: conn_id,
+            inbox: inbox_sender,
+        });
+        if registered.is_err() {
+            info!("connection dropped: the broker node has stopped");
+            return;
+        }
+        let grace = config.close_timeout + SHUTDOWN_GRACE_MARGIN;
+        let mut driver = Driver {
+            conn: Connection::server(config, auth, io.now()),
+            stream: BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream),
+            bridge: Bridge::new(conn_id, node),
+            inbox,
+            io,
+        };
+        let ended = tokio::select! {
+            ended = driver.run(shutdown.clone()) => ended,
+            () = grace_expired(shutdown, grace) => Ok(Ending::GraceExpired),
+        };
+        // However the connection ended, its links end with it: unsettled
+        // deliveries go back to their queues.
+        let _ = driver.bridge.disconnect();
+        match ended {
+            Ok(ending) => info!(?ending, "connection ended"),
+            Err(error) => info!(%error, "connection ended: socket error"),
+        }
     }
 }
 
@@ -102,15 +115,15 @@ async fn grace_expired(mut shutdown: Shutdown, grace: Duration) {
 
 /// A connection's engine, the socket it speaks through, and its links to
 /// the broker node.
-struct Driver<I: Io> {
+struct Driver<I: Io, S> {
     conn: Connection,
-    stream: BufWriter<I::Stream>,
+    stream: BufWriter<S>,
     bridge: Bridge,
     inbox: mpsc::UnboundedReceiver<ToConnection>,
     io: I,
 }
 
-impl<I: Io> Driver<I> {
+impl<I: Io, S: AsyncRead + AsyncWrite + Unpin> Driver<I, S> {
     /// The driver loop: drain the engine's output, then wait for input from
     /// the socket, the node, the engine's timer, or shutdown.
     async fn run(&mut self, mut shutdown: Shutdown) -> io::Result<Ending> {

@@ -11,6 +11,7 @@ pub mod auth;
 mod bridge;
 mod connection;
 mod shutdown;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::amqp::codec::{Symbol, Value};
@@ -27,7 +29,9 @@ use crate::config::{AmqpConfig, Config};
 use crate::io::{Io, Listener};
 use crate::node::{self, NodeError, NodeHandle, NodeSettings};
 
+use connection::Serve;
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
+pub use tls::TlsError;
 
 /// How long to wait before accepting again after `accept` failed, typically
 /// because the process ran out of file descriptors: retrying at once would
@@ -50,6 +54,9 @@ pub enum ServerError {
     /// The listener was bound but its address cannot be read.
     #[error("cannot read the bound listen address")]
     LocalAddr(#[source] std::io::Error),
+    /// The TLS listener's certificate or key cannot be loaded.
+    #[error("cannot set up TLS")]
+    Tls(#[from] TlsError),
     /// The broker node could not recover its state, or failed (a failed
     /// fsync): the broker must stop.
     #[error("the broker node failed")]
@@ -64,6 +71,8 @@ pub enum ServerError {
 pub struct Listening {
     /// The bound address: the real port when the configured one is 0.
     pub addr: SocketAddr,
+    /// The TLS listener's bound address, if there is one.
+    pub tls_addr: Option<SocketAddr>,
     /// The broker node, for asking it about its queues
     /// ([`NodeHandle::queue_info`]).
     pub node: NodeHandle,
@@ -72,15 +81,17 @@ pub struct Listening {
 /// Runs the broker until `shutdown` fires and every connection has ended.
 ///
 /// Once listening, it logs `sluice ready: amqp=ADDR` with the bound address
-/// (the real port when the configured one is 0) and passes a [`Listening`]
-/// to `ready`. On shutdown it stops accepting and closes each connection with
+/// (the real port when the configured one is 0), followed by `amqps=ADDR`
+/// for the TLS listener if there is one, and passes a [`Listening`] to
+/// `ready`. On shutdown it stops accepting and closes each connection with
 /// `amqp:connection:forced`, giving clients a bounded grace period to answer.
 ///
 /// # Errors
 ///
-/// Before serving, when the log cannot be recovered ([`ServerError::Node`])
-/// or the listen address cannot be bound ([`ServerError::Bind`]) or read
-/// back ([`ServerError::LocalAddr`]). Once listening, a failure ends one
+/// Before serving, when the log cannot be recovered ([`ServerError::Node`]),
+/// the TLS certificate cannot be loaded ([`ServerError::Tls`]), or a listen
+/// address cannot be bound ([`ServerError::Bind`]) or read back
+/// ([`ServerError::LocalAddr`]). Once listening, a failure ends one
 /// connection, never the server — except a failure of the log, after which
 /// nothing acknowledged could be trusted: then the server stops with
 /// [`ServerError::Node`].
@@ -98,17 +109,22 @@ pub async fn run<I: Io>(
         let (node, task) = node::start(io.clone(), settings).await?;
         (node, io.spawn(task))
     };
-    let listener = io
-        .bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
-    info!("sluice ready: amqp={local_addr}");
+    let listeners = Listeners::bind(&io, &config).await?;
+    let addr = listeners
+        .amqp
+        .local_addr()
+        .map_err(ServerError::LocalAddr)?;
+    let tls_addr = match &listeners.amqps {
+        Some((listener, _)) => Some(listener.local_addr().map_err(ServerError::LocalAddr)?),
+        None => None,
+    };
+    match tls_addr {
+        Some(tls_addr) => info!("sluice ready: amqp={addr} amqps={tls_addr}"),
+        None => info!("sluice ready: amqp={addr}"),
+    }
     ready(Listening {
-        addr: local_addr,
+        addr,
+        tls_addr,
         node: node.clone(),
     });
 
@@ -119,10 +135,10 @@ pub async fn run<I: Io>(
     };
     let tasks = ConnectionTasks::new();
     let node_failed =
-        accept_until_shutdown(&io, &listener, &settings, &tasks, shutdown, &mut node_task).await;
+        accept_until_shutdown(&io, &listeners, &settings, &tasks, shutdown, &mut node_task).await;
     // Closed at once, so that new clients are refused rather than left
     // waiting in the backlog while the open connections wind down.
-    drop(listener);
+    drop(listeners);
     info!("shutting down: no longer accepting connections");
     tasks.all_ended().await;
     // The last handle goes: the node finishes what it was logging, then ends.
@@ -141,6 +157,55 @@ pub async fn run<I: Io>(
     result
 }
 
+/// The listeners: AMQP's, and the TLS one (`amqps`) with its acceptor if
+/// configured.
+struct Listeners<L> {
+    amqp: L,
+    amqps: Option<(L, TlsAcceptor)>,
+}
+
+impl<L: Listener> Listeners<L> {
+    async fn bind<I: Io<Listener = L>>(io: &I, config: &Config) -> Result<Self, ServerError> {
+        let amqps = match config.tls.listen {
+            Some(addr) => {
+                // The certificate first: a broker that cannot serve TLS
+                // should not take either port.
+                let acceptor = tls::acceptor(io, &config.tls).await?;
+                Some((bind(io, addr).await?, acceptor))
+            }
+            None => None,
+        };
+        Ok(Self {
+            amqp: bind(io, config.listen).await?,
+            amqps,
+        })
+    }
+
+    /// The next client on either listener, with the acceptor to handshake
+    /// it with if it came to the TLS one. Cancel-safe, as each `accept` is.
+    async fn accept(&self) -> std::io::Result<(L::Stream, SocketAddr, Option<&TlsAcceptor>)> {
+        let Some((tls_listener, acceptor)) = &self.amqps else {
+            let (stream, peer) = self.amqp.accept().await?;
+            return Ok((stream, peer, None));
+        };
+        // Biased, so that the simulator's runs do not depend on tokio's
+        // own random choice between two ready listeners.
+        tokio::select! {
+            biased;
+            accepted = self.amqp.accept() => accepted.map(|(stream, peer)| (stream, peer, None)),
+            accepted = tls_listener.accept() => {
+                accepted.map(|(stream, peer)| (stream, peer, Some(acceptor)))
+            }
+        }
+    }
+}
+
+async fn bind<I: Io>(io: &I, addr: SocketAddr) -> Result<I::Listener, ServerError> {
+    io.bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
 /// What every connection is created with.
 struct ConnectionSettings {
     engine: ConnectionConfig,
@@ -152,7 +217,7 @@ struct ConnectionSettings {
 /// stops, whose result it then returns.
 async fn accept_until_shutdown<I: Io>(
     io: &I,
-    listener: &I::Listener,
+    listeners: &Listeners<I::Listener>,
     settings: &ConnectionSettings,
     tasks: &ConnectionTasks,
     shutdown: Shutdown,
@@ -161,7 +226,7 @@ async fn accept_until_shutdown<I: Io>(
     let mut stop = shutdown.clone();
     let mut connection_id: u64 = 0;
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, tls) = tokio::select! {
             () = stop.wait() => return None,
             ended = &mut *node_task => {
                 return Some(match ended {
@@ -169,7 +234,7 @@ async fn accept_until_shutdown<I: Io>(
                     Err(_) => Err(ServerError::NodePanicked),
                 });
             }
-            accepted = listener.accept() => match accepted {
+            accepted = listeners.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     warn!(%error, "accept failed");
@@ -179,20 +244,28 @@ async fn accept_until_shutdown<I: Io>(
             },
         };
         connection_id += 1;
-        let span = info_span!("connection", id = connection_id, %peer);
-        let serve = connection::serve(
-            io.clone(),
-            stream,
-            settings.engine.clone(),
-            Arc::clone(&settings.auth),
-            settings.node.clone(),
-            connection_id,
-            shutdown.clone(),
-        );
+        let span = info_span!("connection", id = connection_id, %peer, tls = tls.is_some());
+        let serve = Serve {
+            io: io.clone(),
+            config: settings.engine.clone(),
+            auth: Arc::clone(&settings.auth),
+            node: settings.node.clone(),
+            conn_id: connection_id,
+            shutdown: shutdown.clone(),
+        };
+        let tls = tls.cloned();
         let alive = tasks.alive();
         io.spawn(
             async move {
-                serve.await;
+                match tls {
+                    None => serve.run(stream).await,
+                    Some(acceptor) => {
+                        let shutdown = serve.shutdown.clone();
+                        if let Some(stream) = tls::handshake(acceptor, stream, shutdown).await {
+                            serve.run(stream).await;
+                        }
+                    }
+                }
                 drop(alive);
             }
             .instrument(span),

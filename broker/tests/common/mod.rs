@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// `start_on`), on a free loopback port.
 pub struct Broker {
     pub addr: SocketAddr,
+    /// The TLS listener's address, if the configuration has one.
+    pub tls_addr: Option<SocketAddr>,
     /// The broker's node, for asking it about its queues and replicas. The
     /// node stops only once every handle is gone: drop clones before `stop`.
     pub node: NodeHandle,
@@ -107,6 +110,7 @@ impl Broker {
             .expect("the broker reports its address");
         Self {
             addr: listening.addr,
+            tls_addr: listening.tls_addr,
             node: listening.node,
             trigger,
             server,

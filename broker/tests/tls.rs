@@ -1,0 +1,232 @@
+//! The `amqps` listener: TLS (rustls) with the broker's certificate from
+//! `[tls]`, checked on the wire with Sluice's own client over a rustls
+//! client, against certificates made for each test (a CA and the broker's
+//! certificate for `localhost`).
+// Test helpers panic on anything unexpected: the panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::pki::Pki;
+use common::{Broker, WAIT};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
+use sluice::amqp::types::{DeliveryState, Message, Section, Source};
+use sluice::client::Client;
+use sluice::config::{Config, TlsVersion};
+use sluice::io::{Io, TokioIo};
+use sluice::server::{self, ServerError, TlsError, shutdown_channel};
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A TLS client socket to `addr`, trusting `roots`, offering `versions`.
+async fn tls_connect(
+    addr: SocketAddr,
+    roots: RootCertStore,
+    versions: &[&'static SupportedProtocolVersion],
+) -> std::io::Result<TlsStream<<TokioIo as Io>::Stream>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TokioIo.connect(&addr.to_string()).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    timeout(
+        WAIT,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .unwrap()
+}
+
+/// Sends one message to `queue` and receives it back, on `client`.
+async fn round_trip<S>(client: &mut Client<TokioIo, S>, queue: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let session = client.begin().await.unwrap();
+    let sender = client
+        .attach_sender(session, "sender", Some(queue))
+        .await
+        .unwrap();
+    let body = Bytes::from_static(b"over TLS");
+    let message = Message {
+        sections: vec![Section::Data(body.clone())],
+    };
+    let delivery = client
+        .send(sender, Bytes::from_static(b"t1"), message.encode(), false)
+        .await
+        .unwrap();
+    let outcome = client.wait_for(
+        |e| matches!(e, Event::Disposition { delivery: d, state: Some(_), .. } if *d == delivery),
+    );
+    let outcome = timeout(WAIT, outcome).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Event::Disposition {
+                state: Some(DeliveryState::Accepted(_)),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let source = Source {
+        address: Some(queue.to_owned()),
+        ..Source::default()
+    };
+    let receiver = client
+        .attach_receiver(session, "receiver", source, 10)
+        .await
+        .unwrap();
+    let delivered = client
+        .wait_for(|e| matches!(e, Event::Delivery { delivery, .. } if delivery.link == receiver));
+    match timeout(WAIT, delivered).await.unwrap().unwrap() {
+        Event::Delivery { message, .. } => {
+            let received = Message::decode(message).unwrap();
+            assert_eq!(received.sections, vec![Section::Data(body)]);
+        }
+        other => unreachable!("wait_for returned {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_trusts_the_ca_sends_and_receives_over_tls() {
+    let pki = Pki::new();
+    let broker = Broker::start_configured(pki.config(TlsVersion::Tls12)).await;
+    let tls_addr = broker.tls_addr.expect("a TLS listener");
+    assert_ne!(tls_addr, broker.addr, "a port of its own");
+    let stream = tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
+        .await
+        .unwrap();
+    let (_, session) = stream.get_ref();
+    assert_eq!(
+        session.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let config = ConnectionConfig::new("tls-test");
+    let mut client = timeout(
+        WAIT,
+        Client::handshake(TokioIo, stream, config, ClientSasl::Anonymous),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    round_trip(&mut client, "tls-queue").await;
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn the_plain_listener_still_serves_next_to_the_tls_one() {
+    let pki = Pki::new();
+    let broker = Broker::start_configured(pki.config(TlsVersion::Tls12)).await;
+    let config = ConnectionConfig::new("plain-test");
+    let addr = broker.addr.to_string();
+    let connect = Client::connect(TokioIo, &addr, config, ClientSasl::Anonymous);
+    let mut client = timeout(WAIT, connect).await.unwrap().unwrap();
+    round_trip(&mut client, "plain-queue").await;
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_broker_refuses_it_and_the_broker_serves_on() {
+    let pki = Pki::new();
+    let broker = Broker::start_configured(pki.config(TlsVersion::Tls12)).await;
+    let tls_addr = broker.tls_addr.unwrap();
+    let stranger = Pki::new();
+    let refused = tls_connect(tls_addr, stranger.roots(), rustls::ALL_VERSIONS).await;
+    let error = refused.map(|_| ()).unwrap_err();
+    // Both test CAs bear one name, so the client finds the stranger's and
+    // refuses the signature.
+    assert!(
+        error.to_string().contains("invalid peer certificate"),
+        "the client names why: {error}"
+    );
+    // The refused handshake ended one connection, not the listener.
+    let stream = tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
+        .await
+        .unwrap();
+    let config = ConnectionConfig::new("tls-after-refusal");
+    let client = timeout(
+        WAIT,
+        Client::handshake(TokioIo, stream, config, ClientSasl::Anonymous),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_minimum_of_tls_1_3_refuses_a_tls_1_2_client() {
+    let pki = Pki::new();
+    let broker = Broker::start_configured(pki.config(TlsVersion::Tls13)).await;
+    let tls_addr = broker.tls_addr.unwrap();
+    let tls12_only = tls_connect(tls_addr, pki.roots(), &[&rustls::version::TLS12]).await;
+    assert!(tls12_only.is_err(), "a TLS 1.2 client is refused");
+    let tls13 = tls_connect(tls_addr, pki.roots(), &[&rustls::version::TLS13]).await;
+    assert!(tls13.is_ok(), "{:?}", tls13.map(|_| ()));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_certificate_file_stops_the_broker_before_it_listens_naming_the_file() {
+    let pki = Pki::new();
+    let missing = pki.dir.path().join("missing.pem");
+    let mut config = pki.config(TlsVersion::Tls12);
+    config.tls.cert_file = Some(missing.clone());
+    let data_dir = tempfile::tempdir().unwrap();
+    config.data_dir = data_dir.path().to_owned();
+    let (_trigger, shutdown) = shutdown_channel();
+    let run = server::run(config, TokioIo, shutdown, |_| {
+        panic!("the broker must not listen without its certificate")
+    });
+    let error = timeout(WAIT, run).await.unwrap().unwrap_err();
+    match &error {
+        ServerError::Tls(TlsError::Read { path, .. }) => assert_eq!(path, &missing),
+        other => panic!("expected the unreadable certificate, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_belong_to_the_certificate_stops_the_broker() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let mut config = pki.config(TlsVersion::Tls12);
+    config.tls.key_file = Some(other.key_file.clone());
+    let data_dir = tempfile::tempdir().unwrap();
+    config.data_dir = data_dir.path().to_owned();
+    let (_trigger, shutdown) = shutdown_channel();
+    let run = server::run(config, TokioIo, shutdown, |_| {
+        panic!("the broker must not listen with a key of another certificate")
+    });
+    let error = timeout(WAIT, run).await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, ServerError::Tls(TlsError::Unusable(_))),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_tls_listener_without_a_certificate_is_a_configuration_error() {
+    let error = Config::from_toml("[tls]\nlisten = \"127.0.0.1:5671\"\n").unwrap_err();
+    assert!(error.to_string().contains("tls.cert_file"), "{error}");
+    let error = Config::from_toml("[tls]\nlisten = \"127.0.0.1:5671\"\ncert_file = \"b.pem\"\n")
+        .unwrap_err();
+    assert!(error.to_string().contains("tls.key_file"), "{error}");
+    // The certificate alone is fine: `--listen-tls` opens the listener.
+    Config::from_toml("[tls]\ncert_file = \"b.pem\"\nkey_file = \"b.key\"\n").unwrap();
+    let error = Config::from_toml("[tls]\nmin_version = \"1.1\"\n").unwrap_err();
+    assert!(error.to_string().contains("1.1"), "{error}");
+}
