@@ -256,12 +256,7 @@ fn the_tls_listener_is_announced_and_speaks_tls_then_amqp() {
 /// blocking rustls client on a real socket to the real process.
 #[allow(clippy::disallowed_types)]
 fn sasl_header_over_tls(addr: SocketAddr, pki: &Pki) -> [u8; 8] {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(pki.roots())
-        .with_no_client_auth();
+    let config = pki.client_config();
     let name = "localhost".try_into().unwrap();
     let session = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let socket = std::net::TcpStream::connect(addr).unwrap();

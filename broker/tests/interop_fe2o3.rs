@@ -7,15 +7,17 @@
 //! (`scripts/interop/proton_cpp.cpp`): JMS selectors on a queue and a topic
 //! and one that does not parse, and the configured queue types (priority,
 //! last value, message groups, single active consumer) with scheduled
-//! delivery.
+//! delivery. And one over the TLS listener, with PLAIN inside TLS.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Broker, WAIT, queue_types_toml};
+use common::pki::Pki;
+use common::{Broker, WAIT, queue_types_toml, user};
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::link::receiver::CreditMode;
@@ -37,6 +39,7 @@ use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use serde_amqp::described::Described;
 use serde_amqp::descriptor::Descriptor;
+use sluice::config::{Config, TlsVersion};
 use tokio::time::timeout;
 
 #[tokio::test]
@@ -1733,4 +1736,67 @@ async fn fe2o3_queue_types_as_configured() {
     scheduled_delivery(&mut session).await;
     disconnect(connection, session).await;
     broker.stop().await;
+}
+
+/// fe2o3-amqp with its rustls connector trusting the test's CA, three ways:
+/// on the TLS port straight into TLS (`alt_tls_establishment`, §5.2.1), on
+/// the TLS port after AMQP's TLS header (fe2o3's default), and on the plain
+/// port after that header. Each: SASL PLAIN inside TLS, a queue's round trip.
+#[tokio::test]
+async fn fe2o3_sends_and_receives_over_tls_with_plain() {
+    let pki = Pki::new();
+    let config = Config {
+        users: vec![user("tls", "tls-password")],
+        ..pki.config(TlsVersion::Tls12)
+    };
+    let broker = Broker::start_configured(config).await;
+    let tls_port = broker.tls_addr.unwrap().port();
+    for (port, tls_header) in [
+        (tls_port, false),
+        (tls_port, true),
+        (broker.addr.port(), true),
+    ] {
+        let queue = format!("tls-queue-{port}-{tls_header}");
+        fe2o3_round_trip_over_tls(&pki, port, tls_header, &queue).await;
+    }
+    broker.stop().await;
+}
+
+async fn fe2o3_round_trip_over_tls(pki: &Pki, port: u16, tls_header: bool, queue: &str) {
+    let tls = pki.client_config();
+    let url = format!("amqps://localhost:{port}");
+    let plain = SaslProfile::Plain {
+        username: "tls".to_owned(),
+        password: "tls-password".to_owned(),
+    };
+    let mut connection = timeout(
+        WAIT,
+        Connection::builder()
+            .container_id("fe2o3-tls")
+            .sasl_profile(plain)
+            .tls_connector(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+            .alt_tls_establishment(!tls_header)
+            .open(url.as_str()),
+    )
+    .await
+    .unwrap()
+    .unwrap_or_else(|error| panic!("port {port}, TLS header {tls_header}: {error:?}"));
+    let mut session = timeout(WAIT, Session::begin(&mut connection))
+        .await
+        .unwrap()
+        .expect("the broker answers begin");
+    let bodies: Vec<String> = (0..10).map(|i| format!("over TLS {i}")).collect();
+    let mut sender = timeout(WAIT, Sender::attach(&mut session, "tls-sender", queue))
+        .await
+        .unwrap()
+        .unwrap();
+    send_all_accepted(&mut sender, &bodies).await;
+    let mut receiver = timeout(WAIT, Receiver::attach(&mut session, "tls-receiver", queue))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(receive_all(&mut receiver, bodies.len()).await, bodies);
+    sender.close().await.unwrap();
+    receiver.close().await.unwrap();
+    disconnect(connection, session).await;
 }

@@ -21,13 +21,27 @@ use sluice::client::Client;
 use sluice::config::{Config, TlsVersion};
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, ServerError, TlsError, shutdown_channel};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+/// AMQP's TLS protocol header (AMQP 1.0 §5.2.1).
+const TLS_HEADER: &[u8; 8] = b"AMQP\x02\x01\x00\x00";
+
 /// A TLS client socket to `addr`, trusting `roots`, offering `versions`.
 async fn tls_connect(
     addr: SocketAddr,
+    roots: RootCertStore,
+    versions: &[&'static SupportedProtocolVersion],
+) -> std::io::Result<TlsStream<<TokioIo as Io>::Stream>> {
+    let tcp = TokioIo.connect(&addr.to_string()).await?;
+    tls_over(tcp, roots, versions).await
+}
+
+/// The client side of a TLS handshake on `tcp`.
+async fn tls_over(
+    tcp: <TokioIo as Io>::Stream,
     roots: RootCertStore,
     versions: &[&'static SupportedProtocolVersion],
 ) -> std::io::Result<TlsStream<<TokioIo as Io>::Stream>> {
@@ -37,7 +51,6 @@ async fn tls_connect(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TokioIo.connect(&addr.to_string()).await?;
     let name = ServerName::try_from("localhost").unwrap();
     timeout(
         WAIT,
@@ -165,6 +178,57 @@ async fn a_client_that_does_not_trust_the_broker_refuses_it_and_the_broker_serve
     .unwrap()
     .unwrap();
     client.close().await.unwrap();
+    broker.stop().await;
+}
+
+/// AMQP's own way into TLS (§5.2.1), on either port: the client sends the
+/// TLS protocol header, the broker answers with it, and TLS follows on the
+/// same socket, then AMQP inside it.
+#[tokio::test]
+async fn the_tls_header_is_answered_and_tls_follows_on_either_port() {
+    let pki = Pki::new();
+    let broker = Broker::start_configured(pki.config(TlsVersion::Tls12)).await;
+    for addr in [broker.addr, broker.tls_addr.unwrap()] {
+        let mut tcp = TokioIo.connect(&addr.to_string()).await.unwrap();
+        tcp.write_all(TLS_HEADER).await.unwrap();
+        let mut answer = [0; 8];
+        timeout(WAIT, tcp.read_exact(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&answer, TLS_HEADER, "{addr}");
+        let stream = tls_over(tcp, pki.roots(), rustls::ALL_VERSIONS)
+            .await
+            .unwrap();
+        let config = ConnectionConfig::new("tls-header-test");
+        let handshake = Client::handshake(TokioIo, stream, config, ClientSasl::Anonymous);
+        let mut client = timeout(WAIT, handshake).await.unwrap().unwrap();
+        round_trip(&mut client, &format!("tls-header-{}", addr.port())).await;
+        client.close().await.unwrap();
+    }
+    broker.stop().await;
+}
+
+/// On the TLS port, a client that speaks neither TLS nor AMQP's TLS header
+/// is dropped; the port serves on.
+#[tokio::test]
+async fn plain_amqp_on_the_tls_port_is_dropped() {
+    let pki = Pki::new();
+    let broker = Broker::start_configured(pki.config(TlsVersion::Tls12)).await;
+    let tls_addr = broker.tls_addr.unwrap();
+    let mut tcp = TokioIo.connect(&tls_addr.to_string()).await.unwrap();
+    tcp.write_all(b"AMQP\x03\x01\x00\x00").await.unwrap();
+    let mut rest = Vec::new();
+    let read = timeout(WAIT, tcp.read_to_end(&mut rest)).await.unwrap();
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "closed without an answer: {read:?} {rest:?}"
+    );
+    assert!(
+        tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
+            .await
+            .is_ok()
+    );
     broker.stop().await;
 }
 

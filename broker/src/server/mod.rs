@@ -181,22 +181,29 @@ impl<L: Listener> Listeners<L> {
         })
     }
 
-    /// The next client on either listener, with the acceptor to handshake
-    /// it with if it came to the TLS one. Cancel-safe, as each `accept` is.
-    async fn accept(&self) -> std::io::Result<(L::Stream, SocketAddr, Option<&TlsAcceptor>)> {
-        let Some((tls_listener, acceptor)) = &self.amqps else {
+    /// The next client on either listener, with the port it came to.
+    /// Cancel-safe, as each `accept` is.
+    async fn accept(&self) -> std::io::Result<(L::Stream, SocketAddr, tls::Port)> {
+        let Some((tls_listener, _)) = &self.amqps else {
             let (stream, peer) = self.amqp.accept().await?;
-            return Ok((stream, peer, None));
+            return Ok((stream, peer, tls::Port::Amqp));
         };
         // Biased, so that the simulator's runs do not depend on tokio's
         // own random choice between two ready listeners.
         tokio::select! {
             biased;
-            accepted = self.amqp.accept() => accepted.map(|(stream, peer)| (stream, peer, None)),
+            accepted = self.amqp.accept() => {
+                accepted.map(|(stream, peer)| (stream, peer, tls::Port::Amqp))
+            }
             accepted = tls_listener.accept() => {
-                accepted.map(|(stream, peer)| (stream, peer, Some(acceptor)))
+                accepted.map(|(stream, peer)| (stream, peer, tls::Port::Amqps))
             }
         }
+    }
+
+    /// The TLS acceptor, if the broker serves TLS.
+    fn acceptor(&self) -> Option<&TlsAcceptor> {
+        self.amqps.as_ref().map(|(_, acceptor)| acceptor)
     }
 }
 
@@ -226,7 +233,7 @@ async fn accept_until_shutdown<I: Io>(
     let mut stop = shutdown.clone();
     let mut connection_id: u64 = 0;
     loop {
-        let (stream, peer, tls) = tokio::select! {
+        let (stream, peer, port) = tokio::select! {
             () = stop.wait() => return None,
             ended = &mut *node_task => {
                 return Some(match ended {
@@ -244,7 +251,7 @@ async fn accept_until_shutdown<I: Io>(
             },
         };
         connection_id += 1;
-        let span = info_span!("connection", id = connection_id, %peer, tls = tls.is_some());
+        let span = info_span!("connection", id = connection_id, %peer, ?port);
         let serve = Serve {
             io: io.clone(),
             config: settings.engine.clone(),
@@ -253,16 +260,19 @@ async fn accept_until_shutdown<I: Io>(
             conn_id: connection_id,
             shutdown: shutdown.clone(),
         };
-        let tls = tls.cloned();
+        let acceptor = listeners.acceptor().cloned();
         let alive = tasks.alive();
         io.spawn(
             async move {
-                match tls {
+                match acceptor {
+                    // A broker without TLS hands the socket to AMQP untouched.
                     None => serve.run(stream).await,
                     Some(acceptor) => {
                         let shutdown = serve.shutdown.clone();
-                        if let Some(stream) = tls::handshake(acceptor, stream, shutdown).await {
-                            serve.run(stream).await;
+                        match tls::open(acceptor, stream, port, shutdown).await {
+                            Some(tls::Opened::Tls(stream)) => serve.run(stream).await,
+                            Some(tls::Opened::Plain(stream)) => serve.run(stream).await,
+                            None => {}
                         }
                     }
                 }

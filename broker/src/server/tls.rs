@@ -1,6 +1,7 @@
-//! The `amqps` listener's TLS: the broker's certificate and key, read
-//! through the I/O seam when the server starts, and the handshake each
-//! accepted socket goes through before it speaks AMQP.
+//! TLS for clients: the broker's certificate and key, read through the I/O
+//! seam when the server starts, and how a connection opens once the broker
+//! serves TLS: straight into TLS on the TLS port, or after AMQP's TLS
+//! header on either port (AMQP 1.0 §5.2.1).
 //!
 //! rustls, on its default provider (aws-lc-rs): no OpenSSL, and the
 //! post-quantum hybrid key exchange X25519MLKEM768 preferred where the
@@ -9,13 +10,15 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -82,20 +85,53 @@ pub(super) async fn acceptor<I: Io>(io: &I, config: &TlsConfig) -> Result<TlsAcc
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// Runs the server side of the handshake on `stream`, within
-/// [`HANDSHAKE_TIMEOUT`] and until shutdown; `None` (logged) if it fails.
-pub(super) async fn handshake<S>(
+/// AMQP's TLS protocol header (AMQP 1.0 §5.2.1): a client that sends it
+/// asks for TLS next, once the broker has answered with the same header.
+const TLS_HEADER: [u8; 8] = *b"AMQP\x02\x01\x00\x00";
+
+/// The first byte of a TLS record that carries a handshake message: a
+/// client that starts TLS at once (§5.2.1's alternative establishment).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The listener a client came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Port {
+    /// The plain one (`listen`).
+    Amqp,
+    /// The TLS one (`tls.listen`).
+    Amqps,
+}
+
+/// How a client opened its connection to a broker that serves TLS.
+pub(super) enum Opened<S> {
+    /// With TLS, now handshaken (boxed: rustls' state is large, and
+    /// `Plain` small).
+    Tls(Box<TlsStream<Prefixed<S>>>),
+    /// Without: plain AMQP, what was read to find out handed on first.
+    Plain(Prefixed<S>),
+}
+
+/// Finds out how the client opens, and runs the TLS handshake if it asks
+/// for TLS, within [`HANDSHAKE_TIMEOUT`] and until shutdown:
+/// - AMQP's TLS header, on either port: the same header back, then TLS
+///   (Qpid Proton and fe2o3-amqp send it unless told otherwise);
+/// - a TLS handshake at once, on the TLS port;
+/// - anything else, on the plain port: plain AMQP.
+///
+/// `None` (logged) if the client did none of these in time.
+pub(super) async fn open<S>(
     acceptor: TlsAcceptor,
     stream: S,
+    port: Port,
     mut shutdown: Shutdown,
-) -> Option<TlsStream<S>>
+) -> Option<Opened<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
-        handshaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => {
-            match handshaken {
-                Ok(Ok(stream)) => Some(stream),
+        opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, opening(acceptor, stream, port)) => {
+            match opened {
+                Ok(Ok(opened)) => Some(opened),
                 Ok(Err(error)) => {
                     tracing::info!(%error, "connection ended: TLS handshake failed");
                     None
@@ -110,6 +146,86 @@ where
             }
         }
         () = shutdown.wait() => None,
+    }
+}
+
+async fn opening<S>(acceptor: TlsAcceptor, mut stream: S, port: Port) -> io::Result<Opened<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut header = [0; TLS_HEADER.len()];
+    stream.read_exact(&mut header[..1]).await?;
+    if port == Port::Amqps && header[0] == TLS_HANDSHAKE_RECORD {
+        let stream = Prefixed::new(header[..1].to_vec(), stream);
+        return Ok(Opened::Tls(Box::new(acceptor.accept(stream).await?)));
+    }
+    stream.read_exact(&mut header[1..]).await?;
+    if header == TLS_HEADER {
+        stream.write_all(&TLS_HEADER).await?;
+        stream.flush().await?;
+        let stream = Prefixed::new(Vec::new(), stream);
+        return Ok(Opened::Tls(Box::new(acceptor.accept(stream).await?)));
+    }
+    match port {
+        Port::Amqp => Ok(Opened::Plain(Prefixed::new(header.to_vec(), stream))),
+        Port::Amqps => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the client sent neither TLS nor AMQP's TLS header",
+        )),
+    }
+}
+
+/// A stream whose first bytes were already read: reads give them back
+/// first, then the stream's own; writes go straight to the stream.
+pub(super) struct Prefixed<S> {
+    prefix: Vec<u8>,
+    /// How much of `prefix` has been read back.
+    returned: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self {
+            prefix,
+            returned: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let rest = &self.prefix[self.returned..];
+        if rest.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        self.returned += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

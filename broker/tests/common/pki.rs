@@ -66,6 +66,16 @@ impl Pki {
         }
     }
 
+    /// A rustls client configuration that trusts this CA alone.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the provider's default versions")
+            .with_root_certificates(self.roots())
+            .with_no_client_auth()
+    }
+
     /// Roots that trust this CA alone.
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
