@@ -34,6 +34,10 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
+    /// The listener has no certificate or key to serve
+    /// ([`crate::config::Config::validate`] refuses that configuration).
+    #[error("a TLS listener needs tls.cert_file and tls.key_file")]
+    Unconfigured,
     /// A file could not be read.
     #[error("cannot read {}", path.display())]
     Read {
@@ -65,11 +69,7 @@ pub enum TlsError {
 /// [`TlsError`], naming the file at fault.
 pub(super) async fn acceptor<I: Io>(io: &I, config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) else {
-        // `Config::validate` refuses a listener without both.
-        return Err(TlsError::Pem {
-            path: PathBuf::from("[tls]"),
-            what: "cert_file and key_file must both be set".to_owned(),
-        });
+        return Err(TlsError::Unconfigured);
     };
     let certs = certificates(cert_file, &read(io, cert_file).await?)?;
     let key = private_key(key_file, &read(io, key_file).await?)?;
