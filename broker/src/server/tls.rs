@@ -114,7 +114,7 @@ pub(super) enum Opened<S> {
 /// Finds out how the client opens, and runs the TLS handshake if it asks
 /// for TLS, within [`HANDSHAKE_TIMEOUT`] and until shutdown:
 /// - AMQP's TLS header, on either port: the same header back, then TLS
-///   (Qpid Proton and fe2o3-amqp send it unless told otherwise);
+///   (fe2o3-amqp sends it unless told otherwise);
 /// - a TLS handshake at once, on the TLS port;
 /// - anything else, on the plain port: plain AMQP.
 ///
