@@ -244,20 +244,25 @@ async fn a_minimum_of_tls_1_3_refuses_a_tls_1_2_client() {
     broker.stop().await;
 }
 
+/// Runs the server with `config` (on a data directory of its own) and
+/// returns why it stopped, which it must do before it listens.
+async fn start_up_error(mut config: Config) -> ServerError {
+    let data_dir = tempfile::tempdir().unwrap();
+    config.data_dir = data_dir.path().to_owned();
+    let (_trigger, shutdown) = shutdown_channel();
+    let run = server::run(config, TokioIo, shutdown, |_| {
+        panic!("the broker must not listen with a certificate it cannot use")
+    });
+    timeout(WAIT, run).await.unwrap().unwrap_err()
+}
+
 #[tokio::test]
 async fn a_missing_certificate_file_stops_the_broker_before_it_listens_naming_the_file() {
     let pki = Pki::new();
     let missing = pki.dir.path().join("missing.pem");
     let mut config = pki.config(TlsVersion::Tls12);
     config.tls.cert_file = Some(missing.clone());
-    let data_dir = tempfile::tempdir().unwrap();
-    config.data_dir = data_dir.path().to_owned();
-    let (_trigger, shutdown) = shutdown_channel();
-    let run = server::run(config, TokioIo, shutdown, |_| {
-        panic!("the broker must not listen without its certificate")
-    });
-    let error = timeout(WAIT, run).await.unwrap().unwrap_err();
-    match &error {
+    match &start_up_error(config).await {
         ServerError::Tls(TlsError::Read { path, .. }) => assert_eq!(path, &missing),
         other => panic!("expected the unreadable certificate, got {other:?}"),
     }
@@ -269,13 +274,7 @@ async fn a_key_that_does_not_belong_to_the_certificate_stops_the_broker() {
     let other = Pki::new();
     let mut config = pki.config(TlsVersion::Tls12);
     config.tls.key_file = Some(other.key_file.clone());
-    let data_dir = tempfile::tempdir().unwrap();
-    config.data_dir = data_dir.path().to_owned();
-    let (_trigger, shutdown) = shutdown_channel();
-    let run = server::run(config, TokioIo, shutdown, |_| {
-        panic!("the broker must not listen with a key of another certificate")
-    });
-    let error = timeout(WAIT, run).await.unwrap().unwrap_err();
+    let error = start_up_error(config).await;
     assert!(
         matches!(error, ServerError::Tls(TlsError::Unusable(_))),
         "{error:?}"

@@ -96,12 +96,15 @@ enum Fate {
     Delayed(Duration),
 }
 
+/// A link: (client, broker).
+type LinkKey = (String, String);
+
 /// Every client's links: the faults the nemesis sets on them, and the
 /// seeded draws that decide each chunk's fate.
 #[derive(Debug)]
 pub struct ClientLinks {
     /// By (client, broker); a link without faults has no entry.
-    faults: RefCell<BTreeMap<(String, String), LinkFaults>>,
+    faults: RefCell<BTreeMap<LinkKey, LinkFaults>>,
     rng: RefCell<ChaCha8Rng>,
     /// Woken whenever faults change: held chunks wait on it.
     changed: Notify,
@@ -135,13 +138,9 @@ impl ClientLinks {
         self.changed.notify_waiters();
     }
 
-    /// The faults on `client`'s link to `broker` now.
-    pub fn faults(&self, client: &str, broker: &str) -> LinkFaults {
-        self.faults
-            .borrow()
-            .get(&(client.to_owned(), broker.to_owned()))
-            .copied()
-            .unwrap_or_default()
+    /// The faults on a link now.
+    fn faults(&self, link: &LinkKey) -> LinkFaults {
+        self.faults.borrow().get(link).copied().unwrap_or_default()
     }
 
     /// Connects `client` to `broker` at `addr` over the link's faults; the
@@ -159,8 +158,7 @@ impl ClientLinks {
     ) -> io::Result<DuplexStream> {
         let link = Link {
             links: Rc::clone(self),
-            client: client.to_owned(),
-            broker: broker.to_owned(),
+            key: (client.to_owned(), broker.to_owned()),
         };
         match link.fate(Toward::Broker) {
             Fate::Lost => {
@@ -199,14 +197,13 @@ where
 #[derive(Clone)]
 struct Link {
     links: Rc<ClientLinks>,
-    client: String,
-    broker: String,
+    key: LinkKey,
 }
 
 impl Link {
     /// The fate of a chunk sent now `toward` one end.
     fn fate(&self, toward: Toward) -> Fate {
-        let faults = self.links.faults(&self.client, &self.broker);
+        let faults = self.links.faults(&self.key);
         let mut rng = self.links.rng.borrow_mut();
         if faults.cut(toward) || (faults.loss > 0.0 && rng.gen_bool(faults.loss.min(1.0))) {
             return Fate::Lost;
@@ -226,7 +223,7 @@ impl Link {
         loop {
             // Made before the check, so that a release in between wakes it.
             let changed = self.links.changed.notified();
-            if !self.links.faults(&self.client, &self.broker).held {
+            if !self.links.faults(&self.key).held {
                 return;
             }
             changed.await;
