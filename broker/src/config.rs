@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::raft::transport::SECRET_BYTES_MIN;
+use crate::sasl::scram::ScramCredential;
 use crate::server::auth::Argon2Hash;
 
 /// The seed used when the configuration names none. Fixed, so that two
@@ -60,9 +61,12 @@ pub struct Config {
     pub seed: u64,
     /// AMQP connection limits and identity.
     pub amqp: AmqpConfig,
-    /// Accounts allowed to log in with SASL PLAIN. Empty means an open
-    /// broker: SASL ANONYMOUS, and clients that skip SASL, are admitted.
+    /// Accounts allowed to log in (SASL SCRAM-SHA-256 or PLAIN). Empty
+    /// means an open broker: SASL ANONYMOUS, and clients that skip SASL,
+    /// are admitted.
     pub users: Vec<User>,
+    /// Which SASL mechanisms the accounts may use, beyond the defaults.
+    pub auth: AuthConfig,
     /// The settings every queue starts from.
     pub queues: QueuesConfig,
     /// Per-queue overrides of [`Config::queues`] (`[[queue]]` in TOML).
@@ -97,6 +101,7 @@ impl Default for Config {
             seed: DEFAULT_SEED,
             amqp: AmqpConfig::default(),
             users: Vec::new(),
+            auth: AuthConfig::default(),
             queues: QueuesConfig::default(),
             queue_overrides: Vec::new(),
             limits: LimitsConfig::default(),
@@ -158,6 +163,10 @@ pub struct AmqpConfig {
     /// outcomes: clients that ask for `second` and then wait for the broker
     /// to settle (uAMQP, the Azure SDK's Python stack) would time out.
     pub rcv_settle_mode_second: bool,
+    /// How long a client has, from the moment it connects, to finish its
+    /// protocol header, TLS, SASL and `open`; a trickle of bytes does not
+    /// extend it. 0 disables it (then only the idle timeout applies).
+    pub handshake_timeout_ms: u32,
 }
 
 impl Default for AmqpConfig {
@@ -168,6 +177,7 @@ impl Default for AmqpConfig {
             idle_timeout_ms: 60_000,
             container_id: "sluice".to_owned(),
             rcv_settle_mode_second: false,
+            handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -200,40 +210,76 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// An account allowed to log in with SASL PLAIN.
+/// An account: a name and at least one credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// The login name (PLAIN's authcid), compared exactly.
+    /// The login name, compared exactly.
     pub name: String,
-    /// The argon2 hash of the password, checked usable when loaded.
-    pub password_hash: Argon2Hash,
+    /// The argon2 hash of the password, for SASL PLAIN; checked usable
+    /// when loaded.
+    pub password_hash: Option<Argon2Hash>,
+    /// The SCRAM-SHA-256 credential (stored key and server key), for SASL
+    /// SCRAM-SHA-256.
+    pub scram_sha256: Option<ScramCredential>,
 }
 
-/// A `[[users]]` entry as written, before its hash is parsed.
+/// A `[[users]]` entry as written, before its credentials are parsed.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserEntry {
     name: String,
-    password_hash: String,
+    password_hash: Option<String>,
+    scram_sha256: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for User {
-    /// Parses the hash here rather than in [`Config::validate`], so that the
-    /// error names the user and carries the entry's line.
+    /// Parses the credentials here rather than in [`Config::validate`], so
+    /// that an error names the user and carries the entry's line.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
         let entry = UserEntry::deserialize(deserializer)?;
-        let password_hash = Argon2Hash::parse(&entry.password_hash).map_err(|error| {
-            serde::de::Error::custom(format!(
-                "user `{}`: `password_hash` is not a usable argon2 PHC string \
-                 (make one with `sluice passwd`): {error}",
-                entry.name
-            ))
-        })?;
+        let name = entry.name;
+        let password_hash = entry
+            .password_hash
+            .map(|phc| Argon2Hash::parse(&phc))
+            .transpose()
+            .map_err(|error| {
+                D::Error::custom(format!(
+                    "user `{name}`: `password_hash` is not a usable argon2 PHC string \
+                     (make one with `sluice passwd`): {error}"
+                ))
+            })?;
+        let scram_sha256 = entry
+            .scram_sha256
+            .map(|stored| stored.parse::<ScramCredential>())
+            .transpose()
+            .map_err(|error| D::Error::custom(format!("user `{name}`: `scram_sha256`: {error}")))?;
+        if password_hash.is_none() && scram_sha256.is_none() {
+            return Err(D::Error::custom(format!(
+                "user `{name}` has no credential: give `password_hash` (`sluice passwd`) \
+                 or `scram_sha256` (`sluice passwd --scram`), or both"
+            )));
+        }
         Ok(Self {
-            name: entry.name,
+            name,
             password_hash,
+            scram_sha256,
         })
     }
+}
+
+/// Which SASL mechanisms the accounts may use (`[auth]`). SCRAM-SHA-256 is
+/// offered whenever an account has a SCRAM credential; EXTERNAL whenever a
+/// client presents a certificate `tls.client_ca_file` vouches for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Offer PLAIN on connections without TLS too. Off by default: PLAIN
+    /// sends the password itself, readable by anyone on the path.
+    pub allow_plain_without_tls: bool,
+    /// Admit SASL ANONYMOUS (as the user `anonymous`) even though accounts
+    /// exist. A broker without accounts admits it anyway.
+    pub anonymous: bool,
 }
 
 /// Which messages a durable queue writes to disk before accepting them.
@@ -524,6 +570,14 @@ impl QueueSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
+    /// The most client connections open at once; the excess is closed at
+    /// accept, before it costs more than a socket. Also capped below the
+    /// process's file-descriptor limit.
+    pub max_connections: u32,
+    /// The most connections one source address may have open that have not
+    /// yet authenticated: a single host cannot hold every slot with
+    /// handshakes it never finishes.
+    pub max_handshakes_per_source: u32,
     /// Above this much memory held by messages, producers get no more link
     /// credit until it falls back; 0 disables the watermark.
     pub memory_high_watermark_bytes: u64,
@@ -537,6 +591,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
+            max_connections: 10_000,
+            max_handshakes_per_source: 128,
             memory_high_watermark_bytes: 1 << 30,
             producer_credit: 256,
         }
@@ -692,6 +748,18 @@ impl Config {
         self.validate_queue_overrides()?;
         self.validate_cluster()?;
         self.validate_tls()?;
+        if self.limits.max_connections == 0 {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be at least 1, or no client could connect".to_owned(),
+            ));
+        }
+        if self.limits.max_handshakes_per_source == 0 {
+            return Err(invalid(
+                "limits.max_handshakes_per_source",
+                "must be at least 1, or no client could connect".to_owned(),
+            ));
+        }
         if self.limits.producer_credit == 0 {
             return Err(invalid(
                 "limits.producer_credit",

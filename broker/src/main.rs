@@ -35,7 +35,15 @@ enum Command {
     ///
     /// Reads the password from the terminal twice, without echo, or, when
     /// standard input is not a terminal, as one line from standard input.
-    Passwd,
+    Passwd(PasswdArgs),
+}
+
+#[derive(Debug, Args)]
+struct PasswdArgs {
+    /// Print a SCRAM-SHA-256 credential (for `scram_sha256`) instead of an
+    /// argon2id hash (for `password_hash`, SASL PLAIN)
+    #[arg(long)]
+    scram: bool,
 }
 
 /// The flags of the broker itself.
@@ -123,7 +131,7 @@ impl RunArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Passwd) => passwd(),
+        Some(Command::Passwd(args)) => passwd(&args),
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -174,11 +182,19 @@ async fn read_config_file(io: &TokioIo, path: &Path) -> anyhow::Result<Config> {
     Ok(Config::from_toml(&text)?)
 }
 
-/// `sluice passwd`: prints the argon2id hash of a password read from the
-/// terminal or standard input.
-fn passwd() -> anyhow::Result<()> {
+/// `sluice passwd`: prints the argon2id hash, or with `--scram` the
+/// SCRAM-SHA-256 credential, of a password read from the terminal or
+/// standard input.
+fn passwd(args: &PasswdArgs) -> anyhow::Result<()> {
     let password = read_new_password()?;
     ensure!(!password.is_empty(), "the password is empty");
+    if args.scram {
+        println!(
+            "{}",
+            auth::scram_credential(password.as_bytes(), &mut os_rng())
+        );
+        return Ok(());
+    }
     let hash = auth::hash_password(password.as_bytes(), &mut os_rng())
         .context("cannot hash the password")?;
     println!("{hash}");
@@ -205,8 +221,8 @@ fn read_new_password() -> anyhow::Result<String> {
 }
 
 /// The operating system's entropy, for password salts: a salt must be
-/// unpredictable, so the broker's seeded generator will not do. This is the
-/// only place Sluice draws OS randomness, and it never runs in the broker.
+/// unpredictable, so the broker's seeded generator will not do. (The
+/// broker itself draws it only through the seam, `Io::entropy`.)
 #[allow(clippy::disallowed_types)]
 fn os_rng() -> rand::rngs::OsRng {
     rand::rngs::OsRng

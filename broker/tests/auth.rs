@@ -1,6 +1,8 @@
 //! Authentication end to end: with `[[users]]` configured the broker offers
-//! only SASL PLAIN, admits the right password, and answers everything else
-//! with the SASL `auth` outcome; without users it stays open (ANONYMOUS).
+//! SASL SCRAM-SHA-256, and PLAIN over TLS (or where allowed without), admits
+//! the right password, and answers everything else with the SASL `auth`
+//! outcome; without users it stays open (ANONYMOUS). Also the limits on
+//! handshakes: their deadline, and the connection caps.
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -11,27 +13,37 @@ use std::net::SocketAddr;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Broker, WAIT, test_config, user};
 use fe2o3_amqp::connection::{ConnectionHandle, OpenError};
-use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::sasl_profile::{SaslProfile, SaslScramSha256};
 use fe2o3_amqp::types::sasl::SaslCode as ClientSaslCode;
 use fe2o3_amqp::{Connection, Session};
 use sluice::amqp::codec::Symbol;
+use sluice::amqp::engine::{ClientSasl, ConnectionConfig};
 use sluice::amqp::frame::{Frame, FrameDecoder, Layer, ProtocolId, put_sasl_frame};
 use sluice::amqp::types::{SaslCode, SaslFrame, SaslInit};
+use sluice::client::Client;
 use sluice::config::Config;
 use sluice::io::{Io, TokioIo};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-/// A broker with the accounts `alice` / `wonderland` and `bob` / `builder`,
-/// and the data directory it runs in (kept until the test ends).
-async fn broker_with_users() -> (Broker, TempDir) {
-    let data_dir = tempfile::tempdir().unwrap();
-    let config = Config {
+/// The configuration of a broker with the accounts `alice` / `wonderland`
+/// and `bob` / `builder`, in `data_dir`.
+fn config_with_users(data_dir: &TempDir) -> Config {
+    Config {
         data_dir: data_dir.path().to_owned(),
         users: vec![user("alice", "wonderland"), user("bob", "builder")],
         ..test_config()
-    };
+    }
+}
+
+/// A broker with the accounts `alice` / `wonderland` and `bob` / `builder`
+/// that allows PLAIN without TLS, for testing PLAIN itself; and the data
+/// directory it runs in (kept until the test ends).
+async fn broker_with_users() -> (Broker, TempDir) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = config_with_users(&data_dir);
+    config.auth.allow_plain_without_tls = true;
     (Broker::start_with(config).await, data_dir)
 }
 
@@ -158,14 +170,169 @@ async fn bad_credentials_get_the_auth_outcome() {
 }
 
 #[tokio::test]
-async fn only_plain_is_offered_and_anonymous_is_refused() {
+async fn scram_and_plain_are_offered_and_anonymous_is_refused() {
     let (broker, _data_dir) = broker_with_users().await;
 
     let reply = raw_sasl(broker.addr, "ANONYMOUS", b"").await;
-    assert_eq!(reply.offered, ["PLAIN"]);
+    assert_eq!(reply.offered, ["SCRAM-SHA-256", "PLAIN"]);
     assert_eq!(reply.code, SaslCode::Auth);
 
     broker.stop().await;
+}
+
+/// By default a password is never sent in the clear: without TLS, PLAIN
+/// is neither offered nor accepted, even with the right password.
+#[tokio::test]
+async fn without_tls_plain_is_refused_by_default() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(config_with_users(&data_dir)).await;
+
+    let reply = raw_sasl(broker.addr, "PLAIN", b"\0alice\0wonderland").await;
+    assert_eq!(reply.offered, ["SCRAM-SHA-256"]);
+    assert_eq!(reply.code, SaslCode::Auth);
+
+    broker.stop().await;
+}
+
+/// fe2o3-amqp's own SCRAM implementation logs in without TLS; a wrong
+/// password or an unknown user gets the `auth` outcome.
+#[tokio::test]
+async fn scram_logs_in_fe2o3_and_refuses_bad_credentials() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(config_with_users(&data_dir)).await;
+    let open = |username: &str, password: &str| {
+        let url = broker.url();
+        let profile = SaslProfile::from(SaslScramSha256::new(username, password));
+        async move {
+            let opening = Connection::builder()
+                .container_id("fe2o3-scram")
+                .sasl_profile(profile)
+                .open(url.as_str());
+            timeout(WAIT, opening)
+                .await
+                .expect("the broker answers in time")
+        }
+    };
+
+    let mut connection = open("alice", "wonderland").await.expect("alice logs in");
+    timeout(WAIT, connection.close()).await.unwrap().unwrap();
+    for (username, password) in [("alice", "builder"), ("carol", "wonderland")] {
+        let error = open(username, password).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                OpenError::SaslError {
+                    code: ClientSaslCode::Auth,
+                    ..
+                }
+            ),
+            "{username}/{password}: {error:?}"
+        );
+    }
+
+    broker.stop().await;
+}
+
+/// The in-tree client's SCRAM, which the benchmark and the simulator use.
+#[tokio::test]
+async fn scram_logs_in_the_in_tree_client() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(config_with_users(&data_dir)).await;
+    let sasl = ClientSasl::Scram {
+        username: "bob".to_owned(),
+        password: "builder".to_owned(),
+        nonce: "in-tree-client-nonce".to_owned(),
+    };
+    let client = timeout(
+        WAIT,
+        Client::connect(
+            TokioIo,
+            &broker.addr.to_string(),
+            ConnectionConfig::new("in-tree-scram"),
+            sasl,
+        ),
+    )
+    .await
+    .unwrap()
+    .expect("bob logs in with SCRAM");
+    timeout(WAIT, client.close()).await.unwrap().unwrap();
+
+    broker.stop().await;
+}
+
+/// A client that trickles its handshake in, or stops half-way, is dropped
+/// at the handshake deadline even with no idle timeout at all.
+#[tokio::test]
+async fn a_handshake_that_stalls_is_dropped_at_its_deadline() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = config_with_users(&data_dir);
+    config.amqp.idle_timeout_ms = 0;
+    config.amqp.handshake_timeout_ms = 200;
+    let broker = Broker::start_with(config).await;
+
+    let mut stream = TokioIo.connect(&broker.addr.to_string()).await.unwrap();
+    stream
+        .write_all(&ProtocolId::Sasl.header()[..4])
+        .await
+        .unwrap();
+    assert_ended_silently(stream, "the stalled connection").await;
+
+    broker.stop().await;
+}
+
+/// Past `limits.max_handshakes_per_source` unfinished handshakes from one
+/// address, or `limits.max_connections` in all, a new connection is closed
+/// at once; those already admitted are served.
+#[tokio::test]
+async fn connection_caps_close_the_excess_at_accept() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = config_with_users(&data_dir);
+    config.limits.max_handshakes_per_source = 2;
+    config.limits.max_connections = 3;
+    let broker = Broker::start_with(config).await;
+    let addr = broker.addr.to_string();
+
+    let silent = [
+        TokioIo.connect(&addr).await.unwrap(),
+        TokioIo.connect(&addr).await.unwrap(),
+    ];
+    let refused = TokioIo.connect(&addr).await.unwrap();
+    assert_ended_silently(refused, "the third handshake from one address").await;
+
+    // Once one of them goes, a client can log in; it then no longer counts
+    // as a handshake, but still towards the total.
+    drop(silent);
+    let mut connection = open_scram(&broker, "alice", "wonderland").await;
+    let _second = TokioIo.connect(&addr).await.unwrap();
+    let _third = TokioIo.connect(&addr).await.unwrap();
+    let over_total = TokioIo.connect(&addr).await.unwrap();
+    assert_ended_silently(over_total, "the fourth connection").await;
+    timeout(WAIT, connection.close()).await.unwrap().unwrap();
+
+    broker.stop().await;
+}
+
+/// Checks that the broker closes `stream` without a byte, within [`WAIT`].
+async fn assert_ended_silently(mut stream: impl AsyncReadExt + Unpin, which: &str) {
+    let mut received = Vec::new();
+    timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .unwrap_or_else(|_| panic!("the broker ends {which} in time"))
+        .unwrap();
+    assert!(received.is_empty(), "{which}: {received:?}");
+}
+
+/// fe2o3 logging in with SCRAM-SHA-256, which must succeed.
+async fn open_scram(broker: &Broker, username: &str, password: &str) -> ConnectionHandle<()> {
+    let url = broker.url();
+    let opening = Connection::builder()
+        .container_id("fe2o3-scram")
+        .sasl_profile(SaslProfile::from(SaslScramSha256::new(username, password)))
+        .open(url.as_str());
+    timeout(WAIT, opening)
+        .await
+        .expect("the broker answers in time")
+        .expect("the login succeeds")
 }
 
 #[tokio::test]

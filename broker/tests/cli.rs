@@ -18,7 +18,8 @@ use std::time::Duration;
 use common::pki::Pki;
 
 use fe2o3_amqp::Connection;
-use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::sasl_profile::{SaslProfile, SaslScramSha256};
+use sluice::io::{Io, TokioIo};
 use sluice::server::auth::Argon2Hash;
 use tempfile::TempDir;
 
@@ -281,8 +282,14 @@ fn a_tls_listener_without_a_certificate_stops_start_up_clearly() {
 /// Runs `sluice passwd` with `input` on its standard input (a pipe, not a
 /// terminal, so it reads one line without prompting).
 fn passwd(input: &str) -> Output {
+    passwd_with(&[], input)
+}
+
+/// `sluice passwd` with `flags`, given `input` on standard input.
+fn passwd_with(flags: &[&str], input: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("passwd")
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -339,11 +346,45 @@ fn passwd_refuses_an_empty_password() {
     }
 }
 
+/// fe2o3 logging in to `url` with PLAIN.
+async fn open_plain(
+    url: &str,
+    username: &str,
+    password: &str,
+) -> Result<fe2o3_amqp::connection::ConnectionHandle<()>, fe2o3_amqp::connection::OpenError> {
+    Connection::builder()
+        .container_id("cli-test")
+        .sasl_profile(SaslProfile::Plain {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+        .open(url)
+        .await
+}
+
+#[test]
+fn passwd_scram_prints_a_scram_sha256_credential() {
+    let credential = printed_hash(&passwd_with(&["--scram"], "pencil\n"));
+    let parsed: sluice::sasl::scram::ScramCredential = credential.parse().unwrap();
+    assert_eq!(parsed.to_string(), credential);
+    assert!(
+        credential.starts_with("SCRAM-SHA-256$4096:"),
+        "{credential}"
+    );
+    // A fresh salt every time.
+    assert_ne!(
+        printed_hash(&passwd_with(&["--scram"], "pencil\n")),
+        credential
+    );
+}
+
 #[test]
 fn a_user_made_with_passwd_logs_in_and_anonymous_is_refused() {
     let hash = printed_hash(&passwd("wonderland\n"));
+    let scram = printed_hash(&passwd_with(&["--scram"], "wonderland\n"));
     let file = config_file(&format!(
-        "[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"
+        "[auth]\nallow_plain_without_tls = true\n\
+         [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nscram_sha256 = \"{scram}\"\n"
     ));
     let broker = Broker::start(&[
         "--config",
@@ -358,21 +399,23 @@ fn a_user_made_with_passwd_logs_in_and_anonymous_is_refused() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let plain = |password: &str| {
-            Connection::builder()
-                .container_id("cli-test")
-                .sasl_profile(SaslProfile::Plain {
-                    username: "alice".to_owned(),
-                    password: password.to_owned(),
-                })
-                .open(url.as_str())
-        };
-        let mut connection = tokio::time::timeout(OUTPUT_WAIT, plain("wonderland"))
-            .await
-            .unwrap()
-            .expect("the password given to `sluice passwd` logs in");
+        let mut connection =
+            tokio::time::timeout(OUTPUT_WAIT, open_plain(&url, "alice", "wonderland"))
+                .await
+                .unwrap()
+                .expect("the password given to `sluice passwd` logs in");
         connection.close().await.unwrap();
-        assert!(plain("looking-glass").await.is_err());
+        assert!(open_plain(&url, "alice", "looking-glass").await.is_err());
+        let mut connection = Connection::builder()
+            .container_id("cli-test")
+            .sasl_profile(SaslProfile::from(SaslScramSha256::new(
+                "alice",
+                "wonderland",
+            )))
+            .open(url.as_str())
+            .await
+            .expect("the password given to `sluice passwd --scram` logs in");
+        connection.close().await.unwrap();
         let anonymous = Connection::builder()
             .container_id("cli-test")
             .sasl_profile(SaslProfile::Anonymous)
@@ -415,4 +458,111 @@ fn help_lists_every_flag() {
         .unwrap();
     assert!(output.status.success());
     insta::assert_snapshot!(String::from_utf8(output.stdout).unwrap());
+}
+
+/// Neither a password nor a message body reaches the log, at the most
+/// verbose level, when a login fails, a message is sent, delivered and
+/// refused by its consumer, or a SASL frame arrives out of turn.
+#[test]
+fn logs_never_carry_passwords_or_message_bodies() {
+    use fe2o3_amqp::link::delivery::Delivery;
+    use fe2o3_amqp::types::definitions::{AmqpError, Error};
+    use fe2o3_amqp::{Receiver, Sender};
+
+    const PASSWORD: &str = "CANARY-PASSWORD-8c1f";
+    const WRONG_PASSWORD: &str = "CANARY-WRONG-PASSWORD-8c1f";
+    const BODY: &str = "CANARY-BODY-8c1f";
+    let hash = printed_hash(&passwd(&format!("{PASSWORD}\n")));
+    let file = config_file(&format!(
+        "[log]\nlevel = \"trace\"\n\
+         [auth]\nallow_plain_without_tls = true\n\
+         [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"
+    ));
+    let broker = Broker::start(&[
+        "--config",
+        file.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = broker.ready_addr();
+    let url = format!("amqp://{addr}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let refused =
+            tokio::time::timeout(OUTPUT_WAIT, open_plain(&url, "alice", WRONG_PASSWORD)).await;
+        assert!(refused.expect("the refusal comes in time").is_err());
+        let mut connection = tokio::time::timeout(OUTPUT_WAIT, open_plain(&url, "alice", PASSWORD))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut session = fe2o3_amqp::Session::begin(&mut connection).await.unwrap();
+        let mut sender = Sender::attach(&mut session, "canary", "canary")
+            .await
+            .unwrap();
+        tokio::time::timeout(OUTPUT_WAIT, sender.send(BODY))
+            .await
+            .expect("the send is answered in time")
+            .unwrap();
+        // A consumer refuses it: the broker drops it (no dead-letter queue).
+        let mut receiver = Receiver::attach(&mut session, "refuser", "canary")
+            .await
+            .unwrap();
+        let delivery: Delivery<String> = tokio::time::timeout(OUTPUT_WAIT, receiver.recv())
+            .await
+            .expect("the message is delivered in time")
+            .unwrap();
+        assert_eq!(delivery.body(), BODY);
+        receiver
+            .reject(
+                &delivery,
+                Some(Error::new(AmqpError::NotAllowed, None, None)),
+            )
+            .await
+            .unwrap();
+        let _ = receiver.close().await;
+        let _ = sender.close().await;
+        let _ = session.end().await;
+        let _ = connection.close().await;
+
+        // A SASL response nobody asked for, carrying the password.
+        let mut raw = TokioIo.connect(&addr.to_string()).await.unwrap();
+        let mut out = bytes::BytesMut::new();
+        out.extend_from_slice(b"AMQP\x03\x01\x00\x00");
+        sluice::amqp::frame::put_sasl_frame(
+            &mut out,
+            &sluice::amqp::types::SaslFrame::Response(sluice::amqp::types::SaslResponse {
+                response: bytes::Bytes::from(format!("\0alice\0{PASSWORD}")),
+            }),
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut raw, &out)
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(
+            OUTPUT_WAIT,
+            tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut rest),
+        )
+        .await;
+        assert!(ended.is_ok(), "the broker ends the connection");
+    });
+
+    let (status, logged) = broker.terminate();
+    assert!(status.success(), "{status}; logged {logged:#?}");
+    assert!(
+        logged.iter().any(|line| line.contains("login refused")),
+        "the failed login is logged: {logged:#?}"
+    );
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains("unexpected SASL frame")),
+        "the stray SASL frame is logged: {logged:#?}"
+    );
+    for line in &logged {
+        assert!(!line.contains("CANARY"), "{line}");
+    }
 }

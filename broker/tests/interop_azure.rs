@@ -22,7 +22,7 @@ mod common;
 
 use common::pki::Pki;
 use common::{Broker, assert_client_passed, interop_script, run_client, test_config, user};
-use sluice::config::{AmqpConfig, Config, TlsVersion};
+use sluice::config::{AmqpConfig, AuthConfig, Config, TlsVersion};
 
 const USER: &str = "azure";
 const PASSWORD: &str = "interop";
@@ -41,6 +41,12 @@ async fn run_scenario(script: &str, honour_second: bool, args: &[String]) -> Str
     let tls = (script == "uamqp_queue.py").then(Pki::new);
     let config = Config {
         users: vec![user(USER, PASSWORD)],
+        // The Azure SDK's Python stack logs in with PLAIN, and its scenarios
+        // here run without TLS (uAMQP's with it).
+        auth: AuthConfig {
+            allow_plain_without_tls: true,
+            ..AuthConfig::default()
+        },
         amqp: AmqpConfig {
             rcv_settle_mode_second: honour_second,
             ..AmqpConfig::default()

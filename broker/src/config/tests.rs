@@ -94,6 +94,7 @@ fn sample_file_sets_every_field() {
             idle_timeout_ms: 0,
             container_id: "sluice-1".to_owned(),
             rcv_settle_mode_second: true,
+            handshake_timeout_ms: 10_000,
         }
     );
 }
@@ -171,8 +172,14 @@ fn users_are_loaded_with_parsed_hashes() {
     let config = Config::from_toml(&text).unwrap();
     let names: Vec<_> = config.users.iter().map(|user| user.name.as_str()).collect();
     assert_eq!(names, ["alice", "bob"]);
-    assert!(config.users[0].password_hash.verify(b"wonderland"));
-    assert!(!config.users[0].password_hash.verify(b"b"));
+    assert!(
+        config.users[0]
+            .password_hash
+            .as_ref()
+            .unwrap()
+            .verify(b"wonderland")
+    );
+    assert!(!config.users[0].password_hash.as_ref().unwrap().verify(b"b"));
 }
 
 #[test]
@@ -186,8 +193,27 @@ fn malformed_hash_is_an_error_naming_the_user() {
 }
 
 #[test]
-fn user_entries_need_both_fields_and_no_others() {
-    assert!(Config::from_toml("[[users]]\nname = \"alice\"\n").is_err());
+fn a_user_needs_a_credential_of_either_kind() {
+    let error = Config::from_toml("[[users]]\nname = \"alice\"\n").unwrap_err();
+    assert!(
+        error.to_string().contains("user `alice` has no credential"),
+        "{error}"
+    );
+    let scram = crate::sasl::scram::ScramCredential::derive(b"pw", b"salt", 4096);
+    let text = format!("[[users]]\nname = \"alice\"\nscram_sha256 = \"{scram}\"\n");
+    let config = Config::from_toml(&text).unwrap();
+    assert_eq!(config.users[0].scram_sha256.as_ref(), Some(&scram));
+    assert_eq!(config.users[0].password_hash, None);
+    let bad = "[[users]]\nname = \"bob\"\nscram_sha256 = \"SCRAM-SHA-256$1:x$y:z\"\n";
+    let error = Config::from_toml(bad).unwrap_err().to_string();
+    assert!(
+        error.contains("user `bob`") && error.contains("sluice passwd --scram"),
+        "{error}"
+    );
+}
+
+#[test]
+fn user_entries_take_no_unknown_fields() {
     let text = format!(
         "{}role = \"admin\"\n",
         users_toml(&[("alice", &cheap_hash("a"))])

@@ -242,6 +242,18 @@ impl<I: Io> Io for FaultyIo<I> {
         self.inner.unix_time_ms().saturating_add_signed(offset)
     }
 
+    fn run_blocking<F, R>(&self, work: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.inner.run_blocking(work)
+    }
+
+    fn entropy(&self) -> [u8; 32] {
+        self.inner.entropy()
+    }
+
     fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,

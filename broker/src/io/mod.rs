@@ -12,9 +12,12 @@
 //! reject the nondeterministic calls everywhere else; the two implementation
 //! files opt out item by item.
 //!
-//! Randomness is not part of the trait: it comes from one [`SeededRng`] built
-//! from the configured seed with [`seeded_rng`] and handed down, so a
-//! simulation seed replays bit for bit.
+//! Randomness that only has to vary (jitter, sampling) comes from one
+//! [`SeededRng`] built from the configured seed with [`seeded_rng`] and
+//! handed down, so a simulation seed replays bit for bit. Randomness that
+//! must be unguessable (nonces, salts) comes from [`secret_rng`], which
+//! mixes in [`Io::entropy`]: the operating system's in production, nothing
+//! under turmoil, where the seed alone still replays the run.
 
 #[cfg(any(test, feature = "sim"))]
 pub mod faulty;
@@ -74,6 +77,20 @@ pub trait Io: Clone + Send + Sync + 'static {
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static;
+
+    /// Runs `work`, which blocks (CPU-heavy hashing), off the threads that
+    /// serve connections, and waits for its result. Under turmoil it runs
+    /// in place, so that the simulation stays one deterministic thread.
+    /// The caller bounds how much such work is in flight.
+    fn run_blocking<F, R>(&self, work: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static;
+
+    /// 32 bytes the environment guarantees unpredictable: the operating
+    /// system's entropy in production; zeros under turmoil, where secrets
+    /// need only be distinct per seed. Use it through [`secret_rng`].
+    fn entropy(&self) -> [u8; 32];
 
     /// Opens the file at `path` as `mode` describes.
     fn open(
@@ -169,6 +186,20 @@ pub type SeededRng = ChaCha8Rng;
 #[must_use]
 pub fn seeded_rng(seed: u64) -> SeededRng {
     ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// An RNG for secrets: [`Io::entropy`] mixed with `seed` (the configured
+/// seed) and `purpose` (what it is for, and whose: so that two nodes or two
+/// uses never share a stream). Unguessable in production; under turmoil it
+/// depends on `seed` and `purpose` alone, and so replays.
+pub fn secret_rng<I: Io>(io: &I, seed: u64, purpose: &[u8]) -> SeededRng {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(io.entropy())
+        .chain_update(seed.to_be_bytes())
+        .chain_update(purpose)
+        .finalize();
+    ChaCha8Rng::from_seed(digest.into())
 }
 
 /// Sleeps until `deadline` on tokio's timer, which turmoil drives in

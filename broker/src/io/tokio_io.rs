@@ -48,6 +48,25 @@ impl Io for TokioIo {
         u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
     }
 
+    async fn run_blocking<F, R>(&self, work: F) -> R
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result,
+            // The work panicked: so does its waiter, as if it had run here.
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+
+    fn entropy(&self) -> [u8; 32] {
+        use rand::RngCore;
+        let mut bytes = [0; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        bytes
+    }
+
     fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,

@@ -53,6 +53,18 @@ impl Io for TurmoilIo {
         SIM_EPOCH_UNIX_MS.saturating_add(elapsed_ms)
     }
 
+    async fn run_blocking<F, R>(&self, work: F) -> R
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        work()
+    }
+
+    fn entropy(&self) -> [u8; 32] {
+        [0; 32]
+    }
+
     // The seam: tasks go onto the host's `LocalSet`, where turmoil runs the
     // host's software, so that they are scheduled in the seeded order and are
     // dropped with the host on `crash` and `bounce`.

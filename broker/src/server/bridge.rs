@@ -82,6 +82,9 @@ impl Bridge {
         event: Event,
     ) -> Result<(), NodeStopped> {
         match event {
+            // The connection's driver answers SASL before the bridge
+            // sees anything.
+            Event::SaslInit { .. } | Event::SaslResponse { .. } => {}
             Event::Authenticated { identity } => info!(identity, "client authenticated"),
             Event::Opened { remote } => {
                 info!(container_id = remote.container_id, "AMQP connection open");

@@ -15,11 +15,13 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::Shutdown;
+use super::admission::Ticket;
+use super::auth::{Authentication, Exchange, Transport};
 use super::bridge::Bridge;
-use crate::amqp::engine::{Authenticator, Connection, ConnectionConfig};
+use crate::amqp::engine::{Connection, ConnectionConfig, Event};
 use crate::amqp::types::Error;
 use crate::amqp::types::condition::{CONNECTION_FORCED, INTERNAL_ERROR};
-use crate::io::{self as seam, Io};
+use crate::io::{self as seam, Io, SeededRng};
 use crate::node::{ConnId, NodeHandle, NodeStopped, Request, ToConnection};
 
 /// The most bytes taken from the socket per read. The engine buffers
@@ -56,13 +58,29 @@ enum Ending {
 pub(super) struct Serve<I> {
     pub(super) io: I,
     pub(super) config: ConnectionConfig,
-    pub(super) auth: Arc<dyn Authenticator>,
+    pub(super) auth: Arc<Authentication>,
+    /// How the client reached us: TLS or not, and from where.
+    pub(super) transport: Transport,
+    /// When the socket was accepted: the handshake deadline counts from
+    /// here, TLS included.
+    pub(super) accepted: Instant,
+    /// Makes SCRAM's nonces: unguessable ([`crate::io::secret_rng`]).
+    pub(super) sasl_rng: SeededRng,
+    /// Its place under the connection caps, held until it ends.
+    pub(super) ticket: Ticket,
     pub(super) node: NodeHandle,
     pub(super) conn_id: ConnId,
     pub(super) shutdown: Shutdown,
 }
 
 impl<I: Io> Serve<I> {
+    /// When the client must have finished its handshake, TLS included.
+    pub(super) fn handshake_deadline(&self) -> Option<Instant> {
+        self.config
+            .handshake_timeout
+            .map(|timeout| self.accepted + timeout)
+    }
+
     /// Serves `stream` (the socket, or TLS over it) until the connection
     /// ends; never fails, since whatever ends a connection concerns only
     /// that connection.
@@ -71,6 +89,10 @@ impl<I: Io> Serve<I> {
             io,
             config,
             auth,
+            transport,
+            accepted,
+            sasl_rng,
+            ticket,
             node,
             conn_id,
             shutdown,
@@ -86,8 +108,11 @@ impl<I: Io> Serve<I> {
             return;
         }
         let grace = config.close_timeout + SHUTDOWN_GRACE_MARGIN;
+        let sasl = auth.offer(&transport);
         let mut driver = Driver {
-            conn: Connection::server(config, auth, io.now()),
+            conn: Connection::server(config, sasl, accepted),
+            sasl: Exchange::new(auth, io.clone(), transport, sasl_rng),
+            ticket,
             stream: BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream),
             bridge: Bridge::new(conn_id, node),
             inbox,
@@ -117,6 +142,8 @@ async fn grace_expired(mut shutdown: Shutdown, grace: Duration) {
 /// the broker node.
 struct Driver<I: Io, S> {
     conn: Connection,
+    sasl: Exchange<I>,
+    ticket: Ticket,
     stream: BufWriter<S>,
     bridge: Bridge,
     inbox: mpsc::UnboundedReceiver<ToConnection>,
@@ -194,8 +221,31 @@ impl<I: Io, S: AsyncRead + AsyncWrite + Unpin> Driver<I, S> {
             let Some(event) = self.conn.poll_event() else {
                 break;
             };
-            let handled = self.bridge.on_event(&mut self.conn, event);
-            self.close_if_node_stopped(handled);
+            match event {
+                // Nothing else happens on the connection until SASL is
+                // done, so it may wait here for a slow check.
+                Event::SaslInit {
+                    mechanism,
+                    initial_response,
+                    ..
+                } => {
+                    let verdict = self.sasl.init(mechanism.as_str(), &initial_response).await;
+                    // It can only fail if the engine ended meanwhile, and
+                    // then it says so with its own events.
+                    let _ = self.conn.answer_sasl(verdict);
+                }
+                Event::SaslResponse { response } => {
+                    let verdict = self.sasl.response(&response);
+                    let _ = self.conn.answer_sasl(verdict);
+                }
+                event => {
+                    if matches!(event, Event::Authenticated { .. }) {
+                        self.ticket.authenticated();
+                    }
+                    let handled = self.bridge.on_event(&mut self.conn, event);
+                    self.close_if_node_stopped(handled);
+                }
+            }
         }
         self.stream.flush().await
     }
@@ -210,7 +260,7 @@ impl<I: Io, S: AsyncRead + AsyncWrite + Unpin> Driver<I, S> {
 }
 
 /// Sleeps until the engine's deadline, or forever when it has none.
-async fn sleep_until_due(deadline: Option<Instant>) {
+pub(super) async fn sleep_until_due(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => seam::sleep_until(deadline).await,
         None => std::future::pending().await,

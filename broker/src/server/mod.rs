@@ -7,6 +7,7 @@
 //! global, so that turmoil can crash and restart a host by dropping that
 //! future and calling the factory again.
 
+pub(crate) mod admission;
 pub mod auth;
 mod bridge;
 mod connection;
@@ -23,12 +24,14 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::amqp::codec::{Symbol, Value};
-use crate::amqp::engine::{Authenticator, ConnectionConfig};
+use crate::amqp::engine::ConnectionConfig;
 use crate::amqp::types::Fields;
 use crate::config::{AmqpConfig, Config};
-use crate::io::{Io, Listener};
+use crate::io::{Io, Listener, secret_rng};
 use crate::node::{self, NodeError, NodeHandle, NodeSettings};
 
+use admission::Admission;
+use auth::{Authentication, Transport};
 use connection::Serve;
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
 pub use tls::TlsError;
@@ -128,9 +131,21 @@ pub async fn run<I: Io>(
         node: node.clone(),
     });
 
+    let auth = Authentication::new(&io, &config, verify_threads());
+    if !auth.offers_without_tls() {
+        warn!(
+            "clients without TLS can log in with no mechanism: PLAIN needs TLS \
+             (or auth.allow_plain_without_tls) and no account has a SCRAM credential"
+        );
+    }
     let settings = ConnectionSettings {
         engine: connection_config(&config.amqp),
-        auth: auth::authenticator(&config.users),
+        auth: Arc::new(auth),
+        admission: Admission::new(
+            config.limits.max_connections,
+            config.limits.max_handshakes_per_source,
+        ),
+        seed: config.seed,
         node,
     };
     let tasks = ConnectionTasks::new();
@@ -216,8 +231,17 @@ async fn bind<I: Io>(io: &I, addr: SocketAddr) -> Result<I::Listener, ServerErro
 /// What every connection is created with.
 struct ConnectionSettings {
     engine: ConnectionConfig,
-    auth: Arc<dyn Authenticator>,
+    auth: Arc<Authentication>,
+    admission: Admission,
+    /// The configured seed, mixed into each connection's secrets.
+    seed: u64,
     node: NodeHandle,
+}
+
+/// Threads for argon2 checks: half the machine, so that logins never take
+/// every core from the connections already served.
+fn verify_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
 }
 
 /// Accepts connections, one task each, until shutdown or until the node
@@ -250,12 +274,25 @@ async fn accept_until_shutdown<I: Io>(
                 }
             },
         };
+        let accepted = io.now();
+        // Refused here, the socket is closed as it is dropped: the
+        // client's connect succeeded, its first read sees the end.
+        let Ok(ticket) = settings.admission.admit(peer.ip(), accepted) else {
+            continue;
+        };
         connection_id += 1;
         let span = info_span!("connection", id = connection_id, %peer, ?port);
-        let serve = Serve {
+        let mut serve = Serve {
             io: io.clone(),
             config: settings.engine.clone(),
             auth: Arc::clone(&settings.auth),
+            transport: Transport {
+                tls: false,
+                peer: peer.ip(),
+            },
+            accepted,
+            sasl_rng: secret_rng(io, settings.seed, &connection_id.to_be_bytes()),
+            ticket,
             node: settings.node.clone(),
             conn_id: connection_id,
             shutdown: shutdown.clone(),
@@ -269,8 +306,12 @@ async fn accept_until_shutdown<I: Io>(
                     None => serve.run(stream).await,
                     Some(acceptor) => {
                         let shutdown = serve.shutdown.clone();
-                        match tls::open(acceptor, stream, port, shutdown).await {
-                            Some(tls::Opened::Tls(stream)) => serve.run(stream).await,
+                        let deadline = serve.handshake_deadline();
+                        match tls::open(acceptor, stream, port, deadline, shutdown).await {
+                            Some(tls::Opened::Tls(stream)) => {
+                                serve.transport.tls = true;
+                                serve.run(stream).await
+                            }
                             Some(tls::Opened::Plain(stream)) => serve.run(stream).await,
                             None => {}
                         }
@@ -327,6 +368,8 @@ fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
         ],
         properties: connection_properties(),
         rcv_settle_second: amqp.rcv_settle_mode_second,
+        handshake_timeout: (amqp.handshake_timeout_ms > 0)
+            .then(|| Duration::from_millis(amqp.handshake_timeout_ms.into())),
         ..ConnectionConfig::new(amqp.container_id.clone())
     }
 }

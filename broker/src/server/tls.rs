@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::Instant;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -23,12 +23,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::Shutdown;
+use super::connection::sleep_until_due;
 use crate::config::{TlsConfig, TlsVersion};
 use crate::io::Io;
-
-/// How long a client has to finish the TLS handshake: a socket that goes
-/// silent half-way is dropped, not held until the idle timeout.
-pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS listener's certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +109,9 @@ pub(super) enum Opened<S> {
 }
 
 /// Finds out how the client opens, and runs the TLS handshake if it asks
-/// for TLS, within [`HANDSHAKE_TIMEOUT`] and until shutdown:
+/// for TLS, before `deadline` (the connection's handshake deadline: a
+/// socket that goes silent half-way is dropped, not held until the idle
+/// timeout) and until shutdown:
 /// - AMQP's TLS header, on either port: the same header back, then TLS
 ///   (fe2o3-amqp sends it unless told otherwise);
 /// - a TLS handshake at once, on the TLS port;
@@ -123,27 +122,23 @@ pub(super) async fn open<S>(
     acceptor: TlsAcceptor,
     stream: S,
     port: Port,
+    deadline: Option<Instant>,
     mut shutdown: Shutdown,
 ) -> Option<Opened<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
-        opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, opening(acceptor, stream, port)) => {
-            match opened {
-                Ok(Ok(opened)) => Some(opened),
-                Ok(Err(error)) => {
-                    tracing::info!(%error, "connection ended: TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    tracing::info!(
-                        timeout = ?HANDSHAKE_TIMEOUT,
-                        "connection ended: TLS handshake not finished in time"
-                    );
-                    None
-                }
+        opened = opening(acceptor, stream, port) => match opened {
+            Ok(opened) => Some(opened),
+            Err(error) => {
+                tracing::info!(%error, "connection ended: TLS handshake failed");
+                None
             }
+        },
+        () = sleep_until_due(deadline) => {
+            tracing::info!("connection ended: TLS handshake not finished in time");
+            None
         }
         () = shutdown.wait() => None,
     }

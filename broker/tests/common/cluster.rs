@@ -99,6 +99,18 @@ impl Io for ReservedIo {
         TokioIo.spawn(task)
     }
 
+    async fn run_blocking<F, R>(&self, work: F) -> R
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        TokioIo.run_blocking(work).await
+    }
+
+    fn entropy(&self) -> [u8; 32] {
+        TokioIo.entropy()
+    }
+
     async fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Self::File> {
         TokioIo.open(path, mode).await
     }

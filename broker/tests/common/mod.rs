@@ -19,6 +19,7 @@ use sluice::amqp::types::{Header, Message, Section};
 use sluice::config::{Config, User};
 use sluice::io::{Io, TokioIo};
 use sluice::node::NodeHandle;
+use sluice::sasl::scram::ScramCredential;
 use sluice::server::auth::Argon2Hash;
 use sluice::server::{self, ShutdownTrigger, shutdown_channel};
 use tempfile::TempDir;
@@ -148,8 +149,9 @@ impl Broker {
     }
 }
 
-/// An account whose hash uses cheap parameters (m = 8 KiB, t = 1), so that
-/// the broker's checks stay fast in an unoptimized build.
+/// An account with both credentials: an argon2 hash with cheap parameters
+/// (m = 8 KiB, t = 1), so that the broker's checks stay fast in an
+/// unoptimized build, and a SCRAM-SHA-256 credential.
 pub fn user(name: &str, password: &str) -> User {
     let salt = SaltString::encode_b64(name.repeat(8).as_bytes()).unwrap();
     let params = Params::new(8, 1, 1, None).unwrap();
@@ -158,7 +160,12 @@ pub fn user(name: &str, password: &str) -> User {
         .unwrap();
     User {
         name: name.to_owned(),
-        password_hash: Argon2Hash::parse(&hash.to_string()).unwrap(),
+        password_hash: Some(Argon2Hash::parse(&hash.to_string()).unwrap()),
+        scram_sha256: Some(ScramCredential::derive(
+            password.as_bytes(),
+            name.as_bytes(),
+            4096,
+        )),
     }
 }
 /// `[[queue]]` entries for the interop tests' queue-type scenarios, each

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::amqp::codec::Symbol;
 use crate::amqp::frame::MIN_MAX_FRAME_SIZE;
-use crate::amqp::types::Fields;
+use crate::amqp::types::{Fields, SaslCode};
 
 /// Limits and identity of one end of a connection.
 #[derive(Debug, Clone)]
@@ -40,6 +40,10 @@ pub struct ConnectionConfig {
     /// answers `first`: the receiver's attach says the mode it uses
     /// (§2.7.3), and a sender that asked for `second` then settles first.
     pub rcv_settle_second: bool,
+    /// How long the peer has, from the engine's creation, to get through
+    /// the protocol header, SASL and its `open`: unlike the idle timeout,
+    /// a trickle of bytes does not extend it. `None` disables it.
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl ConnectionConfig {
@@ -57,6 +61,7 @@ impl ConnectionConfig {
             offered_capabilities: Vec::new(),
             properties: Fields::new(),
             rcv_settle_second: false,
+            handshake_timeout: Some(Duration::from_secs(10)),
         }
     }
 
@@ -80,61 +85,52 @@ pub enum ClientSasl {
         /// The password.
         password: String,
     },
+    /// SASL SCRAM-SHA-256 (RFC 7677): the password never crosses the wire,
+    /// and the server proves it knows the credential.
+    Scram {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: String,
+        /// A fresh random nonce (printable ASCII, no commas): the engine
+        /// draws no randomness of its own.
+        nonce: String,
+    },
 }
 
 impl ClientSasl {
-    pub(super) fn mechanism(&self) -> Option<&'static str> {
-        match self {
-            ClientSasl::None => None,
-            ClientSasl::Anonymous => Some("ANONYMOUS"),
-            ClientSasl::Plain { .. } => Some("PLAIN"),
-        }
-    }
-
-    /// The initial response: PLAIN's `\0user\0password` (RFC 4616).
-    pub(super) fn initial_response(&self) -> Option<Bytes> {
-        match self {
-            ClientSasl::Plain { username, password } => {
-                let mut response = Vec::with_capacity(username.len() + password.len() + 2);
-                response.push(0);
-                response.extend_from_slice(username.as_bytes());
-                response.push(0);
-                response.extend_from_slice(password.as_bytes());
-                Some(Bytes::from(response))
-            }
-            ClientSasl::None | ClientSasl::Anonymous => None,
-        }
+    /// Whether the client speaks SASL at all.
+    pub(super) fn uses_sasl(&self) -> bool {
+        !matches!(self, ClientSasl::None)
     }
 }
 
-/// What a SASL mechanism check concluded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthOutcome {
-    /// The client is who it says: `identity` names it in logs and policy.
-    Ok {
-        /// The authenticated identity.
-        identity: String,
-    },
-    /// Bad credentials or an unsupported mechanism.
-    Denied,
-}
-
-/// Checks SASL credentials (server role).
-pub trait Authenticator: Send + Sync {
-    /// The mechanisms to offer, in order of preference.
-    fn mechanisms(&self) -> Vec<String>;
-
-    /// Checks one `sasl-init`.
-    fn authenticate(
-        &self,
-        mechanism: &str,
-        initial_response: &[u8],
-        hostname: Option<&str>,
-    ) -> AuthOutcome;
-
+/// What the server role offers in SASL.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSasl {
+    /// The mechanisms to offer, in order of preference. The engine refuses
+    /// a `sasl-init` for any other; it checks no credentials itself.
+    pub mechanisms: Vec<Symbol>,
     /// The identity of a client that skips SASL and sends the AMQP header
     /// directly, or `None` to refuse such clients.
-    fn unauthenticated_identity(&self) -> Option<String> {
-        None
-    }
+    pub unauthenticated: Option<String>,
+}
+
+/// The application's answer to [`Event::SaslInit`](super::Event::SaslInit)
+/// or [`Event::SaslResponse`](super::Event::SaslResponse) (server role).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaslVerdict {
+    /// The mechanism needs another round: send this challenge.
+    Challenge(Bytes),
+    /// The client is who it says: `identity` names it in logs and policy;
+    /// `additional_data` goes in the outcome (SCRAM's server signature).
+    Accept {
+        /// The authenticated identity.
+        identity: String,
+        /// Mechanism data for the client's final check.
+        additional_data: Option<Bytes>,
+    },
+    /// Authentication failed with this code: `auth` for bad credentials,
+    /// `sys-temp` when the server cannot check them now.
+    Refuse(SaslCode),
 }

@@ -2,12 +2,11 @@
 //! sessions and links, as a sans-IO state machine.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::config::{AuthOutcome, Authenticator, ClientSasl, ConnectionConfig};
+use super::config::{ClientSasl, ConnectionConfig, SaslVerdict, ServerSasl};
 use super::event::{DeliveryId, Event, LinkId, SessionId};
 use super::link::{Link, LinkState, PartialDelivery};
 use super::session::{PendingTransfer, Session, SessionState, ids_in_range, lowest_free};
@@ -18,10 +17,11 @@ use crate::amqp::frame::{
 };
 use crate::amqp::types::{
     Attach, AttachSource, AttachTarget, Begin, Close, DeliveryState, Detach, Disposition, End,
-    Error, Flow, Open, Performative, ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit,
-    SaslMechanisms, SaslOutcome, SenderSettleMode, Source, TXN_ID_MAX, TransactionalState,
-    Transfer, acquisition, condition,
+    Error, Flow, Open, Performative, ReceiverSettleMode, Role, SaslChallenge, SaslCode, SaslFrame,
+    SaslInit, SaslMechanisms, SaslOutcome, SaslResponse, SenderSettleMode, Source, TXN_ID_MAX,
+    TransactionalState, Transfer, acquisition, condition,
 };
+use crate::sasl::scram::ScramClient;
 
 /// The shortest interval between our heartbeats, whatever idle timeout the
 /// peer asks for: a peer cannot make us spin sending empty frames.
@@ -42,9 +42,14 @@ enum Phase {
     ClientHello(ProtocolId),
     /// Awaiting `sasl-init` (server).
     SaslAwaitInit,
+    /// Awaiting the application's [`SaslVerdict`] on what the client sent
+    /// (server); input waits unread.
+    SaslDeciding,
+    /// Awaiting the client's answer to our challenge (server).
+    SaslAwaitResponse,
     /// Awaiting `sasl-mechanisms` (client).
     SaslAwaitMechanisms,
-    /// Awaiting `sasl-outcome` (client).
+    /// Awaiting a challenge or `sasl-outcome` (client).
     SaslAwaitOutcome,
     /// Exchanging AMQP frames.
     Amqp,
@@ -158,8 +163,10 @@ pub struct LinkReply {
 /// spec's error condition: the engine never panics on input.
 pub struct Connection {
     config: ConnectionConfig,
-    authenticator: Option<Arc<dyn Authenticator>>,
+    server_sasl: ServerSasl,
     client_sasl: ClientSasl,
+    /// The client's SCRAM exchange, once started.
+    scram: Option<ScramClient>,
     phase: Phase,
     decoder: FrameDecoder,
     input: BytesMut,
@@ -177,6 +184,8 @@ pub struct Connection {
     last_received: Instant,
     last_sent: Instant,
     close_deadline: Option<Instant>,
+    /// When the peer's `open` must have arrived by.
+    handshake_deadline: Option<Instant>,
     /// The error our `close` carried, reported when the connection ends.
     local_close_error: Option<Error>,
     finished: bool,
@@ -184,28 +193,25 @@ pub struct Connection {
 
 impl Connection {
     /// A server-side engine: it awaits the client's protocol header.
-    pub fn server(
-        config: ConnectionConfig,
-        authenticator: Arc<dyn Authenticator>,
-        now: Instant,
-    ) -> Self {
-        Self::new(
-            config,
-            Some(authenticator),
-            ClientSasl::None,
-            Phase::ServerHello,
-            now,
-        )
+    pub fn server(config: ConnectionConfig, sasl: ServerSasl, now: Instant) -> Self {
+        Self::new(config, sasl, ClientSasl::None, Phase::ServerHello, now)
     }
 
     /// A client-side engine: it sends its protocol header (and, without
     /// SASL, its `open`) straight away.
     pub fn client(config: ConnectionConfig, sasl: ClientSasl, now: Instant) -> Self {
-        let hello = match sasl {
-            ClientSasl::None => ProtocolId::Amqp,
-            ClientSasl::Anonymous | ClientSasl::Plain { .. } => ProtocolId::Sasl,
+        let hello = if sasl.uses_sasl() {
+            ProtocolId::Sasl
+        } else {
+            ProtocolId::Amqp
         };
-        let mut conn = Self::new(config, None, sasl, Phase::ClientHello(hello), now);
+        let mut conn = Self::new(
+            config,
+            ServerSasl::default(),
+            sasl,
+            Phase::ClientHello(hello),
+            now,
+        );
         conn.out.extend_from_slice(&hello.header());
         if hello == ProtocolId::Amqp {
             conn.send_open();
@@ -215,7 +221,7 @@ impl Connection {
 
     fn new(
         config: ConnectionConfig,
-        authenticator: Option<Arc<dyn Authenticator>>,
+        server_sasl: ServerSasl,
         client_sasl: ClientSasl,
         phase: Phase,
         now: Instant,
@@ -225,11 +231,13 @@ impl Connection {
             session_window: config.session_window.max(1),
             ..config
         };
+        let handshake_deadline = config.handshake_timeout.map(|timeout| now + timeout);
         Self {
             decoder: FrameDecoder::new(config.advertised_max_frame_size()),
             config,
-            authenticator,
+            server_sasl,
             client_sasl,
+            scram: None,
             phase,
             input: BytesMut::new(),
             out: BytesMut::new(),
@@ -245,6 +253,7 @@ impl Connection {
             last_received: now,
             last_sent: now,
             close_deadline: None,
+            handshake_deadline,
             local_close_error: None,
             finished: false,
         }
@@ -278,22 +287,17 @@ impl Connection {
         if self.phase == Phase::Done {
             return;
         }
+        if self
+            .handshake_deadline
+            .is_some_and(|deadline| now >= deadline)
+        {
+            self.end_handshake_or_fail(condition::RESOURCE_LIMIT_EXCEEDED, "handshake timed out");
+            return;
+        }
         if let Some(timeout) = self.config.idle_timeout
             && now >= self.last_received + timeout
         {
-            if self.phase == Phase::Amqp {
-                self.fail(Error::new(
-                    condition::RESOURCE_LIMIT_EXCEEDED,
-                    "idle timeout expired",
-                ));
-            } else {
-                // No AMQP layer to say `close` in: before the protocol
-                // header, or inside SASL, frames of ours would be garbage.
-                self.handshake_failed(
-                    condition::RESOURCE_LIMIT_EXCEEDED,
-                    "idle timeout expired".into(),
-                );
-            }
+            self.end_handshake_or_fail(condition::RESOURCE_LIMIT_EXCEEDED, "idle timeout expired");
             return;
         }
         if let Some(deadline) = self.heartbeat_deadline()
@@ -301,6 +305,16 @@ impl Connection {
         {
             self.out.extend_from_slice(&EMPTY_FRAME);
             self.last_sent = now;
+        }
+    }
+
+    /// Closes with `why` in the AMQP layer, or, before it, just ends: before
+    /// the protocol header, or inside SASL, frames of ours would be garbage.
+    fn end_handshake_or_fail(&mut self, condition: &'static str, why: &str) {
+        if self.phase == Phase::Amqp {
+            self.fail(Error::new(condition, why));
+        } else {
+            self.handshake_failed(condition, why.into());
         }
     }
 
@@ -329,10 +343,15 @@ impl Connection {
         let idle = (self.phase != Phase::Done)
             .then(|| self.config.idle_timeout.map(|t| self.last_received + t))
             .flatten();
-        [idle, self.heartbeat_deadline(), self.close_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            idle,
+            self.heartbeat_deadline(),
+            self.close_deadline,
+            self.handshake_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next event, if any.
@@ -378,20 +397,21 @@ impl Connection {
             Phase::ServerHello | Phase::ServerAfterSasl | Phase::ClientHello(_) => {
                 self.read_header()
             }
-            Phase::SaslAwaitInit | Phase::SaslAwaitMechanisms | Phase::SaslAwaitOutcome => {
-                match self.decoder.decode(&mut self.input, Layer::Sasl) {
-                    Ok(Some(Frame::Sasl(frame))) => {
-                        self.handle_sasl(frame);
-                        true
-                    }
-                    Ok(Some(_)) => unreachable!("the SASL layer yields only SASL frames"),
-                    Ok(None) => false,
-                    Err(e) => {
-                        self.handshake_failed(condition::FRAMING_ERROR, e.to_string());
-                        false
-                    }
+            Phase::SaslAwaitInit
+            | Phase::SaslAwaitResponse
+            | Phase::SaslAwaitMechanisms
+            | Phase::SaslAwaitOutcome => match self.decoder.decode(&mut self.input, Layer::Sasl) {
+                Ok(Some(Frame::Sasl(frame))) => {
+                    self.handle_sasl(frame);
+                    true
                 }
-            }
+                Ok(Some(_)) => unreachable!("the SASL layer yields only SASL frames"),
+                Ok(None) => false,
+                Err(e) => {
+                    self.handshake_failed(condition::FRAMING_ERROR, e.to_string());
+                    false
+                }
+            },
             Phase::Amqp => match self.decoder.decode(&mut self.input, Layer::Amqp) {
                 Ok(Some(frame)) => {
                     self.handle_frame(frame);
@@ -403,7 +423,7 @@ impl Connection {
                     false
                 }
             },
-            Phase::Done => false,
+            Phase::SaslDeciding | Phase::Done => false,
         }
     }
 
@@ -416,11 +436,7 @@ impl Connection {
         match (self.phase, received) {
             (Phase::ServerHello, Some(ProtocolId::Sasl)) => self.offer_mechanisms(),
             (Phase::ServerHello, Some(ProtocolId::Amqp)) => {
-                match self
-                    .authenticator
-                    .as_ref()
-                    .and_then(|a| a.unauthenticated_identity())
-                {
+                match self.server_sasl.unauthenticated.clone() {
                     Some(identity) => {
                         self.events.push_back(Event::Authenticated { identity });
                         self.out.extend_from_slice(&ProtocolId::Amqp.header());
@@ -481,21 +497,14 @@ impl Connection {
     // ---- SASL ---------------------------------------------------------
 
     fn offer_mechanisms(&mut self) {
-        let mechanisms: Vec<Symbol> = self
-            .authenticator
-            .as_ref()
-            .map(|a| a.mechanisms())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(Symbol::new)
-            .collect();
         self.out.extend_from_slice(&ProtocolId::Sasl.header());
-        if mechanisms.is_empty() {
+        if self.server_sasl.mechanisms.is_empty() {
             return self.handshake_failed(
                 condition::INTERNAL_ERROR,
                 "no SASL mechanism is configured".into(),
             );
         }
+        let mechanisms = self.server_sasl.mechanisms.clone();
         put_sasl_frame(
             &mut self.out,
             &SaslFrame::Mechanisms(SaslMechanisms { mechanisms }),
@@ -505,9 +514,16 @@ impl Connection {
 
     fn handle_sasl(&mut self, frame: SaslFrame) {
         match (self.phase, frame) {
-            (Phase::SaslAwaitInit, SaslFrame::Init(init)) => self.authenticate(init),
+            (Phase::SaslAwaitInit, SaslFrame::Init(init)) => self.sasl_init(init),
+            (Phase::SaslAwaitResponse, SaslFrame::Response(SaslResponse { response })) => {
+                self.phase = Phase::SaslDeciding;
+                self.events.push_back(Event::SaslResponse { response });
+            }
             (Phase::SaslAwaitMechanisms, SaslFrame::Mechanisms(offer)) => {
                 self.choose_mechanism(offer)
+            }
+            (Phase::SaslAwaitOutcome, SaslFrame::Challenge(SaslChallenge { challenge })) => {
+                self.answer_challenge(&challenge)
             }
             (Phase::SaslAwaitOutcome, SaslFrame::Outcome(outcome)) => self.sasl_outcome(outcome),
             (_, frame) => self.handshake_failed(
@@ -517,22 +533,66 @@ impl Connection {
         }
     }
 
-    fn authenticate(&mut self, init: SaslInit) {
-        let outcome = match &self.authenticator {
-            Some(auth) => auth.authenticate(
-                init.mechanism.as_str(),
-                init.initial_response.as_deref().unwrap_or_default(),
-                init.hostname.as_deref(),
-            ),
-            None => AuthOutcome::Denied,
-        };
-        let code = match outcome {
-            AuthOutcome::Ok { identity } => {
+    /// Hands a `sasl-init` for an offered mechanism to the application;
+    /// refuses any other mechanism without asking it.
+    fn sasl_init(&mut self, init: SaslInit) {
+        if !self.server_sasl.mechanisms.contains(&init.mechanism) {
+            return self.refuse_sasl(SaslCode::Auth);
+        }
+        self.phase = Phase::SaslDeciding;
+        self.events.push_back(Event::SaslInit {
+            mechanism: init.mechanism,
+            initial_response: init.initial_response.unwrap_or_default(),
+            hostname: init.hostname,
+        });
+    }
+
+    /// Carries out the application's verdict on the last [`Event::SaslInit`]
+    /// or [`Event::SaslResponse`] (server role), then reads on.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Closed`] if the connection is not waiting for a
+    /// verdict (it ended meanwhile, or none was asked for).
+    pub fn answer_sasl(&mut self, verdict: SaslVerdict) -> Result<(), EngineError> {
+        if self.phase != Phase::SaslDeciding {
+            return Err(EngineError::Closed);
+        }
+        match verdict {
+            SaslVerdict::Challenge(challenge) => {
+                put_sasl_frame(
+                    &mut self.out,
+                    &SaslFrame::Challenge(SaslChallenge { challenge }),
+                );
+                self.phase = Phase::SaslAwaitResponse;
+            }
+            SaslVerdict::Accept {
+                identity,
+                additional_data,
+            } => {
+                put_sasl_frame(
+                    &mut self.out,
+                    &SaslFrame::Outcome(SaslOutcome {
+                        code: SaslCode::Ok,
+                        additional_data,
+                    }),
+                );
                 self.events.push_back(Event::Authenticated { identity });
                 self.phase = Phase::ServerAfterSasl;
-                SaslCode::Ok
             }
-            AuthOutcome::Denied => SaslCode::Auth,
+            SaslVerdict::Refuse(code) => self.refuse_sasl(code),
+        }
+        // What the client pipelined behind its SASL frames waited unread.
+        while self.phase != Phase::Done && self.read_one() {}
+        Ok(())
+    }
+
+    fn refuse_sasl(&mut self, code: SaslCode) {
+        // `ok` here would admit the client unauthenticated.
+        let code = if code == SaslCode::Ok {
+            SaslCode::Auth
+        } else {
+            code
         };
         put_sasl_frame(
             &mut self.out,
@@ -541,15 +601,30 @@ impl Connection {
                 additional_data: None,
             }),
         );
-        if code != SaslCode::Ok {
-            let why = format!("authentication with {} failed", init.mechanism);
-            self.handshake_failed(condition::UNAUTHORIZED_ACCESS, why);
-        }
+        let why = format!("SASL authentication failed: {code:?}");
+        self.handshake_failed(condition::UNAUTHORIZED_ACCESS, why);
     }
 
     fn choose_mechanism(&mut self, offer: SaslMechanisms) {
-        let Some(mechanism) = self.client_sasl.mechanism() else {
-            return self.handshake_failed(condition::FRAMING_ERROR, "unexpected SASL layer".into());
+        let (mechanism, initial_response) = match &self.client_sasl {
+            ClientSasl::None => {
+                return self
+                    .handshake_failed(condition::FRAMING_ERROR, "unexpected SASL layer".into());
+            }
+            ClientSasl::Anonymous => ("ANONYMOUS", None),
+            ClientSasl::Plain { username, password } => (
+                "PLAIN",
+                Some(crate::sasl::plain_response(username, password)),
+            ),
+            ClientSasl::Scram {
+                username,
+                password,
+                nonce,
+            } => {
+                let (scram, first) = ScramClient::start(username, password.as_bytes(), nonce);
+                self.scram = Some(scram);
+                (crate::sasl::scram::MECHANISM, Some(Bytes::from(first)))
+            }
         };
         if !offer.mechanisms.iter().any(|m| m == mechanism) {
             let why = format!("server does not offer {mechanism}: {:?}", offer.mechanisms);
@@ -557,17 +632,42 @@ impl Connection {
         }
         let init = SaslInit {
             mechanism: Symbol::from_static(mechanism),
-            initial_response: self.client_sasl.initial_response(),
+            initial_response,
             hostname: self.config.hostname.clone(),
         };
         put_sasl_frame(&mut self.out, &SaslFrame::Init(init));
         self.phase = Phase::SaslAwaitOutcome;
     }
 
+    /// Answers a server challenge: only SCRAM has one, once.
+    fn answer_challenge(&mut self, challenge: &[u8]) {
+        let answered = match &mut self.scram {
+            Some(scram) => scram.respond(challenge).map_err(|error| error.to_string()),
+            None => Err("a challenge for a mechanism that has none".to_owned()),
+        };
+        match answered {
+            Ok(response) => put_sasl_frame(
+                &mut self.out,
+                &SaslFrame::Response(SaslResponse {
+                    response: Bytes::from(response),
+                }),
+            ),
+            Err(why) => self.handshake_failed(condition::UNAUTHORIZED_ACCESS, why),
+        }
+    }
+
     fn sasl_outcome(&mut self, outcome: SaslOutcome) {
         if outcome.code != SaslCode::Ok {
             let why = format!("SASL authentication failed: {:?}", outcome.code);
             return self.handshake_failed(condition::UNAUTHORIZED_ACCESS, why);
+        }
+        // SCRAM's server proves it knew the credential: a server that
+        // merely says `ok` could be anyone.
+        if let Some(scram) = &self.scram {
+            let data = outcome.additional_data.as_deref().unwrap_or_default();
+            if let Err(error) = scram.verify(data) {
+                return self.handshake_failed(condition::UNAUTHORIZED_ACCESS, error.to_string());
+            }
         }
         // The AMQP header and open are pipelined, as the spec allows.
         self.out.extend_from_slice(&ProtocolId::Amqp.header());
@@ -628,6 +728,7 @@ impl Connection {
                 ),
             ));
         }
+        self.handshake_deadline = None;
         self.peer = Some(PeerLimits {
             max_frame_size: open.max_frame_size,
             channel_max: open.channel_max,

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::amqp::codec::Symbol;
+
 use crate::amqp::types::{Attach, Begin, DeliveryState, Error, Open, ReceiverSettleMode};
 
 /// A session, by its local channel number.
@@ -29,6 +31,24 @@ pub struct DeliveryId {
 /// Something that happened on the connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The client chose a mechanism the server offers (server role): check
+    /// its initial response and answer with
+    /// [`super::Connection::answer_sasl`]. The engine reads nothing more
+    /// from the client until then.
+    SaslInit {
+        /// The mechanism, one of those offered.
+        mechanism: Symbol,
+        /// Its initial response; empty when the client sent none.
+        initial_response: Bytes,
+        /// The host name the client asked for.
+        hostname: Option<String>,
+    },
+    /// The client answered a challenge (server role): answer with
+    /// [`super::Connection::answer_sasl`].
+    SaslResponse {
+        /// The response data.
+        response: Bytes,
+    },
     /// SASL succeeded (server role): the peer's identity.
     Authenticated {
         /// Who the peer is.

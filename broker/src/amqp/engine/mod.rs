@@ -12,7 +12,7 @@ mod event;
 mod link;
 mod session;
 
-pub use config::{AuthOutcome, Authenticator, ClientSasl, ConnectionConfig};
+pub use config::{ClientSasl, ConnectionConfig, SaslVerdict, ServerSasl};
 pub use connection::{Connection, EngineError, HANDLE_MAX, LinkOptions, LinkReply};
 pub use event::{DeliveryId, Event, LinkId, SessionId};
 

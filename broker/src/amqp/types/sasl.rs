@@ -1,5 +1,7 @@
 //! SASL frames (spec part 5 §5.3).
 
+use std::fmt;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::amqp::codec::{
@@ -15,7 +17,7 @@ pub struct SaslMechanisms {
 }
 
 /// The client's chosen mechanism and initial response.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SaslInit {
     /// The chosen mechanism.
     pub mechanism: Symbol,
@@ -26,17 +28,64 @@ pub struct SaslInit {
 }
 
 /// A server challenge.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SaslChallenge {
     /// The challenge data.
     pub challenge: Bytes,
 }
 
 /// A client response to a challenge.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SaslResponse {
     /// The response data.
     pub response: Bytes,
+}
+
+// The mechanisms' data is credentials (PLAIN's is the password itself):
+// `Debug`, which error messages and logs use, shows only its length.
+
+impl fmt::Debug for SaslInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslInit")
+            .field("mechanism", &self.mechanism)
+            .field(
+                "initial_response",
+                &self.initial_response.as_ref().map(Redacted::of),
+            )
+            .field("hostname", &self.hostname)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SaslChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslChallenge")
+            .field("challenge", &Redacted::of(&self.challenge))
+            .finish()
+    }
+}
+
+impl fmt::Debug for SaslResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslResponse")
+            .field("response", &Redacted::of(&self.response))
+            .finish()
+    }
+}
+
+/// Shows how many bytes there are, not what they are.
+struct Redacted(usize);
+
+impl Redacted {
+    fn of(bytes: &Bytes) -> Self {
+        Self(bytes.len())
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
 }
 
 /// The result of authentication.

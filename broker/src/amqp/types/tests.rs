@@ -1747,6 +1747,31 @@ fn every_sasl_frame_round_trips_and_accepts_its_symbolic_descriptor() {
     }
 }
 
+/// Credentials in SASL frames never reach an error message or a log line
+/// through `Debug`: only their length does.
+#[test]
+fn debug_of_sasl_frames_shows_no_credentials() {
+    let secret = Bytes::from_static(b"\0alice\0hunter2");
+    let frames = [
+        SaslFrame::Init(SaslInit {
+            mechanism: Symbol::from_static("PLAIN"),
+            initial_response: Some(secret.clone()),
+            hostname: Some("broker".to_owned()),
+        }),
+        SaslFrame::Challenge(SaslChallenge {
+            challenge: secret.clone(),
+        }),
+        SaslFrame::Response(SaslResponse {
+            response: secret.clone(),
+        }),
+    ];
+    for frame in frames {
+        let shown = format!("{frame:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<14 bytes>"), "{shown}");
+    }
+}
+
 #[test]
 fn sasl_frames_use_descriptors_0x40_to_0x44() {
     let codes: Vec<u8> = all_sasl_frames().iter().map(|f| encode(f)[2]).collect();

@@ -24,14 +24,16 @@ pub const HEADER_BYTES: usize = 5;
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Dialer to acceptor: who is calling whom, and the dialer's nonce.
+    /// Dialer to acceptor: who is calling whom, and the dialer's key
+    /// exchange message.
     Hello,
-    /// Acceptor to dialer: the acceptor's nonce and its proof of the secret.
+    /// Acceptor to dialer: the acceptor's key exchange message and its
+    /// proof of the key.
     Challenge,
-    /// Dialer to acceptor: the dialer's proof of the secret.
+    /// Dialer to acceptor: the dialer's proof of the key.
     Proof,
-    /// Either way, once authenticated: payloads under a sequence number and
-    /// an integrity tag.
+    /// Either way, once authenticated: payloads, encrypted and
+    /// authenticated under the session's key for that direction.
     Batch,
 }
 

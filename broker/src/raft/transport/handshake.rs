@@ -1,58 +1,73 @@
-//! Mutual authentication with the cluster secret, and the integrity of every
-//! batch after it. Sans-IO: frames in, frames out, randomness from the
-//! caller's seeded RNG.
+//! Mutual authentication with the cluster secret, and the secrecy and
+//! integrity of every batch after it. Sans-IO: frames in, frames out,
+//! randomness from the caller's RNG.
 //!
-//! The secret never crosses the wire. Each side proves it knows the secret
-//! by a MAC over both node ids and both nonces:
+//! The secret never crosses the wire, and nothing that does lets anyone
+//! test guesses of it offline: the two sides run SPAKE2 (a
+//! password-authenticated key exchange) on the secret, and each proves it
+//! got the same key by a MAC under that key.
 //!
 //! ```text
-//! dialer   → Hello     { version, dialer id, acceptor id, nonce_d }
-//! acceptor → Challenge { acceptor id, nonce_a, mac_a }
-//! dialer   → Proof     { mac_d }
+//! dialer   → Hello     { version, dialer id, acceptor id, pake_d }
+//! acceptor → Challenge { acceptor id, pake_a, confirm_a }
+//! dialer   → Proof     { confirm_d }
 //!
-//! transcript  = version | dialer id | acceptor id | nonce_d | nonce_a
-//! mac_a       = HMAC(secret, "sluice-cluster acceptor\0" | transcript)
-//! mac_d       = HMAC(secret, "sluice-cluster dialer\0"   | transcript)
-//! session key = HMAC(secret, "sluice-cluster session\0"  | transcript)
+//! K           = SPAKE2(secret, pake_d, pake_a)   (symmetric, Ed25519 group)
+//! transcript  = version | dialer id | acceptor id | pake_d | pake_a
+//! confirm_a   = HMAC(K, "sluice-cluster acceptor\0" | transcript)
+//! confirm_d   = HMAC(K, "sluice-cluster dialer\0"   | transcript)
+//! key d→a     = HMAC(K, "sluice-cluster dialer to acceptor\0" | transcript)
+//! key a→d     = HMAC(K, "sluice-cluster acceptor to dialer\0" | transcript)
 //! ```
 //!
-//! Distinct labels stop a MAC from being reflected back as the other
-//! side's; fresh nonces on both sides stop a recorded handshake from being
-//! replayed. A relay that forwards both sides' frames unchanged gains
-//! nothing: it never learns the session key.
+//! SPAKE2's messages are blinded by the secret: a passive eavesdropper
+//! learns nothing it could test guesses against, and an active one, on
+//! either side, can test one guess per handshake it runs with a real node,
+//! online, where the handshake limits and logs see it. Fresh randomness on
+//! both sides makes every session key new, so a recorded handshake cannot
+//! be replayed; distinct labels stop a MAC from being reflected back as the
+//! other side's; the ids in the transcript stop a handshake meant for one
+//! node from being passed to another.
 //!
-//! Each batch then carries `seq u64 | count u32 | (len u32 | payload)* |
-//! tag[32]`, with `tag = HMAC(session key, direction | everything before
-//! the tag)`. The sequence number starts at 0 and grows by one per batch in
-//! each direction, so a batch cannot be forged, altered, replayed,
-//! reordered, dropped from the middle, or reflected to its sender without
-//! the receiver noticing.
+//! Each batch is then sealed with AES-256-GCM under its direction's key:
+//! `ciphertext(count u32 | (len u32 | payload)*) | tag[16]`, with the
+//! nonce `0u32 | seq u64`. The sequence number starts at 0 and grows by one
+//! per batch in each direction, and is not sent: a batch forged, altered,
+//! replayed, reordered, dropped from the middle, or reflected to its
+//! sender fails to open. Nobody without the secret can read a batch.
 //!
 //! The handshake is a typestate rather than a `handle_*`/`poll_*` machine:
 //! with three messages and no timers, each step consumes its state and
 //! returns the frame to send, which leaves no wrong order to call it in.
 
 use std::fmt;
+use std::sync::Arc;
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use bytes::{BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 use super::frame::{self, FRAME_BYTES_MAX, Frame, FrameError, Kind};
 use crate::io::SeededRng;
 
-/// The transport's protocol version, first in every Hello.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The transport's protocol version, first in every Hello. Version 1 was
+/// HMAC-only: its Challenge let anyone who connected test guesses of the
+/// secret offline, and its batches were not encrypted.
+pub const PROTOCOL_VERSION: u8 = 2;
 
-/// Bytes in each side's nonce.
-pub const NONCE_BYTES: usize = 32;
+/// Bytes in each side's SPAKE2 message: a side byte and a point.
+pub const PAKE_BYTES: usize = 33;
 
-/// Bytes in a MAC or a batch tag (HMAC-SHA256).
-pub const TAG_BYTES: usize = 32;
+/// Bytes in a key confirmation (HMAC-SHA256).
+pub const CONFIRM_BYTES: usize = 32;
 
-/// A batch's fixed fields: sequence number, count and tag.
-pub const BATCH_OVERHEAD_BYTES: usize = 8 + 4 + TAG_BYTES;
+/// Bytes in a batch's AES-GCM tag.
+pub const TAG_BYTES: usize = 16;
+
+/// A batch's fixed fields: count and tag.
+pub const BATCH_OVERHEAD_BYTES: usize = 4 + TAG_BYTES;
 
 /// What each payload adds to a batch besides its bytes: its length.
 pub const PAYLOAD_OVERHEAD_BYTES: usize = 4;
@@ -63,15 +78,15 @@ pub const BATCH_PAYLOAD_BYTES_MAX: usize = FRAME_BYTES_MAX as usize - 1 - BATCH_
 /// The largest payload a batch can carry: one alone in a full frame.
 pub const PAYLOAD_BYTES_MAX: usize = BATCH_PAYLOAD_BYTES_MAX - PAYLOAD_OVERHEAD_BYTES;
 
+/// SPAKE2's identity: both sides use the same one (symmetric mode).
+const PAKE_IDENTITY: &[u8] = b"sluice-cluster v2";
+
 const ACCEPTOR_LABEL: &[u8] = b"sluice-cluster acceptor\0";
 const DIALER_LABEL: &[u8] = b"sluice-cluster dialer\0";
-const SESSION_LABEL: &[u8] = b"sluice-cluster session\0";
+const DIALER_TO_ACCEPTOR_LABEL: &[u8] = b"sluice-cluster dialer to acceptor\0";
+const ACCEPTOR_TO_DIALER_LABEL: &[u8] = b"sluice-cluster acceptor to dialer\0";
 
-/// The direction byte each batch tag starts with.
-const DIALER_TO_ACCEPTOR: u8 = 0;
-const ACCEPTOR_TO_DIALER: u8 = 1;
-
-const TRANSCRIPT_BYTES: usize = 1 + 8 + 8 + NONCE_BYTES + NONCE_BYTES;
+const TRANSCRIPT_BYTES: usize = 1 + 8 + 8 + PAKE_BYTES + PAKE_BYTES;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -118,79 +133,40 @@ pub enum ProtocolError {
     /// The dialer claims a node id that is not in the configuration.
     #[error("node {0} is not a configured peer")]
     UnknownPeer(u64),
-    /// The peer's MAC does not verify: it does not know the cluster secret.
+    /// The peer's key exchange message is not a SPAKE2 message.
+    #[error("the peer's key exchange message is malformed")]
+    BadKeyExchange,
+    /// The peer's key confirmation does not verify: it does not know the
+    /// cluster secret.
     #[error("the peer's proof of the cluster secret does not verify")]
     BadProof,
-    /// A batch's tag does not verify: forged, altered or reflected.
+    /// A batch does not open: forged, altered, replayed, reordered, after a
+    /// lost one, or reflected.
     #[error("a batch failed its integrity check")]
     BadTag,
-    /// An authentic batch out of sequence: replayed, reordered or after a
-    /// lost one.
-    #[error("batch {got} arrived where batch {expected} was due")]
-    OutOfOrder {
-        /// The sequence number due.
-        expected: u64,
-        /// The one that arrived.
-        got: u64,
-    },
 }
 
-/// The cluster secret, ready to MAC with. The secret itself is not kept
-/// apart from the HMAC state, and is never printed.
+/// The cluster secret, for SPAKE2. Never printed.
 #[derive(Clone)]
-pub struct ClusterKey(HmacSha256);
+pub struct ClusterKey(Arc<[u8]>);
 
 impl ClusterKey {
-    /// Keys HMAC-SHA256 with the cluster secret.
+    /// Holds the cluster secret.
     pub fn new(secret: &[u8]) -> Self {
-        Self(HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"))
+        Self(secret.into())
     }
 
-    /// The MAC state after `label | transcript`, to finalize or verify.
-    fn mac(&self, label: &[u8], transcript: &Transcript) -> HmacSha256 {
-        let mut mac = self.0.clone();
-        mac.update(label);
-        mac.update(&transcript.0);
-        mac
-    }
-
-    fn tag(&self, label: &[u8], transcript: &Transcript) -> [u8; TAG_BYTES] {
-        self.mac(label, transcript).finalize().into_bytes().into()
-    }
-
-    /// Compares in constant time (`hmac`'s `verify_slice`).
-    fn verify(
-        &self,
-        label: &[u8],
-        transcript: &Transcript,
-        tag: &[u8; TAG_BYTES],
-    ) -> Result<(), ProtocolError> {
-        self.mac(label, transcript)
-            .verify_slice(tag)
-            .map_err(|_| ProtocolError::BadProof)
-    }
-
-    fn session(&self, transcript: &Transcript, local_is_dialer: bool, peer: u64) -> Session {
-        let key = self.tag(SESSION_LABEL, transcript);
-        let key = HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length");
-        let (send, receive) = if local_is_dialer {
-            (DIALER_TO_ACCEPTOR, ACCEPTOR_TO_DIALER)
-        } else {
-            (ACCEPTOR_TO_DIALER, DIALER_TO_ACCEPTOR)
-        };
-        Session {
-            peer,
-            sealer: Sealer {
-                key: key.clone(),
-                direction: send,
-                seq: 0,
-            },
-            opener: Opener {
-                key,
-                direction: receive,
-                seq: 0,
-            },
-        }
+    /// Starts a SPAKE2 exchange: the state, and the message to send.
+    fn start(&self, rng: &mut SeededRng) -> (Spake2<Ed25519Group>, [u8; PAKE_BYTES]) {
+        let (state, message) = Spake2::<Ed25519Group>::start_symmetric_with_rng(
+            &Password::new(&self.0),
+            &Identity::new(PAKE_IDENTITY),
+            rng,
+        );
+        let message = message
+            .try_into()
+            .expect("a SPAKE2 Ed25519 message is a side byte and a 32-byte point");
+        (state, message)
     }
 }
 
@@ -200,7 +176,69 @@ impl fmt::Debug for ClusterKey {
     }
 }
 
-/// Everything both MACs and the session key are bound to.
+/// The key both sides agreed on with SPAKE2, before either has proven it.
+struct Agreed(HmacSha256);
+
+impl Agreed {
+    /// Finishes SPAKE2 with the peer's message.
+    fn finish(
+        state: Spake2<Ed25519Group>,
+        peer_message: &[u8; PAKE_BYTES],
+    ) -> Result<Self, ProtocolError> {
+        let key = state
+            .finish(peer_message)
+            .map_err(|_| ProtocolError::BadKeyExchange)?;
+        Ok(Self(
+            HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length"),
+        ))
+    }
+
+    fn tag(&self, label: &[u8], transcript: &Transcript) -> [u8; CONFIRM_BYTES] {
+        let mut mac = self.0.clone();
+        mac.update(label);
+        mac.update(&transcript.0);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Compares in constant time (`hmac`'s `verify_slice`).
+    fn verify(
+        &self,
+        label: &[u8],
+        transcript: &Transcript,
+        tag: &[u8; CONFIRM_BYTES],
+    ) -> Result<(), ProtocolError> {
+        let mut mac = self.0.clone();
+        mac.update(label);
+        mac.update(&transcript.0);
+        mac.verify_slice(tag).map_err(|_| ProtocolError::BadProof)
+    }
+
+    fn session(&self, transcript: &Transcript, local_is_dialer: bool, peer: u64) -> Session {
+        let aead_key = |label| {
+            let key = UnboundKey::new(&AES_256_GCM, &self.tag(label, transcript))
+                .expect("AES-256-GCM takes a 32-byte key");
+            LessSafeKey::new(key)
+        };
+        let (send, receive) = if local_is_dialer {
+            (DIALER_TO_ACCEPTOR_LABEL, ACCEPTOR_TO_DIALER_LABEL)
+        } else {
+            (ACCEPTOR_TO_DIALER_LABEL, DIALER_TO_ACCEPTOR_LABEL)
+        };
+        Session {
+            peer,
+            sealer: Sealer {
+                key: aead_key(send),
+                seq: 0,
+            },
+            opener: Opener {
+                key: aead_key(receive),
+                seq: 0,
+            },
+        }
+    }
+}
+
+/// Everything the confirmations and the session keys are bound to.
 #[derive(Debug)]
 struct Transcript([u8; TRANSCRIPT_BYTES]);
 
@@ -208,23 +246,25 @@ impl Transcript {
     fn new(
         dialer: u64,
         acceptor: u64,
-        nonce_d: &[u8; NONCE_BYTES],
-        nonce_a: &[u8; NONCE_BYTES],
+        pake_d: &[u8; PAKE_BYTES],
+        pake_a: &[u8; PAKE_BYTES],
     ) -> Self {
         let mut bytes = Vec::with_capacity(TRANSCRIPT_BYTES);
         bytes.put_u8(PROTOCOL_VERSION);
         bytes.put_u64(dialer);
         bytes.put_u64(acceptor);
-        bytes.put_slice(nonce_d);
-        bytes.put_slice(nonce_a);
+        bytes.put_slice(pake_d);
+        bytes.put_slice(pake_a);
         Self(bytes.try_into().expect("the transcript's fields fill it"))
     }
 }
 
-fn nonce(rng: &mut SeededRng) -> [u8; NONCE_BYTES] {
-    let mut nonce = [0; NONCE_BYTES];
-    rng.fill_bytes(&mut nonce);
-    nonce
+/// The AES-GCM nonce of batch `seq`: unique per key, since each direction
+/// has its own key and counts its batches.
+fn batch_nonce(seq: u64) -> Nonce {
+    let mut nonce = [0; NONCE_LEN];
+    nonce[NONCE_LEN - 8..].copy_from_slice(&seq.to_be_bytes());
+    Nonce::assume_unique_for_key(nonce)
 }
 
 fn encode(kind: Kind, body: &[u8]) -> Bytes {
@@ -245,29 +285,38 @@ fn expect_kind(frame: &Frame, expected: Kind) -> Result<(), ProtocolError> {
 }
 
 /// The dialing side, between its Hello and the acceptor's Challenge.
-#[derive(Debug)]
 pub struct Dialer {
-    key: ClusterKey,
     local: u64,
     remote: u64,
-    nonce: [u8; NONCE_BYTES],
+    pake: Spake2<Ed25519Group>,
+    pake_d: [u8; PAKE_BYTES],
+}
+
+impl fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dialer")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Dialer {
     /// Starts a handshake from node `local` to node `remote`; returns the
     /// Hello frame to send.
     pub fn new(key: &ClusterKey, local: u64, remote: u64, rng: &mut SeededRng) -> (Self, Bytes) {
-        let dialer = Self {
-            key: key.clone(),
-            local,
-            remote,
-            nonce: nonce(rng),
-        };
-        let mut body = Vec::with_capacity(1 + 8 + 8 + NONCE_BYTES);
+        let (pake, pake_d) = key.start(rng);
+        let mut body = Vec::with_capacity(1 + 8 + 8 + PAKE_BYTES);
         body.put_u8(PROTOCOL_VERSION);
         body.put_u64(local);
         body.put_u64(remote);
-        body.put_slice(&dialer.nonce);
+        body.put_slice(&pake_d);
+        let dialer = Self {
+            local,
+            remote,
+            pake,
+            pake_d,
+        };
         (dialer, encode(Kind::Hello, &body))
     }
 
@@ -277,8 +326,8 @@ impl Dialer {
         expect_kind(&frame, Kind::Challenge)?;
         let mut r = Reader::new(&frame.body);
         let acceptor = r.u64("challenge node id")?;
-        let nonce_a = r.array::<NONCE_BYTES>("challenge nonce")?;
-        let mac_a = r.array::<TAG_BYTES>("challenge mac")?;
+        let pake_a = r.array::<PAKE_BYTES>("challenge key exchange")?;
+        let confirm_a = r.array::<CONFIRM_BYTES>("challenge confirmation")?;
         r.expect_empty("challenge")?;
         if acceptor != self.remote {
             return Err(ProtocolError::WrongPeer {
@@ -286,20 +335,28 @@ impl Dialer {
                 got: acceptor,
             });
         }
-        let transcript = Transcript::new(self.local, self.remote, &self.nonce, &nonce_a);
-        self.key.verify(ACCEPTOR_LABEL, &transcript, &mac_a)?;
-        let proof = self.key.tag(DIALER_LABEL, &transcript);
-        let session = self.key.session(&transcript, true, self.remote);
-        Ok((session, encode(Kind::Proof, &proof)))
+        let agreed = Agreed::finish(self.pake, &pake_a)?;
+        let transcript = Transcript::new(self.local, self.remote, &self.pake_d, &pake_a);
+        agreed.verify(ACCEPTOR_LABEL, &transcript, &confirm_a)?;
+        let confirm_d = agreed.tag(DIALER_LABEL, &transcript);
+        let session = agreed.session(&transcript, true, self.remote);
+        Ok((session, encode(Kind::Proof, &confirm_d)))
     }
 }
 
 /// The accepting side, between its Challenge and the dialer's Proof.
-#[derive(Debug)]
 pub struct Acceptor {
-    key: ClusterKey,
     remote: u64,
+    agreed: Agreed,
     transcript: Transcript,
+}
+
+impl fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Acceptor {
@@ -321,7 +378,7 @@ impl Acceptor {
         }
         let dialer = r.u64("hello node id")?;
         let wanted = r.u64("hello peer id")?;
-        let nonce_d = r.array::<NONCE_BYTES>("hello nonce")?;
+        let pake_d = r.array::<PAKE_BYTES>("hello key exchange")?;
         r.expect_empty("hello")?;
         if wanted != local {
             return Err(ProtocolError::NotForUs { wanted, local });
@@ -329,15 +386,16 @@ impl Acceptor {
         if dialer == local || !is_peer(dialer) {
             return Err(ProtocolError::UnknownPeer(dialer));
         }
-        let nonce_a = nonce(rng);
-        let transcript = Transcript::new(dialer, local, &nonce_d, &nonce_a);
-        let mut body = Vec::with_capacity(8 + NONCE_BYTES + TAG_BYTES);
+        let (pake, pake_a) = key.start(rng);
+        let agreed = Agreed::finish(pake, &pake_d)?;
+        let transcript = Transcript::new(dialer, local, &pake_d, &pake_a);
+        let mut body = Vec::with_capacity(8 + PAKE_BYTES + CONFIRM_BYTES);
         body.put_u64(local);
-        body.put_slice(&nonce_a);
-        body.put_slice(&key.tag(ACCEPTOR_LABEL, &transcript));
+        body.put_slice(&pake_a);
+        body.put_slice(&agreed.tag(ACCEPTOR_LABEL, &transcript));
         let acceptor = Self {
-            key: key.clone(),
             remote: dialer,
+            agreed,
             transcript,
         };
         Ok((acceptor, encode(Kind::Challenge, &body)))
@@ -348,10 +406,11 @@ impl Acceptor {
     pub fn handle_proof(self, frame: Frame) -> Result<Session, ProtocolError> {
         expect_kind(&frame, Kind::Proof)?;
         let mut r = Reader::new(&frame.body);
-        let mac_d = r.array::<TAG_BYTES>("proof mac")?;
+        let confirm_d = r.array::<CONFIRM_BYTES>("proof confirmation")?;
         r.expect_empty("proof")?;
-        self.key.verify(DIALER_LABEL, &self.transcript, &mac_d)?;
-        Ok(self.key.session(&self.transcript, false, self.remote))
+        self.agreed
+            .verify(DIALER_LABEL, &self.transcript, &confirm_d)?;
+        Ok(self.agreed.session(&self.transcript, false, self.remote))
     }
 }
 
@@ -369,8 +428,7 @@ pub struct Session {
 
 /// Seals payloads into Batch frames.
 pub struct Sealer {
-    key: HmacSha256,
-    direction: u8,
+    key: LessSafeKey,
     seq: u64,
 }
 
@@ -389,14 +447,16 @@ impl Sealer {
         );
         frame::put_header(Kind::Batch, BATCH_OVERHEAD_BYTES + payload_bytes, out);
         let body_start = out.len();
-        out.put_u64(self.seq);
         out.put_u32(u32::try_from(payloads.len()).expect("bounded by the batch size"));
         for payload in payloads {
             out.put_u32(u32::try_from(payload.len()).expect("bounded by the batch size"));
             out.put_slice(payload);
         }
-        let tag = tag(&self.key, self.direction, &out[body_start..]);
-        out.put_slice(&tag.finalize().into_bytes());
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(batch_nonce(self.seq), Aad::empty(), &mut out[body_start..])
+            .expect("AES-GCM seals any batch within the frame limit");
+        out.put_slice(tag.as_ref());
         self.seq += 1;
     }
 }
@@ -407,37 +467,36 @@ impl fmt::Debug for Sealer {
     }
 }
 
-/// Checks and unpacks Batch frames.
+/// Opens and unpacks Batch frames.
 pub struct Opener {
-    key: HmacSha256,
-    direction: u8,
+    key: LessSafeKey,
     seq: u64,
 }
 
 impl Opener {
-    /// Verifies one Batch frame and returns its payloads, as slices of the
-    /// frame. The tag is checked before anything is parsed.
+    /// Opens one Batch frame and returns its payloads, as slices of the
+    /// decrypted body. The tag is checked before anything is parsed.
     pub fn open(&mut self, frame: Frame) -> Result<Vec<Bytes>, ProtocolError> {
         expect_kind(&frame, Kind::Batch)?;
-        let body = frame.body;
-        let signed_bytes = body
-            .len()
-            .checked_sub(TAG_BYTES)
-            .ok_or(ProtocolError::MissingData("batch tag"))?;
-        let (signed, received_tag) = body.split_at(signed_bytes);
-        tag(&self.key, self.direction, signed)
-            .verify_slice(received_tag)
-            .map_err(|_| ProtocolError::BadTag)?;
-
-        let mut r = Reader::new(signed);
-        let seq = r.u64("batch seq")?;
-        if seq != self.seq {
-            return Err(ProtocolError::OutOfOrder {
-                expected: self.seq,
-                got: seq,
-            });
+        if frame.body.len() < TAG_BYTES {
+            return Err(ProtocolError::MissingData("batch tag"));
         }
+        // Decrypted in place: in the frame's own buffer when nothing else
+        // holds it, in a copy otherwise.
+        let mut body = frame
+            .body
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let plain_bytes = self
+            .key
+            .open_in_place(batch_nonce(self.seq), Aad::empty(), &mut body)
+            .map_err(|_| ProtocolError::BadTag)?
+            .len();
         self.seq += 1;
+        body.truncate(plain_bytes);
+        let body = body.freeze();
+
+        let mut r = Reader::new(&body);
         let count = r.u32("batch count")?;
         // Each payload takes at least its length field: a larger count
         // cannot be honest, and must not size the allocation below.
@@ -460,14 +519,6 @@ impl fmt::Debug for Opener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opener").field("seq", &self.seq).finish()
     }
-}
-
-/// The MAC state over `direction | signed`.
-fn tag(key: &HmacSha256, direction: u8, signed: &[u8]) -> HmacSha256 {
-    let mut mac = key.clone();
-    mac.update(&[direction]);
-    mac.update(signed);
-    mac
 }
 
 /// A bounded cursor over a frame body, rustls style: never reads past the

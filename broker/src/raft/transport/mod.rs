@@ -32,14 +32,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, timeout};
 use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
@@ -49,6 +49,8 @@ use self::handshake::{
     PAYLOAD_OVERHEAD_BYTES, ProtocolError, Sealer, Session,
 };
 use crate::io::{Io, Listener, SeededRng};
+use crate::log_budget::{LogBudget, LogLine};
+use crate::server::admission::{Admission, Ticket};
 
 /// The shortest cluster secret accepted: HMAC is only as strong as its key,
 /// and an empty one would let anybody in.
@@ -81,7 +83,11 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Connections still authenticating at once. More are closed on accept, so
 /// that strangers cannot tie up unbounded tasks and buffers.
-pub const PENDING_HANDSHAKES_MAX: usize = 64;
+pub const PENDING_HANDSHAKES_MAX: u32 = 64;
+
+/// Of those, from one address: a single host cannot take every slot and
+/// keep a restarted peer from getting one.
+pub const PENDING_HANDSHAKES_PER_SOURCE_MAX: u32 = 8;
 
 /// How long to wait before accepting again after `accept` failed (out of
 /// file descriptors, typically): retrying at once would spin.
@@ -164,6 +170,35 @@ struct Shared {
     inbound: mpsc::Sender<(u64, Bytes)>,
     /// Per peer, the connections dialled and authenticated so far.
     dialled: BTreeMap<u64, AtomicU64>,
+    /// Bounds the lines that failed handshakes write: a stranger who
+    /// retries must not fill the log.
+    refusals_log: Mutex<Option<LogBudget>>,
+}
+
+impl Shared {
+    /// Whether a refused handshake, from a connection accepted at
+    /// `accepted`, gets a log line.
+    fn refusal_logged(&self, accepted: Instant) -> bool {
+        let mut budget = self
+            .refusals_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let line = budget
+            .get_or_insert_with(|| LogBudget::new(accepted))
+            .spend(accepted);
+        match line {
+            LogLine::Write { suppressed } => {
+                if suppressed > 0 {
+                    warn!(
+                        suppressed,
+                        "refused cluster connections not logged, to bound the log"
+                    );
+                }
+                true
+            }
+            LogLine::Skip => false,
+        }
+    }
 }
 
 impl Transport {
@@ -187,7 +222,7 @@ impl Transport {
         let listener = io.bind(config.listen).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
 
-        let mut rng = transport_rng(config.seed, config.node_id, io.unix_time_ms());
+        let mut rng = transport_rng(&io, config.seed, config.node_id);
         let (inbound, received) = mpsc::channel(INBOUND_MESSAGES_MAX);
         let shared = Arc::new(Shared {
             node_id: config.node_id,
@@ -197,6 +232,7 @@ impl Transport {
             dialled: (config.peers.keys())
                 .map(|&peer| (peer, AtomicU64::new(0)))
                 .collect(),
+            refusals_log: Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(());
 
@@ -294,17 +330,16 @@ enum ConnectionError {
     Stopped,
 }
 
-/// The transport's RNG. The configured seed alone would replay the same
-/// nonces after every restart, and a repeated nonce lets a recorded
-/// handshake be replayed; the node id and the start time make each run's
-/// stream its own. Under turmoil the time is simulated, so a run still
-/// replays from its seed.
-fn transport_rng(seed: u64, node_id: u64, unix_time_ms: u64) -> SeededRng {
-    let mut bytes = [0; 32];
-    bytes[..8].copy_from_slice(&seed.to_be_bytes());
-    bytes[8..16].copy_from_slice(&node_id.to_be_bytes());
-    bytes[16..24].copy_from_slice(&unix_time_ms.to_be_bytes());
-    SeededRng::from_seed(bytes)
+/// The transport's RNG: SPAKE2's secret scalars come from it, so it is
+/// seeded from the environment's entropy ([`crate::io::secret_rng`]). Under
+/// turmoil, where that is nothing, the node id and the start time still
+/// make each node's and each run's stream its own, and a run replays from
+/// its seed.
+fn transport_rng<I: Io>(io: &I, seed: u64, node_id: u64) -> SeededRng {
+    let mut purpose = b"cluster transport".to_vec();
+    purpose.extend_from_slice(&node_id.to_be_bytes());
+    purpose.extend_from_slice(&io.unix_time_ms().to_be_bytes());
+    crate::io::secret_rng(io, seed, &purpose)
 }
 
 /// A new RNG for one task, drawn from `rng`, so that tasks need not share
@@ -346,7 +381,7 @@ async fn accept_loop<I: Io>(
     mut rng: SeededRng,
     stopped: watch::Receiver<()>,
 ) {
-    let handshakes = Arc::new(Semaphore::new(PENDING_HANDSHAKES_MAX));
+    let handshakes = Admission::new(PENDING_HANDSHAKES_MAX, PENDING_HANDSHAKES_PER_SOURCE_MAX);
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -356,12 +391,21 @@ async fn accept_loop<I: Io>(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-            warn!(%addr, "refused a cluster connection: too many handshakes in progress");
+        // Refused (and logged, at a bounded rate) past the bounds on
+        // handshakes in progress, in all and from the connection's address.
+        let accepted_at = io.now();
+        let Ok(permit) = handshakes.admit(addr.ip(), accepted_at) else {
             continue;
         };
         let span = info_span!("cluster_inbound", %addr, peer = field::Empty);
-        let serving = serve_inbound(stream, addr, Arc::clone(&shared), fork(&mut rng), permit);
+        let serving = serve_inbound(
+            stream,
+            addr,
+            accepted_at,
+            Arc::clone(&shared),
+            fork(&mut rng),
+            permit,
+        );
         spawn_until_stopped(&io, &stopped, serving, span);
     }
 }
@@ -371,9 +415,10 @@ async fn accept_loop<I: Io>(
 async fn serve_inbound<S>(
     mut stream: S,
     addr: SocketAddr,
+    accepted_at: Instant,
     shared: Arc<Shared>,
     mut rng: SeededRng,
-    permit: OwnedSemaphorePermit,
+    permit: Ticket,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -387,7 +432,9 @@ async fn serve_inbound<S>(
     let (session, buf) = match accepted {
         Ok(accepted) => accepted,
         Err(error) => {
-            warn!(%addr, %error, "refused a cluster connection");
+            if shared.refusal_logged(accepted_at) {
+                warn!(%addr, %error, "refused a cluster connection");
+            }
             return;
         }
     };

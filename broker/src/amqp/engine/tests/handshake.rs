@@ -1,9 +1,23 @@
 //! Protocol headers, SASL and `open`.
 
+use bytes::{BufMut, BytesMut};
+
 use super::util::*;
-use crate::amqp::engine::{ClientSasl, Event};
-use crate::amqp::frame::{Frame, ProtocolId};
-use crate::amqp::types::{Performative, SaslCode, SaslFrame, condition};
+use crate::amqp::codec::Symbol;
+use crate::amqp::engine::{
+    ClientSasl, Connection, ConnectionConfig, EngineError, Event, SaslVerdict, ServerSasl,
+};
+use crate::amqp::frame::{Frame, ProtocolId, put_sasl_frame};
+use crate::amqp::types::{Open, Performative, SaslCode, SaslFrame, SaslInit, condition};
+
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Appends an AMQP frame on channel 0 carrying `open`.
+fn raw_frame_into(out: &mut Vec<u8>, open: &Open) {
+    let mut frame = BytesMut::new();
+    raw_frame(&mut frame, 0, open, &[]);
+    out.extend_from_slice(&frame);
+}
 
 fn plain(password: &str) -> ClientSasl {
     ClientSasl::Plain {
@@ -71,7 +85,7 @@ fn sasl_anonymous_then_open_on_both_sides() {
     assert_eq!(server[0], Unit::Header(ProtocolId::Sasl.header()));
     assert!(matches!(
         &server[1],
-        Unit::Frame { frame: Frame::Sasl(SaslFrame::Mechanisms(m)), .. } if m.mechanisms == ["PLAIN", "ANONYMOUS"]
+        Unit::Frame { frame: Frame::Sasl(SaslFrame::Mechanisms(m)), .. } if m.mechanisms == ["SCRAM-SHA-256", "PLAIN", "ANONYMOUS"]
     ));
     assert!(matches!(
         &server[2],
@@ -170,9 +184,7 @@ fn sasl_plain_with_a_bad_password_is_refused_and_both_sides_finish() {
 
 #[test]
 fn client_without_sasl_is_accepted_when_the_authenticator_allows_it() {
-    let auth = TestAuth {
-        allow_unauthenticated: true,
-    };
+    let auth = TestAuth::guest();
     let mut pair = Pair::new(client_config(), ClientSasl::None, server_config(), auth);
     pair.drive();
     assert_events!(
@@ -215,28 +227,13 @@ fn client_without_sasl_is_refused_when_the_authenticator_requires_it() {
 
 #[test]
 fn a_mechanism_the_server_does_not_offer_fails_on_the_client() {
-    #[derive(Clone)]
-    struct AnonymousOnly;
-    impl crate::amqp::engine::Authenticator for AnonymousOnly {
-        fn mechanisms(&self) -> Vec<String> {
-            vec!["ANONYMOUS".to_owned()]
-        }
-        fn authenticate(
-            &self,
-            _: &str,
-            _: &[u8],
-            _: Option<&str>,
-        ) -> crate::amqp::engine::AuthOutcome {
-            crate::amqp::engine::AuthOutcome::Denied
-        }
-    }
     let now = base_instant();
-    let mut client = crate::amqp::engine::Connection::client(client_config(), plain(PASSWORD), now);
-    let mut server = crate::amqp::engine::Connection::server(
-        server_config(),
-        std::sync::Arc::new(AnonymousOnly),
-        now,
-    );
+    let mut client = Connection::client(client_config(), plain(PASSWORD), now);
+    let anonymous_only = ServerSasl {
+        mechanisms: vec![Symbol::from_static("ANONYMOUS")],
+        unauthenticated: None,
+    };
+    let mut server = Connection::server(server_config(), anonymous_only, now);
     server.handle_bytes(now, &client.poll_transmit().expect("the client's header"));
     client.handle_bytes(now, &server.poll_transmit().expect("header and mechanisms"));
     assert!(client.is_finished());
@@ -246,6 +243,212 @@ fn a_mechanism_the_server_does_not_offer_fails_on_the_client() {
     assert_eq!(client.poll_event(), None);
     // It gives up without sending anything more.
     assert!(client.poll_transmit().is_none());
+}
+
+/// A client that picks a mechanism we did not offer is refused by the
+/// engine itself: the application is never asked to check it.
+#[test]
+fn a_mechanism_the_server_did_not_offer_is_refused_without_asking() {
+    let now = base_instant();
+    let plain_only = ServerSasl {
+        mechanisms: vec![Symbol::from_static("PLAIN")],
+        unauthenticated: None,
+    };
+    let mut server = Connection::server(server_config(), plain_only, now);
+    let mut raw = BytesMut::new();
+    raw.put_slice(&ProtocolId::Sasl.header());
+    put_sasl_frame(
+        &mut raw,
+        &SaslFrame::Init(SaslInit {
+            mechanism: Symbol::from_static("ANONYMOUS"),
+            initial_response: None,
+            hostname: None,
+        }),
+    );
+    server.handle_bytes(now, &raw);
+    assert!(server.is_finished());
+    assert!(
+        matches!(server.poll_event(), Some(ref e) if closed_locally(e, condition::UNAUTHORIZED_ACCESS))
+    );
+    let out = units(&server.poll_transmit().expect("header, mechanisms, outcome"));
+    assert!(matches!(
+        out.last(),
+        Some(Unit::Frame { frame: Frame::Sasl(SaslFrame::Outcome(o)), .. }) if o.code == SaslCode::Auth
+    ));
+}
+
+fn scram(password: &str) -> ClientSasl {
+    ClientSasl::Scram {
+        username: USER.to_owned(),
+        password: password.to_owned(),
+        nonce: "client-nonce".to_owned(),
+    }
+}
+
+#[test]
+fn scram_takes_a_challenge_round_and_both_sides_prove_themselves() {
+    let mut pair = Pair::new(
+        client_config(),
+        scram(PASSWORD),
+        server_config(),
+        TestAuth::default(),
+    );
+    pair.drive();
+    assert_events!(
+        pair.server_events(),
+        [
+            Event::Authenticated { identity } if identity == USER,
+            Event::Opened { .. },
+        ]
+    );
+    assert_events!(pair.client_events(), [Event::Opened { .. }]);
+    let sasl_frames = |wire: &[u8]| -> Vec<SaslFrame> {
+        units(wire)
+            .into_iter()
+            .filter_map(|unit| match unit {
+                Unit::Frame {
+                    frame: Frame::Sasl(frame),
+                    ..
+                } => Some(frame),
+                _ => None,
+            })
+            .collect()
+    };
+    let client = sasl_frames(&pair.client_wire);
+    assert!(
+        matches!(&client[..], [SaslFrame::Init(init), SaslFrame::Response(_)]
+        if init.mechanism == "SCRAM-SHA-256"
+        && init.initial_response.as_deref() == Some(&b"n,,n=alice,r=client-nonce"[..]))
+    );
+    let server = sasl_frames(&pair.server_wire);
+    assert!(
+        matches!(&server[..], [SaslFrame::Mechanisms(_), SaslFrame::Challenge(_), SaslFrame::Outcome(o)]
+        if o.code == SaslCode::Ok && o.additional_data.as_deref().is_some_and(|v| v.starts_with(b"v=")))
+    );
+    // The password itself never crossed the wire.
+    assert!(
+        !pair
+            .client_wire
+            .windows(PASSWORD.len())
+            .any(|w| w == PASSWORD.as_bytes())
+    );
+}
+
+#[test]
+fn scram_with_a_wrong_password_is_refused() {
+    let mut pair = Pair::new(
+        client_config(),
+        scram("wrong"),
+        server_config(),
+        TestAuth::default(),
+    );
+    pair.drive();
+    assert_events!(
+        pair.server_events(),
+        [e if closed_locally(e, condition::UNAUTHORIZED_ACCESS)]
+    );
+    assert!(pair.client.is_finished());
+    assert!(pair.server.is_finished());
+}
+
+/// A server that says `ok` without proving it knows the credential (a
+/// man in the middle) is not believed.
+#[test]
+fn a_scram_client_refuses_an_outcome_without_the_servers_proof() {
+    let now = base_instant();
+    let mut client = Connection::client(client_config(), scram(PASSWORD), now);
+    let mut server = Connection::server(server_config(), TestAuth::default().sasl(), now);
+    server.handle_bytes(now, &client.poll_transmit().expect("the client's header"));
+    client.handle_bytes(now, &server.poll_transmit().expect("mechanisms"));
+    server.handle_bytes(now, &client.poll_transmit().expect("sasl-init"));
+    assert!(matches!(server.poll_event(), Some(Event::SaslInit { .. })));
+    let verdict = SaslVerdict::Accept {
+        identity: USER.to_owned(),
+        additional_data: None,
+    };
+    server.answer_sasl(verdict).unwrap();
+    client.handle_bytes(now, &server.poll_transmit().expect("outcome"));
+    assert!(client.is_finished());
+    assert!(
+        matches!(client.poll_event(), Some(ref e) if closed_locally(e, condition::UNAUTHORIZED_ACCESS))
+    );
+}
+
+/// What a client pipelines behind its `sasl-init` (the AMQP header and its
+/// `open`) waits, unread, until the application's verdict.
+#[test]
+fn input_waits_for_the_verdict_and_is_read_after_it() {
+    let now = base_instant();
+    let mut client = Connection::client(client_config(), plain(PASSWORD), now);
+    let mut server = Connection::server(server_config(), TestAuth::default().sasl(), now);
+    server.handle_bytes(now, &client.poll_transmit().expect("the client's header"));
+    client.handle_bytes(now, &server.poll_transmit().expect("mechanisms"));
+    let mut pipelined = client.poll_transmit().expect("sasl-init").to_vec();
+    pipelined.extend_from_slice(&ProtocolId::Amqp.header());
+    raw_frame_into(&mut pipelined, &Open::new("early"));
+    server.handle_bytes(now, &pipelined);
+    assert!(matches!(server.poll_event(), Some(Event::SaslInit { .. })));
+    assert_eq!(server.poll_event(), None, "nothing read past sasl-init");
+    assert_eq!(server.poll_transmit(), None);
+    // Answering twice, or before being asked, is an error, not a panic.
+    let verdict = SaslVerdict::Accept {
+        identity: USER.to_owned(),
+        additional_data: None,
+    };
+    server.answer_sasl(verdict.clone()).unwrap();
+    assert_eq!(server.answer_sasl(verdict), Err(EngineError::Closed));
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::Authenticated { .. })
+    ));
+    assert!(
+        matches!(server.poll_event(), Some(Event::Opened { remote }) if remote.container_id == "early")
+    );
+}
+
+/// A handshake that trickles in, each byte well inside the idle timeout,
+/// still ends at the handshake deadline.
+#[test]
+fn the_handshake_deadline_is_not_extended_by_a_trickle_of_bytes() {
+    let now = base_instant();
+    let config = ConnectionConfig {
+        handshake_timeout: Some(SECOND * 10),
+        idle_timeout: Some(SECOND * 60),
+        ..server_config()
+    };
+    let mut server = Connection::server(config, TestAuth::default().sasl(), now);
+    let header = ProtocolId::Sasl.header();
+    for (i, byte) in header[..7].iter().enumerate() {
+        let at = now + SECOND * u32::try_from(i).unwrap();
+        server.handle_bytes(at, &[*byte]);
+        server.handle_timeout(at);
+        assert!(!server.is_finished());
+    }
+    assert_eq!(server.poll_timeout(), Some(now + SECOND * 10));
+    server.handle_timeout(now + SECOND * 10);
+    assert!(server.is_finished());
+    assert!(
+        matches!(server.poll_event(), Some(ref e) if closed_locally(e, condition::RESOURCE_LIMIT_EXCEEDED))
+    );
+}
+
+/// Once the peer's `open` is in, the handshake deadline no longer applies.
+#[test]
+fn the_handshake_deadline_ends_with_the_peers_open() {
+    let config = ConnectionConfig {
+        handshake_timeout: Some(SECOND),
+        idle_timeout: None,
+        ..server_config()
+    };
+    let mut pair = Pair::new(
+        client_config(),
+        ClientSasl::Anonymous,
+        config,
+        TestAuth::default(),
+    );
+    pair.handshake();
+    pair.advance(SECOND * 5);
+    assert!(!pair.server.is_finished());
 }
 
 /// The whole handshake and a few transfers, with every delivery cut into

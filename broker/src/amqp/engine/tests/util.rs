@@ -9,23 +9,24 @@
 //! the exact frames sent.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::amqp::codec::Encode;
+use crate::amqp::codec::{Encode, Symbol};
 use crate::amqp::engine::{
-    AuthOutcome, Authenticator, ClientSasl, Connection, ConnectionConfig, DeliveryId, Event,
-    LinkId, LinkOptions, LinkReply, SessionId,
+    ClientSasl, Connection, ConnectionConfig, DeliveryId, Event, LinkId, LinkOptions, LinkReply,
+    SaslVerdict, ServerSasl, SessionId,
 };
 use crate::amqp::frame::{Frame, FrameDecoder, Layer, PROTOCOL_HEADER_LEN, put_amqp_frame};
 use crate::amqp::types::{
     Accepted, AttachSource, Close, DeliveryState, Error, Message, Performative, ReceiverSettleMode,
-    Role, SenderSettleMode, Source, Target, Transfer,
+    Role, SaslCode, SenderSettleMode, Source, Target, Transfer,
 };
+use crate::sasl::PlainCredentials;
+use crate::sasl::scram::{Lookup, ScramCredential, ScramServer};
 
 /// The user name the test authenticator accepts with PLAIN.
 pub(super) const USER: &str = "alice";
@@ -39,48 +40,95 @@ const DRIVE_ROUNDS_MAX: usize = 10_000;
 /// The largest chunk a chunked delivery hands to `handle_bytes`.
 const CHUNK_BYTES_MAX: usize = 64;
 
-/// Offers PLAIN and ANONYMOUS; PLAIN accepts only [`USER`] / [`PASSWORD`].
-#[derive(Debug, Default, Clone)]
+/// Offers SCRAM-SHA-256, PLAIN and ANONYMOUS; SCRAM and PLAIN accept only
+/// [`USER`] / [`PASSWORD`]. Answers the server's SASL events as a broker's
+/// driver would, at once.
+#[derive(Debug, Default)]
 pub(super) struct TestAuth {
     /// Accept clients that skip SASL, as [`GUEST`].
     pub allow_unauthenticated: bool,
+    /// The SCRAM exchange in progress.
+    scram: Option<ScramServer>,
 }
 
-impl Authenticator for TestAuth {
-    fn mechanisms(&self) -> Vec<String> {
-        vec!["PLAIN".to_owned(), "ANONYMOUS".to_owned()]
+impl Clone for TestAuth {
+    /// A fresh authenticator with the same settings.
+    fn clone(&self) -> Self {
+        Self {
+            allow_unauthenticated: self.allow_unauthenticated,
+            scram: None,
+        }
     }
+}
 
-    fn authenticate(
-        &self,
-        mechanism: &str,
-        initial_response: &[u8],
-        _hostname: Option<&str>,
-    ) -> AuthOutcome {
-        match mechanism {
-            "ANONYMOUS" => AuthOutcome::Ok {
-                identity: "anonymous".to_owned(),
-            },
-            "PLAIN" => {
-                // RFC 4616: authzid NUL authcid NUL passwd.
-                let mut parts = initial_response.split(|b| *b == 0);
-                match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                    (Some(_authzid), Some(user), Some(password), None)
-                        if user == USER.as_bytes() && password == PASSWORD.as_bytes() =>
-                    {
-                        AuthOutcome::Ok {
-                            identity: USER.to_owned(),
-                        }
-                    }
-                    _ => AuthOutcome::Denied,
-                }
-            }
-            _ => AuthOutcome::Denied,
+impl TestAuth {
+    /// An authenticator that also admits clients that skip SASL.
+    pub fn guest() -> Self {
+        Self {
+            allow_unauthenticated: true,
+            scram: None,
         }
     }
 
-    fn unauthenticated_identity(&self) -> Option<String> {
-        self.allow_unauthenticated.then(|| GUEST.to_owned())
+    /// What the server offers.
+    pub fn sasl(&self) -> ServerSasl {
+        ServerSasl {
+            mechanisms: ["SCRAM-SHA-256", "PLAIN", "ANONYMOUS"]
+                .into_iter()
+                .map(Symbol::from_static)
+                .collect(),
+            unauthenticated: self.allow_unauthenticated.then(|| GUEST.to_owned()),
+        }
+    }
+
+    /// The verdict on a SASL event, or `None` for any other event.
+    pub fn answer(&mut self, event: &Event) -> Option<SaslVerdict> {
+        let accept = |identity: &str, additional_data: Option<Vec<u8>>| SaslVerdict::Accept {
+            identity: identity.to_owned(),
+            additional_data: additional_data.map(Bytes::from),
+        };
+        let refuse = SaslVerdict::Refuse(SaslCode::Auth);
+        Some(match event {
+            Event::SaslInit {
+                mechanism,
+                initial_response,
+                ..
+            } => match mechanism.as_str() {
+                "ANONYMOUS" => accept("anonymous", None),
+                "PLAIN" => match PlainCredentials::parse(initial_response) {
+                    Some(PlainCredentials { authcid, password })
+                        if authcid == USER && password == PASSWORD.as_bytes() =>
+                    {
+                        accept(USER, None)
+                    }
+                    _ => refuse,
+                },
+                _ => {
+                    let credential = |user: &str| {
+                        (user == USER)
+                            .then(|| ScramCredential::derive(PASSWORD.as_bytes(), b"salt", 4096))
+                    };
+                    let lookup = Lookup {
+                        credential: &credential,
+                        decoy_salt: &|_| b"decoy".to_vec(),
+                    };
+                    match ScramServer::start(initial_response, "server-nonce", &lookup) {
+                        Ok((server, first)) => {
+                            self.scram = Some(server);
+                            SaslVerdict::Challenge(Bytes::from(first))
+                        }
+                        Err(_) => refuse,
+                    }
+                }
+            },
+            Event::SaslResponse { response } => {
+                match self.scram.take().map(|server| server.finish(response)) {
+                    Some(Ok((identity, last))) => accept(&identity, Some(last)),
+                    _ => refuse,
+                }
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -107,7 +155,7 @@ pub(super) fn server_config() -> ConnectionConfig {
 
 /// A lone server engine at `now`, for feeding raw bytes.
 pub(super) fn lone_server(config: ConnectionConfig, auth: TestAuth, now: Instant) -> Connection {
-    Connection::server(config, Arc::new(auth), now)
+    Connection::server(config, auth.sasl(), now)
 }
 
 /// Options for a client link named `name` with our `role`.
@@ -312,6 +360,8 @@ pub(super) struct Pair {
     server_events: VecDeque<Event>,
     /// Cuts every delivery into random-size chunks when set.
     chunker: Option<ChaCha8Rng>,
+    /// Answers the server's SASL events.
+    auth: TestAuth,
 }
 
 impl Pair {
@@ -328,12 +378,13 @@ impl Pair {
             now,
             start: now,
             client: Connection::client(client, sasl, now),
-            server: lone_server(server, auth, now),
+            server: lone_server(server, auth.clone(), now),
             client_wire: Vec::new(),
             server_wire: Vec::new(),
             client_events: VecDeque::new(),
             server_events: VecDeque::new(),
             chunker: None,
+            auth,
         }
     }
 
@@ -455,7 +506,13 @@ impl Pair {
             self.client_events.push_back(event);
         }
         while let Some(event) = self.server.poll_event() {
-            self.server_events.push_back(event);
+            match self.auth.answer(&event) {
+                Some(verdict) => self
+                    .server
+                    .answer_sasl(verdict)
+                    .expect("the server awaits a verdict"),
+                None => self.server_events.push_back(event),
+            }
         }
     }
 
