@@ -213,6 +213,60 @@ fn user_names_must_be_usable_and_distinct() {
 }
 
 #[test]
+fn user_limits_are_optional() {
+    let text = format!(
+        "{}max_connections = 2\nmax_links = 10\n",
+        users_toml(&[("alice", &cheap_hash("a"))])
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let limits = config.users[0].limits;
+    assert_eq!(limits.max_connections, Some(2));
+    assert_eq!(limits.max_sessions, None);
+    assert_eq!(limits.max_links, Some(10));
+}
+
+#[test]
+fn permissions_are_loaded_with_every_operation_off_by_default() {
+    let text = format!(
+        "{}[[permissions]]\nuser = \"alice\"\npattern = \"orders.*\"\nsend = true\n",
+        users_toml(&[("alice", &cheap_hash("a"))])
+    );
+    let config = Config::from_toml(&text).unwrap();
+    assert_eq!(
+        config.permissions,
+        [Permission {
+            user: "alice".to_owned(),
+            pattern: "orders.*".to_owned(),
+            send: true,
+            ..Permission::default()
+        }]
+    );
+}
+
+#[test]
+fn a_permission_names_a_known_user_and_a_pattern_that_parses() {
+    let users = users_toml(&[("alice", &cheap_hash("a"))]);
+    let entry = |user: &str, pattern: &str| {
+        format!("{users}[[permissions]]\nuser = \"{user}\"\npattern = \"{pattern}\"\n")
+    };
+    assert_eq!(invalid_field(&entry("bob", "orders")), "permissions.user");
+    for pattern in ["", "a.***", "re:^orders$"] {
+        assert_eq!(
+            invalid_field(&entry("alice", pattern)),
+            "permissions.pattern",
+            "{pattern:?}"
+        );
+    }
+    let error = Config::from_toml(&format!("{}send = 1\n", entry("alice", "a"))).unwrap_err();
+    assert!(matches!(error, ConfigError::Parse(_)), "{error}");
+    let error = Config::from_toml(&format!("{}write = true\n", entry("alice", "a"))).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown field `write`"),
+        "{error}"
+    );
+}
+
+#[test]
 fn debug_output_leaves_password_hashes_out() {
     let hash = cheap_hash("pw");
     let config = Config::from_toml(&users_toml(&[("alice", &hash)])).unwrap();

@@ -292,6 +292,7 @@ mod tests {
         User {
             name: name.to_owned(),
             password_hash: cheap_hash(password),
+            limits: crate::config::UserLimits::default(),
         }
     }
 
