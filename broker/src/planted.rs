@@ -28,7 +28,6 @@
 //! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
 //! | `filter-ignored` | `queue::machine` `Queues::attach` | a consumer's `amqp:application-properties-filter` is dropped when it attaches, so dispatch never applies it: the consumer gets what the filter does not select |
 //! | `volatile-copy-dropped` | `node::state` `GroupState::subscriptions` | a topic's message skips the non-durable subscriptions now and then (one message in four, by a checksum of its bytes), though its publish is answered `accepted` |
-//! | `receive-unchecked` | `node::core` `Core::attach_consumer` | a consumer's attach skips the permission check, so a user that may not receive from a queue consumes it |
 
 use std::fmt;
 use std::str::FromStr;
@@ -179,12 +178,6 @@ impl Plants {
     pub const fn volatile_copy_dropped(self) -> bool {
         self.has(Plant::VolatileCopyDropped)
     }
-
-    /// `receive-unchecked`: a consumer's attach is not checked against
-    /// its user's permissions.
-    pub const fn receive_unchecked(self) -> bool {
-        self.has(Plant::ReceiveUnchecked)
-    }
 }
 
 /// One planted bug.
@@ -245,13 +238,11 @@ pub enum Plant {
     FilterIgnored,
     /// A topic's message skips the non-durable subscriptions now and then.
     VolatileCopyDropped,
-    /// A consumer's attach skips its user's permissions.
-    ReceiveUnchecked,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 22] = [
+    pub const ALL: [Plant; 21] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -273,7 +264,6 @@ impl Plant {
         Plant::GroupsIgnored,
         Plant::FilterIgnored,
         Plant::VolatileCopyDropped,
-        Plant::ReceiveUnchecked,
     ];
 
     /// The plant's command-line name.
@@ -300,7 +290,6 @@ impl Plant {
             Plant::GroupsIgnored => "groups-ignored",
             Plant::FilterIgnored => "filter-ignored",
             Plant::VolatileCopyDropped => "volatile-copy-dropped",
-            Plant::ReceiveUnchecked => "receive-unchecked",
         }
     }
 }
@@ -314,7 +303,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped, receive-unchecked"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped"
 )]
 pub struct UnknownPlant(pub String);
 

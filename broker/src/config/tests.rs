@@ -488,6 +488,8 @@ fn the_documented_example_parses() {
     let example = example.replace(elided, &cheap_hash("pw"));
     let config = Config::from_toml(&example).unwrap();
     assert_eq!(config.users.len(), 1);
+    assert_eq!(config.users[0].limits.max_links, Some(1000));
+    assert_eq!(config.permissions.len(), 1);
     assert_eq!(config.queue_settings("orders").max_length, Some(100_000));
 }
 

@@ -880,16 +880,13 @@ impl Core {
         } else {
             Operation::Receive
         };
-        // PLANTED BUG (`receive-unchecked`): any user consumes anything.
-        if !self.settings.config.plants.receive_unchecked() {
-            let checked = self.access.check(conn, &address, op);
-            if let (Some(name), Err(_)) = (&lookup, &checked) {
-                // A subscription of a topic the user may not read is as if
-                // it were not there: the answer says nothing of either.
-                return Err(subscription_not_found(name));
-            }
-            checked?;
+        let checked = self.access.check(conn, &address, op);
+        if let (Some(name), Err(_)) = (&lookup, &checked) {
+            // A subscription of a topic the user may not read is as if it
+            // were not there: the answer says nothing of either.
+            return Err(subscription_not_found(name));
         }
+        checked?;
         match declare {
             Some(mut config) => {
                 if dynamic {
