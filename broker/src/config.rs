@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::permissions::Pattern;
 use crate::raft::transport::SECRET_BYTES_MIN;
 use crate::sasl::scram::ScramCredential;
-use crate::server::auth::Argon2Hash;
+use crate::server::auth::{ANONYMOUS_IDENTITY, Argon2Hash};
 
 /// The seed used when the configuration names none. Fixed, so that two
 /// brokers started alike behave alike.
@@ -81,6 +82,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The TLS listener for `amqps` clients; none by default.
     pub tls: TlsConfig,
+    /// What each user may do on which addresses (`[[permissions]]`). None
+    /// at all: every user may do everything (see [`crate::permissions`]).
+    pub permissions: Vec<Permission>,
     /// Set by `--repair`, never by the file, so that a repair is always a
     /// deliberate one-off: truncate the log at the first corrupt record and
     /// report what was lost.
@@ -108,6 +112,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),
             tls: TlsConfig::default(),
+            permissions: Vec::new(),
             repair: false,
             plants: crate::planted::Plants::NONE,
         }
@@ -221,6 +226,22 @@ pub struct User {
     /// The SCRAM-SHA-256 credential (stored key and server key), for SASL
     /// SCRAM-SHA-256.
     pub scram_sha256: Option<ScramCredential>,
+    /// How much of the broker the user may hold at once.
+    pub limits: UserLimits,
+}
+
+/// The most a user may hold at once, on one node, summed over all its
+/// connections there; `None` is no limit. The excess is refused with
+/// `amqp:resource-limit-exceeded` on the narrowest scope: the connection,
+/// the session or the link that would go over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserLimits {
+    /// Open connections.
+    pub max_connections: Option<u32>,
+    /// Sessions, over all its connections.
+    pub max_sessions: Option<u32>,
+    /// Links to queues and topics, over all its connections.
+    pub max_links: Option<u32>,
 }
 
 /// A `[[users]]` entry as written, before its credentials are parsed.
@@ -230,6 +251,33 @@ struct UserEntry {
     name: String,
     password_hash: Option<String>,
     scram_sha256: Option<String>,
+    max_connections: Option<u32>,
+    max_sessions: Option<u32>,
+    max_links: Option<u32>,
+}
+
+/// A `[[permissions]]` entry: what `user` may do on the addresses that
+/// `pattern` matches. Entries add up; whatever no entry grants is denied
+/// once any entry exists (see [`crate::permissions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Permission {
+    /// The user (a `[[users]]` name).
+    pub user: String,
+    /// A glob over addresses (see [`crate::permissions::Pattern`]).
+    pub pattern: String,
+    /// May attach senders to matching addresses, and relay messages to
+    /// them through the anonymous relay.
+    pub send: bool,
+    /// May consume from matching queues and subscribe to matching topics.
+    pub receive: bool,
+    /// May browse matching queues (`receive` grants it too).
+    pub browse: bool,
+    /// May create matching queues (an attach to one that does not exist,
+    /// a temporary node), and delete or purge them.
+    pub manage: bool,
+    /// May view matching queues through the management API.
+    pub monitor: bool,
 }
 
 impl<'de> Deserialize<'de> for User {
@@ -264,6 +312,11 @@ impl<'de> Deserialize<'de> for User {
             name,
             password_hash,
             scram_sha256,
+            limits: UserLimits {
+                max_connections: entry.max_connections,
+                max_sessions: entry.max_sessions,
+                max_links: entry.max_links,
+            },
         })
     }
 }
@@ -738,12 +791,15 @@ impl Config {
     ///
     /// [`ConfigError::Invalid`] naming the first unusable field: a
     /// max-frame-size below AMQP's minimum, an empty container id, an
-    /// unusable or repeated user name, a producer credit of 0, or a
-    /// `[[queue]]` entry that is unnamed, repeated or its own dead-letter
-    /// queue, or a last-value queue with no key.
+    /// unusable or repeated user name, a `[[permissions]]` entry naming an
+    /// unknown user or a pattern that does not parse, a connection limit
+    /// or producer credit of 0, or a `[[queue]]` entry that is unnamed,
+    /// repeated or its own dead-letter queue, or a last-value queue with no
+    /// key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_amqp()?;
         self.validate_users()?;
+        self.validate_permissions()?;
         validate_queue_type("[queues]", &self.queues)?;
         self.validate_queue_overrides()?;
         self.validate_cluster()?;
@@ -843,6 +899,32 @@ impl Config {
                 return Err(invalid(
                     "users.name",
                     format!("user `{}` is listed twice", user.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each entry names a configured user and a pattern that parses.
+    fn validate_permissions(&self) -> Result<(), ConfigError> {
+        for entry in &self.permissions {
+            // ANONYMOUS's clients, admitted beside the accounts with
+            // `auth.anonymous`, are the user `anonymous`.
+            let anonymous = self.auth.anonymous && entry.user == ANONYMOUS_IDENTITY;
+            if !anonymous && !self.users.iter().any(|user| user.name == entry.user) {
+                return Err(invalid(
+                    "permissions.user",
+                    format!(
+                        "`{}` is not a user: a [[permissions]] entry names a [[users]] entry \
+                         (or `anonymous`, with auth.anonymous)",
+                        entry.user
+                    ),
+                ));
+            }
+            if let Err(error) = Pattern::parse(&entry.pattern) {
+                return Err(invalid(
+                    "permissions.pattern",
+                    format!("{:?} (user `{}`): {error}", entry.pattern, entry.user),
                 ));
             }
         }

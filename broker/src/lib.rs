@@ -13,6 +13,7 @@ pub mod io;
 pub mod log;
 pub mod log_budget;
 pub mod node;
+pub mod permissions;
 pub mod planted;
 pub mod queue;
 pub mod raft;

@@ -239,6 +239,67 @@ fn user_names_must_be_usable_and_distinct() {
 }
 
 #[test]
+fn user_limits_are_optional() {
+    let text = format!(
+        "{}max_connections = 2\nmax_links = 10\n",
+        users_toml(&[("alice", &cheap_hash("a"))])
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let limits = config.users[0].limits;
+    assert_eq!(limits.max_connections, Some(2));
+    assert_eq!(limits.max_sessions, None);
+    assert_eq!(limits.max_links, Some(10));
+}
+
+#[test]
+fn permissions_are_loaded_with_every_operation_off_by_default() {
+    let text = format!(
+        "{}[[permissions]]\nuser = \"alice\"\npattern = \"orders.*\"\nsend = true\n",
+        users_toml(&[("alice", &cheap_hash("a"))])
+    );
+    let config = Config::from_toml(&text).unwrap();
+    assert_eq!(
+        config.permissions,
+        [Permission {
+            user: "alice".to_owned(),
+            pattern: "orders.*".to_owned(),
+            send: true,
+            ..Permission::default()
+        }]
+    );
+}
+
+#[test]
+fn a_permission_names_a_known_user_and_a_pattern_that_parses() {
+    let users = users_toml(&[("alice", &cheap_hash("a"))]);
+    let entry = |user: &str, pattern: &str| {
+        format!("{users}[[permissions]]\nuser = \"{user}\"\npattern = \"{pattern}\"\n")
+    };
+    assert_eq!(invalid_field(&entry("bob", "orders")), "permissions.user");
+    // `anonymous` is a user only where ANONYMOUS is admitted beside accounts.
+    assert_eq!(
+        invalid_field(&entry("anonymous", "orders")),
+        "permissions.user"
+    );
+    let with_anonymous = format!("[auth]\nanonymous = true\n{}", entry("anonymous", "orders"));
+    assert!(Config::from_toml(&with_anonymous).is_ok());
+    for pattern in ["", "a.***", "re:^orders$"] {
+        assert_eq!(
+            invalid_field(&entry("alice", pattern)),
+            "permissions.pattern",
+            "{pattern:?}"
+        );
+    }
+    let error = Config::from_toml(&format!("{}send = 1\n", entry("alice", "a"))).unwrap_err();
+    assert!(matches!(error, ConfigError::Parse(_)), "{error}");
+    let error = Config::from_toml(&format!("{}write = true\n", entry("alice", "a"))).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown field `write`"),
+        "{error}"
+    );
+}
+
+#[test]
 fn debug_output_leaves_password_hashes_out() {
     let hash = cheap_hash("pw");
     let config = Config::from_toml(&users_toml(&[("alice", &hash)])).unwrap();
@@ -444,22 +505,31 @@ fn queue_entries_must_be_named_once_and_not_dead_letter_into_themselves() {
     );
 }
 
-/// The complete example in docs/operations.md, with a real hash in place of
-/// the elided one, is a valid configuration: the reference stays honest.
+/// The complete example in docs/operations.md, with real credentials in
+/// place of the elided ones, is a valid configuration: the reference stays
+/// honest.
 #[test]
 fn the_documented_example_parses() {
     let doc = include_str!("../../../docs/operations.md");
     let section = doc.split("## Configuration file").nth(1).unwrap();
     let example = section.split("```toml\n").nth(1).unwrap();
     let example = example.split("```").next().unwrap();
-    let elided = example
-        .lines()
-        .find_map(|line| line.strip_prefix("password_hash = \""))
-        .and_then(|rest| rest.split('"').next())
-        .unwrap();
-    let example = example.replace(elided, &cheap_hash("pw"));
+    let elided = |key: &str| {
+        example
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} = \"")))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+    };
+    let scram = crate::sasl::scram::ScramCredential::derive(b"pw", b"salt", 4096);
+    let example = example
+        .replace(elided("password_hash"), &cheap_hash("pw"))
+        .replace(elided("scram_sha256"), &scram.to_string());
     let config = Config::from_toml(&example).unwrap();
     assert_eq!(config.users.len(), 1);
+    assert_eq!(config.users[0].limits.max_links, Some(1000));
+    assert_eq!(config.users[0].scram_sha256, Some(scram));
+    assert_eq!(config.permissions.len(), 1);
     assert_eq!(config.queue_settings("orders").max_length, Some(100_000));
 }
 

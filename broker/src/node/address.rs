@@ -249,12 +249,15 @@ pub(in crate::node) fn topic_of_subscription(queue: &str) -> Option<&str> {
 
 /// The queues a message goes to, and what it says about itself. `exists`
 /// says whether a queue is declared; `subscriptions` gives where a topic's
-/// messages go.
+/// messages go; `may_relay` whether the producer may send to the address
+/// (a queue's name, or `topic://NAME`) a message on the anonymous relay
+/// names, asked before anything else is said of it.
 pub(in crate::node) fn destinations(
     node: &ProducerNode,
     message: &Bytes,
     exists: impl Fn(&str) -> bool,
     subscriptions: impl Fn(&str) -> Vec<String>,
+    may_relay: impl Fn(&str) -> Result<(), Error>,
 ) -> Result<(Vec<String>, Inspected), Error> {
     let inspected = inspect(message).map_err(|e| {
         Error::new(
@@ -264,7 +267,14 @@ pub(in crate::node) fn destinations(
     })?;
     let destination = match node {
         ProducerNode::AnonymousRelay => match &inspected.to {
-            Some(to) => relay_destination(to),
+            Some(to) => {
+                let destination = relay_destination(to);
+                match &destination {
+                    ProducerNode::Topic(topic) => may_relay(&format!("{TOPIC_PREFIX}{topic}"))?,
+                    _ => may_relay(to)?,
+                }
+                destination
+            }
             None => {
                 return Err(Error::new(
                     condition::NOT_FOUND,

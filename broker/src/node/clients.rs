@@ -129,10 +129,8 @@ impl ConsumerTarget {
             }
             ConsumerNode::Lookup(subscription) => {
                 let id = subscription_id(&subscription, container_id, unique);
-                let queue = existing(&id).ok_or_else(|| Refusal {
-                    condition: condition::NOT_FOUND,
-                    description: format!("no durable subscription named {:?}", subscription.name),
-                })?;
+                let queue =
+                    existing(&id).ok_or_else(|| subscription_not_found(&subscription.name))?;
                 let topic = topic_of_subscription(&queue).unwrap_or_default();
                 Self {
                     address: format!("{TOPIC_PREFIX}{topic}"),
@@ -144,6 +142,15 @@ impl ConsumerTarget {
                 }
             }
         })
+    }
+}
+
+/// The refusal of a lookup of the durable subscription `name` that finds
+/// none.
+pub(super) fn subscription_not_found(name: &str) -> Refusal {
+    Refusal {
+        condition: condition::NOT_FOUND,
+        description: format!("no durable subscription named {name:?}"),
     }
 }
 

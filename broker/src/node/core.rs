@@ -12,6 +12,7 @@
 //! group's order, by [`apply`]: the same state-machine code for every step,
 //! so a single node behaves as a client sees it like a one-member cluster.
 
+mod access;
 mod apply;
 mod subscriptions;
 mod temporary;
@@ -30,11 +31,12 @@ use super::state::{Applied, GroupState};
 use crate::amqp::engine::{DeliveryId, LinkId};
 use crate::amqp::types::{Error, condition};
 use crate::node::address::{destinations, is_subscription};
-use crate::node::clients::{Clients, Consumer, ConsumerTarget};
+use crate::node::clients::{Clients, Consumer, ConsumerTarget, subscription_not_found};
 use crate::node::{
     ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, QueueOptions, Refusal,
     ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX, ToConnection,
 };
+use crate::permissions::Operation;
 use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
 use crate::raft::group::Status;
 use crate::raft::replica::NodeId;
@@ -293,6 +295,8 @@ pub(super) struct Core {
     /// The temporary queues this node's producer links made (JMS temporary
     /// queues), each deleted when its link detaches.
     temporary: temporary::Temporary,
+    /// Each connection's user: its permissions and limits.
+    access: access::Access,
 }
 
 impl Core {
@@ -324,6 +328,7 @@ impl Core {
             .collect();
         let window = settings.config.limits.producer_credit;
         let placement = Placement::new(group_count, &settings.config);
+        let access = access::Access::new(&settings.config);
         Self {
             step,
             node_id,
@@ -349,6 +354,7 @@ impl Core {
             transactions: transactions::Transactions::default(),
             temporary: temporary::Temporary::default(),
             snapshots_asked: 0,
+            access,
         }
     }
 
@@ -376,6 +382,19 @@ impl Core {
             Request::Register { .. }
             | Request::ReplicaStatuses { .. }
             | Request::QueueInfo { .. } => {}
+            Request::Authenticated { conn, user } => {
+                if let Err(refusal) = self.access.authenticated(conn, user) {
+                    self.clients
+                        .tell(conn, ToConnection::CloseConnection { refusal });
+                }
+            }
+            Request::SessionBegun { conn, session } => {
+                if let Err(refusal) = self.access.session_begun(conn, session) {
+                    self.clients
+                        .tell(conn, ToConnection::EndSession { session, refusal });
+                }
+            }
+            Request::SessionEnded { conn, session } => self.access.session_ended(conn, session),
             Request::AttachConsumer {
                 conn,
                 link,
@@ -486,6 +505,7 @@ impl Core {
                 for link in self.clients.links_of(conn) {
                     self.detach(conn, link, false);
                 }
+                self.access.disconnected(conn);
             }
         }
     }
@@ -830,6 +850,12 @@ impl Core {
         options: Option<Box<QueueOptions>>,
         container_id: &str,
     ) -> Result<(), Refusal> {
+        self.admit_link(conn, link)?;
+        let lookup = match &node {
+            ConsumerNode::Lookup(subscription) => Some(subscription.name.clone()),
+            _ => None,
+        };
+        let dynamic = matches!(node, ConsumerNode::Dynamic);
         let (origin, next_dynamic) = (self.origin, &mut self.next_dynamic);
         let (groups, deleting) = (&self.groups, &self.deleting);
         let existing = |id: &str| {
@@ -849,15 +875,30 @@ impl Core {
             declare,
             filter,
         } = ConsumerTarget::of(node, filter, container_id, &self.settings, unique, existing)?;
+        let op = if browse {
+            Operation::Browse
+        } else {
+            Operation::Receive
+        };
+        let checked = self.access.check(conn, &address, op);
+        if let (Some(name), Err(_)) = (&lookup, &checked) {
+            // A subscription of a topic the user may not read is as if it
+            // were not there: the answer says nothing of either.
+            return Err(subscription_not_found(name));
+        }
+        checked?;
         match declare {
             Some(mut config) => {
+                if dynamic {
+                    self.access.check(conn, &address, Operation::Manage)?;
+                }
                 if let Some(options) = &options {
                     options.apply(&mut config);
                 }
                 self.replace_changed_subscription(&queue, &config)?;
                 self.declare(&queue, config);
             }
-            None => self.ensure_queue_for_attach(&queue, options.as_deref())?,
+            None => self.ensure_queue_for_attach(conn, &queue, options.as_deref())?,
         }
         let consumer = self.next_consumer;
         self.next_consumer += 1;
@@ -888,8 +929,13 @@ impl Core {
     /// configuration allows it, with what the attach asks of it. A
     /// declaration still on its way is proposed again; the group keeps the
     /// first.
+    ///
+    /// Creating the queue takes `manage` on its name as well; the caller has
+    /// checked the link's own operation already, so that only a user allowed
+    /// on the address learns whether the queue exists.
     fn ensure_queue_for_attach(
         &mut self,
+        conn: ConnId,
         name: &str,
         options: Option<&QueueOptions>,
     ) -> Result<(), Refusal> {
@@ -902,6 +948,7 @@ impl Core {
                 description: format!("no queue named {name:?}"),
             });
         }
+        self.access.check(conn, name, Operation::Manage)?;
         let mut config = self.settings.queue_config(name);
         if let Some(options) = options {
             options.apply(&mut config);
@@ -931,16 +978,9 @@ impl Core {
         options: Option<Box<QueueOptions>>,
     ) {
         let options = options.as_deref();
-        let (node, result) = match node {
-            ProducerNode::Queue(name) => {
-                let result = self.ensure_queue_for_attach(&name, options).map(|()| None);
-                (ProducerNode::Queue(name), result)
-            }
-            ProducerNode::Dynamic { topic } => {
-                let (node, address) = self.temporary_node(conn, link, topic, options);
-                (node, Ok(Some(address)))
-            }
-            node @ (ProducerNode::Topic(_) | ProducerNode::AnonymousRelay) => (node, Ok(None)),
+        let (node, result) = match self.admit_link(conn, link) {
+            Err(refusal) => (node, Err(refusal)),
+            Ok(()) => self.producer_target(conn, link, node, options),
         };
         let accepted = result.is_ok();
         self.clients
@@ -949,6 +989,55 @@ impl Core {
             self.clients.add_producer(conn, link, node);
             self.grant_credit(conn, link);
         }
+    }
+
+    /// Where a producer's link sends, once its user may: the queue (made
+    /// if the user may create it), the topic, a temporary node made for it,
+    /// or the anonymous relay, whose every message is checked instead.
+    fn producer_target(
+        &mut self,
+        conn: ConnId,
+        link: LinkId,
+        node: ProducerNode,
+        options: Option<&QueueOptions>,
+    ) -> (ProducerNode, Result<Option<String>, Refusal>) {
+        match node {
+            ProducerNode::Queue(name) => {
+                let result = self
+                    .access
+                    .check(conn, &name, Operation::Send)
+                    .and_then(|()| self.ensure_queue_for_attach(conn, &name, options))
+                    .map(|()| None);
+                (ProducerNode::Queue(name), result)
+            }
+            ProducerNode::Dynamic { topic } => {
+                let address = self.next_temporary_address(topic);
+                let allowed = self
+                    .access
+                    .check(conn, &address, Operation::Send)
+                    .and_then(|()| self.access.check(conn, &address, Operation::Manage));
+                if let Err(refusal) = allowed {
+                    return (ProducerNode::Dynamic { topic }, Err(refusal));
+                }
+                let (node, address) = self.temporary_node(conn, link, topic, options);
+                (node, Ok(Some(address)))
+            }
+            ProducerNode::Topic(topic) => {
+                let result = self
+                    .access
+                    .check(conn, &format!("{TOPIC_PREFIX}{topic}"), Operation::Send)
+                    .map(|()| None);
+                (ProducerNode::Topic(topic), result)
+            }
+            ProducerNode::AnonymousRelay => (ProducerNode::AnonymousRelay, Ok(None)),
+        }
+    }
+
+    /// Whether `conn` may attach one more link: it, its session and its
+    /// user are within the user's limits.
+    fn admit_link(&self, conn: ConnId, link: LinkId) -> Result<(), Refusal> {
+        self.access
+            .admit_link(conn, link, |conn| self.clients.links_of(conn).len())
     }
 
     fn detach(&mut self, conn: ConnId, link: LinkId, closed: bool) {
@@ -973,7 +1062,8 @@ impl Core {
         // still be on its way, and a topic's enqueue goes to the topic's
         // group, which fans it out to the subscriptions it has then.
         let topic_address = |topic: &str| vec![format!("{TOPIC_PREFIX}{topic}")];
-        let routed = destinations(node, &message, |_| true, topic_address);
+        let may_relay = |address: &str| self.access.check_message(conn, address, Operation::Send);
+        let routed = destinations(node, &message, |_| true, topic_address, may_relay);
         match routed {
             Ok((queues, inspected)) => {
                 let publish =

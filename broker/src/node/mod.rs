@@ -62,7 +62,7 @@ pub use single::start;
 pub use message::{Inspected, inspect, render};
 pub use node_properties::QueueOptions;
 
-use crate::amqp::engine::{DeliveryId, LinkId};
+use crate::amqp::engine::{DeliveryId, LinkId, SessionId};
 use crate::amqp::types::{ControlMessage, DeliveryState};
 use crate::queue::{ConsumerId, MessageFilter, Outcome, QueueInfo, Seq};
 
@@ -255,6 +255,29 @@ pub enum Request {
         /// Its inbox.
         inbox: mpsc::UnboundedSender<ToConnection>,
     },
+    /// The connection's client authenticated as `user` (its SASL identity):
+    /// what it may do from now on, and what it holds, is the user's.
+    Authenticated {
+        /// The connection.
+        conn: ConnId,
+        /// Who the client is.
+        user: String,
+    },
+    /// A session of the connection began: counted against its user's
+    /// `max_sessions`.
+    SessionBegun {
+        /// The connection.
+        conn: ConnId,
+        /// The session.
+        session: SessionId,
+    },
+    /// A session of the connection ended.
+    SessionEnded {
+        /// The connection.
+        conn: ConnId,
+        /// The session.
+        session: SessionId,
+    },
     /// A client attached a receiving link: make it a consumer of `node`.
     AttachConsumer {
         /// The connection.
@@ -434,6 +457,18 @@ pub enum ToConnection {
         delivery: DeliveryId,
         /// `accepted`, or `rejected` with why; or a coordinator's answer.
         state: DeliveryState,
+    },
+    /// Close the connection: its user holds `max_connections` already.
+    CloseConnection {
+        /// Why.
+        refusal: Refusal,
+    },
+    /// End a session: its user holds `max_sessions` already.
+    EndSession {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        refusal: Refusal,
     },
     /// Close a link (its queue was deleted).
     CloseLink {

@@ -39,6 +39,12 @@ pub(super) fn describe(message: &ToConnection) -> String {
             }
         }
         ToConnection::DrainComplete { .. } => "drain complete".into(),
+        ToConnection::CloseConnection { refusal } => {
+            format!("connection closed: {}", refusal.condition)
+        }
+        ToConnection::EndSession { session, refusal } => {
+            format!("session {} ended: {}", session.0, refusal.condition)
+        }
         ToConnection::Outcome { delivery, state } => match state {
             DeliveryState::Accepted(_) => format!("accepted {}", delivery.id),
             DeliveryState::Rejected(rejected) => {

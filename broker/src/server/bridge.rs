@@ -3,6 +3,7 @@
 //! commands, keeping what the connection's links are to the node.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::{debug, info};
@@ -59,6 +60,11 @@ pub(super) struct Bridge {
     consumers: BTreeMap<LinkId, (ConsumerId, VecDeque<Waiting>)>,
     /// Messages sent to consumers and not yet settled.
     unsettled: BTreeMap<DeliveryId, InQueue>,
+    /// The client's `open` has arrived.
+    opened: bool,
+    /// Why the node refused the connection, until the client's `open`
+    /// arrives to be answered with a `close` saying so.
+    refused: Option<Error>,
 }
 
 impl Bridge {
@@ -72,6 +78,8 @@ impl Bridge {
             coordinators: BTreeSet::new(),
             consumers: BTreeMap::new(),
             unsettled: BTreeMap::new(),
+            opened: false,
+            refused: None,
         }
     }
 
@@ -79,18 +87,35 @@ impl Bridge {
     pub(super) fn on_event(
         &mut self,
         conn: &mut Connection,
+        now: Instant,
         event: Event,
     ) -> Result<(), NodeStopped> {
         match event {
             // The connection's driver answers SASL before the bridge
             // sees anything.
             Event::SaslInit { .. } | Event::SaslResponse { .. } => {}
-            Event::Authenticated { identity } => info!(identity, "client authenticated"),
+            Event::Authenticated { identity } => {
+                info!(identity, "client authenticated");
+                self.node.send(Request::Authenticated {
+                    conn: self.conn,
+                    user: identity,
+                })?;
+            }
             Event::Opened { remote } => {
                 info!(container_id = remote.container_id, "AMQP connection open");
                 self.container_id = remote.container_id;
+                self.opened = true;
+                if let Some(error) = self.refused.take() {
+                    conn.close(now, Some(error));
+                }
             }
-            Event::SessionBegun { session, .. } => debug!(session = session.0, "session begun"),
+            Event::SessionBegun { session, .. } => {
+                debug!(session = session.0, "session begun");
+                self.node.send(Request::SessionBegun {
+                    conn: self.conn,
+                    session,
+                })?;
+            }
             Event::LinkAttached {
                 link,
                 remote,
@@ -146,6 +171,10 @@ impl Bridge {
             }
             Event::SessionEnded { session, error } => {
                 debug!(session = session.0, ?error, "session ended");
+                self.node.send(Request::SessionEnded {
+                    conn: self.conn,
+                    session,
+                })?;
             }
             Event::Closed { local, remote } => info!(?local, ?remote, "AMQP connection closed"),
         }
@@ -375,6 +404,7 @@ impl Bridge {
     pub(super) fn on_node(
         &mut self,
         conn: &mut Connection,
+        now: Instant,
         message: ToConnection,
     ) -> Result<(), NodeStopped> {
         match message {
@@ -472,6 +502,26 @@ impl Bridge {
                     self.producers.get(&delivery.link) == Some(&ReceiverSettleMode::Second);
                 // Under rcv-settle-mode second the client settles first.
                 let _ = conn.disposition(delivery, Some(state), !second);
+            }
+            ToConnection::CloseConnection { refusal } => {
+                info!(reason = refusal.description, "connection refused");
+                let error = Error::new(refusal.condition, refusal.description);
+                // Closed before the client's `open`, the handshake would
+                // end without a word: the client is told why once open.
+                match self.opened {
+                    true => conn.close(now, Some(error)),
+                    false => self.refused = Some(error),
+                }
+            }
+            ToConnection::EndSession { session, refusal } => {
+                info!(
+                    session = session.0,
+                    reason = refusal.description,
+                    "session refused"
+                );
+                let error = Error::new(refusal.condition, refusal.description);
+                // Fails only if the session has ended meanwhile.
+                let _ = conn.end(session, Some(error));
             }
             ToConnection::CloseLink { link, refusal } => {
                 let error = Error::new(refusal.condition, refusal.description);

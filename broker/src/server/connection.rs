@@ -199,13 +199,14 @@ impl<I: Io, S: AsyncRead + AsyncWrite + Unpin> Driver<I, S> {
     /// [`NODE_MESSAGES_PER_WAKE`]: the frames they make leave in one write,
     /// instead of one write (and one wake-up of the client) per message.
     fn on_node(&mut self, first: ToConnection) -> Result<(), NodeStopped> {
-        self.bridge.on_node(&mut self.conn, first)?;
+        self.bridge.on_node(&mut self.conn, self.io.now(), first)?;
         for _ in 1..NODE_MESSAGES_PER_WAKE {
             // Empty, or the node has stopped: `recv` reports that next.
             let Ok(message) = self.inbox.try_recv() else {
                 break;
             };
-            self.bridge.on_node(&mut self.conn, message)?;
+            self.bridge
+                .on_node(&mut self.conn, self.io.now(), message)?;
         }
         Ok(())
     }
@@ -242,7 +243,7 @@ impl<I: Io, S: AsyncRead + AsyncWrite + Unpin> Driver<I, S> {
                     if matches!(event, Event::Authenticated { .. }) {
                         self.ticket.authenticated();
                     }
-                    let handled = self.bridge.on_event(&mut self.conn, event);
+                    let handled = self.bridge.on_event(&mut self.conn, self.io.now(), event);
                     self.close_if_node_stopped(handled);
                 }
             }

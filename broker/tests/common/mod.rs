@@ -16,7 +16,7 @@ use argon2::password_hash::SaltString;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use bytes::Bytes;
 use sluice::amqp::types::{Header, Message, Section};
-use sluice::config::{Config, User};
+use sluice::config::{Config, User, UserLimits};
 use sluice::io::{Io, TokioIo};
 use sluice::node::NodeHandle;
 use sluice::sasl::scram::ScramCredential;
@@ -166,6 +166,7 @@ pub fn user(name: &str, password: &str) -> User {
             name.as_bytes(),
             4096,
         )),
+        limits: UserLimits::default(),
     }
 }
 /// `[[queue]]` entries for the interop tests' queue-type scenarios, each

@@ -37,6 +37,17 @@ pub(super) fn unique_name(origin: Origin, next: &mut u64) -> String {
 }
 
 impl Core {
+    /// The address the next temporary node a producer asks for gets, with
+    /// `topic` a temporary topic's: what its permissions are checked on
+    /// before it is made.
+    pub(super) fn next_temporary_address(&self, topic: bool) -> String {
+        let name = unique_name(self.origin, &mut self.next_dynamic.clone());
+        match topic {
+            true => format!("{TOPIC_PREFIX}{name}"),
+            false => name,
+        }
+    }
+
     /// Makes the temporary node a producer link's dynamic target asks for;
     /// returns where the link sends, and the node's address.
     pub(super) fn temporary_node(

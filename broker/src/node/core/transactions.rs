@@ -25,6 +25,7 @@ use crate::amqp::types::{
 use crate::node::address::destinations;
 use crate::node::clients::{rollback_error, transaction_refusal};
 use crate::node::{ConnId, Refusal, TOPIC_PREFIX, ToConnection};
+use crate::permissions::Operation;
 use crate::queue::{Command, ConsumerId, Guarded, Outcome, Seq, TransactionRefusal};
 
 /// The most commands (publishes to a queue, settles) one transaction may
@@ -401,7 +402,8 @@ impl Core {
             .producer_node(conn, delivery.link)
             .ok_or_else(|| Error::new(condition::ILLEGAL_STATE, "the link is gone"))?;
         let topic_address = |topic: &str| vec![format!("{TOPIC_PREFIX}{topic}")];
-        let (queues, inspected) = destinations(node, message, |_| true, topic_address)?;
+        let may_relay = |address: &str| self.access.check_message(conn, address, Operation::Send);
+        let (queues, inspected) = destinations(node, message, |_| true, topic_address, may_relay)?;
         let enqueues: Vec<Guarded> = queues
             .into_iter()
             .map(|queue| {

@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::config::User;
+use crate::config::{User, UserLimits};
 use crate::io::{TokioIo, seeded_rng};
 use crate::sasl::scram::ScramClient;
 
@@ -27,6 +27,7 @@ fn plain_user(name: &str, password: &str) -> User {
         name: name.to_owned(),
         password_hash: Some(cheap_hash(password)),
         scram_sha256: None,
+        limits: UserLimits::default(),
     }
 }
 
@@ -35,6 +36,7 @@ fn scram_user(name: &str, password: &str) -> User {
         name: name.to_owned(),
         password_hash: None,
         scram_sha256: Some(ScramCredential::derive(password.as_bytes(), b"salt", 4096)),
+        limits: UserLimits::default(),
     }
 }
 
