@@ -12,6 +12,7 @@ pub mod config;
 pub mod io;
 pub mod log;
 pub mod node;
+pub mod permissions;
 pub mod planted;
 pub mod queue;
 pub mod raft;
