@@ -9,8 +9,10 @@
 pub mod amqp;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod io;
 pub mod log;
+pub mod metrics;
 pub mod node;
 pub mod permissions;
 pub mod planted;

@@ -75,6 +75,18 @@ pub trait Io: Clone + Send + Sync + 'static {
         F: Future + Send + 'static,
         F::Output: Send + 'static;
 
+    /// Runs `work`, which blocks (a password hash), where it holds up no
+    /// task: on tokio's blocking pool in production. By default, and so
+    /// under turmoil, it runs as a task of the current host, in order,
+    /// which keeps the simulation deterministic.
+    fn spawn_blocking<F, R>(&self, work: F) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.spawn(async move { work() })
+    }
+
     /// Opens the file at `path` as `mode` describes.
     fn open(
         &self,

@@ -56,6 +56,15 @@ impl Io for TokioIo {
         tokio::spawn(task)
     }
 
+    #[allow(clippy::disallowed_methods)] // The seam: the blocking pool.
+    fn spawn_blocking<F, R>(&self, work: F) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        tokio::task::spawn_blocking(work)
+    }
+
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File> {
         let mut options = tokio::fs::OpenOptions::new();
         options.read(true);

@@ -32,8 +32,8 @@ use crate::amqp::types::{Error, condition};
 use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget};
 use crate::node::{
-    ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, QueueOptions, Refusal,
-    ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX, ToConnection,
+    ConnId, ConsumerNode, GroupQueue, NodeError, NodeReport, NodeSettings, Now, ProducerNode,
+    QueueOptions, Refusal, ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX, ToConnection,
 };
 use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
 use crate::raft::group::Status;
@@ -375,7 +375,8 @@ impl Core {
         match request {
             Request::Register { .. }
             | Request::ReplicaStatuses { .. }
-            | Request::QueueInfo { .. } => {}
+            | Request::QueueInfo { .. }
+            | Request::Report { .. } => {}
             Request::AttachConsumer {
                 conn,
                 link,
@@ -507,6 +508,27 @@ impl Core {
             let counters = move |(name, _)| Some((name, queues.info(name)?));
             queues.declared().filter_map(counters)
         })
+    }
+
+    /// Every queue's counters and statistics, with its group, in name
+    /// order, and how many snapshots this node has asked for.
+    pub(super) fn report(&self) -> NodeReport {
+        let mut queues: Vec<_> = self
+            .groups
+            .iter()
+            .flat_map(|(&group, state)| {
+                let reports = state.state.queues().reports();
+                reports.map(move |report| GroupQueue { group, report })
+            })
+            .collect();
+        queues.sort_by(|a, b| a.report.name.cmp(&b.report.name));
+        NodeReport {
+            node_id: self.node_id,
+            clustered: self.step == Step::Raft,
+            queues,
+            groups: self.replica_status(),
+            snapshots: self.snapshots_asked,
+        }
     }
 
     /// Every group's status, in group order.

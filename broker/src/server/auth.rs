@@ -148,6 +148,24 @@ impl Authenticator for PlainAuthenticator {
     }
 }
 
+/// Whether `password` is the password of the account `name` among
+/// `users`, for logins other than SASL (the management API's HTTP Basic
+/// authentication). An unknown name costs a check against a decoy hash,
+/// so that the time taken does not tell which names exist. Slow by design
+/// (argon2): call it off the threads that serve connections.
+pub fn check_password(users: &[User], name: &str, password: &[u8]) -> bool {
+    let Some(decoy) = users.first() else {
+        return false;
+    };
+    match users.iter().rev().find(|user| user.name == name) {
+        Some(user) => user.password_hash.verify(password),
+        None => {
+            decoy.password_hash.verify(password);
+            false
+        }
+    }
+}
+
 /// A PLAIN initial response, `[authzid] NUL authcid NUL passwd` (RFC 4616).
 #[derive(Debug, PartialEq, Eq)]
 struct PlainCredentials<'a> {
