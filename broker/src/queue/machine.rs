@@ -460,6 +460,12 @@ impl Queues {
         self.dispatch(now_ms, &queue, effects);
     }
 
+    /// How many steps the arrival record holds.
+    #[cfg(test)]
+    pub(super) fn arrival_steps(&self) -> usize {
+        self.arrivals.0.len()
+    }
+
     /// Records `seq`'s arrival, keeping the record bounded.
     fn note_arrival(&mut self, seq: Seq, now_ms: u64) {
         self.arrivals.note(seq, now_ms);
