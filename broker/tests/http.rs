@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::cluster::{Cluster, NODES};
 use common::{Broker, WAIT, test_config, user};
 use serde_json::Value as Json;
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
@@ -596,4 +597,66 @@ async fn the_openapi_document_lists_the_routes_served() {
     }
     client.close().await.unwrap();
     broker.stop().await;
+}
+
+/// Asks `path` of `addr` until `wanted` holds of its JSON, within `WAIT`:
+/// a node shows what its groups applied, which follows the leader's.
+async fn json_until(addr: SocketAddr, path: &str, wanted: impl Fn(&Json) -> bool) -> Json {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let response = get(addr, path).await;
+        if response.status == 200 && wanted(&response.json()) {
+            return response.json();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path}: {response:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn in_a_cluster_every_node_shows_the_queue_its_group_and_leaders() {
+    let base = Config {
+        http: sluice::config::HttpConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        },
+        ..test_config()
+    };
+    let cluster = Cluster::start(&base).await;
+    let (mut client, session) = connect(cluster.node(2), ClientSasl::Anonymous).await;
+    let sender = client
+        .attach_sender(session, "p", Some("work"))
+        .await
+        .unwrap();
+    publish(&mut client, sender, "x").await;
+
+    for id in NODES {
+        let http = cluster.node(id).http_addr.unwrap();
+        let ready = get(http, "/ready").await;
+        assert_eq!(ready.status, 200, "node {id}: {ready:?}");
+        let queue = json_until(http, "/api/queues/work", |q| q["messages"] == 1).await;
+        assert_eq!(queue["published"], 1, "node {id}: {queue}");
+        assert_eq!(queue["replicas"], serde_json::json!([1, 2, 3]));
+        let group = queue["group"].as_u64().unwrap();
+        let leader = queue["leader"].as_u64().unwrap();
+        assert!(NODES.contains(&leader), "node {id}: {queue}");
+
+        let status = get(http, "/api/cluster").await.json();
+        assert_eq!(status["node_id"], id);
+        assert_eq!(status["clustered"], true);
+        assert_eq!(status["members"], serde_json::json!([1, 2, 3]));
+        let groups = status["groups"].as_array().unwrap();
+        let of_queue = groups.iter().find(|g| g["group"] == group).unwrap();
+        assert_eq!(of_queue["leader"], leader, "node {id}: {status}");
+        assert!(groups.iter().all(|g| g["leader"].is_u64()), "{status}");
+
+        let exposition = scrape(http).await;
+        assert_eq!(sample(&exposition, "sluice_node_id"), Some(id as f64));
+        let series = format!("sluice_group_leader{{group=\"{group}\"}}");
+        assert_eq!(sample(&exposition, &series), Some(leader as f64));
+    }
+    client.close().await.unwrap();
+    cluster.stop().await;
 }
