@@ -206,14 +206,19 @@ fn queue(address: &str) -> Source {
 /// what was asked before: a settle sent just now may not have been applied
 /// yet. Asks again until `wanted` holds, within `WAIT`.
 async fn scrape_until(addr: SocketAddr, wanted: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let exposition = scrape(addr).await;
-        if wanted(&exposition) {
-            return exposition;
+    let reached = timeout(WAIT, async {
+        loop {
+            let exposition = scrape(addr).await;
+            if wanted(&exposition) {
+                return exposition;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{exposition}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    match reached {
+        Ok(exposition) => exposition,
+        Err(_) => panic!("not reached within {WAIT:?}: {}", scrape(addr).await),
     }
 }
 
@@ -602,17 +607,22 @@ async fn the_openapi_document_lists_the_routes_served() {
 /// Asks `path` of `addr` until `wanted` holds of its JSON, within `WAIT`:
 /// a node shows what its groups applied, which follows the leader's.
 async fn json_until(addr: SocketAddr, path: &str, wanted: impl Fn(&Json) -> bool) -> Json {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let response = get(addr, path).await;
-        if response.status == 200 && wanted(&response.json()) {
-            return response.json();
+    let reached = timeout(WAIT, async {
+        loop {
+            let response = get(addr, path).await;
+            if response.status == 200 && wanted(&response.json()) {
+                return response.json();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path}: {response:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    match reached {
+        Ok(json) => json,
+        Err(_) => panic!(
+            "{path} not as wanted within {WAIT:?}: {:?}",
+            get(addr, path).await
+        ),
     }
 }
 
