@@ -364,7 +364,8 @@ impl Core {
 
     /// A connection's request, at `now`. The driver keeps the channels a
     /// request may carry: it registers connections, and answers the queries
-    /// from [`Core::queue_info`] and [`Core::replica_status`].
+    /// from [`Core::queue_info`], [`Core::replica_status`] and
+    /// [`Core::report`].
     pub(super) fn handle_request(&mut self, now: Now, request: Request) {
         self.now = now;
         self.request(request);
