@@ -85,6 +85,9 @@ pub struct Config {
     /// What each user may do on which addresses (`[[permissions]]`). None
     /// at all: every user may do everything (see [`crate::permissions`]).
     pub permissions: Vec<Permission>,
+    /// The HTTP listener for metrics and the management API; none by
+    /// default.
+    pub http: HttpConfig,
     /// Set by `--repair`, never by the file, so that a repair is always a
     /// deliberate one-off: truncate the log at the first corrupt record and
     /// report what was lost.
@@ -113,6 +116,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             tls: TlsConfig::default(),
             permissions: Vec::new(),
+            http: HttpConfig::default(),
             repair: false,
             plants: crate::planted::Plants::NONE,
         }
@@ -201,6 +205,17 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
     /// The oldest TLS version accepted.
     pub min_version: TlsVersion,
+}
+
+/// The HTTP listener (`[http]`): Prometheus metrics (`/metrics`), health
+/// and readiness probes, and the management API. Without `listen`, none.
+/// It speaks plain HTTP: put it on a private interface (see
+/// `docs/management.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where HTTP clients connect (`--http`); port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// A TLS protocol version.

@@ -9,9 +9,11 @@
 pub mod amqp;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod io;
 pub mod log;
 pub mod log_budget;
+pub mod metrics;
 pub mod node;
 pub mod permissions;
 pub mod planted;

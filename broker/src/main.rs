@@ -59,6 +59,11 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     listen_tls: Option<SocketAddr>,
 
+    /// Address for the HTTP listener: Prometheus metrics, health probes
+    /// and the management API [default: none]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+
     /// Directory for the broker's state [default: ./sluice-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -105,6 +110,9 @@ impl RunArgs {
         }
         if let Some(listen) = self.listen_tls {
             config.tls.listen = Some(listen);
+        }
+        if let Some(listen) = self.http {
+            config.http.listen = Some(listen);
         }
         if let Some(data_dir) = self.data_dir {
             config.data_dir = data_dir;

@@ -1,5 +1,5 @@
 //! The `sluice` binary as an operator runs it: flags over the configuration
-//! file, the ready line (with the TLS listener's address), configuration
+//! file, the ready line (with the TLS and HTTP listeners' addresses), configuration
 //! errors, a clean exit on SIGTERM, and `sluice passwd` hashes that the
 //! broker then accepts.
 // Test helpers panic on anything unexpected: the panic is the failure report.
@@ -29,6 +29,7 @@ const OUTPUT_WAIT: Duration = Duration::from_secs(30);
 
 const READY: &str = "sluice ready: amqp=";
 const READY_TLS: &str = " amqps=";
+const READY_HTTP: &str = " http=";
 
 /// A running broker process whose stderr is read line by line.
 struct Broker {
@@ -237,10 +238,16 @@ fn the_tls_listener_is_announced_and_speaks_tls_then_amqp() {
         "127.0.0.1:0",
         "--listen-tls",
         "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
     ]);
     let line = broker.line_containing(READY);
     let (plain, tls) = (announced_addr(&line), addr_after(&line, READY_TLS));
     assert_ne!(plain, tls, "{line}");
+    // Every listener, in the order `amqp= amqps= http=`.
+    let http = addr_after(&line, READY_HTTP);
+    assert!(line.find(READY_TLS) < line.find(READY_HTTP), "{line}");
+    assert_ne!(http, tls, "{line}");
 
     let header = sasl_header_over_tls(tls, &pki);
     assert_eq!(
@@ -250,6 +257,41 @@ fn the_tls_listener_is_announced_and_speaks_tls_then_amqp() {
 
     let (status, logged) = broker.terminate();
     assert!(status.success(), "{status}; logged {logged:#?}");
+}
+
+#[test]
+fn the_http_listener_from_the_file_is_announced_and_serves_health() {
+    let file = config_file("[http]\nlisten = \"127.0.0.1:0\"\n");
+    let path = file.path().to_str().unwrap();
+    let broker = Broker::start(&["--config", path, "--listen", "127.0.0.1:0"]);
+    let line = broker.line_containing(READY);
+    assert!(!line.contains(READY_TLS), "{line}");
+    let http = addr_after(&line, READY_HTTP);
+    let answer = http_get(http, "/health");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with(
+            r#""status": "up"
+}"#
+        ),
+        "{answer}"
+    );
+
+    let (status, logged) = broker.terminate();
+    assert!(status.success(), "{status}; logged {logged:#?}");
+}
+
+/// The whole answer to `GET path`, over a blocking socket to the real
+/// process.
+#[allow(clippy::disallowed_types)]
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(OUTPUT_WAIT)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 /// Sends SASL's protocol header to the TLS listener at `addr`, inside TLS,

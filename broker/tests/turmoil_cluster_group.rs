@@ -65,6 +65,7 @@ async fn run_node(node: u64, applied: Applied) -> turmoil::Result {
         seed: SEED,
         votes: PathBuf::from("/votes"),
         plants: sluice::planted::Plants::NONE,
+        metrics: sluice::metrics::Metrics::default(),
     };
     let (handle, mut committed, task) =
         group::start(TurmoilIo, Path::new("/raft"), config, transport).await?;

@@ -1,6 +1,7 @@
 //! The turmoil proof: the real server ([`server::run`] on [`TurmoilIo`]) on
 //! a simulated host, and a client host that logs in with SASL ANONYMOUS,
-//! opens and closes an AMQP connection.
+//! opens and closes an AMQP connection; and the HTTP listener on the same
+//! seam.
 //!
 //! The client writes and checks raw frames, encoded by hand below, so that
 //! the proof does not lean on the engine it is testing. Needs the `sim`
@@ -376,4 +377,55 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
+}
+
+const HTTP_PORT: u16 = 8080;
+
+/// The HTTP listener runs on the seam too: under turmoil it serves a
+/// probe, and cuts off a client that stops halfway through its headers
+/// once the header timeout has passed in simulated time.
+#[test]
+fn the_http_listener_serves_a_probe_and_cuts_off_a_stalled_client() {
+    let mut sim = simulation();
+    let (_never_triggered, shutdown) = shutdown_channel();
+    sim.host(BROKER, move || {
+        let shutdown = shutdown.clone();
+        async move {
+            let config = Config {
+                listen: (Ipv4Addr::UNSPECIFIED, AMQP_PORT).into(),
+                http: sluice::config::HttpConfig {
+                    listen: Some((Ipv4Addr::UNSPECIFIED, HTTP_PORT).into()),
+                },
+                ..Config::default()
+            };
+            server::run(config, TurmoilIo, shutdown, |_| {}).await?;
+            Ok(())
+        }
+    });
+    sim.client("client", async {
+        let address = format!("{BROKER}:{HTTP_PORT}");
+        let mut probe = TurmoilIo.connect(&address).await?;
+        probe
+            .write_all(b"GET /ready HTTP/1.1\r\nHost: broker\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        probe.read_to_end(&mut answer).await?;
+        let answer = String::from_utf8(answer)?;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+
+        let mut stalled = TurmoilIo.connect(&address).await?;
+        stalled.write_all(b"GET /metr").await?;
+        let started = TurmoilIo.now();
+        let mut rest = Vec::new();
+        stalled.read_to_end(&mut rest).await?;
+        let held = TurmoilIo.now() - started;
+        assert!(
+            held >= sluice::http::HEADER_READ_TIMEOUT
+                && held < sluice::http::HEADER_READ_TIMEOUT + Duration::from_secs(1),
+            "held for {held:?}"
+        );
+        Ok(())
+    });
+    sim.run()
+        .unwrap_or_else(|error| panic!("seed {SEED:#x}: {error}"));
 }

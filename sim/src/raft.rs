@@ -204,6 +204,7 @@ async fn run_node(
         seed,
         votes: PathBuf::from("/votes"),
         plants: sluice::planted::Plants::new(plant),
+        metrics: sluice::metrics::Metrics::default(),
     };
     let (handle, mut committed, task) =
         group::start(io, Path::new("/raft"), config, transport).await?;

@@ -185,6 +185,9 @@ pub struct LogOptions {
     /// Planted bugs for the simulator: with `skip-dir-fsync` the writer
     /// never fsyncs the directory after creating a segment. Default: none.
     pub plants: crate::planted::Plants,
+    /// Where each batch's fsync time and size are counted. Default: a
+    /// [`Metrics`](crate::metrics::Metrics) of its own, which nobody reads.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for LogOptions {
@@ -195,6 +198,7 @@ impl Default for LogOptions {
             stop_at_no_space: false,
             reserve_bytes: 0,
             plants: crate::planted::Plants::NONE,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }
@@ -483,6 +487,7 @@ pub async fn open<I: Io>(
         reserve,
     );
     writer.plants = options.plants;
+    writer.metrics = options.metrics.clone();
     writer.stop_at_no_space = options.stop_at_no_space;
     let run = writer.run(Arc::clone(&handoff), snapshot_requests, completed);
     io.spawn(run.instrument(span));

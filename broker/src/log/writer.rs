@@ -17,6 +17,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
 use tracing::{Instrument, Span, debug, error, info, trace, warn};
 
 use super::handoff::{Batch, Handoff};
@@ -87,6 +89,8 @@ pub(super) struct Writer<I: Io> {
     reserve: Reserve<I>,
     /// Planted bugs (`skip-dir-fsync` concerns the writer).
     pub(super) plants: Plants,
+    /// Counts each batch's fsync time and size.
+    pub(super) metrics: Metrics,
 }
 
 impl<I: Io> Writer<I> {
@@ -110,6 +114,7 @@ impl<I: Io> Writer<I> {
             stop_at_no_space: false,
             reserve,
             plants: Plants::NONE,
+            metrics: Metrics::default(),
         }
     }
 
@@ -252,9 +257,12 @@ impl<I: Io> Writer<I> {
             .active
             .as_mut()
             .expect("a segment was just made active");
+        let started = self.io.now();
         let written = write_and_sync(&mut active.file, &active.path, frames).await;
         match written {
             Ok(()) => {
+                let took = self.io.now().saturating_duration_since(started);
+                self.metrics.fsynced(took, records);
                 active.len_bytes += frames.len() as u64;
                 let first = self.next_lsn;
                 self.next_lsn = Lsn(first.0 + records);

@@ -103,6 +103,7 @@ pub async fn start<I: Io>(
         seed: config.seed,
         votes: config.data_dir.join(VOTES_FILE),
         plants: config.plants,
+        metrics: settings.metrics.clone(),
     };
     let transport = TransportConfig {
         node_id,

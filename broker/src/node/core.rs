@@ -33,8 +33,8 @@ use crate::amqp::types::{Error, condition};
 use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget, subscription_not_found};
 use crate::node::{
-    ConnId, ConsumerNode, NodeError, NodeSettings, Now, ProducerNode, QueueOptions, Refusal,
-    ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX, ToConnection,
+    ConnId, ConsumerNode, GroupQueue, NodeError, NodeReport, NodeSettings, Now, ProducerNode,
+    QueueOptions, Refusal, ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX, ToConnection,
 };
 use crate::permissions::Operation;
 use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
@@ -370,7 +370,8 @@ impl Core {
 
     /// A connection's request, at `now`. The driver keeps the channels a
     /// request may carry: it registers connections, and answers the queries
-    /// from [`Core::queue_info`] and [`Core::replica_status`].
+    /// from [`Core::queue_info`], [`Core::replica_status`] and
+    /// [`Core::report`].
     pub(super) fn handle_request(&mut self, now: Now, request: Request) {
         self.now = now;
         self.request(request);
@@ -381,7 +382,8 @@ impl Core {
         match request {
             Request::Register { .. }
             | Request::ReplicaStatuses { .. }
-            | Request::QueueInfo { .. } => {}
+            | Request::QueueInfo { .. }
+            | Request::Report { .. } => {}
             Request::Authenticated { conn, user } => {
                 if let Err(refusal) = self.access.authenticated(conn, user) {
                     self.clients
@@ -527,6 +529,27 @@ impl Core {
             let counters = move |(name, _)| Some((name, queues.info(name)?));
             queues.declared().filter_map(counters)
         })
+    }
+
+    /// Every queue's counters and statistics, with its group, in name
+    /// order, and how many snapshots this node has asked for.
+    pub(super) fn report(&self) -> NodeReport {
+        let mut queues: Vec<_> = self
+            .groups
+            .iter()
+            .flat_map(|(&group, state)| {
+                let reports = state.state.queues().reports();
+                reports.map(move |report| GroupQueue { group, report })
+            })
+            .collect();
+        queues.sort_by(|a, b| a.report.name.cmp(&b.report.name));
+        NodeReport {
+            node_id: self.node_id,
+            clustered: self.step == Step::Raft,
+            queues,
+            groups: self.replica_status(),
+            snapshots: self.snapshots_asked,
+        }
     }
 
     /// Every group's status, in group order.

@@ -64,7 +64,7 @@ pub use node_properties::QueueOptions;
 
 use crate::amqp::engine::{DeliveryId, LinkId, SessionId};
 use crate::amqp::types::{ControlMessage, DeliveryState};
-use crate::queue::{ConsumerId, MessageFilter, Outcome, QueueInfo, Seq};
+use crate::queue::{ConsumerId, MessageFilter, Outcome, QueueInfo, QueueReport, Seq};
 
 /// A connection, as the node knows it.
 pub type ConnId = u64;
@@ -122,6 +122,9 @@ impl Inboxes {
             }
             Request::ReplicaStatuses { reply } => {
                 let _ = reply.send(core.replica_status());
+            }
+            Request::Report { reply } => {
+                let _ = reply.send(core.report());
             }
             // What the core tells a connection that has gone is dropped.
             Request::Disconnect { conn } => {
@@ -195,6 +198,18 @@ impl NodeHandle {
         answer.await.map_err(|_| NodeStopped)
     }
 
+    /// What the node knows of its queues and groups, for metrics and the
+    /// management API: read only, so asking changes nothing it decides.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeStopped`] if the node task has stopped.
+    pub async fn report(&self) -> Result<NodeReport, NodeStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Report { reply })?;
+        answer.await.map_err(|_| NodeStopped)
+    }
+
     /// Every replicated group's [`ReplicaStatus`], in group order; empty on
     /// a single node. The simulator finds leaders, and checks that replicas
     /// converge, with it.
@@ -226,6 +241,31 @@ pub struct ReplicaStatus {
     /// This node's member is rejoining after damage to its log, and does
     /// not vote until it has caught up.
     pub rejoining: bool,
+}
+
+/// What a node knows of its queues and groups ([`NodeHandle::report`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// This node's id (1 on a single node).
+    pub node_id: u64,
+    /// It is a member of a replicated cluster.
+    pub clustered: bool,
+    /// Every queue, in name order, as this node has applied its group.
+    pub queues: Vec<GroupQueue>,
+    /// Every group, in group order (on a single node, its one group,
+    /// which it leads).
+    pub groups: Vec<ReplicaStatus>,
+    /// Snapshots this node has asked its groups to take since it started.
+    pub snapshots: u64,
+}
+
+/// A queue and the group that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupQueue {
+    /// The group.
+    pub group: u32,
+    /// The queue's counters.
+    pub report: QueueReport,
 }
 
 /// The node task has stopped (the broker is shutting down or failed).
@@ -394,6 +434,11 @@ pub enum Request {
     ReplicaStatuses {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<ReplicaStatus>>,
+    },
+    /// Report the node's [`NodeReport`].
+    Report {
+        /// Where the answer goes.
+        reply: oneshot::Sender<NodeReport>,
     },
     /// Report every queue's counters, in name order.
     QueueInfo {

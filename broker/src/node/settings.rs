@@ -4,6 +4,7 @@
 
 use crate::config::{self, Config, QueueKind};
 use crate::log::LogOptions;
+use crate::metrics::Metrics;
 use crate::queue::{Overflow, QueueConfig};
 
 /// How the node is configured.
@@ -11,12 +12,18 @@ use crate::queue::{Overflow, QueueConfig};
 pub struct NodeSettings {
     /// The broker's configuration: data dir, storage, queue policies, limits.
     pub config: Config,
+    /// Where the node's log counts its fsyncs.
+    pub metrics: Metrics,
 }
 
 impl NodeSettings {
-    /// Settings for a broker configured by `config`.
+    /// Settings for a broker configured by `config`, counting into
+    /// metrics of its own.
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            metrics: Metrics::default(),
+        }
     }
 
     pub(in crate::node) fn log_options(&self) -> LogOptions {
@@ -27,6 +34,7 @@ impl NodeSettings {
             stop_at_no_space: false,
             reserve_bytes: self.config.storage.disk_reserve_bytes,
             plants: self.config.plants,
+            metrics: self.metrics.clone(),
         }
     }
 

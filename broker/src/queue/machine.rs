@@ -9,7 +9,7 @@ use super::message::Message;
 use super::single::{Admission, Queue};
 use super::{
     CloseReason, Command, ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, Effect, LazyFields,
-    MessageFilter, NewMessage, Outcome, QueueConfig, QueueInfo, RejectReason, Seq,
+    MessageFilter, NewMessage, Outcome, QueueConfig, QueueInfo, QueueStats, RejectReason, Seq,
 };
 use crate::amqp::codec::DecodeError;
 use crate::planted::Plants;
@@ -18,6 +18,81 @@ use crate::planted::Plants;
 /// delivery count, expiry and the framing of its record, with room for a
 /// few annotations.
 const SNAPSHOT_BYTES_PER_MESSAGE: u64 = 128;
+
+/// The finest step of [`Arrivals`]: a second is fine enough for the age
+/// of a queue's oldest message, which alerts compare with minutes.
+const ARRIVAL_STEP_MS: u64 = 1_000;
+
+/// The most steps [`Arrivals`] keeps: about 16 KiB.
+const ARRIVALS_MAX: usize = 1_024;
+
+/// When seqs were first enqueued, coarsely: `(seq, now_ms)` pairs, the
+/// first seq enqueued at or after each step. Seqs grow with time, so the
+/// oldest message of a queue (its least seq) arrived no later than the
+/// step of the greatest recorded seq not above it. It answers the age of
+/// a queue's oldest message without a timestamp in every message.
+/// Volatile, like [`QueueStats`]: empty after a snapshot is loaded, so
+/// the messages restored with it have no known arrival.
+#[derive(Debug, Default)]
+struct Arrivals(VecDeque<(Seq, u64)>);
+
+impl Arrivals {
+    /// `seq` was enqueued at `now_ms`.
+    fn note(&mut self, seq: Seq, now_ms: u64) {
+        if self
+            .0
+            .back()
+            .is_some_and(|&(_, at)| now_ms < at.saturating_add(ARRIVAL_STEP_MS))
+        {
+            return;
+        }
+        self.0.push_back((seq, now_ms));
+    }
+
+    /// Bounds the record: forgets the steps before the one of `oldest`
+    /// (the least seq any queue holds), then, if that is not enough, every
+    /// other step, which keeps the whole span at half the resolution.
+    fn trim(&mut self, oldest: Option<Seq>) {
+        if self.0.len() <= ARRIVALS_MAX {
+            return;
+        }
+        let keep_from = oldest.map_or(self.0.len() - 1, |oldest| {
+            self.0
+                .partition_point(|&(seq, _)| seq <= oldest)
+                .saturating_sub(1)
+        });
+        self.0.drain(..keep_from);
+        if self.0.len() > ARRIVALS_MAX / 2 {
+            let mut index = 0;
+            self.0.retain(|_| {
+                index += 1;
+                index % 2 == 1
+            });
+        }
+    }
+
+    /// When `seq` was enqueued at the latest, if it was recorded.
+    fn arrival_ms(&self, seq: Seq) -> Option<u64> {
+        let after = self.0.partition_point(|&(first, _)| first <= seq);
+        let (_, at) = self.0.get(after.checked_sub(1)?)?;
+        Some(*at)
+    }
+}
+
+/// One queue's counters, for the broker's metrics and management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueReport {
+    /// Its name.
+    pub name: String,
+    /// What it holds now.
+    pub info: QueueInfo,
+    /// What it has done.
+    pub stats: QueueStats,
+    /// When its oldest message was enqueued at the latest, Unix
+    /// milliseconds (to the second); `None` if it holds none, or its oldest
+    /// came with a snapshot.
+    pub oldest_arrival_ms: Option<u64>,
+}
 
 /// The queue state machine: every queue, its messages and its consumers.
 ///
@@ -39,6 +114,9 @@ pub struct Queues {
     /// (see [`Queues::raise_dispatch_floor`]). Volatile: not in snapshots,
     /// and it decides only what is delivered, never what is kept.
     dispatch_floor_ms: u64,
+    /// When seqs were enqueued, for the age of each queue's oldest
+    /// message. Volatile.
+    arrivals: Arrivals,
 }
 
 /// A message on its way to a dead-letter queue.
@@ -121,6 +199,18 @@ impl Queues {
     /// A queue's counters, if it exists.
     pub fn info(&self, queue: &str) -> Option<QueueInfo> {
         self.queues.get(queue).map(Queue::info)
+    }
+
+    /// Every queue's counters and statistics, in name order.
+    pub fn reports(&self) -> impl Iterator<Item = QueueReport> + '_ {
+        self.queues.values().map(|queue| QueueReport {
+            name: queue.name.clone(),
+            info: queue.info(),
+            stats: queue.stats,
+            oldest_arrival_ms: queue
+                .oldest_seq()
+                .and_then(|seq| self.arrivals.arrival_ms(seq)),
+        })
     }
 
     /// How many more messages the queue takes before it refuses publishes
@@ -347,6 +437,7 @@ impl Queues {
         // its key (that drop-head did not take already).
         for old in replaced {
             if target.remove(old).is_some() {
+                target.stats.dead_lettered += 1;
                 effects.push(Effect::DeadLettered {
                     from: queue.clone(),
                     seq: old,
@@ -358,13 +449,30 @@ impl Queues {
         if let (Some(id), Some((window_ms, ids_max))) = (message_id, window) {
             target.dedup.remember(now_ms, id, window_ms, ids_max);
         }
+        target.stats.published += 1;
         self.last_seq = seq;
+        self.note_arrival(seq, now_ms);
         effects.push(Effect::Enqueued {
             queue: queue.clone(),
             seq,
         });
         self.dead_letter_evicted(now_ms, &queue, evicted, effects);
         self.dispatch(now_ms, &queue, effects);
+    }
+
+    /// How many steps the arrival record holds.
+    #[cfg(test)]
+    pub(super) fn arrival_steps(&self) -> usize {
+        self.arrivals.0.len()
+    }
+
+    /// Records `seq`'s arrival, keeping the record bounded.
+    fn note_arrival(&mut self, seq: Seq, now_ms: u64) {
+        self.arrivals.note(seq, now_ms);
+        if self.arrivals.0.len() > ARRIVALS_MAX {
+            let oldest = self.queues.values().filter_map(Queue::oldest_seq).min();
+            self.arrivals.trim(oldest);
+        }
     }
 
     fn attach(
@@ -447,6 +555,7 @@ impl Queues {
         let dead_letter = match outcome {
             Outcome::Accepted => {
                 source.remove(seq);
+                source.stats.acked += 1;
                 None
             }
             Outcome::Released => {
@@ -556,6 +665,12 @@ impl Queues {
                 message,
                 reason,
             } = dead;
+            if let Some(source) = self.queues.get_mut(&from) {
+                match reason {
+                    DeadLetterReason::Expired => source.stats.expired += 1,
+                    _ => source.stats.dead_lettered += 1,
+                }
+            }
             let persistent = message.persistent;
             let (to, evicted) = self.route(now_ms, &from, seq, message, reason);
             // What bounds the loop: only a persistent message evicts, and

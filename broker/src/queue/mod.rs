@@ -56,7 +56,7 @@ use bytes::Bytes;
 use crate::amqp::codec::Value;
 
 pub use filter::{LazyFields, MessageFilter};
-pub use machine::Queues;
+pub use machine::{QueueReport, Queues};
 
 /// A message's sequence number, assigned by the caller on
 /// [`Command::Enqueue`]: greater than every seq ever accepted. It names the
@@ -512,4 +512,28 @@ pub struct QueueInfo {
     pub bytes: u64,
     /// Attached consumers, browsers included.
     pub consumers: u64,
+}
+
+/// What a queue has done since this node loaded it: counters for metrics.
+/// Volatile: neither in snapshots nor in the state's digest, so they
+/// change nothing a replica or a replay decides. Every member counts what
+/// it applies, so the members of a group agree on them once they have
+/// applied as far and started from the same snapshot; a restart counts
+/// what recovery replays again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages published into it (dead-lettered arrivals not included).
+    pub published: u64,
+    /// Messages acquired by a consumer (browse copies not included).
+    pub delivered: u64,
+    /// Of those, messages some consumer had acquired before.
+    pub redelivered: u64,
+    /// Messages settled `accepted`: gone for good.
+    pub acked: u64,
+    /// Messages that left it for its dead-letter queue, or were dropped,
+    /// for any reason but expiry: rejected, at the delivery limit, evicted
+    /// for room, or replaced in a last-value queue.
+    pub dead_lettered: u64,
+    /// Messages whose time to live ran out in it.
+    pub expired: u64,
 }

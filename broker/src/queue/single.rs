@@ -9,7 +9,8 @@ use super::dedup::Dedup;
 use super::message::{Message, Tally};
 use super::ready::{Key, Ready};
 use super::{
-    ConsumerId, Delivery, Effect, LazyFields, MessageFilter, Overflow, QueueConfig, QueueInfo, Seq,
+    ConsumerId, Delivery, Effect, LazyFields, MessageFilter, Overflow, QueueConfig, QueueInfo,
+    QueueStats, Seq,
 };
 use crate::amqp::codec::Value;
 use bytes::Bytes;
@@ -70,6 +71,8 @@ pub(super) struct Queue {
     last_served: Option<ConsumerId>,
     /// The `message-id`s taken lately.
     pub dedup: Dedup,
+    /// Its counters, for metrics (volatile).
+    pub stats: QueueStats,
 }
 
 impl Queue {
@@ -90,6 +93,7 @@ impl Queue {
             consumers: BTreeMap::new(),
             last_served: None,
             dedup: Dedup::default(),
+            stats: QueueStats::default(),
         }
     }
 
@@ -176,6 +180,11 @@ impl Queue {
             bytes: self.all.bytes,
             consumers: self.consumers.len() as u64,
         }
+    }
+
+    /// The seq of the message it has held longest, if any.
+    pub fn oldest_seq(&self) -> Option<Seq> {
+        self.messages.first_key_value().map(|(&seq, _)| seq)
     }
 
     /// How many more messages can be published before it refuses them;
@@ -566,6 +575,10 @@ impl Queue {
         consumer.spend_credit();
         consumer.hold(seq);
         self.last_served = Some(id);
+        self.stats.delivered += 1;
+        if !first_acquirer {
+            self.stats.redelivered += 1;
+        }
         effects.push(Effect::Deliver {
             consumer: id,
             delivery: Delivery {

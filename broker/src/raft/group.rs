@@ -69,6 +69,8 @@ pub struct GroupsConfig {
     pub votes: PathBuf,
     /// Planted bugs for the simulator.
     pub plants: crate::planted::Plants,
+    /// Where the Raft log counts its fsyncs.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Why the groups could not start, or stopped.
@@ -643,6 +645,7 @@ async fn open_log<I: Io>(
     // may commit what it held.
     let options = LogOptions {
         stop_at_no_space: true,
+        metrics: config.metrics.clone(),
         ..LogOptions::default()
     };
     let damage = match log::open(io.clone(), dir, options.clone()).await {
@@ -740,6 +743,7 @@ mod tests {
             seed: 0,
             votes: dir.path().join("votes"),
             plants: crate::planted::Plants::NONE,
+            metrics: crate::metrics::Metrics::default(),
         };
         let transport = TransportConfig {
             node_id: 1,

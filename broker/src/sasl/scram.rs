@@ -99,6 +99,17 @@ impl ScramCredential {
     }
 }
 
+impl ScramCredential {
+    /// Whether `password` is the one this credential was derived from: for
+    /// logins that send the password itself (HTTP Basic, PLAIN) to an
+    /// account that has only a SCRAM credential. Costs the PBKDF2 a
+    /// client pays.
+    pub fn verifies(&self, password: &[u8]) -> bool {
+        let keys = Keys::derive(password, &self.salt, self.iterations);
+        bool::from(keys.stored_key().ct_eq(&self.stored_key))
+    }
+}
+
 impl fmt::Display for ScramCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

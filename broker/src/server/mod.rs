@@ -27,7 +27,9 @@ use crate::amqp::codec::{Symbol, Value};
 use crate::amqp::engine::ConnectionConfig;
 use crate::amqp::types::Fields;
 use crate::config::{AmqpConfig, Config};
+use crate::http;
 use crate::io::{Io, Listener, secret_rng};
+use crate::metrics::{ConnectionInfo, Metrics};
 use crate::node::{self, NodeError, NodeHandle, NodeSettings};
 
 use admission::Admission;
@@ -76,6 +78,10 @@ pub struct Listening {
     pub addr: SocketAddr,
     /// The TLS listener's bound address, if there is one.
     pub tls_addr: Option<SocketAddr>,
+    /// The HTTP listener's bound address, if there is one.
+    pub http_addr: Option<SocketAddr>,
+    /// The broker's metrics, for the login code and tests.
+    pub metrics: Metrics,
     /// The broker node, for asking it about its queues
     /// ([`NodeHandle::queue_info`]).
     pub node: NodeHandle,
@@ -85,7 +91,8 @@ pub struct Listening {
 ///
 /// Once listening, it logs `sluice ready: amqp=ADDR` with the bound address
 /// (the real port when the configured one is 0), followed by `amqps=ADDR`
-/// for the TLS listener if there is one, and passes a [`Listening`] to
+/// for the TLS listener and `http=ADDR` for the HTTP listener if there
+/// are, and passes a [`Listening`] to
 /// `ready`. On shutdown it stops accepting and closes each connection with
 /// `amqp:connection:forced`, giving clients a bounded grace period to answer.
 ///
@@ -104,7 +111,11 @@ pub async fn run<I: Io>(
     shutdown: Shutdown,
     ready: impl FnOnce(Listening) + Send,
 ) -> Result<(), ServerError> {
-    let settings = NodeSettings::new(config.clone());
+    let metrics = Metrics::default();
+    let settings = NodeSettings {
+        metrics: metrics.clone(),
+        ..NodeSettings::new(config.clone())
+    };
     let (node, mut node_task) = if config.cluster.is_clustered() {
         let (node, task) = node::start_clustered(io.clone(), settings).await?;
         (node, io.spawn(task))
@@ -121,32 +132,62 @@ pub async fn run<I: Io>(
         Some((listener, _)) => Some(listener.local_addr().map_err(ServerError::LocalAddr)?),
         None => None,
     };
-    match tls_addr {
-        Some(tls_addr) => info!("sluice ready: amqp={addr} amqps={tls_addr}"),
-        None => info!("sluice ready: amqp={addr}"),
+    let http_listener = match config.http.listen {
+        Some(addr) => Some(bind(&io, addr).await?),
+        None => None,
+    };
+    let http_addr = match &http_listener {
+        Some(listener) => Some(listener.local_addr().map_err(ServerError::LocalAddr)?),
+        None => None,
+    };
+    let mut line = format!("sluice ready: amqp={addr}");
+    if let Some(tls_addr) = tls_addr {
+        line.push_str(&format!(" amqps={tls_addr}"));
     }
+    if let Some(http_addr) = http_addr {
+        line.push_str(&format!(" http={http_addr}"));
+    }
+    info!("{line}");
     ready(Listening {
         addr,
         tls_addr,
+        http_addr,
+        metrics: metrics.clone(),
         node: node.clone(),
     });
-
-    let auth = Authentication::new(&io, &config, verify_threads());
+    let auth = Arc::new(Authentication::new(
+        &io,
+        &config,
+        verify_threads(),
+        metrics.clone(),
+    ));
     if !auth.offers_without_tls() {
         warn!(
             "clients without TLS can log in with no mechanism: PLAIN needs TLS \
              (or auth.allow_plain_without_tls) and no account has a SCRAM credential"
         );
     }
+    let http_server = http_listener.map(|listener| {
+        let api = http::Api::new(
+            io.clone(),
+            &config,
+            node.clone(),
+            metrics.clone(),
+            Arc::clone(&auth),
+        );
+        io.spawn(http::serve(listener, api, shutdown.clone()).instrument(info_span!("http")))
+    });
+
     let settings = ConnectionSettings {
         engine: connection_config(&config.amqp),
-        auth: Arc::new(auth),
+        auth,
         admission: Admission::new(
             config.limits.max_connections,
             config.limits.max_handshakes_per_source,
         ),
         seed: config.seed,
         node,
+        metrics,
     };
     let tasks = ConnectionTasks::new();
     let node_failed =
@@ -156,6 +197,14 @@ pub async fn run<I: Io>(
     drop(listeners);
     info!("shutting down: no longer accepting connections");
     tasks.all_ended().await;
+    // Its requests hold the node's handle too. It stops on the same
+    // shutdown, or at once if the node failed and the shutdown never came.
+    if let Some(http_server) = http_server {
+        if node_failed.is_some() {
+            http_server.abort();
+        }
+        let _ = http_server.await;
+    }
     // The last handle goes: the node finishes what it was logging, then ends.
     drop(settings);
     let result = match node_failed {
@@ -236,6 +285,7 @@ struct ConnectionSettings {
     /// The configured seed, mixed into each connection's secrets.
     seed: u64,
     node: NodeHandle,
+    metrics: Metrics,
 }
 
 /// Threads for argon2 checks: half the machine, so that logins never take
@@ -299,6 +349,15 @@ async fn accept_until_shutdown<I: Io>(
         };
         let acceptor = listeners.acceptor().cloned();
         let alive = tasks.alive();
+        let open = settings.metrics.connection_opened(ConnectionInfo {
+            id: connection_id,
+            peer,
+            port: match port {
+                tls::Port::Amqp => crate::metrics::Port::Amqp,
+                tls::Port::Amqps => crate::metrics::Port::Amqps,
+            },
+            opened_unix_ms: io.unix_time_ms(),
+        });
         io.spawn(
             async move {
                 match acceptor {
@@ -317,6 +376,7 @@ async fn accept_until_shutdown<I: Io>(
                         }
                     }
                 }
+                drop(open);
                 drop(alive);
             }
             .instrument(span),

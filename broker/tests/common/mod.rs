@@ -36,6 +36,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     /// The TLS listener's address, if the configuration has one.
     pub tls_addr: Option<SocketAddr>,
+    /// The HTTP listener's address, if the configuration has one.
+    pub http_addr: Option<SocketAddr>,
     /// The broker's node, for asking it about its queues and replicas. The
     /// node stops only once every handle is gone: drop clones before `stop`.
     pub node: NodeHandle,
@@ -112,6 +114,7 @@ impl Broker {
         Self {
             addr: listening.addr,
             tls_addr: listening.tls_addr,
+            http_addr: listening.http_addr,
             node: listening.node,
             trigger,
             server,

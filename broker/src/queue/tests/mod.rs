@@ -14,6 +14,7 @@ mod codec;
 #[cfg(feature = "planted-bugs")]
 mod planted;
 mod replay;
+mod stats;
 mod transaction;
 mod types;
 

@@ -55,6 +55,12 @@ fn the_server_reproduces_rfc_7677s_exchange() {
 }
 
 #[test]
+fn a_credential_verifies_its_password_and_no_other() {
+    assert!(credential().verifies(PASSWORD));
+    assert!(!credential().verifies(b"pencil "));
+}
+
+#[test]
 fn a_wrong_password_fails_the_proof() {
     let (server, server_first) = start(Some(credential()), CLIENT_FIRST).unwrap();
     let (mut client, _) = ScramClient::start(USER, b"pencil!", CLIENT_NONCE);

@@ -25,8 +25,8 @@ mod throttle;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use base64ct::{Base64, Encoding};
 use bytes::Bytes;
@@ -41,6 +41,7 @@ use crate::amqp::engine::{SaslVerdict, ServerSasl};
 use crate::amqp::types::SaslCode;
 use crate::config::Config;
 use crate::io::{Io, SeededRng, secret_rng};
+use crate::metrics::Metrics;
 use crate::sasl::scram::{self, Lookup, ScramCredential, ScramServer};
 use crate::sasl::{ANONYMOUS, PLAIN, PlainCredentials};
 
@@ -95,7 +96,20 @@ pub struct Authentication {
     verify_slots: Semaphore,
     throttle: Mutex<Throttle>,
     log_budget: Mutex<Option<LogBudget>>,
-    failures: AtomicU64,
+    /// Counts failed logins (`sluice_auth_failures_total`).
+    metrics: Metrics,
+}
+
+/// What a password check concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// The password is the account's.
+    Valid,
+    /// A wrong password or an unknown user (counted, throttled and logged).
+    Invalid,
+    /// Not checked: too many checks are waiting, or this source's turn is
+    /// too far off. Try again later.
+    Busy,
 }
 
 impl fmt::Debug for Authentication {
@@ -110,9 +124,9 @@ impl fmt::Debug for Authentication {
 
 impl Authentication {
     /// The accounts and mechanisms of `config`, with argon2 checks spread
-    /// over `verify_threads` threads. `io` provides the decoy key's
-    /// entropy.
-    pub fn new<I: Io>(io: &I, config: &Config, verify_threads: usize) -> Self {
+    /// over `verify_threads` threads, counting failures in `metrics`. `io`
+    /// provides the decoy key's entropy.
+    pub fn new<I: Io>(io: &I, config: &Config, verify_threads: usize, metrics: Metrics) -> Self {
         let accounts: BTreeMap<String, Account> = config
             .users
             .iter()
@@ -141,7 +155,7 @@ impl Authentication {
             verify_slots: Semaphore::new(verify_threads + VERIFY_BACKLOG),
             throttle: Mutex::new(Throttle::default()),
             log_budget: Mutex::new(None),
-            failures: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -173,9 +187,84 @@ impl Authentication {
         }
     }
 
-    /// Failed logins since start, for metrics.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+    /// Whether the broker is open: no accounts, anyone admitted.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Checks `name`'s `password`, given outside SASL PLAIN's framing (the
+    /// management API's HTTP Basic) or inside it: against the account's
+    /// argon2 hash, or else its SCRAM credential, off the serving threads,
+    /// in `peer`'s turn. An unknown name costs as much as a known one.
+    pub async fn check_password<I: Io>(
+        &self,
+        io: &I,
+        peer: IpAddr,
+        name: &str,
+        password: &[u8],
+    ) -> Checked {
+        if !self.wait_turn(peer, io.now()).await {
+            return Checked::Busy;
+        }
+        let account = self.accounts.get(name);
+        let check = match account {
+            Some(Account {
+                password_hash: Some(hash),
+                ..
+            }) => Check::Argon2(hash.clone()),
+            Some(Account {
+                scram: Some(credential),
+                ..
+            }) => Check::Scram(credential.clone()),
+            _ => match &self.decoy_hash {
+                Some(decoy) => Check::Argon2(decoy.clone()),
+                None => Check::Scram(ScramCredential::derive(
+                    b"decoy",
+                    &self.decoy_salt(name),
+                    scram::DEFAULT_ITERATIONS,
+                )),
+            },
+        };
+        let password = password.to_vec();
+        let Some(matches) = self.verify(io, move || check.matches(&password)).await else {
+            return Checked::Busy;
+        };
+        if matches && account.is_some() {
+            self.throttle().succeeded(peer);
+            Checked::Valid
+        } else {
+            self.refused(io, peer, Some(name), "bad user name or password");
+            Checked::Invalid
+        }
+    }
+
+    /// Waits for `peer`'s turn to have a login checked; false if the turn
+    /// is too far off.
+    async fn wait_turn(&self, peer: IpAddr, now: Instant) -> bool {
+        let turn = self.throttle().book(peer, now);
+        match turn {
+            Turn::Now => true,
+            Turn::At(at) => {
+                crate::io::sleep_until(at).await;
+                true
+            }
+            Turn::Refused => {
+                self.metrics.auth_failed();
+                false
+            }
+        }
+    }
+
+    /// Runs one slow check off the serving threads; `None` if too many are
+    /// already queued.
+    async fn verify<I: Io>(
+        &self,
+        io: &I,
+        check: impl FnOnce() -> bool + Send + 'static,
+    ) -> Option<bool> {
+        let _slot = self.verify_slots.try_acquire().ok()?;
+        let _thread = self.verifiers.acquire().await.ok()?;
+        Some(io.run_blocking(check).await)
     }
 
     /// Whether a client without TLS is offered any mechanism; the broker
@@ -213,10 +302,10 @@ impl Authentication {
 
     /// Records a refused login: counted, throttled and logged at a bounded
     /// rate, naming the source and, if it gave one, the user.
-    fn refused<I: Io>(&self, io: &I, transport: &Transport, user: Option<&str>, why: &str) {
+    fn refused<I: Io>(&self, io: &I, peer: IpAddr, user: Option<&str>, why: &str) {
         let now = io.now();
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        self.throttle().failed(transport.peer, now);
+        self.metrics.auth_failed();
+        self.throttle().failed(peer, now);
         let line = self
             .log_budget
             .lock()
@@ -227,12 +316,23 @@ impl Authentication {
             if suppressed > 0 {
                 warn!(suppressed, "failed logins not logged, to bound the log");
             }
-            info!(peer = %transport.peer, user, "login refused: {why}");
+            info!(%peer, user, "login refused: {why}");
         }
     }
+}
 
-    fn admitted(&self, transport: &Transport) {
-        self.throttle().succeeded(transport.peer);
+/// A password check, to run off the serving threads.
+enum Check {
+    Argon2(Argon2Hash),
+    Scram(ScramCredential),
+}
+
+impl Check {
+    fn matches(&self, password: &[u8]) -> bool {
+        match self {
+            Check::Argon2(hash) => hash.verify(password),
+            Check::Scram(credential) => credential.verifies(password),
+        }
     }
 }
 
@@ -270,12 +370,9 @@ impl<I: Io> Exchange<I> {
                 additional_data: None,
             };
         }
-        if !self.wait_turn().await {
-            return SaslVerdict::Refuse(SaslCode::SysTemp);
-        }
         match mechanism {
             PLAIN => self.plain(response).await,
-            scram::MECHANISM => self.scram_start(response),
+            scram::MECHANISM => self.scram_start(response).await,
             _ => self.refuse(None, "unsupported mechanism"),
         }
     }
@@ -292,56 +389,37 @@ impl<I: Io> Exchange<I> {
         }
     }
 
-    /// Waits for this source's turn to have a login checked; false if the
-    /// turn is too far off.
-    async fn wait_turn(&self) -> bool {
-        let turn = self
-            .auth
-            .throttle()
-            .book(self.transport.peer, self.io.now());
-        match turn {
-            Turn::Now => true,
-            Turn::At(at) => {
-                crate::io::sleep_until(at).await;
-                true
-            }
-            Turn::Refused => {
-                self.auth.failures.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
     async fn plain(&mut self, response: &[u8]) -> SaslVerdict {
         let Some(credentials) = PlainCredentials::parse(response) else {
             return self.refuse(None, "malformed PLAIN response");
         };
-        let user = credentials.authcid.to_owned();
-        let account_hash = self
+        let checked = self
             .auth
-            .accounts
-            .get(&user)
-            .and_then(|account| account.password_hash.clone());
-        let known = account_hash.is_some();
-        let Some(hash) = account_hash.or_else(|| self.auth.decoy_hash.clone()) else {
-            return self.refuse(Some(&user), "bad user name or password");
-        };
-        match self.verify(hash, credentials.password.to_vec()).await {
-            None => SaslVerdict::Refuse(SaslCode::SysTemp),
-            Some(true) if known => self.accept(user, None),
-            Some(_) => self.refuse(Some(&user), "bad user name or password"),
+            .check_password(
+                &self.io,
+                self.transport.peer,
+                credentials.authcid,
+                credentials.password,
+            )
+            .await;
+        match checked {
+            Checked::Valid => SaslVerdict::Accept {
+                identity: credentials.authcid.to_owned(),
+                additional_data: None,
+            },
+            Checked::Invalid => SaslVerdict::Refuse(SaslCode::Auth),
+            Checked::Busy => SaslVerdict::Refuse(SaslCode::SysTemp),
         }
     }
 
-    /// Runs one argon2 check off the serving threads; `None` if too many
-    /// are already queued.
-    async fn verify(&self, hash: Argon2Hash, password: Vec<u8>) -> Option<bool> {
-        let _slot = self.auth.verify_slots.try_acquire().ok()?;
-        let _thread = self.auth.verifiers.acquire().await.ok()?;
-        Some(self.io.run_blocking(move || hash.verify(&password)).await)
-    }
-
-    fn scram_start(&mut self, client_first: &[u8]) -> SaslVerdict {
+    async fn scram_start(&mut self, client_first: &[u8]) -> SaslVerdict {
+        if !self
+            .auth
+            .wait_turn(self.transport.peer, self.io.now())
+            .await
+        {
+            return SaslVerdict::Refuse(SaslCode::SysTemp);
+        }
         let mut nonce = [0; SCRAM_NONCE_BYTES];
         self.rng.fill_bytes(&mut nonce);
         let nonce = Base64::encode_string(&nonce);
@@ -362,7 +440,7 @@ impl<I: Io> Exchange<I> {
     }
 
     fn accept(&self, identity: String, additional_data: Option<Bytes>) -> SaslVerdict {
-        self.auth.admitted(&self.transport);
+        self.auth.throttle().succeeded(self.transport.peer);
         SaslVerdict::Accept {
             identity,
             additional_data,
@@ -370,7 +448,7 @@ impl<I: Io> Exchange<I> {
     }
 
     fn refuse(&self, user: Option<&str>, why: &str) -> SaslVerdict {
-        self.auth.refused(&self.io, &self.transport, user, why);
+        self.auth.refused(&self.io, self.transport.peer, user, why);
         SaslVerdict::Refuse(SaslCode::Auth)
     }
 }

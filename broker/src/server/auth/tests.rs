@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use super::*;
 use crate::config::{User, UserLimits};
 use crate::io::{TokioIo, seeded_rng};
+use crate::metrics::Metrics;
 use crate::sasl::scram::ScramClient;
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -48,7 +49,7 @@ fn config(users: Vec<User>) -> Config {
 }
 
 fn authentication(config: &Config) -> Arc<Authentication> {
-    Arc::new(Authentication::new(&TokioIo, config, 1))
+    Arc::new(Authentication::new(&TokioIo, config, 1, Metrics::default()))
 }
 
 fn transport(tls: bool) -> Transport {
@@ -137,7 +138,7 @@ async fn plain_admits_the_right_password_and_refuses_the_rest() {
         let verdict = exchange(&auth, true).init(PLAIN, response).await;
         assert_eq!(verdict, REFUSED, "{response:?}");
     }
-    assert_eq!(auth.failures(), 5);
+    assert_eq!(auth.metrics.auth_failures(), 5);
 }
 
 #[tokio::test]
@@ -175,7 +176,7 @@ async fn scram_admits_the_right_password_and_proves_the_server() {
     assert!(accepted_as(&verdict, "bob"), "{verdict:?}");
     assert_eq!(scram_login(&auth, "bob", "wrong").await, REFUSED);
     assert_eq!(scram_login(&auth, "nobody", "builder").await, REFUSED);
-    assert_eq!(auth.failures(), 2);
+    assert_eq!(auth.metrics.auth_failures(), 2);
 }
 
 /// An account with only an argon2 hash cannot log in with SCRAM, and the
