@@ -193,7 +193,7 @@ impl Default for AmqpConfig {
 
 /// The TLS listener (`[tls]`): where `amqps` clients connect, and the
 /// certificate the broker proves itself with. Without `listen`, none.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// Where TLS clients connect (`--listen-tls`); port 0 picks a free
@@ -205,6 +205,28 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
     /// The oldest TLS version accepted.
     pub min_version: TlsVersion,
+    /// CA certificates, PEM, that vouch for clients' certificates: a client
+    /// that presents one they verify may log in with SASL EXTERNAL as the
+    /// user its subject's common name names. Without it, no client
+    /// certificates are asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the certificate and key files are read again, so that a
+    /// renewed certificate takes effect without a restart (SIGHUP reads
+    /// them at once); 0 reads them only on SIGHUP.
+    pub reload_interval_ms: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            cert_file: None,
+            key_file: None,
+            min_version: TlsVersion::default(),
+            client_ca_file: None,
+            reload_interval_ms: 30_000,
+        }
+    }
 }
 
 /// The HTTP listener (`[http]`): Prometheus metrics (`/metrics`), health
@@ -317,12 +339,6 @@ impl<'de> Deserialize<'de> for User {
             .map(|stored| stored.parse::<ScramCredential>())
             .transpose()
             .map_err(|error| D::Error::custom(format!("user `{name}`: `scram_sha256`: {error}")))?;
-        if password_hash.is_none() && scram_sha256.is_none() {
-            return Err(D::Error::custom(format!(
-                "user `{name}` has no credential: give `password_hash` (`sluice passwd`) \
-                 or `scram_sha256` (`sluice passwd --scram`), or both"
-            )));
-        }
         Ok(Self {
             name,
             password_hash,
@@ -904,6 +920,19 @@ impl Config {
     fn validate_users(&self) -> Result<(), ConfigError> {
         let mut seen = HashSet::new();
         for user in &self.users {
+            // Without a password, only a client certificate logs it in.
+            let credential = user.password_hash.is_some() || user.scram_sha256.is_some();
+            if !credential && self.tls.client_ca_file.is_none() {
+                return Err(invalid(
+                    "users.password_hash",
+                    format!(
+                        "user `{}` has no credential: give `password_hash` (`sluice passwd`) \
+                         or `scram_sha256` (`sluice passwd --scram`), or set \
+                         tls.client_ca_file for a user who logs in with a certificate",
+                        user.name
+                    ),
+                ));
+            }
             if user.name.is_empty() || user.name.contains('\0') {
                 return Err(invalid(
                     "users.name",

@@ -157,13 +157,33 @@ async fn run_broker(args: RunArgs) -> anyhow::Result<()> {
     // the ready line appears is caught rather than killing the process.
     let mut stop_signal = signals::install().context("cannot install signal handlers")?;
     let (trigger, shutdown) = server::shutdown_channel();
-    let server = server::run(config, io, shutdown, |_| {});
+    let (ready, listening) = tokio::sync::oneshot::channel();
+    let server = server::run(config, io, shutdown, move |listening| {
+        let _ = ready.send(listening.cert_reload);
+    });
     tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.context("the broker stopped"),
-        signal = signals::recv(&mut stop_signal) => {
-            info!(signal, "shutdown requested");
-            trigger.trigger();
+    tokio::pin!(listening);
+    let mut cert_reload = None;
+    loop {
+        tokio::select! {
+            result = &mut server => return result.context("the broker stopped"),
+            Ok(reload) = &mut listening, if cert_reload.is_none() => {
+                cert_reload = Some(reload);
+            }
+            signal = signals::recv(&mut stop_signal) => match signal {
+                signals::Received::Stop(signal) => {
+                    info!(signal, "shutdown requested");
+                    trigger.trigger();
+                    break;
+                }
+                signals::Received::Reload => match cert_reload.as_ref().and_then(Option::as_ref) {
+                    Some(reload) => {
+                        info!("SIGHUP: reading the TLS certificate and key again");
+                        reload.now();
+                    }
+                    None => info!("SIGHUP: no TLS certificate to reload"),
+                },
+            },
         }
     }
     server
@@ -252,29 +272,41 @@ fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     installed.map_err(|error| anyhow!(error).context("cannot install the logger"))
 }
 
-/// The signals that stop the broker: SIGINT (Ctrl-C) and SIGTERM.
+/// The signals the broker acts on: SIGINT (Ctrl-C) and SIGTERM stop it;
+/// SIGHUP reloads its TLS certificate.
 #[cfg(unix)]
 mod signals {
     use tokio::signal::unix::{Signal, SignalKind, signal};
 
-    /// Handlers for both signals, listening from the moment they exist.
+    /// Handlers for the three signals, listening from the moment they exist.
     pub struct StopSignal {
         interrupt: Signal,
         terminate: Signal,
+        hangup: Signal,
+    }
+
+    /// What a signal asks for.
+    pub enum Received {
+        /// Stop, named by the signal.
+        Stop(&'static str),
+        /// Read the TLS certificate again.
+        Reload,
     }
 
     pub fn install() -> std::io::Result<StopSignal> {
         Ok(StopSignal {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Waits for either signal and names it.
-    pub async fn recv(signals: &mut StopSignal) -> &'static str {
+    /// Waits for the next signal.
+    pub async fn recv(signals: &mut StopSignal) -> Received {
         tokio::select! {
-            _ = signals.interrupt.recv() => "SIGINT",
-            _ = signals.terminate.recv() => "SIGTERM",
+            _ = signals.interrupt.recv() => Received::Stop("SIGINT"),
+            _ = signals.terminate.recv() => Received::Stop("SIGTERM"),
+            _ = signals.hangup.recv() => Received::Reload,
         }
     }
 }
@@ -285,16 +317,24 @@ mod signals {
     /// Nothing to install ahead: `ctrl_c` listens once polled.
     pub struct StopSignal;
 
+    /// What a signal asks for: here, only to stop.
+    pub enum Received {
+        /// Stop, named by the signal.
+        Stop(&'static str),
+        /// Never sent here: there is no SIGHUP.
+        Reload,
+    }
+
     pub fn install() -> std::io::Result<StopSignal> {
         Ok(StopSignal)
     }
 
     /// Waits for Ctrl-C. If listening fails, never returns: the broker then
     /// runs until killed, as it would without a handler.
-    pub async fn recv(_signals: &mut StopSignal) -> &'static str {
+    pub async fn recv(_signals: &mut StopSignal) -> Received {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-        "Ctrl-C"
+        Received::Stop("Ctrl-C")
     }
 }

@@ -91,10 +91,18 @@ impl Broker {
     /// Sends SIGTERM, then waits for stderr to close and the process to exit.
     /// Returns the exit status and the lines logged meanwhile.
     fn terminate(self) -> (ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(kill.success(), "kill -TERM {pid} failed");
+        self.signal("TERM");
         self.exit()
+    }
+
+    /// Sends the signal `name` (as `kill -NAME` spells it).
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let kill = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits for stderr to close and the process to exit.
@@ -257,6 +265,72 @@ fn the_tls_listener_is_announced_and_speaks_tls_then_amqp() {
 
     let (status, logged) = broker.terminate();
     assert!(status.success(), "{status}; logged {logged:#?}");
+}
+
+/// SIGHUP reads the certificate and key again: a renewed certificate is
+/// served from then on; a broken one is refused, and the old one served on.
+#[test]
+fn sighup_reloads_the_tls_certificate() {
+    let pki = Pki::new();
+    let file = config_file(&format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_interval_ms = 0\n",
+        pki.cert_file, pki.key_file
+    ));
+    let path = file.path().to_str().unwrap();
+    let broker = Broker::start(&[
+        "--config",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-tls",
+        "127.0.0.1:0",
+    ]);
+    let tls = addr_after(&broker.line_containing(READY), READY_TLS);
+    let first = served_certificate(tls, &pki);
+
+    let renewed = pki.renew_broker_certificate();
+    assert_ne!(renewed, first);
+    broker.signal("HUP");
+    broker.line_containing("TLS certificate reloaded");
+    assert_eq!(served_certificate(tls, &pki), renewed);
+
+    let key = read_file(&pki.key_file);
+    write_file(&pki.key_file, b"not a key");
+    broker.signal("HUP");
+    broker.line_containing("TLS certificate not reloaded");
+    assert_eq!(served_certificate(tls, &pki), renewed);
+    write_file(&pki.key_file, &key);
+
+    let (status, logged) = broker.terminate();
+    assert!(status.success(), "{status}; logged {logged:#?}");
+}
+
+/// The certificate the TLS listener at `addr` presents, to a client that
+/// trusts `pki`'s CA.
+#[allow(clippy::disallowed_types)]
+fn served_certificate(addr: SocketAddr, pki: &Pki) -> rustls::pki_types::CertificateDer<'static> {
+    let name = "localhost".try_into().unwrap();
+    let session = rustls::ClientConnection::new(Arc::new(pki.client_config()), name).unwrap();
+    let socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(OUTPUT_WAIT)).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, socket);
+    // A round trip completes the handshake: the SASL header comes back.
+    stream.write_all(b"AMQP\x03\x01\x00\x00").unwrap();
+    let mut header = [0; 8];
+    stream.read_exact(&mut header).unwrap();
+    stream.conn.peer_certificates().unwrap()[0].clone()
+}
+
+/// Replaces a test fixture on the real disk.
+#[allow(clippy::disallowed_methods)]
+fn write_file(path: &std::path::Path, contents: &[u8]) {
+    std::fs::write(path, contents).unwrap();
+}
+
+/// Reads a test fixture from the real disk.
+#[allow(clippy::disallowed_methods)]
+fn read_file(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
 }
 
 #[test]

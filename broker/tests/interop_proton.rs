@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::pki::tls_client_passes;
+use common::pki::{tls_client_certificate_passes, tls_client_passes};
 use common::{Broker, assert_client_passed, interop_script, queue_types_toml, run_client};
 
 /// Runs `scripts/interop/{script}` against a broker of its own and returns
@@ -115,4 +115,13 @@ async fn proton_python_queue_types_as_configured() {
 async fn proton_python_sends_and_receives_over_tls_with_plain() {
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     tls_client_passes(&python, "proton_tls.py").await;
+}
+
+/// Proton's OpenSSL client presents a client certificate on the TLS listener and logs in
+/// with SASL EXTERNAL as the account it names.
+#[tokio::test]
+#[ignore = "needs python-qpid-proton: run through scripts/test.sh"]
+async fn proton_python_logs_in_with_a_client_certificate() {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    tls_client_certificate_passes(&python, "proton_tls.py").await;
 }

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::pki::tls_client_passes;
+use common::pki::{tls_client_certificate_passes, tls_client_passes};
 use common::{Broker, assert_client_passed, interop_script, queue_types_toml, run_client};
 
 /// Runs `scripts/interop/{script}` against a broker of its own, having
@@ -103,4 +103,13 @@ async fn rhea_queue_types_as_configured() {
 async fn rhea_sends_and_receives_over_tls_with_plain() {
     let node = std::env::var("SLUICE_NODE").unwrap_or_else(|_| "node".to_owned());
     tls_client_passes(&node, "rhea_tls.js").await;
+}
+
+/// rhea presents a client certificate on the TLS listener and logs in
+/// with SASL EXTERNAL as the account it names.
+#[tokio::test]
+#[ignore = "needs node and rhea: run through scripts/test.sh"]
+async fn rhea_logs_in_with_a_client_certificate() {
+    let node = std::env::var("SLUICE_NODE").unwrap_or_else(|_| "node".to_owned());
+    tls_client_certificate_passes(&node, "rhea_tls.js").await;
 }

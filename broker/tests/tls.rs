@@ -13,12 +13,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::pki::Pki;
 use common::{Broker, WAIT};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
+use sluice::amqp::frame::ProtocolId;
 use sluice::amqp::types::{DeliveryState, Message, Section, Source};
 use sluice::client::Client;
-use sluice::config::{Config, TlsVersion};
+use sluice::config::{Config, TlsVersion, User, UserLimits};
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, ServerError, TlsError, shutdown_channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +29,30 @@ use tokio_rustls::client::TlsStream;
 
 /// AMQP's TLS protocol header (AMQP 1.0 §5.2.1).
 const TLS_HEADER: &[u8; 8] = b"AMQP\x02\x01\x00\x00";
+
+/// A TLS client socket to `addr` presenting a client certificate (its
+/// chain and key), trusting `roots`.
+async fn tls_connect_as(
+    addr: SocketAddr,
+    roots: RootCertStore,
+    identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+) -> std::io::Result<TlsStream<<TokioIo as Io>::Stream>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(identity.0, identity.1)
+        .unwrap();
+    let tcp = TokioIo.connect(&addr.to_string()).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    timeout(
+        WAIT,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .unwrap()
+}
 
 /// A TLS client socket to `addr`, trusting `roots`, offering `versions`.
 async fn tls_connect(
@@ -292,4 +317,150 @@ fn a_tls_listener_without_a_certificate_is_a_configuration_error() {
     Config::from_toml("[tls]\ncert_file = \"b.pem\"\nkey_file = \"b.key\"\n").unwrap();
     let error = Config::from_toml("[tls]\nmin_version = \"1.1\"\n").unwrap_err();
     assert!(error.to_string().contains("1.1"), "{error}");
+}
+
+/// A broker that asks TLS clients for certificates its own CA issued, with
+/// the account `carol`, which has no password: only a certificate logs it
+/// in.
+async fn broker_with_client_certificates(pki: &Pki) -> Broker {
+    let mut config = pki.config(TlsVersion::Tls12);
+    config.tls.client_ca_file = Some(pki.ca_file.clone());
+    config.users = vec![User {
+        name: "carol".to_owned(),
+        password_hash: None,
+        scram_sha256: None,
+        limits: UserLimits::default(),
+    }];
+    Broker::start_configured(config).await
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_with_sasl_external() {
+    let pki = Pki::new();
+    let broker = broker_with_client_certificates(&pki).await;
+    let tls_addr = broker.tls_addr.unwrap();
+    let stream = tls_connect_as(tls_addr, pki.roots(), pki.client_identity("carol"))
+        .await
+        .unwrap();
+    let config = ConnectionConfig::new("certificate-test");
+    let mut client = timeout(
+        WAIT,
+        Client::handshake(TokioIo, stream, config, ClientSasl::External),
+    )
+    .await
+    .unwrap()
+    .expect("carol's certificate logs her in");
+    round_trip(&mut client, "certificate-queue").await;
+    client.close().await.unwrap();
+    broker.stop().await;
+}
+
+/// A certificate the CA issued, for a name with no account, gets the SASL
+/// `auth` outcome; one the CA did not issue fails the TLS handshake; and a
+/// client without any certificate may still try SASL (here it has nothing
+/// else, and is refused).
+#[tokio::test]
+async fn certificates_for_no_account_or_from_another_ca_are_refused() {
+    let pki = Pki::new();
+    let broker = broker_with_client_certificates(&pki).await;
+    let tls_addr = broker.tls_addr.unwrap();
+
+    let stream = tls_connect_as(tls_addr, pki.roots(), pki.client_identity("mallory"))
+        .await
+        .unwrap();
+    let refused = timeout(
+        WAIT,
+        Client::handshake(
+            TokioIo,
+            stream,
+            ConnectionConfig::new("stranger"),
+            ClientSasl::External,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "a certificate for no account logs in");
+
+    let other_ca = Pki::new();
+    let forged = tls_connect_as(tls_addr, pki.roots(), other_ca.client_identity("carol")).await;
+    let failed = match forged {
+        // TLS 1.3: the client finishes first; the refusal comes with the
+        // first read.
+        Ok(mut stream) => {
+            let _ = stream.write_all(&ProtocolId::Sasl.header()).await;
+            let mut byte = [0; 1];
+            !matches!(
+                timeout(WAIT, stream.read(&mut byte)).await.unwrap(),
+                Ok(1..)
+            )
+        }
+        Err(_) => true,
+    };
+    assert!(failed, "a certificate from another CA is accepted");
+
+    let no_certificate = tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
+        .await
+        .unwrap();
+    let refused = timeout(
+        WAIT,
+        Client::handshake(
+            TokioIo,
+            no_certificate,
+            ConnectionConfig::new("anonymous"),
+            ClientSasl::External,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "EXTERNAL without a certificate logs in");
+    broker.stop().await;
+}
+
+/// A renewed certificate takes effect without a restart: new connections
+/// get it once the files are read again, and a connection made before
+/// goes on working.
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_dropping_connections() {
+    let pki = Pki::new();
+    let mut config = pki.config(TlsVersion::Tls12);
+    config.tls.reload_interval_ms = 50;
+    let broker = Broker::start_configured(config).await;
+    let tls_addr = broker.tls_addr.unwrap();
+    let before = tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
+        .await
+        .unwrap();
+    let served_before = before.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let mut client = timeout(
+        WAIT,
+        Client::handshake(
+            TokioIo,
+            before,
+            ConnectionConfig::new("before"),
+            ClientSasl::Anonymous,
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let renewed = pki.renew_broker_certificate();
+    assert_ne!(renewed, served_before);
+    let served_now = async {
+        loop {
+            let stream = tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
+                .await
+                .unwrap();
+            if stream.get_ref().1.peer_certificates().unwrap()[0] == renewed {
+                return;
+            }
+            // Not read yet: each new handshake asks again.
+            tokio::task::yield_now().await;
+        }
+    };
+    timeout(WAIT, served_now)
+        .await
+        .expect("the renewed certificate is served");
+    round_trip(&mut client, "reload-queue").await;
+    client.close().await.unwrap();
+    broker.stop().await;
 }

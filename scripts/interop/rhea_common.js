@@ -89,7 +89,7 @@ function describeError(error) {
 // Opens a connection with SASL ANONYMOUS and waits for the broker's open.
 // Opens a connection to `url`: over TLS for `amqps:`, trusting `ca` (PEM
 // buffers); with `username` and `password`, SASL PLAIN, else ANONYMOUS.
-function connect(url, id, { ca, username, password } = {}) {
+function connect(url, id, { ca, cert, key, username, password } = {}) {
   const parsed = new URL(url);
   const tls = parsed.protocol === 'amqps:';
   const container = rhea.create_container({ id: id || unique('rhea') });
@@ -101,9 +101,14 @@ function connect(url, id, { ca, username, password } = {}) {
     port: Number(parsed.port || (tls ? 5671 : 5672)),
     transport: tls ? 'tls' : 'tcp',
     ca,
+    // A client certificate: rhea then offers SASL EXTERNAL.
+    cert,
+    key,
+    enable_sasl_external: cert !== undefined,
     reconnect: false,
-    // A username without a password makes rhea use SASL ANONYMOUS.
-    username: username || 'anonymous',
+    // A username without a password makes rhea use SASL ANONYMOUS; with a
+    // certificate, none: EXTERNAL alone.
+    username: cert === undefined ? (username || 'anonymous') : undefined,
     password,
     idle_time_out: 0,
   });

@@ -7,7 +7,11 @@
 // With --expect-refused it instead checks that a client which does not
 // trust the broker's certificate is refused before AMQP begins.
 //
+// With --client-cert CERT --client-key KEY it presents that certificate and
+// logs in with SASL EXTERNAL instead (USER and PASSWORD are not sent).
+//
 // usage: node rhea_tls.js amqps://HOST:PORT CA_FILE USER PASSWORD [--expect-refused]
+//                         [--client-cert CERT --client-key KEY]
 
 const fs = require('fs');
 const {
@@ -18,7 +22,18 @@ const COUNT = 20;
 
 run('rhea tls', async (checks, url) => {
   const [caFile, username, password] = process.argv.slice(3, 6);
-  const options = { ca: [fs.readFileSync(caFile)], username, password };
+  const flag = (name) => {
+    const at = process.argv.indexOf(name);
+    return at < 0 ? undefined : process.argv[at + 1];
+  };
+  const certFile = flag('--client-cert');
+  const options = certFile === undefined
+    ? { ca: [fs.readFileSync(caFile)], username, password }
+    : {
+      ca: [fs.readFileSync(caFile)],
+      cert: fs.readFileSync(certFile),
+      key: fs.readFileSync(flag('--client-key')),
+    };
   if (process.argv.includes('--expect-refused')) {
     try {
       await close(await connect(url, undefined, options));
@@ -34,6 +49,10 @@ run('rhea tls', async (checks, url) => {
     ? connection.socket.getProtocol() : null;
   checks.check(protocol === 'TLSv1.3' || protocol === 'TLSv1.2',
     `the connection runs over TLS (${protocol})`);
+  if (certFile !== undefined) {
+    const mechanism = connection.sasl_transport && connection.sasl_transport.mechanism_name;
+    checks.check(mechanism === 'EXTERNAL', `logged in with SASL ${mechanism} and a client certificate`);
+  }
   const queue = unique('rhea-tls');
   const sender = await openSender(connection, { target: { address: queue } }, `sender to ${queue}`);
   const expected = [];

@@ -199,6 +199,9 @@ fn a_user_needs_a_credential_of_either_kind() {
         error.to_string().contains("user `alice` has no credential"),
         "{error}"
     );
+    // Unless a client certificate can log it in.
+    let certificate_only = "[tls]\nclient_ca_file = \"ca.pem\"\n[[users]]\nname = \"alice\"\n";
+    assert!(Config::from_toml(certificate_only).is_ok());
     let scram = crate::sasl::scram::ScramCredential::derive(b"pw", b"salt", 4096);
     let text = format!("[[users]]\nname = \"alice\"\nscram_sha256 = \"{scram}\"\n");
     let config = Config::from_toml(&text).unwrap();

@@ -36,7 +36,7 @@ use admission::Admission;
 use auth::{Authentication, Transport};
 use connection::Serve;
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
-pub use tls::TlsError;
+pub use tls::{CertReload, TlsError};
 
 /// How long to wait before accepting again after `accept` failed, typically
 /// because the process ran out of file descriptors: retrying at once would
@@ -82,6 +82,9 @@ pub struct Listening {
     pub http_addr: Option<SocketAddr>,
     /// The broker's metrics, for the login code and tests.
     pub metrics: Metrics,
+    /// Reads the TLS certificate and key again (SIGHUP), if the broker
+    /// serves TLS.
+    pub cert_reload: Option<CertReload>,
     /// The broker node, for asking it about its queues
     /// ([`NodeHandle::queue_info`]).
     pub node: NodeHandle,
@@ -148,11 +151,29 @@ pub async fn run<I: Io>(
         line.push_str(&format!(" http={http_addr}"));
     }
     info!("{line}");
+    let cert_reload = listeners.certs.as_ref().map(|certs| {
+        let reload = CertReload::default();
+        let interval = (config.tls.reload_interval_ms > 0)
+            .then(|| Duration::from_millis(config.tls.reload_interval_ms.into()));
+        let reloading = tls::reload_loop(io.clone(), Arc::clone(certs), interval, reload.clone());
+        let mut stop = shutdown.clone();
+        io.spawn(
+            async move {
+                tokio::select! {
+                    () = reloading => {}
+                    () = stop.wait() => {}
+                }
+            }
+            .instrument(info_span!("tls_reload")),
+        );
+        reload
+    });
     ready(Listening {
         addr,
         tls_addr,
         http_addr,
         metrics: metrics.clone(),
+        cert_reload,
         node: node.clone(),
     });
     let auth = Arc::new(Authentication::new(
@@ -226,22 +247,25 @@ pub async fn run<I: Io>(
 struct Listeners<L> {
     amqp: L,
     amqps: Option<(L, TlsAcceptor)>,
+    /// The TLS listener's certificate, to reload.
+    certs: Option<Arc<tls::CertStore>>,
 }
 
 impl<L: Listener> Listeners<L> {
     async fn bind<I: Io<Listener = L>>(io: &I, config: &Config) -> Result<Self, ServerError> {
-        let amqps = match config.tls.listen {
+        let (amqps, certs) = match config.tls.listen {
             Some(addr) => {
                 // The certificate first: a broker that cannot serve TLS
                 // should not take either port.
-                let acceptor = tls::acceptor(io, &config.tls).await?;
-                Some((bind(io, addr).await?, acceptor))
+                let (acceptor, certs) = tls::acceptor(io, &config.tls).await?;
+                (Some((bind(io, addr).await?, acceptor)), Some(certs))
             }
-            None => None,
+            None => (None, None),
         };
         Ok(Self {
             amqp: bind(io, config.listen).await?,
             amqps,
+            certs,
         })
     }
 
@@ -339,6 +363,7 @@ async fn accept_until_shutdown<I: Io>(
             transport: Transport {
                 tls: false,
                 peer: peer.ip(),
+                certificate: None,
             },
             accepted,
             sasl_rng: secret_rng(io, settings.seed, &connection_id.to_be_bytes()),
@@ -369,6 +394,7 @@ async fn accept_until_shutdown<I: Io>(
                         match tls::open(acceptor, stream, port, deadline, shutdown).await {
                             Some(tls::Opened::Tls(stream)) => {
                                 serve.transport.tls = true;
+                                serve.transport.certificate = tls::client_identity(stream.as_ref());
                                 serve.run(stream).await
                             }
                             Some(tls::Opened::Plain(stream)) => serve.run(stream).await,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use sluice::config::{Config, TlsConfig, TlsVersion};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sluice::config::{Config, TlsConfig, TlsVersion, User, UserLimits};
 use tempfile::TempDir;
 
 use super::{Broker, assert_client_passed, interop_script, run_client, test_config, user};
@@ -15,7 +15,8 @@ use super::{Broker, assert_client_passed, interop_script, run_client, test_confi
 /// A CA and a broker certificate it signed, in a directory of their own.
 pub struct Pki {
     pub dir: TempDir,
-    ca: CertificateDer<'static>,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
     /// The CA's certificate, PEM: what clients trust.
     pub ca_file: PathBuf,
     /// The broker's certificate, then the CA's.
@@ -32,25 +33,64 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, "Sluice test CA");
         let ca = ca_params.self_signed(&ca_key).expect("a CA certificate");
-        let broker_key = KeyPair::generate().expect("a broker key");
-        let broker = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("broker parameters")
-            .signed_by(&broker_key, &ca, &ca_key)
-            .expect("a broker certificate");
         let dir = tempfile::tempdir().expect("a directory for the certificates");
         let ca_file = dir.path().join("ca.pem");
-        let cert_file = dir.path().join("broker.pem");
-        let key_file = dir.path().join("broker.key");
         write(&ca_file, &ca.pem());
-        write(&cert_file, &(broker.pem() + &ca.pem()));
-        write(&key_file, &broker_key.serialize_pem());
-        Self {
-            dir,
-            ca: ca.der().clone(),
+        let pki = Self {
+            ca,
+            ca_key,
             ca_file,
-            cert_file,
-            key_file,
-        }
+            cert_file: dir.path().join("broker.pem"),
+            key_file: dir.path().join("broker.key"),
+            dir,
+        };
+        pki.renew_broker_certificate();
+        pki
+    }
+
+    /// Writes a new certificate and key for the broker, over the old
+    /// files; returns the certificate.
+    pub fn renew_broker_certificate(&self) -> CertificateDer<'static> {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let (cert, key) = self.issue(CertificateParams::new(names).expect("broker parameters"));
+        write(&self.cert_file, &(cert.pem() + &self.ca.pem()));
+        write(&self.key_file, &key.serialize_pem());
+        cert.der().clone()
+    }
+
+    /// A client certificate whose subject's common name is `name`, and its
+    /// key, as a rustls client presents them.
+    pub fn client_identity(
+        &self,
+        name: &str,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client parameters");
+        params.distinguished_name.push(DnType::CommonName, name);
+        let (cert, key) = self.issue(params);
+        let key = PrivateKeyDer::try_from(key.serialize_der()).expect("a PKCS#8 key");
+        (vec![cert.der().clone()], key)
+    }
+
+    /// The same client certificate as files (PEM), for clients that read
+    /// them: the certificate, then the key.
+    pub fn client_identity_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client parameters");
+        params.distinguished_name.push(DnType::CommonName, name);
+        let (cert, key) = self.issue(params);
+        let cert_file = self.dir.path().join(format!("{name}.pem"));
+        let key_file = self.dir.path().join(format!("{name}.key"));
+        write(&cert_file, &cert.pem());
+        write(&key_file, &key.serialize_pem());
+        (cert_file, key_file)
+    }
+
+    /// A certificate for `params`, signed by this CA, with a fresh key.
+    fn issue(&self, params: CertificateParams) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate().expect("a key");
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("a certificate signed by the CA");
+        (cert, key)
     }
 
     /// A test broker's configuration with a TLS listener on a free port.
@@ -61,6 +101,7 @@ impl Pki {
                 cert_file: Some(self.cert_file.clone()),
                 key_file: Some(self.key_file.clone()),
                 min_version,
+                ..TlsConfig::default()
             },
             ..test_config()
         }
@@ -79,7 +120,9 @@ impl Pki {
     /// Roots that trust this CA alone.
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).expect("the CA is a usable root");
+        roots
+            .add(self.ca.der().clone())
+            .expect("the CA is a usable root");
         roots
     }
 }
@@ -125,5 +168,39 @@ pub async fn tls_client_passes(program: &str, script: &str) {
     let stranger = Pki::new();
     let output = run_client(program, &args(&stranger, Some("--expect-refused"))).await;
     assert_client_passed(&format!("{script} --expect-refused"), &output);
+    broker.stop().await;
+}
+
+/// Runs the TLS interop `script` with `program` presenting a client
+/// certificate for `carol`, an account without a password, against a
+/// broker that trusts this CA for clients: it must log in with SASL
+/// EXTERNAL and pass.
+pub async fn tls_client_certificate_passes(program: &str, script: &str) {
+    let pki = Pki::new();
+    let mut config = pki.config(TlsVersion::Tls12);
+    config.tls.client_ca_file = Some(pki.ca_file.clone());
+    config.users = vec![User {
+        name: "carol".to_owned(),
+        password_hash: None,
+        scram_sha256: None,
+        limits: UserLimits::default(),
+    }];
+    let broker = Broker::start_configured(config).await;
+    let port = broker.tls_addr.expect("a TLS listener").port();
+    let (cert_file, key_file) = pki.client_identity_files("carol");
+    let args = [
+        interop_script(script).display().to_string(),
+        format!("amqps://localhost:{port}"),
+        pki.ca_file.display().to_string(),
+        "carol".to_owned(),
+        "no-password".to_owned(),
+        "--client-cert".to_owned(),
+        cert_file.display().to_string(),
+        "--client-key".to_owned(),
+        key_file.display().to_string(),
+    ];
+    let output = run_client(program, &args).await;
+    let stdout = assert_client_passed(script, &output);
+    assert!(stdout.contains("EXTERNAL"), "{stdout}");
     broker.stop().await;
 }

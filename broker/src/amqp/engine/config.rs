@@ -85,6 +85,9 @@ pub enum ClientSasl {
         /// The password.
         password: String,
     },
+    /// SASL EXTERNAL: the identity the server already knows from outside
+    /// SASL, the client's TLS certificate.
+    External,
     /// SASL SCRAM-SHA-256 (RFC 7677): the password never crosses the wire,
     /// and the server proves it knows the credential.
     Scram {

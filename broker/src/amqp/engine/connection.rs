@@ -612,6 +612,8 @@ impl Connection {
                     .handshake_failed(condition::FRAMING_ERROR, "unexpected SASL layer".into());
             }
             ClientSasl::Anonymous => ("ANONYMOUS", None),
+            // An empty authorization identity: be whom the certificate says.
+            ClientSasl::External => (crate::sasl::EXTERNAL, Some(Bytes::new())),
             ClientSasl::Plain { username, password } => (
                 "PLAIN",
                 Some(crate::sasl::plain_response(username, password)),

@@ -8,7 +8,10 @@
 //! - SCRAM-SHA-256 for accounts with a SCRAM credential;
 //! - PLAIN for accounts with an argon2 hash, on TLS connections only
 //!   unless `auth.allow_plain_without_tls`;
-//! - ANONYMOUS beside accounts when `auth.anonymous`.
+//! - ANONYMOUS beside accounts when `auth.anonymous`;
+//! - EXTERNAL, first, on TLS connections whose client certificate
+//!   `tls.client_ca_file` verified: the certificate's common name is the
+//!   user, who must have an account (which then needs no password).
 //!
 //! PLAIN's argon2 check is slow by design (tens of milliseconds and 19 MiB
 //! with `sluice passwd`'s parameters). It runs off the threads that serve
@@ -43,7 +46,7 @@ use crate::config::Config;
 use crate::io::{Io, SeededRng, secret_rng};
 use crate::metrics::Metrics;
 use crate::sasl::scram::{self, Lookup, ScramCredential, ScramServer};
-use crate::sasl::{ANONYMOUS, PLAIN, PlainCredentials};
+use crate::sasl::{ANONYMOUS, EXTERNAL, PLAIN, PlainCredentials};
 
 use crate::log_budget::{LogBudget, LogLine};
 pub use password::{Argon2Hash, HashError, hash_password};
@@ -67,13 +70,16 @@ struct Account {
 }
 
 /// How a connection reached the broker, as far as authentication cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transport {
     /// The connection is encrypted (TLS), so a password sent in it is not
     /// readable on the path.
     pub tls: bool,
     /// Where it comes from, for throttling failed logins.
     pub peer: IpAddr,
+    /// The user its TLS client certificate names, verified against
+    /// `tls.client_ca_file`: what SASL EXTERNAL logs it in as.
+    pub certificate: Option<String>,
 }
 
 /// The broker's accounts and the machinery that checks them, shared by all
@@ -168,6 +174,9 @@ impl Authentication {
             };
         }
         let mut mechanisms = Vec::new();
+        if transport.certificate.is_some() {
+            mechanisms.push(Symbol::from_static(EXTERNAL));
+        }
         if self
             .accounts
             .values()
@@ -273,6 +282,7 @@ impl Authentication {
         let plain_tcp = Transport {
             tls: false,
             peer: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            certificate: None,
         };
         !self.offer(&plain_tcp).mechanisms.is_empty()
     }
@@ -371,6 +381,7 @@ impl<I: Io> Exchange<I> {
             };
         }
         match mechanism {
+            EXTERNAL => self.external(response),
             PLAIN => self.plain(response).await,
             scram::MECHANISM => self.scram_start(response).await,
             _ => self.refuse(None, "unsupported mechanism"),
@@ -387,6 +398,22 @@ impl<I: Io> Exchange<I> {
             Ok((identity, server_final)) => self.accept(identity, Some(server_final.into())),
             Err(error) => self.refuse(Some(&user), &error.to_string()),
         }
+    }
+
+    /// EXTERNAL: the user the client certificate names, if it has an
+    /// account. The response may ask for that same identity (RFC 4422
+    /// appendix A's authorization identity), or be empty; never another.
+    fn external(&mut self, response: &[u8]) -> SaslVerdict {
+        let Some(user) = self.transport.certificate.clone() else {
+            return self.refuse(None, "EXTERNAL without a client certificate");
+        };
+        if !response.is_empty() && response != user.as_bytes() {
+            return self.refuse(Some(&user), "EXTERNAL asked for another identity");
+        }
+        if !self.auth.accounts.contains_key(&user) {
+            return self.refuse(Some(&user), "the client certificate names no account");
+        }
+        self.accept(user, None)
     }
 
     async fn plain(&mut self, response: &[u8]) -> SaslVerdict {

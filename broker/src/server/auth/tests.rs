@@ -53,7 +53,11 @@ fn authentication(config: &Config) -> Arc<Authentication> {
 }
 
 fn transport(tls: bool) -> Transport {
-    Transport { tls, peer: PEER }
+    Transport {
+        tls,
+        peer: PEER,
+        certificate: None,
+    }
 }
 
 fn exchange(auth: &Arc<Authentication>, tls: bool) -> Exchange<TokioIo> {
@@ -188,6 +192,45 @@ async fn scram_for_an_account_without_a_scram_credential_is_refused() {
         scram_user("bob", "pw"),
     ]));
     assert_eq!(scram_login(&auth, "alice", "pw").await, REFUSED);
+}
+
+/// EXTERNAL is offered, first, only to a connection with a verified client
+/// certificate, and admits the user it names if that user has an account.
+#[tokio::test]
+async fn external_admits_the_account_a_client_certificate_names() {
+    let auth = authentication(&config(vec![plain_user("alice", "pw")]));
+    let with_certificate = |name: &str| Transport {
+        tls: true,
+        peer: PEER,
+        certificate: Some(name.to_owned()),
+    };
+    let offered = auth.offer(&with_certificate("alice")).mechanisms;
+    assert_eq!(offered.first().map(|m| m.as_str()), Some(EXTERNAL));
+    assert!(!mechanisms(&auth, true).contains(&EXTERNAL.to_owned()));
+
+    let login = |name: &str| {
+        Exchange::new(
+            Arc::clone(&auth),
+            TokioIo,
+            with_certificate(name),
+            seeded_rng(1),
+        )
+    };
+    assert!(accepted_as(
+        &login("alice").init(EXTERNAL, b"").await,
+        "alice"
+    ));
+    assert!(accepted_as(
+        &login("alice").init(EXTERNAL, b"alice").await,
+        "alice"
+    ));
+    assert_eq!(login("alice").init(EXTERNAL, b"admin").await, REFUSED);
+    assert_eq!(login("mallory").init(EXTERNAL, b"").await, REFUSED);
+    // Without a certificate there is nothing to go by.
+    assert_eq!(
+        exchange(&auth, true).init(EXTERNAL, b"alice").await,
+        REFUSED
+    );
 }
 
 #[tokio::test]

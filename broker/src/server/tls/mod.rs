@@ -7,6 +7,14 @@
 //! post-quantum hybrid key exchange X25519MLKEM768 preferred where the
 //! client offers it. Its randomness is the operating system's, as a TLS
 //! handshake's must be; it never reaches the broker's seeded generator.
+//!
+//! With `tls.client_ca_file`, clients may present a certificate that CA
+//! vouches for, and log in with SASL EXTERNAL as the user its subject's
+//! common name names ([`identity`]). The broker's certificate can be
+//! replaced while it runs ([`reload`]).
+
+mod identity;
+mod reload;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,9 +23,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -26,6 +36,8 @@ use super::Shutdown;
 use super::connection::sleep_until_due;
 use crate::config::{TlsConfig, TlsVersion};
 use crate::io::Io;
+pub use reload::CertReload;
+pub(super) use reload::{CertStore, reload_loop};
 
 /// Why the TLS listener's certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -58,28 +70,67 @@ pub enum TlsError {
     Unusable(#[from] rustls::Error),
 }
 
-/// Loads `config`'s certificate chain and key and builds the acceptor
-/// every TLS connection is handshaken with.
+/// Loads `config`'s certificate chain and key (and client CA, if any) and
+/// builds the acceptor every TLS connection is handshaken with, and the
+/// store its certificate can be reloaded into.
 ///
 /// # Errors
 ///
 /// [`TlsError`], naming the file at fault.
-pub(super) async fn acceptor<I: Io>(io: &I, config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
+pub(super) async fn acceptor<I: Io>(
+    io: &I,
+    config: &TlsConfig,
+) -> Result<(TlsAcceptor, Arc<CertStore>), TlsError> {
     let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) else {
         return Err(TlsError::Unconfigured);
     };
-    let certs = certificates(cert_file, &read(io, cert_file).await?)?;
-    let key = private_key(key_file, &read(io, key_file).await?)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let store = Arc::new(CertStore::load(io, cert_file, key_file, Arc::clone(&provider)).await?);
     let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)?;
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            builder.with_client_cert_verifier(client_verifier(io, ca_file, provider).await?)
+        }
+    };
+    let server = builder.with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
+    Ok((TlsAcceptor::from(Arc::new(server)), store))
+}
+
+/// Checks client certificates against the CAs in `ca_file`. A client may
+/// also present none, and log in with SASL as usual: a certificate is one
+/// way in (SASL EXTERNAL), not a requirement.
+async fn client_verifier<I: Io>(
+    io: &I,
+    ca_file: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(ca_file, &read(io, ca_file).await?)? {
+        roots.add(ca).map_err(|error| TlsError::Pem {
+            path: ca_file.to_owned(),
+            what: format!("not a usable CA certificate: {error}"),
+        })?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|error| TlsError::Pem {
+            path: ca_file.to_owned(),
+            what: format!("cannot verify clients with it: {error}"),
+        })
+}
+
+/// The user a TLS client's verified certificate names (its subject's
+/// common name), if it presented one.
+pub(super) fn client_identity<S>(stream: &TlsStream<S>) -> Option<String> {
+    let (_, connection) = stream.get_ref();
+    identity::common_name(connection.peer_certificates()?.first()?)
 }
 
 /// AMQP's TLS protocol header (AMQP 1.0 §5.2.1): a client that sends it
