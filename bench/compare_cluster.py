@@ -3,7 +3,7 @@
 quorum queue):
 
   compare_cluster.py c-run --send-url URL --recv-url URL --address A -n N [--rate R]
-                           [--c-bin BIN] [--broker-pid PID ...] [--label L]
+                           [--c-bin BIN] [--broker-pid PID ...] [--label L] [--c-arg=ARG ...]
       One run of the Proton C client (amqp_perf, from ../shared/peers) with its sender and its
       receiver on different nodes, which amqp_bench.py cannot do: the receiver attaches first
       (READY), then the sender starts. Prints one JSON object with the fields amqp_bench.py
@@ -54,7 +54,7 @@ def side_cmd(a, kind, url, run_id):
            "--timeout", str(a.timeout), "--run-id", str(run_id)]
     if u.username:
         cmd += ["--user", u.username, "--password", u.password or ""]
-    return cmd
+    return cmd + a.c_arg
 
 
 def side_result(p):
@@ -312,6 +312,8 @@ def main():
         os.environ.get("PEERS_DIR", os.path.expanduser("~/.cache/sluice-peers")), "amqp_perf"))
     c.add_argument("--broker-pid", type=int, action="append", default=[])
     c.add_argument("--label", default="")
+    c.add_argument("--c-arg", action="append", default=[],
+                   help="one more argument for both sides, e.g. --c-arg=--ca --c-arg=ca.pem")
     f = sub.add_parser("failover")
     f.add_argument("report")
     f.add_argument("kill")
