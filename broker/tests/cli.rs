@@ -609,6 +609,15 @@ fn logs_never_carry_passwords_or_message_bodies() {
     }
 }
 
+/// Writes `~/.config/sluice/ctl.toml` under `home`: a real file, for the
+/// child process to find, outside any simulation.
+#[allow(clippy::disallowed_methods)]
+fn write_default_ctl_file(home: &std::path::Path, contents: &str) {
+    let dir = home.join(".config/sluice");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ctl.toml"), contents).unwrap();
+}
+
 /// `sluice ctl ARGS` with only `env` of the `SLUICE_*` variables, and a
 /// `HOME` without a `ctl.toml`: its exit code, stdout and stderr.
 fn ctl(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (i32, String, String) {
@@ -774,10 +783,8 @@ fn ctl_asks_the_management_api_and_exits_as_documented() {
         4,
         "the file's password"
     );
-    let sluice_dir = home.path().join(".config/sluice");
-    std::fs::create_dir_all(&sluice_dir).unwrap();
     let default_file = format!("url = \"{url}\"\nuser = \"alice\"\npassword = \"{PASSWORD}\"\n");
-    std::fs::write(sluice_dir.join("ctl.toml"), default_file).unwrap();
+    write_default_ctl_file(home.path(), &default_file);
     assert_eq!(exit(&["queues"], &[]), 0, "~/.config/sluice/ctl.toml");
 
     let (code, deleted, _) = ctl(&with(&["delete", "orders", "--yes"]), &[], home.path());

@@ -10,7 +10,7 @@
 mod table;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -333,7 +333,7 @@ async fn ctl_file(io: &TokioIo, named: Option<&PathBuf>) -> Result<CtlFile, Fail
 }
 
 /// The first line of `path`.
-async fn read_password(io: &TokioIo, path: &PathBuf) -> Result<String, Failure> {
+async fn read_password(io: &TokioIo, path: &Path) -> Result<String, Failure> {
     let bytes = io.read_file(path).await.map_err(|error| {
         Failure::new(
             Exit::Usage,

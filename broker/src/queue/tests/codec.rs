@@ -304,7 +304,8 @@ impl Encode for RawValue {
 fn a_malformed_seq_set_is_refused() {
     let purge = |except: &[u8]| {
         record(0x0a, |f| {
-            f.field(&"q".to_owned()).field(&Bytes::copy_from_slice(except));
+            f.field(&"q".to_owned())
+                .field(&Bytes::copy_from_slice(except));
         })
     };
     let seq = 5_u64.to_be_bytes();
