@@ -9,6 +9,7 @@
 pub mod amqp;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod http;
 pub mod io;
 pub mod log;

@@ -1,11 +1,12 @@
 //! `sluice`, the broker binary: reads flags and the configuration file, sets
 //! up logging, and runs [`sluice::server::run`] on tokio until SIGINT
 //! (Ctrl-C) or SIGTERM. `sluice passwd` instead hashes a password for a
-//! `[[users]]` entry.
+//! `[[users]]` entry, and `sluice ctl` asks a broker's management API.
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, ensure};
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +37,12 @@ enum Command {
     /// Reads the password from the terminal twice, without echo, or, when
     /// standard input is not a terminal, as one line from standard input.
     Passwd(PasswdArgs),
+    /// Ask a broker's management API: queues, connections, the cluster.
+    ///
+    /// Exit codes: 0 done, 1 the broker failed or refused the request as
+    /// malformed, 2 usage, 3 cannot reach the broker, 4 refused (401, 403),
+    /// 5 not found (404).
+    Ctl(sluice::ctl::CtlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -136,15 +143,17 @@ impl RunArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Passwd(args)) => passwd(&args),
+        Some(Command::Passwd(args)) => passwd(&args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Ctl(args)) => Ok(sluice::ctl::main(args)),
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?
-            .block_on(run_broker(cli.run)),
+            .block_on(run_broker(cli.run))
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 

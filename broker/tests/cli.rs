@@ -682,3 +682,187 @@ fn logs_never_carry_passwords_or_message_bodies() {
         assert!(!line.contains("CANARY"), "{line}");
     }
 }
+
+/// Writes `~/.config/sluice/ctl.toml` under `home`: a real file, for the
+/// child process to find, outside any simulation.
+#[allow(clippy::disallowed_methods)]
+fn write_default_ctl_file(home: &std::path::Path, contents: &str) {
+    let dir = home.join(".config/sluice");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ctl.toml"), contents).unwrap();
+}
+
+/// `sluice ctl ARGS` with only `env` of the `SLUICE_*` variables, and a
+/// `HOME` without a `ctl.toml`: its exit code, stdout and stderr.
+fn ctl(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("ctl")
+        .args(args)
+        .env_remove("SLUICE_URL")
+        .env_remove("SLUICE_USER")
+        .env_remove("SLUICE_PASSWORD")
+        .env("HOME", home)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    let code = output.status.code().unwrap();
+    (code, text(output.stdout), text(output.stderr))
+}
+
+/// `sluice ctl` against a real broker: tables (snapshots), `--json` as the
+/// API sends it, a purge, each documented exit code, and where the URL and
+/// credentials come from: flags over the environment over the file.
+#[test]
+fn ctl_asks_the_management_api_and_exits_as_documented() {
+    const PASSWORD: &str = "ctl-password";
+    let hash = printed_hash(&passwd(&format!("{PASSWORD}\n")));
+    let file = config_file(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\
+         [auth]\nallow_plain_without_tls = true\n\
+         [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"
+    ));
+    let path = file.path().to_str().unwrap();
+    let broker = Broker::start(&["--config", path, "--listen", "127.0.0.1:0"]);
+    let line = broker.line_containing(READY);
+    let (amqp, http) = (announced_addr(&line), addr_after(&line, READY_HTTP));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("amqp://{amqp}");
+        let mut connection = open_plain(&url, "alice", PASSWORD).await.unwrap();
+        let mut session = fe2o3_amqp::Session::begin(&mut connection).await.unwrap();
+        for queue in ["orders", "orders.eu"] {
+            let mut sender = fe2o3_amqp::Sender::attach(&mut session, queue, queue)
+                .await
+                .unwrap();
+            for body in ["a", "b"] {
+                tokio::time::timeout(OUTPUT_WAIT, sender.send(body))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            sender.close().await.unwrap();
+        }
+        session.end().await.unwrap();
+        connection.close().await.unwrap();
+    });
+
+    let home = tempfile::tempdir().unwrap();
+    let password_file = config_file(&format!("{PASSWORD}\n"));
+    let url = format!("http://{http}");
+    let login = [
+        "--url",
+        url.as_str(),
+        "--user",
+        "alice",
+        "--password-file",
+        password_file.path().to_str().unwrap(),
+    ];
+    fn joined<'a>(first: &[&'a str], then: &[&'a str]) -> Vec<&'a str> {
+        [first, then].concat()
+    }
+    let with = |args: &[&'static str]| joined(&login, args);
+    let (code, queues, stderr) = ctl(&with(&["queues"]), &[], home.path());
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!("ctl_queues", queues);
+    let (code, status, _) = ctl(&with(&["cluster", "status"]), &[], home.path());
+    assert_eq!(code, 0);
+    // The group's applied index is volatile: its column is normalised.
+    let normalised: Vec<String> = status
+        .lines()
+        .enumerate()
+        .map(|(number, line)| match number {
+            2 => {
+                let columns: Vec<&str> = line.split_whitespace().collect();
+                format!(
+                    "{:>5}  {:>6}  {:>7}  {}",
+                    columns[0], columns[1], "N", columns[3]
+                )
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    insta::assert_snapshot!("ctl_cluster_status", normalised.join("\n"));
+    let (code, json, _) = ctl(&with(&["queues", "--json"]), &[], home.path());
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[1]["name"], "orders.eu");
+    assert_eq!(json[1]["messages"], 2);
+
+    let (code, purged, _) = ctl(&with(&["purge", "orders.eu"]), &[], home.path());
+    assert_eq!(
+        (code, purged.as_str()),
+        (0, "purged 2 ready messages from orders.eu\n")
+    );
+    let (_, shown, _) = ctl(&with(&["queue", "show", "orders.eu"]), &[], home.path());
+    let messages = shown.lines().find(|line| line.starts_with("messages "));
+    assert_eq!(
+        messages.and_then(|line| line.split_whitespace().nth(1)),
+        Some("0"),
+        "{shown}"
+    );
+    let (code, health, _) = ctl(&with(&["health"]), &[], home.path());
+    assert_eq!((code, health.as_str()), (0, "up\n"));
+
+    // The exit codes.
+    let exit = |args: &[&str], env: &[(&str, &str)]| ctl(args, env, home.path()).0;
+    assert_eq!(exit(&with(&["queue", "show", "nothing"]), &[]), 5);
+    assert_eq!(exit(&with(&["close", "999"]), &[]), 5);
+    assert_eq!(exit(&with(&["delete", "orders"]), &[]), 2, "--yes needed");
+    assert_eq!(exit(&with(&["frobnicate"]), &[]), 2);
+    assert_eq!(exit(&with(&["move", "orders", "--to", "orders"]), &[]), 1);
+    let wrong = [
+        "--url",
+        url.as_str(),
+        "--user",
+        "alice",
+        "--password",
+        "nope",
+        "queues",
+    ];
+    assert_eq!(exit(&wrong, &[]), 4);
+    assert_eq!(
+        exit(&["--url", url.as_str(), "queues"], &[]),
+        4,
+        "no credentials"
+    );
+    assert_eq!(exit(&["--url", "http://127.0.0.1:1", "health"], &[]), 3);
+    assert_eq!(exit(&["--url", "https://127.0.0.1:1", "health"], &[]), 2);
+
+    // Flags over the environment over the file.
+    let unreachable = "http://127.0.0.1:1";
+    let env = [
+        ("SLUICE_URL", url.as_str()),
+        ("SLUICE_USER", "alice"),
+        ("SLUICE_PASSWORD", PASSWORD),
+    ];
+    assert_eq!(exit(&["queues"], &env), 0, "all from the environment");
+    assert_eq!(
+        exit(&["--url", unreachable, "queues"], &env),
+        3,
+        "the flag wins"
+    );
+    let ctl_file = config_file(&format!(
+        "url = \"{unreachable}\"\nuser = \"alice\"\npassword = \"nope\"\n"
+    ));
+    let from_file = ["--ctl-config", ctl_file.path().to_str().unwrap(), "queues"];
+    assert_eq!(exit(&from_file, &[]), 3, "the file's URL");
+    assert_eq!(exit(&from_file, &env), 0, "the environment over the file");
+    assert_eq!(
+        exit(&from_file, &[("SLUICE_URL", url.as_str())]),
+        4,
+        "the file's password"
+    );
+    let default_file = format!("url = \"{url}\"\nuser = \"alice\"\npassword = \"{PASSWORD}\"\n");
+    write_default_ctl_file(home.path(), &default_file);
+    assert_eq!(exit(&["queues"], &[]), 0, "~/.config/sluice/ctl.toml");
+
+    let (code, deleted, _) = ctl(&with(&["delete", "orders", "--yes"]), &[], home.path());
+    assert_eq!((code, deleted.as_str()), (0, "deleted queue orders\n"));
+    let (status, logged) = broker.terminate();
+    assert!(status.success(), "{status}; logged {logged:#?}");
+}

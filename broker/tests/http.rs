@@ -100,12 +100,25 @@ async fn request(
     path: &str,
     login: Option<(&str, &str)>,
 ) -> Response {
+    request_with(addr, method, path, login, "").await
+}
+
+/// `method path` with `body`, with Basic credentials if given.
+async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    login: Option<(&str, &str)>,
+    body: &str,
+) -> Response {
     let authorization = login.map_or(String::new(), |(name, password)| {
         let encoded = Base64::encode_string(format!("{name}:{password}").as_bytes());
         format!("Authorization: Basic {encoded}\r\n")
     });
+    let length = body.len();
     let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n{authorization}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n{authorization}\
+         Content-Length: {length}\r\n\r\n{body}"
     );
     exchange(addr, &text).await
 }
@@ -669,12 +682,29 @@ async fn the_openapi_document_lists_the_routes_served() {
         .await
         .unwrap();
     publish(&mut client, sender, "x").await;
-    for (method, path) in &served {
-        let path = path.replace("{name}", "orders");
-        let response = request(http, method, &path, None).await;
+    let sender = client
+        .attach_sender(session, "q", Some("parked"))
+        .await
+        .unwrap();
+    publish(&mut client, sender, "y").await;
+    let connection = get(http, "/api/connections").await.json()[0]["id"].clone();
+    // Reads first, the deletion last; the close needs the connection no
+    // more.
+    let mut routes: Vec<_> = served.iter().collect();
+    routes.sort_by_key(|(method, path)| (method == "DELETE", path.contains("queues")));
+    for (method, path) in routes {
+        let path = path
+            .replace("{name}", "orders")
+            .replace("{id}", &connection.to_string());
+        let body = if path.ends_with("/move") {
+            r#"{"to": "parked"}"#
+        } else {
+            ""
+        };
+        let response = request_with(http, method, &path, None, body).await;
         assert_eq!(response.status, 200, "{method} {path}: {response:?}");
     }
-    client.close().await.unwrap();
+    drop(client);
     broker.stop().await;
 }
 
@@ -743,4 +773,248 @@ async fn in_a_cluster_every_node_shows_the_queue_its_group_and_leaders() {
     }
     client.close().await.unwrap();
     cluster.stop().await;
+}
+
+/// A consumer's link ends with `condition`, within `WAIT`.
+async fn detached_with(client: &mut Client<TokioIo>, link: LinkId, condition: &str) {
+    let detached =
+        client.wait_for(|e| matches!(e, Event::LinkDetached { link: l, .. } if *l == link));
+    match timeout(WAIT, detached).await.unwrap().unwrap() {
+        Event::LinkDetached {
+            error: Some(error), ..
+        } => assert_eq!(error.condition.as_str(), condition, "{error:?}"),
+        other => panic!("detached without an error: {other:?}"),
+    }
+}
+
+/// The connection is closed by the broker with `condition`, whose
+/// description contains `naming`.
+async fn closed_with(client: &mut Client<TokioIo>, condition: &str, naming: &str) {
+    let error = loop {
+        match timeout(WAIT, client.next_event()).await.unwrap() {
+            Ok(Event::Closed { local, remote }) => break remote.or(local).unwrap(),
+            Ok(_) => {}
+            Err(sluice::client::ClientError::Closed(Some(error))) => break error,
+            Err(error) => panic!("expected the connection closed, got {error}"),
+        }
+    };
+    assert_eq!(error.condition.as_str(), condition, "{error:?}");
+    let description = error.description.unwrap_or_default();
+    assert!(description.contains(naming), "{description}");
+}
+
+/// A config whose queue `work` dead-letters to `work.dlq`: both live in
+/// one group, as a move needs.
+fn dead_lettering_config() -> Config {
+    Config {
+        queue_overrides: vec![sluice::config::QueueOverride {
+            name: "work".to_owned(),
+            dead_letter_queue: Some("work.dlq".to_owned()),
+            ..sluice::config::QueueOverride::default()
+        }],
+        ..test_config()
+    }
+}
+
+/// Moves, purges and deletes through `http`, checking on every node of
+/// `https` that each took effect, and closes the client's connection
+/// through `client_http`, the HTTP listener of the node it is connected to.
+async fn exercise_the_write_side(
+    client_node: &Broker,
+    client_http: SocketAddr,
+    http: SocketAddr,
+    https: &[SocketAddr],
+) {
+    let (mut client, session) = connect(client_node, ClientSasl::Anonymous).await;
+    let sender = client
+        .attach_sender(session, "w", Some("work"))
+        .await
+        .unwrap();
+    for body in ["1", "2", "3", "4", "5"] {
+        publish(&mut client, sender, body).await;
+    }
+    let sender = client
+        .attach_sender(session, "d", Some("work.dlq"))
+        .await
+        .unwrap();
+    publish(&mut client, sender, "parked").await;
+    // The node asked must know both queues, and their messages.
+    json_until(http, "/api/queues/work", |q| q["messages"] == 5).await;
+    json_until(http, "/api/queues/work.dlq", |q| q["messages"] == 1).await;
+
+    let body = r#"{"to": "work.dlq", "max": 2}"#;
+    let moved = request_with(http, "POST", "/api/queues/work/move", None, body).await;
+    assert_eq!(moved.status, 200, "{moved:?}");
+    assert_eq!(
+        moved.json(),
+        serde_json::json!({"queue": "work", "to": "work.dlq", "moved": 2})
+    );
+    for &node in https {
+        json_until(node, "/api/queues/work", |q| q["messages"] == 3).await;
+        json_until(node, "/api/queues/work.dlq", |q| q["messages"] == 3).await;
+    }
+
+    let purged = request(http, "POST", "/api/queues/work/purge", None).await;
+    assert_eq!(purged.status, 200, "{purged:?}");
+    assert_eq!(
+        purged.json(),
+        serde_json::json!({"queue": "work", "purged": 3})
+    );
+    for &node in https {
+        json_until(node, "/api/queues/work", |q| q["messages"] == 0).await;
+    }
+
+    // The moved messages are delivered from their new queue; a consumer
+    // holds them when it is deleted.
+    let receiver = client
+        .attach_receiver(session, "c", queue("work.dlq"), 10)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        receive(&mut client, receiver).await;
+    }
+    let deleted = request(http, "DELETE", "/api/queues/work.dlq", None).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(
+        deleted.json(),
+        serde_json::json!({"queue": "work.dlq", "deleted": true})
+    );
+    detached_with(&mut client, receiver, "amqp:resource-deleted").await;
+    for &node in https {
+        let gone = timeout(WAIT, async {
+            loop {
+                let response = get(node, "/api/queues/work.dlq").await;
+                if response.status == 404 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        gone.await.unwrap();
+    }
+    for path in [
+        "/api/queues/nothing/purge",
+        "/api/queues/work.dlq/purge",
+        "/api/connections/999999",
+    ] {
+        let method = if path.contains("connections") {
+            "DELETE"
+        } else {
+            "POST"
+        };
+        assert_eq!(
+            request(http, method, path, None).await.status,
+            404,
+            "{path}"
+        );
+    }
+    let moved = request_with(http, "POST", "/api/queues/work/move", None, "{}").await;
+    assert_eq!(moved.status, 400, "{moved:?}");
+
+    let connections = get(client_http, "/api/connections").await.json();
+    let id = connections[0]["id"].as_u64().unwrap();
+    let path = format!("/api/connections/{id}");
+    let closed = request(client_http, "DELETE", &path, None).await;
+    assert_eq!(closed.status, 200, "{closed:?}");
+    assert_eq!(
+        closed.json(),
+        serde_json::json!({"connection": id, "closed": true})
+    );
+    closed_with(&mut client, "amqp:connection:forced", "anonymous").await;
+}
+
+#[tokio::test]
+async fn the_write_side_purges_moves_deletes_and_closes_on_one_node() {
+    let (broker, http) = broker_with(dead_lettering_config()).await;
+    exercise_the_write_side(&broker, http, http, &[http]).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn the_write_side_works_through_any_node_of_a_cluster() {
+    let base = Config {
+        http: sluice::config::HttpConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        },
+        ..dead_lettering_config()
+    };
+    let cluster = Cluster::start(&base).await;
+    cluster.wait_for_leaders().await;
+    let https: Vec<SocketAddr> = NODES
+        .iter()
+        .map(|&id| cluster.node(id).http_addr.unwrap())
+        .collect();
+    // The client on node 2, the commands through node 3.
+    exercise_the_write_side(cluster.node(2), https[1], https[2], &https).await;
+    cluster.stop().await;
+}
+
+/// Writes need `manage`: refused with 403 before anything is looked up, so
+/// that a user who may not manage a name does not learn whether its queue
+/// exists; 404 only to one who may.
+#[tokio::test]
+async fn writes_need_manage_and_do_not_tell_others_what_exists() {
+    let grant = |user: &str, pattern: &str, manage: bool| Permission {
+        user: user.to_owned(),
+        pattern: pattern.to_owned(),
+        send: true,
+        receive: true,
+        manage,
+        monitor: true,
+        ..Permission::default()
+    };
+    let config = Config {
+        users: vec![user("alice", "secret"), user("carol", "singer")],
+        permissions: vec![
+            grant("alice", "**", true),
+            grant("carol", "work", false),
+            grant("carol", "mine", true),
+        ],
+        ..test_config()
+    };
+    let (broker, http) = broker_with(config).await;
+    let (mut client, session) = connect(
+        &broker,
+        ClientSasl::Scram {
+            username: "alice".into(),
+            password: "secret".into(),
+            nonce: "http-test".into(),
+        },
+    )
+    .await;
+    for queue in ["work", "mine"] {
+        let sender = client
+            .attach_sender(session, queue, Some(queue))
+            .await
+            .unwrap();
+        publish(&mut client, sender, "x").await;
+    }
+    let alice = Some(("alice", "secret"));
+    let carol = Some(("carol", "singer"));
+    let id = request(http, "GET", "/api/connections", alice).await.json()[0]["id"].clone();
+    let close = format!("/api/connections/{id}");
+    let move_to = |to: &str| format!(r#"{{"to": "{to}"}}"#);
+    for (method, path, body, status) in [
+        ("POST", "/api/queues/work/purge", String::new(), 403),
+        ("POST", "/api/queues/nothing/purge", String::new(), 403),
+        ("DELETE", "/api/queues/work", String::new(), 403),
+        ("DELETE", "/api/queues/nothing", String::new(), 403),
+        ("POST", "/api/queues/mine/move", move_to("work"), 403),
+        ("POST", "/api/queues/work/move", move_to("mine"), 403),
+        ("DELETE", close.as_str(), String::new(), 403),
+        ("POST", "/api/queues/mine/purge", String::new(), 200),
+    ] {
+        let response = request_with(http, method, path, carol, &body).await;
+        assert_eq!(response.status, status, "{method} {path}: {response:?}");
+    }
+    let response = request(http, "POST", "/api/queues/nothing/purge", alice).await;
+    assert_eq!(response.status, 404, "{response:?}");
+    assert_eq!(
+        request(http, "POST", "/api/queues/work/purge", None)
+            .await
+            .status,
+        401
+    );
+    client.close().await.unwrap();
+    broker.stop().await;
 }

@@ -4,12 +4,13 @@ use http_body_util::Full;
 use hyper::StatusCode;
 use hyper::body::Bytes;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tracing::info;
 
 use super::{Answer, Api};
 use crate::io::Io;
 use crate::metrics::{self, ConnectionInfo};
-use crate::node::{GroupQueue, NodeReport, ReplicaStatus};
+use crate::node::{GroupQueue, Manage, ManageError, Managed, NodeReport, ReplicaStatus};
 use crate::permissions::Operation;
 
 /// The address the broker-wide resources (connections, cluster status)
@@ -314,4 +315,182 @@ impl<I: Io> Api<I> {
         };
         json(StatusCode::OK, &cluster)
     }
+}
+
+/// The body of `POST /api/queues/{name}/move`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    to: String,
+    /// At most this many; all the ready messages if absent.
+    max: Option<u64>,
+}
+
+/// The answer to a queue's purge, move or deletion, or a connection's
+/// close.
+#[derive(Debug, Default, Serialize)]
+struct ManagedJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purged: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moved: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed: Option<bool>,
+}
+
+impl<I: Io> Api<I> {
+    /// Refuses `user` who may not manage `address`, before anything is
+    /// looked up: so that the answer does not tell whether it exists.
+    fn may_manage(&self, user: &str, address: &str) -> Result<(), Answer> {
+        if self.permissions.allows(user, address, Operation::Manage) {
+            return Ok(());
+        }
+        let what = if address == BROKER_ADDRESS {
+            "not permitted to manage the broker"
+        } else {
+            "not permitted to manage this queue"
+        };
+        Err(error(StatusCode::FORBIDDEN, what))
+    }
+
+    /// Has the node carry out `command` as `user`, answering with what it
+    /// did.
+    async fn manage(&self, command: Manage) -> Result<Managed, Answer> {
+        let answered = self.node.manage(command).await.map_err(|_| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the broker node has stopped",
+            )
+        })?;
+        answered.map_err(|refused| {
+            let status = match refused {
+                ManageError::NotFound(_) => StatusCode::NOT_FOUND,
+                ManageError::SameQueue => StatusCode::BAD_REQUEST,
+                ManageError::DifferentGroups { .. } => StatusCode::CONFLICT,
+                ManageError::Unknown => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, &refused.to_string())
+        })
+    }
+
+    /// `POST /api/queues/{name}/purge`.
+    pub(super) async fn purge(&self, user: &str, name: String) -> Answer {
+        if let Err(answer) = self.may_manage(user, &name) {
+            return answer;
+        }
+        info!(user, queue = name, "purge asked for");
+        let command = Manage::Purge {
+            queue: name.clone(),
+        };
+        match self.manage(command).await {
+            Ok(Managed::Purged(count)) => json(
+                StatusCode::OK,
+                &ManagedJson {
+                    queue: Some(&name),
+                    purged: Some(count),
+                    ..ManagedJson::default()
+                },
+            ),
+            Ok(_) => unexpected(),
+            Err(answer) => answer,
+        }
+    }
+
+    /// `DELETE /api/queues/{name}`.
+    pub(super) async fn delete(&self, user: &str, name: String) -> Answer {
+        if let Err(answer) = self.may_manage(user, &name) {
+            return answer;
+        }
+        info!(user, queue = name, "deletion asked for");
+        let command = Manage::Delete {
+            queue: name.clone(),
+        };
+        match self.manage(command).await {
+            Ok(Managed::Deleted) => json(
+                StatusCode::OK,
+                &ManagedJson {
+                    queue: Some(&name),
+                    deleted: Some(true),
+                    ..ManagedJson::default()
+                },
+            ),
+            Ok(_) => unexpected(),
+            Err(answer) => answer,
+        }
+    }
+
+    /// `POST /api/queues/{name}/move` with `{"to": …, "max": …}`: `manage`
+    /// on both queues.
+    pub(super) async fn move_messages(&self, user: &str, name: String, body: &[u8]) -> Answer {
+        let Ok(MoveBody { to, max }) = serde_json::from_slice(body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the body must be {\"to\": QUEUE, \"max\": COUNT}, max optional",
+            );
+        };
+        for queue in [&name, &to] {
+            if let Err(answer) = self.may_manage(user, queue) {
+                return answer;
+            }
+        }
+        info!(user, from = name, to, max, "move asked for");
+        let command = Manage::Move {
+            from: name.clone(),
+            to: to.clone(),
+            max: max.unwrap_or(u64::MAX),
+        };
+        match self.manage(command).await {
+            Ok(Managed::Moved(count)) => json(
+                StatusCode::OK,
+                &ManagedJson {
+                    queue: Some(&name),
+                    to: Some(&to),
+                    moved: Some(count),
+                    ..ManagedJson::default()
+                },
+            ),
+            Ok(_) => unexpected(),
+            Err(answer) => answer,
+        }
+    }
+
+    /// `DELETE /api/connections/{id}`: `manage` on the broker.
+    pub(super) async fn close(&self, user: &str, id: u64) -> Answer {
+        if let Err(answer) = self.may_manage(user, BROKER_ADDRESS) {
+            return answer;
+        }
+        let command = Manage::Close {
+            conn: id,
+            operator: user.to_owned(),
+        };
+        match self.manage(command).await {
+            Ok(Managed::Closed) => json(
+                StatusCode::OK,
+                &ManagedJson {
+                    connection: Some(id),
+                    closed: Some(true),
+                    ..ManagedJson::default()
+                },
+            ),
+            Ok(_) => unexpected(),
+            Err(answer) => answer,
+        }
+    }
+}
+
+/// The node answered a command with what another does: a bug.
+fn unexpected() -> Answer {
+    debug_assert!(false, "the node answered another command");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the broker answered another command",
+    )
 }

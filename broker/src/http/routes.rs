@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 
 use base64ct::{Base64, Encoding};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, StatusCode};
 
@@ -22,22 +23,77 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ready"),
     ("GET", "/api/queues"),
     ("GET", "/api/queues/{name}"),
+    ("DELETE", "/api/queues/{name}"),
+    ("POST", "/api/queues/{name}/purge"),
+    ("POST", "/api/queues/{name}/move"),
     ("GET", "/api/connections"),
+    ("DELETE", "/api/connections/{id}"),
     ("GET", "/api/cluster"),
 ];
 
 /// The path prefix of one queue's resource.
 const QUEUE_PREFIX: &str = "/api/queues/";
 
+/// The path prefix of one connection's resource.
+const CONNECTION_PREFIX: &str = "/api/connections/";
+
+/// A request's resource under `/api/`.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    Queues,
+    /// A queue, and what is asked of it (`purge`, `move`) if anything.
+    Queue(String, Option<String>),
+    Connections,
+    Connection(u64),
+    Cluster,
+}
+
+impl Resource {
+    /// The resource of `path`, or the answer saying there is none.
+    fn of(path: &str) -> Result<Self, Answer> {
+        match path {
+            "/api/queues" => return Ok(Self::Queues),
+            "/api/connections" => return Ok(Self::Connections),
+            "/api/cluster" => return Ok(Self::Cluster),
+            _ => {}
+        }
+        if let Some(rest) = path.strip_prefix(QUEUE_PREFIX) {
+            // A name's own slashes are percent-encoded: a raw one ends it.
+            let (name, action) = match rest.split_once('/') {
+                Some((name, action)) => (name, Some(action.to_owned())),
+                None => (rest, None),
+            };
+            return match percent_decode(name) {
+                Some(name) if !name.is_empty() => Ok(Self::Queue(name, action)),
+                _ => Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "the queue name is not valid",
+                )),
+            };
+        }
+        if let Some(id) = path.strip_prefix(CONNECTION_PREFIX) {
+            return match id.parse() {
+                Ok(id) => Ok(Self::Connection(id)),
+                Err(_) => Err(error(StatusCode::NOT_FOUND, "no such connection")),
+            };
+        }
+        Err(error(StatusCode::NOT_FOUND, "no such resource"))
+    }
+}
+
 impl<I: Io> Api<I> {
     /// Answers `request`.
     pub(super) async fn answer(&self, request: Request<Incoming>, peer: SocketAddr) -> Answer {
         let path = request.uri().path().to_owned();
-        if request.method() != Method::GET {
-            return match known_path(&path) {
-                true => error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here"),
-                false => error(StatusCode::NOT_FOUND, "no such resource"),
-            };
+        let method = request.method().clone();
+        if !known_path(&path) {
+            return error(StatusCode::NOT_FOUND, "no such resource");
+        }
+        if !allowed(&method, &path) {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "that method is not served here",
+            );
         }
         match path.as_str() {
             "/metrics" => return self.metrics().await,
@@ -45,22 +101,32 @@ impl<I: Io> Api<I> {
             "/ready" => return self.ready().await,
             _ => {}
         }
-        if !path.starts_with("/api/") {
-            return error(StatusCode::NOT_FOUND, "no such resource");
-        }
+        let resource = match Resource::of(&path) {
+            Ok(resource) => resource,
+            Err(answer) => return answer,
+        };
         let user = match self.authenticate(&request, peer).await {
             Ok(user) => user,
             Err(answer) => return answer,
         };
-        match path.as_str() {
-            "/api/queues" => self.queues(&user).await,
-            "/api/connections" => self.connections(&user),
-            "/api/cluster" => self.cluster(&user).await,
-            _ => match path.strip_prefix(QUEUE_PREFIX).map(percent_decode) {
-                Some(Some(name)) if !name.is_empty() => self.queue(&user, &name).await,
-                Some(_) => error(StatusCode::BAD_REQUEST, "the queue name is not valid"),
-                None => error(StatusCode::NOT_FOUND, "no such resource"),
-            },
+        match (method, resource) {
+            (Method::GET, Resource::Queues) => self.queues(&user).await,
+            (Method::GET, Resource::Connections) => self.connections(&user),
+            (Method::GET, Resource::Cluster) => self.cluster(&user).await,
+            (Method::GET, Resource::Queue(name, None)) => self.queue(&user, &name).await,
+            (Method::DELETE, Resource::Queue(name, None)) => self.delete(&user, name).await,
+            (Method::POST, Resource::Queue(name, Some(action))) if action == "purge" => {
+                self.purge(&user, name).await
+            }
+            (Method::POST, Resource::Queue(name, Some(action))) if action == "move" => {
+                let body = match read_body(request.into_body()).await {
+                    Ok(body) => body,
+                    Err(answer) => return answer,
+                };
+                self.move_messages(&user, name, &body).await
+            }
+            (Method::DELETE, Resource::Connection(id)) => self.close(&user, id).await,
+            _ => error(StatusCode::NOT_FOUND, "no such resource"),
         }
     }
 
@@ -100,9 +166,46 @@ impl<I: Io> Api<I> {
 
 /// Whether some route has `path`, whatever its method.
 fn known_path(path: &str) -> bool {
-    ROUTES.iter().any(|&(_, route)| {
-        route == path || (path.starts_with(QUEUE_PREFIX) && route.ends_with("{name}"))
-    })
+    ROUTES.iter().any(|&(_, route)| matches(route, path))
+}
+
+/// Whether a route has `path` with `method`.
+fn allowed(method: &Method, path: &str) -> bool {
+    ROUTES
+        .iter()
+        .any(|&(route_method, route)| method.as_str() == route_method && matches(route, path))
+}
+
+/// Whether `path` is one of `route`'s, whose `{…}` stands for one segment.
+fn matches(route: &str, path: &str) -> bool {
+    let mut routes = route.split('/');
+    let mut paths = path.split('/');
+    loop {
+        match (routes.next(), paths.next()) {
+            (None, None) => return true,
+            (Some(pattern), Some(segment)) if pattern.starts_with('{') => {
+                if segment.is_empty() {
+                    return false;
+                }
+            }
+            (Some(pattern), Some(segment)) if pattern == segment => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The most bytes a request's body may have (a move's is a small object).
+const BODY_BYTES_MAX: usize = 4 * 1024;
+
+/// A request's whole body, or the answer refusing it.
+async fn read_body(body: Incoming) -> Result<Bytes, Answer> {
+    match Limited::new(body, BODY_BYTES_MAX).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request's body is too large, or was cut short",
+        )),
+    }
 }
 
 /// 401, asking for Basic credentials.
@@ -187,5 +290,27 @@ mod tests {
         }
         assert!(!known_path("/api/queue"));
         assert!(!known_path("/"));
+        assert!(!known_path("/api/queues/orders/drain"));
+        assert!(!known_path("/api/queues//purge"));
+        assert!(allowed(&Method::POST, "/api/queues/a%2Fb/purge"));
+        assert!(!allowed(&Method::GET, "/api/queues/orders/purge"));
+        assert!(!allowed(&Method::POST, "/api/queues/orders"));
+        assert!(allowed(&Method::DELETE, "/api/connections/7"));
+    }
+
+    #[test]
+    fn resources_are_parsed() {
+        let queue = |name: &str, action: Option<&str>| {
+            Resource::Queue(name.to_owned(), action.map(str::to_owned))
+        };
+        let of = |path: &str| Resource::of(path).ok();
+        assert_eq!(of("/api/queues/a%2Fb"), Some(queue("a/b", None)));
+        assert_eq!(
+            of("/api/queues/a%2Fb/move"),
+            Some(queue("a/b", Some("move")))
+        );
+        assert_eq!(of("/api/connections/12"), Some(Resource::Connection(12)));
+        assert_eq!(of("/api/connections/x"), None);
+        assert_eq!(of("/api/queues/%zz"), None);
     }
 }

@@ -217,9 +217,7 @@ impl<I: Io> Driver<I> {
 
     /// Sends what the core has for connections and for the groups.
     fn carry_out(&mut self) {
-        while let Some((conn, message)) = self.core.poll_to_connection() {
-            self.inboxes.send(conn, message);
-        }
+        self.inboxes.deliver(&mut self.core);
         while let Some(ask) = self.core.poll_to_groups() {
             match ask {
                 ToGroups::Propose(group, entry) => {

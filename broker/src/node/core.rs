@@ -14,6 +14,7 @@
 
 mod access;
 mod apply;
+mod manage;
 mod subscriptions;
 mod temporary;
 mod transactions;
@@ -33,8 +34,9 @@ use crate::amqp::types::{Error, condition};
 use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget, subscription_not_found};
 use crate::node::{
-    ConnId, ConsumerNode, GroupQueue, NodeError, NodeReport, NodeSettings, Now, ProducerNode,
-    QueueOptions, Refusal, ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX, ToConnection,
+    ConnId, ConsumerNode, GroupQueue, ManageError, Managed, NodeError, NodeReport, NodeSettings,
+    Now, ProducerNode, QueueOptions, Refusal, ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX,
+    ToConnection,
 };
 use crate::permissions::Operation;
 use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
@@ -150,6 +152,9 @@ enum Reply {
     /// A consumer's settle whose client waits for the broker's: answered
     /// once applied, unless the group dropped it as stale.
     Settled(SettleAnswer),
+    /// An operator's purge, move or deletion (see [`manage`]): answers
+    /// command `id` with what the group did.
+    Manage(u64),
     /// The planted `txn-partial-commit`'s first half of a commit: proposes
     /// the rest, which answers the discharge.
     PlantedRest {
@@ -191,6 +196,9 @@ enum Held {
         consumer: ConsumerId,
         delete: Option<String>,
     },
+    /// An operator's purge or move, made once what consumers hold is
+    /// known (see [`manage`]), then proposed to answer command `id`.
+    Manage { id: u64, command: Box<Command> },
 }
 
 /// Over the local step, a group whose state holds what its log does not:
@@ -297,6 +305,8 @@ pub(super) struct Core {
     temporary: temporary::Temporary,
     /// Each connection's user: its permissions and limits.
     access: access::Access,
+    /// The answers to operators' commands, by their number, oldest first.
+    answers: VecDeque<(u64, Result<Managed, ManageError>)>,
 }
 
 impl Core {
@@ -355,6 +365,7 @@ impl Core {
             temporary: temporary::Temporary::default(),
             snapshots_asked: 0,
             access,
+            answers: VecDeque::new(),
         }
     }
 
@@ -381,6 +392,7 @@ impl Core {
     fn request(&mut self, request: Request) {
         match request {
             Request::Register { .. }
+            | Request::Manage { .. }
             | Request::ReplicaStatuses { .. }
             | Request::QueueInfo { .. }
             | Request::Report { .. } => {}
@@ -853,6 +865,10 @@ impl Core {
                     self.push_to_outbox(id, Command::Delete { queue }, None, Reply::None);
                 }
             }
+            Held::Manage {
+                id: answer,
+                command,
+            } => self.carry_out_manage(id, answer, *command),
         }
     }
 

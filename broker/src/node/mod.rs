@@ -97,17 +97,24 @@ const REQUESTS_PER_WAKE: usize = 256;
 /// only says what to tell which connection (`poll_to_connection`), and the
 /// driver sends it.
 #[derive(Debug, Default)]
-struct Inboxes(BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>);
+struct Inboxes {
+    inboxes: BTreeMap<ConnId, mpsc::UnboundedSender<ToConnection>>,
+    /// Where to answer each operator's command the core is carrying out,
+    /// by the number the core knows it by.
+    answers: BTreeMap<u64, oneshot::Sender<Result<Managed, ManageError>>>,
+    /// The number of the next operator's command.
+    next_answer: u64,
+}
 
 impl Inboxes {
     /// A new connection and its channel.
     fn register(&mut self, conn: ConnId, inbox: mpsc::UnboundedSender<ToConnection>) {
-        self.0.insert(conn, inbox);
+        self.inboxes.insert(conn, inbox);
     }
 
     /// Forgets the channel of a connection that has ended.
     fn forget(&mut self, conn: ConnId) {
-        self.0.remove(&conn);
+        self.inboxes.remove(&conn);
     }
 
     /// Hands a request to a driver's core, but for what the core cannot
@@ -125,6 +132,19 @@ impl Inboxes {
             }
             Request::Report { reply } => {
                 let _ = reply.send(core.report());
+            }
+            // Only the driver knows which connections are open.
+            Request::Manage {
+                command: Manage::Close { conn, .. },
+                reply,
+            } if !self.inboxes.contains_key(&conn) => {
+                let _ = reply.send(Err(ManageError::NotFound("connection")));
+            }
+            Request::Manage { command, reply } => {
+                let id = self.next_answer;
+                self.next_answer += 1;
+                self.answers.insert(id, reply);
+                core.handle_manage(now, id, command);
             }
             // What the core tells a connection that has gone is dropped.
             Request::Disconnect { conn } => {
@@ -159,8 +179,25 @@ impl Inboxes {
     /// Sends `message` to `conn`; one that has gone no longer needs to
     /// know.
     fn send(&self, conn: ConnId, message: ToConnection) {
-        if let Some(inbox) = self.0.get(&conn) {
+        if let Some(inbox) = self.inboxes.get(&conn) {
             let _ = inbox.send(message);
+        }
+    }
+
+    /// Answers operator's command `id`; the asker may have given up.
+    fn answer(&mut self, id: u64, answer: Result<Managed, ManageError>) {
+        if let Some(reply) = self.answers.remove(&id) {
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Sends what the core has for connections and operators.
+    fn deliver(&mut self, core: &mut core::Core) {
+        while let Some((conn, message)) = core.poll_to_connection() {
+            self.send(conn, message);
+        }
+        while let Some((id, answer)) = core.poll_answer() {
+            self.answer(id, answer);
         }
     }
 }
@@ -207,6 +244,22 @@ impl NodeHandle {
     pub async fn report(&self) -> Result<NodeReport, NodeStopped> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Report { reply })?;
+        answer.await.map_err(|_| NodeStopped)
+    }
+
+    /// Carries out an operator's `command` (the management API's write
+    /// side): answered once it is applied (committed, in a cluster), or
+    /// once it is known that it cannot be.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeStopped`] if the node task has stopped.
+    pub async fn manage(
+        &self,
+        command: Manage,
+    ) -> Result<Result<Managed, ManageError>, NodeStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Manage { command, reply })?;
         answer.await.map_err(|_| NodeStopped)
     }
 
@@ -266,6 +319,79 @@ pub struct GroupQueue {
     pub group: u32,
     /// The queue's counters.
     pub report: QueueReport,
+}
+
+/// What an operator asks of the node (the management API's write side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manage {
+    /// Drop the queue's ready messages.
+    Purge {
+        /// The queue.
+        queue: String,
+    },
+    /// Delete the queue: its messages are dropped, its consumers detached
+    /// with `amqp:resource-deleted`.
+    Delete {
+        /// The queue.
+        queue: String,
+    },
+    /// Move up to `max` ready messages, oldest first, from one queue to
+    /// another of the same group, in one command: all of them or none.
+    Move {
+        /// The queue they leave.
+        from: String,
+        /// The queue they join.
+        to: String,
+        /// At most this many.
+        max: u64,
+    },
+    /// Close a connection of this node with `amqp:connection:forced`.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Who asks, named in the close's description.
+        operator: String,
+    },
+}
+
+/// What a [`Manage`] command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Managed {
+    /// This many ready messages were dropped.
+    Purged(u64),
+    /// The queue is gone.
+    Deleted,
+    /// This many messages were moved.
+    Moved(u64),
+    /// The connection is being closed.
+    Closed,
+}
+
+/// Why a [`Manage`] command did nothing, or may have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManageError {
+    /// No queue has this name (or no connection this id).
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    /// A move within one queue.
+    #[error("a queue cannot move messages to itself")]
+    SameQueue,
+    /// The queues of a move live in different replicated groups: a move
+    /// is one command of one group, so that it happens whole or not at all.
+    #[error(
+        "the queues live in different replica groups ({from_group} and {to_group}): \
+         a move is atomic only within one group"
+    )]
+    DifferentGroups {
+        /// The group of the queue messages would leave.
+        from_group: u32,
+        /// The group of the queue they would join.
+        to_group: u32,
+    },
+    /// The command was applied out of this node's sight (it caught up from
+    /// a snapshot): whether it took effect is not known.
+    #[error("whether the command took effect is unknown: this node caught up from a snapshot")]
+    Unknown,
 }
 
 /// The node task has stopped (the broker is shutting down or failed).
@@ -428,6 +554,13 @@ pub enum Request {
     Disconnect {
         /// The connection.
         conn: ConnId,
+    },
+    /// An operator's command.
+    Manage {
+        /// What to do.
+        command: Manage,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Managed, ManageError>>,
     },
     /// Report each replicated group's [`ReplicaStatus`] (none on a single
     /// node).

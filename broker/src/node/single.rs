@@ -257,9 +257,7 @@ impl<I: Io> Driver<I> {
             }
             self.core.handle_committed(Now::read(&self.io), commits)?;
         }
-        while let Some((conn, message)) = self.core.poll_to_connection() {
-            self.inboxes.send(conn, message);
-        }
+        self.inboxes.deliver(&mut self.core);
         Ok(())
     }
 

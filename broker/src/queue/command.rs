@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     Command, DEFAULT_PRIORITY, Guarded, MessageFilter, NewMessage, Outcome, Overflow,
-    PublishTraits, QueueConfig,
+    PublishTraits, QueueConfig, Seq, Seqs,
 };
 use crate::amqp::codec::{
     Composite, Decode, DecodeError, DecodeErrorKind, Descriptor, Encode, FieldDecoder,
@@ -87,6 +87,35 @@ command_records! {
     Detach, 0x07, "sluice:detach:list" { consumer: u64 }
     Expire, 0x08, "sluice:expire:list" {}
     Transaction, 0x09, "sluice:transaction:list" { work: Vec<Guarded> }
+    Purge, 0x0a, "sluice:purge:list" { queue: String, except: Seqs }
+    Move, 0x0b, "sluice:move:list" { from: String, to: String, max: u64, except: Seqs }
+}
+
+/// Seqs as binary: each big-endian in 8 bytes, in increasing order.
+impl Encode for Seqs {
+    fn encode(&self, buf: &mut BytesMut) {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|seq| seq.to_be_bytes()).collect();
+        Bytes::from(bytes).encode(buf);
+    }
+}
+
+impl Decode for Seqs {
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let bytes = Bytes::decode(r)?;
+        let chunks = bytes.chunks_exact(8);
+        if !chunks.remainder().is_empty() {
+            return Err(DecodeErrorKind::SizeMismatch.into());
+        }
+        let seqs = chunks
+            .map(|chunk| <[u8; 8]>::try_from(chunk).map(u64::from_be_bytes))
+            .collect::<Result<std::collections::BTreeSet<Seq>, _>>()
+            .map_err(|_| DecodeErrorKind::SizeMismatch)?;
+        if seqs.len() * 8 != bytes.len() {
+            // Encoded in increasing order, each once: a repeat is not ours.
+            return Err(DecodeErrorKind::InvalidValue.into());
+        }
+        Ok(Seqs(seqs))
+    }
 }
 
 impl Composite for QueueConfig {

@@ -10,6 +10,7 @@ use super::single::{Admission, Queue};
 use super::{
     CloseReason, Command, ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, Effect, LazyFields,
     MessageFilter, NewMessage, Outcome, QueueConfig, QueueInfo, QueueStats, RejectReason, Seq,
+    Seqs,
 };
 use crate::amqp::codec::DecodeError;
 use crate::planted::Plants;
@@ -160,6 +161,13 @@ impl Queues {
         match command {
             Command::Declare { queue, config } => self.declare(queue, *config, effects),
             Command::Delete { queue } => self.delete(queue, effects),
+            Command::Purge { queue, except } => self.purge(queue, &except, effects),
+            Command::Move {
+                from,
+                to,
+                max,
+                except,
+            } => self.move_ready(now_ms, from, to, max, &except, effects),
             Command::Enqueue {
                 queue,
                 seq,
@@ -233,6 +241,18 @@ impl Queues {
         self.queues
             .iter()
             .map(|(name, queue)| (name.as_str(), &queue.config))
+    }
+
+    /// The messages of `queue` that consumers hold (none if there is no
+    /// such queue).
+    pub fn held_seqs(&self, queue: &str) -> Seqs {
+        let held = self.queues.get(queue).into_iter().flat_map(|queue| {
+            queue
+                .messages()
+                .filter(|(_, message)| message.holder.is_some())
+                .map(|(seq, _)| seq)
+        });
+        Seqs(held.collect())
     }
 
     /// The consumer holding message `seq` of `queue` unsettled, if any.
@@ -352,6 +372,73 @@ impl Queues {
             });
         }
         effects.push(Effect::Deleted { queue });
+    }
+
+    /// Drops `queue`'s ready messages but `except`'s; they count as
+    /// dead-lettered (dropped), as other messages dropped unconsumed do.
+    fn purge(&mut self, queue: String, except: &Seqs, effects: &mut Vec<Effect>) {
+        let Some(target) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let ready = ready_seqs(target, except, u64::MAX);
+        let count = ready.len() as u64;
+        for seq in ready {
+            target.remove(seq);
+        }
+        target.stats.dead_lettered += count;
+        effects.push(Effect::Purged { queue, count });
+    }
+
+    /// Moves up to `max` of `from`'s ready messages but `except`'s, oldest
+    /// first, to `to`, each keeping its seq (seqs are unique in the whole
+    /// group), until one does not fit.
+    fn move_ready(
+        &mut self,
+        now_ms: u64,
+        from: String,
+        to: String,
+        max: u64,
+        except: &Seqs,
+        effects: &mut Vec<Effect>,
+    ) {
+        if from == to || !self.queues.contains_key(&to) {
+            return;
+        }
+        let Some(source) = self.queues.get(&from) else {
+            return;
+        };
+        let mut count = 0;
+        for seq in ready_seqs(source, except, max) {
+            let Some((size, persistent)) = self.queues.get(&from).and_then(|source| {
+                let message = source.message(seq)?;
+                Some((message.size(), message.persistent))
+            }) else {
+                break;
+            };
+            let target = self.queues.get(&to).expect("checked above");
+            let persistent = persistent && target.config.durable;
+            // Admitted as a dead-letter is: where it fits as things are,
+            // evicting nothing.
+            if !target.can_admit(size, persistent, Admission::DeadLetter) {
+                break;
+            }
+            let source = self.queues.get_mut(&from).expect("found above");
+            let mut message = source.remove(seq).expect("the seq is ready");
+            let target = self.queues.get_mut(&to).expect("checked above");
+            message.moved(&target.config);
+            let evicted = target.admit(seq, message, Admission::DeadLetter);
+            assert!(
+                evicted.is_ok_and(|evicted| evicted.is_empty()),
+                "seq {seq} fits without evicting"
+            );
+            count += 1;
+        }
+        effects.push(Effect::Moved {
+            from,
+            to: to.clone(),
+            count,
+        });
+        self.dispatch(now_ms, &to, effects);
     }
 
     fn enqueue(
@@ -771,6 +858,17 @@ impl Queues {
             assert!(queue.consumer(*consumer).is_some(), "consumer index");
         }
     }
+}
+
+/// Up to `max` of `queue`'s ready messages, but `except`'s, oldest first.
+fn ready_seqs(queue: &Queue, except: &Seqs, max: u64) -> Vec<Seq> {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    queue
+        .messages()
+        .filter(|(seq, message)| message.holder.is_none() && !except.0.contains(seq))
+        .map(|(seq, _)| seq)
+        .take(max)
+        .collect()
 }
 
 fn rejected(queue: String, seq: Seq, reason: RejectReason) -> Effect {

@@ -241,6 +241,22 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The message, out of its queue, joins `target` by the management
+    /// API's move: it keeps its annotations, expiry and delivery count, is
+    /// persistent only in a durable queue, and takes the key `target`
+    /// names, as a dead-lettered message does.
+    pub fn moved(&mut self, target: &QueueConfig) {
+        debug_assert!(self.holder.is_none(), "a message leaves its queue first");
+        self.persistent &= target.durable;
+        let traits = Traits {
+            last_value: keyed_value(&self.body, target),
+            ..self.traits().clone()
+        };
+        self.traits = traits.boxed();
+    }
+}
+
 /// The expiry of a message arriving at `now_ms`: the earlier of its time to
 /// live and its absolute expiry time.
 fn expiry_ms(now_ms: u64, ttl_ms: Option<u64>, absolute_expiry_ms: Option<u64>) -> Option<u64> {

@@ -64,6 +64,10 @@ pub use machine::{QueueReport, Queues};
 /// messages of a queue.
 pub type Seq = u64;
 
+/// A set of seqs, as a command carries it (see [`Command::Purge`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seqs(pub std::collections::BTreeSet<Seq>);
+
 /// The priority of a message whose header sets none (AMQP part 3 §3.2.1).
 pub const DEFAULT_PRIORITY: u8 = 4;
 
@@ -260,6 +264,30 @@ pub enum Command {
         /// The queue's name.
         queue: String,
     },
+    /// Drops every ready message of a queue (those no consumer holds),
+    /// but for `except`: the management API's purge.
+    Purge {
+        /// The queue's name.
+        queue: String,
+        /// Messages kept even if ready. The node lists there what its
+        /// consumers hold when it makes the command over its own log, which
+        /// does not record consumers: a replay, in which nobody holds
+        /// anything, then drops exactly what was dropped live.
+        except: Seqs,
+    },
+    /// Moves up to `max` ready messages of `from`, oldest first, but for
+    /// `except` (as [`Command::Purge`]'s), to `to` in the same group; each
+    /// keeps its seq. It stops at the first that `to` has no room for.
+    Move {
+        /// The queue they leave.
+        from: String,
+        /// The queue they join.
+        to: String,
+        /// At most this many.
+        max: u64,
+        /// Messages left where they are even if ready.
+        except: Seqs,
+    },
     /// Publishes a message.
     Enqueue {
         /// The queue's name.
@@ -358,6 +386,22 @@ pub enum Effect {
         queue: String,
         /// The config it keeps.
         existing: QueueConfig,
+    },
+    /// A queue was purged: `count` ready messages dropped.
+    Purged {
+        /// The queue.
+        queue: String,
+        /// How many.
+        count: u64,
+    },
+    /// `count` messages moved from one queue to another.
+    Moved {
+        /// The queue they left.
+        from: String,
+        /// The queue they joined.
+        to: String,
+        /// How many.
+        count: u64,
     },
     /// A queue was deleted.
     Deleted {

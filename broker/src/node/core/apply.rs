@@ -17,7 +17,7 @@ use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
 use crate::node::address::topic_of_subscription;
 use crate::node::clients::rollback_error;
-use crate::node::{Refusal, SettleAnswer, ToConnection};
+use crate::node::{ManageError, Refusal, SettleAnswer, ToConnection};
 use crate::queue::{Command, ConsumerId, Effect};
 use crate::raft::wal::GroupId;
 
@@ -293,6 +293,7 @@ impl Core {
                     .tell(conn, ToConnection::ConsumerAttached { link, result });
                 self.detach_consumer(id, consumer, None);
             }
+            Reply::Manage(answer) => self.answer_manage(answer, Err(ManageError::Unknown)),
             Reply::Expire | Reply::None | Reply::PlantedRest { .. } => {
                 self.on_own_applied(id, reply);
             }
@@ -418,8 +419,16 @@ impl Core {
                 Some(Reply::Publish(publish) | Reply::Discharge { publish, .. }) => Some(*publish),
                 _ => None,
             };
+            let mut managed = None;
             for effect in all_effects.by_ref().take(item.effects.len()) {
+                if let Some(Reply::Manage(_)) = reply {
+                    managed = managed.or(super::manage::managed(&effect));
+                }
                 self.on_effect(effect, publish);
+            }
+            if let Some(Reply::Manage(answer)) = reply {
+                self.answer_manage(answer, managed.ok_or(ManageError::NotFound("queue")));
+                continue;
             }
             // A settle the group dropped as stale settled nothing: its
             // consumer must not hear that it did.
@@ -514,6 +523,8 @@ impl Core {
                     group.expiring = false;
                 }
             }
+            // Answered where it is applied (`apply_batch`), with what it did.
+            Reply::Manage(answer) => self.answer_manage(answer, Err(ManageError::Unknown)),
             Reply::PlantedRest {
                 queue,
                 rest,

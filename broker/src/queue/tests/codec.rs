@@ -7,7 +7,7 @@ use crate::amqp::codec::{
     DecodeErrorKind, Descriptor, Encode, FieldEncoder, encode_descriptor, encode_list,
 };
 use crate::queue::command::DOMAIN;
-use crate::queue::{Guarded, Overflow, PublishTraits};
+use crate::queue::{Guarded, Overflow, PublishTraits, Seqs};
 
 /// Every command variant, with edge values in every field.
 fn every_command() -> Vec<Command> {
@@ -108,6 +108,16 @@ fn every_command() -> Vec<Command> {
             annotations,
         }),
         Command::Detach { consumer: 3 },
+        Command::Purge {
+            queue: "q".into(),
+            except: Seqs::default(),
+        },
+        Command::Move {
+            from: "q".into(),
+            to: "dlq".into(),
+            max: u64::MAX,
+            except: Seqs([1, 7, u64::MAX].into_iter().collect()),
+        },
         Command::Expire,
         Command::Transaction { work: Vec::new() },
         Command::Transaction {
@@ -287,4 +297,19 @@ impl Encode for RawValue {
     fn encode(&self, buf: &mut BytesMut) {
         buf.extend_from_slice(&self.0);
     }
+}
+
+/// A seq set is 8 bytes a seq, each once: anything else is refused.
+#[test]
+fn a_malformed_seq_set_is_refused() {
+    let purge = |except: &[u8]| {
+        record(0x0a, |f| {
+            f.field(&"q".to_owned())
+                .field(&Bytes::copy_from_slice(except));
+        })
+    };
+    let seq = 5_u64.to_be_bytes();
+    assert!(Command::decode(purge(&seq)).is_ok());
+    assert!(Command::decode(purge(&seq[..7])).is_err());
+    assert!(Command::decode(purge(&[seq, seq].concat())).is_err());
 }

@@ -2,7 +2,7 @@
 //! ([`Queues::reports`]): counted where each thing happens, and volatile.
 
 use super::*;
-use crate::queue::QueueStats;
+use crate::queue::{QueueStats, Seqs};
 
 /// The report of `queue`.
 fn report(bench: &Bench, queue: &str) -> crate::queue::QueueReport {
@@ -107,4 +107,81 @@ fn the_arrival_record_stays_bounded_and_keeps_the_oldest_message() {
         Some(1_000),
         "the oldest message's step survives every trim"
     );
+}
+
+/// A purge drops the ready messages, not those a consumer holds nor those
+/// it is told to keep, and counts them as dropped.
+#[test]
+fn a_purge_drops_only_ready_messages_not_excepted() {
+    let mut bench = Bench::new();
+    bench.declare("q", durable_queue());
+    let held = bench.send("q", "a");
+    let kept = bench.send("q", "b");
+    bench.send("q", "c");
+    bench.attach(1, "q");
+    assert_eq!(delivered(&bench.credit(1, 1)), [(1, held)]);
+    let except = Seqs([kept].into_iter().collect());
+    let effects = bench.apply(Command::Purge {
+        queue: "q".into(),
+        except,
+    });
+    assert!(effects.contains(&Effect::Purged {
+        queue: "q".into(),
+        count: 1
+    }));
+    assert_eq!(bench.info("q"), (1, 1));
+    assert_eq!(report(&bench, "q").stats.dead_lettered, 1);
+    // The held message comes back when released; it was not purged.
+    bench.settle("q", held, Outcome::Released);
+    assert_eq!(bench.info("q"), (2, 0));
+    // A purge of no queue does nothing, and says nothing.
+    let effects = bench.apply(Command::Purge {
+        queue: "none".into(),
+        except: Seqs::default(),
+    });
+    assert_eq!(effects, []);
+}
+
+/// A move takes up to `max` ready messages, oldest first, keeping their
+/// seqs, stops where the target is full, and delivers them from there.
+#[test]
+fn a_move_takes_the_oldest_ready_messages_while_they_fit() {
+    let mut bench = Bench::new();
+    bench.declare("from", durable_queue());
+    bench.declare(
+        "to",
+        QueueConfig {
+            max_length: Some(2),
+            ..durable_queue()
+        },
+    );
+    let seqs: Vec<Seq> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|body| bench.send("from", body))
+        .collect();
+    let mv = |max| Command::Move {
+        from: "from".into(),
+        to: "to".into(),
+        max,
+        except: Seqs::default(),
+    };
+    let effects = bench.apply(mv(1));
+    assert!(effects.contains(&Effect::Moved {
+        from: "from".into(),
+        to: "to".into(),
+        count: 1
+    }));
+    assert_eq!((bench.info("from"), bench.info("to")), ((3, 0), (1, 0)));
+    // Room for one more only: the rest stays, in its place.
+    let effects = bench.apply(mv(u64::MAX));
+    assert!(effects.contains(&Effect::Moved {
+        from: "from".into(),
+        to: "to".into(),
+        count: 1
+    }));
+    assert_eq!((bench.info("from"), bench.info("to")), ((2, 0), (2, 0)));
+    bench.attach(1, "to");
+    assert_eq!(delivered(&bench.credit(1, 5)), [(1, seqs[0]), (1, seqs[1])]);
+    bench.attach(2, "from");
+    assert_eq!(delivered(&bench.credit(2, 5)), [(2, seqs[2]), (2, seqs[3])]);
 }
