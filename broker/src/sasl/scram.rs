@@ -22,6 +22,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::planted::Plants;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The mechanism's name.
@@ -303,6 +305,19 @@ impl ScramServer {
     /// [`ScramError::InvalidProof`] for a wrong password or unknown user;
     /// others for a malformed or mismatched message.
     pub fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), ScramError> {
+        self.finish_planted(client_final, Plants::NONE)
+    }
+
+    /// As [`ScramServer::finish`], in a broker with `plants`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ScramServer::finish`].
+    pub fn finish_planted(
+        self,
+        client_final: &[u8],
+        plants: Plants,
+    ) -> Result<(String, Vec<u8>), ScramError> {
         let text =
             std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = text
@@ -335,7 +350,11 @@ impl ScramServer {
         let client_signature = hmac(&credential.stored_key, auth_message.as_bytes());
         let client_key = xor(&proof_bytes, &client_signature);
         let stored_key: [u8; KEY_BYTES] = Sha256::digest(client_key).into();
-        if !bool::from(stored_key.ct_eq(&credential.stored_key)) {
+        // PLANTED BUG (`scram-accepts-any-proof`): a known user's wrong
+        // password is admitted.
+        if !bool::from(stored_key.ct_eq(&credential.stored_key))
+            && !plants.scram_accepts_any_proof()
+        {
             return Err(ScramError::InvalidProof);
         }
         let server_signature = hmac(&credential.server_key, auth_message.as_bytes());

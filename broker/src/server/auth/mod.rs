@@ -42,6 +42,7 @@ use crate::amqp::types::SaslCode;
 use crate::config::Config;
 use crate::io::{Io, SeededRng, secret_rng};
 use crate::metrics::Metrics;
+use crate::planted::Plants;
 use crate::sasl::scram::{self, Lookup, ScramCredential, ScramServer};
 use crate::sasl::{ANONYMOUS, PLAIN, PlainCredentials};
 
@@ -98,6 +99,7 @@ pub struct Authentication {
     log_budget: Mutex<Option<LogBudget>>,
     /// Counts failed logins (`sluice_auth_failures_total`).
     metrics: Metrics,
+    plants: Plants,
 }
 
 /// What a password check concluded.
@@ -156,6 +158,7 @@ impl Authentication {
             throttle: Mutex::new(Throttle::default()),
             log_budget: Mutex::new(None),
             metrics,
+            plants: config.plants,
         }
     }
 
@@ -383,7 +386,7 @@ impl<I: Io> Exchange<I> {
             return self.refuse(None, "a response nobody asked for");
         };
         let user = scram.user().to_owned();
-        match scram.finish(response) {
+        match scram.finish_planted(response, self.auth.plants) {
             Ok((identity, server_final)) => self.accept(identity, Some(server_final.into())),
             Err(error) => self.refuse(Some(&user), &error.to_string()),
         }
