@@ -30,7 +30,7 @@
 //! | `volatile-copy-dropped` | `node::state` `GroupState::subscriptions` | a topic's message skips the non-durable subscriptions now and then (one message in four, by a checksum of its bytes), though its publish is answered `accepted` |
 //! | `receive-unchecked` | `node::core` `Core::attach_consumer` | a consumer's attach skips the permission check, so a user that may not receive from a queue consumes it |
 //! | `relay-unchecked` | `node::core` `Core::publish` | the anonymous relay skips the check of `send` on each message's `to`, so a user that may not send to a queue puts messages in it |
-//! | `scram-accepts-any-proof` | `server::auth` `Exchange::response` | a SCRAM login of a known user is admitted whatever its proof, so a wrong password opens a connection |
+//! | `scram-accepts-any-proof` | `sasl::scram` `ScramServer::finish_planted` | a SCRAM login of a known user is admitted whatever its proof, so a wrong password opens a connection |
 
 use std::fmt;
 use std::str::FromStr;

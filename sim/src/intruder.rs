@@ -34,7 +34,7 @@ use sluice::amqp::types::{
 };
 use sluice::client::ClientError;
 use sluice::config::{Permission, User, UserLimits};
-use sluice::sasl::scram::{self, ScramCredential, ScramError};
+use sluice::sasl::scram::{self, SaltedPassword, ScramCredential, ScramError};
 
 use crate::history::{Answer, Attempt, ClientId, ConnId, NodeId, Op};
 use crate::workload::{Phase, Shared, SimClient, client_rng, connect_as, outcome_of, with_timeout};
@@ -42,7 +42,7 @@ use crate::workload::{Phase, Shared, SimClient, client_rng, connect_as, outcome_
 /// The user every workload client logs in as.
 pub const SIM_USER: &str = "sim";
 /// Its password.
-pub const SIM_PASSWORD: &str = "sim-password";
+const SIM_PASSWORD: &str = "sim-password";
 /// The intruder's own user.
 pub const INTRUDER_USER: &str = "intruder";
 /// Its password.
@@ -63,46 +63,78 @@ const WRONG_PASSWORD_ONE_IN: u32 = 4;
 /// `ok` (`amqp::engine`'s handshake).
 const SASL_FAILED: &str = "SASL authentication failed";
 
-/// The brokers' `[[users]]` and `[[permissions]]`. The credentials are
-/// derived once per process (PBKDF2, 4096 iterations each).
-pub fn accounts() -> (Vec<User>, Vec<Permission>) {
-    static ACCOUNTS: OnceLock<(Vec<User>, Vec<Permission>)> = OnceLock::new();
-    ACCOUNTS
-        .get_or_init(|| {
-            let user = |name: &str, password: &str| User {
-                name: name.to_owned(),
-                password_hash: None,
-                scram_sha256: Some(ScramCredential::derive(
-                    password.as_bytes(),
-                    format!("salt of {name}").as_bytes(),
-                    scram::DEFAULT_ITERATIONS,
-                )),
-                limits: UserLimits::default(),
-            };
-            let users = vec![
-                user(SIM_USER, SIM_PASSWORD),
-                user(INTRUDER_USER, INTRUDER_PASSWORD),
-            ];
-            let permissions = vec![
-                Permission {
-                    user: SIM_USER.to_owned(),
-                    pattern: "**".to_owned(),
-                    send: true,
-                    receive: true,
-                    browse: true,
-                    manage: true,
-                    ..Permission::default()
-                },
-                Permission {
-                    user: INTRUDER_USER.to_owned(),
-                    pattern: BROWSABLE.to_owned(),
-                    browse: true,
-                    ..Permission::default()
-                },
-            ];
-            (users, permissions)
-        })
-        .clone()
+/// The accounts, and the passwords the clients log in with, salted.
+struct Accounts {
+    users: Vec<User>,
+    permissions: Vec<Permission>,
+    sim: SaltedPassword,
+    intruder: SaltedPassword,
+}
+
+/// The accounts, derived once per process: PBKDF2 at 4096 iterations
+/// costs a few milliseconds, which every login would pay again (more
+/// than a third of the simulator's time) if clients salted the password
+/// themselves, as a client with only the password must.
+fn accounts() -> &'static Accounts {
+    static ACCOUNTS: OnceLock<Accounts> = OnceLock::new();
+    ACCOUNTS.get_or_init(|| {
+        let salted = |name: &str, password: &str| {
+            let salt = format!("salt of {name}");
+            SaltedPassword::derive(
+                password.as_bytes(),
+                salt.as_bytes(),
+                scram::DEFAULT_ITERATIONS,
+            )
+        };
+        let user = |name: &str, password: &str| User {
+            name: name.to_owned(),
+            password_hash: None,
+            scram_sha256: Some(ScramCredential::derive(
+                password.as_bytes(),
+                format!("salt of {name}").as_bytes(),
+                scram::DEFAULT_ITERATIONS,
+            )),
+            limits: UserLimits::default(),
+        };
+        let users = vec![
+            user(SIM_USER, SIM_PASSWORD),
+            user(INTRUDER_USER, INTRUDER_PASSWORD),
+        ];
+        let permissions = vec![
+            Permission {
+                user: SIM_USER.to_owned(),
+                pattern: "**".to_owned(),
+                send: true,
+                receive: true,
+                browse: true,
+                manage: true,
+                ..Permission::default()
+            },
+            Permission {
+                user: INTRUDER_USER.to_owned(),
+                pattern: BROWSABLE.to_owned(),
+                browse: true,
+                ..Permission::default()
+            },
+        ];
+        Accounts {
+            users,
+            permissions,
+            sim: salted(SIM_USER, SIM_PASSWORD),
+            intruder: salted(INTRUDER_USER, INTRUDER_PASSWORD),
+        }
+    })
+}
+
+/// The brokers' `[[users]]` and `[[permissions]]`.
+pub fn users_and_permissions() -> (Vec<User>, Vec<Permission>) {
+    let accounts = accounts();
+    (accounts.users.clone(), accounts.permissions.clone())
+}
+
+/// [`SIM_USER`]'s password, salted for its credential.
+pub(crate) fn sim_password() -> SaltedPassword {
+    accounts().sim.clone()
 }
 
 /// What the intruder tries on a connection logged in as itself.
@@ -208,7 +240,7 @@ async fn trespass(shared: &Shared, conn: ConnId, node: NodeId, trespasses: Vec<T
     let Some(first) = trespasses.first().map(|t| t.attempt()) else {
         return;
     };
-    let sasl = shared.scram(INTRUDER_USER, INTRUDER_PASSWORD);
+    let sasl = shared.scram_salted(INTRUDER_USER, accounts().intruder.clone());
     let mut client = match connect_as(shared, conn, conn.to_string(), node, sasl).await {
         Ok(client) => client,
         Err(error) => {

@@ -25,6 +25,7 @@ use sluice::client::{Client, ClientError};
 use sluice::config::Overflow;
 use sluice::io::{Io, TurmoilIo};
 use sluice::node::{NodeHandle, ReplicaStatus};
+use sluice::sasl::scram::SaltedPassword;
 use tokio::io::DuplexStream;
 
 use crate::client_net::ClientLinks;
@@ -134,12 +135,25 @@ impl Shared {
     /// A SCRAM-SHA-256 login as `username` with `password`, with a fresh
     /// nonce.
     pub(crate) fn scram(&self, username: &str, password: &str) -> ClientSasl {
-        let nonce: u128 = self.nonces.borrow_mut().r#gen();
         ClientSasl::Scram {
             username: username.to_owned(),
             password: password.to_owned(),
-            nonce: format!("{nonce:032x}"),
+            nonce: self.nonce(),
         }
+    }
+
+    /// As [`Shared::scram`], with the password salted already.
+    pub(crate) fn scram_salted(&self, username: &str, salted: SaltedPassword) -> ClientSasl {
+        ClientSasl::ScramSalted {
+            username: username.to_owned(),
+            salted,
+            nonce: self.nonce(),
+        }
+    }
+
+    fn nonce(&self) -> String {
+        let nonce: u128 = self.nonces.borrow_mut().r#gen();
+        format!("{nonce:032x}")
     }
 
     /// The broker a client's next connection goes to: the only one, or a
@@ -806,7 +820,7 @@ pub(crate) async fn connect(
     container: String,
     node: NodeId,
 ) -> Result<SimClient, ClientError> {
-    let sasl = shared.scram(intruder::SIM_USER, intruder::SIM_PASSWORD);
+    let sasl = shared.scram_salted(intruder::SIM_USER, intruder::sim_password());
     connect_as(shared, conn, container, node, sasl).await
 }
 

@@ -440,7 +440,7 @@ fn broker_config(
     // Dead clients (crashed or partitioned away) are detected quickly, so
     // that their unsettled deliveries are released within the run.
     config.amqp.idle_timeout_ms = 2_000;
-    (config.users, config.permissions) = intruder::accounts();
+    (config.users, config.permissions) = intruder::users_and_permissions();
     apply_plant(&mut config, options.plant.as_deref())?;
     Ok(config)
 }
