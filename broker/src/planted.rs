@@ -28,6 +28,9 @@
 //! | `settle-second-early` | `node::core` `Core::handle` (`Request::Settle`) | a consumer in rcv-settle-mode second is told its outcome took effect as soon as the node reads it, before it is applied: a crash (or a full disk, or a cut-off node) then loses a settle the broker vouched for |
 //! | `filter-ignored` | `queue::machine` `Queues::attach` | a consumer's `amqp:application-properties-filter` is dropped when it attaches, so dispatch never applies it: the consumer gets what the filter does not select |
 //! | `volatile-copy-dropped` | `node::state` `GroupState::subscriptions` | a topic's message skips the non-durable subscriptions now and then (one message in four, by a checksum of its bytes), though its publish is answered `accepted` |
+//! | `receive-unchecked` | `node::core` `Core::attach_consumer` | a consumer's attach skips the permission check, so a user that may not receive from a queue consumes it |
+//! | `relay-unchecked` | `node::core` `Core::publish` | the anonymous relay skips the check of `send` on each message's `to`, so a user that may not send to a queue puts messages in it |
+//! | `scram-accepts-any-proof` | `sasl::scram` `ScramServer::finish_planted` | a SCRAM login of a known user is admitted whatever its proof, so a wrong password opens a connection |
 
 use std::fmt;
 use std::str::FromStr;
@@ -178,6 +181,23 @@ impl Plants {
     pub const fn volatile_copy_dropped(self) -> bool {
         self.has(Plant::VolatileCopyDropped)
     }
+
+    /// `receive-unchecked`: a consumer's attach is not checked against
+    /// its user's permissions.
+    pub const fn receive_unchecked(self) -> bool {
+        self.has(Plant::ReceiveUnchecked)
+    }
+
+    /// `relay-unchecked`: a message on the anonymous relay is not checked
+    /// against its user's permission to send to its `to`.
+    pub const fn relay_unchecked(self) -> bool {
+        self.has(Plant::RelayUnchecked)
+    }
+
+    /// `scram-accepts-any-proof`: a SCRAM login's proof is not checked.
+    pub const fn scram_accepts_any_proof(self) -> bool {
+        self.has(Plant::ScramAcceptsAnyProof)
+    }
 }
 
 /// One planted bug.
@@ -238,11 +258,18 @@ pub enum Plant {
     FilterIgnored,
     /// A topic's message skips the non-durable subscriptions now and then.
     VolatileCopyDropped,
+    /// A consumer's attach skips its user's permissions.
+    ReceiveUnchecked,
+    /// The anonymous relay skips its user's permission to send to a
+    /// message's `to`.
+    RelayUnchecked,
+    /// A SCRAM login of a known user is admitted whatever its proof.
+    ScramAcceptsAnyProof,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 21] = [
+    pub const ALL: [Plant; 24] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -264,6 +291,9 @@ impl Plant {
         Plant::GroupsIgnored,
         Plant::FilterIgnored,
         Plant::VolatileCopyDropped,
+        Plant::ReceiveUnchecked,
+        Plant::RelayUnchecked,
+        Plant::ScramAcceptsAnyProof,
     ];
 
     /// The plant's command-line name.
@@ -290,6 +320,9 @@ impl Plant {
             Plant::GroupsIgnored => "groups-ignored",
             Plant::FilterIgnored => "filter-ignored",
             Plant::VolatileCopyDropped => "volatile-copy-dropped",
+            Plant::ReceiveUnchecked => "receive-unchecked",
+            Plant::RelayUnchecked => "relay-unchecked",
+            Plant::ScramAcceptsAnyProof => "scram-accepts-any-proof",
         }
     }
 }
@@ -303,7 +336,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped, receive-unchecked, relay-unchecked, scram-accepts-any-proof"
 )]
 pub struct UnknownPlant(pub String);
 

@@ -196,6 +196,9 @@ pub enum ClientId {
     /// A responder: consumes requests and answers each through the
     /// anonymous relay to its `reply-to`.
     Responder(u32),
+    /// An intruder: tries what its user may not, and logs in with a wrong
+    /// password (see [`crate::intruder`]).
+    Intruder(u32),
 }
 
 impl fmt::Display for ClientId {
@@ -208,6 +211,7 @@ impl fmt::Display for ClientId {
             ClientId::Browser(n) => write!(f, "browser{n}"),
             ClientId::Requester(n) => write!(f, "requester{n}"),
             ClientId::Responder(n) => write!(f, "responder{n}"),
+            ClientId::Intruder(n) => write!(f, "intruder{n}"),
         }
     }
 }
@@ -486,6 +490,18 @@ pub enum Op {
     /// from here on was not waited for. Kept out of the trace, which says
     /// `phase: finished` already.
     LivenessEnded,
+    /// An intruder's attempt at what it may not do, and the broker's
+    /// answer.
+    Intrusion {
+        /// The connection.
+        conn: ConnId,
+        /// The broker it went to.
+        node: NodeId,
+        /// What it tried.
+        attempt: Attempt,
+        /// What it got.
+        answer: Answer,
+    },
 }
 
 impl Op {
@@ -609,6 +625,16 @@ impl fmt::Display for Op {
                 Ok(())
             }
             Op::Aborted { why } => write!(f, "run aborted: {why}"),
+            Op::Intrusion {
+                conn,
+                node,
+                attempt,
+                answer,
+            } => write!(
+                f,
+                "{conn} on {} tried {attempt}: {answer}",
+                broker_name(*node)
+            ),
             Op::Replicas { nodes } => {
                 f.write_str("replicas:")?;
                 for node in nodes {
@@ -616,6 +642,51 @@ impl fmt::Display for Op {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+/// What an intruder tries (see [`crate::intruder`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// A login as the workload's user with a wrong password.
+    WrongPassword,
+    /// Attaching a consuming receiver to the queue.
+    Receive(String),
+    /// Attaching a sender to the queue.
+    Send(String),
+    /// Sending a message through the anonymous relay with `to` the queue.
+    Relay(String),
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attempt::WrongPassword => f.write_str("a wrong password"),
+            Attempt::Receive(queue) => write!(f, "to receive from {queue}"),
+            Attempt::Send(queue) => write!(f, "to send to {queue}"),
+            Attempt::Relay(queue) => write!(f, "to relay to {queue}"),
+        }
+    }
+}
+
+/// What the broker answered an intruder's attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Refused, with this error condition (or SASL outcome).
+    Refused(String),
+    /// Served: what the broker granted, which it must never.
+    Served(String),
+    /// Neither: the connection failed or went unanswered (a fault).
+    Failed(String),
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Refused(why) => write!(f, "refused ({why})"),
+            Answer::Served(what) => write!(f, "served ({what})"),
+            Answer::Failed(why) => write!(f, "failed ({why})"),
         }
     }
 }

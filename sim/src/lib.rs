@@ -9,6 +9,7 @@ pub mod client_net;
 pub mod cluster;
 pub mod history;
 pub mod html;
+pub mod intruder;
 pub mod nemesis;
 pub mod queue_types;
 pub mod raft;

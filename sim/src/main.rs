@@ -150,6 +150,17 @@ fn filters_and_volatile_summary(reports: &[&RunReport]) -> String {
     )
 }
 
+/// What rule 23 saw over `reports`: the intruder's attempts the brokers
+/// refused, and those that failed or went unanswered (faults).
+fn intruder_summary(reports: &[&RunReport]) -> String {
+    let sum = |count: &dyn Fn(&RunReport) -> u64| reports.iter().map(|r| count(r)).sum::<u64>();
+    format!(
+        "intruder: {} attempts refused, {} failed or unanswered (rule 23)",
+        sum(&|r| r.check.stats.intrusions_refused),
+        sum(&|r| r.check.stats.intrusions_failed),
+    )
+}
+
 /// How many of `reports` each rule that applies to `nodes` nodes was
 /// checked on: a rule that could not run on a seed is not a pass there.
 fn rules_checked(reports: &[&RunReport], nodes: u32) -> String {
@@ -348,6 +359,7 @@ fn explore(args: &ExploreArgs) -> Result<bool> {
     println!("{}", rules_checked(&reports, args.sim.nodes));
     println!("{}", queue_types_summary(&reports));
     println!("{}", filters_and_volatile_summary(&reports));
+    println!("{}", intruder_summary(&reports));
     let idle = reports
         .iter()
         .filter(|report| report.check.stats.faults_in_traffic == 0)

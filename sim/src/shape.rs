@@ -61,6 +61,9 @@ pub struct WorkloadShape {
     /// subscriptions, for the same reason (at most `subscribers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volatile_subscribers: Option<u32>,
+    /// Intruders (0 or 1): 0 keeps a replay file's run free of one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intruders: Option<u32>,
 }
 
 impl WorkloadShape {
@@ -81,6 +84,7 @@ impl WorkloadShape {
             requesters: Some(params.requesters),
             grouped_queue: None,
             volatile_subscribers: Some(params.volatile_subscribers),
+            intruders: Some(params.intruders),
         }
     }
 
@@ -97,6 +101,7 @@ impl WorkloadShape {
         params.subscribers = self.subscribers.unwrap_or(params.subscribers);
         params.rcv_settle_second = self.rcv_settle_second.unwrap_or(params.rcv_settle_second);
         params.requesters = self.requesters.unwrap_or(params.requesters);
+        params.intruders = self.intruders.unwrap_or(params.intruders);
         params.volatile_subscribers = self
             .volatile_subscribers
             .unwrap_or(params.volatile_subscribers)

@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::checker::CheckReport;
-use crate::history::{ClientId, ConnId, Event, History, MsgId, NodeId, Op, Outcome, broker_name};
+use crate::history::{
+    Answer, ClientId, ConnId, Event, History, MsgId, NodeId, Op, Outcome, broker_name,
+};
 use crate::nemesis::{Fault, FaultEvent, fault_spans};
 use crate::world::RunReport;
 
@@ -221,7 +223,8 @@ fn conn_of(op: &Op) -> Option<ConnId> {
         | Op::RequestDelivered { conn, .. }
         | Op::Reply { conn, .. }
         | Op::ReplyOutcome { conn, .. }
-        | Op::ReplyDelivered { conn, .. } => Some(*conn),
+        | Op::ReplyDelivered { conn, .. }
+        | Op::Intrusion { conn, .. } => Some(*conn),
         _ => None,
     }
 }
@@ -391,6 +394,13 @@ fn mark_of(
             on_client(conn, MarkKind::Other)
         }
         Op::Browsed { conn, .. } => on_client(conn, MarkKind::Other),
+        Op::Intrusion { conn, answer, .. } => {
+            let kind = match answer {
+                Answer::Served(_) => MarkKind::Accepted,
+                Answer::Refused(_) | Answer::Failed(_) => MarkKind::Refused,
+            };
+            on_client(conn, kind)
+        }
         // The end state, an abort, and ops added after this model: their
         // text says what they are.
         _ => Some((RUN_LANE, MarkKind::Other)),

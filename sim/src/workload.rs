@@ -25,6 +25,7 @@ use sluice::client::{Client, ClientError};
 use sluice::config::Overflow;
 use sluice::io::{Io, TurmoilIo};
 use sluice::node::{NodeHandle, ReplicaStatus};
+use sluice::sasl::scram::SaltedPassword;
 use tokio::io::DuplexStream;
 
 use crate::client_net::ClientLinks;
@@ -35,7 +36,7 @@ use crate::history::{
 use crate::queue_types::{
     GROUPED_QUEUE, Grouped, LAST_VALUE_KEY, Marking, Marks, Pace, QueueTypes, group_id,
 };
-use crate::request_reply;
+use crate::{intruder, request_reply};
 
 /// The brokers' AMQP port.
 pub const AMQP_PORT: u16 = 5672;
@@ -100,17 +101,23 @@ pub struct Shared {
     pub clients_exited: Cell<u32>,
     /// Every client's links to the brokers, with their faults.
     pub links: Rc<ClientLinks>,
+    /// Where SCRAM's client nonces come from: drawn in the order clients
+    /// connect, which the seed fixes, from a stream no client's own draws
+    /// use.
+    nonces: RefCell<ChaCha8Rng>,
 }
 
 impl Shared {
     /// A fresh history, in the fault phase, for clients of `brokers` that
-    /// reach them over `links`.
+    /// reach them over `links`, in the run of `seed`.
     ///
     /// # Panics
     ///
     /// If `brokers` is empty.
-    pub fn new(brokers: Vec<NodeId>, links: Rc<ClientLinks>) -> Rc<Self> {
+    pub fn new(brokers: Vec<NodeId>, links: Rc<ClientLinks>, seed: u64) -> Rc<Self> {
         assert!(!brokers.is_empty(), "a world has a broker");
+        let mut nonces = ChaCha8Rng::seed_from_u64(seed);
+        nonces.set_stream(NONCE_STREAM);
         Rc::new(Self {
             history: RefCell::new(History::default()),
             phase: Cell::new(Phase::Faults),
@@ -121,7 +128,32 @@ impl Shared {
             broker_nodes: RefCell::default(),
             clients_exited: Cell::new(0),
             links,
+            nonces: RefCell::new(nonces),
         })
+    }
+
+    /// A SCRAM-SHA-256 login as `username` with `password`, with a fresh
+    /// nonce.
+    pub(crate) fn scram(&self, username: &str, password: &str) -> ClientSasl {
+        ClientSasl::Scram {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            nonce: self.nonce(),
+        }
+    }
+
+    /// As [`Shared::scram`], with the password salted already.
+    pub(crate) fn scram_salted(&self, username: &str, salted: SaltedPassword) -> ClientSasl {
+        ClientSasl::ScramSalted {
+            username: username.to_owned(),
+            salted,
+            nonce: self.nonce(),
+        }
+    }
+
+    fn nonce(&self) -> String {
+        let nonce: u128 = self.nonces.borrow_mut().r#gen();
+        format!("{nonce:032x}")
     }
 
     /// The broker a client's next connection goes to: the only one, or a
@@ -206,6 +238,10 @@ pub struct WorkloadParams {
     /// subscriptions, each of which lives as long as its link: see
     /// [`crate::volatile`].
     pub volatile_subscribers: u32,
+    /// Intruders (see [`crate::intruder`]): one in every run, unless a
+    /// replay file pins none. Nothing is drawn for them here, so every
+    /// other draw stayed as it was.
+    pub intruders: u32,
 }
 
 /// How the selective consumer selects: each filter takes the messages
@@ -337,6 +373,7 @@ impl WorkloadParams {
             } else {
                 0
             },
+            intruders: 1,
         }
     }
 
@@ -469,6 +506,7 @@ impl WorkloadParams {
         let browsers = (0..self.browsers).map(ClientId::Browser);
         let responders = (0..self.responders()).map(ClientId::Responder);
         let requesters = (0..self.requesters).map(ClientId::Requester);
+        let intruders = (0..self.intruders).map(ClientId::Intruder);
         producers
             .chain(consumers)
             .chain(subscribers)
@@ -476,6 +514,7 @@ impl WorkloadParams {
             .chain(browsers)
             .chain(responders)
             .chain(requesters)
+            .chain(intruders)
             .collect()
     }
 
@@ -570,6 +609,7 @@ fn stream_of(client: ClientId) -> u64 {
         ClientId::Browser(n) => (5u64, n),
         ClientId::Requester(n) => (6u64, n),
         ClientId::Responder(n) => (7u64, n),
+        ClientId::Intruder(n) => (8u64, n),
     };
     kind << 32 | u64::from(n)
 }
@@ -586,6 +626,10 @@ fn feature_rng(seed: u64, client: ClientId) -> ChaCha8Rng {
 /// Set in the stream number of a client's [`feature_rng`]: no main stream
 /// has it.
 const FEATURE_STREAMS: u64 = 1 << 48;
+
+/// The stream number of [`Shared`]'s SCRAM nonces: no client's main or
+/// feature stream.
+const NONCE_STREAM: u64 = 1 << 49;
 
 /// Whether receiver `client` of a run of `params` attaches with
 /// rcv-settle-mode `second`.
@@ -768,12 +812,26 @@ pub fn decode_message(message: Bytes) -> Option<(MsgId, Header)> {
 /// [`crate::client_net`]).
 pub(crate) type SimClient = Client<TurmoilIo, DuplexStream>;
 
-/// Connects `conn`'s client to broker `node` as container `container`.
+/// Connects `conn`'s client to broker `node` as container `container`,
+/// logged in as the workload's user.
 pub(crate) async fn connect(
     shared: &Shared,
     conn: ConnId,
     container: String,
     node: NodeId,
+) -> Result<SimClient, ClientError> {
+    let sasl = shared.scram_salted(intruder::SIM_USER, intruder::sim_password());
+    connect_as(shared, conn, container, node, sasl).await
+}
+
+/// Connects `conn`'s client to broker `node` as container `container`,
+/// logging in with `sasl`.
+pub(crate) async fn connect_as(
+    shared: &Shared,
+    conn: ConnId,
+    container: String,
+    node: NodeId,
+    sasl: ClientSasl,
 ) -> Result<SimClient, ClientError> {
     let mut config = ConnectionConfig::new(container);
     config.idle_timeout = Some(IDLE_TIMEOUT);
@@ -782,7 +840,7 @@ pub(crate) async fn connect(
     let client = conn.client.to_string();
     let attempt = async {
         let stream = shared.links.connect(&client, &broker, &address).await?;
-        Client::handshake(TurmoilIo, stream, config, ClientSasl::Anonymous).await
+        Client::handshake(TurmoilIo, stream, config, sasl).await
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
         Ok(result) => result,
@@ -1637,7 +1695,8 @@ async fn receive(
             | ClientId::Consumer(_)
             | ClientId::Browser(_)
             | ClientId::Requester(_)
-            | ClientId::Responder(_) => {}
+            | ClientId::Responder(_)
+            | ClientId::Intruder(_) => {}
         }
         shared.record(Op::Connected {
             conn,

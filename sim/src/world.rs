@@ -27,13 +27,13 @@ use crate::cluster::{self, Replicas};
 use crate::history::{ClientId, History, MessageKind, MsgId, NodeId, Op, Outcome, broker_name};
 use crate::nemesis::{Bias, BrokerIo, FaultEvent, FaultKinds, Nemesis};
 use crate::queue_types::Grouped;
-use crate::request_reply;
 use crate::schedule::Schedule;
 use crate::shape::{self, WorkloadShape};
 use crate::trace::Trace;
 use crate::transactions::{Fate, Transactions};
 use crate::volatile::VolatileLinks;
 use crate::workload::{self, CONVERGE_WAIT_MAX, Phase, Shared, WorkloadParams};
+use crate::{intruder, request_reply};
 
 /// How often a cluster node reports its groups' leaders to the nemesis, in
 /// the fault phase.
@@ -440,6 +440,7 @@ fn broker_config(
     // Dead clients (crashed or partitioned away) are detected quickly, so
     // that their unsettled deliveries are released within the run.
     config.amqp.idle_timeout_ms = 2_000;
+    (config.users, config.permissions) = intruder::users_and_permissions();
     apply_plant(&mut config, options.plant.as_deref())?;
     Ok(config)
 }
@@ -585,6 +586,7 @@ fn spawn_clients(
             ClientId::Browser(n) => Box::pin(workload::browser(n, seed, params, owned)),
             ClientId::Requester(n) => Box::pin(request_reply::requester(n, seed, owned)),
             ClientId::Responder(n) => Box::pin(request_reply::responder(n, seed, owned)),
+            ClientId::Intruder(n) => Box::pin(intruder::intruder(n, seed, owned)),
         };
         let shared = Rc::clone(shared);
         clients.push(Box::pin(async move {
@@ -708,7 +710,11 @@ impl World {
         params: &WorkloadParams,
     ) -> Result<Self, SimError> {
         let links = ClientLinks::new(options.seed);
-        let shared = Shared::new(cluster::broker_nodes(options.nodes), Rc::clone(&links));
+        let shared = Shared::new(
+            cluster::broker_nodes(options.nodes),
+            Rc::clone(&links),
+            options.seed,
+        );
         let hosts: Vec<String> = shared.brokers.iter().map(|&n| broker_name(n)).collect();
         let host_names: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let kinds = options.faults.kinds();

@@ -77,6 +77,9 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("groups-ignored", Some(Rule::GroupHeld)),
         ("filter-ignored", Some(Rule::Unselected)),
         ("volatile-copy-dropped", Some(Rule::Volatile)),
+        ("receive-unchecked", Some(Rule::Intruder)),
+        ("relay-unchecked", Some(Rule::Intruder)),
+        ("scram-accepts-any-proof", Some(Rule::Intruder)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

@@ -919,13 +919,16 @@ impl Core {
         } else {
             Operation::Receive
         };
-        let checked = self.access.check(conn, &address, op);
-        if let (Some(name), Err(_)) = (&lookup, &checked) {
-            // A subscription of a topic the user may not read is as if it
-            // were not there: the answer says nothing of either.
-            return Err(subscription_not_found(name));
+        // PLANTED BUG (`receive-unchecked`): any user consumes anything.
+        if !self.settings.config.plants.receive_unchecked() {
+            let checked = self.access.check(conn, &address, op);
+            if let (Some(name), Err(_)) = (&lookup, &checked) {
+                // A subscription of a topic the user may not read is as if
+                // it were not there: the answer says nothing of either.
+                return Err(subscription_not_found(name));
+            }
+            checked?;
         }
-        checked?;
         match declare {
             Some(mut config) => {
                 if dynamic {
@@ -1101,7 +1104,14 @@ impl Core {
         // still be on its way, and a topic's enqueue goes to the topic's
         // group, which fans it out to the subscriptions it has then.
         let topic_address = |topic: &str| vec![format!("{TOPIC_PREFIX}{topic}")];
-        let may_relay = |address: &str| self.access.check_message(conn, address, Operation::Send);
+        // PLANTED BUG (`relay-unchecked`): the relay sends anywhere.
+        let unchecked = self.settings.config.plants.relay_unchecked();
+        let may_relay = |address: &str| {
+            if unchecked {
+                return Ok(());
+            }
+            self.access.check_message(conn, address, Operation::Send)
+        };
         let routed = destinations(node, &message, |_| true, topic_address, may_relay);
         match routed {
             Ok((queues, inspected)) => {

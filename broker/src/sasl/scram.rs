@@ -22,6 +22,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::planted::Plants;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The mechanism's name.
@@ -190,17 +192,63 @@ struct Keys {
 
 impl Keys {
     fn derive(password: &[u8], salt: &[u8], iterations: u32) -> Self {
-        let mut salted = [0; KEY_BYTES];
-        pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted);
+        Self::of_salted(&salt_password(password, salt, iterations))
+    }
+
+    fn of_salted(salted: &[u8; KEY_BYTES]) -> Self {
         Self {
-            client_key: hmac(&salted, b"Client Key"),
-            server_key: hmac(&salted, b"Server Key"),
+            client_key: hmac(salted, b"Client Key"),
+            server_key: hmac(salted, b"Server Key"),
         }
     }
 
     fn stored_key(&self) -> [u8; KEY_BYTES] {
         Sha256::digest(self.client_key).into()
     }
+}
+
+/// RFC 5802's SaltedPassword: the slow part of a login, by design.
+fn salt_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; KEY_BYTES] {
+    let mut salted = [0; KEY_BYTES];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted);
+    salted
+}
+
+/// A password salted for one credential's salt and iteration count (RFC
+/// 5802's SaltedPassword), which a client may keep instead of the password
+/// (RFC 5802 §5.1) so that it pays for the iterations once, not at every
+/// login: a client that opens many connections, such as the simulator's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaltedPassword {
+    salt: Vec<u8>,
+    iterations: u32,
+    salted: [u8; KEY_BYTES],
+}
+
+impl SaltedPassword {
+    /// `password` salted with `salt` over `iterations`.
+    pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> Self {
+        Self {
+            salt: salt.to_vec(),
+            iterations,
+            salted: salt_password(password, salt, iterations),
+        }
+    }
+}
+
+impl fmt::Debug for SaltedPassword {
+    /// Everything but the salted password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaltedPassword")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a client proves it knows.
+enum Secret {
+    Password(Vec<u8>),
+    Salted(SaltedPassword),
 }
 
 fn hmac(key: &[u8], message: &[u8]) -> [u8; KEY_BYTES] {
@@ -303,6 +351,19 @@ impl ScramServer {
     /// [`ScramError::InvalidProof`] for a wrong password or unknown user;
     /// others for a malformed or mismatched message.
     pub fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), ScramError> {
+        self.finish_planted(client_final, Plants::NONE)
+    }
+
+    /// As [`ScramServer::finish`], in a broker with `plants`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ScramServer::finish`].
+    pub fn finish_planted(
+        self,
+        client_final: &[u8],
+        plants: Plants,
+    ) -> Result<(String, Vec<u8>), ScramError> {
         let text =
             std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = text
@@ -335,7 +396,11 @@ impl ScramServer {
         let client_signature = hmac(&credential.stored_key, auth_message.as_bytes());
         let client_key = xor(&proof_bytes, &client_signature);
         let stored_key: [u8; KEY_BYTES] = Sha256::digest(client_key).into();
-        if !bool::from(stored_key.ct_eq(&credential.stored_key)) {
+        // PLANTED BUG (`scram-accepts-any-proof`): a known user's wrong
+        // password is admitted.
+        if !bool::from(stored_key.ct_eq(&credential.stored_key))
+            && !plants.scram_accepts_any_proof()
+        {
             return Err(ScramError::InvalidProof);
         }
         let server_signature = hmac(&credential.server_key, auth_message.as_bytes());
@@ -346,7 +411,7 @@ impl ScramServer {
 
 /// The client's side of one exchange.
 pub struct ScramClient {
-    password: Vec<u8>,
+    secret: Secret,
     client_first_bare: String,
     nonce: String,
     /// Set once the server's first message is answered.
@@ -366,11 +431,21 @@ impl ScramClient {
     /// Starts an exchange for `user` with a fresh `nonce` (printable, no
     /// commas): the client and its first message.
     pub fn start(user: &str, password: &[u8], nonce: &str) -> (Self, Vec<u8>) {
+        Self::start_with(user, Secret::Password(password.to_vec()), nonce)
+    }
+
+    /// As [`ScramClient::start`], with the password salted already: the
+    /// exchange fails if the server's salt or iteration count differs.
+    pub fn start_salted(user: &str, salted: SaltedPassword, nonce: &str) -> (Self, Vec<u8>) {
+        Self::start_with(user, Secret::Salted(salted), nonce)
+    }
+
+    fn start_with(user: &str, secret: Secret, nonce: &str) -> (Self, Vec<u8>) {
         let client_first_bare = format!("n={},r={nonce}", escape_name(user));
         let mut first = GS2_NO_BINDING.to_vec();
         first.extend_from_slice(client_first_bare.as_bytes());
         let client = Self {
-            password: password.to_vec(),
+            secret,
             client_first_bare,
             nonce: nonce.to_owned(),
             expected_server_signature: None,
@@ -404,7 +479,17 @@ impl ScramClient {
         if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
             return Err(ScramError::Server(format!("{iterations} iterations")));
         }
-        let keys = Keys::derive(&self.password, &salt, iterations);
+        let keys = match &self.secret {
+            Secret::Password(password) => Keys::derive(password, &salt, iterations),
+            Secret::Salted(salted) if salted.salt == salt && salted.iterations == iterations => {
+                Keys::of_salted(&salted.salted)
+            }
+            Secret::Salted(_) => {
+                return Err(ScramError::Server(
+                    "a salt or iteration count other than the salted password's".to_owned(),
+                ));
+            }
+        };
         let without_proof = format!("c={},r={nonce}", Base64::encode_string(GS2_NO_BINDING));
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
         let client_signature = hmac(&keys.stored_key(), auth_message.as_bytes());

@@ -138,6 +138,7 @@ fn kind(op: &Op) -> &'static str {
         Op::BrokerState { .. } => "broker_state",
         Op::Replicas { .. } => "replicas",
         Op::Aborted { .. } => "aborted",
+        Op::Intrusion { .. } => "intrusion",
         Op::LeaderObserved { .. } => "leader_observed",
         Op::LivenessEnded => "liveness_ended",
     }

@@ -51,6 +51,8 @@ pub enum Rule {
     GroupHeld,
     /// Rule 22.
     Volatile,
+    /// Rule 23.
+    Intruder,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -58,7 +60,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 22] = [
+    pub const ALL: [Rule; 23] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -81,6 +83,7 @@ impl Rule {
         Rule::RequestReply,
         Rule::GroupHeld,
         Rule::Volatile,
+        Rule::Intruder,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -114,6 +117,7 @@ impl Rule {
             Rule::RequestReply => "20 request-reply",
             Rule::GroupHeld => "21 group-held",
             Rule::Volatile => "22 volatile",
+            Rule::Intruder => "23 intruder",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -148,6 +152,7 @@ impl fmt::Display for Rule {
             Rule::Volatile => {
                 "a volatile subscription missed what was published while its link lived, or got what came before"
             }
+            Rule::Intruder => "an intruder was served what its user may not have",
             Rule::NotChecked => "a rule could not be checked",
         })
     }
@@ -235,10 +240,15 @@ pub struct Stats {
     /// excused: its link ended before the end of the run, or the message
     /// may vanish.
     pub volatile_excused: u64,
+    /// The intruder's attempts the broker refused (rule 23).
+    pub intrusions_refused: u64,
+    /// The intruder's attempts that failed or went unanswered, under
+    /// faults (rule 23).
+    pub intrusions_failed: u64,
     /// Per queue: messages accepted by the broker and never consumed.
     pub final_depths: BTreeMap<String, u64>,
     /// The rules the run was checked against. Rules 1, 3, 4, 7, 8, 9, 11,
-    /// 12, 14, 16, 18, 19 and 21 always are; rules 2, 10, 13, 15, 17 and 22
+    /// 12, 14, 16, 18, 19, 21 and 23 always are; rules 2, 10, 13, 15, 17 and 22
     /// once the run had its liveness phase (not cut short by a panic); rule 5 once the broker reported
     /// its state at the end; rule 6 once the cluster's nodes reported their
     /// replicas.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::rules::divergences;
 use super::{CheckReport, EXPIRY_SLACK, Rule, check, require_all_checked};
 use crate::history::{
-    ClientId, ConnId, History, MessageKind, MsgId, NodeReplicas, Op, Outcome, QueueState, TxnId,
+    Answer, Attempt, ClientId, ConnId, History, MessageKind, MsgId, NodeReplicas, Op, Outcome,
+    QueueState, TxnId,
 };
 use crate::nemesis::{Fault, FaultEvent};
 use crate::workload::{DEAD_LETTER_QUEUE, SelectiveFilter, WorkloadParams, volatile_link_queue};
@@ -33,6 +34,7 @@ fn params(subscribers: u32) -> WorkloadParams {
         grouped: None,
         selective_filter: SelectiveFilter::JmsSelector,
         volatile_subscribers: 0,
+        intruders: 1,
     }
 }
 
@@ -1598,4 +1600,41 @@ fn a_message_sent_before_the_consumers_new_link_may_come_back_after_later_ones()
         let expected: &[Rule] = if fails { &[Rule::Fifo] } else { &[] };
         assert_eq!(rules(&report), expected, "{:?}", report.violations);
     }
+}
+
+/// Rule 23: an intruder's attempt refused or failed (under a fault) is no
+/// violation, and counted; one served is, whatever the faults.
+#[test]
+fn an_intruder_refused_or_failed_passes_and_one_served_fails() {
+    let intrusion = |answer| Op::Intrusion {
+        conn: conn(ClientId::Intruder(0)),
+        node: None,
+        attempt: Attempt::Receive("q0".to_owned()),
+        answer,
+    };
+    let mut script = Script::default();
+    script.then(Op::BrokerStart { node: None });
+    let msg = script.accepted(0);
+    script
+        .then(intrusion(Answer::Refused(
+            "amqp:unauthorized-access".to_owned(),
+        )))
+        .then(intrusion(Answer::Failed(
+            "connection closed: None".to_owned(),
+        )))
+        .consumed(ClientId::Consumer(0), "q0", msg)
+        .broker_state(&[("q0", 0, 0), ("q1", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
+    assert!(report.stats.checked.contains(&Rule::Intruder));
+    assert_eq!(
+        (
+            report.stats.intrusions_refused,
+            report.stats.intrusions_failed
+        ),
+        (1, 1)
+    );
+    script.then(intrusion(Answer::Served("a receiving link".to_owned())));
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::Intruder]);
 }

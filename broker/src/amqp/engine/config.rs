@@ -99,6 +99,17 @@ pub enum ClientSasl {
         /// draws no randomness of its own.
         nonce: String,
     },
+    /// SASL SCRAM-SHA-256 with the password salted already for the
+    /// account's salt and iteration count (see
+    /// [`SaltedPassword`](crate::sasl::scram::SaltedPassword)).
+    ScramSalted {
+        /// The user name.
+        username: String,
+        /// The password, salted.
+        salted: crate::sasl::scram::SaltedPassword,
+        /// As [`ClientSasl::Scram`]'s.
+        nonce: String,
+    },
 }
 
 impl ClientSasl {

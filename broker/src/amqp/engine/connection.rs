@@ -627,6 +627,15 @@ impl Connection {
                 self.scram = Some(scram);
                 (crate::sasl::scram::MECHANISM, Some(Bytes::from(first)))
             }
+            ClientSasl::ScramSalted {
+                username,
+                salted,
+                nonce,
+            } => {
+                let (scram, first) = ScramClient::start_salted(username, salted.clone(), nonce);
+                self.scram = Some(scram);
+                (crate::sasl::scram::MECHANISM, Some(Bytes::from(first)))
+            }
         };
         if !offer.mechanisms.iter().any(|m| m == mechanism) {
             let why = format!("server does not offer {mechanism}: {:?}", offer.mechanisms);

@@ -45,6 +45,24 @@ fn the_client_reproduces_rfc_7677s_exchange() {
 }
 
 #[test]
+fn a_client_with_the_password_salted_reproduces_the_exchange_and_refuses_another_salt() {
+    let salt = Base64::decode_vec(SALT_B64).unwrap();
+    let salted = SaltedPassword::derive(PASSWORD, &salt, 4096);
+    let (mut client, first) = ScramClient::start_salted(USER, salted.clone(), CLIENT_NONCE);
+    assert_eq!(first, CLIENT_FIRST);
+    assert_eq!(client.respond(SERVER_FIRST).unwrap(), CLIENT_FINAL);
+    client.verify(SERVER_FINAL).unwrap();
+    // Salted for another iteration count: the server's 4096 is refused,
+    // rather than answered with a proof that cannot hold.
+    let other = SaltedPassword::derive(PASSWORD, &salt, 4097);
+    let (mut client, _) = ScramClient::start_salted(USER, other, CLIENT_NONCE);
+    assert!(matches!(
+        client.respond(SERVER_FIRST),
+        Err(ScramError::Server(_))
+    ));
+}
+
+#[test]
 fn the_server_reproduces_rfc_7677s_exchange() {
     let (server, first) = start(Some(credential()), CLIENT_FIRST).unwrap();
     assert_eq!(server.user(), USER);

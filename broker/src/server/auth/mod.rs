@@ -45,6 +45,7 @@ use crate::amqp::types::SaslCode;
 use crate::config::Config;
 use crate::io::{Io, SeededRng, secret_rng};
 use crate::metrics::Metrics;
+use crate::planted::Plants;
 use crate::sasl::scram::{self, Lookup, ScramCredential, ScramServer};
 use crate::sasl::{ANONYMOUS, EXTERNAL, PLAIN, PlainCredentials};
 
@@ -104,6 +105,7 @@ pub struct Authentication {
     log_budget: Mutex<Option<LogBudget>>,
     /// Counts failed logins (`sluice_auth_failures_total`).
     metrics: Metrics,
+    plants: Plants,
 }
 
 /// What a password check concluded.
@@ -162,6 +164,7 @@ impl Authentication {
             throttle: Mutex::new(Throttle::default()),
             log_budget: Mutex::new(None),
             metrics,
+            plants: config.plants,
         }
     }
 
@@ -394,7 +397,7 @@ impl<I: Io> Exchange<I> {
             return self.refuse(None, "a response nobody asked for");
         };
         let user = scram.user().to_owned();
-        match scram.finish(response) {
+        match scram.finish_planted(response, self.auth.plants) {
             Ok((identity, server_final)) => self.accept(identity, Some(server_final.into())),
             Err(error) => self.refuse(Some(&user), &error.to_string()),
         }

@@ -19,6 +19,7 @@ mod expired;
 mod fifo;
 mod final_state;
 mod groups;
+mod intruder;
 mod last_value;
 mod lost;
 mod never_sent;
@@ -80,6 +81,7 @@ pub(super) fn all<'h>(params: &WorkloadParams) -> Vec<Box<dyn Check<'h> + 'h>> {
         Box::new(request_reply::RequestReply::default()),
         Box::new(groups::GroupHeld::default()),
         Box::new(volatile::Volatile::new(params)),
+        Box::new(intruder::Intruder),
     ]
 }
 
