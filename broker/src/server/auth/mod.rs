@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::Duration;
 
 use base64ct::{Base64, Encoding};
 use bytes::Bytes;
@@ -51,7 +51,7 @@ use crate::sasl::{ANONYMOUS, EXTERNAL, PLAIN, PlainCredentials};
 
 use crate::log_budget::{LogBudget, LogLine};
 pub use password::{Argon2Hash, HashError, hash_password};
-use throttle::{Throttle, Turn};
+use throttle::{PASSWORD_CHECK_SPACING, Throttle, Turn};
 
 /// The identity an anonymous client gets.
 pub const ANONYMOUS_IDENTITY: &str = "anonymous";
@@ -215,7 +215,7 @@ impl Authentication {
         name: &str,
         password: &[u8],
     ) -> Checked {
-        if !self.wait_turn(peer, io.now()).await {
+        if !self.wait_turn(io, peer, PASSWORD_CHECK_SPACING).await {
             return Checked::Busy;
         }
         let account = self.accounts.get(name);
@@ -239,6 +239,7 @@ impl Authentication {
         };
         let password = password.to_vec();
         let Some(matches) = self.verify(io, move || check.matches(&password)).await else {
+            self.busy(io, peer, "too many password checks waiting");
             return Checked::Busy;
         };
         if matches && account.is_some() {
@@ -250,10 +251,10 @@ impl Authentication {
         }
     }
 
-    /// Waits for `peer`'s turn to have a login checked; false if the turn
-    /// is too far off.
-    async fn wait_turn(&self, peer: IpAddr, now: Instant) -> bool {
-        let turn = self.throttle().book(peer, now);
+    /// Waits for `peer`'s turn to have a login checked, whose check keeps
+    /// the next one `spacing` away; false if the turn is too far off.
+    async fn wait_turn<I: Io>(&self, io: &I, peer: IpAddr, spacing: Duration) -> bool {
+        let turn = self.throttle().book(peer, io.now(), spacing);
         match turn {
             Turn::Now => true,
             Turn::At(at) => {
@@ -261,7 +262,7 @@ impl Authentication {
                 true
             }
             Turn::Refused => {
-                self.metrics.auth_failed();
+                self.busy(io, peer, "this address's turn is too far off");
                 false
             }
         }
@@ -316,9 +317,20 @@ impl Authentication {
     /// Records a refused login: counted, throttled and logged at a bounded
     /// rate, naming the source and, if it gave one, the user.
     fn refused<I: Io>(&self, io: &I, peer: IpAddr, user: Option<&str>, why: &str) {
+        self.throttle().failed(peer, io.now());
+        self.count_and_log(io, peer, user, why);
+    }
+
+    /// Records a login refused unchecked (`sys-temp`): counted and logged
+    /// like a failure, not held against the source, which may not be the
+    /// one that filled the queue.
+    fn busy<I: Io>(&self, io: &I, peer: IpAddr, why: &str) {
+        self.count_and_log(io, peer, None, why);
+    }
+
+    fn count_and_log<I: Io>(&self, io: &I, peer: IpAddr, user: Option<&str>, why: &str) {
         let now = io.now();
         self.metrics.auth_failed();
-        self.throttle().failed(peer, now);
         let line = self
             .log_budget
             .lock()
@@ -445,7 +457,7 @@ impl<I: Io> Exchange<I> {
     async fn scram_start(&mut self, client_first: &[u8]) -> SaslVerdict {
         if !self
             .auth
-            .wait_turn(self.transport.peer, self.io.now())
+            .wait_turn(&self.io, self.transport.peer, Duration::ZERO)
             .await
         {
             return SaslVerdict::Refuse(SaslCode::SysTemp);

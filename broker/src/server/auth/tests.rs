@@ -251,6 +251,8 @@ async fn a_full_verification_queue_refuses_with_sys_temp() {
         .unwrap();
     let verdict = exchange(&auth, true).init(PLAIN, b"\0alice\0pw").await;
     assert_eq!(verdict, SaslVerdict::Refuse(SaslCode::SysTemp));
+    // Counted as a refused login, though nothing was checked.
+    assert_eq!(auth.metrics.auth_failures(), 1);
 }
 
 /// After a failure, the source's next attempt waits its turn.

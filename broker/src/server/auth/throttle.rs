@@ -1,12 +1,15 @@
 //! Slowing down password guessing, per source address.
 //!
-//! A source with no recent failed login is never delayed. After a failure,
-//! each further attempt from that address waits its turn behind the ones
-//! before it, a penalty apart that doubles with each failure up to a cap:
-//! one source can have at most one guess checked per penalty, however many
-//! connections it opens, and an attempt whose turn is too far off is
-//! refused at once, without checking anything. A successful login clears
-//! the source's record. Sans-IO: the caller passes `now`.
+//! Every attempt from an address books a turn behind the ones before it.
+//! An expensive check (argon2) keeps the next one [`PASSWORD_CHECK_SPACING`]
+//! away, so that a burst of connections from one address cannot queue
+//! dozens of checks before the first has failed; a cheap one (SCRAM's)
+//! keeps it nowhere. After a failure, turns are also a penalty apart that
+//! doubles with each failure up to a cap: one source can have at most one
+//! guess checked per penalty, however many connections it opens, and an
+//! attempt whose turn is too far off is refused at once, without checking
+//! anything. A successful login clears the source's record. Sans-IO: the
+//! caller passes `now`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -21,7 +24,11 @@ const PENALTY_MAX: Duration = Duration::from_secs(1);
 /// An attempt that would wait longer than this for its turn is refused.
 const WAIT_MAX: Duration = Duration::from_secs(5);
 
-/// A source's failures are forgotten this long after the last one.
+/// The least time between two expensive checks (argon2, about 30 ms of a
+/// core each) from one source, failures or not.
+pub(super) const PASSWORD_CHECK_SPACING: Duration = Duration::from_millis(50);
+
+/// A source is forgotten this long after its last attempt.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// The most sources remembered: past it, the one whose last failure is
@@ -32,7 +39,8 @@ const SOURCES_MAX: usize = 4096;
 #[derive(Debug, Clone, Copy)]
 struct Source {
     failures: u32,
-    last_failure: Instant,
+    /// Its last attempt or failure.
+    last_seen: Instant,
     /// When the next attempt may be checked.
     next_turn: Instant,
 }
@@ -55,20 +63,16 @@ pub(super) enum Turn {
 }
 
 impl Throttle {
-    /// Books the turn of one login attempt from `source`.
-    pub(super) fn book(&mut self, source: IpAddr, now: Instant) -> Turn {
-        let Some(record) = self.sources.get_mut(&source) else {
-            return Turn::Now;
-        };
-        if now >= record.last_failure + FORGET_AFTER {
-            self.sources.remove(&source);
-            return Turn::Now;
-        }
+    /// Books the turn of one login attempt from `source`, whose check
+    /// keeps the next one `spacing` away.
+    pub(super) fn book(&mut self, source: IpAddr, now: Instant, spacing: Duration) -> Turn {
+        let record = self.record(source, now);
         let turn = record.next_turn.max(now);
         if turn - now > WAIT_MAX {
             return Turn::Refused;
         }
-        record.next_turn = turn + penalty(record.failures);
+        record.last_seen = now;
+        record.next_turn = turn + spacing.max(penalty(record.failures));
         if turn == now {
             Turn::Now
         } else {
@@ -78,29 +82,44 @@ impl Throttle {
 
     /// Records a failed login from `source`.
     pub(super) fn failed(&mut self, source: IpAddr, now: Instant) {
-        if !self.sources.contains_key(&source) && self.sources.len() >= SOURCES_MAX {
-            self.forget_oldest();
-        }
-        let record = self.sources.entry(source).or_insert(Source {
-            failures: 0,
-            last_failure: now,
-            next_turn: now,
-        });
+        let record = self.record(source, now);
         record.failures = record.failures.saturating_add(1);
-        record.last_failure = now;
+        record.last_seen = now;
         record.next_turn = record.next_turn.max(now + penalty(record.failures));
     }
 
-    /// Records a successful login from `source`: its slate is clean.
+    /// Records a successful login from `source`: its slate is clean. (A
+    /// guesser gets no successes; a host whose clients log in correctly
+    /// need not queue them.)
     pub(super) fn succeeded(&mut self, source: IpAddr) {
         self.sources.remove(&source);
+    }
+
+    /// `source`'s record, new if it had none or it is stale.
+    fn record(&mut self, source: IpAddr, now: Instant) -> &mut Source {
+        let fresh = Source {
+            failures: 0,
+            last_seen: now,
+            next_turn: now,
+        };
+        if self
+            .sources
+            .get(&source)
+            .is_some_and(|record| now >= record.last_seen + FORGET_AFTER)
+        {
+            self.sources.remove(&source);
+        }
+        if !self.sources.contains_key(&source) && self.sources.len() >= SOURCES_MAX {
+            self.forget_oldest();
+        }
+        self.sources.entry(source).or_insert(fresh)
     }
 
     fn forget_oldest(&mut self) {
         let oldest = self
             .sources
             .iter()
-            .min_by_key(|(_, record)| record.last_failure)
+            .min_by_key(|(_, record)| record.last_seen)
             .map(|(source, _)| *source);
         if let Some(source) = oldest {
             self.sources.remove(&source);
@@ -110,6 +129,9 @@ impl Throttle {
 
 /// The wait between two checks after `failures` failures.
 fn penalty(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
     let doublings = failures.saturating_sub(1).min(16);
     PENALTY_BASE.saturating_mul(1 << doublings).min(PENALTY_MAX)
 }
@@ -128,13 +150,39 @@ mod tests {
         Instant::now() // determinism-ok: test clock base only
     }
 
+    const CHEAP: Duration = Duration::ZERO;
+
     #[test]
-    fn a_clean_source_is_never_delayed() {
+    fn a_clean_source_is_never_delayed_for_cheap_checks() {
         let mut throttle = Throttle::default();
         let now = start();
         for _ in 0..100 {
-            assert_eq!(throttle.book(HERE, now), Turn::Now);
+            assert_eq!(throttle.book(HERE, now, CHEAP), Turn::Now);
         }
+    }
+
+    /// A burst of expensive checks from one source queues, spaced, before
+    /// any has failed; and the burst is refused once its turn is too far
+    /// off.
+    #[test]
+    fn expensive_checks_from_one_source_are_spaced_even_before_a_failure() {
+        let mut throttle = Throttle::default();
+        let now = start();
+        assert_eq!(throttle.book(HERE, now, PASSWORD_CHECK_SPACING), Turn::Now);
+        assert_eq!(
+            throttle.book(HERE, now, PASSWORD_CHECK_SPACING),
+            Turn::At(now + PASSWORD_CHECK_SPACING)
+        );
+        let admitted = (0..1000)
+            .filter(|_| throttle.book(HERE, now, PASSWORD_CHECK_SPACING) != Turn::Refused)
+            .count();
+        // Within WAIT_MAX, one check per spacing.
+        let most = WAIT_MAX.as_millis() / PASSWORD_CHECK_SPACING.as_millis();
+        assert!(admitted as u128 <= most, "{admitted}");
+        assert_eq!(
+            throttle.book(ELSEWHERE, now, PASSWORD_CHECK_SPACING),
+            Turn::Now
+        );
     }
 
     #[test]
@@ -142,17 +190,26 @@ mod tests {
         let mut throttle = Throttle::default();
         let now = start();
         throttle.failed(HERE, now);
-        assert_eq!(throttle.book(HERE, now), Turn::At(now + PENALTY_BASE));
-        assert_eq!(throttle.book(HERE, now), Turn::At(now + PENALTY_BASE * 2));
+        assert_eq!(
+            throttle.book(HERE, now, CHEAP),
+            Turn::At(now + PENALTY_BASE)
+        );
+        assert_eq!(
+            throttle.book(HERE, now, CHEAP),
+            Turn::At(now + PENALTY_BASE * 2)
+        );
         throttle.failed(HERE, now);
         throttle.failed(HERE, now);
         // Three failures: the next turns are four times the base apart.
-        let Turn::At(third) = throttle.book(HERE, now) else {
+        let Turn::At(third) = throttle.book(HERE, now, CHEAP) else {
             panic!("delayed")
         };
-        assert_eq!(throttle.book(HERE, now), Turn::At(third + PENALTY_BASE * 4));
+        assert_eq!(
+            throttle.book(HERE, now, CHEAP),
+            Turn::At(third + PENALTY_BASE * 4)
+        );
         // Another address is not held up by this one.
-        assert_eq!(throttle.book(ELSEWHERE, now), Turn::Now);
+        assert_eq!(throttle.book(ELSEWHERE, now, CHEAP), Turn::Now);
     }
 
     #[test]
@@ -164,7 +221,7 @@ mod tests {
         }
         let mut refused = 0;
         for _ in 0..1000 {
-            match throttle.book(HERE, now) {
+            match throttle.book(HERE, now, CHEAP) {
                 Turn::Refused => refused += 1,
                 Turn::At(turn) => assert!(turn - now <= WAIT_MAX),
                 Turn::Now => panic!("a guessing source is checked at once"),
@@ -180,9 +237,9 @@ mod tests {
         let now = start();
         throttle.failed(HERE, now);
         throttle.succeeded(HERE);
-        assert_eq!(throttle.book(HERE, now), Turn::Now);
+        assert_eq!(throttle.book(HERE, now, CHEAP), Turn::Now);
         throttle.failed(HERE, now);
-        assert_eq!(throttle.book(HERE, now + FORGET_AFTER), Turn::Now);
+        assert_eq!(throttle.book(HERE, now + FORGET_AFTER, CHEAP), Turn::Now);
     }
 
     #[test]
