@@ -53,13 +53,31 @@ async fn open_plain(
     username: &str,
     password: &str,
 ) -> Result<ConnectionHandle<()>, OpenError> {
+    let profile = SaslProfile::Plain {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    };
+    open_with(broker, profile).await
+}
+
+/// fe2o3 logging in with SCRAM-SHA-256.
+async fn open_scram(
+    broker: &Broker,
+    username: &str,
+    password: &str,
+) -> Result<ConnectionHandle<()>, OpenError> {
+    open_with(broker, SaslScramSha256::new(username, password).into()).await
+}
+
+/// fe2o3 logging in with `profile`; the broker must answer in time.
+async fn open_with(
+    broker: &Broker,
+    profile: SaslProfile,
+) -> Result<ConnectionHandle<()>, OpenError> {
     let url = broker.url();
     let opening = Connection::builder()
         .container_id("fe2o3-auth")
-        .sasl_profile(SaslProfile::Plain {
-            username: username.to_owned(),
-            password: password.to_owned(),
-        })
+        .sasl_profile(profile)
         .open(url.as_str());
     timeout(WAIT, opening)
         .await
@@ -200,24 +218,12 @@ async fn without_tls_plain_is_refused_by_default() {
 async fn scram_logs_in_fe2o3_and_refuses_bad_credentials() {
     let data_dir = tempfile::tempdir().unwrap();
     let broker = Broker::start_with(config_with_users(&data_dir)).await;
-    let open = |username: &str, password: &str| {
-        let url = broker.url();
-        let profile = SaslProfile::from(SaslScramSha256::new(username, password));
-        async move {
-            let opening = Connection::builder()
-                .container_id("fe2o3-scram")
-                .sasl_profile(profile)
-                .open(url.as_str());
-            timeout(WAIT, opening)
-                .await
-                .expect("the broker answers in time")
-        }
-    };
-
-    let mut connection = open("alice", "wonderland").await.expect("alice logs in");
+    let mut connection = open_scram(&broker, "alice", "wonderland")
+        .await
+        .expect("alice logs in");
     timeout(WAIT, connection.close()).await.unwrap().unwrap();
     for (username, password) in [("alice", "builder"), ("carol", "wonderland")] {
-        let error = open(username, password).await.unwrap_err();
+        let error = open_scram(&broker, username, password).await.unwrap_err();
         assert!(
             matches!(
                 error,
@@ -302,7 +308,9 @@ async fn connection_caps_close_the_excess_at_accept() {
     // Once one of them goes, a client can log in; it then no longer counts
     // as a handshake, but still towards the total.
     drop(silent);
-    let mut connection = open_scram(&broker, "alice", "wonderland").await;
+    let mut connection = open_scram(&broker, "alice", "wonderland")
+        .await
+        .expect("the login succeeds");
     let _second = TokioIo.connect(&addr).await.unwrap();
     let _third = TokioIo.connect(&addr).await.unwrap();
     let over_total = TokioIo.connect(&addr).await.unwrap();
@@ -320,19 +328,6 @@ async fn assert_ended_silently(mut stream: impl AsyncReadExt + Unpin, which: &st
         .unwrap_or_else(|_| panic!("the broker ends {which} in time"))
         .unwrap();
     assert!(received.is_empty(), "{which}: {received:?}");
-}
-
-/// fe2o3 logging in with SCRAM-SHA-256, which must succeed.
-async fn open_scram(broker: &Broker, username: &str, password: &str) -> ConnectionHandle<()> {
-    let url = broker.url();
-    let opening = Connection::builder()
-        .container_id("fe2o3-scram")
-        .sasl_profile(SaslProfile::from(SaslScramSha256::new(username, password)))
-        .open(url.as_str());
-    timeout(WAIT, opening)
-        .await
-        .expect("the broker answers in time")
-        .expect("the login succeeds")
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
 use sluice::amqp::frame::ProtocolId;
 use sluice::amqp::types::{DeliveryState, Message, Section, Source};
-use sluice::client::Client;
+use sluice::client::{Client, ClientError};
 use sluice::config::{Config, TlsVersion, User, UserLimits};
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, ServerError, TlsError, shutdown_channel};
@@ -83,6 +83,22 @@ async fn tls_over(
     )
     .await
     .unwrap()
+}
+
+/// The TLS socket the tests speak AMQP over.
+type Tls = TlsStream<<TokioIo as Io>::Stream>;
+
+/// Sluice's client over `stream`, as container `container`, logged in with
+/// `sasl`: the broker must answer within [`WAIT`].
+async fn amqp_over(
+    stream: Tls,
+    container: &str,
+    sasl: ClientSasl,
+) -> Result<Client<TokioIo, Tls>, ClientError> {
+    let handshake = Client::handshake(TokioIo, stream, ConnectionConfig::new(container), sasl);
+    timeout(WAIT, handshake)
+        .await
+        .expect("the broker answers in time")
 }
 
 /// Sends one message to `queue` and receives it back, on `client`.
@@ -150,14 +166,9 @@ async fn a_client_that_trusts_the_ca_sends_and_receives_over_tls() {
         session.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
-    let config = ConnectionConfig::new("tls-test");
-    let mut client = timeout(
-        WAIT,
-        Client::handshake(TokioIo, stream, config, ClientSasl::Anonymous),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut client = amqp_over(stream, "tls-test", ClientSasl::Anonymous)
+        .await
+        .unwrap();
     round_trip(&mut client, "tls-queue").await;
     client.close().await.unwrap();
     broker.stop().await;
@@ -194,14 +205,9 @@ async fn a_client_that_does_not_trust_the_broker_refuses_it_and_the_broker_serve
     let stream = tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
         .await
         .unwrap();
-    let config = ConnectionConfig::new("tls-after-refusal");
-    let client = timeout(
-        WAIT,
-        Client::handshake(TokioIo, stream, config, ClientSasl::Anonymous),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let client = amqp_over(stream, "tls-after-refusal", ClientSasl::Anonymous)
+        .await
+        .unwrap();
     client.close().await.unwrap();
     broker.stop().await;
 }
@@ -225,9 +231,9 @@ async fn the_tls_header_is_answered_and_tls_follows_on_either_port() {
         let stream = tls_over(tcp, pki.roots(), rustls::ALL_VERSIONS)
             .await
             .unwrap();
-        let config = ConnectionConfig::new("tls-header-test");
-        let handshake = Client::handshake(TokioIo, stream, config, ClientSasl::Anonymous);
-        let mut client = timeout(WAIT, handshake).await.unwrap().unwrap();
+        let mut client = amqp_over(stream, "tls-header-test", ClientSasl::Anonymous)
+            .await
+            .unwrap();
         round_trip(&mut client, &format!("tls-header-{}", addr.port())).await;
         client.close().await.unwrap();
     }
@@ -342,14 +348,9 @@ async fn a_client_certificate_logs_in_with_sasl_external() {
     let stream = tls_connect_as(tls_addr, pki.roots(), pki.client_identity("carol"))
         .await
         .unwrap();
-    let config = ConnectionConfig::new("certificate-test");
-    let mut client = timeout(
-        WAIT,
-        Client::handshake(TokioIo, stream, config, ClientSasl::External),
-    )
-    .await
-    .unwrap()
-    .expect("carol's certificate logs her in");
+    let mut client = amqp_over(stream, "certificate-test", ClientSasl::External)
+        .await
+        .expect("carol's certificate logs her in");
     round_trip(&mut client, "certificate-queue").await;
     client.close().await.unwrap();
     broker.stop().await;
@@ -368,17 +369,7 @@ async fn certificates_for_no_account_or_from_another_ca_are_refused() {
     let stream = tls_connect_as(tls_addr, pki.roots(), pki.client_identity("mallory"))
         .await
         .unwrap();
-    let refused = timeout(
-        WAIT,
-        Client::handshake(
-            TokioIo,
-            stream,
-            ConnectionConfig::new("stranger"),
-            ClientSasl::External,
-        ),
-    )
-    .await
-    .unwrap();
+    let refused = amqp_over(stream, "stranger", ClientSasl::External).await;
     assert!(refused.is_err(), "a certificate for no account logs in");
 
     let other_ca = Pki::new();
@@ -401,17 +392,7 @@ async fn certificates_for_no_account_or_from_another_ca_are_refused() {
     let no_certificate = tls_connect(tls_addr, pki.roots(), rustls::ALL_VERSIONS)
         .await
         .unwrap();
-    let refused = timeout(
-        WAIT,
-        Client::handshake(
-            TokioIo,
-            no_certificate,
-            ConnectionConfig::new("anonymous"),
-            ClientSasl::External,
-        ),
-    )
-    .await
-    .unwrap();
+    let refused = amqp_over(no_certificate, "anonymous", ClientSasl::External).await;
     assert!(refused.is_err(), "EXTERNAL without a certificate logs in");
     broker.stop().await;
 }
@@ -430,18 +411,9 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
         .await
         .unwrap();
     let served_before = before.get_ref().1.peer_certificates().unwrap()[0].clone();
-    let mut client = timeout(
-        WAIT,
-        Client::handshake(
-            TokioIo,
-            before,
-            ConnectionConfig::new("before"),
-            ClientSasl::Anonymous,
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut client = amqp_over(before, "before", ClientSasl::Anonymous)
+        .await
+        .unwrap();
 
     let renewed = pki.renew_broker_certificate();
     assert_ne!(renewed, served_before);
