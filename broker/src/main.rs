@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice::config::{Config, LogConfig, LogFormat, Peer};
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, auth};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Sluice, a replicated AMQP 1.0 message broker.
@@ -143,6 +143,27 @@ impl RunArgs {
     }
 }
 
+/// Raises the open-file limit as far as the process may, and lowers
+/// `limits.max_connections` to fit under it.
+fn fit_connections_to_descriptors(config: &mut Config) -> anyhow::Result<()> {
+    let limit = match sluice::io::descriptors::raise_limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            warn!(%error, "cannot raise the open-file limit; limits.max_connections is not fitted under it");
+            return Ok(());
+        }
+    };
+    if let Some(configured) = server::fit_to_descriptors(config, limit)? {
+        warn!(
+            configured,
+            lowered_to = config.limits.max_connections,
+            open_file_limit = limit,
+            "limits.max_connections lowered to fit the open-file limit (raise it with ulimit -n)"
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -159,8 +180,9 @@ fn main() -> anyhow::Result<ExitCode> {
 
 async fn run_broker(args: RunArgs) -> anyhow::Result<()> {
     let io = TokioIo;
-    let config = load_config(&io, args).await?;
+    let mut config = load_config(&io, args).await?;
     init_logging(&config.log)?;
+    fit_connections_to_descriptors(&mut config)?;
 
     // Installed before the server starts, so that a signal sent as soon as
     // the ready line appears is caught rather than killing the process.

@@ -25,6 +25,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::node::NodeReport;
+use crate::raft::group::Progress;
 
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -63,6 +64,39 @@ struct GroupLabels {
     group: u32,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FollowerLabels {
+    group: u32,
+    follower: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SnapshotLabels {
+    group: u32,
+    event: &'static str,
+}
+
+/// What happened to a group's snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotEvent {
+    /// This node's member compacted its log at a snapshot of the queues.
+    Taken,
+    /// It sent one to a member too far behind for the log to catch up.
+    Sent,
+    /// It installed one from the leader.
+    Installed,
+}
+
+impl SnapshotEvent {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Taken => "taken",
+            Self::Sent => "sent",
+            Self::Installed => "installed",
+        }
+    }
+}
+
 /// What is counted outside the node core. A cheap handle: clones share
 /// the counters, and are equal.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +119,7 @@ struct Shared {
     auth_failures: Counter,
     fsync_seconds: Histogram,
     fsync_records: Histogram,
+    group_snapshots: Family<SnapshotLabels, Counter>,
 }
 
 impl Default for Shared {
@@ -98,6 +133,7 @@ impl Default for Shared {
             fsync_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 17)),
             // 1 to 65,536 records per fsync: group commit's batch sizes.
             fsync_records: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            group_snapshots: Family::default(),
         }
     }
 }
@@ -186,13 +222,24 @@ impl Metrics {
         self.0.fsync_records.observe(records as f64);
     }
 
-    /// The exposition of every metric: the shared counters, and `report`'s
-    /// queues and groups, with ages measured at `now_unix_ms`.
-    pub fn encode(&self, report: &NodeReport, now_unix_ms: u64) -> String {
+    /// A snapshot of `group` was taken, sent or installed.
+    pub fn group_snapshot(&self, group: u32, event: SnapshotEvent) {
+        let labels = SnapshotLabels {
+            group,
+            event: event.label(),
+        };
+        self.0.group_snapshots.get_or_create(&labels).inc();
+    }
+
+    /// The exposition of every metric: the shared counters, `report`'s
+    /// queues and groups, with ages measured at `now_unix_ms`, and the Raft
+    /// groups' `progress` (none on a single node).
+    pub fn encode(&self, report: &NodeReport, progress: &[Progress], now_unix_ms: u64) -> String {
         let mut registry = Registry::with_prefix("sluice");
         self.register_shared(&mut registry);
         register_queues(&mut registry, report, now_unix_ms);
         register_groups(&mut registry, report);
+        register_progress(&mut registry, progress);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -226,6 +273,12 @@ impl Metrics {
             "log_fsync_batch_records",
             "Records made durable by each fsync of the broker's log (group commit)",
             shared.fsync_records.clone(),
+        );
+        registry.register(
+            "group_snapshots",
+            "Snapshots of a Raft group's state this node took (compacting its log), \
+             sent to a member far behind, or installed from the leader",
+            shared.group_snapshots.clone(),
         );
     }
 }
@@ -379,4 +432,42 @@ fn register_groups(registry: &mut Registry, report: &NodeReport) {
     let node = Gauge::<i64>::default();
     node.set(gauge_value(report.node_id));
     registry.register("node_id", "This node's id", node);
+}
+
+fn register_progress(registry: &mut Registry, progress: &[Progress]) {
+    let labels = |p: &Progress| GroupLabels { group: p.group };
+    let raft = registry.sub_registry_with_prefix("group");
+    raft.register(
+        "term",
+        "The Raft term of this node's member of the group",
+        gauges(progress, labels, |p| gauge_value(p.term)),
+    );
+    raft.register(
+        "commit_index",
+        "The index of the group's last entry this node knows committed",
+        gauges(progress, labels, |p| gauge_value(p.commit_index)),
+    );
+    raft.register(
+        "last_index",
+        "The index of the last entry in this node's log of the group",
+        gauges(progress, labels, |p| gauge_value(p.last_index)),
+    );
+    // Only a leader tracks its followers, so only the leader's node has
+    // these series: sum over nodes, or read the leader's.
+    let lag = Family::<FollowerLabels, Gauge>::default();
+    for p in progress {
+        for (&follower, &matched) in &p.matched {
+            let labels = FollowerLabels {
+                group: p.group,
+                follower,
+            };
+            lag.get_or_create(&labels)
+                .set(gauge_value(p.last_index.saturating_sub(matched)));
+        }
+    }
+    raft.register(
+        "follower_lag_entries",
+        "While this node leads the group: entries in its log not yet known to be in the follower's",
+        lag,
+    );
 }

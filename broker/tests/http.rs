@@ -766,10 +766,56 @@ async fn in_a_cluster_every_node_shows_the_queue_its_group_and_leaders() {
         assert_eq!(of_queue["leader"], leader, "node {id}: {status}");
         assert!(groups.iter().all(|g| g["leader"].is_u64()), "{status}");
 
+        let raft = &of_queue["raft"];
+        assert!(raft["term"].as_u64() >= Some(1), "node {id}: {status}");
+        assert!(
+            raft["commit_index"].as_u64() >= of_queue["applied_index"].as_u64(),
+            "node {id}: {status}"
+        );
+        // Only the leader tracks its followers; once heartbeats have
+        // carried the publish, neither lags.
+        let followers: Vec<u64> = NODES.into_iter().filter(|&n| n != id).collect();
+        if id == leader {
+            let caught_up = |status: &Json| {
+                let groups = status["groups"].as_array().unwrap();
+                let of_queue = groups.iter().find(|g| g["group"] == group).unwrap();
+                let followers = of_queue["raft"]["followers"].as_array().unwrap();
+                followers.len() == 2 && followers.iter().all(|f| f["lag_entries"] == 0)
+            };
+            let status = json_until(http, "/api/cluster", caught_up).await;
+            let groups = status["groups"].as_array().unwrap();
+            let of_queue = groups.iter().find(|g| g["group"] == group).unwrap();
+            let nodes: Vec<u64> = of_queue["raft"]["followers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["node"].as_u64().unwrap())
+                .collect();
+            assert_eq!(nodes, followers, "{status}");
+        } else {
+            assert_eq!(
+                raft["followers"],
+                serde_json::json!([]),
+                "node {id}: {status}"
+            );
+        }
+
         let exposition = scrape(http).await;
         assert_eq!(sample(&exposition, "sluice_node_id"), Some(id as f64));
         let series = format!("sluice_group_leader{{group=\"{group}\"}}");
         assert_eq!(sample(&exposition, &series), Some(leader as f64));
+        let term = sample(
+            &exposition,
+            &format!("sluice_group_term{{group=\"{group}\"}}"),
+        );
+        assert!(term >= Some(1.0), "node {id}: {exposition}");
+        for follower in followers {
+            let lag = format!(
+                "sluice_group_follower_lag_entries{{group=\"{group}\",follower=\"{follower}\"}}"
+            );
+            let shown = sample(&exposition, &lag).is_some();
+            assert_eq!(shown, id == leader, "node {id}: {exposition}");
+        }
     }
     client.close().await.unwrap();
     cluster.stop().await;

@@ -1,8 +1,9 @@
 //! Under turmoil: three nodes' cluster transports exchange payloads in every
 //! direction; a partition cuts one node off, and once it heals the
 //! transports reconnect (and count the new connections) and payloads flow
-//! again; and strangers without the
-//! cluster secret deliver nothing. Needs the `sim` feature
+//! again; strangers without the cluster secret deliver nothing; and
+//! strangers holding every handshake slot they can do not keep a restarted
+//! peer out. Needs the `sim` feature
 //! (`scripts/test.sh` passes `--all-features`).
 // Test helpers panic on anything unexpected: the panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -17,7 +18,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sluice::io::{Io, TurmoilIo, seeded_rng};
 use sluice::raft::transport::frame::{Decoder, FRAME_BYTES_MAX, Kind, put_frame};
 use sluice::raft::transport::handshake::{ClusterKey, Dialer};
-use sluice::raft::transport::{Transport, TransportConfig};
+use sluice::raft::transport::{
+    HANDSHAKE_TIMEOUT, PENDING_HANDSHAKES_MAX, PENDING_HANDSHAKES_PER_SOURCE_MAX, Transport,
+    TransportConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Fixed, so that a failure replays: print it in any failure report.
@@ -58,7 +62,8 @@ fn payload(from: u64, to: u64, n: u64) -> Bytes {
 }
 
 /// Runs one node: sends each peer a numbered payload every
-/// [`SEND_INTERVAL`] and records what arrives.
+/// [`SEND_INTERVAL`] and records what arrives. The number is the simulated
+/// wall clock's, so that a node restarted by `bounce` sends new numbers.
 async fn run_node(node: u64, secret: &'static [u8], observed: Shared) -> turmoil::Result {
     let config = TransportConfig {
         node_id: node,
@@ -69,11 +74,10 @@ async fn run_node(node: u64, secret: &'static [u8], observed: Shared) -> turmoil
     };
     let (transport, mut received) = Transport::start(TurmoilIo, config).await?;
     let mut tick = tokio::time::interval(SEND_INTERVAL);
-    let mut n = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                n += 1;
+                let n = TurmoilIo.unix_time_ms();
                 for peer in peers_of(node).into_keys() {
                     // A full queue (peer cut off) drops the payload: fine.
                     let _ = transport.send(peer, payload(node, peer, n));
@@ -141,20 +145,26 @@ fn run_for(sim: &mut turmoil::Sim<'_>, duration: Duration) {
     }
 }
 
-#[test]
-fn three_nodes_exchange_payloads_survive_a_partition_and_refuse_strangers() {
+/// A simulation of at most `duration` with the three nodes running.
+fn three_nodes(duration: Duration, observed: &Shared) -> turmoil::Sim<'static> {
     let mut sim = turmoil::Builder::new()
         .rng_seed(SEED)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
-        .simulation_duration(Duration::from_secs(120))
+        .simulation_duration(duration)
         .build();
-    let observed = Shared::default();
     for node in NODES {
-        let observed = Arc::clone(&observed);
+        let observed = Arc::clone(observed);
         sim.host(host(node), move || {
             run_node(node, SECRET, Arc::clone(&observed))
         });
     }
+    sim
+}
+
+#[test]
+fn three_nodes_exchange_payloads_survive_a_partition_and_refuse_strangers() {
+    let observed = Shared::default();
+    let mut sim = three_nodes(Duration::from_secs(120), &observed);
     // A stranger with the wrong secret, claiming to be node 1: its payloads
     // would be recorded as node 1's with the wrong text.
     let stranger_observed = Arc::clone(&observed);
@@ -228,6 +238,58 @@ fn three_nodes_exchange_payloads_survive_a_partition_and_refuse_strangers() {
     );
     let violations = &observed.lock().unwrap().violations;
     assert!(violations.is_empty(), "seed {SEED:#x}: {violations:#?}");
+}
+
+/// Strangers hold every handshake slot of node 1's cluster port that they
+/// can (more hosts than the cap, each with as many connections as one
+/// address may have), and node 2 restarts: node 1 must let it in at once,
+/// not when the strangers' handshakes time out.
+#[test]
+fn a_restarted_peer_gets_in_while_strangers_hold_every_handshake_slot() {
+    let observed = Shared::default();
+    let mut sim = three_nodes(Duration::from_secs(60), &observed);
+    let none = counts(&observed);
+    run_until(&mut sim, Duration::from_secs(10), "2->1 delivers", || {
+        counts(&observed)[&(2, 1)] > none[&(2, 1)]
+    });
+    let hosts = PENDING_HANDSHAKES_MAX.div_ceil(PENDING_HANDSHAKES_PER_SOURCE_MAX) + 2;
+    for stranger in 0..hosts {
+        sim.client(format!("flooder{stranger}"), flood(host(1)));
+    }
+    // Long enough for every stranger's connections to be up, well short of
+    // the handshake timeout that would free their slots.
+    run_for(&mut sim, Duration::from_millis(500));
+    sim.bounce(host(2));
+    let restarted = counts(&observed);
+    run_until(
+        &mut sim,
+        HANDSHAKE_TIMEOUT / 2,
+        "node 2, restarted, delivers to node 1 again",
+        || counts(&observed)[&(2, 1)] > restarted[&(2, 1)],
+    );
+    let violations = &observed.lock().unwrap().violations;
+    assert!(violations.is_empty(), "seed {SEED:#x}: {violations:#?}");
+}
+
+/// Keeps [`PENDING_HANDSHAKES_PER_SOURCE_MAX`] silent connections open to
+/// `target`'s cluster port, opening another whenever one is closed.
+async fn flood(target: String) -> turmoil::Result {
+    let addr = format!("{target}:{PORT}");
+    let mut holders = tokio::task::JoinSet::new();
+    for _ in 0..PENDING_HANDSHAKES_PER_SOURCE_MAX {
+        let addr = addr.clone();
+        holders.spawn(async move {
+            loop {
+                if let Ok(mut socket) = TurmoilIo.connect(&addr).await {
+                    let mut sink = Vec::new();
+                    let _ = socket.read_to_end(&mut sink).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+    while holders.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// A full transport with the wrong secret, claiming node 1's id, that keeps

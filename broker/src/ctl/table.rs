@@ -153,8 +153,42 @@ fn cluster(answer: &Json) -> Option<String> {
     let rows = answer["groups"]
         .as_array()?
         .iter()
-        .map(|group| fields.iter().map(|field| cell(&group[field])).collect())
+        .map(|group| {
+            let raft = &group["raft"];
+            let mut row: Vec<String> = fields.iter().map(|field| cell(&group[field])).collect();
+            row.extend([
+                cell(&raft["term"]),
+                cell(&raft["commit_index"]),
+                follower_lags(&raft["followers"]),
+            ]);
+            row
+        })
         .collect::<Vec<_>>();
-    out.push_str(&table(&["GROUP", "LEADER", "APPLIED", "REJOINING"], &rows));
+    let headers = [
+        "GROUP",
+        "LEADER",
+        "APPLIED",
+        "REJOINING",
+        "TERM",
+        "COMMIT",
+        "FOLLOWER_LAG",
+    ];
+    out.push_str(&table(&headers, &rows));
     Some(out)
+}
+
+/// A leader's followers' lags as `node:entries`, space-separated; `-`
+/// where there are none (a follower, or a single node).
+fn follower_lags(followers: &Json) -> String {
+    let lags: Vec<String> = followers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| format!("{}:{}", cell(&f["node"]), cell(&f["lag_entries"])))
+        .collect();
+    if lags.is_empty() {
+        "-".to_owned()
+    } else {
+        lags.join(" ")
+    }
 }

@@ -12,6 +12,7 @@ use crate::io::Io;
 use crate::metrics::{self, ConnectionInfo};
 use crate::node::{GroupQueue, Manage, ManageError, Managed, NodeReport, ReplicaStatus};
 use crate::permissions::Operation;
+use crate::raft::group::Progress;
 
 /// The address the broker-wide resources (connections, cluster status)
 /// are checked against: a user needs `monitor` on it to see them.
@@ -77,15 +78,56 @@ struct GroupJson {
     leader: Option<u64>,
     applied_index: u64,
     rejoining: bool,
+    /// Its Raft member's progress; absent on a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft: Option<RaftJson>,
 }
 
-impl From<&ReplicaStatus> for GroupJson {
-    fn from(status: &ReplicaStatus) -> Self {
+impl GroupJson {
+    fn new(status: &ReplicaStatus, progress: Option<&Progress>) -> Self {
         Self {
             group: status.group,
             leader: status.leader,
             applied_index: status.applied,
             rejoining: status.rejoining,
+            raft: progress.map(RaftJson::from),
+        }
+    }
+}
+
+/// A Raft member's progress in a group.
+#[derive(Debug, Serialize)]
+struct RaftJson {
+    term: u64,
+    commit_index: u64,
+    last_index: u64,
+    /// While this node leads the group, how far each follower has come.
+    followers: Vec<FollowerJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct FollowerJson {
+    node: u64,
+    matched_index: u64,
+    lag_entries: u64,
+}
+
+impl From<&Progress> for RaftJson {
+    fn from(progress: &Progress) -> Self {
+        let followers = progress
+            .matched
+            .iter()
+            .map(|(&node, &matched_index)| FollowerJson {
+                node,
+                matched_index,
+                lag_entries: progress.last_index.saturating_sub(matched_index),
+            })
+            .collect();
+        Self {
+            term: progress.term,
+            commit_index: progress.commit_index,
+            last_index: progress.last_index,
+            followers,
         }
     }
 }
@@ -165,7 +207,10 @@ impl<I: Io> Api<I> {
     pub(super) async fn metrics(&self) -> Answer {
         match self.report().await {
             Ok(report) => {
-                let text = self.metrics.encode(&report, self.io.unix_time_ms());
+                let progress = self.node.raft_progress().await;
+                let text = self
+                    .metrics
+                    .encode(&report, &progress, self.io.unix_time_ms());
                 answer(StatusCode::OK, metrics::CONTENT_TYPE, text)
             }
             Err(answer) => answer,
@@ -306,11 +351,16 @@ impl<I: Io> Api<I> {
             Ok(report) => report,
             Err(answer) => return answer,
         };
+        let progress = self.node.raft_progress().await;
+        let groups = report.groups.iter().map(|status| {
+            let progress = progress.iter().find(|p| p.group == status.group);
+            GroupJson::new(status, progress)
+        });
         let cluster = ClusterJson {
             node_id: report.node_id,
             clustered: report.clustered,
             members: &self.members,
-            groups: report.groups.iter().map(GroupJson::from).collect(),
+            groups: groups.collect(),
             snapshots: report.snapshots,
         };
         json(StatusCode::OK, &cluster)

@@ -233,6 +233,10 @@ impl<I: Io> Io for FaultyIo<I> {
         self.inner.connect(addr)
     }
 
+    fn resolve(&self, addr: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        self.inner.resolve(addr)
+    }
+
     fn now(&self) -> std::time::Instant {
         self.inner.now()
     }

@@ -19,6 +19,7 @@
 //! mixes in [`Io::entropy`]: the operating system's in production, nothing
 //! under turmoil, where the seed alone still replays the run.
 
+pub mod descriptors;
 #[cfg(any(test, feature = "sim"))]
 pub mod faulty;
 mod tokio_io;
@@ -61,6 +62,10 @@ pub trait Io: Clone + Send + Sync + 'static {
     /// resolved by the environment: DNS in production, turmoil's host table
     /// in simulation.
     fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// The addresses `addr` (`host:port`) resolves to, as
+    /// [`Io::connect`] would resolve it.
+    fn resolve(&self, addr: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
 
     /// The monotonic clock. Under turmoil this is the host's virtual clock,
     /// which is why cores take `now` as an argument instead of reading it.

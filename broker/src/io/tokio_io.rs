@@ -35,6 +35,10 @@ impl Io for TokioIo {
         Ok(stream)
     }
 
+    async fn resolve(&self, addr: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host(addr).await?.collect())
+    }
+
     fn now(&self) -> Instant {
         super::tokio_now()
     }

@@ -40,6 +40,10 @@ impl Io for TurmoilIo {
         turmoil::net::TcpStream::connect(addr).await
     }
 
+    async fn resolve(&self, addr: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(turmoil::net::lookup_host(addr).await?.collect())
+    }
+
     fn now(&self) -> Instant {
         super::tokio_now()
     }

@@ -123,6 +123,10 @@ pub async fn start<I: Io>(
     info!(node_id, %origin, groups = groups.len(), "joined the cluster");
     let (requests, inbox) = mpsc::unbounded_channel();
     let core = Core::new(settings, Step::Raft, origin, Now::read(&io));
+    let node = NodeHandle {
+        requests,
+        groups: Some(handle.probe()),
+    };
     let driver = Driver {
         status: handle.status(),
         io,
@@ -140,7 +144,7 @@ pub async fn start<I: Io>(
         // stop too, and the node has stopped only once they have.
         result.and(groups_ended(task.await))
     };
-    Ok((NodeHandle { requests }, run))
+    Ok((node, run))
 }
 
 /// The node's result for how the groups' task ended.

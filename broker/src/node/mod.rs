@@ -65,6 +65,7 @@ pub use node_properties::QueueOptions;
 use crate::amqp::engine::{DeliveryId, LinkId, SessionId};
 use crate::amqp::types::{ControlMessage, DeliveryState};
 use crate::queue::{ConsumerId, MessageFilter, Outcome, QueueInfo, QueueReport, Seq};
+use crate::raft::group::{GroupsProbe, Progress};
 
 /// A connection, as the node knows it.
 pub type ConnId = u64;
@@ -214,6 +215,10 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
     requests: mpsc::UnboundedSender<Request>,
+    /// In a cluster, asks the Raft groups how far they have come, beside
+    /// the node task: its core knows leaders and applied indexes, not
+    /// terms or followers' progress.
+    groups: Option<GroupsProbe>,
 }
 
 impl NodeHandle {
@@ -261,6 +266,15 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Manage { command, reply })?;
         answer.await.map_err(|_| NodeStopped)
+    }
+
+    /// Every Raft group's [`Progress`] on this node, in group order; empty
+    /// on a single node, or once the node has stopped.
+    pub async fn raft_progress(&self) -> Vec<Progress> {
+        match &self.groups {
+            Some(groups) => groups.progress().await,
+            None => Vec::new(),
+        }
     }
 
     /// Every replicated group's [`ReplicaStatus`], in group order; empty on

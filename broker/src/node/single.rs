@@ -98,7 +98,11 @@ pub async fn start<I: Io>(
         inboxes: Inboxes::default(),
         snapshots_done,
     };
-    Ok((NodeHandle { requests }, driver.run(inbox, snapshots)))
+    let handle = NodeHandle {
+        requests,
+        groups: None,
+    };
+    Ok((handle, driver.run(inbox, snapshots)))
 }
 
 /// Refuses a log of another format; names the format of a new one.

@@ -40,7 +40,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::replica::{NodeId, Output, Replica, ReplicaError, Timing};
@@ -49,6 +49,7 @@ use super::votes::{self, Ballot, Ballots, VotesError};
 use super::wal::{self, GroupId, WalError};
 use crate::io::Io;
 use crate::log::{self, Log, LogError, LogOptions, Lsn, Ticket};
+use crate::metrics::{Metrics, SnapshotEvent};
 
 /// What the groups need to start.
 #[derive(Debug, Clone)]
@@ -70,7 +71,7 @@ pub struct GroupsConfig {
     /// Planted bugs for the simulator.
     pub plants: crate::planted::Plants,
     /// Where the Raft log counts its fsyncs.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Metrics,
 }
 
 /// Why the groups could not start, or stopped.
@@ -123,6 +124,23 @@ pub struct Status {
     pub connections: BTreeMap<NodeId, u64>,
 }
 
+/// How far a group has come, as this node's member sees it: for metrics
+/// and the management API, read at each request ([`GroupsProbe::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The group.
+    pub group: GroupId,
+    /// The member's current term.
+    pub term: u64,
+    /// The last entry it knows committed.
+    pub commit_index: u64,
+    /// The last entry in its log.
+    pub last_index: u64,
+    /// While it leads, each other member's matched index (the last entry
+    /// known to be in that member's log as in this one); empty otherwise.
+    pub matched: BTreeMap<NodeId, u64>,
+}
+
 /// What the groups hand the broker, per group, in log order.
 #[derive(Debug)]
 pub enum Committed {
@@ -150,6 +168,7 @@ enum Ask {
         data: Bytes,
         keep: u64,
     },
+    Progress(oneshot::Sender<Vec<Progress>>),
 }
 
 /// The broker's side of the running groups.
@@ -187,6 +206,32 @@ impl GroupsHandle {
     /// wakes when they change.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// A handle that asks for the groups' [`Progress`] without keeping the
+    /// task alive: the task stops once the broker's own handle is gone.
+    pub fn probe(&self) -> GroupsProbe {
+        GroupsProbe(self.asks.downgrade())
+    }
+}
+
+/// Asks the running groups how far they have come ([`GroupsHandle::probe`]).
+#[derive(Debug, Clone)]
+pub struct GroupsProbe(mpsc::WeakUnboundedSender<Ask>);
+
+impl GroupsProbe {
+    /// Every group's [`Progress`], in group order; empty once the task has
+    /// stopped.
+    pub async fn progress(&self) -> Vec<Progress> {
+        let (reply, answer) = oneshot::channel();
+        let asked = self
+            .0
+            .upgrade()
+            .is_some_and(|asks| asks.send(Ask::Progress(reply)).is_ok());
+        if !asked {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 }
 
@@ -289,6 +334,7 @@ pub async fn start<I: Io>(
         votes: config.votes,
         ballots_changed: false,
         plants: config.plants,
+        metrics: config.metrics,
     };
     let task = io.spawn(host.run(config.tick, inbound, asked).instrument(span));
     Ok((GroupsHandle { asks, status }, applied, task))
@@ -322,6 +368,8 @@ struct Host<I: Io> {
     ballots_changed: bool,
     /// Planted bugs (`commit-on-minority` concerns the host).
     plants: crate::planted::Plants,
+    /// Where the snapshots are counted.
+    metrics: Metrics,
 }
 
 impl<I: Io> Host<I> {
@@ -341,6 +389,10 @@ impl<I: Io> Host<I> {
                     Some(Ask::Propose(group, data)) => self.propose(group, data),
                     Some(Ask::Compact { group, index, data, keep }) => {
                         self.compact(group, index, data, keep)?;
+                    }
+                    // The asker may have given up waiting.
+                    Some(Ask::Progress(reply)) => {
+                        let _ = reply.send(self.progress());
                     }
                     // Every handle is gone: the broker has stopped, and a
                     // member left running would go on as this node beside
@@ -440,6 +492,19 @@ impl<I: Io> Host<I> {
         });
     }
 
+    fn progress(&self) -> Vec<Progress> {
+        self.replicas
+            .iter()
+            .map(|(&group, replica)| Progress {
+                group,
+                term: replica.term(),
+                commit_index: replica.committed_index(),
+                last_index: replica.last_index(),
+                matched: replica.matched(),
+            })
+            .collect()
+    }
+
     fn propose(&mut self, group: GroupId, data: Bytes) {
         let Some(replica) = self.replicas.get_mut(&group) else {
             debug!(group, "proposal for a group this node is not in dropped");
@@ -468,6 +533,7 @@ impl<I: Io> Host<I> {
             warn!(group, index, %error, "compaction refused");
             return Ok(());
         }
+        self.metrics.group_snapshot(group, SnapshotEvent::Taken);
         let Some(upto) = self.last_lsn else {
             return Ok(());
         };
@@ -577,11 +643,15 @@ impl<I: Io> Host<I> {
                 && let Some(replica) = self.replicas.get_mut(&group)
             {
                 replica.snapshot_sent(message.to, handed_over);
+                if handed_over {
+                    self.metrics.group_snapshot(group, SnapshotEvent::Sent);
+                }
             }
         }
         // The broker has gone if these fail: nothing to apply to, and the
         // task ends with the runtime.
         if let Some((index, data)) = output.snapshot {
+            self.metrics.group_snapshot(group, SnapshotEvent::Installed);
             let _ = self
                 .committed
                 .send((group, Committed::Snapshot { index, data }));

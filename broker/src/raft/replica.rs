@@ -40,7 +40,7 @@
 
 mod storage;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, HardState, Message, MessageType, Snapshot};
@@ -342,6 +342,28 @@ impl Replica {
     /// The index of the last committed entry.
     pub fn committed_index(&self) -> u64 {
         self.node.raft.raft_log.committed
+    }
+
+    /// The index of the last entry in this member's log.
+    pub fn last_index(&self) -> u64 {
+        self.node.raft.raft_log.last_index()
+    }
+
+    /// While this member leads, each other member's matched index: the
+    /// last entry known to be in its log as in the leader's. Empty on a
+    /// follower, which does not track the others.
+    pub fn matched(&self) -> BTreeMap<NodeId, u64> {
+        if !self.is_leader() {
+            return BTreeMap::new();
+        }
+        let me = self.id();
+        self.node
+            .raft
+            .prs()
+            .iter()
+            .filter(|&(&id, _)| id != me)
+            .map(|(&id, progress)| (id, progress.matched))
+            .collect()
     }
 
     /// Plants bugs: only `vote-without-persist` concerns a replica.

@@ -1,16 +1,81 @@
 //! Connection caps, applied at accept: the broker refuses the excess while
 //! it costs no more than a socket, instead of running out of file
 //! descriptors, and no single address can hold every slot with handshakes
-//! it never finishes.
+//! it never finishes. Addresses known to be friends (the cluster's peers)
+//! are held only to the cap per address, so strangers filling every other
+//! slot cannot keep them out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tracing::warn;
 
+use crate::config::Config;
 use crate::log_budget::{LogBudget, LogLine};
+use crate::raft::transport::PENDING_HANDSHAKES_MAX;
+
+/// Descriptors kept for what is not a connection: the standard streams,
+/// the listeners, the log's segments and snapshot files, the votes file,
+/// the runtime's own, and the one each refused connection holds briefly.
+const DESCRIPTORS_FOR_THE_BROKER: u64 = 256;
+
+/// The open-file limit leaves nothing for clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the open-file limit ({limit}) leaves no descriptor for client connections: \
+     the broker needs {reserved} for itself; raise it (ulimit -n)"
+)]
+pub struct TooFewDescriptors {
+    /// The process's limit.
+    pub limit: u64,
+    /// What the broker keeps for itself.
+    pub reserved: u64,
+}
+
+/// Lowers `limits.max_connections` so that, with everything else the
+/// broker configured by `config` may hold open (its files, HTTP
+/// connections, cluster peers and handshakes), it fits under `limit` open
+/// descriptors. Returns the configured value if it was lowered.
+///
+/// # Errors
+///
+/// [`TooFewDescriptors`] if not even one client connection fits.
+pub fn fit_to_descriptors(
+    config: &mut Config,
+    limit: u64,
+) -> Result<Option<u32>, TooFewDescriptors> {
+    let reserved = descriptors_reserved(config);
+    let room = limit.saturating_sub(reserved);
+    if room == 0 {
+        return Err(TooFewDescriptors { limit, reserved });
+    }
+    let wanted = config.limits.max_connections;
+    if u64::from(wanted) <= room {
+        return Ok(None);
+    }
+    config.limits.max_connections = u32::try_from(room).unwrap_or(u32::MAX);
+    Ok(Some(wanted))
+}
+
+/// The descriptors a broker configured by `config` may hold open besides
+/// its client connections.
+fn descriptors_reserved(config: &Config) -> u64 {
+    let http = if config.http.listen.is_some() {
+        crate::http::CONNECTIONS_MAX as u64
+    } else {
+        0
+    };
+    // A connection each way per peer, and the strangers' handshakes.
+    let peers = config.cluster.peers.len() as u64;
+    let cluster = if peers == 0 {
+        0
+    } else {
+        u64::from(PENDING_HANDSHAKES_MAX) + 2 * peers
+    };
+    DESCRIPTORS_FOR_THE_BROKER + http + cluster
+}
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +93,8 @@ pub(crate) enum Refused {
 struct Counts {
     open: u32,
     handshaking: BTreeMap<IpAddr, u32>,
+    /// Addresses exempt from the cap on all connections.
+    preferred: BTreeSet<IpAddr>,
     refusals_log: Option<LogBudget>,
 }
 
@@ -47,6 +114,7 @@ impl Admission {
             counts: Arc::new(Mutex::new(Counts {
                 open: 0,
                 handshaking: BTreeMap::new(),
+                preferred: BTreeSet::new(),
                 refusals_log: None,
             })),
         }
@@ -57,7 +125,7 @@ impl Admission {
     pub(crate) fn admit(&self, peer: IpAddr, now: Instant) -> Result<Ticket, Refused> {
         let mut counts = self.lock();
         let handshaking = counts.handshaking.get(&peer).copied().unwrap_or(0);
-        let refused = if counts.open >= self.max_connections {
+        let refused = if counts.open >= self.max_connections && !counts.preferred.contains(&peer) {
             Some(Refused::Full)
         } else if handshaking >= self.max_handshakes_per_source {
             Some(Refused::SourceBusy)
@@ -81,6 +149,12 @@ impl Admission {
             peer,
             handshaking: true,
         })
+    }
+
+    /// Exempts `peer` from the cap on all connections from now on; the cap
+    /// per address still holds.
+    pub(crate) fn prefer(&self, peer: IpAddr) {
+        self.lock().preferred.insert(peer);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -165,5 +239,51 @@ mod tests {
         drop(first);
         assert_eq!(admission.lock().open, 1);
         assert_eq!(admission.lock().handshaking.get(&A), Some(&1));
+    }
+
+    #[test]
+    fn max_connections_fits_under_the_descriptor_limit() {
+        let mut config = Config::default();
+        config.limits.max_connections = 10_000;
+        let reserved = DESCRIPTORS_FOR_THE_BROKER;
+        assert_eq!(fit_to_descriptors(&mut config, 1 << 20), Ok(None));
+        assert_eq!(config.limits.max_connections, 10_000);
+        assert_eq!(
+            fit_to_descriptors(&mut config, reserved + 1_000),
+            Ok(Some(10_000))
+        );
+        assert_eq!(config.limits.max_connections, 1_000);
+        // An HTTP listener and a cluster peer keep more for themselves.
+        config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.cluster.peers = vec![crate::config::Peer {
+            id: 2,
+            address: "node2:7000".to_owned(),
+        }];
+        let more = crate::http::CONNECTIONS_MAX as u64 + u64::from(PENDING_HANDSHAKES_MAX) + 2;
+        assert_eq!(
+            fit_to_descriptors(&mut config, reserved + more + 10),
+            Ok(Some(1_000))
+        );
+        assert_eq!(config.limits.max_connections, 10);
+        assert_eq!(
+            fit_to_descriptors(&mut config, reserved + more),
+            Err(TooFewDescriptors {
+                limit: reserved + more,
+                reserved: reserved + more,
+            })
+        );
+    }
+
+    #[test]
+    fn a_preferred_address_passes_a_full_cap_but_not_its_own() {
+        let admission = Admission::new(1, 2);
+        let _stranger = admission.admit(B, now()).unwrap();
+        assert_eq!(admission.admit(A, now()).unwrap_err(), Refused::Full);
+        admission.prefer(A);
+        let _first = admission.admit(A, now()).unwrap();
+        let _second = admission.admit(A, now()).unwrap();
+        assert_eq!(admission.admit(A, now()).unwrap_err(), Refused::SourceBusy);
+        // Strangers still meet the full cap.
+        assert_eq!(admission.admit(B, now()).unwrap_err(), Refused::Full);
     }
 }

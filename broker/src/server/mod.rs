@@ -33,6 +33,7 @@ use crate::metrics::{ConnectionInfo, Metrics};
 use crate::node::{self, NodeError, NodeHandle, NodeSettings};
 
 use admission::Admission;
+pub use admission::{TooFewDescriptors, fit_to_descriptors};
 use auth::{Authentication, Transport};
 use connection::Serve;
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};

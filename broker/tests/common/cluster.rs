@@ -83,6 +83,10 @@ impl Io for ReservedIo {
         TokioIo.connect(addr).await
     }
 
+    async fn resolve(&self, addr: &str) -> std::io::Result<Vec<SocketAddr>> {
+        TokioIo.resolve(addr).await
+    }
+
     fn now(&self) -> Instant {
         TokioIo.now()
     }

@@ -173,6 +173,10 @@ struct Shared {
     /// Bounds the lines that failed handshakes write: a stranger who
     /// retries must not fill the log.
     refusals_log: Mutex<Option<LogBudget>>,
+    /// Bounds the handshakes in progress, in all and per address; the
+    /// peers' addresses (as dialled, and as seen authenticating) are bound
+    /// only per address, so that strangers cannot keep a peer out.
+    handshakes: Admission,
 }
 
 impl Shared {
@@ -233,6 +237,7 @@ impl Transport {
                 .map(|&peer| (peer, AtomicU64::new(0)))
                 .collect(),
             refusals_log: Mutex::new(None),
+            handshakes: Admission::new(PENDING_HANDSHAKES_MAX, PENDING_HANDSHAKES_PER_SOURCE_MAX),
         });
         let (stop, stopped) = watch::channel(());
 
@@ -381,7 +386,6 @@ async fn accept_loop<I: Io>(
     mut rng: SeededRng,
     stopped: watch::Receiver<()>,
 ) {
-    let handshakes = Admission::new(PENDING_HANDSHAKES_MAX, PENDING_HANDSHAKES_PER_SOURCE_MAX);
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -394,7 +398,7 @@ async fn accept_loop<I: Io>(
         // Refused (and logged, at a bounded rate) past the bounds on
         // handshakes in progress, in all and from the connection's address.
         let accepted_at = io.now();
-        let Ok(permit) = handshakes.admit(addr.ip(), accepted_at) else {
+        let Ok(permit) = shared.handshakes.admit(addr.ip(), accepted_at) else {
             continue;
         };
         let span = info_span!("cluster_inbound", %addr, peer = field::Empty);
@@ -440,6 +444,7 @@ async fn serve_inbound<S>(
     };
     Span::current().record("peer", session.peer);
     info!("peer authenticated");
+    shared.handshakes.prefer(addr.ip());
     let error = run_connection(stream, session, buf, None, &shared.inbound).await;
     warn!(%addr, %error, "inbound cluster connection closed");
 }
@@ -520,6 +525,11 @@ async fn dial<I: Io>(
     addr: &str,
     rng: &mut SeededRng,
 ) -> Result<(I::Stream, Session, BytesMut), ConnectionError> {
+    // Where the peer is, it dials from too (as a rule): its handshakes
+    // there get a place even when strangers hold every other one.
+    for resolved in io.resolve(addr).await? {
+        shared.handshakes.prefer(resolved.ip());
+    }
     let mut stream = io.connect(addr).await?;
     let (dialer, hello) = Dialer::new(&shared.key, shared.node_id, peer, rng);
     stream.write_all(&hello).await?;
