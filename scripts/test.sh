@@ -123,9 +123,9 @@ install_cpp_client() {
 # Chromium, for sim/tests/html.rs, which renders the simulator's timeline
 # page headless (a screenshot, and the DOM after its script ran), and for
 # broker/tests/console.rs, which drives the web console in it. Debian's
-# package, installed if the command is missing; the tests find it on PATH
-# or as /usr/bin/chromium (or through SLUICE_CHROMIUM), and fail under
-# CI=true without it.
+# package, installed if the command is missing; html.rs finds it on PATH,
+# console.rs at /usr/bin/chromium (SLUICE_CHROMIUM overrides both; a path
+# for console.rs), and both fail under CI=true without it.
 install_chromium() {
     if ! command -v "${SLUICE_CHROMIUM:-chromium}" >/dev/null; then
         echo "test.sh: installing chromium (apt-get)" >&2

@@ -1,6 +1,6 @@
 //! The web console in a real headless browser: `scripts/interop/console_check.js`
-//! drives Debian's `chromium` (or the one `SLUICE_CHROMIUM` names) with
-//! playwright-core. It is refused with a wrong password, logs in, finds the
+//! drives Debian's `/usr/bin/chromium` (or the one whose path
+//! `SLUICE_CHROMIUM` gives) with playwright-core. It is refused with a wrong password, logs in, finds the
 //! queue a client filled showing its depth, takes a screenshot, and purges
 //! the queue through the page's confirmation (Cancel first, then Confirm).
 //! This test checks the script's verdict, the screenshot, and through the
