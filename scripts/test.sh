@@ -10,7 +10,7 @@
 #
 # Extra arguments go to cargo, e.g. `scripts/test.sh -p sluice --test cli`.
 # Needs: a Rust toolchain (cargo), python3 with venv,
-# Node.js (18 or newer) with npm, g++, and network access to PyPI, the npm
+# Node.js (20 or newer) with npm, g++, and network access to PyPI, the npm
 # registry and Debian's packages on the first run (apt-get, as root or
 # through sudo).
 set -euo pipefail
@@ -65,25 +65,29 @@ install_python_clients() {
     export SLUICE_PYTHON
 }
 
-# rhea, the Node.js client, for broker/tests/interop_rhea.rs, which finds
-# node through SLUICE_NODE. `npm ci` installs exactly what the committed
-# scripts/interop/package-lock.json pins into scripts/interop/node_modules
-# (git-ignored), where the scripts' require('rhea') finds it. A stamp holding
-# the lock file's hash skips the install while the lock is unchanged.
+# rhea, the Node.js client, for broker/tests/interop_rhea.rs, and
+# playwright-core, which drives chromium for broker/tests/console.rs (it
+# downloads no browser: the script launches Debian's, installed below); both
+# tests find node through SLUICE_NODE. `npm ci` installs exactly what the
+# committed scripts/interop/package-lock.json pins into
+# scripts/interop/node_modules (git-ignored), where the scripts' require()
+# finds them. A stamp holding the lock file's hash skips the install while
+# the lock is unchanged.
 NODE_CLIENTS=scripts/interop
 
 install_node_clients() {
     local node
     node="$(command -v "${SLUICE_NODE:-node}")" || {
-        echo "test.sh: node not found: install Node.js 18 or newer (with npm)" >&2
+        echo "test.sh: node not found: install Node.js 20 or newer (with npm)" >&2
         exit 1
     }
     local stamp="$NODE_CLIENTS/node_modules/.sluice-lock-sha256"
     local want
     want="$(sha256sum "$NODE_CLIENTS/package-lock.json" | cut -d' ' -f1)"
     if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] \
-        || ! (cd "$NODE_CLIENTS" && "$node" -e "require('rhea')") 2>/dev/null; then
-        echo "test.sh: installing rhea into $NODE_CLIENTS/node_modules (npm ci)" >&2
+        || ! (cd "$NODE_CLIENTS" && "$node" -e "require('rhea'); require('playwright-core')") \
+            2>/dev/null; then
+        echo "test.sh: installing rhea and playwright-core into $NODE_CLIENTS/node_modules (npm ci)" >&2
         (cd "$NODE_CLIENTS" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
         echo "$want" >"$stamp"
     fi
@@ -117,9 +121,11 @@ install_cpp_client() {
 }
 
 # Chromium, for sim/tests/html.rs, which renders the simulator's timeline
-# page headless (a screenshot, and the DOM after its script ran). Debian's
-# package, installed if the command is missing; the test finds it on PATH
-# (or through SLUICE_CHROMIUM), and fails under CI=true without it.
+# page headless (a screenshot, and the DOM after its script ran), and for
+# broker/tests/console.rs, which drives the web console in it. Debian's
+# package, installed if the command is missing; html.rs finds it on PATH,
+# console.rs at /usr/bin/chromium (SLUICE_CHROMIUM overrides both; a path
+# for console.rs), and both fail under CI=true without it.
 install_chromium() {
     if ! command -v "${SLUICE_CHROMIUM:-chromium}" >/dev/null; then
         echo "test.sh: installing chromium (apt-get)" >&2

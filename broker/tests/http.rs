@@ -13,119 +13,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64ct::{Base64, Encoding};
-use bytes::Bytes;
 use common::cluster::{Cluster, NODES};
+use common::http::{
+    Response, broker_with, connect, exchange, get, message, publish, request, request_with,
+};
 use common::{Broker, WAIT, test_config, user};
 use serde_json::Value as Json;
-use sluice::amqp::engine::{ClientSasl, ConnectionConfig, DeliveryId, Event, LinkId, SessionId};
-use sluice::amqp::types::{Accepted, DeliveryState, Header, Message, Rejected, Section, Source};
+use sluice::amqp::engine::{ClientSasl, DeliveryId, Event, LinkId};
+use sluice::amqp::types::{Accepted, DeliveryState, Rejected, Source};
 use sluice::client::Client;
 use sluice::config::{Config, Permission};
 use sluice::io::{Io, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
-
-/// A broker with the HTTP listener on a free loopback port.
-async fn broker_with(config: Config) -> (Broker, SocketAddr) {
-    let config = Config {
-        http: sluice::config::HttpConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-        },
-        ..config
-    };
-    let broker = Broker::start_configured(config).await;
-    let http = broker.http_addr.expect("the HTTP listener is bound");
-    (broker, http)
-}
-
-/// An HTTP response: status, headers (names lower-cased) and body.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn json(&self) -> Json {
-        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("{error}: {self:?}"))
-    }
-}
-
-/// Sends `request` (the whole text) and reads the answer to its end: the
-/// request asks for the connection to close.
-async fn exchange(addr: SocketAddr, request: &str) -> Response {
-    let mut stream = TokioIo.connect(&addr.to_string()).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// `method path`, with Basic credentials if given.
-async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    login: Option<(&str, &str)>,
-) -> Response {
-    request_with(addr, method, path, login, "").await
-}
-
-/// `method path` with `body`, with Basic credentials if given.
-async fn request_with(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    login: Option<(&str, &str)>,
-    body: &str,
-) -> Response {
-    let authorization = login.map_or(String::new(), |(name, password)| {
-        let encoded = Base64::encode_string(format!("{name}:{password}").as_bytes());
-        format!("Authorization: Basic {encoded}\r\n")
-    });
-    let length = body.len();
-    let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n{authorization}\
-         Content-Length: {length}\r\n\r\n{body}"
-    );
-    exchange(addr, &text).await
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Response {
-    request(addr, "GET", path, None).await
-}
 
 /// The value of the sample `name{labels}` in an exposition, if present.
 fn sample(exposition: &str, series: &str) -> Option<f64> {
@@ -148,54 +48,6 @@ async fn scrape(addr: SocketAddr) -> String {
     );
     assert!(response.body.ends_with("# EOF\n"), "{}", response.body);
     response.body
-}
-
-fn message(body: &str) -> Bytes {
-    Message {
-        sections: vec![
-            Section::Header(Header {
-                durable: true,
-                ..Header::default()
-            }),
-            Section::Data(Bytes::from(body.to_owned())),
-        ],
-    }
-    .encode()
-}
-
-async fn connect(broker: &Broker, sasl: ClientSasl) -> (Client<TokioIo>, SessionId) {
-    let mut client = timeout(
-        WAIT,
-        Client::connect(
-            TokioIo,
-            &broker.addr.to_string(),
-            ConnectionConfig::new("http-test"),
-            sasl,
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let session = client.begin().await.unwrap();
-    (client, session)
-}
-
-/// Sends `body` and waits for `accepted`.
-async fn publish(client: &mut Client<TokioIo>, link: LinkId, body: &str) {
-    let delivery = client
-        .send(link, Bytes::from(body.to_owned()), message(body), false)
-        .await
-        .unwrap();
-    let outcome = client.wait_for(
-        |e| matches!(e, Event::Disposition { delivery: d, state: Some(_), .. } if *d == delivery),
-    );
-    match timeout(WAIT, outcome).await.unwrap().unwrap() {
-        Event::Disposition {
-            state: Some(DeliveryState::Accepted(_)),
-            ..
-        } => {}
-        other => panic!("not accepted: {other:?}"),
-    }
 }
 
 async fn receive(client: &mut Client<TokioIo>, link: LinkId) -> DeliveryId {
@@ -702,9 +554,75 @@ async fn the_openapi_document_lists_the_routes_served() {
             ""
         };
         let response = request_with(http, method, &path, None, body).await;
-        assert_eq!(response.status, 200, "{method} {path}: {response:?}");
+        // The root leads to the console.
+        let served = if path == "/" { 302 } else { 200 };
+        assert_eq!(response.status, served, "{method} {path}: {response:?}");
     }
     drop(client);
+    broker.stop().await;
+}
+
+/// The console's files need no credentials, carry the headers that keep
+/// other code out of the page, and the root leads to them; a write that
+/// another site's page had the browser send (with the credentials it
+/// cached) is refused, the console's own is not; and the console's
+/// requests are refused without the challenge that opens the browser's
+/// own login dialog.
+#[tokio::test]
+async fn the_console_is_served_and_the_api_refuses_other_sites_pages() {
+    let config = Config {
+        users: vec![user("alice", "secret")],
+        ..test_config()
+    };
+    let (broker, http) = broker_with(config).await;
+    let root = get(http, "/").await;
+    assert_eq!(root.status, 302, "{root:?}");
+    assert_eq!(root.header("location"), Some("console/"));
+    let files = [
+        ("/console/", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ];
+    for (path, content_type) in files {
+        let file = get(http, path).await;
+        assert_eq!(file.status, 200, "{path}: {file:?}");
+        assert!(
+            file.header("content-type")
+                .is_some_and(|t| t.starts_with(content_type)),
+            "{path}: {file:?}"
+        );
+        assert_eq!(
+            file.header("content-security-policy"),
+            Some("default-src 'self'; frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(file.header("x-content-type-options"), Some("nosniff"));
+    }
+
+    let alice = Base64::encode_string(b"alice:secret");
+    let purge_from = |origin: &str| {
+        format!(
+            "POST /api/queues/orders/purge HTTP/1.1\r\nHost: {http}\r\nOrigin: {origin}\r\n\
+             Authorization: Basic {alice}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for origin in ["http://evil.example".to_owned(), "null".to_owned()] {
+        let forged = exchange(http, &purge_from(&origin)).await;
+        assert_eq!(forged.status, 403, "{origin}: {forged:?}");
+    }
+    // Past the check (and the credentials'): there is no such queue.
+    let own = exchange(http, &purge_from(&format!("http://{http}"))).await;
+    assert_eq!(own.status, 404, "{own:?}");
+
+    let asked = |console: &str| {
+        format!("GET /api/queues HTTP/1.1\r\nHost: {http}\r\n{console}Connection: close\r\n\r\n")
+    };
+    let browser = exchange(http, &asked("")).await;
+    assert_eq!(browser.status, 401);
+    assert!(browser.header("www-authenticate").is_some(), "{browser:?}");
+    let console = exchange(http, &asked("X-Sluice-Console: 1\r\n")).await;
+    assert_eq!(console.status, 401);
+    assert_eq!(console.header("www-authenticate"), None, "{console:?}");
     broker.stop().await;
 }
 

@@ -19,7 +19,11 @@ use crate::raft::group::Progress;
 pub const BROKER_ADDRESS: &str = "";
 
 /// An answer with `body` of `content_type`.
-fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+pub(super) fn answer(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Answer {
     let mut answer = hyper::Response::new(Full::new(body.into()));
     *answer.status_mut() = status;
     let headers = answer.headers_mut();

@@ -1,5 +1,5 @@
 //! The HTTP listener (`--http`, `[http] listen`): Prometheus metrics,
-//! health and readiness probes, and the read side of the management API,
+//! health and readiness probes, the management API and its web console,
 //! all on one port. `docs/management.md` describes every endpoint.
 //!
 //! It accepts through the I/O seam like the AMQP listener, so it runs under
@@ -15,9 +15,11 @@
 //! not messages. `/api/…` asks for HTTP Basic credentials of a `[[users]]`
 //! account when there are accounts (none: open, like the AMQP port), and
 //! shows only the queues the user may monitor. Basic sends the password in
-//! clear text: the listener belongs on a private interface.
+//! clear text: the listener belongs on a private interface. `/console/` is
+//! a web page over the API, whose files need no credentials.
 
 mod api;
+mod console;
 mod routes;
 
 use std::convert::Infallible;

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use base64ct::{Base64, Encoding};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderValue, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, StatusCode};
 
 use super::api::error;
+use super::console::{self, CONSOLE_HEADER};
 use super::{Answer, Api};
 use crate::io::Io;
 use crate::server::auth::{ANONYMOUS_IDENTITY, Checked};
@@ -18,6 +19,10 @@ use crate::server::auth::{ANONYMOUS_IDENTITY, Checked};
 /// percent-encoded. `docs/openapi.yaml` must list exactly these (a test
 /// checks it).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/console/"),
+    ("GET", "/console/console.js"),
+    ("GET", "/console/console.css"),
     ("GET", "/metrics"),
     ("GET", "/health"),
     ("GET", "/ready"),
@@ -101,6 +106,17 @@ impl<I: Io> Api<I> {
             "/ready" => return self.ready().await,
             _ => {}
         }
+        if let Some(file) = console::file(&path) {
+            return file;
+        }
+        // Refused before the credentials are checked: a forged request
+        // costs no password check.
+        if method != Method::GET && !from_this_origin(request.headers()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the request comes from another site's page (its Origin is not this listener)",
+            );
+        }
         let resource = match Resource::of(&path) {
             Ok(resource) => resource,
             Err(answer) => return answer,
@@ -147,7 +163,7 @@ impl<I: Io> Api<I> {
             .get(AUTHORIZATION)
             .and_then(basic_credentials)
         else {
-            return Err(unauthorized());
+            return Err(unauthorized(request.headers()));
         };
         let checked = self
             .auth
@@ -155,7 +171,7 @@ impl<I: Io> Api<I> {
             .await;
         match checked {
             Checked::Valid => Ok(name),
-            Checked::Invalid => Err(unauthorized()),
+            Checked::Invalid => Err(unauthorized(request.headers())),
             Checked::Busy => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many logins at once: try again later",
@@ -208,14 +224,42 @@ async fn read_body(body: Incoming) -> Result<Bytes, Answer> {
     }
 }
 
-/// 401, asking for Basic credentials.
-fn unauthorized() -> Answer {
+/// 401, asking for Basic credentials; but not of the console's script,
+/// whose page has a login form of its own (the browser would open its own
+/// dialog over it).
+fn unauthorized(headers: &HeaderMap) -> Answer {
     let mut answer = error(StatusCode::UNAUTHORIZED, "credentials required");
-    answer.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\""),
-    );
+    if !headers.contains_key(CONSOLE_HEADER) {
+        answer.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\""),
+        );
+    }
     answer
+}
+
+/// Whether a request with `headers` may change something: not one that a
+/// page of another site made the browser send. A browser that once cached
+/// Basic credentials for this listener attaches them to any request to it,
+/// a cross-site form's POST too; but it names the page's origin in
+/// `Origin` on every request other than a GET or HEAD, and that must then
+/// be this listener, as the `Host` header names it (`null`, an opaque
+/// origin, never is). A request without `Origin` comes from no browser's
+/// page (curl, `sluice ctl`).
+fn from_this_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(HOST).and_then(|host| host.to_str().ok());
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"))
+        .map(|(_, authority)| authority);
+    match (authority, host) {
+        (Some(authority), Some(host)) => authority.eq_ignore_ascii_case(host),
+        _ => false,
+    }
 }
 
 /// The user name and password of a `Basic` authorization header (RFC
@@ -289,7 +333,9 @@ mod tests {
             assert!(known_path(&route.replace("{name}", "orders")), "{route}");
         }
         assert!(!known_path("/api/queue"));
-        assert!(!known_path("/"));
+        assert!(known_path("/"));
+        assert!(!known_path("/console"));
+        assert!(!known_path("/console/index.html"));
         assert!(!known_path("/api/queues/orders/drain"));
         assert!(!known_path("/api/queues//purge"));
         assert!(allowed(&Method::POST, "/api/queues/a%2Fb/purge"));
@@ -312,5 +358,71 @@ mod tests {
         assert_eq!(of("/api/connections/12"), Some(Resource::Connection(12)));
         assert_eq!(of("/api/connections/x"), None);
         assert_eq!(of("/api/queues/%zz"), None);
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|&(name, value)| {
+                (
+                    hyper::header::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_pages_of_this_listener_may_write() {
+        let host = ("host", "127.0.0.1:8080");
+        assert!(from_this_origin(&headers(&[host])), "no Origin: no browser");
+        assert!(from_this_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        // Behind a TLS-terminating proxy that passes the Host on.
+        assert!(from_this_origin(&headers(&[
+            ("host", "Broker.example"),
+            ("origin", "https://broker.example")
+        ])));
+        for origin in [
+            "http://evil.example",
+            "http://127.0.0.1:8081",
+            "http://127.0.0.1",
+            "null",
+            "127.0.0.1:8080",
+        ] {
+            let forged = [
+                host,
+                ("origin", origin),
+                ("authorization", "Basic YWxpY2U6c2VjcmV0"),
+            ];
+            assert!(!from_this_origin(&headers(&forged)), "{origin}");
+        }
+        assert!(!from_this_origin(&headers(&[(
+            "origin",
+            "http://127.0.0.1:8080"
+        )])));
+    }
+
+    #[test]
+    fn the_console_is_not_sent_the_browser_dialog_challenge() {
+        let challenge = |pairs: &[(&'static str, &'static str)]| {
+            unauthorized(&headers(pairs))
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .cloned()
+        };
+        assert_eq!(
+            challenge(&[]),
+            Some(HeaderValue::from_static(
+                "Basic realm=\"sluice\", charset=\"UTF-8\""
+            ))
+        );
+        assert_eq!(challenge(&[("x-sluice-console", "1")]), None);
+        assert_eq!(
+            unauthorized(&headers(&[("x-sluice-console", "1")])).status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -1,10 +1,12 @@
-//! What the integration tests share: a broker on a loopback port, and a
-//! 3-node cluster of them ([`cluster`]).
+//! What the integration tests share: a broker on a loopback port, a
+//! 3-node cluster of them ([`cluster`]), and clients of the HTTP listener
+//! ([`http`]).
 
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod http;
 pub mod pki;
 
 use std::net::SocketAddr;
