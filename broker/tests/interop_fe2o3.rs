@@ -1738,6 +1738,28 @@ async fn fe2o3_queue_types_as_configured() {
     broker.stop().await;
 }
 
+/// fe2o3-amqp presents a client certificate for `carol`, an account with
+/// no password, and logs in with SASL EXTERNAL; the same certificate with
+/// PLAIN and a made-up password does not.
+#[tokio::test]
+async fn fe2o3_logs_in_with_a_client_certificate() {
+    let pki = Pki::new();
+    let broker = Broker::start_configured(pki.client_certificate_config()).await;
+    let port = broker.tls_addr.unwrap().port();
+    let tls = pki.client_config_as("carol");
+    let connection = open_over_tls(tls.clone(), SaslProfile::External, port, false)
+        .await
+        .expect("carol logs in with her certificate");
+    round_trip(connection, "certified").await;
+    let guess = SaslProfile::Plain {
+        username: "carol".to_owned(),
+        password: "a guess".to_owned(),
+    };
+    let refused = open_over_tls(tls, guess, port, false).await;
+    assert!(refused.is_err(), "PLAIN logged carol in without a password");
+    broker.stop().await;
+}
+
 /// fe2o3-amqp with its rustls connector trusting the test's CA, three ways:
 /// on the TLS port straight into TLS (`alt_tls_establishment`, §5.2.1), on
 /// the TLS port after AMQP's TLS header (fe2o3's default), and on the plain
@@ -1756,31 +1778,43 @@ async fn fe2o3_sends_and_receives_over_tls_with_plain() {
         (tls_port, true),
         (broker.addr.port(), true),
     ] {
+        let plain = SaslProfile::Plain {
+            username: "tls".to_owned(),
+            password: "tls-password".to_owned(),
+        };
+        let connection = open_over_tls(pki.client_config(), plain, port, tls_header)
+            .await
+            .unwrap_or_else(|error| panic!("port {port}, TLS header {tls_header}: {error:?}"));
         let queue = format!("tls-queue-{port}-{tls_header}");
-        fe2o3_round_trip_over_tls(&pki, port, tls_header, &queue).await;
+        round_trip(connection, &queue).await;
     }
     broker.stop().await;
 }
 
-async fn fe2o3_round_trip_over_tls(pki: &Pki, port: u16, tls_header: bool, queue: &str) {
-    let tls = pki.client_config();
+/// A connection to `port` over TLS with `tls`, logged in with `sasl`;
+/// after AMQP's TLS header if `tls_header`, else straight into TLS.
+async fn open_over_tls(
+    tls: rustls::ClientConfig,
+    sasl: SaslProfile,
+    port: u16,
+    tls_header: bool,
+) -> Result<ConnectionHandle<()>, fe2o3_amqp::connection::OpenError> {
     let url = format!("amqps://localhost:{port}");
-    let plain = SaslProfile::Plain {
-        username: "tls".to_owned(),
-        password: "tls-password".to_owned(),
-    };
-    let mut connection = timeout(
+    timeout(
         WAIT,
         Connection::builder()
             .container_id("fe2o3-tls")
-            .sasl_profile(plain)
+            .sasl_profile(sasl)
             .tls_connector(tokio_rustls::TlsConnector::from(Arc::new(tls)))
             .alt_tls_establishment(!tls_header)
             .open(url.as_str()),
     )
     .await
-    .unwrap()
-    .unwrap_or_else(|error| panic!("port {port}, TLS header {tls_header}: {error:?}"));
+    .expect("the broker answers, one way or the other")
+}
+
+/// Ten messages to `queue` and back, then the connection closed.
+async fn round_trip(mut connection: ConnectionHandle<()>, queue: &str) {
     let mut session = timeout(WAIT, Session::begin(&mut connection))
         .await
         .unwrap()

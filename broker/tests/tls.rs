@@ -19,7 +19,7 @@ use sluice::amqp::engine::{ClientSasl, ConnectionConfig, Event};
 use sluice::amqp::frame::ProtocolId;
 use sluice::amqp::types::{DeliveryState, Message, Section, Source};
 use sluice::client::{Client, ClientError};
-use sluice::config::{Config, TlsVersion, User, UserLimits};
+use sluice::config::{Config, TlsVersion};
 use sluice::io::{Io, TokioIo};
 use sluice::server::{self, ServerError, TlsError, shutdown_channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -325,25 +325,10 @@ fn a_tls_listener_without_a_certificate_is_a_configuration_error() {
     assert!(error.to_string().contains("1.1"), "{error}");
 }
 
-/// A broker that asks TLS clients for certificates its own CA issued, with
-/// the account `carol`, which has no password: only a certificate logs it
-/// in.
-async fn broker_with_client_certificates(pki: &Pki) -> Broker {
-    let mut config = pki.config(TlsVersion::Tls12);
-    config.tls.client_ca_file = Some(pki.ca_file.clone());
-    config.users = vec![User {
-        name: "carol".to_owned(),
-        password_hash: None,
-        scram_sha256: None,
-        limits: UserLimits::default(),
-    }];
-    Broker::start_configured(config).await
-}
-
 #[tokio::test]
 async fn a_client_certificate_logs_in_with_sasl_external() {
     let pki = Pki::new();
-    let broker = broker_with_client_certificates(&pki).await;
+    let broker = Broker::start_configured(pki.client_certificate_config()).await;
     let tls_addr = broker.tls_addr.unwrap();
     let stream = tls_connect_as(tls_addr, pki.roots(), pki.client_identity("carol"))
         .await
@@ -363,7 +348,7 @@ async fn a_client_certificate_logs_in_with_sasl_external() {
 #[tokio::test]
 async fn certificates_for_no_account_or_from_another_ca_are_refused() {
     let pki = Pki::new();
-    let broker = broker_with_client_certificates(&pki).await;
+    let broker = Broker::start_configured(pki.client_certificate_config()).await;
     let tls_addr = broker.tls_addr.unwrap();
 
     let stream = tls_connect_as(tls_addr, pki.roots(), pki.client_identity("mallory"))

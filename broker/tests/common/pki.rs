@@ -107,14 +107,42 @@ impl Pki {
         }
     }
 
+    /// A test broker's configuration that asks TLS clients for
+    /// certificates this CA issued, with the account `carol`, which has no
+    /// password: only a certificate logs it in.
+    pub fn client_certificate_config(&self) -> Config {
+        let mut config = self.config(TlsVersion::Tls12);
+        config.tls.client_ca_file = Some(self.ca_file.clone());
+        config.users = vec![User {
+            name: "carol".to_owned(),
+            password_hash: None,
+            scram_sha256: None,
+            limits: UserLimits::default(),
+        }];
+        config
+    }
+
     /// A rustls client configuration that trusts this CA alone.
     pub fn client_config(&self) -> rustls::ClientConfig {
+        self.client_config_builder().with_no_client_auth()
+    }
+
+    /// As [`Pki::client_config`], presenting a certificate for `name`.
+    pub fn client_config_as(&self, name: &str) -> rustls::ClientConfig {
+        let (chain, key) = self.client_identity(name);
+        self.client_config_builder()
+            .with_client_auth_cert(chain, key)
+            .expect("a usable client certificate")
+    }
+
+    fn client_config_builder(
+        &self,
+    ) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("the provider's default versions")
             .with_root_certificates(self.roots())
-            .with_no_client_auth()
     }
 
     /// Roots that trust this CA alone.
@@ -177,15 +205,7 @@ pub async fn tls_client_passes(program: &str, script: &str) {
 /// EXTERNAL and pass.
 pub async fn tls_client_certificate_passes(program: &str, script: &str) {
     let pki = Pki::new();
-    let mut config = pki.config(TlsVersion::Tls12);
-    config.tls.client_ca_file = Some(pki.ca_file.clone());
-    config.users = vec![User {
-        name: "carol".to_owned(),
-        password_hash: None,
-        scram_sha256: None,
-        limits: UserLimits::default(),
-    }];
-    let broker = Broker::start_configured(config).await;
+    let broker = Broker::start_configured(pki.client_certificate_config()).await;
     let port = broker.tls_addr.expect("a TLS listener").port();
     let (cert_file, key_file) = pki.client_identity_files("carol");
     let args = [
