@@ -281,10 +281,24 @@ function drawCluster(result) {
       element('td', group.leader ?? 'none', 'number'),
       element('td', group.applied_index, 'number'),
       element('td', group.rejoining ? 'yes' : 'no'),
+      // Raft's view, in a cluster only; the lags on the group's leader only.
+      element('td', group.raft?.term ?? '-', 'number'),
+      element('td', group.raft?.commit_index ?? '-', 'number'),
+      element('td', followerLags(group.raft)),
     );
     return row;
   });
   section.querySelector('tbody').replaceChildren(...rows);
+}
+
+// Each follower's lag as `node: entries`, or '-' where this node does not
+// lead the group (only a leader tracks its followers).
+function followerLags(raft) {
+  const followers = raft?.followers ?? [];
+  if (followers.length === 0) {
+    return '-';
+  }
+  return followers.map((f) => `${f.node}: ${f.lag_entries}`).join(', ');
 }
 
 // --- Confirmation before every write ---
