@@ -70,7 +70,7 @@ pub struct GroupsConfig {
     pub votes: PathBuf,
     /// Planted bugs for the simulator.
     pub plants: crate::planted::Plants,
-    /// Where the Raft log counts its fsyncs.
+    /// Where the Raft log counts its fsyncs, and the groups their snapshots.
     pub metrics: Metrics,
 }
 
