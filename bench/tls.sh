@@ -140,7 +140,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   echo "date: $(date -u +%FT%TZ)"
   echo "nproc: $(nproc)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-  echo "sluice: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
+  echo "sluice: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')$(
+    [ "${BUILD:-1}" = 1 ] || echo " (BUILD=0: $SLUICE as found, built $(date -u -r "$SLUICE" +%FT%TZ))")"
   if [ "$RABBITMQ" = 1 ]; then
     echo "rabbitmq: $(chroot "$RMQ_CHROOT_DIR" dpkg-query -W -f='${Package} ${Version}, ' rabbitmq-server erlang-base)"
   fi
