@@ -143,7 +143,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   echo "sluice: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')$(
     [ "${BUILD:-1}" = 1 ] || echo " (BUILD=0: $SLUICE as found, built $(date -u -r "$SLUICE" +%FT%TZ))")"
   if [ "$RABBITMQ" = 1 ]; then
-    echo "rabbitmq: $(chroot "$RMQ_CHROOT_DIR" dpkg-query -W -f='${Package} ${Version}, ' rabbitmq-server erlang-base)"
+    echo "rabbitmq: $(chroot "$RMQ_CHROOT_DIR" dpkg-query -W -f='${Package} ${Version}\n' rabbitmq-server erlang-base | paste -sd' ')"
   fi
   echo "openssl (client side): $(openssl version)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -315,6 +315,6 @@ for size in sizes:
         pr, tr = med(0, "recv_rate"), med(1, "recv_rate")
         pc, tc = med(0, "broker_us_per_msg"), med(1, "broker_us_per_msg")
         print(f"| {size} | {NAMES[b]} | {pr:,.0f} | {tr:,.0f} | {', '.join(f'{x:.2f}' for x in ratios)} "
-              f"| {statistics.median(ratios):.2f} | {pc:.1f} | {tc:.1f} | {tc / pc:.2f} |")
+              f"| {statistics.median(ratios):.2f} | {pc:.1f} | {tc:.1f} | {f'{tc / pc:.2f}' if pc else '–'} |")
 PY
 echo "tls.sh: results in $OUT" >&2
