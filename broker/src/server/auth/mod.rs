@@ -252,18 +252,24 @@ impl Authentication {
     }
 
     /// Waits for `peer`'s turn to have a login checked, whose check keeps
-    /// the next one `spacing` away; false if the turn is too far off.
+    /// the next one `spacing` away; false if the turn is too far off. A
+    /// turn that comes after the source failed again is void, and booked
+    /// again behind the failure's penalty.
     async fn wait_turn<I: Io>(&self, io: &I, peer: IpAddr, spacing: Duration) -> bool {
-        let turn = self.throttle().book(peer, io.now(), spacing);
-        match turn {
-            Turn::Now => true,
-            Turn::At(at) => {
-                crate::io::sleep_until(at).await;
-                true
-            }
-            Turn::Refused => {
-                self.busy(io, peer, "this address's turn is too far off");
-                false
+        loop {
+            let turn = self.throttle().book(peer, io.now(), spacing);
+            match turn {
+                Turn::Now => return true,
+                Turn::At { at, failures } => {
+                    crate::io::sleep_until(at).await;
+                    if !self.throttle().failed_since(peer, failures) {
+                        return true;
+                    }
+                }
+                Turn::Refused => {
+                    self.busy(io, peer, "this address's turn is too far off");
+                    return false;
+                }
             }
         }
     }

@@ -274,6 +274,34 @@ async fn a_failed_login_delays_the_next_attempt_from_that_source() {
     );
 }
 
+/// A burst of wrong passwords from one source, all at once (a flood over
+/// parallel connections): the turns booked before the first failure are
+/// void once it fails, so only a few guesses are checked before the rest
+/// find their turns too far off.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_wrong_passwords_from_one_source_gets_few_checks() {
+    const BURST: usize = 64;
+    let auth = authentication(&config(vec![plain_user("alice", "pw")]));
+    let attempts: Vec<_> = (0..BURST)
+        .map(|_| {
+            let mut exchange = exchange(&auth, true);
+            tokio::spawn(async move { exchange.init(PLAIN, b"\0alice\0no").await })
+        })
+        .collect();
+    let (mut checked, mut refused_unchecked) = (0, 0);
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            verdict if verdict == REFUSED => checked += 1,
+            SaslVerdict::Refuse(SaslCode::SysTemp) => refused_unchecked += 1,
+            other => panic!("a wrong password answered {other:?}"),
+        }
+    }
+    assert_eq!(checked + refused_unchecked, BURST);
+    // One check per penalty (50 ms doubling to 1 s): about ten before the
+    // rest are refused (all 64 were, before turns could be void).
+    assert!(checked <= 16, "{checked} of {BURST} guesses checked");
+}
+
 #[test]
 fn decoy_salts_are_stable_per_name_and_differ_between_names() {
     let auth = authentication(&config(vec![scram_user("bob", "pw")]));

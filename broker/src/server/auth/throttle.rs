@@ -8,7 +8,9 @@
 //! doubles with each failure up to a cap: one source can have at most one
 //! guess checked per penalty, however many connections it opens, and an
 //! attempt whose turn is too far off is refused at once, without checking
-//! anything. A successful login clears the source's record. Sans-IO: the
+//! anything. A turn booked before the source's latest failure is void when
+//! it comes: the attempt books again, behind the penalty, so that a burst
+//! booked before its first guess failed does not all get checked. A successful login clears the source's record. Sans-IO: the
 //! caller passes `now`.
 
 use std::collections::BTreeMap;
@@ -56,8 +58,14 @@ pub(super) struct Throttle {
 pub(super) enum Turn {
     /// Now.
     Now,
-    /// At this instant: the caller waits, then checks.
-    At(Instant),
+    /// At this instant, unless the source fails meanwhile: the caller
+    /// waits, then checks if [`Throttle::failed_since`] says it has not.
+    At {
+        /// The turn.
+        at: Instant,
+        /// The source's failures when it was booked.
+        failures: u32,
+    },
     /// Its turn is too far off: refuse without checking.
     Refused,
 }
@@ -76,8 +84,19 @@ impl Throttle {
         if turn == now {
             Turn::Now
         } else {
-            Turn::At(turn)
+            Turn::At {
+                at: turn,
+                failures: record.failures,
+            }
         }
+    }
+
+    /// Whether `source` has failed since it had `failures` failures (a
+    /// source forgotten, or cleared by a success, has not).
+    pub(super) fn failed_since(&self, source: IpAddr, failures: u32) -> bool {
+        self.sources
+            .get(&source)
+            .is_some_and(|record| record.failures > failures)
     }
 
     /// Records a failed login from `source`.
@@ -171,7 +190,10 @@ mod tests {
         assert_eq!(throttle.book(HERE, now, PASSWORD_CHECK_SPACING), Turn::Now);
         assert_eq!(
             throttle.book(HERE, now, PASSWORD_CHECK_SPACING),
-            Turn::At(now + PASSWORD_CHECK_SPACING)
+            Turn::At {
+                at: now + PASSWORD_CHECK_SPACING,
+                failures: 0
+            }
         );
         let admitted = (0..1000)
             .filter(|_| throttle.book(HERE, now, PASSWORD_CHECK_SPACING) != Turn::Refused)
@@ -192,24 +214,55 @@ mod tests {
         throttle.failed(HERE, now);
         assert_eq!(
             throttle.book(HERE, now, CHEAP),
-            Turn::At(now + PENALTY_BASE)
+            Turn::At {
+                at: now + PENALTY_BASE,
+                failures: 1
+            }
         );
         assert_eq!(
             throttle.book(HERE, now, CHEAP),
-            Turn::At(now + PENALTY_BASE * 2)
+            Turn::At {
+                at: now + PENALTY_BASE * 2,
+                failures: 1
+            }
         );
         throttle.failed(HERE, now);
         throttle.failed(HERE, now);
         // Three failures: the next turns are four times the base apart.
-        let Turn::At(third) = throttle.book(HERE, now, CHEAP) else {
+        let Turn::At { at: third, .. } = throttle.book(HERE, now, CHEAP) else {
             panic!("delayed")
         };
         assert_eq!(
             throttle.book(HERE, now, CHEAP),
-            Turn::At(third + PENALTY_BASE * 4)
+            Turn::At {
+                at: third + PENALTY_BASE * 4,
+                failures: 3
+            }
         );
         // Another address is not held up by this one.
         assert_eq!(throttle.book(ELSEWHERE, now, CHEAP), Turn::Now);
+    }
+
+    /// A turn booked before a failure is void: `failed_since` says so,
+    /// and the attempt books again behind the penalty.
+    #[test]
+    fn a_failure_voids_the_turns_booked_before_it() {
+        let mut throttle = Throttle::default();
+        let now = start();
+        assert_eq!(throttle.book(HERE, now, PASSWORD_CHECK_SPACING), Turn::Now);
+        let Turn::At { at, failures } = throttle.book(HERE, now, PASSWORD_CHECK_SPACING) else {
+            panic!("a second check at once")
+        };
+        assert!(!throttle.failed_since(HERE, failures));
+        throttle.failed(HERE, now);
+        assert!(throttle.failed_since(HERE, failures));
+        let Turn::At { at: again, .. } = throttle.book(HERE, at, PASSWORD_CHECK_SPACING) else {
+            panic!("checked at once after a failure")
+        };
+        assert!(again > at, "{again:?} {at:?}");
+        // A success clears the record: nothing to void.
+        throttle.succeeded(HERE);
+        assert!(!throttle.failed_since(HERE, 0));
     }
 
     #[test]
@@ -223,7 +276,7 @@ mod tests {
         for _ in 0..1000 {
             match throttle.book(HERE, now, CHEAP) {
                 Turn::Refused => refused += 1,
-                Turn::At(turn) => assert!(turn - now <= WAIT_MAX),
+                Turn::At { at: turn, .. } => assert!(turn - now <= WAIT_MAX),
                 Turn::Now => panic!("a guessing source is checked at once"),
             }
         }
