@@ -256,8 +256,9 @@ impl Authentication {
     /// turn that comes after the source failed again is void, and booked
     /// again behind the failure's penalty.
     async fn wait_turn<I: Io>(&self, io: &I, peer: IpAddr, spacing: Duration) -> bool {
+        let arrived = io.now();
         loop {
-            let turn = self.throttle().book(peer, io.now(), spacing);
+            let turn = self.throttle().book(peer, arrived, io.now(), spacing);
             match turn {
                 Turn::Now => return true,
                 Turn::At { at, failures } => {

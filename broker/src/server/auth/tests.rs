@@ -282,6 +282,7 @@ async fn a_failed_login_delays_the_next_attempt_from_that_source() {
 async fn a_burst_of_wrong_passwords_from_one_source_gets_few_checks() {
     const BURST: usize = 64;
     let auth = authentication(&config(vec![plain_user("alice", "pw")]));
+    let start = TokioIo.now();
     let attempts: Vec<_> = (0..BURST)
         .map(|_| {
             let mut exchange = exchange(&auth, true);
@@ -300,6 +301,13 @@ async fn a_burst_of_wrong_passwords_from_one_source_gets_few_checks() {
     // One check per penalty (50 ms doubling to 1 s): about ten before the
     // rest are refused (all 64 were, before turns could be void).
     assert!(checked <= 16, "{checked} of {BURST} guesses checked");
+    // However often its turn was void, no attempt waited past the limit
+    // (and the check it then had).
+    let took = TokioIo.now() - start;
+    assert!(
+        took <= super::throttle::WAIT_MAX + std::time::Duration::from_millis(100),
+        "{took:?}"
+    );
 }
 
 #[test]

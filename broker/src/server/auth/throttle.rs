@@ -24,7 +24,7 @@ const PENALTY_BASE: Duration = Duration::from_millis(50);
 const PENALTY_MAX: Duration = Duration::from_secs(1);
 
 /// An attempt that would wait longer than this for its turn is refused.
-const WAIT_MAX: Duration = Duration::from_secs(5);
+pub(super) const WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// The least time between two expensive checks (argon2, about 30 ms of a
 /// core each) from one source, failures or not.
@@ -71,12 +71,20 @@ pub(super) enum Turn {
 }
 
 impl Throttle {
-    /// Books the turn of one login attempt from `source`, whose check
-    /// keeps the next one `spacing` away.
-    pub(super) fn book(&mut self, source: IpAddr, now: Instant, spacing: Duration) -> Turn {
+    /// Books the turn of one login attempt from `source`, which arrived
+    /// at `arrived` (before `now` if its first turn was void), and whose
+    /// check keeps the next one `spacing` away. An attempt never waits
+    /// more than [`WAIT_MAX`] in all.
+    pub(super) fn book(
+        &mut self,
+        source: IpAddr,
+        arrived: Instant,
+        now: Instant,
+        spacing: Duration,
+    ) -> Turn {
         let record = self.record(source, now);
         let turn = record.next_turn.max(now);
-        if turn - now > WAIT_MAX {
+        if turn - arrived > WAIT_MAX {
             return Turn::Refused;
         }
         record.last_seen = now;
@@ -176,7 +184,7 @@ mod tests {
         let mut throttle = Throttle::default();
         let now = start();
         for _ in 0..100 {
-            assert_eq!(throttle.book(HERE, now, CHEAP), Turn::Now);
+            assert_eq!(throttle.book(HERE, now, now, CHEAP), Turn::Now);
         }
     }
 
@@ -187,22 +195,25 @@ mod tests {
     fn expensive_checks_from_one_source_are_spaced_even_before_a_failure() {
         let mut throttle = Throttle::default();
         let now = start();
-        assert_eq!(throttle.book(HERE, now, PASSWORD_CHECK_SPACING), Turn::Now);
         assert_eq!(
-            throttle.book(HERE, now, PASSWORD_CHECK_SPACING),
+            throttle.book(HERE, now, now, PASSWORD_CHECK_SPACING),
+            Turn::Now
+        );
+        assert_eq!(
+            throttle.book(HERE, now, now, PASSWORD_CHECK_SPACING),
             Turn::At {
                 at: now + PASSWORD_CHECK_SPACING,
                 failures: 0
             }
         );
         let admitted = (0..1000)
-            .filter(|_| throttle.book(HERE, now, PASSWORD_CHECK_SPACING) != Turn::Refused)
+            .filter(|_| throttle.book(HERE, now, now, PASSWORD_CHECK_SPACING) != Turn::Refused)
             .count();
         // Within WAIT_MAX, one check per spacing.
         let most = WAIT_MAX.as_millis() / PASSWORD_CHECK_SPACING.as_millis();
         assert!(admitted as u128 <= most, "{admitted}");
         assert_eq!(
-            throttle.book(ELSEWHERE, now, PASSWORD_CHECK_SPACING),
+            throttle.book(ELSEWHERE, now, now, PASSWORD_CHECK_SPACING),
             Turn::Now
         );
     }
@@ -213,14 +224,14 @@ mod tests {
         let now = start();
         throttle.failed(HERE, now);
         assert_eq!(
-            throttle.book(HERE, now, CHEAP),
+            throttle.book(HERE, now, now, CHEAP),
             Turn::At {
                 at: now + PENALTY_BASE,
                 failures: 1
             }
         );
         assert_eq!(
-            throttle.book(HERE, now, CHEAP),
+            throttle.book(HERE, now, now, CHEAP),
             Turn::At {
                 at: now + PENALTY_BASE * 2,
                 failures: 1
@@ -229,18 +240,18 @@ mod tests {
         throttle.failed(HERE, now);
         throttle.failed(HERE, now);
         // Three failures: the next turns are four times the base apart.
-        let Turn::At { at: third, .. } = throttle.book(HERE, now, CHEAP) else {
+        let Turn::At { at: third, .. } = throttle.book(HERE, now, now, CHEAP) else {
             panic!("delayed")
         };
         assert_eq!(
-            throttle.book(HERE, now, CHEAP),
+            throttle.book(HERE, now, now, CHEAP),
             Turn::At {
                 at: third + PENALTY_BASE * 4,
                 failures: 3
             }
         );
         // Another address is not held up by this one.
-        assert_eq!(throttle.book(ELSEWHERE, now, CHEAP), Turn::Now);
+        assert_eq!(throttle.book(ELSEWHERE, now, now, CHEAP), Turn::Now);
     }
 
     /// A turn booked before a failure is void: `failed_since` says so,
@@ -249,17 +260,34 @@ mod tests {
     fn a_failure_voids_the_turns_booked_before_it() {
         let mut throttle = Throttle::default();
         let now = start();
-        assert_eq!(throttle.book(HERE, now, PASSWORD_CHECK_SPACING), Turn::Now);
-        let Turn::At { at, failures } = throttle.book(HERE, now, PASSWORD_CHECK_SPACING) else {
+        assert_eq!(
+            throttle.book(HERE, now, now, PASSWORD_CHECK_SPACING),
+            Turn::Now
+        );
+        let Turn::At { at, failures } = throttle.book(HERE, now, now, PASSWORD_CHECK_SPACING)
+        else {
             panic!("a second check at once")
         };
         assert!(!throttle.failed_since(HERE, failures));
         throttle.failed(HERE, now);
         assert!(throttle.failed_since(HERE, failures));
-        let Turn::At { at: again, .. } = throttle.book(HERE, at, PASSWORD_CHECK_SPACING) else {
+        let Turn::At { at: again, .. } = throttle.book(HERE, now, at, PASSWORD_CHECK_SPACING)
+        else {
             panic!("checked at once after a failure")
         };
         assert!(again > at, "{again:?} {at:?}");
+        // Booked again and again, an attempt still waits no more than
+        // WAIT_MAX from its arrival in all.
+        throttle.failed(HERE, at);
+        assert_eq!(
+            throttle.book(
+                HERE,
+                now,
+                now + WAIT_MAX + PENALTY_BASE,
+                PASSWORD_CHECK_SPACING
+            ),
+            Turn::Refused
+        );
         // A success clears the record: nothing to void.
         throttle.succeeded(HERE);
         assert!(!throttle.failed_since(HERE, 0));
@@ -274,7 +302,7 @@ mod tests {
         }
         let mut refused = 0;
         for _ in 0..1000 {
-            match throttle.book(HERE, now, CHEAP) {
+            match throttle.book(HERE, now, now, CHEAP) {
                 Turn::Refused => refused += 1,
                 Turn::At { at: turn, .. } => assert!(turn - now <= WAIT_MAX),
                 Turn::Now => panic!("a guessing source is checked at once"),
@@ -290,9 +318,12 @@ mod tests {
         let now = start();
         throttle.failed(HERE, now);
         throttle.succeeded(HERE);
-        assert_eq!(throttle.book(HERE, now, CHEAP), Turn::Now);
+        assert_eq!(throttle.book(HERE, now, now, CHEAP), Turn::Now);
         throttle.failed(HERE, now);
-        assert_eq!(throttle.book(HERE, now + FORGET_AFTER, CHEAP), Turn::Now);
+        assert_eq!(
+            throttle.book(HERE, now + FORGET_AFTER, now + FORGET_AFTER, CHEAP),
+            Turn::Now
+        );
     }
 
     #[test]
