@@ -31,6 +31,7 @@
 //! | `receive-unchecked` | `node::core` `Core::attach_consumer` | a consumer's attach skips the permission check, so a user that may not receive from a queue consumes it |
 //! | `relay-unchecked` | `node::core` `Core::publish` | the anonymous relay skips the check of `send` on each message's `to`, so a user that may not send to a queue puts messages in it |
 //! | `scram-accepts-any-proof` | `sasl::scram` `ScramServer::finish_planted` | a SCRAM login of a known user is admitted whatever its proof, so a wrong password opens a connection |
+//! | `handshake-deadline-ignored` | `server` `connection_config` | connections get no handshake deadline (`amqp.handshake_timeout_ms`), so a client that trickles its handshake under the idle timeout is served however long it takes |
 
 use std::fmt;
 use std::str::FromStr;
@@ -198,6 +199,12 @@ impl Plants {
     pub const fn scram_accepts_any_proof(self) -> bool {
         self.has(Plant::ScramAcceptsAnyProof)
     }
+
+    /// `handshake-deadline-ignored`: connections get no handshake
+    /// deadline.
+    pub const fn handshake_deadline_ignored(self) -> bool {
+        self.has(Plant::HandshakeDeadlineIgnored)
+    }
 }
 
 /// One planted bug.
@@ -265,11 +272,13 @@ pub enum Plant {
     RelayUnchecked,
     /// A SCRAM login of a known user is admitted whatever its proof.
     ScramAcceptsAnyProof,
+    /// Connections get no handshake deadline.
+    HandshakeDeadlineIgnored,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 24] = [
+    pub const ALL: [Plant; 25] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -294,6 +303,7 @@ impl Plant {
         Plant::ReceiveUnchecked,
         Plant::RelayUnchecked,
         Plant::ScramAcceptsAnyProof,
+        Plant::HandshakeDeadlineIgnored,
     ];
 
     /// The plant's command-line name.
@@ -323,6 +333,7 @@ impl Plant {
             Plant::ReceiveUnchecked => "receive-unchecked",
             Plant::RelayUnchecked => "relay-unchecked",
             Plant::ScramAcceptsAnyProof => "scram-accepts-any-proof",
+            Plant::HandshakeDeadlineIgnored => "handshake-deadline-ignored",
         }
     }
 }

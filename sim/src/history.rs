@@ -657,6 +657,9 @@ pub enum Attempt {
     Send(String),
     /// Sending a message through the anonymous relay with `to` the queue.
     Relay(String),
+    /// Trickling the protocol header, a byte at a time under the idle
+    /// timeout, past the broker's handshake deadline.
+    StallHandshake,
 }
 
 impl fmt::Display for Attempt {
@@ -666,6 +669,7 @@ impl fmt::Display for Attempt {
             Attempt::Receive(queue) => write!(f, "to receive from {queue}"),
             Attempt::Send(queue) => write!(f, "to send to {queue}"),
             Attempt::Relay(queue) => write!(f, "to relay to {queue}"),
+            Attempt::StallHandshake => f.write_str("to stall its handshake past the deadline"),
         }
     }
 }

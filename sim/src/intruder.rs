@@ -15,11 +15,14 @@
 //!
 //! What the intruder tries, each on a connection of its own to a broker
 //! drawn as any client's: a wrong password for [`SIM_USER`] (one attempt in
-//! four), or, logged in as itself, one to three of: a consuming receiver on
-//! `q0` or `q1`, a sender to either, and a message through the anonymous
-//! relay with `to` either. The broker must refuse each (a link refused, the
-//! relayed message rejected, the login failed); under faults an attempt may
-//! also fail or go unanswered, never be served.
+//! four); a handshake stalled past the broker's deadline (one in eight of
+//! the rest: the protocol header trickled a byte at a time, each gap under
+//! the idle timeout, so that only the deadline can end it); or, logged in
+//! as itself, one to three of: a consuming receiver on `q0` or `q1`, a
+//! sender to either, and a message through the anonymous relay with `to`
+//! either. The broker must refuse each (a link refused, the relayed message
+//! rejected, the login failed, the stalled connection closed); under faults
+//! an attempt may also fail or go unanswered, never be served.
 
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -35,9 +38,12 @@ use sluice::amqp::types::{
 use sluice::client::ClientError;
 use sluice::config::{Permission, User, UserLimits};
 use sluice::sasl::scram::{self, SaltedPassword, ScramCredential, ScramError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::history::{Answer, Attempt, ClientId, ConnId, NodeId, Op};
-use crate::workload::{Phase, Shared, SimClient, client_rng, connect_as, outcome_of, with_timeout};
+use crate::history::{Answer, Attempt, ClientId, ConnId, NodeId, Op, broker_name};
+use crate::workload::{
+    AMQP_PORT, Phase, Shared, SimClient, client_rng, connect_as, outcome_of, with_timeout,
+};
 
 /// The user every workload client logs in as.
 pub const SIM_USER: &str = "sim";
@@ -59,6 +65,19 @@ const CREDIT: u32 = 10;
 const GAP_MS: std::ops::RangeInclusive<u64> = 50..=1_000;
 /// Of the intruder's connections, one in this many tries a wrong password.
 const WRONG_PASSWORD_ONE_IN: u32 = 4;
+/// Of the intruder's other connections, one in this many stalls its
+/// handshake.
+const STALL_ONE_IN: u32 = 8;
+/// The simulated brokers' handshake deadline (`amqp.handshake_timeout_ms`).
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
+/// The gap between the stalling intruder's header bytes: under the
+/// brokers' idle timeout (2 s), so that only the handshake deadline ends
+/// the connection; eight of them outlast the deadline.
+const TRICKLE_GAP: Duration = Duration::from_millis(400);
+/// How long the stalling intruder waits for an answer to its whole header.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// The header of AMQP's SASL layer, which the stalling intruder trickles.
+const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
 /// What the client's engine says when the broker's SASL outcome is not
 /// `ok` (`amqp::engine`'s handshake).
 const SASL_FAILED: &str = "SASL authentication failed";
@@ -183,6 +202,9 @@ pub async fn intruder(n: u32, seed: u64, shared: Rc<Shared>) -> turmoil::Result 
         let node = shared.pick_broker(&mut rng);
         if rng.gen_ratio(1, WRONG_PASSWORD_ONE_IN) {
             wrong_password(&shared, conn, node).await;
+        } else if rng.gen_ratio(1, STALL_ONE_IN) {
+            let answer = stall_handshake(&shared, conn, node).await;
+            record(&shared, conn, node, Attempt::StallHandshake, answer);
         } else {
             let trespasses = (0..rng.gen_range(1..=3))
                 .map(|_| Trespass::draw(&mut rng))
@@ -217,6 +239,49 @@ async fn wrong_password(shared: &Shared, conn: ConnId, node: NodeId) {
         Err(error) => Answer::Failed(error.to_string()),
     };
     record(shared, conn, node, Attempt::WrongPassword, answer);
+}
+
+/// Trickles the protocol header past the broker's handshake deadline. A
+/// broker that keeps its deadline has closed the connection by then (seen
+/// as the end of the stream, or a failed write); one that answers the whole
+/// header with its own served a handshake it should have cut off. Nothing
+/// at all is a fault's doing (a link or node cut off).
+async fn stall_handshake(shared: &Shared, conn: ConnId, node: NodeId) -> Answer {
+    let broker = broker_name(node);
+    let address = format!("{broker}:{AMQP_PORT}");
+    let client = conn.client.to_string();
+    let mut stream = match shared.links.connect(&client, &broker, &address).await {
+        Ok(stream) => stream,
+        Err(error) => return Answer::Failed(format!("connect: {error}")),
+    };
+    // The last byte goes out after the deadline, and on its own: the
+    // answer to the whole header is read below.
+    let (first, last) = SASL_HEADER.split_at(SASL_HEADER.len() - 1);
+    for &byte in first {
+        if let Err(error) = stream.write_all(&[byte]).await {
+            return Answer::Refused(format!("closed ({error})"));
+        }
+        // Before the header is whole the broker sends nothing but its way
+        // out: anything read is read to the end.
+        let mut ending = Vec::new();
+        if tokio::time::timeout(TRICKLE_GAP, stream.read_to_end(&mut ending))
+            .await
+            .is_ok()
+        {
+            return Answer::Refused("closed".to_owned());
+        }
+    }
+    if let Err(error) = stream.write_all(last).await {
+        return Answer::Refused(format!("closed ({error})"));
+    }
+    let mut answer = [0; SASL_HEADER.len()];
+    match tokio::time::timeout(ANSWER_WAIT, stream.read_exact(&mut answer)).await {
+        Ok(Ok(_)) if answer == SASL_HEADER => {
+            Answer::Served("a protocol header answered past the deadline".to_owned())
+        }
+        Ok(_) => Answer::Refused("closed".to_owned()),
+        Err(_) => Answer::Failed("no answer".to_owned()),
+    }
 }
 
 /// What a login that ended with `error` got. SCRAM has the server prove

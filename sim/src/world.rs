@@ -440,6 +440,11 @@ fn broker_config(
     // Dead clients (crashed or partitioned away) are detected quickly, so
     // that their unsettled deliveries are released within the run.
     config.amqp.idle_timeout_ms = 2_000;
+    // Short, so that the intruder's stalled handshakes meet it within a run.
+    config.amqp.handshake_timeout_ms = intruder::HANDSHAKE_DEADLINE
+        .as_millis()
+        .try_into()
+        .unwrap_or(u32::MAX);
     (config.users, config.permissions) = intruder::users_and_permissions();
     apply_plant(&mut config, options.plant.as_deref())?;
     Ok(config)

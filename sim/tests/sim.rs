@@ -80,6 +80,7 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("receive-unchecked", Some(Rule::Intruder)),
         ("relay-unchecked", Some(Rule::Intruder)),
         ("scram-accepts-any-proof", Some(Rule::Intruder)),
+        ("handshake-deadline-ignored", Some(Rule::Intruder)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

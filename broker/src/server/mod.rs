@@ -31,6 +31,7 @@ use crate::http;
 use crate::io::{Io, Listener, secret_rng};
 use crate::metrics::{ConnectionInfo, Metrics};
 use crate::node::{self, NodeError, NodeHandle, NodeSettings};
+use crate::planted::Plants;
 
 use admission::Admission;
 pub use admission::{TooFewDescriptors, fit_to_descriptors};
@@ -201,7 +202,7 @@ pub async fn run<I: Io>(
     });
 
     let settings = ConnectionSettings {
-        engine: connection_config(&config.amqp),
+        engine: connection_config(&config.amqp, config.plants),
         auth,
         admission: Admission::new(
             config.limits.max_connections,
@@ -440,7 +441,10 @@ impl ConnectionTasks {
 
 /// The engine settings for the configured AMQP limits. An idle timeout of 0
 /// means none, as in AMQP's `open`.
-fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
+fn connection_config(amqp: &AmqpConfig, plants: Plants) -> ConnectionConfig {
+    // PLANTED BUG (`handshake-deadline-ignored`): no deadline at all.
+    let handshake_timeout = (amqp.handshake_timeout_ms > 0 && !plants.handshake_deadline_ignored())
+        .then(|| Duration::from_millis(amqp.handshake_timeout_ms.into()));
     ConnectionConfig {
         max_frame_size: amqp.max_frame_size,
         channel_max: amqp.channel_max,
@@ -455,8 +459,7 @@ fn connection_config(amqp: &AmqpConfig) -> ConnectionConfig {
         ],
         properties: connection_properties(),
         rcv_settle_second: amqp.rcv_settle_mode_second,
-        handshake_timeout: (amqp.handshake_timeout_ms > 0)
-            .then(|| Duration::from_millis(amqp.handshake_timeout_ms.into())),
+        handshake_timeout,
         ..ConnectionConfig::new(amqp.container_id.clone())
     }
 }
@@ -537,7 +540,7 @@ mod tests {
 
     #[test]
     fn engine_gets_the_configured_limits() {
-        let engine = connection_config(&AmqpConfig::default());
+        let engine = connection_config(&AmqpConfig::default(), Plants::NONE);
         assert_eq!(engine.container_id, "sluice");
         assert_eq!(engine.max_frame_size, 262_144);
         assert_eq!(engine.channel_max, 255);
@@ -550,6 +553,6 @@ mod tests {
             idle_timeout_ms: 0,
             ..AmqpConfig::default()
         };
-        assert_eq!(connection_config(&amqp).idle_timeout, None);
+        assert_eq!(connection_config(&amqp, Plants::NONE).idle_timeout, None);
     }
 }
