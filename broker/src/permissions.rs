@@ -132,11 +132,18 @@ impl Permissions {
     }
 }
 
-/// The prefix reserved for regular expressions, which are not supported:
-/// a pattern that starts with it is refused rather than taken as a glob.
+/// The prefix of a pattern written as a regular expression.
 const REGEX_PREFIX: &str = "re:";
 
-/// A glob over addresses, matched against the whole address:
+/// The most memory one compiled regular expression may take: patterns
+/// come from the operator's file, but one should not be able to make the
+/// broker hold megabytes per pattern by accident.
+const REGEX_SIZE_MAX: usize = 1 << 20;
+
+/// A pattern over addresses, matched against the whole address: a glob,
+/// or, after `re:`, a regular expression (the `regex` crate's syntax,
+/// anchored at both ends; matching takes time linear in the address,
+/// whatever the expression). A glob:
 ///
 /// - `*` matches any run of characters without a `.`, empty included
 ///   (`orders.*` matches `orders.eu` but not `orders.eu.paris`);
@@ -148,10 +155,30 @@ const REGEX_PREFIX: &str = "re:";
 ///
 /// A topic's address is `topic://NAME` whichever way the client named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    tokens: Vec<Token>,
+pub struct Pattern(Matcher);
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// A glob's tokens.
+    Glob(Vec<Token>),
+    /// A regular expression, anchored.
+    Regex(regex::Regex),
 }
 
+/// Patterns are equal if they were written alike.
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Glob(a), Self::Glob(b)) => a == b,
+            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Matcher {}
+
+/// One element of a glob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
     Literal(char),
@@ -174,24 +201,29 @@ pub enum PatternError {
     /// probably a mistake.
     #[error("`***` at character {0}: use `*` (within a segment) or `**` (across dots)")]
     TooManyStars(usize),
-    /// Regular expressions (`re:…`) are not supported.
-    #[error("regular expressions (`re:`) are not supported: write a glob with `*`, `**` and `?`")]
-    Regex,
+    /// The regular expression after `re:` does not compile.
+    #[error("the regular expression is not valid: {0}")]
+    Regex(String),
 }
 
 impl Pattern {
-    /// Parses a glob (see [`Pattern`]).
+    /// Parses a glob, or a regular expression after `re:` (see
+    /// [`Pattern`]).
     ///
     /// # Errors
     ///
     /// [`PatternError`] for an empty pattern, a run of three `*` or more,
-    /// or a regular expression.
+    /// or a regular expression that does not compile.
     pub fn parse(text: &str) -> Result<Self, PatternError> {
         if text.is_empty() {
             return Err(PatternError::Empty);
         }
-        if text.starts_with(REGEX_PREFIX) {
-            return Err(PatternError::Regex);
+        if let Some(expression) = text.strip_prefix(REGEX_PREFIX) {
+            return regex::RegexBuilder::new(&format!("^(?:{expression})$"))
+                .size_limit(REGEX_SIZE_MAX)
+                .build()
+                .map(|regex| Self(Matcher::Regex(regex)))
+                .map_err(|error| PatternError::Regex(error.to_string()));
         }
         let mut tokens = Vec::new();
         let mut chars = text.chars().enumerate().peekable();
@@ -210,18 +242,22 @@ impl Pattern {
                 c => Token::Literal(c),
             });
         }
-        Ok(Self { tokens })
+        Ok(Self(Matcher::Glob(tokens)))
     }
 
     /// Whether the pattern matches the whole of `address`. Dynamic
     /// programming over (token, character), so that no pattern can make a
     /// match take more than their product in steps.
     pub fn matches(&self, address: &str) -> bool {
+        let tokens = match &self.0 {
+            Matcher::Glob(tokens) => tokens,
+            Matcher::Regex(regex) => return regex.is_match(address),
+        };
         let address: Vec<char> = address.chars().collect();
         // `ends[i]`: the tokens so far can match the first `i` characters.
         let mut ends = vec![false; address.len() + 1];
         ends[0] = true;
-        for token in &self.tokens {
+        for token in tokens {
             let mut next = vec![false; address.len() + 1];
             for i in 0..=address.len() {
                 match token {
@@ -300,7 +336,29 @@ mod tests {
     fn bad_patterns_are_refused_naming_why() {
         assert_eq!(Pattern::parse(""), Err(PatternError::Empty));
         assert_eq!(Pattern::parse("a.***"), Err(PatternError::TooManyStars(2)));
-        assert_eq!(Pattern::parse("re:^orders"), Err(PatternError::Regex));
+        let unclosed = Pattern::parse("re:orders.(eu");
+        assert!(
+            matches!(&unclosed, Err(PatternError::Regex(why)) if why.contains("unclosed")),
+            "{unclosed:?}"
+        );
+    }
+
+    /// After `re:`, a regular expression over the whole address.
+    #[test]
+    fn a_regular_expression_matches_the_whole_address() {
+        assert!(matches(r"re:orders\.(eu|us)", "orders.eu"));
+        assert!(matches(r"re:orders\.(eu|us)", "orders.us"));
+        // Anchored at both ends.
+        assert!(!matches(r"re:orders\.(eu|us)", "orders.eu.paris"));
+        assert!(!matches(r"re:orders\.(eu|us)", "old-orders.eu"));
+        // An alternation at the top still needs the whole address.
+        assert!(!matches("re:a|orders", "orders.eu"));
+        assert!(matches("re:topic://prices\\..*", "topic://prices.eu"));
+        assert_eq!(
+            Pattern::parse(r"re:orders\..*"),
+            Pattern::parse(r"re:orders\..*")
+        );
+        assert_ne!(Pattern::parse("re:orders"), Pattern::parse("orders"));
     }
 
     /// Many stars against a long address that almost matches: the table
