@@ -19,9 +19,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::http::{broker_with, connect, publish, request};
+use common::http::{broker_with, connect_scram, publish, request};
 use common::{assert_client_passed, interop_script, run_client, test_config, user};
-use sluice::amqp::engine::ClientSasl;
 use sluice::config::{Config, Permission};
 
 const QUEUE: &str = "console.orders";
@@ -79,15 +78,7 @@ async fn the_console_shows_a_queue_with_its_depth_and_purges_it_once_confirmed()
         ..test_config()
     };
     let (broker, http) = broker_with(config).await;
-    let (mut client, session) = connect(
-        &broker,
-        ClientSasl::Scram {
-            username: "alice".into(),
-            password: "secret".into(),
-            nonce: "console-test".into(),
-        },
-    )
-    .await;
+    let (mut client, session) = connect_scram(&broker, "alice", "secret").await;
     let sender = client
         .attach_sender(session, "orders", Some(QUEUE))
         .await

@@ -15,7 +15,8 @@ use std::time::Duration;
 use base64ct::{Base64, Encoding};
 use common::cluster::{Cluster, NODES};
 use common::http::{
-    Response, broker_with, connect, exchange, get, message, publish, request, request_with,
+    Response, broker_with, connect, connect_scram, exchange, get, message, publish, request,
+    request_with,
 };
 use common::{Broker, WAIT, test_config, user};
 use serde_json::Value as Json;
@@ -352,15 +353,7 @@ async fn the_api_asks_for_an_account_when_there_are_accounts() {
         ..test_config()
     };
     let (broker, http) = broker_with(config).await;
-    let (mut client, session) = connect(
-        &broker,
-        ClientSasl::Scram {
-            username: "alice".into(),
-            password: "secret".into(),
-            nonce: "http-test".into(),
-        },
-    )
-    .await;
+    let (mut client, session) = connect_scram(&broker, "alice", "secret").await;
     let sender = client
         .attach_sender(session, "p", Some("work"))
         .await
@@ -412,15 +405,7 @@ async fn the_api_shows_each_user_what_it_may_monitor() {
         ..test_config()
     };
     let (broker, http) = broker_with(config).await;
-    let (mut client, session) = connect(
-        &broker,
-        ClientSasl::Scram {
-            username: "alice".into(),
-            password: "secret".into(),
-            nonce: "http-test".into(),
-        },
-    )
-    .await;
+    let (mut client, session) = connect_scram(&broker, "alice", "secret").await;
     for queue in ["work", "other"] {
         let sender = client
             .attach_sender(session, queue, Some(queue))
@@ -937,15 +922,7 @@ async fn writes_need_manage_and_do_not_tell_others_what_exists() {
         ..test_config()
     };
     let (broker, http) = broker_with(config).await;
-    let (mut client, session) = connect(
-        &broker,
-        ClientSasl::Scram {
-            username: "alice".into(),
-            password: "secret".into(),
-            nonce: "http-test".into(),
-        },
-    )
-    .await;
+    let (mut client, session) = connect_scram(&broker, "alice", "secret").await;
     for queue in ["work", "mine"] {
         let sender = client
             .attach_sender(session, queue, Some(queue))

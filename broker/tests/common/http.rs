@@ -148,6 +148,20 @@ pub async fn connect(broker: &Broker, sasl: ClientSasl) -> (Client<TokioIo>, Ses
     (client, session)
 }
 
+/// [`connect`], logged in with SCRAM as `username`.
+pub async fn connect_scram(
+    broker: &Broker,
+    username: &str,
+    password: &str,
+) -> (Client<TokioIo>, SessionId) {
+    let sasl = ClientSasl::Scram {
+        username: username.into(),
+        password: password.into(),
+        nonce: "http-test".into(),
+    };
+    connect(broker, sasl).await
+}
+
 /// Sends `body` and waits for `accepted`.
 pub async fn publish(client: &mut Client<TokioIo>, link: LinkId, body: &str) {
     let delivery = client
