@@ -1236,12 +1236,16 @@ impl Core {
         let Some(watermark) = self.settings.config.limits.memory_high_watermark() else {
             return false;
         };
-        let held: u64 = self.groups.values().map(|group| group.state.hot_bytes()).sum();
+        let held: u64 = self
+            .groups
+            .values()
+            .map(|group| group.state.hot_bytes())
+            .sum();
         held >= watermark
     }
 
-    /// After recovery: each group's page store keeps only the runs its
-    /// recovered state names.
+    /// At start, once the snapshot is installed: each group's page store
+    /// keeps only the runs its snapshot names.
     pub(super) fn keep_pages(&mut self) -> Result<(), NodeError> {
         for (&group, state) in &mut self.groups {
             let live = state.state.live_runs();
@@ -1422,7 +1426,9 @@ impl Core {
         };
         group.since_snapshot = (0, 0);
         self.snapshots_asked += 1;
-        group.checkpoints.push_back((self.snapshots_asked, checkpoint));
+        group
+            .checkpoints
+            .push_back((self.snapshots_asked, checkpoint));
         debug!(
             group = id,
             index = group.applied,
