@@ -741,15 +741,18 @@ impl Queue {
 
     /// Whether a consumer that may be sent messages has credit left.
     fn wants_more(&self) -> bool {
-        let mut acquiring = self.consumers.values().filter(|c| c.unsettled().is_some());
+        let acquiring = |id: &ConsumerId| {
+            let consumer = &self.consumers[id];
+            consumer.unsettled().is_some().then_some(consumer)
+        };
         if self.config.single_active_consumer {
-            let active = self.order.iter().map(|id| &self.consumers[id]);
-            return active
-                .into_iter()
-                .find(|c| c.unsettled().is_some())
-                .is_some_and(|c| c.credit > 0);
+            let active = self.order.iter().find_map(acquiring);
+            return active.is_some_and(|c| c.credit > 0);
         }
-        acquiring.any(|c| c.credit > 0)
+        self.order
+            .iter()
+            .filter_map(acquiring)
+            .any(|c| c.credit > 0)
     }
 
     /// The next consumer in round-robin order that has credit and a message
