@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{error, warn};
 
-use crate::queue::{PageError, PageStore, RunId};
+use crate::queue::{Checkpoint, PageError, PageStore, PageSync, RunId};
 
 /// A segment file holds this much of a run at most.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -33,9 +33,11 @@ const OPEN_FILES_MAX: usize = 256;
 
 /// The blocking file operations a page store makes: the real file system's,
 /// or turmoil's simulated one.
-pub trait SyncFs: Send + 'static {
+pub trait SyncFs: Clone + Send + 'static {
     type File: FileExt + Send;
     fn open(&self, path: &Path) -> io::Result<Self::File>;
+    /// Another handle on the same open file.
+    fn duplicate(&self, file: &Self::File) -> io::Result<Self::File>;
     fn sync(&self, file: &Self::File) -> io::Result<()>;
     fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
@@ -292,26 +294,44 @@ impl<F: SyncFs> PageStore for FilePages<F> {
         }
     }
 
-    fn checkpoint(&mut self) -> Result<u64, PageError> {
+    fn checkpoint(&mut self) -> Result<Checkpoint, PageError> {
         if !self.write_unwritten() {
             let (run, ..) = self.unwritten[0];
             let source = io::Error::new(io::ErrorKind::StorageFull, "pages still unwritten");
             return Err(PageError::Io { run, source });
         }
+        // The files to sync, each a handle of its own: the sync runs
+        // elsewhere while this store goes on writing.
+        let mut files = Vec::new();
         for segment in std::mem::take(&mut self.dirty) {
             let run = segment.0;
             let failed = |source| PageError::Io { run, source };
             self.open_file(segment).map_err(failed)?;
-            self.fs.sync(&self.open[&segment]).map_err(failed)?;
+            files.push((
+                run,
+                self.fs.duplicate(&self.open[&segment]).map_err(failed)?,
+            ));
         }
-        if std::mem::take(&mut self.opened) {
-            let failed = |source| PageError::Io { run: 0, source };
-            self.fs.sync_dir(&self.dir).map_err(failed)?;
-        }
+        let dir = std::mem::take(&mut self.opened).then(|| self.dir.clone());
+        let fs = self.fs.clone();
+        let sync = PageSync::new(move || {
+            for (run, file) in files {
+                fs.sync(&file)
+                    .map_err(|source| PageError::Io { run, source })?;
+            }
+            if let Some(dir) = dir {
+                fs.sync_dir(&dir)
+                    .map_err(|source| PageError::Io { run: 0, source })?;
+            }
+            Ok(())
+        });
         self.checkpoints += 1;
         let forgotten: Vec<Segment> = std::mem::take(&mut self.forgotten).into_iter().collect();
         self.releasable.insert(self.checkpoints, forgotten);
-        Ok(self.checkpoints)
+        Ok(Checkpoint {
+            number: self.checkpoints,
+            sync,
+        })
     }
 
     fn release(&mut self, checkpoint: u64) {
@@ -343,6 +363,7 @@ mod tests {
     use super::*;
 
     /// The real file system (tests may use it directly).
+    #[derive(Clone)]
     struct TestFs;
 
     #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -356,6 +377,10 @@ mod tests {
                 .create(true)
                 .truncate(false)
                 .open(path)
+        }
+
+        fn duplicate(&self, file: &Self::File) -> io::Result<Self::File> {
+            file.try_clone()
         }
 
         fn sync(&self, file: &Self::File) -> io::Result<()> {
@@ -395,6 +420,13 @@ mod tests {
         (dir, store)
     }
 
+    /// Takes a checkpoint and makes it durable; its number.
+    fn checkpoint(store: &mut FilePages<TestFs>) -> u64 {
+        let checkpoint = store.checkpoint().unwrap();
+        checkpoint.sync.run().unwrap();
+        checkpoint.number
+    }
+
     fn files(store: &FilePages<TestFs>) -> Vec<String> {
         store.fs.list(&store.dir).unwrap()
     }
@@ -413,17 +445,17 @@ mod tests {
     fn a_forgotten_segment_goes_only_once_a_later_checkpoint_is_durable() {
         let (_dir, mut store) = store();
         store.write(7, 0, &[1; 40]);
-        let before = store.checkpoint().unwrap();
+        let before = checkpoint(&mut store);
         store.forget(7, 33);
         // A snapshot from before the forgetting may still be recovered from.
         store.release(before);
         assert_eq!(files(&store), ["7.0", "7.1", "7.2"]);
-        let after = store.checkpoint().unwrap();
+        let after = checkpoint(&mut store);
         store.release(after);
         // Whole segments only: the third holds bytes still needed.
         assert_eq!(files(&store), ["7.2"]);
         store.forget(7, 40);
-        let all = store.checkpoint().unwrap();
+        let all = checkpoint(&mut store);
         store.release(all);
         assert_eq!(files(&store), Vec::<String>::new());
     }
@@ -434,7 +466,7 @@ mod tests {
         store.write(7, 0, &[7; 40]);
         store.write(8, 0, &[8; 10]);
         store.write(9, 0, &[9; 10]);
-        store.checkpoint().unwrap();
+        checkpoint(&mut store);
         drop(store);
         // The snapshot knew run 7 up to 36, from 20, and run 8; not run 9.
         let mut store = FilePages::open(TestFs, dir.path().join("pages"), 16);

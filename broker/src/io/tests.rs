@@ -245,11 +245,11 @@ mod turmoil {
             let mut store = TurmoilIo.page_store(dir);
             store.retain(&[]).unwrap();
             store.write(8, 0, &[1; 100]);
-            store.checkpoint().unwrap();
+            store.checkpoint().unwrap().sync.run().unwrap();
             let mut store = TurmoilIo.page_store(dir);
             store.retain(&[]).unwrap();
             store.write(8, 0, &[2; 50]);
-            store.checkpoint().unwrap();
+            store.checkpoint().unwrap().sync.run().unwrap();
             store.write(8, 50, &[3; 50]);
             let read = store.read(8, 0, 100).unwrap();
             assert_eq!(read[..50], [2; 50]);

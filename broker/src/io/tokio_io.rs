@@ -133,6 +133,7 @@ impl Io for TokioIo {
 }
 
 /// The real file system, for the page store's blocking calls.
+#[derive(Clone)]
 struct StdFs;
 
 // The seam: the page store's blocking file operations.
@@ -147,6 +148,10 @@ impl SyncFs for StdFs {
             .create(true)
             .truncate(false)
             .open(path)
+    }
+
+    fn duplicate(&self, file: &Self::File) -> io::Result<Self::File> {
+        file.try_clone()
     }
 
     fn sync(&self, file: &Self::File) -> io::Result<()> {

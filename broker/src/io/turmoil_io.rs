@@ -136,6 +136,7 @@ impl Io for TurmoilIo {
 const SIM_SEGMENT_BYTES: u64 = 64 << 10;
 
 /// turmoil's simulated file system, for the page store's blocking calls.
+#[derive(Clone)]
 struct SimFs;
 
 impl SyncFs for SimFs {
@@ -148,6 +149,10 @@ impl SyncFs for SimFs {
             .create(true)
             .open(path)
             .map_err(storage_full)
+    }
+
+    fn duplicate(&self, file: &Self::File) -> io::Result<Self::File> {
+        file.try_clone()
     }
 
     fn sync(&self, file: &Self::File) -> io::Result<()> {

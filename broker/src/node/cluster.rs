@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use raft::eraftpb::EntryType;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::core::{Commit, Core, Step, ToGroups};
 use super::origin::next_origin;
@@ -232,8 +232,15 @@ impl<I: Io> Driver<I> {
                     index,
                     state,
                     keep,
+                    pages,
                     ..
                 } => {
+                    // A cluster's groups keep their pages in memory (they
+                    // do not page yet): nothing to wait for.
+                    if let Err(error) = pages.run() {
+                        warn!(group, %error, "no snapshot: its pages are not durable");
+                        continue;
+                    }
                     self.groups.compact(group, index, state, keep);
                 }
             }

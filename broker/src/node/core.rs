@@ -39,7 +39,9 @@ use crate::node::{
     ToConnection,
 };
 use crate::permissions::Operation;
-use crate::queue::{Command, ConsumerId, Effect, MessageFilter, Outcome, QueueConfig, QueueInfo};
+use crate::queue::{
+    Command, ConsumerId, Effect, MessageFilter, Outcome, PageSync, QueueConfig, QueueInfo,
+};
 use crate::raft::group::Status;
 use crate::raft::replica::NodeId;
 use crate::raft::wal::GroupId;
@@ -116,13 +118,16 @@ pub(super) enum ToGroups {
     /// A group's state as of entry `index`: its log before may go, but for
     /// the `keep` entries before `index`. `number` counts the snapshots
     /// asked for, from 1: the local step reports it back once the snapshot
-    /// is durable, or failed ([`Core::handle_snapshot`]).
+    /// is durable, or failed ([`Core::handle_snapshot`]). The state names
+    /// paged messages that are durable only once `pages` is done: the
+    /// snapshot must wait for it.
     Compact {
         group: GroupId,
         index: u64,
         state: Bytes,
         keep: u64,
         number: u64,
+        pages: PageSync,
     },
 }
 
@@ -1428,7 +1433,7 @@ impl Core {
         self.snapshots_asked += 1;
         group
             .checkpoints
-            .push_back((self.snapshots_asked, checkpoint));
+            .push_back((self.snapshots_asked, checkpoint.number));
         debug!(
             group = id,
             index = group.applied,
@@ -1441,6 +1446,7 @@ impl Core {
             state: group.state.encode(),
             keep,
             number: self.snapshots_asked,
+            pages: checkpoint.sync,
         });
     }
 

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -23,6 +24,7 @@ use super::proposer::Entry;
 use super::{Inboxes, NodeError, NodeHandle, NodeSettings, Now, PageStores, Request};
 use crate::io::{self as seam, Io};
 use crate::log::{self, Completion, Log, LogError, Lsn, Ticket};
+use crate::queue::{PageError, PageSync};
 use crate::raft::wal::GroupId;
 
 /// The log's directory inside the data directory.
@@ -102,6 +104,8 @@ pub async fn start<I: Io>(
     info!(records, %origin, "recovered the queues from the log");
     let (requests, inbox) = mpsc::unbounded_channel();
     let (snapshots_done, snapshots) = mpsc::unbounded_channel();
+    let (snapshot_jobs, jobs) = mpsc::unbounded_channel();
+    io.spawn(write_snapshots(io.clone(), jobs, snapshots_done));
     let driver = Driver {
         io,
         core,
@@ -109,7 +113,7 @@ pub async fn start<I: Io>(
         in_flight: VecDeque::new(),
         ack_before_fsync: plants.ack_before_fsync().then_some(last_lsn),
         inboxes: Inboxes::default(),
-        snapshots_done,
+        snapshot_jobs,
     };
     let handle = NodeHandle {
         requests,
@@ -166,9 +170,8 @@ struct Driver<I: Io> {
     /// committed as soon as it is submitted.
     ack_before_fsync: Option<u64>,
     inboxes: Inboxes,
-    /// Where the tasks writing snapshots say how it went: the snapshot's
-    /// number, and its outcome.
-    snapshots_done: mpsc::UnboundedSender<(u64, Result<(), LogError>)>,
+    /// The snapshots to write, in order (see [`write_snapshots`]).
+    snapshot_jobs: mpsc::UnboundedSender<SnapshotJob>,
 }
 
 impl<I: Io> Driver<I> {
@@ -177,7 +180,7 @@ impl<I: Io> Driver<I> {
     async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<Request>,
-        mut snapshots: mpsc::UnboundedReceiver<(u64, Result<(), LogError>)>,
+        mut snapshots: mpsc::UnboundedReceiver<(u64, Result<(), SnapshotError>)>,
     ) -> Result<(), NodeError> {
         let mut open = true;
         while open || !self.core.is_idle() {
@@ -232,14 +235,25 @@ impl<I: Io> Driver<I> {
     /// and the node stops as for a failed append: a core whose state is
     /// ahead of its log would otherwise refuse every message, waiting for a
     /// snapshot that cannot come.
-    fn on_snapshot(&mut self, number: u64, taken: Result<(), LogError>) -> Result<(), NodeError> {
+    fn on_snapshot(
+        &mut self,
+        number: u64,
+        taken: Result<(), SnapshotError>,
+    ) -> Result<(), NodeError> {
         let durable = match taken {
             Ok(()) => true,
-            Err(LogError::NoSpace) => {
+            Err(SnapshotError::Log(LogError::NoSpace)) => {
                 warn!("snapshot refused: the disk is full; asked again later");
                 false
             }
-            Err(error) => return Err(log_failed(error)),
+            Err(SnapshotError::Log(error)) => return Err(log_failed(error)),
+            Err(SnapshotError::Pages(error)) => {
+                error!(%error, "the pages could not be synced: stopping, since what is on disk is unknown");
+                return Err(NodeError::Pages {
+                    group: GROUP,
+                    error,
+                });
+            }
         };
         self.core
             .handle_snapshot(Now::read(&self.io), GROUP, number, durable);
@@ -265,8 +279,9 @@ impl<I: Io> Driver<I> {
                         index,
                         state,
                         number,
+                        pages,
                         ..
-                    } => self.snapshot(index, state, number),
+                    } => self.snapshot(index, state, number, pages),
                 }
             }
             if commits.is_empty() {
@@ -307,16 +322,50 @@ impl<I: Io> Driver<I> {
         }
     }
 
-    /// Writes the state as of entry `index` as the log's snapshot, so that
-    /// recovery starts from it and older segments can go; the core hears
-    /// how it went, by its `number`.
-    fn snapshot(&self, index: u64, state: Bytes, number: u64) {
-        let snapshot = self.log.snapshot(Lsn(index), state);
-        let done = self.snapshots_done.clone();
-        self.io.spawn(async move {
-            // A driver that is gone no longer needs to know.
-            let _ = done.send((number, snapshot.await));
+    /// Writes the state as of entry `index` as the log's snapshot, once
+    /// the pages it names are durable, so that recovery starts from it and
+    /// older segments can go; the core hears how it went, by its `number`.
+    fn snapshot(&self, index: u64, state: Bytes, number: u64, pages: PageSync) {
+        let write = Box::pin(self.log.snapshot(Lsn(index), state));
+        // A driver that is gone no longer needs it written.
+        let _ = self.snapshot_jobs.send(SnapshotJob {
+            number,
+            pages,
+            write,
         });
+    }
+}
+
+/// A snapshot to write: its pages to sync, then its state to the log.
+struct SnapshotJob {
+    number: u64,
+    pages: PageSync,
+    write: Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>,
+}
+
+/// Why a snapshot was not written.
+enum SnapshotError {
+    Log(LogError),
+    Pages(PageError),
+}
+
+/// Writes snapshots one after another, in the order they were asked for:
+/// each waits for its pages' fsyncs (off the node's task: they may take a
+/// while), then for the log. Says how each went on `done`.
+async fn write_snapshots<I: Io>(
+    io: I,
+    mut jobs: mpsc::UnboundedReceiver<SnapshotJob>,
+    done: mpsc::UnboundedSender<(u64, Result<(), SnapshotError>)>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let pages = job.pages;
+        let taken = match io.run_blocking(move || pages.run()).await {
+            Ok(()) => job.write.await.map_err(SnapshotError::Log),
+            Err(error) => Err(SnapshotError::Pages(error)),
+        };
+        if done.send((job.number, taken)).is_err() {
+            return;
+        }
     }
 }
 

@@ -71,13 +71,46 @@ pub trait PageStore: fmt::Debug + Send {
     /// [`PageStore::release`]): until then a recovery may need them.
     fn forget(&mut self, run: RunId, before: u64);
 
-    /// Makes everything written durable, for a snapshot of the state about
-    /// to be taken; returns the checkpoint's number.
-    fn checkpoint(&mut self) -> Result<u64, PageError>;
+    /// Everything written so far, for a snapshot of the state about to be
+    /// taken: the checkpoint's number, and the work that makes it durable,
+    /// which must be done before the snapshot is written (off the thread
+    /// that applies commands: it may wait on the disk).
+    fn checkpoint(&mut self) -> Result<Checkpoint, PageError>;
 
     /// The snapshot taken at `checkpoint` is durable: what was forgotten
     /// before it may go.
     fn release(&mut self, checkpoint: u64);
+}
+
+/// What a snapshot must wait for: see [`PageStore::checkpoint`].
+pub struct Checkpoint {
+    pub number: u64,
+    pub sync: PageSync,
+}
+
+/// Makes a checkpoint's pages durable.
+pub struct PageSync(Box<dyn FnOnce() -> Result<(), PageError> + Send>);
+
+impl PageSync {
+    pub fn new(sync: impl FnOnce() -> Result<(), PageError> + Send + 'static) -> Self {
+        Self(Box::new(sync))
+    }
+
+    /// Nothing to wait for.
+    pub fn done() -> Self {
+        Self::new(|| Ok(()))
+    }
+
+    /// Does it: blocks on the disk.
+    pub fn run(self) -> Result<(), PageError> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for PageSync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PageSync")
+    }
 }
 
 /// A page store could not give back what was paged out.
@@ -321,7 +354,7 @@ impl Pager {
     }
 
     /// See [`PageStore::checkpoint`].
-    pub fn checkpoint(&mut self) -> Result<u64, PageError> {
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, PageError> {
         self.store.checkpoint()
     }
 
@@ -431,8 +464,11 @@ impl PageStore for MemoryPages {
     // Kept whole: a test recovers from any snapshot it took.
     fn forget(&mut self, _run: RunId, _before: u64) {}
 
-    fn checkpoint(&mut self) -> Result<u64, PageError> {
-        Ok(0)
+    fn checkpoint(&mut self) -> Result<Checkpoint, PageError> {
+        Ok(Checkpoint {
+            number: 0,
+            sync: PageSync::done(),
+        })
     }
 
     fn release(&mut self, _checkpoint: u64) {}
