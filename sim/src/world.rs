@@ -413,8 +413,8 @@ fn broker_config(
     // Small, so that making it costs a run no simulated time to speak of
     // (its fsyncs are slow here), yet it holds a run's whole state.
     config.storage.disk_reserve_bytes = 256 << 10;
-    // Small, so that a single node pages its queues once a few dozen
-    // messages wait (see `queue::paging`): a group pages past half of it,
+    // Small, so that a single node pages its queues once a few messages
+    // wait (see `queue::paging`): a group pages past an eighth of it,
     // a queue past an eighth of that. A cluster does not page yet, and
     // would only stop its producers at it.
     if node.is_none() {

@@ -77,18 +77,20 @@ impl NodeSettings {
     }
 
     /// When each of `groups` groups pages its queues out: once their
-    /// messages in memory take half the memory watermark between them,
-    /// keeping the other half for what is on its way in and out; a queue
-    /// then once it holds an eighth of its group's share, or
-    /// [`QUEUE_MEMORY_BYTES`]. Never without a store on disk or a
-    /// watermark.
+    /// messages in memory take an eighth of the memory watermark between
+    /// them; a queue then once it holds an eighth of its group's share, or
+    /// [`QUEUE_MEMORY_BYTES`]. A deep queue keeps in memory what it held
+    /// when it began to page, and every snapshot copies what is in memory:
+    /// an eighth leaves the rest of the watermark for that copy, for what
+    /// is on its way in and out, and for the shallow queues, which do not
+    /// page. Never without a store on disk or a watermark.
     pub(in crate::node) fn paging(&self, groups: u32) -> Paging {
         match (
             &self.pages.on_disk,
             self.config.limits.memory_high_watermark(),
         ) {
             (Some(_), Some(watermark)) => {
-                let group_bytes = watermark / 2 / u64::from(groups.max(1));
+                let group_bytes = watermark / 8 / u64::from(groups.max(1));
                 Paging {
                     group_bytes,
                     queue_bytes: (group_bytes / 8).clamp(1, QUEUE_MEMORY_BYTES),
