@@ -60,6 +60,8 @@ r = json.load(open(sys.argv[1]))
 print(f"{r['label']}: witness {r['witness_before_msg_s']:.0f} msg/s before, {r['witness_after_msg_s']:.0f} after")
 for p in r["phases"]:
     s = p["step_s"]
+    if not s:
+        continue
     each = ""
     if p["rss_before"] is not None:
         each = f", RSS +{(p['rss_after'] - p['rss_before']) / max(p['count'], 1):.0f} B each"

@@ -1,15 +1,11 @@
 //! Many links attached on one connection, several answers awaited at once.
 
-use sluice::amqp::engine::{Event, LinkId, LinkOptions};
+use sluice::amqp::engine::{EngineError, Event, LinkId, LinkOptions};
 use sluice::amqp::types::{ReceiverSettleMode, Role, SenderSettleMode, Source, Target};
 use sluice::client::Client;
 use sluice::io::TokioIo;
 
 use super::FleetError;
-
-/// Links per session: below the engine's handle-max (1,023), so that a
-/// session never runs out of handles.
-const LINKS_PER_SESSION: usize = 1_000;
 
 /// What each link is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,25 +27,21 @@ pub async fn attach(
     count: usize,
     window: usize,
 ) -> Result<(), FleetError> {
-    let mut session = None;
-    let mut in_session = 0;
+    let mut session = client.begin().await?;
     let (mut issued, mut done, mut in_flight) = (0, 0, 0);
     while done < count {
         while in_flight < window && issued < count {
-            // A declaration detaches its link: one session holds them all.
-            if session.is_none() || (kind != Kind::Declare && in_session == LINKS_PER_SESSION) {
-                session = Some(client.begin().await?);
-                in_session = 0;
-            }
-            let Some(session) = session else {
-                unreachable!("a session was begun above");
-            };
             let n = first + issued;
-            client
-                .connection()
-                .attach(session, options(kind, n, address(n)))?;
+            // A session takes as many links as the broker's handle-max
+            // allows (RabbitMQ: 256, Sluice: 1,024); then the next begins.
+            match client.connection().attach(session, options(kind, n, address(n))) {
+                Err(EngineError::NoFreeHandle) => {
+                    session = client.begin().await?;
+                    continue;
+                }
+                attached => attached?,
+            };
             issued += 1;
-            in_session += 1;
             in_flight += 1;
         }
         match client.next_event().await? {
