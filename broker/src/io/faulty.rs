@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
 use super::{File, Io, OpenMode};
+use crate::queue::PageStore;
 
 /// The faults to inject, shared by every clone of a [`FaultyIo`] and every
 /// file it opened.
@@ -303,6 +304,12 @@ impl<I: Io> Io for FaultyIo<I> {
             return Ok(Some(0));
         }
         self.inner.available_bytes(path).await
+    }
+
+    // The page store's files take turmoil's disk faults (its capacity, a
+    // crash's lost writes), not these.
+    fn page_store(&self, dir: &Path) -> Box<dyn PageStore> {
+        self.inner.page_store(dir)
     }
 }
 

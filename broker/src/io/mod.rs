@@ -22,6 +22,7 @@
 pub mod descriptors;
 #[cfg(any(test, feature = "sim"))]
 pub mod faulty;
+pub mod pages;
 mod tokio_io;
 #[cfg(feature = "sim")]
 mod turmoil_io;
@@ -36,6 +37,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncWrite};
 use tokio::task::JoinHandle;
+
+use crate::queue::PageStore;
 
 pub use tokio_io::TokioIo;
 #[cfg(feature = "sim")]
@@ -129,6 +132,9 @@ pub trait Io: Clone + Send + Sync + 'static {
     /// deciding whether a write is worth trying, never for promising that
     /// it succeeds: ENOSPC is still the answer that counts.
     fn available_bytes(&self, path: &Path) -> impl Future<Output = io::Result<Option<u64>>> + Send;
+
+    /// The page store in directory `dir` (see [`pages`]). Its calls block.
+    fn page_store(&self, dir: &Path) -> Box<dyn PageStore>;
 
     /// Reads the whole file at `path`.
     fn read_file(&self, path: &Path) -> impl Future<Output = io::Result<Vec<u8>>> + Send {

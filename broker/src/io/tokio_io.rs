@@ -12,7 +12,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
+use super::pages::{FilePages, SEGMENT_BYTES, SyncFs};
 use super::{File, Io, Listener, OpenMode};
+use crate::queue::PageStore;
 
 /// Real I/O on the tokio runtime the caller runs in.
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,6 +125,50 @@ impl Io for TokioIo {
 
     async fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
         available_bytes(path.to_path_buf()).await
+    }
+
+    fn page_store(&self, dir: &Path) -> Box<dyn PageStore> {
+        Box::new(FilePages::open(StdFs, dir.to_path_buf(), SEGMENT_BYTES))
+    }
+}
+
+/// The real file system, for the page store's blocking calls.
+struct StdFs;
+
+// The seam: the page store's blocking file operations.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+impl SyncFs for StdFs {
+    type File = std::fs::File;
+
+    fn open(&self, path: &Path) -> io::Result<Self::File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    }
+
+    fn sync(&self, file: &Self::File) -> io::Result<()> {
+        file.sync_data()
+    }
+
+    fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        std::fs::create_dir_all(dir)?;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
     }
 }
 

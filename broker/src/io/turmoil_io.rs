@@ -17,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::task::JoinHandle;
 use turmoil::fs::shim::tokio::fs as sim_fs;
 
+use super::pages::{FilePages, SyncFs};
 use super::{File, Io, Listener, OpenMode};
+use crate::queue::PageStore;
 
 /// The wall clock's reading when a simulation starts: 2024-01-01T00:00:00Z.
 /// Fixed, so that timestamps replay with the seed.
@@ -123,6 +125,51 @@ impl Io for TurmoilIo {
     /// turmoil does not say how much of its disk's capacity is used.
     async fn available_bytes(&self, _path: &Path) -> io::Result<Option<u64>> {
         Ok(None)
+    }
+
+    fn page_store(&self, dir: &Path) -> Box<dyn PageStore> {
+        Box::new(FilePages::open(SimFs, dir.to_path_buf(), SIM_SEGMENT_BYTES))
+    }
+}
+
+/// Page segments in the simulator: small, so that short runs delete some.
+const SIM_SEGMENT_BYTES: u64 = 64 << 10;
+
+/// turmoil's simulated file system, for the page store's blocking calls.
+struct SimFs;
+
+impl SyncFs for SimFs {
+    type File = turmoil::fs::shim::std::fs::File;
+
+    fn open(&self, path: &Path) -> io::Result<Self::File> {
+        turmoil::fs::shim::std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .open(path)
+            .map_err(storage_full)
+    }
+
+    fn sync(&self, file: &Self::File) -> io::Result<()> {
+        file.sync_all().map_err(storage_full)
+    }
+
+    fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        file.set_len(len).map_err(storage_full)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        turmoil::fs::shim::std::fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        turmoil::fs::shim::std::fs::create_dir_all(dir)?;
+        let mut names = Vec::new();
+        for entry in turmoil::fs::shim::std::fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::origin::Origin;
 use super::placement::Placement;
@@ -252,6 +252,10 @@ struct Group {
     since_snapshot: (u64, usize),
     /// Over the local step, whether the state holds what the log does not.
     unlogged: Option<Unlogged>,
+    /// Snapshots asked for, by number, with the page store's checkpoint
+    /// each was taken at: once one is durable, what its group's pages
+    /// forgot before it may go.
+    checkpoints: VecDeque<(u64, u64)>,
 }
 
 impl Group {
@@ -347,6 +351,7 @@ impl Core {
             .map(|id| {
                 let mut state = GroupState::default();
                 state.plant(settings.config.plants);
+                state.page_to(settings.paging(group_count), settings.pages.open(id));
                 let group = Group {
                     state,
                     outbox: Outbox::new(origin),
@@ -360,6 +365,7 @@ impl Core {
                     applied: 0,
                     since_snapshot: (0, 0),
                     unlogged: None,
+                    checkpoints: VecDeque::new(),
                 };
                 (id, group)
             })
@@ -666,6 +672,14 @@ impl Core {
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
+        if durable {
+            while let Some(&(taken, checkpoint)) = group.checkpoints.front()
+                && taken <= number
+            {
+                group.state.pager_mut().release(checkpoint);
+                group.checkpoints.pop_front();
+            }
+        }
         match &mut group.unlogged {
             Some(unlogged) if number >= unlogged.snapshot && durable => {
                 info!(
@@ -1290,6 +1304,9 @@ impl Core {
             .is_some_and(|group| group.unlogged.is_none())
     }
 
+    /// Whether the messages held in memory reach the watermark. Paged
+    /// messages do not count: a deep queue pages (see `queue::paging`)
+    /// rather than stop its producers.
     fn above_memory_watermark(&self) -> bool {
         let Some(watermark) = self.settings.config.limits.memory_high_watermark() else {
             return false;
@@ -1297,9 +1314,20 @@ impl Core {
         let held: u64 = self
             .groups
             .values()
-            .map(|group| group.state.queues().held_bytes())
+            .map(|group| group.state.hot_bytes())
             .sum();
         held >= watermark
+    }
+
+    /// After recovery: each group's page store keeps only the runs its
+    /// recovered state names.
+    pub(super) fn keep_pages(&mut self) -> Result<(), NodeError> {
+        for (&group, state) in &mut self.groups {
+            let live = state.state.live_runs();
+            let kept = state.state.pager_mut().retain(&live);
+            kept.map_err(|error| NodeError::Pages { group, error })?;
+        }
+        Ok(())
     }
 
     fn unblock_producers(&mut self) {
@@ -1463,8 +1491,19 @@ impl Core {
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
+        // What the snapshot names of the page store must be on disk first.
+        let checkpoint = match group.state.pager_mut().checkpoint() {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                warn!(group = id, %error, "no snapshot: the paged messages are not all on disk");
+                return;
+            }
+        };
         group.since_snapshot = (0, 0);
         self.snapshots_asked += 1;
+        group
+            .checkpoints
+            .push_back((self.snapshots_asked, checkpoint));
         debug!(
             group = id,
             index = group.applied,

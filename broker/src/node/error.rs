@@ -39,6 +39,15 @@ pub enum NodeError {
         /// Why.
         error: DecodeError,
     },
+    /// A group's page store could not be cleaned at start: what its
+    /// snapshot names of it is unknown, so the node stops.
+    #[error("the page store of group {group}: {error}")]
+    Pages {
+        /// The group.
+        group: u32,
+        /// Why.
+        error: crate::queue::PageError,
+    },
     /// The node could not count its starts (see `node::origin`).
     #[error("cannot record this start of the node in the data directory")]
     Incarnation(#[source] std::io::Error),

@@ -56,7 +56,7 @@ pub use address::{
 };
 pub use cluster::start as start_clustered;
 pub use error::NodeError;
-pub use settings::NodeSettings;
+pub use settings::{NodeSettings, PageStores};
 pub use single::start;
 
 pub use message::{Inspected, inspect, render};

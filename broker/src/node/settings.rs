@@ -2,10 +2,18 @@
 //! cores derive from it (a queue's state-machine configuration, the log's
 //! options).
 
+use std::fmt;
+use std::sync::Arc;
+
 use crate::config::{self, Config, QueueKind};
 use crate::log::LogOptions;
 use crate::metrics::Metrics;
-use crate::queue::{Overflow, QueueConfig};
+use crate::queue::{MemoryPages, Overflow, PageStore, Paging, QueueConfig};
+
+/// A queue keeps this much in memory before its arrivals are paged out,
+/// whatever its group holds: a queue that its consumers keep up with
+/// never pages (see `queue::paging`).
+const QUEUE_MEMORY_BYTES: u64 = 64 << 10;
 
 /// How the node is configured.
 #[derive(Debug, Clone)]
@@ -14,15 +22,70 @@ pub struct NodeSettings {
     pub config: Config,
     /// Where the node's log counts its fsyncs.
     pub metrics: Metrics,
+    /// Where each group pages its deep queues.
+    pub pages: PageStores,
+}
+
+/// Opens a group's page store: on disk, made by the node's driver over its
+/// I/O seam, or in memory, where a group never pages.
+#[derive(Clone, Default)]
+pub struct PageStores {
+    on_disk: Option<Arc<dyn Fn(u32) -> Box<dyn PageStore> + Send + Sync>>,
+}
+
+impl PageStores {
+    /// Stores that `open` makes, group by group.
+    pub fn on_disk(open: impl Fn(u32) -> Box<dyn PageStore> + Send + Sync + 'static) -> Self {
+        Self {
+            on_disk: Some(Arc::new(open)),
+        }
+    }
+
+    /// Group `group`'s store.
+    pub(in crate::node) fn open(&self, group: u32) -> Box<dyn PageStore> {
+        match &self.on_disk {
+            Some(open) => open(group),
+            None => Box::new(MemoryPages::default()),
+        }
+    }
+}
+
+impl fmt::Debug for PageStores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.on_disk.is_some() {
+            "on disk"
+        } else {
+            "in memory"
+        };
+        f.write_str(kind)
+    }
 }
 
 impl NodeSettings {
     /// Settings for a broker configured by `config`, counting into
-    /// metrics of its own.
+    /// metrics of its own, never paging.
     pub fn new(config: Config) -> Self {
         Self {
             config,
             metrics: Metrics::default(),
+            pages: PageStores::default(),
+        }
+    }
+
+    /// When each of `groups` groups pages its queues out: once their
+    /// messages in memory take half the memory watermark between them,
+    /// keeping the other half for what is on its way in and out. Never
+    /// without a store on disk or a watermark.
+    pub(in crate::node) fn paging(&self, groups: u32) -> Paging {
+        match (
+            &self.pages.on_disk,
+            self.config.limits.memory_high_watermark(),
+        ) {
+            (Some(_), Some(watermark)) => Paging {
+                group_bytes: watermark / 2 / u64::from(groups.max(1)),
+                queue_bytes: QUEUE_MEMORY_BYTES,
+            },
+            _ => Paging::OFF,
         }
     }
 

@@ -20,13 +20,17 @@ use tracing::{error, info, warn};
 use super::core::{Commit, Core, Step, ToGroups};
 use super::origin::next_origin;
 use super::proposer::Entry;
-use super::{Inboxes, NodeError, NodeHandle, NodeSettings, Now, Request};
+use super::{Inboxes, NodeError, NodeHandle, NodeSettings, Now, PageStores, Request};
 use crate::io::{self as seam, Io};
 use crate::log::{self, Completion, Log, LogError, Lsn, Ticket};
 use crate::raft::wal::GroupId;
 
 /// The log's directory inside the data directory.
 const LOG_DIR: &str = "log";
+
+/// Where the node pages deep queues out (see `queue::paging`), inside the
+/// data directory.
+const PAGES_DIR: &str = "pages";
 
 /// The file inside the data directory that names the format of the log's
 /// records, so that a log written by another version of the single node is
@@ -35,9 +39,11 @@ const FORMAT_FILE: &str = "format";
 
 /// The format: each record is one entry of the node's group, a batch of
 /// commands (`node::batch`), and each snapshot a group's state
-/// (`node::state`). The first format ([`FIRST_FORMAT`]: a record per
-/// command, before the node had one core) had no file.
-const FORMAT: &[u8] = b"sluice single-node log 2\n";
+/// (`node::state`), which names the runs of paged messages in `pages/`.
+/// The first format ([`FIRST_FORMAT`]: a record per command, before the
+/// node had one core) had no file; the second's snapshots held every
+/// message.
+const FORMAT: &[u8] = b"sluice single-node log 3\n";
 
 /// How a log of the first format, which had no format file, is named.
 const FIRST_FORMAT: &str = "sluice single-node log 1";
@@ -50,7 +56,7 @@ const GROUP: GroupId = 1;
 /// dropped, or with an error if the log fails).
 pub async fn start<I: Io>(
     io: I,
-    settings: NodeSettings,
+    mut settings: NodeSettings,
 ) -> Result<
     (
         NodeHandle,
@@ -73,6 +79,9 @@ pub async fn start<I: Io>(
     }
     let now = Now::read(&io);
     let plants = settings.config.plants;
+    let pages_dir = data_dir.join(PAGES_DIR);
+    let pages_io = io.clone();
+    settings.pages = PageStores::on_disk(move |_| pages_io.page_store(&pages_dir));
     let mut core = Core::new(settings, Step::Local, origin, now);
     let mut last_lsn = 0;
     let snapshot = recovered.snapshot.map(|(Lsn(index), data)| {
@@ -86,6 +95,7 @@ pub async fn start<I: Io>(
     });
     let commits: Vec<_> = snapshot.into_iter().chain(entries).collect();
     core.handle_committed(now, commits.into_iter().map(|commit| (GROUP, commit)))?;
+    core.keep_pages()?;
     info!(records, %origin, "recovered the queues from the log");
     let (requests, inbox) = mpsc::unbounded_channel();
     let (snapshots_done, snapshots) = mpsc::unbounded_channel();

@@ -34,7 +34,9 @@ use super::origin::Origin;
 use crate::amqp::codec::{DecodeError, DecodeErrorKind};
 use crate::node::TOPIC_PREFIX;
 use crate::node::address::{subscription_queue, topic_of_subscription};
-use crate::queue::{Command, Effect, Guarded, LazyFields, NewMessage, Queues};
+use crate::queue::{
+    Command, Effect, Guarded, LazyFields, NewMessage, PageStore, Pager, Paging, Queues,
+};
 
 /// An enqueue's seq is its entry's index shifted left this far, plus its
 /// place among the entry's enqueues: unique and increasing in the group,
@@ -219,6 +221,26 @@ impl GroupState {
     }
 
     /// Plants bugs in the group and its queue state machine.
+    /// Pages its deep queues out to `store` under `paging`.
+    pub fn page_to(&mut self, paging: Paging, store: Box<dyn PageStore>) {
+        self.queues.page_to(paging, store);
+    }
+
+    /// Its paging: checkpointed before a snapshot, released after.
+    pub fn pager_mut(&mut self) -> &mut Pager {
+        self.queues.pager_mut()
+    }
+
+    /// Body bytes its queues hold in memory.
+    pub fn hot_bytes(&self) -> u64 {
+        self.queues.pager().hot_bytes()
+    }
+
+    /// See [`Queues::live_runs`].
+    pub fn live_runs(&self) -> Vec<(crate::queue::RunId, u64, u64)> {
+        self.queues.live_runs()
+    }
+
     pub fn plant(&mut self, plants: crate::planted::Plants) {
         self.plants = plants;
         self.queues.plant(plants);

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::consumer::Consumer;
 use super::message::Message;
+use super::paging::{PageStore, Pager, Paging, RunId};
 use super::single::{Admission, Queue};
 use super::{
     CloseReason, Command, ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, Effect, LazyFields,
@@ -118,10 +119,9 @@ pub struct Queues {
     /// When seqs were enqueued, for the age of each queue's oldest
     /// message. Volatile.
     arrivals: Arrivals,
-    /// Body bytes held by every queue together: kept as queues change, so
-    /// that the memory watermark, read on every credit grant, costs the
-    /// same with a hundred thousand queues as with one.
-    held_bytes: u64,
+    /// Where deep queues page their messages out, and the budget that
+    /// says when.
+    pager: Pager,
     /// Each queue's earliest expiry or schedule, with its name, as last
     /// counted: what [`Queues::next_expiry`] reads every housekeeping, and
     /// [`Command::Expire`] visits, without a walk over every queue (with
@@ -141,6 +141,39 @@ impl Queues {
     /// No queues.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Pages deep queues out to `store` under `paging` from now on: a
+    /// group's machine is made, or restored from a snapshot, and then
+    /// given the store its runs are in.
+    pub fn page_to(&mut self, paging: Paging, store: Box<dyn PageStore>) {
+        self.pager.use_store(paging, store);
+    }
+
+    /// Its paging.
+    pub fn pager(&self) -> &Pager {
+        &self.pager
+    }
+
+    /// Its paging, to checkpoint before a snapshot and release after.
+    pub fn pager_mut(&mut self) -> &mut Pager {
+        &mut self.pager
+    }
+
+    /// Every run of paged messages, `(run, front, end)`: what its page
+    /// store must keep.
+    pub fn live_runs(&self) -> Vec<(RunId, u64, u64)> {
+        let runs = self.queues.values().flat_map(Queue::runs);
+        runs.map(|(_, run)| (run.id, run.front, run.end)).collect()
+    }
+
+    /// Pages every queue's paged messages back in: what a test compares
+    /// with a machine that never paged.
+    #[cfg(test)]
+    pub(super) fn page_in_all(&mut self) {
+        for queue in self.queues.values_mut() {
+            queue.page_in_all(&mut self.pager);
+        }
     }
 
     /// Plants bugs for the simulator's checker. Volatile: not in
@@ -217,19 +250,11 @@ impl Queues {
         self.timers.first().map(|&(at_ms, _)| at_ms)
     }
 
-    /// Body bytes held by every queue together, ready and unsettled.
-    pub fn held_bytes(&self) -> u64 {
-        self.held_bytes
-    }
-
-    /// Brings [`Queues::held_bytes`] and the timers up to date with
-    /// `name`'s messages.
+    /// Brings the timers up to date with `name`'s messages.
     fn recount(&mut self, name: &str) {
         let Some(queue) = self.queues.get_mut(name) else {
             return;
         };
-        self.held_bytes = self.held_bytes - queue.counted_bytes + queue.info().bytes;
-        queue.counted_bytes = queue.info().bytes;
         let timer = queue.next_expiry();
         if timer != queue.counted_timer {
             if let Some(at_ms) = queue.counted_timer {
@@ -357,22 +382,26 @@ impl Queues {
 
     /// A machine holding queues rebuilt whole, consumers included; `None`
     /// if a consumer is attached to two queues.
-    pub(super) fn restored_whole(queues: Vec<Queue>, last_seq: Seq) -> Option<Self> {
+    pub(super) fn restored_whole(
+        queues: Vec<Queue>,
+        last_seq: Seq,
+        next_run: RunId,
+    ) -> Option<Self> {
         let mut restored = Self {
             last_seq,
             ..Self::default()
         };
+        restored.pager.set_next_run(next_run);
         for mut queue in queues {
+            restored.pager.count_in(queue.hot_bytes());
+            queue.counted_timer = queue.next_expiry();
+            if let Some(at_ms) = queue.counted_timer {
+                restored.timers.insert((at_ms, queue.name.clone()));
+            }
             for id in queue.consumer_ids() {
                 if restored.consumers.insert(id, queue.name.clone()).is_some() {
                     return None;
                 }
-            }
-            queue.counted_bytes = queue.info().bytes;
-            restored.held_bytes += queue.counted_bytes;
-            queue.counted_timer = queue.next_expiry();
-            if let Some(at_ms) = queue.counted_timer {
-                restored.timers.insert((at_ms, queue.name.clone()));
             }
             restored.queues.insert(queue.name.clone(), queue);
         }
@@ -432,11 +461,12 @@ impl Queues {
         let Some(deleted) = self.queues.remove(&queue) else {
             return;
         };
-        self.held_bytes -= deleted.counted_bytes;
         if let Some(at_ms) = deleted.counted_timer {
             self.timers.remove(&(at_ms, queue.clone()));
         }
-        for consumer in deleted.consumer_ids() {
+        let consumers: Vec<ConsumerId> = deleted.consumer_ids().collect();
+        deleted.dispose(&mut self.pager);
+        for consumer in consumers {
             let removed = self.consumers.remove(&consumer);
             assert_eq!(removed.as_ref(), Some(&queue), "consumer index");
             effects.push(Effect::ConsumerClosed {
@@ -453,11 +483,7 @@ impl Queues {
         let Some(target) = self.queues.get_mut(&queue) else {
             return;
         };
-        let ready = ready_seqs(target, except, u64::MAX);
-        let count = ready.len() as u64;
-        for seq in ready {
-            target.remove(seq);
-        }
+        let count = target.purge(except, &mut self.pager);
         target.stats.dead_lettered += count;
         effects.push(Effect::Purged { queue, count });
     }
@@ -477,17 +503,19 @@ impl Queues {
         if from == to || !self.queues.contains_key(&to) {
             return;
         }
-        let Some(source) = self.queues.get(&from) else {
+        if !self.queues.contains_key(&from) {
             return;
-        };
+        }
         let mut count = 0;
-        for seq in ready_seqs(source, except, max) {
-            let Some((size, persistent)) = self.queues.get(&from).and_then(|source| {
-                let message = source.message(seq)?;
-                Some((message.size(), message.persistent))
-            }) else {
+        let mut after = None;
+        while count < max {
+            let source = self.queues.get_mut(&from).expect("checked above");
+            let Some(seq) = source.next_ready(after, except, &mut self.pager) else {
                 break;
             };
+            after = Some(seq);
+            let message = source.message(seq).expect("the seq is ready");
+            let (size, persistent) = (message.size(), message.persistent);
             let target = self.queues.get(&to).expect("checked above");
             let persistent = persistent && target.config.durable;
             // Admitted as a dead-letter is: where it fits as things are,
@@ -496,10 +524,12 @@ impl Queues {
                 break;
             }
             let source = self.queues.get_mut(&from).expect("found above");
-            let mut message = source.remove(seq).expect("the seq is ready");
+            let mut message = source
+                .remove(seq, &mut self.pager)
+                .expect("the seq is ready");
             let target = self.queues.get_mut(&to).expect("checked above");
             message.moved(&target.config);
-            let evicted = target.admit(seq, message, Admission::DeadLetter);
+            let evicted = target.admit(seq, message, Admission::DeadLetter, &mut self.pager);
             assert!(
                 evicted.is_ok_and(|evicted| evicted.is_empty()),
                 "seq {seq} fits without evicting"
@@ -584,19 +614,19 @@ impl Queues {
         // others is dropped with them, yet answered as taken.
         if self.plants.lvq_loses_newest() && !replaced.is_empty() {
             for old in replaced {
-                target.remove(old);
+                target.remove(old, &mut self.pager);
             }
             self.last_seq = seq;
             self.dispatch(now_ms, &queue, effects);
             return;
         }
-        let Ok(evicted) = target.admit(seq, message, Admission::Publish) else {
+        let Ok(evicted) = target.admit(seq, message, Admission::Publish, &mut self.pager) else {
             return effects.push(rejected(queue, seq, RejectReason::Overflow));
         };
         // A last-value queue's new message takes the place of those with
         // its key (that drop-head did not take already).
         for old in replaced {
-            if target.remove(old).is_some() {
+            if target.remove(old, &mut self.pager).is_some() {
                 target.stats.dead_lettered += 1;
                 effects.push(Effect::DeadLettered {
                     from: queue.clone(),
@@ -680,7 +710,7 @@ impl Queues {
         };
         let queue = self.queues.get_mut(name).expect("consumers read queues");
         queue.set_credit(consumer, credit);
-        queue.dispatch(dispatch_ms, effects);
+        queue.dispatch(dispatch_ms, effects, &mut self.pager);
         if drain {
             queue.finish_drain(consumer, effects);
         }
@@ -697,13 +727,13 @@ impl Queues {
         let Some(source) = self.queues.get_mut(&queue) else {
             return;
         };
-        if source.message(seq).is_none() {
+        if !source.fetch(seq, &mut self.pager) {
             return;
         }
         let outcome = match outcome {
             // PLANTED BUG (`lose-redelivery`): a released message is dropped.
             Outcome::Released if self.plants.lose_redelivery() => {
-                source.remove(seq);
+                source.remove(seq, &mut self.pager);
                 self.dispatch(now_ms, &queue, effects);
                 return;
             }
@@ -714,7 +744,7 @@ impl Queues {
         };
         let dead_letter = match outcome {
             Outcome::Accepted => {
-                source.remove(seq);
+                source.remove(seq, &mut self.pager);
                 source.stats.acked += 1;
                 None
             }
@@ -734,7 +764,9 @@ impl Queues {
             }
         };
         if let Some(reason) = dead_letter {
-            let message = source.remove(seq).expect("the message was found above");
+            let message = source
+                .remove(seq, &mut self.pager)
+                .expect("the message was found above");
             let dead = DeadLetter {
                 from: queue.clone(),
                 seq,
@@ -756,7 +788,7 @@ impl Queues {
         if queue.config.auto_delete && queue.consumer_ids().next().is_none() {
             return self.delete(name, effects);
         }
-        queue.dispatch(dispatch_ms, effects);
+        queue.dispatch(dispatch_ms, effects, &mut self.pager);
     }
 
     fn expire(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
@@ -771,7 +803,11 @@ impl Queues {
             .collect();
         for (queue, seq) in due {
             // A dead-letter earlier in this pass may have evicted it.
-            let Some(message) = self.queues.get_mut(&queue).and_then(|q| q.remove(seq)) else {
+            let Some(message) = self
+                .queues
+                .get_mut(&queue)
+                .and_then(|q| q.remove(seq, &mut self.pager))
+            else {
                 continue;
             };
             self.recount(&queue);
@@ -898,7 +934,7 @@ impl Queues {
         if message.is_expired(now_ms) {
             return (None, Vec::new());
         }
-        match target.admit(seq, message, Admission::DeadLetter) {
+        match target.admit(seq, message, Admission::DeadLetter, &mut self.pager) {
             Ok(evicted) => (Some(name), evicted),
             Err(_) => (None, Vec::new()),
         }
@@ -907,7 +943,7 @@ impl Queues {
     fn dispatch(&mut self, now_ms: u64, queue: &str, effects: &mut Vec<Effect>) {
         let dispatch_ms = self.dispatch_ms(now_ms);
         if let Some(queue) = self.queues.get_mut(queue) {
-            queue.dispatch(dispatch_ms, effects);
+            queue.dispatch(dispatch_ms, effects, &mut self.pager);
         }
     }
 
@@ -927,8 +963,6 @@ impl Queues {
                 assert_eq!(self.consumers.get(&consumer), Some(name), "consumer index");
             }
         }
-        let held: u64 = self.queues.values().map(|q| q.info().bytes).sum();
-        assert_eq!(held, self.held_bytes, "bytes held by every queue together");
         let timers: BTreeSet<(u64, String)> = self
             .queues
             .values()
@@ -949,19 +983,8 @@ impl Queues {
     }
 }
 
-/// Up to `max` of `queue`'s ready messages, but `except`'s, oldest first.
-fn ready_seqs(queue: &Queue, except: &Seqs, max: u64) -> Vec<Seq> {
-    let max = usize::try_from(max).unwrap_or(usize::MAX);
-    queue
-        .messages()
-        .filter(|(seq, message)| message.holder.is_none() && !except.0.contains(seq))
-        .map(|(seq, _)| seq)
-        .take(max)
-        .collect()
-}
-
-/// The queues whose bytes `command` itself changes; a dead-letter queue is
-/// recounted as messages reach it.
+/// The queues whose messages `command` itself changes; a dead-letter queue
+/// is recounted as messages reach it.
 fn changed_by(command: &Command) -> [Option<String>; 2] {
     match command {
         Command::Enqueue { queue, .. }

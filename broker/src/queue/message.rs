@@ -294,6 +294,20 @@ impl Tally {
         self.bytes -= size;
     }
 
+    /// Counts another tally's messages in.
+    pub fn merge(&mut self, other: Tally) {
+        self.count += other.count;
+        self.bytes += other.bytes;
+    }
+
+    /// Counts another tally's messages out.
+    pub fn deduct(&mut self, other: Tally) {
+        assert!(self.count >= other.count, "tally count underflow");
+        assert!(self.bytes >= other.bytes, "tally bytes underflow");
+        self.count -= other.count;
+        self.bytes -= other.bytes;
+    }
+
     /// True if one more message of `size` bytes stays within `config`'s
     /// limits.
     pub fn fits(self, size: u64, config: &QueueConfig) -> bool {

@@ -43,6 +43,7 @@ mod detach;
 mod filter;
 mod machine;
 mod message;
+mod paging;
 mod ready;
 mod single;
 mod transaction;
@@ -57,6 +58,7 @@ use crate::amqp::codec::Value;
 
 pub use filter::{LazyFields, MessageFilter};
 pub use machine::{QueueReport, Queues};
+pub use paging::{MemoryPages, PageError, PageStore, Pager, Paging, RunId};
 
 /// A message's sequence number, assigned by the caller on
 /// [`Command::Enqueue`]: greater than every seq ever accepted. It names the

@@ -7,13 +7,15 @@ use std::ops::Bound::{Excluded, Unbounded};
 use super::consumer::{AttachOrder, Consumer, Mode};
 use super::dedup::Dedup;
 use super::message::{Message, Tally};
+use super::paging::{Paged, Pager, Run};
 use super::ready::{Key, Ready};
+use super::whole;
 use super::{
     ConsumerId, Delivery, Effect, LazyFields, MessageFilter, Overflow, QueueConfig, QueueInfo,
-    QueueStats, Seq,
+    QueueStats, Seq, Seqs,
 };
 use crate::amqp::codec::Value;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// How a message arrives, which decides whether it may displace others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +29,9 @@ pub(super) enum Admission {
 
 /// One queue.
 ///
-/// Every message is in exactly one place: `ready`, or the `unsettled` set of
-/// the acquiring consumer named by its `holder`. Browsers hold nothing.
+/// Every message is in exactly one place: `ready`, the `unsettled` set of
+/// the acquiring consumer named by its `holder`, or its rank's run in the
+/// page store (see [`super::paging`]). Browsers hold nothing.
 ///
 /// Its type shapes dispatch ([`QueueConfig`]): a priority queue ranks ready
 /// messages by priority before seq; a last-value queue keeps one waiting
@@ -42,8 +45,13 @@ pub(super) struct Queue {
     pub name: String,
     /// How it behaves.
     pub config: QueueConfig,
-    /// Every message it holds, by seq.
+    /// Every message it holds in memory, by seq.
     messages: BTreeMap<Seq, Message>,
+    /// Each rank's paged messages, which come after those of the rank in
+    /// memory.
+    runs: BTreeMap<u8, Run>,
+    /// The messages in `messages`.
+    hot: Tally,
     /// The messages no consumer holds, in delivery order: by rank (see
     /// [`Queue::rank`]), then seq.
     ready: Ready,
@@ -58,7 +66,7 @@ pub(super) struct Queue {
     groups: BTreeMap<String, (ConsumerId, usize)>,
     /// The consumers in attach order: a single active consumer's turn.
     order: AttachOrder,
-    /// `(expiry_ms, seq)` of every message that expires.
+    /// `(expiry_ms, seq)` of every message that expires, paged or not.
     expiries: BTreeSet<(u64, Seq)>,
     /// All its messages.
     all: Tally,
@@ -81,9 +89,6 @@ pub(super) struct Queue {
     pub dedup: Dedup,
     /// Its counters, for metrics (volatile).
     pub stats: QueueStats,
-    /// Its body bytes as last added to the machine's total
-    /// (`Queues::held_bytes`).
-    pub counted_bytes: u64,
     /// Its earliest expiry or schedule as last filed in the machine's
     /// timers.
     pub counted_timer: Option<u64>,
@@ -96,6 +101,8 @@ impl Queue {
             name,
             config,
             messages: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            hot: Tally::ZERO,
             ready: Ready::default(),
             scheduled: BTreeSet::new(),
             last_values: BTreeMap::new(),
@@ -111,19 +118,172 @@ impl Queue {
             last_served: None,
             dedup: Dedup::default(),
             stats: QueueStats::default(),
-            counted_bytes: 0,
             counted_timer: None,
         }
     }
 
-    /// The message `seq`, if this queue holds it.
+    /// The message `seq`, if this queue holds it in memory.
     pub fn message(&self, seq: Seq) -> Option<&Message> {
         self.messages.get(&seq)
     }
 
-    /// Every seq it holds, in order.
+    /// Every seq it holds in memory, in order.
     pub fn seqs(&self) -> impl Iterator<Item = Seq> + '_ {
         self.messages.keys().copied()
+    }
+
+    /// Its runs of paged messages, by rank.
+    pub fn runs(&self) -> impl Iterator<Item = (u8, &Run)> {
+        self.runs.iter().map(|(&rank, run)| (rank, run))
+    }
+
+    /// Body bytes it holds in memory.
+    pub fn hot_bytes(&self) -> u64 {
+        self.hot.bytes
+    }
+
+    /// Pages in whatever holds message `seq`, if it is paged; true if the
+    /// queue holds it.
+    pub fn fetch(&mut self, seq: Seq, pager: &mut Pager) -> bool {
+        while !self.messages.contains_key(&seq) {
+            let Some(rank) = self.run_spanning(seq) else {
+                return false;
+            };
+            self.page_in(rank, pager);
+        }
+        true
+    }
+
+    fn run_spanning(&self, seq: Seq) -> Option<u8> {
+        let mut runs = self.runs.iter();
+        runs.find(|(_, run)| run.spans(seq)).map(|(&rank, _)| rank)
+    }
+
+    /// Pages in the front of rank `rank`'s run.
+    fn page_in(&mut self, rank: u8, pager: &mut Pager) {
+        let mut run = self.runs.remove(&rank).expect("paging in a run");
+        for mut payload in pager.page_in(&mut run) {
+            let (seq, message) = whole::message_of(&mut payload, &self.config)
+                .unwrap_or_else(|error| panic!("run {} has a bad record: {error}", run.id));
+            run.took(paged(&message));
+            pager.count_in(message.size());
+            self.hold_in_memory(seq, message);
+        }
+        if run.is_empty() {
+            pager.drop_run(&run);
+        } else {
+            self.runs.insert(rank, run);
+        }
+    }
+
+    /// Pages in the front of the first run in delivery order; false if
+    /// there is none.
+    fn page_in_first(&mut self, pager: &mut Pager) -> bool {
+        let Some(&rank) = self.runs.keys().next() else {
+            return false;
+        };
+        self.page_in(rank, pager);
+        true
+    }
+
+    /// Pages every run in.
+    #[cfg(test)]
+    pub fn page_in_all(&mut self, pager: &mut Pager) {
+        while self.page_in_first(pager) {}
+    }
+
+    /// The first seq and rank of the run with the first paged message
+    /// after `after` in seq order, if any: memory holds the messages after
+    /// `after` in seq order only up to that seq.
+    fn first_paged_after(&self, after: Option<Seq>) -> Option<(Seq, u8)> {
+        first_paged_after(&self.runs, after)
+    }
+
+    /// The first ready message after `after` in seq order, but `except`'s,
+    /// paging in as far as it must to find it.
+    pub fn next_ready(
+        &mut self,
+        after: Option<Seq>,
+        except: &Seqs,
+        pager: &mut Pager,
+    ) -> Option<Seq> {
+        loop {
+            let first_paged = self.first_paged_after(after);
+            if let Some((first, rank)) = first_paged
+                && after.is_some_and(|after| first <= after)
+            {
+                self.page_in(rank, pager);
+                continue;
+            }
+            let start = after.map_or(Unbounded, Excluded);
+            let end = first_paged.map_or(Unbounded, |(first, _)| Excluded(first));
+            let found = self
+                .messages
+                .range((start, end))
+                .find(|(seq, m)| m.holder.is_none() && !except.0.contains(seq));
+            if let Some((&seq, _)) = found {
+                return Some(seq);
+            }
+            let (_, rank) = first_paged?;
+            self.page_in(rank, pager);
+        }
+    }
+
+    /// Drops its ready messages but `except`'s, paged ones included;
+    /// returns how many.
+    pub fn purge(&mut self, except: &Seqs, pager: &mut Pager) -> u64 {
+        let ready: Vec<Seq> = self
+            .messages
+            .iter()
+            .filter(|(seq, m)| m.holder.is_none() && !except.0.contains(seq))
+            .map(|(&seq, _)| seq)
+            .collect();
+        let mut count = ready.len() as u64;
+        for seq in ready {
+            self.remove(seq, pager);
+        }
+        for run in std::mem::take(&mut self.runs).into_values() {
+            self.all.deduct(run.all);
+            self.persistent.deduct(run.persistent);
+            count += run.all.count;
+            pager.drop_run(&run);
+        }
+        // What expires now is in memory.
+        let hot = &self.messages;
+        self.expiries.retain(|(_, seq)| hot.contains_key(seq));
+        count
+    }
+
+    /// The queue is deleted: what it held leaves the group's memory and
+    /// its runs.
+    pub fn dispose(self, pager: &mut Pager) {
+        pager.count_out(self.hot.bytes);
+        for run in self.runs.values() {
+            pager.drop_run(run);
+        }
+    }
+
+    /// Where the ready messages in memory stop being the next in delivery
+    /// order: the first run's first message. Ready keys before it are the
+    /// first in order; the run must be paged in to see past it.
+    fn ready_bound(&self) -> Option<Key> {
+        let (&rank, run) = self.runs.first_key_value()?;
+        Some((rank, run.first_seq))
+    }
+
+    /// Whether an arrival goes to its rank's run rather than memory: it
+    /// must be a plain message that the queue types need not index (no
+    /// schedule, no last value) and come after the run's last, and the
+    /// queue must page already, or be over its budget in a group over its
+    /// own.
+    fn pages_out(&self, seq: Seq, message: &Message, pager: &Pager) -> bool {
+        if message.deliver_at_ms().is_some() || message.last_value().is_some() {
+            return false;
+        }
+        match self.runs.get(&self.rank(message)) {
+            Some(run) => seq > run.last_seq,
+            None => pager.pages_out(self.hot.bytes),
+        }
     }
 
     /// The consumer `id`, if attached here.
@@ -191,11 +351,11 @@ impl Queue {
 
     /// Its counters.
     pub fn info(&self) -> QueueInfo {
-        let held = self.messages.len() as u64;
         let ready = self.ready.len() as u64;
+        let paged: u64 = self.runs.values().map(|run| run.all.count).sum();
         QueueInfo {
-            depth: ready,
-            unsettled: held - ready,
+            depth: ready + paged,
+            unsettled: self.messages.len() as u64 - ready,
             bytes: self.all.bytes,
             consumers: self.consumers.len() as u64,
         }
@@ -203,7 +363,9 @@ impl Queue {
 
     /// The seq of the message it has held longest, if any.
     pub fn oldest_seq(&self) -> Option<Seq> {
-        self.messages.first_key_value().map(|(&seq, _)| seq)
+        let hot = self.messages.first_key_value().map(|(&seq, _)| seq);
+        let paged = self.runs.values().map(|run| run.first_seq);
+        hot.into_iter().chain(paged).min()
     }
 
     /// How many more messages can be published before it refuses them;
@@ -287,6 +449,7 @@ impl Queue {
         seq: Seq,
         message: Message,
         admission: Admission,
+        pager: &mut Pager,
     ) -> Result<Vec<(Seq, Message)>, Message> {
         let size = message.size();
         let persistent = message.persistent;
@@ -296,30 +459,46 @@ impl Queue {
         let mut evicted = Vec::new();
         // Drop-head, among the messages of its own kind.
         while !self.tier(persistent).fits(size, &self.config) {
-            evicted.push(self.evict_oldest(persistent));
+            evicted.push(self.evict_oldest(persistent, pager));
         }
         // A persistent message also needs room among all messages: the
         // transient ones make way, which only volatile state notices.
         while !self.all.fits(size, &self.config) {
             debug_assert!(persistent, "a transient message fits its own tier");
-            evicted.push(self.evict_oldest(false));
+            evicted.push(self.evict_oldest(false, pager));
         }
-        self.insert(seq, message);
+        self.insert(seq, message, pager);
         Ok(evicted)
     }
 
-    fn evict_oldest(&mut self, persistent: bool) -> (Seq, Message) {
-        let seq = self
-            .messages
-            .iter()
-            .find(|(_, m)| m.persistent == persistent)
-            .map(|(&seq, _)| seq)
-            .expect("can_admit checked that evictions make room");
-        let message = self.remove(seq).expect("the seq was just found");
-        (seq, message)
+    /// Takes out its oldest message of the kind, paging in as far as it
+    /// must to find it.
+    fn evict_oldest(&mut self, persistent: bool, pager: &mut Pager) -> (Seq, Message) {
+        loop {
+            // Memory holds the oldest of the kind only if it comes before
+            // every run's first message of the kind.
+            let first_paged = self
+                .runs
+                .iter()
+                .filter(|(_, run)| run.holds(persistent))
+                .min_by_key(|(_, run)| run.first_seq)
+                .map(|(&rank, run)| (run.first_seq, rank));
+            let oldest = self
+                .messages
+                .iter()
+                .take_while(|&(&seq, _)| first_paged.is_none_or(|(first, _)| seq < first))
+                .find(|(_, m)| m.persistent == persistent)
+                .map(|(&seq, _)| seq);
+            if let Some(seq) = oldest {
+                let message = self.remove(seq, pager).expect("the seq was just found");
+                return (seq, message);
+            }
+            let (_, rank) = first_paged.expect("can_admit checked that evictions make room");
+            self.page_in(rank, pager);
+        }
     }
 
-    fn insert(&mut self, seq: Seq, message: Message) {
+    fn insert(&mut self, seq: Seq, message: Message, pager: &mut Pager) {
         assert!(message.holder.is_none(), "messages arrive ready");
         assert!(
             !message.persistent || self.config.durable,
@@ -328,6 +507,28 @@ impl Queue {
         if let Some(expiry_ms) = message.expiry_ms {
             assert!(self.expiries.insert((expiry_ms, seq)));
         }
+        self.all.add(message.size());
+        if message.persistent {
+            self.persistent.add(message.size());
+        }
+        assert!(self.all.within(&self.config), "admitted beyond the limits");
+        if self.pages_out(seq, &message, pager) {
+            let rank = self.rank(&message);
+            let run = self
+                .runs
+                .entry(rank)
+                .or_insert_with(|| pager.start_run(seq));
+            let mut payload = BytesMut::new();
+            whole::put_message(&mut payload, seq, &message);
+            pager.page_out(run, seq, &payload, paged(&message));
+            return;
+        }
+        pager.count_in(message.size());
+        self.hold_in_memory(seq, message);
+    }
+
+    /// Puts a ready message in memory, counted and expiring already.
+    fn hold_in_memory(&mut self, seq: Seq, message: Message) {
         if let Some(at_ms) = message.deliver_at_ms() {
             self.scheduled.insert((at_ms, seq));
         }
@@ -337,21 +538,22 @@ impl Queue {
                 .or_default()
                 .insert(seq);
         }
-        self.all.add(message.size());
-        if message.persistent {
-            self.persistent.add(message.size());
-        }
+        self.hot.add(message.size());
         let key = (self.rank(&message), seq);
         let ready = self.ready.insert(key, &message.body, &self.consumers);
         assert!(ready, "seq {seq} is already ready");
         let previous = self.messages.insert(seq, message);
         assert!(previous.is_none(), "seq {seq} is already held");
-        assert!(self.all.within(&self.config), "admitted beyond the limits");
     }
 
     /// Takes message `seq` out of the queue, from wherever it is.
-    pub fn remove(&mut self, seq: Seq) -> Option<Message> {
+    pub fn remove(&mut self, seq: Seq, pager: &mut Pager) -> Option<Message> {
+        if !self.fetch(seq, pager) {
+            return None;
+        }
         let mut message = self.messages.remove(&seq)?;
+        self.hot.remove(message.size());
+        pager.count_out(message.size());
         let key = (self.rank(&message), seq);
         match message.holder.take() {
             Some(id) => {
@@ -547,11 +749,29 @@ impl Queue {
 
     /// Delivers what the consumers' credit allows: acquired deliveries round
     /// robin, lowest ready seq first; then browse copies.
-    pub fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
-        while let Some((id, key)) = self.next_assignment(now_ms) {
-            self.acquire(id, key, effects);
+    pub fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>, pager: &mut Pager) {
+        loop {
+            while let Some((id, key)) = self.next_assignment(now_ms) {
+                self.acquire(id, key, effects);
+            }
+            // Memory has nothing more for the consumers with credit: the
+            // first run may.
+            if self.runs.is_empty() || !self.wants_more() || !self.page_in_first(pager) {
+                break;
+            }
         }
-        self.dispatch_copies(now_ms, effects);
+        self.dispatch_copies(now_ms, effects, pager);
+    }
+
+    /// Whether a consumer that may be sent messages has credit left.
+    fn wants_more(&self) -> bool {
+        if self.config.single_active_consumer {
+            let mut active = self.order.iter().map(|id| &self.consumers[&id]);
+            return active
+                .find(|c| c.unsettled().is_some())
+                .is_some_and(|c| c.credit > 0);
+        }
+        !self.with_credit.is_empty()
     }
 
     /// The next consumer in round-robin order that has credit and a message
@@ -590,8 +810,12 @@ impl Queue {
         if consumer.credit == 0 || consumer.unsettled().is_none() {
             return None;
         }
-        // Only what its filter selects: see `Ready`.
-        self.ready.of(id).find(|&(_, seq)| {
+        // Only what its filter selects (see `Ready`), and only as far as
+        // memory holds the next messages in order.
+        let bound = self.ready_bound();
+        let ready = self.ready.of(id);
+        let ahead = ready.take_while(|&key| bound.is_none_or(|bound| key < bound));
+        ahead.into_iter().find(|&(_, seq)| {
             let message = &self.messages[&seq];
             consumer.accepts(seq)
                 && !message.is_expired(now_ms)
@@ -647,53 +871,72 @@ impl Queue {
 
     /// Sends each browser, as its credit allows, the messages after its
     /// cursor that have not expired, whoever holds them.
-    fn dispatch_copies(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
-        let mut spent = Vec::new();
-        for &id in &self.browsers_with_credit {
-            let consumer = self.consumers.get_mut(&id).expect("browsers are attached");
-            while consumer.credit > 0 {
-                let Mode::Browsing { cursor } = consumer.mode else {
-                    break;
-                };
-                let start = cursor.map_or(Unbounded, Excluded);
-                let mut next = None;
-                for (&seq, m) in self.messages.range((start, Unbounded)) {
-                    if m.is_expired(now_ms) || m.is_scheduled(now_ms) {
-                        continue;
-                    }
-                    if consumer.takes(&LazyFields::new(&m.body)) {
-                        next = Some((seq, m));
-                        break;
-                    }
-                    // Its filter will never select it: passed for good, so
-                    // the next dispatch does not test it again.
-                    consumer.mode = Mode::Browsing { cursor: Some(seq) };
+    fn dispatch_copies(&mut self, now_ms: u64, effects: &mut Vec<Effect>, pager: &mut Pager) {
+        // The browsers with credit only: the others would take nothing.
+        let browsers: Vec<ConsumerId> = self.browsers_with_credit.iter().copied().collect();
+        for id in browsers {
+            while let Some(rank) = self.send_copies(id, now_ms, effects) {
+                self.page_in(rank, pager);
+            }
+            self.note_credit(id);
+        }
+    }
+
+    /// Sends browser `id` what its credit allows from memory; the rank of
+    /// the run to page in if it must read on.
+    fn send_copies(
+        &mut self,
+        id: ConsumerId,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Option<u8> {
+        let consumer = self.consumers.get_mut(&id).expect("browsers are attached");
+        while consumer.credit > 0 {
+            let Mode::Browsing { cursor } = consumer.mode else {
+                break;
+            };
+            // Memory holds the next messages after the cursor only up to
+            // the first seq of a run that goes past it.
+            let first_paged = first_paged_after(&self.runs, cursor);
+            if let Some((first, rank)) = first_paged
+                && cursor.is_some_and(|cursor| first <= cursor)
+            {
+                return Some(rank);
+            }
+            let start = cursor.map_or(Unbounded, Excluded);
+            let end = first_paged.map_or(Unbounded, |(first, _)| Excluded(first));
+            let mut next = None;
+            for (&seq, m) in self.messages.range((start, end)) {
+                if m.is_expired(now_ms) || m.is_scheduled(now_ms) {
+                    continue;
                 }
-                let Some((seq, message)) = next else {
+                if consumer.takes(&LazyFields::new(&m.body)) {
+                    next = Some((seq, m));
                     break;
-                };
-                consumer.spend_credit();
+                }
+                // Its filter will never select it: passed for good, so
+                // the next dispatch does not test it again.
                 consumer.mode = Mode::Browsing { cursor: Some(seq) };
-                effects.push(Effect::Deliver {
-                    consumer: id,
-                    delivery: Delivery {
-                        queue: self.name.clone(),
-                        seq,
-                        body: message.body.clone(),
-                        delivery_count: message.delivery_count,
-                        first_acquirer: false,
-                        settled: true,
-                        annotations: message.annotations.clone(),
-                    },
-                });
             }
-            if consumer.credit == 0 {
-                spent.push(id);
-            }
+            let Some((seq, message)) = next else {
+                return first_paged.map(|(_, rank)| rank);
+            };
+            consumer.spend_credit();
+            consumer.mode = Mode::Browsing { cursor: Some(seq) };
+            effects.push(Effect::Deliver {
+                consumer: id,
+                delivery: Delivery {
+                    queue: self.name.clone(),
+                    seq,
+                    body: message.body.clone(),
+                    delivery_count: message.delivery_count,
+                    first_acquirer: false,
+                    settled: true,
+                    annotations: message.annotations.clone(),
+                },
+            });
         }
-        for id in spent {
-            self.browsers_with_credit.remove(&id);
-        }
+        None
     }
 
     /// Every message with its seq, in seq order, ready or held.
@@ -749,7 +992,9 @@ impl Queue {
                 return None;
             }
             let holder = message.holder.take();
-            queue.insert(seq, message);
+            // In memory, as it was: the runs come after (see
+            // `Queue::restore_runs`), and a pager that never pages decides.
+            queue.insert(seq, message, &mut Pager::default());
             if let Some(id) = holder {
                 let consumer = queue.consumers.get_mut(&id)?;
                 consumer.unsettled()?;
@@ -778,6 +1023,51 @@ impl Queue {
             }
         }
         Some(queue)
+    }
+
+    /// Gives a restored queue its runs and the expiries of their messages,
+    /// as a snapshot names them. `None` if they do not fit with what it
+    /// holds in memory.
+    pub fn restore_runs(&mut self, runs: Vec<(u8, Run)>, expiries: Vec<(u64, Seq)>) -> Option<()> {
+        for (rank, run) in runs {
+            let consistent = !run.is_empty()
+                && run.front < run.end
+                && run.first_seq <= run.last_seq
+                && run.persistent.count <= run.all.count
+                && run.persistent.bytes <= run.all.bytes
+                && run.expiring <= run.all.count
+                && (run.persistent.count == 0 || self.config.durable);
+            if !consistent {
+                return None;
+            }
+            self.all.merge(run.all);
+            self.persistent.merge(run.persistent);
+            if self.runs.insert(rank, run).is_some() {
+                return None;
+            }
+        }
+        let expiring: u64 = self.runs.values().map(|run| run.expiring).sum();
+        if expiries.len() as u64 != expiring || !self.all.within(&self.config) {
+            return None;
+        }
+        for (expiry_ms, seq) in expiries {
+            if self.messages.contains_key(&seq)
+                || self.run_spanning(seq).is_none()
+                || !self.expiries.insert((expiry_ms, seq))
+            {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// The expiries of its paged messages, by expiry then seq.
+    pub fn paged_expiries(&self) -> impl Iterator<Item = (u64, Seq)> + '_ {
+        let hot = &self.messages;
+        self.expiries
+            .iter()
+            .filter(move |(_, seq)| !hot.contains_key(seq))
+            .copied()
     }
 
     /// Checks every invariant of the queue; a failure is a bug.
@@ -818,16 +1108,24 @@ impl Queue {
                 "seq {seq} is past its delivery limit"
             );
         }
+        assert_eq!(all, self.hot, "tally of the messages in memory");
+        let mut expiring = 0;
+        for (rank, run) in &self.runs {
+            assert!(!run.is_empty(), "rank {rank} keeps an empty run");
+            assert!(run.front < run.end && run.first_seq <= run.last_seq);
+            all.merge(run.all);
+            persistent.merge(run.persistent);
+            expiring += run.expiring;
+        }
         assert_eq!(all, self.all, "tally of all messages");
         assert_eq!(persistent, self.persistent, "tally of persistent messages");
         assert!(self.all.within(&self.config), "limits exceeded");
         assert_eq!(self.ready.len() + held, self.messages.len());
+        let hot_expiring = self.messages.values().filter(|m| m.expiry_ms.is_some());
         assert_eq!(
-            self.expiries.len(),
-            self.messages
-                .values()
-                .filter(|m| m.expiry_ms.is_some())
-                .count()
+            self.expiries.len() as u64,
+            hot_expiring.count() as u64 + expiring,
+            "every expiry is of a message in memory or paged"
         );
         let unsettled: usize = self
             .consumers
@@ -906,4 +1204,21 @@ impl Queue {
             "group holders"
         );
     }
+}
+
+/// What a run counts of `message`.
+fn paged(message: &Message) -> Paged {
+    Paged {
+        size: message.size(),
+        persistent: message.persistent,
+        expires: message.expiry_ms.is_some(),
+    }
+}
+
+/// See [`Queue::first_paged_after`].
+fn first_paged_after(runs: &BTreeMap<u8, Run>, after: Option<Seq>) -> Option<(Seq, u8)> {
+    runs.iter()
+        .filter(|(_, run)| after.is_none_or(|after| run.last_seq > after))
+        .min_by_key(|(_, run)| run.first_seq)
+        .map(|(&rank, run)| (run.first_seq, rank))
 }

@@ -10,9 +10,10 @@
 //! queues checked against the machine's invariants.
 //!
 //! ```text
-//! whole    := last_seq u64 | queues u32 | queue*
+//! whole    := last_seq u64 | next_run u64 | queues u32 | queue*
 //! queue    := name | config | last_served | dedup u32 (id | expiry u64)*
 //!             | consumers u32 | consumer* | messages u32 | message*
+//!             | runs u8 | run* | paged_expiries u32 (expiry u64 | seq u64)*
 //! consumer := id u64 | credit u32 | mode
 //! mode     := 0 | undeliverable u32 | seq u64*          acquiring
 //!           | 1 | cursor                               browsing
@@ -20,7 +21,14 @@
 //!           | 3 | filter | cursor                      browsing, filtered
 //! message  := seq u64 | body | persistent u8 | expiry | delivery_count u32
 //!             | annotations | acquired_before u8 | holder
+//! run      := rank u8 | id u64 | front u64 | end u64 | first_seq u64
+//!             | last_seq u64 | all tally | persistent tally | expiring u64
+//! tally    := count u64 | bytes u64
 //! ```
+//!
+//! Messages are those in memory; a run names a deep queue's paged ones in
+//! the group's page store (`super::paging`), which must be synced before
+//! the snapshot is written.
 //!
 //! Byte strings (names, bodies, ids) are `len u32 | bytes`; optional
 //! numbers (`last_served`, `cursor`, `expiry`, `holder`) are `0` or
@@ -32,7 +40,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::consumer::{Consumer, Mode};
 use super::dedup::Dedup;
-use super::message::{Message, Traits};
+use super::message::{Message, Tally, Traits};
+use super::paging::{Run, RunId};
 use super::single::Queue;
 use super::{QueueConfig, Queues, Seq};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind, Value, from_bytes, to_bytes};
@@ -46,6 +55,7 @@ const FILTERED: u8 = 2;
 /// Writes the whole state of `queues` into `out`.
 pub fn encode(queues: &Queues, out: &mut BytesMut) {
     out.put_u64(queues.last_seq());
+    out.put_u64(queues.pager().next_run());
     let all: Vec<&Queue> = queues.all_queues().collect();
     put_count(out, all.len());
     for queue in all {
@@ -87,33 +97,83 @@ pub fn encode(queues: &Queues, out: &mut BytesMut) {
         let messages: Vec<_> = queue.messages().collect();
         put_count(out, messages.len());
         for (seq, message) in messages {
-            out.put_u64(seq);
-            put_bytes(out, &message.body);
-            out.put_u8(u8::from(message.persistent));
-            put_optional(out, message.expiry_ms);
-            out.put_u32(message.delivery_count);
-            put_bytes(out, &to_bytes(&Value::Map(message.annotations.clone())));
-            out.put_u8(u8::from(message.acquired_before));
-            put_optional(out, message.holder);
+            put_message(out, seq, message);
         }
+        put_runs(out, queue);
     }
+}
+
+fn put_runs(out: &mut BytesMut, queue: &Queue) {
+    let runs: Vec<(u8, &Run)> = queue.runs().collect();
+    out.put_u8(u8::try_from(runs.len()).expect("a run per rank, of at most 256"));
+    for (rank, run) in runs {
+        out.put_u8(rank);
+        for value in [run.id, run.front, run.end, run.first_seq, run.last_seq] {
+            out.put_u64(value);
+        }
+        for tally in [run.all, run.persistent] {
+            out.put_u64(tally.count);
+            out.put_u64(tally.bytes);
+        }
+        out.put_u64(run.expiring);
+    }
+    let expiries: Vec<(u64, Seq)> = queue.paged_expiries().collect();
+    put_count(out, expiries.len());
+    for (expiry_ms, seq) in expiries {
+        out.put_u64(expiry_ms);
+        out.put_u64(seq);
+    }
+}
+
+fn runs_of(
+    input: &mut Bytes,
+    last_seq: Seq,
+    next_run: RunId,
+) -> Result<Vec<(u8, Run)>, DecodeError> {
+    let mut runs = Vec::new();
+    for _ in 0..u8_of(input)? {
+        let rank = u8_of(input)?;
+        let run = Run {
+            id: u64_of(input)?,
+            front: u64_of(input)?,
+            end: u64_of(input)?,
+            first_seq: u64_of(input)?,
+            last_seq: u64_of(input)?,
+            all: tally_of(input)?,
+            persistent: tally_of(input)?,
+            expiring: u64_of(input)?,
+        };
+        if run.id >= next_run || run.last_seq > last_seq {
+            return Err(invalid("run"));
+        }
+        runs.push((rank, run));
+    }
+    Ok(runs)
+}
+
+fn tally_of(input: &mut Bytes) -> Result<Tally, DecodeError> {
+    Ok(Tally {
+        count: u64_of(input)?,
+        bytes: u64_of(input)?,
+    })
 }
 
 /// Reads what [`encode`] wrote from the front of `input`.
 pub fn decode(input: &mut Bytes) -> Result<Queues, DecodeError> {
     let last_seq = u64_of(input)?;
+    let next_run = u64_of(input)?;
     let mut queues = Vec::new();
     for _ in 0..u32_of(input)? {
-        queues.push(decode_queue(input, last_seq)?);
+        queues.push(decode_queue(input, last_seq, next_run)?);
     }
     let names_ascend = queues.windows(2).all(|pair| pair[0].name < pair[1].name);
     if !names_ascend {
         return Err(invalid("name"));
     }
-    Queues::restored_whole(queues, last_seq).ok_or_else(|| invalid("consumer"))
+    Queues::restored_whole(queues, last_seq, next_run).ok_or_else(|| invalid("consumer"))
 }
 
-fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> {
+fn decode_queue(input: &mut Bytes, last_seq: Seq, next_run: RunId) -> Result<Queue, DecodeError> {
     let name = String::from_utf8(bytes_of(input)?.to_vec()).map_err(|_| invalid("name"))?;
     let config: QueueConfig = from_bytes(bytes_of(input)?)?;
     let last_served = optional_of(input)?;
@@ -157,34 +217,64 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq) -> Result<Queue, DecodeError> 
     }
     let mut messages = Vec::new();
     for _ in 0..u32_of(input)? {
-        let seq = u64_of(input)?;
+        let (seq, message) = message_of(input, &config)?;
         if seq > last_seq {
             return Err(invalid("seq"));
         }
-        let body = bytes_of(input)?;
-        let persistent = bool_of(input)?;
-        let expiry_ms = optional_of(input)?;
-        let delivery_count = u32_of(input)?;
-        let Value::Map(annotations) = from_bytes(bytes_of(input)?)? else {
-            return Err(invalid("annotations"));
-        };
-        let acquired_before = bool_of(input)?;
-        let holder = optional_of(input)?;
-        let traits = Traits::read(&body, &annotations, &config).boxed();
-        let message = Message {
-            body,
-            persistent,
-            expiry_ms,
-            delivery_count,
-            annotations,
-            acquired_before,
-            holder,
-            traits,
-        };
         messages.push((seq, message));
     }
-    Queue::restored_whole(name, config, dedup, last_served, consumers, messages)
-        .ok_or_else(|| invalid("queue"))
+    let mut queue = Queue::restored_whole(name, config, dedup, last_served, consumers, messages)
+        .ok_or_else(|| invalid("queue"))?;
+    let runs = runs_of(input, last_seq, next_run)?;
+    let mut expiries = Vec::new();
+    for _ in 0..u32_of(input)? {
+        expiries.push((u64_of(input)?, u64_of(input)?));
+    }
+    queue
+        .restore_runs(runs, expiries)
+        .ok_or_else(|| invalid("run"))?;
+    Ok(queue)
+}
+
+/// Writes message `seq`: also a paged message's record (`super::paging`).
+pub(super) fn put_message(out: &mut BytesMut, seq: Seq, message: &Message) {
+    out.put_u64(seq);
+    put_bytes(out, &message.body);
+    out.put_u8(u8::from(message.persistent));
+    put_optional(out, message.expiry_ms);
+    out.put_u32(message.delivery_count);
+    put_bytes(out, &to_bytes(&Value::Map(message.annotations.clone())));
+    out.put_u8(u8::from(message.acquired_before));
+    put_optional(out, message.holder);
+}
+
+/// Reads what [`put_message`] wrote, for a queue configured by `config`.
+pub(super) fn message_of(
+    input: &mut Bytes,
+    config: &QueueConfig,
+) -> Result<(Seq, Message), DecodeError> {
+    let seq = u64_of(input)?;
+    let body = bytes_of(input)?;
+    let persistent = bool_of(input)?;
+    let expiry_ms = optional_of(input)?;
+    let delivery_count = u32_of(input)?;
+    let Value::Map(annotations) = from_bytes(bytes_of(input)?)? else {
+        return Err(invalid("annotations"));
+    };
+    let acquired_before = bool_of(input)?;
+    let holder = optional_of(input)?;
+    let traits = Traits::read(&body, &annotations, config).boxed();
+    let message = Message {
+        body,
+        persistent,
+        expiry_ms,
+        delivery_count,
+        annotations,
+        acquired_before,
+        holder,
+        traits,
+    };
+    Ok((seq, message))
 }
 
 fn put_count(out: &mut BytesMut, count: usize) {

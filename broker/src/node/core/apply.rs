@@ -200,6 +200,8 @@ impl Core {
         })?;
         // Planted bugs are not state: they stay with the node.
         state.plant(self.settings.config.plants);
+        let groups = u32::try_from(self.groups.len()).unwrap_or(u32::MAX);
+        state.page_to(self.settings.paging(groups), self.settings.pages.open(id));
         info!(group = id, index, "group state installed from a snapshot");
         let Some(group) = self.groups.get_mut(&id) else {
             return Ok(());

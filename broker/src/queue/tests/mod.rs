@@ -11,6 +11,7 @@ use crate::amqp::codec::{Symbol, Value};
 
 mod behaviour;
 mod codec;
+mod paging;
 #[cfg(feature = "planted-bugs")]
 mod planted;
 mod replay;

@@ -7,11 +7,16 @@
 //! who holds what. That holds because no outcome for a message depends on
 //! which consumer holds it: drop-head and expiry take a held message too,
 //! and a settle names a message, not a consumer.
+//!
+//! Each run also drives a machine that pages its queues out
+//! (`queue::paging`) as much as its budget makes it: it must do exactly
+//! what the one that never pages does, command by command, and its own
+//! log and snapshots must rebuild it as exactly.
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::queue::{Overflow, PublishTraits};
+use crate::queue::{MemoryPages, Overflow, Paging, PublishTraits};
 
 /// What a replay of a log without credit must rebuild: every queue and
 /// every message, but not who holds what.
@@ -228,6 +233,12 @@ fn op() -> impl Strategy<Value = Op> {
 /// A live machine and the logs a node would keep for it.
 struct Run {
     live: Queues,
+    /// The same machine, paging under `paging` into `pages`.
+    paged: Queues,
+    paging: Paging,
+    pages: MemoryPages,
+    /// The paged machine's snapshots, each with a copy of its store.
+    paged_snapshots: Vec<(Bytes, MemoryPages)>,
     now_ms: u64,
     next_seq: Seq,
     /// `(now_ms, encoded command)` of every command: a Raft member's log.
@@ -247,7 +258,14 @@ impl Run {
             self.without_credit.push((self.now_ms, encoded.clone()));
         }
         self.log.push((self.now_ms, encoded));
-        self.live.apply(self.now_ms, command, &mut Vec::new());
+        let mut effects = Vec::new();
+        self.live.apply(self.now_ms, command.clone(), &mut effects);
+        let mut paged_effects = Vec::new();
+        self.paged.apply(self.now_ms, command, &mut paged_effects);
+        assert_eq!(
+            paged_effects, effects,
+            "paging changed what the machine did"
+        );
     }
 
     fn step(&mut self, op: Op) {
@@ -309,6 +327,8 @@ impl Run {
             Op::Snapshot => {
                 let at = (self.log.len(), self.without_credit.len());
                 self.snapshots.push((whole(&self.live), at));
+                let copy = self.pages.copy();
+                self.paged_snapshots.push((whole(&self.paged), copy));
             }
         }
     }
@@ -318,6 +338,18 @@ impl Run {
             self.submit(command);
         }
     }
+}
+
+/// A machine that pages into `pages` under `paging`.
+fn paging(mut queues: Queues, paging: Paging, pages: &MemoryPages) -> Queues {
+    queues.page_to(paging, Box::new(pages.clone()));
+    queues
+}
+
+/// Everything a machine holds, paged in: what [`messages`] compares.
+fn paged_in(mut queues: Queues) -> Queues {
+    queues.page_in_all();
+    queues
 }
 
 /// Applies logged commands, as a restarting broker does.
@@ -334,9 +366,17 @@ proptest! {
     fn replaying_the_log_rebuilds_the_live_machine(
         configs in prop::array::uniform3(config()),
         ops in prop::collection::vec(op(), 1..120),
+        group_bytes in prop_oneof![Just(0), 0..200_u64],
+        queue_bytes in prop_oneof![Just(0), 0..120_u64],
     ) {
+        let pages = MemoryPages::default();
+        let budget = Paging { group_bytes, queue_bytes };
         let mut run = Run {
             live: Queues::new(),
+            paged: paging(Queues::new(), budget, &pages),
+            paging: budget,
+            pages,
+            paged_snapshots: Vec::new(),
             now_ms: 1_000,
             next_seq: 1,
             log: Vec::new(),
@@ -365,5 +405,18 @@ proptest! {
             let replayed = replay(from_whole(snapshot.clone()), log);
             prop_assert_eq!(messages(&replayed), held.clone());
         }
+        // The paged machine: the same messages, and rebuilt as exactly.
+        let paged_exactly = whole(&run.paged);
+        let fresh = || paging(Queues::new(), run.paging, &MemoryPages::default());
+        prop_assert_eq!(whole(&replay(fresh(), &run.log)), paged_exactly.clone());
+        prop_assert_eq!(messages(&paged_in(replay(fresh(), &run.without_credit))), held.clone());
+        let at = run.snapshots.iter().map(|(_, at)| at);
+        for ((snapshot, pages), (at, at_without_credit)) in run.paged_snapshots.iter().zip(at) {
+            let restored = || paging(from_whole(snapshot.clone()), run.paging, &pages.copy());
+            prop_assert_eq!(whole(&replay(restored(), &run.log[*at..])), paged_exactly.clone());
+            let log = &run.without_credit[*at_without_credit..];
+            prop_assert_eq!(messages(&paged_in(replay(restored(), log))), held.clone());
+        }
+        prop_assert_eq!(messages(&paged_in(run.paged)), held);
     }
 }

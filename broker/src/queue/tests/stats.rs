@@ -185,35 +185,3 @@ fn a_move_takes_the_oldest_ready_messages_while_they_fit() {
     bench.attach(2, "from");
     assert_eq!(delivered(&bench.credit(2, 5)), [(2, seqs[2]), (2, seqs[3])]);
 }
-
-/// The bytes every queue holds together, which the memory watermark reads
-/// on every credit grant, follow messages in, between queues and out,
-/// without a walk over the queues.
-#[test]
-fn the_bytes_held_follow_messages_in_between_queues_and_out() {
-    let mut bench = Bench::new();
-    bench.declare("dlq", durable_queue());
-    bench.declare(
-        "q",
-        QueueConfig {
-            dead_letter_queue: Some("dlq".into()),
-            ..durable_queue()
-        },
-    );
-    let sum = |bench: &Bench| bench.queues.reports().map(|r| r.info.bytes).sum::<u64>();
-    let rejected = bench.send("q", "a");
-    let accepted = bench.send("q", "bb");
-    assert!(bench.queues.held_bytes() > 0);
-    assert_eq!(bench.queues.held_bytes(), sum(&bench));
-    bench.attach(1, "q");
-    assert_eq!(delivered(&bench.credit(1, 2)).len(), 2);
-    bench.settle("q", rejected, Outcome::Rejected);
-    assert!(report(&bench, "dlq").info.bytes > 0, "dead-lettered");
-    assert_eq!(bench.queues.held_bytes(), sum(&bench));
-    bench.settle("q", accepted, Outcome::Accepted);
-    assert_eq!(bench.queues.held_bytes(), sum(&bench));
-    bench.apply(Command::Delete {
-        queue: "dlq".into(),
-    });
-    assert_eq!(bench.queues.held_bytes(), 0);
-}

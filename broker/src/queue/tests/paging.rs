@@ -1,0 +1,335 @@
+//! Paging (`queue::paging`): a deep queue holds a bounded part of its
+//! messages in memory, and does exactly what a queue that never pages
+//! does. The random runs of `replay.rs` compare the two on every command;
+//! these cases make sure each path that reads past memory is taken.
+
+use super::*;
+use crate::queue::{DeadLetterReason, MemoryPages, Overflow, Paging, PublishTraits};
+
+/// Pages every arrival once a queue holds `queue_bytes` in memory.
+fn paged(queue_bytes: u64) -> Bench {
+    let mut bench = Bench::new();
+    let paging = Paging {
+        group_bytes: 0,
+        queue_bytes,
+    };
+    bench
+        .queues
+        .page_to(paging, Box::new(MemoryPages::default()));
+    bench
+}
+
+/// The same commands to a machine that pages at every arrival and one
+/// that never pages: they must answer alike.
+struct Twin {
+    paged: Bench,
+    plain: Bench,
+}
+
+impl Twin {
+    fn new() -> Self {
+        Self {
+            paged: paged(0),
+            plain: Bench::new(),
+        }
+    }
+
+    fn apply(&mut self, command: Command) -> Vec<Effect> {
+        let effects = self.plain.apply(command.clone());
+        assert_eq!(
+            self.paged.apply(command),
+            effects,
+            "paging changed the outcome"
+        );
+        effects
+    }
+
+    fn declare(&mut self, queue: &str, config: QueueConfig) {
+        self.paged.declare(queue, config.clone());
+        self.plain.declare(queue, config);
+    }
+
+    fn publish(&mut self, queue: &str, message: NewMessage) -> Seq {
+        let (seq, effects) = self.plain.publish(queue, message.clone());
+        let (paged_seq, paged_effects) = self.paged.publish(queue, message);
+        assert_eq!((paged_seq, paged_effects), (seq, effects));
+        seq
+    }
+
+    fn wait(&mut self, ms: u64) {
+        self.paged.now_ms += ms;
+        self.plain.now_ms += ms;
+    }
+}
+
+/// A message whose header sets `priority`, as a client's would: a paged
+/// message's traits are read again from its bytes, as a snapshot's are.
+fn with_priority(body: &'static str, priority: u8) -> NewMessage {
+    use crate::amqp::types::{Header, Message, Section};
+    let sections = vec![
+        Section::Header(Header {
+            durable: true,
+            priority,
+            ..Header::default()
+        }),
+        Section::Data(Bytes::from_static(body.as_bytes())),
+    ];
+    NewMessage {
+        body: Message { sections }.encode(),
+        traits: PublishTraits {
+            priority,
+            ..PublishTraits::default()
+        }
+        .boxed(),
+        ..durable(body)
+    }
+}
+
+#[test]
+fn a_deep_queue_holds_a_bounded_part_in_memory_and_delivers_all_in_order() {
+    let mut bench = paged(1_024);
+    bench.declare("q", durable_queue());
+    let body =
+        "a hundred bytes of body, give or take: the size of a small market data event here...";
+    let seqs: Vec<Seq> = (0..2_000).map(|_| bench.send("q", body)).collect();
+    let size = body.len() as u64;
+    assert!(
+        bench.queues.pager().hot_bytes() <= 1_024 + size,
+        "{} bytes in memory",
+        bench.queues.pager().hot_bytes()
+    );
+    assert_eq!(bench.info("q"), (2_000, 0));
+
+    bench.attach(1, "q");
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let effects = bench.credit(1, 100);
+        for (_, seq) in delivered(&effects) {
+            got.push(seq);
+            bench.settle("q", seq, Outcome::Accepted);
+        }
+        // What is in memory is what was paged in for the next deliveries.
+        assert!(bench.queues.pager().hot_bytes() <= 256 * 1024 + 1_024 + size);
+    }
+    assert_eq!(got, seqs);
+    assert_eq!(bench.info("q"), (0, 0));
+    assert_eq!(bench.queues.pager().hot_bytes(), 0);
+}
+
+#[test]
+fn a_priority_queue_pages_each_priority_behind_its_own_and_delivers_by_rank() {
+    let mut twin = Twin::new();
+    let config = QueueConfig {
+        priority_levels: Some(10),
+        ..durable_queue()
+    };
+    twin.declare("q", config);
+    for (i, priority) in [1, 9, 1, 5, 9, 1, 5, 9].into_iter().enumerate() {
+        let body = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+        twin.publish("q", with_priority(body, priority));
+    }
+    twin.apply(Command::Attach {
+        consumer: 1,
+        queue: "q".into(),
+        browse: false,
+        filter: None,
+    });
+    let effects = twin.apply(Command::Credit {
+        consumer: 1,
+        credit: 8,
+        drain: false,
+    });
+    // The highest priority first, each in arrival order.
+    assert_eq!(
+        delivered(&effects)
+            .into_iter()
+            .map(|(_, seq)| seq)
+            .collect::<Vec<_>>(),
+        [2, 5, 8, 4, 7, 1, 3, 6]
+    );
+}
+
+#[test]
+fn a_browser_reads_paged_messages_in_seq_order_among_those_in_memory() {
+    let mut twin = Twin::new();
+    let config = QueueConfig {
+        priority_levels: Some(10),
+        ..durable_queue()
+    };
+    twin.declare("q", config);
+    for priority in [1, 9, 1, 5, 9, 1] {
+        twin.publish("q", with_priority("m", priority));
+    }
+    // A consumer takes some into memory, so memory and runs interleave.
+    twin.apply(Command::Attach {
+        consumer: 1,
+        queue: "q".into(),
+        browse: false,
+        filter: None,
+    });
+    twin.apply(Command::Credit {
+        consumer: 1,
+        credit: 2,
+        drain: false,
+    });
+    twin.apply(Command::Attach {
+        consumer: 2,
+        queue: "q".into(),
+        browse: true,
+        filter: None,
+    });
+    let mut browsed = Vec::new();
+    for _ in 0..3 {
+        let effects = twin.apply(Command::Credit {
+            consumer: 2,
+            credit: 2,
+            drain: false,
+        });
+        browsed.extend(delivered(&effects).into_iter().map(|(_, seq)| seq));
+    }
+    assert_eq!(browsed, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_paged_message_expires_on_time_and_is_dead_lettered_whole() {
+    let mut twin = Twin::new();
+    twin.declare("dlq", durable_queue());
+    let config = QueueConfig {
+        dead_letter_queue: Some("dlq".into()),
+        ..durable_queue()
+    };
+    twin.declare("q", config);
+    twin.publish("q", durable("kept"));
+    let short = twin.publish(
+        "q",
+        NewMessage {
+            ttl_ms: Some(10),
+            ..durable("short-lived")
+        },
+    );
+    twin.publish("q", durable("kept too"));
+    twin.wait(10);
+    let effects = twin.apply(Command::Expire);
+    assert!(
+        effects.contains(&Effect::DeadLettered {
+            from: "q".into(),
+            seq: short,
+            to: Some("dlq".into()),
+            reason: DeadLetterReason::Expired,
+        }),
+        "{effects:#?}"
+    );
+    twin.apply(Command::Attach {
+        consumer: 1,
+        queue: "dlq".into(),
+        browse: false,
+        filter: None,
+    });
+    let effects = twin.apply(Command::Credit {
+        consumer: 1,
+        credit: 1,
+        drain: false,
+    });
+    assert!(only_delivery(&effects).body.ends_with(b"short-lived"));
+}
+
+#[test]
+fn drop_head_takes_the_oldest_even_when_it_is_paged() {
+    let mut twin = Twin::new();
+    let config = QueueConfig {
+        max_length: Some(3),
+        overflow: Overflow::DropHead,
+        priority_levels: Some(10),
+        ..durable_queue()
+    };
+    twin.declare("q", config);
+    let first = twin.publish("q", with_priority("low", 1));
+    twin.publish("q", with_priority("high", 9));
+    twin.publish("q", with_priority("low again", 1));
+    // Full: the oldest (paged, of a lower priority) makes room.
+    let (_, effects) = twin.paged.publish("q", with_priority("high again", 9));
+    let (_, plain) = twin.plain.publish("q", with_priority("high again", 9));
+    assert_eq!(effects, plain);
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::DeadLettered { seq, reason: DeadLetterReason::MaxLen, .. } if *seq == first)),
+        "{effects:#?}"
+    );
+}
+
+#[test]
+fn a_settle_replayed_without_its_delivery_pages_its_message_in() {
+    let mut twin = Twin::new();
+    twin.declare("q", durable_queue());
+    let seqs: Vec<Seq> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|body| twin.publish("q", durable(body)))
+        .collect();
+    // A single node's replay: no credit, so nothing was delivered, yet
+    // the log settles the third and fails the second.
+    twin.apply(Command::Settle {
+        queue: "q".into(),
+        seq: seqs[2],
+        outcome: Outcome::Accepted,
+    });
+    twin.apply(Command::Settle {
+        queue: "q".into(),
+        seq: seqs[1],
+        outcome: Outcome::Modified {
+            delivery_failed: true,
+            undeliverable_here: false,
+            annotations: Vec::new(),
+        },
+    });
+    assert_eq!(twin.paged.info("q"), (3, 0));
+    // Its failed delivery counted.
+    twin.apply(Command::Attach {
+        consumer: 1,
+        queue: "q".into(),
+        browse: false,
+        filter: None,
+    });
+    let effects = twin.apply(Command::Credit {
+        consumer: 1,
+        credit: 3,
+        drain: false,
+    });
+    let counts: Vec<(Seq, u32)> = deliveries(&effects)
+        .map(|(_, d)| (d.seq, d.delivery_count))
+        .collect();
+    assert_eq!(counts, [(seqs[0], 0), (seqs[1], 1), (seqs[3], 0)]);
+}
+
+/// The snapshot of a queue with a run, and the run's records in the
+/// store: both are on disk, so both are pinned.
+#[test]
+fn the_paged_encodings_are_stable() {
+    let pages = MemoryPages::default();
+    let mut bench = Bench::new();
+    let paging = Paging {
+        group_bytes: 0,
+        queue_bytes: 4,
+    };
+    bench.queues.page_to(paging, Box::new(pages.clone()));
+    bench.declare("q", durable_queue());
+    bench.send("q", "in memory");
+    let (_, effects) = bench.publish(
+        "q",
+        NewMessage {
+            ttl_ms: Some(60_000),
+            ..durable("paged")
+        },
+    );
+    assert_eq!(effects.len(), 1, "{effects:#?}");
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let mut store = pages.clone();
+    let records = crate::queue::PageStore::read(&mut store, 1, 0, 1 << 20).expect("in memory");
+    insta::assert_snapshot!(format!(
+        "whole: {}\nrun 1: {}",
+        hex(&whole(&bench.queues)),
+        hex(&records)
+    ));
+    assert_eq!(
+        from_whole(whole(&bench.queues)).info("q"),
+        bench.queues.info("q")
+    );
+}
