@@ -33,8 +33,13 @@ pub async fn attach(
         while in_flight < window && issued < count {
             let n = first + issued;
             // A session takes as many links as the broker's handle-max
-            // allows (RabbitMQ: 256, Sluice: 1,024); then the next begins.
-            match client.connection().attach(session, options(kind, n, address(n))) {
+            // allows (RabbitMQ: 256, Sluice: 1,024); then the next begins,
+            // unless declarations in flight will give theirs back.
+            match client
+                .connection()
+                .attach(session, options(kind, n, address(n)))
+            {
+                Err(EngineError::NoFreeHandle) if kind == Kind::Declare && in_flight > 0 => break,
                 Err(EngineError::NoFreeHandle) => {
                     session = client.begin().await?;
                     continue;
