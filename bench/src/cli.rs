@@ -109,6 +109,13 @@ pub struct Args {
     #[arg(long, conflicts_with = "duration")]
     pub count: Option<u64>,
 
+    /// The id that tells this run's messages from leftovers of others
+    /// (default: from the clock). A run that only consumes (`--producers
+    /// 0`) given the id of a run that only produced counts that run's
+    /// messages as its own: fill a queue, then drain it.
+    #[arg(long)]
+    pub run_id: Option<u32>,
+
     /// Once producers are done, how long consumers wait without receiving
     /// anything before counting what is missing as lost.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]

@@ -97,7 +97,9 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     // Set against `base`, to put wall-clock times on stalls.
     let base_unix_ms = io.unix_time_ms() as f64;
     // Tells this run's messages from leftovers of earlier ones.
-    let run_id = (io.unix_time_ms() & 0xffff_ffff) as u32;
+    let run_id = args
+        .run_id
+        .unwrap_or((io.unix_time_ms() & 0xffff_ffff) as u32);
     let shape = probe::Shape {
         durable: args.durable(),
         priority: args.priority,

@@ -32,6 +32,7 @@
 //! | `relay-unchecked` | `node::core` `Core::publish` | the anonymous relay skips the check of `send` on each message's `to`, so a user that may not send to a queue puts messages in it |
 //! | `scram-accepts-any-proof` | `sasl::scram` `ScramServer::finish_planted` | a SCRAM login of a known user is admitted whatever its proof, so a wrong password opens a connection |
 //! | `handshake-deadline-ignored` | `server` `connection_config` | connections get no handshake deadline (`amqp.handshake_timeout_ms`), so a client that trickles its handshake under the idle timeout is served however long it takes |
+//! | `page-in-drops` | `queue::single` `Queue::page_in` | a page-in that reads several paged messages drops the last of them, as if it had been consumed: a deep queue loses a message now and then |
 
 use std::fmt;
 use std::str::FromStr;
@@ -205,6 +206,11 @@ impl Plants {
     pub const fn handshake_deadline_ignored(self) -> bool {
         self.has(Plant::HandshakeDeadlineIgnored)
     }
+
+    /// `page-in-drops`: a page-in of several messages leaves the last out.
+    pub const fn page_in_drops(self) -> bool {
+        self.has(Plant::PageInDrops)
+    }
 }
 
 /// One planted bug.
@@ -274,11 +280,13 @@ pub enum Plant {
     ScramAcceptsAnyProof,
     /// Connections get no handshake deadline.
     HandshakeDeadlineIgnored,
+    /// A page-in of several messages leaves the last out.
+    PageInDrops,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 25] = [
+    pub const ALL: [Plant; 26] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -304,6 +312,7 @@ impl Plant {
         Plant::RelayUnchecked,
         Plant::ScramAcceptsAnyProof,
         Plant::HandshakeDeadlineIgnored,
+        Plant::PageInDrops,
     ];
 
     /// The plant's command-line name.
@@ -334,6 +343,7 @@ impl Plant {
             Plant::RelayUnchecked => "relay-unchecked",
             Plant::ScramAcceptsAnyProof => "scram-accepts-any-proof",
             Plant::HandshakeDeadlineIgnored => "handshake-deadline-ignored",
+            Plant::PageInDrops => "page-in-drops",
         }
     }
 }

@@ -390,6 +390,9 @@ fn apply_plant(_config: &mut Config, plant: Option<&str>) -> Result<(), SimError
     }
 }
 
+/// The single node's memory watermark in a run.
+const SINGLE_NODE_MEMORY_BYTES: u64 = 16 << 10;
+
 /// The configuration of broker `node` for a run.
 fn broker_config(
     options: &RunOptions,
@@ -410,6 +413,13 @@ fn broker_config(
     // Small, so that making it costs a run no simulated time to speak of
     // (its fsyncs are slow here), yet it holds a run's whole state.
     config.storage.disk_reserve_bytes = 256 << 10;
+    // Small, so that a single node pages its queues once a few dozen
+    // messages wait (see `queue::paging`): a group pages past half of it,
+    // a queue past an eighth of that. A cluster does not page yet, and
+    // would only stop its producers at it.
+    if node.is_none() {
+        config.limits.memory_high_watermark_bytes = SINGLE_NODE_MEMORY_BYTES;
+    }
     // Unlimited: the workload releases and modifies messages at random, and
     // a dead-lettered message (dropped, with no dead-letter queue) would be
     // an unexplained loss to the checker. Only the queue that dead-letters

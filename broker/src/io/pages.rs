@@ -39,7 +39,11 @@ pub trait SyncFs: Send + 'static {
     fn sync(&self, file: &Self::File) -> io::Result<()>;
     fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
-    /// The names of the files in `dir`, which is made if missing.
+    /// Makes the directory's new entries durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes `dir` if it is missing.
+    fn create_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The names of the files in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
 }
 
@@ -54,6 +58,11 @@ pub struct FilePages<F: SyncFs> {
     open: BTreeMap<Segment, F::File>,
     /// Segments written since the last checkpoint.
     dirty: BTreeSet<Segment>,
+    /// Whether a segment file was opened (perhaps made) since the last
+    /// checkpoint: its name is durable only once the directory is synced.
+    opened: bool,
+    /// Whether the directory is made, and durable in its parent.
+    made: bool,
     /// Writes that failed, in order, to be tried again.
     unwritten: Vec<(RunId, u64, Vec<u8>)>,
     /// Segments the state no longer needs, since the last checkpoint.
@@ -86,6 +95,8 @@ impl<F: SyncFs> FilePages<F> {
             segment_bytes,
             open: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            opened: false,
+            made: false,
             unwritten: Vec::new(),
             forgotten: BTreeSet::new(),
             runs: BTreeMap::new(),
@@ -94,7 +105,21 @@ impl<F: SyncFs> FilePages<F> {
         }
     }
 
+    /// Makes the directory, once, durably: a snapshot may name what it
+    /// holds, and a crash must not take it.
+    fn make_dir(&mut self) -> io::Result<()> {
+        if !self.made {
+            self.fs.create_dir(&self.dir)?;
+            if let Some(parent) = self.dir.parent() {
+                self.fs.sync_dir(parent)?;
+            }
+            self.made = true;
+        }
+        Ok(())
+    }
+
     fn retain_live(&mut self, live: &[(RunId, u64, u64)]) -> io::Result<()> {
+        self.make_dir()?;
         let live: BTreeMap<RunId, (u64, u64)> = live
             .iter()
             .map(|&(run, front, end)| (run, (front, end)))
@@ -119,6 +144,9 @@ impl<F: SyncFs> FilePages<F> {
                 _ => self.fs.remove(&self.dir.join(name))?,
             }
         }
+        // The replay may make files of the same names again: the old ones
+        // must not come back after a crash.
+        self.fs.sync_dir(&self.dir)?;
         self.runs = live
             .into_iter()
             .map(|(run, (front, end))| (run, (front - front % self.segment_bytes, end)))
@@ -134,6 +162,7 @@ impl<F: SyncFs> FilePages<F> {
     /// `open`.
     fn open_file(&mut self, segment: Segment) -> io::Result<()> {
         if !self.open.contains_key(&segment) {
+            self.make_dir()?;
             if self.open.len() >= OPEN_FILES_MAX {
                 // Closing a dirty file would lose track of what to sync.
                 let clean = self.open.keys().find(|s| !self.dirty.contains(s)).copied();
@@ -143,6 +172,7 @@ impl<F: SyncFs> FilePages<F> {
             }
             let file = self.fs.open(&self.path(segment))?;
             self.open.insert(segment, file);
+            self.opened = true;
         }
         Ok(())
     }
@@ -239,6 +269,10 @@ impl<F: SyncFs> PageStore for FilePages<F> {
     }
 
     fn forget(&mut self, run: RunId, before: u64) {
+        // A failed write the state no longer needs is not tried again: a
+        // full disk must not keep a consumed message from a snapshot.
+        self.unwritten
+            .retain(|(of, at, record)| *of != run || at + record.len() as u64 > before);
         let Some(&(from, end)) = self.runs.get(&run) else {
             return;
         };
@@ -270,6 +304,10 @@ impl<F: SyncFs> PageStore for FilePages<F> {
             self.open_file(segment).map_err(failed)?;
             self.fs.sync(&self.open[&segment]).map_err(failed)?;
         }
+        if std::mem::take(&mut self.opened) {
+            let failed = |source| PageError::Io { run: 0, source };
+            self.fs.sync_dir(&self.dir).map_err(failed)?;
+        }
         self.checkpoints += 1;
         let forgotten: Vec<Segment> = std::mem::take(&mut self.forgotten).into_iter().collect();
         self.releasable.insert(self.checkpoints, forgotten);
@@ -298,4 +336,112 @@ impl<F: SyncFs> PageStore for FilePages<F> {
 fn parse_name(name: &str) -> Option<Segment> {
     let (run, segment) = name.split_once('.')?;
     Some((run.parse().ok()?, segment.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real file system (tests may use it directly).
+    struct TestFs;
+
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    impl SyncFs for TestFs {
+        type File = std::fs::File;
+
+        fn open(&self, path: &Path) -> io::Result<Self::File> {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        }
+
+        fn sync(&self, file: &Self::File) -> io::Result<()> {
+            file.sync_data()
+        }
+
+        fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()> {
+            file.set_len(len)
+        }
+
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            std::fs::remove_file(path)
+        }
+
+        fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn create_dir(&self, dir: &Path) -> io::Result<()> {
+            std::fs::create_dir_all(dir)
+        }
+
+        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)?
+                .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<io::Result<_>>()?;
+            names.sort();
+            Ok(names)
+        }
+    }
+
+    /// A store of 16-byte segments in a fresh directory.
+    fn store() -> (tempfile::TempDir, FilePages<TestFs>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FilePages::open(TestFs, dir.path().join("pages"), 16);
+        store.retain(&[]).unwrap();
+        (dir, store)
+    }
+
+    fn files(store: &FilePages<TestFs>) -> Vec<String> {
+        store.fs.list(&store.dir).unwrap()
+    }
+
+    #[test]
+    fn a_run_spans_segments_and_reads_back_from_anywhere() {
+        let (_dir, mut store) = store();
+        store.write(7, 0, b"0123456789");
+        store.write(7, 10, b"abcdefghijklmnopqrstuvwxyz");
+        assert_eq!(files(&store), ["7.0", "7.1", "7.2"]);
+        assert_eq!(store.read(7, 8, 12).unwrap(), b"89abcdefghij");
+        assert_eq!(store.read(7, 30, 6).unwrap(), b"uvwxyz");
+    }
+
+    #[test]
+    fn a_forgotten_segment_goes_only_once_a_later_checkpoint_is_durable() {
+        let (_dir, mut store) = store();
+        store.write(7, 0, &[1; 40]);
+        let before = store.checkpoint().unwrap();
+        store.forget(7, 33);
+        // A snapshot from before the forgetting may still be recovered from.
+        store.release(before);
+        assert_eq!(files(&store), ["7.0", "7.1", "7.2"]);
+        let after = store.checkpoint().unwrap();
+        store.release(after);
+        // Whole segments only: the third holds bytes still needed.
+        assert_eq!(files(&store), ["7.2"]);
+        store.forget(7, 40);
+        let all = store.checkpoint().unwrap();
+        store.release(all);
+        assert_eq!(files(&store), Vec::<String>::new());
+    }
+
+    #[test]
+    fn recovery_keeps_the_runs_the_snapshot_names_as_far_as_it_names_them() {
+        let (dir, mut store) = store();
+        store.write(7, 0, &[7; 40]);
+        store.write(8, 0, &[8; 10]);
+        store.write(9, 0, &[9; 10]);
+        store.checkpoint().unwrap();
+        drop(store);
+        // The snapshot knew run 7 up to 36, from 20, and run 8; not run 9.
+        let mut store = FilePages::open(TestFs, dir.path().join("pages"), 16);
+        store.retain(&[(7, 20, 36), (8, 0, 10)]).unwrap();
+        assert_eq!(files(&store), ["7.1", "7.2", "8.0"]);
+        let last = store.open[&(7, 2)].metadata().unwrap();
+        assert_eq!(last.len(), 4, "what followed the snapshot's end is cut");
+        assert_eq!(store.read(7, 20, 16).unwrap(), [7; 16]);
+    }
 }

@@ -161,8 +161,15 @@ impl SyncFs for StdFs {
         std::fs::remove_file(path)
     }
 
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        std::fs::create_dir_all(dir)?;
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             names.push(entry?.file_name().to_string_lossy().into_owned());

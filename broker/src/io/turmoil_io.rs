@@ -162,8 +162,15 @@ impl SyncFs for SimFs {
         turmoil::fs::shim::std::fs::remove_file(path)
     }
 
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        turmoil::fs::shim::std::fs::sync_dir(dir)
+    }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        turmoil::fs::shim::std::fs::create_dir_all(dir)
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        turmoil::fs::shim::std::fs::create_dir_all(dir)?;
         let mut names = Vec::new();
         for entry in turmoil::fs::shim::std::fs::read_dir(dir)? {
             names.push(entry?.file_name().to_string_lossy().into_owned());

@@ -1319,8 +1319,8 @@ impl Core {
         held >= watermark
     }
 
-    /// After recovery: each group's page store keeps only the runs its
-    /// recovered state names.
+    /// At start, once the snapshot is installed: each group's page store
+    /// keeps only the runs its snapshot names.
     pub(super) fn keep_pages(&mut self) -> Result<(), NodeError> {
         for (&group, state) in &mut self.groups {
             let live = state.state.live_runs();

@@ -10,10 +10,11 @@ use crate::log::LogOptions;
 use crate::metrics::Metrics;
 use crate::queue::{MemoryPages, Overflow, PageStore, Paging, QueueConfig};
 
-/// A queue keeps this much in memory before its arrivals are paged out,
-/// whatever its group holds: a queue that its consumers keep up with
-/// never pages (see `queue::paging`).
-const QUEUE_MEMORY_BYTES: u64 = 64 << 10;
+/// A queue keeps up to this much in memory before its arrivals are paged
+/// out, whatever its group holds, so that a queue its consumers keep up
+/// with never pages; it is also what a page-in reads at a time (see
+/// `queue::paging`).
+const QUEUE_MEMORY_BYTES: u64 = 256 << 10;
 
 /// How the node is configured.
 #[derive(Debug, Clone)]
@@ -30,8 +31,11 @@ pub struct NodeSettings {
 /// I/O seam, or in memory, where a group never pages.
 #[derive(Clone, Default)]
 pub struct PageStores {
-    on_disk: Option<Arc<dyn Fn(u32) -> Box<dyn PageStore> + Send + Sync>>,
+    on_disk: Option<Arc<OpenStore>>,
 }
+
+/// Makes group `group`'s page store.
+type OpenStore = dyn Fn(u32) -> Box<dyn PageStore> + Send + Sync;
 
 impl PageStores {
     /// Stores that `open` makes, group by group.
@@ -74,17 +78,22 @@ impl NodeSettings {
 
     /// When each of `groups` groups pages its queues out: once their
     /// messages in memory take half the memory watermark between them,
-    /// keeping the other half for what is on its way in and out. Never
-    /// without a store on disk or a watermark.
+    /// keeping the other half for what is on its way in and out; a queue
+    /// then once it holds an eighth of its group's share, or
+    /// [`QUEUE_MEMORY_BYTES`]. Never without a store on disk or a
+    /// watermark.
     pub(in crate::node) fn paging(&self, groups: u32) -> Paging {
         match (
             &self.pages.on_disk,
             self.config.limits.memory_high_watermark(),
         ) {
-            (Some(_), Some(watermark)) => Paging {
-                group_bytes: watermark / 2 / u64::from(groups.max(1)),
-                queue_bytes: QUEUE_MEMORY_BYTES,
-            },
+            (Some(_), Some(watermark)) => {
+                let group_bytes = watermark / 2 / u64::from(groups.max(1));
+                Paging {
+                    group_bytes,
+                    queue_bytes: (group_bytes / 8).clamp(1, QUEUE_MEMORY_BYTES),
+                }
+            }
             _ => Paging::OFF,
         }
     }

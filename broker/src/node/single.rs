@@ -93,9 +93,12 @@ pub async fn start<I: Io>(
         last_lsn = index;
         Commit::Entry { index, data }
     });
-    let commits: Vec<_> = snapshot.into_iter().chain(entries).collect();
-    core.handle_committed(now, commits.into_iter().map(|commit| (GROUP, commit)))?;
+    let entries: Vec<_> = entries.collect();
+    core.handle_committed(now, snapshot.map(|commit| (GROUP, commit)))?;
+    // Before the entries are replayed: until a newer snapshot is durable,
+    // a crash recovers from this one again, and needs all it names.
     core.keep_pages()?;
+    core.handle_committed(now, entries.into_iter().map(|commit| (GROUP, commit)))?;
     info!(records, %origin, "recovered the queues from the log");
     let (requests, inbox) = mpsc::unbounded_channel();
     let (snapshots_done, snapshots) = mpsc::unbounded_channel();

@@ -34,7 +34,8 @@ struct Harness {
     node: NodeHandle,
     task: tokio::task::JoinHandle<Result<(), NodeError>>,
     inbox: mpsc::UnboundedReceiver<ToConnection>,
-    _dir: tempfile::TempDir,
+    /// The data directory, if the harness made it.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Harness {
@@ -45,11 +46,18 @@ impl Harness {
     /// A node with `config`, in a fresh data directory.
     async fn start_with(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let io = FaultyIo::new(TokioIo);
         let config = Config {
             data_dir: dir.path().to_owned(),
             ..config
         };
+        let mut harness = Self::start_in(config).await;
+        harness._dir = Some(dir);
+        harness
+    }
+
+    /// A node with `config`, in its data directory as it is.
+    async fn start_in(config: Config) -> Self {
+        let io = FaultyIo::new(TokioIo);
         let (node, task) = start(io.clone(), NodeSettings::new(config)).await.unwrap();
         let task = io.spawn(task);
         let (sender, inbox) = mpsc::unbounded_channel();
@@ -63,10 +71,18 @@ impl Harness {
             node,
             task,
             inbox,
-            _dir: dir,
+            _dir: None,
         };
         harness.attach_producer().await;
         harness
+    }
+
+    /// Stops the node: its handle goes, and its task finishes what was
+    /// proposed.
+    async fn stop(self) {
+        drop(self.node);
+        let stopped = timeout(WAIT, self.task).await.unwrap().unwrap();
+        assert!(stopped.is_ok(), "{stopped:?}");
     }
 
     /// A node that accepted message 0, then, its disk full, refused
@@ -140,9 +156,21 @@ impl Harness {
 
     /// The next delivery: to which consumer, and which message.
     async fn next_delivery(&mut self) -> (ConsumerId, Seq) {
+        let (consumer, seq, _) = self.next_message().await;
+        (consumer, seq)
+    }
+
+    /// The next delivery, with the message's bytes.
+    async fn next_message(&mut self) -> (ConsumerId, Seq, Bytes) {
         loop {
-            if let ToConnection::Deliver { consumer, seq, .. } = self.next().await {
-                return (consumer, seq);
+            if let ToConnection::Deliver {
+                consumer,
+                seq,
+                message,
+                ..
+            } = self.next().await
+            {
+                return (consumer, seq, message);
             }
         }
     }
@@ -163,6 +191,11 @@ impl Harness {
 
     /// Publishes durable message `id` and returns its outcome.
     async fn publish(&mut self, id: u32) -> DeliveryState {
+        self.publish_body(id, id.to_be_bytes().to_vec()).await
+    }
+
+    /// Publishes durable message `id` with `body` and returns its outcome.
+    async fn publish_body(&mut self, id: u32, body: Vec<u8>) -> DeliveryState {
         let delivery = DeliveryId { link: PRODUCER, id };
         let message = Message {
             sections: vec![
@@ -170,7 +203,7 @@ impl Harness {
                     durable: true,
                     ..Header::default()
                 }),
-                Section::Data(Bytes::from(id.to_be_bytes().to_vec())),
+                Section::Data(Bytes::from(body)),
             ],
         }
         .encode();
@@ -613,4 +646,61 @@ async fn a_log_of_an_unknown_format_is_refused() {
         error.to_string().contains("\"sluice single-node log 9\""),
         "{error}"
     );
+}
+
+/// A consumer that is away lets a queue grow past memory: its messages
+/// are paged to `pages/` rather than held (and rather than stopping the
+/// producer), snapshots name them there, and a restart finds them all, in
+/// order, without their bodies ever being in memory at once.
+#[tokio::test]
+async fn a_deep_queue_pages_to_disk_and_comes_back_whole_after_a_restart() {
+    const MESSAGES: u32 = 1_500;
+    const BODY: usize = 1_024;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    // A group pages past half of it; a queue past 64 KiB.
+    config.limits.memory_high_watermark_bytes = 256 << 10;
+    config.storage.snapshot_every_records = 400;
+    let body = |id: u32| {
+        let mut body = vec![0; BODY];
+        body[..4].copy_from_slice(&id.to_be_bytes());
+        body
+    };
+
+    let mut harness = Harness::start_in(config.clone()).await;
+    for id in 0..MESSAGES {
+        let outcome = harness.publish_body(id, body(id)).await;
+        assert!(
+            matches!(outcome, DeliveryState::Accepted(_)),
+            "{id}: {outcome:?}"
+        );
+    }
+    let paged = paged_bytes(&dir.path().join("pages"));
+    let published = u64::from(MESSAGES) * BODY as u64;
+    assert!(
+        paged > published / 2,
+        "{paged} of {published} bytes paged to disk"
+    );
+    harness.stop().await;
+
+    let mut harness = Harness::start_in(config).await;
+    harness.attach_consumer(MESSAGES);
+    for id in 0..MESSAGES {
+        let (consumer, seq, message) = harness.next_message().await;
+        assert!(message.ends_with(&body(id)), "message {id} out of order");
+        harness.settle(consumer, seq, Outcome::Accepted);
+    }
+    harness.stop().await;
+}
+
+/// The bytes of the files under `dir`.
+#[allow(clippy::disallowed_methods)] // Counts what the seam wrote.
+fn paged_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum()
 }

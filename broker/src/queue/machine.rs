@@ -180,6 +180,7 @@ impl Queues {
     /// snapshots.
     pub fn plant(&mut self, plants: Plants) {
         self.plants = plants;
+        self.pager.plant(plants);
     }
 
     /// Dispatches from now on judge expiry and schedules at `now_ms` at the

@@ -34,15 +34,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::Seq;
 use super::message::Tally;
+use crate::planted::Plants;
 
 /// Names a run in its group's page store: never reused, even across
 /// restarts (the counter is in the snapshot).
 pub type RunId = u64;
-
-/// How much a page-in reads at a time: enough that paging in costs one
-/// read per few hundred small messages, little enough to be a bounded
-/// share of memory per queue.
-const PAGE_IN_BYTES: usize = 256 * 1024;
 
 /// A record's header: `len u32 | crc32c u32`, then `len` bytes.
 const RECORD_HEADER: usize = 8;
@@ -106,6 +102,8 @@ pub struct Paging {
     pub group_bytes: u64,
     /// Body bytes a queue holds in memory before its own arrivals are
     /// paged out, whatever the group holds: a shallow queue never pages.
+    /// Also about what a page-in reads at a time (at least a message): a
+    /// queue holds about as much again of what it paged in.
     pub queue_bytes: u64,
 }
 
@@ -133,6 +131,8 @@ pub struct Pager {
     hot_bytes: u64,
     /// The id the next run takes.
     next_run: RunId,
+    /// Planted bugs: `page-in-drops`. Volatile.
+    plants: Plants,
 }
 
 impl Default for Pager {
@@ -148,7 +148,17 @@ impl Pager {
             paging,
             hot_bytes: 0,
             next_run: 1,
+            plants: Plants::NONE,
         }
+    }
+
+    pub(super) fn plant(&mut self, plants: Plants) {
+        self.plants = plants;
+    }
+
+    /// Its planted bugs.
+    pub(super) fn plants(&self) -> Plants {
+        self.plants
     }
 
     /// Goes on with `store` under `paging`, counts kept.
@@ -229,15 +239,16 @@ impl Pager {
         run.expiring += u64::from(counted.expires);
     }
 
-    /// Reads the records at the front of `run`, about [`PAGE_IN_BYTES`]
-    /// and at least one, and moves the run's front past them. Each comes
+    /// Reads the records at the front of `run`, about the queue's share
+    /// ([`Paging::queue_bytes`]) and at least one, and moves the run's front past them. Each comes
     /// as its payload; the caller counts each out of the run with
     /// [`Run::took`].
     pub(super) fn page_in(&mut self, run: &mut Run) -> Vec<Bytes> {
         assert!(run.front < run.end, "run {} is empty", run.id);
         let mut records = Vec::new();
         let mut offset = run.front;
-        let mut read = self.read(run, offset, PAGE_IN_BYTES.max(RECORD_HEADER));
+        let batch = usize::try_from(self.paging.queue_bytes).unwrap_or(usize::MAX);
+        let mut read = self.read(run, offset, batch.max(RECORD_HEADER));
         loop {
             if read.len() < RECORD_HEADER {
                 break;

@@ -162,10 +162,18 @@ impl Queue {
     /// Pages in the front of rank `rank`'s run.
     fn page_in(&mut self, rank: u8, pager: &mut Pager) {
         let mut run = self.runs.remove(&rank).expect("paging in a run");
-        for mut payload in pager.page_in(&mut run) {
+        let records = pager.page_in(&mut run);
+        let last = records.len() - 1;
+        for (i, mut payload) in records.into_iter().enumerate() {
             let (seq, message) = whole::message_of(&mut payload, &self.config)
                 .unwrap_or_else(|error| panic!("run {} has a bad record: {error}", run.id));
             run.took(paged(&message));
+            // PLANTED BUG (`page-in-drops`): the last of several paged in is
+            // dropped, as if it had been consumed.
+            if pager.plants().page_in_drops() && i == last && last > 0 {
+                self.forget_paged(seq, &message);
+                continue;
+            }
             pager.count_in(message.size());
             self.hold_in_memory(seq, message);
         }
@@ -173,6 +181,17 @@ impl Queue {
             pager.drop_run(&run);
         } else {
             self.runs.insert(rank, run);
+        }
+    }
+
+    /// Counts out a paged message that goes without being held in memory.
+    fn forget_paged(&mut self, seq: Seq, message: &Message) {
+        self.all.remove(message.size());
+        if message.persistent {
+            self.persistent.remove(message.size());
+        }
+        if let Some(expiry_ms) = message.expiry_ms {
+            self.expiries.remove(&(expiry_ms, seq));
         }
     }
 
@@ -771,6 +790,7 @@ impl Queue {
                 .find(|c| c.unsettled().is_some())
                 .is_some_and(|c| c.credit > 0);
         }
+        // Those with credit are kept apart: no walk over every consumer.
         !self.with_credit.is_empty()
     }
 

@@ -142,6 +142,10 @@ impl Io for ReservedIo {
     async fn available_bytes(&self, path: &Path) -> std::io::Result<Option<u64>> {
         TokioIo.available_bytes(path).await
     }
+
+    fn page_store(&self, dir: &Path) -> Box<dyn sluice::queue::PageStore> {
+        TokioIo.page_store(dir)
+    }
 }
 
 /// One node: what it is started with, and the broker while it runs.

@@ -108,8 +108,9 @@ fn a_deep_queue_holds_a_bounded_part_in_memory_and_delivers_all_in_order() {
             got.push(seq);
             bench.settle("q", seq, Outcome::Accepted);
         }
-        // What is in memory is what was paged in for the next deliveries.
-        assert!(bench.queues.pager().hot_bytes() <= 256 * 1024 + 1_024 + size);
+        // In memory: what was paged in for the next deliveries, about a
+        // queue's share at a time.
+        assert!(bench.queues.pager().hot_bytes() <= 2 * (1_024 + size));
     }
     assert_eq!(got, seqs);
     assert_eq!(bench.info("q"), (0, 0));
