@@ -241,10 +241,21 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, FleetError> {
     let phase = Phase::new("queues", args.queues, rss().await?);
     let mut steps = Steps::start(io, phase.name);
     let mut client = connect(io, &target, "fleet-queues").await?;
+    let mut session = client.begin().await?;
     for first in (0..args.queues).step_by(args.step) {
         let count = args.step.min(args.queues - first);
         let queue = |n: usize| address(format!("{}-q-{n}", args.name));
-        links::attach(&mut client, Kind::Declare, queue, first, count, args.window).await?;
+        let kind = Kind::Declare;
+        links::attach(
+            &mut client,
+            &mut session,
+            kind,
+            queue,
+            first,
+            count,
+            args.window,
+        )
+        .await?;
         // A broker may answer the attach before the queue is made: the
         // witness's message is logged behind the declarations.
         witness.round_trip().await?;
@@ -295,9 +306,19 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, FleetError> {
     for first in (0..args.consumers).step_by(args.step) {
         let count = args.step.min(args.consumers - first);
         let mut client = connect(io, &target, &format!("fleet-consumers-{first}")).await?;
+        let mut session = client.begin().await?;
         let queue = |n: usize| address(format!("{}-c-{n}", args.name));
         let kind = Kind::Consumer { credit: 10 };
-        links::attach(&mut client, kind, queue, first, count, args.window).await?;
+        links::attach(
+            &mut client,
+            &mut session,
+            kind,
+            queue,
+            first,
+            count,
+            args.window,
+        )
+        .await?;
         witness.round_trip().await?;
         steps.mark(first + count);
         let closed = idle_closed.clone();
@@ -312,11 +333,21 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, FleetError> {
     let phase = Phase::new("links", args.links, rss().await?);
     let mut steps = Steps::start(io, phase.name);
     let mut client = connect(io, &target, "fleet-links").await?;
+    let mut session = client.begin().await?;
     let queue = |_: usize| address(format!("{}-links", args.name));
     for first in (0..args.links).step_by(args.step) {
         let count = args.step.min(args.links - first);
         let kind = Kind::Consumer { credit: 1 };
-        links::attach(&mut client, kind, queue, first, count, args.window).await?;
+        links::attach(
+            &mut client,
+            &mut session,
+            kind,
+            queue,
+            first,
+            count,
+            args.window,
+        )
+        .await?;
         witness.round_trip().await?;
         steps.mark(first + count);
     }

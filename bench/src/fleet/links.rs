@@ -1,6 +1,6 @@
 //! Many links attached on one connection, several answers awaited at once.
 
-use sluice::amqp::engine::{EngineError, Event, LinkId, LinkOptions};
+use sluice::amqp::engine::{EngineError, Event, LinkId, LinkOptions, SessionId};
 use sluice::amqp::types::{ReceiverSettleMode, Role, SenderSettleMode, Source, Target};
 use sluice::client::Client;
 use sluice::io::TokioIo;
@@ -18,16 +18,17 @@ pub enum Kind {
 }
 
 /// Attaches links `first..first + count` on `client`, link `n` at
-/// `address(n)`, at most `window` awaiting their answer.
+/// `address(n)`, at most `window` awaiting their answer, on `session` and
+/// the sessions it begins once that one is full (`session` names the last).
 pub async fn attach(
     client: &mut Client<TokioIo>,
+    session: &mut SessionId,
     kind: Kind,
     address: impl Fn(usize) -> String,
     first: usize,
     count: usize,
     window: usize,
 ) -> Result<(), FleetError> {
-    let mut session = client.begin().await?;
     let (mut issued, mut done, mut in_flight) = (0, 0, 0);
     while done < count {
         while in_flight < window && issued < count {
@@ -37,11 +38,11 @@ pub async fn attach(
             // unless declarations in flight will give theirs back.
             match client
                 .connection()
-                .attach(session, options(kind, n, address(n)))
+                .attach(*session, options(kind, n, address(n)))
             {
                 Err(EngineError::NoFreeHandle) if kind == Kind::Declare && in_flight > 0 => break,
                 Err(EngineError::NoFreeHandle) => {
-                    session = client.begin().await?;
+                    *session = client.begin().await?;
                     continue;
                 }
                 attached => attached?,
