@@ -225,137 +225,24 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, FleetError> {
     }
     let io = TokioIo;
     let target = parse_url(&args.url)?;
-    let address = |queue: String| format!("{}{queue}", args.address_prefix);
-    let rss = || broker_rss(io, args.broker_pid);
-    let witness_client = connect(io, &target, "fleet-witness").await?;
-    let mut witness = Witness::open(
+    let client = connect(io, &target, "fleet-witness").await?;
+    let address = format!("{}{}-witness", args.address_prefix, args.name);
+    let mut fleet = Fleet {
         io,
-        witness_client,
-        &address(format!("{}-witness", args.name)),
-    )
-    .await?;
-    let witness_before_msg_s = witness.rate(args.rate_for).await?;
-    let mut phases = Vec::new();
-
-    // Queues: declared by a sender's attach, detached at once.
-    let phase = Phase::new("queues", args.queues, rss().await?);
-    let mut steps = Steps::start(io, phase.name);
-    let mut client = connect(io, &target, "fleet-queues").await?;
-    let mut session = client.begin().await?;
-    for first in (0..args.queues).step_by(args.step) {
-        let count = args.step.min(args.queues - first);
-        let queue = |n: usize| address(format!("{}-q-{n}", args.name));
-        let kind = Kind::Declare;
-        links::attach(
-            &mut client,
-            &mut session,
-            kind,
-            queue,
-            first,
-            count,
-            args.window,
-        )
-        .await?;
-        // A broker may answer the attach before the queue is made: the
-        // witness's message is logged behind the declarations.
-        witness.round_trip().await?;
-        steps.mark(first + count);
-    }
-    client.close().await?;
-    phases.push(phase.finish(steps, rss().await?));
-
-    // Idle connections, kept alive (heartbeats) by a task each.
-    let idle_closed = Arc::new(AtomicUsize::new(0));
-    let mut idle_tasks = Vec::new();
-    let phase = Phase::new("connections", args.connections, rss().await?);
-    let mut steps = Steps::start(io, phase.name);
-    let opening = Arc::new(Semaphore::new(args.parallel));
-    for first in (0..args.connections).step_by(args.step) {
-        let count = args.step.min(args.connections - first);
-        let (opened, mut outcomes) = mpsc::channel(count);
-        for n in first..first + count {
-            let (target, opening, opened) = (target.clone(), opening.clone(), opened.clone());
-            let closed = idle_closed.clone();
-            idle_tasks.push(io.spawn(async move {
-                let permit = opening.acquire_owned().await;
-                let connected = connect(io, &target, &format!("fleet-idle-{n}")).await;
-                drop(permit);
-                let mut client = match connected {
-                    Ok(client) => client,
-                    Err(error) => return drop(opened.send(Err(error.to_string())).await),
-                };
-                let _ = opened.send(Ok(())).await;
-                while client.next_event().await.is_ok() {}
-                closed.fetch_add(1, Ordering::Relaxed);
-            }));
-        }
-        for _ in 0..count {
-            match outcomes.recv().await {
-                Some(Ok(())) => {}
-                Some(Err(error)) => return Err(FleetError::Refused(error)),
-                None => return Err(FleetError::Refused("a connection task failed".into())),
-            }
-        }
-        steps.mark(first + count);
-    }
-    phases.push(phase.finish(steps, rss().await?));
-
-    // Consumers, each on its own queue, one step's worth per connection.
-    let phase = Phase::new("consumers", args.consumers, rss().await?);
-    let mut steps = Steps::start(io, phase.name);
-    for first in (0..args.consumers).step_by(args.step) {
-        let count = args.step.min(args.consumers - first);
-        let mut client = connect(io, &target, &format!("fleet-consumers-{first}")).await?;
-        let mut session = client.begin().await?;
-        let queue = |n: usize| address(format!("{}-c-{n}", args.name));
-        let kind = Kind::Consumer { credit: 10 };
-        links::attach(
-            &mut client,
-            &mut session,
-            kind,
-            queue,
-            first,
-            count,
-            args.window,
-        )
-        .await?;
-        witness.round_trip().await?;
-        steps.mark(first + count);
-        let closed = idle_closed.clone();
-        idle_tasks.push(io.spawn(async move {
-            while client.next_event().await.is_ok() {}
-            closed.fetch_add(1, Ordering::Relaxed);
-        }));
-    }
-    phases.push(phase.finish(steps, rss().await?));
-
-    // Consumers of one queue on one connection, then the connection drops.
-    let phase = Phase::new("links", args.links, rss().await?);
-    let mut steps = Steps::start(io, phase.name);
-    let mut client = connect(io, &target, "fleet-links").await?;
-    let mut session = client.begin().await?;
-    let queue = |_: usize| address(format!("{}-links", args.name));
-    for first in (0..args.links).step_by(args.step) {
-        let count = args.step.min(args.links - first);
-        let kind = Kind::Consumer { credit: 1 };
-        links::attach(
-            &mut client,
-            &mut session,
-            kind,
-            queue,
-            first,
-            count,
-            args.window,
-        )
-        .await?;
-        witness.round_trip().await?;
-        steps.mark(first + count);
-    }
-    phases.push(phase.finish(steps, rss().await?));
-    let teardown = watch_drop(&mut witness, client, args).await?;
-
-    let witness_after_msg_s = witness.rate(args.rate_for).await?;
-    for task in &idle_tasks {
+        args,
+        witness: Witness::open(io, client, &address).await?,
+        target,
+        idle_tasks: Vec::new(),
+        idle_closed: Arc::new(AtomicUsize::new(0)),
+    };
+    let witness_before_msg_s = fleet.witness.rate(args.rate_for).await?;
+    let mut phases = vec![fleet.queues().await?, fleet.connections().await?];
+    phases.push(fleet.consumers().await?);
+    let (links, client) = fleet.links().await?;
+    phases.push(links);
+    let teardown = watch_drop(&mut fleet.witness, client, args).await?;
+    let witness_after_msg_s = fleet.witness.rate(args.rate_for).await?;
+    for task in &fleet.idle_tasks {
         task.abort();
     }
     Ok(FleetReport {
@@ -366,8 +253,133 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport, FleetError> {
         witness_after_msg_s,
         phases,
         teardown,
-        idle_closed: idle_closed.load(Ordering::Relaxed),
+        idle_closed: fleet.idle_closed.load(Ordering::Relaxed),
     })
+}
+
+/// A run under way: the witness, and the connections kept open to the end.
+struct Fleet<'a> {
+    io: TokioIo,
+    args: &'a FleetArgs,
+    target: Target,
+    witness: Witness,
+    /// The tasks that keep idle connections (and the consumers') alive.
+    idle_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// How many of them the broker closed.
+    idle_closed: Arc<AtomicUsize>,
+}
+
+impl Fleet<'_> {
+    /// The address of queue `name` of this run.
+    fn address(&self, name: &str) -> String {
+        format!("{}{}-{name}", self.args.address_prefix, self.args.name)
+    }
+
+    async fn rss(&self) -> Result<Option<u64>, FleetError> {
+        broker_rss(self.io, self.args.broker_pid).await
+    }
+
+    /// Queues, each declared by a sender's attach and detached at once.
+    async fn queues(&mut self) -> Result<Phase, FleetError> {
+        let args = self.args;
+        let phase = Phase::new("queues", args.queues, self.rss().await?);
+        let mut steps = Steps::start(self.io, phase.name);
+        let mut client = connect(self.io, &self.target, "fleet-queues").await?;
+        let mut session = client.begin().await?;
+        for first in (0..args.queues).step_by(args.step) {
+            let count = args.step.min(args.queues - first);
+            let queue = |n: usize| self.address(&format!("q-{n}"));
+            let (kind, window) = (Kind::Declare, args.window);
+            links::attach(&mut client, &mut session, kind, queue, first, count, window).await?;
+            // A broker may answer the attach before the queue is made: the
+            // witness's message is logged behind the declarations.
+            self.witness.round_trip().await?;
+            steps.mark(first + count);
+        }
+        client.close().await?;
+        Ok(phase.finish(steps, self.rss().await?))
+    }
+
+    /// Idle connections, kept alive (heartbeats) by a task each.
+    async fn connections(&mut self) -> Result<Phase, FleetError> {
+        let (args, io) = (self.args, self.io);
+        let phase = Phase::new("connections", args.connections, self.rss().await?);
+        let mut steps = Steps::start(io, phase.name);
+        let opening = Arc::new(Semaphore::new(args.parallel));
+        for first in (0..args.connections).step_by(args.step) {
+            let count = args.step.min(args.connections - first);
+            let (opened, mut outcomes) = mpsc::channel(count);
+            for n in first..first + count {
+                let (target, opening, opened) =
+                    (self.target.clone(), opening.clone(), opened.clone());
+                let closed = self.idle_closed.clone();
+                self.idle_tasks.push(io.spawn(async move {
+                    let permit = opening.acquire_owned().await;
+                    let connected = connect(io, &target, &format!("fleet-idle-{n}")).await;
+                    drop(permit);
+                    let mut client = match connected {
+                        Ok(client) => client,
+                        Err(error) => return drop(opened.send(Err(error.to_string())).await),
+                    };
+                    let _ = opened.send(Ok(())).await;
+                    while client.next_event().await.is_ok() {}
+                    closed.fetch_add(1, Ordering::Relaxed);
+                }));
+            }
+            for _ in 0..count {
+                match outcomes.recv().await {
+                    Some(Ok(())) => {}
+                    Some(Err(error)) => return Err(FleetError::Refused(error)),
+                    None => return Err(FleetError::Refused("a connection task failed".into())),
+                }
+            }
+            steps.mark(first + count);
+        }
+        Ok(phase.finish(steps, self.rss().await?))
+    }
+
+    /// Consumers, each on its own queue, one step's worth per connection.
+    async fn consumers(&mut self) -> Result<Phase, FleetError> {
+        let args = self.args;
+        let phase = Phase::new("consumers", args.consumers, self.rss().await?);
+        let mut steps = Steps::start(self.io, phase.name);
+        for first in (0..args.consumers).step_by(args.step) {
+            let count = args.step.min(args.consumers - first);
+            let name = format!("fleet-consumers-{first}");
+            let mut client = connect(self.io, &self.target, &name).await?;
+            let mut session = client.begin().await?;
+            let queue = |n: usize| self.address(&format!("c-{n}"));
+            let (kind, window) = (Kind::Consumer { credit: 10 }, args.window);
+            links::attach(&mut client, &mut session, kind, queue, first, count, window).await?;
+            self.witness.round_trip().await?;
+            steps.mark(first + count);
+            let closed = self.idle_closed.clone();
+            self.idle_tasks.push(self.io.spawn(async move {
+                while client.next_event().await.is_ok() {}
+                closed.fetch_add(1, Ordering::Relaxed);
+            }));
+        }
+        Ok(phase.finish(steps, self.rss().await?))
+    }
+
+    /// Consumers of one queue on one connection, for the caller to drop.
+    async fn links(&mut self) -> Result<(Phase, Client<TokioIo>), FleetError> {
+        let args = self.args;
+        let phase = Phase::new("links", args.links, self.rss().await?);
+        let mut steps = Steps::start(self.io, phase.name);
+        let mut client = connect(self.io, &self.target, "fleet-links").await?;
+        let mut session = client.begin().await?;
+        let address = self.address("links");
+        for first in (0..args.links).step_by(args.step) {
+            let count = args.step.min(args.links - first);
+            let queue = |_: usize| address.clone();
+            let (kind, window) = (Kind::Consumer { credit: 1 }, args.window);
+            links::attach(&mut client, &mut session, kind, queue, first, count, window).await?;
+            self.witness.round_trip().await?;
+            steps.mark(first + count);
+        }
+        Ok((phase.finish(steps, self.rss().await?), client))
+    }
 }
 
 /// Drops `client` (its links go with its connection) and watches the
