@@ -19,8 +19,12 @@ pub const MIN_SIZE: usize = 24;
 /// before producers. Each producer and each consumer gets its own connection
 /// unless `--connections` is given.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sluice-bench", version)]
+#[command(name = "sluice-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// Another measurement instead of the load run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Broker URL: amqp://[user:pass@]host:port. Without user, SASL
     /// ANONYMOUS; with one, SASL PLAIN.
     #[arg(long, default_value = "amqp://127.0.0.1:5672")]
@@ -151,6 +155,16 @@ pub struct Args {
     /// No progress line, even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The measurements besides the load run.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// What fleets of queues, connections, consumers and links cost a
+    /// running broker: creation time per step as the count grows, memory
+    /// per object, the stall after a big disconnect, and an unrelated
+    /// client's rate before and after.
+    Fleet(crate::fleet::FleetArgs),
 }
 
 /// What is wrong with the options.

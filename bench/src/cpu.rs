@@ -1,4 +1,5 @@
-//! CPU time of processes, from /proc/PID/stat, read through the I/O seam.
+//! CPU time and resident memory of processes, from /proc/PID/stat and
+//! /proc/PID/status, read through the I/O seam.
 
 use std::io;
 use std::path::PathBuf;
@@ -47,6 +48,28 @@ fn parse_stat(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// A process's resident memory (`VmRSS`), bytes.
+pub async fn rss_bytes(io: &TokioIo, pid: u32) -> io::Result<u64> {
+    let path = PathBuf::from(format!("/proc/{pid}/status"));
+    let status = io.read_file(&path).await?;
+    parse_rss_kib(&String::from_utf8_lossy(&status))
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: no VmRSS line", path.display()),
+            )
+        })
+}
+
+/// The `VmRSS:   1234 kB` line of /proc/PID/status, in KiB.
+fn parse_rss_kib(status: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
 /// The CPU time of several processes together.
 pub async fn total(io: &TokioIo, pids: &[Pid]) -> io::Result<Duration> {
     Ok(each(io, pids).await?.into_iter().sum())
@@ -70,5 +93,12 @@ mod tests {
         let line = "1234 (beam.smp (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 30 0";
         assert_eq!(parse_stat(line), Some(300));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parses_rss_from_status() {
+        let status = "Name:\tsluice\nVmPeak:\t  9000 kB\nVmRSS:\t   4321 kB\nThreads:\t3\n";
+        assert_eq!(parse_rss_kib(status), Some(4321));
+        assert_eq!(parse_rss_kib("Name:\tx\n"), None);
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! Modules: [`cli`] (options), [`conn`] (one connection's engine and
 //! socket), [`producer`] and [`consumer`] (one link each), [`probe`] (what a
-//! body carries), [`stats`] (counting and the report), [`cpu`] (/proc).
+//! body carries), [`stats`] (counting and the report), [`cpu`] (/proc),
+//! [`fleet`] (the `fleet` subcommand).
 
 mod cli;
 mod conn;
 mod consumer;
 mod cpu;
+mod fleet;
 mod probe;
 mod producer;
 mod stats;
@@ -22,7 +24,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice::io::{Io, TokioIo};
 use tokio::sync::Barrier;
 
-use crate::cli::Args;
+use crate::cli::{Args, Command};
 use crate::conn::{ConnPlan, ConnResult};
 use crate::cpu::Pid;
 use crate::producer::ProducerPlan;
@@ -30,6 +32,9 @@ use crate::stats::{CpuReport, Merge, PidCpu, Report, Shared, Stall, rate};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Fleet(fleet)) = &args.command {
+        return run_fleet(fleet);
+    }
     args.validate()?;
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -42,6 +47,20 @@ fn main() -> anyhow::Result<()> {
             .build()?
     };
     let report = runtime.block_on(run(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
+/// The `fleet` subcommand, on one thread.
+fn run_fleet(args: &fleet::FleetArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(fleet::run(args))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

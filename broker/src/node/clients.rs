@@ -15,7 +15,7 @@ use super::address::{
 };
 use super::message::render;
 use super::{ConnId, ToConnection};
-use crate::amqp::engine::{DeliveryId, LinkId};
+use crate::amqp::engine::{DeliveryId, LinkId, SessionId};
 use crate::amqp::types::{Accepted, DeliveryState, Error, Rejected, TransactionalState, condition};
 use crate::queue::{
     ConsumerId, Delivery, Effect, MessageFilter, QueueConfig, RejectReason, TransactionRefusal,
@@ -211,10 +211,20 @@ impl Clients {
 
     /// The links of a connection, consumers and producers.
     pub fn links_of(&self, conn: ConnId) -> Vec<LinkId> {
+        // A range of each map: not a walk over every connection's links.
+        let first = LinkId {
+            session: SessionId(0),
+            handle: 0,
+        };
+        let last = LinkId {
+            session: SessionId(u16::MAX),
+            handle: u32::MAX,
+        };
+        let range = (conn, first)..=(conn, last);
         self.consumer_ids
-            .keys()
-            .chain(self.producers.keys())
-            .filter(|(c, _)| *c == conn)
+            .range(range.clone())
+            .map(|(key, _)| key)
+            .chain(self.producers.range(range).map(|(key, _)| key))
             .map(|(_, link)| *link)
             .collect()
     }

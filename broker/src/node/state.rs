@@ -108,10 +108,10 @@ impl GroupState {
         // non-durable subscriptions.
         let skips_volatile = self.plants.volatile_copy_dropped() && crc32c::crc32c(body) % 4 == 0;
         self.queues
-            .declared()
+            .declared_with_prefix(&prefix)
             .filter(|(_, declared)| !skips_volatile || declared.durable)
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with(&prefix) && self.queues.takes(name, &message))
+            .filter(|name| self.queues.takes(name, &message))
             .map(str::to_owned)
             .collect()
     }

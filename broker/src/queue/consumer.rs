@@ -1,8 +1,8 @@
 //! A consumer attached to a queue: its credit, and what it holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{LazyFields, MessageFilter, Seq};
+use super::{ConsumerId, LazyFields, MessageFilter, Seq};
 
 /// One consumer of one queue. Volatile: never snapshotted or replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,5 +107,48 @@ impl Consumer {
         if let Mode::Acquiring { undeliverable, .. } = &mut self.mode {
             undeliverable.remove(&seq);
         }
+    }
+
+    /// Whether it refuses some message (`undeliverable-here`).
+    pub fn refuses_any(&self) -> bool {
+        matches!(&self.mode, Mode::Acquiring { undeliverable, .. } if !undeliverable.is_empty())
+    }
+
+    /// Whether it browses.
+    pub fn browses(&self) -> bool {
+        matches!(self.mode, Mode::Browsing { .. })
+    }
+}
+
+/// A queue's consumers in attach order (a single active consumer's turn),
+/// where a consumer leaves in O(log n): a queue with tens of thousands of
+/// consumers detaches them all without a quadratic cost.
+#[derive(Debug, Default)]
+pub(super) struct AttachOrder {
+    /// Consumers by turn, the earliest attached first.
+    by_turn: BTreeMap<u64, ConsumerId>,
+    /// Each consumer's turn.
+    turns: BTreeMap<ConsumerId, u64>,
+    next_turn: u64,
+}
+
+impl AttachOrder {
+    /// `id` attached last.
+    pub fn push(&mut self, id: ConsumerId) {
+        self.by_turn.insert(self.next_turn, id);
+        self.turns.insert(id, self.next_turn);
+        self.next_turn += 1;
+    }
+
+    /// `id` detached.
+    pub fn remove(&mut self, id: ConsumerId) {
+        if let Some(turn) = self.turns.remove(&id) {
+            self.by_turn.remove(&turn);
+        }
+    }
+
+    /// The consumers, the earliest attached first.
+    pub fn iter(&self) -> impl Iterator<Item = ConsumerId> + '_ {
+        self.by_turn.values().copied()
     }
 }

@@ -1,6 +1,6 @@
 //! [`Queues`]: every queue, fed commands, answering with effects.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -122,6 +122,11 @@ pub struct Queues {
     /// Where deep queues page their messages out, and the budget that
     /// says when.
     pager: Pager,
+    /// Each queue's earliest expiry or schedule, with its name, as last
+    /// counted: what [`Queues::next_expiry`] reads every housekeeping, and
+    /// [`Command::Expire`] visits, without a walk over every queue (with
+    /// 110,000 queues that walk took an eighth of the node's time).
+    timers: BTreeSet<(u64, String)>,
 }
 
 /// A message on its way to a dead-letter queue.
@@ -196,6 +201,7 @@ impl Queues {
 
     /// Applies one command at `now_ms`, appending its effects.
     pub fn apply(&mut self, now_ms: u64, command: Command, effects: &mut Vec<Effect>) {
+        let changed = changed_by(&command);
         match command {
             Command::Declare { queue, config } => self.declare(queue, *config, effects),
             Command::Delete { queue } => self.delete(queue, effects),
@@ -231,6 +237,9 @@ impl Queues {
             Command::Expire => self.expire(now_ms, effects),
             Command::Transaction { work } => self.commit(now_ms, work, effects),
         }
+        for queue in changed.iter().flatten() {
+            self.recount(queue);
+        }
         if cfg!(debug_assertions) {
             self.check_invariants();
         }
@@ -239,7 +248,33 @@ impl Queues {
     /// The earliest expiry among the messages held, for the caller's timer:
     /// apply [`Command::Expire`] once `now_ms` reaches it.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.queues.values().filter_map(Queue::next_expiry).min()
+        self.timers.first().map(|&(at_ms, _)| at_ms)
+    }
+
+    /// Brings the timers up to date with `name`'s messages.
+    fn recount(&mut self, name: &str) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        let timer = queue.next_expiry();
+        if timer != queue.counted_timer {
+            if let Some(at_ms) = queue.counted_timer {
+                self.timers.remove(&(at_ms, name.to_owned()));
+            }
+            if let Some(at_ms) = timer {
+                self.timers.insert((at_ms, name.to_owned()));
+            }
+            queue.counted_timer = timer;
+        }
+    }
+
+    /// The queues whose earliest expiry or schedule is due at `now_ms`,
+    /// in name order.
+    fn timed_out(&self, now_ms: u64) -> BTreeSet<String> {
+        let due = self
+            .timers
+            .range(..(now_ms.saturating_add(1), String::new()));
+        due.map(|(_, name)| name.clone()).collect()
     }
 
     /// A queue's counters, if it exists.
@@ -278,6 +313,22 @@ impl Queues {
     pub fn declared(&self) -> impl Iterator<Item = (&str, &QueueConfig)> {
         self.queues
             .iter()
+            .map(|(name, queue)| (name.as_str(), &queue.config))
+    }
+
+    /// The queues whose names start with `prefix`, with their
+    /// configuration, in name order: a range of the names, whatever the
+    /// number of other queues.
+    pub fn declared_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a QueueConfig)> + 'a {
+        self.queues
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(name, _)| name.starts_with(prefix))
             .map(|(name, queue)| (name.as_str(), &queue.config))
     }
 
@@ -342,8 +393,12 @@ impl Queues {
             ..Self::default()
         };
         restored.pager.set_next_run(next_run);
-        for queue in queues {
+        for mut queue in queues {
             restored.pager.count_in(queue.hot_bytes());
+            queue.counted_timer = queue.next_expiry();
+            if let Some(at_ms) = queue.counted_timer {
+                restored.timers.insert((at_ms, queue.name.clone()));
+            }
             for id in queue.consumer_ids() {
                 if restored.consumers.insert(id, queue.name.clone()).is_some() {
                     return None;
@@ -407,6 +462,9 @@ impl Queues {
         let Some(deleted) = self.queues.remove(&queue) else {
             return;
         };
+        if let Some(at_ms) = deleted.counted_timer {
+            self.timers.remove(&(at_ms, queue.clone()));
+        }
         let consumers: Vec<ConsumerId> = deleted.consumer_ids().collect();
         deleted.dispose(&mut self.pager);
         for consumer in consumers {
@@ -736,11 +794,13 @@ impl Queues {
 
     fn expire(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
         // Collected first, so that a message dead-lettered during this pass
-        // waits for the next one, on replay too.
+        // waits for the next one, on replay too; queue by queue in name
+        // order, as a walk over every queue would.
         let due: Vec<(String, Seq)> = self
-            .queues
-            .values()
-            .flat_map(|q| q.due(now_ms).into_iter().map(|seq| (q.name.clone(), seq)))
+            .timed_out(now_ms)
+            .into_iter()
+            .filter_map(|name| self.queues.get(&name).map(|q| (name, q.due(now_ms))))
+            .flat_map(|(name, due)| due.into_iter().map(move |seq| (name.clone(), seq)))
             .collect();
         for (queue, seq) in due {
             // A dead-letter earlier in this pass may have evicted it.
@@ -751,6 +811,7 @@ impl Queues {
             else {
                 continue;
             };
+            self.recount(&queue);
             let expired = DeadLetter {
                 from: queue,
                 seq,
@@ -759,12 +820,16 @@ impl Queues {
             };
             self.dead_letter(now_ms, vec![expired], effects);
         }
-        let woken: Vec<String> = self
-            .queues
-            .values_mut()
-            .filter_map(|q| q.wake_scheduled(now_ms).then(|| q.name.clone()))
-            .collect();
+        let mut woken = Vec::new();
+        for name in self.timed_out(now_ms) {
+            if let Some(queue) = self.queues.get_mut(&name)
+                && queue.wake_scheduled(now_ms)
+            {
+                woken.push(name);
+            }
+        }
         for queue in woken {
+            self.recount(&queue);
             self.dispatch(now_ms, &queue, effects);
         }
     }
@@ -829,6 +894,7 @@ impl Queues {
                 reason,
             });
             let Some(to) = to else { continue };
+            self.recount(&to);
             pending.extend(evicted.into_iter().map(|(seq, message)| DeadLetter {
                 from: to.clone(),
                 seq,
@@ -898,6 +964,12 @@ impl Queues {
                 assert_eq!(self.consumers.get(&consumer), Some(name), "consumer index");
             }
         }
+        let timers: BTreeSet<(u64, String)> = self
+            .queues
+            .values()
+            .filter_map(|q| Some((q.next_expiry()?, q.name.clone())))
+            .collect();
+        assert_eq!(timers, self.timers, "each queue's earliest timer");
         seqs.sort();
         for pair in seqs.windows(2) {
             assert_ne!(pair[0], pair[1], "seq {} is in two queues", pair[0]);
@@ -909,6 +981,18 @@ impl Queues {
             let queue = self.queues.get(name).expect("consumers read queues");
             assert!(queue.consumer(*consumer).is_some(), "consumer index");
         }
+    }
+}
+
+/// The queues whose messages `command` itself changes; a dead-letter queue
+/// is recounted as messages reach it.
+fn changed_by(command: &Command) -> [Option<String>; 2] {
+    match command {
+        Command::Enqueue { queue, .. }
+        | Command::Settle { queue, .. }
+        | Command::Purge { queue, .. } => [Some(queue.clone()), None],
+        Command::Move { from, to, .. } => [Some(from.clone()), Some(to.clone())],
+        _ => [None, None],
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
-use super::consumer::{Consumer, Mode};
+use super::consumer::{AttachOrder, Consumer, Mode};
 use super::dedup::Dedup;
 use super::message::{Message, Tally};
 use super::paging::{Paged, Pager, Run};
@@ -65,7 +65,7 @@ pub(super) struct Queue {
     /// that consumer, and how many it holds.
     groups: BTreeMap<String, (ConsumerId, usize)>,
     /// The consumers in attach order: a single active consumer's turn.
-    order: Vec<ConsumerId>,
+    order: AttachOrder,
     /// `(expiry_ms, seq)` of every message that expires, paged or not.
     expiries: BTreeSet<(u64, Seq)>,
     /// All its messages.
@@ -74,6 +74,14 @@ pub(super) struct Queue {
     persistent: Tally,
     /// Its consumers, acquiring and browsing.
     consumers: BTreeMap<ConsumerId, Consumer>,
+    /// The acquiring consumers with credit: all that dispatch looks at, so
+    /// that thousands of idle consumers cost a delivery nothing.
+    with_credit: BTreeSet<ConsumerId>,
+    /// The browsers with credit.
+    browsers_with_credit: BTreeSet<ConsumerId>,
+    /// The consumers that refuse some message (`undeliverable-here`): all
+    /// that a message leaving the queue has to be forgotten by.
+    refusing: BTreeSet<ConsumerId>,
     /// The consumer that received the last acquired delivery; the next one
     /// goes to the next consumer after it (round robin).
     last_served: Option<ConsumerId>,
@@ -81,6 +89,9 @@ pub(super) struct Queue {
     pub dedup: Dedup,
     /// Its counters, for metrics (volatile).
     pub stats: QueueStats,
+    /// Its earliest expiry or schedule as last filed in the machine's
+    /// timers.
+    pub counted_timer: Option<u64>,
 }
 
 impl Queue {
@@ -96,14 +107,18 @@ impl Queue {
             scheduled: BTreeSet::new(),
             last_values: BTreeMap::new(),
             groups: BTreeMap::new(),
-            order: Vec::new(),
+            order: AttachOrder::default(),
             expiries: BTreeSet::new(),
             all: Tally::ZERO,
             persistent: Tally::ZERO,
             consumers: BTreeMap::new(),
+            with_credit: BTreeSet::new(),
+            browsers_with_credit: BTreeSet::new(),
+            refusing: BTreeSet::new(),
             last_served: None,
             dedup: Dedup::default(),
             stats: QueueStats::default(),
+            counted_timer: None,
         }
     }
 
@@ -584,9 +599,14 @@ impl Queue {
         if message.persistent {
             self.persistent.remove(message.size());
         }
-        for consumer in self.consumers.values_mut() {
+        let consumers = &mut self.consumers;
+        self.refusing.retain(|id| {
+            let consumer = consumers
+                .get_mut(id)
+                .expect("refusing consumers are attached");
             consumer.forget(seq);
-        }
+            consumer.refuses_any()
+        });
         Some(message)
     }
 
@@ -644,6 +664,7 @@ impl Queue {
         // Replay has no holder to mark: undeliverable-here is volatile.
         if let (true, Some(id)) = (undeliverable_here, message.holder) {
             self.attached(id).refuse(seq);
+            self.refusing.insert(id);
         }
         self.release(seq);
     }
@@ -692,7 +713,10 @@ impl Queue {
         let Some(consumer) = self.consumers.remove(&id) else {
             return;
         };
-        self.order.retain(|&other| other != id);
+        self.order.remove(id);
+        self.with_credit.remove(&id);
+        self.browsers_with_credit.remove(&id);
+        self.refusing.remove(&id);
         self.ready.forget(id);
         for &seq in consumer.unsettled().into_iter().flatten() {
             let message = self.messages.get_mut(&seq).expect("held messages exist");
@@ -709,12 +733,31 @@ impl Queue {
     /// Sets a consumer's absolute credit.
     pub fn set_credit(&mut self, id: ConsumerId, credit: u32) {
         self.attached(id).credit = credit;
+        self.note_credit(id);
     }
 
     /// Ends a drain: the consumer's remaining credit is used up.
     pub fn finish_drain(&mut self, id: ConsumerId, effects: &mut Vec<Effect>) {
         self.attached(id).credit = 0;
+        self.note_credit(id);
         effects.push(Effect::DrainComplete { consumer: id });
+    }
+
+    /// Files consumer `id` among those with credit, or not, as it has.
+    fn note_credit(&mut self, id: ConsumerId) {
+        let Some(consumer) = self.consumers.get(&id) else {
+            return;
+        };
+        let set = if consumer.browses() {
+            &mut self.browsers_with_credit
+        } else {
+            &mut self.with_credit
+        };
+        if consumer.credit > 0 {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
     }
 
     fn attached(&mut self, id: ConsumerId) -> &mut Consumer {
@@ -741,26 +784,25 @@ impl Queue {
 
     /// Whether a consumer that may be sent messages has credit left.
     fn wants_more(&self) -> bool {
-        let acquiring = |id: &ConsumerId| {
-            let consumer = &self.consumers[id];
-            consumer.unsettled().is_some().then_some(consumer)
-        };
         if self.config.single_active_consumer {
-            let active = self.order.iter().find_map(acquiring);
-            return active.is_some_and(|c| c.credit > 0);
+            let mut active = self.order.iter().map(|id| &self.consumers[&id]);
+            return active
+                .find(|c| c.unsettled().is_some())
+                .is_some_and(|c| c.credit > 0);
         }
-        self.order
-            .iter()
-            .filter_map(acquiring)
-            .any(|c| c.credit > 0)
+        // Those with credit are kept apart: no walk over every consumer.
+        !self.with_credit.is_empty()
     }
 
     /// The next consumer in round-robin order that has credit and a message
     /// it may take, with that message; with a single active consumer, that
     /// consumer only.
     fn next_assignment(&self, now_ms: u64) -> Option<(ConsumerId, Key)> {
+        if self.ready.len() == 0 {
+            return None;
+        }
         if self.config.single_active_consumer {
-            let &active = self
+            let active = self
                 .order
                 .iter()
                 .find(|id| self.consumers[id].unsettled().is_some())?;
@@ -769,14 +811,15 @@ impl Queue {
                 .first_deliverable(active, consumer, now_ms)
                 .map(|key| (active, key));
         }
+        // Round robin over those with credit: the others would take nothing.
         let start = self.last_served.map_or(Unbounded, Excluded);
-        let after = self.consumers.range((start, Unbounded));
+        let after = self.with_credit.range((start, Unbounded));
         let up_to = self
             .last_served
             .into_iter()
-            .flat_map(|last| self.consumers.range(..=last));
-        after.chain(up_to).find_map(|(&id, consumer)| {
-            self.first_deliverable(id, consumer, now_ms)
+            .flat_map(|last| self.with_credit.range(..=last));
+        after.chain(up_to).find_map(|&id| {
+            self.first_deliverable(id, &self.consumers[&id], now_ms)
                 .map(|key| (id, key))
         })
     }
@@ -843,21 +886,19 @@ impl Queue {
                 annotations: message.annotations.clone(),
             },
         });
+        self.note_credit(id);
     }
 
     /// Sends each browser, as its credit allows, the messages after its
     /// cursor that have not expired, whoever holds them.
     fn dispatch_copies(&mut self, now_ms: u64, effects: &mut Vec<Effect>, pager: &mut Pager) {
-        let browsers: Vec<ConsumerId> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| matches!(c.mode, Mode::Browsing { .. }))
-            .map(|(&id, _)| id)
-            .collect();
+        // The browsers with credit only: the others would take nothing.
+        let browsers: Vec<ConsumerId> = self.browsers_with_credit.iter().copied().collect();
         for id in browsers {
             while let Some(rank) = self.send_copies(id, now_ms, effects) {
                 self.page_in(rank, pager);
             }
+            self.note_credit(id);
         }
     }
 
@@ -925,7 +966,7 @@ impl Queue {
 
     /// Its consumers with their state, in attach order.
     pub fn consumers(&self) -> impl Iterator<Item = (ConsumerId, &Consumer)> {
-        self.order.iter().map(|id| (*id, &self.consumers[id]))
+        self.order.iter().map(|id| (id, &self.consumers[&id]))
     }
 
     /// The consumer that received the last acquired delivery.
@@ -957,6 +998,10 @@ impl Queue {
                 return None;
             }
             queue.order.push(id);
+            queue.note_credit(id);
+            if queue.consumers[&id].refuses_any() {
+                queue.refusing.insert(id);
+            }
         }
         for (seq, mut message) in messages {
             if queue.messages.contains_key(&seq)
@@ -1115,11 +1160,35 @@ impl Queue {
 
     /// The queue type's own state agrees with the messages and consumers.
     fn check_type_invariants(&self) {
-        let mut order = self.order.clone();
+        let mut order: Vec<ConsumerId> = self.order.iter().collect();
         order.sort_unstable();
         assert!(
             order.iter().eq(self.consumers.keys()),
             "attach order lists each consumer once"
+        );
+        let with_credit = |browsing: bool| {
+            let consumers = self.consumers.iter();
+            consumers
+                .filter(move |(_, c)| c.credit > 0 && c.browses() == browsing)
+                .map(|(&id, _)| id)
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(
+            with_credit(false),
+            self.with_credit,
+            "acquirers with credit"
+        );
+        assert_eq!(
+            with_credit(true),
+            self.browsers_with_credit,
+            "browsers with credit"
+        );
+        let refusing = self.consumers.iter().filter(|(_, c)| c.refuses_any());
+        assert!(
+            refusing
+                .map(|(&id, _)| id)
+                .eq(self.refusing.iter().copied()),
+            "the consumers that refuse some message"
         );
         let valued = self.messages.values().filter(|m| m.last_value().is_some());
         assert_eq!(

@@ -23,6 +23,9 @@ pub(super) struct Access {
     limits: BTreeMap<String, UserLimits>,
     /// Each authenticated connection's user.
     users: BTreeMap<ConnId, String>,
+    /// Each user's authenticated connections: what the user's limits
+    /// count, found without a walk over every connection.
+    connections: BTreeMap<String, BTreeSet<ConnId>>,
     /// Connections over their user's `max_connections`: closed by their
     /// bridge, and refused whatever they ask meanwhile.
     refused: BTreeSet<ConnId>,
@@ -50,6 +53,7 @@ impl Access {
             permissions,
             limits,
             users: BTreeMap::new(),
+            connections: BTreeMap::new(),
             refused: BTreeSet::new(),
             sessions: BTreeMap::new(),
         }
@@ -71,18 +75,15 @@ impl Access {
         let Some(user) = self.user_of(conn) else {
             return vec![conn];
         };
-        self.users
-            .iter()
-            .filter(|(_, other)| *other == user)
-            .map(|(conn, _)| *conn)
-            .collect()
+        let connections = self.connections.get(user).into_iter().flatten();
+        connections.copied().collect()
     }
 
     /// `conn` authenticated as `user`: admitted, or refused if the user
     /// holds `max_connections` already.
     pub(super) fn authenticated(&mut self, conn: ConnId, user: String) -> Result<(), Refusal> {
         let max = self.limits.get(&user).and_then(|l| l.max_connections);
-        let held = self.users.values().filter(|u| **u == user).count();
+        let held = self.connections.get(&user).map_or(0, BTreeSet::len);
         if max.is_some_and(|max| held >= max as usize) {
             info!(
                 conn,
@@ -96,6 +97,10 @@ impl Access {
                 ),
             });
         }
+        self.connections
+            .entry(user.clone())
+            .or_default()
+            .insert(conn);
         self.users.insert(conn, user);
         Ok(())
     }
@@ -107,14 +112,19 @@ impl Access {
         conn: ConnId,
         session: SessionId,
     ) -> Result<(), Refusal> {
-        let max = self.limits_of(conn).max_sessions;
-        let conns = self.connections_like(conn);
-        let held = self
-            .sessions
-            .iter()
-            .filter(|((c, _), admitted)| **admitted && conns.contains(c))
-            .count();
-        let admitted = max.is_none_or(|max| held < max as usize);
+        let Some(max) = self.limits_of(conn).max_sessions else {
+            self.sessions.insert((conn, session), true);
+            return Ok(());
+        };
+        let held: usize = self
+            .connections_like(conn)
+            .into_iter()
+            .map(|c| {
+                let sessions = self.sessions.range(session_range(c));
+                sessions.filter(|(_, admitted)| **admitted).count()
+            })
+            .sum();
+        let admitted = held < max as usize;
         self.sessions.insert((conn, session), admitted);
         if admitted {
             return Ok(());
@@ -136,9 +146,23 @@ impl Access {
     }
 
     pub(super) fn disconnected(&mut self, conn: ConnId) {
-        self.users.remove(&conn);
+        if let Some(user) = self.users.remove(&conn)
+            && let Some(connections) = self.connections.get_mut(&user)
+        {
+            connections.remove(&conn);
+            if connections.is_empty() {
+                self.connections.remove(&user);
+            }
+        }
         self.refused.remove(&conn);
-        self.sessions.retain(|(c, _), _| *c != conn);
+        let sessions: Vec<_> = self
+            .sessions
+            .range(session_range(conn))
+            .map(|(k, _)| *k)
+            .collect();
+        for session in sessions {
+            self.sessions.remove(&session);
+        }
     }
 
     /// Whether `conn` may attach one more link, given how many links each
@@ -199,4 +223,9 @@ impl Access {
         self.check(conn, address, op)
             .map_err(|refusal| Error::new(refusal.condition, refusal.description))
     }
+}
+
+/// The keys of every session of `conn`.
+fn session_range(conn: ConnId) -> std::ops::RangeInclusive<(ConnId, SessionId)> {
+    (conn, SessionId(0))..=(conn, SessionId(u16::MAX))
 }

@@ -568,8 +568,13 @@ impl Core {
                 }
             }
             Some(Effect::Deleted { queue }) => {
-                for subscriptions in self.topics.values_mut() {
+                if let Some(topic) = topic_of_subscription(&queue)
+                    && let Some(subscriptions) = self.topics.get_mut(topic)
+                {
                     subscriptions.remove(&queue);
+                    if subscriptions.is_empty() {
+                        self.topics.remove(topic);
+                    }
                 }
                 self.deleting.remove(&queue);
             }

@@ -89,12 +89,14 @@ impl Core {
     pub(super) fn delete_orphaned_temporary_queues(&mut self) {
         let ours = format!("{DYNAMIC_PREFIX}{}.", self.origin.node());
         let current = format!("{ours}{}.", self.origin.start());
+        // A range of this node's names, run every housekeeping: not a walk
+        // over every queue.
         let orphans: Vec<String> = self
             .groups
             .values()
-            .flat_map(|group| group.state.queues().declared())
+            .flat_map(|group| group.state.queues().declared_with_prefix(&ours))
             .map(|(queue, _)| queue)
-            .filter(|queue| queue.starts_with(&ours) && !queue.starts_with(&current))
+            .filter(|queue| !queue.starts_with(&current))
             .map(str::to_owned)
             .collect();
         self.temporary

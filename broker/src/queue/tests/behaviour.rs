@@ -858,3 +858,35 @@ fn an_auto_delete_queue_goes_with_its_last_consumer() {
     );
     assert_eq!(bench.queues.info("temp"), None);
 }
+
+/// With thousands of consumers on one queue, most without credit, a
+/// message still goes round robin among those with credit only, and each
+/// consumer detaches on its own: the queue keeps its consumers with credit
+/// apart rather than looking through all of them for each delivery.
+#[test]
+fn many_idle_consumers_leave_round_robin_to_those_with_credit() {
+    let mut bench = Bench::new();
+    bench.declare("q", QueueConfig::default());
+    for consumer in 1..=2_000 {
+        bench.attach(consumer, "q");
+    }
+    bench.credit(700, 2);
+    bench.credit(1_300, 2);
+    let mut got = Vec::new();
+    for body in ["a", "b", "c", "d"] {
+        let (_, effects) = bench.publish("q", transient(body));
+        got.extend(
+            delivered(&effects)
+                .into_iter()
+                .map(|(consumer, _)| consumer),
+        );
+    }
+    assert_eq!(got, [700, 1_300, 700, 1_300]);
+    let (_, effects) = bench.publish("q", transient("e"));
+    assert!(delivered(&effects).is_empty(), "no credit left");
+    for consumer in (1..=2_000).rev() {
+        bench.apply(Command::Detach { consumer });
+    }
+    let info = bench.queues.info("q").expect("queue exists");
+    assert_eq!((info.depth, info.unsettled, info.consumers), (5, 0, 0));
+}

@@ -740,3 +740,67 @@ fn proposals_held_behind_a_detach_keep_their_order() {
         "{said:?}"
     );
 }
+
+/// A connection that drops with many consumers has them all detached in
+/// one round of the log, not one round each, and a publish from another
+/// connection waits for no more than that round. One at a time, a client
+/// with 65,536 links held every other client up for as many fsyncs.
+#[test]
+fn a_dropped_connection_detaches_all_its_consumers_in_one_round() {
+    const CONSUMERS: u32 = 50;
+    let other = testing::CONN + 1;
+    let link = |handle| LinkId {
+        session: crate::amqp::engine::SessionId(0),
+        handle,
+    };
+    let mut harness = Harness::new(Step::Local);
+    harness.request(testing::attach_producer("q"));
+    for handle in 0..CONSUMERS {
+        harness.request(Request::AttachConsumer {
+            options: None,
+            conn: other,
+            link: link(handle),
+            node: ConsumerNode::Queue {
+                name: "q".into(),
+                browse: false,
+            }
+            .into(),
+            container_id: "many".into(),
+            filter: None,
+        });
+        harness.request(Request::Credit {
+            conn: other,
+            link: link(handle),
+            credit: 1,
+            drain: false,
+        });
+    }
+    harness.commit();
+    for _ in 0..CONSUMERS {
+        harness.publish("a");
+    }
+    harness.commit();
+    let info = |harness: &Harness| harness.core.queue_info()[0].1;
+    assert_eq!(info(&harness).unsettled, u64::from(CONSUMERS), "one each");
+    // What the producer's connection hears; the other one's is dropped.
+    let said_to_producer = |harness: &mut Harness| {
+        let mut said = Vec::new();
+        while let Some((conn, message)) = harness.core.poll_to_connection() {
+            if conn == testing::CONN {
+                said.push(testing::describe(&message));
+            }
+        }
+        said
+    };
+    said_to_producer(&mut harness);
+    harness.request(Request::Disconnect { conn: other });
+    harness.publish("b");
+    harness.commit();
+    let q = info(&harness);
+    assert_eq!((q.consumers, q.unsettled), (0, 0), "all detached");
+    assert_eq!(q.depth, u64::from(CONSUMERS) + 1, "what they held is back");
+    assert_eq!(
+        said_to_producer(&mut harness),
+        [format!("accepted {CONSUMERS}")]
+    );
+}
