@@ -4,8 +4,9 @@
 #
 #   1. builds the release binaries (sluice, sluice-bench) and mounts a tmpfs
 #      of FULL_DISK_MIB (64) MiB as the broker's data directory;
-#   2. a producer sends FULL_DISK_MESSAGES (20,000) durable messages of 4 KiB
-#      to one queue: the disk must fill (some `rejected`, some `accepted`);
+#   2. a producer sends FULL_DISK_MESSAGES (20,000) durable messages of
+#      FULL_DISK_BODY_BYTES (4 KiB) to one queue: the disk must fill (some
+#      `rejected`, some `accepted`);
 #   3. a consumer drains the queue: it must receive every accepted message;
 #   4. a producer sends FULL_DISK_AFTER (100) more: every one must be
 #      accepted, tried for up to 10 s while the broker frees its disk;
@@ -22,6 +23,8 @@
 #   FULL_DISK_MIB        size of the tmpfs (default 64)
 #   FULL_DISK_MESSAGES   messages sent to fill it (default 20000)
 #   FULL_DISK_AFTER      messages sent after the drain (default 100)
+#   FULL_DISK_BODY_BYTES each message's body (default 4096; with 65536 and
+#                        2000 messages the settles fit in what the fill left)
 #   FULL_DISK_BINARY     a sluice binary to test instead of building one
 #   FULL_DISK_BENCH      a sluice-bench binary instead of building one
 #   FULL_DISK_KEEP       1 keeps the work directory (broker logs)
@@ -36,7 +39,7 @@ BINARY="${FULL_DISK_BINARY:-$TARGET/release/sluice}"
 BENCH="${FULL_DISK_BENCH:-$TARGET/release/sluice-bench}"
 QUEUE="full-disk"
 READY_WAIT_S=60
-BODY_BYTES=4096
+BODY_BYTES="${FULL_DISK_BODY_BYTES:-4096}"
 
 log() { echo "full-disk-test: $*" >&2; }
 

@@ -876,6 +876,45 @@ fn a_full_disk_is_freed_through_the_reserve() {
     });
 }
 
+/// A disk filled by ordinary records, whose settles then fit in what is
+/// left, never gives up its reserve by itself: the owner must still be
+/// asked for the snapshot that frees the disk, and the snapshot must free
+/// it (the 64 KiB messages on a 64 MiB disk stayed full forever).
+#[cfg(feature = "sim")]
+#[test]
+fn a_full_disk_whose_settles_fit_is_freed_by_a_snapshot() {
+    const RESERVE: u64 = 16 << 10;
+    on_small_disk(64 << 10, |io, dir| async move {
+        let (mut log, _) = reopen(&io, &dir, with_reserve(RESERVE)).await;
+        let mut appended = 0;
+        while log.append(Bytes::from(vec![7; 1000])).await.is_ok() {
+            appended += 1;
+        }
+        assert!(appended > 30, "only {appended} records fit");
+        let settled = append_reserved(&mut log, record(1)).await.unwrap();
+        assert_eq!(settled, Lsn(appended + 1), "a settle fits");
+        assert!(file_names(&io, &dir).await.contains(&"reserve".to_owned()));
+
+        let room = log.snapshot_room().expect("a snapshot is wanted");
+        assert!(room > 0 && room < RESERVE, "{room}");
+        log.snapshot(settled, Bytes::from_static(b"drained"))
+            .await
+            .unwrap();
+        let next = format!("{:020}.seg", appended + 2);
+        let snapshot = format!("snapshot-{:020}.snap", appended + 1);
+        assert_eq!(
+            file_names(&io, &dir).await,
+            [next.as_str(), "reserve", &snapshot]
+        );
+        assert_eq!(file_len(&io, &dir.join("reserve")).await, RESERVE);
+        assert_eq!(log.snapshot_room(), None);
+        assert_eq!(
+            log.append(Bytes::from(vec![7; 1000])).await.unwrap(),
+            Lsn(appended + 2)
+        );
+    });
+}
+
 /// A snapshot too large for what the given-up reserve has left is refused
 /// without a write, and the owner is not asked again at once.
 #[cfg(feature = "sim")]

@@ -202,6 +202,9 @@ impl<I: Io> Writer<I> {
         if self.reserve.admits_ordinary() {
             let outcome = self.append(&batch.frames, batch.records).await;
             let full = matches!(outcome, Err(LogError::NoSpace)) && self.failure.is_none();
+            if batch.has_ordinary() {
+                self.reserve.ordinary_written(outcome.is_ok(), full);
+            }
             if !(full && batch.has_reserved()) {
                 return vec![(batch.records, outcome)];
             }
@@ -407,7 +410,8 @@ impl<I: Io> Writer<I> {
 
     /// Validates a snapshot request and writes it beside the writer: a large
     /// state takes a while to write and fsync, and appends must not wait.
-    /// With the reserve given up, the snapshot is written now instead (see
+    /// With the reserve given up, or given up now because the disk is full,
+    /// the snapshot is written now instead (see
     /// [`Writer::snapshot_in_reserve`]).
     async fn snapshot(&mut self, request: SnapshotRequest) {
         let SnapshotRequest { upto, state, reply } = request;
@@ -420,6 +424,15 @@ impl<I: Io> Writer<I> {
         if let Some(error) = refusal {
             let _ = reply.send(Err(error));
             return;
+        }
+        // A full disk whose settles all fitted never gave its reserve up,
+        // yet only a snapshot that starts a new segment frees it.
+        if self.reserve.snapshot_needs_it() {
+            let now = self.io.now();
+            if let Err(error) = self.reserve.release(now).await {
+                let _ = reply.send(Err(self.fatal(error)));
+                return;
+            }
         }
         if !self.reserve.admits_ordinary() {
             let taken = self.snapshot_in_reserve(upto, &state).await;
