@@ -25,6 +25,10 @@
 #   FULL_DISK_AFTER      messages sent after the drain (default 100)
 #   FULL_DISK_BODY_BYTES each message's body (default 4096; with 65536 and
 #                        2000 messages the settles fit in what the fill left)
+#   FULL_DISK_FREE_MIN   limits.disk_free_min_bytes (default 0: off, so that
+#                        producers fill the disk and the reserve frees it;
+#                        with it on they are blocked before, and the first
+#                        check fails)
 #   FULL_DISK_BINARY     a sluice binary to test instead of building one
 #   FULL_DISK_BENCH      a sluice-bench binary instead of building one
 #   FULL_DISK_KEEP       1 keeps the work directory (broker logs)
@@ -93,7 +97,8 @@ disk_use() {
 # Starts the broker on $DATA, logging to $1; sets BROKER_PID and BROKER_URL.
 start_broker() {
     local log_file="$1"
-    "$BINARY" --listen 127.0.0.1:0 --data-dir "$DATA" 2>"$log_file" >/dev/null &
+    "$BINARY" --listen 127.0.0.1:0 --data-dir "$DATA" --config "$WORK/sluice.toml" \
+        2>"$log_file" >/dev/null &
     BROKER_PID=$!
     local waited=0 addr=""
     while (( waited < READY_WAIT_S * 10 )); do
@@ -157,6 +162,7 @@ check() {
     fi
 }
 
+printf '[limits]\ndisk_free_min_bytes = %d\n' "${FULL_DISK_FREE_MIN:-0}" >"$WORK/sluice.toml"
 start_broker "$WORK/broker-1.log"
 log "before filling: $(disk_use)"
 

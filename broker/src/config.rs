@@ -672,6 +672,10 @@ pub struct LimitsConfig {
     /// waits behind the others, so the window bounds latency under load
     /// (about the window divided by the throughput) as well as memory.
     pub producer_credit: u32,
+    /// While the data directory has less free space than this, producers
+    /// get no more link credit (they wait; nothing is refused), until it
+    /// rises again; 0 turns the check off.
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -681,6 +685,7 @@ impl Default for LimitsConfig {
             max_handshakes_per_source: 128,
             memory_high_watermark_bytes: 1 << 30,
             producer_credit: 256,
+            disk_free_min_bytes: 64 << 20,
         }
     }
 }

@@ -915,6 +915,38 @@ fn a_full_disk_whose_settles_fit_is_freed_by_a_snapshot() {
     });
 }
 
+/// On a disk that could not take another full segment, a snapshot seals
+/// the segment being appended to and starts the next, so that it frees
+/// what it covers: producers blocked for want of space (below
+/// `limits.disk_free_min_bytes`) wrote all of the log into it, and only
+/// consuming and a snapshot can give that space back.
+#[test]
+fn a_snapshot_on_a_disk_short_of_space_frees_the_segment_being_appended_to() {
+    on_tokio(|io, dir| async move {
+        let options = LogOptions {
+            // No disk has this much free.
+            segment_bytes_max: u64::MAX / 2,
+            ..LogOptions::default()
+        };
+        let (mut log, _) = reopen(&io, &dir, options.clone()).await;
+        append_each(&mut log, 1, 3).await;
+        log.snapshot(Lsn(3), Bytes::from_static(b"state-3"))
+            .await
+            .unwrap();
+        assert_eq!(
+            file_names(&io, &dir).await,
+            [
+                "00000000000000000004.seg",
+                "snapshot-00000000000000000003.snap"
+            ]
+        );
+        append_each(&mut log, 4, 4).await;
+        drop(log);
+        let (_, recovered) = reopen(&io, &dir, options).await;
+        assert_eq!(recovered.records, records(4, 4));
+    });
+}
+
 /// A snapshot too large for what the given-up reserve has left is refused
 /// without a write, and the owner is not asked again at once.
 #[cfg(feature = "sim")]

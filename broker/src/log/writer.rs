@@ -439,6 +439,12 @@ impl<I: Io> Writer<I> {
             let _ = reply.send(taken);
             return;
         }
+        if self.short_of_space().await
+            && let Err(error) = self.start_segment_if_used().await
+        {
+            let _ = reply.send(Err(error));
+            return;
+        }
         let io = self.io.clone();
         let dir = self.dir.clone();
         let task = async move {
@@ -482,6 +488,16 @@ impl<I: Io> Writer<I> {
     /// Starts a new segment if the active one holds records, then writes
     /// the snapshot, which deletes the segments it covers.
     async fn take_snapshot_in_reserve(&mut self, upto: Lsn, state: &Bytes) -> Result<(), LogError> {
+        if self.start_segment_if_used().await? {
+            self.reserve.spend(HEADER_BYTES);
+        }
+        snapshot::take(&self.io, &self.dir, upto, state.clone()).await
+    }
+
+    /// Seals the active segment and starts the next at once if it holds
+    /// records, so that a snapshot covering them deletes it (the last
+    /// segment never is); returns whether it did.
+    async fn start_segment_if_used(&mut self) -> Result<bool, LogError> {
         let holds_records = self
             .active
             .as_ref()
@@ -489,9 +505,21 @@ impl<I: Io> Writer<I> {
         if holds_records {
             self.active = None;
             self.active = Some(self.create_segment().await?);
-            self.reserve.spend(HEADER_BYTES);
         }
-        snapshot::take(&self.io, &self.dir, upto, state.clone()).await
+        Ok(holds_records)
+    }
+
+    /// Whether the disk could not take another full segment: a snapshot
+    /// then frees the one being appended to as well (producers blocked for
+    /// want of space may have written nearly all of the log into it).
+    /// Never where the free space cannot be told.
+    fn short_of_space(&self) -> impl Future<Output = bool> + Send + use<I> {
+        let (io, dir, segment_bytes_max) =
+            (self.io.clone(), self.dir.clone(), self.segment_bytes_max);
+        async move {
+            let free = io.available_bytes(&dir).await;
+            matches!(free, Ok(Some(free)) if free < segment_bytes_max)
+        }
     }
 }
 

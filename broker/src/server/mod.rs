@@ -127,6 +127,22 @@ pub async fn run<I: Io>(
         let (node, task) = node::start(io.clone(), settings).await?;
         (node, io.spawn(task))
     };
+    // Where the free space cannot be told (turmoil's disk), nothing is
+    // spawned, so that the simulator's runs are the same either way.
+    let disk_told = matches!(io.available_bytes(&config.data_dir).await, Ok(Some(_)));
+    if config.limits.disk_free_min_bytes > 0 && disk_told {
+        let watching = node::watch_disk_free(io.clone(), config.data_dir.clone(), node.clone());
+        let mut stop = shutdown.clone();
+        io.spawn(
+            async move {
+                tokio::select! {
+                    () = watching => {}
+                    () = stop.wait() => {}
+                }
+            }
+            .instrument(info_span!("disk_free")),
+        );
+    }
     let listeners = Listeners::bind(&io, &config).await?;
     let addr = listeners
         .amqp
@@ -553,7 +569,11 @@ mod tests {
         assert_eq!(engine.channel_max, 255);
         assert_eq!(engine.idle_timeout, Some(Duration::from_secs(60)));
         let pool = engine.unfinished.expect("the watermark is on by default");
-        assert_eq!(pool.limit_bytes(), 256 << 20, "a quarter of the 1 GiB watermark");
+        assert_eq!(
+            pool.limit_bytes(),
+            256 << 20,
+            "a quarter of the 1 GiB watermark"
+        );
     }
 
     #[test]

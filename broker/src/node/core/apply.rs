@@ -10,8 +10,8 @@ use tracing::{debug, error, info, warn};
 use super::super::batch::{Batch, BatchHeader};
 use super::super::state::{GroupState, Proposers};
 use super::{
-    COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES,
-    SNAPSHOT_RETRY_AFTER, Step, Unlogged,
+    COMPACTION_KEEP, Commit, Core, DISK_SHORT_SNAPSHOT_MIN_BYTES, GAP_RETRY_AFTER, Reply,
+    SNAPSHOT_EVERY_BYTES, SNAPSHOT_RETRY_AFTER, Step, Unlogged,
 };
 use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
@@ -175,6 +175,28 @@ impl Core {
             .filter(|(_, group)| {
                 let (entries, bytes) = group.since_snapshot;
                 entries >= every || bytes >= SNAPSHOT_EVERY_BYTES
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.compact(id, every.min(COMPACTION_KEEP));
+        }
+    }
+
+    /// While producers are blocked for want of disk space: hands each group
+    /// whose log since its last snapshot outweighs its state its state as
+    /// of now, since only a snapshot gives the log's space back, and what
+    /// consumers took would otherwise wait for the usual count of records.
+    pub(super) fn snapshot_if_disk_short(&mut self) {
+        let every = self.settings.config.storage.snapshot_every_records;
+        let due: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| {
+                let logged = group.since_snapshot.1 as u64;
+                let state = group.state.queues().snapshot_bytes_estimate();
+                group.applied > 0
+                    && logged > state.saturating_mul(2) + DISK_SHORT_SNAPSHOT_MIN_BYTES
             })
             .map(|(&id, _)| id)
             .collect();

@@ -414,8 +414,10 @@ fn unfinished_messages_of_every_connection_share_one_pool() {
     inject_transfer(&mut second, modest, None, 100, false);
     assert_events!(
         second.server_events(),
-        [Event::Delivery { delivery, message, .. }
-            if delivery.link == modest_receiver && message.len() == 1100]
+        [
+            Event::Delivery { delivery, message, .. }
+            if delivery.link == modest_receiver && message.len() == 1100,
+        ]
     );
     assert_eq!(pool.held_bytes(), 0);
 
@@ -424,8 +426,10 @@ fn unfinished_messages_of_every_connection_share_one_pool() {
     inject_transfer(&mut first, other, None, 400, false);
     assert_events!(
         first.server_events(),
-        [Event::Delivery { delivery, message, .. }
-            if delivery.link == other_receiver && message.len() == 1400]
+        [
+            Event::Delivery { delivery, message, .. }
+            if delivery.link == other_receiver && message.len() == 1400,
+        ]
     );
     assert!(!first.server.is_finished());
 
