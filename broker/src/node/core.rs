@@ -64,7 +64,7 @@ const SNAPSHOT_EVERY_BYTES: usize = 64 << 20;
 
 /// While producers are blocked for want of disk space, a group's log since
 /// its last snapshot must be larger than this (besides twice its state)
-/// for a snapshot to be worth it.
+/// for a snapshot to be worth it, unless its state halved since.
 const DISK_SHORT_SNAPSHOT_MIN_BYTES: u64 = 1 << 20;
 
 /// Entries kept before a snapshot's index when the log is compacted (at
@@ -249,6 +249,8 @@ struct Group {
     since_snapshot: (u64, usize),
     /// Over the local step, whether the state holds what the log does not.
     unlogged: Option<Unlogged>,
+    /// The estimated size of its state at its last snapshot.
+    snapshot_state_bytes: u64,
     /// Snapshots asked for, by number, with the page store's checkpoint
     /// each was taken at: once one is durable, what its group's pages
     /// forgot before it may go.
@@ -346,6 +348,7 @@ impl Core {
                     applied: 0,
                     since_snapshot: (0, 0),
                     unlogged: None,
+                    snapshot_state_bytes: 0,
                     checkpoints: VecDeque::new(),
                 };
                 (id, group)
@@ -1262,7 +1265,10 @@ impl Core {
     /// count: a deep queue pages (see `queue::paging`) rather than stop its
     /// producers.
     fn memory_held(&self) -> u64 {
-        self.groups.values().map(|group| group.state.hot_bytes()).sum()
+        self.groups
+            .values()
+            .map(|group| group.state.hot_bytes())
+            .sum()
     }
 
     /// What is left under the memory watermark, or `None` without one.
@@ -1486,6 +1492,7 @@ impl Core {
             }
         };
         group.since_snapshot = (0, 0);
+        group.snapshot_state_bytes = group.state.queues().snapshot_bytes_estimate();
         self.snapshots_asked += 1;
         group
             .checkpoints

@@ -184,19 +184,22 @@ impl Core {
     }
 
     /// While producers are blocked for want of disk space: hands each group
-    /// whose log since its last snapshot outweighs its state its state as
-    /// of now, since only a snapshot gives the log's space back, and what
-    /// consumers took would otherwise wait for the usual count of records.
+    /// that logged something since its last snapshot its state as of now,
+    /// if the log since outweighs the state or the state halved since (what
+    /// consumers took), since only a snapshot gives the log's space back,
+    /// and it would otherwise wait for the usual count of records. Halving
+    /// keeps what these snapshots write under twice the largest state.
     pub(super) fn snapshot_if_disk_short(&mut self) {
         let every = self.settings.config.storage.snapshot_every_records;
         let due: Vec<GroupId> = self
             .groups
             .iter()
             .filter(|(_, group)| {
-                let logged = group.since_snapshot.1 as u64;
+                let (entries, logged) = group.since_snapshot;
                 let state = group.state.queues().snapshot_bytes_estimate();
-                group.applied > 0
-                    && logged > state.saturating_mul(2) + DISK_SHORT_SNAPSHOT_MIN_BYTES
+                let outweighs = logged as u64 > state * 2 + DISK_SHORT_SNAPSHOT_MIN_BYTES;
+                let halved = state * 2 < group.snapshot_state_bytes;
+                group.applied > 0 && entries > 0 && (outweighs || halved)
             })
             .map(|(&id, _)| id)
             .collect();

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::amqp::types::Message;
+use crate::queue::Seq;
 
 /// The producer sends delivery `id`, `bytes` long, in transaction `txn`.
 fn publish_sized(id: u32, bytes: usize, txn: Option<Bytes>) -> Request {
@@ -121,4 +122,56 @@ fn a_disk_short_of_free_space_blocks_producers_until_it_rises() {
     assert_eq!(harness.said(), ["credit 2"]);
     assert_eq!(harness.core.report().blocked, None);
     assert_eq!(harness.core.report().disk_free_bytes, Some(1000));
+}
+
+/// While producers are blocked for want of disk space, consuming what the
+/// log holds has the log snapshotted, since only a snapshot gives its
+/// space back (after the usual 100,000 records, producers would wait for
+/// good); holding it all, it is not.
+#[test]
+fn while_the_disk_is_short_consuming_has_the_log_snapshotted() {
+    let mut config = Config::default();
+    config.limits.disk_free_min_bytes = 1000;
+    let mut harness = Harness::with_config(Step::Local, config);
+    harness.request(testing::attach_producer("q"));
+    harness.request(testing::attach_consumer("q"));
+    harness.commit();
+    for id in 0..20 {
+        harness.request(publish_sized(id, 100_000, None));
+    }
+    harness.commit();
+    harness.request(Request::DiskFree {
+        free_bytes: Some(999),
+    });
+    harness.commit();
+    harness.take_proposals();
+    assert!(harness.snapshots_asked.is_empty(), "nothing to free yet");
+
+    harness.said();
+    harness.request(testing::credit(100));
+    harness.commit();
+    let seqs: Vec<Seq> = harness
+        .said()
+        .iter()
+        .filter_map(|line| {
+            let (index, place) = line.strip_prefix("deliver q ")?.split_once('.')?;
+            Some((index.parse::<u64>().ok()? << 24) | place.parse::<u64>().ok()?)
+        })
+        .collect();
+    assert_eq!(seqs.len(), 20);
+    for seq in seqs {
+        harness.request(Request::Settle {
+            consumer: ORIGIN.first_consumer(),
+            queue: "q".into(),
+            seq,
+            outcome: Outcome::Accepted,
+            txn: None,
+            answer: None,
+        });
+    }
+    assert_eq!(harness.uncommitted(), 0, "the settles linger for company");
+    harness.wait(SETTLE_LINGER);
+    harness.commit();
+    harness.take_proposals();
+    assert_eq!(harness.snapshots_asked.len(), 1);
 }
