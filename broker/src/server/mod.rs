@@ -128,9 +128,10 @@ pub async fn run<I: Io>(
         (node, io.spawn(task))
     };
     // Where the free space cannot be told (turmoil's disk), nothing is
-    // spawned, so that the simulator's runs are the same either way.
-    let disk_told = matches!(io.available_bytes(&config.data_dir).await, Ok(Some(_)));
-    if config.limits.disk_free_min_bytes > 0 && disk_told {
+    // spawned.
+    let watch_disk = config.limits.disk_free_min_bytes > 0
+        && matches!(io.available_bytes(&config.data_dir).await, Ok(Some(_)));
+    if watch_disk {
         let watching = node::watch_disk_free(io.clone(), config.data_dir.clone(), node.clone());
         let mut stop = shutdown.clone();
         io.spawn(
