@@ -460,7 +460,8 @@ fn register_flow(registry: &mut Registry, report: &NodeReport) {
     held.set(gauge_value(report.memory_held_bytes));
     registry.register_with_unit(
         "memory_held",
-        "Bytes of the messages queues hold, counted against the memory watermark",
+        "Bytes of the messages queues hold in memory (not paged), counted against the \
+         memory watermark",
         Unit::Bytes,
         held,
     );

@@ -328,7 +328,8 @@ pub struct NodeReport {
     pub snapshots: u64,
     /// Why producers get no credit now, if they get none.
     pub blocked: Option<Blocked>,
-    /// The bytes its queues hold, counted against the memory watermark.
+    /// The bytes its queues hold in memory (not paged), counted against
+    /// the memory watermark.
     pub memory_held_bytes: u64,
     /// The bytes producers may have in flight (received and not yet
     /// answered, or expected from the credit they hold).
