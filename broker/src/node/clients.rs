@@ -395,7 +395,8 @@ impl Clients {
     /// producers rather than rejecting what they send. With `memory_left`
     /// bytes left under the memory watermark, no more than the messages it
     /// is expected to send that fit in what it and the other producers
-    /// have in flight leave. With no room it is parked until
+    /// have in flight leave, but one if it has none in flight. With no
+    /// room it is parked until
     /// [`Clients::blocked`] producers are offered credit again.
     ///
     /// A grant never lowers the credit the producer holds: a flow sets
@@ -416,7 +417,15 @@ impl Clients {
         let others = self.in_flight_bytes - producer.exposure_bytes(assumed);
         let fits = memory_left.map_or(u64::MAX, |left| {
             let left = left.saturating_sub(producer.unanswered_bytes + others);
-            left / producer.expected_bytes(assumed).max(1)
+            let fits = left / producer.expected_bytes(assumed).max(1);
+            // One message in flight is always allowed: estimates alone (a
+            // watermark below a first window's share of it, as paging sets
+            // in the simulator) must not park a producer for good.
+            if producer.unanswered == 0 {
+                fits.max(1)
+            } else {
+                fits
+            }
         });
         let free = self.window.saturating_sub(producer.unanswered);
         let credit = room.min(fits).min(u64::from(free)) as u32;

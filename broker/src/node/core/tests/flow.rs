@@ -93,6 +93,25 @@ fn credit_is_granted_for_the_bytes_it_can_bring() {
     }
 }
 
+/// Under a watermark smaller than what a first window counts per message
+/// (256 KiB), a producer still gets one credit, and another each time its
+/// message is answered: estimates alone never park it for good.
+#[test]
+fn a_producer_may_always_have_one_message_in_flight() {
+    let mut config = Config::default();
+    config.limits.memory_high_watermark_bytes = 16 << 10;
+    let mut harness = Harness::with_config(Step::Local, config);
+    harness.request(testing::attach_producer("q"));
+    harness.commit();
+    assert_eq!(grants(&harness.said()), [1]);
+    harness.request(publish_sized(0, 100, None));
+    harness.commit();
+    // Its size known (100 bytes), more fit.
+    let said = harness.said();
+    assert!(said.contains(&"accepted 0".to_owned()), "{said:?}");
+    assert!(grants(&said).iter().any(|&credit| credit > 1), "{said:?}");
+}
+
 /// Below `limits.disk_free_min_bytes` free, producers get no more credit
 /// (what they hold stays theirs, and nothing is refused) until the space
 /// rises again; the report says why.
