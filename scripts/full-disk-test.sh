@@ -4,8 +4,9 @@
 #
 #   1. builds the release binaries (sluice, sluice-bench) and mounts a tmpfs
 #      of FULL_DISK_MIB (64) MiB as the broker's data directory;
-#   2. a producer sends FULL_DISK_MESSAGES (20,000) durable messages of 4 KiB
-#      to one queue: the disk must fill (some `rejected`, some `accepted`);
+#   2. a producer sends FULL_DISK_MESSAGES (20,000) durable messages of
+#      FULL_DISK_BODY_BYTES (4 KiB) to one queue: the disk must fill (some
+#      `rejected`, some `accepted`);
 #   3. a consumer drains the queue: it must receive every accepted message;
 #   4. a producer sends FULL_DISK_AFTER (100) more: every one must be
 #      accepted, tried for up to 10 s while the broker frees its disk;
@@ -22,6 +23,12 @@
 #   FULL_DISK_MIB        size of the tmpfs (default 64)
 #   FULL_DISK_MESSAGES   messages sent to fill it (default 20000)
 #   FULL_DISK_AFTER      messages sent after the drain (default 100)
+#   FULL_DISK_BODY_BYTES each message's body (default 4096; with 65536 and
+#                        2000 messages the settles fit in what the fill left)
+#   FULL_DISK_FREE_MIN   limits.disk_free_min_bytes (default 0: off, so that
+#                        producers fill the disk and the reserve frees it;
+#                        with it on they are blocked before, and the first
+#                        check fails)
 #   FULL_DISK_BINARY     a sluice binary to test instead of building one
 #   FULL_DISK_BENCH      a sluice-bench binary instead of building one
 #   FULL_DISK_KEEP       1 keeps the work directory (broker logs)
@@ -36,7 +43,7 @@ BINARY="${FULL_DISK_BINARY:-$TARGET/release/sluice}"
 BENCH="${FULL_DISK_BENCH:-$TARGET/release/sluice-bench}"
 QUEUE="full-disk"
 READY_WAIT_S=60
-BODY_BYTES=4096
+BODY_BYTES="${FULL_DISK_BODY_BYTES:-4096}"
 
 log() { echo "full-disk-test: $*" >&2; }
 
@@ -90,7 +97,8 @@ disk_use() {
 # Starts the broker on $DATA, logging to $1; sets BROKER_PID and BROKER_URL.
 start_broker() {
     local log_file="$1"
-    "$BINARY" --listen 127.0.0.1:0 --data-dir "$DATA" 2>"$log_file" >/dev/null &
+    "$BINARY" --listen 127.0.0.1:0 --data-dir "$DATA" --config "$WORK/sluice.toml" \
+        2>"$log_file" >/dev/null &
     BROKER_PID=$!
     local waited=0 addr=""
     while (( waited < READY_WAIT_S * 10 )); do
@@ -154,6 +162,7 @@ check() {
     fi
 }
 
+printf '[limits]\ndisk_free_min_bytes = %d\n' "${FULL_DISK_FREE_MIN:-0}" >"$WORK/sluice.toml"
 start_broker "$WORK/broker-1.log"
 log "before filling: $(disk_use)"
 

@@ -663,13 +663,19 @@ pub struct LimitsConfig {
     /// handshakes it never finishes.
     pub max_handshakes_per_source: u32,
     /// Above this much memory held by messages, producers get no more link
-    /// credit until it falls back; 0 disables the watermark.
+    /// credit until it falls back; 0 disables the watermark. A quarter of
+    /// it (but at least one message of the largest size) bounds the bytes
+    /// of messages whose transfers have not all arrived, over all links.
     pub memory_high_watermark_bytes: u64,
     /// Each producer's window (at least 1): how many messages it may have
     /// in flight, sent but not yet answered. Every message in the window
     /// waits behind the others, so the window bounds latency under load
     /// (about the window divided by the throughput) as well as memory.
     pub producer_credit: u32,
+    /// While the data directory has less free space than this, producers
+    /// get no more link credit (they wait; nothing is refused), until it
+    /// rises again; 0 turns the check off.
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -679,6 +685,7 @@ impl Default for LimitsConfig {
             max_handshakes_per_source: 128,
             memory_high_watermark_bytes: 1 << 30,
             producer_credit: 256,
+            disk_free_min_bytes: 64 << 20,
         }
     }
 }
@@ -798,6 +805,17 @@ impl LimitsConfig {
     /// The memory high watermark, or `None` if disabled.
     pub fn memory_high_watermark(&self) -> Option<u64> {
         (self.memory_high_watermark_bytes > 0).then_some(self.memory_high_watermark_bytes)
+    }
+
+    /// How many bytes messages received in several transfers may hold, over
+    /// every link, until their last transfer: a quarter of the memory
+    /// watermark, so that reassembly cannot take the memory queued
+    /// messages are allowed, but room for one message of
+    /// `max_message_size`, which must always be receivable. `None` with the
+    /// watermark off.
+    pub fn unfinished_message_bytes(&self, max_message_size: u64) -> Option<u64> {
+        self.memory_high_watermark()
+            .map(|watermark| (watermark / 4).max(max_message_size))
     }
 }
 

@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::node::NodeReport;
+use crate::node::{Blocked, NodeReport};
 use crate::raft::group::Progress;
 
 /// The content type of [`Metrics::encode`]'s text.
@@ -57,6 +57,11 @@ struct ListenerLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BlockedLabels {
+    reason: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -239,6 +244,7 @@ impl Metrics {
         self.register_shared(&mut registry);
         register_queues(&mut registry, report, now_unix_ms);
         register_groups(&mut registry, report);
+        register_flow(&mut registry, report);
         register_progress(&mut registry, progress);
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -432,6 +438,52 @@ fn register_groups(registry: &mut Registry, report: &NodeReport) {
     let node = Gauge::<i64>::default();
     node.set(gauge_value(report.node_id));
     registry.register("node_id", "This node's id", node);
+}
+
+fn register_flow(registry: &mut Registry, report: &NodeReport) {
+    let reasons = [Blocked::Memory, Blocked::Disk];
+    let blocked = gauges(
+        &reasons,
+        |reason| BlockedLabels {
+            reason: reason.label(),
+        },
+        |reason| i64::from(report.blocked == Some(*reason)),
+    );
+    registry.register(
+        "producers_blocked",
+        "1 while producers get no credit for this reason: memory (queued messages hold \
+         limits.memory_high_watermark_bytes) or disk (the data directory has less than \
+         limits.disk_free_min_bytes free)",
+        blocked,
+    );
+    let held = Gauge::<i64>::default();
+    held.set(gauge_value(report.memory_held_bytes));
+    registry.register_with_unit(
+        "memory_held",
+        "Bytes of the messages queues hold in memory (not paged), counted against the \
+         memory watermark",
+        Unit::Bytes,
+        held,
+    );
+    let in_flight = Gauge::<i64>::default();
+    in_flight.set(gauge_value(report.in_flight_bytes));
+    registry.register_with_unit(
+        "producer_in_flight",
+        "Bytes producers may have in flight: received and not yet answered, or expected \
+         from the credit they hold",
+        Unit::Bytes,
+        in_flight,
+    );
+    if let Some(free_bytes) = report.disk_free_bytes {
+        let free = Gauge::<i64>::default();
+        free.set(gauge_value(free_bytes));
+        registry.register_with_unit(
+            "disk_free",
+            "Free space of the data directory's file system, as last read",
+            Unit::Bytes,
+            free,
+        );
+    }
 }
 
 fn register_progress(registry: &mut Registry, progress: &[Progress]) {

@@ -211,17 +211,22 @@ async fn metrics_follow_what_clients_do() {
 
 /// The exposition with every value replaced, for the snapshot.
 fn normalised(exposition: &str) -> String {
-    exposition
-        .lines()
-        .map(|line| match line.starts_with('#') {
-            true => line.to_owned(),
-            false => format!(
-                "{} V",
-                line.rsplit_once(' ').map_or(line, |(series, _)| series)
-            ),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut lines: Vec<String> = Vec::new();
+    // The series of one family come in no set order (a hash map's).
+    let mut series: Vec<String> = Vec::new();
+    for line in exposition.lines() {
+        if line.starts_with('#') {
+            series.sort();
+            lines.append(&mut series);
+            lines.push(line.to_owned());
+        } else {
+            let name = line.rsplit_once(' ').map_or(line, |(series, _)| series);
+            series.push(format!("{name} V"));
+        }
+    }
+    series.sort();
+    lines.append(&mut series);
+    lines.join("\n")
 }
 
 #[tokio::test]

@@ -420,6 +420,10 @@ fn broker_config(
     if node.is_none() {
         config.limits.memory_high_watermark_bytes = SINGLE_NODE_MEMORY_BYTES;
     }
+    // Off: the simulated disk cannot tell its free space (but under a
+    // disk-full fault), and the nemesis fills the disk to exercise the
+    // reserve, which this limit would keep it from reaching.
+    config.limits.disk_free_min_bytes = 0;
     // Unlimited: the workload releases and modifies messages at random, and
     // a dead-lettered message (dropped, with no dead-letter queue) would be
     // an unexplained loss to the checker. Only the queue that dead-letters

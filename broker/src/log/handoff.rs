@@ -66,6 +66,11 @@ impl Batch {
         self.runs.iter().any(|run| run.reserved)
     }
 
+    /// Whether any of its records may not.
+    pub(super) fn has_ordinary(&self) -> bool {
+        self.runs.iter().any(|run| !run.reserved)
+    }
+
     /// Counts a record of `bytes` framed bytes just added to `frames`.
     fn count(&mut self, bytes: usize, reserved: bool) {
         self.records += 1;

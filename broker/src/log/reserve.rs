@@ -22,6 +22,12 @@
 //!   that snapshot itself, after starting a new segment so that the one the
 //!   records went into is covered and deleted; then it makes the reserve
 //!   again, and producers have space again.
+//! - **Wanted while held.** Settles that fit in what producers left never
+//!   meet ENOSPC, so the reserve is never given up, and the segment being
+//!   appended to, holding what was consumed, is never deleted. So once
+//!   ordinary records are refused for want of space, the owner is asked
+//!   for a snapshot as if the reserve were released, and when it comes the
+//!   reserve is given up for it, as above.
 //!
 //! If the reserve cannot be made again (or made at all at open), it stays
 //! released. The writer makes it as soon as the file system reports room
@@ -144,6 +150,11 @@ pub(super) struct Reserve<I: Io> {
     path: PathBuf,
     bytes: u64,
     state: State,
+    /// Ordinary records were refused for want of space while the reserve
+    /// was held, and none written since. Settles small enough to fit in
+    /// what was left never give the reserve up, so without this the owner
+    /// would never be asked for the snapshot that frees the disk.
+    space_wanted: bool,
     shared: Arc<Shared>,
 }
 
@@ -167,6 +178,7 @@ impl<I: Io> Reserve<I> {
             io,
             bytes,
             state: State::Off,
+            space_wanted: false,
             shared,
         };
         if bytes == 0 {
@@ -205,6 +217,26 @@ impl<I: Io> Reserve<I> {
         }
     }
 
+    /// After a batch with ordinary records was written (`written`), or
+    /// refused for want of space (`full`), with the reserve held: while
+    /// they are refused, a snapshot is wanted.
+    pub(super) fn ordinary_written(&mut self, written: bool, full: bool) {
+        let wanted = match self.state {
+            State::Held => (self.space_wanted && !written) || full,
+            State::Off | State::Released(_) => false,
+        };
+        if wanted != self.space_wanted {
+            self.space_wanted = wanted;
+            self.publish();
+        }
+    }
+
+    /// Whether a snapshot must be written in the reserve, given up for it:
+    /// producers are refused for want of space while the reserve is held.
+    pub(super) fn snapshot_needs_it(&self) -> bool {
+        self.state == State::Held && self.space_wanted
+    }
+
     /// Counts `bytes` written into the released reserve.
     pub(super) fn spend(&mut self, bytes: usize) {
         if let State::Released(released) = &mut self.state {
@@ -241,6 +273,7 @@ impl<I: Io> Reserve<I> {
             "log device full: disk reserve released for settles and a snapshot; publishes are refused until it is made again"
         );
         self.state = State::Released(Released::at(now));
+        self.space_wanted = false;
         self.publish();
         Ok(true)
     }
@@ -329,17 +362,16 @@ impl<I: Io> Reserve<I> {
 
     /// Tells the owner how large a snapshot is wanted, if one is.
     fn publish(&self) {
-        let room = match self.state {
+        let left = match self.state {
             State::Released(Released {
                 spent_bytes,
                 snapshot_wanted: true,
                 ..
-            }) => {
-                let left = self.bytes.saturating_sub(spent_bytes);
-                left.saturating_sub(SNAPSHOT_OVERHEAD_BYTES) / 2
-            }
+            }) => self.bytes.saturating_sub(spent_bytes),
+            State::Held if self.space_wanted => self.bytes,
             _ => 0,
         };
+        let room = left.saturating_sub(SNAPSHOT_OVERHEAD_BYTES) / 2;
         self.shared.snapshot_room.store(room, Ordering::Release);
     }
 

@@ -876,6 +876,77 @@ fn a_full_disk_is_freed_through_the_reserve() {
     });
 }
 
+/// A disk filled by ordinary records, whose settles then fit in what is
+/// left, never gives up its reserve by itself: the owner must still be
+/// asked for the snapshot that frees the disk, and the snapshot must free
+/// it (the 64 KiB messages on a 64 MiB disk stayed full forever).
+#[cfg(feature = "sim")]
+#[test]
+fn a_full_disk_whose_settles_fit_is_freed_by_a_snapshot() {
+    const RESERVE: u64 = 16 << 10;
+    on_small_disk(64 << 10, |io, dir| async move {
+        let (mut log, _) = reopen(&io, &dir, with_reserve(RESERVE)).await;
+        let mut appended = 0;
+        while log.append(Bytes::from(vec![7; 1000])).await.is_ok() {
+            appended += 1;
+        }
+        assert!(appended > 30, "only {appended} records fit");
+        let settled = append_reserved(&mut log, record(1)).await.unwrap();
+        assert_eq!(settled, Lsn(appended + 1), "a settle fits");
+        assert!(file_names(&io, &dir).await.contains(&"reserve".to_owned()));
+
+        let room = log.snapshot_room().expect("a snapshot is wanted");
+        assert!(room > 0 && room < RESERVE, "{room}");
+        log.snapshot(settled, Bytes::from_static(b"drained"))
+            .await
+            .unwrap();
+        let next = format!("{:020}.seg", appended + 2);
+        let snapshot = format!("snapshot-{:020}.snap", appended + 1);
+        assert_eq!(
+            file_names(&io, &dir).await,
+            [next.as_str(), "reserve", &snapshot]
+        );
+        assert_eq!(file_len(&io, &dir.join("reserve")).await, RESERVE);
+        assert_eq!(log.snapshot_room(), None);
+        assert_eq!(
+            log.append(Bytes::from(vec![7; 1000])).await.unwrap(),
+            Lsn(appended + 2)
+        );
+    });
+}
+
+/// On a disk that could not take another full segment, a snapshot seals
+/// the segment being appended to and starts the next, so that it frees
+/// what it covers: producers blocked for want of space (below
+/// `limits.disk_free_min_bytes`) wrote all of the log into it, and only
+/// consuming and a snapshot can give that space back.
+#[test]
+fn a_snapshot_on_a_disk_short_of_space_frees_the_segment_being_appended_to() {
+    on_tokio(|io, dir| async move {
+        let options = LogOptions {
+            // No disk has this much free.
+            segment_bytes_max: u64::MAX / 2,
+            ..LogOptions::default()
+        };
+        let (mut log, _) = reopen(&io, &dir, options.clone()).await;
+        append_each(&mut log, 1, 3).await;
+        log.snapshot(Lsn(3), Bytes::from_static(b"state-3"))
+            .await
+            .unwrap();
+        assert_eq!(
+            file_names(&io, &dir).await,
+            [
+                "00000000000000000004.seg",
+                "snapshot-00000000000000000003.snap"
+            ]
+        );
+        append_each(&mut log, 4, 4).await;
+        drop(log);
+        let (_, recovered) = reopen(&io, &dir, options).await;
+        assert_eq!(recovered.records, records(4, 4));
+    });
+}
+
 /// A snapshot too large for what the given-up reserve has left is refused
 /// without a write, and the owner is not asked again at once.
 #[cfg(feature = "sim")]

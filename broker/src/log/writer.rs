@@ -202,6 +202,9 @@ impl<I: Io> Writer<I> {
         if self.reserve.admits_ordinary() {
             let outcome = self.append(&batch.frames, batch.records).await;
             let full = matches!(outcome, Err(LogError::NoSpace)) && self.failure.is_none();
+            if batch.has_ordinary() {
+                self.reserve.ordinary_written(outcome.is_ok(), full);
+            }
             if !(full && batch.has_reserved()) {
                 return vec![(batch.records, outcome)];
             }
@@ -407,7 +410,8 @@ impl<I: Io> Writer<I> {
 
     /// Validates a snapshot request and writes it beside the writer: a large
     /// state takes a while to write and fsync, and appends must not wait.
-    /// With the reserve given up, the snapshot is written now instead (see
+    /// With the reserve given up, or given up now because the disk is full,
+    /// the snapshot is written now instead (see
     /// [`Writer::snapshot_in_reserve`]).
     async fn snapshot(&mut self, request: SnapshotRequest) {
         let SnapshotRequest { upto, state, reply } = request;
@@ -421,9 +425,24 @@ impl<I: Io> Writer<I> {
             let _ = reply.send(Err(error));
             return;
         }
+        // A full disk whose settles all fitted never gave its reserve up,
+        // yet only a snapshot that starts a new segment frees it.
+        if self.reserve.snapshot_needs_it() {
+            let now = self.io.now();
+            if let Err(error) = self.reserve.release(now).await {
+                let _ = reply.send(Err(self.fatal(error)));
+                return;
+            }
+        }
         if !self.reserve.admits_ordinary() {
             let taken = self.snapshot_in_reserve(upto, &state).await;
             let _ = reply.send(taken);
+            return;
+        }
+        if self.short_of_space().await
+            && let Err(error) = self.start_segment_if_used().await
+        {
+            let _ = reply.send(Err(error));
             return;
         }
         let io = self.io.clone();
@@ -469,6 +488,16 @@ impl<I: Io> Writer<I> {
     /// Starts a new segment if the active one holds records, then writes
     /// the snapshot, which deletes the segments it covers.
     async fn take_snapshot_in_reserve(&mut self, upto: Lsn, state: &Bytes) -> Result<(), LogError> {
+        if self.start_segment_if_used().await? {
+            self.reserve.spend(HEADER_BYTES);
+        }
+        snapshot::take(&self.io, &self.dir, upto, state.clone()).await
+    }
+
+    /// Seals the active segment and starts the next at once if it holds
+    /// records, so that a snapshot covering them deletes it (the last
+    /// segment never is); returns whether it did.
+    async fn start_segment_if_used(&mut self) -> Result<bool, LogError> {
         let holds_records = self
             .active
             .as_ref()
@@ -476,9 +505,21 @@ impl<I: Io> Writer<I> {
         if holds_records {
             self.active = None;
             self.active = Some(self.create_segment().await?);
-            self.reserve.spend(HEADER_BYTES);
         }
-        snapshot::take(&self.io, &self.dir, upto, state.clone()).await
+        Ok(holds_records)
+    }
+
+    /// Whether the disk could not take another full segment: a snapshot
+    /// then frees the one being appended to as well (producers blocked for
+    /// want of space may have written nearly all of the log into it).
+    /// Never where the free space cannot be told.
+    fn short_of_space(&self) -> impl Future<Output = bool> + Send + use<I> {
+        let (io, dir, segment_bytes_max) =
+            (self.io.clone(), self.dir.clone(), self.segment_bytes_max);
+        async move {
+            let free = io.available_bytes(&dir).await;
+            matches!(free, Ok(Some(free)) if free < segment_bytes_max)
+        }
     }
 }
 

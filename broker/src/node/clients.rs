@@ -32,6 +32,8 @@ struct Publish {
     rejection: Option<Error>,
     /// The transaction it was published in: its outcome is provisional.
     txn: Option<Bytes>,
+    /// The message's size.
+    bytes: u64,
 }
 
 /// A consumer, as the node that serves its link knows it.
@@ -163,12 +165,40 @@ struct Producer {
     /// they count against the window, so that what a producer has in
     /// flight, and with it the time each message waits, stays bounded.
     unanswered: u32,
+    /// Their bytes.
+    unanswered_bytes: u64,
+    /// What one of its messages is expected to take: it rises at once to a
+    /// larger message and falls back slowly. `None` before its first.
+    message_bytes: Option<u64>,
+}
+
+/// What a producer's first window is assumed to bring, before its first
+/// message tells its size: one message of the largest size the broker
+/// accepts (the engine's max-message-size).
+const FIRST_WINDOW_BYTES: u64 = 64 << 20;
+
+impl Producer {
+    /// What one of its messages is expected to take, `assumed` before its
+    /// first.
+    fn expected_bytes(&self, assumed: u64) -> u64 {
+        self.message_bytes.unwrap_or(assumed)
+    }
+
+    /// The memory its messages may take before they are answered: those
+    /// received, and those its credit lets it send.
+    fn exposure_bytes(&self, assumed: u64) -> u64 {
+        let granted = self.expected_bytes(assumed) * u64::from(self.remaining);
+        self.unanswered_bytes.saturating_add(granted)
+    }
 }
 
 /// Every link the node serves.
 pub(super) struct Clients {
     /// Each producer's window (`limits.producer_credit`).
     window: u32,
+    /// What a message of a producer that has sent none is assumed to take:
+    /// its whole window counts as [`FIRST_WINDOW_BYTES`].
+    assumed_message_bytes: u64,
     /// What to tell connections, oldest first, until the node's driver
     /// takes it ([`Clients::poll_to_connection`]).
     outbox: VecDeque<(ConnId, ToConnection)>,
@@ -177,6 +207,8 @@ pub(super) struct Clients {
     producers: BTreeMap<(ConnId, LinkId), Producer>,
     /// Producers waiting for room before they get credit.
     blocked: BTreeSet<(ConnId, LinkId)>,
+    /// Every producer's [`Producer::exposure_bytes`], summed.
+    in_flight_bytes: u64,
     publishes: BTreeMap<u64, Publish>,
     next_publish: u64,
 }
@@ -186,11 +218,13 @@ impl Clients {
     pub fn new(window: u32) -> Self {
         Self {
             window,
+            assumed_message_bytes: FIRST_WINDOW_BYTES / u64::from(window.max(1)),
             outbox: VecDeque::new(),
             consumers: BTreeMap::new(),
             consumer_ids: BTreeMap::new(),
             producers: BTreeMap::new(),
             blocked: BTreeSet::new(),
+            in_flight_bytes: 0,
             publishes: BTreeMap::new(),
             next_publish: 1,
         }
@@ -289,7 +323,7 @@ impl Clients {
 
     /// Forgets a detached link: its producer, or its consumer, returned.
     pub fn remove_link(&mut self, conn: ConnId, link: LinkId) -> Option<(ConsumerId, Consumer)> {
-        self.producers.remove(&(conn, link));
+        self.remove_producer(conn, link);
         self.blocked.remove(&(conn, link));
         let consumer = self.consumer_ids.remove(&(conn, link))?;
         let info = self.consumers.remove(&consumer)?;
@@ -305,8 +339,38 @@ impl Clients {
             node,
             remaining: 0,
             unanswered: 0,
+            unanswered_bytes: 0,
+            message_bytes: None,
         };
         self.producers.insert((conn, link), producer);
+    }
+
+    fn remove_producer(&mut self, conn: ConnId, link: LinkId) {
+        if let Some(producer) = self.producers.remove(&(conn, link)) {
+            self.in_flight_bytes -= producer.exposure_bytes(self.assumed_message_bytes);
+        }
+    }
+
+    /// Changes a producer, keeping [`Clients::in_flight_bytes`] the sum of
+    /// their exposures.
+    fn update_producer<T>(
+        &mut self,
+        conn: ConnId,
+        link: LinkId,
+        change: impl FnOnce(&mut Producer) -> T,
+    ) -> Option<T> {
+        let assumed = self.assumed_message_bytes;
+        let producer = self.producers.get_mut(&(conn, link))?;
+        let before = producer.exposure_bytes(assumed);
+        let result = change(producer);
+        self.in_flight_bytes = self.in_flight_bytes - before + producer.exposure_bytes(assumed);
+        Some(result)
+    }
+
+    /// The bytes producers may have in flight: received and not yet
+    /// answered, or which the credit granted them is expected to bring.
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.in_flight_bytes
     }
 
     /// Where a producer sends.
@@ -314,12 +378,16 @@ impl Clients {
         self.producers.get(&(conn, link)).map(|p| &p.node)
     }
 
-    /// Counts a message received from a producer.
-    pub fn producer_sent(&mut self, conn: ConnId, link: LinkId) {
-        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+    /// Counts a message of `bytes` received from a producer, before its
+    /// publish starts (its answer may come at once).
+    pub fn producer_sent(&mut self, conn: ConnId, link: LinkId, bytes: u64) {
+        self.update_producer(conn, link, |producer| {
             producer.remaining = producer.remaining.saturating_sub(1);
             producer.unanswered += 1;
-        }
+            producer.unanswered_bytes += bytes;
+            let expected = producer.message_bytes.unwrap_or(bytes);
+            producer.message_bytes = Some(bytes.max(expected - expected / 8 + bytes / 8));
+        });
     }
 
     /// Whether to grant a producer more credit: once half its window is
@@ -334,19 +402,43 @@ impl Clients {
 
     /// Grants a producer the free part of its window, but never more than
     /// `room` (what its destination can take): a full queue stops its
-    /// producers rather than rejecting what they send. With no room it is
-    /// parked until [`Clients::blocked`] producers are offered credit again.
+    /// producers rather than rejecting what they send. With `memory_left`
+    /// bytes left under the memory watermark, no more than the messages it
+    /// is expected to send that fit in what it and the other producers
+    /// have in flight leave, but one if it has none in flight. With no
+    /// room it is parked until
+    /// [`Clients::blocked`] producers are offered credit again.
     ///
     /// A grant never lowers the credit the producer holds: a flow sets
     /// link-credit afresh, and the producer may be using what it holds
     /// already (its transfers in flight are legal, spec §2.6.7). A grant
     /// that would not raise it is not sent.
-    pub fn grant_credit(&mut self, conn: ConnId, link: LinkId, room: u64) {
-        let Some(producer) = self.producers.get_mut(&(conn, link)) else {
+    pub fn grant_credit(
+        &mut self,
+        conn: ConnId,
+        link: LinkId,
+        room: u64,
+        memory_left: Option<u64>,
+    ) {
+        let Some(producer) = self.producers.get(&(conn, link)) else {
             return;
         };
+        let assumed = self.assumed_message_bytes;
+        let others = self.in_flight_bytes - producer.exposure_bytes(assumed);
+        let fits = memory_left.map_or(u64::MAX, |left| {
+            let left = left.saturating_sub(producer.unanswered_bytes + others);
+            let fits = left / producer.expected_bytes(assumed).max(1);
+            // One message in flight is always allowed: estimates alone (a
+            // watermark below a first window's share of it, as paging sets
+            // in the simulator) must not park a producer for good.
+            if producer.unanswered == 0 {
+                fits.max(1)
+            } else {
+                fits
+            }
+        });
         let free = self.window.saturating_sub(producer.unanswered);
-        let credit = room.min(u64::from(free)) as u32;
+        let credit = room.min(fits).min(u64::from(free)) as u32;
         if credit == 0 {
             self.blocked.insert((conn, link));
             return;
@@ -355,7 +447,7 @@ impl Clients {
         if credit <= producer.remaining {
             return;
         }
-        producer.remaining = credit;
+        self.update_producer(conn, link, |producer| producer.remaining = credit);
         self.tell(conn, ToConnection::ProducerCredit { link, credit });
     }
 
@@ -375,6 +467,7 @@ impl Clients {
         settled: bool,
         queues: usize,
         rejection: Option<Error>,
+        bytes: u64,
     ) -> u64 {
         let publish = self.next_publish;
         self.next_publish += 1;
@@ -385,6 +478,7 @@ impl Clients {
             remaining: queues,
             rejection,
             txn: None,
+            bytes,
         };
         self.publishes.insert(publish, pending);
         publish
@@ -447,9 +541,10 @@ impl Clients {
         }
         // After the outcome, so that the producer hears of the answer before
         // of the credit it frees.
-        if let Some(producer) = self.producers.get_mut(&(conn, link)) {
+        self.update_producer(conn, link, |producer| {
             producer.unanswered = producer.unanswered.saturating_sub(1);
-        }
+            producer.unanswered_bytes = producer.unanswered_bytes.saturating_sub(p.bytes);
+        });
         Some((conn, link))
     }
 
@@ -460,7 +555,7 @@ impl Clients {
             return;
         };
         let (conn, link) = (p.conn, p.delivery.link);
-        self.producers.remove(&(conn, link));
+        self.remove_producer(conn, link);
         self.blocked.remove(&(conn, link));
         self.close_link(conn, link, refusal);
     }

@@ -34,9 +34,9 @@ use crate::amqp::types::{Error, condition};
 use crate::node::address::{destinations, is_subscription};
 use crate::node::clients::{Clients, Consumer, ConsumerTarget, subscription_not_found};
 use crate::node::{
-    ConnId, ConsumerNode, GroupQueue, ManageError, Managed, NodeError, NodeReport, NodeSettings,
-    Now, ProducerNode, QueueOptions, Refusal, ReplicaStatus, Request, SettleAnswer, TOPIC_PREFIX,
-    ToConnection,
+    Blocked, ConnId, ConsumerNode, GroupQueue, ManageError, Managed, NodeError, NodeReport,
+    NodeSettings, Now, ProducerNode, QueueOptions, Refusal, ReplicaStatus, Request, SettleAnswer,
+    TOPIC_PREFIX, ToConnection,
 };
 use crate::permissions::Operation;
 use crate::queue::{
@@ -63,6 +63,11 @@ const GAP_RETRY_AFTER: Duration = Duration::from_millis(200);
 /// `storage.snapshot_every_records` entries or this many bytes of entries,
 /// whichever comes first.
 const SNAPSHOT_EVERY_BYTES: usize = 64 << 20;
+
+/// While producers are blocked for want of disk space, a group's log since
+/// its last snapshot must be larger than this (besides twice its state)
+/// for a snapshot to be worth it, unless its state halved since.
+const DISK_SHORT_SNAPSHOT_MIN_BYTES: u64 = 1 << 20;
 
 /// Entries kept before a snapshot's index when the log is compacted (at
 /// most `storage.snapshot_every_records`), so that a follower a little
@@ -257,6 +262,8 @@ struct Group {
     since_snapshot: (u64, usize),
     /// Over the local step, whether the state holds what the log does not.
     unlogged: Option<Unlogged>,
+    /// The estimated size of its state at its last snapshot.
+    snapshot_state_bytes: u64,
     /// Snapshots asked for, by number, with the page store's checkpoint
     /// each was taken at: once one is durable, what its group's pages
     /// forgot before it may go.
@@ -342,6 +349,10 @@ pub(super) struct Core {
     access: access::Access,
     /// The answers to operators' commands, by their number, oldest first.
     answers: VecDeque<(u64, Result<Managed, ManageError>)>,
+    /// The data directory's free space, as last read, if it can be told.
+    disk_free_bytes: Option<u64>,
+    /// Why producers were blocked when that was last logged.
+    blocked_since: Option<Blocked>,
 }
 
 impl Core {
@@ -370,6 +381,7 @@ impl Core {
                     applied: 0,
                     since_snapshot: (0, 0),
                     unlogged: None,
+                    snapshot_state_bytes: 0,
                     checkpoints: VecDeque::new(),
                 };
                 (id, group)
@@ -405,6 +417,8 @@ impl Core {
             snapshots_asked: 0,
             access,
             answers: VecDeque::new(),
+            disk_free_bytes: None,
+            blocked_since: None,
         }
     }
 
@@ -448,6 +462,10 @@ impl Core {
                 }
             }
             Request::SessionEnded { conn, session } => self.access.session_ended(conn, session),
+            Request::DiskFree { free_bytes } => {
+                self.disk_free_bytes = free_bytes;
+                self.unblock_producers();
+            }
             Request::AttachConsumer {
                 conn,
                 link,
@@ -600,6 +618,10 @@ impl Core {
             queues,
             groups: self.replica_status(),
             snapshots: self.snapshots_asked,
+            blocked: self.blocked(self.memory_left()),
+            memory_held_bytes: self.memory_held(),
+            in_flight_bytes: self.clients.in_flight_bytes(),
+            disk_free_bytes: self.disk_free_bytes,
         }
     }
 
@@ -1190,6 +1212,9 @@ impl Core {
     // ---- publishing and producer credit ---------------------------------
 
     fn publish(&mut self, conn: ConnId, delivery: DeliveryId, message: Bytes, settled: bool) {
+        let bytes = message.len() as u64;
+        // Counted before its publish starts, which may answer it at once.
+        self.clients.producer_sent(conn, delivery.link, bytes);
         let Some(node) = self.clients.producer_node(conn, delivery.link) else {
             return;
         };
@@ -1211,7 +1236,7 @@ impl Core {
             Ok((queues, inspected)) => {
                 let publish =
                     self.clients
-                        .start_publish(conn, delivery, settled, queues.len(), None);
+                        .start_publish(conn, delivery, settled, queues.len(), None, bytes);
                 for queue in queues {
                     if !self.takes_messages(self.placement.group_of(&queue)) {
                         let error = Error::new(condition::RESOURCE_LIMIT_EXCEEDED, NOT_DURABLE);
@@ -1239,13 +1264,12 @@ impl Core {
                 self.finish_publish_if_done(publish);
             }
             Err(error) => {
-                let publish = self
-                    .clients
-                    .start_publish(conn, delivery, settled, 0, Some(error));
+                let publish =
+                    self.clients
+                        .start_publish(conn, delivery, settled, 0, Some(error), bytes);
                 self.finish_publish_if_done(publish);
             }
         }
-        self.clients.producer_sent(conn, delivery.link);
         self.top_up_credit(conn, delivery.link);
     }
 
@@ -1256,21 +1280,29 @@ impl Core {
     }
 
     fn grant_credit(&mut self, conn: ConnId, link: LinkId) {
+        let memory_left = self.memory_left();
+        self.grant_credit_within(conn, link, memory_left);
+    }
+
+    /// Grants a producer credit with `memory_left` bytes left under the
+    /// memory watermark (`None`: no watermark): none while producers are
+    /// blocked (see [`Core::blocked`]).
+    fn grant_credit_within(&mut self, conn: ConnId, link: LinkId, memory_left: Option<u64>) {
         let Some(node) = self.clients.producer_node(conn, link) else {
             return;
         };
-        let room = self.room_for(node);
-        self.clients.grant_credit(conn, link, room);
+        let room = match self.blocked(memory_left) {
+            Some(_) => 0,
+            None => self.room_for(node),
+        };
+        self.clients.grant_credit(conn, link, room, memory_left);
     }
 
     /// How many more messages `node` can take: none while a group it
-    /// writes to has no leader (a partitioned minority takes nothing), or
-    /// above the memory watermark; else the smallest room among its queues,
-    /// counting enqueues on their way as taken.
+    /// writes to has no leader (a partitioned minority takes nothing);
+    /// else the smallest room among its queues, counting enqueues on their
+    /// way as taken.
     fn room_for(&self, node: &ProducerNode) -> u64 {
-        if self.above_memory_watermark() {
-            return 0;
-        }
         let room = |queue: &String| {
             let group = &self.groups[&self.placement.group_of(queue)];
             if group.leader.is_none() || group.unlogged.is_some() {
@@ -1309,19 +1341,35 @@ impl Core {
             .is_some_and(|group| group.unlogged.is_none())
     }
 
-    /// Whether the messages held in memory reach the watermark. Paged
-    /// messages do not count: a deep queue pages (see `queue::paging`)
-    /// rather than stop its producers.
-    fn above_memory_watermark(&self) -> bool {
-        let Some(watermark) = self.settings.config.limits.memory_high_watermark() else {
-            return false;
-        };
-        let held: u64 = self
-            .groups
+    /// The bytes of the messages held in memory. Paged messages do not
+    /// count: a deep queue pages (see `queue::paging`) rather than stop its
+    /// producers.
+    fn memory_held(&self) -> u64 {
+        self.groups
             .values()
             .map(|group| group.state.hot_bytes())
-            .sum();
-        held >= watermark
+            .sum()
+    }
+
+    /// What is left under the memory watermark, or `None` without one.
+    fn memory_left(&self) -> Option<u64> {
+        let watermark = self.settings.config.limits.memory_high_watermark()?;
+        Some(watermark.saturating_sub(self.memory_held()))
+    }
+
+    /// Why no producer gets credit now, whatever its destination's room:
+    /// the data directory's free space is under `limits.disk_free_min_bytes`
+    /// (checked first: it is the one an operator may have to act on), or
+    /// the messages held in memory reach the watermark.
+    fn blocked(&self, memory_left: Option<u64>) -> Option<Blocked> {
+        let min = self.settings.config.limits.disk_free_min_bytes;
+        if self.disk_free_bytes.is_some_and(|free| free < min) {
+            Some(Blocked::Disk)
+        } else if memory_left == Some(0) {
+            Some(Blocked::Memory)
+        } else {
+            None
+        }
     }
 
     /// At start, once the snapshot is installed: each group's page store
@@ -1335,9 +1383,28 @@ impl Core {
         Ok(())
     }
 
+    /// Offers credit again to the producers parked for want of room, and
+    /// logs a change in why producers are blocked.
     fn unblock_producers(&mut self) {
+        let memory_left = self.memory_left();
+        let blocked = self.blocked(memory_left);
+        if blocked != self.blocked_since {
+            match blocked {
+                Some(reason) => warn!(
+                    ?reason,
+                    memory_held_bytes = self.memory_held(),
+                    disk_free_bytes = self.disk_free_bytes,
+                    "producers blocked: no credit until this passes"
+                ),
+                None => info!("producers unblocked"),
+            }
+            self.blocked_since = blocked;
+        }
+        if blocked == Some(Blocked::Disk) {
+            self.snapshot_if_disk_short();
+        }
         for (conn, link) in self.clients.blocked() {
-            self.grant_credit(conn, link);
+            self.grant_credit_within(conn, link, memory_left);
         }
     }
 
@@ -1505,6 +1572,7 @@ impl Core {
             }
         };
         group.since_snapshot = (0, 0);
+        group.snapshot_state_bytes = group.state.queues().snapshot_bytes_estimate();
         self.snapshots_asked += 1;
         group
             .checkpoints

@@ -32,6 +32,7 @@ mod batch;
 mod clients;
 mod cluster;
 mod core;
+mod disk_free;
 mod error;
 mod message;
 mod node_properties;
@@ -55,6 +56,7 @@ pub use address::{
     ConsumerNode, ProducerNode, Refusal, Subscription, TOPIC_PREFIX, consumer_node, producer_node,
 };
 pub use cluster::start as start_clustered;
+pub use disk_free::{DISK_FREE_INTERVAL, watch_disk_free};
 pub use error::NodeError;
 pub use settings::{NodeSettings, PageStores};
 pub use single::start;
@@ -324,6 +326,35 @@ pub struct NodeReport {
     pub groups: Vec<ReplicaStatus>,
     /// Snapshots this node has asked its groups to take since it started.
     pub snapshots: u64,
+    /// Why producers get no credit now, if they get none.
+    pub blocked: Option<Blocked>,
+    /// The bytes its queues hold in memory (not paged), counted against
+    /// the memory watermark.
+    pub memory_held_bytes: u64,
+    /// The bytes producers may have in flight (received and not yet
+    /// answered, or expected from the credit they hold).
+    pub in_flight_bytes: u64,
+    /// The data directory's free space, as last read, if it can be told.
+    pub disk_free_bytes: Option<u64>,
+}
+
+/// Why no producer gets credit, whatever its destination's room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocked {
+    /// Queued messages hold `limits.memory_high_watermark_bytes`.
+    Memory,
+    /// The data directory has less than `limits.disk_free_min_bytes` free.
+    Disk,
+}
+
+impl Blocked {
+    /// The reason as a metric's label says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Disk => "disk",
+        }
+    }
 }
 
 /// A queue and the group that holds it.
@@ -586,6 +617,12 @@ pub enum Request {
     Report {
         /// Where the answer goes.
         reply: oneshot::Sender<NodeReport>,
+    },
+    /// The data directory's free space, as just read (`None`: the file
+    /// system cannot tell).
+    DiskFree {
+        /// The bytes free.
+        free_bytes: Option<u64>,
     },
     /// Report every queue's counters, in name order.
     QueueInfo {

@@ -24,14 +24,13 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::amqp::codec::{Symbol, Value};
-use crate::amqp::engine::ConnectionConfig;
+use crate::amqp::engine::{ConnectionConfig, UnfinishedBytes};
 use crate::amqp::types::Fields;
-use crate::config::{AmqpConfig, Config};
+use crate::config::Config;
 use crate::http;
 use crate::io::{Io, Listener, secret_rng};
 use crate::metrics::{ConnectionInfo, Metrics};
 use crate::node::{self, NodeError, NodeHandle, NodeSettings};
-use crate::planted::Plants;
 
 use admission::Admission;
 pub use admission::{TooFewDescriptors, fit_to_descriptors};
@@ -128,6 +127,23 @@ pub async fn run<I: Io>(
         let (node, task) = node::start(io.clone(), settings).await?;
         (node, io.spawn(task))
     };
+    // Where the free space cannot be told (turmoil's disk), nothing is
+    // spawned.
+    let watch_disk = config.limits.disk_free_min_bytes > 0
+        && matches!(io.available_bytes(&config.data_dir).await, Ok(Some(_)));
+    if watch_disk {
+        let watching = node::watch_disk_free(io.clone(), config.data_dir.clone(), node.clone());
+        let mut stop = shutdown.clone();
+        io.spawn(
+            async move {
+                tokio::select! {
+                    () = watching => {}
+                    () = stop.wait() => {}
+                }
+            }
+            .instrument(info_span!("disk_free")),
+        );
+    }
     let listeners = Listeners::bind(&io, &config).await?;
     let addr = listeners
         .amqp
@@ -202,7 +218,7 @@ pub async fn run<I: Io>(
     });
 
     let settings = ConnectionSettings {
-        engine: connection_config(&config.amqp, config.plants),
+        engine: connection_config(&config),
         auth,
         admission: Admission::new(
             config.limits.max_connections,
@@ -439,13 +455,16 @@ impl ConnectionTasks {
     }
 }
 
-/// The engine settings for the configured AMQP limits. An idle timeout of 0
+/// The engine settings for the configured AMQP limits, with one pool of
+/// unfinished message bytes for every connection. An idle timeout of 0
 /// means none, as in AMQP's `open`.
-fn connection_config(amqp: &AmqpConfig, plants: Plants) -> ConnectionConfig {
+fn connection_config(config: &Config) -> ConnectionConfig {
+    let amqp = &config.amqp;
     // PLANTED BUG (`handshake-deadline-ignored`): no deadline at all.
-    let handshake_timeout = (amqp.handshake_timeout_ms > 0 && !plants.handshake_deadline_ignored())
-        .then(|| Duration::from_millis(amqp.handshake_timeout_ms.into()));
-    ConnectionConfig {
+    let handshake_timeout = (amqp.handshake_timeout_ms > 0
+        && !config.plants.handshake_deadline_ignored())
+    .then(|| Duration::from_millis(amqp.handshake_timeout_ms.into()));
+    let mut engine = ConnectionConfig {
         max_frame_size: amqp.max_frame_size,
         channel_max: amqp.channel_max,
         idle_timeout: (amqp.idle_timeout_ms > 0)
@@ -461,7 +480,12 @@ fn connection_config(amqp: &AmqpConfig, plants: Plants) -> ConnectionConfig {
         rcv_settle_second: amqp.rcv_settle_mode_second,
         handshake_timeout,
         ..ConnectionConfig::new(amqp.container_id.clone())
-    }
+    };
+    engine.unfinished = config
+        .limits
+        .unfinished_message_bytes(engine.max_message_size)
+        .map(UnfinishedBytes::new);
+    engine
 }
 
 /// What the broker's `open` says of it, under the keys Qpid's and
@@ -540,19 +564,34 @@ mod tests {
 
     #[test]
     fn engine_gets_the_configured_limits() {
-        let engine = connection_config(&AmqpConfig::default(), Plants::NONE);
+        let engine = connection_config(&Config::default());
         assert_eq!(engine.container_id, "sluice");
         assert_eq!(engine.max_frame_size, 262_144);
         assert_eq!(engine.channel_max, 255);
         assert_eq!(engine.idle_timeout, Some(Duration::from_secs(60)));
+        let pool = engine.unfinished.expect("the watermark is on by default");
+        assert_eq!(
+            pool.limit_bytes(),
+            256 << 20,
+            "a quarter of the 1 GiB watermark"
+        );
+    }
+
+    #[test]
+    fn the_unfinished_pool_holds_at_least_one_largest_message() {
+        let mut config = Config::default();
+        config.limits.memory_high_watermark_bytes = 100 << 20;
+        let engine = connection_config(&config);
+        let pool = engine.unfinished.expect("the watermark is on");
+        assert_eq!(pool.limit_bytes(), engine.max_message_size);
+        config.limits.memory_high_watermark_bytes = 0;
+        assert!(connection_config(&config).unfinished.is_none());
     }
 
     #[test]
     fn zero_idle_timeout_means_none() {
-        let amqp = AmqpConfig {
-            idle_timeout_ms: 0,
-            ..AmqpConfig::default()
-        };
-        assert_eq!(connection_config(&amqp, Plants::NONE).idle_timeout, None);
+        let mut config = Config::default();
+        config.amqp.idle_timeout_ms = 0;
+        assert_eq!(connection_config(&config).idle_timeout, None);
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::unfinished::UnfinishedBytes;
 use crate::amqp::codec::Symbol;
 use crate::amqp::frame::MIN_MAX_FRAME_SIZE;
 use crate::amqp::types::{Fields, SaslCode};
@@ -27,6 +28,12 @@ pub struct ConnectionConfig {
     pub idle_timeout: Option<Duration>,
     /// The largest message we accept on a link; bounds reassembly.
     pub max_message_size: u64,
+    /// The pool, shared with other connections, that messages received in
+    /// several transfers hold their bytes in until their last one arrives:
+    /// a link whose message would pass it is detached with
+    /// `amqp:resource-limit-exceeded`. `None`: only `max_message_size`
+    /// bounds each link.
+    pub unfinished: Option<UnfinishedBytes>,
     /// Transfer frames a session accepts before it must refresh the window.
     pub session_window: u32,
     /// How long to wait for the peer's `close` after ours before giving up.
@@ -56,6 +63,7 @@ impl ConnectionConfig {
             channel_max: 255,
             idle_timeout: Some(Duration::from_secs(60)),
             max_message_size: 64 * 1024 * 1024,
+            unfinished: None,
             session_window: 2048,
             close_timeout: Duration::from_secs(10),
             offered_capabilities: Vec::new(),

@@ -10,6 +10,7 @@ use super::config::{ClientSasl, ConnectionConfig, SaslVerdict, ServerSasl};
 use super::event::{DeliveryId, Event, LinkId, SessionId};
 use super::link::{Link, LinkState, PartialDelivery};
 use super::session::{PendingTransfer, Session, SessionState, ids_in_range, lowest_free};
+use super::unfinished::UnfinishedBytes;
 use crate::amqp::codec::Symbol;
 use crate::amqp::frame::{
     EMPTY_FRAME, Frame, FrameDecoder, Layer, MIN_MAX_FRAME_SIZE, PROTOCOL_HEADER_LEN, ProtocolId,
@@ -1058,8 +1059,14 @@ impl Connection {
         transfer: Transfer,
         payload: Bytes,
     ) -> Result<(), Error> {
-        let max_message_size = self.config.max_message_size;
-        let session = self.session_mut(id);
+        let limits = IncomingLimits {
+            max_message_size: self.config.max_message_size,
+            unfinished: self.config.unfinished.as_ref(),
+        };
+        let session = self
+            .sessions
+            .get_mut(&id.0)
+            .expect("session ids come from the session map");
         if session.incoming_window == 0 {
             return Err(Error::new(
                 condition::WINDOW_VIOLATION,
@@ -1093,7 +1100,7 @@ impl Connection {
             // In flight when we detached: the peer will learn from our detach.
             Ok(None)
         } else {
-            receive_transfer(link, transfer, payload, max_message_size)
+            receive_transfer(link, transfer, payload, &limits)
         };
         match outcome {
             Ok(Some(delivery)) => {
@@ -1805,13 +1812,20 @@ enum LinkFault {
     Connection(Error),
 }
 
+/// What an incoming message may take.
+struct IncomingLimits<'a> {
+    max_message_size: u64,
+    /// The pool unfinished messages take their bytes from, if any.
+    unfinished: Option<&'a UnfinishedBytes>,
+}
+
 /// Applies one incoming transfer to a receiving link; returns the delivery
 /// once its last transfer has arrived.
 fn receive_transfer(
     link: &mut Link,
     transfer: Transfer,
     payload: Bytes,
-    max_message_size: u64,
+    limits: &IncomingLimits<'_>,
 ) -> Result<Option<PartialDelivery>, LinkFault> {
     let mut delivery = match link.incoming.take() {
         Some(partial) => {
@@ -1856,15 +1870,32 @@ fn receive_transfer(
     if transfer.state.is_some() {
         delivery.state = transfer.state;
     }
-    if delivery.push(payload) > max_message_size {
+    let len = delivery.push(payload);
+    let max = limits.max_message_size;
+    if len > max {
         return Err(LinkFault::Link(Error::new(
             condition::MESSAGE_SIZE_EXCEEDED,
-            format!("message exceeds the link's max-message-size of {max_message_size} bytes"),
+            format!("message exceeds the link's max-message-size of {max} bytes"),
         )));
     }
-    if transfer.more {
-        link.incoming = Some(delivery);
-        return Ok(None);
+    if !transfer.more {
+        return Ok(Some(delivery));
     }
-    Ok(Some(delivery))
+    // Only a message kept for later transfers takes from the pool: a
+    // single-transfer message costs it nothing.
+    if let Some(pool) = limits.unfinished
+        && !delivery.reserve(pool)
+    {
+        return Err(LinkFault::Link(Error::new(
+            condition::RESOURCE_LIMIT_EXCEEDED,
+            format!(
+                "the broker holds at most {} bytes of unfinished multi-transfer messages \
+                 over all links, and this link's message ({len} bytes so far) would pass \
+                 that: send it again later, or smaller",
+                pool.limit_bytes()
+            ),
+        )));
+    }
+    link.incoming = Some(delivery);
+    Ok(None)
 }

@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::unfinished::{Reservation, UnfinishedBytes};
 use crate::amqp::types::{DeliveryState, ReceiverSettleMode, Role, SenderSettleMode};
 
 /// Where a link is in its attach/detach lifecycle.
@@ -156,6 +157,8 @@ pub(super) struct PartialDelivery {
     pub state: Option<DeliveryState>,
     chunks: Vec<Bytes>,
     len: u64,
+    /// What the message holds of the connection's pool of unfinished bytes.
+    reservation: Reservation,
 }
 
 impl PartialDelivery {
@@ -174,7 +177,14 @@ impl PartialDelivery {
             state: None,
             chunks: Vec::new(),
             len: 0,
+            reservation: Reservation::default(),
         }
+    }
+
+    /// Takes the message's length so far from `pool`; false if the pool
+    /// has not the room.
+    pub fn reserve(&mut self, pool: &UnfinishedBytes) -> bool {
+        self.reservation.grow_to(pool, self.len)
     }
 
     /// Appends one transfer's payload; returns the message length so far.

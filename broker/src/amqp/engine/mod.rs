@@ -11,10 +11,12 @@ mod connection;
 mod event;
 mod link;
 mod session;
+mod unfinished;
 
 pub use config::{ClientSasl, ConnectionConfig, SaslVerdict, ServerSasl};
 pub use connection::{Connection, EngineError, HANDLE_MAX, LinkOptions, LinkReply};
 pub use event::{DeliveryId, Event, LinkId, SessionId};
+pub use unfinished::UnfinishedBytes;
 
 #[cfg(test)]
 mod tests;

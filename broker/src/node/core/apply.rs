@@ -10,8 +10,8 @@ use tracing::{debug, error, info, warn};
 use super::super::batch::{Batch, BatchHeader};
 use super::super::state::{GroupState, Proposers};
 use super::{
-    COMPACTION_KEEP, Commit, Core, GAP_RETRY_AFTER, Reply, SNAPSHOT_EVERY_BYTES,
-    SNAPSHOT_RETRY_AFTER, Step, Unlogged,
+    COMPACTION_KEEP, Commit, Core, DISK_SHORT_SNAPSHOT_MIN_BYTES, GAP_RETRY_AFTER, Reply,
+    SNAPSHOT_EVERY_BYTES, SNAPSHOT_RETRY_AFTER, Step, Unlogged,
 };
 use crate::amqp::types::{Error, condition};
 use crate::node::NodeError;
@@ -175,6 +175,31 @@ impl Core {
             .filter(|(_, group)| {
                 let (entries, bytes) = group.since_snapshot;
                 entries >= every || bytes >= SNAPSHOT_EVERY_BYTES
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.compact(id, every.min(COMPACTION_KEEP));
+        }
+    }
+
+    /// While producers are blocked for want of disk space: hands each group
+    /// that logged something since its last snapshot its state as of now,
+    /// if the log since outweighs the state or the state halved since (what
+    /// consumers took), since only a snapshot gives the log's space back,
+    /// and it would otherwise wait for the usual count of records. Halving
+    /// keeps what these snapshots write under twice the largest state.
+    pub(super) fn snapshot_if_disk_short(&mut self) {
+        let every = self.settings.config.storage.snapshot_every_records;
+        let due: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| {
+                let (entries, logged) = group.since_snapshot;
+                let state = group.state.queues().snapshot_bytes_estimate();
+                let outweighs = logged as u64 > state * 2 + DISK_SHORT_SNAPSHOT_MIN_BYTES;
+                let halved = state * 2 < group.snapshot_state_bytes;
+                group.applied > 0 && entries > 0 && (outweighs || halved)
             })
             .map(|(&id, _)| id)
             .collect();

@@ -259,7 +259,9 @@ impl Core {
             // Logged unguarded, like any local settle (see `committable`).
             work.iter_mut().for_each(|guarded| guarded.guard = None);
         }
-        let publish = self.clients.start_publish(conn, delivery, false, 1, None);
+        let publish = self
+            .clients
+            .start_publish(conn, delivery, false, 1, None, 0);
         // PLANTED BUG (`txn-partial-commit`): the first half commits on its
         // own; the second, with the discharge's answer, is proposed only
         // once the first is applied, so a crash between them applies half.
@@ -376,17 +378,19 @@ impl Core {
         settled: bool,
         txn_id: Bytes,
     ) {
+        let bytes = message.len() as u64;
+        // Counted before its publish, which is answered at once.
+        self.clients.producer_sent(conn, delivery.link, bytes);
         // The outcome names the transaction, if there is one to name.
         let known = self.transactions.get_mut(conn, &txn_id).is_some();
         let result = self.transactional_enqueues(conn, delivery, &message, &txn_id);
         let publish = self
             .clients
-            .start_publish(conn, delivery, settled, 0, result.err());
+            .start_publish(conn, delivery, settled, 0, result.err(), bytes);
         if known {
             self.clients.in_transaction(publish, txn_id);
         }
         self.finish_publish_if_done(publish);
-        self.clients.producer_sent(conn, delivery.link);
         self.top_up_credit(conn, delivery.link);
     }
 

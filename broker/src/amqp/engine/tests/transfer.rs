@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use bytes::{Bytes, BytesMut};
 
 use super::util::*;
-use crate::amqp::engine::{ConnectionConfig, DeliveryId, EngineError, Event};
+use crate::amqp::engine::{
+    ConnectionConfig, DeliveryId, EngineError, Event, LinkId, UnfinishedBytes,
+};
 use crate::amqp::frame::Frame;
 use crate::amqp::types::{
     Accepted, DeliveryState, Disposition, Message, Performative, ReceiverSettleMode, Role,
@@ -351,6 +353,91 @@ fn a_message_above_the_receivers_max_message_size_detaches_the_link() {
         "a link error does not close the connection"
     );
     assert!(!pair.client.is_finished());
+}
+
+/// Injects one transfer of `len` bytes on the client's `link`, the first
+/// of delivery `first` if given.
+fn inject_transfer(pair: &mut Pair, link: LinkId, first: Option<u32>, len: usize, more: bool) {
+    let transfer = match first {
+        Some(id) => first_transfer(link.handle, id, more),
+        None => Transfer {
+            handle: link.handle,
+            more,
+            ..Transfer::default()
+        },
+    };
+    let mut raw = BytesMut::new();
+    raw_frame(&mut raw, link.session.0, &transfer, &vec![7; len]);
+    pair.inject_to_server(&raw);
+    pair.drive();
+}
+
+#[test]
+fn unfinished_messages_of_every_connection_share_one_pool() {
+    let pool = UnfinishedBytes::new(1500);
+    let server = || ConnectionConfig {
+        unfinished: Some(pool.clone()),
+        ..server_config()
+    };
+    let mut first = Pair::connected_with(client_config(), server());
+    let mut second = Pair::connected_with(client_config(), server());
+    let (hog, hog_receiver) = first.sender("hog");
+    first.grant(hog, hog_receiver, 10);
+    let (other, other_receiver) = first.sender("other");
+    first.grant(other, other_receiver, 10);
+    let (modest, modest_receiver) = second.sender("modest");
+    second.grant(modest, modest_receiver, 10);
+
+    inject_transfer(&mut first, hog, Some(0), 1000, true);
+    inject_transfer(&mut second, modest, Some(0), 400, true);
+    assert_eq!(pool.held_bytes(), 1400);
+
+    // 200 more would take the pool to 1600: the hog's link goes, and what
+    // it held returns to the pool.
+    inject_transfer(&mut first, hog, None, 200, true);
+    assert_events!(
+        first.client_events(),
+        [
+            Event::LinkDetached { link, closed: true, error: Some(e) }
+            if *link == hog && e.condition == condition::RESOURCE_LIMIT_EXCEEDED
+                && e.description.as_deref().is_some_and(|d| d.contains("at most 1500 bytes")),
+        ]
+    );
+    assert_events!(
+        first.server_events(),
+        [Event::LinkDetached { link, closed: true, error: None } if *link == hog_receiver]
+    );
+    assert_eq!(pool.held_bytes(), 400);
+
+    // The other connection's message completes in the room freed.
+    inject_transfer(&mut second, modest, None, 600, true);
+    inject_transfer(&mut second, modest, None, 100, false);
+    assert_events!(
+        second.server_events(),
+        [
+            Event::Delivery { delivery, message, .. }
+            if delivery.link == modest_receiver && message.len() == 1100,
+        ]
+    );
+    assert_eq!(pool.held_bytes(), 0);
+
+    // The hog's connection carries on with its other link.
+    inject_transfer(&mut first, other, Some(0), 1000, true);
+    inject_transfer(&mut first, other, None, 400, false);
+    assert_events!(
+        first.server_events(),
+        [
+            Event::Delivery { delivery, message, .. }
+            if delivery.link == other_receiver && message.len() == 1400,
+        ]
+    );
+    assert!(!first.server.is_finished());
+
+    // A connection that goes away gives back what its links held.
+    inject_transfer(&mut first, other, Some(1), 900, true);
+    assert_eq!(pool.held_bytes(), 900);
+    drop(first);
+    assert_eq!(pool.held_bytes(), 0);
 }
 
 #[test]

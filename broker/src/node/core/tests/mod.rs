@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+mod flow;
 mod nodes;
 mod transactions;
 
