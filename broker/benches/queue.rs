@@ -51,6 +51,7 @@ fn message(body: &Bytes) -> NewMessage {
         absolute_expiry_ms: None,
         message_id: None,
         traits: None,
+        copy_of: None,
     }
 }
 

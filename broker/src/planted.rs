@@ -33,6 +33,7 @@
 //! | `scram-accepts-any-proof` | `sasl::scram` `ScramServer::finish_planted` | a SCRAM login of a known user is admitted whatever its proof, so a wrong password opens a connection |
 //! | `handshake-deadline-ignored` | `server` `connection_config` | connections get no handshake deadline (`amqp.handshake_timeout_ms`), so a client that trickles its handshake under the idle timeout is served however long it takes |
 //! | `page-in-drops` | `queue::single` `Queue::page_in` | a page-in that reads several paged messages drops the last of them, as if it had been consumed: a deep queue loses a message now and then |
+//! | `copy-body-swapped` | `queue::whole` `put_message` | the state's encoding writes a topic message's copy whose body came before as a copy of the body written just before that one: a subscription restored from a snapshot holds another message's body in its place |
 
 use std::fmt;
 use std::str::FromStr;
@@ -211,6 +212,12 @@ impl Plants {
     pub const fn page_in_drops(self) -> bool {
         self.has(Plant::PageInDrops)
     }
+
+    /// `copy-body-swapped`: a snapshot gives a copy the body written
+    /// before its own.
+    pub const fn copy_body_swapped(self) -> bool {
+        self.has(Plant::CopyBodySwapped)
+    }
 }
 
 /// One planted bug.
@@ -282,11 +289,14 @@ pub enum Plant {
     HandshakeDeadlineIgnored,
     /// A page-in of several messages leaves the last out.
     PageInDrops,
+    /// A snapshot gives a topic message's copy the body written before
+    /// its own.
+    CopyBodySwapped,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 26] = [
+    pub const ALL: [Plant; 27] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -313,6 +323,7 @@ impl Plant {
         Plant::ScramAcceptsAnyProof,
         Plant::HandshakeDeadlineIgnored,
         Plant::PageInDrops,
+        Plant::CopyBodySwapped,
     ];
 
     /// The plant's command-line name.
@@ -344,6 +355,7 @@ impl Plant {
             Plant::ScramAcceptsAnyProof => "scram-accepts-any-proof",
             Plant::HandshakeDeadlineIgnored => "handshake-deadline-ignored",
             Plant::PageInDrops => "page-in-drops",
+            Plant::CopyBodySwapped => "copy-body-swapped",
         }
     }
 }
@@ -357,7 +369,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped, receive-unchecked, relay-unchecked, scram-accepts-any-proof"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped, receive-unchecked, relay-unchecked, scram-accepts-any-proof, handshake-deadline-ignored, page-in-drops, copy-body-swapped"
 )]
 pub struct UnknownPlant(pub String);
 

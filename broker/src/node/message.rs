@@ -87,6 +87,7 @@ impl Inspected {
                 }),
             }
             .boxed(),
+            copy_of: None,
         }
     }
 }

@@ -44,8 +44,9 @@ const FORMAT_FILE: &str = "format";
 /// (`node::state`), which names the runs of paged messages in `pages/`.
 /// The first format ([`FIRST_FORMAT`]: a record per command, before the
 /// node had one core) had no file; the second's snapshots held every
-/// message.
-const FORMAT: &[u8] = b"sluice single-node log 3\n";
+/// message; the third's wrote a topic message's body once per
+/// subscription.
+const FORMAT: &[u8] = b"sluice single-node log 4\n";
 
 /// How a log of the first format, which had no format file, is named.
 const FIRST_FORMAT: &str = "sluice single-node log 1";

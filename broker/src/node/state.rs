@@ -147,19 +147,19 @@ impl GroupState {
                 numbered.push(guarded);
                 continue;
             };
-            let queues = if is_topic(&queue) {
-                self.subscriptions(&queue, &message.body)
+            let copies = if is_topic(&queue) {
+                self.fan_out(index, enqueued, &queue, message)
             } else {
-                vec![queue]
+                next_seq(index, enqueued)
+                    .map(|seq| (queue, seq, message))
+                    .into_iter()
+                    .collect()
             };
-            for queue in queues {
-                let Some(seq) = next_seq(index, enqueued) else {
-                    break;
-                };
+            for (queue, seq, message) in copies {
                 let command = Command::Enqueue {
                     queue,
                     seq,
-                    message: message.clone(),
+                    message,
                 };
                 numbered.push(Guarded {
                     guard: guarded.guard,
@@ -168,6 +168,38 @@ impl GroupState {
             }
         }
         numbered
+    }
+
+    /// A message published to `topic` as a copy for each subscription
+    /// that takes it, numbered like any of the entry's enqueues. Copies
+    /// share the body, and say so (`copy_of` the first's seq): the group
+    /// then holds and counts the body once.
+    fn fan_out(
+        &self,
+        index: u64,
+        enqueued: &mut u64,
+        topic: &str,
+        message: NewMessage,
+    ) -> Vec<(String, u64, NewMessage)> {
+        let queues = self.subscriptions(topic, &message.body);
+        let shared = queues.len() > 1;
+        let mut first = None;
+        let mut copies = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let Some(seq) = next_seq(index, enqueued) else {
+                break;
+            };
+            let copy_of = shared.then(|| *first.get_or_insert(seq));
+            copies.push((
+                queue,
+                seq,
+                NewMessage {
+                    copy_of,
+                    ..message.clone()
+                },
+            ));
+        }
+        copies
     }
 
     /// A digest of the whole state: that of its encoding, which is
@@ -296,11 +328,8 @@ impl GroupState {
             let mut stale = false;
             match item.command {
                 Command::Enqueue { queue, message, .. } if is_topic(&queue) => {
-                    for queue in self.subscriptions(&queue, &message.body) {
-                        let Some(seq) = next_seq(index, &mut enqueued) else {
-                            break;
-                        };
-                        let message = message.clone();
+                    for (queue, seq, message) in self.fan_out(index, &mut enqueued, &queue, message)
+                    {
                         self.enqueue(now_ms, queue, seq, message, effects);
                     }
                 }
@@ -397,6 +426,7 @@ mod tests {
                 absolute_expiry_ms: None,
                 message_id: None,
                 traits: None,
+                copy_of: None,
             },
         }
     }
@@ -504,14 +534,16 @@ mod tests {
     /// snapshot, byte for byte: a change to it is a format change.
     #[test]
     fn the_state_encoding_is_stable() {
-        let state = sample();
-        let hex: String = state.encode().iter().map(|b| format!("{b:02x}")).collect();
-        let lines: Vec<&str> = hex
-            .as_bytes()
-            .chunks(64)
-            .map(|line| std::str::from_utf8(line).expect("hex"))
+        insta::assert_snapshot!(hex_lines(&sample().encode()));
+    }
+
+    /// `bytes` in hex, 32 to a line.
+    fn hex_lines(bytes: &[u8]) -> String {
+        let lines: Vec<String> = bytes
+            .chunks(32)
+            .map(|line| line.iter().map(|b| format!("{b:02x}")).collect())
             .collect();
-        insta::assert_snapshot!(lines.join("\n"));
+        lines.join("\n")
     }
 
     #[test]
@@ -531,6 +563,7 @@ mod tests {
                 absolute_expiry_ms: None,
                 message_id: None,
                 traits: None,
+                copy_of: None,
             },
         };
         apply(
@@ -551,6 +584,47 @@ mod tests {
             "subscribed after the first"
         );
         assert_eq!(depth("topic://prices"), None, "a topic is not a queue");
+    }
+
+    /// A topic's message held by several subscriptions is one body: held,
+    /// counted against memory and written in a snapshot once, and shared
+    /// again by the state a snapshot restores.
+    #[test]
+    fn the_copies_of_a_topic_message_share_one_body() {
+        let mut state = GroupState::default();
+        let subscribe = |name: &str| Command::Declare {
+            queue: format!("topic://prices::{name}"),
+            config: Box::default(),
+        };
+        let publish = |body: &'static [u8]| Command::Enqueue {
+            queue: "topic://prices".into(),
+            seq: 0,
+            message: NewMessage {
+                body: Bytes::from_static(body),
+                durable: true,
+                ttl_ms: None,
+                absolute_expiry_ms: None,
+                message_id: None,
+                traits: None,
+                copy_of: None,
+            },
+        };
+        let items = vec![
+            item(1, subscribe("a")),
+            item(2, subscribe("b")),
+            item(3, subscribe("c")),
+            item(4, publish(b"tick-1")),
+            item(5, publish(b"tick-2")),
+        ];
+        apply(&mut state, 1, items);
+        assert_eq!(state.hot_bytes(), 12, "two bodies of 6 bytes");
+        let encoded = state.encode();
+        let written = |body: &[u8]| encoded.windows(body.len()).filter(|w| *w == body).count();
+        assert_eq!((written(b"tick-1"), written(b"tick-2")), (1, 1));
+        insta::assert_snapshot!(hex_lines(&encoded));
+        let restored = GroupState::decode(encoded.clone()).unwrap();
+        assert_eq!(restored.hot_bytes(), 12);
+        assert_eq!(restored.encode(), encoded);
     }
 
     #[test]

@@ -628,7 +628,7 @@ async fn a_log_of_the_first_format_is_refused() {
         "{said}"
     );
     assert!(
-        said.contains("reads only \"sluice single-node log 3\""),
+        said.contains("reads only \"sluice single-node log 4\""),
         "{said}"
     );
 }

@@ -177,7 +177,8 @@ impl Composite for NewMessage {
             .field(&self.message_id)
             .field(&Some(traits.priority).filter(|p| *p != DEFAULT_PRIORITY))
             .field(&traits.group)
-            .field(&traits.deliver_at_ms);
+            .field(&traits.deliver_at_ms)
+            .field(&self.copy_of);
     }
 
     fn decode_fields(f: &mut FieldDecoder) -> Result<Self, DecodeError> {
@@ -195,6 +196,7 @@ impl Composite for NewMessage {
                 deliver_at_ms: f.optional("deliver-at-ms")?,
             }
             .boxed(),
+            copy_of: f.optional("copy-of")?,
         })
     }
 }

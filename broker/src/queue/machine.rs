@@ -394,7 +394,7 @@ impl Queues {
         };
         restored.pager.set_next_run(next_run);
         for mut queue in queues {
-            restored.pager.count_in(queue.hot_bytes());
+            queue.count_restored(&mut restored.pager);
             queue.counted_timer = queue.next_expiry();
             if let Some(at_ms) = queue.counted_timer {
                 restored.timers.insert((at_ms, queue.name.clone()));
@@ -970,6 +970,11 @@ impl Queues {
             .filter_map(|q| Some((q.next_expiry()?, q.name.clone())))
             .collect();
         assert_eq!(timers, self.timers, "each queue's earliest timer");
+        let in_memory = self
+            .queues
+            .values()
+            .flat_map(|q| q.messages().map(|(_, m)| m));
+        self.pager.check_counts(in_memory);
         seqs.sort();
         for pair in seqs.windows(2) {
             assert_ne!(pair[0], pair[1], "seq {} is in two queues", pair[0]);

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, NewMessage, QueueConfig};
+use super::{ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, NewMessage, QueueConfig, Seq};
 use crate::amqp::codec::{Symbol, Value, to_bytes};
 use crate::amqp::types::{Message as AmqpMessage, Section};
 
@@ -36,6 +36,9 @@ pub(super) struct Message {
     /// What the queue types read of it, if it is not a plain message (as
     /// most are): boxed, so that a plain one costs a pointer.
     pub traits: Option<Box<Traits>>,
+    /// One of several copies of a publish, by the first copy's seq (see
+    /// [`NewMessage::copy_of`]): its body is shared with the others.
+    pub copy_of: Option<Seq>,
 }
 
 /// What a queue type orders a message by, keeps together or holds back:
@@ -149,6 +152,7 @@ impl Message {
                 last_value,
             }
             .boxed(),
+            copy_of: message.copy_of,
         }
     }
 

@@ -188,6 +188,10 @@ pub struct NewMessage {
     /// most are. Boxed: every command takes the room of the largest, and a
     /// publish is the one that goes by most often.
     pub traits: Option<Box<PublishTraits>>,
+    /// One of several copies of a publish (a topic's, one per
+    /// subscription), by the seq of the first copy: the copies share one
+    /// body, which the group's memory and snapshot count once.
+    pub copy_of: Option<Seq>,
 }
 
 /// What a published message asks of the queue types.

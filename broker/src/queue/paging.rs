@@ -27,13 +27,14 @@
 //! the log holds after that snapshot.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::Seq;
-use super::message::Tally;
+use super::message::{Message, Tally};
 use crate::planted::Plants;
 
 /// Names a run in its group's page store: never reused, even across
@@ -160,8 +161,11 @@ impl Default for Paging {
 pub struct Pager {
     store: Box<dyn PageStore>,
     paging: Paging,
-    /// Body bytes of the messages the group's queues hold in memory.
+    /// Body bytes of the messages the group's queues hold in memory, a
+    /// body that copies share counted once.
     hot_bytes: u64,
+    /// The bodies of the copies in memory, by their first copy's seq.
+    copies: BTreeMap<Seq, Held>,
     /// The id the next run takes.
     next_run: RunId,
     /// Planted bugs: `page-in-drops`. Volatile.
@@ -180,6 +184,7 @@ impl Pager {
             store,
             paging,
             hot_bytes: 0,
+            copies: BTreeMap::new(),
             next_run: 1,
             plants: Plants::NONE,
         }
@@ -221,13 +226,73 @@ impl Pager {
         self.hot_bytes >= self.paging.group_bytes && queue_hot_bytes >= self.paging.queue_bytes
     }
 
-    pub(super) fn count_in(&mut self, size: u64) {
-        self.hot_bytes += size;
+    /// Counts in a message a queue now holds in memory. A copy takes the
+    /// body that another copy in memory holds, if any: the body is then
+    /// held, and counted, once.
+    pub(super) fn count_in(&mut self, message: &mut Message) {
+        let Some(first) = message.copy_of else {
+            self.hot_bytes += message.size();
+            return;
+        };
+        match self.copies.entry(first) {
+            Entry::Occupied(mut held) => {
+                let held = held.get_mut();
+                debug_assert_eq!(held.body, message.body, "the copies of {first} differ");
+                message.body = held.body.clone();
+                held.copies += 1;
+            }
+            Entry::Vacant(vacant) => {
+                self.hot_bytes += message.size();
+                let body = message.body.clone();
+                vacant.insert(Held { body, copies: 1 });
+            }
+        }
     }
 
-    pub(super) fn count_out(&mut self, size: u64) {
-        assert!(self.hot_bytes >= size, "hot bytes underflow");
-        self.hot_bytes -= size;
+    /// Counts out a message a queue no longer holds in memory: a copy's
+    /// body once the last copy goes.
+    pub(super) fn count_out(&mut self, message: &Message) {
+        if let Some(first) = message.copy_of {
+            let held = self.copies.get_mut(&first).expect("a copy counted in");
+            held.copies -= 1;
+            if held.copies > 0 {
+                return;
+            }
+            self.copies.remove(&first);
+        }
+        assert!(self.hot_bytes >= message.size(), "hot bytes underflow");
+        self.hot_bytes -= message.size();
+    }
+
+    /// Checks its counts against the messages `in_memory`: every copy
+    /// holds its body, and each body counts once.
+    pub(super) fn check_counts<'a>(&self, in_memory: impl Iterator<Item = &'a Message>) {
+        let mut hot_bytes = 0;
+        let mut copies: BTreeMap<Seq, u32> = BTreeMap::new();
+        for message in in_memory {
+            let Some(first) = message.copy_of else {
+                hot_bytes += message.size();
+                continue;
+            };
+            let held = &self.copies.get(&first).expect("a copy counted in").body;
+            assert_eq!(
+                held.as_ptr(),
+                message.body.as_ptr(),
+                "copy of {first} holds its own body"
+            );
+            let count = copies.entry(first).or_default();
+            if *count == 0 {
+                hot_bytes += message.size();
+            }
+            *count += 1;
+        }
+        assert_eq!(self.hot_bytes, hot_bytes, "bytes in memory");
+        let counted: BTreeMap<Seq, u32> = self
+            .copies
+            .iter()
+            .map(|(&first, held)| (first, held.copies))
+            .collect();
+        assert_eq!(counted, copies, "copies in memory");
     }
 
     /// Starts a run for a queue's rank.
@@ -362,6 +427,14 @@ impl Pager {
     pub fn release(&mut self, checkpoint: u64) {
         self.store.release(checkpoint);
     }
+}
+
+/// A body that copies in memory share.
+#[derive(Debug)]
+struct Held {
+    body: Bytes,
+    /// How many copies in memory hold it.
+    copies: u32,
 }
 
 /// What a run counts of a message paged out.

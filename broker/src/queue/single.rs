@@ -9,7 +9,7 @@ use super::dedup::Dedup;
 use super::message::{Message, Tally};
 use super::paging::{Paged, Pager, Run};
 use super::ready::{Key, Ready};
-use super::whole;
+use super::whole::{self, Bodies};
 use super::{
     ConsumerId, Delivery, Effect, LazyFields, MessageFilter, Overflow, QueueConfig, QueueInfo,
     QueueStats, Seq, Seqs,
@@ -137,9 +137,12 @@ impl Queue {
         self.runs.iter().map(|(&rank, run)| (rank, run))
     }
 
-    /// Body bytes it holds in memory.
-    pub fn hot_bytes(&self) -> u64 {
-        self.hot.bytes
+    /// Counts what it holds in memory into the `pager` of the group it is
+    /// restored into: copies then share their bodies again.
+    pub fn count_restored(&mut self, pager: &mut Pager) {
+        for message in self.messages.values_mut() {
+            pager.count_in(message);
+        }
     }
 
     /// Pages in whatever holds message `seq`, if it is paged; true if the
@@ -165,8 +168,9 @@ impl Queue {
         let records = pager.page_in(&mut run);
         let last = records.len() - 1;
         for (i, mut payload) in records.into_iter().enumerate() {
-            let (seq, message) = whole::message_of(&mut payload, &self.config)
-                .unwrap_or_else(|error| panic!("run {} has a bad record: {error}", run.id));
+            let (seq, mut message) =
+                whole::message_of(&mut payload, &self.config, &mut Bodies::Alone)
+                    .unwrap_or_else(|error| panic!("run {} has a bad record: {error}", run.id));
             run.took(paged(&message));
             // PLANTED BUG (`page-in-drops`): the last of several paged in is
             // dropped, as if it had been consumed.
@@ -174,7 +178,7 @@ impl Queue {
                 self.forget_paged(seq, &message);
                 continue;
             }
-            pager.count_in(message.size());
+            pager.count_in(&mut message);
             self.hold_in_memory(seq, message);
         }
         if run.is_empty() {
@@ -276,7 +280,9 @@ impl Queue {
     /// The queue is deleted: what it held leaves the group's memory and
     /// its runs.
     pub fn dispose(self, pager: &mut Pager) {
-        pager.count_out(self.hot.bytes);
+        for message in self.messages.values() {
+            pager.count_out(message);
+        }
         for run in self.runs.values() {
             pager.drop_run(run);
         }
@@ -517,7 +523,7 @@ impl Queue {
         }
     }
 
-    fn insert(&mut self, seq: Seq, message: Message, pager: &mut Pager) {
+    fn insert(&mut self, seq: Seq, mut message: Message, pager: &mut Pager) {
         assert!(message.holder.is_none(), "messages arrive ready");
         assert!(
             !message.persistent || self.config.durable,
@@ -538,11 +544,11 @@ impl Queue {
                 .entry(rank)
                 .or_insert_with(|| pager.start_run(seq));
             let mut payload = BytesMut::new();
-            whole::put_message(&mut payload, seq, &message);
+            whole::put_message(&mut payload, seq, &message, &mut Bodies::Alone);
             pager.page_out(run, seq, &payload, paged(&message));
             return;
         }
-        pager.count_in(message.size());
+        pager.count_in(&mut message);
         self.hold_in_memory(seq, message);
     }
 
@@ -572,7 +578,7 @@ impl Queue {
         }
         let mut message = self.messages.remove(&seq)?;
         self.hot.remove(message.size());
-        pager.count_out(message.size());
+        pager.count_out(&message);
         let key = (self.rank(&message), seq);
         match message.holder.take() {
             Some(id) => {

@@ -19,14 +19,19 @@
 //!           | 1 | cursor                               browsing
 //!           | 2 | filter | undeliverable u32 | seq u64*  acquiring, filtered
 //!           | 3 | filter | cursor                      browsing, filtered
-//! message  := seq u64 | body | persistent u8 | expiry | delivery_count u32
+//! message  := seq u64 | copy | persistent u8 | expiry | delivery_count u32
 //!             | annotations | acquired_before u8 | holder
+//! copy     := 0 | body                 not a copy
+//!           | 1 | first u64 | body     a copy, whose body comes first here
+//!           | 2 | first u64            a copy, whose body came before
 //! run      := rank u8 | id u64 | front u64 | end u64 | first_seq u64
 //!             | last_seq u64 | all tally | persistent tally | expiring u64
 //! tally    := count u64 | bytes u64
 //! ```
 //!
-//! Messages are those in memory; a run names a deep queue's paged ones in
+//! Messages are those in memory; copies of one publish (a topic's, see
+//! [`super::NewMessage::copy_of`]) share a body, written once: with the
+//! first copy written, in the order of the queues' names. A run names a deep queue's paged ones in
 //! the group's page store (`super::paging`), which must be synced before
 //! the snapshot is written.
 //!
@@ -35,6 +40,8 @@
 //! `1 | u64`; the config, the annotations and a consumer's filter are
 //! AMQP-encoded byte strings. A consumer without a filter is written as
 //! before filters existed.
+
+use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -45,6 +52,7 @@ use super::paging::{Run, RunId};
 use super::single::Queue;
 use super::{QueueConfig, Queues, Seq};
 use crate::amqp::codec::{DecodeError, DecodeErrorKind, Value, from_bytes, to_bytes};
+use crate::planted::Plants;
 
 /// A consumer's mode tag: acquiring, or (this bit) browsing.
 const ACQUIRING: u8 = 0;
@@ -54,6 +62,7 @@ const FILTERED: u8 = 2;
 
 /// Writes the whole state of `queues` into `out`.
 pub fn encode(queues: &Queues, out: &mut BytesMut) {
+    let mut bodies = Bodies::shared(queues.pager().plants());
     out.put_u64(queues.last_seq());
     out.put_u64(queues.pager().next_run());
     let all: Vec<&Queue> = queues.all_queues().collect();
@@ -97,7 +106,7 @@ pub fn encode(queues: &Queues, out: &mut BytesMut) {
         let messages: Vec<_> = queue.messages().collect();
         put_count(out, messages.len());
         for (seq, message) in messages {
-            put_message(out, seq, message);
+            put_message(out, seq, message, &mut bodies);
         }
         put_runs(out, queue);
     }
@@ -162,9 +171,10 @@ fn tally_of(input: &mut Bytes) -> Result<Tally, DecodeError> {
 pub fn decode(input: &mut Bytes) -> Result<Queues, DecodeError> {
     let last_seq = u64_of(input)?;
     let next_run = u64_of(input)?;
+    let mut bodies = Bodies::shared(Plants::NONE);
     let mut queues = Vec::new();
     for _ in 0..u32_of(input)? {
-        queues.push(decode_queue(input, last_seq, next_run)?);
+        queues.push(decode_queue(input, last_seq, next_run, &mut bodies)?);
     }
     let names_ascend = queues.windows(2).all(|pair| pair[0].name < pair[1].name);
     if !names_ascend {
@@ -173,7 +183,12 @@ pub fn decode(input: &mut Bytes) -> Result<Queues, DecodeError> {
     Queues::restored_whole(queues, last_seq, next_run).ok_or_else(|| invalid("consumer"))
 }
 
-fn decode_queue(input: &mut Bytes, last_seq: Seq, next_run: RunId) -> Result<Queue, DecodeError> {
+fn decode_queue(
+    input: &mut Bytes,
+    last_seq: Seq,
+    next_run: RunId,
+    bodies: &mut Bodies,
+) -> Result<Queue, DecodeError> {
     let name = String::from_utf8(bytes_of(input)?.to_vec()).map_err(|_| invalid("name"))?;
     let config: QueueConfig = from_bytes(bytes_of(input)?)?;
     let last_served = optional_of(input)?;
@@ -217,8 +232,8 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq, next_run: RunId) -> Result<Que
     }
     let mut messages = Vec::new();
     for _ in 0..u32_of(input)? {
-        let (seq, message) = message_of(input, &config)?;
-        if seq > last_seq {
+        let (seq, message) = message_of(input, &config, bodies)?;
+        if seq > last_seq || message.copy_of.is_some_and(|first| first > last_seq) {
             return Err(invalid("seq"));
         }
         messages.push((seq, message));
@@ -236,10 +251,61 @@ fn decode_queue(input: &mut Bytes, last_seq: Seq, next_run: RunId) -> Result<Que
     Ok(queue)
 }
 
+/// The bodies of copies (by their first copy's seq) already in an
+/// encoding: each is written once. A page's record stands alone.
+pub(super) enum Bodies {
+    Shared {
+        written: BTreeMap<Seq, Bytes>,
+        /// Planted bugs: `copy-body-swapped`.
+        plants: Plants,
+    },
+    Alone,
+}
+
+impl Bodies {
+    /// For one encoding, or decoding, of the whole state.
+    fn shared(plants: Plants) -> Self {
+        Self::Shared {
+            written: BTreeMap::new(),
+            plants,
+        }
+    }
+}
+
+/// A message's copy tag: not a copy, a copy with its body, a copy whose
+/// body came before.
+const NOT_A_COPY: u8 = 0;
+const COPY_WITH_BODY: u8 = 1;
+const COPY_WITHOUT_BODY: u8 = 2;
+
 /// Writes message `seq`: also a paged message's record (`super::paging`).
-pub(super) fn put_message(out: &mut BytesMut, seq: Seq, message: &Message) {
+pub(super) fn put_message(out: &mut BytesMut, seq: Seq, message: &Message, bodies: &mut Bodies) {
     out.put_u64(seq);
-    put_bytes(out, &message.body);
+    match (message.copy_of, bodies) {
+        (None, _) => {
+            out.put_u8(NOT_A_COPY);
+            put_bytes(out, &message.body);
+        }
+        (Some(first), Bodies::Shared { written, plants }) if written.contains_key(&first) => {
+            out.put_u8(COPY_WITHOUT_BODY);
+            // PLANTED BUG (`copy-body-swapped`): the copy is written as one
+            // of the body written before its own.
+            let before = written.range(..first).next_back().map(|(&seq, _)| seq);
+            out.put_u64(
+                before
+                    .filter(|_| plants.copy_body_swapped())
+                    .unwrap_or(first),
+            );
+        }
+        (Some(first), bodies) => {
+            if let Bodies::Shared { written, .. } = bodies {
+                written.insert(first, message.body.clone());
+            }
+            out.put_u8(COPY_WITH_BODY);
+            out.put_u64(first);
+            put_bytes(out, &message.body);
+        }
+    }
     out.put_u8(u8::from(message.persistent));
     put_optional(out, message.expiry_ms);
     out.put_u32(message.delivery_count);
@@ -252,9 +318,10 @@ pub(super) fn put_message(out: &mut BytesMut, seq: Seq, message: &Message) {
 pub(super) fn message_of(
     input: &mut Bytes,
     config: &QueueConfig,
+    bodies: &mut Bodies,
 ) -> Result<(Seq, Message), DecodeError> {
     let seq = u64_of(input)?;
-    let body = bytes_of(input)?;
+    let (copy_of, body) = copy_of(input, bodies)?;
     let persistent = bool_of(input)?;
     let expiry_ms = optional_of(input)?;
     let delivery_count = u32_of(input)?;
@@ -273,8 +340,32 @@ pub(super) fn message_of(
         acquired_before,
         holder,
         traits,
+        copy_of,
     };
     Ok((seq, message))
+}
+
+/// A message's copy tag and body; strictly: a body comes with the first
+/// copy written, and only with it.
+fn copy_of(input: &mut Bytes, bodies: &mut Bodies) -> Result<(Option<Seq>, Bytes), DecodeError> {
+    let tag = u8_of(input)?;
+    if tag == NOT_A_COPY {
+        return Ok((None, bytes_of(input)?));
+    }
+    let first = u64_of(input)?;
+    let known = match bodies {
+        Bodies::Shared { written, .. } => written.get(&first).cloned(),
+        Bodies::Alone => None,
+    };
+    let body = match (tag, known) {
+        (COPY_WITH_BODY, None) => bytes_of(input)?,
+        (COPY_WITHOUT_BODY, Some(body)) => body,
+        _ => return Err(invalid("copy")),
+    };
+    if let Bodies::Shared { written, .. } = bodies {
+        written.insert(first, body.clone());
+    }
+    Ok((Some(first), body))
 }
 
 fn put_count(out: &mut BytesMut, count: usize) {

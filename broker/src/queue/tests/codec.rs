@@ -40,6 +40,7 @@ fn every_command() -> Vec<Command> {
             deliver_at_ms: Some(u64::MAX),
         }
         .boxed(),
+        copy_of: None,
     };
     let annotations = vec![
         (symbol("x-opt-a"), Value::from("text")),

@@ -135,6 +135,7 @@ fn durable(body: &'static str) -> NewMessage {
         absolute_expiry_ms: None,
         message_id: None,
         traits: None,
+        copy_of: None,
     }
 }
 

@@ -334,3 +334,57 @@ fn the_paged_encodings_are_stable() {
         bench.queues.info("q")
     );
 }
+
+/// Copies of one publish (a topic's, one per subscription) hold one body
+/// between them: counted once while any is in memory, shared again by a
+/// copy paged in while another is still in memory (the machine's
+/// invariants check after every command that each copy in memory holds
+/// the one body, counted once).
+#[test]
+fn copies_hold_one_body_whether_or_not_their_queues_page() {
+    let mut bench = paged(100);
+    for queue in ["a", "b", "c"] {
+        bench.declare(queue, durable_queue());
+    }
+    // `c` holds 150 bytes: it pages what arrives next.
+    let deep = NewMessage {
+        body: Bytes::from(vec![b'x'; 150]),
+        ..durable("")
+    };
+    bench.publish("c", deep);
+    let body = "a tick of a price, sent to every subscription of its topic";
+    let first = bench.next_seq;
+    let copy = || NewMessage {
+        copy_of: Some(first),
+        ..durable(body)
+    };
+    bench.publish("c", copy());
+    assert_eq!(bench.queues.pager().hot_bytes(), 150, "c paged its copy");
+    bench.publish("a", copy());
+    bench.publish("b", copy());
+    let size = body.len() as u64;
+    assert_eq!(bench.queues.pager().hot_bytes(), 150 + size, "one body");
+
+    // `c`'s copy comes back into memory, ahead of delivery, and takes the
+    // body `a` and `b` hold.
+    bench.attach(1, "c");
+    let effects = bench.credit(1, 2);
+    let got = delivered(&effects);
+    assert_eq!(got.len(), 2);
+    assert_eq!(bench.queues.pager().hot_bytes(), 150 + size);
+    for (_, seq) in got {
+        bench.settle("c", seq, Outcome::Accepted);
+    }
+    assert_eq!(
+        bench.queues.pager().hot_bytes(),
+        size,
+        "still held by a and b"
+    );
+    for (consumer, queue) in [(2, "a"), (3, "b")] {
+        bench.attach(consumer, queue);
+        for (_, seq) in delivered(&bench.credit(consumer, 1)) {
+            bench.settle(queue, seq, Outcome::Accepted);
+        }
+    }
+    assert_eq!(bench.queues.pager().hot_bytes(), 0);
+}

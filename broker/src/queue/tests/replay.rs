@@ -299,6 +299,7 @@ impl Run {
                         deliver_at_ms: traits.delay_ms.map(|ms| self.now_ms + ms),
                     }
                     .boxed(),
+                    copy_of: None,
                 };
                 self.submit(Command::Enqueue {
                     queue: name(queue),
