@@ -2,7 +2,9 @@
 //! have in flight, the memory watermark and the disk's free space.
 
 use super::*;
+use crate::amqp::engine::SessionId;
 use crate::amqp::types::Message;
+use crate::node::Subscription;
 use crate::queue::Seq;
 
 /// The producer sends delivery `id`, `bytes` long, in transaction `txn`.
@@ -193,4 +195,72 @@ fn while_the_disk_is_short_consuming_has_the_log_snapshotted() {
     harness.commit();
     harness.take_proposals();
     assert_eq!(harness.snapshots_asked.len(), 1);
+}
+
+/// A topic's message counts once against the memory watermark, however
+/// many subscriptions hold it: with 50 idle subscriptions, 2 MB of
+/// publishes under a 4 MB watermark leave the producer its credit
+/// (counted once per subscription they made 100 MB, and every producer on
+/// the broker was blocked).
+#[test]
+fn a_topic_message_counts_once_however_many_subscriptions_hold_it() {
+    const SUBSCRIPTIONS: u32 = 50;
+    const MESSAGE: usize = 100_000;
+    for step in STEPS {
+        let mut config = Config::default();
+        config.limits.memory_high_watermark_bytes = 4_000_000;
+        let mut harness = Harness::with_config(step, config);
+        for n in 0..SUBSCRIPTIONS {
+            harness.request(Request::AttachConsumer {
+                options: None,
+                conn: testing::CONN,
+                link: LinkId {
+                    session: SessionId(0),
+                    handle: 10 + n,
+                },
+                node: ConsumerNode::Topic {
+                    topic: "prices".into(),
+                    subscription: Subscription {
+                        name: format!("sub-{n}"),
+                        durable: true,
+                        shared: false,
+                        global: false,
+                    },
+                }
+                .into(),
+                container_id: "client".into(),
+                filter: None,
+            });
+        }
+        harness.request(Request::AttachProducer {
+            options: None,
+            conn: testing::CONN,
+            link: testing::PRODUCER,
+            node: ProducerNode::Topic("prices".into()),
+        });
+        harness.commit();
+        for id in 0..20 {
+            harness.request(publish_sized(id, MESSAGE, None));
+            harness.commit();
+        }
+        let said = harness.said();
+        assert_eq!(
+            said.iter().filter(|l| l.starts_with("accepted")).count(),
+            20
+        );
+        let depths: Vec<u64> = harness
+            .core
+            .queue_info()
+            .iter()
+            .map(|(_, q)| q.depth)
+            .collect();
+        assert_eq!(depths, [20; SUBSCRIPTIONS as usize], "{step:?}");
+        let held = harness.core.memory_held();
+        assert!(held < 2_200_000, "{step:?}: {held} bytes held");
+        assert_eq!(harness.core.report().blocked, None, "{step:?}");
+        assert!(
+            grants(&said).last().is_some_and(|&credit| credit > 0),
+            "{step:?}"
+        );
+    }
 }
