@@ -366,7 +366,7 @@ fn logged_field(line: &str, field: &str) -> String {
 #[test]
 #[allow(clippy::disallowed_types)]
 fn max_connections_is_held_below_the_open_file_limit() {
-    const OPEN_FILES: u64 = 400;
+    const OPEN_FILES: u64 = 700;
     // No address cap in the way: every connection comes from this test.
     let config = config_file("[limits]\nmax_handshakes_per_source = 100000\n");
     let config_path = config.path().to_str().unwrap();

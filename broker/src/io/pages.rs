@@ -29,15 +29,21 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// Segment files kept open at once: a run being written and one being
 /// read each keep one, and a few hundred deep queues at once is plenty.
+/// Past it a file is closed, written or not: a checkpoint syncs each
+/// segment written since the last through a handle of its own, one at a
+/// time, and a sync covers what any handle wrote. So the store holds at
+/// most [`PAGE_FILES_MAX`] descriptors, however many queues page.
 const OPEN_FILES_MAX: usize = 256;
+
+/// The most descriptors a page store holds at once: its open segments and
+/// the one its checkpoint's sync opens.
+pub const PAGE_FILES_MAX: u64 = OPEN_FILES_MAX as u64 + 1;
 
 /// The blocking file operations a page store makes: the real file system's,
 /// or turmoil's simulated one.
 pub trait SyncFs: Clone + Send + 'static {
     type File: FileExt + Send;
     fn open(&self, path: &Path) -> io::Result<Self::File>;
-    /// Another handle on the same open file.
-    fn duplicate(&self, file: &Self::File) -> io::Result<Self::File>;
     fn sync(&self, file: &Self::File) -> io::Result<()>;
     fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
@@ -166,11 +172,10 @@ impl<F: SyncFs> FilePages<F> {
         if !self.open.contains_key(&segment) {
             self.make_dir()?;
             if self.open.len() >= OPEN_FILES_MAX {
-                // Closing a dirty file would lose track of what to sync.
-                let clean = self.open.keys().find(|s| !self.dirty.contains(s)).copied();
-                if let Some(clean) = clean {
-                    self.open.remove(&clean);
-                }
+                // A clean one if any: a dirty one is opened again to sync.
+                let clean = self.open.keys().find(|s| !self.dirty.contains(s));
+                let closed = clean.or(self.open.keys().next()).copied();
+                self.open.retain(|segment, _| Some(*segment) != closed);
             }
             let file = self.fs.open(&self.path(segment))?;
             self.open.insert(segment, file);
@@ -300,24 +305,18 @@ impl<F: SyncFs> PageStore for FilePages<F> {
             let source = io::Error::new(io::ErrorKind::StorageFull, "pages still unwritten");
             return Err(PageError::Io { run, source });
         }
-        // The files to sync, each a handle of its own: the sync runs
-        // elsewhere while this store goes on writing.
-        let mut files = Vec::new();
-        for segment in std::mem::take(&mut self.dirty) {
-            let run = segment.0;
-            let failed = |source| PageError::Io { run, source };
-            self.open_file(segment).map_err(failed)?;
-            files.push((
-                run,
-                self.fs.duplicate(&self.open[&segment]).map_err(failed)?,
-            ));
-        }
+        // The files to sync, by name: the sync runs elsewhere, each file
+        // through a handle of its own, while this store goes on writing.
+        let files: Vec<(RunId, PathBuf)> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|segment| (segment.0, self.path(segment)))
+            .collect();
         let dir = std::mem::take(&mut self.opened).then(|| self.dir.clone());
         let fs = self.fs.clone();
         let sync = PageSync::new(move || {
-            for (run, file) in files {
-                fs.sync(&file)
-                    .map_err(|source| PageError::Io { run, source })?;
+            for (run, path) in files {
+                let failed = |source| PageError::Io { run, source };
+                fs.sync(&fs.open(&path).map_err(failed)?).map_err(failed)?;
             }
             if let Some(dir) = dir {
                 fs.sync_dir(&dir)
@@ -379,10 +378,6 @@ mod tests {
                 .open(path)
         }
 
-        fn duplicate(&self, file: &Self::File) -> io::Result<Self::File> {
-            file.try_clone()
-        }
-
         fn sync(&self, file: &Self::File) -> io::Result<()> {
             file.sync_data()
         }
@@ -439,6 +434,30 @@ mod tests {
         assert_eq!(files(&store), ["7.0", "7.1", "7.2"]);
         assert_eq!(store.read(7, 8, 12).unwrap(), b"89abcdefghij");
         assert_eq!(store.read(7, 30, 6).unwrap(), b"uvwxyz");
+    }
+
+    /// However many runs are written between checkpoints (a thousand
+    /// subscriptions paging at once), the store keeps at most
+    /// `OPEN_FILES_MAX` files open: written ones too, which the checkpoint
+    /// opens again to sync.
+    #[test]
+    fn many_runs_written_at_once_keep_a_bounded_number_of_files_open() {
+        let (_dir, mut store) = store();
+        let runs = OPEN_FILES_MAX as u64 + 50;
+        for run in 1..=runs {
+            store.write(run, 0, &run.to_be_bytes());
+            assert!(
+                store.open.len() <= OPEN_FILES_MAX,
+                "{} open",
+                store.open.len()
+            );
+        }
+        assert_eq!(store.dirty.len() as u64, runs);
+        checkpoint(&mut store);
+        assert!(store.dirty.is_empty());
+        for run in 1..=runs {
+            assert_eq!(store.read(run, 0, 8).unwrap(), run.to_be_bytes());
+        }
     }
 
     #[test]

@@ -150,10 +150,6 @@ impl SyncFs for StdFs {
             .open(path)
     }
 
-    fn duplicate(&self, file: &Self::File) -> io::Result<Self::File> {
-        file.try_clone()
-    }
-
     fn sync(&self, file: &Self::File) -> io::Result<()> {
         file.sync_data()
     }

@@ -151,10 +151,6 @@ impl SyncFs for SimFs {
             .map_err(storage_full)
     }
 
-    fn duplicate(&self, file: &Self::File) -> io::Result<Self::File> {
-        file.try_clone()
-    }
-
     fn sync(&self, file: &Self::File) -> io::Result<()> {
         file.sync_all().map_err(storage_full)
     }

@@ -74,7 +74,9 @@ fn descriptors_reserved(config: &Config) -> u64 {
     } else {
         u64::from(PENDING_HANDSHAKES_MAX) + 2 * peers
     };
-    DESCRIPTORS_FOR_THE_BROKER + http + cluster
+    // The single node's page store (a cluster's groups do not page yet).
+    let pages = crate::io::pages::PAGE_FILES_MAX;
+    DESCRIPTORS_FOR_THE_BROKER + pages + http + cluster
 }
 
 /// Why a connection was refused at accept.
@@ -245,7 +247,7 @@ mod tests {
     fn max_connections_fits_under_the_descriptor_limit() {
         let mut config = Config::default();
         config.limits.max_connections = 10_000;
-        let reserved = DESCRIPTORS_FOR_THE_BROKER;
+        let reserved = DESCRIPTORS_FOR_THE_BROKER + crate::io::pages::PAGE_FILES_MAX;
         assert_eq!(fit_to_descriptors(&mut config, 1 << 20), Ok(None));
         assert_eq!(config.limits.max_connections, 10_000);
         assert_eq!(
