@@ -355,18 +355,15 @@ impl Queues {
     }
 
     /// A generous estimate of [`Queues::encode_whole`]'s size, without
-    /// encoding it: the body of every message held, durable or not, plus 128 bytes
-    /// each. For deciding whether a snapshot fits in a given space.
+    /// encoding it: the bodies in memory (a body that copies share once),
+    /// 128 bytes for each message in memory, and the expiry of each paged
+    /// one (whose body is in its run, not in the snapshot). For deciding
+    /// whether a snapshot fits in a given space.
     pub fn snapshot_bytes_estimate(&self) -> u64 {
         self.queues
             .values()
-            .map(|queue| {
-                let info = queue.info();
-                let messages = info.depth.saturating_add(info.unsettled);
-                info.bytes
-                    .saturating_add(messages.saturating_mul(SNAPSHOT_BYTES_PER_MESSAGE))
-            })
-            .fold(0, u64::saturating_add)
+            .map(|queue| queue.snapshot_bytes_besides_bodies(SNAPSHOT_BYTES_PER_MESSAGE))
+            .fold(self.pager.hot_bytes(), u64::saturating_add)
     }
 
     /// The whole state, volatile parts included, for a group's

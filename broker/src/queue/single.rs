@@ -137,6 +137,19 @@ impl Queue {
         self.runs.iter().map(|(&rank, run)| (rank, run))
     }
 
+    /// What its part of a snapshot takes besides the bodies in memory
+    /// (which the group counts, a body that copies share once), at most:
+    /// `per_message` for each message in memory, and a paged message's
+    /// expiry (a paged message is otherwise in its run).
+    pub fn snapshot_bytes_besides_bodies(&self, per_message: u64) -> u64 {
+        let paged_expiring: u64 = self.runs.values().map(|run| run.expiring).sum();
+        let expiry_bytes = 2 * std::mem::size_of::<u64>() as u64;
+        self.hot
+            .count
+            .saturating_mul(per_message)
+            .saturating_add(paged_expiring.saturating_mul(expiry_bytes))
+    }
+
     /// Counts what it holds in memory into the `pager` of the group it is
     /// restored into: copies then share their bodies again.
     pub fn count_restored(&mut self, pager: &mut Pager) {

@@ -99,6 +99,10 @@ fn a_deep_queue_holds_a_bounded_part_in_memory_and_delivers_all_in_order() {
         bench.queues.pager().hot_bytes()
     );
     assert_eq!(bench.info("q"), (2_000, 0));
+    // A snapshot holds what is in memory, and names the runs.
+    let estimate = bench.queues.snapshot_bytes_estimate();
+    assert!(estimate >= whole(&bench.queues).len() as u64, "{estimate}");
+    assert!(estimate < 10 * 1_024, "{estimate}");
 
     bench.attach(1, "q");
     let mut got = Vec::new();
