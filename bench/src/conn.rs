@@ -21,6 +21,7 @@ use sluice::io::{self as seam, Io, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Barrier;
 
+use crate::cli;
 use crate::consumer::Consumer;
 use crate::probe::Template;
 use crate::producer::{Producer, ProducerPlan};
@@ -61,8 +62,14 @@ pub struct ConnPlan {
     pub host: String,
     /// Login.
     pub sasl: ClientSasl,
-    /// The node address.
+    /// The node address, or with `queues` above 1 the pattern of the
+    /// queues' addresses (see [`cli::queue_address`]).
     pub address: String,
+    /// How many queues the links are spread over.
+    pub queues: usize,
+    /// Copies of each confirmed message the consumers get in all (the
+    /// consumer count when they subscribe to one topic, else 1).
+    pub copies: u64,
     /// The consumers' JMS selector, if any.
     pub selector: Option<String>,
     /// Consumers: their numbers.
@@ -349,7 +356,7 @@ pub async fn run(
                 role: Role::Receiver,
                 source: Some(
                     Source {
-                        address: Some(plan.address.clone()),
+                        address: Some(cli::queue_address(&plan.address, plan.queues, number)),
                         filter: plan.selector.iter().map(|text| selector(text)).collect(),
                         ..Source::default()
                     }
@@ -393,7 +400,7 @@ pub async fn run(
             source: Some(Source::default().into()),
             target: Some(
                 Target {
-                    address: Some(plan.address.clone()),
+                    address: Some(cli::queue_address(&plan.address, plan.queues, p.id)),
                     ..Target::default()
                 }
                 .into(),
@@ -512,7 +519,7 @@ async fn drive(
                     || now >= last_receive + plan.drain_timeout.max(Duration::from_secs(1)) * 4
             } else {
                 producers_done
-                    && (received >= Shared::get(&shared.confirmed)
+                    && (received >= Shared::get(&shared.confirmed).saturating_mul(plan.copies)
                         || now >= last_receive + plan.drain_timeout)
             };
         }

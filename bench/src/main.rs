@@ -145,6 +145,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             host: to.host.clone(),
             sasl: to.sasl.clone(),
             address: args.address.clone(),
+            queues: args.queues,
+            copies: args.copies(),
             selector: args.selector.clone(),
             consumers: consumers.clone(),
             producers,
@@ -233,6 +235,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let merge = Merge {
         producers: producers.into_iter().map(|(_, p)| p).collect(),
         consumers: results.into_iter().flat_map(|r| r.consumers).collect(),
+        fanout: args.fanout,
     };
     let t = merge.totals(args.presettled);
     let confirmed = if args.presettled { t.sent } else { t.accepted };
@@ -268,6 +271,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         url: redact(&args.url),
         consumer_url: args.consumer_url.as_deref().map(redact),
         address: args.address.clone(),
+        queues: args.queues,
+        fanout: args.fanout,
         producers: args.producers,
         consumers: args.consumers,
         connections: layout.len(),
