@@ -19,7 +19,7 @@ use sluice::amqp::engine::{
 use sluice::amqp::types::{ReceiverSettleMode, Role, SenderSettleMode, Source, Target};
 use sluice::io::{self as seam, Io, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Semaphore};
 
 use crate::cli;
 use crate::consumer::Consumer;
@@ -29,6 +29,11 @@ use crate::stats::{ConsumerStats, ProducerStats, Shared};
 
 /// How long the handshake and each attach may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections opening at once (from the connect to the broker's `open`):
+/// fewer than Sluice's `limits.max_handshakes_per_source` (128), past which a
+/// broker closes an address's new connections at accept.
+pub const CONNECTS_AT_ONCE: usize = 64;
 
 /// How often the loop looks at the shared counters when nothing happens.
 const TICK: Duration = Duration::from_millis(50);
@@ -51,6 +56,9 @@ pub enum ConnError {
     /// Setup took too long.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// Another connection of the run failed to set up.
+    #[error("stopped: another connection failed to set up")]
+    Stopped,
 }
 
 /// What one connection carries.
@@ -339,9 +347,14 @@ pub async fn run(
     shared: Arc<Shared>,
     consumers_ready: Arc<Barrier>,
     go: Arc<Barrier>,
+    connecting: Arc<Semaphore>,
 ) -> Result<ConnResult, ConnError> {
     let setup = async {
+        // The semaphore is never closed; were it, connecting unbounded is
+        // still correct.
+        let permit = connecting.acquire().await.ok();
         let mut driver = Driver::connect(io, &plan, id).await?;
+        drop(permit);
         let session = driver.conn.begin()?;
         driver
             .wait_for(
@@ -385,6 +398,7 @@ pub async fn run(
     let (mut driver, session, consumers) = match setup.await {
         Ok(ok) => ok,
         Err(error) => {
+            shared.failed.store(true, Ordering::Relaxed);
             consumers_ready.wait().await;
             go.wait().await;
             return Err(error);
@@ -419,6 +433,9 @@ pub async fn run(
                 break;
             }
         }
+    }
+    if setup_error.is_some() {
+        shared.failed.store(true, Ordering::Relaxed);
     }
     go.wait().await;
     if let Some(error) = setup_error {
@@ -508,6 +525,9 @@ async fn drive(
                 }
                 _ => {}
             }
+        }
+        if shared.failed.load(Ordering::Relaxed) {
+            return Err(ConnError::Stopped);
         }
         let now = io.now();
         if !consumers_done {

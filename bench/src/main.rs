@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice::io::{Io, TokioIo};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Semaphore};
 
 use crate::cli::{Args, Command};
 use crate::conn::{ConnPlan, ConnResult};
@@ -114,6 +114,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared::default());
     let consumers_ready = Arc::new(Barrier::new(layout.len()));
     let go = Arc::new(Barrier::new(layout.len() + 1));
+    let connecting = Arc::new(Semaphore::new(conn::CONNECTS_AT_ONCE));
     let mut tasks = Vec::new();
     for (id, (consumers, producers)) in layout.iter().enumerate() {
         let producers = producers
@@ -168,6 +169,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             shared.clone(),
             consumers_ready.clone(),
             go.clone(),
+            connecting.clone(),
         )));
     }
     go.wait().await;
@@ -196,6 +198,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         let _ = progress.await;
     }
     if !errors.is_empty() {
+        // Once per kind: a refused connection stops every other.
+        errors.sort();
         errors.dedup();
         bail!("{}", errors.join("; "));
     }

@@ -1,6 +1,6 @@
 //! Counters shared while running, each side's results, and the final report.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -18,6 +18,9 @@ pub struct Shared {
     pub received: AtomicU64,
     /// Producers finished sending (and awaiting outcomes no more).
     pub producers_done: AtomicUsize,
+    /// A connection failed to set up: the others stop, rather than wait
+    /// for producers that will never send.
+    pub failed: AtomicBool,
 }
 
 impl Shared {
