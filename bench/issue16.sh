@@ -8,9 +8,12 @@
 #       (`sluice-bench --queues`), the 2 x QUEUES links spread over
 #       CONNECTIONS_B connections, for SECONDS_B seconds; each producer keeps
 #       at most WINDOW sends unsettled, each consumer grants WINDOW credit;
-#   (c) fan-out, Sluice only: one producer publishes COUNT_C messages to
-#       `topic://fanout`, to which SUBSCRIBERS consumers subscribed first,
-#       each on its own connection (`sluice-bench --fanout`).
+#   (c) fan-out, Sluice only: one producer publishes RATE_C msg/s for
+#       SECONDS_C seconds to `topic://fanout`, to which SUBSCRIBERS consumers
+#       subscribed first, each on its own connection (`sluice-bench
+#       --fanout`). Paced, because unpaced (a window of 1,000 publishes, a
+#       million copies) the subscriptions page and the broker ran out of
+#       file descriptors (see docs/performance.md).
 # The broker's RSS is sampled every second into OUT/BROKER/rss.csv (with the
 # phase), its CPU measured by `sluice-bench --broker-pid`. OUT/table.md gets
 # each figure per broker and Sluice's ratio to each RabbitMQ.
@@ -24,7 +27,8 @@
 #
 # Env: BROKERS ("sluice rabbitmq-classic rabbitmq-quorum"), COUNT_A (1000000),
 #      PRODUCERS (4), SIZE (1024), QUEUES (1000), CONNECTIONS_B (100),
-#      SECONDS_B (20), WINDOW (50), SUBSCRIBERS (1000), COUNT_C (2000),
+#      SECONDS_B (20), WINDOW (50), SUBSCRIBERS (1000), RATE_C (50),
+#      SECONDS_C (20),
 #      WATERMARK (268435456), RMQ_NODE (11: AMQP port 5682), BUILD (1),
 #      PEERS (../shared/peers), PEERS_DIR (~/.cache/sluice-peers),
 #      OUT (target/issue16/DATE).
@@ -41,7 +45,8 @@ CONNECTIONS_B=${CONNECTIONS_B:-100}
 SECONDS_B=${SECONDS_B:-20}
 WINDOW=${WINDOW:-50}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
-COUNT_C=${COUNT_C:-2000}
+RATE_C=${RATE_C:-50}
+SECONDS_C=${SECONDS_C:-20}
 WATERMARK=${WATERMARK:-268435456}
 RMQ_NODE=${RMQ_NODE:-11}
 PEERS=${PEERS:-$ROOT/../shared/peers}
@@ -149,7 +154,7 @@ many_queues() {
 
 fanout() {
   bench fanout --address topic://fanout --fanout --producers 1 \
-    --consumers "$SUBSCRIBERS" --count "$COUNT_C"
+    --consumers "$SUBSCRIBERS" --rate "$RATE_C" --duration "${SECONDS_C}s"
 }
 
 {
@@ -158,7 +163,7 @@ fanout() {
   echo "sluice: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
   echo "COUNT_A=$COUNT_A PRODUCERS=$PRODUCERS SIZE=$SIZE QUEUES=$QUEUES" \
     "CONNECTIONS_B=$CONNECTIONS_B SECONDS_B=$SECONDS_B WINDOW=$WINDOW" \
-    "SUBSCRIBERS=$SUBSCRIBERS COUNT_C=$COUNT_C WATERMARK=$WATERMARK"
+    "SUBSCRIBERS=$SUBSCRIBERS RATE_C=$RATE_C SECONDS_C=$SECONDS_C WATERMARK=$WATERMARK"
 } | tee "$OUT/machine.txt" >&2
 
 for broker in $BROKERS; do
