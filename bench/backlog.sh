@@ -18,7 +18,8 @@
 # restart time and the disk used by pages/ and log/ after the fill.
 #
 # Env: COUNT (10000000), SIZE (1024), PRODUCERS (4), WATERMARK (268435456),
-#      PIPE_SECONDS (10), BUILD (1), OUT (default target/backlog/DATE).
+#      PIPE_SECONDS (10), BUILD (1), OUT (default target/backlog/DATE),
+#      KEEP_DATA (0: the data directory is deleted on exit).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -43,6 +44,8 @@ cleanup() {
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
   [ -n "$PID" ] && kill "$PID" 2>/dev/null
   wait 2>/dev/null || true
+  # The backlog's log and pages are COUNT x SIZE on disk (10 GB by default).
+  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$OUT/data"
 }
 trap cleanup EXIT
 
@@ -61,21 +64,7 @@ EOF
   echo "COUNT=$COUNT SIZE=$SIZE PRODUCERS=$PRODUCERS WATERMARK=$WATERMARK"
 } | tee "$OUT/machine.txt" >&2
 
-PHASE=start
-echo "seconds,phase,rss_mib" > "$OUT/rss.csv"
-# sample: every second, the broker's RSS (the pid and phase in files, since
-# both change under it).
-sample() {
-  local t=0 pid rss
-  while true; do
-    pid=$(cat "$OUT/pid" 2>/dev/null || true)
-    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    [ -n "$rss" ] && echo "$t,$(cat "$OUT/phase"),$((rss / 1024))" >> "$OUT/rss.csv"
-    sleep 1
-    t=$((t + 1))
-  done
-}
-phase() { PHASE=$1; echo "$1" > "$OUT/phase"; }
+phase() { echo "$1" > "$OUT/phase"; }
 
 start() {  # start LOG: starts the broker, its pid in PID
   "$SLUICE" --config "$OUT/sluice.toml" > "$1" 2>&1 &
@@ -84,7 +73,7 @@ start() {  # start LOG: starts the broker, its pid in PID
 }
 
 phase start
-sample &
+sample_rss "$OUT" &
 SAMPLER=$!
 start "$OUT/broker.log"
 ADDR=$(wait_ready "$OUT/broker.log")

@@ -41,6 +41,19 @@ pub struct Args {
     #[arg(long, default_value = "sluice-bench")]
     pub address: String,
 
+    /// Spread the links over this many queues: `--address` is then a
+    /// pattern whose `{}` is replaced by the queue's number (0-based), and
+    /// producer i and consumer i use queue i modulo the count.
+    #[arg(long, default_value_t = 1)]
+    pub queues: usize,
+
+    /// Every consumer gets every message (subscribers of a topic, such as
+    /// Sluice's `topic://NAME`): consumers wait for a copy per consumer of
+    /// each confirmed message, and loss and duplicates are counted per
+    /// consumer.
+    #[arg(long)]
+    pub fanout: bool,
+
     /// Number of producers (sending links).
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
@@ -178,6 +191,16 @@ pub enum CliError {
     Invalid(String),
 }
 
+/// What `--address` holds where `--queues` puts the queue's number.
+pub const QUEUE_NUMBER: &str = "{}";
+
+/// The address of link `link` (a producer's or a consumer's number) when
+/// the links are spread over `queues` queues named by `pattern`.
+pub fn queue_address(pattern: &str, queues: usize, link: u32) -> String {
+    let queue = link as usize % queues.max(1);
+    pattern.replace(QUEUE_NUMBER, &queue.to_string())
+}
+
 /// Where to connect and how to log in.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -282,7 +305,34 @@ impl Args {
         if self.count == Some(0) {
             return invalid("--count must be at least 1");
         }
+        self.validate_queues()
+    }
+
+    /// `--queues` needs a pattern, and a topic's subscribers share one
+    /// address.
+    fn validate_queues(&self) -> Result<(), CliError> {
+        let invalid = |m: &str| Err(CliError::Invalid(m.to_owned()));
+        if self.queues == 0 {
+            return invalid("--queues must be at least 1");
+        }
+        if self.queues > 1 && !self.address.contains(QUEUE_NUMBER) {
+            return invalid("with --queues above 1, --address needs {} for the queue's number");
+        }
+        if self.queues > 1 && self.fanout {
+            return invalid(
+                "--fanout sends every message to every consumer of one address: no --queues",
+            );
+        }
         Ok(())
+    }
+
+    /// How many copies of each confirmed message the consumers get in all.
+    pub fn copies(&self) -> u64 {
+        if self.fanout {
+            self.consumers as u64
+        } else {
+            1
+        }
     }
 
     /// Durable unless --non-durable.
@@ -345,6 +395,35 @@ mod tests {
         assert!(Args::try_parse_from(both.iter().chain(&["--connections", "1"])).is_err());
         let zero = Args::try_parse_from(["sluice-bench", "--stall-threshold", "0s"]).unwrap();
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn queue_addresses() {
+        assert_eq!(queue_address("q-{}", 1000, 7), "q-7");
+        assert_eq!(queue_address("/queues/q-{}", 1000, 1007), "/queues/q-7");
+        assert_eq!(queue_address("plain", 1, 5), "plain");
+        assert_eq!(queue_address("q-{}", 1, 5), "q-0");
+    }
+
+    #[test]
+    fn queues_and_fanout_are_checked() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["sluice-bench"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap()
+        };
+        assert!(parse(&["--queues", "10"]).validate().is_err());
+        assert_eq!(
+            parse(&["--queues", "10", "--address", "q-{}"]).validate(),
+            Ok(())
+        );
+        assert!(parse(&["--queues", "0"]).validate().is_err());
+        let topic = ["--queues", "2", "--address", "t{}", "--fanout"];
+        assert!(parse(&topic).validate().is_err());
+        let fanout = parse(&["--fanout", "--consumers", "1000", "--address", "topic://t"]);
+        assert_eq!(fanout.validate(), Ok(()));
+        assert_eq!(fanout.copies(), 1000);
+        assert_eq!(parse(&["--consumers", "1000"]).copies(), 1);
     }
 
     #[test]

@@ -19,8 +19,9 @@ use sluice::amqp::engine::{
 use sluice::amqp::types::{ReceiverSettleMode, Role, SenderSettleMode, Source, Target};
 use sluice::io::{self as seam, Io, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Semaphore};
 
+use crate::cli;
 use crate::consumer::Consumer;
 use crate::probe::Template;
 use crate::producer::{Producer, ProducerPlan};
@@ -28,6 +29,11 @@ use crate::stats::{ConsumerStats, ProducerStats, Shared};
 
 /// How long the handshake and each attach may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections opening at once (from the connect to the broker's `open`):
+/// fewer than Sluice's `limits.max_handshakes_per_source` (128), past which a
+/// broker closes an address's new connections at accept.
+pub const CONNECTS_AT_ONCE: usize = 64;
 
 /// How often the loop looks at the shared counters when nothing happens.
 const TICK: Duration = Duration::from_millis(50);
@@ -50,6 +56,9 @@ pub enum ConnError {
     /// Setup took too long.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// Another connection of the run failed to set up.
+    #[error("stopped: another connection failed to set up")]
+    Stopped,
 }
 
 /// What one connection carries.
@@ -61,8 +70,14 @@ pub struct ConnPlan {
     pub host: String,
     /// Login.
     pub sasl: ClientSasl,
-    /// The node address.
+    /// The node address, or with `queues` above 1 the pattern of the
+    /// queues' addresses (see [`cli::queue_address`]).
     pub address: String,
+    /// How many queues the links are spread over.
+    pub queues: usize,
+    /// Copies of each confirmed message the consumers get in all (the
+    /// consumer count when they subscribe to one topic, else 1).
+    pub copies: u64,
     /// The consumers' JMS selector, if any.
     pub selector: Option<String>,
     /// Consumers: their numbers.
@@ -332,9 +347,14 @@ pub async fn run(
     shared: Arc<Shared>,
     consumers_ready: Arc<Barrier>,
     go: Arc<Barrier>,
+    connecting: Arc<Semaphore>,
 ) -> Result<ConnResult, ConnError> {
     let setup = async {
+        // The semaphore is never closed; were it, connecting unbounded is
+        // still correct.
+        let permit = connecting.acquire().await.ok();
         let mut driver = Driver::connect(io, &plan, id).await?;
+        drop(permit);
         let session = driver.conn.begin()?;
         driver
             .wait_for(
@@ -349,7 +369,7 @@ pub async fn run(
                 role: Role::Receiver,
                 source: Some(
                     Source {
-                        address: Some(plan.address.clone()),
+                        address: Some(cli::queue_address(&plan.address, plan.queues, number)),
                         filter: plan.selector.iter().map(|text| selector(text)).collect(),
                         ..Source::default()
                     }
@@ -378,6 +398,7 @@ pub async fn run(
     let (mut driver, session, consumers) = match setup.await {
         Ok(ok) => ok,
         Err(error) => {
+            shared.failed.store(true, Ordering::Relaxed);
             consumers_ready.wait().await;
             go.wait().await;
             return Err(error);
@@ -393,7 +414,7 @@ pub async fn run(
             source: Some(Source::default().into()),
             target: Some(
                 Target {
-                    address: Some(plan.address.clone()),
+                    address: Some(cli::queue_address(&plan.address, plan.queues, p.id)),
                     ..Target::default()
                 }
                 .into(),
@@ -412,6 +433,9 @@ pub async fn run(
                 break;
             }
         }
+    }
+    if setup_error.is_some() {
+        shared.failed.store(true, Ordering::Relaxed);
     }
     go.wait().await;
     if let Some(error) = setup_error {
@@ -502,6 +526,9 @@ async fn drive(
                 _ => {}
             }
         }
+        if shared.failed.load(Ordering::Relaxed) {
+            return Err(ConnError::Stopped);
+        }
         let now = io.now();
         if !consumers_done {
             let producers_done = shared.producers_done.load(Ordering::Relaxed) >= total_producers;
@@ -512,7 +539,7 @@ async fn drive(
                     || now >= last_receive + plan.drain_timeout.max(Duration::from_secs(1)) * 4
             } else {
                 producers_done
-                    && (received >= Shared::get(&shared.confirmed)
+                    && (received >= Shared::get(&shared.confirmed).saturating_mul(plan.copies)
                         || now >= last_receive + plan.drain_timeout)
             };
         }

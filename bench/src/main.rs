@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice::io::{Io, TokioIo};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Semaphore};
 
 use crate::cli::{Args, Command};
 use crate::conn::{ConnPlan, ConnResult};
@@ -114,6 +114,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared::default());
     let consumers_ready = Arc::new(Barrier::new(layout.len()));
     let go = Arc::new(Barrier::new(layout.len() + 1));
+    let connecting = Arc::new(Semaphore::new(conn::CONNECTS_AT_ONCE));
     let mut tasks = Vec::new();
     for (id, (consumers, producers)) in layout.iter().enumerate() {
         let producers = producers
@@ -145,6 +146,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             host: to.host.clone(),
             sasl: to.sasl.clone(),
             address: args.address.clone(),
+            queues: args.queues,
+            copies: args.copies(),
             selector: args.selector.clone(),
             consumers: consumers.clone(),
             producers,
@@ -166,6 +169,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             shared.clone(),
             consumers_ready.clone(),
             go.clone(),
+            connecting.clone(),
         )));
     }
     go.wait().await;
@@ -194,6 +198,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         let _ = progress.await;
     }
     if !errors.is_empty() {
+        // Once per kind: a refused connection stops every other.
+        errors.sort();
         errors.dedup();
         bail!("{}", errors.join("; "));
     }
@@ -233,6 +239,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let merge = Merge {
         producers: producers.into_iter().map(|(_, p)| p).collect(),
         consumers: results.into_iter().flat_map(|r| r.consumers).collect(),
+        fanout: args.fanout,
     };
     let t = merge.totals(args.presettled);
     let confirmed = if args.presettled { t.sent } else { t.accepted };
@@ -268,6 +275,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         url: redact(&args.url),
         consumer_url: args.consumer_url.as_deref().map(redact),
         address: args.address.clone(),
+        queues: args.queues,
+        fanout: args.fanout,
         producers: args.producers,
         consumers: args.consumers,
         connections: layout.len(),

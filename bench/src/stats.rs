@@ -1,6 +1,6 @@
 //! Counters shared while running, each side's results, and the final report.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -18,6 +18,9 @@ pub struct Shared {
     pub received: AtomicU64,
     /// Producers finished sending (and awaiting outcomes no more).
     pub producers_done: AtomicUsize,
+    /// A connection failed to set up: the others stop, rather than wait
+    /// for producers that will never send.
+    pub failed: AtomicBool,
 }
 
 impl Shared {
@@ -230,8 +233,12 @@ pub struct Report {
     pub url: String,
     /// The consumers' URL without its password, if not `url`.
     pub consumer_url: Option<String>,
-    /// The address.
+    /// The address (with several queues, their pattern).
     pub address: String,
+    /// Queues the links are spread over (`--queues`).
+    pub queues: usize,
+    /// Every consumer gets every message (`--fanout`).
+    pub fanout: bool,
     /// Producers, consumers, connections.
     pub producers: usize,
     /// See `producers`.
@@ -298,6 +305,8 @@ pub struct Merge {
     pub producers: Vec<ProducerStats>,
     /// The consumers.
     pub consumers: Vec<ConsumerStats>,
+    /// Each consumer was to get every message (`--fanout`).
+    pub fanout: bool,
 }
 
 /// The run's totals, before formatting.
@@ -376,24 +385,31 @@ impl Merge {
             last_recv = latest(last_recv, c.last);
             // Saturates rather than fails on the impossible overflow.
             let _ = histogram.add(&c.latency);
-            for (all, mine) in seen.iter_mut().zip(&c.seen) {
-                t.duplicates += all.union(mine);
+            // A topic's subscribers each get every message: one seen by
+            // two of them is not a duplicate.
+            if !self.fanout {
+                for (all, mine) in seen.iter_mut().zip(&c.seen) {
+                    t.duplicates += all.union(mine);
+                }
             }
         }
         if let (Some(a), Some(b)) = (first_recv, last_recv) {
             t.recv_span = Some(b.saturating_duration_since(a));
         }
         if !self.consumers.is_empty() && !self.producers.is_empty() {
-            let lost = self
+            let confirmed: Vec<u64> = self
                 .producers
                 .iter()
-                .zip(&seen)
-                .map(|(p, s)| {
-                    let confirmed = if presettled { p.sent } else { p.accepted };
-                    confirmed.saturating_sub(s.len())
-                })
-                .sum();
-            t.lost = Some(lost);
+                .map(|p| if presettled { p.sent } else { p.accepted })
+                .collect();
+            t.lost = Some(if self.fanout {
+                self.consumers
+                    .iter()
+                    .map(|c| missing(&confirmed, &c.seen))
+                    .sum()
+            } else {
+                missing(&confirmed, &seen)
+            });
         }
         if !histogram.is_empty() {
             let us = |ns: u64| ns as f64 / 1e3;
@@ -414,6 +430,15 @@ impl Merge {
         }
         t
     }
+}
+
+/// Confirmed messages, per producer, that `seen` lacks.
+fn missing(confirmed: &[u64], seen: &[SeqSet]) -> u64 {
+    confirmed
+        .iter()
+        .zip(seen)
+        .map(|(confirmed, seen)| confirmed.saturating_sub(seen.len()))
+        .sum()
 }
 
 /// msg/s over a span; 0 when there is nothing to divide.
@@ -437,10 +462,16 @@ impl Report {
         let rate = self.rate.map_or("as fast as possible".to_owned(), |r| {
             format!("{r} msg/s offered")
         });
-        let consumers_at = self
+        let mut consumers_at = self
             .consumer_url
             .as_ref()
             .map_or(String::new(), |url| format!(" (consumers: {url})"));
+        if self.queues > 1 {
+            consumers_at += &format!(" over {} queues", self.queues);
+        }
+        if self.fanout {
+            consumers_at += " (fan-out: every consumer gets every message)";
+        }
         let _ = writeln!(
             out,
             "{}{} {}{consumers_at}: {} producers, {} consumers, {} connections, {} B {}, {mode}, prefetch {}, {rate}",
@@ -538,5 +569,44 @@ mod tests {
         b.insert(200);
         assert_eq!(a.union(&b), 1);
         assert_eq!(a.len(), 3);
+    }
+
+    /// One producer's 3 accepted messages, and consumers that saw `seqs`.
+    fn merge(seqs: &[&[u64]], fanout: bool) -> Totals {
+        let producer = ProducerStats {
+            sent: 3,
+            accepted: 3,
+            ..ProducerStats::default()
+        };
+        let consumers = seqs
+            .iter()
+            .map(|seqs| {
+                let mut c = ConsumerStats::new(1);
+                for &seq in *seqs {
+                    c.seen[0].insert(seq);
+                    c.received += 1;
+                }
+                c
+            })
+            .collect();
+        Merge {
+            producers: vec![producer],
+            consumers,
+            fanout,
+        }
+        .totals(false)
+    }
+
+    #[test]
+    fn queue_consumers_share_the_messages_and_subscribers_each_get_all() {
+        // Two consumers of one queue: together they got everything, once.
+        let t = merge(&[&[0, 2], &[1]], false);
+        assert_eq!((t.lost, t.duplicates), (Some(0), 0));
+        // Two subscribers of a topic that got the same: each lacks one.
+        let t = merge(&[&[0, 2], &[0, 2]], true);
+        assert_eq!((t.lost, t.duplicates), (Some(2), 0));
+        // The same seen as one queue's consumers: one duplicate, one lost.
+        let t = merge(&[&[0, 2], &[0, 2]], false);
+        assert_eq!((t.lost, t.duplicates), (Some(1), 2));
     }
 }
