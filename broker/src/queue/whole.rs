@@ -31,9 +31,9 @@
 //!
 //! Messages are those in memory; copies of one publish (a topic's, see
 //! [`super::NewMessage::copy_of`]) share a body, written once: with the
-//! first copy written, in the order of the queues' names. A run names a deep queue's paged ones in
-//! the group's page store (`super::paging`), which must be synced before
-//! the snapshot is written.
+//! first copy written, in the order of the queues' names. A run names a
+//! deep queue's paged ones in the group's page store (`super::paging`),
+//! which must be synced before the snapshot is written.
 //!
 //! Byte strings (names, bodies, ids) are `len u32 | bytes`; optional
 //! numbers (`last_served`, `cursor`, `expiry`, `holder`) are `0` or
