@@ -416,8 +416,12 @@ mod tests {
     }
 
     fn enqueue(body: &'static str) -> Command {
+        enqueue_to("q", body)
+    }
+
+    fn enqueue_to(address: &str, body: &'static str) -> Command {
         Command::Enqueue {
-            queue: "q".into(),
+            queue: address.into(),
             seq: 0,
             message: NewMessage {
                 body: Bytes::from_static(body.as_bytes()),
@@ -428,6 +432,14 @@ mod tests {
                 traits: None,
                 copy_of: None,
             },
+        }
+    }
+
+    /// Subscription `name` of topic `prices`.
+    fn subscribe(name: &str) -> Command {
+        Command::Declare {
+            queue: format!("topic://prices::{name}"),
+            config: Box::default(),
         }
     }
 
@@ -549,23 +561,7 @@ mod tests {
     #[test]
     fn a_topic_publish_goes_to_the_subscriptions_the_topic_has_when_applied() {
         let mut state = GroupState::default();
-        let subscribe = |name: &str| Command::Declare {
-            queue: format!("topic://prices::{name}"),
-            config: Box::default(),
-        };
-        let publish = || Command::Enqueue {
-            queue: "topic://prices".into(),
-            seq: 0,
-            message: NewMessage {
-                body: Bytes::from_static(b"tick"),
-                durable: true,
-                ttl_ms: None,
-                absolute_expiry_ms: None,
-                message_id: None,
-                traits: None,
-                copy_of: None,
-            },
-        };
+        let publish = || enqueue_to("topic://prices", "tick");
         apply(
             &mut state,
             1,
@@ -592,29 +588,13 @@ mod tests {
     #[test]
     fn the_copies_of_a_topic_message_share_one_body() {
         let mut state = GroupState::default();
-        let subscribe = |name: &str| Command::Declare {
-            queue: format!("topic://prices::{name}"),
-            config: Box::default(),
-        };
-        let publish = |body: &'static [u8]| Command::Enqueue {
-            queue: "topic://prices".into(),
-            seq: 0,
-            message: NewMessage {
-                body: Bytes::from_static(body),
-                durable: true,
-                ttl_ms: None,
-                absolute_expiry_ms: None,
-                message_id: None,
-                traits: None,
-                copy_of: None,
-            },
-        };
+        let publish = |body| enqueue_to("topic://prices", body);
         let items = vec![
             item(1, subscribe("a")),
             item(2, subscribe("b")),
             item(3, subscribe("c")),
-            item(4, publish(b"tick-1")),
-            item(5, publish(b"tick-2")),
+            item(4, publish("tick-1")),
+            item(5, publish("tick-2")),
         ];
         apply(&mut state, 1, items);
         assert_eq!(state.hot_bytes(), 12, "two bodies of 6 bytes");

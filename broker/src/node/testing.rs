@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{ConnId, ConsumerNode, Now, ProducerNode, Request, ToConnection};
+use super::{ConnId, ConsumerNode, Now, ProducerNode, Request, Subscription, ToConnection};
 use crate::amqp::engine::{DeliveryId, LinkId, SessionId};
 use crate::amqp::types::{ControlMessage, DeliveryState, Header, Message, Section};
 use crate::queue::Seq;
@@ -110,6 +110,28 @@ pub(super) fn attach_consumer(queue: &str) -> Request {
         node: ConsumerNode::Queue {
             name: queue.into(),
             browse: false,
+        }
+        .into(),
+        container_id: "client".into(),
+        filter: None,
+    }
+}
+
+/// Link `link` subscribes to topic `topic` as subscription `name`, alone
+/// on it (not shared).
+pub(super) fn subscribe(link: LinkId, topic: &str, name: &str, durable: bool) -> Request {
+    Request::AttachConsumer {
+        options: None,
+        conn: CONN,
+        link,
+        node: ConsumerNode::Topic {
+            topic: topic.into(),
+            subscription: Subscription {
+                name: name.into(),
+                durable,
+                shared: false,
+                global: false,
+            },
         }
         .into(),
         container_id: "client".into(),

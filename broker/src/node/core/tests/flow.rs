@@ -4,7 +4,6 @@
 use super::*;
 use crate::amqp::engine::SessionId;
 use crate::amqp::types::Message;
-use crate::node::Subscription;
 use crate::queue::Seq;
 
 /// The producer sends delivery `id`, `bytes` long, in transaction `txn`.
@@ -211,26 +210,12 @@ fn a_topic_message_counts_once_however_many_subscriptions_hold_it() {
         config.limits.memory_high_watermark_bytes = 4_000_000;
         let mut harness = Harness::with_config(step, config);
         for n in 0..SUBSCRIPTIONS {
-            harness.request(Request::AttachConsumer {
-                options: None,
-                conn: testing::CONN,
-                link: LinkId {
-                    session: SessionId(0),
-                    handle: 10 + n,
-                },
-                node: ConsumerNode::Topic {
-                    topic: "prices".into(),
-                    subscription: Subscription {
-                        name: format!("sub-{n}"),
-                        durable: true,
-                        shared: false,
-                        global: false,
-                    },
-                }
-                .into(),
-                container_id: "client".into(),
-                filter: None,
-            });
+            let link = LinkId {
+                session: SessionId(0),
+                handle: 10 + n,
+            };
+            let name = format!("sub-{n}");
+            harness.request(testing::subscribe(link, "prices", &name, true));
         }
         harness.request(Request::AttachProducer {
             options: None,

@@ -95,23 +95,7 @@ fn a_temporary_queue_a_crash_orphaned_is_deleted_after_the_restart() {
 
 /// The durable subscription `sub` of the harness's client to `prices`.
 fn subscribe(durable: bool) -> Request {
-    Request::AttachConsumer {
-        options: None,
-        conn: CONN,
-        link: CONSUMER,
-        node: ConsumerNode::Topic {
-            topic: "prices".into(),
-            subscription: Subscription {
-                name: "sub".into(),
-                durable,
-                shared: false,
-                global: false,
-            },
-        }
-        .into(),
-        container_id: "client".into(),
-        filter: None,
-    }
+    testing::subscribe(CONSUMER, "prices", "sub", durable)
 }
 
 /// How a JMS client unsubscribes: a receiver with the subscription's link
