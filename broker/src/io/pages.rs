@@ -359,70 +359,25 @@ fn parse_name(name: &str) -> Option<Segment> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tokio_io::StdFs;
     use super::*;
 
-    /// The real file system (tests may use it directly).
-    #[derive(Clone)]
-    struct TestFs;
-
-    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-    impl SyncFs for TestFs {
-        type File = std::fs::File;
-
-        fn open(&self, path: &Path) -> io::Result<Self::File> {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-        }
-
-        fn sync(&self, file: &Self::File) -> io::Result<()> {
-            file.sync_data()
-        }
-
-        fn set_len(&self, file: &Self::File, len: u64) -> io::Result<()> {
-            file.set_len(len)
-        }
-
-        fn remove(&self, path: &Path) -> io::Result<()> {
-            std::fs::remove_file(path)
-        }
-
-        fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-            Ok(())
-        }
-
-        fn create_dir(&self, dir: &Path) -> io::Result<()> {
-            std::fs::create_dir_all(dir)
-        }
-
-        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-            let mut names: Vec<String> = std::fs::read_dir(dir)?
-                .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect::<io::Result<_>>()?;
-            names.sort();
-            Ok(names)
-        }
-    }
-
     /// A store of 16-byte segments in a fresh directory.
-    fn store() -> (tempfile::TempDir, FilePages<TestFs>) {
+    fn store() -> (tempfile::TempDir, FilePages<StdFs>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = FilePages::open(TestFs, dir.path().join("pages"), 16);
+        let mut store = FilePages::open(StdFs, dir.path().join("pages"), 16);
         store.retain(&[]).unwrap();
         (dir, store)
     }
 
     /// Takes a checkpoint and makes it durable; its number.
-    fn checkpoint(store: &mut FilePages<TestFs>) -> u64 {
+    fn checkpoint(store: &mut FilePages<StdFs>) -> u64 {
         let checkpoint = store.checkpoint().unwrap();
         checkpoint.sync.run().unwrap();
         checkpoint.number
     }
 
-    fn files(store: &FilePages<TestFs>) -> Vec<String> {
+    fn files(store: &FilePages<StdFs>) -> Vec<String> {
         store.fs.list(&store.dir).unwrap()
     }
 
@@ -488,7 +443,7 @@ mod tests {
         checkpoint(&mut store);
         drop(store);
         // The snapshot knew run 7 up to 36, from 20, and run 8; not run 9.
-        let mut store = FilePages::open(TestFs, dir.path().join("pages"), 16);
+        let mut store = FilePages::open(StdFs, dir.path().join("pages"), 16);
         store.retain(&[(7, 20, 36), (8, 0, 10)]).unwrap();
         assert_eq!(files(&store), ["7.1", "7.2", "8.0"]);
         let last = store.open[&(7, 2)].metadata().unwrap();

@@ -132,9 +132,10 @@ impl Io for TokioIo {
     }
 }
 
-/// The real file system, for the page store's blocking calls.
+/// The real file system, for the page store's blocking calls (and its
+/// tests).
 #[derive(Clone)]
-struct StdFs;
+pub(super) struct StdFs;
 
 // The seam: the page store's blocking file operations.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
