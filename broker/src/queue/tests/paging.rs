@@ -56,6 +56,23 @@ impl Twin {
         seq
     }
 
+    fn attach(&mut self, consumer: ConsumerId, queue: &str, browse: bool) -> Vec<Effect> {
+        self.apply(Command::Attach {
+            consumer,
+            queue: queue.into(),
+            browse,
+            filter: None,
+        })
+    }
+
+    fn credit(&mut self, consumer: ConsumerId, credit: u32) -> Vec<Effect> {
+        self.apply(Command::Credit {
+            consumer,
+            credit,
+            drain: false,
+        })
+    }
+
     fn wait(&mut self, ms: u64) {
         self.paged.now_ms += ms;
         self.plain.now_ms += ms;
@@ -133,17 +150,8 @@ fn a_priority_queue_pages_each_priority_behind_its_own_and_delivers_by_rank() {
         let body = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
         twin.publish("q", with_priority(body, priority));
     }
-    twin.apply(Command::Attach {
-        consumer: 1,
-        queue: "q".into(),
-        browse: false,
-        filter: None,
-    });
-    let effects = twin.apply(Command::Credit {
-        consumer: 1,
-        credit: 8,
-        drain: false,
-    });
+    twin.attach(1, "q", false);
+    let effects = twin.credit(1, 8);
     // The highest priority first, each in arrival order.
     assert_eq!(
         delivered(&effects)
@@ -166,30 +174,12 @@ fn a_browser_reads_paged_messages_in_seq_order_among_those_in_memory() {
         twin.publish("q", with_priority("m", priority));
     }
     // A consumer takes some into memory, so memory and runs interleave.
-    twin.apply(Command::Attach {
-        consumer: 1,
-        queue: "q".into(),
-        browse: false,
-        filter: None,
-    });
-    twin.apply(Command::Credit {
-        consumer: 1,
-        credit: 2,
-        drain: false,
-    });
-    twin.apply(Command::Attach {
-        consumer: 2,
-        queue: "q".into(),
-        browse: true,
-        filter: None,
-    });
+    twin.attach(1, "q", false);
+    twin.credit(1, 2);
+    twin.attach(2, "q", true);
     let mut browsed = Vec::new();
     for _ in 0..3 {
-        let effects = twin.apply(Command::Credit {
-            consumer: 2,
-            credit: 2,
-            drain: false,
-        });
+        let effects = twin.credit(2, 2);
         browsed.extend(delivered(&effects).into_iter().map(|(_, seq)| seq));
     }
     assert_eq!(browsed, [1, 2, 3, 4, 5, 6]);
@@ -224,17 +214,8 @@ fn a_paged_message_expires_on_time_and_is_dead_lettered_whole() {
         }),
         "{effects:#?}"
     );
-    twin.apply(Command::Attach {
-        consumer: 1,
-        queue: "dlq".into(),
-        browse: false,
-        filter: None,
-    });
-    let effects = twin.apply(Command::Credit {
-        consumer: 1,
-        credit: 1,
-        drain: false,
-    });
+    twin.attach(1, "dlq", false);
+    let effects = twin.credit(1, 1);
     assert!(only_delivery(&effects).body.ends_with(b"short-lived"));
 }
 
@@ -287,17 +268,8 @@ fn a_settle_replayed_without_its_delivery_pages_its_message_in() {
     });
     assert_eq!(twin.paged.info("q"), (3, 0));
     // Its failed delivery counted.
-    twin.apply(Command::Attach {
-        consumer: 1,
-        queue: "q".into(),
-        browse: false,
-        filter: None,
-    });
-    let effects = twin.apply(Command::Credit {
-        consumer: 1,
-        credit: 3,
-        drain: false,
-    });
+    twin.attach(1, "q", false);
+    let effects = twin.credit(1, 3);
     let counts: Vec<(Seq, u32)> = deliveries(&effects)
         .map(|(_, d)| (d.seq, d.delivery_count))
         .collect();
