@@ -744,6 +744,7 @@ fn with_reserve(bytes: u64) -> LogOptions {
 
 /// Appends a reserved record and waits for it, as [`Log::append`] does for
 /// an ordinary one.
+#[cfg(feature = "sim")]
 async fn append_reserved(log: &mut Log, record: Bytes) -> Result<Lsn, LogError> {
     let ticket = log
         .submit_reserved(|buf| buf.extend_from_slice(&record))
@@ -758,6 +759,7 @@ async fn append_reserved(log: &mut Log, record: Bytes) -> Result<Lsn, LogError> 
 
 /// Appends ordinary records, smaller and smaller, until not even a record
 /// of one byte fits. Returns how many were appended.
+#[cfg(feature = "sim")]
 async fn fill(log: &mut Log) -> u64 {
     let mut appended = 0;
     for size in [1000, 100, 10, 1] {
