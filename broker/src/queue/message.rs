@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use super::{ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, NewMessage, QueueConfig, Seq};
+use super::{
+    ConsumerId, DEFAULT_PRIORITY, DeadLetterReason, Delivery, NewMessage, QueueConfig, Seq,
+};
 use crate::amqp::codec::{Symbol, Value, to_bytes};
 use crate::amqp::types::{Message as AmqpMessage, Section};
 
@@ -153,6 +155,20 @@ impl Message {
             }
             .boxed(),
             copy_of: message.copy_of,
+        }
+    }
+
+    /// It delivered from `queue` as message `seq`: to its first acquirer
+    /// or not, and `settled` (a browser's copy) or held until settled.
+    pub fn delivery(&self, queue: &str, seq: Seq, first_acquirer: bool, settled: bool) -> Delivery {
+        Delivery {
+            queue: queue.to_owned(),
+            seq,
+            body: self.body.clone(),
+            delivery_count: self.delivery_count,
+            first_acquirer,
+            settled,
+            annotations: self.annotations.clone(),
         }
     }
 

@@ -11,8 +11,8 @@ use super::paging::{Paged, Pager, Run};
 use super::ready::{Key, Ready};
 use super::whole::{self, Bodies};
 use super::{
-    ConsumerId, Delivery, Effect, LazyFields, MessageFilter, Overflow, QueueConfig, QueueInfo,
-    QueueStats, Seq, Seqs,
+    ConsumerId, Effect, LazyFields, MessageFilter, Overflow, QueueConfig, QueueInfo, QueueStats,
+    Seq, Seqs,
 };
 use crate::amqp::codec::Value;
 use bytes::{Bytes, BytesMut};
@@ -895,15 +895,7 @@ impl Queue {
         }
         effects.push(Effect::Deliver {
             consumer: id,
-            delivery: Delivery {
-                queue: self.name.clone(),
-                seq,
-                body: message.body.clone(),
-                delivery_count: message.delivery_count,
-                first_acquirer,
-                settled: false,
-                annotations: message.annotations.clone(),
-            },
+            delivery: message.delivery(&self.name, seq, first_acquirer, false),
         });
         self.note_credit(id);
     }
@@ -964,15 +956,7 @@ impl Queue {
             consumer.mode = Mode::Browsing { cursor: Some(seq) };
             effects.push(Effect::Deliver {
                 consumer: id,
-                delivery: Delivery {
-                    queue: self.name.clone(),
-                    seq,
-                    body: message.body.clone(),
-                    delivery_count: message.delivery_count,
-                    first_acquirer: false,
-                    settled: true,
-                    annotations: message.annotations.clone(),
-                },
+                delivery: message.delivery(&self.name, seq, false, true),
             });
         }
         None
