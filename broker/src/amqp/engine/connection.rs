@@ -124,6 +124,14 @@ pub enum EngineError {
 /// The longest delivery tag the spec allows (part 2 §2.8.7).
 const DELIVERY_TAG_MAX: usize = 32;
 
+/// How many bytes of queued transfers are encoded ahead of the output being
+/// polled. A transfer's frames are written only as output is taken, so a
+/// link with a large credit window over a slow socket holds its queued
+/// messages (which share their bodies with the queue) rather than an
+/// encoded copy of each: 1,000 consumers with 1,000 credit each had made
+/// the broker hold a gigabyte of frames no socket could take yet.
+const TRANSFERS_AHEAD_BYTES: usize = 64 * 1024;
+
 /// How a link we initiate is set up.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
@@ -190,6 +198,10 @@ pub struct Connection {
     /// The error our `close` carried, reported when the connection ends.
     local_close_error: Option<Error>,
     finished: bool,
+    /// The channel after the last one whose transfers were written: the
+    /// next poll starts there, so that one busy session cannot hold back
+    /// the others.
+    next_channel: u16,
 }
 
 impl Connection {
@@ -257,6 +269,7 @@ impl Connection {
             handshake_deadline,
             local_close_error: None,
             finished: false,
+            next_channel: 0,
         }
     }
 
@@ -329,6 +342,7 @@ impl Connection {
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.refresh_windows();
         self.flush_dispositions();
+        self.write_queued_transfers();
         if self.out.is_empty() {
             return None;
         }
@@ -1049,7 +1063,7 @@ impl Connection {
         if flow.echo {
             self.send_flow(id, echo_link);
         }
-        self.flush_transfers(id);
+        self.flush_transfers(id, TRANSFERS_AHEAD_BYTES);
         Ok(())
     }
 
@@ -1484,7 +1498,7 @@ impl Connection {
             payload: message,
             sent: 0,
         });
-        self.flush_transfers(id.session);
+        self.flush_transfers(id.session, TRANSFERS_AHEAD_BYTES);
         Ok(DeliveryId {
             link: id,
             id: delivery_id,
@@ -1510,6 +1524,10 @@ impl Connection {
         }
         if settled {
             unsettled.remove(&delivery.id);
+        }
+        if role == Role::Sender {
+            // The peer must have the transfer before news of it.
+            self.flush_transfers(delivery.link.session, usize::MAX);
         }
         self.pending_dispositions.push(PendingDisposition {
             channel: delivery.link.session.0,
@@ -1687,6 +1705,11 @@ impl Connection {
     }
 
     fn send_flow(&mut self, id: SessionId, handle: Option<u32>) {
+        if handle.is_some() {
+            // A link's delivery-count counts the transfers queued for it:
+            // they must reach the peer before the count does.
+            self.flush_transfers(id, usize::MAX);
+        }
         let session = &self.sessions[&id.0];
         let link = handle.and_then(|h| session.links.get(&h));
         let flow = Flow {
@@ -1705,14 +1728,38 @@ impl Connection {
         self.write(id.0, &flow);
     }
 
-    /// Writes queued transfers while the peer's session window allows.
-    fn flush_transfers(&mut self, id: SessionId) {
+    /// Writes the sessions' queued transfers up to
+    /// [`TRANSFERS_AHEAD_BYTES`] of output, taking the sessions in turn
+    /// from where the last poll stopped.
+    fn write_queued_transfers(&mut self) {
+        let queued: Vec<u16> = self
+            .sessions
+            .iter()
+            .filter(|(_, session)| !session.pending.is_empty())
+            .map(|(&channel, _)| channel)
+            .collect();
+        let (after, before): (Vec<u16>, _) = queued.iter().partition(|&&c| c >= self.next_channel);
+        for channel in after.into_iter().chain(before) {
+            if self.out.len() >= TRANSFERS_AHEAD_BYTES {
+                return;
+            }
+            self.flush_transfers(SessionId(channel), TRANSFERS_AHEAD_BYTES);
+        }
+    }
+
+    /// Writes queued transfers while the peer's session window allows and
+    /// the output holds less than `limit` bytes. Once our `close` is out,
+    /// nothing follows it.
+    fn flush_transfers(&mut self, id: SessionId, limit: usize) {
+        if self.close_sent {
+            return;
+        }
         let max_frame_size = self.peer.map_or(MIN_MAX_FRAME_SIZE, |p| p.max_frame_size) as usize;
         let channel = id.0;
         let Some(session) = self.sessions.get_mut(&channel) else {
             return;
         };
-        while session.remote_incoming_window > 0 {
+        while session.remote_incoming_window > 0 && self.out.len() < limit {
             let Some(pending) = session.pending.front_mut() else {
                 break;
             };
@@ -1740,6 +1787,7 @@ impl Connection {
             if !transfer.more {
                 session.pending.pop_front();
             }
+            self.next_channel = channel.wrapping_add(1);
         }
     }
 

@@ -466,3 +466,40 @@ fn a_txn_id_longer_than_32_bytes_detaches_the_link() {
     );
     assert!(!pair.server.is_finished());
 }
+
+/// A drain answered while transfers are still queued behind the engine's
+/// lead: the transfers reach the peer before the delivery-count that
+/// counts them, so none arrives after the credit is gone.
+#[test]
+fn a_drain_answer_follows_the_transfers_it_counts() {
+    const DELIVERIES: u32 = 200;
+
+    let mut pair = Pair::connected();
+    let (sender, receiver) = pair.sender("drained");
+    pair.server
+        .flow(receiver, DELIVERIES + 10, true)
+        .expect("flow on a receiving link");
+    pair.drive();
+    pair.client_events();
+    for i in 0..DELIVERIES {
+        pair.client
+            .send(sender, tag(i), sized_message(i, 1024), false)
+            .expect("send under credit");
+    }
+    pair.client
+        .drain_complete(sender)
+        .expect("drain on a sending link");
+    pair.drive();
+    let events = pair.server_events();
+    assert_eq!(events.len(), DELIVERIES as usize + 1, "{events:#?}");
+    assert!(
+        events[..DELIVERIES as usize]
+            .iter()
+            .all(|event| matches!(event, Event::Delivery { .. }))
+    );
+    assert_events!(
+        events[DELIVERIES as usize..].to_vec(),
+        [Event::Credit { link, credit: 0, .. } if *link == receiver]
+    );
+    assert!(!pair.server.is_finished());
+}

@@ -192,6 +192,13 @@ pub(super) fn message(i: u32) -> Bytes {
     Message::data(format!("message {i}").into_bytes()).encode()
 }
 
+/// Message number `i`, padded to about `bytes` bytes.
+pub(super) fn sized_message(i: u32, bytes: usize) -> Bytes {
+    let mut body = format!("message {i} ").into_bytes();
+    body.resize(bytes, b'.');
+    Message::data(body).encode()
+}
+
 /// A delivery tag for message number `i`.
 pub(super) fn tag(i: u32) -> Bytes {
     Bytes::copy_from_slice(&i.to_be_bytes())
