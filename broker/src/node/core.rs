@@ -1341,13 +1341,13 @@ impl Core {
             .is_some_and(|group| group.unlogged.is_none())
     }
 
-    /// The bytes of the messages held in memory. Paged messages do not
-    /// count: a deep queue pages (see `queue::paging`) rather than stop its
+    /// What the messages held in memory take, bodies and index entries.
+    /// Paged messages do not count: a deep queue pages (see `queue::paging`) rather than stop its
     /// producers.
     fn memory_held(&self) -> u64 {
         self.groups
             .values()
-            .map(|group| group.state.hot_bytes())
+            .map(|group| group.state.memory_bytes())
             .sum()
     }
 

@@ -263,9 +263,10 @@ impl GroupState {
         self.queues.pager_mut()
     }
 
-    /// Body bytes its queues hold in memory.
-    pub fn hot_bytes(&self) -> u64 {
-        self.queues.pager().hot_bytes()
+    /// What its queues hold in memory: bodies and index entries (see
+    /// [`crate::queue::Pager::memory_bytes`]).
+    pub fn memory_bytes(&self) -> u64 {
+        self.queues.pager().memory_bytes()
     }
 
     /// See [`Queues::live_runs`].
@@ -597,13 +598,15 @@ mod tests {
             item(5, publish("tick-2")),
         ];
         apply(&mut state, 1, items);
-        assert_eq!(state.hot_bytes(), 12, "two bodies of 6 bytes");
+        // Two bodies of 6 bytes, six messages (two per subscription).
+        let held = 12 + 6 * crate::queue::MESSAGE_INDEX_BYTES;
+        assert_eq!(state.memory_bytes(), held);
         let encoded = state.encode();
         let written = |body: &[u8]| encoded.windows(body.len()).filter(|w| *w == body).count();
         assert_eq!((written(b"tick-1"), written(b"tick-2")), (1, 1));
         insta::assert_snapshot!(hex_lines(&encoded));
         let restored = GroupState::decode(encoded.clone()).unwrap();
-        assert_eq!(restored.hot_bytes(), 12);
+        assert_eq!(restored.memory_bytes(), held);
         assert_eq!(restored.encode(), encoded);
     }
 

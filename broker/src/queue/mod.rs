@@ -58,7 +58,10 @@ use crate::amqp::codec::Value;
 
 pub use filter::{LazyFields, MessageFilter};
 pub use machine::{QueueReport, Queues};
-pub use paging::{Checkpoint, MemoryPages, PageError, PageStore, PageSync, Pager, Paging, RunId};
+pub use paging::{
+    Checkpoint, MESSAGE_INDEX_BYTES, MemoryPages, PageError, PageStore, PageSync, Pager, Paging,
+    RunId,
+};
 
 /// A message's sequence number, assigned by the caller on
 /// [`Command::Enqueue`]: greater than every seq ever accepted. It names the

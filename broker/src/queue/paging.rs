@@ -127,12 +127,21 @@ pub enum PageError {
     Damaged { run: RunId, offset: u64 },
 }
 
+/// What a message held in memory costs besides its body: its entry in its
+/// queue's map, its key in the ready order, and the allocator's share of
+/// both. Measured on a release build (`docs/performance.md`, "Memory per
+/// queued message"): 1,000,000 messages of 24 body bytes held 350 bytes
+/// each, about 100 of them the encoded message. Counted so that many small
+/// messages (or the copies of a topic's, which share one body) page, as
+/// large ones do, rather than fill memory that no limit sees.
+pub const MESSAGE_INDEX_BYTES: u64 = 256;
+
 /// When a group pages its queues' arrivals out. The same on every member
 /// of a group, as any setting that decides what its state holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paging {
-    /// Body bytes the group's queues may hold in memory before their
-    /// arrivals are paged out.
+    /// What the group's queues may hold in memory
+    /// ([`Pager::memory_bytes`]) before their arrivals are paged out.
     pub group_bytes: u64,
     /// Body bytes a queue holds in memory before its own arrivals are
     /// paged out, whatever the group holds: a shallow queue never pages.
@@ -164,6 +173,8 @@ pub struct Pager {
     /// Body bytes of the messages the group's queues hold in memory, a
     /// body that copies share counted once.
     hot_bytes: u64,
+    /// The messages the group's queues hold in memory, each copy counted.
+    hot_messages: u64,
     /// The bodies of the copies in memory, by their first copy's seq.
     copies: BTreeMap<Seq, Held>,
     /// The id the next run takes.
@@ -184,6 +195,7 @@ impl Pager {
             store,
             paging,
             hot_bytes: 0,
+            hot_messages: 0,
             copies: BTreeMap::new(),
             next_run: 1,
             plants: Plants::NONE,
@@ -220,16 +232,36 @@ impl Pager {
         self.hot_bytes
     }
 
-    /// Whether a queue holding `queue_hot_bytes` in memory pages its next
-    /// arrival out (if the arrival may be paged at all).
-    pub(super) fn pages_out(&self, queue_hot_bytes: u64) -> bool {
-        self.hot_bytes >= self.paging.group_bytes && queue_hot_bytes >= self.paging.queue_bytes
+    /// What the group's queues hold in memory: the bodies, and each
+    /// message's index entry ([`MESSAGE_INDEX_BYTES`]).
+    pub fn memory_bytes(&self) -> u64 {
+        self.hot_messages
+            .saturating_mul(MESSAGE_INDEX_BYTES)
+            .saturating_add(self.hot_bytes)
+    }
+
+    /// Whether a queue holding `queue_hot_bytes` of bodies in memory pages
+    /// its next arrival out (if the arrival may be paged at all), `copy` if
+    /// it is one of a topic's copies. The group pages once what it holds
+    /// in memory reaches its budget; a copy, only once the bodies alone
+    /// do: paged, a copy writes a body of its own, while in memory it
+    /// shares one. A fan-out whose subscribers fall behind then costs
+    /// index entries, which count against the memory watermark, rather
+    /// than a body written per subscription (1,000 subscriptions of 2,000
+    /// messages wrote 6.5 GB of pages and slowed delivery tenfold).
+    pub(super) fn pages_out(&self, queue_hot_bytes: u64, copy: bool) -> bool {
+        let held = match copy {
+            true => self.hot_bytes,
+            false => self.memory_bytes(),
+        };
+        held >= self.paging.group_bytes && queue_hot_bytes >= self.paging.queue_bytes
     }
 
     /// Counts in a message a queue now holds in memory. A copy takes the
     /// body that another copy in memory holds, if any: the body is then
     /// held, and counted, once.
     pub(super) fn count_in(&mut self, message: &mut Message) {
+        self.hot_messages += 1;
         let Some(first) = message.copy_of else {
             self.hot_bytes += message.size();
             return;
@@ -252,6 +284,8 @@ impl Pager {
     /// Counts out a message a queue no longer holds in memory: a copy's
     /// body once the last copy goes.
     pub(super) fn count_out(&mut self, message: &Message) {
+        assert!(self.hot_messages >= 1, "hot messages underflow");
+        self.hot_messages -= 1;
         if let Some(first) = message.copy_of {
             let held = self.copies.get_mut(&first).expect("a copy counted in");
             held.copies -= 1;
@@ -268,8 +302,10 @@ impl Pager {
     /// holds its body, and each body counts once.
     pub(super) fn check_counts<'a>(&self, in_memory: impl Iterator<Item = &'a Message>) {
         let mut hot_bytes = 0;
+        let mut hot_messages = 0;
         let mut copies: BTreeMap<Seq, u32> = BTreeMap::new();
         for message in in_memory {
+            hot_messages += 1;
             let Some(first) = message.copy_of else {
                 hot_bytes += message.size();
                 continue;
@@ -287,6 +323,7 @@ impl Pager {
             *count += 1;
         }
         assert_eq!(self.hot_bytes, hot_bytes, "bytes in memory");
+        assert_eq!(self.hot_messages, hot_messages, "messages in memory");
         let counted: BTreeMap<Seq, u32> = self
             .copies
             .iter()

@@ -320,7 +320,7 @@ impl Queue {
         }
         match self.runs.get(&self.rank(message)) {
             Some(run) => seq > run.last_seq,
-            None => pager.pages_out(self.hot.bytes),
+            None => pager.pages_out(self.hot.bytes, message.copy_of.is_some()),
         }
     }
 

@@ -4,7 +4,9 @@
 //! these cases make sure each path that reads past memory is taken.
 
 use super::*;
-use crate::queue::{DeadLetterReason, MemoryPages, Overflow, Paging, PublishTraits};
+use crate::queue::{
+    DeadLetterReason, MESSAGE_INDEX_BYTES, MemoryPages, Overflow, Paging, PublishTraits,
+};
 
 /// Pages every arrival once a queue holds `queue_bytes` in memory.
 fn paged(queue_bytes: u64) -> Bench {
@@ -363,4 +365,52 @@ fn copies_hold_one_body_whether_or_not_their_queues_page() {
         }
     }
     assert_eq!(bench.queues.pager().hot_bytes(), 0);
+}
+
+/// The group's budget counts what a message in memory costs besides its
+/// body (its index entry): small messages page once their entries fill
+/// it, as large ones do once their bodies do. A topic's copies share one
+/// body, and paged each would write its own: they page only once the
+/// bodies fill it.
+#[test]
+fn the_group_budget_counts_index_entries_but_copies_page_on_their_bodies() {
+    const ENTRIES: u64 = 20;
+    let mut bench = Bench::new();
+    let paging = Paging {
+        group_bytes: ENTRIES * MESSAGE_INDEX_BYTES,
+        queue_bytes: 0,
+    };
+    bench
+        .queues
+        .page_to(paging, Box::new(MemoryPages::default()));
+    bench.declare("small", durable_queue());
+    for queue in ["a", "b", "c"] {
+        bench.declare(queue, durable_queue());
+    }
+    let body = "tick";
+    for _ in 0..3 * ENTRIES {
+        bench.send("small", body);
+    }
+    let pager = bench.queues.pager();
+    let in_memory = (pager.memory_bytes() - pager.hot_bytes()) / MESSAGE_INDEX_BYTES;
+    assert_eq!(in_memory, ENTRIES, "the rest paged");
+    assert_eq!(bench.info("small"), (3 * ENTRIES, 0));
+
+    // The group is over its budget, but not on bodies alone: copies stay
+    // in memory, each an index entry over one shared body.
+    for _ in 0..ENTRIES {
+        let first = bench.next_seq;
+        for queue in ["a", "b", "c"] {
+            bench.publish(
+                queue,
+                NewMessage {
+                    copy_of: Some(first),
+                    ..durable(body)
+                },
+            );
+        }
+    }
+    let pager = bench.queues.pager();
+    let in_memory = (pager.memory_bytes() - pager.hot_bytes()) / MESSAGE_INDEX_BYTES;
+    assert_eq!(in_memory, 4 * ENTRIES, "no copy paged");
 }
