@@ -1732,14 +1732,15 @@ impl Connection {
     /// [`TRANSFERS_AHEAD_BYTES`] of output, taking the sessions in turn
     /// from where the last poll stopped.
     fn write_queued_transfers(&mut self) {
+        let next = self.next_channel;
         let queued: Vec<u16> = self
             .sessions
-            .iter()
+            .range(next..)
+            .chain(self.sessions.range(..next))
             .filter(|(_, session)| !session.pending.is_empty())
             .map(|(&channel, _)| channel)
             .collect();
-        let (after, before): (Vec<u16>, _) = queued.iter().partition(|&&c| c >= self.next_channel);
-        for channel in after.into_iter().chain(before) {
+        for channel in queued {
             if self.out.len() >= TRANSFERS_AHEAD_BYTES {
                 return;
             }
