@@ -676,6 +676,11 @@ pub struct LimitsConfig {
     /// get no more link credit (they wait; nothing is refused), until it
     /// rises again; 0 turns the check off.
     pub disk_free_min_bytes: u64,
+    /// Whether a queue that pages takes non-durable messages (written
+    /// without an fsync, as it pages them), or refuses them with
+    /// `amqp:resource-limit-exceeded`, for producers that would rather
+    /// hear "no" than add to a backlog on disk.
+    pub page_transient_messages: bool,
 }
 
 impl Default for LimitsConfig {
@@ -686,6 +691,7 @@ impl Default for LimitsConfig {
             memory_high_watermark_bytes: 1 << 30,
             producer_credit: 256,
             disk_free_min_bytes: 64 << 20,
+            page_transient_messages: true,
         }
     }
 }

@@ -87,6 +87,10 @@ const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_millis(500);
 /// ahead of its log (see [`Unlogged`]).
 const NOT_DURABLE: &str = "the broker's disk was full, and its state is not yet saved";
 
+/// Why a queue that pages refuses a non-durable message, after its name.
+const TRANSIENT_REFUSED: &str = "holds its backlog on disk, and this broker does not page \
+     non-durable messages (limits.page_transient_messages = false): send it durable, or later";
+
 /// The commit step: what makes a node's entries durable and orders them.
 /// It is the one thing in which a single node and a cluster node differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1247,6 +1251,15 @@ impl Core {
                     let persist_always = self.settings.persist_always(&queue);
                     let message =
                         inspected.new_message(message.clone(), persist_always, self.now.unix_ms);
+                    if self.refuses_transient(&queue, message.durable) {
+                        let error = Error::new(
+                            condition::RESOURCE_LIMIT_EXCEEDED,
+                            format!("{queue:?} {TRANSIENT_REFUSED}"),
+                        );
+                        self.clients.reject_publish(publish, error);
+                        self.clients.enqueue_done(publish);
+                        continue;
+                    }
                     match self.pending_enqueues.get_mut(&queue) {
                         Some(count) => *count += 1,
                         None => {
@@ -1271,6 +1284,34 @@ impl Core {
             }
         }
         self.top_up_credit(conn, delivery.link);
+    }
+
+    /// Whether a message to `queue` (a queue, or a topic's address) that
+    /// is `durable` as published is refused rather than paged: with
+    /// `limits.page_transient_messages` off, by a queue that pages and
+    /// would not keep it across a restart. Decided here, before it is
+    /// logged, from what the group has applied: a replay of the log must
+    /// not take a message its producer was told was refused.
+    fn refuses_transient(&self, queue: &str, durable: bool) -> bool {
+        if self.settings.config.limits.page_transient_messages {
+            return false;
+        }
+        let pages = |target: &str, copy| {
+            let group = &self.groups[&self.placement.group_of(target)];
+            group.state.queues().pages_transient(target, durable, copy)
+        };
+        match queue.strip_prefix(TOPIC_PREFIX) {
+            Some(topic) => {
+                // With more than one subscription, each takes a copy.
+                let subscriptions = self.topics.get(topic);
+                let copies = subscriptions.is_some_and(|s| s.len() > 1);
+                subscriptions
+                    .into_iter()
+                    .flatten()
+                    .any(|s| pages(s, copies))
+            }
+            None => pages(queue, false),
+        }
     }
 
     fn top_up_credit(&mut self, conn: ConnId, link: LinkId) {

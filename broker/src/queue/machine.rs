@@ -301,6 +301,16 @@ impl Queues {
         self.queues.get(queue).map(Queue::room)
     }
 
+    /// Whether `queue` would page a message that is `durable` (as
+    /// published) and a topic's `copy` or not, and keep it only until a
+    /// restart: the queue or the message is not durable.
+    pub fn pages_transient(&self, queue: &str, durable: bool, copy: bool) -> bool {
+        self.queues.get(queue).is_some_and(|target| {
+            let persistent = durable && target.config.durable;
+            !persistent && target.pages(copy, &self.pager)
+        })
+    }
+
     /// The greatest seq ever accepted (after a restore: as far as the
     /// snapshot and the replayed log know). Seqs the caller assigns must
     /// exceed it.

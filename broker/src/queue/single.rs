@@ -324,6 +324,12 @@ impl Queue {
         }
     }
 
+    /// Whether it pages its arrivals now, or would page the next one
+    /// (`copy`: if it is one of a topic's copies).
+    pub fn pages(&self, copy: bool, pager: &Pager) -> bool {
+        !self.runs.is_empty() || pager.pages_out(self.hot.bytes, copy)
+    }
+
     /// The consumer `id`, if attached here.
     pub fn consumer(&self, id: ConsumerId) -> Option<&Consumer> {
         self.consumers.get(&id)

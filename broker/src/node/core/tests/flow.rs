@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::amqp::engine::SessionId;
-use crate::amqp::types::Message;
+use crate::amqp::types::{Header, Message, Section};
 use crate::queue::Seq;
 
 /// The producer sends delivery `id`, `bytes` long, in transaction `txn`.
@@ -251,4 +251,71 @@ fn a_topic_message_counts_once_however_many_subscriptions_hold_it() {
             "{step:?}"
         );
     }
+}
+
+/// With `limits.page_transient_messages` off, a queue that pages refuses
+/// non-durable messages with `amqp:resource-limit-exceeded` (before they
+/// are logged, so that no replay takes them) and still takes durable
+/// ones; before it pages, it takes both.
+#[test]
+fn a_paging_queue_refuses_transient_messages_when_so_configured() {
+    const MESSAGE: usize = 1_000;
+    let mut config = Config::default();
+    // The group pages past 10,000 bytes in memory, the queue past 1,250.
+    config.limits.memory_high_watermark_bytes = 80_000;
+    config.limits.page_transient_messages = false;
+    let mut harness = Harness::paging(Step::Local, config);
+    harness.request(testing::attach_producer("q"));
+    harness.commit();
+    harness.said();
+    let mut outcomes = Vec::new();
+    for id in 0..20 {
+        harness.request(publish_sized(id, MESSAGE, None));
+        harness.commit();
+        outcomes.extend(
+            harness
+                .said()
+                .into_iter()
+                .filter(|l| !l.starts_with("credit")),
+        );
+    }
+    let accepted = outcomes
+        .iter()
+        .take_while(|l| l.starts_with("accepted"))
+        .count();
+    assert!((1..20).contains(&accepted), "{outcomes:#?}");
+    for line in &outcomes[accepted..] {
+        assert!(
+            line.starts_with("rejected") && line.contains("limits.page_transient_messages"),
+            "{line}"
+        );
+    }
+    assert_eq!(harness.core.queue_info()[0].1.depth, accepted as u64);
+
+    let durable = Message {
+        sections: vec![
+            Section::Header(Header {
+                durable: true,
+                ..Header::default()
+            }),
+            Section::Data(Bytes::from(vec![7; MESSAGE])),
+        ],
+    };
+    harness.request(Request::Publish {
+        conn: testing::CONN,
+        delivery: DeliveryId {
+            link: testing::PRODUCER,
+            id: 20,
+        },
+        message: durable.encode(),
+        settled: false,
+        txn: None,
+    });
+    harness.commit();
+    let said = harness.said();
+    assert!(
+        said.iter().any(|l| l.starts_with("accepted 20")),
+        "{said:?}"
+    );
+    assert_eq!(harness.core.queue_info()[0].1.depth, accepted as u64 + 1);
 }

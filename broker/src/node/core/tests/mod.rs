@@ -13,7 +13,9 @@ mod transactions;
 
 use super::*;
 use crate::config::Config;
+use crate::node::settings::PageStores;
 use crate::node::testing;
+use crate::queue::MemoryPages;
 
 const ORIGIN: Origin = Origin::new(1, 1);
 
@@ -50,8 +52,19 @@ impl Harness {
 
     /// A node over `step` configured by `config`.
     fn with_config(step: Step, config: Config) -> Self {
+        Self::with_settings(step, NodeSettings::new(config))
+    }
+
+    /// A node over `step` configured by `config` whose groups page their
+    /// deep queues (to stores in memory).
+    fn paging(step: Step, config: Config) -> Self {
+        let mut settings = NodeSettings::new(config);
+        settings.pages = PageStores::on_disk(|_| Box::new(MemoryPages::default()));
+        Self::with_settings(step, settings)
+    }
+
+    fn with_settings(step: Step, settings: NodeSettings) -> Self {
         let now = testing::start_time();
-        let settings = NodeSettings::new(config);
         let groups = Core::group_count(step, &settings);
         let mut core = Core::new(settings, step, ORIGIN, now);
         if step == Step::Raft {
