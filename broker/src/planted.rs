@@ -33,6 +33,7 @@
 //! | `scram-accepts-any-proof` | `sasl::scram` `ScramServer::finish_planted` | a SCRAM login of a known user is admitted whatever its proof, so a wrong password opens a connection |
 //! | `handshake-deadline-ignored` | `server` `connection_config` | connections get no handshake deadline (`amqp.handshake_timeout_ms`), so a client that trickles its handshake under the idle timeout is served however long it takes |
 //! | `page-in-drops` | `queue::single` `Queue::page_in` | a page-in that reads several paged messages drops the last of them, as if it had been consumed: a deep queue loses a message now and then |
+//! | `transient-refused-kept` | `node::core` `Core::publish` | a non-durable message that a paging queue refuses (`limits.page_transient_messages = false`) is answered `rejected` and enqueued all the same, so a message its producer was told was refused is delivered |
 //! | `copy-body-swapped` | `queue::whole` `put_message` | the state's encoding writes a topic message's copy whose body came before as a copy of the body written just before that one: a subscription restored from a snapshot holds another message's body in its place |
 
 use std::fmt;
@@ -218,6 +219,12 @@ impl Plants {
     pub const fn copy_body_swapped(self) -> bool {
         self.has(Plant::CopyBodySwapped)
     }
+
+    /// `transient-refused-kept`: a refused non-durable message is
+    /// enqueued all the same.
+    pub const fn transient_refused_kept(self) -> bool {
+        self.has(Plant::TransientRefusedKept)
+    }
 }
 
 /// One planted bug.
@@ -292,11 +299,13 @@ pub enum Plant {
     /// A snapshot gives a topic message's copy the body written before
     /// its own.
     CopyBodySwapped,
+    /// A refused non-durable message is enqueued all the same.
+    TransientRefusedKept,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 27] = [
+    pub const ALL: [Plant; 28] = [
         Plant::AckBeforeFsync,
         Plant::SkipDirFsync,
         Plant::LoseRedelivery,
@@ -324,6 +333,7 @@ impl Plant {
         Plant::HandshakeDeadlineIgnored,
         Plant::PageInDrops,
         Plant::CopyBodySwapped,
+        Plant::TransientRefusedKept,
     ];
 
     /// The plant's command-line name.
@@ -356,6 +366,7 @@ impl Plant {
             Plant::HandshakeDeadlineIgnored => "handshake-deadline-ignored",
             Plant::PageInDrops => "page-in-drops",
             Plant::CopyBodySwapped => "copy-body-swapped",
+            Plant::TransientRefusedKept => "transient-refused-kept",
         }
     }
 }
@@ -369,7 +380,7 @@ impl fmt::Display for Plant {
 /// A name that is not a plant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped, receive-unchecked, relay-unchecked, scram-accepts-any-proof, handshake-deadline-ignored, page-in-drops, copy-body-swapped"
+    "unknown plant {0:?}: expected one of ack-before-fsync, skip-dir-fsync, lose-redelivery, double-deliver, vote-without-persist, commit-on-minority, ignore-damage, dedup-ignored, deliver-expired, dlq-drops, clock-regress, schedule-ignored, txn-partial-commit, lvq-keeps-superseded, lvq-loses-newest, priority-ignored, settle-second-early, unroutable-accepted, groups-ignored, filter-ignored, volatile-copy-dropped, receive-unchecked, relay-unchecked, scram-accepts-any-proof, handshake-deadline-ignored, page-in-drops, copy-body-swapped, transient-refused-kept"
 )]
 pub struct UnknownPlant(pub String);
 

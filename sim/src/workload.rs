@@ -242,6 +242,10 @@ pub struct WorkloadParams {
     /// replay file pins none. Nothing is drawn for them here, so every
     /// other draw stayed as it was.
     pub intruders: u32,
+    /// Whether a single node's queues that page refuse non-durable
+    /// messages rather than page them (`limits.page_transient_messages`
+    /// false).
+    pub refuse_transient: bool,
 }
 
 /// How the selective consumer selects: each filter takes the messages
@@ -294,6 +298,10 @@ const RCV_SETTLE_SECOND_PCT: u32 = 40;
 /// Of seeds, the percentage whose subscribers may attach non-durable
 /// subscriptions.
 const VOLATILE_PCT: u32 = 50;
+
+/// Of seeds, the percentage whose single node refuses non-durable
+/// messages to queues that page.
+const REFUSE_TRANSIENT_PCT: u32 = 30;
 
 /// The JMS selector of the selective consumer, when it selects with one
 /// ([`SelectiveFilter::JmsSelector`]): messages with an even sequence
@@ -374,6 +382,8 @@ impl WorkloadParams {
                 0
             },
             intruders: 1,
+            // Drawn last, as above.
+            refuse_transient: rng.gen_range(0..100) < REFUSE_TRANSIENT_PCT,
         }
     }
 

@@ -420,6 +420,7 @@ fn broker_config(
     if node.is_none() {
         config.limits.memory_high_watermark_bytes = SINGLE_NODE_MEMORY_BYTES;
     }
+    config.limits.page_transient_messages = !params.refuse_transient;
     // Off: the simulated disk cannot tell its free space (but under a
     // disk-full fault), and the nemesis fills the disk to exercise the
     // reserve, which this limit would keep it from reaching.

@@ -83,6 +83,7 @@ fn every_planted_bug_is_caught_and_its_seed_passes_without_it() {
         ("handshake-deadline-ignored", Some(Rule::Intruder)),
         ("page-in-drops", Some(Rule::Lost)),
         ("copy-body-swapped", Some(Rule::Lost)),
+        ("transient-refused-kept", Some(Rule::Refused)),
     ] {
         let caught = (1..=PLANT_SEEDS_MAX).find(|&seed| {
             let planted = RunOptions {

@@ -1257,8 +1257,12 @@ impl Core {
                             format!("{queue:?} {TRANSIENT_REFUSED}"),
                         );
                         self.clients.reject_publish(publish, error);
-                        self.clients.enqueue_done(publish);
-                        continue;
+                        // PLANTED BUG (`transient-refused-kept`): the
+                        // refused message is enqueued all the same.
+                        if !self.settings.config.plants.transient_refused_kept() {
+                            self.clients.enqueue_done(publish);
+                            continue;
+                        }
                     }
                     match self.pending_enqueues.get_mut(&queue) {
                         Some(count) => *count += 1,

@@ -53,6 +53,8 @@ pub enum Rule {
     Volatile,
     /// Rule 23.
     Intruder,
+    /// Rule 24.
+    Refused,
     /// No silent skips: a rule that applies to the run could not be
     /// checked, and nothing else the run broke explains why.
     NotChecked,
@@ -60,7 +62,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in their numbering's order.
-    pub const ALL: [Rule; 23] = [
+    pub const ALL: [Rule; 24] = [
         Rule::NeverSent,
         Rule::Lost,
         Rule::ConsumedRedelivered,
@@ -84,6 +86,7 @@ impl Rule {
         Rule::GroupHeld,
         Rule::Volatile,
         Rule::Intruder,
+        Rule::Refused,
     ];
 
     /// Whether the rule applies to a run of `nodes` nodes: replicas
@@ -118,6 +121,7 @@ impl Rule {
             Rule::GroupHeld => "21 group-held",
             Rule::Volatile => "22 volatile",
             Rule::Intruder => "23 intruder",
+            Rule::Refused => "24 refused",
             Rule::NotChecked => "not-checked",
         }
     }
@@ -153,6 +157,7 @@ impl fmt::Display for Rule {
                 "a volatile subscription missed what was published while its link lived, or got what came before"
             }
             Rule::Intruder => "an intruder was served what its user may not have",
+            Rule::Refused => "a message whose every send was rejected delivered",
             Rule::NotChecked => "a rule could not be checked",
         })
     }

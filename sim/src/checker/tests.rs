@@ -35,6 +35,7 @@ fn params(subscribers: u32) -> WorkloadParams {
         selective_filter: SelectiveFilter::JmsSelector,
         volatile_subscribers: 0,
         intruders: 1,
+        refuse_transient: false,
     }
 }
 
@@ -1637,4 +1638,46 @@ fn an_intruder_refused_or_failed_passes_and_one_served_fails() {
     script.then(intrusion(Answer::Served("a receiving link".to_owned())));
     let report = check(&script.0, &params(0));
     assert_eq!(rules(&report), [Rule::Intruder]);
+}
+
+/// Rule 24: a message every send of which was rejected is never
+/// delivered; a send whose outcome never came may have been taken.
+#[test]
+fn a_delivered_message_whose_every_send_was_rejected_fails_rule_24() {
+    let producer = conn(ClientId::Producer(0));
+    let msg = MsgId {
+        producer: 0,
+        seq: 0,
+    };
+    let send = |resend| Op::Send {
+        conn: producer,
+        msg,
+        resend,
+        kind: MessageKind::PLAIN,
+    };
+    let rejected = || Op::ProducerOutcome {
+        conn: producer,
+        msg,
+        outcome: Outcome::Rejected,
+    };
+    let mut script = Script::default();
+    script
+        .then(Op::BrokerStart { node: None })
+        .then(send(false))
+        .then(rejected())
+        .consumed(ClientId::Consumer(0), "q0", msg)
+        .broker_state(&[("q0", 0, 0), ("q1", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert_eq!(rules(&report), [Rule::Refused]);
+
+    let mut script = Script::default();
+    script
+        .then(Op::BrokerStart { node: None })
+        .then(send(false))
+        .then(send(true))
+        .then(rejected())
+        .consumed(ClientId::Consumer(0), "q0", msg)
+        .broker_state(&[("q0", 0, 0), ("q1", 0, 0)]);
+    let report = check(&script.0, &params(0));
+    assert!(report.passed(), "{:?}", report.violations);
 }

@@ -26,6 +26,7 @@ mod never_sent;
 mod panicked;
 mod priority;
 mod redelivered;
+mod refused;
 mod replicas;
 mod request_reply;
 mod settle_second;
@@ -66,6 +67,7 @@ pub(super) fn all<'h>(params: &WorkloadParams) -> Vec<Box<dyn Check<'h> + 'h>> {
         Box::new(never_sent::NeverSent),
         Box::new(unselected::Unselected),
         Box::new(txn_aborted::TxnAbortedDelivered),
+        Box::new(refused::Refused::default()),
         Box::new(redelivered::Redelivered),
         Box::new(expired::Expired),
         Box::new(early::Early),
