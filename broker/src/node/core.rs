@@ -1387,8 +1387,8 @@ impl Core {
     }
 
     /// What the messages held in memory take, bodies and index entries.
-    /// Paged messages do not count: a deep queue pages (see `queue::paging`) rather than stop its
-    /// producers.
+    /// Paged messages do not count: a deep queue pages (see
+    /// `queue::paging`) rather than stop its producers.
     fn memory_held(&self) -> u64 {
         self.groups
             .values()

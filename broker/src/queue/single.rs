@@ -325,9 +325,11 @@ impl Queue {
     }
 
     /// Whether it pages its arrivals now, or would page the next one
-    /// (`copy`: if it is one of a topic's copies).
+    /// (`copy`: if it is one of a topic's copies). A last-value queue
+    /// does not: it keeps its keyed messages in memory, one per key.
     pub fn pages(&self, copy: bool, pager: &Pager) -> bool {
-        !self.runs.is_empty() || pager.pages_out(self.hot.bytes, copy)
+        self.config.last_value_key.is_none()
+            && (!self.runs.is_empty() || pager.pages_out(self.hot.bytes, copy))
     }
 
     /// The consumer `id`, if attached here.
