@@ -389,12 +389,19 @@ impl Queues {
     }
 
     /// A machine holding queues rebuilt whole, consumers included; `None`
-    /// if a consumer is attached to two queues.
+    /// if a consumer is attached to two queues, or a seq is in two queues
+    /// or beyond `last_seq`.
     pub(super) fn restored_whole(
         queues: Vec<Queue>,
         last_seq: Seq,
         next_run: RunId,
     ) -> Option<Self> {
+        let mut seqs = BTreeSet::new();
+        for seq in queues.iter().flat_map(Queue::seqs) {
+            if seq > last_seq || !seqs.insert(seq) {
+                return None;
+            }
+        }
         let mut restored = Self {
             last_seq,
             ..Self::default()

@@ -330,6 +330,11 @@ pub(super) fn message_of(
     };
     let acquired_before = bool_of(input)?;
     let holder = optional_of(input)?;
+    // A message held, or delivered and failed before, was acquired: the
+    // queue's invariants rest on it (found by the `queue_state` fuzzer).
+    if (holder.is_some() || delivery_count > 0) && !acquired_before {
+        return Err(invalid("acquired_before"));
+    }
     let traits = Traits::read(&body, &annotations, config).boxed();
     let message = Message {
         body,
